@@ -1,0 +1,73 @@
+# mxgate - the two commands of the README, plus a few helpers.
+#
+#   make run    install what is missing, build, start mxgate on the embedded
+#               default config (127.0.0.1:2525, mail for example.test is
+#               delivered into ./mxgate-data/mailbox)
+#   make test   install what is missing, build, run every test (normal build,
+#               then an ASan+UBSan build running the same tests)
+#
+# Needs root on a bare Debian 12 machine for the apt-get step; with every
+# package already there it never calls apt-get.
+
+BUILD      ?= build
+BUILD_SAN  ?= build-san
+JOBS       ?= $(shell nproc)
+CONFIG     ?=
+
+# Build dependencies and the real peers the tests drive.
+DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-dev \
+             libopendkim-dev libopendmarc-dev libunbound-dev libinih-dev \
+             libcmocka-dev libsystemd-dev publicsuffix ca-certificates openssl
+DEB_TEST   = python3 python3-pytest python3-aiosmtpd python3-dkim python3-dnspython \
+             swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
+             clang libclang-rt-14-dev
+DEB_RUN    = swaks
+
+.PHONY: all deps deps-test build build-san run test test-fast test-san clean docs
+
+all: build
+
+# Install only what is missing (dpkg-query answers without apt's lists).
+define install_missing
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_BUILD) $(DEB_RUN))
+
+deps-test: deps
+	$(call install_missing,$(DEB_TEST))
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-san: deps
+	cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DMXGATE_SANITIZE=ON >/dev/null
+	cmake --build $(BUILD_SAN) -j $(JOBS)
+
+run: build
+	$(BUILD)/mxgate run $(if $(CONFIG),-c $(CONFIG),)
+
+# Normal build first, then the sanitizer build running the same tests.
+test: deps-test build build-san
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS)
+
+test-fast: deps-test build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+docs: build
+	$(BUILD)/mxgate config-reference > docs/config-reference.md
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

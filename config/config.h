@@ -1,0 +1,201 @@
+/*
+ * config.h - mxgate's configuration: one INI file edited by hand, parsed with
+ * libinih, validated against declarative directive tables (one per section
+ * kind) that also generate `check-config` messages, the config dump and
+ * docs/config-reference.md.
+ *
+ * Ownership: config_load() returns a struct config the caller frees with
+ * config_free(); everything reachable from it is owned by it.  A loaded
+ * config is immutable: reload builds a new one and swaps the pointer.
+ *
+ * Diagnostics: every problem is reported as "FILE:LINE: message" through the
+ * diagnostics list (never printed directly), so `check-config`, `run` and
+ * reload all show the same text.
+ */
+#ifndef MX_CONFIG_H
+#define MX_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+/* ------------------------------------------------------------ listeners */
+
+struct config_listen {
+	char *host;         /* numeric address, no brackets ("127.0.0.1", "::1", "0.0.0.0", "::") */
+	int port;
+	struct util_addr addr;  /* resolved socket address */
+	int line;           /* config line, for diagnostics */
+};
+
+/* ------------------------------------------------------------ downstream routes */
+
+enum config_route_type { CONFIG_ROUTE_SMTP = 0, CONFIG_ROUTE_MX, CONFIG_ROUTE_DIRECTORY };
+enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE };
+
+struct config_host {
+	char *host;         /* name or numeric address */
+	int port;           /* default 25 */
+};
+
+/* [route NAME] section.  A route without `domains` is the default route;
+ * exactly one default route must exist. */
+struct config_route {
+	char *name;                       /* section argument */
+	enum config_route_type type;      /* type = smtp | mx | directory */
+	struct util_strlist domains;      /* domains = recipient domains routed here */
+	struct config_host *hosts;        /* hosts = h1:25, h2:25 (smtp: tried in order) */
+	size_t nhosts;
+	enum config_tls_policy tls;       /* tls = verify | encrypt | none */
+	char *ca_file;                    /* tls_ca_file: NULL = system CA store */
+	char *auth_user;                  /* auth_user / auth_password ... */
+	char *auth_password;
+	char *auth_file;                  /* auth_file: "user:password" on one line, mode 0600 */
+	int max_connections;              /* concurrency limit for this route */
+	int msgs_per_connection;          /* messages carried by one connection */
+	int connect_timeout;              /* seconds */
+	int command_timeout;              /* seconds */
+	int data_timeout;                 /* seconds */
+	char *directory;                  /* type = directory: folder for .eml files */
+	int line;                         /* line of the [route] header */
+};
+
+/* ------------------------------------------------------------ the whole config */
+
+enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
+
+struct config {
+	char *path;                       /* file it came from, or "(embedded default)" */
+
+	/* [server] */
+	char *hostname;                   /* banner, Received, HELO to downstream */
+	struct config_listen *listen;     /* listen = 127.0.0.1:25, [::]:25 */
+	size_t nlisten;
+	char *banner_text;                /* text after "220 hostname ESMTP" */
+	char *user;                       /* drop privileges to this user (issue: hardening) */
+	char *group;
+	char *control_socket;             /* unix socket for `mxgate queue|status|reload` */
+
+	/* [limits] */
+	int64_t message_size_limit;       /* bytes; SIZE= and data */
+	int max_recipients;               /* per message */
+	int max_connections;              /* total */
+	int max_connections_per_ip;
+	int max_errors;                   /* per session, then 421 */
+	int max_header_size;              /* bytes of the header block kept in memory */
+	int command_timeout;              /* seconds (RFC 5321 4.5.3.2: 5 min) */
+	int data_timeout;                 /* seconds between data chunks (3 min) */
+	int data_total_timeout;           /* seconds for the whole DATA phase */
+	int proxy_timeout;                /* seconds to wait for a PROXY header */
+
+	/* [tls] */
+	char *tls_cert_file;              /* NULL: no STARTTLS offered */
+	char *tls_key_file;
+	char *tls_ciphers;                /* TLS <= 1.2 cipher list */
+	char *tls_ciphersuites;           /* TLS 1.3 suites */
+	char *tls_min_version;            /* "TLSv1.2" or "TLSv1.3" */
+
+	/* [access] */
+	struct util_cidr_list allow;      /* empty = everyone not denied */
+	struct util_cidr_list deny;       /* deny wins */
+	struct util_cidr_list trusted_proxies; /* must send PROXY v1/v2 */
+
+	/* [domains] */
+	struct util_strlist accepted_domains;    /* lower-case */
+	struct util_strlist accepted_recipients; /* optional exact list, lower-case; empty = any at accepted domains */
+	char *recipients_file;                   /* one address per line, merged into accepted_recipients */
+
+	/* [queue] */
+	char *queue_dir;
+	bool queue_fsync;                 /* off only for benchmarks */
+	int64_t max_queue_lifetime;       /* seconds, then bounce */
+	int64_t delay_warning_time;       /* seconds; 0 = no delay DSN */
+	int64_t *retry_schedule;          /* seconds; last one repeats */
+	size_t nretry;
+	int max_deliveries;               /* concurrent deliveries in total */
+	char *bounce_sender;              /* From: of DSNs, default MAILER-DAEMON@hostname */
+
+	/* [log] */
+	enum util_log_level log_level;
+	enum util_log_format log_format;
+	char *log_file;                   /* NULL = stderr */
+
+	/* [dns] */
+	struct util_strlist dns_forwarders;   /* "127.0.0.1@5353"; empty = full recursion */
+	char *dns_trust_anchor_file;          /* enables DNSSEC validation */
+	int dns_timeout;                      /* seconds per query */
+	int dns_cache_size;                   /* entries */
+
+	/* [auth] - SPF/DKIM/DMARC at ingress */
+	char *authserv_id;                /* default: hostname */
+	bool spf_enabled;
+	bool spf_reject_fail;             /* 550 at MAIL/RCPT on SPF fail */
+	bool spf_temperror_defer;         /* 451 on SPF temperror */
+	bool dkim_enabled;
+	int dkim_max_signatures;
+	int dkim_min_rsa_bits;            /* RFC 8301: >= 1024 */
+	bool dmarc_enabled;
+	enum config_dmarc_enforcement dmarc_enforcement;
+	struct util_strlist dmarc_exempt_domains;   /* sender domains: stamp, never enforce */
+	struct util_cidr_list dmarc_exempt_clients; /* client CIDRs: stamp, never enforce */
+	char *psl_file;                   /* Public Suffix List */
+	int policy_workers;               /* worker threads for policy evaluation */
+
+	/* [spam] */
+	double spam_threshold;
+	double weight_spf_fail, weight_spf_softfail, weight_dkim_fail;
+	double weight_dmarc_fail, weight_dmarc_quarantine, weight_dnsbl, weight_no_rdns;
+	struct util_strlist dnsbl_zones;
+	char *spam_flag_header;           /* "X-Spam-Flag" */
+	char *spam_score_header;          /* "X-Spam-Score" */
+	char *spam_status_header;         /* "X-Spam-Status" */
+
+	/* [route NAME] sections */
+	struct config_route *routes;
+	size_t nroutes;
+};
+
+/* One diagnostic: "FILE:LINE: message" (line 0 = whole file). */
+struct config_diag {
+	char *file;
+	int line;
+	bool warning;                     /* warnings do not fail check-config */
+	char *msg;
+};
+struct config_diags {
+	struct config_diag *v;
+	size_t n;
+};
+void config_diags_free(struct config_diags *d);
+/* config_diags_print - one "FILE:LINE: [warning: ]message" line each. */
+void config_diags_print(const struct config_diags *d, FILE *out);
+size_t config_diags_errors(const struct config_diags *d);
+
+/* The embedded default (used when no -c is given): listens on
+ * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
+ * and delivers into ./mxgate-data/mailbox through a directory route. */
+extern const char config_default_text[];
+
+/* config_load - parse and validate path (or the embedded default when path
+ * is NULL).  Returns a config when there are no errors (warnings allowed),
+ * NULL otherwise; every problem is appended to diags. */
+struct config *config_load(const char *path, struct config_diags *diags);
+/* config_load_string - same, from memory; name is used as FILE in messages. */
+struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);
+void config_free(struct config *cfg);
+
+/* config_route_for - route for a recipient domain (case-insensitive), falling
+ * back to the default route.  Borrowed pointer into cfg. */
+const struct config_route *config_route_for(const struct config *cfg, const char *domain);
+/* config_is_accepted_rcpt - relay control: domain accepted and, when a
+ * recipient list exists, the address is on it. */
+bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
+
+/* config_dump - the effective config (every directive, defaults included). */
+void config_dump(const struct config *cfg, FILE *out);
+/* config_reference_markdown - docs/config-reference.md, from the tables. */
+void config_reference_markdown(FILE *out);
+
+#endif

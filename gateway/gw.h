@@ -1,0 +1,62 @@
+/*
+ * gw.h - the daemon: wiring of config, queue, scheduler, resolver, policy,
+ * SMTP server and deliverer into one libevent loop; lifecycle (signals,
+ * reload, drain); the control socket and the CLI subcommands that talk to it.
+ *
+ * Ownership: struct gw owns everything it points to.
+ */
+#ifndef MX_GW_H
+#define MX_GW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "policy.h"
+#include "queue.h"
+#include "smtp.h"
+
+struct gw_control;
+
+struct gw {
+	struct event_base *base;
+	const char *config_path;      /* NULL = embedded default */
+	struct config *cfg;           /* current config */
+	struct policy_dns *dns;
+	struct policy_ctx *policy;    /* NULL when SPF, DKIM and DMARC are all off */
+	struct queue_store *qs;
+	struct queue_sched *sched;
+	struct smtp_server *server;
+	struct smtp_deliverer *deliverer;
+	struct gw_control *control;
+	int64_t started;              /* seconds since the epoch */
+	bool stopping;
+};
+
+/* gw_reload - re-read the config; on errors log every one and keep the old
+ * config.  0/-1. */
+int gw_reload(struct gw *gw);
+
+/* ------------------------------------------------------------ control socket */
+
+/* A unix stream socket (mode 0600) at cfg->control_socket.  Protocol: the
+ * client sends one line "COMMAND [ARG]\n"; the daemon answers with text lines
+ * and a last line "OK" or "ERR message".  Commands: queue-list, queue-show ID,
+ * queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID, status,
+ * reload. */
+struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, size_t errlen);
+void gw_control_free(struct gw_control *c);
+
+/* gw_control_request - client side: connect to path, send the line, copy the
+ * answer to stdout.  Returns the process exit code (0 on OK). */
+int gw_control_request(const char *path, const char *line);
+
+/* ------------------------------------------------------------ subcommands */
+
+int gw_cmd_run(int argc, char **argv);
+int gw_cmd_check_config(int argc, char **argv);
+int gw_cmd_queue(int argc, char **argv);     /* mxgate queue list|show|flush|hold|release|delete */
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * policy.h - authentication and verdicts at the point of ingress: SPF
+ * (libspf2), DKIM (libopendkim), DMARC (libopendmarc), DNSBL and the spam
+ * score, plus the Authentication-Results / Received-SPF / spam headers.
+ *
+ * policy/ knows nothing of SMTP: it takes facts (client address, HELO, MAIL
+ * FROM, header fields, body bytes) and returns results; smtp/ turns results
+ * into replies and headers.
+ *
+ * Threads: all functions are called on the event-loop thread.  Everything
+ * that can wait (DNS, library calls that do DNS) runs on the policy worker
+ * pool; completion callbacks run on the loop thread and carry the caller's
+ * 64-bit cookie (a session id), never a raw pointer that may be gone.
+ *
+ * Ownership: policy_msg_free() may be called while a job is in flight: the
+ * message is then freed by the pool when the job ends and the callback is
+ * not called.
+ */
+#ifndef MX_POLICY_H
+#define MX_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "util.h"
+
+struct policy_ctx;
+struct policy_msg;
+
+/* ------------------------------------------------------------ resolver */
+
+/* The one DNS resolver of mxgate (libunbound): forwarders "addr[@port]" from
+ * [dns] forwarders (full recursion when none), optional DNSSEC validation
+ * with [dns] trust_anchor_file, a cache, per-query timeouts.  It sets
+ * `local-zone: "test." nodefault` (and the other RFC 6761 names) and
+ * `do-not-query-localhost: no`, so test zones on 127.0.0.1 work.
+ * Loop-side queries use libunbound's async API watched through ub_fd();
+ * worker threads may use the synchronous calls. */
+struct policy_dns;
+struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *base,
+				  char *err, size_t errlen);
+void policy_dns_free(struct policy_dns *d);
+
+enum policy_dns_status { POLICY_DNS_OK = 0, POLICY_DNS_NXDOMAIN, POLICY_DNS_NODATA,
+			 POLICY_DNS_TEMPFAIL, POLICY_DNS_BOGUS };
+/* Async, loop thread.  cb runs later on the loop thread (never inside the
+ * call).  addrs/hosts are borrowed for the duration of the callback. */
+typedef void (*policy_dns_addrs_cb)(void *arg, enum policy_dns_status st,
+				    const struct util_addr *addrs, size_t n);
+void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
+			     policy_dns_addrs_cb cb, void *arg);
+/* MX hosts sorted by preference (RFC 5321 5.1: implicit MX = the domain
+ * itself when there is no MX record; "." null MX -> NODATA). */
+typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st,
+				 const char *const *hosts, size_t n);
+void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
+			   void *arg);
+/* Synchronous (worker threads only): TXT records joined per record; returns
+ * status, sets *secure when DNSSEC validated the answer.  Caller frees the
+ * list with util_strlist_free(). */
+enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *name,
+					   struct util_strlist *out, bool *secure);
+
+/* policy_new - worker pool, PSL, the resolver (borrowed).  cfg is borrowed and must outlive the context (reload makes a
+ * new context).  NULL + message in err on failure. */
+struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
+			      struct policy_dns *dns, char *err, size_t errlen);
+void policy_free(struct policy_ctx *pc);
+
+/* policy_drop_header - true when an incoming header field must be removed
+ * before the message is queued: Authentication-Results carrying our
+ * authserv-id (RFC 8601 section 5) and any header with the configured spam
+ * header names.  Pure; usable without a context given the config. */
+bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f);
+
+enum policy_action {
+	POLICY_ACCEPT = 0,     /* queue */
+	POLICY_QUARANTINE,     /* queue, marked as spam */
+	POLICY_REJECT,         /* 550 with reply; nothing queued */
+	POLICY_TEMPFAIL,       /* 451 with reply */
+};
+
+typedef void (*policy_cb)(uint64_t cookie, void *arg);
+
+/* One message.  mail_from is "" for the null sender. */
+struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr *client,
+				  const char *helo, const char *mail_from);
+void policy_msg_free(struct policy_msg *pm);
+
+/* SPF: started at MAIL FROM.  cb runs when the result is known. */
+void policy_spf_start(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg);
+bool policy_spf_done(const struct policy_msg *pm);
+/* policy_spf_reply - after SPF: NULL to go on, or a reply such as
+ * "550 5.7.23 SPF fail: ..." / "451 4.7.24 SPF temporary error" when the
+ * config says to refuse (spf_reject_fail / spf_temperror_defer).  Borrowed. */
+const char *policy_spf_reply(const struct policy_msg *pm);
+
+/* Message content, streamed while DATA arrives (feeds the DKIM verifier).
+ * Each call gets one complete raw header field (with its CRLF) or a chunk
+ * of body bytes (CRLF line endings, dot-unstuffed).  0/-1. */
+int policy_msg_header(struct policy_msg *pm, const char *field, size_t len);
+int policy_msg_eoh(struct policy_msg *pm);
+int policy_msg_body(struct policy_msg *pm, const char *p, size_t n);
+
+/* policy_msg_finish - end of data: DKIM key lookups, DMARC, DNSBL, score.
+ * cb runs when the verdict is ready. */
+void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg);
+
+/* The verdict, valid after finish's callback (borrowed). */
+struct policy_verdict {
+	enum policy_action action;
+	const char *reply;     /* SMTP reply for REJECT/TEMPFAIL, e.g. "550 5.7.1 ..." */
+	const char *headers;   /* header fields to prepend (CRLF): Authentication-Results,
+	                          Received-SPF, spam headers */
+	const char *summary;   /* key=value fields for the log line:
+	                          "spf=pass dkim=pass dmarc=pass score=0.0 action=accept" */
+	double score;
+};
+const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm);
+
+#endif

@@ -1,0 +1,207 @@
+/*
+ * queue.h - the durable on-disk queue (store) and the delivery scheduler.
+ *
+ * Layout under queue_dir (docs/queue-format.md has the byte-level format):
+ *   incoming/  ID.msg being received; never acknowledged; wiped at start-up
+ *   msg/       ID      committed message bytes (as received + nothing else)
+ *   active/    ID      envelope of a message due for delivery
+ *   deferred/  ID      envelope of a message waiting for its next attempt
+ *   hold/      ID      envelope of a message held by the postmaster
+ * A message exists exactly when its envelope exists in one of the state
+ * folders; a msg/ID without an envelope is an orphan of a crash before the
+ * commit point and is removed at start-up.  The commit point is the rename of
+ * the envelope into active/ followed by an fsync of that folder.
+ *
+ * Threads: every function here is called on the event-loop thread.  Blocking
+ * work (fsync, rename batches) runs on the store's own I/O thread, which
+ * groups concurrent commits into one directory fsync; completion callbacks
+ * run on the loop thread (libevent with evthread_use_pthreads()).
+ *
+ * Ownership: queue_envelope_free() frees an envelope and everything in it;
+ * functions that "take" an envelope or spool free it themselves.
+ */
+#ifndef MX_QUEUE_H
+#define MX_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "util.h"
+
+enum queue_state { QUEUE_ACTIVE = 0, QUEUE_DEFERRED, QUEUE_HOLD };
+enum queue_rcpt_state { QUEUE_RCPT_PENDING = 0, QUEUE_RCPT_DONE, QUEUE_RCPT_FAILED };
+
+struct queue_rcpt {
+	char *addr;                    /* owned */
+	enum queue_rcpt_state state;
+	char *last_reply;              /* owned; last downstream reply or error, NULL if none */
+};
+
+struct queue_envelope {
+	char id[UTIL_QID_LEN + 1];
+	char *sender;                  /* owned; "" for the null sender <> */
+	struct queue_rcpt *rcpts;      /* owned array */
+	size_t nrcpts;
+	char *client_addr;             /* owned; real client address (after PROXY) */
+	char *client_name;             /* owned; reverse DNS name or NULL */
+	char *helo;                    /* owned */
+	char *tls;                     /* owned; "TLSv1.3 TLS_AES_256_GCM_SHA384" or NULL */
+	char *prepend;                 /* owned; header lines (CRLF) put in front of the
+	                                  message file on delivery: Received, A-R, ... */
+	int64_t arrival;               /* seconds since the epoch */
+	int64_t size;                  /* bytes of msg/ID (not counting prepend) */
+	bool smtputf8;                 /* client used SMTPUTF8: needs SMTPUTF8 downstream */
+	bool eightbit;                 /* message has 8-bit bytes: needs 8BITMIME downstream */
+	bool is_dsn;                   /* a bounce we generated: never bounced itself */
+	int attempts;
+	int64_t next_attempt;          /* seconds since the epoch; 0 = now */
+	bool delay_warned;             /* a delay DSN was already sent */
+	char *last_error;              /* owned; summary of the last failed attempt */
+};
+
+struct queue_envelope *queue_envelope_new(void);
+void queue_envelope_free(struct queue_envelope *env);
+struct queue_envelope *queue_envelope_dup(const struct queue_envelope *env);
+void queue_envelope_add_rcpt(struct queue_envelope *env, const char *addr);
+/* Serialisation (pure; used by the store and by the unit tests).
+ * queue_envelope_parse returns NULL and a message in err on a bad file. */
+char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len);
+struct queue_envelope *queue_envelope_parse(const char *text, size_t len, char *err, size_t errlen);
+
+/* ------------------------------------------------------------ store */
+
+struct queue_store;
+
+/* queue_store_open - create the folders if needed, wipe incoming/, remove
+ * orphans, start the I/O thread.  fsync=false only for benchmarks.
+ * Returns NULL with a message in err. */
+struct queue_store *queue_store_open(const char *dir, bool fsync, struct event_base *base,
+				     char *err, size_t errlen);
+/* queue_store_close - waits for the I/O thread to finish pending jobs. */
+void queue_store_close(struct queue_store *qs);
+const char *queue_store_dir(const struct queue_store *qs);
+
+/* A message being received.  Writes go straight to incoming/ID.msg. */
+struct queue_spool;
+struct queue_spool *queue_spool_new(struct queue_store *qs);       /* NULL + errno on failure */
+const char *queue_spool_id(const struct queue_spool *sp);
+/* queue_spool_write - 0, or -1 with errno (ENOSPC/EDQUOT -> 452 4.3.1). */
+int queue_spool_write(struct queue_spool *sp, const void *p, size_t n);
+int64_t queue_spool_size(const struct queue_spool *sp);
+void queue_spool_abort(struct queue_spool *sp);                     /* unlink + free; NULL ok */
+
+/* queue_commit - make the message durable: fsync the spool, rename it to
+ * msg/ID, write the envelope (env->id is set to the spool id), fsync, rename
+ * into active/, fsync the folders.  Takes ownership of sp and env.  cb runs on
+ * the loop thread: status 0 = durable (answer 250), -1 = failed with errno in
+ * err (nothing left behind; answer 451/452).  Concurrent commits share one
+ * fsync of each folder.  The scheduler's on_commit hook runs before cb. */
+typedef void (*queue_commit_cb)(uint64_t cookie, int status, int err, const char *qid, void *arg);
+void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+		  queue_commit_cb cb, uint64_t cookie, void *arg);
+
+/* queue_inject - commit a message we generated (a DSN): bytes in memory. */
+void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void *msg, size_t len,
+		  queue_commit_cb cb, uint64_t cookie, void *arg);
+
+/* queue_store_on_commit - hook called (loop thread) with each newly
+ * committed envelope (borrowed) - the scheduler indexes it. */
+void queue_store_on_commit(struct queue_store *qs,
+			   void (*fn)(const struct queue_envelope *env, void *arg), void *arg);
+
+/* queue_store_scan - start-up only (blocking): call fn for every envelope in
+ * active/, deferred/ and hold/.  Unreadable envelopes are logged and moved
+ * aside to corrupt/, never deleted.  env is borrowed for the call. */
+int queue_store_scan(struct queue_store *qs,
+		     void (*fn)(const struct queue_envelope *env, enum queue_state st, void *arg),
+		     void *arg);
+
+/* queue_env_load - read one envelope (small file; loop thread).  0/-1. */
+int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope **out,
+		   enum queue_state *st);
+/* queue_msg_path - path of msg/ID into out. */
+void queue_msg_path(const struct queue_store *qs, const char *id, char *out, size_t outlen);
+
+/* queue_env_update - durably replace the envelope (new file + fsync + rename
+ * into the folder of state `to`, then unlink it from `from` if different,
+ * fsync folders).  The envelope is serialised before the call returns (env
+ * stays the caller's).  cb(status, arg) on the loop thread. */
+typedef void (*queue_done_cb)(int status, void *arg);
+void queue_env_update(struct queue_store *qs, const struct queue_envelope *env,
+		      enum queue_state from, enum queue_state to, queue_done_cb cb, void *arg);
+/* queue_msg_remove - remove envelope (first: the commit point) then msg. */
+void queue_msg_remove(struct queue_store *qs, const char *id, enum queue_state from,
+		      queue_done_cb cb, void *arg);
+
+/* ------------------------------------------------------------ scheduler */
+
+/* The scheduler keeps an in-memory index of every queued message (id, state,
+ * next attempt) in a min-heap, built by one scan at start-up and updated on
+ * commit and after each attempt: no directory rescan per tick. */
+struct queue_sched;
+
+/* Outcome of one delivery attempt for one recipient. */
+enum queue_outcome { QUEUE_OUT_DONE = 0, QUEUE_OUT_DEFER, QUEUE_OUT_BOUNCE };
+
+/* What the scheduler needs from a deliverer (implemented in smtp/ and wired
+ * by the gateway, so queue/ never depends on smtp/). */
+struct queue_delivery;   /* one attempt, owned by the scheduler */
+struct queue_deliver_ops {
+	/* start - deliver msg (prepend + file at msg_path) to rcpts[idx[i]] of
+	 * env through route.  Must call queue_delivery_done() exactly once,
+	 * later (never from inside start). */
+	void (*start)(void *ctx, struct queue_delivery *d, const struct queue_envelope *env,
+		      const size_t *idx, size_t nidx, const char *msg_path,
+		      const struct config_route *route);
+};
+/* queue_delivery_result - record the outcome of rcpt idx (the reply text is
+ * copied); then queue_delivery_done() once all are recorded.  Recipients not
+ * given an outcome are deferred with the attempt's error. */
+void queue_delivery_result(struct queue_delivery *d, size_t idx, enum queue_outcome out,
+			   const char *reply);
+void queue_delivery_done(struct queue_delivery *d, const char *error_or_null);
+
+struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *base,
+				    const struct config *cfg, const struct queue_deliver_ops *ops,
+				    void *ops_ctx);
+/* queue_sched_set_config - reload: new schedule/routes/limits (borrowed; must
+ * outlive the scheduler or the next call). */
+void queue_sched_set_config(struct queue_sched *s, const struct config *cfg);
+void queue_sched_free(struct queue_sched *s);
+/* Stop starting new deliveries (SIGTERM); cb when in-flight ones are done. */
+void queue_sched_drain(struct queue_sched *s, void (*cb)(void *arg), void *arg);
+
+/* Postmaster operations (control socket).  Each returns 0, or -1 with a
+ * message in err.  list/show write human-readable text into out. */
+int queue_sched_list(struct queue_sched *s, struct util_buf *out);
+int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out, char *err, size_t errlen);
+int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, size_t errlen);
+int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t errlen);
+int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen);
+int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);
+size_t queue_sched_count(const struct queue_sched *s);
+int64_t queue_sched_oldest(const struct queue_sched *s);   /* arrival of the oldest, 0 if empty */
+
+/* Backoff: delay before attempt number `attempt` (1 = the first retry), from
+ * the configured schedule (the last entry repeats).  Pure. */
+int64_t queue_backoff(const int64_t *schedule, size_t n, int attempt);
+
+/* DSN composition (RFC 3464), pure: a multipart/report message from
+ * `reporting_mta` to env->sender, reporting the recipients listed with their
+ * status ("5.1.1") and diagnostic replies, with the original headers
+ * (orig_headers, CRLF) attached as text/rfc822-headers.  action is "failed"
+ * or "delayed".  Returns a malloc'd message (CRLF line endings). */
+struct queue_dsn_rcpt {
+	const char *addr;
+	const char *status;       /* "5.1.1" */
+	const char *diagnostic;   /* "smtp; 550 5.1.1 user unknown" or NULL */
+};
+char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
+			const struct queue_envelope *env, const char *action,
+			const struct queue_dsn_rcpt *rcpts, size_t nrcpts,
+			const char *orig_headers, size_t orig_len, int64_t now, size_t *len_out);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * smtp-internal.h - pure, incremental parsers shared by the SMTP server and
+ * client, and by the unit tests and fuzz targets: command lines, MAIL/RCPT
+ * paths, the DATA stream (dot-unstuffing, strict CRLF), PROXY v1/v2 headers
+ * and downstream replies.  None of them allocates from a network-controlled
+ * size without checking it against a limit first.
+ */
+#ifndef MX_SMTP_INTERNAL_H
+#define MX_SMTP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+#define SMTP_MAX_CMD_LINE 512      /* RFC 5321 4.5.3.1.4, including CRLF */
+#define SMTP_MAX_TEXT_LINE 1000    /* RFC 5321 4.5.3.1.6, including CRLF */
+#define SMTP_MAX_PATH 256          /* RFC 5321 4.5.3.1.3 */
+#define SMTP_MAX_PARAMS 16
+
+/* ------------------------------------------------------------ command lines */
+
+enum smtp_verb {
+	SMTP_VERB_UNKNOWN = 0,
+	SMTP_VERB_HELO, SMTP_VERB_EHLO, SMTP_VERB_MAIL, SMTP_VERB_RCPT, SMTP_VERB_DATA,
+	SMTP_VERB_RSET, SMTP_VERB_NOOP, SMTP_VERB_QUIT, SMTP_VERB_VRFY, SMTP_VERB_EXPN,
+	SMTP_VERB_HELP, SMTP_VERB_STARTTLS, SMTP_VERB_AUTH, SMTP_VERB_BDAT,
+};
+
+struct smtp_cmd {
+	enum smtp_verb verb;
+	const char *arg;     /* borrowed from the line: text after the verb and one
+	                        space, trailing spaces removed; "" when none */
+};
+
+/* smtp_cmd_parse - line is one command WITHOUT its CRLF, NUL-terminated
+ * (line[len] == 0).  The verb is matched case-insensitively.  Returns 0, or -1
+ * for an unknown verb / a line that contains a NUL, CR or LF byte / a verb
+ * glued to its argument ("MAILFROM:").  On -1, cmd->verb is UNKNOWN. */
+int smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd);
+const char *smtp_verb_name(enum smtp_verb v);
+
+/* ------------------------------------------------------------ MAIL / RCPT */
+
+struct smtp_param {
+	char key[32];        /* upper-cased esmtp-keyword */
+	char value[128];     /* esmtp-value, "" when absent */
+};
+
+struct smtp_path {
+	char addr[SMTP_MAX_PATH + 1];  /* "user@domain", "" for <>; source route removed */
+	bool null_path;                /* <> */
+	struct smtp_param params[SMTP_MAX_PARAMS];
+	size_t nparams;
+};
+
+/* smtp_path_parse - arg is the MAIL/RCPT argument ("FROM:<a@b> SIZE=10").
+ * prefix is "FROM:" or "TO:" (case-insensitive; one optional space after the
+ * colon is tolerated, as Postfix does).  utf8 allows UTF-8 in the address
+ * (SMTPUTF8).  null_ok allows <> (MAIL only).  Returns 0, or -1 with an SMTP
+ * reply in reply (e.g. "501 5.1.3 Bad recipient address syntax").
+ * Refused: missing angle brackets, a second '@' outside a quoted local part,
+ * 8-bit bytes without utf8, control characters, esmtp params that are not
+ * keyword[=value], more than SMTP_MAX_PARAMS params, an address longer than
+ * SMTP_MAX_PATH.  A source route "@a,@b:user@c" is accepted and dropped
+ * (RFC 5321 4.1.1.3, C.). */
+int smtp_path_parse(const char *arg, const char *prefix, bool utf8, bool null_ok,
+		    struct smtp_path *out, char *reply, size_t replylen);
+/* smtp_path_param - value of param key (case-insensitive) or NULL. */
+const char *smtp_path_param(const struct smtp_path *p, const char *key);
+/* smtp_addr_is_relay_hack - local part contains '%' or '!', or a quoted
+ * local part contains '@' (relay tricks).  addr as returned by path_parse. */
+bool smtp_addr_is_relay_hack(const char *addr);
+
+/* ------------------------------------------------------------ DATA stream */
+
+/* Errors found in a DATA stream (bit mask).  The parser keeps going after an
+ * error until the real end of data, so nothing is ever split in two. */
+enum {
+	SMTP_DATA_BARE_LF = 1 << 0,       /* LF not preceded by CR */
+	SMTP_DATA_BARE_CR = 1 << 1,       /* CR not followed by LF */
+	SMTP_DATA_LONG_LINE = 1 << 2,     /* line over SMTP_MAX_TEXT_LINE */
+	SMTP_DATA_NUL = 1 << 3,           /* NUL byte */
+	SMTP_DATA_TOO_BIG = 1 << 4,       /* over the size limit */
+};
+
+struct smtp_data_parser {
+	int state;            /* private */
+	size_t line_len;      /* bytes in the current line so far */
+	int64_t size;         /* message bytes emitted (after unstuffing) */
+	int64_t limit;        /* size limit; bytes past it are not emitted */
+	unsigned errors;      /* SMTP_DATA_* */
+	bool eightbit;        /* saw a byte >= 0x80 */
+};
+
+/* emit - message bytes (CRLF endings, dot-unstuffed), in order, possibly in
+ * many small pieces.  Returns 0, or -1 to note a write error (the parser
+ * stops emitting but keeps looking for the end). */
+typedef int (*smtp_data_emit_fn)(const char *p, size_t n, void *arg);
+
+void smtp_data_init(struct smtp_data_parser *p, int64_t limit);
+/* smtp_data_feed - consume bytes from buf.  Returns the number of bytes
+ * consumed; *done is set when "CRLF.CRLF" ended the data - bytes after it
+ * are not consumed (they are the next, pipelined command).  The final CRLF
+ * before the dot belongs to the message; the dot line does not. */
+size_t smtp_data_feed(struct smtp_data_parser *p, const char *buf, size_t n,
+		      smtp_data_emit_fn emit, void *arg, bool *done);
+
+/* ------------------------------------------------------------ PROXY protocol */
+
+struct smtp_proxy_info {
+	bool local;               /* v2 LOCAL / v1 UNKNOWN: use the real peer address */
+	struct util_addr src;     /* the client as the proxy saw it */
+	struct util_addr dst;
+};
+#define SMTP_PROXY_V1_MAX 107
+#define SMTP_PROXY_V2_MAX 4096    /* header + TLVs we accept */
+
+/* smtp_proxy_parse - buf holds the first bytes of a connection.  Returns the
+ * header length (> 0) when a complete valid v1 or v2 header was parsed, 0 when
+ * more bytes are needed, -1 when the bytes are not a valid PROXY header
+ * (including over-long ones). */
+int smtp_proxy_parse(const unsigned char *buf, size_t len, struct smtp_proxy_info *out);
+/* smtp_proxy_looks_like - the first bytes start like a PROXY v1 or v2 header
+ * (used to refuse PROXY from untrusted peers). */
+bool smtp_proxy_looks_like(const unsigned char *buf, size_t len);
+
+/* ------------------------------------------------------------ replies (client side) */
+
+struct smtp_reply {
+	int code;                 /* 200..599 */
+	char text[4096];          /* all lines' text joined with "\n", codes stripped, truncated */
+	size_t nlines;
+};
+/* smtp_reply_parse - buf holds bytes from a server.  Returns bytes consumed
+ * by one complete (possibly multi-line) reply, 0 when more bytes are needed,
+ * -1 on a malformed reply (bad code, code changes between lines, line over
+ * 4096 bytes, more than 1000 lines). */
+int smtp_reply_parse(const char *buf, size_t len, struct smtp_reply *out);
+
+#endif

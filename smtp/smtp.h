@@ -1,0 +1,55 @@
+/*
+ * smtp.h - the SMTP server (ESMTP receiver: sessions, STARTTLS, PROXY,
+ * access control, DATA into the queue) and the SMTP deliverer (client side:
+ * relays queued mail to the downstream routes).
+ *
+ * Threads: loop thread only.  Ownership: *_free() frees what *_new() made;
+ * configs, stores and policy contexts passed in are borrowed.
+ */
+#ifndef MX_SMTP_H
+#define MX_SMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "policy.h"
+#include "queue.h"
+
+/* ------------------------------------------------------------ server */
+
+struct smtp_server;
+
+/* smtp_server_new - policy may be NULL (no SPF/DKIM/DMARC).  Binds every
+ * [server] listen address; NULL + message in err on failure. */
+struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
+				    struct queue_store *qs, struct policy_ctx *policy,
+				    char *err, size_t errlen);
+/* smtp_server_reload - new sessions use cfg/policy (borrowed; the caller keeps
+ * the old ones alive until smtp_server_sessions_using() says they are free);
+ * listeners are added/removed to match cfg; the TLS certificate is re-read.
+ * 0, or -1 with a message in err (then nothing changed). */
+int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
+		       struct policy_ctx *policy, char *err, size_t errlen);
+/* smtp_server_stop_accepting - close the listeners (SIGTERM). */
+void smtp_server_stop_accepting(struct smtp_server *srv);
+/* smtp_server_close_idle - 421 to sessions not inside a transaction. */
+void smtp_server_shutdown_sessions(struct smtp_server *srv);
+size_t smtp_server_session_count(const struct smtp_server *srv);
+void smtp_server_free(struct smtp_server *srv);
+
+/* ------------------------------------------------------------ deliverer */
+
+struct smtp_deliverer;
+
+/* smtp_deliverer_new - dns resolves route host names and MX (borrowed). */
+struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct config *cfg,
+					  struct policy_dns *dns, char *err, size_t errlen);
+void smtp_deliverer_set_config(struct smtp_deliverer *d, const struct config *cfg);
+void smtp_deliverer_free(struct smtp_deliverer *d);
+/* The scheduler's view of the deliverer (ctx = the smtp_deliverer). */
+extern const struct queue_deliver_ops smtp_deliver_ops;
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * util.h - the bottom layer of mxgate: logging, queue ids, small string and
+ * address helpers, CIDR lists.  Nothing here knows about SMTP, the queue or
+ * the config file; every other module may include it.
+ *
+ * Ownership: functions returning char * return a malloc'd string the caller
+ * frees with free(); *_free(NULL) is always a no-op.
+ */
+#ifndef MX_UTIL_H
+#define MX_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#define UTIL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* "not yet" for non-blocking steps (STYLE rule 5). */
+#define GW_AGAIN (-2)
+
+/* ---------------------------------------------------------------- logging */
+
+enum util_log_level { UTIL_LOG_ERR = 0, UTIL_LOG_WARN, UTIL_LOG_INFO, UTIL_LOG_DEBUG };
+enum util_log_format { UTIL_LOG_TEXT = 0, UTIL_LOG_JSON };
+
+/* util_log_init - set the minimum level and format; the sink is stderr, or the
+ * file at path (appended) when path is not NULL.  Returns 0/-1. */
+int util_log_init(enum util_log_level level, enum util_log_format format, const char *path);
+void util_log_set_level(enum util_log_level level);
+bool util_log_enabled(enum util_log_level level);
+/* util_log - one line "LEVEL msg" (text) or {"level":..,"msg":..} (json).
+ * Lines are written with one write(2), so threads never interleave.  The
+ * message is expected in "id key=value key=value" form (STYLE rule 8). */
+void util_log(enum util_log_level level, const char *fmt, ...) UTIL_PRINTF(2, 3);
+void util_vlog(enum util_log_level level, const char *fmt, va_list ap) UTIL_PRINTF(2, 0);
+#define util_log_err(...) util_log(UTIL_LOG_ERR, __VA_ARGS__)
+#define util_log_warn(...) util_log(UTIL_LOG_WARN, __VA_ARGS__)
+#define util_log_info(...) util_log(UTIL_LOG_INFO, __VA_ARGS__)
+#define util_log_debug(...)                                                    \
+	do {                                                                   \
+		if (util_log_enabled(UTIL_LOG_DEBUG))                          \
+			util_log(UTIL_LOG_DEBUG, __VA_ARGS__);                 \
+	} while (0)
+/* util_fatal - start-up only (STYLE rule 6): log and exit(1). */
+void util_fatal(const char *fmt, ...) UTIL_PRINTF(1, 2) __attribute__((noreturn));
+
+/* ---------------------------------------------------------------- queue ids */
+
+/* Queue ids are 16 upper-case hex digits: 13 of microseconds since the epoch
+ * followed by 3 of a per-microsecond sequence, so they sort by arrival time
+ * and are unique within one process (the generator never goes backwards, even
+ * when the wall clock does).  Thread-safe. */
+#define UTIL_QID_LEN 16
+void util_qid_new(char out[UTIL_QID_LEN + 1]);
+bool util_qid_is_valid(const char *s);
+/* util_session_id_next - process-unique 64-bit session id (never 0). */
+uint64_t util_session_id_next(void);
+
+/* ---------------------------------------------------------------- strings */
+
+void *util_xmalloc(size_t n);            /* abort()s on ENOMEM */
+void *util_xcalloc(size_t n, size_t m);
+void *util_xrealloc(void *p, size_t n);
+char *util_xstrdup(const char *s);
+char *util_xstrndup(const char *s, size_t n);
+char *util_xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
+bool util_strcaseeq(const char *a, const char *b);
+/* util_domain_of - pointer into addr just after the last '@', or NULL. */
+const char *util_domain_of(const char *addr);
+/* util_now_us - wall clock in microseconds; util_mono_ms - monotonic ms. */
+int64_t util_now_us(void);
+int64_t util_mono_ms(void);
+/* util_rfc5322_date - "Wed, 25 Nov 2026 07:55:44 +0000" for t (seconds). */
+void util_rfc5322_date(int64_t t, char out[64]);
+
+/* Growable byte buffer (used for header blocks, replies, files). */
+struct util_buf {
+	char *data;   /* NUL-terminated; owned */
+	size_t len;
+	size_t cap;
+};
+void util_buf_init(struct util_buf *b);
+void util_buf_free(struct util_buf *b);
+void util_buf_reset(struct util_buf *b);
+void util_buf_add(struct util_buf *b, const void *p, size_t n);
+void util_buf_adds(struct util_buf *b, const char *s);
+void util_buf_printf(struct util_buf *b, const char *fmt, ...) UTIL_PRINTF(2, 3);
+
+/* A list of owned strings. */
+struct util_strlist {
+	char **v;
+	size_t n;
+};
+void util_strlist_add(struct util_strlist *l, const char *s);
+void util_strlist_free(struct util_strlist *l);
+bool util_strlist_has_case(const struct util_strlist *l, const char *s);
+
+/* ---------------------------------------------------------------- addresses */
+
+/* A socket address big enough for IPv4 and IPv6. */
+struct util_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+/* util_addr_str - "192.0.2.1" / "2001:db8::1" (no port) into out. */
+const char *util_addr_str(const struct util_addr *a, char *out, size_t outlen);
+int util_addr_port(const struct util_addr *a);
+/* util_addr_from_sockaddr - copy; IPv4-mapped IPv6 becomes plain IPv4. */
+void util_addr_from_sockaddr(struct util_addr *a, const struct sockaddr *sa, socklen_t len);
+/* util_hostport_parse - "host:port", "[v6]:port", "v4", "[v6]" (default_port
+ * used when no port).  host is written without brackets.  Returns 0/-1 with a
+ * message in err. */
+int util_hostport_parse(const char *s, int default_port, char *host, size_t hostlen,
+			int *port, char *err, size_t errlen);
+/* util_addr_parse_numeric - numeric host + port into a util_addr.  0/-1. */
+int util_addr_parse_numeric(const char *host, int port, struct util_addr *out);
+bool util_addr_is_loopback(const struct util_addr *a);
+
+/* ---------------------------------------------------------------- CIDR */
+
+struct util_cidr {
+	int family;          /* AF_INET or AF_INET6 */
+	uint8_t addr[16];    /* network address, host bits cleared */
+	int prefix;          /* 0..32 or 0..128 */
+};
+/* util_cidr_parse - "192.0.2.0/24", "2001:db8::/32", or a bare address
+ * (= /32 or /128).  Host bits set beyond the prefix are an error ("did you
+ * mean 192.0.2.0/24?").  Returns 0/-1 with a message in err. */
+int util_cidr_parse(const char *s, struct util_cidr *out, char *err, size_t errlen);
+/* util_cidr_match - IPv4-mapped IPv6 addresses match IPv4 entries. */
+bool util_cidr_match(const struct util_cidr *c, const struct util_addr *a);
+void util_cidr_format(const struct util_cidr *c, char *out, size_t outlen);
+
+struct util_cidr_list {
+	struct util_cidr *v;
+	size_t n;
+};
+void util_cidr_list_add(struct util_cidr_list *l, const struct util_cidr *c);
+bool util_cidr_list_match(const struct util_cidr_list *l, const struct util_addr *a);
+void util_cidr_list_free(struct util_cidr_list *l);
+
+/* ---------------------------------------------------------------- files */
+
+/* util_fsync_dir - open the directory, fsync it, close.  0/-1 (errno set). */
+int util_fsync_dir(const char *path);
+/* util_mkdir_p - create path and parents with mode.  0/-1. */
+int util_mkdir_p(const char *path, int mode);
+/* util_write_all - write the whole buffer, retrying on EINTR.  0/-1. */
+int util_write_all(int fd, const void *p, size_t n);
+/* util_read_file - whole small file into a malloc'd NUL-terminated buffer. */
+char *util_read_file(const char *path, size_t max, size_t *len_out);
+
+/* ---------------------------------------------------------------- RFC 5322 headers */
+
+/* One header field of a header block (CRLF line endings).  All pointers are
+ * borrowed from the block. */
+struct util_hdr_field {
+	const char *name;    /* field name, not NUL-terminated */
+	size_t name_len;
+	const char *value;   /* after the ':' up to (not including) the final CRLF, folding kept */
+	size_t value_len;
+	const char *raw;     /* the whole field including continuation lines and the final CRLF */
+	size_t raw_len;
+};
+/* util_hdr_next - the field starting at *pos in block[0..len); advances *pos.
+ * Returns 1 when a field was found, 0 at the end of the block (or at the empty
+ * line that ends it), -1 on a malformed line (no colon, or a name with
+ * characters outside RFC 5322 ftext). */
+int util_hdr_next(const char *block, size_t len, size_t *pos, struct util_hdr_field *f);
+/* util_hdr_name_is - case-insensitive field-name comparison. */
+bool util_hdr_name_is(const struct util_hdr_field *f, const char *name);
+
+#endif
