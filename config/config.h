@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -197,5 +198,11 @@ bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
 void config_dump(const struct config *cfg, FILE *out);
 /* config_reference_markdown - docs/config-reference.md, from the tables. */
 void config_reference_markdown(FILE *out);
+/* config_reload_check - for a SIGHUP reload: one warning per directive that
+ * a reload cannot apply (reloadable = no in the reference: listen, user,
+ * queue directory, dns, ...) whose value differs between old and cur.
+ * Returns the number of such warnings. */
+size_t config_reload_check(const struct config *old, const struct config *cur,
+			   struct config_diags *diags);
 
 #endif

@@ -7,6 +7,8 @@
  *   active/    ID      envelope of a message due for delivery
  *   deferred/  ID      envelope of a message waiting for its next attempt
  *   hold/      ID      envelope of a message held by the postmaster
+ *   corrupt/   unparsable or duplicate envelopes (and their msg) set aside
+ *              by the start-up scan; never deleted by mxgate
  * A message exists exactly when its envelope exists in one of the state
  * folders; a msg/ID without an envelope is an orphan of a crash before the
  * commit point and is removed at start-up.  The commit point is the rename of
@@ -67,7 +69,10 @@ void queue_envelope_free(struct queue_envelope *env);
 struct queue_envelope *queue_envelope_dup(const struct queue_envelope *env);
 void queue_envelope_add_rcpt(struct queue_envelope *env, const char *addr);
 /* Serialisation (pure; used by the store and by the unit tests).
- * queue_envelope_parse returns NULL and a message in err on a bad file. */
+ * queue_envelope_parse returns NULL and a message in err on a bad file.
+ * QUEUE_ENVELOPE_MAX bounds an envelope file (the parser rejects longer
+ * input before allocating; the store never reads more). */
+#define QUEUE_ENVELOPE_MAX (4 * 1024 * 1024)
 char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len);
 struct queue_envelope *queue_envelope_parse(const char *text, size_t len, char *err, size_t errlen);
 
@@ -80,7 +85,10 @@ struct queue_store;
  * Returns NULL with a message in err. */
 struct queue_store *queue_store_open(const char *dir, bool fsync, struct event_base *base,
 				     char *err, size_t errlen);
-/* queue_store_close - waits for the I/O thread to finish pending jobs. */
+/* queue_store_close - waits for the I/O thread to finish pending jobs, then
+ * runs their callbacks (on_commit + cb) before returning, so every job gets
+ * exactly one callback; a job submitted from such a callback fails with
+ * ESHUTDOWN.  Never call it from inside a store callback.  NULL is a no-op. */
 void queue_store_close(struct queue_store *qs);
 const char *queue_store_dir(const struct queue_store *qs);
 
@@ -94,7 +102,8 @@ int64_t queue_spool_size(const struct queue_spool *sp);
 void queue_spool_abort(struct queue_spool *sp);                     /* unlink + free; NULL ok */
 
 /* queue_commit - make the message durable: fsync the spool, rename it to
- * msg/ID, write the envelope (env->id is set to the spool id), fsync, rename
+ * msg/ID, write the envelope (env->id is set to the spool id, env->size to
+ * the spool size, env->arrival to now when 0), fsync, rename
  * into active/, fsync the folders.  Takes ownership of sp and env.  cb runs on
  * the loop thread: status 0 = durable (answer 250), -1 = failed with errno in
  * err (nothing left behind; answer 451/452).  Concurrent commits share one
@@ -103,12 +112,14 @@ typedef void (*queue_commit_cb)(uint64_t cookie, int status, int err, const char
 void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
-/* queue_inject - commit a message we generated (a DSN): bytes in memory. */
+/* queue_inject - commit a message we generated (a DSN): bytes in memory
+ * (copied; env->id gets a new id, env->size = len). */
 void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void *msg, size_t len,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
 /* queue_store_on_commit - hook called (loop thread) with each newly
- * committed envelope (borrowed) - the scheduler indexes it. */
+ * committed envelope (borrowed) - the scheduler indexes it.  fn NULL clears
+ * the hook (do so before freeing what arg points to). */
 void queue_store_on_commit(struct queue_store *qs,
 			   void (*fn)(const struct queue_envelope *env, void *arg), void *arg);
 
@@ -119,7 +130,9 @@ int queue_store_scan(struct queue_store *qs,
 		     void (*fn)(const struct queue_envelope *env, enum queue_state st, void *arg),
 		     void *arg);
 
-/* queue_env_load - read one envelope (small file; loop thread).  0/-1. */
+/* queue_env_load - read one envelope (small file; loop thread).  0/-1 with
+ * errno ENOENT (no such message), EINVAL (bad id, unparsable: logged) or
+ * the errno of a failed read. */
 int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope **out,
 		   enum queue_state *st);
 /* queue_msg_path - path of msg/ID into out. */
@@ -128,7 +141,8 @@ void queue_msg_path(const struct queue_store *qs, const char *id, char *out, siz
 /* queue_env_update - durably replace the envelope (new file + fsync + rename
  * into the folder of state `to`, then unlink it from `from` if different,
  * fsync folders).  The envelope is serialised before the call returns (env
- * stays the caller's).  cb(status, arg) on the loop thread. */
+ * stays the caller's).  cb(status, arg) on the loop thread; cb may be NULL.
+ * Jobs for one id run in submission order. */
 typedef void (*queue_done_cb)(int status, void *arg);
 void queue_env_update(struct queue_store *qs, const struct queue_envelope *env,
 		      enum queue_state from, enum queue_state to, queue_done_cb cb, void *arg);

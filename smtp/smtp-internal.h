@@ -30,14 +30,18 @@ enum smtp_verb {
 
 struct smtp_cmd {
 	enum smtp_verb verb;
-	const char *arg;     /* borrowed from the line: text after the verb and one
-	                        space, trailing spaces removed; "" when none */
+	const char *arg;     /* text after the verb and one space, trailing spaces
+	                        removed; "" when none.  Points into argbuf below
+	                        (the line is const, so the trimmed copy lives here):
+	                        valid as long as this struct, not after a copy. */
+	char argbuf[SMTP_MAX_CMD_LINE];  /* private */
 };
 
 /* smtp_cmd_parse - line is one command WITHOUT its CRLF, NUL-terminated
  * (line[len] == 0).  The verb is matched case-insensitively.  Returns 0, or -1
  * for an unknown verb / a line that contains a NUL, CR or LF byte / a verb
- * glued to its argument ("MAILFROM:").  On -1, cmd->verb is UNKNOWN. */
+ * glued to its argument ("MAILFROM:"), or a line longer than
+ * SMTP_MAX_CMD_LINE - 2 (RFC 5321 4.5.3.1.4).  On -1, cmd->verb is UNKNOWN. */
 int smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd);
 const char *smtp_verb_name(enum smtp_verb v);
 
@@ -92,6 +96,7 @@ struct smtp_data_parser {
 	int64_t limit;        /* size limit; bytes past it are not emitted */
 	unsigned errors;      /* SMTP_DATA_* */
 	bool eightbit;        /* saw a byte >= 0x80 */
+	bool write_error;     /* emit returned -1; nothing emitted since */
 };
 
 /* emit - message bytes (CRLF endings, dot-unstuffed), in order, possibly in
@@ -99,6 +104,12 @@ struct smtp_data_parser {
  * stops emitting but keeps looking for the end). */
 typedef int (*smtp_data_emit_fn)(const char *p, size_t n, void *arg);
 
+/* smtp_data_init - start of DATA ("beginning of line"); limit <= 0 means no
+ * size limit.  Bare LF and bare CR are flagged and emitted as CRLF (so the
+ * output only has CRLF line ends) but never count as the CRLF of the end of
+ * data, and the line after them is not dot-unstuffed; NUL bytes are flagged
+ * and not emitted.  A relay of the output must dot-stuff it (RFC 5321
+ * 4.5.2), as for any message. */
 void smtp_data_init(struct smtp_data_parser *p, int64_t limit);
 /* smtp_data_feed - consume bytes from buf.  Returns the number of bytes
  * consumed; *done is set when "CRLF.CRLF" ended the data - bytes after it

@@ -1,0 +1,396 @@
+/*
+ * gw-control.c - the control socket (server side, in the daemon) and its
+ * clients (`mxgate queue ...`, `mxgate status`, `mxgate reload`).
+ *
+ * Protocol: a unix stream socket, mode 0600 (only the daemon's user and root
+ * may talk to it).  The client sends one line "COMMAND [ARG]\n"; the daemon
+ * answers with text lines, the last one "OK" or "ERR message", and closes.
+ * Commands: queue-list, queue-show ID, queue-flush [ID], queue-hold ID,
+ * queue-release ID, queue-delete ID, status, reload.  Everything runs on the
+ * loop thread, so requests are safe while mail flows.
+ *
+ * Ownership: the control object owns the listener and its connections; a
+ * connection is freed once its answer is flushed (from its write callback,
+ * as the last thing that callback does) or when the peer goes away.
+ *
+ * Diagnostics: a stale socket file left by a crash is replaced; a socket on
+ * which another daemon still answers is an error ("already in use").  The
+ * client prints the answer on stdout and "mxgate: message" on stderr for ERR.
+ */
+#include "gw.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "version.h"
+
+#define CONTROL_LINE_MAX 1024
+#define CONTROL_TIMEOUT 30   /* seconds a client may take to send its line */
+
+struct gw_control {
+	struct gw *gw;
+	struct evconnlistener *lev;
+	char *path;
+	struct control_conn *conns;
+};
+
+struct control_conn {
+	struct gw_control *ctl;
+	struct bufferevent *bev;
+	bool answered;
+	struct control_conn *next;
+};
+
+/* control_conn_free - close one client connection. */
+static void control_conn_free(struct control_conn *cc)
+{
+	struct control_conn **pp = &cc->ctl->conns;
+	while (*pp && *pp != cc)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = cc->next;
+	bufferevent_free(cc->bev);
+	free(cc);
+}
+
+/* control_status - the `status` answer. */
+static void control_status(struct gw *gw, struct util_buf *out)
+{
+	int64_t now = util_now_us() / 1000000;
+	util_buf_printf(out, "version: %s\n", MXGATE_VERSION);
+	util_buf_printf(out, "pid: %ld\n", (long)getpid());
+	util_buf_printf(out, "uptime: %llds\n", (long long)(now - gw->started));
+	util_buf_printf(out, "config: %s\n", gw->cfg && gw->cfg->path ? gw->cfg->path : "");
+	if (gw->server)
+		util_buf_printf(out, "sessions: %zu\n", smtp_server_session_count(gw->server));
+	if (gw->sched) {
+		int64_t oldest = queue_sched_oldest(gw->sched);
+		util_buf_printf(out, "queue_messages: %zu\n", queue_sched_count(gw->sched));
+		util_buf_printf(out, "queue_oldest_age: %llds\n",
+				(long long)(oldest ? now - oldest : 0));
+	}
+	util_buf_printf(out, "stopping: %s\n", gw->stopping ? "yes" : "no");
+}
+
+/* control_execute - run one request line; the answer ends in OK / ERR. */
+static void control_execute(struct gw *gw, const char *line, struct util_buf *out)
+{
+	char cmd[64] = "", arg[CONTROL_LINE_MAX] = "", extra[8] = "";
+	char err[256] = "";
+	int n = sscanf(line, "%63s %1023s %7s", cmd, arg, extra);
+	const char *id = n >= 2 ? arg : NULL;
+	int rc = -1;
+	if (n >= 3) {
+		snprintf(err, sizeof(err), "too many arguments");
+	} else if (strcmp(cmd, "status") == 0 && id == NULL) {
+		control_status(gw, out);
+		rc = 0;
+	} else if (strcmp(cmd, "reload") == 0 && id == NULL) {
+		rc = gw_reload(gw);
+		if (rc != 0)
+			snprintf(err, sizeof(err), "reload failed: the config has errors (see the log)");
+	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
+		snprintf(err, sizeof(err), "the queue is not running");
+	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {
+		rc = queue_sched_list(gw->sched, out);
+	} else if (strcmp(cmd, "queue-flush") == 0) {
+		rc = queue_sched_flush(gw->sched, id, err, sizeof(err));
+	} else if (id == NULL && (strcmp(cmd, "queue-show") == 0 || strcmp(cmd, "queue-hold") == 0 ||
+				  strcmp(cmd, "queue-release") == 0 ||
+				  strcmp(cmd, "queue-delete") == 0)) {
+		snprintf(err, sizeof(err), "%s needs a queue id", cmd);
+	} else if (strcmp(cmd, "queue-show") == 0) {
+		rc = queue_sched_show(gw->sched, id, out, err, sizeof(err));
+	} else if (strcmp(cmd, "queue-hold") == 0) {
+		rc = queue_sched_hold(gw->sched, id, err, sizeof(err));
+	} else if (strcmp(cmd, "queue-release") == 0) {
+		rc = queue_sched_release(gw->sched, id, err, sizeof(err));
+	} else if (strcmp(cmd, "queue-delete") == 0) {
+		rc = queue_sched_delete(gw->sched, id, err, sizeof(err));
+	} else {
+		snprintf(err, sizeof(err), "unknown command");
+	}
+	if (rc == 0) {
+		util_buf_adds(out, "OK\n");
+	} else {
+		util_buf_printf(out, "ERR %s\n", err[0] ? err : "failed");
+	}
+	util_log_info("- control request=(%s) result=%s%s%s", line, rc == 0 ? "ok" : "error",
+		      rc == 0 ? "" : " error=", rc == 0 ? "" : err);
+}
+
+/* control_write_cb - the answer is flushed: done with this client. */
+static void control_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct control_conn *cc = arg;
+	if (cc->answered)
+		control_conn_free(cc);   /* last statement: nothing uses cc after */
+}
+
+/* control_read_cb - one request line, one answer. */
+static void control_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct control_conn *cc = arg;
+	if (cc->answered)
+		return;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	size_t len;
+	char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+	struct util_buf out;
+	util_buf_init(&out);
+	if (line == NULL) {
+		if (evbuffer_get_length(in) < CONTROL_LINE_MAX)
+			return;
+		util_buf_adds(&out, "ERR request line too long\n");
+	} else {
+		bool clean = len < CONTROL_LINE_MAX;
+		for (size_t i = 0; i < len && clean; i++)
+			if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+				clean = false;
+		if (clean)
+			control_execute(cc->ctl->gw, line, &out);
+		else
+			util_buf_adds(&out, "ERR malformed request\n");
+		free(line);
+	}
+	cc->answered = true;
+	bufferevent_disable(bev, EV_READ);
+	bufferevent_write(bev, out.data, out.len);
+	util_buf_free(&out);
+}
+
+/* control_event_cb - the client went away or timed out. */
+static void control_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	control_conn_free(arg);
+}
+
+/* control_accept_cb - a new client. */
+static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+			      struct sockaddr *sa, int salen, void *arg)
+{
+	struct gw_control *ctl = arg;
+	struct control_conn *cc = util_xcalloc(1, sizeof(*cc));
+	cc->ctl = ctl;
+	cc->bev = bufferevent_socket_new(evconnlistener_get_base(lev), fd, BEV_OPT_CLOSE_ON_FREE);
+	if (cc->bev == NULL) {
+		evutil_closesocket(fd);
+		free(cc);
+		return;
+	}
+	cc->next = ctl->conns;
+	ctl->conns = cc;
+	struct timeval tv = {.tv_sec = CONTROL_TIMEOUT, .tv_usec = 0};
+	bufferevent_set_timeouts(cc->bev, &tv, &tv);
+	bufferevent_setcb(cc->bev, control_read_cb, control_write_cb, control_event_cb, cc);
+	bufferevent_enable(cc->bev, EV_READ | EV_WRITE);
+}
+
+/* control_addr - sockaddr_un for path, or -1 when it does not fit. */
+static int control_addr(const char *path, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	if (path == NULL || strlen(path) >= sizeof(sun->sun_path))
+		return -1;
+	memcpy(sun->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+/* control_is_live - another process answers on path. */
+static bool control_is_live(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	bool live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0;
+	close(fd);
+	return live;
+}
+
+/* gw_control_new - listen on path (mode 0600). */
+struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	int fd = -1;
+	if (control_addr(path, &sun) != 0) {
+		snprintf(err, errlen, "control socket path missing or too long");
+		return NULL;
+	}
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *d = dirname(dir);
+	struct stat st;
+	if (stat(d, &st) != 0 && util_mkdir_p(d, 0750) != 0) {
+		snprintf(err, errlen, "cannot create %s: %s", d, strerror(errno));
+		return NULL;
+	}
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a socket", path);
+			return NULL;
+		}
+		if (control_is_live(&sun)) {
+			snprintf(err, errlen, "%s already in use by a running mxgate", path);
+			return NULL;
+		}
+		unlink(path);   /* stale, from a crash */
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		goto err;
+	mode_t old = umask(077);
+	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (rc != 0 || chmod(path, 0600) != 0 || listen(fd, 16) != 0)
+		goto err;
+	struct gw_control *ctl = util_xcalloc(1, sizeof(*ctl));
+	ctl->gw = gw;
+	ctl->path = util_xstrdup(path);
+	ctl->lev = evconnlistener_new(gw->base, control_accept_cb, ctl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	if (ctl->lev == NULL) {
+		free(ctl->path);
+		free(ctl);
+		goto err;
+	}
+	return ctl;
+err:
+	snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+/* gw_control_free - close the listener and every client; remove the file. */
+void gw_control_free(struct gw_control *ctl)
+{
+	if (ctl == NULL)
+		return;
+	while (ctl->conns)
+		control_conn_free(ctl->conns);
+	evconnlistener_free(ctl->lev);
+	unlink(ctl->path);
+	free(ctl->path);
+	free(ctl);
+}
+
+/* gw_control_request - send line, print the answer; exit code 0 on OK. */
+int gw_control_request(const char *path, const char *line)
+{
+	struct sockaddr_un sun;
+	if (control_addr(path, &sun) != 0) {
+		fprintf(stderr, "mxgate: no usable control_socket in the config\n");
+		return 2;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n", path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	struct timeval tv = {.tv_sec = 60, .tv_usec = 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char *req = util_xasprintf("%s\n", line);
+	int wrc = util_write_all(fd, req, strlen(req));
+	free(req);
+	struct util_buf ans;
+	util_buf_init(&ans);
+	char buf[8192];
+	ssize_t n;
+	while (wrc == 0 && ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR)))
+		if (n > 0)
+			util_buf_add(&ans, buf, (size_t)n);
+	close(fd);
+	/* the last line decides; everything before it is the answer's text */
+	while (ans.len > 0 && ans.data[ans.len - 1] == '\n')
+		ans.data[--ans.len] = '\0';
+	char *last = ans.data ? strrchr(ans.data, '\n') : NULL;
+	const char *status = last ? last + 1 : (ans.data ? ans.data : "");
+	if (last)
+		fwrite(ans.data, 1, (size_t)(last - ans.data) + 1, stdout);
+	int rc;
+	if (strcmp(status, "OK") == 0) {
+		rc = 0;
+	} else if (strncmp(status, "ERR", 3) == 0) {
+		fprintf(stderr, "mxgate: %s\n", status[3] ? status + 4 : "error");
+		rc = 1;
+	} else {
+		fprintf(stderr, "mxgate: no answer from the daemon on %s\n", path);
+		rc = 1;
+	}
+	util_buf_free(&ans);
+	return rc;
+}
+
+/* queue_usage - synopsis of `mxgate queue`. */
+static int queue_usage(void)
+{
+	fprintf(stderr, "usage: mxgate queue [-c FILE] list\n"
+			"       mxgate queue [-c FILE] show ID\n"
+			"       mxgate queue [-c FILE] flush [ID]\n"
+			"       mxgate queue [-c FILE] hold ID | release ID | delete ID\n");
+	return 2;
+}
+
+/* gw_cmd_queue - `mxgate queue SUBCOMMAND [ID] [-c FILE]` (argv[0] = "queue"). */
+int gw_cmd_queue(int argc, char **argv)
+{
+	const char *config_path = NULL;
+	const char *pos[3] = {NULL, NULL, NULL};
+	int npos = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+			if (i + 1 >= argc)
+				return queue_usage();
+			config_path = argv[++i];
+		} else if (argv[i][0] == '-' || npos == 3) {
+			return queue_usage();
+		} else {
+			pos[npos++] = argv[i];
+		}
+	}
+	if (npos == 0)
+		return queue_usage();
+	static const struct {
+		const char *name;
+		int min_args, max_args;
+	} subs[] = {{"list", 0, 0},    {"show", 1, 1},    {"flush", 0, 1},
+		    {"hold", 1, 1},    {"release", 1, 1}, {"delete", 1, 1}};
+	size_t k;
+	for (k = 0; k < sizeof(subs) / sizeof(subs[0]); k++)
+		if (strcmp(pos[0], subs[k].name) == 0)
+			break;
+	if (k == sizeof(subs) / sizeof(subs[0]) || npos - 1 < subs[k].min_args ||
+	    npos - 1 > subs[k].max_args)
+		return queue_usage();
+	if (npos == 2 && !util_qid_is_valid(pos[1])) {
+		fprintf(stderr, "mxgate: %s is not a queue id (16 hex digits)\n", pos[1]);
+		return 2;
+	}
+	struct config_diags diags = {0};
+	struct config *cfg = config_load(config_path, &diags);
+	config_diags_print(&diags, stderr);
+	config_diags_free(&diags);
+	if (cfg == NULL)
+		return 2;
+	char line[128];
+	snprintf(line, sizeof(line), "queue-%s%s%s", pos[0], npos == 2 ? " " : "",
+		 npos == 2 ? pos[1] : "");
+	int rc = gw_control_request(cfg->control_socket, line);
+	config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,299 @@
+/*
+ * gw-run.c - the daemon's life: load the config, build every component on
+ * one libevent loop, drop privileges, run; SIGHUP reloads (a bad file keeps
+ * the old config), SIGTERM/SIGINT stop accepting, let sessions finish their
+ * transaction (grace period), drain deliveries and exit 0.
+ *
+ * Ownership: struct gw owns every component.  Configs replaced by a reload
+ * are kept until exit, because sessions that started under them still point
+ * at them (a reload is rare; a config is a few KiB).
+ *
+ * Diagnostics: start-up problems are printed as FILE:LINE: message (config)
+ * or one line each, and the process exits non-zero; after start-up every
+ * problem is logged and the daemon keeps going.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/thread.h>
+#include <systemd/sd-daemon.h>
+
+#include "gw.h"
+#include "version.h"
+
+#define SHUTDOWN_GRACE_MS 30000
+
+/* Old configs and policy contexts kept alive for sessions that use them. */
+struct gw_retired {
+	struct config *cfg;
+	struct policy_ctx *policy;
+	struct gw_retired *next;
+};
+static struct gw_retired *retired;
+
+/* gw_cmd_check_config - validate; every problem as FILE:LINE: message. */
+int gw_cmd_check_config(int argc, char **argv)
+{
+	const char *path = NULL;
+	for (int i = 1; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+			path = argv[++i];
+		else {
+			fprintf(stderr, "usage: mxgate check-config [-c FILE]\n");
+			return 2;
+		}
+	}
+	struct config_diags diags = {0};
+	struct config *cfg = config_load(path, &diags);
+	config_diags_print(&diags, stderr);
+	size_t errors = config_diags_errors(&diags);
+	config_diags_free(&diags);
+	if (!cfg) {
+		fprintf(stderr, "%s: %zu error%s\n", path ? path : "(embedded default)", errors,
+			errors == 1 ? "" : "s");
+		return 2;
+	}
+	printf("%s: ok\n", cfg->path);
+	config_free(cfg);
+	return 0;
+}
+
+/* wants_policy - any ingress check on. */
+static bool wants_policy(const struct config *cfg)
+{
+	return cfg->spf_enabled || cfg->dkim_enabled || cfg->dmarc_enabled ||
+	       cfg->dnsbl_zones.n > 0;
+}
+
+/* gw_reload - re-read the config; keep the old one when the new is bad. */
+int gw_reload(struct gw *gw)
+{
+	struct config_diags diags = {0};
+	struct config *cfg = config_load(gw->config_path, &diags);
+	for (size_t i = 0; i < diags.n; i++)
+		util_log(diags.v[i].warning ? UTIL_LOG_WARN : UTIL_LOG_ERR, "- reload %s:%d: %s%s",
+			 diags.v[i].file, diags.v[i].line, diags.v[i].warning ? "warning: " : "",
+			 diags.v[i].msg);
+	config_diags_free(&diags);
+	if (!cfg) {
+		util_log_err("- reload refused: the config has errors; still running on the old one");
+		return -1;
+	}
+	char err[512];
+	struct policy_ctx *policy = NULL;
+	if (wants_policy(cfg)) {
+		policy = policy_new(cfg, gw->base, gw->dns, err, sizeof(err));
+		if (!policy) {
+			util_log_err("- reload refused: %s", err);
+			config_free(cfg);
+			return -1;
+		}
+	}
+	if (smtp_server_reload(gw->server, cfg, policy, err, sizeof(err)) < 0) {
+		util_log_err("- reload refused: %s", err);
+		policy_free(policy);
+		config_free(cfg);
+		return -1;
+	}
+	struct gw_retired *r = util_xcalloc(1, sizeof(*r));
+	r->cfg = gw->cfg;
+	r->policy = gw->policy;
+	r->next = retired;
+	retired = r;
+	gw->cfg = cfg;
+	gw->policy = policy;
+	queue_sched_set_config(gw->sched, cfg);
+	smtp_deliverer_set_config(gw->deliverer, cfg);
+	util_log_set_level(cfg->log_level);
+	util_log_info("- reloaded config=%s", cfg->path);
+	return 0;
+}
+
+/* drop_privileges - after binding: become cfg->user (RFC-less, but the
+ * only sane way to run a public daemon). */
+static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
+{
+	if (geteuid() != 0 || !cfg->user)
+		return 0;
+	struct passwd *pw = getpwnam(cfg->user);
+	if (!pw) {
+		snprintf(err, errlen, "user %s does not exist", cfg->user);
+		return -1;
+	}
+	gid_t gid = pw->pw_gid;
+	if (cfg->group) {
+		struct group *gr = getgrnam(cfg->group);
+		if (!gr) {
+			snprintf(err, errlen, "group %s does not exist", cfg->group);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
+		snprintf(err, errlen, "cannot drop privileges to %s: %s", cfg->user,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static struct event *stop_timer;
+static int64_t stop_deadline;
+
+/* stop_tick - exit once sessions and deliveries are done, or at the deadline. */
+static void stop_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw *gw = arg;
+	static const struct timeval tick = {0, 100000};
+	size_t n = smtp_server_session_count(gw->server);
+	if (n == 0 || util_mono_ms() >= stop_deadline) {
+		if (n)
+			util_log_warn("- shutdown grace period over sessions=%zu", n);
+		event_base_loopexit(gw->base, NULL);
+		return;
+	}
+	smtp_server_shutdown_sessions(gw->server);
+	event_add(stop_timer, &tick);
+}
+
+/* signal_cb - SIGHUP reloads; SIGTERM/SIGINT stop. */
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct gw *gw = arg;
+	if (sig == SIGHUP) {
+		util_log_info("- SIGHUP: reloading");
+		(void)gw_reload(gw);
+		return;
+	}
+	if (gw->stopping)
+		return;
+	gw->stopping = true;
+	util_log_info("- signal %d: stopping sessions=%zu", (int)sig,
+		      smtp_server_session_count(gw->server));
+	sd_notify(0, "STOPPING=1");
+	smtp_server_stop_accepting(gw->server);
+	smtp_server_shutdown_sessions(gw->server);
+	queue_sched_drain(gw->sched, NULL, NULL);
+	stop_deadline = util_mono_ms() + SHUTDOWN_GRACE_MS;
+	stop_timer = evtimer_new(gw->base, stop_tick, gw);
+	event_active(stop_timer, EV_TIMEOUT, 0);
+}
+
+/* gw_cmd_run - the daemon. */
+int gw_cmd_run(int argc, char **argv)
+{
+	struct gw gw = {0};
+	for (int i = 1; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+			gw.config_path = argv[++i];
+		else {
+			fprintf(stderr, "usage: mxgate run [-c FILE]\n");
+			return 2;
+		}
+	}
+	struct config_diags diags = {0};
+	gw.cfg = config_load(gw.config_path, &diags);
+	config_diags_print(&diags, stderr);
+	config_diags_free(&diags);
+	if (!gw.cfg) {
+		fprintf(stderr, "mxgate: refusing to start: the config has errors\n");
+		return 2;
+	}
+	if (util_log_init(gw.cfg->log_level, gw.cfg->log_format, gw.cfg->log_file) < 0) {
+		fprintf(stderr, "mxgate: cannot open log file %s: %s\n", gw.cfg->log_file,
+			strerror(errno));
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	gw.base = event_base_new();
+	if (!gw.base)
+		util_fatal("- cannot create the event loop");
+	gw.started = util_now_us() / 1000000;
+
+	char err[512];
+	int rc = 1;
+	struct event *sigs[3] = {0};
+	gw.dns = policy_dns_new(gw.cfg, gw.base, err, sizeof(err));
+	if (!gw.dns) {
+		util_log_err("- DNS resolver: %s", err);
+		goto out;
+	}
+	if (wants_policy(gw.cfg)) {
+		gw.policy = policy_new(gw.cfg, gw.base, gw.dns, err, sizeof(err));
+		if (!gw.policy) {
+			util_log_err("- policy: %s", err);
+			goto out;
+		}
+	}
+	gw.qs = queue_store_open(gw.cfg->queue_dir, gw.cfg->queue_fsync, gw.base, err, sizeof(err));
+	if (!gw.qs) {
+		util_log_err("- queue %s: %s", gw.cfg->queue_dir, err);
+		goto out;
+	}
+	gw.deliverer = smtp_deliverer_new(gw.base, gw.cfg, gw.dns, err, sizeof(err));
+	if (!gw.deliverer) {
+		util_log_err("- deliverer: %s", err);
+		goto out;
+	}
+	gw.sched = queue_sched_new(gw.qs, gw.base, gw.cfg, &smtp_deliver_ops, gw.deliverer);
+	if (!gw.sched) {
+		util_log_err("- scheduler could not start");
+		goto out;
+	}
+	gw.server = smtp_server_new(gw.base, gw.cfg, gw.qs, gw.policy, err, sizeof(err));
+	if (!gw.server) {
+		util_log_err("- %s", err);
+		goto out;
+	}
+	gw.control = gw_control_new(&gw, gw.cfg->control_socket, err, sizeof(err));
+	if (!gw.control) {
+		util_log_err("- control socket %s: %s", gw.cfg->control_socket, err);
+		goto out;
+	}
+	if (drop_privileges(gw.cfg, err, sizeof(err)) < 0) {
+		util_log_err("- %s", err);
+		goto out;
+	}
+	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+	for (int i = 0; i < 3; i++) {
+		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
+		evsignal_add(sigs[i], NULL);
+	}
+	util_log_info("- mxgate %s started config=%s hostname=%s queue=%s", MXGATE_VERSION,
+		      gw.cfg->path, gw.cfg->hostname, gw.cfg->queue_dir);
+	sd_notify(0, "READY=1");
+	event_base_dispatch(gw.base);
+	util_log_info("- mxgate stopped");
+	rc = 0;
+out:
+	for (int i = 0; i < 3; i++)
+		if (sigs[i])
+			event_free(sigs[i]);
+	if (stop_timer)
+		event_free(stop_timer);
+	gw_control_free(gw.control);
+	smtp_server_free(gw.server);
+	queue_sched_free(gw.sched);
+	smtp_deliverer_free(gw.deliverer);
+	queue_store_close(gw.qs);
+	policy_free(gw.policy);
+	policy_dns_free(gw.dns);
+	while (retired) {
+		struct gw_retired *n = retired->next;
+		policy_free(retired->policy);
+		config_free(retired->cfg);
+		free(retired);
+		retired = n;
+	}
+	config_free(gw.cfg);
+	if (gw.base)
+		event_base_free(gw.base);
+	return rc;
+}

@@ -1,0 +1,80 @@
+/*
+ * main.c - the mxgate command line: one binary, subcommands.
+ *
+ *   mxgate run [-c FILE]            run the gateway in the foreground
+ *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
+ *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
+ *   mxgate reload | status [-c FILE] talk to the running daemon
+ *   mxgate config-reference         print docs/config-reference.md
+ *   mxgate version
+ *
+ * Without -c, the embedded default config is used (see config_default_text).
+ * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "gw.h"
+#include "version.h"
+
+/* usage - the synopsis on stderr; exit code 2. */
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: mxgate run [-c FILE]\n"
+		"       mxgate check-config [-c FILE]\n"
+		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
+		"       mxgate reload|status [-c FILE]\n"
+		"       mxgate config-reference\n"
+		"       mxgate version\n");
+	return 2;
+}
+
+/* find_config_arg - the value of -c/--config in argv, or NULL. */
+static const char *find_config_arg(int argc, char **argv)
+{
+	for (int i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+			return argv[i + 1];
+	return NULL;
+}
+
+/* cmd_control - reload/status: one request over the control socket. */
+static int cmd_control(int argc, char **argv, const char *request)
+{
+	struct config_diags diags = {0};
+	struct config *cfg = config_load(find_config_arg(argc, argv), &diags);
+	config_diags_print(&diags, stderr);
+	config_diags_free(&diags);
+	if (!cfg)
+		return 2;
+	int rc = gw_control_request(cfg->control_socket, request);
+	config_free(cfg);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return usage();
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "run") == 0)
+		return gw_cmd_run(argc - 1, argv + 1);
+	if (strcmp(cmd, "check-config") == 0)
+		return gw_cmd_check_config(argc - 1, argv + 1);
+	if (strcmp(cmd, "queue") == 0)
+		return gw_cmd_queue(argc - 1, argv + 1);
+	if (strcmp(cmd, "reload") == 0)
+		return cmd_control(argc - 1, argv + 1, "reload");
+	if (strcmp(cmd, "status") == 0)
+		return cmd_control(argc - 1, argv + 1, "status");
+	if (strcmp(cmd, "config-reference") == 0) {
+		config_reference_markdown(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("mxgate %s\n", MXGATE_VERSION);
+		return 0;
+	}
+	return usage();
+}

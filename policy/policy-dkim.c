@@ -1,0 +1,368 @@
+/*
+ * policy-dkim.c - DKIM verification (RFC 6376, RFC 8301, RFC 8463) with
+ * libopendkim, keys from mxgate's own resolver.
+ *
+ * Streaming: header fields, end of header and body chunks are fed on the
+ * loop thread while DATA arrives; none of these may do DNS.  libopendkim
+ * verifies signatures (and so fetches keys) inside dkim_eoh() unless
+ * DKIM_LIBFLAGS_DELAYSIGPROC is set, so we set it: dkim_eoh() then only
+ * parses and sets up canonicalization, and dkim_body() only hashes.  All key
+ * lookups happen in policy_dkim_eval() on a worker: we fetch every selector
+ * record through policy_dns first (so we know each one's DNSSEC status and
+ * can tell temporary from permanent failures), then dkim_eom() gets them
+ * through the dkim_set_key_lookup() callback.  libopendkim's own resolver
+ * (res_* or its libunbound, which calls ub_ctx_config per message - see
+ * DESIGN.md "Known traps") is never used.
+ *
+ * RFC 8301: rsa-sha1 and RSA keys shorter than dkim_min_rsa_bits never pass
+ * (result "policy").  Only the first dkim_max_signatures signatures are
+ * evaluated (prescreen callback).
+ *
+ * Ownership: the DKIM handle and the results belong to the message.
+ * Threads: the DKIM_LIB is shared (libopendkim allows that); a DKIM handle
+ * is used by one thread at a time (loop while streaming, then the worker).
+ * Diagnostics: library errors at debug, results in the A-R comments.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <opendkim/dkim.h>
+
+#include "policy-internal.h"
+
+struct dkim_key {
+	DKIM_SIGINFO *sig;
+	enum policy_dns_status status;
+	char *text;
+	bool secure;
+	bool fetched;                /* looked up (not over the limit / broken) */
+};
+
+struct dkim_keys {
+	struct dkim_key *v;
+	size_t n;
+};
+
+/* dkim_find_key - the prefetched key record of one signature. */
+static struct dkim_key *dkim_find_key(struct policy_msg *pm, DKIM_SIGINFO *sig)
+{
+	struct dkim_keys *ks = pm->keys;
+
+	for (size_t i = 0; ks != NULL && i < ks->n; i++)
+		if (ks->v[i].sig == sig)
+			return &ks->v[i];
+	return NULL;
+}
+
+/* dkim_key_lookup - libopendkim callback (worker, inside dkim_eom): serve
+ * the record prefetched through policy_dns. */
+static DKIM_CBSTAT dkim_key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
+{
+	struct policy_msg *pm = dkim_get_user_context(dkim);
+	struct dkim_key *k = pm != NULL ? dkim_find_key(pm, sig) : NULL;
+
+	if (k == NULL || k->status != POLICY_DNS_OK || k->text == NULL)
+		return DKIM_CBSTAT_NOTFOUND;
+	if (strlen(k->text) >= buflen)
+		return DKIM_CBSTAT_ERROR;
+	strcpy((char *)buf, k->text);
+	return DKIM_CBSTAT_CONTINUE;
+}
+
+/* dkim_prescreen - libopendkim callback (loop, in dkim_eoh): ignore the
+ * signatures beyond dkim_max_signatures. */
+static DKIM_CBSTAT dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
+{
+	struct policy_msg *pm = dkim_get_user_context(dkim);
+	int max = pm != NULL ? pm->pc->cfg->dkim_max_signatures : 5;
+
+	for (int i = max > 0 ? max : 0; i < nsigs; i++)
+		dkim_sig_ignore(sigs[i]);
+	return DKIM_CBSTAT_CONTINUE;
+}
+
+int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
+{
+	DKIM_LIB *lib = dkim_init(NULL, NULL);
+	unsigned int flags = 0;
+	unsigned int bits = (unsigned int)(pc->cfg->dkim_min_rsa_bits > 0 ?
+					   pc->cfg->dkim_min_rsa_bits : 1024);
+
+	if (lib == NULL) {
+		snprintf(err, errlen, "dkim_init failed");
+		return -1;
+	}
+	pc->dkim_lib = lib;
+	dkim_options(lib, DKIM_OP_GETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
+	flags |= DKIM_LIBFLAGS_DELAYSIGPROC;
+	if (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) !=
+		    DKIM_STAT_OK ||
+	    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &bits, sizeof(bits)) !=
+		    DKIM_STAT_OK ||
+	    dkim_set_key_lookup(lib, dkim_key_lookup) != DKIM_STAT_OK ||
+	    dkim_set_prescreen(lib, dkim_prescreen) != DKIM_STAT_OK) {
+		snprintf(err, errlen, "libopendkim options refused");
+		return -1;
+	}
+	if (!dkim_libfeature(lib, DKIM_FEATURE_ED25519))
+		util_log_warn("dkim ed25519=unsupported msg=\"libopendkim built without "
+			      "ed25519-sha256: such signatures will not verify\"");
+	return 0;
+}
+
+void policy_dkim_lib_free(struct policy_ctx *pc)
+{
+	if (pc->dkim_lib != NULL)
+		dkim_close(pc->dkim_lib);
+	pc->dkim_lib = NULL;
+}
+
+int policy_dkim_msg_begin(struct policy_msg *pm)
+{
+	DKIM_STAT st = DKIM_STAT_OK;
+	DKIM *dkim;
+
+	if (pm->pc->dkim_lib == NULL)
+		return -1;
+	dkim = dkim_verify(pm->pc->dkim_lib, (const unsigned char *)"mxgate", NULL, &st);
+	if (dkim == NULL) {
+		util_log_warn("dkim_verify failed status=%d", st);
+		pm->dkim_broken = true;
+		return -1;
+	}
+	dkim_set_user_context(dkim, pm);
+	pm->dkim = dkim;
+	return 0;
+}
+
+void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len)
+{
+	DKIM_STAT st;
+
+	if (pm->dkim_broken)
+		return;
+	/* libopendkim wants the field without its final CRLF */
+	if (len >= 2 && f[len - 2] == '\r' && f[len - 1] == '\n')
+		len -= 2;
+	st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f, len);
+	if (st != DKIM_STAT_OK)
+		util_log_debug("dkim_header status=%d error=\"%s\"", st,
+			       dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+}
+
+void policy_dkim_eoh(struct policy_msg *pm)
+{
+	DKIM_STAT st;
+
+	if (pm->dkim_broken)
+		return;
+	st = dkim_eoh(pm->dkim);
+	if (st == DKIM_STAT_NOSIG)
+		pm->dkim_nosig = true;
+	else if (st != DKIM_STAT_OK)
+		util_log_debug("dkim_eoh status=%d error=\"%s\"", st,
+			       dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+}
+
+void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n)
+{
+	if (pm->dkim_broken || pm->dkim_nosig)
+		return;
+	dkim_body(pm->dkim, (u_char *)(uintptr_t)p, n);
+}
+
+/* dkim_prefetch - worker: look up every selector record through our
+ * resolver; signatures whose key is missing or unreachable are set aside
+ * (ignored by the library, reported by us). */
+static void dkim_prefetch(struct policy_msg *pm, DKIM_SIGINFO **sigs, int nsigs)
+{
+	struct dkim_keys *ks = util_xcalloc(1, sizeof(*ks));
+
+	ks->v = util_xcalloc((size_t)(nsigs > 0 ? nsigs : 1), sizeof(*ks->v));
+	pm->keys = ks;
+	for (int i = 0; i < nsigs; i++) {
+		struct dkim_key *k = &ks->v[ks->n++];
+		const char *d = (const char *)dkim_sig_getdomain(sigs[i]);
+		const char *s = (const char *)dkim_sig_getselector(sigs[i]);
+		struct util_strlist txt = { 0 };
+		char *name;
+
+		k->sig = sigs[i];
+		k->status = POLICY_DNS_NXDOMAIN;
+		if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) != 0 || d == NULL ||
+		    s == NULL || dkim_sig_geterror(sigs[i]) != DKIM_SIGERROR_UNKNOWN)
+			continue;
+		k->fetched = true;
+		name = util_xasprintf("%s._domainkey.%s", s, d);
+		k->status = policy_dns_txt_sync(pm->pc->dns, name, &txt, &k->secure);
+		if (k->status == POLICY_DNS_OK && txt.n > 0)
+			k->text = util_xstrdup(txt.v[0]);
+		else if (k->status == POLICY_DNS_OK)
+			k->status = POLICY_DNS_NODATA;
+		util_strlist_free(&txt);
+		free(name);
+		if (k->status != POLICY_DNS_OK)
+			dkim_sig_ignore(sigs[i]);
+	}
+}
+
+/* dkim_b8 - first 8 characters of the b= tag, folding removed (RFC 6008). */
+static char *dkim_b8(DKIM_SIGINFO *sig)
+{
+	const char *b = (const char *)dkim_sig_gettagvalue(sig, 0, (u_char *)"b");
+	char out[9];
+	size_t o = 0;
+
+	if (b == NULL)
+		return NULL;
+	for (; *b && o < 8; b++)
+		if (*b != ' ' && *b != '\t' && *b != '\r' && *b != '\n')
+			out[o++] = *b;
+	out[o] = 0;
+	return util_xstrdup(out);
+}
+
+/* dkim_judge - one signature's RFC 8601 result and comment. */
+static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key *k,
+		       struct policy_dkim_sig *out)
+{
+	int err = dkim_sig_geterror(sig);
+	unsigned int bits = 0;
+	dkim_alg_t alg = DKIM_SIGN_RSASHA256;
+
+	if (k != NULL && !k->fetched)
+		k = NULL;
+	if (k != NULL && (k->status == POLICY_DNS_TEMPFAIL || k->status == POLICY_DNS_BOGUS)) {
+		out->result = "temperror";
+		out->comment = util_xstrdup(k->status == POLICY_DNS_BOGUS ?
+					    "key lookup failed DNSSEC validation" :
+					    "key lookup failed");
+		return;
+	}
+	if (k != NULL && (k->status == POLICY_DNS_NXDOMAIN || k->status == POLICY_DNS_NODATA) &&
+	    (err == DKIM_SIGERROR_UNKNOWN || err == DKIM_SIGERROR_NOKEY)) {
+		out->result = "permerror";
+		out->comment = util_xstrdup("no key for signature");
+		return;
+	}
+	dkim_sig_getsignalg(sig, &alg);
+	if (err == DKIM_SIGERROR_OK && DKIM_SIG_CHECK(sig)) {
+		dkim_sig_getkeysize(sig, &bits);
+		if (alg == DKIM_SIGN_RSASHA1) {
+			out->result = "policy";
+			out->comment = util_xstrdup("rsa-sha1 is not accepted (RFC 8301)");
+		} else if (alg != DKIM_SIGN_ED25519SHA256 &&
+			   (int)bits < pm->pc->cfg->dkim_min_rsa_bits) {
+			out->result = "policy";
+			out->comment = util_xasprintf("%u-bit key is too short (RFC 8301)", bits);
+		} else {
+			out->result = "pass";
+			out->comment = alg == DKIM_SIGN_ED25519SHA256 ?
+					       util_xstrdup("ed25519-sha256") :
+					       util_xasprintf("%u-bit key", bits);
+		}
+		return;
+	}
+	switch (err) {
+	case DKIM_SIGERROR_OK:
+		out->result = "fail";
+		out->comment = util_xstrdup(dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH ?
+					    "body hash did not verify" :
+					    "signature did not verify");
+		return;
+	case DKIM_SIGERROR_KEYTOOSMALL:
+		dkim_sig_getkeysize(sig, &bits);
+		out->result = "policy";
+		out->comment = util_xasprintf("%u-bit key is too short (RFC 8301)", bits);
+		return;
+	case DKIM_SIGERROR_BADSIG:
+	case DKIM_SIGERROR_KEYREVOKED:
+	case DKIM_SIGERROR_EXPIRED:
+	case DKIM_SIGERROR_FUTURE:
+	case DKIM_SIGERROR_KEYHASHMISMATCH:
+	case DKIM_SIGERROR_SUBDOMAIN:
+		out->result = "fail";
+		break;
+	case DKIM_SIGERROR_NOKEY:
+	case DKIM_SIGERROR_DNSSYNTAX:
+	case DKIM_SIGERROR_KEYDECODE:
+	case DKIM_SIGERROR_KEYTYPEUNKNOWN:
+	case DKIM_SIGERROR_KEYVERSION:
+	case DKIM_SIGERROR_NOTEMAILKEY:
+		out->result = "permerror";
+		break;
+	case DKIM_SIGERROR_KEYFAIL:
+		out->result = "temperror";
+		break;
+	case DKIM_SIGERROR_UNKNOWN:
+		out->result = "neutral";
+		out->comment = util_xstrdup("signature not verified");
+		return;
+	default:
+		out->result = "neutral";
+		break;
+	}
+	out->comment = util_xstrdup(dkim_sig_geterrorstr(err) ? dkim_sig_geterrorstr(err) :
+				    "invalid signature");
+}
+
+void policy_dkim_eval(struct policy_msg *pm)
+{
+	DKIM *dkim = pm->dkim;
+	DKIM_SIGINFO **sigs = NULL;
+	int nsigs = 0;
+	_Bool testkey = 0;
+
+	if (dkim == NULL || pm->dkim_broken || pm->dkim_nosig)
+		return;
+	if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs <= 0)
+		return;
+	dkim_prefetch(pm, sigs, nsigs);
+	(void)dkim_eom(dkim, &testkey);
+	pm->sigs = util_xcalloc((size_t)nsigs, sizeof(*pm->sigs));
+	for (int i = 0; i < nsigs; i++) {
+		struct dkim_key *k = dkim_find_key(pm, sigs[i]);
+		struct policy_dkim_sig *o;
+		const char *d = (const char *)dkim_sig_getdomain(sigs[i]);
+		const char *s = (const char *)dkim_sig_getselector(sigs[i]);
+		const char *iv = (const char *)dkim_sig_gettagvalue(sigs[i], 0, (u_char *)"i");
+
+		/* over the limit: not evaluated, not reported */
+		if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) != 0 &&
+		    (k == NULL || !k->fetched))
+			continue;
+		o = &pm->sigs[pm->nsigs++];
+		o->d = d ? util_xstrdup(d) : NULL;
+		o->s = s ? util_xstrdup(s) : NULL;
+		o->i = iv ? util_xstrdup(iv) : NULL;
+		o->b = dkim_b8(sigs[i]);
+		o->secure = k != NULL && k->secure;
+		dkim_judge(pm, sigs[i], k, o);
+	}
+	if (pm->keys != NULL) {
+		struct dkim_keys *ks = pm->keys;
+		for (size_t i = 0; i < ks->n; i++)
+			free(ks->v[i].text);
+		free(ks->v);
+		free(ks);
+		pm->keys = NULL;
+	}
+}
+
+void policy_dkim_msg_free(struct policy_msg *pm)
+{
+	if (pm->dkim != NULL)
+		dkim_free(pm->dkim);
+	pm->dkim = NULL;
+	for (size_t i = 0; i < pm->nsigs; i++) {
+		free(pm->sigs[i].d);
+		free(pm->sigs[i].s);
+		free(pm->sigs[i].i);
+		free(pm->sigs[i].b);
+		free(pm->sigs[i].comment);
+	}
+	free(pm->sigs);
+	pm->sigs = NULL;
+	pm->nsigs = 0;
+}

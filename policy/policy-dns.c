@@ -1,0 +1,626 @@
+/*
+ * policy-dns.c - the one DNS resolver of mxgate, on libunbound.
+ *
+ * Two libunbound contexts, configured once in policy_dns_new() and never
+ * touched by ub_ctx_set_option() again (libunbound forbids reconfiguring a
+ * finalized context, see DESIGN.md "Known traps"):
+ *   - the loop context: ub_resolve_async(), its ub_fd() watched by a libevent
+ *     event, ub_process() on the loop thread, so host/MX callbacks run on
+ *     the loop thread.
+ *   - the worker context: used by the policy workers.  A worker submits
+ *     ub_resolve_async() and waits on a condition variable with the [dns]
+ *     timeout; a small "pump" thread runs ub_process() for that context.
+ *     Plain ub_resolve() has no deadline (a zone that never answers holds
+ *     the thread for libunbound's whole retry schedule); this way a query
+ *     ends after `timeout` seconds with TEMPFAIL and is cancelled.
+ * Both contexts run libunbound in threaded async mode (ub_ctx_async(1)).
+ *
+ * RFC 6761 names: libunbound answers "test." and "invalid." itself; we set
+ * them `nodefault` and allow querying 127.0.0.1 so loopback test servers work.
+ * DNSSEC: with a trust anchor file, answers carry secure/bogus; bogus is a
+ * status of its own (callers treat it as a temporary error, RFC 7208 / 6376
+ * have no better word).
+ *
+ * Ownership: answers are owned by the caller (policy_dns_answer_free);
+ * pending loop queries are owned by the resolver and dropped without their
+ * callback by policy_dns_free().  Free the policy context (its workers)
+ * before the resolver.
+ * Diagnostics: configuration errors into err; per-query failures at debug.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <event2/event.h>
+#include <unbound.h>
+
+#include "policy-internal.h"
+
+#define DNS_T_A 1
+#define DNS_T_MX 15
+#define DNS_T_TXT 16
+#define DNS_T_AAAA 28
+
+/* One loop-side request (host: A + AAAA; mx: MX). */
+struct dns_req {
+	struct policy_dns *d;
+	struct dns_req *next, *prev;
+	bool is_mx;
+	int ids[2];
+	bool pending[2];
+	struct event *timer;
+	char *name;
+	int port;
+	policy_dns_addrs_cb addrs_cb;
+	policy_dns_mx_cb mx_cb;
+	void *arg;
+	/* collected */
+	struct util_addr *addrs;
+	size_t naddrs;
+	enum policy_dns_status st[2];
+	struct policy_dns_answer mx;
+};
+
+struct policy_dns {
+	struct event_base *base;
+	struct ub_ctx *loop_ctx;
+	struct ub_ctx *work_ctx;
+	struct event *ev;
+	pthread_t pump;
+	bool pump_started;
+	int stop_pipe[2];
+	bool validating;
+	int timeout_ms;
+	struct dns_req *reqs;
+};
+
+/* dns_configure - apply the config to one fresh context. */
+static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err, size_t errlen)
+{
+	char buf[64];
+	int rc;
+	long cache = cfg->dns_cache_size > 0 ? cfg->dns_cache_size : 10000;
+
+	/* RFC 6761 special names answered by libunbound itself unless told
+	 * otherwise: forward them like any other name. */
+	if ((rc = ub_ctx_set_option(ctx, "local-zone:", "test. nodefault")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "invalid. nodefault")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no")) != 0)
+		goto fail;
+	snprintf(buf, sizeof(buf), "%ld", cache * 512);
+	if ((rc = ub_ctx_set_option(ctx, "rrset-cache-size:", buf)) != 0)
+		goto fail;
+	snprintf(buf, sizeof(buf), "%ld", cache * 256);
+	if ((rc = ub_ctx_set_option(ctx, "msg-cache-size:", buf)) != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->dns_forwarders.n; i++) {
+		if ((rc = ub_ctx_set_fwd(ctx, cfg->dns_forwarders.v[i])) != 0) {
+			snprintf(err, errlen, "dns forwarder %s: %s", cfg->dns_forwarders.v[i],
+				 ub_strerror(rc));
+			return -1;
+		}
+	}
+	if (cfg->dns_trust_anchor_file != NULL &&
+	    (rc = ub_ctx_add_ta_file(ctx, cfg->dns_trust_anchor_file)) != 0) {
+		snprintf(err, errlen, "dns trust anchor %s: %s", cfg->dns_trust_anchor_file,
+			 ub_strerror(rc));
+		return -1;
+	}
+	if ((rc = ub_ctx_async(ctx, 1)) != 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "libunbound configuration: %s", ub_strerror(rc));
+	return -1;
+}
+
+/* dns_pump - worker-context thread: deliver answers to waiting workers. */
+static void *dns_pump(void *arg)
+{
+	struct policy_dns *d = arg;
+	struct pollfd pfd[2] = {
+		{ .fd = ub_fd(d->work_ctx), .events = POLLIN },
+		{ .fd = d->stop_pipe[0], .events = POLLIN },
+	};
+
+	for (;;) {
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			util_log_err("dns pump poll: %s", strerror(errno));
+			return NULL;
+		}
+		if (pfd[1].revents != 0)
+			return NULL;
+		if (pfd[0].revents != 0)
+			ub_process(d->work_ctx);
+	}
+}
+
+/* dns_on_fd - loop thread: the loop context has answers. */
+static void dns_on_fd(evutil_socket_t fd, short what, void *arg)
+{
+	struct policy_dns *d = arg;
+
+	ub_process(d->loop_ctx);
+}
+
+struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *base, char *err,
+				  size_t errlen)
+{
+	struct policy_dns *d = util_xcalloc(1, sizeof(*d));
+
+	d->base = base;
+	d->stop_pipe[0] = d->stop_pipe[1] = -1;
+	d->validating = cfg->dns_trust_anchor_file != NULL;
+	d->timeout_ms = (cfg->dns_timeout > 0 ? cfg->dns_timeout : 5) * 1000;
+	d->loop_ctx = ub_ctx_create();
+	d->work_ctx = ub_ctx_create();
+	if (d->loop_ctx == NULL || d->work_ctx == NULL) {
+		snprintf(err, errlen, "ub_ctx_create failed");
+		goto err;
+	}
+	if (dns_configure(d->loop_ctx, cfg, err, errlen) < 0 ||
+	    dns_configure(d->work_ctx, cfg, err, errlen) < 0)
+		goto err;
+	if (pipe(d->stop_pipe) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto err;
+	}
+	if (pthread_create(&d->pump, NULL, dns_pump, d) != 0) {
+		snprintf(err, errlen, "pthread_create failed");
+		goto err;
+	}
+	d->pump_started = true;
+	if (base != NULL) {
+		d->ev = event_new(base, ub_fd(d->loop_ctx), EV_READ | EV_PERSIST, dns_on_fd, d);
+		if (d->ev == NULL || event_add(d->ev, NULL) < 0) {
+			snprintf(err, errlen, "cannot watch the resolver fd");
+			goto err;
+		}
+	}
+	return d;
+err:
+	policy_dns_free(d);
+	return NULL;
+}
+
+/* dns_req_free - unlink and free one loop request (no callback). */
+static void dns_req_free(struct dns_req *r)
+{
+	for (int i = 0; i < 2; i++)
+		if (r->pending[i])
+			ub_cancel(r->d->loop_ctx, r->ids[i]);
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else
+		r->d->reqs = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	if (r->timer != NULL)
+		event_free(r->timer);
+	policy_dns_answer_free(&r->mx);
+	free(r->addrs);
+	free(r->name);
+	free(r);
+}
+
+void policy_dns_free(struct policy_dns *d)
+{
+	if (d == NULL)
+		return;
+	while (d->reqs != NULL)
+		dns_req_free(d->reqs);
+	if (d->ev != NULL)
+		event_free(d->ev);
+	if (d->pump_started) {
+		ssize_t w = write(d->stop_pipe[1], "x", 1);
+		(void)w;
+		pthread_join(d->pump, NULL);
+	}
+	if (d->stop_pipe[0] >= 0)
+		close(d->stop_pipe[0]);
+	if (d->stop_pipe[1] >= 0)
+		close(d->stop_pipe[1]);
+	if (d->loop_ctx != NULL)
+		ub_ctx_delete(d->loop_ctx);
+	if (d->work_ctx != NULL)
+		ub_ctx_delete(d->work_ctx);
+	free(d);
+}
+
+bool policy_dns_is_validating(const struct policy_dns *d)
+{
+	return d->validating;
+}
+
+const char *policy_dns_status_str(enum policy_dns_status st)
+{
+	switch (st) {
+	case POLICY_DNS_OK: return "ok";
+	case POLICY_DNS_NXDOMAIN: return "nxdomain";
+	case POLICY_DNS_NODATA: return "nodata";
+	case POLICY_DNS_TEMPFAIL: return "tempfail";
+	case POLICY_DNS_BOGUS: return "bogus";
+	}
+	return "?";
+}
+
+/* dns_fill - ub_result into an answer (status, secure, copied rdata). */
+static void dns_fill(struct policy_dns_answer *ans, int err, const struct ub_result *res)
+{
+	memset(ans, 0, sizeof(*ans));
+	if (err != 0 || res == NULL) {
+		ans->status = POLICY_DNS_TEMPFAIL;
+		return;
+	}
+	ans->secure = res->secure != 0;
+	ans->ttl = res->ttl;
+	if (res->bogus)
+		ans->status = POLICY_DNS_BOGUS;
+	else if (res->rcode == 3)
+		ans->status = POLICY_DNS_NXDOMAIN;
+	else if (res->rcode != 0)
+		ans->status = POLICY_DNS_TEMPFAIL;
+	else if (!res->havedata)
+		ans->status = POLICY_DNS_NODATA;
+	else
+		ans->status = POLICY_DNS_OK;
+	if (ans->status != POLICY_DNS_OK)
+		return;
+	while (res->data[ans->n] != NULL)
+		ans->n++;
+	ans->data = util_xcalloc(ans->n, sizeof(*ans->data));
+	ans->len = util_xcalloc(ans->n, sizeof(*ans->len));
+	for (size_t i = 0; i < ans->n; i++) {
+		ans->len[i] = (size_t)res->len[i];
+		ans->data[i] = util_xmalloc(ans->len[i] + 1);
+		memcpy(ans->data[i], res->data[i], ans->len[i]);
+		ans->data[i][ans->len[i]] = 0;
+	}
+}
+
+void policy_dns_answer_free(struct policy_dns_answer *ans)
+{
+	if (ans == NULL)
+		return;
+	for (size_t i = 0; i < ans->n; i++)
+		free(ans->data[i]);
+	free(ans->data);
+	free(ans->len);
+	memset(ans, 0, sizeof(*ans));
+}
+
+/* ------------------------------------------------------------ synchronous */
+
+struct dns_syncq {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int err;
+	struct ub_result *res;
+};
+
+/* dns_sync_cb - pump thread: hand the answer to the waiting worker. */
+static void dns_sync_cb(void *arg, int err, struct ub_result *res)
+{
+	struct dns_syncq *q = arg;
+
+	pthread_mutex_lock(&q->mu);
+	q->err = err;
+	q->res = res;
+	q->done = true;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
+			   struct policy_dns_answer *ans)
+{
+	struct dns_syncq q = { .done = false };
+	pthread_condattr_t ca;
+	struct timespec until;
+	int id = 0, rc;
+
+	memset(ans, 0, sizeof(*ans));
+	pthread_mutex_init(&q.mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q.cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	rc = ub_resolve_async(d->work_ctx, name, rrtype, 1, &q, dns_sync_cb, &id);
+	if (rc != 0) {
+		util_log_debug("dns query=%s type=%d error=\"%s\"", name, rrtype, ub_strerror(rc));
+		ans->status = POLICY_DNS_TEMPFAIL;
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += d->timeout_ms / 1000;
+	until.tv_nsec += (long)(d->timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&q.mu);
+	while (!q.done) {
+		if (pthread_cond_timedwait(&q.cv, &q.mu, &until) == ETIMEDOUT && !q.done) {
+			/* Cancelled: the callback will not run.  UB_NOID: the
+			 * answer is being delivered right now; wait for it. */
+			if (ub_cancel(d->work_ctx, id) == 0) {
+				pthread_mutex_unlock(&q.mu);
+				util_log_debug("dns query=%s type=%d timeout", name, rrtype);
+				ans->status = POLICY_DNS_TEMPFAIL;
+				goto out;
+			}
+			while (!q.done)
+				pthread_cond_wait(&q.cv, &q.mu);
+		}
+	}
+	pthread_mutex_unlock(&q.mu);
+	dns_fill(ans, q.err, q.res);
+	ub_resolve_free(q.res);
+	util_log_debug("dns query=%s type=%d status=%s n=%zu secure=%d", name, rrtype,
+		       policy_dns_status_str(ans->status), ans->n, ans->secure);
+out:
+	pthread_cond_destroy(&q.cv);
+	pthread_mutex_destroy(&q.mu);
+}
+
+enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *name,
+					   struct util_strlist *out, bool *secure)
+{
+	struct policy_dns_answer ans;
+	enum policy_dns_status st;
+
+	policy_dns_query_sync(d, name, DNS_T_TXT, &ans);
+	st = ans.status;
+	if (secure != NULL)
+		*secure = ans.secure;
+	for (size_t i = 0; i < ans.n; i++) {
+		/* RFC 1035 3.3.14 / RFC 7208 3.3: the character-strings of one
+		 * record are concatenated without separator. */
+		struct util_buf b;
+		size_t pos = 0;
+
+		util_buf_init(&b);
+		util_buf_adds(&b, "");
+		while (pos < ans.len[i]) {
+			size_t l = ans.data[i][pos++];
+			if (pos + l > ans.len[i])
+				l = ans.len[i] - pos;
+			util_buf_add(&b, ans.data[i] + pos, l);
+			pos += l;
+		}
+		util_strlist_add(out, b.data);
+		util_buf_free(&b);
+	}
+	policy_dns_answer_free(&ans);
+	return st;
+}
+
+/* ------------------------------------------------------------ asynchronous */
+
+/* dns_name_from_wire - uncompressed wire name at p into text ("" = root). */
+static int dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
+{
+	size_t pos = 0, o = 0;
+
+	while (pos < len && p[pos] != 0) {
+		size_t l = p[pos++];
+		if (l > 63 || pos + l > len || o + l + 2 > outlen)
+			return -1;
+		if (o > 0)
+			out[o++] = '.';
+		memcpy(out + o, p + pos, l);
+		o += l;
+		pos += l;
+	}
+	out[o] = 0;
+	return pos < len ? 0 : -1;
+}
+
+/* dns_req_finish - both halves answered (or timed out): run the callback. */
+static void dns_req_finish(struct dns_req *r, bool timed_out)
+{
+	if (r->is_mx) {
+		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		struct { int pref; char host[256]; } *mx = NULL;
+		const char **hosts = NULL;
+		size_t n = 0;
+
+		if (st == POLICY_DNS_NODATA) {
+			/* RFC 5321 5.1: no MX -> the domain itself. */
+			const char *self = r->name;
+			r->mx_cb(r->arg, POLICY_DNS_OK, &self, 1);
+			dns_req_free(r);
+			return;
+		}
+		if (st == POLICY_DNS_OK) {
+			mx = util_xcalloc(r->mx.n, sizeof(*mx));
+			hosts = util_xcalloc(r->mx.n, sizeof(*hosts));
+			for (size_t i = 0; i < r->mx.n; i++) {
+				if (r->mx.len[i] < 3 ||
+				    dns_name_from_wire(r->mx.data[i] + 2, r->mx.len[i] - 2,
+						       mx[n].host, sizeof(mx[n].host)) < 0)
+					continue;
+				mx[n].pref = (r->mx.data[i][0] << 8) | r->mx.data[i][1];
+				n++;
+			}
+			/* insertion sort by preference (a handful of records) */
+			for (size_t i = 1; i < n; i++)
+				for (size_t j = i; j > 0 && mx[j].pref < mx[j - 1].pref; j--) {
+					__typeof__(*mx) t = mx[j];
+					mx[j] = mx[j - 1];
+					mx[j - 1] = t;
+				}
+			for (size_t i = 0; i < n; i++)
+				hosts[i] = mx[i].host;
+			/* RFC 7505: a single "." MX means no mail service */
+			if (n == 0 || (n == 1 && mx[0].host[0] == 0))
+				st = POLICY_DNS_NODATA, n = 0;
+		}
+		r->mx_cb(r->arg, st, st == POLICY_DNS_OK ? hosts : NULL, st == POLICY_DNS_OK ? n : 0);
+		free(mx);
+		free(hosts);
+	} else {
+		enum policy_dns_status st;
+		if (r->naddrs > 0)
+			st = POLICY_DNS_OK;
+		else if (timed_out || r->st[0] == POLICY_DNS_TEMPFAIL ||
+			 r->st[1] == POLICY_DNS_TEMPFAIL)
+			st = POLICY_DNS_TEMPFAIL;
+		else if (r->st[0] == POLICY_DNS_BOGUS || r->st[1] == POLICY_DNS_BOGUS)
+			st = POLICY_DNS_BOGUS;
+		else if (r->st[0] == POLICY_DNS_NXDOMAIN)
+			st = POLICY_DNS_NXDOMAIN;
+		else
+			st = POLICY_DNS_NODATA;
+		r->addrs_cb(r->arg, st, r->addrs, r->naddrs);
+	}
+	dns_req_free(r);
+}
+
+/* dns_async_cb - loop thread (inside ub_process): one half answered. */
+static void dns_async_cb(void *arg, int err, struct ub_result *res, int half)
+{
+	struct dns_req *r = arg;
+	struct policy_dns_answer ans;
+
+	r->pending[half] = false;
+	dns_fill(&ans, err, res);
+	ub_resolve_free(res);
+	r->st[half] = ans.status;
+	if (r->is_mx) {
+		r->mx = ans;
+	} else {
+		for (size_t i = 0; i < ans.n; i++) {
+			struct util_addr a;
+			memset(&a, 0, sizeof(a));
+			if (half == 0 && ans.len[i] == 4) {
+				struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+				sin->sin_family = AF_INET;
+				sin->sin_port = htons((uint16_t)r->port);
+				memcpy(&sin->sin_addr, ans.data[i], 4);
+				a.len = sizeof(*sin);
+			} else if (half == 1 && ans.len[i] == 16) {
+				struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.ss;
+				sin6->sin6_family = AF_INET6;
+				sin6->sin6_port = htons((uint16_t)r->port);
+				memcpy(&sin6->sin6_addr, ans.data[i], 16);
+				a.len = sizeof(*sin6);
+			} else {
+				continue;
+			}
+			r->addrs = util_xrealloc(r->addrs, (r->naddrs + 1) * sizeof(*r->addrs));
+			r->addrs[r->naddrs++] = a;
+		}
+		policy_dns_answer_free(&ans);
+	}
+	if (!r->pending[0] && !r->pending[1])
+		dns_req_finish(r, false);
+}
+
+/* dns_cb0 / dns_cb1 - first (A or MX) and second (AAAA) half. */
+static void dns_cb0(void *arg, int err, struct ub_result *res)
+{
+	dns_async_cb(arg, err, res, 0);
+}
+
+static void dns_cb1(void *arg, int err, struct ub_result *res)
+{
+	dns_async_cb(arg, err, res, 1);
+}
+
+/* dns_on_timeout - loop thread: the request took longer than [dns] timeout. */
+static void dns_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_req *r = arg;
+
+	for (int i = 0; i < 2; i++)
+		if (r->pending[i]) {
+			ub_cancel(r->d->loop_ctx, r->ids[i]);
+			r->pending[i] = false;
+		}
+	dns_req_finish(r, true);
+}
+
+/* dns_on_immediate - loop thread: answer known without a query. */
+static void dns_on_immediate(evutil_socket_t fd, short what, void *arg)
+{
+	dns_req_finish(arg, false);
+}
+
+/* dns_req_new - allocate, link, arm the timeout. */
+static struct dns_req *dns_req_new(struct policy_dns *d, const char *name, int port, void *arg)
+{
+	struct dns_req *r = util_xcalloc(1, sizeof(*r));
+	struct timeval tv = { d->timeout_ms / 1000, (d->timeout_ms % 1000) * 1000 };
+
+	r->d = d;
+	r->name = util_xstrdup(name);
+	r->port = port;
+	r->arg = arg;
+	r->next = d->reqs;
+	if (d->reqs != NULL)
+		d->reqs->prev = r;
+	d->reqs = r;
+	r->timer = evtimer_new(d->base, dns_on_timeout, r);
+	evtimer_add(r->timer, &tv);
+	return r;
+}
+
+/* dns_req_immediate - finish r from the loop soon (never inside the call). */
+static void dns_req_immediate(struct dns_req *r)
+{
+	struct timeval tv = { 0, 0 };
+
+	event_free(r->timer);
+	r->timer = evtimer_new(r->d->base, dns_on_immediate, r);
+	evtimer_add(r->timer, &tv);
+}
+
+void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
+			     policy_dns_addrs_cb cb, void *arg)
+{
+	struct dns_req *r = dns_req_new(d, name, port, arg);
+	struct util_addr a;
+
+	r->addrs_cb = cb;
+	if (util_addr_parse_numeric(name, port, &a) == 0) {
+		r->addrs = util_xmalloc(sizeof(a));
+		r->addrs[0] = a;
+		r->naddrs = 1;
+		dns_req_immediate(r);
+		return;
+	}
+	r->pending[0] = ub_resolve_async(d->loop_ctx, name, DNS_T_A, 1, r, dns_cb0, &r->ids[0]) == 0;
+	r->pending[1] = ub_resolve_async(d->loop_ctx, name, DNS_T_AAAA, 1, r, dns_cb1,
+					 &r->ids[1]) == 0;
+	if (!r->pending[0])
+		r->st[0] = POLICY_DNS_TEMPFAIL;
+	if (!r->pending[1])
+		r->st[1] = POLICY_DNS_TEMPFAIL;
+	if (!r->pending[0] && !r->pending[1])
+		dns_req_immediate(r);
+}
+
+void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
+			   void *arg)
+{
+	struct dns_req *r = dns_req_new(d, domain, 25, arg);
+
+	r->is_mx = true;
+	r->mx_cb = cb;
+	r->pending[0] = ub_resolve_async(d->loop_ctx, domain, DNS_T_MX, 1, r, dns_cb0,
+					 &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->mx.status = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}

@@ -1,0 +1,189 @@
+/*
+ * policy-internal.h - what the files of policy/ share and nobody else sees:
+ * the context and message structs, the worker pool, the synchronous DNS
+ * query used by the SPF/DKIM/DMARC/DNSBL evaluators, and the pure
+ * formatting helpers the unit tests reach.
+ *
+ * Threads: a struct policy_msg is touched by one thread at a time.  The loop
+ * thread owns it except while a job runs on a worker (msg->busy); the SPF job
+ * writes only msg->spf, so header/body streaming may continue meanwhile.
+ */
+#ifndef MX_POLICY_INTERNAL_H
+#define MX_POLICY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy.h"
+
+/* ------------------------------------------------------------ DNS (sync) */
+
+/* One answer of policy_dns_query_sync: rdata of every record (wire format,
+ * domain names uncompressed), owned. */
+struct policy_dns_answer {
+	enum policy_dns_status status;
+	bool secure;                 /* DNSSEC validated */
+	int ttl;
+	size_t n;
+	unsigned char **data;
+	size_t *len;
+};
+/* policy_dns_query_sync - worker threads: one query, bounded by the [dns]
+ * timeout.  Free the answer with policy_dns_answer_free(). */
+void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
+			   struct policy_dns_answer *ans);
+void policy_dns_answer_free(struct policy_dns_answer *ans);
+/* policy_dns_is_validating - a trust anchor is configured. */
+bool policy_dns_is_validating(const struct policy_dns *d);
+const char *policy_dns_status_str(enum policy_dns_status st);
+
+/* ------------------------------------------------------------ worker pool */
+
+struct policy_pool;
+typedef void (*policy_pool_fn)(struct policy_msg *pm);
+/* policy_pool_new - nthreads workers, queue bounded to qmax jobs. */
+struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax,
+				    char *err, size_t errlen);
+void policy_pool_free(struct policy_pool *p);
+/* policy_pool_submit - run work(pm) on a worker (NULL: no work), then
+ * done(pm) on the loop thread unless pm was freed meanwhile.  -1 when the
+ * queue is full (nothing queued). */
+int policy_pool_submit(struct policy_pool *p, struct policy_msg *pm, policy_pool_fn work,
+		       policy_pool_fn done);
+
+/* ------------------------------------------------------------ results */
+
+enum policy_spf_result { POLICY_SPF_NONE = 0, POLICY_SPF_NEUTRAL, POLICY_SPF_PASS,
+			 POLICY_SPF_FAIL, POLICY_SPF_SOFTFAIL, POLICY_SPF_TEMPERROR,
+			 POLICY_SPF_PERMERROR };
+const char *policy_spf_result_str(enum policy_spf_result r);
+
+struct policy_spf_outcome {
+	bool evaluated;
+	enum policy_spf_result result;
+	bool helo_identity;          /* the identity checked is postmaster@HELO */
+	char *identity;              /* mailbox checked */
+	char *domain;                /* its domain */
+	char *comment;               /* human explanation */
+	bool secure;                 /* every DNS answer used was DNSSEC-secure */
+};
+
+/* One DKIM signature outcome (RFC 8601 2.7.1 result words). */
+struct policy_dkim_sig {
+	const char *result;          /* static: pass fail neutral policy temperror permerror */
+	char *d, *s, *i, *b;         /* b: first 8 characters (RFC 6008) */
+	char *comment;
+	bool secure;
+};
+
+enum policy_dmarc_result { POLICY_DMARC_NONE = 0, POLICY_DMARC_PASS, POLICY_DMARC_FAIL,
+			   POLICY_DMARC_TEMPERROR, POLICY_DMARC_PERMERROR };
+struct policy_dmarc_outcome {
+	bool evaluated;
+	enum policy_dmarc_result result;
+	char policy;                 /* 'n' 'q' 'r' or 0: policy.dmarc published */
+	char applied;                /* policy after pct / sp: 'n' 'q' 'r' */
+	char *header_from;
+	char *org_domain;
+	char *comment;
+	char *exempt;                /* NULL or why enforcement was skipped */
+	bool secure;
+	bool from_error;             /* zero or several From addresses */
+	char *from_error_text;
+};
+
+struct policy_ctx {
+	const struct config *cfg;    /* borrowed */
+	struct event_base *base;     /* borrowed */
+	struct policy_dns *dns;      /* borrowed */
+	struct policy_pool *pool;
+	void *dkim_lib;              /* DKIM_LIB * */
+	bool dmarc_ready;            /* PSL loaded */
+};
+
+/* From: header facts gathered while headers stream. */
+struct policy_from {
+	int fields;                  /* number of From: header fields */
+	int addrs;                   /* number of addresses over all of them */
+	bool bad;                    /* a From: field did not parse */
+	char *domain;                /* domain of the (first) address, lower-case */
+};
+
+struct policy_msg {
+	struct policy_ctx *pc;
+	struct util_addr client;
+	char *helo;
+	char *mail_from;
+
+	/* loop-thread state */
+	bool busy, freed;
+	bool spf_started, spf_done, finish_pending, finished;
+	policy_cb spf_cb, fin_cb;
+	uint64_t spf_cookie, fin_cookie;
+	void *spf_arg, *fin_arg;
+	bool queue_full;
+
+	struct policy_spf_outcome spf;
+	char *spf_reply;
+
+	/* DKIM */
+	void *dkim;                  /* DKIM * while streaming */
+	bool dkim_nosig, dkim_broken;
+	struct policy_dkim_sig *sigs;
+	size_t nsigs;
+	void *keys;                  /* struct dkim_keys *, worker only */
+
+	struct policy_from from;
+	struct policy_dmarc_outcome dmarc;
+	struct util_strlist dnsbl_hits;
+	bool rdns_checked, no_rdns;
+
+	struct policy_verdict verdict;
+	char *v_reply, *v_headers, *v_summary;
+};
+
+/* policy_msg_destroy - really free (loop thread, or the pool). */
+void policy_msg_destroy(struct policy_msg *pm);
+
+/* per-check entry points (worker thread unless noted) */
+void policy_spf_lib_init(void);
+void policy_spf_eval(struct policy_msg *pm);
+void policy_spf_outcome_free(struct policy_spf_outcome *o);
+/* policy_spf_compute_reply - loop thread: malloc'd reply or NULL. */
+char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf_outcome *o);
+
+int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
+void policy_dkim_lib_free(struct policy_ctx *pc);
+int policy_dkim_msg_begin(struct policy_msg *pm);             /* loop */
+void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len); /* loop */
+void policy_dkim_eoh(struct policy_msg *pm);                  /* loop */
+void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n); /* loop */
+void policy_dkim_eval(struct policy_msg *pm);                 /* worker */
+void policy_dkim_msg_free(struct policy_msg *pm);
+
+int policy_dmarc_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
+void policy_dmarc_lib_free(struct policy_ctx *pc);
+void policy_dmarc_eval(struct policy_msg *pm);
+void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
+
+/* policy_from_parse - count the addresses of one From: field value (groups,
+ * comments, quoted strings); domain of the first address (malloc'd,
+ * lower-case) into *domain when domain != NULL.  Returns the count, -1 on a
+ * syntax error. */
+int policy_from_parse(const char *value, size_t len, char **domain);
+
+void policy_dnsbl_eval(struct policy_msg *pm);
+
+/* verdict */
+void policy_verdict_build(struct policy_msg *pm);
+void policy_verdict_tempfail(struct policy_msg *pm, const char *reply);
+/* policy_score - the spam score and the contributing rules (appended to
+ * rules as rule names when rules != NULL). */
+double policy_score(const struct config *cfg, const struct policy_msg *pm,
+		    struct util_strlist *rules);
+/* policy_ar_format - the Authentication-Results field (with CRLF). */
+char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm);
+char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm);
+
+#endif

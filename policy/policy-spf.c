@@ -1,0 +1,365 @@
+/*
+ * policy-spf.c - SPF (RFC 7208) with libspf2, on mxgate's own resolver.
+ *
+ * libspf2 is given a custom SPF_dns_server_t whose lookup() runs a
+ * synchronous policy_dns query (we are on a policy worker), so libspf2
+ * never calls res_query or reads /etc/resolv.conf.  The layer records
+ * whether every answer it handed out was DNSSEC-secure; the A-R comment
+ * says so.
+ *
+ * Identity: MAIL FROM; for the null sender, postmaster@HELO (RFC 7208
+ * 2.4), reported as smtp.helo.  A MAIL FROM without a local-part gets
+ * "postmaster" (RFC 7208 4.3).
+ *
+ * Ownership: one SPF_server_t and one DNS layer per evaluation (libspf2
+ * objects are not shared between threads); the outcome strings belong to
+ * the message (policy_spf_outcome_free).
+ * Threads: policy_spf_eval() on a worker; the rest is pure.
+ * Diagnostics: libspf2's error/warning output goes to our log.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <spf2/spf.h>
+
+#include "policy-internal.h"
+
+struct spf_hook {
+	struct policy_dns *dns;
+	bool all_secure;
+	int lookups;
+	bool tempfail;
+};
+
+/* spf_log_error - libspf2's fatal handler: it never returns. */
+__attribute__((noreturn)) static void spf_log_error(const char *file, int line, const char *msg)
+{
+	util_log_err("libspf2 error file=%s line=%d msg=\"%s\"", file, line, msg);
+	abort();
+}
+
+/* spf_log_warn - libspf2 warnings. */
+static void spf_log_warn(const char *file, int line, const char *msg)
+{
+	util_log_warn("libspf2 msg=\"%s\"", msg);
+}
+
+/* spf_log_debug - libspf2 info/debug output. */
+static void spf_log_debug(const char *file, int line, const char *msg)
+{
+	util_log_debug("libspf2 msg=\"%s\"", msg);
+}
+
+void policy_spf_lib_init(void)
+{
+	SPF_error_handler = spf_log_error;
+	SPF_warning_handler = spf_log_warn;
+	SPF_info_handler = spf_log_debug;
+	SPF_debug_handler = spf_log_debug;
+}
+
+const char *policy_spf_result_str(enum policy_spf_result r)
+{
+	switch (r) {
+	case POLICY_SPF_NONE: return "none";
+	case POLICY_SPF_NEUTRAL: return "neutral";
+	case POLICY_SPF_PASS: return "pass";
+	case POLICY_SPF_FAIL: return "fail";
+	case POLICY_SPF_SOFTFAIL: return "softfail";
+	case POLICY_SPF_TEMPERROR: return "temperror";
+	case POLICY_SPF_PERMERROR: return "permerror";
+	}
+	return "none";
+}
+
+/* spf_name_from_wire - uncompressed wire-format name into text. */
+static int spf_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
+{
+	size_t pos = 0, o = 0;
+
+	while (pos < len && p[pos] != 0) {
+		size_t l = p[pos++];
+		if (l > 63 || pos + l > len || o + l + 2 > outlen)
+			return -1;
+		if (o > 0)
+			out[o++] = '.';
+		memcpy(out + o, p + pos, l);
+		o += l;
+		pos += l;
+	}
+	out[o] = 0;
+	return 0;
+}
+
+/* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query. */
+static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
+				    int should_cache)
+{
+	struct spf_hook *h = srv->hook;
+	struct policy_dns_answer ans;
+	SPF_dns_stat_t herrno;
+	SPF_dns_rr_t *rr;
+	int n = 0;
+
+	if (type != ns_t_a && type != ns_t_aaaa && type != ns_t_txt && type != ns_t_mx &&
+	    type != ns_t_ptr)
+		return SPF_dns_rr_new_init(srv, domain, type, 0, NO_DATA);
+	policy_dns_query_sync(h->dns, domain, (int)type, &ans);
+	h->lookups++;
+	if (!ans.secure)
+		h->all_secure = false;
+	switch (ans.status) {
+	case POLICY_DNS_OK: herrno = NETDB_SUCCESS; break;
+	case POLICY_DNS_NXDOMAIN: herrno = HOST_NOT_FOUND; break;
+	case POLICY_DNS_NODATA: herrno = NO_DATA; break;
+	default: herrno = TRY_AGAIN; h->tempfail = true; break;
+	}
+	rr = SPF_dns_rr_new_init(srv, domain, type, ans.ttl, herrno);
+	if (rr == NULL)
+		goto out;
+	for (size_t i = 0; i < ans.n; i++) {
+		const unsigned char *d = ans.data[i];
+		size_t len = ans.len[i];
+
+		switch (type) {
+		case ns_t_a:
+			if (len != 4 || SPF_dns_rr_buf_realloc(rr, n, sizeof(struct in_addr)) != 0)
+				continue;
+			memcpy(&rr->rr[n]->a, d, 4);
+			n++;
+			break;
+		case ns_t_aaaa:
+			if (len != 16 || SPF_dns_rr_buf_realloc(rr, n, sizeof(struct in6_addr)) != 0)
+				continue;
+			memcpy(&rr->rr[n]->aaaa, d, 16);
+			n++;
+			break;
+		case ns_t_txt: {
+			/* character-strings concatenated (RFC 7208 3.3) */
+			size_t pos = 0, o = 0;
+			if (SPF_dns_rr_buf_realloc(rr, n, len + 1) != 0)
+				continue;
+			while (pos < len) {
+				size_t l = d[pos++];
+				if (pos + l > len)
+					l = len - pos;
+				memcpy(rr->rr[n]->txt + o, d + pos, l);
+				o += l;
+				pos += l;
+			}
+			rr->rr[n]->txt[o] = 0;
+			n++;
+			break;
+		}
+		case ns_t_mx:
+		case ns_t_ptr: {
+			char name[256];
+			size_t off = type == ns_t_mx ? 2 : 0;
+			if (len <= off || spf_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
+			    SPF_dns_rr_buf_realloc(rr, n, strlen(name) + 1) != 0)
+				continue;
+			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, name);
+			n++;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	rr->num_rr = n;
+out:
+	policy_dns_answer_free(&ans);
+	return rr;
+}
+
+/* spf_map - libspf2 result to ours. */
+static enum policy_spf_result spf_map(SPF_result_t r)
+{
+	switch (r) {
+	case SPF_RESULT_PASS: return POLICY_SPF_PASS;
+	case SPF_RESULT_FAIL: return POLICY_SPF_FAIL;
+	case SPF_RESULT_SOFTFAIL: return POLICY_SPF_SOFTFAIL;
+	case SPF_RESULT_NEUTRAL: return POLICY_SPF_NEUTRAL;
+	case SPF_RESULT_TEMPERROR: return POLICY_SPF_TEMPERROR;
+	case SPF_RESULT_PERMERROR: return POLICY_SPF_PERMERROR;
+	default: return POLICY_SPF_NONE;
+	}
+}
+
+/* spf_is_domain - a plausible domain name (not an address literal). */
+static bool spf_is_domain(const char *s)
+{
+	if (s == NULL || *s == 0 || *s == '[' || strchr(s, '.') == NULL)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-' && *s != '_')
+			return false;
+	return true;
+}
+
+/* spf_comment - the RFC 7208 9.1 style explanation for the result. */
+static char *spf_comment(const char *receiver, enum policy_spf_result r, const char *ident,
+			 const char *ip, const char *detail)
+{
+	switch (r) {
+	case POLICY_SPF_PASS:
+		return util_xasprintf("%s: domain of %s designates %s as permitted sender",
+				      receiver, ident, ip);
+	case POLICY_SPF_FAIL:
+		return util_xasprintf("%s: domain of %s does not designate %s as permitted sender",
+				      receiver, ident, ip);
+	case POLICY_SPF_SOFTFAIL:
+		return util_xasprintf("%s: domain of transitioning %s does not designate %s as "
+				      "permitted sender", receiver, ident, ip);
+	case POLICY_SPF_NEUTRAL:
+		return util_xasprintf("%s: %s is neither permitted nor denied by domain of %s",
+				      receiver, ip, ident);
+	case POLICY_SPF_TEMPERROR:
+		return util_xasprintf("%s: temporary error looking up the SPF policy of %s%s%s",
+				      receiver, ident, detail ? ": " : "", detail ? detail : "");
+	case POLICY_SPF_PERMERROR:
+		return util_xasprintf("%s: permanent error in the SPF policy of %s%s%s", receiver,
+				      ident, detail ? ": " : "", detail ? detail : "");
+	case POLICY_SPF_NONE:
+		break;
+	}
+	return util_xasprintf("%s: domain of %s does not publish an SPF policy", receiver, ident);
+}
+
+/* spf_sanitize - keep a libspf2 message printable and free of quotes/parens. */
+static void spf_sanitize(char *s)
+{
+	for (; *s; s++)
+		if (!isprint((unsigned char)*s) || *s == '(' || *s == ')' || *s == '"' || *s == '\\')
+			*s = ' ';
+}
+
+void policy_spf_eval(struct policy_msg *pm)
+{
+	const struct config *cfg = pm->pc->cfg;
+	struct policy_spf_outcome *o = &pm->spf;
+	const char *receiver = cfg->authserv_id ? cfg->authserv_id : cfg->hostname;
+	struct spf_hook hook = { .dns = pm->pc->dns, .all_secure = true };
+	SPF_dns_server_t layer;
+	SPF_server_t *srv = NULL;
+	SPF_request_t *req = NULL;
+	SPF_response_t *resp = NULL;
+	char ip[INET6_ADDRSTRLEN];
+	char *detail = NULL;
+	const char *dom;
+
+	policy_spf_outcome_free(o);
+	o->evaluated = true;
+	util_addr_str(&pm->client, ip, sizeof(ip));
+	if (pm->mail_from[0] == 0) {
+		o->helo_identity = true;
+		o->identity = util_xasprintf("postmaster@%s", pm->helo);
+	} else if (pm->mail_from[0] == '@' || strchr(pm->mail_from, '@') == NULL) {
+		o->identity = util_xasprintf("postmaster@%s",
+					     pm->mail_from + (pm->mail_from[0] == '@'));
+	} else {
+		o->identity = util_xstrdup(pm->mail_from);
+	}
+	dom = util_domain_of(o->identity);
+	o->domain = util_xstrdup(dom != NULL ? dom : "");
+	for (char *p = o->domain; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	if (!spf_is_domain(o->domain)) {
+		o->result = POLICY_SPF_NONE;
+		o->secure = false;
+		o->comment = util_xasprintf("%s: no domain to check in %s", receiver, o->identity);
+		return;
+	}
+
+	memset(&layer, 0, sizeof(layer));
+	layer.lookup = spf_dns_lookup;
+	layer.name = "mxgate";
+	layer.hook = &hook;
+	srv = SPF_server_new_dns(&layer, 0);
+	if (srv == NULL)
+		goto internal;
+	SPF_server_set_rec_dom(srv, receiver);
+	req = SPF_request_new(srv);
+	if (req == NULL)
+		goto internal;
+	if (pm->client.ss.ss_family == AF_INET)
+		SPF_request_set_ipv4(req, ((struct sockaddr_in *)&pm->client.ss)->sin_addr);
+	else
+		SPF_request_set_ipv6(req, ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr);
+	if (pm->helo[0] != 0)
+		SPF_request_set_helo_dom(req, pm->helo);
+	if (SPF_request_set_env_from(req, o->identity) != 0) {
+		o->result = POLICY_SPF_NONE;
+		goto done;
+	}
+	SPF_request_query_mailfrom(req, &resp);
+	if (resp == NULL)
+		goto internal;
+	o->result = spf_map(SPF_response_result(resp));
+	if (o->result == POLICY_SPF_PERMERROR || o->result == POLICY_SPF_TEMPERROR) {
+		SPF_errcode_t e = SPF_response_errcode(resp);
+		detail = util_xstrdup(e != SPF_E_SUCCESS ? SPF_strerror(e) : "DNS failure");
+		spf_sanitize(detail);
+	}
+	/* libspf2 turns some resolver failures into "none": a failed
+	 * lookup of the policy record itself is a temporary error. */
+	if (o->result == POLICY_SPF_NONE && hook.tempfail) {
+		o->result = POLICY_SPF_TEMPERROR;
+		detail = util_xstrdup("DNS timeout or failure");
+	}
+	goto done;
+internal:
+	o->result = POLICY_SPF_TEMPERROR;
+	detail = util_xstrdup("internal error");
+done:
+	o->secure = hook.lookups > 0 && hook.all_secure;
+	o->comment = spf_comment(receiver, o->result, o->identity, ip, detail);
+	free(detail);
+	if (resp != NULL)
+		SPF_response_free(resp);
+	if (req != NULL)
+		SPF_request_free(req);
+	if (srv != NULL)
+		SPF_server_free(srv);
+}
+
+void policy_spf_outcome_free(struct policy_spf_outcome *o)
+{
+	free(o->identity);
+	free(o->domain);
+	free(o->comment);
+	memset(o, 0, sizeof(*o));
+}
+
+char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf_outcome *o)
+{
+	if (!o->evaluated)
+		return NULL;
+	if (o->result == POLICY_SPF_FAIL && cfg->spf_reject_fail)
+		return util_xasprintf("550 5.7.23 SPF fail: %s is not allowed to send mail for %s",
+				      o->identity, o->domain);
+	if (o->result == POLICY_SPF_TEMPERROR && cfg->spf_temperror_defer)
+		return util_xasprintf("451 4.7.24 SPF temporary error for %s, try again later",
+				      o->domain);
+	return NULL;
+}
+
+char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm)
+{
+	const struct policy_spf_outcome *o = &pm->spf;
+	const char *receiver = cfg->authserv_id ? cfg->authserv_id : cfg->hostname;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (!o->evaluated)
+		return NULL;
+	util_addr_str(&pm->client, ip, sizeof(ip));
+	/* RFC 7208 9.1: result (comment) key=value pairs */
+	return util_xasprintf("Received-SPF: %s (%s)\r\n\treceiver=%s; client-ip=%s;"
+			      " envelope-from=\"%s\"; helo=%s; identity=%s;\r\n",
+			      policy_spf_result_str(o->result), o->comment, receiver, ip,
+			      pm->mail_from, pm->helo[0] ? pm->helo : "unknown",
+			      o->helo_identity ? "helo" : "mailfrom");
+}

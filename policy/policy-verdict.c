@@ -1,0 +1,374 @@
+/*
+ * policy-verdict.c - from check results to a verdict: the action (accept,
+ * quarantine, reject), the SMTP reply, the header fields to prepend
+ * (Authentication-Results RFC 8601, Received-SPF RFC 7208 9.1, the spam
+ * headers) and the key=value summary for the log; plus
+ * policy_drop_header(), which removes forged copies of our own headers.
+ *
+ * Disabled checks are not run and not stamped: no clause in A-R, no key in
+ * the summary.
+ *
+ * Enforcement: DMARC failure with p=reject -> REJECT (550 5.7.1) when
+ * dmarc_enforcement=reject, QUARANTINE when =quarantine; p=quarantine (or
+ * a reject downgraded by pct) -> QUARANTINE; monitor only stamps.  Exempt
+ * domains/clients are stamped, never enforced (the override is named in
+ * the A-R comment).  Zero or several From: addresses -> REJECT whenever
+ * DMARC is enabled.  A spam score at or above the threshold -> QUARANTINE.
+ *
+ * Ownership: the verdict strings belong to the message.
+ * Threads: policy_verdict_build() runs on a worker as the last step of the
+ * verdict job; the rest is pure.  Diagnostics: the summary.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy-internal.h"
+
+/* verdict_authserv_id - [auth] authserv_id, default the hostname. */
+static const char *verdict_authserv_id(const struct config *cfg)
+{
+	return cfg->authserv_id != NULL ? cfg->authserv_id :
+	       cfg->hostname != NULL ? cfg->hostname : "localhost";
+}
+
+/* ------------------------------------------------------------ drop_header */
+
+/* verdict_skip_cfws - past whitespace, folding and (nested) comments. */
+static const char *verdict_skip_cfws(const char *p, const char *end)
+{
+	while (p < end) {
+		if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+			p++;
+		} else if (*p == '(') {
+			int depth = 0;
+			for (; p < end; p++) {
+				if (*p == '\\' && p + 1 < end)
+					p++;
+				else if (*p == '(')
+					depth++;
+				else if (*p == ')' && --depth == 0)
+					break;
+			}
+			if (p < end)
+				p++;
+		} else {
+			break;
+		}
+	}
+	return p;
+}
+
+/* verdict_name_is - case-insensitive field-name match against s. */
+static bool verdict_name_is(const struct util_hdr_field *f, const char *s)
+{
+	return s != NULL && s[0] != 0 && util_hdr_name_is(f, s);
+}
+
+bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f)
+{
+	if (verdict_name_is(f, cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag") ||
+	    verdict_name_is(f, cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score") ||
+	    verdict_name_is(f, cfg->spam_status_header ? cfg->spam_status_header :
+							  "X-Spam-Status"))
+		return true;
+	if (util_hdr_name_is(f, "Authentication-Results")) {
+		/* RFC 8601 2.2: authserv-id = value (token or quoted-string),
+		 * after optional CFWS; section 5: remove ours. */
+		const char *id = verdict_authserv_id(cfg);
+		const char *p = verdict_skip_cfws(f->value, f->value + f->value_len);
+		const char *end = f->value + f->value_len;
+		char tok[256];
+		size_t n = 0;
+
+		if (p < end && *p == '"') {
+			for (p++; p < end && *p != '"' && n + 1 < sizeof(tok); p++) {
+				if (*p == '\\' && p + 1 < end)
+					p++;
+				tok[n++] = *p;
+			}
+		} else {
+			for (; p < end && n + 1 < sizeof(tok) && *p != ';' && *p != '(' &&
+			       !isspace((unsigned char)*p); p++)
+				tok[n++] = *p;
+		}
+		tok[n] = 0;
+		return n > 0 && util_strcaseeq(tok, id);
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------ score */
+
+/* verdict_dkim_state - any signature passed / any failed. */
+static void verdict_dkim_state(const struct policy_msg *pm, bool *pass, bool *fail)
+{
+	*pass = *fail = false;
+	for (size_t i = 0; i < pm->nsigs; i++) {
+		if (strcmp(pm->sigs[i].result, "pass") == 0)
+			*pass = true;
+		else if (strcmp(pm->sigs[i].result, "fail") == 0 ||
+			 strcmp(pm->sigs[i].result, "policy") == 0)
+			*fail = true;
+	}
+}
+
+/* verdict_rule - add a rule to the score. */
+static double verdict_rule(struct util_strlist *rules, const char *name, double w)
+{
+	if (rules != NULL && w != 0) {
+		util_strlist_add(rules, name);
+	}
+	return w;
+}
+
+double policy_score(const struct config *cfg, const struct policy_msg *pm,
+		    struct util_strlist *rules)
+{
+	double score = 0;
+	bool dpass, dfail;
+
+	if (pm->spf.evaluated && pm->spf.result == POLICY_SPF_FAIL)
+		score += verdict_rule(rules, "SPF_FAIL", cfg->weight_spf_fail);
+	else if (pm->spf.evaluated && pm->spf.result == POLICY_SPF_SOFTFAIL)
+		score += verdict_rule(rules, "SPF_SOFTFAIL", cfg->weight_spf_softfail);
+	/* a failing signature counts only when none passed (a good signature
+	 * next to a broken one is common after list processing) */
+	verdict_dkim_state(pm, &dpass, &dfail);
+	if (dfail && !dpass)
+		score += verdict_rule(rules, "DKIM_FAIL", cfg->weight_dkim_fail);
+	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL) {
+		if (pm->dmarc.applied == 'q')
+			score += verdict_rule(rules, "DMARC_QUARANTINE",
+					      cfg->weight_dmarc_quarantine);
+		else
+			score += verdict_rule(rules, "DMARC_FAIL", cfg->weight_dmarc_fail);
+	}
+	for (size_t i = 0; i < pm->dnsbl_hits.n; i++) {
+		char *name = util_xasprintf("DNSBL_%s", pm->dnsbl_hits.v[i]);
+		score += verdict_rule(rules, name, cfg->weight_dnsbl);
+		free(name);
+	}
+	if (pm->rdns_checked && pm->no_rdns)
+		score += verdict_rule(rules, "NO_RDNS", cfg->weight_no_rdns);
+	return score;
+}
+
+/* ------------------------------------------------------------ A-R */
+
+/* verdict_is_atext_mailbox - can be written as a pvalue without quotes. */
+static bool verdict_is_atext_mailbox(const char *s)
+{
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-/=?^_`{|}~.@", *s))
+			return false;
+	return true;
+}
+
+/* verdict_add_value - a pvalue: bare when safe, else a quoted-string. */
+static void verdict_add_value(struct util_buf *b, const char *v)
+{
+	if (v[0] != 0 && verdict_is_atext_mailbox(v)) {
+		util_buf_adds(b, v);
+		return;
+	}
+	util_buf_adds(b, "\"");
+	for (; *v; v++) {
+		if (*v == '"' || *v == '\\')
+			util_buf_adds(b, "\\");
+		if ((unsigned char)*v >= 0x20)
+			util_buf_add(b, v, 1);
+	}
+	util_buf_adds(b, "\"");
+}
+
+/* verdict_dmarc_disposition - what we do about this DMARC result. */
+static const char *verdict_dmarc_disposition(const struct config *cfg,
+					     const struct policy_dmarc_outcome *o)
+{
+	if (o->result != POLICY_DMARC_FAIL || o->applied == 'n' || o->applied == 0)
+		return "none";
+	if (o->exempt != NULL || cfg->dmarc_enforcement == CONFIG_DMARC_MONITOR)
+		return "none";
+	if (o->applied == 'r' && cfg->dmarc_enforcement == CONFIG_DMARC_REJECT)
+		return "reject";
+	return "quarantine";
+}
+
+static const char *const dmarc_words[] = { "none", "pass", "fail", "temperror", "permerror" };
+
+char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
+{
+	struct util_buf b;
+	int clauses = 0;
+
+	util_buf_init(&b);
+	util_buf_printf(&b, "Authentication-Results: %s", verdict_authserv_id(cfg));
+	if (pm->spf.evaluated) {
+		util_buf_printf(&b, ";\r\n\tspf=%s (%s%s) %s=", policy_spf_result_str(pm->spf.result),
+				pm->spf.comment ? pm->spf.comment : "",
+				pm->spf.secure ? "; dnssec=secure" : "",
+				pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
+		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown") :
+							      pm->mail_from);
+		clauses++;
+	}
+	if (cfg->dkim_enabled) {
+		if (pm->nsigs == 0) {
+			util_buf_adds(&b, ";\r\n\tdkim=none");
+			clauses++;
+		}
+		for (size_t i = 0; i < pm->nsigs; i++) {
+			const struct policy_dkim_sig *g = &pm->sigs[i];
+			util_buf_printf(&b, ";\r\n\tdkim=%s (%s%s)", g->result,
+					g->comment ? g->comment : "",
+					g->secure ? "; dnssec=secure" : "");
+			if (g->d != NULL) {
+				util_buf_adds(&b, " header.d=");
+				verdict_add_value(&b, g->d);
+			}
+			if (g->s != NULL) {
+				util_buf_adds(&b, " header.s=");
+				verdict_add_value(&b, g->s);
+			}
+			if (g->i != NULL) {
+				util_buf_adds(&b, " header.i=");
+				verdict_add_value(&b, g->i);
+			}
+			if (g->b != NULL) {
+				util_buf_adds(&b, " header.b=");
+				verdict_add_value(&b, g->b);
+			}
+			clauses++;
+		}
+	}
+	if (pm->dmarc.evaluated) {
+		const struct policy_dmarc_outcome *o = &pm->dmarc;
+		util_buf_printf(&b, ";\r\n\tdmarc=%s (%s%sdis=%s%s%s%s)", dmarc_words[o->result],
+				o->comment ? o->comment : "", o->comment ? " " : "",
+				verdict_dmarc_disposition(cfg, o),
+				o->exempt ? "; override=" : "", o->exempt ? o->exempt : "",
+				o->secure ? "; dnssec=secure" : "");
+		if (o->header_from != NULL) {
+			util_buf_adds(&b, " header.from=");
+			verdict_add_value(&b, o->header_from);
+		}
+		if (o->policy != 0)
+			util_buf_printf(&b, " policy.dmarc=%s",
+					o->policy == 'r' ? "reject" :
+					o->policy == 'q' ? "quarantine" : "none");
+		clauses++;
+	}
+	if (clauses == 0)
+		util_buf_adds(&b, "; none");
+	util_buf_adds(&b, "\r\n");
+	return b.data;
+}
+
+/* ------------------------------------------------------------ verdict */
+
+/* verdict_summary - "spf=pass dkim=pass dmarc=pass score=0.0 action=accept". */
+static char *verdict_summary(const struct config *cfg, const struct policy_msg *pm)
+{
+	static const char *const actions[] = { "accept", "quarantine", "reject", "tempfail" };
+	struct util_buf b;
+
+	util_buf_init(&b);
+	util_buf_adds(&b, "");
+	if (pm->spf.evaluated)
+		util_buf_printf(&b, "spf=%s ", policy_spf_result_str(pm->spf.result));
+	if (cfg->dkim_enabled) {
+		const char *best = pm->nsigs > 0 ? pm->sigs[0].result : "none";
+		for (size_t i = 0; i < pm->nsigs; i++)
+			if (strcmp(pm->sigs[i].result, "pass") == 0)
+				best = "pass";
+		util_buf_printf(&b, "dkim=%s ", best);
+	}
+	if (pm->dmarc.evaluated)
+		util_buf_printf(&b, "dmarc=%s ", dmarc_words[pm->dmarc.result]);
+	for (size_t i = 0; i < pm->dnsbl_hits.n; i++)
+		util_buf_printf(&b, "dnsbl=%s ", pm->dnsbl_hits.v[i]);
+	util_buf_printf(&b, "score=%.1f action=%s", pm->verdict.score,
+			actions[pm->verdict.action]);
+	return b.data;
+}
+
+void policy_verdict_build(struct policy_msg *pm)
+{
+	const struct config *cfg = pm->pc->cfg;
+	const struct policy_dmarc_outcome *o = &pm->dmarc;
+	struct util_strlist rules = { 0 };
+	struct util_buf h;
+	char *ar, *rspf;
+	double score;
+	bool spam;
+
+	pm->verdict.action = POLICY_ACCEPT;
+	free(pm->v_reply);
+	pm->v_reply = NULL;
+	if (o->evaluated && o->from_error) {
+		pm->verdict.action = POLICY_REJECT;
+		pm->v_reply = util_xasprintf("550 5.7.1 Rejected: %s (RFC 5322 3.6.2)",
+					     o->from_error_text);
+	} else if (o->evaluated) {
+		const char *dis = verdict_dmarc_disposition(cfg, o);
+		if (strcmp(dis, "reject") == 0) {
+			pm->verdict.action = POLICY_REJECT;
+			pm->v_reply = util_xasprintf(
+				"550 5.7.1 Rejected by the DMARC policy of %s: the sender is not "
+				"authenticated by SPF or DKIM for this domain",
+				o->header_from);
+		} else if (strcmp(dis, "quarantine") == 0) {
+			pm->verdict.action = POLICY_QUARANTINE;
+		}
+	}
+	score = policy_score(cfg, pm, &rules);
+	pm->verdict.score = score;
+	if (pm->verdict.action == POLICY_ACCEPT && score >= cfg->spam_threshold)
+		pm->verdict.action = POLICY_QUARANTINE;
+	spam = pm->verdict.action == POLICY_QUARANTINE || score >= cfg->spam_threshold;
+
+	util_buf_init(&h);
+	ar = policy_ar_format(cfg, pm);
+	util_buf_adds(&h, ar);
+	free(ar);
+	rspf = policy_received_spf_format(cfg, pm);
+	if (rspf != NULL)
+		util_buf_adds(&h, rspf);
+	free(rspf);
+	util_buf_printf(&h, "%s: %s\r\n%s: %.1f\r\n%s: %s, score=%.1f required=%.1f tests=",
+			cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag",
+			spam ? "YES" : "NO",
+			cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score", score,
+			cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status",
+			spam ? "Yes" : "No", score, cfg->spam_threshold);
+	for (size_t i = 0; i < rules.n; i++)
+		util_buf_printf(&h, "%s%s", i ? "," : "", rules.v[i]);
+	if (rules.n == 0)
+		util_buf_adds(&h, "none");
+	util_buf_adds(&h, "\r\n");
+	util_strlist_free(&rules);
+
+	free(pm->v_headers);
+	pm->v_headers = h.data;
+	pm->verdict.headers = pm->v_headers;
+	pm->verdict.reply = pm->v_reply;
+	free(pm->v_summary);
+	pm->v_summary = verdict_summary(cfg, pm);
+	pm->verdict.summary = pm->v_summary;
+}
+
+void policy_verdict_tempfail(struct policy_msg *pm, const char *reply)
+{
+	pm->verdict.action = POLICY_TEMPFAIL;
+	pm->verdict.score = 0;
+	free(pm->v_reply);
+	pm->v_reply = util_xstrdup(reply);
+	pm->verdict.reply = pm->v_reply;
+	free(pm->v_headers);
+	pm->v_headers = util_xstrdup("");
+	pm->verdict.headers = pm->v_headers;
+	free(pm->v_summary);
+	pm->v_summary = util_xasprintf("score=0.0 action=tempfail reason=busy");
+	pm->verdict.summary = pm->v_summary;
+}

@@ -1,0 +1,247 @@
+/*
+ * policy.c - the policy context and the life of one message: SPF at MAIL
+ * FROM, header/body streaming into the DKIM verifier, and the verdict job
+ * at end of data.  The checks themselves live in policy-spf.c,
+ * policy-dkim.c, policy-dmarc.c, policy-dnsbl.c; the headers and score in
+ * policy-verdict.c; threads in policy-pool.c.
+ *
+ * Ownership: policy_msg_new() returns a message the caller frees with
+ * policy_msg_free(), which may be called while a job is in flight (the
+ * pool frees it when the job ends, and the callback is not called).  Each
+ * message runs at most one job at a time: a finish requested while the SPF
+ * job still runs is started when SPF completes.
+ * Threads: every exported function here runs on the loop thread.
+ * Diagnostics: start-up failures into err; per-message facts in the summary.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy-internal.h"
+
+#define POLICY_BUSY_REPLY "451 4.3.2 System busy, try again later"
+
+struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
+			      struct policy_dns *dns, char *err, size_t errlen)
+{
+	struct policy_ctx *pc = util_xcalloc(1, sizeof(*pc));
+	int workers = cfg->policy_workers > 0 ? cfg->policy_workers : 4;
+	size_t qmax = (size_t)workers * 32;
+
+	pc->cfg = cfg;
+	pc->base = base;
+	pc->dns = dns;
+	policy_spf_lib_init();
+	if (cfg->dkim_enabled && policy_dkim_lib_init(pc, err, errlen) < 0)
+		goto err;
+	if (cfg->dmarc_enabled && policy_dmarc_lib_init(pc, err, errlen) < 0)
+		goto err;
+	pc->pool = policy_pool_new(base, workers, qmax < 64 ? 64 : qmax, err, errlen);
+	if (pc->pool == NULL)
+		goto err;
+	return pc;
+err:
+	policy_free(pc);
+	return NULL;
+}
+
+void policy_free(struct policy_ctx *pc)
+{
+	if (pc == NULL)
+		return;
+	policy_pool_free(pc->pool);
+	policy_dkim_lib_free(pc);
+	policy_dmarc_lib_free(pc);
+	free(pc);
+}
+
+struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr *client,
+				  const char *helo, const char *mail_from)
+{
+	struct policy_msg *pm = util_xcalloc(1, sizeof(*pm));
+
+	pm->pc = pc;
+	pm->client = *client;
+	pm->helo = util_xstrdup(helo != NULL ? helo : "");
+	pm->mail_from = util_xstrdup(mail_from != NULL ? mail_from : "");
+	if (pc->cfg->dkim_enabled)
+		policy_dkim_msg_begin(pm);
+	return pm;
+}
+
+void policy_msg_destroy(struct policy_msg *pm)
+{
+	policy_dkim_msg_free(pm);
+	policy_spf_outcome_free(&pm->spf);
+	policy_dmarc_outcome_free(&pm->dmarc);
+	util_strlist_free(&pm->dnsbl_hits);
+	free(pm->from.domain);
+	free(pm->spf_reply);
+	free(pm->v_reply);
+	free(pm->v_headers);
+	free(pm->v_summary);
+	free(pm->helo);
+	free(pm->mail_from);
+	free(pm);
+}
+
+void policy_msg_free(struct policy_msg *pm)
+{
+	if (pm == NULL)
+		return;
+	if (pm->busy)
+		pm->freed = true;
+	else
+		policy_msg_destroy(pm);
+}
+
+/* ------------------------------------------------------------ SPF */
+
+/* spf_work - worker: evaluate SPF. */
+static void spf_work(struct policy_msg *pm)
+{
+	policy_spf_eval(pm);
+}
+
+static void fin_start(struct policy_msg *pm);
+
+/* spf_done_cb - loop: SPF known; start a pending finish, tell the caller. */
+static void spf_done_cb(struct policy_msg *pm)
+{
+	pm->spf_done = true;
+	if (pm->spf_reply == NULL)
+		pm->spf_reply = policy_spf_compute_reply(pm->pc->cfg, &pm->spf);
+	/* Start the pending verdict first: the callback may free pm (then
+	 * the pool frees it when that job ends). */
+	if (pm->finish_pending) {
+		pm->finish_pending = false;
+		fin_start(pm);
+	}
+	if (pm->spf_cb != NULL)
+		pm->spf_cb(pm->spf_cookie, pm->spf_arg);
+}
+
+void policy_spf_start(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg)
+{
+	pm->spf_cb = cb;
+	pm->spf_cookie = cookie;
+	pm->spf_arg = arg;
+	if (pm->spf_started)
+		return;
+	pm->spf_started = true;
+	if (!pm->pc->cfg->spf_enabled) {
+		policy_pool_submit(pm->pc->pool, pm, NULL, spf_done_cb);
+		return;
+	}
+	if (policy_pool_submit(pm->pc->pool, pm, spf_work, spf_done_cb) < 0) {
+		util_log_warn("policy pool full: SPF check refused");
+		pm->queue_full = true;
+		pm->spf_reply = util_xstrdup(POLICY_BUSY_REPLY);
+		policy_pool_submit(pm->pc->pool, pm, NULL, spf_done_cb);
+	}
+}
+
+bool policy_spf_done(const struct policy_msg *pm)
+{
+	return pm->spf_done;
+}
+
+const char *policy_spf_reply(const struct policy_msg *pm)
+{
+	return pm->spf_reply;
+}
+
+/* ------------------------------------------------------------ content */
+
+int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
+{
+	struct util_hdr_field f;
+	size_t pos = 0;
+
+	if (util_hdr_next(field, len, &pos, &f) != 1)
+		return -1;
+	if (util_hdr_name_is(&f, "From")) {
+		char *dom = NULL;
+		int n = policy_from_parse(f.value, f.value_len, &dom);
+
+		pm->from.fields++;
+		if (n < 0) {
+			pm->from.bad = true;
+		} else {
+			pm->from.addrs += n;
+			if (pm->from.domain == NULL)
+				pm->from.domain = dom;
+			else
+				free(dom);
+		}
+	}
+	if (pm->dkim != NULL)
+		policy_dkim_header(pm, field, len);
+	return 0;
+}
+
+int policy_msg_eoh(struct policy_msg *pm)
+{
+	if (pm->dkim != NULL)
+		policy_dkim_eoh(pm);
+	return 0;
+}
+
+int policy_msg_body(struct policy_msg *pm, const char *p, size_t n)
+{
+	if (pm->dkim != NULL)
+		policy_dkim_body(pm, p, n);
+	return 0;
+}
+
+/* ------------------------------------------------------------ verdict */
+
+/* fin_work - worker: every check that needs DNS, then the verdict. */
+static void fin_work(struct policy_msg *pm)
+{
+	const struct config *cfg = pm->pc->cfg;
+
+	if (cfg->spf_enabled && !pm->spf.evaluated && !pm->queue_full)
+		policy_spf_eval(pm);
+	if (cfg->dkim_enabled)
+		policy_dkim_eval(pm);
+	if (cfg->dmarc_enabled)
+		policy_dmarc_eval(pm);
+	policy_dnsbl_eval(pm);
+	policy_verdict_build(pm);
+}
+
+/* fin_done_cb - loop: the verdict is ready. */
+static void fin_done_cb(struct policy_msg *pm)
+{
+	if (pm->fin_cb != NULL)
+		pm->fin_cb(pm->fin_cookie, pm->fin_arg);
+}
+
+/* fin_start - submit the verdict job, or answer 451 when the pool is full. */
+static void fin_start(struct policy_msg *pm)
+{
+	if (policy_pool_submit(pm->pc->pool, pm, fin_work, fin_done_cb) < 0) {
+		util_log_warn("policy pool full: verdict refused");
+		policy_verdict_tempfail(pm, POLICY_BUSY_REPLY);
+		policy_pool_submit(pm->pc->pool, pm, NULL, fin_done_cb);
+	}
+}
+
+void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg)
+{
+	pm->fin_cb = cb;
+	pm->fin_cookie = cookie;
+	pm->fin_arg = arg;
+	if (pm->finished)
+		return;
+	pm->finished = true;
+	if (pm->spf_started && !pm->spf_done)
+		pm->finish_pending = true;
+	else
+		fin_start(pm);
+}
+
+const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm)
+{
+	return &pm->verdict;
+}

@@ -1,0 +1,68 @@
+/*
+ * queue-sched-internal.h - the scheduler's in-memory index, shared by
+ * queue-sched.c (heap, timer, attempts, outcomes) and queue-sched-ops.c
+ * (postmaster operations).  Not for use outside queue/.
+ *
+ * Ownership: the scheduler owns every item; an item is referenced from the
+ * id hash table (always) and from the heap (when it waits for an attempt).
+ */
+#ifndef MX_QUEUE_SCHED_INTERNAL_H
+#define MX_QUEUE_SCHED_INTERNAL_H
+
+#include "queue.h"
+
+#define SCHED_NOT_IN_HEAP ((size_t)-1)
+
+/* One queued message. */
+struct sched_item {
+	char id[UTIL_QID_LEN + 1];
+	enum queue_state st;        /* folder of the envelope on disk */
+	int64_t next_attempt;       /* seconds since the epoch */
+	int64_t arrival;
+	size_t heap_idx;            /* SCHED_NOT_IN_HEAP when not waiting */
+	bool busy;                  /* an attempt or an envelope update is running */
+	/* postmaster requests made while busy, applied when the item settles */
+	bool want_hold, want_release, want_delete, want_flush;
+	struct sched_item *hnext;   /* hash chain */
+};
+
+struct sched_attempt;
+
+struct queue_sched {
+	struct queue_store *qs;
+	struct event_base *base;
+	const struct config *cfg;          /* borrowed */
+	const struct queue_deliver_ops *ops;
+	void *ops_ctx;
+
+	struct sched_item **buckets;       /* id -> item */
+	size_t nbuckets;
+	size_t count;
+
+	struct sched_item **heap;          /* min-heap on next_attempt */
+	size_t heap_len, heap_cap;
+
+	struct event *timer;               /* fires at the earliest next_attempt */
+	struct event *kick;                /* deferred "dispatch now" */
+	int in_flight;                     /* attempts running */
+	struct sched_attempt *attempts;    /* every live attempt */
+	bool draining;
+	void (*drain_cb)(void *arg);
+	void *drain_arg;
+};
+
+struct sched_item *sched_find(const struct queue_sched *s, const char *id);
+void sched_heap_push(struct queue_sched *s, struct sched_item *it);
+void sched_heap_remove(struct queue_sched *s, struct sched_item *it);
+void sched_item_drop(struct queue_sched *s, struct sched_item *it);
+/* sched_kick - run the dispatcher soon (from the loop, never inline). */
+void sched_kick(struct queue_sched *s);
+/* sched_settle - apply pending postmaster requests of an idle item, or put it
+ * back in the heap. */
+void sched_settle(struct queue_sched *s, struct sched_item *it);
+/* sched_read_headers - prepend + header block of msg/ID (capped). */
+void sched_read_headers(struct queue_sched *s, const struct queue_envelope *env,
+			struct util_buf *out);
+int64_t sched_now(void);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * queue-store-internal.h - the store's state, shared by queue-store.c (the
+ * loop-thread API: open, recovery, scan, spools, job submission) and
+ * queue-io.c (the I/O thread: group-committed jobs and their completions).
+ * Not for use outside queue/.
+ *
+ * Ownership: a struct queue_job is owned by whichever list holds it (pending
+ * -> the I/O thread's batch -> done) and freed by queue_io_job_free() after
+ * its callback ran on the loop thread.  Both lists are guarded by qs->mu.
+ */
+#ifndef MX_QUEUE_STORE_INTERNAL_H
+#define MX_QUEUE_STORE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "queue.h"
+
+/* Folders under the queue directory, indexes into qs->dfd.  The state
+ * folders follow enum queue_state: QDIR_ACTIVE + st. */
+enum queue_dir_ix {
+	QDIR_INCOMING = 0,
+	QDIR_MSG,
+	QDIR_ACTIVE,
+	QDIR_DEFERRED,
+	QDIR_HOLD,
+	QDIR_CORRUPT,
+	QDIR_COUNT
+};
+
+/* queue_dir_name - folder name of a QDIR_* index. */
+static inline const char *queue_dir_name(int ix)
+{
+	static const char *const names[QDIR_COUNT] = {"incoming", "msg",  "active",
+	                                              "deferred", "hold", "corrupt"};
+
+	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
+}
+
+enum queue_job_kind { QUEUE_JOB_COMMIT, QUEUE_JOB_INJECT, QUEUE_JOB_UPDATE, QUEUE_JOB_REMOVE };
+
+/* What a job has put on disk so far (undone when the job fails). */
+#define QUEUE_STEP_SPOOL 0x01u /* incoming/ID.msg exists */
+#define QUEUE_STEP_MSG   0x02u /* msg/ID exists (renamed by this job) */
+#define QUEUE_STEP_TMP   0x04u /* <to>/ID.tmp exists */
+#define QUEUE_STEP_ENV   0x08u /* <to>/ID placed by this job (commit/inject) */
+
+struct queue_job {
+	struct queue_job *next;
+	enum queue_job_kind kind;
+	char id[UTIL_QID_LEN + 1];
+	int fd;     /* commit/inject: spool descriptor (owned) or -1 */
+	void *data; /* inject: message bytes (owned) */
+	size_t len;
+	struct queue_envelope *env; /* commit/inject: owned; given to on_commit */
+	char *text;                 /* serialised envelope (owned), commit/inject/update */
+	size_t text_len;
+	int from;   /* QDIR_* of the current envelope (update/remove) */
+	int to;     /* QDIR_* of the new envelope (commit/inject/update) */
+	int status; /* 0, or -1 with err */
+	int err;
+	unsigned steps;      /* QUEUE_STEP_* */
+	queue_commit_cb ccb; /* commit/inject */
+	uint64_t cookie;
+	queue_done_cb dcb; /* update/remove */
+	void *arg;
+};
+
+struct queue_store {
+	char *dir;
+	bool fsync;
+	struct event_base *base;
+	int dfd[QDIR_COUNT];   /* O_DIRECTORY descriptors of the folders */
+	int wake_fd;           /* eventfd: I/O thread -> loop, "done list not empty" */
+	struct event *wake_ev; /* added only while inflight > 0 */
+	size_t inflight;       /* loop thread: jobs submitted, callback not yet run */
+	pthread_t thread;
+	bool thread_started;
+	bool sync_init; /* mu and cv initialised */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct queue_job *pend_head; /* under mu: submitted, not yet taken */
+	struct queue_job **pend_tail;
+	struct queue_job *done_head; /* under mu: finished, callback not yet run */
+	struct queue_job **done_tail;
+	bool closing; /* under mu: the thread exits once pend is empty */
+	void (*on_commit)(const struct queue_envelope *env, void *arg);
+	void *on_commit_arg;
+};
+
+/* queue_io_start - create the wake-up event and start the I/O thread. */
+int queue_io_start(struct queue_store *qs, char *err, size_t errlen);
+/* queue_io_submit - queue a job (loop thread); takes ownership of job.  A job
+ * submitted with status -1, or after close began, only has its partial state
+ * undone and its callback run. */
+void queue_io_submit(struct queue_store *qs, struct queue_job *job);
+/* queue_io_stop - finish pending jobs, join the thread, run every callback. */
+void queue_io_stop(struct queue_store *qs);
+/* queue_io_job_new - a zeroed job of kind with fd -1. */
+struct queue_job *queue_io_job_new(enum queue_job_kind kind);
+
+#endif

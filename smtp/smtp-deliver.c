@@ -1,0 +1,652 @@
+/*
+ * smtp-deliver.c - the deliverer: the scheduler's queue_deliver_ops.  It
+ * picks the route's connection pool (one per [route], one per route and
+ * domain for type = mx), reuses idle connections (RSET between messages, at
+ * most msgs_per_connection each), opens new ones up to the route's
+ * max_connections, and fails over through the route's hosts (or the
+ * domain's MX hosts) and each host's addresses in order.  Routes of type
+ * directory are written by smtp-deliver-dir.c.
+ *
+ * Names are resolved through the project's resolver (policy_dns_*); numeric
+ * hosts never touch it.
+ *
+ * Ownership: the deliverer owns pools, connections and jobs.  A pool keeps
+ * its own copy of the route (a reload may free the old config while its
+ * connections still run); set_config retires the old pools, which are freed
+ * once their last connection is gone.  A job borrows the scheduler's
+ * envelope until it calls queue_delivery_done().  A connection waiting for a
+ * DNS answer is only marked when the deliverer is freed, and freed by the
+ * answer (the resolver never calls back after policy_dns_free).
+ *
+ * Diagnostics: one line per recipient and attempt:
+ *   "ID to=<a@b> relay=mx[192.0.2.1]:25 delay=0.4 tls=TLSv1.3 ... status=sent (250 ok)"
+ */
+#include "smtp-deliver-internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/err.h>
+
+#define DELIVER_IDLE_SECONDS 5   /* an idle connection waits this long for a message */
+
+static void deliver_pool_pump(struct deliver_pool *p);
+static void deliver_conn_try_next(struct deliver_conn *cn);
+
+/* deliver_route_copy - the parts of a route a pool needs after a reload. */
+static void deliver_route_copy(struct deliver_pool *p, const struct config_route *r)
+{
+	p->name = util_xstrdup(r->name);
+	p->type = r->type;
+	p->tls = r->tls;
+	p->nhosts = r->nhosts;
+	p->hosts = util_xcalloc(r->nhosts + 1, sizeof(*p->hosts));
+	for (size_t i = 0; i < r->nhosts; i++) {
+		p->hosts[i].host = util_xstrdup(r->hosts[i].host);
+		p->hosts[i].port = r->hosts[i].port > 0 ? r->hosts[i].port : 25;
+	}
+	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
+	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
+	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
+	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
+	p->data_timeout = r->data_timeout > 0 ? r->data_timeout : 600;
+}
+
+/* deliver_read_auth_file - "user:password" from a file nobody else can read. */
+static int deliver_read_auth_file(struct deliver_pool *p, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		p->setup_error = util_xasprintf("4.7.0 auth_file %s: cannot stat", path);
+		return -1;
+	}
+	if (st.st_mode & 077) {
+		p->setup_error = util_xasprintf(
+			"4.7.0 auth_file %s is group/world accessible (chmod 600)", path);
+		return -1;
+	}
+	size_t len;
+	char *text = util_read_file(path, 4096, &len);
+	char *colon = text ? strchr(text, ':') : NULL;
+	if (colon == NULL) {
+		free(text);
+		p->setup_error = util_xasprintf("4.7.0 auth_file %s: expected user:password", path);
+		return -1;
+	}
+	*colon = '\0';
+	char *pw = colon + 1;
+	pw[strcspn(pw, "\r\n")] = '\0';
+	p->auth_user = util_xstrdup(text);
+	p->auth_password = util_xstrdup(pw);
+	OPENSSL_cleanse(text, len);
+	free(text);
+	return 0;
+}
+
+/* deliver_ssl_ctx - the route's TLS client context (TLS 1.2 minimum). */
+static int deliver_ssl_ctx(struct deliver_pool *p, const struct config_route *r)
+{
+	if (r->tls == CONFIG_TLS_NONE)
+		return 0;
+	p->ssl_ctx = SSL_CTX_new(TLS_client_method());
+	if (p->ssl_ctx == NULL) {
+		p->setup_error = util_xstrdup("4.7.5 cannot create TLS context");
+		return -1;
+	}
+	SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
+	if (r->tls == CONFIG_TLS_VERIFY) {
+		int ok = r->ca_file ? SSL_CTX_load_verify_locations(p->ssl_ctx, r->ca_file, NULL)
+				    : SSL_CTX_set_default_verify_paths(p->ssl_ctx);
+		if (ok != 1) {
+			char e[200];
+			ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+			p->setup_error = util_xasprintf("4.7.5 cannot load CA %s: %s",
+							r->ca_file ? r->ca_file : "(system)", e);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* deliver_pool_new - a pool for route r (and domain for MX routes). */
+static struct deliver_pool *deliver_pool_new(struct smtp_deliverer *dl,
+					     const struct config_route *r, const char *key)
+{
+	struct deliver_pool *p = util_xcalloc(1, sizeof(*p));
+	p->dl = dl;
+	p->key = util_xstrdup(key);
+	deliver_route_copy(p, r);
+	if (r->type == CONFIG_ROUTE_MX) {
+		const char *slash = strchr(key, '/');
+		p->domain = util_xstrdup(slash ? slash + 1 : "");
+	}
+	if (deliver_ssl_ctx(p, r) == 0) {
+		if (r->auth_file != NULL)
+			deliver_read_auth_file(p, r->auth_file);
+		else if (r->auth_user != NULL) {
+			p->auth_user = util_xstrdup(r->auth_user);
+			p->auth_password = util_xstrdup(r->auth_password ? r->auth_password : "");
+		}
+	}
+	if (p->auth_user != NULL && r->tls == CONFIG_TLS_NONE && p->setup_error == NULL)
+		p->setup_error = util_xstrdup("4.7.0 AUTH needs TLS (route has tls = none)");
+	if (p->setup_error)
+		util_log_err("route=%s error=(%s)", p->name, p->setup_error);
+	p->next = dl->pools;
+	dl->pools = p;
+	return p;
+}
+
+/* deliver_pool_free - unlink and free an empty pool. */
+static void deliver_pool_free(struct deliver_pool *p)
+{
+	struct deliver_pool **pp = &p->dl->pools;
+	while (*pp && *pp != p)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = p->next;
+	for (size_t i = 0; i < p->nhosts; i++)
+		free(p->hosts[i].host);
+	free(p->hosts);
+	if (p->ssl_ctx)
+		SSL_CTX_free(p->ssl_ctx);
+	if (p->auth_password) {
+		OPENSSL_cleanse(p->auth_password, strlen(p->auth_password));
+		free(p->auth_password);
+	}
+	free(p->auth_user);
+	free(p->setup_error);
+	free(p->domain);
+	free(p->name);
+	free(p->key);
+	free(p);
+}
+
+/* deliver_pool_for - the live pool for a route (and domain). */
+static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
+					     const struct config_route *r, const char *domain)
+{
+	char *key = r->type == CONFIG_ROUTE_MX ? util_xasprintf("%s/%s", r->name, domain)
+					       : util_xstrdup(r->name);
+	for (char *k = key; *k; k++)
+		if (*k >= 'A' && *k <= 'Z')
+			*k = (char)(*k - 'A' + 'a');
+	struct deliver_pool *p;
+	for (p = dl->pools; p; p = p->next)
+		if (!p->retired && strcmp(p->key, key) == 0)
+			break;
+	if (p == NULL)
+		p = deliver_pool_new(dl, r, key);
+	free(key);
+	return p;
+}
+
+/* smtp_deliver_job_report - hand the outcomes to the scheduler and log them. */
+void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
+			const char *relay, const char *tls, const char *error)
+{
+	double delay = (double)(util_mono_ms() - j->started_ms) / 1000.0;
+	for (size_t i = 0; i < j->nidx; i++) {
+		size_t k = j->idx[i];
+		enum queue_outcome out = tx && tx->has[i] ? tx->out[i] : QUEUE_OUT_DEFER;
+		const char *reply = tx && tx->has[i] ? tx->reply[i] : error;
+		if (reply == NULL)
+			reply = "4.4.0 delivery failed";
+		util_log_info("%s to=<%s> relay=%s delay=%.1f tls=%s status=%s (%s)", j->env->id,
+			      j->env->rcpts[k].addr, relay ? relay : "none", delay,
+			      tls ? tls : "none",
+			      out == QUEUE_OUT_DONE	? "sent"
+			      : out == QUEUE_OUT_BOUNCE ? "bounced"
+							: "deferred",
+			      reply);
+		queue_delivery_result(j->d, k, out, reply);
+	}
+	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
+}
+
+/* deliver_conn_remove - forget a connection (client already freed/quit). */
+static void deliver_conn_remove(struct deliver_conn *cn)
+{
+	struct deliver_pool *p = cn->pool;
+	struct deliver_conn **pp = &p->conns;
+	while (*pp && *pp != cn)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = cn->next;
+	p->nconns--;
+	if (cn->idle_timer)
+		event_free(cn->idle_timer);
+	for (size_t i = 0; i < cn->naddrs; i++)
+		free(cn->names[i]);
+	free(cn->names);
+	free(cn->addrs);
+	free(cn->last_error);
+	smtp_deliver_free_targets(cn);
+	free(cn);
+	if (p->retired && p->nconns == 0 && p->wait_head == NULL)
+		deliver_pool_free(p);
+	else
+		deliver_pool_pump(p);
+}
+
+/* smtp_deliver_free_targets - MX host list of a connection. */
+void smtp_deliver_free_targets(struct deliver_conn *cn)
+{
+	for (size_t i = 0; cn->owned_targets && i < cn->ntargets; i++)
+		free(cn->owned_targets[i].host);
+	free(cn->owned_targets);
+	cn->owned_targets = NULL;
+	cn->targets = NULL;
+	cn->ntargets = 0;
+}
+
+/* deliver_take_job - first waiting job of the pool, or NULL. */
+static struct deliver_job *deliver_take_job(struct deliver_pool *p)
+{
+	struct deliver_job *j = p->wait_head;
+	if (j) {
+		p->wait_head = j->next;
+		if (p->wait_head == NULL)
+			p->wait_tail = NULL;
+		p->nwait--;
+	}
+	return j;
+}
+
+/* deliver_conn_next_job - give an idle connection the next message, or
+ * let it wait a little for one. */
+static void deliver_conn_next_job(struct deliver_conn *cn)
+{
+	struct deliver_pool *p = cn->pool;
+	if (cn->msgs >= (unsigned)p->msgs_per_connection || p->retired) {
+		smtp_client_quit(cn->cl);
+		cn->cl = NULL;
+		deliver_conn_remove(cn);
+		return;
+	}
+	struct deliver_job *j = deliver_take_job(p);
+	if (j == NULL) {
+		struct timeval tv = {.tv_sec = DELIVER_IDLE_SECONDS, .tv_usec = 0};
+		event_add(cn->idle_timer, &tv);
+		return;
+	}
+	event_del(cn->idle_timer);
+	cn->job = j;
+	smtp_client_tx_init(&cn->tx, j->env, j->idx, j->nidx, j->msg_path);
+	if (smtp_client_send(cn->cl, &cn->tx) != 0) {
+		/* cannot happen on an idle client; put the job back and drop it */
+		smtp_client_tx_clear(&cn->tx);
+		cn->job = NULL;
+		j->next = p->wait_head;
+		p->wait_head = j;
+		if (p->wait_tail == NULL)
+			p->wait_tail = j;
+		p->nwait++;
+		smtp_client_free(cn->cl);
+		cn->cl = NULL;
+		deliver_conn_remove(cn);
+	}
+}
+
+/* deliver_idle_cb - nobody needed the idle connection: QUIT. */
+static void deliver_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct deliver_conn *cn = arg;
+	smtp_client_quit(cn->cl);
+	cn->cl = NULL;
+	deliver_conn_remove(cn);
+}
+
+/* deliver_fail_waiting - no host of the route answered: defer the waiting
+ * jobs (all of them when no other connection of the pool is alive). */
+static void deliver_fail_waiting(struct deliver_pool *p, const char *error, bool all)
+{
+	struct deliver_job *j;
+	while ((j = deliver_take_job(p)) != NULL) {
+		smtp_deliver_job_report(j, NULL, NULL, NULL, error);
+		free(j);
+		if (!all)
+			break;
+	}
+}
+
+/* deliver_client_cb - events from the SMTP client of a connection. */
+static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, void *arg)
+{
+	struct deliver_conn *cn = arg;
+	struct deliver_pool *p = cn->pool;
+	switch (ev) {
+	case SMTP_CLIENT_READY:
+		cn->ready = true;
+		util_log_debug("route=%s relay=%s tls=%s status=connected", p->name,
+			       smtp_client_relay(c), smtp_client_tls_info(c));
+		deliver_conn_next_job(cn);
+		return;
+	case SMTP_CLIENT_TX_DONE: {
+		struct deliver_job *j = cn->job;
+		cn->job = NULL;
+		cn->msgs++;
+		smtp_deliver_job_report(j, &cn->tx, smtp_client_relay(c), smtp_client_tls_info(c), NULL);
+		smtp_client_tx_clear(&cn->tx);
+		free(j);
+		if (smtp_client_is_usable(c)) {
+			deliver_conn_next_job(cn);
+		} else {
+			smtp_client_free(c);
+			cn->cl = NULL;
+			deliver_conn_remove(cn);
+		}
+		return;
+	}
+	case SMTP_CLIENT_FAILED:
+		free(cn->last_error);
+		cn->last_error = util_xstrdup(smtp_client_error(c));
+		smtp_client_free(c);
+		cn->cl = NULL;
+		if (cn->ready) {   /* an idle connection went away */
+			deliver_conn_remove(cn);
+			return;
+		}
+		util_log_info("route=%s relay=%s status=failover error=(%s)", p->name,
+			      smtp_client_relay(c), cn->last_error);
+		deliver_conn_try_next(cn);
+		return;
+	}
+}
+
+/* deliver_conn_connect - start a client towards address i. */
+static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
+{
+	struct deliver_pool *p = cn->pool;
+	struct smtp_deliverer *dl = p->dl;
+	struct smtp_client_conf conf = {
+		.host = cn->names[i],
+		.addr = cn->addrs[i],
+		.tls = p->tls,
+		.ssl_ctx = p->ssl_ctx,
+		.helo = dl->cfg->hostname,
+		.auth_user = p->auth_user,
+		.auth_password = p->auth_password,
+		.connect_timeout = p->connect_timeout,
+		.command_timeout = p->command_timeout,
+		.data_timeout = p->data_timeout,
+	};
+	cn->cl = smtp_client_new(dl->base, &conf, deliver_client_cb, cn);
+}
+
+/* deliver_conn_add_addrs - append resolved addresses of one host. */
+static void deliver_conn_add_addrs(struct deliver_conn *cn, const char *name,
+				   const struct util_addr *addrs, size_t n)
+{
+	cn->addrs = util_xrealloc(cn->addrs, (cn->naddrs + n + 1) * sizeof(*cn->addrs));
+	cn->names = util_xrealloc(cn->names, (cn->naddrs + n + 1) * sizeof(*cn->names));
+	for (size_t i = 0; i < n; i++) {
+		cn->addrs[cn->naddrs] = addrs[i];
+		cn->names[cn->naddrs] = util_xstrdup(name);
+		cn->naddrs++;
+	}
+}
+
+/* deliver_dns_host_cb - addresses of the current host are known. */
+static void deliver_dns_host_cb(void *arg, enum policy_dns_status st,
+				const struct util_addr *addrs, size_t n)
+{
+	struct deliver_conn *cn = arg;
+	cn->dns_pending = false;
+	if (cn->orphan) {
+		free(cn);
+		return;
+	}
+	if (st != POLICY_DNS_OK || n == 0) {
+		free(cn->last_error);
+		cn->last_error = util_xasprintf("4.4.3 cannot resolve %s (%s)",
+						cn->targets[cn->target].host,
+						st == POLICY_DNS_NXDOMAIN ? "no such host"
+						: st == POLICY_DNS_TEMPFAIL ? "temporary failure"
+									    : "no address");
+	} else {
+		deliver_conn_add_addrs(cn, cn->targets[cn->target].host, addrs, n);
+	}
+	cn->target++;
+	deliver_conn_try_next(cn);
+}
+
+/* deliver_conn_try_next - next address, else resolve the next host, else
+ * give up on every waiting job with the last error. */
+static void deliver_conn_try_next(struct deliver_conn *cn)
+{
+	struct deliver_pool *p = cn->pool;
+	if (cn->next_addr < cn->naddrs) {
+		deliver_conn_connect(cn, cn->next_addr++);
+		return;
+	}
+	while (cn->target < cn->ntargets) {
+		const struct config_host *h = &cn->targets[cn->target];
+		struct util_addr a;
+		if (util_addr_parse_numeric(h->host, h->port, &a) == 0) {
+			deliver_conn_add_addrs(cn, h->host, &a, 1);
+			cn->target++;
+			deliver_conn_connect(cn, cn->next_addr++);
+			return;
+		}
+		if (p->dl->dns == NULL) {
+			free(cn->last_error);
+			cn->last_error = util_xasprintf("4.4.3 cannot resolve %s (no resolver)", h->host);
+			cn->target++;
+			continue;
+		}
+		cn->dns_pending = true;
+		policy_dns_resolve_host(p->dl->dns, h->host, h->port, deliver_dns_host_cb, cn);
+		return;
+	}
+	char *err = cn->last_error ? cn->last_error : util_xstrdup("4.4.1 no host to deliver to");
+	cn->last_error = NULL;
+	bool alone = p->nconns == 1;
+	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
+	cn->ready = true;   /* nothing more to try */
+	deliver_conn_remove(cn);
+	deliver_fail_waiting(p, err, alone);
+	free(err);
+}
+
+/* deliver_dns_mx_cb - the MX hosts of the domain become the targets. */
+static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *const *hosts,
+			      size_t n)
+{
+	struct deliver_conn *cn = arg;
+	cn->dns_pending = false;
+	if (cn->orphan) {
+		free(cn);
+		return;
+	}
+	if (st == POLICY_DNS_OK && n > 0) {
+		cn->owned_targets = util_xcalloc(n + 1, sizeof(*cn->owned_targets));
+		for (size_t i = 0; i < n; i++) {
+			cn->owned_targets[i].host = util_xstrdup(hosts[i]);
+			cn->owned_targets[i].port = 25;
+		}
+		cn->targets = cn->owned_targets;
+		cn->ntargets = n;
+	} else {
+		cn->last_error = util_xasprintf(
+			"%s MX lookup for %s failed (%s)",
+			st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
+			cn->pool->domain,
+			st == POLICY_DNS_NXDOMAIN ? "no such domain"
+			: st == POLICY_DNS_NODATA ? "no mail exchanger"
+						  : "temporary failure");
+	}
+	deliver_conn_try_next(cn);
+}
+
+/* deliver_conn_open - a new connection for the pool. */
+static void deliver_conn_open(struct deliver_pool *p)
+{
+	struct deliver_conn *cn = util_xcalloc(1, sizeof(*cn));
+	cn->pool = p;
+	cn->idle_timer = evtimer_new(p->dl->base, deliver_idle_cb, cn);
+	cn->next = p->conns;
+	p->conns = cn;
+	p->nconns++;
+	if (p->type == CONFIG_ROUTE_MX) {
+		if (p->dl->dns == NULL) {
+			cn->last_error = util_xstrdup("4.4.3 MX route without a resolver");
+			deliver_conn_try_next(cn);
+			return;
+		}
+		cn->dns_pending = true;
+		policy_dns_resolve_mx(p->dl->dns, p->domain, deliver_dns_mx_cb, cn);
+		return;
+	}
+	cn->targets = p->hosts;
+	cn->ntargets = p->nhosts;
+	deliver_conn_try_next(cn);
+}
+
+/* deliver_pool_pump - match waiting jobs with idle or new connections. */
+static void deliver_pool_pump(struct deliver_pool *p)
+{
+	if (p->setup_error != NULL) {
+		deliver_fail_waiting(p, p->setup_error, true);
+		return;
+	}
+	for (struct deliver_conn *cn = p->conns; cn && p->wait_head; cn = cn->next)
+		if (cn->ready && cn->cl && cn->job == NULL && smtp_client_is_usable(cn->cl))
+			deliver_conn_next_job(cn);
+	size_t opening = 0;
+	for (struct deliver_conn *cn = p->conns; cn; cn = cn->next)
+		if (!cn->ready)
+			opening++;
+	while (p->nwait > opening && p->nconns < p->max_connections) {
+		deliver_conn_open(p);
+		opening++;
+	}
+}
+
+/* deliver_start - queue_deliver_ops.start. */
+static void deliver_start(void *ctx, struct queue_delivery *d, const struct queue_envelope *env,
+			  const size_t *idx, size_t nidx, const char *msg_path,
+			  const struct config_route *route)
+{
+	struct smtp_deliverer *dl = ctx;
+	struct deliver_job *j = util_xcalloc(1, sizeof(*j));
+	j->dl = dl;
+	j->d = d;
+	j->env = env;
+	j->idx = idx;
+	j->nidx = nidx;
+	j->msg_path = msg_path;
+	j->started_ms = util_mono_ms();
+	if (route->type == CONFIG_ROUTE_DIRECTORY) {
+		smtp_deliver_dir_start(dl, j, route->directory);
+		return;
+	}
+	const char *domain = util_domain_of(env->rcpts[idx[0]].addr);
+	struct deliver_pool *p = deliver_pool_for(dl, route, domain ? domain : "");
+	if (p->wait_tail)
+		p->wait_tail->next = j;
+	else
+		p->wait_head = j;
+	p->wait_tail = j;
+	p->nwait++;
+	/* Start from the loop, never inside start (the contract): an idle
+	 * connection would otherwise finish synchronously on error paths. */
+	event_active(dl->kick, 0, 0);
+}
+
+/* deliver_kick_cb - pump every pool with waiting jobs. */
+static void deliver_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_deliverer *dl = arg;
+	struct deliver_pool *next;
+	for (struct deliver_pool *p = dl->pools; p; p = next) {
+		next = p->next;
+		if (p->wait_head)
+			deliver_pool_pump(p);
+	}
+}
+
+const struct queue_deliver_ops smtp_deliver_ops = {.start = deliver_start};
+
+/* smtp_deliverer_new - an empty set of pools. */
+struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct config *cfg,
+					  struct policy_dns *dns, char *err, size_t errlen)
+{
+	struct smtp_deliverer *dl = util_xcalloc(1, sizeof(*dl));
+	dl->base = base;
+	dl->cfg = cfg;
+	dl->dns = dns;
+	dl->kick = event_new(base, -1, 0, deliver_kick_cb, dl);
+	if (dl->kick == NULL) {
+		snprintf(err, errlen, "cannot create deliverer events");
+		free(dl);
+		return NULL;
+	}
+	return dl;
+}
+
+/* smtp_deliverer_set_config - new jobs use cfg; old pools retire. */
+void smtp_deliverer_set_config(struct smtp_deliverer *dl, const struct config *cfg)
+{
+	dl->cfg = cfg;
+	struct deliver_pool *next;
+	for (struct deliver_pool *p = dl->pools; p; p = next) {
+		next = p->next;
+		p->retired = true;
+		struct deliver_conn *cnext;
+		for (struct deliver_conn *cn = p->conns; cn; cn = cnext) {
+			cnext = cn->next;
+			if (cn->ready && cn->cl && cn->job == NULL) {
+				smtp_client_quit(cn->cl);
+				cn->cl = NULL;
+				deliver_conn_remove(cn);   /* may free p when it was the last */
+			}
+		}
+	}
+}
+
+/* smtp_deliverer_free - close every connection; jobs still in flight are
+ * reported as deferred ("shutting down") so the scheduler can let go of
+ * them (it is normally freed first; then the reports only free memory). */
+void smtp_deliverer_free(struct smtp_deliverer *dl)
+{
+	if (dl == NULL)
+		return;
+	static const char shutdown_err[] = "4.3.2 delivery interrupted: mxgate is shutting down";
+	smtp_deliver_dir_shutdown(dl, shutdown_err);
+	while (dl->pools) {
+		struct deliver_pool *p = dl->pools;
+		struct deliver_job *j;
+		while ((j = deliver_take_job(p)) != NULL) {
+			smtp_deliver_job_report(j, NULL, NULL, NULL, shutdown_err);
+			free(j);
+		}
+		while (p->conns) {
+			struct deliver_conn *cn = p->conns;
+			p->conns = cn->next;
+			smtp_client_free(cn->cl);
+			if (cn->job) {
+				smtp_client_tx_clear(&cn->tx);
+				smtp_deliver_job_report(cn->job, NULL, NULL, NULL, shutdown_err);
+				free(cn->job);
+			}
+			if (cn->idle_timer)
+				event_free(cn->idle_timer);
+			for (size_t i = 0; i < cn->naddrs; i++)
+				free(cn->names[i]);
+			free(cn->names);
+			free(cn->addrs);
+			free(cn->last_error);
+			smtp_deliver_free_targets(cn);
+			if (cn->dns_pending)
+				cn->orphan = true;   /* the resolver's answer frees it */
+			else
+				free(cn);
+		}
+		p->nconns = 0;
+		deliver_pool_free(p);
+	}
+	event_free(dl->kick);
+	free(dl);
+}

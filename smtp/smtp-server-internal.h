@@ -1,0 +1,144 @@
+/*
+ * smtp-server-internal.h - what smtp-server.c (listeners, limits, TLS
+ * context, session registry), smtp-session.c (the command state machine) and
+ * smtp-session-data.c (DATA into the spool, verdict, commit) share.
+ */
+#ifndef MX_SMTP_SERVER_INTERNAL_H
+#define MX_SMTP_SERVER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+
+#include "smtp-internal.h"
+#include "smtp.h"
+
+/* Session states (STYLE rule 15).  Flags that are not states live apart. */
+enum smtp_state {
+	SMTP_STATE_PROXY = 0,    /* waiting for the PROXY header of a trusted peer */
+	SMTP_STATE_HELO,         /* banner sent; HELO/EHLO needed */
+	SMTP_STATE_READY,        /* after HELO/EHLO, no transaction */
+	SMTP_STATE_MAIL,         /* MAIL accepted */
+	SMTP_STATE_RCPT,         /* at least one RCPT accepted */
+	SMTP_STATE_DATA,         /* reading message data */
+	SMTP_STATE_TLS,          /* STARTTLS handshake in progress */
+	SMTP_STATE_CLOSING,      /* last reply queued; close once flushed */
+};
+
+/* Why the session is not reading commands right now. */
+enum smtp_wait {
+	SMTP_WAIT_NONE = 0,
+	SMTP_WAIT_SPF,           /* RCPT waits for the SPF verdict */
+	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
+	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
+};
+
+struct smtp_listener {
+	struct evconnlistener *lev;
+	struct util_addr addr;
+	char name[80];           /* "127.0.0.1:2525" */
+	struct smtp_listener *next;
+};
+
+/* Per-IP connection counter (chained hash). */
+struct smtp_ipcount {
+	uint8_t key[17];         /* family byte + 16 address bytes */
+	int count;
+	struct smtp_ipcount *next;
+};
+
+#define SMTP_HASH_BUCKETS 4096
+
+struct smtp_session;
+
+struct smtp_server {
+	struct event_base *base;
+	const struct config *cfg;        /* borrowed; for new sessions */
+	struct policy_ctx *policy;       /* borrowed; NULL = no checks */
+	struct queue_store *qs;          /* borrowed */
+	SSL_CTX *tls;                    /* owned; NULL when no certificate */
+	struct smtp_listener *listeners; /* owned */
+	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
+	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
+	size_t nsessions;
+	bool accepting;
+};
+
+struct smtp_tx {
+	struct smtp_path mail;           /* MAIL FROM with its parameters */
+	bool smtputf8;
+	bool body_8bitmime;
+	struct util_strlist rcpts;
+	struct queue_spool *spool;       /* owned; NULL until DATA */
+	struct smtp_data_parser dp;
+	struct util_buf hdr;             /* header block while it is being read */
+	size_t hdr_scan;                 /* start of the first unscanned line in hdr */
+	bool in_body;                    /* header block finished */
+	bool header_overflow;
+	int write_errno;                 /* first spool write error */
+	struct policy_msg *pm;           /* owned; NULL without policy */
+	int64_t data_start_ms;
+};
+
+struct smtp_session {
+	uint64_t id;
+	struct smtp_server *srv;
+	const struct config *cfg;        /* the config the session started with */
+	struct policy_ctx *policy;
+	struct bufferevent *bev;         /* owned (plain, or TLS filter over plain) */
+	struct event *free_ev;           /* deferred free (STYLE rule 12) */
+	struct util_addr peer;           /* TCP peer */
+	struct util_addr client;         /* real client (PROXY header applied) */
+	char client_str[INET6_ADDRSTRLEN];
+	enum smtp_state state;
+	enum smtp_wait wait;
+	bool esmtp;
+	bool tls_active;
+	bool ipcounted;                  /* holds a slot in srv->ipcounts */
+	bool discarding;                 /* skipping the rest of an over-long line */
+	bool first_line;                 /* no command processed yet */
+	bool dead;                       /* peer gone: free without flushing */
+	int64_t close_deadline;          /* monotonic ms; give up flushing then */
+	char helo[256];
+	char tls_desc[128];              /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
+	int errors;
+	char *pending_line;              /* RCPT line suspended on SPF; owned */
+	struct smtp_tx *tx;              /* owned; NULL outside a transaction */
+	struct smtp_session *hnext;      /* registry chain */
+};
+
+/* smtp-server.c */
+struct smtp_session *smtp_server_find(struct smtp_server *srv, uint64_t id);
+void smtp_server_register(struct smtp_server *srv, struct smtp_session *s);
+void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
+/* smtp_server_ip_acquire - count the client's connection; 0, or -1 when the
+ * per-IP limit is reached (not counted then). */
+int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s);
+void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s);
+
+/* smtp-session.c */
+void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
+			int salen);
+void smtp_session_reply(struct smtp_session *s, const char *fmt, ...) UTIL_PRINTF(2, 3);
+/* smtp_session_close - queue the final reply (may be NULL) and free the
+ * session once the output is flushed. */
+void smtp_session_close(struct smtp_session *s, const char *reply);
+/* smtp_session_destroy - free now (server teardown only). */
+void smtp_session_destroy(struct smtp_session *s);
+/* smtp_session_resume - re-enable reading and process buffered input. */
+void smtp_session_resume(struct smtp_session *s);
+void smtp_session_count_error(struct smtp_session *s);
+void smtp_tx_free(struct smtp_tx *tx);
+void smtp_session_set_timeout(struct smtp_session *s, int seconds);
+
+/* smtp-session-data.c */
+/* smtp_data_begin - DATA accepted: open the spool, answer 354. */
+void smtp_data_begin(struct smtp_session *s);
+/* smtp_data_read - feed buffered input to the DATA parser; returns true when
+ * the end of data was reached (the session then waits or replied). */
+bool smtp_data_read(struct smtp_session *s, struct evbuffer *in);
+
+#endif

@@ -1,0 +1,376 @@
+/*
+ * smtp-server.c - the SMTP server object: listening sockets, the TLS server
+ * context, the registry of live sessions (by 64-bit id, so asynchronous
+ * results never follow a dangling pointer) and the per-client-IP connection
+ * counters.  The protocol itself lives in smtp-session.c.
+ *
+ * Ownership: the server owns its listeners, its SSL_CTX and every session;
+ * the config, queue store and policy context are borrowed.
+ *
+ * Diagnostics: bind/listen/TLS errors are returned as messages (start-up and
+ * reload report them); accept errors are logged and the listener goes on.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+#include <openssl/err.h>
+
+#include "smtp-server-internal.h"
+
+/* hash_u64 - bucket of a session id. */
+static size_t hash_u64(uint64_t v)
+{
+	v ^= v >> 33;
+	v *= 0xff51afd7ed558ccdULL;
+	v ^= v >> 33;
+	return (size_t)(v % SMTP_HASH_BUCKETS);
+}
+
+/* ip_key - family byte + address bytes of a (possibly mapped) address. */
+static void ip_key(const struct util_addr *a, uint8_t key[17])
+{
+	memset(key, 0, 17);
+	if (a->ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->ss;
+		key[0] = 4;
+		memcpy(key + 1, &in->sin_addr, 4);
+	} else if (a->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->ss;
+		key[0] = 6;
+		memcpy(key + 1, &in6->sin6_addr, 16);
+	}
+}
+
+/* hash_ip - bucket of an address key (FNV-1a). */
+static size_t hash_ip(const uint8_t key[17])
+{
+	uint32_t h = 2166136261u;
+	for (int i = 0; i < 17; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h % SMTP_HASH_BUCKETS;
+}
+
+/* smtp_server_find - live session by id, or NULL when it is gone. */
+struct smtp_session *smtp_server_find(struct smtp_server *srv, uint64_t id)
+{
+	for (struct smtp_session *s = srv->sessions[hash_u64(id)]; s; s = s->hnext)
+		if (s->id == id)
+			return s;
+	return NULL;
+}
+
+/* smtp_server_register - add to the registry. */
+void smtp_server_register(struct smtp_server *srv, struct smtp_session *s)
+{
+	size_t b = hash_u64(s->id);
+	s->hnext = srv->sessions[b];
+	srv->sessions[b] = s;
+	srv->nsessions++;
+}
+
+/* smtp_server_unregister - remove from the registry (session teardown). */
+void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s)
+{
+	for (struct smtp_session **pp = &srv->sessions[hash_u64(s->id)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == s) {
+			*pp = s->hnext;
+			srv->nsessions--;
+			return;
+		}
+	}
+}
+
+/* smtp_server_ip_acquire - take a per-IP slot for the session's client. */
+int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
+{
+	uint8_t key[17];
+	ip_key(&s->client, key);
+	size_t b = hash_ip(key);
+	struct smtp_ipcount *c;
+	for (c = srv->ipcounts[b]; c; c = c->next)
+		if (memcmp(c->key, key, 17) == 0)
+			break;
+	if (c && c->count >= s->cfg->max_connections_per_ip)
+		return -1;
+	if (!c) {
+		c = util_xcalloc(1, sizeof(*c));
+		memcpy(c->key, key, 17);
+		c->next = srv->ipcounts[b];
+		srv->ipcounts[b] = c;
+	}
+	c->count++;
+	s->ipcounted = true;
+	return 0;
+}
+
+/* smtp_server_ip_release - give the slot back; free the counter at zero. */
+void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
+{
+	if (!s->ipcounted)
+		return;
+	s->ipcounted = false;
+	uint8_t key[17];
+	ip_key(&s->client, key);
+	for (struct smtp_ipcount **pp = &srv->ipcounts[hash_ip(key)]; *pp; pp = &(*pp)->next) {
+		struct smtp_ipcount *c = *pp;
+		if (memcmp(c->key, key, 17) == 0) {
+			if (--c->count == 0) {
+				*pp = c->next;
+				free(c);
+			}
+			return;
+		}
+	}
+}
+
+/* accept_cb - a new connection: refuse over the total limit, else start. */
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct smtp_server *srv = arg;
+	if (!srv->accepting) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (srv->nsessions >= (size_t)srv->cfg->max_connections) {
+		/* Answer without building a session: cheap under a flood. */
+		char line[300];
+		int n = snprintf(line, sizeof(line),
+				 "421 4.7.0 %s Too many connections, try again later\r\n",
+				 srv->cfg->hostname);
+		(void)!write(fd, line, (size_t)n);
+		close(fd);
+		util_log_info("- refused reason=max_connections limit=%d",
+			      srv->cfg->max_connections);
+		return;
+	}
+	smtp_session_start(srv, fd, sa, salen);
+}
+
+/* accept_error_cb - EMFILE and friends: log, keep listening. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	util_log_warn("- accept failed error=\"%s\"", strerror(errno));
+}
+
+/* listener_open - bind one [server] listen address. */
+static struct smtp_listener *listener_open(struct smtp_server *srv, const struct config_listen *l,
+					   char *err, size_t errlen)
+{
+	struct smtp_listener *sl = util_xcalloc(1, sizeof(*sl));
+	sl->addr = l->addr;
+	if (l->addr.ss.ss_family == AF_INET6)
+		snprintf(sl->name, sizeof(sl->name), "[%s]:%d", l->host, l->port);
+	else
+		snprintf(sl->name, sizeof(sl->name), "%s:%d", l->host, l->port);
+
+	int fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto err;
+	int one = 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (l->addr.ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
+		goto err;
+	sl->lev = evconnlistener_new(srv->base, accept_cb, srv,
+				     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024, fd);
+	if (!sl->lev)
+		goto err;
+	evconnlistener_set_error_cb(sl->lev, accept_error_cb);
+	util_log_info("- listening on %s", sl->name);
+	return sl;
+err:
+	snprintf(err, errlen, "cannot listen on %s: %s", sl->name, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(sl);
+	return NULL;
+}
+
+/* tls_ctx_new - server TLS context: TLS 1.2+, modern ciphers, cert chain. */
+static SSL_CTX *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->tls_cert_file)
+		return NULL;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx)
+		goto err;
+	int minv = TLS1_2_VERSION;
+	if (cfg->tls_min_version && util_strcaseeq(cfg->tls_min_version, "TLSv1.3"))
+		minv = TLS1_3_VERSION;
+	SSL_CTX_set_min_proto_version(ctx, minv);
+	/* No compression, no renegotiation by clients, server cipher order. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+				 SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (cfg->tls_ciphers && SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1)
+		goto err;
+	if (cfg->tls_ciphersuites && SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1)
+		goto err;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1)
+		goto err;
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1)
+		goto err;
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		goto err;
+	/* One session ticket is plenty for SMTP (DESIGN: TLS 1.3 ticket stall). */
+	SSL_CTX_set_num_tickets(ctx, 1);
+	return ctx;
+err:;
+	char buf[256];
+	ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+	snprintf(err, errlen, "TLS setup with %s / %s failed: %s", cfg->tls_cert_file,
+		 cfg->tls_key_file ? cfg->tls_key_file : "(no key)", buf);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return NULL;
+}
+
+/* open_listeners - bind every configured address that is not bound yet;
+ * close the ones no longer configured.  On error nothing new stays open. */
+static int sync_listeners(struct smtp_server *srv, const struct config *cfg, char *err,
+			  size_t errlen)
+{
+	struct smtp_listener *fresh = NULL;
+	for (size_t i = 0; i < cfg->nlisten; i++) {
+		const struct config_listen *l = &cfg->listen[i];
+		struct smtp_listener **pp, *found = NULL;
+		for (pp = &srv->listeners; *pp; pp = &(*pp)->next) {
+			if ((*pp)->addr.len == l->addr.len &&
+			    memcmp(&(*pp)->addr.ss, &l->addr.ss, l->addr.len) == 0) {
+				found = *pp;
+				*pp = found->next;   /* move it to the new list */
+				break;
+			}
+		}
+		if (!found)
+			found = listener_open(srv, l, err, errlen);
+		if (!found) {
+			/* Put everything back: old ones stay, new ones close. */
+			while (fresh) {
+				struct smtp_listener *n = fresh->next;
+				fresh->next = srv->listeners;
+				srv->listeners = fresh;
+				fresh = n;
+			}
+			return -1;
+		}
+		found->next = fresh;
+		fresh = found;
+	}
+	while (srv->listeners) {
+		struct smtp_listener *n = srv->listeners->next;
+		util_log_info("- closed listener %s", srv->listeners->name);
+		evconnlistener_free(srv->listeners->lev);
+		free(srv->listeners);
+		srv->listeners = n;
+	}
+	srv->listeners = fresh;
+	return 0;
+}
+
+/* smtp_server_new - TLS context, listeners; ready to accept. */
+struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
+				    struct queue_store *qs, struct policy_ctx *policy, char *err,
+				    size_t errlen)
+{
+	struct smtp_server *srv = util_xcalloc(1, sizeof(*srv));
+	srv->base = base;
+	srv->cfg = cfg;
+	srv->qs = qs;
+	srv->policy = policy;
+	srv->accepting = true;
+	err[0] = 0;
+	srv->tls = tls_ctx_new(cfg, err, errlen);
+	if (!srv->tls && err[0])
+		goto err;
+	if (sync_listeners(srv, cfg, err, errlen) < 0)
+		goto err;
+	return srv;
+err:
+	smtp_server_free(srv);
+	return NULL;
+}
+
+/* smtp_server_reload - new config for new sessions; re-read certificate. */
+int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
+		       struct policy_ctx *policy, char *err, size_t errlen)
+{
+	err[0] = 0;
+	SSL_CTX *tls = tls_ctx_new(cfg, err, errlen);
+	if (!tls && err[0])
+		return -1;
+	if (srv->accepting && sync_listeners(srv, cfg, err, errlen) < 0) {
+		SSL_CTX_free(tls);
+		return -1;
+	}
+	/* Sessions already in TLS hold their own reference to the old SSL_CTX. */
+	SSL_CTX_free(srv->tls);
+	srv->tls = tls;
+	srv->cfg = cfg;
+	srv->policy = policy;
+	return 0;
+}
+
+/* smtp_server_stop_accepting - close every listener (shutdown). */
+void smtp_server_stop_accepting(struct smtp_server *srv)
+{
+	srv->accepting = false;
+	while (srv->listeners) {
+		struct smtp_listener *n = srv->listeners->next;
+		evconnlistener_free(srv->listeners->lev);
+		free(srv->listeners);
+		srv->listeners = n;
+	}
+}
+
+/* smtp_server_shutdown_sessions - 421 to every session not inside DATA or
+ * waiting for a verdict/commit; those finish their transaction first. */
+void smtp_server_shutdown_sessions(struct smtp_server *srv)
+{
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
+		struct smtp_session *s = srv->sessions[b];
+		while (s) {
+			struct smtp_session *n = s->hnext;
+			if (s->state != SMTP_STATE_DATA && s->wait == SMTP_WAIT_NONE &&
+			    s->state != SMTP_STATE_CLOSING) {
+				char line[300];
+				snprintf(line, sizeof(line),
+					 "421 4.3.2 %s Service shutting down, closing channel",
+					 s->cfg->hostname);
+				smtp_session_close(s, line);
+			}
+			s = n;
+		}
+	}
+}
+
+size_t smtp_server_session_count(const struct smtp_server *srv)
+{
+	return srv->nsessions;
+}
+
+/* smtp_server_free - listeners, TLS context, and any session still open. */
+void smtp_server_free(struct smtp_server *srv)
+{
+	if (!srv)
+		return;
+	smtp_server_stop_accepting(srv);
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
+		while (srv->sessions[b])
+			smtp_session_destroy(srv->sessions[b]);
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
+		while (srv->ipcounts[b]) {
+			struct smtp_ipcount *n = srv->ipcounts[b]->next;
+			free(srv->ipcounts[b]);
+			srv->ipcounts[b] = n;
+		}
+	}
+	SSL_CTX_free(srv->tls);
+	free(srv);
+}

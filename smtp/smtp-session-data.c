@@ -1,0 +1,394 @@
+/*
+ * smtp-session-data.c - the DATA phase of a session: stream the message
+ * through the strict DATA parser (smtp-data.c) into the spool file, split the
+ * header block from the body on the way (headers are kept in memory up to
+ * max_header_size so forged Authentication-Results and spam headers can be
+ * dropped; the body is never buffered), feed the policy engine, then at the
+ * end of data wait for the verdict and the durable commit before answering.
+ *
+ * Ownership: the transaction (struct smtp_tx) owns the spool until
+ * queue_commit() takes it; asynchronous results find the session by id.
+ *
+ * Diagnostics: one summary log line per message decision:
+ * "s=... queued id=... from=<...> to=<...> size=... client=... tls=... <policy>"
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "smtp-server-internal.h"
+
+/* spool_write - write to the spool, remembering the first error. */
+static void spool_write(struct smtp_tx *tx, const char *p, size_t n)
+{
+	if (tx->write_errno || n == 0)
+		return;
+	if (queue_spool_write(tx->spool, p, n) < 0)
+		tx->write_errno = errno ? errno : EIO;
+}
+
+/* body_write - body bytes go to the spool and the DKIM body hash. */
+static void body_write(struct smtp_tx *tx, const char *p, size_t n)
+{
+	spool_write(tx, p, n);
+	if (tx->pm && n)
+		(void)policy_msg_body(tx->pm, p, n);
+}
+
+/* is_field_start - "name:" with an RFC 5322 ftext name; the obsolete form
+ * with white space before the colon (RFC 5322 4.5.8) counts too, as it does
+ * for util_hdr_next, so a forged "Authentication-Results :" is still a
+ * header we can remove. */
+static bool is_field_start(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && p[i] != ':' && p[i] != ' ' && p[i] != '\t') {
+		unsigned char c = (unsigned char)p[i];
+		if (c < 33 || c > 126)
+			return false;
+		i++;
+	}
+	if (i == 0)
+		return false;
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return i < n && p[i] == ':';
+}
+
+/* finish_headers - the header block is hdr[0..end): emit the fields we keep,
+ * then the rest of the buffer (blank line + first body bytes) as body. */
+static void finish_headers(struct smtp_session *s, size_t end)
+{
+	struct smtp_tx *tx = s->tx;
+	struct util_hdr_field f;
+	size_t pos = 0;
+	while (pos < end && util_hdr_next(tx->hdr.data, end, &pos, &f) == 1) {
+		if (tx->pm)
+			(void)policy_msg_header(tx->pm, f.raw, f.raw_len);
+		if (policy_drop_header(s->cfg, &f)) {
+			util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours",
+				      (unsigned long long)s->id, (int)f.name_len, f.name);
+			continue;
+		}
+		spool_write(tx, f.raw, f.raw_len);
+	}
+	if (tx->pm)
+		(void)policy_msg_eoh(tx->pm);
+	tx->in_body = true;
+	size_t rest = tx->hdr.len - end;
+	const char *p = tx->hdr.data + end;
+	if (rest >= 2 && p[0] == '\r' && p[1] == '\n') {
+		p += 2;
+		rest -= 2;
+	}
+	/* Always one empty line between header and body, even when the client
+	 * sent none (as Postfix's cleanup does): a downstream must never read
+	 * a body line as a header. */
+	if (rest > 0 || end < tx->hdr.len)
+		spool_write(tx, "\r\n", 2);
+	body_write(tx, p, rest);
+	util_buf_free(&tx->hdr);
+}
+
+/* scan_headers - look for the end of the header block in what arrived. */
+static void scan_headers(struct smtp_session *s, size_t *scan)
+{
+	struct smtp_tx *tx = s->tx;
+	for (;;) {
+		const char *line = tx->hdr.data + *scan;
+		size_t avail = tx->hdr.len - *scan;
+		const char *lf = memchr(line, '\n', avail);
+		if (!lf)
+			return;
+		size_t n = (size_t)(lf - line) + 1;
+		bool blank = n == 2 && line[0] == '\r';
+		bool cont = (line[0] == ' ' || line[0] == '\t') && *scan > 0;
+		if (blank || (!cont && !is_field_start(line, n))) {
+			/* Empty line, or a line that is no header: the body starts
+			 * here (RFC 5322 2.1). */
+			finish_headers(s, *scan);
+			return;
+		}
+		*scan += n;
+	}
+}
+
+/* emit_cb - message bytes from the DATA parser. */
+static int emit_cb(const char *p, size_t n, void *arg)
+{
+	struct smtp_session *s = arg;
+	struct smtp_tx *tx = s->tx;
+	if (tx->in_body) {
+		body_write(tx, p, n);
+		return 0;
+	}
+	if (tx->header_overflow)
+		return 0;
+	if (tx->hdr.len + n > (size_t)s->cfg->max_header_size) {
+		tx->header_overflow = true;
+		util_buf_free(&tx->hdr);
+		return 0;
+	}
+	util_buf_add(&tx->hdr, p, n);
+	scan_headers(s, &tx->hdr_scan);
+	return 0;
+}
+
+/* smtp_data_begin - open the spool and invite the data. */
+void smtp_data_begin(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	tx->spool = queue_spool_new(s->srv->qs);
+	if (!tx->spool) {
+		int e = errno;
+		util_log_err("s=%016llx cannot create spool file error=\"%s\"",
+			     (unsigned long long)s->id, strerror(e));
+		smtp_session_reply(s, (e == ENOSPC || e == EDQUOT)
+					      ? "452 4.3.1 Insufficient system storage"
+					      : "451 4.3.0 Error: queue file write error");
+		return;
+	}
+	smtp_data_init(&tx->dp, s->cfg->message_size_limit);
+	util_buf_init(&tx->hdr);
+	tx->hdr_scan = 0;
+	tx->data_start_ms = util_mono_ms();
+	s->state = SMTP_STATE_DATA;
+	smtp_session_set_timeout(s, s->cfg->data_timeout);
+	smtp_session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* data_error_reply - the reply for a message the parser flagged, or NULL. */
+static const char *data_error_reply(const struct smtp_tx *tx, const char **reason)
+{
+	unsigned e = tx->dp.errors;
+	if (e & SMTP_DATA_TOO_BIG) {
+		*reason = "size";
+		return "552 5.3.4 Message size exceeds fixed limit";
+	}
+	if (e & (SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR)) {
+		/* SMTP smuggling defence: only CRLF ends a line (RFC 5321 2.3.8). */
+		*reason = "bare_cr_lf";
+		return "550 5.6.0 Message refused: bare <CR> or <LF> in data; lines must end with <CR><LF>";
+	}
+	if (e & SMTP_DATA_NUL) {
+		*reason = "nul";
+		return "550 5.6.0 Message refused: NUL byte in data";
+	}
+	if (e & SMTP_DATA_LONG_LINE) {
+		*reason = "long_line";
+		return "550 5.6.0 Message refused: line longer than 1000 octets (RFC 5321 4.5.3.1.6)";
+	}
+	if (tx->header_overflow) {
+		*reason = "header_size";
+		return "552 5.3.4 Message header block too large";
+	}
+	return NULL;
+}
+
+/* end_tx - transaction over (RFC 5321 4.1.1.4): back to READY. */
+static void end_tx(struct smtp_session *s)
+{
+	smtp_tx_free(s->tx);
+	s->tx = NULL;
+	s->state = SMTP_STATE_READY;
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_set_timeout(s, s->cfg->command_timeout);
+}
+
+/* rcpt_list - "<a>,<b>" for the log line. */
+static void rcpt_list(const struct smtp_tx *tx, struct util_buf *b)
+{
+	for (size_t i = 0; i < tx->rcpts.n; i++)
+		util_buf_printf(b, "%s<%s>", i ? "," : "", tx->rcpts.v[i]);
+}
+
+/* log_decision - the one summary line per message. */
+static void log_decision(struct smtp_session *s, const char *what, const char *qid,
+			 const char *reply)
+{
+	struct smtp_tx *tx = s->tx;
+	struct util_buf to;
+	util_buf_init(&to);
+	rcpt_list(tx, &to);
+	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
+	util_log_info("s=%016llx %s id=%s client=%s helo=%s from=<%s> to=%s size=%lld tls=%s %s%s"
+		      "reply=\"%s\"",
+		      (unsigned long long)s->id, what, qid ? qid : "-", s->client_str, s->helo,
+		      tx->mail.addr, to.data ? to.data : "", (long long)tx->dp.size,
+		      s->tls_active ? "yes" : "no", v && v->summary ? v->summary : "",
+		      v && v->summary ? " " : "", reply);
+	util_buf_free(&to);
+}
+
+/* refuse - answer an error for the whole message and drop it. */
+static void refuse(struct smtp_session *s, const char *reply, const char *reason)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "reject reason=%s", reason);
+	log_decision(s, what, NULL, reply);
+	smtp_session_reply(s, "%s", reply);
+	end_tx(s);
+}
+
+/* received_header - RFC 5321 4.4 trace field, protocol names per RFC 3848
+ * and RFC 6531 (ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). */
+static void received_header(struct smtp_session *s, const char *qid, struct util_buf *b)
+{
+	struct smtp_tx *tx = s->tx;
+	const char *proto;
+	if (tx->smtputf8)
+		proto = s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (s->esmtp)
+		proto = s->tls_active ? "ESMTPS" : "ESMTP";
+	else
+		proto = "SMTP";
+	bool v6 = s->client.ss.ss_family == AF_INET6;
+	util_buf_printf(b, "Received: from %s (unknown [%s%s])\r\n", s->helo, v6 ? "IPv6:" : "",
+			s->client_str);
+	if (s->tls_active) {
+		const char *sp = strchr(s->tls_desc, ' ');
+		util_buf_printf(b, "\t(using %.*s with cipher %s)\r\n",
+				sp ? (int)(sp - s->tls_desc) : (int)strlen(s->tls_desc), s->tls_desc,
+				sp ? sp + 1 : "unknown");
+	}
+	util_buf_printf(b, "\tby %s (mxgate) with %s id %s", s->cfg->hostname, proto, qid);
+	char date[64];
+	util_rfc5322_date(util_now_us() / 1000000, date);
+	if (tx->rcpts.n == 1)
+		util_buf_printf(b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts.v[0], date);
+	else
+		util_buf_printf(b, ";\r\n\t%s\r\n", date);
+}
+
+/* commit_cb - the queue made the message durable (or failed). */
+static void commit_cb(uint64_t cookie, int status, int err, const char *qid, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_COMMIT) {
+		util_log_info("s=%016llx queued id=%s status=%s note=client_gone",
+			      (unsigned long long)cookie, qid ? qid : "-", status ? "failed" : "ok");
+		return;
+	}
+	if (status == 0) {
+		char reply[80];
+		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
+		log_decision(s, "queued", qid, reply);
+		smtp_session_reply(s, "%s", reply);
+	} else {
+		const char *reply = (err == ENOSPC || err == EDQUOT)
+					    ? "452 4.3.1 Insufficient system storage"
+					    : "451 4.3.0 Error: queue file write error";
+		util_log_err("s=%016llx commit failed id=%s error=\"%s\"", (unsigned long long)s->id,
+			     qid ? qid : "-", strerror(err));
+		log_decision(s, "tempfail reason=queue", qid, reply);
+		smtp_session_reply(s, "%s", reply);
+	}
+	end_tx(s);
+	smtp_session_resume(s);
+}
+
+/* commit - build the envelope and hand spool + envelope to the queue. */
+static void commit(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	const char *qid = queue_spool_id(tx->spool);
+	struct queue_envelope *env = queue_envelope_new();
+	env->sender = util_xstrdup(tx->mail.addr);
+	for (size_t i = 0; i < tx->rcpts.n; i++)
+		queue_envelope_add_rcpt(env, tx->rcpts.v[i]);
+	env->client_addr = util_xstrdup(s->client_str);
+	env->helo = util_xstrdup(s->helo);
+	env->tls = s->tls_active ? util_xstrdup(s->tls_desc) : NULL;
+	env->arrival = util_now_us() / 1000000;
+	env->size = queue_spool_size(tx->spool);
+	env->smtputf8 = tx->smtputf8;
+	env->eightbit = tx->dp.eightbit || tx->body_8bitmime;
+	struct util_buf pre;
+	util_buf_init(&pre);
+	received_header(s, qid, &pre);
+	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
+	if (v && v->headers)
+		util_buf_adds(&pre, v->headers);
+	env->prepend = pre.data;   /* ownership moves to the envelope */
+	struct queue_spool *sp = tx->spool;
+	tx->spool = NULL;
+	s->wait = SMTP_WAIT_COMMIT;
+	bufferevent_disable(s->bev, EV_READ);
+	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+}
+
+/* verdict_cb - the policy engine has judged the message. */
+static void verdict_cb(uint64_t cookie, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_VERDICT)
+		return;
+	const struct policy_verdict *v = policy_msg_verdict(s->tx->pm);
+	s->wait = SMTP_WAIT_NONE;
+	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
+		refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
+									   : "451 4.7.1 Try again later"),
+		       v->action == POLICY_REJECT ? "policy" : "policy_tempfail");
+		smtp_session_resume(s);
+		return;
+	}
+	commit(s);
+}
+
+/* end_of_data - CRLF.CRLF seen: judge, then commit. */
+static void end_of_data(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	if (!tx->in_body && !tx->header_overflow)
+		finish_headers(s, tx->hdr.len);   /* headers only, no body */
+	const char *reason = NULL;
+	const char *reply = data_error_reply(tx, &reason);
+	if (reply) {
+		refuse(s, reply, reason);
+		return;
+	}
+	if (tx->write_errno) {
+		int e = tx->write_errno;
+		util_log_err("s=%016llx spool write failed error=\"%s\"", (unsigned long long)s->id,
+			     strerror(e));
+		refuse(s, (e == ENOSPC || e == EDQUOT) ? "452 4.3.1 Insufficient system storage"
+						       : "451 4.3.0 Error: queue file write error",
+		       "queue_write");
+		return;
+	}
+	smtp_session_set_timeout(s, s->cfg->command_timeout);
+	if (tx->pm) {
+		s->wait = SMTP_WAIT_VERDICT;
+		bufferevent_disable(s->bev, EV_READ);
+		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
+		return;
+	}
+	commit(s);
+}
+
+/* smtp_data_read - feed what arrived; true when the end of data was seen. */
+bool smtp_data_read(struct smtp_session *s, struct evbuffer *in)
+{
+	struct smtp_tx *tx = s->tx;
+	bool done = false;
+	size_t used = 0;
+	struct evbuffer_iovec vec[8];
+	int nvec = evbuffer_peek(in, -1, NULL, vec, 8);
+	for (int i = 0; i < nvec && i < 8 && !done; i++)
+		used += smtp_data_feed(&tx->dp, vec[i].iov_base, vec[i].iov_len, emit_cb, s, &done);
+	evbuffer_drain(in, used);
+	if (done) {
+		end_of_data(s);
+		return true;
+	}
+	if (util_mono_ms() - tx->data_start_ms > (int64_t)s->cfg->data_total_timeout * 1000) {
+		char line[300];
+		snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded for DATA",
+			 s->cfg->hostname);
+		smtp_session_close(s, line);
+		return false;
+	}
+	/* More than 8 chunks buffered: go round again. */
+	return evbuffer_get_length(in) > 0 && nvec > 8;
+}

@@ -1,0 +1,749 @@
+/*
+ * smtp-session.c - one ESMTP server session (RFC 5321): connection set-up
+ * (PROXY header from trusted peers, CIDR access lists, per-IP limits), the
+ * command state machine with its command table, STARTTLS (RFC 3207), strict
+ * CRLF line handling, timeouts, error limits and the deferred teardown.
+ * Message data is handled by smtp-session-data.c.
+ *
+ * Ownership: the server owns the session (registry); the session owns its
+ * bufferevent (and through it the socket and the SSL object), its
+ * transaction and its deferred-free event.  A session is never freed inside
+ * one of its own callbacks: smtp_session_close() arms free_ev.
+ *
+ * Diagnostics: one log line per session event, session id first
+ * ("s=0000000000000007 client=127.0.0.1 ..."), reply codes with RFC 3463
+ * enhanced status codes.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+#include "smtp-server-internal.h"
+
+#define OUTPUT_HIGH (256 * 1024)   /* stop reading while replies pile up */
+
+static void process_input(struct smtp_session *s);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ------------------------------------------------------------------ replies */
+
+/* smtp_session_reply - one reply line (CRLF added). */
+void smtp_session_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	va_list ap;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+	if (util_log_enabled(UTIL_LOG_DEBUG)) {
+		char line[600];
+		va_start(ap, fmt);
+		vsnprintf(line, sizeof(line), fmt, ap);
+		va_end(ap);
+		util_log_debug("s=%016llx out=\"%s\"", (unsigned long long)s->id, line);
+	}
+}
+
+/* smtp_session_set_timeout - read and write timeout in seconds. */
+void smtp_session_set_timeout(struct smtp_session *s, int seconds)
+{
+	struct timeval tv = {.tv_sec = seconds, .tv_usec = 0};
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+/* ------------------------------------------------------------------ teardown */
+
+/* smtp_tx_free - end the transaction: abort the spool, drop policy state. */
+void smtp_tx_free(struct smtp_tx *tx)
+{
+	if (!tx)
+		return;
+	queue_spool_abort(tx->spool);
+	policy_msg_free(tx->pm);
+	util_strlist_free(&tx->rcpts);
+	util_buf_free(&tx->hdr);
+	free(tx);
+}
+
+/* smtp_session_destroy - free everything now. */
+void smtp_session_destroy(struct smtp_session *s)
+{
+	util_log_info("s=%016llx disconnect client=%s helo=%s errors=%d", (unsigned long long)s->id,
+		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
+	smtp_tx_free(s->tx);
+	smtp_server_unregister(s->srv, s);
+	smtp_server_ip_release(s->srv, s);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	if (s->free_ev)
+		event_free(s->free_ev);
+	free(s->pending_line);
+	free(s);
+}
+
+/* pending_output - bytes not yet handed to the kernel (TLS: both layers). */
+static size_t pending_output(struct smtp_session *s)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(s->bev));
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+	if (under)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
+/* free_cb - deferred free; waits (bounded) for the last reply to leave. */
+static void free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	static const struct timeval tick = {0, 20000};
+	if (!s->dead && pending_output(s) > 0 && util_mono_ms() < s->close_deadline) {
+		event_add(s->free_ev, &tick);
+		return;
+	}
+	smtp_session_destroy(s);
+}
+
+/* schedule_free - free from the loop, never from inside a callback. */
+static void schedule_free(struct smtp_session *s)
+{
+	if (s->state != SMTP_STATE_CLOSING)
+		s->close_deadline = util_mono_ms() + 10000;
+	s->state = SMTP_STATE_CLOSING;
+	s->wait = SMTP_WAIT_NONE;
+	bufferevent_disable(s->bev, EV_READ);
+	if (!event_pending(s->free_ev, EV_TIMEOUT, NULL))
+		event_active(s->free_ev, EV_TIMEOUT, 0);
+}
+
+/* smtp_session_close - final reply (or none), then free once flushed (a
+ * peer that does not read gets 10 seconds). */
+void smtp_session_close(struct smtp_session *s, const char *reply)
+{
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	if (reply)
+		smtp_session_reply(s, "%s", reply);
+	schedule_free(s);
+}
+
+/* smtp_session_count_error - RFC 5321 4.5.3.1 does not cap errors; we do. */
+void smtp_session_count_error(struct smtp_session *s)
+{
+	if (++s->errors >= s->cfg->max_errors) {
+		char line[300];
+		snprintf(line, sizeof(line), "421 4.7.0 %s Error: too many errors",
+			 s->cfg->hostname);
+		util_log_info("s=%016llx too many errors client=%s", (unsigned long long)s->id,
+			      s->client_str);
+		smtp_session_close(s, line);
+	}
+}
+
+/* reply_error - an error reply that counts toward max_errors. */
+static void reply_error(struct smtp_session *s, const char *line)
+{
+	smtp_session_reply(s, "%s", line);
+	smtp_session_count_error(s);
+}
+
+/* ------------------------------------------------------------------ set-up */
+
+/* greet - access control, per-IP limit, then the banner. */
+static void greet(struct smtp_session *s)
+{
+	const struct config *cfg = s->cfg;
+	util_addr_str(&s->client, s->client_str, sizeof(s->client_str));
+	/* Deny wins over allow; an allow list, when present, is exhaustive. */
+	if (util_cidr_list_match(&cfg->deny, &s->client) ||
+	    (cfg->allow.n > 0 && !util_cidr_list_match(&cfg->allow, &s->client))) {
+		util_log_info("s=%016llx refused client=%s reason=access", (unsigned long long)s->id,
+			      s->client_str);
+		smtp_session_close(s, "554 5.7.1 Access denied");
+		return;
+	}
+	if (smtp_server_ip_acquire(s->srv, s) < 0) {
+		char line[300];
+		snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections from your address",
+			 cfg->hostname);
+		util_log_info("s=%016llx refused client=%s reason=max_connections_per_ip",
+			      (unsigned long long)s->id, s->client_str);
+		smtp_session_close(s, line);
+		return;
+	}
+	util_log_info("s=%016llx connect client=%s peer_port=%d", (unsigned long long)s->id,
+		      s->client_str, util_addr_port(&s->client));
+	s->state = SMTP_STATE_HELO;
+	smtp_session_set_timeout(s, cfg->command_timeout);
+	smtp_session_reply(s, "220 %s ESMTP %s", cfg->hostname,
+			   cfg->banner_text ? cfg->banner_text : "mxgate");
+}
+
+/* smtp_session_start - a new connection from the listener. */
+void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
+			int salen)
+{
+	struct smtp_session *s = util_xcalloc(1, sizeof(*s));
+	s->id = util_session_id_next();
+	s->srv = srv;
+	s->cfg = srv->cfg;
+	s->policy = srv->policy;
+	s->first_line = true;
+	util_addr_from_sockaddr(&s->peer, sa, (socklen_t)salen);
+	s->client = s->peer;
+	util_addr_str(&s->client, s->client_str, sizeof(s->client_str));
+	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->free_ev = event_new(srv->base, -1, 0, free_cb, s);
+	if (!s->bev || !s->free_ev) {
+		util_log_err("- cannot set up a session: out of memory");
+		if (!s->bev)
+			evutil_closesocket(fd);
+		else
+			bufferevent_free(s->bev);
+		if (s->free_ev)
+			event_free(s->free_ev);
+		free(s);
+		return;
+	}
+	smtp_server_register(srv, s);
+	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	if (util_cidr_list_match(&s->cfg->trusted_proxies, &s->peer)) {
+		/* A trusted load balancer speaks first: the PROXY header. */
+		s->state = SMTP_STATE_PROXY;
+		smtp_session_set_timeout(s, s->cfg->proxy_timeout);
+		return;
+	}
+	greet(s);
+}
+
+/* handle_proxy - parse the PROXY v1/v2 header of a trusted peer. */
+static bool handle_proxy(struct smtp_session *s, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in);
+	if (len == 0)
+		return false;
+	size_t take = len < SMTP_PROXY_V2_MAX ? len : SMTP_PROXY_V2_MAX;
+	const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)take);
+	struct smtp_proxy_info info;
+	int n = smtp_proxy_parse(p, take, &info);
+	if (n == 0 && take < SMTP_PROXY_V2_MAX)
+		return false;   /* need more */
+	if (n <= 0) {
+		util_log_info("s=%016llx refused peer=%s reason=bad_proxy_header",
+			      (unsigned long long)s->id, s->client_str);
+		smtp_session_close(s, NULL);
+		return false;
+	}
+	evbuffer_drain(in, (size_t)n);
+	if (!info.local)
+		s->client = info.src;
+	util_addr_str(&s->client, s->client_str, sizeof(s->client_str));
+	char peer[INET6_ADDRSTRLEN];
+	util_log_info("s=%016llx proxy peer=%s client=%s", (unsigned long long)s->id,
+		      util_addr_str(&s->peer, peer, sizeof(peer)), s->client_str);
+	greet(s);
+	return s->state != SMTP_STATE_CLOSING;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+/* reset_tx - RSET semantics (RFC 5321 4.1.1.5). */
+static void reset_tx(struct smtp_session *s)
+{
+	smtp_tx_free(s->tx);
+	s->tx = NULL;
+	free(s->pending_line);
+	s->pending_line = NULL;
+	if (s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT)
+		s->state = SMTP_STATE_READY;
+}
+
+/* cmd_helo - HELO and EHLO (RFC 5321 4.1.1.1); EHLO lists extensions. */
+static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	bool ehlo = c->verb == SMTP_VERB_EHLO;
+	if (!c->arg[0] || strchr(c->arg, ' ') || strlen(c->arg) >= sizeof(s->helo)) {
+		reply_error(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
+		return;
+	}
+	reset_tx(s);
+	snprintf(s->helo, sizeof(s->helo), "%s", c->arg);
+	s->esmtp = ehlo;
+	s->state = SMTP_STATE_READY;
+	if (!ehlo) {
+		smtp_session_reply(s, "250 %s", s->cfg->hostname);
+		return;
+	}
+	smtp_session_reply(s, "250-%s", s->cfg->hostname);
+	smtp_session_reply(s, "250-PIPELINING");
+	smtp_session_reply(s, "250-SIZE %lld", (long long)s->cfg->message_size_limit);
+	if (s->srv->tls && !s->tls_active)
+		smtp_session_reply(s, "250-STARTTLS");
+	smtp_session_reply(s, "250-ENHANCEDSTATUSCODES");
+	smtp_session_reply(s, "250-8BITMIME");
+	smtp_session_reply(s, "250 SMTPUTF8");
+}
+
+/* is_ascii - no byte >= 0x80. */
+static bool is_ascii(const char *p)
+{
+	for (; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			return false;
+	return true;
+}
+
+/* spf_done_cb - SPF verdict arrived while RCPT waited for it. */
+static void spf_done_cb(uint64_t cookie, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_SPF)
+		return;
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_resume(s);
+}
+
+/* cmd_mail - MAIL FROM (RFC 5321 4.1.1.2) with SIZE, BODY, SMTPUTF8. */
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (s->state == SMTP_STATE_HELO) {
+		reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->state != SMTP_STATE_READY) {
+		reply_error(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	struct smtp_tx *tx = util_xcalloc(1, sizeof(*tx));
+	char reply[300];
+	if (smtp_path_parse(c->arg, "FROM:", true, true, &tx->mail, reply, sizeof(reply)) < 0) {
+		free(tx);
+		reply_error(s, reply);
+		return;
+	}
+	for (size_t i = 0; i < tx->mail.nparams; i++) {
+		const struct smtp_param *p = &tx->mail.params[i];
+		if (!s->esmtp) {
+			free(tx);
+			reply_error(s, "555 5.5.4 MAIL parameters need EHLO");
+			return;
+		}
+		if (strcmp(p->key, "SIZE") == 0) {
+			char *end;
+			errno = 0;
+			long long v = strtoll(p->value, &end, 10);
+			if (!p->value[0] || *end || v < 0 || errno) {
+				free(tx);
+				reply_error(s, "501 5.5.4 Bad SIZE parameter");
+				return;
+			}
+			if (v > s->cfg->message_size_limit) {
+				free(tx);
+				reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
+				return;
+			}
+		} else if (strcmp(p->key, "BODY") == 0) {
+			if (util_strcaseeq(p->value, "8BITMIME"))
+				tx->body_8bitmime = true;
+			else if (!util_strcaseeq(p->value, "7BIT")) {
+				free(tx);
+				reply_error(s, "501 5.5.4 Bad BODY parameter");
+				return;
+			}
+		} else if (strcmp(p->key, "SMTPUTF8") == 0 && !p->value[0]) {
+			tx->smtputf8 = true;
+		} else {
+			free(tx);
+			reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+			return;
+		}
+	}
+	if (!tx->smtputf8 && !is_ascii(tx->mail.addr)) {
+		free(tx);
+		reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
+		return;
+	}
+	s->tx = tx;
+	s->state = SMTP_STATE_MAIL;
+	if (s->policy) {
+		tx->pm = policy_msg_new(s->policy, &s->client, s->helo, tx->mail.addr);
+		if (tx->pm)
+			policy_spf_start(tx->pm, spf_done_cb, s->id, s->srv);
+	}
+	util_log_debug("s=%016llx mail from=<%s>", (unsigned long long)s->id, tx->mail.addr);
+	smtp_session_reply(s, "250 2.1.0 Ok");
+}
+
+/* cmd_rcpt - RCPT TO (RFC 5321 4.1.1.3): relay control, limits, SPF. */
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const char *line)
+{
+	const struct config *cfg = s->cfg;
+	if (s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT) {
+		reply_error(s, s->state == SMTP_STATE_HELO ? "503 5.5.1 Error: send HELO/EHLO first"
+							   : "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	struct smtp_tx *tx = s->tx;
+	/* Refusing on SPF needs the SPF result: suspend this RCPT until then. */
+	if (tx->pm && (cfg->spf_reject_fail || cfg->spf_temperror_defer) &&
+	    !policy_spf_done(tx->pm)) {
+		free(s->pending_line);
+		s->pending_line = util_xstrdup(line);
+		s->wait = SMTP_WAIT_SPF;
+		bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
+	if (tx->pm) {
+		const char *spf_reply = policy_spf_reply(tx->pm);
+		if (spf_reply) {
+			reply_error(s, spf_reply);
+			return;
+		}
+	}
+	struct smtp_path path;
+	char reply[300];
+	if (smtp_path_parse(c->arg, "TO:", tx->smtputf8, false, &path, reply, sizeof(reply)) < 0) {
+		reply_error(s, reply);
+		return;
+	}
+	if (path.nparams > 0) {
+		reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
+		return;
+	}
+	if (smtp_addr_is_relay_hack(path.addr) || !util_domain_of(path.addr)) {
+		util_log_info("s=%016llx reject rcpt=<%s> reason=relay_hack", (unsigned long long)s->id,
+			      path.addr);
+		reply_error(s, "550 5.7.1 Relay access denied");
+		return;
+	}
+	if (!config_is_accepted_rcpt(cfg, path.addr)) {
+		const char *dom = util_domain_of(path.addr);
+		bool domain_ok = dom && util_strlist_has_case(&cfg->accepted_domains, dom);
+		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",
+			      (unsigned long long)s->id, s->client_str, tx->mail.addr, path.addr,
+			      domain_ok ? "unknown_user" : "relay_denied");
+		reply_error(s, domain_ok ? "550 5.1.1 Recipient address rejected: User unknown"
+					 : "550 5.7.1 Relay access denied");
+		return;
+	}
+	if (tx->rcpts.n >= (size_t)cfg->max_recipients) {
+		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	if (!util_strlist_has_case(&tx->rcpts, path.addr))
+		util_strlist_add(&tx->rcpts, path.addr);
+	s->state = SMTP_STATE_RCPT;
+	smtp_session_reply(s, "250 2.1.5 Ok");
+}
+
+/* cmd_data - DATA (RFC 5321 4.1.1.4). */
+static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (c->arg[0]) {
+		reply_error(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->state == SMTP_STATE_HELO || s->state == SMTP_STATE_READY) {
+		reply_error(s, s->state == SMTP_STATE_HELO ? "503 5.5.1 Error: send HELO/EHLO first"
+							   : "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->state != SMTP_STATE_RCPT) {
+		reply_error(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	smtp_data_begin(s);
+}
+
+/* start_tls - RFC 3207 section 4.2: after 220, discard everything the
+ * client sent after STARTTLS (CVE-2011-0411), wrap the socket, forget HELO. */
+static void start_tls(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t junk = evbuffer_get_length(in);
+	if (junk)
+		util_log_info("s=%016llx starttls discarded=%zu reason=pipelined_after_starttls",
+			      (unsigned long long)s->id, junk);
+	evbuffer_drain(in, junk);
+	SSL *ssl = SSL_new(s->srv->tls);
+	if (!ssl) {
+		smtp_session_close(s, NULL);
+		return;
+	}
+	struct bufferevent *tls = bufferevent_openssl_filter_new(
+		s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (!tls) {
+		SSL_free(ssl);
+		smtp_session_close(s, NULL);
+		return;
+	}
+	s->bev = tls;
+	s->state = SMTP_STATE_TLS;
+	s->helo[0] = 0;
+	s->esmtp = false;
+	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	smtp_session_set_timeout(s, s->cfg->command_timeout);
+}
+
+/* cmd_starttls - STARTTLS (RFC 3207). */
+static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+	if (!s->srv->tls) {
+		reply_error(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (s->tls_active) {
+		reply_error(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (c->arg[0]) {
+		reply_error(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->state == SMTP_STATE_HELO) {
+		reply_error(s, "503 5.5.1 Error: send EHLO first");
+		return;
+	}
+	reset_tx(s);
+	smtp_session_reply(s, "220 2.0.0 Ready to start TLS");
+	start_tls(s);
+}
+
+/* dispatch - the command table (STYLE rule 16). */
+static void dispatch(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_cmd c;
+	util_log_debug("s=%016llx in=\"%.*s\"", (unsigned long long)s->id, (int)len, line);
+	if (smtp_cmd_parse(line, len, &c) < 0) {
+		reply_error(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	switch (c.verb) {
+	case SMTP_VERB_HELO:
+	case SMTP_VERB_EHLO:
+		cmd_helo(s, &c);
+		break;
+	case SMTP_VERB_MAIL:
+		cmd_mail(s, &c);
+		break;
+	case SMTP_VERB_RCPT:
+		cmd_rcpt(s, &c, line);
+		break;
+	case SMTP_VERB_DATA:
+		cmd_data(s, &c);
+		break;
+	case SMTP_VERB_RSET:
+		if (c.arg[0]) {
+			reply_error(s, "501 5.5.4 Syntax: RSET");
+			break;
+		}
+		reset_tx(s);
+		smtp_session_reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VERB_NOOP:
+		smtp_session_reply(s, "250 2.0.0 Ok");
+		break;
+	case SMTP_VERB_QUIT:
+		smtp_session_close(s, "221 2.0.0 Bye");
+		break;
+	case SMTP_VERB_VRFY:
+		/* RFC 5321 3.5.3: 252 when we will not verify. */
+		smtp_session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
+		break;
+	case SMTP_VERB_EXPN:
+		reply_error(s, "502 5.5.1 Error: command not implemented");
+		break;
+	case SMTP_VERB_HELP:
+		smtp_session_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT "
+				      "VRFY HELP STARTTLS; see RFC 5321");
+		break;
+	case SMTP_VERB_STARTTLS:
+		cmd_starttls(s, &c);
+		break;
+	case SMTP_VERB_AUTH:
+	case SMTP_VERB_BDAT:
+	case SMTP_VERB_UNKNOWN:
+		reply_error(s, "502 5.5.1 Error: command not implemented");
+		break;
+	}
+}
+
+/* ------------------------------------------------------------------ input */
+
+/* read_command_line - one CRLF line from in; false when more bytes needed. */
+static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
+{
+	char line[SMTP_MAX_CMD_LINE + 1];
+	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+	if (eol.pos < 0) {
+		size_t len = evbuffer_get_length(in);
+		if (s->discarding || len > SMTP_MAX_CMD_LINE) {
+			/* Over-long line: throw it away as it arrives. */
+			s->discarding = true;
+			evbuffer_drain(in, len);
+		}
+		return false;
+	}
+	size_t n = (size_t)eol.pos;   /* bytes before the LF */
+	if (s->discarding || n + 1 > SMTP_MAX_CMD_LINE) {
+		evbuffer_drain(in, n + 1);
+		s->discarding = false;
+		reply_error(s, "500 5.5.2 Error: line too long");
+		return true;
+	}
+	evbuffer_remove(in, line, n + 1);
+	line[n] = 0;   /* the LF */
+	if (n == 0 || line[n - 1] != '\r') {
+		reply_error(s, "500 5.5.2 Error: bare <LF> received; lines end with <CR><LF>");
+		return true;
+	}
+	line[--n] = 0;
+	if (memchr(line, '\r', n) || memchr(line, '\0', n)) {
+		reply_error(s, "500 5.5.2 Error: invalid character in command");
+		return true;
+	}
+	s->first_line = false;
+	dispatch(s, line, n);
+	return true;
+}
+
+/* process_input - run the state machine over everything buffered. */
+static void process_input(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	for (;;) {
+		if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_CLOSING ||
+		    s->state == SMTP_STATE_TLS)
+			return;
+		if (s->state == SMTP_STATE_PROXY) {
+			if (!handle_proxy(s, in))
+				return;
+			continue;
+		}
+		if (s->state == SMTP_STATE_DATA) {
+			if (!smtp_data_read(s, in))
+				return;
+			continue;
+		}
+		if (s->pending_line) {
+			/* A suspended RCPT, now that SPF is known. */
+			char *line = s->pending_line;
+			s->pending_line = NULL;
+			struct smtp_cmd c;
+			if (smtp_cmd_parse(line, strlen(line), &c) == 0)
+				cmd_rcpt(s, &c, line);
+			free(line);
+			continue;
+		}
+		if (s->first_line && evbuffer_get_length(in) > 0) {
+			size_t n = evbuffer_get_length(in);
+			const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)(n < 16 ? n : 16));
+			if (smtp_proxy_looks_like(p, n < 16 ? n : 16)) {
+				util_log_info("s=%016llx refused client=%s reason=untrusted_proxy_header",
+					      (unsigned long long)s->id, s->client_str);
+				smtp_session_close(s, NULL);
+				return;
+			}
+		}
+		if (!read_command_line(s, in))
+			return;
+		if (pending_output(s) > OUTPUT_HIGH) {
+			/* The client does not read its replies: stop reading. */
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+	}
+}
+
+/* smtp_session_resume - continue after an asynchronous wait. */
+void smtp_session_resume(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	bufferevent_enable(s->bev, EV_READ);
+	process_input(s);
+}
+
+/* read_cb - bytes arrived. */
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	process_input(arg);
+}
+
+/* write_cb - output flushed: finish a close, or resume reading. */
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->state == SMTP_STATE_CLOSING)
+		return;   /* free_cb polls until the output is gone */
+	if (s->wait == SMTP_WAIT_NONE && s->state != SMTP_STATE_TLS &&
+	    !(bufferevent_get_enabled(s->bev) & EV_READ)) {
+		smtp_session_resume(s);
+	}
+}
+
+/* tls_established - handshake done: record version and cipher. */
+static void tls_established(struct smtp_session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	snprintf(s->tls_desc, sizeof(s->tls_desc), "%s %s", SSL_get_version(ssl),
+		 SSL_get_cipher_name(ssl));
+	s->tls_active = true;
+	s->state = SMTP_STATE_HELO;
+	util_log_info("s=%016llx tls client=%s version=%s cipher=%s", (unsigned long long)s->id,
+		      s->client_str, SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+	process_input(s);
+}
+
+/* event_cb - EOF, errors, timeouts, TLS handshake completion. */
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		if (s->state == SMTP_STATE_TLS)
+			tls_established(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state == SMTP_STATE_CLOSING) {
+			schedule_free(s);
+			return;
+		}
+		char line[300];
+		snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded",
+			 s->cfg->hostname);
+		util_log_info("s=%016llx timeout client=%s state=%d", (unsigned long long)s->id,
+			      s->client_str, (int)s->state);
+		if (s->state == SMTP_STATE_PROXY || s->state == SMTP_STATE_TLS)
+			smtp_session_close(s, NULL);
+		else
+			smtp_session_close(s, line);
+		return;
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (s->state == SMTP_STATE_TLS) {
+			unsigned long e = bufferevent_get_openssl_error(bev);
+			char buf[256] = "connection closed";
+			if (e)
+				ERR_error_string_n(e, buf, sizeof(buf));
+			util_log_info("s=%016llx tls_failed client=%s error=\"%s\"",
+				      (unsigned long long)s->id, s->client_str, buf);
+		} else if (s->state != SMTP_STATE_CLOSING && s->tx) {
+			util_log_info("s=%016llx lost connection client=%s in=%s",
+				      (unsigned long long)s->id, s->client_str,
+				      s->state == SMTP_STATE_DATA ? "DATA" : "transaction");
+		}
+		/* A commit in flight finishes on its own: its result finds no
+		 * session and is dropped (the message stays queued). */
+		s->dead = true;
+		schedule_free(s);
+	}
+}

@@ -1,0 +1,259 @@
+"""`mxgate check-config`: exit 0 on a good file; otherwise every problem as
+FILE:LINE: message and a non-zero exit.  `mxgate run` refuses a bad file
+with the same messages.  `mxgate version` prints the version."""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from mxtest import (free_port, mxgate_bin, pid_listens_on, scaled, source_dir)
+
+
+def base_lines(d, port):
+    return [
+        "; a good config",                          # 1
+        "[server]",                                 # 2
+        "hostname = mx.example.test",               # 3
+        f"listen = 127.0.0.1:{port}",               # 4
+        f"control_socket = {d}/control.sock",       # 5
+        "",                                         # 6
+        "[limits]",                                 # 7
+        "max_recipients = 10",                      # 8
+        "command_timeout = 5m",                     # 9
+        "",                                         # 10
+        "[access]",                                 # 11
+        "deny = 192.0.2.0/24",                      # 12
+        "",                                         # 13
+        "[domains]",                                # 14
+        "accepted_domains = example.test",          # 15
+        "",                                         # 16
+        "[queue]",                                  # 17
+        f"directory = {d}/queue",                   # 18
+        "",                                         # 19
+        "[auth]",                                   # 20
+        "spf = no",                                 # 21
+        "dkim = no",                                # 22
+        "dmarc = no",                               # 23
+        "",                                         # 24
+        "[route default]",                          # 25
+        "type = directory",                         # 26
+        f"directory = {d}/mailbox",                 # 27
+        "",
+    ]
+
+
+def write_conf(d, lines, name="mxgate.conf"):
+    p = d / name
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def line_no(lines, needle):
+    hits = [i + 1 for i, line in enumerate(lines) if needle in line]
+    assert len(hits) == 1, f"{needle!r} matches lines {hits}"
+    return hits[0]
+
+
+def check(path, *extra):
+    p = subprocess.run([mxgate_bin(), "check-config", "-c", str(path), *extra],
+                       capture_output=True, text=True, timeout=scaled(20))
+    return p.returncode, p.stdout + p.stderr
+
+
+def diags(out, path):
+    """{line: [message, ...]} of the FILE:LINE: lines."""
+    res = {}
+    rx = re.compile(r"^" + re.escape(str(path)) + r":(\d+): (.*)$")
+    for line in out.splitlines():
+        m = rx.match(line)
+        if m:
+            res.setdefault(int(m.group(1)), []).append(m.group(2))
+    return res
+
+
+def replaced(lines, needle, new):
+    out = list(lines)
+    out[line_no(lines, needle) - 1] = new
+    return out
+
+
+@pytest.fixture
+def conf(workdir):
+    port = free_port()
+    return workdir, base_lines(workdir, port), port
+
+
+def test_good_file_passes(conf):
+    d, lines, _ = conf
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0, f"good config refused:\n{out}"
+    assert not diags(out, p), out
+
+
+def test_harness_config_passes(gateway):
+    gw = gateway(start=False)
+    p = gw.cli("check-config")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_unknown_key_with_did_you_mean(conf):
+    d, lines, _ = conf
+    lines = replaced(lines, "max_recipients", "max_recipient = 10")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    got = diags(out, p)
+    n = line_no(lines, "max_recipient =")
+    assert n in got, f"no {p}:{n}: message in:\n{out}"
+    msg = " ".join(got[n])
+    assert "max_recipient" in msg and "did you mean" in msg.lower() and "max_recipients" in msg, msg
+
+
+def test_unknown_section(conf):
+    d, lines, _ = conf
+    lines = replaced(lines, "[limits]", "[limts]")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    n = line_no(lines, "[limts]")
+    got = diags(out, p)
+    assert n in got and "limits" in " ".join(got[n]), out
+
+
+BAD_VALUES = [
+    ("max_recipients", "max_recipients = lots"),
+    ("max_recipients", "max_recipients = 0"),
+    ("command_timeout", "command_timeout = soon"),
+    ("command_timeout", "command_timeout = 5x"),
+    ("spf = no", "spf = maybe"),
+    ("type = directory", "type = carrier-pigeon"),
+    ("listen =", "listen = 127.0.0.1:99999"),
+    ("listen =", "listen = localhost:25"),
+    ("accepted_domains", "accepted_domains = exa mple..test"),
+    ("hostname", "hostname = -bad-.example.test"),
+]
+
+
+@pytest.mark.parametrize("needle,new", BAD_VALUES, ids=[b[1] for b in BAD_VALUES])
+def test_bad_value(conf, needle, new):
+    d, lines, _ = conf
+    lines = replaced(lines, needle, new)
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0, f"{new!r} accepted:\n{out}"
+    n = line_no(lines, new)
+    assert n in diags(out, p), f"no {p}:{n}: message for {new!r} in:\n{out}"
+
+
+BAD_CIDRS = [
+    ("deny = 192.0.2.1/24", "192.0.2.0/24"),     # host bits set: did you mean
+    ("deny = 300.1.2.3/8", None),
+    ("deny = 10.0.0.0/33", None),
+    ("deny = 2001:db8::/129", None),
+    ("deny = banana", None),
+]
+
+
+@pytest.mark.parametrize("new,suggest", BAD_CIDRS, ids=[b[0] for b in BAD_CIDRS])
+def test_bad_cidr(conf, new, suggest):
+    d, lines, _ = conf
+    lines = replaced(lines, "deny =", new)
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0, f"{new!r} accepted:\n{out}"
+    n = line_no(lines, new)
+    got = diags(out, p)
+    assert n in got, f"no {p}:{n}: message in:\n{out}"
+    if suggest:
+        assert suggest in " ".join(got[n]), f"expected a did-you-mean {suggest}: {got[n]}"
+
+
+def test_missing_cert_file(conf):
+    d, lines, _ = conf
+    lines = lines + ["[tls]", "cert_file = /nonexistent/mxgate/cert.pem",
+                     "key_file = /nonexistent/mxgate/key.pem", ""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    got = diags(out, p)
+    assert line_no(lines, "cert_file") in got, out
+    assert line_no(lines, "key_file") in got, out
+
+
+def test_duplicate_listener(conf):
+    d, lines, port = conf
+    lines = replaced(lines, "listen =", f"listen = 127.0.0.1:{port}, 127.0.0.1:{port}")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    assert line_no(lines, "listen =") in diags(out, p), out
+
+
+def test_missing_default_route(conf):
+    d, lines, _ = conf
+    lines = replaced(lines, "[route default]", "[route other]")
+    lines = lines + ["domains = other.test"]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    assert diags(out, p), f"no {p}:LINE: message in:\n{out}"
+
+
+def test_every_problem_reported(conf):
+    d, lines, _ = conf
+    lines = replaced(lines, "max_recipients", "max_recipient = 10")
+    lines = replaced(lines, "command_timeout", "command_timeout = soon")
+    lines = replaced(lines, "deny =", "deny = 192.0.2.1/24")
+    lines = replaced(lines, "type = directory", "type = carrier-pigeon")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0
+    got = diags(out, p)
+    want = {line_no(lines, s) for s in ("max_recipient =", "command_timeout =", "deny =",
+                                        "type =")}
+    assert want <= set(got), f"expected problems at lines {sorted(want)}, got {sorted(got)}:\n{out}"
+
+
+def test_run_refuses_bad_file_with_same_messages(conf):
+    d, lines, port = conf
+    lines = replaced(lines, "max_recipients", "max_recipient = 10")
+    lines = replaced(lines, "deny =", "deny = 300.1.2.3/8")
+    p = write_conf(d, lines)
+    _, out_check = check(p)
+    proc = subprocess.Popen([mxgate_bin(), "run", "-c", str(p)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=str(d))
+    try:
+        deadline = time.monotonic() + scaled(10)
+        while proc.poll() is None and time.monotonic() < deadline:
+            assert not pid_listens_on(proc.pid, port), "mxgate run started on a bad config"
+            time.sleep(0.05)
+        assert proc.poll() is not None, "mxgate run did not exit on a bad config"
+        out_run = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+    assert proc.returncode != 0
+    want = diags(out_check, p)
+    assert want, out_check
+    assert diags(out_run, p) == want, f"run:\n{out_run}\ncheck-config:\n{out_check}"
+
+
+def test_unreadable_file(workdir):
+    p = workdir / "nope.conf"
+    rc, out = check(p)
+    assert rc != 0
+    assert str(p) in out, out
+
+
+def test_version():
+    cm = (source_dir() / "CMakeLists.txt").read_text()
+    m = re.search(r"project\(mxgate\s+VERSION\s+([0-9.]+)", cm)
+    assert m
+    p = subprocess.run([mxgate_bin(), "version"], capture_output=True, text=True,
+                       timeout=scaled(10))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert m.group(1) in p.stdout, f"version {m.group(1)} not in {p.stdout!r}"

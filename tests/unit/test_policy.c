@@ -1,0 +1,440 @@
+/*
+ * test_policy.c - table-driven unit tests of policy/'s pure logic:
+ * policy_drop_header (our authserv-id and spam headers), From: address
+ * extraction, the spam score, Authentication-Results / Received-SPF
+ * formatting and the verdict (enforcement, exemptions, summary).
+ * No DNS, no threads: messages are built by hand from policy-internal.h.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "policy-internal.h"
+
+/* test_cfg - a config with the documented defaults of [auth] and [spam]. */
+static void test_cfg(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->hostname = "mx.example.test";
+	cfg->authserv_id = "mx.example.test";
+	cfg->spf_enabled = cfg->dkim_enabled = cfg->dmarc_enabled = true;
+	cfg->dkim_max_signatures = 5;
+	cfg->dkim_min_rsa_bits = 1024;
+	cfg->dmarc_enforcement = CONFIG_DMARC_REJECT;
+	cfg->spam_threshold = 5.0;
+	cfg->weight_spf_fail = 3.0;
+	cfg->weight_spf_softfail = 1.0;
+	cfg->weight_dkim_fail = 1.0;
+	cfg->weight_dmarc_fail = 4.0;
+	cfg->weight_dmarc_quarantine = 5.0;
+	cfg->weight_dnsbl = 4.0;
+	cfg->weight_no_rdns = 1.0;
+	cfg->spam_flag_header = "X-Spam-Flag";
+	cfg->spam_score_header = "X-Spam-Score";
+	cfg->spam_status_header = "X-Spam-Status";
+}
+
+/* ------------------------------------------------------------ drop_header */
+
+static const struct {
+	const char *field;
+	bool drop;
+} drop_cases[] = {
+	{ "Authentication-Results: mx.example.test; spf=pass\r\n", true },
+	{ "authentication-results: MX.EXAMPLE.TEST; dkim=pass\r\n", true },
+	{ "Authentication-Results:mx.example.test;none\r\n", true },
+	{ "Authentication-Results: (forged) mx.example.test; spf=pass\r\n", true },
+	{ "Authentication-Results: (a (nested) comment)\r\n mx.example.test; spf=pass\r\n", true },
+	{ "Authentication-Results:\r\n\tmx.example.test 1; spf=pass\r\n", true },
+	{ "Authentication-Results: \"mx.example.test\"; spf=pass\r\n", true },
+	{ "Authentication-Results: mx.example.test(comment); spf=pass\r\n", true },
+	{ "Authentication-Results: mx.other.test; spf=pass\r\n", false },
+	{ "Authentication-Results: mx.example.test.evil; spf=pass\r\n", false },
+	{ "Authentication-Results: (mx.example.test) other.test; spf=pass\r\n", false },
+	{ "X-Spam-Flag: NO\r\n", true },
+	{ "x-spam-score: -10\r\n", true },
+	{ "X-SPAM-STATUS: No\r\n", true },
+	{ "X-Spam-Level: ***\r\n", false },
+	{ "Received-SPF: pass\r\n", false },
+	{ "Subject: Authentication-Results: mx.example.test\r\n", false },
+};
+
+static void test_drop_header(void **state)
+{
+	struct config cfg;
+
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(drop_cases) / sizeof(drop_cases[0]); i++) {
+		struct util_hdr_field f;
+		size_t pos = 0;
+		const char *s = drop_cases[i].field;
+
+		assert_int_equal(util_hdr_next(s, strlen(s), &pos, &f), 1);
+		if (policy_drop_header(&cfg, &f) != drop_cases[i].drop)
+			fail_msg("case %zu: %s", i, s);
+	}
+	/* renamed spam headers: only the configured names */
+	cfg.spam_flag_header = "X-Gateway-Spam";
+	{
+		struct util_hdr_field f;
+		size_t pos = 0;
+		const char *s = "X-Gateway-Spam: YES\r\n";
+		assert_int_equal(util_hdr_next(s, strlen(s), &pos, &f), 1);
+		assert_true(policy_drop_header(&cfg, &f));
+	}
+}
+
+/* ------------------------------------------------------------ From: */
+
+static const struct {
+	const char *value;
+	int count;
+	const char *domain;
+} from_cases[] = {
+	{ " alice@example.test", 1, "example.test" },
+	{ " Alice <alice@Example.TEST>", 1, "example.test" },
+	{ " \"Smith, Alice\" <alice@example.test>", 1, "example.test" },
+	{ " alice@example.test (Alice, at work)", 1, "example.test" },
+	{ " (comment <x@y.test>) alice@example.test", 1, "example.test" },
+	{ " \"a@b.test\" <alice@example.test>", 1, "example.test" },
+	{ " alice@example.test, bob@other.test", 2, "example.test" },
+	{ " Friends: alice@example.test, bob@other.test;", 2, "example.test" },
+	{ " Undisclosed recipients:;", 0, NULL },
+	{ " ", 0, NULL },
+	{ " Alice\r\n <alice@example.test>", 1, "example.test" },
+	{ " <@route.test:alice@example.test>", 1, "example.test" },
+	{ " alice@example.test.", 1, "example.test" },
+	{ " \"unterminated <alice@example.test>", -1, NULL },
+	{ " Alice <alice@example.test", -1, NULL },
+	{ " alice", -1, NULL },
+	{ " (open comment alice@example.test", -1, NULL },
+};
+
+static void test_from_parse(void **state)
+{
+	for (size_t i = 0; i < sizeof(from_cases) / sizeof(from_cases[0]); i++) {
+		char *dom = NULL;
+		int n = policy_from_parse(from_cases[i].value, strlen(from_cases[i].value), &dom);
+
+		if (n != from_cases[i].count)
+			fail_msg("case %zu (%s): count %d, want %d", i, from_cases[i].value, n,
+				 from_cases[i].count);
+		if (from_cases[i].domain == NULL)
+			assert_null(dom);
+		else
+			assert_string_equal(dom, from_cases[i].domain);
+		free(dom);
+	}
+}
+
+/* ------------------------------------------------------------ messages */
+
+static struct policy_ctx test_pc;
+
+/* test_msg - a message with the given results, no DNS involved. */
+static struct policy_msg *test_msg(const struct config *cfg, enum policy_spf_result spf,
+				   const char *dkim1, const char *dkim2, int dmarc,
+				   char applied)
+{
+	struct policy_msg *pm = util_xcalloc(1, sizeof(*pm));
+
+	test_pc.cfg = cfg;
+	pm->pc = &test_pc;
+	util_addr_parse_numeric("192.0.2.7", 25, &pm->client);
+	pm->helo = util_xstrdup("client.sender.test");
+	pm->mail_from = util_xstrdup("alice@sender.test");
+	pm->spf.evaluated = true;
+	pm->spf.result = spf;
+	pm->spf.identity = util_xstrdup("alice@sender.test");
+	pm->spf.domain = util_xstrdup("sender.test");
+	pm->spf.comment = util_xstrdup("mx.example.test: test");
+	pm->sigs = util_xcalloc(2, sizeof(*pm->sigs));
+	const char *dk[2] = { dkim1, dkim2 };
+	for (int i = 0; i < 2; i++) {
+		if (dk[i] == NULL)
+			continue;
+		struct policy_dkim_sig *g = &pm->sigs[pm->nsigs++];
+		g->result = dk[i];
+		g->d = util_xstrdup("sender.test");
+		g->s = util_xstrdup(i == 0 ? "sel1" : "sel2");
+		g->b = util_xstrdup(i == 0 ? "AbCdEfGh" : "12345678");
+		g->comment = util_xstrdup("2048-bit key");
+	}
+	if (dmarc >= 0) {
+		pm->dmarc.evaluated = true;
+		pm->dmarc.result = (enum policy_dmarc_result)dmarc;
+		pm->dmarc.applied = applied;
+		pm->dmarc.policy = applied ? applied : 'n';
+		pm->dmarc.header_from = util_xstrdup("sender.test");
+		pm->dmarc.comment = util_xstrdup("p=reject sp=unset pct=100");
+	}
+	return pm;
+}
+
+/* ------------------------------------------------------------ score */
+
+static const struct {
+	enum policy_spf_result spf;
+	const char *dkim1, *dkim2;
+	int dmarc;
+	char applied;
+	int dnsbl;
+	bool no_rdns;
+	double score;
+	const char *rules;
+} score_cases[] = {
+	{ POLICY_SPF_PASS, "pass", NULL, POLICY_DMARC_PASS, 'n', 0, false, 0.0, "" },
+	{ POLICY_SPF_FAIL, NULL, NULL, -1, 0, 0, false, 3.0, "SPF_FAIL" },
+	{ POLICY_SPF_SOFTFAIL, NULL, NULL, -1, 0, 0, false, 1.0, "SPF_SOFTFAIL" },
+	{ POLICY_SPF_NEUTRAL, "fail", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL" },
+	{ POLICY_SPF_NEUTRAL, "fail", "pass", -1, 0, 0, false, 0.0, "" },
+	{ POLICY_SPF_NEUTRAL, "policy", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL" },
+	{ POLICY_SPF_FAIL, "fail", NULL, POLICY_DMARC_FAIL, 'r', 0, false, 8.0,
+	  "SPF_FAIL DKIM_FAIL DMARC_FAIL" },
+	{ POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'q', 0, false, 5.0, "DMARC_QUARANTINE" },
+	{ POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'n', 0, false, 4.0, "DMARC_FAIL" },
+	{ POLICY_SPF_PASS, NULL, NULL, -1, 0, 2, true, 9.0,
+	  "DNSBL_bl1.test DNSBL_bl2.test NO_RDNS" },
+	{ POLICY_SPF_TEMPERROR, "temperror", NULL, POLICY_DMARC_TEMPERROR, 0, 0, false, 0.0, "" },
+};
+
+static void test_score(void **state)
+{
+	struct config cfg;
+
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(score_cases) / sizeof(score_cases[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, score_cases[i].spf, score_cases[i].dkim1,
+						 score_cases[i].dkim2, score_cases[i].dmarc,
+						 score_cases[i].applied);
+		struct util_strlist rules = { 0 };
+		struct util_buf b;
+		double s;
+
+		for (int k = 0; k < score_cases[i].dnsbl; k++)
+			util_strlist_add(&pm->dnsbl_hits, k == 0 ? "bl1.test" : "bl2.test");
+		pm->rdns_checked = true;
+		pm->no_rdns = score_cases[i].no_rdns;
+		s = policy_score(&cfg, pm, &rules);
+		util_buf_init(&b);
+		util_buf_adds(&b, "");
+		for (size_t k = 0; k < rules.n; k++)
+			util_buf_printf(&b, "%s%s", k ? " " : "", rules.v[k]);
+		if (s < score_cases[i].score - 0.001 || s > score_cases[i].score + 0.001)
+			fail_msg("case %zu: score %.1f, want %.1f", i, s, score_cases[i].score);
+		assert_string_equal(b.data, score_cases[i].rules);
+		util_buf_free(&b);
+		util_strlist_free(&rules);
+		policy_msg_destroy(pm);
+	}
+}
+
+/* ------------------------------------------------------------ A-R */
+
+static const struct {
+	enum policy_spf_result spf;
+	bool helo;
+	const char *dkim1, *dkim2;
+	int dmarc;
+	char applied;
+	const char *expect;
+} ar_cases[] = {
+	{ POLICY_SPF_PASS, false, "pass", NULL, POLICY_DMARC_PASS, 'n',
+	  "Authentication-Results: mx.example.test;\r\n"
+	  "\tspf=pass (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
+	  "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
+	  "\tdmarc=pass (p=reject sp=unset pct=100 dis=none) header.from=sender.test"
+	  " policy.dmarc=none\r\n" },
+	{ POLICY_SPF_FAIL, false, "pass", "fail", POLICY_DMARC_FAIL, 'r',
+	  "Authentication-Results: mx.example.test;\r\n"
+	  "\tspf=fail (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
+	  "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
+	  "\tdkim=fail (2048-bit key) header.d=sender.test header.s=sel2 header.b=12345678;\r\n"
+	  "\tdmarc=fail (p=reject sp=unset pct=100 dis=reject) header.from=sender.test"
+	  " policy.dmarc=reject\r\n" },
+	{ POLICY_SPF_NONE, true, NULL, NULL, -1, 0,
+	  "Authentication-Results: mx.example.test;\r\n"
+	  "\tspf=none (mx.example.test: test) smtp.helo=client.sender.test;\r\n"
+	  "\tdkim=none\r\n" },
+};
+
+static void test_ar_format(void **state)
+{
+	struct config cfg;
+
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(ar_cases) / sizeof(ar_cases[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, ar_cases[i].spf, ar_cases[i].dkim1,
+						 ar_cases[i].dkim2, ar_cases[i].dmarc,
+						 ar_cases[i].applied);
+		char *ar;
+
+		pm->spf.helo_identity = ar_cases[i].helo;
+		ar = policy_ar_format(&cfg, pm);
+		assert_string_equal(ar, ar_cases[i].expect);
+		free(ar);
+		policy_msg_destroy(pm);
+	}
+}
+
+static void test_ar_special(void **state)
+{
+	struct config cfg;
+	struct policy_msg *pm;
+	char *ar;
+
+	test_cfg(&cfg);
+	/* quoted local-part, DNSSEC, header.i, exemption, disabled checks */
+	pm = test_msg(&cfg, POLICY_SPF_PASS, "pass", NULL, POLICY_DMARC_FAIL, 'r');
+	free(pm->mail_from);
+	pm->mail_from = util_xstrdup("a b@sender.test");
+	pm->spf.secure = true;
+	pm->sigs[0].i = util_xstrdup("@sender.test");
+	pm->sigs[0].secure = true;
+	pm->dmarc.exempt = util_xstrdup("exempt client 192.0.2.7");
+	ar = policy_ar_format(&cfg, pm);
+	assert_non_null(strstr(ar, "smtp.mailfrom=\"a b@sender.test\""));
+	assert_non_null(strstr(ar, "(mx.example.test: test; dnssec=secure)"));
+	assert_non_null(strstr(ar, "header.s=sel1 header.i=@sender.test header.b=AbCdEfGh"));
+	assert_non_null(strstr(ar, "dis=none; override=exempt client 192.0.2.7)"));
+	free(ar);
+	cfg.dkim_enabled = false;
+	pm->dmarc.evaluated = false;
+	pm->spf.evaluated = false;
+	ar = policy_ar_format(&cfg, pm);
+	assert_string_equal(ar, "Authentication-Results: mx.example.test; none\r\n");
+	free(ar);
+	policy_msg_destroy(pm);
+}
+
+/* ------------------------------------------------------------ verdict */
+
+static const struct {
+	enum config_dmarc_enforcement enf;
+	int dmarc;
+	char applied;
+	bool exempt;
+	int from_addrs;
+	enum policy_action action;
+	const char *reply_prefix;
+	const char *flag;
+} verdict_cases[] = {
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO" },
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
+	  "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO" },
+	{ CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL,
+	  "YES" },
+	{ CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO" },
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES" },
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO" },
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO" },
+	{ CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
+	  "550 5.7.1 Rejected: the message has 2 From: addresses", "NO" },
+	{ CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
+	  "550 5.7.1 Rejected: the message has no From: address", "NO" },
+};
+
+static void test_verdict(void **state)
+{
+	struct config cfg;
+
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(verdict_cases) / sizeof(verdict_cases[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, POLICY_SPF_PASS, NULL, NULL,
+						 verdict_cases[i].dmarc, verdict_cases[i].applied);
+		char flag[32];
+
+		cfg.dmarc_enforcement = verdict_cases[i].enf;
+		if (verdict_cases[i].exempt)
+			pm->dmarc.exempt = util_xstrdup("exempt domain sender.test");
+		if (verdict_cases[i].from_addrs != 1) {
+			pm->dmarc.from_error = true;
+			pm->dmarc.from_error_text =
+				verdict_cases[i].from_addrs == 0 ?
+					util_xstrdup("the message has no From: address") :
+					util_xstrdup("the message has 2 From: addresses; exactly "
+						     "one is required");
+		}
+		policy_verdict_build(pm);
+		if (pm->verdict.action != verdict_cases[i].action)
+			fail_msg("case %zu: action %d, want %d", i, pm->verdict.action,
+				 verdict_cases[i].action);
+		if (verdict_cases[i].reply_prefix == NULL)
+			assert_null(pm->verdict.reply);
+		else
+			assert_true(strncmp(pm->verdict.reply, verdict_cases[i].reply_prefix,
+					    strlen(verdict_cases[i].reply_prefix)) == 0);
+		snprintf(flag, sizeof(flag), "X-Spam-Flag: %s\r\n", verdict_cases[i].flag);
+		if (strstr(pm->verdict.headers, flag) == NULL)
+			fail_msg("case %zu: headers:\n%s", i, pm->verdict.headers);
+		assert_non_null(strstr(pm->verdict.headers, "Received-SPF: pass ("));
+		assert_non_null(strstr(pm->verdict.summary, "spf=pass dkim=none"));
+		policy_msg_destroy(pm);
+	}
+}
+
+static void test_summary_and_spam_headers(void **state)
+{
+	struct config cfg;
+	struct policy_msg *pm;
+
+	test_cfg(&cfg);
+	cfg.dmarc_enforcement = CONFIG_DMARC_MONITOR;
+	pm = test_msg(&cfg, POLICY_SPF_FAIL, "fail", NULL, POLICY_DMARC_FAIL, 'r');
+	policy_verdict_build(pm);
+	assert_string_equal(pm->verdict.summary,
+			    "spf=fail dkim=fail dmarc=fail score=8.0 action=quarantine");
+	assert_non_null(strstr(pm->verdict.headers,
+			       "X-Spam-Flag: YES\r\nX-Spam-Score: 8.0\r\n"
+			       "X-Spam-Status: Yes, score=8.0 required=5.0 "
+			       "tests=SPF_FAIL,DKIM_FAIL,DMARC_FAIL\r\n"));
+	assert_int_equal(pm->verdict.action, POLICY_QUARANTINE);
+	policy_verdict_tempfail(pm, "451 4.3.2 System busy, try again later");
+	assert_int_equal(pm->verdict.action, POLICY_TEMPFAIL);
+	assert_string_equal(pm->verdict.reply, "451 4.3.2 System busy, try again later");
+	policy_msg_destroy(pm);
+}
+
+static void test_spf_reply(void **state)
+{
+	struct config cfg;
+	struct policy_spf_outcome o = { .evaluated = true, .identity = "a@s.test",
+					.domain = "s.test" };
+	char *r;
+
+	test_cfg(&cfg);
+	o.result = POLICY_SPF_FAIL;
+	assert_null(policy_spf_compute_reply(&cfg, &o));
+	cfg.spf_reject_fail = true;
+	r = policy_spf_compute_reply(&cfg, &o);
+	assert_true(strncmp(r, "550 5.7.23 ", 11) == 0);
+	free(r);
+	o.result = POLICY_SPF_TEMPERROR;
+	assert_null(policy_spf_compute_reply(&cfg, &o));
+	cfg.spf_temperror_defer = true;
+	r = policy_spf_compute_reply(&cfg, &o);
+	assert_true(strncmp(r, "451 4.7.24 ", 11) == 0);
+	free(r);
+	o.result = POLICY_SPF_SOFTFAIL;
+	assert_null(policy_spf_compute_reply(&cfg, &o));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_drop_header),
+		cmocka_unit_test(test_from_parse),
+		cmocka_unit_test(test_score),
+		cmocka_unit_test(test_ar_format),
+		cmocka_unit_test(test_ar_special),
+		cmocka_unit_test(test_verdict),
+		cmocka_unit_test(test_summary_and_spam_headers),
+		cmocka_unit_test(test_spf_reply),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
