@@ -18,9 +18,9 @@ CONFIG     ?=
 DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-dev \
              libopendkim-dev libopendmarc-dev libunbound-dev libinih-dev \
              libcmocka-dev libsystemd-dev publicsuffix ca-certificates openssl
-DEB_TEST   = python3 python3-pytest python3-aiosmtpd python3-dkim python3-dnspython \
+DEB_TEST   = python3 python3-pytest libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
-             clang libclang-rt-14-dev
+             clang libclang-rt-14-dev systemd python3-yaml
 DEB_RUN    = swaks
 
 .PHONY: all deps deps-test build build-san run test test-fast test-san clean docs

@@ -26,7 +26,7 @@
 #include "util.h"
 
 /* err_at / warn_at - a diagnostic in the config file. */
-#define err_at(p, line, ...) config_diag_add((p)->diags, (p)->file, (line), false, __VA_ARGS__)
+#define err_at(p, line, ...)  config_diag_add((p)->diags, (p)->file, (line), false, __VA_ARGS__)
 #define warn_at(p, line, ...) config_diag_add((p)->diags, (p)->file, (line), true, __VA_ARGS__)
 
 /* gline - line that set a directive of a global section. */
@@ -54,7 +54,10 @@ static void check_identity(struct config_parse *p)
 	const char *why;
 	size_t n;
 
-	if (cfg->hostname == NULL) {
+	if (cfg->hostname == NULL && gline(p, "server", "hostname") != 0) {
+		/* set but rejected (already reported): a placeholder for the rest */
+		cfg->hostname = util_xstrdup("invalid.invalid");
+	} else if (cfg->hostname == NULL) {
 		if (gethostname(host, sizeof(host)) == -1) {
 			err_at(p, 0, "no [server] hostname and gethostname() failed: %s",
 			       strerror(errno));
@@ -75,8 +78,9 @@ static void check_identity(struct config_parse *p)
 		cfg->bounce_sender = util_xasprintf("MAILER-DAEMON@%s", cfg->hostname);
 	if (cfg->control_socket == NULL && cfg->queue_dir != NULL) {
 		n = strlen(cfg->queue_dir);
-		cfg->control_socket = util_xasprintf("%s%scontrol.sock", cfg->queue_dir,
-						     n > 0 && cfg->queue_dir[n - 1] == '/' ? "" : "/");
+		cfg->control_socket =
+		    util_xasprintf("%s%scontrol.sock", cfg->queue_dir,
+		                   n > 0 && cfg->queue_dir[n - 1] == '/' ? "" : "/");
 	}
 	/* sockaddr_un.sun_path holds 108 bytes including the NUL. */
 	if (cfg->control_socket != NULL && strlen(cfg->control_socket) > 107) {
@@ -123,17 +127,21 @@ static void check_dir(struct config_parse *p, int line, const char *name, const 
 
 /* check_paths - every PATH and DIR directive of a section instance. */
 static void check_paths(struct config_parse *p, const struct config_section *s, size_t ri,
-			const void *base)
+                        const void *base)
 {
 	size_t j;
 
 	for (j = 0; j < s->ndirs; j++) {
 		const struct config_directive *d = &s->dirs[j];
-		const char *v = *(char *const *)(const void *)((const char *)base + d->off);
-		int line = config_seen_line(p, s->name, ri, d->name);
+		const char *v;
+		int line;
 
-		if ((d->type != CONFIG_T_PATH && d->type != CONFIG_T_DIR) || v == NULL)
+		if (d->type != CONFIG_T_PATH && d->type != CONFIG_T_DIR)
 			continue;
+		v = *(char *const *)(const void *)((const char *)base + d->off);
+		if (v == NULL)
+			continue;
+		line = config_seen_line(p, s->name, ri, d->name);
 		/* The PSL is only read for DMARC; its default may be absent. */
 		if (line == 0 && strcmp(d->name, "psl_file") == 0 && !p->cfg->dmarc_enabled)
 			continue;
@@ -173,7 +181,8 @@ static void check_listen(struct config_parse *p)
 				continue;
 			util_addr_str(&m->addr, b, sizeof(b));
 			if (strcmp(a, b) == 0) {
-				err_at(p, l->line, "duplicate listener %s%s%s:%d (first at line %d)",
+				err_at(p, l->line,
+				       "duplicate listener %s%s%s:%d (first at line %d)",
 				       strchr(a, ':') ? "[" : "", a, strchr(a, ':') ? "]" : "",
 				       l->port, m->line);
 				break;
@@ -238,7 +247,7 @@ static void merge_recipients(struct config_parse *p)
 		why = config_check_address(s, buf, sizeof(buf));
 		if (why != NULL)
 			config_diag_add(p->diags, cfg->recipients_file, lineno, false,
-					"bad address \"%s\": %s", s, why);
+			                "bad address \"%s\": %s", s, why);
 		else if (!util_strlist_has_case(&cfg->accepted_recipients, s))
 			util_strlist_add(&cfg->accepted_recipients, s);
 	}
@@ -254,11 +263,11 @@ static void check_domains(struct config_parse *p)
 	size_t i;
 
 	if (cfg->accepted_domains.n == 0)
-		err_at(p, 0, "no accepted_domains: set [domains] accepted_domains to the domains "
-			     "this gateway is the MX of");
-	if (cfg->recipients_file != NULL &&
-	    check_file(p, gline(p, "domains", "recipients_file"), "recipients_file",
-		       cfg->recipients_file))
+		err_at(p, 0,
+		       "no accepted_domains: set [domains] accepted_domains to the domains "
+		       "this gateway is the MX of");
+	if (cfg->recipients_file != NULL && check_file(p, gline(p, "domains", "recipients_file"),
+	                                               "recipients_file", cfg->recipients_file))
 		merge_recipients(p);
 	line = gline(p, "domains", "accepted_recipients");
 	if (line == 0)
@@ -271,9 +280,9 @@ static void check_domains(struct config_parse *p)
 			continue;
 		util_strlist_add(&bad, dom);
 		warn_at(p, line,
-			"accepted_recipients has addresses at %s, which is not in "
-			"accepted_domains: they will be refused",
-			dom);
+		        "accepted_recipients has addresses at %s, which is not in "
+		        "accepted_domains: they will be refused",
+		        dom);
 	}
 	util_strlist_free(&bad);
 }
@@ -286,27 +295,27 @@ static void check_global_sanity(struct config_parse *p)
 
 	if (cfg->max_connections_per_ip > cfg->max_connections)
 		warn_at(p, gline(p, "limits", "max_connections_per_ip"),
-			"max_connections_per_ip (%d) is above max_connections (%d)",
-			cfg->max_connections_per_ip, cfg->max_connections);
+		        "max_connections_per_ip (%d) is above max_connections (%d)",
+		        cfg->max_connections_per_ip, cfg->max_connections);
 	if (cfg->max_header_size > cfg->message_size_limit)
 		warn_at(p, gline(p, "limits", "max_header_size"),
-			"max_header_size is above message_size_limit");
+		        "max_header_size is above message_size_limit");
 	if (cfg->delay_warning_time != 0 && cfg->delay_warning_time >= cfg->max_queue_lifetime)
 		warn_at(p, gline(p, "queue", "delay_warning_time"),
-			"delay_warning_time is not below max_lifetime: no delay warning will "
-			"ever be sent");
+		        "delay_warning_time is not below max_lifetime: no delay warning will "
+		        "ever be sent");
 	for (i = 1; i < cfg->nretry; i++) {
 		if (cfg->retry_schedule[i] < cfg->retry_schedule[i - 1]) {
 			warn_at(p, gline(p, "queue", "retry_schedule"),
-				"retry_schedule gets shorter at step %zu; the last step repeats "
-				"forever",
-				i + 1);
+			        "retry_schedule gets shorter at step %zu; the last step repeats "
+			        "forever",
+			        i + 1);
 			break;
 		}
 	}
 	if (cfg->dmarc_enabled && !cfg->spf_enabled && !cfg->dkim_enabled)
 		warn_at(p, gline(p, "auth", "dmarc"),
-			"dmarc = yes with spf and dkim both off: every message will fail DMARC");
+		        "dmarc = yes with spf and dkim both off: every message will fail DMARC");
 }
 
 /* ------------------------------------------------------------ routes */
@@ -334,7 +343,7 @@ static void load_auth_file(struct config_parse *p, size_t ri)
 		return;
 	if (stat(r->auth_file, &st) == 0 && (st.st_mode & 077) != 0)
 		warn_at(p, line, "auth_file \"%s\" is readable by group or others (chmod 600)",
-			r->auth_file);
+		        r->auth_file);
 	text = util_read_file(r->auth_file, 4096, &len);
 	if (text == NULL) {
 		err_at(p, line, "cannot read auth_file \"%s\": %s", r->auth_file,
@@ -391,24 +400,24 @@ static void check_route_type(struct config_parse *p, size_t ri)
 		err_at(p, r->line, "route '%s' has type directory but no directory", r->name);
 	if (r->type != CONFIG_ROUTE_SMTP && r->nhosts > 0)
 		warn_at(p, rline(p, ri, "hosts"), "route '%s': hosts is ignored with type %s",
-			r->name, types[r->type]);
+		        r->name, types[r->type]);
 	if (r->type != CONFIG_ROUTE_DIRECTORY && r->directory != NULL)
 		warn_at(p, rline(p, ri, "directory"),
-			"route '%s': directory is ignored with type %s", r->name, types[r->type]);
+		        "route '%s': directory is ignored with type %s", r->name, types[r->type]);
 	if (r->ca_file != NULL && r->tls != CONFIG_TLS_VERIFY)
 		warn_at(p, rline(p, ri, "tls_ca_file"),
-			"route '%s': tls_ca_file is only used with tls = verify", r->name);
+		        "route '%s': tls_ca_file is only used with tls = verify", r->name);
 	if (r->tls != CONFIG_TLS_NONE)
 		return;
 	if (r->type == CONFIG_ROUTE_MX)
 		warn_at(p, rline(p, ri, "tls"),
-			"route '%s' delivers to MX hosts without TLS (tls = none)", r->name);
+		        "route '%s' delivers to MX hosts without TLS (tls = none)", r->name);
 	for (i = 0; r->type == CONFIG_ROUTE_SMTP && i < r->nhosts; i++) {
 		if (!host_is_loopback(r->hosts[i].host))
 			warn_at(p, rline(p, ri, "tls"),
-				"route '%s' delivers to %s without TLS (tls = none): mail crosses "
-				"the network in clear text",
-				r->name, r->hosts[i].host);
+			        "route '%s' delivers to %s without TLS (tls = none): mail crosses "
+			        "the network in clear text",
+			        r->name, r->hosts[i].host);
 	}
 }
 
@@ -442,9 +451,9 @@ static void check_routes(struct config_parse *p)
 
 			if (!util_strlist_has_case(&cfg->accepted_domains, dom))
 				warn_at(p, rline(p, i, "domains"),
-					"route '%s': %s is not in accepted_domains, so no mail for "
-					"it is accepted",
-					r->name, dom);
+				        "route '%s': %s is not in accepted_domains, so no mail for "
+				        "it is accepted",
+				        r->name, dom);
 			for (j = 0; j < i; j++) {
 				for (k = 0; k < cfg->routes[j].domains.n; k++) {
 					if (util_strcaseeq(cfg->routes[j].domains.v[k], dom))

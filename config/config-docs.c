@@ -18,7 +18,7 @@
 
 /* dump_section - "[name]" and one line per directive of base. */
 static void dump_section(const struct config_section *s, const char *title, const void *base,
-			 FILE *out)
+                         FILE *out)
 {
 	struct util_buf b;
 	size_t j;
@@ -30,6 +30,13 @@ static void dump_section(const struct config_section *s, const char *title, cons
 
 		if (!config_value_is_set(d, base)) {
 			fprintf(out, "; %s = (not set)\n", d->name);
+			continue;
+		}
+		/* Credentials read from auth_file are not directives of their own:
+		 * printing them would make the dump fail to load (exclusive). */
+		if (s->named && ((const struct config_route *)base)->auth_file != NULL &&
+		    (strcmp(d->name, "auth_user") == 0 || strcmp(d->name, "auth_password") == 0)) {
+			fprintf(out, "; %s = (from auth_file)\n", d->name);
 			continue;
 		}
 		if (d->flags & CONFIG_F_SECRET) {
@@ -50,7 +57,7 @@ void config_dump(const struct config *cfg, FILE *out)
 	size_t i, r;
 
 	fprintf(out, "; mxgate effective configuration, from %s\n",
-		cfg->path != NULL ? cfg->path : "(unknown)");
+	        cfg->path != NULL ? cfg->path : "(unknown)");
 	for (i = 0; i < config_nsections; i++) {
 		const struct config_section *s = &config_sections[i];
 
@@ -65,13 +72,23 @@ void config_dump(const struct config *cfg, FILE *out)
 	}
 }
 
-/* md_cell - text with '|' escaped for a GitHub-flavoured Markdown table. */
+/* md_cell - one table cell: '|' escaped (GFM needs it even in code spans),
+ * '<' and '>' escaped outside code spans so "<hostname>" is not taken for
+ * HTML. */
 static void md_cell(FILE *out, const char *s)
 {
+	bool code = false;
+
 	fputs(" ", out);
 	for (; *s != '\0'; s++) {
+		if (*s == '`')
+			code = !code;
 		if (*s == '|')
 			fputs("\\|", out);
+		else if (!code && *s == '<')
+			fputs("&lt;", out);
+		else if (!code && *s == '>')
+			fputs("&gt;", out);
 		else
 			fputc(*s, out);
 	}
@@ -145,7 +162,7 @@ void config_reference_markdown(FILE *out)
 
 /* config_reload_check - compare non-reloadable directives of two configs. */
 size_t config_reload_check(const struct config *old, const struct config *cur,
-			   struct config_diags *diags)
+                           struct config_diags *diags)
 {
 	struct util_buf a, b;
 	size_t i, j, n = 0;
@@ -167,10 +184,10 @@ size_t config_reload_check(const struct config *old, const struct config *cur,
 			if (strcmp(a.data != NULL ? a.data : "", b.data != NULL ? b.data : "") == 0)
 				continue;
 			config_diag_add(diags, cur->path, 0, true,
-					"[%s] %s changed from \"%s\" to \"%s\"; a reload keeps the "
-					"old value, restart mxgate to apply it",
-					s->name, d->name, a.data != NULL ? a.data : "",
-					b.data != NULL ? b.data : "");
+			                "[%s] %s changed from \"%s\" to \"%s\"; a reload keeps the "
+			                "old value, restart mxgate to apply it",
+			                s->name, d->name, a.data != NULL ? a.data : "",
+			                b.data != NULL ? b.data : "");
 			n++;
 		}
 	}

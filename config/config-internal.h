@@ -59,16 +59,16 @@ typedef const char *(*config_validator)(const char *value, char *buf, size_t buf
 struct config_directive {
 	const char *name;
 	enum config_type type;
-	size_t off;                 /* offsetof the field in struct config / config_route */
-	size_t noff;                /* offsetof the count, for LISTEN / HOSTS / DURATIONS */
-	size_t size;                /* sizeof the field (int vs int64_t) */
-	const char *def;            /* default, written as in the file; NULL = none */
-	const char *def_doc;        /* shown instead of def when the default is computed */
-	int64_t min, max;           /* inclusive bounds (per item for lists); 0,0 = none */
-	const char *const *enums;   /* NULL-terminated value names */
-	config_validator validate;  /* extra check per value / list item, or NULL */
-	unsigned flags;             /* CONFIG_F_* */
-	const char *doc;            /* one line for check-config and the reference */
+	size_t off;                /* offsetof the field in struct config / config_route */
+	size_t noff;               /* offsetof the count, for LISTEN / HOSTS / DURATIONS */
+	size_t size;               /* sizeof the field (int vs int64_t) */
+	const char *def;           /* default, written as in the file; NULL = none */
+	const char *def_doc;       /* shown instead of def when the default is computed */
+	int64_t min, max;          /* inclusive bounds (per item for lists); 0,0 = none */
+	const char *const *enums;  /* NULL-terminated value names */
+	config_validator validate; /* extra check per value / list item, or NULL */
+	unsigned flags;            /* CONFIG_F_* */
+	const char *doc;           /* one line for check-config and the reference */
 };
 
 /* One section kind.  `named` sections ([route NAME]) may appear several times
@@ -88,7 +88,7 @@ extern const size_t config_nsections;
 const struct config_section *config_section_find(const char *name);
 /* config_directive_find - the directive called name in s (exact), or NULL. */
 const struct config_directive *config_directive_find(const struct config_section *s,
-						     const char *name);
+                                                     const char *name);
 /* config_route_section - the [route NAME] section kind. */
 const struct config_section *config_route_section(void);
 
@@ -96,7 +96,7 @@ const struct config_section *config_route_section(void);
 
 /* config_diag_add - append "file:line: message" (a copy of file is kept). */
 void config_diag_add(struct config_diags *d, const char *file, int line, bool warning,
-		     const char *fmt, ...) UTIL_PRINTF(5, 6);
+                     const char *fmt, ...) UTIL_PRINTF(5, 6);
 /* config_suggest - the candidate closest to word (edit distance, ignoring
  * case) when it is close enough to be a likely typo, else NULL. */
 const char *config_suggest(const char *word, const char *const *cands, size_t n);
@@ -114,7 +114,7 @@ struct config_loc {
  * types append).  Every problem is reported at loc; a list keeps its good
  * items.  Returns 0 when nothing was wrong, -1 otherwise. */
 int config_value_parse(const struct config_directive *d, void *base, const char *value,
-		       const struct config_loc *loc);
+                       const struct config_loc *loc);
 /* config_type_is_list - list types append and may be repeated or continued. */
 bool config_type_is_list(enum config_type t);
 /* config_value_is_set - does the field hold a value (non-NULL, non-empty)?
@@ -148,14 +148,13 @@ struct config_parse {
 	struct config *cfg;
 	struct config_diags *diags;
 	const char *file;
-	int **seen;                 /* per section kind (index in config_sections), per directive */
-	int **route_seen;           /* per route, per route directive */
+	int **seen;       /* per section kind (index in config_sections), per directive */
+	int **route_seen; /* per route, per route directive */
 };
 
 /* config_seen_line - line that set directive name of section sname (for
  * route sections: of route ri), 0 when it kept its default. */
-int config_seen_line(const struct config_parse *p, const char *sname, size_t ri,
-		     const char *name);
+int config_seen_line(const struct config_parse *p, const char *sname, size_t ri, const char *name);
 /* config_check_all - cross-field checks and computed defaults, after parsing. */
 void config_check_all(struct config_parse *p);
 

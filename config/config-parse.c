@@ -37,7 +37,7 @@
 
 /* config_diag_add - append one diagnostic. */
 void config_diag_add(struct config_diags *d, const char *file, int line, bool warning,
-		     const char *fmt, ...)
+                     const char *fmt, ...)
 {
 	struct config_diag *e;
 	va_list ap, ap2;
@@ -80,7 +80,7 @@ void config_diags_print(const struct config_diags *d, FILE *out)
 
 	for (i = 0; i < d->n; i++)
 		fprintf(out, "%s:%d: %s%s\n", d->v[i].file, d->v[i].line,
-			d->v[i].warning ? "warning: " : "", d->v[i].msg);
+		        d->v[i].warning ? "warning: " : "", d->v[i].msg);
 }
 
 /* config_diags_errors - entries that are not warnings. */
@@ -151,16 +151,16 @@ const char *config_suggest(const char *word, const char *const *cands, size_t n)
 /* ------------------------------------------------------------ parser state */
 
 struct parser {
-	struct config_parse p;                /* shared with config-check.c */
-	const char *text;                     /* the whole file, borrowed */
+	struct config_parse p; /* shared with config-check.c */
+	const char *text;      /* the whole file, borrowed */
 	size_t len, pos;
-	int lineno;                           /* line last handed to inih */
-	bool cont;                            /* that line continues the previous directive */
-	bool inih_prev;                       /* inih has a previous name to continue */
-	bool before_any;                      /* no section header seen yet */
-	const struct config_section *sec;     /* current section; NULL = ignore its keys */
-	size_t route;                         /* current route when sec->named */
-	const struct config_directive *prev;  /* directive a continuation line extends */
+	int lineno;                          /* line last handed to inih */
+	bool cont;                           /* that line continues the previous directive */
+	bool inih_prev;                      /* inih has a previous name to continue */
+	bool before_any;                     /* no section header seen yet */
+	const struct config_section *sec;    /* current section; NULL = ignore its keys */
+	size_t route;                        /* current route when sec->named */
+	const struct config_directive *prev; /* directive a continuation line extends */
 };
 
 /* section_index - position of s in config_sections. */
@@ -351,6 +351,25 @@ static bool has_separator(const char *s, const char *end)
 	return false;
 }
 
+/* names_section - does "[kind ...]" name a known section kind?  Decides
+ * whether an indented "[...]" line is a header or continues a list such as
+ * "listen = 0.0.0.0:25," followed by "    [::]:25". */
+static bool names_section(const char *s, const char *end)
+{
+	char kind[32];
+	size_t n;
+
+	for (s++; s < end && (*s == ' ' || *s == '\t'); s++)
+		;
+	for (n = 0; s + n < end && strchr(" \t]", s[n]) == NULL; n++)
+		;
+	if (n == 0 || n >= sizeof(kind))
+		return false;
+	memcpy(kind, s, n);
+	kind[n] = '\0';
+	return config_section_find(kind) != NULL;
+}
+
 /* classify - check one physical line; returns the text inih should see
  * (s, the line itself) or NULL to hand it a blank line instead. */
 static const char *classify(struct parser *ps, const char *line, size_t n)
@@ -374,7 +393,7 @@ static const char *classify(struct parser *ps, const char *line, size_t n)
 		s++;
 	if (s == end || *s == ';' || *s == '#')
 		return line;
-	if (*s == '[') {
+	if (*s == '[' && (s == line || !ps->inih_prev || names_section(s, end))) {
 		if (!header_line(ps, s, (size_t)(end - s)))
 			return NULL;
 		ps->inih_prev = false;
@@ -469,11 +488,15 @@ static void continuation(struct parser *ps, void *base, const char *value)
 	strip_comment(v);
 	word = looks_like_directive(ps->sec, v);
 	if (word != NULL)
-		perr(ps, "indented line continues '%s'; if '%s' is meant as a new directive, "
-			 "remove the leading whitespace", d->name, word);
+		perr(ps,
+		     "indented line continues '%s'; if '%s' is meant as a new directive, "
+		     "remove the leading whitespace",
+		     d->name, word);
 	else if (!config_type_is_list(d->type))
-		perr(ps, "continuation line: '%s' takes a single value (is this line indented "
-			 "by mistake?)", d->name);
+		perr(ps,
+		     "continuation line: '%s' takes a single value (is this line indented "
+		     "by mistake?)",
+		     d->name);
 	else if (v[0] != '\0')
 		config_value_parse(d, base, v, &loc);
 	free(v);
@@ -539,8 +562,10 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	seen = &seen_array(ps)[d - ps->sec->dirs];
 	if (*seen != 0 && !config_type_is_list(d->type)) {
-		perr(ps, "duplicate directive '%s' (first set at line %d; only list directives "
-			 "may be repeated)", name, *seen);
+		perr(ps,
+		     "duplicate directive '%s' (first set at line %d; only list directives "
+		     "may be repeated)",
+		     name, *seen);
 		return 1;
 	}
 	if (*seen == 0)
@@ -567,10 +592,15 @@ struct ini_opts {
 static struct ini_opts ini_setup(void)
 {
 	static char prefixes[] = ";#";
-	struct ini_opts o = {ini_max_line,         ini_use_stack,   ini_allow_multiline,
-			     ini_allow_inline_comments, ini_stop_on_first_error, ini_allow_no_value,
-			     ini_allow_bom,        ini_inline_comment_prefixes,
-			     ini_start_comment_prefixes};
+	struct ini_opts o = {ini_max_line,
+	                     ini_use_stack,
+	                     ini_allow_multiline,
+	                     ini_allow_inline_comments,
+	                     ini_stop_on_first_error,
+	                     ini_allow_no_value,
+	                     ini_allow_bom,
+	                     ini_inline_comment_prefixes,
+	                     ini_start_comment_prefixes};
 
 	ini_max_line = CONFIG_LINE_MAX + 3;
 	ini_use_stack = true;
@@ -632,7 +662,7 @@ static bool has_error_at(const struct config_diags *d, size_t from, int line)
 
 /* parse_text - the whole pipeline over text[0..len). */
 static struct config *parse_text(const char *text, size_t len, const char *name,
-				 struct config_diags *diags)
+                                 struct config_diags *diags)
 {
 	struct parser ps;
 	struct ini_opts saved;
@@ -689,7 +719,7 @@ struct config *config_load(const char *path, struct config_diags *diags)
 	text = util_read_file(path, CONFIG_FILE_MAX, &len);
 	if (text == NULL) {
 		config_diag_add(diags, path, 0, false, "cannot read the configuration: %s",
-				errno == EFBIG ? "file too large" : strerror(errno));
+		                errno == EFBIG ? "file too large" : strerror(errno));
 		return NULL;
 	}
 	cfg = parse_text(text, len, path, diags);

@@ -91,7 +91,7 @@ static const char *v_header(const char *s, char *buf, size_t buflen)
 
 		if (c < 33 || c > 126 || c == ':') {
 			snprintf(buf, buflen, "character '%c' not allowed in a header field name",
-				 c >= 33 && c <= 126 ? c : '?');
+			         c >= 33 && c <= 126 ? c : '?');
 			return buf;
 		}
 	}
@@ -133,7 +133,7 @@ static const char *v_ciphers(const char *s, char *buf, size_t buflen)
 
 		if (c <= 0x20 || c > 0x7e) {
 			snprintf(buf, buflen, "unexpected character 0x%02x (OpenSSL lists use ':')",
-				 c);
+			         c);
 			return buf;
 		}
 	}
@@ -151,233 +151,264 @@ static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
 
 /* ------------------------------------------------------------ tables */
 
-#define R CONFIG_F_RELOAD
-#define S CONFIG_F_SECRET
-#define KB (INT64_C(1024))
-#define MB (INT64_C(1024) * 1024)
-#define GB (INT64_C(1024) * 1024 * 1024)
+#define R      CONFIG_F_RELOAD
+#define S      CONFIG_F_SECRET
+#define KB     (INT64_C(1024))
+#define MB     (INT64_C(1024) * 1024)
+#define GB     (INT64_C(1024) * 1024 * 1024)
 #define MINUTE 60
-#define HOUR 3600
-#define DAY 86400
+#define HOUR   3600
+#define DAY    86400
 
 /* G - a struct config field; GN - a pointer field with its count field. */
 #define G(f) offsetof(struct config, f), 0, sizeof(((struct config *)0)->f)
-#define GN(f, n) offsetof(struct config, f), offsetof(struct config, n), sizeof(((struct config *)0)->f)
+#define GN(f, n)                                                                                   \
+	offsetof(struct config, f), offsetof(struct config, n), sizeof(((struct config *)0)->f)
 #define RT(f) offsetof(struct config_route, f), 0, sizeof(((struct config_route *)0)->f)
 #define RTN(f, n)                                                                                  \
 	offsetof(struct config_route, f), offsetof(struct config_route, n),                        \
 	    sizeof(((struct config_route *)0)->f)
 
 static const struct config_directive d_server[] = {
-	{"hostname", CONFIG_T_STRING, G(hostname), NULL, "gethostname()", 0, 0, NULL, v_fqdn, R,
-	 "Fully-qualified name used in the banner, Received: and HELO towards downstream"},
-	{"listen", CONFIG_T_LISTEN, GN(listen, nlisten), NULL, NULL, 0, 0, NULL, NULL, 0,
-	 "Numeric addresses to accept SMTP on: 0.0.0.0:25, [::]:25 (required)"},
-	{"banner_text", CONFIG_T_STRING, G(banner_text), "mxgate", NULL, 0, 0, NULL, v_printable,
-	 R, "Text after \"220 <hostname> ESMTP \" in the greeting"},
-	{"user", CONFIG_T_STRING, G(user), NULL, NULL, 0, 0, NULL, v_account, 0,
-	 "Drop root privileges to this user after binding the ports"},
-	{"group", CONFIG_T_STRING, G(group), NULL, NULL, 0, 0, NULL, v_account, 0,
-	 "Group to switch to along with user (default: the user's primary group)"},
-	{"control_socket", CONFIG_T_STRING, G(control_socket), NULL, "<queue directory>/control.sock",
-	 0, 0, NULL, NULL, 0, "Unix socket for `mxgate queue|status|reload`"},
+    {"hostname", CONFIG_T_STRING, G(hostname), NULL, "gethostname()", 0, 0, NULL, v_fqdn, R,
+     "Fully-qualified name used in the banner, Received: and HELO towards downstream"},
+    {"listen", CONFIG_T_LISTEN, GN(listen, nlisten), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Numeric addresses to accept SMTP on: 0.0.0.0:25, [::]:25 (required; a reload adds and "
+     "removes listeners - new ports below 1024 then need CAP_NET_BIND_SERVICE)"},
+    {"banner_text", CONFIG_T_STRING, G(banner_text), "mxgate", NULL, 0, 0, NULL, v_printable, R,
+     "Text after \"220 <hostname> ESMTP \" in the greeting"},
+    {"user", CONFIG_T_STRING, G(user), NULL, NULL, 0, 0, NULL, v_account, 0,
+     "Drop root privileges to this user after binding the ports"},
+    {"group", CONFIG_T_STRING, G(group), NULL, NULL, 0, 0, NULL, v_account, 0,
+     "Group to switch to along with user (default: the user's primary group)"},
+    {"control_socket", CONFIG_T_STRING, G(control_socket), NULL, "<queue directory>/control.sock",
+     0, 0, NULL, NULL, 0, "Unix socket for `mxgate queue|status|reload`"},
 };
 
 static const struct config_directive d_limits[] = {
-	{"message_size_limit", CONFIG_T_SIZE, G(message_size_limit), "35M", NULL, 1 * KB, 2 * GB,
-	 NULL, NULL, R, "Largest message accepted (advertised as SIZE, enforced during DATA)"},
-	{"max_recipients", CONFIG_T_INT, G(max_recipients), "100", NULL, 1, 100000, NULL, NULL, R,
-	 "Recipients per message; more get 452 (RFC 5321 section 4.5.3.1.8)"},
-	{"max_connections", CONFIG_T_INT, G(max_connections), "1000", NULL, 1, 1000000, NULL, NULL,
-	 R, "Concurrent client connections in total; more get 421"},
-	{"max_connections_per_ip", CONFIG_T_INT, G(max_connections_per_ip), "20", NULL, 1, 1000000,
-	 NULL, NULL, R, "Concurrent client connections from one address"},
-	{"max_errors", CONFIG_T_INT, G(max_errors), "10", NULL, 1, 1000, NULL, NULL, R,
-	 "Failed commands in one session before 421 and close"},
-	{"max_header_size", CONFIG_T_SIZE, G(max_header_size), "1M", NULL, 4 * KB, 64 * MB, NULL,
-	 NULL, R, "Bytes of the header block kept in memory for DKIM/DMARC"},
-	{"command_timeout", CONFIG_T_DURATION, G(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL,
-	 R, "Idle time allowed between commands (RFC 5321 section 4.5.3.2: 5m)"},
-	{"data_timeout", CONFIG_T_DURATION, G(data_timeout), "3m", NULL, 1, HOUR, NULL, NULL, R,
-	 "Idle time allowed between two chunks of DATA (RFC 5321: 3m)"},
-	{"data_total_timeout", CONFIG_T_DURATION, G(data_total_timeout), "30m", NULL, 1, DAY, NULL,
-	 NULL, R, "Time allowed for the whole DATA phase"},
-	{"proxy_timeout", CONFIG_T_DURATION, G(proxy_timeout), "10s", NULL, 1, 5 * MINUTE, NULL, NULL,
-	 R, "Time a trusted proxy has to send its PROXY header"},
+    {"message_size_limit", CONFIG_T_SIZE, G(message_size_limit), "35M", NULL, 1 * KB, 2 * GB, NULL,
+     NULL, R, "Largest message accepted (advertised as SIZE, enforced during DATA)"},
+    {"max_recipients", CONFIG_T_INT, G(max_recipients), "100", NULL, 1, 100000, NULL, NULL, R,
+     "Recipients per message; more get 452 (RFC 5321 section 4.5.3.1.8)"},
+    {"max_connections", CONFIG_T_INT, G(max_connections), "1000", NULL, 1, 1000000, NULL, NULL, R,
+     "Concurrent client connections in total; more get 421"},
+    {"max_connections_per_ip", CONFIG_T_INT, G(max_connections_per_ip), "20", NULL, 1, 1000000,
+     NULL, NULL, R, "Concurrent client connections from one address"},
+    {"max_errors", CONFIG_T_INT, G(max_errors), "10", NULL, 1, 1000, NULL, NULL, R,
+     "Failed commands in one session before 421 and close"},
+    {"max_header_size", CONFIG_T_SIZE, G(max_header_size), "1M", NULL, 4 * KB, 64 * MB, NULL, NULL,
+     R, "Bytes of the header block kept in memory for DKIM/DMARC"},
+    {"command_timeout", CONFIG_T_DURATION, G(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL, R,
+     "Idle time allowed between commands (RFC 5321 section 4.5.3.2: 5m)"},
+    {"data_timeout", CONFIG_T_DURATION, G(data_timeout), "3m", NULL, 1, HOUR, NULL, NULL, R,
+     "Idle time allowed between two chunks of DATA (RFC 5321: 3m)"},
+    {"data_total_timeout", CONFIG_T_DURATION, G(data_total_timeout), "30m", NULL, 1, DAY, NULL,
+     NULL, R, "Time allowed for the whole DATA phase"},
+    {"proxy_timeout", CONFIG_T_DURATION, G(proxy_timeout), "10s", NULL, 1, 5 * MINUTE, NULL, NULL,
+     R, "Time a trusted proxy has to send its PROXY header"},
 };
 
 static const struct config_directive d_tls[] = {
-	{"cert_file", CONFIG_T_PATH, G(tls_cert_file), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "PEM certificate chain; without it STARTTLS is not offered"},
-	{"key_file", CONFIG_T_PATH, G(tls_key_file), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "PEM private key of cert_file"},
-	{"ciphers", CONFIG_T_STRING, G(tls_ciphers), "ECDHE+AESGCM:ECDHE+CHACHA20", NULL, 0, 0,
-	 NULL, v_ciphers, R, "TLS 1.2 cipher list (OpenSSL syntax)"},
-	{"ciphersuites", CONFIG_T_STRING, G(tls_ciphersuites),
-	 "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", NULL, 0, 0,
-	 NULL, v_ciphers, R, "TLS 1.3 cipher suites (OpenSSL syntax)"},
-	{"min_version", CONFIG_T_STRING, G(tls_min_version), "TLSv1.2", NULL, 0, 0, e_tls_version,
-	 NULL, R, "Oldest TLS version accepted"},
+    {"cert_file", CONFIG_T_PATH, G(tls_cert_file), NULL, NULL, 0, 0, NULL, NULL, R,
+     "PEM certificate chain; without it STARTTLS is not offered"},
+    {"key_file", CONFIG_T_PATH, G(tls_key_file), NULL, NULL, 0, 0, NULL, NULL, R,
+     "PEM private key of cert_file"},
+    {"ciphers", CONFIG_T_STRING, G(tls_ciphers), "ECDHE+AESGCM:ECDHE+CHACHA20", NULL, 0, 0, NULL,
+     v_ciphers, R, "TLS 1.2 cipher list (OpenSSL syntax)"},
+    {"ciphersuites", CONFIG_T_STRING, G(tls_ciphersuites),
+     "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", NULL, 0, 0, NULL,
+     v_ciphers, R, "TLS 1.3 cipher suites (OpenSSL syntax)"},
+    {"min_version", CONFIG_T_STRING, G(tls_min_version), "TLSv1.2", NULL, 0, 0, e_tls_version, NULL,
+     R, "Oldest TLS version accepted"},
 };
 
 static const struct config_directive d_access[] = {
-	{"allow", CONFIG_T_CIDRS, G(allow), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "Client networks allowed to connect; empty = everyone not denied"},
-	{"deny", CONFIG_T_CIDRS, G(deny), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "Client networks refused with 554 at connect; deny wins over allow"},
-	{"trusted_proxies", CONFIG_T_CIDRS, G(trusted_proxies), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "Load balancers that must send a PROXY v1/v2 header with the real client"},
+    {"allow", CONFIG_T_CIDRS, G(allow), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Client networks allowed to connect; empty = everyone not denied"},
+    {"deny", CONFIG_T_CIDRS, G(deny), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Client networks refused with 554 at connect; deny wins over allow"},
+    {"trusted_proxies", CONFIG_T_CIDRS, G(trusted_proxies), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Load balancers that must send a PROXY v1/v2 header with the real client"},
 };
 
 static const struct config_directive d_domains[] = {
-	{"accepted_domains", CONFIG_T_DOMAINS, G(accepted_domains), NULL, NULL, 0, 0, NULL, NULL,
-	 R, "Recipient domains mxgate accepts mail for (required; all else is relaying)"},
-	{"accepted_recipients", CONFIG_T_ADDRS, G(accepted_recipients), NULL, NULL, 0, 0, NULL,
-	 NULL, R, "Exact recipient addresses; when set, all other recipients get 550"},
-	{"recipients_file", CONFIG_T_PATH, G(recipients_file), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "File of recipient addresses, one per line ('#' comments), added to accepted_recipients"},
+    {"accepted_domains", CONFIG_T_DOMAINS, G(accepted_domains), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Recipient domains mxgate accepts mail for (required; all else is relaying)"},
+    {"accepted_recipients", CONFIG_T_ADDRS, G(accepted_recipients), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Exact recipient addresses; when set, all other recipients get 550"},
+    {"recipients_file", CONFIG_T_PATH, G(recipients_file), NULL, NULL, 0, 0, NULL, NULL, R,
+     "File of recipient addresses, one per line ('#' comments), added to accepted_recipients"},
 };
 
 static const struct config_directive d_queue[] = {
-	{"directory", CONFIG_T_DIR, G(queue_dir), "/var/spool/mxgate", NULL, 0, 0, NULL, NULL, 0,
-	 "Queue directory (incoming/ active/ deferred/ hold/); created at start"},
-	{"fsync", CONFIG_T_BOOL, G(queue_fsync), "yes", NULL, 0, 0, NULL, NULL, R,
-	 "fsync messages before 250; switch off only for benchmarks"},
-	{"max_lifetime", CONFIG_T_DURATION, G(max_queue_lifetime), "5d", NULL, 1, 365 * DAY, NULL,
-	 NULL, R, "Time a message may stay queued before it bounces"},
-	{"delay_warning_time", CONFIG_T_DURATION, G(delay_warning_time), "4h", NULL, 0, 365 * DAY,
-	 NULL, NULL, R, "Queue time before a \"delayed\" DSN goes to the sender; 0 = never"},
-	{"retry_schedule", CONFIG_T_DURATIONS, GN(retry_schedule, nretry), "1m, 5m, 15m, 30m, 1h",
-	 NULL, 1, 7 * DAY, NULL, NULL, R, "Waits between delivery attempts; the last one repeats"},
-	{"max_deliveries", CONFIG_T_INT, G(max_deliveries), "20", NULL, 1, 100000, NULL, NULL, R,
-	 "Concurrent deliveries over all routes"},
-	{"bounce_sender", CONFIG_T_STRING, G(bounce_sender), NULL, "MAILER-DAEMON@<hostname>", 0,
-	 0, NULL, v_address, R, "From: address of delivery status notifications"},
+    {"directory", CONFIG_T_DIR, G(queue_dir), "/var/spool/mxgate", NULL, 0, 0, NULL, NULL, 0,
+     "Queue directory (incoming/ active/ deferred/ hold/); created at start"},
+    {"fsync", CONFIG_T_BOOL, G(queue_fsync), "yes", NULL, 0, 0, NULL, NULL, R,
+     "fsync messages before 250; switch off only for benchmarks"},
+    {"max_lifetime", CONFIG_T_DURATION, G(max_queue_lifetime), "5d", NULL, 1, 365 * DAY, NULL, NULL,
+     R, "Time a message may stay queued before it bounces"},
+    {"delay_warning_time", CONFIG_T_DURATION, G(delay_warning_time), "4h", NULL, 0, 365 * DAY, NULL,
+     NULL, R, "Queue time before a \"delayed\" DSN goes to the sender; 0 = never"},
+    {"retry_schedule", CONFIG_T_DURATIONS, GN(retry_schedule, nretry), "1m, 5m, 15m, 30m, 1h", NULL,
+     1, 7 * DAY, NULL, NULL, R, "Waits between delivery attempts; the last one repeats"},
+    {"max_deliveries", CONFIG_T_INT, G(max_deliveries), "20", NULL, 1, 100000, NULL, NULL, R,
+     "Concurrent deliveries over all routes"},
+    {"bounce_sender", CONFIG_T_STRING, G(bounce_sender), NULL, "MAILER-DAEMON@<hostname>", 0, 0,
+     NULL, v_address, R, "From: address of delivery status notifications"},
 };
 
 static const struct config_directive d_log[] = {
-	{"level", CONFIG_T_ENUM, G(log_level), "info", NULL, 0, 0, e_log_level, NULL, R,
-	 "Least severe level logged"},
-	{"format", CONFIG_T_ENUM, G(log_format), "text", NULL, 0, 0, e_log_format, NULL, R,
-	 "text (key=value) or json, one line per event"},
-	{"file", CONFIG_T_STRING, G(log_file), NULL, "stderr", 0, 0, NULL, NULL, 0,
-	 "Append logs to this file instead of stderr"},
+    {"level", CONFIG_T_ENUM, G(log_level), "info", NULL, 0, 0, e_log_level, NULL, R,
+     "Least severe level logged"},
+    {"format", CONFIG_T_ENUM, G(log_format), "text", NULL, 0, 0, e_log_format, NULL, R,
+     "text (key=value) or json, one line per event"},
+    {"file", CONFIG_T_STRING, G(log_file), NULL, "stderr", 0, 0, NULL, NULL, 0,
+     "Append logs to this file instead of stderr"},
 };
 
 static const struct config_directive d_dns[] = {
-	{"forwarders", CONFIG_T_LIST, G(dns_forwarders), NULL, "full recursion", 0, 0, NULL,
-	 v_forwarder, 0, "Resolvers to forward to, as addr or addr@port (127.0.0.1@5353)"},
-	{"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), NULL, NULL, 0, 0, NULL, NULL,
-	 0, "DNSSEC root trust anchor; setting it enables validation"},
-	{"timeout", CONFIG_T_DURATION, G(dns_timeout), "5s", NULL, 1, 60, NULL, NULL, 0,
-	 "Time allowed for one DNS query"},
-	{"cache_size", CONFIG_T_INT, G(dns_cache_size), "10000", NULL, 0, 10000000, NULL, NULL, 0,
-	 "DNS cache entries"},
+    {"forwarders", CONFIG_T_LIST, G(dns_forwarders), NULL, "full recursion", 0, 0, NULL,
+     v_forwarder, 0, "Resolvers to forward to, as addr or addr@port (127.0.0.1@5353)"},
+    {"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), NULL, NULL, 0, 0, NULL, NULL, 0,
+     "DNSSEC root trust anchor; setting it enables validation"},
+    {"timeout", CONFIG_T_DURATION, G(dns_timeout), "5s", NULL, 1, 60, NULL, NULL, 0,
+     "Time allowed for one DNS query"},
+    {"cache_size", CONFIG_T_INT, G(dns_cache_size), "10000", NULL, 0, 10000000, NULL, NULL, 0,
+     "DNS cache entries"},
 };
 
 static const struct config_directive d_auth[] = {
-	{"authserv_id", CONFIG_T_STRING, G(authserv_id), NULL, "<hostname>", 0, 0, NULL, v_domain,
-	 R, "authserv-id of Authentication-Results (RFC 8601); forged ones are removed"},
-	{"spf", CONFIG_T_BOOL, G(spf_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
-	 "Check SPF (RFC 7208) of MAIL FROM and HELO"},
-	{"spf_reject_fail", CONFIG_T_BOOL, G(spf_reject_fail), "no", NULL, 0, 0, NULL, NULL, R,
-	 "Answer 550 on SPF fail instead of leaving the judgement to DMARC"},
-	{"spf_temperror_defer", CONFIG_T_BOOL, G(spf_temperror_defer), "no", NULL, 0, 0, NULL, NULL,
-	 R, "Answer 451 on SPF temperror"},
-	{"dkim", CONFIG_T_BOOL, G(dkim_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
-	 "Verify DKIM signatures (RFC 6376)"},
-	{"dkim_max_signatures", CONFIG_T_INT, G(dkim_max_signatures), "5", NULL, 1, 50, NULL, NULL,
-	 R, "Signatures verified per message; the rest are ignored"},
-	{"dkim_min_rsa_bits", CONFIG_T_INT, G(dkim_min_rsa_bits), "1024", NULL, 1024, 16384, NULL,
-	 NULL, R, "Shorter RSA keys fail (RFC 8301 section 3.2)"},
-	{"dmarc", CONFIG_T_BOOL, G(dmarc_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
-	 "Evaluate DMARC (RFC 7489) on the From: domain"},
-	{"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc,
-	 NULL, R, "Strongest action taken on a DMARC failure: reject, quarantine or monitor"},
-	{"dmarc_exempt_domains", CONFIG_T_DOMAINS, G(dmarc_exempt_domains), NULL, NULL, 0, 0, NULL,
-	 NULL, R, "From: domains evaluated and stamped but never enforced"},
-	{"dmarc_exempt_clients", CONFIG_T_CIDRS, G(dmarc_exempt_clients), NULL, NULL, 0, 0, NULL,
-	 NULL, R, "Client networks evaluated and stamped but never enforced"},
-	{"psl_file", CONFIG_T_PATH, G(psl_file), "/usr/share/publicsuffix/public_suffix_list.dat",
-	 NULL, 0, 0, NULL, NULL, R, "Public Suffix List, for DMARC organizational domains"},
-	{"policy_workers", CONFIG_T_INT, G(policy_workers), "4", NULL, 1, 256, NULL, NULL, 0,
-	 "Worker threads for SPF/DKIM/DMARC evaluation"},
+    {"authserv_id", CONFIG_T_STRING, G(authserv_id), NULL, "<hostname>", 0, 0, NULL, v_domain, R,
+     "authserv-id of Authentication-Results (RFC 8601); forged ones are removed"},
+    {"spf", CONFIG_T_BOOL, G(spf_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Check SPF (RFC 7208) of MAIL FROM and HELO"},
+    {"spf_reject_fail", CONFIG_T_BOOL, G(spf_reject_fail), "no", NULL, 0, 0, NULL, NULL, R,
+     "Answer 550 on SPF fail instead of leaving the judgement to DMARC"},
+    {"spf_temperror_defer", CONFIG_T_BOOL, G(spf_temperror_defer), "no", NULL, 0, 0, NULL, NULL, R,
+     "Answer 451 on SPF temperror"},
+    {"dkim", CONFIG_T_BOOL, G(dkim_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Verify DKIM signatures (RFC 6376)"},
+    {"dkim_max_signatures", CONFIG_T_INT, G(dkim_max_signatures), "5", NULL, 1, 50, NULL, NULL, R,
+     "Signatures verified per message; the rest are ignored"},
+    {"dkim_min_rsa_bits", CONFIG_T_INT, G(dkim_min_rsa_bits), "1024", NULL, 1024, 16384, NULL, NULL,
+     R, "Shorter RSA keys fail (RFC 8301 section 3.2)"},
+    {"dmarc", CONFIG_T_BOOL, G(dmarc_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Evaluate DMARC (RFC 7489) on the From: domain"},
+    {"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc, NULL,
+     R, "Strongest action taken on a DMARC failure: reject, quarantine or monitor"},
+    {"dmarc_exempt_domains", CONFIG_T_DOMAINS, G(dmarc_exempt_domains), NULL, NULL, 0, 0, NULL,
+     NULL, R, "From: domains evaluated and stamped but never enforced"},
+    {"dmarc_exempt_clients", CONFIG_T_CIDRS, G(dmarc_exempt_clients), NULL, NULL, 0, 0, NULL, NULL,
+     R, "Client networks evaluated and stamped but never enforced"},
+    {"psl_file", CONFIG_T_PATH, G(psl_file), "/usr/share/publicsuffix/public_suffix_list.dat", NULL,
+     0, 0, NULL, NULL, R, "Public Suffix List, for DMARC organizational domains"},
+    {"policy_workers", CONFIG_T_INT, G(policy_workers), "4", NULL, 1, 256, NULL, NULL, 0,
+     "Worker threads for SPF/DKIM/DMARC evaluation"},
 };
 
 static const struct config_directive d_spam[] = {
-	{"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
-	 "Score at or above which a message is flagged as spam"},
-	{"weight_spf_fail", CONFIG_T_DOUBLE, G(weight_spf_fail), "3.0", NULL, -100, 100, NULL, NULL,
-	 R, "Score added for SPF fail"},
-	{"weight_spf_softfail", CONFIG_T_DOUBLE, G(weight_spf_softfail), "1.0", NULL, -100, 100,
-	 NULL, NULL, R, "Score added for SPF softfail"},
-	{"weight_dkim_fail", CONFIG_T_DOUBLE, G(weight_dkim_fail), "1.0", NULL, -100, 100, NULL,
-	 NULL, R, "Score added when a DKIM signature fails"},
-	{"weight_dmarc_fail", CONFIG_T_DOUBLE, G(weight_dmarc_fail), "4.0", NULL, -100, 100, NULL,
-	 NULL, R, "Score added for a DMARC failure (policy none or exempt)"},
-	{"weight_dmarc_quarantine", CONFIG_T_DOUBLE, G(weight_dmarc_quarantine), "5.0", NULL, -100,
-	 100, NULL, NULL, R, "Score added for a DMARC failure under p=quarantine"},
-	{"weight_dnsbl", CONFIG_T_DOUBLE, G(weight_dnsbl), "4.0", NULL, -100, 100, NULL, NULL, R,
-	 "Score added per DNSBL zone listing the client"},
-	{"weight_no_rdns", CONFIG_T_DOUBLE, G(weight_no_rdns), "1.0", NULL, -100, 100, NULL, NULL,
-	 R, "Score added when the client has no reverse DNS"},
-	{"dnsbl_zones", CONFIG_T_DOMAINS, G(dnsbl_zones), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "DNS blocklist zones queried with the client address"},
-	{"flag_header", CONFIG_T_STRING, G(spam_flag_header), "X-Spam-Flag", NULL, 0, 0, NULL,
-	 v_header, R, "Header set to YES or NO"},
-	{"score_header", CONFIG_T_STRING, G(spam_score_header), "X-Spam-Score", NULL, 0, 0, NULL,
-	 v_header, R, "Header carrying the score"},
-	{"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
-	 v_header, R, "Header carrying the verdict and the tests that fired"},
+    {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
+     "Score at or above which a message is flagged as spam"},
+    {"weight_spf_fail", CONFIG_T_DOUBLE, G(weight_spf_fail), "3.0", NULL, -100, 100, NULL, NULL, R,
+     "Score added for SPF fail"},
+    {"weight_spf_softfail", CONFIG_T_DOUBLE, G(weight_spf_softfail), "1.0", NULL, -100, 100, NULL,
+     NULL, R, "Score added for SPF softfail"},
+    {"weight_dkim_fail", CONFIG_T_DOUBLE, G(weight_dkim_fail), "1.0", NULL, -100, 100, NULL, NULL,
+     R, "Score added when a DKIM signature fails"},
+    {"weight_dmarc_fail", CONFIG_T_DOUBLE, G(weight_dmarc_fail), "4.0", NULL, -100, 100, NULL, NULL,
+     R, "Score added for a DMARC failure (policy none or exempt)"},
+    {"weight_dmarc_quarantine", CONFIG_T_DOUBLE, G(weight_dmarc_quarantine), "5.0", NULL, -100, 100,
+     NULL, NULL, R, "Score added for a DMARC failure under p=quarantine"},
+    {"weight_dnsbl", CONFIG_T_DOUBLE, G(weight_dnsbl), "4.0", NULL, -100, 100, NULL, NULL, R,
+     "Score added per DNSBL zone listing the client"},
+    {"weight_no_rdns", CONFIG_T_DOUBLE, G(weight_no_rdns), "1.0", NULL, -100, 100, NULL, NULL, R,
+     "Score added when the client has no reverse DNS"},
+    {"dnsbl_zones", CONFIG_T_DOMAINS, G(dnsbl_zones), NULL, NULL, 0, 0, NULL, NULL, R,
+     "DNS blocklist zones queried with the client address"},
+    {"flag_header", CONFIG_T_STRING, G(spam_flag_header), "X-Spam-Flag", NULL, 0, 0, NULL, v_header,
+     R, "Header set to YES or NO"},
+    {"score_header", CONFIG_T_STRING, G(spam_score_header), "X-Spam-Score", NULL, 0, 0, NULL,
+     v_header, R, "Header carrying the score"},
+    {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
+     v_header, R, "Header carrying the verdict and the tests that fired"},
 };
 
 static const struct config_directive d_route[] = {
-	{"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL,
-	 R, "Recipient domains routed here; a route without domains is the default route"},
-	{"type", CONFIG_T_ENUM, RT(type), "smtp", NULL, 0, 0, e_route_type, NULL, R,
-	 "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
-	{"hosts", CONFIG_T_HOSTS, RTN(hosts, nhosts), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "Downstream servers as name:port (port 25 when omitted), tried in order"},
-	{"tls", CONFIG_T_ENUM, RT(tls), "verify", NULL, 0, 0, e_route_tls, NULL, R,
-	 "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked) or none"},
-	{"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
-	 "CA bundle used to verify downstream certificates"},
-	{"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
-	 "SMTP AUTH user towards downstream (needs tls verify or encrypt)"},
-	{"auth_password", CONFIG_T_STRING, RT(auth_password), NULL, NULL, 0, 0, NULL, NULL, R | S,
-	 "SMTP AUTH password; prefer auth_file"},
-	{"auth_file", CONFIG_T_PATH, RT(auth_file), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "File holding \"user:password\" on one line, mode 0600"},
-	{"max_connections", CONFIG_T_INT, RT(max_connections), "10", NULL, 1, 10000, NULL, NULL, R,
-	 "Concurrent connections to this route"},
-	{"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000,
-	 NULL, NULL, R, "Messages carried by one connection before QUIT"},
-	{"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,
-	 NULL, R, "Time allowed to connect and read the greeting"},
-	{"command_timeout", CONFIG_T_DURATION, RT(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL,
-	 R, "Time allowed for each reply (RFC 5321 section 4.5.3.2)"},
-	{"data_timeout", CONFIG_T_DURATION, RT(data_timeout), "10m", NULL, 1, HOUR, NULL, NULL, R,
-	 "Time allowed for the reply to the final dot (RFC 5321: 10m)"},
-	{"directory", CONFIG_T_DIR, RT(directory), NULL, NULL, 0, 0, NULL, NULL, R,
-	 "type directory: folder the .eml files are written to; created at start"},
+    {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
+     "Recipient domains routed here; a route without domains is the default route"},
+    {"type", CONFIG_T_ENUM, RT(type), "smtp", NULL, 0, 0, e_route_type, NULL, R,
+     "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
+    {"hosts", CONFIG_T_HOSTS, RTN(hosts, nhosts), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Downstream servers as name:port (port 25 when omitted), tried in order"},
+    {"tls", CONFIG_T_ENUM, RT(tls), "verify", NULL, 0, 0, e_route_tls, NULL, R,
+     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked) or none"},
+    {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
+     "CA bundle used to verify downstream certificates"},
+    {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
+     "SMTP AUTH user towards downstream (needs tls verify or encrypt)"},
+    {"auth_password", CONFIG_T_STRING, RT(auth_password), NULL, NULL, 0, 0, NULL, NULL, R | S,
+     "SMTP AUTH password; prefer auth_file"},
+    {"auth_file", CONFIG_T_PATH, RT(auth_file), NULL, NULL, 0, 0, NULL, NULL, R,
+     "File holding \"user:password\" on one line, mode 0600"},
+    {"max_connections", CONFIG_T_INT, RT(max_connections), "10", NULL, 1, 10000, NULL, NULL, R,
+     "Concurrent connections to this route"},
+    {"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000, NULL,
+     NULL, R, "Messages carried by one connection before QUIT"},
+    {"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,
+     NULL, R, "Time allowed to connect and read the greeting"},
+    {"command_timeout", CONFIG_T_DURATION, RT(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL, R,
+     "Time allowed for each reply (RFC 5321 section 4.5.3.2)"},
+    {"data_timeout", CONFIG_T_DURATION, RT(data_timeout), "10m", NULL, 1, HOUR, NULL, NULL, R,
+     "Time allowed for the reply to the final dot (RFC 5321: 10m)"},
+    {"directory", CONFIG_T_DIR, RT(directory), NULL, NULL, 0, 0, NULL, NULL, R,
+     "type directory: folder the .eml files are written to; created at start"},
 };
 
-#define SEC(n, named, t, doc) {n, named, t, sizeof(t) / sizeof(t[0]), doc}
+/* [metrics] and [mta_sts] (issue 7: production) */
+static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL};
+
+static const struct config_directive d_metrics[] = {
+    {"listen", CONFIG_T_LISTEN, GN(metrics_listen, nmetrics_listen), NULL, "off", 0, 0, NULL, NULL,
+     0, "Addresses serving Prometheus metrics at GET /metrics over plain HTTP: keep it private"},
+};
+
+static const struct config_directive d_mta_sts[] = {
+    {"mode", CONFIG_T_ENUM, G(mta_sts_mode), "testing", NULL, 0, 0, e_mta_sts_mode, NULL, 0,
+     "MTA-STS policy mode (RFC 8461): testing, enforce or none"},
+    {"max_age", CONFIG_T_DURATION, G(mta_sts_max_age), "1d", NULL, 60, 31557600, NULL, NULL, 0,
+     "max_age of the MTA-STS policy: how long senders cache it"},
+    {"mx_hosts", CONFIG_T_DOMAINS, G(mta_sts_mx), NULL, "<hostname>", 0, 0, NULL, NULL, 0,
+     "MX host names of the gateways, for the MX records and the MTA-STS policy"},
+    {"listen", CONFIG_T_LISTEN, GN(mta_sts_listen, nmta_sts_listen), NULL, "off", 0, 0, NULL, NULL,
+     0, "Addresses serving the policy over HTTPS (with the [tls] certificate) at "
+        "/.well-known/mta-sts.txt"},
+    {"tlsrpt_rua", CONFIG_T_STRING, G(tlsrpt_rua), NULL, "mailto:tlsrpt@<domain>", 0, 0, NULL,
+     NULL, 0, "Where TLS-RPT reports go (RFC 8460), for `mxgate dns-records`"},
+    {"dmarc_rua", CONFIG_T_STRING, G(dmarc_rua), NULL, "mailto:dmarc-reports@<domain>", 0, 0,
+     NULL, NULL, 0, "Where DMARC aggregate reports go, for `mxgate dns-records`"},
+};
+
+#define SEC(n, named, t, doc)                                                                      \
+	{                                                                                          \
+		n, named, t, sizeof(t) / sizeof(t[0]), doc                                         \
+	}
 
 const struct config_section config_sections[] = {
-	SEC("server", false, d_server, "Identity, listeners and privileges."),
-	SEC("limits", false, d_limits, "Resource limits and timeouts of inbound SMTP sessions."),
-	SEC("tls", false, d_tls, "STARTTLS towards clients (RFC 3207)."),
-	SEC("access", false, d_access, "Who may connect (CIDR lists; IPv4-mapped IPv6 matches IPv4)."),
-	SEC("domains", false, d_domains, "Relay control: which recipients are accepted."),
-	SEC("queue", false, d_queue, "The durable queue and delivery retries."),
-	SEC("log", false, d_log, "Logging."),
-	SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),
-	SEC("auth", false, d_auth, "Sender authentication at ingress: SPF, DKIM, DMARC."),
-	SEC("spam", false, d_spam, "Scoring and verdict headers."),
-	SEC("route", true, d_route,
-	    "Downstream routes, one `[route NAME]` section each.  Exactly one route has no "
-	    "`domains`: the default route."),
+    SEC("server", false, d_server, "Identity, listeners and privileges."),
+    SEC("limits", false, d_limits, "Resource limits and timeouts of inbound SMTP sessions."),
+    SEC("tls", false, d_tls, "STARTTLS towards clients (RFC 3207)."),
+    SEC("access", false, d_access, "Who may connect (CIDR lists; IPv4-mapped IPv6 matches IPv4)."),
+    SEC("domains", false, d_domains, "Relay control: which recipients are accepted."),
+    SEC("queue", false, d_queue, "The durable queue and delivery retries."),
+    SEC("log", false, d_log, "Logging."),
+    SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),
+    SEC("auth", false, d_auth, "Sender authentication at ingress: SPF, DKIM, DMARC."),
+    SEC("spam", false, d_spam, "Scoring and verdict headers."),
+    SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
+    SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
+    SEC("route", true, d_route,
+        "Downstream routes, one `[route NAME]` section each.  Exactly one route has no "
+        "`domains`: the default route."),
 };
 const size_t config_nsections = sizeof(config_sections) / sizeof(config_sections[0]);
 
@@ -395,7 +426,7 @@ const struct config_section *config_section_find(const char *name)
 
 /* config_directive_find - exact name within one section kind. */
 const struct config_directive *config_directive_find(const struct config_section *s,
-						     const char *name)
+                                                     const char *name)
 {
 	size_t i;
 
@@ -417,24 +448,24 @@ const struct config_section *config_route_section(void)
 /* Used by `mxgate run` without -c: a local test gateway that needs no root,
  * no certificate and no downstream.  Directories are created at start. */
 const char config_default_text[] =
-	"; mxgate embedded default configuration (used when no -c is given).\n"
-	"[server]\n"
-	"hostname = mxgate.localhost\n"
-	"listen = 127.0.0.1:2525\n"
-	"control_socket = ./mxgate-data/control.sock\n"
-	"\n"
-	"[domains]\n"
-	"accepted_domains = example.test\n"
-	"\n"
-	"[queue]\n"
-	"directory = ./mxgate-data/queue\n"
-	"\n"
-	"[auth]\n"
-	"spf = yes\n"
-	"dkim = yes\n"
-	"dmarc = yes\n"
-	"dmarc_enforcement = monitor\n"
-	"\n"
-	"[route default]\n"
-	"type = directory\n"
-	"directory = ./mxgate-data/mailbox\n";
+    "; mxgate embedded default configuration (used when no -c is given).\n"
+    "[server]\n"
+    "hostname = mxgate.localhost\n"
+    "listen = 127.0.0.1:2525\n"
+    "control_socket = ./mxgate-data/control.sock\n"
+    "\n"
+    "[domains]\n"
+    "accepted_domains = example.test\n"
+    "\n"
+    "[queue]\n"
+    "directory = ./mxgate-data/queue\n"
+    "\n"
+    "[auth]\n"
+    "spf = yes\n"
+    "dkim = yes\n"
+    "dmarc = yes\n"
+    "dmarc_enforcement = monitor\n"
+    "\n"
+    "[route default]\n"
+    "type = directory\n"
+    "directory = ./mxgate-data/mailbox\n";

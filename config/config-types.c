@@ -130,7 +130,7 @@ const char *config_check_address(const char *s, char *buf, size_t buflen)
 			return "\"..\" in the local part";
 		if (!isalnum(c) && strchr(".!#$%&'*+-/=?^_`{|}~", c) == NULL) {
 			snprintf(buf, buflen, "character '%c' not allowed in the local part",
-				 c >= 0x20 && c < 0x7f ? c : '?');
+			         c >= 0x20 && c < 0x7f ? c : '?');
 			return buf;
 		}
 	}
@@ -282,7 +282,7 @@ void config_range_format(const struct config_directive *d, char *out, size_t out
 	if (d->enums != NULL) {
 		for (i = 0; d->enums[i] != NULL && len < outlen; i++)
 			len += (size_t)snprintf(out + len, outlen - len, "%s%s", i ? " | " : "",
-						d->enums[i]);
+			                        d->enums[i]);
 		return;
 	}
 	if (d->min == 0 && d->max == 0)
@@ -296,10 +296,9 @@ void config_range_format(const struct config_directive *d, char *out, size_t out
 const char *config_type_name(const struct config_directive *d)
 {
 	static const char *const names[CONFIG_T_COUNT] = {
-		"string",      "path",         "directory",    "bool",       "integer",
-		"size",        "duration",     "number",       "enum",       "list",
-		"domain list", "address list", "CIDR list",    "listen list", "host list",
-		"duration list"};
+	    "string",    "path",        "directory", "bool",         "integer",     "size",
+	    "duration",  "number",      "enum",      "list",         "domain list", "address list",
+	    "CIDR list", "listen list", "host list", "duration list"};
 
 	if (d->type == CONFIG_T_STRING && d->enums != NULL)
 		return "enum";
@@ -310,48 +309,57 @@ const char *config_type_name(const struct config_directive *d)
 const char *config_type_form(const struct config_directive *d)
 {
 	static const char *const forms[CONFIG_T_COUNT] = {
-		"text",
-		"a path to a readable file",
-		"a directory path",
-		"yes/no, true/false, on/off or 1/0",
-		"an integer",
-		"bytes, or a number with K, M or G (35M)",
-		"seconds, or a number with s, m, h or d (30s, 5m, 4h, 5d)",
-		"a number (5.0)",
-		"one of the listed values",
-		"items separated by commas or spaces",
-		"domain names separated by commas or spaces",
-		"addresses (user@example.com) separated by commas or spaces",
-		"networks (192.0.2.0/24, 2001:db8::/32) separated by commas or spaces",
-		"numeric address:port (0.0.0.0:25, [::]:25)",
-		"name:port (mx.example.net:25, [2001:db8::1]:25)",
-		"durations (1m, 5m, 1h) separated by commas or spaces"};
+	    "text",
+	    "a path to a readable file",
+	    "a directory path",
+	    "yes/no, true/false, on/off or 1/0",
+	    "an integer",
+	    "bytes, or a number with K, M or G (35M)",
+	    "seconds, or a number with s, m, h or d (30s, 5m, 4h, 5d)",
+	    "a number (5.0)",
+	    "one of the listed values",
+	    "items separated by commas or spaces",
+	    "domain names separated by commas or spaces",
+	    "addresses (user@example.com) separated by commas or spaces",
+	    "networks (192.0.2.0/24, 2001:db8::/32) separated by commas or spaces",
+	    "numeric address:port (0.0.0.0:25, [::]:25)",
+	    "name:port (mx.example.net:25, [2001:db8::1]:25)",
+	    "durations (1m, 5m, 1h) separated by commas or spaces"};
 
 	return forms[d->type];
 }
 
 /* ------------------------------------------------------------ parsing */
 
-/* bad - "bad value for 'name': why" at loc; always returns -1. */
-static int bad(const struct config_directive *d, const struct config_loc *loc, const char *fmt,
-	       ...) UTIL_PRINTF(3, 4);
-static int bad(const struct config_directive *d, const struct config_loc *loc, const char *fmt,
-	       ...)
+/* shorten - v, or its first 60 characters and "...", for quoting in a
+ * message (a 4000-character value would drown the reason). */
+static const char *shorten(const char *v, char *buf, size_t buflen)
 {
-	char msg[512];
+	if (strlen(v) < buflen && strlen(v) <= 64)
+		return v;
+	snprintf(buf, buflen, "%.60s...", v);
+	return buf;
+}
+
+/* bad - "bad value for 'name': why" at loc; always returns -1. */
+static int bad(const struct config_directive *d, const struct config_loc *loc, const char *fmt, ...)
+    UTIL_PRINTF(3, 4);
+static int bad(const struct config_directive *d, const struct config_loc *loc, const char *fmt, ...)
+{
+	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	config_diag_add(loc->diags, loc->file, loc->line, false, "bad value for '%s': %s", d->name,
-			msg);
+	                msg);
 	return -1;
 }
 
 /* check_range - bounds of d (per item for lists); -1 after reporting. */
 static int check_range(const struct config_directive *d, const struct config_loc *loc,
-		       const char *value, int64_t v)
+                       const char *value, int64_t v)
 {
 	char lo[32], hi[32];
 
@@ -360,7 +368,7 @@ static int check_range(const struct config_directive *d, const struct config_loc
 	format_bound(d, d->min, lo, sizeof(lo));
 	format_bound(d, d->max, hi, sizeof(hi));
 	config_diag_add(loc->diags, loc->file, loc->line, false,
-			"'%s' = %s is out of range (%s..%s)", d->name, value, lo, hi);
+	                "'%s' = %s is out of range (%s..%s)", d->name, value, lo, hi);
 	return -1;
 }
 
@@ -388,31 +396,35 @@ static void enum_names(const struct config_directive *d, char *out, size_t outle
 
 	out[0] = '\0';
 	for (i = 0; d->enums[i] != NULL && len < outlen; i++)
-		len += (size_t)snprintf(out + len, outlen - len, "%s%s", i ? ", " : "", d->enums[i]);
+		len +=
+		    (size_t)snprintf(out + len, outlen - len, "%s%s", i ? ", " : "", d->enums[i]);
 }
 
 /* bad_enum - value not among d->enums, with a did-you-mean. */
 static int bad_enum(const struct config_directive *d, const struct config_loc *loc,
-		    const char *value)
+                    const char *value)
 {
-	char names[256];
+	char names[256], qb[72];
 	size_t n = 0;
 	const char *sug;
 
 	while (d->enums[n] != NULL)
 		n++;
-	enum_names(d, names, sizeof(names));
 	sug = config_suggest(value, d->enums, n);
+	value = shorten(value, qb, sizeof(qb));
+	enum_names(d, names, sizeof(names));
 	if (sug != NULL)
 		return bad(d, loc, "\"%s\" (expected one of: %s; did you mean '%s'?)", value, names,
-			   sug);
+		           sug);
 	return bad(d, loc, "\"%s\" (expected one of: %s)", value, names);
 }
 
 /* parse_scalar - every single-valued type. */
 static int parse_scalar(const struct config_directive *d, void *base, const char *value,
-			const struct config_loc *loc)
+                        const struct config_loc *loc)
 {
+	char qb[72];
+	const char *qv = shorten(value, qb, sizeof(qb));
 	int64_t v = 0;
 	bool b;
 	int idx;
@@ -420,20 +432,20 @@ static int parse_scalar(const struct config_directive *d, void *base, const char
 	switch (d->type) {
 	case CONFIG_T_BOOL:
 		if (parse_bool(value, &b) == -1)
-			return bad(d, loc, "\"%s\" (expected %s)", value, config_type_form(d));
+			return bad(d, loc, "\"%s\" (expected %s)", qv, config_type_form(d));
 		*(bool *)field(d, base) = b;
 		return 0;
 	case CONFIG_T_INT:
 	case CONFIG_T_SIZE:
 	case CONFIG_T_DURATION:
-		if ((d->type == CONFIG_T_INT ? parse_int(value, &v)
+		if ((d->type == CONFIG_T_INT    ? parse_int(value, &v)
 		     : d->type == CONFIG_T_SIZE ? parse_size(value, &v)
-						: parse_duration(value, &v)) == -1)
-			return bad(d, loc, "\"%s\" (expected %s)", value, config_type_form(d));
-		if (check_range(d, loc, value, v) == -1)
+		                                : parse_duration(value, &v)) == -1)
+			return bad(d, loc, "\"%s\" (expected %s)", qv, config_type_form(d));
+		if (check_range(d, loc, qv, v) == -1)
 			return -1;
 		if (d->size != sizeof(int64_t) && (v > INT_MAX || v < INT_MIN))
-			return bad(d, loc, "\"%s\" is too large", value);
+			return bad(d, loc, "\"%s\" is too large", qv);
 		store_int(d, base, v);
 		return 0;
 	case CONFIG_T_DOUBLE: {
@@ -443,11 +455,11 @@ static int parse_scalar(const struct config_directive *d, void *base, const char
 		errno = 0;
 		x = strtod(value, &end);
 		if (end == value || *end != '\0' || errno != 0 || !isfinite(x))
-			return bad(d, loc, "\"%s\" (expected %s)", value, config_type_form(d));
+			return bad(d, loc, "\"%s\" (expected %s)", qv, config_type_form(d));
 		if ((d->min != 0 || d->max != 0) && (x < (double)d->min || x > (double)d->max)) {
 			config_diag_add(loc->diags, loc->file, loc->line, false,
-					"'%s' = %s is out of range (%lld..%lld)", d->name, value,
-					(long long)d->min, (long long)d->max);
+			                "'%s' = %s is out of range (%lld..%lld)", d->name, qv,
+			                (long long)d->min, (long long)d->max);
 			return -1;
 		}
 		*(double *)field(d, base) = x;
@@ -474,7 +486,7 @@ static int parse_scalar(const struct config_directive *d, void *base, const char
 		const char *why = d->validate(value, buf, sizeof(buf));
 
 		if (why != NULL)
-			return bad(d, loc, "\"%s\": %s", value, why);
+			return bad(d, loc, "\"%s\": %s", qv, why);
 	}
 	free(*(char **)field(d, base));
 	*(char **)field(d, base) = util_xstrdup(value);
@@ -483,11 +495,11 @@ static int parse_scalar(const struct config_directive *d, void *base, const char
 
 /* add_string_item - one item of LIST / DOMAINS / ADDRS. */
 static int add_string_item(const struct config_directive *d, void *base, char *item,
-			   const struct config_loc *loc)
+                           const struct config_loc *loc)
 {
 	struct util_strlist *l = field(d, base);
 	const char *why = NULL;
-	char buf[256];
+	char buf[256], qb[72];
 	size_t n = strlen(item);
 
 	if (d->type == CONFIG_T_DOMAINS || d->type == CONFIG_T_ADDRS) {
@@ -496,15 +508,16 @@ static int add_string_item(const struct config_directive *d, void *base, char *i
 		if (d->type == CONFIG_T_DOMAINS && n > 1 && item[n - 1] == '.')
 			item[n - 1] = '\0';
 		why = d->type == CONFIG_T_DOMAINS ? config_check_domain(item, buf, sizeof(buf))
-						  : config_check_address(item, buf, sizeof(buf));
+		                                  : config_check_address(item, buf, sizeof(buf));
 	}
 	if (why == NULL && d->validate != NULL)
 		why = d->validate(item, buf, sizeof(buf));
 	if (why != NULL)
-		return bad(d, loc, "\"%s\": %s", item, why);
+		return bad(d, loc, "\"%s\": %s", shorten(item, qb, sizeof(qb)), why);
 	if (util_strlist_has_case(l, item)) {
 		config_diag_add(loc->diags, loc->file, loc->line, true,
-				"'%s' lists \"%s\" more than once", d->name, item);
+		                "'%s' lists \"%s\" more than once", d->name,
+		                shorten(item, qb, sizeof(qb)));
 		return 0;
 	}
 	util_strlist_add(l, item);
@@ -513,7 +526,7 @@ static int add_string_item(const struct config_directive *d, void *base, char *i
 
 /* add_listen_item - "addr:port" / "[v6]:port", numeric only. */
 static int add_listen_item(const struct config_directive *d, void *base, const char *item,
-			   const struct config_loc *loc)
+                           const struct config_loc *loc)
 {
 	struct config_listen **v = field(d, base);
 	size_t *n = count_of(d, base);
@@ -523,8 +536,9 @@ static int add_listen_item(const struct config_directive *d, void *base, const c
 	if (util_hostport_parse(item, -1, host, sizeof(host), &l.port, err, sizeof(err)) == -1)
 		return bad(d, loc, "%s (expected %s)", err, config_type_form(d));
 	if (util_addr_parse_numeric(host, l.port, &l.addr) == -1)
-		return bad(d, loc, "\"%s\" is not a numeric address (write an IP address, not a name)",
-			   host);
+		return bad(d, loc,
+		           "\"%s\" is not a numeric address (write an IP address, not a name)",
+		           host);
 	l.host = util_xstrdup(host);
 	l.line = loc->line;
 	*v = util_xrealloc(*v, (*n + 1) * sizeof(**v));
@@ -534,7 +548,7 @@ static int add_listen_item(const struct config_directive *d, void *base, const c
 
 /* add_host_item - "name:port", port 25 when omitted. */
 static int add_host_item(const struct config_directive *d, void *base, const char *item,
-			 const struct config_loc *loc)
+                         const struct config_loc *loc)
 {
 	struct config_host **v = field(d, base);
 	size_t *n = count_of(d, base);
@@ -552,7 +566,7 @@ static int add_host_item(const struct config_directive *d, void *base, const cha
 
 /* add_item - one item of any list type. */
 static int add_item(const struct config_directive *d, void *base, char *item,
-		    const struct config_loc *loc)
+                    const struct config_loc *loc)
 {
 	struct util_cidr c;
 	char err[256];
@@ -562,7 +576,7 @@ static int add_item(const struct config_directive *d, void *base, char *item,
 	case CONFIG_T_CIDRS:
 		if (util_cidr_parse(item, &c, err, sizeof(err)) == -1) {
 			config_diag_add(loc->diags, loc->file, loc->line, false,
-					"bad CIDR in '%s': %s", d->name, err);
+			                "bad CIDR in '%s': %s", d->name, err);
 			return -1;
 		}
 		util_cidr_list_add(field(d, base), &c);
@@ -576,8 +590,9 @@ static int add_item(const struct config_directive *d, void *base, char *item,
 		size_t *n = count_of(d, base);
 
 		if (parse_duration(item, &v) == -1)
-			return bad(d, loc, "\"%s\" (expected %s)", item, config_type_form(d));
-		if (check_range(d, loc, item, v) == -1)
+			return bad(d, loc, "\"%s\" (expected %s)", shorten(item, err, sizeof(err)),
+			           config_type_form(d));
+		if (check_range(d, loc, shorten(item, err, sizeof(err)), v) == -1)
 			return -1;
 		*arr = util_xrealloc(*arr, (*n + 1) * sizeof(**arr));
 		(*arr)[(*n)++] = v;
@@ -596,7 +611,7 @@ bool config_type_is_list(enum config_type t)
 
 /* config_value_parse - scalars replace, lists append item by item. */
 int config_value_parse(const struct config_directive *d, void *base, const char *value,
-		       const struct config_loc *loc)
+                       const struct config_loc *loc)
 {
 	char *copy, *p, *tok;
 	int rc = 0;
@@ -648,14 +663,14 @@ static void format_hostport(struct util_buf *out, const char *host, int port)
 
 /* format_item - item i of a list type. */
 static void format_item(const struct config_directive *d, const void *base, size_t i,
-			struct util_buf *out)
+                        struct util_buf *out)
 {
 	char tmp[64];
 
 	switch (d->type) {
 	case CONFIG_T_CIDRS:
 		util_cidr_format(&((const struct util_cidr_list *)cfield(d, base))->v[i], tmp,
-				 sizeof(tmp));
+		                 sizeof(tmp));
 		util_buf_adds(out, tmp);
 		break;
 	case CONFIG_T_LISTEN: {
@@ -685,7 +700,8 @@ static size_t list_count(const struct config_directive *d, const void *base)
 {
 	if (d->type == CONFIG_T_CIDRS)
 		return ((const struct util_cidr_list *)cfield(d, base))->n;
-	if (d->type == CONFIG_T_LISTEN || d->type == CONFIG_T_HOSTS || d->type == CONFIG_T_DURATIONS)
+	if (d->type == CONFIG_T_LISTEN || d->type == CONFIG_T_HOSTS ||
+	    d->type == CONFIG_T_DURATIONS)
 		return ccount_of(d, base);
 	return ((const struct util_strlist *)cfield(d, base))->n;
 }

@@ -53,7 +53,8 @@ struct config_route {
 	char *ca_file;                    /* tls_ca_file: NULL = system CA store */
 	char *auth_user;                  /* auth_user / auth_password ... */
 	char *auth_password;
-	char *auth_file;                  /* auth_file: "user:password" on one line, mode 0600 */
+	char *auth_file;                  /* auth_file: "user:password" on one line, mode 0600;
+	                                   * read at load time into auth_user / auth_password */
 	int max_connections;              /* concurrency limit for this route */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */
@@ -153,6 +154,19 @@ struct config {
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
 
+	/* [metrics] - Prometheus endpoint (issue 7) */
+	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
+	size_t nmetrics_listen;
+
+	/* [mta_sts] - `mxgate dns-records` and the MTA-STS policy (issue 7) */
+	int mta_sts_mode;                 /* 0 testing, 1 enforce, 2 none (RFC 8461 5) */
+	int64_t mta_sts_max_age;          /* seconds */
+	struct util_strlist mta_sts_mx;   /* gateway MX names; empty = hostname */
+	struct config_listen *mta_sts_listen; /* HTTPS listeners serving the policy */
+	size_t nmta_sts_listen;
+	char *tlsrpt_rua;                 /* TLS-RPT rua; default mailto:tlsrpt@DOMAIN */
+	char *dmarc_rua;                  /* suggested DMARC rua; default mailto:dmarc-reports@DOMAIN */
+
 	/* [route NAME] sections */
 	struct config_route *routes;
 	size_t nroutes;
@@ -181,7 +195,9 @@ extern const char config_default_text[];
 
 /* config_load - parse and validate path (or the embedded default when path
  * is NULL).  Returns a config when there are no errors (warnings allowed),
- * NULL otherwise; every problem is appended to diags. */
+ * NULL otherwise; every problem is appended to diags.  Not thread-safe:
+ * libinih's options are process globals (call from the main thread, at
+ * start-up and on reload). */
 struct config *config_load(const char *path, struct config_diags *diags);
 /* config_load_string - same, from memory; name is used as FILE in messages. */
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);

@@ -37,7 +37,7 @@
 #include "version.h"
 
 #define CONTROL_LINE_MAX 1024
-#define CONTROL_TIMEOUT 30   /* seconds a client may take to send its line */
+#define CONTROL_TIMEOUT  30 /* seconds a client may take to send its line */
 
 struct gw_control {
 	struct gw *gw;
@@ -79,7 +79,7 @@ static void control_status(struct gw *gw, struct util_buf *out)
 		int64_t oldest = queue_sched_oldest(gw->sched);
 		util_buf_printf(out, "queue_messages: %zu\n", queue_sched_count(gw->sched));
 		util_buf_printf(out, "queue_oldest_age: %llds\n",
-				(long long)(oldest ? now - oldest : 0));
+		                (long long)(oldest ? now - oldest : 0));
 	}
 	util_buf_printf(out, "stopping: %s\n", gw->stopping ? "yes" : "no");
 }
@@ -96,20 +96,22 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		snprintf(err, sizeof(err), "too many arguments");
 	} else if (strcmp(cmd, "status") == 0 && id == NULL) {
 		control_status(gw, out);
+		gw_status_extra(gw, out); /* issue 7: counters, last errors (gw-metrics.c) */
 		rc = 0;
 	} else if (strcmp(cmd, "reload") == 0 && id == NULL) {
 		rc = gw_reload(gw);
 		if (rc != 0)
-			snprintf(err, sizeof(err), "reload failed: the config has errors (see the log)");
+			snprintf(err, sizeof(err),
+			         "reload failed: the config has errors (see the log)");
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {
 		rc = queue_sched_list(gw->sched, out);
 	} else if (strcmp(cmd, "queue-flush") == 0) {
 		rc = queue_sched_flush(gw->sched, id, err, sizeof(err));
-	} else if (id == NULL && (strcmp(cmd, "queue-show") == 0 || strcmp(cmd, "queue-hold") == 0 ||
-				  strcmp(cmd, "queue-release") == 0 ||
-				  strcmp(cmd, "queue-delete") == 0)) {
+	} else if (id == NULL &&
+	           (strcmp(cmd, "queue-show") == 0 || strcmp(cmd, "queue-hold") == 0 ||
+	            strcmp(cmd, "queue-release") == 0 || strcmp(cmd, "queue-delete") == 0)) {
 		snprintf(err, sizeof(err), "%s needs a queue id", cmd);
 	} else if (strcmp(cmd, "queue-show") == 0) {
 		rc = queue_sched_show(gw->sched, id, out, err, sizeof(err));
@@ -128,7 +130,7 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		util_buf_printf(out, "ERR %s\n", err[0] ? err : "failed");
 	}
 	util_log_info("- control request=(%s) result=%s%s%s", line, rc == 0 ? "ok" : "error",
-		      rc == 0 ? "" : " error=", rc == 0 ? "" : err);
+	              rc == 0 ? "" : " error=", rc == 0 ? "" : err);
 }
 
 /* control_write_cb - the answer is flushed: done with this client. */
@@ -136,7 +138,7 @@ static void control_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct control_conn *cc = arg;
 	if (cc->answered)
-		control_conn_free(cc);   /* last statement: nothing uses cc after */
+		control_conn_free(cc); /* last statement: nothing uses cc after */
 }
 
 /* control_read_cb - one request line, one answer. */
@@ -178,8 +180,8 @@ static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* control_accept_cb - a new client. */
-static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
-			      struct sockaddr *sa, int salen, void *arg)
+static void control_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                              int salen, void *arg)
 {
 	struct gw_control *ctl = arg;
 	struct control_conn *cc = util_xcalloc(1, sizeof(*cc));
@@ -246,7 +248,7 @@ struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, si
 			snprintf(err, errlen, "%s already in use by a running mxgate", path);
 			return NULL;
 		}
-		unlink(path);   /* stale, from a crash */
+		unlink(path); /* stale, from a crash */
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -259,7 +261,8 @@ struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, si
 	struct gw_control *ctl = util_xcalloc(1, sizeof(*ctl));
 	ctl->gw = gw;
 	ctl->path = util_xstrdup(path);
-	ctl->lev = evconnlistener_new(gw->base, control_accept_cb, ctl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	ctl->lev =
+	    evconnlistener_new(gw->base, control_accept_cb, ctl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	if (ctl->lev == NULL) {
 		free(ctl->path);
 		free(ctl);
@@ -297,7 +300,7 @@ int gw_control_request(const char *path, const char *line)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
 		fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n", path,
-			strerror(errno));
+		        strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return 1;
@@ -340,9 +343,9 @@ int gw_control_request(const char *path, const char *line)
 static int queue_usage(void)
 {
 	fprintf(stderr, "usage: mxgate queue [-c FILE] list\n"
-			"       mxgate queue [-c FILE] show ID\n"
-			"       mxgate queue [-c FILE] flush [ID]\n"
-			"       mxgate queue [-c FILE] hold ID | release ID | delete ID\n");
+	                "       mxgate queue [-c FILE] show ID\n"
+	                "       mxgate queue [-c FILE] flush [ID]\n"
+	                "       mxgate queue [-c FILE] hold ID | release ID | delete ID\n");
 	return 2;
 }
 
@@ -368,8 +371,8 @@ int gw_cmd_queue(int argc, char **argv)
 	static const struct {
 		const char *name;
 		int min_args, max_args;
-	} subs[] = {{"list", 0, 0},    {"show", 1, 1},    {"flush", 0, 1},
-		    {"hold", 1, 1},    {"release", 1, 1}, {"delete", 1, 1}};
+	} subs[] = {{"list", 0, 0}, {"show", 1, 1},    {"flush", 0, 1},
+	            {"hold", 1, 1}, {"release", 1, 1}, {"delete", 1, 1}};
 	size_t k;
 	for (k = 0; k < sizeof(subs) / sizeof(subs[0]); k++)
 		if (strcmp(pos[0], subs[k].name) == 0)
@@ -389,7 +392,7 @@ int gw_cmd_queue(int argc, char **argv)
 		return 2;
 	char line[128];
 	snprintf(line, sizeof(line), "queue-%s%s%s", pos[0], npos == 2 ? " " : "",
-		 npos == 2 ? pos[1] : "");
+	         npos == 2 ? pos[1] : "");
 	int rc = gw_control_request(cfg->control_socket, line);
 	config_free(cfg);
 	return rc;

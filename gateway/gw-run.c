@@ -83,20 +83,29 @@ int gw_reload(struct gw *gw)
 	config_diags_free(&diags);
 	if (!cfg) {
 		util_log_err("- reload refused: the config has errors; still running on the old one");
+		util_metrics_inc("mxgate_config_reloads_total", "failed");
 		return -1;
 	}
+	/* Directives that only a restart applies: say so, apply the rest. */
+	struct config_diags notes = {0};
+	(void)config_reload_check(gw->cfg, cfg, &notes);
+	for (size_t i = 0; i < notes.n; i++)
+		util_log_warn("- reload %s:%d: %s", notes.v[i].file, notes.v[i].line, notes.v[i].msg);
+	config_diags_free(&notes);
 	char err[512];
 	struct policy_ctx *policy = NULL;
 	if (wants_policy(cfg)) {
 		policy = policy_new(cfg, gw->base, gw->dns, err, sizeof(err));
 		if (!policy) {
 			util_log_err("- reload refused: %s", err);
+			util_metrics_inc("mxgate_config_reloads_total", "failed");
 			config_free(cfg);
 			return -1;
 		}
 	}
 	if (smtp_server_reload(gw->server, cfg, policy, err, sizeof(err)) < 0) {
 		util_log_err("- reload refused: %s", err);
+		util_metrics_inc("mxgate_config_reloads_total", "failed");
 		policy_free(policy);
 		config_free(cfg);
 		return -1;
@@ -111,6 +120,8 @@ int gw_reload(struct gw *gw)
 	queue_sched_set_config(gw->sched, cfg);
 	smtp_deliverer_set_config(gw->deliverer, cfg);
 	util_log_set_level(cfg->log_level);
+	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
+	util_metrics_inc("mxgate_config_reloads_total", "ok");
 	util_log_info("- reloaded config=%s", cfg->path);
 	return 0;
 }
@@ -144,6 +155,14 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 }
 
 static struct event *stop_timer;
+static bool deliveries_drained;   /* the scheduler has no delivery in flight */
+
+/* drained_cb - queue_sched_drain: the last in-flight delivery finished. */
+static void drained_cb(void *arg)
+{
+	deliveries_drained = true;
+}
+
 static int64_t stop_deadline;
 
 /* stop_tick - exit once sessions and deliveries are done, or at the deadline. */
@@ -152,7 +171,9 @@ static void stop_tick(evutil_socket_t fd, short what, void *arg)
 	struct gw *gw = arg;
 	static const struct timeval tick = {0, 100000};
 	size_t n = smtp_server_session_count(gw->server);
-	if (n == 0 || util_mono_ms() >= stop_deadline) {
+	if ((n == 0 && deliveries_drained) || util_mono_ms() >= stop_deadline) {
+		if (!deliveries_drained)
+			util_log_warn("- shutdown grace period over: deliveries still in flight are retried later");
 		if (n)
 			util_log_warn("- shutdown grace period over sessions=%zu", n);
 		event_base_loopexit(gw->base, NULL);
@@ -179,7 +200,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	sd_notify(0, "STOPPING=1");
 	smtp_server_stop_accepting(gw->server);
 	smtp_server_shutdown_sessions(gw->server);
-	queue_sched_drain(gw->sched, NULL, NULL);
+	queue_sched_drain(gw->sched, drained_cb, NULL);
 	stop_deadline = util_mono_ms() + SHUTDOWN_GRACE_MS;
 	stop_timer = evtimer_new(gw->base, stop_tick, gw);
 	event_active(stop_timer, EV_TIMEOUT, 0);
@@ -199,17 +220,22 @@ int gw_cmd_run(int argc, char **argv)
 	}
 	struct config_diags diags = {0};
 	gw.cfg = config_load(gw.config_path, &diags);
-	config_diags_print(&diags, stderr);
-	config_diags_free(&diags);
 	if (!gw.cfg) {
+		config_diags_print(&diags, stderr);
+		config_diags_free(&diags);
 		fprintf(stderr, "mxgate: refusing to start: the config has errors\n");
 		return 2;
 	}
 	if (util_log_init(gw.cfg->log_level, gw.cfg->log_format, gw.cfg->log_file) < 0) {
 		fprintf(stderr, "mxgate: cannot open log file %s: %s\n", gw.cfg->log_file,
 			strerror(errno));
+		config_diags_free(&diags);
 		return 1;
 	}
+	/* warnings of a good config go through the log, so a JSON log stays JSON */
+	for (size_t i = 0; i < diags.n; i++)
+		util_log_warn("- config %s:%d: warning: %s", diags.v[i].file, diags.v[i].line, diags.v[i].msg);
+	config_diags_free(&diags);
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
 	gw.base = event_base_new();
@@ -247,7 +273,7 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- scheduler could not start");
 		goto out;
 	}
-	gw.server = smtp_server_new(gw.base, gw.cfg, gw.qs, gw.policy, err, sizeof(err));
+	gw.server = smtp_server_new(gw.base, gw.cfg, gw.qs, gw.policy, gw.dns, err, sizeof(err));
 	if (!gw.server) {
 		util_log_err("- %s", err);
 		goto out;
@@ -255,6 +281,14 @@ int gw_cmd_run(int argc, char **argv)
 	gw.control = gw_control_new(&gw, gw.cfg->control_socket, err, sizeof(err));
 	if (!gw.control) {
 		util_log_err("- control socket %s: %s", gw.cfg->control_socket, err);
+		goto out;
+	}
+	if ((gw.metrics = gw_metrics_new(&gw, err, sizeof(err))) == NULL && err[0]) {
+		util_log_err("- %s", err);   /* issue 7: Prometheus endpoint */
+		goto out;
+	}
+	if ((gw.mta_sts = gw_mta_sts_new(&gw, err, sizeof(err))) == NULL && err[0]) {
+		util_log_err("- %s", err);   /* issue 7: MTA-STS policy over HTTPS */
 		goto out;
 	}
 	if (drop_privileges(gw.cfg, err, sizeof(err)) < 0) {
@@ -278,6 +312,8 @@ out:
 			event_free(sigs[i]);
 	if (stop_timer)
 		event_free(stop_timer);
+	gw_mta_sts_free(gw.mta_sts);
+	gw_metrics_free(gw.metrics);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);
 	queue_sched_free(gw.sched);

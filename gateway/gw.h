@@ -19,6 +19,8 @@
 #include "smtp.h"
 
 struct gw_control;
+struct gw_metrics;
+struct gw_mta_sts;
 
 struct gw {
 	struct event_base *base;
@@ -31,6 +33,8 @@ struct gw {
 	struct smtp_server *server;
 	struct smtp_deliverer *deliverer;
 	struct gw_control *control;
+	struct gw_metrics *metrics;   /* NULL when [metrics] listen is not set */
+	struct gw_mta_sts *mta_sts;   /* NULL when [mta_sts] listen is not set */
 	int64_t started;              /* seconds since the epoch */
 	bool stopping;
 };
@@ -58,5 +62,33 @@ int gw_control_request(const char *path, const char *line);
 int gw_cmd_run(int argc, char **argv);
 int gw_cmd_check_config(int argc, char **argv);
 int gw_cmd_queue(int argc, char **argv);     /* mxgate queue list|show|flush|hold|release|delete */
+
+/* ------------------------------------------------------------ production (issue 7) */
+
+/* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
+void gw_metrics_define(void);
+/* gw_metrics_sample - refresh the state gauges (sessions, queue, uptime). */
+void gw_metrics_sample(struct gw *gw);
+/* gw_metrics_new - define the catalogue, serve GET /metrics on [metrics]
+ * listen.  NULL with err empty when no listener is configured; NULL with a
+ * message on error.  Caller frees with gw_metrics_free(). */
+struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen);
+void gw_metrics_free(struct gw_metrics *m);
+
+/* MTA-STS (gw-mtasts.c): the policy text (CRLF lines), its id (20 hex
+ * digits, a hash of the text), and the HTTPS endpoint on [mta_sts] listen
+ * (NULL with err empty when not configured). */
+void gw_mta_sts_policy(const struct config *cfg, struct util_buf *out);
+void gw_mta_sts_id(const struct config *cfg, char out[21]);
+const char *gw_mta_sts_mode_name(const struct config *cfg);
+struct gw_mta_sts *gw_mta_sts_new(struct gw *gw, char *err, size_t errlen);
+void gw_mta_sts_free(struct gw_mta_sts *ms);
+
+/* gw_status_extra - counters and the last warnings/errors, appended to the
+ * control socket's `status` answer (gw-metrics.c). */
+void gw_status_extra(struct gw *gw, struct util_buf *out);
+
+/* gw_cmd_dns_records - `mxgate dns-records [-c FILE]` (gw-dnsrecords.c). */
+int gw_cmd_dns_records(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
  *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
  *   mxgate reload | status [-c FILE] talk to the running daemon
+ *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
  *
@@ -25,6 +26,7 @@ static int usage(void)
 		"       mxgate check-config [-c FILE]\n"
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status [-c FILE]\n"
+		"       mxgate dns-records [-c FILE]\n"
 		"       mxgate config-reference\n"
 		"       mxgate version\n");
 	return 2;
@@ -68,6 +70,8 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "reload");
 	if (strcmp(cmd, "status") == 0)
 		return cmd_control(argc - 1, argv + 1, "status");
+	if (strcmp(cmd, "dns-records") == 0)
+		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference_markdown(stdout);
 		return 0;

@@ -36,7 +36,7 @@ struct dkim_key {
 	enum policy_dns_status status;
 	char *text;
 	bool secure;
-	bool fetched;                /* looked up (not over the limit / broken) */
+	bool fetched; /* looked up (not over the limit / broken) */
 };
 
 struct dkim_keys {
@@ -82,12 +82,14 @@ static DKIM_CBSTAT dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 	return DKIM_CBSTAT_CONTINUE;
 }
 
+/* policy_dkim_lib_init - one DKIM_LIB per context: delayed signature processing, our key lookup,
+ * limits. */
 int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
 {
 	DKIM_LIB *lib = dkim_init(NULL, NULL);
 	unsigned int flags = 0;
-	unsigned int bits = (unsigned int)(pc->cfg->dkim_min_rsa_bits > 0 ?
-					   pc->cfg->dkim_min_rsa_bits : 1024);
+	unsigned int bits =
+	    (unsigned int)(pc->cfg->dkim_min_rsa_bits > 0 ? pc->cfg->dkim_min_rsa_bits : 1024);
 
 	if (lib == NULL) {
 		snprintf(err, errlen, "dkim_init failed");
@@ -97,9 +99,9 @@ int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
 	dkim_options(lib, DKIM_OP_GETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags));
 	flags |= DKIM_LIBFLAGS_DELAYSIGPROC;
 	if (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) !=
-		    DKIM_STAT_OK ||
+	        DKIM_STAT_OK ||
 	    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_MINKEYBITS, &bits, sizeof(bits)) !=
-		    DKIM_STAT_OK ||
+	        DKIM_STAT_OK ||
 	    dkim_set_key_lookup(lib, dkim_key_lookup) != DKIM_STAT_OK ||
 	    dkim_set_prescreen(lib, dkim_prescreen) != DKIM_STAT_OK) {
 		snprintf(err, errlen, "libopendkim options refused");
@@ -107,10 +109,11 @@ int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
 	}
 	if (!dkim_libfeature(lib, DKIM_FEATURE_ED25519))
 		util_log_warn("dkim ed25519=unsupported msg=\"libopendkim built without "
-			      "ed25519-sha256: such signatures will not verify\"");
+		              "ed25519-sha256: such signatures will not verify\"");
 	return 0;
 }
 
+/* policy_dkim_lib_free - close the context's DKIM_LIB. */
 void policy_dkim_lib_free(struct policy_ctx *pc)
 {
 	if (pc->dkim_lib != NULL)
@@ -118,6 +121,7 @@ void policy_dkim_lib_free(struct policy_ctx *pc)
 	pc->dkim_lib = NULL;
 }
 
+/* policy_dkim_msg_begin - loop: a verification handle for one message. */
 int policy_dkim_msg_begin(struct policy_msg *pm)
 {
 	DKIM_STAT st = DKIM_STAT_OK;
@@ -136,6 +140,7 @@ int policy_dkim_msg_begin(struct policy_msg *pm)
 	return 0;
 }
 
+/* policy_dkim_header - loop: one header field into the verifier (no DNS). */
 void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len)
 {
 	DKIM_STAT st;
@@ -148,9 +153,10 @@ void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len)
 	st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f, len);
 	if (st != DKIM_STAT_OK)
 		util_log_debug("dkim_header status=%d error=\"%s\"", st,
-			       dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+		               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
 }
 
+/* policy_dkim_eoh - loop: end of header (signature parsing only, no DNS). */
 void policy_dkim_eoh(struct policy_msg *pm)
 {
 	DKIM_STAT st;
@@ -162,9 +168,10 @@ void policy_dkim_eoh(struct policy_msg *pm)
 		pm->dkim_nosig = true;
 	else if (st != DKIM_STAT_OK)
 		util_log_debug("dkim_eoh status=%d error=\"%s\"", st,
-			       dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+		               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
 }
 
+/* policy_dkim_body - loop: one body chunk into the body hashes. */
 void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n)
 {
 	if (pm->dkim_broken || pm->dkim_nosig)
@@ -185,7 +192,7 @@ static void dkim_prefetch(struct policy_msg *pm, DKIM_SIGINFO **sigs, int nsigs)
 		struct dkim_key *k = &ks->v[ks->n++];
 		const char *d = (const char *)dkim_sig_getdomain(sigs[i]);
 		const char *s = (const char *)dkim_sig_getselector(sigs[i]);
-		struct util_strlist txt = { 0 };
+		struct util_strlist txt = {0};
 		char *name;
 
 		k->sig = sigs[i];
@@ -225,7 +232,7 @@ static char *dkim_b8(DKIM_SIGINFO *sig)
 
 /* dkim_judge - one signature's RFC 8601 result and comment. */
 static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key *k,
-		       struct policy_dkim_sig *out)
+                       struct policy_dkim_sig *out)
 {
 	int err = dkim_sig_geterror(sig);
 	unsigned int bits = 0;
@@ -235,9 +242,9 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		k = NULL;
 	if (k != NULL && (k->status == POLICY_DNS_TEMPFAIL || k->status == POLICY_DNS_BOGUS)) {
 		out->result = "temperror";
-		out->comment = util_xstrdup(k->status == POLICY_DNS_BOGUS ?
-					    "key lookup failed DNSSEC validation" :
-					    "key lookup failed");
+		out->comment = util_xstrdup(k->status == POLICY_DNS_BOGUS
+		                                ? "key lookup failed DNSSEC validation"
+		                                : "key lookup failed");
 		return;
 	}
 	if (k != NULL && (k->status == POLICY_DNS_NXDOMAIN || k->status == POLICY_DNS_NODATA) &&
@@ -247,29 +254,35 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		return;
 	}
 	dkim_sig_getsignalg(sig, &alg);
+	if ((err == DKIM_SIGERROR_OK || err == DKIM_SIGERROR_BADSIG) &&
+	    dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH) {
+		out->result = "fail";
+		out->comment = util_xstrdup("body hash did not verify");
+		return;
+	}
 	if (err == DKIM_SIGERROR_OK && DKIM_SIG_CHECK(sig)) {
 		dkim_sig_getkeysize(sig, &bits);
 		if (alg == DKIM_SIGN_RSASHA1) {
 			out->result = "policy";
 			out->comment = util_xstrdup("rsa-sha1 is not accepted (RFC 8301)");
 		} else if (alg != DKIM_SIGN_ED25519SHA256 &&
-			   (int)bits < pm->pc->cfg->dkim_min_rsa_bits) {
+		           (int)bits < pm->pc->cfg->dkim_min_rsa_bits) {
 			out->result = "policy";
 			out->comment = util_xasprintf("%u-bit key is too short (RFC 8301)", bits);
 		} else {
 			out->result = "pass";
-			out->comment = alg == DKIM_SIGN_ED25519SHA256 ?
-					       util_xstrdup("ed25519-sha256") :
-					       util_xasprintf("%u-bit key", bits);
+			out->comment = alg == DKIM_SIGN_ED25519SHA256
+			                   ? util_xstrdup("ed25519-sha256")
+			                   : util_xasprintf("%u-bit key", bits);
 		}
 		return;
 	}
 	switch (err) {
 	case DKIM_SIGERROR_OK:
 		out->result = "fail";
-		out->comment = util_xstrdup(dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH ?
-					    "body hash did not verify" :
-					    "signature did not verify");
+		out->comment = util_xstrdup(dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH
+		                                ? "body hash did not verify"
+		                                : "signature did not verify");
 		return;
 	case DKIM_SIGERROR_KEYTOOSMALL:
 		dkim_sig_getkeysize(sig, &bits);
@@ -303,10 +316,11 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		out->result = "neutral";
 		break;
 	}
-	out->comment = util_xstrdup(dkim_sig_geterrorstr(err) ? dkim_sig_geterrorstr(err) :
-				    "invalid signature");
+	out->comment = util_xstrdup(dkim_sig_geterrorstr(err) ? dkim_sig_geterrorstr(err)
+	                                                      : "invalid signature");
 }
 
+/* policy_dkim_eval - worker: fetch keys, finish verification, judge each signature. */
 void policy_dkim_eval(struct policy_msg *pm)
 {
 	DKIM *dkim = pm->dkim;
@@ -350,6 +364,7 @@ void policy_dkim_eval(struct policy_msg *pm)
 	}
 }
 
+/* policy_dkim_msg_free - free the handle and the per-signature results. */
 void policy_dkim_msg_free(struct policy_msg *pm)
 {
 	if (pm->dkim != NULL)

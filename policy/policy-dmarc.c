@@ -12,16 +12,18 @@
  * libopendmarc leaves it to its caller.
  *
  * Ownership: outcome strings belong to the message.
- * Threads: policy_dmarc_lib_init() once on the loop thread (loads the PSL
- * into libopendmarc's globals); evaluation on workers, read-only on those
- * globals.
+ * Threads: policy_dmarc_lib_init() on the loop thread loads the PSL into
+ * libopendmarc's globals once per process (reference-counted over
+ * contexts, so a reload never unloads it under running workers);
+ * evaluation on workers, read-only on those globals.
  * Diagnostics: PSL load failure into err; record problems in the A-R comment.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <opendmarc/dmarc.h>
 
@@ -31,37 +33,66 @@
  * organizational domain of domain via the loaded PSL.  0 on success. */
 int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);
 
+/* libopendmarc keeps the PSL in process globals, while reload makes a new
+ * context before the old one is freed: load it once, count the contexts,
+ * unload with the last one.  A changed psl_file needs a restart. */
+static pthread_mutex_t dmarc_lib_mu = PTHREAD_MUTEX_INITIALIZER;
+static int dmarc_lib_refs;
+static char dmarc_lib_psl[1024];
+
+/* policy_dmarc_lib_init - load the PSL into libopendmarc (once per process). */
 int policy_dmarc_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
 {
 	OPENDMARC_LIB_T lib;
 	const char *psl = pc->cfg->psl_file;
+	int rc = -1;
 
-	memset(&lib, 0, sizeof(lib));
 	if (psl == NULL || access(psl, R_OK) != 0) {
 		snprintf(err, errlen, "dmarc: public suffix list %s is not readable",
-			 psl ? psl : "(unset)");
+		         psl ? psl : "(unset)");
 		return -1;
 	}
+	pthread_mutex_lock(&dmarc_lib_mu);
+	if (dmarc_lib_refs > 0) {
+		if (strcmp(dmarc_lib_psl, psl) != 0)
+			util_log_warn("dmarc psl_file=%s msg=\"still using %s until restart\"", psl,
+			              dmarc_lib_psl);
+		dmarc_lib_refs++;
+		rc = 0;
+		goto out;
+	}
+	memset(&lib, 0, sizeof(lib));
 	lib.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
 	snprintf((char *)lib.tld_source_file, sizeof(lib.tld_source_file), "%s", psl);
 	if (opendmarc_policy_library_init(&lib) != DMARC_PARSE_OKAY) {
 		snprintf(err, errlen, "dmarc: cannot load the public suffix list %s", psl);
-		return -1;
+		goto out;
 	}
-	pc->dmarc_ready = true;
-	return 0;
+	snprintf(dmarc_lib_psl, sizeof(dmarc_lib_psl), "%s", psl);
+	dmarc_lib_refs = 1;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&dmarc_lib_mu);
+	pc->dmarc_ready = rc == 0;
+	return rc;
 }
 
+/* policy_dmarc_lib_free - drop this context's reference to the PSL. */
 void policy_dmarc_lib_free(struct policy_ctx *pc)
 {
-	if (pc->dmarc_ready) {
+	if (!pc->dmarc_ready)
+		return;
+	pc->dmarc_ready = false;
+	pthread_mutex_lock(&dmarc_lib_mu);
+	if (--dmarc_lib_refs == 0) {
 		OPENDMARC_LIB_T lib;
 		memset(&lib, 0, sizeof(lib));
 		opendmarc_policy_library_shutdown(&lib);
 	}
-	pc->dmarc_ready = false;
+	pthread_mutex_unlock(&dmarc_lib_mu);
 }
 
+/* policy_dmarc_outcome_free - free the outcome strings and reset. */
 void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o)
 {
 	free(o->header_from);
@@ -138,6 +169,7 @@ static char *from_addr_domain(const char *seg, size_t n)
 	}
 }
 
+/* policy_from_parse - count the addresses of a From: value, domain of the first. */
 int policy_from_parse(const char *value, size_t len, char **domain)
 {
 	const char *p = value, *end = value + len;
@@ -240,9 +272,9 @@ out:
 
 /* dmarc_fetch - worker: the one v=DMARC1 record at _dmarc.<dom>. */
 static enum policy_dns_status dmarc_fetch(struct policy_msg *pm, const char *dom, char **rec,
-					  bool *secure)
+                                          bool *secure)
 {
-	struct util_strlist txt = { 0 };
+	struct util_strlist txt = {0};
 	char *name = util_xasprintf("_dmarc.%s", dom);
 	enum policy_dns_status st = policy_dns_txt_sync(pm->pc->dns, name, &txt, secure);
 	size_t found = 0;
@@ -256,7 +288,7 @@ static enum policy_dns_status dmarc_fetch(struct policy_msg *pm, const char *dom
 				*rec = util_xstrdup(t);
 		}
 	}
-	if (found != 1) {            /* none, or several: no policy */
+	if (found != 1) { /* none, or several: no policy */
 		free(*rec);
 		*rec = NULL;
 		if (st == POLICY_DNS_OK)
@@ -286,10 +318,14 @@ static bool dmarc_is_exempt_domain(const struct config *cfg, const char *dom)
 static char dmarc_policy_char(int v)
 {
 	switch (v) {
-	case DMARC_RECORD_P_NONE: return 'n';
-	case DMARC_RECORD_P_QUARANTINE: return 'q';
-	case DMARC_RECORD_P_REJECT: return 'r';
-	default: return 0;
+	case DMARC_RECORD_P_NONE:
+		return 'n';
+	case DMARC_RECORD_P_QUARANTINE:
+		return 'q';
+	case DMARC_RECORD_P_REJECT:
+		return 'r';
+	default:
+		return 0;
 	}
 }
 
@@ -307,9 +343,9 @@ static void dmarc_store_auth(struct policy_msg *pm, DMARC_POLICY_T *ctx)
 		else if (s->result == POLICY_SPF_TEMPERROR)
 			r = DMARC_POLICY_SPF_OUTCOME_TMPFAIL;
 		opendmarc_policy_store_spf(ctx, (u_char *)s->domain, r,
-					   s->helo_identity ? DMARC_POLICY_SPF_ORIGIN_HELO :
-							      DMARC_POLICY_SPF_ORIGIN_MAILFROM,
-					   (u_char *)policy_spf_result_str(s->result));
+		                           s->helo_identity ? DMARC_POLICY_SPF_ORIGIN_HELO
+		                                            : DMARC_POLICY_SPF_ORIGIN_MAILFROM,
+		                           (u_char *)policy_spf_result_str(s->result));
 	}
 	for (size_t i = 0; i < pm->nsigs; i++) {
 		const struct policy_dkim_sig *g = &pm->sigs[i];
@@ -323,10 +359,11 @@ static void dmarc_store_auth(struct policy_msg *pm, DMARC_POLICY_T *ctx)
 		else if (strcmp(g->result, "temperror") == 0)
 			r = DMARC_POLICY_DKIM_OUTCOME_TMPFAIL;
 		opendmarc_policy_store_dkim(ctx, (u_char *)g->d, (u_char *)g->s, r,
-					    (u_char *)g->result);
+		                            (u_char *)g->result);
 	}
 }
 
+/* policy_dmarc_eval - worker: fetch the record, let libopendmarc judge, apply pct. */
 void policy_dmarc_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
@@ -343,13 +380,14 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		o->result = POLICY_DMARC_PERMERROR;
 		o->from_error = true;
 		if (pm->from.bad)
-			o->from_error_text = util_xstrdup("the From: header field cannot be parsed");
+			o->from_error_text =
+			    util_xstrdup("the From: header field cannot be parsed");
 		else if (pm->from.addrs == 0)
 			o->from_error_text = util_xstrdup("the message has no From: address");
 		else
 			o->from_error_text = util_xasprintf(
-				"the message has %d From: addresses; exactly one is required",
-				pm->from.addrs);
+			    "the message has %d From: addresses; exactly one is required",
+			    pm->from.addrs);
 		o->comment = util_xstrdup(o->from_error_text);
 		return;
 	}
@@ -357,13 +395,22 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	if (dmarc_is_exempt_domain(cfg, o->header_from))
 		o->exempt = util_xasprintf("exempt domain %s", o->header_from);
 	else if (util_cidr_list_match(&cfg->dmarc_exempt_clients, &pm->client))
-		o->exempt = util_xasprintf("exempt client %s",
-					   util_addr_str(&pm->client, ip, sizeof(ip)));
+		o->exempt =
+		    util_xasprintf("exempt client %s", util_addr_str(&pm->client, ip, sizeof(ip)));
 
 	org[0] = 0;
 	if (opendmarc_get_tld((u_char *)o->header_from, (u_char *)org, sizeof(org)) != 0 ||
-	    org[0] == 0)
-		snprintf(org, sizeof(org), "%s", o->header_from);
+	    org[0] == 0) {
+		/* libopendmarc returns "" when no PSL rule matches; the PSL
+		 * algorithm's implicit rule "*" makes the TLD the public suffix,
+		 * so the organizational domain is the last two labels. */
+		const char *q = o->header_from + strlen(o->header_from);
+		int dots = 0;
+		while (q > o->header_from && dots < 2)
+			if (*--q == '.' && ++dots == 2)
+				q++;
+		snprintf(org, sizeof(org), "%s", q);
+	}
 	o->org_domain = util_xstrdup(org);
 
 	st = dmarc_fetch(pm, o->header_from, &rec, &sec1);
@@ -375,8 +422,8 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	o->secure = sec1 && sec2;
 	if (st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS) {
 		o->result = POLICY_DMARC_TEMPERROR;
-		o->comment = util_xstrdup(st == POLICY_DNS_BOGUS ? "DNSSEC validation failed" :
-								   "DNS lookup failed");
+		o->comment = util_xstrdup(st == POLICY_DNS_BOGUS ? "DNSSEC validation failed"
+		                                                 : "DNS lookup failed");
 		return;
 	}
 	if (rec == NULL) {
@@ -385,9 +432,9 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		return;
 	}
 	util_addr_str(&pm->client, ip, sizeof(ip));
-	ctx = opendmarc_policy_connect_init((u_char *)ip, pm->client.ss.ss_family == AF_INET6 ?
-							     DMARC_POLICY_IP_TYPE_IPV6 :
-							     DMARC_POLICY_IP_TYPE_IPV4);
+	ctx = opendmarc_policy_connect_init((u_char *)ip, pm->client.ss.ss_family == AF_INET6
+	                                                      ? DMARC_POLICY_IP_TYPE_IPV6
+	                                                      : DMARC_POLICY_IP_TYPE_IPV4);
 	if (ctx == NULL) {
 		o->result = POLICY_DMARC_TEMPERROR;
 		o->comment = util_xstrdup("internal error");
@@ -395,7 +442,7 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	}
 	opendmarc_policy_store_from_domain(ctx, (u_char *)o->header_from);
 	if (opendmarc_policy_store_dmarc(ctx, (u_char *)rec, (u_char *)o->header_from,
-					 used_org ? (u_char *)org : NULL) != DMARC_PARSE_OKAY) {
+	                                 used_org ? (u_char *)org : NULL) != DMARC_PARSE_OKAY) {
 		o->result = POLICY_DMARC_PERMERROR;
 		o->comment = util_xstrdup("invalid DMARC record");
 		goto out;
@@ -415,8 +462,9 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	case DMARC_POLICY_QUARANTINE:
 	case DMARC_POLICY_NONE:
 		o->result = POLICY_DMARC_FAIL;
-		o->applied = pol == DMARC_POLICY_REJECT ? 'r' :
-			     pol == DMARC_POLICY_QUARANTINE ? 'q' : 'n';
+		o->applied = pol == DMARC_POLICY_REJECT       ? 'r'
+		             : pol == DMARC_POLICY_QUARANTINE ? 'q'
+		                                              : 'n';
 		/* RFC 7489 6.6.4: outside the pct sample, one step weaker */
 		if (pct >= 0 && pct < 100 && o->applied != 'n' &&
 		    arc4random_uniform(100) >= (uint32_t)pct)
@@ -426,13 +474,16 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		o->result = POLICY_DMARC_NONE;
 		break;
 	}
-	o->comment = util_xasprintf("p=%s sp=%s pct=%d%s%s",
-				    p == DMARC_RECORD_P_REJECT ? "reject" :
-				    p == DMARC_RECORD_P_QUARANTINE ? "quarantine" : "none",
-				    sp == DMARC_RECORD_P_REJECT ? "reject" :
-				    sp == DMARC_RECORD_P_QUARANTINE ? "quarantine" :
-				    sp == DMARC_RECORD_P_NONE ? "none" : "unset",
-				    pct < 0 ? 100 : pct, used_org ? " org=" : "", used_org ? org : "");
+	o->comment =
+	    util_xasprintf("p=%s sp=%s pct=%d%s%s",
+	                   p == DMARC_RECORD_P_REJECT       ? "reject"
+	                   : p == DMARC_RECORD_P_QUARANTINE ? "quarantine"
+	                                                    : "none",
+	                   sp == DMARC_RECORD_P_REJECT       ? "reject"
+	                   : sp == DMARC_RECORD_P_QUARANTINE ? "quarantine"
+	                   : sp == DMARC_RECORD_P_NONE       ? "none"
+	                                                     : "unset",
+	                   pct < 0 ? 100 : pct, used_org ? " org=" : "", used_org ? org : "");
 out:
 	if (ctx != NULL)
 		opendmarc_policy_connect_shutdown(ctx);

@@ -15,8 +15,9 @@
  *     ends after `timeout` seconds with TEMPFAIL and is cancelled.
  * Both contexts run libunbound in threaded async mode (ub_ctx_async(1)).
  *
- * RFC 6761 names: libunbound answers "test." and "invalid." itself; we set
- * them `nodefault` and allow querying 127.0.0.1 so loopback test servers work.
+ * RFC 6761 names: libunbound answers "test." and "invalid." itself; we make
+ * them transparent zones (see dns_configure for why not `nodefault`) and
+ * allow querying 127.0.0.1 so loopback test servers work.
  * DNSSEC: with a trust anchor file, answers carry secure/bogus; bogus is a
  * status of its own (callers treat it as a temporary error, RFC 7208 / 6376
  * have no better word).
@@ -27,6 +28,7 @@
  * before the resolver.
  * Diagnostics: configuration errors into err; per-query failures at debug.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -34,16 +36,16 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 
 #include <event2/event.h>
 #include <unbound.h>
 
 #include "policy-internal.h"
 
-#define DNS_T_A 1
-#define DNS_T_MX 15
-#define DNS_T_TXT 16
+#define DNS_T_A    1
+#define DNS_T_PTR  12
+#define DNS_T_MX   15
+#define DNS_T_TXT  16
 #define DNS_T_AAAA 28
 
 /* One loop-side request (host: A + AAAA; mx: MX). */
@@ -51,6 +53,8 @@ struct dns_req {
 	struct policy_dns *d;
 	struct dns_req *next, *prev;
 	bool is_mx;
+	bool is_ptr;                 /* PTR: the answer is kept in mx */
+	policy_dns_name_cb name_cb;
 	int ids[2];
 	bool pending[2];
 	struct event *timer;
@@ -87,9 +91,18 @@ static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err
 	long cache = cfg->dns_cache_size > 0 ? cfg->dns_cache_size : 10000;
 
 	/* RFC 6761 special names answered by libunbound itself unless told
-	 * otherwise: forward them like any other name. */
-	if ((rc = ub_ctx_set_option(ctx, "local-zone:", "test. nodefault")) != 0 ||
-	    (rc = ub_ctx_set_option(ctx, "local-zone:", "invalid. nodefault")) != 0 ||
+	 * otherwise: forward them like any other name.  Measured with
+	 * libunbound 1.17: "test. nodefault" through ub_ctx_set_option() still
+	 * leaves the built-in static zone in place (every *.test name is
+	 * NXDOMAIN without a query); "transparent" with no local data does
+	 * what nodefault promises. */
+	if ((rc = ub_ctx_set_option(ctx, "local-zone:", "test. transparent")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "invalid. transparent")) != 0 ||
+	    /* RFC 5737 documentation networks: their reverse zones are
+	     * built-in empty zones too (RFC 6303); test clients use them. */
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "2.0.192.in-addr.arpa. transparent")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "100.51.198.in-addr.arpa. transparent")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "113.0.203.in-addr.arpa. transparent")) != 0 ||
 	    (rc = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no")) != 0)
 		goto fail;
 	snprintf(buf, sizeof(buf), "%ld", cache * 512);
@@ -101,14 +114,14 @@ static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err
 	for (size_t i = 0; i < cfg->dns_forwarders.n; i++) {
 		if ((rc = ub_ctx_set_fwd(ctx, cfg->dns_forwarders.v[i])) != 0) {
 			snprintf(err, errlen, "dns forwarder %s: %s", cfg->dns_forwarders.v[i],
-				 ub_strerror(rc));
+			         ub_strerror(rc));
 			return -1;
 		}
 	}
 	if (cfg->dns_trust_anchor_file != NULL &&
 	    (rc = ub_ctx_add_ta_file(ctx, cfg->dns_trust_anchor_file)) != 0) {
 		snprintf(err, errlen, "dns trust anchor %s: %s", cfg->dns_trust_anchor_file,
-			 ub_strerror(rc));
+		         ub_strerror(rc));
 		return -1;
 	}
 	if ((rc = ub_ctx_async(ctx, 1)) != 0)
@@ -124,8 +137,8 @@ static void *dns_pump(void *arg)
 {
 	struct policy_dns *d = arg;
 	struct pollfd pfd[2] = {
-		{ .fd = ub_fd(d->work_ctx), .events = POLLIN },
-		{ .fd = d->stop_pipe[0], .events = POLLIN },
+	    {.fd = ub_fd(d->work_ctx), .events = POLLIN},
+	    {.fd = d->stop_pipe[0], .events = POLLIN},
 	};
 
 	for (;;) {
@@ -150,8 +163,9 @@ static void dns_on_fd(evutil_socket_t fd, short what, void *arg)
 	ub_process(d->loop_ctx);
 }
 
+/* policy_dns_new - two configured libunbound contexts, the pump thread, the fd event. */
 struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *base, char *err,
-				  size_t errlen)
+                                  size_t errlen)
 {
 	struct policy_dns *d = util_xcalloc(1, sizeof(*d));
 
@@ -210,6 +224,7 @@ static void dns_req_free(struct dns_req *r)
 	free(r);
 }
 
+/* policy_dns_free - drop pending queries (no callbacks), stop the pump, delete contexts. */
 void policy_dns_free(struct policy_dns *d)
 {
 	if (d == NULL)
@@ -234,19 +249,26 @@ void policy_dns_free(struct policy_dns *d)
 	free(d);
 }
 
+/* policy_dns_is_validating - a trust anchor is configured. */
 bool policy_dns_is_validating(const struct policy_dns *d)
 {
 	return d->validating;
 }
 
+/* policy_dns_status_str - status name for logs. */
 const char *policy_dns_status_str(enum policy_dns_status st)
 {
 	switch (st) {
-	case POLICY_DNS_OK: return "ok";
-	case POLICY_DNS_NXDOMAIN: return "nxdomain";
-	case POLICY_DNS_NODATA: return "nodata";
-	case POLICY_DNS_TEMPFAIL: return "tempfail";
-	case POLICY_DNS_BOGUS: return "bogus";
+	case POLICY_DNS_OK:
+		return "ok";
+	case POLICY_DNS_NXDOMAIN:
+		return "nxdomain";
+	case POLICY_DNS_NODATA:
+		return "nodata";
+	case POLICY_DNS_TEMPFAIL:
+		return "tempfail";
+	case POLICY_DNS_BOGUS:
+		return "bogus";
 	}
 	return "?";
 }
@@ -285,6 +307,7 @@ static void dns_fill(struct policy_dns_answer *ans, int err, const struct ub_res
 	}
 }
 
+/* policy_dns_answer_free - free the copied rdata and reset. */
 void policy_dns_answer_free(struct policy_dns_answer *ans)
 {
 	if (ans == NULL)
@@ -319,10 +342,11 @@ static void dns_sync_cb(void *arg, int err, struct ub_result *res)
 	pthread_mutex_unlock(&q->mu);
 }
 
+/* policy_dns_query_sync - worker: one query bounded by the [dns] timeout. */
 void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
-			   struct policy_dns_answer *ans)
+                           struct policy_dns_answer *ans)
 {
-	struct dns_syncq q = { .done = false };
+	struct dns_syncq q = {.done = false};
 	pthread_condattr_t ca;
 	struct timespec until;
 	int id = 0, rc;
@@ -366,14 +390,15 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 	dns_fill(ans, q.err, q.res);
 	ub_resolve_free(q.res);
 	util_log_debug("dns query=%s type=%d status=%s n=%zu secure=%d", name, rrtype,
-		       policy_dns_status_str(ans->status), ans->n, ans->secure);
+	               policy_dns_status_str(ans->status), ans->n, ans->secure);
 out:
 	pthread_cond_destroy(&q.cv);
 	pthread_mutex_destroy(&q.mu);
 }
 
+/* policy_dns_txt_sync - worker: TXT records, character-strings joined per record. */
 enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *name,
-					   struct util_strlist *out, bool *secure)
+                                           struct util_strlist *out, bool *secure)
 {
 	struct policy_dns_answer ans;
 	enum policy_dns_status st;
@@ -428,9 +453,24 @@ static int dns_name_from_wire(const unsigned char *p, size_t len, char *out, siz
 /* dns_req_finish - both halves answered (or timed out): run the callback. */
 static void dns_req_finish(struct dns_req *r, bool timed_out)
 {
+	if (r->is_ptr) {
+		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		char name[256];
+		if (st == POLICY_DNS_OK &&
+		    (r->mx.n == 0 ||
+		     dns_name_from_wire(r->mx.data[0], r->mx.len[0], name, sizeof(name)) < 0 ||
+		     !name[0]))
+			st = POLICY_DNS_NODATA;
+		r->name_cb(r->arg, st, st == POLICY_DNS_OK ? name : NULL);
+		dns_req_free(r);
+		return;
+	}
 	if (r->is_mx) {
 		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
-		struct { int pref; char host[256]; } *mx = NULL;
+		struct {
+			int pref;
+			char host[256];
+		} *mx = NULL;
 		const char **hosts = NULL;
 		size_t n = 0;
 
@@ -447,7 +487,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 			for (size_t i = 0; i < r->mx.n; i++) {
 				if (r->mx.len[i] < 3 ||
 				    dns_name_from_wire(r->mx.data[i] + 2, r->mx.len[i] - 2,
-						       mx[n].host, sizeof(mx[n].host)) < 0)
+				                       mx[n].host, sizeof(mx[n].host)) < 0)
 					continue;
 				mx[n].pref = (r->mx.data[i][0] << 8) | r->mx.data[i][1];
 				n++;
@@ -465,7 +505,8 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 			if (n == 0 || (n == 1 && mx[0].host[0] == 0))
 				st = POLICY_DNS_NODATA, n = 0;
 		}
-		r->mx_cb(r->arg, st, st == POLICY_DNS_OK ? hosts : NULL, st == POLICY_DNS_OK ? n : 0);
+		r->mx_cb(r->arg, st, st == POLICY_DNS_OK ? hosts : NULL,
+		         st == POLICY_DNS_OK ? n : 0);
 		free(mx);
 		free(hosts);
 	} else {
@@ -473,7 +514,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 		if (r->naddrs > 0)
 			st = POLICY_DNS_OK;
 		else if (timed_out || r->st[0] == POLICY_DNS_TEMPFAIL ||
-			 r->st[1] == POLICY_DNS_TEMPFAIL)
+		         r->st[1] == POLICY_DNS_TEMPFAIL)
 			st = POLICY_DNS_TEMPFAIL;
 		else if (r->st[0] == POLICY_DNS_BOGUS || r->st[1] == POLICY_DNS_BOGUS)
 			st = POLICY_DNS_BOGUS;
@@ -496,7 +537,7 @@ static void dns_async_cb(void *arg, int err, struct ub_result *res, int half)
 	dns_fill(&ans, err, res);
 	ub_resolve_free(res);
 	r->st[half] = ans.status;
-	if (r->is_mx) {
+	if (r->is_mx || r->is_ptr) {
 		r->mx = ans;
 	} else {
 		for (size_t i = 0; i < ans.n; i++) {
@@ -532,6 +573,7 @@ static void dns_cb0(void *arg, int err, struct ub_result *res)
 	dns_async_cb(arg, err, res, 0);
 }
 
+/* dns_cb1 - the AAAA half. */
 static void dns_cb1(void *arg, int err, struct ub_result *res)
 {
 	dns_async_cb(arg, err, res, 1);
@@ -560,7 +602,7 @@ static void dns_on_immediate(evutil_socket_t fd, short what, void *arg)
 static struct dns_req *dns_req_new(struct policy_dns *d, const char *name, int port, void *arg)
 {
 	struct dns_req *r = util_xcalloc(1, sizeof(*r));
-	struct timeval tv = { d->timeout_ms / 1000, (d->timeout_ms % 1000) * 1000 };
+	struct timeval tv = {d->timeout_ms / 1000, (d->timeout_ms % 1000) * 1000};
 
 	r->d = d;
 	r->name = util_xstrdup(name);
@@ -578,15 +620,16 @@ static struct dns_req *dns_req_new(struct policy_dns *d, const char *name, int p
 /* dns_req_immediate - finish r from the loop soon (never inside the call). */
 static void dns_req_immediate(struct dns_req *r)
 {
-	struct timeval tv = { 0, 0 };
+	struct timeval tv = {0, 0};
 
 	event_free(r->timer);
 	r->timer = evtimer_new(r->d->base, dns_on_immediate, r);
 	evtimer_add(r->timer, &tv);
 }
 
+/* policy_dns_resolve_host - loop: A + AAAA of name (numeric names answered directly). */
 void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
-			     policy_dns_addrs_cb cb, void *arg)
+                             policy_dns_addrs_cb cb, void *arg)
 {
 	struct dns_req *r = dns_req_new(d, name, port, arg);
 	struct util_addr a;
@@ -599,9 +642,10 @@ void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 		dns_req_immediate(r);
 		return;
 	}
-	r->pending[0] = ub_resolve_async(d->loop_ctx, name, DNS_T_A, 1, r, dns_cb0, &r->ids[0]) == 0;
-	r->pending[1] = ub_resolve_async(d->loop_ctx, name, DNS_T_AAAA, 1, r, dns_cb1,
-					 &r->ids[1]) == 0;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_A, 1, r, dns_cb0, &r->ids[0]) == 0;
+	r->pending[1] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_AAAA, 1, r, dns_cb1, &r->ids[1]) == 0;
 	if (!r->pending[0])
 		r->st[0] = POLICY_DNS_TEMPFAIL;
 	if (!r->pending[1])
@@ -610,15 +654,49 @@ void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 		dns_req_immediate(r);
 }
 
-void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
-			   void *arg)
+/* policy_dns_resolve_mx - loop: MX hosts by preference, implicit and null MX. */
+void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb, void *arg)
 {
 	struct dns_req *r = dns_req_new(d, domain, 25, arg);
 
 	r->is_mx = true;
 	r->mx_cb = cb;
-	r->pending[0] = ub_resolve_async(d->loop_ctx, domain, DNS_T_MX, 1, r, dns_cb0,
-					 &r->ids[0]) == 0;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, domain, DNS_T_MX, 1, r, dns_cb0, &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->mx.status = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}
+
+/* policy_dns_resolve_ptr - loop: the first PTR name of an address (the
+ * caller forward-confirms it with policy_dns_resolve_host). */
+void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, policy_dns_name_cb cb,
+			    void *arg)
+{
+	char name[80];
+	size_t o = 0;
+	if (a->ss.ss_family == AF_INET) {
+		const unsigned char *b =
+		    (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+		snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
+	} else {
+		const unsigned char *b =
+		    (const unsigned char *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+		static const char hex[] = "0123456789abcdef";
+		for (int i = 15; i >= 0; i--) {
+			name[o++] = hex[b[i] & 15];
+			name[o++] = '.';
+			name[o++] = hex[b[i] >> 4];
+			name[o++] = '.';
+		}
+		snprintf(name + o, sizeof(name) - o, "ip6.arpa");
+	}
+	struct dns_req *r = dns_req_new(d, name, 0, arg);
+	r->is_ptr = true;
+	r->name_cb = cb;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_PTR, 1, r, dns_cb0, &r->ids[0]) == 0;
 	if (!r->pending[0]) {
 		r->mx.status = POLICY_DNS_TEMPFAIL;
 		dns_req_immediate(r);

@@ -7,14 +7,14 @@
  * Ownership: hits are stored in the message (zone names).
  * Threads: worker.  Diagnostics: lookups at debug level.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
 
 #include "policy-internal.h"
 
-#define DNS_T_A 1
+#define DNS_T_A   1
 #define DNS_T_PTR 12
 
 /* dnsbl_reverse - RFC 5782 2.1 / 2.4: reversed octets or nibbles. */
@@ -25,12 +25,12 @@ static void dnsbl_reverse(const struct util_addr *a, char *out, size_t outlen)
 	out[0] = 0;
 	if (a->ss.ss_family == AF_INET) {
 		const unsigned char *b =
-			(const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+		    (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
 		snprintf(out, outlen, "%u.%u.%u.%u", b[3], b[2], b[1], b[0]);
 		return;
 	}
 	const unsigned char *b =
-		(const unsigned char *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
+	    (const unsigned char *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
 	for (int i = 15; i >= 0 && o + 5 < outlen; i--) {
 		o += (size_t)snprintf(out + o, outlen - o, "%x.%x.", b[i] & 0xf, b[i] >> 4);
 	}
@@ -38,6 +38,7 @@ static void dnsbl_reverse(const struct util_addr *a, char *out, size_t outlen)
 		out[o - 1] = 0;
 }
 
+/* policy_dnsbl_eval - worker: DNSBL listings and the client's PTR. */
 void policy_dnsbl_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
@@ -64,9 +65,8 @@ void policy_dnsbl_eval(struct policy_msg *pm)
 	}
 	if (cfg->weight_no_rdns != 0) {
 		struct policy_dns_answer ans;
-		char *name = util_xasprintf("%s.%s", rev,
-					    pm->client.ss.ss_family == AF_INET ? "in-addr.arpa" :
-										 "ip6.arpa");
+		char *name = util_xasprintf(
+		    "%s.%s", rev, pm->client.ss.ss_family == AF_INET ? "in-addr.arpa" : "ip6.arpa");
 		policy_dns_query_sync(pm->pc->dns, name, DNS_T_PTR, &ans);
 		/* only a definite "no such name / no PTR" counts, never a timeout */
 		pm->rdns_checked = true;

@@ -23,7 +23,7 @@
  * domain names uncompressed), owned. */
 struct policy_dns_answer {
 	enum policy_dns_status status;
-	bool secure;                 /* DNSSEC validated */
+	bool secure; /* DNSSEC validated */
 	int ttl;
 	size_t n;
 	unsigned char **data;
@@ -32,7 +32,7 @@ struct policy_dns_answer {
 /* policy_dns_query_sync - worker threads: one query, bounded by the [dns]
  * timeout.  Free the answer with policy_dns_answer_free(). */
 void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
-			   struct policy_dns_answer *ans);
+                           struct policy_dns_answer *ans);
 void policy_dns_answer_free(struct policy_dns_answer *ans);
 /* policy_dns_is_validating - a trust anchor is configured. */
 bool policy_dns_is_validating(const struct policy_dns *d);
@@ -43,71 +43,85 @@ const char *policy_dns_status_str(enum policy_dns_status st);
 struct policy_pool;
 typedef void (*policy_pool_fn)(struct policy_msg *pm);
 /* policy_pool_new - nthreads workers, queue bounded to qmax jobs. */
-struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax,
-				    char *err, size_t errlen);
+struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax, char *err,
+                                    size_t errlen);
 void policy_pool_free(struct policy_pool *p);
 /* policy_pool_submit - run work(pm) on a worker (NULL: no work), then
  * done(pm) on the loop thread unless pm was freed meanwhile.  -1 when the
  * queue is full (nothing queued). */
 int policy_pool_submit(struct policy_pool *p, struct policy_msg *pm, policy_pool_fn work,
-		       policy_pool_fn done);
+                       policy_pool_fn done);
+/* policy_pool_cancel - loop thread: pm's job, if still queued, will not run;
+ * its completion comes (and frees pm when pm->freed) without the work. */
+void policy_pool_cancel(struct policy_pool *p, struct policy_msg *pm);
 
 /* ------------------------------------------------------------ results */
 
-enum policy_spf_result { POLICY_SPF_NONE = 0, POLICY_SPF_NEUTRAL, POLICY_SPF_PASS,
-			 POLICY_SPF_FAIL, POLICY_SPF_SOFTFAIL, POLICY_SPF_TEMPERROR,
-			 POLICY_SPF_PERMERROR };
+enum policy_spf_result {
+	POLICY_SPF_NONE = 0,
+	POLICY_SPF_NEUTRAL,
+	POLICY_SPF_PASS,
+	POLICY_SPF_FAIL,
+	POLICY_SPF_SOFTFAIL,
+	POLICY_SPF_TEMPERROR,
+	POLICY_SPF_PERMERROR
+};
 const char *policy_spf_result_str(enum policy_spf_result r);
 
 struct policy_spf_outcome {
 	bool evaluated;
 	enum policy_spf_result result;
-	bool helo_identity;          /* the identity checked is postmaster@HELO */
-	char *identity;              /* mailbox checked */
-	char *domain;                /* its domain */
-	char *comment;               /* human explanation */
-	bool secure;                 /* every DNS answer used was DNSSEC-secure */
+	bool helo_identity; /* the identity checked is postmaster@HELO */
+	char *identity;     /* mailbox checked */
+	char *domain;       /* its domain */
+	char *comment;      /* human explanation */
+	bool secure;        /* every DNS answer used was DNSSEC-secure */
 };
 
 /* One DKIM signature outcome (RFC 8601 2.7.1 result words). */
 struct policy_dkim_sig {
-	const char *result;          /* static: pass fail neutral policy temperror permerror */
-	char *d, *s, *i, *b;         /* b: first 8 characters (RFC 6008) */
+	const char *result;  /* static: pass fail neutral policy temperror permerror */
+	char *d, *s, *i, *b; /* b: first 8 characters (RFC 6008) */
 	char *comment;
 	bool secure;
 };
 
-enum policy_dmarc_result { POLICY_DMARC_NONE = 0, POLICY_DMARC_PASS, POLICY_DMARC_FAIL,
-			   POLICY_DMARC_TEMPERROR, POLICY_DMARC_PERMERROR };
+enum policy_dmarc_result {
+	POLICY_DMARC_NONE = 0,
+	POLICY_DMARC_PASS,
+	POLICY_DMARC_FAIL,
+	POLICY_DMARC_TEMPERROR,
+	POLICY_DMARC_PERMERROR
+};
 struct policy_dmarc_outcome {
 	bool evaluated;
 	enum policy_dmarc_result result;
-	char policy;                 /* 'n' 'q' 'r' or 0: policy.dmarc published */
-	char applied;                /* policy after pct / sp: 'n' 'q' 'r' */
+	char policy;  /* 'n' 'q' 'r' or 0: policy.dmarc published */
+	char applied; /* policy after pct / sp: 'n' 'q' 'r' */
 	char *header_from;
 	char *org_domain;
 	char *comment;
-	char *exempt;                /* NULL or why enforcement was skipped */
+	char *exempt; /* NULL or why enforcement was skipped */
 	bool secure;
-	bool from_error;             /* zero or several From addresses */
+	bool from_error; /* zero or several From addresses */
 	char *from_error_text;
 };
 
 struct policy_ctx {
-	const struct config *cfg;    /* borrowed */
-	struct event_base *base;     /* borrowed */
-	struct policy_dns *dns;      /* borrowed */
+	const struct config *cfg; /* borrowed */
+	struct event_base *base;  /* borrowed */
+	struct policy_dns *dns;   /* borrowed */
 	struct policy_pool *pool;
-	void *dkim_lib;              /* DKIM_LIB * */
-	bool dmarc_ready;            /* PSL loaded */
+	void *dkim_lib;   /* DKIM_LIB * */
+	bool dmarc_ready; /* PSL loaded */
 };
 
 /* From: header facts gathered while headers stream. */
 struct policy_from {
-	int fields;                  /* number of From: header fields */
-	int addrs;                   /* number of addresses over all of them */
-	bool bad;                    /* a From: field did not parse */
-	char *domain;                /* domain of the (first) address, lower-case */
+	int fields;   /* number of From: header fields */
+	int addrs;    /* number of addresses over all of them */
+	bool bad;     /* a From: field did not parse */
+	char *domain; /* domain of the (first) address, lower-case */
 };
 
 struct policy_msg {
@@ -128,11 +142,11 @@ struct policy_msg {
 	char *spf_reply;
 
 	/* DKIM */
-	void *dkim;                  /* DKIM * while streaming */
+	void *dkim; /* DKIM * while streaming */
 	bool dkim_nosig, dkim_broken;
 	struct policy_dkim_sig *sigs;
 	size_t nsigs;
-	void *keys;                  /* struct dkim_keys *, worker only */
+	void *keys; /* struct dkim_keys *, worker only */
 
 	struct policy_from from;
 	struct policy_dmarc_outcome dmarc;
@@ -155,11 +169,11 @@ char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf
 
 int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
 void policy_dkim_lib_free(struct policy_ctx *pc);
-int policy_dkim_msg_begin(struct policy_msg *pm);             /* loop */
+int policy_dkim_msg_begin(struct policy_msg *pm);                          /* loop */
 void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len); /* loop */
-void policy_dkim_eoh(struct policy_msg *pm);                  /* loop */
-void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n); /* loop */
-void policy_dkim_eval(struct policy_msg *pm);                 /* worker */
+void policy_dkim_eoh(struct policy_msg *pm);                               /* loop */
+void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n);     /* loop */
+void policy_dkim_eval(struct policy_msg *pm);                              /* worker */
 void policy_dkim_msg_free(struct policy_msg *pm);
 
 int policy_dmarc_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
@@ -181,7 +195,7 @@ void policy_verdict_tempfail(struct policy_msg *pm, const char *reply);
 /* policy_score - the spam score and the contributing rules (appended to
  * rules as rule names when rules != NULL). */
 double policy_score(const struct config *cfg, const struct policy_msg *pm,
-		    struct util_strlist *rules);
+                    struct util_strlist *rules);
 /* policy_ar_format - the Authentication-Results field (with CRLF). */
 char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm);
 char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm);

@@ -9,7 +9,9 @@
  *
  * Ownership: the pool never owns a message, except when the owner called
  * policy_msg_free() while its job was in flight (msg->freed): the
- * completion then frees it instead of calling back (STYLE rule 12).  The
+ * completion then frees it instead of calling back (STYLE rule 12).  A job
+ * still waiting in the queue when its message is freed is taken out and
+ * never runs (policy_pool_cancel), so abandoned sessions cost no DNS.  The
  * queue is bounded: policy_pool_submit() fails when it is full and the
  * caller answers 451 instead of letting the queue grow.
  * Threads: submit/free on the loop thread; work functions on workers.
@@ -35,14 +37,14 @@ struct pool_job {
 struct policy_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct pool_job *qhead, *qtail;   /* waiting for a worker */
+	struct pool_job *qhead, *qtail; /* waiting for a worker */
 	size_t qlen, qmax;
-	struct pool_job *dhead, *dtail;   /* finished, waiting for the loop */
+	struct pool_job *dhead, *dtail; /* finished, waiting for the loop */
 	bool stop;
 	pthread_t *threads;
 	int nthreads;
 	int pipefd[2];
-	bool woken;                        /* a byte is in the pipe */
+	bool woken; /* a byte is in the pipe */
 	struct event *ev;
 };
 
@@ -117,8 +119,9 @@ static void pool_on_done(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax,
-				    char *err, size_t errlen)
+/* policy_pool_new - start nthreads workers and watch the completion pipe. */
+struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax, char *err,
+                                    size_t errlen)
 {
 	struct policy_pool *p = util_xcalloc(1, sizeof(*p));
 
@@ -149,6 +152,7 @@ err:
 	return NULL;
 }
 
+/* policy_pool_free - stop and join the workers, release unfinished jobs. */
 void policy_pool_free(struct policy_pool *p)
 {
 	struct pool_job *lists[2];
@@ -186,8 +190,30 @@ void policy_pool_free(struct policy_pool *p)
 	free(p);
 }
 
+/* policy_pool_cancel - loop: take pm's job out of the queue if it has not started. */
+void policy_pool_cancel(struct policy_pool *p, struct policy_msg *pm)
+{
+	struct pool_job **jp;
+
+	pthread_mutex_lock(&p->mu);
+	for (jp = &p->qhead; *jp != NULL; jp = &(*jp)->next) {
+		struct pool_job *j = *jp;
+		if (j->pm != pm)
+			continue;
+		*jp = j->next;
+		p->qtail = NULL;
+		for (struct pool_job *t = p->qhead; t != NULL; t = t->next)
+			p->qtail = t;
+		p->qlen--;
+		pool_push_done(p, j); /* completion frees the abandoned message */
+		break;
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* policy_pool_submit - loop: queue a job, or fail when the queue is full. */
 int policy_pool_submit(struct policy_pool *p, struct policy_msg *pm, policy_pool_fn work,
-		       policy_pool_fn done)
+                       policy_pool_fn done)
 {
 	struct pool_job *j;
 

@@ -17,11 +17,12 @@
  * Threads: policy_spf_eval() on a worker; the rest is pure.
  * Diagnostics: libspf2's error/warning output goes to our log.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <strings.h>
 
 #include <spf2/spf.h>
 
@@ -29,9 +30,12 @@
 
 struct spf_hook {
 	struct policy_dns *dns;
+	const char *domain; /* the identity's domain */
 	bool all_secure;
 	int lookups;
 	bool tempfail;
+	bool bogus;      /* an answer failed DNSSEC validation */
+	bool saw_record; /* a v=spf1 record was published there */
 };
 
 /* spf_log_error - libspf2's fatal handler: it never returns. */
@@ -53,6 +57,7 @@ static void spf_log_debug(const char *file, int line, const char *msg)
 	util_log_debug("libspf2 msg=\"%s\"", msg);
 }
 
+/* policy_spf_lib_init - route libspf2's diagnostics to our log. */
 void policy_spf_lib_init(void)
 {
 	SPF_error_handler = spf_log_error;
@@ -61,16 +66,24 @@ void policy_spf_lib_init(void)
 	SPF_debug_handler = spf_log_debug;
 }
 
+/* policy_spf_result_str - RFC 7208 result name. */
 const char *policy_spf_result_str(enum policy_spf_result r)
 {
 	switch (r) {
-	case POLICY_SPF_NONE: return "none";
-	case POLICY_SPF_NEUTRAL: return "neutral";
-	case POLICY_SPF_PASS: return "pass";
-	case POLICY_SPF_FAIL: return "fail";
-	case POLICY_SPF_SOFTFAIL: return "softfail";
-	case POLICY_SPF_TEMPERROR: return "temperror";
-	case POLICY_SPF_PERMERROR: return "permerror";
+	case POLICY_SPF_NONE:
+		return "none";
+	case POLICY_SPF_NEUTRAL:
+		return "neutral";
+	case POLICY_SPF_PASS:
+		return "pass";
+	case POLICY_SPF_FAIL:
+		return "fail";
+	case POLICY_SPF_SOFTFAIL:
+		return "softfail";
+	case POLICY_SPF_TEMPERROR:
+		return "temperror";
+	case POLICY_SPF_PERMERROR:
+		return "permerror";
 	}
 	return "none";
 }
@@ -96,7 +109,7 @@ static int spf_name_from_wire(const unsigned char *p, size_t len, char *out, siz
 
 /* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query. */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
-				    int should_cache)
+                                    int should_cache)
 {
 	struct spf_hook *h = srv->hook;
 	struct policy_dns_answer ans;
@@ -112,10 +125,20 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	if (!ans.secure)
 		h->all_secure = false;
 	switch (ans.status) {
-	case POLICY_DNS_OK: herrno = NETDB_SUCCESS; break;
-	case POLICY_DNS_NXDOMAIN: herrno = HOST_NOT_FOUND; break;
-	case POLICY_DNS_NODATA: herrno = NO_DATA; break;
-	default: herrno = TRY_AGAIN; h->tempfail = true; break;
+	case POLICY_DNS_OK:
+		herrno = NETDB_SUCCESS;
+		break;
+	case POLICY_DNS_NXDOMAIN:
+		herrno = HOST_NOT_FOUND;
+		break;
+	case POLICY_DNS_NODATA:
+		herrno = NO_DATA;
+		break;
+	default:
+		herrno = TRY_AGAIN;
+		h->tempfail = true;
+		h->bogus |= ans.status == POLICY_DNS_BOGUS;
+		break;
 	}
 	rr = SPF_dns_rr_new_init(srv, domain, type, ans.ttl, herrno);
 	if (rr == NULL)
@@ -132,7 +155,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			n++;
 			break;
 		case ns_t_aaaa:
-			if (len != 16 || SPF_dns_rr_buf_realloc(rr, n, sizeof(struct in6_addr)) != 0)
+			if (len != 16 ||
+			    SPF_dns_rr_buf_realloc(rr, n, sizeof(struct in6_addr)) != 0)
 				continue;
 			memcpy(&rr->rr[n]->aaaa, d, 16);
 			n++;
@@ -151,6 +175,10 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 				pos += l;
 			}
 			rr->rr[n]->txt[o] = 0;
+			if (strncasecmp(rr->rr[n]->txt, "v=spf1", 6) == 0 &&
+			    (o == 6 || rr->rr[n]->txt[6] == ' ') &&
+			    strcasecmp(domain, h->domain) == 0)
+				h->saw_record = true;
 			n++;
 			break;
 		}
@@ -158,7 +186,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		case ns_t_ptr: {
 			char name[256];
 			size_t off = type == ns_t_mx ? 2 : 0;
-			if (len <= off || spf_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
+			if (len <= off ||
+			    spf_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
 			    SPF_dns_rr_buf_realloc(rr, n, strlen(name) + 1) != 0)
 				continue;
 			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, name);
@@ -175,17 +204,52 @@ out:
 	return rr;
 }
 
+/* spf_query - SPF_request_query_mailfrom() without libspf2's "localhost
+ * gets a free pass" shortcut (SPF_REASON_LOCALHOST): a gateway judges a
+ * loopback client (a local relay, our tests) like any other. */
+static SPF_errcode_t spf_query(SPF_server_t *srv, SPF_request_t *req, SPF_response_t **respp)
+{
+	SPF_record_t *rec = NULL;
+	SPF_response_t *resp;
+	SPF_errcode_t err;
+
+	*respp = resp = SPF_response_new(req);
+	if (resp == NULL)
+		return SPF_E_NO_MEMORY;
+	/* what libspf2's SPF_request_prepare() does */
+	req->cur_dom = req->use_helo ? req->helo_dom : req->env_from_dp;
+	err = SPF_server_get_record(srv, req, resp, &rec);
+	if (err != SPF_E_SUCCESS) {
+		if (rec != NULL)
+			SPF_record_free(rec);
+		SPF_i_done(resp, resp->result, resp->reason, resp->err);
+		return err;
+	}
+	resp->spf_record_exp = rec;
+	err = SPF_record_interpret(rec, req, resp, 0);
+	resp->spf_record_exp = NULL;
+	SPF_record_free(rec);
+	return err;
+}
+
 /* spf_map - libspf2 result to ours. */
 static enum policy_spf_result spf_map(SPF_result_t r)
 {
 	switch (r) {
-	case SPF_RESULT_PASS: return POLICY_SPF_PASS;
-	case SPF_RESULT_FAIL: return POLICY_SPF_FAIL;
-	case SPF_RESULT_SOFTFAIL: return POLICY_SPF_SOFTFAIL;
-	case SPF_RESULT_NEUTRAL: return POLICY_SPF_NEUTRAL;
-	case SPF_RESULT_TEMPERROR: return POLICY_SPF_TEMPERROR;
-	case SPF_RESULT_PERMERROR: return POLICY_SPF_PERMERROR;
-	default: return POLICY_SPF_NONE;
+	case SPF_RESULT_PASS:
+		return POLICY_SPF_PASS;
+	case SPF_RESULT_FAIL:
+		return POLICY_SPF_FAIL;
+	case SPF_RESULT_SOFTFAIL:
+		return POLICY_SPF_SOFTFAIL;
+	case SPF_RESULT_NEUTRAL:
+		return POLICY_SPF_NEUTRAL;
+	case SPF_RESULT_TEMPERROR:
+		return POLICY_SPF_TEMPERROR;
+	case SPF_RESULT_PERMERROR:
+		return POLICY_SPF_PERMERROR;
+	default:
+		return POLICY_SPF_NONE;
 	}
 }
 
@@ -202,27 +266,28 @@ static bool spf_is_domain(const char *s)
 
 /* spf_comment - the RFC 7208 9.1 style explanation for the result. */
 static char *spf_comment(const char *receiver, enum policy_spf_result r, const char *ident,
-			 const char *ip, const char *detail)
+                         const char *ip, const char *detail)
 {
 	switch (r) {
 	case POLICY_SPF_PASS:
 		return util_xasprintf("%s: domain of %s designates %s as permitted sender",
-				      receiver, ident, ip);
+		                      receiver, ident, ip);
 	case POLICY_SPF_FAIL:
 		return util_xasprintf("%s: domain of %s does not designate %s as permitted sender",
-				      receiver, ident, ip);
+		                      receiver, ident, ip);
 	case POLICY_SPF_SOFTFAIL:
 		return util_xasprintf("%s: domain of transitioning %s does not designate %s as "
-				      "permitted sender", receiver, ident, ip);
+		                      "permitted sender",
+		                      receiver, ident, ip);
 	case POLICY_SPF_NEUTRAL:
 		return util_xasprintf("%s: %s is neither permitted nor denied by domain of %s",
-				      receiver, ip, ident);
+		                      receiver, ip, ident);
 	case POLICY_SPF_TEMPERROR:
 		return util_xasprintf("%s: temporary error looking up the SPF policy of %s%s%s",
-				      receiver, ident, detail ? ": " : "", detail ? detail : "");
+		                      receiver, ident, detail ? ": " : "", detail ? detail : "");
 	case POLICY_SPF_PERMERROR:
 		return util_xasprintf("%s: permanent error in the SPF policy of %s%s%s", receiver,
-				      ident, detail ? ": " : "", detail ? detail : "");
+		                      ident, detail ? ": " : "", detail ? detail : "");
 	case POLICY_SPF_NONE:
 		break;
 	}
@@ -233,16 +298,18 @@ static char *spf_comment(const char *receiver, enum policy_spf_result r, const c
 static void spf_sanitize(char *s)
 {
 	for (; *s; s++)
-		if (!isprint((unsigned char)*s) || *s == '(' || *s == ')' || *s == '"' || *s == '\\')
+		if (!isprint((unsigned char)*s) || *s == '(' || *s == ')' || *s == '"' ||
+		    *s == '\\')
 			*s = ' ';
 }
 
+/* policy_spf_eval - worker: evaluate the SPF identity of pm. */
 void policy_spf_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
 	struct policy_spf_outcome *o = &pm->spf;
 	const char *receiver = cfg->authserv_id ? cfg->authserv_id : cfg->hostname;
-	struct spf_hook hook = { .dns = pm->pc->dns, .all_secure = true };
+	struct spf_hook hook = {.dns = pm->pc->dns, .all_secure = true};
 	SPF_dns_server_t layer;
 	SPF_server_t *srv = NULL;
 	SPF_request_t *req = NULL;
@@ -250,6 +317,7 @@ void policy_spf_eval(struct policy_msg *pm)
 	char ip[INET6_ADDRSTRLEN];
 	char *detail = NULL;
 	const char *dom;
+	SPF_errcode_t qerr;
 
 	policy_spf_outcome_free(o);
 	o->evaluated = true;
@@ -258,8 +326,8 @@ void policy_spf_eval(struct policy_msg *pm)
 		o->helo_identity = true;
 		o->identity = util_xasprintf("postmaster@%s", pm->helo);
 	} else if (pm->mail_from[0] == '@' || strchr(pm->mail_from, '@') == NULL) {
-		o->identity = util_xasprintf("postmaster@%s",
-					     pm->mail_from + (pm->mail_from[0] == '@'));
+		o->identity =
+		    util_xasprintf("postmaster@%s", pm->mail_from + (pm->mail_from[0] == '@'));
 	} else {
 		o->identity = util_xstrdup(pm->mail_from);
 	}
@@ -278,6 +346,7 @@ void policy_spf_eval(struct policy_msg *pm)
 	layer.lookup = spf_dns_lookup;
 	layer.name = "mxgate";
 	layer.hook = &hook;
+	hook.domain = o->domain;
 	srv = SPF_server_new_dns(&layer, 0);
 	if (srv == NULL)
 		goto internal;
@@ -295,20 +364,38 @@ void policy_spf_eval(struct policy_msg *pm)
 		o->result = POLICY_SPF_NONE;
 		goto done;
 	}
-	SPF_request_query_mailfrom(req, &resp);
+	qerr = spf_query(srv, req, &resp);
 	if (resp == NULL)
 		goto internal;
 	o->result = spf_map(SPF_response_result(resp));
+	util_log_debug("spf identity=%s libspf2_result=%d err=%d msg=\"%s\"", o->identity,
+	               (int)SPF_response_result(resp), (int)qerr, SPF_strerror(qerr));
+	/* No result from libspf2 when the record could not be had or not be
+	 * compiled: RFC 7208 4.5/4.6 make a syntax error a permerror. */
+	if (SPF_response_result(resp) == SPF_RESULT_INVALID && qerr != SPF_E_SUCCESS &&
+	    !hook.tempfail && qerr != SPF_E_DNS_ERROR &&
+	    (qerr != SPF_E_NOT_SPF || hook.saw_record)) {
+		/* libspf2 drops a record that does not compile and says
+		 * "not SPF"; a published v=spf1 record is a permerror. */
+		o->result = POLICY_SPF_PERMERROR;
+		detail =
+		    util_xstrdup(qerr == SPF_E_NOT_SPF ? "invalid SPF record" : SPF_strerror(qerr));
+		spf_sanitize(detail);
+		goto done;
+	}
 	if (o->result == POLICY_SPF_PERMERROR || o->result == POLICY_SPF_TEMPERROR) {
 		SPF_errcode_t e = SPF_response_errcode(resp);
-		detail = util_xstrdup(e != SPF_E_SUCCESS ? SPF_strerror(e) : "DNS failure");
+		detail = util_xstrdup(hook.bogus           ? "DNSSEC validation failed"
+		                      : e != SPF_E_SUCCESS ? SPF_strerror(e)
+		                                           : "DNS failure");
 		spf_sanitize(detail);
 	}
 	/* libspf2 turns some resolver failures into "none": a failed
 	 * lookup of the policy record itself is a temporary error. */
 	if (o->result == POLICY_SPF_NONE && hook.tempfail) {
 		o->result = POLICY_SPF_TEMPERROR;
-		detail = util_xstrdup("DNS timeout or failure");
+		detail = util_xstrdup(hook.bogus ? "DNSSEC validation failed"
+		                                 : "DNS timeout or failure");
 	}
 	goto done;
 internal:
@@ -326,6 +413,7 @@ done:
 		SPF_server_free(srv);
 }
 
+/* policy_spf_outcome_free - free the outcome strings and reset. */
 void policy_spf_outcome_free(struct policy_spf_outcome *o)
 {
 	free(o->identity);
@@ -334,19 +422,21 @@ void policy_spf_outcome_free(struct policy_spf_outcome *o)
 	memset(o, 0, sizeof(*o));
 }
 
+/* policy_spf_compute_reply - the 550/451 reply the config asks for, or NULL. */
 char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf_outcome *o)
 {
 	if (!o->evaluated)
 		return NULL;
 	if (o->result == POLICY_SPF_FAIL && cfg->spf_reject_fail)
 		return util_xasprintf("550 5.7.23 SPF fail: %s is not allowed to send mail for %s",
-				      o->identity, o->domain);
+		                      o->identity, o->domain);
 	if (o->result == POLICY_SPF_TEMPERROR && cfg->spf_temperror_defer)
 		return util_xasprintf("451 4.7.24 SPF temporary error for %s, try again later",
-				      o->domain);
+		                      o->domain);
 	return NULL;
 }
 
+/* policy_received_spf_format - the Received-SPF field (RFC 7208 9.1), or NULL. */
 char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm)
 {
 	const struct policy_spf_outcome *o = &pm->spf;
@@ -358,8 +448,8 @@ char *policy_received_spf_format(const struct config *cfg, const struct policy_m
 	util_addr_str(&pm->client, ip, sizeof(ip));
 	/* RFC 7208 9.1: result (comment) key=value pairs */
 	return util_xasprintf("Received-SPF: %s (%s)\r\n\treceiver=%s; client-ip=%s;"
-			      " envelope-from=\"%s\"; helo=%s; identity=%s;\r\n",
-			      policy_spf_result_str(o->result), o->comment, receiver, ip,
-			      pm->mail_from, pm->helo[0] ? pm->helo : "unknown",
-			      o->helo_identity ? "helo" : "mailfrom");
+	                      " envelope-from=\"%s\"; helo=%s; identity=%s;\r\n",
+	                      policy_spf_result_str(o->result), o->comment, receiver, ip,
+	                      pm->mail_from, pm->helo[0] ? pm->helo : "unknown",
+	                      o->helo_identity ? "helo" : "mailfrom");
 }

@@ -28,8 +28,9 @@
 /* verdict_authserv_id - [auth] authserv_id, default the hostname. */
 static const char *verdict_authserv_id(const struct config *cfg)
 {
-	return cfg->authserv_id != NULL ? cfg->authserv_id :
-	       cfg->hostname != NULL ? cfg->hostname : "localhost";
+	return cfg->authserv_id != NULL ? cfg->authserv_id
+	       : cfg->hostname != NULL  ? cfg->hostname
+	                                : "localhost";
 }
 
 /* ------------------------------------------------------------ drop_header */
@@ -65,12 +66,12 @@ static bool verdict_name_is(const struct util_hdr_field *f, const char *s)
 	return s != NULL && s[0] != 0 && util_hdr_name_is(f, s);
 }
 
+/* policy_drop_header - our forged A-R or spam headers must go. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f)
 {
 	if (verdict_name_is(f, cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag") ||
 	    verdict_name_is(f, cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score") ||
-	    verdict_name_is(f, cfg->spam_status_header ? cfg->spam_status_header :
-							  "X-Spam-Status"))
+	    verdict_name_is(f, cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status"))
 		return true;
 	if (util_hdr_name_is(f, "Authentication-Results")) {
 		/* RFC 8601 2.2: authserv-id = value (token or quoted-string),
@@ -89,7 +90,8 @@ bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f
 			}
 		} else {
 			for (; p < end && n + 1 < sizeof(tok) && *p != ';' && *p != '(' &&
-			       !isspace((unsigned char)*p); p++)
+			       !isspace((unsigned char)*p);
+			     p++)
 				tok[n++] = *p;
 		}
 		tok[n] = 0;
@@ -108,7 +110,7 @@ static void verdict_dkim_state(const struct policy_msg *pm, bool *pass, bool *fa
 		if (strcmp(pm->sigs[i].result, "pass") == 0)
 			*pass = true;
 		else if (strcmp(pm->sigs[i].result, "fail") == 0 ||
-			 strcmp(pm->sigs[i].result, "policy") == 0)
+		         strcmp(pm->sigs[i].result, "policy") == 0)
 			*fail = true;
 	}
 }
@@ -122,8 +124,9 @@ static double verdict_rule(struct util_strlist *rules, const char *name, double 
 	return w;
 }
 
+/* policy_score - sum the configured weights of the rules that fired. */
 double policy_score(const struct config *cfg, const struct policy_msg *pm,
-		    struct util_strlist *rules)
+                    struct util_strlist *rules)
 {
 	double score = 0;
 	bool dpass, dfail;
@@ -139,8 +142,8 @@ double policy_score(const struct config *cfg, const struct policy_msg *pm,
 		score += verdict_rule(rules, "DKIM_FAIL", cfg->weight_dkim_fail);
 	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL) {
 		if (pm->dmarc.applied == 'q')
-			score += verdict_rule(rules, "DMARC_QUARANTINE",
-					      cfg->weight_dmarc_quarantine);
+			score +=
+			    verdict_rule(rules, "DMARC_QUARANTINE", cfg->weight_dmarc_quarantine);
 		else
 			score += verdict_rule(rules, "DMARC_FAIL", cfg->weight_dmarc_fail);
 	}
@@ -184,7 +187,7 @@ static void verdict_add_value(struct util_buf *b, const char *v)
 
 /* verdict_dmarc_disposition - what we do about this DMARC result. */
 static const char *verdict_dmarc_disposition(const struct config *cfg,
-					     const struct policy_dmarc_outcome *o)
+                                             const struct policy_dmarc_outcome *o)
 {
 	if (o->result != POLICY_DMARC_FAIL || o->applied == 'n' || o->applied == 0)
 		return "none";
@@ -195,8 +198,9 @@ static const char *verdict_dmarc_disposition(const struct config *cfg,
 	return "quarantine";
 }
 
-static const char *const dmarc_words[] = { "none", "pass", "fail", "temperror", "permerror" };
+static const char *const dmarc_words[] = {"none", "pass", "fail", "temperror", "permerror"};
 
+/* policy_ar_format - the Authentication-Results field (RFC 8601). */
 char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 {
 	struct util_buf b;
@@ -205,12 +209,12 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	util_buf_init(&b);
 	util_buf_printf(&b, "Authentication-Results: %s", verdict_authserv_id(cfg));
 	if (pm->spf.evaluated) {
-		util_buf_printf(&b, ";\r\n\tspf=%s (%s%s) %s=", policy_spf_result_str(pm->spf.result),
-				pm->spf.comment ? pm->spf.comment : "",
-				pm->spf.secure ? "; dnssec=secure" : "",
-				pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
-		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown") :
-							      pm->mail_from);
+		util_buf_printf(
+		    &b, ";\r\n\tspf=%s (%s%s) %s=", policy_spf_result_str(pm->spf.result),
+		    pm->spf.comment ? pm->spf.comment : "", pm->spf.secure ? "; dnssec=secure" : "",
+		    pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
+		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
+		                                            : pm->mail_from);
 		clauses++;
 	}
 	if (cfg->dkim_enabled) {
@@ -221,8 +225,8 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 		for (size_t i = 0; i < pm->nsigs; i++) {
 			const struct policy_dkim_sig *g = &pm->sigs[i];
 			util_buf_printf(&b, ";\r\n\tdkim=%s (%s%s)", g->result,
-					g->comment ? g->comment : "",
-					g->secure ? "; dnssec=secure" : "");
+			                g->comment ? g->comment : "",
+			                g->secure ? "; dnssec=secure" : "");
 			if (g->d != NULL) {
 				util_buf_adds(&b, " header.d=");
 				verdict_add_value(&b, g->d);
@@ -245,18 +249,18 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	if (pm->dmarc.evaluated) {
 		const struct policy_dmarc_outcome *o = &pm->dmarc;
 		util_buf_printf(&b, ";\r\n\tdmarc=%s (%s%sdis=%s%s%s%s)", dmarc_words[o->result],
-				o->comment ? o->comment : "", o->comment ? " " : "",
-				verdict_dmarc_disposition(cfg, o),
-				o->exempt ? "; override=" : "", o->exempt ? o->exempt : "",
-				o->secure ? "; dnssec=secure" : "");
+		                o->comment ? o->comment : "", o->comment ? " " : "",
+		                verdict_dmarc_disposition(cfg, o), o->exempt ? "; override=" : "",
+		                o->exempt ? o->exempt : "", o->secure ? "; dnssec=secure" : "");
 		if (o->header_from != NULL) {
 			util_buf_adds(&b, " header.from=");
 			verdict_add_value(&b, o->header_from);
 		}
 		if (o->policy != 0)
 			util_buf_printf(&b, " policy.dmarc=%s",
-					o->policy == 'r' ? "reject" :
-					o->policy == 'q' ? "quarantine" : "none");
+			                o->policy == 'r'   ? "reject"
+			                : o->policy == 'q' ? "quarantine"
+			                                   : "none");
 		clauses++;
 	}
 	if (clauses == 0)
@@ -270,7 +274,7 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 /* verdict_summary - "spf=pass dkim=pass dmarc=pass score=0.0 action=accept". */
 static char *verdict_summary(const struct config *cfg, const struct policy_msg *pm)
 {
-	static const char *const actions[] = { "accept", "quarantine", "reject", "tempfail" };
+	static const char *const actions[] = {"accept", "quarantine", "reject", "tempfail"};
 	struct util_buf b;
 
 	util_buf_init(&b);
@@ -288,16 +292,16 @@ static char *verdict_summary(const struct config *cfg, const struct policy_msg *
 		util_buf_printf(&b, "dmarc=%s ", dmarc_words[pm->dmarc.result]);
 	for (size_t i = 0; i < pm->dnsbl_hits.n; i++)
 		util_buf_printf(&b, "dnsbl=%s ", pm->dnsbl_hits.v[i]);
-	util_buf_printf(&b, "score=%.1f action=%s", pm->verdict.score,
-			actions[pm->verdict.action]);
+	util_buf_printf(&b, "score=%.1f action=%s", pm->verdict.score, actions[pm->verdict.action]);
 	return b.data;
 }
 
+/* policy_verdict_build - worker: action, reply, headers and summary. */
 void policy_verdict_build(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
 	const struct policy_dmarc_outcome *o = &pm->dmarc;
-	struct util_strlist rules = { 0 };
+	struct util_strlist rules = {0};
 	struct util_buf h;
 	char *ar, *rspf;
 	double score;
@@ -308,16 +312,16 @@ void policy_verdict_build(struct policy_msg *pm)
 	pm->v_reply = NULL;
 	if (o->evaluated && o->from_error) {
 		pm->verdict.action = POLICY_REJECT;
-		pm->v_reply = util_xasprintf("550 5.7.1 Rejected: %s (RFC 5322 3.6.2)",
-					     o->from_error_text);
+		pm->v_reply =
+		    util_xasprintf("550 5.7.1 Rejected: %s (RFC 5322 3.6.2)", o->from_error_text);
 	} else if (o->evaluated) {
 		const char *dis = verdict_dmarc_disposition(cfg, o);
 		if (strcmp(dis, "reject") == 0) {
 			pm->verdict.action = POLICY_REJECT;
 			pm->v_reply = util_xasprintf(
-				"550 5.7.1 Rejected by the DMARC policy of %s: the sender is not "
-				"authenticated by SPF or DKIM for this domain",
-				o->header_from);
+			    "550 5.7.1 Rejected by the DMARC policy of %s: the sender is not "
+			    "authenticated by SPF or DKIM for this domain",
+			    o->header_from);
 		} else if (strcmp(dis, "quarantine") == 0) {
 			pm->verdict.action = POLICY_QUARANTINE;
 		}
@@ -337,11 +341,11 @@ void policy_verdict_build(struct policy_msg *pm)
 		util_buf_adds(&h, rspf);
 	free(rspf);
 	util_buf_printf(&h, "%s: %s\r\n%s: %.1f\r\n%s: %s, score=%.1f required=%.1f tests=",
-			cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag",
-			spam ? "YES" : "NO",
-			cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score", score,
-			cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status",
-			spam ? "Yes" : "No", score, cfg->spam_threshold);
+	                cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag",
+	                spam ? "YES" : "NO",
+	                cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score", score,
+	                cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status",
+	                spam ? "Yes" : "No", score, cfg->spam_threshold);
 	for (size_t i = 0; i < rules.n; i++)
 		util_buf_printf(&h, "%s%s", i ? "," : "", rules.v[i]);
 	if (rules.n == 0)
@@ -356,8 +360,22 @@ void policy_verdict_build(struct policy_msg *pm)
 	free(pm->v_summary);
 	pm->v_summary = verdict_summary(cfg, pm);
 	pm->verdict.summary = pm->v_summary;
+	/* metrics (issue 7): one result per message and method */
+	util_metrics_inc("mxgate_spf_results_total",
+	                 pm->spf.evaluated ? policy_spf_result_str(pm->spf.result) : NULL);
+	util_metrics_inc("mxgate_dkim_results_total", !cfg->dkim_enabled                   ? NULL
+	                                              : strstr(pm->v_summary, "dkim=pass") ? "pass"
+	                                              : pm->nsigs > 0 ? pm->sigs[0].result
+	                                                              : "none");
+	util_metrics_inc("mxgate_dmarc_results_total",
+	                 o->evaluated ? dmarc_words[o->result] : NULL);
+	util_metrics_inc("mxgate_spam_verdicts_total", spam ? "spam" : "ham");
+	util_metrics_inc("mxgate_policy_actions_total",
+	                 (const char *const[]){"accept", "quarantine", "reject",
+	                                       "tempfail"}[pm->verdict.action]);
 }
 
+/* policy_verdict_tempfail - a TEMPFAIL verdict with reply (pool full). */
 void policy_verdict_tempfail(struct policy_msg *pm, const char *reply)
 {
 	pm->verdict.action = POLICY_TEMPFAIL;
@@ -371,4 +389,5 @@ void policy_verdict_tempfail(struct policy_msg *pm, const char *reply)
 	free(pm->v_summary);
 	pm->v_summary = util_xasprintf("score=0.0 action=tempfail reason=busy");
 	pm->verdict.summary = pm->v_summary;
+	util_metrics_inc("mxgate_policy_actions_total", "tempfail");
 }

@@ -20,8 +20,9 @@
 
 #define POLICY_BUSY_REPLY "451 4.3.2 System busy, try again later"
 
+/* policy_new - context: DKIM library, PSL, worker pool. */
 struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
-			      struct policy_dns *dns, char *err, size_t errlen)
+                              struct policy_dns *dns, char *err, size_t errlen)
 {
 	struct policy_ctx *pc = util_xcalloc(1, sizeof(*pc));
 	int workers = cfg->policy_workers > 0 ? cfg->policy_workers : 4;
@@ -44,6 +45,7 @@ err:
 	return NULL;
 }
 
+/* policy_free - join the workers, close the libraries. */
 void policy_free(struct policy_ctx *pc)
 {
 	if (pc == NULL)
@@ -54,8 +56,9 @@ void policy_free(struct policy_ctx *pc)
 	free(pc);
 }
 
+/* policy_msg_new - a message at MAIL FROM (DKIM handle ready for streaming). */
 struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr *client,
-				  const char *helo, const char *mail_from)
+                                  const char *helo, const char *mail_from)
 {
 	struct policy_msg *pm = util_xcalloc(1, sizeof(*pm));
 
@@ -68,6 +71,7 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 	return pm;
 }
 
+/* policy_msg_destroy - really free a message. */
 void policy_msg_destroy(struct policy_msg *pm)
 {
 	policy_dkim_msg_free(pm);
@@ -84,13 +88,15 @@ void policy_msg_destroy(struct policy_msg *pm)
 	free(pm);
 }
 
+/* policy_msg_free - free now, or let the pool free it after its running job. */
 void policy_msg_free(struct policy_msg *pm)
 {
 	if (pm == NULL)
 		return;
-	if (pm->busy)
+	if (pm->busy) {
 		pm->freed = true;
-	else
+		policy_pool_cancel(pm->pc->pool, pm);
+	} else
 		policy_msg_destroy(pm);
 }
 
@@ -120,6 +126,7 @@ static void spf_done_cb(struct policy_msg *pm)
 		pm->spf_cb(pm->spf_cookie, pm->spf_arg);
 }
 
+/* policy_spf_start - submit the SPF job (or complete at once, still asynchronously). */
 void policy_spf_start(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg)
 {
 	pm->spf_cb = cb;
@@ -140,11 +147,13 @@ void policy_spf_start(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void
 	}
 }
 
+/* policy_spf_done - SPF result known. */
 bool policy_spf_done(const struct policy_msg *pm)
 {
 	return pm->spf_done;
 }
 
+/* policy_spf_reply - the SPF refusal reply, or NULL. */
 const char *policy_spf_reply(const struct policy_msg *pm)
 {
 	return pm->spf_reply;
@@ -152,6 +161,7 @@ const char *policy_spf_reply(const struct policy_msg *pm)
 
 /* ------------------------------------------------------------ content */
 
+/* policy_msg_header - one raw header field: From: facts and the DKIM verifier. */
 int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 {
 	struct util_hdr_field f;
@@ -179,6 +189,7 @@ int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 	return 0;
 }
 
+/* policy_msg_eoh - end of the header block. */
 int policy_msg_eoh(struct policy_msg *pm)
 {
 	if (pm->dkim != NULL)
@@ -186,6 +197,7 @@ int policy_msg_eoh(struct policy_msg *pm)
 	return 0;
 }
 
+/* policy_msg_body - one chunk of body bytes. */
 int policy_msg_body(struct policy_msg *pm, const char *p, size_t n)
 {
 	if (pm->dkim != NULL)
@@ -227,6 +239,7 @@ static void fin_start(struct policy_msg *pm)
 	}
 }
 
+/* policy_msg_finish - start the verdict job (after SPF when SPF still runs). */
 void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg)
 {
 	pm->fin_cb = cb;
@@ -241,6 +254,7 @@ void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, voi
 		fin_start(pm);
 }
 
+/* policy_msg_verdict - the verdict, valid after finish's callback. */
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm)
 {
 	return &pm->verdict;

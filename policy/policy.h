@@ -34,11 +34,16 @@ struct policy_msg;
 
 /* The one DNS resolver of mxgate (libunbound): forwarders "addr[@port]" from
  * [dns] forwarders (full recursion when none), optional DNSSEC validation
- * with [dns] trust_anchor_file, a cache, per-query timeouts.  It sets
- * `local-zone: "test." nodefault` (and the other RFC 6761 names) and
- * `do-not-query-localhost: no`, so test zones on 127.0.0.1 work.
+ * with [dns] trust_anchor_file, a cache, per-query timeouts.  It makes
+ * "test." and "invalid." transparent local zones (libunbound 1.17 ignores
+ * `nodefault` given through ub_ctx_set_option: every *.test name stays
+ * NXDOMAIN) and sets `do-not-query-localhost: no`, so test zones on
+ * 127.0.0.1 work.
  * Loop-side queries use libunbound's async API watched through ub_fd();
- * worker threads may use the synchronous calls. */
+ * worker threads may use the synchronous calls, each bounded by [dns]
+ * timeout (then TEMPFAIL).  base is required for the async calls.
+ * policy_dns_free: pending async queries are dropped without their
+ * callback; free every policy context using d first. */
 struct policy_dns;
 struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *base,
 				  char *err, size_t errlen);
@@ -58,6 +63,10 @@ typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st,
 				 const char *const *hosts, size_t n);
 void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
 			   void *arg);
+/* Reverse lookup: the first PTR name of addr (not yet forward-confirmed). */
+typedef void (*policy_dns_name_cb)(void *arg, enum policy_dns_status st, const char *name);
+void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,
+			    policy_dns_name_cb cb, void *arg);
 /* Synchronous (worker threads only): TXT records joined per record; returns
  * status, sets *secure when DNSSEC validated the answer.  Caller frees the
  * list with util_strlist_free(). */
@@ -65,7 +74,11 @@ enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *nam
 					   struct util_strlist *out, bool *secure);
 
 /* policy_new - worker pool, PSL, the resolver (borrowed).  cfg is borrowed and must outlive the context (reload makes a
- * new context).  NULL + message in err on failure. */
+ * new context).  NULL + message in err on failure (e.g. unreadable
+ * psl_file with dmarc = yes).
+ * policy_free - joins the workers; free every policy_msg of this context
+ * first (a message freed while its job runs is released here at the
+ * latest). */
 struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
 			      struct policy_dns *dns, char *err, size_t errlen);
 void policy_free(struct policy_ctx *pc);
@@ -90,7 +103,10 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 				  const char *helo, const char *mail_from);
 void policy_msg_free(struct policy_msg *pm);
 
-/* SPF: started at MAIL FROM.  cb runs when the result is known. */
+/* SPF: started at MAIL FROM.  cb runs when the result is known, always
+ * later on the loop thread (never inside the call), also when SPF is
+ * disabled.  A full worker queue gives policy_spf_reply() =
+ * "451 4.3.2 System busy, try again later". */
 void policy_spf_start(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg);
 bool policy_spf_done(const struct policy_msg *pm);
 /* policy_spf_reply - after SPF: NULL to go on, or a reply such as
@@ -106,7 +122,9 @@ int policy_msg_eoh(struct policy_msg *pm);
 int policy_msg_body(struct policy_msg *pm, const char *p, size_t n);
 
 /* policy_msg_finish - end of data: DKIM key lookups, DMARC, DNSBL, score.
- * cb runs when the verdict is ready. */
+ * cb runs when the verdict is ready (later, on the loop thread).  May be
+ * called before SPF's callback: the verdict job then starts when SPF ends.
+ * A full worker queue gives TEMPFAIL "451 4.3.2 ...". */
 void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, void *arg);
 
 /* The verdict, valid after finish's callback (borrowed). */

@@ -27,7 +27,7 @@
  * the issue asks for a faster start). */
 static const int64_t dsn_default_schedule[] = {60, 300, 900, 1800, 3600};
 
-#define DSN_DIAG_MAX 900   /* keeps each field line under 998 octets (RFC 5322 2.1.1) */
+#define DSN_DIAG_MAX 900 /* keeps each field line under 998 octets (RFC 5322 2.1.1) */
 
 /* queue_backoff - delay before retry number `attempt` (1 = first retry). */
 int64_t queue_backoff(const int64_t *schedule, size_t n, int attempt)
@@ -51,8 +51,8 @@ static void dsn_add_clean(struct util_buf *b, const char *s, size_t max)
 	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
 		s++;
 	size_t n = strlen(s);
-	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
-			 s[n - 1] == '\n'))
+	while (n > 0 &&
+	       (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
 		n--;
 	if (n > max)
 		n = max;
@@ -81,34 +81,34 @@ static const char *dsn_address_type(const char *addr)
 
 /* dsn_human_text - the text/plain part. */
 static void dsn_human_text(struct util_buf *b, const char *reporting_mta,
-			   const struct queue_envelope *env, bool failed,
-			   const struct queue_dsn_rcpt *rcpts, size_t nrcpts)
+                           const struct queue_envelope *env, bool failed,
+                           const struct queue_dsn_rcpt *rcpts, size_t nrcpts)
 {
 	util_buf_printf(b, "This is the mail system at host %s.\r\n\r\n", reporting_mta);
 	if (failed)
 		util_buf_adds(b, "I'm sorry to have to inform you that your message could not\r\n"
-				 "be delivered to one or more recipients. The delivery status\r\n"
-				 "report and the headers of your message are attached.\r\n\r\n");
+		                 "be delivered to one or more recipients. The delivery status\r\n"
+		                 "report and the headers of your message are attached.\r\n\r\n");
 	else
 		util_buf_adds(b, "Your message could not be delivered yet to one or more\r\n"
-				 "recipients. Delivery will be retried; you do not need to\r\n"
-				 "send it again. This is only a warning.\r\n\r\n");
+		                 "recipients. Delivery will be retried; you do not need to\r\n"
+		                 "send it again. This is only a warning.\r\n\r\n");
 	util_buf_printf(b, "Queue id: %s\r\n\r\n", env->id);
 	for (size_t i = 0; i < nrcpts; i++) {
 		util_buf_adds(b, "<");
 		dsn_add_clean(b, rcpts[i].addr, 256);
 		util_buf_adds(b, ">: ");
 		dsn_add_clean(b, rcpts[i].diagnostic ? rcpts[i].diagnostic : rcpts[i].status,
-			      DSN_DIAG_MAX);
+		              DSN_DIAG_MAX);
 		util_buf_adds(b, "\r\n");
 	}
 }
 
 /* queue_dsn_compose - an RFC 3464 report for rcpts of env; see queue.h. */
 char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
-			const struct queue_envelope *env, const char *action,
-			const struct queue_dsn_rcpt *rcpts, size_t nrcpts,
-			const char *orig_headers, size_t orig_len, int64_t now, size_t *len_out)
+                        const struct queue_envelope *env, const char *action,
+                        const struct queue_dsn_rcpt *rcpts, size_t nrcpts, const char *orig_headers,
+                        size_t orig_len, int64_t now, size_t *len_out)
 {
 	bool failed = strcmp(action, "failed") == 0;
 	char date[64], arrival[64], boundary[80];
@@ -117,8 +117,7 @@ char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 	/* The boundary carries the queue id and time; it cannot occur in the
 	 * parts because headers are attached as a closed block and the other
 	 * parts are ours (RFC 2046 5.1.1). */
-	snprintf(boundary, sizeof(boundary), "%s.%lld/%s", env->id, (long long)now,
-		 "mxgate-dsn");
+	snprintf(boundary, sizeof(boundary), "%s.%lld/%s", env->id, (long long)now, "mxgate-dsn");
 
 	struct util_buf b;
 	util_buf_init(&b);
@@ -127,31 +126,31 @@ char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 	dsn_add_clean(&b, env->sender, 256);
 	util_buf_adds(&b, ">\r\n");
 	util_buf_printf(&b, "Subject: %s\r\n",
-			failed ? "Undelivered Mail Returned to Sender"
-			       : "Delayed Mail (still being retried)");
+	                failed ? "Undelivered Mail Returned to Sender"
+	                       : "Delayed Mail (still being retried)");
 	util_buf_printf(&b, "Date: %s\r\n", date);
 	util_buf_printf(&b, "Message-ID: <%s.%lld.%s@%s>\r\n", env->id, (long long)now, action,
-			reporting_mta);
+	                reporting_mta);
 	/* RFC 3834 5: automatic responses must not trigger other responses. */
 	util_buf_adds(&b, "Auto-Submitted: auto-replied\r\n");
 	util_buf_adds(&b, "MIME-Version: 1.0\r\n");
 	util_buf_printf(&b,
-			"Content-Type: multipart/report; report-type=delivery-status;\r\n"
-			"\tboundary=\"%s\"\r\n",
-			boundary);
+	                "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+	                "\tboundary=\"%s\"\r\n",
+	                boundary);
 	util_buf_adds(&b, "\r\nThis is a MIME-encapsulated message.\r\n\r\n");
 
 	/* 1. human readable */
 	util_buf_printf(&b, "--%s\r\n", boundary);
 	util_buf_adds(&b, "Content-Description: Notification\r\n"
-			  "Content-Type: text/plain; charset=utf-8\r\n\r\n");
+	                  "Content-Type: text/plain; charset=utf-8\r\n\r\n");
 	dsn_human_text(&b, reporting_mta, env, failed, rcpts, nrcpts);
 	util_buf_adds(&b, "\r\n");
 
 	/* 2. machine readable, RFC 3464 section 2 */
 	util_buf_printf(&b, "--%s\r\n", boundary);
 	util_buf_adds(&b, "Content-Description: Delivery report\r\n"
-			  "Content-Type: message/delivery-status\r\n\r\n");
+	                  "Content-Type: message/delivery-status\r\n\r\n");
 	util_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", reporting_mta);
 	util_buf_printf(&b, "X-Mxgate-Queue-ID: %s\r\n", env->id);
 	if (env->sender[0] != '\0') {
@@ -180,7 +179,7 @@ char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 	/* 3. the original header block, RFC 3462 section 3 */
 	util_buf_printf(&b, "--%s\r\n", boundary);
 	util_buf_adds(&b, "Content-Description: Undelivered Message Headers\r\n"
-			  "Content-Type: text/rfc822-headers\r\n\r\n");
+	                  "Content-Type: text/rfc822-headers\r\n\r\n");
 	if (orig_headers != NULL && orig_len > 0) {
 		util_buf_add(&b, orig_headers, orig_len);
 		if (orig_len < 2 || memcmp(orig_headers + orig_len - 2, "\r\n", 2) != 0)

@@ -16,14 +16,15 @@
 /* One queued message. */
 struct sched_item {
 	char id[UTIL_QID_LEN + 1];
-	enum queue_state st;        /* folder of the envelope on disk */
-	int64_t next_attempt;       /* seconds since the epoch */
+	enum queue_state st;  /* folder of the envelope on disk */
+	int64_t next_attempt; /* seconds since the epoch */
 	int64_t arrival;
-	size_t heap_idx;            /* SCHED_NOT_IN_HEAP when not waiting */
-	bool busy;                  /* an attempt or an envelope update is running */
+	size_t heap_idx; /* SCHED_NOT_IN_HEAP when not waiting */
+	bool busy;       /* an attempt or an envelope update is running */
+	bool moving;     /* the update is a postmaster hold/release */
 	/* postmaster requests made while busy, applied when the item settles */
 	bool want_hold, want_release, want_delete, want_flush;
-	struct sched_item *hnext;   /* hash chain */
+	struct sched_item *hnext; /* hash chain */
 };
 
 struct sched_attempt;
@@ -31,21 +32,21 @@ struct sched_attempt;
 struct queue_sched {
 	struct queue_store *qs;
 	struct event_base *base;
-	const struct config *cfg;          /* borrowed */
+	const struct config *cfg; /* borrowed */
 	const struct queue_deliver_ops *ops;
 	void *ops_ctx;
 
-	struct sched_item **buckets;       /* id -> item */
+	struct sched_item **buckets; /* id -> item */
 	size_t nbuckets;
 	size_t count;
 
-	struct sched_item **heap;          /* min-heap on next_attempt */
+	struct sched_item **heap; /* min-heap on next_attempt */
 	size_t heap_len, heap_cap;
 
-	struct event *timer;               /* fires at the earliest next_attempt */
-	struct event *kick;                /* deferred "dispatch now" */
-	int in_flight;                     /* attempts running */
-	struct sched_attempt *attempts;    /* every live attempt */
+	struct event *timer;            /* fires at the earliest next_attempt */
+	struct event *kick;             /* deferred "dispatch now" */
+	int in_flight;                  /* attempts running */
+	struct sched_attempt *attempts; /* every live attempt */
 	bool draining;
 	void (*drain_cb)(void *arg);
 	void *drain_arg;
@@ -62,7 +63,7 @@ void sched_kick(struct queue_sched *s);
 void sched_settle(struct queue_sched *s, struct sched_item *it);
 /* sched_read_headers - prepend + header block of msg/ID (capped). */
 void sched_read_headers(struct queue_sched *s, const struct queue_envelope *env,
-			struct util_buf *out);
+                        struct util_buf *out);
 int64_t sched_now(void);
 
 #endif

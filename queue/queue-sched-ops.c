@@ -23,13 +23,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SCHED_HEADERS_MAX (256 * 1024)   /* header bytes attached to a DSN or shown */
+#define SCHED_HEADERS_MAX (256 * 1024) /* header bytes attached to a DSN or shown */
 
 /* A pending envelope rewrite (hold/release). */
 struct sched_move {
 	struct queue_sched *s;
 	struct sched_item *it;
-	enum queue_state to;
+	enum queue_state from, to;
 	int64_t next_attempt;
 };
 
@@ -39,12 +39,13 @@ static void sched_moved(int status, void *arg)
 	struct sched_move *m = arg;
 	struct sched_item *it = m->it;
 	if (status == 0) {
-		it->st = m->to;
 		it->next_attempt = m->next_attempt;
 	} else {
 		util_log_err("%s status=error error=(envelope move failed)", it->id);
+		it->st = m->from;
 	}
 	it->busy = false;
+	it->moving = false;
 	sched_settle(m->s, it);
 	sched_kick(m->s);
 	free(m);
@@ -52,7 +53,7 @@ static void sched_moved(int status, void *arg)
 
 /* sched_move_to - rewrite the envelope into folder `to`. */
 static void sched_move_to(struct queue_sched *s, struct sched_item *it, enum queue_state to,
-			  int64_t next_attempt)
+                          int64_t next_attempt)
 {
 	struct queue_envelope *env = NULL;
 	enum queue_state st;
@@ -65,10 +66,13 @@ static void sched_move_to(struct queue_sched *s, struct sched_item *it, enum que
 	struct sched_move *m = util_xcalloc(1, sizeof(*m));
 	m->s = s;
 	m->it = it;
+	m->from = it->st;
 	m->to = to;
 	m->next_attempt = next_attempt;
 	sched_heap_remove(s, it);
 	it->busy = true;
+	it->moving = true;
+	it->st = to; /* what list shows from now on; undone if the move fails */
 	queue_env_update(s->qs, env, st, to, sched_moved, m);
 	queue_envelope_free(env);
 }
@@ -129,7 +133,7 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 
 /* sched_lookup - the item for a postmaster request, or -1 with err. */
 static struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err,
-				       size_t errlen)
+                                       size_t errlen)
 {
 	struct sched_item *it = NULL;
 	if (id == NULL || !util_qid_is_valid(id))
@@ -217,7 +221,7 @@ static const char *sched_state_name(const struct sched_item *it)
 		return "deleting";
 	if (it->st == QUEUE_HOLD || it->want_hold)
 		return "hold";
-	if (it->busy)
+	if (it->busy && !it->moving)
 		return "delivering";
 	return it->st == QUEUE_ACTIVE ? "active" : "deferred";
 }
@@ -265,8 +269,8 @@ int queue_sched_list(struct queue_sched *s, struct util_buf *out)
 			continue;
 		int64_t next = v[i]->next_attempt > now ? v[i]->next_attempt - now : 0;
 		util_buf_printf(out, "%s %s age=%llds size=%lld attempts=%d next=+%llds from=<",
-				env->id, sched_state_name(v[i]), (long long)(now - env->arrival),
-				(long long)env->size, env->attempts, (long long)next);
+		                env->id, sched_state_name(v[i]), (long long)(now - env->arrival),
+		                (long long)env->size, env->attempts, (long long)next);
 		sched_add_oneline(out, env->sender);
 		util_buf_adds(out, ">\n");
 		for (size_t r = 0; r < env->nrcpts; r++) {
@@ -294,7 +298,7 @@ int queue_sched_list(struct queue_sched *s, struct util_buf *out)
 
 /* queue_sched_show - the envelope, then the headers of the message. */
 int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out, char *err,
-		     size_t errlen)
+                     size_t errlen)
 {
 	struct sched_item *it = sched_lookup(s, id, err, errlen);
 	if (it == NULL)
@@ -307,8 +311,8 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 	}
 	char date[64];
 	util_rfc5322_date(env->arrival, date);
-	util_buf_printf(out, "id: %s\nstate: %s\narrival: %s\nsize: %lld\nattempts: %d\n",
-			env->id, sched_state_name(it), date, (long long)env->size, env->attempts);
+	util_buf_printf(out, "id: %s\nstate: %s\narrival: %s\nsize: %lld\nattempts: %d\n", env->id,
+	                sched_state_name(it), date, (long long)env->size, env->attempts);
 	if (it->next_attempt > 0) {
 		util_rfc5322_date(it->next_attempt, date);
 		util_buf_printf(out, "next_attempt: %s\n", date);
@@ -316,12 +320,12 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 	util_buf_adds(out, "sender: <");
 	sched_add_oneline(out, env->sender);
 	util_buf_printf(out, ">\nclient: %s [%s] helo=%s tls=%s\n",
-			env->client_name ? env->client_name : "unknown",
-			env->client_addr ? env->client_addr : "", env->helo ? env->helo : "",
-			env->tls ? env->tls : "none");
+	                env->client_name ? env->client_name : "unknown",
+	                env->client_addr ? env->client_addr : "", env->helo ? env->helo : "",
+	                env->tls ? env->tls : "none");
 	util_buf_printf(out, "flags:%s%s%s%s\n", env->smtputf8 ? " smtputf8" : "",
-			env->eightbit ? " 8bit" : "", env->is_dsn ? " dsn" : "",
-			env->delay_warned ? " delay-warned" : "");
+	                env->eightbit ? " 8bit" : "", env->is_dsn ? " dsn" : "",
+	                env->delay_warned ? " delay-warned" : "");
 	for (size_t r = 0; r < env->nrcpts; r++) {
 		util_buf_adds(out, "recipient: <");
 		sched_add_oneline(out, env->rcpts[r].addr);
@@ -372,7 +376,7 @@ int64_t queue_sched_oldest(const struct queue_sched *s)
  * line (capped at SCHED_HEADERS_MAX).  A small local read on the loop thread:
  * the file was just read by the attempt, so it is in the page cache. */
 void sched_read_headers(struct queue_sched *s, const struct queue_envelope *env,
-			struct util_buf *out)
+                        struct util_buf *out)
 {
 	if (env->prepend != NULL)
 		util_buf_adds(out, env->prepend);
@@ -392,7 +396,7 @@ void sched_read_headers(struct queue_sched *s, const struct queue_envelope *env,
 		util_buf_add(out, buf, (size_t)n);
 		if (memcmp(out->data + start, "\r\n", out->len - start >= 2 ? 2 : 0) == 0 &&
 		    out->len - start >= 2) {
-			out->len = start;   /* empty header block */
+			out->len = start; /* empty header block */
 			break;
 		}
 		const char *end = memmem(out->data + start, out->len - start, "\r\n\r\n", 4);

@@ -39,29 +39,28 @@ struct queue_delivery {
 
 /* One attempt on one message: all its pending recipients, maybe in groups. */
 struct sched_attempt {
-	struct queue_sched *s;           /* NULL once the scheduler was freed */
+	struct queue_sched *s; /* NULL once the scheduler was freed */
 	struct sched_item *it;
-	struct queue_envelope *env;      /* owned */
+	struct queue_envelope *env; /* owned */
 	enum queue_state from;
 	char msg_path[PATH_MAX];
 	struct queue_delivery *groups;
 	size_t ngroups;
-	size_t pending;                  /* groups not done yet (+1 while starting) */
-	bool *has_out;                   /* per env recipient */
+	size_t pending; /* groups not done yet (+1 while starting) */
+	bool *has_out;  /* per env recipient */
 	enum queue_outcome *out;
 	char **reply;
-	char *error;                     /* first attempt-level error */
+	char *error; /* first attempt-level error */
 	/* finishing: DSNs to inject, then the envelope update or removal */
 	char *dsn_failed;
 	size_t dsn_failed_len;
 	char *dsn_delayed;
 	size_t dsn_delayed_len;
-	bool *failed_now;                /* recipients FAILED by this attempt */
-	bool finishing;                  /* outcomes applied; DSNs / update running */
-	bool removing;                   /* every recipient final: remove, not update */
-	struct sched_attempt *next;      /* s->attempts list */
+	bool *failed_now;           /* recipients FAILED by this attempt */
+	bool finishing;             /* outcomes applied; DSNs / update running */
+	bool removing;              /* every recipient final: remove, not update */
+	struct sched_attempt *next; /* s->attempts list */
 };
-
 
 static void sched_finish_step(struct sched_attempt *a);
 
@@ -206,7 +205,7 @@ void sched_heap_remove(struct queue_sched *s, struct sched_item *it)
 
 /* sched_item_add - index a message (no-op when already known). */
 static struct sched_item *sched_item_add(struct queue_sched *s, const struct queue_envelope *env,
-					 enum queue_state st)
+                                         enum queue_state st)
 {
 	struct sched_item *it = sched_find(s, env->id);
 	if (it != NULL)
@@ -307,8 +306,8 @@ static void sched_attempt_end(struct sched_attempt *a, bool removed)
 /* sched_group_for - the group of a recipient: same route (and same domain
  * for MX routes, whose hosts depend on the domain). */
 static struct queue_delivery *sched_group_for(struct sched_attempt *a,
-					      const struct config_route **routes,
-					      const struct config_route *r, const char *domain)
+                                              const struct config_route **routes,
+                                              const struct config_route *r, const char *domain)
 {
 	for (size_t g = 0; g < a->ngroups; g++) {
 		if (routes[g] != r)
@@ -364,14 +363,14 @@ static void sched_start_attempt(struct queue_sched *s, struct sched_item *it)
 	}
 	it->busy = true;
 	s->in_flight++;
-	a->pending = a->ngroups + 1;   /* +1: a synchronous done cannot finish early */
+	a->pending = a->ngroups + 1; /* +1: a synchronous done cannot finish early */
 	for (size_t g = 0; g < a->ngroups; g++) {
 		if (routes[g] == NULL) {
 			queue_delivery_done(&a->groups[g], "4.3.5 no route for recipient domain");
 			continue;
 		}
 		s->ops->start(s->ops_ctx, &a->groups[g], env, a->groups[g].idx, a->groups[g].nidx,
-			      a->msg_path, routes[g]);
+		              a->msg_path, routes[g]);
 	}
 	free(routes);
 	if (--a->pending == 0)
@@ -400,13 +399,16 @@ static void sched_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* queue_delivery_result - record one recipient's outcome. */
 void queue_delivery_result(struct queue_delivery *d, size_t idx, enum queue_outcome out,
-			   const char *reply)
+                           const char *reply)
 {
 	struct sched_attempt *a = d->a;
 	if (a->env == NULL || idx >= a->env->nrcpts)
 		return;
 	a->has_out[idx] = true;
 	a->out[idx] = out;
+	util_metrics_inc("mxgate_delivery_attempts_total", out == QUEUE_OUT_DONE    ? "delivered"
+	                                                   : out == QUEUE_OUT_DEFER ? "deferred"
+	                                                                            : "bounced");
 	free(a->reply[idx]);
 	a->reply[idx] = reply ? util_xstrdup(reply) : NULL;
 }
@@ -448,7 +450,7 @@ static void sched_status_of(const char *reply, bool permanent, char out[16])
 
 /* sched_make_dsn - compose a DSN for the recipients marked in `which`. */
 static char *sched_make_dsn(struct sched_attempt *a, const bool *which, const char *action,
-			    bool expired, size_t *len)
+                            bool expired, size_t *len)
 {
 	struct queue_sched *s = a->s;
 	const struct queue_envelope *env = a->env;
@@ -466,10 +468,10 @@ static char *sched_make_dsn(struct sched_attempt *a, const bool *which, const ch
 		else
 			sched_status_of(rep, perm, status[n]);
 		bool is_smtp = rep && rep[0] >= '2' && rep[0] <= '5' && rep[1] >= '0' &&
-			       rep[1] <= '9' && rep[2] >= '0' && rep[2] <= '9';
+		               rep[1] <= '9' && rep[2] >= '0' && rep[2] <= '9';
 		diag[n] = util_xasprintf("%s; %s%s", is_smtp ? "smtp" : "x-mxgate",
-					 rep ? rep : "unknown error",
-					 expired && !perm ? " (message expired in queue)" : "");
+		                         rep ? rep : "unknown error",
+		                         expired && !perm ? " (message expired in queue)" : "");
 		r[n].addr = env->rcpts[i].addr;
 		r[n].status = status[n];
 		r[n].diagnostic = diag[n];
@@ -480,9 +482,9 @@ static char *sched_make_dsn(struct sched_attempt *a, const bool *which, const ch
 	sched_read_headers(s, env, &hdr);
 	const char *mta = s->cfg->hostname ? s->cfg->hostname : "localhost";
 	char *from = s->cfg->bounce_sender ? util_xstrdup(s->cfg->bounce_sender)
-					   : util_xasprintf("MAILER-DAEMON@%s", mta);
-	char *msg = queue_dsn_compose(mta, from, env, action, r, n, hdr.data, hdr.len,
-				      sched_now(), len);
+	                                   : util_xasprintf("MAILER-DAEMON@%s", mta);
+	char *msg =
+	    queue_dsn_compose(mta, from, env, action, r, n, hdr.data, hdr.len, sched_now(), len);
 	free(from);
 	util_buf_free(&hdr);
 	for (size_t i = 0; i < n; i++)
@@ -515,6 +517,8 @@ static void sched_apply_outcomes(struct sched_attempt *a)
 		r->last_reply = a->reply[i] ? util_xstrdup(a->reply[i]) : NULL;
 		if (a->out[i] == QUEUE_OUT_DONE) {
 			r->state = QUEUE_RCPT_DONE;
+			util_metrics_observe("mxgate_delivery_seconds",
+			                     (double)(now - env->arrival));
 			continue;
 		}
 		if (a->out[i] == QUEUE_OUT_DEFER && !expired) {
@@ -528,17 +532,17 @@ static void sched_apply_outcomes(struct sched_attempt *a)
 		a->failed_now[i] = true;
 		nfailed++;
 		util_log_info("%s to=<%s> status=%s dsn=%s (%s)", env->id, r->addr,
-			      a->out[i] == QUEUE_OUT_BOUNCE ? "bounced" : "expired",
-			      may_bounce ? "yes" : "no-null-sender",
-			      r->last_reply ? r->last_reply : "");
+		              a->out[i] == QUEUE_OUT_BOUNCE ? "bounced" : "expired",
+		              may_bounce ? "yes" : "no-null-sender",
+		              r->last_reply ? r->last_reply : "");
 	}
 	env->attempts++;
 	free(env->last_error);
-	env->last_error = first_defer ? util_xstrdup(first_defer)
-				      : (a->error ? util_xstrdup(a->error) : NULL);
+	env->last_error =
+	    first_defer ? util_xstrdup(first_defer) : (a->error ? util_xstrdup(a->error) : NULL);
 	if (nfailed > 0 && may_bounce)
-		a->dsn_failed = sched_make_dsn(a, a->failed_now, "failed", expired,
-					       &a->dsn_failed_len);
+		a->dsn_failed =
+		    sched_make_dsn(a, a->failed_now, "failed", expired, &a->dsn_failed_len);
 	if (ndelayed > 0 && may_bounce && !env->delay_warned && s->cfg->delay_warning_time > 0 &&
 	    now - env->arrival >= s->cfg->delay_warning_time) {
 		a->dsn_delayed = sched_make_dsn(a, delayed, "delayed", false, &a->dsn_delayed_len);
@@ -551,15 +555,15 @@ static void sched_apply_outcomes(struct sched_attempt *a)
 	env->next_attempt = next;
 	if (ndelayed > 0)
 		util_log_info("%s status=deferred attempts=%d next_attempt=%llds error=(%s)",
-			      env->id, env->attempts, (long long)(next - now),
-			      env->last_error ? env->last_error : "");
+		              env->id, env->attempts, (long long)(next - now),
+		              env->last_error ? env->last_error : "");
 	free(delayed);
 }
 
 /* sched_dsn_new_env - envelope of a DSN to the sender of env (null sender). */
 static struct queue_envelope *sched_dsn_new_env(const struct queue_sched *s,
-						const struct queue_envelope *env, const char *msg,
-						size_t len)
+                                                const struct queue_envelope *env, const char *msg,
+                                                size_t len)
 {
 	struct queue_envelope *d = queue_envelope_new();
 	d->sender = util_xstrdup("");
@@ -592,7 +596,7 @@ static void sched_dsn_committed(uint64_t cookie, int status, int err, const char
 	}
 	if (status != 0) {
 		util_log_err("%s status=dsn-failed kind=%s error=(%s); will retry", a->env->id,
-			     failed_kind ? "failed" : "delayed", strerror(err));
+		             failed_kind ? "failed" : "delayed", strerror(err));
 		if (failed_kind) {
 			/* Not reported yet: keep the recipients pending so a later
 			 * attempt bounces them again. */
@@ -604,7 +608,7 @@ static void sched_dsn_committed(uint64_t cookie, int status, int err, const char
 		}
 	} else {
 		util_log_info("%s status=dsn-queued kind=%s dsn_id=%s to=<%s>", a->env->id,
-			      failed_kind ? "failed" : "delayed", qid, a->env->sender);
+		              failed_kind ? "failed" : "delayed", qid, a->env->sender);
 		if (sched_find(a->s, qid) == NULL) {
 			struct queue_envelope *denv = NULL;
 			enum queue_state st;
@@ -629,7 +633,7 @@ static void sched_env_written(int status, void *arg)
 	bool removed = a->removing;
 	if (status != 0)
 		util_log_err("%s status=error error=(envelope %s failed; state kept on disk)",
-			     a->it->id, removed ? "removal" : "update");
+		             a->it->id, removed ? "removal" : "update");
 	else if (!removed)
 		a->it->st = QUEUE_DEFERRED;
 	if (!removed || status != 0)
@@ -667,7 +671,7 @@ static void sched_finish_step(struct sched_attempt *a)
 		else
 			a->dsn_delayed = NULL;
 		queue_inject(s->qs, sched_dsn_new_env(s, a->env, msg, len), msg, len,
-			     sched_dsn_committed, failed_kind ? 1 : 2, a);
+		             sched_dsn_committed, failed_kind ? 1 : 2, a);
 		free(msg);
 		return;
 	}
@@ -709,8 +713,8 @@ static void sched_on_scan(const struct queue_envelope *env, enum queue_state st,
 
 /* queue_sched_new - index the store and start delivering. */
 struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *base,
-				    const struct config *cfg, const struct queue_deliver_ops *ops,
-				    void *ops_ctx)
+                                    const struct config *cfg, const struct queue_deliver_ops *ops,
+                                    void *ops_ctx)
 {
 	struct queue_sched *s = util_xcalloc(1, sizeof(*s));
 	s->qs = qs;
@@ -731,7 +735,7 @@ struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *b
 		util_log_err("queue scheduler: scan of %s incomplete", queue_store_dir(qs));
 	queue_store_on_commit(qs, sched_on_commit, s);
 	util_log_info("queue scheduler: started messages=%zu max_deliveries=%d", s->count,
-		      sched_max_deliveries(s));
+	              sched_max_deliveries(s));
 	sched_kick(s);
 	return s;
 }

@@ -11,51 +11,70 @@
 
 #include <event2/bufferevent.h>
 
-#define CLIENT_BODY_CHUNK (64 * 1024)
-#define CLIENT_BODY_HIGH (256 * 1024)     /* stop filling the output above this */
+#define CLIENT_BODY_CHUNK   (64 * 1024)
+#define CLIENT_BODY_HIGH    (256 * 1024) /* stop filling the output above this */
 #define CLIENT_QUIT_TIMEOUT 5
-#define CLIENT_MAX_PENDING 1024           /* replies expected in one pipelined group */
+#define CLIENT_MAX_PENDING  1024 /* replies expected in one pipelined group */
 
 enum client_state {
-	CS_CONNECT, CS_GREETING, CS_EHLO, CS_HELO, CS_STARTTLS, CS_HANDSHAKE, CS_AUTH,
-	CS_IDLE, CS_TX, CS_BODY, CS_QUIT, CS_DEAD
+	CS_CONNECT,
+	CS_GREETING,
+	CS_EHLO,
+	CS_HELO,
+	CS_STARTTLS,
+	CS_HANDSHAKE,
+	CS_AUTH,
+	CS_IDLE,
+	CS_TX,
+	CS_BODY,
+	CS_QUIT,
+	CS_DEAD
 };
 
 /* What a reply in the pipeline answers. */
-enum client_cmd { CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_DOT, CMD_AUTH1, CMD_AUTH2, CMD_AUTH3 };
+enum client_cmd {
+	CMD_RSET,
+	CMD_MAIL,
+	CMD_RCPT,
+	CMD_DATA,
+	CMD_DOT,
+	CMD_AUTH1,
+	CMD_AUTH2,
+	CMD_AUTH3
+};
 
 struct smtp_client {
 	struct event_base *base;
 	struct bufferevent *bev;
 	struct smtp_client_conf conf;
-	char *host;                    /* owned copies of conf strings */
+	char *host; /* owned copies of conf strings */
 	char *helo;
 	char *auth_user, *auth_password;
 	smtp_client_cb cb;
 	void *arg;
 	enum client_state state;
 	struct event *deadline;
-	struct event *deferred;        /* deferred callback / free */
+	struct event *deferred; /* deferred callback / free */
 	bool in_cb, free_pending, notify_pending;
 	enum smtp_client_event pending_ev;
 	char relay[300];
 	char tls_info[128];
 	char *error;
-	SSL *ssl;                      /* borrowed from the filter bufferevent */
+	SSL *ssl; /* borrowed from the filter bufferevent */
 	/* capabilities from EHLO */
 	bool pipelining, starttls, eightbitmime, smtputf8, has_size, auth_plain, auth_login;
 	int64_t size_max;
 	bool tls_active;
 	/* transactions */
-	unsigned ntx;                  /* transactions started on this connection */
+	unsigned ntx; /* transactions started on this connection */
 	struct smtp_client_tx *tx;
 	enum client_cmd expect[CLIENT_MAX_PENDING];
 	size_t expect_rcpt[CLIENT_MAX_PENDING];
 	size_t nexpect, expect_head;
-	size_t cursor;                 /* next command of the tx to send */
+	size_t cursor; /* next command of the tx to send */
 	bool mail_ok;
 	size_t naccepted;
-	bool *accepted;                /* per tx recipient: RCPT accepted */
+	bool *accepted; /* per tx recipient: RCPT accepted */
 	bool data_ok;
 	int body_fd;
 	size_t prepend_off;
@@ -71,7 +90,7 @@ void smtp_client_conn_expect(struct smtp_client *c, enum client_cmd cmd, size_t 
 void smtp_client_conn_arm(struct smtp_client *c, int seconds);
 void smtp_client_conn_notify(struct smtp_client *c, enum smtp_client_event ev);
 void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_t rcpt,
-			       const struct smtp_reply *r, const char *rs);
+                               const struct smtp_reply *r, const char *rs);
 void smtp_client_conn_body_fill(struct smtp_client *c);
 
 #endif

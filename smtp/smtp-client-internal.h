@@ -11,7 +11,9 @@
  *
  * Ownership: the deliverer owns the client and frees it with
  * smtp_client_free() (safe inside its own callback: the free is deferred) or
- * hands it to smtp_client_quit(), after which the client frees itself.  The
+ * hands it to smtp_client_quit(), after which the client frees itself (the
+ * owner keeps it in a list until SMTP_CLIENT_CLOSED, so it can still free
+ * it at shutdown).  The
  * conf strings, SSL_CTX and everything in a tx are borrowed until the
  * matching callback.
  */
@@ -31,14 +33,14 @@
 struct smtp_client;
 
 struct smtp_client_conf {
-	const char *host;              /* name for SNI and certificate checks (or numeric) */
-	struct util_addr addr;         /* where to connect, port included */
+	const char *host;      /* name for SNI and certificate checks (or numeric) */
+	struct util_addr addr; /* where to connect, port included */
 	enum config_tls_policy tls;
-	SSL_CTX *ssl_ctx;              /* borrowed; NULL when tls == CONFIG_TLS_NONE */
-	const char *helo;              /* our host name */
-	const char *auth_user;         /* NULL: no AUTH */
+	SSL_CTX *ssl_ctx;      /* borrowed; NULL when tls == CONFIG_TLS_NONE */
+	const char *helo;      /* our host name */
+	const char *auth_user; /* NULL: no AUTH */
 	const char *auth_password;
-	int connect_timeout;           /* seconds */
+	int connect_timeout; /* seconds */
 	int command_timeout;
 	int data_timeout;
 };
@@ -46,33 +48,41 @@ struct smtp_client_conf {
 /* One transaction; outcomes are filled by the client (arrays of nidx). */
 struct smtp_client_tx {
 	const struct queue_envelope *env;
-	const size_t *idx;             /* recipients: env->rcpts[idx[i]] */
+	const size_t *idx; /* recipients: env->rcpts[idx[i]] */
 	size_t nidx;
 	const char *msg_path;
-	bool *has;                     /* outcome known for recipient i */
+	bool *has; /* outcome known for recipient i */
 	enum queue_outcome *out;
-	char **reply;                  /* malloc'd "550 5.1.1 unknown user" */
-	char *error;                   /* malloc'd transaction-level error or NULL */
+	char **reply; /* malloc'd "550 5.1.1 unknown user" */
+	char *error;  /* malloc'd transaction-level error or NULL */
 };
 void smtp_client_tx_init(struct smtp_client_tx *tx, const struct queue_envelope *env,
-			 const size_t *idx, size_t nidx, const char *msg_path);
+                         const size_t *idx, size_t nidx, const char *msg_path);
 void smtp_client_tx_clear(struct smtp_client_tx *tx);
 /* smtp_client_tx_set - record outcome of recipient i from a reply code. */
 void smtp_client_tx_set(struct smtp_client_tx *tx, size_t i, int code, const char *reply);
 
-enum smtp_client_event { SMTP_CLIENT_READY, SMTP_CLIENT_TX_DONE, SMTP_CLIENT_FAILED };
+enum smtp_client_event {
+	SMTP_CLIENT_READY,   /* set-up done: smtp_client_send() may be called */
+	SMTP_CLIENT_TX_DONE, /* the transaction ended (outcomes in the tx) */
+	SMTP_CLIENT_FAILED,  /* set-up failed, or an idle connection was lost */
+	SMTP_CLIENT_CLOSED,  /* after smtp_client_quit(): the client frees itself now */
+};
 typedef void (*smtp_client_cb)(struct smtp_client *c, enum smtp_client_event ev, void *arg);
 
 struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_client_conf *conf,
-				    smtp_client_cb cb, void *arg);
+                                    smtp_client_cb cb, void *arg);
 /* smtp_client_send - start a transaction on a READY/idle client.  0, or -1
  * when the client cannot take one (then nothing was started). */
 int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx);
 bool smtp_client_is_usable(const struct smtp_client *c);
 const char *smtp_client_error(const struct smtp_client *c);
-const char *smtp_client_relay(const struct smtp_client *c);   /* "host[addr]:port" */
+const char *smtp_client_relay(const struct smtp_client *c);    /* "host[addr]:port" */
 const char *smtp_client_tls_info(const struct smtp_client *c); /* "TLSv1.3 CIPHER" or "none" */
-void smtp_client_quit(struct smtp_client *c);
+/* smtp_client_quit - send QUIT, wait (bounded) for the answer, then report
+ * SMTP_CLIENT_CLOSED to cb and free itself.  Returns false when the client
+ * was not idle and has been freed at once (no CLOSED then). */
+bool smtp_client_quit(struct smtp_client *c, smtp_client_cb cb, void *arg);
 void smtp_client_free(struct smtp_client *c);
 
 /* smtp_client_dot_stuff - append p[0..n) to out with RFC 5321 4.5.2

@@ -23,7 +23,7 @@
 
 /* smtp_client_tx_init - empty outcome arrays for a transaction. */
 void smtp_client_tx_init(struct smtp_client_tx *tx, const struct queue_envelope *env,
-			 const size_t *idx, size_t nidx, const char *msg_path)
+                         const size_t *idx, size_t nidx, const char *msg_path)
 {
 	memset(tx, 0, sizeof(*tx));
 	tx->env = env;
@@ -54,9 +54,9 @@ void smtp_client_tx_set(struct smtp_client_tx *tx, size_t i, int code, const cha
 	if (i >= tx->nidx)
 		return;
 	tx->has[i] = true;
-	tx->out[i] = code >= 200 && code < 300	 ? QUEUE_OUT_DONE
-		     : code >= 500 && code < 600 ? QUEUE_OUT_BOUNCE
-						 : QUEUE_OUT_DEFER;
+	tx->out[i] = code >= 200 && code < 300   ? QUEUE_OUT_DONE
+	             : code >= 500 && code < 600 ? QUEUE_OUT_BOUNCE
+	                                         : QUEUE_OUT_DEFER;
 	free(tx->reply[i]);
 	tx->reply[i] = util_xstrdup(reply ? reply : "");
 }
@@ -106,22 +106,23 @@ static void client_tx_pump(struct smtp_client *c)
 			break;
 		size_t k = c->cursor;
 		if (k == 2 + tx->nidx && !c->pipelining && (!c->mail_ok || c->naccepted == 0)) {
-			c->cursor++;   /* nobody to send to: no DATA */
+			c->cursor++; /* nobody to send to: no DATA */
 			break;
 		}
 		c->cursor++;
 		char line[SMTP_MAX_PATH + 128];
 		if (k == 0) {
-			if (c->ntx > 1) {   /* RSET between messages on one connection */
+			if (c->ntx > 1) { /* RSET between messages on one connection */
 				smtp_client_conn_send(c, "RSET");
 				smtp_client_conn_expect(c, CMD_RSET, 0);
 			}
 		} else if (k == 1) {
-			int64_t total = (int64_t)(env->prepend ? strlen(env->prepend) : 0) + env->size;
+			int64_t total =
+			    (int64_t)(env->prepend ? strlen(env->prepend) : 0) + env->size;
 			int n = snprintf(line, sizeof(line), "MAIL FROM:<%s>", env->sender);
 			if (c->has_size)
 				n += snprintf(line + n, sizeof(line) - (size_t)n, " SIZE=%lld",
-					      (long long)total);
+				              (long long)total);
 			if (env->eightbit && c->eightbitmime)
 				n += snprintf(line + n, sizeof(line) - (size_t)n, " BODY=8BITMIME");
 			if (env->smtputf8 && c->smtputf8)
@@ -129,7 +130,8 @@ static void client_tx_pump(struct smtp_client *c)
 			smtp_client_conn_send(c, line);
 			smtp_client_conn_expect(c, CMD_MAIL, 0);
 		} else if (k < 2 + tx->nidx) {
-			snprintf(line, sizeof(line), "RCPT TO:<%s>", env->rcpts[tx->idx[k - 2]].addr);
+			snprintf(line, sizeof(line), "RCPT TO:<%s>",
+			         env->rcpts[tx->idx[k - 2]].addr);
 			smtp_client_conn_send(c, line);
 			smtp_client_conn_expect(c, CMD_RCPT, k - 2);
 		} else {
@@ -164,7 +166,8 @@ void smtp_client_conn_body_fill(struct smtp_client *c)
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0) {
-				smtp_client_conn_fail(c, "4.3.0 cannot read queue file: %s", strerror(errno));
+				smtp_client_conn_fail(c, "4.3.0 cannot read queue file: %s",
+				                      strerror(errno));
 				return;
 			}
 			p = buf;
@@ -188,7 +191,7 @@ void smtp_client_conn_body_fill(struct smtp_client *c)
 			c->last2[1] = p[0];
 		}
 	}
-	smtp_client_conn_arm(c, c->conf.data_timeout);   /* progress: restart the data timer */
+	smtp_client_conn_arm(c, c->conf.data_timeout); /* progress: restart the data timer */
 }
 
 /* client_set_accepted - outcome for every accepted recipient. */
@@ -201,7 +204,7 @@ static void client_set_accepted(struct smtp_client *c, int code, const char *rs)
 
 /* smtp_client_conn_tx_reply - one reply inside a transaction. */
 void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_t rcpt,
-			    const struct smtp_reply *r, const char *rs)
+                               const struct smtp_reply *r, const char *rs)
 {
 	struct smtp_client_tx *tx = c->tx;
 	bool ok = r->code / 100 == 2;
@@ -218,14 +221,14 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 			for (size_t i = 0; i < tx->nidx; i++)
 				smtp_client_tx_set(tx, i, r->code, rs);
 		if (!ok && !c->pipelining)
-			c->cursor = 3 + tx->nidx;   /* nothing more to send */
+			c->cursor = 3 + tx->nidx; /* nothing more to send */
 		break;
 	case CMD_RCPT:
 		if (!c->mail_ok)
 			break;
 		if (ok) {
 			c->naccepted++;
-			c->accepted[rcpt] = true;   /* final outcome after DATA */
+			c->accepted[rcpt] = true; /* final outcome after DATA */
 		} else {
 			smtp_client_tx_set(tx, rcpt, r->code, rs);
 		}
@@ -280,12 +283,15 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx)
 	char buf[200];
 	/* Never downgrade silently (RFC 6531 3.4, RFC 6152): refuse instead. */
 	if (env->smtputf8 && !c->smtputf8)
-		refuse = "550 5.6.7 SMTPUTF8 is required, but the downstream server does not offer it";
+		refuse =
+		    "550 5.6.7 SMTPUTF8 is required, but the downstream server does not offer it";
 	else if (env->eightbit && !c->eightbitmime)
-		refuse = "554 5.6.3 8BITMIME is required, but the downstream server does not offer it";
+		refuse =
+		    "554 5.6.3 8BITMIME is required, but the downstream server does not offer it";
 	else if (c->has_size && c->size_max > 0 && total > c->size_max) {
-		snprintf(buf, sizeof(buf), "552 5.3.4 message size %lld exceeds the downstream limit %lld",
-			 (long long)total, (long long)c->size_max);
+		snprintf(buf, sizeof(buf),
+		         "552 5.3.4 message size %lld exceeds the downstream limit %lld",
+		         (long long)total, (long long)c->size_max);
 		refuse = buf;
 	}
 	if (refuse != NULL) {
@@ -307,4 +313,3 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx)
 	client_tx_pump(c);
 	return 0;
 }
-

@@ -72,7 +72,8 @@ static void client_really_free(struct smtp_client *c)
 static void client_deferred_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	if (c->notify_pending && !c->free_pending) {
+	/* after a free only CLOSED (the end of a QUIT) is still reported */
+	if (c->notify_pending && (!c->free_pending || c->pending_ev == SMTP_CLIENT_CLOSED)) {
 		c->notify_pending = false;
 		if (c->cb) {
 			c->in_cb = true;
@@ -109,6 +110,15 @@ static void client_close(struct smtp_client *c)
 	event_del(c->deadline);
 }
 
+/* client_quit_done - the QUIT exchange is over: report CLOSED, then free. */
+static void client_quit_done(struct smtp_client *c)
+{
+	client_close(c);
+	c->state = CS_DEAD;
+	c->free_pending = true;
+	smtp_client_conn_notify(c, SMTP_CLIENT_CLOSED);
+}
+
 /* smtp_client_conn_fail - the connection is unusable; report it.  In a transaction,
  * recipients without an outcome get the error (deferred). */
 void smtp_client_conn_fail(struct smtp_client *c, const char *fmt, ...)
@@ -127,9 +137,7 @@ void smtp_client_conn_fail(struct smtp_client *c, const char *fmt, ...)
 	c->state = CS_DEAD;
 	client_close(c);
 	if (was == CS_QUIT) {
-		c->cb = NULL;
-		c->free_pending = true;
-		event_active(c->deferred, 0, 0);
+		client_quit_done(c);
 		return;
 	}
 	if ((was == CS_TX || was == CS_BODY) && c->tx) {
@@ -148,9 +156,9 @@ void smtp_client_conn_fail(struct smtp_client *c, const char *fmt, ...)
 /* smtp_client_conn_send - write one command line (logged at debug level, AUTH hidden). */
 void smtp_client_conn_send(struct smtp_client *c, const char *line)
 {
-	util_log_debug("smtp-client relay=%s send=(%.*s)", c->relay,
-		       strncmp(line, "AUTH", 4) == 0 || c->state == CS_AUTH ? 10 : (int)strlen(line),
-		       line);
+	util_log_debug(
+	    "smtp-client relay=%s send=(%.*s)", c->relay,
+	    strncmp(line, "AUTH", 4) == 0 || c->state == CS_AUTH ? 10 : (int)strlen(line), line);
 	evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\r\n", line);
 }
 
@@ -210,7 +218,8 @@ static void client_ehlo_caps(struct smtp_client *c, const struct smtp_reply *r)
 				c->has_size = true;
 				c->size_max = strtoll(params, NULL, 10);
 			} else if (util_strcaseeq(kw, "AUTH")) {
-				for (char *tok = strtok((char *)params, " "); tok; tok = strtok(NULL, " ")) {
+				for (char *tok = strtok((char *)params, " "); tok;
+				     tok = strtok(NULL, " ")) {
 					if (util_strcaseeq(tok, "PLAIN"))
 						c->auth_plain = true;
 					else if (util_strcaseeq(tok, "LOGIN"))
@@ -248,9 +257,9 @@ static void client_start_tls(struct smtp_client *c)
 	} else {
 		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
 	}
-	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
-		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	struct bufferevent *tls =
+	    bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+	                                   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (tls == NULL) {
 		SSL_free(ssl);
 		smtp_client_conn_fail(c, "4.7.5 TLS set-up failed");
@@ -280,7 +289,8 @@ static void client_after_ehlo(struct smtp_client *c)
 {
 	if (!c->tls_active && c->conf.tls != CONFIG_TLS_NONE) {
 		if (!c->starttls) {
-			smtp_client_conn_fail(c, "4.7.4 STARTTLS required by route policy but not offered");
+			smtp_client_conn_fail(
+			    c, "4.7.4 STARTTLS required by route policy but not offered");
 			return;
 		}
 		c->state = CS_STARTTLS;
@@ -290,7 +300,8 @@ static void client_after_ehlo(struct smtp_client *c)
 	}
 	if (c->auth_user != NULL) {
 		if (!c->tls_active) {
-			smtp_client_conn_fail(c, "4.7.0 AUTH configured but the connection is not encrypted");
+			smtp_client_conn_fail(
+			    c, "4.7.0 AUTH configured but the connection is not encrypted");
 			return;
 		}
 		c->state = CS_AUTH;
@@ -314,7 +325,8 @@ static void client_after_ehlo(struct smtp_client *c)
 			smtp_client_conn_send(c, "AUTH LOGIN");
 			smtp_client_conn_expect(c, CMD_AUTH1, 0);
 		} else {
-			smtp_client_conn_fail(c, "4.7.0 AUTH configured but server offers neither PLAIN nor LOGIN");
+			smtp_client_conn_fail(
+			    c, "4.7.0 AUTH configured but server offers neither PLAIN nor LOGIN");
 			return;
 		}
 		smtp_client_conn_arm(c, c->conf.command_timeout);
@@ -327,7 +339,7 @@ static void client_after_ehlo(struct smtp_client *c)
 
 /* client_auth_reply - AUTH LOGIN steps and the final 235 (RFC 4954). */
 static void client_auth_reply(struct smtp_client *c, enum client_cmd cmd,
-			      const struct smtp_reply *r, const char *rs)
+                              const struct smtp_reply *r, const char *rs)
 {
 	if (cmd == CMD_AUTH3 || r->code != 334) {
 		if (r->code != 235) {
@@ -353,7 +365,8 @@ static void client_setup_reply(struct smtp_client *c, const struct smtp_reply *r
 	switch (c->state) {
 	case CS_GREETING:
 		if (r->code != 220) {
-			smtp_client_conn_fail(c, "%s greeting: %s", r->code >= 500 ? "5.0.0" : "4.0.0", rs);
+			smtp_client_conn_fail(c, "%s greeting: %s",
+			                      r->code >= 500 ? "5.0.0" : "4.0.0", rs);
 			return;
 		}
 		client_send_ehlo(c, true);
@@ -363,7 +376,7 @@ static void client_setup_reply(struct smtp_client *c, const struct smtp_reply *r
 			client_ehlo_caps(c, r);
 			client_after_ehlo(c);
 		} else if (!c->tls_active) {
-			client_send_ehlo(c, false);   /* RFC 5321 3.2: fall back to HELO */
+			client_send_ehlo(c, false); /* RFC 5321 3.2: fall back to HELO */
 		} else {
 			smtp_client_conn_fail(c, "4.0.0 EHLO after STARTTLS refused: %s", rs);
 		}
@@ -403,10 +416,7 @@ static void client_handle(struct smtp_client *c, const struct smtp_reply *r)
 		client_setup_reply(c, r, rs);
 		return;
 	case CS_QUIT:
-		client_close(c);
-		c->state = CS_DEAD;
-		c->free_pending = true;
-		event_active(c->deferred, 0, 0);
+		client_quit_done(c);
 		return;
 	case CS_AUTH:
 	case CS_TX:
@@ -475,7 +485,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		} else if (c->state == CS_HANDSHAKE) {
 			c->tls_active = true;
 			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s", SSL_get_version(c->ssl),
-				 SSL_get_cipher_name(c->ssl));
+			         SSL_get_cipher_name(c->ssl));
 			client_send_ehlo(c, true);
 		}
 		return;
@@ -486,7 +496,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		unsigned long e = bufferevent_get_openssl_error(bev);
 		if (vr != X509_V_OK)
 			snprintf(ebuf, sizeof(ebuf), "certificate verification failed: %s",
-				 X509_verify_cert_error_string(vr));
+			         X509_verify_cert_error_string(vr));
 		else if (e != 0)
 			ERR_error_string_n(e, ebuf, sizeof(ebuf));
 		smtp_client_conn_fail(c, "4.7.5 TLS with %s failed: %s", c->relay, ebuf);
@@ -495,27 +505,29 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (c->state == CS_CONNECT) {
 		int err = EVUTIL_SOCKET_ERROR();
 		smtp_client_conn_fail(c, "4.4.1 connect to %s: %s", c->relay,
-			    err ? evutil_socket_error_to_string(err) : "failed");
+		                      err ? evutil_socket_error_to_string(err) : "failed");
 		return;
 	}
 	smtp_client_conn_fail(c, "4.4.2 connection to %s lost%s", c->relay,
-		    c->state == CS_BODY ? " while sending data" : "");
+	                      c->state == CS_BODY ? " while sending data" : "");
 }
 
 /* client_deadline_cb - the current step took too long. */
 static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	static const char *const names[] = {"connect", "greeting", "EHLO reply", "HELO reply",
-					    "STARTTLS reply", "TLS handshake", "AUTH reply",
-					    "idle", "reply", "data acceptance", "QUIT reply", "-"};
+	static const char *const names[] = {"connect",         "greeting",       "EHLO reply",
+	                                    "HELO reply",      "STARTTLS reply", "TLS handshake",
+	                                    "AUTH reply",      "idle",           "reply",
+	                                    "data acceptance", "QUIT reply",     "-"};
 	smtp_client_conn_fail(c, "%s timeout with %s waiting for %s",
-		    c->state == CS_CONNECT ? "4.4.1" : "4.4.2", c->relay, names[c->state]);
+	                      c->state == CS_CONNECT ? "4.4.1" : "4.4.2", c->relay,
+	                      names[c->state]);
 }
 
 /* smtp_client_new - connect and run the set-up dialogue. */
 struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_client_conf *conf,
-				    smtp_client_cb cb, void *arg)
+                                    smtp_client_cb cb, void *arg)
 {
 	struct smtp_client *c = util_xcalloc(1, sizeof(*c));
 	c->base = base;
@@ -534,7 +546,8 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_c
 	snprintf(c->tls_info, sizeof(c->tls_info), "none");
 	char a[64];
 	util_addr_str(&conf->addr, a, sizeof(a));
-	snprintf(c->relay, sizeof(c->relay), "%s[%s]:%d", conf->host, a, util_addr_port(&conf->addr));
+	snprintf(c->relay, sizeof(c->relay), "%s[%s]:%d", conf->host, a,
+	         util_addr_port(&conf->addr));
 	c->deadline = evtimer_new(base, client_deadline_cb, c);
 	c->deferred = event_new(base, -1, 0, client_deferred_cb, c);
 	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -547,7 +560,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_c
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	smtp_client_conn_arm(c, conf->connect_timeout);
 	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&conf->addr.ss,
-				       (int)conf->addr.len) != 0)
+	                               (int)conf->addr.len) != 0)
 		smtp_client_conn_fail(c, "4.4.1 connect to %s: %s", c->relay, strerror(errno));
 	return c;
 }
@@ -576,19 +589,21 @@ const char *smtp_client_tls_info(const struct smtp_client *c)
 	return c->tls_info;
 }
 
-/* smtp_client_quit - polite close; the client frees itself afterwards. */
-void smtp_client_quit(struct smtp_client *c)
+/* smtp_client_quit - polite close; see smtp-client-internal.h. */
+bool smtp_client_quit(struct smtp_client *c, smtp_client_cb cb, void *arg)
 {
 	if (c == NULL)
-		return;
-	c->cb = NULL;
+		return false;
+	c->cb = cb;
+	c->arg = arg;
 	if (c->state != CS_IDLE) {
 		smtp_client_free(c);
-		return;
+		return false;
 	}
 	c->state = CS_QUIT;
 	smtp_client_conn_send(c, "QUIT");
 	smtp_client_conn_arm(c, CLIENT_QUIT_TIMEOUT);
+	return true;
 }
 
 /* smtp_client_free - close now; the memory goes at once, or after the

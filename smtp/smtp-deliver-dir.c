@@ -33,8 +33,8 @@ struct deliver_dir_job {
 	pthread_t thread;
 	bool has_thread;
 	struct event *done_ev;
-	char *error;                 /* set by the worker on failure */
-	char path[PATH_MAX];         /* final file name */
+	char *error;         /* set by the worker on failure */
+	char path[PATH_MAX]; /* final file name */
 	struct deliver_dir_job *next;
 };
 
@@ -79,7 +79,7 @@ static void *dir_write(void *arg)
 	snprintf(tmp, sizeof(tmp), "%s/.%s.eml.tmp", dj->dir, env->id);
 	if (util_mkdir_p(dj->dir, 0750) != 0)
 		goto err;
-	unlink(tmp);   /* left over by a crash in the middle of a write */
+	unlink(tmp); /* left over by a crash in the middle of a write */
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		goto err;

@@ -11,18 +11,20 @@
 
 #include <pthread.h>
 
-#include "smtp.h"
 #include "smtp-client-internal.h"
+#include "smtp.h"
 
 struct deliver_dir_job;
 
 struct smtp_deliverer {
 	struct event_base *base;
-	const struct config *cfg;         /* borrowed; replaced on reload */
-	struct policy_dns *dns;           /* borrowed; NULL = numeric hosts only */
+	const struct config *cfg; /* borrowed; replaced on reload */
+	struct policy_dns *dns;   /* borrowed; NULL = numeric hosts only */
 	struct deliver_pool *pools;
 	struct event *kick;               /* deferred pump of every pool */
 	struct deliver_dir_job *dir_jobs; /* directory writes in flight */
+	struct smtp_client **quitting;    /* sent QUIT, not gone yet */
+	size_t nquitting;
 };
 
 /* One attempt for a group of recipients (the scheduler's queue_delivery). */
@@ -34,24 +36,24 @@ struct deliver_job {
 	size_t nidx;
 	const char *msg_path;
 	int64_t started_ms;
-	struct deliver_job *next;         /* pool wait list */
+	struct deliver_job *next; /* pool wait list */
 };
 
 /* One outgoing connection (set-up: failing over through the targets). */
 struct deliver_conn {
 	struct deliver_pool *pool;
-	struct smtp_client *cl;           /* NULL once quit/freed */
-	struct deliver_job *job;          /* message being sent, or NULL */
+	struct smtp_client *cl;  /* NULL once quit/freed */
+	struct deliver_job *job; /* message being sent, or NULL */
 	struct smtp_client_tx tx;
-	unsigned msgs;                    /* messages carried so far */
-	bool ready;                       /* set-up done (or given up) */
+	unsigned msgs; /* messages carried so far */
+	bool ready;    /* set-up done (or given up) */
 	bool dns_pending, orphan;
 	struct event *idle_timer;
 	const struct config_host *targets; /* hosts to try (pool's, or owned_targets) */
 	struct config_host *owned_targets; /* MX hosts */
-	size_t ntargets, target;          /* next target to resolve */
-	struct util_addr *addrs;          /* resolved so far, in order */
-	char **names;                     /* host name of each address */
+	size_t ntargets, target;           /* next target to resolve */
+	struct util_addr *addrs;           /* resolved so far, in order */
+	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
 	char *last_error;
 	struct deliver_conn *next;
@@ -60,19 +62,19 @@ struct deliver_conn {
 /* Connections to one route (one route + domain for MX routes). */
 struct deliver_pool {
 	struct smtp_deliverer *dl;
-	char *key;                        /* "route" or "route/domain" (lower case) */
-	char *name;                       /* route name */
-	char *domain;                     /* MX routes */
+	char *key;    /* "route" or "route/domain" (lower case) */
+	char *name;   /* route name */
+	char *domain; /* MX routes */
 	enum config_route_type type;
 	enum config_tls_policy tls;
-	struct config_host *hosts;        /* copy of the route's hosts */
+	struct config_host *hosts; /* copy of the route's hosts */
 	size_t nhosts;
 	int max_connections, msgs_per_connection;
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;
-	char *setup_error;                /* route unusable (bad CA file, auth_file mode) */
-	bool retired;                     /* replaced by a reload */
+	char *setup_error; /* route unusable (bad CA file, auth_file mode) */
+	bool retired;      /* replaced by a reload */
 	struct deliver_conn *conns;
 	int nconns;
 	struct deliver_job *wait_head, *wait_tail;
@@ -84,7 +86,7 @@ struct deliver_pool {
  * recipient is deferred with error) to the scheduler, logged; ends the job's
  * delivery (the caller frees j). */
 void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
-			const char *relay, const char *tls, const char *error);
+                             const char *relay, const char *tls, const char *error);
 void smtp_deliver_free_targets(struct deliver_conn *cn);
 /* smtp_deliver_dir_start - write the message into dir on a worker thread;
  * takes j. */

@@ -29,9 +29,29 @@
 
 #include <openssl/err.h>
 
-#define DELIVER_IDLE_SECONDS 5   /* an idle connection waits this long for a message */
+#define DELIVER_IDLE_SECONDS 5 /* an idle connection waits this long for a message */
 
 static void deliver_pool_pump(struct deliver_pool *p);
+
+/* deliver_quit_cb - a quitting client is gone: forget it. */
+static void deliver_quit_cb(struct smtp_client *c, enum smtp_client_event ev, void *arg)
+{
+	struct smtp_deliverer *dl = arg;
+	for (size_t i = 0; i < dl->nquitting; i++)
+		if (dl->quitting[i] == c) {
+			dl->quitting[i] = dl->quitting[--dl->nquitting];
+			return;
+		}
+}
+
+/* deliver_quit - QUIT politely; remember the client until it is gone. */
+static void deliver_quit(struct smtp_deliverer *dl, struct smtp_client *c)
+{
+	if (!smtp_client_quit(c, deliver_quit_cb, dl))
+		return;
+	dl->quitting = util_xrealloc(dl->quitting, (dl->nquitting + 1) * sizeof(*dl->quitting));
+	dl->quitting[dl->nquitting++] = c;
+}
 static void deliver_conn_try_next(struct deliver_conn *cn);
 
 /* deliver_route_copy - the parts of a route a pool needs after a reload. */
@@ -53,8 +73,10 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	p->data_timeout = r->data_timeout > 0 ? r->data_timeout : 600;
 }
 
-/* deliver_read_auth_file - "user:password" from a file nobody else can read. */
-static int deliver_read_auth_file(struct deliver_pool *p, const char *path)
+/* deliver_check_auth_file - the config read "user:password" from auth_file
+ * into auth_user/auth_password; the file must stay private (0600): a secret
+ * others can read is refused, not used. */
+static int deliver_check_auth_file(struct deliver_pool *p, const char *path)
 {
 	struct stat st;
 	if (stat(path, &st) != 0) {
@@ -63,24 +85,9 @@ static int deliver_read_auth_file(struct deliver_pool *p, const char *path)
 	}
 	if (st.st_mode & 077) {
 		p->setup_error = util_xasprintf(
-			"4.7.0 auth_file %s is group/world accessible (chmod 600)", path);
+		    "4.7.0 auth_file %s is group/world accessible (chmod 600)", path);
 		return -1;
 	}
-	size_t len;
-	char *text = util_read_file(path, 4096, &len);
-	char *colon = text ? strchr(text, ':') : NULL;
-	if (colon == NULL) {
-		free(text);
-		p->setup_error = util_xasprintf("4.7.0 auth_file %s: expected user:password", path);
-		return -1;
-	}
-	*colon = '\0';
-	char *pw = colon + 1;
-	pw[strcspn(pw, "\r\n")] = '\0';
-	p->auth_user = util_xstrdup(text);
-	p->auth_password = util_xstrdup(pw);
-	OPENSSL_cleanse(text, len);
-	free(text);
 	return 0;
 }
 
@@ -97,12 +104,12 @@ static int deliver_ssl_ctx(struct deliver_pool *p, const struct config_route *r)
 	SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
 	if (r->tls == CONFIG_TLS_VERIFY) {
 		int ok = r->ca_file ? SSL_CTX_load_verify_locations(p->ssl_ctx, r->ca_file, NULL)
-				    : SSL_CTX_set_default_verify_paths(p->ssl_ctx);
+		                    : SSL_CTX_set_default_verify_paths(p->ssl_ctx);
 		if (ok != 1) {
 			char e[200];
 			ERR_error_string_n(ERR_get_error(), e, sizeof(e));
 			p->setup_error = util_xasprintf("4.7.5 cannot load CA %s: %s",
-							r->ca_file ? r->ca_file : "(system)", e);
+			                                r->ca_file ? r->ca_file : "(system)", e);
 			return -1;
 		}
 	}
@@ -111,7 +118,7 @@ static int deliver_ssl_ctx(struct deliver_pool *p, const struct config_route *r)
 
 /* deliver_pool_new - a pool for route r (and domain for MX routes). */
 static struct deliver_pool *deliver_pool_new(struct smtp_deliverer *dl,
-					     const struct config_route *r, const char *key)
+                                             const struct config_route *r, const char *key)
 {
 	struct deliver_pool *p = util_xcalloc(1, sizeof(*p));
 	p->dl = dl;
@@ -121,13 +128,11 @@ static struct deliver_pool *deliver_pool_new(struct smtp_deliverer *dl,
 		const char *slash = strchr(key, '/');
 		p->domain = util_xstrdup(slash ? slash + 1 : "");
 	}
-	if (deliver_ssl_ctx(p, r) == 0) {
-		if (r->auth_file != NULL)
-			deliver_read_auth_file(p, r->auth_file);
-		else if (r->auth_user != NULL) {
-			p->auth_user = util_xstrdup(r->auth_user);
-			p->auth_password = util_xstrdup(r->auth_password ? r->auth_password : "");
-		}
+	if (deliver_ssl_ctx(p, r) == 0 &&
+	    (r->auth_file == NULL || deliver_check_auth_file(p, r->auth_file) == 0) &&
+	    r->auth_user != NULL) {
+		p->auth_user = util_xstrdup(r->auth_user);
+		p->auth_password = util_xstrdup(r->auth_password ? r->auth_password : "");
 	}
 	if (p->auth_user != NULL && r->tls == CONFIG_TLS_NONE && p->setup_error == NULL)
 		p->setup_error = util_xstrdup("4.7.0 AUTH needs TLS (route has tls = none)");
@@ -165,10 +170,10 @@ static void deliver_pool_free(struct deliver_pool *p)
 
 /* deliver_pool_for - the live pool for a route (and domain). */
 static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
-					     const struct config_route *r, const char *domain)
+                                             const struct config_route *r, const char *domain)
 {
 	char *key = r->type == CONFIG_ROUTE_MX ? util_xasprintf("%s/%s", r->name, domain)
-					       : util_xstrdup(r->name);
+	                                       : util_xstrdup(r->name);
 	for (char *k = key; *k; k++)
 		if (*k >= 'A' && *k <= 'Z')
 			*k = (char)(*k - 'A' + 'a');
@@ -184,7 +189,7 @@ static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
 
 /* smtp_deliver_job_report - hand the outcomes to the scheduler and log them. */
 void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
-			const char *relay, const char *tls, const char *error)
+                             const char *relay, const char *tls, const char *error)
 {
 	double delay = (double)(util_mono_ms() - j->started_ms) / 1000.0;
 	for (size_t i = 0; i < j->nidx; i++) {
@@ -194,12 +199,12 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
 		if (reply == NULL)
 			reply = "4.4.0 delivery failed";
 		util_log_info("%s to=<%s> relay=%s delay=%.1f tls=%s status=%s (%s)", j->env->id,
-			      j->env->rcpts[k].addr, relay ? relay : "none", delay,
-			      tls ? tls : "none",
-			      out == QUEUE_OUT_DONE	? "sent"
-			      : out == QUEUE_OUT_BOUNCE ? "bounced"
-							: "deferred",
-			      reply);
+		              j->env->rcpts[k].addr, relay ? relay : "none", delay,
+		              tls ? tls : "none",
+		              out == QUEUE_OUT_DONE     ? "sent"
+		              : out == QUEUE_OUT_BOUNCE ? "bounced"
+		                                        : "deferred",
+		              reply);
 		queue_delivery_result(j->d, k, out, reply);
 	}
 	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
@@ -260,7 +265,7 @@ static void deliver_conn_next_job(struct deliver_conn *cn)
 {
 	struct deliver_pool *p = cn->pool;
 	if (cn->msgs >= (unsigned)p->msgs_per_connection || p->retired) {
-		smtp_client_quit(cn->cl);
+		deliver_quit(p->dl, cn->cl);
 		cn->cl = NULL;
 		deliver_conn_remove(cn);
 		return;
@@ -293,7 +298,7 @@ static void deliver_conn_next_job(struct deliver_conn *cn)
 static void deliver_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct deliver_conn *cn = arg;
-	smtp_client_quit(cn->cl);
+	deliver_quit(cn->pool->dl, cn->cl);
 	cn->cl = NULL;
 	deliver_conn_remove(cn);
 }
@@ -320,14 +325,15 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 	case SMTP_CLIENT_READY:
 		cn->ready = true;
 		util_log_debug("route=%s relay=%s tls=%s status=connected", p->name,
-			       smtp_client_relay(c), smtp_client_tls_info(c));
+		               smtp_client_relay(c), smtp_client_tls_info(c));
 		deliver_conn_next_job(cn);
 		return;
 	case SMTP_CLIENT_TX_DONE: {
 		struct deliver_job *j = cn->job;
 		cn->job = NULL;
 		cn->msgs++;
-		smtp_deliver_job_report(j, &cn->tx, smtp_client_relay(c), smtp_client_tls_info(c), NULL);
+		smtp_deliver_job_report(j, &cn->tx, smtp_client_relay(c), smtp_client_tls_info(c),
+		                        NULL);
 		smtp_client_tx_clear(&cn->tx);
 		free(j);
 		if (smtp_client_is_usable(c)) {
@@ -339,17 +345,19 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 		}
 		return;
 	}
+	case SMTP_CLIENT_CLOSED:
+		return; /* only quitting clients report it, to deliver_quit_cb */
 	case SMTP_CLIENT_FAILED:
 		free(cn->last_error);
 		cn->last_error = util_xstrdup(smtp_client_error(c));
 		smtp_client_free(c);
 		cn->cl = NULL;
-		if (cn->ready) {   /* an idle connection went away */
+		if (cn->ready) { /* an idle connection went away */
 			deliver_conn_remove(cn);
 			return;
 		}
 		util_log_info("route=%s relay=%s status=failover error=(%s)", p->name,
-			      smtp_client_relay(c), cn->last_error);
+		              smtp_client_relay(c), cn->last_error);
 		deliver_conn_try_next(cn);
 		return;
 	}
@@ -361,23 +369,23 @@ static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
 	struct deliver_pool *p = cn->pool;
 	struct smtp_deliverer *dl = p->dl;
 	struct smtp_client_conf conf = {
-		.host = cn->names[i],
-		.addr = cn->addrs[i],
-		.tls = p->tls,
-		.ssl_ctx = p->ssl_ctx,
-		.helo = dl->cfg->hostname,
-		.auth_user = p->auth_user,
-		.auth_password = p->auth_password,
-		.connect_timeout = p->connect_timeout,
-		.command_timeout = p->command_timeout,
-		.data_timeout = p->data_timeout,
+	    .host = cn->names[i],
+	    .addr = cn->addrs[i],
+	    .tls = p->tls,
+	    .ssl_ctx = p->ssl_ctx,
+	    .helo = dl->cfg->hostname,
+	    .auth_user = p->auth_user,
+	    .auth_password = p->auth_password,
+	    .connect_timeout = p->connect_timeout,
+	    .command_timeout = p->command_timeout,
+	    .data_timeout = p->data_timeout,
 	};
 	cn->cl = smtp_client_new(dl->base, &conf, deliver_client_cb, cn);
 }
 
 /* deliver_conn_add_addrs - append resolved addresses of one host. */
 static void deliver_conn_add_addrs(struct deliver_conn *cn, const char *name,
-				   const struct util_addr *addrs, size_t n)
+                                   const struct util_addr *addrs, size_t n)
 {
 	cn->addrs = util_xrealloc(cn->addrs, (cn->naddrs + n + 1) * sizeof(*cn->addrs));
 	cn->names = util_xrealloc(cn->names, (cn->naddrs + n + 1) * sizeof(*cn->names));
@@ -389,8 +397,8 @@ static void deliver_conn_add_addrs(struct deliver_conn *cn, const char *name,
 }
 
 /* deliver_dns_host_cb - addresses of the current host are known. */
-static void deliver_dns_host_cb(void *arg, enum policy_dns_status st,
-				const struct util_addr *addrs, size_t n)
+static void deliver_dns_host_cb(void *arg, enum policy_dns_status st, const struct util_addr *addrs,
+                                size_t n)
 {
 	struct deliver_conn *cn = arg;
 	cn->dns_pending = false;
@@ -400,11 +408,11 @@ static void deliver_dns_host_cb(void *arg, enum policy_dns_status st,
 	}
 	if (st != POLICY_DNS_OK || n == 0) {
 		free(cn->last_error);
-		cn->last_error = util_xasprintf("4.4.3 cannot resolve %s (%s)",
-						cn->targets[cn->target].host,
-						st == POLICY_DNS_NXDOMAIN ? "no such host"
-						: st == POLICY_DNS_TEMPFAIL ? "temporary failure"
-									    : "no address");
+		cn->last_error =
+		    util_xasprintf("4.4.3 cannot resolve %s (%s)", cn->targets[cn->target].host,
+		                   st == POLICY_DNS_NXDOMAIN   ? "no such host"
+		                   : st == POLICY_DNS_TEMPFAIL ? "temporary failure"
+		                                               : "no address");
 	} else {
 		deliver_conn_add_addrs(cn, cn->targets[cn->target].host, addrs, n);
 	}
@@ -432,7 +440,8 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 		}
 		if (p->dl->dns == NULL) {
 			free(cn->last_error);
-			cn->last_error = util_xasprintf("4.4.3 cannot resolve %s (no resolver)", h->host);
+			cn->last_error =
+			    util_xasprintf("4.4.3 cannot resolve %s (no resolver)", h->host);
 			cn->target++;
 			continue;
 		}
@@ -444,15 +453,17 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	cn->last_error = NULL;
 	bool alone = p->nconns == 1;
 	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
-	cn->ready = true;   /* nothing more to try */
-	deliver_conn_remove(cn);
+	cn->ready = true; /* nothing more to try */
+	/* report first: removing the connection pumps the pool, which would
+	 * otherwise open a new connection for the same waiting jobs */
 	deliver_fail_waiting(p, err, alone);
+	deliver_conn_remove(cn);
 	free(err);
 }
 
 /* deliver_dns_mx_cb - the MX hosts of the domain become the targets. */
 static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *const *hosts,
-			      size_t n)
+                              size_t n)
 {
 	struct deliver_conn *cn = arg;
 	cn->dns_pending = false;
@@ -470,12 +481,12 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		cn->ntargets = n;
 	} else {
 		cn->last_error = util_xasprintf(
-			"%s MX lookup for %s failed (%s)",
-			st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
-			cn->pool->domain,
-			st == POLICY_DNS_NXDOMAIN ? "no such domain"
-			: st == POLICY_DNS_NODATA ? "no mail exchanger"
-						  : "temporary failure");
+		    "%s MX lookup for %s failed (%s)",
+		    st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
+		    cn->pool->domain,
+		    st == POLICY_DNS_NXDOMAIN ? "no such domain"
+		    : st == POLICY_DNS_NODATA ? "no mail exchanger"
+		                              : "temporary failure");
 	}
 	deliver_conn_try_next(cn);
 }
@@ -526,8 +537,8 @@ static void deliver_pool_pump(struct deliver_pool *p)
 
 /* deliver_start - queue_deliver_ops.start. */
 static void deliver_start(void *ctx, struct queue_delivery *d, const struct queue_envelope *env,
-			  const size_t *idx, size_t nidx, const char *msg_path,
-			  const struct config_route *route)
+                          const size_t *idx, size_t nidx, const char *msg_path,
+                          const struct config_route *route)
 {
 	struct smtp_deliverer *dl = ctx;
 	struct deliver_job *j = util_xcalloc(1, sizeof(*j));
@@ -571,7 +582,7 @@ const struct queue_deliver_ops smtp_deliver_ops = {.start = deliver_start};
 
 /* smtp_deliverer_new - an empty set of pools. */
 struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct config *cfg,
-					  struct policy_dns *dns, char *err, size_t errlen)
+                                          struct policy_dns *dns, char *err, size_t errlen)
 {
 	struct smtp_deliverer *dl = util_xcalloc(1, sizeof(*dl));
 	dl->base = base;
@@ -598,9 +609,9 @@ void smtp_deliverer_set_config(struct smtp_deliverer *dl, const struct config *c
 		for (struct deliver_conn *cn = p->conns; cn; cn = cnext) {
 			cnext = cn->next;
 			if (cn->ready && cn->cl && cn->job == NULL) {
-				smtp_client_quit(cn->cl);
+				deliver_quit(dl, cn->cl);
 				cn->cl = NULL;
-				deliver_conn_remove(cn);   /* may free p when it was the last */
+				deliver_conn_remove(cn); /* may free p when it was the last */
 			}
 		}
 	}
@@ -640,13 +651,16 @@ void smtp_deliverer_free(struct smtp_deliverer *dl)
 			free(cn->last_error);
 			smtp_deliver_free_targets(cn);
 			if (cn->dns_pending)
-				cn->orphan = true;   /* the resolver's answer frees it */
+				cn->orphan = true; /* the resolver's answer frees it */
 			else
 				free(cn);
 		}
 		p->nconns = 0;
 		deliver_pool_free(p);
 	}
+	for (size_t i = 0; i < dl->nquitting; i++)
+		smtp_client_free(dl->quitting[i]);
+	free(dl->quitting);
 	event_free(dl->kick);
 	free(dl);
 }

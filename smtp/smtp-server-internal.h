@@ -32,6 +32,7 @@ enum smtp_state {
 enum smtp_wait {
 	SMTP_WAIT_NONE = 0,
 	SMTP_WAIT_SPF,           /* RCPT waits for the SPF verdict */
+	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
 };
@@ -40,6 +41,7 @@ struct smtp_listener {
 	struct evconnlistener *lev;
 	struct util_addr addr;
 	char name[80];           /* "127.0.0.1:2525" */
+	bool opened_now;         /* bound by the sync in progress (closed if it fails) */
 	struct smtp_listener *next;
 };
 
@@ -52,6 +54,15 @@ struct smtp_ipcount {
 
 #define SMTP_HASH_BUCKETS 4096
 
+/* A reverse-DNS lookup in flight (PTR, then forward confirmation). */
+struct smtp_rdns {
+	struct smtp_server *srv;
+	uint64_t sid;                    /* the session it is for */
+	struct util_addr client;
+	char name[256];
+	struct smtp_rdns *next, *prev;
+};
+
 struct smtp_session;
 
 struct smtp_server {
@@ -59,6 +70,8 @@ struct smtp_server {
 	const struct config *cfg;        /* borrowed; for new sessions */
 	struct policy_ctx *policy;       /* borrowed; NULL = no checks */
 	struct queue_store *qs;          /* borrowed */
+	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
+	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -102,7 +115,12 @@ struct smtp_session {
 	bool first_line;                 /* no command processed yet */
 	bool dead;                       /* peer gone: free without flushing */
 	int64_t close_deadline;          /* monotonic ms; give up flushing then */
+	int64_t line_deadline;           /* monotonic ms; the partial command line (or
+	                                    PROXY header) must be complete by then;
+	                                    0 = none pending (slowloris defence) */
 	char helo[256];
+	char rdns[256];                  /* forward-confirmed reverse DNS name, or "" */
+	bool rdns_pending;               /* lookup in flight */
 	char tls_desc[128];              /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	int errors;
 	char *pending_line;              /* RCPT line suspended on SPF; owned */
@@ -118,6 +136,10 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
  * per-IP limit is reached (not counted then). */
 int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s);
 void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s);
+
+/* smtp_server_rdns_start - look up the session's client name (FCrDNS);
+ * the result lands in s->rdns when it arrives, never blocking the session. */
+void smtp_server_rdns_start(struct smtp_server *srv, struct smtp_session *s);
 
 /* smtp-session.c */
 void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
@@ -140,5 +162,7 @@ void smtp_data_begin(struct smtp_session *s);
 /* smtp_data_read - feed buffered input to the DATA parser; returns true when
  * the end of data was reached (the session then waits or replied). */
 bool smtp_data_read(struct smtp_session *s, struct evbuffer *in);
+/* smtp_data_judge - message complete and clean: rDNS, verdict, commit. */
+void smtp_data_judge(struct smtp_session *s);
 
 #endif

@@ -126,6 +126,90 @@ void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
 	}
 }
 
+/* rdns_free - unlink and free one lookup. */
+static void rdns_free(struct smtp_rdns *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		r->srv->rdns = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	free(r);
+}
+
+/* rdns_done - the lookup is over: a session waiting for it goes on. */
+static void rdns_done(struct smtp_session *s)
+{
+	s->rdns_pending = false;
+	if (s->wait == SMTP_WAIT_RDNS) {
+		s->wait = SMTP_WAIT_NONE;
+		smtp_data_judge(s);
+	}
+}
+
+/* same_ip - equal addresses, ports ignored. */
+static bool same_ip(const struct util_addr *a, const struct util_addr *b)
+{
+	uint8_t ka[17], kb[17];
+	ip_key(a, ka);
+	ip_key(b, kb);
+	return memcmp(ka, kb, 17) == 0;
+}
+
+/* rdns_host_cb - forward confirmation: the name must lead back to the
+ * client address, or it is not the client's name (FCrDNS). */
+static void rdns_host_cb(void *arg, enum policy_dns_status st, const struct util_addr *addrs,
+			 size_t n)
+{
+	struct smtp_rdns *r = arg;
+	struct smtp_session *s = smtp_server_find(r->srv, r->sid);
+	bool ok = false;
+	for (size_t i = 0; st == POLICY_DNS_OK && i < n && !ok; i++)
+		ok = same_ip(&addrs[i], &r->client);
+	if (s) {
+		if (ok)
+			snprintf(s->rdns, sizeof(s->rdns), "%s", r->name);
+		util_log_info("s=%016llx rdns client=%s name=%s confirmed=%s",
+			      (unsigned long long)r->sid, s->client_str, r->name, ok ? "yes" : "no");
+	}
+	rdns_free(r);
+	if (s)
+		rdns_done(s);
+}
+
+/* rdns_ptr_cb - PTR answer: confirm it forward. */
+static void rdns_ptr_cb(void *arg, enum policy_dns_status st, const char *name)
+{
+	struct smtp_rdns *r = arg;
+	struct smtp_session *s = smtp_server_find(r->srv, r->sid);
+	if (st != POLICY_DNS_OK || !s) {
+		rdns_free(r);
+		if (s)
+			rdns_done(s);
+		return;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	policy_dns_resolve_host(r->srv->dns, r->name, 0, rdns_host_cb, r);
+}
+
+/* smtp_server_rdns_start - PTR lookup, then forward confirmation. */
+void smtp_server_rdns_start(struct smtp_server *srv, struct smtp_session *s)
+{
+	if (!srv->dns)
+		return;
+	struct smtp_rdns *r = util_xcalloc(1, sizeof(*r));
+	r->srv = srv;
+	r->sid = s->id;
+	s->rdns_pending = true;
+	r->client = s->client;
+	r->next = srv->rdns;
+	if (srv->rdns)
+		srv->rdns->prev = r;
+	srv->rdns = r;
+	policy_dns_resolve_ptr(srv->dns, &s->client, rdns_ptr_cb, r);
+}
+
 /* accept_cb - a new connection: refuse over the total limit, else start. */
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
@@ -147,8 +231,10 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		close(fd);
 		util_log_info("- refused reason=max_connections limit=%d",
 			      srv->cfg->max_connections);
+		util_metrics_inc("mxgate_connections_refused_total", "max_connections");
 		return;
 	}
+	util_metrics_inc("mxgate_connections_total", NULL);
 	smtp_session_start(srv, fd, sa, salen);
 }
 
@@ -248,14 +334,19 @@ static int sync_listeners(struct smtp_server *srv, const struct config *cfg, cha
 				break;
 			}
 		}
-		if (!found)
-			found = listener_open(srv, l, err, errlen);
+		if (!found && (found = listener_open(srv, l, err, errlen)) != NULL)
+			found->opened_now = true;
 		if (!found) {
 			/* Put everything back: old ones stay, new ones close. */
 			while (fresh) {
 				struct smtp_listener *n = fresh->next;
-				fresh->next = srv->listeners;
-				srv->listeners = fresh;
+				if (fresh->opened_now) {
+					evconnlistener_free(fresh->lev);
+					free(fresh);
+				} else {
+					fresh->next = srv->listeners;
+					srv->listeners = fresh;
+				}
 				fresh = n;
 			}
 			return -1;
@@ -263,6 +354,8 @@ static int sync_listeners(struct smtp_server *srv, const struct config *cfg, cha
 		found->next = fresh;
 		fresh = found;
 	}
+	for (struct smtp_listener *l = fresh; l; l = l->next)
+		l->opened_now = false;
 	while (srv->listeners) {
 		struct smtp_listener *n = srv->listeners->next;
 		util_log_info("- closed listener %s", srv->listeners->name);
@@ -276,14 +369,15 @@ static int sync_listeners(struct smtp_server *srv, const struct config *cfg, cha
 
 /* smtp_server_new - TLS context, listeners; ready to accept. */
 struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
-				    struct queue_store *qs, struct policy_ctx *policy, char *err,
-				    size_t errlen)
+				    struct queue_store *qs, struct policy_ctx *policy,
+				    struct policy_dns *dns, char *err, size_t errlen)
 {
 	struct smtp_server *srv = util_xcalloc(1, sizeof(*srv));
 	srv->base = base;
 	srv->cfg = cfg;
 	srv->qs = qs;
 	srv->policy = policy;
+	srv->dns = dns;
 	srv->accepting = true;
 	err[0] = 0;
 	srv->tls = tls_ctx_new(cfg, err, errlen);
@@ -371,6 +465,8 @@ void smtp_server_free(struct smtp_server *srv)
 			srv->ipcounts[b] = n;
 		}
 	}
+	while (srv->rdns)
+		rdns_free(srv->rdns);   /* their callbacks can no longer run */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

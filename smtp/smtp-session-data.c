@@ -12,6 +12,7 @@
  * Diagnostics: one summary log line per message decision:
  * "s=... queued id=... from=<...> to=<...> size=... client=... tls=... <policy>"
  */
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 
@@ -226,6 +227,7 @@ static void refuse(struct smtp_session *s, const char *reply, const char *reason
 {
 	char what[64];
 	snprintf(what, sizeof(what), "reject reason=%s", reason);
+	util_metrics_inc("mxgate_messages_rejected_total", reason);
 	log_decision(s, what, NULL, reply);
 	smtp_session_reply(s, "%s", reply);
 	end_tx(s);
@@ -244,8 +246,17 @@ static void received_header(struct smtp_session *s, const char *qid, struct util
 	else
 		proto = "SMTP";
 	bool v6 = s->client.ss.ss_family == AF_INET6;
-	util_buf_printf(b, "Received: from %s (unknown [%s%s])\r\n", s->helo, v6 ? "IPv6:" : "",
-			s->client_str);
+	/* The HELO name is the client's word: keep only what a domain or an
+	 * address literal can hold, so it cannot fake a comment or a clause. */
+	char helo[sizeof(s->helo)];
+	size_t i;
+	for (i = 0; s->helo[i] && i + 1 < sizeof(helo); i++) {
+		unsigned char c = (unsigned char)s->helo[i];
+		helo[i] = (isalnum(c) || strchr(".-_:[]", c)) && c < 0x80 ? (char)c : '?';
+	}
+	helo[i] = 0;
+	util_buf_printf(b, "Received: from %s (%s [%s%s])\r\n", helo,
+			s->rdns[0] ? s->rdns : "unknown", v6 ? "IPv6:" : "", s->client_str);
 	if (s->tls_active) {
 		const char *sp = strchr(s->tls_desc, ' ');
 		util_buf_printf(b, "\t(using %.*s with cipher %s)\r\n",
@@ -274,6 +285,8 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 		char reply[80];
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
 		log_decision(s, "queued", qid, reply);
+		util_metrics_inc("mxgate_messages_accepted_total", NULL);
+		util_metrics_observe("mxgate_data_to_250_seconds", (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);
 		smtp_session_reply(s, "%s", reply);
 	} else {
 		const char *reply = (err == ENOSPC || err == EDQUOT)
@@ -282,6 +295,7 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 		util_log_err("s=%016llx commit failed id=%s error=\"%s\"", (unsigned long long)s->id,
 			     qid ? qid : "-", strerror(err));
 		log_decision(s, "tempfail reason=queue", qid, reply);
+		util_metrics_inc("mxgate_messages_rejected_total", "queue_commit");
 		smtp_session_reply(s, "%s", reply);
 	}
 	end_tx(s);
@@ -358,6 +372,19 @@ static void end_of_data(struct smtp_session *s)
 		return;
 	}
 	smtp_session_set_timeout(s, s->cfg->command_timeout);
+	smtp_data_judge(s);
+}
+
+/* smtp_data_judge - the client's name first (it goes into Received:), then
+ * the policy verdict, then the commit; each step may wait, none blocks. */
+void smtp_data_judge(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	if (s->rdns_pending) {
+		s->wait = SMTP_WAIT_RDNS;
+		bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
 	if (tx->pm) {
 		s->wait = SMTP_WAIT_VERDICT;
 		bufferevent_disable(s->bev, EV_READ);

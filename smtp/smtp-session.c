@@ -27,6 +27,7 @@
 #define OUTPUT_HIGH (256 * 1024)   /* stop reading while replies pile up */
 
 static void process_input(struct smtp_session *s);
+static bool line_too_slow(struct smtp_session *s, int seconds);
 static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
@@ -165,6 +166,7 @@ static void greet(struct smtp_session *s)
 	    (cfg->allow.n > 0 && !util_cidr_list_match(&cfg->allow, &s->client))) {
 		util_log_info("s=%016llx refused client=%s reason=access", (unsigned long long)s->id,
 			      s->client_str);
+		util_metrics_inc("mxgate_connections_refused_total", "access");
 		smtp_session_close(s, "554 5.7.1 Access denied");
 		return;
 	}
@@ -174,11 +176,13 @@ static void greet(struct smtp_session *s)
 			 cfg->hostname);
 		util_log_info("s=%016llx refused client=%s reason=max_connections_per_ip",
 			      (unsigned long long)s->id, s->client_str);
+		util_metrics_inc("mxgate_connections_refused_total", "max_connections_per_ip");
 		smtp_session_close(s, line);
 		return;
 	}
 	util_log_info("s=%016llx connect client=%s peer_port=%d", (unsigned long long)s->id,
 		      s->client_str, util_addr_port(&s->client));
+	smtp_server_rdns_start(s->srv, s);
 	s->state = SMTP_STATE_HELO;
 	smtp_session_set_timeout(s, cfg->command_timeout);
 	smtp_session_reply(s, "220 %s ESMTP %s", cfg->hostname,
@@ -233,11 +237,16 @@ static bool handle_proxy(struct smtp_session *s, struct evbuffer *in)
 	const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)take);
 	struct smtp_proxy_info info;
 	int n = smtp_proxy_parse(p, take, &info);
-	if (n == 0 && take < SMTP_PROXY_V2_MAX)
+	if (n == 0 && take < SMTP_PROXY_V2_MAX) {
+		if (line_too_slow(s, s->cfg->proxy_timeout))
+			smtp_session_close(s, NULL);
 		return false;   /* need more */
+	}
+	s->line_deadline = 0;
 	if (n <= 0) {
 		util_log_info("s=%016llx refused peer=%s reason=bad_proxy_header",
 			      (unsigned long long)s->id, s->client_str);
+		util_metrics_inc("mxgate_connections_refused_total", "bad_proxy_header");
 		smtp_session_close(s, NULL);
 		return false;
 	}
@@ -420,6 +429,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 	if (smtp_addr_is_relay_hack(path.addr) || !util_domain_of(path.addr)) {
 		util_log_info("s=%016llx reject rcpt=<%s> reason=relay_hack", (unsigned long long)s->id,
 			      path.addr);
+		util_metrics_inc("mxgate_recipients_rejected_total", "relay_hack");
 		reply_error(s, "550 5.7.1 Relay access denied");
 		return;
 	}
@@ -429,6 +439,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",
 			      (unsigned long long)s->id, s->client_str, tx->mail.addr, path.addr,
 			      domain_ok ? "unknown_user" : "relay_denied");
+		util_metrics_inc("mxgate_recipients_rejected_total", domain_ok ? "unknown_user" : "relay_denied");
 		reply_error(s, domain_ok ? "550 5.1.1 Recipient address rejected: User unknown"
 					 : "550 5.7.1 Relay access denied");
 		return;
@@ -578,35 +589,60 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 
 /* ------------------------------------------------------------------ input */
 
-/* read_command_line - one CRLF line from in; false when more bytes needed. */
+/* line_too_slow - slowloris defence: the bufferevent timeout only measures
+ * silence, so a client sending one byte every few seconds would hold a
+ * session forever.  A partial command line (or PROXY header) must be
+ * complete within `seconds` of its first byte; true (421 queued, except in
+ * the PROXY state, where nothing is said) when that time is up. */
+static bool line_too_slow(struct smtp_session *s, int seconds)
+{
+	int64_t now = util_mono_ms();
+	if (s->line_deadline == 0) {
+		s->line_deadline = now + (int64_t)seconds * 1000;
+		return false;
+	}
+	if (now <= s->line_deadline)
+		return false;
+	util_log_info("s=%016llx timeout client=%s state=%d reason=slow_line",
+		      (unsigned long long)s->id, s->client_str, (int)s->state);
+	if (s->state != SMTP_STATE_PROXY)
+		smtp_session_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+	return true;
+}
+
+/* read_command_line - one line from in; false when more bytes are needed.
+ * Only CRLF ends a line (RFC 5321 2.3.8): a bare LF or CR inside is not a
+ * line end, so "MAIL ...<LF>RCPT ...<CR><LF>" is one bad line, never two
+ * commands. */
 static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
 {
 	char line[SMTP_MAX_CMD_LINE + 1];
-	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+	struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_CRLF_STRICT);
 	if (eol.pos < 0) {
 		size_t len = evbuffer_get_length(in);
 		if (s->discarding || len > SMTP_MAX_CMD_LINE) {
-			/* Over-long line: throw it away as it arrives. */
+			/* Over-long line: throw it away as it arrives, but keep
+			 * a trailing CR that may start the CRLF ending it. */
 			s->discarding = true;
-			evbuffer_drain(in, len);
+			if (len > 1)
+				evbuffer_drain(in, len - 1);
 		}
 		return false;
 	}
-	size_t n = (size_t)eol.pos;   /* bytes before the LF */
-	if (s->discarding || n + 1 > SMTP_MAX_CMD_LINE) {
-		evbuffer_drain(in, n + 1);
+	size_t n = (size_t)eol.pos;   /* bytes before the CRLF */
+	if (s->discarding || n + 2 > SMTP_MAX_CMD_LINE) {
+		evbuffer_drain(in, n + 2);
 		s->discarding = false;
 		reply_error(s, "500 5.5.2 Error: line too long");
 		return true;
 	}
-	evbuffer_remove(in, line, n + 1);
-	line[n] = 0;   /* the LF */
-	if (n == 0 || line[n - 1] != '\r') {
-		reply_error(s, "500 5.5.2 Error: bare <LF> received; lines end with <CR><LF>");
+	evbuffer_remove(in, line, n + 2);
+	line[n] = 0;
+	if (memchr(line, '\n', n) || memchr(line, '\r', n)) {
+		reply_error(s, "500 5.5.2 Error: bare <CR> or <LF> received; lines end with <CR><LF>");
 		return true;
 	}
-	line[--n] = 0;
-	if (memchr(line, '\r', n) || memchr(line, '\0', n)) {
+	if (memchr(line, '\0', n)) {
 		reply_error(s, "500 5.5.2 Error: invalid character in command");
 		return true;
 	}
@@ -649,6 +685,7 @@ static void process_input(struct smtp_session *s)
 			if (smtp_proxy_looks_like(p, n < 16 ? n : 16)) {
 				util_log_info("s=%016llx refused client=%s reason=untrusted_proxy_header",
 					      (unsigned long long)s->id, s->client_str);
+				util_metrics_inc("mxgate_connections_refused_total", "untrusted_proxy_header");
 				smtp_session_close(s, NULL);
 				return;
 			}

@@ -22,11 +22,12 @@
 
 struct smtp_server;
 
-/* smtp_server_new - policy may be NULL (no SPF/DKIM/DMARC).  Binds every
+/* smtp_server_new - policy may be NULL (no SPF/DKIM/DMARC); dns (for the
+ * client's forward-confirmed reverse DNS name) may be NULL.  Binds every
  * [server] listen address; NULL + message in err on failure. */
 struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
 				    struct queue_store *qs, struct policy_ctx *policy,
-				    char *err, size_t errlen);
+				    struct policy_dns *dns, char *err, size_t errlen);
 /* smtp_server_reload - new sessions use cfg/policy (borrowed; the caller keeps
  * the old ones alive until smtp_server_sessions_using() says they are free);
  * listeners are added/removed to match cfg; the TLS certificate is re-read.

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,12 @@ void util_log_set_level(enum util_log_level level)
 	atomic_store(&log_level, (int)level);
 }
 
+/* util_log_set_format - text or json from the next line on (reload). */
+void util_log_set_format(enum util_log_format format)
+{
+	atomic_store(&log_format, (int)format);
+}
+
 /* util_log_enabled - would a line at level be written? */
 bool util_log_enabled(enum util_log_level level)
 {
@@ -94,6 +101,37 @@ static void log_puts(char *line, size_t *len, const char *s)
 		log_put(line, len, *s++);
 }
 
+/* log_utf8_len - length of the valid UTF-8 sequence at s (RFC 3629 4:
+ * no overlongs, no surrogates, nothing above U+10FFFF), 0 when invalid. */
+static size_t log_utf8_len(const unsigned char *s)
+{
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
 /* log_json_escape - append msg as the body of a JSON string (RFC 8259 7). */
 static void log_json_escape(char *line, size_t *len, const char *msg)
 {
@@ -120,7 +158,18 @@ static void log_json_escape(char *line, size_t *len, const char *msg)
 			log_puts(line, len, "\\t");
 			break;
 		default:
-			if (*s < 0x20 || *s == 0x7f) {
+			if (*s >= 0x80) {
+				/* RFC 8259 8.1: JSON text is UTF-8; a network-supplied
+				 * byte that is not part of a valid sequence becomes U+FFFD. */
+				size_t n = log_utf8_len(s);
+				if (n == 0) {
+					log_puts(line, len, "\\ufffd");
+				} else {
+					for (size_t k = 0; k < n; k++)
+						log_put(line, len, (char)s[k]);
+					s += n - 1;
+				}
+			} else if (*s < 0x20 || *s == 0x7f) {
 				log_puts(line, len, "\\u00");
 				log_put(line, len, hex[*s >> 4]);
 				log_put(line, len, hex[*s & 0xf]);
@@ -129,6 +178,38 @@ static void log_json_escape(char *line, size_t *len, const char *msg)
 			}
 		}
 	}
+}
+
+/* ---- recent errors, for `mxgate status` (issue 7) */
+
+#define LOG_RECENT 8
+#define LOG_RECENT_LEN 240
+static pthread_mutex_t recent_lock = PTHREAD_MUTEX_INITIALIZER;
+static char recent[LOG_RECENT][LOG_RECENT_LEN];
+static unsigned recent_next;   /* total remembered; slot = recent_next % LOG_RECENT */
+
+/* log_remember - keep the last LOG_RECENT warnings and errors. */
+static void log_remember(const char *ts, const char *level, const char *msg)
+{
+	pthread_mutex_lock(&recent_lock);
+	char *slot = recent[recent_next++ % LOG_RECENT];
+	size_t n = (size_t)snprintf(slot, LOG_RECENT_LEN, "%.30s %.5s ", ts, level);
+	if (n < LOG_RECENT_LEN)
+		snprintf(slot + n, LOG_RECENT_LEN - n, "%.*s", (int)(LOG_RECENT_LEN - 1 - n), msg);
+	for (char *p = slot; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = '?';
+	pthread_mutex_unlock(&recent_lock);
+}
+
+/* util_log_recent - the last warnings and errors, oldest first, one per line. */
+void util_log_recent(struct util_buf *out, const char *prefix)
+{
+	pthread_mutex_lock(&recent_lock);
+	unsigned n = recent_next < LOG_RECENT ? recent_next : LOG_RECENT;
+	for (unsigned i = recent_next - n; i < recent_next; i++)
+		util_buf_printf(out, "%s%s\n", prefix, recent[i % LOG_RECENT]);
+	pthread_mutex_unlock(&recent_lock);
 }
 
 /* util_vlog - format and write one line with a single write(2). */
@@ -182,6 +263,8 @@ void util_vlog(enum util_log_level level, const char *fmt, va_list ap)
 		}
 	}
 	line[len++] = '\n';
+	if (lvl <= UTIL_LOG_WARN)
+		log_remember(ts, log_json_names[lvl], msg);
 	(void)util_write_all(atomic_load(&log_fd), line, len);
 	errno = saved_errno;
 }

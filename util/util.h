@@ -31,6 +31,7 @@ enum util_log_format { UTIL_LOG_TEXT = 0, UTIL_LOG_JSON };
  * file at path (appended) when path is not NULL.  Returns 0/-1. */
 int util_log_init(enum util_log_level level, enum util_log_format format, const char *path);
 void util_log_set_level(enum util_log_level level);
+void util_log_set_format(enum util_log_format format);
 bool util_log_enabled(enum util_log_level level);
 /* util_log - one line "LEVEL msg" (text) or {"level":..,"msg":..} (json).
  * Lines are written with one write(2), so threads never interleave.  The
@@ -173,5 +174,35 @@ struct util_hdr_field {
 int util_hdr_next(const char *block, size_t len, size_t *pos, struct util_hdr_field *f);
 /* util_hdr_name_is - case-insensitive field-name comparison. */
 bool util_hdr_name_is(const struct util_hdr_field *f, const char *name);
+
+/* ---------------------------------------------------------------- metrics (issue 7: production) */
+
+/* A process-wide registry of Prometheus metrics (util-metrics.c).  Families
+ * are declared once at start-up; modules update them by name with one-line
+ * calls; updating an undeclared name is a no-op.  A family has at most one
+ * label; at most UTIL_METRICS_MAX_SERIES label values are kept, later ones
+ * count as "other".  Thread-safe. */
+enum util_metric_kind { UTIL_METRIC_COUNTER = 0, UTIL_METRIC_GAUGE, UTIL_METRIC_HISTOGRAM };
+#define UTIL_METRICS_MAX_SERIES 32
+/* util_metrics_define - label: label name or NULL; bounds: histogram bucket
+ * upper bounds, ascending (+Inf implied), histograms have no label.  Defining
+ * an existing name again is a no-op.  0/-1 (bad name, too many families). */
+int util_metrics_define(const char *name, enum util_metric_kind kind, const char *help,
+			const char *label, const double *bounds, size_t nbounds);
+/* label_value: NULL for a family without a label.  Counters only go up. */
+void util_metrics_inc(const char *name, const char *label_value);
+void util_metrics_add(const char *name, const char *label_value, double v);
+void util_metrics_set(const char *name, const char *label_value, double v);   /* gauges */
+void util_metrics_observe(const char *name, double v);                        /* histograms */
+/* util_metrics_value - a counter/gauge value (label_value NULL: the sum over
+ * every label value), or a histogram's count; 0 when unknown. */
+double util_metrics_value(const char *name, const char *label_value);
+/* util_metrics_render - append every family in Prometheus text format 0.0.4. */
+void util_metrics_render(struct util_buf *out);
+/* util_metrics_reset - forget every family (tests). */
+void util_metrics_reset(void);
+/* util_log_recent - the last few warnings and errors logged (util-log.c),
+ * oldest first, one line each, prefixed with prefix (`mxgate status`). */
+void util_log_recent(struct util_buf *out, const char *prefix);
 
 #endif

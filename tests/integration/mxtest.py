@@ -27,7 +27,7 @@ Paths and processes
 
 Gateway (one mxgate process with its own config, queue, mailbox, log)
     gw = Gateway(tmpdir, extra=None, *, config_text=None, hostname="mx.example.test",
-                 dns=True, tls=None)
+                 dns=True, tls=None, ipv6=False)
       tmpdir       a private folder (created if needed); everything lives in it
       extra        config changes merged into the default config: a dict
                    {"limits": {"max_recipients": 3}, "route default": {...}} or
@@ -39,13 +39,16 @@ Gateway (one mxgate process with its own config, queue, mailbox, log)
                    at it (gw.dns; add records with gw.dns.add(...)); False: no
                    [dns] forwarders line.
       tls          a TestCA (make_test_ca) -> [tls] cert_file/key_file set.
+      ipv6         also listen on [::1]:<gw.port6> (gw.client(host="::1")
+                   connects there).
     The default config: [server] hostname, listen = 127.0.0.1:<free port>,
     control_socket = <tmp>/control.sock (shorter path under /tmp if needed);
     [log] level = debug (stderr -> <tmp>/mxgate.log); [domains]
     accepted_domains = example.test; [queue] directory = <tmp>/queue;
     [auth] spf = dkim = dmarc = no; [route default] type = directory,
     directory = <tmp>/mailbox.
-    Attributes: port, host, tmp (Path), config_path, queue_dir, mailbox_dir,
+    Attributes: port, host, port6 (None unless ipv6), tmp (Path), config_path,
+      queue_dir, mailbox_dir,
       control_socket, log_path, hostname, proc (Popen or None), dns (StubDns|None)
     gw.start(timeout=None) -> gw   run `mxgate run -c FILE`; returns once the
                                    process listens on the port and a probe got
@@ -101,7 +104,8 @@ Raw SMTP
                                  sends STARTTLS, expects 220, handshakes;
                                  asserts no plaintext bytes were pending
     c.tls_upgrade(ctx, server_hostname)   only the handshake
-    c.pending(wait=0.3) -> bytes  whatever arrives within `wait` (expecting b"")
+    c.pending(wait=QUIET) -> bytes  whatever arrives within `wait` (expecting b"");
+                                 QUIET is 0.3 s (0.5 s for sanitizer builds)
     c.wait_closed(timeout=5) -> bytes   bytes read until EOF; AssertionError if
                                  the server keeps the connection open
     c.is_closed(wait=0.3) -> bool
@@ -191,6 +195,11 @@ SCALE = _timeout_scale()
 
 def scaled(seconds):
     return seconds * SCALE
+
+
+# how long to listen for bytes that must NOT come (a reply the server must
+# not send); short, because every such check costs this much wall time
+QUIET = 0.3 if SCALE <= 1 else 0.5
 
 
 def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
@@ -448,8 +457,11 @@ class RawClient:
         assert r.code == 250, f"EHLO refused: {r}"
         return r
 
-    def pending(self, wait=0.3):
-        """Bytes that arrive within `wait` seconds (consumes them)."""
+    def pending(self, wait=None):
+        """Bytes that arrive within `wait` seconds (default QUIET; consumes
+        them).  For "the server must not answer" checks."""
+        if wait is None:
+            wait = QUIET
         deadline = time.monotonic() + wait
         while True:
             left = deadline - time.monotonic()
@@ -902,11 +914,12 @@ class Gateway:
     """One mxgate process with a private config, queue, mailbox and log."""
 
     def __init__(self, tmpdir, extra=None, *, config_text=None, hostname="mx.example.test",
-                 dns=True, tls=None):
+                 dns=True, tls=None, ipv6=False):
         self.tmp = Path(tmpdir)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.port6 = free_port("::1") if ipv6 else None
         self.hostname = hostname
         self.queue_dir = self.tmp / "queue"
         self.mailbox_dir = self.tmp / "mailbox"
@@ -933,7 +946,8 @@ class Gateway:
         s = {
             "server": {
                 "hostname": self.hostname,
-                "listen": f"{self.host}:{self.port}",
+                "listen": f"{self.host}:{self.port}"
+                          + (f", [::1]:{self.port6}" if self.port6 else ""),
                 "control_socket": str(self.control_socket),
             },
             "limits": {},
@@ -1044,6 +1058,8 @@ class Gateway:
                     if ("in use" in newlog.lower() and self._config_text is None
                             and attempt < 2):
                         self.port = free_port()
+                        if self.port6:
+                            self.port6 = free_port("::1")
                         break  # retry on a new port
                     raise GatewayError(f"mxgate exited with status {rc} during start-up;"
                                        f" log tail:\n{self.log_tail()}")
@@ -1218,8 +1234,11 @@ class Gateway:
         return p
 
     # -- SMTP
-    def client(self, **kw):
-        return RawClient(self.port, self.host, **kw)
+    def client(self, host=None, **kw):
+        if host is not None and ":" in host:
+            assert self.port6, "Gateway(..., ipv6=True) to listen on ::1"
+            return RawClient(self.port6, host, **kw)
+        return RawClient(self.port, host or self.host, **kw)
 
     def send(self, mail_from, rcpts, data, *, ehlo="client.example.net", mail_params="",
              tls_ctx=None, **kw):

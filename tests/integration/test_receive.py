@@ -93,6 +93,17 @@ def test_normal_message_received_header(gateway):
              what="queue empty after delivery")
 
 
+def test_ipv6_client_received_header(gateway):
+    gw = gateway(ipv6=True)
+    msg, marker = make_message()
+    with gw.client(host="::1") as c:
+        assert_reply(c.banner, 220)
+        c.ehlo(HELO)
+        qid = queued_id(c.transaction(SENDER, [RCPT], msg))
+    eml = gw.wait_for_marker(marker)
+    check_received(gw, eml, qid=qid, proto="ESMTP", addr="::1", rcpt=RCPT)
+
+
 def test_helo_session_received_says_smtp(gateway):
     gw = gateway()
     msg, marker = make_message()
@@ -192,7 +203,7 @@ def test_pipelined_rset_and_noop_in_order(gateway):
         assert_reply(c.reply(), 250, "2.0.0")
         assert c.reply().code == 252
         assert_reply(c.reply(), 500, "5.5.2")
-        assert c.pending(scaled(0.3)) == b""
+        assert c.pending() == b""
 
 
 def test_whole_session_split_into_single_bytes(gateway):
@@ -262,25 +273,23 @@ def test_sequence_errors(gateway):
         assert_reply(c.cmd("NOOP"), 250)
 
 
-def test_bare_lf_and_bare_cr_in_command_line(gateway):
-    """Only CRLF ends a command line: a bare LF or CR inside one is not a line
-    end (no second command is smuggled in) and the line gets 500."""
+@pytest.mark.parametrize("bad", [b"\n", b"\r"], ids=["bare-LF", "bare-CR"])
+def test_bare_lf_or_cr_in_command_line(gateway, bad):
+    """Only CRLF ends a command line (STYLE rule 17).  A line with a bare LF or
+    CR gets 500; what follows the bare LF/CR on that line must never run as a
+    command of its own (acceptable: one 500 for the whole line, or 500 and
+    close the connection)."""
     gw = gateway()
     with gw.client() as c:
         c.ehlo()
-        c.send(f"MAIL FROM:<{SENDER}>\nRCPT TO:<{RCPT}>\r\n")
+        c.send(f"MAIL FROM:<{SENDER}>".encode() + bad + f"RCPT TO:<{RCPT}>\r\n".encode())
         r = c.reply()
-        assert r.code == 500, f"bare LF in a command line: expected 500, got {r}"
-        assert c.pending(scaled(0.3)) == b"", "more than one reply to one line"
+        assert r.code == 500, f"bare {bad!r} in a command line: expected 500, got {r}"
+        extra = c.pending()
+        if c.eof:
+            return      # closed after the error: nothing behind the bare LF/CR ran
+        assert extra == b"", f"the text after a bare {bad!r} ran as a command: {extra!r}"
         assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 503)   # MAIL was not accepted
-        c.send(b"NOOP\rRSET\r\n")
-        r = c.reply()
-        assert r.code == 500, f"bare CR in a command line: expected 500, got {r}"
-        assert c.pending(scaled(0.3)) == b""
-        c.send(b"NOOP\n")
-        assert c.pending(scaled(0.3)) == b"", "a bare LF ended a command line"
-        c.send(b"\r\n")
-        assert c.reply().code == 500
         assert_reply(c.cmd("NOOP"), 250)
 
 
@@ -293,10 +302,10 @@ def test_command_line_length_limit(gateway):
         r = c.cmd("NOOP " + "A" * (512 - 5 - 2 + 1))
         assert_reply(r, 500, "5.5.2")
         assert "too long" in r.text.lower(), f"expected 'line too long': {r}"
-        assert c.pending(scaled(0.3)) == b"", "the tail of a long line was taken as a command"
+        assert c.pending() == b"", "the tail of a long line was taken as a command"
         r = c.cmd("NOOP " + "B" * 5000 + " QUIT")
         assert_reply(r, 500, "5.5.2")
-        assert c.pending(scaled(0.3)) == b""
+        assert c.pending() == b""
         assert_reply(c.cmd("NOOP"), 250)
 
 
@@ -349,10 +358,10 @@ def test_size_declared_and_actual(gateway):
         assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
         assert_reply(c.cmd("DATA"), 354)
         c.send(big)
-        assert c.pending(scaled(0.3)) == b"", "reply before the end of data"
+        assert c.pending() == b"", "reply before the end of data"
         c.send(b".\r\n")
         assert_reply(c.reply(), 552, "5.3.4")
-        assert c.pending(scaled(0.2)) == b""
+        assert c.pending() == b""
         # the session goes on with a message that fits
         r = c.transaction(SENDER, [RCPT], small, mail_params="SIZE=1000")
         queued_id(r)

@@ -28,9 +28,15 @@ FAKE_ENDS = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_gw(module_gateway):
+    """One daemon for all the variants (each start/stop costs ~1 s under ASan)."""
+    return module_gateway()
+
+
 @pytest.mark.parametrize("name", list(FAKE_ENDS))
-def test_fake_end_of_data_refused_and_not_split(gateway, name):
-    gw = gateway()
+def test_fake_end_of_data_refused_and_not_split(shared_gw, name):
+    gw = shared_gw
     carrier, carrier_marker = make_message(body="")
     carrier = carrier + b"line1" + FAKE_ENDS[name]
     smuggled, smuggled_marker = make_message(subject="SMUGGLED", sender="ceo@example.test")
@@ -45,22 +51,21 @@ def test_fake_end_of_data_refused_and_not_split(gateway, name):
         assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
         assert_reply(c.cmd("DATA"), 354)
         c.send(payload)
-        early = c.pending(scaled(0.4))
+        early = c.pending()
         assert early == b"", f"{name}: the server answered before the real end of data: {early!r}"
         c.send(b".\r\n")
         r = c.reply()
         assert str(r.code)[0] == "5", f"{name}: message with a fake end of data accepted: {r}"
-        extra = c.pending(scaled(0.3))
+        extra = c.pending()
         assert extra == b"", f"{name}: replies to smuggled commands: {extra!r}"
         # the session is in a clean state: a real message goes through
         qid = queued_id(c.transaction(SENDER, [RCPT], good))
         assert_reply(c.cmd("QUIT"), 221)
-    gw.wait_for_marker(good_marker)
+    assert qid.encode() in gw.wait_for_marker(good_marker)
     wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue empty")
+    # the smuggled message would have been queued before the good one
     assert not gw.find_in_mailbox(smuggled_marker), f"{name}: smuggled message delivered"
     assert not gw.find_in_mailbox(carrier_marker), f"{name}: carrier message delivered"
-    assert len(gw.mailbox_files()) == 1, f"{name}: {gw.mailbox_files()}"
-    assert qid.encode() in gw.mailbox_messages()[0]
     assert not gw.incoming_files()
 
 
@@ -105,7 +110,7 @@ def test_end_of_data_split_across_packets(gateway):
             data = msg + b".\r\n"
             end = len(data) - 5 + cut
             c.send(data[:end])
-            assert c.pending(scaled(0.1)) == b""
+            assert c.pending(0.1) == b""
             c.send(data[end:])
             queued_id(c.reply())
     for m in markers:

@@ -45,23 +45,23 @@ static const struct {
 	const char *field;
 	bool drop;
 } drop_cases[] = {
-	{ "Authentication-Results: mx.example.test; spf=pass\r\n", true },
-	{ "authentication-results: MX.EXAMPLE.TEST; dkim=pass\r\n", true },
-	{ "Authentication-Results:mx.example.test;none\r\n", true },
-	{ "Authentication-Results: (forged) mx.example.test; spf=pass\r\n", true },
-	{ "Authentication-Results: (a (nested) comment)\r\n mx.example.test; spf=pass\r\n", true },
-	{ "Authentication-Results:\r\n\tmx.example.test 1; spf=pass\r\n", true },
-	{ "Authentication-Results: \"mx.example.test\"; spf=pass\r\n", true },
-	{ "Authentication-Results: mx.example.test(comment); spf=pass\r\n", true },
-	{ "Authentication-Results: mx.other.test; spf=pass\r\n", false },
-	{ "Authentication-Results: mx.example.test.evil; spf=pass\r\n", false },
-	{ "Authentication-Results: (mx.example.test) other.test; spf=pass\r\n", false },
-	{ "X-Spam-Flag: NO\r\n", true },
-	{ "x-spam-score: -10\r\n", true },
-	{ "X-SPAM-STATUS: No\r\n", true },
-	{ "X-Spam-Level: ***\r\n", false },
-	{ "Received-SPF: pass\r\n", false },
-	{ "Subject: Authentication-Results: mx.example.test\r\n", false },
+    {"Authentication-Results: mx.example.test; spf=pass\r\n", true},
+    {"authentication-results: MX.EXAMPLE.TEST; dkim=pass\r\n", true},
+    {"Authentication-Results:mx.example.test;none\r\n", true},
+    {"Authentication-Results: (forged) mx.example.test; spf=pass\r\n", true},
+    {"Authentication-Results: (a (nested) comment)\r\n mx.example.test; spf=pass\r\n", true},
+    {"Authentication-Results:\r\n\tmx.example.test 1; spf=pass\r\n", true},
+    {"Authentication-Results: \"mx.example.test\"; spf=pass\r\n", true},
+    {"Authentication-Results: mx.example.test(comment); spf=pass\r\n", true},
+    {"Authentication-Results: mx.other.test; spf=pass\r\n", false},
+    {"Authentication-Results: mx.example.test.evil; spf=pass\r\n", false},
+    {"Authentication-Results: (mx.example.test) other.test; spf=pass\r\n", false},
+    {"X-Spam-Flag: NO\r\n", true},
+    {"x-spam-score: -10\r\n", true},
+    {"X-SPAM-STATUS: No\r\n", true},
+    {"X-Spam-Level: ***\r\n", false},
+    {"Received-SPF: pass\r\n", false},
+    {"Subject: Authentication-Results: mx.example.test\r\n", false},
 };
 
 static void test_drop_header(void **state)
@@ -96,23 +96,23 @@ static const struct {
 	int count;
 	const char *domain;
 } from_cases[] = {
-	{ " alice@example.test", 1, "example.test" },
-	{ " Alice <alice@Example.TEST>", 1, "example.test" },
-	{ " \"Smith, Alice\" <alice@example.test>", 1, "example.test" },
-	{ " alice@example.test (Alice, at work)", 1, "example.test" },
-	{ " (comment <x@y.test>) alice@example.test", 1, "example.test" },
-	{ " \"a@b.test\" <alice@example.test>", 1, "example.test" },
-	{ " alice@example.test, bob@other.test", 2, "example.test" },
-	{ " Friends: alice@example.test, bob@other.test;", 2, "example.test" },
-	{ " Undisclosed recipients:;", 0, NULL },
-	{ " ", 0, NULL },
-	{ " Alice\r\n <alice@example.test>", 1, "example.test" },
-	{ " <@route.test:alice@example.test>", 1, "example.test" },
-	{ " alice@example.test.", 1, "example.test" },
-	{ " \"unterminated <alice@example.test>", -1, NULL },
-	{ " Alice <alice@example.test", -1, NULL },
-	{ " alice", -1, NULL },
-	{ " (open comment alice@example.test", -1, NULL },
+    {" alice@example.test", 1, "example.test"},
+    {" Alice <alice@Example.TEST>", 1, "example.test"},
+    {" \"Smith, Alice\" <alice@example.test>", 1, "example.test"},
+    {" alice@example.test (Alice, at work)", 1, "example.test"},
+    {" (comment <x@y.test>) alice@example.test", 1, "example.test"},
+    {" \"a@b.test\" <alice@example.test>", 1, "example.test"},
+    {" alice@example.test, bob@other.test", 2, "example.test"},
+    {" Friends: alice@example.test, bob@other.test;", 2, "example.test"},
+    {" Undisclosed recipients:;", 0, NULL},
+    {" ", 0, NULL},
+    {" Alice\r\n <alice@example.test>", 1, "example.test"},
+    {" <@route.test:alice@example.test>", 1, "example.test"},
+    {" alice@example.test.", 1, "example.test"},
+    {" \"unterminated <alice@example.test>", -1, NULL},
+    {" Alice <alice@example.test", -1, NULL},
+    {" alice", -1, NULL},
+    {" (open comment alice@example.test", -1, NULL},
 };
 
 static void test_from_parse(void **state)
@@ -123,7 +123,7 @@ static void test_from_parse(void **state)
 
 		if (n != from_cases[i].count)
 			fail_msg("case %zu (%s): count %d, want %d", i, from_cases[i].value, n,
-				 from_cases[i].count);
+			         from_cases[i].count);
 		if (from_cases[i].domain == NULL)
 			assert_null(dom);
 		else
@@ -138,8 +138,7 @@ static struct policy_ctx test_pc;
 
 /* test_msg - a message with the given results, no DNS involved. */
 static struct policy_msg *test_msg(const struct config *cfg, enum policy_spf_result spf,
-				   const char *dkim1, const char *dkim2, int dmarc,
-				   char applied)
+                                   const char *dkim1, const char *dkim2, int dmarc, char applied)
 {
 	struct policy_msg *pm = util_xcalloc(1, sizeof(*pm));
 
@@ -154,7 +153,7 @@ static struct policy_msg *test_msg(const struct config *cfg, enum policy_spf_res
 	pm->spf.domain = util_xstrdup("sender.test");
 	pm->spf.comment = util_xstrdup("mx.example.test: test");
 	pm->sigs = util_xcalloc(2, sizeof(*pm->sigs));
-	const char *dk[2] = { dkim1, dkim2 };
+	const char *dk[2] = {dkim1, dkim2};
 	for (int i = 0; i < 2; i++) {
 		if (dk[i] == NULL)
 			continue;
@@ -188,19 +187,18 @@ static const struct {
 	double score;
 	const char *rules;
 } score_cases[] = {
-	{ POLICY_SPF_PASS, "pass", NULL, POLICY_DMARC_PASS, 'n', 0, false, 0.0, "" },
-	{ POLICY_SPF_FAIL, NULL, NULL, -1, 0, 0, false, 3.0, "SPF_FAIL" },
-	{ POLICY_SPF_SOFTFAIL, NULL, NULL, -1, 0, 0, false, 1.0, "SPF_SOFTFAIL" },
-	{ POLICY_SPF_NEUTRAL, "fail", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL" },
-	{ POLICY_SPF_NEUTRAL, "fail", "pass", -1, 0, 0, false, 0.0, "" },
-	{ POLICY_SPF_NEUTRAL, "policy", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL" },
-	{ POLICY_SPF_FAIL, "fail", NULL, POLICY_DMARC_FAIL, 'r', 0, false, 8.0,
-	  "SPF_FAIL DKIM_FAIL DMARC_FAIL" },
-	{ POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'q', 0, false, 5.0, "DMARC_QUARANTINE" },
-	{ POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'n', 0, false, 4.0, "DMARC_FAIL" },
-	{ POLICY_SPF_PASS, NULL, NULL, -1, 0, 2, true, 9.0,
-	  "DNSBL_bl1.test DNSBL_bl2.test NO_RDNS" },
-	{ POLICY_SPF_TEMPERROR, "temperror", NULL, POLICY_DMARC_TEMPERROR, 0, 0, false, 0.0, "" },
+    {POLICY_SPF_PASS, "pass", NULL, POLICY_DMARC_PASS, 'n', 0, false, 0.0, ""},
+    {POLICY_SPF_FAIL, NULL, NULL, -1, 0, 0, false, 3.0, "SPF_FAIL"},
+    {POLICY_SPF_SOFTFAIL, NULL, NULL, -1, 0, 0, false, 1.0, "SPF_SOFTFAIL"},
+    {POLICY_SPF_NEUTRAL, "fail", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL"},
+    {POLICY_SPF_NEUTRAL, "fail", "pass", -1, 0, 0, false, 0.0, ""},
+    {POLICY_SPF_NEUTRAL, "policy", NULL, -1, 0, 0, false, 1.0, "DKIM_FAIL"},
+    {POLICY_SPF_FAIL, "fail", NULL, POLICY_DMARC_FAIL, 'r', 0, false, 8.0,
+     "SPF_FAIL DKIM_FAIL DMARC_FAIL"},
+    {POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'q', 0, false, 5.0, "DMARC_QUARANTINE"},
+    {POLICY_SPF_NONE, NULL, NULL, POLICY_DMARC_FAIL, 'n', 0, false, 4.0, "DMARC_FAIL"},
+    {POLICY_SPF_PASS, NULL, NULL, -1, 0, 2, true, 9.0, "DNSBL_bl1.test DNSBL_bl2.test NO_RDNS"},
+    {POLICY_SPF_TEMPERROR, "temperror", NULL, POLICY_DMARC_TEMPERROR, 0, 0, false, 0.0, ""},
 };
 
 static void test_score(void **state)
@@ -209,10 +207,10 @@ static void test_score(void **state)
 
 	test_cfg(&cfg);
 	for (size_t i = 0; i < sizeof(score_cases) / sizeof(score_cases[0]); i++) {
-		struct policy_msg *pm = test_msg(&cfg, score_cases[i].spf, score_cases[i].dkim1,
-						 score_cases[i].dkim2, score_cases[i].dmarc,
-						 score_cases[i].applied);
-		struct util_strlist rules = { 0 };
+		struct policy_msg *pm =
+		    test_msg(&cfg, score_cases[i].spf, score_cases[i].dkim1, score_cases[i].dkim2,
+		             score_cases[i].dmarc, score_cases[i].applied);
+		struct util_strlist rules = {0};
 		struct util_buf b;
 		double s;
 
@@ -244,23 +242,23 @@ static const struct {
 	char applied;
 	const char *expect;
 } ar_cases[] = {
-	{ POLICY_SPF_PASS, false, "pass", NULL, POLICY_DMARC_PASS, 'n',
-	  "Authentication-Results: mx.example.test;\r\n"
-	  "\tspf=pass (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
-	  "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
-	  "\tdmarc=pass (p=reject sp=unset pct=100 dis=none) header.from=sender.test"
-	  " policy.dmarc=none\r\n" },
-	{ POLICY_SPF_FAIL, false, "pass", "fail", POLICY_DMARC_FAIL, 'r',
-	  "Authentication-Results: mx.example.test;\r\n"
-	  "\tspf=fail (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
-	  "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
-	  "\tdkim=fail (2048-bit key) header.d=sender.test header.s=sel2 header.b=12345678;\r\n"
-	  "\tdmarc=fail (p=reject sp=unset pct=100 dis=reject) header.from=sender.test"
-	  " policy.dmarc=reject\r\n" },
-	{ POLICY_SPF_NONE, true, NULL, NULL, -1, 0,
-	  "Authentication-Results: mx.example.test;\r\n"
-	  "\tspf=none (mx.example.test: test) smtp.helo=client.sender.test;\r\n"
-	  "\tdkim=none\r\n" },
+    {POLICY_SPF_PASS, false, "pass", NULL, POLICY_DMARC_PASS, 'n',
+     "Authentication-Results: mx.example.test;\r\n"
+     "\tspf=pass (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
+     "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
+     "\tdmarc=pass (p=reject sp=unset pct=100 dis=none) header.from=sender.test"
+     " policy.dmarc=none\r\n"},
+    {POLICY_SPF_FAIL, false, "pass", "fail", POLICY_DMARC_FAIL, 'r',
+     "Authentication-Results: mx.example.test;\r\n"
+     "\tspf=fail (mx.example.test: test) smtp.mailfrom=alice@sender.test;\r\n"
+     "\tdkim=pass (2048-bit key) header.d=sender.test header.s=sel1 header.b=AbCdEfGh;\r\n"
+     "\tdkim=fail (2048-bit key) header.d=sender.test header.s=sel2 header.b=12345678;\r\n"
+     "\tdmarc=fail (p=reject sp=unset pct=100 dis=reject) header.from=sender.test"
+     " policy.dmarc=reject\r\n"},
+    {POLICY_SPF_NONE, true, NULL, NULL, -1, 0,
+     "Authentication-Results: mx.example.test;\r\n"
+     "\tspf=none (mx.example.test: test) smtp.helo=client.sender.test;\r\n"
+     "\tdkim=none\r\n"},
 };
 
 static void test_ar_format(void **state)
@@ -269,9 +267,9 @@ static void test_ar_format(void **state)
 
 	test_cfg(&cfg);
 	for (size_t i = 0; i < sizeof(ar_cases) / sizeof(ar_cases[0]); i++) {
-		struct policy_msg *pm = test_msg(&cfg, ar_cases[i].spf, ar_cases[i].dkim1,
-						 ar_cases[i].dkim2, ar_cases[i].dmarc,
-						 ar_cases[i].applied);
+		struct policy_msg *pm =
+		    test_msg(&cfg, ar_cases[i].spf, ar_cases[i].dkim1, ar_cases[i].dkim2,
+		             ar_cases[i].dmarc, ar_cases[i].applied);
 		char *ar;
 
 		pm->spf.helo_identity = ar_cases[i].helo;
@@ -324,19 +322,18 @@ static const struct {
 	const char *reply_prefix;
 	const char *flag;
 } verdict_cases[] = {
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO" },
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
-	  "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO" },
-	{ CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL,
-	  "YES" },
-	{ CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO" },
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES" },
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO" },
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO" },
-	{ CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
-	  "550 5.7.1 Rejected: the message has 2 From: addresses", "NO" },
-	{ CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
-	  "550 5.7.1 Rejected: the message has no From: address", "NO" },
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
+     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO"},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES"},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
+     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO"},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
+     "550 5.7.1 Rejected: the message has no From: address", "NO"},
 };
 
 static void test_verdict(void **state)
@@ -346,7 +343,7 @@ static void test_verdict(void **state)
 	test_cfg(&cfg);
 	for (size_t i = 0; i < sizeof(verdict_cases) / sizeof(verdict_cases[0]); i++) {
 		struct policy_msg *pm = test_msg(&cfg, POLICY_SPF_PASS, NULL, NULL,
-						 verdict_cases[i].dmarc, verdict_cases[i].applied);
+		                                 verdict_cases[i].dmarc, verdict_cases[i].applied);
 		char flag[32];
 
 		cfg.dmarc_enforcement = verdict_cases[i].enf;
@@ -355,20 +352,20 @@ static void test_verdict(void **state)
 		if (verdict_cases[i].from_addrs != 1) {
 			pm->dmarc.from_error = true;
 			pm->dmarc.from_error_text =
-				verdict_cases[i].from_addrs == 0 ?
-					util_xstrdup("the message has no From: address") :
-					util_xstrdup("the message has 2 From: addresses; exactly "
-						     "one is required");
+			    verdict_cases[i].from_addrs == 0
+			        ? util_xstrdup("the message has no From: address")
+			        : util_xstrdup("the message has 2 From: addresses; exactly "
+			                       "one is required");
 		}
 		policy_verdict_build(pm);
 		if (pm->verdict.action != verdict_cases[i].action)
 			fail_msg("case %zu: action %d, want %d", i, pm->verdict.action,
-				 verdict_cases[i].action);
+			         verdict_cases[i].action);
 		if (verdict_cases[i].reply_prefix == NULL)
 			assert_null(pm->verdict.reply);
 		else
 			assert_true(strncmp(pm->verdict.reply, verdict_cases[i].reply_prefix,
-					    strlen(verdict_cases[i].reply_prefix)) == 0);
+			                    strlen(verdict_cases[i].reply_prefix)) == 0);
 		snprintf(flag, sizeof(flag), "X-Spam-Flag: %s\r\n", verdict_cases[i].flag);
 		if (strstr(pm->verdict.headers, flag) == NULL)
 			fail_msg("case %zu: headers:\n%s", i, pm->verdict.headers);
@@ -388,11 +385,10 @@ static void test_summary_and_spam_headers(void **state)
 	pm = test_msg(&cfg, POLICY_SPF_FAIL, "fail", NULL, POLICY_DMARC_FAIL, 'r');
 	policy_verdict_build(pm);
 	assert_string_equal(pm->verdict.summary,
-			    "spf=fail dkim=fail dmarc=fail score=8.0 action=quarantine");
-	assert_non_null(strstr(pm->verdict.headers,
-			       "X-Spam-Flag: YES\r\nX-Spam-Score: 8.0\r\n"
-			       "X-Spam-Status: Yes, score=8.0 required=5.0 "
-			       "tests=SPF_FAIL,DKIM_FAIL,DMARC_FAIL\r\n"));
+	                    "spf=fail dkim=fail dmarc=fail score=8.0 action=quarantine");
+	assert_non_null(strstr(pm->verdict.headers, "X-Spam-Flag: YES\r\nX-Spam-Score: 8.0\r\n"
+	                                            "X-Spam-Status: Yes, score=8.0 required=5.0 "
+	                                            "tests=SPF_FAIL,DKIM_FAIL,DMARC_FAIL\r\n"));
 	assert_int_equal(pm->verdict.action, POLICY_QUARANTINE);
 	policy_verdict_tempfail(pm, "451 4.3.2 System busy, try again later");
 	assert_int_equal(pm->verdict.action, POLICY_TEMPFAIL);
@@ -403,8 +399,8 @@ static void test_summary_and_spam_headers(void **state)
 static void test_spf_reply(void **state)
 {
 	struct config cfg;
-	struct policy_spf_outcome o = { .evaluated = true, .identity = "a@s.test",
-					.domain = "s.test" };
+	struct policy_spf_outcome o = {
+	    .evaluated = true, .identity = "a@s.test", .domain = "s.test"};
 	char *r;
 
 	test_cfg(&cfg);
@@ -427,14 +423,14 @@ static void test_spf_reply(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_drop_header),
-		cmocka_unit_test(test_from_parse),
-		cmocka_unit_test(test_score),
-		cmocka_unit_test(test_ar_format),
-		cmocka_unit_test(test_ar_special),
-		cmocka_unit_test(test_verdict),
-		cmocka_unit_test(test_summary_and_spam_headers),
-		cmocka_unit_test(test_spf_reply),
+	    cmocka_unit_test(test_drop_header),
+	    cmocka_unit_test(test_from_parse),
+	    cmocka_unit_test(test_score),
+	    cmocka_unit_test(test_ar_format),
+	    cmocka_unit_test(test_ar_special),
+	    cmocka_unit_test(test_verdict),
+	    cmocka_unit_test(test_summary_and_spam_headers),
+	    cmocka_unit_test(test_spf_reply),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

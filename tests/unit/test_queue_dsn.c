@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include <stdio.h>
@@ -18,7 +19,8 @@
 
 #include "queue.h"
 
-#define ORIG_HEADERS "Received: from a.example by mx.test\r\nSubject: hello\r\nFrom: <s@example.org>\r\n"
+#define ORIG_HEADERS                                                                               \
+	"Received: from a.example by mx.test\r\nSubject: hello\r\nFrom: <s@example.org>\r\n"
 
 /* A parsed MIME part: its header block and its body. */
 struct part {
@@ -70,7 +72,7 @@ static void parse_dsn(const char *msg, size_t len, struct parsed *p)
 		char *stop = (next && next < end) ? next : end;
 		assert_true(p->nparts < 8);
 		split_hb(start, (size_t)(stop - start), &p->parts[p->nparts].headers,
-			 &p->parts[p->nparts].body);
+		         &p->parts[p->nparts].body);
 		p->nparts++;
 		cur = (next && next < end) ? next : NULL;
 	}
@@ -116,35 +118,46 @@ struct dsn_case {
 	const char *action;
 	struct queue_dsn_rcpt rcpts[3];
 	size_t nrcpts;
-	const char *expect_in_status[6];   /* substrings of the delivery-status part */
+	const char *expect_in_status[6]; /* substrings of the delivery-status part */
 	const char *subject;
 };
 
 static const struct dsn_case cases[] = {
-	{"one failed", "failed",
-	 {{"u1@example.com", "5.1.1", "smtp; 550 5.1.1 <u1@example.com>: user unknown"}}, 1,
-	 {"Reporting-MTA: dns; mx.test\r\n", "Arrival-Date: ",
-	  "Final-Recipient: rfc822; u1@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n",
-	  "Diagnostic-Code: smtp; 550 5.1.1 <u1@example.com>: user unknown\r\n", NULL},
-	 "Undelivered Mail Returned to Sender"},
-	{"two failed grouped", "failed",
-	 {{"u1@example.com", "5.7.1", "smtp; 554 5.7.1 rejected"},
-	  {"u2@example.com", "4.4.7", "smtp; 451 4.3.0 try later (message expired in queue)"}},
-	 2,
-	 {"Final-Recipient: rfc822; u1@example.com\r\nAction: failed\r\nStatus: 5.7.1\r\n",
-	  "Final-Recipient: rfc822; u2@example.com\r\nAction: failed\r\nStatus: 4.4.7\r\n", NULL},
-	 "Undelivered Mail Returned to Sender"},
-	{"delayed", "delayed", {{"u2@example.com", "4.4.1", "x-mxgate; 4.4.1 connect refused"}}, 1,
-	 {"Action: delayed\r\nStatus: 4.4.1\r\n", "Diagnostic-Code: x-mxgate; 4.4.1 connect refused",
-	  NULL},
-	 "Delayed Mail (still being retried)"},
-	{"hostile diagnostic", "failed",
-	 {{"u1@example.com", "5.0.0", "smtp; 550 evil\r\n\r\n--fake\r\nContent-Type: text/html"}}, 1,
-	 {"Diagnostic-Code: smtp; 550 evil    --fake  Content-Type: text/html\r\n", NULL},
-	 "Undelivered Mail Returned to Sender"},
-	{"utf-8 recipient", "failed", {{"j\xc3\xb6rg@example.com", "5.1.1", NULL}}, 1,
-	 {"Final-Recipient: utf-8; j\xc3\xb6rg@example.com\r\n", NULL},
-	 "Undelivered Mail Returned to Sender"},
+    {"one failed",
+     "failed",
+     {{"u1@example.com", "5.1.1", "smtp; 550 5.1.1 <u1@example.com>: user unknown"}},
+     1,
+     {"Reporting-MTA: dns; mx.test\r\n", "Arrival-Date: ",
+      "Final-Recipient: rfc822; u1@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n",
+      "Diagnostic-Code: smtp; 550 5.1.1 <u1@example.com>: user unknown\r\n", NULL},
+     "Undelivered Mail Returned to Sender"},
+    {"two failed grouped",
+     "failed",
+     {{"u1@example.com", "5.7.1", "smtp; 554 5.7.1 rejected"},
+      {"u2@example.com", "4.4.7", "smtp; 451 4.3.0 try later (message expired in queue)"}},
+     2,
+     {"Final-Recipient: rfc822; u1@example.com\r\nAction: failed\r\nStatus: 5.7.1\r\n",
+      "Final-Recipient: rfc822; u2@example.com\r\nAction: failed\r\nStatus: 4.4.7\r\n", NULL},
+     "Undelivered Mail Returned to Sender"},
+    {"delayed",
+     "delayed",
+     {{"u2@example.com", "4.4.1", "x-mxgate; 4.4.1 connect refused"}},
+     1,
+     {"Action: delayed\r\nStatus: 4.4.1\r\n", "Diagnostic-Code: x-mxgate; 4.4.1 connect refused",
+      NULL},
+     "Delayed Mail (still being retried)"},
+    {"hostile diagnostic",
+     "failed",
+     {{"u1@example.com", "5.0.0", "smtp; 550 evil\r\n\r\n--fake\r\nContent-Type: text/html"}},
+     1,
+     {"Diagnostic-Code: smtp; 550 evil    --fake  Content-Type: text/html\r\n", NULL},
+     "Undelivered Mail Returned to Sender"},
+    {"utf-8 recipient",
+     "failed",
+     {{"j\xc3\xb6rg@example.com", "5.1.1", NULL}},
+     1,
+     {"Final-Recipient: utf-8; j\xc3\xb6rg@example.com\r\n", NULL},
+     "Undelivered Mail Returned to Sender"},
 };
 
 static void test_dsn_structure(void **state)
@@ -154,26 +167,28 @@ static void test_dsn_structure(void **state)
 		struct queue_envelope *env = make_env("sender@example.org");
 		size_t len = 0;
 		char *msg = queue_dsn_compose("mx.test", "MAILER-DAEMON@mx.test", env, tc->action,
-					      tc->rcpts, tc->nrcpts, ORIG_HEADERS,
-					      strlen(ORIG_HEADERS), 1700000600, &len);
+		                              tc->rcpts, tc->nrcpts, ORIG_HEADERS,
+		                              strlen(ORIG_HEADERS), 1700000600, &len);
 		assert_non_null(msg);
 		assert_int_equal(strlen(msg), len);
 		check_lines(msg, len);
 		struct parsed p;
 		parse_dsn(msg, len, &p);
 		/* top level */
-		assert_non_null(strstr(p.top_headers, "From: Mail Delivery System <MAILER-DAEMON@mx.test>\r\n"));
+		assert_non_null(strstr(p.top_headers,
+		                       "From: Mail Delivery System <MAILER-DAEMON@mx.test>\r\n"));
 		assert_non_null(strstr(p.top_headers, "To: <sender@example.org>\r\n"));
 		assert_non_null(strstr(p.top_headers, tc->subject));
 		assert_non_null(strstr(p.top_headers, "Auto-Submitted: auto-replied\r\n"));
 		assert_non_null(strstr(p.top_headers, "MIME-Version: 1.0\r\n"));
-		assert_non_null(strstr(p.top_headers,
-				       "Content-Type: multipart/report; report-type=delivery-status;"));
+		assert_non_null(strstr(
+		    p.top_headers, "Content-Type: multipart/report; report-type=delivery-status;"));
 		assert_non_null(strstr(p.top_headers, "Date: "));
 		/* three parts in the RFC 3462 order */
 		assert_int_equal(p.nparts, 3);
 		assert_non_null(strstr(p.parts[0].headers, "Content-Type: text/plain"));
-		assert_non_null(strstr(p.parts[1].headers, "Content-Type: message/delivery-status"));
+		assert_non_null(
+		    strstr(p.parts[1].headers, "Content-Type: message/delivery-status"));
 		assert_non_null(strstr(p.parts[2].headers, "Content-Type: text/rfc822-headers"));
 		/* the human part names every recipient */
 		for (size_t r = 0; r < tc->nrcpts; r++)
@@ -182,7 +197,7 @@ static void test_dsn_structure(void **state)
 		for (size_t k = 0; tc->expect_in_status[k]; k++) {
 			if (strstr(p.parts[1].body, tc->expect_in_status[k]) == NULL)
 				fail_msg("case %s: missing [%s] in\n%s", tc->name,
-					 tc->expect_in_status[k], p.parts[1].body);
+				         tc->expect_in_status[k], p.parts[1].body);
 		}
 		size_t nfinal = 0;
 		for (const char *s = p.parts[1].body; (s = strstr(s, "Final-Recipient:")); s++)
@@ -203,8 +218,8 @@ static void test_dsn_no_headers(void **state)
 	struct queue_envelope *env = make_env("s@example.org");
 	struct queue_dsn_rcpt r = {"u1@example.com", "5.0.0", NULL};
 	size_t len;
-	char *msg = queue_dsn_compose("mx.test", "postmaster@mx.test", env, "failed", &r, 1, NULL, 0,
-				      1700000600, &len);
+	char *msg = queue_dsn_compose("mx.test", "postmaster@mx.test", env, "failed", &r, 1, NULL,
+	                              0, 1700000600, &len);
 	check_lines(msg, len);
 	struct parsed p;
 	parse_dsn(msg, len, &p);
@@ -223,22 +238,22 @@ struct backoff_case {
 };
 
 static const struct backoff_case backoff_cases[] = {
-	{{60, 300, 900, 1800, 3600}, 5, 1, 60},
-	{{60, 300, 900, 1800, 3600}, 5, 2, 300},
-	{{60, 300, 900, 1800, 3600}, 5, 3, 900},
-	{{60, 300, 900, 1800, 3600}, 5, 5, 3600},
-	{{60, 300, 900, 1800, 3600}, 5, 6, 3600},    /* the last step repeats */
-	{{60, 300, 900, 1800, 3600}, 5, 1000, 3600},
-	{{60, 300, 900, 1800, 3600}, 5, 0, 60},      /* nonsense attempt: first step */
-	{{60, 300, 900, 1800, 3600}, 5, -3, 60},
-	{{1, 2}, 2, 1, 1},                           /* test configs: seconds */
-	{{1, 2}, 2, 2, 2},
-	{{1, 2}, 2, 9, 2},
-	{{0}, 0, 1, 60},                             /* no schedule: the default */
-	{{0}, 0, 4, 1800},
-	{{0}, 0, 7, 3600},
-	{{0, -5}, 2, 1, 1},                          /* never zero or negative */
-	{{0, -5}, 2, 2, 1},
+    {{60, 300, 900, 1800, 3600}, 5, 1, 60},
+    {{60, 300, 900, 1800, 3600}, 5, 2, 300},
+    {{60, 300, 900, 1800, 3600}, 5, 3, 900},
+    {{60, 300, 900, 1800, 3600}, 5, 5, 3600},
+    {{60, 300, 900, 1800, 3600}, 5, 6, 3600}, /* the last step repeats */
+    {{60, 300, 900, 1800, 3600}, 5, 1000, 3600},
+    {{60, 300, 900, 1800, 3600}, 5, 0, 60}, /* nonsense attempt: first step */
+    {{60, 300, 900, 1800, 3600}, 5, -3, 60},
+    {{1, 2}, 2, 1, 1}, /* test configs: seconds */
+    {{1, 2}, 2, 2, 2},
+    {{1, 2}, 2, 9, 2},
+    {{0}, 0, 1, 60}, /* no schedule: the default */
+    {{0}, 0, 4, 1800},
+    {{0}, 0, 7, 3600},
+    {{0, -5}, 2, 1, 1}, /* never zero or negative */
+    {{0, -5}, 2, 2, 1},
 };
 
 static void test_backoff(void **state)
@@ -248,16 +263,16 @@ static void test_backoff(void **state)
 		int64_t got = queue_backoff(c->n ? c->schedule : NULL, c->n, c->attempt);
 		if (got != c->want)
 			fail_msg("case %zu: attempt %d -> %lld, want %lld", i, c->attempt,
-				 (long long)got, (long long)c->want);
+			         (long long)got, (long long)c->want);
 	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_dsn_structure),
-		cmocka_unit_test(test_dsn_no_headers),
-		cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_dsn_structure),
+	    cmocka_unit_test(test_dsn_no_headers),
+	    cmocka_unit_test(test_backoff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

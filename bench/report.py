@@ -1,0 +1,175 @@
+"""report - bench/results/*.md from the JSON results of bench.py."""
+
+
+def _f(v, fmt="{:.1f}", none="-"):
+    return none if v is None else fmt.format(v)
+
+
+def _ratio(x, y):
+    if x is None or not y:
+        return None
+    return x / y
+
+
+def _level(res, key, n):
+    s = res["scenarios"].get(key)
+    if not s:
+        return None
+    return s.get("levels", {}).get(str(n))
+
+
+def markdown(res):
+    m = res["machine"]
+    out = []
+    w = out.append
+    w("# mxgate benchmark results\n")
+    w(f"Produced by `make bench` (bench/bench.py) on {m['date']}, in {res['duration_s']:.0f} s. "
+      "Absolute numbers on a shared 2-core machine are noise; read the ratios, which come from "
+      "one run on one machine.\n")
+    w("## Machine\n")
+    w("| | |\n|---|---|")
+    for k in ("cpu", "cores", "memory", "kernel", "os", "disk", "loadavg_at_start", "mxgate",
+              "postfix", "opendkim", "opendmarc", "policyd_spf", "unbound", "openssl"):
+        w(f"| {k} | {m.get(k, '')} |")
+    w("")
+    w("## Method\n")
+    ps = res["per_session"]
+    w("- Everything runs in a private network namespace on its own loopback: unbound "
+      "(local-data: SPF, DKIM and DMARC `p=reject` records of the corpus' four sender domains) "
+      "on 127.0.0.1:53, smtp-sink as the downstream, the gateway under test, the load "
+      "generator. Load generator and gateway share the same 2 cores.")
+    w("- Load: `bench/mxload` replays a corpus of DKIM-signed messages (2048-bit RSA keys made "
+      "at bench time, relaxed/relaxed) - round robin over 14 x 4 KiB, 5 x 40 KiB, 1 x 1 MiB - "
+      "with a fixed number of concurrent sessions, each sending a fixed number of messages "
+      "(MAIL/RCPT/DATA pipelined when offered). Latency = last byte of the final dot written "
+      "-> 250 read.")
+    w(f"- Messages per session (reduced to keep `make bench` under 15 minutes): "
+      + ", ".join(f"{n} sessions x {k}" for n, k in ps.items())
+      + f"; median of {res['runs']} runs per cell.")
+    w("- accepted/s = accepted messages / client wall time. delivered/s = messages counted by "
+      "smtp-sink / time from the start of the run until the last one arrived. CPU = cpuacct "
+      "cgroup of the gateway's whole process tree (mxgate; or Postfix master + all its "
+      "daemons + milters + policy server), per 1,000 accepted messages, including delivery. "
+      "Peak memory = highest sum over that tree sampled every 0.2 s: RSS and PSS (PSS "
+      "counts shared pages once, which is the fair number for Postfix's many processes).")
+    w("- Both gateways fsync before 250, relay to the same sink with up to 20 connections, and "
+      "log at info level to a file.\n")
+
+    fp = res.get("fsprobe") or {}
+    w("## Physical limit: one durable commit\n")
+    if "p50_ms" in fp:
+        w(f"`bench/fsprobe`: create (O_EXCL) + write 4 KiB + fsync + rename + fsync(dir), "
+          f"{fp['commits']} times on the bench's file system: p50 **{fp['p50_ms']:.3f} ms**, "
+          f"p95 {fp['p95_ms']:.3f} ms, p99 {fp['p99_ms']:.3f} ms, i.e. "
+          f"**{fp['commits_per_s_one_writer']:.0f} commits/s** for one writer without group "
+          "commit. The tables below show how close durable acceptance gets to it "
+          "(mxgate's 1-session p50 latency vs. this p50; its many-session rate vs. this rate).\n")
+    else:
+        w(f"fsprobe failed: {fp}\n")
+
+    w("## Throughput, CPU and memory\n")
+    w("| scenario | sessions | accepted msg/s | delivered msg/s | CPU s / 1000 msgs | "
+      "peak RSS MiB | peak PSS MiB | latency p50 / p95 / p99 ms | errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    for key, s in res["scenarios"].items():
+        if s.get("error") and not s.get("levels"):
+            w(f"| ({key}) {s['name']} | - | failed: {s['error'][:200].splitlines()[0]} "
+              "| | | | | | |")
+            continue
+        for n, lv in s["levels"].items():
+            lat = lv["latency"]
+            w(f"| ({key}) {s['name']} | {n} | {_f(lv['accepted_per_s'])} | "
+              f"{_f(lv['delivered_per_s'])} | {_f(lv['cpu_s_per_1000'], '{:.2f}')} | "
+              f"{_f(lv['peak_rss_mib'], '{:.0f}')} | {_f(lv['peak_pss_mib'], '{:.0f}')} | "
+              f"{lat['p50_ms']:.1f} / {lat['p95_ms']:.1f} / {lat['p99_ms']:.1f} | "
+              f"{_f(lv['errors'], '{:.0f}')} |")
+        if s.get("error"):
+            w(f"| ({key}) | | stopped early: {s['error'][:200].splitlines()[0]} | | | | | | |")
+    w("")
+
+    w("### Latency by message size (p50 / p99 ms)\n")
+    sizes = ["4k", "40k", "1m"]
+    w("| scenario | sessions | " + " | ".join(sizes) + " |")
+    w("|---|---:|" + "---|" * len(sizes))
+    for key, s in res["scenarios"].items():
+        for n, lv in s.get("levels", {}).items():
+            cells = []
+            for c in sizes:
+                bc = (lv.get("by_class") or {}).get(c) or {}
+                cells.append(f"{_f(bc.get('p50_ms'))} / {_f(bc.get('p99_ms'))}")
+            w(f"| ({key}) | {n} | " + " | ".join(cells) + " |")
+    w("")
+
+    w("## Ratios (mxgate / Postfix, same run)\n")
+    w("| sessions | delivered (a)/(c) | delivered (a)/(d) | delivered (b)/(d) | "
+      "CPU per msg (a)/(c) | CPU per msg (b)/(d) | peak PSS (a)/(c) |")
+    w("|---:|---:|---:|---:|---:|---:|---:|")
+    levels = sorted({int(n) for s in res["scenarios"].values() for n in s.get("levels", {})})
+    for n in levels:
+        a, b, c, d = (_level(res, k, n) for k in "abcd")
+
+        def r(x, y, k):
+            return _f(_ratio(x and x.get(k), y and y.get(k)), "{:.2f}x")
+        w(f"| {n} | {r(a, c, 'delivered_per_s')} | {r(a, d, 'delivered_per_s')} | "
+          f"{r(b, d, 'delivered_per_s')} | {r(a, c, 'cpu_s_per_1000')} | "
+          f"{r(b, d, 'cpu_s_per_1000')} | {r(a, c, 'peak_pss_mib')} |")
+    w("")
+
+    if any(s.get("smtp_source") for s in res["scenarios"].values()):
+        w("## smtp-source (Postfix's generator: 4 KiB unsigned, one message per connection, "
+          "50 sessions, 1,000 messages; one run)\n")
+        w("| scenario | accepted msg/s | delivered msg/s | CPU s / 1000 msgs |")
+        w("|---|---:|---:|---:|")
+        for key, s in res["scenarios"].items():
+            ss = s.get("smtp_source")
+            if ss:
+                w(f"| ({key}) {s['name']} | {ss['accepted_per_s']:.1f} | "
+                  f"{ss['delivered_per_s']:.1f} | {ss['cpu_s_per_1000']:.2f} |")
+        w("")
+
+    cs = res.get("connections")
+    if cs:
+        w("## Connection scale (mxgate)\n")
+        w("| connections | open | RSS before MiB | RSS with them MiB | RSS per connection KiB | "
+          "new client's banner wait p50 / p99 / max ms | banner while opening p50 / p99 ms |")
+        w("|---|---:|---:|---:|---:|---|---|")
+        for mode, label in (("idle", "idle after banner"), ("starttls", "after STARTTLS")):
+            c = cs.get(mode)
+            if not c:
+                continue
+            if "error" in c:
+                w(f"| {label} | failed: {c['error'][:150]} | | | | | |")
+                continue
+            pb, bo = c["probe_banner"], c["banner_while_opening"]
+            w(f"| {c['requested']} {label} | {c['open']} | {c['rss_before_mib']:.1f} | "
+              f"{c['rss_with_conns_mib']:.1f} | {_f(c['rss_per_conn_kib'], '{:.2f}')} | "
+              f"{pb['p50_ms']:.2f} / {pb['p99_ms']:.2f} / {pb['max_ms']:.2f} | "
+              f"{bo['p50_ms']:.2f} / {bo['p99_ms']:.2f} |")
+        w("")
+
+    w("## Targets\n")
+    a50, c50, d50 = (_level(res, k, 50) for k in "acd")
+    ra = _ratio(a50 and a50["delivered_per_s"], c50 and c50["delivered_per_s"])
+    rd = _ratio(a50 and a50["delivered_per_s"], d50 and d50["delivered_per_s"])
+    w(f"- (a) >= 3x (c) in delivered msgs/s at 50 sessions: {_f(ra, '{:.2f}x')} -> "
+      f"{'met' if ra and ra >= 3 else 'NOT met' if ra else 'not measured'}")
+    w(f"- (a) >= (d) at 50 sessions: {_f(rd, '{:.2f}x')} -> "
+      f"{'met' if rd and rd >= 1 else 'NOT met' if rd else 'not measured'}")
+    idle = (cs or {}).get("idle") or {}
+    if "rss_with_conns_mib" in idle:
+        ok_mem = idle["open"] >= 10000 and idle["rss_with_conns_mib"] < 256
+        ok_ban = idle["probe_banner"]["max_ms"] < 20
+        w(f"- 10,000 idle connections in < 256 MiB RSS: {idle['open']} open, "
+          f"{idle['rss_with_conns_mib']:.1f} MiB -> {'met' if ok_mem else 'NOT met'}")
+        w(f"- banner wait < 20 ms meanwhile: max {idle['probe_banner']['max_ms']:.2f} ms "
+          f"(p99 {idle['probe_banner']['p99_ms']:.2f}) -> {'met' if ok_ban else 'NOT met'}")
+    else:
+        w("- connection scale: not measured")
+    w("")
+    errs = [(k, s["error"]) for k, s in res["scenarios"].items() if s.get("error")]
+    if errs:
+        w("## Problems seen\n")
+        for k, e in errs:
+            w(f"- ({k}): `{e[:600]}`")
+        w("")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,23 @@
+#!/bin/sh
+# run.sh - run mxgate's benchmark (bench/bench.py) in a private network and
+# mount namespace: a fresh loopback of its own (nothing else is reachable, no
+# port clashes with other work on the machine), unbound on 127.0.0.1:53 and
+# /etc/resolv.conf bind-mounted to point at it - for the benchmark's
+# processes only.  Needs root (unshare, cgroups, Postfix).
+#
+#   bench/run.sh [bench.py options]       e.g. --runs 1 --sessions 1,50
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+if [ "$(id -u)" != 0 ]; then
+	echo "bench/run.sh: needs root (network namespace, cgroups, Postfix)" >&2
+	exit 1
+fi
+# 10,000 idle connections need 10,000+ descriptors in mxgate and in the client
+hard=$(ulimit -Hn)
+ulimit -n "$hard"
+if [ "$hard" != unlimited ] && [ "$hard" -lt 12000 ]; then
+	echo "bench/run.sh: note: fd limit is $hard; the connection-scale part will open fewer" >&2
+fi
+# a hard bound on the whole run (make bench must stay under 15 minutes)
+exec timeout -k 30 1500 unshare --net --mount --propagation private \
+	/usr/bin/python3 "$here/bench.py" "$@"

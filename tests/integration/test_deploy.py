@@ -1,0 +1,353 @@
+"""Issue 7, deploy/: the systemd unit (systemd-analyze verify, security
+exposure <= 2.0 in offline mode), the Dockerfile (checked statically: there
+is no Docker engine here) and the CloudFormation template (parsed with the
+CloudFormation tags; every reference resolves, every parameter is used)."""
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mxtest import mxgate_bin, source_dir
+
+SRC = source_dir()
+UNIT = SRC / "deploy" / "systemd" / "mxgate.service"
+DOCKERFILE = SRC / "deploy" / "docker" / "Dockerfile"
+TEMPLATE = SRC / "deploy" / "aws" / "mxgate.yaml"
+SUBCOMMANDS = {"run", "check-config", "queue", "reload", "status", "dns-records",
+               "config-reference", "version"}
+
+
+# ---------------------------------------------------------------- systemd
+
+def unit_for_verify(tmp_path):
+    """The unit with its binary path pointing at the built binary (verify
+    checks that ExecStart= commands exist)."""
+    text = UNIT.read_text().replace("/usr/local/sbin/mxgate", mxgate_bin())
+    p = tmp_path / "mxgate.service"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd not installed")
+def test_systemd_unit_verifies(tmp_path):
+    p = subprocess.run(["systemd-analyze", "verify", str(unit_for_verify(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "mxgate.service" not in p.stderr, p.stderr   # no warnings about our unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd not installed")
+def test_systemd_unit_exposure(tmp_path):
+    p = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                        str(unit_for_verify(tmp_path))],
+                       capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for mxgate\.service: ([0-9.]+)", p.stdout)
+    assert m, p.stdout[-2000:] + p.stderr
+    assert float(m.group(1)) <= 2.0, p.stdout
+    # and the threshold mode agrees (exit status, no parsing)
+    t = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20",
+                        str(unit_for_verify(tmp_path))], capture_output=True, timeout=60)
+    assert t.returncode == 0
+
+
+def test_systemd_unit_content():
+    unit = UNIT.read_text()
+    kv = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            kv.setdefault(k, []).append(v)
+    assert kv["Type"] == ["notify"]          # sd_notify READY=1 in gw-run.c
+    assert kv["User"] != ["root"]
+    assert kv["ExecReload"][0].endswith("-HUP $MAINPID")
+    assert kv["KillSignal"] == ["SIGTERM"]
+    assert int(kv["TimeoutStopSec"][0]) > 30  # above the daemon's own grace period
+    for exe in kv["ExecStart"] + kv["ExecStartPre"]:
+        argv = shlex.split(exe)
+        assert argv[1] in SUBCOMMANDS and "-c" in argv, exe
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+def dockerfile_instructions():
+    """[(INSTRUCTION, args)] with continuation lines joined."""
+    out, cur = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not cur and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        cur += line.rstrip("\\").rstrip() + " " if line.endswith("\\") else line
+        if line.endswith("\\"):
+            continue
+        instr, _, args = cur.strip().partition(" ")
+        out.append((instr.upper(), args.strip()))
+        cur = ""
+    return out
+
+
+def stages():
+    st = []
+    for instr, args in dockerfile_instructions():
+        if instr == "FROM":
+            st.append({"from": args, "ins": []})
+        else:
+            st[-1]["ins"].append((instr, args))
+    return st
+
+
+def test_dockerfile_multistage_debian12_nonroot():
+    st = stages()
+    assert len(st) >= 2, "multi-stage build expected"
+    for s in st:
+        image = s["from"].split()[0]
+        assert re.match(r"^debian:(12|bookworm)(-slim)?$", image), s["from"]
+    final = st[-1]["ins"]
+    users = [a for i, a in final if i == "USER"]
+    assert users, "the runtime stage must set USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users
+    # the user is created in the image before USER
+    assert any(i == "RUN" and f"useradd" in a and user in a for i, a in final)
+    # build tools stay in the build stage
+    runs = " ".join(a for i, a in final if i == "RUN")
+    for tool in ("build-essential", "cmake", "-dev "):
+        assert tool not in runs, f"{tool} in the runtime stage"
+
+
+def test_dockerfile_copy_sources_exist():
+    stage_names = {s["from"].split()[-1] for s in stages() if " AS " in s["from"].upper()}
+    n = 0
+    for instr, args in dockerfile_instructions():
+        if instr not in ("COPY", "ADD"):
+            continue
+        parts = shlex.split(args)
+        if any(p.startswith("--from=") for p in parts):
+            src_stage = [p for p in parts if p.startswith("--from=")][0].split("=", 1)[1]
+            assert src_stage in stage_names, args
+            continue
+        srcs = [p for p in parts if not p.startswith("--")][:-1]
+        for src in srcs:
+            assert (SRC / src).exists(), f"COPY source {src} does not exist"
+            n += 1
+    assert n >= 5
+
+
+def test_dockerfile_command_matches_cli():
+    final = stages()[-1]["ins"]
+    entry = [a for i, a in final if i == "ENTRYPOINT"][-1]
+    cmd = [a for i, a in final if i == "CMD"][-1]
+    import json
+    entry, cmd = json.loads(entry), json.loads(cmd)   # exec form
+    copied = [shlex.split(a)[-1] for i, a in final if i == "COPY"]
+    assert entry[0] in copied, "ENTRYPOINT is not the copied binary"
+    assert cmd[0] in SUBCOMMANDS and cmd[0] == "run"
+    conf = cmd[cmd.index("-c") + 1]
+    assert conf in copied, "the config named in CMD is not in the image"
+    # the baked-in config is valid for this binary
+    src = [shlex.split(a)[-2] for i, a in final if i == "COPY" and shlex.split(a)[-1] == conf][0]
+    p = subprocess.run([mxgate_bin(), "check-config", "-c", str(SRC / src)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    health = [a for i, a in final if i == "HEALTHCHECK"]
+    if health:
+        assert "status" in health[0]
+    exposed = " ".join(a for i, a in final if i == "EXPOSE").split()
+    conftext = (SRC / src).read_text()
+    for port in exposed:
+        assert f":{port}" in conftext, f"EXPOSE {port} but nothing listens there"
+
+
+def test_dockerfile_runtime_has_every_needed_library():
+    """Each DT_NEEDED library of the binary comes from a package the runtime
+    stage installs (mapped with ldconfig + dpkg on this Debian 12 host)."""
+    if not shutil.which("objdump") or not shutil.which("dpkg"):
+        pytest.skip("objdump/dpkg missing")
+    runs = " ".join(a for i, a in stages()[-1]["ins"] if i == "RUN")
+    od = subprocess.run(["objdump", "-p", mxgate_bin()], capture_output=True, text=True,
+                        timeout=30).stdout
+    needed = re.findall(r"NEEDED\s+(\S+)", od)
+    cache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    for lib in needed:
+        if lib.startswith(("libc.so", "libm.so", "libpthread", "libdl", "libcrypto")):
+            continue   # libc6 is in every image; libcrypto comes with libssl3
+        m = re.search(rf"^\s+{re.escape(lib)} \(.*libc6,x86-64.*\) => (\S+)$", cache, re.M)
+        if not m:
+            continue
+        path = str(Path(m.group(1)).resolve())
+        q = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+        if q.returncode != 0:   # merged /usr: dpkg knows the /usr/lib path only
+            q = subprocess.run(["dpkg", "-S", path.replace("/usr/lib/", "/lib/")],
+                               capture_output=True, text=True)
+        pkg = q.stdout.split(":")[0]
+        assert pkg and re.search(rf"(^|\s){re.escape(pkg)}(\s|$)", runs), \
+            f"{lib} ({pkg}) is not installed in the runtime stage"
+
+
+# ---------------------------------------------------------------- CloudFormation
+
+class Tag:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+
+def cfn_loader():
+    class Loader(yaml.SafeLoader):
+        pass
+    tags = ["Ref", "GetAtt", "Sub", "Join", "Select", "Split", "If", "Equals", "Not", "And",
+            "Or", "FindInMap", "Base64", "GetAZs", "ImportValue", "Condition", "Cidr",
+            "Transform"]
+
+    def make(tag):
+        def construct(loader, node):
+            if isinstance(node, yaml.ScalarNode):
+                v = loader.construct_scalar(node)
+                if tag == "GetAtt":
+                    v = v.split(".", 1)
+            elif isinstance(node, yaml.SequenceNode):
+                v = loader.construct_sequence(node, deep=True)
+            else:
+                v = loader.construct_mapping(node, deep=True)
+            return {("Ref" if tag == "Ref" else "Condition" if tag == "Condition"
+                     else "Fn::" + tag): v}
+        return construct
+    for t in tags:
+        Loader.add_constructor("!" + t, make(t))
+    return Loader
+
+
+@pytest.fixture(scope="module")
+def template():
+    return yaml.load(TEMPLATE.read_text(), Loader=cfn_loader())
+
+
+PSEUDO = {"AWS::AccountId", "AWS::Region", "AWS::StackName", "AWS::StackId", "AWS::Partition",
+          "AWS::URLSuffix", "AWS::NoValue", "AWS::NotificationARNs"}
+
+
+def walk_refs(node, local=()):
+    """Yield (kind, target) for Ref, GetAtt and ${} in Sub."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "Ref":
+                yield "Ref", v
+            elif k == "Fn::GetAtt":
+                yield "GetAtt", v[0] if isinstance(v, list) else v.split(".")[0]
+            elif k == "Fn::Sub":
+                text, varmap = (v, {}) if isinstance(v, str) else (v[0], v[1])
+                for name in re.findall(r"\$\{(?!!)([^}]+)\}", text):
+                    if name in varmap:
+                        continue
+                    yield ("GetAtt", name.split(".")[0]) if "." in name else ("Ref", name)
+                yield from walk_refs(varmap)
+            else:
+                yield from walk_refs(v)
+    elif isinstance(node, list):
+        for x in node:
+            yield from walk_refs(x)
+
+
+def test_cfn_references_resolve(template):
+    params = set(template.get("Parameters", {}))
+    res = template["Resources"]
+    names = set(res)
+    refs = list(walk_refs(res)) + list(walk_refs(template.get("Outputs", {})))
+    assert refs
+    for kind, target in refs:
+        if kind == "Ref":
+            assert target in params or target in names or target in PSEUDO, f"!Ref {target}"
+        else:
+            assert target in names, f"!GetAtt {target}"
+    for name, r in res.items():
+        deps = r.get("DependsOn", [])
+        for d in [deps] if isinstance(deps, str) else deps:
+            assert d in names, f"{name} DependsOn {d}"
+        assert re.match(r"^AWS::[A-Za-z0-9]+::[A-Za-z0-9]+$", r["Type"]), r["Type"]
+    used = {t for k, t in refs if k == "Ref"}
+    unused = params - used
+    assert not unused, f"parameters never used: {unused}"
+
+
+def test_cfn_outputs(template):
+    outs = template.get("Outputs", {})
+    for key in ("LoadBalancerDnsName", "GatewayAddress1", "GatewayAddress2",
+                "QueueArchiveBucketName"):
+        assert key in outs and "Value" in outs[key], key
+
+
+def test_cfn_topology(template):
+    res = template["Resources"]
+    by_type = {}
+    for name, r in res.items():
+        by_type.setdefault(r["Type"], []).append((name, r["Properties"]))
+    lb = by_type["AWS::ElasticLoadBalancingV2::LoadBalancer"][0][1]
+    assert lb["Type"] == "network"
+    listener = by_type["AWS::ElasticLoadBalancingV2::Listener"][0][1]
+    assert listener["Port"] == 25 and listener["Protocol"] == "TCP"
+    tg = by_type["AWS::ElasticLoadBalancingV2::TargetGroup"][0][1]
+    attrs = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
+    assert attrs["proxy_protocol_v2.enabled"] == "true"
+    # the gateways must see the NLB as the peer to trust its PROXY header
+    assert attrs["preserve_client_ip.enabled"] == "false"
+    # SES: allow each gateway EIP, block everyone else
+    filters = [p["Filter"]["IpFilter"] for _, p in by_type["AWS::SES::ReceiptFilter"]]
+    eips = [n for n, _ in by_type["AWS::EC2::EIP"]]
+    allows = [f for f in filters if f["Policy"] == "Allow"]
+    assert len(allows) == len(eips) >= 1
+    for eip in eips:
+        assert any(eip in repr(f["Cidr"]) for f in allows), f"no allow filter for {eip}"
+    assert {"Policy": "Block", "Cidr": "0.0.0.0/0"} in filters
+    # Route 53 MX pointing at the MX host, which is an alias of the NLB
+    rrs = [p for _, p in by_type["AWS::Route53::RecordSet"]]
+    mx = [p for p in rrs if p["Type"] == "MX"]
+    assert mx and "MxHostName" in repr(mx[0]["ResourceRecords"])
+    alias = [p for p in rrs if p["Type"] == "A" and "AliasTarget" in p]
+    assert alias and "LoadBalancer" in repr(alias[0]["AliasTarget"])
+    # an Auto Scaling group behind the target group, with a drain hook
+    asg = by_type["AWS::AutoScaling::AutoScalingGroup"][0][1]
+    assert asg["TargetGroupARNs"]
+    hook = by_type["AWS::AutoScaling::LifecycleHook"][0][1]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+
+
+def test_cfn_user_data_config_is_valid(template, tmp_path):
+    """The config written by the user data passes check-config (with the
+    stack's substitutions filled in with plausible values)."""
+    lt = [r for r in template["Resources"].values()
+          if r["Type"] == "AWS::EC2::LaunchTemplate"][0]
+    sub = lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"]
+    script = sub[0]
+    assert "trusted_proxies = ${TrustedProxies}" in script
+    assert "inbound-smtp.${AWS::Region}.amazonaws.com:25" in script
+    conf = script.split("<<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
+    values = {"MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24, 10.0.1.0/24",
+              "DomainName": "example.com", "AWS::Region": "us-east-1",
+              "DmarcEnforcement": "monitor"}
+    conf = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], conf)
+    # certificates do not exist here; queue and socket go to tmp
+    conf = (conf.replace("/etc/mxgate/tls/fullchain.pem", str(tmp_path / "c.pem"))
+            .replace("/etc/mxgate/tls/privkey.pem", str(tmp_path / "k.pem"))
+            .replace("/var/spool/mxgate", str(tmp_path / "q"))
+            .replace("listen = 0.0.0.0:25", "listen = 127.0.0.1:25"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(tmp_path / "c.pem"), "-days", "2", "-subj", "/CN=mx.example.com"],
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "m.conf").write_text(conf)
+    p = subprocess.run([mxgate_bin(), "check-config", "-c", str(tmp_path / "m.conf")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr + conf
+    # the embedded unit equals deploy/systemd/mxgate.service without comments
+    unit = script.split("mxgate.service <<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
+    want = [ln for ln in UNIT.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert unit.splitlines() == want
+
+
+def test_aws_readme_mentions_essentials():
+    text = (SRC / "deploy" / "aws" / "README.md").read_text()
+    for s in ("Inbound DMARC enforcement", "off", "proxy protocol", "trusted_proxies",
+              "drain", "Auto Scaling"):
+        assert s.lower() in text.lower(), s

@@ -1,0 +1,128 @@
+"""Faults, part 1 - crash durability under load (issue 6).
+
+Two client threads send messages without pause while the test kill -9s
+mxgate at random moments (20 times, bounded in time), restarting it each
+time.  At the end every message that got a 250 must have reached the
+downstream (a real SMTP server, tests/integration/downstream.py) at least
+once, and every message the downstream got - acknowledged or not - must be
+whole: byte for byte what the client sent, never half-written."""
+
+import hashlib
+import random
+import threading
+import time
+
+from downstream import Downstream, relay_extra
+from mxtest import RawClient, make_message, queued_id, scaled, wait_for
+
+SENDER = "sender@client.example.net"
+KILLS = 20
+
+
+def body_for(i):
+    """A body of varying size (1 KB .. 200 KB) whose last line proves the
+    whole body arrived."""
+    rnd = random.Random(i)
+    lines = rnd.choice([10, 100, 1000, 2500])
+    text = "".join(f"{i:06d} line {n:05d} " + "x" * 60 + "\r\n" for n in range(lines))
+    return text + f"END-OF-BODY {i:06d}\r\n"
+
+
+class Load:
+    """Client threads: each opens a connection, sends up to 3 messages,
+    quits; on any error it reconnects (the daemon may be dead right now)."""
+
+    def __init__(self, gw, nthreads=2):
+        self.gw = gw
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = {}         # marker -> message bytes (every attempt)
+        self.acked = {}        # marker -> queue id (got 250)
+        self.errors = 0
+        self.counter = 0
+        self.threads = [threading.Thread(target=self.run, daemon=True)
+                        for _ in range(nthreads)]
+
+    def next_msg(self):
+        with self.lock:
+            self.counter += 1
+            i = self.counter
+        msg, marker = make_message(subject=f"load {i}", body=body_for(i),
+                                   to=f"u{i % 7}@example.test")
+        with self.lock:
+            self.sent[marker] = msg
+        return msg, marker, f"u{i % 7}@example.test"
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                with RawClient(self.gw.port, timeout=3) as c:
+                    c.ehlo()
+                    for _ in range(3):
+                        if self.stop.is_set():
+                            break
+                        msg, marker, rcpt = self.next_msg()
+                        r = c.transaction(SENDER, [rcpt], msg, expect_queued=False)
+                        if r.code == 250:
+                            qid = queued_id(r)
+                            with self.lock:
+                                self.acked[marker] = qid
+                    c.cmd("QUIT")
+            except (OSError, AssertionError):
+                with self.lock:
+                    self.errors += 1
+                time.sleep(0.02)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+
+def test_kill9_under_continuous_load(gateway):
+    rnd = random.Random(6)
+    with Downstream() as ds:
+        ds.data_delay = 0.01
+        gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"],
+                                 queue={"retry_schedule": "1s"}))
+        t_end = time.monotonic() + scaled(45)
+        kills = 0
+        with Load(gw) as load:
+            while kills < KILLS and time.monotonic() < t_end:
+                time.sleep(rnd.uniform(0.05, 0.5))
+                gw.kill9()
+                kills += 1
+                assert not gw.is_running()
+                gw.start()
+            time.sleep(0.3)
+        assert kills >= KILLS, f"only {kills} kills in the time budget"
+        with load.lock:
+            acked = dict(load.acked)
+            sent = dict(load.sent)
+        assert len(acked) >= KILLS, f"only {len(acked)} messages acknowledged under load"
+
+        def missing():
+            got = {m for m in acked if ds.find(m)}
+            return set(acked) - got
+        wait_for(lambda: not missing(), scaled(30),
+                 what=f"every acknowledged message downstream ({len(acked)} acked)")
+        wait_for(lambda: not gw.queue_ids(), scaled(20), what="queue drained")
+        # whole, never half-written: acknowledged or not
+        for rec in list(ds.messages):
+            marker = next((m for m in sent if m.encode() in rec.data), None)
+            assert marker is not None, "downstream got a message nobody sent"
+            want = sent[marker]
+            assert rec.data.endswith(want), \
+                f"{marker}: delivered message differs from what was sent " \
+                f"({len(rec.data)} bytes, sha {hashlib.sha1(rec.data).hexdigest()[:8]})"
+            assert rec.data.count(b"END-OF-BODY") == 1
+        assert not gw.incoming_files()
+        assert not gw.msg_files()
+        corrupt = gw.queue_dir / "corrupt"
+        assert not corrupt.is_dir() or not any(corrupt.iterdir()), \
+            f"crash left files the start-up scan could not read: {list(corrupt.iterdir())}"

@@ -1,0 +1,515 @@
+/*
+ * test_config_values.c - unit tests of what a loaded config holds: every
+ * value kind of a good file, the defaults, gethostname(), the embedded
+ * default, mxgate.conf.example, the recipient and route lookups, the dump
+ * round trip and reload warnings.  Diagnostics are in test_config.c.
+ *
+ * Ownership: every config and diagnostics list is freed by the test that
+ * made it; the temporary directory is removed by the group teardown.
+ *
+ * Diagnostics: a failing load prints the diagnostics it got.
+ */
+#include "config-test-helpers.h"
+
+/* ------------------------------------------------------------ values */
+
+/* test_values - a good file loads with exactly the values written. */
+static void test_values(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg;
+	const struct config_route *r;
+	char a[64];
+
+	(void)state;
+	write_file("recipients-ok", "# list\nBob@Example.com\n\ncarol@example.org # c\n", 0644);
+	cfg = load(
+	    "; comment\n# comment\n"
+	    "[server]\nhostname = MX1.Example.com\n"
+	    "listen = 0.0.0.0:25 [::]:25\nlisten = 127.0.0.1:2526 ; repeated key appends\n"
+	    "banner_text = hello there # inline comment\n"
+	    "user = mxgate\ncontrol_socket = @DIR@/ctl.sock\n"
+	    "[limits]\nmessage_size_limit = 10M\nmax_header_size = 64k\ncommand_timeout = 2m\n"
+	    "data_timeout = 90\ndata_total_timeout = 1h\nproxy_timeout = 5s\n"
+	    "max_recipients = 50\nmax_connections = 300\nmax_connections_per_ip = 5\n"
+	    "max_errors = 3\n"
+	    "[tls]\ncert_file = @DIR@/cert.pem\nkey_file = @DIR@/key.pem\n"
+	    "min_version = tlsv1.3\n"
+	    "[access]\nallow = 192.0.2.0/24,\n    2001:db8::/32 ; continued list\n"
+	    "deny = 192.0.2.128/25\ntrusted_proxies = ::ffff:10.0.0.0/104\n"
+	    "[domains]\naccepted_domains = Example.com, example.org.\n"
+	    "accepted_recipients = Alice@example.com\n"
+	    "recipients_file = @DIR@/recipients-ok\n"
+	    "[queue]\ndirectory = @DIR@/q/\nfsync = off\nmax_lifetime = 2d\n"
+	    "delay_warning_time = 0\nretry_schedule = 30s 2m\nretry_schedule = 1h\n"
+	    "bounce_sender = postmaster@example.com\n"
+	    "[log]\nlevel = DEBUG\nformat = json\nfile = @DIR@/log\n"
+	    "[dns]\nforwarders = 127.0.0.1@5353, ::1\ntrust_anchor_file = @DIR@/ca.pem\n"
+	    "timeout = 3\ncache_size = 0\n"
+	    "[auth]\nauthserv_id = auth.example.com\nspf = false\nspf_reject_fail = 1\n"
+	    "dkim_min_rsa_bits = 2048\ndmarc_enforcement = Quarantine\n"
+	    "dmarc_exempt_domains = lists.example.net\ndmarc_exempt_clients = 198.51.100.7\n"
+	    "policy_workers = 8\n"
+	    "[spam]\nthreshold = 6.5\nweight_no_rdns = -0.5\ndnsbl_zones = zen.example.net\n"
+	    "flag_header = X-Flag\n"
+	    "[route org]\ndomains = example.org\nhosts = smtp.example.net:587, [2001:db8::25]\n"
+	    "tls = encrypt\nauth_file = @DIR@/auth\n"
+	    "max_connections = 3\nmsgs_per_connection = 7\nconnect_timeout = 1m\n"
+	    "command_timeout = 2m\ndata_timeout = 15m\n"
+	    "  [route  default ]\ntype = mx\n",
+	    &d);
+	if (cfg == NULL || d.n != 0)
+		config_diags_print(&d, stderr);
+	assert_non_null(cfg);
+	assert_int_equal(d.n, 0);
+	assert_string_equal(cfg->path, "t.conf");
+
+	assert_string_equal(cfg->hostname, "MX1.Example.com");
+	assert_int_equal(cfg->nlisten, 3);
+	assert_string_equal(cfg->listen[0].host, "0.0.0.0");
+	assert_int_equal(cfg->listen[0].port, 25);
+	assert_int_equal(cfg->listen[0].line, 5);
+	assert_string_equal(cfg->listen[1].host, "::");
+	assert_string_equal(util_addr_str(&cfg->listen[1].addr, a, sizeof(a)), "::");
+	assert_int_equal(util_addr_port(&cfg->listen[1].addr), 25);
+	assert_string_equal(cfg->listen[2].host, "127.0.0.1");
+	assert_int_equal(cfg->listen[2].port, 2526);
+	assert_int_equal(cfg->listen[2].line, 6);
+	assert_string_equal(cfg->banner_text, "hello there");
+	assert_string_equal(cfg->user, "mxgate");
+	assert_null(cfg->group);
+
+	assert_int_equal(cfg->message_size_limit, 10 * 1024 * 1024);
+	assert_int_equal(cfg->max_header_size, 64 * 1024);
+	assert_int_equal(cfg->command_timeout, 120);
+	assert_int_equal(cfg->data_timeout, 90);
+	assert_int_equal(cfg->data_total_timeout, 3600);
+	assert_int_equal(cfg->proxy_timeout, 5);
+	assert_int_equal(cfg->max_recipients, 50);
+	assert_int_equal(cfg->max_connections, 300);
+	assert_int_equal(cfg->max_connections_per_ip, 5);
+	assert_int_equal(cfg->max_errors, 3);
+
+	assert_non_null(strstr(cfg->tls_cert_file, "/cert.pem"));
+	assert_non_null(strstr(cfg->tls_key_file, "/key.pem"));
+	assert_string_equal(cfg->tls_min_version, "TLSv1.3");
+
+	assert_int_equal(cfg->allow.n, 2);
+	assert_int_equal(cfg->allow.v[1].family, AF_INET6);
+	assert_int_equal(cfg->allow.v[1].prefix, 32);
+	assert_int_equal(cfg->deny.n, 1);
+	assert_int_equal(cfg->deny.v[0].prefix, 25);
+	assert_int_equal(cfg->trusted_proxies.v[0].family, AF_INET);
+	assert_int_equal(cfg->trusted_proxies.v[0].prefix, 8);
+
+	assert_int_equal(cfg->accepted_domains.n, 2);
+	assert_string_equal(cfg->accepted_domains.v[0], "example.com");
+	assert_string_equal(cfg->accepted_domains.v[1], "example.org");
+	assert_int_equal(cfg->accepted_recipients.n, 3);
+	assert_string_equal(cfg->accepted_recipients.v[0], "alice@example.com");
+	assert_string_equal(cfg->accepted_recipients.v[1], "bob@example.com");
+	assert_string_equal(cfg->accepted_recipients.v[2], "carol@example.org");
+
+	assert_false(cfg->queue_fsync);
+	assert_int_equal(cfg->max_queue_lifetime, 2 * 86400);
+	assert_int_equal(cfg->delay_warning_time, 0);
+	assert_int_equal(cfg->nretry, 3);
+	assert_int_equal(cfg->retry_schedule[0], 30);
+	assert_int_equal(cfg->retry_schedule[1], 120);
+	assert_int_equal(cfg->retry_schedule[2], 3600);
+	assert_string_equal(cfg->bounce_sender, "postmaster@example.com");
+	assert_non_null(strstr(cfg->control_socket, "/ctl.sock"));
+
+	assert_int_equal(cfg->log_level, UTIL_LOG_DEBUG);
+	assert_int_equal(cfg->log_format, UTIL_LOG_JSON);
+	assert_non_null(cfg->log_file);
+
+	assert_int_equal(cfg->dns_forwarders.n, 2);
+	assert_string_equal(cfg->dns_forwarders.v[0], "127.0.0.1@5353");
+	assert_int_equal(cfg->dns_timeout, 3);
+	assert_int_equal(cfg->dns_cache_size, 0);
+
+	assert_string_equal(cfg->authserv_id, "auth.example.com");
+	assert_false(cfg->spf_enabled);
+	assert_true(cfg->spf_reject_fail);
+	assert_int_equal(cfg->dkim_min_rsa_bits, 2048);
+	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_QUARANTINE);
+	assert_string_equal(cfg->dmarc_exempt_domains.v[0], "lists.example.net");
+	assert_int_equal(cfg->dmarc_exempt_clients.v[0].prefix, 32);
+	assert_int_equal(cfg->policy_workers, 8);
+
+	assert_true(cfg->spam_threshold > 6.49 && cfg->spam_threshold < 6.51);
+	assert_true(cfg->weight_no_rdns < -0.49 && cfg->weight_no_rdns > -0.51);
+	assert_string_equal(cfg->dnsbl_zones.v[0], "zen.example.net");
+	assert_string_equal(cfg->spam_flag_header, "X-Flag");
+	assert_string_equal(cfg->spam_score_header, "X-Spam-Score");
+
+	assert_int_equal(cfg->nroutes, 2);
+	r = &cfg->routes[0];
+	assert_string_equal(r->name, "org");
+	assert_int_equal(r->type, CONFIG_ROUTE_SMTP);
+	assert_int_equal(r->nhosts, 2);
+	assert_string_equal(r->hosts[0].host, "smtp.example.net");
+	assert_int_equal(r->hosts[0].port, 587);
+	assert_string_equal(r->hosts[1].host, "2001:db8::25");
+	assert_int_equal(r->hosts[1].port, 25);
+	assert_int_equal(r->tls, CONFIG_TLS_ENCRYPT);
+	assert_null(r->ca_file);
+	assert_string_equal(r->auth_user, "relay-user");
+	assert_string_equal(r->auth_password, "s3cret pass");
+	assert_int_equal(r->max_connections, 3);
+	assert_int_equal(r->msgs_per_connection, 7);
+	assert_int_equal(r->connect_timeout, 60);
+	assert_int_equal(r->command_timeout, 120);
+	assert_int_equal(r->data_timeout, 900);
+	assert_string_equal(cfg->routes[1].name, "default");
+	assert_int_equal(cfg->routes[1].type, CONFIG_ROUTE_MX);
+	assert_int_equal(cfg->routes[1].line, 75);
+
+	/* lookups */
+	assert_ptr_equal(config_route_for(cfg, "EXAMPLE.org"), &cfg->routes[0]);
+	assert_ptr_equal(config_route_for(cfg, "example.org."), &cfg->routes[0]);
+	assert_ptr_equal(config_route_for(cfg, "example.com"), &cfg->routes[1]);
+	assert_ptr_equal(config_route_for(cfg, "elsewhere.example"), &cfg->routes[1]);
+	assert_ptr_equal(config_route_for(cfg, NULL), &cfg->routes[1]);
+	assert_true(config_is_accepted_rcpt(cfg, "Alice@EXAMPLE.com"));
+	assert_true(config_is_accepted_rcpt(cfg, "carol@example.org"));
+	assert_false(config_is_accepted_rcpt(cfg, "mallory@example.com"));
+	assert_false(config_is_accepted_rcpt(cfg, "alice@example.net"));
+	assert_false(config_is_accepted_rcpt(cfg, "alice"));
+	assert_false(config_is_accepted_rcpt(cfg, "@example.com"));
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_accept_any - without a recipient list any local part is accepted. */
+static void test_accept_any(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg = load(GOOD, &d);
+
+	(void)state;
+	assert_non_null(cfg);
+	assert_true(config_is_accepted_rcpt(cfg, "anyone@Example.COM"));
+	assert_false(config_is_accepted_rcpt(cfg, "anyone@example.com.evil.test"));
+	assert_false(config_is_accepted_rcpt(cfg, "anyone@sub.example.com"));
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_defaults - what an almost empty file gets. */
+static void test_defaults(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg = load(GOOD, &d);
+	const struct config_route *r;
+	char sock[600];
+
+	(void)state;
+	if (cfg == NULL || d.n != 0)
+		config_diags_print(&d, stderr);
+	assert_non_null(cfg);
+	assert_int_equal(d.n, 0);
+	assert_string_equal(cfg->banner_text, "mxgate");
+	snprintf(sock, sizeof(sock), "%s/queue/control.sock", tmpdir);
+	assert_string_equal(cfg->control_socket, sock);
+	assert_int_equal(cfg->message_size_limit, 35 * 1024 * 1024);
+	assert_int_equal(cfg->max_recipients, 100);
+	assert_int_equal(cfg->max_connections, 1000);
+	assert_int_equal(cfg->max_connections_per_ip, 20);
+	assert_int_equal(cfg->max_errors, 10);
+	assert_int_equal(cfg->max_header_size, 1024 * 1024);
+	assert_int_equal(cfg->command_timeout, 300);
+	assert_int_equal(cfg->data_timeout, 180);
+	assert_int_equal(cfg->data_total_timeout, 1800);
+	assert_int_equal(cfg->proxy_timeout, 10);
+	assert_null(cfg->tls_cert_file);
+	assert_null(cfg->tls_key_file);
+	assert_string_equal(cfg->tls_min_version, "TLSv1.2");
+	assert_string_equal(cfg->tls_ciphers, "ECDHE+AESGCM:ECDHE+CHACHA20");
+	assert_non_null(strstr(cfg->tls_ciphersuites, "TLS_AES_256_GCM_SHA384"));
+	assert_int_equal(cfg->allow.n + cfg->deny.n + cfg->trusted_proxies.n, 0);
+	assert_true(cfg->queue_fsync);
+	assert_int_equal(cfg->max_queue_lifetime, 5 * 86400);
+	assert_int_equal(cfg->delay_warning_time, 4 * 3600);
+	assert_int_equal(cfg->nretry, 5);
+	assert_int_equal(cfg->retry_schedule[0], 60);
+	assert_int_equal(cfg->retry_schedule[1], 300);
+	assert_int_equal(cfg->retry_schedule[2], 900);
+	assert_int_equal(cfg->retry_schedule[3], 1800);
+	assert_int_equal(cfg->retry_schedule[4], 3600);
+	assert_int_equal(cfg->max_deliveries, 20);
+	assert_string_equal(cfg->bounce_sender, "MAILER-DAEMON@mx.example.com");
+	assert_int_equal(cfg->log_level, UTIL_LOG_INFO);
+	assert_int_equal(cfg->log_format, UTIL_LOG_TEXT);
+	assert_null(cfg->log_file);
+	assert_int_equal(cfg->dns_forwarders.n, 0);
+	assert_null(cfg->dns_trust_anchor_file);
+	assert_int_equal(cfg->dns_timeout, 5);
+	assert_int_equal(cfg->dns_cache_size, 10000);
+	assert_string_equal(cfg->authserv_id, "mx.example.com");
+	assert_true(cfg->spf_enabled && cfg->dkim_enabled && cfg->dmarc_enabled);
+	assert_false(cfg->spf_reject_fail || cfg->spf_temperror_defer);
+	assert_int_equal(cfg->dkim_max_signatures, 5);
+	assert_int_equal(cfg->dkim_min_rsa_bits, 1024);
+	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_REJECT);
+	assert_string_equal(cfg->psl_file, "/usr/share/publicsuffix/public_suffix_list.dat");
+	assert_int_equal(cfg->policy_workers, 4);
+	assert_true(cfg->spam_threshold == 5.0);
+	assert_true(cfg->weight_spf_fail == 3.0 && cfg->weight_spf_softfail == 1.0);
+	assert_true(cfg->weight_dkim_fail == 1.0 && cfg->weight_dmarc_fail == 4.0);
+	assert_true(cfg->weight_dmarc_quarantine == 5.0 && cfg->weight_dnsbl == 4.0);
+	assert_true(cfg->weight_no_rdns == 1.0);
+	assert_string_equal(cfg->spam_flag_header, "X-Spam-Flag");
+	assert_string_equal(cfg->spam_score_header, "X-Spam-Score");
+	assert_string_equal(cfg->spam_status_header, "X-Spam-Status");
+	r = &cfg->routes[0];
+	assert_int_equal(r->type, CONFIG_ROUTE_DIRECTORY);
+	assert_int_equal(r->tls, CONFIG_TLS_VERIFY);
+	assert_int_equal(r->max_connections, 10);
+	assert_int_equal(r->msgs_per_connection, 100);
+	assert_int_equal(r->connect_timeout, 30);
+	assert_int_equal(r->command_timeout, 300);
+	assert_int_equal(r->data_timeout, 600);
+	assert_null(r->ca_file);
+	assert_null(r->auth_user);
+	config_free(cfg);
+
+	/* A route of type smtp by default. */
+	cfg = load(BASE "[route x]\nhosts = 127.0.0.1\n", &d);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->routes[0].type, CONFIG_ROUTE_SMTP);
+	assert_int_equal(cfg->routes[0].hosts[0].port, 25);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_hostname_default - gethostname() when the file has no hostname. */
+static void test_hostname_default(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg;
+	char host[256] = "";
+
+	(void)state;
+	gethostname(host, sizeof(host) - 1);
+	cfg = load("[server]\nlisten = 127.0.0.1:2525\n[domains]\naccepted_domains = example.com\n"
+	           "[queue]\ndirectory = @DIR@/queue\n" ROUTE,
+	           &d);
+	if (strchr(host, '.') != NULL) {
+		assert_non_null(cfg);
+		assert_string_equal(cfg->hostname, host);
+		assert_string_equal(cfg->authserv_id, host);
+	} else {
+		const struct config_diag *hit = find_diag(&d, "this machine's name");
+
+		assert_null(cfg);
+		assert_non_null(hit);
+		assert_int_equal(hit->line, 0);
+		assert_int_equal(config_diags_errors(&d), 1);
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_embedded_default - config_load(NULL) works without any file. */
+static void test_embedded_default(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg = config_load(NULL, &d);
+
+	(void)state;
+	if (cfg == NULL || d.n != 0)
+		config_diags_print(&d, stderr);
+	assert_non_null(cfg);
+	assert_int_equal(d.n, 0);
+	assert_string_equal(cfg->path, "(embedded default)");
+	assert_int_equal(cfg->nlisten, 1);
+	assert_string_equal(cfg->listen[0].host, "127.0.0.1");
+	assert_int_equal(cfg->listen[0].port, 2525);
+	assert_string_equal(cfg->accepted_domains.v[0], "example.test");
+	assert_string_equal(cfg->queue_dir, "./mxgate-data/queue");
+	assert_string_equal(cfg->control_socket, "./mxgate-data/control.sock");
+	assert_null(cfg->tls_cert_file);
+	assert_true(cfg->spf_enabled && cfg->dkim_enabled && cfg->dmarc_enabled);
+	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_MONITOR);
+	assert_int_equal(cfg->nroutes, 1);
+	assert_int_equal(cfg->routes[0].type, CONFIG_ROUTE_DIRECTORY);
+	assert_string_equal(cfg->routes[0].directory, "./mxgate-data/mailbox");
+	assert_ptr_equal(config_route_for(cfg, "example.test"), &cfg->routes[0]);
+	assert_true(config_is_accepted_rcpt(cfg, "user@example.test"));
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_example_file - mxgate.conf.example loads; on this machine its only
+ * errors are the certificate and key under /etc/mxgate/tls, and with those
+ * two paths pointed at real files it loads without a single diagnostic. */
+static void test_example_file(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg;
+	char path[1024], *text, *fixed, *p;
+	struct util_buf b;
+	int cert_line = 0, key_line = 0, n = 0;
+
+	(void)state;
+	source_path(path, sizeof(path), "mxgate.conf.example");
+	text = read_all(path);
+	assert_non_null(text);
+	for (p = text; *p != '\0'; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
+		n++;
+		if (strncmp(p, "cert_file =", 11) == 0)
+			cert_line = n;
+		if (strncmp(p, "key_file =", 10) == 0)
+			key_line = n;
+	}
+	cfg = config_load(path, &d);
+	if (access("/etc/mxgate/tls/fullchain.pem", R_OK) != 0) {
+		assert_null(cfg);
+		assert_int_equal(config_diags_errors(&d), 2);
+		assert_int_equal(d.n, 2);
+		assert_int_equal(find_diag(&d, "cannot read cert_file")->line, cert_line);
+		assert_int_equal(find_diag(&d, "cannot read key_file")->line, key_line);
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+
+	util_buf_init(&b);
+	for (p = text; (fixed = strstr(p, "/etc/mxgate/tls")) != NULL; p = fixed + 15) {
+		util_buf_add(&b, p, (size_t)(fixed - p));
+		util_buf_adds(&b, "@DIR@");
+	}
+	util_buf_adds(&b, p);
+	cfg = load(b.data, &d);
+	if (cfg == NULL || d.n != 0)
+		config_diags_print(&d, stderr);
+	assert_non_null(cfg);
+	assert_int_equal(d.n, 0);
+	assert_string_equal(cfg->hostname, "mx1.example.com");
+	assert_int_equal(cfg->nlisten, 2);
+	assert_int_equal(cfg->deny.n, 1);
+	assert_int_equal(cfg->accepted_domains.n, 2);
+	assert_string_equal(cfg->queue_dir, "/var/spool/mxgate");
+	assert_string_equal(cfg->control_socket, "/run/mxgate/control.sock");
+	assert_int_equal(cfg->nroutes, 1);
+	assert_string_equal(cfg->routes[0].hosts[0].host, "inbound-smtp.us-east-1.amazonaws.com");
+	assert_int_equal(cfg->routes[0].data_timeout, 600);
+	assert_ptr_equal(config_route_for(cfg, "example.org"), &cfg->routes[0]);
+	config_free(cfg);
+	config_diags_free(&d);
+	util_buf_free(&b);
+	free(text);
+}
+
+/* ------------------------------------------------------------ dump, reload */
+
+/* test_dump_roundtrip - the dump is a config that loads to the same dump. */
+static void test_dump_roundtrip(void **state)
+{
+	static const char *const texts[] = {
+	    GOOD,
+	    GOOD "[tls]\ncert_file = @DIR@/cert.pem\nkey_file = @DIR@/key.pem\n[route a]\n"
+	         "domains = example.com\nhosts = h.example.net\nauth_file = @DIR@/auth\n",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		struct config_diags d = {0};
+		struct config *cfg = load(texts[i], &d), *again;
+		char *one, *two;
+
+		assert_non_null(cfg);
+		one = dump_string(cfg);
+		again = config_load_string(one, "t.conf", &d);
+		if (again == NULL)
+			config_diags_print(&d, stderr);
+		assert_non_null(again);
+		two = dump_string(again);
+		assert_string_equal(one, two);
+		assert_non_null(strstr(one, "\nlisten = 127.0.0.1:2525\n"));
+		assert_non_null(strstr(one, "\nmessage_size_limit = 35M\n"));
+		assert_non_null(strstr(one, "\n; user = (not set)\n"));
+		free(one);
+		free(two);
+		config_free(cfg);
+		config_free(again);
+		config_diags_free(&d);
+	}
+}
+
+/* test_dump_values - formats of every value kind, secrets hidden. */
+static void test_dump_values(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg, *again;
+	char *one, *two;
+
+	(void)state;
+	cfg = load(GOOD "[access]\nallow = 192.0.2.0/24 2001:db8::/32\n[queue]\n"
+	                "retry_schedule = 90, 1h\n[spam]\nthreshold = 7.25\n[route a]\n"
+	                "domains = example.com\nhosts = [::1]:2526 localhost\ntls = none\n"
+	                "[server]\nlisten = [::1]:2525\n",
+	           &d);
+	assert_non_null(cfg);
+	one = dump_string(cfg);
+	assert_non_null(strstr(one, "\nlisten = 127.0.0.1:2525, [::1]:2525\n"));
+	assert_non_null(strstr(one, "\nallow = 192.0.2.0/24, 2001:db8::/32\n"));
+	assert_non_null(strstr(one, "\nretry_schedule = 90s, 1h\n"));
+	assert_non_null(strstr(one, "\nthreshold = 7.25\n"));
+	assert_non_null(strstr(one, "\nhosts = [::1]:2526, localhost:25\n"));
+	assert_non_null(strstr(one, "\n[route a]\n"));
+	again = config_load_string(one, "t.conf", &d);
+	assert_non_null(again);
+	two = dump_string(again);
+	assert_string_equal(one, two);
+	free(one);
+	free(two);
+	config_free(cfg);
+	config_free(again);
+
+	cfg = load(GOOD "[route a]\ndomains = example.com\nhosts = h.example.net\n"
+	                "auth_user = u\nauth_password = topsecret\n",
+	           &d);
+	assert_non_null(cfg);
+	one = dump_string(cfg);
+	assert_null(strstr(one, "topsecret"));
+	assert_non_null(strstr(one, "; auth_password = (set, not shown)"));
+	free(one);
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
+/* test_reload_check - non-reloadable changes are warned about. */
+static void test_reload_check(void **state)
+{
+	struct config_diags d = {0};
+	struct config *a = load(GOOD, &d);
+	struct config *b =
+	    load(GOOD "[server]\nlisten = 127.0.0.1:2526\n[log]\nlevel = debug\n", &d);
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(config_reload_check(a, a, &d), 0);
+	assert_int_equal(config_reload_check(a, b, &d), 1);
+	assert_non_null(find_diag(&d, "[server] listen changed"));
+	assert_true(d.v[0].warning);
+	config_free(a);
+	config_free(b);
+	config_diags_free(&d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_values),           cmocka_unit_test(test_accept_any),
+	    cmocka_unit_test(test_defaults),         cmocka_unit_test(test_hostname_default),
+	    cmocka_unit_test(test_embedded_default), cmocka_unit_test(test_example_file),
+	    cmocka_unit_test(test_dump_roundtrip),   cmocka_unit_test(test_dump_values),
+	    cmocka_unit_test(test_reload_check),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

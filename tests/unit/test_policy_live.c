@@ -1,0 +1,413 @@
+/*
+ * test_policy_live.c - policy/ end to end against a real DNS server on
+ * loopback, without the SMTP server: tests/integration/dnsserver.py
+ * ("fixture" mode) writes zones, a DKIM key, signed messages and a DNSSEC
+ * trust anchor, runs unbound on 127.0.0.1, and we drive policy_* on a real
+ * libevent loop with real worker threads.
+ *
+ * Skipped (not failed) when /usr/bin/python3 or /usr/sbin/unbound is missing.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "policy-internal.h"
+
+static struct {
+	char dir[64];
+	pid_t pid;
+	int to_child;
+	int port;
+	char fwd[64];
+	char ta[128];
+	struct config cfg;
+	struct event_base *base;
+	struct policy_dns *dns;
+	struct policy_ctx *pc;
+	int callbacks;
+} L;
+
+/* live_cfg - the config used by every case. */
+static void live_cfg(struct config *cfg, bool dnssec)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->hostname = "mx.example.test";
+	cfg->authserv_id = "mx.example.test";
+	cfg->spf_enabled = cfg->dkim_enabled = cfg->dmarc_enabled = true;
+	cfg->dkim_max_signatures = 5;
+	cfg->dkim_min_rsa_bits = 1024;
+	cfg->dmarc_enforcement = CONFIG_DMARC_REJECT;
+	cfg->psl_file = "/usr/share/publicsuffix/public_suffix_list.dat";
+	cfg->policy_workers = 2;
+	cfg->dns_timeout = 2;
+	cfg->dns_cache_size = 1000;
+	util_strlist_add(&cfg->dns_forwarders, L.fwd);
+	util_strlist_add(&cfg->dnsbl_zones, "bl.test");
+	if (dnssec)
+		cfg->dns_trust_anchor_file = L.ta;
+	cfg->spam_threshold = 5.0;
+	cfg->weight_spf_fail = 3.0;
+	cfg->weight_spf_softfail = 1.0;
+	cfg->weight_dkim_fail = 1.0;
+	cfg->weight_dmarc_fail = 4.0;
+	cfg->weight_dmarc_quarantine = 5.0;
+	cfg->weight_dnsbl = 4.0;
+	cfg->weight_no_rdns = 1.0;
+	cfg->spam_flag_header = "X-Spam-Flag";
+	cfg->spam_score_header = "X-Spam-Score";
+	cfg->spam_status_header = "X-Spam-Status";
+}
+
+/* setup - start the fixture DNS server and the policy context. */
+static int setup(void **state)
+{
+	const char *src = getenv("MXGATE_SOURCE_DIR");
+	char script[512], err[256], line[32];
+	int in[2], out[2];
+	ssize_t n;
+
+	if (access("/usr/bin/python3", X_OK) != 0 || access("/usr/sbin/unbound", X_OK) != 0)
+		return 0;
+	snprintf(script, sizeof(script), "%s/tests/integration/dnsserver.py", src ? src : "..");
+	snprintf(L.dir, sizeof(L.dir), "/tmp/mxg-live-XXXXXX");
+	if (mkdtemp(L.dir) == NULL || pipe(in) < 0 || pipe(out) < 0)
+		return -1;
+	L.pid = fork();
+	if (L.pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[1]);
+		close(out[0]);
+		execl("/usr/bin/python3", "python3", script, "fixture", L.dir, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	L.to_child = in[1];
+	n = read(out[0], line, sizeof(line) - 1);
+	close(out[0]);
+	if (n <= 0)
+		return -1;
+	line[n] = 0;
+	L.port = atoi(line);
+	snprintf(L.fwd, sizeof(L.fwd), "127.0.0.1@%d", L.port);
+	snprintf(L.ta, sizeof(L.ta), "%s/trust-anchor", L.dir);
+	live_cfg(&L.cfg, true);
+	if (getenv("MXGATE_TEST_DEBUG") != NULL)
+		util_log_init(UTIL_LOG_DEBUG, UTIL_LOG_TEXT, NULL);
+	L.base = event_base_new();
+	L.dns = policy_dns_new(&L.cfg, L.base, err, sizeof(err));
+	if (L.dns == NULL) {
+		fprintf(stderr, "policy_dns_new: %s\n", err);
+		return -1;
+	}
+	L.pc = policy_new(&L.cfg, L.base, L.dns, err, sizeof(err));
+	if (L.pc == NULL) {
+		fprintf(stderr, "policy_new: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[128];
+
+	policy_free(L.pc);
+	policy_dns_free(L.dns);
+	if (L.base != NULL)
+		event_base_free(L.base);
+	util_strlist_free(&L.cfg.dns_forwarders);
+	util_strlist_free(&L.cfg.dnsbl_zones);
+	if (L.pid > 0) {
+		close(L.to_child);
+		waitpid(L.pid, NULL, 0);
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", L.dir);
+		if (system(cmd) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* on_done - policy callback: count and leave the loop. */
+static void on_done(uint64_t cookie, void *arg)
+{
+	assert_int_equal(cookie, 42);
+	L.callbacks++;
+	event_base_loopbreak(L.base);
+}
+
+/* feed - one .eml (or a literal message) into pm: headers, eoh, body in
+ * small chunks. */
+static void feed(struct policy_msg *pm, const char *file, const char *literal)
+{
+	char path[256];
+	size_t len = 0, pos = 0;
+	char *m;
+	struct util_hdr_field f;
+
+	if (file != NULL) {
+		snprintf(path, sizeof(path), "%s/%s", L.dir, file);
+		m = util_read_file(path, 1 << 20, &len);
+		assert_non_null(m);
+	} else {
+		m = util_xstrdup(literal);
+		len = strlen(m);
+	}
+	while (util_hdr_next(m, len, &pos, &f) == 1)
+		assert_int_equal(policy_msg_header(pm, f.raw, f.raw_len), 0);
+	assert_int_equal(policy_msg_eoh(pm), 0);
+	pos += 2; /* empty line */
+	while (pos < len) {
+		size_t c = len - pos < 7 ? len - pos : 7;
+		policy_msg_body(pm, m + pos, c);
+		pos += c;
+	}
+	free(m);
+}
+
+/* run_msg - SPF at "MAIL FROM", content, finish; returns the message. */
+static struct policy_msg *run_msg(const char *ip, const char *helo, const char *from,
+                                  const char *file, const char *literal)
+{
+	struct util_addr a;
+	struct policy_msg *pm;
+
+	util_addr_parse_numeric(ip, 25, &a);
+	pm = policy_msg_new(L.pc, &a, helo, from);
+	L.callbacks = 0;
+	policy_spf_start(pm, on_done, 42, NULL);
+	assert_int_equal(L.callbacks, 0); /* never inside the call */
+	event_base_dispatch(L.base);
+	assert_true(policy_spf_done(pm));
+	feed(pm, file, literal);
+	policy_msg_finish(pm, on_done, 42, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(L.callbacks, 2);
+	return pm;
+}
+
+#define SKIP_IF_NO_SERVER()                                                                        \
+	do {                                                                                       \
+		if (L.pc == NULL)                                                                  \
+			skip();                                                                    \
+	} while (0)
+#define HAS(hay, needle)                                                                           \
+	do {                                                                                       \
+		if (strstr((hay), (needle)) == NULL)                                               \
+			fail_msg("missing \"%s\" in:\n%s", (needle), (hay));                       \
+	} while (0)
+
+static void test_pass_all(void **state)
+{
+	struct policy_msg *pm;
+	const struct policy_verdict *v;
+
+	SKIP_IF_NO_SERVER();
+	pm = run_msg("127.0.0.1", "client.live.test", "alice@live.test", "signed.eml", NULL);
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "spf=pass (mx.example.test: domain of alice@live.test designates "
+	                "127.0.0.1 as permitted sender) smtp.mailfrom=alice@live.test");
+	HAS(v->headers, "dkim=pass (2048-bit key) header.d=live.test header.s=sel "
+	                "header.i=@live.test header.b=");
+	HAS(v->headers, "dmarc=pass (p=reject");
+	HAS(v->headers, "header.from=live.test policy.dmarc=reject");
+	HAS(v->headers, "Received-SPF: pass");
+	HAS(v->headers, "tests=DNSBL_bl.test");
+	assert_int_equal(v->action, POLICY_ACCEPT);
+	assert_string_equal(v->summary, "spf=pass dkim=pass dmarc=pass dnsbl=bl.test score=4.0 "
+	                                "action=accept");
+	policy_msg_free(pm);
+}
+
+static void test_fail_reject(void **state)
+{
+	struct policy_msg *pm;
+	const struct policy_verdict *v;
+
+	SKIP_IF_NO_SERVER();
+	pm = run_msg("127.0.0.1", "x.fail.test", "bob@fail.test", NULL,
+	             "From: bob@fail.test\r\nSubject: x\r\n\r\nbody\r\n");
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "spf=fail");
+	HAS(v->headers, "dkim=none");
+	HAS(v->headers, "dmarc=fail");
+	assert_int_equal(v->action, POLICY_REJECT);
+	assert_true(strncmp(v->reply, "550 5.7.1 ", 10) == 0);
+	policy_msg_free(pm);
+}
+
+static void test_dkim_body_modified(void **state)
+{
+	struct policy_msg *pm;
+	const struct policy_verdict *v;
+
+	SKIP_IF_NO_SERVER();
+	pm = run_msg("127.0.0.1", "client.live.test", "alice@live.test", "tampered.eml", NULL);
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "dkim=fail (body hash did not verify) header.d=live.test");
+	HAS(v->headers, "dmarc=pass"); /* SPF aligned */
+	policy_msg_free(pm);
+}
+
+static void test_temperror_and_dnssec(void **state)
+{
+	struct policy_msg *pm;
+	const struct policy_verdict *v;
+	int64_t t0 = util_mono_ms();
+
+	SKIP_IF_NO_SERVER();
+	pm = run_msg("127.0.0.1", "h.slow.test", "x@slow.test", NULL,
+	             "From: x@live.test\r\n\r\nb\r\n");
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "spf=temperror");
+	assert_true(util_mono_ms() - t0 < 8000);
+	policy_msg_free(pm);
+
+	pm = run_msg("127.0.0.1", "h.signed.test", "a@signed.test", NULL,
+	             "From: a@signed.test\r\n\r\nb\r\n");
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "spf=pass (");
+	HAS(v->headers, "; dnssec=secure) smtp.mailfrom=a@signed.test");
+	policy_msg_free(pm);
+}
+
+static void test_free_in_flight(void **state)
+{
+	struct util_addr a;
+	struct policy_msg *pm;
+	struct timeval tv = {3, 0};
+
+	SKIP_IF_NO_SERVER();
+	util_addr_parse_numeric("127.0.0.1", 25, &a);
+	pm = policy_msg_new(L.pc, &a, "h.slow.test", "y@slow.test");
+	L.callbacks = 0;
+	policy_spf_start(pm, on_done, 42, NULL);
+	policy_msg_free(pm); /* the pool frees it at job end */
+	event_base_loopexit(L.base, &tv);
+	event_base_dispatch(L.base);
+	assert_int_equal(L.callbacks, 0);
+}
+
+static int busy_n;
+static struct policy_msg *busy_msgs[70];
+
+/* on_busy - SPF callback of the queue-full test. */
+static void on_busy(uint64_t cookie, void *arg)
+{
+	const char *r = policy_spf_reply(busy_msgs[cookie]);
+
+	if (r != NULL && strncmp(r, "451 4.3.2 ", 10) == 0)
+		busy_n++;
+}
+
+static void test_queue_full(void **state)
+{
+	struct config cfg;
+	struct policy_ctx *pc;
+	struct util_addr a;
+	struct timeval tv = {0, 300000};
+	char err[256];
+	int64_t t0;
+
+	SKIP_IF_NO_SERVER();
+	live_cfg(&cfg, false);
+	cfg.policy_workers = 1; /* queue bound: 64 jobs */
+	pc = policy_new(&cfg, L.base, L.dns, err, sizeof(err));
+	assert_non_null(pc);
+	util_addr_parse_numeric("127.0.0.1", 25, &a);
+	for (int i = 0; i < 70; i++) {
+		busy_msgs[i] = policy_msg_new(pc, &a, "h.slow.test", "q@slow.test");
+		policy_spf_start(busy_msgs[i], on_busy, (uint64_t)i, NULL);
+	}
+	event_base_loopexit(L.base, &tv);
+	event_base_dispatch(L.base);
+	assert_true(busy_n >= 5);
+	t0 = util_mono_ms();
+	for (int i = 0; i < 70; i++) /* queued jobs are cancelled, not run */
+		policy_msg_free(busy_msgs[i]);
+	tv.tv_sec = 3;
+	tv.tv_usec = 0;
+	event_base_loopexit(L.base, &tv);
+	event_base_dispatch(L.base);
+	policy_free(pc);
+	assert_true(util_mono_ms() - t0 < 6000);
+	util_strlist_free(&cfg.dns_forwarders);
+	util_strlist_free(&cfg.dnsbl_zones);
+}
+
+static int mx_n;
+static char mx_first[64];
+static enum policy_dns_status mx_st, host_st;
+static size_t host_n;
+
+/* on_mx - async MX callback. */
+static void on_mx(void *arg, enum policy_dns_status st, const char *const *hosts, size_t n)
+{
+	mx_st = st;
+	mx_n = (int)n;
+	if (n > 0)
+		snprintf(mx_first, sizeof(mx_first), "%s", hosts[0]);
+	event_base_loopbreak(L.base);
+}
+
+/* on_host - async address callback. */
+static void on_host(void *arg, enum policy_dns_status st, const struct util_addr *a, size_t n)
+{
+	host_st = st;
+	host_n = n;
+	if (n > 0)
+		assert_int_equal(util_addr_port(&a[0]), 2525);
+	event_base_loopbreak(L.base);
+}
+
+static void test_async_resolver(void **state)
+{
+	SKIP_IF_NO_SERVER();
+	policy_dns_resolve_mx(L.dns, "live.test", on_mx, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(mx_st, POLICY_DNS_OK);
+	assert_int_equal(mx_n, 2);
+	assert_string_equal(mx_first, "mx1.live.test");
+
+	policy_dns_resolve_mx(L.dns, "fail.test", on_mx, NULL); /* implicit MX */
+	event_base_dispatch(L.base);
+	assert_int_equal(mx_st, POLICY_DNS_OK);
+	assert_int_equal(mx_n, 1);
+	assert_string_equal(mx_first, "fail.test");
+
+	policy_dns_resolve_host(L.dns, "mx1.live.test", 2525, on_host, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(host_st, POLICY_DNS_OK);
+	assert_int_equal(host_n, 2);
+
+	policy_dns_resolve_host(L.dns, "nothing.live.test", 25, on_host, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(host_st, POLICY_DNS_NXDOMAIN);
+
+	policy_dns_resolve_host(L.dns, "127.0.0.9", 2525, on_host, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(host_st, POLICY_DNS_OK);
+	assert_int_equal(host_n, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_pass_all),           cmocka_unit_test(test_fail_reject),
+	    cmocka_unit_test(test_dkim_body_modified), cmocka_unit_test(test_temperror_and_dnssec),
+	    cmocka_unit_test(test_free_in_flight),     cmocka_unit_test(test_async_resolver),
+	    cmocka_unit_test(test_queue_full),
+	};
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,532 @@
+/*
+ * test_queue_sched.c - the delivery scheduler against the real store in a
+ * mkdtemp() folder and a scripted fake deliverer (queue_deliver_ops):
+ * per-recipient outcomes, retries with the backoff schedule, partial
+ * delivery remembered across attempts and across a restart, bounces and
+ * expiry producing DSNs (grouped per attempt, never to the null sender),
+ * the delay warning, max_deliveries, and the postmaster operations
+ * (list/show/hold/release/flush/delete).  The backoff table itself is in
+ * test_queue_dsn.c.  Retry steps are 1 s, so the whole file runs in ~15 s.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "queue.h"
+
+#define BODY "Subject: test\r\nFrom: <s@example.org>\r\n\r\nhello\r\n"
+#define MAXO 8
+
+/* Scripted outcome of one recipient, per offer (the last one repeats). */
+struct script {
+	const char *addr;
+	enum queue_outcome outs[MAXO];
+	size_t nouts;
+};
+
+/* One offered delivery, answered from a fresh loop turn. */
+struct offer {
+	struct fake *fk;
+	struct queue_delivery *d;
+	size_t idx[8];
+	enum queue_outcome out[8];
+	size_t n;
+};
+
+struct fake {
+	const struct script *scripts;
+	size_t nscripts;
+	int offers[8]; /* per script entry */
+	int dsn_offers;
+	char dsn_text[8][8192]; /* DSN bodies seen */
+	int in_flight, max_in_flight;
+	bool hold_answers; /* keep deliveries pending (max_deliveries test) */
+	struct offer *held[32];
+	size_t nheld;
+};
+
+struct fixture {
+	char dir[64];
+	struct event_base *base;
+	struct queue_store *qs;
+	struct queue_sched *s;
+	struct config cfg;
+	struct config_route route;
+	int64_t schedule[2];
+	struct fake fk;
+	int injected;
+};
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/mxsched-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->base = event_base_new();
+	char err[256];
+	f->qs = queue_store_open(f->dir, false, f->base, err, sizeof(err));
+	assert_non_null(f->qs);
+	f->schedule[0] = 1;
+	f->schedule[1] = 2;
+	f->cfg.hostname = "mx.test";
+	f->cfg.retry_schedule = f->schedule;
+	f->cfg.nretry = 2;
+	f->cfg.max_queue_lifetime = 3600;
+	f->cfg.max_deliveries = 10;
+	f->route.name = "default";
+	f->route.type = CONFIG_ROUTE_SMTP;
+	f->cfg.routes = &f->route;
+	f->cfg.nroutes = 1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	queue_sched_free(f->s);
+	for (size_t i = 0; i < f->fk.nheld; i++)
+		free(f->fk.held[i]);
+	queue_store_close(f->qs);
+	event_base_free(f->base);
+	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* answer_cb - give the scripted outcomes back to the scheduler. */
+static void answer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct offer *o = arg;
+	for (size_t i = 0; i < o->n; i++) {
+		const char *reply = o->out[i] == QUEUE_OUT_DONE     ? "250 2.0.0 ok"
+		                    : o->out[i] == QUEUE_OUT_BOUNCE ? "550 5.1.1 unknown user"
+		                                                    : "451 4.3.0 try later";
+		queue_delivery_result(o->d, o->idx[i], o->out[i], reply);
+	}
+	o->fk->in_flight--;
+	queue_delivery_done(o->d, NULL);
+	free(o);
+}
+
+/* fake_start - queue_deliver_ops.start: look up each recipient's script. */
+static void fake_start(void *ctx, struct queue_delivery *d, const struct queue_envelope *env,
+                       const size_t *idx, size_t nidx, const char *msg_path,
+                       const struct config_route *route)
+{
+	struct fixture *f = ctx;
+	struct fake *fk = &f->fk;
+	struct offer *o = calloc(1, sizeof(*o));
+	o->fk = fk;
+	o->d = d;
+	assert_string_equal(route->name, "default");
+	if (env->sender[0] == '\0' && env->is_dsn) {
+		int fd = open(msg_path, O_RDONLY);
+		assert_true(fd >= 0);
+		ssize_t n = read(fd, fk->dsn_text[fk->dsn_offers % 8], 8191);
+		assert_true(n > 0);
+		fk->dsn_text[fk->dsn_offers % 8][n] = '\0';
+		close(fd);
+		fk->dsn_offers++;
+	}
+	for (size_t i = 0; i < nidx; i++) {
+		o->idx[i] = idx[i];
+		o->out[i] = QUEUE_OUT_DONE;
+		for (size_t k = 0; k < fk->nscripts; k++) {
+			if (strcmp(fk->scripts[k].addr, env->rcpts[idx[i]].addr) != 0)
+				continue;
+			int nth = fk->offers[k]++;
+			size_t j = (size_t)nth < fk->scripts[k].nouts ? (size_t)nth
+			                                              : fk->scripts[k].nouts - 1;
+			o->out[i] = fk->scripts[k].outs[j];
+		}
+	}
+	o->n = nidx;
+	fk->in_flight++;
+	if (fk->in_flight > fk->max_in_flight)
+		fk->max_in_flight = fk->in_flight;
+	if (fk->hold_answers) {
+		fk->held[fk->nheld++] = o;
+		return;
+	}
+	event_base_once(f->base, -1, EV_TIMEOUT, answer_cb, o, NULL);
+}
+
+static const struct queue_deliver_ops fake_ops = {.start = fake_start};
+
+static char g_id[UTIL_QID_LEN + 1];
+
+static void inject_cb(uint64_t cookie, int status, int err, const char *qid, void *arg)
+{
+	struct fixture *f = arg;
+	assert_int_equal(status, 0);
+	memcpy(g_id, qid, sizeof(g_id)); /* the last injected message */
+	f->injected++;
+}
+
+/* inject - a message from sender to rcpts through the store. */
+static void inject(struct fixture *f, const char *sender, const char *const *rcpts)
+{
+	struct queue_envelope *env = queue_envelope_new();
+	env->sender = strdup(sender);
+	for (size_t i = 0; rcpts[i]; i++)
+		queue_envelope_add_rcpt(env, rcpts[i]);
+	env->client_addr = strdup("192.0.2.1");
+	env->helo = strdup("client.example");
+	env->prepend = strdup("Received: from client.example\r\n");
+	env->arrival = util_now_us() / 1000000;
+	int before = f->injected;
+	queue_inject(f->qs, env, BODY, strlen(BODY), inject_cb, 0, f);
+	while (f->injected == before)
+		event_base_loop(f->base, EVLOOP_ONCE);
+}
+
+/* run_until - loop until pred holds or `seconds` pass; returns pred. */
+static bool run_until(struct fixture *f, bool (*pred)(struct fixture *), double seconds)
+{
+	int64_t end = util_mono_ms() + (int64_t)(seconds * 1000);
+	struct timeval tick = {0, 20000};
+	while (!pred(f) && util_mono_ms() < end) {
+		event_base_loopexit(f->base, &tick);
+		event_base_dispatch(f->base);
+	}
+	return pred(f);
+}
+
+static bool queue_empty(struct fixture *f)
+{
+	return queue_sched_count(f->s) == 0 && f->fk.in_flight == 0;
+}
+
+static void start_sched(struct fixture *f)
+{
+	f->s = queue_sched_new(f->qs, f->base, &f->cfg, &fake_ops, f);
+	assert_non_null(f->s);
+}
+
+/* count_in - substrings in text. */
+static int count_in(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+struct sched_case {
+	const char *name;
+	const char *sender;
+	const char *rcpts[4];
+	struct script scripts[4];
+	size_t nscripts;
+	int64_t lifetime, delay_warning;
+	int want_offers[4]; /* per script; -1 = at least 2 */
+	int want_dsns;
+	const char *dsn_has[5]; /* substrings of the first DSN (NULL-terminated) */
+	int dsn_final_rcpts;    /* Final-Recipient fields in the first DSN */
+};
+
+static const struct sched_case cases[] = {
+    {"sent",
+     "s@example.org",
+     {"a@x.test"},
+     {{"a@x.test", {QUEUE_OUT_DONE}, 1}},
+     1,
+     3600,
+     0,
+     {1},
+     0,
+     {NULL},
+     0},
+    {"bounce",
+     "s@example.org",
+     {"a@x.test"},
+     {{"a@x.test", {QUEUE_OUT_BOUNCE}, 1}},
+     1,
+     3600,
+     0,
+     {1},
+     1,
+     {"Action: failed\r\nStatus: 5.1.1", "Final-Recipient: rfc822; a@x.test",
+      "Diagnostic-Code: smtp; 550 5.1.1 unknown user", "To: <s@example.org>"},
+     1},
+    {"partial",
+     "s@example.org",
+     {"a@x.test", "b@x.test"},
+     {{"a@x.test", {QUEUE_OUT_DONE}, 1}, {"b@x.test", {QUEUE_OUT_BOUNCE}, 1}},
+     2,
+     3600,
+     0,
+     {1, 1},
+     1,
+     {"Final-Recipient: rfc822; b@x.test"},
+     1},
+    {"grouped bounce",
+     "s@example.org",
+     {"a@x.test", "b@x.test"},
+     {{"a@x.test", {QUEUE_OUT_BOUNCE}, 1}, {"b@x.test", {QUEUE_OUT_BOUNCE}, 1}},
+     2,
+     3600,
+     0,
+     {1, 1},
+     1,
+     {"Final-Recipient: rfc822; a@x.test", "Final-Recipient: rfc822; b@x.test"},
+     2},
+    {"defer then sent, done not resent",
+     "s@example.org",
+     {"a@x.test", "b@x.test"},
+     {{"a@x.test", {QUEUE_OUT_DEFER, QUEUE_OUT_DONE}, 2}, {"b@x.test", {QUEUE_OUT_DONE}, 1}},
+     2,
+     3600,
+     0,
+     {2, 1},
+     0,
+     {NULL},
+     0},
+    {"null sender never bounced",
+     "",
+     {"a@x.test"},
+     {{"a@x.test", {QUEUE_OUT_BOUNCE}, 1}},
+     1,
+     3600,
+     0,
+     {1},
+     0,
+     {NULL},
+     0},
+    {"expiry",
+     "s@example.org",
+     {"a@x.test"},
+     {{"a@x.test", {QUEUE_OUT_DEFER}, 1}},
+     1,
+     2,
+     0,
+     {-1},
+     1,
+     {"Action: failed\r\nStatus: 4.4.7", "451 4.3.0 try later"},
+     1},
+    {"delay warning once",
+     "s@example.org",
+     {"a@x.test"},
+     {{"a@x.test", {QUEUE_OUT_DEFER, QUEUE_OUT_DEFER, QUEUE_OUT_DONE}, 3}},
+     1,
+     3600,
+     1,
+     {3},
+     1,
+     {"Action: delayed", "Delayed Mail"},
+     1},
+};
+
+static void test_outcomes(void **state)
+{
+	struct fixture *f = *state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const struct sched_case *tc = &cases[c];
+		queue_sched_free(f->s);
+		memset(&f->fk, 0, sizeof(f->fk));
+		f->fk.scripts = tc->scripts;
+		f->fk.nscripts = tc->nscripts;
+		f->cfg.max_queue_lifetime = tc->lifetime;
+		f->cfg.delay_warning_time = tc->delay_warning;
+		start_sched(f);
+		inject(f, tc->sender, tc->rcpts);
+		if (!run_until(f, queue_empty, 8))
+			fail_msg("case %s: queue not empty (count=%zu)", tc->name,
+			         queue_sched_count(f->s));
+		for (size_t k = 0; k < tc->nscripts; k++) {
+			if (tc->want_offers[k] < 0)
+				assert_true(f->fk.offers[k] >= 2);
+			else if (f->fk.offers[k] != tc->want_offers[k])
+				fail_msg("case %s: %s offered %d times, want %d", tc->name,
+				         tc->scripts[k].addr, f->fk.offers[k], tc->want_offers[k]);
+		}
+		if (f->fk.dsn_offers != tc->want_dsns)
+			fail_msg("case %s: %d DSNs, want %d", tc->name, f->fk.dsn_offers,
+			         tc->want_dsns);
+		for (size_t k = 0; tc->want_dsns && tc->dsn_has[k]; k++)
+			if (strstr(f->fk.dsn_text[0], tc->dsn_has[k]) == NULL)
+				fail_msg("case %s: DSN lacks [%s]:\n%s", tc->name, tc->dsn_has[k],
+				         f->fk.dsn_text[0]);
+		if (tc->want_dsns)
+			assert_int_equal(count_in(f->fk.dsn_text[0], "Final-Recipient:"),
+			                 tc->dsn_final_rcpts);
+	}
+}
+
+static bool first_attempt_recorded(struct fixture *f)
+{
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+	if (queue_env_load(f->qs, g_id, &env, &st) != 0)
+		return false;
+	bool ok = st == QUEUE_DEFERRED && env->rcpts[0].state == QUEUE_RCPT_DONE;
+	queue_envelope_free(env);
+	return ok && f->fk.in_flight == 0;
+}
+
+static void test_restart_remembers_done(void **state)
+{
+	struct fixture *f = *state;
+	static const struct script s1[] = {{"a@x.test", {QUEUE_OUT_DONE}, 1},
+	                                   {"b@x.test", {QUEUE_OUT_DEFER}, 1}};
+	f->fk.scripts = s1;
+	f->fk.nscripts = 2;
+	f->schedule[0] = 3600; /* no retry before the "restart" */
+	start_sched(f);
+	inject(f, "s@example.org", (const char *[]){"a@x.test", "b@x.test", NULL});
+	assert_true(run_until(f, first_attempt_recorded, 5));
+	/* restart: a new scheduler scans the store */
+	queue_sched_free(f->s);
+	static const struct script s2[] = {{"a@x.test", {QUEUE_OUT_DONE}, 1},
+	                                   {"b@x.test", {QUEUE_OUT_DONE}, 1}};
+	memset(&f->fk, 0, sizeof(f->fk));
+	f->fk.scripts = s2;
+	f->fk.nscripts = 2;
+	f->schedule[0] = 1;
+	start_sched(f);
+	assert_int_equal(queue_sched_count(f->s), 1);
+	char err[128];
+	assert_int_equal(queue_sched_flush(f->s, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(f, queue_empty, 5));
+	assert_int_equal(f->fk.offers[0], 0); /* a's 250 was recorded: never again */
+	assert_int_equal(f->fk.offers[1], 1);
+}
+
+static bool all_held(struct fixture *f)
+{
+	return f->fk.nheld == 5 || (f->fk.in_flight == 2 && f->fk.nheld == 2);
+}
+
+static void test_max_deliveries(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.max_deliveries = 2;
+	f->fk.hold_answers = true;
+	start_sched(f);
+	for (int i = 0; i < 5; i++)
+		inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+	run_until(f, all_held, 0.5);
+	assert_int_equal(f->fk.in_flight, 2);
+	f->fk.hold_answers = false;
+	for (size_t round = 0; round < 10 && !queue_empty(f); round++) {
+		size_t n = f->fk.nheld;
+		f->fk.nheld = 0;
+		for (size_t i = 0; i < n; i++)
+			answer_cb(-1, 0, f->fk.held[i]);
+		run_until(f, queue_empty, 0.3);
+	}
+	assert_true(queue_empty(f));
+	assert_int_equal(f->fk.max_in_flight, 2);
+}
+
+static bool one_deferred(struct fixture *f)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	queue_sched_list(f->s, &b);
+	bool ok = b.data && strstr(b.data, " deferred ") != NULL;
+	util_buf_free(&b);
+	return ok && f->fk.in_flight == 0;
+}
+
+static bool offered_twice(struct fixture *f)
+{
+	return f->fk.offers[0] >= 2 && f->fk.in_flight == 0;
+}
+
+static void test_postmaster_ops(void **state)
+{
+	struct fixture *f = *state;
+	static const struct script s[] = {{"a@x.test", {QUEUE_OUT_DEFER}, 1}};
+	f->fk.scripts = s;
+	f->fk.nscripts = 1;
+	f->schedule[0] = f->schedule[1] = 3600;
+	start_sched(f);
+	inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+	assert_true(run_until(f, one_deferred, 5));
+	char err[256];
+	struct util_buf b;
+
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_list(f->s, &b), 0);
+	assert_non_null(strstr(b.data, g_id));
+	assert_non_null(strstr(b.data, "from=<s@example.org>"));
+	assert_non_null(strstr(b.data, "to=<a@x.test> pending (451 4.3.0 try later)"));
+	assert_non_null(strstr(b.data, "attempts=1"));
+	assert_non_null(strstr(b.data, "-- 1 message in queue"));
+	util_buf_free(&b);
+
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_show(f->s, g_id, &b, err, sizeof(err)), 0);
+	assert_non_null(strstr(b.data, "sender: <s@example.org>"));
+	assert_non_null(strstr(b.data, "recipient: <a@x.test> pending"));
+	assert_non_null(strstr(b.data, "Received: from client.example\n"));
+	assert_non_null(strstr(b.data, "Subject: test\n"));
+	assert_null(strstr(b.data, "hello")); /* headers only */
+	util_buf_free(&b);
+
+	/* errors */
+	assert_int_equal(queue_sched_show(f->s, "../../etc/passwd", &b, err, sizeof(err)), -1);
+	assert_string_equal(err, "invalid queue id");
+	assert_int_equal(queue_sched_hold(f->s, "0000000000000000", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "no such message"));
+	assert_int_equal(queue_sched_release(f->s, g_id, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not on hold"));
+
+	/* hold: moved to hold/, flush refuses, release makes it due now */
+	assert_int_equal(queue_sched_hold(f->s, g_id, err, sizeof(err)), 0);
+	run_until(f, queue_empty, 0.3);
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+	assert_int_equal(queue_env_load(f->qs, g_id, &env, &st), 0);
+	assert_int_equal(st, QUEUE_HOLD);
+	queue_envelope_free(env);
+	assert_int_equal(queue_sched_flush(f->s, g_id, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "on hold"));
+	assert_int_equal(f->fk.offers[0], 1);
+	assert_int_equal(queue_sched_release(f->s, g_id, err, sizeof(err)), 0);
+	assert_true(run_until(f, offered_twice, 3));
+
+	/* flush: a third attempt right away despite the 1 h schedule */
+	assert_int_equal(queue_sched_flush(f->s, g_id, err, sizeof(err)), 0);
+	run_until(f, queue_empty, 0.5);
+	assert_int_equal(f->fk.offers[0], 3);
+
+	/* delete: gone without a DSN */
+	assert_int_equal(queue_sched_delete(f->s, g_id, err, sizeof(err)), 0);
+	assert_true(run_until(f, queue_empty, 3));
+	assert_int_equal(f->fk.dsn_offers, 0);
+	assert_int_equal(queue_env_load(f->qs, g_id, &env, &st), -1);
+	assert_int_equal(queue_sched_oldest(f->s), 0);
+}
+
+int main(void)
+{
+	evthread_use_pthreads();
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart_remembers_done, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_max_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_postmaster_ops, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
