@@ -5,6 +5,9 @@
 #               delivered into ./mxgate-data/mailbox)
 #   make test   install what is missing, build, run every test (normal build,
 #               then an ASan+UBSan build running the same tests)
+#   make bench  install what is missing, build (Release, build-bench/), run
+#               the benchmark side by side with Postfix (bench/run.sh) and
+#               write bench/results/latest.md + latest.json (< 15 minutes)
 #
 # Needs root on a bare Debian 12 machine for the apt-get step; with every
 # package already there it never calls apt-get.
@@ -22,8 +25,15 @@ DEB_TEST   = python3 python3-pytest libnet-ssleay-perl python3-aiosmtpd python3-
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
              clang libclang-rt-14-dev systemd python3-yaml
 DEB_RUN    = swaks
+# The benchmark's load generators, downstream, DNS and the Postfix reference
+# gateway with its milters and policy server (bench/README.md).
+DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
+             python3 python3-dkim python3-dnspython publicsuffix openssl \
+             iproute2 util-linux linux-perf
+BUILD_BENCH ?= build-bench
 
-.PHONY: all deps deps-test build build-san run test test-fast test-san clean docs
+.PHONY: all deps deps-test deps-bench build build-san build-bench run test test-fast test-san \
+        bench clean docs
 
 all: build
 
@@ -65,6 +75,21 @@ test: deps-test build build-san
 
 test-fast: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+deps-bench: deps
+	$(call install_missing,$(DEB_BENCH))
+
+# Release build of its own; -Wno-error=maybe-uninitialized because -O3 warns
+# falsely where -O2 (RelWithDebInfo) does not.
+build-bench: deps
+	cmake -S . -B $(BUILD_BENCH) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_C_FLAGS="-Wno-error=maybe-uninitialized" >/dev/null
+	cmake --build $(BUILD_BENCH) -j $(JOBS)
+
+# Numbers, not assertions: never part of make test.  BENCH_ARGS is passed to
+# bench/bench.py (e.g. BENCH_ARGS="--runs 1 --sessions 1,50").
+bench: deps-bench build-bench
+	bench/run.sh --mxgate $(abspath $(BUILD_BENCH))/mxgate $(BENCH_ARGS)
 
 docs: build
 	$(BUILD)/mxgate config-reference > docs/config-reference.md

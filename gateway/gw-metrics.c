@@ -82,7 +82,7 @@ void gw_metrics_define(void)
 				  "Time from the DATA command to the 250 reply of queued messages",
 				  NULL, data_buckets, sizeof(data_buckets) / sizeof(data_buckets[0]));
 	(void)util_metrics_define("mxgate_delivery_seconds", UTIL_METRIC_HISTOGRAM,
-				  "Time from arrival to successful delivery, per recipient", NULL,
+				  "Time from arrival to successful delivery, per recipient (1 s resolution)", NULL,
 				  delivery_buckets,
 				  sizeof(delivery_buckets) / sizeof(delivery_buckets[0]));
 }

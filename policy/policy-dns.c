@@ -53,7 +53,7 @@ struct dns_req {
 	struct policy_dns *d;
 	struct dns_req *next, *prev;
 	bool is_mx;
-	bool is_ptr;                 /* PTR: the answer is kept in mx */
+	bool is_ptr; /* PTR: the answer is kept in mx */
 	policy_dns_name_cb name_cb;
 	int ids[2];
 	bool pending[2];
@@ -100,9 +100,12 @@ static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err
 	    (rc = ub_ctx_set_option(ctx, "local-zone:", "invalid. transparent")) != 0 ||
 	    /* RFC 5737 documentation networks: their reverse zones are
 	     * built-in empty zones too (RFC 6303); test clients use them. */
-	    (rc = ub_ctx_set_option(ctx, "local-zone:", "2.0.192.in-addr.arpa. transparent")) != 0 ||
-	    (rc = ub_ctx_set_option(ctx, "local-zone:", "100.51.198.in-addr.arpa. transparent")) != 0 ||
-	    (rc = ub_ctx_set_option(ctx, "local-zone:", "113.0.203.in-addr.arpa. transparent")) != 0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "2.0.192.in-addr.arpa. transparent")) !=
+	        0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "100.51.198.in-addr.arpa. transparent")) !=
+	        0 ||
+	    (rc = ub_ctx_set_option(ctx, "local-zone:", "113.0.203.in-addr.arpa. transparent")) !=
+	        0 ||
 	    (rc = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no")) != 0)
 		goto fail;
 	snprintf(buf, sizeof(buf), "%ld", cache * 512);
@@ -110,6 +113,14 @@ static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err
 		goto fail;
 	snprintf(buf, sizeof(buf), "%ld", cache * 256);
 	if ((rc = ub_ctx_set_option(ctx, "msg-cache-size:", buf)) != 0)
+		goto fail;
+	/* With forwarders, the forwarder answers everything: private and
+	 * documentation reverse zones (RFC 1918, RFC 5737 TEST-NETs, which
+	 * libunbound otherwise answers NXDOMAIN itself, RFC 6303) go to it
+	 * too.  Full recursion keeps them local, so they never leak to the
+	 * public root. */
+	if (cfg->dns_forwarders.n > 0 &&
+	    (rc = ub_ctx_set_option(ctx, "unblock-lan-zones:", "yes")) != 0)
 		goto fail;
 	for (size_t i = 0; i < cfg->dns_forwarders.n; i++) {
 		if ((rc = ub_ctx_set_fwd(ctx, cfg->dns_forwarders.v[i])) != 0) {
@@ -672,7 +683,7 @@ void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_
 /* policy_dns_resolve_ptr - loop: the first PTR name of an address (the
  * caller forward-confirms it with policy_dns_resolve_host). */
 void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, policy_dns_name_cb cb,
-			    void *arg)
+                            void *arg)
 {
 	char name[80];
 	size_t o = 0;

@@ -213,9 +213,10 @@ static void log_decision(struct smtp_session *s, const char *what, const char *q
 	util_buf_init(&to);
 	rcpt_list(tx, &to);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	util_log_info("s=%016llx %s id=%s client=%s helo=%s from=<%s> to=%s size=%lld tls=%s %s%s"
+	util_log_info("s=%016llx %s id=%s client=%s rdns=%s helo=%s from=<%s> to=%s size=%lld tls=%s %s%s"
 		      "reply=\"%s\"",
-		      (unsigned long long)s->id, what, qid ? qid : "-", s->client_str, s->helo,
+		      (unsigned long long)s->id, what, qid ? qid : "-", s->client_str,
+		      s->rdns[0] ? s->rdns : "unknown", s->helo,
 		      tx->mail.addr, to.data ? to.data : "", (long long)tx->dp.size,
 		      s->tls_active ? "yes" : "no", v && v->summary ? v->summary : "",
 		      v && v->summary ? " " : "", reply);

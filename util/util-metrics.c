@@ -148,16 +148,19 @@ static void update(const char *name, const char *lv, double v, bool set)
 	pthread_mutex_unlock(&metrics_lock);
 }
 
+/* util_metrics_inc - counter or gauge += 1. */
 void util_metrics_inc(const char *name, const char *label_value)
 {
 	update(name, label_value, 1, false);
 }
 
+/* util_metrics_add - counter += v (v >= 0) or gauge += v. */
 void util_metrics_add(const char *name, const char *label_value, double v)
 {
 	update(name, label_value, v, false);
 }
 
+/* util_metrics_set - gauge = v. */
 void util_metrics_set(const char *name, const char *label_value, double v)
 {
 	update(name, label_value, v, true);

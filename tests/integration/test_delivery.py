@@ -31,7 +31,8 @@ def ds():
 
 
 def test_relay_reuse_and_dot_stuffing(gateway, ds):
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"]))
+    # one connection for the route: later messages must reuse it (RSET)
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], route={"max_connections": "1"}))
     body = ".leading dot\r\n..two dots\r\nmiddle . dot\r\n.\r\nend\r\n"
     sent = []
     for i in range(3):

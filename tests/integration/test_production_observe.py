@@ -73,7 +73,7 @@ def test_json_logs_every_line_valid(gateway):
         recs.append(rec)
     decision = [r["msg"] for r in recs if f"queued id={qid}" in r["msg"]]
     assert decision, "no decision line"
-    for key in ("client=127.0.0.1", "helo=client.example.net", f"from=<{SENDER}>",
+    for key in ("client=127.0.0.1", "rdns=", "helo=client.example.net", f"from=<{SENDER}>",
                 f"to=<{RCPT}>", "size=", "tls=no", 'reply="250 2.0.0 Ok: queued as'):
         assert key in decision[0], (key, decision[0])
     assert any("\ufffd" in r["msg"] for r in recs), "invalid UTF-8 not replaced"

@@ -370,8 +370,21 @@ static void on_host(void *arg, enum policy_dns_status st, const struct util_addr
 	event_base_loopbreak(L.base);
 }
 
+static char ptr_name[64];
+static enum policy_dns_status ptr_st;
+
+/* on_ptr - async PTR callback. */
+static void on_ptr(void *arg, enum policy_dns_status st, const char *name)
+{
+	ptr_st = st;
+	snprintf(ptr_name, sizeof(ptr_name), "%s", name ? name : "");
+	event_base_loopbreak(L.base);
+}
+
 static void test_async_resolver(void **state)
 {
+	struct util_addr pa;
+
 	SKIP_IF_NO_SERVER();
 	policy_dns_resolve_mx(L.dns, "live.test", on_mx, NULL);
 	event_base_dispatch(L.base);
@@ -393,6 +406,16 @@ static void test_async_resolver(void **state)
 	policy_dns_resolve_host(L.dns, "nothing.live.test", 25, on_host, NULL);
 	event_base_dispatch(L.base);
 	assert_int_equal(host_st, POLICY_DNS_NXDOMAIN);
+
+	util_addr_parse_numeric("127.0.0.1", 25, &pa);
+	policy_dns_resolve_ptr(L.dns, &pa, on_ptr, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(ptr_st, POLICY_DNS_OK);
+	assert_string_equal(ptr_name, "localhost");
+	util_addr_parse_numeric("127.0.0.5", 25, &pa);
+	policy_dns_resolve_ptr(L.dns, &pa, on_ptr, NULL);
+	event_base_dispatch(L.base);
+	assert_int_equal(ptr_st, POLICY_DNS_NXDOMAIN);
 
 	policy_dns_resolve_host(L.dns, "127.0.0.9", 2525, on_host, NULL);
 	event_base_dispatch(L.base);

@@ -66,7 +66,7 @@ static const struct scen scens[] = {
      true,
      false},
     {"HELO fallback",
-     "502 5.5.1 EHLO not implemented\r\n",
+     "502 5.5.1 EHLO unknown here\r\n",
      {"250 ok", "554 5.7.1 relay denied", "250 ok"},
      "554 5.6.0 content rejected",
      false,

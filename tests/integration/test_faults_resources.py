@@ -1,0 +1,119 @@
+"""Faults, part 3 - resource limits (issue 6).
+
+Per-connection memory is bounded: a 50 MB message streams to disk while
+mxgate's resident set grows by no more than a few MiB; so do ten parallel
+5 MB messages.  Under AddressSanitizer the freed-memory quarantine is
+capped for the daemon so RSS still measures what mxgate keeps."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from mxtest import assert_reply, make_message, queued_id, scaled, wait_for
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def small_quarantine(monkeypatch):
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") +
+                       "quarantine_size_mb=1:thread_local_quarantine_size_kb=64")
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def big_body(size):
+    line = b"b" * 998 + b"\r\n"
+    return line * (size // len(line))
+
+
+def stream(gw, data, peak, stop):
+    with gw.client(timeout=scaled(60)) as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c.cmd("DATA"), 354)
+        view = memoryview(data)
+        for i in range(0, len(data), 256 * 1024):
+            c.sock.sendall(view[i:i + 256 * 1024])
+        c.send(b".\r\n")
+        return queued_id(c.reply(timeout=scaled(60)))
+
+
+def watch(pid, peak, stop):
+    while not stop.is_set():
+        try:
+            peak[0] = max(peak[0], rss(pid))
+        except (OSError, AssertionError):
+            return
+        time.sleep(0.01)
+
+
+def test_fifty_megabyte_message_streams_without_rss_growth(gateway):
+    gw = gateway({"limits": {"message_size_limit": "100M"},
+                  "route default": {"directory": None, "type": "smtp",
+                                    "hosts": "127.0.0.1:9", "tls": "none",
+                                    "connect_timeout": "1s"},
+                  "log": {"level": "info"}})
+    pid = gw.proc.pid
+    # warm up: one small message so every lazy allocation has happened
+    gw.send(SENDER, [RCPT], make_message()[0])
+    time.sleep(0.2)
+    base = rss(pid)
+    head, _ = make_message(subject="fifty", body="")
+    data = head + big_body(50 * MiB)
+    peak = [base]
+    stop = threading.Event()
+    w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
+    w.start()
+    try:
+        qid = stream(gw, data, peak, stop)
+    finally:
+        stop.set()
+        w.join(5)
+    grew = peak[0] - base
+    assert grew < 8 * MiB, f"RSS grew by {grew / MiB:.1f} MiB streaming a 50 MB message"
+    assert (gw.queue_dir / "msg" / qid).stat().st_size == len(data)
+
+
+def test_parallel_big_messages_bounded(gateway):
+    gw = gateway({"limits": {"message_size_limit": "20M"},
+                  "route default": {"directory": None, "type": "smtp",
+                                    "hosts": "127.0.0.1:9", "tls": "none",
+                                    "connect_timeout": "1s"},
+                  "log": {"level": "info"}})
+    pid = gw.proc.pid
+    gw.send(SENDER, [RCPT], make_message()[0])
+    time.sleep(0.2)
+    base = rss(pid)
+    head, _ = make_message(subject="five", body="")
+    data = head + big_body(5 * MiB)
+    peak = [base]
+    stop = threading.Event()
+    w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
+    w.start()
+    results = []
+    ths = [threading.Thread(target=lambda: results.append(stream(gw, data, peak, stop)))
+           for _ in range(10)]
+    try:
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(scaled(60))
+    finally:
+        stop.set()
+        w.join(5)
+    assert len(results) == 10
+    grew = peak[0] - base
+    assert grew < 16 * MiB, f"RSS grew by {grew / MiB:.1f} MiB for 10 x 5 MB in parallel"
