@@ -8,12 +8,18 @@
 #   make bench  install what is missing, build (Release, build-bench/), run
 #               the benchmark side by side with Postfix (bench/run.sh) and
 #               write bench/results/latest.md + latest.json (< 15 minutes)
+#   make fuzz   build the libFuzzer targets (clang, build-fuzz/) and run each
+#               for FUZZ_SECONDS (default 60); `make test` runs them for
+#               FUZZ_SMOKE_SECONDS (default 10) each (docs/fuzzing.md)
 #
 # Needs root on a bare Debian 12 machine for the apt-get step; with every
 # package already there it never calls apt-get.
 
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
 JOBS       ?= $(shell nproc)
 CONFIG     ?=
 
@@ -21,7 +27,7 @@ CONFIG     ?=
 DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-dev \
              libopendkim-dev libopendmarc-dev libunbound-dev libinih-dev \
              libcmocka-dev libsystemd-dev publicsuffix ca-certificates openssl
-DEB_TEST   = python3 python3-pytest libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-dnspython \
+DEB_TEST   = python3 python3-pytest python3-nacl libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
              clang libclang-rt-14-dev systemd python3-yaml
 DEB_RUN    = swaks
@@ -33,7 +39,7 @@ DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
 BUILD_BENCH ?= build-bench
 
 .PHONY: all deps deps-test deps-bench build build-san build-bench run test test-fast test-san \
-        bench clean docs
+        bench clean docs build-fuzz fuzz fuzz-smoke
 
 all: build
 
@@ -69,6 +75,7 @@ run: build
 # Normal build first, then the sanitizer build running the same tests.
 test: deps-test build build-san
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory fuzz-smoke
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
@@ -91,8 +98,21 @@ build-bench: deps
 bench: deps-bench build-bench
 	bench/run.sh --mxgate $(abspath $(BUILD_BENCH))/mxgate $(BENCH_ARGS)
 
+# libFuzzer targets (tests/fuzz/): a clang build with ASan+UBSan of its own.
+build-fuzz: deps-test
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DMXGATE_FUZZ=ON \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz-all
+
+fuzz: build-fuzz
+	tests/fuzz/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
+# The short bounded run `make test` does, so a regression fails CI.
+fuzz-smoke: build-fuzz
+	tests/fuzz/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SMOKE_SECONDS)
+
 docs: build
 	$(BUILD)/mxgate config-reference > docs/config-reference.md
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

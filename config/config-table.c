@@ -181,6 +181,9 @@ static const struct config_directive d_server[] = {
      "Drop root privileges to this user after binding the ports"},
     {"group", CONFIG_T_STRING, G(group), NULL, NULL, 0, 0, NULL, v_account, 0,
      "Group to switch to along with user (default: the user's primary group)"},
+    {"allow_root", CONFIG_T_BOOL, G(allow_root), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Keep running as root when started as root without `user`; otherwise `run` refuses "
+     "to start on a port below 1024 and warns on higher ones (docs/security.md)"},
     {"control_socket", CONFIG_T_STRING, G(control_socket), NULL, "<queue directory>/control.sock",
      0, 0, NULL, NULL, 0, "Unix socket for `mxgate queue|status|reload`"},
 };

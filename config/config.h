@@ -78,6 +78,7 @@ struct config {
 	char *banner_text;                /* text after "220 hostname ESMTP" */
 	char *user;                       /* drop privileges to this user (issue: hardening) */
 	char *group;
+	bool allow_root;                  /* keep running as root when no user is set */
 	char *control_socket;             /* unix socket for `mxgate queue|status|reload` */
 
 	/* [limits] */

@@ -36,7 +36,7 @@ static size_t mx_count(const struct config *cfg)
 
 /* rua - the configured report address, or mailto:LOCAL@domain. */
 static void rua(char *out, size_t outlen, const char *configured, const char *local,
-		const char *domain)
+                const char *domain)
 {
 	if (configured && configured[0])
 		snprintf(out, outlen, "%s", configured);
@@ -48,52 +48,61 @@ static void rua(char *out, size_t outlen, const char *configured, const char *lo
 static void print_gateway(const struct config *cfg, FILE *out)
 {
 	fprintf(out, ";; ---------------------------------------------------------------\n"
-		     ";; The gateway hosts\n"
-		     ";; ---------------------------------------------------------------\n");
+	             ";; The gateway hosts\n"
+	             ";; ---------------------------------------------------------------\n");
 	fprintf(out, "; Each MX name needs A (and AAAA, if IPv6 is offered) records with the\n"
-		     "; public address of the gateway (an Elastic IP, or the NLB's addresses),\n"
-		     "; and a matching PTR record: many senders distrust hosts without rDNS.\n");
+	             "; public address of the gateway (an Elastic IP, or the NLB's addresses),\n"
+	             "; and a matching PTR record: many senders distrust hosts without rDNS.\n");
 	for (size_t i = 0; i < mx_count(cfg); i++)
 		fprintf(out, "%s.\t3600\tIN\tA\t192.0.2.%zu\t; replace with the real address\n",
-			mx_name(cfg, i), 10 + i);
-	fprintf(out, "\n; SPF for the HELO name (RFC 7208 2.3): mxgate says \"EHLO %s\" to the\n"
-		     "; downstream and when it sends bounces (null sender), so receivers check\n"
-		     "; SPF of this name.  \"a\" authorises the host's own address.\n",
-		cfg->hostname);
+		        mx_name(cfg, i), 10 + i);
+	fprintf(out,
+	        "\n; SPF for the HELO name (RFC 7208 2.3): mxgate says \"EHLO %s\" to the\n"
+	        "; downstream and when it sends bounces (null sender), so receivers check\n"
+	        "; SPF of this name.  \"a\" authorises the host's own address.\n",
+	        cfg->hostname);
 	fprintf(out, "%s.\t3600\tIN\tTXT\t\"v=spf1 a -all\"\n\n", cfg->hostname);
 }
 
 /* print_domain - the records of one accepted domain. */
 static void print_domain(const struct config *cfg, const char *d, const char *policy_id,
-			 const struct util_buf *policy, FILE *out)
+                         const struct util_buf *policy, FILE *out)
 {
 	char dmarc_rua[300], tlsrpt_rua[300];
 	rua(dmarc_rua, sizeof(dmarc_rua), cfg->dmarc_rua, "dmarc-reports", d);
 	rua(tlsrpt_rua, sizeof(tlsrpt_rua), cfg->tlsrpt_rua, "tlsrpt", d);
-	fprintf(out, ";; ---------------------------------------------------------------\n"
-		     ";; %s\n"
-		     ";; ---------------------------------------------------------------\n", d);
-	fprintf(out, "; MX: all internet mail for %s goes to the gateway.  Equal preferences\n"
-		     "; share the load between gateway hosts.  Lower the TTL (300) a day before\n"
-		     "; the switch-over, raise it again once mail flows.  Remove the old MX\n"
-		     "; (e.g. inbound-smtp.REGION.amazonaws.com) only when mxgate delivers.\n", d);
+	fprintf(out,
+	        ";; ---------------------------------------------------------------\n"
+	        ";; %s\n"
+	        ";; ---------------------------------------------------------------\n",
+	        d);
+	fprintf(out,
+	        "; MX: all internet mail for %s goes to the gateway.  Equal preferences\n"
+	        "; share the load between gateway hosts.  Lower the TTL (300) a day before\n"
+	        "; the switch-over, raise it again once mail flows.  Remove the old MX\n"
+	        "; (e.g. inbound-smtp.REGION.amazonaws.com) only when mxgate delivers.\n",
+	        d);
 	for (size_t i = 0; i < mx_count(cfg); i++)
 		fprintf(out, "%s.\t300\tIN\tMX\t10 %s.\n", d, mx_name(cfg, i));
-	fprintf(out, "\n; DMARC (RFC 7489): mxgate enforces the sender's DMARC at ingress; this is\n"
-		     "; YOUR domain's policy for mail claiming to be from %s.  Start with\n"
-		     "; p=none and aggregate reports, move to quarantine, then reject, once every\n"
-		     "; legitimate sender passes SPF or DKIM aligned.\n", d);
+	fprintf(out,
+	        "\n; DMARC (RFC 7489): mxgate enforces the sender's DMARC at ingress; this is\n"
+	        "; YOUR domain's policy for mail claiming to be from %s.  Start with\n"
+	        "; p=none and aggregate reports, move to quarantine, then reject, once every\n"
+	        "; legitimate sender passes SPF or DKIM aligned.\n",
+	        d);
 	fprintf(out, "_dmarc.%s.\t3600\tIN\tTXT\t\"v=DMARC1; p=none; rua=%s\"\n\n", d, dmarc_rua);
 	fprintf(out, "; MTA-STS (RFC 8461): tells senders to require TLS with a valid certificate\n"
-		     "; for the MX names below.  The id changes whenever the policy text does\n"
-		     "; (it is a hash of it); publish the new id after changing the policy.\n");
+	             "; for the MX names below.  The id changes whenever the policy text does\n"
+	             "; (it is a hash of it); publish the new id after changing the policy.\n");
 	fprintf(out, "_mta-sts.%s.\t3600\tIN\tTXT\t\"v=STSv1; id=%s\"\n", d, policy_id);
-	fprintf(out, "; The policy is fetched from https://mta-sts.%s/.well-known/mta-sts.txt;\n"
-		     "; point that name at a web server with a certificate for it (mxgate itself\n"
-		     "; serves it when [mta_sts] listen is set).\n", d);
+	fprintf(out,
+	        "; The policy is fetched from https://mta-sts.%s/.well-known/mta-sts.txt;\n"
+	        "; point that name at a web server with a certificate for it (mxgate itself\n"
+	        "; serves it when [mta_sts] listen is set).\n",
+	        d);
 	fprintf(out, "mta-sts.%s.\t3600\tIN\tCNAME\t%s.\n", d, mx_name(cfg, 0));
 	fprintf(out, "; Policy file text (mode %s%s):\n", gw_mta_sts_mode_name(cfg),
-		cfg->mta_sts_mode == 0 ? "; switch to enforce once TLS-RPT reports are clean" : "");
+	        cfg->mta_sts_mode == 0 ? "; switch to enforce once TLS-RPT reports are clean" : "");
 	const char *p = policy->data ? policy->data : "";
 	while (*p) {
 		const char *e = strstr(p, "\r\n");
@@ -110,7 +119,8 @@ int gw_cmd_dns_records(int argc, char **argv)
 {
 	const char *path = NULL;
 	for (int i = 1; i < argc; i++) {
-		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+		    i + 1 < argc) {
 			path = argv[++i];
 		} else {
 			fprintf(stderr, "usage: mxgate dns-records [-c FILE]\n");

@@ -24,8 +24,8 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
-#define METRICS_HTTP_TIMEOUT 10        /* seconds per request */
-#define METRICS_MAX_BODY 4096          /* nobody needs to send us a body */
+#define METRICS_HTTP_TIMEOUT 10   /* seconds per request */
+#define METRICS_MAX_BODY     4096 /* nobody needs to send us a body */
 
 struct gw_metrics {
 	struct gw *gw;
@@ -35,9 +35,9 @@ struct gw_metrics {
 /* Histogram buckets (seconds).  DATA->250 covers the client's upload, the
  * policy checks and the fsync; delivery covers time in the queue. */
 static const double data_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-				      1,     2.5,  5,     10,   30,  60,   300};
-static const double delivery_buckets[] = {0.1, 0.5,  1,    5,     10,    30,    60,
-					  300, 900, 3600, 14400, 43200, 86400, 432000};
+                                      1,     2.5,  5,     10,   30,  60,   300};
+static const double delivery_buckets[] = {0.1, 0.5, 1,    5,     10,    30,    60,
+                                          300, 900, 3600, 14400, 43200, 86400, 432000};
 
 /* gw_metrics_define - the whole catalogue (every name a module may count). */
 void gw_metrics_define(void)
@@ -48,43 +48,46 @@ void gw_metrics_define(void)
 		const char *label;
 		const char *help;
 	} cat[] = {
-		{"mxgate_uptime_seconds", UTIL_METRIC_GAUGE, NULL, "Seconds since the daemon started"},
-		{"mxgate_connections_current", UTIL_METRIC_GAUGE, NULL, "SMTP sessions open now"},
-		{"mxgate_connections_total", UTIL_METRIC_COUNTER, NULL,
-		 "SMTP connections accepted by the listeners"},
-		{"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
-		 "SMTP connections refused, by reason"},
-		{"mxgate_messages_accepted_total", UTIL_METRIC_COUNTER, NULL,
-		 "Messages queued (250 after DATA)"},
-		{"mxgate_messages_rejected_total", UTIL_METRIC_COUNTER, "reason",
-		 "Messages refused at end of DATA (5xx or 4xx), by reason"},
-		{"mxgate_recipients_rejected_total", UTIL_METRIC_COUNTER, "reason",
-		 "RCPT TO commands refused, by reason"},
-		{"mxgate_spf_results_total", UTIL_METRIC_COUNTER, "result", "SPF results (RFC 7208)"},
-		{"mxgate_dkim_results_total", UTIL_METRIC_COUNTER, "result",
-		 "DKIM results per message, best signature (RFC 6376)"},
-		{"mxgate_dmarc_results_total", UTIL_METRIC_COUNTER, "result", "DMARC results (RFC 7489)"},
-		{"mxgate_spam_verdicts_total", UTIL_METRIC_COUNTER, "verdict",
-		 "Spam verdicts of judged messages (ham, spam)"},
-		{"mxgate_policy_actions_total", UTIL_METRIC_COUNTER, "action",
-		 "Policy decisions: accept, quarantine, reject, tempfail"},
-		{"mxgate_queue_messages", UTIL_METRIC_GAUGE, NULL, "Messages in the queue"},
-		{"mxgate_queue_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
-		 "Age of the oldest queued message (0 when empty)"},
-		{"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
-		 "Delivery outcomes per recipient: delivered, deferred, bounced"},
-		{"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
-		 "Config reloads (SIGHUP, mxgate reload): ok, failed"},
+	    {"mxgate_uptime_seconds", UTIL_METRIC_GAUGE, NULL, "Seconds since the daemon started"},
+	    {"mxgate_connections_current", UTIL_METRIC_GAUGE, NULL, "SMTP sessions open now"},
+	    {"mxgate_connections_total", UTIL_METRIC_COUNTER, NULL,
+	     "SMTP connections accepted by the listeners"},
+	    {"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
+	     "SMTP connections refused, by reason"},
+	    {"mxgate_messages_accepted_total", UTIL_METRIC_COUNTER, NULL,
+	     "Messages queued (250 after DATA)"},
+	    {"mxgate_messages_rejected_total", UTIL_METRIC_COUNTER, "reason",
+	     "Messages refused at end of DATA (5xx or 4xx), by reason"},
+	    {"mxgate_recipients_rejected_total", UTIL_METRIC_COUNTER, "reason",
+	     "RCPT TO commands refused, by reason"},
+	    {"mxgate_spf_results_total", UTIL_METRIC_COUNTER, "result", "SPF results (RFC 7208)"},
+	    {"mxgate_dkim_results_total", UTIL_METRIC_COUNTER, "result",
+	     "DKIM results per message, best signature (RFC 6376)"},
+	    {"mxgate_dmarc_results_total", UTIL_METRIC_COUNTER, "result",
+	     "DMARC results (RFC 7489)"},
+	    {"mxgate_spam_verdicts_total", UTIL_METRIC_COUNTER, "verdict",
+	     "Spam verdicts of judged messages (ham, spam)"},
+	    {"mxgate_policy_actions_total", UTIL_METRIC_COUNTER, "action",
+	     "Policy decisions: accept, quarantine, reject, tempfail"},
+	    {"mxgate_queue_messages", UTIL_METRIC_GAUGE, NULL, "Messages in the queue"},
+	    {"mxgate_queue_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
+	     "Age of the oldest queued message (0 when empty)"},
+	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
+	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
+	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
+	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
-		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL, 0);
+		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,
+		                          0);
 	(void)util_metrics_define("mxgate_data_to_250_seconds", UTIL_METRIC_HISTOGRAM,
-				  "Time from the DATA command to the 250 reply of queued messages",
-				  NULL, data_buckets, sizeof(data_buckets) / sizeof(data_buckets[0]));
-	(void)util_metrics_define("mxgate_delivery_seconds", UTIL_METRIC_HISTOGRAM,
-				  "Time from arrival to successful delivery, per recipient (1 s resolution)", NULL,
-				  delivery_buckets,
-				  sizeof(delivery_buckets) / sizeof(delivery_buckets[0]));
+	                          "Time from the DATA command to the 250 reply of queued messages",
+	                          NULL, data_buckets,
+	                          sizeof(data_buckets) / sizeof(data_buckets[0]));
+	(void)util_metrics_define(
+	    "mxgate_delivery_seconds", UTIL_METRIC_HISTOGRAM,
+	    "Time from arrival to successful delivery, per recipient (1 s resolution)", NULL,
+	    delivery_buckets, sizeof(delivery_buckets) / sizeof(delivery_buckets[0]));
 }
 
 /* gw_metrics_sample - refresh the state gauges from the components. */
@@ -94,12 +97,13 @@ void gw_metrics_sample(struct gw *gw)
 	util_metrics_set("mxgate_uptime_seconds", NULL, (double)(now - gw->started));
 	if (gw->server)
 		util_metrics_set("mxgate_connections_current", NULL,
-				 (double)smtp_server_session_count(gw->server));
+		                 (double)smtp_server_session_count(gw->server));
 	if (gw->sched) {
 		int64_t oldest = queue_sched_oldest(gw->sched);
-		util_metrics_set("mxgate_queue_messages", NULL, (double)queue_sched_count(gw->sched));
+		util_metrics_set("mxgate_queue_messages", NULL,
+		                 (double)queue_sched_count(gw->sched));
 		util_metrics_set("mxgate_queue_oldest_age_seconds", NULL,
-				 (double)(oldest > 0 && now > oldest ? now - oldest : 0));
+		                 (double)(oldest > 0 && now > oldest ? now - oldest : 0));
 	}
 }
 
@@ -160,14 +164,15 @@ struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen)
 	evhttp_set_gencb(m->http, metrics_request_cb, m);
 	for (size_t i = 0; i < cfg->nmetrics_listen; i++) {
 		const struct config_listen *l = &cfg->metrics_listen[i];
-		if (evhttp_bind_socket_with_handle(m->http, l->host, (ev_uint16_t)l->port) == NULL) {
-			snprintf(err, errlen, "metrics: cannot listen on %s%s%s:%d", 
-				 strchr(l->host, ':') ? "[" : "", l->host,
-				 strchr(l->host, ':') ? "]" : "", l->port);
+		if (evhttp_bind_socket_with_handle(m->http, l->host, (ev_uint16_t)l->port) ==
+		    NULL) {
+			snprintf(err, errlen, "metrics: cannot listen on %s%s%s:%d",
+			         strchr(l->host, ':') ? "[" : "", l->host,
+			         strchr(l->host, ':') ? "]" : "", l->port);
 			goto err;
 		}
 		util_log_info("- metrics listening on %s%s%s:%d", strchr(l->host, ':') ? "[" : "",
-			      l->host, strchr(l->host, ':') ? "]" : "", l->port);
+		              l->host, strchr(l->host, ':') ? "]" : "", l->port);
 	}
 	return m;
 err:
@@ -191,18 +196,18 @@ void gw_status_extra(struct gw *gw, struct util_buf *out)
 {
 	double nrej = util_metrics_value("mxgate_messages_rejected_total", NULL);
 	util_buf_printf(out, "connections_total: %.0f\n",
-			util_metrics_value("mxgate_connections_total", NULL));
+	                util_metrics_value("mxgate_connections_total", NULL));
 	util_buf_printf(out, "messages_accepted: %.0f\n",
-			util_metrics_value("mxgate_messages_accepted_total", NULL));
+	                util_metrics_value("mxgate_messages_accepted_total", NULL));
 	util_buf_printf(out, "messages_rejected: %.0f (policy %.0f)\n", nrej,
-			util_metrics_value("mxgate_messages_rejected_total", "policy"));
+	                util_metrics_value("mxgate_messages_rejected_total", "policy"));
 	util_buf_printf(out, "deliveries: delivered %.0f, deferred %.0f, bounced %.0f\n",
-			util_metrics_value("mxgate_delivery_attempts_total", "delivered"),
-			util_metrics_value("mxgate_delivery_attempts_total", "deferred"),
-			util_metrics_value("mxgate_delivery_attempts_total", "bounced"));
+	                util_metrics_value("mxgate_delivery_attempts_total", "delivered"),
+	                util_metrics_value("mxgate_delivery_attempts_total", "deferred"),
+	                util_metrics_value("mxgate_delivery_attempts_total", "bounced"));
 	util_buf_printf(out, "reloads: ok %.0f, failed %.0f\n",
-			util_metrics_value("mxgate_config_reloads_total", "ok"),
-			util_metrics_value("mxgate_config_reloads_total", "failed"));
+	                util_metrics_value("mxgate_config_reloads_total", "ok"),
+	                util_metrics_value("mxgate_config_reloads_total", "failed"));
 	util_buf_adds(out, "last_errors:\n");
 	struct util_buf recent;
 	util_buf_init(&recent);

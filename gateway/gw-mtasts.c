@@ -70,6 +70,41 @@ void gw_mta_sts_id(const struct config *cfg, char out[21])
 	util_buf_free(&p);
 }
 
+/* mta_sts_tls_new - the HTTPS context from the [tls] certificate. */
+static SSL_CTX *mta_sts_tls_new(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		char buf[256];
+		ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+		ERR_clear_error();
+		snprintf(err, errlen, "mta_sts: TLS setup with %s failed: %s", cfg->tls_cert_file,
+		         buf);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/* gw_mta_sts_reload - re-read the certificate (renewals); on error the old
+ * one stays.  Policy and listeners change only with a restart. */
+void gw_mta_sts_reload(struct gw_mta_sts *ms, const struct config *cfg)
+{
+	char err[512];
+	if (ms == NULL || cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)
+		return;
+	SSL_CTX *ctx = mta_sts_tls_new(cfg, err, sizeof(err));
+	if (ctx == NULL) {
+		util_log_err("- reload: %s; still serving the old certificate", err);
+		return;
+	}
+	SSL_CTX_free(ms->tls); /* connections in progress hold their own reference */
+	ms->tls = ctx;
+}
+
 /* mta_sts_request_cb - serve the policy; 404 for any other path. */
 static void mta_sts_request_cb(struct evhttp_request *req, void *arg)
 {
@@ -101,7 +136,7 @@ static struct bufferevent *mta_sts_bevcb(struct event_base *base, void *arg)
 	if (ssl == NULL)
 		return NULL;
 	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-					      BEV_OPT_CLOSE_ON_FREE);
+	                                      BEV_OPT_CLOSE_ON_FREE);
 }
 
 /* gw_mta_sts_new - serve the policy on every [mta_sts] listen address; with
@@ -120,17 +155,9 @@ struct gw_mta_sts *gw_mta_sts_new(struct gw *gw, char *err, size_t errlen)
 	ms->gw = gw;
 	util_buf_init(&ms->policy);
 	gw_mta_sts_policy(cfg, &ms->policy);
-	ms->tls = SSL_CTX_new(TLS_server_method());
-	if (ms->tls == NULL || SSL_CTX_set_min_proto_version(ms->tls, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_use_certificate_chain_file(ms->tls, cfg->tls_cert_file) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ms->tls, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ms->tls) != 1) {
-		char buf[256];
-		ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-		ERR_clear_error();
-		snprintf(err, errlen, "mta_sts: TLS setup with %s failed: %s", cfg->tls_cert_file, buf);
+	ms->tls = mta_sts_tls_new(cfg, err, errlen);
+	if (ms->tls == NULL)
 		goto err;
-	}
 	ms->http = evhttp_new(gw->base);
 	if (ms->http == NULL) {
 		snprintf(err, errlen, "mta_sts: cannot create the HTTP server");
@@ -145,13 +172,14 @@ struct gw_mta_sts *gw_mta_sts_new(struct gw *gw, char *err, size_t errlen)
 	for (size_t i = 0; i < cfg->nmta_sts_listen; i++) {
 		const struct config_listen *l = &cfg->mta_sts_listen[i];
 		bool v6 = strchr(l->host, ':') != NULL;
-		if (evhttp_bind_socket_with_handle(ms->http, l->host, (ev_uint16_t)l->port) == NULL) {
+		if (evhttp_bind_socket_with_handle(ms->http, l->host, (ev_uint16_t)l->port) ==
+		    NULL) {
 			snprintf(err, errlen, "mta_sts: cannot listen on %s%s%s:%d", v6 ? "[" : "",
-				 l->host, v6 ? "]" : "", l->port);
+			         l->host, v6 ? "]" : "", l->port);
 			goto err;
 		}
 		util_log_info("- mta-sts policy served on https://%s%s%s:%d%s", v6 ? "[" : "",
-			      l->host, v6 ? "]" : "", l->port, MTA_STS_PATH);
+		              l->host, v6 ? "]" : "", l->port, MTA_STS_PATH);
 	}
 	return ms;
 err:

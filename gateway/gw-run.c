@@ -121,20 +121,47 @@ int gw_reload(struct gw *gw)
 	smtp_deliverer_set_config(gw->deliverer, cfg);
 	util_log_set_level(cfg->log_level);
 	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
+	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */
 	util_metrics_inc("mxgate_config_reloads_total", "ok");
 	util_log_info("- reloaded config=%s", cfg->path);
 	return 0;
 }
 
-/* drop_privileges - after binding: become cfg->user (RFC-less, but the
- * only sane way to run a public daemon). */
+/* drop_privileges - after binding: become cfg->user (and cfg->group), with
+ * no supplementary groups, and check that root cannot be regained.  Started
+ * as root without `user`, mxgate refuses to go on when it listens on a port
+ * below 1024 (a real MX) unless [server] allow_root = yes; on unprivileged
+ * ports (`make run`, the tests) it only warns.  docs/security.md. */
 static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 {
-	if (geteuid() != 0 || !cfg->user)
+	if (geteuid() != 0)
 		return 0;
+	if (!cfg->user) {
+		bool privileged = false;
+		for (size_t i = 0; i < cfg->nlisten; i++)
+			if (cfg->listen[i].port < 1024)
+				privileged = true;
+		if (cfg->allow_root) {
+			util_log_warn("- running as root (allow_root = yes)");
+			return 0;
+		}
+		if (privileged) {
+			snprintf(err, errlen, "refusing to run as root: set [server] user (and group) "
+					      "to drop privileges after binding, or allow_root = yes");
+			return -1;
+		}
+		util_log_warn("- running as root without [server] user: set user to drop "
+			      "privileges after binding (allow_root = yes silences this)");
+		return 0;
+	}
 	struct passwd *pw = getpwnam(cfg->user);
 	if (!pw) {
 		snprintf(err, errlen, "user %s does not exist", cfg->user);
+		return -1;
+	}
+	if (pw->pw_uid == 0 && !cfg->allow_root) {
+		snprintf(err, errlen, "user %s is root: refusing to run as root "
+				      "(allow_root = yes to insist)", cfg->user);
 		return -1;
 	}
 	gid_t gid = pw->pw_gid;
@@ -151,6 +178,28 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 			 strerror(errno));
 		return -1;
 	}
+	if (pw->pw_uid != 0 && (setuid(0) != -1 || seteuid(0) != -1)) {
+		snprintf(err, errlen, "dropped privileges to %s but could regain root", cfg->user);
+		return -1;
+	}
+	/* The queue was opened (and its folders created) as root: if the new
+	 * user cannot write them, every message would get 451 from now on -
+	 * refuse to start instead, and say what to fix. */
+	static const char *const sub[] = {"", "/incoming", "/msg", "/active", "/deferred",
+					  "/hold", "/corrupt"};
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s%s", cfg->queue_dir, sub[i]);
+		if (access(path, W_OK | X_OK) < 0 && errno != ENOENT) {
+			int e = errno;
+			snprintf(err, errlen, "queue folder %.200s is not writable by user %.64s "
+					      "(%.64s): chown -R it to that user", path, cfg->user,
+				 strerror(e));
+			return -1;
+		}
+	}
+	util_log_info("- dropped privileges user=%s uid=%u gid=%u", cfg->user,
+		      (unsigned)getuid(), (unsigned)getgid());
 	return 0;
 }
 
@@ -173,7 +222,8 @@ static void stop_tick(evutil_socket_t fd, short what, void *arg)
 	size_t n = smtp_server_session_count(gw->server);
 	if ((n == 0 && deliveries_drained) || util_mono_ms() >= stop_deadline) {
 		if (!deliveries_drained)
-			util_log_warn("- shutdown grace period over: deliveries still in flight are retried later");
+			util_log_warn("- shutdown grace period over: deliveries still in flight "
+				      "are retried later");
 		if (n)
 			util_log_warn("- shutdown grace period over sessions=%zu", n);
 		event_base_loopexit(gw->base, NULL);
@@ -234,7 +284,8 @@ int gw_cmd_run(int argc, char **argv)
 	}
 	/* warnings of a good config go through the log, so a JSON log stays JSON */
 	for (size_t i = 0; i < diags.n; i++)
-		util_log_warn("- config %s:%d: warning: %s", diags.v[i].file, diags.v[i].line, diags.v[i].msg);
+		util_log_warn("- config %s:%d: warning: %s", diags.v[i].file, diags.v[i].line,
+			      diags.v[i].msg);
 	config_diags_free(&diags);
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();

@@ -83,6 +83,8 @@ void gw_mta_sts_id(const struct config *cfg, char out[21]);
 const char *gw_mta_sts_mode_name(const struct config *cfg);
 struct gw_mta_sts *gw_mta_sts_new(struct gw *gw, char *err, size_t errlen);
 void gw_mta_sts_free(struct gw_mta_sts *ms);
+/* gw_mta_sts_reload - re-read the [tls] certificate; NULL ms is a no-op. */
+void gw_mta_sts_reload(struct gw_mta_sts *ms, const struct config *cfg);
 
 /* gw_status_extra - counters and the last warnings/errors, appended to the
  * control socket's `status` answer (gw-metrics.c). */

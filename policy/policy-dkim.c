@@ -264,11 +264,11 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		dkim_sig_getkeysize(sig, &bits);
 		if (alg == DKIM_SIGN_RSASHA1) {
 			out->result = "policy";
-			out->comment = util_xstrdup("rsa-sha1 is not accepted (RFC 8301)");
+			out->comment = util_xstrdup("rsa-sha1 is not accepted, RFC 8301");
 		} else if (alg != DKIM_SIGN_ED25519SHA256 &&
 		           (int)bits < pm->pc->cfg->dkim_min_rsa_bits) {
 			out->result = "policy";
-			out->comment = util_xasprintf("%u-bit key is too short (RFC 8301)", bits);
+			out->comment = util_xasprintf("%u-bit key is too short, RFC 8301", bits);
 		} else {
 			out->result = "pass";
 			out->comment = alg == DKIM_SIGN_ED25519SHA256
@@ -287,7 +287,7 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 	case DKIM_SIGERROR_KEYTOOSMALL:
 		dkim_sig_getkeysize(sig, &bits);
 		out->result = "policy";
-		out->comment = util_xasprintf("%u-bit key is too short (RFC 8301)", bits);
+		out->comment = util_xasprintf("%u-bit key is too short, RFC 8301", bits);
 		return;
 	case DKIM_SIGERROR_BADSIG:
 	case DKIM_SIGERROR_KEYREVOKED:

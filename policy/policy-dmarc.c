@@ -159,7 +159,10 @@ static char *from_addr_domain(const char *seg, size_t n)
 	{
 		char *d = util_xstrndup(at, (size_t)(end - at));
 		for (char *p = d; *p; p++) {
-			if (isspace((unsigned char)*p) || *p == '@' || *p == '"') {
+			/* a domain name (UTF-8 labels allowed); domain literals
+			 * and anything that could break a header are refused */
+			if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_' &&
+			    (unsigned char)*p < 0x80) {
 				free(d);
 				return NULL;
 			}

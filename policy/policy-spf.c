@@ -436,20 +436,37 @@ char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf
 	return NULL;
 }
 
+/* spf_add_escaped - s with the given specials turned into quoted-pairs and
+ * control characters dropped (comment text / quoted-string content). */
+static void spf_add_escaped(struct util_buf *b, const char *s, const char *specials)
+{
+	for (; s != NULL && *s; s++) {
+		if (strchr(specials, *s) != NULL)
+			util_buf_adds(b, "\\");
+		if ((unsigned char)*s >= 0x20 && *s != 0x7f)
+			util_buf_add(b, s, 1);
+	}
+}
+
 /* policy_received_spf_format - the Received-SPF field (RFC 7208 9.1), or NULL. */
 char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm)
 {
 	const struct policy_spf_outcome *o = &pm->spf;
 	const char *receiver = cfg->authserv_id ? cfg->authserv_id : cfg->hostname;
 	char ip[INET6_ADDRSTRLEN];
+	struct util_buf b;
 
 	if (!o->evaluated)
 		return NULL;
 	util_addr_str(&pm->client, ip, sizeof(ip));
 	/* RFC 7208 9.1: result (comment) key=value pairs */
-	return util_xasprintf("Received-SPF: %s (%s)\r\n\treceiver=%s; client-ip=%s;"
-	                      " envelope-from=\"%s\"; helo=%s; identity=%s;\r\n",
-	                      policy_spf_result_str(o->result), o->comment, receiver, ip,
-	                      pm->mail_from, pm->helo[0] ? pm->helo : "unknown",
-	                      o->helo_identity ? "helo" : "mailfrom");
+	util_buf_init(&b);
+	util_buf_printf(&b, "Received-SPF: %s (", policy_spf_result_str(o->result));
+	spf_add_escaped(&b, o->comment, "()\\");
+	util_buf_printf(&b, ")\r\n\treceiver=%s; client-ip=%s; envelope-from=\"", receiver, ip);
+	spf_add_escaped(&b, pm->mail_from, "\"\\");
+	util_buf_adds(&b, "\"; helo=");
+	spf_add_escaped(&b, pm->helo[0] ? pm->helo : "unknown", "");
+	util_buf_printf(&b, "; identity=%s;\r\n", o->helo_identity ? "helo" : "mailfrom");
+	return b.data;
 }

@@ -185,6 +185,19 @@ static void verdict_add_value(struct util_buf *b, const char *v)
 	util_buf_adds(b, "\"");
 }
 
+/* verdict_add_ctext - comment text: parentheses and backslashes become
+ * quoted-pairs (RFC 5322 3.2.2), control characters are dropped, so data
+ * from the message can never close our comment and forge a clause. */
+static void verdict_add_ctext(struct util_buf *b, const char *s)
+{
+	for (; s != NULL && *s; s++) {
+		if (*s == '(' || *s == ')' || *s == '\\')
+			util_buf_adds(b, "\\");
+		if ((unsigned char)*s >= 0x20 && *s != 0x7f)
+			util_buf_add(b, s, 1);
+	}
+}
+
 /* verdict_dmarc_disposition - what we do about this DMARC result. */
 static const char *verdict_dmarc_disposition(const struct config *cfg,
                                              const struct policy_dmarc_outcome *o)
@@ -209,10 +222,10 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	util_buf_init(&b);
 	util_buf_printf(&b, "Authentication-Results: %s", verdict_authserv_id(cfg));
 	if (pm->spf.evaluated) {
-		util_buf_printf(
-		    &b, ";\r\n\tspf=%s (%s%s) %s=", policy_spf_result_str(pm->spf.result),
-		    pm->spf.comment ? pm->spf.comment : "", pm->spf.secure ? "; dnssec=secure" : "",
-		    pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
+		util_buf_printf(&b, ";\r\n\tspf=%s (", policy_spf_result_str(pm->spf.result));
+		verdict_add_ctext(&b, pm->spf.comment);
+		util_buf_printf(&b, "%s) %s=", pm->spf.secure ? "; dnssec=secure" : "",
+		                pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
 		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
 		                                            : pm->mail_from);
 		clauses++;
@@ -224,9 +237,9 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 		}
 		for (size_t i = 0; i < pm->nsigs; i++) {
 			const struct policy_dkim_sig *g = &pm->sigs[i];
-			util_buf_printf(&b, ";\r\n\tdkim=%s (%s%s)", g->result,
-			                g->comment ? g->comment : "",
-			                g->secure ? "; dnssec=secure" : "");
+			util_buf_printf(&b, ";\r\n\tdkim=%s (", g->result);
+			verdict_add_ctext(&b, g->comment);
+			util_buf_printf(&b, "%s)", g->secure ? "; dnssec=secure" : "");
 			if (g->d != NULL) {
 				util_buf_adds(&b, " header.d=");
 				verdict_add_value(&b, g->d);
@@ -248,10 +261,17 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	}
 	if (pm->dmarc.evaluated) {
 		const struct policy_dmarc_outcome *o = &pm->dmarc;
-		util_buf_printf(&b, ";\r\n\tdmarc=%s (%s%sdis=%s%s%s%s)", dmarc_words[o->result],
-		                o->comment ? o->comment : "", o->comment ? " " : "",
-		                verdict_dmarc_disposition(cfg, o), o->exempt ? "; override=" : "",
-		                o->exempt ? o->exempt : "", o->secure ? "; dnssec=secure" : "");
+		util_buf_printf(&b, ";\r\n\tdmarc=%s (", dmarc_words[o->result]);
+		if (o->comment != NULL) {
+			verdict_add_ctext(&b, o->comment);
+			util_buf_adds(&b, " ");
+		}
+		util_buf_printf(&b, "dis=%s", verdict_dmarc_disposition(cfg, o));
+		if (o->exempt != NULL) {
+			util_buf_adds(&b, "; override=");
+			verdict_add_ctext(&b, o->exempt);
+		}
+		util_buf_printf(&b, "%s)", o->secure ? "; dnssec=secure" : "");
 		if (o->header_from != NULL) {
 			util_buf_adds(&b, " header.from=");
 			verdict_add_value(&b, o->header_from);

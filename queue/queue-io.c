@@ -15,6 +15,12 @@
  *                                                  -> fsync the <from> folders
  *   4. remove: unlink msg/ID (an orphan left by a crash here is removed at
  *      start-up, so no fsync is needed).
+ * Within phase 1 the data goes to the disk for the whole batch at once:
+ * writeback of every spool is started first (sync_file_range WRITE), every
+ * envelope is written and its writeback started, and only then is each file
+ * fsynced - so the fsyncs wait for I/O already in flight instead of issuing
+ * it one file after the other (half the time per file on this machine's
+ * disk; docs/performance.md).
  * The order makes every crash leave either the old or the new state: msg/ID
  * is durable before any envelope names it, and a new envelope is durable
  * before the old one is unlinked.  A job that fails at any step has what it
@@ -145,29 +151,48 @@ static int io_rename_excl(int ofd, const char *oname, int nfd, const char *nname
 	return renameat(ofd, oname, nfd, nname);
 }
 
-/* io_write_tmp - create <to>/ID.tmp exclusively with the envelope text. */
+/* io_write_tmp - create <to>/ID.tmp exclusively with the envelope text and
+ * start its writeback; the descriptor stays in j->fd for io_job_sync_tmp. */
 static void io_write_tmp(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
-	int fd;
 
 	io_name(name, j->id, ".tmp");
-	fd = openat(qs->dfd[j->to], name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	j->fd = openat(qs->dfd[j->to], name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (j->fd < 0) {
 		io_job_fail(qs, j, errno, "create", j->to, name);
 		return;
 	}
 	j->steps |= QUEUE_STEP_TMP;
-	if (util_write_all(fd, j->text, j->text_len) < 0) {
+	if (util_write_all(j->fd, j->text, j->text_len) < 0) {
 		io_job_fail(qs, j, errno, "write", j->to, name);
-		goto done;
+		return;
 	}
-	if (qs->fsync && fsync(fd) < 0) {
-		io_job_fail(qs, j, errno, "fsync", j->to, name);
-		goto done;
+	if (qs->fsync)
+		(void)sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* io_job_kick - start writeback of a commit's spool (a hint: errors show up
+ * in the fsync that follows). */
+static void io_job_kick(struct queue_store *qs, struct queue_job *j)
+{
+	if (qs->fsync && j->status == 0 && j->kind == QUEUE_JOB_COMMIT && j->fd >= 0)
+		(void)sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
+/* io_job_sync_tmp - end of phase 1: fsync and close <to>/ID.tmp. */
+static void io_job_sync_tmp(struct queue_store *qs, struct queue_job *j)
+{
+	char name[IO_NAME_MAX];
+
+	if (j->status != 0 || j->fd < 0)
+		return;
+	if (qs->fsync && fsync(j->fd) < 0) {
+		io_job_fail(qs, j, errno, "fsync", j->to, io_name(name, j->id, ".tmp"));
+		return;
 	}
-done:
-	close(fd);
+	close(j->fd);
+	j->fd = -1;
 }
 
 /* io_job_write - phase 1: message into msg/, envelope into <to>/ID.tmp. */
@@ -316,7 +341,11 @@ static void io_run_batch(struct queue_store *qs, struct queue_job *batch)
 		if (j->status != 0)
 			io_job_undo(qs, j);
 	for (j = batch; j != NULL; j = j->next)
+		io_job_kick(qs, j);
+	for (j = batch; j != NULL; j = j->next)
 		io_job_write(qs, j);
+	for (j = batch; j != NULL; j = j->next)
+		io_job_sync_tmp(qs, j);
 	io_batch_sync(qs, batch, IO_PH_WRITE);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_place(qs, j);

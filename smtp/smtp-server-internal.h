@@ -85,6 +85,7 @@ struct smtp_tx {
 	bool smtputf8;
 	bool body_8bitmime;
 	struct util_strlist rcpts;
+	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct util_buf hdr;             /* header block while it is being read */
@@ -114,6 +115,7 @@ struct smtp_session {
 	bool discarding;                 /* skipping the rest of an over-long line */
 	bool first_line;                 /* no command processed yet */
 	bool dead;                       /* peer gone: free without flushing */
+	bool peer_eof;                   /* client closed; commands still buffered */
 	int64_t close_deadline;          /* monotonic ms; give up flushing then */
 	int64_t line_deadline;           /* monotonic ms; the partial command line (or
 	                                    PROXY header) must be complete by then;

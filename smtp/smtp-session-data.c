@@ -64,6 +64,9 @@ static void finish_headers(struct smtp_session *s, size_t end)
 	struct smtp_tx *tx = s->tx;
 	struct util_hdr_field f;
 	size_t pos = 0;
+	/* Kept fields that follow each other in hdr are written as one run:
+	 * one write(2) per header block instead of one per field. */
+	size_t run = 0, run_len = 0;
 	while (pos < end && util_hdr_next(tx->hdr.data, end, &pos, &f) == 1) {
 		if (tx->pm)
 			(void)policy_msg_header(tx->pm, f.raw, f.raw_len);
@@ -72,22 +75,38 @@ static void finish_headers(struct smtp_session *s, size_t end)
 				      (unsigned long long)s->id, (int)f.name_len, f.name);
 			continue;
 		}
-		spool_write(tx, f.raw, f.raw_len);
+		size_t off = (size_t)(f.raw - tx->hdr.data);
+		if (run_len > 0 && off != run + run_len) {
+			spool_write(tx, tx->hdr.data + run, run_len);
+			run_len = 0;
+		}
+		if (run_len == 0)
+			run = off;
+		run_len += f.raw_len;
 	}
 	if (tx->pm)
 		(void)policy_msg_eoh(tx->pm);
 	tx->in_body = true;
 	size_t rest = tx->hdr.len - end;
 	const char *p = tx->hdr.data + end;
-	if (rest >= 2 && p[0] == '\r' && p[1] == '\n') {
+	bool crlf = rest >= 2 && p[0] == '\r' && p[1] == '\n';
+	if (crlf) {
 		p += 2;
 		rest -= 2;
 	}
 	/* Always one empty line between header and body, even when the client
 	 * sent none (as Postfix's cleanup does): a downstream must never read
 	 * a body line as a header. */
-	if (rest > 0 || end < tx->hdr.len)
-		spool_write(tx, "\r\n", 2);
+	if (rest > 0 || end < tx->hdr.len) {
+		if (crlf && run_len > 0 && run + run_len == end) {
+			run_len += 2; /* the client's empty line ends the run */
+		} else {
+			spool_write(tx, tx->hdr.data + run, run_len);
+			run_len = 0;
+			spool_write(tx, "\r\n", 2);
+		}
+	}
+	spool_write(tx, tx->hdr.data + run, run_len);
 	body_write(tx, p, rest);
 	util_buf_free(&tx->hdr);
 }
@@ -213,8 +232,8 @@ static void log_decision(struct smtp_session *s, const char *what, const char *q
 	util_buf_init(&to);
 	rcpt_list(tx, &to);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	util_log_info("s=%016llx %s id=%s client=%s rdns=%s helo=%s from=<%s> to=%s size=%lld tls=%s %s%s"
-		      "reply=\"%s\"",
+	util_log_info("s=%016llx %s id=%s client=%s rdns=%s helo=%s from=<%s> to=%s size=%lld "
+		      "tls=%s %s%sreply=\"%s\"",
 		      (unsigned long long)s->id, what, qid ? qid : "-", s->client_str,
 		      s->rdns[0] ? s->rdns : "unknown", s->helo,
 		      tx->mail.addr, to.data ? to.data : "", (long long)tx->dp.size,
@@ -287,7 +306,8 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
 		log_decision(s, "queued", qid, reply);
 		util_metrics_inc("mxgate_messages_accepted_total", NULL);
-		util_metrics_observe("mxgate_data_to_250_seconds", (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);
+		util_metrics_observe("mxgate_data_to_250_seconds",
+				     (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);
 		smtp_session_reply(s, "%s", reply);
 	} else {
 		const char *reply = (err == ENOSPC || err == EDQUOT)
@@ -329,7 +349,6 @@ static void commit(struct smtp_session *s)
 	struct queue_spool *sp = tx->spool;
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
-	bufferevent_disable(s->bev, EV_READ);
 	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
@@ -383,12 +402,10 @@ void smtp_data_judge(struct smtp_session *s)
 	struct smtp_tx *tx = s->tx;
 	if (s->rdns_pending) {
 		s->wait = SMTP_WAIT_RDNS;
-		bufferevent_disable(s->bev, EV_READ);
 		return;
 	}
 	if (tx->pm) {
 		s->wait = SMTP_WAIT_VERDICT;
-		bufferevent_disable(s->bev, EV_READ);
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
 		return;
 	}

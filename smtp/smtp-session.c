@@ -25,6 +25,11 @@
 #include "smtp-server-internal.h"
 
 #define OUTPUT_HIGH (256 * 1024)   /* stop reading while replies pile up */
+/* Input buffered at most (libevent stops reading above it).  Reading goes on
+ * while a session waits for SPF, rDNS, a verdict or a commit, so a client
+ * that hangs up is noticed and its policy jobs are cancelled; what it
+ * pipelined meanwhile waits in this buffer. */
+#define INPUT_HIGH (64 * 1024)
 
 static void process_input(struct smtp_session *s);
 static bool line_too_slow(struct smtp_session *s, int seconds);
@@ -216,7 +221,13 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 		return;
 	}
 	smtp_server_register(srv, s);
+	/* libevent reads at most 4 KiB per callback by default: a 1 MiB message
+	 * cost 256 reads, FIONREADs, parser calls and spool writes.  Up to 64
+	 * KiB per read only while that much is waiting; idle sessions keep no
+	 * buffer (docs/performance.md). */
+	bufferevent_set_max_single_read(s->bev, 64 * 1024);
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	if (util_cidr_list_match(&s->cfg->trusted_proxies, &s->peer)) {
 		/* A trusted load balancer speaks first: the PROXY header. */
@@ -406,7 +417,6 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		free(s->pending_line);
 		s->pending_line = util_xstrdup(line);
 		s->wait = SMTP_WAIT_SPF;
-		bufferevent_disable(s->bev, EV_READ);
 		return;
 	}
 	if (tx->pm) {
@@ -439,17 +449,25 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",
 			      (unsigned long long)s->id, s->client_str, tx->mail.addr, path.addr,
 			      domain_ok ? "unknown_user" : "relay_denied");
-		util_metrics_inc("mxgate_recipients_rejected_total", domain_ok ? "unknown_user" : "relay_denied");
+		util_metrics_inc("mxgate_recipients_rejected_total",
+				 domain_ok ? "unknown_user" : "relay_denied");
 		reply_error(s, domain_ok ? "550 5.1.1 Recipient address rejected: User unknown"
 					 : "550 5.7.1 Relay access denied");
 		return;
 	}
-	if (tx->rcpts.n >= (size_t)cfg->max_recipients) {
+	/* The envelope must stay readable: the start-up scan refuses one over
+	 * QUEUE_ENVELOPE_MAX (it would land in corrupt/ after a 250), so the
+	 * addresses may fill a quarter of it; the rest is per-recipient state
+	 * and replies written by later delivery attempts. */
+	if (tx->rcpts.n >= (size_t)cfg->max_recipients ||
+	    tx->rcpt_bytes + strlen(path.addr) + 16 > QUEUE_ENVELOPE_MAX / 4) {
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (!util_strlist_has_case(&tx->rcpts, path.addr))
+	if (!util_strlist_has_case(&tx->rcpts, path.addr)) {
 		util_strlist_add(&tx->rcpts, path.addr);
+		tx->rcpt_bytes += strlen(path.addr) + 16;
+	}
 	s->state = SMTP_STATE_RCPT;
 	smtp_session_reply(s, "250 2.1.5 Ok");
 }
@@ -500,6 +518,7 @@ static void start_tls(struct smtp_session *s)
 	s->helo[0] = 0;
 	s->esmtp = false;
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	smtp_session_set_timeout(s, s->cfg->command_timeout);
 }
@@ -627,8 +646,11 @@ static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
 			if (len > 1)
 				evbuffer_drain(in, len - 1);
 		}
+		if ((len > 0 || s->discarding) && line_too_slow(s, s->cfg->command_timeout))
+			smtp_session_close(s, NULL);   /* line_too_slow replied */
 		return false;
 	}
+	s->line_deadline = 0;
 	size_t n = (size_t)eol.pos;   /* bytes before the CRLF */
 	if (s->discarding || n + 2 > SMTP_MAX_CMD_LINE) {
 		evbuffer_drain(in, n + 2);
@@ -651,6 +673,16 @@ static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
 	return true;
 }
 
+/* out_of_input - nothing complete left to process: a client that already
+ * hung up (seen while we were busy) is gone now. */
+static void out_of_input(struct smtp_session *s)
+{
+	if (s->peer_eof && s->state != SMTP_STATE_CLOSING) {
+		s->dead = true;
+		schedule_free(s);
+	}
+}
+
 /* process_input - run the state machine over everything buffered. */
 static void process_input(struct smtp_session *s)
 {
@@ -660,13 +692,17 @@ static void process_input(struct smtp_session *s)
 		    s->state == SMTP_STATE_TLS)
 			return;
 		if (s->state == SMTP_STATE_PROXY) {
-			if (!handle_proxy(s, in))
+			if (!handle_proxy(s, in)) {
+				out_of_input(s);
 				return;
+			}
 			continue;
 		}
 		if (s->state == SMTP_STATE_DATA) {
-			if (!smtp_data_read(s, in))
+			if (!smtp_data_read(s, in)) {
+				out_of_input(s);
 				return;
+			}
 			continue;
 		}
 		if (s->pending_line) {
@@ -685,13 +721,16 @@ static void process_input(struct smtp_session *s)
 			if (smtp_proxy_looks_like(p, n < 16 ? n : 16)) {
 				util_log_info("s=%016llx refused client=%s reason=untrusted_proxy_header",
 					      (unsigned long long)s->id, s->client_str);
-				util_metrics_inc("mxgate_connections_refused_total", "untrusted_proxy_header");
+				util_metrics_inc("mxgate_connections_refused_total",
+						 "untrusted_proxy_header");
 				smtp_session_close(s, NULL);
 				return;
 			}
 		}
-		if (!read_command_line(s, in))
+		if (!read_command_line(s, in)) {
+			out_of_input(s);
 			return;
+		}
 		if (pending_output(s) > OUTPUT_HIGH) {
 			/* The client does not read its replies: stop reading. */
 			bufferevent_disable(s->bev, EV_READ);
@@ -763,6 +802,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			smtp_session_close(s, NULL);
 		else
 			smtp_session_close(s, line);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && s->wait != SMTP_WAIT_NONE &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* Hung up after pipelining more commands (a QUIT, say) while
+		 * we were busy: answer those first, then go. */
+		s->peer_eof = true;
 		return;
 	}
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {

@@ -20,31 +20,31 @@
  */
 #include "util.h"
 
-#include <math.h>   /* isnan, isinf: macros, no libm */
+#include <math.h> /* isnan, isinf: macros, no libm */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define METRICS_MAX_FAMILIES 96
-#define METRICS_MAX_BUCKETS 20
-#define METRICS_LABEL_MAX 64
+#define METRICS_MAX_BUCKETS  20
+#define METRICS_LABEL_MAX    64
 
 struct metric_series {
-	char label[METRICS_LABEL_MAX];   /* label value ("" when the family has none) */
-	double value;                    /* counter / gauge */
-	uint64_t buckets[METRICS_MAX_BUCKETS];  /* histogram: per bucket, not cumulative */
-	uint64_t count;                  /* histogram: observations (also the +Inf bucket) */
+	char label[METRICS_LABEL_MAX];         /* label value ("" when the family has none) */
+	double value;                          /* counter / gauge */
+	uint64_t buckets[METRICS_MAX_BUCKETS]; /* histogram: per bucket, not cumulative */
+	uint64_t count;                        /* histogram: observations (also the +Inf bucket) */
 	double sum;
 };
 
 struct metric_family {
 	char *name;
 	char *help;
-	char *label;                     /* label name or NULL */
+	char *label; /* label name or NULL */
 	enum util_metric_kind kind;
 	double bounds[METRICS_MAX_BUCKETS];
 	size_t nbounds;
-	struct metric_series series[UTIL_METRICS_MAX_SERIES + 1];  /* + "other" */
+	struct metric_series series[UTIL_METRICS_MAX_SERIES + 1]; /* + "other" */
 	size_t nseries;
 };
 
@@ -75,7 +75,7 @@ static bool is_valid_name(const char *s)
 
 /* util_metrics_define - declare a family; defining a name again is a no-op. */
 int util_metrics_define(const char *name, enum util_metric_kind kind, const char *help,
-			const char *label, const double *bounds, size_t nbounds)
+                        const char *label, const double *bounds, size_t nbounds)
 {
 	int rc = -1;
 	if (!is_valid_name(name) || (label != NULL && !is_valid_name(label)) ||
@@ -101,7 +101,7 @@ int util_metrics_define(const char *name, enum util_metric_kind kind, const char
 		f->nbounds = nbounds;
 	}
 	if (label == NULL)
-		f->nseries = 1;   /* the one unlabelled series always exists */
+		f->nseries = 1; /* the one unlabelled series always exists */
 	families[nfamilies++] = f;
 	rc = 0;
 out:
@@ -113,7 +113,7 @@ out:
  * family has a label and lv is NULL (or the reverse). */
 static struct metric_series *series_of(struct metric_family *f, const char *lv)
 {
-	if (f->label == NULL || lv == NULL)   /* NULL for a labelled family: not counted */
+	if (f->label == NULL || lv == NULL) /* NULL for a labelled family: not counted */
 		return f->label == NULL && lv == NULL ? &f->series[0] : NULL;
 	char key[METRICS_LABEL_MAX];
 	snprintf(key, sizeof(key), "%s", lv);
@@ -140,7 +140,8 @@ static void update(const char *name, const char *lv, double v, bool set)
 {
 	pthread_mutex_lock(&metrics_lock);
 	struct metric_family *f = family_find(name);
-	if (f && f->kind != UTIL_METRIC_HISTOGRAM && !(f->kind == UTIL_METRIC_COUNTER && (set || v < 0))) {
+	if (f && f->kind != UTIL_METRIC_HISTOGRAM &&
+	    !(f->kind == UTIL_METRIC_COUNTER && (set || v < 0))) {
 		struct metric_series *s = series_of(f, lv);
 		if (s)
 			s->value = set ? v : s->value + v;
@@ -197,7 +198,7 @@ double util_metrics_value(const char *name, const char *label_value)
 	if (f && f->kind == UTIL_METRIC_HISTOGRAM) {
 		v = (double)f->series[0].count;
 	} else if (f && (f->label == NULL || label_value == NULL)) {
-		for (size_t i = 0; i < f->nseries; i++)   /* the one series, or the sum */
+		for (size_t i = 0; i < f->nseries; i++) /* the one series, or the sum */
 			v += f->series[i].value;
 	} else if (f) {
 		for (size_t i = 0; i < f->nseries; i++)
@@ -259,10 +260,11 @@ void util_metrics_render(struct util_buf *out)
 				util_buf_printf(out, "\"} %llu\n", (unsigned long long)cum);
 			}
 			util_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", f->name,
-					(unsigned long long)s->count);
+			                (unsigned long long)s->count);
 			util_buf_printf(out, "%s_sum ", f->name);
 			fmt_value(out, s->sum);
-			util_buf_printf(out, "\n%s_count %llu\n", f->name, (unsigned long long)s->count);
+			util_buf_printf(out, "\n%s_count %llu\n", f->name,
+			                (unsigned long long)s->count);
 			continue;
 		}
 		for (size_t k = 0; k < f->nseries; k++) {

@@ -10,6 +10,7 @@ under two minutes): `main` (defaults, dmarc_enforcement = reject), `opts`
 """
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def env(tmp_path_factory):
 
     def gateway(name, **auth):
         a = {"spf": "yes", "dkim": "yes", "dmarc": "yes"}
-        extra_dns = {"forwarders": dns.forwarder, "timeout": "1s"}
+        extra_dns = {"forwarders": auth.pop("forwarder", dns.forwarder), "timeout": "1s"}
         if auth.pop("dnssec", False):
             extra_dns["trust_anchor_file"] = str(ta)
         limits = auth.pop("limits", None)
@@ -225,8 +226,8 @@ def test_dkim_body_modified(env):
 @pytest.mark.parametrize("selector,key,result", [
     ("missing", "good", "dkim=permerror (no key for signature)"),
     ("revoked", "good", "dkim=fail ("),
-    ("weak", "weak", "dkim=policy (512-bit key is too short (RFC 8301))"),
-    ("good", "good", "dkim=policy (rsa-sha1 is not accepted (RFC 8301))"),
+    ("weak", "weak", "dkim=policy (512-bit key is too short, RFC 8301)"),
+    ("good", "good", "dkim=policy (rsa-sha1 is not accepted, RFC 8301)"),
 ])
 def test_dkim_key_problems(env, selector, key, result):
     algo = b"rsa-sha1" if "sha1" in result else b"rsa-sha256"
@@ -388,8 +389,41 @@ def test_dnssec_secure_and_bogus(env):
 
 # ------------------------------------------------------------ the loop never waits
 
+class SilentDns:
+    """A forwarder that reads queries and never answers, until told to
+    answer everything SERVFAIL at once (so the gateway can drain)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.answer = threading.Event()
+        self.stop = threading.Event()
+        self.th = threading.Thread(target=self._loop, daemon=True)
+        self.th.start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except OSError:
+                continue
+            if self.answer.is_set() and len(q) >= 12:
+                # same id and question, QR=1 RD RA, RCODE=2 (SERVFAIL)
+                self.sock.sendto(q[:2] + bytes([0x81, 0x82]) + q[4:], peer)
+
+    def close(self):
+        self.stop.set()
+        self.th.join(2)
+        self.sock.close()
+
+
 def test_banner_while_dns_hangs(env):
-    gw = env.gateway("slow", workers=2,
+    # The resolver's only forwarder never answers: every policy job waits
+    # for its DNS timeouts (seconds per message, 2 workers, 50 sessions).
+    silent = SilentDns()
+    gw = env.gateway("slow", workers=2, forwarder=f"127.0.0.1@{silent.port}",
                      limits={"max_connections_per_ip": "100", "max_connections": "200"})
     clients = []
     try:
@@ -407,9 +441,16 @@ def test_banner_while_dns_hangs(env):
             assert time.monotonic() - t0 < mxtest.scaled(1.0)
             mxtest.assert_reply(fresh.cmd("EHLO x.example"), 250)
             assert time.monotonic() - t0 < mxtest.scaled(1.0)
+        # they are really waiting for the verdict
+        assert all(c.pending(wait=0.01) == b"" for c in clients[-10:])
     finally:
+        silent.answer.set()     # SERVFAIL from now on: the jobs end quickly
         for c in clients:
             c.close()
+    try:
+        assert gw.stop(timeout=mxtest.scaled(30)) == 0
+    finally:
+        silent.close()
 
 
 def test_disabled_checks_not_stamped(env):

@@ -140,11 +140,13 @@ class RawDownstream:
                 conn.sendall(b"354 go\r\n")
                 data = buf[0]
                 buf[0] = b""
+                if mode == "reset-in-data":
+                    # RST after the first bytes of the message, before its end
+                    while len(data) < 100:
+                        data += conn.recv(100)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 while b"\r\n.\r\n" not in data:
-                    if mode == "reset-in-data" and len(data) > 2000:
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))
-                        return
                     d = conn.recv(65536)
                     if not d:
                         raise ConnectionError("eof in data")

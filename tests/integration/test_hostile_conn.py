@@ -166,6 +166,39 @@ def test_two_thousand_connections_from_one_address(gateway):
     assert_still_serves(gw, source="127.0.0.2")
 
 
+def test_total_connection_limit(gateway):
+    """45 connections from three addresses against max_connections = 30:
+    30 are greeted, the others get 421 4.7.0 at once (no session is built
+    for them); once they are gone everyone is served again."""
+    gw = gateway({"limits": {"max_connections": "30", "max_connections_per_ip": "20",
+                             "command_timeout": "30s"}})
+    socks = []
+    try:
+        for i in range(45):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(scaled(10))
+            s.bind((f"127.0.0.{4 + i % 3}", 0))
+            s.connect(("127.0.0.1", gw.port))
+            socks.append(s)
+            time.sleep(0.005)
+        answers = []
+        for s in socks:
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                d = s.recv(512)
+                if not d:
+                    break
+                buf += d
+            answers.append(buf[:10])
+        assert answers.count(b"220 mx.exa") == 30, answers
+        assert answers.count(b"421 4.7.0 ") == 15, answers
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: _greets(gw, "127.0.0.4"), scaled(10), what="served again")
+    assert_still_serves(gw, source="127.0.0.5")
+
+
 def _greets(gw, source):
     try:
         with RawClient(gw.port, source=source, timeout=scaled(5)) as c:

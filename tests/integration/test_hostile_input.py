@@ -135,6 +135,41 @@ def test_hundred_thousand_rcpts(gateway):
     assert_still_serves(gw)
 
 
+def test_recipients_never_make_an_unreadable_envelope(gateway):
+    """With max_recipients raised to its maximum, 20,000 RCPTs of 200+
+    characters would make an envelope over the 4 MiB the start-up scan
+    reads (QUEUE_ENVELOPE_MAX): the 250'd message would be moved to
+    corrupt/ at the next start - lost.  mxgate answers 452 4.5.3 before
+    that; the message it acknowledges survives a restart."""
+    gw = gateway({"limits": {"max_recipients": "100000", "command_timeout": "60s"},
+                  "route default": {"type": "smtp", "directory": None,
+                                    "hosts": "127.0.0.1:9", "tls": "none",
+                                    "connect_timeout": "1s"}})
+    n = 20000
+    local = "r" * 200
+    with gw.client(timeout=scaled(60)) as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        blob = b"".join(b"RCPT TO:<%s%d@example.test>\r\n" % (local.encode(), i)
+                        for i in range(n))
+        t = send_background(c, blob)
+        codes = {}
+        for i in range(n):
+            r = c.reply(timeout=scaled(30))
+            assert (r.code, r.enh) in ((250, "2.1.5"), (452, "4.5.3")), f"RCPT #{i}: {r}"
+            codes[r.code] = codes.get(r.code, 0) + 1
+        t.join(scaled(30))
+        assert codes.get(250, 0) >= 1000, codes
+        assert_reply(c.cmd("DATA"), 354)
+        c.send(make_message()[0] + b".\r\n")
+        qid = queued_id(c.reply(timeout=scaled(30)))
+    gw.restart()
+    corrupt = gw.queue_dir / "corrupt"
+    assert not corrupt.is_dir() or not any(corrupt.iterdir()), \
+        f"an acknowledged message was set aside as unreadable: {list(corrupt.iterdir())}"
+    assert qid in gw.queue_ids(), f"{qid} lost at start-up"
+
+
 # ---------------------------------------------------------------- NUL, invalid UTF-8
 
 @pytest.mark.parametrize("line,code", [
@@ -293,12 +328,13 @@ def test_odd_but_legal_sender_cannot_inject(gateway):
     assert len(header_values(eml, "Received")) == 1
 
 
-@pytest.mark.parametrize("helo", ["a\rX-Injected:1", "x(y", "evil.example;by", "[127.0.0.1]"])
+@pytest.mark.parametrize("helo", ["a\rX-Injected:1", "x(y", "evil.example;by", "[127.0.0.1]",
+                                  "\xff\xfe\xc3(.example", "a\x0bX-Injected:1", "x)(y\x7f"])
 def test_helo_cannot_inject(gateway, helo):
     gw = gateway()
     msg, marker = make_message()
     with gw.client() as c:
-        c.send(f"EHLO {helo}\r\n".encode())
+        c.send(f"EHLO {helo}\r\n".encode("latin-1"))
         r = c.reply()
         if r.code != 250:
             assert str(r.code)[0] == "5", f"EHLO {helo!r}: {r}"
@@ -309,6 +345,9 @@ def test_helo_cannot_inject(gateway, helo):
     assert not header_values(eml, "X-Injected")
     top = eml.split(b"\r\n\r\n", 1)[0]
     assert b"\r" not in top.replace(b"\r\n", b"")
+    ours = header_values(eml, "Received")[0]
+    assert all(0x20 <= ord(ch) < 0x7f or ch == "\t" for ch in ours), \
+        f"control or 8-bit bytes from HELO in our Received: {ours!r}"
     assert header_values(eml, "Received")[0].count("[127.0.0.1]") >= 1
 
 

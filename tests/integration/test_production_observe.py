@@ -6,10 +6,13 @@ policy served over HTTPS."""
 import http.client
 import json
 import re
+import shutil
+import signal
 import socket
+from pathlib import Path
 
 from mxtest import (RawClient, assert_reply, client_tls_context, free_port, make_message,
-                    scaled, wait_for)
+                    make_test_ca, scaled, wait_for)
 
 SENDER = "sender@client.example.net"
 RCPT = "user@example.test"
@@ -222,6 +225,18 @@ def test_mta_sts_policy_over_https(gateway, test_ca):
     c = http.client.HTTPSConnection("127.0.0.1", hport, timeout=scaled(5), context=ctx)
     c.request("GET", "/other")
     assert c.getresponse().status == 404
+    c.close()
+    # a renewed certificate is served after a reload
+    ca2 = make_test_ca(Path(test_ca.ca_cert).parent.parent / "ca2")
+    shutil.copy(ca2.chain, test_ca.chain)
+    shutil.copy(ca2.key, test_ca.key)
+    n = gw.log_text().count("- reloaded config")
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: gw.log_text().count("- reloaded config") > n, scaled(5), what="reload")
+    c = http.client.HTTPSConnection("127.0.0.1", hport, timeout=scaled(5),
+                                    context=client_tls_context(ca_file=ca2.ca_cert))
+    c.request("GET", "/.well-known/mta-sts.txt")
+    assert c.getresponse().status == 200
     c.close()
     # plain HTTP on the TLS port is not served
     with socket.create_connection(("127.0.0.1", hport), timeout=scaled(5)) as s:

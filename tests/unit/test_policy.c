@@ -113,6 +113,8 @@ static const struct {
     {" Alice <alice@example.test", -1, NULL},
     {" alice", -1, NULL},
     {" (open comment alice@example.test", -1, NULL},
+    {" a@evil.test);spf=pass", -1, NULL},
+    {" a@[192.0.2.1]", -1, NULL},
 };
 
 static void test_from_parse(void **state)
@@ -301,6 +303,13 @@ static void test_ar_special(void **state)
 	assert_non_null(strstr(ar, "header.s=sel1 header.i=@sender.test header.b=AbCdEfGh"));
 	assert_non_null(strstr(ar, "dis=none; override=exempt client 192.0.2.7)"));
 	free(ar);
+	/* comment text from the wire cannot close the comment */
+	free(pm->spf.comment);
+	pm->spf.comment = util_xstrdup("x) smtp.mailfrom=forged; dkim=pass (y");
+	ar = policy_ar_format(&cfg, pm);
+	assert_non_null(strstr(ar, "spf=pass (x\\) smtp.mailfrom=forged; dkim=pass \\(y; "
+	                           "dnssec=secure) smtp.mailfrom="));
+	free(ar);
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
 	pm->spf.evaluated = false;
@@ -420,6 +429,29 @@ static void test_spf_reply(void **state)
 	assert_null(policy_spf_compute_reply(&cfg, &o));
 }
 
+static void test_received_spf(void **state)
+{
+	struct config cfg;
+	struct policy_msg *pm;
+	char *r;
+
+	test_cfg(&cfg);
+	pm = test_msg(&cfg, POLICY_SPF_SOFTFAIL, NULL, NULL, -1, 0);
+	free(pm->mail_from);
+	pm->mail_from = util_xstrdup("\"a)b\"@sender.test");
+	free(pm->spf.comment);
+	pm->spf.comment = util_xstrdup("domain of \"a)b\"@sender.test");
+	r = policy_received_spf_format(&cfg, pm);
+	assert_string_equal(r, "Received-SPF: softfail (domain of \"a\\)b\"@sender.test)\r\n"
+	                       "\treceiver=mx.example.test; client-ip=192.0.2.7;"
+	                       " envelope-from=\"\\\"a)b\\\"@sender.test\";"
+	                       " helo=client.sender.test; identity=mailfrom;\r\n");
+	free(r);
+	pm->spf.evaluated = false;
+	assert_null(policy_received_spf_format(&cfg, pm));
+	policy_msg_destroy(pm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -431,6 +463,7 @@ int main(void)
 	    cmocka_unit_test(test_verdict),
 	    cmocka_unit_test(test_summary_and_spam_headers),
 	    cmocka_unit_test(test_spf_reply),
+	    cmocka_unit_test(test_received_spf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

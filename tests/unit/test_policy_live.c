@@ -7,6 +7,7 @@
  *
  * Skipped (not failed) when /usr/bin/python3 or /usr/sbin/unbound is missing.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -298,16 +299,43 @@ static void test_free_in_flight(void **state)
 	assert_int_equal(L.callbacks, 0);
 }
 
-static int busy_n;
-static struct policy_msg *busy_msgs[70];
+static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t block_cv = PTHREAD_COND_INITIALIZER;
+static bool block_open;
+static int block_done;
+static bool busy_spf, busy_fin;
 
-/* on_busy - SPF callback of the queue-full test. */
-static void on_busy(uint64_t cookie, void *arg)
+/* block_work - a worker job that holds its thread until released. */
+static void block_work(struct policy_msg *pm)
 {
-	const char *r = policy_spf_reply(busy_msgs[cookie]);
+	pthread_mutex_lock(&block_mu);
+	while (!block_open)
+		pthread_cond_wait(&block_cv, &block_mu);
+	pthread_mutex_unlock(&block_mu);
+}
 
-	if (r != NULL && strncmp(r, "451 4.3.2 ", 10) == 0)
-		busy_n++;
+/* block_done_cb - loop: one blocking job finished. */
+static void block_done_cb(struct policy_msg *pm)
+{
+	block_done++;
+}
+
+/* on_busy_spf - SPF callback of the queue-full test. */
+static void on_busy_spf(uint64_t cookie, void *arg)
+{
+	const char *r = policy_spf_reply(arg);
+
+	busy_spf = r != NULL && strcmp(r, "451 4.3.2 System busy, try again later") == 0;
+	event_base_loopbreak(L.base);
+}
+
+/* on_busy_fin - verdict callback of the queue-full test. */
+static void on_busy_fin(uint64_t cookie, void *arg)
+{
+	const struct policy_verdict *v = policy_msg_verdict(arg);
+
+	busy_fin = v->action == POLICY_TEMPFAIL && strncmp(v->reply, "451 4.3.2 ", 10) == 0;
+	event_base_loopbreak(L.base);
 }
 
 static void test_queue_full(void **state)
@@ -315,9 +343,10 @@ static void test_queue_full(void **state)
 	struct config cfg;
 	struct policy_ctx *pc;
 	struct util_addr a;
-	struct timeval tv = {0, 300000};
+	struct policy_msg *filler[80], *m1, *m2;
+	struct timeval tv = {5, 0};
 	char err[256];
-	int64_t t0;
+	int nfill = 0;
 
 	SKIP_IF_NO_SERVER();
 	live_cfg(&cfg, false);
@@ -325,22 +354,39 @@ static void test_queue_full(void **state)
 	pc = policy_new(&cfg, L.base, L.dns, err, sizeof(err));
 	assert_non_null(pc);
 	util_addr_parse_numeric("127.0.0.1", 25, &a);
-	for (int i = 0; i < 70; i++) {
-		busy_msgs[i] = policy_msg_new(pc, &a, "h.slow.test", "q@slow.test");
-		policy_spf_start(busy_msgs[i], on_busy, (uint64_t)i, NULL);
+	/* one job holds the only worker, the queue fills up behind it */
+	for (;;) {
+		filler[nfill] = policy_msg_new(pc, &a, "h.pass.test", "f@live.test");
+		if (policy_pool_submit(pc->pool, filler[nfill], block_work, block_done_cb) < 0) {
+			policy_msg_free(filler[nfill]);
+			break;
+		}
+		nfill++;
+		assert_true(nfill < 80);
 	}
-	event_base_loopexit(L.base, &tv);
+	assert_true(nfill >= 64);
+	m1 = policy_msg_new(pc, &a, "h.live.test", "a@live.test");
+	policy_spf_start(m1, on_busy_spf, 42, m1);
 	event_base_dispatch(L.base);
-	assert_true(busy_n >= 5);
-	t0 = util_mono_ms();
-	for (int i = 0; i < 70; i++) /* queued jobs are cancelled, not run */
-		policy_msg_free(busy_msgs[i]);
-	tv.tv_sec = 3;
-	tv.tv_usec = 0;
-	event_base_loopexit(L.base, &tv);
+	assert_true(busy_spf);
+	m2 = policy_msg_new(pc, &a, "h.live.test", "a@live.test");
+	policy_msg_finish(m2, on_busy_fin, 42, m2);
 	event_base_dispatch(L.base);
+	assert_true(busy_fin);
+	/* release the worker; the queued jobs run and complete on the loop */
+	pthread_mutex_lock(&block_mu);
+	block_open = true;
+	pthread_cond_broadcast(&block_cv);
+	pthread_mutex_unlock(&block_mu);
+	event_base_loopexit(L.base, &tv);
+	while (block_done < nfill && event_base_loop(L.base, EVLOOP_ONCE) == 0)
+		;
+	assert_int_equal(block_done, nfill);
+	for (int i = 0; i < nfill; i++)
+		policy_msg_free(filler[i]);
+	policy_msg_free(m1);
+	policy_msg_free(m2);
 	policy_free(pc);
-	assert_true(util_mono_ms() - t0 < 6000);
 	util_strlist_free(&cfg.dns_forwarders);
 	util_strlist_free(&cfg.dnsbl_zones);
 }
