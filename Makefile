@@ -35,7 +35,7 @@ DEB_RUN    = swaks
 # gateway with its milters and policy server (bench/README.md).
 DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
              python3 python3-dkim python3-dnspython publicsuffix openssl \
-             iproute2 util-linux linux-perf
+             iproute2 util-linux e2fsprogs
 BUILD_BENCH ?= build-bench
 
 .PHONY: all deps deps-test deps-bench build build-san build-bench run test test-fast test-san \

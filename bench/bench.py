@@ -46,7 +46,7 @@ SCENARIOS = {
     "d": "Postfix, no checks",
 }
 # messages per session at each concurrency (sessions x msgs = messages per run)
-PER_SESSION = {1: 150, 10: 40, 50: 16, 200: 5}
+PER_SESSION = {1: 300, 10: 80, 50: 30, 200: 8}
 
 
 def build_tools(work):
@@ -91,10 +91,10 @@ def machine(work, mxgate_bin):
     }
 
 
-def run_mxload(bindir, port, sessions, per, manifest, label, timeout=150):
+def run_mxload(bindir, port, sessions, per, manifest, label, timeout=150, extra=()):
     cmd = [str(bindir / "mxload"), "send", "-p", str(port), "-c", str(sessions),
            "-m", str(per), "-M", str(manifest), "-T", str(timeout - 10), "-L", label,
-           "-e", corpus.HELO]
+           "-e", corpus.HELO, *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     try:
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -150,6 +150,8 @@ def median_of(runs):
                            if any(r["by_class"].get(c, {}).get("n") for r in runs) else None
                            for k in ("p50_ms", "p95_ms", "p99_ms")} for c in classes}
     out["first_error"] = next((r["first_error"] for r in runs if r["first_error"]), "")
+    for k in ("rejected", "tempfailed", "errors"):
+        out[k + "_all_runs"] = sum(r.get(k) or 0 for r in runs)
     return out
 
 
@@ -177,7 +179,7 @@ def smtp_source_run(ctx, server, sessions=50, total=1000):
 
 
 def start_server(ctx, key, sink=None, suffix=""):
-    work, sink = ctx["work"], sink or ctx["sink"]
+    work, sink = ctx.get("qwork", ctx["work"]), sink or ctx["sink"]
     if key in ("a", "b"):
         s = benchlib.Mxgate(work, f"mxgate-{key}{suffix}", ctx["mxgate"], sink.port,
                             checks=(key == "a"))
@@ -279,6 +281,37 @@ def scenarios(ctx, keys, sessions_list, runs):
     return res
 
 
+def tls_check(ctx, n=100):
+    """One session, a new connection per message, with and without STARTTLS
+    (TLS 1.3): the stall DESIGN.md saw in Postfix (~43 ms on the first read
+    after the handshake) would show as a rate near 20 msgs/s."""
+    work, out = ctx.get("qwork", ctx["work"]), {}
+    tls = (ctx["tls"].chain, ctx["tls"].key)
+    servers = [("mxgate", benchlib.Mxgate(work, "mxgate-tls", ctx["mxgate"], ctx["sink"].port,
+                                          checks=False, tls=tls)),
+               ("postfix", benchlib.Postfix(work, "postfix-tls", ctx["sink"].port, checks=False,
+                                            tls=tls))]
+    try:
+        for name, srv in servers:
+            srv.start()
+            for mode, extra in (("plain", ["-r"]), ("starttls", ["-r", "-x"])):
+                r = run_mxload(ctx["bindir"], srv.port, 1, n, ctx["manifest"],
+                               f"{name}-{mode}", extra=extra)
+                out[f"{name}-{mode}"] = {k: r[k] for k in ("accepted", "sent", "elapsed_s",
+                                                            "accepted_per_s", "latency",
+                                                            "first_error")}
+                log(f"  {name} {mode}, 1 msg/connection: {r['accepted_per_s']:.1f} msgs/s, "
+                    f"end-of-data p50 {r['latency']['p50_ms']:.1f} ms"
+                    + (f" [{r['first_error']}]" if r["first_error"] else ""))
+    except Exception as e:
+        log(f"tls check: {e}")
+        out["error"] = str(e)[-800:]
+    finally:
+        for _, srv in servers:
+            srv.stop()
+    return out
+
+
 def conn_scale(ctx, n_idle, n_tls):
     work, bindir = ctx["work"], ctx["bindir"]
     # several source addresses so that ephemeral ports never run short
@@ -351,6 +384,12 @@ def main():
     ap.add_argument("--tls-conns", type=int, default=1000)
     ap.add_argument("--no-conn", action="store_true", help="skip the connection-scale part")
     ap.add_argument("--no-smtp-source", action="store_true")
+    ap.add_argument("--no-tls-check", action="store_true",
+                    help="skip the one-message-per-STARTTLS-connection check")
+    ap.add_argument("--journal-fs", action="store_true",
+                    help="put the gateways' queues on a fresh ext4 WITH a journal (a 4 GiB\n"
+                         "loop-mounted image in the work dir): a control for file systems\n"
+                         "whose inode allocation is slow without one (docs/performance.md)")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--name", default="latest")
     ap.add_argument("--work", default=str(HERE / "work"))
@@ -365,7 +404,18 @@ def main():
     benchlib.setup_namespace(work)
     ctx = {"work": work, "mxgate": args.mxgate, "smtp_source": not args.no_smtp_source}
     ctx["bindir"] = build_tools(work)
-    info = machine(work, args.mxgate)
+    if args.journal_fs:
+        img, mnt = work / "ext4-journal.img", work / "qfs"
+        mnt.mkdir()
+        subprocess.run(["truncate", "-s", "4G", str(img)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "has_journal", str(img)], check=True)
+        # private mount namespace (run.sh): the mount and its loop device go with it
+        subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+        os.chmod(mnt, 0o755)
+        ctx["qwork"] = mnt
+    info = machine(ctx.get("qwork", work), args.mxgate)
+    if args.journal_fs:
+        info["disk"] += " (queues on a loop-mounted ext4 with journal: --journal-fs)"
     log(f"machine: {info['cpu']}, {info['cores']} cores; mxgate {info['mxgate']}")
 
     dns = benchlib.Dns(work)
@@ -391,6 +441,9 @@ def main():
         for key in keys:
             log(f"scenario {key}: {SCENARIOS[key]}")
         results["scenarios"] = scenarios(ctx, keys, sessions, args.runs)
+        if not args.no_tls_check:
+            log("TLS: one message per connection, one session")
+            results["tls"] = tls_check(ctx)
         if not args.no_conn:
             log("connection scale")
             results["connections"] = conn_scale(ctx, args.idle, args.tls_conns)

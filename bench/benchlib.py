@@ -425,7 +425,7 @@ POLICYD_CF = ("policyd-spf unix - n n - 0 spawn\n"
 class Postfix:
     """Postfix from its own config dir, queue and data dir under work/NAME."""
 
-    def __init__(self, work, name, sink_port, checks):
+    def __init__(self, work, name, sink_port, checks, tls=None):
         self.dir = work / name
         if self.dir.exists():
             subprocess.run(["rm", "-rf", str(self.dir)])
@@ -474,6 +474,9 @@ class Postfix:
             "max_use": "100000",
             "smtpd_recipient_restrictions": "reject_unauth_destination",
         }
+        if tls:
+            main.update({"smtpd_tls_cert_file": tls[0], "smtpd_tls_key_file": tls[1],
+                         "smtpd_tls_security_level": "may"})
         master = MASTER_CF.format(port=f"127.0.0.1:{self.port}")
         if checks:
             spf_conf = self.mdir / "policyd-spf.conf"

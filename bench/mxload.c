@@ -13,7 +13,8 @@
  *       they would from an MTA, and the time from the last byte of the final
  *       dot being written to the arrival of the reply is one latency sample.
  *       -x sends STARTTLS first (no certificate check) to measure the TLS
- *       path.  Writes one JSON object (counts, elapsed time, accepted msgs/s,
+ *       path; -r opens a new connection (banner, EHLO, [STARTTLS, EHLO]) for
+ *       every message.  Writes one JSON object (counts, elapsed time, accepted msgs/s,
  *       latency p50/p95/p99/max overall and per size class).
  *
  *   mxload idle -p PORT -n CONNS [-h HOST] [-s SRC,...] [-t] [-P PROBES]
@@ -85,6 +86,7 @@ static struct {
 	double deadline; /* monotonic */
 	const char *ehlo;
 	bool starttls;
+	bool reconnect; /* a new connection for every message */
 	struct sockaddr_storage srcs[MAX_SRCS];
 	int nsrcs;
 	struct msg *msgs;
@@ -465,26 +467,32 @@ static void *session_main(void *arg)
 
 	if (!local)
 		die("out of memory");
-	if (conn_open(&c, (int)idx, NULL) < 0) {
-		note_error("session %ld: connect/banner failed: %s", idx, strerror(errno));
-		goto out;
-	}
-	if (conn_ehlo(&c, &pipelining, NULL) < 0) {
-		note_error("session %ld: EHLO failed", idx);
-		goto out;
-	}
-	if (g.starttls) {
-		if (conn_starttls(&c) < 0 || conn_ehlo(&c, &pipelining, NULL) < 0) {
-			note_error("session %ld: STARTTLS failed", idx);
-			goto out;
-		}
-	}
+	c.fd = -1;
+	c.ssl = NULL;
 	for (int j = 0; j < g.per_session; j++) {
 		struct msg *m = &g.msgs[(idx * g.per_session + j) % g.nmsgs];
 		int code;
 		if (now() > g.deadline) {
 			note_error("session %ld: deadline reached", idx);
 			goto out;
+		}
+		if (c.fd >= 0 && g.reconnect) {
+			(void)conn_cmd(&c, "QUIT\r\n", NULL, 0);
+			conn_close(&c);
+		}
+		if (c.fd < 0) {
+			if (conn_open(&c, (int)idx, NULL) < 0) {
+				note_error("session %ld: connect/banner failed: %s", idx, strerror(errno));
+				goto out;
+			}
+			if (conn_ehlo(&c, &pipelining, NULL) < 0) {
+				note_error("session %ld: EHLO failed", idx);
+				goto out;
+			}
+			if (g.starttls && (conn_starttls(&c) < 0 || conn_ehlo(&c, &pipelining, NULL) < 0)) {
+				note_error("session %ld: STARTTLS failed", idx);
+				goto out;
+			}
 		}
 		if (pipelining) {
 			snprintf(line, sizeof(line), "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n",
@@ -628,11 +636,12 @@ static int run_send(const char *manifest, const char *label, FILE *out)
 	fprintf(out, "{\"label\": \"%s\", \"sessions\": %d, \"msgs_per_session\": %d, "
 		     "\"sent\": %zu, \"accepted\": %ld, \"rejected\": %ld, \"tempfailed\": %ld, "
 		     "\"errors\": %ld, \"sessions_ok\": %ld, \"sessions_failed\": %ld, "
-		     "\"elapsed_s\": %.4f, \"accepted_per_s\": %.2f, \"starttls\": %s, "
+		     "\"elapsed_s\": %.4f, \"accepted_per_s\": %.2f, \"starttls\": %s, \"reconnect\": %s, "
 		     "\"first_error\": \"",
 		label, g.sessions, g.per_session, total, g_accepted, g_rejected, g_tempfail,
 		g_errors, g_sessions_ok, g_sessions_failed, elapsed,
-		elapsed > 0 ? (double)g_accepted / elapsed : 0.0, g.starttls ? "true" : "false");
+		elapsed > 0 ? (double)g_accepted / elapsed : 0.0, g.starttls ? "true" : "false",
+		g.reconnect ? "true" : "false");
 	for (const char *p = g_first_error; *p; p++)
 		if (*p == '"' || *p == '\\')
 			fprintf(out, "\\%c", *p);
@@ -837,7 +846,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: mxload send -p PORT -c SESSIONS -m MSGS -M MANIFEST [-h HOST] [-T SECS]\n"
-		"                   [-o OUT] [-e EHLO] [-s SRC,...] [-L LABEL] [-x]\n"
+		"                   [-o OUT] [-e EHLO] [-s SRC,...] [-L LABEL] [-x] [-r]\n"
 		"       mxload idle -p PORT -n CONNS [-h HOST] [-s SRC,...] [-t] [-P PROBES]\n"
 		"                   [-H HOLD_SECS] [-T SECS] [-o OUT]\n");
 	exit(2);
@@ -855,7 +864,7 @@ int main(int argc, char **argv)
 		usage();
 	const char *mode = argv[1];
 	optind = 2;
-	while ((opt = getopt(argc, argv, "p:c:m:M:h:T:o:e:s:L:xn:tP:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:c:m:M:h:T:o:e:s:L:xrn:tP:H:")) != -1) {
 		switch (opt) {
 		case 'p': g.port = atoi(optarg); break;
 		case 'c': g.sessions = atoi(optarg); break;
@@ -868,6 +877,7 @@ int main(int argc, char **argv)
 		case 's': parse_srcs(optarg); break;
 		case 'L': label = optarg; break;
 		case 'x': g.starttls = true; break;
+		case 'r': g.reconnect = true; break;
 		case 'n': nconns = atoi(optarg); break;
 		case 't': tls_idle = true; break;
 		case 'P': probes = atoi(optarg); break;

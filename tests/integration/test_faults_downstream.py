@@ -14,7 +14,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 
 import pytest
 
@@ -190,7 +189,8 @@ def test_faulty_downstream_keeps_message_queued_then_delivers(gateway, mode):
         body = "".join(f"line {i:05d} " + "y" * 70 + "\r\n" for i in range(200)) + ".dot\r\n"
         msg, marker = make_message(sender=SENDER, body=body)
         qid = gw.send(SENDER, ["a@example.test"], msg)
-        wait_for(lambda: ds.connections >= 2, scaled(20), what="two attempts at the faulty downstream")
+        wait_for(lambda: ds.connections >= 2, scaled(20),
+                 what="two attempts at the faulty downstream")
         gw.wait_log(qid + r" .*status=deferred", scaled(10))
         assert qid in gw.queue_ids(), f"{mode}: message left the queue while undeliverable"
         assert not gw.log_text().count("status=bounced"), f"{mode}: bounced"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mxtest import assert_reply, make_message, queued_id, scaled, wait_for
+from mxtest import assert_reply, make_message, queued_id, scaled
 
 SENDER = "sender@client.example.net"
 RCPT = "user@example.test"
@@ -38,7 +38,7 @@ def big_body(size):
     return line * (size // len(line))
 
 
-def stream(gw, data, peak, stop):
+def stream(gw, data):
     with gw.client(timeout=scaled(60)) as c:
         c.ehlo()
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
@@ -78,7 +78,7 @@ def test_fifty_megabyte_message_streams_without_rss_growth(gateway):
     w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
     w.start()
     try:
-        qid = stream(gw, data, peak, stop)
+        qid = stream(gw, data)
     finally:
         stop.set()
         w.join(5)
@@ -104,7 +104,7 @@ def test_parallel_big_messages_bounded(gateway):
     w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
     w.start()
     results = []
-    ths = [threading.Thread(target=lambda: results.append(stream(gw, data, peak, stop)))
+    ths = [threading.Thread(target=lambda: results.append(stream(gw, data)))
            for _ in range(10)]
     try:
         for t in ths:

@@ -244,10 +244,8 @@ def test_pipelined_flood_without_reading(gateway):
         c.ehlo()
         blob = b"NOOP\r\n" * n + b"QUIT\r\n"
         sender = threading.Thread(target=lambda: c.sock.sendall(blob), daemon=True)
-        time.sleep(0)
         sender.start()
         time.sleep(1.0)                    # let the server's output back up
-        rest = b""
         deadline = time.monotonic() + scaled(60)
         while not c.eof and time.monotonic() < deadline:
             c._fill(5)

@@ -5,18 +5,15 @@ without `user` it refuses to serve a port below 1024 unless [server]
 allow_root = yes.  Needs root (skipped otherwise) and the Debian account
 nobody / nogroup."""
 
+import grp
 import os
 import pwd
-import grp
-import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from mxtest import GatewayError, make_message, scaled, wait_for, pid_listens_on
+from mxtest import GatewayError, make_message, pid_listens_on, scaled
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privilege tests need root")
 

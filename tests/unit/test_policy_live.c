@@ -302,6 +302,7 @@ static void test_free_in_flight(void **state)
 static pthread_mutex_t block_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t block_cv = PTHREAD_COND_INITIALIZER;
 static bool block_open;
+static bool block_started;   /* the worker holds the first blocking job */
 static int block_done;
 static bool busy_spf, busy_fin;
 
@@ -309,6 +310,8 @@ static bool busy_spf, busy_fin;
 static void block_work(struct policy_msg *pm)
 {
 	pthread_mutex_lock(&block_mu);
+	block_started = true;
+	pthread_cond_broadcast(&block_cv);
 	while (!block_open)
 		pthread_cond_wait(&block_cv, &block_mu);
 	pthread_mutex_unlock(&block_mu);
@@ -360,6 +363,15 @@ static void test_queue_full(void **state)
 		if (policy_pool_submit(pc->pool, filler[nfill], block_work, block_done_cb) < 0) {
 			policy_msg_free(filler[nfill]);
 			break;
+		}
+		if (nfill == 0) {
+			/* Wait until the worker has taken this job, so the
+			 * queue bound is all that is left (no race with the
+			 * worker's dequeue). */
+			pthread_mutex_lock(&block_mu);
+			while (!block_started)
+				pthread_cond_wait(&block_cv, &block_mu);
+			pthread_mutex_unlock(&block_mu);
 		}
 		nfill++;
 		assert_true(nfill < 80);
