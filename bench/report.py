@@ -193,6 +193,15 @@ def markdown(res):
       f"{'met' if ra and ra >= 3 else 'NOT met' if ra else 'not measured'}")
     w(f"- (a) >= (d) at 50 sessions: {_f(rd, '{:.2f}x')} -> "
       f"{'met' if rd and rd >= 1 else 'NOT met' if rd else 'not measured'}")
+
+    def per_run(x, y):
+        rx = res["scenarios"].get(x, {}).get("raw", {}).get("50", [])
+        ry = res["scenarios"].get(y, {}).get("raw", {}).get("50", [])
+        return ", ".join(f"{a['delivered_per_s'] / b['delivered_per_s']:.2f}x"
+                         for a, b in zip(rx, ry) if b.get("delivered_per_s"))
+    if per_run("a", "c"):
+        w(f"  - run by run (interleaved, so each pair shares its moment): (a)/(c) "
+          f"{per_run('a', 'c')}; (a)/(d) {per_run('a', 'd')}")
     idle = (cs or {}).get("idle") or {}
     if "rss_with_conns_mib" in idle:
         ok_mem = idle["open"] >= 10000 and idle["rss_with_conns_mib"] < 256

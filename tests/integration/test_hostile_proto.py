@@ -202,6 +202,37 @@ def test_truncated_client_hello_then_silence(tls_gw, test_ca):
     gw.wait_for_marker(assert_still_serves(gw))
 
 
+def test_dribbled_client_hello_hits_handshake_deadline(tls_gw, test_ca):
+    """A ClientHello sent one byte every 0.5 s keeps the per-read timeout
+    (3 s) from ever firing; the whole handshake must still end within
+    command_timeout of the 220."""
+    gw = tls_gw
+    ctx = client_tls_context(test_ca.ca_cert)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=gw.hostname)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = out.read()
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd("STARTTLS"), 220)
+        t0 = time.monotonic()
+        closed = False
+        for i in range(min(len(hello) - 1, 40)):
+            try:
+                c.send(hello[i:i + 1])
+            except OSError:
+                closed = True
+                break
+            if c.is_closed(wait=0.5):
+                closed = True
+                break
+        took = time.monotonic() - t0
+        assert closed or c.wait_closed(scaled(3)) == b"", "dribbled handshake never cut"
+        assert took < scaled(3) + 3.0, f"handshake cut only after {took:.1f}s"
+    gw.wait_for_marker(assert_still_serves(gw))
+
+
 def test_tls_to_plaintext_port(tls_gw, test_ca):
     """An implicit-TLS client (port 465 habits) on the SMTP port: its
     ClientHello is not a command line; mxgate answers 500s and closes
