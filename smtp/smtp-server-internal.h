@@ -104,7 +104,6 @@ struct smtp_session {
 	struct policy_ctx *policy;
 	struct bufferevent *bev;         /* owned (plain, or TLS filter over plain) */
 	struct event *free_ev;           /* deferred free (STYLE rule 12) */
-	struct event *tls_timer;         /* bounds a whole STARTTLS handshake */
 	struct util_addr peer;           /* TCP peer */
 	struct util_addr client;         /* real client (PROXY header applied) */
 	char client_str[INET6_ADDRSTRLEN];

@@ -90,8 +90,6 @@ void smtp_session_destroy(struct smtp_session *s)
 		bufferevent_free(s->bev);
 	if (s->free_ev)
 		event_free(s->free_ev);
-	if (s->tls_timer)
-		event_free(s->tls_timer);
 	free(s->pending_line);
 	free(s);
 }
@@ -493,19 +491,6 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
 	smtp_data_begin(s);
 }
 
-/* tls_timeout_cb - the handshake did not finish in command_timeout: the
- * per-read timeout alone would let a client dribble it out forever. */
-static void tls_timeout_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtp_session *s = arg;
-	if (s->state != SMTP_STATE_TLS)
-		return;
-	util_log_info("s=%016llx timeout client=%s reason=tls_handshake", (unsigned long long)s->id,
-		      s->client_str);
-	s->dead = true;
-	schedule_free(s);
-}
-
 /* start_tls - RFC 3207 section 4.2: after 220, discard everything the
  * client sent after STARTTLS (CVE-2011-0411), wrap the socket, forget HELO. */
 static void start_tls(struct smtp_session *s)
@@ -530,15 +515,14 @@ static void start_tls(struct smtp_session *s)
 	}
 	s->bev = tls;
 	s->state = SMTP_STATE_TLS;
-	struct timeval hs = {.tv_sec = s->cfg->command_timeout, .tv_usec = 0};
-	s->tls_timer = evtimer_new(s->srv->base, tls_timeout_cb, s);
-	if (s->tls_timer)
-		evtimer_add(s->tls_timer, &hs);
 	s->helo[0] = 0;
 	s->esmtp = false;
 	bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* The timeouts are set on the TLS filter, which only counts decrypted
+	 * bytes: a handshake dribbled out byte by byte still ends after
+	 * command_timeout (test_dribbled_client_hello_hits_handshake_deadline). */
 	smtp_session_set_timeout(s, s->cfg->command_timeout);
 }
 
@@ -793,8 +777,6 @@ static void tls_established(struct smtp_session *s)
 		 SSL_get_cipher_name(ssl));
 	s->tls_active = true;
 	s->state = SMTP_STATE_HELO;
-	if (s->tls_timer)
-		evtimer_del(s->tls_timer);
 	util_log_info("s=%016llx tls client=%s version=%s cipher=%s", (unsigned long long)s->id,
 		      s->client_str, SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 	process_input(s);

@@ -203,9 +203,10 @@ def test_truncated_client_hello_then_silence(tls_gw, test_ca):
 
 
 def test_dribbled_client_hello_hits_handshake_deadline(tls_gw, test_ca):
-    """A ClientHello sent one byte every 0.5 s keeps the per-read timeout
-    (3 s) from ever firing; the whole handshake must still end within
-    command_timeout of the 220."""
+    """A ClientHello sent one byte every 0.5 s: raw bytes keep arriving
+    faster than the 3 s timeout, yet the whole handshake must still end
+    within command_timeout of the 220 (the timeout counts completed TLS
+    reads, not raw bytes)."""
     gw = tls_gw
     ctx = client_tls_context(test_ca.ca_cert)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
