@@ -355,6 +355,8 @@ static const struct config_directive d_route[] = {
      "File holding \"user:password\" on one line, mode 0600"},
     {"max_connections", CONFIG_T_INT, RT(max_connections), "10", NULL, 1, 10000, NULL, NULL, R,
      "Concurrent connections to this route"},
+    {"mx_port", CONFIG_T_INT, RT(mx_port), "25", NULL, 1, 65535, NULL, NULL, R,
+     "type mx: TCP port used on the MX hosts (25 on the internet)"},
     {"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000, NULL,
      NULL, R, "Messages carried by one connection before QUIT"},
     {"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,

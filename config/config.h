@@ -56,6 +56,7 @@ struct config_route {
 	char *auth_file;                  /* auth_file: "user:password" on one line, mode 0600;
 	                                   * read at load time into auth_user / auth_password */
 	int max_connections;              /* concurrency limit for this route */
+	int mx_port;                      /* type = mx: port on the MX hosts (25) */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */
 	int command_timeout;              /* seconds */

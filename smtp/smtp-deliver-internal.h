@@ -70,6 +70,7 @@ struct deliver_pool {
 	struct config_host *hosts; /* copy of the route's hosts */
 	size_t nhosts;
 	int max_connections, msgs_per_connection;
+	int mx_port;  /* MX routes */
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;

@@ -67,6 +67,7 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 		p->hosts[i].port = r->hosts[i].port > 0 ? r->hosts[i].port : 25;
 	}
 	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
+	p->mx_port = r->mx_port > 0 ? r->mx_port : 25;
 	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
 	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
 	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
@@ -192,9 +193,13 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
                              const char *relay, const char *tls, const char *error)
 {
 	double delay = (double)(util_mono_ms() - j->started_ms) / 1000.0;
+	/* An attempt-wide error is permanent when its RFC 3463 status class is
+	 * 5 (no such domain, null MX): bounce now instead of retrying. */
+	enum queue_outcome fallback =
+	    error && error[0] == '5' && error[1] == '.' ? QUEUE_OUT_BOUNCE : QUEUE_OUT_DEFER;
 	for (size_t i = 0; i < j->nidx; i++) {
 		size_t k = j->idx[i];
-		enum queue_outcome out = tx && tx->has[i] ? tx->out[i] : QUEUE_OUT_DEFER;
+		enum queue_outcome out = tx && tx->has[i] ? tx->out[i] : fallback;
 		const char *reply = tx && tx->has[i] ? tx->reply[i] : error;
 		if (reply == NULL)
 			reply = "4.4.0 delivery failed";
@@ -475,7 +480,7 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		cn->owned_targets = util_xcalloc(n + 1, sizeof(*cn->owned_targets));
 		for (size_t i = 0; i < n; i++) {
 			cn->owned_targets[i].host = util_xstrdup(hosts[i]);
-			cn->owned_targets[i].port = 25;
+			cn->owned_targets[i].port = cn->pool->mx_port;
 		}
 		cn->targets = cn->owned_targets;
 		cn->ntargets = n;
