@@ -46,7 +46,7 @@ SCENARIOS = {
     "d": "Postfix, no checks",
 }
 # messages per session at each concurrency (sessions x msgs = messages per run)
-PER_SESSION = {1: 300, 10: 80, 50: 30, 200: 8}
+PER_SESSION = {1: 500, 10: 150, 50: 60, 200: 15}
 
 
 def build_tools(work):
@@ -451,6 +451,7 @@ def main():
         ctx["sink"].stop()
         dns.close()
     results["duration_s"] = time.monotonic() - t_start
+    results["machine"]["loadavg_at_end"] = sh("cat /proc/loadavg")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")

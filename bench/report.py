@@ -25,10 +25,12 @@ def markdown(res):
     w("# mxgate benchmark results\n")
     w(f"Produced by `make bench` (bench/bench.py) on {m['date']}, in {res['duration_s']:.0f} s. "
       "Absolute numbers on a shared 2-core machine are noise; read the ratios, which come from "
-      "one run on one machine.\n")
+      "one run on one machine. The load average below says how busy the machine was "
+      "with other work meanwhile.\n")
     w("## Machine\n")
     w("| | |\n|---|---|")
-    for k in ("cpu", "cores", "memory", "kernel", "os", "disk", "loadavg_at_start", "mxgate",
+    for k in ("cpu", "cores", "memory", "kernel", "os", "disk", "loadavg_at_start",
+              "loadavg_at_end", "mxgate",
               "postfix", "opendkim", "opendmarc", "policyd_spf", "unbound", "openssl"):
         w(f"| {k} | {m.get(k, '')} |")
     w("")
@@ -169,7 +171,7 @@ def markdown(res):
     if cs:
         w("## Connection scale (mxgate)\n")
         w("| connections | open | RSS before MiB | RSS with them MiB | RSS per connection KiB | "
-          "new client's banner wait p50 / p99 / max ms | banner while opening p50 / p99 ms |")
+          "new client's banner wait p50 / p99 / max ms | banner while opening them (256 connects in flight) p50 / p99 ms |")
         w("|---|---:|---:|---:|---:|---|---|")
         for mode, label in (("idle", "idle after banner"), ("starttls", "after STARTTLS")):
             c = cs.get(mode)
