@@ -427,7 +427,7 @@ def main():
     ctx["sink"] = benchlib.Sink(work).start()
 
     results = {"machine": info, "scenarios": {}, "per_session": PER_SESSION,
-               "runs": args.runs}
+               "runs": args.runs, "command": " ".join(sys.argv[1:])}
     try:
         fsdir = work / "fsprobe"
         fsdir.mkdir()

@@ -23,7 +23,9 @@ def markdown(res):
     out = []
     w = out.append
     w("# mxgate benchmark results\n")
-    w(f"Produced by `make bench` (bench/bench.py) on {m['date']}, in {res['duration_s']:.0f} s. "
+    cmd = res.get("command", "")
+    w(f"Produced by `bench/run.sh{(' ' + cmd) if cmd else ''}` (`make bench`) on {m['date']}, "
+      f"in {res['duration_s']:.0f} s. "
       "Absolute numbers on a shared 2-core machine are noise; read the ratios, which come from "
       "one run on one machine. The load average below says how busy the machine was "
       "with other work meanwhile.\n")

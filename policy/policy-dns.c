@@ -442,8 +442,9 @@ enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *nam
 
 /* ------------------------------------------------------------ asynchronous */
 
-/* dns_name_from_wire - uncompressed wire name at p into text ("" = root). */
-static int dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
+/* policy_dns_name_from_wire - uncompressed wire name at p into text ("" =
+ * the root); -1 on a bad label, a missing terminator or no room. */
+int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
 {
 	size_t pos = 0, o = 0;
 
@@ -469,7 +470,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 		char name[256];
 		if (st == POLICY_DNS_OK &&
 		    (r->mx.n == 0 ||
-		     dns_name_from_wire(r->mx.data[0], r->mx.len[0], name, sizeof(name)) < 0 ||
+		     policy_dns_name_from_wire(r->mx.data[0], r->mx.len[0], name, sizeof(name)) < 0 ||
 		     !name[0]))
 			st = POLICY_DNS_NODATA;
 		r->name_cb(r->arg, st, st == POLICY_DNS_OK ? name : NULL);
@@ -497,7 +498,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 			hosts = util_xcalloc(r->mx.n, sizeof(*hosts));
 			for (size_t i = 0; i < r->mx.n; i++) {
 				if (r->mx.len[i] < 3 ||
-				    dns_name_from_wire(r->mx.data[i] + 2, r->mx.len[i] - 2,
+				    policy_dns_name_from_wire(r->mx.data[i] + 2, r->mx.len[i] - 2,
 				                       mx[n].host, sizeof(mx[n].host)) < 0)
 					continue;
 				mx[n].pref = (r->mx.data[i][0] << 8) | r->mx.data[i][1];

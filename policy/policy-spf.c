@@ -88,25 +88,6 @@ const char *policy_spf_result_str(enum policy_spf_result r)
 	return "none";
 }
 
-/* spf_name_from_wire - uncompressed wire-format name into text. */
-static int spf_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
-{
-	size_t pos = 0, o = 0;
-
-	while (pos < len && p[pos] != 0) {
-		size_t l = p[pos++];
-		if (l > 63 || pos + l > len || o + l + 2 > outlen)
-			return -1;
-		if (o > 0)
-			out[o++] = '.';
-		memcpy(out + o, p + pos, l);
-		o += l;
-		pos += l;
-	}
-	out[o] = 0;
-	return 0;
-}
-
 /* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query. */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
                                     int should_cache)
@@ -187,7 +168,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			char name[256];
 			size_t off = type == ns_t_mx ? 2 : 0;
 			if (len <= off ||
-			    spf_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
+			    policy_dns_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
 			    SPF_dns_rr_buf_realloc(rr, n, strlen(name) + 1) != 0)
 				continue;
 			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, name);

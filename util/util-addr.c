@@ -12,19 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* addr_seterr - format a message into err when the caller gave room. */
-static void addr_seterr(char *err, size_t errlen, const char *fmt, ...) UTIL_PRINTF(3, 4);
-static void addr_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* util_addr_str - numeric address without port; "?" for other families. */
 const char *util_addr_str(const struct util_addr *a, char *out, size_t outlen)
 {
@@ -125,18 +112,18 @@ int util_hostport_parse(const char *s, int default_port, char *host, size_t host
 	size_t hlen;
 
 	if (s == NULL || s[0] == '\0') {
-		addr_seterr(err, errlen, "empty address");
+		util_seterr(err, errlen, "empty address");
 		return -1;
 	}
 	if (strlen(s) >= sizeof(tmp)) {
-		addr_seterr(err, errlen, "address too long");
+		util_seterr(err, errlen, "address too long");
 		return -1;
 	}
 	if (s[0] == '[') {
 		const char *close = strchr(s, ']');
 
 		if (close == NULL) {
-			addr_seterr(err, errlen, "missing ']' in \"%s\"", s);
+			util_seterr(err, errlen, "missing ']' in \"%s\"", s);
 			return -1;
 		}
 		h = s + 1;
@@ -144,12 +131,12 @@ int util_hostport_parse(const char *s, int default_port, char *host, size_t host
 		memcpy(tmp, h, hlen);
 		tmp[hlen] = '\0';
 		if (hlen == 0 || inet_pton(AF_INET6, tmp, &a6) != 1) {
-			addr_seterr(err, errlen, "bad IPv6 address \"%s\"", tmp);
+			util_seterr(err, errlen, "bad IPv6 address \"%s\"", tmp);
 			return -1;
 		}
 		rest = close + 1;
 		if (rest[0] != '\0' && rest[0] != ':') {
-			addr_seterr(err, errlen, "unexpected \"%s\" after ']'", rest);
+			util_seterr(err, errlen, "unexpected \"%s\" after ']'", rest);
 			return -1;
 		}
 	} else {
@@ -158,7 +145,7 @@ int util_hostport_parse(const char *s, int default_port, char *host, size_t host
 		if (colon != NULL && strchr(colon + 1, ':') != NULL) {
 			/* Several colons: only a whole IPv6 literal makes sense. */
 			if (inet_pton(AF_INET6, s, &a6) != 1) {
-				addr_seterr(err, errlen,
+				util_seterr(err, errlen,
 				            "bad address \"%s\" (write IPv6 as [addr]:port)", s);
 				return -1;
 			}
@@ -170,24 +157,24 @@ int util_hostport_parse(const char *s, int default_port, char *host, size_t host
 			hlen = colon != NULL ? (size_t)(colon - s) : strlen(s);
 			rest = s + hlen;
 			if (!hostport_is_hostname(h, hlen)) {
-				addr_seterr(err, errlen, "bad host name in \"%s\"", s);
+				util_seterr(err, errlen, "bad host name in \"%s\"", s);
 				return -1;
 			}
 		}
 	}
 	if (rest[0] == ':') {
 		if (hostport_port(rest + 1, port) == -1) {
-			addr_seterr(err, errlen, "bad port \"%s\" (1..65535)", rest + 1);
+			util_seterr(err, errlen, "bad port \"%s\" (1..65535)", rest + 1);
 			return -1;
 		}
 	} else if (default_port < 0) {
-		addr_seterr(err, errlen, "missing port in \"%s\"", s);
+		util_seterr(err, errlen, "missing port in \"%s\"", s);
 		return -1;
 	} else {
 		*port = default_port;
 	}
 	if (hlen + 1 > hostlen) {
-		addr_seterr(err, errlen, "host name too long in \"%s\"", s);
+		util_seterr(err, errlen, "host name too long in \"%s\"", s);
 		return -1;
 	}
 	memcpy(host, h, hlen);

@@ -19,19 +19,6 @@
 
 static const uint8_t cidr_v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* cidr_seterr - format a message into err when the caller gave room. */
-static void cidr_seterr(char *err, size_t errlen, const char *fmt, ...) UTIL_PRINTF(3, 4);
-static void cidr_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* cidr_prefix_match - do the first prefix bits of a and b agree? */
 static bool cidr_prefix_match(const uint8_t *a, const uint8_t *b, int prefix)
 {
@@ -75,13 +62,13 @@ int util_cidr_parse(const char *s, struct util_cidr *out, char *err, size_t errl
 
 	memset(out, 0, sizeof(*out));
 	if (s == NULL || s[0] == '\0') {
-		cidr_seterr(err, errlen, "empty CIDR");
+		util_seterr(err, errlen, "empty CIDR");
 		return -1;
 	}
 	slash = strchr(s, '/');
 	alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
 	if (alen == 0 || alen >= sizeof(addr)) {
-		cidr_seterr(err, errlen, "bad address in \"%s\"", s);
+		util_seterr(err, errlen, "bad address in \"%s\"", s);
 		return -1;
 	}
 	memcpy(addr, s, alen);
@@ -93,7 +80,7 @@ int util_cidr_parse(const char *s, struct util_cidr *out, char *err, size_t errl
 		out->family = AF_INET6;
 		maxbits = 128;
 	} else {
-		cidr_seterr(err, errlen, "bad address \"%s\"", addr);
+		util_seterr(err, errlen, "bad address \"%s\"", addr);
 		return -1;
 	}
 	prefix = maxbits;
@@ -102,19 +89,19 @@ int util_cidr_parse(const char *s, struct util_cidr *out, char *err, size_t errl
 		size_t i;
 
 		if (p[0] == '\0' || strlen(p) > 3) {
-			cidr_seterr(err, errlen, "bad prefix length in \"%s\"", s);
+			util_seterr(err, errlen, "bad prefix length in \"%s\"", s);
 			return -1;
 		}
 		prefix = 0;
 		for (i = 0; p[i] != '\0'; i++) {
 			if (p[i] < '0' || p[i] > '9') {
-				cidr_seterr(err, errlen, "bad prefix length in \"%s\"", s);
+				util_seterr(err, errlen, "bad prefix length in \"%s\"", s);
 				return -1;
 			}
 			prefix = prefix * 10 + (p[i] - '0');
 		}
 		if (prefix > maxbits) {
-			cidr_seterr(err, errlen, "prefix length %d over %d in \"%s\"", prefix,
+			util_seterr(err, errlen, "prefix length %d over %d in \"%s\"", prefix,
 			            maxbits, s);
 			return -1;
 		}
@@ -124,7 +111,7 @@ int util_cidr_parse(const char *s, struct util_cidr *out, char *err, size_t errl
 		char net[INET6_ADDRSTRLEN + 8];
 
 		util_cidr_format(out, net, sizeof(net));
-		cidr_seterr(err, errlen, "host bits set in \"%s\" (did you mean %s?)", s, net);
+		util_seterr(err, errlen, "host bits set in \"%s\" (did you mean %s?)", s, net);
 		memset(out, 0, sizeof(*out));
 		return -1;
 	}

@@ -293,3 +293,15 @@ bool util_strlist_has_case(const struct util_strlist *l, const char *s)
 	}
 	return false;
 }
+
+/* util_seterr - format a message into err when the caller gave room. */
+void util_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

@@ -70,6 +70,8 @@ char *util_xstrdup(const char *s);
 char *util_xstrndup(const char *s, size_t n);
 char *util_xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
 bool util_strcaseeq(const char *a, const char *b);
+/* util_seterr - printf into err when err != NULL and errlen > 0. */
+void util_seterr(char *err, size_t errlen, const char *fmt, ...) UTIL_PRINTF(3, 4);
 /* util_domain_of - pointer into addr just after the last '@', or NULL. */
 const char *util_domain_of(const char *addr);
 /* util_now_us - wall clock in microseconds; util_mono_ms - monotonic ms. */
