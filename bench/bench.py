@@ -402,6 +402,7 @@ def main():
     work.mkdir(parents=True)
     os.chmod(work, 0o755)
     benchlib.setup_namespace(work)
+    benchlib.cleanup_stale_groups()
     ctx = {"work": work, "mxgate": args.mxgate, "smtp_source": not args.no_smtp_source}
     ctx["bindir"] = build_tools(work)
     if args.journal_fs:

@@ -112,6 +112,18 @@ def _proc_mem(pid):
     return rss, pss
 
 
+def cleanup_stale_groups():
+    """Remove empty cgroups an earlier, interrupted run left behind."""
+    try:
+        for d in CGROOT.glob("mxbench-*"):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    except OSError:
+        pass
+
+
 class Group:
     """A cpuacct cgroup; falls back to summing /proc/PID/stat of known pids."""
 

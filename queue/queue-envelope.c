@@ -404,7 +404,7 @@ static int env_set_field(struct env_parser *ps, const struct env_field *f, const
 {
 	char *base = (char *)ps->env;
 	char *s = NULL;
-	int64_t x;
+	int64_t x = 0;
 
 	switch (f->kind) {
 	case ENV_STR_OPT:
@@ -556,7 +556,7 @@ static int env_parse_line(struct env_parser *ps, const char *l, size_t n)
 static int env_check_version(struct env_parser *ps, const char *l, size_t n)
 {
 	static const char pfx[] = "version: ";
-	int64_t v;
+	int64_t v = 0;
 
 	if (n < sizeof(pfx) - 1 || memcmp(l, pfx, sizeof(pfx) - 1) != 0)
 		return env_fail(ps, "not an envelope (first line must be \"version: %d\")",

@@ -20,11 +20,7 @@
  * envelope is written and its writeback started, and only then is each file
  * fsynced - so the fsyncs wait for I/O already in flight instead of issuing
  * it one file after the other (half the time per file on this machine's
- * disk; docs/performance.md).  In a batch of IO_PAR_MIN jobs or more the
- * per-job steps of phases 1, 3 and 4 run on up to IO_PAR_THREADS threads
- * (fork-join inside the phase; the folder fsyncs between phases stay one
- * per folder), so a flood's hundreds of creates, fsyncs and unlinks overlap
- * on the disk as they do in a multi-process MTA.
+ * disk; docs/performance.md).
  * The order makes every crash leave either the old or the new state: msg/ID
  * is durable before any envelope names it, and a new envelope is durable
  * before the old one is unlinked.  A job that fails at any step has what it
@@ -59,11 +55,6 @@
 #include <unistd.h>
 
 #define IO_BATCH_MAX 1024
-/* Threads (this one included) for the per-file steps of a batch of at least
- * IO_PAR_MIN jobs: a flood's batch is hundreds of creates, fsyncs and
- * unlinks that do not depend on each other (docs/performance.md). */
-#define IO_PAR_THREADS 4
-#define IO_PAR_MIN     4
 #define IO_NAME_MAX  (UTIL_QID_LEN + 8)
 
 /* Phases after which folders are fsynced. */
@@ -341,95 +332,30 @@ static void io_batch_sync(struct queue_store *qs, struct queue_job *batch, enum 
 		util_log_warn("queue-io op=fsync-dir file=incoming error=\"%s\"", strerror(errno));
 }
 
-/* One step run over the jobs of a batch by several threads. */
-struct io_par {
-	struct queue_store *qs;
-	struct queue_job **jobs;
-	size_t n;
-	size_t next; /* atomic: the next job to take */
-	void (*fn)(struct queue_store *qs, struct queue_job *j);
-};
-
-/* io_par_main - take jobs until none is left. */
-static void *io_par_main(void *arg)
-{
-	struct io_par *p = arg;
-	size_t i;
-
-	while ((i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED)) < p->n)
-		p->fn(p->qs, p->jobs[i]);
-	return NULL;
-}
-
-/* io_par_each - fn on every job of the batch; each job by exactly one
- * thread.  The steps given here touch only their own job's files (a batch
- * never holds two jobs for one id) and log through the thread-safe logger.
- * Helpers that cannot be started leave the work to this thread. */
-static void io_par_each(struct queue_store *qs, struct queue_job *batch, size_t n,
-                        void (*fn)(struct queue_store *qs, struct queue_job *j))
-{
-	pthread_t th[IO_PAR_THREADS - 1];
-	struct io_par p = {.qs = qs, .n = n, .fn = fn};
-	size_t k = 0, want, started = 0;
-	struct queue_job *j;
-
-	p.jobs = util_xcalloc(n, sizeof(*p.jobs));
-	for (j = batch; j != NULL && k < n; j = j->next)
-		p.jobs[k++] = j;
-	p.n = k;
-	want = p.n / 2 < IO_PAR_THREADS - 1 ? p.n / 2 : IO_PAR_THREADS - 1;
-	for (k = 0; k < want; k++)
-		if (pthread_create(&th[started], NULL, io_par_main, &p) == 0)
-			started++;
-	io_par_main(&p);
-	for (k = 0; k < started; k++)
-		pthread_join(th[k], NULL);
-	free(p.jobs);
-}
-
-/* io_job_phase1 - phase 1 of one job in a parallel batch. */
-static void io_job_phase1(struct queue_store *qs, struct queue_job *j)
-{
-	io_job_write(qs, j);
-	io_job_sync_tmp(qs, j);
-}
-
 /* io_run_batch - run every phase of a batch of n jobs (I/O thread). */
 static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t n)
 {
-	bool par = n >= IO_PAR_MIN;
 	struct queue_job *j;
 
+	(void)n;
 	for (j = batch; j != NULL; j = j->next)
 		if (j->status != 0)
 			io_job_undo(qs, j);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_kick(qs, j);
-	if (par) {
-		io_par_each(qs, batch, n, io_job_phase1);
-	} else {
-		for (j = batch; j != NULL; j = j->next)
-			io_job_write(qs, j);
-		for (j = batch; j != NULL; j = j->next)
-			io_job_sync_tmp(qs, j);
-	}
+	for (j = batch; j != NULL; j = j->next)
+		io_job_write(qs, j);
+	for (j = batch; j != NULL; j = j->next)
+		io_job_sync_tmp(qs, j);
 	io_batch_sync(qs, batch, IO_PH_WRITE);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_place(qs, j);
 	io_batch_sync(qs, batch, IO_PH_PLACE);
-	if (par) {
-		io_par_each(qs, batch, n, io_job_unlink_env);
-	} else {
-		for (j = batch; j != NULL; j = j->next)
-			io_job_unlink_env(qs, j);
-	}
+	for (j = batch; j != NULL; j = j->next)
+		io_job_unlink_env(qs, j);
 	io_batch_sync(qs, batch, IO_PH_UNLINK);
-	if (par) {
-		io_par_each(qs, batch, n, io_job_unlink_msg);
-	} else {
-		for (j = batch; j != NULL; j = j->next)
-			io_job_unlink_msg(qs, j);
-	}
+	for (j = batch; j != NULL; j = j->next)
+		io_job_unlink_msg(qs, j);
 }
 
 /* io_id_hash - FNV-1a of a queue id. */
