@@ -215,6 +215,24 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
 	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
 }
 
+/* deliver_conn_clear - free what a connection owns (not the struct). */
+static void deliver_conn_clear(struct deliver_conn *cn)
+{
+	if (cn->idle_timer)
+		event_free(cn->idle_timer);
+	cn->idle_timer = NULL;
+	for (size_t i = 0; i < cn->naddrs; i++)
+		free(cn->names[i]);
+	free(cn->names);
+	free(cn->addrs);
+	free(cn->last_error);
+	cn->names = NULL;
+	cn->addrs = NULL;
+	cn->last_error = NULL;
+	cn->naddrs = 0;
+	smtp_deliver_free_targets(cn);
+}
+
 /* deliver_conn_remove - forget a connection (client already freed/quit). */
 static void deliver_conn_remove(struct deliver_conn *cn)
 {
@@ -225,14 +243,7 @@ static void deliver_conn_remove(struct deliver_conn *cn)
 	if (*pp)
 		*pp = cn->next;
 	p->nconns--;
-	if (cn->idle_timer)
-		event_free(cn->idle_timer);
-	for (size_t i = 0; i < cn->naddrs; i++)
-		free(cn->names[i]);
-	free(cn->names);
-	free(cn->addrs);
-	free(cn->last_error);
-	smtp_deliver_free_targets(cn);
+	deliver_conn_clear(cn);
 	free(cn);
 	if (p->retired && p->nconns == 0 && p->wait_head == NULL)
 		deliver_pool_free(p);
@@ -647,14 +658,7 @@ void smtp_deliverer_free(struct smtp_deliverer *dl)
 				smtp_deliver_job_report(cn->job, NULL, NULL, NULL, shutdown_err);
 				free(cn->job);
 			}
-			if (cn->idle_timer)
-				event_free(cn->idle_timer);
-			for (size_t i = 0; i < cn->naddrs; i++)
-				free(cn->names[i]);
-			free(cn->names);
-			free(cn->addrs);
-			free(cn->last_error);
-			smtp_deliver_free_targets(cn);
+			deliver_conn_clear(cn);
 			if (cn->dns_pending)
 				cn->orphan = true; /* the resolver's answer frees it */
 			else

@@ -530,7 +530,7 @@ static void start_tls(struct smtp_session *s)
 static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	if (!s->srv->tls) {
-		reply_error(s, "502 5.5.1 Error: command not implemented");
+		reply_error(s, "502 5.5.1 Error: command not supported");
 		return;
 	}
 	if (s->tls_active) {
@@ -592,7 +592,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		smtp_session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
 		break;
 	case SMTP_VERB_EXPN:
-		reply_error(s, "502 5.5.1 Error: command not implemented");
+		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	case SMTP_VERB_HELP:
 		smtp_session_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT "
@@ -604,7 +604,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 	case SMTP_VERB_AUTH:
 	case SMTP_VERB_BDAT:
 	case SMTP_VERB_UNKNOWN:
-		reply_error(s, "502 5.5.1 Error: command not implemented");
+		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	}
 }
