@@ -26,7 +26,12 @@ struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
 {
 	struct policy_ctx *pc = util_xcalloc(1, sizeof(*pc));
 	int workers = cfg->policy_workers > 0 ? cfg->policy_workers : 4;
+	/* Each admitted session has at most two jobs queued (SPF, verdict):
+	 * sized for that, a burst within max_connections waits for a worker
+	 * instead of getting 451; the queue stays bounded all the same. */
 	size_t qmax = (size_t)workers * 32;
+	if (cfg->max_connections > 0 && qmax < (size_t)cfg->max_connections * 2)
+		qmax = (size_t)cfg->max_connections * 2;
 
 	pc->cfg = cfg;
 	pc->base = base;
