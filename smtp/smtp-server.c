@@ -317,7 +317,7 @@ err:;
 	return NULL;
 }
 
-/* open_listeners - bind every configured address that is not bound yet;
+/* sync_listeners - bind every configured address that is not bound yet;
  * close the ones no longer configured.  On error nothing new stays open. */
 static int sync_listeners(struct smtp_server *srv, const struct config *cfg, char *err,
 			  size_t errlen)

@@ -28,15 +28,17 @@ struct smtp_server;
 struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
 				    struct queue_store *qs, struct policy_ctx *policy,
 				    struct policy_dns *dns, char *err, size_t errlen);
-/* smtp_server_reload - new sessions use cfg/policy (borrowed; the caller keeps
- * the old ones alive until smtp_server_sessions_using() says they are free);
+/* smtp_server_reload - new sessions use cfg/policy (borrowed; sessions that
+ * started earlier keep theirs, so the caller keeps old ones alive - the
+ * gateway keeps them until exit);
  * listeners are added/removed to match cfg; the TLS certificate is re-read.
  * 0, or -1 with a message in err (then nothing changed). */
 int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 		       struct policy_ctx *policy, char *err, size_t errlen);
 /* smtp_server_stop_accepting - close the listeners (SIGTERM). */
 void smtp_server_stop_accepting(struct smtp_server *srv);
-/* smtp_server_close_idle - 421 to sessions not inside a transaction. */
+/* smtp_server_shutdown_sessions - 421 to sessions not in DATA and not
+ * waiting for a verdict or commit (those finish their transaction first). */
 void smtp_server_shutdown_sessions(struct smtp_server *srv);
 size_t smtp_server_session_count(const struct smtp_server *srv);
 void smtp_server_free(struct smtp_server *srv);
