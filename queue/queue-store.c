@@ -570,8 +570,12 @@ struct queue_spool *queue_spool_new(struct queue_store *qs)
 	sp->fd = -1;
 	for (tries = 0; tries < 10 && sp->fd < 0; tries++) {
 		util_qid_new(sp->id);
+		errno = 0;
 		if (store_has_envelope(qs, sp->id)) {
-			errno = EEXIST; /* an id of an earlier run (clock went back) */
+			/* An id of an earlier run (clock went back), or a state
+			 * folder we cannot read: report which. */
+			if (errno == 0 || errno == ENOENT)
+				errno = EEXIST;
 			continue;
 		}
 		snprintf(name, sizeof(name), "%s.msg", sp->id);
