@@ -181,17 +181,21 @@ def test_tls_handshake_garbage(tls_gw, name):
     gw.wait_for_marker(assert_still_serves(gw))
 
 
+def client_hello(ca, hostname):
+    """The bytes of a real TLS ClientHello (Python's ssl, memory BIOs)."""
+    ctx = client_tls_context(ca.ca_cert)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=hostname)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
 def test_truncated_client_hello_then_silence(tls_gw, test_ca):
     """Half a ClientHello, then nothing: the handshake times out and the
     session is closed (no reply: the channel is neither plain nor TLS)."""
     gw = tls_gw
-    # a real ClientHello, cut in half
-    ctx = client_tls_context(test_ca.ca_cert)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=gw.hostname)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    hello = out.read()
+    hello = client_hello(test_ca, gw.hostname)   # a real one, sent cut in half
     with gw.client() as c:
         c.ehlo()
         assert_reply(c.cmd("STARTTLS"), 220)
@@ -208,12 +212,7 @@ def test_dribbled_client_hello_hits_handshake_deadline(tls_gw, test_ca):
     within command_timeout of the 220 (the timeout counts completed TLS
     reads, not raw bytes)."""
     gw = tls_gw
-    ctx = client_tls_context(test_ca.ca_cert)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=gw.hostname)
-    with pytest.raises(ssl.SSLWantReadError):
-        obj.do_handshake()
-    hello = out.read()
+    hello = client_hello(test_ca, gw.hostname)
     with gw.client() as c:
         c.ehlo()
         assert_reply(c.cmd("STARTTLS"), 220)
@@ -240,12 +239,7 @@ def test_tls_to_plaintext_port(tls_gw, test_ca):
     within max_errors, and serves on."""
     gw = tls_gw
     with RawClient(gw.port) as c:
-        ctx = client_tls_context(test_ca.ca_cert)
-        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        obj = ctx.wrap_bio(inc, out, server_hostname=gw.hostname)
-        with pytest.raises(ssl.SSLWantReadError):
-            obj.do_handshake()
-        c.send(out.read() + b"\r\n" * 20)
+        c.send(client_hello(test_ca, gw.hostname) + b"\r\n" * 20)
         rest = c.wait_closed(scaled(8))
         for line in rest.split(b"\r\n"):
             assert line == b"" or line[:1] in (b"4", b"5"), rest
