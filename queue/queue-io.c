@@ -11,10 +11,14 @@
  *      -> fsync msg/ (and incoming/)
  *   2. rename <to>/ID.tmp -> <to>/ID               -> fsync the <to> folders
  *      (for a commit this is the commit point)
- *   3. unlink <from>/ID (update to another state, remove)
+ *   3. remove <from>/ID (update to another state, remove)
  *                                                  -> fsync the <from> folders
- *   4. remove: unlink msg/ID (an orphan left by a crash here is removed at
+ *   4. remove: remove msg/ID (an orphan left by a crash here is removed at
  *      start-up, so no fsync is needed).
+ * "Remove" means: moved into free/ for reuse, or unlinked when the pool is
+ * full (queue-pool.c); new files (spools, ID.tmp) come from free/ when it
+ * has one.  For the crash analysis the two are the same: the name is gone
+ * from its folder.
  * Within phase 1 the data goes to the disk for the whole batch at once:
  * writeback of every spool is started first (sync_file_range WRITE), every
  * envelope is written and its writeback started, and only then is each file
@@ -122,10 +126,22 @@ static void io_job_undo(struct queue_store *qs, struct queue_job *j)
 	j->steps = 0;
 }
 
+/* io_disk_full - after ENOSPC/EDQUOT, the pool's files go at the end of
+ * this batch (I/O thread). */
+static void io_disk_full(struct queue_store *qs, int err)
+{
+	if (err != ENOSPC && err != EDQUOT)
+		return;
+	pthread_mutex_lock(&qs->mu);
+	qs->drain_pool = true;
+	pthread_mutex_unlock(&qs->mu);
+}
+
 /* io_job_fail - log the failed step, mark the job failed and undo it. */
 static void io_job_fail(struct queue_store *qs, struct queue_job *j, int err, const char *op,
                         int dir, const char *name)
 {
+	io_disk_full(qs, err);
 	util_log_err("%s queue-io job=%s op=%s file=%s/%s error=\"%s\"", j->id,
 	             io_kind_names[j->kind], op, queue_dir_name(dir), name, strerror(err));
 	j->status = -1;
@@ -133,32 +149,16 @@ static void io_job_fail(struct queue_store *qs, struct queue_job *j, int err, co
 	io_job_undo(qs, j);
 }
 
-/* io_rename_excl - rename that never replaces an existing file. */
-static int io_rename_excl(int ofd, const char *oname, int nfd, const char *nname)
-{
-	struct stat st;
-
-	if (renameat2(ofd, oname, nfd, nname, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -1;
-	/* The file system has no RENAME_NOREPLACE: check, then rename.  Only
-	 * this thread creates names in msg/ and the state folders. */
-	if (fstatat(nfd, nname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		errno = EEXIST;
-		return -1;
-	}
-	return renameat(ofd, oname, nfd, nname);
-}
-
-/* io_write_tmp - create <to>/ID.tmp exclusively with the envelope text and
- * start its writeback; the descriptor stays in j->fd for io_job_sync_tmp. */
+/* io_write_tmp - create <to>/ID.tmp exclusively (a recycled file when the
+ * pool has one) with the envelope text and start its writeback; the
+ * descriptor stays in j->fd for io_job_sync_tmp. */
 static void io_write_tmp(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
+	int64_t prior;
 
 	io_name(name, j->id, ".tmp");
-	j->fd = openat(qs->dfd[j->to], name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	j->fd = queue_pool_open(qs, j->to, name, &prior);
 	if (j->fd < 0) {
 		io_job_fail(qs, j, errno, "create", j->to, name);
 		return;
@@ -166,6 +166,10 @@ static void io_write_tmp(struct queue_store *qs, struct queue_job *j)
 	j->steps |= QUEUE_STEP_TMP;
 	if (util_write_all(j->fd, j->text, j->text_len) < 0) {
 		io_job_fail(qs, j, errno, "write", j->to, name);
+		return;
+	}
+	if (queue_pool_trim(j->fd, prior, (int64_t)j->text_len) < 0) {
+		io_job_fail(qs, j, errno, "truncate", j->to, name);
 		return;
 	}
 	if (qs->fsync)
@@ -204,8 +208,7 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 		return;
 	io_name(name, j->id, ".msg");
 	if (j->kind == QUEUE_JOB_INJECT) {
-		j->fd = openat(qs->dfd[QDIR_INCOMING], name,
-		               O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+		j->fd = queue_pool_open(qs, QDIR_INCOMING, name, &j->prior);
 		if (j->fd < 0) {
 			io_job_fail(qs, j, errno, "create", QDIR_INCOMING, name);
 			return;
@@ -217,11 +220,17 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 		}
 	}
 	if (j->kind == QUEUE_JOB_COMMIT || j->kind == QUEUE_JOB_INJECT) {
+		/* a recycled spool: cut off the old message's tail first */
+		if (queue_pool_trim(j->fd, j->prior,
+		                    j->kind == QUEUE_JOB_INJECT ? (int64_t)j->len : j->env->size) < 0) {
+			io_job_fail(qs, j, errno, "truncate", QDIR_INCOMING, name);
+			return;
+		}
 		if (qs->fsync && fsync(j->fd) < 0) {
 			io_job_fail(qs, j, errno, "fsync", QDIR_INCOMING, name);
 			return;
 		}
-		if (io_rename_excl(qs->dfd[QDIR_INCOMING], name, qs->dfd[QDIR_MSG], j->id) < 0) {
+		if (queue_rename_excl(qs->dfd[QDIR_INCOMING], name, qs->dfd[QDIR_MSG], j->id) < 0) {
 			io_job_fail(qs, j, errno, "rename-to-msg", QDIR_INCOMING, name);
 			return;
 		}
@@ -232,7 +241,8 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 	io_write_tmp(qs, j);
 }
 
-/* io_job_place - phase 2: rename <to>/ID.tmp -> <to>/ID. */
+/* io_job_place - phase 2: rename <to>/ID.tmp -> <to>/ID.  An update in
+ * place swaps the two names, so the old envelope can be recycled. */
 static void io_job_place(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
@@ -241,10 +251,18 @@ static void io_job_place(struct queue_store *qs, struct queue_job *j)
 	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE)
 		return;
 	io_name(name, j->id, ".tmp");
+	if (j->kind == QUEUE_JOB_UPDATE && j->from == j->to &&
+	    renameat2(qs->dfd[j->to], name, qs->dfd[j->to], j->id, RENAME_EXCHANGE) == 0) {
+		j->steps &= ~QUEUE_STEP_TMP;
+		if (queue_pool_put(qs, j->to, name, j->id, "e") < 0 && errno != ENOENT)
+			util_log_warn("%s queue-io job=update op=recycle file=%s/%s error=\"%s\"",
+			              j->id, queue_dir_name(j->to), name, strerror(errno));
+		return;
+	}
 	if (j->kind == QUEUE_JOB_UPDATE)
 		r = renameat(qs->dfd[j->to], name, qs->dfd[j->to], j->id);
 	else
-		r = io_rename_excl(qs->dfd[j->to], name, qs->dfd[j->to], j->id);
+		r = queue_rename_excl(qs->dfd[j->to], name, qs->dfd[j->to], j->id);
 	if (r < 0) {
 		io_job_fail(qs, j, errno, "rename", j->to, name);
 		return;
@@ -254,13 +272,14 @@ static void io_job_place(struct queue_store *qs, struct queue_job *j)
 		j->steps |= QUEUE_STEP_ENV;
 }
 
-/* io_job_unlink_env - phase 3: unlink the old envelope. */
+/* io_job_unlink_env - phase 3: remove the old envelope from its folder (into
+ * the pool of recycled files, or unlinked). */
 static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
 {
 	if (j->status != 0)
 		return;
 	if (j->kind == QUEUE_JOB_UPDATE && j->from != j->to) {
-		if (unlinkat(qs->dfd[j->from], j->id, 0) == 0)
+		if (queue_pool_put(qs, j->from, j->id, j->id, "e") == 0)
 			return;
 		if (errno == ENOENT)
 			util_log_warn("%s queue-io job=update op=unlink file=%s/%s error=\"%s\"",
@@ -268,16 +287,19 @@ static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
 		else
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	} else if (j->kind == QUEUE_JOB_REMOVE) {
-		if (unlinkat(qs->dfd[j->from], j->id, 0) < 0)
+		if (queue_pool_put(qs, j->from, j->id, j->id, "e") < 0)
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	}
 }
 
-/* io_job_unlink_msg - phase 4: a removed message's bytes. */
+/* io_job_unlink_msg - phase 4: a removed message's bytes (recycled or
+ * unlinked; nothing reads msg/ID once its envelope is gone). */
 static void io_job_unlink_msg(struct queue_store *qs, struct queue_job *j)
 {
-	if (j->status == 0 && j->kind == QUEUE_JOB_REMOVE)
-		io_unlink(qs, j->id, QDIR_MSG, j->id);
+	if (j->status == 0 && j->kind == QUEUE_JOB_REMOVE &&
+	    queue_pool_put(qs, QDIR_MSG, j->id, j->id, "m") < 0 && errno != ENOENT)
+		util_log_warn("%s queue-io op=unlink file=msg/%s error=\"%s\"", j->id, j->id,
+		              strerror(errno));
 }
 
 /* io_phase_dir - the folder a live job changed in phase ph, or -1. */
@@ -339,8 +361,10 @@ static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t
 
 	(void)n;
 	for (j = batch; j != NULL; j = j->next)
-		if (j->status != 0)
+		if (j->status != 0) {
+			io_disk_full(qs, j->err);
 			io_job_undo(qs, j);
+		}
 	for (j = batch; j != NULL; j = j->next)
 		io_job_kick(qs, j);
 	for (j = batch; j != NULL; j = j->next)
@@ -425,20 +449,29 @@ static void *io_main(void *arg)
 
 	for (;;) {
 		struct queue_job *batch;
+		bool drain;
 		size_t n;
 
 		pthread_mutex_lock(&qs->mu);
-		while (qs->pend_head == NULL && !qs->closing)
+		while (qs->pend_head == NULL && !qs->closing && !qs->drain_pool)
 			pthread_cond_wait(&qs->cv, &qs->mu);
-		if (qs->pend_head == NULL) {
+		if (qs->pend_head == NULL && !qs->drain_pool) {
 			pthread_mutex_unlock(&qs->mu);
 			break;
 		}
 		batch = io_take_batch(qs, &n);
 		pthread_mutex_unlock(&qs->mu);
-		util_log_debug("queue-io batch jobs=%zu", n);
-		io_run_batch(qs, batch, n);
-		io_post(qs, batch);
+		if (batch != NULL) {
+			util_log_debug("queue-io batch jobs=%zu", n);
+			io_run_batch(qs, batch, n);
+			io_post(qs, batch);
+		}
+		pthread_mutex_lock(&qs->mu);
+		drain = qs->drain_pool;
+		qs->drain_pool = false;
+		pthread_mutex_unlock(&qs->mu);
+		if (drain)
+			queue_pool_drain(qs);
 	}
 	return NULL;
 }
@@ -531,6 +564,18 @@ void queue_io_submit(struct queue_store *qs, struct queue_job *job)
 	pthread_mutex_lock(&qs->mu);
 	*qs->done_tail = job;
 	qs->done_tail = &job->next;
+	pthread_mutex_unlock(&qs->mu);
+}
+
+/* queue_io_drain_pool - ask the I/O thread to unlink the pooled files (the
+ * disk is full; loop thread). */
+void queue_io_drain_pool(struct queue_store *qs)
+{
+	if (!qs->sync_init)
+		return;
+	pthread_mutex_lock(&qs->mu);
+	qs->drain_pool = true;
+	pthread_cond_signal(&qs->cv);
 	pthread_mutex_unlock(&qs->mu);
 }
 

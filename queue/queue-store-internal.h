@@ -24,14 +24,15 @@ enum queue_dir_ix {
 	QDIR_DEFERRED,
 	QDIR_HOLD,
 	QDIR_CORRUPT,
+	QDIR_FREE,
 	QDIR_COUNT
 };
 
 /* queue_dir_name - folder name of a QDIR_* index. */
 static inline const char *queue_dir_name(int ix)
 {
-	static const char *const names[QDIR_COUNT] = {"incoming", "msg",  "active",
-	                                              "deferred", "hold", "corrupt"};
+	static const char *const names[QDIR_COUNT] = {"incoming", "msg",     "active", "deferred",
+	                                              "hold",     "corrupt", "free"};
 
 	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
 }
@@ -49,6 +50,7 @@ struct queue_job {
 	enum queue_job_kind kind;
 	char id[UTIL_QID_LEN + 1];
 	int fd;     /* commit/inject: spool descriptor (owned) or -1 */
+	int64_t prior; /* length of the recycled file behind fd, -1 if new */
 	void *data; /* inject: message bytes (owned) */
 	size_t len;
 	struct queue_envelope *env; /* commit/inject: owned; given to on_commit */
@@ -63,6 +65,25 @@ struct queue_job {
 	uint64_t cookie;
 	queue_done_cb dcb; /* update/remove */
 	void *arg;
+};
+
+/* The pool of recycled files (queue-pool.c): names in free/, newest last. */
+#define QUEUE_POOL_FILES    1024
+#define QUEUE_POOL_BYTES    ((int64_t)64 << 20)
+#define QUEUE_POOL_FILE_MAX ((int64_t)4 << 20)
+
+struct queue_pool_ent {
+	char name[UTIL_QID_LEN + 8];
+	int64_t size;  /* st_size when it was put */
+	int64_t bytes; /* disk it holds (st_blocks) */
+};
+
+struct queue_pool {
+	pthread_mutex_t mu; /* guards v, n, bytes */
+	bool init;
+	struct queue_pool_ent *v; /* QUEUE_POOL_FILES slots */
+	size_t n;
+	int64_t bytes;
 };
 
 struct queue_store {
@@ -83,9 +104,26 @@ struct queue_store {
 	struct queue_job *done_head; /* under mu: finished, callback not yet run */
 	struct queue_job **done_tail;
 	bool closing; /* under mu: the thread exits once pend is empty */
+	bool drain_pool; /* under mu: unlink the pool's files (disk full) */
 	void (*on_commit)(const struct queue_envelope *env, void *arg);
 	void *on_commit_arg;
+	struct queue_pool pool;
 };
+
+/* queue_store_list - the names in folder dir (without "." and ".."). */
+int queue_store_list(struct queue_store *qs, int dir, struct util_strlist *out);
+
+/* queue_rename_excl - renameat that never replaces an existing file (EEXIST). */
+int queue_rename_excl(int ofd, const char *oname, int nfd, const char *nname);
+
+/* Recycled files (queue-pool.c, which explains why). */
+void queue_pool_init(struct queue_store *qs);
+void queue_pool_fini(struct queue_store *qs);
+int queue_pool_open(struct queue_store *qs, int dir, const char *name, int64_t *prior);
+int queue_pool_trim(int fd, int64_t prior, int64_t size);
+int queue_pool_put(struct queue_store *qs, int dir, const char *name, const char *id,
+                   const char *tag);
+void queue_pool_drain(struct queue_store *qs);
 
 /* queue_io_start - create the wake-up event and start the I/O thread. */
 int queue_io_start(struct queue_store *qs, char *err, size_t errlen);
@@ -95,6 +133,8 @@ int queue_io_start(struct queue_store *qs, char *err, size_t errlen);
 void queue_io_submit(struct queue_store *qs, struct queue_job *job);
 /* queue_io_stop - finish pending jobs, join the thread, run every callback. */
 void queue_io_stop(struct queue_store *qs);
+/* queue_io_drain_pool - have the I/O thread empty the pool (disk full). */
+void queue_io_drain_pool(struct queue_store *qs);
 /* queue_io_job_new - a zeroed job of kind with fd -1. */
 struct queue_job *queue_io_job_new(enum queue_job_kind kind);
 

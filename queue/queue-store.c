@@ -40,6 +40,7 @@ struct queue_spool {
 	char id[UTIL_QID_LEN + 1];
 	int fd;
 	int64_t size;
+	int64_t prior; /* length of the recycled file, -1 if created */
 	int err; /* first write error, sticky: later writes and the commit fail */
 };
 
@@ -52,8 +53,8 @@ struct store_entry {
 
 /* ------------------------------------------------------------ helpers */
 
-/* store_list - the names in folder dir (without "." and ".."). */
-static int store_list(struct queue_store *qs, int dir, struct util_strlist *out)
+/* queue_store_list - the names in folder dir (without "." and ".."). */
+int queue_store_list(struct queue_store *qs, int dir, struct util_strlist *out)
 {
 	struct dirent *de;
 	DIR *d;
@@ -175,7 +176,7 @@ static size_t store_wipe(struct queue_store *qs, int dir, const char *suffix)
 	struct util_strlist names = {NULL, 0};
 	size_t i, n = 0;
 
-	if (store_list(qs, dir, &names) < 0) {
+	if (queue_store_list(qs, dir, &names) < 0) {
 		util_log_warn("queue op=list file=%s error=\"%s\"", queue_dir_name(dir),
 		              strerror(errno));
 		return 0;
@@ -199,7 +200,7 @@ static size_t store_remove_orphans(struct queue_store *qs)
 	struct util_strlist names = {NULL, 0};
 	size_t i, n = 0;
 
-	if (store_list(qs, QDIR_MSG, &names) < 0) {
+	if (queue_store_list(qs, QDIR_MSG, &names) < 0) {
 		util_log_warn("queue op=list file=msg error=\"%s\"", strerror(errno));
 		return 0;
 	}
@@ -251,6 +252,7 @@ static void store_free(struct queue_store *qs)
 	int d;
 
 	queue_io_stop(qs);
+	queue_pool_fini(qs);
 	for (d = 0; d < QDIR_COUNT; d++)
 		if (qs->dfd[d] >= 0)
 			close(qs->dfd[d]);
@@ -263,6 +265,7 @@ struct queue_store *queue_store_open(const char *dir, bool do_fsync, struct even
                                      char *err, size_t errlen)
 {
 	struct queue_store *qs;
+	struct stat rst;
 	int root = -1;
 	int rc = -1;
 	int d;
@@ -284,10 +287,22 @@ struct queue_store *queue_store_open(const char *dir, bool do_fsync, struct even
 		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
 		goto done;
 	}
+	if (fstat(root, &rst) < 0) {
+		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+		goto done;
+	}
 	for (d = 0; d < QDIR_COUNT; d++) {
 		const char *name = queue_dir_name(d);
 
-		if (mkdirat(root, name, 0700) < 0 && errno != EEXIST) {
+		if (mkdirat(root, name, 0700) == 0) {
+			/* A folder new to an existing queue (an upgrade, run as
+			 * root before the privilege drop) belongs to the queue's
+			 * owner like the others. */
+			if (geteuid() == 0 && rst.st_uid != 0 &&
+			    fchownat(root, name, rst.st_uid, rst.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+				util_log_warn("queue op=chown file=%s/%s error=\"%s\"", dir, name,
+				              strerror(errno));
+		} else if (errno != EEXIST) {
 			snprintf(err, errlen, "%s/%s: cannot create: %s", dir, name,
 			         strerror(errno));
 			goto done;
@@ -303,6 +318,7 @@ struct queue_store *queue_store_open(const char *dir, bool do_fsync, struct even
 		goto done;
 	}
 	store_recover(qs);
+	queue_pool_init(qs);
 	if (queue_io_start(qs, err, errlen) < 0)
 		goto done;
 	rc = 0;
@@ -448,7 +464,7 @@ int queue_store_scan(struct queue_store *qs,
 		struct util_strlist names = {NULL, 0};
 		int dir = QDIR_ACTIVE + st;
 
-		if (store_list(qs, dir, &names) < 0) {
+		if (queue_store_list(qs, dir, &names) < 0) {
 			util_log_err("queue op=scan file=%s error=\"%s\"", queue_dir_name(dir),
 			             strerror(errno));
 			util_strlist_free(&names);
@@ -579,8 +595,7 @@ struct queue_spool *queue_spool_new(struct queue_store *qs)
 			continue;
 		}
 		snprintf(name, sizeof(name), "%s.msg", sp->id);
-		sp->fd = openat(qs->dfd[QDIR_INCOMING], name,
-		                O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+		sp->fd = queue_pool_open(qs, QDIR_INCOMING, name, &sp->prior);
 		if (sp->fd < 0 && errno != EEXIST)
 			break;
 	}
@@ -635,15 +650,23 @@ int64_t queue_spool_size(const struct queue_spool *sp)
 	return sp->size;
 }
 
-/* queue_spool_abort - unlink the spool file and free; NULL is a no-op. */
+/* queue_spool_abort - recycle (or unlink) the spool file and free; NULL is
+ * a no-op.  After a disk-full error the pool is emptied instead. */
 void queue_spool_abort(struct queue_spool *sp)
 {
 	char name[UTIL_QID_LEN + 8];
+	int r;
 
 	if (sp == NULL)
 		return;
 	snprintf(name, sizeof(name), "%s.msg", sp->id);
-	if (unlinkat(sp->qs->dfd[QDIR_INCOMING], name, 0) < 0 && errno != ENOENT)
+	if (sp->err == ENOSPC || sp->err == EDQUOT) {
+		r = unlinkat(sp->qs->dfd[QDIR_INCOMING], name, 0);
+		queue_io_drain_pool(sp->qs);
+	} else {
+		r = queue_pool_put(sp->qs, QDIR_INCOMING, name, sp->id, "s");
+	}
+	if (r < 0 && errno != ENOENT)
 		util_log_warn("%s queue op=spool-abort error=\"%s\"", sp->id, strerror(errno));
 	if (sp->fd >= 0)
 		close(sp->fd);
@@ -669,6 +692,7 @@ void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_e
 
 	memcpy(j->id, sp->id, sizeof(j->id));
 	j->fd = sp->fd;
+	j->prior = sp->prior;
 	j->steps = QUEUE_STEP_SPOOL;
 	if (sp->err != 0) {
 		j->status = -1;

@@ -91,6 +91,8 @@ struct queue_store *queue_store_open(const char *dir, bool fsync, struct event_b
  * ESHUTDOWN.  Never call it from inside a store callback.  NULL is a no-op. */
 void queue_store_close(struct queue_store *qs);
 const char *queue_store_dir(const struct queue_store *qs);
+/* queue_pool_size - removed files kept in free/ for reuse (queue-pool.c). */
+size_t queue_pool_size(struct queue_store *qs);
 
 /* A message being received.  Writes go straight to incoming/ID.msg. */
 struct queue_spool;
@@ -99,7 +101,7 @@ const char *queue_spool_id(const struct queue_spool *sp);
 /* queue_spool_write - 0, or -1 with errno (ENOSPC/EDQUOT -> 452 4.3.1). */
 int queue_spool_write(struct queue_spool *sp, const void *p, size_t n);
 int64_t queue_spool_size(const struct queue_spool *sp);
-void queue_spool_abort(struct queue_spool *sp);                     /* unlink + free; NULL ok */
+void queue_spool_abort(struct queue_spool *sp);                     /* remove + free; NULL ok */
 
 /* queue_commit - make the message durable: fsync the spool, rename it to
  * msg/ID, write the envelope (env->id is set to the spool id, env->size to

@@ -6,7 +6,9 @@ Clients then get 452 4.3.1 - at DATA, at the end of data or at the commit,
 wherever the space runs out - and never a 250 for a message that is not
 whole on disk; what was acknowledged stays intact (the start-up scan finds
 nothing corrupt); once the ballast is removed the service resumes, and when
-the downstream comes up every acknowledged message is delivered whole."""
+the downstream comes up every acknowledged message is delivered whole.
+The delivered messages' files are recycled (free/), and a full disk empties
+that pool so it never holds space a new message needs."""
 
 import os
 import subprocess
@@ -102,4 +104,29 @@ def test_disk_full_452_nothing_corrupt_then_recovers(gateway, small_fs):
         for marker in refused:
             assert not ds.find(marker), f"refused message {marker} delivered"
         wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+    # the delivered messages' files are kept in free/ for reuse ...
+    free = gw.queue_dir / "free"
+    wait_for(lambda: len(list(free.iterdir())) >= 2, scaled(5), what="files recycled in free/")
+    # ... but never hold space a new message needs: the disk full again, a
+    # message bigger than any of them gets 452 and the pool is emptied
+    ballast = fill(small_fs, 16 * 1024)
+    big, big_marker = make_message(subject="too big", body=("h" * 78 + "\r\n") * 4000)
+    assert_reply(send_raw(gw, big), 452, "4.3.1")
+    wait_for(lambda: not any(free.iterdir()), scaled(5), what="free/ emptied on a full disk")
+    # and what the pool held is there for the next message
+    msg, marker = make_message(subject="fits after the drain", body=("i" * 78 + "\r\n") * 600)
+    assert_reply(send_raw(gw, msg), 250)
     gw.stop()
+
+
+def send_raw(gw, msg):
+    """One message; the reply that settled it (at DATA or after the data)."""
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        r = c.cmd("DATA")
+        if r.code == 354:
+            c.send(msg + b".\r\n")
+            r = c.reply()
+        return r

@@ -3,7 +3,8 @@
  * under /tmp: commit + reopen + scan, crash leftovers (spools, orphans, tmp
  * envelopes) removed at open, group commit of many concurrent commits, write
  * and rename failures leaving nothing behind, state changes, removal,
- * corrupt and duplicate envelopes moved to corrupt/, close with pending jobs.
+ * corrupt and duplicate envelopes moved to corrupt/, close with pending jobs,
+ * removed files recycled through free/ without old bytes showing through.
  * Each test gets its own mkdtemp() directory, removed at teardown.
  */
 #include <setjmp.h>
@@ -667,6 +668,128 @@ static void test_dispatch_returns_when_idle(void **state)
 	assert_int_equal(event_base_dispatch(f->base), 1);
 }
 
+/* file_size - st_size of <sub>/<name>, -1 when missing. */
+static long long file_size(struct fixture *f, const char *sub, const char *name)
+{
+	struct stat st;
+
+	return stat(path_of(f, sub, name), &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* commit_body - spool body, commit it, wait; returns the id. */
+static void commit_body(struct fixture *f, char id[UTIL_QID_LEN + 1], const char *body, size_t len)
+{
+	struct queue_spool *sp = queue_spool_new(f->qs);
+	int want = f->ncommits + 1;
+
+	assert_non_null(sp);
+	snprintf(id, UTIL_QID_LEN + 1, "%s", queue_spool_id(sp));
+	assert_int_equal(queue_spool_write(sp, body, len), 0);
+	queue_commit(f->qs, sp, make_env("rcpt@example.com"), commit_cb, 9, f);
+	run_until(f, &f->ncommits, want);
+	assert_int_equal(f->status[want - 1], 0);
+}
+
+/* remove_one - remove an active message and wait. */
+static void remove_one(struct fixture *f, const char *id)
+{
+	int want = f->ndone + 1;
+
+	queue_msg_remove(f->qs, id, QUEUE_ACTIVE, done_cb, f);
+	run_until(f, &f->ndone, want);
+	assert_int_equal(f->done_status[want - 1], 0);
+}
+
+static void test_removed_files_recycled(void **state)
+{
+	struct fixture *f = *state;
+	static char big[20000];
+	struct queue_envelope *env = NULL;
+	struct queue_spool *sp;
+	enum queue_state st;
+	char id[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], tmp[64];
+	char got[sizeof(BODY) + 16];
+	FILE *fp;
+	size_t n;
+
+	open_store(f, true);
+	assert_int_equal(count(f, "free"), 0);
+	memset(big, 'B', sizeof(big));
+	commit_body(f, id, big, sizeof(big));
+	remove_one(f, id);
+	/* the message and its envelope went to free/, not away */
+	assert_false(exists(f, "msg", id));
+	assert_false(exists(f, "active", id));
+	assert_int_equal(count(f, "free"), 2);
+	assert_int_equal(queue_pool_size(f->qs), 2);
+
+	/* the next message reuses both files: nothing of the old one shows */
+	commit_body(f, id2, BODY, strlen(BODY));
+	assert_int_equal(count(f, "free"), 0);
+	assert_int_equal(file_size(f, "msg", id2), (long long)strlen(BODY));
+	fp = fopen(path_of(f, "msg", id2), "rb");
+	assert_non_null(fp);
+	n = fread(got, 1, sizeof(got), fp);
+	fclose(fp);
+	assert_int_equal(n, strlen(BODY));
+	assert_memory_equal(got, BODY, n);
+	assert_int_equal(queue_env_load(f->qs, id2, &env, &st), 0);
+	assert_int_equal(env->size, (int64_t)strlen(BODY));
+	assert_int_equal(env->nrcpts, 1);
+
+	/* an update in place recycles the old envelope too */
+	env->attempts = 1;
+	queue_env_update(f->qs, env, QUEUE_ACTIVE, QUEUE_ACTIVE, done_cb, f);
+	run_until(f, &f->ndone, f->ndone + 1);
+	assert_int_equal(f->done_status[f->ndone - 1], 0);
+	queue_envelope_free(env);
+	assert_int_equal(count(f, "free"), 1);
+	assert_int_equal(queue_env_load(f->qs, id2, &env, &st), 0);
+	assert_int_equal(env->attempts, 1);
+	queue_envelope_free(env);
+
+	/* a pooled file never replaces an existing name: EEXIST as with O_EXCL,
+	 * and the free file stays in the pool */
+	sp = queue_spool_new(f->qs);
+	assert_non_null(sp);
+	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
+	assert_int_equal(count(f, "free"), 0); /* the spool took it */
+	queue_spool_abort(sp);                 /* and gave it back */
+	assert_int_equal(count(f, "free"), 1);
+	assert_int_equal(count(f, "incoming"), 0);
+	sp = queue_spool_new(f->qs);
+	assert_non_null(sp);
+	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
+	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", id);
+	put_file(f, "active", tmp, "someone else's");
+	remove_one(f, id2); /* two more free files */
+	assert_int_equal(count(f, "free"), 2);
+	queue_commit(f->qs, sp, make_env("a@b.example"), commit_cb, 1, f);
+	run_until(f, &f->ncommits, f->ncommits + 1);
+	assert_int_equal(f->status[f->ncommits - 1], -1);
+	assert_int_equal(f->err[f->ncommits - 1], EEXIST);
+	assert_false(exists(f, "msg", id));
+	assert_int_equal(file_size(f, "active", tmp), (long long)strlen("someone else's"));
+	assert_int_equal(count(f, "free"), 2);
+	assert_int_equal(queue_pool_size(f->qs), 2);
+	unlink(path_of(f, "active", tmp));
+
+	/* a restart keeps the pool; a file too big to keep is unlinked */
+	fp = fopen(path_of(f, "free", "huge"), "w");
+	assert_non_null(fp);
+	assert_int_equal(ftruncate(fileno(fp), 5 << 20), 0);
+	fclose(fp);
+	open_store(f, true);
+	assert_int_equal(queue_pool_size(f->qs), 2);
+	assert_false(exists(f, "free", "huge"));
+	scan(f);
+	assert_int_equal(f->nscanned, 0); /* free/ is never read as queue data */
+	commit_body(f, id, BODY, strlen(BODY));
+	assert_int_equal(queue_pool_size(f->qs), 0);
+	assert_int_equal(file_size(f, "msg", id), (long long)strlen(BODY));
+}
+
 static void test_open_errors(void **state)
 {
 	struct fixture *f = *state;
@@ -693,6 +816,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_duplicate_newer_wins, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_finishes_pending, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dispatch_returns_when_idle, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_removed_files_recycled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	};
 
