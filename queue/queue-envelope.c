@@ -225,8 +225,35 @@ static void env_put_field(struct util_buf *b, const struct queue_envelope *env,
 	}
 }
 
-/* queue_envelope_serialize - the version 1 text of env; caller frees. */
-char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len)
+/* Envelope size guard: the replies of the downstream (one per recipient,
+ * plus last-error) are the only part that grows after acceptance.  When the
+ * text would not fit QUEUE_ENVELOPE_MAX - which the reader refuses, so the
+ * message would land in corrupt/ at the next start - they are shortened to
+ * ENV_REPLY_SHORT bytes, and if even that is too much, left out. */
+#define ENV_REPLY_SHORT 160
+
+/* env_put_capped - "key: value" with value cut at cap bytes (not inside a
+ * UTF-8 sequence) and "..." appended when cut; cap 0 = leave it out. */
+static void env_put_capped(struct util_buf *b, const char *key, const char *val, size_t cap)
+{
+	size_t n = strlen(val);
+
+	if (n <= cap) {
+		env_put(b, key, val);
+		return;
+	}
+	if (cap == 0)
+		return;
+	while (n > cap || (n > 0 && ((unsigned char)val[n] & 0xC0) == 0x80))
+		n--;
+	util_buf_adds(b, key);
+	util_buf_add(b, ": ", 2);
+	env_escape(b, val, n);
+	util_buf_add(b, "...\n", 4);
+}
+
+/* env_serialize - the text of env, replies cut at reply_cap bytes. */
+static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, size_t *len)
 {
 	struct util_buf b;
 	size_t i;
@@ -236,8 +263,17 @@ char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len)
 	util_buf_add(&b, "id: ", 4);
 	env_escape(&b, env->id, strnlen(env->id, sizeof(env->id)));
 	util_buf_add(&b, "\n", 1);
-	for (i = 0; i < ENV_NFIELDS; i++)
-		env_put_field(&b, env, &env_fields[i]);
+	for (i = 0; i < ENV_NFIELDS; i++) {
+		const struct env_field *f = &env_fields[i];
+
+		if (f->off == offsetof(struct queue_envelope, last_error)) {
+			if (env->last_error != NULL)
+				env_put_capped(&b, f->key, env->last_error,
+				               reply_cap == 0 ? ENV_REPLY_SHORT : reply_cap);
+			continue;
+		}
+		env_put_field(&b, env, f);
+	}
 	/* The header block, one physical line per "prepend:" line; each value
 	 * keeps its own (escaped) line end so the block round-trips byte for
 	 * byte even when it is not CRLF-terminated. */
@@ -264,12 +300,31 @@ char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len)
 			env_escape(&b, r->addr, strlen(r->addr));
 		util_buf_add(&b, ">\n", 2);
 		if (r->last_reply != NULL)
-			env_put(&b, "reply", r->last_reply);
+			env_put_capped(&b, "reply", r->last_reply, reply_cap);
 	}
 	util_buf_adds(&b, "end: ok\n");
-	if (len != NULL)
-		*len = b.len;
+	*len = b.len;
 	return b.data;
+}
+
+/* queue_envelope_serialize - the version 1 text of env; caller frees.
+ * Never longer than QUEUE_ENVELOPE_MAX when the addresses and the header
+ * block fit (the server caps those): replies are shortened first. */
+char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len)
+{
+	static const size_t caps[] = {SIZE_MAX, ENV_REPLY_SHORT, 0};
+	size_t n = 0;
+	char *text = NULL;
+
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		free(text);
+		text = env_serialize(env, caps[i], &n);
+		if (n <= QUEUE_ENVELOPE_MAX)
+			break;
+	}
+	if (len != NULL)
+		*len = n;
+	return text;
 }
 
 /* ------------------------------------------------------------ reader */

@@ -394,6 +394,65 @@ static void test_large_but_allowed(void **state)
 	queue_envelope_free(env);
 }
 
+/* Thousands of recipients, each with a long downstream reply: the replies
+ * are shortened (then dropped) so the envelope stays readable. */
+static void test_replies_shortened_to_fit(void **state)
+{
+	struct queue_envelope *env = queue_envelope_new();
+	struct queue_envelope *back;
+	static char reply[1200];
+	char addr[64];
+	char err[256] = "";
+	char *text;
+	size_t len, i;
+
+	snprintf(env->id, sizeof(env->id), "0123456789ABCDEF");
+	env->sender = strdup("s@x");
+	/* a reply ending in a 2-byte UTF-8 character across the cut */
+	memset(reply, 'r', sizeof(reply) - 1);
+	memcpy(reply, "451 4.4.1 ", 10);
+	reply[159] = (char)0xC3;
+	reply[160] = (char)0xA9;
+	for (i = 0; i < 4000; i++) {
+		snprintf(addr, sizeof(addr), "user%zu@example.com", i);
+		queue_envelope_add_rcpt(env, addr);
+		env->rcpts[i].last_reply = strdup(reply);
+	}
+	env->last_error = strdup(reply);
+	text = queue_envelope_serialize(env, &len);
+	assert_true(len <= QUEUE_ENVELOPE_MAX);
+	back = queue_envelope_parse(text, len, err, sizeof(err));
+	if (back == NULL)
+		fail_msg("parse: %s", err);
+	assert_int_equal(back->nrcpts, 4000);
+	assert_string_equal(back->rcpts[3999].addr, "user3999@example.com");
+	/* cut before the split character, marked */
+	assert_int_equal(strlen(back->rcpts[0].last_reply), 159 + 3);
+	assert_memory_equal(back->rcpts[0].last_reply, reply, 159);
+	assert_string_equal(back->rcpts[0].last_reply + 159, "...");
+	assert_int_equal(strlen(back->last_error), 159 + 3);
+	free(text);
+	queue_envelope_free(back);
+
+	/* so many that even short replies do not fit: they are left out */
+	for (; i < 30000; i++) {
+		snprintf(addr, sizeof(addr), "a-much-longer-local-part-%zu@example.com", i);
+		queue_envelope_add_rcpt(env, addr);
+		env->rcpts[i].last_reply = strdup(reply);
+	}
+	text = queue_envelope_serialize(env, &len);
+	assert_true(len <= QUEUE_ENVELOPE_MAX);
+	back = queue_envelope_parse(text, len, err, sizeof(err));
+	if (back == NULL)
+		fail_msg("parse: %s", err);
+	assert_int_equal(back->nrcpts, 30000);
+	assert_null(back->rcpts[0].last_reply);
+	assert_non_null(back->last_error);
+	free(text);
+	queue_envelope_free(back);
+	queue_envelope_free(env);
+}
+
 /* ------------------------------------------------------------ mutations */
 
 /* rnd - small deterministic PRNG (xorshift32). */
@@ -504,6 +563,7 @@ int main(void)
 	    cmocka_unit_test(test_every_truncation_fails),
 	    cmocka_unit_test(test_oversize),
 	    cmocka_unit_test(test_large_but_allowed),
+	    cmocka_unit_test(test_replies_shortened_to_fit),
 	    cmocka_unit_test(test_random_mutations),
 	    cmocka_unit_test(test_doc_example),
 	};
