@@ -15,28 +15,18 @@
 #include <cmocka.h>
 
 #include "policy-internal.h"
+#include "policy-test-helpers.h"
 
-/* test_cfg - a config with the documented defaults of [auth] and [spam]. */
+/* test_cfg - the documented defaults of [auth] and [spam], as loaded from
+ * the config table; cfg is a copy a test may change (its strings belong to
+ * a config kept for the whole run). */
 static void test_cfg(struct config *cfg)
 {
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->hostname = "mx.example.test";
-	cfg->authserv_id = "mx.example.test";
-	cfg->spf_enabled = cfg->dkim_enabled = cfg->dmarc_enabled = true;
-	cfg->dkim_max_signatures = 5;
-	cfg->dkim_min_rsa_bits = 1024;
-	cfg->dmarc_enforcement = CONFIG_DMARC_REJECT;
-	cfg->spam_threshold = 5.0;
-	cfg->weight_spf_fail = 3.0;
-	cfg->weight_spf_softfail = 1.0;
-	cfg->weight_dkim_fail = 1.0;
-	cfg->weight_dmarc_fail = 4.0;
-	cfg->weight_dmarc_quarantine = 5.0;
-	cfg->weight_dnsbl = 4.0;
-	cfg->weight_no_rdns = 1.0;
-	cfg->spam_flag_header = "X-Spam-Flag";
-	cfg->spam_score_header = "X-Spam-Score";
-	cfg->spam_status_header = "X-Spam-Status";
+	static struct config *defaults;
+
+	if (defaults == NULL)
+		defaults = policy_test_config("");
+	*cfg = *defaults;
 }
 
 /* ------------------------------------------------------------ drop_header */

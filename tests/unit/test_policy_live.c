@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "policy-internal.h"
+#include "policy-test-helpers.h"
 
 static struct {
 	char dir[64];
@@ -30,42 +31,26 @@ static struct {
 	int port;
 	char fwd[64];
 	char ta[128];
-	struct config cfg;
+	struct config *cfg;
 	struct event_base *base;
 	struct policy_dns *dns;
 	struct policy_ctx *pc;
 	int callbacks;
 } L;
 
-/* live_cfg - the config used by every case. */
-static void live_cfg(struct config *cfg, bool dnssec)
+/* live_cfg - the config used by every case: the documented defaults (from
+ * the config table) plus the fixture's resolver; config_free() it. */
+static struct config *live_cfg(bool dnssec)
 {
-	memset(cfg, 0, sizeof(*cfg));
-	cfg->hostname = "mx.example.test";
-	cfg->authserv_id = "mx.example.test";
-	cfg->spf_enabled = cfg->dkim_enabled = cfg->dmarc_enabled = true;
-	cfg->dkim_max_signatures = 5;
-	cfg->dkim_min_rsa_bits = 1024;
-	cfg->dmarc_enforcement = CONFIG_DMARC_REJECT;
-	cfg->psl_file = "/usr/share/publicsuffix/public_suffix_list.dat";
-	cfg->policy_workers = 2;
-	cfg->dns_timeout = 2;
-	cfg->dns_cache_size = 1000;
-	util_strlist_add(&cfg->dns_forwarders, L.fwd);
-	util_strlist_add(&cfg->dnsbl_zones, "bl.test");
-	if (dnssec)
-		cfg->dns_trust_anchor_file = L.ta;
-	cfg->spam_threshold = 5.0;
-	cfg->weight_spf_fail = 3.0;
-	cfg->weight_spf_softfail = 1.0;
-	cfg->weight_dkim_fail = 1.0;
-	cfg->weight_dmarc_fail = 4.0;
-	cfg->weight_dmarc_quarantine = 5.0;
-	cfg->weight_dnsbl = 4.0;
-	cfg->weight_no_rdns = 1.0;
-	cfg->spam_flag_header = "X-Spam-Flag";
-	cfg->spam_score_header = "X-Spam-Score";
-	cfg->spam_status_header = "X-Spam-Status";
+	char extra[512];
+
+	snprintf(extra, sizeof(extra),
+	         "[dns]\nforwarders = %s\ntimeout = 2s\ncache_size = 1000\n%s%s%s"
+	         "[auth]\npolicy_workers = 2\n"
+	         "[spam]\ndnsbl_zones = bl.test\n",
+	         L.fwd, dnssec ? "trust_anchor_file = " : "", dnssec ? L.ta : "",
+	         dnssec ? "\n" : "");
+	return policy_test_config(extra);
 }
 
 /* setup - start the fixture DNS server and the policy context. */
@@ -102,16 +87,16 @@ static int setup(void **state)
 	L.port = atoi(line);
 	snprintf(L.fwd, sizeof(L.fwd), "127.0.0.1@%d", L.port);
 	snprintf(L.ta, sizeof(L.ta), "%s/trust-anchor", L.dir);
-	live_cfg(&L.cfg, true);
+	L.cfg = live_cfg(true);
 	if (getenv("MXGATE_TEST_DEBUG") != NULL)
 		util_log_init(UTIL_LOG_DEBUG, UTIL_LOG_TEXT, NULL);
 	L.base = event_base_new();
-	L.dns = policy_dns_new(&L.cfg, L.base, err, sizeof(err));
+	L.dns = policy_dns_new(L.cfg, L.base, err, sizeof(err));
 	if (L.dns == NULL) {
 		fprintf(stderr, "policy_dns_new: %s\n", err);
 		return -1;
 	}
-	L.pc = policy_new(&L.cfg, L.base, L.dns, err, sizeof(err));
+	L.pc = policy_new(L.cfg, L.base, L.dns, err, sizeof(err));
 	if (L.pc == NULL) {
 		fprintf(stderr, "policy_new: %s\n", err);
 		return -1;
@@ -127,8 +112,7 @@ static int teardown(void **state)
 	policy_dns_free(L.dns);
 	if (L.base != NULL)
 		event_base_free(L.base);
-	util_strlist_free(&L.cfg.dns_forwarders);
-	util_strlist_free(&L.cfg.dnsbl_zones);
+	config_free(L.cfg);
 	if (L.pid > 0) {
 		close(L.to_child);
 		waitpid(L.pid, NULL, 0);
@@ -343,7 +327,7 @@ static void on_busy_fin(uint64_t cookie, void *arg)
 
 static void test_queue_full(void **state)
 {
-	struct config cfg;
+	struct config *cfg;
 	struct policy_ctx *pc;
 	struct util_addr a;
 	struct policy_msg *filler[80], *m1, *m2;
@@ -352,9 +336,10 @@ static void test_queue_full(void **state)
 	int nfill = 0;
 
 	SKIP_IF_NO_SERVER();
-	live_cfg(&cfg, false);
-	cfg.policy_workers = 1; /* queue bound: 64 jobs */
-	pc = policy_new(&cfg, L.base, L.dns, err, sizeof(err));
+	cfg = live_cfg(false);
+	cfg->policy_workers = 1; /* queue bound: max(32 x 1, 2 x 1, 64) = 64 jobs */
+	cfg->max_connections = 1;
+	pc = policy_new(cfg, L.base, L.dns, err, sizeof(err));
 	assert_non_null(pc);
 	util_addr_parse_numeric("127.0.0.1", 25, &a);
 	/* one job holds the only worker, the queue fills up behind it */
@@ -399,8 +384,7 @@ static void test_queue_full(void **state)
 	policy_msg_free(m1);
 	policy_msg_free(m2);
 	policy_free(pc);
-	util_strlist_free(&cfg.dns_forwarders);
-	util_strlist_free(&cfg.dnsbl_zones);
+	config_free(cfg);
 }
 
 static int mx_n;
