@@ -85,6 +85,8 @@ struct smtp_tx {
 	bool smtputf8;
 	bool body_8bitmime;
 	struct util_strlist rcpts;
+	uint32_t *rcpt_slots;            /* hash index of rcpts (index + 1, 0 = free) */
+	size_t rcpt_nslots;              /* 0 or a power of two > 2 x rcpts.n */
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;

@@ -74,6 +74,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	queue_spool_abort(tx->spool);
 	policy_msg_free(tx->pm);
 	util_strlist_free(&tx->rcpts);
+	free(tx->rcpt_slots);
 	util_buf_free(&tx->hdr);
 	free(tx);
 }
@@ -401,6 +402,59 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	smtp_session_reply(s, "250 2.1.0 Ok");
 }
 
+/* rcpt_hash - FNV-1a of an address, ASCII case folded. */
+static uint32_t rcpt_hash(const char *a)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *a; a++) {
+		unsigned char c = (unsigned char)*a;
+
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c - 'A' + 'a');
+		h = (h ^ c) * 16777619u;
+	}
+	return h;
+}
+
+/* rcpt_slot - the slot of addr in the index, or the free slot where it
+ * belongs. */
+static size_t rcpt_slot(const struct smtp_tx *tx, const char *addr)
+{
+	size_t mask = tx->rcpt_nslots - 1;
+	size_t i = rcpt_hash(addr) & mask;
+
+	while (tx->rcpt_slots[i] != 0 &&
+	       !util_strcaseeq(tx->rcpts.v[tx->rcpt_slots[i] - 1], addr))
+		i = (i + 1) & mask;
+	return i;
+}
+
+/* tx_add_rcpt - add addr unless the transaction has it already (ASCII
+ * case-insensitive, as RFC 5321 leaves local parts to the downstream);
+ * true when added.  Hashed, so max_recipients in the ten thousands costs
+ * no quadratic time. */
+static bool tx_add_rcpt(struct smtp_tx *tx, const char *addr)
+{
+	size_t i;
+
+	if (tx->rcpts.n * 2 + 2 > tx->rcpt_nslots) {
+		size_t n = tx->rcpt_nslots ? tx->rcpt_nslots * 2 : 16;
+
+		free(tx->rcpt_slots);
+		tx->rcpt_slots = util_xcalloc(n, sizeof(*tx->rcpt_slots));
+		tx->rcpt_nslots = n;
+		for (size_t k = 0; k < tx->rcpts.n; k++)
+			tx->rcpt_slots[rcpt_slot(tx, tx->rcpts.v[k])] = (uint32_t)(k + 1);
+	}
+	i = rcpt_slot(tx, addr);
+	if (tx->rcpt_slots[i] != 0)
+		return false;
+	util_strlist_add(&tx->rcpts, addr);
+	tx->rcpt_slots[i] = (uint32_t)tx->rcpts.n;
+	return true;
+}
+
 /* cmd_rcpt - RCPT TO (RFC 5321 4.1.1.3): relay control, limits, SPF. */
 static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const char *line)
 {
@@ -464,10 +518,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (!util_strlist_has_case(&tx->rcpts, path.addr)) {
-		util_strlist_add(&tx->rcpts, path.addr);
+	if (tx_add_rcpt(tx, path.addr))
 		tx->rcpt_bytes += strlen(path.addr) + 16;
-	}
 	s->state = SMTP_STATE_RCPT;
 	smtp_session_reply(s, "250 2.1.5 Ok");
 }

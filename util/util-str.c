@@ -262,9 +262,13 @@ void util_buf_printf(struct util_buf *b, const char *fmt, ...)
 /* util_strlist_add - append a copy of s. */
 void util_strlist_add(struct util_strlist *l, const char *s)
 {
-	if (l->n >= SIZE_MAX / sizeof(char *) - 1)
+	if (l->n >= SIZE_MAX / sizeof(char *) / 2)
 		str_oom(SIZE_MAX);
-	l->v = util_xrealloc(l->v, (l->n + 1) * sizeof(char *));
+	/* The capacity is implicit: lists only grow, one at a time, so the
+	 * array is doubled whenever n reaches a power of two (4, 8, 16, ...);
+	 * appending n strings costs O(n), not O(n^2) copying. */
+	if (l->n < 4 ? l->n == 0 : (l->n & (l->n - 1)) == 0)
+		l->v = util_xrealloc(l->v, (l->n < 4 ? 4 : l->n * 2) * sizeof(char *));
 	l->v[l->n++] = util_xstrdup(s);
 }
 

@@ -170,6 +170,35 @@ def test_recipients_never_make_an_unreadable_envelope(gateway):
     assert qid in gw.queue_ids(), f"{qid} lost at start-up"
 
 
+def test_repeated_rcpts_counted_once(gateway):
+    """20,000 distinct recipients, each given twice (the second time in
+    upper case), pipelined: every RCPT gets 250 and the envelope holds each
+    address once, in the order first given.  (Duplicates are found through
+    a hash index; a linear search here was 200 million comparisons.)"""
+    gw = gateway({"limits": {"max_recipients": "100000", "command_timeout": "60s"},
+                  "route default": {"type": "smtp", "directory": None,
+                                    "hosts": "127.0.0.1:9", "tls": "none",
+                                    "connect_timeout": "1s"}})
+    n = 20000
+    addrs = [b"dup%d@example.test" % i for i in range(n)]
+    with gw.client(timeout=scaled(60)) as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        blob = b"".join(b"RCPT TO:<%s>\r\n" % a for a in addrs)
+        blob += b"".join(b"RCPT TO:<%s>\r\n" % a.upper() for a in addrs)
+        t = send_background(c, blob)
+        for i in range(2 * n):
+            r = c.reply(timeout=scaled(30))
+            assert (r.code, r.enh) == (250, "2.1.5"), f"RCPT #{i}: {r}"
+        t.join(scaled(30))
+        assert_reply(c.cmd("DATA"), 354)
+        c.send(make_message()[0] + b".\r\n")
+        qid = queued_id(c.reply(timeout=scaled(30)))
+    env = gw.envelope_text(qid)
+    rcpts = [ln.split(" ", 2)[2] for ln in env.splitlines() if ln.startswith("rcpt: ")]
+    assert rcpts == [f"<{a.decode()}>" for a in addrs]
+
+
 # ---------------------------------------------------------------- NUL, invalid UTF-8
 
 @pytest.mark.parametrize("line,code", [
