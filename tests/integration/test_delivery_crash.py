@@ -44,5 +44,7 @@ def test_kill9_under_load_loses_nothing(gateway):
             return all(set(a for r in ds.find(m) for a in r.rcpt_tos) == want
                        for m, want in markers)
         wait_for(all_there, scaled(20), what="every recipient delivered at least once")
-        wait_for(lambda: not gw.queue_ids(), scaled(5), what="empty queue")
-        assert not gw.msg_files()
+        # msg/ID goes after its envelope (and after a folder fsync): wait
+        # for both, rather than racing the I/O thread
+        wait_for(lambda: not gw.queue_ids() and not gw.msg_files(), scaled(5),
+                 what="empty queue, no message files left")
