@@ -118,6 +118,36 @@ void smtp_data_init(struct smtp_data_parser *p, int64_t limit);
 size_t smtp_data_feed(struct smtp_data_parser *p, const char *buf, size_t n,
 		      smtp_data_emit_fn emit, void *arg, bool *done);
 
+/* ------------------------------------------------------------ header/body split */
+
+/* What the splitter (smtp-hdrsplit.c) hands back: field() for each
+ * complete header field, in order (true = drop it); head() with the header
+ * bytes to keep (kept fields and the empty line), in order, as runs of kept
+ * fields end - so it may come between field() calls; eoh() once, after the
+ * last field and before the first body(); body() with the body bytes. */
+struct smtp_hdrsplit_ops {
+	bool (*field)(void *arg, const struct util_hdr_field *f);
+	void (*eoh)(void *arg);
+	void (*head)(void *arg, const char *p, size_t n);
+	void (*body)(void *arg, const char *p, size_t n);
+};
+
+struct smtp_hdrsplit {
+	const struct smtp_hdrsplit_ops *ops;
+	void *arg;
+	size_t max;          /* header block limit (max_header_size) */
+	struct util_buf hdr; /* the header block while it is being read */
+	size_t scan;         /* start of the first unscanned line in hdr */
+	bool in_body;        /* the header block is over */
+	bool overflow;       /* the header block outgrew max: message refused */
+};
+
+void smtp_hdrsplit_init(struct smtp_hdrsplit *h, size_t max, const struct smtp_hdrsplit_ops *ops,
+			void *arg);
+void smtp_hdrsplit_feed(struct smtp_hdrsplit *h, const char *p, size_t n);
+void smtp_hdrsplit_end(struct smtp_hdrsplit *h);
+void smtp_hdrsplit_free(struct smtp_hdrsplit *h);
+
 /* ------------------------------------------------------------ PROXY protocol */
 
 struct smtp_proxy_info {

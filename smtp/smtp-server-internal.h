@@ -90,10 +90,7 @@ struct smtp_tx {
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
-	struct util_buf hdr;             /* header block while it is being read */
-	size_t hdr_scan;                 /* start of the first unscanned line in hdr */
-	bool in_body;                    /* header block finished */
-	bool header_overflow;
+	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
 	int64_t data_start_ms;

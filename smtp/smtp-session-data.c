@@ -1,9 +1,9 @@
 /*
  * smtp-session-data.c - the DATA phase of a session: stream the message
  * through the strict DATA parser (smtp-data.c) into the spool file, split the
- * header block from the body on the way (headers are kept in memory up to
- * max_header_size so forged Authentication-Results and spam headers can be
- * dropped; the body is never buffered), feed the policy engine, then at the
+ * header block from the body on the way (smtp-hdrsplit.c: headers are kept
+ * in memory up to max_header_size so forged Authentication-Results and spam
+ * headers can be dropped; the body is never buffered), feed the policy engine, then at the
  * end of data wait for the verdict and the durable commit before answering.
  *
  * Ownership: the transaction (struct smtp_tx) owns the spool until
@@ -37,121 +37,50 @@ static void body_write(struct smtp_tx *tx, const char *p, size_t n)
 		(void)policy_msg_body(tx->pm, p, n);
 }
 
-/* is_field_start - "name:" with an RFC 5322 ftext name; the obsolete form
- * with white space before the colon (RFC 5322 4.5.8) counts too, as it does
- * for util_hdr_next, so a forged "Authentication-Results :" is still a
- * header we can remove. */
-static bool is_field_start(const char *p, size_t n)
+/* split_field - one header field: to the DKIM verifier, then dropped when
+ * it is a forged Authentication-Results or one of our spam headers. */
+static bool split_field(void *arg, const struct util_hdr_field *f)
 {
-	size_t i = 0;
-	while (i < n && p[i] != ':' && p[i] != ' ' && p[i] != '\t') {
-		unsigned char c = (unsigned char)p[i];
-		if (c < 33 || c > 126)
-			return false;
-		i++;
-	}
-	if (i == 0)
+	struct smtp_session *s = arg;
+	if (s->tx->pm)
+		(void)policy_msg_header(s->tx->pm, f->raw, f->raw_len);
+	if (!policy_drop_header(s->cfg, f))
 		return false;
-	while (i < n && (p[i] == ' ' || p[i] == '\t'))
-		i++;
-	return i < n && p[i] == ':';
+	util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours", (unsigned long long)s->id,
+		      (int)f->name_len, f->name);
+	return true;
 }
 
-/* finish_headers - the header block is hdr[0..end): emit the fields we keep,
- * then the rest of the buffer (blank line + first body bytes) as body. */
-static void finish_headers(struct smtp_session *s, size_t end)
+/* split_eoh - end of the header block. */
+static void split_eoh(void *arg)
 {
-	struct smtp_tx *tx = s->tx;
-	struct util_hdr_field f;
-	size_t pos = 0;
-	/* Kept fields that follow each other in hdr are written as one run:
-	 * one write(2) per header block instead of one per field. */
-	size_t run = 0, run_len = 0;
-	while (pos < end && util_hdr_next(tx->hdr.data, end, &pos, &f) == 1) {
-		if (tx->pm)
-			(void)policy_msg_header(tx->pm, f.raw, f.raw_len);
-		if (policy_drop_header(s->cfg, &f)) {
-			util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours",
-				      (unsigned long long)s->id, (int)f.name_len, f.name);
-			continue;
-		}
-		size_t off = (size_t)(f.raw - tx->hdr.data);
-		if (run_len > 0 && off != run + run_len) {
-			spool_write(tx, tx->hdr.data + run, run_len);
-			run_len = 0;
-		}
-		if (run_len == 0)
-			run = off;
-		run_len += f.raw_len;
-	}
-	if (tx->pm)
-		(void)policy_msg_eoh(tx->pm);
-	tx->in_body = true;
-	size_t rest = tx->hdr.len - end;
-	const char *p = tx->hdr.data + end;
-	bool crlf = rest >= 2 && p[0] == '\r' && p[1] == '\n';
-	if (crlf) {
-		p += 2;
-		rest -= 2;
-	}
-	/* Always one empty line between header and body, even when the client
-	 * sent none (as Postfix's cleanup does): a downstream must never read
-	 * a body line as a header. */
-	if (rest > 0 || end < tx->hdr.len) {
-		if (crlf && run_len > 0 && run + run_len == end) {
-			run_len += 2; /* the client's empty line ends the run */
-		} else {
-			spool_write(tx, tx->hdr.data + run, run_len);
-			run_len = 0;
-			spool_write(tx, "\r\n", 2);
-		}
-	}
-	spool_write(tx, tx->hdr.data + run, run_len);
-	body_write(tx, p, rest);
-	util_buf_free(&tx->hdr);
+	struct smtp_session *s = arg;
+	if (s->tx->pm)
+		(void)policy_msg_eoh(s->tx->pm);
 }
 
-/* scan_headers - look for the end of the header block in what arrived. */
-static void scan_headers(struct smtp_session *s, size_t *scan)
+/* split_head - kept header bytes go to the spool. */
+static void split_head(void *arg, const char *p, size_t n)
 {
-	struct smtp_tx *tx = s->tx;
-	for (;;) {
-		const char *line = tx->hdr.data + *scan;
-		size_t avail = tx->hdr.len - *scan;
-		const char *lf = memchr(line, '\n', avail);
-		if (!lf)
-			return;
-		size_t n = (size_t)(lf - line) + 1;
-		bool blank = n == 2 && line[0] == '\r';
-		bool cont = (line[0] == ' ' || line[0] == '\t') && *scan > 0;
-		if (blank || (!cont && !is_field_start(line, n))) {
-			/* Empty line, or a line that is no header: the body starts
-			 * here (RFC 5322 2.1). */
-			finish_headers(s, *scan);
-			return;
-		}
-		*scan += n;
-	}
+	struct smtp_session *s = arg;
+	spool_write(s->tx, p, n);
 }
+
+/* split_body - body bytes go to the spool and the DKIM body hash. */
+static void split_body(void *arg, const char *p, size_t n)
+{
+	struct smtp_session *s = arg;
+	body_write(s->tx, p, n);
+}
+
+static const struct smtp_hdrsplit_ops split_ops = {split_field, split_eoh, split_head,
+						   split_body};
 
 /* emit_cb - message bytes from the DATA parser. */
 static int emit_cb(const char *p, size_t n, void *arg)
 {
 	struct smtp_session *s = arg;
-	struct smtp_tx *tx = s->tx;
-	if (tx->in_body) {
-		body_write(tx, p, n);
-		return 0;
-	}
-	if (tx->header_overflow)
-		return 0;
-	if (tx->hdr.len + n > (size_t)s->cfg->max_header_size) {
-		tx->header_overflow = true;
-		util_buf_free(&tx->hdr);
-		return 0;
-	}
-	util_buf_add(&tx->hdr, p, n);
-	scan_headers(s, &tx->hdr_scan);
+	smtp_hdrsplit_feed(&s->tx->hs, p, n);
 	return 0;
 }
 
@@ -170,8 +99,7 @@ void smtp_data_begin(struct smtp_session *s)
 		return;
 	}
 	smtp_data_init(&tx->dp, s->cfg->message_size_limit);
-	util_buf_init(&tx->hdr);
-	tx->hdr_scan = 0;
+	smtp_hdrsplit_init(&tx->hs, (size_t)s->cfg->max_header_size, &split_ops, s);
 	tx->data_start_ms = util_mono_ms();
 	s->state = SMTP_STATE_DATA;
 	smtp_session_set_timeout(s, s->cfg->data_timeout);
@@ -199,7 +127,7 @@ static const char *data_error_reply(const struct smtp_tx *tx, const char **reaso
 		*reason = "long_line";
 		return "550 5.6.0 Message refused: line longer than 1000 octets (RFC 5321 4.5.3.1.6)";
 	}
-	if (tx->header_overflow) {
+	if (tx->hs.overflow) {
 		*reason = "header_size";
 		return "552 5.3.4 Message header block too large";
 	}
@@ -374,8 +302,7 @@ static void verdict_cb(uint64_t cookie, void *arg)
 static void end_of_data(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	if (!tx->in_body && !tx->header_overflow)
-		finish_headers(s, tx->hdr.len);   /* headers only, no body */
+	smtp_hdrsplit_end(&tx->hs);   /* a message that is all header block */
 	const char *reason = NULL;
 	const char *reply = data_error_reply(tx, &reason);
 	if (reply) {

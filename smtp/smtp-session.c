@@ -75,7 +75,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	policy_msg_free(tx->pm);
 	util_strlist_free(&tx->rcpts);
 	free(tx->rcpt_slots);
-	util_buf_free(&tx->hdr);
+	smtp_hdrsplit_free(&tx->hs);
 	free(tx);
 }
 

@@ -99,6 +99,31 @@ def test_ten_megabyte_header(gateway, shape):
     assert_still_serves(gw)
 
 
+def test_small_header_limit_big_body_in_one_write(gateway):
+    """max_header_size is a limit on the header block, not on how much
+    arrives at once: with a small limit (5,000 bytes), a message with a
+    header block just under it (4.4 KB) and a 200 KB body sent in one write
+    is accepted whole (the limit used to be checked against everything
+    buffered up to the end of the read the header's end arrived in), and a
+    header block over the limit is still refused."""
+    gw = gateway({"limits": {"max_header_size": "5000"}})
+    body = (b"b" * 78 + b"\r\n") * 2500
+    msg = (b"Subject: small header, big body\r\nFrom: a@example.net\r\n" +
+           b"".join(b"X-H%03d: %s\r\n" % (i, b"v" * 80) for i in range(49)) + b"\r\n" + body)
+    assert 4300 < msg.index(b"\r\n\r\n") < 4500
+    with gw.client(timeout=scaled(30)) as c:
+        c.ehlo()
+        start_data(c)
+        c.send(msg + b".\r\n")
+        qid = queued_id(c.reply(timeout=scaled(30)))
+        start_data(c)
+        c.send(b"".join(b"X-F%03d: %s\r\n" % (i, b"v" * 80) for i in range(60)) +
+               b"\r\nbody\r\n.\r\n")
+        assert_reply(c.reply(timeout=scaled(30)), 552, "5.3.4")
+    assert gw.wait_for_marker(b"small header, big body").endswith(body)
+    assert qid
+
+
 # ---------------------------------------------------------------- 100,000 RCPTs
 
 def test_hundred_thousand_rcpts(gateway):
