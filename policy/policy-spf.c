@@ -155,9 +155,12 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 				o += l;
 				pos += l;
 			}
-			rr->rr[n]->txt[o] = 0;
-			if (strncasecmp(rr->rr[n]->txt, "v=spf1", 6) == 0 &&
-			    (o == 6 || rr->rr[n]->txt[6] == ' ') &&
+			/* libspf2 declares txt[1] and allocates len + 1 bytes
+			 * (SPF_dns_rr_buf_realloc above): index through a
+			 * pointer, not the one-element array */
+			char *txt = rr->rr[n]->txt;
+			txt[o] = 0;
+			if (strncasecmp(txt, "v=spf1", 6) == 0 && (o == 6 || txt[6] == ' ') &&
 			    strcasecmp(domain, h->domain) == 0)
 				h->saw_record = true;
 			n++;
