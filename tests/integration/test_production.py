@@ -71,6 +71,11 @@ def test_reload_bad_config_keeps_running(gateway):
     good = gw.config_path.read_text()
     bad = good + "\n[limits]\nmax_recipients = lots\nno_such_directive = 1\n[nosuchsection]\n"
     gw.config_path.write_text(bad)
+    # `mxgate reload` checks the file first: it prints the problems as
+    # FILE:LINE and leaves the daemon alone (exit 2)
+    p = gw.cli("reload")
+    assert p.returncode == 2, p
+    assert f"{gw.config_path}:" in p.stderr and "no_such_directive" in p.stderr, p.stderr
     n = reload_count(gw, "reload refused")
     gw.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: reload_count(gw, "reload refused") > n, scaled(5), what="reload refused")
