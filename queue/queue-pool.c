@@ -80,6 +80,17 @@ static bool pool_pop(struct queue_pool *p, struct queue_pool_ent *out)
 	return true;
 }
 
+/* pool_take - pool_pop under the lock. */
+static bool pool_take(struct queue_pool *p, struct queue_pool_ent *out)
+{
+	bool got;
+
+	pthread_mutex_lock(&p->mu);
+	got = pool_pop(p, out);
+	pthread_mutex_unlock(&p->mu);
+	return got;
+}
+
 /* pool_usable - a regular file small enough to keep. */
 static bool pool_usable(const struct stat *st)
 {
@@ -147,14 +158,7 @@ int queue_pool_open(struct queue_store *qs, int dir, const char *name, int64_t *
 	int fd;
 
 	*prior = -1;
-	for (;;) {
-		bool got;
-
-		pthread_mutex_lock(&p->mu);
-		got = pool_pop(p, &e);
-		pthread_mutex_unlock(&p->mu);
-		if (!got)
-			break;
+	while (pool_take(p, &e)) {
 		if (queue_rename_excl(qs->dfd[QDIR_FREE], e.name, qs->dfd[dir], name) < 0) {
 			int err = errno;
 
@@ -163,8 +167,10 @@ int queue_pool_open(struct queue_store *qs, int dir, const char *name, int64_t *
 			/* the name is taken (or the rename is refused): keep the
 			 * free file for later and report like O_EXCL would */
 			pthread_mutex_lock(&p->mu);
-			(void)pool_push(p, e.name, e.size, e.bytes);
+			bool kept = pool_push(p, e.name, e.size, e.bytes);
 			pthread_mutex_unlock(&p->mu);
+			if (!kept)
+				(void)unlinkat(qs->dfd[QDIR_FREE], e.name, 0);
 			if (err == EEXIST) {
 				errno = err;
 				return -1;
@@ -235,17 +241,9 @@ void queue_pool_drain(struct queue_store *qs)
 	struct queue_pool_ent e;
 	size_t n = 0;
 
-	for (;;) {
-		bool got;
-
-		pthread_mutex_lock(&p->mu);
-		got = pool_pop(p, &e);
-		pthread_mutex_unlock(&p->mu);
-		if (!got)
-			break;
+	while (pool_take(p, &e))
 		if (unlinkat(qs->dfd[QDIR_FREE], e.name, 0) == 0)
 			n++;
-	}
 	if (n > 0)
 		util_log_info("queue op=pool-drain unlinked=%zu reason=disk-full", n);
 }

@@ -62,13 +62,7 @@ def test_disk_full_452_nothing_corrupt_then_recovers(gateway, small_fs):
     for i in range(40):
         msg, marker = make_message(subject=f"fill {i}", body=("f" * 78 + "\r\n") * 1300)
         with gw.client() as c:
-            c.ehlo()
-            assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
-            assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
-            r = c.cmd("DATA")
-            if r.code == 354:
-                c.send(msg + b".\r\n")
-                r = c.reply()
+            r = send_in(c, msg)
             if r.code == 250:
                 acked[marker] = (queued_id(r), msg)
                 continue
@@ -111,22 +105,24 @@ def test_disk_full_452_nothing_corrupt_then_recovers(gateway, small_fs):
     # message bigger than any of them gets 452 and the pool is emptied
     ballast = fill(small_fs, 16 * 1024)
     big, big_marker = make_message(subject="too big", body=("h" * 78 + "\r\n") * 4000)
-    assert_reply(send_raw(gw, big), 452, "4.3.1")
+    with gw.client() as c:
+        assert_reply(send_in(c, big), 452, "4.3.1")
     wait_for(lambda: not any(free.iterdir()), scaled(5), what="free/ emptied on a full disk")
     # and what the pool held is there for the next message
     msg, marker = make_message(subject="fits after the drain", body=("i" * 78 + "\r\n") * 600)
-    assert_reply(send_raw(gw, msg), 250)
+    with gw.client() as c:
+        assert_reply(send_in(c, msg), 250)
     gw.stop()
 
 
-def send_raw(gw, msg):
-    """One message; the reply that settled it (at DATA or after the data)."""
-    with gw.client() as c:
-        c.ehlo()
-        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
-        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
-        r = c.cmd("DATA")
-        if r.code == 354:
-            c.send(msg + b".\r\n")
-            r = c.reply()
-        return r
+def send_in(c, msg):
+    """One message in session c; the reply that settled it (at DATA or
+    after the data)."""
+    c.ehlo()
+    assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+    assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+    r = c.cmd("DATA")
+    if r.code == 354:
+        c.send(msg + b".\r\n")
+        r = c.reply()
+    return r
