@@ -287,7 +287,9 @@ static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
 		else
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	} else if (j->kind == QUEUE_JOB_REMOVE) {
-		if (queue_pool_put(qs, j->from, j->id, j->id, "e") < 0)
+		int r = j->purge ? unlinkat(qs->dfd[j->from], j->id, 0)
+		                 : queue_pool_put(qs, j->from, j->id, j->id, "e");
+		if (r < 0)
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	}
 }
@@ -296,8 +298,11 @@ static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
  * unlinked; nothing reads msg/ID once its envelope is gone). */
 static void io_job_unlink_msg(struct queue_store *qs, struct queue_job *j)
 {
-	if (j->status == 0 && j->kind == QUEUE_JOB_REMOVE &&
-	    queue_pool_put(qs, QDIR_MSG, j->id, j->id, "m") < 0 && errno != ENOENT)
+	if (j->status != 0 || j->kind != QUEUE_JOB_REMOVE)
+		return;
+	if (j->purge)
+		io_unlink(qs, j->id, QDIR_MSG, j->id);
+	else if (queue_pool_put(qs, QDIR_MSG, j->id, j->id, "m") < 0 && errno != ENOENT)
 		util_log_warn("%s queue-io op=unlink file=msg/%s error=\"%s\"", j->id, j->id,
 		              strerror(errno));
 }

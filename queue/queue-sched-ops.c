@@ -104,7 +104,7 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 		sched_heap_remove(s, it);
 		it->busy = true;
 		util_log_info("%s status=deleted by=postmaster", it->id);
-		queue_msg_remove(s->qs, it->id, it->st, sched_removed, m);
+		queue_msg_purge(s->qs, it->id, it->st, sched_removed, m);
 		return;
 	}
 	if (it->want_hold) {

@@ -679,13 +679,16 @@ static void sched_finish_step(struct sched_attempt *a)
 	for (size_t i = 0; i < a->env->nrcpts; i++)
 		if (a->env->rcpts[i].state == QUEUE_RCPT_PENDING)
 			a->removing = false;
-	if (a->it->want_delete) {
+	bool purge = a->it->want_delete;
+	if (purge) {
 		/* the postmaster deleted it while it was being delivered */
 		a->it->want_delete = false;
 		util_log_info("%s status=deleted by=postmaster", a->it->id);
 		a->removing = true;
 	}
-	if (a->removing)
+	if (a->removing && purge)
+		queue_msg_purge(s->qs, a->it->id, a->from, sched_env_written, a);
+	else if (a->removing)
 		queue_msg_remove(s->qs, a->it->id, a->from, sched_env_written, a);
 	else
 		queue_env_update(s->qs, a->env, a->from, QUEUE_DEFERRED, sched_env_written, a);

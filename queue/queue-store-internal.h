@@ -51,6 +51,7 @@ struct queue_job {
 	char id[UTIL_QID_LEN + 1];
 	int fd;     /* commit/inject: spool descriptor (owned) or -1 */
 	int64_t prior; /* length of the recycled file behind fd, -1 if new */
+	bool purge;    /* remove: unlink the files instead of recycling them */
 	void *data; /* inject: message bytes (owned) */
 	size_t len;
 	struct queue_envelope *env; /* commit/inject: owned; given to on_commit */

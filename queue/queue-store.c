@@ -757,15 +757,16 @@ void queue_env_update(struct queue_store *qs, const struct queue_envelope *env,
 	queue_io_submit(qs, j);
 }
 
-/* queue_msg_remove - remove the envelope (commit point), then msg/ID. */
-void queue_msg_remove(struct queue_store *qs, const char *id, enum queue_state from,
-                      queue_done_cb cb, void *arg)
+/* store_remove - a remove job: the envelope (commit point), then msg/ID. */
+static void store_remove(struct queue_store *qs, const char *id, enum queue_state from,
+                         queue_done_cb cb, void *arg, bool purge)
 {
 	struct queue_job *j = queue_io_job_new(QUEUE_JOB_REMOVE);
 
 	snprintf(j->id, sizeof(j->id), "%s", id);
 	j->dcb = cb;
 	j->arg = arg;
+	j->purge = purge;
 	if (!util_qid_is_valid(id) || !store_state_ok(from)) {
 		util_log_err("%s queue op=remove error=\"bad id or state\"", j->id);
 		j->status = -1;
@@ -774,4 +775,19 @@ void queue_msg_remove(struct queue_store *qs, const char *id, enum queue_state f
 		j->from = QDIR_ACTIVE + (int)from;
 	}
 	queue_io_submit(qs, j);
+}
+
+/* queue_msg_remove - remove the envelope (commit point), then msg/ID; the
+ * files are recycled. */
+void queue_msg_remove(struct queue_store *qs, const char *id, enum queue_state from,
+                      queue_done_cb cb, void *arg)
+{
+	store_remove(qs, id, from, cb, arg, false);
+}
+
+/* queue_msg_purge - the same, the files unlinked (a postmaster's delete). */
+void queue_msg_purge(struct queue_store *qs, const char *id, enum queue_state from,
+                     queue_done_cb cb, void *arg)
+{
+	store_remove(qs, id, from, cb, arg, true);
 }

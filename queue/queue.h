@@ -148,9 +148,14 @@ void queue_msg_path(const struct queue_store *qs, const char *id, char *out, siz
 typedef void (*queue_done_cb)(int status, void *arg);
 void queue_env_update(struct queue_store *qs, const struct queue_envelope *env,
 		      enum queue_state from, enum queue_state to, queue_done_cb cb, void *arg);
-/* queue_msg_remove - remove envelope (first: the commit point) then msg. */
+/* queue_msg_remove - remove envelope (first: the commit point) then msg;
+ * the files are recycled through free/ (queue-pool.c). */
 void queue_msg_remove(struct queue_store *qs, const char *id, enum queue_state from,
 		      queue_done_cb cb, void *arg);
+/* queue_msg_purge - the same, with the files unlinked, not recycled: a
+ * postmaster's delete, whose bytes should not sit in free/. */
+void queue_msg_purge(struct queue_store *qs, const char *id, enum queue_state from,
+		     queue_done_cb cb, void *arg);
 
 /* ------------------------------------------------------------ scheduler */
 

@@ -60,6 +60,9 @@ def test_queue_commands(gateway):
     gw.cli("queue", "delete", q2, check=True)
     wait_for(lambda: q2 not in gw.queue_ids() and not any(q2 in f.name for f in gw.msg_files()),
              scaled(5), what="q2 deleted (envelope, then message file)")
+    # a postmaster's delete unlinks; its bytes are not kept for reuse in free/
+    free = gw.queue_dir / "free"
+    assert not any(q2 in f.name for f in free.iterdir()), list(free.iterdir())
     p = gw.cli("queue", "show", q2)
     assert p.returncode == 1 and "no such message" in p.stderr
 

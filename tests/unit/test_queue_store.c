@@ -788,6 +788,15 @@ static void test_removed_files_recycled(void **state)
 	commit_body(f, id, BODY, strlen(BODY));
 	assert_int_equal(queue_pool_size(f->qs), 0);
 	assert_int_equal(file_size(f, "msg", id), (long long)strlen(BODY));
+
+	/* a purge (a postmaster's delete) unlinks instead of recycling */
+	queue_msg_purge(f->qs, id, QUEUE_ACTIVE, done_cb, f);
+	run_until(f, &f->ndone, f->ndone + 1);
+	assert_int_equal(f->done_status[f->ndone - 1], 0);
+	assert_false(exists(f, "msg", id));
+	assert_false(exists(f, "active", id));
+	assert_int_equal(count(f, "free"), 0);
+	assert_int_equal(queue_pool_size(f->qs), 0);
 }
 
 static void test_open_errors(void **state)
