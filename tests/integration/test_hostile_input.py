@@ -7,7 +7,6 @@ test asserts mxgate's exact answer and that the daemon serves a normal client
 afterwards."""
 
 import threading
-import time
 
 import pytest
 
@@ -140,7 +139,6 @@ def test_hundred_thousand_rcpts(gateway):
         blob = b"".join(b"RCPT TO:<u%d@example.test>\r\n" % i for i in range(n))
         t = send_background(c, blob)
         codes = {}
-        t0 = time.monotonic()
         for i in range(n):
             r = c.reply(timeout=scaled(30))
             want = (250, "2.1.5") if i < limit else (452, "4.5.3")
@@ -148,7 +146,6 @@ def test_hundred_thousand_rcpts(gateway):
             codes[r.code] = codes.get(r.code, 0) + 1
         t.join(scaled(30))
         assert codes == {250: limit, 452: n - limit}
-        assert time.monotonic() - t0 < scaled(60)
         assert_reply(c.cmd("DATA"), 354)
         c.send(msg + b".\r\n")
         qid = queued_id(c.reply())
