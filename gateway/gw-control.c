@@ -81,6 +81,9 @@ static void control_status(struct gw *gw, struct util_buf *out)
 		util_buf_printf(out, "queue_oldest_age: %llds\n",
 		                (long long)(oldest ? now - oldest : 0));
 	}
+	if (gw->qs)
+		util_buf_printf(out, "queue_recycled_files: %zu (%lld KiB)\n",
+		                queue_pool_size(gw->qs), (long long)(queue_pool_bytes(gw->qs) / 1024));
 	util_buf_printf(out, "stopping: %s\n", gw->stopping ? "yes" : "no");
 }
 

@@ -258,3 +258,14 @@ size_t queue_pool_size(struct queue_store *qs)
 	pthread_mutex_unlock(&qs->pool.mu);
 	return n;
 }
+
+/* queue_pool_bytes - disk held by the pool now (st_blocks). */
+int64_t queue_pool_bytes(struct queue_store *qs)
+{
+	int64_t n;
+
+	pthread_mutex_lock(&qs->pool.mu);
+	n = qs->pool.bytes;
+	pthread_mutex_unlock(&qs->pool.mu);
+	return n;
+}

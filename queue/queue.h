@@ -91,8 +91,10 @@ struct queue_store *queue_store_open(const char *dir, bool fsync, struct event_b
  * ESHUTDOWN.  Never call it from inside a store callback.  NULL is a no-op. */
 void queue_store_close(struct queue_store *qs);
 const char *queue_store_dir(const struct queue_store *qs);
-/* queue_pool_size - removed files kept in free/ for reuse (queue-pool.c). */
+/* queue_pool_size - removed files kept in free/ for reuse (queue-pool.c);
+ * queue_pool_bytes - the disk they hold. */
 size_t queue_pool_size(struct queue_store *qs);
+int64_t queue_pool_bytes(struct queue_store *qs);
 
 /* A message being received.  Writes go straight to incoming/ID.msg. */
 struct queue_spool;

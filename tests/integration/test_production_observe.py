@@ -172,6 +172,11 @@ def test_status_summary(gateway):
     for key in ("uptime:", "sessions:", "queue_messages:", "queue_oldest_age:",
                 "connections_total:", "messages_accepted: 1", "last_errors:"):
         assert key in out, (key, out)
+    # the delivered message's two files wait in free/ for reuse (once the
+    # I/O thread has removed it: poll)
+    wait_for(lambda: re.search(r"^queue_recycled_files: 2 \(\d+ KiB\)$",
+                               gw.cli("status", check=True).stdout, re.M),
+             scaled(5), what="queue_recycled_files: 2 in status")
     assert len(out.splitlines()) <= 25, "status must fit on one screen"
 
 
