@@ -72,6 +72,8 @@ void gw_metrics_define(void)
 	    {"mxgate_queue_messages", UTIL_METRIC_GAUGE, NULL, "Messages in the queue"},
 	    {"mxgate_queue_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
 	     "Age of the oldest queued message (0 when empty)"},
+	    {"mxgate_queue_recycled_bytes", UTIL_METRIC_GAUGE, NULL,
+	     "Disk held by delivered messages' files kept in free/ for reuse"},
 	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
 	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
@@ -105,6 +107,9 @@ void gw_metrics_sample(struct gw *gw)
 		util_metrics_set("mxgate_queue_oldest_age_seconds", NULL,
 		                 (double)(oldest > 0 && now > oldest ? now - oldest : 0));
 	}
+	if (gw->qs)
+		util_metrics_set("mxgate_queue_recycled_bytes", NULL,
+		                 (double)queue_pool_bytes(gw->qs));
 }
 
 /* metrics_request_cb - GET /metrics; everything else 404. */

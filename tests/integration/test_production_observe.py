@@ -127,6 +127,7 @@ def test_metrics_after_traffic(gateway):
     assert m[("mxgate_delivery_seconds_count", "")] >= 2
     assert ("mxgate_queue_messages", "") in m
     assert ("mxgate_queue_oldest_age_seconds", "") in m
+    assert ("mxgate_queue_recycled_bytes", "") in m
     assert m[("mxgate_connections_current", "")] >= 0
     for fam in ("mxgate_spf_results_total", "mxgate_dkim_results_total",
                 "mxgate_dmarc_results_total", "mxgate_spam_verdicts_total"):
