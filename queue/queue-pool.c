@@ -91,7 +91,8 @@ static bool pool_take(struct queue_pool *p, struct queue_pool_ent *out)
 	return got;
 }
 
-/* pool_usable - a regular file small enough to keep. */
+/* pool_usable - a regular file small enough to keep, with no other name
+ * (a hard link made as a backup must never be overwritten by reuse). */
 static bool pool_usable(const struct stat *st)
 {
 	return S_ISREG(st->st_mode) && st->st_nlink == 1 && st->st_size <= QUEUE_POOL_FILE_MAX;

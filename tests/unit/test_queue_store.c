@@ -707,7 +707,7 @@ static void test_removed_files_recycled(void **state)
 	struct queue_envelope *env = NULL;
 	struct queue_spool *sp;
 	enum queue_state st;
-	char id[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], tmp[64];
+	char id[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], tmp[64], backup[256];
 	char got[sizeof(BODY) + 16];
 	FILE *fp;
 	size_t n;
@@ -797,6 +797,17 @@ static void test_removed_files_recycled(void **state)
 	assert_false(exists(f, "active", id));
 	assert_int_equal(count(f, "free"), 0);
 	assert_int_equal(queue_pool_size(f->qs), 0);
+
+	/* a message file with another hard link (a backup) is never recycled:
+	 * reusing it would overwrite the backup */
+	commit_body(f, id, big, sizeof(big));
+	snprintf(backup, sizeof(backup), "%s", path_of(f, ".", "backup"));
+	assert_int_equal(link(path_of(f, "msg", id), backup), 0);
+	remove_one(f, id);
+	assert_int_equal(count(f, "free"), 1); /* the envelope only */
+	commit_body(f, id2, BODY, strlen(BODY));
+	assert_int_equal(file_size(f, ".", "backup"), (long long)sizeof(big));
+	unlink(backup);
 }
 
 static void test_open_errors(void **state)
