@@ -23,9 +23,11 @@
  * is used by one thread at a time (loop while streaming, then the worker).
  * Diagnostics: library errors at debug, results in the A-R comments.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <opendkim/dkim.h>
 
@@ -179,6 +181,46 @@ void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n)
 	dkim_body(pm->dkim, (u_char *)(uintptr_t)p, n);
 }
 
+/* policy_dkim_wants_body - loop: a body would be hashed. */
+bool policy_dkim_wants_body(const struct policy_msg *pm)
+{
+	return !pm->dkim_broken && !pm->dkim_nosig;
+}
+
+/* dkim_body_from_fd - worker: the body from the spool file into the body
+ * hashes (policy_msg_body_fd).  A read error is kept in body_err: every
+ * signature then gets temperror, never fail. */
+static void dkim_body_from_fd(struct policy_msg *pm)
+{
+	static const size_t chunk = 64 * 1024;
+	char *buf = util_xmalloc(chunk);
+	off_t off = (off_t)pm->body_off;
+
+	while (off < (off_t)pm->body_end) {
+		size_t want = (size_t)((off_t)pm->body_end - off) < chunk
+		                  ? (size_t)((off_t)pm->body_end - off)
+		                  : chunk;
+		ssize_t n = pread(pm->body_fd, buf, want, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			pm->body_err = errno;
+			util_log_err("dkim op=read-body error=\"%s\"", strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			/* shorter than what was written: never hash a partial body */
+			pm->body_err = EIO;
+			util_log_err("dkim op=read-body error=\"file shorter than the message\"");
+			break;
+		}
+		dkim_body(pm->dkim, (u_char *)buf, (size_t)n);
+		off += n;
+	}
+	free(buf);
+}
+
 /* dkim_prefetch - worker: look up every selector record through our
  * resolver; signatures whose key is missing or unreachable are set aside
  * (ignored by the library, reported by us). */
@@ -240,6 +282,12 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 
 	if (k != NULL && !k->fetched)
 		k = NULL;
+	if (pm->body_err != 0) {
+		out->result = "temperror";
+		out->comment = util_xasprintf("the message could not be read back: %s",
+		                              strerror(pm->body_err));
+		return;
+	}
 	if (k != NULL && (k->status == POLICY_DNS_TEMPFAIL || k->status == POLICY_DNS_BOGUS)) {
 		out->result = "temperror";
 		out->comment = util_xstrdup(k->status == POLICY_DNS_BOGUS
@@ -330,6 +378,8 @@ void policy_dkim_eval(struct policy_msg *pm)
 
 	if (dkim == NULL || pm->dkim_broken || pm->dkim_nosig)
 		return;
+	if (pm->body_fd >= 0)
+		dkim_body_from_fd(pm);
 	if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs <= 0)
 		return;
 	dkim_prefetch(pm, sigs, nsigs);

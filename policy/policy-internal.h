@@ -145,6 +145,9 @@ struct policy_msg {
 	/* DKIM */
 	void *dkim; /* DKIM * while streaming */
 	bool dkim_nosig, dkim_broken;
+	int body_fd;      /* policy_msg_body_fd: the body, read by the worker; -1 */
+	int64_t body_off, body_end; /* the body is [body_off, body_end) of body_fd */
+	int body_err;     /* errno of a failed read of body_fd, 0 */
 	struct policy_dkim_sig *sigs;
 	size_t nsigs;
 	void *keys; /* struct dkim_keys *, worker only */
@@ -174,6 +177,7 @@ int policy_dkim_msg_begin(struct policy_msg *pm);                          /* lo
 void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len); /* loop */
 void policy_dkim_eoh(struct policy_msg *pm);                               /* loop */
 void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n);     /* loop */
+bool policy_dkim_wants_body(const struct policy_msg *pm);                 /* loop */
 void policy_dkim_eval(struct policy_msg *pm);                              /* worker */
 void policy_dkim_msg_free(struct policy_msg *pm);
 

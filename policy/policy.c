@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "policy-internal.h"
 
@@ -71,6 +72,7 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 	pm->client = *client;
 	pm->helo = util_xstrdup(helo != NULL ? helo : "");
 	pm->mail_from = util_xstrdup(mail_from != NULL ? mail_from : "");
+	pm->body_fd = -1;
 	if (pc->cfg->dkim_enabled)
 		policy_dkim_msg_begin(pm);
 	return pm;
@@ -90,6 +92,8 @@ void policy_msg_destroy(struct policy_msg *pm)
 	free(pm->v_summary);
 	free(pm->helo);
 	free(pm->mail_from);
+	if (pm->body_fd >= 0)
+		close(pm->body_fd);
 	free(pm);
 }
 
@@ -208,6 +212,22 @@ int policy_msg_body(struct policy_msg *pm, const char *p, size_t n)
 	if (pm->dkim != NULL)
 		policy_dkim_body(pm, p, n);
 	return 0;
+}
+
+/* policy_msg_wants_body - DKIM will hash a body. */
+bool policy_msg_wants_body(const struct policy_msg *pm)
+{
+	return pm->dkim != NULL && policy_dkim_wants_body(pm);
+}
+
+/* policy_msg_body_fd - the body is in fd from off: the worker reads it. */
+void policy_msg_body_fd(struct policy_msg *pm, int fd, int64_t off, int64_t end)
+{
+	if (pm->body_fd >= 0)
+		close(pm->body_fd);
+	pm->body_fd = fd;
+	pm->body_off = off;
+	pm->body_end = end;
 }
 
 /* ------------------------------------------------------------ verdict */

@@ -120,6 +120,16 @@ const char *policy_spf_reply(const struct policy_msg *pm);
 int policy_msg_header(struct policy_msg *pm, const char *field, size_t len);
 int policy_msg_eoh(struct policy_msg *pm);
 int policy_msg_body(struct policy_msg *pm, const char *p, size_t n);
+/* policy_msg_wants_body - after eoh: DKIM needs the body (a signature was
+ * seen and the verifier works); false = no body need be passed at all. */
+bool policy_msg_wants_body(const struct policy_msg *pm);
+/* policy_msg_body_fd - instead of policy_msg_body chunks: the body is the
+ * bytes [off, end) of fd (the spool file, which may be longer: a recycled
+ * file is only cut to length at the commit), read and hashed by a worker
+ * during policy_msg_finish, so the event loop never does DKIM body
+ * canonicalisation and hashing.  Takes ownership of fd (closed with pm);
+ * those bytes must not change until finish's callback has run. */
+void policy_msg_body_fd(struct policy_msg *pm, int fd, int64_t off, int64_t end);
 
 /* policy_msg_finish - end of data: DKIM key lookups, DMARC, DNSBL, score.
  * cb runs when the verdict is ready (later, on the loop thread).  May be

@@ -650,6 +650,15 @@ int64_t queue_spool_size(const struct queue_spool *sp)
 	return sp->size;
 }
 
+/* queue_spool_open_read - incoming/ID.msg, read-only. */
+int queue_spool_open_read(const struct queue_spool *sp)
+{
+	char name[UTIL_QID_LEN + 8];
+
+	snprintf(name, sizeof(name), "%s.msg", sp->id);
+	return openat(sp->qs->dfd[QDIR_INCOMING], name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
 /* queue_spool_abort - recycle (or unlink) the spool file and free; NULL is
  * a no-op.  After a disk-full error the pool is emptied instead. */
 void queue_spool_abort(struct queue_spool *sp)

@@ -103,6 +103,9 @@ const char *queue_spool_id(const struct queue_spool *sp);
 /* queue_spool_write - 0, or -1 with errno (ENOSPC/EDQUOT -> 452 4.3.1). */
 int queue_spool_write(struct queue_spool *sp, const void *p, size_t n);
 int64_t queue_spool_size(const struct queue_spool *sp);
+/* queue_spool_open_read - a read-only descriptor of the spool file (for the
+ * DKIM worker); the caller closes it.  -1 with errno on failure. */
+int queue_spool_open_read(const struct queue_spool *sp);
 void queue_spool_abort(struct queue_spool *sp);                     /* remove + free; NULL ok */
 
 /* queue_commit - make the message durable: fsync the spool, rename it to

@@ -91,6 +91,8 @@ struct smtp_tx {
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
+	bool body_started;               /* the first body byte was written */
+	int64_t body_off;                /* where the body starts in the spool */
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
 	int64_t data_start_ms;

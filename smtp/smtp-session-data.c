@@ -29,13 +29,6 @@ static void spool_write(struct smtp_tx *tx, const char *p, size_t n)
 		tx->write_errno = errno ? errno : EIO;
 }
 
-/* body_write - body bytes go to the spool and the DKIM body hash. */
-static void body_write(struct smtp_tx *tx, const char *p, size_t n)
-{
-	spool_write(tx, p, n);
-	if (tx->pm && n)
-		(void)policy_msg_body(tx->pm, p, n);
-}
 
 /* split_field - one header field: to the DKIM verifier, then dropped when
  * it is a forged Authentication-Results or one of our spam headers. */
@@ -66,11 +59,37 @@ static void split_head(void *arg, const char *p, size_t n)
 	spool_write(s->tx, p, n);
 }
 
-/* split_body - body bytes go to the spool and the DKIM body hash. */
+/* split_body - body bytes go to the spool; where the body starts is noted
+ * for the DKIM worker, which reads it back from there (body_to_policy). */
 static void split_body(void *arg, const char *p, size_t n)
 {
 	struct smtp_session *s = arg;
-	body_write(s->tx, p, n);
+	struct smtp_tx *tx = s->tx;
+	if (!tx->body_started) {
+		tx->body_started = true;
+		tx->body_off = queue_spool_size(tx->spool);
+	}
+	spool_write(tx, p, n);
+}
+
+/* body_to_policy - end of data: when DKIM needs the body, hand the policy
+ * engine a read-only descriptor of the spool and the body's offset; a
+ * worker hashes it while the verdict is built, so the event loop never
+ * canonicalises or hashes message bodies.  -1 when the spool cannot be
+ * opened. */
+static int body_to_policy(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	if (!tx->pm || !policy_msg_wants_body(tx->pm))
+		return 0;
+	int fd = queue_spool_open_read(tx->spool);
+	if (fd < 0) {
+		tx->write_errno = errno ? errno : EIO;
+		return -1;
+	}
+	int64_t end = queue_spool_size(tx->spool);
+	policy_msg_body_fd(tx->pm, fd, tx->body_started ? tx->body_off : end, end);
+	return 0;
 }
 
 static const struct smtp_hdrsplit_ops split_ops = {split_field, split_eoh, split_head,
@@ -309,6 +328,8 @@ static void end_of_data(struct smtp_session *s)
 		refuse(s, reply, reason);
 		return;
 	}
+	if (!tx->write_errno)
+		(void)body_to_policy(s);
 	if (tx->write_errno) {
 		int e = tx->write_errno;
 		util_log_err("s=%016llx spool write failed error=\"%s\"", (unsigned long long)s->id,

@@ -7,6 +7,7 @@
  *
  * Skipped (not failed) when /usr/bin/python3 or /usr/sbin/unbound is missing.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -36,6 +37,7 @@ static struct {
 	struct policy_dns *dns;
 	struct policy_ctx *pc;
 	int callbacks;
+	int body_mode; /* 0: policy_msg_body chunks; 1: policy_msg_body_fd; 2: an unreadable fd */
 } L;
 
 /* live_cfg - the config used by every case: the documented defaults (from
@@ -152,10 +154,30 @@ static void feed(struct policy_msg *pm, const char *file, const char *literal)
 		assert_int_equal(policy_msg_header(pm, f.raw, f.raw_len), 0);
 	assert_int_equal(policy_msg_eoh(pm), 0);
 	pos += 2; /* empty line */
-	while (pos < len) {
-		size_t c = len - pos < 7 ? len - pos : 7;
-		policy_msg_body(pm, m + pos, c);
-		pos += c;
+	if (L.body_mode == 0) {
+		while (pos < len) {
+			size_t c = len - pos < 7 ? len - pos : 7;
+			policy_msg_body(pm, m + pos, c);
+			pos += c;
+		}
+	} else if (policy_msg_wants_body(pm)) {
+		/* as the server does it: the whole message in a file, the body
+		 * read back by the worker from its offset */
+		char tmp[128];
+		int fd;
+
+		snprintf(tmp, sizeof(tmp), "%s/body-XXXXXX", L.dir);
+		fd = mkstemp(tmp);
+		assert_true(fd >= 0);
+		assert_int_equal(util_write_all(fd, m, len), 0);
+		/* stale bytes after the message, as in a recycled spool file that
+		 * is only cut to length at the commit: never part of the body */
+		assert_int_equal(util_write_all(fd, "stale bytes\r\n", 13), 0);
+		close(fd);
+		fd = open(L.body_mode == 1 ? tmp : L.dir, O_RDONLY | O_CLOEXEC);
+		assert_true(fd >= 0);
+		unlink(tmp);
+		policy_msg_body_fd(pm, fd, (int64_t)pos, (int64_t)len);
 	}
 	free(m);
 }
@@ -241,6 +263,26 @@ static void test_dkim_body_modified(void **state)
 	v = policy_msg_verdict(pm);
 	HAS(v->headers, "dkim=fail (body hash did not verify) header.d=live.test");
 	HAS(v->headers, "dmarc=pass"); /* SPF aligned */
+	policy_msg_free(pm);
+}
+
+/* The same two messages with the body read back from a file by the worker
+ * (what the server does), and a body that cannot be read: temperror, never
+ * fail. */
+static void test_body_from_file(void **state)
+{
+	struct policy_msg *pm;
+	const struct policy_verdict *v;
+
+	SKIP_IF_NO_SERVER();
+	L.body_mode = 1;
+	test_pass_all(state);
+	test_dkim_body_modified(state);
+	L.body_mode = 2; /* a directory: every read fails with EISDIR */
+	pm = run_msg("127.0.0.1", "client.live.test", "alice@live.test", "signed.eml", NULL);
+	L.body_mode = 0;
+	v = policy_msg_verdict(pm);
+	HAS(v->headers, "dkim=temperror (the message could not be read back: Is a directory)");
 	policy_msg_free(pm);
 }
 
@@ -471,7 +513,7 @@ int main(void)
 	    cmocka_unit_test(test_pass_all),           cmocka_unit_test(test_fail_reject),
 	    cmocka_unit_test(test_dkim_body_modified), cmocka_unit_test(test_temperror_and_dnssec),
 	    cmocka_unit_test(test_free_in_flight),     cmocka_unit_test(test_async_resolver),
-	    cmocka_unit_test(test_queue_full),
+	    cmocka_unit_test(test_queue_full),        cmocka_unit_test(test_body_from_file),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, setup, teardown);
