@@ -3,8 +3,10 @@
  * through the strict DATA parser (smtp-data.c) into the spool file, split the
  * header block from the body on the way (smtp-hdrsplit.c: headers are kept
  * in memory up to max_header_size so forged Authentication-Results and spam
- * headers can be dropped; the body is never buffered), feed the policy engine, then at the
- * end of data wait for the verdict and the durable commit before answering.
+ * headers can be dropped; the body is never buffered), feed the headers to
+ * the policy engine and hand it the body's place in the spool (DKIM hashes
+ * it on a worker), then at the end of data wait for the verdict and the
+ * durable commit before answering.
  *
  * Ownership: the transaction (struct smtp_tx) owns the spool until
  * queue_commit() takes it; asynchronous results find the session by id.
@@ -28,7 +30,6 @@ static void spool_write(struct smtp_tx *tx, const char *p, size_t n)
 	if (queue_spool_write(tx->spool, p, n) < 0)
 		tx->write_errno = errno ? errno : EIO;
 }
-
 
 /* split_field - one header field: to the DKIM verifier, then dropped when
  * it is a forged Authentication-Results or one of our spam headers. */
@@ -73,7 +74,7 @@ static void split_body(void *arg, const char *p, size_t n)
 }
 
 /* body_to_policy - end of data: when DKIM needs the body, hand the policy
- * engine a read-only descriptor of the spool and the body's offset; a
+ * engine a read-only descriptor of the spool and the body's byte range; a
  * worker hashes it while the verdict is built, so the event loop never
  * canonicalises or hashes message bodies.  -1 when the spool cannot be
  * opened. */
