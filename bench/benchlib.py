@@ -280,13 +280,7 @@ class Sink:
         return None, self.count()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        dnsserver.stop_process(self.proc)
         self.proc = None
 
 
@@ -581,13 +575,7 @@ PidFile {m}/opendmarc.pid
         except subprocess.TimeoutExpired:
             pass
         for p in self.milters:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            dnsserver.stop_process(p, grace=10)
         self.milters = []
         # master waits for its children; anything left is killed
         time.sleep(0.5)

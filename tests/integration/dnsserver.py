@@ -58,6 +58,19 @@ def _txt_rdata(text):
     return " ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
 
 
+def stop_process(proc, grace=5):
+    """SIGTERM, then SIGKILL after grace seconds; None or an ended process
+    is fine.  (Shared with bench/benchlib.py.)"""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class UnboundServer:
     def __init__(self, workdir):
         self.dir = Path(tempfile.mkdtemp(prefix="dns-", dir=str(workdir)))
@@ -187,13 +200,7 @@ class UnboundServer:
             s.close()
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
         if getattr(self, "log", None):
             self.log.close()

@@ -5,6 +5,7 @@ mxgate's resident set grows by no more than a few MiB; so do ten parallel
 5 MB messages.  Under AddressSanitizer the freed-memory quarantine is
 capped for the daemon so RSS still measures what mxgate keeps."""
 
+import contextlib
 import os
 import threading
 import time
@@ -60,60 +61,57 @@ def watch(pid, peak, stop):
         time.sleep(0.01)
 
 
-def test_fifty_megabyte_message_streams_without_rss_growth(gateway):
-    gw = gateway({"limits": {"message_size_limit": "100M"},
+def holding_gateway(gateway, size_limit):
+    """A gateway that keeps what it accepts (its downstream is unreachable),
+    warmed up with one small message so every lazy allocation has
+    happened; returns it and its RSS then."""
+    gw = gateway({"limits": {"message_size_limit": size_limit},
                   "route default": {"directory": None, "type": "smtp",
                                     "hosts": "127.0.0.1:9", "tls": "none",
                                     "connect_timeout": "1s"},
                   "log": {"level": "info"}})
-    pid = gw.proc.pid
-    # warm up: one small message so every lazy allocation has happened
     gw.send(SENDER, [RCPT], make_message()[0])
     time.sleep(0.2)
-    base = rss(pid)
-    head, _ = make_message(subject="fifty", body="")
-    data = head + big_body(50 * MiB)
+    return gw, rss(gw.proc.pid)
+
+
+@contextlib.contextmanager
+def rss_peak(pid, base):
+    """Samples pid's RSS while the block runs; peak[0] is the highest."""
     peak = [base]
     stop = threading.Event()
     w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
     w.start()
     try:
-        qid = stream(gw, data)
+        yield peak
     finally:
         stop.set()
         w.join(5)
+
+
+def test_fifty_megabyte_message_streams_without_rss_growth(gateway):
+    gw, base = holding_gateway(gateway, "100M")
+    head, _ = make_message(subject="fifty", body="")
+    data = head + big_body(50 * MiB)
+    with rss_peak(gw.proc.pid, base) as peak:
+        qid = stream(gw, data)
     grew = peak[0] - base
     assert grew < 8 * MiB, f"RSS grew by {grew / MiB:.1f} MiB streaming a 50 MB message"
     assert (gw.queue_dir / "msg" / qid).stat().st_size == len(data)
 
 
 def test_parallel_big_messages_bounded(gateway):
-    gw = gateway({"limits": {"message_size_limit": "20M"},
-                  "route default": {"directory": None, "type": "smtp",
-                                    "hosts": "127.0.0.1:9", "tls": "none",
-                                    "connect_timeout": "1s"},
-                  "log": {"level": "info"}})
-    pid = gw.proc.pid
-    gw.send(SENDER, [RCPT], make_message()[0])
-    time.sleep(0.2)
-    base = rss(pid)
+    gw, base = holding_gateway(gateway, "20M")
     head, _ = make_message(subject="five", body="")
     data = head + big_body(5 * MiB)
-    peak = [base]
-    stop = threading.Event()
-    w = threading.Thread(target=watch, args=(pid, peak, stop), daemon=True)
-    w.start()
     results = []
     ths = [threading.Thread(target=lambda: results.append(stream(gw, data)))
            for _ in range(10)]
-    try:
+    with rss_peak(gw.proc.pid, base) as peak:
         for t in ths:
             t.start()
         for t in ths:
             t.join(scaled(60))
-    finally:
-        stop.set()
-        w.join(5)
     assert len(results) == 10
     grew = peak[0] - base
     assert grew < 16 * MiB, f"RSS grew by {grew / MiB:.1f} MiB for 10 x 5 MB in parallel"

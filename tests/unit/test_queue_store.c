@@ -448,6 +448,22 @@ static void test_write_error_leaves_nothing(void **state)
 	assert_int_equal(f->nhooked, 1);
 }
 
+/* spool_blocked - a spooled message whose active/ID.tmp someone else
+ * already holds, so its commit must fail with EEXIST; id and tmp (the
+ * blocking file's name) are filled in. */
+static struct queue_spool *spool_blocked(struct fixture *f, char id[UTIL_QID_LEN + 1],
+                                         char tmp[64])
+{
+	struct queue_spool *sp = queue_spool_new(f->qs);
+
+	assert_non_null(sp);
+	snprintf(id, UTIL_QID_LEN + 1, "%s", queue_spool_id(sp));
+	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
+	snprintf(tmp, 64, "%s.tmp", id);
+	put_file(f, "active", tmp, "someone else's");
+	return sp;
+}
+
 static void test_commit_failure_undone(void **state)
 {
 	struct fixture *f = *state;
@@ -455,14 +471,9 @@ static void test_commit_failure_undone(void **state)
 	char id[UTIL_QID_LEN + 1], tmp[64];
 
 	open_store(f, true);
-	sp = queue_spool_new(f->qs);
-	assert_non_null(sp);
-	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
-	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
 	/* something already holds active/ID.tmp: the O_EXCL create fails after
 	 * the message was renamed into msg/ - which must be undone */
-	snprintf(tmp, sizeof(tmp), "%s.tmp", id);
-	put_file(f, "active", tmp, "someone else's");
+	sp = spool_blocked(f, id, tmp);
 	queue_commit(f->qs, sp, make_env("a@b.example"), commit_cb, 1, f);
 	run_until(f, &f->ncommits, 1);
 	assert_int_equal(f->status[0], -1);
@@ -757,12 +768,7 @@ static void test_removed_files_recycled(void **state)
 	queue_spool_abort(sp);                 /* and gave it back */
 	assert_int_equal(count(f, "free"), 1);
 	assert_int_equal(count(f, "incoming"), 0);
-	sp = queue_spool_new(f->qs);
-	assert_non_null(sp);
-	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
-	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", id);
-	put_file(f, "active", tmp, "someone else's");
+	sp = spool_blocked(f, id, tmp);
 	remove_one(f, id2); /* two more free files */
 	assert_int_equal(count(f, "free"), 2);
 	queue_commit(f->qs, sp, make_env("a@b.example"), commit_cb, 1, f);
