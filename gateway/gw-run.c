@@ -4,9 +4,14 @@
  * the old config), SIGTERM/SIGINT stop accepting, let sessions finish their
  * transaction (grace period), drain deliveries and exit 0.
  *
- * Ownership: struct gw owns every component.  Configs replaced by a reload
- * are kept until exit, because sessions that started under them still point
- * at them (a reload is rare; a config is a few KiB).
+ * Ownership: struct gw owns every component.  A config and the policy
+ * context made for it that a reload replaced stay alive while sessions that
+ * started under them run: the SMTP server counts them and hands the pair
+ * back when its last session ends (gw_retire_cb); the policy context then
+ * goes once its last message is gone (policy_retire: workers joined, pipe
+ * closed, from a deferred event), and the config after it.  So reloads leak
+ * nothing (test_reload_leaks.py).  At exit the resolver is freed last, after
+ * every policy context whose workers use it.
  *
  * Diagnostics: start-up problems are printed as FILE:LINE: message (config)
  * or one line each, and the process exits non-zero; after start-up every
@@ -29,13 +34,45 @@
 
 #define SHUTDOWN_GRACE_MS 30000
 
-/* Old configs and policy contexts kept alive for sessions that use them. */
+/* Replaced config/policy pairs no session uses, waiting for the policy
+ * context's last message (policy_retire); freed at exit when still here. */
 struct gw_retired {
 	struct config *cfg;
 	struct policy_ctx *policy;
-	struct gw_retired *next;
+	struct gw_retired *next, *prev;
 };
 static struct gw_retired *retired;
+
+/* retired_free - the policy context is gone: free the config it used. */
+static void retired_free(void *arg)
+{
+	struct gw_retired *r = arg;
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		retired = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	config_free(r->cfg);
+	free(r);
+}
+
+/* gw_retire_cb - the SMTP server no longer uses a replaced pair. */
+static void gw_retire_cb(void *arg, const struct config *cfg, struct policy_ctx *policy)
+{
+	struct gw_retired *r = util_xcalloc(1, sizeof(*r));
+	(void)arg;
+	r->cfg = (struct config *)cfg;   /* ours: gw_reload made it */
+	r->policy = policy;
+	r->next = retired;
+	if (retired)
+		retired->prev = r;
+	retired = r;
+	if (policy)
+		policy_retire(policy, retired_free, r);
+	else
+		retired_free(r);
+}
 
 /* gw_cmd_check_config - validate; every problem as FILE:LINE: message. */
 int gw_cmd_check_config(int argc, char **argv)
@@ -110,11 +147,7 @@ int gw_reload(struct gw *gw)
 		config_free(cfg);
 		return -1;
 	}
-	struct gw_retired *r = util_xcalloc(1, sizeof(*r));
-	r->cfg = gw->cfg;
-	r->policy = gw->policy;
-	r->next = retired;
-	retired = r;
+	/* The old pair is the server's to hand back (gw_retire_cb). */
 	gw->cfg = cfg;
 	gw->policy = policy;
 	queue_sched_set_config(gw->sched, cfg);
@@ -329,6 +362,7 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
+	smtp_server_set_retire(gw.server, gw_retire_cb, &gw);
 	gw.control = gw_control_new(&gw, gw.cfg->control_socket, err, sizeof(err));
 	if (!gw.control) {
 		util_log_err("- control socket %s: %s", gw.cfg->control_socket, err);
@@ -366,12 +400,12 @@ out:
 	gw_mta_sts_free(gw.mta_sts);
 	gw_metrics_free(gw.metrics);
 	gw_control_free(gw.control);
-	smtp_server_free(gw.server);
+	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
 	queue_sched_free(gw.sched);
 	smtp_deliverer_free(gw.deliverer);
 	queue_store_close(gw.qs);
-	policy_free(gw.policy);
-	policy_dns_free(gw.dns);
+	/* Every policy context (their workers use the resolver) before the
+	 * resolver; each config after its context. */
 	while (retired) {
 		struct gw_retired *n = retired->next;
 		policy_free(retired->policy);
@@ -379,6 +413,8 @@ out:
 		free(retired);
 		retired = n;
 	}
+	policy_free(gw.policy);
+	policy_dns_free(gw.dns);
 	config_free(gw.cfg);
 	if (gw.base)
 		event_base_free(gw.base);

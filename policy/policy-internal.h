@@ -115,6 +115,11 @@ struct policy_ctx {
 	struct policy_pool *pool;
 	void *dkim_lib;   /* DKIM_LIB * */
 	bool dmarc_ready; /* PSL loaded */
+	size_t nmsgs;     /* messages alive (policy_msg_new .. policy_msg_destroy) */
+	/* policy_retire: freed from retire_ev once nmsgs is 0, then retire_done */
+	struct event *retire_ev;
+	void (*retire_done)(void *arg);
+	void *retire_arg;
 };
 
 /* From: header facts gathered while headers stream. */

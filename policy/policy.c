@@ -9,7 +9,9 @@
  * policy_msg_free(), which may be called while a job is in flight (the
  * pool frees it when the job ends, and the callback is not called).  Each
  * message runs at most one job at a time: a finish requested while the SPF
- * job still runs is started when SPF completes.
+ * job still runs is started when SPF completes.  The context counts its
+ * live messages; a retired context (policy_retire, after a reload) frees
+ * itself from a deferred event when that count reaches zero.
  * Threads: every exported function here runs on the loop thread.
  * Diagnostics: start-up failures into err; per-message facts in the summary.
  */
@@ -59,7 +61,50 @@ void policy_free(struct policy_ctx *pc)
 	policy_pool_free(pc->pool);
 	policy_dkim_lib_free(pc);
 	policy_dmarc_lib_free(pc);
+	if (pc->retire_ev != NULL)
+		event_free(pc->retire_ev);
 	free(pc);
+}
+
+/* retire_cb - deferred: the retired context's last message is gone. */
+static void retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct policy_ctx *pc = arg;
+	void (*done)(void *) = pc->retire_done;
+	void *done_arg = pc->retire_arg;
+
+	(void)fd;
+	(void)what;
+	if (pc->nmsgs > 0)
+		return; /* re-armed by the last policy_msg_destroy */
+	policy_free(pc);
+	if (done != NULL)
+		done(done_arg);
+}
+
+/* policy_retire - free pc from the loop once its messages are gone. */
+void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg)
+{
+	pc->retire_done = done;
+	pc->retire_arg = arg;
+	if (pc->retire_ev == NULL)
+		pc->retire_ev = event_new(pc->base, -1, 0, retire_cb, pc);
+	if (pc->retire_ev == NULL) {
+		/* out of memory: free now (joins the workers; rare and correct) */
+		util_log_warn("- policy context freed synchronously: no event for the deferred free");
+		policy_free(pc);
+		if (done != NULL)
+			done(arg);
+		return;
+	}
+	if (pc->nmsgs == 0)
+		event_active(pc->retire_ev, EV_TIMEOUT, 0);
+}
+
+/* policy_msg_count - messages alive. */
+size_t policy_msg_count(const struct policy_ctx *pc)
+{
+	return pc != NULL ? pc->nmsgs : 0;
 }
 
 /* policy_msg_new - a message at MAIL FROM (DKIM handle ready for streaming). */
@@ -69,6 +114,7 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 	struct policy_msg *pm = util_xcalloc(1, sizeof(*pm));
 
 	pm->pc = pc;
+	pc->nmsgs++;
 	pm->client = *client;
 	pm->helo = util_xstrdup(helo != NULL ? helo : "");
 	pm->mail_from = util_xstrdup(mail_from != NULL ? mail_from : "");
@@ -94,6 +140,10 @@ void policy_msg_destroy(struct policy_msg *pm)
 	free(pm->mail_from);
 	if (pm->body_fd >= 0)
 		close(pm->body_fd);
+	/* A retiring context goes with its last message (deferred: this may
+	 * run inside the pool's own completion callback). */
+	if (--pm->pc->nmsgs == 0 && pm->pc->retire_ev != NULL)
+		event_active(pm->pc->retire_ev, EV_TIMEOUT, 0);
 	free(pm);
 }
 

@@ -82,6 +82,17 @@ enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *nam
 struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
 			      struct policy_dns *dns, char *err, size_t errlen);
 void policy_free(struct policy_ctx *pc);
+/* policy_retire - the owner lets go of pc (a reload replaced it and no
+ * session uses it any more) without blocking the loop: pc is freed - workers
+ * joined, completion pipe closed, libraries closed - from a deferred event
+ * once its last message is gone (a message abandoned while its job runs goes
+ * when that job ends), and then done(arg) runs there (the owner frees the
+ * config pc borrowed).  No new message may be made from pc after this call.
+ * policy_free() still works on a retiring context (exit): it frees at once
+ * and done is not called.  Loop thread. */
+void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg);
+/* policy_msg_count - messages of pc alive (diagnostics and tests). */
+size_t policy_msg_count(const struct policy_ctx *pc);
 
 /* policy_drop_header - true when an incoming header field must be removed
  * before the message is queued: Authentication-Results carrying our

@@ -65,10 +65,24 @@ struct smtp_rdns {
 
 struct smtp_session;
 
+/* A config and its policy context, counted by the sessions that use them
+ * (a session keeps the pair it started with across reloads). */
+struct smtp_gen {
+	const struct config *cfg;        /* borrowed */
+	struct policy_ctx *policy;       /* borrowed; NULL = no checks */
+	size_t refs;                     /* sessions using the pair */
+	struct smtp_gen *next;           /* srv->retired */
+};
+
 struct smtp_server {
 	struct event_base *base;
-	const struct config *cfg;        /* borrowed; for new sessions */
-	struct policy_ctx *policy;       /* borrowed; NULL = no checks */
+	const struct config *cfg;        /* borrowed; for new sessions (= gen->cfg) */
+	struct policy_ctx *policy;       /* borrowed; NULL = no checks (= gen->policy) */
+	struct smtp_gen *gen;            /* owned; the pair new sessions get */
+	struct smtp_gen *retired;        /* owned; replaced pairs still in use */
+	struct event *retire_ev;         /* deferred hand-back of unused pairs */
+	smtp_server_retire_fn retire_fn;
+	void *retire_arg;
 	struct queue_store *qs;          /* borrowed */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
@@ -101,8 +115,9 @@ struct smtp_tx {
 struct smtp_session {
 	uint64_t id;
 	struct smtp_server *srv;
-	const struct config *cfg;        /* the config the session started with */
-	struct policy_ctx *policy;
+	const struct config *cfg;        /* the config the session started with (gen->cfg) */
+	struct policy_ctx *policy;       /* gen->policy */
+	struct smtp_gen *gen;            /* counted reference (smtp_server_gen_get) */
 	struct bufferevent *bev;         /* owned (plain, or TLS filter over plain) */
 	struct event *free_ev;           /* deferred free (STYLE rule 12) */
 	struct util_addr peer;           /* TCP peer */
@@ -135,6 +150,12 @@ struct smtp_session {
 struct smtp_session *smtp_server_find(struct smtp_server *srv, uint64_t id);
 void smtp_server_register(struct smtp_server *srv, struct smtp_session *s);
 void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
+/* smtp_server_gen_get - a counted reference to the current config/policy
+ * pair for a new session; smtp_server_gen_put gives it back (session
+ * teardown) - a replaced pair whose count drops to 0 is handed to the
+ * retire callback from a deferred event. */
+struct smtp_gen *smtp_server_gen_get(struct smtp_server *srv);
+void smtp_server_gen_put(struct smtp_server *srv, struct smtp_gen *g);
 /* smtp_server_ip_acquire - count the client's connection; 0, or -1 when the
  * per-IP limit is reached (not counted then). */
 int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s);

@@ -5,7 +5,11 @@
  * counters.  The protocol itself lives in smtp-session.c.
  *
  * Ownership: the server owns its listeners, its SSL_CTX and every session;
- * the config, queue store and policy context are borrowed.
+ * the config, queue store and policy context are borrowed.  Each config +
+ * policy pair is counted by the sessions using it (struct smtp_gen); after a
+ * reload the replaced pair is handed back through the retire callback from
+ * a deferred event once its last session has ended, so a reload costs
+ * nothing that outlives its sessions.
  *
  * Diagnostics: bind/listen/TLS errors are returned as messages (start-up and
  * reload report them); accept errors are logged and the listener goes on.
@@ -81,6 +85,72 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s)
 			return;
 		}
 	}
+}
+
+/* gen_new - a pair with no sessions yet. */
+static struct smtp_gen *gen_new(const struct config *cfg, struct policy_ctx *policy)
+{
+	struct smtp_gen *g = util_xcalloc(1, sizeof(*g));
+	g->cfg = cfg;
+	g->policy = policy;
+	return g;
+}
+
+/* smtp_server_gen_get - count one more session on the current pair. */
+struct smtp_gen *smtp_server_gen_get(struct smtp_server *srv)
+{
+	srv->gen->refs++;
+	return srv->gen;
+}
+
+/* smtp_server_gen_put - one session less; an unused replaced pair is handed
+ * back from the loop (retire_cb), never inside the session's teardown. */
+void smtp_server_gen_put(struct smtp_server *srv, struct smtp_gen *g)
+{
+	if (g == NULL)
+		return;
+	if (--g->refs == 0 && g != srv->gen && srv->retire_ev)
+		event_active(srv->retire_ev, EV_TIMEOUT, 0);
+}
+
+/* retire_unused - hand every replaced pair without sessions to the callback
+ * (all = every replaced pair: server teardown). */
+static void retire_unused(struct smtp_server *srv, bool all)
+{
+	struct smtp_gen **pp = &srv->retired;
+	while (*pp) {
+		struct smtp_gen *g = *pp;
+		if (g->refs > 0 && !all) {
+			pp = &g->next;
+			continue;
+		}
+		*pp = g->next;
+		if (srv->retire_fn)
+			srv->retire_fn(srv->retire_arg, g->cfg, g->policy);
+		free(g);
+	}
+}
+
+/* retire_cb - deferred: replaced pairs whose last session ended. */
+static void retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	retire_unused(arg, false);
+}
+
+/* smtp_server_set_retire - who gets replaced pairs once unused. */
+void smtp_server_set_retire(struct smtp_server *srv, smtp_server_retire_fn fn, void *arg)
+{
+	srv->retire_fn = fn;
+	srv->retire_arg = arg;
+}
+
+/* smtp_server_generations - current pair + replaced pairs still held. */
+size_t smtp_server_generations(const struct smtp_server *srv)
+{
+	size_t n = srv->gen ? 1 : 0;
+	for (const struct smtp_gen *g = srv->retired; g; g = g->next)
+		n++;
+	return n;
 }
 
 /* smtp_server_ip_acquire - take a per-IP slot for the session's client. */
@@ -377,9 +447,15 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->cfg = cfg;
 	srv->qs = qs;
 	srv->policy = policy;
+	srv->gen = gen_new(cfg, policy);
 	srv->dns = dns;
 	srv->accepting = true;
 	err[0] = 0;
+	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
+	if (!srv->retire_ev) {
+		snprintf(err, errlen, "cannot create the server's events");
+		goto err;
+	}
 	srv->tls = tls_ctx_new(cfg, err, errlen);
 	if (!srv->tls && err[0])
 		goto err;
@@ -408,6 +484,14 @@ int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 	srv->tls = tls;
 	srv->cfg = cfg;
 	srv->policy = policy;
+	/* The old pair stays while sessions use it; unused, it goes back to
+	 * its owner from the loop. */
+	struct smtp_gen *old = srv->gen;
+	old->next = srv->retired;
+	srv->retired = old;
+	srv->gen = gen_new(cfg, policy);
+	if (old->refs == 0)
+		event_active(srv->retire_ev, EV_TIMEOUT, 0);
 	return 0;
 }
 
@@ -467,6 +551,10 @@ void smtp_server_free(struct smtp_server *srv)
 	}
 	while (srv->rdns)
 		rdns_free(srv->rdns);   /* their callbacks can no longer run */
+	retire_unused(srv, true);       /* no session is left */
+	free(srv->gen);                 /* the current pair stays the caller's */
+	if (srv->retire_ev)
+		event_free(srv->retire_ev);
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

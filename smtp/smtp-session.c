@@ -92,6 +92,8 @@ void smtp_session_destroy(struct smtp_session *s)
 	if (s->free_ev)
 		event_free(s->free_ev);
 	free(s->pending_line);
+	/* last: the transaction above may have used the pair's policy */
+	smtp_server_gen_put(s->srv, s->gen);
 	free(s);
 }
 
@@ -202,8 +204,9 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	struct smtp_session *s = util_xcalloc(1, sizeof(*s));
 	s->id = util_session_id_next();
 	s->srv = srv;
-	s->cfg = srv->cfg;
-	s->policy = srv->policy;
+	s->gen = smtp_server_gen_get(srv);
+	s->cfg = s->gen->cfg;
+	s->policy = s->gen->policy;
 	s->first_line = true;
 	util_addr_from_sockaddr(&s->peer, sa, (socklen_t)salen);
 	s->client = s->peer;
@@ -218,6 +221,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 			bufferevent_free(s->bev);
 		if (s->free_ev)
 			event_free(s->free_ev);
+		smtp_server_gen_put(srv, s->gen);
 		free(s);
 		return;
 	}

@@ -28,13 +28,25 @@ struct smtp_server;
 struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
 				    struct queue_store *qs, struct policy_ctx *policy,
 				    struct policy_dns *dns, char *err, size_t errlen);
-/* smtp_server_reload - new sessions use cfg/policy (borrowed; sessions that
- * started earlier keep theirs, so the caller keeps old ones alive - the
- * gateway keeps them until exit);
+/* smtp_server_reload - new sessions use cfg/policy (borrowed); sessions
+ * that started earlier keep theirs: each config/policy pair is counted by
+ * the sessions using it, and when the last session of a replaced pair ends
+ * the retire callback gets it (below).
  * listeners are added/removed to match cfg; the TLS certificate is re-read.
  * 0, or -1 with a message in err (then nothing changed). */
 int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 		       struct policy_ctx *policy, char *err, size_t errlen);
+/* smtp_server_retire_fn - a config/policy pair (policy may be NULL) that a
+ * reload replaced and that no session uses any more; from then on the
+ * callee owns both.  Called from a deferred event on the loop, never inside
+ * a session callback; from smtp_server_free() for pairs still waiting.
+ * Without a callback the server forgets such pairs (the caller keeps them). */
+typedef void (*smtp_server_retire_fn)(void *arg, const struct config *cfg,
+				      struct policy_ctx *policy);
+void smtp_server_set_retire(struct smtp_server *srv, smtp_server_retire_fn fn, void *arg);
+/* smtp_server_generations - config/policy pairs the server still holds
+ * (the current one + replaced ones some session still uses). */
+size_t smtp_server_generations(const struct smtp_server *srv);
 /* smtp_server_stop_accepting - close the listeners (SIGTERM). */
 void smtp_server_stop_accepting(struct smtp_server *srv);
 /* smtp_server_shutdown_sessions - 421 to sessions not in DATA and not
