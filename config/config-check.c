@@ -17,6 +17,7 @@
  */
 #include "config-internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,16 @@ static void check_domains(struct config_parse *p)
 		err_at(p, 0,
 		       "no accepted_domains: set [domains] accepted_domains to the domains "
 		       "this gateway is the MX of");
+	/* <postmaster> without a domain must reach someone (RFC 5321 4.5.1). */
+	if (cfg->primary_domain == NULL && cfg->accepted_domains.n > 0)
+		cfg->primary_domain = util_xstrdup(cfg->accepted_domains.v[0]);
+	else if (cfg->primary_domain != NULL) {
+		for (char *c = cfg->primary_domain; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		if (!util_strlist_has_case(&cfg->accepted_domains, cfg->primary_domain))
+			err_at(p, gline(p, "domains", "primary_domain"),
+			       "primary_domain %s is not in accepted_domains", cfg->primary_domain);
+	}
 	if (cfg->recipients_file != NULL && check_file(p, gline(p, "domains", "recipients_file"),
 	                                               "recipients_file", cfg->recipients_file))
 		merge_recipients(p);

@@ -241,6 +241,9 @@ static const struct config_directive d_domains[] = {
      "Exact recipient addresses; when set, all other recipients get 550"},
     {"recipients_file", CONFIG_T_PATH, G(recipients_file), NULL, NULL, 0, 0, NULL, NULL, R,
      "File of recipient addresses, one per line ('#' comments), added to accepted_recipients"},
+    {"primary_domain", CONFIG_T_STRING, G(primary_domain), NULL, "first of accepted_domains", 0, 0,
+     NULL, v_fqdn, R,
+     "RCPT TO:<postmaster> (no domain, RFC 5321 4.5.1) goes to postmaster@ this accepted domain"},
 };
 
 static const struct config_directive d_queue[] = {

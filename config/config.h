@@ -110,6 +110,8 @@ struct config {
 	struct util_strlist accepted_domains;    /* lower-case */
 	struct util_strlist accepted_recipients; /* optional exact list, lower-case; empty = any at accepted domains */
 	char *recipients_file;                   /* one address per line, merged into accepted_recipients */
+	char *primary_domain;                    /* lower-case, one of accepted_domains (default: the first);
+	                                            <postmaster> goes to postmaster@primary_domain */
 
 	/* [queue] */
 	char *queue_dir;

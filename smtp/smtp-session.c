@@ -494,6 +494,16 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
 		return;
 	}
+	/* <postmaster> without a domain (the parser lets only that through,
+	 * any case) MUST be accepted (RFC 5321 4.5.1): it is the postmaster of
+	 * the primary domain, whatever recipient list that domain has. */
+	bool postmaster = strchr(path.addr, '@') == NULL && cfg->primary_domain &&
+			  strlen(cfg->primary_domain) + 11 < sizeof(path.addr);
+	if (postmaster) {
+		util_log_info("s=%016llx rcpt=<%s> to=<postmaster@%s> reason=postmaster",
+			      (unsigned long long)s->id, path.addr, cfg->primary_domain);
+		snprintf(path.addr, sizeof(path.addr), "postmaster@%s", cfg->primary_domain);
+	}
 	if (smtp_addr_is_relay_hack(path.addr) || !util_domain_of(path.addr)) {
 		util_log_info("s=%016llx reject rcpt=<%s> reason=relay_hack", (unsigned long long)s->id,
 			      path.addr);
@@ -501,7 +511,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		reply_error(s, "550 5.7.1 Relay access denied");
 		return;
 	}
-	if (!config_is_accepted_rcpt(cfg, path.addr)) {
+	if (!postmaster && !config_is_accepted_rcpt(cfg, path.addr)) {
 		const char *dom = util_domain_of(path.addr);
 		bool domain_ok = dom && util_strlist_has_case(&cfg->accepted_domains, dom);
 		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",

@@ -117,6 +117,8 @@ static const struct diag_case diag_cases[] = {
     {"bad bounce sender", GOOD "[queue]\nbounce_sender = postmaster\n", 12, "missing '@'", false},
     {"recipient other domain", GOOD "[domains]\naccepted_recipients = x@example.net\n", 12,
      "addresses at example.net, which is not in accepted_domains", true},
+    {"primary domain not accepted", GOOD "[domains]\nprimary_domain = example.net\n", 12,
+     "primary_domain example.net is not in accepted_domains", false},
     /* hostname */
     {"hostname not fqdn", "[server]\nhostname = localhost\n", 2,
      "not a fully-qualified domain name", false},

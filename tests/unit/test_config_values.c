@@ -284,6 +284,41 @@ static void test_defaults(void **state)
 	config_diags_free(&d);
 }
 
+/* test_primary_domain - where <postmaster> goes (RFC 5321 4.5.1): the first
+ * accepted domain, or primary_domain (lower-cased) when set. */
+static void test_primary_domain(void **state)
+{
+	static const struct {
+		const char *domains, *primary, *want;
+	} cases[] = {
+	    {"example.com, example.org", NULL, "example.com"},
+	    {"Example.ORG, example.com", NULL, "example.org"},
+	    {"example.com, example.org", "example.org", "example.org"},
+	    {"example.com, example.org", "EXAMPLE.Org", "example.org"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[1024];
+		struct config_diags d = {0};
+		struct config *cfg;
+
+		snprintf(text, sizeof(text),
+		         "[server]\nhostname = mx.example.com\nlisten = 127.0.0.1:2525\n"
+		         "[domains]\naccepted_domains = %s\n%s%s%s"
+		         "[queue]\ndirectory = @DIR@/queue\n" ROUTE,
+		         cases[i].domains, cases[i].primary ? "primary_domain = " : "",
+		         cases[i].primary ? cases[i].primary : "", cases[i].primary ? "\n" : "");
+		cfg = load(text, &d);
+		if (cfg == NULL)
+			config_diags_print(&d, stderr);
+		assert_non_null(cfg);
+		assert_string_equal(cfg->primary_domain, cases[i].want);
+		config_free(cfg);
+		config_diags_free(&d);
+	}
+}
+
 /* test_hostname_default - gethostname() when the file has no hostname. */
 static void test_hostname_default(void **state)
 {
@@ -509,7 +544,7 @@ int main(void)
 	    cmocka_unit_test(test_defaults),         cmocka_unit_test(test_hostname_default),
 	    cmocka_unit_test(test_embedded_default), cmocka_unit_test(test_example_file),
 	    cmocka_unit_test(test_dump_roundtrip),   cmocka_unit_test(test_dump_values),
-	    cmocka_unit_test(test_reload_check),
+	    cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_primary_domain),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
