@@ -201,6 +201,9 @@ static const struct config_directive d_limits[] = {
      "Failed commands in one session before 421 and close"},
     {"max_header_size", CONFIG_T_SIZE, G(max_header_size), "1M", NULL, 4 * KB, 64 * MB, NULL, NULL,
      R, "Bytes of the header block kept in memory for DKIM/DMARC"},
+    {"max_line_length", CONFIG_T_SIZE, G(max_line_length), "1M", NULL, 998, 2 * GB, NULL, NULL, R,
+     "Longest message line (octets before CRLF) accepted and relayed unchanged; longer: 550. "
+     "Lines over RFC 5321's 998 are streamed, never buffered or wrapped (DKIM)"},
     {"command_timeout", CONFIG_T_DURATION, G(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL, R,
      "Idle time allowed between commands (RFC 5321 section 4.5.3.2: 5m)"},
     {"data_timeout", CONFIG_T_DURATION, G(data_timeout), "3m", NULL, 1, HOUR, NULL, NULL, R,

@@ -89,6 +89,7 @@ struct config {
 	int max_connections_per_ip;
 	int max_errors;                   /* per session, then 421 */
 	int max_header_size;              /* bytes of the header block kept in memory */
+	int64_t max_line_length;          /* octets of one DATA line before CRLF (streamed) */
 	int command_timeout;              /* seconds (RFC 5321 4.5.3.2: 5 min) */
 	int data_timeout;                 /* seconds between data chunks (3 min) */
 	int data_total_timeout;           /* seconds for the whole DATA phase */

@@ -15,7 +15,6 @@
 #include "util.h"
 
 #define SMTP_MAX_CMD_LINE 512      /* RFC 5321 4.5.3.1.4, including CRLF */
-#define SMTP_MAX_TEXT_LINE 1000    /* RFC 5321 4.5.3.1.6, including CRLF */
 #define SMTP_MAX_PATH 256          /* RFC 5321 4.5.3.1.3 */
 #define SMTP_MAX_PARAMS 16
 
@@ -84,7 +83,7 @@ bool smtp_addr_is_relay_hack(const char *addr);
 enum {
 	SMTP_DATA_BARE_LF = 1 << 0,       /* LF not preceded by CR */
 	SMTP_DATA_BARE_CR = 1 << 1,       /* CR not followed by LF */
-	SMTP_DATA_LONG_LINE = 1 << 2,     /* line over SMTP_MAX_TEXT_LINE */
+	SMTP_DATA_LONG_LINE = 1 << 2,     /* line over p->line_limit */
 	SMTP_DATA_NUL = 1 << 3,           /* NUL byte */
 	SMTP_DATA_TOO_BIG = 1 << 4,       /* over the size limit */
 };
@@ -94,6 +93,9 @@ struct smtp_data_parser {
 	size_t line_len;      /* bytes in the current line so far */
 	int64_t size;         /* message bytes emitted (after unstuffing) */
 	int64_t limit;        /* size limit; bytes past it are not emitted */
+	size_t line_limit;    /* longest line (octets before CRLF, as sent, a stuffing
+	                         dot included); 0 = none.  Lines are streamed, never
+	                         held, so this is policy, not a memory bound. */
 	unsigned errors;      /* SMTP_DATA_* */
 	bool eightbit;        /* saw a byte >= 0x80 */
 	bool write_error;     /* emit returned -1; nothing emitted since */
@@ -105,7 +107,8 @@ struct smtp_data_parser {
 typedef int (*smtp_data_emit_fn)(const char *p, size_t n, void *arg);
 
 /* smtp_data_init - start of DATA ("beginning of line"); limit <= 0 means no
- * size limit.  Bare LF and bare CR are flagged and emitted as CRLF (so the
+ * size limit; no line length limit (set p->line_limit after init for one:
+ * a longer line is flagged SMTP_DATA_LONG_LINE and still emitted).  Bare LF and bare CR are flagged and emitted as CRLF (so the
  * output only has CRLF line ends) but never count as the CRLF of the end of
  * data, and the line after them is not dot-unstuffed; NUL bytes are flagged
  * and not emitted.  A relay of the output must dot-stuff it (RFC 5321

@@ -119,6 +119,7 @@ void smtp_data_begin(struct smtp_session *s)
 		return;
 	}
 	smtp_data_init(&tx->dp, s->cfg->message_size_limit);
+	tx->dp.line_limit = (size_t)s->cfg->max_line_length;
 	smtp_hdrsplit_init(&tx->hs, (size_t)s->cfg->max_header_size, &split_ops, s);
 	tx->data_start_ms = util_mono_ms();
 	s->state = SMTP_STATE_DATA;
@@ -144,8 +145,9 @@ static const char *data_error_reply(const struct smtp_tx *tx, const char **reaso
 		return "550 5.6.0 Message refused: NUL byte in data";
 	}
 	if (e & SMTP_DATA_LONG_LINE) {
+		/* Over [limits] max_line_length (far above RFC 5321's 1000). */
 		*reason = "long_line";
-		return "550 5.6.0 Message refused: line longer than 1000 octets (RFC 5321 4.5.3.1.6)";
+		return "550 5.6.0 Message refused: line too long";
 	}
 	if (tx->hs.overflow) {
 		*reason = "header_size";

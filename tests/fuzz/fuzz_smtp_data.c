@@ -65,10 +65,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sink sa = {0}, sb = {0};
 	bool done_a = false, done_b = false;
 
+	/* odd seed: no line limit; even: a small one, so LONG_LINE is reached */
+	size_t line_limit = (seed & 1) ? 0 : 16 + (size_t)seed * 4;
+
 	smtp_data_init(&a, limit);
+	a.line_limit = line_limit;
 	size_t used_a = smtp_data_feed(&a, in, n, sink_emit, &sa, &done_a);
 
 	smtp_data_init(&b, limit);
+	b.line_limit = line_limit;
 	size_t used_b = 0;
 	while (used_b < n && !done_b) {
 		seed = seed * 1103515245u + 12345u;

@@ -16,6 +16,8 @@ process so a test can change its behaviour between deliveries:
     ds.offer_8bitmime = False             # hide EHLO keywords
     ds.offer_smtputf8 = False
     ds.auth = ("user", "secret")          # offer AUTH PLAIN/LOGIN (after TLS)
+    Downstream(line_length_limit=1 << 20) # take DATA lines longer than aiosmtpd's
+                                          # 1001 octets (it answers 500 to them)
     ds.messages -> [Received(...)]        # what was accepted, in order
     ds.wait_messages(n, timeout) -> list
     ds.find(marker) -> list[Received]
@@ -35,7 +37,7 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 import mxtest
 
@@ -122,12 +124,24 @@ class _Handler:
         return "250 2.0.0 OK queued"
 
 
+class _Controller(Controller):
+    """Controller whose SMTP class may take longer lines (line_length_limit
+    is read when aiosmtpd builds its StreamReader, so it must be a class
+    attribute)."""
+    smtp_class = SMTP
+
+    def factory(self):
+        return self.smtp_class(self.handler, **self.SMTP_kwargs)
+
+
 class Downstream:
-    def __init__(self, host="127.0.0.1", port=None, *, tls=None, auth=None):
+    def __init__(self, host="127.0.0.1", port=None, *, tls=None, auth=None,
+                 line_length_limit=None):
         self.host = host
         self.port = port or mxtest.free_port(host)
         self.tls = tls                  # mxtest.TestCA or None
         self.auth = auth                # (user, password) or None
+        self.line_length_limit = line_length_limit   # None: aiosmtpd's 1001
         self.rcpt_replies = {}
         self.data_replies = []
         self.hang_in_data = False
@@ -164,9 +178,14 @@ class Downstream:
         if self.auth is not None:
             kw["authenticator"] = self._authenticator
             kw["auth_require_tls"] = True
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port,
-                                      server_hostname="downstream.test",
-                                      enable_SMTPUTF8=True, ready_timeout=10, **kw)
+        if self.line_length_limit:
+            kw["data_size_limit"] = None          # no SIZE cap either
+        self._controller = _Controller(_Handler(self), hostname=self.host, port=self.port,
+                                       server_hostname="downstream.test",
+                                       enable_SMTPUTF8=True, ready_timeout=10, **kw)
+        if self.line_length_limit:
+            self._controller.smtp_class = type("LongLineSMTP", (SMTP,),
+                                               {"line_length_limit": self.line_length_limit})
         self._controller.start()
         return self
 

@@ -242,34 +242,57 @@ static void test_data_every_split(void **state)
 	}
 }
 
+/* test_data_long_line - lines over RFC 5321's 1000 octets are emitted
+ * unchanged (never wrapped: DKIM); only a line over line_limit (octets as
+ * sent, before CRLF, a stuffing dot included; 0 = none) is flagged, and it is
+ * still emitted whole, in one call or byte by byte. */
 static void test_data_long_line(void **state)
 {
-	/* RFC 5321 4.5.3.1.6: 1000 octets including CRLF is the maximum. */
 	static const struct {
-		size_t len; /* octets before the CRLF */
+		size_t len; /* octets before the CRLF, after unstuffing */
 		bool stuffed;
+		size_t line_limit;
 		unsigned errors;
 	} cases[] = {
-		{998, false, 0},   {999, false, LONG}, {997, true, 0}, {998, true, LONG},
-		{5000, false, LONG},
+		{998, false, 998, 0},      {999, false, 998, LONG},   {997, true, 998, 0},
+		{998, true, 998, LONG},    {999, false, 0, 0},        {5000, false, 0, 0},
+		{200000, false, 0, 0},     {5000, false, 65536, 0},   {65536, false, 65536, 0},
+		{65537, false, 65536, LONG}, {65535, true, 65536, 0}, {65536, true, 65536, LONG},
+		{300000, false, 65536, LONG},
 	};
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		size_t n = cases[i].len + (cases[i].stuffed ? 1 : 0);
 		char *in = malloc(n + 16);
-		struct run r;
 
 		assert_non_null(in);
-		memset(in, 'x', n);
+		for (size_t k = 0; k < n; k++)
+			in[k] = (char)('a' + k % 26);
 		if (cases[i].stuffed)
 			in[0] = '.', in[1] = '.';
 		memcpy(in + n, "\r\nok\r\n.\r\n", 9);
-		run_feed(&r, in, n + 9, 0, NULL, 0);
-		assert_true(r.done);
-		assert_int_equal(r.p.errors, cases[i].errors);
-		assert_int_equal(r.out.len, cases[i].len + 6);
-		run_free(&r);
+		for (int bytewise = 0; bytewise < 2; bytewise++) {
+			struct run r;
+			size_t used = 0;
+
+			memset(&r, 0, sizeof(r));
+			smtp_data_init(&r.p, 0);
+			r.p.line_limit = cases[i].line_limit;
+			if (bytewise)
+				for (size_t k = 0; k < n + 9 && !r.done; k++)
+					used += smtp_data_feed(&r.p, in + k, 1, sink_emit, &r.out, &r.done);
+			else
+				used = smtp_data_feed(&r.p, in, n + 9, sink_emit, &r.out, &r.done);
+			assert_true(r.done);
+			assert_int_equal(used, n + 9);
+			assert_int_equal(r.p.errors, cases[i].errors);
+			/* the line itself, unwrapped: only the stuffing dot goes */
+			assert_int_equal(r.out.len, cases[i].len + 6);
+			assert_memory_equal(r.out.data, in + (cases[i].stuffed ? 1 : 0), cases[i].len);
+			assert_memory_equal(r.out.data + cases[i].len, "\r\nok\r\n", 6);
+			run_free(&r);
+		}
 		free(in);
 	}
 }
