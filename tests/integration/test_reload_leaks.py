@@ -9,9 +9,12 @@ back where they were, give or take a small constant, and every message was
 accepted and delivered.  A session opened before the first reload and left
 inside a transaction (its SPF job done, its policy message alive) finishes
 after the last one: its pair lived that long, and goes after it.
+At exit, a replaced policy context whose worker is still inside the
+resolver is joined before the resolver is freed.
 """
 
 import os
+import socket
 import signal
 import threading
 
@@ -119,3 +122,29 @@ def test_reloads_under_load_leak_no_threads_or_fds(gateway):
     data, marker = make_message(subject="after")
     assert gw.send(SENDER, [RCPT], data)
     gw.wait_for_marker(marker)
+
+
+def test_exit_waits_for_retired_workers_before_the_resolver(gateway):
+    """A session from before a reload has its SPF job stuck in a DNS query
+    (the forwarder never answers) when SIGTERM comes: the session is closed,
+    its replaced policy context still has a worker inside the resolver.  The
+    resolver must be freed only after that worker is joined - freeing it
+    first (the old exit order) pulls the resolver from under the query."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        gw = gateway({"auth": {"spf": "yes", "dkim": "no", "dmarc": "no"},
+                      "dns": {"forwarders": f"127.0.0.1@{silent.getsockname()[1]}",
+                              "timeout": "3s"}},
+                     dns=False)
+        c = gw.client()
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)   # SPF job: DNS hangs
+        n = reloaded(gw)
+        gw.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: reloaded(gw) > n, scaled(10), what="reload")
+        rc = gw.stop(timeout=scaled(20))      # raises on a sanitizer report
+        c.close()
+        assert rc == 0, f"exit status {rc}; log tail:\n{gw.log_tail(30)}"
+    finally:
+        silent.close()
