@@ -91,7 +91,8 @@ void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg)
 		pc->retire_ev = event_new(pc->base, -1, 0, retire_cb, pc);
 	if (pc->retire_ev == NULL) {
 		/* out of memory: free now (joins the workers; rare and correct) */
-		util_log_warn("- policy context freed synchronously: no event for the deferred free");
+		util_log_warn(
+		    "- policy context freed synchronously: no event for the deferred free");
 		policy_free(pc);
 		if (done != NULL)
 			done(arg);
