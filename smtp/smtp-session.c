@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -494,15 +495,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
 		return;
 	}
-	/* <postmaster> without a domain (the parser lets only that through,
-	 * any case) MUST be accepted (RFC 5321 4.5.1): it is the postmaster of
-	 * the primary domain, whatever recipient list that domain has. */
-	bool postmaster = strchr(path.addr, '@') == NULL && cfg->primary_domain &&
-			  strlen(cfg->primary_domain) + 11 < sizeof(path.addr);
-	if (postmaster) {
-		util_log_info("s=%016llx rcpt=<%s> to=<postmaster@%s> reason=postmaster",
-			      (unsigned long long)s->id, path.addr, cfg->primary_domain);
-		snprintf(path.addr, sizeof(path.addr), "postmaster@%s", cfg->primary_domain);
+	/* RFC 5321 4.5.1: postmaster (any case) MUST be accepted at every
+	 * domain we serve, and <postmaster> without a domain (the parser lets
+	 * only that through) too: it is the postmaster of the primary domain.
+	 * Neither is subject to a recipient list. */
+	bool postmaster = false;
+	if (strchr(path.addr, '@') == NULL) {
+		postmaster = cfg->primary_domain &&
+			     strlen(cfg->primary_domain) + 11 < sizeof(path.addr);
+		if (postmaster) {
+			util_log_info("s=%016llx rcpt=<%s> to=<postmaster@%s> reason=postmaster",
+				      (unsigned long long)s->id, path.addr, cfg->primary_domain);
+			snprintf(path.addr, sizeof(path.addr), "postmaster@%s",
+				 cfg->primary_domain);
+		}
+	} else if (strncasecmp(path.addr, "postmaster@", 11) == 0) {
+		postmaster = util_strlist_has_case(&cfg->accepted_domains, path.addr + 11);
 	}
 	if (smtp_addr_is_relay_hack(path.addr) || !util_domain_of(path.addr)) {
 		util_log_info("s=%016llx reject rcpt=<%s> reason=relay_hack", (unsigned long long)s->id,

@@ -2,7 +2,9 @@
 any SMTP server that relays or delivers MUST support the reserved mailbox
 "postmaster", case-insensitive) is accepted and relayed to the postmaster of
 the primary domain - the first accepted domain, or [domains] primary_domain -
-even when that domain has a recipient list that does not name postmaster.
+even when that domain has a recipient list that does not name postmaster;
+likewise postmaster@ any accepted domain ("MUST be supported" in the same
+section).
 End to end: the downstream (aiosmtpd) gets RCPT TO:<postmaster@PRIMARY>."""
 
 import pytest
@@ -26,15 +28,15 @@ def extra(ds, domains):
     return e
 
 
-@pytest.mark.parametrize("domains,primary", [
+@pytest.mark.parametrize("domains,primary,other", [
     # a recipient list for the primary domain that does not name postmaster
     ({"accepted_domains": "example.test, other.test",
-      "accepted_recipients": "alice@example.test, bob@other.test"}, "example.test"),
+      "accepted_recipients": "alice@example.test, bob@other.test"}, "example.test", "other.test"),
     # a configured primary domain (any case in the file)
     ({"accepted_domains": "example.test, other.test", "primary_domain": "Other.TEST",
-      "accepted_recipients": "alice@example.test"}, "other.test"),
+      "accepted_recipients": "alice@example.test"}, "other.test", "example.test"),
 ])
-def test_bare_postmaster_delivered_to_primary_domain(gateway, ds, domains, primary):
+def test_bare_postmaster_delivered_to_primary_domain(gateway, ds, domains, primary, other):
     gw = gateway(extra(ds, domains))
     data, marker = make_message(to="postmaster", sender=SENDER)
     with gw.client() as c:
@@ -42,6 +44,8 @@ def test_bare_postmaster_delivered_to_primary_domain(gateway, ds, domains, prima
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
         assert_reply(c.cmd("RCPT TO:<PostMaster>"), 250, "2.1.5")
         assert_reply(c.cmd("RCPT TO:<postmaster>"), 250, "2.1.5")   # same mailbox
+        # postmaster at any accepted domain, listed or not (4.5.1 too)
+        assert_reply(c.cmd(f"RCPT TO:<POSTMASTER@{other}>"), 250, "2.1.5")
         # the recipient list still holds for everyone else
         assert_reply(c.cmd(f"RCPT TO:<carol@{primary}>"), 550, "5.1.1")
         assert_reply(c.cmd("RCPT TO:<postmaster@elsewhere.test>"), 550, "5.7.1")
@@ -51,7 +55,7 @@ def test_bare_postmaster_delivered_to_primary_domain(gateway, ds, domains, prima
         c.cmd("QUIT")
     wait_for(lambda: ds.find(marker), scaled(10), what="delivery to the downstream")
     [rec] = ds.find(marker)
-    assert rec.rcpt_tos == [f"postmaster@{primary}"], rec.rcpt_tos
+    assert rec.rcpt_tos == [f"postmaster@{primary}", f"POSTMASTER@{other}"], rec.rcpt_tos
     assert rec.mail_from == SENDER
     assert f"rcpt=<PostMaster> to=<postmaster@{primary}>" in gw.log_text()
 
@@ -64,7 +68,9 @@ def test_postmaster_variants_still_refused(gateway, ds):
         c.ehlo()
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
         # only the bare reserved name goes without a domain
-        for bad in ("postmaster.", "postmasterx", "abuse", "post master", '"postmaster"'):
+        for bad in ("postmaster.", "postmasterx", "abuse", "post master", '"postmaster"',
+                    "postmaster@elsewhere.test", "postmaster%elsewhere.test@example.test",
+                    "postmaster@example.test.elsewhere.test"):
             r = c.cmd(f"RCPT TO:<{bad}>")
             assert str(r.code)[0] == "5", f"<{bad}> accepted: {r}"
         # a source route is dropped (RFC 5321 C.): what is left is postmaster
