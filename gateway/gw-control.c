@@ -73,8 +73,12 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	util_buf_printf(out, "pid: %ld\n", (long)getpid());
 	util_buf_printf(out, "uptime: %llds\n", (long long)(now - gw->started));
 	util_buf_printf(out, "config: %s\n", gw->cfg && gw->cfg->path ? gw->cfg->path : "");
-	if (gw->server)
+	if (gw->server) {
 		util_buf_printf(out, "sessions: %zu\n", smtp_server_session_count(gw->server));
+		/* 1 + configs replaced by reloads that sessions or messages still use */
+		util_buf_printf(out, "configs_alive: %zu\n",
+		                smtp_server_generations(gw->server) + gw_retiring_count());
+	}
 	if (gw->sched) {
 		int64_t oldest = queue_sched_oldest(gw->sched);
 		util_buf_printf(out, "queue_messages: %zu\n", queue_sched_count(gw->sched));

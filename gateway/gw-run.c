@@ -57,6 +57,15 @@ static void retired_free(void *arg)
 	free(r);
 }
 
+/* gw_retiring_count - pairs waiting for their policy context's last message. */
+size_t gw_retiring_count(void)
+{
+	size_t n = 0;
+	for (const struct gw_retired *r = retired; r; r = r->next)
+		n++;
+	return n;
+}
+
 /* gw_retire_cb - the SMTP server no longer uses a replaced pair. */
 static void gw_retire_cb(void *arg, const struct config *cfg, struct policy_ctx *policy)
 {

@@ -97,6 +97,9 @@ def test_reloads_under_load_leak_no_threads_or_fds(gateway):
         # flight started under, and at most one more whose deferred free is
         # just running - never one per reload (the old code: +800).
         assert threads(pid) <= base_threads + 3 * WORKERS + THREAD_SLACK, threads(pid)
+        alive = gw.cli("status", check=True).stdout
+        assert "configs_alive: " in alive and int(
+            alive.split("configs_alive: ")[1].split()[0]) <= 4, alive
     finally:
         load.stop.set()
         load.join(scaled(20))
@@ -117,8 +120,9 @@ def test_reloads_under_load_leak_no_threads_or_fds(gateway):
              what=f"threads back to {base_threads} (+{THREAD_SLACK}); now {threads(pid)}")
     wait_for(lambda: fds(pid) <= base_fds + FD_SLACK, scaled(10),
              what=f"descriptors back to {base_fds} (+{FD_SLACK}); now {fds(pid)}")
-    status = gw.cli("status", check=True).stdout
-    assert "config:" in status
+    # every replaced config is gone, only the current one is alive
+    wait_for(lambda: "configs_alive: 1\n" in gw.cli("status", check=True).stdout, scaled(10),
+             what="configs_alive: 1 in `mxgate status`")
     # Still serving with the latest config, and still delivering.
     data, marker = make_message(subject="after")
     assert gw.send(SENDER, [RCPT], data)
