@@ -102,12 +102,6 @@ void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg)
 		event_active(pc->retire_ev, EV_TIMEOUT, 0);
 }
 
-/* policy_msg_count - messages alive. */
-size_t policy_msg_count(const struct policy_ctx *pc)
-{
-	return pc != NULL ? pc->nmsgs : 0;
-}
-
 /* policy_msg_new - a message at MAIL FROM (DKIM handle ready for streaming). */
 struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr *client,
                                   const char *helo, const char *mail_from)

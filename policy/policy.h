@@ -91,8 +91,6 @@ void policy_free(struct policy_ctx *pc);
  * policy_free() still works on a retiring context (exit): it frees at once
  * and done is not called.  Loop thread. */
 void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg);
-/* policy_msg_count - messages of pc alive (diagnostics and tests). */
-size_t policy_msg_count(const struct policy_ctx *pc);
 
 /* policy_drop_header - true when an incoming header field must be removed
  * before the message is queued: Authentication-Results carrying our

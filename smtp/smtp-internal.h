@@ -107,8 +107,9 @@ struct smtp_data_parser {
 typedef int (*smtp_data_emit_fn)(const char *p, size_t n, void *arg);
 
 /* smtp_data_init - start of DATA ("beginning of line"); limit <= 0 means no
- * size limit; no line length limit (set p->line_limit after init for one:
- * a longer line is flagged SMTP_DATA_LONG_LINE and still emitted).  Bare LF and bare CR are flagged and emitted as CRLF (so the
+ * size limit.  No line length limit: set p->line_limit after init for one
+ * (a longer line is flagged SMTP_DATA_LONG_LINE and still emitted, whole).
+ * Bare LF and bare CR are flagged and emitted as CRLF (so the
  * output only has CRLF line ends) but never count as the CRLF of the end of
  * data, and the line after them is not dot-unstuffed; NUL bytes are flagged
  * and not emitted.  A relay of the output must dot-stuff it (RFC 5321
