@@ -74,6 +74,9 @@ void gw_metrics_define(void)
 	     "Age of the oldest queued message (0 when empty)"},
 	    {"mxgate_queue_recycled_bytes", UTIL_METRIC_GAUGE, NULL,
 	     "Disk held by delivered messages' files kept in free/ for reuse"},
+	    {"mxgate_queue_envelope_errors_total", UTIL_METRIC_COUNTER, "error",
+	     "Envelopes that could not be read (read: retried with backoff) or parsed "
+	     "(corrupt: moved to corrupt/)"},
 	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
 	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",

@@ -15,6 +15,8 @@
  *                                                  -> fsync the <from> folders
  *   4. remove: remove msg/ID (an orphan left by a crash here is removed at
  *      start-up, so no fsync is needed).
+ * A set-aside job (an envelope the scheduler found unparsable) runs before
+ * phase 1: rename <from>/ID and msg/ID into corrupt/, fsync those folders.
  * "Remove" means: moved into free/ for reuse, or unlinked when the pool is
  * full (queue-pool.c); new files (spools, ID.tmp) come from free/ when it
  * has one.  For the crash analysis the two are the same: the name is gone
@@ -68,7 +70,8 @@
 /* Phases after which folders are fsynced. */
 enum io_phase { IO_PH_WRITE, IO_PH_PLACE, IO_PH_UNLINK };
 
-static const char *const io_kind_names[] = {"commit", "inject", "update", "remove"};
+static const char *const io_kind_names[] = {"commit", "inject", "update", "remove",
+                                            "set-aside"};
 
 /* queue_io_job_new - a zeroed job of kind with fd -1. */
 struct queue_job *queue_io_job_new(enum queue_job_kind kind)
@@ -182,6 +185,18 @@ static void io_write_tmp(struct queue_store *qs, struct queue_job *j)
 		(void)sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+/* io_job_set_aside - a set-aside job: <from>/ID and msg/ID into corrupt/,
+ * with its own folder fsyncs (rare: a scheduler found it unparsable). */
+static void io_job_set_aside(struct queue_store *qs, struct queue_job *j)
+{
+	if (j->status != 0 || j->kind != QUEUE_JOB_CORRUPT)
+		return;
+	if (queue_store_move_corrupt(qs, j->from, j->id, true, j->text) < 0) {
+		j->status = -1;
+		j->err = errno;
+	}
+}
+
 /* io_job_kick - start writeback of a commit's spool (a hint: errors show up
  * in the fsync that follows). */
 static void io_job_kick(struct queue_store *qs, struct queue_job *j)
@@ -210,7 +225,7 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
 
-	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE)
+	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT)
 		return;
 	io_name(name, j->id, ".msg");
 	if (j->kind == QUEUE_JOB_INJECT) {
@@ -255,7 +270,7 @@ static void io_job_place(struct queue_store *qs, struct queue_job *j)
 	char name[IO_NAME_MAX];
 	int r;
 
-	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE)
+	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT)
 		return;
 	io_name(name, j->id, ".tmp");
 	if (j->kind == QUEUE_JOB_UPDATE && j->from == j->to &&
@@ -324,7 +339,7 @@ static int io_phase_dir(const struct queue_job *j, enum io_phase ph)
 	case IO_PH_WRITE:
 		return j->kind == QUEUE_JOB_COMMIT || j->kind == QUEUE_JOB_INJECT ? QDIR_MSG : -1;
 	case IO_PH_PLACE:
-		return j->kind == QUEUE_JOB_REMOVE ? -1 : j->to;
+		return j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT ? -1 : j->to;
 	case IO_PH_UNLINK:
 		if (j->kind == QUEUE_JOB_REMOVE ||
 		    (j->kind == QUEUE_JOB_UPDATE && j->from != j->to))
@@ -393,6 +408,8 @@ static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t
 			io_disk_full(qs, j->err);
 			io_job_undo(qs, j);
 		}
+	for (j = batch; j != NULL; j = j->next)
+		io_job_set_aside(qs, j);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_kick(qs, j);
 	for (j = batch; j != NULL; j = j->next)
@@ -524,6 +541,7 @@ static void io_complete(struct queue_store *qs, struct queue_job *j)
 		break;
 	case QUEUE_JOB_UPDATE:
 	case QUEUE_JOB_REMOVE:
+	case QUEUE_JOB_CORRUPT:
 		if (j->dcb != NULL)
 			j->dcb(j->status, j->arg);
 		break;

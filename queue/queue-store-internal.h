@@ -37,7 +37,13 @@ static inline const char *queue_dir_name(int ix)
 	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
 }
 
-enum queue_job_kind { QUEUE_JOB_COMMIT, QUEUE_JOB_INJECT, QUEUE_JOB_UPDATE, QUEUE_JOB_REMOVE };
+enum queue_job_kind {
+	QUEUE_JOB_COMMIT,
+	QUEUE_JOB_INJECT,
+	QUEUE_JOB_UPDATE,
+	QUEUE_JOB_REMOVE,
+	QUEUE_JOB_CORRUPT /* set an unparsable envelope aside (before the phases) */
+};
 
 /* What a job has put on disk so far (undone when the job fails). */
 #define QUEUE_STEP_SPOOL 0x01u /* incoming/ID.msg exists */
@@ -118,6 +124,11 @@ struct queue_store {
 
 /* queue_store_list - the names in folder dir (without "." and ".."). */
 int queue_store_list(struct queue_store *qs, int dir, struct util_strlist *out);
+
+/* queue_store_move_corrupt - move dir/name (and msg/name when with_msg)
+ * into corrupt/, fsync the folders; 0, or -1 with errno (logged). */
+int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, bool with_msg,
+                             const char *why);
 
 /* queue_rename_excl - renameat that never replaces an existing file (EEXIST). */
 int queue_rename_excl(int ofd, const char *oname, int nfd, const char *nname);

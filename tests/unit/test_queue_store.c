@@ -240,7 +240,7 @@ static void scan_cb(const struct queue_envelope *env, enum queue_state st, void 
 static void scan(struct fixture *f)
 {
 	f->nscanned = 0;
-	assert_int_equal(queue_store_scan(f->qs, scan_cb, f), 0);
+	assert_int_equal(queue_store_scan(f->qs, scan_cb, NULL, f), 0);
 }
 
 /* ------------------------------------------------------------ tests */
