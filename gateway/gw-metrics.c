@@ -54,6 +54,9 @@ void gw_metrics_define(void)
 	     "SMTP connections accepted by the listeners"},
 	    {"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
 	     "SMTP connections refused, by reason"},
+	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",
+	     "Listener pauses because accept() ran out of descriptors or memory (EMFILE, ENFILE, "
+	     "ENOBUFS, ENOMEM)"},
 	    {"mxgate_messages_accepted_total", UTIL_METRIC_COUNTER, NULL,
 	     "Messages queued (250 after DATA)"},
 	    {"mxgate_messages_rejected_total", UTIL_METRIC_COUNTER, "reason",
