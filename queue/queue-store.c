@@ -409,7 +409,6 @@ int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, 
 		errno = e;
 		return -1;
 	}
-	util_metrics_inc("mxgate_queue_envelope_errors_total", "corrupt");
 	util_log_err("%s queue op=move-corrupt file=%s/%s to=corrupt/%s reason=\"%s\"", name,
 	             queue_dir_name(dir), name, dst, why);
 	if (with_msg && util_qid_is_valid(name)) {
@@ -426,6 +425,7 @@ int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, 
 	store_sync(qs, dir);
 	if (with_msg)
 		store_sync(qs, QDIR_MSG);
+	util_metrics_inc("mxgate_queue_envelope_errors_total", "corrupt");
 	return 0;
 }
 

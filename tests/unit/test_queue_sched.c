@@ -549,6 +549,15 @@ static bool path_exists(const char *p)
 	return stat(p, &st) == 0;
 }
 
+
+/* set_aside_done - the set-aside job finished: g_corrupt names a file and
+ * the move was counted. */
+static bool set_aside_done(struct fixture *f)
+{
+	return path_exists(g_corrupt) && f->fk.in_flight == 0 &&
+	       util_metrics_value(ENV_ERRORS, "corrupt") > g_metric_base;
+}
+
 /* fault_seen - the scheduler met the fault: counted it, or (the old
  * behaviour) dropped the message or set it aside. */
 static bool fault_seen(struct fixture *f)
@@ -626,8 +635,11 @@ static void test_unreadable_envelope(void **state)
 			fail_msg("case %s: the fault went unnoticed", tc->name);
 
 		if (tc->fault == FAULT_GARBAGE) {
-			/* set aside with its message, forgotten, never offered */
-			run_until(f, queue_empty, 2);
+			/* set aside with its message (by the I/O thread), forgotten,
+			 * never offered */
+			strcat(g_corrupt, ".msg");
+			run_until(f, set_aside_done, 5);
+			g_corrupt[strlen(g_corrupt) - 4] = '\0';
 			if (queue_sched_count(f->s) != 0)
 				fail_msg("case %s: still indexed", tc->name);
 			if (!path_exists(corrupt))
