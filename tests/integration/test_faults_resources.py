@@ -10,7 +10,8 @@ Out of file descriptors (issue 11): with the daemon's RLIMIT_NOFILE lowered
 EMFILE; the listeners pause instead of retrying at once (CPU time from
 /proc/PID/stat stays low, a few log lines instead of a flood), and the
 clients waiting in the backlog - and new ones - are served once
-descriptors are free again."""
+descriptors are free again.  A delivery retry that cannot read its
+envelope then (EMFILE) keeps the message and reads it again later."""
 
 import contextlib
 import os
@@ -23,6 +24,7 @@ import urllib.request
 
 import pytest
 
+from downstream import Downstream, relay_extra
 from mxtest import assert_reply, free_port, make_message, queued_id, scaled, wait_for
 
 SENDER = "sender@client.example.net"
@@ -187,3 +189,37 @@ def test_accept_out_of_descriptors_pauses_without_spinning(gateway):
         body = r.read().decode()
     m = re.search(r'^mxgate_accept_pauses_total\{error="EMFILE"\} (\d+)', body, re.M)
     assert m and int(m.group(1)) >= 1, body
+
+
+def test_envelope_unreadable_for_lack_of_descriptors_is_retried(gateway):
+    ds = Downstream().start()
+    try:
+        ds.rcpt_replies[RCPT] = ["451 4.3.0 try again later"]
+        gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"],
+                                 queue={"retry_schedule": "3s", "max_lifetime": "120s"}) |
+                     {"limits": {"max_connections_per_ip": "1000"}})
+        pid = gw.proc.pid
+        data, marker = make_message(subject="emfile", sender=SENDER)
+        qid = gw.send(SENDER, [RCPT], data)
+        gw.wait_log(qid + r" .*status=deferred")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        spare = 6
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (fd_count(pid) + spare, hard))
+        socks = []
+        try:
+            for _ in range(spare + 6):
+                socks.append(socket.create_connection((gw.host, gw.port), timeout=scaled(5)))
+            gw.wait_log(r"accept paused")
+            # the retry (3 s after the deferral) cannot open the envelope
+            gw.wait_log(qid + r" status=retry op=attempt error=\(envelope unreadable: "
+                              r"Too many open files\)", timeout=scaled(15))
+        finally:
+            for s in socks:
+                s.close()
+        assert "status=dropped" not in gw.log_text()
+        # descriptors are back: read again at the next retry and delivered
+        wait_for(lambda: ds.find(marker), scaled(20), what="delivery after the read error")
+        assert len(ds.find(marker)) == 1
+        wait_for(lambda: not gw.queue_ids(), scaled(5), what="empty queue")
+    finally:
+        ds.stop()
