@@ -70,8 +70,7 @@
 /* Phases after which folders are fsynced. */
 enum io_phase { IO_PH_WRITE, IO_PH_PLACE, IO_PH_UNLINK };
 
-static const char *const io_kind_names[] = {"commit", "inject", "update", "remove",
-                                            "set-aside"};
+static const char *const io_kind_names[] = {"commit", "inject", "update", "remove", "set-aside"};
 
 /* queue_io_job_new - a zeroed job of kind with fd -1. */
 struct queue_job *queue_io_job_new(enum queue_job_kind kind)

@@ -24,8 +24,8 @@ struct sched_item {
 	bool moving;     /* the update is a postmaster hold/release */
 	/* postmaster requests made while busy, applied when the item settles */
 	bool want_hold, want_release, want_delete, want_flush;
-	int read_errors; /* envelope reads failed in a row (EMFILE, EIO, ...) */
-	int read_errno;  /* errno of the last failed read, 0 after a good one */
+	int read_errors;          /* envelope reads failed in a row (EMFILE, EIO, ...) */
+	int read_errno;           /* errno of the last failed read, 0 after a good one */
 	struct sched_item *hnext; /* hash chain */
 };
 

@@ -270,9 +270,10 @@ int queue_sched_list(struct queue_sched *s, struct util_buf *out)
 		int64_t next = v[i]->next_attempt > now ? v[i]->next_attempt - now : 0;
 		if (queue_env_load(s->qs, v[i]->id, &env, &st) != 0) {
 			/* still queued, only its envelope cannot be read now */
-			util_buf_printf(out, "%s %s age=%llds next=+%llds read_error=(%s)\n", v[i]->id,
-			                sched_state_name(v[i]), (long long)(now - v[i]->arrival),
-			                (long long)next, strerror(errno));
+			util_buf_printf(out, "%s %s age=%llds next=+%llds read_error=(%s)\n",
+			                v[i]->id, sched_state_name(v[i]),
+			                (long long)(now - v[i]->arrival), (long long)next,
+			                strerror(errno));
 			continue;
 		}
 		util_buf_printf(out, "%s %s age=%llds size=%lld attempts=%d next=+%llds from=<",

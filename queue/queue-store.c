@@ -432,8 +432,8 @@ int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, 
 /* store_scan_one - parse one envelope and hand it to fn; set it aside when
  * it is unparsable; hand a read error (EMFILE, EIO, ...: maybe transient) to
  * unreadable, leaving the file where it is. */
-static void store_scan_one(struct queue_store *qs, const struct store_entry *e,
-                           queue_scan_fn fn, queue_scan_unreadable_fn unreadable, void *arg)
+static void store_scan_one(struct queue_store *qs, const struct store_entry *e, queue_scan_fn fn,
+                           queue_scan_unreadable_fn unreadable, void *arg)
 {
 	int dir = QDIR_ACTIVE + (int)e->st;
 	struct queue_envelope *env = NULL;
@@ -448,7 +448,8 @@ static void store_scan_one(struct queue_store *qs, const struct store_entry *e,
 		if (err == ENOENT)
 			return;
 		if (err == EBADMSG) {
-			snprintf(perr, sizeof(perr), "not an envelope file (too big, or not a regular file)");
+			snprintf(perr, sizeof(perr),
+			         "not an envelope file (too big, or not a regular file)");
 			goto corrupt;
 		}
 		util_log_err("%s queue op=scan file=%s/%s error=\"%s\" action=retry-later", e->name,

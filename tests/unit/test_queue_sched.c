@@ -5,8 +5,10 @@
  * delivery remembered across attempts and across a restart, bounces and
  * expiry producing DSNs (grouped per attempt, never to the null sender),
  * the delay warning, max_deliveries, and the postmaster operations
- * (list/show/hold/release/flush/delete).  The backoff table itself is in
- * test_queue_dsn.c.  Retry steps are 1 s, so the whole file runs in ~15 s.
+ * (list/show/hold/release/flush/delete), and envelopes that cannot be read
+ * (kept and retried; a pending hold waits) or parsed (moved to corrupt/).
+ * The backoff table itself is in test_queue_dsn.c.  Retry steps are 1 s, so
+ * the whole file runs in ~25 s.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -534,9 +536,9 @@ enum read_fault { FAULT_DIR, FAULT_GARBAGE };
 
 struct read_fault_case {
 	const char *name;
-	bool at_scan;          /* fault before start-up, else between attempts */
+	bool at_scan; /* fault before start-up, else between attempts */
 	enum read_fault fault;
-	const char *folder;    /* where the envelope is when the fault hits */
+	const char *folder; /* where the envelope is when the fault hits */
 };
 
 static double g_metric_base;
@@ -548,7 +550,6 @@ static bool path_exists(const char *p)
 	struct stat st;
 	return stat(p, &st) == 0;
 }
-
 
 /* set_aside_done - the set-aside job finished: g_corrupt names a file and
  * the move was counted. */
@@ -568,8 +569,7 @@ static bool fault_seen(struct fixture *f)
 }
 
 /* path_in - "<dir>/<sub>/<name><suffix>". */
-static const char *path_in(struct fixture *f, const char *sub, const char *name,
-                           const char *suffix)
+static const char *path_in(struct fixture *f, const char *sub, const char *name, const char *suffix)
 {
 	static char p[2][256];
 	static int k;
@@ -616,8 +616,8 @@ static void test_unreadable_envelope(void **state)
 		snprintf(env_path, sizeof(env_path), "%s", path_in(f, tc->folder, g_id, ""));
 		snprintf(saved, sizeof(saved), "%s", path_in(f, ".", g_id, ".saved"));
 		snprintf(g_corrupt, sizeof(g_corrupt), "%s", path_in(f, "corrupt", tc->folder, ""));
-		snprintf(g_corrupt + strlen(g_corrupt), sizeof(g_corrupt) - strlen(g_corrupt), "-%s",
-		         g_id);
+		snprintf(g_corrupt + strlen(g_corrupt), sizeof(g_corrupt) - strlen(g_corrupt),
+		         "-%s", g_id);
 		assert_int_equal(rename(env_path, saved), 0);
 		if (tc->fault == FAULT_DIR) {
 			assert_int_equal(mkdir(env_path, 0700), 0);
@@ -660,7 +660,8 @@ static void test_unreadable_envelope(void **state)
 			         queue_sched_count(f->s));
 		util_buf_init(&b);
 		assert_int_equal(queue_sched_list(f->s, &b), 0);
-		if (strstr(b.data, g_id) == NULL || strstr(b.data, "read_error=(Is a directory)") == NULL)
+		if (strstr(b.data, g_id) == NULL ||
+		    strstr(b.data, "read_error=(Is a directory)") == NULL)
 			fail_msg("case %s: list lacks the message:\n%s", tc->name, b.data);
 		util_buf_free(&b);
 		assert_false(path_exists(corrupt));
@@ -676,6 +677,55 @@ static void test_unreadable_envelope(void **state)
 	}
 }
 
+/* in_hold - the envelope of g_id is in hold/ and nothing is in flight. */
+static bool in_hold(struct fixture *f)
+{
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+	if (queue_env_load(f->qs, g_id, &env, &st) != 0)
+		return false;
+	queue_envelope_free(env);
+	return st == QUEUE_HOLD && f->fk.in_flight == 0;
+}
+
+/* A hold asked for while the envelope cannot be read waits for it, and is
+ * never turned into a delivery attempt. */
+static void test_hold_waits_for_unreadable_envelope(void **state)
+{
+	struct fixture *f = *state;
+	static const struct script s1[] = {{"a@x.test", {QUEUE_OUT_DEFER}, 1}};
+	char env_path[256], saved[256], err[256];
+	struct util_buf b;
+
+	f->fk.scripts = s1;
+	f->fk.nscripts = 1;
+	f->schedule[0] = f->schedule[1] = 3600;
+	start_sched(f);
+	inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+	assert_true(run_until(f, one_deferred, 5));
+	snprintf(env_path, sizeof(env_path), "%s", path_in(f, "deferred", g_id, ""));
+	snprintf(saved, sizeof(saved), "%s", path_in(f, ".", g_id, ".saved"));
+	assert_int_equal(rename(env_path, saved), 0);
+	assert_int_equal(mkdir(env_path, 0700), 0);
+
+	assert_int_equal(queue_sched_hold(f->s, g_id, err, sizeof(err)), 0);
+	assert_int_equal(queue_sched_count(f->s), 1);
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_list(f->s, &b), 0);
+	if (strstr(b.data, " hold ") == NULL || strstr(b.data, "read_error=") == NULL)
+		fail_msg("list:\n%s", b.data);
+	util_buf_free(&b);
+
+	assert_int_equal(rmdir(env_path), 0);
+	assert_int_equal(rename(saved, env_path), 0);
+	if (!run_until(f, in_hold, 5))
+		fail_msg("the hold was not applied once the envelope was readable");
+	assert_int_equal(f->fk.offers[0], 1); /* held, not delivered */
+	assert_int_equal(queue_sched_count(f->s), 1);
+	run_until(f, queue_empty, 1.5); /* a while longer: still no attempt */
+	assert_int_equal(f->fk.offers[0], 1);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -685,6 +735,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_max_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_postmaster_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_envelope, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hold_waits_for_unreadable_envelope, setup,
+	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
  * envelopes) removed at open, group commit of many concurrent commits, write
  * and rename failures leaving nothing behind, state changes, removal,
  * corrupt and duplicate envelopes moved to corrupt/, close with pending jobs,
- * removed files recycled through free/ without old bytes showing through.
+ * removed files recycled through free/ without old bytes showing through,
+ * and never reused before the fsync that made their removal durable (an
+ * interposed fsync() probes the pool right before each directory fsync).
  * Each test gets its own mkdtemp() directory, removed at teardown.
  */
 #include <setjmp.h>
@@ -868,8 +870,8 @@ int fsync(int fd)
 
 struct reuse_case {
 	const char *name;
-	bool remove;            /* a removal, not an update */
-	enum queue_state to;    /* update: the new state (from is active) */
+	bool remove;         /* a removal, not an update */
+	enum queue_state to; /* update: the new state (from is active) */
 	const char *to_dir;
 };
 
