@@ -54,6 +54,9 @@ void gw_metrics_define(void)
 	     "SMTP connections accepted by the listeners"},
 	    {"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
 	     "SMTP connections refused, by reason"},
+	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",
+	     "Listener pauses because accept() ran out of descriptors or memory (EMFILE, ENFILE, "
+	     "ENOBUFS, ENOMEM)"},
 	    {"mxgate_messages_accepted_total", UTIL_METRIC_COUNTER, NULL,
 	     "Messages queued (250 after DATA)"},
 	    {"mxgate_messages_rejected_total", UTIL_METRIC_COUNTER, "reason",
@@ -74,6 +77,9 @@ void gw_metrics_define(void)
 	     "Age of the oldest queued message (0 when empty)"},
 	    {"mxgate_queue_recycled_bytes", UTIL_METRIC_GAUGE, NULL,
 	     "Disk held by delivered messages' files kept in free/ for reuse"},
+	    {"mxgate_queue_envelope_errors_total", UTIL_METRIC_COUNTER, "error",
+	     "Envelopes that could not be read (read: retried with backoff) or parsed "
+	     "(corrupt: moved to corrupt/)"},
 	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
 	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",

@@ -15,10 +15,16 @@
  *                                                  -> fsync the <from> folders
  *   4. remove: remove msg/ID (an orphan left by a crash here is removed at
  *      start-up, so no fsync is needed).
+ * A set-aside job (an envelope the scheduler found unparsable) runs before
+ * phase 1: rename <from>/ID and msg/ID into corrupt/, fsync those folders.
  * "Remove" means: moved into free/ for reuse, or unlinked when the pool is
  * full (queue-pool.c); new files (spools, ID.tmp) come from free/ when it
  * has one.  For the crash analysis the two are the same: the name is gone
- * from its folder.
+ * from its folder.  An envelope file that left a state folder in phase 2
+ * (the old side of an update in place) or 3 becomes reusable only after
+ * that phase's folder fsync (io_batch_publish): reused before, a crash
+ * could bring its old name back over another message's bytes.  When that
+ * fsync fails the file is unlinked, never reused.
  * Within phase 1 the data goes to the disk for the whole batch at once:
  * writeback of every spool is started first (sync_file_range WRITE), every
  * envelope is written and its writeback started, and only then is each file
@@ -64,7 +70,7 @@
 /* Phases after which folders are fsynced. */
 enum io_phase { IO_PH_WRITE, IO_PH_PLACE, IO_PH_UNLINK };
 
-static const char *const io_kind_names[] = {"commit", "inject", "update", "remove"};
+static const char *const io_kind_names[] = {"commit", "inject", "update", "remove", "set-aside"};
 
 /* queue_io_job_new - a zeroed job of kind with fd -1. */
 struct queue_job *queue_io_job_new(enum queue_job_kind kind)
@@ -119,6 +125,8 @@ static void io_job_undo(struct queue_store *qs, struct queue_job *j)
 		io_unlink(qs, j->id, QDIR_MSG, j->id);
 	if (j->steps & QUEUE_STEP_SPOOL)
 		io_unlink(qs, j->id, QDIR_INCOMING, io_name(name, j->id, ".msg"));
+	/* the fsync that would have made its removal durable failed */
+	queue_pool_discard(qs, &j->retired);
 	if (j->fd >= 0) {
 		close(j->fd);
 		j->fd = -1;
@@ -176,6 +184,18 @@ static void io_write_tmp(struct queue_store *qs, struct queue_job *j)
 		(void)sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+/* io_job_set_aside - a set-aside job: <from>/ID and msg/ID into corrupt/,
+ * with its own folder fsyncs (rare: a scheduler found it unparsable). */
+static void io_job_set_aside(struct queue_store *qs, struct queue_job *j)
+{
+	if (j->status != 0 || j->kind != QUEUE_JOB_CORRUPT)
+		return;
+	if (queue_store_move_corrupt(qs, j->from, j->id, true, j->text) < 0) {
+		j->status = -1;
+		j->err = errno;
+	}
+}
+
 /* io_job_kick - start writeback of a commit's spool (a hint: errors show up
  * in the fsync that follows). */
 static void io_job_kick(struct queue_store *qs, struct queue_job *j)
@@ -204,7 +224,7 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
 
-	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE)
+	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT)
 		return;
 	io_name(name, j->id, ".msg");
 	if (j->kind == QUEUE_JOB_INJECT) {
@@ -242,19 +262,21 @@ static void io_job_write(struct queue_store *qs, struct queue_job *j)
 }
 
 /* io_job_place - phase 2: rename <to>/ID.tmp -> <to>/ID.  An update in
- * place swaps the two names, so the old envelope can be recycled. */
+ * place swaps the two names, so the old envelope can be recycled - after
+ * the fsync of <to> (io_batch_publish). */
 static void io_job_place(struct queue_store *qs, struct queue_job *j)
 {
 	char name[IO_NAME_MAX];
 	int r;
 
-	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE)
+	if (j->status != 0 || j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT)
 		return;
 	io_name(name, j->id, ".tmp");
 	if (j->kind == QUEUE_JOB_UPDATE && j->from == j->to &&
 	    renameat2(qs->dfd[j->to], name, qs->dfd[j->to], j->id, RENAME_EXCHANGE) == 0) {
 		j->steps &= ~QUEUE_STEP_TMP;
-		if (queue_pool_put(qs, j->to, name, j->id, "e") < 0 && errno != ENOENT)
+		if (queue_pool_retire(qs, j->to, name, j->id, "e", &j->retired) < 0 &&
+		    errno != ENOENT)
 			util_log_warn("%s queue-io job=update op=recycle file=%s/%s error=\"%s\"",
 			              j->id, queue_dir_name(j->to), name, strerror(errno));
 		return;
@@ -273,13 +295,13 @@ static void io_job_place(struct queue_store *qs, struct queue_job *j)
 }
 
 /* io_job_unlink_env - phase 3: remove the old envelope from its folder (into
- * the pool of recycled files, or unlinked). */
+ * free/, reusable after the fsync of <from>; or unlinked). */
 static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
 {
 	if (j->status != 0)
 		return;
 	if (j->kind == QUEUE_JOB_UPDATE && j->from != j->to) {
-		if (queue_pool_put(qs, j->from, j->id, j->id, "e") == 0)
+		if (queue_pool_retire(qs, j->from, j->id, j->id, "e", &j->retired) == 0)
 			return;
 		if (errno == ENOENT)
 			util_log_warn("%s queue-io job=update op=unlink file=%s/%s error=\"%s\"",
@@ -288,7 +310,7 @@ static void io_job_unlink_env(struct queue_store *qs, struct queue_job *j)
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	} else if (j->kind == QUEUE_JOB_REMOVE) {
 		int r = j->purge ? unlinkat(qs->dfd[j->from], j->id, 0)
-		                 : queue_pool_put(qs, j->from, j->id, j->id, "e");
+		                 : queue_pool_retire(qs, j->from, j->id, j->id, "e", &j->retired);
 		if (r < 0)
 			io_job_fail(qs, j, errno, "unlink", j->from, j->id);
 	}
@@ -316,7 +338,7 @@ static int io_phase_dir(const struct queue_job *j, enum io_phase ph)
 	case IO_PH_WRITE:
 		return j->kind == QUEUE_JOB_COMMIT || j->kind == QUEUE_JOB_INJECT ? QDIR_MSG : -1;
 	case IO_PH_PLACE:
-		return j->kind == QUEUE_JOB_REMOVE ? -1 : j->to;
+		return j->kind == QUEUE_JOB_REMOVE || j->kind == QUEUE_JOB_CORRUPT ? -1 : j->to;
 	case IO_PH_UNLINK:
 		if (j->kind == QUEUE_JOB_REMOVE ||
 		    (j->kind == QUEUE_JOB_UPDATE && j->from != j->to))
@@ -359,6 +381,21 @@ static void io_batch_sync(struct queue_store *qs, struct queue_job *batch, enum 
 		util_log_warn("queue-io op=fsync-dir file=incoming error=\"%s\"", strerror(errno));
 }
 
+/* io_batch_publish - after a phase's folder fsyncs: the envelope files the
+ * batch took out of those folders may be reused now (a failed job's were
+ * discarded by its undo). */
+static void io_batch_publish(struct queue_store *qs, struct queue_job *batch)
+{
+	struct queue_job *j;
+
+	for (j = batch; j != NULL; j = j->next) {
+		if (j->status == 0)
+			queue_pool_publish(qs, &j->retired);
+		else
+			queue_pool_discard(qs, &j->retired);
+	}
+}
+
 /* io_run_batch - run every phase of a batch of n jobs (I/O thread). */
 static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t n)
 {
@@ -371,6 +408,8 @@ static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t
 			io_job_undo(qs, j);
 		}
 	for (j = batch; j != NULL; j = j->next)
+		io_job_set_aside(qs, j);
+	for (j = batch; j != NULL; j = j->next)
 		io_job_kick(qs, j);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_write(qs, j);
@@ -380,9 +419,11 @@ static void io_run_batch(struct queue_store *qs, struct queue_job *batch, size_t
 	for (j = batch; j != NULL; j = j->next)
 		io_job_place(qs, j);
 	io_batch_sync(qs, batch, IO_PH_PLACE);
+	io_batch_publish(qs, batch);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_unlink_env(qs, j);
 	io_batch_sync(qs, batch, IO_PH_UNLINK);
+	io_batch_publish(qs, batch);
 	for (j = batch; j != NULL; j = j->next)
 		io_job_unlink_msg(qs, j);
 }
@@ -499,6 +540,7 @@ static void io_complete(struct queue_store *qs, struct queue_job *j)
 		break;
 	case QUEUE_JOB_UPDATE:
 	case QUEUE_JOB_REMOVE:
+	case QUEUE_JOB_CORRUPT:
 		if (j->dcb != NULL)
 			j->dcb(j->status, j->arg);
 		break;

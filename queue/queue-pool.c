@@ -16,7 +16,15 @@
  * free/ holds (up to the limits; the rest is unlinked), so a crash at any
  * point leaves nothing to recover.  Moving an envelope into free/ removes it
  * from its state folder exactly as unlinking would (the commit point of a
- * removal), and free/ itself is never fsynced.
+ * removal), and free/ itself is never fsynced.  But until the state folder
+ * is fsynced that removal is not durable: a crash can bring the envelope's
+ * name back, pointing at the same inode.  So an envelope file is only
+ * retired (moved into free/, not listed) when it leaves its folder, and
+ * published for reuse after the batch's fsync of that folder
+ * (queue_pool_retire / queue_pool_publish, called by queue-io.c); were it
+ * reused earlier, a crash could leave an envelope name over another
+ * message's bytes.  Aborted spools and removed msg/ID files (whose
+ * envelope's removal is already durable) are published at once.
  *
  * Limits: at most QUEUE_POOL_FILES files and QUEUE_POOL_BYTES of disk; a
  * file bigger than QUEUE_POOL_FILE_MAX is unlinked.  When a write fails with
@@ -199,18 +207,19 @@ int queue_pool_trim(int fd, int64_t prior, int64_t size)
 	return ftruncate(fd, (off_t)size);
 }
 
-/* queue_pool_put - recycle dir/name (as id.tag in free/), or unlink it when
- * the pool is full or the file is not worth keeping.  0, or -1 with errno as
- * unlinkat would report it (ENOENT when there is no such file). */
-int queue_pool_put(struct queue_store *qs, int dir, const char *name, const char *id,
-                   const char *tag)
+/* queue_pool_retire - move dir/name into free/ as id.tag without listing
+ * it (out->name "" when it was unlinked instead: not worth keeping, or the
+ * pool is full).  0, or -1 with errno as unlinkat would report it (ENOENT
+ * when there is no such file). */
+int queue_pool_retire(struct queue_store *qs, int dir, const char *name, const char *id,
+                      const char *tag, struct queue_pool_ent *out)
 {
 	struct queue_pool *p = &qs->pool;
-	char fname[sizeof(p->v[0].name)];
 	int64_t bytes;
 	struct stat st;
 	bool room;
 
+	out->name[0] = '\0';
 	if (fstatat(qs->dfd[dir], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -1;
 	if (!pool_usable(&st))
@@ -221,17 +230,61 @@ int queue_pool_put(struct queue_store *qs, int dir, const char *name, const char
 	pthread_mutex_unlock(&p->mu);
 	if (!room)
 		return unlinkat(qs->dfd[dir], name, 0);
-	snprintf(fname, sizeof(fname), "%s.%s", id, tag);
-	if (queue_rename_excl(qs->dfd[dir], name, qs->dfd[QDIR_FREE], fname) < 0)
+	snprintf(out->name, sizeof(out->name), "%s.%s", id, tag);
+	if (queue_rename_excl(qs->dfd[dir], name, qs->dfd[QDIR_FREE], out->name) < 0) {
+		out->name[0] = '\0';
 		return errno == ENOENT ? -1 : unlinkat(qs->dfd[dir], name, 0);
-	/* Named in free/ before it is listed, so nobody can take a name whose
-	 * file is not there yet.  The other thread may have filled the pool
-	 * meanwhile: then the file goes. */
+	}
+	out->size = st.st_size;
+	out->bytes = bytes;
+	return 0;
+}
+
+/* queue_pool_publish - list a retired file for reuse.  It is named in free/
+ * before it is listed, so nobody can take a name whose file is not there
+ * yet.  The other thread may have filled the pool meanwhile: then the file
+ * goes.  A no-op for an empty name; e is emptied. */
+void queue_pool_publish(struct queue_store *qs, struct queue_pool_ent *e)
+{
+	struct queue_pool *p = &qs->pool;
+	bool room;
+
+	if (e->name[0] == '\0')
+		return;
 	pthread_mutex_lock(&p->mu);
-	room = pool_push(p, fname, st.st_size, bytes);
+	room = pool_push(p, e->name, e->size, e->bytes);
 	pthread_mutex_unlock(&p->mu);
 	if (!room)
-		(void)unlinkat(qs->dfd[QDIR_FREE], fname, 0);
+		(void)unlinkat(qs->dfd[QDIR_FREE], e->name, 0);
+	e->name[0] = '\0';
+}
+
+/* queue_pool_discard - unlink a retired file instead of listing it (its
+ * removal may not be durable: a crash could bring the old name back, so its
+ * bytes must never be overwritten).  A no-op for an empty name. */
+void queue_pool_discard(struct queue_store *qs, struct queue_pool_ent *e)
+{
+	if (e->name[0] == '\0')
+		return;
+	if (unlinkat(qs->dfd[QDIR_FREE], e->name, 0) < 0 && errno != ENOENT)
+		util_log_warn("queue op=unlink file=free/%s error=\"%s\"", e->name,
+		              strerror(errno));
+	e->name[0] = '\0';
+}
+
+/* queue_pool_put - recycle dir/name (as id.tag in free/) for immediate reuse,
+ * or unlink it when the pool is full or the file is not worth keeping.  Only
+ * for a file whose old name nothing reads after a crash (an aborted spool,
+ * a removed message's msg/ID); a file retired from a state folder waits
+ * for that folder's fsync (queue_pool_retire).  0, or -1 with errno. */
+int queue_pool_put(struct queue_store *qs, int dir, const char *name, const char *id,
+                   const char *tag)
+{
+	struct queue_pool_ent e;
+
+	if (queue_pool_retire(qs, dir, name, id, tag, &e) < 0)
+		return -1;
+	queue_pool_publish(qs, &e);
 	return 0;
 }
 

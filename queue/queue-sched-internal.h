@@ -24,6 +24,8 @@ struct sched_item {
 	bool moving;     /* the update is a postmaster hold/release */
 	/* postmaster requests made while busy, applied when the item settles */
 	bool want_hold, want_release, want_delete, want_flush;
+	int read_errors;          /* envelope reads failed in a row (EMFILE, EIO, ...) */
+	int read_errno;           /* errno of the last failed read, 0 after a good one */
 	struct sched_item *hnext; /* hash chain */
 };
 
@@ -56,6 +58,13 @@ struct sched_item *sched_find(const struct queue_sched *s, const char *id);
 void sched_heap_push(struct queue_sched *s, struct sched_item *it);
 void sched_heap_remove(struct queue_sched *s, struct sched_item *it);
 void sched_item_drop(struct queue_sched *s, struct sched_item *it);
+/* sched_load - load the envelope of an idle item for op ("attempt", "hold",
+ * ...).  On failure the item is dealt with and false returned: dropped when
+ * the envelope is gone; set aside into corrupt/ when unparsable; retried
+ * with backoff (it->next_attempt) after a read error, keeping the
+ * postmaster requests it has. */
+bool sched_load(struct queue_sched *s, struct sched_item *it, const char *op,
+                struct queue_envelope **env, enum queue_state *st);
 /* sched_kick - run the dispatcher soon (from the loop, never inline). */
 void sched_kick(struct queue_sched *s);
 /* sched_settle - apply pending postmaster requests of an idle item, or put it

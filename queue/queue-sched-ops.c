@@ -57,11 +57,13 @@ static void sched_move_to(struct queue_sched *s, struct sched_item *it, enum que
 {
 	struct queue_envelope *env = NULL;
 	enum queue_state st;
-	if (queue_env_load(s->qs, it->id, &env, &st) != 0) {
-		util_log_warn("%s status=dropped error=(envelope unreadable or gone)", it->id);
-		sched_item_drop(s, it);
+	/* kept pending while the envelope cannot be read: the retry that
+	 * sched_load schedules applies it (sched_dispatch) */
+	it->want_hold = to == QUEUE_HOLD;
+	it->want_release = to != QUEUE_HOLD;
+	if (!sched_load(s, it, to == QUEUE_HOLD ? "hold" : "release", &env, &st))
 		return;
-	}
+	it->want_hold = it->want_release = false;
 	env->next_attempt = next_attempt;
 	struct sched_move *m = util_xcalloc(1, sizeof(*m));
 	m->s = s;
@@ -265,9 +267,15 @@ int queue_sched_list(struct queue_sched *s, struct util_buf *out)
 	for (size_t i = 0; i < n; i++) {
 		struct queue_envelope *env = NULL;
 		enum queue_state st;
-		if (queue_env_load(s->qs, v[i]->id, &env, &st) != 0)
-			continue;
 		int64_t next = v[i]->next_attempt > now ? v[i]->next_attempt - now : 0;
+		if (queue_env_load(s->qs, v[i]->id, &env, &st) != 0) {
+			/* still queued, only its envelope cannot be read now */
+			util_buf_printf(out, "%s %s age=%llds next=+%llds read_error=(%s)\n",
+			                v[i]->id, sched_state_name(v[i]),
+			                (long long)(now - v[i]->arrival), (long long)next,
+			                strerror(errno));
+			continue;
+		}
 		util_buf_printf(out, "%s %s age=%llds size=%lld attempts=%d next=+%llds from=<",
 		                env->id, sched_state_name(v[i]), (long long)(now - env->arrival),
 		                (long long)env->size, env->attempts, (long long)next);
@@ -306,7 +314,7 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 	struct queue_envelope *env = NULL;
 	enum queue_state st;
 	if (queue_env_load(s->qs, id, &env, &st) != 0) {
-		snprintf(err, errlen, "cannot read the envelope of %s", id);
+		snprintf(err, errlen, "cannot read the envelope of %s: %s", id, strerror(errno));
 		return -1;
 	}
 	char date[64];

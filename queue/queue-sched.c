@@ -12,6 +12,11 @@
  * can at worst repeat a bounce or a delivery, never lose one.  A message is
  * removed (queue_msg_remove) only when every recipient is DONE or FAILED.
  *
+ * Unreadable envelopes: an open/read error (EMFILE, ENFILE, EIO, ...) never
+ * drops a message - it stays indexed and is read again with backoff
+ * (sched_load); only an envelope that was read and does not parse is moved
+ * to corrupt/.
+ *
  * Ownership: the scheduler owns its items and attempts.  During an attempt
  * it owns the envelope it loaded; the deliverer borrows it (and idx,
  * msg_path, route) until it calls queue_delivery_done().  Messages with the
@@ -23,11 +28,13 @@
  */
 #include "queue-sched-internal.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SCHED_DEFAULT_MAX_DELIVERIES 20
+#define SCHED_READ_RETRY_MAX         300 /* s between retries of an unreadable envelope */
 
 /* One delivery of a group of recipients that share a route. */
 struct queue_delivery {
@@ -171,10 +178,11 @@ static void sched_arm_timer(struct queue_sched *s)
 	event_add(s->timer, &tv);
 }
 
-/* sched_heap_push - index it for its next attempt (held items are not). */
+/* sched_heap_push - index it for its next attempt (held items are not,
+ * unless a release waits for a retry of their unreadable envelope). */
 void sched_heap_push(struct queue_sched *s, struct sched_item *it)
 {
-	if (it->heap_idx != SCHED_NOT_IN_HEAP || it->st == QUEUE_HOLD)
+	if (it->heap_idx != SCHED_NOT_IN_HEAP || (it->st == QUEUE_HOLD && !it->want_release))
 		return;
 	if (s->heap_len == s->heap_cap) {
 		s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 256;
@@ -203,20 +211,20 @@ void sched_heap_remove(struct queue_sched *s, struct sched_item *it)
 		sched_arm_timer(s);
 }
 
-/* sched_item_add - index a message (no-op when already known). */
-static struct sched_item *sched_item_add(struct queue_sched *s, const struct queue_envelope *env,
-                                         enum queue_state st)
+/* sched_index - index a message (no-op when already known). */
+static struct sched_item *sched_index(struct queue_sched *s, const char *id, enum queue_state st,
+                                      int64_t next_attempt, int64_t arrival)
 {
-	struct sched_item *it = sched_find(s, env->id);
+	struct sched_item *it = sched_find(s, id);
 	if (it != NULL)
 		return it;
 	if (s->count >= s->nbuckets)
 		sched_rehash(s);
 	it = util_xcalloc(1, sizeof(*it));
-	memcpy(it->id, env->id, sizeof(it->id));
+	snprintf(it->id, sizeof(it->id), "%s", id);
 	it->st = st;
-	it->next_attempt = env->next_attempt;
-	it->arrival = env->arrival;
+	it->next_attempt = next_attempt;
+	it->arrival = arrival;
 	it->heap_idx = SCHED_NOT_IN_HEAP;
 	size_t h = sched_hash(it->id, s->nbuckets);
 	it->hnext = s->buckets[h];
@@ -224,6 +232,13 @@ static struct sched_item *sched_item_add(struct queue_sched *s, const struct que
 	s->count++;
 	sched_heap_push(s, it);
 	return it;
+}
+
+/* sched_item_add - index a message from its envelope. */
+static struct sched_item *sched_item_add(struct queue_sched *s, const struct queue_envelope *env,
+                                         enum queue_state st)
+{
+	return sched_index(s, env->id, st, env->next_attempt, env->arrival);
 }
 
 /* sched_item_drop - forget a message (its files are gone). */
@@ -236,6 +251,54 @@ void sched_item_drop(struct queue_sched *s, struct sched_item *it)
 	*pp = it->hnext;
 	s->count--;
 	free(it);
+}
+
+/* sched_load - load an idle item's envelope, or deal with the failure:
+ * gone -> dropped; unparsable -> set aside into corrupt/ and dropped; a
+ * read error (EMFILE, ENFILE, EIO, ...: the file may well be fine) -> the
+ * item stays indexed (visible to `queue list`) and is retried after 1, 2,
+ * 4 ... s, at most SCHED_READ_RETRY_MAX. */
+bool sched_load(struct queue_sched *s, struct sched_item *it, const char *op,
+                struct queue_envelope **env, enum queue_state *st)
+{
+	enum queue_state where = it->st;
+	*env = NULL;
+	if (queue_env_load(s->qs, it->id, env, &where) == 0) {
+		if (it->read_errors > 0)
+			util_log_info("%s status=readable op=%s after_read_errors=%d", it->id, op,
+			              it->read_errors);
+		it->read_errors = 0;
+		it->read_errno = 0;
+		if (st != NULL)
+			*st = where;
+		return true;
+	}
+	int err = errno;
+	sched_heap_remove(s, it);
+	if (err == ENOENT || err == EINVAL) {
+		util_log_warn("%s status=dropped op=%s error=(envelope gone)", it->id, op);
+		sched_item_drop(s, it);
+		return false;
+	}
+	if (err == EBADMSG) {
+		util_log_err("%s status=set-aside op=%s error=(envelope unparsable) to=corrupt/",
+		             it->id, op);
+		queue_env_set_aside(s->qs, it->id, where, NULL, NULL);
+		sched_item_drop(s, it);
+		return false;
+	}
+	it->read_errors++;
+	it->read_errno = err;
+	int64_t delay = (int64_t)1 << (it->read_errors <= 9 ? it->read_errors - 1 : 9);
+	if (delay > SCHED_READ_RETRY_MAX)
+		delay = SCHED_READ_RETRY_MAX;
+	it->next_attempt = sched_now() + delay;
+	util_metrics_inc("mxgate_queue_envelope_errors_total", "read");
+	util_log_err("%s status=retry op=%s error=(envelope unreadable: %s) read_errors=%d "
+	             "next_attempt=%llds",
+	             it->id, op, strerror(err), it->read_errors, (long long)delay);
+	sched_heap_push(s, it);
+	return false;
 }
 
 /* sched_kick - dispatch from a fresh loop iteration, never inline. */
@@ -332,11 +395,8 @@ static void sched_start_attempt(struct queue_sched *s, struct sched_item *it)
 {
 	struct queue_envelope *env = NULL;
 	enum queue_state st;
-	if (queue_env_load(s->qs, it->id, &env, &st) != 0) {
-		util_log_warn("%s status=dropped error=(envelope unreadable or gone)", it->id);
-		sched_item_drop(s, it);
+	if (!sched_load(s, it, "attempt", &env, &st))
 		return;
-	}
 	struct sched_attempt *a = util_xcalloc(1, sizeof(*a));
 	a->s = s;
 	a->it = it;
@@ -386,6 +446,12 @@ static void sched_dispatch(struct queue_sched *s)
 		if (it->next_attempt > now)
 			break;
 		sched_heap_remove(s, it);
+		if (it->want_hold || it->want_release) {
+			/* a hold or release that waited for its envelope to be
+			 * readable again (sched_move_to): retry that first */
+			sched_settle(s, it);
+			continue;
+		}
 		sched_start_attempt(s, it);
 	}
 	sched_arm_timer(s);
@@ -615,8 +681,12 @@ static void sched_dsn_committed(uint64_t cookie, int status, int err, const char
 			if (queue_env_load(a->s->qs, qid, &denv, &st) == 0) {
 				sched_item_add(a->s, denv, st);
 				queue_envelope_free(denv);
-				sched_kick(a->s);
+			} else {
+				/* committed, so it exists: index it anyway, the
+				 * attempt reads (or retries) the envelope */
+				sched_index(a->s, qid, QUEUE_ACTIVE, 0, sched_now());
 			}
+			sched_kick(a->s);
 		}
 	}
 	sched_finish_step(a);
@@ -714,6 +784,16 @@ static void sched_on_scan(const struct queue_envelope *env, enum queue_state st,
 	sched_item_add(arg, env, st);
 }
 
+/* sched_on_unreadable - start-up: an envelope that could not be read is
+ * indexed all the same (arrival from the file's mtime) and read again by
+ * its first attempt, retried with backoff while the error lasts. */
+static void sched_on_unreadable(const char *id, enum queue_state st, int64_t mtime, int err,
+                                void *arg)
+{
+	struct sched_item *it = sched_index(arg, id, st, 0, mtime);
+	it->read_errno = err;
+}
+
 /* queue_sched_new - index the store and start delivering. */
 struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *base,
                                     const struct config *cfg, const struct queue_deliver_ops *ops,
@@ -734,7 +814,7 @@ struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *b
 		queue_sched_free(s);
 		return NULL;
 	}
-	if (queue_store_scan(qs, sched_on_scan, s) != 0)
+	if (queue_store_scan(qs, sched_on_scan, sched_on_unreadable, s) != 0)
 		util_log_err("queue scheduler: scan of %s incomplete", queue_store_dir(qs));
 	queue_store_on_commit(qs, sched_on_commit, s);
 	util_log_info("queue scheduler: started messages=%zu max_deliveries=%d", s->count,

@@ -37,13 +37,26 @@ static inline const char *queue_dir_name(int ix)
 	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
 }
 
-enum queue_job_kind { QUEUE_JOB_COMMIT, QUEUE_JOB_INJECT, QUEUE_JOB_UPDATE, QUEUE_JOB_REMOVE };
+enum queue_job_kind {
+	QUEUE_JOB_COMMIT,
+	QUEUE_JOB_INJECT,
+	QUEUE_JOB_UPDATE,
+	QUEUE_JOB_REMOVE,
+	QUEUE_JOB_CORRUPT /* set an unparsable envelope aside (before the phases) */
+};
 
 /* What a job has put on disk so far (undone when the job fails). */
 #define QUEUE_STEP_SPOOL 0x01u /* incoming/ID.msg exists */
 #define QUEUE_STEP_MSG   0x02u /* msg/ID exists (renamed by this job) */
 #define QUEUE_STEP_TMP   0x04u /* <to>/ID.tmp exists */
 #define QUEUE_STEP_ENV   0x08u /* <to>/ID placed by this job (commit/inject) */
+
+/* A file in free/ (queue-pool.c). */
+struct queue_pool_ent {
+	char name[UTIL_QID_LEN + 8];
+	int64_t size;  /* st_size when it was put */
+	int64_t bytes; /* disk it holds (st_blocks) */
+};
 
 struct queue_job {
 	struct queue_job *next;
@@ -62,6 +75,10 @@ struct queue_job {
 	int status; /* 0, or -1 with err */
 	int err;
 	unsigned steps;      /* QUEUE_STEP_* */
+	/* the envelope file this job took out of a state folder, already in
+	 * free/ but not reusable until the batch's fsync of that folder made
+	 * its removal durable (name "" = none); see queue-io.c */
+	struct queue_pool_ent retired;
 	queue_commit_cb ccb; /* commit/inject */
 	uint64_t cookie;
 	queue_done_cb dcb; /* update/remove */
@@ -72,12 +89,6 @@ struct queue_job {
 #define QUEUE_POOL_FILES    1024
 #define QUEUE_POOL_BYTES    ((int64_t)64 << 20)
 #define QUEUE_POOL_FILE_MAX ((int64_t)4 << 20)
-
-struct queue_pool_ent {
-	char name[UTIL_QID_LEN + 8];
-	int64_t size;  /* st_size when it was put */
-	int64_t bytes; /* disk it holds (st_blocks) */
-};
 
 struct queue_pool {
 	pthread_mutex_t mu; /* guards v, n, bytes */
@@ -114,6 +125,11 @@ struct queue_store {
 /* queue_store_list - the names in folder dir (without "." and ".."). */
 int queue_store_list(struct queue_store *qs, int dir, struct util_strlist *out);
 
+/* queue_store_move_corrupt - move dir/name (and msg/name when with_msg)
+ * into corrupt/, fsync the folders; 0, or -1 with errno (logged). */
+int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, bool with_msg,
+                             const char *why);
+
 /* queue_rename_excl - renameat that never replaces an existing file (EEXIST). */
 int queue_rename_excl(int ofd, const char *oname, int nfd, const char *nname);
 
@@ -124,6 +140,14 @@ int queue_pool_open(struct queue_store *qs, int dir, const char *name, int64_t *
 int queue_pool_trim(int fd, int64_t prior, int64_t size);
 int queue_pool_put(struct queue_store *qs, int dir, const char *name, const char *id,
                    const char *tag);
+/* queue_pool_retire - the first half of queue_pool_put: the file is moved
+ * into free/ (described in *out) but not listed, so nobody can reuse it;
+ * out->name is "" when it was unlinked instead.  queue_pool_publish lists it
+ * (or unlinks it when the pool is full); queue_pool_discard unlinks it. */
+int queue_pool_retire(struct queue_store *qs, int dir, const char *name, const char *id,
+                      const char *tag, struct queue_pool_ent *out);
+void queue_pool_publish(struct queue_store *qs, struct queue_pool_ent *e);
+void queue_pool_discard(struct queue_store *qs, struct queue_pool_ent *e);
 void queue_pool_drain(struct queue_store *qs);
 
 /* queue_io_start - create the wake-up event and start the I/O thread. */

@@ -10,7 +10,9 @@
  * before the commit point) are removed.  The scan moves unparsable
  * envelopes - and their msg/ID - to corrupt/, never deleting them; when a
  * crash in the middle of a state change left one id in two state folders,
- * the newer file wins and the older goes to corrupt/.
+ * the newer file wins and the older goes to corrupt/.  An envelope that
+ * cannot be read (EMFILE, EIO: the file may be fine) is never set aside: it
+ * stays where it is and the scheduler retries it (queue_scan_unreadable_fn).
  *
  * Ownership: queue_spool_new returns a spool freed by queue_spool_abort or
  * taken by queue_commit; queue_commit / queue_inject take the envelope;
@@ -114,7 +116,10 @@ static void store_sync(struct queue_store *qs, int dir)
 }
 
 /* store_read - a whole envelope file (at most QUEUE_ENVELOPE_MAX) from
- * dir/name; NULL with errno (ENOENT when absent, EFBIG when too big). */
+ * dir/name; NULL with errno: ENOENT when absent, EBADMSG when the file can
+ * never be an envelope (too big, a FIFO or device), EISDIR for a directory
+ * (what read(2) says; left to the postmaster like any other read error),
+ * otherwise the errno of open/fstat/read (EMFILE, EIO, ...). */
 static char *store_read(struct queue_store *qs, int dir, const char *name, size_t *len,
                         struct timespec *mtime)
 {
@@ -124,19 +129,20 @@ static char *store_read(struct queue_store *qs, int dir, const char *name, size_
 	int fd;
 	int e = 0;
 
-	fd = openat(qs->dfd[dir], name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO in place of an envelope must not block the open */
+	fd = openat(qs->dfd[dir], name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return NULL;
 	if (fstat(fd, &st) < 0) {
 		e = errno;
 		goto done;
 	}
-	if (!S_ISREG(st.st_mode)) {
-		e = EINVAL;
+	if (S_ISDIR(st.st_mode)) {
+		e = EISDIR;
 		goto done;
 	}
-	if (st.st_size > QUEUE_ENVELOPE_MAX) {
-		e = EFBIG;
+	if (!S_ISREG(st.st_mode) || st.st_size > QUEUE_ENVELOPE_MAX) {
+		e = EBADMSG;
 		goto done;
 	}
 	buf = util_xmalloc((size_t)st.st_size + 1);
@@ -375,10 +381,12 @@ static bool store_newer(const struct store_entry *a, const struct store_entry *b
 	return a->st > b->st; /* same time: hold beats deferred beats active */
 }
 
-/* store_move_corrupt - rename dir/name (and msg/name when with_msg) into
- * corrupt/ as "<state>-name[.N]" (+ ".msg"); never overwrites. */
-static void store_move_corrupt(struct queue_store *qs, int dir, const char *name, bool with_msg,
-                               const char *why)
+/* queue_store_move_corrupt - rename dir/name (and msg/name when with_msg)
+ * into corrupt/ as "<state>-name[.N]" (+ ".msg"); never overwrites; counts
+ * mxgate_queue_envelope_errors_total{error="corrupt"}.  0, or -1 with errno
+ * when the envelope could not be moved (logged). */
+int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, bool with_msg,
+                             const char *why)
 {
 	char dst[NAME_MAX - 8];
 	char mdst[NAME_MAX + 1];
@@ -394,9 +402,12 @@ static void store_move_corrupt(struct queue_store *qs, int dir, const char *name
 			break;
 	}
 	if (r < 0) {
+		int e = errno;
+
 		util_log_err("%s queue op=move-corrupt file=%s/%s error=\"%s\" reason=\"%s\"", name,
-		             queue_dir_name(dir), name, strerror(errno), why);
-		return;
+		             queue_dir_name(dir), name, strerror(e), why);
+		errno = e;
+		return -1;
 	}
 	util_log_err("%s queue op=move-corrupt file=%s/%s to=corrupt/%s reason=\"%s\"", name,
 	             queue_dir_name(dir), name, dst, why);
@@ -414,12 +425,15 @@ static void store_move_corrupt(struct queue_store *qs, int dir, const char *name
 	store_sync(qs, dir);
 	if (with_msg)
 		store_sync(qs, QDIR_MSG);
+	util_metrics_inc("mxgate_queue_envelope_errors_total", "corrupt");
+	return 0;
 }
 
-/* store_scan_one - parse one envelope and hand it to fn, or set it aside. */
-static void store_scan_one(struct queue_store *qs, const struct store_entry *e,
-                           void (*fn)(const struct queue_envelope *, enum queue_state, void *),
-                           void *arg)
+/* store_scan_one - parse one envelope and hand it to fn; set it aside when
+ * it is unparsable; hand a read error (EMFILE, EIO, ...: maybe transient) to
+ * unreadable, leaving the file where it is. */
+static void store_scan_one(struct queue_store *qs, const struct store_entry *e, queue_scan_fn fn,
+                           queue_scan_unreadable_fn unreadable, void *arg)
 {
 	int dir = QDIR_ACTIVE + (int)e->st;
 	struct queue_envelope *env = NULL;
@@ -429,10 +443,21 @@ static void store_scan_one(struct queue_store *qs, const struct store_entry *e,
 
 	text = store_read(qs, dir, e->name, &len, NULL);
 	if (text == NULL) {
-		if (errno == ENOENT)
+		int err = errno;
+
+		if (err == ENOENT)
 			return;
-		snprintf(perr, sizeof(perr), "unreadable: %s", strerror(errno));
-		goto corrupt;
+		if (err == EBADMSG) {
+			snprintf(perr, sizeof(perr),
+			         "not an envelope file (too big, or not a regular file)");
+			goto corrupt;
+		}
+		util_log_err("%s queue op=scan file=%s/%s error=\"%s\" action=retry-later", e->name,
+		             queue_dir_name(dir), e->name, strerror(err));
+		util_metrics_inc("mxgate_queue_envelope_errors_total", "read");
+		if (unreadable != NULL && util_qid_is_valid(e->name))
+			unreadable(e->name, e->st, (int64_t)e->mtime.tv_sec, err, arg);
+		return;
 	}
 	env = queue_envelope_parse(text, len, perr, sizeof(perr));
 	free(text);
@@ -447,12 +472,11 @@ static void store_scan_one(struct queue_store *qs, const struct store_entry *e,
 	return;
 corrupt:
 	queue_envelope_free(env);
-	store_move_corrupt(qs, dir, e->name, true, perr);
+	(void)queue_store_move_corrupt(qs, dir, e->name, true, perr);
 }
 
 /* queue_store_scan - call fn for every envelope (start-up, blocking). */
-int queue_store_scan(struct queue_store *qs,
-                     void (*fn)(const struct queue_envelope *env, enum queue_state st, void *arg),
+int queue_store_scan(struct queue_store *qs, queue_scan_fn fn, queue_scan_unreadable_fn unreadable,
                      void *arg)
 {
 	struct store_entry *ents = NULL;
@@ -505,10 +529,10 @@ int queue_store_scan(struct queue_store *qs,
 				continue;
 			snprintf(why, sizeof(why), "duplicate; newer copy in %s/",
 			         queue_dir_name(QDIR_ACTIVE + (int)ents[best].st));
-			store_move_corrupt(qs, QDIR_ACTIVE + (int)ents[k].st, ents[k].name, false,
-			                   why);
+			(void)queue_store_move_corrupt(qs, QDIR_ACTIVE + (int)ents[k].st,
+			                               ents[k].name, false, why);
 		}
-		store_scan_one(qs, &ents[best], fn, arg);
+		store_scan_one(qs, &ents[best], fn, unreadable, arg);
 	}
 	rc = 0;
 done:
@@ -540,8 +564,13 @@ int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope
 		if (text == NULL && errno == ENOENT)
 			continue;
 		if (text == NULL) {
+			int e = errno;
+
 			util_log_err("%s queue op=load file=%s/%s error=\"%s\"", id,
-			             queue_dir_name(QDIR_ACTIVE + s), id, strerror(errno));
+			             queue_dir_name(QDIR_ACTIVE + s), id, strerror(e));
+			if (st != NULL)
+				*st = (enum queue_state)s;
+			errno = e;
 			return -1;
 		}
 		env = queue_envelope_parse(text, len, perr, sizeof(perr));
@@ -554,7 +583,9 @@ int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope
 		if (env == NULL) {
 			util_log_err("%s queue op=load file=%s/%s error=\"%s\"", id,
 			             queue_dir_name(QDIR_ACTIVE + s), id, perr);
-			errno = EINVAL;
+			if (st != NULL)
+				*st = (enum queue_state)s;
+			errno = EBADMSG;
 			return -1;
 		}
 		*out = env;
@@ -782,6 +813,26 @@ static void store_remove(struct queue_store *qs, const char *id, enum queue_stat
 		j->err = EINVAL;
 	} else {
 		j->from = QDIR_ACTIVE + (int)from;
+	}
+	queue_io_submit(qs, j);
+}
+
+/* queue_env_set_aside - an unparsable envelope (and msg/ID) into corrupt/. */
+void queue_env_set_aside(struct queue_store *qs, const char *id, enum queue_state st,
+                         queue_done_cb cb, void *arg)
+{
+	struct queue_job *j = queue_io_job_new(QUEUE_JOB_CORRUPT);
+
+	snprintf(j->id, sizeof(j->id), "%s", id);
+	j->dcb = cb;
+	j->arg = arg;
+	j->text = util_xstrdup("unparsable envelope found by the scheduler");
+	if (!util_qid_is_valid(id) || !store_state_ok(st)) {
+		util_log_err("%s queue op=set-aside error=\"bad id or state\"", j->id);
+		j->status = -1;
+		j->err = EINVAL;
+	} else {
+		j->from = QDIR_ACTIVE + (int)st;
 	}
 	queue_io_submit(qs, j);
 }

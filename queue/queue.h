@@ -8,7 +8,7 @@
  *   deferred/  ID      envelope of a message waiting for its next attempt
  *   hold/      ID      envelope of a message held by the postmaster
  *   corrupt/   unparsable or duplicate envelopes (and their msg) set aside
- *              by the start-up scan; never deleted by mxgate
+ *              by the start-up scan or the scheduler; never deleted by mxgate
  * A message exists exactly when its envelope exists in one of the state
  * folders; a msg/ID without an envelope is an orphan of a crash before the
  * commit point and is removed at start-up.  The commit point is the rename of
@@ -130,18 +130,35 @@ void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void
 void queue_store_on_commit(struct queue_store *qs,
 			   void (*fn)(const struct queue_envelope *env, void *arg), void *arg);
 
+/* Completion of an envelope update, removal or set-aside: status 0 or -1. */
+typedef void (*queue_done_cb)(int status, void *arg);
+
 /* queue_store_scan - start-up only (blocking): call fn for every envelope in
- * active/, deferred/ and hold/.  Unreadable envelopes are logged and moved
- * aside to corrupt/, never deleted.  env is borrowed for the call. */
-int queue_store_scan(struct queue_store *qs,
-		     void (*fn)(const struct queue_envelope *env, enum queue_state st, void *arg),
+ * active/, deferred/ and hold/.  Unparsable envelopes are logged and moved
+ * aside to corrupt/, never deleted.  An envelope that cannot be read (open
+ * or read fails: EMFILE, EIO, ... - the file may be fine) stays where it is
+ * and is handed to unreadable (may be NULL) with its file's mtime and the
+ * errno, so the caller can retry it.  env is borrowed for the call. */
+typedef void (*queue_scan_fn)(const struct queue_envelope *env, enum queue_state st, void *arg);
+typedef void (*queue_scan_unreadable_fn)(const char *id, enum queue_state st, int64_t mtime,
+					 int err, void *arg);
+int queue_store_scan(struct queue_store *qs, queue_scan_fn fn, queue_scan_unreadable_fn unreadable,
 		     void *arg);
 
 /* queue_env_load - read one envelope (small file; loop thread).  0/-1 with
- * errno ENOENT (no such message), EINVAL (bad id, unparsable: logged) or
- * the errno of a failed read. */
+ * errno ENOENT (no such message), EINVAL (bad id), EBADMSG (the file is
+ * there but is no valid envelope of this id: logged; see
+ * queue_env_set_aside) or the errno of a failed open/read (EMFILE, EIO,
+ * ...: logged; worth retrying).  On EBADMSG and read errors *st (when not
+ * NULL) is the folder the file is in. */
 int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope **out,
 		   enum queue_state *st);
+/* queue_env_set_aside - move an unparsable envelope (and its msg/ID) from
+ * the folder of st into corrupt/ (I/O thread; logged, counted in
+ * mxgate_queue_envelope_errors_total{error="corrupt"}); cb(status, arg)
+ * on the loop thread, may be NULL. */
+void queue_env_set_aside(struct queue_store *qs, const char *id, enum queue_state st,
+			 queue_done_cb cb, void *arg);
 /* queue_msg_path - path of msg/ID into out. */
 void queue_msg_path(const struct queue_store *qs, const char *id, char *out, size_t outlen);
 
@@ -150,7 +167,6 @@ void queue_msg_path(const struct queue_store *qs, const char *id, char *out, siz
  * fsync folders).  The envelope is serialised before the call returns (env
  * stays the caller's).  cb(status, arg) on the loop thread; cb may be NULL.
  * Jobs for one id run in submission order. */
-typedef void (*queue_done_cb)(int status, void *arg);
 void queue_env_update(struct queue_store *qs, const struct queue_envelope *env,
 		      enum queue_state from, enum queue_state to, queue_done_cb cb, void *arg);
 /* queue_msg_remove - remove envelope (first: the commit point) then msg;

@@ -92,6 +92,8 @@ struct smtp_server {
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
 	size_t nsessions;
 	bool accepting;
+	bool accept_paused;              /* listeners disabled: out of descriptors */
+	struct event *accept_resume;     /* owned; re-enables them (smtp-server.c) */
 };
 
 struct smtp_tx {

@@ -11,8 +11,18 @@
  * a deferred event once its last session has ended, so a reload costs
  * nothing that outlives its sessions.
  *
+ * Out of descriptors: when accept() fails with EMFILE/ENFILE (or ENOBUFS/
+ * ENOMEM) the pending connection stays in the kernel's queue, so the
+ * listening socket stays readable and a level-triggered listener would call
+ * accept() again at once, forever: 100% CPU and a log line per try.  So
+ * every listener is disabled (descriptors are per process) and re-enabled
+ * by a timer SMTP_ACCEPT_PAUSE_MS later; the clients wait in the backlog
+ * meanwhile and are served once sessions have ended.
+ *
  * Diagnostics: bind/listen/TLS errors are returned as messages (start-up and
- * reload report them); accept errors are logged and the listener goes on.
+ * reload report them); other accept errors are logged and the listener goes
+ * on; a pause is logged once ("- accept paused error=... for_ms=500") and
+ * counted in mxgate_accept_pauses_total{error}.
  */
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -23,6 +33,8 @@
 #include <openssl/err.h>
 
 #include "smtp-server-internal.h"
+
+#define SMTP_ACCEPT_PAUSE_MS 500
 
 /* hash_u64 - bucket of a session id. */
 static size_t hash_u64(uint64_t v)
@@ -308,10 +320,63 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	smtp_session_start(srv, fd, sa, salen);
 }
 
-/* accept_error_cb - EMFILE and friends: log, keep listening. */
+/* listeners_enable - enable (or disable) every listener. */
+static void listeners_enable(struct smtp_server *srv, bool on)
+{
+	for (struct smtp_listener *l = srv->listeners; l; l = l->next)
+		if ((on ? evconnlistener_enable(l->lev) : evconnlistener_disable(l->lev)) < 0)
+			util_log_err("- listener %s error=\"cannot %s\"", l->name,
+				     on ? "enable" : "disable");
+}
+
+/* accept_resume_cb - the pause is over: accept again (if it fails again,
+ * accept_error_cb pauses again). */
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_server *srv = arg;
+	if (!srv->accept_paused)
+		return;
+	srv->accept_paused = false;
+	if (!srv->accepting)
+		return;
+	util_log_debug("- accept resumed");
+	listeners_enable(srv, true);
+}
+
+/* accept_pause - out of descriptors: stop every listener for a while. */
+static void accept_pause(struct smtp_server *srv, int err)
+{
+	struct timeval tv = {0, SMTP_ACCEPT_PAUSE_MS * 1000};
+	if (srv->accept_paused)
+		return;
+	if (srv->accept_resume == NULL)
+		srv->accept_resume = evtimer_new(srv->base, accept_resume_cb, srv);
+	if (srv->accept_resume == NULL || evtimer_add(srv->accept_resume, &tv) < 0) {
+		util_log_err("- accept failed error=\"%s\" (cannot pause: no timer)",
+			     strerror(err));
+		return;
+	}
+	srv->accept_paused = true;
+	listeners_enable(srv, false);
+	util_log_warn("- accept paused error=\"%s\" for_ms=%d sessions=%zu", strerror(err),
+		      SMTP_ACCEPT_PAUSE_MS, srv->nsessions);
+	util_metrics_inc("mxgate_accept_pauses_total", err == EMFILE   ? "EMFILE"
+						       : err == ENFILE ? "ENFILE"
+						       : err == ENOBUFS ? "ENOBUFS"
+									: "ENOMEM");
+}
+
+/* accept_error_cb - accept() failed with an error libevent does not retry
+ * by itself: pause when out of descriptors or memory, else log and go on. */
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
-	util_log_warn("- accept failed error=\"%s\"", strerror(errno));
+	struct smtp_server *srv = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		accept_pause(srv, err);
+		return;
+	}
+	util_log_warn("- accept failed error=\"%s\"", strerror(err));
 }
 
 /* listener_open - bind one [server] listen address. */
@@ -339,6 +404,8 @@ static struct smtp_listener *listener_open(struct smtp_server *srv, const struct
 	if (!sl->lev)
 		goto err;
 	evconnlistener_set_error_cb(sl->lev, accept_error_cb);
+	if (srv->accept_paused)
+		evconnlistener_disable(sl->lev); /* bound by a reload during a pause */
 	util_log_info("- listening on %s", sl->name);
 	return sl;
 err:
@@ -539,6 +606,8 @@ void smtp_server_free(struct smtp_server *srv)
 	if (!srv)
 		return;
 	smtp_server_stop_accepting(srv);
+	if (srv->accept_resume)
+		event_free(srv->accept_resume);
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
 		while (srv->sessions[b])
 			smtp_session_destroy(srv->sessions[b]);

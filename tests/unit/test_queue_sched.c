@@ -5,8 +5,10 @@
  * delivery remembered across attempts and across a restart, bounces and
  * expiry producing DSNs (grouped per attempt, never to the null sender),
  * the delay warning, max_deliveries, and the postmaster operations
- * (list/show/hold/release/flush/delete).  The backoff table itself is in
- * test_queue_dsn.c.  Retry steps are 1 s, so the whole file runs in ~15 s.
+ * (list/show/hold/release/flush/delete), and envelopes that cannot be read
+ * (kept and retried; a pending hold waits) or parsed (moved to corrupt/).
+ * The backoff table itself is in test_queue_dsn.c.  Retry steps are 1 s, so
+ * the whole file runs in ~25 s.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -519,6 +522,210 @@ static void test_postmaster_ops(void **state)
 	assert_int_equal(queue_sched_oldest(f->s), 0);
 }
 
+/* ------------------------------------------------------------ unreadable envelopes
+ *
+ * A read error (here: a directory in place of the envelope, which read(2)
+ * answers with EISDIR as a failing disk answers EIO) must not drop the
+ * message: it stays in the index and in `queue list`, is retried with
+ * backoff, and is delivered once the file is back.  An envelope that reads
+ * but does not parse goes to corrupt/ with its message, and is counted. */
+
+#define ENV_ERRORS "mxgate_queue_envelope_errors_total"
+
+enum read_fault { FAULT_DIR, FAULT_GARBAGE };
+
+struct read_fault_case {
+	const char *name;
+	bool at_scan; /* fault before start-up, else between attempts */
+	enum read_fault fault;
+	const char *folder; /* where the envelope is when the fault hits */
+};
+
+static double g_metric_base;
+static const char *g_metric_label;
+static char g_corrupt[256];
+
+static bool path_exists(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0;
+}
+
+/* set_aside_done - the set-aside job finished: g_corrupt names a file and
+ * the move was counted. */
+static bool set_aside_done(struct fixture *f)
+{
+	return path_exists(g_corrupt) && f->fk.in_flight == 0 &&
+	       util_metrics_value(ENV_ERRORS, "corrupt") > g_metric_base;
+}
+
+/* fault_seen - the scheduler met the fault: counted it, or (the old
+ * behaviour) dropped the message or set it aside. */
+static bool fault_seen(struct fixture *f)
+{
+	return f->fk.in_flight == 0 &&
+	       (util_metrics_value(ENV_ERRORS, g_metric_label) > g_metric_base ||
+	        queue_sched_count(f->s) == 0 || path_exists(g_corrupt));
+}
+
+/* path_in - "<dir>/<sub>/<name><suffix>". */
+static const char *path_in(struct fixture *f, const char *sub, const char *name, const char *suffix)
+{
+	static char p[2][256];
+	static int k;
+	k ^= 1;
+	snprintf(p[k], sizeof(p[k]), "%s/%s/%s%s", f->dir, sub, name, suffix);
+	return p[k];
+}
+
+static void test_unreadable_envelope(void **state)
+{
+	static const struct read_fault_case rcases[] = {
+	    {"read error between attempts", false, FAULT_DIR, "deferred"},
+	    {"read error at start-up", true, FAULT_DIR, "active"},
+	    {"unparsable between attempts", false, FAULT_GARBAGE, "deferred"},
+	    {"unparsable at start-up", true, FAULT_GARBAGE, "active"},
+	};
+	static const struct script defer_then_done[] = {
+	    {"a@x.test", {QUEUE_OUT_DEFER, QUEUE_OUT_DONE}, 2}};
+	static const struct script done[] = {{"a@x.test", {QUEUE_OUT_DONE}, 1}};
+	struct fixture *f = *state;
+
+	assert_int_equal(util_metrics_define(ENV_ERRORS, UTIL_METRIC_COUNTER, "envelope errors",
+	                                     "error", NULL, 0),
+	                 0);
+	for (size_t c = 0; c < sizeof(rcases) / sizeof(rcases[0]); c++) {
+		const struct read_fault_case *tc = &rcases[c];
+		char env_path[256], saved[256], *corrupt = g_corrupt;
+		struct util_buf b;
+
+		queue_sched_free(f->s);
+		f->s = NULL;
+		memset(&f->fk, 0, sizeof(f->fk));
+		f->fk.scripts = tc->at_scan ? done : defer_then_done;
+		f->fk.nscripts = 1;
+		f->schedule[0] = 1;
+		f->schedule[1] = 1;
+		if (!tc->at_scan) {
+			start_sched(f);
+			inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+			assert_true(run_until(f, one_deferred, 5));
+		} else {
+			inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+		}
+		snprintf(env_path, sizeof(env_path), "%s", path_in(f, tc->folder, g_id, ""));
+		snprintf(saved, sizeof(saved), "%s", path_in(f, ".", g_id, ".saved"));
+		snprintf(g_corrupt, sizeof(g_corrupt), "%s", path_in(f, "corrupt", tc->folder, ""));
+		snprintf(g_corrupt + strlen(g_corrupt), sizeof(g_corrupt) - strlen(g_corrupt),
+		         "-%s", g_id);
+		assert_int_equal(rename(env_path, saved), 0);
+		if (tc->fault == FAULT_DIR) {
+			assert_int_equal(mkdir(env_path, 0700), 0);
+		} else {
+			FILE *fp = fopen(env_path, "w");
+			assert_non_null(fp);
+			fputs("this is not an envelope\n", fp);
+			fclose(fp);
+		}
+		g_metric_label = tc->fault == FAULT_DIR ? "read" : "corrupt";
+		g_metric_base = util_metrics_value(ENV_ERRORS, g_metric_label);
+		if (tc->at_scan)
+			start_sched(f);
+		if (!run_until(f, fault_seen, 5))
+			fail_msg("case %s: the fault went unnoticed", tc->name);
+
+		if (tc->fault == FAULT_GARBAGE) {
+			/* set aside with its message (by the I/O thread), forgotten,
+			 * never offered */
+			strcat(g_corrupt, ".msg");
+			run_until(f, set_aside_done, 5);
+			g_corrupt[strlen(g_corrupt) - 4] = '\0';
+			if (queue_sched_count(f->s) != 0)
+				fail_msg("case %s: still indexed", tc->name);
+			if (!path_exists(corrupt))
+				fail_msg("case %s: %s missing", tc->name, corrupt);
+			strcat(g_corrupt, ".msg");
+			if (!path_exists(corrupt) || path_exists(path_in(f, "msg", g_id, "")))
+				fail_msg("case %s: message not moved to %s", tc->name, corrupt);
+			assert_false(path_exists(env_path));
+			unlink(saved);
+			if (util_metrics_value(ENV_ERRORS, "corrupt") != g_metric_base + 1)
+				fail_msg("case %s: corrupt envelope not counted", tc->name);
+			g_corrupt[0] = '\0';
+			continue;
+		}
+		/* still queued and listed, left in place, not set aside */
+		if (queue_sched_count(f->s) != 1)
+			fail_msg("case %s: count=%zu, want 1 (dropped?)", tc->name,
+			         queue_sched_count(f->s));
+		util_buf_init(&b);
+		assert_int_equal(queue_sched_list(f->s, &b), 0);
+		if (strstr(b.data, g_id) == NULL ||
+		    strstr(b.data, "read_error=(Is a directory)") == NULL)
+			fail_msg("case %s: list lacks the message:\n%s", tc->name, b.data);
+		util_buf_free(&b);
+		assert_false(path_exists(corrupt));
+		if (util_metrics_value(ENV_ERRORS, "read") <= g_metric_base)
+			fail_msg("case %s: read error not counted", tc->name);
+		/* the disk recovers: delivered at a retry, nothing lost */
+		assert_int_equal(rmdir(env_path), 0);
+		assert_int_equal(rename(saved, env_path), 0);
+		if (!run_until(f, queue_empty, 8))
+			fail_msg("case %s: not delivered after the envelope came back", tc->name);
+		if (f->fk.offers[0] != (tc->at_scan ? 1 : 2))
+			fail_msg("case %s: offered %d times", tc->name, f->fk.offers[0]);
+	}
+}
+
+/* in_hold - the envelope of g_id is in hold/ and nothing is in flight. */
+static bool in_hold(struct fixture *f)
+{
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+	if (queue_env_load(f->qs, g_id, &env, &st) != 0)
+		return false;
+	queue_envelope_free(env);
+	return st == QUEUE_HOLD && f->fk.in_flight == 0;
+}
+
+/* A hold asked for while the envelope cannot be read waits for it, and is
+ * never turned into a delivery attempt. */
+static void test_hold_waits_for_unreadable_envelope(void **state)
+{
+	struct fixture *f = *state;
+	static const struct script s1[] = {{"a@x.test", {QUEUE_OUT_DEFER}, 1}};
+	char env_path[256], saved[256], err[256];
+	struct util_buf b;
+
+	f->fk.scripts = s1;
+	f->fk.nscripts = 1;
+	f->schedule[0] = f->schedule[1] = 3600;
+	start_sched(f);
+	inject(f, "s@example.org", (const char *[]){"a@x.test", NULL});
+	assert_true(run_until(f, one_deferred, 5));
+	snprintf(env_path, sizeof(env_path), "%s", path_in(f, "deferred", g_id, ""));
+	snprintf(saved, sizeof(saved), "%s", path_in(f, ".", g_id, ".saved"));
+	assert_int_equal(rename(env_path, saved), 0);
+	assert_int_equal(mkdir(env_path, 0700), 0);
+
+	assert_int_equal(queue_sched_hold(f->s, g_id, err, sizeof(err)), 0);
+	assert_int_equal(queue_sched_count(f->s), 1);
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_list(f->s, &b), 0);
+	if (strstr(b.data, " hold ") == NULL || strstr(b.data, "read_error=") == NULL)
+		fail_msg("list:\n%s", b.data);
+	util_buf_free(&b);
+
+	assert_int_equal(rmdir(env_path), 0);
+	assert_int_equal(rename(saved, env_path), 0);
+	if (!run_until(f, in_hold, 5))
+		fail_msg("the hold was not applied once the envelope was readable");
+	assert_int_equal(f->fk.offers[0], 1); /* held, not delivered */
+	assert_int_equal(queue_sched_count(f->s), 1);
+	run_until(f, queue_empty, 1.5); /* a while longer: still no attempt */
+	assert_int_equal(f->fk.offers[0], 1);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -527,6 +734,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_restart_remembers_done, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_postmaster_ops, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unreadable_envelope, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hold_waits_for_unreadable_envelope, setup,
+	                                    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
  * envelopes) removed at open, group commit of many concurrent commits, write
  * and rename failures leaving nothing behind, state changes, removal,
  * corrupt and duplicate envelopes moved to corrupt/, close with pending jobs,
- * removed files recycled through free/ without old bytes showing through.
+ * removed files recycled through free/ without old bytes showing through,
+ * and never reused before the fsync that made their removal durable (an
+ * interposed fsync() probes the pool right before each directory fsync).
  * Each test gets its own mkdtemp() directory, removed at teardown.
  */
 #include <setjmp.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -239,7 +242,7 @@ static void scan_cb(const struct queue_envelope *env, enum queue_state st, void 
 static void scan(struct fixture *f)
 {
 	f->nscanned = 0;
-	assert_int_equal(queue_store_scan(f->qs, scan_cb, f), 0);
+	assert_int_equal(queue_store_scan(f->qs, scan_cb, NULL, f), 0);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -816,6 +819,120 @@ static void test_removed_files_recycled(void **state)
 	unlink(backup);
 }
 
+/* ------------------------------------------------------------ reuse vs. crash
+ *
+ * A file that left a state folder may be reused only once the fsync of that
+ * folder made its removal durable: before, a crash can bring the envelope's
+ * name back over whatever the reuser wrote.  This test binary interposes
+ * fsync() (the executable's definition wins over libc's for the statically
+ * linked store): right before every directory fsync - the last moment a
+ * crash would still leave the old directory - a probe takes a file from the
+ * pool as a new spool would and writes other bytes into it.  The envelope's
+ * old inode, held open by the test, must still hold the old envelope. */
+
+#define PROBE_BYTES "X-Probe: another message's bytes\r\n"
+
+static struct {
+	struct queue_store *qs; /* NULL = fsync is not probed */
+	int held_fd;            /* the old envelope's inode */
+	char want[4096];        /* its content before the job */
+	size_t want_len;
+	int probes;
+	bool clobbered;
+} g_probe;
+
+/* probe_reuse - what a concurrent spool would do now (I/O thread). */
+static void probe_reuse(void)
+{
+	struct queue_spool *sp = queue_spool_new(g_probe.qs);
+	char got[sizeof(g_probe.want)];
+	ssize_t n;
+
+	if (sp == NULL)
+		return;
+	(void)queue_spool_write(sp, PROBE_BYTES, strlen(PROBE_BYTES));
+	queue_spool_abort(sp);
+	g_probe.probes++;
+	n = pread(g_probe.held_fd, got, sizeof(got), 0);
+	if (n != (ssize_t)g_probe.want_len || memcmp(got, g_probe.want, g_probe.want_len) != 0)
+		g_probe.clobbered = true;
+}
+
+/* fsync - the real one, after a probe when fd is a directory. */
+int fsync(int fd)
+{
+	struct stat st;
+
+	if (g_probe.qs != NULL && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+		probe_reuse();
+	return (int)syscall(SYS_fsync, fd);
+}
+
+struct reuse_case {
+	const char *name;
+	bool remove;         /* a removal, not an update */
+	enum queue_state to; /* update: the new state (from is active) */
+	const char *to_dir;
+};
+
+static void test_retired_envelope_not_reused_before_fsync(void **state)
+{
+	static const struct reuse_case cases[] = {
+	    {"update in place", false, QUEUE_ACTIVE, "active"},
+	    {"update to another folder", false, QUEUE_DEFERRED, "deferred"},
+	    {"removal", true, QUEUE_ACTIVE, NULL},
+	};
+	struct fixture *f = *state;
+	size_t i;
+
+	open_store(f, true);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct reuse_case *c = &cases[i];
+		struct queue_envelope *env = NULL;
+		enum queue_state st;
+		char id[UTIL_QID_LEN + 1];
+		ssize_t n;
+
+		commit_body(f, id, BODY, strlen(BODY));
+		assert_int_equal(queue_env_load(f->qs, id, &env, &st), 0);
+		g_probe.held_fd = open(path_of(f, "active", id), O_RDONLY);
+		assert_true(g_probe.held_fd >= 0);
+		n = read(g_probe.held_fd, g_probe.want, sizeof(g_probe.want));
+		assert_true(n > 0 && n < (ssize_t)sizeof(g_probe.want));
+		g_probe.want_len = (size_t)n;
+		g_probe.probes = 0;
+		g_probe.clobbered = false;
+		g_probe.qs = f->qs;
+		env->attempts = 7;
+		if (c->remove)
+			queue_msg_remove(f->qs, id, QUEUE_ACTIVE, done_cb, f);
+		else
+			queue_env_update(f->qs, env, QUEUE_ACTIVE, c->to, done_cb, f);
+		queue_envelope_free(env);
+		run_until(f, &f->ndone, f->ndone + 1);
+		g_probe.qs = NULL;
+		close(g_probe.held_fd);
+		assert_int_equal(f->done_status[f->ndone - 1], 0);
+		if (g_probe.probes == 0)
+			fail_msg("%s: no directory fsync was probed", c->name);
+		if (g_probe.clobbered)
+			fail_msg("%s: the old envelope was reused before its folder's fsync",
+			         c->name);
+		/* and still recycled once durable */
+		assert_true(queue_pool_size(f->qs) >= 1);
+		if (!c->remove) {
+			assert_int_equal(queue_env_load(f->qs, id, &env, &st), 0);
+			assert_int_equal(st, c->to);
+			assert_int_equal(env->attempts, 7);
+			queue_envelope_free(env);
+			assert_false(c->to != QUEUE_ACTIVE && exists(f, "active", id));
+			assert_true(exists(f, c->to_dir, id));
+		} else {
+			assert_false(exists(f, "active", id));
+		}
+	}
+}
+
 static void test_open_errors(void **state)
 {
 	struct fixture *f = *state;
@@ -843,6 +960,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_close_finishes_pending, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dispatch_returns_when_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_removed_files_recycled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retired_envelope_not_reused_before_fsync, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	};
 
