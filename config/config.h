@@ -120,6 +120,7 @@ struct config {
 	size_t nretry;
 	int max_deliveries;               /* concurrent deliveries in total */
 	char *bounce_sender;              /* From: of DSNs, default MAILER-DAEMON@hostname */
+	int64_t bounce_max_headers;       /* bytes of the original header block a DSN returns */
 
 	/* [log] */
 	enum util_log_level log_level;

@@ -76,6 +76,8 @@ void gw_metrics_define(void)
 	     "Disk held by delivered messages' files kept in free/ for reuse"},
 	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
 	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
+	    {"mxgate_dsn_suppressed_total", UTIL_METRIC_COUNTER, "reason",
+	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	};
