@@ -497,9 +497,9 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		reply_error(s, "550 5.7.1 Relay access denied");
 		return;
 	}
-	if (!config_is_accepted_rcpt(cfg, path.addr)) {
-		const char *dom = util_domain_of(path.addr);
-		bool domain_ok = dom && util_strlist_has_case(&cfg->accepted_domains, dom);
+	enum config_rcpt known = config_rcpt_check(cfg, path.addr);
+	if (known == CONFIG_RCPT_RELAY || known == CONFIG_RCPT_UNKNOWN) {
+		bool domain_ok = known == CONFIG_RCPT_UNKNOWN;
 		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",
 			      (unsigned long long)s->id, s->client_str, tx->mail.addr, path.addr,
 			      domain_ok ? "unknown_user" : "relay_denied");
