@@ -379,6 +379,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->policy = policy;
 	srv->dns = dns;
 	srv->accepting = true;
+	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
 	err[0] = 0;
 	srv->tls = tls_ctx_new(cfg, err, errlen);
 	if (!srv->tls && err[0])
@@ -408,6 +409,7 @@ int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 	srv->tls = tls;
 	srv->cfg = cfg;
 	srv->policy = policy;
+	smtp_verifier_set_config(srv->verifier, cfg);
 	return 0;
 }
 
@@ -467,6 +469,7 @@ void smtp_server_free(struct smtp_server *srv)
 	}
 	while (srv->rdns)
 		rdns_free(srv->rdns);   /* their callbacks can no longer run */
+	smtp_verifier_free(srv->verifier);
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }
