@@ -290,9 +290,19 @@ size_t smtp_verify_cache_load(struct smtp_verify_cache *c, const char *text, siz
 		line[n] = '\0';
 		if (memchr(line, '\0', n) != NULL)
 			goto next;
-		if (sscanf(line, "%c %lld %256s%n", &kind, &exp, addr, &used) != 3 ||
-		    (size_t)used != n || (kind != 'P' && kind != 'N') || line[1] != ' ')
+		/* "K EXPIRES ADDRESS": exactly one space each, digits only */
+		kind = line[0];
+		if ((kind != 'P' && kind != 'N') || line[1] != ' ' || line[2] < '0' || line[2] > '9')
 			goto next;
+		exp = 0;
+		for (used = 2; line[used] >= '0' && line[used] <= '9'; used++) {
+			if (exp > (INT64_MAX - 9) / 10)
+				goto next;
+			exp = exp * 10 + (line[used] - '0');
+		}
+		if (line[used] != ' ' || (size_t)(n - (size_t)used - 1) > SMTP_VERIFY_ADDR_MAX)
+			goto next;
+		memcpy(addr, line + used + 1, n - (size_t)used);
 		char key[SMTP_VERIFY_ADDR_MAX + 1];
 		if (!cache_lower(addr, key, sizeof(key)) || strcmp(key, addr) != 0)
 			goto next;
