@@ -213,3 +213,39 @@ def test_listed_domain_is_not_probed(gateway, ds, workdir):
     mxtest.assert_reply(rcpt(gw, "alice@example.test"), 250)
     mxtest.assert_reply(rcpt(gw, "bob@example.test"), 550, "5.1.1")
     assert ds.probes == []
+
+
+def test_stop_while_probing(gateway, ds):
+    """SIGTERM while a RCPT waits for a probe: the daemon ends cleanly
+    (no crash, no leak under the sanitizer build) and exits 0."""
+    ds.rcpt_delay = 2.0
+    gw = verify_gateway(gateway, ds)
+    c = gw.client()
+    c.ehlo()
+    mxtest.assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+    c.send(b"RCPT TO:<alice@example.test>\r\n")
+    wait_for(lambda: ds.probes, scaled(5), what="the probe")
+    rc = gw.stop()
+    assert rc in (0, None), gw.log_tail(30)
+    c.close()
+
+
+def test_pipelined_rcpts_wait_in_order(gateway, ds):
+    """RFC 2920: RCPTs pipelined with DATA are answered in order, each after
+    its own probe; the message goes to the verified recipient only."""
+    gw = verify_gateway(gateway, ds)
+    data, marker = make_message(sender=SENDER, to="bob@example.test")
+    with gw.client() as c:
+        c.ehlo()
+        c.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<nobody@example.test>\r\n"
+               f"RCPT TO:<bob@example.test>\r\nRCPT TO:<Nobody@Example.test>\r\n"
+               f"DATA\r\n".encode())
+        replies = [c.reply(timeout=scaled(15)) for _ in range(5)]
+        assert [r.code for r in replies] == [250, 550, 250, 550, 354], [str(r) for r in replies]
+        c.send(mxtest.dot_stuff(data) + b".\r\n")
+        mxtest.queued_id(c.reply(timeout=scaled(15)))
+    [rec] = ds.wait_messages(1)
+    assert rec.rcpt_tos == ["bob@example.test"]
+    assert marker.encode() in rec.data
+    # one probe per address (the second "Nobody" came from the cache)
+    assert sorted(ds.probes) == ["bob@example.test", "nobody@example.test"]
