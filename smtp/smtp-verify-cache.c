@@ -29,34 +29,34 @@
 
 #include "util.h"
 
-#define CACHE_FILE_MAX (512 * 1024 * 1024) /* never read more than this */
+#define CACHE_FILE_MAX    (512 * 1024 * 1024) /* never read more than this */
 #define CACHE_MIN_BUCKETS 1024
 
 struct cache_entry {
-	char *addr;                       /* lower case */
+	char *addr; /* lower case */
 	bool ok;
 	int64_t expires;
-	struct cache_entry *hnext;        /* bucket chain */
+	struct cache_entry *hnext;         /* bucket chain */
 	struct cache_entry *older, *newer; /* age list: oldest is evicted first */
 };
 
 struct smtp_verify_cache {
 	struct cache_entry **buckets;
-	size_t nbuckets;                  /* power of two */
+	size_t nbuckets; /* power of two */
 	size_t n, max;
 	struct cache_entry *oldest, *newest;
 	/* the file and its writer */
-	char *path;                       /* NULL: memory only */
-	size_t nlines;                    /* lines in the file (appended + rewritten) */
+	char *path;    /* NULL: memory only */
+	size_t nlines; /* lines in the file (appended + rewritten) */
 	pthread_t thread;
 	bool thread_running;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct util_buf append;           /* lines to append (under mu) */
-	char *rewrite;                    /* a whole new file image (under mu), or NULL */
+	struct util_buf append; /* lines to append (under mu) */
+	char *rewrite;          /* a whole new file image (under mu), or NULL */
 	size_t rewrite_len;
-	bool stop;                        /* under mu */
-	bool warned;                      /* writer: one warning per problem kind */
+	bool stop;   /* under mu */
+	bool warned; /* writer: one warning per problem kind */
 };
 
 /* cache_hash - FNV-1a of a lower-case address. */
@@ -292,7 +292,8 @@ size_t smtp_verify_cache_load(struct smtp_verify_cache *c, const char *text, siz
 			goto next;
 		/* "K EXPIRES ADDRESS": exactly one space each, digits only */
 		kind = line[0];
-		if ((kind != 'P' && kind != 'N') || line[1] != ' ' || line[2] < '0' || line[2] > '9')
+		if ((kind != 'P' && kind != 'N') || line[1] != ' ' || line[2] < '0' ||
+		    line[2] > '9')
 			goto next;
 		exp = 0;
 		for (used = 2; line[used] >= '0' && line[used] <= '9'; used++) {
@@ -315,7 +316,7 @@ size_t smtp_verify_cache_load(struct smtp_verify_cache *c, const char *text, siz
 		}
 		cache_set(c, key, kind == 'P', exp);
 		taken++;
-next:
+	next:
 		p += n + (nl != NULL ? 1 : 0);
 	}
 	return taken;
@@ -400,8 +401,7 @@ enum smtp_verify_result smtp_verify_cache_get(struct smtp_verify_cache *c, const
 }
 
 /* smtp_verify_cache_put - remember, and queue the line for the file. */
-void smtp_verify_cache_put(struct smtp_verify_cache *c, const char *addr, bool ok,
-                           int64_t expires)
+void smtp_verify_cache_put(struct smtp_verify_cache *c, const char *addr, bool ok, int64_t expires)
 {
 	char key[SMTP_VERIFY_ADDR_MAX + 1];
 

@@ -20,10 +20,10 @@
 #include "policy.h"
 
 enum smtp_verify_result {
-	SMTP_VERIFY_PENDING = 0,  /* a probe runs; the callback tells */
-	SMTP_VERIFY_OK,           /* the downstream accepts the recipient */
-	SMTP_VERIFY_UNKNOWN,      /* the downstream refused it with 5xx */
-	SMTP_VERIFY_UNAVAILABLE,  /* could not ask: down, 4xx, timeout, too many probes */
+	SMTP_VERIFY_PENDING = 0, /* a probe runs; the callback tells */
+	SMTP_VERIFY_OK,          /* the downstream accepts the recipient */
+	SMTP_VERIFY_UNKNOWN,     /* the downstream refused it with 5xx */
+	SMTP_VERIFY_UNAVAILABLE, /* could not ask: down, 4xx, timeout, too many probes */
 };
 const char *smtp_verify_result_str(enum smtp_verify_result r);
 
@@ -37,7 +37,7 @@ const char *smtp_verify_result_str(enum smtp_verify_result r);
  * only a cache: a line that does not parse is skipped, losing the file
  * costs probes, never mail. */
 #define SMTP_VERIFY_CACHE_MAGIC "mxgate-verify 1"
-#define SMTP_VERIFY_ADDR_MAX 256
+#define SMTP_VERIFY_ADDR_MAX    256
 
 struct smtp_verify_cache;
 
@@ -59,8 +59,7 @@ enum smtp_verify_result smtp_verify_cache_get(struct smtp_verify_cache *c, const
                                               int64_t now);
 /* smtp_verify_cache_put - remember an OK/UNKNOWN answer until expires; the
  * oldest entry goes when the cache is full.  Queued for the file. */
-void smtp_verify_cache_put(struct smtp_verify_cache *c, const char *addr, bool ok,
-                           int64_t expires);
+void smtp_verify_cache_put(struct smtp_verify_cache *c, const char *addr, bool ok, int64_t expires);
 void smtp_verify_cache_set_max(struct smtp_verify_cache *c, size_t max);
 size_t smtp_verify_cache_count(const struct smtp_verify_cache *c);
 
@@ -88,8 +87,7 @@ void smtp_verifier_free(struct smtp_verifier *v);
  * probe (or join the one running for addr) and return PENDING: the callback
  * then brings the answer for session sid.  UNAVAILABLE at once when
  * max_probes are running. */
-enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v,
-                                           const struct config_route *r, const char *addr,
-                                           uint64_t sid);
+enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v, const struct config_route *r,
+                                           const char *addr, uint64_t sid);
 
 #endif

@@ -42,19 +42,19 @@ struct verify_probe;
  * store per probe would cost milliseconds each time. */
 struct verify_tls {
 	enum config_tls_policy tls;
-	char *ca_file;             /* NULL = system store */
-	SSL_CTX *ctx;              /* NULL when it could not be made */
+	char *ca_file; /* NULL = system store */
+	SSL_CTX *ctx;  /* NULL when it could not be made */
 	struct verify_tls *next;
 };
 
 struct smtp_verifier {
 	struct event_base *base;
-	const struct config *cfg;      /* borrowed; the newest */
-	struct policy_dns *dns;        /* borrowed; may be NULL */
+	const struct config *cfg; /* borrowed; the newest */
+	struct policy_dns *dns;   /* borrowed; may be NULL */
 	smtp_verify_cb cb;
 	void *cb_arg;
 	struct smtp_verify_cache *cache;
-	struct verify_probe *probes;   /* running */
+	struct verify_probe *probes; /* running */
 	size_t nprobes;
 	struct smtp_client **quitting; /* after the probe: QUIT in progress */
 	size_t nquitting;
@@ -64,28 +64,28 @@ struct smtp_verifier {
 struct verify_probe {
 	struct smtp_verifier *v;
 	char addr[SMTP_VERIFY_ADDR_MAX + 1];
-	uint64_t *waiters;             /* session ids */
+	uint64_t *waiters; /* session ids */
 	size_t nwaiters;
 	/* what the probe needs of the route (copied) */
 	char *route;
 	struct config_host *hosts;
 	size_t nhosts;
 	enum config_tls_policy tls;
-	SSL_CTX *ssl_ctx;              /* borrowed from v->tls */
+	SSL_CTX *ssl_ctx; /* borrowed from v->tls */
 	char *auth_user, *auth_password;
 	int connect_timeout, command_timeout;
 	/* where it is */
-	size_t host;                   /* next host to resolve */
-	struct util_addr *addrs;       /* addresses of the hosts so far */
+	size_t host;             /* next host to resolve */
+	struct util_addr *addrs; /* addresses of the hosts so far */
 	char **names;
 	size_t naddrs, next_addr;
 	bool dns_pending;
-	bool abandoned;                /* timed out while the resolver held it: the
-	                                  waiters were told, the answer frees it */
-	struct event *start;           /* the first step runs from the loop, so no
-	                                  waiter is ever told inside the lookup */
+	bool abandoned;      /* timed out while the resolver held it: the
+	                        waiters were told, the answer frees it */
+	struct event *start; /* the first step runs from the loop, so no
+	                        waiter is ever told inside the lookup */
 	struct smtp_client *cl;
-	struct queue_envelope *env;    /* sender <>, one recipient */
+	struct queue_envelope *env; /* sender <>, one recipient */
 	struct smtp_client_tx tx;
 	bool tx_started;
 	struct event *deadline;
@@ -112,8 +112,9 @@ static SSL_CTX *verify_ssl_ctx(struct smtp_verifier *v, const struct config_rout
 	if (r->tls == CONFIG_TLS_NONE)
 		return NULL;
 	for (t = v->tls; t != NULL; t = t->next) {
-		if (t->tls == r->tls && ((t->ca_file == NULL && r->ca_file == NULL) ||
-		                         (t->ca_file && r->ca_file && !strcmp(t->ca_file, r->ca_file))))
+		if (t->tls == r->tls &&
+		    ((t->ca_file == NULL && r->ca_file == NULL) ||
+		     (t->ca_file && r->ca_file && !strcmp(t->ca_file, r->ca_file))))
 			return t->ctx;
 	}
 	t = util_xcalloc(1, sizeof(*t));
@@ -221,8 +222,8 @@ static void probe_finish(struct verify_probe *p, enum smtp_verify_result r, cons
 
 		p->cl = NULL;
 		if (smtp_client_quit(c, verify_quit_cb, v)) {
-			v->quitting = util_xrealloc(v->quitting,
-			                            (v->nquitting + 1) * sizeof(*v->quitting));
+			v->quitting =
+			    util_xrealloc(v->quitting, (v->nquitting + 1) * sizeof(*v->quitting));
 			v->quitting[v->nquitting++] = c;
 		}
 	}
@@ -374,7 +375,8 @@ static void probe_try_next(struct verify_probe *p)
 			return;
 		}
 		if (p->v->dns == NULL) {
-			snprintf(msg, sizeof(msg), "4.4.3 cannot resolve %s (no resolver)", h->host);
+			snprintf(msg, sizeof(msg), "4.4.3 cannot resolve %s (no resolver)",
+			         h->host);
 			probe_error(p, msg);
 			p->host++;
 			continue;
@@ -477,9 +479,8 @@ void smtp_verifier_free(struct smtp_verifier *v)
 }
 
 /* smtp_verify_lookup - cache, else join or start a probe. */
-enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v,
-                                           const struct config_route *r, const char *addr,
-                                           uint64_t sid)
+enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v, const struct config_route *r,
+                                           const char *addr, uint64_t sid)
 {
 	const struct config *cfg = v->cfg;
 	enum smtp_verify_result res = smtp_verify_cache_get(v->cache, addr, verify_now());
@@ -491,7 +492,8 @@ enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v,
 		return SMTP_VERIFY_UNAVAILABLE;
 	for (p = v->probes; p != NULL; p = p->next) {
 		if (!p->abandoned && util_strcaseeq(p->addr, addr)) {
-			p->waiters = util_xrealloc(p->waiters, (p->nwaiters + 1) * sizeof(uint64_t));
+			p->waiters =
+			    util_xrealloc(p->waiters, (p->nwaiters + 1) * sizeof(uint64_t));
 			p->waiters[p->nwaiters++] = sid;
 			return SMTP_VERIFY_PENDING;
 		}
@@ -506,7 +508,8 @@ enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v,
 	p = util_xcalloc(1, sizeof(*p));
 	p->v = v;
 	for (size_t i = 0; addr[i] != '\0' && i < SMTP_VERIFY_ADDR_MAX; i++)
-		p->addr[i] = (char)(addr[i] >= 'A' && addr[i] <= 'Z' ? addr[i] - 'A' + 'a' : addr[i]);
+		p->addr[i] =
+		    (char)(addr[i] >= 'A' && addr[i] <= 'Z' ? addr[i] - 'A' + 'a' : addr[i]);
 	p->waiters = util_xcalloc(1, sizeof(uint64_t));
 	p->waiters[0] = sid;
 	p->nwaiters = 1;
@@ -524,10 +527,10 @@ enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v,
 		p->auth_password = util_xstrdup(r->auth_password ? r->auth_password : "");
 	}
 	/* the whole probe fits in [verify] timeout, so each step does too */
-	p->connect_timeout = r->connect_timeout < cfg->verify_timeout ? r->connect_timeout
-	                                                               : cfg->verify_timeout;
-	p->command_timeout = r->command_timeout < cfg->verify_timeout ? r->command_timeout
-	                                                               : cfg->verify_timeout;
+	p->connect_timeout =
+	    r->connect_timeout < cfg->verify_timeout ? r->connect_timeout : cfg->verify_timeout;
+	p->command_timeout =
+	    r->command_timeout < cfg->verify_timeout ? r->command_timeout : cfg->verify_timeout;
 	p->deadline = evtimer_new(v->base, probe_deadline_cb, p);
 	struct timeval tv = {.tv_sec = cfg->verify_timeout, .tv_usec = 0};
 	evtimer_add(p->deadline, &tv);

@@ -48,7 +48,8 @@ static void test_load(void **state)
 	    {"torn last line", "mxgate-verify 1\nP 1800000000 a@x.test", 0, "a@x.test",
 	     SMTP_VERIFY_PENDING},
 	    {"garbage skipped",
-	     "mxgate-verify 1\nhello\nX 1800000000 b@x.test\nP abc b@x.test\nP 1800000000 b@x.test\n",
+	     "mxgate-verify 1\nhello\nX 1800000000 b@x.test\nP abc b@x.test\nP 1800000000 "
+	     "b@x.test\n",
 	     1, "b@x.test", SMTP_VERIFY_OK},
 	    {"upper case in file refused", "mxgate-verify 1\nP 1800000000 B@x.test\n", 0,
 	     "b@x.test", SMTP_VERIFY_PENDING},
