@@ -239,7 +239,8 @@ static const struct config_directive d_domains[] = {
     {"accepted_domains", CONFIG_T_DOMAINS, G(accepted_domains), NULL, NULL, 0, 0, NULL, NULL, R,
      "Recipient domains mxgate accepts mail for (required; all else is relaying)"},
     {"accepted_recipients", CONFIG_T_ADDRS, G(accepted_recipients), NULL, NULL, 0, 0, NULL, NULL, R,
-     "Exact recipient addresses; when set, all other recipients get 550"},
+     "Exact recipient addresses; at a domain with listed addresses every other local part "
+     "gets 550 5.1.1 (other domains are not affected)"},
     {"recipients_file", CONFIG_T_PATH, G(recipients_file), NULL, NULL, 0, 0, NULL, NULL, R,
      "File of recipient addresses, one per line ('#' comments), added to accepted_recipients"},
 };
