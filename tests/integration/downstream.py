@@ -94,6 +94,9 @@ class _Handler:
                 self.ds.probe_tls.append(session.ssl is not None)
         if self.ds.rcpt_delay:
             await asyncio.sleep(self.ds.rcpt_delay)
+        while self.ds.rcpt_gate is not None and not self.ds.rcpt_gate.is_set() \
+                and not self.ds._stopping:
+            await asyncio.sleep(0.02)    # held until the test opens the gate
         with self.ds.lock:
             queue = self.ds.rcpt_replies.get(address.lower())
             reply = queue.pop(0) if queue else None
@@ -145,6 +148,7 @@ class Downstream:
         self.drop_at = None
         self.known_users = None         # set of addresses; others get 550 5.1.1
         self.rcpt_delay = 0.0           # seconds before answering RCPT
+        self.rcpt_gate = None           # threading.Event: RCPT replies wait until set
         self.probes = []                # RCPT addresses under MAIL FROM:<>
         self.probe_tls = []             # ... and whether the session used TLS
         self.offer_8bitmime = True

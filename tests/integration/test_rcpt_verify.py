@@ -14,7 +14,6 @@ set of users and counts the probes it answers.
 """
 
 import threading
-import time
 
 import pytest
 
@@ -159,7 +158,7 @@ def test_downstream_tempfail_defers_and_accept_is_configurable(gateway, ds):
 
 
 def test_concurrent_probes_coalesced(gateway, ds):
-    ds.rcpt_delay = 1.0
+    ds.rcpt_gate = threading.Event()     # the probe's RCPT is held until all wait
     gw = verify_gateway(gateway, ds)
     replies = []
 
@@ -168,14 +167,19 @@ def test_concurrent_probes_coalesced(gateway, ds):
     ts = [threading.Thread(target=worker) for _ in range(4)]
     for t in ts:
         t.start()
+    wait_for(lambda: gw.log_text().count('in="RCPT TO:<bob@example.test>"') == 4,
+             scaled(10), what="four sessions waiting for bob")
+    ds.rcpt_gate.set()
     for t in ts:
         t.join(scaled(20))
     assert replies == [250] * 4
     assert ds.probes == ["bob@example.test"], ds.probes
+    assert "verify rcpt=<bob@example.test> result=ok" in gw.log_text()
+    assert "waiters=4" in gw.log_text()
 
 
 def test_probe_count_is_capped(gateway, ds):
-    ds.rcpt_delay = 1.5
+    ds.rcpt_gate = threading.Event()     # the first probe runs until released
     gw = verify_gateway(gateway, ds, verify={"max_probes": "1"})
     first = gw.client()
     first.ehlo()
@@ -184,6 +188,7 @@ def test_probe_count_is_capped(gateway, ds):
     wait_for(lambda: ds.probes, scaled(5), what="the first probe")
     # a second address while one probe runs: over the cap, 451 at once
     mxtest.assert_reply(rcpt(gw, "bob@example.test"), 451, "4.4.3")
+    ds.rcpt_gate.set()
     mxtest.assert_reply(first.reply(timeout=scaled(10)), 250)
     first.close()
     assert "bob@example.test" not in ds.probes
@@ -218,7 +223,7 @@ def test_listed_domain_is_not_probed(gateway, ds, workdir):
 def test_stop_while_probing(gateway, ds):
     """SIGTERM while a RCPT waits for a probe: the daemon ends cleanly
     (no crash, no leak under the sanitizer build) and exits 0."""
-    ds.rcpt_delay = 2.0
+    ds.rcpt_gate = threading.Event()     # never opened: the probe is in flight
     gw = verify_gateway(gateway, ds)
     c = gw.client()
     c.ehlo()
