@@ -286,6 +286,9 @@ static void check_domains(struct config_parse *p)
 	for (i = 0; i < cfg->accepted_recipients.n; i++) {
 		const char *dom = util_domain_of(cfg->accepted_recipients.v[i]);
 
+		/* Lists are per domain: only a domain with listed addresses is closed. */
+		if (dom != NULL && !util_strlist_has_case(&cfg->listed_domains, dom))
+			util_strlist_add(&cfg->listed_domains, dom);
 		if (dom == NULL || util_strlist_has_case(&cfg->accepted_domains, dom) ||
 		    util_strlist_has_case(&bad, dom))
 			continue;
@@ -415,6 +418,11 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	if (r->type != CONFIG_ROUTE_DIRECTORY && r->directory != NULL)
 		warn_at(p, rline(p, ri, "directory"),
 		        "route '%s': directory is ignored with type %s", r->name, types[r->type]);
+	if (r->verify_recipients && r->type != CONFIG_ROUTE_SMTP)
+		err_at(p, rline(p, ri, "verify_recipients"),
+		       "route '%s': verify_recipients needs type smtp (the callout asks the "
+		       "route's hosts)",
+		       r->name);
 	if (r->ca_file != NULL && r->tls != CONFIG_TLS_VERIFY)
 		warn_at(p, rline(p, ri, "tls_ca_file"),
 		        "route '%s': tls_ca_file is only used with tls = verify", r->name);
@@ -532,15 +540,25 @@ const struct config_route *config_route_for(const struct config *cfg, const char
 	return def;
 }
 
-/* config_is_accepted_rcpt - accepted domain, and listed when a list exists. */
-bool config_is_accepted_rcpt(const struct config *cfg, const char *addr)
+/* config_rcpt_check - accepted domain; listed when that domain has a list. */
+enum config_rcpt config_rcpt_check(const struct config *cfg, const char *addr)
 {
 	const char *dom = util_domain_of(addr);
 
 	if (dom == NULL || dom[0] == '\0' || dom == addr + 1)
-		return false;
+		return CONFIG_RCPT_RELAY;
 	if (!util_strlist_has_case(&cfg->accepted_domains, dom))
-		return false;
-	return cfg->accepted_recipients.n == 0 ||
-	       util_strlist_has_case(&cfg->accepted_recipients, addr);
+		return CONFIG_RCPT_RELAY;
+	if (!util_strlist_has_case(&cfg->listed_domains, dom))
+		return CONFIG_RCPT_OPEN;
+	return util_strlist_has_case(&cfg->accepted_recipients, addr) ? CONFIG_RCPT_LISTED
+	                                                              : CONFIG_RCPT_UNKNOWN;
+}
+
+/* config_is_accepted_rcpt - listed, or at an accepted domain without a list. */
+bool config_is_accepted_rcpt(const struct config *cfg, const char *addr)
+{
+	enum config_rcpt r = config_rcpt_check(cfg, addr);
+
+	return r == CONFIG_RCPT_LISTED || r == CONFIG_RCPT_OPEN;
 }

@@ -753,6 +753,7 @@ void config_free(struct config *cfg)
 	for (r = 0; r < cfg->nroutes; r++)
 		free(cfg->routes[r].name);
 	free(cfg->routes);
+	util_strlist_free(&cfg->listed_domains);
 	free(cfg->path);
 	free(cfg);
 }

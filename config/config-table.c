@@ -148,6 +148,7 @@ static const char *const e_log_format[] = {"text", "json", NULL};
 static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
 static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
+static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -241,13 +242,32 @@ static const struct config_directive d_domains[] = {
     {"accepted_domains", CONFIG_T_DOMAINS, G(accepted_domains), NULL, NULL, 0, 0, NULL, NULL, R,
      "Recipient domains mxgate accepts mail for (required; all else is relaying)"},
     {"accepted_recipients", CONFIG_T_ADDRS, G(accepted_recipients), NULL, NULL, 0, 0, NULL, NULL, R,
-     "Exact recipient addresses; when set, all other recipients get 550 (but postmaster@ an "
-     "accepted domain, RFC 5321 4.5.1)"},
+     "Exact recipient addresses; at a domain with listed addresses every other local part "
+     "gets 550 5.1.1 (other domains are not affected; postmaster@ always passes, RFC 5321 4.5.1)"},
     {"recipients_file", CONFIG_T_PATH, G(recipients_file), NULL, NULL, 0, 0, NULL, NULL, R,
      "File of recipient addresses, one per line ('#' comments), added to accepted_recipients"},
     {"primary_domain", CONFIG_T_STRING, G(primary_domain), NULL, "first of accepted_domains", 0, 0,
      NULL, v_fqdn, R,
      "RCPT TO:<postmaster> (no domain, RFC 5321 4.5.1) goes to postmaster@ this accepted domain"},
+};
+
+static const struct config_directive d_verify[] = {
+    {"positive_ttl", CONFIG_T_DURATION, G(verify_positive_ttl), "7d", NULL, 60, 365 * DAY, NULL,
+     NULL, R, "How long a recipient the downstream accepted stays verified"},
+    {"negative_ttl", CONFIG_T_DURATION, G(verify_negative_ttl), "3h", NULL, 60, 30 * DAY, NULL,
+     NULL, R, "How long a recipient the downstream refused (5xx) is refused without asking"},
+    {"unavailable", CONFIG_T_ENUM, G(verify_unavailable), "defer", NULL, 0, 0,
+     e_verify_unavailable, NULL, R,
+     "RCPT answer when the downstream cannot be asked (down, 4xx, timeout, too many probes): "
+     "defer (451 4.4.3) or accept (logged and counted as unverified)"},
+    {"timeout", CONFIG_T_DURATION, G(verify_timeout), "20s", NULL, 1, 5 * MINUTE, NULL, NULL, R,
+     "Deadline of one probe (connect, EHLO, STARTTLS, MAIL, RCPT), all hosts included"},
+    {"max_probes", CONFIG_T_INT, G(verify_max_probes), "20", NULL, 1, 10000, NULL, NULL, R,
+     "Probes in flight at once; a RCPT needing one more gets the unavailable answer"},
+    {"cache_size", CONFIG_T_INT, G(verify_cache_size), "100000", NULL, 100, 10000000, NULL, NULL,
+     R, "Addresses kept in the verification cache (the oldest answers go first)"},
+    {"cache_file", CONFIG_T_STRING, G(verify_cache_file), NULL, "<queue directory>/verify.cache",
+     0, 0, NULL, NULL, 0, "File the cache is kept in across restarts; none = memory only"},
 };
 
 static const struct config_directive d_queue[] = {
@@ -265,6 +285,9 @@ static const struct config_directive d_queue[] = {
      "Concurrent deliveries over all routes"},
     {"bounce_sender", CONFIG_T_STRING, G(bounce_sender), NULL, "MAILER-DAEMON@<hostname>", 0, 0,
      NULL, v_address, R, "From: address of delivery status notifications"},
+    {"bounce_max_headers", CONFIG_T_SIZE, G(bounce_max_headers), "16K", NULL, 1 * KB, 1 * MB,
+     NULL, NULL, R,
+     "Bytes of the original header block a DSN returns (whole fields; never the body)"},
 };
 
 static const struct config_directive d_log[] = {
@@ -374,6 +397,9 @@ static const struct config_directive d_route[] = {
      "Time allowed for the reply to the final dot (RFC 5321: 10m)"},
     {"directory", CONFIG_T_DIR, RT(directory), NULL, NULL, 0, 0, NULL, NULL, R,
      "type directory: folder the .eml files are written to; created at start"},
+    {"verify_recipients", CONFIG_T_BOOL, RT(verify_recipients), "no", NULL, 0, 0, NULL, NULL, R,
+     "type smtp: at RCPT, ask the hosts whether a recipient exists (callout, cached; see "
+     "[verify]) unless the domain has a recipient list"},
 };
 
 /* [metrics] and [mta_sts] (issue 7: production) */
@@ -410,7 +436,14 @@ const struct config_section config_sections[] = {
     SEC("limits", false, d_limits, "Resource limits and timeouts of inbound SMTP sessions."),
     SEC("tls", false, d_tls, "STARTTLS towards clients (RFC 3207)."),
     SEC("access", false, d_access, "Who may connect (CIDR lists; IPv4-mapped IPv6 matches IPv4)."),
-    SEC("domains", false, d_domains, "Relay control: which recipients are accepted."),
+    SEC("domains", false, d_domains,
+        "Relay control: which recipients are accepted.  Recipient lists are per domain: a "
+        "domain with at least one listed address accepts only listed addresses; accepted "
+        "domains without any listed address accept every local part (or ask the downstream, "
+        "see `verify_recipients`)."),
+    SEC("verify", false, d_verify,
+        "Recipient verification against the downstream (SMTP callout at RCPT time) for "
+        "routes with `verify_recipients = yes`."),
     SEC("queue", false, d_queue, "The durable queue and delivery retries."),
     SEC("log", false, d_log, "Logging."),
     SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),

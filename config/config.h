@@ -62,10 +62,14 @@ struct config_route {
 	int command_timeout;              /* seconds */
 	int data_timeout;                 /* seconds */
 	char *directory;                  /* type = directory: folder for .eml files */
+	bool verify_recipients;           /* RCPT-time callout to hosts ([verify]) */
 	int line;                         /* line of the [route] header */
 };
 
 /* ------------------------------------------------------------ the whole config */
+
+/* What RCPT answers when the downstream cannot be asked. */
+enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT };
 
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 
@@ -113,6 +117,17 @@ struct config {
 	char *recipients_file;                   /* one address per line, merged into accepted_recipients */
 	char *primary_domain;                    /* lower-case, one of accepted_domains (default: the first);
 	                                            <postmaster> goes to postmaster@primary_domain */
+	struct util_strlist listed_domains;      /* computed: domains with at least one listed
+	                                            recipient (only those are closed lists) */
+
+	/* [verify] - recipient verification against the downstream (SMTP callout) */
+	int64_t verify_positive_ttl;      /* seconds a "user exists" answer is cached */
+	int64_t verify_negative_ttl;      /* seconds a "user unknown" (5xx) answer is cached */
+	int verify_unavailable;           /* enum config_verify_unavailable */
+	int verify_timeout;               /* seconds for a whole probe */
+	int verify_max_probes;            /* probes in flight */
+	int verify_cache_size;            /* cached addresses */
+	char *verify_cache_file;          /* NULL = <queue dir>/verify.cache; "none" = memory only */
 
 	/* [queue] */
 	char *queue_dir;
@@ -123,6 +138,7 @@ struct config {
 	size_t nretry;
 	int max_deliveries;               /* concurrent deliveries in total */
 	char *bounce_sender;              /* From: of DSNs, default MAILER-DAEMON@hostname */
+	int64_t bounce_max_headers;       /* bytes of the original header block a DSN returns */
 
 	/* [log] */
 	enum util_log_level log_level;
@@ -211,8 +227,15 @@ void config_free(struct config *cfg);
 /* config_route_for - route for a recipient domain (case-insensitive), falling
  * back to the default route.  Borrowed pointer into cfg. */
 const struct config_route *config_route_for(const struct config *cfg, const char *domain);
-/* config_is_accepted_rcpt - relay control: domain accepted and, when a
- * recipient list exists, the address is on it. */
+/* config_rcpt_check - relay control and recipient lists for addr:
+ * RELAY (domain not accepted), UNKNOWN (the domain has a recipient list and
+ * addr is not on it), LISTED (on the list), or OPEN (accepted domain without
+ * a list: a route with verify_recipients may still ask the downstream).
+ * Lists are per domain: listing addresses at one domain never closes
+ * another accepted domain. */
+enum config_rcpt { CONFIG_RCPT_RELAY = 0, CONFIG_RCPT_UNKNOWN, CONFIG_RCPT_LISTED, CONFIG_RCPT_OPEN };
+enum config_rcpt config_rcpt_check(const struct config *cfg, const char *addr);
+/* config_is_accepted_rcpt - config_rcpt_check() is LISTED or OPEN. */
 bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
 
 /* config_dump - the effective config (every directive, defaults included). */

@@ -82,6 +82,13 @@ void gw_metrics_define(void)
 	     "(corrupt: moved to corrupt/)"},
 	    {"mxgate_delivery_attempts_total", UTIL_METRIC_COUNTER, "outcome",
 	     "Delivery outcomes per recipient: delivered, deferred, bounced"},
+	    {"mxgate_recipient_verify_total", UTIL_METRIC_COUNTER, "result",
+	     "Recipient verification answers (ok, unknown, unavailable), probes and refusals to "
+	     "probe"},
+	    {"mxgate_recipients_unverified_total", UTIL_METRIC_COUNTER, NULL,
+	     "Recipients accepted without verification ([verify] unavailable = accept)"},
+	    {"mxgate_dsn_suppressed_total", UTIL_METRIC_COUNTER, "reason",
+	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	};

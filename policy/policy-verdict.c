@@ -380,6 +380,8 @@ void policy_verdict_build(struct policy_msg *pm)
 	free(pm->v_summary);
 	pm->v_summary = verdict_summary(cfg, pm);
 	pm->verdict.summary = pm->v_summary;
+	pm->verdict.spf = pm->spf.evaluated ? policy_spf_result_str(pm->spf.result) : NULL;
+	pm->verdict.dmarc = o->evaluated ? dmarc_words[o->result] : NULL;
 	/* metrics (issue 7): one result per message and method */
 	util_metrics_inc("mxgate_spf_results_total",
 	                 pm->spf.evaluated ? policy_spf_result_str(pm->spf.result) : NULL);

@@ -155,6 +155,8 @@ struct policy_verdict {
 	const char *summary;   /* key=value fields for the log line:
 	                          "spf=pass dkim=pass dmarc=pass score=0.0 action=accept" */
 	double score;
+	const char *spf;       /* SPF result word ("pass", "fail", ...), NULL = not evaluated */
+	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm);
 

@@ -104,6 +104,39 @@ static void dsn_human_text(struct util_buf *b, const char *reporting_mta,
 	}
 }
 
+/* queue_dsn_headers_cut - bytes of whole header fields that fit in max. */
+size_t queue_dsn_headers_cut(const char *h, size_t len, size_t max)
+{
+	size_t cut = 0;
+
+	if (len <= max)
+		return len;
+	/* A field ends at a CRLF (or bare LF) not followed by folding
+	 * whitespace; the last such end at or before max is the cut. */
+	for (size_t i = 0; i < len && i < max; i++) {
+		if (h[i] != '\n')
+			continue;
+		if (i + 1 < len && (h[i + 1] == ' ' || h[i + 1] == '\t'))
+			continue;
+		if (i + 1 <= max)
+			cut = i + 1;
+	}
+	return cut;
+}
+
+/* queue_dsn_suppress_reason - a forged-looking sender gets no DSN: SPF
+ * fail means the sending host is not allowed to use that envelope domain,
+ * DMARC fail means the From: domain's owner disowns the message; a bounce
+ * to either address would be backscatter to a third party. */
+const char *queue_dsn_suppress_reason(const struct queue_envelope *env)
+{
+	if (env->spf != NULL && strcmp(env->spf, "fail") == 0)
+		return "spf_fail";
+	if (env->dmarc != NULL && strcmp(env->dmarc, "fail") == 0)
+		return "dmarc_fail";
+	return NULL;
+}
+
 /* queue_dsn_compose - an RFC 3464 report for rcpts of env; see queue.h. */
 char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
                         const struct queue_envelope *env, const char *action,

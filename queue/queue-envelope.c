@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENV_VERSION 1
+#define ENV_VERSION 2 /* newest version read and written */
 
 /* Kinds of scalar fields. */
 enum env_kind {
@@ -60,6 +60,8 @@ static const struct env_field env_fields[] = {
     {"next-attempt", ENV_I64, offsetof(struct queue_envelope, next_attempt)},
     {"delay-warned", ENV_BOOL, offsetof(struct queue_envelope, delay_warned)},
     {"last-error", ENV_STR_OPT, offsetof(struct queue_envelope, last_error)},
+    {"spf", ENV_STR_OPT, offsetof(struct queue_envelope, spf)},
+    {"dmarc", ENV_STR_OPT, offsetof(struct queue_envelope, dmarc)},
 };
 #define ENV_NFIELDS (sizeof(env_fields) / sizeof(env_fields[0]))
 
@@ -92,6 +94,8 @@ void queue_envelope_free(struct queue_envelope *env)
 	free(env->tls);
 	free(env->prepend);
 	free(env->last_error);
+	free(env->spf);
+	free(env->dmarc);
 	free(env);
 }
 
@@ -116,6 +120,8 @@ struct queue_envelope *queue_envelope_dup(const struct queue_envelope *env)
 	c->tls = env_strdup(env->tls);
 	c->prepend = env_strdup(env->prepend);
 	c->last_error = env_strdup(env->last_error);
+	c->spf = env_strdup(env->spf);
+	c->dmarc = env_strdup(env->dmarc);
 	c->rcpts = NULL;
 	if (env->nrcpts > 0) {
 		c->rcpts = util_xcalloc(env->nrcpts, sizeof(*c->rcpts));
@@ -259,7 +265,9 @@ static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, s
 	size_t i;
 
 	util_buf_init(&b);
-	util_buf_printf(&b, "version: %d\n", ENV_VERSION);
+	/* Version 2 added the optional "spf" and "dmarc" keys; an envelope
+	 * without them is still written as version 1, readable by older builds. */
+	util_buf_printf(&b, "version: %d\n", env->spf != NULL || env->dmarc != NULL ? 2 : 1);
 	util_buf_add(&b, "id: ", 4);
 	env_escape(&b, env->id, strnlen(env->id, sizeof(env->id)));
 	util_buf_add(&b, "\n", 1);
@@ -607,20 +615,19 @@ static int env_parse_line(struct env_parser *ps, const char *l, size_t n)
 	return env_fail(ps, "unknown key \"%.*s\"", (int)(klen > 40 ? 40 : klen), l);
 }
 
-/* env_check_version - the first line must be "version: 1". */
+/* env_check_version - the first line must be "version: 1" or "version: 2". */
 static int env_check_version(struct env_parser *ps, const char *l, size_t n)
 {
 	static const char pfx[] = "version: ";
 	int64_t v = 0;
 
 	if (n < sizeof(pfx) - 1 || memcmp(l, pfx, sizeof(pfx) - 1) != 0)
-		return env_fail(ps, "not an envelope (first line must be \"version: %d\")",
-		                ENV_VERSION);
+		return env_fail(ps, "not an envelope (first line must be \"version: N\")");
 	if (env_parse_uint(ps, "version", l + sizeof(pfx) - 1, n - (sizeof(pfx) - 1), INT_MAX, &v) <
 	    0)
 		return -1;
-	if (v != ENV_VERSION)
-		return env_fail(ps, "unsupported envelope version %lld (this build reads %d)",
+	if (v < 1 || v > ENV_VERSION)
+		return env_fail(ps, "unsupported envelope version %lld (this build reads 1..%d)",
 		                (long long)v, ENV_VERSION);
 	return 0;
 }

@@ -546,6 +546,12 @@ static char *sched_make_dsn(struct sched_attempt *a, const bool *which, const ch
 	struct util_buf hdr;
 	util_buf_init(&hdr);
 	sched_read_headers(s, env, &hdr);
+	/* RFC 3462 headers only, and not too many of them: what a DSN carries
+	 * back is text the (possibly forged) sender chose. */
+	hdr.len = queue_dsn_headers_cut(hdr.data, hdr.len,
+	                                s->cfg->bounce_max_headers > 0
+	                                    ? (size_t)s->cfg->bounce_max_headers
+	                                    : (size_t)16384);
 	const char *mta = s->cfg->hostname ? s->cfg->hostname : "localhost";
 	char *from = s->cfg->bounce_sender ? util_xstrdup(s->cfg->bounce_sender)
 	                                   : util_xasprintf("MAILER-DAEMON@%s", mta);
@@ -571,6 +577,10 @@ static void sched_apply_outcomes(struct sched_attempt *a)
 	int64_t lifetime = s->cfg->max_queue_lifetime;
 	bool expired = lifetime > 0 && now >= env->arrival + lifetime;
 	bool may_bounce = env->sender[0] != '\0' && !env->is_dsn;
+	/* Never a DSN to a sender the ingress checks found forged. */
+	const char *suppress = may_bounce ? queue_dsn_suppress_reason(env) : NULL;
+	if (suppress != NULL)
+		may_bounce = false;
 	bool *delayed = util_xcalloc(env->nrcpts + 1, sizeof(bool));
 	size_t nfailed = 0, ndelayed = 0;
 	const char *first_defer = NULL;
@@ -599,13 +609,23 @@ static void sched_apply_outcomes(struct sched_attempt *a)
 		nfailed++;
 		util_log_info("%s to=<%s> status=%s dsn=%s (%s)", env->id, r->addr,
 		              a->out[i] == QUEUE_OUT_BOUNCE ? "bounced" : "expired",
-		              may_bounce ? "yes" : "no-null-sender",
+		              may_bounce          ? "yes"
+		              : suppress != NULL ? (strcmp(suppress, "spf_fail") == 0 ? "no-spf-fail"
+		                                                                    : "no-dmarc-fail")
+		                                 : "no-null-sender",
 		              r->last_reply ? r->last_reply : "");
 	}
 	env->attempts++;
 	free(env->last_error);
 	env->last_error =
 	    first_defer ? util_xstrdup(first_defer) : (a->error ? util_xstrdup(a->error) : NULL);
+	if (suppress != NULL && nfailed > 0) {
+		util_log_info("%s status=dsn-suppressed reason=%s from=<%s> spf=%s dmarc=%s "
+		              "recipients=%zu",
+		              env->id, suppress, env->sender, env->spf ? env->spf : "-",
+		              env->dmarc ? env->dmarc : "-", nfailed);
+		util_metrics_inc("mxgate_dsn_suppressed_total", suppress);
+	}
 	if (nfailed > 0 && may_bounce)
 		a->dsn_failed =
 		    sched_make_dsn(a, a->failed_now, "failed", expired, &a->dsn_failed_len);

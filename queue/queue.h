@@ -62,6 +62,9 @@ struct queue_envelope {
 	int64_t next_attempt;          /* seconds since the epoch; 0 = now */
 	bool delay_warned;             /* a delay DSN was already sent */
 	char *last_error;              /* owned; summary of the last failed attempt */
+	char *spf;                     /* owned; SPF result at ingress ("pass", "fail", ...)
+	                                  or NULL when not evaluated */
+	char *dmarc;                   /* owned; DMARC result at ingress, or NULL */
 };
 
 struct queue_envelope *queue_envelope_new(void);
@@ -241,6 +244,16 @@ struct queue_dsn_rcpt {
 	const char *status;       /* "5.1.1" */
 	const char *diagnostic;   /* "smtp; 550 5.1.1 user unknown" or NULL */
 };
+/* queue_dsn_headers_cut - how many bytes of the header block h[0..len) a
+ * DSN may carry back: all when len <= max, else the longest prefix of whole
+ * header fields (a cut only before a line that does not start with SP/HTAB,
+ * RFC 5322 2.2.3) that fits in max bytes; 0 when not even the first field
+ * fits.  Keeps the gateway from reflecting attacker text to a victim. */
+size_t queue_dsn_headers_cut(const char *h, size_t len, size_t max);
+/* queue_dsn_suppress_reason - why no DSN may go to env's sender although it
+ * is not the null sender: "spf_fail" / "dmarc_fail" when the ingress verdict
+ * says the sender address is (almost certainly) forged, else NULL. */
+const char *queue_dsn_suppress_reason(const struct queue_envelope *env);
 char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 			const struct queue_envelope *env, const char *action,
 			const struct queue_dsn_rcpt *rcpts, size_t nrcpts,

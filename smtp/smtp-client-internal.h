@@ -55,6 +55,10 @@ struct smtp_client_tx {
 	enum queue_outcome *out;
 	char **reply; /* malloc'd "550 5.1.1 unknown user" */
 	char *error;  /* malloc'd transaction-level error or NULL */
+	bool probe;   /* recipient verification (smtp-verify.c): MAIL FROM:<> without
+	                 parameters, the RCPTs, no DATA; a RCPT's own reply is its
+	                 outcome; a refused MAIL is a DEFER (code 0), never a 5xx
+	                 for the recipients.  msg_path is unused. */
 };
 void smtp_client_tx_init(struct smtp_client_tx *tx, const struct queue_envelope *env,
                          const size_t *idx, size_t nidx, const char *msg_path);

@@ -105,6 +105,10 @@ static void client_tx_pump(struct smtp_client *c)
 		if (c->nexpect > 0 && !c->pipelining)
 			break;
 		size_t k = c->cursor;
+		if (k == 2 + tx->nidx && tx->probe) {
+			c->cursor++; /* a probe never sends DATA */
+			break;
+		}
 		if (k == 2 + tx->nidx && !c->pipelining && (!c->mail_ok || c->naccepted == 0)) {
 			c->cursor++; /* nobody to send to: no DATA */
 			break;
@@ -116,6 +120,10 @@ static void client_tx_pump(struct smtp_client *c)
 				smtp_client_conn_send(c, "RSET");
 				smtp_client_conn_expect(c, CMD_RSET, 0);
 			}
+		} else if (k == 1 && tx->probe) {
+			/* RFC 5321 4.5.5: the null reverse-path, so nothing can bounce */
+			smtp_client_conn_send(c, "MAIL FROM:<>");
+			smtp_client_conn_expect(c, CMD_MAIL, 0);
 		} else if (k == 1) {
 			int64_t total =
 			    (int64_t)(env->prepend ? strlen(env->prepend) : 0) + env->size;
@@ -219,14 +227,16 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 		c->mail_ok = ok;
 		if (!ok)
 			for (size_t i = 0; i < tx->nidx; i++)
-				smtp_client_tx_set(tx, i, r->code, rs);
+				smtp_client_tx_set(tx, i, tx->probe ? 0 : r->code, rs);
 		if (!ok && !c->pipelining)
 			c->cursor = 3 + tx->nidx; /* nothing more to send */
 		break;
 	case CMD_RCPT:
 		if (!c->mail_ok)
 			break;
-		if (ok) {
+		if (ok && tx->probe) {
+			smtp_client_tx_set(tx, rcpt, r->code, rs);
+		} else if (ok) {
 			c->naccepted++;
 			c->accepted[rcpt] = true; /* final outcome after DATA */
 		} else {
@@ -293,6 +303,11 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx)
 		         "552 5.3.4 message size %lld exceeds the downstream limit %lld",
 		         (long long)total, (long long)c->size_max);
 		refuse = buf;
+	}
+	if (tx->probe) {
+		c->ntx++;
+		client_tx_pump(c);
+		return 0;
 	}
 	if (refuse != NULL) {
 		for (size_t i = 0; i < tx->nidx; i++)

@@ -14,6 +14,7 @@
 #include <openssl/ssl.h>
 
 #include "smtp-internal.h"
+#include "smtp-verify-internal.h"
 #include "smtp.h"
 
 /* Session states (STYLE rule 15).  Flags that are not states live apart. */
@@ -32,6 +33,7 @@ enum smtp_state {
 enum smtp_wait {
 	SMTP_WAIT_NONE = 0,
 	SMTP_WAIT_SPF,           /* RCPT waits for the SPF verdict */
+	SMTP_WAIT_VERIFY,        /* RCPT waits for the recipient-verification probe */
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
@@ -86,6 +88,7 @@ struct smtp_server {
 	struct queue_store *qs;          /* borrowed */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
+	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -143,7 +146,9 @@ struct smtp_session {
 	bool rdns_pending;               /* lookup in flight */
 	char tls_desc[128];              /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	int errors;
-	char *pending_line;              /* RCPT line suspended on SPF; owned */
+	char *pending_line;              /* RCPT line suspended on SPF or a probe; owned */
+	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
+	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
 	struct smtp_tx *tx;              /* owned; NULL outside a transaction */
 	struct smtp_session *hnext;      /* registry chain */
 };
@@ -179,6 +184,9 @@ void smtp_session_destroy(struct smtp_session *s);
 /* smtp_session_resume - re-enable reading and process buffered input. */
 void smtp_session_resume(struct smtp_session *s);
 void smtp_session_count_error(struct smtp_session *s);
+/* smtp_session_verify_done - the verifier's callback (arg = the server). */
+void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
+                              enum smtp_verify_result r);
 void smtp_tx_free(struct smtp_tx *tx);
 void smtp_session_set_timeout(struct smtp_session *s, int seconds);
 

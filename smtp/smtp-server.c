@@ -517,6 +517,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->gen = gen_new(cfg, policy);
 	srv->dns = dns;
 	srv->accepting = true;
+	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -559,6 +560,7 @@ int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 	srv->gen = gen_new(cfg, policy);
 	if (old->refs == 0)
 		event_active(srv->retire_ev, EV_TIMEOUT, 0);
+	smtp_verifier_set_config(srv->verifier, cfg);
 	return 0;
 }
 
@@ -624,6 +626,7 @@ void smtp_server_free(struct smtp_server *srv)
 	free(srv->gen);                 /* the current pair stays the caller's */
 	if (srv->retire_ev)
 		event_free(srv->retire_ev);
+	smtp_verifier_free(srv->verifier);
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

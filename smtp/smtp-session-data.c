@@ -295,6 +295,12 @@ static void commit(struct smtp_session *s)
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
 	if (v && v->headers)
 		util_buf_adds(&pre, v->headers);
+	/* The ingress verdicts travel with the message: a bounce to a sender
+	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
+	if (v && v->spf)
+		env->spf = util_xstrdup(v->spf);
+	if (v && v->dmarc)
+		env->dmarc = util_xstrdup(v->dmarc);
 	env->prepend = pre.data;   /* ownership moves to the envelope */
 	struct queue_spool *sp = tx->spool;
 	tx->spool = NULL;

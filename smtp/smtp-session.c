@@ -287,6 +287,8 @@ static void reset_tx(struct smtp_session *s)
 	s->tx = NULL;
 	free(s->pending_line);
 	s->pending_line = NULL;
+	s->verify_result = SMTP_VERIFY_PENDING;
+	s->verify_addr[0] = '\0';
 	if (s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT)
 		s->state = SMTP_STATE_READY;
 }
@@ -334,6 +336,66 @@ static void spf_done_cb(uint64_t cookie, void *arg)
 		return;
 	s->wait = SMTP_WAIT_NONE;
 	smtp_session_resume(s);
+}
+
+/* smtp_session_verify_done - a probe answered while RCPT waited for it. */
+void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
+			      enum smtp_verify_result r)
+{
+	struct smtp_session *s = smtp_server_find(arg, sid);
+	if (!s || s->wait != SMTP_WAIT_VERIFY || !util_strcaseeq(s->verify_addr, addr))
+		return;
+	s->verify_result = r;
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_resume(s);
+}
+
+/* rcpt_verify - recipient verification for an address of a domain without a
+ * list whose route asks the downstream.  Returns true when RCPT may go on;
+ * false when it was answered (refused) or suspended until the probe ends. */
+static bool rcpt_verify(struct smtp_session *s, const char *addr, const char *line)
+{
+	const struct config *cfg = s->cfg;
+	const struct config_route *route = config_route_for(cfg, util_domain_of(addr));
+	enum smtp_verify_result r;
+	if (!route || !route->verify_recipients || route->type != CONFIG_ROUTE_SMTP ||
+	    !s->srv->verifier)
+		return true;
+	if (s->verify_result != SMTP_VERIFY_PENDING && util_strcaseeq(s->verify_addr, addr)) {
+		r = s->verify_result;        /* the answer this RCPT waited for */
+	} else {
+		r = smtp_verify_lookup(s->srv->verifier, route, addr, s->id);
+		if (r == SMTP_VERIFY_PENDING) {
+			snprintf(s->verify_addr, sizeof(s->verify_addr), "%s", addr);
+			free(s->pending_line);
+			s->pending_line = util_xstrdup(line);
+			s->wait = SMTP_WAIT_VERIFY;
+			return false;
+		}
+	}
+	s->verify_result = SMTP_VERIFY_PENDING;
+	s->verify_addr[0] = '\0';
+	if (r == SMTP_VERIFY_OK)
+		return true;
+	if (r == SMTP_VERIFY_UNKNOWN) {
+		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=unverified",
+			      (unsigned long long)s->id, s->client_str, s->tx->mail.addr, addr);
+		util_metrics_inc("mxgate_recipients_rejected_total", "unverified");
+		reply_error(s, "550 5.1.1 Recipient address rejected: User unknown");
+		return false;
+	}
+	/* The downstream could not be asked: never a silent accept. */
+	if (cfg->verify_unavailable == CONFIG_VERIFY_ACCEPT) {
+		util_log_info("s=%016llx rcpt=<%s> verify=unavailable action=accept_unverified",
+			      (unsigned long long)s->id, addr);
+		util_metrics_inc("mxgate_recipients_unverified_total", NULL);
+		return true;
+	}
+	util_log_info("s=%016llx defer client=%s from=<%s> rcpt=<%s> reason=verify_unavailable",
+		      (unsigned long long)s->id, s->client_str, s->tx->mail.addr, addr);
+	util_metrics_inc("mxgate_recipients_rejected_total", "verify_unavailable");
+	smtp_session_reply(s, "451 4.4.3 Recipient address verification failed: try again later");
+	return false;
 }
 
 /* cmd_mail - MAIL FROM (RFC 5321 4.1.1.2) with SIZE, BODY, SMTPUTF8. */
@@ -519,9 +581,9 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		reply_error(s, "550 5.7.1 Relay access denied");
 		return;
 	}
-	if (!postmaster && !config_is_accepted_rcpt(cfg, path.addr)) {
-		const char *dom = util_domain_of(path.addr);
-		bool domain_ok = dom && util_strlist_has_case(&cfg->accepted_domains, dom);
+	enum config_rcpt known = postmaster ? CONFIG_RCPT_LISTED : config_rcpt_check(cfg, path.addr);
+	if (known == CONFIG_RCPT_RELAY || known == CONFIG_RCPT_UNKNOWN) {
+		bool domain_ok = known == CONFIG_RCPT_UNKNOWN;
 		util_log_info("s=%016llx reject client=%s from=<%s> rcpt=<%s> reason=%s",
 			      (unsigned long long)s->id, s->client_str, tx->mail.addr, path.addr,
 			      domain_ok ? "unknown_user" : "relay_denied");
@@ -540,6 +602,9 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
+	/* Not on a list: the downstream may know (issue 11, no backscatter). */
+	if (known == CONFIG_RCPT_OPEN && !rcpt_verify(s, path.addr, line))
+		return;
 	if (tx_add_rcpt(tx, path.addr))
 		tx->rcpt_bytes += strlen(path.addr) + 16;
 	s->state = SMTP_STATE_RCPT;

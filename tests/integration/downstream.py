@@ -89,9 +89,22 @@ class _Handler:
         if self.ds.drop_at == "rcpt":
             server.transport.close()
             return "421 4.4.2 dropping"
+        if envelope.mail_from in ("", "<>"):
+            # a recipient-verification probe (or a DSN): MAIL FROM:<>
+            with self.ds.lock:
+                self.ds.probes.append(address)
+                self.ds.probe_tls.append(session.ssl is not None)
+        if self.ds.rcpt_delay:
+            await asyncio.sleep(self.ds.rcpt_delay)
+        while self.ds.rcpt_gate is not None and not self.ds.rcpt_gate.is_set() \
+                and not self.ds._stopping:
+            await asyncio.sleep(0.02)    # held until the test opens the gate
         with self.ds.lock:
             queue = self.ds.rcpt_replies.get(address.lower())
             reply = queue.pop(0) if queue else None
+            if (reply is None and self.ds.known_users is not None
+                    and address.lower() not in self.ds.known_users):
+                reply = "550 5.1.1 <%s>: user unknown" % address
             self.ds.rcpt_log.append((address, reply or "250"))
         if reply:
             return reply
@@ -147,6 +160,11 @@ class Downstream:
         self.hang_in_data = False
         self.data_delay = 0.0           # seconds before answering the final dot
         self.drop_at = None
+        self.known_users = None         # set of addresses; others get 550 5.1.1
+        self.rcpt_delay = 0.0           # seconds before answering RCPT
+        self.rcpt_gate = None           # threading.Event: RCPT replies wait until set
+        self.probes = []                # RCPT addresses under MAIL FROM:<>
+        self.probe_tls = []             # ... and whether the session used TLS
         self.offer_8bitmime = True
         self.offer_smtputf8 = True
         self.offer_starttls = True

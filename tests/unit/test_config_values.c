@@ -197,6 +197,44 @@ static void test_accept_any(void **state)
 	config_diags_free(&d);
 }
 
+/* test_rcpt_lists_per_domain - a list closes only its own domain (issue 11:
+ * adding the WorkMail list of one domain must not refuse another's mail). */
+static void test_rcpt_lists_per_domain(void **state)
+{
+	static const struct {
+		const char *addr;
+		enum config_rcpt want;
+	} tc[] = {
+	    {"alice@listed.example", CONFIG_RCPT_LISTED},
+	    {"ALICE@Listed.Example", CONFIG_RCPT_LISTED},
+	    {"bob@listed.example", CONFIG_RCPT_UNKNOWN},
+	    {"anyone@open.example", CONFIG_RCPT_OPEN},
+	    {"alice@open.example", CONFIG_RCPT_OPEN},
+	    {"alice@other.example", CONFIG_RCPT_RELAY},
+	    {"alice@sub.listed.example", CONFIG_RCPT_RELAY},
+	    {"alice", CONFIG_RCPT_RELAY},
+	    {"@listed.example", CONFIG_RCPT_RELAY},
+	};
+	struct config_diags d = {0};
+	struct config *cfg = load("[server]\nhostname = mx.example.com\nlisten = 127.0.0.1:2525\n"
+	                          "[domains]\naccepted_domains = listed.example, open.example\n"
+	                          "accepted_recipients = alice@listed.example\n"
+	                          "[queue]\ndirectory = @DIR@/queue\n" ROUTE,
+	                          &d);
+
+	(void)state;
+	assert_non_null(cfg);
+	for (size_t i = 0; i < sizeof(tc) / sizeof(tc[0]); i++) {
+		enum config_rcpt got = config_rcpt_check(cfg, tc[i].addr);
+		if (got != tc[i].want)
+			fail_msg("%s: got %d, want %d", tc[i].addr, got, tc[i].want);
+		assert_int_equal(config_is_accepted_rcpt(cfg, tc[i].addr),
+		                 tc[i].want == CONFIG_RCPT_LISTED || tc[i].want == CONFIG_RCPT_OPEN);
+	}
+	config_free(cfg);
+	config_diags_free(&d);
+}
+
 /* test_defaults - what an almost empty file gets. */
 static void test_defaults(void **state)
 {
@@ -545,6 +583,7 @@ int main(void)
 	    cmocka_unit_test(test_embedded_default), cmocka_unit_test(test_example_file),
 	    cmocka_unit_test(test_dump_roundtrip),   cmocka_unit_test(test_dump_values),
 	    cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_primary_domain),
+	    cmocka_unit_test(test_rcpt_lists_per_domain),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -267,12 +267,64 @@ static void test_backoff(void **state)
 	}
 }
 
+/* test_headers_cut - the DSN header cap cuts between whole fields only. */
+static void test_headers_cut(void **state)
+{
+	static const struct {
+		const char *h;
+		size_t max;
+		size_t want; /* bytes kept */
+	} cut_cases[] = {
+	    {"A: 1\r\nB: 2\r\n", 100, 12},              /* fits: all */
+	    {"A: 1\r\nB: 2\r\n", 12, 12},               /* exactly */
+	    {"A: 1\r\nB: 2\r\n", 11, 6},                /* second field cut away */
+	    {"A: 1\r\nB: 2\r\n", 6, 6},
+	    {"A: 1\r\nB: 2\r\n", 5, 0},                 /* not even the first */
+	    {"A: 1\r\n folded\r\nB: 2\r\n", 14, 0},   /* never inside a folded field */
+	    {"A: 1\r\n folded\r\nB: 2\r\n", 15, 15},
+	    {"A: 1\r\n folded\r\nB: 2\r\n", 20, 15},
+	    {"A: 1\r\n\tx\r\n\ty\r\nC: 3\r\n", 19, 14},
+	    {"", 10, 0},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cut_cases) / sizeof(cut_cases[0]); i++) {
+		size_t got = queue_dsn_headers_cut(cut_cases[i].h, strlen(cut_cases[i].h), cut_cases[i].max);
+		if (got != cut_cases[i].want)
+			fail_msg("case %zu: cut %zu, want %zu", i, got, cut_cases[i].want);
+	}
+}
+
+/* test_suppress_reason - which ingress verdicts forbid a DSN. */
+static void test_suppress_reason(void **state)
+{
+	static const struct {
+		const char *spf, *dmarc, *want;
+	} sup_cases[] = {
+	    {NULL, NULL, NULL},          {"pass", "pass", NULL},       {"softfail", "none", NULL},
+	    {"fail", NULL, "spf_fail"},  {"fail", "pass", "spf_fail"}, {"pass", "fail", "dmarc_fail"},
+	    {NULL, "fail", "dmarc_fail"}, {"temperror", "temperror", NULL},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(sup_cases) / sizeof(sup_cases[0]); i++) {
+		struct queue_envelope env = {.sender = "a@b.example"};
+		env.spf = (char *)sup_cases[i].spf;
+		env.dmarc = (char *)sup_cases[i].dmarc;
+		const char *got = queue_dsn_suppress_reason(&env);
+		if ((got == NULL) != (sup_cases[i].want == NULL) ||
+		    (got != NULL && strcmp(got, sup_cases[i].want) != 0))
+			fail_msg("case %zu: got %s, want %s", i, got ? got : "NULL",
+			         sup_cases[i].want ? sup_cases[i].want : "NULL");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_dsn_structure),
 	    cmocka_unit_test(test_dsn_no_headers),
 	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_headers_cut),
+	    cmocka_unit_test(test_suppress_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,6 +56,8 @@ static void assert_env_equal(const struct queue_envelope *a, const struct queue_
 	assert_int_equal(a->next_attempt, b->next_attempt);
 	assert_int_equal(a->delay_warned, b->delay_warned);
 	assert_str_eq_null(a->last_error, b->last_error);
+	assert_str_eq_null(a->spf, b->spf);
+	assert_str_eq_null(a->dmarc, b->dmarc);
 }
 
 /* full_env - an envelope using every field, with bytes that need escaping. */
@@ -137,6 +139,32 @@ static void test_round_trip_full(void **state)
 	assert_memory_equal(text, text2, len);
 	free(text);
 	free(text2);
+	queue_envelope_free(back);
+	queue_envelope_free(env);
+}
+
+/* test_round_trip_verdicts - the ingress verdicts (version 2 keys) survive
+ * a round trip, and their presence is what makes the file version 2. */
+static void test_round_trip_verdicts(void **state)
+{
+	struct queue_envelope *env = full_env();
+	struct queue_envelope *back;
+	char err[256] = "";
+	char *text;
+	size_t len;
+
+	(void)state;
+	env->spf = strdup("fail");
+	env->dmarc = strdup("pass");
+	text = queue_envelope_serialize(env, &len);
+	assert_memory_equal(text, "version: 2\n", 11);
+	assert_non_null(strstr(text, "\nspf: fail\n"));
+	assert_non_null(strstr(text, "\ndmarc: pass\n"));
+	back = queue_envelope_parse(text, len, err, sizeof(err));
+	if (back == NULL)
+		fail_msg("parse: %s", err);
+	assert_env_equal(env, back);
+	free(text);
 	queue_envelope_free(back);
 	queue_envelope_free(env);
 }
@@ -246,7 +274,7 @@ static void test_malformed_cases(void **state)
 	} cases[] = {
 	    {"empty", "", "empty envelope"},
 	    {"not an envelope", "hello\n", "not an envelope"},
-	    {"version 2", "version: 2\nend: ok\n", "unsupported envelope version 2"},
+	    {"version 3", "version: 3\nend: ok\n", "unsupported envelope version 3"},
 	    {"version 0", "version: 0\n" REQ "end: ok\n", "unsupported envelope version 0"},
 	    {"version junk", "version: one\n", "version: not a decimal"},
 	    {"version leading zero", "version: 01\n", "canonical"},
@@ -554,6 +582,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_trip_full),
+	    cmocka_unit_test(test_round_trip_verdicts),
 	    cmocka_unit_test(test_round_trip_minimal),
 	    cmocka_unit_test(test_dup),
 	    cmocka_unit_test(test_valid_cases),
