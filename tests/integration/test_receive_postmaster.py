@@ -34,7 +34,7 @@ def extra(ds, domains):
       "accepted_recipients": "alice@example.test, bob@other.test"}, "example.test", "other.test"),
     # a configured primary domain (any case in the file)
     ({"accepted_domains": "example.test, other.test", "primary_domain": "Other.TEST",
-      "accepted_recipients": "alice@example.test"}, "other.test", "example.test"),
+      "accepted_recipients": "alice@example.test, dave@other.test"}, "other.test", "example.test"),
 ])
 def test_bare_postmaster_delivered_to_primary_domain(gateway, ds, domains, primary, other):
     gw = gateway(extra(ds, domains))
