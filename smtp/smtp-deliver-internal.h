@@ -56,6 +56,7 @@ struct deliver_conn {
 	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
 	char *last_error;
+	bool permanent; /* last_error is a routing fact (NXDOMAIN, null MX) */
 	struct deliver_conn *next;
 };
 

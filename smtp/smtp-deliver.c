@@ -467,6 +467,10 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	}
 	char *err = cn->last_error ? cn->last_error : util_xstrdup("4.4.1 no host to deliver to");
 	cn->last_error = NULL;
+	/* Only a routing fact may bounce here; whatever a host said while
+	 * setting up a session is temporary for the messages. */
+	if (!cn->permanent && err[0] == '5')
+		err[0] = '4';
 	bool alone = p->nconns == 1;
 	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
 	cn->ready = true; /* nothing more to try */
@@ -496,6 +500,7 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		cn->targets = cn->owned_targets;
 		cn->ntargets = n;
 	} else {
+		cn->permanent = st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN;
 		cn->last_error = util_xasprintf(
 		    "%s MX lookup for %s failed (%s)",
 		    st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
