@@ -69,6 +69,8 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
 	p->mx_port = r->mx_port > 0 ? r->mx_port : 25;
 	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
+	p->dead_after = r->dead_after > 0 ? r->dead_after : 2;
+	p->dead_time = r->dead_time > 0 ? r->dead_time : 60;
 	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
 	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
 	p->data_timeout = r->data_timeout > 0 ? r->data_timeout : 600;
@@ -163,6 +165,7 @@ static void deliver_pool_free(struct deliver_pool *p)
 	}
 	free(p->auth_user);
 	free(p->setup_error);
+	free(p->dead_error);
 	free(p->domain);
 	free(p->name);
 	free(p->key);
@@ -340,6 +343,11 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 	switch (ev) {
 	case SMTP_CLIENT_READY:
 		cn->ready = true;
+		if (p->dead_until_ms > 0)
+			util_log_info("route=%s destination=%s status=alive relay=%s", p->name, p->key,
+			              smtp_client_relay(c));
+		p->failures = 0;
+		p->dead_until_ms = 0;
 		util_log_debug("route=%s relay=%s tls=%s status=connected", p->name,
 		               smtp_client_relay(c), smtp_client_tls_info(c));
 		deliver_conn_next_job(cn);
@@ -474,6 +482,17 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	bool alone = p->nconns == 1;
 	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
 	cn->ready = true; /* nothing more to try */
+	if (!cn->permanent && ++p->failures >= p->dead_after) {
+		/* dead destination (Postfix qmgr): defer without connecting
+		 * until dead_time has passed, then probe with one connection */
+		p->dead_until_ms = util_mono_ms() + (int64_t)p->dead_time * 1000;
+		free(p->dead_error);
+		p->dead_error = util_xasprintf("4.4.1 delivery temporarily suspended: %s", err);
+		util_log_warn("route=%s destination=%s status=dead failures=%d retry_after=%ds "
+		              "error=(%s)",
+		              p->name, p->key, p->failures, p->dead_time, err);
+		alone = true;
+	}
 	/* report first: removing the connection pumps the pool, which would
 	 * otherwise open a new connection for the same waiting jobs */
 	deliver_fail_waiting(p, err, alone);
@@ -546,11 +565,18 @@ static void deliver_pool_pump(struct deliver_pool *p)
 	for (struct deliver_conn *cn = p->conns; cn && p->wait_head; cn = cn->next)
 		if (cn->ready && cn->cl && cn->job == NULL && smtp_client_is_usable(cn->cl))
 			deliver_conn_next_job(cn);
+	if (p->dead_until_ms > 0 && util_mono_ms() < p->dead_until_ms) {
+		deliver_fail_waiting(p, p->dead_error, true); /* known down: no connection */
+		return;
+	}
 	size_t opening = 0;
 	for (struct deliver_conn *cn = p->conns; cn; cn = cn->next)
 		if (!cn->ready)
 			opening++;
-	while (p->nwait > opening && p->nconns < p->max_connections) {
+	/* After a failed connection (and to probe a destination whose dead_time
+	 * is over) one connection at a time, until one reaches a host. */
+	size_t max_opening = p->failures > 0 ? 1 : (size_t)p->max_connections;
+	while (p->nwait > opening && opening < max_opening && p->nconns < p->max_connections) {
 		deliver_conn_open(p);
 		opening++;
 	}
@@ -635,6 +661,18 @@ void smtp_deliverer_set_config(struct smtp_deliverer *dl, const struct config *c
 				deliver_conn_remove(cn); /* may free p when it was the last */
 			}
 		}
+	}
+}
+
+/* smtp_deliverer_forget_dead - see smtp.h. */
+void smtp_deliverer_forget_dead(struct smtp_deliverer *dl)
+{
+	for (struct deliver_pool *p = dl->pools; p; p = p->next) {
+		if (p->dead_until_ms > 0)
+			util_log_info("route=%s destination=%s status=retry by=postmaster", p->name,
+			              p->key);
+		p->dead_until_ms = 0;
+		p->failures = 0;
 	}
 }
 

@@ -267,7 +267,8 @@ def _split_routes(hosts, bounce, tls="none", **route):
     """example.test -> hosts (route "down"); everything else, i.e. the DSNs
     to the sender's domain, -> the aiosmtpd `bounce` downstream."""
     r = {"type": "smtp", "domains": "example.test", "hosts": ", ".join(hosts), "tls": tls,
-         "connect_timeout": "2s", "command_timeout": "2s", "data_timeout": "2s"}
+         "connect_timeout": "2s", "command_timeout": "2s", "data_timeout": "2s",
+         "dead_time": "1s"}
     r.update(route)
     return {"route down": r,
             "route default": {"type": "smtp", "hosts": f"127.0.0.1:{bounce.port}",
