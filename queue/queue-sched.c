@@ -56,10 +56,10 @@ struct sched_attempt {
 	size_t dsn_failed_len;
 	char *dsn_delayed;
 	size_t dsn_delayed_len;
-	bool *failed_now;           /* recipients FAILED by this attempt */
-	bool finishing;             /* outcomes applied; DSNs / update running */
-	bool removing;              /* every recipient final: remove, not update */
-	struct sched_dest **dests;  /* destinations whose slot this attempt holds */
+	bool *failed_now;          /* recipients FAILED by this attempt */
+	bool finishing;            /* outcomes applied; DSNs / update running */
+	bool removing;             /* every recipient final: remove, not update */
+	struct sched_dest **dests; /* destinations whose slot this attempt holds */
 	size_t ndests;
 	struct sched_attempt *next; /* s->attempts list */
 };
@@ -486,8 +486,8 @@ static void sched_start_attempt(struct queue_sched *s, struct sched_item *it)
 			blocked = d;
 	}
 	if (blocked != NULL) {
-		util_log_debug("%s status=waiting destination=%s in_flight=%d", it->id, blocked->key,
-		               blocked->in_flight);
+		util_log_debug("%s status=waiting destination=%s in_flight=%d", it->id,
+		               blocked->key, blocked->in_flight);
 		sched_park(s, it, blocked);
 		nkeys = 0; /* no slot taken */
 	}

@@ -75,7 +75,7 @@ struct deliver_pool {
 	int failures;              /* consecutive connections that reached no host */
 	int64_t dead_until_ms;     /* > 0: down (util_mono_ms) until then, then probed */
 	char *dead_error;          /* why it is down */
-	int mx_port;  /* MX routes */
+	int mx_port;               /* MX routes */
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;

@@ -344,8 +344,8 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 	case SMTP_CLIENT_READY:
 		cn->ready = true;
 		if (p->dead_until_ms > 0)
-			util_log_info("route=%s destination=%s status=alive relay=%s", p->name, p->key,
-			              smtp_client_relay(c));
+			util_log_info("route=%s destination=%s status=alive relay=%s", p->name,
+			              p->key, smtp_client_relay(c));
 		p->failures = 0;
 		p->dead_until_ms = 0;
 		util_log_debug("route=%s relay=%s tls=%s status=connected", p->name,

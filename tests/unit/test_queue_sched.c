@@ -55,7 +55,7 @@ struct fake {
 	int dsn_offers;
 	char dsn_text[8][8192]; /* DSN bodies seen */
 	int in_flight, max_in_flight;
-	bool hold_answers; /* keep deliveries pending (max_deliveries test) */
+	bool hold_answers;      /* keep deliveries pending (max_deliveries test) */
 	const char *hold_route; /* ... only those of this route (NULL: all) */
 	int route_in_flight, route_max_in_flight; /* of hold_route */
 	struct offer *held[32];

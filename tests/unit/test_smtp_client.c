@@ -44,6 +44,7 @@ struct scen {
 	const char *greet;     /* greeting (NULL: 220) */
 	const char *helo;      /* reply to HELO (NULL: 250) */
 	const char *want_fail; /* set-up must fail with an error starting so */
+	const char *mail;      /* reply to MAIL (NULL: 250); the connection must stay usable */
 };
 
 static const struct scen scens[] = {
@@ -59,6 +60,7 @@ static const struct scen scens[] = {
      "X-Pre: 1\r\nSubject: x\r\n\r\n..dot\r\nend\r\n",
      false,
      false,
+     NULL,
      NULL,
      NULL,
      NULL,
@@ -78,6 +80,7 @@ static const struct scen scens[] = {
      NULL,
      NULL,
      NULL,
+     NULL,
      NULL},
     {"HELO fallback",
      "502 5.5.1 EHLO unknown here\r\n",
@@ -91,6 +94,7 @@ static const struct scen scens[] = {
      "X-Pre: 1\r\na\r\n",
      false,
      true,
+     NULL,
      NULL,
      NULL,
      NULL,
@@ -110,6 +114,7 @@ static const struct scen scens[] = {
      NULL,
      NULL,
      NULL,
+     NULL,
      NULL},
     {"8BITMIME needed, not offered",
      "250-fake.test\r\n250 SMTPUTF8\r\n",
@@ -123,6 +128,7 @@ static const struct scen scens[] = {
      NULL,
      false,
      false,
+     NULL,
      NULL,
      NULL,
      NULL,
@@ -142,6 +148,7 @@ static const struct scen scens[] = {
      NULL,
      NULL,
      NULL,
+     NULL,
      NULL},
     {"2xx to DATA: no body, nothing delivered",
      "250-fake.test\r\n250 8BITMIME\r\n",
@@ -156,6 +163,7 @@ static const struct scen scens[] = {
      false,
      false,
      "250 2.0.0 ok, go on",
+     NULL,
      NULL,
      NULL,
      NULL},
@@ -174,6 +182,7 @@ static const struct scen scens[] = {
      "554 5.6.0 content refused",
      NULL,
      NULL,
+     NULL,
      NULL},
     {"4xx to DATA defers",
      "250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
@@ -188,6 +197,7 @@ static const struct scen scens[] = {
      true,
      false,
      "452 4.3.1 full",
+     NULL,
      NULL,
      NULL,
      NULL},
@@ -206,7 +216,8 @@ static const struct scen scens[] = {
      NULL,
      "554 5.3.2 no service here",
      NULL,
-     "4.4.0 session refused"},
+     "4.4.0 session refused",
+     NULL},
     {"5xx to EHLO and HELO: a set-up failure, never permanent",
      "550 5.7.1 go away\r\n",
      {NULL},
@@ -222,7 +233,25 @@ static const struct scen scens[] = {
      NULL,
      NULL,
      "550 5.7.1 still no",
-     "4.0.0 HELO refused"},
+     "4.0.0 HELO refused",
+     NULL},
+    {"pipelined 550 to MAIL: this message only, connection kept",
+     "250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+     {"503 5.5.1 MAIL first", "503 5.5.1 MAIL first", "503 5.5.1 MAIL first"},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE},
+     {"550 5.7.1 sender", "550 5.7.1 sender", "550 5.7.1 sender"},
+     NULL,
+     true,
+     false,
+     "503 5.5.1 no valid recipients",
+     NULL,
+     NULL,
+     NULL,
+     "550 5.7.1 sender refused"},
     {"malformed reply",
      "250-fake.test\r\n250 ok\r\n",
      {"25x broken"},
@@ -235,6 +264,7 @@ static const struct scen scens[] = {
      NULL,
      false,
      false,
+     NULL,
      NULL,
      NULL,
      NULL,
@@ -291,7 +321,7 @@ static void srv_read(struct bufferevent *bev, void *arg)
 			/* everything up to DATA already here = pipelined */
 			struct evbuffer_ptr p = evbuffer_search(in, "DATA\r\n", 6, NULL);
 			s->pipelined = p.pos >= 0;
-			srv_reply(s, "250 2.1.0 ok");
+			srv_reply(s, s->sc->mail ? s->sc->mail : "250 2.1.0 ok");
 		} else if (strncmp(line, "RCPT", 4) == 0) {
 			srv_reply(s, s->sc->rcpt[s->nrcpt++]);
 		} else if (strcmp(line, "DATA") == 0) {
@@ -407,8 +437,11 @@ static void test_scenarios(void **state)
 		} else if (sc->rcpt[0] == NULL) {
 			assert_false(r.srv.saw_mail); /* refused before MAIL */
 		}
+		if (sc->mail)
+			assert_true(smtp_client_is_usable(r.cl));
 		if (r.srv.unknown != 0)
-			fail_msg("%s: %d stray lines (a body without 354?)", sc->name, r.srv.unknown);
+			fail_msg("%s: %d stray lines (a body without 354?)", sc->name,
+			         r.srv.unknown);
 		assert_int_equal(r.srv.pipelined, sc->want_pipelined);
 		assert_int_equal(r.srv.saw_helo, sc->want_helo);
 		smtp_client_free(r.cl);
