@@ -4,7 +4,10 @@
  * earliest), built by one scan at start-up and kept current by the store's
  * commit hook; it starts attempts through the deliverer (struct
  * queue_deliver_ops), applies per-recipient outcomes, retries with backoff,
- * expires and bounces.
+ * expires and bounces.  Concurrency: [queue] max_deliveries attempts in all,
+ * and per destination (route, or route and domain for type mx) the route's
+ * max_deliveries; a due message whose destination is full is parked on it
+ * (no slot taken) until one of its attempts ends.
  *
  * Crash safety (at-least-once): recipient outcomes live only in memory until
  * queue_env_update() has made them durable; a DSN is committed (queue_inject)

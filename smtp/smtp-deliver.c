@@ -7,6 +7,14 @@
  * domain's MX hosts) and each host's addresses in order.  Routes of type
  * directory are written by smtp-deliver-dir.c.
  *
+ * Failures: a failed session set-up (refused, timed out, any 4xx/5xx before
+ * READY) only moves on to the next address/host; when none is left the
+ * waiting jobs are deferred - only a routing fact (NXDOMAIN, null MX)
+ * bounces.  After dead_after such connections in a row the pool is dead:
+ * its jobs are deferred without connecting for dead_time, then one
+ * connection probes (after any failure only one connection at a time is
+ * opened).  The first READY, or a postmaster flush, makes it alive again.
+ *
  * Names are resolved through the project's resolver (policy_dns_*); numeric
  * hosts never touch it.
  *
