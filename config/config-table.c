@@ -357,7 +357,8 @@ static const struct config_directive d_route[] = {
      "Concurrent connections to this route"},
     {"max_deliveries", CONFIG_T_INT, RT(max_deliveries), "0", NULL, 0, 100000, NULL, NULL, R,
      "Messages in delivery at once to this route (per domain with type mx); the rest wait "
-     "in the queue without taking a [queue] max_deliveries slot; 0 = max_connections"},
+     "in the queue without taking a [queue] max_deliveries slot; 0 = max_connections "
+     "(type directory: no limit)"},
     {"dead_after", CONFIG_T_INT, RT(dead_after), "2", NULL, 1, 1000, NULL, NULL, R,
      "Consecutive failed connections (every host tried) after which the destination is "
      "considered down: its messages are deferred without connecting"},

@@ -271,11 +271,14 @@ static char *sched_dest_key(const struct config_route *r, const char *domain)
 	return key;
 }
 
-/* sched_dest_limit - a route's max_deliveries (default: its max_connections). */
+/* sched_dest_limit - a route's max_deliveries (default: its max_connections;
+ * a directory route opens no connections: only the global limit). */
 static int sched_dest_limit(const struct config_route *r)
 {
 	if (r->max_deliveries > 0)
 		return r->max_deliveries;
+	if (r->type == CONFIG_ROUTE_DIRECTORY)
+		return INT_MAX;
 	return r->max_connections > 0 ? r->max_connections : 10;
 }
 
