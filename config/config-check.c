@@ -426,6 +426,17 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	if (r->ca_file != NULL && r->tls != CONFIG_TLS_VERIFY)
 		warn_at(p, rline(p, ri, "tls_ca_file"),
 		        "route '%s': tls_ca_file is only used with tls = verify", r->name);
+	/* the per-route limit is what keeps a dead route from starving the
+	 * others (the scheduler's max_deliveries default is max_connections) */
+	int limit = r->max_deliveries > 0               ? r->max_deliveries
+	            : r->type == CONFIG_ROUTE_DIRECTORY ? 0
+	                                                : r->max_connections;
+	if (p->cfg->nroutes > 1 && p->cfg->max_deliveries > 0 && limit >= p->cfg->max_deliveries)
+		warn_at(
+		    p, rline(p, ri, r->max_deliveries > 0 ? "max_deliveries" : "max_connections"),
+		    "route '%s' may take all %d [queue] max_deliveries slots (its limit is %d): "
+		    "while it is slow or down, the other routes wait",
+		    r->name, p->cfg->max_deliveries, limit);
 	if (r->tls != CONFIG_TLS_NONE)
 		return;
 	if (r->type == CONFIG_ROUTE_MX)

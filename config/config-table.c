@@ -385,6 +385,15 @@ static const struct config_directive d_route[] = {
      "File holding \"user:password\" on one line, mode 0600"},
     {"max_connections", CONFIG_T_INT, RT(max_connections), "10", NULL, 1, 10000, NULL, NULL, R,
      "Concurrent connections to this route"},
+    {"max_deliveries", CONFIG_T_INT, RT(max_deliveries), "0", NULL, 0, 100000, NULL, NULL, R,
+     "Messages in delivery at once to this route (per domain with type mx); the rest wait "
+     "in the queue without taking a [queue] max_deliveries slot; 0 = max_connections "
+     "(type directory: no limit)"},
+    {"dead_after", CONFIG_T_INT, RT(dead_after), "2", NULL, 1, 1000, NULL, NULL, R,
+     "Consecutive failed connections (every host tried) after which the destination is "
+     "considered down: its messages are deferred without connecting"},
+    {"dead_time", CONFIG_T_DURATION, RT(dead_time), "60s", NULL, 1, HOUR, NULL, NULL, R,
+     "How long a down destination is not tried; then one connection probes it"},
     {"mx_port", CONFIG_T_INT, RT(mx_port), "25", NULL, 1, 65535, NULL, NULL, R,
      "type mx: TCP port used on the MX hosts (25 on the internet)"},
     {"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000, NULL,

@@ -56,6 +56,10 @@ struct config_route {
 	char *auth_file;                  /* auth_file: "user:password" on one line, mode 0600;
 	                                   * read at load time into auth_user / auth_password */
 	int max_connections;              /* concurrency limit for this route */
+	int max_deliveries;               /* messages in delivery at once (per domain for mx);
+	                                   * 0 = max_connections */
+	int dead_after;                   /* consecutive failed connections: destination down */
+	int dead_time;                    /* seconds a down destination is not tried */
 	int mx_port;                      /* type = mx: port on the MX hosts (25) */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */

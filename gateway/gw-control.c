@@ -115,6 +115,8 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {
 		rc = queue_sched_list(gw->sched, out);
 	} else if (strcmp(cmd, "queue-flush") == 0) {
+		if (gw->deliverer != NULL)
+			smtp_deliverer_forget_dead(gw->deliverer);
 		rc = queue_sched_flush(gw->sched, id, err, sizeof(err));
 	} else if (id == NULL &&
 	           (strcmp(cmd, "queue-show") == 0 || strcmp(cmd, "queue-hold") == 0 ||

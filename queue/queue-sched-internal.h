@@ -26,10 +26,24 @@ struct sched_item {
 	bool want_hold, want_release, want_delete, want_flush;
 	int read_errors;          /* envelope reads failed in a row (EMFILE, EIO, ...) */
 	int read_errno;           /* errno of the last failed read, 0 after a good one */
-	struct sched_item *hnext; /* hash chain */
+	struct sched_item *hnext;  /* hash chain */
+	struct sched_dest *parked; /* due, waiting for a slot of this destination */
+	struct sched_item *pnext;  /* park list */
 };
 
 struct sched_attempt;
+
+/* One delivery destination (a route; a route and domain for type mx - the
+ * deliverer's pool key): its attempts in flight, and the due messages that
+ * wait for one of its max_deliveries slots (FIFO).  Exists only while one of
+ * the two is non-empty. */
+struct sched_dest {
+	char *key;
+	int in_flight;
+	struct sched_item *park_head, *park_tail;
+	size_t nparked;
+	struct sched_dest *next;
+};
 
 struct queue_sched {
 	struct queue_store *qs;
@@ -49,6 +63,7 @@ struct queue_sched {
 	struct event *kick;             /* deferred "dispatch now" */
 	int in_flight;                  /* attempts running */
 	struct sched_attempt *attempts; /* every live attempt */
+	struct sched_dest *dests;       /* destinations with attempts or parked items */
 	bool draining;
 	void (*drain_cb)(void *arg);
 	void *drain_arg;
@@ -56,6 +71,7 @@ struct queue_sched {
 
 struct sched_item *sched_find(const struct queue_sched *s, const char *id);
 void sched_heap_push(struct queue_sched *s, struct sched_item *it);
+/* sched_heap_remove - out of the heap, or out of a park list. */
 void sched_heap_remove(struct queue_sched *s, struct sched_item *it);
 void sched_item_drop(struct queue_sched *s, struct sched_item *it);
 /* sched_load - load the envelope of an idle item for op ("attempt", "hold",

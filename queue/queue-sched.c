@@ -4,7 +4,10 @@
  * earliest), built by one scan at start-up and kept current by the store's
  * commit hook; it starts attempts through the deliverer (struct
  * queue_deliver_ops), applies per-recipient outcomes, retries with backoff,
- * expires and bounces.
+ * expires and bounces.  Concurrency: [queue] max_deliveries attempts in all,
+ * and per destination (route, or route and domain for type mx) the route's
+ * max_deliveries; a due message whose destination is full is parked on it
+ * (no slot taken) until one of its attempts ends.
  *
  * Crash safety (at-least-once): recipient outcomes live only in memory until
  * queue_env_update() has made them durable; a DSN is committed (queue_inject)
@@ -63,13 +66,16 @@ struct sched_attempt {
 	size_t dsn_failed_len;
 	char *dsn_delayed;
 	size_t dsn_delayed_len;
-	bool *failed_now;           /* recipients FAILED by this attempt */
-	bool finishing;             /* outcomes applied; DSNs / update running */
-	bool removing;              /* every recipient final: remove, not update */
+	bool *failed_now;          /* recipients FAILED by this attempt */
+	bool finishing;            /* outcomes applied; DSNs / update running */
+	bool removing;             /* every recipient final: remove, not update */
+	struct sched_dest **dests; /* destinations whose slot this attempt holds */
+	size_t ndests;
 	struct sched_attempt *next; /* s->attempts list */
 };
 
 static void sched_finish_step(struct sched_attempt *a);
+static void sched_unpark(struct queue_sched *s, struct sched_item *it);
 
 /* sched_now - wall clock seconds (envelope times are epoch seconds). */
 int64_t sched_now(void)
@@ -178,11 +184,118 @@ static void sched_arm_timer(struct queue_sched *s)
 	event_add(s->timer, &tv);
 }
 
+/* sched_dest_find - the destination with this key, or NULL. */
+static struct sched_dest *sched_dest_find(const struct queue_sched *s, const char *key)
+{
+	for (struct sched_dest *d = s->dests; d; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	return NULL;
+}
+
+/* sched_dest_get - find or create. */
+static struct sched_dest *sched_dest_get(struct queue_sched *s, const char *key)
+{
+	struct sched_dest *d = sched_dest_find(s, key);
+	if (d == NULL) {
+		d = util_xcalloc(1, sizeof(*d));
+		d->key = util_xstrdup(key);
+		d->next = s->dests;
+		s->dests = d;
+	}
+	return d;
+}
+
+/* sched_dest_gc - forget a destination nobody uses. */
+static void sched_dest_gc(struct queue_sched *s, struct sched_dest *d)
+{
+	if (d->in_flight > 0 || d->nparked > 0)
+		return;
+	struct sched_dest **pp = &s->dests;
+	while (*pp != d)
+		pp = &(*pp)->next;
+	*pp = d->next;
+	free(d->key);
+	free(d);
+}
+
+/* sched_park - a due message waits for a slot of d (not in the heap). */
+static void sched_park(struct queue_sched *s, struct sched_item *it, struct sched_dest *d)
+{
+	it->parked = d;
+	it->pnext = NULL;
+	if (d->park_tail)
+		d->park_tail->pnext = it;
+	else
+		d->park_head = it;
+	d->park_tail = it;
+	d->nparked++;
+}
+
+/* sched_unpark - take it off its park list (it is in no index then). */
+static void sched_unpark(struct queue_sched *s, struct sched_item *it)
+{
+	struct sched_dest *d = it->parked;
+	struct sched_item *prev = NULL;
+	for (struct sched_item *x = d->park_head; x && x != it; x = x->pnext)
+		prev = x;
+	if (prev)
+		prev->pnext = it->pnext;
+	else
+		d->park_head = it->pnext;
+	if (d->park_tail == it)
+		d->park_tail = prev;
+	d->nparked--;
+	it->parked = NULL;
+	it->pnext = NULL;
+	sched_dest_gc(s, d);
+}
+
+/* sched_unpark_some - put up to n parked messages of d back in the heap
+ * (first parked, first back); they are due, so the dispatcher sees them
+ * first.  A message blocked by another destination parks there instead. */
+static void sched_unpark_some(struct queue_sched *s, struct sched_dest *d, size_t n)
+{
+	while (n-- > 0 && d->park_head != NULL) {
+		struct sched_item *it = d->park_head;
+		bool last = d->nparked == 1;
+		sched_unpark(s, it); /* frees d with the last one when idle */
+		sched_heap_push(s, it);
+		if (last)
+			break;
+	}
+}
+
+/* sched_dest_key - the deliverer's pool key of a route: "route" or, for type
+ * mx, "route/domain" (lower case). */
+static char *sched_dest_key(const struct config_route *r, const char *domain)
+{
+	char *key = r->type == CONFIG_ROUTE_MX ? util_xasprintf("%s/%s", r->name, domain)
+	                                       : util_xstrdup(r->name);
+	for (char *k = key; *k; k++)
+		if (*k >= 'A' && *k <= 'Z')
+			*k = (char)(*k - 'A' + 'a');
+	return key;
+}
+
+/* sched_dest_limit - a route's max_deliveries (default: its max_connections;
+ * a directory route opens no connections: only the global limit). */
+static int sched_dest_limit(const struct config_route *r)
+{
+	if (r->max_deliveries > 0)
+		return r->max_deliveries;
+	if (r->type == CONFIG_ROUTE_DIRECTORY)
+		return INT_MAX;
+	return r->max_connections > 0 ? r->max_connections : 10;
+}
+
 /* sched_heap_push - index it for its next attempt (held items are not,
- * unless a release waits for a retry of their unreadable envelope). */
+ * unless a release waits for a retry of their unreadable envelope; parked
+ * items wait in their destination's park list). */
 void sched_heap_push(struct queue_sched *s, struct sched_item *it)
 {
-	if (it->heap_idx != SCHED_NOT_IN_HEAP || (it->st == QUEUE_HOLD && !it->want_release))
+	if (it->heap_idx != SCHED_NOT_IN_HEAP || (it->st == QUEUE_HOLD && !it->want_release) ||
+	    it->parked != NULL)
 		return;
 	if (s->heap_len == s->heap_cap) {
 		s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 256;
@@ -197,6 +310,8 @@ void sched_heap_push(struct queue_sched *s, struct sched_item *it)
 /* sched_heap_remove - take it out of the heap (no-op when not in it). */
 void sched_heap_remove(struct queue_sched *s, struct sched_item *it)
 {
+	if (it->parked != NULL)
+		sched_unpark(s, it);
 	size_t i = it->heap_idx;
 	if (i == SCHED_NOT_IN_HEAP)
 		return;
@@ -331,6 +446,7 @@ static void sched_attempt_free(struct sched_attempt *a)
 	for (size_t g = 0; g < a->ngroups; g++)
 		free(a->groups[g].idx);
 	free(a->groups);
+	free(a->dests);
 	free(a->has_out);
 	free(a->out);
 	free(a->reply);
@@ -348,6 +464,17 @@ static void sched_attempt_end(struct sched_attempt *a, bool removed)
 {
 	struct queue_sched *s = a->s;
 	struct sched_item *it = a->it;
+	if (s != NULL) {
+		/* a freed slot lets one parked message of the destination go */
+		for (size_t i = 0; i < a->ndests; i++) {
+			struct sched_dest *d = a->dests[i];
+			d->in_flight--;
+			if (d->nparked > 0)
+				sched_unpark_some(s, d, 1);
+			else
+				sched_dest_gc(s, d);
+		}
+	}
 	sched_attempt_free(a);
 	if (s == NULL)
 		return;
@@ -397,7 +524,58 @@ static void sched_start_attempt(struct queue_sched *s, struct sched_item *it)
 	enum queue_state st;
 	if (!sched_load(s, it, "attempt", &env, &st))
 		return;
+	/* Per-destination limit: while a destination of its pending recipients
+	 * has max_deliveries attempts in flight, the message waits (parked) and
+	 * takes no [queue] max_deliveries slot, so a slow or dead route cannot
+	 * starve the others. */
+	size_t nkeys = 0;
+	char **keys = util_xcalloc(env->nrcpts + 1, sizeof(char *));
+	int *limits = util_xcalloc(env->nrcpts + 1, sizeof(int));
+	struct sched_dest *blocked = NULL;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		if (env->rcpts[i].state != QUEUE_RCPT_PENDING)
+			continue;
+		const char *domain = util_domain_of(env->rcpts[i].addr);
+		const struct config_route *r = config_route_for(s->cfg, domain ? domain : "");
+		if (r == NULL)
+			continue;
+		char *key = sched_dest_key(r, domain ? domain : "");
+		bool seen = false;
+		for (size_t k = 0; k < nkeys && !seen; k++)
+			seen = strcmp(keys[k], key) == 0;
+		if (seen) {
+			free(key);
+			continue;
+		}
+		limits[nkeys] = sched_dest_limit(r);
+		keys[nkeys++] = key;
+		struct sched_dest *d = sched_dest_find(s, key);
+		if (blocked == NULL && d != NULL && d->in_flight >= limits[nkeys - 1])
+			blocked = d;
+	}
+	if (blocked != NULL) {
+		util_log_debug("%s status=waiting destination=%s in_flight=%d", it->id,
+		               blocked->key, blocked->in_flight);
+		sched_park(s, it, blocked);
+		nkeys = 0; /* no slot taken */
+	}
+	struct sched_dest **dests = util_xcalloc(nkeys + 1, sizeof(*dests));
+	for (size_t k = 0; k < nkeys; k++) {
+		dests[k] = sched_dest_get(s, keys[k]);
+		dests[k]->in_flight++;
+	}
+	for (size_t k = 0; keys[k] != NULL; k++)
+		free(keys[k]);
+	free(keys);
+	free(limits);
+	if (blocked != NULL) {
+		free(dests);
+		queue_envelope_free(env);
+		return;
+	}
 	struct sched_attempt *a = util_xcalloc(1, sizeof(*a));
+	a->dests = dests;
+	a->ndests = nkeys;
 	a->s = s;
 	a->it = it;
 	a->env = env;
@@ -847,6 +1025,13 @@ struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *b
 void queue_sched_set_config(struct queue_sched *s, const struct config *cfg)
 {
 	s->cfg = cfg;
+	/* routes and their limits may have changed: every parked message is
+	 * judged again */
+	struct sched_dest *next;
+	for (struct sched_dest *d = s->dests; d; d = next) {
+		next = d->next;
+		sched_unpark_some(s, d, d->nparked);
+	}
 	sched_kick(s);
 }
 
@@ -872,6 +1057,12 @@ void queue_sched_free(struct queue_sched *s)
 		event_free(s->timer);
 	if (s->kick)
 		event_free(s->kick);
+	while (s->dests != NULL) {
+		struct sched_dest *d = s->dests;
+		s->dests = d->next;
+		free(d->key);
+		free(d);
+	}
 	free(s->buckets);
 	free(s->heap);
 	free(s);

@@ -3,6 +3,9 @@
  * messages, MAIL/RCPT/DATA (pipelined per RFC 2920 when offered), the body
  * streamed from prepend + msg/ID with RFC 5321 4.5.2 dot-stuffing and
  * backpressure, per-recipient outcomes (2xx done, 5xx bounce, else defer).
+ * A recipient is done only by a 2xx to the final dot; a 5xx to MAIL bounces
+ * this transaction's recipients only (the next message on the connection
+ * starts afresh after RSET).
  *
  * Ownership: the tx and its envelope are borrowed from the deliverer until
  * SMTP_CLIENT_TX_DONE; the client owns the open message file descriptor.
@@ -259,9 +262,17 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 			smtp_client_conn_body_fill(c);
 			return;
 		}
-		if (c->mail_ok && c->naccepted > 0)
-			client_set_accepted(c, r->code, rs);
-		break;
+		/* Only 354 starts the body (RFC 5321 4.3.2).  4xx/5xx is the
+		 * answer for every accepted recipient; anything else (a 2xx from
+		 * a broken server) means nothing was sent, so nothing is
+		 * delivered, and the dialogue is out of step: defer, drop it. */
+		if (r->code / 100 == 4 || r->code / 100 == 5) {
+			if (c->mail_ok && c->naccepted > 0)
+				client_set_accepted(c, r->code, rs);
+			break;
+		}
+		smtp_client_conn_fail(c, "4.5.0 unexpected reply to DATA (354 expected): %s", rs);
+		return;
 	case CMD_DOT:
 		client_set_accepted(c, r->code, rs);
 		break;

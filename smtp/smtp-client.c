@@ -17,6 +17,9 @@
  * Diagnostics: set-up and transaction errors are kept as text such as
  * "4.4.1 connect to 127.0.0.1:25: Connection refused" and reported to the
  * deliverer, which logs them with the queue id; debug lines show the dialogue.
+ * A set-up failure always carries a 4.x.x status, whatever the server's
+ * reply class (5xx greeting, EHLO/HELO, STARTTLS, AUTH): it describes one
+ * host and one session, never a message, so it may not bounce anything.
  */
 #include "smtp-client-conn.h"
 
@@ -365,8 +368,12 @@ static void client_setup_reply(struct smtp_client *c, const struct smtp_reply *r
 	switch (c->state) {
 	case CS_GREETING:
 		if (r->code != 220) {
-			smtp_client_conn_fail(c, "%s greeting: %s",
-			                      r->code >= 500 ? "5.0.0" : "4.0.0", rs);
+			/* A refused session (even 554) is this host's state, not a
+			 * verdict on the message: the deliverer tries the next host,
+			 * then defers (Postfix smtp_skip_5xx_greeting).  Only a
+			 * recipient's own reply may bounce it. */
+			smtp_client_conn_fail(c, "4.4.0 session refused by %s at greeting: %s",
+			                      c->relay, rs);
 			return;
 		}
 		client_send_ehlo(c, true);

@@ -56,6 +56,7 @@ struct deliver_conn {
 	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
 	char *last_error;
+	bool permanent; /* last_error is a routing fact (NXDOMAIN, null MX) */
 	struct deliver_conn *next;
 };
 
@@ -70,7 +71,11 @@ struct deliver_pool {
 	struct config_host *hosts; /* copy of the route's hosts */
 	size_t nhosts;
 	int max_connections, msgs_per_connection;
-	int mx_port;  /* MX routes */
+	int dead_after, dead_time; /* see [route] dead_after / dead_time */
+	int failures;              /* consecutive connections that reached no host */
+	int64_t dead_until_ms;     /* > 0: down (util_mono_ms) until then, then probed */
+	char *dead_error;          /* why it is down */
+	int mx_port;               /* MX routes */
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;

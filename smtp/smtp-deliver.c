@@ -7,6 +7,14 @@
  * domain's MX hosts) and each host's addresses in order.  Routes of type
  * directory are written by smtp-deliver-dir.c.
  *
+ * Failures: a failed session set-up (refused, timed out, any 4xx/5xx before
+ * READY) only moves on to the next address/host; when none is left the
+ * waiting jobs are deferred - only a routing fact (NXDOMAIN, null MX)
+ * bounces.  After dead_after such connections in a row the pool is dead:
+ * its jobs are deferred without connecting for dead_time, then one
+ * connection probes (after any failure only one connection at a time is
+ * opened).  The first READY, or a postmaster flush, makes it alive again.
+ *
  * Names are resolved through the project's resolver (policy_dns_*); numeric
  * hosts never touch it.
  *
@@ -69,6 +77,8 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
 	p->mx_port = r->mx_port > 0 ? r->mx_port : 25;
 	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
+	p->dead_after = r->dead_after > 0 ? r->dead_after : 2;
+	p->dead_time = r->dead_time > 0 ? r->dead_time : 60;
 	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
 	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
 	p->data_timeout = r->data_timeout > 0 ? r->data_timeout : 600;
@@ -163,6 +173,7 @@ static void deliver_pool_free(struct deliver_pool *p)
 	}
 	free(p->auth_user);
 	free(p->setup_error);
+	free(p->dead_error);
 	free(p->domain);
 	free(p->name);
 	free(p->key);
@@ -340,6 +351,11 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 	switch (ev) {
 	case SMTP_CLIENT_READY:
 		cn->ready = true;
+		if (p->dead_until_ms > 0)
+			util_log_info("route=%s destination=%s status=alive relay=%s", p->name,
+			              p->key, smtp_client_relay(c));
+		p->failures = 0;
+		p->dead_until_ms = 0;
 		util_log_debug("route=%s relay=%s tls=%s status=connected", p->name,
 		               smtp_client_relay(c), smtp_client_tls_info(c));
 		deliver_conn_next_job(cn);
@@ -467,9 +483,24 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	}
 	char *err = cn->last_error ? cn->last_error : util_xstrdup("4.4.1 no host to deliver to");
 	cn->last_error = NULL;
+	/* Only a routing fact may bounce here; whatever a host said while
+	 * setting up a session is temporary for the messages. */
+	if (!cn->permanent && err[0] == '5')
+		err[0] = '4';
 	bool alone = p->nconns == 1;
 	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
 	cn->ready = true; /* nothing more to try */
+	if (!cn->permanent && ++p->failures >= p->dead_after) {
+		/* dead destination (Postfix qmgr): defer without connecting
+		 * until dead_time has passed, then probe with one connection */
+		p->dead_until_ms = util_mono_ms() + (int64_t)p->dead_time * 1000;
+		free(p->dead_error);
+		p->dead_error = util_xasprintf("4.4.1 delivery temporarily suspended: %s", err);
+		util_log_warn("route=%s destination=%s status=dead failures=%d retry_after=%ds "
+		              "error=(%s)",
+		              p->name, p->key, p->failures, p->dead_time, err);
+		alone = true;
+	}
 	/* report first: removing the connection pumps the pool, which would
 	 * otherwise open a new connection for the same waiting jobs */
 	deliver_fail_waiting(p, err, alone);
@@ -496,6 +527,7 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		cn->targets = cn->owned_targets;
 		cn->ntargets = n;
 	} else {
+		cn->permanent = st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN;
 		cn->last_error = util_xasprintf(
 		    "%s MX lookup for %s failed (%s)",
 		    st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
@@ -541,11 +573,18 @@ static void deliver_pool_pump(struct deliver_pool *p)
 	for (struct deliver_conn *cn = p->conns; cn && p->wait_head; cn = cn->next)
 		if (cn->ready && cn->cl && cn->job == NULL && smtp_client_is_usable(cn->cl))
 			deliver_conn_next_job(cn);
+	if (p->dead_until_ms > 0 && util_mono_ms() < p->dead_until_ms) {
+		deliver_fail_waiting(p, p->dead_error, true); /* known down: no connection */
+		return;
+	}
 	size_t opening = 0;
 	for (struct deliver_conn *cn = p->conns; cn; cn = cn->next)
 		if (!cn->ready)
 			opening++;
-	while (p->nwait > opening && p->nconns < p->max_connections) {
+	/* After a failed connection (and to probe a destination whose dead_time
+	 * is over) one connection at a time, until one reaches a host. */
+	size_t max_opening = p->failures > 0 ? 1 : (size_t)p->max_connections;
+	while (p->nwait > opening && opening < max_opening && p->nconns < p->max_connections) {
 		deliver_conn_open(p);
 		opening++;
 	}
@@ -630,6 +669,18 @@ void smtp_deliverer_set_config(struct smtp_deliverer *dl, const struct config *c
 				deliver_conn_remove(cn); /* may free p when it was the last */
 			}
 		}
+	}
+}
+
+/* smtp_deliverer_forget_dead - see smtp.h. */
+void smtp_deliverer_forget_dead(struct smtp_deliverer *dl)
+{
+	for (struct deliver_pool *p = dl->pools; p; p = p->next) {
+		if (p->dead_until_ms > 0)
+			util_log_info("route=%s destination=%s status=retry by=postmaster", p->name,
+			              p->key);
+		p->dead_until_ms = 0;
+		p->failures = 0;
 	}
 }
 

@@ -63,6 +63,9 @@ struct smtp_deliverer;
 struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct config *cfg,
 					  struct policy_dns *dns, char *err, size_t errlen);
 void smtp_deliverer_set_config(struct smtp_deliverer *d, const struct config *cfg);
+/* smtp_deliverer_forget_dead - every destination known to be down may be
+ * tried again at once (postmaster flush, like Postfix's postqueue -f). */
+void smtp_deliverer_forget_dead(struct smtp_deliverer *d);
 void smtp_deliverer_free(struct smtp_deliverer *d);
 /* The scheduler's view of the deliverer (ctx = the smtp_deliverer). */
 extern const struct queue_deliver_ops smtp_deliver_ops;

@@ -240,9 +240,11 @@ class Downstream:
 
 def relay_extra(hosts, *, tls="none", ca_file=None, route=None, queue=None):
     """Gateway `extra` for a default route of type smtp to hosts (list of
-    "127.0.0.1:PORT") with short retry times (1s, 2s; lifetime 30s)."""
+    "127.0.0.1:PORT") with short retry times (1s, 2s; lifetime 30s) and a
+    dead destination retried after 1s."""
     r = {"type": "smtp", "hosts": ", ".join(hosts), "tls": tls, "directory": None,
-         "connect_timeout": "3s", "command_timeout": "5s", "data_timeout": "5s"}
+         "connect_timeout": "3s", "command_timeout": "5s", "data_timeout": "5s",
+         "dead_time": "1s"}
     if ca_file:
         r["tls_ca_file"] = ca_file
     r.update(route or {})

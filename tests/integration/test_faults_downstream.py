@@ -8,8 +8,15 @@ connect, greets with garbage, resets the connection in the middle of DATA,
 answers the final dot with garbage, speaks bare-LF or endless multi-line
 replies, changes the reply code inside a multi-line reply, or answers
 STARTTLS with garbage.  In each case the message stays queued (never
-bounced, never lost) and is delivered, whole, once the downstream behaves."""
+bounced, never lost) and is delivered, whole, once the downstream behaves.
 
+Issue 11: a 5xx at greeting, to EHLO+HELO or to STARTTLS is a session
+failure: the next host is tried, then the message is deferred - never
+bounced, no DSN.  Only a recipient's own reply bounces: a 5xx to RCPT (that
+recipient), to MAIL (that message only, not the next one on the
+connection) or to DATA; a 2xx to DATA is no delivery."""
+
+import re
 import socket
 import ssl
 import struct
@@ -17,7 +24,7 @@ import threading
 
 import pytest
 
-from downstream import relay_extra
+from downstream import Downstream, dsn_parts, relay_extra
 from mxtest import free_port, make_message, scaled, wait_for
 
 SENDER = "sender@client.example.net"
@@ -34,6 +41,8 @@ class RawDownstream:
         self.tls = tls
         self.messages = []          # (mail_from, [rcpts], data) of "good" sessions
         self.connections = 0
+        self.mails = []             # MAIL FROM arguments, in order
+        self.data_refused = 0       # DATA answered with anything but 354
         self.lock = threading.Lock()
         self.stop_ev = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -93,6 +102,12 @@ class RawDownstream:
                 pass
 
     def _session(self, conn, mode):
+        if mode == "greet-554":
+            conn.sendall(b"554 5.3.2 downstream.test not accepting mail\r\n")
+            buf = [b""]
+            if self._readline(conn, buf).upper() == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+            return
         if mode == "silent":
             self.stop_ev.wait(8)
             return
@@ -109,15 +124,20 @@ class RawDownstream:
             line = self._readline(conn, buf)
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                if mode == "huge-ehlo":
+                if mode == "ehlo-5xx":
+                    conn.sendall(b"550 5.7.1 you are not welcome here\r\n")
+                elif mode == "huge-ehlo":
                     conn.sendall(b"250-downstream.test\r\n" + b"250-X\r\n" * 5000 + b"250 OK\r\n")
                 elif mode == "code-change":
                     conn.sendall(b"250-downstream.test\r\n550-mixed\r\n250 OK\r\n")
                 elif mode == "bare-lf":
                     conn.sendall(b"250-downstream.test\n250 PIPELINING\n")
                 else:
-                    ext = b"250-STARTTLS\r\n" if self.tls and not tls_on else b""
+                    offer = self.tls or mode == "starttls-5xx"
+                    ext = b"250-STARTTLS\r\n" if offer and not tls_on else b""
                     conn.sendall(b"250-downstream.test\r\n" + ext + b"250 8BITMIME\r\n")
+            elif line.upper() == b"STARTTLS" and mode == "starttls-5xx":
+                conn.sendall(b"554 5.7.0 TLS not available\r\n")
             elif line.upper() == b"STARTTLS":
                 conn.sendall(b"220 go ahead\r\n")
                 if mode == "tls-garbage":
@@ -131,10 +151,28 @@ class RawDownstream:
                 buf = [b""]
             elif verb == b"MAIL":
                 mail, rcpts = line[10:].decode("utf-8", "replace"), []
-                conn.sendall(b"250 2.1.0 ok\r\n")
+                with self.lock:
+                    self.mails.append(mail)
+                if b"refused-sender" in line:
+                    conn.sendall(b"550 5.7.1 sender refused\r\n")
+                    mail = None
+                else:
+                    conn.sendall(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
-                rcpts.append(line[8:].decode("utf-8", "replace"))
-                conn.sendall(b"250 2.1.5 ok\r\n")
+                if mail is None:
+                    conn.sendall(b"503 5.5.1 MAIL first\r\n")
+                elif b"unknown-" in line:
+                    conn.sendall(b"550 5.1.1 no such user\r\n")
+                else:
+                    rcpts.append(line[8:].decode("utf-8", "replace"))
+                    conn.sendall(b"250 2.1.5 ok\r\n")
+            elif verb == b"DATA" and (mail is None or not rcpts):
+                conn.sendall(b"503 5.5.1 no valid recipients\r\n")
+            elif verb == b"DATA" and mode in ("data-250", "data-554"):
+                with self.lock:
+                    self.data_refused += 1
+                conn.sendall(b"250 2.0.0 fine\r\n" if mode == "data-250"
+                             else b"554 5.6.0 content refused\r\n")
             elif verb == b"DATA":
                 conn.sendall(b"354 go\r\n")
                 data = buf[0]
@@ -221,3 +259,137 @@ def test_starttls_garbage_downstream(gateway, test_ca):
         wait_for(lambda: ds.find(marker), scaled(20), what="delivery over TLS")
         wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
         assert ds.find(marker)[0][2].endswith(msg)
+
+
+# ---------------------------------------------------------------- issue 11: who may bounce
+
+def _split_routes(hosts, bounce, tls="none", **route):
+    """example.test -> hosts (route "down"); everything else, i.e. the DSNs
+    to the sender's domain, -> the aiosmtpd `bounce` downstream."""
+    r = {"type": "smtp", "domains": "example.test", "hosts": ", ".join(hosts), "tls": tls,
+         "connect_timeout": "2s", "command_timeout": "2s", "data_timeout": "2s",
+         "dead_time": "1s"}
+    r.update(route)
+    return {"route down": r,
+            "route default": {"type": "smtp", "hosts": f"127.0.0.1:{bounce.port}",
+                              "tls": "none", "directory": None},
+            "queue": {"retry_schedule": "1s", "max_lifetime": "1h",
+                      "delay_warning_time": "0"}}
+
+
+SESSION_5XX = ["greet-554", "ehlo-5xx", "starttls-5xx"]
+
+
+@pytest.mark.parametrize("mode", SESSION_5XX)
+def test_session_5xx_single_host_defers_every_message(gateway, test_ca, mode):
+    """One host, one connection, three messages waiting for it: a 5xx during
+    the session set-up defers all of them (no bounce, no DSN), and they are
+    delivered once the host behaves."""
+    with RawDownstream(tls=test_ca) as ds, Downstream() as bounce:
+        ds.mode = mode
+        tls = "encrypt" if mode == "starttls-5xx" else "none"
+        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce, tls=tls,
+                                   max_connections="1"))
+        sent = [make_message(sender=SENDER, subject=f"m{i}") for i in range(3)]
+        qids = [gw.send(SENDER, [f"u{i}@example.test"], d) for i, (d, _) in enumerate(sent)]
+        for q in qids:
+            gw.wait_log(q + r" status=deferred attempts=1 ", scaled(15))
+        wait_for(lambda: ds.connections >= 2, scaled(15), what="a retry at the host")
+        out = gw.cli("queue", "list", check=True).stdout
+        for q in qids:
+            assert re.search(q + r" (deferred|active|delivering) ", out), out
+        assert " failed" not in out, out
+        assert "-- 3 messages in queue" in out, out       # no DSN was queued
+        log = gw.log_text()
+        assert "status=bounced" not in log and "status=dsn-queued" not in log
+        assert not bounce.messages, "a DSN reached the bounce destination"
+        assert not ds.messages
+        ds.mode = "good"
+        for _, marker in sent:
+            wait_for(lambda: ds.find(marker), scaled(20), what=f"delivery after {mode}")
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        assert not bounce.messages
+
+
+@pytest.mark.parametrize("mode", SESSION_5XX)
+def test_session_5xx_first_host_fails_over_to_second(gateway, test_ca, mode):
+    with RawDownstream() as bad, RawDownstream(tls=test_ca) as good, Downstream() as bounce:
+        bad.mode = mode
+        tls = "encrypt" if mode == "starttls-5xx" else "none"
+        gw = gateway(_split_routes([f"127.0.0.1:{bad.port}", f"127.0.0.1:{good.port}"],
+                                   bounce, tls=tls))
+        msg, marker = make_message(sender=SENDER)
+        qid = gw.send(SENDER, ["a@example.test"], msg)
+        wait_for(lambda: good.find(marker), scaled(15), what="delivery at the second host")
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        assert bad.connections >= 1
+        assert re.search(qid + r" to=<a@example.test> relay=127.0.0.1\[127.0.0.1\]:%d .*"
+                         r"status=sent" % good.port, gw.log_text())
+        assert "status=bounced" not in gw.log_text()
+        assert not bounce.messages
+
+
+def test_2xx_to_data_is_not_a_delivery(gateway):
+    """250 instead of 354 to DATA: the body was never sent, so the message
+    is deferred (not marked delivered, no DSN) and sent whole later."""
+    with RawDownstream() as ds, Downstream() as bounce:
+        ds.mode = "data-250"
+        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce))
+        msg, marker = make_message(sender=SENDER)
+        qid = gw.send(SENDER, ["a@example.test", "b@example.test"], msg)
+        wait_for(lambda: ds.data_refused >= 2, scaled(15), what="a second DATA (a retry)")
+        gw.wait_log(qid + r" status=deferred attempts=1 .*unexpected reply to DATA", scaled(5))
+        assert qid in gw.queue_ids()
+        log = gw.log_text()
+        assert "status=sent" not in log and "status=bounced" not in log
+        assert not ds.messages and not bounce.messages
+        ds.mode = "good"
+        wait_for(lambda: ds.find(marker), scaled(20), what="delivery after data-250")
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        [(_, rcpts, data)] = ds.find(marker)
+        assert rcpts == ["<a@example.test>", "<b@example.test>"] and data.endswith(msg)
+        assert not bounce.messages
+
+
+def test_5xx_to_data_bounces_that_message(gateway):
+    with RawDownstream() as ds, Downstream() as bounce:
+        ds.mode = "data-554"
+        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce))
+        msg, marker = make_message(sender=SENDER)
+        qid = gw.send(SENDER, ["a@example.test"], msg)
+        [dsn] = bounce.wait_messages(1)
+        _, _, per_rcpt = dsn_parts(dsn)
+        assert [r["status"] for r in per_rcpt] == ["5.6.0"]
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        assert ds.data_refused == 1 and not ds.messages
+        assert re.search(qid + r" to=<a@example.test> .*status=bounced \(554 5.6.0",
+                         gw.log_text())
+
+
+def test_5xx_to_mail_or_rcpt_bounces_only_that_message_or_recipient(gateway):
+    """On one connection (max_connections = 1): a 550 to MAIL FROM bounces
+    that message only; the next message on the connection is delivered; a
+    550 to one RCPT bounces that recipient only."""
+    with RawDownstream() as ds, Downstream() as bounce:
+        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce, max_connections="1"))
+        refused = "refused-sender@client.example.net"
+        m1, k1 = make_message(sender=refused, subject="refused")
+        m2, k2 = make_message(sender=SENDER, subject="fine")
+        q1 = gw.send(refused, ["a@example.test"], m1)
+        q2 = gw.send(SENDER, ["b@example.test", "unknown-c@example.test"], m2)
+        wait_for(lambda: ds.find(k2), scaled(15), what="the second message")
+        wait_for(lambda: len(bounce.messages) >= 2, scaled(15), what="two DSNs")
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        assert not ds.find(k1)
+        [(_, rcpts, _)] = ds.find(k2)
+        assert rcpts == ["<b@example.test>"]
+        by_to = {}
+        for rec in bounce.messages:
+            _, _, per_rcpt = dsn_parts(rec)
+            by_to[tuple(rec.rcpt_tos)] = [(r["final-recipient"], r["status"]) for r in per_rcpt]
+        assert by_to == {(refused,): [("rfc822; a@example.test", "5.7.1")],
+                         (SENDER,): [("rfc822; unknown-c@example.test", "5.1.1")]}, by_to
+        log = gw.log_text()
+        assert re.search(q1 + r" to=<a@example.test> .*status=bounced", log)
+        assert re.search(q2 + r" to=<b@example.test> .*status=sent", log)
+        assert not re.search(q2 + r" to=<b@example.test> .*status=(bounced|deferred)", log)

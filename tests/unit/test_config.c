@@ -220,6 +220,12 @@ static const struct diag_case diag_cases[] = {
      14, "is readable by group or others (chmod 600)", true},
     {"route domain not accepted", GOOD "[route a]\ndomains = example.org\nhosts = h.example.net\n",
      12, "route 'a': example.org is not in accepted_domains", true},
+    {"route may take every slot",
+     GOOD "[route a]\ndomains = example.com\nhosts = 127.0.0.1\nmax_deliveries = 20\n", 14,
+     "route 'a' may take all 20 [queue] max_deliveries slots (its limit is 20)", true},
+    {"route may take every slot (max_connections)",
+     GOOD "[queue]\nmax_deliveries = 8\n[route a]\ndomains = example.com\nhosts = 127.0.0.1\n", 13,
+     "route 'a' may take all 8 [queue] max_deliveries slots (its limit is 10)", true},
     {"hosts ignored", GOOD "[route a]\ndomains = example.com\ntype = mx\nhosts = h.example.net\n",
      14, "hosts is ignored with type mx", true},
     /* cross-field sanity */

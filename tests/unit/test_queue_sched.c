@@ -4,7 +4,8 @@
  * per-recipient outcomes, retries with the backoff schedule, partial
  * delivery remembered across attempts and across a restart, bounces and
  * expiry producing DSNs (grouped per attempt, never to the null sender),
- * the delay warning, max_deliveries, and the postmaster operations
+ * the delay warning, max_deliveries (global and per route: a route at its
+ * limit does not hold back the others), the postmaster operations
  * (list/show/hold/release/flush/delete), and envelopes that cannot be read
  * (kept and retried; a pending hold waits) or parsed (moved to corrupt/).
  * The backoff table itself is in test_queue_dsn.c.  Retry steps are 1 s, so
@@ -47,6 +48,7 @@ struct offer {
 	size_t idx[8];
 	enum queue_outcome out[8];
 	size_t n;
+	bool held_route; /* counted in route_in_flight */
 };
 
 struct fake {
@@ -56,7 +58,9 @@ struct fake {
 	int dsn_offers;
 	char dsn_text[8][8192]; /* DSN bodies seen */
 	int in_flight, max_in_flight;
-	bool hold_answers; /* keep deliveries pending (max_deliveries test) */
+	bool hold_answers;      /* keep deliveries pending (max_deliveries test) */
+	const char *hold_route; /* ... only those of this route (NULL: all) */
+	int route_in_flight, route_max_in_flight; /* of hold_route */
 	struct offer *held[32];
 	size_t nheld;
 };
@@ -68,6 +72,7 @@ struct fixture {
 	struct queue_sched *s;
 	struct config cfg;
 	struct config_route route;
+	struct config_route routes[2]; /* per-destination test: "slow" + default */
 	int64_t schedule[2];
 	struct fake fk;
 	int injected;
@@ -126,6 +131,8 @@ static void answer_cb(evutil_socket_t fd, short what, void *arg)
 		queue_delivery_result(o->d, o->idx[i], o->out[i], reply);
 	}
 	o->fk->in_flight--;
+	if (o->held_route)
+		o->fk->route_in_flight--;
 	queue_delivery_done(o->d, NULL);
 	free(o);
 }
@@ -140,7 +147,7 @@ static void fake_start(void *ctx, struct queue_delivery *d, const struct queue_e
 	struct offer *o = calloc(1, sizeof(*o));
 	o->fk = fk;
 	o->d = d;
-	assert_string_equal(route->name, "default");
+	assert_true(strcmp(route->name, "default") == 0 || strcmp(route->name, "slow") == 0);
 	if (env->sender[0] == '\0' && env->is_dsn) {
 		int fd = open(msg_path, O_RDONLY);
 		assert_true(fd >= 0);
@@ -166,7 +173,12 @@ static void fake_start(void *ctx, struct queue_delivery *d, const struct queue_e
 	fk->in_flight++;
 	if (fk->in_flight > fk->max_in_flight)
 		fk->max_in_flight = fk->in_flight;
-	if (fk->hold_answers) {
+	if (fk->hold_route != NULL && strcmp(route->name, fk->hold_route) == 0) {
+		o->held_route = true;
+		if (++fk->route_in_flight > fk->route_max_in_flight)
+			fk->route_max_in_flight = fk->route_in_flight;
+	}
+	if (fk->hold_answers && (fk->hold_route == NULL || o->held_route)) {
 		fk->held[fk->nheld++] = o;
 		return;
 	}
@@ -439,6 +451,57 @@ static void test_max_deliveries(void **state)
 	}
 	assert_true(queue_empty(f));
 	assert_int_equal(f->fk.max_in_flight, 2);
+}
+
+static bool slow_held_rest_done(struct fixture *f)
+{
+	return f->fk.nheld == 2 && queue_sched_count(f->s) == 5 && f->fk.in_flight == 2;
+}
+
+/* A route at its max_deliveries (a slow or dead destination) holds only its
+ * own slots: the default route's messages are delivered meanwhile, although
+ * the slow route's messages came first and are due first. */
+static void test_route_max_deliveries(void **state)
+{
+	struct fixture *f = *state;
+	f->routes[0].name = "slow";
+	f->routes[0].type = CONFIG_ROUTE_SMTP;
+	util_strlist_add(&f->routes[0].domains, "slow.test");
+	f->routes[0].max_deliveries = 2;
+	f->routes[1].name = "default";
+	f->routes[1].type = CONFIG_ROUTE_SMTP;
+	f->routes[1].max_connections = 10;
+	f->cfg.routes = f->routes;
+	f->cfg.nroutes = 2;
+	f->cfg.max_deliveries = 3;
+	f->fk.hold_answers = true;
+	f->fk.hold_route = "slow";
+	start_sched(f);
+	for (int i = 0; i < 5; i++)
+		inject(f, "s@example.org", (const char *[]){"a@slow.test", NULL});
+	for (int i = 0; i < 4; i++)
+		inject(f, "s@example.org", (const char *[]){"b@x.test", NULL});
+	bool ok = run_until(f, slow_held_rest_done, 3.0);
+	if (!ok)
+		fail_msg("held=%zu count=%zu in_flight=%d", f->fk.nheld, queue_sched_count(f->s),
+		         f->fk.in_flight);
+	/* the parked ones show as waiting in the queue, not lost */
+	struct util_buf b;
+	util_buf_init(&b);
+	queue_sched_list(f->s, &b);
+	assert_int_equal(count_in(b.data, "to=<a@slow.test> pending"), 5);
+	util_buf_free(&b);
+	f->fk.hold_answers = false;
+	for (size_t round = 0; round < 10 && !queue_empty(f); round++) {
+		size_t n = f->fk.nheld;
+		f->fk.nheld = 0;
+		for (size_t i = 0; i < n; i++)
+			answer_cb(-1, 0, f->fk.held[i]);
+		run_until(f, queue_empty, 0.3);
+	}
+	assert_true(queue_empty(f));
+	assert_int_equal(f->fk.route_max_in_flight, 2);
+	util_strlist_free(&f->routes[0].domains);
 }
 
 static bool one_deferred(struct fixture *f)
@@ -733,6 +796,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outcomes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_remembers_done, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_max_deliveries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_route_max_deliveries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_postmaster_ops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unreadable_envelope, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hold_waits_for_unreadable_envelope, setup,

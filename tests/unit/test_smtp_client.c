@@ -5,7 +5,9 @@
  * write), per-recipient outcomes (2xx/4xx/5xx), reply to the final dot,
  * refusals decided before MAIL (SMTPUTF8 / 8BITMIME not offered, SIZE),
  * malformed replies, and the body as received: dot-stuffed, CRLF added
- * before the final dot when the file lacks it.  Plus a dot-stuffing table.
+ * before the final dot when the file lacks it.  Anything but 354 to DATA is
+ * no delivery (4xx defer, 5xx bounce, 2xx defer without a body); a 5xx at
+ * greeting or to EHLO+HELO fails the set-up with a 4.x.x error.  Plus a dot-stuffing table.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +40,11 @@ struct scen {
 	const char *want_body;     /* bytes between 354 and ".\r\n" (NULL: no DATA) */
 	bool want_pipelined;
 	bool want_helo;
+	const char *data;      /* reply to DATA (NULL: 354) */
+	const char *greet;     /* greeting (NULL: 220) */
+	const char *helo;      /* reply to HELO (NULL: 250) */
+	const char *want_fail; /* set-up must fail with an error starting so */
+	const char *mail;      /* reply to MAIL (NULL: 250); the connection must stay usable */
 };
 
 static const struct scen scens[] = {
@@ -52,7 +59,12 @@ static const struct scen scens[] = {
      {"250 2.0.0 queued", "550 5.1.1 unknown user", "451 4.3.0 later"},
      "X-Pre: 1\r\nSubject: x\r\n\r\n..dot\r\nend\r\n",
      false,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
     {"pipelining, final dot 452",
      "250-fake.test\r\n250-PIPELINING\r\n250 SIZE\r\n",
      {"250 ok", "250 ok", "250 ok"},
@@ -64,7 +76,12 @@ static const struct scen scens[] = {
      {"452 4.3.1", "452 4.3.1", "452 4.3.1"},
      "X-Pre: 1\r\nSubject: y\r\n\r\nno final newline\r\n",
      true,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
     {"HELO fallback",
      "502 5.5.1 EHLO unknown here\r\n",
      {"250 ok", "554 5.7.1 relay denied", "250 ok"},
@@ -76,7 +93,12 @@ static const struct scen scens[] = {
      {"554 5.6.0", "554 5.7.1", "554 5.6.0"},
      "X-Pre: 1\r\na\r\n",
      false,
-     true},
+     true,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
     {"SMTPUTF8 needed, not offered",
      "250-fake.test\r\n250 8BITMIME\r\n",
      {NULL},
@@ -88,7 +110,12 @@ static const struct scen scens[] = {
      {"550 5.6.7", "550 5.6.7", "550 5.6.7"},
      NULL,
      false,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
     {"8BITMIME needed, not offered",
      "250-fake.test\r\n250 SMTPUTF8\r\n",
      {NULL},
@@ -100,7 +127,12 @@ static const struct scen scens[] = {
      {"554 5.6.3", "554 5.6.3", "554 5.6.3"},
      NULL,
      false,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
     {"over the downstream SIZE",
      "250-fake.test\r\n250 SIZE 10\r\n",
      {NULL},
@@ -112,7 +144,114 @@ static const struct scen scens[] = {
      {"552 5.3.4", "552 5.3.4", "552 5.3.4"},
      NULL,
      false,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
+    {"2xx to DATA: no body, nothing delivered",
+     "250-fake.test\r\n250 8BITMIME\r\n",
+     {"250 ok", "550 5.1.1 unknown user", "250 ok"},
+     "250 2.0.0 queued",
+     false,
+     false,
+     "a\r\n",
+     {QUEUE_OUT_DEFER, QUEUE_OUT_BOUNCE, QUEUE_OUT_DEFER},
+     {"4.5.0 unexpected reply to DATA", "550 5.1.1", "4.5.0 unexpected reply to DATA"},
+     NULL,
+     false,
+     false,
+     "250 2.0.0 ok, go on",
+     NULL,
+     NULL,
+     NULL,
+     NULL},
+    {"5xx to DATA bounces the accepted recipients",
+     "250-fake.test\r\n250 8BITMIME\r\n",
+     {"250 ok", "451 4.3.0 later", "250 ok"},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {QUEUE_OUT_BOUNCE, QUEUE_OUT_DEFER, QUEUE_OUT_BOUNCE},
+     {"554 5.6.0", "451 4.3.0", "554 5.6.0"},
+     NULL,
+     false,
+     false,
+     "554 5.6.0 content refused",
+     NULL,
+     NULL,
+     NULL,
+     NULL},
+    {"4xx to DATA defers",
+     "250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+     {"250 ok", "550 5.1.1 unknown user", "250 ok"},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {QUEUE_OUT_DEFER, QUEUE_OUT_BOUNCE, QUEUE_OUT_DEFER},
+     {"452 4.3.1", "550 5.1.1", "452 4.3.1"},
+     NULL,
+     true,
+     false,
+     "452 4.3.1 full",
+     NULL,
+     NULL,
+     NULL,
+     NULL},
+    {"554 greeting: a set-up failure, never permanent",
+     "250 fake.test\r\n",
+     {NULL},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {0},
+     {NULL},
+     NULL,
+     false,
+     false,
+     NULL,
+     "554 5.3.2 no service here",
+     NULL,
+     "4.4.0 session refused",
+     NULL},
+    {"5xx to EHLO and HELO: a set-up failure, never permanent",
+     "550 5.7.1 go away\r\n",
+     {NULL},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {0},
+     {NULL},
+     NULL,
+     false,
+     true,
+     NULL,
+     NULL,
+     "550 5.7.1 still no",
+     "4.0.0 HELO refused",
+     NULL},
+    {"pipelined 550 to MAIL: this message only, connection kept",
+     "250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+     {"503 5.5.1 MAIL first", "503 5.5.1 MAIL first", "503 5.5.1 MAIL first"},
+     NULL,
+     false,
+     false,
+     "a\r\n",
+     {QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE},
+     {"550 5.7.1 sender", "550 5.7.1 sender", "550 5.7.1 sender"},
+     NULL,
+     true,
+     false,
+     "503 5.5.1 no valid recipients",
+     NULL,
+     NULL,
+     NULL,
+     "550 5.7.1 sender refused"},
     {"malformed reply",
      "250-fake.test\r\n250 ok\r\n",
      {"25x broken"},
@@ -124,7 +263,12 @@ static const struct scen scens[] = {
      {"4.5.0 malformed", "4.5.0 malformed", "4.5.0 malformed"},
      NULL,
      false,
-     false},
+     false,
+     NULL,
+     NULL,
+     NULL,
+     NULL,
+     NULL},
 };
 
 struct srv {
@@ -132,6 +276,7 @@ struct srv {
 	struct bufferevent *bev;
 	int nrcpt;
 	bool in_data, saw_mail, pipelined, saw_helo;
+	int unknown; /* lines that were no command (a body sent without 354) */
 	struct util_buf body;
 };
 
@@ -170,22 +315,25 @@ static void srv_read(struct bufferevent *bev, void *arg)
 			srv_reply(s, s->sc->ehlo);
 		} else if (strncmp(line, "HELO", 4) == 0) {
 			s->saw_helo = true;
-			srv_reply(s, "250 fake.test");
+			srv_reply(s, s->sc->helo ? s->sc->helo : "250 fake.test");
 		} else if (strncmp(line, "MAIL", 4) == 0) {
 			s->saw_mail = true;
 			/* everything up to DATA already here = pipelined */
 			struct evbuffer_ptr p = evbuffer_search(in, "DATA\r\n", 6, NULL);
 			s->pipelined = p.pos >= 0;
-			srv_reply(s, "250 2.1.0 ok");
+			srv_reply(s, s->sc->mail ? s->sc->mail : "250 2.1.0 ok");
 		} else if (strncmp(line, "RCPT", 4) == 0) {
 			srv_reply(s, s->sc->rcpt[s->nrcpt++]);
 		} else if (strcmp(line, "DATA") == 0) {
-			s->in_data = true;
-			srv_reply(s, "354 go ahead");
+			s->in_data = s->sc->data == NULL;
+			srv_reply(s, s->sc->data ? s->sc->data : "354 go ahead");
 		} else if (strcmp(line, "QUIT") == 0) {
 			srv_reply(s, "221 bye");
-		} else {
+		} else if (strcmp(line, "RSET") != 0) {
+			s->unknown++;
 			srv_reply(s, "500 what");
+		} else {
+			srv_reply(s, "250 ok");
 		}
 		free(line);
 	}
@@ -202,7 +350,7 @@ static void srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sock
 	r->srv.bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(r->srv.bev, srv_read, NULL, srv_event, &r->srv);
 	bufferevent_enable(r->srv.bev, EV_READ | EV_WRITE);
-	srv_reply(&r->srv, "220 fake.test ESMTP");
+	srv_reply(&r->srv, r->srv.sc->greet ? r->srv.sc->greet : "220 fake.test ESMTP");
 }
 
 static void client_cb(struct smtp_client *c, enum smtp_client_event ev, void *arg)
@@ -267,7 +415,14 @@ static void test_scenarios(void **state)
 		event_base_dispatch(r.base);
 		if (!r.done)
 			fail_msg("%s: no result", sc->name);
-		for (size_t i = 0; i < 3; i++) {
+		if (sc->want_fail) {
+			if (!r.failed || strncmp(smtp_client_error(r.cl), sc->want_fail,
+			                         strlen(sc->want_fail)) != 0)
+				fail_msg("%s: failed=%d error=%s", sc->name, r.failed,
+				         smtp_client_error(r.cl));
+			assert_false(r.srv.saw_mail);
+		}
+		for (size_t i = 0; i < 3 && !sc->want_fail; i++) {
 			if (!r.tx.has[i] || r.tx.out[i] != sc->want[i] ||
 			    strncmp(r.tx.reply[i], sc->want_reply[i], strlen(sc->want_reply[i])) !=
 			        0)
@@ -282,6 +437,11 @@ static void test_scenarios(void **state)
 		} else if (sc->rcpt[0] == NULL) {
 			assert_false(r.srv.saw_mail); /* refused before MAIL */
 		}
+		if (sc->mail)
+			assert_true(smtp_client_is_usable(r.cl));
+		if (r.srv.unknown != 0)
+			fail_msg("%s: %d stray lines (a body without 354?)", sc->name,
+			         r.srv.unknown);
 		assert_int_equal(r.srv.pipelined, sc->want_pipelined);
 		assert_int_equal(r.srv.saw_helo, sc->want_helo);
 		smtp_client_free(r.cl);
