@@ -259,19 +259,45 @@ double policy_score(const struct config *cfg, const struct policy_msg *pm,
 
 /* ------------------------------------------------------------ A-R */
 
-/* verdict_is_atext_mailbox - can be written as a pvalue without quotes. */
-static bool verdict_is_atext_mailbox(const char *s)
+/* verdict_is_bare_pvalue - can be written as a pvalue without quotes
+ * (RFC 8601 2.2): a token (RFC 2045: no specials, no '=', '/', '@'), or
+ * dot-atom "@" domain-name with an LDH domain.  Anything else - ';', '(',
+ * '=', spaces, a quoted local part - is written as a quoted-string, so a
+ * value from the client can never add a property or end the clause. */
+static bool verdict_is_bare_pvalue(const char *s)
 {
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-/=?^_`{|}~.@", *s))
+	const char *at = strrchr(s, '@'), *start = s;
+	bool atom = false;
+
+	if (*s == '\0')
+		return false;
+	if (at == NULL) {
+		for (; *s; s++)
+			if (!verdict_is_token((unsigned char)*s) || (unsigned char)*s >= 0x80)
+				return false;
+		return true;
+	}
+	for (; s < at; s++) { /* dot-atom local part, or none ("@domain") */
+		unsigned char c = (unsigned char)*s;
+		if (c == '.') {
+			if (!atom)
+				return false;
+			atom = false;
+		} else if ((isalnum(c) && c < 0x80) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL) {
+			atom = true;
+		} else {
 			return false;
-	return true;
+		}
+	}
+	if (at != start && !atom)
+		return false; /* "a.@x": not a dot-atom */
+	return util_is_ldh_name(at + 1);
 }
 
 /* verdict_add_value - a pvalue: bare when safe, else a quoted-string. */
 static void verdict_add_value(struct util_buf *b, const char *v)
 {
-	if (v[0] != 0 && verdict_is_atext_mailbox(v)) {
+	if (verdict_is_bare_pvalue(v)) {
 		util_buf_adds(b, v);
 		return;
 	}

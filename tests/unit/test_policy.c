@@ -376,6 +376,23 @@ static const struct {
      "\tdkim=none\r\n"},
 };
 
+static const struct {
+	const char *value, *want;
+} pvalue_cases[] = {
+    {"alice@sender.test", "alice@sender.test"},
+    {"a.b+c=d/e@sender.test", "a.b+c=d/e@sender.test"},
+    {"@sender.test", "@sender.test"},
+    {"", "\"\""},
+    {"a;dmarc=pass@sender.test", "\"a;dmarc=pass@sender.test\""},
+    {"x=y", "\"x=y\""},
+    {"a(b@sender.test", "\"a(b@sender.test\""},
+    {"\"q\\\"x\"@sender.test", "\"\\\"q\\\\\\\"x\\\"@sender.test\""},
+    {"a.@sender.test", "\"a.@sender.test\""},
+    {"a@sender.test.", "\"a@sender.test.\""},
+    {"a@b@sender.test", "\"a@b@sender.test\""},
+    {"a@[192.0.2.1]", "\"a@[192.0.2.1]\""},
+};
+
 static void test_ar_format(void **state)
 {
 	struct config cfg;
@@ -422,6 +439,24 @@ static void test_ar_special(void **state)
 	ar = policy_ar_format(&cfg, pm);
 	assert_non_null(strstr(ar, "spf=pass (x\\) smtp.mailfrom=forged; dkim=pass \\(y; "
 	                           "dnssec=secure) smtp.mailfrom="));
+	free(ar);
+	/* issue 11 item 8: client values are bare only as token or
+	 * dot-atom@domain, else quoted: never a new property or clause */
+	for (size_t i = 0; i < sizeof(pvalue_cases) / sizeof(pvalue_cases[0]); i++) {
+		char *want = util_xasprintf("smtp.mailfrom=%s;\r\n", pvalue_cases[i].want);
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(pvalue_cases[i].value);
+		ar = policy_ar_format(&cfg, pm);
+		if (strstr(ar, want) == NULL)
+			fail_msg("case %zu: want %s in\n%s", i, want, ar);
+		free(want);
+		free(ar);
+	}
+	pm->spf.helo_identity = true;
+	free(pm->helo);
+	pm->helo = util_xstrdup("h.test;client-ip=203.0.113.9");
+	ar = policy_ar_format(&cfg, pm);
+	assert_non_null(strstr(ar, " smtp.helo=\"h.test;client-ip=203.0.113.9\";\r\n"));
 	free(ar);
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
