@@ -77,6 +77,7 @@ static bool verdict_is_token(unsigned char c)
 int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t outlen)
 {
 	const char *p = v, *end = v + n;
+	bool quoted = false;
 	size_t o = 0;
 
 	if (outlen == 0)
@@ -100,11 +101,14 @@ int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t o
 	if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end)
 		return -1;
 	if (*p == '"') {
+		quoted = true;
 		for (p++; p < end && *p != '"'; p++) {
 			if (*p == '\\' && p + 1 < end)
 				p++;
-			if ((unsigned char)*p < 0x20 && *p != '\t')
-				continue; /* folding inside the quotes */
+			/* white space and folding inside the quotes are dropped:
+			 * no real id has any, and a lax reader trims it */
+			if ((unsigned char)*p <= 0x20)
+				continue;
 			if (o + 1 >= outlen)
 				return -1;
 			out[o++] = *p;
@@ -124,6 +128,11 @@ int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t o
 	 * lax reader might decode it into our id */
 	if (o == 0 || strstr(out, "=?") != NULL)
 		return -1;
+	/* a quoted id with a ';' or another special would be cut short by a
+	 * reader that ignores the quotes: no real id has one */
+	for (size_t i = 0; quoted && i < o; i++)
+		if (!verdict_is_token((unsigned char)out[i]))
+			return -1;
 	/* then [CFWS authres-version] and the ";" of the first clause */
 	if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end)
 		return -1;

@@ -96,10 +96,11 @@ bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f
 
 /* policy_ar_authserv_id - the authserv-id of an Authentication-Results
  * value v[0..n) (arc: an ARC-Authentication-Results value, "i=N;" first)
- * into out: quoted-pairs resolved, trailing dots removed.  0 when the value
+ * into out: quoted-pairs resolved, white space and control characters
+ * inside quotes dropped, trailing dots removed.  0 when the value
  * parses as far as the first ";"; -1 when it does not (unclosed comment or
- * quote, no ";", junk after the id, an encoded word, an id longer than
- * outlen - 1).  Pure. */
+ * quote, no ";", junk after the id, an encoded word, a quoted id holding a
+ * special such as ';', an id longer than outlen - 1).  Pure. */
 int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t outlen);
 
 enum policy_action {
