@@ -26,7 +26,7 @@ static void received_add_safe(struct util_buf *b, const char *s, size_t n, const
 	for (size_t i = 0; i < n && s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || (c != 0 && c < 0x80 && strchr(keep, c) != NULL);
+		          (c >= '0' && c <= '9') || (c != 0 && c < 0x80 && strchr(keep, c) != NULL);
 		char out = ok ? (char)c : '?';
 		util_buf_add(b, &out, 1);
 	}
@@ -53,9 +53,9 @@ bool smtp_received_for_ok(const char *addr)
 			if (!dot_ok)
 				return false;
 			dot_ok = false;
-		} else if (received_is_atext(c) && (p < at || c == '-' || c >= 0x80 ||
-						      (c >= 'a' && c <= 'z') ||
-						      (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
+		} else if (received_is_atext(c) &&
+		           (p < at || c == '-' || c >= 0x80 || (c >= 'a' && c <= 'z') ||
+		            (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
 			dot_ok = true;
 		} else {
 			return false;
@@ -73,7 +73,7 @@ void smtp_received_format(struct util_buf *b, const struct smtp_received *r)
 	else
 		util_buf_adds(b, "unknown");
 	util_buf_printf(b, " (%s [%s%s])\r\n", util_is_ldh_name(r->rdns) ? r->rdns : "unknown",
-			r->v6 ? "IPv6:" : "", r->client);
+	                r->v6 ? "IPv6:" : "", r->client);
 	if (r->tls_desc != NULL) {
 		/* "TLSv1.3 TLS_AES_256_GCM_SHA384" from OpenSSL */
 		const char *sp = strchr(r->tls_desc, ' ');

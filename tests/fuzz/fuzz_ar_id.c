@@ -79,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			util_buf_adds(&b, arc ? "i=2;" : "");
 			util_buf_adds(&b, id);
 			util_buf_adds(&b, ";none");
-			FUZZ_CHECK(policy_ar_authserv_id(b.data, b.len, arc, id2, sizeof(id2)) == 0);
+			FUZZ_CHECK(policy_ar_authserv_id(b.data, b.len, arc, id2, sizeof(id2)) ==
+			           0);
 			FUZZ_CHECK(strcmp(id, id2) == 0);
 		}
 		util_buf_free(&b);

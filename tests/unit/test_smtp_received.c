@@ -31,9 +31,8 @@ static const struct {
     {"c.test", "", "2001:db8::1", true, NULL, NULL,
      "Received: from c.test (unknown [IPv6:2001:db8::1])\r\n" BY ";\r\n\t" DATE "\r\n"},
     /* item 7: a PTR name with CR LF, spaces, parentheses is "unknown" */
-    {"c.test", "x.test\r\nAuthentication-Results: mx.example.test; dmarc=pass", "192.0.2.1",
-     false, NULL, NULL,
-     "Received: from c.test (unknown [192.0.2.1])\r\n" BY ";\r\n\t" DATE "\r\n"},
+    {"c.test", "x.test\r\nAuthentication-Results: mx.example.test; dmarc=pass", "192.0.2.1", false,
+     NULL, NULL, "Received: from c.test (unknown [192.0.2.1])\r\n" BY ";\r\n\t" DATE "\r\n"},
     {"c.test", "a) by evil.test (x", "192.0.2.1", false, NULL, NULL,
      "Received: from c.test (unknown [192.0.2.1])\r\n" BY ";\r\n\t" DATE "\r\n"},
     {"c.test", "mx.example.test.", "192.0.2.1", false, NULL, NULL,
@@ -100,7 +99,7 @@ static void test_received_golden(void **state)
 				assert_true(k + 1 < b.len && b.data[k + 1] == '\n');
 			if (b.data[k] == '\n')
 				assert_true(k > 0 && b.data[k - 1] == '\r' &&
-					    (k + 1 == b.len || b.data[k + 1] == '\t'));
+				            (k + 1 == b.len || b.data[k + 1] == '\t'));
 		}
 		util_buf_free(&b);
 	}
@@ -110,14 +109,11 @@ static const struct {
 	const char *addr;
 	bool ok;
 } for_cases[] = {
-    {"u@example.test", true},       {"a.b-c+d@x-y.test", true},
-    {"\"u\"@example.test", false},  {"u@@example.test", false},
-    {"@example.test", false},       {"u@", false},
-    {".u@example.test", false},     {"u.@example.test", false},
-    {"u@example.test.", false},     {"u@exa_mple.test", false},
-    {"u;x@example.test", false},    {"u(x)@example.test", false},
-    {"u x@example.test", false},    {"u@example..test", false},
-    {NULL, false},
+    {"u@example.test", true},    {"a.b-c+d@x-y.test", true},  {"\"u\"@example.test", false},
+    {"u@@example.test", false},  {"@example.test", false},    {"u@", false},
+    {".u@example.test", false},  {"u.@example.test", false},  {"u@example.test.", false},
+    {"u@exa_mple.test", false},  {"u;x@example.test", false}, {"u(x)@example.test", false},
+    {"u x@example.test", false}, {"u@example..test", false},  {NULL, false},
 };
 
 static void test_received_for_ok(void **state)
