@@ -96,6 +96,7 @@ def test_ptr_name_cannot_inject(gateway):
     send_via_proxy(gw, "198.51.100.7", msg)
     rcv = parse_received(header_values(gw.wait_for_marker(marker), "Received")[0])
     assert rcv["tcpinfo"] == "client.example.net [198.51.100.7]", rcv
+    assert "NO_RDNS" not in header_values(gw.wait_for_marker(marker), "X-Spam-Status")[0]
 
     for i, (case, labels) in enumerate(sorted(PTR_CASES.items())):
         ip = f"198.51.100.{20 + i}"
@@ -109,6 +110,8 @@ def test_ptr_name_cannot_inject(gateway):
         assert not header_values(eml, "X-Injected"), case
         assert len(our_ar(eml)) == 1, (case, header_values(eml, "Authentication-Results"))
         assert header_values(eml, "X-Spam-Flag") in (["NO"], ["YES"]), case
+        # not a host name: no rDNS for the score, too
+        assert "NO_RDNS" in header_values(eml, "X-Spam-Status")[0], case
         raw = header_values(eml, "Received")[0]
         rcv = parse_received(raw)
         assert rcv and rcv["by"] == gw.hostname and rcv["id"] == qid, (case, raw)
