@@ -443,7 +443,11 @@ enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *nam
 /* ------------------------------------------------------------ asynchronous */
 
 /* policy_dns_name_from_wire - uncompressed wire name at p into text ("" =
- * the root); -1 on a bad label, a missing terminator or no room. */
+ * the root); -1 on a bad label, a missing terminator or no room.  Only host
+ * names of LDH labels are accepted (util_is_ldh_name): a label may hold any
+ * octet, and PTR and MX names end up in Received:, in SPF's %{p} and in log
+ * lines, where CR, LF, spaces or parentheses would forge header fields or
+ * log keys.  Anything else counts as no answer. */
 int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen)
 {
 	size_t pos = 0, o = 0;
@@ -454,12 +458,20 @@ int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, siz
 			return -1;
 		if (o > 0)
 			out[o++] = '.';
+		for (size_t i = 0; i < l; i++) {
+			unsigned char c = p[pos + i]; /* a '.' inside a label, too */
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			      (c >= '0' && c <= '9') || c == '-'))
+				return -1;
+		}
 		memcpy(out + o, p + pos, l);
 		o += l;
 		pos += l;
 	}
 	out[o] = 0;
-	return pos < len ? 0 : -1;
+	if (pos >= len || (o > 0 && !util_is_ldh_name(out))) /* length */
+		return -1;
+	return 0;
 }
 
 /* dns_req_finish - both halves answered (or timed out): run the callback. */

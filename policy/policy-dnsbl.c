@@ -1,8 +1,8 @@
 /*
  * policy-dnsbl.c - the client-address facts of the spam score: DNSBL
  * listings ([spam] dnsbl_zones, RFC 5782 query format) and whether the
- * client has reverse DNS at all (a PTR record), both through mxgate's
- * resolver.
+ * client has reverse DNS at all (a PTR record naming an LDH host), both
+ * through mxgate's resolver.
  *
  * Ownership: hits are stored in the message (zone names).
  * Threads: worker.  Diagnostics: lookups at debug level.
@@ -68,9 +68,21 @@ void policy_dnsbl_eval(struct policy_msg *pm)
 		char *name = util_xasprintf(
 		    "%s.%s", rev, pm->client.ss.ss_family == AF_INET ? "in-addr.arpa" : "ip6.arpa");
 		policy_dns_query_sync(pm->pc->dns, name, DNS_T_PTR, &ans);
-		/* only a definite "no such name / no PTR" counts, never a timeout */
+		/* only a definite "no such name / no PTR" counts, never a timeout;
+		 * a PTR that is not an LDH host name (CR, LF, spaces... in a
+		 * label) is no rDNS either, as for Received: */
 		pm->rdns_checked = true;
 		pm->no_rdns = ans.status == POLICY_DNS_NXDOMAIN || ans.status == POLICY_DNS_NODATA;
+		if (ans.status == POLICY_DNS_OK) {
+			bool named = false;
+			for (size_t k = 0; k < ans.n && !named; k++) {
+				char host[256];
+				named = policy_dns_name_from_wire(ans.data[k], ans.len[k], host,
+				                                  sizeof(host)) == 0 &&
+				        host[0] != '\0';
+			}
+			pm->no_rdns = !named;
+		}
 		policy_dns_answer_free(&ans);
 		free(name);
 	}

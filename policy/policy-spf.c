@@ -432,6 +432,42 @@ static void spf_add_escaped(struct util_buf *b, const char *s, const char *speci
 	}
 }
 
+/* spf_is_dot_atom - RFC 5322 3.2.3 dot-atom-text: atext runs joined by
+ * single dots. */
+static bool spf_is_dot_atom(const char *s)
+{
+	bool atom = false;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '.') {
+			if (!atom)
+				return false;
+			atom = false;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		           (c >= '0' && c <= '9') || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL) {
+			atom = true;
+		} else {
+			return false;
+		}
+	}
+	return atom;
+}
+
+/* spf_add_value - a key-value-pair value (RFC 7208 9.1): a dot-atom as it
+ * is, anything else as a quoted-string, so a value can never add a pair,
+ * end the list or open a comment. */
+static void spf_add_value(struct util_buf *b, const char *v)
+{
+	if (spf_is_dot_atom(v)) {
+		util_buf_adds(b, v);
+		return;
+	}
+	util_buf_adds(b, "\"");
+	spf_add_escaped(b, v, "\"\\");
+	util_buf_adds(b, "\"");
+}
+
 /* policy_received_spf_format - the Received-SPF field (RFC 7208 9.1), or NULL. */
 char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm)
 {
@@ -447,10 +483,14 @@ char *policy_received_spf_format(const struct config *cfg, const struct policy_m
 	util_buf_init(&b);
 	util_buf_printf(&b, "Received-SPF: %s (", policy_spf_result_str(o->result));
 	spf_add_escaped(&b, o->comment, "()\\");
-	util_buf_printf(&b, ")\r\n\treceiver=%s; client-ip=%s; envelope-from=\"", receiver, ip);
-	spf_add_escaped(&b, pm->mail_from, "\"\\");
-	util_buf_adds(&b, "\"; helo=");
-	spf_add_escaped(&b, pm->helo[0] ? pm->helo : "unknown", "");
+	util_buf_adds(&b, ")\r\n\treceiver=");
+	spf_add_value(&b, receiver);
+	util_buf_adds(&b, "; client-ip=");
+	spf_add_value(&b, ip);
+	util_buf_adds(&b, "; envelope-from=");
+	spf_add_value(&b, pm->mail_from);
+	util_buf_adds(&b, "; helo=");
+	spf_add_value(&b, pm->helo[0] ? pm->helo : "unknown");
 	util_buf_printf(&b, "; identity=%s;\r\n", o->helo_identity ? "helo" : "mailfrom");
 	return b.data;
 }

@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "policy-internal.h"
 
@@ -35,7 +36,8 @@ static const char *verdict_authserv_id(const struct config *cfg)
 
 /* ------------------------------------------------------------ drop_header */
 
-/* verdict_skip_cfws - past whitespace, folding and (nested) comments. */
+/* verdict_skip_cfws - past white space, folding and (nested) comments with
+ * quoted-pairs (RFC 5322 3.2.2); NULL when a comment is never closed. */
 static const char *verdict_skip_cfws(const char *p, const char *end)
 {
 	while (p < end) {
@@ -51,13 +53,112 @@ static const char *verdict_skip_cfws(const char *p, const char *end)
 				else if (*p == ')' && --depth == 0)
 					break;
 			}
-			if (p < end)
-				p++;
+			if (p >= end)
+				return NULL;
+			p++;
 		} else {
 			break;
 		}
 	}
 	return p;
+}
+
+/* verdict_is_token - RFC 2045 5.1 token character (UTF-8 octets allowed,
+ * RFC 8601 2.5 / RFC 6532). */
+static bool verdict_is_token(unsigned char c)
+{
+	return c > 0x20 && c != 0x7f && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
+}
+
+/* policy_ar_authserv_id - see policy.h.  RFC 8601 2.2:
+ *   authres-payload = [CFWS] authserv-id [ CFWS authres-version ]
+ *                     ( no-result / 1*resinfo ) [CFWS]
+ * and RFC 8617 4.1.1 for the "i=N;" in front of an ARC copy. */
+int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t outlen)
+{
+	const char *p = v, *end = v + n;
+	bool quoted = false;
+	size_t o = 0;
+
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	if (arc) {
+		/* arc-instance = "i" [FWS] "=" [FWS] 1*DIGIT, then ";" */
+		if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end || (*p != 'i' && *p != 'I'))
+			return -1;
+		if ((p = verdict_skip_cfws(p + 1, end)) == NULL || p >= end || *p != '=')
+			return -1;
+		if ((p = verdict_skip_cfws(p + 1, end)) == NULL || p >= end ||
+		    !isdigit((unsigned char)*p))
+			return -1;
+		while (p < end && isdigit((unsigned char)*p))
+			p++;
+		if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end || *p != ';')
+			return -1;
+		p++;
+	}
+	if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end)
+		return -1;
+	if (*p == '"') {
+		quoted = true;
+		for (p++; p < end && *p != '"'; p++) {
+			if (*p == '\\' && p + 1 < end)
+				p++;
+			/* white space and folding inside the quotes are dropped:
+			 * no real id has any, and a lax reader trims it */
+			if ((unsigned char)*p <= 0x20)
+				continue;
+			if (o + 1 >= outlen)
+				return -1;
+			out[o++] = *p;
+		}
+		if (p >= end)
+			return -1; /* never closed */
+		p++;
+	} else {
+		for (; p < end && verdict_is_token((unsigned char)*p); p++) {
+			if (o + 1 >= outlen)
+				return -1;
+			out[o++] = *p;
+		}
+	}
+	out[o] = '\0';
+	/* an encoded word (RFC 2047) is never allowed here (RFC 2047 5), but a
+	 * lax reader might decode it into our id */
+	if (o == 0 || strstr(out, "=?") != NULL)
+		return -1;
+	/* a quoted id with a ';' or another special would be cut short by a
+	 * reader that ignores the quotes: no real id has one */
+	for (size_t i = 0; quoted && i < o; i++)
+		if (!verdict_is_token((unsigned char)out[i]))
+			return -1;
+	/* then [CFWS authres-version] and the ";" of the first clause */
+	if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end)
+		return -1;
+	if (isdigit((unsigned char)*p)) {
+		while (p < end && isdigit((unsigned char)*p))
+			p++;
+		if ((p = verdict_skip_cfws(p, end)) == NULL || p >= end)
+			return -1;
+	}
+	if (*p != ';')
+		return -1;
+	/* "mx.example.com." is the same name as "mx.example.com" */
+	while (o > 0 && out[o - 1] == '.')
+		out[--o] = '\0';
+	return o > 0 ? 0 : -1;
+}
+
+/* verdict_mentions - s occurs in v[0..n), ASCII case-insensitively. */
+static bool verdict_mentions(const char *v, size_t n, const char *s)
+{
+	size_t k = strlen(s);
+
+	for (size_t i = 0; k > 0 && i + k <= n; i++)
+		if (strncasecmp(v + i, s, k) == 0)
+			return true;
+	return false;
 }
 
 /* verdict_name_is - case-insensitive field-name match against s. */
@@ -66,38 +167,46 @@ static bool verdict_name_is(const struct util_hdr_field *f, const char *s)
 	return s != NULL && s[0] != 0 && util_hdr_name_is(f, s);
 }
 
-/* policy_drop_header - our forged A-R or spam headers must go. */
+/* verdict_name_has_prefix - the field name starts with prefix (any case). */
+static bool verdict_name_has_prefix(const struct util_hdr_field *f, const char *prefix)
+{
+	size_t k = strlen(prefix);
+
+	return f->name_len >= k && strncasecmp(f->name, prefix, k) == 0;
+}
+
+/* policy_drop_header - every incoming field a downstream could take for
+ * one of ours goes (RFC 8601 5, RFC 7208 9.1): see policy.h. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f)
 {
+	const char *id = verdict_authserv_id(cfg);
+	char got[256];
+	bool arc;
+
 	if (verdict_name_is(f, cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag") ||
 	    verdict_name_is(f, cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score") ||
 	    verdict_name_is(f, cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status"))
 		return true;
-	if (util_hdr_name_is(f, "Authentication-Results")) {
-		/* RFC 8601 2.2: authserv-id = value (token or quoted-string),
-		 * after optional CFWS; section 5: remove ours. */
-		const char *id = verdict_authserv_id(cfg);
-		const char *p = verdict_skip_cfws(f->value, f->value + f->value_len);
-		const char *end = f->value + f->value_len;
-		char tok[256];
-		size_t n = 0;
-
-		if (p < end && *p == '"') {
-			for (p++; p < end && *p != '"' && n + 1 < sizeof(tok); p++) {
-				if (*p == '\\' && p + 1 < end)
-					p++;
-				tok[n++] = *p;
-			}
-		} else {
-			for (; p < end && n + 1 < sizeof(tok) && *p != ';' && *p != '(' &&
-			       !isspace((unsigned char)*p);
-			     p++)
-				tok[n++] = *p;
-		}
-		tok[n] = 0;
-		return n > 0 && util_strcaseeq(tok, id);
-	}
-	return false;
+	/* X-Spam-Level, X-Spam-Report, X-Spam-Checker-Version...: spam
+	 * filters downstream read them as a verdict, and we are the filter */
+	if (verdict_name_has_prefix(f, "X-Spam"))
+		return true;
+	/* we are the only SPF judge the downstream trusts */
+	if (util_hdr_name_is(f, "Received-SPF"))
+		return true;
+	arc = util_hdr_name_is(f, "ARC-Authentication-Results");
+	if (!arc && !util_hdr_name_is(f, "Authentication-Results"))
+		return false;
+	if (policy_ar_authserv_id(f->value, f->value_len, arc, got, sizeof(got)) == 0)
+		return util_strcaseeq(got, id);
+	/* Unparseable: nobody can say whose it is, and a lax reader may find
+	 * our id in it.  An A-R goes; an ARC copy goes only when it mentions
+	 * our id or holds an encoded word, so a foreign ARC set we cannot
+	 * read stays intact for the downstream's ARC validation. */
+	if (!arc)
+		return true;
+	return verdict_mentions(f->value, f->value_len, id) ||
+	       verdict_mentions(f->value, f->value_len, "=?");
 }
 
 /* ------------------------------------------------------------ score */
@@ -159,19 +268,45 @@ double policy_score(const struct config *cfg, const struct policy_msg *pm,
 
 /* ------------------------------------------------------------ A-R */
 
-/* verdict_is_atext_mailbox - can be written as a pvalue without quotes. */
-static bool verdict_is_atext_mailbox(const char *s)
+/* verdict_is_bare_pvalue - can be written as a pvalue without quotes
+ * (RFC 8601 2.2): a token (RFC 2045: no specials, no '=', '/', '@'), or
+ * dot-atom "@" domain-name with an LDH domain.  Anything else - ';', '(',
+ * '=', spaces, a quoted local part - is written as a quoted-string, so a
+ * value from the client can never add a property or end the clause. */
+static bool verdict_is_bare_pvalue(const char *s)
 {
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-/=?^_`{|}~.@", *s))
+	const char *at = strrchr(s, '@'), *start = s;
+	bool atom = false;
+
+	if (*s == '\0')
+		return false;
+	if (at == NULL) {
+		for (; *s; s++)
+			if (!verdict_is_token((unsigned char)*s) || (unsigned char)*s >= 0x80)
+				return false;
+		return true;
+	}
+	for (; s < at; s++) { /* dot-atom local part, or none ("@domain") */
+		unsigned char c = (unsigned char)*s;
+		if (c == '.') {
+			if (!atom)
+				return false;
+			atom = false;
+		} else if ((isalnum(c) && c < 0x80) || strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL) {
+			atom = true;
+		} else {
 			return false;
-	return true;
+		}
+	}
+	if (at != start && !atom)
+		return false; /* "a.@x": not a dot-atom */
+	return util_is_ldh_name(at + 1);
 }
 
 /* verdict_add_value - a pvalue: bare when safe, else a quoted-string. */
 static void verdict_add_value(struct util_buf *b, const char *v)
 {
-	if (v[0] != 0 && verdict_is_atext_mailbox(v)) {
+	if (verdict_is_bare_pvalue(v)) {
 		util_buf_adds(b, v);
 		return;
 	}

@@ -93,10 +93,24 @@ void policy_free(struct policy_ctx *pc);
 void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg);
 
 /* policy_drop_header - true when an incoming header field must be removed
- * before the message is queued: Authentication-Results carrying our
- * authserv-id (RFC 8601 section 5) and any header with the configured spam
- * header names.  Pure; usable without a context given the config. */
+ * before the message is queued, because a downstream could take it for one
+ * of ours: an Authentication-Results whose authserv-id is ours (RFC 8601 5:
+ * any case, quoted or not, after comments and folding, with a trailing dot)
+ * or that cannot be parsed at all; an ARC-Authentication-Results claiming
+ * our id, or unparseable and mentioning it (other ARC sets stay intact);
+ * every Received-SPF (we are the SPF judge, RFC 7208 9.1); every field
+ * named X-Spam* and the configured spam header names.  Pure; usable without
+ * a context given the config. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f);
+
+/* policy_ar_authserv_id - the authserv-id of an Authentication-Results
+ * value v[0..n) (arc: an ARC-Authentication-Results value, "i=N;" first)
+ * into out: quoted-pairs resolved, white space and control characters
+ * inside quotes dropped, trailing dots removed.  0 when the value
+ * parses as far as the first ";"; -1 when it does not (unclosed comment or
+ * quote, no ";", junk after the id, an encoded word, a quoted id holding a
+ * special such as ';', an id longer than outlen - 1).  Pure. */
+int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t outlen);
 
 enum policy_action {
 	POLICY_ACCEPT = 0,     /* queue */

@@ -63,6 +63,17 @@ static void dsn_add_clean(struct util_buf *b, const char *s, size_t max)
 	}
 }
 
+/* dsn_contains - needle occurs in s[0..n) (s may hold NUL bytes). */
+static bool dsn_contains(const char *s, size_t n, const char *needle)
+{
+	size_t k = strlen(needle);
+
+	for (size_t i = 0; k <= n && i <= n - k; i++)
+		if (s[i] == needle[0] && memcmp(s + i, needle, k) == 0)
+			return true;
+	return false;
+}
+
 /* dsn_is_ascii - no byte >= 0x80 in s[0..n). */
 static bool dsn_is_ascii(const char *s, size_t n)
 {
@@ -147,10 +158,25 @@ char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 	char date[64], arrival[64], boundary[80];
 	util_rfc5322_date(now, date);
 	util_rfc5322_date(env->arrival, arrival);
-	/* The boundary carries the queue id and time; it cannot occur in the
-	 * parts because headers are attached as a closed block and the other
-	 * parts are ours (RFC 2046 5.1.1). */
-	snprintf(boundary, sizeof(boundary), "%s.%lld/%s", env->id, (long long)now, "mxgate-dsn");
+	/* The boundary carries the queue id and time.  The attached header
+	 * block is the sender's text: anyone who knows the queue id (it is in
+	 * our 250 reply) and guesses the time could put "--boundary" at the
+	 * start of a line there and end the part early for a lax MIME reader
+	 * (RFC 2046 5.1.1 wants a boundary that occurs nowhere in the body).
+	 * So a counter is added until it does not occur; the other parts are
+	 * ours and never start a line with "--". */
+	for (int n = 0;; n++) {
+		char delim[84];
+		if (n == 0)
+			snprintf(boundary, sizeof(boundary), "%s.%lld/mxgate-dsn", env->id,
+			         (long long)now);
+		else
+			snprintf(boundary, sizeof(boundary), "%s.%lld.%d/mxgate-dsn", env->id,
+			         (long long)now, n);
+		snprintf(delim, sizeof(delim), "--%s", boundary);
+		if (orig_headers == NULL || !dsn_contains(orig_headers, orig_len, delim))
+			break;
+	}
 
 	struct util_buf b;
 	util_buf_init(&b);

@@ -171,6 +171,29 @@ int smtp_proxy_parse(const unsigned char *buf, size_t len, struct smtp_proxy_inf
  * (used to refuse PROXY from untrusted peers). */
 bool smtp_proxy_looks_like(const unsigned char *buf, size_t len);
 
+/* ------------------------------------------------------------ Received: */
+
+/* What the Received: trace field says; every pointer is borrowed. */
+struct smtp_received {
+	const char *helo;     /* the client's HELO/EHLO argument */
+	const char *rdns;     /* forward-confirmed client name, "" or NULL if none */
+	const char *client;   /* the client address, without brackets */
+	bool v6;              /* write it as an IPv6 address literal */
+	const char *tls_desc; /* "version cipher", NULL without TLS */
+	const char *by;       /* our host name (config) */
+	const char *proto;    /* ESMTP, ESMTPS, UTF8SMTP... (RFC 3848, RFC 6531) */
+	const char *qid;      /* queue id */
+	const char *rcpt;     /* the only recipient, NULL when several */
+	const char *date;     /* RFC 5322 date-time */
+};
+/* smtp_received_format - append the Received: field (RFC 5321 4.4) to b;
+ * client-controlled parts are reduced to text that cannot forge a comment,
+ * a clause, a date or another field (smtp-received.c). */
+void smtp_received_format(struct util_buf *b, const struct smtp_received *r);
+/* smtp_received_for_ok - addr may be written in "for <addr>": dot-atom local
+ * part, domain of letters, digits, hyphens and dots (UTF-8 allowed). */
+bool smtp_received_for_ok(const char *addr);
+
 /* ------------------------------------------------------------ replies (client side) */
 
 struct smtp_reply {

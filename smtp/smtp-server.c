@@ -265,7 +265,10 @@ static void rdns_ptr_cb(void *arg, enum policy_dns_status st, const char *name)
 {
 	struct smtp_rdns *r = arg;
 	struct smtp_session *s = smtp_server_find(r->srv, r->sid);
-	if (st != POLICY_DNS_OK || !s) {
+	/* policy_dns only hands out LDH names; checked again here because
+	 * this name goes into Received: and the log (a PTR label may hold CR,
+	 * LF, spaces, parentheses: anything else is "no rDNS"). */
+	if (st != POLICY_DNS_OK || !s || !util_is_ldh_name(name)) {
 		rdns_free(r);
 		if (s)
 			rdns_done(s);

@@ -14,7 +14,6 @@
  * Diagnostics: one summary log line per message decision:
  * "s=... queued id=... from=<...> to=<...> size=... client=... tls=... <policy>"
  */
-#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 
@@ -203,43 +202,31 @@ static void refuse(struct smtp_session *s, const char *reply, const char *reason
 	end_tx(s);
 }
 
-/* received_header - RFC 5321 4.4 trace field, protocol names per RFC 3848
- * and RFC 6531 (ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). */
+/* received_header - RFC 5321 4.4 trace field (smtp-received.c), protocol
+ * names per RFC 3848 and RFC 6531 (ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS). */
 static void received_header(struct smtp_session *s, const char *qid, struct util_buf *b)
 {
 	struct smtp_tx *tx = s->tx;
-	const char *proto;
-	if (tx->smtputf8)
-		proto = s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
-	else if (s->esmtp)
-		proto = s->tls_active ? "ESMTPS" : "ESMTP";
-	else
-		proto = "SMTP";
-	bool v6 = s->client.ss.ss_family == AF_INET6;
-	/* The HELO name is the client's word: keep only what a domain or an
-	 * address literal can hold, so it cannot fake a comment or a clause. */
-	char helo[sizeof(s->helo)];
-	size_t i;
-	for (i = 0; s->helo[i] && i + 1 < sizeof(helo); i++) {
-		unsigned char c = (unsigned char)s->helo[i];
-		helo[i] = (isalnum(c) || strchr(".-_:[]", c)) && c < 0x80 ? (char)c : '?';
-	}
-	helo[i] = 0;
-	util_buf_printf(b, "Received: from %s (%s [%s%s])\r\n", helo,
-			s->rdns[0] ? s->rdns : "unknown", v6 ? "IPv6:" : "", s->client_str);
-	if (s->tls_active) {
-		const char *sp = strchr(s->tls_desc, ' ');
-		util_buf_printf(b, "\t(using %.*s with cipher %s)\r\n",
-				sp ? (int)(sp - s->tls_desc) : (int)strlen(s->tls_desc), s->tls_desc,
-				sp ? sp + 1 : "unknown");
-	}
-	util_buf_printf(b, "\tby %s (mxgate) with %s id %s", s->cfg->hostname, proto, qid);
+	struct smtp_received r;
 	char date[64];
-	util_rfc5322_date(util_now_us() / 1000000, date);
-	if (tx->rcpts.n == 1)
-		util_buf_printf(b, "\r\n\tfor <%s>; %s\r\n", tx->rcpts.v[0], date);
+
+	if (tx->smtputf8)
+		r.proto = s->tls_active ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (s->esmtp)
+		r.proto = s->tls_active ? "ESMTPS" : "ESMTP";
 	else
-		util_buf_printf(b, ";\r\n\t%s\r\n", date);
+		r.proto = "SMTP";
+	util_rfc5322_date(util_now_us() / 1000000, date);
+	r.helo = s->helo;
+	r.rdns = s->rdns;
+	r.client = s->client_str;
+	r.v6 = s->client.ss.ss_family == AF_INET6;
+	r.tls_desc = s->tls_active ? s->tls_desc : NULL;
+	r.by = s->cfg->hostname;
+	r.qid = qid;
+	r.rcpt = tx->rcpts.n == 1 ? tx->rcpts.v[0] : NULL;
+	r.date = date;
+	smtp_received_format(b, &r);
 }
 
 /* commit_cb - the queue made the message durable (or failed). */

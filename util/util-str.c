@@ -124,6 +124,31 @@ bool util_strcaseeq(const char *a, const char *b)
 	return *x == *y;
 }
 
+/* util_is_ldh_name - letters, digits and hyphens in non-empty labels. */
+bool util_is_ldh_name(const char *s)
+{
+	size_t label = 0, total = 0;
+
+	if (s == NULL || *s == '\0')
+		return false;
+	for (; *s != '\0'; s++, total++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '.') {
+			if (label == 0)
+				return false; /* empty label, or a trailing dot */
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		           (c >= '0' && c <= '9') || c == '-') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label > 0 && total <= 253;
+}
+
 /* util_domain_of - the domain after the last '@' of addr, or NULL. */
 const char *util_domain_of(const char *addr)
 {

@@ -70,6 +70,11 @@ char *util_xstrdup(const char *s);
 char *util_xstrndup(const char *s, size_t n);
 char *util_xasprintf(const char *fmt, ...) UTIL_PRINTF(1, 2);
 bool util_strcaseeq(const char *a, const char *b);
+/* util_is_ldh_name - s is a host name of LDH labels (RFC 5890 2.3.1:
+ * letters, digits, hyphen; 1-63 octets each, 253 in all, no trailing dot).
+ * Every DNS name that can reach a header field or a log line must pass:
+ * DNS labels may hold any octet (CR, LF, space, parentheses). */
+bool util_is_ldh_name(const char *s);
 /* util_seterr - printf into err when err != NULL and errlen > 0. */
 void util_seterr(char *err, size_t errlen, const char *fmt, ...) UTIL_PRINTF(3, 4);
 /* util_domain_of - pointer into addr just after the last '@', or NULL. */

@@ -12,12 +12,17 @@
  *  - a complete field ends with CRLF and contains no other line end than
  *    CRLF followed by white space (folding) - no bare CR/LF or NUL can hide
  *    a second field inside one;
- *  - every Authentication-Results whose authserv-id (after white space or
- *    folding, plain or quoted) is ours, in any letter case, is dropped, and
- *    so is every header with one of the spam-header names;
- *  - a header that is neither is kept.
+ *  - every Authentication-Results / ARC-Authentication-Results whose
+ *    authserv-id (after white space or folding, plain or quoted, trailing
+ *    dots ignored) is ours, in any letter case, is dropped, and so is every
+ *    Received-SPF, every X-Spam* field and every configured spam header;
+ *  - a kept Authentication-Results never reads as ours to a lax reader: the
+ *    text before its first ';', without white space, quotes and trailing
+ *    dots, is not our id (checked when that text has no comment);
+ *  - a header that is none of these is kept.
  */
 #include <ctype.h>
+#include <strings.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -56,13 +61,22 @@ static bool name_eq(const struct util_hdr_field *f, const char *s)
 	return true;
 }
 
-/* claims_our_id - the value starts (after white space) with our id as a
- * token or a quoted string without escapes. */
-static bool claims_our_id(const struct util_hdr_field *f)
+/* claims_our_id - the value starts (after white space, and "i=N;" for an
+ * ARC copy) with our id as a token or a quoted string without escapes,
+ * trailing dots allowed. */
+static bool claims_our_id(const struct util_hdr_field *f, bool arc)
 {
 	const char *p = f->value, *end = f->value + f->value_len;
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
 		p++;
+	if (arc) {
+		if (end - p < 4 || p[0] != 'i' || p[1] != '=' || !isdigit((unsigned char)p[2]) ||
+		    p[3] != ';')
+			return false;
+		p += 4;
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+			p++;
+	}
 	size_t n = strlen(our_id);
 	bool quoted = p < end && *p == '"';
 	if (quoted)
@@ -70,9 +84,39 @@ static bool claims_our_id(const struct util_hdr_field *f)
 	if ((size_t)(end - p) < n || strncasecmp(p, our_id, n) != 0)
 		return false;
 	p += n;
+	while (p < end && *p == '.')
+		p++;
 	if (quoted)
 		return p < end && *p == '"';
 	return p == end || *p == ';' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '(';
+}
+
+/* reads_as_ours - the text before the first ';' of a comment-free value,
+ * without white space, quotes and trailing dots, is our id. */
+static bool reads_as_ours(const struct util_hdr_field *f)
+{
+	char buf[512];
+	size_t n = 0;
+	for (size_t i = 0; i < f->value_len && f->value[i] != ';'; i++) {
+		char c = f->value[i];
+		if (c == '(' || c == ')' || c == '\\')
+			return false;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '"')
+			continue;
+		if (n + 1 >= sizeof(buf))
+			return false;
+		buf[n++] = c;
+	}
+	while (n > 0 && buf[n - 1] == '.')
+		n--;
+	buf[n] = 0;
+	return strcasecmp(buf, our_id) == 0;
+}
+
+static bool name_prefix(const struct util_hdr_field *f, const char *s)
+{
+	size_t n = strlen(s);
+	return f->name_len >= n && strncasecmp(f->name, s, n) == 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -114,10 +158,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool spam = name_eq(&f, cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag") ||
 			    name_eq(&f, cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score") ||
 			    name_eq(&f, cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status");
+		spam = spam || name_prefix(&f, "X-Spam") || name_eq(&f, "Received-SPF");
 		bool ar = name_eq(&f, "Authentication-Results");
-		if (spam || (ar && claims_our_id(&f)))
+		bool aar = name_eq(&f, "ARC-Authentication-Results");
+		if (spam || (ar && claims_our_id(&f, false)) || (aar && claims_our_id(&f, true)))
 			FUZZ_CHECK(drop);
-		if (!spam && !ar)
+		if (ar && !drop)
+			FUZZ_CHECK(!reads_as_ours(&f));
+		if (!spam && !ar && !aar)
 			FUZZ_CHECK(!drop);
 		prev = pos;
 	}

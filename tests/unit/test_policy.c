@@ -49,10 +49,138 @@ static const struct {
     {"X-Spam-Flag: NO\r\n", true},
     {"x-spam-score: -10\r\n", true},
     {"X-SPAM-STATUS: No\r\n", true},
-    {"X-Spam-Level: ***\r\n", false},
-    {"Received-SPF: pass\r\n", false},
     {"Subject: Authentication-Results: mx.example.test\r\n", false},
+    /* issue 11 item 9: every field a downstream could take for ours */
+    {"Authentication-Results: mx.example.test.; dmarc=pass\r\n", true},
+    {"Authentication-Results: MX.Example.Test.;dmarc=pass\r\n", true},
+    {"Authentication-Results: \"mx.example.test.\"; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"mx\\.example.test\"; dmarc=pass\r\n", true},
+    {"Authentication-Results: \" mx.example.test \"; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"mx.example.test;x\"; dmarc=pass\r\n", true},
+    {"Authentication-Results: =?us-ascii?Q?mx.example.test?=; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"=?utf-8?b?bXguZXhhbXBsZS50ZXN0?=\"; dmarc=pass\r\n", true},
+    {"Authentication-Results: (unclosed mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: (a) (b (c) mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.example.test,other.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: other.test mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.example.test\r\n", true},
+    {"Authentication-Results:\r\n\t(x)\r\n\tmx.example.test\r\n\t(y) 1\r\n\t; spf=pass\r\n", true},
+    {"Authentication-Results: ;spf=pass\r\n", true},
+    {"Authentication-Results: mx.other.test.; spf=pass (mx.example.test)\r\n", false},
+    {"Authentication-Results: mx.other.test 1; spf=pass\r\n", false},
+    {"Authentication-Results: \"mx.other.test\"; none\r\n", false},
+    {"ARC-Authentication-Results: i=1; mx.example.test; dmarc=pass\r\n", true},
+    {"arc-authentication-results: i = 2 ; (c) MX.EXAMPLE.TEST. ; dmarc=pass\r\n", true},
+    {"ARC-Authentication-Results: i=1; =?us-ascii?Q?mx=2Eexample=2Etest?=; dmarc=pass\r\n",
+     true},
+    {"ARC-Authentication-Results: i=1; (mx.example.test; dmarc=pass\r\n", true},
+    {"ARC-Authentication-Results: i=1; mx.other.test; dmarc=pass\r\n", false},
+    {"ARC-Authentication-Results: i=x; mx.other.test; dmarc=pass\r\n", false},
+    {"ARC-Seal: i=1; a=rsa-sha256; d=mx.example.test; cv=none; b=abc\r\n", false},
+    {"ARC-Message-Signature: i=1; d=mx.example.test; b=abc\r\n", false},
+    {"X-Spam-Level: ***\r\n", true},
+    {"X-Spam-Report: nothing\r\n", true},
+    {"x-spam: yes\r\n", true},
+    {"X-SPAM-CHECKER-VERSION: SpamAssassin\r\n", true},
+    {"X-Spam_Flag: NO\r\n", true},
+    {"X-Spam-Flag : NO\r\n", true},
+    {"Received-SPF: pass\r\n", true},
+    {"received-spf: pass (mx.other.test) client-ip=192.0.2.1;\r\n", true},
+    {"Received-SPF : none\r\n", true},
+    {"X-Spa: no\r\n", false},
+    {"Received: from mx.example.test\r\n", false},
+    {"DKIM-Signature: v=1; d=example.test; b=x\r\n", false},
 };
+
+/* authserv-id extraction (RFC 8601 2.2, RFC 8617 4.1.1): NULL = unparseable */
+static const struct {
+	const char *value;
+	bool arc;
+	const char *id;
+} arid_cases[] = {
+    {" mx.example.test; spf=pass", false, "mx.example.test"},
+    {" mx.example.test.; spf=pass", false, "mx.example.test"},
+    {" mx.example.test..;none", false, "mx.example.test"},
+    {" (c (nested)) \"a\\b\" 1 (v); none", false, "ab"},
+    {" \"a\\\"b\"; none", false, NULL},
+    {" \"mx.example.test;x\"; none", false, NULL},
+    {"\r\n\tx.test\r\n\t;\r\n\tnone", false, "x.test"},
+    {" x.test 12 ; none", false, "x.test"},
+    {" \" x.test\r\n\t\"; none", false, "x.test"},
+    {" x.test", false, NULL},
+    {" x.test 1 2; none", false, NULL},
+    {" x.test junk; none", false, NULL},
+    {" x.test/y; none", false, NULL},
+    {" (open x.test; none", false, NULL},
+    {" \"open x.test; none", false, NULL},
+    {" =?utf-8?q?x.test?=; none", false, NULL},
+    {" \"=?utf-8?q?x.test?=\"; none", false, NULL},
+    {" ; none", false, NULL},
+    {" .; none", false, NULL},
+    {"", false, NULL},
+    {" i=1; x.test; spf=pass", true, "x.test"},
+    {" I = 12 ;(c)x.test.;spf=pass", true, "x.test"},
+    {" x.test; spf=pass", true, NULL},
+    {" i=; x.test; spf=pass", true, NULL},
+    {" i=1 x.test; spf=pass", true, NULL},
+};
+
+/* DNS names from the wire (PTR, MX targets): only LDH host names pass */
+static const struct {
+	const char *wire; /* length-prefixed labels, ending in a zero octet */
+	size_t len;
+	const char *name;   /* NULL = refused */
+} wire_cases[] = {
+#define W(s) s, sizeof(s)
+    {W("\4mail\7example\4test"), "mail.example.test"},
+    {W(""), ""},
+    {W("\x39" "evil\r\nAuthentication-Results: mx.example.test; dmarc=pass\4test"), NULL},
+    {W("\3a b\4test"), NULL},
+    {W("\3a(b\4test"), NULL},
+    {W("\3a)b\4test"), NULL},
+    {W("\3a;b\4test"), NULL},
+    {W("\3a\0b\4test"), NULL},
+    {W("\3a.b\4test"), NULL}, /* a dot inside a label would read as two labels */
+    {"\4mail\4test", 10, NULL},      /* no terminator */
+#undef W
+};
+
+static void test_dns_name_from_wire(void **state)
+{
+	for (size_t i = 0; i < sizeof(wire_cases) / sizeof(wire_cases[0]); i++) {
+		char out[256];
+		int rc = policy_dns_name_from_wire((const unsigned char *)wire_cases[i].wire,
+		                                   wire_cases[i].len, out, sizeof(out));
+		if (wire_cases[i].name == NULL ? rc != -1
+		                               : rc != 0 || strcmp(out, wire_cases[i].name) != 0)
+			fail_msg("case %zu: rc %d", i, rc);
+	}
+}
+
+static void test_ar_authserv_id(void **state)
+{
+	for (size_t i = 0; i < sizeof(arid_cases) / sizeof(arid_cases[0]); i++) {
+		char out[256];
+		const char *v = arid_cases[i].value;
+		int rc = policy_ar_authserv_id(v, strlen(v), arid_cases[i].arc, out, sizeof(out));
+
+		if (arid_cases[i].id == NULL) {
+			if (rc != -1)
+				fail_msg("case %zu (%s): parsed as \"%s\"", i, v, out);
+		} else if (rc != 0 || strcmp(out, arid_cases[i].id) != 0) {
+			fail_msg("case %zu (%s): rc %d id \"%s\", want \"%s\"", i, v, rc, out,
+			         arid_cases[i].id);
+		}
+	}
+	/* an id that does not fit is not truncated into a match */
+	{
+		char small[8];
+		assert_int_equal(policy_ar_authserv_id(" mx.example.test; none", 22, false, small,
+		                                       sizeof(small)),
+		                 -1);
+	}
+}
 
 static void test_drop_header(void **state)
 {
@@ -253,6 +381,23 @@ static const struct {
      "\tdkim=none\r\n"},
 };
 
+static const struct {
+	const char *value, *want;
+} pvalue_cases[] = {
+    {"alice@sender.test", "alice@sender.test"},
+    {"a.b+c=d/e@sender.test", "a.b+c=d/e@sender.test"},
+    {"@sender.test", "@sender.test"},
+    {"", "\"\""},
+    {"a;dmarc=pass@sender.test", "\"a;dmarc=pass@sender.test\""},
+    {"x=y", "\"x=y\""},
+    {"a(b@sender.test", "\"a(b@sender.test\""},
+    {"\"q\\\"x\"@sender.test", "\"\\\"q\\\\\\\"x\\\"@sender.test\""},
+    {"a.@sender.test", "\"a.@sender.test\""},
+    {"a@sender.test.", "\"a@sender.test.\""},
+    {"a@b@sender.test", "\"a@b@sender.test\""},
+    {"a@[192.0.2.1]", "\"a@[192.0.2.1]\""},
+};
+
 static void test_ar_format(void **state)
 {
 	struct config cfg;
@@ -299,6 +444,24 @@ static void test_ar_special(void **state)
 	ar = policy_ar_format(&cfg, pm);
 	assert_non_null(strstr(ar, "spf=pass (x\\) smtp.mailfrom=forged; dkim=pass \\(y; "
 	                           "dnssec=secure) smtp.mailfrom="));
+	free(ar);
+	/* issue 11 item 8: client values are bare only as token or
+	 * dot-atom@domain, else quoted: never a new property or clause */
+	for (size_t i = 0; i < sizeof(pvalue_cases) / sizeof(pvalue_cases[0]); i++) {
+		char *want = util_xasprintf("smtp.mailfrom=%s;\r\n", pvalue_cases[i].want);
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(pvalue_cases[i].value);
+		ar = policy_ar_format(&cfg, pm);
+		if (strstr(ar, want) == NULL)
+			fail_msg("case %zu: want %s in\n%s", i, want, ar);
+		free(want);
+		free(ar);
+	}
+	pm->spf.helo_identity = true;
+	free(pm->helo);
+	pm->helo = util_xstrdup("h.test;client-ip=203.0.113.9");
+	ar = policy_ar_format(&cfg, pm);
+	assert_non_null(strstr(ar, " smtp.helo=\"h.test;client-ip=203.0.113.9\";\r\n"));
 	free(ar);
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
@@ -419,6 +582,25 @@ static void test_spf_reply(void **state)
 	assert_null(policy_spf_compute_reply(&cfg, &o));
 }
 
+#define RSPF_HEAD                                                                          \
+	"Received-SPF: softfail (domain of \"a\\)b\"@sender.test)\r\n"                          \
+	"\treceiver=mx.example.test; client-ip=192.0.2.7; envelope-from="
+
+static const struct {
+	const char *helo, *from, *want;
+} rspf_cases[] = {
+    {"h.test;client-ip=203.0.113.9", "a@b.test",
+     RSPF_HEAD "\"a@b.test\"; helo=\"h.test;client-ip=203.0.113.9\"; identity=mailfrom;\r\n"},
+    {"h.test(", "a@b.test",
+     RSPF_HEAD "\"a@b.test\"; helo=\"h.test(\"; identity=mailfrom;\r\n"},
+    {"x\"y\\z", "", RSPF_HEAD "\"\"; helo=\"x\\\"y\\\\z\"; identity=mailfrom;\r\n"},
+    {"[192.0.2.1]", "a.b@c.test",
+     RSPF_HEAD "\"a.b@c.test\"; helo=\"[192.0.2.1]\"; identity=mailfrom;\r\n"},
+    {"h..test", "x", RSPF_HEAD "x; helo=\"h..test\"; identity=mailfrom;\r\n"},
+    {"h.test.", "x", RSPF_HEAD "x; helo=\"h.test.\"; identity=mailfrom;\r\n"},
+    {"", "x", RSPF_HEAD "x; helo=unknown; identity=mailfrom;\r\n"},
+};
+
 static void test_received_spf(void **state)
 {
 	struct config cfg;
@@ -437,6 +619,19 @@ static void test_received_spf(void **state)
 	                       " envelope-from=\"\\\"a)b\\\"@sender.test\";"
 	                       " helo=client.sender.test; identity=mailfrom;\r\n");
 	free(r);
+	/* issue 11 item 8: every value is a dot-atom or a quoted-string
+	 * (RFC 7208 9.1), so the client's HELO cannot add pairs or open a
+	 * comment that swallows identity= */
+	for (size_t i = 0; i < sizeof(rspf_cases) / sizeof(rspf_cases[0]); i++) {
+		free(pm->helo);
+		pm->helo = util_xstrdup(rspf_cases[i].helo);
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(rspf_cases[i].from);
+		r = policy_received_spf_format(&cfg, pm);
+		if (strcmp(r, rspf_cases[i].want) != 0)
+			fail_msg("case %zu: got\n%s\nwant\n%s", i, r, rspf_cases[i].want);
+		free(r);
+	}
 	pm->spf.evaluated = false;
 	assert_null(policy_received_spf_format(&cfg, pm));
 	policy_msg_destroy(pm);
@@ -454,6 +649,8 @@ int main(void)
 	    cmocka_unit_test(test_summary_and_spam_headers),
 	    cmocka_unit_test(test_spf_reply),
 	    cmocka_unit_test(test_received_spf),
+	    cmocka_unit_test(test_ar_authserv_id),
+	    cmocka_unit_test(test_dns_name_from_wire),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

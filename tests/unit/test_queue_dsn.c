@@ -230,6 +230,33 @@ static void test_dsn_no_headers(void **state)
 	queue_envelope_free(env);
 }
 
+/* issue 11: the attached header block is the sender's text; a line that
+ * is our boundary must not end the part early (RFC 2046 5.1.1) */
+static void test_dsn_boundary_not_in_headers(void **state)
+{
+	static const char *const hostile[] = {
+	    "Subject: x\r\n--0123456789ABCDEF.1700000600/mxgate-dsn\r\n"
+	    "Content-Type: text/html\r\n\r\n<a href=x>click</a>\r\n",
+	    "Subject: x\r\n--0123456789ABCDEF.1700000600/mxgate-dsn\r\n"
+	    "--0123456789ABCDEF.1700000600.1/mxgate-dsn\r\nX: y\r\n",
+	};
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+		struct queue_envelope *env = make_env("s@example.org");
+		struct queue_dsn_rcpt r = {"u1@example.com", "5.0.0", "smtp; 550 no"};
+		size_t len;
+		char *msg = queue_dsn_compose("mx.test", "postmaster@mx.test", env, "failed", &r, 1,
+		                              hostile[i], strlen(hostile[i]), 1700000600, &len);
+		struct parsed p;
+		parse_dsn(msg, len, &p);
+		assert_int_equal(p.nparts, 3);
+		assert_null(strstr(hostile[i], p.boundary));
+		assert_non_null(strstr(p.parts[2].body, hostile[i]));
+		parsed_free(&p);
+		free(msg);
+		queue_envelope_free(env);
+	}
+}
+
 struct backoff_case {
 	int64_t schedule[6];
 	size_t n;
@@ -322,6 +349,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_dsn_structure),
 	    cmocka_unit_test(test_dsn_no_headers),
+	    cmocka_unit_test(test_dsn_boundary_not_in_headers),
 	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_headers_cut),
 	    cmocka_unit_test(test_suppress_reason),

@@ -609,6 +609,51 @@ static void test_log_levels(void **state)
 	assert_int_equal(util_log_init(UTIL_LOG_INFO, UTIL_LOG_TEXT, "/nonexistent/dir/log"), -1);
 }
 
+/* ------------------------------------------------------------ LDH names */
+
+static const struct {
+	const char *s;
+	bool ok;
+} ldh_cases[] = {
+    {"mail.example.test", true},
+    {"a", true},
+    {"xn--bcher-kva.example", true},
+    {"1-2-3.in-addr.example", true},
+    {"", false},
+    {"mail.example.test.", false},
+    {".example.test", false},
+    {"a..b", false},
+    {"evil.test\r\nAuthentication-Results: mx.example.test; dmarc=pass", false},
+    {"a b.test", false},
+    {"a(b).test", false},
+    {"a;b.test", false},
+    {"a_b.test", false},
+    {"a\tb", false},
+    {"caf\xc3\xa9.test", false},
+    {"x\x7f.test", false},
+    {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test", true},  /* 63 */
+    {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test", false}, /* 64 */
+};
+
+static void test_ldh_name(void **state)
+{
+	char big[300];
+
+	for (size_t i = 0; i < sizeof(ldh_cases) / sizeof(ldh_cases[0]); i++)
+		if (util_is_ldh_name(ldh_cases[i].s) != ldh_cases[i].ok)
+			fail_msg("case %zu: %s", i, ldh_cases[i].s);
+	assert_false(util_is_ldh_name(NULL));
+	/* 253 octets in all, at most (RFC 1035 2.3.4 in text form) */
+	memset(big, 'a', sizeof(big));
+	for (size_t i = 50; i < sizeof(big); i += 51)
+		big[i] = '.';
+	big[253] = '\0';
+	assert_true(util_is_ldh_name(big));
+	big[253] = 'a';
+	big[254] = '\0';
+	assert_false(util_is_ldh_name(big));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -617,6 +662,7 @@ int main(void)
 		cmocka_unit_test(test_qid_valid),
 		cmocka_unit_test(test_session_id),
 		cmocka_unit_test(test_strcaseeq),
+		cmocka_unit_test(test_ldh_name),
 		cmocka_unit_test(test_domain_of),
 		cmocka_unit_test(test_xalloc),
 		cmocka_unit_test(test_buf),
