@@ -147,7 +147,8 @@ static const char *const e_log_level[] = {"err", "warn", "info", "debug", NULL};
 static const char *const e_log_format[] = {"text", "json", NULL};
 static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
-static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
+static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", NULL};
+static const char *const e_route_role[] = {"inbound", "outbound", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -337,14 +338,20 @@ static const struct config_directive d_spam[] = {
 };
 
 static const struct config_directive d_route[] = {
+    {"role", CONFIG_T_ENUM, RT(role), "inbound", NULL, 0, 0, e_route_role, NULL, R,
+     "inbound (mail for accepted domains) or outbound (what mxgate itself sends: DSNs, "
+     "delivered to the recipient's MX; one route at most, default an implicit "
+     "[route outbound] with type mx, tls may)"},
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
-     "Recipient domains routed here; a route without domains is the default route"},
-    {"type", CONFIG_T_ENUM, RT(type), "smtp", NULL, 0, 0, e_route_type, NULL, R,
-     "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
+     "Recipient domains routed here; an inbound route without domains is the default route"},
+    {"type", CONFIG_T_ENUM, RT(type), "smtp", "smtp; mx with role = outbound", 0, 0, e_route_type,
+     NULL, R, "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
     {"hosts", CONFIG_T_HOSTS, RTN(hosts, nhosts), NULL, NULL, 0, 0, NULL, NULL, R,
      "Downstream servers as name:port (port 25 when omitted), tried in order"},
-    {"tls", CONFIG_T_ENUM, RT(tls), "verify", NULL, 0, 0, e_route_tls, NULL, R,
-     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked) or none"},
+    {"tls", CONFIG_T_ENUM, RT(tls), "verify", "verify; may with role = outbound", 0, 0,
+     e_route_tls, NULL, R,
+     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked), none, or may "
+     "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused)"},
     {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
      "CA bundle used to verify downstream certificates"},
     {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
@@ -412,8 +419,11 @@ const struct config_section config_sections[] = {
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,
-        "Downstream routes, one `[route NAME]` section each.  Exactly one route has no "
-        "`domains`: the default route."),
+        "Downstream routes, one `[route NAME]` section each.  Exactly one inbound route has no "
+        "`domains`: the default route.  One route with `role = outbound` carries the mail "
+        "mxgate itself originates (DSNs) to the recipient's MX; without one, an implicit "
+        "`[route outbound]` (type mx, tls may) does (docs/postmaster-guide.md, \"Where "
+        "bounces go\")."),
 };
 const size_t config_nsections = sizeof(config_sections) / sizeof(config_sections[0]);
 
@@ -473,4 +483,11 @@ const char config_default_text[] =
     "\n"
     "[route default]\n"
     "type = directory\n"
-    "directory = ./mxgate-data/mailbox\n";
+    "directory = ./mxgate-data/mailbox\n"
+    "\n"
+    "; Bounces (DSNs) this offline test gateway generates stay in a local folder.\n"
+    "; A real gateway sends them to the sender's MX: type = mx (check-config warns).\n"
+    "[route outbound]\n"
+    "role = outbound\n"
+    "type = directory\n"
+    "directory = ./mxgate-data/bounces\n";

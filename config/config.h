@@ -34,22 +34,31 @@ struct config_listen {
 /* ------------------------------------------------------------ downstream routes */
 
 enum config_route_type { CONFIG_ROUTE_SMTP = 0, CONFIG_ROUTE_MX, CONFIG_ROUTE_DIRECTORY };
-enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE };
+/* tls = verify | encrypt | none | may.  may is opportunistic TLS (RFC 7435):
+ * STARTTLS when offered, certificate unchecked, plaintext otherwise. */
+enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE, CONFIG_TLS_MAY };
+/* role = inbound (mail for our domains, routed by recipient domain) or
+ * outbound (what mxgate itself originates - DSNs - to any domain). */
+enum config_route_role { CONFIG_ROLE_INBOUND = 0, CONFIG_ROLE_OUTBOUND };
 
 struct config_host {
 	char *host;         /* name or numeric address */
 	int port;           /* default 25 */
 };
 
-/* [route NAME] section.  A route without `domains` is the default route;
- * exactly one default route must exist. */
+/* [route NAME] section.  An inbound route without `domains` is the default
+ * route; exactly one default route must exist.  Exactly one route has role
+ * outbound: written in the file, or an implicit [route outbound] (type mx,
+ * tls may) added by config_load when the file has none. */
 struct config_route {
 	char *name;                       /* section argument */
+	enum config_route_role role;      /* role = inbound | outbound */
+	bool implicit;                    /* added by config_load, not in the file */
 	enum config_route_type type;      /* type = smtp | mx | directory */
 	struct util_strlist domains;      /* domains = recipient domains routed here */
 	struct config_host *hosts;        /* hosts = h1:25, h2:25 (smtp: tried in order) */
 	size_t nhosts;
-	enum config_tls_policy tls;       /* tls = verify | encrypt | none */
+	enum config_tls_policy tls;       /* tls = verify | encrypt | none | may */
 	char *ca_file;                    /* tls_ca_file: NULL = system CA store */
 	char *auth_user;                  /* auth_user / auth_password ... */
 	char *auth_password;
@@ -192,7 +201,8 @@ size_t config_diags_errors(const struct config_diags *d);
 
 /* The embedded default (used when no -c is given): listens on
  * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
- * and delivers into ./mxgate-data/mailbox through a directory route. */
+ * and delivers into ./mxgate-data/mailbox through a directory route; its
+ * bounces go to ./mxgate-data/bounces (an explicit outbound directory route). */
 extern const char config_default_text[];
 
 /* config_load - parse and validate path (or the embedded default when path
@@ -205,9 +215,12 @@ struct config *config_load(const char *path, struct config_diags *diags);
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);
 void config_free(struct config *cfg);
 
-/* config_route_for - route for a recipient domain (case-insensitive), falling
- * back to the default route.  Borrowed pointer into cfg. */
+/* config_route_for - inbound route for a recipient domain (case-insensitive),
+ * falling back to the default route.  Borrowed pointer into cfg. */
 const struct config_route *config_route_for(const struct config *cfg, const char *domain);
+/* config_route_outbound - the route of what mxgate originates (DSNs); never
+ * NULL in a loaded config.  Borrowed pointer into cfg. */
+const struct config_route *config_route_outbound(const struct config *cfg);
 /* config_is_accepted_rcpt - relay control: domain accepted and, when a
  * recipient list exists, the address is on it. */
 bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);

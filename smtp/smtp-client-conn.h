@@ -65,6 +65,7 @@ struct smtp_client {
 	bool pipelining, starttls, eightbitmime, smtputf8, has_size, auth_plain, auth_login;
 	int64_t size_max;
 	bool tls_active;
+	bool tls_skipped; /* tls = may: STARTTLS refused, going on in plaintext */
 	/* transactions */
 	unsigned ntx; /* transactions started on this connection */
 	struct smtp_client_tx *tx;

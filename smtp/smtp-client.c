@@ -1,7 +1,8 @@
 /*
  * smtp-client.c - one outgoing SMTP connection on libevent: greeting, EHLO
  * (HELO fallback), STARTTLS (OpenSSL filter bufferevent, TLS 1.2 minimum,
- * verification per route policy), AUTH PLAIN/LOGIN over TLS only, then
+ * verification per route policy; tls = may goes on in plaintext when STARTTLS
+ * is not offered or refused, RFC 7435), AUTH PLAIN/LOGIN over TLS only, then
  * transactions: [RSET] MAIL RCPT... DATA, pipelined when the server offers
  * PIPELINING (RFC 2920), the body streamed from disk with dot-stuffing and
  * write-side backpressure (never the whole message in memory).
@@ -287,7 +288,10 @@ static void client_send_ehlo(struct smtp_client *c, bool ehlo)
 /* client_after_ehlo - STARTTLS / AUTH / ready, per the route's policy. */
 static void client_after_ehlo(struct smtp_client *c)
 {
-	if (!c->tls_active && c->conf.tls != CONFIG_TLS_NONE) {
+	/* tls = may (RFC 7435): STARTTLS when offered, plaintext otherwise. */
+	bool may = c->conf.tls == CONFIG_TLS_MAY;
+	if (!c->tls_active && c->conf.tls != CONFIG_TLS_NONE && !c->tls_skipped &&
+	    (c->starttls || !may)) {
 		if (!c->starttls) {
 			smtp_client_conn_fail(
 			    c, "4.7.4 STARTTLS required by route policy but not offered");
@@ -390,6 +394,14 @@ static void client_setup_reply(struct smtp_client *c, const struct smtp_reply *r
 		client_after_ehlo(c);
 		return;
 	case CS_STARTTLS:
+		if (r->code != 220 && c->conf.tls == CONFIG_TLS_MAY) {
+			/* RFC 3207 4: the session goes on as before the command. */
+			util_log_info("smtp-client relay=%s tls=skipped reason=(STARTTLS refused: %s)",
+			              c->relay, rs);
+			c->tls_skipped = true;
+			client_after_ehlo(c);
+			return;
+		}
 		if (r->code != 220) {
 			smtp_client_conn_fail(c, "4.7.4 STARTTLS refused: %s", rs);
 			return;
