@@ -351,7 +351,8 @@ static const struct config_directive d_route[] = {
     {"tls", CONFIG_T_ENUM, RT(tls), "verify", "verify; may with role = outbound", 0, 0,
      e_route_tls, NULL, R,
      "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked), none, or may "
-     "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused)"},
+     "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused, "
+     "and the same host again in plaintext when the handshake fails)"},
     {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
      "CA bundle used to verify downstream certificates"},
     {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,

@@ -35,7 +35,8 @@ struct config_listen {
 
 enum config_route_type { CONFIG_ROUTE_SMTP = 0, CONFIG_ROUTE_MX, CONFIG_ROUTE_DIRECTORY };
 /* tls = verify | encrypt | none | may.  may is opportunistic TLS (RFC 7435):
- * STARTTLS when offered, certificate unchecked, plaintext otherwise. */
+ * STARTTLS when offered, certificate unchecked, plaintext otherwise - and a
+ * host whose handshake fails is tried again in plaintext. */
 enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE, CONFIG_TLS_MAY };
 /* role = inbound (mail for our domains, routed by recipient domain) or
  * outbound (what mxgate itself originates - DSNs - to any domain). */

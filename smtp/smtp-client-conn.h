@@ -66,6 +66,7 @@ struct smtp_client {
 	int64_t size_max;
 	bool tls_active;
 	bool tls_skipped; /* tls = may: STARTTLS refused, going on in plaintext */
+	bool tls_failed;  /* the TLS handshake failed (or timed out) */
 	/* transactions */
 	unsigned ntx; /* transactions started on this connection */
 	struct smtp_client_tx *tx;

@@ -77,6 +77,9 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_c
 int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx);
 bool smtp_client_is_usable(const struct smtp_client *c);
 const char *smtp_client_error(const struct smtp_client *c);
+/* smtp_client_tls_failed - set-up failed in the TLS handshake (tls = may
+ * then tries the same address again without STARTTLS). */
+bool smtp_client_tls_failed(const struct smtp_client *c);
 const char *smtp_client_relay(const struct smtp_client *c);    /* "host[addr]:port" */
 const char *smtp_client_tls_info(const struct smtp_client *c); /* "TLSv1.3 CIPHER" or "none" */
 /* smtp_client_quit - send QUIT, wait (bounded) for the answer, then report

@@ -2,7 +2,8 @@
  * smtp-client.c - one outgoing SMTP connection on libevent: greeting, EHLO
  * (HELO fallback), STARTTLS (OpenSSL filter bufferevent, TLS 1.2 minimum,
  * verification per route policy; tls = may goes on in plaintext when STARTTLS
- * is not offered or refused, RFC 7435), AUTH PLAIN/LOGIN over TLS only, then
+ * is not offered or refused, RFC 7435, and reports a failed handshake so the
+ * deliverer can retry the host in plaintext), AUTH PLAIN/LOGIN over TLS only, then
  * transactions: [RSET] MAIL RCPT... DATA, pipelined when the server offers
  * PIPELINING (RFC 2920), the body streamed from disk with dot-stuffing and
  * write-side backpressure (never the whole message in memory).
@@ -503,6 +504,7 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (c->state == CS_HANDSHAKE) {
+		c->tls_failed = true;
 		long vr = SSL_get_verify_result(c->ssl);
 		char ebuf[256] = "handshake failed";
 		unsigned long e = bufferevent_get_openssl_error(bev);
@@ -532,6 +534,8 @@ static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	                                    "HELO reply",      "STARTTLS reply", "TLS handshake",
 	                                    "AUTH reply",      "idle",           "reply",
 	                                    "data acceptance", "QUIT reply",     "-"};
+	if (c->state == CS_HANDSHAKE)
+		c->tls_failed = true;
 	smtp_client_conn_fail(c, "%s timeout with %s waiting for %s",
 	                      c->state == CS_CONNECT ? "4.4.1" : "4.4.2", c->relay,
 	                      names[c->state]);
@@ -587,6 +591,12 @@ bool smtp_client_is_usable(const struct smtp_client *c)
 const char *smtp_client_error(const struct smtp_client *c)
 {
 	return c->error ? c->error : "";
+}
+
+/* smtp_client_tls_failed - did the set-up fail in the TLS handshake? */
+bool smtp_client_tls_failed(const struct smtp_client *c)
+{
+	return c->tls_failed;
 }
 
 /* smtp_client_relay - "host[addr]:port" for logs. */

@@ -55,6 +55,7 @@ struct deliver_conn {
 	struct util_addr *addrs;           /* resolved so far, in order */
 	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
+	bool plain_retry; /* tls = may: the last address again, without STARTTLS */
 	char *last_error;
 	struct deliver_conn *next;
 };

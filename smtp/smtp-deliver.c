@@ -4,8 +4,10 @@
  * domain for type = mx), reuses idle connections (RSET between messages, at
  * most msgs_per_connection each), opens new ones up to the route's
  * max_connections, and fails over through the route's hosts (or the
- * domain's MX hosts) and each host's addresses in order.  Routes of type
- * directory are written by smtp-deliver-dir.c.
+ * domain's MX hosts) and each host's addresses in order.  With tls = may a
+ * host whose TLS handshake fails is tried once more in plaintext before the
+ * next one (RFC 7435).  Routes of type directory are written by
+ * smtp-deliver-dir.c.
  *
  * Names are resolved through the project's resolver (policy_dns_*); numeric
  * hosts never touch it.
@@ -53,6 +55,7 @@ static void deliver_quit(struct smtp_deliverer *dl, struct smtp_client *c)
 	dl->quitting[dl->nquitting++] = c;
 }
 static void deliver_conn_try_next(struct deliver_conn *cn);
+static void deliver_conn_connect(struct deliver_conn *cn, size_t i);
 
 /* deliver_route_copy - the parts of a route a pool needs after a reload. */
 static void deliver_route_copy(struct deliver_pool *p, const struct config_route *r)
@@ -372,6 +375,17 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 			deliver_conn_remove(cn);
 			return;
 		}
+		if (p->tls == CONFIG_TLS_MAY && !cn->plain_retry && smtp_client_tls_failed(c)) {
+			/* Opportunistic TLS (RFC 7435, like Postfix's "may"): a
+			 * failed handshake is no reason to defer - the same host
+			 * again, in plaintext. */
+			util_log_info("route=%s relay=%s status=tls-fallback error=(%s)", p->name,
+			              smtp_client_relay(c), cn->last_error);
+			cn->plain_retry = true;
+			deliver_conn_connect(cn, cn->next_addr - 1);
+			return;
+		}
+		cn->plain_retry = false;
 		util_log_info("route=%s relay=%s status=failover error=(%s)", p->name,
 		              smtp_client_relay(c), cn->last_error);
 		deliver_conn_try_next(cn);
@@ -387,8 +401,8 @@ static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
 	struct smtp_client_conf conf = {
 	    .host = cn->names[i],
 	    .addr = cn->addrs[i],
-	    .tls = p->tls,
-	    .ssl_ctx = p->ssl_ctx,
+	    .tls = cn->plain_retry ? CONFIG_TLS_NONE : p->tls,
+	    .ssl_ctx = cn->plain_retry ? NULL : p->ssl_ctx,
 	    .helo = dl->cfg->hostname,
 	    .auth_user = p->auth_user,
 	    .auth_password = p->auth_password,

@@ -4,7 +4,8 @@ inbound downstream here behaves like SES/WorkMail inbound-smtp: it refuses
 recipients outside our own domain, so a bounce routed like inbound mail would
 be refused and lost.  The sender's domain has its own MX (test DNS zone) on a
 second loopback sink.  tls = may (RFC 7435) against sinks with and without
-STARTTLS, one that refuses it, and one whose TLS handshake fails.
+STARTTLS, one that refuses it, and one whose TLS handshake fails (then the
+same host again in plaintext).
 """
 
 import re
@@ -145,10 +146,13 @@ def test_tls_may_plaintext_when_not_offered(gateway, inbound, sender_mx):
 
 
 class RefusingStarttlsMx:
-    """A minimal SMTP server that offers STARTTLS but answers it with 454,
-    then accepts the message in plaintext."""
+    """A minimal SMTP server that offers STARTTLS, then either answers it
+    with 454 (broken_tls False) or says 220 and answers the ClientHello with
+    bytes that are not TLS (broken_tls True: the handshake fails), and
+    accepts the message in plaintext."""
 
-    def __init__(self, host=SENDER_MX):
+    def __init__(self, host=SENDER_MX, broken_tls=False):
+        self.broken_tls = broken_tls
         self.sock = socket.socket()
         self.sock.bind((host, 0))
         self.sock.listen(4)
@@ -182,6 +186,11 @@ class RefusingStarttlsMx:
                             data += line
                     elif verb == "EHLO":
                         c.sendall(b"250-mx.sender.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+                    elif verb == "STARTTLS" and self.broken_tls:
+                        c.sendall(b"220 2.0.0 ready\r\n")
+                        c.recv(4096)                       # the ClientHello
+                        c.sendall(b"500 this is not TLS\r\n")
+                        break
                     elif verb == "STARTTLS":
                         c.sendall(b"454 4.7.0 TLS not available due to local problem\r\n")
                     elif verb == "DATA":
@@ -206,5 +215,38 @@ def test_tls_may_plaintext_when_starttls_refused(gateway, inbound):
         assert "STARTTLS" in mx.commands
         assert b"multipart/report" in mx.got[0]
         assert "tls=skipped" in gw.log_text()
+    finally:
+        mx.close()
+
+
+def test_tls_may_plaintext_retry_when_handshake_fails(gateway, inbound):
+    """The handshake fails: the same host is tried again at once in
+    plaintext (Postfix's "may"), instead of deferring the bounce."""
+    mx = RefusingStarttlsMx(broken_tls=True)
+    try:
+        gw = may_gateway(gateway, inbound, mx.port)
+        _, dsn_id, _ = bounce_one(gw)
+        wait_for(lambda: mx.got, scaled(15), what="the DSN in plaintext after a failed handshake")
+        assert mx.commands.count("STARTTLS") == 1, mx.commands
+        assert b"multipart/report" in mx.got[0]
+        log = gw.log_text()
+        assert f"route=outbound relay=mx.sender.test[{SENDER_MX}]:{mx.port} status=tls-fallback" \
+            in log
+        assert f"{dsn_id} status=deferred" not in log     # delivered on the first attempt
+    finally:
+        mx.close()
+
+
+def test_tls_encrypt_does_not_fall_back(gateway, inbound):
+    """The fallback is for may only: tls = encrypt defers instead."""
+    mx = RefusingStarttlsMx(broken_tls=True)
+    try:
+        gw = gateway({**relay_extra([f"127.0.0.1:{inbound.port}"]),
+                      "route outbound": outbound_route(mx.port, tls="encrypt")})
+        sender_zone(gw)
+        _, dsn_id, _ = bounce_one(gw)
+        gw.wait_log(dsn_id + r" status=deferred", scaled(15))
+        assert not mx.got
+        assert "tls-fallback" not in gw.log_text()
     finally:
         mx.close()
