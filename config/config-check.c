@@ -383,11 +383,11 @@ static void check_route_auth(struct config_parse *p, size_t ri)
 		load_auth_file(p, ri);
 	}
 	if ((has_user || has_pw || r->auth_file != NULL) &&
-	    (r->tls == CONFIG_TLS_NONE || r->tls == CONFIG_TLS_MAY))
+	    (r->tls == CONFIG_TLS_NONE || r->tls == CONFIG_TLS_MAY || r->tls == CONFIG_TLS_DANE))
 		err_at(p, rline(p, ri, "tls"),
 		       "route '%s' would send SMTP AUTH credentials in clear text with tls = %s; "
 		       "use verify or encrypt",
-		       r->name, r->tls == CONFIG_TLS_NONE ? "none" : "may");
+		       r->name, r->tls == CONFIG_TLS_NONE ? "none" : r->tls == CONFIG_TLS_MAY ? "may" : "dane");
 }
 
 /* check_route_type - what each type needs, and what it ignores. */
@@ -410,6 +410,10 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	if (r->ca_file != NULL && r->tls != CONFIG_TLS_VERIFY)
 		warn_at(p, rline(p, ri, "tls_ca_file"),
 		        "route '%s': tls_ca_file is only used with tls = verify", r->name);
+	if (r->tls == CONFIG_TLS_DANE && r->type != CONFIG_ROUTE_MX)
+		err_at(p, rline(p, ri, "tls"),
+		       "route '%s': tls = dane needs type = mx (TLSA records of the MX hosts)",
+		       r->name);
 	if (r->tls != CONFIG_TLS_NONE)
 		return;
 	if (r->type == CONFIG_ROUTE_MX)

@@ -651,7 +651,7 @@ static void apply_defaults(struct parser *ps)
 }
 
 /* outbound_route - the route for what mxgate itself originates (DSNs):
- * an explicit role = outbound route gets type mx and tls may unless the file
+ * an explicit role = outbound route gets type mx and tls dane unless the file
  * says otherwise; a file without one gets an implicit [route outbound] built
  * from the table defaults the same way (unless an inbound route already has
  * that name: config_check reports it).  Runs after apply_defaults. */
@@ -692,7 +692,7 @@ static void outbound_route(struct parser *ps)
 		if (ps->p.route_seen[i][ti] == 0)
 			r->type = CONFIG_ROUTE_MX;
 		if (ps->p.route_seen[i][li] == 0)
-			r->tls = CONFIG_TLS_MAY;
+			r->tls = r->type == CONFIG_ROUTE_MX ? CONFIG_TLS_DANE : CONFIG_TLS_MAY;
 	}
 }
 

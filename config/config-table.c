@@ -147,7 +147,7 @@ static const char *const e_log_level[] = {"err", "warn", "info", "debug", NULL};
 static const char *const e_log_format[] = {"text", "json", NULL};
 static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
-static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", NULL};
+static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", "dane", NULL};
 static const char *const e_route_role[] = {"inbound", "outbound", NULL};
 
 /* ------------------------------------------------------------ tables */
@@ -341,18 +341,20 @@ static const struct config_directive d_route[] = {
     {"role", CONFIG_T_ENUM, RT(role), "inbound", NULL, 0, 0, e_route_role, NULL, R,
      "inbound (mail for accepted domains) or outbound (what mxgate itself sends: DSNs, "
      "delivered to the recipient's MX; one route at most, default an implicit "
-     "[route outbound] with type mx, tls may)"},
+     "[route outbound] with type mx, tls dane)"},
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
      "Recipient domains routed here; an inbound route without domains is the default route"},
     {"type", CONFIG_T_ENUM, RT(type), "smtp", "smtp; mx with role = outbound", 0, 0, e_route_type,
      NULL, R, "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
     {"hosts", CONFIG_T_HOSTS, RTN(hosts, nhosts), NULL, NULL, 0, 0, NULL, NULL, R,
      "Downstream servers as name:port (port 25 when omitted), tried in order"},
-    {"tls", CONFIG_T_ENUM, RT(tls), "verify", "verify; may with role = outbound", 0, 0,
+    {"tls", CONFIG_T_ENUM, RT(tls), "verify", "verify; dane with role = outbound", 0, 0,
      e_route_tls, NULL, R,
-     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked), none, or may "
+     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked), none, may "
      "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused, "
-     "and the same host again in plaintext when the handshake fails)"},
+     "and the same host again in plaintext when the handshake fails), or dane (type mx: "
+     "RFC 7672 DANE where the MX and TLSA records are DNSSEC-validated - needs [dns] "
+     "trust_anchor_file - else may)"},
     {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
      "CA bundle used to verify downstream certificates"},
     {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
@@ -423,7 +425,7 @@ const struct config_section config_sections[] = {
         "Downstream routes, one `[route NAME]` section each.  Exactly one inbound route has no "
         "`domains`: the default route.  One route with `role = outbound` carries the mail "
         "mxgate itself originates (DSNs) to the recipient's MX; without one, an implicit "
-        "`[route outbound]` (type mx, tls may) does (docs/postmaster-guide.md, \"Where "
+        "`[route outbound]` (type mx, tls dane) does (docs/postmaster-guide.md, \"Where "
         "bounces go\")."),
 };
 const size_t config_nsections = sizeof(config_sections) / sizeof(config_sections[0]);

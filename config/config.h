@@ -37,7 +37,14 @@ enum config_route_type { CONFIG_ROUTE_SMTP = 0, CONFIG_ROUTE_MX, CONFIG_ROUTE_DI
 /* tls = verify | encrypt | none | may.  may is opportunistic TLS (RFC 7435):
  * STARTTLS when offered, certificate unchecked, plaintext otherwise - and a
  * host whose handshake fails is tried again in plaintext. */
-enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE, CONFIG_TLS_MAY };
+enum config_tls_policy {
+	CONFIG_TLS_VERIFY = 0,
+	CONFIG_TLS_ENCRYPT,
+	CONFIG_TLS_NONE,
+	CONFIG_TLS_MAY,
+	CONFIG_TLS_DANE, /* type mx: DANE (RFC 7672) where the MX and TLSA answers are
+	                  * DNSSEC-validated, else may */
+};
 /* role = inbound (mail for our domains, routed by recipient domain) or
  * outbound (what mxgate itself originates - DSNs - to any domain). */
 enum config_route_role { CONFIG_ROLE_INBOUND = 0, CONFIG_ROLE_OUTBOUND };
@@ -50,7 +57,7 @@ struct config_host {
 /* [route NAME] section.  An inbound route without `domains` is the default
  * route; exactly one default route must exist.  Exactly one route has role
  * outbound: written in the file, or an implicit [route outbound] (type mx,
- * tls may) added by config_load when the file has none. */
+ * tls dane) added by config_load when the file has none. */
 struct config_route {
 	char *name;                       /* section argument */
 	enum config_route_role role;      /* role = inbound | outbound */
@@ -59,7 +66,7 @@ struct config_route {
 	struct util_strlist domains;      /* domains = recipient domains routed here */
 	struct config_host *hosts;        /* hosts = h1:25, h2:25 (smtp: tried in order) */
 	size_t nhosts;
-	enum config_tls_policy tls;       /* tls = verify | encrypt | none | may */
+	enum config_tls_policy tls;       /* tls = verify | encrypt | none | may | dane */
 	char *ca_file;                    /* tls_ca_file: NULL = system CA store */
 	char *auth_user;                  /* auth_user / auth_password ... */
 	char *auth_password;

@@ -58,11 +58,28 @@ typedef void (*policy_dns_addrs_cb)(void *arg, enum policy_dns_status st,
 void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 			     policy_dns_addrs_cb cb, void *arg);
 /* MX hosts sorted by preference (RFC 5321 5.1: implicit MX = the domain
- * itself when there is no MX record; "." null MX -> NODATA). */
-typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st,
+ * itself when there is no MX record; "." null MX -> NODATA).  secure: the
+ * MX answer (or its validated denial, for the implicit MX) was DNSSEC-
+ * validated - the precondition of DANE (RFC 7672 2.2.1). */
+typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st, bool secure,
 				 const char *const *hosts, size_t n);
 void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
 			   void *arg);
+/* TLSA records of _PORT._tcp.HOST (RFC 6698 / RFC 7672).  secure: DNSSEC-
+ * validated; data borrowed for the callback. */
+struct policy_tlsa {
+	uint8_t usage, selector, mtype;
+	const unsigned char *data;
+	size_t len;
+};
+typedef void (*policy_dns_tlsa_cb)(void *arg, enum policy_dns_status st, bool secure,
+				   const struct policy_tlsa *recs, size_t n);
+void policy_dns_resolve_tlsa(struct policy_dns *d, const char *host, int port,
+			     policy_dns_tlsa_cb cb, void *arg);
+/* policy_dns_status_str - "ok", "nxdomain", "nodata", "tempfail", "bogus". */
+const char *policy_dns_status_str(enum policy_dns_status st);
+/* policy_dns_is_validating - a trust anchor is configured (DNSSEC on). */
+bool policy_dns_is_validating(const struct policy_dns *d);
 /* Reverse lookup: the first PTR name of addr (not yet forward-confirmed). */
 typedef void (*policy_dns_name_cb)(void *arg, enum policy_dns_status st, const char *name);
 void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,

@@ -27,6 +27,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "policy.h"
 #include "queue.h"
 #include "util.h"
 
@@ -36,7 +37,10 @@ struct smtp_client_conf {
 	const char *host;      /* name for SNI and certificate checks (or numeric) */
 	struct util_addr addr; /* where to connect, port included */
 	enum config_tls_policy tls;
-	SSL_CTX *ssl_ctx;      /* borrowed; NULL when tls == CONFIG_TLS_NONE */
+	SSL_CTX *ssl_ctx;      /* borrowed; NULL when tls == CONFIG_TLS_NONE; DANE-enabled
+	                        * (SSL_CTX_dane_enable) when tls == CONFIG_TLS_DANE */
+	const struct policy_tlsa *tlsa; /* tls = dane: usable TLSA records (borrowed) */
+	size_t ntlsa;
 	const char *helo;      /* our host name */
 	const char *auth_user; /* NULL: no AUTH */
 	const char *auth_password;

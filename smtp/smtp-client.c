@@ -249,7 +249,30 @@ static void client_start_tls(struct smtp_client *c)
 	bool numeric = util_addr_parse_numeric(c->host, 25, &probe) == 0;
 	if (!numeric)
 		SSL_set_tlsext_host_name(ssl, c->host);
-	if (c->conf.tls == CONFIG_TLS_VERIFY) {
+	if (c->conf.tls == CONFIG_TLS_DANE) {
+		/* RFC 7672 3: the DNSSEC-validated TLSA records are the only trust
+		 * anchors.  DANE-EE(3) ignores names and dates (3.1.1); DANE-TA(2)
+		 * checks the MX host name, the TLSA base domain (3.2.2). */
+		size_t usable = 0;
+		if (SSL_dane_enable(ssl, c->host) <= 0) {
+			SSL_free(ssl);
+			smtp_client_conn_fail(c, "4.7.5 DANE set-up failed");
+			return;
+		}
+		SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+		for (size_t i = 0; i < c->conf.ntlsa; i++) {
+			const struct policy_tlsa *t = &c->conf.tlsa[i];
+			if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data,
+			                      t->len) > 0)
+				usable++;
+		}
+		if (usable == 0) {
+			SSL_free(ssl);
+			smtp_client_conn_fail(c, "4.7.5 no usable TLSA record for %s", c->host);
+			return;
+		}
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	} else if (c->conf.tls == CONFIG_TLS_VERIFY) {
 		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 		X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
 		if (numeric)
@@ -497,8 +520,9 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 			smtp_client_conn_arm(c, c->conf.command_timeout);
 		} else if (c->state == CS_HANDSHAKE) {
 			c->tls_active = true;
-			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s", SSL_get_version(c->ssl),
-			         SSL_get_cipher_name(c->ssl));
+			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s%s", SSL_get_version(c->ssl),
+			         SSL_get_cipher_name(c->ssl),
+			         SSL_get0_dane_authority(c->ssl, NULL, NULL) >= 0 ? " dane" : "");
 			client_send_ehlo(c, true);
 		}
 		return;

@@ -56,6 +56,13 @@ struct deliver_conn {
 	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
 	bool plain_retry; /* tls = may: the last address again, without STARTTLS */
+	/* tls = dane (RFC 7672): the TLSA records of the target whose addresses
+	 * are being tried, and the TLS level they give it */
+	bool mx_secure;                /* the MX answer was DNSSEC-validated */
+	size_t tlsa_for;               /* target + 1 the TLSA state is for; 0 none */
+	enum config_tls_policy host_tls; /* dane (usable TLSA), encrypt, or may */
+	struct policy_tlsa *tlsa;      /* owned, data owned too */
+	size_t ntlsa;
 	char *last_error;
 	struct deliver_conn *next;
 };

@@ -56,6 +56,7 @@ static void deliver_quit(struct smtp_deliverer *dl, struct smtp_client *c)
 }
 static void deliver_conn_try_next(struct deliver_conn *cn);
 static void deliver_conn_connect(struct deliver_conn *cn, size_t i);
+static void deliver_conn_tlsa_reset(struct deliver_conn *cn);
 
 /* deliver_route_copy - the parts of a route a pool needs after a reload. */
 static void deliver_route_copy(struct deliver_pool *p, const struct config_route *r)
@@ -106,6 +107,10 @@ static int deliver_ssl_ctx(struct deliver_pool *p, const struct config_route *r)
 		return -1;
 	}
 	SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
+	if (r->tls == CONFIG_TLS_DANE && SSL_CTX_dane_enable(p->ssl_ctx) <= 0) {
+		p->setup_error = util_xstrdup("4.7.5 cannot enable DANE in the TLS context");
+		return -1;
+	}
 	if (r->tls == CONFIG_TLS_VERIFY) {
 		int ok = r->ca_file ? SSL_CTX_load_verify_locations(p->ssl_ctx, r->ca_file, NULL)
 		                    : SSL_CTX_set_default_verify_paths(p->ssl_ctx);
@@ -218,6 +223,27 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
 	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
 }
 
+/* deliver_conn_tlsa_reset - forget the TLSA records of the last target. */
+static void deliver_conn_tlsa_reset(struct deliver_conn *cn)
+{
+	for (size_t i = 0; i < cn->ntlsa; i++)
+		free((void *)cn->tlsa[i].data);
+	free(cn->tlsa);
+	cn->tlsa = NULL;
+	cn->ntlsa = 0;
+	cn->tlsa_for = 0;
+	cn->host_tls = CONFIG_TLS_MAY;
+}
+
+/* deliver_conn_tls - the TLS level of the next connection: the route's, or
+ * for tls = dane what the current target's TLSA records say. */
+static enum config_tls_policy deliver_conn_tls(const struct deliver_conn *cn)
+{
+	if (cn->plain_retry)
+		return CONFIG_TLS_NONE;
+	return cn->pool->tls == CONFIG_TLS_DANE ? cn->host_tls : cn->pool->tls;
+}
+
 /* deliver_conn_clear - free what a connection owns (not the struct). */
 static void deliver_conn_clear(struct deliver_conn *cn)
 {
@@ -233,6 +259,7 @@ static void deliver_conn_clear(struct deliver_conn *cn)
 	cn->addrs = NULL;
 	cn->last_error = NULL;
 	cn->naddrs = 0;
+	deliver_conn_tlsa_reset(cn);
 	smtp_deliver_free_targets(cn);
 }
 
@@ -375,7 +402,8 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 			deliver_conn_remove(cn);
 			return;
 		}
-		if (p->tls == CONFIG_TLS_MAY && !cn->plain_retry && smtp_client_tls_failed(c)) {
+		if (!cn->plain_retry && deliver_conn_tls(cn) == CONFIG_TLS_MAY &&
+		    smtp_client_tls_failed(c)) {
 			/* Opportunistic TLS (RFC 7435, like Postfix's "may"): a
 			 * failed handshake is no reason to defer - the same host
 			 * again, in plaintext. */
@@ -401,8 +429,10 @@ static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
 	struct smtp_client_conf conf = {
 	    .host = cn->names[i],
 	    .addr = cn->addrs[i],
-	    .tls = cn->plain_retry ? CONFIG_TLS_NONE : p->tls,
+	    .tls = deliver_conn_tls(cn),
 	    .ssl_ctx = cn->plain_retry ? NULL : p->ssl_ctx,
+	    .tlsa = cn->tlsa,
+	    .ntlsa = cn->ntlsa,
 	    .helo = dl->cfg->hostname,
 	    .auth_user = p->auth_user,
 	    .auth_password = p->auth_password,
@@ -450,6 +480,69 @@ static void deliver_dns_host_cb(void *arg, enum policy_dns_status st, const stru
 	deliver_conn_try_next(cn);
 }
 
+/* deliver_wants_tlsa - tls = dane and a DNSSEC-validated MX answer: the
+ * hosts' TLSA records decide (RFC 7672 2.2.1: an insecure MX RRset gives no
+ * DANE; then the route acts as tls = may). */
+static bool deliver_wants_tlsa(const struct deliver_conn *cn)
+{
+	const struct deliver_pool *p = cn->pool;
+	return p->tls == CONFIG_TLS_DANE && p->type == CONFIG_ROUTE_MX && cn->mx_secure &&
+	       p->dl->dns != NULL && policy_dns_is_validating(p->dl->dns);
+}
+
+/* deliver_dns_tlsa_cb - TLSA records of the current target host. */
+static void deliver_dns_tlsa_cb(void *arg, enum policy_dns_status st, bool secure,
+                                const struct policy_tlsa *recs, size_t n)
+{
+	struct deliver_conn *cn = arg;
+	cn->dns_pending = false;
+	if (cn->orphan) {
+		free(cn);
+		return;
+	}
+	const struct config_host *h = &cn->targets[cn->target];
+	deliver_conn_tlsa_reset(cn);
+	cn->tlsa_for = cn->target + 1;
+	if (st == POLICY_DNS_BOGUS || st == POLICY_DNS_TEMPFAIL) {
+		/* RFC 7672 2.2: no validated answer and no validated denial -
+		 * the host may be DANE-protected; never downgrade, skip it. */
+		free(cn->last_error);
+		cn->last_error = util_xasprintf("4.7.5 TLSA lookup for _%d._tcp.%s failed (%s)",
+		                                h->port, h->host, policy_dns_status_str(st));
+		util_log_info("route=%s host=%s dane=skip error=(%s)", cn->pool->name, h->host,
+		              cn->last_error);
+		cn->target++;
+		deliver_conn_try_next(cn);
+		return;
+	}
+	if (st == POLICY_DNS_OK && secure) {
+		cn->tlsa = util_xcalloc(n + 1, sizeof(*cn->tlsa));
+		for (size_t i = 0; i < n; i++) {
+			/* RFC 7672 3.1: only DANE-TA(2) and DANE-EE(3), selector
+			 * 0/1, matching type 0/1/2 are usable for SMTP */
+			if ((recs[i].usage != 2 && recs[i].usage != 3) || recs[i].selector > 1 ||
+			    recs[i].mtype > 2)
+				continue;
+			unsigned char *copy = util_xmalloc(recs[i].len + 1);
+			memcpy(copy, recs[i].data, recs[i].len);
+			cn->tlsa[cn->ntlsa] = recs[i];
+			cn->tlsa[cn->ntlsa].data = copy;
+			cn->ntlsa++;
+		}
+		/* RFC 7672 2.2: secure TLSA records, none usable - TLS is still
+		 * mandatory, without authentication. */
+		cn->host_tls = cn->ntlsa > 0 ? CONFIG_TLS_DANE : CONFIG_TLS_ENCRYPT;
+	}
+	util_log_debug("route=%s host=%s tlsa=%s usable=%zu tls=%s", cn->pool->name, h->host,
+	               st == POLICY_DNS_OK ? (secure ? "secure" : "insecure")
+	                                   : policy_dns_status_str(st),
+	               cn->ntlsa,
+	               cn->host_tls == CONFIG_TLS_DANE      ? "dane"
+	               : cn->host_tls == CONFIG_TLS_ENCRYPT ? "encrypt"
+	                                                    : "may");
+	deliver_conn_try_next(cn);
+}
+
 /* deliver_conn_try_next - next address, else resolve the next host, else
  * give up on every waiting job with the last error. */
 static void deliver_conn_try_next(struct deliver_conn *cn)
@@ -463,6 +556,7 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 		const struct config_host *h = &cn->targets[cn->target];
 		struct util_addr a;
 		if (util_addr_parse_numeric(h->host, h->port, &a) == 0) {
+			deliver_conn_tlsa_reset(cn); /* no TLSA for an address */
 			deliver_conn_add_addrs(cn, h->host, &a, 1);
 			cn->target++;
 			deliver_conn_connect(cn, cn->next_addr++);
@@ -474,6 +568,11 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 			    util_xasprintf("4.4.3 cannot resolve %s (no resolver)", h->host);
 			cn->target++;
 			continue;
+		}
+		if (deliver_wants_tlsa(cn) && cn->tlsa_for != cn->target + 1) {
+			cn->dns_pending = true;
+			policy_dns_resolve_tlsa(p->dl->dns, h->host, h->port, deliver_dns_tlsa_cb, cn);
+			return;
 		}
 		cn->dns_pending = true;
 		policy_dns_resolve_host(p->dl->dns, h->host, h->port, deliver_dns_host_cb, cn);
@@ -492,8 +591,8 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 }
 
 /* deliver_dns_mx_cb - the MX hosts of the domain become the targets. */
-static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *const *hosts,
-                              size_t n)
+static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
+                              const char *const *hosts, size_t n)
 {
 	struct deliver_conn *cn = arg;
 	cn->dns_pending = false;
@@ -501,6 +600,7 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		free(cn);
 		return;
 	}
+	cn->mx_secure = secure;
 	if (st == POLICY_DNS_OK && n > 0) {
 		cn->owned_targets = util_xcalloc(n + 1, sizeof(*cn->owned_targets));
 		for (size_t i = 0; i < n; i++) {
@@ -526,6 +626,7 @@ static void deliver_conn_open(struct deliver_pool *p)
 {
 	struct deliver_conn *cn = util_xcalloc(1, sizeof(*cn));
 	cn->pool = p;
+	cn->host_tls = CONFIG_TLS_MAY;
 	cn->idle_timer = evtimer_new(p->dl->base, deliver_idle_cb, cn);
 	cn->next = p->conns;
 	p->conns = cn;

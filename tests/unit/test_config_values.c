@@ -171,7 +171,7 @@ static void test_values(void **state)
 	assert_true(r->implicit);
 	assert_int_equal(r->role, CONFIG_ROLE_OUTBOUND);
 	assert_int_equal(r->type, CONFIG_ROUTE_MX);
-	assert_int_equal(r->tls, CONFIG_TLS_MAY);
+	assert_int_equal(r->tls, CONFIG_TLS_DANE);
 	assert_int_equal(r->mx_port, 25);
 	assert_int_equal(r->max_connections, 10);
 	assert_false(cfg->routes[0].implicit || cfg->routes[1].implicit);
