@@ -56,8 +56,10 @@ struct dns_req {
 	bool is_mx;
 	bool is_ptr;  /* PTR: the answer is kept in mx */
 	bool is_tlsa; /* TLSA: the answer is kept in mx */
+	bool is_txt;  /* TXT: the answer is kept in mx */
 	policy_dns_name_cb name_cb;
 	policy_dns_tlsa_cb tlsa_cb;
+	policy_dns_txt_cb txt_cb;
 	int ids[2];
 	bool pending[2];
 	struct event *timer;
@@ -480,6 +482,36 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 		dns_req_free(r);
 		return;
 	}
+	if (r->is_txt) {
+		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		char **t = util_xcalloc(r->mx.n + 1, sizeof(*t));
+		size_t n = 0;
+		for (size_t i = 0; st == POLICY_DNS_OK && i < r->mx.n; i++) {
+			/* character-strings: length byte + bytes, joined */
+			const unsigned char *d = r->mx.data[i];
+			size_t len = r->mx.len[i], o = 0, k = 0;
+			t[n] = util_xmalloc(len + 1);
+			while (o < len) {
+				size_t sl = d[o++];
+				if (sl > len - o)
+					sl = len - o;
+				memcpy(t[n] + k, d + o, sl);
+				k += sl;
+				o += sl;
+			}
+			t[n][k] = '\0';
+			if (memchr(t[n], '\0', k) != NULL)
+				free(t[n]); /* embedded NUL: not a text we can use */
+			else
+				n++;
+		}
+		r->txt_cb(r->arg, st, (const char *const *)t, n);
+		for (size_t i = 0; i < n; i++)
+			free(t[i]);
+		free(t);
+		dns_req_free(r);
+		return;
+	}
 	if (r->is_tlsa) {
 		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
 		struct policy_tlsa *t = util_xcalloc(r->mx.n + 1, sizeof(*t));
@@ -572,7 +604,7 @@ static void dns_async_cb(void *arg, int err, struct ub_result *res, int half)
 	dns_fill(&ans, err, res);
 	ub_resolve_free(res);
 	r->st[half] = ans.status;
-	if (r->is_mx || r->is_ptr || r->is_tlsa) {
+	if (r->is_mx || r->is_ptr || r->is_tlsa || r->is_txt) {
 		r->mx = ans;
 	} else {
 		for (size_t i = 0; i < ans.n; i++) {
@@ -716,6 +748,21 @@ void policy_dns_resolve_tlsa(struct policy_dns *d, const char *host, int port,
 	r->tlsa_cb = cb;
 	r->pending[0] =
 	    ub_resolve_async(d->loop_ctx, name, DNS_T_TLSA, 1, r, dns_cb0, &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->mx.status = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}
+
+/* policy_dns_resolve_txt - loop: TXT records of name. */
+void policy_dns_resolve_txt(struct policy_dns *d, const char *name, policy_dns_txt_cb cb,
+                            void *arg)
+{
+	struct dns_req *r = dns_req_new(d, name, 0, arg);
+	r->is_txt = true;
+	r->txt_cb = cb;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_TXT, 1, r, dns_cb0, &r->ids[0]) == 0;
 	if (!r->pending[0]) {
 		r->mx.status = POLICY_DNS_TEMPFAIL;
 		dns_req_immediate(r);
