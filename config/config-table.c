@@ -354,7 +354,7 @@ static const struct config_directive d_route[] = {
      "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused, "
      "and the same host again in plaintext when the handshake fails), or dane (type mx: "
      "RFC 7672 DANE where the MX and TLSA records are DNSSEC-validated - needs [dns] "
-     "trust_anchor_file - else may)"},
+     "trust_anchor_file - else the domain's MTA-STS policy, RFC 8461, else may)"},
     {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
      "CA bundle used to verify downstream certificates"},
     {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
@@ -367,6 +367,11 @@ static const struct config_directive d_route[] = {
      "Concurrent connections to this route"},
     {"mx_port", CONFIG_T_INT, RT(mx_port), "25", NULL, 1, 65535, NULL, NULL, R,
      "type mx: TCP port used on the MX hosts (25 on the internet)"},
+    {"mta_sts_port", CONFIG_T_INT, RT(mta_sts_port), "443", NULL, 1, 65535, NULL, NULL, R,
+     "tls = dane: HTTPS port the MTA-STS policy is fetched from (443; another only for tests)"},
+    {"mta_sts_ca_file", CONFIG_T_PATH, RT(mta_sts_ca_file), NULL, "system CA store", 0, 0, NULL,
+     NULL, R, "tls = dane: CA bundle for MTA-STS (the policy server and, in enforce mode, "
+              "the MX hosts)"},
     {"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000, NULL,
      NULL, R, "Messages carried by one connection before QUIT"},
     {"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,

@@ -74,6 +74,8 @@ struct config_route {
 	                                   * read at load time into auth_user / auth_password */
 	int max_connections;              /* concurrency limit for this route */
 	int mx_port;                      /* type = mx: port on the MX hosts (25) */
+	int mta_sts_port;                 /* tls = dane: HTTPS port of mta-sts.DOMAIN (443) */
+	char *mta_sts_ca_file;            /* tls = dane: CAs for MTA-STS; NULL = system */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */
 	int command_timeout;              /* seconds */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "smtp-client-internal.h"
+#include "smtp-mtasts.h"
 #include "smtp.h"
 
 struct deliver_dir_job;
@@ -24,6 +25,7 @@ struct smtp_deliverer {
 	struct event *kick;               /* deferred pump of every pool */
 	struct deliver_dir_job *dir_jobs; /* directory writes in flight */
 	struct smtp_client **quitting;    /* sent QUIT, not gone yet */
+	struct smtp_mtasts *mtasts;       /* MTA-STS policy cache; NULL without dns */
 	size_t nquitting;
 };
 
@@ -63,6 +65,7 @@ struct deliver_conn {
 	enum config_tls_policy host_tls; /* dane (usable TLSA), encrypt, or may */
 	struct policy_tlsa *tlsa;      /* owned, data owned too */
 	size_t ntlsa;
+	struct policy_mtasts *sts;     /* owned copy of the domain's MTA-STS policy, or NULL */
 	char *last_error;
 	struct deliver_conn *next;
 };
@@ -79,6 +82,9 @@ struct deliver_pool {
 	size_t nhosts;
 	int max_connections, msgs_per_connection;
 	int mx_port;  /* MX routes */
+	int mta_sts_port;      /* tls = dane: MTA-STS policy server port */
+	char *mta_sts_ca_file; /* tls = dane: CAs for MTA-STS, NULL = system */
+	SSL_CTX *sts_ctx;      /* tls = dane: verifying context for MTA-STS enforce (lazy) */
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;

@@ -6,8 +6,10 @@
  * max_connections, and fails over through the route's hosts (or the
  * domain's MX hosts) and each host's addresses in order.  With tls = may a
  * host whose TLS handshake fails is tried once more in plaintext before the
- * next one (RFC 7435).  Routes of type directory are written by
- * smtp-deliver-dir.c.
+ * next one (RFC 7435).  With tls = dane each MX host gets DANE (RFC 7672,
+ * DNSSEC-validated TLSA records), else what the domain's MTA-STS policy
+ * demands (RFC 8461, smtp-mtasts.c), else may.  Routes of type directory
+ * are written by smtp-deliver-dir.c.
  *
  * Names are resolved through the project's resolver (policy_dns_*); numeric
  * hosts never touch it.
@@ -72,6 +74,8 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	}
 	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
 	p->mx_port = r->mx_port > 0 ? r->mx_port : 25;
+	p->mta_sts_port = r->mta_sts_port > 0 ? r->mta_sts_port : 443;
+	p->mta_sts_ca_file = r->mta_sts_ca_file ? util_xstrdup(r->mta_sts_ca_file) : NULL;
 	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
 	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
 	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
@@ -165,6 +169,9 @@ static void deliver_pool_free(struct deliver_pool *p)
 	free(p->hosts);
 	if (p->ssl_ctx)
 		SSL_CTX_free(p->ssl_ctx);
+	if (p->sts_ctx)
+		SSL_CTX_free(p->sts_ctx);
+	free(p->mta_sts_ca_file);
 	if (p->auth_password) {
 		OPENSSL_cleanse(p->auth_password, strlen(p->auth_password));
 		free(p->auth_password);
@@ -241,7 +248,32 @@ static enum config_tls_policy deliver_conn_tls(const struct deliver_conn *cn)
 {
 	if (cn->plain_retry)
 		return CONFIG_TLS_NONE;
-	return cn->pool->tls == CONFIG_TLS_DANE ? cn->host_tls : cn->pool->tls;
+	if (cn->pool->tls != CONFIG_TLS_DANE)
+		return cn->pool->tls;
+	/* DANE first (RFC 8461 2: a host with usable TLSA records is DANE's),
+	 * then an enforced MTA-STS policy (certificate verified for the MX
+	 * name), then opportunistic TLS. */
+	if (cn->host_tls != CONFIG_TLS_MAY)
+		return cn->host_tls;
+	if (cn->sts != NULL && cn->sts->mode == POLICY_MTASTS_ENFORCE)
+		return CONFIG_TLS_VERIFY;
+	return CONFIG_TLS_MAY;
+}
+
+/* deliver_sts_ctx - the pool's verifying context for MTA-STS enforce. */
+static SSL_CTX *deliver_sts_ctx(struct deliver_pool *p)
+{
+	if (p->sts_ctx != NULL)
+		return p->sts_ctx;
+	p->sts_ctx = SSL_CTX_new(TLS_client_method());
+	if (p->sts_ctx == NULL)
+		return NULL;
+	SSL_CTX_set_min_proto_version(p->sts_ctx, TLS1_2_VERSION);
+	if ((p->mta_sts_ca_file ? SSL_CTX_load_verify_locations(p->sts_ctx, p->mta_sts_ca_file, NULL)
+	                        : SSL_CTX_set_default_verify_paths(p->sts_ctx)) != 1)
+		util_log_err("route=%s error=(cannot load the MTA-STS CA store %s)", p->name,
+		             p->mta_sts_ca_file ? p->mta_sts_ca_file : "(system)");
+	return p->sts_ctx;
 }
 
 /* deliver_conn_clear - free what a connection owns (not the struct). */
@@ -260,6 +292,11 @@ static void deliver_conn_clear(struct deliver_conn *cn)
 	cn->last_error = NULL;
 	cn->naddrs = 0;
 	deliver_conn_tlsa_reset(cn);
+	if (cn->sts != NULL) {
+		policy_mtasts_clear(cn->sts);
+		free(cn->sts);
+		cn->sts = NULL;
+	}
 	smtp_deliver_free_targets(cn);
 }
 
@@ -430,7 +467,10 @@ static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
 	    .host = cn->names[i],
 	    .addr = cn->addrs[i],
 	    .tls = deliver_conn_tls(cn),
-	    .ssl_ctx = cn->plain_retry ? NULL : p->ssl_ctx,
+	    .ssl_ctx = cn->plain_retry                              ? NULL
+	               : p->tls == CONFIG_TLS_DANE &&
+	                       deliver_conn_tls(cn) == CONFIG_TLS_VERIFY ? deliver_sts_ctx(p)
+	                                                             : p->ssl_ctx,
 	    .tlsa = cn->tlsa,
 	    .ntlsa = cn->ntlsa,
 	    .helo = dl->cfg->hostname,
@@ -555,6 +595,18 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	while (cn->target < cn->ntargets) {
 		const struct config_host *h = &cn->targets[cn->target];
 		struct util_addr a;
+		if (cn->sts != NULL && cn->sts->mode == POLICY_MTASTS_ENFORCE &&
+		    !policy_mtasts_mx_matches(cn->sts, h->host)) {
+			/* RFC 8461 4.1: an MX host the policy does not list is
+			 * never used in enforce mode. */
+			free(cn->last_error);
+			cn->last_error = util_xasprintf(
+			    "4.7.5 MX host %s is not in the MTA-STS policy of %s", h->host, p->domain);
+			util_log_info("route=%s host=%s mta-sts=enforce status=skipped", p->name,
+			              h->host);
+			cn->target++;
+			continue;
+		}
 		if (util_addr_parse_numeric(h->host, h->port, &a) == 0) {
 			deliver_conn_tlsa_reset(cn); /* no TLSA for an address */
 			deliver_conn_add_addrs(cn, h->host, &a, 1);
@@ -621,6 +673,23 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
 	deliver_conn_try_next(cn);
 }
 
+/* deliver_sts_cb - the domain's MTA-STS policy (or none): keep a copy for
+ * this connection, then look up the MX hosts. */
+static void deliver_sts_cb(void *arg, const struct policy_mtasts *pol)
+{
+	struct deliver_conn *cn = arg;
+	if (cn->orphan) {
+		cn->dns_pending = false;
+		free(cn);
+		return;
+	}
+	if (pol != NULL && pol->mode != POLICY_MTASTS_NONE) {
+		cn->sts = util_xcalloc(1, sizeof(*cn->sts));
+		policy_mtasts_copy(cn->sts, pol);
+	}
+	policy_dns_resolve_mx(cn->pool->dl->dns, cn->pool->domain, deliver_dns_mx_cb, cn);
+}
+
 /* deliver_conn_open - a new connection for the pool. */
 static void deliver_conn_open(struct deliver_pool *p)
 {
@@ -638,7 +707,11 @@ static void deliver_conn_open(struct deliver_pool *p)
 			return;
 		}
 		cn->dns_pending = true;
-		policy_dns_resolve_mx(p->dl->dns, p->domain, deliver_dns_mx_cb, cn);
+		if (p->tls == CONFIG_TLS_DANE && p->dl->mtasts != NULL)
+			smtp_mtasts_get(p->dl->mtasts, p->domain, p->mta_sts_port, p->mta_sts_ca_file,
+			                p->connect_timeout, deliver_sts_cb, cn);
+		else
+			policy_dns_resolve_mx(p->dl->dns, p->domain, deliver_dns_mx_cb, cn);
 		return;
 	}
 	cn->targets = p->hosts;
@@ -725,6 +798,7 @@ struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct 
 		free(dl);
 		return NULL;
 	}
+	dl->mtasts = dns != NULL ? smtp_mtasts_new(base, dns) : NULL;
 	return dl;
 }
 
@@ -782,6 +856,7 @@ void smtp_deliverer_free(struct smtp_deliverer *dl)
 		p->nconns = 0;
 		deliver_pool_free(p);
 	}
+	smtp_mtasts_free(dl->mtasts); /* answers waiting connections (orphans) */
 	for (size_t i = 0; i < dl->nquitting; i++)
 		smtp_client_free(dl->quitting[i]);
 	free(dl->quitting);
