@@ -205,6 +205,8 @@ static const struct diag_case diag_cases[] = {
      "two outbound routes: 'o2' and 'o1' (line 11)", false},
     {"inbound route named outbound", GOOD "[route outbound]\ndomains = example.com\nhosts = h.example.net\n",
      11, "route name 'outbound' is kept for the route of what mxgate itself sends", false},
+    {"dane needs mx", GOOD "[route a]\ndomains = example.com\nhosts = h.example.net\ntls = dane\n",
+     14, "route 'a': tls = dane needs type = mx", false},
     {"auth over tls may",
      GOOD "[route a]\ndomains = example.com\nhosts = h.example.net\ntls = may\n"
           "auth_user = u\nauth_password = p\n",
