@@ -8,6 +8,7 @@ the route acts as tls = may.
 """
 
 import hashlib
+import re
 import subprocess
 
 import pytest
@@ -58,13 +59,20 @@ def world(workdir, gateway, inbound):
     to mx (a Downstream on MX_ADDR) through a validating resolver."""
     servers = []
 
-    def make(mx, tlsa, signed=True):
+    def make(mx, tlsa, signed=True, tamper_tlsa=False):
         dns = UnboundServer(workdir)
         servers.append(dns)
         recs = [("dane.test", "MX", "10 mx.dane.test."), ("mx.dane.test", "A", MX_ADDR)]
         recs += [(f"_{mx.port}._tcp.mx.dane.test", "TLSA", t) for t in tlsa]
         if signed:
             ta = dns.add_signed_zone("dane.test", recs)
+            if tamper_tlsa:     # change the signed TLSA data: answers become bogus
+                f = dns.auth_zones["dane.test"]
+                text, n = re.subn(r"(TLSA\s+3\s+1\s+1\s+)([0-9a-fA-F])",
+                                  lambda m: m.group(1) + ("1" if m.group(2) != "1" else "2"),
+                                  f.read_text(), count=1)
+                assert n == 1, "no TLSA record to tamper with"
+                f.write_text(text)
         else:
             for name, rtype, rdata in recs:
                 dns.add(name, rtype, rdata)
@@ -139,3 +147,13 @@ def test_insecure_zone_acts_as_may(world, mx):
     log = gw.log_text()
     assert f"{dsn_id} to=<{SENDER}>" in log
     assert " dane status=sent" not in log
+
+
+def test_bogus_tlsa_skips_the_host(world, mx, ca):
+    """A TLSA answer that fails validation is neither DANE nor "no DANE":
+    the host is not used (RFC 7672 2.2) and the bounce is deferred."""
+    gw = world(mx, [f"3 1 1 {spki_sha256(ca.cert)}"], tamper_tlsa=True)
+    dsn_id = bounce_one(gw)
+    gw.wait_log(dsn_id + r" status=deferred", scaled(15))
+    assert f"TLSA lookup for _{mx.port}._tcp.mx.dane.test failed (bogus)" in gw.log_text()
+    assert not mx.messages
