@@ -4,7 +4,8 @@
  * readable, listeners that collide, TLS certificate/key pairs, relay control
  * (accepted domains and recipients, recipients_file), and the downstream
  * routes (one default route, no domain claimed twice, hosts or directory
- * present, credentials never sent in clear).  Also the two lookups the SMTP
+ * present, credentials never sent in clear, an outbound route that can reach
+ * a sender's domain).  Also the two lookups the SMTP
  * side asks of a loaded config.
  *
  * Ownership: checks fill computed defaults into the config being loaded and
@@ -21,6 +22,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -394,11 +396,12 @@ static void check_route_auth(struct config_parse *p, size_t ri)
 	} else if (r->auth_file != NULL) {
 		load_auth_file(p, ri);
 	}
-	if ((has_user || has_pw || r->auth_file != NULL) && r->tls == CONFIG_TLS_NONE)
+	if ((has_user || has_pw || r->auth_file != NULL) &&
+	    (r->tls == CONFIG_TLS_NONE || r->tls == CONFIG_TLS_MAY || r->tls == CONFIG_TLS_DANE))
 		err_at(p, rline(p, ri, "tls"),
-		       "route '%s' would send SMTP AUTH credentials in clear text with tls = none; "
+		       "route '%s' would send SMTP AUTH credentials in clear text with tls = %s; "
 		       "use verify or encrypt",
-		       r->name);
+		       r->name, r->tls == CONFIG_TLS_NONE ? "none" : r->tls == CONFIG_TLS_MAY ? "may" : "dane");
 }
 
 /* check_route_type - what each type needs, and what it ignores. */
@@ -437,6 +440,10 @@ static void check_route_type(struct config_parse *p, size_t ri)
 		    "route '%s' may take all %d [queue] max_deliveries slots (its limit is %d): "
 		    "while it is slow or down, the other routes wait",
 		    r->name, p->cfg->max_deliveries, limit);
+	if (r->tls == CONFIG_TLS_DANE && r->type != CONFIG_ROUTE_MX)
+		err_at(p, rline(p, ri, "tls"),
+		       "route '%s': tls = dane needs type = mx (TLSA records of the MX hosts)",
+		       r->name);
 	if (r->tls != CONFIG_TLS_NONE)
 		return;
 	if (r->type == CONFIG_ROUTE_MX)
@@ -451,13 +458,106 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	}
 }
 
-/* check_routes - per route, then the default route and domain claims. */
+/* is_ses_inbound - SES/WorkMail receiving endpoint (inbound-smtp.REGION.
+ * amazonaws.com): it takes mail for the account's verified domains only. */
+static bool is_ses_inbound(const char *host)
+{
+	static const char suffix[] = ".amazonaws.com";
+	size_t n = strlen(host), ns = sizeof(suffix) - 1;
+
+	if (n > 0 && host[n - 1] == '.')
+		n--;
+	return n > 13 + ns && strncasecmp(host, "inbound-smtp.", 13) == 0 &&
+	       strncasecmp(host + n - ns, suffix, ns) == 0;
+}
+
+/* host_eq - same downstream: name (case, trailing dot ignored) and port. */
+static bool host_eq(const struct config_host *a, const struct config_host *b)
+{
+	size_t na = strlen(a->host), nb = strlen(b->host);
+
+	if (na > 0 && a->host[na - 1] == '.')
+		na--;
+	if (nb > 0 && b->host[nb - 1] == '.')
+		nb--;
+	return na == nb && strncasecmp(a->host, b->host, na) == 0 &&
+	       (a->port > 0 ? a->port : 25) == (b->port > 0 ? b->port : 25);
+}
+
+/* check_outbound - the route of what mxgate originates (DSNs) must reach the
+ * sender's domain: an inbound downstream (SES/WorkMail inbound-smtp, the
+ * M365 tenant) refuses mail for foreign domains, and a folder reaches
+ * nobody.  The implicit route (type mx) is always sane. */
+static void check_outbound(struct config_parse *p, size_t oi)
+{
+	const struct config *cfg = p->cfg;
+	const struct config_route *o = &cfg->routes[oi];
+	bool all_dirs = true;
+	size_t i, j, k;
+
+	if (o->domains.n > 0)
+		err_at(p, rline(p, oi, "domains"),
+		       "route '%s' has role = outbound and domains: it carries what mxgate "
+		       "originates to any domain; remove domains",
+		       o->name);
+	for (i = 0; i < cfg->nroutes; i++) {
+		if (cfg->routes[i].role == CONFIG_ROLE_INBOUND &&
+		    cfg->routes[i].type != CONFIG_ROUTE_DIRECTORY)
+			all_dirs = false;
+	}
+	if (o->type == CONFIG_ROUTE_DIRECTORY) {
+		/* A gateway that delivers everything into folders is a test
+		 * set-up (the embedded default): a warning is enough there. */
+		config_diag_add(p->diags, p->file, rline(p, oi, "type"), all_dirs,
+		                "route '%s' (role = outbound) has type directory: bounces would "
+		                "stay in %s and never reach their senders; use type = mx",
+		                o->name, o->directory ? o->directory : "a folder");
+	}
+	if (o->type != CONFIG_ROUTE_SMTP)
+		return;
+	for (k = 0; k < o->nhosts; k++) {
+		if (is_ses_inbound(o->hosts[k].host)) {
+			err_at(p, rline(p, oi, "hosts"),
+			       "route '%s' (role = outbound) relays through %s, an SES inbound "
+			       "endpoint that refuses mail for other domains: bounces would be "
+			       "dropped; use type = mx or an outbound smart host",
+			       o->name, o->hosts[k].host);
+			continue;
+		}
+		for (i = 0; i < cfg->nroutes; i++) {
+			const struct config_route *r = &cfg->routes[i];
+
+			if (r->role != CONFIG_ROLE_INBOUND || r->type != CONFIG_ROUTE_SMTP)
+				continue;
+			for (j = 0; j < r->nhosts; j++) {
+				if (host_eq(&o->hosts[k], &r->hosts[j])) {
+					err_at(p, rline(p, oi, "hosts"),
+					       "route '%s' (role = outbound) relays through %s, the "
+					       "downstream of inbound route '%s' (line %d), which "
+					       "accepts mail for our own domains only: bounces would "
+					       "be refused; use type = mx or an outbound smart host",
+					       o->name, o->hosts[k].host, r->name,
+					       rline(p, i, "hosts"));
+					break;
+				}
+			}
+		}
+	}
+}
+
+/* check_routes - per route, then the default route, domain claims and the
+ * outbound route. */
 static void check_routes(struct config_parse *p)
 {
 	const struct config *cfg = p->cfg;
-	size_t i, j, k, d, ndefault = 0, first_default = 0;
+	size_t i, j, k, d, ndefault = 0, first_default = 0, ninbound = 0, noutbound = 0;
+	size_t first_outbound = 0;
 
-	if (cfg->nroutes == 0) {
+	for (i = 0; i < cfg->nroutes; i++) {
+		if (cfg->routes[i].role == CONFIG_ROLE_INBOUND)
+			ninbound++;
+	}
+	if (ninbound == 0) {
 		err_at(p, 0, "no default route: add a [route NAME] section without domains");
 		return;
 	}
@@ -466,6 +566,21 @@ static void check_routes(struct config_parse *p)
 
 		check_route_type(p, i);
 		check_route_auth(p, i);
+		if (r->role == CONFIG_ROLE_OUTBOUND) {
+			if (noutbound++ == 0)
+				first_outbound = i;
+			else
+				err_at(p, rline(p, i, "role"),
+				       "two outbound routes: '%s' and '%s' (line %d) both have "
+				       "role = outbound",
+				       r->name, cfg->routes[first_outbound].name,
+				       cfg->routes[first_outbound].line);
+			continue;
+		}
+		if (strcmp(r->name, "outbound") == 0)
+			err_at(p, r->line,
+			       "route name 'outbound' is kept for the route of what mxgate itself "
+			       "sends: add role = outbound, or rename the route");
 		if (r->domains.n == 0) {
 			if (ndefault++ == 0)
 				first_default = i;
@@ -485,6 +600,8 @@ static void check_routes(struct config_parse *p)
 				        "it is accepted",
 				        r->name, dom);
 			for (j = 0; j < i; j++) {
+				if (cfg->routes[j].role != CONFIG_ROLE_INBOUND)
+					continue;
 				for (k = 0; k < cfg->routes[j].domains.n; k++) {
 					if (util_strcaseeq(cfg->routes[j].domains.v[k], dom))
 						err_at(p, rline(p, i, "domains"),
@@ -498,6 +615,8 @@ static void check_routes(struct config_parse *p)
 	}
 	if (ndefault == 0)
 		err_at(p, 0, "no default route: one [route NAME] section must have no domains");
+	if (noutbound > 0)
+		check_outbound(p, first_outbound);
 }
 
 /* config_check_all - run after the defaults are in place. */
@@ -541,6 +660,8 @@ const struct config_route *config_route_for(const struct config *cfg, const char
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct config_route *r = &cfg->routes[i];
 
+		if (r->role != CONFIG_ROLE_INBOUND)
+			continue;
 		if (r->domains.n == 0) {
 			if (def == NULL)
 				def = r;
@@ -549,6 +670,16 @@ const struct config_route *config_route_for(const struct config *cfg, const char
 		}
 	}
 	return def;
+}
+
+/* config_route_outbound - the (first) route with role = outbound. */
+const struct config_route *config_route_outbound(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		if (cfg->routes[i].role == CONFIG_ROLE_OUTBOUND)
+			return &cfg->routes[i];
+	}
+	return NULL;
 }
 
 /* config_rcpt_check - accepted domain; listed when that domain has a list. */

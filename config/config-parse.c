@@ -650,6 +650,52 @@ static void apply_defaults(struct parser *ps)
 	}
 }
 
+/* outbound_route - the route for what mxgate itself originates (DSNs):
+ * an explicit role = outbound route gets type mx and tls dane unless the file
+ * says otherwise; a file without one gets an implicit [route outbound] built
+ * from the table defaults the same way (unless an inbound route already has
+ * that name: config_check reports it).  Runs after apply_defaults. */
+static void outbound_route(struct parser *ps)
+{
+	const struct config_section *s = config_route_section();
+	size_t ti = (size_t)(config_directive_find(s, "type") - s->dirs);
+	size_t li = (size_t)(config_directive_find(s, "tls") - s->dirs);
+	struct config_loc loc = {ps->p.diags, ps->p.file, 0};
+	struct config *cfg = ps->p.cfg;
+	struct config_route *r;
+	size_t i, j;
+
+	for (i = 0; i < cfg->nroutes; i++) {
+		if (strcmp(cfg->routes[i].name, "outbound") == 0 ||
+		    cfg->routes[i].role == CONFIG_ROLE_OUTBOUND)
+			break;
+	}
+	if (i == cfg->nroutes) {
+		cfg->routes = util_xrealloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
+		ps->p.route_seen = util_xrealloc(ps->p.route_seen,
+		                                 (cfg->nroutes + 1) * sizeof(*ps->p.route_seen));
+		ps->p.route_seen[cfg->nroutes] = util_xcalloc(s->ndirs, sizeof(int));
+		r = &cfg->routes[cfg->nroutes++];
+		memset(r, 0, sizeof(*r));
+		r->name = util_xstrdup("outbound");
+		for (j = 0; j < s->ndirs; j++) {
+			if (s->dirs[j].def != NULL)
+				config_value_parse(&s->dirs[j], r, s->dirs[j].def, &loc);
+		}
+		r->role = CONFIG_ROLE_OUTBOUND;
+		r->implicit = true;
+	}
+	for (i = 0; i < cfg->nroutes; i++) {
+		r = &cfg->routes[i];
+		if (r->role != CONFIG_ROLE_OUTBOUND)
+			continue;
+		if (ps->p.route_seen[i][ti] == 0)
+			r->type = CONFIG_ROUTE_MX;
+		if (ps->p.route_seen[i][li] == 0)
+			r->tls = r->type == CONFIG_ROUTE_MX ? CONFIG_TLS_DANE : CONFIG_TLS_MAY;
+	}
+}
+
 /* has_error_at - did this load report an error on line? */
 static bool has_error_at(const struct config_diags *d, size_t from, int line)
 {
@@ -690,6 +736,7 @@ static struct config *parse_text(const char *text, size_t len, const char *name,
 		config_diag_add(diags, name, rc, false, "syntax error");
 
 	apply_defaults(&ps);
+	outbound_route(&ps);
 	config_check_all(&ps.p);
 
 	for (i = 0; i < config_nsections; i++)

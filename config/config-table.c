@@ -147,7 +147,8 @@ static const char *const e_log_level[] = {"err", "warn", "info", "debug", NULL};
 static const char *const e_log_format[] = {"text", "json", NULL};
 static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
-static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
+static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", "dane", NULL};
+static const char *const e_route_role[] = {"inbound", "outbound", NULL};
 static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
 
 /* ------------------------------------------------------------ tables */
@@ -367,14 +368,23 @@ static const struct config_directive d_spam[] = {
 };
 
 static const struct config_directive d_route[] = {
+    {"role", CONFIG_T_ENUM, RT(role), "inbound", NULL, 0, 0, e_route_role, NULL, R,
+     "inbound (mail for accepted domains) or outbound (what mxgate itself sends: DSNs, "
+     "delivered to the recipient's MX; one route at most, default an implicit "
+     "[route outbound] with type mx, tls dane)"},
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
-     "Recipient domains routed here; a route without domains is the default route"},
-    {"type", CONFIG_T_ENUM, RT(type), "smtp", NULL, 0, 0, e_route_type, NULL, R,
-     "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
+     "Recipient domains routed here; an inbound route without domains is the default route"},
+    {"type", CONFIG_T_ENUM, RT(type), "smtp", "smtp; mx with role = outbound", 0, 0, e_route_type,
+     NULL, R, "smtp (to hosts), mx (to the domain's MX) or directory (.eml files)"},
     {"hosts", CONFIG_T_HOSTS, RTN(hosts, nhosts), NULL, NULL, 0, 0, NULL, NULL, R,
      "Downstream servers as name:port (port 25 when omitted), tried in order"},
-    {"tls", CONFIG_T_ENUM, RT(tls), "verify", NULL, 0, 0, e_route_tls, NULL, R,
-     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked) or none"},
+    {"tls", CONFIG_T_ENUM, RT(tls), "verify", "verify; dane with role = outbound", 0, 0,
+     e_route_tls, NULL, R,
+     "verify (STARTTLS, certificate checked), encrypt (STARTTLS, unchecked), none, may "
+     "(RFC 7435: STARTTLS when offered, unchecked; plaintext when not offered or refused, "
+     "and the same host again in plaintext when the handshake fails), or dane (type mx: "
+     "RFC 7672 DANE where the MX and TLSA records are DNSSEC-validated - needs [dns] "
+     "trust_anchor_file - else the domain's MTA-STS policy, RFC 8461, else may)"},
     {"tls_ca_file", CONFIG_T_PATH, RT(ca_file), NULL, "system CA store", 0, 0, NULL, NULL, R,
      "CA bundle used to verify downstream certificates"},
     {"auth_user", CONFIG_T_STRING, RT(auth_user), NULL, NULL, 0, 0, NULL, v_printable, R,
@@ -396,6 +406,11 @@ static const struct config_directive d_route[] = {
      "How long a down destination is not tried; then one connection probes it"},
     {"mx_port", CONFIG_T_INT, RT(mx_port), "25", NULL, 1, 65535, NULL, NULL, R,
      "type mx: TCP port used on the MX hosts (25 on the internet)"},
+    {"mta_sts_port", CONFIG_T_INT, RT(mta_sts_port), "443", NULL, 1, 65535, NULL, NULL, R,
+     "tls = dane: HTTPS port the MTA-STS policy is fetched from (443; another only for tests)"},
+    {"mta_sts_ca_file", CONFIG_T_PATH, RT(mta_sts_ca_file), NULL, "system CA store", 0, 0, NULL,
+     NULL, R, "tls = dane: CA bundle for MTA-STS (the policy server and, in enforce mode, "
+              "the MX hosts)"},
     {"msgs_per_connection", CONFIG_T_INT, RT(msgs_per_connection), "100", NULL, 1, 100000, NULL,
      NULL, R, "Messages carried by one connection before QUIT"},
     {"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,
@@ -461,8 +476,11 @@ const struct config_section config_sections[] = {
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,
-        "Downstream routes, one `[route NAME]` section each.  Exactly one route has no "
-        "`domains`: the default route."),
+        "Downstream routes, one `[route NAME]` section each.  Exactly one inbound route has no "
+        "`domains`: the default route.  One route with `role = outbound` carries the mail "
+        "mxgate itself originates (DSNs) to the recipient's MX; without one, an implicit "
+        "`[route outbound]` (type mx, tls dane) does (docs/postmaster-guide.md, \"Where "
+        "bounces go\")."),
 };
 const size_t config_nsections = sizeof(config_sections) / sizeof(config_sections[0]);
 
@@ -522,4 +540,11 @@ const char config_default_text[] =
     "\n"
     "[route default]\n"
     "type = directory\n"
-    "directory = ./mxgate-data/mailbox\n";
+    "directory = ./mxgate-data/mailbox\n"
+    "\n"
+    "; Bounces (DSNs) this offline test gateway generates stay in a local folder.\n"
+    "; A real gateway sends them to the sender's MX: type = mx (check-config warns).\n"
+    "[route outbound]\n"
+    "role = outbound\n"
+    "type = directory\n"
+    "directory = ./mxgate-data/bounces\n";

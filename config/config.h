@@ -34,22 +34,39 @@ struct config_listen {
 /* ------------------------------------------------------------ downstream routes */
 
 enum config_route_type { CONFIG_ROUTE_SMTP = 0, CONFIG_ROUTE_MX, CONFIG_ROUTE_DIRECTORY };
-enum config_tls_policy { CONFIG_TLS_VERIFY = 0, CONFIG_TLS_ENCRYPT, CONFIG_TLS_NONE };
+/* tls = verify | encrypt | none | may.  may is opportunistic TLS (RFC 7435):
+ * STARTTLS when offered, certificate unchecked, plaintext otherwise - and a
+ * host whose handshake fails is tried again in plaintext. */
+enum config_tls_policy {
+	CONFIG_TLS_VERIFY = 0,
+	CONFIG_TLS_ENCRYPT,
+	CONFIG_TLS_NONE,
+	CONFIG_TLS_MAY,
+	CONFIG_TLS_DANE, /* type mx: DANE (RFC 7672) where the MX and TLSA answers are
+	                  * DNSSEC-validated, else may */
+};
+/* role = inbound (mail for our domains, routed by recipient domain) or
+ * outbound (what mxgate itself originates - DSNs - to any domain). */
+enum config_route_role { CONFIG_ROLE_INBOUND = 0, CONFIG_ROLE_OUTBOUND };
 
 struct config_host {
 	char *host;         /* name or numeric address */
 	int port;           /* default 25 */
 };
 
-/* [route NAME] section.  A route without `domains` is the default route;
- * exactly one default route must exist. */
+/* [route NAME] section.  An inbound route without `domains` is the default
+ * route; exactly one default route must exist.  Exactly one route has role
+ * outbound: written in the file, or an implicit [route outbound] (type mx,
+ * tls dane) added by config_load when the file has none. */
 struct config_route {
 	char *name;                       /* section argument */
+	enum config_route_role role;      /* role = inbound | outbound */
+	bool implicit;                    /* added by config_load, not in the file */
 	enum config_route_type type;      /* type = smtp | mx | directory */
 	struct util_strlist domains;      /* domains = recipient domains routed here */
 	struct config_host *hosts;        /* hosts = h1:25, h2:25 (smtp: tried in order) */
 	size_t nhosts;
-	enum config_tls_policy tls;       /* tls = verify | encrypt | none */
+	enum config_tls_policy tls;       /* tls = verify | encrypt | none | may | dane */
 	char *ca_file;                    /* tls_ca_file: NULL = system CA store */
 	char *auth_user;                  /* auth_user / auth_password ... */
 	char *auth_password;
@@ -61,6 +78,8 @@ struct config_route {
 	int dead_after;                   /* consecutive failed connections: destination down */
 	int dead_time;                    /* seconds a down destination is not tried */
 	int mx_port;                      /* type = mx: port on the MX hosts (25) */
+	int mta_sts_port;                 /* tls = dane: HTTPS port of mta-sts.DOMAIN (443) */
+	char *mta_sts_ca_file;            /* tls = dane: CAs for MTA-STS; NULL = system */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */
 	int command_timeout;              /* seconds */
@@ -215,7 +234,8 @@ size_t config_diags_errors(const struct config_diags *d);
 
 /* The embedded default (used when no -c is given): listens on
  * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
- * and delivers into ./mxgate-data/mailbox through a directory route. */
+ * and delivers into ./mxgate-data/mailbox through a directory route; its
+ * bounces go to ./mxgate-data/bounces (an explicit outbound directory route). */
 extern const char config_default_text[];
 
 /* config_load - parse and validate path (or the embedded default when path
@@ -228,8 +248,8 @@ struct config *config_load(const char *path, struct config_diags *diags);
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);
 void config_free(struct config *cfg);
 
-/* config_route_for - route for a recipient domain (case-insensitive), falling
- * back to the default route.  Borrowed pointer into cfg. */
+/* config_route_for - inbound route for a recipient domain (case-insensitive),
+ * falling back to the default route.  Borrowed pointer into cfg. */
 const struct config_route *config_route_for(const struct config *cfg, const char *domain);
 /* config_rcpt_check - relay control and recipient lists for addr:
  * RELAY (domain not accepted), UNKNOWN (the domain has a recipient list and
@@ -239,6 +259,9 @@ const struct config_route *config_route_for(const struct config *cfg, const char
  * another accepted domain. */
 enum config_rcpt { CONFIG_RCPT_RELAY = 0, CONFIG_RCPT_UNKNOWN, CONFIG_RCPT_LISTED, CONFIG_RCPT_OPEN };
 enum config_rcpt config_rcpt_check(const struct config *cfg, const char *addr);
+/* config_route_outbound - the route of what mxgate originates (DSNs); never
+ * NULL in a loaded config.  Borrowed pointer into cfg. */
+const struct config_route *config_route_outbound(const struct config *cfg);
 /* config_is_accepted_rcpt - config_rcpt_check() is LISTED or OPEN. */
 bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
 

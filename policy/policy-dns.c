@@ -47,14 +47,19 @@
 #define DNS_T_MX   15
 #define DNS_T_TXT  16
 #define DNS_T_AAAA 28
+#define DNS_T_TLSA 52
 
 /* One loop-side request (host: A + AAAA; mx: MX). */
 struct dns_req {
 	struct policy_dns *d;
 	struct dns_req *next, *prev;
 	bool is_mx;
-	bool is_ptr; /* PTR: the answer is kept in mx */
+	bool is_ptr;  /* PTR: the answer is kept in mx */
+	bool is_tlsa; /* TLSA: the answer is kept in mx */
+	bool is_txt;  /* TXT: the answer is kept in mx */
 	policy_dns_name_cb name_cb;
+	policy_dns_tlsa_cb tlsa_cb;
+	policy_dns_txt_cb txt_cb;
 	int ids[2];
 	bool pending[2];
 	struct event *timer;
@@ -489,8 +494,58 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 		dns_req_free(r);
 		return;
 	}
+	if (r->is_txt) {
+		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		char **t = util_xcalloc(r->mx.n + 1, sizeof(*t));
+		size_t n = 0;
+		for (size_t i = 0; st == POLICY_DNS_OK && i < r->mx.n; i++) {
+			/* character-strings: length byte + bytes, joined */
+			const unsigned char *d = r->mx.data[i];
+			size_t len = r->mx.len[i], o = 0, k = 0;
+			t[n] = util_xmalloc(len + 1);
+			while (o < len) {
+				size_t sl = d[o++];
+				if (sl > len - o)
+					sl = len - o;
+				memcpy(t[n] + k, d + o, sl);
+				k += sl;
+				o += sl;
+			}
+			t[n][k] = '\0';
+			if (memchr(t[n], '\0', k) != NULL)
+				free(t[n]); /* embedded NUL: not a text we can use */
+			else
+				n++;
+		}
+		r->txt_cb(r->arg, st, (const char *const *)t, n);
+		for (size_t i = 0; i < n; i++)
+			free(t[i]);
+		free(t);
+		dns_req_free(r);
+		return;
+	}
+	if (r->is_tlsa) {
+		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		struct policy_tlsa *t = util_xcalloc(r->mx.n + 1, sizeof(*t));
+		size_t n = 0;
+		for (size_t i = 0; st == POLICY_DNS_OK && i < r->mx.n; i++) {
+			if (r->mx.len[i] < 4) /* usage, selector, matching type, data */
+				continue;
+			t[n].usage = r->mx.data[i][0];
+			t[n].selector = r->mx.data[i][1];
+			t[n].mtype = r->mx.data[i][2];
+			t[n].data = r->mx.data[i] + 3;
+			t[n].len = r->mx.len[i] - 3;
+			n++;
+		}
+		r->tlsa_cb(r->arg, st, !timed_out && r->mx.secure, t, n);
+		free(t);
+		dns_req_free(r);
+		return;
+	}
 	if (r->is_mx) {
 		enum policy_dns_status st = timed_out ? POLICY_DNS_TEMPFAIL : r->mx.status;
+		bool secure = !timed_out && r->mx.secure;
 		struct {
 			int pref;
 			char host[256];
@@ -501,7 +556,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 		if (st == POLICY_DNS_NODATA) {
 			/* RFC 5321 5.1: no MX -> the domain itself. */
 			const char *self = r->name;
-			r->mx_cb(r->arg, POLICY_DNS_OK, &self, 1);
+			r->mx_cb(r->arg, POLICY_DNS_OK, secure, &self, 1);
 			dns_req_free(r);
 			return;
 		}
@@ -529,7 +584,7 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 			if (n == 0 || (n == 1 && mx[0].host[0] == 0))
 				st = POLICY_DNS_NODATA, n = 0;
 		}
-		r->mx_cb(r->arg, st, st == POLICY_DNS_OK ? hosts : NULL,
+		r->mx_cb(r->arg, st, secure, st == POLICY_DNS_OK ? hosts : NULL,
 		         st == POLICY_DNS_OK ? n : 0);
 		free(mx);
 		free(hosts);
@@ -561,7 +616,7 @@ static void dns_async_cb(void *arg, int err, struct ub_result *res, int half)
 	dns_fill(&ans, err, res);
 	ub_resolve_free(res);
 	r->st[half] = ans.status;
-	if (r->is_mx || r->is_ptr) {
+	if (r->is_mx || r->is_ptr || r->is_tlsa || r->is_txt) {
 		r->mx = ans;
 	} else {
 		for (size_t i = 0; i < ans.n; i++) {
@@ -687,6 +742,39 @@ void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_
 	r->mx_cb = cb;
 	r->pending[0] =
 	    ub_resolve_async(d->loop_ctx, domain, DNS_T_MX, 1, r, dns_cb0, &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->mx.status = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}
+
+/* policy_dns_resolve_tlsa - loop: TLSA records of _port._tcp.host. */
+void policy_dns_resolve_tlsa(struct policy_dns *d, const char *host, int port,
+                             policy_dns_tlsa_cb cb, void *arg)
+{
+	char name[300];
+
+	snprintf(name, sizeof(name), "_%d._tcp.%s", port, host);
+	struct dns_req *r = dns_req_new(d, name, port, arg);
+	r->is_tlsa = true;
+	r->tlsa_cb = cb;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_TLSA, 1, r, dns_cb0, &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->mx.status = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}
+
+/* policy_dns_resolve_txt - loop: TXT records of name. */
+void policy_dns_resolve_txt(struct policy_dns *d, const char *name, policy_dns_txt_cb cb,
+                            void *arg)
+{
+	struct dns_req *r = dns_req_new(d, name, 0, arg);
+	r->is_txt = true;
+	r->txt_cb = cb;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_TXT, 1, r, dns_cb0, &r->ids[0]) == 0;
 	if (!r->pending[0]) {
 		r->mx.status = POLICY_DNS_TEMPFAIL;
 		dns_req_immediate(r);

@@ -34,9 +34,6 @@ struct policy_dns_answer {
 void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
                            struct policy_dns_answer *ans);
 void policy_dns_answer_free(struct policy_dns_answer *ans);
-/* policy_dns_is_validating - a trust anchor is configured. */
-bool policy_dns_is_validating(const struct policy_dns *d);
-const char *policy_dns_status_str(enum policy_dns_status st);
 int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ worker pool */

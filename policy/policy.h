@@ -58,11 +58,34 @@ typedef void (*policy_dns_addrs_cb)(void *arg, enum policy_dns_status st,
 void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 			     policy_dns_addrs_cb cb, void *arg);
 /* MX hosts sorted by preference (RFC 5321 5.1: implicit MX = the domain
- * itself when there is no MX record; "." null MX -> NODATA). */
-typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st,
+ * itself when there is no MX record; "." null MX -> NODATA).  secure: the
+ * MX answer (or its validated denial, for the implicit MX) was DNSSEC-
+ * validated - the precondition of DANE (RFC 7672 2.2.1). */
+typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st, bool secure,
 				 const char *const *hosts, size_t n);
 void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb,
 			   void *arg);
+/* TLSA records of _PORT._tcp.HOST (RFC 6698 / RFC 7672).  secure: DNSSEC-
+ * validated; data borrowed for the callback. */
+struct policy_tlsa {
+	uint8_t usage, selector, mtype;
+	const unsigned char *data;
+	size_t len;
+};
+typedef void (*policy_dns_tlsa_cb)(void *arg, enum policy_dns_status st, bool secure,
+				   const struct policy_tlsa *recs, size_t n);
+void policy_dns_resolve_tlsa(struct policy_dns *d, const char *host, int port,
+			     policy_dns_tlsa_cb cb, void *arg);
+/* TXT records of name, each record's strings joined (async, loop thread;
+ * texts borrowed for the callback). */
+typedef void (*policy_dns_txt_cb)(void *arg, enum policy_dns_status st,
+				  const char *const *texts, size_t n);
+void policy_dns_resolve_txt(struct policy_dns *d, const char *name, policy_dns_txt_cb cb,
+			    void *arg);
+/* policy_dns_status_str - "ok", "nxdomain", "nodata", "tempfail", "bogus". */
+const char *policy_dns_status_str(enum policy_dns_status st);
+/* policy_dns_is_validating - a trust anchor is configured (DNSSEC on). */
+bool policy_dns_is_validating(const struct policy_dns *d);
 /* Reverse lookup: the first PTR name of addr (not yet forward-confirmed). */
 typedef void (*policy_dns_name_cb)(void *arg, enum policy_dns_status st, const char *name);
 void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,
@@ -72,6 +95,28 @@ void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,
  * list with util_strlist_free(). */
 enum policy_dns_status policy_dns_txt_sync(struct policy_dns *d, const char *name,
 					   struct util_strlist *out, bool *secure);
+
+/* ------------------------------------------------------------ MTA-STS (RFC 8461)
+ * The pure parts a sending MTA needs (policy-mtasts.c): the _mta-sts TXT
+ * record, the policy file, MX pattern matching.  Fetching and caching are
+ * the deliverer's (smtp/). */
+#define POLICY_MTASTS_MAX 65536 /* largest policy body read */
+enum policy_mtasts_mode { POLICY_MTASTS_NONE = 0, POLICY_MTASTS_TESTING, POLICY_MTASTS_ENFORCE };
+struct policy_mtasts {
+	enum policy_mtasts_mode mode;
+	int64_t max_age;   /* seconds, capped at one year */
+	char **mx;         /* owned patterns: "mx.example.com", "*.example.net" */
+	size_t nmx;
+};
+/* policy_mtasts_parse - 0, or -1 with one line in err (out is then empty).
+ * Clear out with policy_mtasts_clear(). */
+int policy_mtasts_parse(const char *text, size_t len, struct policy_mtasts *out, char *err,
+			size_t errlen);
+void policy_mtasts_clear(struct policy_mtasts *p);
+void policy_mtasts_copy(struct policy_mtasts *dst, const struct policy_mtasts *src);
+bool policy_mtasts_mx_matches(const struct policy_mtasts *p, const char *host);
+/* policy_mtasts_txt - "v=STSv1; id=..." -> 0 and the id; -1 otherwise. */
+int policy_mtasts_txt(const char *txt, char *id, size_t idlen);
 
 /* policy_new - worker pool, PSL, the resolver (borrowed).  cfg is borrowed and must outlive the context (reload makes a
  * new context).  NULL + message in err on failure (e.g. unreadable

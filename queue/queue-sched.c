@@ -24,6 +24,9 @@
  * it owns the envelope it loaded; the deliverer borrows it (and idx,
  * msg_path, route) until it calls queue_delivery_done().  Messages with the
  * null sender or is_dsn are never bounced: failures are logged and dropped.
+ * Routing: messages mxgate originated (queue_envelope_is_local: DSNs) take
+ * the outbound route; everything else the inbound route of its recipient
+ * domain (config_route_for).
  *
  * Diagnostics: log lines start with the queue id, then key=value fields:
  *   "ID status=deferred attempts=3 next_attempt=120s error=(...)".
@@ -595,7 +598,12 @@ static void sched_start_attempt(struct queue_sched *s, struct sched_item *it)
 		if (env->rcpts[i].state != QUEUE_RCPT_PENDING)
 			continue;
 		const char *domain = util_domain_of(env->rcpts[i].addr);
-		const struct config_route *r = config_route_for(s->cfg, domain ? domain : "");
+		/* What we originate (DSNs) goes out through the outbound route,
+		 * never through an inbound downstream that takes mail for our own
+		 * domains only (SES/WorkMail inbound-smtp would refuse it). */
+		const struct config_route *r = queue_envelope_is_local(env)
+		                                   ? config_route_outbound(s->cfg)
+		                                   : config_route_for(s->cfg, domain ? domain : "");
 		struct queue_delivery *d = sched_group_for(a, routes, r, domain ? domain : "");
 		d->idx[d->nidx++] = i;
 	}

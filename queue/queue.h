@@ -57,7 +57,8 @@ struct queue_envelope {
 	int64_t size;                  /* bytes of msg/ID (not counting prepend) */
 	bool smtputf8;                 /* client used SMTPUTF8: needs SMTPUTF8 downstream */
 	bool eightbit;                 /* message has 8-bit bytes: needs 8BITMIME downstream */
-	bool is_dsn;                   /* a bounce we generated: never bounced itself */
+	bool is_dsn;                   /* a bounce we generated: never bounced itself,
+	                                  delivered through the outbound route */
 	int attempts;
 	int64_t next_attempt;          /* seconds since the epoch; 0 = now */
 	bool delay_warned;             /* a delay DSN was already sent */
@@ -66,6 +67,14 @@ struct queue_envelope {
 	                                  or NULL when not evaluated */
 	char *dmarc;                   /* owned; DMARC result at ingress, or NULL */
 };
+
+/* queue_envelope_is_local - did mxgate itself originate the message (today:
+ * a DSN)?  Such messages go out through the outbound route (config.h), never
+ * through an inbound route. */
+static inline bool queue_envelope_is_local(const struct queue_envelope *env)
+{
+	return env->is_dsn;
+}
 
 struct queue_envelope *queue_envelope_new(void);
 void queue_envelope_free(struct queue_envelope *env);

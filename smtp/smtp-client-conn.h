@@ -65,6 +65,8 @@ struct smtp_client {
 	bool pipelining, starttls, eightbitmime, smtputf8, has_size, auth_plain, auth_login;
 	int64_t size_max;
 	bool tls_active;
+	bool tls_skipped; /* tls = may: STARTTLS refused, going on in plaintext */
+	bool tls_failed;  /* the TLS handshake failed (or timed out) */
 	/* transactions */
 	unsigned ntx; /* transactions started on this connection */
 	struct smtp_client_tx *tx;

@@ -27,6 +27,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "policy.h"
 #include "queue.h"
 #include "util.h"
 
@@ -36,7 +37,10 @@ struct smtp_client_conf {
 	const char *host;      /* name for SNI and certificate checks (or numeric) */
 	struct util_addr addr; /* where to connect, port included */
 	enum config_tls_policy tls;
-	SSL_CTX *ssl_ctx;      /* borrowed; NULL when tls == CONFIG_TLS_NONE */
+	SSL_CTX *ssl_ctx;      /* borrowed; NULL when tls == CONFIG_TLS_NONE; DANE-enabled
+	                        * (SSL_CTX_dane_enable) when tls == CONFIG_TLS_DANE */
+	const struct policy_tlsa *tlsa; /* tls = dane: usable TLSA records (borrowed) */
+	size_t ntlsa;
 	const char *helo;      /* our host name */
 	const char *auth_user; /* NULL: no AUTH */
 	const char *auth_password;
@@ -81,6 +85,9 @@ struct smtp_client *smtp_client_new(struct event_base *base, const struct smtp_c
 int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx);
 bool smtp_client_is_usable(const struct smtp_client *c);
 const char *smtp_client_error(const struct smtp_client *c);
+/* smtp_client_tls_failed - set-up failed in the TLS handshake (tls = may
+ * then tries the same address again without STARTTLS). */
+bool smtp_client_tls_failed(const struct smtp_client *c);
 const char *smtp_client_relay(const struct smtp_client *c);    /* "host[addr]:port" */
 const char *smtp_client_tls_info(const struct smtp_client *c); /* "TLSv1.3 CIPHER" or "none" */
 /* smtp_client_quit - send QUIT, wait (bounded) for the answer, then report

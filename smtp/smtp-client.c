@@ -1,7 +1,9 @@
 /*
  * smtp-client.c - one outgoing SMTP connection on libevent: greeting, EHLO
  * (HELO fallback), STARTTLS (OpenSSL filter bufferevent, TLS 1.2 minimum,
- * verification per route policy), AUTH PLAIN/LOGIN over TLS only, then
+ * verification per route policy; tls = may goes on in plaintext when STARTTLS
+ * is not offered or refused, RFC 7435, and reports a failed handshake so the
+ * deliverer can retry the host in plaintext), AUTH PLAIN/LOGIN over TLS only, then
  * transactions: [RSET] MAIL RCPT... DATA, pipelined when the server offers
  * PIPELINING (RFC 2920), the body streamed from disk with dot-stuffing and
  * write-side backpressure (never the whole message in memory).
@@ -250,7 +252,30 @@ static void client_start_tls(struct smtp_client *c)
 	bool numeric = util_addr_parse_numeric(c->host, 25, &probe) == 0;
 	if (!numeric)
 		SSL_set_tlsext_host_name(ssl, c->host);
-	if (c->conf.tls == CONFIG_TLS_VERIFY) {
+	if (c->conf.tls == CONFIG_TLS_DANE) {
+		/* RFC 7672 3: the DNSSEC-validated TLSA records are the only trust
+		 * anchors.  DANE-EE(3) ignores names and dates (3.1.1); DANE-TA(2)
+		 * checks the MX host name, the TLSA base domain (3.2.2). */
+		size_t usable = 0;
+		if (SSL_dane_enable(ssl, c->host) <= 0) {
+			SSL_free(ssl);
+			smtp_client_conn_fail(c, "4.7.5 DANE set-up failed");
+			return;
+		}
+		SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+		for (size_t i = 0; i < c->conf.ntlsa; i++) {
+			const struct policy_tlsa *t = &c->conf.tlsa[i];
+			if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data,
+			                      t->len) > 0)
+				usable++;
+		}
+		if (usable == 0) {
+			SSL_free(ssl);
+			smtp_client_conn_fail(c, "4.7.5 no usable TLSA record for %s", c->host);
+			return;
+		}
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	} else if (c->conf.tls == CONFIG_TLS_VERIFY) {
 		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 		X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
 		if (numeric)
@@ -290,7 +315,10 @@ static void client_send_ehlo(struct smtp_client *c, bool ehlo)
 /* client_after_ehlo - STARTTLS / AUTH / ready, per the route's policy. */
 static void client_after_ehlo(struct smtp_client *c)
 {
-	if (!c->tls_active && c->conf.tls != CONFIG_TLS_NONE) {
+	/* tls = may (RFC 7435): STARTTLS when offered, plaintext otherwise. */
+	bool may = c->conf.tls == CONFIG_TLS_MAY;
+	if (!c->tls_active && c->conf.tls != CONFIG_TLS_NONE && !c->tls_skipped &&
+	    (c->starttls || !may)) {
 		if (!c->starttls) {
 			smtp_client_conn_fail(
 			    c, "4.7.4 STARTTLS required by route policy but not offered");
@@ -397,6 +425,14 @@ static void client_setup_reply(struct smtp_client *c, const struct smtp_reply *r
 		client_after_ehlo(c);
 		return;
 	case CS_STARTTLS:
+		if (r->code != 220 && c->conf.tls == CONFIG_TLS_MAY) {
+			/* RFC 3207 4: the session goes on as before the command. */
+			util_log_info("smtp-client relay=%s tls=skipped reason=(STARTTLS refused: %s)",
+			              c->relay, rs);
+			c->tls_skipped = true;
+			client_after_ehlo(c);
+			return;
+		}
 		if (r->code != 220) {
 			smtp_client_conn_fail(c, "4.7.4 STARTTLS refused: %s", rs);
 			return;
@@ -491,13 +527,15 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 			smtp_client_conn_arm(c, c->conf.command_timeout);
 		} else if (c->state == CS_HANDSHAKE) {
 			c->tls_active = true;
-			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s", SSL_get_version(c->ssl),
-			         SSL_get_cipher_name(c->ssl));
+			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s%s", SSL_get_version(c->ssl),
+			         SSL_get_cipher_name(c->ssl),
+			         SSL_get0_dane_authority(c->ssl, NULL, NULL) >= 0 ? " dane" : "");
 			client_send_ehlo(c, true);
 		}
 		return;
 	}
 	if (c->state == CS_HANDSHAKE) {
+		c->tls_failed = true;
 		long vr = SSL_get_verify_result(c->ssl);
 		char ebuf[256] = "handshake failed";
 		unsigned long e = bufferevent_get_openssl_error(bev);
@@ -527,6 +565,8 @@ static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	                                    "HELO reply",      "STARTTLS reply", "TLS handshake",
 	                                    "AUTH reply",      "idle",           "reply",
 	                                    "data acceptance", "QUIT reply",     "-"};
+	if (c->state == CS_HANDSHAKE)
+		c->tls_failed = true;
 	smtp_client_conn_fail(c, "%s timeout with %s waiting for %s",
 	                      c->state == CS_CONNECT ? "4.4.1" : "4.4.2", c->relay,
 	                      names[c->state]);
@@ -582,6 +622,12 @@ bool smtp_client_is_usable(const struct smtp_client *c)
 const char *smtp_client_error(const struct smtp_client *c)
 {
 	return c->error ? c->error : "";
+}
+
+/* smtp_client_tls_failed - did the set-up fail in the TLS handshake? */
+bool smtp_client_tls_failed(const struct smtp_client *c)
+{
+	return c->tls_failed;
 }
 
 /* smtp_client_relay - "host[addr]:port" for logs. */

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "smtp-client-internal.h"
+#include "smtp-mtasts.h"
 #include "smtp.h"
 
 struct deliver_dir_job;
@@ -24,6 +25,7 @@ struct smtp_deliverer {
 	struct event *kick;               /* deferred pump of every pool */
 	struct deliver_dir_job *dir_jobs; /* directory writes in flight */
 	struct smtp_client **quitting;    /* sent QUIT, not gone yet */
+	struct smtp_mtasts *mtasts;       /* MTA-STS policy cache; NULL without dns */
 	size_t nquitting;
 };
 
@@ -55,6 +57,15 @@ struct deliver_conn {
 	struct util_addr *addrs;           /* resolved so far, in order */
 	char **names;                      /* host name of each address */
 	size_t naddrs, next_addr;
+	bool plain_retry; /* tls = may: the last address again, without STARTTLS */
+	/* tls = dane (RFC 7672): the TLSA records of the target whose addresses
+	 * are being tried, and the TLS level they give it */
+	bool mx_secure;                /* the MX answer was DNSSEC-validated */
+	size_t tlsa_for;               /* target + 1 the TLSA state is for; 0 none */
+	enum config_tls_policy host_tls; /* dane (usable TLSA), encrypt, or may */
+	struct policy_tlsa *tlsa;      /* owned, data owned too */
+	size_t ntlsa;
+	struct policy_mtasts *sts;     /* owned copy of the domain's MTA-STS policy, or NULL */
 	char *last_error;
 	bool permanent; /* last_error is a routing fact (NXDOMAIN, null MX) */
 	struct deliver_conn *next;
@@ -75,7 +86,10 @@ struct deliver_pool {
 	int failures;              /* consecutive connections that reached no host */
 	int64_t dead_until_ms;     /* > 0: down (util_mono_ms) until then, then probed */
 	char *dead_error;          /* why it is down */
-	int mx_port;               /* MX routes */
+	int mx_port;  /* MX routes */
+	int mta_sts_port;      /* tls = dane: MTA-STS policy server port */
+	char *mta_sts_ca_file; /* tls = dane: CAs for MTA-STS, NULL = system */
+	SSL_CTX *sts_ctx;      /* tls = dane: verifying context for MTA-STS enforce (lazy) */
 	int connect_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;

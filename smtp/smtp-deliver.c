@@ -4,8 +4,12 @@
  * domain for type = mx), reuses idle connections (RSET between messages, at
  * most msgs_per_connection each), opens new ones up to the route's
  * max_connections, and fails over through the route's hosts (or the
- * domain's MX hosts) and each host's addresses in order.  Routes of type
- * directory are written by smtp-deliver-dir.c.
+ * domain's MX hosts) and each host's addresses in order.  With tls = may a
+ * host whose TLS handshake fails is tried once more in plaintext before the
+ * next one (RFC 7435).  With tls = dane each MX host gets DANE (RFC 7672,
+ * DNSSEC-validated TLSA records), else what the domain's MTA-STS policy
+ * demands (RFC 8461, smtp-mtasts.c), else may.  Routes of type directory
+ * are written by smtp-deliver-dir.c.
  *
  * Failures: a failed session set-up (refused, timed out, any 4xx/5xx before
  * READY) only moves on to the next address/host; when none is left the
@@ -61,6 +65,8 @@ static void deliver_quit(struct smtp_deliverer *dl, struct smtp_client *c)
 	dl->quitting[dl->nquitting++] = c;
 }
 static void deliver_conn_try_next(struct deliver_conn *cn);
+static void deliver_conn_connect(struct deliver_conn *cn, size_t i);
+static void deliver_conn_tlsa_reset(struct deliver_conn *cn);
 
 /* deliver_route_copy - the parts of a route a pool needs after a reload. */
 static void deliver_route_copy(struct deliver_pool *p, const struct config_route *r)
@@ -76,6 +82,8 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	}
 	p->max_connections = r->max_connections > 0 ? r->max_connections : 10;
 	p->mx_port = r->mx_port > 0 ? r->mx_port : 25;
+	p->mta_sts_port = r->mta_sts_port > 0 ? r->mta_sts_port : 443;
+	p->mta_sts_ca_file = r->mta_sts_ca_file ? util_xstrdup(r->mta_sts_ca_file) : NULL;
 	p->msgs_per_connection = r->msgs_per_connection > 0 ? r->msgs_per_connection : 100;
 	p->dead_after = r->dead_after > 0 ? r->dead_after : 2;
 	p->dead_time = r->dead_time > 0 ? r->dead_time : 60;
@@ -113,6 +121,10 @@ static int deliver_ssl_ctx(struct deliver_pool *p, const struct config_route *r)
 		return -1;
 	}
 	SSL_CTX_set_min_proto_version(p->ssl_ctx, TLS1_2_VERSION);
+	if (r->tls == CONFIG_TLS_DANE && SSL_CTX_dane_enable(p->ssl_ctx) <= 0) {
+		p->setup_error = util_xstrdup("4.7.5 cannot enable DANE in the TLS context");
+		return -1;
+	}
 	if (r->tls == CONFIG_TLS_VERIFY) {
 		int ok = r->ca_file ? SSL_CTX_load_verify_locations(p->ssl_ctx, r->ca_file, NULL)
 		                    : SSL_CTX_set_default_verify_paths(p->ssl_ctx);
@@ -167,6 +179,9 @@ static void deliver_pool_free(struct deliver_pool *p)
 	free(p->hosts);
 	if (p->ssl_ctx)
 		SSL_CTX_free(p->ssl_ctx);
+	if (p->sts_ctx)
+		SSL_CTX_free(p->sts_ctx);
+	free(p->mta_sts_ca_file);
 	if (p->auth_password) {
 		OPENSSL_cleanse(p->auth_password, strlen(p->auth_password));
 		free(p->auth_password);
@@ -226,6 +241,52 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
 	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
 }
 
+/* deliver_conn_tlsa_reset - forget the TLSA records of the last target. */
+static void deliver_conn_tlsa_reset(struct deliver_conn *cn)
+{
+	for (size_t i = 0; i < cn->ntlsa; i++)
+		free((void *)cn->tlsa[i].data);
+	free(cn->tlsa);
+	cn->tlsa = NULL;
+	cn->ntlsa = 0;
+	cn->tlsa_for = 0;
+	cn->host_tls = CONFIG_TLS_MAY;
+}
+
+/* deliver_conn_tls - the TLS level of the next connection: the route's, or
+ * for tls = dane what the current target's TLSA records say. */
+static enum config_tls_policy deliver_conn_tls(const struct deliver_conn *cn)
+{
+	if (cn->plain_retry)
+		return CONFIG_TLS_NONE;
+	if (cn->pool->tls != CONFIG_TLS_DANE)
+		return cn->pool->tls;
+	/* DANE first (RFC 8461 2: a host with usable TLSA records is DANE's),
+	 * then an enforced MTA-STS policy (certificate verified for the MX
+	 * name), then opportunistic TLS. */
+	if (cn->host_tls != CONFIG_TLS_MAY)
+		return cn->host_tls;
+	if (cn->sts != NULL && cn->sts->mode == POLICY_MTASTS_ENFORCE)
+		return CONFIG_TLS_VERIFY;
+	return CONFIG_TLS_MAY;
+}
+
+/* deliver_sts_ctx - the pool's verifying context for MTA-STS enforce. */
+static SSL_CTX *deliver_sts_ctx(struct deliver_pool *p)
+{
+	if (p->sts_ctx != NULL)
+		return p->sts_ctx;
+	p->sts_ctx = SSL_CTX_new(TLS_client_method());
+	if (p->sts_ctx == NULL)
+		return NULL;
+	SSL_CTX_set_min_proto_version(p->sts_ctx, TLS1_2_VERSION);
+	if ((p->mta_sts_ca_file ? SSL_CTX_load_verify_locations(p->sts_ctx, p->mta_sts_ca_file, NULL)
+	                        : SSL_CTX_set_default_verify_paths(p->sts_ctx)) != 1)
+		util_log_err("route=%s error=(cannot load the MTA-STS CA store %s)", p->name,
+		             p->mta_sts_ca_file ? p->mta_sts_ca_file : "(system)");
+	return p->sts_ctx;
+}
+
 /* deliver_conn_clear - free what a connection owns (not the struct). */
 static void deliver_conn_clear(struct deliver_conn *cn)
 {
@@ -241,6 +302,12 @@ static void deliver_conn_clear(struct deliver_conn *cn)
 	cn->addrs = NULL;
 	cn->last_error = NULL;
 	cn->naddrs = 0;
+	deliver_conn_tlsa_reset(cn);
+	if (cn->sts != NULL) {
+		policy_mtasts_clear(cn->sts);
+		free(cn->sts);
+		cn->sts = NULL;
+	}
 	smtp_deliver_free_targets(cn);
 }
 
@@ -388,6 +455,18 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 			deliver_conn_remove(cn);
 			return;
 		}
+		if (!cn->plain_retry && deliver_conn_tls(cn) == CONFIG_TLS_MAY &&
+		    smtp_client_tls_failed(c)) {
+			/* Opportunistic TLS (RFC 7435, like Postfix's "may"): a
+			 * failed handshake is no reason to defer - the same host
+			 * again, in plaintext. */
+			util_log_info("route=%s relay=%s status=tls-fallback error=(%s)", p->name,
+			              smtp_client_relay(c), cn->last_error);
+			cn->plain_retry = true;
+			deliver_conn_connect(cn, cn->next_addr - 1);
+			return;
+		}
+		cn->plain_retry = false;
 		util_log_info("route=%s relay=%s status=failover error=(%s)", p->name,
 		              smtp_client_relay(c), cn->last_error);
 		deliver_conn_try_next(cn);
@@ -403,8 +482,13 @@ static void deliver_conn_connect(struct deliver_conn *cn, size_t i)
 	struct smtp_client_conf conf = {
 	    .host = cn->names[i],
 	    .addr = cn->addrs[i],
-	    .tls = p->tls,
-	    .ssl_ctx = p->ssl_ctx,
+	    .tls = deliver_conn_tls(cn),
+	    .ssl_ctx = cn->plain_retry                              ? NULL
+	               : p->tls == CONFIG_TLS_DANE &&
+	                       deliver_conn_tls(cn) == CONFIG_TLS_VERIFY ? deliver_sts_ctx(p)
+	                                                             : p->ssl_ctx,
+	    .tlsa = cn->tlsa,
+	    .ntlsa = cn->ntlsa,
 	    .helo = dl->cfg->hostname,
 	    .auth_user = p->auth_user,
 	    .auth_password = p->auth_password,
@@ -452,6 +536,69 @@ static void deliver_dns_host_cb(void *arg, enum policy_dns_status st, const stru
 	deliver_conn_try_next(cn);
 }
 
+/* deliver_wants_tlsa - tls = dane and a DNSSEC-validated MX answer: the
+ * hosts' TLSA records decide (RFC 7672 2.2.1: an insecure MX RRset gives no
+ * DANE; then the route acts as tls = may). */
+static bool deliver_wants_tlsa(const struct deliver_conn *cn)
+{
+	const struct deliver_pool *p = cn->pool;
+	return p->tls == CONFIG_TLS_DANE && p->type == CONFIG_ROUTE_MX && cn->mx_secure &&
+	       p->dl->dns != NULL && policy_dns_is_validating(p->dl->dns);
+}
+
+/* deliver_dns_tlsa_cb - TLSA records of the current target host. */
+static void deliver_dns_tlsa_cb(void *arg, enum policy_dns_status st, bool secure,
+                                const struct policy_tlsa *recs, size_t n)
+{
+	struct deliver_conn *cn = arg;
+	cn->dns_pending = false;
+	if (cn->orphan) {
+		free(cn);
+		return;
+	}
+	const struct config_host *h = &cn->targets[cn->target];
+	deliver_conn_tlsa_reset(cn);
+	cn->tlsa_for = cn->target + 1;
+	if (st == POLICY_DNS_BOGUS || st == POLICY_DNS_TEMPFAIL) {
+		/* RFC 7672 2.2: no validated answer and no validated denial -
+		 * the host may be DANE-protected; never downgrade, skip it. */
+		free(cn->last_error);
+		cn->last_error = util_xasprintf("4.7.5 TLSA lookup for _%d._tcp.%s failed (%s)",
+		                                h->port, h->host, policy_dns_status_str(st));
+		util_log_info("route=%s host=%s dane=skip error=(%s)", cn->pool->name, h->host,
+		              cn->last_error);
+		cn->target++;
+		deliver_conn_try_next(cn);
+		return;
+	}
+	if (st == POLICY_DNS_OK && secure) {
+		cn->tlsa = util_xcalloc(n + 1, sizeof(*cn->tlsa));
+		for (size_t i = 0; i < n; i++) {
+			/* RFC 7672 3.1: only DANE-TA(2) and DANE-EE(3), selector
+			 * 0/1, matching type 0/1/2 are usable for SMTP */
+			if ((recs[i].usage != 2 && recs[i].usage != 3) || recs[i].selector > 1 ||
+			    recs[i].mtype > 2)
+				continue;
+			unsigned char *copy = util_xmalloc(recs[i].len + 1);
+			memcpy(copy, recs[i].data, recs[i].len);
+			cn->tlsa[cn->ntlsa] = recs[i];
+			cn->tlsa[cn->ntlsa].data = copy;
+			cn->ntlsa++;
+		}
+		/* RFC 7672 2.2: secure TLSA records, none usable - TLS is still
+		 * mandatory, without authentication. */
+		cn->host_tls = cn->ntlsa > 0 ? CONFIG_TLS_DANE : CONFIG_TLS_ENCRYPT;
+	}
+	util_log_debug("route=%s host=%s tlsa=%s usable=%zu tls=%s", cn->pool->name, h->host,
+	               st == POLICY_DNS_OK ? (secure ? "secure" : "insecure")
+	                                   : policy_dns_status_str(st),
+	               cn->ntlsa,
+	               cn->host_tls == CONFIG_TLS_DANE      ? "dane"
+	               : cn->host_tls == CONFIG_TLS_ENCRYPT ? "encrypt"
+	                                                    : "may");
+	deliver_conn_try_next(cn);
+}
+
 /* deliver_conn_try_next - next address, else resolve the next host, else
  * give up on every waiting job with the last error. */
 static void deliver_conn_try_next(struct deliver_conn *cn)
@@ -464,7 +611,20 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	while (cn->target < cn->ntargets) {
 		const struct config_host *h = &cn->targets[cn->target];
 		struct util_addr a;
+		if (cn->sts != NULL && cn->sts->mode == POLICY_MTASTS_ENFORCE &&
+		    !policy_mtasts_mx_matches(cn->sts, h->host)) {
+			/* RFC 8461 4.1: an MX host the policy does not list is
+			 * never used in enforce mode. */
+			free(cn->last_error);
+			cn->last_error = util_xasprintf(
+			    "4.7.5 MX host %s is not in the MTA-STS policy of %s", h->host, p->domain);
+			util_log_info("route=%s host=%s mta-sts=enforce status=skipped", p->name,
+			              h->host);
+			cn->target++;
+			continue;
+		}
 		if (util_addr_parse_numeric(h->host, h->port, &a) == 0) {
+			deliver_conn_tlsa_reset(cn); /* no TLSA for an address */
 			deliver_conn_add_addrs(cn, h->host, &a, 1);
 			cn->target++;
 			deliver_conn_connect(cn, cn->next_addr++);
@@ -476,6 +636,11 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 			    util_xasprintf("4.4.3 cannot resolve %s (no resolver)", h->host);
 			cn->target++;
 			continue;
+		}
+		if (deliver_wants_tlsa(cn) && cn->tlsa_for != cn->target + 1) {
+			cn->dns_pending = true;
+			policy_dns_resolve_tlsa(p->dl->dns, h->host, h->port, deliver_dns_tlsa_cb, cn);
+			return;
 		}
 		cn->dns_pending = true;
 		policy_dns_resolve_host(p->dl->dns, h->host, h->port, deliver_dns_host_cb, cn);
@@ -509,8 +674,8 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 }
 
 /* deliver_dns_mx_cb - the MX hosts of the domain become the targets. */
-static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *const *hosts,
-                              size_t n)
+static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
+                              const char *const *hosts, size_t n)
 {
 	struct deliver_conn *cn = arg;
 	cn->dns_pending = false;
@@ -518,6 +683,7 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 		free(cn);
 		return;
 	}
+	cn->mx_secure = secure;
 	if (st == POLICY_DNS_OK && n > 0) {
 		cn->owned_targets = util_xcalloc(n + 1, sizeof(*cn->owned_targets));
 		for (size_t i = 0; i < n; i++) {
@@ -539,11 +705,29 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, const char *
 	deliver_conn_try_next(cn);
 }
 
+/* deliver_sts_cb - the domain's MTA-STS policy (or none): keep a copy for
+ * this connection, then look up the MX hosts. */
+static void deliver_sts_cb(void *arg, const struct policy_mtasts *pol)
+{
+	struct deliver_conn *cn = arg;
+	if (cn->orphan) {
+		cn->dns_pending = false;
+		free(cn);
+		return;
+	}
+	if (pol != NULL && pol->mode != POLICY_MTASTS_NONE) {
+		cn->sts = util_xcalloc(1, sizeof(*cn->sts));
+		policy_mtasts_copy(cn->sts, pol);
+	}
+	policy_dns_resolve_mx(cn->pool->dl->dns, cn->pool->domain, deliver_dns_mx_cb, cn);
+}
+
 /* deliver_conn_open - a new connection for the pool. */
 static void deliver_conn_open(struct deliver_pool *p)
 {
 	struct deliver_conn *cn = util_xcalloc(1, sizeof(*cn));
 	cn->pool = p;
+	cn->host_tls = CONFIG_TLS_MAY;
 	cn->idle_timer = evtimer_new(p->dl->base, deliver_idle_cb, cn);
 	cn->next = p->conns;
 	p->conns = cn;
@@ -555,7 +739,11 @@ static void deliver_conn_open(struct deliver_pool *p)
 			return;
 		}
 		cn->dns_pending = true;
-		policy_dns_resolve_mx(p->dl->dns, p->domain, deliver_dns_mx_cb, cn);
+		if (p->tls == CONFIG_TLS_DANE && p->dl->mtasts != NULL)
+			smtp_mtasts_get(p->dl->mtasts, p->domain, p->mta_sts_port, p->mta_sts_ca_file,
+			                p->connect_timeout, deliver_sts_cb, cn);
+		else
+			policy_dns_resolve_mx(p->dl->dns, p->domain, deliver_dns_mx_cb, cn);
 		return;
 	}
 	cn->targets = p->hosts;
@@ -649,6 +837,7 @@ struct smtp_deliverer *smtp_deliverer_new(struct event_base *base, const struct 
 		free(dl);
 		return NULL;
 	}
+	dl->mtasts = dns != NULL ? smtp_mtasts_new(base, dns) : NULL;
 	return dl;
 }
 
@@ -718,6 +907,7 @@ void smtp_deliverer_free(struct smtp_deliverer *dl)
 		p->nconns = 0;
 		deliver_pool_free(p);
 	}
+	smtp_mtasts_free(dl->mtasts); /* answers waiting connections (orphans) */
 	for (size_t i = 0; i < dl->nquitting; i++)
 		smtp_client_free(dl->quitting[i]);
 	free(dl->quitting);

@@ -13,6 +13,8 @@ process so a test can change its behaviour between deliveries:
     ds.hang_in_data = True                # never answer the final dot
     ds.data_delay = 0.05                  # answer the final dot after a pause
     ds.drop_at = "rcpt"                   # close the connection at MAIL/RCPT/DATA
+    ds.local_domains = {"example.test"}   # refuse other recipient domains, like SES
+                                          # inbound-smtp (554 5.7.1)
     ds.offer_8bitmime = False             # hide EHLO keywords
     ds.offer_smtputf8 = False
     ds.auth = ("user", "secret")          # offer AUTH PLAIN/LOGIN (after TLS)
@@ -105,6 +107,10 @@ class _Handler:
             if (reply is None and self.ds.known_users is not None
                     and address.lower() not in self.ds.known_users):
                 reply = "550 5.1.1 <%s>: user unknown" % address
+            dom = address.rpartition("@")[2].lower()
+            if reply is None and self.ds.local_domains is not None \
+                    and dom not in self.ds.local_domains:
+                reply = "554 5.7.1 Relay access denied: not a domain of this server"
             self.ds.rcpt_log.append((address, reply or "250"))
         if reply:
             return reply
@@ -165,6 +171,7 @@ class Downstream:
         self.rcpt_gate = None           # threading.Event: RCPT replies wait until set
         self.probes = []                # RCPT addresses under MAIL FROM:<>
         self.probe_tls = []             # ... and whether the session used TLS
+        self.local_domains = None       # set of domains: refuse the others
         self.offer_8bitmime = True
         self.offer_smtputf8 = True
         self.offer_starttls = True
@@ -238,10 +245,12 @@ class Downstream:
 
 # ---------------------------------------------------------------- helpers for the tests
 
-def relay_extra(hosts, *, tls="none", ca_file=None, route=None, queue=None):
+def relay_extra(hosts, *, tls="none", ca_file=None, route=None, queue=None, bounce_port=None):
     """Gateway `extra` for a default route of type smtp to hosts (list of
     "127.0.0.1:PORT") with short retry times (1s, 2s; lifetime 30s) and a
-    dead destination retried after 1s."""
+    dead destination retried after 1s.
+    bounce_port: an outbound route of type mx whose MX hosts listen there
+    (DSNs go to the sender domain's MX; the test puts it in gw.dns)."""
     r = {"type": "smtp", "hosts": ", ".join(hosts), "tls": tls, "directory": None,
          "connect_timeout": "3s", "command_timeout": "5s", "data_timeout": "5s",
          "dead_time": "1s"}
@@ -250,7 +259,16 @@ def relay_extra(hosts, *, tls="none", ca_file=None, route=None, queue=None):
     r.update(route or {})
     q = {"retry_schedule": "1s, 2s", "max_lifetime": "30s", "delay_warning_time": "0"}
     q.update(queue or {})
-    return {"route default": r, "queue": q}
+    extra = {"route default": r, "queue": q}
+    if bounce_port is not None:
+        extra["route outbound"] = outbound_route(bounce_port)
+    return extra
+
+
+def outbound_route(port, tls="none"):
+    """[route outbound] of type mx with the MX hosts on port (not 25)."""
+    return {"role": "outbound", "type": "mx", "mx_port": str(port), "tls": tls,
+            "connect_timeout": "3s", "command_timeout": "5s", "data_timeout": "5s"}
 
 
 def dsn_parts(rec):

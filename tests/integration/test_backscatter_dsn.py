@@ -30,7 +30,7 @@ def ds():
 
 def _auth_gateway(gateway, ds, **queue):
     mport = free_port()
-    extra = relay_extra([f"127.0.0.1:{ds.port}"], queue=queue or None)
+    extra = relay_extra([f"127.0.0.1:{ds.port}"], queue=queue or None, bounce_port=ds.port)
     extra["auth"] = {"spf": "yes", "dkim": "no", "dmarc": "yes",
                      "dmarc_enforcement": "monitor"}
     extra["metrics"] = {"listen": f"127.0.0.1:{mport}"}
@@ -42,6 +42,11 @@ def _auth_gateway(gateway, ds, **queue):
     gw.dns.add("_dmarc.pass.test", "TXT", '"v=DMARC1; p=none"')
     gw.dns.add("_dmarc.victim.test", "TXT", '"v=DMARC1; p=none"')
     gw.dns.add("victim.test", "TXT", '"v=spf1 ip4:192.0.2.1 -all"')
+    # Every sender domain's MX (implicit: its A record) is the downstream, so
+    # a DSN through the outbound route would arrive there - also one that
+    # must be suppressed.
+    for dom in ("pass.test", "forged.test", "victim.test"):
+        gw.dns.add(dom, "A", "127.0.0.1")
     return gw
 
 

@@ -257,3 +257,58 @@ def test_version():
                        timeout=scaled(10))
     assert p.returncode == 0, p.stdout + p.stderr
     assert m.group(1) in p.stdout, f"version {m.group(1)} not in {p.stdout!r}"
+
+
+# ---------------------------------------------------------------- where bounces go
+
+SES = "inbound-smtp.eu-west-1.amazonaws.com"
+
+
+def smtp_default(lines, host):
+    """The default route relays to host, like a gateway in front of SES."""
+    i = line_no(lines, "type = directory")           # the route's directory follows it
+    return lines[:i - 1] + ["type = smtp", f"hosts = {host}"] + lines[i + 1:]
+
+
+BAD_OUTBOUND = [
+    # (name, default route host, outbound route lines, needle of the bad line, message)
+    ("to the inbound downstream", "smtp.downstream.test:25",
+     ["role = outbound", "type = smtp", "hosts = SMTP.downstream.test"],
+     "hosts = SMTP", "the downstream of inbound route 'default'"),
+    ("to SES inbound", f"{SES}:25",
+     ["role = outbound", "type = smtp", f"hosts = {SES}"],
+     f"hosts = {SES}", "SES inbound endpoint"),
+    ("into a folder", "smtp.downstream.test:25",
+     ["role = outbound", "type = directory", "directory = @D@/bounces"],
+     "type = directory", "never reach their senders"),
+]
+
+
+@pytest.mark.parametrize("name,host,route,needle,msg", BAD_OUTBOUND,
+                         ids=[b[0] for b in BAD_OUTBOUND])
+def test_outbound_route_that_loses_bounces_is_an_error(conf, name, host, route, needle, msg):
+    d, lines, _ = conf
+    lines = smtp_default(lines, host) + ["[route outbound]"] + \
+        [r.replace("@D@", str(d)) for r in route] + [""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc != 0, f"accepted:\n{out}"
+    got = diags(out, p)
+    n = [i + 1 for i, ln in enumerate(lines) if ln.startswith(needle)][-1]
+    assert n in got, f"no {p}:{n}: message in:\n{out}"
+    assert msg in " ".join(got[n]), got[n]
+
+
+def test_outbound_smart_host_and_implicit_route_pass(conf):
+    """An outbound smart host other than the inbound downstream is fine, and
+    so is a file without any outbound route (implicit: MX delivery)."""
+    d, lines, _ = conf
+    lines = smtp_default(lines, f"{SES}:25")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0 and not diags(out, p), out
+    lines = lines + ["[route outbound]", "role = outbound", "type = smtp",
+                     "hosts = email-smtp.eu-west-1.amazonaws.com:587", ""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0 and not diags(out, p), out

@@ -79,9 +79,16 @@ def test_4xx_then_success_on_retry(gateway, ds):
     wait_for(lambda: not gw.queue_ids(), scaled(5), what="empty queue")
 
 
+def bounces_to_ds(gw):
+    """The sender domain's MX (implicit: its A record) is the test downstream,
+    so DSNs sent through the outbound route (type mx) arrive there too."""
+    gw.dns.add("example.test", "A", "127.0.0.1")
+
+
 def test_5xx_bounces_with_dsn(gateway, ds):
     ds.rcpt_replies["nobody@example.test"] = ["550 5.1.1 no such user here"]
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"]))
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], bounce_port=ds.port))
+    bounces_to_ds(gw)
     data, marker = make_message(sender=SENDER, to="nobody@example.test")
     qid = gw.send(SENDER, ["nobody@example.test"], data)
     wait_for(lambda: dsns(ds), scaled(10), what="the DSN")
@@ -106,7 +113,9 @@ def test_5xx_bounces_with_dsn(gateway, ds):
 
 def test_expiry_bounces_with_dsn(gateway, ds):
     ds.rcpt_replies["slow@example.test"] = ["451 4.3.0 busy"] * 100
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], queue={"max_lifetime": "4s"}))
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], queue={"max_lifetime": "4s"},
+                             bounce_port=ds.port))
+    bounces_to_ds(gw)
     data, marker = make_message(sender=SENDER, to="slow@example.test")
     qid = gw.send(SENDER, ["slow@example.test"], data)
     wait_for(lambda: dsns(ds), scaled(15), what="the expiry DSN")
@@ -124,7 +133,8 @@ def test_expiry_bounces_with_dsn(gateway, ds):
 
 def test_null_sender_is_never_bounced(gateway, ds):
     ds.rcpt_replies["nobody@example.test"] = ["550 5.1.1 no such user"]
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"]))
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], bounce_port=ds.port))
+    bounces_to_ds(gw)
     data, marker = make_message(sender="MAILER-DAEMON@client.example.net")
     qid = gw.send("", ["nobody@example.test"], data)
     gw.wait_log(qid + r" to=<nobody@example.test> status=bounced dsn=no-null-sender")
@@ -137,7 +147,8 @@ def test_null_sender_is_never_bounced(gateway, ds):
 def test_partial_failure_multi_recipient(gateway, ds):
     ds.rcpt_replies["bad@example.test"] = ["550 5.1.1 unknown"]
     ds.rcpt_replies["later@example.test"] = ["452 4.2.2 mailbox full"]
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"]))
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], bounce_port=ds.port))
+    bounces_to_ds(gw)
     data, marker = make_message(sender=SENDER)
     rcpts = ["ok@example.test", "bad@example.test", "later@example.test"]
     gw.send(SENDER, rcpts, data)
@@ -156,7 +167,8 @@ def test_partial_failure_multi_recipient(gateway, ds):
 
 def test_8bit_message_needs_8bitmime(gateway, ds):
     ds.offer_8bitmime = False
-    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"]))
+    gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], bounce_port=ds.port))
+    bounces_to_ds(gw)
     data, marker = make_message(sender=SENDER, body="gr\u00fc\u00dfe\r\n".encode().decode("latin-1"))
     data = data.decode("latin-1").encode("latin-1")
     qid = gw.send(SENDER, ["a@example.test"], data, mail_params="BODY=8BITMIME")

@@ -8,7 +8,7 @@ MX hosts at the test downstream instead of port 25.
 import pytest
 
 import mxtest
-from downstream import Downstream, dsn_parts, dsns
+from downstream import Downstream, dsn_parts, dsns, outbound_route
 from mxtest import make_message, scaled, wait_for
 
 SENDER = "sender@example.test"
@@ -26,6 +26,7 @@ def mx_extra(port, domains="example.test"):
         "domains": {"accepted_domains": domains},
         "route default": {"type": "mx", "mx_port": str(port), "tls": "none", "directory": None,
                           "connect_timeout": "3s", "command_timeout": "5s"},
+        "route outbound": outbound_route(port),
         "queue": {"retry_schedule": "1s, 2s", "max_lifetime": "30s",
                   "delay_warning_time": "0"},
     }

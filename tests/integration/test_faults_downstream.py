@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-from downstream import Downstream, dsn_parts, relay_extra
+from downstream import Downstream, dsn_parts, outbound_route, relay_extra
 from mxtest import free_port, make_message, scaled, wait_for
 
 SENDER = "sender@client.example.net"
@@ -263,9 +263,18 @@ def test_starttls_garbage_downstream(gateway, test_ca):
 
 # ---------------------------------------------------------------- issue 11: who may bounce
 
+def _split_gateway(gateway, hosts, bounce, tls="none", **route):
+    """A gateway with example.test -> hosts (route "down"), and the DSNs to
+    the senders' domain (client.example.net, whose MX is 127.0.0.1) -> the
+    aiosmtpd `bounce` downstream through the outbound route."""
+    gw = gateway(_split_routes(hosts, bounce, tls=tls, **route))
+    gw.dns.add("client.example.net", "A", "127.0.0.1")
+    return gw
+
+
 def _split_routes(hosts, bounce, tls="none", **route):
-    """example.test -> hosts (route "down"); everything else, i.e. the DSNs
-    to the sender's domain, -> the aiosmtpd `bounce` downstream."""
+    """example.test -> hosts (route "down"); everything else -> the aiosmtpd
+    `bounce` downstream, and the outbound route (DSNs, by MX) to its port."""
     r = {"type": "smtp", "domains": "example.test", "hosts": ", ".join(hosts), "tls": tls,
          "connect_timeout": "2s", "command_timeout": "2s", "data_timeout": "2s",
          "dead_time": "1s"}
@@ -273,6 +282,7 @@ def _split_routes(hosts, bounce, tls="none", **route):
     return {"route down": r,
             "route default": {"type": "smtp", "hosts": f"127.0.0.1:{bounce.port}",
                               "tls": "none", "directory": None},
+            "route outbound": outbound_route(bounce.port),
             "queue": {"retry_schedule": "1s", "max_lifetime": "1h",
                       "delay_warning_time": "0"}}
 
@@ -288,8 +298,8 @@ def test_session_5xx_single_host_defers_every_message(gateway, test_ca, mode):
     with RawDownstream(tls=test_ca) as ds, Downstream() as bounce:
         ds.mode = mode
         tls = "encrypt" if mode == "starttls-5xx" else "none"
-        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce, tls=tls,
-                                   max_connections="1"))
+        gw = _split_gateway(gateway, [f"127.0.0.1:{ds.port}"], bounce, tls=tls,
+                           max_connections="1")
         sent = [make_message(sender=SENDER, subject=f"m{i}") for i in range(3)]
         qids = [gw.send(SENDER, [f"u{i}@example.test"], d) for i, (d, _) in enumerate(sent)]
         for q in qids:
@@ -316,8 +326,8 @@ def test_session_5xx_first_host_fails_over_to_second(gateway, test_ca, mode):
     with RawDownstream() as bad, RawDownstream(tls=test_ca) as good, Downstream() as bounce:
         bad.mode = mode
         tls = "encrypt" if mode == "starttls-5xx" else "none"
-        gw = gateway(_split_routes([f"127.0.0.1:{bad.port}", f"127.0.0.1:{good.port}"],
-                                   bounce, tls=tls))
+        gw = _split_gateway(gateway, [f"127.0.0.1:{bad.port}", f"127.0.0.1:{good.port}"],
+                           bounce, tls=tls)
         msg, marker = make_message(sender=SENDER)
         qid = gw.send(SENDER, ["a@example.test"], msg)
         wait_for(lambda: good.find(marker), scaled(15), what="delivery at the second host")
@@ -334,7 +344,7 @@ def test_2xx_to_data_is_not_a_delivery(gateway):
     is deferred (not marked delivered, no DSN) and sent whole later."""
     with RawDownstream() as ds, Downstream() as bounce:
         ds.mode = "data-250"
-        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce))
+        gw = _split_gateway(gateway, [f"127.0.0.1:{ds.port}"], bounce)
         msg, marker = make_message(sender=SENDER)
         qid = gw.send(SENDER, ["a@example.test", "b@example.test"], msg)
         wait_for(lambda: ds.data_refused >= 2, scaled(15), what="a second DATA (a retry)")
@@ -354,7 +364,7 @@ def test_2xx_to_data_is_not_a_delivery(gateway):
 def test_5xx_to_data_bounces_that_message(gateway):
     with RawDownstream() as ds, Downstream() as bounce:
         ds.mode = "data-554"
-        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce))
+        gw = _split_gateway(gateway, [f"127.0.0.1:{ds.port}"], bounce)
         msg, marker = make_message(sender=SENDER)
         qid = gw.send(SENDER, ["a@example.test"], msg)
         [dsn] = bounce.wait_messages(1)
@@ -371,7 +381,7 @@ def test_5xx_to_mail_or_rcpt_bounces_only_that_message_or_recipient(gateway):
     that message only; the next message on the connection is delivered; a
     550 to one RCPT bounces that recipient only."""
     with RawDownstream() as ds, Downstream() as bounce:
-        gw = gateway(_split_routes([f"127.0.0.1:{ds.port}"], bounce, max_connections="1"))
+        gw = _split_gateway(gateway, [f"127.0.0.1:{ds.port}"], bounce, max_connections="1")
         refused = "refused-sender@client.example.net"
         m1, k1 = make_message(sender=refused, subject="refused")
         m2, k2 = make_message(sender=SENDER, subject="fine")

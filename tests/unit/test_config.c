@@ -182,6 +182,37 @@ static const struct diag_case diag_cases[] = {
      GOOD "[route a]\ndomains = example.com\nhosts = 127.0.0.1\n"
           "[route b]\ndomains = EXAMPLE.com\nhosts = 127.0.0.1\n",
      15, "domain example.com is claimed by route 'b' and by route 'a' (line 12)", false},
+    /* the outbound route (DSNs): never through an inbound downstream */
+    {"outbound to inbound downstream",
+     GOOD "[route ses]\ndomains = example.com\nhosts = mail.example.net:25\n"
+          "[route out]\nrole = outbound\ntype = smtp\nhosts = relay.example.net, "
+          "MAIL.example.net.\n",
+     17, "route 'out' (role = outbound) relays through MAIL.example.net., the downstream of "
+         "inbound route 'ses' (line 13)", false},
+    {"outbound to SES inbound",
+     GOOD "[route out]\nrole = outbound\ntype = smtp\n"
+          "hosts = inbound-smtp.eu-west-1.amazonaws.com\n",
+     14, "an SES inbound endpoint that refuses mail for other domains", false},
+    {"outbound directory",
+     GOOD "[route x]\ndomains = example.com\nhosts = 127.0.0.1:2526\ntls = none\n"
+          "[route out]\nrole = outbound\ntype = directory\ndirectory = @DIR@/b\n",
+     17, "route 'out' (role = outbound) has type directory: bounces would stay in", false},
+    {"outbound directory offline", GOOD "[route out]\nrole = outbound\ntype = directory\n"
+                                        "directory = @DIR@/b\n",
+     13, "route 'out' (role = outbound) has type directory", true},
+    {"outbound with domains", GOOD "[route out]\nrole = outbound\ndomains = example.com\n", 13,
+     "route 'out' has role = outbound and domains", false},
+    {"two outbound routes",
+     GOOD "[route o1]\nrole = outbound\n[route o2]\nrole = outbound\n", 14,
+     "two outbound routes: 'o2' and 'o1' (line 11)", false},
+    {"inbound route named outbound", GOOD "[route outbound]\ndomains = example.com\nhosts = h.example.net\n",
+     11, "route name 'outbound' is kept for the route of what mxgate itself sends", false},
+    {"dane needs mx", GOOD "[route a]\ndomains = example.com\nhosts = h.example.net\ntls = dane\n",
+     14, "route 'a': tls = dane needs type = mx", false},
+    {"auth over tls may",
+     GOOD "[route a]\ndomains = example.com\nhosts = h.example.net\ntls = may\n"
+          "auth_user = u\nauth_password = p\n",
+     14, "would send SMTP AUTH credentials in clear text with tls = may", false},
     {"smtp without hosts", GOOD "[route a]\ndomains = example.com\n", 11,
      "route 'a' has type smtp but no hosts", false},
     {"directory without directory", GOOD "[route a]\ndomains = example.com\ntype = directory\n", 11,

@@ -144,7 +144,8 @@ static void test_values(void **state)
 	assert_string_equal(cfg->spam_flag_header, "X-Flag");
 	assert_string_equal(cfg->spam_score_header, "X-Spam-Score");
 
-	assert_int_equal(cfg->nroutes, 2);
+	/* two routes in the file, and the implicit outbound route */
+	assert_int_equal(cfg->nroutes, 3);
 	r = &cfg->routes[0];
 	assert_string_equal(r->name, "org");
 	assert_int_equal(r->type, CONFIG_ROUTE_SMTP);
@@ -165,6 +166,16 @@ static void test_values(void **state)
 	assert_string_equal(cfg->routes[1].name, "default");
 	assert_int_equal(cfg->routes[1].type, CONFIG_ROUTE_MX);
 	assert_int_equal(cfg->routes[1].line, 75);
+	r = &cfg->routes[2];
+	assert_string_equal(r->name, "outbound");
+	assert_true(r->implicit);
+	assert_int_equal(r->role, CONFIG_ROLE_OUTBOUND);
+	assert_int_equal(r->type, CONFIG_ROUTE_MX);
+	assert_int_equal(r->tls, CONFIG_TLS_DANE);
+	assert_int_equal(r->mx_port, 25);
+	assert_int_equal(r->max_connections, 10);
+	assert_false(cfg->routes[0].implicit || cfg->routes[1].implicit);
+	assert_ptr_equal(config_route_outbound(cfg), r);
 
 	/* lookups */
 	assert_ptr_equal(config_route_for(cfg, "EXAMPLE.org"), &cfg->routes[0]);
@@ -392,10 +403,13 @@ static void test_embedded_default(void **state)
 	struct config *cfg = config_load(NULL, &d);
 
 	(void)state;
-	if (cfg == NULL || d.n != 0)
+	if (cfg == NULL || d.n != 1)
 		config_diags_print(&d, stderr);
 	assert_non_null(cfg);
-	assert_int_equal(d.n, 0);
+	/* bounces into a folder: a warning, not an error, so `make run` starts */
+	assert_int_equal(d.n, 1);
+	assert_int_equal(config_diags_errors(&d), 0);
+	assert_non_null(find_diag(&d, "route 'outbound' (role = outbound) has type directory"));
 	assert_string_equal(cfg->path, "(embedded default)");
 	assert_int_equal(cfg->nlisten, 1);
 	assert_string_equal(cfg->listen[0].host, "127.0.0.1");
@@ -406,10 +420,15 @@ static void test_embedded_default(void **state)
 	assert_null(cfg->tls_cert_file);
 	assert_true(cfg->spf_enabled && cfg->dkim_enabled && cfg->dmarc_enabled);
 	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_MONITOR);
-	assert_int_equal(cfg->nroutes, 1);
+	assert_int_equal(cfg->nroutes, 2);
 	assert_int_equal(cfg->routes[0].type, CONFIG_ROUTE_DIRECTORY);
 	assert_string_equal(cfg->routes[0].directory, "./mxgate-data/mailbox");
 	assert_ptr_equal(config_route_for(cfg, "example.test"), &cfg->routes[0]);
+	assert_int_equal(cfg->routes[1].role, CONFIG_ROLE_OUTBOUND);
+	assert_int_equal(cfg->routes[1].type, CONFIG_ROUTE_DIRECTORY);
+	assert_string_equal(cfg->routes[1].directory, "./mxgate-data/bounces");
+	assert_ptr_equal(config_route_outbound(cfg), &cfg->routes[1]);
+	assert_ptr_equal(config_route_for(cfg, "elsewhere.example"), &cfg->routes[0]);
 	assert_true(config_is_accepted_rcpt(cfg, "user@example.test"));
 	config_free(cfg);
 	config_diags_free(&d);
@@ -465,10 +484,15 @@ static void test_example_file(void **state)
 	assert_int_equal(cfg->accepted_domains.n, 2);
 	assert_string_equal(cfg->queue_dir, "/var/spool/mxgate");
 	assert_string_equal(cfg->control_socket, "/run/mxgate/control.sock");
-	assert_int_equal(cfg->nroutes, 1);
+	assert_int_equal(cfg->nroutes, 2);
 	assert_string_equal(cfg->routes[0].hosts[0].host, "inbound-smtp.us-east-1.amazonaws.com");
 	assert_int_equal(cfg->routes[0].data_timeout, 600);
 	assert_ptr_equal(config_route_for(cfg, "example.org"), &cfg->routes[0]);
+	/* bounces go out by MX delivery, never to SES inbound */
+	assert_string_equal(cfg->routes[1].name, "outbound");
+	assert_false(cfg->routes[1].implicit);
+	assert_int_equal(cfg->routes[1].type, CONFIG_ROUTE_MX);
+	assert_ptr_equal(config_route_outbound(cfg), &cfg->routes[1]);
 	config_free(cfg);
 	config_diags_free(&d);
 	util_buf_free(&b);

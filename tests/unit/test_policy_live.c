@@ -435,7 +435,8 @@ static enum policy_dns_status mx_st, host_st;
 static size_t host_n;
 
 /* on_mx - async MX callback. */
-static void on_mx(void *arg, enum policy_dns_status st, const char *const *hosts, size_t n)
+static void on_mx(void *arg, enum policy_dns_status st, bool secure, const char *const *hosts,
+                  size_t n)
 {
 	mx_st = st;
 	mx_n = (int)n;

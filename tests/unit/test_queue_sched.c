@@ -71,8 +71,9 @@ struct fixture {
 	struct queue_store *qs;
 	struct queue_sched *s;
 	struct config cfg;
-	struct config_route route;
-	struct config_route routes[2]; /* per-destination test: "slow" + default */
+	struct config_route routes[3]; /* default, org (example.org), outbound; the
+	                                * per-destination test: slow, default, outbound */
+	char *org_domains[1];
 	int64_t schedule[2];
 	struct fake fk;
 	int injected;
@@ -99,10 +100,20 @@ static int setup(void **state)
 	f->cfg.nretry = 2;
 	f->cfg.max_queue_lifetime = 3600;
 	f->cfg.max_deliveries = 10;
-	f->route.name = "default";
-	f->route.type = CONFIG_ROUTE_SMTP;
-	f->cfg.routes = &f->route;
-	f->cfg.nroutes = 1;
+	/* The senders of the DSN cases are at example.org, which has an inbound
+	 * route of its own: a DSN routed like inbound mail would take it. */
+	f->routes[0].name = "default";
+	f->routes[0].type = CONFIG_ROUTE_SMTP;
+	f->routes[1].name = "org";
+	f->routes[1].type = CONFIG_ROUTE_SMTP;
+	f->org_domains[0] = "example.org";
+	f->routes[1].domains.v = f->org_domains;
+	f->routes[1].domains.n = 1;
+	f->routes[2].name = "outbound";
+	f->routes[2].role = CONFIG_ROLE_OUTBOUND;
+	f->routes[2].type = CONFIG_ROUTE_MX;
+	f->cfg.routes = f->routes;
+	f->cfg.nroutes = 3;
 	*state = f;
 	return 0;
 }
@@ -147,7 +158,11 @@ static void fake_start(void *ctx, struct queue_delivery *d, const struct queue_e
 	struct offer *o = calloc(1, sizeof(*o));
 	o->fk = fk;
 	o->d = d;
-	assert_true(strcmp(route->name, "default") == 0 || strcmp(route->name, "slow") == 0);
+	/* DSNs leave through the outbound route, everything else by domain */
+	if (env->is_dsn)
+		assert_string_equal(route->name, "outbound");
+	else
+		assert_true(strcmp(route->name, "default") == 0 || strcmp(route->name, "slow") == 0);
 	if (env->sender[0] == '\0' && env->is_dsn) {
 		int fd = open(msg_path, O_RDONLY);
 		assert_true(fd >= 0);
@@ -470,9 +485,8 @@ static void test_route_max_deliveries(void **state)
 	f->routes[0].max_deliveries = 2;
 	f->routes[1].name = "default";
 	f->routes[1].type = CONFIG_ROUTE_SMTP;
+	f->routes[1].domains.n = 0; /* the fixture's org route becomes the default */
 	f->routes[1].max_connections = 10;
-	f->cfg.routes = f->routes;
-	f->cfg.nroutes = 2;
 	f->cfg.max_deliveries = 3;
 	f->fk.hold_answers = true;
 	f->fk.hold_route = "slow";
