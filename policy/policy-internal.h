@@ -143,8 +143,13 @@ struct policy_msg {
 	char *spf_reply;
 
 	/* DKIM */
-	void *dkim; /* DKIM * while streaming */
+	void *dkim; /* DKIM * (fed on the worker, policy_dkim_eval) */
 	bool dkim_nosig, dkim_broken;
+	/* The header fields saved for the worker (raw, with CRLF), the
+	 * DKIM-Signature fields among them capped at dkim_max_signatures:
+	 * libopendkim never sees a field on the loop thread.  Freed once fed. */
+	struct util_buf dkim_hdrs;
+	int dkim_sigs_kept, dkim_sigs_skipped;
 	int body_fd;      /* policy_msg_body_fd: the body, read by the worker; -1 */
 	int64_t body_off, body_end; /* the body is [body_off, body_end) of body_fd */
 	int body_err;     /* errno of a failed read of body_fd, 0 */
@@ -174,7 +179,7 @@ char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf
 int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
 void policy_dkim_lib_free(struct policy_ctx *pc);
 int policy_dkim_msg_begin(struct policy_msg *pm);                          /* loop */
-void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len); /* loop */
+void policy_dkim_header(struct policy_msg *pm, const struct util_hdr_field *f); /* loop */
 void policy_dkim_eoh(struct policy_msg *pm);                               /* loop */
 void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n);     /* loop */
 bool policy_dkim_wants_body(const struct policy_msg *pm);                 /* loop */

@@ -194,7 +194,7 @@ int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 		}
 	}
 	if (pm->dkim != NULL)
-		policy_dkim_header(pm, field, len);
+		policy_dkim_header(pm, &f);
 	return 0;
 }
 
