@@ -197,6 +197,10 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
  * syntax error. */
 int policy_from_parse(const char *value, size_t len, char **domain);
 
+/* policy_org_domain - organizational domain of name (PSL when loaded, else
+ * the last two labels), lower-case, into out.  Any thread. */
+void policy_org_domain(const char *name, char *out, size_t outlen);
+
 void policy_dnsbl_eval(struct policy_msg *pm);
 
 /* verdict */
