@@ -320,19 +320,30 @@ static const struct {
 	enum policy_action action;
 	const char *reply_prefix;
 	const char *flag;
+	enum config_dmarc_temperror tmp; /* [auth] dmarc_temperror */
 } verdict_cases[] = {
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
-     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO"},
-    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES"},
-    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO"},
+     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
-     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO"},
+     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
-     "550 5.7.1 Rejected: the message has no From: address", "NO"},
+     "550 5.7.1 Rejected: the message has no From: address", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    /* temperror: unknown is not pass - 451 unless told to accept, monitoring
+     * or exempt */
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_TEMPFAIL,
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_TEMPERROR, 0, false, 1, POLICY_TEMPFAIL,
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_ACCEPT},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', true, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
 };
 
 static void test_verdict(void **state)
@@ -346,6 +357,7 @@ static void test_verdict(void **state)
 		char flag[32];
 
 		cfg.dmarc_enforcement = verdict_cases[i].enf;
+		cfg.dmarc_temperror = verdict_cases[i].tmp;
 		if (verdict_cases[i].exempt)
 			pm->dmarc.exempt = util_xstrdup("exempt domain sender.test");
 		if (verdict_cases[i].from_addrs != 1) {
