@@ -237,6 +237,7 @@ def test_memory_per_session_bounded_by_max_header_size(gateway, dns):
         peak_kb = rss_kb(gw.proc.pid, "VmHWM")
         now_kb = rss_kb(gw.proc.pid)
         bound_kb = base_kb + n * k * max_header // 1024
+        print(f"RSS base {base_kb} kB, peak {peak_kb} kB, now {now_kb} kB, bound {bound_kb} kB")
         assert peak_kb < bound_kb, (f"peak RSS {peak_kb} kB (now {now_kb} kB) > base {base_kb} kB"
                                     f" + {n} x {k} x max_header_size = {bound_kb} kB")
         # and the messages are still judged normally at the end
