@@ -21,8 +21,10 @@ wait for the 220 banner of a new connection, p99 < 20 ms while the attack
 runs (100 samples, nearest rank: one outlier is tolerated).
 """
 
+import json
 import re
-import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ import mxtest
 
 RCPT = "user@example.test"
 MB = 1024 * 1024
-BANNER_P99 = 0.020   # seconds: the issue's explicit criterion
+BANNER_P99 = 0.020 * mxtest.SCALE   # seconds: the issue's criterion (x3 under sanitizers)
 
 
 # ------------------------------------------------------------ fixtures
@@ -73,23 +75,37 @@ def make_gateway(gateway, dns, limits=None, **auth):
 
 # ------------------------------------------------------------ helpers
 
+BANNER_PROBE = r"""
+import json, socket, sys, time
+host, port, n, pause, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+waits = []
+for _ in range(n):
+    t0 = time.monotonic()
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            chunk = s.recv(512)
+            if not chunk:
+                sys.exit("closed before the banner: %r" % buf)
+            buf += chunk
+        waits.append(time.monotonic() - t0)
+        if not buf.startswith(b"220 "):
+            sys.exit("banner: %r" % buf)
+        s.sendall(b"QUIT\r\n")
+    time.sleep(pause)
+print(json.dumps(waits))
+"""
+
+
 def banner_waits(gw, n=100, pause=0.02):
     """n new connections, one after the other: seconds from connect() to the
-    complete 220 line."""
-    waits = []
-    for _ in range(n):
-        t0 = time.monotonic()
-        with socket.create_connection((gw.host, gw.port), timeout=mxtest.scaled(30)) as s:
-            buf = b""
-            while not buf.endswith(b"\r\n"):
-                chunk = s.recv(512)
-                assert chunk, f"closed before the banner: {buf!r}"
-                buf += chunk
-            waits.append(time.monotonic() - t0)
-            assert buf.startswith(b"220 "), buf
-            s.sendall(b"QUIT\r\n")
-        time.sleep(pause)
-    return waits
+    complete 220 line.  Measured in a process of its own, so the attacker
+    threads of this one (and Python's GIL) never delay the clock."""
+    p = subprocess.run([sys.executable, "-c", BANNER_PROBE, gw.host, str(gw.port), str(n),
+                        str(pause), str(mxtest.scaled(30))],
+                       capture_output=True, text=True, timeout=mxtest.scaled(120))
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
 
 
 def p99(xs):
@@ -99,12 +115,12 @@ def p99(xs):
 
 
 class Attacker(threading.Thread):
-    """One session sending data again and again (each waits for its reply)
-    until stopped; remembers the reply codes."""
+    """One session sending data again and again (each waits for its reply,
+    then pause seconds) until stopped; remembers the reply codes."""
 
-    def __init__(self, gw, mail_from, data):
+    def __init__(self, gw, mail_from, data, pause=0.0):
         super().__init__(daemon=True)
-        self.gw, self.mail_from = gw, mail_from
+        self.gw, self.mail_from, self.pause = gw, mail_from, pause
         self.data = mxtest.dot_stuff(data) + b".\r\n"
         self.stop = threading.Event()
         self.codes = []
@@ -120,6 +136,7 @@ class Attacker(threading.Thread):
                     mxtest.assert_reply(c.cmd("DATA"), 354)
                     c.send(self.data)
                     self.codes.append(c.reply().code)
+                    self.stop.wait(self.pause)
         except Exception as e:   # reported by the test when not stopped
             self.error = e
 
@@ -167,7 +184,10 @@ def test_many_dkim_signatures_keep_the_loop_responsive(gateway, dns):
     msg, _ = mxtest.make_message(subject="flood", sender="a@flood.test")
     sigs = b"".join(fake_signature(i) for i in range(6500))
     assert len(sigs) > MB
-    attackers = [Attacker(gw, "a@flood.test", sigs + msg) for _ in range(3)]
+    # paced (0.2 s between messages): what is measured is the cost of the
+    # signatures, not of the bandwidth (the old code froze the loop for
+    # seconds on each of these messages)
+    attackers = [Attacker(gw, "a@flood.test", sigs + msg, pause=0.2) for _ in range(3)]
     for a in attackers:
         a.start()
     try:
@@ -183,6 +203,7 @@ def test_many_dkim_signatures_keep_the_loop_responsive(gateway, dns):
             a.finish(mxtest.scaled(60))
     assert not [a.error for a in attackers if a.error], [a.error for a in attackers]
     assert len(alive) == 3, "an attacker session ended during the measurement"
+    print(f"banner wait p99 {p99(waits) * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms")
     assert p99(waits) < BANNER_P99, f"banner p99 {p99(waits) * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms"
     assert_honest_verdicts(gw, marker)
     # only dkim_max_signatures (5) were verified, the rest ignored and noted
@@ -279,6 +300,7 @@ def test_slow_zone_flood_isolated(gateway, dns):
         for a in attackers:
             a.finish(mxtest.scaled(30))
     assert not [a.error for a in attackers if a.error], [a.error for a in attackers]
+    print(f"banner wait p99 {p99(waits) * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms")
     assert p99(waits) < BANNER_P99, f"banner p99 {p99(waits) * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms"
     assert_honest_verdicts(gw, marker)
     # nothing from slow.test got in: DMARC temperror answers 451
