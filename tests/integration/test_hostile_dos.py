@@ -22,6 +22,7 @@ runs (100 samples, nearest rank: one outlier is tolerated).
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -231,7 +232,16 @@ def header_block(size, tag):
     return head + b"".join(pad) + b"\r\n", marker
 
 
-def test_memory_per_session_bounded_by_max_header_size(gateway, dns):
+@pytest.fixture
+def small_quarantine(monkeypatch):
+    """Under AddressSanitizer, cap the freed-memory quarantine so RSS
+    measures what mxgate keeps (as in test_faults_resources.py)."""
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") +
+                       "quarantine_size_mb=1:thread_local_quarantine_size_kb=64")
+
+
+def test_memory_per_session_bounded_by_max_header_size(small_quarantine, gateway, dns):
     n, k = 30, 3
     max_header = 1 * MB
     gw = make_gateway(gateway, dns, limits={"max_header_size": str(max_header)})
