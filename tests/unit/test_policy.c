@@ -107,6 +107,31 @@ static const struct {
     {" a@[192.0.2.1]", -1, NULL},
 };
 
+/* policy_org_domain without a PSL loaded: the last two labels, lower-case,
+ * no final dot (the key of the resolver's slow-domain accounting). */
+static const struct {
+	const char *in, *want;
+} org_cases[] = {
+    {"_dmarc.Mail.Example.TEST", "example.test"},
+    {"sel._domainkey.bank.test.", "bank.test"},
+    {"3.0.0.127.bl.test", "bl.test"},
+    {"example.test", "example.test"},
+    {"test", "test"},
+    {"", ""},
+};
+
+static void test_org_domain(void **state)
+{
+	char out[256];
+
+	for (size_t i = 0; i < sizeof(org_cases) / sizeof(org_cases[0]); i++) {
+		policy_org_domain(org_cases[i].in, out, sizeof(out));
+		if (strcmp(out, org_cases[i].want) != 0)
+			fail_msg("case %zu: %s -> %s, want %s", i, org_cases[i].in, out,
+			         org_cases[i].want);
+	}
+}
+
 static void test_from_parse(void **state)
 {
 	for (size_t i = 0; i < sizeof(from_cases) / sizeof(from_cases[0]); i++) {
@@ -459,6 +484,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_drop_header),
 	    cmocka_unit_test(test_from_parse),
+	    cmocka_unit_test(test_org_domain),
 	    cmocka_unit_test(test_score),
 	    cmocka_unit_test(test_ar_format),
 	    cmocka_unit_test(test_ar_special),
