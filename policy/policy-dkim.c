@@ -41,6 +41,10 @@
 
 #include "policy-internal.h"
 
+/* Header fields other than DKIM-Signature handed to libopendkim, bottom-most
+ * first (dkim_feed_headers). */
+#define DKIM_MAX_FIELDS 1000
+
 struct dkim_key {
 	DKIM_SIGINFO *sig;
 	enum policy_dns_status status;
@@ -170,6 +174,8 @@ void policy_dkim_header(struct policy_msg *pm, const struct util_hdr_field *f)
 			return;
 		}
 		pm->dkim_sigs_kept++;
+	} else {
+		pm->dkim_fields++;
 	}
 	util_buf_add(&pm->dkim_hdrs, f->raw, f->raw_len);
 }
@@ -217,15 +223,30 @@ bool policy_dkim_wants_body(const struct policy_msg *pm)
 
 /* dkim_feed_headers - worker: the saved header fields into libopendkim
  * (without their final CRLF, as it wants them), then end of header.  -1
- * when the library refuses the block (no signature can then be judged). */
+ * when the library refuses the block (no signature can then be judged).
+ * Of the other fields only the bottom-most DKIM_MAX_FIELDS reach the
+ * library: it keeps a struct and copies per field (~100 bytes for a 4-byte
+ * field), so a block of tiny fields would cost it ~25x max_header_size per
+ * job.  A signer's fields are the bottom-most ones (RFC 6376 5.4.2: later
+ * hops prepend theirs), so only a message with more fields than that can
+ * lose a signature by it. */
 static int dkim_feed_headers(struct policy_msg *pm)
 {
 	struct util_hdr_field f;
 	size_t pos = 0;
+	int skip = pm->dkim_fields > DKIM_MAX_FIELDS ? pm->dkim_fields - DKIM_MAX_FIELDS : 0;
 	DKIM_STAT st;
 
+	if (skip > 0)
+		util_log_info("dkim fields=%d ignored=%d msg=\"only the bottom-most %d header fields "
+		              "are verified\"",
+		              pm->dkim_fields, skip, DKIM_MAX_FIELDS);
 	while (util_hdr_next(pm->dkim_hdrs.data, pm->dkim_hdrs.len, &pos, &f) == 1) {
 		size_t len = f.raw_len;
+		if (skip > 0 && !util_hdr_name_is(&f, "DKIM-Signature")) {
+			skip--;
+			continue;
+		}
 		if (len >= 2 && f.raw[len - 2] == '\r' && f.raw[len - 1] == '\n')
 			len -= 2;
 		st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f.raw, len);
