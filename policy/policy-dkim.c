@@ -32,9 +32,9 @@
  */
 #include <errno.h>
 #include <stdint.h>
-#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <opendkim/dkim.h>
@@ -238,9 +238,10 @@ static int dkim_feed_headers(struct policy_msg *pm)
 	DKIM_STAT st;
 
 	if (skip > 0)
-		util_log_info("dkim fields=%d ignored=%d msg=\"only the bottom-most %d header fields "
-		              "are verified\"",
-		              pm->dkim_fields, skip, DKIM_MAX_FIELDS);
+		util_log_info(
+		    "dkim fields=%d ignored=%d msg=\"only the bottom-most %d header fields "
+		    "are verified\"",
+		    pm->dkim_fields, skip, DKIM_MAX_FIELDS);
 	while (util_hdr_next(pm->dkim_hdrs.data, pm->dkim_hdrs.len, &pos, &f) == 1) {
 		size_t len = f.raw_len;
 		if (skip > 0 && !util_hdr_name_is(&f, "DKIM-Signature")) {

@@ -324,8 +324,9 @@ static bool dmarc_aligned(const char *d, const char *from, const char *from_org,
  * temporary error might have turned into a pass: then the honest answer is
  * temperror, never fail (a DNS timeout must not become a 550 under
  * p=reject; RFC 7489 6.6.2 leaves it to the receiver). */
-static bool dmarc_aligned_temperror(const struct policy_msg *pm, const struct policy_dmarc_outcome *o,
-                                    bool dkim_strict, bool spf_strict)
+static bool dmarc_aligned_temperror(const struct policy_msg *pm,
+                                    const struct policy_dmarc_outcome *o, bool dkim_strict,
+                                    bool spf_strict)
 {
 	const struct policy_spf_outcome *s = &pm->spf;
 
@@ -550,7 +551,8 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	                                                     : "unset",
 	                   pct < 0 ? 100 : pct, used_org ? " org=" : "", used_org ? org : "");
 	if (o->result == POLICY_DMARC_TEMPERROR) {
-		char *c = util_xasprintf("%s; an aligned identity had a temporary error", o->comment);
+		char *c =
+		    util_xasprintf("%s; an aligned identity had a temporary error", o->comment);
 		free(o->comment);
 		o->comment = c;
 	}

@@ -101,7 +101,7 @@ struct policy_dns {
 	struct dns_req *reqs;
 	/* slow-domain isolation for the synchronous (worker) queries */
 	pthread_mutex_t slow_mu;
-	int slow_limit;               /* [dns] slow_domain_limit, 0 = off */
+	int slow_limit;                /* [dns] slow_domain_limit, 0 = off */
 	struct dns_inflight *inflight; /* one per worker waiting on a query */
 	struct dns_slow slow[DNS_SLOW_SLOTS];
 };

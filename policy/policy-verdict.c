@@ -14,7 +14,8 @@
  * domains/clients are stamped, never enforced (the override is named in
  * the A-R comment).  Zero or several From: addresses -> REJECT whenever
  * DMARC is enabled.  A DMARC temperror -> TEMPFAIL (451 4.7.1) unless
- * dmarc_temperror=accept, enforcement is monitor, or the sender is exempt.  A spam score at or above the threshold -> QUARANTINE.
+ * dmarc_temperror=accept, enforcement is monitor, or the sender is
+ * exempt.  A spam score at or above the threshold -> QUARANTINE.
  *
  * Ownership: the verdict strings belong to the message.
  * Threads: policy_verdict_build() runs on a worker as the last step of the

@@ -231,8 +231,8 @@ static const struct diag_case diag_cases[] = {
      "every message will fail DMARC", true},
     {"slow domain holds every worker", GOOD "[dns]\nslow_domain_limit = 4\n", 12,
      "slow_domain_limit (4) does not keep a policy worker free", true},
-    {"slow domain unlimited", GOOD "[dns]\nslow_domain_limit = 0\n[auth]\npolicy_workers = 8\n",
-     12, "can hold all 8 workers", true},
+    {"slow domain unlimited", GOOD "[dns]\nslow_domain_limit = 0\n[auth]\npolicy_workers = 8\n", 12,
+     "can hold all 8 workers", true},
 };
 
 /* test_diag_cases - each case yields its diagnostic at its line. */

@@ -347,28 +347,40 @@ static const struct {
 	const char *flag;
 	enum config_dmarc_temperror tmp; /* [auth] dmarc_temperror */
 } verdict_cases[] = {
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
-     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
-     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
      "550 5.7.1 Rejected: the message has no From: address", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     /* temperror: unknown is not pass - 451 unless told to accept, monitoring
      * or exempt */
     {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_TEMPFAIL,
-     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_TEMPERROR, 0, false, 1, POLICY_TEMPFAIL,
-     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
      CONFIG_DMARC_TEMPERROR_ACCEPT},
-    {CONFIG_DMARC_MONITOR, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', true, 1, POLICY_ACCEPT, NULL, "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', true, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
 };
 
 static void test_verdict(void **state)
@@ -482,16 +494,11 @@ static void test_received_spf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_drop_header),
-	    cmocka_unit_test(test_from_parse),
-	    cmocka_unit_test(test_org_domain),
-	    cmocka_unit_test(test_score),
-	    cmocka_unit_test(test_ar_format),
-	    cmocka_unit_test(test_ar_special),
-	    cmocka_unit_test(test_verdict),
-	    cmocka_unit_test(test_summary_and_spam_headers),
-	    cmocka_unit_test(test_spf_reply),
-	    cmocka_unit_test(test_received_spf),
+	    cmocka_unit_test(test_drop_header), cmocka_unit_test(test_from_parse),
+	    cmocka_unit_test(test_org_domain),  cmocka_unit_test(test_score),
+	    cmocka_unit_test(test_ar_format),   cmocka_unit_test(test_ar_special),
+	    cmocka_unit_test(test_verdict),     cmocka_unit_test(test_summary_and_spam_headers),
+	    cmocka_unit_test(test_spf_reply),   cmocka_unit_test(test_received_spf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
