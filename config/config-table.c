@@ -281,7 +281,8 @@ static const struct config_directive d_dns[] = {
      "DNS cache entries"},
     {"slow_domain_limit", CONFIG_T_INT, G(dns_slow_domain_limit), "1", NULL, 0, 1000, NULL, NULL, 0,
      "Policy lookups in flight to one registered domain once it is slow (a query pending over "
-     "500 ms, or a timeout within 2 x timeout); more fail at once as temperror; 0 = no limit"},
+     "500 ms, or a slow temporary failure within 2 x timeout); more fail at once as temperror; "
+     "0 = no limit"},
 };
 
 static const struct config_directive d_auth[] = {

@@ -85,9 +85,8 @@ static DKIM_CBSTAT dkim_key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, s
 }
 
 /* dkim_prescreen - libopendkim callback (worker, in dkim_eoh): ignore the
- * signatures beyond dkim_max_signatures (only that many DKIM-Signature
- * fields reach the library; this also covers one field that the library
- * counts more than once). */
+ * signatures beyond dkim_max_signatures.  A second guard: only that many
+ * DKIM-Signature fields reach the library (policy_dkim_header). */
 static DKIM_CBSTAT dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 {
 	struct policy_msg *pm = dkim_get_user_context(dkim);

@@ -50,7 +50,8 @@
 
 /* Slow-domain isolation (worker queries): every query in flight is listed
  * with its registered domain; a domain is slow while one of its queries has
- * been pending for DNS_SLOW_MS or after one timed out (for 2 x timeout).  A
+ * been pending for DNS_SLOW_MS, and for 2 x timeout after one failed
+ * temporarily after that long.  A
  * new query to a slow domain that already has slow_limit queries in flight
  * fails at once with TEMPFAIL instead of holding one more worker: a zone
  * that never answers can hold slow_limit workers, never all of them. */
@@ -411,17 +412,21 @@ static bool dns_slow_enter(struct policy_dns *d, const char *name, struct dns_in
 	return true;
 }
 
-/* dns_slow_leave - worker: the query of q is over; a timeout marks its
- * domain slow for 2 x timeout (the oldest mark makes room). */
-static void dns_slow_leave(struct policy_dns *d, struct dns_inflight *q, bool timed_out)
+/* dns_slow_leave - worker: the query of q is over; a temporary failure
+ * (our timeout, or a forwarder in front answering SERVFAIL after its own)
+ * that took as long as "slow" marks its domain slow for 2 x timeout (the
+ * oldest mark makes room). */
+static void dns_slow_leave(struct policy_dns *d, struct dns_inflight *q, bool failed)
 {
+	int64_t slow_ms = d->timeout_ms / 2 < DNS_SLOW_MS ? d->timeout_ms / 2 : DNS_SLOW_MS;
+
 	pthread_mutex_lock(&d->slow_mu);
 	for (struct dns_inflight **ip = &d->inflight; *ip != NULL; ip = &(*ip)->next)
 		if (*ip == q) {
 			*ip = q->next;
 			break;
 		}
-	if (timed_out) {
+	if (failed && util_mono_ms() - q->start_ms >= slow_ms) {
 		int64_t now = util_mono_ms();
 		int k, oldest = 0;
 
@@ -448,7 +453,6 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 	pthread_condattr_t ca;
 	struct timespec until;
 	int id = 0, rc;
-	bool timed_out = false;
 
 	memset(ans, 0, sizeof(*ans));
 	if (!dns_slow_enter(d, name, &fl)) {
@@ -486,7 +490,6 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 				pthread_mutex_unlock(&q.mu);
 				util_log_debug("dns query=%s type=%d timeout", name, rrtype);
 				ans->status = POLICY_DNS_TEMPFAIL;
-				timed_out = true;
 				goto out;
 			}
 			while (!q.done)
@@ -499,7 +502,7 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 	util_log_debug("dns query=%s type=%d status=%s n=%zu secure=%d", name, rrtype,
 	               policy_dns_status_str(ans->status), ans->n, ans->secure);
 out:
-	dns_slow_leave(d, &fl, timed_out);
+	dns_slow_leave(d, &fl, ans->status == POLICY_DNS_TEMPFAIL);
 	pthread_cond_destroy(&q.cv);
 	pthread_mutex_destroy(&q.mu);
 }
