@@ -41,8 +41,8 @@
 
 #include "policy-internal.h"
 
-/* Header fields other than DKIM-Signature handed to libopendkim, bottom-most
- * first (dkim_feed_headers). */
+/* Header fields other than DKIM-Signature a message may have and still be
+ * verified (dkim_feed_headers). */
 #define DKIM_MAX_FIELDS 1000
 
 struct dkim_key {
@@ -223,30 +223,36 @@ bool policy_dkim_wants_body(const struct policy_msg *pm)
 /* dkim_feed_headers - worker: the saved header fields into libopendkim
  * (without their final CRLF, as it wants them), then end of header.  -1
  * when the library refuses the block (no signature can then be judged).
- * Of the other fields only the bottom-most DKIM_MAX_FIELDS reach the
- * library: it keeps a struct and copies per field (~100 bytes for a 4-byte
- * field), so a block of tiny fields would cost it ~25x max_header_size per
- * job.  A signer's fields are the bottom-most ones (RFC 6376 5.4.2: later
- * hops prepend theirs), so only a message with more fields than that can
- * lose a signature by it. */
+ * A message with more than DKIM_MAX_FIELDS other fields gets only its
+ * DKIM-Signature fields (and one From:) handed over, so they are named in
+ * the A-R, and
+ * none verified (dkim_too_many: result "policy"): libopendkim keeps a
+ * struct and copies per field (~100 bytes for a 4-byte field), so a block
+ * of tiny fields would cost it ~25x max_header_size per job.  Handing over
+ * only the bottom-most fields instead would be unsafe: a field added on top
+ * of an over-signed one (RFC 6376 8.15) would go unseen and the signature
+ * would pass. */
 static int dkim_feed_headers(struct policy_msg *pm)
 {
 	struct util_hdr_field f;
 	size_t pos = 0;
-	int skip = pm->dkim_fields > DKIM_MAX_FIELDS ? pm->dkim_fields - DKIM_MAX_FIELDS : 0;
+	bool from_seen = false;
 	DKIM_STAT st;
 
-	if (skip > 0)
-		util_log_info(
-		    "dkim fields=%d ignored=%d msg=\"only the bottom-most %d header fields "
-		    "are verified\"",
-		    pm->dkim_fields, skip, DKIM_MAX_FIELDS);
+	pm->dkim_too_many = pm->dkim_fields > DKIM_MAX_FIELDS;
+	if (pm->dkim_too_many)
+		util_log_info("dkim fields=%d msg=\"more than %d header fields: no signature is "
+		              "verified\"",
+		              pm->dkim_fields, DKIM_MAX_FIELDS);
 	while (util_hdr_next(pm->dkim_hdrs.data, pm->dkim_hdrs.len, &pos, &f) == 1) {
 		size_t len = f.raw_len;
-		if (skip > 0 && !util_hdr_name_is(&f, "DKIM-Signature")) {
-			skip--;
+		/* too many: the signatures and one From: (libopendkim refuses a
+		 * message without one) */
+		if (pm->dkim_too_many && !util_hdr_name_is(&f, "DKIM-Signature") &&
+		    (from_seen || !util_hdr_name_is(&f, "From")))
 			continue;
-		}
+		if (util_hdr_name_is(&f, "From"))
+			from_seen = true;
 		if (len >= 2 && f.raw[len - 2] == '\r' && f.raw[len - 1] == '\n')
 			len -= 2;
 		st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f.raw, len);
@@ -361,6 +367,12 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 
 	if (k != NULL && !k->fetched)
 		k = NULL;
+	if (pm->dkim_too_many) {
+		out->result = "policy";
+		out->comment =
+		    util_xasprintf("more than %d header fields, not verified", DKIM_MAX_FIELDS);
+		return;
+	}
 	if (pm->body_err != 0) {
 		out->result = "temperror";
 		out->comment = util_xasprintf("the message could not be read back: %s",
@@ -459,12 +471,14 @@ void policy_dkim_eval(struct policy_msg *pm)
 		return;
 	if (dkim_feed_headers(pm) < 0)
 		return;
-	if (pm->body_fd >= 0)
+	if (pm->body_fd >= 0 && !pm->dkim_too_many)
 		dkim_body_from_fd(pm);
 	if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs <= 0)
 		return;
-	dkim_prefetch(pm, sigs, nsigs);
-	(void)dkim_eom(dkim, &testkey);
+	if (!pm->dkim_too_many) {
+		dkim_prefetch(pm, sigs, nsigs);
+		(void)dkim_eom(dkim, &testkey);
+	}
 	pm->sigs = util_xcalloc((size_t)nsigs, sizeof(*pm->sigs));
 	for (int i = 0; i < nsigs; i++) {
 		struct dkim_key *k = dkim_find_key(pm, sigs[i]);

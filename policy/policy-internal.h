@@ -150,7 +150,8 @@ struct policy_msg {
 	 * libopendkim never sees a field on the loop thread.  Freed once fed. */
 	struct util_buf dkim_hdrs;
 	int dkim_sigs_kept, dkim_sigs_skipped;
-	int dkim_fields; /* saved fields other than DKIM-Signature */
+	int dkim_fields;    /* saved fields other than DKIM-Signature */
+	bool dkim_too_many; /* over DKIM_MAX_FIELDS: signatures named, not verified */
 	int body_fd;      /* policy_msg_body_fd: the body, read by the worker; -1 */
 	int64_t body_off, body_end; /* the body is [body_off, body_end) of body_fd */
 	int body_err;     /* errno of a failed read of body_fd, 0 */
