@@ -209,7 +209,8 @@ def test_many_dkim_signatures_keep_the_loop_responsive(gateway, dns):
     assert_honest_verdicts(gw, marker)
     # only dkim_max_signatures (5) were verified, the rest ignored and noted
     assert all(c == 250 for a in attackers for c in a.codes), [a.codes for a in attackers]
-    flood = next(m for m in gw.mailbox_messages() if b"Subject: flood" in m)
+    flood = mxtest.wait_for(lambda: [m for m in gw.mailbox_messages() if b"Subject: flood" in m],
+                            mxtest.scaled(15), what="a delivered flood message")[0]
     assert ar(flood).count("dkim=") == 5, ar(flood)
     assert re.search(r"dkim signatures=6500 ignored=6495", gw.log_text())
 
