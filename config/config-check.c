@@ -332,6 +332,12 @@ static void check_global_sanity(struct config_parse *p)
 	if (cfg->dmarc_enabled && !cfg->spf_enabled && !cfg->dkim_enabled)
 		warn_at(p, gline(p, "auth", "dmarc"),
 		        "dmarc = yes with spf and dkim both off: every message will fail DMARC");
+	if (cfg->dns_slow_domain_limit == 0 ||
+	    cfg->dns_slow_domain_limit >= (cfg->policy_workers > 0 ? cfg->policy_workers : 4))
+		warn_at(p, gline(p, "dns", "slow_domain_limit"),
+		        "slow_domain_limit (%d) does not keep a policy worker free: one DNS zone "
+		        "that never answers can hold all %d workers",
+		        cfg->dns_slow_domain_limit, cfg->policy_workers);
 }
 
 /* ------------------------------------------------------------ routes */

@@ -146,6 +146,7 @@ static const char *const e_tls_version[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const e_log_level[] = {"err", "warn", "info", "debug", NULL};
 static const char *const e_log_format[] = {"text", "json", NULL};
 static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
+static const char *const e_dmarc_temperror[] = {"tempfail", "accept", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
 static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", "dane", NULL};
 static const char *const e_route_role[] = {"inbound", "outbound", NULL};
@@ -309,6 +310,10 @@ static const struct config_directive d_dns[] = {
      "Time allowed for one DNS query"},
     {"cache_size", CONFIG_T_INT, G(dns_cache_size), "10000", NULL, 0, 10000000, NULL, NULL, 0,
      "DNS cache entries"},
+    {"slow_domain_limit", CONFIG_T_INT, G(dns_slow_domain_limit), "1", NULL, 0, 1000, NULL, NULL, 0,
+     "Policy lookups in flight to one registered domain once it is slow (a query pending over "
+     "500 ms, or a slow temporary failure within 2 x timeout); more fail at once as temperror; "
+     "0 = no limit"},
 };
 
 static const struct config_directive d_auth[] = {
@@ -330,6 +335,10 @@ static const struct config_directive d_auth[] = {
      "Evaluate DMARC (RFC 7489) on the From: domain"},
     {"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc, NULL,
      R, "Strongest action taken on a DMARC failure: reject, quarantine or monitor"},
+    {"dmarc_temperror", CONFIG_T_ENUM, G(dmarc_temperror), "tempfail", NULL, 0, 0,
+     e_dmarc_temperror, NULL, R,
+     "DMARC temperror (a DNS failure, or an aligned SPF/DKIM temperror where a pass was needed): "
+     "tempfail answers 451 so the sender retries; accept stamps it and queues"},
     {"dmarc_exempt_domains", CONFIG_T_DOMAINS, G(dmarc_exempt_domains), NULL, NULL, 0, 0, NULL,
      NULL, R, "From: domains evaluated and stamped but never enforced"},
     {"dmarc_exempt_clients", CONFIG_T_CIDRS, G(dmarc_exempt_clients), NULL, NULL, 0, 0, NULL, NULL,

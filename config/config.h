@@ -95,6 +95,8 @@ struct config_route {
 enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT };
 
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
+/* What a DMARC temperror does (enforcement on): 451, or stamp and accept. */
+enum config_dmarc_temperror { CONFIG_DMARC_TEMPERROR_TEMPFAIL = 0, CONFIG_DMARC_TEMPERROR_ACCEPT };
 
 struct config {
 	char *path;                       /* file it came from, or "(embedded default)" */
@@ -173,6 +175,7 @@ struct config {
 	char *dns_trust_anchor_file;          /* enables DNSSEC validation */
 	int dns_timeout;                      /* seconds per query */
 	int dns_cache_size;                   /* entries */
+	int dns_slow_domain_limit;            /* queries in flight to a slow registered domain; 0 = no limit */
 
 	/* [auth] - SPF/DKIM/DMARC at ingress */
 	char *authserv_id;                /* default: hostname */
@@ -184,6 +187,7 @@ struct config {
 	int dkim_min_rsa_bits;            /* RFC 8301: >= 1024 */
 	bool dmarc_enabled;
 	enum config_dmarc_enforcement dmarc_enforcement;
+	enum config_dmarc_temperror dmarc_temperror;
 	struct util_strlist dmarc_exempt_domains;   /* sender domains: stamp, never enforce */
 	struct util_cidr_list dmarc_exempt_clients; /* client CIDRs: stamp, never enforce */
 	char *psl_file;                   /* Public Suffix List */

@@ -72,6 +72,8 @@ void gw_metrics_define(void)
 	     "Spam verdicts of judged messages (ham, spam)"},
 	    {"mxgate_policy_actions_total", UTIL_METRIC_COUNTER, "action",
 	     "Policy decisions: accept, quarantine, reject, tempfail"},
+	    {"mxgate_dns_slow_refused_total", UTIL_METRIC_COUNTER, NULL,
+	     "Policy DNS lookups refused at once: their domain is slow (slow_domain_limit)"},
 	    {"mxgate_queue_messages", UTIL_METRIC_GAUGE, NULL, "Messages in the queue"},
 	    {"mxgate_queue_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
 	     "Age of the oldest queued message (0 when empty)"},

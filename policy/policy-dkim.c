@@ -2,11 +2,16 @@
  * policy-dkim.c - DKIM verification (RFC 6376, RFC 8301, RFC 8463) with
  * libopendkim, keys from mxgate's own resolver.
  *
- * Streaming: header fields, end of header and body chunks are fed on the
- * loop thread while DATA arrives; none of these may do DNS.  libopendkim
- * verifies signatures (and so fetches keys) inside dkim_eoh() unless
- * DKIM_LIBFLAGS_DELAYSIGPROC is set, so we set it: dkim_eoh() then only
- * parses and sets up canonicalization, and dkim_body() only hashes.  All key
+ * Streaming: the loop thread only saves the header fields (raw, in one
+ * buffer bounded by max_header_size; DKIM-Signature fields beyond
+ * dkim_max_signatures are counted and dropped) - no libopendkim call runs on
+ * the loop: signature parsing inside dkim_eoh() is outside input with a
+ * worse-than-linear cost (one message with 6,500 signatures held the loop
+ * for seconds).  The worker (policy_dkim_eval) feeds dkim_header() and
+ * dkim_eoh(), hashes the body read back from the spool, then verifies.
+ * libopendkim verifies signatures (and so fetches keys) inside dkim_eoh()
+ * unless DKIM_LIBFLAGS_DELAYSIGPROC is set, so we set it: dkim_eoh() then
+ * only parses.  All key
  * lookups happen in policy_dkim_eval() on a worker: we fetch every selector
  * record through policy_dns first (so we know each one's DNSSEC status and
  * can tell temporary from permanent failures), then dkim_eom() gets them
@@ -20,18 +25,25 @@
  *
  * Ownership: the DKIM handle and the results belong to the message.
  * Threads: the DKIM_LIB is shared (libopendkim allows that); a DKIM handle
- * is used by one thread at a time (loop while streaming, then the worker).
+ * is created on the loop (dkim_verify, no input) and used only by the
+ * worker.  Memory: a session holds at most one copy of its header block
+ * here; libopendkim's own copies exist only while a worker runs the job.
  * Diagnostics: library errors at debug, results in the A-R comments.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <opendkim/dkim.h>
 
 #include "policy-internal.h"
+
+/* Header fields other than DKIM-Signature a message may have and still be
+ * verified (dkim_feed_headers). */
+#define DKIM_MAX_FIELDS 1000
 
 struct dkim_key {
 	DKIM_SIGINFO *sig;
@@ -72,8 +84,9 @@ static DKIM_CBSTAT dkim_key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, s
 	return DKIM_CBSTAT_CONTINUE;
 }
 
-/* dkim_prescreen - libopendkim callback (loop, in dkim_eoh): ignore the
- * signatures beyond dkim_max_signatures. */
+/* dkim_prescreen - libopendkim callback (worker, in dkim_eoh): ignore the
+ * signatures beyond dkim_max_signatures.  A second guard: only that many
+ * DKIM-Signature fields reach the library (policy_dkim_header). */
 static DKIM_CBSTAT dkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 {
 	struct policy_msg *pm = dkim_get_user_context(dkim);
@@ -142,49 +155,121 @@ int policy_dkim_msg_begin(struct policy_msg *pm)
 	return 0;
 }
 
-/* policy_dkim_header - loop: one header field into the verifier (no DNS). */
-void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len)
+/* policy_dkim_header - loop: save one header field for the worker (no
+ * library call here: libopendkim's signature parsing is not linear in the
+ * number of signatures, and it is outside input).  DKIM-Signature fields
+ * beyond dkim_max_signatures are not saved at all, only counted: libopendkim
+ * never sees them, so they cost neither time nor memory (RFC 6376 6.1 lets a
+ * verifier limit the signatures it processes). */
+void policy_dkim_header(struct policy_msg *pm, const struct util_hdr_field *f)
 {
-	DKIM_STAT st;
+	int max = pm->pc->cfg->dkim_max_signatures > 0 ? pm->pc->cfg->dkim_max_signatures : 5;
 
 	if (pm->dkim_broken)
 		return;
-	/* libopendkim wants the field without its final CRLF */
-	if (len >= 2 && f[len - 2] == '\r' && f[len - 1] == '\n')
-		len -= 2;
-	st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f, len);
-	if (st != DKIM_STAT_OK)
-		util_log_debug("dkim_header status=%d error=\"%s\"", st,
-		               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+	if (util_hdr_name_is(f, "DKIM-Signature")) {
+		if (pm->dkim_sigs_kept >= max) {
+			pm->dkim_sigs_skipped++;
+			return;
+		}
+		pm->dkim_sigs_kept++;
+	} else {
+		pm->dkim_fields++;
+	}
+	util_buf_add(&pm->dkim_hdrs, f->raw, f->raw_len);
 }
 
-/* policy_dkim_eoh - loop: end of header (signature parsing only, no DNS). */
+/* policy_dkim_eoh - loop: end of header.  Without a DKIM-Signature there is
+ * nothing to verify: the saved fields are dropped at once. */
 void policy_dkim_eoh(struct policy_msg *pm)
 {
-	DKIM_STAT st;
-
 	if (pm->dkim_broken)
 		return;
-	st = dkim_eoh(pm->dkim);
-	if (st == DKIM_STAT_NOSIG)
+	if (pm->dkim_sigs_kept == 0) {
 		pm->dkim_nosig = true;
-	else if (st != DKIM_STAT_OK)
-		util_log_debug("dkim_eoh status=%d error=\"%s\"", st,
-		               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+		util_buf_free(&pm->dkim_hdrs);
+	}
+	if (pm->dkim_sigs_skipped > 0)
+		util_log_info("dkim signatures=%d ignored=%d msg=\"beyond dkim_max_signatures\"",
+		              pm->dkim_sigs_kept + pm->dkim_sigs_skipped, pm->dkim_sigs_skipped);
 }
 
-/* policy_dkim_body - loop: one body chunk into the body hashes. */
+/* policy_dkim_body - loop: a body chunk from a caller without a file: kept
+ * in an anonymous file (memfd) that the worker reads like a spool file. */
 void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n)
 {
-	if (pm->dkim_broken || pm->dkim_nosig)
+	if (pm->dkim_broken || pm->dkim_nosig || n == 0)
 		return;
-	dkim_body(pm->dkim, (u_char *)(uintptr_t)p, n);
+	if (pm->body_fd < 0) {
+		pm->body_fd = memfd_create("mxgate-dkim-body", MFD_CLOEXEC);
+		pm->body_off = pm->body_end = 0;
+		if (pm->body_fd < 0) {
+			pm->body_err = errno;
+			return;
+		}
+	}
+	if (util_write_all(pm->body_fd, p, n) < 0)
+		pm->body_err = errno ? errno : EIO;
+	else
+		pm->body_end += (int64_t)n;
 }
 
 /* policy_dkim_wants_body - loop: a body would be hashed. */
 bool policy_dkim_wants_body(const struct policy_msg *pm)
 {
 	return !pm->dkim_broken && !pm->dkim_nosig;
+}
+
+/* dkim_feed_headers - worker: the saved header fields into libopendkim
+ * (without their final CRLF, as it wants them), then end of header.  -1
+ * when the library refuses the block (no signature can then be judged).
+ * A message with more than DKIM_MAX_FIELDS other fields gets only its
+ * DKIM-Signature fields (and one From:) handed over, so they are named in
+ * the A-R, and
+ * none verified (dkim_too_many: result "policy"): libopendkim keeps a
+ * struct and copies per field (~100 bytes for a 4-byte field), so a block
+ * of tiny fields would cost it ~25x max_header_size per job.  Handing over
+ * only the bottom-most fields instead would be unsafe: a field added on top
+ * of an over-signed one (RFC 6376 8.15) would go unseen and the signature
+ * would pass. */
+static int dkim_feed_headers(struct policy_msg *pm)
+{
+	struct util_hdr_field f;
+	size_t pos = 0;
+	bool from_seen = false;
+	DKIM_STAT st;
+
+	pm->dkim_too_many = pm->dkim_fields > DKIM_MAX_FIELDS;
+	if (pm->dkim_too_many)
+		util_log_info("dkim fields=%d msg=\"more than %d header fields: no signature is "
+		              "verified\"",
+		              pm->dkim_fields, DKIM_MAX_FIELDS);
+	while (util_hdr_next(pm->dkim_hdrs.data, pm->dkim_hdrs.len, &pos, &f) == 1) {
+		size_t len = f.raw_len;
+		/* too many: the signatures and one From: (libopendkim refuses a
+		 * message without one) */
+		if (pm->dkim_too_many && !util_hdr_name_is(&f, "DKIM-Signature") &&
+		    (from_seen || !util_hdr_name_is(&f, "From")))
+			continue;
+		if (util_hdr_name_is(&f, "From"))
+			from_seen = true;
+		if (len >= 2 && f.raw[len - 2] == '\r' && f.raw[len - 1] == '\n')
+			len -= 2;
+		st = dkim_header(pm->dkim, (u_char *)(uintptr_t)f.raw, len);
+		if (st != DKIM_STAT_OK)
+			util_log_debug("dkim_header status=%d error=\"%s\"", st,
+			               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+	}
+	util_buf_free(&pm->dkim_hdrs);
+	st = dkim_eoh(pm->dkim);
+	if (st == DKIM_STAT_NOSIG) {
+		pm->dkim_nosig = true;
+		return -1;
+	}
+	if (st != DKIM_STAT_OK)
+		util_log_debug("dkim_eoh status=%d error=\"%s\"", st,
+		               dkim_geterror(pm->dkim) ? dkim_geterror(pm->dkim) : "");
+	return 0;
 }
 
 /* dkim_body_from_fd - worker: the body from the spool file into the body
@@ -282,6 +367,12 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 
 	if (k != NULL && !k->fetched)
 		k = NULL;
+	if (pm->dkim_too_many) {
+		out->result = "policy";
+		out->comment =
+		    util_xasprintf("more than %d header fields, not verified", DKIM_MAX_FIELDS);
+		return;
+	}
 	if (pm->body_err != 0) {
 		out->result = "temperror";
 		out->comment = util_xasprintf("the message could not be read back: %s",
@@ -378,12 +469,16 @@ void policy_dkim_eval(struct policy_msg *pm)
 
 	if (dkim == NULL || pm->dkim_broken || pm->dkim_nosig)
 		return;
-	if (pm->body_fd >= 0)
+	if (dkim_feed_headers(pm) < 0)
+		return;
+	if (pm->body_fd >= 0 && !pm->dkim_too_many)
 		dkim_body_from_fd(pm);
 	if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK || nsigs <= 0)
 		return;
-	dkim_prefetch(pm, sigs, nsigs);
-	(void)dkim_eom(dkim, &testkey);
+	if (!pm->dkim_too_many) {
+		dkim_prefetch(pm, sigs, nsigs);
+		(void)dkim_eom(dkim, &testkey);
+	}
 	pm->sigs = util_xcalloc((size_t)nsigs, sizeof(*pm->sigs));
 	for (int i = 0; i < nsigs; i++) {
 		struct dkim_key *k = dkim_find_key(pm, sigs[i]);
@@ -420,6 +515,7 @@ void policy_dkim_msg_free(struct policy_msg *pm)
 	if (pm->dkim != NULL)
 		dkim_free(pm->dkim);
 	pm->dkim = NULL;
+	util_buf_free(&pm->dkim_hdrs);
 	for (size_t i = 0; i < pm->nsigs; i++) {
 		free(pm->sigs[i].d);
 		free(pm->sigs[i].s);

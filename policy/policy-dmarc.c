@@ -271,6 +271,75 @@ out:
 	return rc;
 }
 
+/* policy_org_domain - the organizational domain of name (RFC 7489 3.2),
+ * lower-case, without a final dot: through the PSL when DMARC loaded it;
+ * libopendmarc returns "" for names no PSL rule matches (all *.test names),
+ * and without a PSL we have nothing better either: the PSL algorithm's
+ * implicit rule "*" makes the TLD the public suffix, so the organizational
+ * domain is the last two labels.  Any thread. */
+void policy_org_domain(const char *name, char *out, size_t outlen)
+{
+	char low[256];
+	size_t n = 0;
+	bool psl;
+
+	for (; name[n] != 0 && n + 1 < sizeof(low); n++)
+		low[n] = (char)tolower((unsigned char)name[n]);
+	while (n > 0 && low[n - 1] == '.')
+		n--;
+	low[n] = 0;
+	if (outlen == 0)
+		return;
+	out[0] = 0;
+	pthread_mutex_lock(&dmarc_lib_mu);
+	psl = dmarc_lib_refs > 0;
+	pthread_mutex_unlock(&dmarc_lib_mu);
+	if (psl && opendmarc_get_tld((u_char *)low, (u_char *)out, outlen) == 0 && out[0] != 0)
+		return;
+	const char *q = low + n;
+	int dots = 0;
+	while (q > low && dots < 2)
+		if (*--q == '.' && ++dots == 2)
+			q++;
+	snprintf(out, outlen, "%s", q);
+}
+
+/* dmarc_aligned - d aligned with the From: domain: equal under strict
+ * alignment, same organizational domain under relaxed (RFC 7489 3.1). */
+static bool dmarc_aligned(const char *d, const char *from, const char *from_org, bool strict)
+{
+	char org[256];
+
+	if (d == NULL || d[0] == 0)
+		return false;
+	if (util_strcaseeq(d, from))
+		return true;
+	if (strict)
+		return false;
+	policy_org_domain(d, org, sizeof(org));
+	return util_strcaseeq(org, from_org);
+}
+
+/* dmarc_aligned_temperror - a DMARC failure that an aligned identity with a
+ * temporary error might have turned into a pass: then the honest answer is
+ * temperror, never fail (a DNS timeout must not become a 550 under
+ * p=reject; RFC 7489 6.6.2 leaves it to the receiver). */
+static bool dmarc_aligned_temperror(const struct policy_msg *pm,
+                                    const struct policy_dmarc_outcome *o, bool dkim_strict,
+                                    bool spf_strict)
+{
+	const struct policy_spf_outcome *s = &pm->spf;
+
+	if (s->evaluated && s->result == POLICY_SPF_TEMPERROR &&
+	    dmarc_aligned(s->domain, o->header_from, o->org_domain, spf_strict))
+		return true;
+	for (size_t i = 0; i < pm->nsigs; i++)
+		if (strcmp(pm->sigs[i].result, "temperror") == 0 &&
+		    dmarc_aligned(pm->sigs[i].d, o->header_from, o->org_domain, dkim_strict))
+			return true;
+	return false;
+}
+
 /* ------------------------------------------------------------ DMARC */
 
 /* dmarc_fetch - worker: the one v=DMARC1 record at _dmarc.<dom>. */
@@ -375,7 +444,7 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	char *rec = NULL, ip[INET6_ADDRSTRLEN], org[256];
 	bool sec1 = false, sec2 = true, used_org = false;
 	enum policy_dns_status st;
-	int pol, p = 0, sp = 0, pct = 100;
+	int pol, p = 0, sp = 0, pct = 100, adkim = 0, aspf = 0;
 
 	policy_dmarc_outcome_free(o);
 	o->evaluated = true;
@@ -401,19 +470,7 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		o->exempt =
 		    util_xasprintf("exempt client %s", util_addr_str(&pm->client, ip, sizeof(ip)));
 
-	org[0] = 0;
-	if (opendmarc_get_tld((u_char *)o->header_from, (u_char *)org, sizeof(org)) != 0 ||
-	    org[0] == 0) {
-		/* libopendmarc returns "" when no PSL rule matches; the PSL
-		 * algorithm's implicit rule "*" makes the TLD the public suffix,
-		 * so the organizational domain is the last two labels. */
-		const char *q = o->header_from + strlen(o->header_from);
-		int dots = 0;
-		while (q > o->header_from && dots < 2)
-			if (*--q == '.' && ++dots == 2)
-				q++;
-		snprintf(org, sizeof(org), "%s", q);
-	}
+	policy_org_domain(o->header_from, org, sizeof(org));
 	o->org_domain = util_xstrdup(org);
 
 	st = dmarc_fetch(pm, o->header_from, &rec, &sec1);
@@ -455,6 +512,8 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	opendmarc_policy_fetch_p(ctx, &p);
 	opendmarc_policy_fetch_sp(ctx, &sp);
 	opendmarc_policy_fetch_pct(ctx, &pct);
+	opendmarc_policy_fetch_adkim(ctx, &adkim);
+	opendmarc_policy_fetch_aspf(ctx, &aspf);
 	o->policy = dmarc_policy_char(used_org && dmarc_policy_char(sp) ? sp : p);
 	switch (pol) {
 	case DMARC_POLICY_PASS:
@@ -472,6 +531,10 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		if (pct >= 0 && pct < 100 && o->applied != 'n' &&
 		    arc4random_uniform(100) >= (uint32_t)pct)
 			o->applied = o->applied == 'r' ? 'q' : 'n';
+		/* an aligned SPF or DKIM temperror: the result is unknown */
+		if (dmarc_aligned_temperror(pm, o, adkim == DMARC_RECORD_A_STRICT,
+		                            aspf == DMARC_RECORD_A_STRICT))
+			o->result = POLICY_DMARC_TEMPERROR;
 		break;
 	default:
 		o->result = POLICY_DMARC_NONE;
@@ -487,6 +550,12 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	                   : sp == DMARC_RECORD_P_NONE       ? "none"
 	                                                     : "unset",
 	                   pct < 0 ? 100 : pct, used_org ? " org=" : "", used_org ? org : "");
+	if (o->result == POLICY_DMARC_TEMPERROR) {
+		char *c =
+		    util_xasprintf("%s; an aligned identity had a temporary error", o->comment);
+		free(o->comment);
+		o->comment = c;
+	}
 out:
 	if (ctx != NULL)
 		opendmarc_policy_connect_shutdown(ctx);

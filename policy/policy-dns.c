@@ -49,6 +49,25 @@
 #define DNS_T_AAAA 28
 #define DNS_T_TLSA 52
 
+/* Slow-domain isolation (worker queries): every query in flight is listed
+ * with its registered domain; a domain is slow while one of its queries has
+ * been pending for DNS_SLOW_MS, and for 2 x timeout after one failed
+ * temporarily after that long.  A
+ * new query to a slow domain that already has slow_limit queries in flight
+ * fails at once with TEMPFAIL instead of holding one more worker: a zone
+ * that never answers can hold slow_limit workers, never all of them. */
+#define DNS_SLOW_MS    500
+#define DNS_SLOW_SLOTS 64
+struct dns_inflight {
+	char key[256];
+	int64_t start_ms;
+	struct dns_inflight *next;
+};
+struct dns_slow {
+	char key[256];
+	int64_t until_ms;
+};
+
 /* One loop-side request (host: A + AAAA; mx: MX). */
 struct dns_req {
 	struct policy_dns *d;
@@ -86,6 +105,11 @@ struct policy_dns {
 	bool validating;
 	int timeout_ms;
 	struct dns_req *reqs;
+	/* slow-domain isolation for the synchronous (worker) queries */
+	pthread_mutex_t slow_mu;
+	int slow_limit;                /* [dns] slow_domain_limit, 0 = off */
+	struct dns_inflight *inflight; /* one per worker waiting on a query */
+	struct dns_slow slow[DNS_SLOW_SLOTS];
 };
 
 /* dns_configure - apply the config to one fresh context. */
@@ -189,6 +213,8 @@ struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *b
 	d->stop_pipe[0] = d->stop_pipe[1] = -1;
 	d->validating = cfg->dns_trust_anchor_file != NULL;
 	d->timeout_ms = (cfg->dns_timeout > 0 ? cfg->dns_timeout : 5) * 1000;
+	d->slow_limit = cfg->dns_slow_domain_limit;
+	pthread_mutex_init(&d->slow_mu, NULL);
 	d->loop_ctx = ub_ctx_create();
 	d->work_ctx = ub_ctx_create();
 	if (d->loop_ctx == NULL || d->work_ctx == NULL) {
@@ -262,6 +288,7 @@ void policy_dns_free(struct policy_dns *d)
 		ub_ctx_delete(d->loop_ctx);
 	if (d->work_ctx != NULL)
 		ub_ctx_delete(d->work_ctx);
+	pthread_mutex_destroy(&d->slow_mu);
 	free(d);
 }
 
@@ -358,16 +385,88 @@ static void dns_sync_cb(void *arg, int err, struct ub_result *res)
 	pthread_mutex_unlock(&q->mu);
 }
 
+/* dns_slow_enter - worker: account a query to name's registered domain in
+ * q; false (nothing accounted) when that domain is slow and already has
+ * slow_limit queries in flight. */
+static bool dns_slow_enter(struct policy_dns *d, const char *name, struct dns_inflight *q)
+{
+	int64_t now = util_mono_ms();
+	int64_t slow_ms = d->timeout_ms / 2 < DNS_SLOW_MS ? d->timeout_ms / 2 : DNS_SLOW_MS;
+	int n = 0;
+	bool slow = false;
+
+	policy_org_domain(name, q->key, sizeof(q->key));
+	q->start_ms = now;
+	pthread_mutex_lock(&d->slow_mu);
+	for (struct dns_inflight *i = d->inflight; i != NULL; i = i->next)
+		if (strcmp(i->key, q->key) == 0) {
+			n++;
+			if (now - i->start_ms >= slow_ms)
+				slow = true;
+		}
+	for (int k = 0; k < DNS_SLOW_SLOTS && !slow; k++)
+		if (d->slow[k].until_ms > now && strcmp(d->slow[k].key, q->key) == 0)
+			slow = true;
+	if (d->slow_limit > 0 && slow && n >= d->slow_limit) {
+		pthread_mutex_unlock(&d->slow_mu);
+		return false;
+	}
+	q->next = d->inflight;
+	d->inflight = q;
+	pthread_mutex_unlock(&d->slow_mu);
+	return true;
+}
+
+/* dns_slow_leave - worker: the query of q is over; a temporary failure
+ * (our timeout, or a forwarder in front answering SERVFAIL after its own)
+ * that took as long as "slow" marks its domain slow for 2 x timeout (the
+ * oldest mark makes room). */
+static void dns_slow_leave(struct policy_dns *d, struct dns_inflight *q, bool failed)
+{
+	int64_t slow_ms = d->timeout_ms / 2 < DNS_SLOW_MS ? d->timeout_ms / 2 : DNS_SLOW_MS;
+
+	pthread_mutex_lock(&d->slow_mu);
+	for (struct dns_inflight **ip = &d->inflight; *ip != NULL; ip = &(*ip)->next)
+		if (*ip == q) {
+			*ip = q->next;
+			break;
+		}
+	if (failed && util_mono_ms() - q->start_ms >= slow_ms) {
+		int64_t now = util_mono_ms();
+		int k, oldest = 0;
+
+		for (k = 0; k < DNS_SLOW_SLOTS; k++) {
+			if (strcmp(d->slow[k].key, q->key) == 0)
+				break;
+			if (d->slow[k].until_ms < d->slow[oldest].until_ms)
+				oldest = k;
+		}
+		if (k == DNS_SLOW_SLOTS)
+			k = oldest;
+		snprintf(d->slow[k].key, sizeof(d->slow[k].key), "%s", q->key);
+		d->slow[k].until_ms = now + 2 * (int64_t)d->timeout_ms;
+	}
+	pthread_mutex_unlock(&d->slow_mu);
+}
+
 /* policy_dns_query_sync - worker: one query bounded by the [dns] timeout. */
 void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
                            struct policy_dns_answer *ans)
 {
 	struct dns_syncq q = {.done = false};
+	struct dns_inflight fl;
 	pthread_condattr_t ca;
 	struct timespec until;
 	int id = 0, rc;
 
 	memset(ans, 0, sizeof(*ans));
+	if (!dns_slow_enter(d, name, &fl)) {
+		util_log_debug("dns query=%s type=%d refused domain=%s reason=slow", name, rrtype,
+		               fl.key);
+		util_metrics_inc("mxgate_dns_slow_refused_total", NULL);
+		ans->status = POLICY_DNS_TEMPFAIL;
+		return;
+	}
 	pthread_mutex_init(&q.mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -408,6 +507,7 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 	util_log_debug("dns query=%s type=%d status=%s n=%zu secure=%d", name, rrtype,
 	               policy_dns_status_str(ans->status), ans->n, ans->secure);
 out:
+	dns_slow_leave(d, &fl, ans->status == POLICY_DNS_TEMPFAIL);
 	pthread_cond_destroy(&q.cv);
 	pthread_mutex_destroy(&q.mu);
 }

@@ -145,8 +145,15 @@ struct policy_msg {
 	char *spf_reply;
 
 	/* DKIM */
-	void *dkim; /* DKIM * while streaming */
+	void *dkim; /* DKIM * (fed on the worker, policy_dkim_eval) */
 	bool dkim_nosig, dkim_broken;
+	/* The header fields saved for the worker (raw, with CRLF), the
+	 * DKIM-Signature fields among them capped at dkim_max_signatures:
+	 * libopendkim never sees a field on the loop thread.  Freed once fed. */
+	struct util_buf dkim_hdrs;
+	int dkim_sigs_kept, dkim_sigs_skipped;
+	int dkim_fields;    /* saved fields other than DKIM-Signature */
+	bool dkim_too_many; /* over DKIM_MAX_FIELDS: signatures named, not verified */
 	int body_fd;      /* policy_msg_body_fd: the body, read by the worker; -1 */
 	int64_t body_off, body_end; /* the body is [body_off, body_end) of body_fd */
 	int body_err;     /* errno of a failed read of body_fd, 0 */
@@ -176,7 +183,7 @@ char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf
 int policy_dkim_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
 void policy_dkim_lib_free(struct policy_ctx *pc);
 int policy_dkim_msg_begin(struct policy_msg *pm);                          /* loop */
-void policy_dkim_header(struct policy_msg *pm, const char *f, size_t len); /* loop */
+void policy_dkim_header(struct policy_msg *pm, const struct util_hdr_field *f); /* loop */
 void policy_dkim_eoh(struct policy_msg *pm);                               /* loop */
 void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n);     /* loop */
 bool policy_dkim_wants_body(const struct policy_msg *pm);                 /* loop */
@@ -193,6 +200,10 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
  * lower-case) into *domain when domain != NULL.  Returns the count, -1 on a
  * syntax error. */
 int policy_from_parse(const char *value, size_t len, char **domain);
+
+/* policy_org_domain - organizational domain of name (PSL when loaded, else
+ * the last two labels), lower-case, into out.  Any thread. */
+void policy_org_domain(const char *name, char *out, size_t outlen);
 
 void policy_dnsbl_eval(struct policy_msg *pm);
 

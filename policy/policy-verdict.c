@@ -13,7 +13,9 @@
  * a reject downgraded by pct) -> QUARANTINE; monitor only stamps.  Exempt
  * domains/clients are stamped, never enforced (the override is named in
  * the A-R comment).  Zero or several From: addresses -> REJECT whenever
- * DMARC is enabled.  A spam score at or above the threshold -> QUARANTINE.
+ * DMARC is enabled.  A DMARC temperror -> TEMPFAIL (451 4.7.1) unless
+ * dmarc_temperror=accept, enforcement is monitor, or the sender is
+ * exempt.  A spam score at or above the threshold -> QUARANTINE.
  *
  * Ownership: the verdict strings belong to the message.
  * Threads: policy_verdict_build() runs on a worker as the last step of the
@@ -479,6 +481,16 @@ void policy_verdict_build(struct policy_msg *pm)
 			    o->header_from);
 		} else if (strcmp(dis, "quarantine") == 0) {
 			pm->verdict.action = POLICY_QUARANTINE;
+		} else if (o->result == POLICY_DMARC_TEMPERROR && o->exempt == NULL &&
+		           cfg->dmarc_enforcement != CONFIG_DMARC_MONITOR &&
+		           cfg->dmarc_temperror == CONFIG_DMARC_TEMPERROR_TEMPFAIL) {
+			/* unknown is not pass: a spoof must not get in while DNS
+			 * is slow; the sender retries (RFC 5321 4.2.5) */
+			pm->verdict.action = POLICY_TEMPFAIL;
+			pm->v_reply = util_xasprintf(
+			    "451 4.7.1 DMARC check of %s failed temporarily (%s), try again later",
+			    o->header_from ? o->header_from : "the From: domain",
+			    o->comment ? o->comment : "DNS lookup failed");
 		}
 	}
 	score = policy_score(cfg, pm, &rules);

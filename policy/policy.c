@@ -215,7 +215,7 @@ const char *policy_spf_reply(const struct policy_msg *pm)
 
 /* ------------------------------------------------------------ content */
 
-/* policy_msg_header - one raw header field: From: facts and the DKIM verifier. */
+/* policy_msg_header - one raw header field: parsed, then as below. */
 int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 {
 	struct util_hdr_field f;
@@ -223,9 +223,17 @@ int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 
 	if (util_hdr_next(field, len, &pos, &f) != 1)
 		return -1;
-	if (util_hdr_name_is(&f, "From")) {
+	policy_msg_header_field(pm, &f);
+	return 0;
+}
+
+/* policy_msg_header_field - one parsed header field: From: facts, and the
+ * field saved for the DKIM worker. */
+void policy_msg_header_field(struct policy_msg *pm, const struct util_hdr_field *f)
+{
+	if (util_hdr_name_is(f, "From")) {
 		char *dom = NULL;
-		int n = policy_from_parse(f.value, f.value_len, &dom);
+		int n = policy_from_parse(f->value, f->value_len, &dom);
 
 		pm->from.fields++;
 		if (n < 0) {
@@ -239,8 +247,7 @@ int policy_msg_header(struct policy_msg *pm, const char *field, size_t len)
 		}
 	}
 	if (pm->dkim != NULL)
-		policy_dkim_header(pm, field, len);
-	return 0;
+		policy_dkim_header(pm, f);
 }
 
 /* policy_msg_eoh - end of the header block. */

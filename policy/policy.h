@@ -184,8 +184,15 @@ const char *policy_spf_reply(const struct policy_msg *pm);
 
 /* Message content, streamed while DATA arrives (feeds the DKIM verifier).
  * Each call gets one complete raw header field (with its CRLF) or a chunk
- * of body bytes (CRLF line endings, dot-unstuffed).  0/-1. */
+ * of body bytes (CRLF line endings, dot-unstuffed).  0/-1.  No DKIM
+ * library call happens here: header fields are saved (DKIM-Signature fields
+ * beyond dkim_max_signatures only counted) and body chunks appended to an
+ * anonymous file, both fed to libopendkim by the verdict job's worker. */
 int policy_msg_header(struct policy_msg *pm, const char *field, size_t len);
+/* policy_msg_header_field - the same for a field the caller has parsed
+ * already (util_hdr_next; f->raw is the whole field with its CRLF), so the
+ * loop does not parse every field twice. */
+void policy_msg_header_field(struct policy_msg *pm, const struct util_hdr_field *f);
 int policy_msg_eoh(struct policy_msg *pm);
 int policy_msg_body(struct policy_msg *pm, const char *p, size_t n);
 /* policy_msg_wants_body - after eoh: DKIM needs the body (a signature was

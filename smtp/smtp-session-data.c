@@ -36,7 +36,7 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 {
 	struct smtp_session *s = arg;
 	if (s->tx->pm)
-		(void)policy_msg_header(s->tx->pm, f->raw, f->raw_len);
+		policy_msg_header_field(s->tx->pm, f);
 	if (!policy_drop_header(s->cfg, f))
 		return false;
 	util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours", (unsigned long long)s->id,

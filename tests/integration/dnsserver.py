@@ -9,6 +9,7 @@ forward-zones to a UDP socket that reads and never answers (temperror).
     dns.add("example.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
     dns.add_txt("sel._domainkey.example.test", long_text)   # split in 255-byte strings
     dns.blackhole("slow.test")                              # never answers
+    dns.blackhole("_domainkey.bank.test")    # also below a zone with local data
     ta = dns.add_signed_zone("signed.test", [("signed.test", "TXT", "...")],
                              tamper=False)                   # -> trust-anchor file
     dns.start(); dns.port; dns.forwarder -> "127.0.0.1@PORT"; dns.stop()
@@ -153,6 +154,10 @@ class UnboundServer:
         for z, f in self.auth_zones.items():
             c += ["auth-zone:", f'  name: "{z}."', f'  zonefile: "{f}"',
                   "  for-downstream: yes", "  for-upstream: no"]
+        for z in self.blackholes:
+            # a transparent local zone of its own, so a blackhole below a
+            # zone with local data (static) is forwarded, not NXDOMAIN
+            c.insert(c.index("  num-threads: 1"), f'  local-zone: "{z}." transparent')
         for z in self.blackholes:
             c += ["forward-zone:", f'  name: "{z}."',
                   f"  forward-addr: 127.0.0.1@{self._silent.getsockname()[1]}"]

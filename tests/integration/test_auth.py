@@ -163,7 +163,9 @@ def signed(key, selector="good", domain="dk.test", sender="alice@dk.test", canon
     ("twice.test", "permerror"),
     ("slow.test", "temperror")])
 def test_spf_results(env, dom, result):
-    msg, marker = mxtest.make_message(sender=f"bob@{dom}")
+    # From: slow.test would make DMARC temperror, which answers 451 by
+    # default (test_hostile_dos.py): the From: of that case answers.
+    msg, marker = mxtest.make_message(sender="bob@none.test" if dom == "slow.test" else f"bob@{dom}")
     m = deliver(env.main, f"bob@{dom}", msg, marker)
     a = ar(m)
     assert f"spf={result} (" in a and f"smtp.mailfrom=bob@{dom}" in a, a

@@ -268,6 +268,10 @@ static const struct diag_case diag_cases[] = {
      "max_connections_per_ip (20) is above max_connections (10)", true},
     {"dmarc alone", GOOD "[auth]\nspf = no\ndkim = off\ndmarc = yes\n", 14,
      "every message will fail DMARC", true},
+    {"slow domain holds every worker", GOOD "[dns]\nslow_domain_limit = 4\n", 12,
+     "slow_domain_limit (4) does not keep a policy worker free", true},
+    {"slow domain unlimited", GOOD "[dns]\nslow_domain_limit = 0\n[auth]\npolicy_workers = 8\n", 12,
+     "can hold all 8 workers", true},
 };
 
 /* test_diag_cases - each case yields its diagnostic at its line. */

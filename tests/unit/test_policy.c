@@ -235,6 +235,31 @@ static const struct {
     {" a@[192.0.2.1]", -1, NULL},
 };
 
+/* policy_org_domain without a PSL loaded: the last two labels, lower-case,
+ * no final dot (the key of the resolver's slow-domain accounting). */
+static const struct {
+	const char *in, *want;
+} org_cases[] = {
+    {"_dmarc.Mail.Example.TEST", "example.test"},
+    {"sel._domainkey.bank.test.", "bank.test"},
+    {"3.0.0.127.bl.test", "bl.test"},
+    {"example.test", "example.test"},
+    {"test", "test"},
+    {"", ""},
+};
+
+static void test_org_domain(void **state)
+{
+	char out[256];
+
+	for (size_t i = 0; i < sizeof(org_cases) / sizeof(org_cases[0]); i++) {
+		policy_org_domain(org_cases[i].in, out, sizeof(out));
+		if (strcmp(out, org_cases[i].want) != 0)
+			fail_msg("case %zu: %s -> %s, want %s", i, org_cases[i].in, out,
+			         org_cases[i].want);
+	}
+}
+
 static void test_from_parse(void **state)
 {
 	for (size_t i = 0; i < sizeof(from_cases) / sizeof(from_cases[0]); i++) {
@@ -483,19 +508,42 @@ static const struct {
 	enum policy_action action;
 	const char *reply_prefix;
 	const char *flag;
+	enum config_dmarc_temperror tmp; /* [auth] dmarc_temperror */
 } verdict_cases[] = {
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_PASS, 'n', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_REJECT,
-     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO"},
-    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES"},
-    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO"},
-    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO"},
+     "550 5.7.1 Rejected by the DMARC policy of sender.test", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_QUARANTINE, NULL, "YES",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_FAIL, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'q', false, 1, POLICY_QUARANTINE, NULL, "YES",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'n', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_FAIL, 'r', true, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_REJECT, POLICY_DMARC_PERMERROR, 0, false, 2, POLICY_REJECT,
-     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO"},
+     "550 5.7.1 Rejected: the message has 2 From: addresses", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
     {CONFIG_DMARC_MONITOR, POLICY_DMARC_PERMERROR, 0, true, 0, POLICY_REJECT,
-     "550 5.7.1 Rejected: the message has no From: address", "NO"},
+     "550 5.7.1 Rejected: the message has no From: address", "NO", CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    /* temperror: unknown is not pass - 451 unless told to accept, monitoring
+     * or exempt */
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_TEMPFAIL,
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_QUARANTINE, POLICY_DMARC_TEMPERROR, 0, false, 1, POLICY_TEMPFAIL,
+     "451 4.7.1 DMARC check of sender.test failed temporarily", "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_ACCEPT},
+    {CONFIG_DMARC_MONITOR, POLICY_DMARC_TEMPERROR, 'r', false, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
+    {CONFIG_DMARC_REJECT, POLICY_DMARC_TEMPERROR, 'r', true, 1, POLICY_ACCEPT, NULL, "NO",
+     CONFIG_DMARC_TEMPERROR_TEMPFAIL},
 };
 
 static void test_verdict(void **state)
@@ -509,6 +557,7 @@ static void test_verdict(void **state)
 		char flag[32];
 
 		cfg.dmarc_enforcement = verdict_cases[i].enf;
+		cfg.dmarc_temperror = verdict_cases[i].tmp;
 		if (verdict_cases[i].exempt)
 			pm->dmarc.exempt = util_xstrdup("exempt domain sender.test");
 		if (verdict_cases[i].from_addrs != 1) {
@@ -642,6 +691,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_drop_header),
 	    cmocka_unit_test(test_from_parse),
+	    cmocka_unit_test(test_org_domain),
 	    cmocka_unit_test(test_score),
 	    cmocka_unit_test(test_ar_format),
 	    cmocka_unit_test(test_ar_special),
