@@ -16,7 +16,12 @@ build=${1:?usage: run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
 secs=${2:?usage: run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-"smtp_cmd smtp_data headers ar_id hdrsplit proxy config smtp_reply queue_envelope"}
+# Every target the build has, unless named: a new target cannot be left out.
+targets=${*:-$(cd "$build/tests/fuzz" 2>/dev/null && ls fuzz_* 2>/dev/null | sed 's/^fuzz_//' | tr '\n' ' ')}
+if [ -z "$targets" ]; then
+	echo "run-fuzzers: no fuzz_* targets in $build/tests/fuzz (build the fuzz-all target)" >&2
+	exit 1
+fi
 mkdir -p "$build/fuzz-artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
