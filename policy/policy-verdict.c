@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy-arc.h"
 #include "policy-internal.h"
 
 /* verdict_authserv_id - [auth] authserv_id, default the hostname. */
@@ -283,6 +284,14 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			                                   : "none");
 		clauses++;
 	}
+	{
+		char *arc = policy_arc_ar_clause(pm); /* RFC 8617 4.4 */
+		if (arc != NULL) {
+			util_buf_printf(&b, ";\r\n\t%s", arc);
+			free(arc);
+			clauses++;
+		}
+	}
 	if (clauses == 0)
 		util_buf_adds(&b, "; none");
 	util_buf_adds(&b, "\r\n");
@@ -310,6 +319,7 @@ static char *verdict_summary(const struct config *cfg, const struct policy_msg *
 	}
 	if (pm->dmarc.evaluated)
 		util_buf_printf(&b, "dmarc=%s ", dmarc_words[pm->dmarc.result]);
+	util_buf_adds(&b, policy_arc_summary(pm));
 	for (size_t i = 0; i < pm->dnsbl_hits.n; i++)
 		util_buf_printf(&b, "dnsbl=%s ", pm->dnsbl_hits.v[i]);
 	util_buf_printf(&b, "score=%.1f action=%s", pm->verdict.score, actions[pm->verdict.action]);
