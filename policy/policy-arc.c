@@ -178,6 +178,16 @@ char *policy_arc_key_record(const char *key_file, int algorithm, char *err, size
 	return rec;
 }
 
+/* policy_arc_selector_record - the record of the configured key. */
+char *policy_arc_selector_record(const struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->arc_key_file == NULL) {
+		snprintf(err, errlen, "[arc] key_file is not set");
+		return NULL;
+	}
+	return policy_arc_key_record(cfg->arc_key_file, cfg->arc_algorithm, err, errlen);
+}
+
 /* arc_parse_key - a DKIM key record (RFC 6376 3.6.1) into a public key;
  * NULL with a reason. */
 static EVP_PKEY *arc_parse_key(const char *txt, int min_rsa_bits, const char **why)
@@ -224,6 +234,8 @@ static EVP_PKEY *arc_parse_key(const char *txt, int min_rsa_bits, const char **w
 done:
 	free(der);
 	policy_arc_tags_free(&t);
+	if (k != NULL)
+		*why = NULL;
 	return k;
 }
 
@@ -243,6 +255,9 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	else
 		*why = st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS ? "key lookup failed"
 		                                                           : "no key for signature";
+	if (k == NULL)
+		util_log_debug("arc key=%s._domainkey.%s status=%s why=\"%s\"", s, d,
+		               policy_dns_status_str(st), *why);
 	util_strlist_free(&txt);
 	return k;
 }

@@ -98,6 +98,11 @@ void policy_retire(struct policy_ctx *pc, void (*done)(void *arg), void *arg);
  * header names.  Pure; usable without a context given the config. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f);
 
+/* policy_arc_selector_record - the TXT text to publish at
+ * [arc] selector._domainkey.domain: "v=DKIM1; k=rsa|ed25519; p=..." made
+ * from [arc] key_file.  Caller frees; NULL + message in err. */
+char *policy_arc_selector_record(const struct config *cfg, char *err, size_t errlen);
+
 enum policy_action {
 	POLICY_ACCEPT = 0,     /* queue */
 	POLICY_QUARANTINE,     /* queue, marked as spam */
