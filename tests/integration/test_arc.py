@@ -26,6 +26,7 @@ dkim = pytest.importorskip("dkim")
 pytest.importorskip("authres")  # dkim.arc_sign needs python3-authres
 
 RCPT = "user@example.test"
+LIST_BOUNCE = "list-bounces@lists.test"  # a list's envelope sender
 
 
 def _openssl_key(path, algorithm):
@@ -64,6 +65,8 @@ def env(tmp_path_factory):
     dns.add("drej.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
     dns.add("_dmarc.drej.test", "TXT", "v=DMARC1; p=reject")
     dns.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    # the list's own bounce address passes SPF (not aligned with drej.test)
+    dns.add("lists.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     dns.add("_dmarc.pass.test", "TXT", "v=DMARC1; p=none")
     rsa_key = _openssl_key(d / "arc-rsa.pem", "RSA")
     ed_key = _openssl_key(d / "arc-ed.pem", "ED25519")
@@ -282,15 +285,20 @@ def test_tampered_chain_fails(env, tamper, why):
 # ------------------------------------------------------------ trusted-forwarder override
 
 def test_dmarc_reject_without_chain_is_refused(env):
-    """The baseline the override changes: SPF fails, no DKIM, p=reject."""
+    """The baseline the override changes: SPF not aligned, no DKIM, p=reject."""
     msg, _ = mxtest.make_message(sender="alice@drej.test")
-    r = refuse(env.gw, "alice@drej.test", msg)
+    r = refuse(env.gw, LIST_BOUNCE, msg)
     mxtest.assert_reply(r, 550, "5.7.1")
 
 
 def test_trusted_forwarder_overrides_dmarc_reject(env):
+    """A list re-sends alice@drej.test's post from its own address: SPF
+    passes for lists.test, not aligned with the From: domain, no DKIM - a
+    DMARC fail under p=reject.  The list, a trusted sealer, recorded
+    dmarc=pass when it received the post: delivered, not quarantined."""
     fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test")
-    m = deliver(env.gw, "alice@drej.test", fwd, marker)
+    m = deliver(env.gw, LIST_BOUNCE, fwd, marker)
+    assert mxtest.header_values(m, "X-Spam-Flag") == ["NO"], m[:2000]
     a = ar(m)
     assert "dmarc=fail (" in a and "dis=none; override=arc trusted sealer lists.test, i=1 "\
         "dmarc=pass" in a, a
@@ -315,7 +323,7 @@ def test_override_needs_trust_validity_and_dmarc_pass(env, case):
         # the trusted sealer vouched for another From: domain
         fwd, _ = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test",
                         hfrom="pass.test")
-    r = refuse(env.gw, "alice@drej.test", fwd)
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
     mxtest.assert_reply(r, 550, "5.7.1")
 
 
