@@ -795,7 +795,8 @@ void policy_arc_eval(struct policy_msg *pm)
 	am->result = POLICY_ARC_PASS;
 	am->sealer = util_xstrdup(
 	    policy_arc_tag(&am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AS], "d"));
-	/* Trusted-forwarder override (RFC 8617 7.2): the newest sealer is one
+	/* Trusted-forwarder override (local policy: RFC 8617 section 7 use
+	 * cases, RFC 7489 6.7): the newest sealer is one
 	 * the postmaster trusts, its chain validates, and the first hop's
 	 * ARC-A-R recorded dmarc=pass for this From: domain. */
 	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL &&
