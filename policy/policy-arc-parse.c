@@ -229,8 +229,8 @@ char *policy_arc_strip_b(const char *raw, size_t len, size_t *outlen)
 			size_t e = p;
 			while (e < vbase + vlen) {
 				size_t q = e;
-				while (q < vbase + vlen &&
-				       (raw[q] == ' ' || raw[q] == '\t' || raw[q] == '\r' || raw[q] == '\n'))
+				while (q < vbase + vlen && (raw[q] == ' ' || raw[q] == '\t' ||
+				                            raw[q] == '\r' || raw[q] == '\n'))
 					q++;
 				if (q < vbase + vlen && arc_is_b64(raw[q]))
 					e = q + 1;
@@ -485,8 +485,8 @@ void policy_arc_chain_parse(const char *const *fields, const size_t *lens, size_
 		/* RFC 8617 4.1.3: h= is not allowed in ARC-Seal */
 		if (policy_arc_tag(as, "h") != NULL)
 			arc_fail(c, "h= is not allowed", arc_names[POLICY_ARC_AS], (int)i + 1);
-		else if (cv == NULL ||
-		         (strcmp(cv, "none") != 0 && strcmp(cv, "pass") != 0 && strcmp(cv, "fail") != 0))
+		else if (cv == NULL || (strcmp(cv, "none") != 0 && strcmp(cv, "pass") != 0 &&
+		                        strcmp(cv, "fail") != 0))
 			arc_fail(c, "bad cv=", arc_names[POLICY_ARC_AS], (int)i + 1);
 	}
 }

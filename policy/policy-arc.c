@@ -20,8 +20,8 @@
  *    mxgate never adds or drops), so what the downstream receives - our
  *    prepended fields, then the spool - verifies unchanged.
  *
- * Crypto is OpenSSL 3 EVP: rsa-sha256 (RSASSA-PKCS1-v1_5) and
- * ed25519-sha256 (RFC 8463: Ed25519 over the SHA-256 of the data).
+ * Crypto (OpenSSL 3 EVP, rsa-sha256 and ed25519-sha256) is in
+ * policy-arc-crypto.c, parsing and canonicalisation in policy-arc-parse.c.
  *
  * Ownership: struct arc_msg belongs to the message (policy_arc_msg_free);
  * the sealing key to the context.  Diagnostics: the outcome and its reason
@@ -34,8 +34,6 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "policy-arc.h"
 #include "policy-internal.h"
@@ -43,9 +41,10 @@
 /* Header fields our AMS signs when present (RFC 6376 5.4.1 list; never
  * one mxgate adds or removes). */
 static const char *const arc_sign_names[] = {
-    "from",       "to",          "cc",           "subject",      "date",
-    "message-id", "reply-to",    "in-reply-to",  "references",   "mime-version",
-    "content-type", "content-transfer-encoding", "dkim-signature", "list-id",
+    "from",           "to",           "cc",           "subject",
+    "date",           "message-id",   "reply-to",     "in-reply-to",
+    "references",     "mime-version", "content-type", "content-transfer-encoding",
+    "dkim-signature", "list-id",
 };
 
 struct arc_ctx {
@@ -73,172 +72,6 @@ struct arc_msg {
 	char *sealer; /* d= of the newest AS of a passing chain */
 };
 
-/* ------------------------------------------------------------ base64 */
-
-/* arc_b64 - base64 of data, malloc'd. */
-static char *arc_b64(const unsigned char *p, size_t n)
-{
-	char *out = util_xmalloc(4 * ((n + 2) / 3) + 1);
-	EVP_EncodeBlock((unsigned char *)out, p, (int)n);
-	return out;
-}
-
-/* arc_unb64 - decode base64 ignoring folding white space; malloc'd, NULL
- * on bad input. */
-static unsigned char *arc_unb64(const char *s, size_t *outlen)
-{
-	size_t n = strlen(s), k = 0, pad = 0;
-	char *clean = util_xmalloc(n + 1);
-	unsigned char *out;
-	int r;
-
-	for (size_t i = 0; i < n; i++)
-		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-			clean[k++] = s[i];
-	clean[k] = 0;
-	if (k == 0 || k % 4 != 0) {
-		free(clean);
-		return NULL;
-	}
-	if (clean[k - 1] == '=')
-		pad++;
-	if (clean[k - 2] == '=')
-		pad++;
-	out = util_xmalloc(k / 4 * 3 + 1);
-	r = EVP_DecodeBlock(out, (unsigned char *)clean, (int)k);
-	free(clean);
-	if (r < 0 || (size_t)r < pad) {
-		free(out);
-		return NULL;
-	}
-	*outlen = (size_t)r - pad;
-	return out;
-}
-
-/* ------------------------------------------------------------ keys */
-
-/* arc_load_key - a PEM private key of the configured algorithm. */
-static EVP_PKEY *arc_load_key(const char *path, int algorithm, char *err, size_t errlen)
-{
-	FILE *fp = fopen(path, "r");
-	EVP_PKEY *k;
-	int id;
-
-	if (fp == NULL) {
-		snprintf(err, errlen, "[arc] key_file %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	k = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-	fclose(fp);
-	if (k == NULL) {
-		snprintf(err, errlen, "[arc] key_file %s: not a PEM private key", path);
-		return NULL;
-	}
-	id = EVP_PKEY_get_base_id(k);
-	if ((algorithm == 0 && id != EVP_PKEY_RSA) || (algorithm == 1 && id != EVP_PKEY_ED25519)) {
-		snprintf(err, errlen, "[arc] key_file %s: not an %s key", path,
-		         algorithm == 0 ? "RSA" : "Ed25519");
-		EVP_PKEY_free(k);
-		return NULL;
-	}
-	if (algorithm == 0 && EVP_PKEY_get_bits(k) < 1024) {
-		snprintf(err, errlen, "[arc] key_file %s: RSA key shorter than 1024 bits (RFC 8301)",
-		         path);
-		EVP_PKEY_free(k);
-		return NULL;
-	}
-	return k;
-}
-
-/* policy_arc_key_record - "v=DKIM1; k=...; p=..." for the selector TXT. */
-char *policy_arc_key_record(const char *key_file, int algorithm, char *err, size_t errlen)
-{
-	EVP_PKEY *k = arc_load_key(key_file, algorithm, err, errlen);
-	unsigned char *der = NULL, raw[32];
-	size_t rawlen = sizeof(raw);
-	char *b64 = NULL, *rec = NULL;
-	int n;
-
-	if (k == NULL)
-		return NULL;
-	if (algorithm == 0) {
-		n = i2d_PUBKEY(k, &der);
-		if (n > 0)
-			b64 = arc_b64(der, (size_t)n);
-		OPENSSL_free(der);
-	} else if (EVP_PKEY_get_raw_public_key(k, raw, &rawlen) == 1) {
-		b64 = arc_b64(raw, rawlen);
-	}
-	if (b64 != NULL)
-		rec = util_xasprintf("v=DKIM1; k=%s; p=%s", algorithm == 0 ? "rsa" : "ed25519", b64);
-	else
-		snprintf(err, errlen, "[arc] key_file %s: cannot derive the public key", key_file);
-	free(b64);
-	EVP_PKEY_free(k);
-	return rec;
-}
-
-/* policy_arc_selector_record - the record of the configured key. */
-char *policy_arc_selector_record(const struct config *cfg, char *err, size_t errlen)
-{
-	if (cfg->arc_key_file == NULL) {
-		snprintf(err, errlen, "[arc] key_file is not set");
-		return NULL;
-	}
-	return policy_arc_key_record(cfg->arc_key_file, cfg->arc_algorithm, err, errlen);
-}
-
-/* arc_parse_key - a DKIM key record (RFC 6376 3.6.1) into a public key;
- * NULL with a reason. */
-static EVP_PKEY *arc_parse_key(const char *txt, int min_rsa_bits, const char **why)
-{
-	struct policy_arc_tags t;
-	char err[80];
-	const char *v, *kt, *p;
-	unsigned char *der = NULL;
-	size_t derlen = 0;
-	EVP_PKEY *k = NULL;
-
-	*why = "key record does not parse";
-	if (policy_arc_tags_parse(txt, strlen(txt), &t, err, sizeof(err)) < 0)
-		goto done;
-	v = policy_arc_tag(&t, "v");
-	kt = policy_arc_tag(&t, "k");
-	p = policy_arc_tag(&t, "p");
-	if ((v != NULL && strcmp(v, "DKIM1") != 0) || p == NULL)
-		goto done;
-	if (p[0] == 0) {
-		*why = "key revoked";
-		goto done;
-	}
-	der = arc_unb64(p, &derlen);
-	if (der == NULL)
-		goto done;
-	if (kt == NULL || strcmp(kt, "rsa") == 0) {
-		const unsigned char *q = der;
-		k = d2i_PUBKEY(NULL, &q, (long)derlen);
-		if (k != NULL && EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {
-			EVP_PKEY_free(k);
-			k = NULL;
-		}
-		if (k != NULL && EVP_PKEY_get_bits(k) < min_rsa_bits) {
-			*why = "RSA key too short (RFC 8301)";
-			EVP_PKEY_free(k);
-			k = NULL;
-		}
-	} else if (strcmp(kt, "ed25519") == 0 && derlen == 32) {
-		k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, der, derlen);
-	} else {
-		*why = "unknown key type";
-	}
-done:
-	free(der);
-	policy_arc_tags_free(&t);
-	if (k != NULL)
-		*why = NULL;
-	return k;
-}
-
 /* arc_fetch_key - s._domainkey.d through our resolver. */
 static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char *d,
                                const char **why)
@@ -251,7 +84,7 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 
 	free(name);
 	if (st == POLICY_DNS_OK && txt.n > 0)
-		k = arc_parse_key(txt.v[0], pm->pc->cfg->dkim_min_rsa_bits, why);
+		k = policy_arc_parse_key(txt.v[0], pm->pc->cfg->dkim_min_rsa_bits, why);
 	else
 		*why = st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS ? "key lookup failed"
 		                                                           : "no key for signature";
@@ -260,77 +93,6 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 		               policy_dns_status_str(st), *why);
 	util_strlist_free(&txt);
 	return k;
-}
-
-/* ------------------------------------------------------------ sign / verify */
-
-/* arc_alg - 0 rsa-sha256, 1 ed25519-sha256, -1 other. */
-static int arc_alg(const char *a)
-{
-	if (a != NULL && strcmp(a, "rsa-sha256") == 0)
-		return 0;
-	if (a != NULL && strcmp(a, "ed25519-sha256") == 0)
-		return 1;
-	return -1;
-}
-
-/* arc_verify_sig - data signed by key with alg; true when it verifies. */
-static bool arc_verify_sig(EVP_PKEY *key, int alg, const struct util_buf *data, const char *b)
-{
-	size_t siglen = 0;
-	unsigned char *sig = arc_unb64(b, &siglen);
-	unsigned char hash[32];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	bool ok = false;
-	int id = EVP_PKEY_get_base_id(key);
-
-	if (sig == NULL || ctx == NULL)
-		goto done;
-	if (alg == 0 && id == EVP_PKEY_RSA) {
-		ok = EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key) == 1 &&
-		     EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)data->data, data->len) ==
-		         1;
-	} else if (alg == 1 && id == EVP_PKEY_ED25519) {
-		ok = EVP_Digest(data->data, data->len, hash, NULL, EVP_sha256(), NULL) == 1 &&
-		     EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, key) == 1 &&
-		     EVP_DigestVerify(ctx, sig, siglen, hash, sizeof(hash)) == 1;
-	}
-done:
-	EVP_MD_CTX_free(ctx);
-	free(sig);
-	return ok;
-}
-
-/* arc_sign - base64 signature of data with the sealing key; NULL on error. */
-static char *arc_sign(EVP_PKEY *key, const struct util_buf *data)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char hash[32], *sig = NULL;
-	size_t siglen = 0;
-	char *out = NULL;
-	bool ed = EVP_PKEY_get_base_id(key) == EVP_PKEY_ED25519;
-	const unsigned char *msg = (const unsigned char *)data->data;
-	size_t msglen = data->len;
-
-	if (ctx == NULL)
-		goto done;
-	if (ed) {
-		if (EVP_Digest(data->data, data->len, hash, NULL, EVP_sha256(), NULL) != 1)
-			goto done;
-		msg = hash;
-		msglen = sizeof(hash);
-	}
-	if (EVP_DigestSignInit(ctx, NULL, ed ? NULL : EVP_sha256(), NULL, key) != 1 ||
-	    EVP_DigestSign(ctx, NULL, &siglen, msg, msglen) != 1)
-		goto done;
-	sig = util_xmalloc(siglen);
-	if (EVP_DigestSign(ctx, sig, &siglen, msg, msglen) != 1)
-		goto done;
-	out = arc_b64(sig, siglen);
-done:
-	free(sig);
-	EVP_MD_CTX_free(ctx);
-	return out;
 }
 
 /* arc_field_name_is - raw field's name equals name (case-insensitive). */
@@ -412,7 +174,7 @@ int policy_arc_lib_init(struct policy_ctx *pc, char *err, size_t errlen)
 	pc->arc = ac;
 	if (!cfg->arc_seal)
 		return 0;
-	ac->key = arc_load_key(cfg->arc_key_file, cfg->arc_algorithm, err, errlen);
+	ac->key = policy_arc_load_key(cfg->arc_key_file, cfg->arc_algorithm, err, errlen);
 	ac->alg = cfg->arc_algorithm == 0 ? "rsa-sha256" : "ed25519-sha256";
 	return ac->key != NULL ? 0 : -1;
 }
@@ -497,15 +259,16 @@ void policy_arc_eoh(struct policy_msg *pm)
 	free(fields);
 	free(lens);
 	if (am->chain.n > 0 && !am->chain.structural_fail) {
-		const struct policy_arc_tags *t = &am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AMS];
+		const struct policy_arc_tags *t =
+		    &am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AMS];
 		const char *c = policy_arc_tag(t, "c");
 		const char *l = policy_arc_tag(t, "l");
 		const char *slash = c != NULL ? strchr(c, '/') : NULL;
 		int64_t limit = -1;
 		if (l != NULL && strspn(l, "0123456789") == strlen(l) && strlen(l) < 16)
 			limit = strtoll(l, NULL, 10);
-		am->vbody = policy_arc_body_new(slash != NULL && strcmp(slash + 1, "relaxed") == 0,
-		                                limit);
+		am->vbody =
+		    policy_arc_body_new(slash != NULL && strcmp(slash + 1, "relaxed") == 0, limit);
 	}
 	if (pm->pc->cfg->arc_seal)
 		am->sbody = policy_arc_body_new(true, -1);
@@ -585,7 +348,7 @@ static const char *arc_verify_ams(struct policy_msg *pm, struct arc_msg *am,
 	struct util_buf data;
 	EVP_PKEY *key = NULL;
 	bool relaxed = c != NULL && strncmp(c, "relaxed", 7) == 0;
-	int alg = arc_alg(a);
+	int alg = policy_arc_alg(a);
 
 	util_buf_init(&data);
 	if (b == NULL || bh == NULL || d == NULL || h == NULL || s == NULL || alg < 0) {
@@ -598,7 +361,7 @@ static const char *arc_verify_ams(struct policy_msg *pm, struct arc_msg *am,
 		why = "AMS: unknown canonicalisation";
 		goto done;
 	}
-	want = arc_unb64(bh, &wantlen);
+	want = policy_arc_unb64(bh, &wantlen);
 	if (am->vbody == NULL || policy_arc_body_final(am->vbody, hash) < 0 || want == NULL ||
 	    wantlen != sizeof(hash) || memcmp(want, hash, sizeof(hash)) != 0) {
 		why = "AMS: body hash did not verify";
@@ -612,7 +375,7 @@ static const char *arc_verify_ams(struct policy_msg *pm, struct arc_msg *am,
 	key = arc_fetch_key(pm, s, d, &why);
 	if (key == NULL)
 		goto done;
-	why = arc_verify_sig(key, alg, &data, b) ? NULL : "AMS: signature did not verify";
+	why = policy_arc_verify_sig(key, alg, &data, b) ? NULL : "AMS: signature did not verify";
 done:
 	EVP_PKEY_free(key);
 	free(want);
@@ -641,8 +404,7 @@ static void arc_seal_input(const struct policy_arc_chain *c, size_t from, size_t
 }
 
 /* arc_verify_as - the seal of instance i+1 (index i). */
-static const char *arc_verify_as(struct policy_msg *pm, const struct policy_arc_chain *c,
-                                 size_t i)
+static const char *arc_verify_as(struct policy_msg *pm, const struct policy_arc_chain *c, size_t i)
 {
 	const struct policy_arc_tags *t = &c->sets[i].tags[POLICY_ARC_AS];
 	const char *a = policy_arc_tag(t, "a"), *b = policy_arc_tag(t, "b"),
@@ -650,7 +412,7 @@ static const char *arc_verify_as(struct policy_msg *pm, const struct policy_arc_
 	const char *why = NULL;
 	struct util_buf data;
 	EVP_PKEY *key;
-	int alg = arc_alg(a);
+	int alg = policy_arc_alg(a);
 
 	if (b == NULL || d == NULL || s == NULL || alg < 0)
 		return "AS: missing tag or unknown algorithm";
@@ -659,7 +421,7 @@ static const char *arc_verify_as(struct policy_msg *pm, const struct policy_arc_
 		return why;
 	util_buf_init(&data);
 	arc_seal_input(c, 0, i + 1, &data);
-	if (!arc_verify_sig(key, alg, &data, b))
+	if (!policy_arc_verify_sig(key, alg, &data, b))
 		why = "AS: signature did not verify";
 	util_buf_free(&data);
 	EVP_PKEY_free(key);
@@ -732,7 +494,8 @@ static bool arc_aar_says_dmarc_pass(const struct policy_arc_set *set, const char
 			*p = ' ';
 		}
 	}
-	for (clause = strtok_r(v, ";", &save); clause != NULL; clause = strtok_r(NULL, ";", &save)) {
+	for (clause = strtok_r(v, ";", &save); clause != NULL;
+	     clause = strtok_r(NULL, ";", &save)) {
 		char *w = clause, *hf;
 		while (*w == ' ')
 			w++;
@@ -793,16 +556,18 @@ void policy_arc_eval(struct policy_msg *pm)
 		return;
 	}
 	am->result = POLICY_ARC_PASS;
-	am->sealer = util_xstrdup(
-	    policy_arc_tag(&am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AS], "d"));
+	am->sealer =
+	    util_xstrdup(policy_arc_tag(&am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AS], "d"));
 	/* Trusted-forwarder override (local policy: RFC 8617 section 7 use
 	 * cases, RFC 7489 6.7): the newest sealer is one
 	 * the postmaster trusts, its chain validates, and the first hop's
 	 * ARC-A-R recorded dmarc=pass for this From: domain. */
 	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL &&
-	    pm->dmarc.exempt == NULL && util_strlist_has_case(&cfg->arc_trusted_sealers, am->sealer) &&
+	    pm->dmarc.exempt == NULL &&
+	    util_strlist_has_case(&cfg->arc_trusted_sealers, am->sealer) &&
 	    arc_aar_says_dmarc_pass(&am->chain.sets[0], pm->from.domain)) {
-		pm->dmarc.exempt = util_xasprintf("arc trusted sealer %s, i=1 dmarc=pass", am->sealer);
+		pm->dmarc.exempt =
+		    util_xasprintf("arc trusted sealer %s, i=1 dmarc=pass", am->sealer);
 		util_log_info("arc override=dmarc sealer=%s from=%s reason=\"trusted sealer, i=1 "
 		              "dmarc=pass\"",
 		              am->sealer, pm->from.domain ? pm->from.domain : "-");
@@ -859,7 +624,7 @@ const char *policy_arc_summary(const struct policy_msg *pm)
 
 	if (am == NULL || !am->evaluated)
 		return "";
-	return am->result == POLICY_ARC_PASS ? "arc=pass "
+	return am->result == POLICY_ARC_PASS   ? "arc=pass "
 	       : am->result == POLICY_ARC_FAIL ? "arc=fail "
 	                                       : "arc=none ";
 }
@@ -938,17 +703,16 @@ void policy_arc_seal(struct policy_msg *pm)
 	for (size_t k = 0; k < sizeof(arc_sign_names) / sizeof(arc_sign_names[0]); k++) {
 		size_t nl = strlen(arc_sign_names[k]), count = 0;
 		for (size_t i = 0; i < am->nf; i++)
-			if (am->f[i].kept &&
-			    arc_field_name_is(am->hdr.data + am->f[i].off, am->f[i].len,
-			                      arc_sign_names[k], nl))
+			if (am->f[i].kept && arc_field_name_is(am->hdr.data + am->f[i].off,
+			                                       am->f[i].len, arc_sign_names[k], nl))
 				count++;
 		if (k == 0 && count == 0)
 			count = 1;
 		for (size_t c = 0; c < count && count <= 8 && hl + nl + 2 < sizeof(hlist); c++)
-			hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s", hl ? ":" : "",
-			                       arc_sign_names[k]);
+			hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s",
+			                       hl ? ":" : "", arc_sign_names[k]);
 	}
-	bh64 = arc_b64(bh, sizeof(bh));
+	bh64 = policy_arc_b64(bh, sizeof(bh));
 	util_buf_init(&aar);
 	util_buf_init(&ams);
 	util_buf_init(&as);
@@ -962,7 +726,7 @@ void policy_arc_seal(struct policy_msg *pm)
 	if (arc_hash_headers(am, hlist, true, true, &data) < 0)
 		goto fail;
 	policy_arc_canon_header(&data, ams.data, ams.len, true, false);
-	sig = arc_sign(ac->key, &data);
+	sig = policy_arc_sign(ac->key, &data);
 	if (sig == NULL)
 		goto fail;
 	arc_fold_b64(&ams, sig);
@@ -981,7 +745,7 @@ void policy_arc_seal(struct policy_msg *pm)
 	policy_arc_canon_header(&data, aar.data, aar.len, true, true);
 	policy_arc_canon_header(&data, ams.data, ams.len, true, true);
 	policy_arc_canon_header(&data, as.data, as.len, true, false);
-	sig = arc_sign(ac->key, &data);
+	sig = policy_arc_sign(ac->key, &data);
 	if (sig == NULL)
 		goto fail;
 	arc_fold_b64(&as, sig);

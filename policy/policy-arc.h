@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 #include "util.h"
 
 struct policy_msg;
@@ -22,8 +24,8 @@ struct policy_ctx;
 /* Caps: RFC 8617 5.1.1 allows i=1..50; a longer chain than this is a
  * "fail" here (no forwarding path needs ten sealers). */
 #define POLICY_ARC_MAX_INSTANCES 10
-#define POLICY_ARC_MAX_TAGS 32
-#define POLICY_ARC_MAX_SIGNED 64 /* names in an AMS h= */
+#define POLICY_ARC_MAX_TAGS      32
+#define POLICY_ARC_MAX_SIGNED    64 /* names in an AMS h= */
 
 /* ------------------------------------------------------------ tag-list */
 
@@ -83,11 +85,11 @@ struct policy_arc_set {
 	struct policy_arc_tags tags[3]; /* AAR: only i= is a tag (the rest is A-R) */
 };
 struct policy_arc_chain {
-	size_t n;                      /* highest instance, = number of sets when valid */
+	size_t n; /* highest instance, = number of sets when valid */
 	struct policy_arc_set sets[POLICY_ARC_MAX_INSTANCES];
-	bool structural_fail;          /* missing/duplicate/oversized/unparsable */
-	char why[128];                 /* reason of structural_fail */
-	int max_seen;                  /* highest i= seen (capped at 51), for sealing */
+	bool structural_fail; /* missing/duplicate/oversized/unparsable */
+	char why[128];        /* reason of structural_fail */
+	int max_seen;         /* highest i= seen (capped at 51), for sealing */
 };
 /* policy_arc_chain_parse - fields[0..nfields) are raw header fields in
  * message order; collect the ARC sets (RFC 8617 4.1, 5.2 steps 1-4). */
@@ -107,14 +109,32 @@ void policy_arc_header(struct policy_msg *pm, const char *f, size_t len); /* loo
 void policy_arc_eoh(struct policy_msg *pm);                               /* loop */
 void policy_arc_body(struct policy_msg *pm, const char *p, size_t n);     /* loop */
 bool policy_arc_wants_body(const struct policy_msg *pm);
-void policy_arc_eval(struct policy_msg *pm);     /* worker: verify, after DMARC: override */
-void policy_arc_seal(struct policy_msg *pm);     /* worker: after the verdict headers */
+void policy_arc_eval(struct policy_msg *pm); /* worker: verify, after DMARC: override */
+void policy_arc_seal(struct policy_msg *pm); /* worker: after the verdict headers */
 void policy_arc_msg_free(struct policy_msg *pm);
 /* policy_arc_ar_clause - the "arc=..." clause for our A-R (no leading
  * ";"), or NULL when ARC is not evaluated; malloc'd. */
 char *policy_arc_ar_clause(const struct policy_msg *pm);
 /* policy_arc_summary - "arc=pass " for the log summary, or "". */
 const char *policy_arc_summary(const struct policy_msg *pm);
+
+/* ------------------------------------------------------------ crypto */
+
+/* policy-arc-crypto.c: base64 (malloc'd; decoding skips folding white
+ * space, NULL on bad input), keys and signatures.  alg: 0 rsa-sha256,
+ * 1 ed25519-sha256 (policy_arc_alg: -1 for anything else). */
+char *policy_arc_b64(const unsigned char *p, size_t n);
+unsigned char *policy_arc_unb64(const char *s, size_t *outlen);
+int policy_arc_alg(const char *a);
+/* policy_arc_load_key - the PEM private key of algorithm; NULL + err. */
+EVP_PKEY *policy_arc_load_key(const char *path, int algorithm, char *err, size_t errlen);
+/* policy_arc_parse_key - a DKIM key record into a public key; NULL with a
+ * static reason in *why (RSA keys under min_rsa_bits are refused). */
+EVP_PKEY *policy_arc_parse_key(const char *txt, int min_rsa_bits, const char **why);
+/* policy_arc_verify_sig - b (base64) is key's signature of data. */
+bool policy_arc_verify_sig(EVP_PKEY *key, int alg, const struct util_buf *data, const char *b);
+/* policy_arc_sign - base64 signature of data (NULL on error). */
+char *policy_arc_sign(EVP_PKEY *key, const struct util_buf *data);
 
 /* policy_arc_key_record - the selector TXT text ("v=DKIM1; k=rsa; p=...")
  * of the private key in key_file; malloc'd, NULL + err on failure. */

@@ -35,7 +35,8 @@ static void check_tags(const char *v, size_t len)
 		for (size_t i = 0; i < t.n; i++) {
 			FUZZ_CHECK(t.v[i].voff <= t.v[i].vend && t.v[i].vend <= len);
 			FUZZ_CHECK(strlen(t.v[i].value) == t.v[i].vend - t.v[i].voff);
-			FUZZ_CHECK(memcmp(t.v[i].value, v + t.v[i].voff, t.v[i].vend - t.v[i].voff) == 0);
+			FUZZ_CHECK(
+			    memcmp(t.v[i].value, v + t.v[i].voff, t.v[i].vend - t.v[i].voff) == 0);
 			FUZZ_CHECK(strchr(t.v[i].value, ';') == NULL);
 			for (size_t k = i + 1; k < t.n; k++)
 				FUZZ_CHECK(strcmp(t.v[i].name, t.v[k].name) != 0);
@@ -119,7 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		policy_arc_body_update(b1, s + body_at, size - body_at);
 		for (size_t i = body_at; i < size; i += 7)
 			policy_arc_body_update(b2, s + i, size - i < 7 ? size - i : 7);
-		FUZZ_CHECK(policy_arc_body_final(b1, h1) == 0 && policy_arc_body_final(b2, h2) == 0);
+		FUZZ_CHECK(policy_arc_body_final(b1, h1) == 0 &&
+		           policy_arc_body_final(b2, h2) == 0);
 		FUZZ_CHECK(memcmp(h1, h2, 32) == 0);
 		policy_arc_body_free(b1);
 		policy_arc_body_free(b2);

@@ -79,7 +79,8 @@ static void test_tag_list(void **state)
 				assert_string_equal(v, c->value);
 			}
 		} else if (strstr(err, c->err) == NULL) {
-			fail_msg("case %zu \"%s\": error \"%s\" lacks \"%s\"", i, c->in, err, c->err);
+			fail_msg("case %zu \"%s\": error \"%s\" lacks \"%s\"", i, c->in, err,
+			         c->err);
 		}
 		policy_arc_tags_free(&t);
 	}
@@ -145,7 +146,8 @@ struct strip_case {
 
 static const struct strip_case strip_cases[] = {
     {"ARC-Seal: i=1; b=abc\r\n def; d=x\r\n", "ARC-Seal: i=1; b=; d=x\r\n"},
-    {"ARC-Seal: i=1; a=rsa-sha256;\r\n\tb=QUJD\r\n\t REVG==\r\n", "ARC-Seal: i=1; a=rsa-sha256;\r\n\tb=\r\n"},
+    {"ARC-Seal: i=1; a=rsa-sha256;\r\n\tb=QUJD\r\n\t REVG==\r\n",
+     "ARC-Seal: i=1; a=rsa-sha256;\r\n\tb=\r\n"},
     {"X: bh=abc; b=xyz", "X: bh=abc; b="},
     {"X: b = xyz ; c=1", "X: b =  ; c=1"},
 };
@@ -232,7 +234,8 @@ static void test_body_canon(void **state)
 /* ------------------------------------------------------------ ARC sets */
 
 #define AAR(i) "ARC-Authentication-Results: i=" #i "; lists.example; dmarc=pass\r\n"
-#define AMS(i) "ARC-Message-Signature: i=" #i "; a=rsa-sha256; d=x; s=y; h=from; bh=AA==; b=AA==\r\n"
+#define AMS(i)                                                                                     \
+	"ARC-Message-Signature: i=" #i "; a=rsa-sha256; d=x; s=y; h=from; bh=AA==; b=AA==\r\n"
 #define AS(i, cv) "ARC-Seal: i=" #i "; a=rsa-sha256; cv=" cv "; d=x; s=y; b=AA==\r\n"
 
 struct chain_case {
@@ -255,11 +258,13 @@ static const struct chain_case chain_cases[] = {
     {{"ARC-Seal: i=0; cv=none; d=x; s=y; b=AA==\r\n"}, true, 0, "i=", 0},
     {{"ARC-Seal: i=51; cv=none; d=x; s=y; b=AA==\r\n"}, true, 0, "i=", 0},
     {{"ARC-Seal: i=01; cv=none; d=x; s=y; b=AA==\r\n"}, true, 0, "i=", 0},
-    {{"ARC-Seal: i=1; cv=none; d=x; s=y; h=from; b=AA==\r\n", AMS(1), AAR(1)}, true, 1, "h=",
-     1},
+    {{"ARC-Seal: i=1; cv=none; d=x; s=y; h=from; b=AA==\r\n", AMS(1), AAR(1)}, true, 1, "h=", 1},
     {{AS(1, "maybe"), AMS(1), AAR(1)}, true, 1, "cv=", 1},
     {{AS(1, "none"), AMS(1), "ARC-Authentication-Results: lists.example; dmarc=pass\r\n"},
-     true, 1, "i=", 1},
+     true,
+     1,
+     "i=",
+     1},
     {{"ARC-Seal: i=1; i=1; cv=none; b=AA==\r\n", AMS(1), AAR(1)}, true, 1, "duplicate tag", 1},
 };
 
