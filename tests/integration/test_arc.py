@@ -21,6 +21,7 @@ import pytest
 
 import dnsserver
 import mxtest
+from downstream import Downstream, relay_extra
 
 dkim = pytest.importorskip("dkim")
 pytest.importorskip("authres")  # dkim.arc_sign needs python3-authres
@@ -73,11 +74,12 @@ def env(tmp_path_factory):
     dns.start()
     gws = []
 
-    def gateway(name, arc):
+    def gateway(name, arc, more=None):
         extra = {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
                  "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes",
                           "dmarc_enforcement": "reject"},
                  "arc": arc}
+        extra.update(more or {})
         gw = mxtest.Gateway(d / name, extra, dns=False)
         gws.append(gw)
         return gw.start()
@@ -85,11 +87,12 @@ def env(tmp_path_factory):
     class Env:
         pass
     e = Env()
-    e.dns, e.dir, e.records = dns, d, records
+    e.dns, e.dir, e.records, e.gateway = dns, d, records, gateway
+    e.rsa_arc = {"enabled": "yes", "seal": "yes", "selector": "mx2026",
+                 "domain": "example.test", "key_file": str(rsa_key),
+                 "trusted_sealers": "lists.test"}
     e.fwd_key, e.evil_key = fwd_key, evil_key
-    e.gw = gateway("rsa", {"enabled": "yes", "seal": "yes", "selector": "mx2026",
-                           "domain": "example.test", "key_file": str(rsa_key),
-                           "trusted_sealers": "lists.test"})
+    e.gw = gateway("rsa", e.rsa_arc)
     e.ed = gateway("ed", {"enabled": "yes", "seal": "yes", "selector": "ed2026",
                           "domain": "example.test", "key_file": str(ed_key),
                           "algorithm": "ed25519-sha256"})
@@ -212,6 +215,31 @@ def test_ed25519_seal_verifies_with_dkimpy(env, monkeypatch):
     assert "a=ed25519-sha256" in s, s
     cv, results, why = dkim.arc_verify(m, dnsfunc=dnsfunc(env))
     assert cv == dkim.CV_Pass, (why, results)
+
+
+def test_seal_verifies_at_an_smtp_downstream(env):
+    """Relayed over SMTP (dot-stuffed on the wire) to a real downstream: the
+    bytes it receives verify with dkimpy - a forwarded message with an
+    incoming chain, a DKIM signature, leading dots and trailing white space."""
+    ds = Downstream().start()
+    try:
+        gw = env.gateway("smtp", env.rsa_arc, relay_extra([f"127.0.0.1:{ds.port}"]))
+        fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test",
+                             body=".leading dot\r\n..two\r\ntrailing  \t\r\n\r\n")
+        key, txt = dnsserver.make_dkim_key(env.dir, 1024, "dk")
+        env.records["dk._domainkey.pass.test"] = txt
+        fwd = dnsserver.dkim_sign(fwd, "dk", "pass.test", key) + fwd
+        gw.send("bob@pass.test", [RCPT], fwd)
+        ds.wait_messages(1)
+        [rec] = ds.find(marker)
+        assert rec.data.endswith(fwd)
+        sets = arc_sets(rec.data)
+        assert sorted(sets) == [1, 2] and "cv=pass" in sets[2]["ARC-Seal"], sets
+        assert "dkim-signature" in sets[2]["ARC-Message-Signature"]
+        cv, results, why = dkim.arc_verify(rec.data, dnsfunc=dnsfunc(env))
+        assert cv == dkim.CV_Pass, (why, results)
+    finally:
+        ds.stop()
 
 
 # ------------------------------------------------------------ dkimpy seals, mxgate verifies
