@@ -528,8 +528,8 @@ static bool arc_aar_says_dmarc_pass(const struct policy_arc_set *set, const char
 	return ok;
 }
 
-/* policy_arc_eval - worker: verify the chain; then the override. */
-void policy_arc_eval(struct policy_msg *pm)
+/* arc_eval - worker: verify the chain; then the override. */
+static void arc_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
 	struct arc_msg *am = pm->arc;
@@ -571,7 +571,18 @@ void policy_arc_eval(struct policy_msg *pm)
 		util_log_info("arc override=dmarc sealer=%s from=%s reason=\"trusted sealer, i=1 "
 		              "dmarc=pass\"",
 		              am->sealer, pm->from.domain ? pm->from.domain : "-");
+		util_metrics_inc("mxgate_arc_overrides_total", NULL);
 	}
+}
+
+/* policy_arc_eval - worker: the chain's result (counted), the override. */
+void policy_arc_eval(struct policy_msg *pm)
+{
+	const struct arc_msg *am = pm->arc;
+
+	arc_eval(pm);
+	if (am != NULL && am->evaluated)
+		util_metrics_inc("mxgate_arc_results_total", policy_arc_result_str(am->result));
 }
 
 /* ------------------------------------------------------------ A-R */
@@ -682,6 +693,7 @@ void policy_arc_seal(struct policy_msg *pm)
 	if (arv == NULL || am->too_many || arc_body_from_fd(pm, am) < 0 ||
 	    policy_arc_body_final(am->sbody, bh) < 0) {
 		util_log_err("arc op=seal error=\"message not sealed: no A-R, header or body\"");
+		util_metrics_inc("mxgate_arc_seals_total", "failed");
 		return;
 	}
 	/* RFC 8617 5.1.1: our instance follows the chain; cv is what we found */
@@ -758,9 +770,11 @@ void policy_arc_seal(struct policy_msg *pm)
 	pm->v_headers = out.data;
 	out.data = NULL;
 	pm->verdict.headers = pm->v_headers;
+	util_metrics_inc("mxgate_arc_seals_total", "sealed");
 	goto done;
 fail:
 	util_log_err("arc op=seal error=\"signing failed: message not sealed\"");
+	util_metrics_inc("mxgate_arc_seals_total", "failed");
 done:
 	free(sig);
 	free(bh64);

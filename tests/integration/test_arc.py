@@ -13,6 +13,7 @@ Gateways: `gw` seals with rsa-sha256 and trusts lists.test as a sealer;
 """
 
 import base64
+import http.client
 import hashlib
 import re
 import subprocess
@@ -374,3 +375,31 @@ def test_dns_records_key_matches_private_key(env):
     der = subprocess.run(["openssl", "pkey", "-in", str(env.dir / "arc-rsa.pem"), "-pubout",
                           "-outform", "DER"], check=True, capture_output=True).stdout
     assert txt.split("p=", 1)[1] == base64.b64encode(der).decode()
+
+
+# ------------------------------------------------------------ metrics
+
+def test_metrics_count_results_overrides_and_seals(env):
+    mport = mxtest.free_port()
+    gw = env.gateway("metrics", env.rsa_arc, {"metrics": {"listen": f"127.0.0.1:{mport}"}})
+    plain, m1 = mxtest.make_message(sender="bob@pass.test")
+    good, m2 = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test")
+    bad, m3 = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test", body="a\r\n")
+    bad = bad.replace(b"\r\n\r\na\r\n", b"\r\n\r\nb\r\n")
+    deliver(gw, "bob@pass.test", plain, m1)
+    deliver(gw, LIST_BOUNCE, good, m2)
+    deliver(gw, "bob@pass.test", bad, m3)
+    c = http.client.HTTPConnection("127.0.0.1", mport, timeout=mxtest.scaled(5))
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+
+    def val(sample):
+        m = re.search(rf"^{re.escape(sample)} (\S+)$", body, re.M)
+        return float(m.group(1)) if m else 0.0
+    assert val('mxgate_arc_results_total{result="none"}') == 1, body
+    assert val('mxgate_arc_results_total{result="pass"}') == 1
+    assert val('mxgate_arc_results_total{result="fail"}') == 1
+    assert val("mxgate_arc_overrides_total") == 1, [l for l in body.splitlines() if "mxgate_arc" in l]
+    assert val('mxgate_arc_seals_total{outcome="sealed"}') == 3
+    assert val('mxgate_arc_seals_total{outcome="failed"}') == 0
