@@ -369,6 +369,36 @@ def test_check_config_requires_key_for_seal(env, tmp_path):
         gw.close()
 
 
+def test_bad_key_found_by_check_config_and_start(env, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key\n")
+    ed = tmp_path / "ed.pem"
+    _openssl_key(ed, "ED25519")
+    for key, alg, why in [(bad, "rsa-sha256", "not a PEM private key"),
+                          (ed, "rsa-sha256", "not an RSA key")]:
+        arc = dict(env.rsa_arc, key_file=str(key), algorithm=alg)
+        gw = mxtest.Gateway(tmp_path / ("k" + key.stem), {"arc": arc}, dns=False)
+        try:
+            p = gw.cli("check-config")
+            assert p.returncode == 2 and why in p.stderr, p.stderr
+            with pytest.raises(AssertionError):
+                gw.start(timeout=mxtest.scaled(5))
+            assert why in gw.log_text()
+        finally:
+            gw.close()
+
+
+def test_arc_alone_still_seals(env):
+    """SPF, DKIM and DMARC all off: the policy engine still runs for ARC."""
+    gw = env.gateway("alone", env.rsa_arc,
+                     {"auth": {"spf": "no", "dkim": "no", "dmarc": "no"}})
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test")
+    m = deliver(gw, "bob@pass.test", fwd, marker)
+    assert "arc=pass" in ar(m)
+    assert sorted(arc_sets(m)) == [1, 2]
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+
+
 def test_dns_records_key_matches_private_key(env):
     txt = env.records["mx2026._domainkey.example.test"]
     assert txt.startswith("v=DKIM1; k=rsa; p="), txt
