@@ -654,23 +654,27 @@ static void arc_fold_b64(struct util_buf *out, const char *b64)
 	}
 }
 
-/* arc_our_ar - our Authentication-Results value (after "name:") within
- * the verdict headers, as [p, p+len) without the final CRLF. */
+/* arc_our_ar - the value of the first Authentication-Results field of
+ * the verdict headers (ours), as [p, p+len) without white space in front
+ * and without the final CRLF; NULL when there is none. */
 static const char *arc_our_ar(const char *headers, size_t *len)
 {
-	const char *p = headers, *e;
-	static const char name[] = "Authentication-Results:";
+	struct util_hdr_field f;
+	size_t pos = 0, n = headers != NULL ? strlen(headers) : 0;
 
-	if (headers == NULL || strncmp(p, name, sizeof(name) - 1) != 0)
-		return NULL;
-	p += sizeof(name) - 1;
-	for (e = p; *e; e++)
-		if (e[0] == '\r' && e[1] == '\n' && e[2] != ' ' && e[2] != '\t')
-			break;
-	while (*p == ' ')
-		p++;
-	*len = (size_t)(e - p);
-	return p;
+	while (n > 0 && util_hdr_next(headers, n, &pos, &f) == 1) {
+		const char *p = f.value;
+		size_t l = f.value_len;
+		if (!util_hdr_name_is(&f, "Authentication-Results"))
+			continue;
+		while (l > 0 && (*p == ' ' || *p == '\t')) {
+			p++;
+			l--;
+		}
+		*len = l;
+		return p;
+	}
+	return NULL;
 }
 
 /* policy_arc_seal - worker: prepend our ARC set to the verdict headers. */
