@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -497,4 +498,70 @@ void policy_arc_chain_free(struct policy_arc_chain *c)
 	for (size_t i = 0; i < POLICY_ARC_MAX_INSTANCES; i++)
 		for (int k = 0; k < 3; k++)
 			policy_arc_tags_free(&c->sets[i].tags[k]);
+}
+
+/* ------------------------------------------------------------ ARC-A-R */
+
+/* policy_arc_aar_dmarc_pass - a "dmarc=pass" clause for from_domain. */
+bool policy_arc_aar_dmarc_pass(const char *raw, size_t len, const char *from_domain)
+{
+	char *v = util_xstrndup(raw, len), *p, *clause, *save = NULL;
+	bool ok = false;
+
+	/* comments can hold anything: blank them out first */
+	for (p = v; *p; p++) {
+		if (*p == '(') {
+			int depth = 0;
+			for (; *p; p++) {
+				if (*p == '\\' && p[1])
+					*p++ = ' ';
+				else if (*p == '(')
+					depth++;
+				else if (*p == ')' && --depth == 0) {
+					*p = ' ';
+					break;
+				}
+				*p = ' ';
+			}
+			if (*p == 0)
+				break;
+		} else if (*p == '\r' || *p == '\n' || *p == '\t') {
+			*p = ' ';
+		}
+	}
+	for (clause = strtok_r(v, ";", &save); clause != NULL;
+	     clause = strtok_r(NULL, ";", &save)) {
+		char *w = clause, *hf;
+		while (*w == ' ')
+			w++;
+		if (strncasecmp(w, "dmarc", 5) != 0)
+			continue;
+		w += 5;
+		while (*w == ' ')
+			w++;
+		if (*w != '=')
+			continue;
+		w++;
+		while (*w == ' ')
+			w++;
+		if (strncasecmp(w, "pass", 4) != 0 || (w[4] != ' ' && w[4] != 0))
+			continue;
+		for (hf = w; *hf && strncasecmp(hf, "header.from=", 12) != 0; hf++)
+			;
+		if (*hf == 0)
+			hf = NULL;
+		if (hf != NULL) {
+			char dom[256];
+			size_t n = 0;
+			for (hf += 12; *hf && *hf != ' ' && n + 1 < sizeof(dom); hf++)
+				dom[n++] = *hf;
+			dom[n] = 0;
+			if (from_domain == NULL || !util_strcaseeq(dom, from_domain))
+				continue;
+		}
+		ok = true;
+		break;
+	}
+	free(v);
+	return ok;
 }

@@ -463,71 +463,6 @@ static const char *arc_verify_chain(struct policy_msg *pm, struct arc_msg *am, c
 	return NULL;
 }
 
-/* arc_aar_says_dmarc_pass - the ARC-A-R of instance 1 carries a
- * "dmarc=pass" result for from_domain (header.from, when it names one,
- * must be that domain). */
-static bool arc_aar_says_dmarc_pass(const struct policy_arc_set *set, const char *from_domain)
-{
-	const char *raw = set->raw[POLICY_ARC_AAR];
-	size_t len = set->rawlen[POLICY_ARC_AAR];
-	char *v = util_xstrndup(raw, len), *p, *clause, *save = NULL;
-	bool ok = false;
-
-	/* comments can hold anything: blank them out first */
-	for (p = v; *p; p++) {
-		if (*p == '(') {
-			int depth = 0;
-			for (; *p; p++) {
-				if (*p == '\\' && p[1])
-					*p++ = ' ';
-				else if (*p == '(')
-					depth++;
-				else if (*p == ')' && --depth == 0) {
-					*p = ' ';
-					break;
-				}
-				*p = ' ';
-			}
-			if (*p == 0)
-				break;
-		} else if (*p == '\r' || *p == '\n' || *p == '\t') {
-			*p = ' ';
-		}
-	}
-	for (clause = strtok_r(v, ";", &save); clause != NULL;
-	     clause = strtok_r(NULL, ";", &save)) {
-		char *w = clause, *hf;
-		while (*w == ' ')
-			w++;
-		if (strncasecmp(w, "dmarc", 5) != 0)
-			continue;
-		w += 5;
-		while (*w == ' ')
-			w++;
-		if (*w != '=')
-			continue;
-		w++;
-		while (*w == ' ')
-			w++;
-		if (strncasecmp(w, "pass", 4) != 0 || (w[4] != ' ' && w[4] != 0))
-			continue;
-		hf = strcasestr(w, "header.from=");
-		if (hf != NULL) {
-			char dom[256];
-			size_t n = 0;
-			for (hf += 12; *hf && *hf != ' ' && n + 1 < sizeof(dom); hf++)
-				dom[n++] = *hf;
-			dom[n] = 0;
-			if (from_domain == NULL || !util_strcaseeq(dom, from_domain))
-				continue;
-		}
-		ok = true;
-		break;
-	}
-	free(v);
-	return ok;
-}
-
 /* arc_eval - worker: verify the chain; then the override. */
 static void arc_eval(struct policy_msg *pm)
 {
@@ -565,7 +500,8 @@ static void arc_eval(struct policy_msg *pm)
 	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL &&
 	    pm->dmarc.exempt == NULL &&
 	    util_strlist_has_case(&cfg->arc_trusted_sealers, am->sealer) &&
-	    arc_aar_says_dmarc_pass(&am->chain.sets[0], pm->from.domain)) {
+	    policy_arc_aar_dmarc_pass(am->chain.sets[0].raw[POLICY_ARC_AAR],
+	                              am->chain.sets[0].rawlen[POLICY_ARC_AAR], pm->from.domain)) {
 		pm->dmarc.exempt =
 		    util_xasprintf("arc trusted sealer %s, i=1 dmarc=pass", am->sealer);
 		util_log_info("arc override=dmarc sealer=%s from=%s reason=\"trusted sealer, i=1 "

@@ -97,6 +97,12 @@ void policy_arc_chain_parse(const char *const *fields, const size_t *lens, size_
                             struct policy_arc_chain *c);
 void policy_arc_chain_free(struct policy_arc_chain *c);
 
+/* policy_arc_aar_dmarc_pass - the raw ARC-Authentication-Results field
+ * carries a "dmarc=pass" result (comments ignored) whose header.from, when
+ * present, is from_domain (case-insensitive).  For the trusted-forwarder
+ * override, on the i=1 set. */
+bool policy_arc_aar_dmarc_pass(const char *raw, size_t len, const char *from_domain);
+
 /* ------------------------------------------------------------ message hooks */
 
 /* Results of verification (RFC 8617 4.4 / 5.2). */

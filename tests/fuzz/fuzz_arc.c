@@ -1,6 +1,7 @@
 /*
  * fuzz_arc.c - libFuzzer target: the ARC parsers of policy/policy-arc-parse.c
- * (RFC 8617 header sets, RFC 6376 tag-lists, canonicalisation, b= removal),
+ * (RFC 8617 header sets, RFC 6376 tag-lists, canonicalisation, b= removal,
+ * the ARC-Authentication-Results reading of the trusted-forwarder override),
  * which read header fields any sender controls before any signature has
  * been checked.
  *
@@ -95,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		lens[nf++] = f.raw_len;
 		check_tags(f.value, f.value_len);
 		check_canon(f.raw, f.raw_len);
+		(void)policy_arc_aar_dmarc_pass(f.raw, f.raw_len, "b.example");
 		size_t sl = 0;
 		char *st = policy_arc_strip_b(f.raw, f.raw_len, &sl);
 		if (st != NULL) {

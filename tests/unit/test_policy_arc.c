@@ -297,12 +297,53 @@ static void test_chain_parse(void **state)
 	}
 }
 
+/* ------------------------------------------------------------ ARC-A-R */
+
+struct aar_case {
+	const char *raw, *from;
+	bool pass;
+};
+
+static const struct aar_case aar_cases[] = {
+    {"ARC-Authentication-Results: i=1; lists.example; dmarc=pass header.from=b.example\r\n",
+     "b.example", true},
+    {"ARC-Authentication-Results: i=1; lists.example; spf=pass smtp.mailfrom=a@b.example;\r\n"
+     "\tdmarc=pass (p=reject) header.from=B.Example\r\n",
+     "b.example", true},
+    {"ARC-Authentication-Results: i=1; lists.example; DMARC = pass\r\n", "b.example", true},
+    {"ARC-Authentication-Results: i=1; lists.example; dmarc=pass header.from=c.example\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; dmarc=fail header.from=b.example\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; dmarc=passed\r\n", "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; spf=fail (dmarc=pass) "
+     "header.from=b.example\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; x=y (a\\) dmarc=pass)\r\n", "b.example",
+     false},
+    {"ARC-Authentication-Results: i=1; lists.example; dkim=pass header.d=b.example\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; dmarc=pass header.from=b.example\r\n", NULL,
+     false},
+};
+
+static void test_aar_dmarc_pass(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(aar_cases) / sizeof(aar_cases[0]); i++) {
+		const struct aar_case *c = &aar_cases[i];
+		if (policy_arc_aar_dmarc_pass(c->raw, strlen(c->raw), c->from) != c->pass)
+			fail_msg("case %zu: expected %s", i, c->pass ? "pass" : "no pass");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_tag_list),     cmocka_unit_test(test_tag_list_limit),
-	    cmocka_unit_test(test_header_canon), cmocka_unit_test(test_strip_b),
-	    cmocka_unit_test(test_body_canon),   cmocka_unit_test(test_chain_parse),
+	    cmocka_unit_test(test_tag_list),       cmocka_unit_test(test_tag_list_limit),
+	    cmocka_unit_test(test_header_canon),   cmocka_unit_test(test_strip_b),
+	    cmocka_unit_test(test_body_canon),     cmocka_unit_test(test_chain_parse),
+	    cmocka_unit_test(test_aar_dmarc_pass),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
