@@ -69,7 +69,9 @@ struct arc_msg {
 	bool evaluated;
 	enum policy_arc_result result;
 	char *why;
-	char *sealer; /* d= of the newest AS of a passing chain */
+	char *sealer;  /* d= of the newest AS of a passing chain */
+	bool key_temp; /* a key lookup failed temporarily */
+	char *defer;   /* 451 reply: a trusted sealer's key was unreachable */
 };
 
 /* arc_fetch_key - s._domainkey.d through our resolver. */
@@ -88,6 +90,8 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	else
 		*why = st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS ? "key lookup failed"
 		                                                           : "no key for signature";
+	if (st == POLICY_DNS_TEMPFAIL && pm->arc != NULL)
+		((struct arc_msg *)pm->arc)->key_temp = true;
 	if (k == NULL)
 		util_log_debug("arc key=%s._domainkey.%s status=%s why=\"%s\"", s, d,
 		               policy_dns_status_str(st), *why);
@@ -486,8 +490,21 @@ static void arc_eval(struct policy_msg *pm)
 	}
 	why = arc_verify_chain(pm, am, buf, sizeof(buf));
 	if (why != NULL) {
+		const char *newest = NULL;
 		am->result = POLICY_ARC_FAIL;
 		am->why = util_xstrdup(why);
+		if (!am->chain.structural_fail && am->chain.n > 0)
+			newest = policy_arc_tag(
+			    &am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AS], "d");
+		/* A DNS failure is not a verdict: when it hides whether a
+		 * trusted forwarder's chain holds and DMARC would be enforced,
+		 * ask for a retry instead of refusing for good. */
+		if (am->key_temp && newest != NULL && pm->dmarc.evaluated &&
+		    pm->dmarc.result == POLICY_DMARC_FAIL && pm->dmarc.exempt == NULL &&
+		    util_strlist_has_case(&cfg->arc_trusted_sealers, newest))
+			am->defer = util_xasprintf("451 4.4.3 The ARC key of trusted forwarder %s "
+			                           "could not be looked up, try again later",
+			                           newest);
 		return;
 	}
 	am->result = POLICY_ARC_PASS;
@@ -562,6 +579,15 @@ char *policy_arc_ar_clause(const struct policy_msg *pm)
 	/* RFC 8617 4.4 / 11: the address the chain reached us from */
 	util_buf_printf(&b, " smtp.remote-ip=%s", util_addr_str(&pm->client, ip, sizeof(ip)));
 	return b.data;
+}
+
+/* policy_arc_defer_reply - the 451 reply that replaces a DMARC reject
+ * when a trusted sealer's key could not be fetched, or NULL. */
+const char *policy_arc_defer_reply(const struct policy_msg *pm)
+{
+	const struct arc_msg *am = pm->arc;
+
+	return am != NULL ? am->defer : NULL;
 }
 
 /* policy_arc_summary - "arc=pass " or "". */
@@ -739,6 +765,7 @@ void policy_arc_msg_free(struct policy_msg *pm)
 	policy_arc_body_free(am->sbody);
 	free(am->why);
 	free(am->sealer);
+	free(am->defer);
 	free(am);
 	pm->arc = NULL;
 }

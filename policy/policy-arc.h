@@ -121,6 +121,10 @@ void policy_arc_msg_free(struct policy_msg *pm);
 /* policy_arc_ar_clause - the "arc=..." clause for our A-R (no leading
  * ";"), or NULL when ARC is not evaluated; malloc'd. */
 char *policy_arc_ar_clause(const struct policy_msg *pm);
+/* policy_arc_defer_reply - "451 4.4.3 ..." when the key of a trusted
+ * sealer could not be looked up (DNS temporary failure) while DMARC fails:
+ * the verdict asks for a retry instead of rejecting; NULL otherwise. */
+const char *policy_arc_defer_reply(const struct policy_msg *pm);
 /* policy_arc_summary - "arc=pass " for the log summary, or "". */
 const char *policy_arc_summary(const struct policy_msg *pm);
 

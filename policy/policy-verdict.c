@@ -12,7 +12,9 @@
  * dmarc_enforcement=reject, QUARANTINE when =quarantine; p=quarantine (or
  * a reject downgraded by pct) -> QUARANTINE; monitor only stamps.  Exempt
  * domains/clients are stamped, never enforced (the override is named in
- * the A-R comment).  Zero or several From: addresses -> REJECT whenever
+ * the A-R comment), and so is a failure an ARC trusted forwarder vouches
+ * for (policy-arc.c); when such a forwarder's key cannot be looked up, a
+ * DMARC reject becomes TEMPFAIL (451).  Zero or several From: addresses -> REJECT whenever
  * DMARC is enabled.  A spam score at or above the threshold -> QUARANTINE.
  *
  * Ownership: the verdict strings belong to the message.
@@ -354,6 +356,12 @@ void policy_verdict_build(struct policy_msg *pm)
 			    o->header_from);
 		} else if (strcmp(dis, "quarantine") == 0) {
 			pm->verdict.action = POLICY_QUARANTINE;
+		}
+		/* a trusted forwarder's chain could not be checked (DNS) */
+		if (pm->verdict.action == POLICY_REJECT && policy_arc_defer_reply(pm) != NULL) {
+			pm->verdict.action = POLICY_TEMPFAIL;
+			free(pm->v_reply);
+			pm->v_reply = util_xstrdup(policy_arc_defer_reply(pm));
 		}
 	}
 	score = policy_score(cfg, pm, &rules);

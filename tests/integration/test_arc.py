@@ -63,6 +63,9 @@ def env(tmp_path_factory):
     evil_key, evil_txt = dnsserver.make_dkim_key(d, 2048, "evil")
     txt("fwd._domainkey.lists.test", fwd_txt)
     txt("evil._domainkey.evil.test", evil_txt)
+    # sealers whose DNS never answers: one trusted, one not
+    dns.blackhole("slowlist.test")
+    dns.blackhole("slowother.test")
     # senders: drej.test publishes p=reject and an SPF that fails us
     dns.add("drej.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
     dns.add("_dmarc.drej.test", "TXT", "v=DMARC1; p=reject")
@@ -91,7 +94,7 @@ def env(tmp_path_factory):
     e.dns, e.dir, e.records, e.gateway = dns, d, records, gateway
     e.rsa_arc = {"enabled": "yes", "seal": "yes", "selector": "mx2026",
                  "domain": "example.test", "key_file": str(rsa_key),
-                 "trusted_sealers": "lists.test"}
+                 "trusted_sealers": "lists.test, slowlist.test"}
     e.fwd_key, e.evil_key = fwd_key, evil_key
     e.gw = gateway("rsa", e.rsa_arc)
     e.ed = gateway("ed", {"enabled": "yes", "seal": "yes", "selector": "ed2026",
@@ -354,6 +357,19 @@ def test_override_needs_trust_validity_and_dmarc_pass(env, case):
                         hfrom="pass.test")
     r = refuse(env.gw, LIST_BOUNCE, fwd)
     mxtest.assert_reply(r, 550, "5.7.1")
+
+
+@pytest.mark.parametrize("sealer,code,enh", [("slowlist.test", 451, "4.4.3"),
+                                              ("slowother.test", 550, "5.7.1")])
+def test_unreachable_key_of_trusted_forwarder_defers(env, sealer, code, enh):
+    """The trusted list's key cannot be looked up (DNS times out): whether
+    its chain holds is unknown, so the DMARC reject becomes a 451 and the
+    list retries.  An untrusted sealer's chain could not help: 550."""
+    fwd, _ = sealed(env.fwd_key, sealer, "fwd", sender="alice@drej.test")
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, code, enh)
+    if code == 451:
+        assert "trusted forwarder slowlist.test" in r.text, r.text
 
 
 # ------------------------------------------------------------ config
