@@ -540,6 +540,7 @@ void policy_arc_eval(struct policy_msg *pm)
 
 /* ------------------------------------------------------------ A-R */
 
+/* policy_arc_result_str - the RFC 8601 result word. */
 const char *policy_arc_result_str(enum policy_arc_result r)
 {
 	return r == POLICY_ARC_PASS ? "pass" : r == POLICY_ARC_FAIL ? "fail" : "none";

@@ -14,8 +14,8 @@
  * domains/clients are stamped, never enforced (the override is named in
  * the A-R comment), and so is a failure an ARC trusted forwarder vouches
  * for (policy-arc.c); when such a forwarder's key cannot be looked up, a
- * DMARC reject becomes TEMPFAIL (451).  Zero or several From: addresses -> REJECT whenever
- * DMARC is enabled.  A spam score at or above the threshold -> QUARANTINE.
+ * DMARC reject becomes TEMPFAIL (451).  Zero or several From: addresses ->
+ * REJECT whenever DMARC is enabled.  A spam score at or above the threshold -> QUARANTINE.
  *
  * Ownership: the verdict strings belong to the message.
  * Threads: policy_verdict_build() runs on a worker as the last step of the
