@@ -138,6 +138,30 @@ char *policy_arc_selector_record(const struct config *cfg, char *err, size_t err
 	return policy_arc_key_record(cfg->arc_key_file, cfg->arc_algorithm, err, errlen);
 }
 
+/* arc_list_has - a colon-separated tag value (RFC 6376 3.6.1 h=, s=)
+ * holds token; an absent list (NULL) allows everything. */
+static bool arc_list_has(const char *list, const char *token)
+{
+	size_t tl = strlen(token);
+
+	if (list == NULL)
+		return true;
+	for (const char *p = list; *p;) {
+		const char *e;
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		e = p;
+		while (*e && *e != ':' && *e != ' ' && *e != '\t' && *e != '\r' && *e != '\n')
+			e++;
+		if ((size_t)(e - p) == tl && strncmp(p, token, tl) == 0)
+			return true;
+		while (*e && *e != ':')
+			e++;
+		p = *e == ':' ? e + 1 : e;
+	}
+	return false;
+}
+
 /* policy_arc_parse_key - a DKIM key record (RFC 6376 3.6.1) into a public key;
  * NULL with a reason. */
 EVP_PKEY *policy_arc_parse_key(const char *txt, int min_rsa_bits, const char **why)
@@ -155,8 +179,18 @@ EVP_PKEY *policy_arc_parse_key(const char *txt, int min_rsa_bits, const char **w
 	v = policy_arc_tag(&t, "v");
 	kt = policy_arc_tag(&t, "k");
 	p = policy_arc_tag(&t, "p");
-	if ((v != NULL && strcmp(v, "DKIM1") != 0) || p == NULL)
+	/* v=, when present, is "DKIM1" and the first tag */
+	if ((v != NULL && (strcmp(v, "DKIM1") != 0 || strcmp(t.v[0].name, "v") != 0)) || p == NULL)
 		goto done;
+	if (!arc_list_has(policy_arc_tag(&t, "h"), "sha256")) {
+		*why = "key does not allow sha256 (h=)";
+		goto done;
+	}
+	if (!arc_list_has(policy_arc_tag(&t, "s"), "email") &&
+	    !arc_list_has(policy_arc_tag(&t, "s"), "*")) {
+		*why = "key is not for email (s=)";
+		goto done;
+	}
 	if (p[0] == 0) {
 		*why = "key revoked";
 		goto done;

@@ -337,13 +337,101 @@ static void test_aar_dmarc_pass(void **state)
 	}
 }
 
+/* ------------------------------------------------------------ key records */
+
+struct key_case {
+	const char *fmt; /* %s: the public key, base64 */
+	bool ok;
+	const char *why;
+};
+
+static const struct key_case key_cases[] = {
+    {"v=DKIM1; k=ed25519; p=%s", true, NULL},
+    {"k=ed25519; p=%s", true, NULL},
+    {"v=DKIM1; k=ed25519; h=sha1:sha256; s=email; p=%s", true, NULL},
+    {"v=DKIM1; k=ed25519; s=*; p=%s", true, NULL},
+    {"v=DKIM1; k=ed25519; p=", false, "revoked"},
+    {"v=DKIM2; k=ed25519; p=%s", false, "does not parse"},
+    {"k=ed25519; v=DKIM1; p=%s", false, "does not parse"},
+    {"v=DKIM1; k=ed25519; h=sha1; p=%s", false, "sha256"},
+    {"v=DKIM1; k=ed25519; s=tlsrpt; p=%s", false, "email"},
+    {"v=DKIM1; k=rsa; p=%s", false, "does not parse"},
+    {"v=DKIM1; k=dsa; p=%s", false, "unknown key type"},
+    {"v=DKIM1; k=ed25519; p=not*base64", false, "does not parse"},
+    {"v=DKIM1; k=ed25519; k=rsa; p=%s", false, "does not parse"},
+};
+
+static void test_key_records(void **state)
+{
+	EVP_PKEY *priv = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	unsigned char raw[32];
+	size_t rawlen = sizeof(raw);
+	char *b64;
+
+	(void)state;
+	assert_non_null(priv);
+	assert_int_equal(EVP_PKEY_get_raw_public_key(priv, raw, &rawlen), 1);
+	b64 = policy_arc_b64(raw, rawlen);
+	for (size_t i = 0; i < sizeof(key_cases) / sizeof(key_cases[0]); i++) {
+		char rec[256];
+		const char *why = NULL;
+		EVP_PKEY *k;
+
+		snprintf(rec, sizeof(rec), key_cases[i].fmt, b64);
+		k = policy_arc_parse_key(rec, 1024, &why);
+		if ((k != NULL) != key_cases[i].ok)
+			fail_msg("case %zu \"%s\": %s", i, rec, why ? why : "parsed");
+		if (k != NULL) {
+			assert_null(why);
+			assert_int_equal(EVP_PKEY_eq(k, priv), 1);
+		} else if (strstr(why, key_cases[i].why) == NULL) {
+			fail_msg("case %zu: reason \"%s\" lacks \"%s\"", i, why, key_cases[i].why);
+		}
+		EVP_PKEY_free(k);
+	}
+	free(b64);
+	EVP_PKEY_free(priv);
+}
+
+/* test_sign_verify - our signatures verify with the public half, and not
+ * after one byte of the data changes; rsa-sha256 and ed25519-sha256. */
+static void test_sign_verify(void **state)
+{
+	const char *algs[] = {"RSA", "ED25519"};
+
+	(void)state;
+	for (int a = 0; a < 2; a++) {
+		EVP_PKEY *k = a == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)
+		                     : EVP_PKEY_Q_keygen(NULL, NULL, algs[a]);
+		struct util_buf data;
+		char *sig;
+
+		assert_non_null(k);
+		util_buf_init(&data);
+		util_buf_adds(&data, "arc-seal:i=1; a=x; b=");
+		sig = policy_arc_sign(k, &data);
+		assert_non_null(sig);
+		assert_true(policy_arc_verify_sig(k, a, &data, sig));
+		assert_false(policy_arc_verify_sig(k, 1 - a, &data, sig)); /* wrong a= */
+		data.data[0] = 'A';
+		assert_false(policy_arc_verify_sig(k, a, &data, sig));
+		free(sig);
+		util_buf_free(&data);
+		EVP_PKEY_free(k);
+	}
+	assert_int_equal(policy_arc_alg("rsa-sha256"), 0);
+	assert_int_equal(policy_arc_alg("ed25519-sha256"), 1);
+	assert_int_equal(policy_arc_alg("rsa-sha1"), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tag_list),       cmocka_unit_test(test_tag_list_limit),
 	    cmocka_unit_test(test_header_canon),   cmocka_unit_test(test_strip_b),
 	    cmocka_unit_test(test_body_canon),     cmocka_unit_test(test_chain_parse),
-	    cmocka_unit_test(test_aar_dmarc_pass),
+	    cmocka_unit_test(test_aar_dmarc_pass), cmocka_unit_test(test_key_records),
+	    cmocka_unit_test(test_sign_verify),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
