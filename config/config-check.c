@@ -625,6 +625,25 @@ static void check_routes(struct config_parse *p)
 		check_outbound(p, first_outbound);
 }
 
+/* check_arc - sealing needs verification (the seal's cv= is the chain's
+ * result), a selector, a domain and a key. */
+static void check_arc(struct config_parse *p)
+{
+	const struct config *cfg = p->cfg;
+	int line = gline(p, "arc", "seal");
+
+	if (!cfg->arc_seal)
+		return;
+	if (!cfg->arc_enabled)
+		err_at(p, line, "seal = yes needs enabled = yes (the seal records the chain's result)");
+	if (cfg->arc_selector == NULL)
+		err_at(p, line, "seal = yes needs selector");
+	if (cfg->arc_domain == NULL)
+		err_at(p, line, "seal = yes needs domain");
+	if (cfg->arc_key_file == NULL)
+		err_at(p, line, "seal = yes needs key_file");
+}
+
 /* config_check_all - run after the defaults are in place. */
 void config_check_all(struct config_parse *p)
 {
@@ -644,6 +663,7 @@ void config_check_all(struct config_parse *p)
 	check_domains(p);
 	check_global_sanity(p);
 	check_routes(p);
+	check_arc(p);
 }
 
 /* ------------------------------------------------------------ lookups */

@@ -40,6 +40,25 @@ static const char *v_address(const char *s, char *buf, size_t buflen)
 	return config_check_address(s, buf, buflen);
 }
 
+/* v_selector - a DKIM selector: dot-separated labels of letters, digits,
+ * '-' and '_' (RFC 6376 3.1). */
+static const char *v_selector(const char *s, char *buf, size_t buflen)
+{
+	size_t i;
+
+	(void)buf;
+	(void)buflen;
+	if (s[0] == '\0' || s[0] == '.' || strlen(s) > 63)
+		return "must be 1-63 characters of letters, digits, '-', '_' and '.'";
+	for (i = 0; s[i] != '\0'; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || (c == '.' && s[i + 1] != '.' && s[i + 1] != '\0')))
+			return "must be 1-63 characters of letters, digits, '-', '_' and '.'";
+	}
+	return NULL;
+}
+
 /* v_printable - printable ASCII only: it goes into an SMTP reply line. */
 static const char *v_printable(const char *s, char *buf, size_t buflen)
 {
@@ -349,6 +368,28 @@ static const struct config_directive d_auth[] = {
      "Worker threads for SPF/DKIM/DMARC evaluation"},
 };
 
+/* [arc] (issue 12: ARC, RFC 8617) */
+static const char *const e_arc_alg[] = {"rsa-sha256", "ed25519-sha256", NULL};
+
+static const struct config_directive d_arc[] = {
+    {"enabled", CONFIG_T_BOOL, G(arc_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Verify incoming ARC chains (RFC 8617) and stamp arc= in Authentication-Results"},
+    {"seal", CONFIG_T_BOOL, G(arc_seal), "no", NULL, 0, 0, NULL, NULL, R,
+     "Add an ARC set (AAR, AMS, AS) to every relayed message; needs enabled, selector, "
+     "domain, key_file"},
+    {"selector", CONFIG_T_STRING, G(arc_selector), NULL, NULL, 0, 0, NULL, v_selector, R,
+     "Selector (s=) of the seal; its key is published at SELECTOR._domainkey.DOMAIN"},
+    {"domain", CONFIG_T_STRING, G(arc_domain), NULL, NULL, 0, 0, NULL, v_domain, R,
+     "Signing domain (d=) of the seal"},
+    {"key_file", CONFIG_T_PATH, G(arc_key_file), NULL, NULL, 0, 0, NULL, NULL, R,
+     "PEM private key of the seal (openssl genpkey), readable by the run user"},
+    {"algorithm", CONFIG_T_ENUM, G(arc_algorithm), "rsa-sha256", NULL, 0, 0, e_arc_alg, NULL, R,
+     "Seal algorithm: rsa-sha256 or ed25519-sha256 (RFC 8463); must match key_file"},
+    {"trusted_sealers", CONFIG_T_DOMAINS, G(arc_trusted_sealers), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Sealer domains (d= of the newest ARC-Seal) whose validated chain with i=1 dmarc=pass "
+     "overrides a DMARC failure"},
+};
+
 static const struct config_directive d_spam[] = {
     {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
      "Score at or above which a message is flagged as spam"},
@@ -481,6 +522,8 @@ const struct config_section config_sections[] = {
     SEC("log", false, d_log, "Logging."),
     SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),
     SEC("auth", false, d_auth, "Sender authentication at ingress: SPF, DKIM, DMARC."),
+    SEC("arc", false, d_arc,
+        "ARC (RFC 8617): verify incoming chains, honour trusted forwarders, seal relayed mail."),
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),

@@ -193,6 +193,15 @@ struct config {
 	char *psl_file;                   /* Public Suffix List */
 	int policy_workers;               /* worker threads for policy evaluation */
 
+	/* [arc] - ARC (RFC 8617): verify incoming chains, seal what we relay */
+	bool arc_enabled;                 /* verify chains, arc= in A-R */
+	bool arc_seal;                    /* add our ARC set to every relayed message */
+	char *arc_selector;               /* s= of our seal */
+	char *arc_domain;                 /* d= of our seal */
+	char *arc_key_file;               /* PEM private key */
+	int arc_algorithm;                /* 0 rsa-sha256, 1 ed25519-sha256 */
+	struct util_strlist arc_trusted_sealers; /* d= whose dmarc=pass we honour */
+
 	/* [spam] */
 	double spam_threshold;
 	double weight_spf_fail, weight_spf_softfail, weight_dkim_fail;

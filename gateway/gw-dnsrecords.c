@@ -11,6 +11,8 @@
  *   MTA-STS         _mta-sts TXT with the policy id, and the policy file
  *                   text listing the gateway MX names (RFC 8461)
  *   TLS-RPT         _smtp._tls TXT with the report address (RFC 8460)
+ *   ARC key         SELECTOR._domainkey.DOMAIN TXT with the public key of
+ *                   mxgate's ARC seal ([arc] seal = yes, RFC 8617)
  *
  * The MX host names come from [mta_sts] mx_hosts (default: [server]
  * hostname); the mode from [mta_sts] mode (default: testing).
@@ -21,7 +23,10 @@
 #include "gw.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "policy.h"
 
 /* mx_name - the i-th gateway MX name. */
 static const char *mx_name(const struct config *cfg, size_t i)
@@ -62,6 +67,35 @@ static void print_gateway(const struct config *cfg, FILE *out)
 	        "; SPF of this name.  \"a\" authorises the host's own address.\n",
 	        cfg->hostname);
 	fprintf(out, "%s.\t3600\tIN\tTXT\t\"v=spf1 a -all\"\n\n", cfg->hostname);
+}
+
+/* print_arc - the selector record of the ARC seal: the public half of
+ * [arc] key_file, as DKIM key record (RFC 8617 4.1: ARC uses DKIM keys);
+ * TXT strings are at most 255 bytes (RFC 1035 3.3.14).  -1 when the key
+ * cannot be read. */
+static int print_arc(const struct config *cfg, FILE *out)
+{
+	char err[256];
+	char *rec;
+
+	if (!cfg->arc_seal)
+		return 0;
+	rec = policy_arc_selector_record(cfg, err, sizeof(err));
+	if (rec == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return -1;
+	}
+	fprintf(out,
+	        "; ARC (RFC 8617): mxgate seals every relayed message with this key, so a\n"
+	        "; downstream that trusts %s as an ARC sealer (Microsoft 365 \"trusted ARC\n"
+	        "; sealers\", Google) keeps mxgate's verdict.  Publish it in the zone of %s.\n",
+	        cfg->arc_domain, cfg->arc_domain);
+	fprintf(out, "%s._domainkey.%s.\t3600\tIN\tTXT\t", cfg->arc_selector, cfg->arc_domain);
+	for (size_t i = 0, n = strlen(rec); i < n; i += 255)
+		fprintf(out, "%s\"%.*s\"", i ? " " : "", (int)(n - i < 255 ? n - i : 255), rec + i);
+	fprintf(out, "\n\n");
+	free(rec);
+	return 0;
 }
 
 /* print_domain - the records of one accepted domain. */
@@ -143,6 +177,11 @@ int gw_cmd_dns_records(int argc, char **argv)
 	       ";; `mxgate dns-records`; re-run it after changing the config.\n\n",
 	       cfg->path, cfg->hostname);
 	print_gateway(cfg, stdout);
+	if (print_arc(cfg, stdout) < 0) {
+		util_buf_free(&policy);
+		config_free(cfg);
+		return 2;
+	}
 	for (size_t i = 0; i < cfg->accepted_domains.n; i++)
 		print_domain(cfg, cfg->accepted_domains.v[i], id, &policy, stdout);
 	util_buf_free(&policy);

@@ -105,16 +105,28 @@ int gw_cmd_check_config(int argc, char **argv)
 			errors == 1 ? "" : "s");
 		return 2;
 	}
+	if (cfg->arc_seal) {
+		/* the seal's key: read and matched to [arc] algorithm here too,
+		 * so a bad key is found before a start or reload refuses it */
+		char kerr[512];
+		char *rec = policy_arc_selector_record(cfg, kerr, sizeof(kerr));
+		if (rec == NULL) {
+			fprintf(stderr, "%s: %s\n", cfg->path, kerr);
+			config_free(cfg);
+			return 2;
+		}
+		free(rec);
+	}
 	printf("%s: ok\n", cfg->path);
 	config_free(cfg);
 	return 0;
 }
 
-/* wants_policy - any ingress check on. */
+/* wants_policy - any ingress check (or ARC) on. */
 static bool wants_policy(const struct config *cfg)
 {
 	return cfg->spf_enabled || cfg->dkim_enabled || cfg->dmarc_enabled ||
-	       cfg->dnsbl_zones.n > 0;
+	       cfg->dnsbl_zones.n > 0 || cfg->arc_enabled || cfg->arc_seal;
 }
 
 /* gw_reload - re-read the config; keep the old one when the new is bad. */

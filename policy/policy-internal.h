@@ -111,6 +111,7 @@ struct policy_ctx {
 	struct policy_dns *dns;   /* borrowed */
 	struct policy_pool *pool;
 	void *dkim_lib;   /* DKIM_LIB * */
+	void *arc;        /* struct arc_ctx * (policy-arc.c): the sealing key */
 	bool dmarc_ready; /* PSL loaded */
 	size_t nmsgs;     /* messages alive (policy_msg_new .. policy_msg_destroy) */
 	/* policy_retire: freed from retire_ev once nmsgs is 0, then retire_done */
@@ -163,6 +164,7 @@ struct policy_msg {
 
 	struct policy_from from;
 	struct policy_dmarc_outcome dmarc;
+	void *arc; /* struct arc_msg * (policy-arc.c), NULL when ARC is off */
 	struct util_strlist dnsbl_hits;
 	bool rdns_checked, no_rdns;
 

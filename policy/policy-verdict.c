@@ -12,10 +12,12 @@
  * dmarc_enforcement=reject, QUARANTINE when =quarantine; p=quarantine (or
  * a reject downgraded by pct) -> QUARANTINE; monitor only stamps.  Exempt
  * domains/clients are stamped, never enforced (the override is named in
- * the A-R comment).  Zero or several From: addresses -> REJECT whenever
- * DMARC is enabled.  A DMARC temperror -> TEMPFAIL (451 4.7.1) unless
- * dmarc_temperror=accept, enforcement is monitor, or the sender is
- * exempt.  A spam score at or above the threshold -> QUARANTINE.
+ * the A-R comment), and so is a failure an ARC trusted forwarder vouches
+ * for (policy-arc.c); when such a forwarder's key cannot be looked up, a
+ * DMARC reject becomes TEMPFAIL (451).  Zero or several From: addresses ->
+ * REJECT whenever DMARC is enabled.  A DMARC temperror -> TEMPFAIL (451
+ * 4.7.1) unless dmarc_temperror=accept, enforcement is monitor, or the
+ * sender is exempt.  A spam score at or above the threshold -> QUARANTINE.
  *
  * Ownership: the verdict strings belong to the message.
  * Threads: policy_verdict_build() runs on a worker as the last step of the
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "policy-arc.h"
 #include "policy-internal.h"
 
 /* verdict_authserv_id - [auth] authserv_id, default the hostname. */
@@ -420,6 +423,14 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			                                   : "none");
 		clauses++;
 	}
+	{
+		char *arc = policy_arc_ar_clause(pm); /* RFC 8617 4.4 */
+		if (arc != NULL) {
+			util_buf_printf(&b, ";\r\n\t%s", arc);
+			free(arc);
+			clauses++;
+		}
+	}
 	if (clauses == 0)
 		util_buf_adds(&b, "; none");
 	util_buf_adds(&b, "\r\n");
@@ -447,6 +458,7 @@ static char *verdict_summary(const struct config *cfg, const struct policy_msg *
 	}
 	if (pm->dmarc.evaluated)
 		util_buf_printf(&b, "dmarc=%s ", dmarc_words[pm->dmarc.result]);
+	util_buf_adds(&b, policy_arc_summary(pm));
 	for (size_t i = 0; i < pm->dnsbl_hits.n; i++)
 		util_buf_printf(&b, "dnsbl=%s ", pm->dnsbl_hits.v[i]);
 	util_buf_printf(&b, "score=%.1f action=%s", pm->verdict.score, actions[pm->verdict.action]);
@@ -491,6 +503,12 @@ void policy_verdict_build(struct policy_msg *pm)
 			    "451 4.7.1 DMARC check of %s failed temporarily (%s), try again later",
 			    o->header_from ? o->header_from : "the From: domain",
 			    o->comment ? o->comment : "DNS lookup failed");
+		}
+		/* a trusted forwarder's chain could not be checked (DNS) */
+		if (pm->verdict.action == POLICY_REJECT && policy_arc_defer_reply(pm) != NULL) {
+			pm->verdict.action = POLICY_TEMPFAIL;
+			free(pm->v_reply);
+			pm->v_reply = util_xstrdup(policy_arc_defer_reply(pm));
 		}
 	}
 	score = policy_score(cfg, pm, &rules);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "policy-arc.h"
 #include "policy-internal.h"
 
 #define POLICY_BUSY_REPLY "451 4.3.2 System busy, try again later"
@@ -44,6 +45,8 @@ struct policy_ctx *policy_new(const struct config *cfg, struct event_base *base,
 		goto err;
 	if (cfg->dmarc_enabled && policy_dmarc_lib_init(pc, err, errlen) < 0)
 		goto err;
+	if (policy_arc_lib_init(pc, err, errlen) < 0)
+		goto err;
 	pc->pool = policy_pool_new(base, workers, qmax < 64 ? 64 : qmax, err, errlen);
 	if (pc->pool == NULL)
 		goto err;
@@ -61,6 +64,7 @@ void policy_free(struct policy_ctx *pc)
 	policy_pool_free(pc->pool);
 	policy_dkim_lib_free(pc);
 	policy_dmarc_lib_free(pc);
+	policy_arc_lib_free(pc);
 	if (pc->retire_ev != NULL)
 		event_free(pc->retire_ev);
 	free(pc);
@@ -123,6 +127,7 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 void policy_msg_destroy(struct policy_msg *pm)
 {
 	policy_dkim_msg_free(pm);
+	policy_arc_msg_free(pm);
 	policy_spf_outcome_free(&pm->spf);
 	policy_dmarc_outcome_free(&pm->dmarc);
 	util_strlist_free(&pm->dnsbl_hits);
@@ -248,6 +253,7 @@ void policy_msg_header_field(struct policy_msg *pm, const struct util_hdr_field 
 	}
 	if (pm->dkim != NULL)
 		policy_dkim_header(pm, f);
+	policy_arc_header(pm, f->raw, f->raw_len);
 }
 
 /* policy_msg_eoh - end of the header block. */
@@ -255,6 +261,7 @@ int policy_msg_eoh(struct policy_msg *pm)
 {
 	if (pm->dkim != NULL)
 		policy_dkim_eoh(pm);
+	policy_arc_eoh(pm);
 	return 0;
 }
 
@@ -263,13 +270,14 @@ int policy_msg_body(struct policy_msg *pm, const char *p, size_t n)
 {
 	if (pm->dkim != NULL)
 		policy_dkim_body(pm, p, n);
+	policy_arc_body(pm, p, n);
 	return 0;
 }
 
-/* policy_msg_wants_body - DKIM will hash a body. */
+/* policy_msg_wants_body - DKIM or ARC (verifying or sealing) will hash a body. */
 bool policy_msg_wants_body(const struct policy_msg *pm)
 {
-	return pm->dkim != NULL && policy_dkim_wants_body(pm);
+	return (pm->dkim != NULL && policy_dkim_wants_body(pm)) || policy_arc_wants_body(pm);
 }
 
 /* policy_msg_body_fd - the body is in fd from off: the worker reads it. */
@@ -295,8 +303,10 @@ static void fin_work(struct policy_msg *pm)
 		policy_dkim_eval(pm);
 	if (cfg->dmarc_enabled)
 		policy_dmarc_eval(pm);
+	policy_arc_eval(pm); /* after DMARC: the trusted-forwarder override */
 	policy_dnsbl_eval(pm);
 	policy_verdict_build(pm);
+	policy_arc_seal(pm); /* over the final headers: after the verdict */
 }
 
 /* fin_done_cb - loop: the verdict is ready. */

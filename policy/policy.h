@@ -157,6 +157,11 @@ bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f
  * special such as ';', an id longer than outlen - 1).  Pure. */
 int policy_ar_authserv_id(const char *v, size_t n, bool arc, char *out, size_t outlen);
 
+/* policy_arc_selector_record - the TXT text to publish at
+ * [arc] selector._domainkey.domain: "v=DKIM1; k=rsa|ed25519; p=..." made
+ * from [arc] key_file.  Caller frees; NULL + message in err. */
+char *policy_arc_selector_record(const struct config *cfg, char *err, size_t errlen);
+
 enum policy_action {
 	POLICY_ACCEPT = 0,     /* queue */
 	POLICY_QUARANTINE,     /* queue, marked as spam */

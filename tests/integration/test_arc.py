@@ -1,0 +1,452 @@
+"""ARC (RFC 8617) against an independent implementation, both ways: dkimpy
+(Debian python3-dkim, `dkim.arc_sign` / `dkim.arc_verify`) seals messages
+that mxgate verifies, and verifies the seal mxgate puts on what it relays.
+
+Real parts only: the real mxgate binary, a real DNS server (unbound,
+dnsserver.py) on loopback holding the sealers' keys and the senders' SPF
+and DMARC records, keys made with openssl at test time, delivered .eml
+files read back from the directory route.  mxgate's own key record is taken
+from `mxgate dns-records`, so that output is checked too.
+
+Gateways: `gw` seals with rsa-sha256 and trusts lists.test as a sealer;
+`ed` seals with ed25519-sha256.
+"""
+
+import base64
+import http.client
+import hashlib
+import re
+import subprocess
+
+import pytest
+
+import dnsserver
+import mxtest
+from downstream import Downstream, relay_extra
+
+dkim = pytest.importorskip("dkim")
+pytest.importorskip("authres")  # dkim.arc_sign needs python3-authres
+
+RCPT = "user@example.test"
+LIST_BOUNCE = "list-bounces@lists.test"  # a list's envelope sender
+
+
+def _openssl_key(path, algorithm):
+    args = ["openssl", "genpkey", "-algorithm", algorithm, "-out", str(path)]
+    if algorithm == "RSA":
+        args += ["-pkeyopt", "rsa_keygen_bits:2048"]
+    subprocess.run(args, check=True, capture_output=True)
+    return path
+
+
+def _selector_record(gw, selector, domain):
+    """The TXT text `mxgate dns-records` prints for the ARC selector."""
+    out = gw.cli("dns-records", check=True).stdout
+    m = re.search(rf"^{re.escape(selector)}\._domainkey\.{re.escape(domain)}\.\s+\d+\s+IN\s+TXT\s+(.*)$",
+                  out, re.M)
+    assert m, out
+    return "".join(re.findall(r'"([^"]*)"', m.group(1)))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arc")
+    dns = dnsserver.UnboundServer(d)
+    records = {}
+
+    def txt(name, value):
+        dns.add_txt(name, value)
+        records[name] = value
+
+    # forwarders that seal with dkimpy: a trusted list and an untrusted one
+    fwd_key, fwd_txt = dnsserver.make_dkim_key(d, 2048, "fwd")
+    evil_key, evil_txt = dnsserver.make_dkim_key(d, 2048, "evil")
+    txt("fwd._domainkey.lists.test", fwd_txt)
+    txt("evil._domainkey.evil.test", evil_txt)
+    # sealers whose DNS never answers: one trusted, one not
+    dns.blackhole("slowlist.test")
+    dns.blackhole("slowother.test")
+    # senders: drej.test publishes p=reject and an SPF that fails us
+    dns.add("drej.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
+    dns.add("_dmarc.drej.test", "TXT", "v=DMARC1; p=reject")
+    dns.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    # the list's own bounce address passes SPF (not aligned with drej.test)
+    dns.add("lists.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.add("_dmarc.pass.test", "TXT", "v=DMARC1; p=none")
+    rsa_key = _openssl_key(d / "arc-rsa.pem", "RSA")
+    ed_key = _openssl_key(d / "arc-ed.pem", "ED25519")
+    dns.start()
+    gws = []
+
+    def gateway(name, arc, more=None):
+        extra = {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
+                 "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes",
+                          "dmarc_enforcement": "reject"},
+                 "arc": arc}
+        extra.update(more or {})
+        gw = mxtest.Gateway(d / name, extra, dns=False)
+        gws.append(gw)
+        return gw.start()
+
+    class Env:
+        pass
+    e = Env()
+    e.dns, e.dir, e.records, e.gateway = dns, d, records, gateway
+    e.rsa_arc = {"enabled": "yes", "seal": "yes", "selector": "mx2026",
+                 "domain": "example.test", "key_file": str(rsa_key),
+                 "trusted_sealers": "lists.test, slowlist.test"}
+    e.fwd_key, e.evil_key = fwd_key, evil_key
+    e.gw = gateway("rsa", e.rsa_arc)
+    e.ed = gateway("ed", {"enabled": "yes", "seal": "yes", "selector": "ed2026",
+                          "domain": "example.test", "key_file": str(ed_key),
+                          "algorithm": "ed25519-sha256"})
+    # mxgate's own key records, as the postmaster would publish them
+    records["mx2026._domainkey.example.test"] = _selector_record(e.gw, "mx2026", "example.test")
+    records["ed2026._domainkey.example.test"] = _selector_record(e.ed, "ed2026", "example.test")
+    yield e
+    problems = []
+    for gw in gws:
+        try:
+            rc = gw.stop()
+            if rc not in (0, None):
+                problems.append(f"exit {rc}\n{gw.log_tail(40)}")
+        finally:
+            gw.close()
+    dns.close()
+    assert not problems, "\n".join(problems)
+
+
+def dnsfunc(env):
+    def f(name, timeout=5):
+        v = env.records.get(name.decode().rstrip("."))
+        return v.encode() if v is not None else None
+    return f
+
+
+def deliver(gw, mail_from, msg, marker):
+    gw.send(mail_from, [RCPT], msg)
+    found = []
+
+    def look():
+        for m in gw.mailbox_messages():
+            if marker.encode() in m:
+                found.append(m)
+                return True
+        return False
+    mxtest.wait_for(look, mxtest.scaled(10), what=f"delivery of {marker}")
+    return found[0]
+
+
+def refuse(gw, mail_from, msg):
+    with gw.client() as c:
+        c.ehlo()
+        return c.transaction(mail_from, [RCPT], msg, expect_queued=False)
+
+
+def ar(msg):
+    vals = [v for v in mxtest.header_values(msg, "Authentication-Results")
+            if v.split(";")[0].strip().lower() == "mx.example.test"]
+    assert len(vals) == 1, vals
+    return vals[0]
+
+
+def sealed(key, domain, selector, *, sender, dmarc="pass", srv_id=None, body="hello\r\n",
+           prior=b"", hfrom=None):
+    """A message forwarded through a sealer: an A-R from the sealer's ADMD
+    (its own DMARC result for the original message), then dkimpy's ARC set
+    on top.  prior: an existing chain (bytes of header fields) to extend."""
+    msg, marker = mxtest.make_message(sender=sender, body=body)
+    srv = srv_id or domain
+    hdom = hfrom or sender.split("@")[1]
+    arh = (f"Authentication-Results: {srv}; spf=pass smtp.mailfrom={sender};\r\n"
+           f"\tdmarc={dmarc} header.from={hdom}\r\n").encode()
+    if prior:
+        arh = (f"Authentication-Results: {srv}; arc=pass;\r\n"
+               f"\tdmarc={dmarc} header.from={hdom}\r\n").encode()
+    full = arh + prior + msg
+    arc_set = dkim.arc_sign(full, selector.encode(), domain.encode(), key, srv.encode(),
+                            include_headers=[b"from", b"to", b"subject", b"date",
+                                             b"message-id"])
+    assert len(arc_set) == 3, arc_set
+    return b"".join(arc_set) + full, marker
+
+
+def arc_sets(msg):
+    """{instance: {name: value}} of the ARC fields of a delivered message."""
+    out = {}
+    for name in ("ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results"):
+        for v in mxtest.header_values(msg, name):
+            i = int(re.match(r"\s*i\s*=\s*(\d+)", v).group(1))
+            out.setdefault(i, {})[name] = v
+    return out
+
+
+# ------------------------------------------------------------ mxgate seals, dkimpy verifies
+
+def test_seal_first_hop_verifies_with_dkimpy(env):
+    msg, marker = mxtest.make_message(sender="bob@pass.test")
+    m = deliver(env.gw, "bob@pass.test", msg, marker)
+    assert "arc=none" in ar(m), ar(m)
+    sets = arc_sets(m)
+    assert list(sets) == [1] and len(sets[1]) == 3, sets
+    assert "cv=none" in sets[1]["ARC-Seal"] and "d=example.test" in sets[1]["ARC-Seal"]
+    # the AAR carries our verdict, under our authserv-id
+    assert sets[1]["ARC-Authentication-Results"].startswith("i=1; mx.example.test;")
+    assert "spf=pass" in sets[1]["ARC-Authentication-Results"]
+    cv, results, why = dkim.arc_verify(m, dnsfunc=dnsfunc(env))
+    assert cv == dkim.CV_Pass, (why, results)
+    assert results[0]["ams-valid"] and results[0]["as-valid"], results
+
+
+def test_seal_detected_as_broken_when_body_changes(env):
+    """dkimpy is not just saying yes: the same message, changed, fails."""
+    msg, marker = mxtest.make_message(sender="bob@pass.test", body="original text\r\n")
+    m = deliver(env.gw, "bob@pass.test", msg, marker)
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+    bad = m.replace(b"original text", b"changed text!")
+    assert dkim.arc_verify(bad, dnsfunc=dnsfunc(env))[0] == dkim.CV_Fail
+
+
+def test_ed25519_seal_verifies_with_dkimpy(env, monkeypatch):
+    """RFC 8617 registers rsa-sha256 only, so dkimpy's ARC code accepts only
+    that; its DKIM code does ed25519-sha256 (RFC 8463).  Allowing the
+    algorithm in its ARC table makes dkimpy check our Ed25519 seal with its
+    own canonicalisation and PyNaCl."""
+    monkeypatch.setitem(dkim.crypto.ARC_HASH_ALGORITHMS, b"ed25519-sha256", hashlib.sha256)
+    msg, marker = mxtest.make_message(sender="bob@pass.test", body="ed  body \t\r\n\r\n\r\n")
+    m = deliver(env.ed, "bob@pass.test", msg, marker)
+    s = arc_sets(m)[1]["ARC-Seal"]
+    assert "a=ed25519-sha256" in s, s
+    cv, results, why = dkim.arc_verify(m, dnsfunc=dnsfunc(env))
+    assert cv == dkim.CV_Pass, (why, results)
+
+
+def test_seal_verifies_at_an_smtp_downstream(env):
+    """Relayed over SMTP (dot-stuffed on the wire) to a real downstream: the
+    bytes it receives verify with dkimpy - a forwarded message with an
+    incoming chain, a DKIM signature, leading dots and trailing white space."""
+    ds = Downstream().start()
+    try:
+        gw = env.gateway("smtp", env.rsa_arc, relay_extra([f"127.0.0.1:{ds.port}"]))
+        fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test",
+                             body=".leading dot\r\n..two\r\ntrailing  \t\r\n\r\n")
+        key, txt = dnsserver.make_dkim_key(env.dir, 1024, "dk")
+        env.records["dk._domainkey.pass.test"] = txt
+        fwd = dnsserver.dkim_sign(fwd, "dk", "pass.test", key) + fwd
+        gw.send("bob@pass.test", [RCPT], fwd)
+        ds.wait_messages(1)
+        [rec] = ds.find(marker)
+        assert rec.data.endswith(fwd)
+        sets = arc_sets(rec.data)
+        assert sorted(sets) == [1, 2] and "cv=pass" in sets[2]["ARC-Seal"], sets
+        assert "dkim-signature" in sets[2]["ARC-Message-Signature"]
+        cv, results, why = dkim.arc_verify(rec.data, dnsfunc=dnsfunc(env))
+        assert cv == dkim.CV_Pass, (why, results)
+    finally:
+        ds.stop()
+
+
+# ------------------------------------------------------------ dkimpy seals, mxgate verifies
+
+def test_incoming_chain_passes_and_is_extended(env):
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test")
+    # dkimpy agrees with itself before we judge
+    assert dkim.arc_verify(fwd, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+    m = deliver(env.gw, "bob@pass.test", fwd, marker)
+    a = ar(m)
+    assert "arc=pass (i=1 sealed by lists.test) smtp.remote-ip=127.0.0.1" in a, a
+    sets = arc_sets(m)
+    assert sorted(sets) == [1, 2], sets
+    assert "cv=pass" in sets[2]["ARC-Seal"], sets[2]
+    assert "arc=pass" in sets[2]["ARC-Authentication-Results"]
+    cv, results, why = dkim.arc_verify(m, dnsfunc=dnsfunc(env))
+    assert cv == dkim.CV_Pass, (why, results)
+    assert [r["instance"] for r in results] == [2, 1]
+
+
+def test_two_hop_chain_passes(env):
+    first, marker = sealed(env.evil_key, "evil.test", "evil", sender="bob@pass.test")
+    hdr_end = first.index(b"\r\n\r\n") + 2
+    # the second hop seals the message as it received it (the first chain)
+    body = first[hdr_end + 2:].decode()
+    prior = first[:hdr_end]
+    # rebuild: second sealer's A-R + its ARC set over the whole message
+    srv = b"lists.test"
+    arh = b"Authentication-Results: lists.test; arc=pass; dmarc=pass header.from=pass.test\r\n"
+    full = arh + prior + b"\r\n" + body.encode()
+    arc2 = dkim.arc_sign(full, b"fwd", b"lists.test", env.fwd_key, srv,
+                         include_headers=[b"from", b"to", b"subject"])
+    fwd = b"".join(arc2) + full
+    assert dkim.arc_verify(fwd, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+    m = deliver(env.gw, "bob@pass.test", fwd, marker)
+    assert "arc=pass (i=2 sealed by lists.test)" in ar(m), ar(m)
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+
+
+@pytest.mark.parametrize("tamper,why", [
+    ("body", "body hash did not verify"),
+    ("aar", "AS: signature did not verify"),
+    ("subject", "AMS: signature did not verify"),
+    ("dup-tag", "duplicate tag"),
+    ("cv", "cv="),
+])
+def test_tampered_chain_fails(env, tamper, why):
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test",
+                         body="list text\r\n")
+    if tamper == "body":
+        fwd = fwd.replace(b"list text", b"evil text")
+    elif tamper == "aar":
+        fwd = re.sub(rb"(ARC-Authentication-Results: i=1; lists.test;[^\r]*)spf=pass",
+                     rb"\1spf=fail", fwd, count=1)
+    elif tamper == "subject":
+        fwd = fwd.replace(b"Subject: test", b"Subject: TEST")
+    elif tamper == "dup-tag":
+        fwd = fwd.replace(b"ARC-Seal: i=1;", b"ARC-Seal: i=1; s=x;", 1)
+    elif tamper == "cv":
+        fwd = fwd.replace(b"cv=none", b"cv=pass", 1)
+    assert dkim.arc_verify(fwd, dnsfunc=dnsfunc(env))[0] != dkim.CV_Pass
+    m = deliver(env.gw, "bob@pass.test", fwd, marker)
+    a = ar(m)
+    assert "arc=fail (" in a and why in a, a
+    sets = arc_sets(m)
+    assert "cv=fail" in sets[2]["ARC-Seal"], sets
+    # our cv=fail seal is still well-formed: dkimpy reads it as a terminated chain
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] != dkim.CV_Pass
+
+
+# ------------------------------------------------------------ trusted-forwarder override
+
+def test_dmarc_reject_without_chain_is_refused(env):
+    """The baseline the override changes: SPF not aligned, no DKIM, p=reject."""
+    msg, _ = mxtest.make_message(sender="alice@drej.test")
+    r = refuse(env.gw, LIST_BOUNCE, msg)
+    mxtest.assert_reply(r, 550, "5.7.1")
+
+
+def test_trusted_forwarder_overrides_dmarc_reject(env):
+    """A list re-sends alice@drej.test's post from its own address: SPF
+    passes for lists.test, not aligned with the From: domain, no DKIM - a
+    DMARC fail under p=reject.  The list, a trusted sealer, recorded
+    dmarc=pass when it received the post: delivered, not quarantined."""
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test")
+    m = deliver(env.gw, LIST_BOUNCE, fwd, marker)
+    assert mxtest.header_values(m, "X-Spam-Flag") == ["NO"], m[:2000]
+    a = ar(m)
+    assert "dmarc=fail (" in a and "dis=none; override=arc trusted sealer lists.test, i=1 "\
+        "dmarc=pass" in a, a
+    assert "arc=pass" in a
+    env.gw.wait_log(r"arc override=dmarc sealer=lists.test from=drej.test")
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+
+
+@pytest.mark.parametrize("case", ["untrusted-sealer", "first-hop-dmarc-fail", "tampered",
+                                  "other-from-domain"])
+def test_override_needs_trust_validity_and_dmarc_pass(env, case):
+    if case == "untrusted-sealer":
+        fwd, _ = sealed(env.evil_key, "evil.test", "evil", sender="alice@drej.test")
+    elif case == "first-hop-dmarc-fail":
+        fwd, _ = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test",
+                        dmarc="fail")
+    elif case == "tampered":
+        fwd, _ = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test",
+                        body="pay invoice 1\r\n")
+        fwd = fwd.replace(b"invoice 1", b"invoice 2")
+    else:
+        # the trusted sealer vouched for another From: domain
+        fwd, _ = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test",
+                        hfrom="pass.test")
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 550, "5.7.1")
+
+
+@pytest.mark.parametrize("sealer,code,enh", [("slowlist.test", 451, "4.4.3"),
+                                              ("slowother.test", 550, "5.7.1")])
+def test_unreachable_key_of_trusted_forwarder_defers(env, sealer, code, enh):
+    """The trusted list's key cannot be looked up (DNS times out): whether
+    its chain holds is unknown, so the DMARC reject becomes a 451 and the
+    list retries.  An untrusted sealer's chain could not help: 550."""
+    fwd, _ = sealed(env.fwd_key, sealer, "fwd", sender="alice@drej.test")
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, code, enh)
+    if code == 451:
+        assert "trusted forwarder slowlist.test" in r.text, r.text
+
+
+# ------------------------------------------------------------ config
+
+def test_check_config_requires_key_for_seal(env, tmp_path):
+    gw = mxtest.Gateway(tmp_path / "cc", {"arc": {"seal": "yes"}}, dns=False)
+    try:
+        p = gw.cli("check-config")
+        assert p.returncode != 0
+        for why in ("seal = yes needs enabled = yes", "seal = yes needs selector",
+                    "seal = yes needs domain", "seal = yes needs key_file"):
+            assert why in p.stderr, p.stderr
+    finally:
+        gw.close()
+
+
+def test_bad_key_found_by_check_config_and_start(env, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key\n")
+    ed = tmp_path / "ed.pem"
+    _openssl_key(ed, "ED25519")
+    for key, alg, why in [(bad, "rsa-sha256", "not a PEM private key"),
+                          (ed, "rsa-sha256", "not an RSA key")]:
+        arc = dict(env.rsa_arc, key_file=str(key), algorithm=alg)
+        gw = mxtest.Gateway(tmp_path / ("k" + key.stem), {"arc": arc}, dns=False)
+        try:
+            p = gw.cli("check-config")
+            assert p.returncode == 2 and why in p.stderr, p.stderr
+            with pytest.raises(AssertionError):
+                gw.start(timeout=mxtest.scaled(5))
+            assert why in gw.log_text()
+        finally:
+            gw.close()
+
+
+def test_arc_alone_still_seals(env):
+    """SPF, DKIM and DMARC all off: the policy engine still runs for ARC."""
+    gw = env.gateway("alone", env.rsa_arc,
+                     {"auth": {"spf": "no", "dkim": "no", "dmarc": "no"}})
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test")
+    m = deliver(gw, "bob@pass.test", fwd, marker)
+    assert "arc=pass" in ar(m)
+    assert sorted(arc_sets(m)) == [1, 2]
+    assert dkim.arc_verify(m, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+
+
+def test_dns_records_key_matches_private_key(env):
+    txt = env.records["mx2026._domainkey.example.test"]
+    assert txt.startswith("v=DKIM1; k=rsa; p="), txt
+    der = subprocess.run(["openssl", "pkey", "-in", str(env.dir / "arc-rsa.pem"), "-pubout",
+                          "-outform", "DER"], check=True, capture_output=True).stdout
+    assert txt.split("p=", 1)[1] == base64.b64encode(der).decode()
+
+
+# ------------------------------------------------------------ metrics
+
+def test_metrics_count_results_overrides_and_seals(env):
+    mport = mxtest.free_port()
+    gw = env.gateway("metrics", env.rsa_arc, {"metrics": {"listen": f"127.0.0.1:{mport}"}})
+    plain, m1 = mxtest.make_message(sender="bob@pass.test")
+    good, m2 = sealed(env.fwd_key, "lists.test", "fwd", sender="alice@drej.test")
+    bad, m3 = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test", body="a\r\n")
+    bad = bad.replace(b"\r\n\r\na\r\n", b"\r\n\r\nb\r\n")
+    deliver(gw, "bob@pass.test", plain, m1)
+    deliver(gw, LIST_BOUNCE, good, m2)
+    deliver(gw, "bob@pass.test", bad, m3)
+    c = http.client.HTTPConnection("127.0.0.1", mport, timeout=mxtest.scaled(5))
+    c.request("GET", "/metrics")
+    body = c.getresponse().read().decode()
+    c.close()
+
+    def val(sample):
+        m = re.search(rf"^{re.escape(sample)} (\S+)$", body, re.M)
+        return float(m.group(1)) if m else 0.0
+    assert val('mxgate_arc_results_total{result="none"}') == 1, body
+    assert val('mxgate_arc_results_total{result="pass"}') == 1
+    assert val('mxgate_arc_results_total{result="fail"}') == 1
+    assert val("mxgate_arc_overrides_total") == 1, [l for l in body.splitlines() if "mxgate_arc" in l]
+    assert val('mxgate_arc_seals_total{outcome="sealed"}') == 3
+    assert val('mxgate_arc_seals_total{outcome="failed"}') == 0
