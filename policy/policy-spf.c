@@ -28,6 +28,11 @@
 
 #include "policy-internal.h"
 
+/* RFC 7208 4.6.4 processing limits */
+#define SPF_MAX_DNS_TERMS  10
+#define SPF_MAX_VOID       2
+#define SPF_MAX_HOST_NAMES 10
+
 struct spf_hook {
 	struct policy_dns *dns;
 	const char *domain; /* the identity's domain */
@@ -36,6 +41,12 @@ struct spf_hook {
 	bool tempfail;
 	bool bogus;      /* an answer failed DNSSEC validation */
 	bool saw_record; /* a v=spf1 record was published there */
+	/* mxgate's own accounting (RFC 7208 4.6.4), see spf_dns_lookup */
+	int txt_queries;
+	int dns_terms;            /* include a mx ptr exists redirect evaluated */
+	int voids;                /* of those, answers without data */
+	struct util_strlist hosts; /* names of the last MX/PTR answer */
+	char *permerror;          /* set: stop, the result is permerror */
 };
 
 /* spf_log_error - libspf2's fatal handler: it never returns. */
@@ -88,7 +99,60 @@ const char *policy_spf_result_str(enum policy_spf_result r)
 	return "none";
 }
 
-/* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query. */
+/* spf_abort - stop the evaluation: libspf2 gets a failure for this and
+ * every later query, policy_spf_eval() reports permerror with why. */
+static SPF_dns_rr_t *spf_abort(SPF_dns_server_t *srv, struct spf_hook *h, const char *domain,
+                               ns_type type, const char *why)
+{
+	if (h->permerror == NULL)
+		h->permerror = util_xstrdup(why);
+	return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
+}
+
+/* spf_cname_loop - name's SERVFAIL comes from a CNAME chain that loops
+ * (followed with CNAME queries, at most 16 links). */
+static bool spf_cname_loop(struct spf_hook *h, const char *name)
+{
+	struct util_strlist seen = {0};
+	char cur[256];
+	bool loop = false;
+
+	snprintf(cur, sizeof(cur), "%s", name);
+	for (int i = 0; i < 16 && !loop; i++) {
+		struct policy_dns_answer a;
+		char next[256];
+		util_strlist_add(&seen, cur);
+		policy_dns_query_sync(h->dns, cur, 5 /* CNAME */, &a);
+		int ok = a.status == POLICY_DNS_OK && a.n > 0 &&
+		         policy_dns_name_from_wire(a.data[0], a.len[0], next, sizeof(next)) == 0;
+		policy_dns_answer_free(&a);
+		if (!ok)
+			break;
+		size_t l = strlen(next);
+		if (l > 0 && next[l - 1] == '.')
+			next[l - 1] = 0;
+		loop = util_strlist_has_case(&seen, next);
+		snprintf(cur, sizeof(cur), "%s", next);
+	}
+	util_strlist_free(&seen);
+	return loop;
+}
+
+/* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query.
+ *
+ * mxgate's corrections of libspf2 live here (docs/conformance.md):
+ *   - a name over 253 octets loses left-hand labels (RFC 7208 7.3); a name
+ *     that cannot exist (empty label, label over 63 octets) is NXDOMAIN,
+ *     not a temporary error (4.3);
+ *   - every TXT record is checked by policy_spf_check_record(); a bad one
+ *     makes the evaluation a permerror (4.6), libspf2 gets the normalized
+ *     copy, and TXT strings that are no SPF record are left out (4.5);
+ *   - DNS terms (every TXT query after the first, MX, PTR, A/AAAA not for
+ *     a name of the last MX/PTR answer) over 10 and void answers of those
+ *     over 2 are a permerror (4.6.4); so is an MX answer of more than 10
+ *     names; past 10 PTR names the rest is ignored (4.6.4);
+ *   - a null MX (RFC 7505 ".") names no host;
+ *   - a SERVFAIL caused by a CNAME loop is a name without data. */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
                                     int should_cache)
 {
@@ -96,13 +160,40 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	struct policy_dns_answer ans;
 	SPF_dns_stat_t herrno;
 	SPF_dns_rr_t *rr;
+	char name[1024];
+	const char *qname;
+	bool counted = false;
 	int n = 0;
 
 	if (type != ns_t_a && type != ns_t_aaaa && type != ns_t_txt && type != ns_t_mx &&
 	    type != ns_t_ptr)
 		return SPF_dns_rr_new_init(srv, domain, type, 0, NO_DATA);
-	policy_dns_query_sync(h->dns, domain, (int)type, &ans);
-	h->lookups++;
+	if (h->permerror != NULL)
+		return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
+	/* RFC 7208 7.3: over 253 octets, drop left-hand labels */
+	snprintf(name, sizeof(name), "%s", domain);
+	qname = name;
+	while (strlen(qname) > 253 && strchr(qname, '.') != NULL)
+		qname = strchr(qname, '.') + 1;
+	if (type == ns_t_txt)
+		counted = h->txt_queries++ > 0; /* include / redirect */
+	else if (type == ns_t_mx || type == ns_t_ptr)
+		counted = true;
+	else
+		counted = !util_strlist_has_case(&h->hosts, qname);
+	if (counted && ++h->dns_terms > SPF_MAX_DNS_TERMS)
+		return spf_abort(srv, h, domain, type,
+		                 "more than 10 DNS lookups, RFC 7208 section 4.6.4");
+	if (!policy_spf_name_ok(qname)) {
+		memset(&ans, 0, sizeof(ans));
+		ans.status = POLICY_DNS_NXDOMAIN;
+		ans.secure = true; /* nothing was asked */
+	} else {
+		policy_dns_query_sync(h->dns, qname, (int)type, &ans);
+		h->lookups++;
+		if (ans.status == POLICY_DNS_TEMPFAIL && ans.servfail && spf_cname_loop(h, qname))
+			ans.status = POLICY_DNS_NXDOMAIN;
+	}
 	if (!ans.secure)
 		h->all_secure = false;
 	switch (ans.status) {
@@ -120,6 +211,10 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		h->tempfail = true;
 		h->bogus |= ans.status == POLICY_DNS_BOGUS;
 		break;
+	}
+	if (type == ns_t_mx || type == ns_t_ptr) {
+		util_strlist_free(&h->hosts);
+		memset(&h->hosts, 0, sizeof(h->hosts));
 	}
 	rr = SPF_dns_rr_new_init(srv, domain, type, ans.ttl, herrno);
 	if (rr == NULL)
@@ -145,36 +240,72 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		case ns_t_txt: {
 			/* character-strings concatenated (RFC 7208 3.3) */
 			size_t pos = 0, o = 0;
-			if (SPF_dns_rr_buf_realloc(rr, n, len + 1) != 0)
-				continue;
+			char *txt = util_xmalloc(len + 1), *norm = NULL;
+			char why[160];
 			while (pos < len) {
 				size_t l = d[pos++];
 				if (pos + l > len)
 					l = len - pos;
-				memcpy(rr->rr[n]->txt + o, d + pos, l);
+				memcpy(txt + o, d + pos, l);
 				o += l;
 				pos += l;
 			}
-			/* libspf2 declares txt[1] and allocates len + 1 bytes
-			 * (SPF_dns_rr_buf_realloc above): index through a
-			 * pointer, not the one-element array */
-			char *txt = rr->rr[n]->txt;
 			txt[o] = 0;
-			if (strncasecmp(txt, "v=spf1", 6) == 0 && (o == 6 || txt[6] == ' ') &&
-			    strcasecmp(domain, h->domain) == 0)
+			/* RFC 7208 4.5: only "v=spf1" followed by SP or the end */
+			if (strncasecmp(txt, "v=spf1", 6) != 0 || (o != 6 && txt[6] != ' ') ||
+			    memchr(txt, 0, o) != NULL) {
+				free(txt);
+				continue;
+			}
+			if (strcasecmp(domain, h->domain) == 0)
 				h->saw_record = true;
+			if (policy_spf_check_record(txt, o, &norm, why, sizeof(why)) < 0) {
+				char *msg = util_xasprintf("invalid SPF record at %s: %s", qname, why);
+				free(txt);
+				SPF_dns_rr_free(rr);
+				rr = spf_abort(srv, h, domain, type, msg);
+				free(msg);
+				goto out;
+			}
+			free(txt);
+			size_t nl = strlen(norm);
+			if (SPF_dns_rr_buf_realloc(rr, n, nl + 1) != 0) {
+				free(norm);
+				continue;
+			}
+			/* libspf2 declares txt[1] and allocates nl + 1 bytes:
+			 * index through a pointer, not the one-element array */
+			char *dst = rr->rr[n]->txt;
+			memcpy(dst, norm, nl + 1);
+			free(norm);
 			n++;
 			break;
 		}
 		case ns_t_mx:
 		case ns_t_ptr: {
-			char name[256];
+			char host[256];
 			size_t off = type == ns_t_mx ? 2 : 0;
 			if (len <= off ||
-			    policy_dns_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
-			    SPF_dns_rr_buf_realloc(rr, n, strlen(name) + 1) != 0)
+			    policy_dns_name_from_wire(d + off, len - off, host, sizeof(host)) < 0)
 				continue;
-			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, name);
+			size_t hl = strlen(host);
+			if (hl > 0 && host[hl - 1] == '.')
+				host[--hl] = 0;
+			if (hl == 0) /* RFC 7505 null MX: no host */
+				continue;
+			if (n >= SPF_MAX_HOST_NAMES) {
+				if (type == ns_t_mx) {
+					SPF_dns_rr_free(rr);
+					rr = spf_abort(srv, h, domain, type,
+					               "more than 10 MX names, RFC 7208 section 4.6.4");
+					goto out;
+				}
+				continue; /* PTR: names past the tenth are ignored */
+			}
+			if (SPF_dns_rr_buf_realloc(rr, n, hl + 1) != 0)
+				continue;
+			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, host);
+			util_strlist_add(&h->hosts, host);
 			n++;
 			break;
 		}
@@ -183,6 +314,14 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		}
 	}
 	rr->num_rr = n;
+	if (n == 0 && rr->herrno == NETDB_SUCCESS)
+		rr->herrno = NO_DATA;
+	/* void lookup: a DNS term answered without data (RFC 7208 4.6.4) */
+	if (counted && type != ns_t_txt && (rr->herrno == NO_DATA || rr->herrno == HOST_NOT_FOUND) &&
+	    ++h->voids > SPF_MAX_VOID) {
+		SPF_dns_rr_free(rr);
+		rr = spf_abort(srv, h, domain, type, "more than 2 void lookups, RFC 7208 section 4.6.4");
+	}
 out:
 	policy_dns_answer_free(&ans);
 	return rr;
@@ -240,7 +379,7 @@ static enum policy_spf_result spf_map(SPF_result_t r)
 /* spf_is_domain - a plausible domain name (not an address literal). */
 static bool spf_is_domain(const char *s)
 {
-	if (s == NULL || *s == 0 || *s == '[' || strchr(s, '.') == NULL)
+	if (s == NULL || *s == 0 || *s == '[' || !policy_spf_name_ok(s))
 		return false;
 	for (; *s; s++)
 		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-' && *s != '_')
@@ -354,6 +493,13 @@ void policy_spf_eval(struct policy_msg *pm)
 	o->result = spf_map(SPF_response_result(resp));
 	util_log_debug("spf identity=%s libspf2_result=%d err=%d msg=\"%s\"", o->identity,
 	               (int)SPF_response_result(resp), (int)qerr, SPF_strerror(qerr));
+	/* mxgate's own checks (spf_dns_lookup) overrule libspf2 */
+	if (hook.permerror != NULL) {
+		o->result = POLICY_SPF_PERMERROR;
+		detail = util_xstrdup(hook.permerror);
+		spf_sanitize(detail);
+		goto done;
+	}
 	/* No result from libspf2 when the record could not be had or not be
 	 * compiled: RFC 7208 4.5/4.6 make a syntax error a permerror. */
 	if (SPF_response_result(resp) == SPF_RESULT_INVALID && qerr != SPF_E_SUCCESS &&
@@ -389,6 +535,8 @@ done:
 	o->secure = hook.lookups > 0 && hook.all_secure;
 	o->comment = spf_comment(receiver, o->result, o->identity, ip, detail);
 	free(detail);
+	free(hook.permerror);
+	util_strlist_free(&hook.hosts);
 	if (resp != NULL)
 		SPF_response_free(resp);
 	if (req != NULL)

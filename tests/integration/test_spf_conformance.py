@@ -72,6 +72,18 @@ def load_cases():
     return cases
 
 
+class RootServer(dnsserver.UnboundServer):
+    """The test server is authoritative for everything: a name outside the
+    cases' zones is NXDOMAIN (as on the Internet), not a failed recursion
+    (SERVFAIL) from a machine without network.  Blackholed zones are made
+    transparent so their forward-zone still applies."""
+
+    def _config(self):
+        extra = '  local-zone: "." static\n' + "".join(
+            f'  local-zone: "{z}." transparent\n' for z in self.blackholes)
+        return super()._config().replace("server:\n", "server:\n" + extra, 1)
+
+
 def add_zone(dns, case):
     for z in case["zone"]:
         name, rtype, rdata = (z.split(None, 2) + ["", ""])[:3]
@@ -90,7 +102,7 @@ def add_zone(dns, case):
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("spfconf")
     cases = load_cases()
-    dns = dnsserver.UnboundServer(d)
+    dns = RootServer(d)
     for c in cases:
         add_zone(dns, c)
     dns.start()
