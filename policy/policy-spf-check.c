@@ -19,7 +19,10 @@
  *   - redirect= moves to the end, and is dropped when the record has an
  *     "all" mechanism (6.1);
  *   - ip4:X/0 and ip6:X/0 become two /1 halves (libspf2 refuses /0);
- *   - the "R" transformer is written "r" (7.1: case-insensitive).
+ *   - the "R" transformer is written "r" (7.1: case-insensitive);
+ *   - a digit transformer not smaller than the number of parts of the
+ *     macro's value is dropped (7.3: all parts are used either way; libspf2
+ *     gets it wrong).
  *
  * Ownership: *out is malloc'd, the caller frees it.  Pure, thread-safe.
  * Diagnostics: the reason of a refusal in err (for the A-R comment).
@@ -71,12 +74,39 @@ static bool check_toplabel(const char *p, size_t n)
 	return alpha;
 }
 
+/* check_macro_value - the value of macro letter c, NULL when unknown. */
+static const char *check_macro_value(const struct policy_spf_macro_ctx *mc, char c)
+{
+	if (mc == NULL)
+		return NULL;
+	switch (c) {
+	case 's':
+		return mc->s;
+	case 'l':
+		return mc->l;
+	case 'o':
+		return mc->o;
+	case 'd':
+		return mc->d;
+	case 'i':
+		return mc->i;
+	case 'h':
+		return mc->h;
+	case 'v':
+		return mc->v;
+	default:
+		return NULL;
+	}
+}
+
 /* check_macro_string - RFC 7208 7.1 macro-string of p[0..n): 0 or -1.
  * exp_letters: c, r and t are allowed (explanation text, unknown
  * modifiers).  With out != NULL the text is appended there, the "R"
- * transformer lower-cased.  *ends_macro: the string ends with a
+ * transformer lower-cased and a digit transformer not smaller than the
+ * number of parts of the value (mc, may be NULL) dropped.  *ends_macro: the string ends with a
  * macro-expand. */
-static int check_macro_string(const char *p, size_t n, bool exp_letters, struct util_buf *out,
+static int check_macro_string(const char *p, size_t n, bool exp_letters,
+                              const struct policy_spf_macro_ctx *mc, struct util_buf *out,
                               bool *ends_macro, char *err, size_t errlen)
 {
 	size_t i = 0;
@@ -111,9 +141,7 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters, struct 
 		if (strchr("slodiphv", letter) == NULL &&
 		    !(exp_letters && strchr("crt", letter) != NULL))
 			CHECK_FAIL("macro letter '%c' not allowed here", p[j]);
-		if (out != NULL)
-			util_buf_add(out, p + i, 3);
-		j++;
+		size_t lpos = j++;
 		size_t d0 = j;
 		unsigned long num = 0;
 		while (j < n && isdigit((unsigned char)p[j])) {
@@ -121,24 +149,41 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters, struct 
 				num = num * 10 + (unsigned long)(p[j] - '0');
 			j++;
 		}
-		if (j > d0 && num == 0)
+		size_t d1 = j;
+		if (d1 > d0 && num == 0)
 			CHECK_FAIL("macro transformer 0 (RFC 7208 7.3: must be nonzero)");
-		if (out != NULL && j > d0)
-			util_buf_add(out, p + d0, j - d0);
-		if (j < n && (p[j] == 'r' || p[j] == 'R')) {
-			if (out != NULL)
-				util_buf_adds(out, "r");
+		bool rev = j < n && (p[j] == 'r' || p[j] == 'R');
+		if (rev)
 			j++;
-		}
-		while (j < n && strchr(".-+,/_=", p[j]) != NULL) {
-			if (out != NULL)
-				util_buf_add(out, p + j, 1);
+		size_t s0 = j;
+		while (j < n && strchr(".-+,/_=", p[j]) != NULL)
 			j++;
-		}
+		size_t s1 = j;
 		if (j >= n || p[j] != '}')
 			CHECK_FAIL("bad macro syntax");
-		if (out != NULL)
+		if (out != NULL) {
+			/* libspf2 mangles a digit transformer not smaller than
+			 * the number of parts; keeping them all is the same */
+			const char *val = check_macro_value(mc, letter);
+			bool keep_digits = d1 > d0;
+			if (keep_digits && val != NULL) {
+				char delims[8] = ".";
+				if (s1 > s0)
+					snprintf(delims, sizeof(delims), "%.*s", (int)(s1 - s0), p + s0);
+				unsigned long parts = 1;
+				for (const char *v = val; *v; v++)
+					parts += strchr(delims, *v) != NULL;
+				keep_digits = num < parts;
+			}
+			util_buf_add(out, p + i, 2);
+			util_buf_add(out, p + lpos, 1);
+			if (keep_digits)
+				util_buf_add(out, p + d0, d1 - d0);
+			if (rev)
+				util_buf_adds(out, "r");
+			util_buf_add(out, p + s0, s1 - s0);
 			util_buf_adds(out, "}");
+		}
 		*ends_macro = true;
 		i = j + 1;
 	}
@@ -150,15 +195,15 @@ fail:
 /* check_domain_spec - RFC 7208 12 domain-spec, plus what a literal name
  * needs to be a name at all (no empty label, labels of at most 63 octets).
  * Appended to out (normalized) when out != NULL. */
-static int check_domain_spec(const char *p, size_t n, struct util_buf *out, char *err,
-                             size_t errlen)
+static int check_domain_spec(const char *p, size_t n, const struct policy_spf_macro_ctx *mc,
+                             struct util_buf *out, char *err, size_t errlen)
 {
 	bool ends_macro;
 	size_t lab = 0;
 
 	if (n == 0)
 		CHECK_FAIL("empty domain-spec");
-	if (check_macro_string(p, n, false, out, &ends_macro, err, errlen) < 0)
+	if (check_macro_string(p, n, false, mc, out, &ends_macro, err, errlen) < 0)
 		return -1;
 	/* literal labels: split on '.'; only a trailing dot may leave an
 	 * empty label; a label holding a macro is checked after expansion */
@@ -296,7 +341,8 @@ static bool check_term_is(const char *p, size_t n, const char *m, const char **r
 
 /* policy_spf_check_record - validate one record (RFC 7208 4.5, 4.6, 12);
  * 0 and the normalized record in *out, or -1 and the reason in err. */
-int policy_spf_check_record(const char *rec, size_t len, char **out, char *err, size_t errlen)
+int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf_macro_ctx *mc,
+                            char **out, char *err, size_t errlen)
 {
 	struct util_buf b, redirect;
 	bool has_all = false, has_redirect = false, has_exp = false;
@@ -329,15 +375,15 @@ int policy_spf_check_record(const char *rec, size_t len, char **out, char *err, 
 					CHECK_FAIL("redirect= given twice (RFC 7208 6)");
 				has_redirect = true;
 				util_buf_adds(&redirect, " redirect=");
-				if (check_domain_spec(v, vn, &redirect, err, errlen) < 0)
+				if (check_domain_spec(v, vn, mc, &redirect, err, errlen) < 0)
 					goto fail;
 			} else if (nl == 3 && strncasecmp(t, "exp", 3) == 0) {
 				if (has_exp)
 					CHECK_FAIL("exp= given twice (RFC 7208 6)");
 				has_exp = true;
-				if (check_domain_spec(v, vn, NULL, err, errlen) < 0)
+				if (check_domain_spec(v, vn, mc, NULL, err, errlen) < 0)
 					goto fail;
-			} else if (check_macro_string(v, vn, true, NULL, &ends_macro, err, errlen) <
+			} else if (check_macro_string(v, vn, true, mc, NULL, &ends_macro, err, errlen) <
 			           0) {
 				goto fail;
 			}
@@ -362,7 +408,7 @@ int policy_spf_check_record(const char *rec, size_t len, char **out, char *err, 
 			if (rn == 0 || r[0] != ':')
 				CHECK_FAIL("%.*s needs a domain", (int)(r - t), t);
 			util_buf_add(&b, t, (size_t)(r - t) + 1);
-			if (check_domain_spec(r + 1, rn - 1, &b, err, errlen) < 0)
+			if (check_domain_spec(r + 1, rn - 1, mc, &b, err, errlen) < 0)
 				goto fail;
 		} else if (check_term_is(t, n, "a", &r) || check_term_is(t, n, "mx", &r) ||
 		           check_term_is(t, n, "ptr", &r)) {
@@ -373,7 +419,7 @@ int policy_spf_check_record(const char *rec, size_t len, char **out, char *err, 
 			util_buf_add(&b, t, (size_t)(r - t));
 			if (dn > 0) { /* ":" domain-spec */
 				util_buf_adds(&b, ":");
-				if (check_domain_spec(r + 1, dn - 1, &b, err, errlen) < 0)
+				if (check_domain_spec(r + 1, dn - 1, mc, &b, err, errlen) < 0)
 					goto fail;
 			}
 			if (slash != NULL) {

@@ -47,6 +47,7 @@ struct spf_hook {
 	int voids;                /* of those, answers without data */
 	struct util_strlist hosts; /* names of the last MX/PTR answer */
 	char *permerror;          /* set: stop, the result is permerror */
+	struct policy_spf_macro_ctx mc; /* d is set per record */
 };
 
 /* spf_log_error - libspf2's fatal handler: it never returns. */
@@ -259,7 +260,13 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			}
 			if (strcasecmp(domain, h->domain) == 0)
 				h->saw_record = true;
-			if (policy_spf_check_record(txt, o, &norm, why, sizeof(why)) < 0) {
+			struct policy_spf_macro_ctx mc = h->mc;
+			char dname[256];
+			snprintf(dname, sizeof(dname), "%s", qname);
+			if (dname[0] != 0 && dname[strlen(dname) - 1] == '.')
+				dname[strlen(dname) - 1] = 0;
+			mc.d = dname;
+			if (policy_spf_check_record(txt, o, &mc, &norm, why, sizeof(why)) < 0) {
 				char *msg = util_xasprintf("invalid SPF record at %s: %s", qname, why);
 				free(txt);
 				SPF_dns_rr_free(rr);
@@ -438,7 +445,8 @@ void policy_spf_eval(struct policy_msg *pm)
 	SPF_request_t *req = NULL;
 	SPF_response_t *resp = NULL;
 	char ip[INET6_ADDRSTRLEN];
-	char *detail = NULL;
+	char *detail = NULL, *local = NULL;
+	char nibbles[80] = "";
 	const char *dom;
 	SPF_errcode_t qerr;
 
@@ -465,6 +473,24 @@ void policy_spf_eval(struct policy_msg *pm)
 		return;
 	}
 
+	/* macro values (RFC 7208 7.2) for the record normalization */
+	local = util_xstrdup(o->identity);
+	if (strrchr(local, '@') != NULL)
+		*strrchr(local, '@') = 0;
+	if (pm->client.ss.ss_family == AF_INET6) {
+		const unsigned char *a = ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr.s6_addr;
+		for (int k = 0; k < 16; k++)
+			snprintf(nibbles + 4 * k, sizeof(nibbles) - 4 * (size_t)k, "%x.%x%s", a[k] >> 4,
+			         a[k] & 15, k < 15 ? "." : "");
+	}
+	hook.mc = (struct policy_spf_macro_ctx){
+	    .s = o->identity,
+	    .l = local,
+	    .o = o->domain,
+	    .h = pm->helo[0] ? pm->helo : NULL,
+	    .i = pm->client.ss.ss_family == AF_INET6 ? nibbles : ip,
+	    .v = pm->client.ss.ss_family == AF_INET6 ? "ip6" : "in-addr",
+	};
 	memset(&layer, 0, sizeof(layer));
 	layer.lookup = spf_dns_lookup;
 	layer.name = "mxgate";
@@ -536,6 +562,7 @@ done:
 	o->comment = spf_comment(receiver, o->result, o->identity, ip, detail);
 	free(detail);
 	free(hook.permerror);
+	free(local);
 	util_strlist_free(&hook.hosts);
 	if (resp != NULL)
 		SPF_response_free(resp);

@@ -26,6 +26,7 @@ N >= FLOOR and F == 0 (a pass where the table does not allow one).
 """
 
 import concurrent.futures
+import os
 import re
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import dnsserver
 import mxtest
 
 # Raise this when cases are fixed; never lower it.
-FLOOR = 0
+FLOOR = 417
 
 CASE_DIR = Path(__file__).resolve().parent / "spf-conformance"
 RESULTS = {"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"}
@@ -196,6 +197,8 @@ def test_spf_conformance(env):
     summary = (f"SPF conformance: {len(right)}/{len(cases)} cases right, "
                f"{len(false_pass)} false passes ({took:.1f}s)")
     print(summary)
-    Path(gw.tmp / "summary.txt").write_text(summary + "\n")
+    # `make test` prints this file after the test run
+    out = Path(os.environ.get("MXGATE_BUILD_DIR", gw.tmp)) / "spf-conformance.txt"
+    out.write_text(summary + "\n")
     assert not false_pass, "false pass: " + ", ".join(c["id"] for c in false_pass)
     assert len(right) >= FLOOR, summary
