@@ -46,6 +46,7 @@ struct spf_hook {
 	int dns_terms;            /* include a mx ptr exists redirect evaluated */
 	int voids;                /* of those, answers without data */
 	struct util_strlist hosts; /* names of the last MX/PTR answer */
+	bool hosts_ptr;            /* ... and it was a PTR answer */
 	char *permerror;          /* set: stop, the result is permerror */
 	struct policy_spf_macro_ctx mc; /* d is set per record */
 };
@@ -182,6 +183,9 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		counted = true;
 	else
 		counted = !util_strlist_has_case(&h->hosts, qname);
+	/* RFC 7208 5.5: a DNS error on the PTR lookup, or on the address
+	 * lookup of one of its names, is no match (that name is skipped) */
+	bool ptr_side = type == ns_t_ptr || (!counted && h->hosts_ptr && type != ns_t_txt);
 	if (counted && ++h->dns_terms > SPF_MAX_DNS_TERMS)
 		return spf_abort(srv, h, domain, type,
 		                 "more than 10 DNS lookups, RFC 7208 section 4.6.4");
@@ -208,6 +212,11 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		herrno = NO_DATA;
 		break;
 	default:
+		if (ptr_side) {
+			herrno = NO_DATA;
+			counted = false; /* an error, not a void lookup */
+			break;
+		}
 		herrno = TRY_AGAIN;
 		h->tempfail = true;
 		h->bogus |= ans.status == POLICY_DNS_BOGUS;
@@ -216,6 +225,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	if (type == ns_t_mx || type == ns_t_ptr) {
 		util_strlist_free(&h->hosts);
 		memset(&h->hosts, 0, sizeof(h->hosts));
+		h->hosts_ptr = type == ns_t_ptr;
 	}
 	rr = SPF_dns_rr_new_init(srv, domain, type, ans.ttl, herrno);
 	if (rr == NULL)
