@@ -43,6 +43,12 @@
 		goto fail;                                 \
 	} while (0)
 
+/* check_in - c is one of set (never true for NUL, unlike strchr). */
+static bool check_in(const char *set, char c)
+{
+	return c != 0 && strchr(set, c) != NULL;
+}
+
 /* check_is_alnum - ASCII letter or digit (not locale dependent). */
 static bool check_is_alnum(char c)
 {
@@ -138,8 +144,7 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 		if (j >= n)
 			CHECK_FAIL("unterminated macro");
 		char letter = (char)tolower((unsigned char)p[j]);
-		if (strchr("slodiphv", letter) == NULL &&
-		    !(exp_letters && strchr("crt", letter) != NULL))
+		if (!check_in("slodiphv", letter) && !(exp_letters && check_in("crt", letter)))
 			CHECK_FAIL("macro letter '%c' not allowed here", p[j]);
 		size_t lpos = j++;
 		size_t d0 = j;
@@ -156,7 +161,7 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 		if (rev)
 			j++;
 		size_t s0 = j;
-		while (j < n && strchr(".-+,/_=", p[j]) != NULL)
+		while (j < n && check_in(".-+,/_=", p[j]))
 			j++;
 		size_t s1 = j;
 		if (j >= n || p[j] != '}')
@@ -172,7 +177,7 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 					snprintf(delims, sizeof(delims), "%.*s", (int)(s1 - s0), p + s0);
 				unsigned long parts = 1;
 				for (const char *v = val; *v; v++)
-					parts += strchr(delims, *v) != NULL;
+					parts += check_in(delims, *v);
 				keep_digits = num < parts;
 			}
 			util_buf_add(out, p + i, 2);
@@ -283,7 +288,7 @@ static bool check_ip4(const char *p, size_t n)
 	while (i < n) {
 		size_t s = i;
 		int v = 0;
-		while (i < n && isdigit((unsigned char)p[i]))
+		while (i < n && isdigit((unsigned char)p[i]) && i - s < 4)
 			v = v * 10 + (p[i++] - '0');
 		if (i == s || i - s > 3 || (i - s > 1 && p[s] == '0') || v > 255)
 			return false;
@@ -391,7 +396,7 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 		}
 		/* directive = [ qualifier ] mechanism */
 		char q = 0;
-		if (n > 0 && strchr("+-~?", t[0]) != NULL) {
+		if (n > 0 && check_in("+-~?", t[0])) {
 			q = t[0];
 			t++;
 			n--;

@@ -16,7 +16,7 @@ build=${1:?usage: run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
 secs=${2:?usage: run-fuzzers.sh BUILD_DIR SECONDS [TARGET...]}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-"smtp_cmd smtp_data headers hdrsplit proxy config smtp_reply queue_envelope"}
+targets=${*:-"smtp_cmd smtp_data headers hdrsplit proxy config smtp_reply queue_envelope spf_record"}
 mkdir -p "$build/fuzz-artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

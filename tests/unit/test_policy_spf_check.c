@@ -69,6 +69,7 @@ static const struct {
 	{"v=spf1 ip4:192.0.2.1//64", "CIDR"},
 	{"v=spf1 ip4:192.0.2.01", "address"},
 	{"v=spf1 ip4:192.0.2.256", "address"},
+	{"v=spf1 ip4:99999999999999.0.2.1", "address"}, /* fuzz: int overflow */
 	{"v=spf1 ip4:192.0.2", "address"},
 	{"v=spf1 ip4:192.0.2.1.", "address"},
 	{"v=spf1 ip4:", "address"},
@@ -235,6 +236,14 @@ static void test_check_length_bound(void **state)
 	assert_string_equal(out, "v=spf1 ip4:192.0.2.1/2");
 	free(out);
 	assert_int_equal(policy_spf_check_record(rec, 21, NULL, &out, err, sizeof(err)), -1);
+	/* fuzz: a NUL is never a macro delimiter, letter or qualifier */
+	static const char nul1[] = "v=spf1 exists:%{l1r\0+-}.x.example.com";
+	static const char nul2[] = "v=spf1 exists:%{\0}.x.example.com";
+	static const char nul3[] = "v=spf1 \0all";
+	assert_int_equal(policy_spf_check_record(nul1, sizeof(nul1) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_int_equal(policy_spf_check_record(nul2, sizeof(nul2) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_int_equal(policy_spf_check_record(nul3, sizeof(nul3) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_null(out);
 }
 
 static const struct {
