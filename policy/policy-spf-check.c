@@ -18,7 +18,9 @@
  *     lookup must not count as a DNS term, 4.6.4);
  *   - redirect= moves to the end, and is dropped when the record has an
  *     "all" mechanism (6.1);
- *   - ip4:X/0 and ip6:X/0 become two /1 halves (libspf2 refuses /0);
+ *   - ip4:X/0 and ip6:X/0 become two /1 halves (libspf2 refuses /0); on
+ *     a/mx a zero length of the other family than the client's is dropped,
+ *     and a/0 for an IPv4 client is exists (the same test);
  *   - the "R" transformer is written "r" (7.1: case-insensitive);
  *   - a digit transformer not smaller than the number of parts of the
  *     macro's value is dropped (7.3: all parts are used either way; libspf2
@@ -260,11 +262,11 @@ static int check_cidr(const char *p, size_t n, int max, int *val)
 	return 0;
 }
 
-/* check_dual_cidr - RFC 7208 12 dual-cidr-length of p[0..n) (may be empty). */
-static int check_dual_cidr(const char *p, size_t n)
+/* check_dual_cidr - RFC 7208 12 dual-cidr-length of p[0..n) (may be
+ * empty); the lengths into *c4, *c6 (-1: not given). */
+static int check_dual_cidr(const char *p, size_t n, int *c4, int *c6)
 {
 	const char *v6 = NULL;
-	int v;
 
 	for (size_t i = 0; i + 1 < n; i++)
 		if (p[i] == '/' && p[i + 1] == '/') {
@@ -272,9 +274,10 @@ static int check_dual_cidr(const char *p, size_t n)
 			break;
 		}
 	size_t n4 = v6 ? (size_t)(v6 - p) : n;
-	if (n4 > 0 && check_cidr(p, n4, 32, &v) < 0)
+	*c4 = *c6 = -1;
+	if (n4 > 0 && check_cidr(p, n4, 32, c4) < 0)
 		return -1;
-	if (v6 != NULL && check_cidr(v6 + 1, n - n4 - 1, 128, &v) < 0)
+	if (v6 != NULL && check_cidr(v6 + 1, n - n4 - 1, 128, c6) < 0)
 		return -1;
 	return 0;
 }
@@ -417,21 +420,40 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 				goto fail;
 		} else if (check_term_is(t, n, "a", &r) || check_term_is(t, n, "mx", &r) ||
 		           check_term_is(t, n, "ptr", &r)) {
-			bool ptr = r - t == 3;
+			bool ptr = r - t == 3, is_a = r - t == 1;
 			size_t rn = n - (size_t)(r - t);
 			const char *slash = memchr(r, '/', rn);
 			size_t dn = slash ? (size_t)(slash - r) : rn;
+			size_t dstart;
+			int c4 = -1, c6 = -1;
+			if (slash != NULL && (ptr || check_dual_cidr(slash, rn - dn, &c4, &c6) < 0))
+				CHECK_FAIL("bad CIDR length in '%.*s'", (int)n, t);
 			util_buf_add(&b, t, (size_t)(r - t));
+			dstart = b.len;
 			if (dn > 0) { /* ":" domain-spec */
 				util_buf_adds(&b, ":");
 				if (check_domain_spec(r + 1, dn - 1, mc, &b, err, errlen) < 0)
 					goto fail;
 			}
-			if (slash != NULL) {
-				if (ptr || check_dual_cidr(slash, rn - dn) < 0)
-					CHECK_FAIL("bad CIDR length in '%.*s'", (int)n, t);
-				util_buf_add(&b, slash, rn - dn);
+			/* libspf2 refuses a zero length: the one of the other
+			 * family is dropped; for IPv4, a/0 is exists (5.3, 5.7) */
+			if (mc != NULL && mc->v != NULL) {
+				bool client6 = strcmp(mc->v, "ip6") == 0;
+				if (client6 ? c4 == 0 : c6 == 0)
+					*(client6 ? &c4 : &c6) = -1;
+				if (!client6 && c4 == 0 && is_a) {
+					char *dom = util_xstrdup(dn > 0 ? b.data + dstart + 1 : "%{d}");
+					b.len = dstart - 1; /* drop "a" */
+					b.data[b.len] = 0;
+					util_buf_printf(&b, "exists:%s", dom);
+					free(dom);
+					c4 = -1;
+				}
 			}
+			if (c4 >= 0)
+				util_buf_printf(&b, "/%d", c4);
+			if (c6 >= 0)
+				util_buf_printf(&b, "//%d", c6);
 		} else if (check_term_is(t, n, "ip4", &r) || check_term_is(t, n, "ip6", &r)) {
 			bool v6 = t[2] == '6';
 			size_t rn = n - (size_t)(r - t);

@@ -271,7 +271,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			if (strcasecmp(domain, h->domain) == 0)
 				h->saw_record = true;
 			struct policy_spf_macro_ctx mc = h->mc;
-			char dname[256];
+			char dname[sizeof(name)];
 			snprintf(dname, sizeof(dname), "%s", qname);
 			if (dname[0] != 0 && dname[strlen(dname) - 1] == '.')
 				dname[strlen(dname) - 1] = 0;

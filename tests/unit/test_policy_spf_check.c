@@ -177,7 +177,8 @@ static void test_check_bad(void **state)
 	}
 }
 
-/* macro digits not smaller than the number of parts are dropped */
+/* macro digits not smaller than the number of parts are dropped; zero
+ * CIDR lengths rewritten where an equivalent exists */
 static const struct {
 	const char *in;
 	const char *norm;
@@ -193,6 +194,11 @@ static const struct {
 	{"v=spf1 exists:%{i3r}.x.example.com", "v=spf1 exists:%{i3r}.x.example.com"},
 	{"v=spf1 exists:%{h5}.x.example.com", "v=spf1 exists:%{h5}.x.example.com"},
 	{"v=spf1 exists:%{p1}.x.example.com", "v=spf1 exists:%{p1}.x.example.com"},
+	/* zero CIDR lengths for an IPv4 client */
+	{"v=spf1 a/0 -all", "v=spf1 exists:%{d} -all"},
+	{"v=spf1 ~a:m.example.com/0//0", "v=spf1 ~exists:m.example.com"},
+	{"v=spf1 mx/24//0 a//0", "v=spf1 mx/24 a"},
+	{"v=spf1 mx/0", "v=spf1 mx/0"},
 };
 
 /* test_check_macro_digits - normalization with known macro values */
