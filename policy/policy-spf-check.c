@@ -39,10 +39,10 @@
 
 #include "policy-internal.h"
 
-#define CHECK_FAIL(...)                                    \
-	do {                                               \
-		snprintf(err, errlen, __VA_ARGS__);        \
-		goto fail;                                 \
+#define CHECK_FAIL(...)                                                                            \
+	do {                                                                                       \
+		snprintf(err, errlen, __VA_ARGS__);                                                \
+		goto fail;                                                                         \
 	} while (0)
 
 /* check_in - c is one of set (never true for NUL, unlike strchr). */
@@ -176,7 +176,8 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 			if (keep_digits && val != NULL) {
 				char delims[8] = ".";
 				if (s1 > s0)
-					snprintf(delims, sizeof(delims), "%.*s", (int)(s1 - s0), p + s0);
+					snprintf(delims, sizeof(delims), "%.*s", (int)(s1 - s0),
+					         p + s0);
 				unsigned long parts = 1;
 				for (const char *v = val; *v; v++)
 					parts += check_in(delims, *v);
@@ -391,8 +392,8 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 				has_exp = true;
 				if (check_domain_spec(v, vn, mc, NULL, err, errlen) < 0)
 					goto fail;
-			} else if (check_macro_string(v, vn, true, mc, NULL, &ends_macro, err, errlen) <
-			           0) {
+			} else if (check_macro_string(v, vn, true, mc, NULL, &ends_macro, err,
+			                              errlen) < 0) {
 				goto fail;
 			}
 			continue;
@@ -411,7 +412,8 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 		if (n == 3 && strncasecmp(t, "all", 3) == 0) {
 			has_all = true;
 			util_buf_adds(&b, "all");
-		} else if (check_term_is(t, n, "include", &r) || check_term_is(t, n, "exists", &r)) {
+		} else if (check_term_is(t, n, "include", &r) ||
+		           check_term_is(t, n, "exists", &r)) {
 			size_t rn = n - (size_t)(r - t);
 			if (rn == 0 || r[0] != ':')
 				CHECK_FAIL("%.*s needs a domain", (int)(r - t), t);
@@ -442,7 +444,8 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 				if (client6 ? c4 == 0 : c6 == 0)
 					*(client6 ? &c4 : &c6) = -1;
 				if (!client6 && c4 == 0 && is_a) {
-					char *dom = util_xstrdup(dn > 0 ? b.data + dstart + 1 : "%{d}");
+					char *dom =
+					    util_xstrdup(dn > 0 ? b.data + dstart + 1 : "%{d}");
 					b.len = dstart - 1; /* drop "a" */
 					b.data[b.len] = 0;
 					util_buf_printf(&b, "exists:%s", dom);
@@ -466,13 +469,14 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 			int cidr = v6 ? 128 : 32;
 			if (v6 ? !check_ip6(a, addrn) : !check_ip4(a, addrn))
 				CHECK_FAIL("bad address in '%.*s'", (int)n, t);
-			if (slash != NULL && check_cidr(slash, an - addrn, v6 ? 128 : 32, &cidr) < 0)
+			if (slash != NULL &&
+			    check_cidr(slash, an - addrn, v6 ? 128 : 32, &cidr) < 0)
 				CHECK_FAIL("bad CIDR length in '%.*s'", (int)n, t);
 			if (cidr == 0) {
 				/* libspf2 refuses /0: the two halves match the same */
 				char qs[2] = {q, 0};
-				util_buf_printf(&b, "%s %s%s", v6 ? "ip6:::/1" : "ip4:0.0.0.0/1", qs,
-				                v6 ? "ip6:8000::/1" : "ip4:128.0.0.0/1");
+				util_buf_printf(&b, "%s %s%s", v6 ? "ip6:::/1" : "ip4:0.0.0.0/1",
+				                qs, v6 ? "ip6:8000::/1" : "ip4:128.0.0.0/1");
 			} else {
 				util_buf_add(&b, t, n);
 			}

@@ -43,11 +43,11 @@ struct spf_hook {
 	bool saw_record; /* a v=spf1 record was published there */
 	/* mxgate's own accounting (RFC 7208 4.6.4), see spf_dns_lookup */
 	int txt_queries;
-	int dns_terms;            /* include a mx ptr exists redirect evaluated */
-	int voids;                /* of those, answers without data */
-	struct util_strlist hosts; /* names of the last MX/PTR answer */
-	bool hosts_ptr;            /* ... and it was a PTR answer */
-	char *permerror;          /* set: stop, the result is permerror */
+	int dns_terms;                  /* include a mx ptr exists redirect evaluated */
+	int voids;                      /* of those, answers without data */
+	struct util_strlist hosts;      /* names of the last MX/PTR answer */
+	bool hosts_ptr;                 /* ... and it was a PTR answer */
+	char *permerror;                /* set: stop, the result is permerror */
 	struct policy_spf_macro_ctx mc; /* d is set per record */
 };
 
@@ -277,7 +277,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 				dname[strlen(dname) - 1] = 0;
 			mc.d = dname;
 			if (policy_spf_check_record(txt, o, &mc, &norm, why, sizeof(why)) < 0) {
-				char *msg = util_xasprintf("invalid SPF record at %s: %s", qname, why);
+				char *msg =
+				    util_xasprintf("invalid SPF record at %s: %s", qname, why);
 				free(txt);
 				SPF_dns_rr_free(rr);
 				rr = spf_abort(srv, h, domain, type, msg);
@@ -313,8 +314,9 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			if (n >= SPF_MAX_HOST_NAMES) {
 				if (type == ns_t_mx) {
 					SPF_dns_rr_free(rr);
-					rr = spf_abort(srv, h, domain, type,
-					               "more than 10 MX names, RFC 7208 section 4.6.4");
+					rr = spf_abort(
+					    srv, h, domain, type,
+					    "more than 10 MX names, RFC 7208 section 4.6.4");
 					goto out;
 				}
 				continue; /* PTR: names past the tenth are ignored */
@@ -334,10 +336,11 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	if (n == 0 && rr->herrno == NETDB_SUCCESS)
 		rr->herrno = NO_DATA;
 	/* void lookup: a DNS term answered without data (RFC 7208 4.6.4) */
-	if (counted && type != ns_t_txt && (rr->herrno == NO_DATA || rr->herrno == HOST_NOT_FOUND) &&
-	    ++h->voids > SPF_MAX_VOID) {
+	if (counted && type != ns_t_txt &&
+	    (rr->herrno == NO_DATA || rr->herrno == HOST_NOT_FOUND) && ++h->voids > SPF_MAX_VOID) {
 		SPF_dns_rr_free(rr);
-		rr = spf_abort(srv, h, domain, type, "more than 2 void lookups, RFC 7208 section 4.6.4");
+		rr = spf_abort(srv, h, domain, type,
+		               "more than 2 void lookups, RFC 7208 section 4.6.4");
 	}
 out:
 	policy_dns_answer_free(&ans);
@@ -490,8 +493,8 @@ void policy_spf_eval(struct policy_msg *pm)
 	if (pm->client.ss.ss_family == AF_INET6) {
 		const unsigned char *a = ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr.s6_addr;
 		for (int k = 0; k < 16; k++)
-			snprintf(nibbles + 4 * k, sizeof(nibbles) - 4 * (size_t)k, "%x.%x%s", a[k] >> 4,
-			         a[k] & 15, k < 15 ? "." : "");
+			snprintf(nibbles + 4 * k, sizeof(nibbles) - 4 * (size_t)k, "%x.%x%s",
+			         a[k] >> 4, a[k] & 15, k < 15 ? "." : "");
 	}
 	hook.mc = (struct policy_spf_macro_ctx){
 	    .s = o->identity,

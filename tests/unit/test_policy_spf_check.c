@@ -22,35 +22,40 @@ static const struct {
 	const char *in;
 	const char *norm;
 } good[] = {
-	{"v=spf1", "v=spf1"},
-	{"v=spf1 ", "v=spf1"},
-	{"V=SPF1 -ALL", "v=spf1 -all"},
-	{"v=spf1  ip4:192.0.2.1   -all  ", "v=spf1 ip4:192.0.2.1 -all"},
-	{"v=spf1 +all", "v=spf1 +all"},
-	{"v=spf1 ip4:192.0.2.0/24 ~all", "v=spf1 ip4:192.0.2.0/24 ~all"},
-	{"v=spf1 ip4:192.0.2.1/32", "v=spf1 ip4:192.0.2.1/32"},
-	{"v=spf1 ip4:0.0.0.0/0 -all", "v=spf1 ip4:0.0.0.0/1 ip4:128.0.0.0/1 -all"},
-	{"v=spf1 -ip4:10.0.0.0/0", "v=spf1 -ip4:0.0.0.0/1 -ip4:128.0.0.0/1"},
-	{"v=spf1 ip6:::/0", "v=spf1 ip6:::/1 ip6:8000::/1"},
-	{"v=spf1 ip6:2001:db8::/32 ip6:::ffff:192.0.2.1", "v=spf1 ip6:2001:db8::/32 ip6:::ffff:192.0.2.1"},
-	{"v=spf1 a a/24 a//64 a/24//64 a:m.example.com/0//0", "v=spf1 a a/24 a//64 a/24//64 a:m.example.com/0//0"},
-	{"v=spf1 mx mx:example.com. ptr ptr:example.com", "v=spf1 mx mx:example.com. ptr ptr:example.com"},
-	{"v=spf1 include:_spf.example.com exists:%{i}._e.example.com", "v=spf1 include:_spf.example.com exists:%{i}._e.example.com"},
-	{"v=spf1 a:foo.1a a:foo.1-2 a:x.y-z", "v=spf1 a:foo.1a a:foo.1-2 a:x.y-z"},
-	{"v=spf1 exists:%{d}", "v=spf1 exists:%{d}"},
-	{"v=spf1 exists:%{ir}.%{v}._spf.%{d2}", "v=spf1 exists:%{ir}.%{v}._spf.%{d2}"},
-	{"v=spf1 exists:%{l-}.%{L+_=,/}.%{d2R}.example.com", "v=spf1 exists:%{l-}.%{L+_=,/}.%{d2r}.example.com"},
-	{"v=spf1 exists:%%%_%-.example.com", "v=spf1 exists:%%%_%-.example.com"},
-	/* modifiers: unknown and exp dropped, redirect last, not with all */
-	{"v=spf1 foo=bar f_o.o-9=%{c}%{r}%{t} moo= -all", "v=spf1 -all"},
-	{"v=spf1 redirect=r.example.com ip4:192.0.2.1", "v=spf1 ip4:192.0.2.1 redirect=r.example.com"},
-	{"v=spf1 REDIRECT=%{d}.r.example.com", "v=spf1 redirect=%{d}.r.example.com"},
-	{"v=spf1 ?all redirect=r.example.com", "v=spf1 ?all"},
-	{"v=spf1 -all exp=e.example.com", "v=spf1 -all"},
-	{"v=spf1 exp=%{d}.e.example.com redirect=r.example.com", "v=spf1 redirect=r.example.com"},
-	{"v=spf1 a=mail.example.com -all", "v=spf1 -all"},
-	{"v=spf1 include=i.example.com -all", "v=spf1 -all"},
-	{"v=spf1 foo=a=b:c/d -all", "v=spf1 -all"},
+    {"v=spf1", "v=spf1"},
+    {"v=spf1 ", "v=spf1"},
+    {"V=SPF1 -ALL", "v=spf1 -all"},
+    {"v=spf1  ip4:192.0.2.1   -all  ", "v=spf1 ip4:192.0.2.1 -all"},
+    {"v=spf1 +all", "v=spf1 +all"},
+    {"v=spf1 ip4:192.0.2.0/24 ~all", "v=spf1 ip4:192.0.2.0/24 ~all"},
+    {"v=spf1 ip4:192.0.2.1/32", "v=spf1 ip4:192.0.2.1/32"},
+    {"v=spf1 ip4:0.0.0.0/0 -all", "v=spf1 ip4:0.0.0.0/1 ip4:128.0.0.0/1 -all"},
+    {"v=spf1 -ip4:10.0.0.0/0", "v=spf1 -ip4:0.0.0.0/1 -ip4:128.0.0.0/1"},
+    {"v=spf1 ip6:::/0", "v=spf1 ip6:::/1 ip6:8000::/1"},
+    {"v=spf1 ip6:2001:db8::/32 ip6:::ffff:192.0.2.1",
+     "v=spf1 ip6:2001:db8::/32 ip6:::ffff:192.0.2.1"},
+    {"v=spf1 a a/24 a//64 a/24//64 a:m.example.com/0//0",
+     "v=spf1 a a/24 a//64 a/24//64 a:m.example.com/0//0"},
+    {"v=spf1 mx mx:example.com. ptr ptr:example.com",
+     "v=spf1 mx mx:example.com. ptr ptr:example.com"},
+    {"v=spf1 include:_spf.example.com exists:%{i}._e.example.com",
+     "v=spf1 include:_spf.example.com exists:%{i}._e.example.com"},
+    {"v=spf1 a:foo.1a a:foo.1-2 a:x.y-z", "v=spf1 a:foo.1a a:foo.1-2 a:x.y-z"},
+    {"v=spf1 exists:%{d}", "v=spf1 exists:%{d}"},
+    {"v=spf1 exists:%{ir}.%{v}._spf.%{d2}", "v=spf1 exists:%{ir}.%{v}._spf.%{d2}"},
+    {"v=spf1 exists:%{l-}.%{L+_=,/}.%{d2R}.example.com",
+     "v=spf1 exists:%{l-}.%{L+_=,/}.%{d2r}.example.com"},
+    {"v=spf1 exists:%%%_%-.example.com", "v=spf1 exists:%%%_%-.example.com"},
+    /* modifiers: unknown and exp dropped, redirect last, not with all */
+    {"v=spf1 foo=bar f_o.o-9=%{c}%{r}%{t} moo= -all", "v=spf1 -all"},
+    {"v=spf1 redirect=r.example.com ip4:192.0.2.1", "v=spf1 ip4:192.0.2.1 redirect=r.example.com"},
+    {"v=spf1 REDIRECT=%{d}.r.example.com", "v=spf1 redirect=%{d}.r.example.com"},
+    {"v=spf1 ?all redirect=r.example.com", "v=spf1 ?all"},
+    {"v=spf1 -all exp=e.example.com", "v=spf1 -all"},
+    {"v=spf1 exp=%{d}.e.example.com redirect=r.example.com", "v=spf1 redirect=r.example.com"},
+    {"v=spf1 a=mail.example.com -all", "v=spf1 -all"},
+    {"v=spf1 include=i.example.com -all", "v=spf1 -all"},
+    {"v=spf1 foo=a=b:c/d -all", "v=spf1 -all"},
 };
 
 /* invalid records (RFC 7208 4.6, 12) and a piece of the reason */
@@ -58,88 +63,88 @@ static const struct {
 	const char *in;
 	const char *why;
 } bad[] = {
-	{"v=spf10", "not an SPF"},
-	{"spf2.0/pra", "not an SPF"},
-	{"", "not an SPF"},
-	{"v=spf1 ip4:192.0.2.1/032", "CIDR"},
-	{"v=spf1 ip4:192.0.2.0/00", "CIDR"},
-	{"v=spf1 ip4:192.0.2.1/33", "CIDR"},
-	{"v=spf1 ip4:192.0.2.1/", "CIDR"},
-	{"v=spf1 ip4:192.0.2.1/4294967328", "CIDR"},
-	{"v=spf1 ip4:192.0.2.1//64", "CIDR"},
-	{"v=spf1 ip4:192.0.2.01", "address"},
-	{"v=spf1 ip4:192.0.2.256", "address"},
-	{"v=spf1 ip4:99999999999999.0.2.1", "address"}, /* fuzz: int overflow */
-	{"v=spf1 ip4:192.0.2", "address"},
-	{"v=spf1 ip4:192.0.2.1.", "address"},
-	{"v=spf1 ip4:", "address"},
-	{"v=spf1 ip4", "address"},
-	{"v=spf1 ip6:2001:db8::1/0128", "CIDR"},
-	{"v=spf1 ip6:2001:db8::1/129", "CIDR"},
-	{"v=spf1 ip6:2001:db8:::1", "address"},
-	{"v=spf1 ip6:2001:db8::1%eth0", "address"},
-	{"v=spf1 ip6:[2001:db8::1]", "address"},
-	{"v=spf1 ip6:192.0.2.1", "address"},
-	{"v=spf1 a:", "empty domain"},
-	{"v=spf1 a:/24", "empty domain"},
-	{"v=spf1 a/024", "CIDR"},
-	{"v=spf1 a//064", "CIDR"},
-	{"v=spf1 a/33", "CIDR"},
-	{"v=spf1 a//129", "CIDR"},
-	{"v=spf1 a//64/24", "CIDR"},
-	{"v=spf1 mx///64", "CIDR"},
-	{"v=spf1 ptr/24", "CIDR"},
-	{"v=spf1 ptr:", "empty domain"},
-	{"v=spf1 a:192.0.2.1", "top-level"},
-	{"v=spf1 a:mail", "top-level"},
-	{"v=spf1 a:foo.123.", "top-level"},
-	{"v=spf1 a:mail.-x", "top-level"},
-	{"v=spf1 a:mail.x-", "top-level"},
-	{"v=spf1 a:foo._x", "top-level"},
-	{"v=spf1 a:.", "empty label"},
-	{"v=spf1 a:.test", "empty label"},
-	{"v=spf1 a:mail..example.com", "empty label"},
-	{"v=spf1 a:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example.com",
-	 "63 octets"},
-	{"v=spf1 include:", "empty domain"},
-	{"v=spf1 include", "needs a domain"},
-	{"v=spf1 include:i.example.com/24", "top-level"},
-	{"v=spf1 exists:e.example.com//64", "top-level"},
-	{"v=spf1 exists:foo", "top-level"},
-	{"v=spf1 exists:x.%{l}x", "top-level"},
-	{"v=spf1 foo", "unknown mechanism"},
-	{"v=spf1 ipv4:192.0.2.1", "unknown mechanism"},
-	{"v=spf1 - all", "unknown mechanism"},
-	{"v=spf1 ++all", "unknown mechanism"},
-	{"v=spf1 -all:foo.example.com", "unknown mechanism"},
-	{"v=spf1 +all ip4:bogus", "address"},
-	{"v=spf1 9foo=bar", "unknown mechanism"},
-	{"v=spf1 =bar", "unknown mechanism"},
-	{"v=spf1 -redirect=r.example.com", "unknown mechanism"},
-	{"v=spf1 redirect:r.example.com", "unknown mechanism"},
-	{"v=spf1 redirect=r.example.com redirect=r.example.com", "twice"},
-	{"v=spf1 redirect=a.example.com REDIRECT=b.example.com", "twice"},
-	{"v=spf1 -all exp=e.example.com Exp=e.example.com", "twice"},
-	{"v=spf1 redirect=", "empty domain"},
-	{"v=spf1 -all exp=", "empty domain"},
-	{"v=spf1 redirect=192.0.2.1", "top-level"},
-	{"v=spf1 -all exp=foo", "top-level"},
-	{"v=spf1 foo=%{z}", "letter"},
-	{"v=spf1 foo=50%", "at the end"},
-	{"v=spf1 exists:%{x}.example.com", "letter"},
-	{"v=spf1 exists:%{c}.example.com", "letter"},
-	{"v=spf1 exists:%{r}.example.com", "letter"},
-	{"v=spf1 exists:%{t}.example.com", "letter"},
-	{"v=spf1 exists:%{d0}.example.com", "transformer 0"},
-	{"v=spf1 exists:%{d00}.example.com", "transformer 0"},
-	{"v=spf1 exists:%{d.example.com", "macro syntax"},
-	{"v=spf1 exists:%{}.example.com", "letter"},
-	{"v=spf1 exists:%x.example.com", "is not a macro"},
-	{"v=spf1 exists:%{l;}.example.com", "macro syntax"},
-	{"v=spf1 exists:%{dr2}.example.com", "macro syntax"},
-	{"v=spf1 exists:%{", "unterminated"},
-	{"v=spf1 a:m\xc3\xa4il.example.com", "0xc3"},
-	{"v=spf1 foo=\x01", "0x01"},
+    {"v=spf10", "not an SPF"},
+    {"spf2.0/pra", "not an SPF"},
+    {"", "not an SPF"},
+    {"v=spf1 ip4:192.0.2.1/032", "CIDR"},
+    {"v=spf1 ip4:192.0.2.0/00", "CIDR"},
+    {"v=spf1 ip4:192.0.2.1/33", "CIDR"},
+    {"v=spf1 ip4:192.0.2.1/", "CIDR"},
+    {"v=spf1 ip4:192.0.2.1/4294967328", "CIDR"},
+    {"v=spf1 ip4:192.0.2.1//64", "CIDR"},
+    {"v=spf1 ip4:192.0.2.01", "address"},
+    {"v=spf1 ip4:192.0.2.256", "address"},
+    {"v=spf1 ip4:99999999999999.0.2.1", "address"}, /* fuzz: int overflow */
+    {"v=spf1 ip4:192.0.2", "address"},
+    {"v=spf1 ip4:192.0.2.1.", "address"},
+    {"v=spf1 ip4:", "address"},
+    {"v=spf1 ip4", "address"},
+    {"v=spf1 ip6:2001:db8::1/0128", "CIDR"},
+    {"v=spf1 ip6:2001:db8::1/129", "CIDR"},
+    {"v=spf1 ip6:2001:db8:::1", "address"},
+    {"v=spf1 ip6:2001:db8::1%eth0", "address"},
+    {"v=spf1 ip6:[2001:db8::1]", "address"},
+    {"v=spf1 ip6:192.0.2.1", "address"},
+    {"v=spf1 a:", "empty domain"},
+    {"v=spf1 a:/24", "empty domain"},
+    {"v=spf1 a/024", "CIDR"},
+    {"v=spf1 a//064", "CIDR"},
+    {"v=spf1 a/33", "CIDR"},
+    {"v=spf1 a//129", "CIDR"},
+    {"v=spf1 a//64/24", "CIDR"},
+    {"v=spf1 mx///64", "CIDR"},
+    {"v=spf1 ptr/24", "CIDR"},
+    {"v=spf1 ptr:", "empty domain"},
+    {"v=spf1 a:192.0.2.1", "top-level"},
+    {"v=spf1 a:mail", "top-level"},
+    {"v=spf1 a:foo.123.", "top-level"},
+    {"v=spf1 a:mail.-x", "top-level"},
+    {"v=spf1 a:mail.x-", "top-level"},
+    {"v=spf1 a:foo._x", "top-level"},
+    {"v=spf1 a:.", "empty label"},
+    {"v=spf1 a:.test", "empty label"},
+    {"v=spf1 a:mail..example.com", "empty label"},
+    {"v=spf1 a:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example.com",
+     "63 octets"},
+    {"v=spf1 include:", "empty domain"},
+    {"v=spf1 include", "needs a domain"},
+    {"v=spf1 include:i.example.com/24", "top-level"},
+    {"v=spf1 exists:e.example.com//64", "top-level"},
+    {"v=spf1 exists:foo", "top-level"},
+    {"v=spf1 exists:x.%{l}x", "top-level"},
+    {"v=spf1 foo", "unknown mechanism"},
+    {"v=spf1 ipv4:192.0.2.1", "unknown mechanism"},
+    {"v=spf1 - all", "unknown mechanism"},
+    {"v=spf1 ++all", "unknown mechanism"},
+    {"v=spf1 -all:foo.example.com", "unknown mechanism"},
+    {"v=spf1 +all ip4:bogus", "address"},
+    {"v=spf1 9foo=bar", "unknown mechanism"},
+    {"v=spf1 =bar", "unknown mechanism"},
+    {"v=spf1 -redirect=r.example.com", "unknown mechanism"},
+    {"v=spf1 redirect:r.example.com", "unknown mechanism"},
+    {"v=spf1 redirect=r.example.com redirect=r.example.com", "twice"},
+    {"v=spf1 redirect=a.example.com REDIRECT=b.example.com", "twice"},
+    {"v=spf1 -all exp=e.example.com Exp=e.example.com", "twice"},
+    {"v=spf1 redirect=", "empty domain"},
+    {"v=spf1 -all exp=", "empty domain"},
+    {"v=spf1 redirect=192.0.2.1", "top-level"},
+    {"v=spf1 -all exp=foo", "top-level"},
+    {"v=spf1 foo=%{z}", "letter"},
+    {"v=spf1 foo=50%", "at the end"},
+    {"v=spf1 exists:%{x}.example.com", "letter"},
+    {"v=spf1 exists:%{c}.example.com", "letter"},
+    {"v=spf1 exists:%{r}.example.com", "letter"},
+    {"v=spf1 exists:%{t}.example.com", "letter"},
+    {"v=spf1 exists:%{d0}.example.com", "transformer 0"},
+    {"v=spf1 exists:%{d00}.example.com", "transformer 0"},
+    {"v=spf1 exists:%{d.example.com", "macro syntax"},
+    {"v=spf1 exists:%{}.example.com", "letter"},
+    {"v=spf1 exists:%x.example.com", "is not a macro"},
+    {"v=spf1 exists:%{l;}.example.com", "macro syntax"},
+    {"v=spf1 exists:%{dr2}.example.com", "macro syntax"},
+    {"v=spf1 exists:%{", "unterminated"},
+    {"v=spf1 a:m\xc3\xa4il.example.com", "0xc3"},
+    {"v=spf1 foo=\x01", "0x01"},
 };
 
 /* test_check_good - accepted, normalized as expected */
@@ -153,8 +158,8 @@ static void test_check_good(void **state)
 		if (rc != 0)
 			fail_msg("case %zu \"%s\": refused: %s", i, good[i].in, err);
 		if (strcmp(out, good[i].norm) != 0)
-			fail_msg("case %zu \"%s\": normalized to \"%s\", want \"%s\"", i, good[i].in,
-			         out, good[i].norm);
+			fail_msg("case %zu \"%s\": normalized to \"%s\", want \"%s\"", i,
+			         good[i].in, out, good[i].norm);
 		free(out);
 	}
 }
@@ -165,8 +170,8 @@ static void test_check_bad(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char err[160] = "", *out = (char *)"x";
-		int rc =
-		    policy_spf_check_record(bad[i].in, strlen(bad[i].in), NULL, &out, err, sizeof(err));
+		int rc = policy_spf_check_record(bad[i].in, strlen(bad[i].in), NULL, &out, err,
+		                                 sizeof(err));
 		if (rc != -1)
 			fail_msg("case %zu \"%s\": accepted as \"%s\"", i, bad[i].in, out);
 		if (out != NULL)
@@ -183,22 +188,22 @@ static const struct {
 	const char *in;
 	const char *norm;
 } macro_cases[] = {
-	{"v=spf1 exists:%{d3}.x.example.com", "v=spf1 exists:%{d}.x.example.com"},
-	{"v=spf1 exists:%{d4}.x.example.com", "v=spf1 exists:%{d}.x.example.com"},
-	{"v=spf1 exists:%{d2}.x.example.com", "v=spf1 exists:%{d2}.x.example.com"},
-	{"v=spf1 exists:%{d3r}.x.example.com", "v=spf1 exists:%{dr}.x.example.com"},
-	{"v=spf1 exists:%{l2-}.x.example.com", "v=spf1 exists:%{l-}.x.example.com"},
-	{"v=spf1 exists:%{l1-}.x.example.com", "v=spf1 exists:%{l1-}.x.example.com"},
-	{"v=spf1 exists:%{l2}.x.example.com", "v=spf1 exists:%{l}.x.example.com"},
-	{"v=spf1 exists:%{i4}.x.example.com", "v=spf1 exists:%{i}.x.example.com"},
-	{"v=spf1 exists:%{i3r}.x.example.com", "v=spf1 exists:%{i3r}.x.example.com"},
-	{"v=spf1 exists:%{h5}.x.example.com", "v=spf1 exists:%{h5}.x.example.com"},
-	{"v=spf1 exists:%{p1}.x.example.com", "v=spf1 exists:%{p1}.x.example.com"},
-	/* zero CIDR lengths for an IPv4 client */
-	{"v=spf1 a/0 -all", "v=spf1 exists:%{d} -all"},
-	{"v=spf1 ~a:m.example.com/0//0", "v=spf1 ~exists:m.example.com"},
-	{"v=spf1 mx/24//0 a//0", "v=spf1 mx/24 a"},
-	{"v=spf1 mx/0", "v=spf1 mx/0"},
+    {"v=spf1 exists:%{d3}.x.example.com", "v=spf1 exists:%{d}.x.example.com"},
+    {"v=spf1 exists:%{d4}.x.example.com", "v=spf1 exists:%{d}.x.example.com"},
+    {"v=spf1 exists:%{d2}.x.example.com", "v=spf1 exists:%{d2}.x.example.com"},
+    {"v=spf1 exists:%{d3r}.x.example.com", "v=spf1 exists:%{dr}.x.example.com"},
+    {"v=spf1 exists:%{l2-}.x.example.com", "v=spf1 exists:%{l-}.x.example.com"},
+    {"v=spf1 exists:%{l1-}.x.example.com", "v=spf1 exists:%{l1-}.x.example.com"},
+    {"v=spf1 exists:%{l2}.x.example.com", "v=spf1 exists:%{l}.x.example.com"},
+    {"v=spf1 exists:%{i4}.x.example.com", "v=spf1 exists:%{i}.x.example.com"},
+    {"v=spf1 exists:%{i3r}.x.example.com", "v=spf1 exists:%{i3r}.x.example.com"},
+    {"v=spf1 exists:%{h5}.x.example.com", "v=spf1 exists:%{h5}.x.example.com"},
+    {"v=spf1 exists:%{p1}.x.example.com", "v=spf1 exists:%{p1}.x.example.com"},
+    /* zero CIDR lengths for an IPv4 client */
+    {"v=spf1 a/0 -all", "v=spf1 exists:%{d} -all"},
+    {"v=spf1 ~a:m.example.com/0//0", "v=spf1 ~exists:m.example.com"},
+    {"v=spf1 mx/24//0 a//0", "v=spf1 mx/24 a"},
+    {"v=spf1 mx/0", "v=spf1 mx/0"},
 };
 
 /* test_check_macro_digits - normalization with known macro values */
@@ -246,9 +251,12 @@ static void test_check_length_bound(void **state)
 	static const char nul1[] = "v=spf1 exists:%{l1r\0+-}.x.example.com";
 	static const char nul2[] = "v=spf1 exists:%{\0}.x.example.com";
 	static const char nul3[] = "v=spf1 \0all";
-	assert_int_equal(policy_spf_check_record(nul1, sizeof(nul1) - 1, NULL, &out, err, sizeof(err)), -1);
-	assert_int_equal(policy_spf_check_record(nul2, sizeof(nul2) - 1, NULL, &out, err, sizeof(err)), -1);
-	assert_int_equal(policy_spf_check_record(nul3, sizeof(nul3) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_int_equal(
+	    policy_spf_check_record(nul1, sizeof(nul1) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_int_equal(
+	    policy_spf_check_record(nul2, sizeof(nul2) - 1, NULL, &out, err, sizeof(err)), -1);
+	assert_int_equal(
+	    policy_spf_check_record(nul3, sizeof(nul3) - 1, NULL, &out, err, sizeof(err)), -1);
 	assert_null(out);
 }
 
@@ -256,18 +264,18 @@ static const struct {
 	const char *name;
 	bool ok;
 } names[] = {
-	{"example.com", true},
-	{"example.com.", true},
-	{"_spf.example.com", true},
-	{"a.b.c.d.e.example.com", true},
-	{"example", false},
-	{"", false},
-	{".", false},
-	{".example.com", false},
-	{"a..example.com", false},
-	{"example.com..", false},
-	{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", true},
-	{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", false},
+    {"example.com", true},
+    {"example.com.", true},
+    {"_spf.example.com", true},
+    {"a.b.c.d.e.example.com", true},
+    {"example", false},
+    {"", false},
+    {".", false},
+    {".example.com", false},
+    {"a..example.com", false},
+    {"example.com..", false},
+    {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", true},
+    {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", false},
 };
 
 /* test_name_ok - RFC 7208 4.3 usable names */
@@ -295,8 +303,10 @@ static void test_name_ok(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_check_good),         cmocka_unit_test(test_check_bad),
-	    cmocka_unit_test(test_check_macro_digits), cmocka_unit_test(test_check_length_bound),
+	    cmocka_unit_test(test_check_good),
+	    cmocka_unit_test(test_check_bad),
+	    cmocka_unit_test(test_check_macro_digits),
+	    cmocka_unit_test(test_check_length_bound),
 	    cmocka_unit_test(test_name_ok),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
