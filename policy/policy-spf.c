@@ -111,6 +111,34 @@ static SPF_dns_rr_t *spf_abort(SPF_dns_server_t *srv, struct spf_hook *h, const 
 	return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
 }
 
+/* spf_host_take - an address lookup (type) of a name of the last MX/PTR
+ * answer: true once per name and type, the entry is used up. */
+static bool spf_host_take(struct spf_hook *h, ns_type type, const char *name)
+{
+	char key[300];
+
+	snprintf(key, sizeof(key), "%d:%s", (int)type, name);
+	for (size_t i = 0; i < h->hosts.n; i++) {
+		if (strcasecmp(h->hosts.v[i], key) == 0) {
+			free(h->hosts.v[i]);
+			h->hosts.v[i] = h->hosts.v[--h->hosts.n];
+			return true;
+		}
+	}
+	return false;
+}
+
+/* spf_host_add - name of an MX/PTR answer: its A and AAAA lookups follow. */
+static void spf_host_add(struct spf_hook *h, const char *name)
+{
+	char key[300];
+
+	snprintf(key, sizeof(key), "%d:%s", (int)ns_t_a, name);
+	util_strlist_add(&h->hosts, key);
+	snprintf(key, sizeof(key), "%d:%s", (int)ns_t_aaaa, name);
+	util_strlist_add(&h->hosts, key);
+}
+
 /* spf_cname_loop - name's SERVFAIL comes from a CNAME chain that loops
  * (followed with CNAME queries, at most 16 links). */
 static bool spf_cname_loop(struct spf_hook *h, const char *name)
@@ -182,7 +210,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	else if (type == ns_t_mx || type == ns_t_ptr)
 		counted = true;
 	else
-		counted = !util_strlist_has_case(&h->hosts, qname);
+		counted = !spf_host_take(h, type, qname);
 	/* RFC 7208 5.5: a DNS error on the PTR lookup, or on the address
 	 * lookup of one of its names, is no match (that name is skipped) */
 	bool ptr_side = type == ns_t_ptr || (!counted && h->hosts_ptr && type != ns_t_txt);
@@ -324,7 +352,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 			if (SPF_dns_rr_buf_realloc(rr, n, hl + 1) != 0)
 				continue;
 			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, host);
-			util_strlist_add(&h->hosts, host);
+			spf_host_add(h, host);
 			n++;
 			break;
 		}
@@ -335,9 +363,12 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	rr->num_rr = n;
 	if (n == 0 && rr->herrno == NETDB_SUCCESS)
 		rr->herrno = NO_DATA;
-	/* void lookup: a DNS term answered without data (RFC 7208 4.6.4) */
+	/* void lookup: a DNS term answered NXDOMAIN or with no records (RFC
+	 * 7208 4.6.4; a null MX is a record, a failure is not void) */
 	if (counted && type != ns_t_txt &&
-	    (rr->herrno == NO_DATA || rr->herrno == HOST_NOT_FOUND) && ++h->voids > SPF_MAX_VOID) {
+	    (ans.status == POLICY_DNS_NXDOMAIN || ans.status == POLICY_DNS_NODATA ||
+	     (ans.status == POLICY_DNS_OK && ans.n == 0)) &&
+	    ++h->voids > SPF_MAX_VOID) {
 		SPF_dns_rr_free(rr);
 		rr = spf_abort(srv, h, domain, type,
 		               "more than 2 void lookups, RFC 7208 section 4.6.4");
