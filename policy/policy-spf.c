@@ -7,6 +7,13 @@
  * whether every answer it handed out was DNSSEC-secure; the A-R comment
  * says so.
  *
+ * libspf2 is wrong by RFC 7208 in many corners; mxgate corrects it from
+ * this side (docs/conformance.md lists each correction): every record is
+ * validated and normalized by policy-spf-check.c before libspf2 compiles
+ * it, and spf_dns_lookup() keeps its own count of DNS terms and void
+ * lookups (4.6.4) and answers the DNS edge cases itself.  When it stops an
+ * evaluation, the result is permerror with the reason in the comment.
+ *
  * Identity: MAIL FROM; for the null sender, postmaster@HELO (RFC 7208
  * 2.4), reported as smtp.helo.  A MAIL FROM without a local-part gets
  * "postmaster" (RFC 7208 4.3).

@@ -161,7 +161,9 @@ def verdicts(gw):
     return out
 
 
-def test_spf_conformance(env):
+@pytest.fixture(scope="module")
+def table(env):
+    """Run every case once: (cases, gw, replies, verdict by HELO, seconds)."""
     cases, gw = env
     helos = [c["helo"] for c in cases]
     assert len(set(helos)) == len(helos), "each case needs its own HELO name"
@@ -177,7 +179,11 @@ def test_spf_conformance(env):
         got.update(verdicts(gw))
         return all(c["helo"] in got for c in cases)
     mxtest.wait_for(all_logged, mxtest.scaled(20), what="a verdict for every case")
-    took = time.monotonic() - t0
+    return cases, gw, replies, got, time.monotonic() - t0
+
+
+def test_spf_conformance(table):
+    cases, gw, replies, got, took = table
     right, wrong, false_pass, local = [], [], [], []
     for c, r in zip(cases, replies):
         res = got[c["helo"]]
@@ -202,3 +208,28 @@ def test_spf_conformance(env):
     out.write_text(summary + "\n")
     assert not false_pass, "false pass: " + ", ".join(c["id"] for c in false_pass)
     assert len(right) >= FLOOR, summary
+
+
+@pytest.mark.parametrize("cid, reason", [
+    ("void-3", "more than 2 void lookups, RFC 7208 section 4.6.4"),
+    ("lim-11-include-chain", "more than 10 DNS lookups, RFC 7208 section 4.6.4"),
+    ("mx-11-names", "more than 10 MX names, RFC 7208 section 4.6.4"),
+    ("ip4-cidr-leading-zero", "invalid SPF record at ip4-cidr-leading-zero.test: "
+                              "bad CIDR length in"),
+    ("inc-permerror", "invalid SPF record at i.inc-permerror.test: bad address in"),
+])
+def test_permerror_reason_in_headers(table, cid, reason):
+    """mxgate's own permerror says why, in Authentication-Results and
+    Received-SPF of the delivered message."""
+    gw = table[1]
+    marker = f"Subject: spf case {cid}\r\n".encode()
+    found = []
+
+    def look():
+        found[:] = [m for m in gw.mailbox_messages() if marker in m]
+        return bool(found)
+    mxtest.wait_for(look, mxtest.scaled(20), what=f"delivery of case {cid}")
+    ar = " ".join(mxtest.header_values(found[0], "Authentication-Results"))
+    rspf = " ".join(mxtest.header_values(found[0], "Received-SPF"))
+    assert "spf=permerror (" in ar and reason in ar, ar
+    assert rspf.startswith("permerror (") and reason in rspf, rspf
