@@ -24,7 +24,8 @@
  *   - the "R" transformer is written "r" (7.1: case-insensitive);
  *   - a digit transformer not smaller than the number of parts of the
  *     macro's value is dropped (7.3: all parts are used either way; libspf2
- *     gets it wrong).
+ *     gets it wrong); the delimiters "," and "/", which libspf2 refuses,
+ *     are dropped when the value does not hold them (7.1).
  *
  * Ownership: *out is malloc'd, the caller frees it.  Pure, thread-safe.
  * Diagnostics: the reason of a refusal in err (for the A-R comment).
@@ -169,19 +170,35 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 		if (j >= n || p[j] != '}')
 			CHECK_FAIL("bad macro syntax");
 		if (out != NULL) {
-			/* libspf2 mangles a digit transformer not smaller than
-			 * the number of parts; keeping them all is the same */
 			const char *val = check_macro_value(mc, letter);
+			char set[8] = "", emit[8] = "";
+			size_t ns = 0, ne = 0;
 			bool keep_digits = d1 > d0;
-			if (keep_digits && val != NULL) {
-				char delims[8] = ".";
-				if (s1 > s0)
-					snprintf(delims, sizeof(delims), "%.*s", (int)(s1 - s0),
-					         p + s0);
+			for (size_t k = s0; k < s1 && ns < 7; k++)
+				if (strchr(set, p[k]) == NULL)
+					set[ns++] = p[k];
+			if (val == NULL) {
+				memcpy(emit, set, sizeof(set));
+			} else {
+				/* libspf2 refuses ',' and '/' as delimiters: one
+				 * the value does not hold splits nothing */
+				for (size_t k = 0; k < ns; k++)
+					if (!((set[k] == ',' || set[k] == '/') &&
+					      strchr(val, set[k]) == NULL))
+						emit[ne++] = set[k];
+				/* none left: a delimiter absent from the value
+				 * keeps it one part, as the dropped ones did */
+				for (const char *dc = "-+_=."; ne == 0 && ns > 0 && *dc; dc++)
+					if (strchr(val, *dc) == NULL)
+						emit[ne++] = *dc;
+				if (ne == 0)
+					memcpy(emit, set, sizeof(set));
+				/* libspf2 mangles a digit transformer not smaller
+				 * than the number of parts; all parts is the same */
 				unsigned long parts = 1;
 				for (const char *v = val; *v; v++)
-					parts += check_in(delims, *v);
-				keep_digits = num < parts;
+					parts += check_in(ns > 0 ? set : ".", *v);
+				keep_digits = keep_digits && num < parts;
 			}
 			util_buf_add(out, p + i, 2);
 			util_buf_add(out, p + lpos, 1);
@@ -189,7 +206,7 @@ static int check_macro_string(const char *p, size_t n, bool exp_letters,
 				util_buf_add(out, p + d0, d1 - d0);
 			if (rev)
 				util_buf_adds(out, "r");
-			util_buf_add(out, p + s0, s1 - s0);
+			util_buf_adds(out, emit);
 			util_buf_adds(out, "}");
 		}
 		*ends_macro = true;
@@ -213,9 +230,17 @@ static int check_domain_spec(const char *p, size_t n, const struct policy_spf_ma
 		CHECK_FAIL("empty domain-spec");
 	if (check_macro_string(p, n, false, mc, out, &ends_macro, err, errlen) < 0)
 		return -1;
-	/* literal labels: split on '.'; only a trailing dot may leave an
-	 * empty label; a label holding a macro is checked after expansion */
+	/* literal labels: split on '.' outside macros (already checked, so
+	 * every "%{" has its "}"); only a trailing dot may leave an empty
+	 * label; a label holding a macro is checked after expansion */
 	for (size_t i = 0; i <= n; i++) {
+		if (i < n && p[i] == '%') {
+			if (p[i + 1] == '{')
+				i = (size_t)((const char *)memchr(p + i, '}', n - i) - p);
+			else
+				i++;
+			continue;
+		}
 		if (i < n && p[i] != '.')
 			continue;
 		size_t len = i - lab;

@@ -43,6 +43,8 @@ static const struct {
     {"v=spf1 a:foo.1a a:foo.1-2 a:x.y-z", "v=spf1 a:foo.1a a:foo.1-2 a:x.y-z"},
     {"v=spf1 exists:%{d}", "v=spf1 exists:%{d}"},
     {"v=spf1 exists:%{ir}.%{v}._spf.%{d2}", "v=spf1 exists:%{ir}.%{v}._spf.%{d2}"},
+    /* dots inside a macro are delimiters, not label separators */
+    {"v=spf1 exists:%{l..}.%{d2.-}.example.com", "v=spf1 exists:%{l.}.%{d2.-}.example.com"},
     {"v=spf1 exists:%{l-}.%{L+_=,/}.%{d2R}.example.com",
      "v=spf1 exists:%{l-}.%{L+_=,/}.%{d2r}.example.com"},
     {"v=spf1 exists:%%%_%-.example.com", "v=spf1 exists:%%%_%-.example.com"},
@@ -199,6 +201,12 @@ static const struct {
     {"v=spf1 exists:%{i3r}.x.example.com", "v=spf1 exists:%{i3r}.x.example.com"},
     {"v=spf1 exists:%{h5}.x.example.com", "v=spf1 exists:%{h5}.x.example.com"},
     {"v=spf1 exists:%{p1}.x.example.com", "v=spf1 exists:%{p1}.x.example.com"},
+    /* "," and "/" (refused by libspf2) dropped when the value lacks them */
+    {"v=spf1 exists:%{l+_=,/}.x.example.com", "v=spf1 exists:%{l+_=}.x.example.com"},
+    {"v=spf1 exists:%{l,}.x.example.com", "v=spf1 exists:%{l+}.x.example.com"},
+    {"v=spf1 exists:%{l2r,/}.x.example.com", "v=spf1 exists:%{lr+}.x.example.com"},
+    {"v=spf1 exists:%{s1/}.x.example.com", "v=spf1 exists:%{s+}.x.example.com"},
+    {"v=spf1 exists:%{d..}.x.example.com", "v=spf1 exists:%{d.}.x.example.com"},
     /* zero CIDR lengths for an IPv4 client */
     {"v=spf1 a/0 -all", "v=spf1 exists:%{d} -all"},
     {"v=spf1 ~a:m.example.com/0//0", "v=spf1 ~exists:m.example.com"},
