@@ -7,7 +7,7 @@ IPv4 or IPv6) judges them.  Each case is one SMTP session: PROXY, EHLO,
 MAIL, RCPT, DATA; the verdict is read from the decision log line
 ("spf=RESULT").  Sessions run a few at a time.
 
-Case format (YAML list, written from RFC 7208 and its errata - never copied
+Case format (YAML list, written from the text of RFC 7208 - never copied
 from another suite):
     - id: lower-case name, also the case's domain: $D becomes "<id>.test"
       rfc: section
