@@ -74,14 +74,18 @@ run: build
 
 # Normal build first, then the sanitizer build running the same tests.
 test: deps-test build build-san
+	@rm -f $(BUILD)/spf-conformance.txt
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cat $(BUILD)/spf-conformance.txt
 	$(MAKE) --no-print-directory fuzz-smoke
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS)
 
 test-fast: deps-test build
+	@rm -f $(BUILD)/spf-conformance.txt
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cat $(BUILD)/spf-conformance.txt
 
 deps-bench: deps
 	$(call install_missing,$(DEB_BENCH))

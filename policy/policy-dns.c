@@ -330,9 +330,10 @@ static void dns_fill(struct policy_dns_answer *ans, int err, const struct ub_res
 		ans->status = POLICY_DNS_BOGUS;
 	else if (res->rcode == 3)
 		ans->status = POLICY_DNS_NXDOMAIN;
-	else if (res->rcode != 0)
+	else if (res->rcode != 0) {
 		ans->status = POLICY_DNS_TEMPFAIL;
-	else if (!res->havedata)
+		ans->servfail = res->rcode == 2;
+	} else if (!res->havedata)
 		ans->status = POLICY_DNS_NODATA;
 	else
 		ans->status = POLICY_DNS_OK;

@@ -24,6 +24,7 @@
 struct policy_dns_answer {
 	enum policy_dns_status status;
 	bool secure; /* DNSSEC validated */
+	bool servfail; /* TEMPFAIL from an answer with RCODE 2 (not a timeout) */
 	int ttl;
 	size_t n;
 	unsigned char **data;
@@ -179,6 +180,20 @@ void policy_msg_destroy(struct policy_msg *pm);
 void policy_spf_lib_init(void);
 void policy_spf_eval(struct policy_msg *pm);
 void policy_spf_outcome_free(struct policy_spf_outcome *o);
+/* Macro values (RFC 7208 7.2) of one evaluation step, all borrowed; NULL:
+ * unknown.  i is the dotted form (IPv6: 32 nibbles). */
+struct policy_spf_macro_ctx {
+	const char *s, *l, *o, *d, *i, *h, *v;
+};
+/* policy_spf_check_record - strict RFC 7208 (4.5, 4.6, 12) check of one
+ * record of len bytes; 0 and the normalized record for libspf2 in *out
+ * (caller frees), or -1 and the reason in err (policy-spf-check.c).  mc
+ * (may be NULL) lets the normalization use the macro values. */
+int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf_macro_ctx *mc,
+                            char **out, char *err, size_t errlen);
+/* policy_spf_name_ok - name can be looked up: labels of 1..63 octets,
+ * at most 253 octets, at least two labels (a trailing dot is allowed). */
+bool policy_spf_name_ok(const char *name);
 /* policy_spf_compute_reply - loop thread: malloc'd reply or NULL. */
 char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf_outcome *o);
 

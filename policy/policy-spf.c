@@ -7,6 +7,13 @@
  * whether every answer it handed out was DNSSEC-secure; the A-R comment
  * says so.
  *
+ * libspf2 is wrong by RFC 7208 in many corners; mxgate corrects it from
+ * this side (docs/conformance.md lists each correction): every record is
+ * validated and normalized by policy-spf-check.c before libspf2 compiles
+ * it, and spf_dns_lookup() keeps its own count of DNS terms and void
+ * lookups (4.6.4) and answers the DNS edge cases itself.  When it stops an
+ * evaluation, the result is permerror with the reason in the comment.
+ *
  * Identity: MAIL FROM; for the null sender, postmaster@HELO (RFC 7208
  * 2.4), reported as smtp.helo.  A MAIL FROM without a local-part gets
  * "postmaster" (RFC 7208 4.3).
@@ -28,6 +35,11 @@
 
 #include "policy-internal.h"
 
+/* RFC 7208 4.6.4 processing limits */
+#define SPF_MAX_DNS_TERMS  10
+#define SPF_MAX_VOID       2
+#define SPF_MAX_HOST_NAMES 10
+
 struct spf_hook {
 	struct policy_dns *dns;
 	const char *domain; /* the identity's domain */
@@ -36,6 +48,14 @@ struct spf_hook {
 	bool tempfail;
 	bool bogus;      /* an answer failed DNSSEC validation */
 	bool saw_record; /* a v=spf1 record was published there */
+	/* mxgate's own accounting (RFC 7208 4.6.4), see spf_dns_lookup */
+	int txt_queries;
+	int dns_terms;                  /* include a mx ptr exists redirect evaluated */
+	int voids;                      /* of those, answers without data */
+	struct util_strlist hosts;      /* names of the last MX/PTR answer */
+	bool hosts_ptr;                 /* ... and it was a PTR answer */
+	char *permerror;                /* set: stop, the result is permerror */
+	struct policy_spf_macro_ctx mc; /* d is set per record */
 };
 
 /* spf_log_error - libspf2's fatal handler: it never returns. */
@@ -88,7 +108,88 @@ const char *policy_spf_result_str(enum policy_spf_result r)
 	return "none";
 }
 
-/* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query. */
+/* spf_abort - stop the evaluation: libspf2 gets a failure for this and
+ * every later query, policy_spf_eval() reports permerror with why. */
+static SPF_dns_rr_t *spf_abort(SPF_dns_server_t *srv, struct spf_hook *h, const char *domain,
+                               ns_type type, const char *why)
+{
+	if (h->permerror == NULL)
+		h->permerror = util_xstrdup(why);
+	return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
+}
+
+/* spf_host_take - an address lookup (type) of a name of the last MX/PTR
+ * answer: true once per name and type, the entry is used up. */
+static bool spf_host_take(struct spf_hook *h, ns_type type, const char *name)
+{
+	char key[300];
+
+	snprintf(key, sizeof(key), "%d:%s", (int)type, name);
+	for (size_t i = 0; i < h->hosts.n; i++) {
+		if (strcasecmp(h->hosts.v[i], key) == 0) {
+			free(h->hosts.v[i]);
+			h->hosts.v[i] = h->hosts.v[--h->hosts.n];
+			return true;
+		}
+	}
+	return false;
+}
+
+/* spf_host_add - name of an MX/PTR answer: its A and AAAA lookups follow. */
+static void spf_host_add(struct spf_hook *h, const char *name)
+{
+	char key[300];
+
+	snprintf(key, sizeof(key), "%d:%s", (int)ns_t_a, name);
+	util_strlist_add(&h->hosts, key);
+	snprintf(key, sizeof(key), "%d:%s", (int)ns_t_aaaa, name);
+	util_strlist_add(&h->hosts, key);
+}
+
+/* spf_cname_loop - name's SERVFAIL comes from a CNAME chain that loops
+ * (followed with CNAME queries, at most 16 links). */
+static bool spf_cname_loop(struct spf_hook *h, const char *name)
+{
+	struct util_strlist seen = {0};
+	char cur[256];
+	bool loop = false;
+
+	snprintf(cur, sizeof(cur), "%s", name);
+	for (int i = 0; i < 16 && !loop; i++) {
+		struct policy_dns_answer a;
+		char next[256];
+		util_strlist_add(&seen, cur);
+		policy_dns_query_sync(h->dns, cur, 5 /* CNAME */, &a);
+		int ok = a.status == POLICY_DNS_OK && a.n > 0 &&
+		         policy_dns_name_from_wire(a.data[0], a.len[0], next, sizeof(next)) == 0;
+		policy_dns_answer_free(&a);
+		if (!ok)
+			break;
+		size_t l = strlen(next);
+		if (l > 0 && next[l - 1] == '.')
+			next[l - 1] = 0;
+		loop = util_strlist_has_case(&seen, next);
+		snprintf(cur, sizeof(cur), "%s", next);
+	}
+	util_strlist_free(&seen);
+	return loop;
+}
+
+/* spf_dns_lookup - libspf2 lookup hook: one synchronous policy_dns query.
+ *
+ * mxgate's corrections of libspf2 live here (docs/conformance.md):
+ *   - a name over 253 octets loses left-hand labels (RFC 7208 7.3); a name
+ *     that cannot exist (empty label, label over 63 octets) is NXDOMAIN,
+ *     not a temporary error (4.3);
+ *   - every TXT record is checked by policy_spf_check_record(); a bad one
+ *     makes the evaluation a permerror (4.6), libspf2 gets the normalized
+ *     copy, and TXT strings that are no SPF record are left out (4.5);
+ *   - DNS terms (every TXT query after the first, MX, PTR, A/AAAA not for
+ *     a name of the last MX/PTR answer) over 10 and void answers of those
+ *     over 2 are a permerror (4.6.4); so is an MX answer of more than 10
+ *     names; past 10 PTR names the rest is ignored (4.6.4);
+ *   - a null MX (RFC 7505 ".") names no host;
+ *   - a SERVFAIL caused by a CNAME loop is a name without data. */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, ns_type type,
                                     int should_cache)
 {
@@ -96,13 +197,43 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 	struct policy_dns_answer ans;
 	SPF_dns_stat_t herrno;
 	SPF_dns_rr_t *rr;
+	char name[1024];
+	const char *qname;
+	bool counted = false;
 	int n = 0;
 
 	if (type != ns_t_a && type != ns_t_aaaa && type != ns_t_txt && type != ns_t_mx &&
 	    type != ns_t_ptr)
 		return SPF_dns_rr_new_init(srv, domain, type, 0, NO_DATA);
-	policy_dns_query_sync(h->dns, domain, (int)type, &ans);
-	h->lookups++;
+	if (h->permerror != NULL)
+		return SPF_dns_rr_new_init(srv, domain, type, 0, TRY_AGAIN);
+	/* RFC 7208 7.3: over 253 octets, drop left-hand labels */
+	snprintf(name, sizeof(name), "%s", domain);
+	qname = name;
+	while (strlen(qname) > 253 && strchr(qname, '.') != NULL)
+		qname = strchr(qname, '.') + 1;
+	if (type == ns_t_txt)
+		counted = h->txt_queries++ > 0; /* include / redirect */
+	else if (type == ns_t_mx || type == ns_t_ptr)
+		counted = true;
+	else
+		counted = !spf_host_take(h, type, qname);
+	/* RFC 7208 5.5: a DNS error on the PTR lookup, or on the address
+	 * lookup of one of its names, is no match (that name is skipped) */
+	bool ptr_side = type == ns_t_ptr || (!counted && h->hosts_ptr && type != ns_t_txt);
+	if (counted && ++h->dns_terms > SPF_MAX_DNS_TERMS)
+		return spf_abort(srv, h, domain, type,
+		                 "more than 10 DNS lookups, RFC 7208 section 4.6.4");
+	if (!policy_spf_name_ok(qname)) {
+		memset(&ans, 0, sizeof(ans));
+		ans.status = POLICY_DNS_NXDOMAIN;
+		ans.secure = true; /* nothing was asked */
+	} else {
+		policy_dns_query_sync(h->dns, qname, (int)type, &ans);
+		h->lookups++;
+		if (ans.status == POLICY_DNS_TEMPFAIL && ans.servfail && spf_cname_loop(h, qname))
+			ans.status = POLICY_DNS_NXDOMAIN;
+	}
 	if (!ans.secure)
 		h->all_secure = false;
 	switch (ans.status) {
@@ -116,10 +247,20 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		herrno = NO_DATA;
 		break;
 	default:
+		if (ptr_side) {
+			herrno = NO_DATA;
+			counted = false; /* an error, not a void lookup */
+			break;
+		}
 		herrno = TRY_AGAIN;
 		h->tempfail = true;
 		h->bogus |= ans.status == POLICY_DNS_BOGUS;
 		break;
+	}
+	if (type == ns_t_mx || type == ns_t_ptr) {
+		util_strlist_free(&h->hosts);
+		memset(&h->hosts, 0, sizeof(h->hosts));
+		h->hosts_ptr = type == ns_t_ptr;
 	}
 	rr = SPF_dns_rr_new_init(srv, domain, type, ans.ttl, herrno);
 	if (rr == NULL)
@@ -145,36 +286,80 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		case ns_t_txt: {
 			/* character-strings concatenated (RFC 7208 3.3) */
 			size_t pos = 0, o = 0;
-			if (SPF_dns_rr_buf_realloc(rr, n, len + 1) != 0)
-				continue;
+			char *txt = util_xmalloc(len + 1), *norm = NULL;
+			char why[160];
 			while (pos < len) {
 				size_t l = d[pos++];
 				if (pos + l > len)
 					l = len - pos;
-				memcpy(rr->rr[n]->txt + o, d + pos, l);
+				memcpy(txt + o, d + pos, l);
 				o += l;
 				pos += l;
 			}
-			/* libspf2 declares txt[1] and allocates len + 1 bytes
-			 * (SPF_dns_rr_buf_realloc above): index through a
-			 * pointer, not the one-element array */
-			char *txt = rr->rr[n]->txt;
 			txt[o] = 0;
-			if (strncasecmp(txt, "v=spf1", 6) == 0 && (o == 6 || txt[6] == ' ') &&
-			    strcasecmp(domain, h->domain) == 0)
+			/* RFC 7208 4.5: only "v=spf1" followed by SP or the end */
+			if (strncasecmp(txt, "v=spf1", 6) != 0 || (o != 6 && txt[6] != ' ') ||
+			    memchr(txt, 0, o) != NULL) {
+				free(txt);
+				continue;
+			}
+			if (strcasecmp(domain, h->domain) == 0)
 				h->saw_record = true;
+			struct policy_spf_macro_ctx mc = h->mc;
+			char dname[sizeof(name)];
+			snprintf(dname, sizeof(dname), "%s", qname);
+			if (dname[0] != 0 && dname[strlen(dname) - 1] == '.')
+				dname[strlen(dname) - 1] = 0;
+			mc.d = dname;
+			if (policy_spf_check_record(txt, o, &mc, &norm, why, sizeof(why)) < 0) {
+				char *msg =
+				    util_xasprintf("invalid SPF record at %s: %s", qname, why);
+				free(txt);
+				SPF_dns_rr_free(rr);
+				rr = spf_abort(srv, h, domain, type, msg);
+				free(msg);
+				goto out;
+			}
+			free(txt);
+			size_t nl = strlen(norm);
+			if (SPF_dns_rr_buf_realloc(rr, n, nl + 1) != 0) {
+				free(norm);
+				continue;
+			}
+			/* libspf2 declares txt[1] and allocates nl + 1 bytes:
+			 * index through a pointer, not the one-element array */
+			char *dst = rr->rr[n]->txt;
+			memcpy(dst, norm, nl + 1);
+			free(norm);
 			n++;
 			break;
 		}
 		case ns_t_mx:
 		case ns_t_ptr: {
-			char name[256];
+			char host[256];
 			size_t off = type == ns_t_mx ? 2 : 0;
 			if (len <= off ||
-			    policy_dns_name_from_wire(d + off, len - off, name, sizeof(name)) < 0 ||
-			    SPF_dns_rr_buf_realloc(rr, n, strlen(name) + 1) != 0)
+			    policy_dns_name_from_wire(d + off, len - off, host, sizeof(host)) < 0)
 				continue;
-			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, name);
+			size_t hl = strlen(host);
+			if (hl > 0 && host[hl - 1] == '.')
+				host[--hl] = 0;
+			if (hl == 0) /* RFC 7505 null MX: no host */
+				continue;
+			if (n >= SPF_MAX_HOST_NAMES) {
+				if (type == ns_t_mx) {
+					SPF_dns_rr_free(rr);
+					rr = spf_abort(
+					    srv, h, domain, type,
+					    "more than 10 MX names, RFC 7208 section 4.6.4");
+					goto out;
+				}
+				continue; /* PTR: names past the tenth are ignored */
+			}
+			if (SPF_dns_rr_buf_realloc(rr, n, hl + 1) != 0)
+				continue;
+			strcpy(type == ns_t_mx ? rr->rr[n]->mx : rr->rr[n]->ptr, host);
+			spf_host_add(h, host);
 			n++;
 			break;
 		}
@@ -183,6 +368,18 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *srv, const char *domain, n
 		}
 	}
 	rr->num_rr = n;
+	if (n == 0 && rr->herrno == NETDB_SUCCESS)
+		rr->herrno = NO_DATA;
+	/* void lookup: a DNS term answered NXDOMAIN or with no records (RFC
+	 * 7208 4.6.4; a null MX is a record, a failure is not void) */
+	if (counted && type != ns_t_txt &&
+	    (ans.status == POLICY_DNS_NXDOMAIN || ans.status == POLICY_DNS_NODATA ||
+	     (ans.status == POLICY_DNS_OK && ans.n == 0)) &&
+	    ++h->voids > SPF_MAX_VOID) {
+		SPF_dns_rr_free(rr);
+		rr = spf_abort(srv, h, domain, type,
+		               "more than 2 void lookups, RFC 7208 section 4.6.4");
+	}
 out:
 	policy_dns_answer_free(&ans);
 	return rr;
@@ -240,7 +437,7 @@ static enum policy_spf_result spf_map(SPF_result_t r)
 /* spf_is_domain - a plausible domain name (not an address literal). */
 static bool spf_is_domain(const char *s)
 {
-	if (s == NULL || *s == 0 || *s == '[' || strchr(s, '.') == NULL)
+	if (s == NULL || *s == 0 || *s == '[' || !policy_spf_name_ok(s))
 		return false;
 	for (; *s; s++)
 		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '-' && *s != '_')
@@ -299,7 +496,8 @@ void policy_spf_eval(struct policy_msg *pm)
 	SPF_request_t *req = NULL;
 	SPF_response_t *resp = NULL;
 	char ip[INET6_ADDRSTRLEN];
-	char *detail = NULL;
+	char *detail = NULL, *local = NULL;
+	char nibbles[80] = "";
 	const char *dom;
 	SPF_errcode_t qerr;
 
@@ -326,6 +524,24 @@ void policy_spf_eval(struct policy_msg *pm)
 		return;
 	}
 
+	/* macro values (RFC 7208 7.2) for the record normalization */
+	local = util_xstrdup(o->identity);
+	if (strrchr(local, '@') != NULL)
+		*strrchr(local, '@') = 0;
+	if (pm->client.ss.ss_family == AF_INET6) {
+		const unsigned char *a = ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr.s6_addr;
+		for (int k = 0; k < 16; k++)
+			snprintf(nibbles + 4 * k, sizeof(nibbles) - 4 * (size_t)k, "%x.%x%s",
+			         a[k] >> 4, a[k] & 15, k < 15 ? "." : "");
+	}
+	hook.mc = (struct policy_spf_macro_ctx){
+	    .s = o->identity,
+	    .l = local,
+	    .o = o->domain,
+	    .h = pm->helo[0] ? pm->helo : NULL,
+	    .i = pm->client.ss.ss_family == AF_INET6 ? nibbles : ip,
+	    .v = pm->client.ss.ss_family == AF_INET6 ? "ip6" : "in-addr",
+	};
 	memset(&layer, 0, sizeof(layer));
 	layer.lookup = spf_dns_lookup;
 	layer.name = "mxgate";
@@ -354,6 +570,13 @@ void policy_spf_eval(struct policy_msg *pm)
 	o->result = spf_map(SPF_response_result(resp));
 	util_log_debug("spf identity=%s libspf2_result=%d err=%d msg=\"%s\"", o->identity,
 	               (int)SPF_response_result(resp), (int)qerr, SPF_strerror(qerr));
+	/* mxgate's own checks (spf_dns_lookup) overrule libspf2 */
+	if (hook.permerror != NULL) {
+		o->result = POLICY_SPF_PERMERROR;
+		detail = util_xstrdup(hook.permerror);
+		spf_sanitize(detail);
+		goto done;
+	}
 	/* No result from libspf2 when the record could not be had or not be
 	 * compiled: RFC 7208 4.5/4.6 make a syntax error a permerror. */
 	if (SPF_response_result(resp) == SPF_RESULT_INVALID && qerr != SPF_E_SUCCESS &&
@@ -389,6 +612,9 @@ done:
 	o->secure = hook.lookups > 0 && hook.all_secure;
 	o->comment = spf_comment(receiver, o->result, o->identity, ip, detail);
 	free(detail);
+	free(hook.permerror);
+	free(local);
+	util_strlist_free(&hook.hosts);
 	if (resp != NULL)
 		SPF_response_free(resp);
 	if (req != NULL)
