@@ -331,6 +331,9 @@ static const struct config_directive d_auth[] = {
      "Signatures verified per message; the rest are ignored"},
     {"dkim_min_rsa_bits", CONFIG_T_INT, G(dkim_min_rsa_bits), "1024", NULL, 1024, 16384, NULL, NULL,
      R, "Shorter RSA keys fail (RFC 8301 section 3.2)"},
+    {"dkim_strict", CONFIG_T_BOOL, G(dkim_strict), "yes", NULL, 0, 0, NULL, NULL, R,
+     "A DKIM pass whose l= leaves body bytes unsigned, or with an unsigned extra instance of a "
+     "signed single-use field (a second From:/Subject:..., RFC 6376 8.15), is dkim=policy"},
     {"dmarc", CONFIG_T_BOOL, G(dmarc_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
      "Evaluate DMARC (RFC 7489) on the From: domain"},
     {"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc, NULL,

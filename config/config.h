@@ -185,6 +185,7 @@ struct config {
 	bool dkim_enabled;
 	int dkim_max_signatures;
 	int dkim_min_rsa_bits;            /* RFC 8301: >= 1024 */
+	bool dkim_strict;                 /* l= remainder, extra single-use fields: policy */
 	bool dmarc_enabled;
 	enum config_dmarc_enforcement dmarc_enforcement;
 	enum config_dmarc_temperror dmarc_temperror;
