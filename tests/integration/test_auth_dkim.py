@@ -35,6 +35,8 @@ def env(tmp_path_factory):
     dns.add_txt("edrsa._domainkey.dk.test", ed_txt.replace("k=ed25519; ", ""))
     # a key record with a repeated tag (RFC 6376 3.2)
     dns.add_txt("dupkey._domainkey.dk.test", good_txt.replace("k=rsa;", "k=rsa; k=rsa;"))
+    # t=s: i= must be d= exactly (RFC 6376 3.6.1)
+    dns.add_txt("strict._domainkey.dk.test", good_txt.replace("k=rsa;", "k=rsa; t=s;"))
     dns.start()
     gws = {}
 
@@ -90,10 +92,20 @@ HDRS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
 
 def sign(msg, key, selector="good", algo=b"rsa-sha256", length=False, headers=HDRS,
-         signer=dkim.DKIM):
+         signer=dkim.DKIM, identity=None):
     d = signer(msg, linesep=b"\r\n")
     return d.sign(selector.encode(), b"dk.test", key, canonicalize=(b"relaxed", b"relaxed"),
-                  include_headers=headers, length=length, signature_algorithm=algo)
+                  include_headers=headers, length=length, signature_algorithm=algo,
+                  identity=identity)
+
+
+class NoFrom(dkim.DKIM):
+    """A signer whose h= leaves From out (dkimpy refuses that itself)."""
+
+    def gen_header(self, fields, include_headers, *a, **kw):
+        include_headers = tuple(h for h in include_headers if h != b"from")
+        fields = [(k, b" : ".join(include_headers) if k == b"h" else v) for k, v in fields]
+        return super().gen_header(fields, include_headers, *a, **kw)
 
 
 class DupD(dkim.DKIM):
@@ -193,3 +205,25 @@ def test_oversigned_fields_pass(env):
     sig = sign(msg, env.keys["good"], headers=HDRS + [b"subject"])
     a = ar(deliver(env.strict, sig + b"Keywords: b\r\n" + msg, marker))
     assert "dkim=pass (2048-bit key) header.d=dk.test" in a, a
+
+
+# ------------------------------------------------------------ kept as they were
+
+def test_h_without_from_never_passes(env):
+    # RFC 6376 5.4: From MUST be signed
+    msg, marker = mxtest.make_message(sender="alice@dk.test")
+    sig = sign(msg, env.keys["good"], signer=NoFrom)
+    assert b"from" not in sig.lower().split(b"h=")[1].split(b";")[0]
+    a = ar(deliver(env.strict, sig + msg, marker))
+    assert "dkim=" in a and "dkim=pass" not in a and "dmarc=pass" not in a, a
+
+
+def test_key_flag_t_s_refuses_subdomain_identity(env):
+    # RFC 6376 3.6.1 t=s: i= must not be a subdomain of d=
+    msg, marker = mxtest.make_message(sender="alice@dk.test")
+    a = ar(deliver(env.strict, sign(msg, env.keys["good"], selector="strict",
+                                    identity=b"@sub.dk.test") + msg, marker))
+    assert "dkim=fail (" in a and "header.s=strict" in a, a
+    msg, marker = mxtest.make_message(sender="alice@dk.test")
+    a = ar(deliver(env.strict, sign(msg, env.keys["good"], selector="strict") + msg, marker))
+    assert "dkim=pass (2048-bit key) header.d=dk.test header.s=strict" in a, a
