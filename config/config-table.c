@@ -304,8 +304,13 @@ static const struct config_directive d_log[] = {
 static const struct config_directive d_dns[] = {
     {"forwarders", CONFIG_T_LIST, G(dns_forwarders), NULL, "full recursion", 0, 0, NULL,
      v_forwarder, 0, "Resolvers to forward to, as addr or addr@port (127.0.0.1@5353)"},
-    {"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), NULL, NULL, 0, 0, NULL, NULL, 0,
-     "DNSSEC root trust anchor; setting it enables validation"},
+    {"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), "auto", NULL, 0, 0, NULL, NULL,
+     0,
+     "DNSSEC validation: auto (on where root_anchor_file exists, RFC 5011 rollover state kept in "
+     "the queue directory, else off), none (off), or a static trust anchor file"},
+    {"root_anchor_file", CONFIG_T_STRING, G(dns_root_anchor_file), "/usr/share/dns/root.key", NULL,
+     0, 0, NULL, NULL, 0,
+     "The root trust anchor trust_anchor_file = auto starts from (Debian dns-root-data)"},
     {"timeout", CONFIG_T_DURATION, G(dns_timeout), "5s", NULL, 1, 60, NULL, NULL, 0,
      "Time allowed for one DNS query"},
     {"cache_size", CONFIG_T_INT, G(dns_cache_size), "10000", NULL, 0, 10000000, NULL, NULL, 0,

@@ -172,7 +172,8 @@ struct config {
 
 	/* [dns] */
 	struct util_strlist dns_forwarders;   /* "127.0.0.1@5353"; empty = full recursion */
-	char *dns_trust_anchor_file;          /* enables DNSSEC validation */
+	char *dns_trust_anchor_file;          /* auto | none | PATH (DNSSEC validation) */
+	char *dns_root_anchor_file;           /* where auto finds the root anchor */
 	int dns_timeout;                      /* seconds per query */
 	int dns_cache_size;                   /* entries */
 	int dns_slow_domain_limit;            /* queries in flight to a slow registered domain; 0 = no limit */

@@ -36,6 +36,21 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 void policy_dns_answer_free(struct policy_dns_answer *ans);
 int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen);
 
+/* The DNSSEC trust anchor ([dns] trust_anchor_file: auto | none | PATH),
+ * policy-dns-anchor.c. */
+enum policy_dns_ta { POLICY_DNS_TA_NONE = 0, POLICY_DNS_TA_FILE, POLICY_DNS_TA_AUTR };
+struct policy_dns_anchor {
+	enum policy_dns_ta mode;
+	char *path; /* owned: the file handed to libunbound */
+	char *desc; /* owned: "on (...)" / "off (...)" for status and logs */
+};
+/* policy_dns_anchor_setup - decide; auto seeds QUEUE_DIR/root.key.autr from
+ * [dns] root_anchor_file when that is readable and the file is missing.
+ * 0, or -1 with err (a release with policy_dns_anchor_clear() either way). */
+int policy_dns_anchor_setup(const struct config *cfg, struct policy_dns_anchor *a, char *err,
+                            size_t errlen);
+void policy_dns_anchor_clear(struct policy_dns_anchor *a);
+
 /* ------------------------------------------------------------ worker pool */
 
 struct policy_pool;

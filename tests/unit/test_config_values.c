@@ -293,7 +293,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->log_format, UTIL_LOG_TEXT);
 	assert_null(cfg->log_file);
 	assert_int_equal(cfg->dns_forwarders.n, 0);
-	assert_null(cfg->dns_trust_anchor_file);
+	assert_string_equal(cfg->dns_trust_anchor_file, "auto"); /* DNSSEC where the root anchor is */
+	assert_string_equal(cfg->dns_root_anchor_file, "/usr/share/dns/root.key");
 	assert_int_equal(cfg->dns_timeout, 5);
 	assert_int_equal(cfg->dns_cache_size, 10000);
 	assert_string_equal(cfg->authserv_id, "mx.example.com");
