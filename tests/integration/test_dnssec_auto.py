@@ -24,6 +24,12 @@ def env(tmp_path_factory):
         ("ed._domainkey.signed.test", "TXT", ed_txt),
         ("_dmarc.signed.test", "TXT", "v=DMARC1; p=reject"),
     ])
+    # a zone whose DKIM key record was changed after signing: bogus
+    ta_bogus = dns.add_signed_zone("bogus.test", [
+        ("ed._domainkey.bogus.test", "TXT", ed_txt),
+    ], tamper=True)
+    both = d / "two-anchors"
+    both.write_text(open(ta).read() + open(ta_bogus).read())
     dns.add("plain.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     dns.start()
     gws = []
@@ -38,7 +44,7 @@ def env(tmp_path_factory):
     class Env:
         pass
     e = Env()
-    e.dns, e.key, e.ta, e.gateway = dns, key, ta, gateway
+    e.dns, e.key, e.ta, e.both, e.gateway = dns, key, ta, str(both), gateway
     yield e
     for gw in gws:
         try:
@@ -65,9 +71,9 @@ def deliver(gw, mail_from, msg, marker):
     return vals[0]
 
 
-def signed_msg(env):
-    msg, marker = mxtest.make_message(sender="alice@signed.test")
-    return dnsserver.dkim_sign(msg, "ed", "signed.test", env.key, algo=b"ed25519-sha256") + msg, \
+def signed_msg(env, domain="signed.test"):
+    msg, marker = mxtest.make_message(sender=f"alice@{domain}")
+    return dnsserver.dkim_sign(msg, "ed", domain, env.key, algo=b"ed25519-sha256") + msg, \
         marker
 
 
@@ -120,3 +126,12 @@ def test_default_is_auto(env):
     st = status(gw)
     assert st.startswith("dnssec: on (auto: /usr/share/dns/root.key,") or \
         st.startswith("dnssec: off (auto: no root trust anchor at /usr/share/dns/root.key"), st
+
+
+def test_bogus_key_is_temperror_never_pass(env):
+    gw = env.gateway("static", trust_anchor_file=env.both)
+    assert status(gw) == f"dnssec: on (trust_anchor_file {env.both})"
+    msg, marker = signed_msg(env, "bogus.test")
+    a = deliver(gw, "bounce@signed.test", msg, marker)
+    assert "dkim=temperror (key lookup failed DNSSEC validation) header.d=bogus.test" in a, a
+    assert "dkim=pass" not in a, a
