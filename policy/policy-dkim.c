@@ -20,7 +20,12 @@
  * DESIGN.md "Known traps") is never used.
  *
  * RFC 8301: rsa-sha1 and RSA keys shorter than dkim_min_rsa_bits never pass
- * (result "policy").  Only the first dkim_max_signatures signatures are
+ * (result "policy").  After libopendkim's verdict mxgate's own layer
+ * (dkim_strict_judge, helpers in policy-dkim-strict.c) overrides it where
+ * the library is wrong by RFC 6376 (a repeated tag, k= vs a=) or where
+ * [auth] dkim_strict refuses a known attack (l= leaving body bytes
+ * unsigned, an unsigned extra instance of a signed single-use field);
+ * docs/conformance.md "DKIM".  Only the first dkim_max_signatures signatures are
  * evaluated (prescreen callback).
  *
  * Ownership: the DKIM handle and the results belong to the message.
