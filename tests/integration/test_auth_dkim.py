@@ -92,9 +92,9 @@ HDRS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
 
 def sign(msg, key, selector="good", algo=b"rsa-sha256", length=False, headers=HDRS,
-         signer=dkim.DKIM, identity=None):
+         signer=dkim.DKIM, identity=None, canon=b"relaxed"):
     d = signer(msg, linesep=b"\r\n")
-    return d.sign(selector.encode(), b"dk.test", key, canonicalize=(b"relaxed", b"relaxed"),
+    return d.sign(selector.encode(), b"dk.test", key, canonicalize=(canon, canon),
                   include_headers=headers, length=length, signature_algorithm=algo,
                   identity=identity)
 
@@ -152,11 +152,12 @@ def test_ed25519_signature_with_rsa_key_record_fails(env):
 
 # ------------------------------------------------------------ l= (RFC 6376 8.2)
 
-def test_body_length_with_appended_content(env):
+@pytest.mark.parametrize("canon", [b"relaxed", b"simple"])
+def test_body_length_with_appended_content(env, canon):
     for gw, want in ((env.strict, "dkim=policy (l="), (env.lax, "dkim=pass (2048-bit key)")):
         msg, marker = mxtest.make_message(sender="alice@dk.test",
                                           body="Pay to IBAN DE00 1111.\r\n")
-        sig = sign(msg, env.keys["good"], length=True)
+        sig = sign(msg, env.keys["good"], length=True, canon=canon)
         assert b"l=" in sig
         forged = sig + msg + b"\r\nCorrection: new IBAN XX99 6666.\r\n"
         a = ar(deliver(gw, forged, marker))
@@ -166,15 +167,17 @@ def test_body_length_with_appended_content(env):
             assert "dmarc=pass" not in a, a
 
 
-@pytest.mark.parametrize("body,extra", [
-    ("Pay to IBAN DE00 1111.\r\n", b""),
+@pytest.mark.parametrize("canon,body,extra", [
+    (b"relaxed", "Pay to IBAN DE00 1111.\r\n", b""),
     # what canonicalisation removes is not unsigned content
-    ("Pay to IBAN DE00 1111.  \r\n", b"\r\n\r\n"),
-    ("Two  spaces\r\n", b" \r\n\t\r\n"),
+    (b"relaxed", "Pay to IBAN DE00 1111.  \r\n", b"\r\n\r\n"),
+    (b"relaxed", "Two  spaces\r\n", b" \r\n\t\r\n"),
+    (b"simple", "Pay to IBAN DE00 1111.  \r\n", b""),
+    (b"simple", "Trailing empty lines\r\n", b"\r\n\r\n"),
 ])
-def test_body_length_whole_body_passes(env, body, extra):
+def test_body_length_whole_body_passes(env, canon, body, extra):
     msg, marker = mxtest.make_message(sender="alice@dk.test", body=body)
-    sig = sign(msg, env.keys["good"], length=True)
+    sig = sign(msg, env.keys["good"], length=True, canon=canon)
     a = ar(deliver(env.strict, sig + msg + extra, marker))
     assert "dkim=pass (2048-bit key) header.d=dk.test" in a, a
 

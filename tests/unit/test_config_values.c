@@ -302,6 +302,7 @@ static void test_defaults(void **state)
 	assert_false(cfg->spf_reject_fail || cfg->spf_temperror_defer);
 	assert_int_equal(cfg->dkim_max_signatures, 5);
 	assert_int_equal(cfg->dkim_min_rsa_bits, 1024);
+	assert_true(cfg->dkim_strict); /* l= / extra single-use fields: policy */
 	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_REJECT);
 	assert_string_equal(cfg->psl_file, "/usr/share/publicsuffix/public_suffix_list.dat");
 	assert_int_equal(cfg->policy_workers, 4);
