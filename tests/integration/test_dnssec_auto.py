@@ -28,8 +28,13 @@ def env(tmp_path_factory):
     ta_bogus = dns.add_signed_zone("bogus.test", [
         ("ed._domainkey.bogus.test", "TXT", ed_txt),
     ], tamper=True)
-    both = d / "two-anchors"
-    both.write_text(open(ta).read() + open(ta_bogus).read())
+    # a zone whose DMARC record was changed after signing: bogus
+    ta_bogus2 = dns.add_signed_zone("bogusdmarc.test", [
+        ("bogusdmarc.test", "A", "192.0.2.1"),
+        ("_dmarc.bogusdmarc.test", "TXT", "v=DMARC1; p=none"),
+    ], tamper=True)
+    both = d / "three-anchors"
+    both.write_text(open(ta).read() + open(ta_bogus).read() + open(ta_bogus2).read())
     dns.add("plain.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     dns.start()
     gws = []
@@ -135,3 +140,15 @@ def test_bogus_key_is_temperror_never_pass(env):
     a = deliver(gw, "bounce@signed.test", msg, marker)
     assert "dkim=temperror (key lookup failed DNSSEC validation) header.d=bogus.test" in a, a
     assert "dkim=pass" not in a, a
+
+
+def test_bogus_dmarc_record_is_temperror(env):
+    # dmarc_temperror = tempfail (default): 451, the sender retries
+    gw = env.gateway("static2", trust_anchor_file=env.both)
+    msg, _ = mxtest.make_message(sender="alice@bogusdmarc.test")
+    with gw.client() as c:
+        c.ehlo()
+        r = c.transaction("bounce@signed.test", [RCPT], msg, expect_queued=False)
+    mxtest.assert_reply(r, 451)
+    assert "DMARC" in str(r) and "DNSSEC validation failed" in str(r), r
+    assert gw.wait_log(r"dmarc=temperror", mxtest.scaled(5))
