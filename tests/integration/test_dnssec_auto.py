@@ -4,7 +4,8 @@ installed ([dns] root_anchor_file, Debian dns-root-data), through an RFC 5011
 auto-trust-anchor file seeded in the queue directory; off, and said so by
 `mxgate status`, where there is none.  A test zone signed with ldns stands in
 for the root: its DS record is the "installed" anchor.  The A-R comment says
-dnssec=secure for a DKIM key and a DMARC record that validated.
+dnssec=secure for a DKIM key and a DMARC record that validated; a bogus DKIM
+key or DMARC record is a temperror, never a pass.
 """
 import pytest
 
