@@ -145,6 +145,10 @@ static void check_paths(struct config_parse *p, const struct config_section *s, 
 		if (v == NULL)
 			continue;
 		line = config_seen_line(p, s->name, ri, d->name);
+		/* auto / none are keywords, not files (policy-dns-anchor.c) */
+		if (strcmp(d->name, "trust_anchor_file") == 0 &&
+		    (strcmp(v, "auto") == 0 || strcmp(v, "none") == 0))
+			continue;
 		/* The PSL is only read for DMARC; its default may be absent. */
 		if (line == 0 && strcmp(d->name, "psl_file") == 0 && !p->cfg->dmarc_enabled)
 			continue;

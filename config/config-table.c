@@ -323,8 +323,13 @@ static const struct config_directive d_log[] = {
 static const struct config_directive d_dns[] = {
     {"forwarders", CONFIG_T_LIST, G(dns_forwarders), NULL, "full recursion", 0, 0, NULL,
      v_forwarder, 0, "Resolvers to forward to, as addr or addr@port (127.0.0.1@5353)"},
-    {"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), NULL, NULL, 0, 0, NULL, NULL, 0,
-     "DNSSEC root trust anchor; setting it enables validation"},
+    {"trust_anchor_file", CONFIG_T_PATH, G(dns_trust_anchor_file), "auto", NULL, 0, 0, NULL, NULL,
+     0,
+     "DNSSEC validation: auto (on where root_anchor_file exists, RFC 5011 rollover state kept in "
+     "the queue directory, else off), none (off), or a static trust anchor file"},
+    {"root_anchor_file", CONFIG_T_STRING, G(dns_root_anchor_file), "/usr/share/dns/root.key", NULL,
+     0, 0, NULL, NULL, 0,
+     "The root trust anchor trust_anchor_file = auto starts from (Debian dns-root-data)"},
     {"timeout", CONFIG_T_DURATION, G(dns_timeout), "5s", NULL, 1, 60, NULL, NULL, 0,
      "Time allowed for one DNS query"},
     {"cache_size", CONFIG_T_INT, G(dns_cache_size), "10000", NULL, 0, 10000000, NULL, NULL, 0,
@@ -350,6 +355,9 @@ static const struct config_directive d_auth[] = {
      "Signatures verified per message; the rest are ignored"},
     {"dkim_min_rsa_bits", CONFIG_T_INT, G(dkim_min_rsa_bits), "1024", NULL, 1024, 16384, NULL, NULL,
      R, "Shorter RSA keys fail (RFC 8301 section 3.2)"},
+    {"dkim_strict", CONFIG_T_BOOL, G(dkim_strict), "yes", NULL, 0, 0, NULL, NULL, R,
+     "A DKIM pass whose l= leaves body bytes unsigned, or with an unsigned extra instance of a "
+     "signed single-use field (a second From:/Subject:..., RFC 6376 8.15), is dkim=policy"},
     {"dmarc", CONFIG_T_BOOL, G(dmarc_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
      "Evaluate DMARC (RFC 7489) on the From: domain"},
     {"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc, NULL,

@@ -172,7 +172,8 @@ struct config {
 
 	/* [dns] */
 	struct util_strlist dns_forwarders;   /* "127.0.0.1@5353"; empty = full recursion */
-	char *dns_trust_anchor_file;          /* enables DNSSEC validation */
+	char *dns_trust_anchor_file;          /* auto | none | PATH (DNSSEC validation) */
+	char *dns_root_anchor_file;           /* where auto finds the root anchor */
 	int dns_timeout;                      /* seconds per query */
 	int dns_cache_size;                   /* entries */
 	int dns_slow_domain_limit;            /* queries in flight to a slow registered domain; 0 = no limit */
@@ -185,6 +186,7 @@ struct config {
 	bool dkim_enabled;
 	int dkim_max_signatures;
 	int dkim_min_rsa_bits;            /* RFC 8301: >= 1024 */
+	bool dkim_strict;                 /* l= remainder, extra single-use fields: policy */
 	bool dmarc_enabled;
 	enum config_dmarc_enforcement dmarc_enforcement;
 	enum config_dmarc_temperror dmarc_temperror;

@@ -73,6 +73,9 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	util_buf_printf(out, "pid: %ld\n", (long)getpid());
 	util_buf_printf(out, "uptime: %llds\n", (long long)(now - gw->started));
 	util_buf_printf(out, "config: %s\n", gw->cfg && gw->cfg->path ? gw->cfg->path : "");
+	/* NIST SP 800-177 4-2: say whether verdicts can be DNSSEC-secure */
+	if (gw->dns != NULL)
+		util_buf_printf(out, "dnssec: %s\n", policy_dns_dnssec_status(gw->dns));
 	if (gw->server) {
 		util_buf_printf(out, "sessions: %zu\n", smtp_server_session_count(gw->server));
 		/* 1 + configs replaced by reloads that sessions or messages still use */

@@ -356,6 +356,7 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- DNS resolver: %s", err);
 		goto out;
 	}
+	util_log_info("- dnssec=%s", policy_dns_dnssec_status(gw.dns));
 	if (wants_policy(gw.cfg)) {
 		gw.policy = policy_new(gw.cfg, gw.base, gw.dns, err, sizeof(err));
 		if (!gw.policy) {

@@ -20,7 +20,12 @@
  * DESIGN.md "Known traps") is never used.
  *
  * RFC 8301: rsa-sha1 and RSA keys shorter than dkim_min_rsa_bits never pass
- * (result "policy").  Only the first dkim_max_signatures signatures are
+ * (result "policy").  After libopendkim's verdict mxgate's own layer
+ * (dkim_strict_judge, helpers in policy-dkim-strict.c) overrides it where
+ * the library is wrong by RFC 6376 (a repeated tag, k= vs a=) or where
+ * [auth] dkim_strict refuses a known attack (l= leaving body bytes
+ * unsigned, an unsigned extra instance of a signed single-use field);
+ * docs/conformance.md "DKIM".  Only the first dkim_max_signatures signatures are
  * evaluated (prescreen callback).
  *
  * Ownership: the DKIM handle and the results belong to the message.
@@ -30,6 +35,7 @@
  * here; libopendkim's own copies exist only while a worker runs the job.
  * Diagnostics: library errors at debug, results in the A-R comments.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +63,28 @@ struct dkim_keys {
 	struct dkim_key *v;
 	size_t n;
 };
+
+/* What mxgate's own checks (policy-dkim-strict.c) need, gathered by the
+ * worker while it feeds libopendkim: the DKIM-Signature values as
+ * received, instance counts of the single-use fields, the canonical body
+ * lengths. */
+struct dkim_strict {
+	char **sigv; /* owned copies of the DKIM-Signature values */
+	size_t nsig;
+	int count[POLICY_DKIM_NSINGLE];
+	struct policy_dkim_bodylen bl;
+};
+
+/* dkim_strict_free - NULL-safe. */
+static void dkim_strict_free(struct dkim_strict *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < st->nsig; i++)
+		free(st->sigv[i]);
+	free(st->sigv);
+	free(st);
+}
 
 /* dkim_find_key - the prefetched key record of one signature. */
 static struct dkim_key *dkim_find_key(struct policy_msg *pm, DKIM_SIGINFO *sig)
@@ -238,7 +266,11 @@ static int dkim_feed_headers(struct policy_msg *pm)
 	size_t pos = 0;
 	bool from_seen = false;
 	DKIM_STAT st;
+	struct dkim_strict *ds = util_xcalloc(1, sizeof(*ds));
 
+	dkim_strict_free(pm->strict);
+	pm->strict = ds;
+	ds->sigv = util_xcalloc((size_t)pm->dkim_sigs_kept + 1, sizeof(*ds->sigv));
 	pm->dkim_too_many = pm->dkim_fields > DKIM_MAX_FIELDS;
 	if (pm->dkim_too_many)
 		util_log_info("dkim fields=%d msg=\"more than %d header fields: no signature is "
@@ -246,6 +278,12 @@ static int dkim_feed_headers(struct policy_msg *pm)
 		              pm->dkim_fields, DKIM_MAX_FIELDS);
 	while (util_hdr_next(pm->dkim_hdrs.data, pm->dkim_hdrs.len, &pos, &f) == 1) {
 		size_t len = f.raw_len;
+		int su = policy_dkim_single_use_index(f.name, f.name_len);
+
+		if (su >= 0)
+			ds->count[su]++;
+		if (util_hdr_name_is(&f, "DKIM-Signature") && ds->nsig < (size_t)pm->dkim_sigs_kept)
+			ds->sigv[ds->nsig++] = util_xstrndup(f.value, f.value_len);
 		/* too many: the signatures and one From: (libopendkim refuses a
 		 * message without one) */
 		if (pm->dkim_too_many && !util_hdr_name_is(&f, "DKIM-Signature") &&
@@ -301,6 +339,9 @@ static void dkim_body_from_fd(struct policy_msg *pm)
 			break;
 		}
 		dkim_body(pm->dkim, (u_char *)buf, (size_t)n);
+		if (pm->strict != NULL)
+			policy_dkim_bodylen_feed(&((struct dkim_strict *)pm->strict)->bl, buf,
+			                         (size_t)n);
 		off += n;
 	}
 	free(buf);
@@ -459,6 +500,130 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 	                                                      : "invalid signature");
 }
 
+/* dkim_set - replace a signature's result and comment. */
+static void dkim_set(struct policy_dkim_sig *o, const char *result, const char *comment)
+{
+	free(o->comment);
+	o->result = result;
+	o->comment = util_xstrdup(comment);
+}
+
+/* dkim_same_b - the b= value of our parse equals libopendkim's, white space
+ * ignored: how a DKIM_SIGINFO is matched to the field it came from. */
+static bool dkim_same_b(const struct policy_dkim_tag *t, const char *b)
+{
+	size_t i = 0;
+
+	for (;; b++) {
+		while (i < t->value_len && isspace((unsigned char)t->value[i]))
+			i++;
+		while (*b != 0 && isspace((unsigned char)*b))
+			b++;
+		if (i == t->value_len || *b == 0)
+			return i == t->value_len && *b == 0;
+		if (t->value[i++] != *b)
+			return false;
+	}
+}
+
+/* dkim_find_field - parse the received DKIM-Signature values until the one
+ * sig came from (same b=); its parse result (0/-1, err) and tags. */
+static bool dkim_find_field(struct dkim_strict *ds, DKIM_SIGINFO *sig,
+                            struct policy_dkim_tags *tags, int *rc, char *err, size_t errlen)
+{
+	const char *b = (const char *)dkim_sig_gettagvalue(sig, 0, (u_char *)"b");
+
+	for (size_t j = 0; b != NULL && j < ds->nsig; j++) {
+		*rc = policy_dkim_tags_parse(ds->sigv[j], strlen(ds->sigv[j]), tags, err, errlen);
+		for (size_t t = 0; t < tags->n; t++)
+			if (tags->v[t].name_len == 1 && tags->v[t].name[0] == 'b' &&
+			    dkim_same_b(&tags->v[t], b))
+				return true;
+		policy_dkim_tags_free(tags);
+	}
+	return false;
+}
+
+/* dkim_strict_judge - mxgate's layer after libopendkim's verdict
+ * (docs/conformance.md "## DKIM"): a tag-list with a repeated tag is
+ * permerror (RFC 6376 3.2; libopendkim keeps the last d=), a key whose type
+ * is not a='s fails (3.6.1), and with dkim_strict a pass whose l= leaves
+ * body bytes unsigned (8.2) or that leaves an instance of a signed
+ * single-use field unsigned (8.15) becomes "policy". */
+static void dkim_strict_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key *k,
+                              struct policy_dkim_sig *o)
+{
+	struct dkim_strict *ds = pm->strict;
+	struct policy_dkim_tags tags = {0}, key = {0};
+	const struct policy_dkim_tag *a, *l, *h;
+	char err[200], msg[300];
+	int rc = 0;
+
+	if (ds == NULL)
+		return;
+	if (!dkim_find_field(ds, sig, &tags, &rc, err, sizeof(err))) {
+		dkim_set(o, "permerror", "signature tag-list does not parse, RFC 6376 3.2");
+		goto done;
+	}
+	if (rc < 0) {
+		snprintf(msg, sizeof(msg), "invalid signature: %s", err);
+		dkim_set(o, "permerror", msg);
+		goto done;
+	}
+	if (strcmp(o->result, "temperror") == 0 || strcmp(o->result, "permerror") == 0)
+		goto done;
+	if (k != NULL && k->fetched && k->status == POLICY_DNS_OK && k->text != NULL) {
+		if (policy_dkim_tags_parse(k->text, strlen(k->text), &key, err, sizeof(err)) < 0) {
+			snprintf(msg, sizeof(msg), "invalid key record: %s", err);
+			dkim_set(o, "permerror", msg);
+			goto done;
+		}
+		a = policy_dkim_tags_get(&tags, "a");
+		if (a != NULL &&
+		    policy_dkim_key_alg_check(&key, a->value, a->value_len, err, sizeof(err)) < 0) {
+			dkim_set(o, "fail", err);
+			goto done;
+		}
+	}
+	if (!pm->pc->cfg->dkim_strict || strcmp(o->result, "pass") != 0)
+		goto done;
+	l = policy_dkim_tags_get(&tags, "l");
+	if (l != NULL && pm->body_err == 0) {
+		dkim_canon_t hc = DKIM_CANON_SIMPLE, bc = DKIM_CANON_SIMPLE;
+		int64_t simple = 0, relaxed = 0, want;
+		long long lv = strtoll(l->value, NULL, 10);
+
+		dkim_sig_getcanons(sig, &hc, &bc);
+		policy_dkim_bodylen_end(&ds->bl, &simple, &relaxed);
+		want = bc == DKIM_CANON_RELAXED ? relaxed : simple;
+		if (want > lv) {
+			snprintf(msg, sizeof(msg),
+			         "l=%lld leaves %lld body bytes unsigned, RFC 6376 8.2", lv,
+			         (long long)(want - lv));
+			dkim_set(o, "policy", msg);
+			goto done;
+		}
+	}
+	h = policy_dkim_tags_get(&tags, "h");
+	for (int i = 0; h != NULL && i < POLICY_DKIM_NSINGLE; i++) {
+		const char *name = policy_dkim_single_use_name(i);
+		int n =
+		    ds->count[i] > 1 ? policy_dkim_hlist_count(h->value, h->value_len, name) : 0;
+
+		if (n > 0 && ds->count[i] > n) {
+			snprintf(
+			    msg, sizeof(msg),
+			    "%d %s: fields, %d signed: an unsigned one was added, RFC 6376 8.15",
+			    ds->count[i], name, n);
+			dkim_set(o, "policy", msg);
+			goto done;
+		}
+	}
+done:
+	policy_dkim_tags_free(&tags);
+	policy_dkim_tags_free(&key);
+}
+
 /* policy_dkim_eval - worker: fetch keys, finish verification, judge each signature. */
 void policy_dkim_eval(struct policy_msg *pm)
 {
@@ -498,7 +663,10 @@ void policy_dkim_eval(struct policy_msg *pm)
 		o->b = dkim_b8(sigs[i]);
 		o->secure = k != NULL && k->secure;
 		dkim_judge(pm, sigs[i], k, o);
+		dkim_strict_judge(pm, sigs[i], k, o);
 	}
+	dkim_strict_free(pm->strict);
+	pm->strict = NULL;
 	if (pm->keys != NULL) {
 		struct dkim_keys *ks = pm->keys;
 		for (size_t i = 0; i < ks->n; i++)
@@ -516,6 +684,8 @@ void policy_dkim_msg_free(struct policy_msg *pm)
 		dkim_free(pm->dkim);
 	pm->dkim = NULL;
 	util_buf_free(&pm->dkim_hdrs);
+	dkim_strict_free(pm->strict);
+	pm->strict = NULL;
 	for (size_t i = 0; i < pm->nsigs; i++) {
 		free(pm->sigs[i].d);
 		free(pm->sigs[i].s);

@@ -18,7 +18,9 @@
  * RFC 6761 names: libunbound answers "test." and "invalid." itself; we make
  * them transparent zones (see dns_configure for why not `nodefault`) and
  * allow querying 127.0.0.1 so loopback test servers work.
- * DNSSEC: with a trust anchor file, answers carry secure/bogus; bogus is a
+ * DNSSEC: with a trust anchor (policy-dns-anchor.c: by default the
+ * installed root anchor, RFC 5011 auto-trust-anchor), answers carry
+ * secure/bogus; bogus is a
  * status of its own (callers treat it as a temporary error, RFC 7208 / 6376
  * have no better word).
  *
@@ -103,6 +105,7 @@ struct policy_dns {
 	bool pump_started;
 	int stop_pipe[2];
 	bool validating;
+	struct policy_dns_anchor anchor;
 	int timeout_ms;
 	struct dns_req *reqs;
 	/* slow-domain isolation for the synchronous (worker) queries */
@@ -113,7 +116,8 @@ struct policy_dns {
 };
 
 /* dns_configure - apply the config to one fresh context. */
-static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err, size_t errlen)
+static int dns_configure(struct ub_ctx *ctx, const struct config *cfg,
+                         const struct policy_dns_anchor *ta, char *err, size_t errlen)
 {
 	char buf[64];
 	int rc;
@@ -158,10 +162,12 @@ static int dns_configure(struct ub_ctx *ctx, const struct config *cfg, char *err
 			return -1;
 		}
 	}
-	if (cfg->dns_trust_anchor_file != NULL &&
-	    (rc = ub_ctx_add_ta_file(ctx, cfg->dns_trust_anchor_file)) != 0) {
-		snprintf(err, errlen, "dns trust anchor %s: %s", cfg->dns_trust_anchor_file,
-		         ub_strerror(rc));
+	/* RFC 5011: with an auto-trust-anchor file libunbound follows root
+	 * KSK rollovers and rewrites the file (policy-dns-anchor.c) */
+	if (ta->mode != POLICY_DNS_TA_NONE &&
+	    (rc = ta->mode == POLICY_DNS_TA_AUTR ? ub_ctx_add_ta_autr(ctx, ta->path)
+	                                         : ub_ctx_add_ta_file(ctx, ta->path)) != 0) {
+		snprintf(err, errlen, "dns trust anchor %s: %s", ta->path, ub_strerror(rc));
 		return -1;
 	}
 	if ((rc = ub_ctx_async(ctx, 1)) != 0)
@@ -211,7 +217,6 @@ struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *b
 
 	d->base = base;
 	d->stop_pipe[0] = d->stop_pipe[1] = -1;
-	d->validating = cfg->dns_trust_anchor_file != NULL;
 	d->timeout_ms = (cfg->dns_timeout > 0 ? cfg->dns_timeout : 5) * 1000;
 	d->slow_limit = cfg->dns_slow_domain_limit;
 	pthread_mutex_init(&d->slow_mu, NULL);
@@ -221,8 +226,11 @@ struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *b
 		snprintf(err, errlen, "ub_ctx_create failed");
 		goto err;
 	}
-	if (dns_configure(d->loop_ctx, cfg, err, errlen) < 0 ||
-	    dns_configure(d->work_ctx, cfg, err, errlen) < 0)
+	if (policy_dns_anchor_setup(cfg, &d->anchor, err, errlen) < 0)
+		goto err;
+	d->validating = d->anchor.mode != POLICY_DNS_TA_NONE;
+	if (dns_configure(d->loop_ctx, cfg, &d->anchor, err, errlen) < 0 ||
+	    dns_configure(d->work_ctx, cfg, &d->anchor, err, errlen) < 0)
 		goto err;
 	if (pipe(d->stop_pipe) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -289,13 +297,20 @@ void policy_dns_free(struct policy_dns *d)
 	if (d->work_ctx != NULL)
 		ub_ctx_delete(d->work_ctx);
 	pthread_mutex_destroy(&d->slow_mu);
+	policy_dns_anchor_clear(&d->anchor);
 	free(d);
 }
 
-/* policy_dns_is_validating - a trust anchor is configured. */
+/* policy_dns_is_validating - a trust anchor is in use. */
 bool policy_dns_is_validating(const struct policy_dns *d)
 {
 	return d->validating;
+}
+
+/* policy_dns_dnssec_status - the trust anchor decision, one line. */
+const char *policy_dns_dnssec_status(const struct policy_dns *d)
+{
+	return d->anchor.desc != NULL ? d->anchor.desc : "off";
 }
 
 /* policy_dns_status_str - status name for logs. */

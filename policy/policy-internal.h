@@ -37,6 +37,21 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 void policy_dns_answer_free(struct policy_dns_answer *ans);
 int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen);
 
+/* The DNSSEC trust anchor ([dns] trust_anchor_file: auto | none | PATH),
+ * policy-dns-anchor.c. */
+enum policy_dns_ta { POLICY_DNS_TA_NONE = 0, POLICY_DNS_TA_FILE, POLICY_DNS_TA_AUTR };
+struct policy_dns_anchor {
+	enum policy_dns_ta mode;
+	char *path; /* owned: the file handed to libunbound */
+	char *desc; /* owned: "on (...)" / "off (...)" for status and logs */
+};
+/* policy_dns_anchor_setup - decide; auto seeds QUEUE_DIR/root.key.autr from
+ * [dns] root_anchor_file when that is readable and the file is missing.
+ * 0, or -1 with err (a release with policy_dns_anchor_clear() either way). */
+int policy_dns_anchor_setup(const struct config *cfg, struct policy_dns_anchor *a, char *err,
+                            size_t errlen);
+void policy_dns_anchor_clear(struct policy_dns_anchor *a);
+
 /* ------------------------------------------------------------ worker pool */
 
 struct policy_pool;
@@ -162,6 +177,7 @@ struct policy_msg {
 	struct policy_dkim_sig *sigs;
 	size_t nsigs;
 	void *keys; /* struct dkim_keys *, worker only */
+	void *strict; /* struct dkim_strict * (policy-dkim.c), worker only */
 
 	struct policy_from from;
 	struct policy_dmarc_outcome dmarc;
@@ -206,6 +222,46 @@ void policy_dkim_body(struct policy_msg *pm, const char *p, size_t n);     /* lo
 bool policy_dkim_wants_body(const struct policy_msg *pm);                 /* loop */
 void policy_dkim_eval(struct policy_msg *pm);                              /* worker */
 void policy_dkim_msg_free(struct policy_msg *pm);
+
+/* ------------------------------------------------------------ DKIM, mxgate's layer
+ * (policy-dkim-strict.c): pure helpers around libopendkim. */
+struct policy_dkim_tag {
+	const char *name, *value; /* borrowed from the parsed text */
+	size_t name_len, value_len;
+};
+struct policy_dkim_tags {
+	struct policy_dkim_tag *v; /* owned array; free with policy_dkim_tags_free() */
+	size_t n;
+};
+/* policy_dkim_tags_parse - RFC 6376 3.2 tag-list (a DKIM-Signature value or
+ * a key record) into out.  0, or -1 with the reason in err: a syntax error
+ * (out holds the tags before it) or a repeated tag name (the whole list is
+ * invalid; out still holds every tag).  Free out in both cases. */
+int policy_dkim_tags_parse(const char *s, size_t len, struct policy_dkim_tags *out, char *err,
+                           size_t errlen);
+void policy_dkim_tags_free(struct policy_dkim_tags *t);
+const struct policy_dkim_tag *policy_dkim_tags_get(const struct policy_dkim_tags *t,
+                                                   const char *name);
+/* policy_dkim_hlist_count - occurrences of a field name in an h= value. */
+int policy_dkim_hlist_count(const char *h, size_t hlen, const char *name);
+/* policy_dkim_key_alg_check - 0 when the key record's k= (default rsa) is
+ * the key type of a=, else -1 and the reason (RFC 6376 3.6.1). */
+int policy_dkim_key_alg_check(const struct policy_dkim_tags *key, const char *a, size_t alen,
+                              char *err, size_t errlen);
+/* Header fields a message has at most once (RFC 5322 3.6, RFC 2045). */
+#define POLICY_DKIM_NSINGLE 14
+int policy_dkim_single_use_index(const char *name, size_t len);
+const char *policy_dkim_single_use_name(int i);
+/* Canonical body lengths (RFC 6376 3.4.3 simple, 3.4.4 relaxed), counted
+ * while the body streams; zero-initialise. */
+struct policy_dkim_bodylen {
+	int64_t simple, relaxed;   /* committed lengths */
+	int64_t s_pend, r_pend;    /* empty lines not yet known to be trailing */
+	int64_t s_line, r_line;    /* the current line so far */
+	bool cr, r_wsp;
+};
+void policy_dkim_bodylen_feed(struct policy_dkim_bodylen *b, const char *p, size_t n);
+void policy_dkim_bodylen_end(struct policy_dkim_bodylen *b, int64_t *simple, int64_t *relaxed);
 
 int policy_dmarc_lib_init(struct policy_ctx *pc, char *err, size_t errlen);
 void policy_dmarc_lib_free(struct policy_ctx *pc);

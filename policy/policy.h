@@ -34,7 +34,8 @@ struct policy_msg;
 
 /* The one DNS resolver of mxgate (libunbound): forwarders "addr[@port]" from
  * [dns] forwarders (full recursion when none), optional DNSSEC validation
- * with [dns] trust_anchor_file, a cache, per-query timeouts.  It makes
+ * with [dns] trust_anchor_file (default auto: on where the root anchor is
+ * installed, policy-dns-anchor.c), a cache, per-query timeouts.  It makes
  * "test." and "invalid." transparent local zones (libunbound 1.17 ignores
  * `nodefault` given through ub_ctx_set_option: every *.test name stays
  * NXDOMAIN) and sets `do-not-query-localhost: no`, so test zones on
@@ -86,6 +87,9 @@ void policy_dns_resolve_txt(struct policy_dns *d, const char *name, policy_dns_t
 const char *policy_dns_status_str(enum policy_dns_status st);
 /* policy_dns_is_validating - a trust anchor is configured (DNSSEC on). */
 bool policy_dns_is_validating(const struct policy_dns *d);
+/* policy_dns_dnssec_status - one line for `mxgate status` and the start-up
+ * log: "on (auto: /usr/share/dns/root.key, ...)" or "off (...)".  Borrowed. */
+const char *policy_dns_dnssec_status(const struct policy_dns *d);
 /* Reverse lookup: the first PTR name of addr (not yet forward-confirmed). */
 typedef void (*policy_dns_name_cb)(void *arg, enum policy_dns_status st, const char *name);
 void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,

@@ -293,7 +293,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->log_format, UTIL_LOG_TEXT);
 	assert_null(cfg->log_file);
 	assert_int_equal(cfg->dns_forwarders.n, 0);
-	assert_null(cfg->dns_trust_anchor_file);
+	assert_string_equal(cfg->dns_trust_anchor_file, "auto"); /* DNSSEC where the root anchor is */
+	assert_string_equal(cfg->dns_root_anchor_file, "/usr/share/dns/root.key");
 	assert_int_equal(cfg->dns_timeout, 5);
 	assert_int_equal(cfg->dns_cache_size, 10000);
 	assert_string_equal(cfg->authserv_id, "mx.example.com");
@@ -301,6 +302,7 @@ static void test_defaults(void **state)
 	assert_false(cfg->spf_reject_fail || cfg->spf_temperror_defer);
 	assert_int_equal(cfg->dkim_max_signatures, 5);
 	assert_int_equal(cfg->dkim_min_rsa_bits, 1024);
+	assert_true(cfg->dkim_strict); /* l= / extra single-use fields: policy */
 	assert_int_equal(cfg->dmarc_enforcement, CONFIG_DMARC_REJECT);
 	assert_string_equal(cfg->psl_file, "/usr/share/publicsuffix/public_suffix_list.dat");
 	assert_int_equal(cfg->policy_workers, 4);

@@ -50,8 +50,7 @@ static struct config *live_cfg(bool dnssec)
 	         "[dns]\nforwarders = %s\ntimeout = 2s\ncache_size = 1000\n%s%s%s"
 	         "[auth]\npolicy_workers = 2\n"
 	         "[spam]\ndnsbl_zones = bl.test\n",
-	         L.fwd, dnssec ? "trust_anchor_file = " : "", dnssec ? L.ta : "",
-	         dnssec ? "\n" : "");
+	         L.fwd, "trust_anchor_file = ", dnssec ? L.ta : "none", "\n");
 	return policy_test_config(extra);
 }
 
