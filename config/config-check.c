@@ -13,7 +13,9 @@
  *
  * Diagnostics: each problem is reported at the line of the directive that
  * causes it (line 0 when the cause is something missing from the whole
- * file, or a default); checks never stop at the first problem.
+ * file, or a default: the message then names the section and directive);
+ * checks never stop at the first problem.  What would fail at start-up
+ * is checked by config-start.c, called last.
  */
 #include "config-internal.h"
 
@@ -146,7 +148,18 @@ static void check_paths(struct config_parse *p, const struct config_section *s, 
 		/* The PSL is only read for DMARC; its default may be absent. */
 		if (line == 0 && strcmp(d->name, "psl_file") == 0 && !p->cfg->dmarc_enabled)
 			continue;
-		if (d->type == CONFIG_T_DIR)
+		if (line == 0) {
+			/* a default: say which directive of which section to set */
+			char label[128];
+
+			snprintf(label, sizeof(label), "%s (default of [%s]%s%s %s)", d->name,
+			         s->name, s->named ? " " : "",
+			         s->named ? p->cfg->routes[ri].name : "", d->name);
+			if (d->type == CONFIG_T_DIR)
+				check_dir(p, line, label, v);
+			else
+				check_file(p, line, label, v);
+		} else if (d->type == CONFIG_T_DIR)
 			check_dir(p, line, d->name, v);
 		else
 			check_file(p, line, d->name, v);
@@ -508,6 +521,7 @@ void config_check_all(struct config_parse *p)
 	check_domains(p);
 	check_global_sanity(p);
 	check_routes(p);
+	config_check_start(p);
 }
 
 /* ------------------------------------------------------------ lookups */

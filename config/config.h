@@ -222,6 +222,17 @@ extern const char config_default_text[];
 struct config *config_load(const char *path, struct config_diags *diags);
 /* config_load_string - same, from memory; name is used as FILE in messages. */
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);
+/* CONFIG_LOAD_HOST - also check this machine, as `run` will meet it: the
+ * user and group exist, the log file is writable, the certificate matches
+ * its key (errors), and the names it covers and its expiry (warnings).
+ * `check-config` and `run` use it; a reload does not (the daemon no longer
+ * runs as root, and user / log file are not reloadable). */
+#define CONFIG_LOAD_HOST 0x1u
+/* config_load_flags / config_load_string_flags - config_load() and
+ * config_load_string() with CONFIG_LOAD_* flags. */
+struct config *config_load_flags(const char *path, unsigned flags, struct config_diags *diags);
+struct config *config_load_string_flags(const char *text, const char *name, unsigned flags,
+                                        struct config_diags *diags);
 void config_free(struct config *cfg);
 
 /* config_route_for - route for a recipient domain (case-insensitive), falling

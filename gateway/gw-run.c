@@ -96,7 +96,7 @@ int gw_cmd_check_config(int argc, char **argv)
 		}
 	}
 	struct config_diags diags = {0};
-	struct config *cfg = config_load(path, &diags);
+	struct config *cfg = config_load_flags(path, CONFIG_LOAD_HOST, &diags);
 	config_diags_print(&diags, stderr);
 	size_t errors = config_diags_errors(&diags);
 	config_diags_free(&diags);
@@ -311,7 +311,7 @@ int gw_cmd_run(int argc, char **argv)
 		}
 	}
 	struct config_diags diags = {0};
-	gw.cfg = config_load(gw.config_path, &diags);
+	gw.cfg = config_load_flags(gw.config_path, CONFIG_LOAD_HOST, &diags);
 	if (!gw.cfg) {
 		config_diags_print(&diags, stderr);
 		config_diags_free(&diags);
