@@ -183,6 +183,9 @@ static void check_accounts(struct config_parse *p)
 	if (cfg->group != NULL && getgrnam(cfg->group) == NULL)
 		err_at(p, gline(p, "server", "group"), "group %s does not exist on this machine",
 		       cfg->group);
+	if (cfg->control_socket_group != NULL && getgrnam(cfg->control_socket_group) == NULL)
+		err_at(p, gline(p, "server", "control_socket_group"),
+		       "group %s does not exist on this machine", cfg->control_socket_group);
 }
 
 /* check_log_file - the file (or its folder, to create it) is writable. */

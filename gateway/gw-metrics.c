@@ -20,16 +20,34 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 
-#define METRICS_HTTP_TIMEOUT 10   /* seconds per request */
 #define METRICS_MAX_BODY     4096 /* nobody needs to send us a body */
+
+/* One HTTP connection, watched for its deadline.  evhttp owns the
+ * bufferevent; we hold a reference so that we can tell when evhttp has
+ * freed it (its callbacks are then cleared) and drop ours. */
+struct metrics_conn {
+	struct bufferevent *bev;
+	int64_t since_ms;       /* accepted, or last request answered */
+	bool over_cap;          /* one connection too many: close at once */
+	bool shut;              /* shutdown() done, waiting for evhttp to free it */
+	struct metrics_conn *next;
+};
 
 struct gw_metrics {
 	struct gw *gw;
 	struct evhttp *http;
+	struct metrics_conn *conns;
+	size_t nconns;          /* connections evhttp still has */
+	struct event *sweep;    /* once a second, and at once over the cap */
+	int timeout_ms;
+	size_t max_conns;
 };
 
 /* Histogram buckets (seconds).  DATA->250 covers the client's upload, the
@@ -91,6 +109,8 @@ void gw_metrics_define(void)
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
+	    {"mxgate_metrics_http_closed_total", UTIL_METRIC_COUNTER, "reason",
+	     "Metrics HTTP connections closed by mxgate: request_timeout, max_connections"},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
 		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,
@@ -125,10 +145,87 @@ void gw_metrics_sample(struct gw *gw)
 		                 (double)queue_pool_bytes(gw->qs));
 }
 
+/* metrics_reap - forget the connections evhttp has freed (bufferevent_free
+ * cleared their callbacks) and drop our reference. */
+static void metrics_reap(struct gw_metrics *m)
+{
+	struct metrics_conn **pp = &m->conns;
+	while (*pp) {
+		struct metrics_conn *c = *pp;
+		bufferevent_data_cb rcb = NULL;
+		bufferevent_event_cb ecb = NULL;
+		bufferevent_getcb(c->bev, &rcb, NULL, &ecb, NULL);
+		if (rcb == NULL && ecb == NULL) {
+			*pp = c->next;
+			bufferevent_decref(c->bev);
+			free(c);
+			m->nconns--;
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* metrics_sweep_cb - reap; shut down the connections past their deadline or
+ * over the cap (evhttp then sees EOF and frees them). */
+static void metrics_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_metrics *m = arg;
+	int64_t now = util_mono_ms();
+	(void)fd;
+	(void)what;
+	metrics_reap(m);
+	for (struct metrics_conn *c = m->conns; c; c = c->next) {
+		if (!c->shut && (c->over_cap || now - c->since_ms >= m->timeout_ms)) {
+			evutil_socket_t s = bufferevent_getfd(c->bev);
+			util_metrics_inc("mxgate_metrics_http_closed_total",
+			                 c->over_cap ? "max_connections" : "request_timeout");
+			util_log_info("- metrics connection closed reason=%s",
+			              c->over_cap ? "max_connections" : "request_timeout");
+			if (s >= 0)
+				shutdown(s, SHUT_RDWR);
+			c->shut = true;
+		}
+	}
+}
+
+/* metrics_bev_cb - evhttp accepted a connection: its bufferevent, counted. */
+static struct bufferevent *metrics_bev_cb(struct event_base *base, void *arg)
+{
+	struct gw_metrics *m = arg;
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	metrics_reap(m);
+	struct metrics_conn *c = util_xcalloc(1, sizeof(*c));
+	bufferevent_incref(bev);
+	c->bev = bev;
+	c->since_ms = util_mono_ms();
+	c->over_cap = m->nconns >= m->max_conns;
+	c->next = m->conns;
+	m->conns = c;
+	m->nconns++;
+	if (c->over_cap)
+		event_active(m->sweep, EV_TIMEOUT, 0);   /* after evhttp has set its fd */
+	return bev;
+}
+
+/* metrics_answered - a request was answered: the connection's deadline
+ * starts again (keep-alive scrapers). */
+static void metrics_answered(struct gw_metrics *m, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	for (struct metrics_conn *c = m->conns; c && bev; c = c->next)
+		if (c->bev == bev)
+			c->since_ms = util_mono_ms();
+}
+
 /* metrics_request_cb - GET /metrics; everything else 404. */
 static void metrics_request_cb(struct evhttp_request *req, void *arg)
 {
 	struct gw_metrics *m = arg;
+	metrics_answered(m, req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -176,7 +273,19 @@ struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen)
 		snprintf(err, errlen, "metrics: cannot create the HTTP server");
 		goto err;
 	}
-	evhttp_set_timeout(m->http, METRICS_HTTP_TIMEOUT);
+	/* evhttp's timeout is per read (a drip-feeding client renews it): the
+	 * sweep enforces a deadline for the whole request and the cap. */
+	evhttp_set_timeout(m->http, cfg->metrics_request_timeout);
+	m->timeout_ms = cfg->metrics_request_timeout * 1000;
+	m->max_conns = (size_t)cfg->metrics_max_connections;
+	m->sweep = event_new(gw->base, -1, EV_PERSIST, metrics_sweep_cb, m);
+	if (m->sweep == NULL) {
+		snprintf(err, errlen, "metrics: cannot create a timer");
+		goto err;
+	}
+	struct timeval tick = {1, 0};
+	event_add(m->sweep, &tick);
+	evhttp_set_bevcb(m->http, metrics_bev_cb, m);
 	evhttp_set_max_body_size(m->http, METRICS_MAX_BODY);
 	evhttp_set_max_headers_size(m->http, 16384);
 	evhttp_set_gencb(m->http, metrics_request_cb, m);
@@ -204,7 +313,15 @@ void gw_metrics_free(struct gw_metrics *m)
 	if (m == NULL)
 		return;
 	if (m->http)
-		evhttp_free(m->http);
+		evhttp_free(m->http);   /* frees its connections: drop our references */
+	while (m->conns) {
+		struct metrics_conn *c = m->conns;
+		m->conns = c->next;
+		bufferevent_decref(c->bev);
+		free(c);
+	}
+	if (m->sweep)
+		event_free(m->sweep);
 	free(m);
 }
 

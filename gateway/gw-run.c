@@ -95,6 +95,7 @@ int gw_cmd_check_config(int argc, char **argv)
 			return 2;
 		}
 	}
+	path = gw_config_path(path);
 	struct config_diags diags = {0};
 	struct config *cfg = config_load_flags(path, CONFIG_LOAD_HOST, &diags);
 	config_diags_print(&diags, stderr);
@@ -117,15 +118,31 @@ static bool wants_policy(const struct config *cfg)
 	       cfg->dnsbl_zones.n > 0;
 }
 
-/* gw_reload - re-read the config; keep the old one when the new is bad. */
-int gw_reload(struct gw *gw)
+/* report_diags - each diagnostic into the log and, for `mxgate reload`,
+ * into its answer (FILE:LINE: [warning: ]message, as check-config). */
+static void report_diags(const struct config_diags *d, struct util_buf *report)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		const struct config_diag *e = &d->v[i];
+		util_log(e->warning ? UTIL_LOG_WARN : UTIL_LOG_ERR, "- reload %s:%d: %s%s", e->file,
+			 e->line, e->warning ? "warning: " : "", e->msg);
+		if (report && e->line > 0)
+			util_buf_printf(report, "%s:%d: %s%s\n", e->file, e->line,
+					e->warning ? "warning: " : "", e->msg);
+		else if (report)
+			util_buf_printf(report, "%s: %s%s\n", e->file, e->warning ? "warning: " : "",
+					e->msg);
+	}
+}
+
+/* gw_reload - re-read the config; keep the old one when the new is bad.
+ * report (may be NULL) gets the problems and the changes that need a
+ * restart, for the `mxgate reload` answer. */
+int gw_reload(struct gw *gw, struct util_buf *report)
 {
 	struct config_diags diags = {0};
 	struct config *cfg = config_load(gw->config_path, &diags);
-	for (size_t i = 0; i < diags.n; i++)
-		util_log(diags.v[i].warning ? UTIL_LOG_WARN : UTIL_LOG_ERR, "- reload %s:%d: %s%s",
-			 diags.v[i].file, diags.v[i].line, diags.v[i].warning ? "warning: " : "",
-			 diags.v[i].msg);
+	report_diags(&diags, report);
 	config_diags_free(&diags);
 	if (!cfg) {
 		util_log_err("- reload refused: the config has errors; still running on the old one");
@@ -135,8 +152,7 @@ int gw_reload(struct gw *gw)
 	/* Directives that only a restart applies: say so, apply the rest. */
 	struct config_diags notes = {0};
 	(void)config_reload_check(gw->cfg, cfg, &notes);
-	for (size_t i = 0; i < notes.n; i++)
-		util_log_warn("- reload %s:%d: %s", notes.v[i].file, notes.v[i].line, notes.v[i].msg);
+	report_diags(&notes, report);
 	config_diags_free(&notes);
 	char err[512];
 	struct policy_ctx *policy = NULL;
@@ -144,6 +160,8 @@ int gw_reload(struct gw *gw)
 		policy = policy_new(cfg, gw->base, gw->dns, err, sizeof(err));
 		if (!policy) {
 			util_log_err("- reload refused: %s", err);
+			if (report)
+				util_buf_printf(report, "%s\n", err);
 			util_metrics_inc("mxgate_config_reloads_total", "failed");
 			config_free(cfg);
 			return -1;
@@ -151,6 +169,8 @@ int gw_reload(struct gw *gw)
 	}
 	if (smtp_server_reload(gw->server, cfg, policy, err, sizeof(err)) < 0) {
 		util_log_err("- reload refused: %s", err);
+		if (report)
+			util_buf_printf(report, "%s\n", err);
 		util_metrics_inc("mxgate_config_reloads_total", "failed");
 		policy_free(policy);
 		config_free(cfg);
@@ -166,6 +186,8 @@ int gw_reload(struct gw *gw)
 	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */
 	util_metrics_inc("mxgate_config_reloads_total", "ok");
 	util_log_info("- reloaded config=%s", cfg->path);
+	if (report)
+		util_buf_printf(report, "reloaded %s\n", cfg->path);
 	return 0;
 }
 
@@ -281,7 +303,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	struct gw *gw = arg;
 	if (sig == SIGHUP) {
 		util_log_info("- SIGHUP: reloading");
-		(void)gw_reload(gw);
+		(void)gw_reload(gw, NULL);
 		return;
 	}
 	if (gw->stopping)
@@ -310,6 +332,7 @@ int gw_cmd_run(int argc, char **argv)
 			return 2;
 		}
 	}
+	gw.config_path = gw_config_path(gw.config_path);
 	struct config_diags diags = {0};
 	gw.cfg = config_load_flags(gw.config_path, CONFIG_LOAD_HOST, &diags);
 	if (!gw.cfg) {

@@ -9,7 +9,8 @@
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
  *
- * Without -c, the embedded default config is used (see config_default_text).
+ * Without -c, /etc/mxgate/mxgate.conf is used when it exists, else the
+ * embedded default config (config_default_text); stderr says which.
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
 #include <stdio.h>
@@ -41,17 +42,21 @@ static const char *find_config_arg(int argc, char **argv)
 	return NULL;
 }
 
-/* cmd_control - reload/status: one request over the control socket. */
+/* cmd_control - reload/status: one request over the control socket, found
+ * even when the config file has errors (the daemon validates a reload). */
 static int cmd_control(int argc, char **argv, const char *request)
 {
-	struct config_diags diags = {0};
-	struct config *cfg = config_load(find_config_arg(argc, argv), &diags);
-	config_diags_print(&diags, stderr);
-	config_diags_free(&diags);
-	if (!cfg)
+	char sock[256];
+	int found = gw_control_socket_for(gw_config_path(find_config_arg(argc, argv)), sock,
+	                                  sizeof(sock));
+
+	if (found < 0)
 		return 2;
-	int rc = gw_control_request(cfg->control_socket, request);
-	config_free(cfg);
+	int rc = gw_control_request(sock, request);
+	/* a reload of a file with errors: the daemon refused it; exit as
+	 * check-config does on a config error */
+	if (found == 1 && rc == 1 && strcmp(request, "reload") == 0)
+		rc = 2;
 	return rc;
 }
 
