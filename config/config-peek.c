@@ -72,19 +72,29 @@ static char *peek_value(const char *text, const char *sec, const char *name)
 /* config_peek_control_socket - see config.h. */
 int config_peek_control_socket(const char *path, char *out, size_t outlen)
 {
-	const struct config_directive *d =
-	    config_directive_find(config_section_find("queue"), "directory");
-	char *text, *sock, *dir;
+	char *text;
 	size_t len;
-	int n;
+	int rc;
 
 	text = path != NULL ? util_read_file(path, CONFIG_FILE_MAX, &len)
 	                    : util_xstrdup(config_default_text);
 	if (text == NULL)
 		return -1;
+	rc = config_peek_control_socket_string(text, out, outlen);
+	free(text);
+	return rc;
+}
+
+/* config_peek_control_socket_string - see config.h. */
+int config_peek_control_socket_string(const char *text, char *out, size_t outlen)
+{
+	const struct config_directive *d =
+	    config_directive_find(config_section_find("queue"), "directory");
+	char *sock, *dir;
+	int n;
+
 	sock = peek_value(text, "server", "control_socket");
 	dir = peek_value(text, "queue", "directory");
-	free(text);
 	if (sock != NULL && *sock != '\0') {
 		n = snprintf(out, outlen, "%s", sock);
 	} else {

@@ -244,6 +244,8 @@ void config_free(struct config *cfg);
  * For the CLI when the file has errors.  0, or -1 when unreadable / too
  * long for out. */
 int config_peek_control_socket(const char *path, char *out, size_t outlen);
+/* config_peek_control_socket_string - the same over text in memory. */
+int config_peek_control_socket_string(const char *text, char *out, size_t outlen);
 
 /* config_route_for - route for a recipient domain (case-insensitive), falling
  * back to the default route.  Borrowed pointer into cfg. */
