@@ -81,6 +81,9 @@ int gw_cmd_queue(int argc, char **argv);     /* mxgate queue list|show|flush|hol
 
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
+/* gw_metrics_config - route series at 0 and the certificate's expiry, from
+ * a config just loaded (start-up and every reload). */
+void gw_metrics_config(const struct config *cfg);
 /* gw_metrics_sample - refresh the state gauges (sessions, queue, uptime). */
 void gw_metrics_sample(struct gw *gw);
 /* gw_metrics_new - define the catalogue, serve GET /metrics on [metrics]
