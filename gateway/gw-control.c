@@ -8,7 +8,7 @@
  * to it.  The client sends one line "COMMAND [ARG]\n"; the daemon
  * answers with text lines, the last one "OK" or "ERR message", and closes.
  * Commands: queue-list, queue-show ID, queue-flush [ID], queue-hold ID,
- * queue-release ID, queue-delete ID, status, reload.  Everything runs on the
+ * queue-release ID, queue-delete ID, status, reload, reopen-logs.  Everything runs on the
  * loop thread, so requests are safe while mail flows.
  *
  * Ownership: the control object owns the listener and its connections; a
@@ -114,6 +114,10 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		if (rc != 0)
 			snprintf(err, sizeof(err),
 			         "reload refused: still running on the old config");
+	} else if (strcmp(cmd, "reopen-logs") == 0 && id == NULL) {
+		rc = gw_reopen_logs(out);
+		if (rc != 0)
+			snprintf(err, sizeof(err), "the log file could not be reopened");
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {

@@ -298,10 +298,33 @@ static void stop_tick(evutil_socket_t fd, short what, void *arg)
 	event_add(stop_timer, &tick);
 }
 
-/* signal_cb - SIGHUP reloads; SIGTERM/SIGINT stop. */
+/* gw_reopen_logs - see gw.h. */
+int gw_reopen_logs(struct util_buf *report)
+{
+	const char *path = util_log_path();
+	if (util_log_reopen() < 0) {
+		int e = errno;
+		util_log_err("- cannot reopen log file %s: %s; still writing to the old one", path,
+			     strerror(e));
+		if (report)
+			util_buf_printf(report, "cannot reopen %s: %s\n", path, strerror(e));
+		return -1;
+	}
+	util_log_info("- log file reopened file=%s", path ? path : "stderr");
+	if (report)
+		util_buf_printf(report, "reopened %s\n", path ? path : "stderr (nothing to do)");
+	return 0;
+}
+
+/* signal_cb - SIGHUP reloads; SIGUSR1 reopens the log file; SIGTERM/SIGINT
+ * stop. */
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct gw *gw = arg;
+	if (sig == SIGUSR1) {
+		(void)gw_reopen_logs(NULL);
+		return;
+	}
 	if (sig == SIGHUP) {
 		util_log_info("- SIGHUP: reloading");
 		(void)gw_reload(gw, NULL);
@@ -362,7 +385,7 @@ int gw_cmd_run(int argc, char **argv)
 
 	char err[512];
 	int rc = 1;
-	struct event *sigs[3] = {0};
+	struct event *sigs[4] = {0};
 	gw.dns = policy_dns_new(gw.cfg, gw.base, err, sizeof(err));
 	if (!gw.dns) {
 		util_log_err("- DNS resolver: %s", err);
@@ -413,8 +436,8 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
-	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-	for (int i = 0; i < 3; i++) {
+	int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (int i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
 		evsignal_add(sigs[i], NULL);
 	}
@@ -425,7 +448,7 @@ int gw_cmd_run(int argc, char **argv)
 	util_log_info("- mxgate stopped");
 	rc = 0;
 out:
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
 	if (stop_timer)

@@ -42,6 +42,9 @@ struct gw {
 /* gw_reload - re-read the config; on errors log every one and keep the old
  * config.  0/-1. */
 int gw_reload(struct gw *gw, struct util_buf *report);
+/* gw_reopen_logs - reopen [log] file after rotation (SIGUSR1, `mxgate
+ * reopen-logs`); report (may be NULL) gets one line.  0/-1. */
+int gw_reopen_logs(struct util_buf *report);
 /* gw_retiring_count - replaced configs no session uses whose policy context
  * still waits for its last message (status). */
 size_t gw_retiring_count(void);

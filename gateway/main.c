@@ -4,7 +4,7 @@
  *   mxgate run [-c FILE]            run the gateway in the foreground
  *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
- *   mxgate reload | status [-c FILE] talk to the running daemon
+ *   mxgate reload | status | reopen-logs [-c FILE]  talk to the running daemon
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
@@ -26,7 +26,7 @@ static int usage(void)
 		"usage: mxgate run [-c FILE]\n"
 		"       mxgate check-config [-c FILE]\n"
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
-		"       mxgate reload|status [-c FILE]\n"
+		"       mxgate reload|status|reopen-logs [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
 		"       mxgate config-reference\n"
 		"       mxgate version\n");
@@ -75,6 +75,8 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "reload");
 	if (strcmp(cmd, "status") == 0)
 		return cmd_control(argc - 1, argv + 1, "status");
+	if (strcmp(cmd, "reopen-logs") == 0)
+		return cmd_control(argc - 1, argv + 1, "reopen-logs");
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {

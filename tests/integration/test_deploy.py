@@ -19,7 +19,7 @@ UNIT = SRC / "deploy" / "systemd" / "mxgate.service"
 DOCKERFILE = SRC / "deploy" / "docker" / "Dockerfile"
 TEMPLATE = SRC / "deploy" / "aws" / "mxgate.yaml"
 SUBCOMMANDS = {"run", "check-config", "queue", "reload", "status", "dns-records",
-               "config-reference", "version"}
+               "config-reference", "version", "reopen-logs"}
 
 
 # ---------------------------------------------------------------- systemd
