@@ -170,8 +170,11 @@ def test_metrics_request_deadline_and_connection_cap(gateway):
     # once they are gone, scrapes work again
     wait_for(lambda: _try_scrape(mport), scaled(10), what="scrape after the idle ones left")
     text = _try_scrape(mport).decode()
-    assert 'mxgate_metrics_http_closed_total{reason="request_timeout"} 1' in text, text
-    assert 'mxgate_metrics_http_closed_total{reason="max_connections"} 1' in text, text
+    # at least the drip and the third connection (the idle ones may also
+    # have reached the deadline, a scrape attempt the cap)
+    for reason in ("request_timeout", "max_connections"):
+        m = re.search(r'mxgate_metrics_http_closed_total\{reason="%s"\} (\d+)' % reason, text)
+        assert m and int(m.group(1)) >= 1, text
 
 
 def _readable(s):
