@@ -61,7 +61,7 @@ static bool error_at_line(const struct config_parse *p, int line)
 
 /* One listener of any of the three services. */
 struct lis {
-	const char *what;   /* "[server] listen" */
+	const char *what; /* "[server] listen" */
 	const struct config_listen *l;
 };
 
@@ -157,13 +157,14 @@ static void check_verify_ip(struct config_parse *p)
 		for (h = 0; h < r->nhosts; h++) {
 			if (util_addr_parse_numeric(r->hosts[h].host, 25, &a) == -1)
 				continue;
-			warn_at(p, line != 0 ? line : r->line,
-			        "route '%s': tls = verify%s with IP-literal host %s: the downstream's "
-			        "certificate must name that IP address, which certificates rarely "
-			        "do; use the host name, or tls = encrypt",
-			        r->name,
-			        config_seen_line(p, "route", ri, "tls") == 0 ? " (the default)" : "",
-			        r->hosts[h].host);
+			warn_at(
+			    p, line != 0 ? line : r->line,
+			    "route '%s': tls = verify%s with IP-literal host %s: the downstream's "
+			    "certificate must name that IP address, which certificates rarely "
+			    "do; use the host name, or tls = encrypt",
+			    r->name,
+			    config_seen_line(p, "route", ri, "tls") == 0 ? " (the default)" : "",
+			    r->hosts[h].host);
 		}
 	}
 }
@@ -222,8 +223,9 @@ static void check_log_file(struct config_parse *p)
 		err_at(p, line, "log file \"%s\" cannot be created: folder \"%s\" does not exist",
 		       path, dir);
 	else if (access(dir, W_OK | X_OK) == -1)
-		err_at(p, line, "log file \"%s\" cannot be created: folder \"%s\" is not writable: %s",
-		       path, dir, strerror(errno));
+		err_at(p, line,
+		       "log file \"%s\" cannot be created: folder \"%s\" is not writable: %s", path,
+		       dir, strerror(errno));
 	free(dir);
 }
 
@@ -298,8 +300,8 @@ static void check_cert(struct config_parse *p)
 	X509 *x;
 	char why[256];
 
-	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL ||
-	    error_at_line(p, cline) || error_at_line(p, kline))
+	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL || error_at_line(p, cline) ||
+	    error_at_line(p, kline))
 		return;
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL)
