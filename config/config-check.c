@@ -182,7 +182,8 @@ static void check_listen(struct config_parse *p)
 	char a[64], b[64];
 	size_t i, j;
 
-	if (cfg->nlisten == 0)
+	/* set but rejected: reported at its line already (one cause, one error) */
+	if (cfg->nlisten == 0 && gline(p, "server", "listen") == 0)
 		err_at(p, 0, "no listen address: set [server] listen (e.g. 0.0.0.0:25)");
 	for (i = 0; i < cfg->nlisten; i++) {
 		const struct config_listen *l = &cfg->listen[i];
@@ -276,7 +277,7 @@ static void check_domains(struct config_parse *p)
 	int line;
 	size_t i;
 
-	if (cfg->accepted_domains.n == 0)
+	if (cfg->accepted_domains.n == 0 && gline(p, "domains", "accepted_domains") == 0)
 		err_at(p, 0,
 		       "no accepted_domains: set [domains] accepted_domains to the domains "
 		       "this gateway is the MX of");
@@ -421,9 +422,12 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	static const char *const types[] = {"smtp", "mx", "directory"};
 	size_t i;
 
-	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0)
+	/* a hosts / directory line that was rejected is reported at its line */
+	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0 &&
+	    config_seen_line(p, "route", ri, "hosts") == 0)
 		err_at(p, r->line, "route '%s' has type smtp but no hosts", r->name);
-	if (r->type == CONFIG_ROUTE_DIRECTORY && r->directory == NULL)
+	if (r->type == CONFIG_ROUTE_DIRECTORY && r->directory == NULL &&
+	    config_seen_line(p, "route", ri, "directory") == 0)
 		err_at(p, r->line, "route '%s' has type directory but no directory", r->name);
 	if (r->type != CONFIG_ROUTE_SMTP && r->nhosts > 0)
 		warn_at(p, rline(p, ri, "hosts"), "route '%s': hosts is ignored with type %s",
@@ -481,7 +485,8 @@ static void check_routes(struct config_parse *p)
 		for (d = 0; d < r->domains.n; d++) {
 			const char *dom = r->domains.v[d];
 
-			if (!util_strlist_has_case(&cfg->accepted_domains, dom))
+			if (!util_strlist_has_case(&cfg->accepted_domains, dom) &&
+			    cfg->accepted_domains.n > 0)
 				warn_at(p, rline(p, i, "domains"),
 				        "route '%s': %s is not in accepted_domains, so no mail for "
 				        "it is accepted",

@@ -278,6 +278,33 @@ static void test_diag_cases(void **state)
 	}
 }
 
+/* test_one_cause_one_error - a directive that was set but rejected is not
+ * reported again as missing (listen, accepted_domains, a route's hosts or
+ * directory), nor does it draw follow-up warnings. */
+static void test_one_cause_one_error(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg;
+
+	(void)state;
+	cfg = load("[server]\nhostname = mx.example.com\nlisten = localhost:25\n"
+	           "[domains]\naccepted_domains = bad_domain.com\n"
+	           "[queue]\ndirectory = @DIR@/queue\n"
+	           "[route default]\ntype = smtp\nhosts = smtp.example.net:0\ntls = encrypt\n"
+	           "[route b]\ndomains = example.com\ntype = directory\ndirectory =\n",
+	           &d);
+	assert_null(cfg);
+	if (d.n != 4)
+		config_diags_print(&d, stderr);
+	assert_int_equal(d.n, 4);
+	assert_int_equal(config_diags_errors(&d), 4);
+	assert_int_equal(find_diag(&d, "not a numeric address")->line, 3);
+	assert_int_equal(find_diag(&d, "character '_'")->line, 5);
+	assert_int_equal(find_diag(&d, "'hosts'")->line, 10);
+	assert_int_equal(find_diag(&d, "empty value for 'directory'")->line, 15);
+	config_diags_free(&d);
+}
+
 /* test_start_checks_quiet - the start-up checks stay quiet on what is
  * fine, and one cause gives one message. */
 static void test_start_checks_quiet(void **state)
@@ -562,6 +589,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_start_checks_quiet),
+	    cmocka_unit_test(test_one_cause_one_error),
 	    cmocka_unit_test(test_diag_cases),     cmocka_unit_test(test_recipients_file_name),
 	    cmocka_unit_test(test_many_errors),    cmocka_unit_test(test_print),
 	    cmocka_unit_test(test_line_limits),    cmocka_unit_test(test_tables_documented),
