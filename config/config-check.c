@@ -14,7 +14,9 @@
  *
  * Diagnostics: each problem is reported at the line of the directive that
  * causes it (line 0 when the cause is something missing from the whole
- * file, or a default); checks never stop at the first problem.
+ * file, or a default: the message then names the section and directive);
+ * checks never stop at the first problem.  What would fail at start-up
+ * is checked by config-start.c, called last.
  */
 #include "config-internal.h"
 
@@ -152,7 +154,18 @@ static void check_paths(struct config_parse *p, const struct config_section *s, 
 		/* The PSL is only read for DMARC; its default may be absent. */
 		if (line == 0 && strcmp(d->name, "psl_file") == 0 && !p->cfg->dmarc_enabled)
 			continue;
-		if (d->type == CONFIG_T_DIR)
+		if (line == 0) {
+			/* a default: say which directive of which section to set */
+			char label[128];
+
+			snprintf(label, sizeof(label), "%s (default of [%s]%s%s %s)", d->name,
+			         s->name, s->named ? " " : "",
+			         s->named ? p->cfg->routes[ri].name : "", d->name);
+			if (d->type == CONFIG_T_DIR)
+				check_dir(p, line, label, v);
+			else
+				check_file(p, line, label, v);
+		} else if (d->type == CONFIG_T_DIR)
 			check_dir(p, line, d->name, v);
 		else
 			check_file(p, line, d->name, v);
@@ -175,7 +188,8 @@ static void check_listen(struct config_parse *p)
 	char a[64], b[64];
 	size_t i, j;
 
-	if (cfg->nlisten == 0)
+	/* set but rejected: reported at its line already (one cause, one error) */
+	if (cfg->nlisten == 0 && gline(p, "server", "listen") == 0)
 		err_at(p, 0, "no listen address: set [server] listen (e.g. 0.0.0.0:25)");
 	for (i = 0; i < cfg->nlisten; i++) {
 		const struct config_listen *l = &cfg->listen[i];
@@ -269,7 +283,7 @@ static void check_domains(struct config_parse *p)
 	int line;
 	size_t i;
 
-	if (cfg->accepted_domains.n == 0)
+	if (cfg->accepted_domains.n == 0 && gline(p, "domains", "accepted_domains") == 0)
 		err_at(p, 0,
 		       "no accepted_domains: set [domains] accepted_domains to the domains "
 		       "this gateway is the MX of");
@@ -421,9 +435,12 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	static const char *const types[] = {"smtp", "mx", "directory"};
 	size_t i;
 
-	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0)
+	/* a hosts / directory line that was rejected is reported at its line */
+	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0 &&
+	    config_seen_line(p, "route", ri, "hosts") == 0)
 		err_at(p, r->line, "route '%s' has type smtp but no hosts", r->name);
-	if (r->type == CONFIG_ROUTE_DIRECTORY && r->directory == NULL)
+	if (r->type == CONFIG_ROUTE_DIRECTORY && r->directory == NULL &&
+	    config_seen_line(p, "route", ri, "directory") == 0)
 		err_at(p, r->line, "route '%s' has type directory but no directory", r->name);
 	if (r->type != CONFIG_ROUTE_SMTP && r->nhosts > 0)
 		warn_at(p, rline(p, ri, "hosts"), "route '%s': hosts is ignored with type %s",
@@ -604,7 +621,8 @@ static void check_routes(struct config_parse *p)
 		for (d = 0; d < r->domains.n; d++) {
 			const char *dom = r->domains.v[d];
 
-			if (!util_strlist_has_case(&cfg->accepted_domains, dom))
+			if (!util_strlist_has_case(&cfg->accepted_domains, dom) &&
+			    cfg->accepted_domains.n > 0)
 				warn_at(p, rline(p, i, "domains"),
 				        "route '%s': %s is not in accepted_domains, so no mail for "
 				        "it is accepted",
@@ -668,6 +686,7 @@ void config_check_all(struct config_parse *p)
 	check_global_sanity(p);
 	check_routes(p);
 	check_arc(p);
+	config_check_start(p);
 }
 
 /* ------------------------------------------------------------ lookups */

@@ -150,6 +150,7 @@ struct config_parse {
 	const char *file;
 	int **seen;       /* per section kind (index in config_sections), per directive */
 	int **route_seen; /* per route, per route directive */
+	bool host;        /* CONFIG_LOAD_HOST: check the machine too (config-start.c) */
 };
 
 /* config_seen_line - line that set directive name of section sname (for
@@ -157,5 +158,8 @@ struct config_parse {
 int config_seen_line(const struct config_parse *p, const char *sname, size_t ri, const char *name);
 /* config_check_all - cross-field checks and computed defaults, after parsing. */
 void config_check_all(struct config_parse *p);
+/* config_check_start - what would fail at start-up (config-start.c): run by
+ * config_check_all() after its own checks. */
+void config_check_start(struct config_parse *p);
 
 #endif

@@ -73,14 +73,20 @@ void config_diags_free(struct config_diags *d)
 	d->n = 0;
 }
 
-/* config_diags_print - "FILE:LINE: [warning: ]message" per entry. */
+/* config_diags_print - "FILE:LINE: [warning: ]message" per entry; "FILE:
+ * message" when no line is to blame (the message names what is missing). */
 void config_diags_print(const struct config_diags *d, FILE *out)
 {
 	size_t i;
 
-	for (i = 0; i < d->n; i++)
-		fprintf(out, "%s:%d: %s%s\n", d->v[i].file, d->v[i].line,
-		        d->v[i].warning ? "warning: " : "", d->v[i].msg);
+	for (i = 0; i < d->n; i++) {
+		if (d->v[i].line > 0)
+			fprintf(out, "%s:%d: %s%s\n", d->v[i].file, d->v[i].line,
+			        d->v[i].warning ? "warning: " : "", d->v[i].msg);
+		else
+			fprintf(out, "%s: %s%s\n", d->v[i].file,
+			        d->v[i].warning ? "warning: " : "", d->v[i].msg);
+	}
 }
 
 /* config_diags_errors - entries that are not warnings. */
@@ -708,7 +714,7 @@ static bool has_error_at(const struct config_diags *d, size_t from, int line)
 
 /* parse_text - the whole pipeline over text[0..len). */
 static struct config *parse_text(const char *text, size_t len, const char *name,
-                                 struct config_diags *diags)
+                                 unsigned flags, struct config_diags *diags)
 {
 	struct parser ps;
 	struct ini_opts saved;
@@ -720,6 +726,7 @@ static struct config *parse_text(const char *text, size_t len, const char *name,
 	ps.p.cfg->path = util_xstrdup(name);
 	ps.p.diags = diags;
 	ps.p.file = name;
+	ps.p.host = (flags & CONFIG_LOAD_HOST) != 0;
 	ps.text = text;
 	ps.len = len;
 	ps.before_any = true;
@@ -757,19 +764,26 @@ static struct config *parse_text(const char *text, size_t len, const char *name,
 /* config_load - a file, or the embedded default when path is NULL. */
 struct config *config_load(const char *path, struct config_diags *diags)
 {
+	return config_load_flags(path, 0, diags);
+}
+
+/* config_load_flags - config_load() with CONFIG_LOAD_* flags. */
+struct config *config_load_flags(const char *path, unsigned flags, struct config_diags *diags)
+{
 	struct config *cfg;
 	size_t len = 0;
 	char *text;
 
 	if (path == NULL)
-		return config_load_string(config_default_text, "(embedded default)", diags);
+		return config_load_string_flags(config_default_text, "(embedded default)", flags,
+		                                diags);
 	text = util_read_file(path, CONFIG_FILE_MAX, &len);
 	if (text == NULL) {
 		config_diag_add(diags, path, 0, false, "cannot read the configuration: %s",
 		                errno == EFBIG ? "file too large" : strerror(errno));
 		return NULL;
 	}
-	cfg = parse_text(text, len, path, diags);
+	cfg = parse_text(text, len, path, flags, diags);
 	free(text);
 	return cfg;
 }
@@ -777,7 +791,14 @@ struct config *config_load(const char *path, struct config_diags *diags)
 /* config_load_string - text in memory, name for the messages. */
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags)
 {
-	return parse_text(text, strlen(text), name != NULL ? name : "(string)", diags);
+	return config_load_string_flags(text, name, 0, diags);
+}
+
+/* config_load_string_flags - config_load_string() with CONFIG_LOAD_* flags. */
+struct config *config_load_string_flags(const char *text, const char *name, unsigned flags,
+                                        struct config_diags *diags)
+{
+	return parse_text(text, strlen(text), name != NULL ? name : "(string)", flags, diags);
 }
 
 /* config_free - walk the tables; NULL is a no-op. */

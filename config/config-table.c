@@ -170,6 +170,7 @@ static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
 static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", "dane", NULL};
 static const char *const e_route_role[] = {"inbound", "outbound", NULL};
 static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
+static const char *const e_socket_mode[] = {"0600", "0660", "0666", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -208,6 +209,13 @@ static const struct config_directive d_server[] = {
      "to start on a port below 1024 and warns on higher ones (docs/security.md)"},
     {"control_socket", CONFIG_T_STRING, G(control_socket), NULL, "<queue directory>/control.sock",
      0, 0, NULL, NULL, 0, "Unix socket for `mxgate queue|status|reload`"},
+    {"control_socket_group", CONFIG_T_STRING, G(control_socket_group), NULL,
+     "the primary group of `user`", 0, 0, NULL, v_account, 0,
+     "Group that owns the control socket, e.g. an operators' group allowed to run "
+     "`mxgate status|queue|reload` (the owner is `user`)"},
+    {"control_socket_mode", CONFIG_T_ENUM, G(control_socket_mode), "0660", NULL, 0, 0,
+     e_socket_mode, NULL, 0,
+     "Permission bits of the control socket: owner and group may use it by default"},
 };
 
 static const struct config_directive d_limits[] = {
@@ -490,6 +498,12 @@ static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL}
 static const struct config_directive d_metrics[] = {
     {"listen", CONFIG_T_LISTEN, GN(metrics_listen, nmetrics_listen), NULL, "off", 0, 0, NULL, NULL,
      0, "Addresses serving Prometheus metrics at GET /metrics over plain HTTP: keep it private"},
+    {"request_timeout", CONFIG_T_DURATION, G(metrics_request_timeout), "10s", NULL, 1, 300, NULL,
+     NULL, 0,
+     "Deadline for a whole HTTP request, from the connection (or the previous answer) to the "
+     "end of its headers; a slower client is disconnected"},
+    {"max_connections", CONFIG_T_INT, G(metrics_max_connections), "16", NULL, 1, 1000, NULL, NULL,
+     0, "HTTP connections open at once; one more is closed at once"},
 };
 
 static const struct config_directive d_mta_sts[] = {

@@ -110,6 +110,8 @@ struct config {
 	char *group;
 	bool allow_root;                  /* keep running as root when no user is set */
 	char *control_socket;             /* unix socket for `mxgate queue|status|reload` */
+	char *control_socket_group;       /* group of the socket (admins); NULL = the user's */
+	int control_socket_mode;          /* 0 = 0600, 1 = 0660 (default), 2 = 0666 */
 
 	/* [limits] */
 	int64_t message_size_limit;       /* bytes; SIZE= and data */
@@ -216,6 +218,8 @@ struct config {
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;
+	int metrics_request_timeout;      /* seconds for a whole request (from its first byte) */
+	int metrics_max_connections;      /* open HTTP connections; more are closed at once */
 
 	/* [mta_sts] - `mxgate dns-records` and the MTA-STS policy (issue 7) */
 	int mta_sts_mode;                 /* 0 testing, 1 enforce, 2 none (RFC 8461 5) */
@@ -261,7 +265,26 @@ extern const char config_default_text[];
 struct config *config_load(const char *path, struct config_diags *diags);
 /* config_load_string - same, from memory; name is used as FILE in messages. */
 struct config *config_load_string(const char *text, const char *name, struct config_diags *diags);
+/* CONFIG_LOAD_HOST - also check this machine, as `run` will meet it: the
+ * user and group exist, the log file is writable, the certificate matches
+ * its key (errors), and the names it covers and its expiry (warnings).
+ * `check-config` and `run` use it; a reload does not (the daemon no longer
+ * runs as root, and user / log file are not reloadable). */
+#define CONFIG_LOAD_HOST 0x1u
+/* config_load_flags / config_load_string_flags - config_load() and
+ * config_load_string() with CONFIG_LOAD_* flags. */
+struct config *config_load_flags(const char *path, unsigned flags, struct config_diags *diags);
+struct config *config_load_string_flags(const char *text, const char *name, unsigned flags,
+                                        struct config_diags *diags);
 void config_free(struct config *cfg);
+/* config_peek_control_socket - the control socket path of the file at path
+ * (the embedded default when NULL), read without validating the rest of
+ * the file: [server] control_socket, else <[queue] directory>/control.sock.
+ * For the CLI when the file has errors.  0, or -1 when unreadable / too
+ * long for out. */
+int config_peek_control_socket(const char *path, char *out, size_t outlen);
+/* config_peek_control_socket_string - the same over text in memory. */
+int config_peek_control_socket_string(const char *text, char *out, size_t outlen);
 
 /* config_route_for - inbound route for a recipient domain (case-insensitive),
  * falling back to the default route.  Borrowed pointer into cfg. */

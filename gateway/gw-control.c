@@ -2,11 +2,13 @@
  * gw-control.c - the control socket (server side, in the daemon) and its
  * clients (`mxgate queue ...`, `mxgate status`, `mxgate reload`).
  *
- * Protocol: a unix stream socket, mode 0600 (only the daemon's user and root
- * may talk to it).  The client sends one line "COMMAND [ARG]\n"; the daemon
+ * Protocol: a unix stream socket owned by the service user ([server] user
+ * when started as root), group control_socket_group (else the user's), mode
+ * control_socket_mode (0660): the daemon's user, its group and root may talk
+ * to it.  The client sends one line "COMMAND [ARG]\n"; the daemon
  * answers with text lines, the last one "OK" or "ERR message", and closes.
  * Commands: queue-list, queue-show ID, queue-flush [ID], queue-hold ID,
- * queue-release ID, queue-delete ID, status, reload.  Everything runs on the
+ * queue-release ID, queue-delete ID, status, reload, reopen-logs.  Everything runs on the
  * loop thread, so requests are safe while mail flows.
  *
  * Ownership: the control object owns the listener and its connections; a
@@ -21,6 +23,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -109,10 +113,14 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		gw_status_extra(gw, out); /* issue 7: counters, last errors (gw-metrics.c) */
 		rc = 0;
 	} else if (strcmp(cmd, "reload") == 0 && id == NULL) {
-		rc = gw_reload(gw);
+		rc = gw_reload(gw, out);
 		if (rc != 0)
 			snprintf(err, sizeof(err),
-			         "reload failed: the config has errors (see the log)");
+			         "reload refused: still running on the old config");
+	} else if (strcmp(cmd, "reopen-logs") == 0 && id == NULL) {
+		rc = gw_reopen_logs(out);
+		if (rc != 0)
+			snprintf(err, sizeof(err), "the log file could not be reopened");
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {
@@ -120,7 +128,13 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 	} else if (strcmp(cmd, "queue-flush") == 0) {
 		if (gw->deliverer != NULL)
 			smtp_deliverer_forget_dead(gw->deliverer);
+		size_t nq = queue_sched_count(gw->sched);
 		rc = queue_sched_flush(gw->sched, id, err, sizeof(err));
+		if (rc == 0 && id != NULL)
+			util_buf_printf(out, "flushed 1 message (%s): delivery is tried now\n", id);
+		else if (rc == 0)
+			util_buf_printf(out, "flushed %zu queued message%s: delivery is tried now "
+			                     "(held ones stay held)\n", nq, nq == 1 ? "" : "s");
 	} else if (id == NULL &&
 	           (strcmp(cmd, "queue-show") == 0 || strcmp(cmd, "queue-hold") == 0 ||
 	            strcmp(cmd, "queue-release") == 0 || strcmp(cmd, "queue-delete") == 0)) {
@@ -129,10 +143,16 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		rc = queue_sched_show(gw->sched, id, out, err, sizeof(err));
 	} else if (strcmp(cmd, "queue-hold") == 0) {
 		rc = queue_sched_hold(gw->sched, id, err, sizeof(err));
+		if (rc == 0)
+			util_buf_printf(out, "held 1 message (%s)\n", id);
 	} else if (strcmp(cmd, "queue-release") == 0) {
 		rc = queue_sched_release(gw->sched, id, err, sizeof(err));
+		if (rc == 0)
+			util_buf_printf(out, "released 1 message (%s)\n", id);
 	} else if (strcmp(cmd, "queue-delete") == 0) {
 		rc = queue_sched_delete(gw->sched, id, err, sizeof(err));
+		if (rc == 0)
+			util_buf_printf(out, "deleted 1 message (%s), no bounce sent\n", id);
 	} else {
 		snprintf(err, sizeof(err), "unknown command");
 	}
@@ -234,7 +254,42 @@ static bool control_is_live(const struct sockaddr_un *sun)
 	return live;
 }
 
-/* gw_control_new - listen on path (mode 0600). */
+/* control_owner - started as root: hand the socket to the service user and
+ * the configured (or the user's) group, so they can use the CLI once the
+ * daemon has dropped root; then set the configured mode. */
+static int control_owner(const struct config *cfg, const char *path)
+{
+	static const mode_t modes[] = {0600, 0660, 0666};
+	int m = cfg->control_socket_mode;
+	uid_t uid = (uid_t)-1;
+	gid_t gid = (gid_t)-1;
+
+	if (geteuid() == 0 && cfg->user != NULL) {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (pw) {
+			uid = pw->pw_uid;
+			gid = pw->pw_gid;
+		}
+		if (cfg->group) {
+			struct group *gr = getgrnam(cfg->group);
+			if (gr)
+				gid = gr->gr_gid;
+		}
+	}
+	if (cfg->control_socket_group != NULL) {
+		struct group *gr = getgrnam(cfg->control_socket_group);
+		if (gr == NULL) {
+			errno = ENOENT;
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) != 0)
+		return -1;
+	return chmod(path, modes[m >= 0 && m < 3 ? m : 1]);
+}
+
+/* gw_control_new - listen on path (owner, group and mode: control_owner). */
 struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, size_t errlen)
 {
 	struct sockaddr_un sun;
@@ -268,7 +323,7 @@ struct gw_control *gw_control_new(struct gw *gw, const char *path, char *err, si
 	mode_t old = umask(077);
 	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	umask(old);
-	if (rc != 0 || chmod(path, 0600) != 0 || listen(fd, 16) != 0)
+	if (rc != 0 || control_owner(gw->cfg, path) != 0 || listen(fd, 16) != 0)
 		goto err;
 	struct gw_control *ctl = util_xcalloc(1, sizeof(*ctl));
 	ctl->gw = gw;
@@ -335,8 +390,10 @@ int gw_control_request(const char *path, const char *line)
 		ans.data[--ans.len] = '\0';
 	char *last = ans.data ? strrchr(ans.data, '\n') : NULL;
 	const char *status = last ? last + 1 : (ans.data ? ans.data : "");
+	/* the text of a refusal (a reload's FILE:LINE errors) goes with the error */
 	if (last)
-		fwrite(ans.data, 1, (size_t)(last - ans.data) + 1, stdout);
+		fwrite(ans.data, 1, (size_t)(last - ans.data) + 1,
+		       strncmp(status, "ERR", 3) == 0 ? stderr : stdout);
 	int rc;
 	if (strcmp(status, "OK") == 0) {
 		rc = 0;
@@ -396,16 +453,11 @@ int gw_cmd_queue(int argc, char **argv)
 		fprintf(stderr, "mxgate: %s is not a queue id (16 hex digits)\n", pos[1]);
 		return 2;
 	}
-	struct config_diags diags = {0};
-	struct config *cfg = config_load(config_path, &diags);
-	config_diags_print(&diags, stderr);
-	config_diags_free(&diags);
-	if (cfg == NULL)
+	char sock[256];
+	if (gw_control_socket_for(gw_config_path(config_path), sock, sizeof(sock)) < 0)
 		return 2;
 	char line[128];
 	snprintf(line, sizeof(line), "queue-%s%s%s", pos[0], npos == 2 ? " " : "",
 	         npos == 2 ? pos[1] : "");
-	int rc = gw_control_request(cfg->control_socket, line);
-	config_free(cfg);
-	return rc;
+	return gw_control_request(sock, line);
 }

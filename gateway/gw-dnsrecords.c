@@ -162,6 +162,7 @@ int gw_cmd_dns_records(int argc, char **argv)
 		}
 	}
 	struct config_diags diags = {0};
+	path = gw_config_path(path);
 	struct config *cfg = config_load(path, &diags);
 	config_diags_print(&diags, stderr);
 	config_diags_free(&diags);

@@ -18,18 +18,46 @@
  */
 #include "gw.h"
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "version.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 
-#define METRICS_HTTP_TIMEOUT 10   /* seconds per request */
 #define METRICS_MAX_BODY     4096 /* nobody needs to send us a body */
+
+/* One HTTP connection, watched for its deadline.  evhttp owns the
+ * bufferevent; we hold a reference so that we can tell when evhttp has
+ * freed it (its callbacks are then cleared) and drop ours. */
+struct metrics_conn {
+	struct bufferevent *bev;
+	int64_t since_ms;       /* accepted, or last request answered */
+	bool over_cap;          /* one connection too many: close at once */
+	bool shut;              /* shutdown() done, waiting for evhttp to free it */
+	struct metrics_conn *next;
+};
 
 struct gw_metrics {
 	struct gw *gw;
 	struct evhttp *http;
+	struct metrics_conn *conns;
+	size_t nconns;          /* connections evhttp still has */
+	struct event *sweep;    /* once a second, and at once over the cap */
+	int timeout_ms;
+	size_t max_conns;
 };
 
 /* Histogram buckets (seconds).  DATA->250 covers the client's upload, the
@@ -99,10 +127,61 @@ void gw_metrics_define(void)
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
+	    {"mxgate_metrics_http_closed_total", UTIL_METRIC_COUNTER, "reason",
+	     "Metrics HTTP connections closed by mxgate: request_timeout, max_connections"},
+	    {"mxgate_queue_messages_by_state", UTIL_METRIC_GAUGE, "state",
+	     "Messages in the queue by state: active, deferred, hold"},
+	    {"mxgate_route_delivered_total", UTIL_METRIC_COUNTER, "route",
+	     "Recipients delivered, by [route] name"},
+	    {"mxgate_route_deferred_total", UTIL_METRIC_COUNTER, "route",
+	     "Recipient delivery attempts deferred (will be retried), by [route] name"},
+	    {"mxgate_route_bounced_total", UTIL_METRIC_COUNTER, "route",
+	     "Recipients bounced (permanent failure), by [route] name"},
+	    {"mxgate_route_delivery_seconds_total", UTIL_METRIC_COUNTER, "route",
+	     "Seconds spent per recipient attempt connecting and transferring, by [route] name; "
+	     "divide by the sum of delivered, deferred and bounced for the mean latency"},
+	    {"mxgate_tls_certificate_expiry_timestamp_seconds", UTIL_METRIC_GAUGE, NULL,
+	     "notAfter of the [tls] server certificate loaded now, as a Unix time (0: no "
+	     "certificate)"},
+	    {"mxgate_build_info", UTIL_METRIC_GAUGE, "version", "Always 1; the mxgate version"},
+	    {"process_cpu_seconds_total", UTIL_METRIC_COUNTER, NULL,
+	     "User and system CPU time of the process, seconds"},
+	    {"process_resident_memory_bytes", UTIL_METRIC_GAUGE, NULL, "Resident memory, bytes"},
+	    {"process_open_fds", UTIL_METRIC_GAUGE, NULL, "Open file descriptors"},
+	    {"process_max_fds", UTIL_METRIC_GAUGE, NULL, "Limit on open file descriptors"},
+	    {"process_start_time_seconds", UTIL_METRIC_GAUGE, NULL,
+	     "Start time of the process, Unix time"},
+	};
+	/* Labelled series an alert may watch exist from start-up at 0 (an
+	 * increase() over a series that appears only with its first event never
+	 * fires).  Label values are fixed sets; routes come from the config
+	 * (gw_metrics_config).  docs/postmaster-guide.md lists them. */
+	static const struct {
+		const char *name;
+		const char *const values[8];
+	} zero[] = {
+	    {"mxgate_connections_refused_total",
+	     {"access", "max_connections", "max_connections_per_ip", "bad_proxy_header"}},
+	    {"mxgate_accept_pauses_total", {"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"}},
+	    {"mxgate_messages_rejected_total", {"policy", "policy_tempfail", "queue_write",
+	                                        "queue_commit"}},
+	    {"mxgate_dmarc_results_total", {"none", "pass", "fail", "temperror", "permerror"}},
+	    {"mxgate_spam_verdicts_total", {"ham", "spam"}},
+	    {"mxgate_policy_actions_total", {"accept", "quarantine", "reject", "tempfail"}},
+	    {"mxgate_queue_envelope_errors_total", {"read", "corrupt"}},
+	    {"mxgate_delivery_attempts_total", {"delivered", "deferred", "bounced"}},
+	    {"mxgate_dsn_suppressed_total", {"spf_fail", "dmarc_fail"}},
+	    {"mxgate_config_reloads_total", {"ok", "failed"}},
+	    {"mxgate_metrics_http_closed_total", {"request_timeout", "max_connections"}},
+	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold"}},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
 		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,
 		                          0);
+	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
+		for (size_t k = 0; k < 8 && zero[i].values[k]; k++)
+			util_metrics_add(zero[i].name, zero[i].values[k], 0);
+	util_metrics_set("mxgate_build_info", MXGATE_VERSION, 1);
 	(void)util_metrics_define("mxgate_data_to_250_seconds", UTIL_METRIC_HISTOGRAM,
 	                          "Time from the DATA command to the 250 reply of queued messages",
 	                          NULL, data_buckets,
@@ -113,10 +192,77 @@ void gw_metrics_define(void)
 	    delivery_buckets, sizeof(delivery_buckets) / sizeof(delivery_buckets[0]));
 }
 
+/* cert_not_after - notAfter of the first certificate in a PEM file, Unix
+ * time; 0 when there is none or it cannot be read. */
+static double cert_not_after(const char *path)
+{
+	FILE *f = path ? fopen(path, "r") : NULL;
+	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	struct tm tm;
+	double t = 0;
+	if (x && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		t = (double)timegm(&tm);
+	X509_free(x);
+	if (f)
+		fclose(f);
+	ERR_clear_error();
+	return t;
+}
+
+/* gw_metrics_config - what the metrics take from a (re)loaded config: the
+ * route label values (at 0, so alerts see them from the start) and the
+ * server certificate's expiry. */
+void gw_metrics_config(const struct config *cfg)
+{
+	static const char *const fams[] = {
+	    "mxgate_route_delivered_total", "mxgate_route_deferred_total",
+	    "mxgate_route_bounced_total", "mxgate_route_delivery_seconds_total"};
+	for (size_t r = 0; r < cfg->nroutes; r++)
+		for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++)
+			util_metrics_add(fams[i], cfg->routes[r].name, 0);
+	util_metrics_set("mxgate_tls_certificate_expiry_timestamp_seconds", NULL,
+	                 cert_not_after(cfg->tls_cert_file));
+}
+
+/* sample_process - CPU, memory and descriptors of this process. */
+static void sample_process(void)
+{
+	static double cpu_seen;
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		             (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+		if (cpu > cpu_seen) {
+			util_metrics_add("process_cpu_seconds_total", NULL, cpu - cpu_seen);
+			cpu_seen = cpu;
+		}
+	}
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long size, rss;
+	if (f && fscanf(f, "%lu %lu", &size, &rss) == 2)
+		util_metrics_set("process_resident_memory_bytes", NULL,
+		                 (double)rss * (double)sysconf(_SC_PAGESIZE));
+	if (f)
+		fclose(f);
+	DIR *d = opendir("/proc/self/fd");
+	if (d) {
+		size_t n = 0;
+		while (readdir(d) != NULL)
+			n++;
+		closedir(d);
+		util_metrics_set("process_open_fds", NULL, (double)(n > 3 ? n - 3 : 0)); /* . .. dirfd */
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		util_metrics_set("process_max_fds", NULL, (double)rl.rlim_cur);
+}
+
 /* gw_metrics_sample - refresh the state gauges from the components. */
 void gw_metrics_sample(struct gw *gw)
 {
 	int64_t now = util_now_us() / 1000000;
+	sample_process();
+	util_metrics_set("process_start_time_seconds", NULL, (double)gw->started);
 	util_metrics_set("mxgate_uptime_seconds", NULL, (double)(now - gw->started));
 	if (gw->server)
 		util_metrics_set("mxgate_connections_current", NULL,
@@ -127,16 +273,98 @@ void gw_metrics_sample(struct gw *gw)
 		                 (double)queue_sched_count(gw->sched));
 		util_metrics_set("mxgate_queue_oldest_age_seconds", NULL,
 		                 (double)(oldest > 0 && now > oldest ? now - oldest : 0));
+		static const char *const states[] = {"active", "deferred", "hold"};
+		for (int st = QUEUE_ACTIVE; st <= QUEUE_HOLD; st++)
+			util_metrics_set("mxgate_queue_messages_by_state", states[st],
+			                 (double)queue_sched_count_state(gw->sched,
+			                                                 (enum queue_state)st));
 	}
 	if (gw->qs)
 		util_metrics_set("mxgate_queue_recycled_bytes", NULL,
 		                 (double)queue_pool_bytes(gw->qs));
 }
 
+/* metrics_reap - forget the connections evhttp has freed (bufferevent_free
+ * cleared their callbacks) and drop our reference. */
+static void metrics_reap(struct gw_metrics *m)
+{
+	struct metrics_conn **pp = &m->conns;
+	while (*pp) {
+		struct metrics_conn *c = *pp;
+		bufferevent_data_cb rcb = NULL;
+		bufferevent_event_cb ecb = NULL;
+		bufferevent_getcb(c->bev, &rcb, NULL, &ecb, NULL);
+		if (rcb == NULL && ecb == NULL) {
+			*pp = c->next;
+			bufferevent_decref(c->bev);
+			free(c);
+			m->nconns--;
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* metrics_sweep_cb - reap; shut down the connections past their deadline or
+ * over the cap (evhttp then sees EOF and frees them). */
+static void metrics_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_metrics *m = arg;
+	int64_t now = util_mono_ms();
+	(void)fd;
+	(void)what;
+	metrics_reap(m);
+	for (struct metrics_conn *c = m->conns; c; c = c->next) {
+		if (!c->shut && (c->over_cap || now - c->since_ms >= m->timeout_ms)) {
+			evutil_socket_t s = bufferevent_getfd(c->bev);
+			util_metrics_inc("mxgate_metrics_http_closed_total",
+			                 c->over_cap ? "max_connections" : "request_timeout");
+			util_log_info("- metrics connection closed reason=%s",
+			              c->over_cap ? "max_connections" : "request_timeout");
+			if (s >= 0)
+				shutdown(s, SHUT_RDWR);
+			c->shut = true;
+		}
+	}
+}
+
+/* metrics_bev_cb - evhttp accepted a connection: its bufferevent, counted. */
+static struct bufferevent *metrics_bev_cb(struct event_base *base, void *arg)
+{
+	struct gw_metrics *m = arg;
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		return NULL;
+	metrics_reap(m);
+	struct metrics_conn *c = util_xcalloc(1, sizeof(*c));
+	bufferevent_incref(bev);
+	c->bev = bev;
+	c->since_ms = util_mono_ms();
+	c->over_cap = m->nconns >= m->max_conns;
+	c->next = m->conns;
+	m->conns = c;
+	m->nconns++;
+	if (c->over_cap)
+		event_active(m->sweep, EV_TIMEOUT, 0);   /* after evhttp has set its fd */
+	return bev;
+}
+
+/* metrics_answered - a request was answered: the connection's deadline
+ * starts again (keep-alive scrapers). */
+static void metrics_answered(struct gw_metrics *m, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	for (struct metrics_conn *c = m->conns; c && bev; c = c->next)
+		if (c->bev == bev)
+			c->since_ms = util_mono_ms();
+}
+
 /* metrics_request_cb - GET /metrics; everything else 404. */
 static void metrics_request_cb(struct evhttp_request *req, void *arg)
 {
 	struct gw_metrics *m = arg;
+	metrics_answered(m, req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -175,6 +403,7 @@ struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen)
 	const struct config *cfg = gw->cfg;
 	err[0] = '\0';
 	gw_metrics_define();
+	gw_metrics_config(cfg);
 	if (cfg->nmetrics_listen == 0)
 		return NULL;
 	struct gw_metrics *m = util_xcalloc(1, sizeof(*m));
@@ -184,7 +413,19 @@ struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen)
 		snprintf(err, errlen, "metrics: cannot create the HTTP server");
 		goto err;
 	}
-	evhttp_set_timeout(m->http, METRICS_HTTP_TIMEOUT);
+	/* evhttp's timeout is per read (a drip-feeding client renews it): the
+	 * sweep enforces a deadline for the whole request and the cap. */
+	evhttp_set_timeout(m->http, cfg->metrics_request_timeout);
+	m->timeout_ms = cfg->metrics_request_timeout * 1000;
+	m->max_conns = (size_t)cfg->metrics_max_connections;
+	m->sweep = event_new(gw->base, -1, EV_PERSIST, metrics_sweep_cb, m);
+	if (m->sweep == NULL) {
+		snprintf(err, errlen, "metrics: cannot create a timer");
+		goto err;
+	}
+	struct timeval tick = {1, 0};
+	event_add(m->sweep, &tick);
+	evhttp_set_bevcb(m->http, metrics_bev_cb, m);
 	evhttp_set_max_body_size(m->http, METRICS_MAX_BODY);
 	evhttp_set_max_headers_size(m->http, 16384);
 	evhttp_set_gencb(m->http, metrics_request_cb, m);
@@ -212,7 +453,15 @@ void gw_metrics_free(struct gw_metrics *m)
 	if (m == NULL)
 		return;
 	if (m->http)
-		evhttp_free(m->http);
+		evhttp_free(m->http);   /* frees its connections: drop our references */
+	while (m->conns) {
+		struct metrics_conn *c = m->conns;
+		m->conns = c->next;
+		bufferevent_decref(c->bev);
+		free(c);
+	}
+	if (m->sweep)
+		event_free(m->sweep);
 	free(m);
 }
 

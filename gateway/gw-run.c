@@ -95,8 +95,9 @@ int gw_cmd_check_config(int argc, char **argv)
 			return 2;
 		}
 	}
+	path = gw_config_path(path);
 	struct config_diags diags = {0};
-	struct config *cfg = config_load(path, &diags);
+	struct config *cfg = config_load_flags(path, CONFIG_LOAD_HOST, &diags);
 	config_diags_print(&diags, stderr);
 	size_t errors = config_diags_errors(&diags);
 	config_diags_free(&diags);
@@ -129,15 +130,31 @@ static bool wants_policy(const struct config *cfg)
 	       cfg->dnsbl_zones.n > 0 || cfg->arc_enabled || cfg->arc_seal;
 }
 
-/* gw_reload - re-read the config; keep the old one when the new is bad. */
-int gw_reload(struct gw *gw)
+/* report_diags - each diagnostic into the log and, for `mxgate reload`,
+ * into its answer (FILE:LINE: [warning: ]message, as check-config). */
+static void report_diags(const struct config_diags *d, struct util_buf *report)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		const struct config_diag *e = &d->v[i];
+		util_log(e->warning ? UTIL_LOG_WARN : UTIL_LOG_ERR, "- reload %s:%d: %s%s", e->file,
+			 e->line, e->warning ? "warning: " : "", e->msg);
+		if (report && e->line > 0)
+			util_buf_printf(report, "%s:%d: %s%s\n", e->file, e->line,
+					e->warning ? "warning: " : "", e->msg);
+		else if (report)
+			util_buf_printf(report, "%s: %s%s\n", e->file, e->warning ? "warning: " : "",
+					e->msg);
+	}
+}
+
+/* gw_reload - re-read the config; keep the old one when the new is bad.
+ * report (may be NULL) gets the problems and the changes that need a
+ * restart, for the `mxgate reload` answer. */
+int gw_reload(struct gw *gw, struct util_buf *report)
 {
 	struct config_diags diags = {0};
 	struct config *cfg = config_load(gw->config_path, &diags);
-	for (size_t i = 0; i < diags.n; i++)
-		util_log(diags.v[i].warning ? UTIL_LOG_WARN : UTIL_LOG_ERR, "- reload %s:%d: %s%s",
-			 diags.v[i].file, diags.v[i].line, diags.v[i].warning ? "warning: " : "",
-			 diags.v[i].msg);
+	report_diags(&diags, report);
 	config_diags_free(&diags);
 	if (!cfg) {
 		util_log_err("- reload refused: the config has errors; still running on the old one");
@@ -147,8 +164,7 @@ int gw_reload(struct gw *gw)
 	/* Directives that only a restart applies: say so, apply the rest. */
 	struct config_diags notes = {0};
 	(void)config_reload_check(gw->cfg, cfg, &notes);
-	for (size_t i = 0; i < notes.n; i++)
-		util_log_warn("- reload %s:%d: %s", notes.v[i].file, notes.v[i].line, notes.v[i].msg);
+	report_diags(&notes, report);
 	config_diags_free(&notes);
 	char err[512];
 	struct policy_ctx *policy = NULL;
@@ -156,6 +172,8 @@ int gw_reload(struct gw *gw)
 		policy = policy_new(cfg, gw->base, gw->dns, err, sizeof(err));
 		if (!policy) {
 			util_log_err("- reload refused: %s", err);
+			if (report)
+				util_buf_printf(report, "%s\n", err);
 			util_metrics_inc("mxgate_config_reloads_total", "failed");
 			config_free(cfg);
 			return -1;
@@ -163,6 +181,8 @@ int gw_reload(struct gw *gw)
 	}
 	if (smtp_server_reload(gw->server, cfg, policy, err, sizeof(err)) < 0) {
 		util_log_err("- reload refused: %s", err);
+		if (report)
+			util_buf_printf(report, "%s\n", err);
 		util_metrics_inc("mxgate_config_reloads_total", "failed");
 		policy_free(policy);
 		config_free(cfg);
@@ -176,8 +196,11 @@ int gw_reload(struct gw *gw)
 	util_log_set_level(cfg->log_level);
 	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
 	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */
+	gw_metrics_config(cfg);                 /* new routes, renewed certificate */
 	util_metrics_inc("mxgate_config_reloads_total", "ok");
 	util_log_info("- reloaded config=%s", cfg->path);
+	if (report)
+		util_buf_printf(report, "reloaded %s\n", cfg->path);
 	return 0;
 }
 
@@ -287,13 +310,36 @@ static void stop_tick(evutil_socket_t fd, short what, void *arg)
 	event_add(stop_timer, &tick);
 }
 
-/* signal_cb - SIGHUP reloads; SIGTERM/SIGINT stop. */
+/* gw_reopen_logs - see gw.h. */
+int gw_reopen_logs(struct util_buf *report)
+{
+	const char *path = util_log_path();
+	if (util_log_reopen() < 0) {
+		int e = errno;
+		util_log_err("- cannot reopen log file %s: %s; still writing to the old one", path,
+			     strerror(e));
+		if (report)
+			util_buf_printf(report, "cannot reopen %s: %s\n", path, strerror(e));
+		return -1;
+	}
+	util_log_info("- log file reopened file=%s", path ? path : "stderr");
+	if (report)
+		util_buf_printf(report, "reopened %s\n", path ? path : "stderr (nothing to do)");
+	return 0;
+}
+
+/* signal_cb - SIGHUP reloads; SIGUSR1 reopens the log file; SIGTERM/SIGINT
+ * stop. */
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct gw *gw = arg;
+	if (sig == SIGUSR1) {
+		(void)gw_reopen_logs(NULL);
+		return;
+	}
 	if (sig == SIGHUP) {
 		util_log_info("- SIGHUP: reloading");
-		(void)gw_reload(gw);
+		(void)gw_reload(gw, NULL);
 		return;
 	}
 	if (gw->stopping)
@@ -322,8 +368,9 @@ int gw_cmd_run(int argc, char **argv)
 			return 2;
 		}
 	}
+	gw.config_path = gw_config_path(gw.config_path);
 	struct config_diags diags = {0};
-	gw.cfg = config_load(gw.config_path, &diags);
+	gw.cfg = config_load_flags(gw.config_path, CONFIG_LOAD_HOST, &diags);
 	if (!gw.cfg) {
 		config_diags_print(&diags, stderr);
 		config_diags_free(&diags);
@@ -350,7 +397,7 @@ int gw_cmd_run(int argc, char **argv)
 
 	char err[512];
 	int rc = 1;
-	struct event *sigs[3] = {0};
+	struct event *sigs[4] = {0};
 	gw.dns = policy_dns_new(gw.cfg, gw.base, err, sizeof(err));
 	if (!gw.dns) {
 		util_log_err("- DNS resolver: %s", err);
@@ -402,8 +449,8 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
-	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-	for (int i = 0; i < 3; i++) {
+	int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+	for (int i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
 		evsignal_add(sigs[i], NULL);
 	}
@@ -414,7 +461,7 @@ int gw_cmd_run(int argc, char **argv)
 	util_log_info("- mxgate stopped");
 	rc = 0;
 out:
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
 	if (stop_timer)

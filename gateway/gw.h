@@ -41,14 +41,18 @@ struct gw {
 
 /* gw_reload - re-read the config; on errors log every one and keep the old
  * config.  0/-1. */
-int gw_reload(struct gw *gw);
+int gw_reload(struct gw *gw, struct util_buf *report);
+/* gw_reopen_logs - reopen [log] file after rotation (SIGUSR1, `mxgate
+ * reopen-logs`); report (may be NULL) gets one line.  0/-1. */
+int gw_reopen_logs(struct util_buf *report);
 /* gw_retiring_count - replaced configs no session uses whose policy context
  * still waits for its last message (status). */
 size_t gw_retiring_count(void);
 
 /* ------------------------------------------------------------ control socket */
 
-/* A unix stream socket (mode 0600) at cfg->control_socket.  Protocol: the
+/* A unix stream socket (owner [server] user, group control_socket_group,
+ * mode control_socket_mode) at cfg->control_socket.  Protocol: the
  * client sends one line "COMMAND [ARG]\n"; the daemon answers with text lines
  * and a last line "OK" or "ERR message".  Commands: queue-list, queue-show ID,
  * queue-flush [ID], queue-hold ID, queue-release ID, queue-delete ID, status,
@@ -60,6 +64,16 @@ void gw_control_free(struct gw_control *c);
  * answer to stdout.  Returns the process exit code (0 on OK). */
 int gw_control_request(const char *path, const char *line);
 
+/* gw_config_path - the config a subcommand uses: given (-c), else
+ * /etc/mxgate/mxgate.conf when it exists, else NULL (the embedded default);
+ * says on stderr which when -c was not given (gw-cli.c). */
+const char *gw_config_path(const char *given);
+/* gw_control_socket_for - the daemon's control socket for config_path:
+ * from the loaded config, or, when the file has errors, from a partial read
+ * (config_peek_control_socket) with a note on stderr.  0 (config loaded),
+ * 1 (the file has errors; path from the partial read), -1. */
+int gw_control_socket_for(const char *config_path, char *out, size_t outlen);
+
 /* ------------------------------------------------------------ subcommands */
 
 int gw_cmd_run(int argc, char **argv);
@@ -70,6 +84,9 @@ int gw_cmd_queue(int argc, char **argv);     /* mxgate queue list|show|flush|hol
 
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
+/* gw_metrics_config - route series at 0 and the certificate's expiry, from
+ * a config just loaded (start-up and every reload). */
+void gw_metrics_config(const struct config *cfg);
 /* gw_metrics_sample - refresh the state gauges (sessions, queue, uptime). */
 void gw_metrics_sample(struct gw *gw);
 /* gw_metrics_new - define the catalogue, serve GET /metrics on [metrics]

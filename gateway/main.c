@@ -4,12 +4,13 @@
  *   mxgate run [-c FILE]            run the gateway in the foreground
  *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
- *   mxgate reload | status [-c FILE] talk to the running daemon
+ *   mxgate reload | status | reopen-logs [-c FILE]  talk to the running daemon
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
  *
- * Without -c, the embedded default config is used (see config_default_text).
+ * Without -c, /etc/mxgate/mxgate.conf is used when it exists, else the
+ * embedded default config (config_default_text); stderr says which.
  * Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
  */
 #include <stdio.h>
@@ -25,7 +26,7 @@ static int usage(void)
 		"usage: mxgate run [-c FILE]\n"
 		"       mxgate check-config [-c FILE]\n"
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
-		"       mxgate reload|status [-c FILE]\n"
+		"       mxgate reload|status|reopen-logs [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
 		"       mxgate config-reference\n"
 		"       mxgate version\n");
@@ -41,17 +42,21 @@ static const char *find_config_arg(int argc, char **argv)
 	return NULL;
 }
 
-/* cmd_control - reload/status: one request over the control socket. */
+/* cmd_control - reload/status: one request over the control socket, found
+ * even when the config file has errors (the daemon validates a reload). */
 static int cmd_control(int argc, char **argv, const char *request)
 {
-	struct config_diags diags = {0};
-	struct config *cfg = config_load(find_config_arg(argc, argv), &diags);
-	config_diags_print(&diags, stderr);
-	config_diags_free(&diags);
-	if (!cfg)
+	char sock[256];
+	int found = gw_control_socket_for(gw_config_path(find_config_arg(argc, argv)), sock,
+	                                  sizeof(sock));
+
+	if (found < 0)
 		return 2;
-	int rc = gw_control_request(cfg->control_socket, request);
-	config_free(cfg);
+	int rc = gw_control_request(sock, request);
+	/* a reload of a file with errors: the daemon refused it; exit as
+	 * check-config does on a config error */
+	if (found == 1 && rc == 1 && strcmp(request, "reload") == 0)
+		rc = 2;
 	return rc;
 }
 
@@ -70,6 +75,8 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "reload");
 	if (strcmp(cmd, "status") == 0)
 		return cmd_control(argc - 1, argv + 1, "status");
+	if (strcmp(cmd, "reopen-logs") == 0)
+		return cmd_control(argc - 1, argv + 1, "reopen-logs");
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {

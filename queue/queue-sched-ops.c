@@ -369,6 +369,16 @@ size_t queue_sched_count(const struct queue_sched *s)
 	return s->count;
 }
 
+/* queue_sched_count_state - messages whose folder is st now (metrics). */
+size_t queue_sched_count_state(const struct queue_sched *s, enum queue_state st)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->nbuckets; i++)
+		for (const struct sched_item *it = s->buckets[i]; it; it = it->hnext)
+			n += it->st == st;
+	return n;
+}
+
 /* queue_sched_oldest - arrival time of the oldest message, 0 when empty. */
 int64_t queue_sched_oldest(const struct queue_sched *s)
 {

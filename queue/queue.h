@@ -237,6 +237,8 @@ int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t er
 int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen);
 int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);
 size_t queue_sched_count(const struct queue_sched *s);
+/* queue_sched_count_state - messages in one state (active, deferred, hold). */
+size_t queue_sched_count_state(const struct queue_sched *s, enum queue_state st);
 int64_t queue_sched_oldest(const struct queue_sched *s);   /* arrival of the oldest, 0 if empty */
 
 /* Backoff: delay before attempt number `attempt` (1 = the first retry), from

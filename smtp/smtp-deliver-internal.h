@@ -37,7 +37,10 @@ struct deliver_job {
 	const size_t *idx;
 	size_t nidx;
 	const char *msg_path;
-	int64_t started_ms;
+	int64_t started_ms;       /* handed to the deliverer (mono ms) */
+	int64_t sent_ms;          /* handed to a ready connection (0: never) */
+	double queued_s;          /* arrival to started_ms, seconds */
+	char route[64];           /* route name, for logs and metrics (a copy: reloads) */
 	struct deliver_job *next; /* pool wait list */
 };
 

@@ -31,7 +31,10 @@
  * answer (the resolver never calls back after policy_dns_free).
  *
  * Diagnostics: one line per recipient and attempt:
- *   "ID to=<a@b> relay=mx[192.0.2.1]:25 delay=0.4 tls=TLSv1.3 ... status=sent (250 ok)"
+ *   "ID to=<a@b> route=R relay=mx[192.0.2.1]:25 delay=3.4 delays=3/0.1/0.3
+ *    tls=TLSv1.3 ... status=sent (250 ok)" - delay since arrival, delays =
+ *   queue (before this attempt) / connect (waiting for and setting up a
+ *   connection) / transfer, in seconds.
  */
 #include "smtp-deliver-internal.h"
 
@@ -218,7 +221,13 @@ static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
 void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
                              const char *relay, const char *tls, const char *error)
 {
-	double delay = (double)(util_mono_ms() - j->started_ms) / 1000.0;
+	/* Postfix's meaning: delay = since arrival, delays = in the queue before
+	 * this attempt / waiting for and setting up a connection / transfer */
+	int64_t now = util_mono_ms();
+	int64_t sent = j->sent_ms ? j->sent_ms : now;
+	double connect = (double)(sent - j->started_ms) / 1000.0;
+	double transfer = (double)(now - sent) / 1000.0;
+	double delay = j->queued_s + connect + transfer;
 	/* An attempt-wide error is permanent when its RFC 3463 status class is
 	 * 5 (no such domain, null MX): bounce now instead of retrying. */
 	enum queue_outcome fallback =
@@ -229,14 +238,20 @@ void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx 
 		const char *reply = tx && tx->has[i] ? tx->reply[i] : error;
 		if (reply == NULL)
 			reply = "4.4.0 delivery failed";
-		util_log_info("%s to=<%s> relay=%s delay=%.1f tls=%s status=%s (%s)", j->env->id,
-		              j->env->rcpts[k].addr, relay ? relay : "none", delay,
-		              tls ? tls : "none",
+		util_log_info("%s to=<%s> route=%s relay=%s delay=%.1f delays=%.1f/%.1f/%.1f "
+		              "tls=%s status=%s (%s)",
+		              j->env->id, j->env->rcpts[k].addr, j->route, relay ? relay : "none",
+		              delay, j->queued_s, connect, transfer, tls ? tls : "none",
 		              out == QUEUE_OUT_DONE     ? "sent"
 		              : out == QUEUE_OUT_BOUNCE ? "bounced"
 		                                        : "deferred",
 		              reply);
 		queue_delivery_result(j->d, k, out, reply);
+		util_metrics_inc(out == QUEUE_OUT_DONE     ? "mxgate_route_delivered_total"
+		                 : out == QUEUE_OUT_BOUNCE ? "mxgate_route_bounced_total"
+		                                           : "mxgate_route_deferred_total",
+		                 j->route);
+		util_metrics_add("mxgate_route_delivery_seconds_total", j->route, connect + transfer);
 	}
 	queue_delivery_done(j->d, tx && tx->error ? tx->error : error);
 }
@@ -371,6 +386,7 @@ static void deliver_conn_next_job(struct deliver_conn *cn)
 		return;
 	}
 	event_del(cn->idle_timer);
+	j->sent_ms = util_mono_ms();
 	cn->job = j;
 	smtp_client_tx_init(&cn->tx, j->env, j->idx, j->nidx, j->msg_path);
 	if (smtp_client_send(cn->cl, &cn->tx) != 0) {
@@ -792,7 +808,12 @@ static void deliver_start(void *ctx, struct queue_delivery *d, const struct queu
 	j->nidx = nidx;
 	j->msg_path = msg_path;
 	j->started_ms = util_mono_ms();
+	j->queued_s = (double)util_now_us() / 1e6 - (double)env->arrival;
+	if (j->queued_s < 0)
+		j->queued_s = 0;
+	snprintf(j->route, sizeof(j->route), "%s", route->name ? route->name : "");
 	if (route->type == CONFIG_ROUTE_DIRECTORY) {
+		j->sent_ms = j->started_ms;   /* nothing to connect to */
 		smtp_deliver_dir_start(dl, j, route->directory);
 		return;
 	}

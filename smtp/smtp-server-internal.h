@@ -115,6 +115,7 @@ struct smtp_tx {
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
 	int64_t data_start_ms;
+	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
 };
 
 struct smtp_session {

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -30,11 +31,31 @@ static void spool_write(struct smtp_tx *tx, const char *p, size_t n)
 		tx->write_errno = errno ? errno : EIO;
 }
 
-/* split_field - one header field: to the DKIM verifier, then dropped when
- * it is a forged Authentication-Results or one of our spam headers. */
+/* note_message_id - the first Message-ID field's value, for the queued
+ * line: blanks and folding removed, anything not printable ASCII (and
+ * quotes, which would break key=value parsing) shown as '?', cut to fit. */
+static void note_message_id(struct smtp_tx *tx, const struct util_hdr_field *f)
+{
+	size_t n = 0;
+	if (tx->message_id[0] != '\0' || f->name_len != 10 ||
+	    strncasecmp(f->name, "Message-ID", 10) != 0)
+		return;
+	for (size_t i = 0; i < f->value_len && n + 1 < sizeof(tx->message_id); i++) {
+		unsigned char c = (unsigned char)f->value[i];
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		tx->message_id[n++] = (c < 0x21 || c > 0x7e || c == '"') ? '?' : (char)c;
+	}
+	tx->message_id[n] = '\0';
+}
+
+/* split_field - one header field: noted when it is the Message-ID, to the
+ * DKIM verifier, then dropped when it is a forged Authentication-Results or
+ * one of our spam headers. */
 static bool split_field(void *arg, const struct util_hdr_field *f)
 {
 	struct smtp_session *s = arg;
+	note_message_id(s->tx, f);
 	if (s->tx->pm)
 		policy_msg_header_field(s->tx->pm, f);
 	if (!policy_drop_header(s->cfg, f))
@@ -181,11 +202,12 @@ static void log_decision(struct smtp_session *s, const char *what, const char *q
 	util_buf_init(&to);
 	rcpt_list(tx, &to);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	util_log_info("s=%016llx %s id=%s client=%s rdns=%s helo=%s from=<%s> to=%s size=%lld "
-		      "tls=%s %s%sreply=\"%s\"",
+	util_log_info("s=%016llx %s id=%s client=%s rdns=%s helo=%s from=<%s> to=%s "
+		      "message_id=%s size=%lld tls=%s %s%sreply=\"%s\"",
 		      (unsigned long long)s->id, what, qid ? qid : "-", s->client_str,
 		      s->rdns[0] ? s->rdns : "unknown", s->helo,
-		      tx->mail.addr, to.data ? to.data : "", (long long)tx->dp.size,
+		      tx->mail.addr, to.data ? to.data : "",
+		      tx->message_id[0] ? tx->message_id : "-", (long long)tx->dp.size,
 		      s->tls_active ? "yes" : "no", v && v->summary ? v->summary : "",
 		      v && v->summary ? " " : "", reply);
 	util_buf_free(&to);

@@ -409,6 +409,15 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		reply_error(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
+	if (!s->srv->accepting) {
+		/* stopping (SIGTERM): finish no new transaction - the sender retries
+		 * elsewhere or later (issue 16) */
+		char line[300];
+		snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down, closing channel",
+			 s->cfg->hostname);
+		smtp_session_close(s, line);
+		return;
+	}
 	struct smtp_tx *tx = util_xcalloc(1, sizeof(*tx));
 	char reply[300];
 	if (smtp_path_parse(c->arg, "FROM:", true, true, &tx->mail, reply, sizeof(reply)) < 0) {

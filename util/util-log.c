@@ -32,6 +32,7 @@
 static atomic_int log_level = UTIL_LOG_INFO;
 static atomic_int log_format = UTIL_LOG_TEXT;
 static atomic_int log_fd = STDERR_FILENO;
+static char *log_path; /* the file, for util_log_reopen; NULL = stderr */
 
 static const char *const log_text_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 static const char *const log_json_names[] = {"error", "warn", "info", "debug"};
@@ -52,7 +53,40 @@ int util_log_init(enum util_log_level level, enum util_log_format format, const 
 	old = atomic_exchange(&log_fd, fd);
 	if (old != STDERR_FILENO && old != fd)
 		close(old);
+	char *copy = path != NULL ? util_xstrdup(path) : NULL;
+	free(log_path);
+	log_path = copy;
 	return 0;
+}
+
+/* util_log_reopen - open the log file's path again (after logrotate moved
+ * it) and put it under the descriptor number writers use: dup3() swaps it
+ * atomically, so a line written meanwhile by a worker thread goes to the
+ * old or the new file, never to a closed descriptor.  stderr: nothing to
+ * do.  0, or -1 with errno (the old file stays in use). */
+int util_log_reopen(void)
+{
+	int fd, cur = atomic_load(&log_fd);
+
+	if (log_path == NULL || cur == STDERR_FILENO)
+		return 0;
+	fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd == -1)
+		return -1;
+	if (dup3(fd, cur, O_CLOEXEC) == -1) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* util_log_path - the log file, or NULL for stderr. */
+const char *util_log_path(void)
+{
+	return log_path;
 }
 
 /* util_log_set_level - change the minimum level (e.g. on reload). */

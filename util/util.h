@@ -30,6 +30,12 @@ enum util_log_format { UTIL_LOG_TEXT = 0, UTIL_LOG_JSON };
 /* util_log_init - set the minimum level and format; the sink is stderr, or the
  * file at path (appended) when path is not NULL.  Returns 0/-1. */
 int util_log_init(enum util_log_level level, enum util_log_format format, const char *path);
+/* util_log_reopen - reopen the file after log rotation (SIGUSR1, `mxgate
+ * reopen-logs`); the new file takes the old one's descriptor atomically.
+ * 0 (also when logging to stderr), or -1 with errno. */
+int util_log_reopen(void);
+/* util_log_path - the log file given to util_log_init, or NULL (stderr). */
+const char *util_log_path(void);
 void util_log_set_level(enum util_log_level level);
 void util_log_set_format(enum util_log_format format);
 bool util_log_enabled(enum util_log_level level);
@@ -58,7 +64,8 @@ void util_fatal(const char *fmt, ...) UTIL_PRINTF(1, 2) __attribute__((noreturn)
 #define UTIL_QID_LEN 16
 void util_qid_new(char out[UTIL_QID_LEN + 1]);
 bool util_qid_is_valid(const char *s);
-/* util_session_id_next - process-unique 64-bit session id (never 0). */
+/* util_session_id_next - 64-bit session id, unique across restarts (start
+ * time in the upper 32 bits), increasing within a run, never 0. */
 uint64_t util_session_id_next(void);
 
 /* ---------------------------------------------------------------- strings */

@@ -1,7 +1,8 @@
 /*
  * fuzz_config.c - libFuzzer target: the config parser and validator
  * (config_load_string) with the dump of every config it accepts and the
- * reload comparison against the embedded default.  A config is written by
+ * reload comparison against the embedded default, and the partial read of
+ * the control socket path the CLI falls back to (config-peek.c).  A config is written by
  * an administrator, not an attacker, but a parser that crashes on a typo is
  * a daemon that does not come back after a reload.
  *
@@ -10,6 +11,7 @@
  * file name and a message.
  */
 #include <stdbool.h>
+#include <string.h>
 
 #include "config.h"
 #include "fuzz-common.h"
@@ -37,6 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *text = fuzz_strdup(data, size);
 	struct config_diags d = {0};
 	struct config *cfg = config_load_string(text, "fuzz.conf", &d);
+	/* the CLI's partial read of a broken file (config-peek.c) */
+	char sock[256];
+	if (config_peek_control_socket_string(text, sock, sizeof(sock)) == 0)
+		FUZZ_CHECK(strlen(sock) < sizeof(sock));
 	for (size_t i = 0; i < d.n; i++)
 		FUZZ_CHECK(d.v[i].file != NULL && d.v[i].msg != NULL);
 	if (!cfg) {

@@ -50,14 +50,16 @@ def test_queue_commands(gateway):
     assert "hello" not in p.stdout
 
     # hold: moves to hold/, flush of a held message is refused
-    gw.cli("queue", "hold", q1, check=True)
+    # each command says what it did (issue 16)
+    assert gw.cli("queue", "hold", q1, check=True).stdout == f"held 1 message ({q1})\n"
     wait_for(lambda: q1 in gw.queue_ids(("hold",)), scaled(5), what="q1 in hold/")
     assert re.search(q1 + r" hold ", gw.cli("queue", "list", check=True).stdout)
     p = gw.cli("queue", "flush", q1)
     assert p.returncode == 1 and "on hold" in p.stderr
 
     # delete: gone, no bounce
-    gw.cli("queue", "delete", q2, check=True)
+    assert gw.cli("queue", "delete", q2, check=True).stdout == \
+        f"deleted 1 message ({q2}), no bounce sent\n"
     wait_for(lambda: q2 not in gw.queue_ids() and not any(q2 in f.name for f in gw.msg_files()),
              scaled(5), what="q2 deleted (envelope, then message file)")
     # a postmaster's delete unlinks; its bytes are not kept for reuse in free/
@@ -68,7 +70,8 @@ def test_queue_commands(gateway):
 
     # the downstream comes up; release makes the held message due now
     with Downstream(port=port) as ds:
-        gw.cli("queue", "release", q1, check=True)
+        assert gw.cli("queue", "release", q1, check=True).stdout == \
+            f"released 1 message ({q1})\n"
         wait_for(lambda: ds.find(m1), scaled(10), what="released message delivered")
         assert sorted(ds.find(m1)[0].rcpt_tos) == ["a@example.test", "b@example.test"]
         wait_for(lambda: not gw.queue_ids(), scaled(5), what="empty queue")
@@ -87,7 +90,7 @@ def test_flush_all_retries_now(gateway):
         markers.append(marker)
     with Downstream(port=port) as ds:
         p = gw.cli("queue", "flush", check=True)
-        assert p.stdout == ""
+        assert p.stdout.startswith("flushed 3 queued messages"), p.stdout
         wait_for(lambda: all(ds.find(m) for m in markers), scaled(10), what="all flushed")
         wait_for(lambda: not gw.queue_ids(), scaled(5), what="empty queue")
 

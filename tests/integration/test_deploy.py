@@ -19,7 +19,7 @@ UNIT = SRC / "deploy" / "systemd" / "mxgate.service"
 DOCKERFILE = SRC / "deploy" / "docker" / "Dockerfile"
 TEMPLATE = SRC / "deploy" / "aws" / "mxgate.yaml"
 SUBCOMMANDS = {"run", "check-config", "queue", "reload", "status", "dns-records",
-               "config-reference", "version"}
+               "config-reference", "version", "reopen-logs"}
 
 
 # ---------------------------------------------------------------- systemd
@@ -64,7 +64,8 @@ def test_systemd_unit_content():
             kv.setdefault(k, []).append(v)
     assert kv["Type"] == ["notify"]          # sd_notify READY=1 in gw-run.c
     assert kv["User"] != ["root"]
-    assert kv["ExecReload"][0].endswith("-HUP $MAINPID")
+    # reload validates and fails visibly on a broken file (issue 16)
+    assert kv["ExecReload"][0].split()[1:] == ["reload", "-c", "/etc/mxgate/mxgate.conf"]
     assert kv["KillSignal"] == ["SIGTERM"]
     assert int(kv["TimeoutStopSec"][0]) > 30  # above the daemon's own grace period
     for exe in kv["ExecStart"] + kv["ExecStartPre"]:

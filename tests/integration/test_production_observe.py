@@ -181,11 +181,12 @@ def test_status_summary(gateway):
     assert len(out.splitlines()) <= 25, "status must fit on one screen"
 
 
-def test_dns_records(gateway):
+def test_dns_records(gateway, test_ca):
+    # with a certificate: MTA-STS enforce without STARTTLS is an error (issue 16)
     gw = gateway({"domains": {"accepted_domains": "example.test, other.test"},
                   "mta_sts": {"mx_hosts": "mx1.example.test, mx2.example.test",
                               "tlsrpt_rua": "mailto:tls@reports.example.test"}},
-                 start=False)
+                 start=False, tls=test_ca)
     p = gw.cli("dns-records", check=True)
     out = p.stdout
     records = [ln for ln in out.splitlines() if ln and not ln.startswith(";")]

@@ -133,6 +133,23 @@ static const struct diag_case diag_cases[] = {
      "duplicate listener [::1]:25 (first at line 12)", false},
     {"wildcard overlap", GOOD "[server]\nlisten = 0.0.0.0:2525\n", 12,
      "listener 0.0.0.0 port 2525 overlaps listener 127.0.0.1 (line 3)", false},
+    /* listeners of other services, TLS policy (config-start.c) */
+    {"metrics on smtp port", GOOD "[metrics]\nlisten = 127.0.0.1:2525\n", 12,
+     "[metrics] listen 127.0.0.1:2525 uses the same port as [server] listen at line 3", false},
+    {"metrics wildcard on smtp port", GOOD "[metrics]\nlisten = 0.0.0.0:2525\n", 12,
+     "uses the same port as [server] listen at line 3", false},
+    {"mta-sts on metrics port", GOOD "[tls]\ncert_file = @DIR@/cert.pem\nkey_file = @DIR@/cert.pem\n"
+     "[metrics]\nlisten = 127.0.0.1:9125\n[mta_sts]\nlisten = 127.0.0.1:9125\n", 17,
+     "[mta_sts] listen 127.0.0.1:9125 uses the same port as [metrics] listen at line 15", false},
+    {"mta-sts listen without cert", GOOD "[mta_sts]\nlisten = 127.0.0.1:8443\n", 12,
+     "[mta_sts] listen serves the policy over HTTPS and needs the [tls] certificate", false},
+    {"mta-sts enforce without starttls", GOOD "[mta_sts]\nmode = enforce\n", 12,
+     "MTA-STS mode = enforce but STARTTLS is not offered", false},
+    {"verify ip literal", GOOD "[route b]\ndomains = example.com\nhosts = 192.0.2.7:25\n", 13,
+     "route 'b': tls = verify (the default) with IP-literal host 192.0.2.7", true},
+    {"verify ip literal explicit",
+     GOOD "[route b]\ndomains = example.com\nhosts = [2001:db8::1]:25\ntls = verify\n", 13,
+     "route 'b': tls = verify with IP-literal host 2001:db8::1", true},
     {"listen name", GOOD "[server]\nlisten = localhost:25\n", 12,
      "\"localhost\" is not a numeric address", false},
     {"listen no port", GOOD "[server]\nlisten = 127.0.0.2\n", 12, "missing port", false},
@@ -300,6 +317,69 @@ static void test_diag_cases(void **state)
 		config_diags_free(&d);
 		assert_true(ok);
 	}
+}
+
+/* test_one_cause_one_error - a directive that was set but rejected is not
+ * reported again as missing (listen, accepted_domains, a route's hosts or
+ * directory), nor does it draw follow-up warnings. */
+static void test_one_cause_one_error(void **state)
+{
+	struct config_diags d = {0};
+	struct config *cfg;
+
+	(void)state;
+	cfg = load("[server]\nhostname = mx.example.com\nlisten = localhost:25\n"
+	           "[domains]\naccepted_domains = bad_domain.com\n"
+	           "[queue]\ndirectory = @DIR@/queue\n"
+	           "[route default]\ntype = smtp\nhosts = smtp.example.net:0\ntls = encrypt\n"
+	           "[route b]\ndomains = example.com\ntype = directory\ndirectory =\n",
+	           &d);
+	assert_null(cfg);
+	if (d.n != 4)
+		config_diags_print(&d, stderr);
+	assert_int_equal(d.n, 4);
+	assert_int_equal(config_diags_errors(&d), 4);
+	assert_int_equal(find_diag(&d, "not a numeric address")->line, 3);
+	assert_int_equal(find_diag(&d, "character '_'")->line, 5);
+	assert_int_equal(find_diag(&d, "'hosts'")->line, 10);
+	assert_int_equal(find_diag(&d, "empty value for 'directory'")->line, 15);
+	config_diags_free(&d);
+}
+
+/* test_start_checks_quiet - the start-up checks stay quiet on what is
+ * fine, and one cause gives one message. */
+static void test_start_checks_quiet(void **state)
+{
+	static const char *const fine[] = {
+	    GOOD "[metrics]\nlisten = 127.0.0.1:9125\n[mta_sts]\nmode = testing\n",
+	    GOOD "[metrics]\nlisten = [::1]:2525\n", /* other family, same port */
+	    GOOD "[route b]\ndomains = example.com\nhosts = 192.0.2.7:25\ntls = encrypt\n",
+	    GOOD "[route b]\ndomains = example.com\nhosts = smtp.example.net:25\n",
+	    GOOD "[tls]\ncert_file = @DIR@/cert.pem\nkey_file = @DIR@/cert.pem\n"
+	         "[mta_sts]\nmode = enforce\nlisten = 127.0.0.1:8443\n",
+	};
+	struct config_diags d = {0};
+	struct config *cfg;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+		cfg = load(fine[i], &d);
+		if (cfg == NULL || d.n != 0) {
+			print_error("case %zu:\n", i);
+			config_diags_print(&d, stderr);
+		}
+		assert_non_null(cfg);
+		assert_int_equal(d.n, 0);
+		config_free(cfg);
+		config_diags_free(&d);
+	}
+	/* enforce and an HTTPS listener, no certificate: one error, not two */
+	cfg = load(GOOD "[mta_sts]\nmode = enforce\nlisten = 127.0.0.1:8443\n", &d);
+	assert_null(cfg);
+	assert_int_equal(d.n, 1);
+	assert_int_equal(d.v[0].line, 12);
+	config_diags_free(&d);
 }
 
 /* test_recipients_file_name - its diagnostics name the recipients file. */
@@ -549,6 +629,8 @@ static void test_reference_up_to_date(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_start_checks_quiet),
+	    cmocka_unit_test(test_one_cause_one_error),
 	    cmocka_unit_test(test_diag_cases),     cmocka_unit_test(test_recipients_file_name),
 	    cmocka_unit_test(test_many_errors),    cmocka_unit_test(test_print),
 	    cmocka_unit_test(test_line_limits),    cmocka_unit_test(test_tables_documented),

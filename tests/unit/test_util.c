@@ -75,10 +75,13 @@ static void test_qid_valid(void **state)
 
 static void test_session_id(void **state)
 {
+	int64_t before = util_now_us() / 1000000;
 	uint64_t a = util_session_id_next();
 	uint64_t b = util_session_id_next();
 
-	assert_true(a != 0 && b != 0 && a != b);
+	assert_true(a != 0 && b != 0 && b > a);
+	/* not 1, 2, ... after every restart: the start time is in the top half */
+	assert_true((int64_t)(a >> 32) >= before && (int64_t)(a >> 32) <= before + 1);
 }
 
 /* ------------------------------------------------------------ strings */

@@ -1,0 +1,191 @@
+"""Tools that work when things are broken (issue 16): `mxgate status`,
+`queue` and `reload` reach the running daemon although the file on disk has
+an error; `reload` prints the problems and the changes that need a restart;
+without -c the CLI says which config it uses; after SIGTERM a new MAIL gets
+421; the control socket belongs to the service user and an operators'
+group (mode 0660); the metrics listener has a whole-request deadline and a
+connection cap."""
+
+import grp
+import os
+import pwd
+import re
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from mxtest import (assert_reply, free_port, make_message, mxgate_bin, scaled, wait_for)
+from test_hostile_privileges import nobody, prepare_tree
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+
+
+def broken(gw):
+    """Append a bad value to the running gateway's file; its line number."""
+    text = gw.config_path.read_text().rstrip("\n") + "\n[limits]\nmax_recipients = lots\n"
+    gw.config_path.write_text(text)
+    return len(text.splitlines())
+
+
+def test_cli_reaches_daemon_with_broken_config(gateway):
+    gw = gateway()
+    n = broken(gw)
+    p = gw.cli("status")
+    assert p.returncode == 0, p.stderr
+    assert f"pid: {gw.proc.pid}" in p.stdout
+    assert "has 1 error" in p.stderr and str(gw.control_socket) in p.stderr, p.stderr
+    p = gw.cli("queue", "list")
+    assert p.returncode == 0 and "messages in queue" in p.stdout, p.stderr
+    # reload reaches the daemon, which refuses the file and says why
+    p = gw.cli("reload")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"{gw.config_path}:{n}: bad value for 'max_recipients'" in p.stderr, p.stderr
+    assert "reload refused: still running on the old config" in p.stderr
+    assert gw.is_running()
+    with gw.client() as c:
+        c.ehlo()
+
+
+def test_reload_reports_what_needs_a_restart(gateway):
+    gw = gateway()
+    gw.set_extra({"dns": {"timeout": "7s"}, "limits": {"max_recipients": "7"}})
+    p = gw.cli("reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"warning: \[dns\] timeout changed from \"\w+\" to \"7s\"; .*restart",
+                     p.stdout), p.stdout
+    assert f"reloaded {gw.config_path}" in p.stdout
+    assert "max_recipients" not in p.stdout      # applied by the reload: nothing to say
+
+
+def test_cli_without_c_says_which_config(workdir):
+    if os.path.exists("/etc/mxgate/mxgate.conf"):
+        pytest.skip("this machine has /etc/mxgate/mxgate.conf")
+    p = subprocess.run([mxgate_bin(), "status"], cwd=str(workdir), capture_output=True,
+                       text=True, timeout=scaled(20))
+    assert "no -c given and no /etc/mxgate/mxgate.conf: using the embedded default" in p.stderr
+    assert p.returncode == 1 and "is mxgate running?" in p.stderr, p.stderr
+
+
+def test_mail_after_sigterm_gets_421(gateway):
+    gw = gateway()
+    c = gw.client()
+    c.ehlo()
+    assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+    assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+    assert_reply(c.cmd("DATA"), 354)
+    data, marker = make_message()
+    c.send(data[:-2])
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.wait_log(r"signal 15: stopping", scaled(5))
+    # the transaction in DATA finishes; a pipelined new MAIL is refused
+    c.send(b"\r\n.\r\n" + f"MAIL FROM:<{SENDER}>\r\n".encode())
+    assert_reply(c.reply(timeout=scaled(10)), 250)
+    assert_reply(c.reply(timeout=scaled(10)), 421)
+    c.close()
+    assert gw.proc.wait(scaled(20)) == 0
+    gw.proc = None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start as root")
+def test_control_socket_owner_group_mode(gateway):
+    pw, gr = nobody()
+    try:
+        admins = grp.getgrnam("adm")
+    except KeyError:
+        pytest.skip("no adm group")
+    gw = gateway({"server": {"user": "nobody", "group": "nogroup"}}, start=False)
+    prepare_tree(gw, pw.pw_uid, gr.gr_gid)
+    gw.start()
+    st = os.stat(gw.control_socket)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (pw.pw_uid, gr.gr_gid, 0o660)
+    assert gw.cli("status").returncode == 0
+    gw.stop()
+    gw.set_extra({"server": {"user": "nobody", "group": "nogroup",
+                             "control_socket_group": "adm", "control_socket_mode": "0600"}})
+    gw.start()
+    st = os.stat(gw.control_socket)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == \
+        (pw.pw_uid, admins.gr_gid, 0o600)
+    # the service user can use the CLI after the daemon dropped root
+    p = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={gr.gr_gid}",
+                        "--clear-groups", mxgate_bin(), "status", "-c", str(gw.config_path)],
+                       capture_output=True, text=True, timeout=scaled(20))
+    assert p.returncode == 0 and "pid:" in p.stdout, p.stdout + p.stderr
+
+
+def scrape(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def closed_by_peer(s, timeout):
+    s.settimeout(timeout)
+    try:
+        return s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def test_metrics_request_deadline_and_connection_cap(gateway):
+    mport = free_port()
+    gw = gateway({"metrics": {"listen": f"127.0.0.1:{mport}", "request_timeout": "2s",
+                              "max_connections": "2"}})
+    assert scrape(mport).startswith(b"HTTP/1.0 200")
+    # a request dripped a byte at a time, each well within evhttp's per-read
+    # timeout, is cut at the deadline
+    drip = socket.create_connection(("127.0.0.1", mport), timeout=scaled(5))
+    drip.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+    closed = False
+    deadline = time.monotonic() + scaled(20)
+    while time.monotonic() < deadline and not closed:
+        try:
+            drip.sendall(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        closed = closed_by_peer(drip, 0.5) if _readable(drip) else False
+    drip.close()
+    assert closed, "a drip-fed request outlived the request deadline"
+    gw.wait_log(r"metrics connection closed reason=request_timeout")
+    # the cap: two idle connections hold it; a third is closed at once
+    idle = [socket.create_connection(("127.0.0.1", mport), timeout=scaled(5)) for _ in range(2)]
+    time.sleep(0.2)   # both accepted before the third
+    third = socket.create_connection(("127.0.0.1", mport), timeout=scaled(5))
+    assert closed_by_peer(third, scaled(5)), "a connection above max_connections stayed open"
+    third.close()
+    gw.wait_log(r"metrics connection closed reason=max_connections")
+    for s in idle:
+        s.close()
+    # once they are gone, scrapes work again
+    wait_for(lambda: _try_scrape(mport), scaled(10), what="scrape after the idle ones left")
+    text = _try_scrape(mport).decode()
+    # at least the drip and the third connection (the idle ones may also
+    # have reached the deadline, a scrape attempt the cap)
+    for reason in ("request_timeout", "max_connections"):
+        m = re.search(r'mxgate_metrics_http_closed_total\{reason="%s"\} (\d+)' % reason, text)
+        assert m and int(m.group(1)) >= 1, text
+
+
+def _readable(s):
+    import select
+    r, _, _ = select.select([s], [], [], 0.5)
+    return bool(r)
+
+
+def _try_scrape(port):
+    try:
+        data = scrape(port)
+    except OSError:
+        return None
+    return data if data.startswith(b"HTTP/1.0 200") else None
