@@ -418,6 +418,13 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			                o->policy == 'r'   ? "reject"
 			                : o->policy == 'q' ? "quarantine"
 			                                   : "none");
+		/* RFC 9989 11 (A-R registry): polrec.domain when the record
+		 * was found elsewhere than the From domain (tree walk) */
+		if (o->record_domain != NULL && o->header_from != NULL &&
+		    strcmp(o->record_domain, o->header_from) != 0) {
+			util_buf_adds(&b, " polrec.domain=");
+			verdict_add_value(&b, o->record_domain);
+		}
 		clauses++;
 	}
 	if (clauses == 0)
