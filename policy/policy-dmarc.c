@@ -164,8 +164,24 @@ static char *dmarc_alabels(const char *dom)
 		free(out);
 		return NULL;
 	}
-	for (char *p = out; *p; p++)
+	/* libidn2 passes ASCII labels through unchecked: LDH (and "_")
+	 * labels of 1..63 octets only, so nothing odd reaches the DNS or
+	 * the A-R header.from */
+	for (char *p = out, *label = out;; p++) {
+		if (*p == '.' || *p == 0) {
+			if (p == label || p - label > 63) {
+				free(out);
+				return NULL;
+			}
+			if (*p == 0)
+				break;
+			label = p + 1;
+		} else if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
+			free(out);
+			return NULL;
+		}
 		*p = (char)tolower((unsigned char)*p);
+	}
 	r = util_xstrdup(out);
 	free(out); /* libidn2's allocator */
 	return r;

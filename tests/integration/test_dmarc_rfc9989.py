@@ -178,6 +178,10 @@ CASES = [
      550, ["not a syntactically valid RFC 5322 mailbox"]),
     ("item6-quoted-display-name", '"ceo@bank.test" <a@evil.test>', "a@evil.test", "evil.test",
      250, ["dmarc=none", "header.from=evil.test"]),
+    ("from-domain-not-a-hostname", "<a@b/c.test>", "a@none.test", None, 550,
+     ["the From: domain is not a valid domain name"]),
+    ("from-idn-invalid", "<a@xn--zz.test>", "a@none.test", None, 550,
+     ["the From: domain is not a valid domain name"]),
     # --- psd=y: policy from the PSD, Organizational Domain one label below
     ("psd-y-policy", "<a@nopolicy.pstest>", "a@none.test", None, 550,
      ["DMARC policy of nopolicy.pstest"]),
