@@ -5,11 +5,12 @@
  * a mail reader shows; a lenient parser that takes "the last <...>" or "the
  * part after the first @" judges another domain than the reader displays
  * ("From: ceo@bank.test <a@evil.test>").  So this is a strict recursive-
- * descent parser of RFC 5322 3.4 address-list (mailbox, name-addr,
- * angle-addr, addr-spec, group, with the obsolete forms of 4.4 that readers
+ * descent parser of RFC 5322 3.6.2 From: mailbox-list (mailbox, name-addr,
+ * angle-addr, addr-spec, with the obsolete forms of 4.4 that readers
  * accept: obs-phrase, obs-route, obs-local-part, obs-domain, obs-mbox-list
  * empty elements) and RFC 6532 UTF-8 in atoms and quoted strings.  A value
- * that is not exactly such a list is a syntax error; domain literals are
+ * that is not exactly such a list is a syntax error (a group, "x:;", too:
+ * From: is a mailbox-list, not an address-list); domain literals are
  * refused (no DMARC domain).  One leniency: a final dot on the domain
  * ("a@example.test.") is accepted and dropped.
  *
@@ -245,69 +246,37 @@ static bool from_blank(struct from_p *s)
 	return false;
 }
 
-/* policy_from_parse - RFC 5322 address-list of a From: value: the number
- * of mailboxes, the domain of the first. */
+/* policy_from_parse - RFC 5322 3.6.2 From: a mailbox-list (obs-mbox-list
+ * empty elements allowed; a group is not a mailbox-list and is refused):
+ * the number of mailboxes, the domain of the first. */
 int policy_from_parse(const char *value, size_t len, char **domain)
 {
 	struct from_p s = {value, value + len};
-	struct util_buf first;
+	struct util_buf first, d;
 	int count = 0, rc = -1;
-	bool in_group = false;
 
 	if (domain != NULL)
 		*domain = NULL;
 	util_buf_init(&first);
 	util_buf_adds(&first, "");
+	util_buf_init(&d);
 	for (;;) {
-		struct util_buf d;
-		const char *save = s.p;
-
-		util_buf_init(&d);
+		util_buf_reset(&d);
 		util_buf_adds(&d, "");
 		if (from_blank(&s)) {
-			/* obs-mbox-list / obs-addr-list: an empty element */
+			/* obs-mbox-list: an empty element */
 		} else if (from_mailbox(&s, &d)) {
 			if (count++ == 0)
 				util_buf_adds(&first, d.data);
-		} else if (!in_group) {
-			/* group = display-name ":" [group-list] ";" [CFWS] */
-			s.p = save;
-			if (!from_word(&s)) {
-				util_buf_free(&d);
-				goto out;
-			}
-			while (from_word(&s) || from_at(&s, '.'))
-				;
-			if (!from_at(&s, ':')) {
-				util_buf_free(&d);
-				goto out;
-			}
-			in_group = true;
-			util_buf_free(&d);
-			continue;
 		} else {
-			util_buf_free(&d);
 			goto out;
 		}
-		util_buf_free(&d);
 		if (s.p >= s.end)
 			break;
-		if (*s.p == ';') {
-			if (!in_group)
-				goto out;
-			in_group = false;
-			s.p++;
-			if (from_cfws(&s) < 0)
-				goto out;
-			if (s.p >= s.end)
-				break;
-			if (*s.p != ',')
-				goto out;
-		}
-		s.p++; /* "," */
+		if (*s.p != ',')
+			goto out; /* ";": a group, or garbage */
+		s.p++;
 	}
-	if (in_group)
-		goto out;
 	rc = count;
 	if (domain != NULL && count > 0) {
 		for (char *p = first.data; *p; p++)
@@ -315,6 +284,7 @@ int policy_from_parse(const char *value, size_t len, char **domain)
 		*domain = util_xstrdup(first.data);
 	}
 out:
+	util_buf_free(&d);
 	util_buf_free(&first);
 	return rc;
 }

@@ -198,8 +198,8 @@ void policy_dmarc_eval(struct policy_msg *pm);
 void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
 
 /* policy_from_parse - policy-from.c: the mailboxes of one From: field
- * value, a strict RFC 5322 address-list (groups, comments, quoted strings,
- * obsolete forms); domain of the first mailbox (malloc'd, lower-case, may
+ * value, a strict RFC 5322 3.6.2 mailbox-list (comments, quoted strings,
+ * obsolete forms; no groups); domain of the first mailbox (malloc'd, lower-case, may
  * be UTF-8) into *domain when domain != NULL.  Returns the count, -1 when
  * the value is not such a list. */
 int policy_from_parse(const char *value, size_t len, char **domain);

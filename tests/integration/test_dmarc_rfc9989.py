@@ -176,6 +176,8 @@ CASES = [
      ["not a syntactically valid RFC 5322 mailbox"]),
     ("item6-two-angles-name", "Bank <a@evil.test><ceo@bank.test>", "a@evil.test", "evil.test",
      550, ["not a syntactically valid RFC 5322 mailbox"]),
+    ("item6-group", "Bank: a@evil.test;", "a@evil.test", "evil.test", 550,
+     ["not a syntactically valid RFC 5322 mailbox"]),
     ("item6-quoted-display-name", '"ceo@bank.test" <a@evil.test>', "a@evil.test", "evil.test",
      250, ["dmarc=none", "header.from=evil.test"]),
     ("from-domain-not-a-hostname", "<a@b/c.test>", "a@none.test", None, 550,
