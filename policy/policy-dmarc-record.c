@@ -67,8 +67,8 @@ enum { T_V, T_P, T_SP, T_NP, T_ADKIM, T_ASPF, T_PSD, T_T, T_PCT, T_RUA, T_NTAGS 
 static const char *const rec_tags[T_NTAGS] = {"v",    "p",   "sp", "np",  "adkim",
                                               "aspf", "psd", "t",  "pct", "rua"};
 
-int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_record *r,
-                              char *err, size_t errlen)
+int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_record *r, char *err,
+                              size_t errlen)
 {
 	const char *p = txt, *end = txt + len, *e = end, *name = txt;
 	bool seen[T_NTAGS] = {false};
@@ -171,9 +171,10 @@ int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_r
 		return 1;
 	if (!seen[T_P] || bad_p || bad_sub) {
 		if (!r->has_rua) {
-			snprintf(err, errlen, "%s", !seen[T_P] ? "no p= tag"
-			                            : bad_p    ? "invalid p= value"
-			                                       : "invalid sp= or np= value");
+			snprintf(err, errlen, "%s",
+			         !seen[T_P] ? "no p= tag"
+			         : bad_p    ? "invalid p= value"
+			                    : "invalid sp= or np= value");
 			return -1;
 		}
 		/* RFC 9989 4.7: with a valid rua, act as if p=none */

@@ -85,7 +85,8 @@ static const struct policy_dmarc_walk_entry *walk_lookup(struct policy_dmarc_wal
 	for (size_t i = 0; st == POLICY_DNS_OK && i < txt.n; i++) {
 		struct policy_dmarc_record r;
 		char err[128];
-		int rc = policy_dmarc_record_parse(txt.v[i], strlen(txt.v[i]), &r, err, sizeof(err));
+		int rc =
+		    policy_dmarc_record_parse(txt.v[i], strlen(txt.v[i]), &r, err, sizeof(err));
 		if (rc == 1)
 			continue; /* not a DMARC record */
 		if (found++ == 0) {
@@ -132,8 +133,8 @@ static enum policy_dmarc_found walk_fail(const struct policy_dmarc_walk_entry *e
 }
 
 enum policy_dmarc_found policy_dmarc_discover(struct policy_dmarc_walk *w, const char *author,
-                                              struct policy_dmarc_record *rec,
-                                              char *rec_domain, char *err, size_t errlen)
+                                              struct policy_dmarc_record *rec, char *rec_domain,
+                                              char *err, size_t errlen)
 {
 	const struct policy_dmarc_walk_entry *e = walk_lookup(w, author);
 	const char *t[POLICY_DMARC_WALK_MAX_LABELS];

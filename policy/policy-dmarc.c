@@ -159,8 +159,8 @@ static char *dmarc_alabels(const char *dom)
 	char *out = NULL, *r;
 
 	if (idn2_lookup_u8((const uint8_t *)dom, (uint8_t **)&out,
-	                   IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK || out == NULL ||
-	    out[0] == 0 || strlen(out) > 253) {
+	                   IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK ||
+	    out == NULL || out[0] == 0 || strlen(out) > 253) {
 		free(out);
 		return NULL;
 	}
@@ -334,14 +334,15 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		goto out;
 	default:
 		o->result = POLICY_DMARC_TEMPERROR;
-		o->comment = util_xstrdup(f == POLICY_DMARC_DNS_BOGUS ? "DNSSEC validation failed"
-		                          : f == POLICY_DMARC_TOO_MANY
-		                              ? "too many DMARC DNS queries"
-		                              : "DNS lookup failed");
+		o->comment =
+		    util_xstrdup(f == POLICY_DMARC_DNS_BOGUS  ? "DNSSEC validation failed"
+		                 : f == POLICY_DMARC_TOO_MANY ? "too many DMARC DNS queries"
+		                                              : "DNS lookup failed");
 		goto out;
 	}
 	at_author = strcmp(rdom, o->header_from) == 0;
 	o->record_domain = util_xstrdup(rdom);
+	o->record_p = rec.p;
 	o->testing = rec.t;
 
 	/* the policy: p at the author domain; else np for a non-existent
@@ -403,10 +404,9 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	}
 	o->comment = util_xasprintf(
 	    "p=%s sp=%s np=%s%s%s%s%s%s%s", policy_dmarc_policy_word(rec.p),
-	    policy_dmarc_policy_word(rec.sp), policy_dmarc_policy_word(rec.np),
-	    rec.t ? " t=y" : "", at_author ? "" : " record=", at_author ? "" : rdom,
-	    nx ? " nonexistent" : "", rec.p_missing ? " (no usable p=, rua: none)" : "",
-	    rec.has_pct ? " pct ignored" : "");
+	    policy_dmarc_policy_word(rec.sp), policy_dmarc_policy_word(rec.np), rec.t ? " t=y" : "",
+	    at_author ? "" : " record=", at_author ? "" : rdom, nx ? " nonexistent" : "",
+	    rec.p_missing ? " (no usable p=, rua: none)" : "", rec.has_pct ? " pct ignored" : "");
 	if (o->result == POLICY_DMARC_TEMPERROR) {
 		char *c =
 		    util_xasprintf("%s; an aligned identity had a temporary error", o->comment);

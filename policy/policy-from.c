@@ -226,8 +226,7 @@ static bool from_mailbox(struct from_p *s, struct util_buf *out)
 	if (from_word(s))
 		while (from_word(s) || from_at(s, '.'))
 			;
-	if (from_angle_addr(s, out) &&
-	    (s->p >= s->end || *s->p == ',' || *s->p == ';'))
+	if (from_angle_addr(s, out) && (s->p >= s->end || *s->p == ',' || *s->p == ';'))
 		return true;
 	s->p = save;
 	out->len = len0;

@@ -94,10 +94,11 @@ enum policy_dmarc_result {
 struct policy_dmarc_outcome {
 	bool evaluated;
 	enum policy_dmarc_result result;
-	char policy;  /* 'n' 'q' 'r' or 0: policy.dmarc, the p/sp/np that applies */
-	char applied; /* policy after t=y: 'n' 'q' 'r' */
-	bool testing; /* the record has t=y */
+	char policy;         /* 'n' 'q' 'r' or 0: policy.dmarc, the p/sp/np that applies */
+	char applied;        /* policy after t=y: 'n' 'q' 'r' */
+	bool testing;        /* the record has t=y */
 	char *record_domain; /* where the policy record was found (tree walk) */
+	char record_p;       /* its p= ('n' 'q' 'r'), 0 when no record was used */
 	char *header_from;
 	char *org_domain;
 	char *comment;

@@ -80,9 +80,8 @@ static void check_from(const char *v, size_t n)
 		for (const char *p = dom; *p; p++)
 			FUZZ_CHECK(!(*p >= 'A' && *p <= 'Z') && strchr("\r\n@<>,", *p) == NULL);
 	}
-	if (memchr(v, 0, n) == NULL && memchr(v, '\\', n) == NULL &&
-	    memchr(v, '(', n) == NULL && memchr(v, ')', n) == NULL &&
-	    memchr(v, '"', n) == NULL) {
+	if (memchr(v, 0, n) == NULL && memchr(v, '\\', n) == NULL && memchr(v, '(', n) == NULL &&
+	    memchr(v, ')', n) == NULL && memchr(v, '"', n) == NULL) {
 		char *v2 = util_xasprintf("%.*s (c)", (int)n, v);
 		int c2 = policy_from_parse(v2, strlen(v2), &dom2);
 		FUZZ_CHECK(c2 == c);

@@ -188,7 +188,7 @@ CASES = [
     ("psd-y-policy", "<a@nopolicy.pstest>", "a@none.test", None, 550,
      ["DMARC policy of nopolicy.pstest"]),
     ("psd-y-aligned-sibling", "<a@x.brand.pstest>", "a@mail.brand.pstest", None, 250,
-     ["dmarc=pass", "polrec.domain=pstest"]),
+     ["dmarc=pass", "policy.dmarc=reject polrec.domain=pstest polrec.p=reject"]),
     ("psd-y-other-org", "<a@x.brand.pstest>", "a@other.pstest", None, 550,
      ["DMARC policy of x.brand.pstest"]),
     # --- psd=n: the organisation ends at dept.bigcorp.test
@@ -199,7 +199,8 @@ CASES = [
     ("np-nonexistent", "<a@ghost.npdom.test>", "a@none.test", None, 550,
      ["DMARC policy of ghost.npdom.test"]),
     ("np-existing-uses-sp", "<a@real.npdom.test>", "a@none.test", None, 250,
-     ["dmarc=fail", "np=reject", "record=npdom.test", "dis=none", "policy.dmarc=none"]),
+     ["dmarc=fail", "np=reject", "record=npdom.test", "dis=none",
+      "policy.dmarc=none polrec.domain=npdom.test polrec.p=none"]),
     # --- t=y: one step weaker
     ("t-y-testing", "<a@testing.test>", "a@none.test", None, 250,
      ["dmarc=fail", "t=y", "dis=quarantine", "policy.dmarc=reject"]),

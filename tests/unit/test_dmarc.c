@@ -33,13 +33,12 @@ static const struct {
     /* item 5: pct is recognised and ignored, whatever its value */
     {"v=DMARC1; p=reject; pct=abc", 0, "r--rru", false, true, false, NULL},
     {"v=DMARC1; p=reject; pct=0", 0, "r--rru", false, true, false, NULL},
-    {"v=DMARC1; p=Reject; sp=none; np=quarantine; adkim=s; aspf=s; psd=n; t=y", 0, "rnqssn",
-     true, false, false, NULL},
+    {"v=DMARC1; p=Reject; sp=none; np=quarantine; adkim=s; aspf=s; psd=n; t=y", 0, "rnqssn", true,
+     false, false, NULL},
     {"v=DMARC1; p=none; psd=y", 0, "n--rry", false, false, false, NULL},
     {"v=DMARC1; p=none; psd=maybe; adkim=x; t=maybe", 0, "n--rru", false, false, false, NULL},
     /* unknown tags are ignored (RFC 9989 4.7) */
-    {"v=DMARC1; p=reject; foo=bar; ri=86400; rf=afrf", 0, "r--rru", false, false, false,
-     NULL},
+    {"v=DMARC1; p=reject; foo=bar; ri=86400; rf=afrf", 0, "r--rru", false, false, false, NULL},
     /* not DMARC records: ignored */
     {"v=spf1 -all", 1, NULL, false, false, false, NULL},
     {"p=reject; v=DMARC1", 1, NULL, false, false, false, NULL},
@@ -57,8 +56,8 @@ static const struct {
     {"v=DMARC1; p=reject; =x", -1, NULL, false, false, false, "syntax"},
     /* no usable p, but rua: p=none (RFC 9989 4.7) */
     {"v=DMARC1; rua=mailto:d@example.test", 0, "n--rru", false, false, true, NULL},
-    {"v=DMARC1; p=bogus; sp=reject; rua=mailto:d@example.test", 0, "n--rru", false, false,
-     true, NULL},
+    {"v=DMARC1; p=bogus; sp=reject; rua=mailto:d@example.test", 0, "n--rru", false, false, true,
+     NULL},
 };
 
 static void test_record_parse(void **state)
@@ -86,8 +85,9 @@ static void test_record_parse(void **state)
 		if (strcmp(got, rec_cases[i].want) != 0 || r.t != rec_cases[i].t ||
 		    r.has_pct != rec_cases[i].pct || r.p_missing != rec_cases[i].p_missing)
 			fail_msg("case %zu (%s): %s t=%d pct=%d p_missing=%d, want %s %d %d %d", i,
-			         rec_cases[i].txt, got, r.t, r.has_pct, r.p_missing, rec_cases[i].want,
-			         rec_cases[i].t, rec_cases[i].pct, rec_cases[i].p_missing);
+			         rec_cases[i].txt, got, r.t, r.has_pct, r.p_missing,
+			         rec_cases[i].want, rec_cases[i].t, rec_cases[i].pct,
+			         rec_cases[i].p_missing);
 	}
 }
 
