@@ -76,6 +76,8 @@ def env(tmp_path_factory):
             dns.add(name, "TXT", t)
     dns.add("real.npdom.test", "A", "192.0.2.1")
     dns.add("pstest", "A", "192.0.2.1")        # the whole TLD is local data
+    dns.add("_dmarc.slowwalk.test", "TXT", "v=DMARC1; p=reject")
+    dns.blackhole("x.slowwalk.test")           # the walk's first step never answers
     key, key_txt = dnsserver.make_dkim_key(d, 1024, "k")
     for dom in ("evil.com.bd", "co.uk", "evil.test"):
         dns.add_txt(f"sel._domainkey.{dom}", key_txt)
@@ -204,6 +206,9 @@ CASES = [
     # --- t=y: one step weaker
     ("t-y-testing", "<a@testing.test>", "a@none.test", None, 250,
      ["dmarc=fail", "t=y", "dis=quarantine", "policy.dmarc=reject"]),
+    # --- a lookup of the walk fails: temperror (451), never none or 250
+    ("walk-dns-timeout", "<a@x.slowwalk.test>", "a@none.test", None, 451,
+     ["DMARC check of x.slowwalk.test failed temporarily"]),
     # --- a name of more than 8 labels: the walk jumps to its last 7
     ("walk-jump", "<a@a.b.c.d.e.f.g.h.i.deep.test>", "a@none.test", None, 550,
      ["DMARC policy of a.b.c.d.e.f.g.h.i.deep.test"]),
