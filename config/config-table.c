@@ -367,7 +367,7 @@ static const struct config_directive d_auth[] = {
      "A DKIM pass whose l= leaves body bytes unsigned, or with an unsigned extra instance of a "
      "signed single-use field (a second From:/Subject:..., RFC 6376 8.15), is dkim=policy"},
     {"dmarc", CONFIG_T_BOOL, G(dmarc_enabled), "yes", NULL, 0, 0, NULL, NULL, R,
-     "Evaluate DMARC (RFC 7489) on the From: domain"},
+     "Evaluate DMARC (RFC 9989, DNS tree walk) on the From: domain"},
     {"dmarc_enforcement", CONFIG_T_ENUM, G(dmarc_enforcement), "reject", NULL, 0, 0, e_dmarc, NULL,
      R, "Strongest action taken on a DMARC failure: reject, quarantine or monitor"},
     {"dmarc_temperror", CONFIG_T_ENUM, G(dmarc_temperror), "tempfail", NULL, 0, 0,
@@ -379,7 +379,7 @@ static const struct config_directive d_auth[] = {
     {"dmarc_exempt_clients", CONFIG_T_CIDRS, G(dmarc_exempt_clients), NULL, NULL, 0, 0, NULL, NULL,
      R, "Client networks evaluated and stamped but never enforced"},
     {"psl_file", CONFIG_T_PATH, G(psl_file), "/usr/share/publicsuffix/public_suffix_list.dat", NULL,
-     0, 0, NULL, NULL, R, "Public Suffix List, for DMARC organizational domains"},
+     0, 0, NULL, NULL, R, "Public Suffix List: groups DNS queries by registered domain for slow-domain isolation (DMARC uses the RFC 9989 tree walk, not this list)"},
     {"policy_workers", CONFIG_T_INT, G(policy_workers), "4", NULL, 1, 256, NULL, NULL, 0,
      "Worker threads for SPF/DKIM/DMARC evaluation"},
 };

@@ -1,21 +1,24 @@
 /*
- * policy-dmarc.c - DMARC (RFC 7489) with libopendmarc, and the RFC 5322
- * From: address parser it depends on.
+ * policy-dmarc.c - DMARC by RFC 9989 (obsoletes RFC 7489): the verdict.
  *
- * libopendmarc's own record lookup uses res_query on /etc/resolv.conf, so
- * we fetch _dmarc.<From domain> (falling back to the organizational domain,
- * RFC 7489 6.6.3) through policy_dns and hand the record over with
- * opendmarc_policy_store_dmarc().  The library parses the record, checks
- * SPF/DKIM alignment (relaxed/strict through the Public Suffix List loaded
- * from cfg->psl_file) and picks p or sp; pct sampling is ours (RFC 7489
- * 6.6.4: a message outside the sample gets the next weaker policy), since
- * libopendmarc leaves it to its caller.
+ * The From: domain (policy-from.c: exactly one RFC 5322 mailbox) is turned
+ * into A-labels with libidn2 (RFC 8616 6), the policy record is found by
+ * the DNS tree walk and the Organizational Domains for relaxed alignment
+ * are the tree walk's (policy-dmarc-walk.c), the record is parsed by
+ * policy-dmarc-record.c; the policy applied is p, sp or np (non-existent
+ * author domain), one step weaker under t=y; pct is ignored.  Everything
+ * libopendmarc 1.4.2 would decide here it gets wrong by RFC 9989 (PSL
+ * wildcards, suffix-match alignment, record grammar, no np/t/psd), so it no
+ * longer judges: see docs/conformance.md "DMARC".  What is left of it is the
+ * Public Suffix List it loads from cfg->psl_file, used only as the
+ * resolver's slow-domain grouping key (policy_org_domain), never for a
+ * verdict.
  *
  * Ownership: outcome strings belong to the message.
  * Threads: policy_dmarc_lib_init() on the loop thread loads the PSL into
  * libopendmarc's globals once per process (reference-counted over
  * contexts, so a reload never unloads it under running workers);
- * evaluation on workers, read-only on those globals.
+ * evaluation on workers.
  * Diagnostics: PSL load failure into err; record problems in the A-R comment.
  */
 #include <arpa/inet.h>
@@ -25,9 +28,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <idn2.h>
 #include <opendmarc/dmarc.h>
 
-#include "policy-internal.h"
+#include "policy-dmarc-internal.h"
 
 /* Exported by libopendmarc (opendmarc_tld.c) but missing from dmarc.h:
  * organizational domain of domain via the loaded PSL.  0 on success. */
@@ -100,175 +104,8 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o)
 	free(o->comment);
 	free(o->exempt);
 	free(o->from_error_text);
+	free(o->record_domain);
 	memset(o, 0, sizeof(*o));
-}
-
-/* ------------------------------------------------------------ From: */
-
-/* from_skip_comment - p at '(': past the (nested) comment, NULL if open. */
-static const char *from_skip_comment(const char *p, const char *end)
-{
-	int depth = 0;
-
-	for (; p < end; p++) {
-		if (*p == '\\' && p + 1 < end)
-			p++;
-		else if (*p == '(')
-			depth++;
-		else if (*p == ')' && --depth == 0)
-			return p + 1;
-	}
-	return NULL;
-}
-
-/* from_addr_domain - domain of one address segment (comments removed):
- * the addr-spec inside <> when present, else the whole segment. */
-static char *from_addr_domain(const char *seg, size_t n)
-{
-	const char *lt = memchr(seg, '<', n), *start = seg, *end = seg + n, *at = NULL;
-	bool q = false;
-
-	if (lt != NULL) {
-		const char *gt = memchr(lt, '>', (size_t)(end - lt));
-		if (gt == NULL)
-			return NULL;
-		start = lt + 1;
-		end = gt;
-		/* obsolete route: <@a,@b:user@dom> */
-		for (const char *p = start; p < end; p++)
-			if (*p == ':')
-				start = p + 1;
-	}
-	for (const char *p = start; p < end; p++) {
-		if (*p == '\\' && q)
-			p++;
-		else if (*p == '"')
-			q = !q;
-		else if (*p == '@' && !q)
-			at = p;
-	}
-	if (at == NULL)
-		return NULL;
-	at++;
-	while (at < end && isspace((unsigned char)*at))
-		at++;
-	while (end > at && (isspace((unsigned char)end[-1]) || end[-1] == '.'))
-		end--;
-	if (end <= at)
-		return NULL;
-	{
-		char *d = util_xstrndup(at, (size_t)(end - at));
-		for (char *p = d; *p; p++) {
-			/* a domain name (UTF-8 labels allowed); domain literals
-			 * and anything that could break a header are refused */
-			if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_' &&
-			    (unsigned char)*p < 0x80) {
-				free(d);
-				return NULL;
-			}
-			*p = (char)tolower((unsigned char)*p);
-		}
-		return d;
-	}
-}
-
-/* policy_from_parse - count the addresses of a From: value, domain of the first. */
-int policy_from_parse(const char *value, size_t len, char **domain)
-{
-	const char *p = value, *end = value + len;
-	struct util_buf seg;
-	int count = 0, rc = -1;
-	bool in_q = false, in_angle = false, in_group = false;
-
-	if (domain != NULL)
-		*domain = NULL;
-	util_buf_init(&seg);
-	util_buf_adds(&seg, "");
-	for (;; p++) {
-		char c = p < end ? *p : 0;
-		bool sep = p >= end;
-
-		if (!sep && in_q) {
-			if (c == '\\' && p + 1 < end) {
-				util_buf_add(&seg, p, 2);
-				p++;
-				continue;
-			}
-			if (c == '"')
-				in_q = false;
-			util_buf_add(&seg, p, 1);
-			continue;
-		}
-		if (!sep && c == '(') {
-			const char *q = from_skip_comment(p, end);
-			if (q == NULL)
-				goto out;
-			util_buf_adds(&seg, " ");
-			p = q - 1;
-			continue;
-		}
-		if (!sep && c == '"') {
-			in_q = true;
-			util_buf_add(&seg, p, 1);
-			continue;
-		}
-		if (!sep && c == '<') {
-			if (in_angle)
-				goto out;
-			in_angle = true;
-		} else if (!sep && c == '>') {
-			if (!in_angle)
-				goto out;
-			in_angle = false;
-		}
-		if (!sep && !in_angle && c == ':') {
-			/* group display name: "Undisclosed recipients:" */
-			if (in_group)
-				goto out;
-			in_group = true;
-			util_buf_reset(&seg);
-			util_buf_adds(&seg, "");
-			continue;
-		}
-		if (sep || (!in_angle && (c == ',' || c == ';'))) {
-			bool blank = true;
-			for (size_t i = 0; i < seg.len; i++)
-				if (!isspace((unsigned char)seg.data[i]))
-					blank = false;
-			if (!blank) {
-				char *d = from_addr_domain(seg.data, seg.len);
-				if (d == NULL)
-					goto out;
-				count++;
-				if (domain != NULL && *domain == NULL)
-					*domain = d;
-				else
-					free(d);
-			}
-			util_buf_reset(&seg);
-			util_buf_adds(&seg, "");
-			if (sep)
-				break;
-			if (c == ';') {
-				if (!in_group)
-					goto out;
-				in_group = false;
-			}
-			continue;
-		}
-		if (c != '\r' && c != '\n')
-			util_buf_add(&seg, p, 1);
-	}
-	if (in_q || in_angle)
-		goto out;
-	rc = count;
-out:
-	util_buf_free(&seg);
-	if (rc < 0 && domain != NULL) {
-		free(*domain);
-		*domain = NULL;
-	}
-	return rc;
 }
 
 /* policy_org_domain - the organizational domain of name (RFC 7489 3.2),
@@ -304,71 +141,50 @@ void policy_org_domain(const char *name, char *out, size_t outlen)
 	snprintf(out, outlen, "%s", q);
 }
 
-/* dmarc_aligned - d aligned with the From: domain: equal under strict
- * alignment, same organizational domain under relaxed (RFC 7489 3.1). */
-static bool dmarc_aligned(const char *d, const char *from, const char *from_org, bool strict)
-{
-	char org[256];
+/* ------------------------------------------------------------ RFC 9989 */
 
-	if (d == NULL || d[0] == 0)
-		return false;
-	if (util_strcaseeq(d, from))
-		return true;
-	if (strict)
-		return false;
-	policy_org_domain(d, org, sizeof(org));
-	return util_strcaseeq(org, from_org);
+/* dmarc_txt - the walk's TXT lookup: mxgate's resolver on this worker. */
+static enum policy_dns_status dmarc_txt(void *arg, const char *name, struct util_strlist *out,
+                                        bool *secure)
+{
+	struct policy_msg *pm = arg;
+
+	return policy_dns_txt_sync(pm->pc->dns, name, out, secure);
 }
 
-/* dmarc_aligned_temperror - a DMARC failure that an aligned identity with a
- * temporary error might have turned into a pass: then the honest answer is
- * temperror, never fail (a DNS timeout must not become a 550 under
- * p=reject; RFC 7489 6.6.2 leaves it to the receiver). */
-static bool dmarc_aligned_temperror(const struct policy_msg *pm,
-                                    const struct policy_dmarc_outcome *o, bool dkim_strict,
-                                    bool spf_strict)
+/* dmarc_alabels - the From domain as lower-case A-labels (RFC 8616 6,
+ * IDNA2008 through libidn2); NULL if it is not a valid domain name. */
+static char *dmarc_alabels(const char *dom)
 {
-	const struct policy_spf_outcome *s = &pm->spf;
+	char *out = NULL, *r;
 
-	if (s->evaluated && s->result == POLICY_SPF_TEMPERROR &&
-	    dmarc_aligned(s->domain, o->header_from, o->org_domain, spf_strict))
-		return true;
-	for (size_t i = 0; i < pm->nsigs; i++)
-		if (strcmp(pm->sigs[i].result, "temperror") == 0 &&
-		    dmarc_aligned(pm->sigs[i].d, o->header_from, o->org_domain, dkim_strict))
-			return true;
-	return false;
-}
-
-/* ------------------------------------------------------------ DMARC */
-
-/* dmarc_fetch - worker: the one v=DMARC1 record at _dmarc.<dom>. */
-static enum policy_dns_status dmarc_fetch(struct policy_msg *pm, const char *dom, char **rec,
-                                          bool *secure)
-{
-	struct util_strlist txt = {0};
-	char *name = util_xasprintf("_dmarc.%s", dom);
-	enum policy_dns_status st = policy_dns_txt_sync(pm->pc->dns, name, &txt, secure);
-	size_t found = 0;
-
-	*rec = NULL;
-	for (size_t i = 0; st == POLICY_DNS_OK && i < txt.n; i++) {
-		const char *t = txt.v[i];
-		/* RFC 7489 6.6.3: records not starting with v=DMARC1 are ignored */
-		if (strncmp(t, "v=DMARC1", 8) == 0 && (t[8] == ';' || t[8] == ' ' || t[8] == 0)) {
-			if (found++ == 0)
-				*rec = util_xstrdup(t);
+	if (idn2_lookup_u8((const uint8_t *)dom, (uint8_t **)&out,
+	                   IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK ||
+	    out == NULL || out[0] == 0 || strlen(out) > 253) {
+		free(out);
+		return NULL;
+	}
+	/* libidn2 passes ASCII labels through unchecked: LDH (and "_")
+	 * labels of 1..63 octets only, so nothing odd reaches the DNS or
+	 * the A-R header.from */
+	for (char *p = out, *label = out;; p++) {
+		if (*p == '.' || *p == 0) {
+			if (p == label || p - label > 63) {
+				free(out);
+				return NULL;
+			}
+			if (*p == 0)
+				break;
+			label = p + 1;
+		} else if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
+			free(out);
+			return NULL;
 		}
+		*p = (char)tolower((unsigned char)*p);
 	}
-	if (found != 1) { /* none, or several: no policy */
-		free(*rec);
-		*rec = NULL;
-		if (st == POLICY_DNS_OK)
-			st = POLICY_DNS_NODATA;
-	}
-	util_strlist_free(&txt);
-	free(name);
-	return st;
+	r = util_xstrdup(out);
+	free(out); /* libidn2's allocator */
+	return r;
 }
 
 /* dmarc_is_exempt_domain - from domain listed, or a subdomain of one. */
@@ -386,170 +202,211 @@ static bool dmarc_is_exempt_domain(const struct config *cfg, const char *dom)
 	return false;
 }
 
-/* dmarc_policy_char - libopendmarc's p/sp constant as 'n' 'q' 'r' or 0. */
-static char dmarc_policy_char(int v)
+/* dmarc_last_label - the TLD of name. */
+static const char *dmarc_last_label(const char *name)
 {
-	switch (v) {
-	case DMARC_RECORD_P_NONE:
-		return 'n';
-	case DMARC_RECORD_P_QUARANTINE:
-		return 'q';
-	case DMARC_RECORD_P_REJECT:
-		return 'r';
-	default:
+	const char *dot = strrchr(name, '.');
+
+	return dot != NULL ? dot + 1 : name;
+}
+
+/* Alignment of one identifier (RFC 9989 4.4): 1 aligned, 0 not, -1 unknown
+ * (a DNS failure in the Organizational Domain walk). */
+struct dmarc_align {
+	struct policy_dmarc_walk *walk;
+	const char *from;
+	char from_org[256];
+	int from_org_state; /* 0 not yet, 1 known, -1 failed */
+};
+
+static int dmarc_aligned(struct dmarc_align *a, const char *d, bool strict)
+{
+	char org[256];
+	enum policy_dmarc_found why;
+
+	if (d == NULL || d[0] == 0)
 		return 0;
+	if (util_strcaseeq(d, a->from))
+		return 1;
+	/* relaxed: the same Organizational Domain by the tree walk - never by
+	 * a suffix match (libopendmarc 1.4.2 aligns d=co.uk with x.co.uk) */
+	if (strict || !util_strcaseeq(dmarc_last_label(d), dmarc_last_label(a->from)))
+		return 0;
+	if (a->from_org_state == 0)
+		a->from_org_state =
+		    policy_dmarc_org_domain(a->walk, a->from, a->from_org, &why) == 0 ? 1 : -1;
+	if (a->from_org_state < 0)
+		return -1;
+	{
+		char low[256];
+		size_t n = 0;
+		for (; d[n] != 0 && n + 1 < sizeof(low); n++)
+			low[n] = (char)tolower((unsigned char)d[n]);
+		low[n] = 0;
+		if (n > 0 && low[n - 1] == '.')
+			low[n - 1] = 0;
+		if (policy_dmarc_org_domain(a->walk, low, org, &why) < 0)
+			return -1;
 	}
+	return strcmp(org, a->from_org) == 0;
 }
 
-/* dmarc_store_auth - hand SPF and DKIM outcomes to libopendmarc. */
-static void dmarc_store_auth(struct policy_msg *pm, DMARC_POLICY_T *ctx)
+/* dmarc_nonexistent - RFC 9989 np: the author domain does not exist
+ * (NXDOMAIN, RFC 8020: nothing at or below the name). */
+static bool dmarc_nonexistent(struct policy_msg *pm, const char *dom)
 {
-	const struct policy_spf_outcome *s = &pm->spf;
+	struct policy_dns_answer ans;
+	bool nx;
 
-	if (s->evaluated && s->domain != NULL && s->domain[0] != 0) {
-		int r = DMARC_POLICY_SPF_OUTCOME_NONE;
-		if (s->result == POLICY_SPF_PASS)
-			r = DMARC_POLICY_SPF_OUTCOME_PASS;
-		else if (s->result == POLICY_SPF_FAIL || s->result == POLICY_SPF_SOFTFAIL)
-			r = DMARC_POLICY_SPF_OUTCOME_FAIL;
-		else if (s->result == POLICY_SPF_TEMPERROR)
-			r = DMARC_POLICY_SPF_OUTCOME_TMPFAIL;
-		opendmarc_policy_store_spf(ctx, (u_char *)s->domain, r,
-		                           s->helo_identity ? DMARC_POLICY_SPF_ORIGIN_HELO
-		                                            : DMARC_POLICY_SPF_ORIGIN_MAILFROM,
-		                           (u_char *)policy_spf_result_str(s->result));
-	}
-	for (size_t i = 0; i < pm->nsigs; i++) {
-		const struct policy_dkim_sig *g = &pm->sigs[i];
-		int r = DMARC_POLICY_DKIM_OUTCOME_NONE;
-		if (g->d == NULL)
-			continue;
-		if (strcmp(g->result, "pass") == 0)
-			r = DMARC_POLICY_DKIM_OUTCOME_PASS;
-		else if (strcmp(g->result, "fail") == 0 || strcmp(g->result, "policy") == 0)
-			r = DMARC_POLICY_DKIM_OUTCOME_FAIL;
-		else if (strcmp(g->result, "temperror") == 0)
-			r = DMARC_POLICY_DKIM_OUTCOME_TMPFAIL;
-		opendmarc_policy_store_dkim(ctx, (u_char *)g->d, (u_char *)g->s, r,
-		                            (u_char *)g->result);
-	}
+	policy_dns_query_sync(pm->pc->dns, dom, 1 /* A */, &ans);
+	nx = ans.status == POLICY_DNS_NXDOMAIN;
+	policy_dns_answer_free(&ans);
+	return nx;
 }
 
-/* policy_dmarc_eval - worker: fetch the record, let libopendmarc judge, apply pct. */
+/* dmarc_from_error - the From: field is not exactly one mailbox. */
+static void dmarc_from_error(struct policy_msg *pm, struct policy_dmarc_outcome *o)
+{
+	o->result = POLICY_DMARC_PERMERROR;
+	o->from_error = true;
+	if (pm->from.bad)
+		o->from_error_text = util_xstrdup(
+		    "the From: header field is not a syntactically valid RFC 5322 mailbox");
+	else if (pm->from.addrs == 0)
+		o->from_error_text = util_xstrdup("the message has no From: address");
+	else if (pm->from.addrs == 1)
+		o->from_error_text = util_xstrdup("the From: domain is not a valid domain name");
+	else
+		o->from_error_text = util_xasprintf(
+		    "the message has %d From: addresses; exactly one is required", pm->from.addrs);
+	o->comment = util_xstrdup(o->from_error_text);
+}
+
+/* policy_dmarc_eval - worker: RFC 9989 policy discovery by the DNS tree
+ * walk, identifier alignment, the policy to apply (p / sp / np, t). */
 void policy_dmarc_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
 	struct policy_dmarc_outcome *o = &pm->dmarc;
-	DMARC_POLICY_T *ctx = NULL;
-	char *rec = NULL, ip[INET6_ADDRSTRLEN], org[256];
-	bool sec1 = false, sec2 = true, used_org = false;
-	enum policy_dns_status st;
-	int pol, p = 0, sp = 0, pct = 100, adkim = 0, aspf = 0;
+	const struct policy_spf_outcome *s = &pm->spf;
+	struct policy_dmarc_walk walk;
+	struct policy_dmarc_record rec;
+	struct dmarc_align al;
+	char rdom[256], err[128], ip[INET6_ADDRSTRLEN];
+	enum policy_dmarc_found f;
+	bool pass = false, unknown = false, at_author, nx = false;
+	char pol;
 
 	policy_dmarc_outcome_free(o);
 	o->evaluated = true;
 	if (pm->from.bad || pm->from.addrs != 1 || pm->from.domain == NULL) {
-		o->result = POLICY_DMARC_PERMERROR;
-		o->from_error = true;
-		if (pm->from.bad)
-			o->from_error_text =
-			    util_xstrdup("the From: header field cannot be parsed");
-		else if (pm->from.addrs == 0)
-			o->from_error_text = util_xstrdup("the message has no From: address");
-		else
-			o->from_error_text = util_xasprintf(
-			    "the message has %d From: addresses; exactly one is required",
-			    pm->from.addrs);
-		o->comment = util_xstrdup(o->from_error_text);
+		dmarc_from_error(pm, o);
 		return;
 	}
-	o->header_from = util_xstrdup(pm->from.domain);
+	o->header_from = dmarc_alabels(pm->from.domain);
+	if (o->header_from == NULL) {
+		dmarc_from_error(pm, o);
+		return;
+	}
 	if (dmarc_is_exempt_domain(cfg, o->header_from))
 		o->exempt = util_xasprintf("exempt domain %s", o->header_from);
 	else if (util_cidr_list_match(&cfg->dmarc_exempt_clients, &pm->client))
 		o->exempt =
 		    util_xasprintf("exempt client %s", util_addr_str(&pm->client, ip, sizeof(ip)));
 
-	policy_org_domain(o->header_from, org, sizeof(org));
-	o->org_domain = util_xstrdup(org);
-
-	st = dmarc_fetch(pm, o->header_from, &rec, &sec1);
-	if ((st == POLICY_DNS_NXDOMAIN || st == POLICY_DNS_NODATA) &&
-	    !util_strcaseeq(org, o->header_from)) {
-		st = dmarc_fetch(pm, org, &rec, &sec2);
-		used_org = true;
-	}
-	o->secure = sec1 && sec2;
-	if (st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS) {
-		o->result = POLICY_DMARC_TEMPERROR;
-		o->comment = util_xstrdup(st == POLICY_DNS_BOGUS ? "DNSSEC validation failed"
-		                                                 : "DNS lookup failed");
-		return;
-	}
-	if (rec == NULL) {
+	policy_dmarc_walk_init(&walk, dmarc_txt, pm);
+	f = policy_dmarc_discover(&walk, o->header_from, &rec, rdom, err, sizeof(err));
+	switch (f) {
+	case POLICY_DMARC_FOUND:
+		break;
+	case POLICY_DMARC_NOTFOUND:
 		o->result = POLICY_DMARC_NONE;
 		o->comment = util_xstrdup("no DMARC record");
-		return;
-	}
-	util_addr_str(&pm->client, ip, sizeof(ip));
-	ctx = opendmarc_policy_connect_init((u_char *)ip, pm->client.ss.ss_family == AF_INET6
-	                                                      ? DMARC_POLICY_IP_TYPE_IPV6
-	                                                      : DMARC_POLICY_IP_TYPE_IPV4);
-	if (ctx == NULL) {
-		o->result = POLICY_DMARC_TEMPERROR;
-		o->comment = util_xstrdup("internal error");
 		goto out;
-	}
-	opendmarc_policy_store_from_domain(ctx, (u_char *)o->header_from);
-	if (opendmarc_policy_store_dmarc(ctx, (u_char *)rec, (u_char *)o->header_from,
-	                                 used_org ? (u_char *)org : NULL) != DMARC_PARSE_OKAY) {
+	case POLICY_DMARC_SEVERAL:
+		o->result = POLICY_DMARC_NONE;
+		o->comment = util_xasprintf(
+		    "several DMARC records at _dmarc.%s: no DMARC processing", o->header_from);
+		goto out;
+	case POLICY_DMARC_INVALID:
 		o->result = POLICY_DMARC_PERMERROR;
-		o->comment = util_xstrdup("invalid DMARC record");
+		o->comment = util_xasprintf("invalid DMARC record: %s", err);
+		goto out;
+	default:
+		o->result = POLICY_DMARC_TEMPERROR;
+		o->comment =
+		    util_xstrdup(f == POLICY_DMARC_DNS_BOGUS  ? "DNSSEC validation failed"
+		                 : f == POLICY_DMARC_TOO_MANY ? "too many DMARC DNS queries"
+		                                              : "DNS lookup failed");
 		goto out;
 	}
-	dmarc_store_auth(pm, ctx);
-	pol = opendmarc_get_policy_to_enforce(ctx);
-	opendmarc_policy_fetch_p(ctx, &p);
-	opendmarc_policy_fetch_sp(ctx, &sp);
-	opendmarc_policy_fetch_pct(ctx, &pct);
-	opendmarc_policy_fetch_adkim(ctx, &adkim);
-	opendmarc_policy_fetch_aspf(ctx, &aspf);
-	o->policy = dmarc_policy_char(used_org && dmarc_policy_char(sp) ? sp : p);
-	switch (pol) {
-	case DMARC_POLICY_PASS:
+	at_author = strcmp(rdom, o->header_from) == 0;
+	o->record_domain = util_xstrdup(rdom);
+	o->record_p = rec.p;
+	o->testing = rec.t;
+
+	/* the policy: p at the author domain; else np for a non-existent
+	 * author domain, sp, p (RFC 9989 4.7, 4.10.1) */
+	pol = rec.p;
+	if (!at_author) {
+		if (rec.np != 0 && (nx = dmarc_nonexistent(pm, o->header_from)))
+			pol = rec.np;
+		else if (rec.sp != 0)
+			pol = rec.sp;
+	}
+	o->policy = pol;
+
+	/* identifier alignment (RFC 9989 4.4) */
+	al.walk = &walk;
+	al.from = o->header_from;
+	al.from_org_state = 0;
+	for (size_t i = 0; i < pm->nsigs && !pass; i++) {
+		const struct policy_dkim_sig *g = &pm->sigs[i];
+		bool ok = strcmp(g->result, "pass") == 0, tmp = strcmp(g->result, "temperror") == 0;
+		int a;
+		if (!ok && !tmp)
+			continue;
+		a = dmarc_aligned(&al, g->d, rec.adkim == 's');
+		if (a != 0 && tmp)
+			unknown = true;
+		else if (a > 0)
+			pass = true;
+		else if (a < 0)
+			unknown = true;
+	}
+	if (!pass && s->evaluated &&
+	    (s->result == POLICY_SPF_PASS || s->result == POLICY_SPF_TEMPERROR)) {
+		int a = dmarc_aligned(&al, s->domain, rec.aspf == 's');
+		if (a != 0 && s->result == POLICY_SPF_TEMPERROR)
+			unknown = true;
+		else if (a > 0)
+			pass = true;
+		else if (a < 0)
+			unknown = true;
+	}
+	if (al.from_org_state == 1)
+		o->org_domain = util_xstrdup(al.from_org);
+
+	if (pass) {
 		o->result = POLICY_DMARC_PASS;
 		o->applied = 'n';
-		break;
-	case DMARC_POLICY_REJECT:
-	case DMARC_POLICY_QUARANTINE:
-	case DMARC_POLICY_NONE:
+	} else if (unknown) {
+		/* an aligned identity with a temporary error (or an alignment
+		 * the DNS could not settle): never fail on it */
+		o->result = POLICY_DMARC_TEMPERROR;
+		o->applied = 'n';
+	} else {
 		o->result = POLICY_DMARC_FAIL;
-		o->applied = pol == DMARC_POLICY_REJECT       ? 'r'
-		             : pol == DMARC_POLICY_QUARANTINE ? 'q'
-		                                              : 'n';
-		/* RFC 7489 6.6.4: outside the pct sample, one step weaker */
-		if (pct >= 0 && pct < 100 && o->applied != 'n' &&
-		    arc4random_uniform(100) >= (uint32_t)pct)
-			o->applied = o->applied == 'r' ? 'q' : 'n';
-		/* an aligned SPF or DKIM temperror: the result is unknown */
-		if (dmarc_aligned_temperror(pm, o, adkim == DMARC_RECORD_A_STRICT,
-		                            aspf == DMARC_RECORD_A_STRICT))
-			o->result = POLICY_DMARC_TEMPERROR;
-		break;
-	default:
-		o->result = POLICY_DMARC_NONE;
-		break;
+		o->applied = pol;
+		/* t=y: one step weaker (RFC 9989 4.7 "t") */
+		if (rec.t && pol != 'n')
+			o->applied = pol == 'r' ? 'q' : 'n';
 	}
-	o->comment =
-	    util_xasprintf("p=%s sp=%s pct=%d%s%s",
-	                   p == DMARC_RECORD_P_REJECT       ? "reject"
-	                   : p == DMARC_RECORD_P_QUARANTINE ? "quarantine"
-	                                                    : "none",
-	                   sp == DMARC_RECORD_P_REJECT       ? "reject"
-	                   : sp == DMARC_RECORD_P_QUARANTINE ? "quarantine"
-	                   : sp == DMARC_RECORD_P_NONE       ? "none"
-	                                                     : "unset",
-	                   pct < 0 ? 100 : pct, used_org ? " org=" : "", used_org ? org : "");
+	o->comment = util_xasprintf(
+	    "p=%s sp=%s np=%s%s%s%s%s%s%s", policy_dmarc_policy_word(rec.p),
+	    policy_dmarc_policy_word(rec.sp), policy_dmarc_policy_word(rec.np), rec.t ? " t=y" : "",
+	    at_author ? "" : " record=", at_author ? "" : rdom, nx ? " nonexistent" : "",
+	    rec.p_missing ? " (no usable p=, rua: none)" : "", rec.has_pct ? " pct ignored" : "");
 	if (o->result == POLICY_DMARC_TEMPERROR) {
 		char *c =
 		    util_xasprintf("%s; an aligned identity had a temporary error", o->comment);
@@ -557,7 +414,6 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		o->comment = c;
 	}
 out:
-	if (ctx != NULL)
-		opendmarc_policy_connect_shutdown(ctx);
-	free(rec);
+	o->secure = !walk.insecure && walk.queries > 0;
+	policy_dmarc_walk_free(&walk);
 }

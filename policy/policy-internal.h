@@ -110,8 +110,11 @@ enum policy_dmarc_result {
 struct policy_dmarc_outcome {
 	bool evaluated;
 	enum policy_dmarc_result result;
-	char policy;  /* 'n' 'q' 'r' or 0: policy.dmarc published */
-	char applied; /* policy after pct / sp: 'n' 'q' 'r' */
+	char policy;         /* 'n' 'q' 'r' or 0: policy.dmarc, the p/sp/np that applies */
+	char applied;        /* policy after t=y: 'n' 'q' 'r' */
+	bool testing;        /* the record has t=y */
+	char *record_domain; /* where the policy record was found (tree walk) */
+	char record_p;       /* its p= ('n' 'q' 'r'), 0 when no record was used */
 	char *header_from;
 	char *org_domain;
 	char *comment;
@@ -268,10 +271,11 @@ void policy_dmarc_lib_free(struct policy_ctx *pc);
 void policy_dmarc_eval(struct policy_msg *pm);
 void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
 
-/* policy_from_parse - count the addresses of one From: field value (groups,
- * comments, quoted strings); domain of the first address (malloc'd,
- * lower-case) into *domain when domain != NULL.  Returns the count, -1 on a
- * syntax error. */
+/* policy_from_parse - policy-from.c: the mailboxes of one From: field
+ * value, a strict RFC 5322 3.6.2 mailbox-list (comments, quoted strings,
+ * obsolete forms; no groups); domain of the first mailbox (malloc'd, lower-case, may
+ * be UTF-8) into *domain when domain != NULL.  Returns the count, -1 when
+ * the value is not such a list. */
 int policy_from_parse(const char *value, size_t len, char **domain);
 
 /* policy_org_domain - organizational domain of name (PSL when loaded, else

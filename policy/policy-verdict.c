@@ -421,6 +421,19 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			                o->policy == 'r'   ? "reject"
 			                : o->policy == 'q' ? "quarantine"
 			                                   : "none");
+		/* RFC 9989 A-R registrations: polrec.domain when the record
+		 * was found elsewhere than the From domain (tree walk), and
+		 * polrec.p, the p= read from it */
+		if (o->record_domain != NULL && o->header_from != NULL &&
+		    strcmp(o->record_domain, o->header_from) != 0) {
+			util_buf_adds(&b, " polrec.domain=");
+			verdict_add_value(&b, o->record_domain);
+		}
+		if (o->record_p != 0) /* the p= of the record found */
+			util_buf_printf(&b, " polrec.p=%s",
+			                o->record_p == 'r'   ? "reject"
+			                : o->record_p == 'q' ? "quarantine"
+			                                     : "none");
 		clauses++;
 	}
 	{

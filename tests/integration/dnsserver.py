@@ -149,6 +149,12 @@ class UnboundServer:
              ]
         for z in sorted(self.zones - set(self.auth_zones)):
             c.append(f'  local-zone: "{z}." static')
+        # the DMARC tree walk (RFC 9989 4.10) ends with _dmarc.<TLD>: answer
+        # it (NXDOMAIN) here rather than let unbound try the root servers
+        for tld in sorted({z.split(".")[-1] for z in self.zones} -
+                          {z for z in self.zones}):
+            if "_dmarc." + tld not in self.zones:
+                c.append(f'  local-zone: "_dmarc.{tld}." static')
         for name, rtype, rdata, ttl in self.records:
             c.append(f"  local-data: '{name}. {ttl} IN {rtype} {rdata}'")
         for z, f in self.auth_zones.items():

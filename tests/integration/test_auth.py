@@ -58,6 +58,7 @@ def env(tmp_path_factory):
                      ("dquar.test", "v=DMARC1; p=quarantine"),
                      ("drej.test", "v=DMARC1; p=reject"),
                      ("dpct.test", "v=DMARC1; p=reject; pct=0"),
+                     ("dtest.test", "v=DMARC1; p=reject; t=y"),
                      ("org.test", "v=DMARC1; p=reject; sp=none"),
                      ("strict.test", "v=DMARC1; p=reject; aspf=s"),
                      ("exempt.test", "v=DMARC1; p=reject")]:
@@ -273,7 +274,7 @@ def test_dmarc_fail_p_none(env):
     msg, marker = mxtest.make_message(sender="dan@dnone.test")
     m = deliver(env.main, "dan@none.test", msg, marker)
     a = ar(m)
-    assert "dmarc=fail (p=none sp=unset pct=100 dis=none) header.from=dnone.test" in a, a
+    assert "dmarc=fail (p=none sp=unset np=unset dis=none) header.from=dnone.test" in a, a
     assert "policy.dmarc=none" in a
     assert mxtest.header_values(m, "X-Spam-Flag") == ["NO"]
 
@@ -294,19 +295,23 @@ def test_dmarc_fail_p_reject(env):
     assert "DMARC policy of drej.test" in r.text
 
 
-def test_dmarc_pct_zero_downgrades_reject(env):
-    msg, marker = mxtest.make_message(sender="dan@dpct.test")
+def test_dmarc_pct_ignored_t_downgrades_reject(env):
+    # RFC 9989 removed pct: pct=0 no longer softens p=reject ...
+    msg, _ = mxtest.make_message(sender="dan@dpct.test")
+    mxtest.assert_reply(refuse(env.main, "dan@none.test", msg), 550, "5.7.1")
+    # ... t=y does: reject is applied as quarantine
+    msg, marker = mxtest.make_message(sender="dan@dtest.test")
     m = deliver(env.main, "dan@none.test", msg, marker)
     a = ar(m)
-    assert "pct=0" in a and "dis=quarantine" in a and "policy.dmarc=reject" in a, a
+    assert "t=y" in a and "dis=quarantine" in a and "policy.dmarc=reject" in a, a
     assert mxtest.header_values(m, "X-Spam-Flag") == ["YES"]
 
 
 def test_dmarc_subdomain_sp_via_org_domain(env):
     msg, marker = mxtest.make_message(sender="eve@sub.org.test")
     a = ar(deliver(env.main, "eve@none.test", msg, marker))
-    assert "dmarc=fail (p=reject sp=none pct=100 org=org.test dis=none)" in a, a
-    assert "header.from=sub.org.test policy.dmarc=none" in a
+    assert "dmarc=fail (p=reject sp=none np=unset record=org.test dis=none)" in a, a
+    assert "header.from=sub.org.test policy.dmarc=none polrec.domain=org.test" in a
     # no sp: the org domain's p=reject applies to its subdomains
     msg, _ = mxtest.make_message(sender="eve@sub.drej.test")
     mxtest.assert_reply(refuse(env.main, "eve@none.test", msg), 550, "5.7.1")

@@ -221,8 +221,10 @@ static const struct {
     {" (comment <x@y.test>) alice@example.test", 1, "example.test"},
     {" \"a@b.test\" <alice@example.test>", 1, "example.test"},
     {" alice@example.test, bob@other.test", 2, "example.test"},
-    {" Friends: alice@example.test, bob@other.test;", 2, "example.test"},
-    {" Undisclosed recipients:;", 0, NULL},
+    /* RFC 5322 3.6.2: From: is a mailbox-list; groups are refused */
+    {" Friends: alice@example.test, bob@other.test;", -1, NULL},
+    {" Undisclosed recipients:;", -1, NULL},
+    {" Friends: alice@example.test;", -1, NULL},
     {" ", 0, NULL},
     {" Alice\r\n <alice@example.test>", 1, "example.test"},
     {" <@route.test:alice@example.test>", 1, "example.test"},
