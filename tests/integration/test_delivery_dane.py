@@ -107,7 +107,7 @@ def test_dane_ee_match_is_verified(world, mx, ca):
     dsn_id = bounce_one(gw)
     wait_for(lambda: dsns(mx), scaled(15), what="the DSN over DANE-verified TLS")
     assert dsns(mx)[0].tls and dsns(mx)[0].rcpt_tos == [SENDER]
-    gw.wait_log(dsn_id + r" to=<alice@dane.test> relay=mx\.dane\.test\S* delay=\S+ "
+    gw.wait_log(dsn_id + r" to=<alice@dane.test> route=outbound relay=mx\.dane\.test\S* .*"
                 r"tls=TLS\S+ \S+ dane status=sent")
 
 

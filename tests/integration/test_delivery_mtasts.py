@@ -125,7 +125,7 @@ def test_enforce_with_valid_certificate_delivers(world, ca):
     assert web.requests == [("/.well-known/mta-sts.txt", "mta-sts.sts.test")]
     log = gw.log_text()
     assert "mta-sts domain=sts.test status=policy mode=enforce max_age=86400 id=20261202a" in log
-    gw.wait_log(dsn_id + r" to=<alice@sts.test> relay=mx\.sts\.test.* status=sent")
+    gw.wait_log(dsn_id + r" to=<alice@sts.test> route=outbound relay=mx\.sts\.test.* status=sent")
 
 
 def test_enforce_with_untrusted_certificate_defers(world, other_ca):

@@ -73,7 +73,7 @@ def test_dsn_goes_to_sender_mx_not_inbound_downstream(gateway, inbound, sender_m
     assert marker.encode() in rec.data            # the original headers are attached
     # the inbound downstream saw the original message, never the bounce
     assert not dsns(inbound) and not refused_at_inbound(inbound)
-    gw.wait_log(re.escape(f"{dsn_id} to=<{SENDER}> relay=mx.sender.test[{SENDER_MX}]:"
+    gw.wait_log(re.escape(f"{dsn_id} to=<{SENDER}> route=outbound relay=mx.sender.test[{SENDER_MX}]:"
                           f"{sender_mx.port} ") + r".* status=sent")
     wait_for(lambda: not gw.queue_ids(), scaled(10), what="empty queue")
 

@@ -333,7 +333,7 @@ def test_session_5xx_first_host_fails_over_to_second(gateway, test_ca, mode):
         wait_for(lambda: good.find(marker), scaled(15), what="delivery at the second host")
         wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
         assert bad.connections >= 1
-        assert re.search(qid + r" to=<a@example.test> relay=127.0.0.1\[127.0.0.1\]:%d .*"
+        assert re.search(qid + r" to=<a@example.test> route=down relay=127.0.0.1\[127.0.0.1\]:%d .*"
                          r"status=sent" % good.port, gw.log_text())
         assert "status=bounced" not in gw.log_text()
         assert not bounce.messages
