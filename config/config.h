@@ -98,6 +98,14 @@ struct config {
 	int data_timeout;                 /* seconds between data chunks (3 min) */
 	int data_total_timeout;           /* seconds for the whole DATA phase */
 	int proxy_timeout;                /* seconds to wait for a PROXY header */
+	int junk_command_limit;           /* NOOP/RSET/VRFY/HELP per session, then 421 */
+	int max_session_time;             /* seconds a session may last (after the current
+	                                     transaction: 421) */
+	int max_transactions;             /* MAIL commands per session, then 421 */
+	int stress_threshold;             /* percent of max_connections; above it stress mode
+	                                     (0 = never) */
+	int stress_command_timeout;       /* command_timeout under stress (seconds) */
+	int stress_junk_command_limit;    /* junk_command_limit under stress */
 
 	/* [tls] */
 	char *tls_cert_file;              /* NULL: no STARTTLS offered */

@@ -54,6 +54,11 @@ void gw_metrics_define(void)
 	     "SMTP connections accepted by the listeners"},
 	    {"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
 	     "SMTP connections refused, by reason"},
+	    {"mxgate_sessions_cut_total", UTIL_METRIC_COUNTER, "reason",
+	     "Sessions closed with 421 for holding a slot without sending mail: junk_commands, "
+	     "session_time, transactions"},
+	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
+	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",
 	     "Listener pauses because accept() ran out of descriptors or memory (EMFILE, ENFILE, "
 	     "ENOBUFS, ENOMEM)"},

@@ -95,6 +95,7 @@ struct smtp_server {
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
 	size_t nsessions;
 	bool accepting;
+	bool stress;                     /* stress mode (smtp-defence.c) */
 	bool accept_paused;              /* listeners disabled: out of descriptors */
 	struct event *accept_resume;     /* owned; re-enables them (smtp-server.c) */
 };
@@ -146,6 +147,11 @@ struct smtp_session {
 	bool rdns_pending;               /* lookup in flight */
 	char tls_desc[128];              /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	int errors;
+	int junk;                        /* NOOP/RSET/VRFY/HELP since the last queued message */
+	int transactions;                /* MAIL commands accepted */
+	bool expired;                    /* max_session_time passed mid-transaction */
+	bool stress_timeout;             /* the stress command timeout is armed */
+	struct event *life_ev;           /* owned; max_session_time (smtp-defence.c) */
 	char *pending_line;              /* RCPT line suspended on SPF or a probe; owned */
 	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
 	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
@@ -189,6 +195,29 @@ void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
                               enum smtp_verify_result r);
 void smtp_tx_free(struct smtp_tx *tx);
 void smtp_session_set_timeout(struct smtp_session *s, int seconds);
+
+/* smtp-defence.c - sessions that hold slots without sending mail */
+/* smtp_defence_start - arm the session's lifetime timer (0, -1 out of memory). */
+int smtp_defence_start(struct smtp_session *s);
+/* smtp_defence_end - free what smtp_defence_start armed (teardown). */
+void smtp_defence_end(struct smtp_session *s);
+/* smtp_defence_command_timeout - (re)arm the idle timeout between commands:
+ * command_timeout, or stress_command_timeout in stress mode. */
+void smtp_defence_command_timeout(struct smtp_session *s);
+/* smtp_defence_junk - count a NOOP/RSET/VRFY/HELP; true when that was one
+ * too many (421 queued, session closing: do not answer the command). */
+bool smtp_defence_junk(struct smtp_session *s);
+/* smtp_defence_new_tx - a MAIL command; true when the session is over
+ * max_transactions (421 queued, session closing). */
+bool smtp_defence_new_tx(struct smtp_session *s);
+/* smtp_defence_expired - max_session_time passed during a transaction; true
+ * when it did (421 queued, session closing).  Called before each command. */
+bool smtp_defence_expired(struct smtp_session *s);
+/* smtp_defence_queued - a message was queued: the junk count starts again. */
+void smtp_defence_queued(struct smtp_session *s);
+/* smtp_defence_stress_update - after the session count changed: enter or
+ * leave stress mode (logged, counted; idle sessions get the short timeout). */
+void smtp_defence_stress_update(struct smtp_server *srv);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

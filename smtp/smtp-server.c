@@ -85,6 +85,7 @@ void smtp_server_register(struct smtp_server *srv, struct smtp_session *s)
 	s->hnext = srv->sessions[b];
 	srv->sessions[b] = s;
 	srv->nsessions++;
+	smtp_defence_stress_update(srv);
 }
 
 /* smtp_server_unregister - remove from the registry (session teardown). */
@@ -94,6 +95,7 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s)
 		if (*pp == s) {
 			*pp = s->hnext;
 			srv->nsessions--;
+			smtp_defence_stress_update(srv);
 			return;
 		}
 	}

@@ -86,6 +86,7 @@ void smtp_session_destroy(struct smtp_session *s)
 	util_log_info("s=%016llx disconnect client=%s helo=%s errors=%d", (unsigned long long)s->id,
 		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
 	smtp_tx_free(s->tx);
+	smtp_defence_end(s);
 	smtp_server_unregister(s->srv, s);
 	smtp_server_ip_release(s->srv, s);
 	if (s->bev)
@@ -193,7 +194,7 @@ static void greet(struct smtp_session *s)
 		      s->client_str, util_addr_port(&s->client));
 	smtp_server_rdns_start(s->srv, s);
 	s->state = SMTP_STATE_HELO;
-	smtp_session_set_timeout(s, cfg->command_timeout);
+	smtp_defence_command_timeout(s);
 	smtp_session_reply(s, "220 %s ESMTP %s", cfg->hostname,
 			   cfg->banner_text ? cfg->banner_text : "mxgate");
 }
@@ -227,6 +228,9 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 		return;
 	}
 	smtp_server_register(srv, s);
+	if (smtp_defence_start(s) < 0)
+		util_log_err("s=%016llx cannot arm max_session_time: out of memory",
+			     (unsigned long long)s->id);
 	/* libevent reads at most 4 KiB per callback by default: a 1 MiB message
 	 * cost 256 reads, FIONREADs, parser calls and spool writes.  Up to 64
 	 * KiB per read only while that much is waiting; idle sessions keep no
@@ -409,6 +413,8 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		reply_error(s, "503 5.5.1 Error: nested MAIL command");
 		return;
 	}
+	if (smtp_defence_new_tx(s))
+		return;   /* max_transactions: 421, closing */
 	struct smtp_tx *tx = util_xcalloc(1, sizeof(*tx));
 	char reply[300];
 	if (smtp_path_parse(c->arg, "FROM:", true, true, &tx->mail, reply, sizeof(reply)) < 0) {
@@ -662,7 +668,7 @@ static void start_tls(struct smtp_session *s)
 	/* The timeouts are set on the TLS filter, which only counts decrypted
 	 * bytes: a handshake dribbled out byte by byte still ends after
 	 * command_timeout (test_dribbled_client_hello_hits_handshake_deadline). */
-	smtp_session_set_timeout(s, s->cfg->command_timeout);
+	smtp_defence_command_timeout(s);
 }
 
 /* cmd_starttls - STARTTLS (RFC 3207). */
@@ -694,6 +700,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
 	util_log_debug("s=%016llx in=\"%.*s\"", (unsigned long long)s->id, (int)len, line);
+	if (smtp_defence_expired(s))
+		return;   /* max_session_time ran out during the last transaction */
 	if (smtp_cmd_parse(line, len, &c) < 0) {
 		reply_error(s, "500 5.5.2 Error: command not recognized");
 		return;
@@ -713,6 +721,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		cmd_data(s, &c);
 		break;
 	case SMTP_VERB_RSET:
+		if (smtp_defence_junk(s))
+			break;
 		if (c.arg[0]) {
 			reply_error(s, "501 5.5.4 Syntax: RSET");
 			break;
@@ -721,12 +731,16 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		smtp_session_reply(s, "250 2.0.0 Ok");
 		break;
 	case SMTP_VERB_NOOP:
+		if (smtp_defence_junk(s))
+			break;
 		smtp_session_reply(s, "250 2.0.0 Ok");
 		break;
 	case SMTP_VERB_QUIT:
 		smtp_session_close(s, "221 2.0.0 Bye");
 		break;
 	case SMTP_VERB_VRFY:
+		if (smtp_defence_junk(s))
+			break;
 		/* RFC 5321 3.5.3: 252 when we will not verify. */
 		smtp_session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
 		break;
@@ -734,6 +748,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	case SMTP_VERB_HELP:
+		if (smtp_defence_junk(s))
+			break;
 		smtp_session_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT "
 				      "VRFY HELP STARTTLS; see RFC 5321");
 		break;
@@ -746,6 +762,11 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	}
+	/* Stress mode began or ended since the idle timeout was armed. */
+	if (s->stress_timeout != s->srv->stress && s->wait == SMTP_WAIT_NONE &&
+	    (s->state == SMTP_STATE_HELO || s->state == SMTP_STATE_READY ||
+	     s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT))
+		smtp_defence_command_timeout(s);
 }
 
 /* ------------------------------------------------------------------ input */
