@@ -123,6 +123,13 @@ static const char *v_forwarder(const char *s, char *buf, size_t buflen)
 	return NULL;
 }
 
+/* v_dnsbl_site - zone[=filter][*weight] (config-dnsbl.c). */
+static const char *v_dnsbl_site(const char *s, char *buf, size_t buflen)
+{
+	struct config_dnsbl_site site;
+	return config_dnsbl_parse(s, &site, buf, buflen) < 0 ? buf : NULL;
+}
+
 /* v_ciphers - an OpenSSL cipher string: printable, no spaces needed. */
 static const char *v_ciphers(const char *s, char *buf, size_t buflen)
 {
@@ -149,6 +156,7 @@ static const char *const e_dmarc[] = {"reject", "quarantine", "monitor", NULL};
 static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
 static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
 static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
+static const char *const e_dnsbl_decide[] = {"connect", "rcpt", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -381,6 +389,24 @@ static const struct config_directive d_spam[] = {
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };
 
+static const struct config_directive d_dnsbl[] = {
+    {"sites", CONFIG_T_LIST, G(dnsbl_site_specs), NULL, NULL, 0, 0, NULL, v_dnsbl_site, R,
+     "DNSBL/DNSWL zones as zone[=filter][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3, "
+     "list.dnswl.org=127.0.[0..255].[1..3]*-5 (negative = allowlist); weight 1 when omitted. "
+     "Answers in 127.255.255.0/24 (query refused) never count"},
+    {"reject_threshold", CONFIG_T_INT, G(dnsbl_reject_threshold), "3", NULL, 0, 100000, NULL,
+     NULL, R, "Sum of the listing sites' weights at or above which the client gets 554 5.7.1; "
+     "0 = never"},
+    {"tag_threshold", CONFIG_T_INT, G(dnsbl_tag_threshold), "1", NULL, 0, 100000, NULL, NULL, R,
+     "Score at or above which each listing zone adds [spam] weight_dnsbl to the message's "
+     "spam score (rule DNSBL_<zone>); 0 = never"},
+    {"decide_at", CONFIG_T_ENUM, G(dnsbl_decide), "connect", NULL, 0, 0, e_dnsbl_decide, NULL, R,
+     "connect: the banner waits for the lookups (at most [dns] timeout) and a rejected client "
+     "gets 554 instead; rcpt: banner at once, each RCPT gets 554"},
+    {"cache_ttl", CONFIG_T_DURATION, G(dnsbl_cache_ttl), "5m", NULL, 0, DAY, NULL, NULL, R,
+     "How long an answer (listed or not) is reused for the same client and zone; 0 = no cache"},
+};
+
 static const struct config_directive d_route[] = {
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
      "Recipient domains routed here; a route without domains is the default route"},
@@ -464,6 +490,9 @@ const struct config_section config_sections[] = {
     SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),
     SEC("auth", false, d_auth, "Sender authentication at ingress: SPF, DKIM, DMARC."),
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
+    SEC("dnsbl", false, d_dnsbl,
+        "DNSBL/DNSWL decisions at connect or RCPT: weighted sites looked up in parallel when "
+        "a client connects ([spam] dnsbl_zones share the same lookups)."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

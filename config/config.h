@@ -66,6 +66,29 @@ struct config_route {
 	int line;                         /* line of the [route] header */
 };
 
+/* ------------------------------------------------------------ DNSBL / DNSWL sites */
+
+#define CONFIG_DNSBL_ZONE_MAX 253
+
+/* One [dnsbl] sites entry: zone[=filter][*weight] (config-dnsbl.c). */
+struct config_dnsbl_site {
+	char zone[CONFIG_DNSBL_ZONE_MAX + 1]; /* lower-case */
+	bool filtered;                        /* a return-code filter was given */
+	uint8_t octets[4][32];                /* filter: allowed values per octet (bitmaps) */
+	int weight;                           /* non-zero; negative = allowlist */
+};
+
+/* config_dnsbl_parse - parse "zone[=a.b.c.d][*weight]" where each filter
+ * octet is N or [N;N..M;...].  0, or -1 with a message in err. */
+int config_dnsbl_parse(const char *spec, struct config_dnsbl_site *out, char *err, size_t errlen);
+/* config_dnsbl_is_listing - an A answer in 127.0.0.0/8 and not in
+ * 127.255.255.0/24 (a DNSBL's "query refused/blocked" codes: no data). */
+bool config_dnsbl_is_listing(const uint8_t a[4]);
+/* config_dnsbl_match - the answer is a listing and passes the site's filter. */
+bool config_dnsbl_match(const struct config_dnsbl_site *site, const uint8_t a[4]);
+
+enum config_dnsbl_decide { CONFIG_DNSBL_CONNECT = 0, CONFIG_DNSBL_RCPT };
+
 /* ------------------------------------------------------------ the whole config */
 
 /* What RCPT answers when the downstream cannot be asked. */
@@ -182,6 +205,16 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
+
+	/* [dnsbl] - DNSBL/DNSWL decisions at connect or RCPT (issue 17) */
+	struct util_strlist dnsbl_site_specs; /* sites = as written */
+	struct config_dnsbl_site *dnsbl_sites; /* computed from the specs */
+	size_t ndnsbl_sites;
+	int dnsbl_reject_threshold;       /* score at or above: 554; 0 = never */
+	int dnsbl_tag_threshold;          /* score at or above: listing zones enter the spam score;
+	                                     0 = never */
+	int dnsbl_decide;                 /* enum config_dnsbl_decide */
+	int64_t dnsbl_cache_ttl;          /* seconds an answer is reused */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

@@ -57,6 +57,9 @@ void gw_metrics_define(void)
 	    {"mxgate_sessions_cut_total", UTIL_METRIC_COUNTER, "reason",
 	     "Sessions closed with 421 for holding a slot without sending mail: junk_commands, "
 	     "session_time, transactions"},
+	    {"mxgate_dnsbl_lookups_total", UTIL_METRIC_COUNTER, "result",
+	     "Client DNSBL/DNSWL checks: clean, listed, failed (a zone timed out or failed: "
+	     "judged without it)"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

@@ -114,7 +114,7 @@ int gw_cmd_check_config(int argc, char **argv)
 static bool wants_policy(const struct config *cfg)
 {
 	return cfg->spf_enabled || cfg->dkim_enabled || cfg->dmarc_enabled ||
-	       cfg->dnsbl_zones.n > 0;
+	       cfg->dnsbl_zones.n > 0 || cfg->ndnsbl_sites > 0;
 }
 
 /* gw_reload - re-read the config; keep the old one when the new is bad. */

@@ -160,6 +160,7 @@ struct policy_msg {
 	struct policy_from from;
 	struct policy_dmarc_outcome dmarc;
 	struct util_strlist dnsbl_hits;
+	bool dnsbl_known;   /* dnsbl_hits came from the connect-time lookups */
 	bool rdns_checked, no_rdns;
 
 	struct policy_verdict verdict;

@@ -37,7 +37,11 @@ enum smtp_wait {
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
+	SMTP_WAIT_DNSBL,         /* banner or RCPT waits for the DNSBL lookups */
 };
+
+/* Where the session's DNSBL lookups are (smtp-dnsbl.c). */
+enum smtp_dnsbl_state { SMTP_DNSBL_NONE = 0, SMTP_DNSBL_PENDING, SMTP_DNSBL_DONE };
 
 struct smtp_listener {
 	struct evconnlistener *lev;
@@ -89,6 +93,7 @@ struct smtp_server {
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
+	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -152,6 +157,11 @@ struct smtp_session {
 	bool expired;                    /* max_session_time passed mid-transaction */
 	bool stress_timeout;             /* the stress command timeout is armed */
 	struct event *life_ev;           /* owned; max_session_time (smtp-defence.c) */
+	bool greeted;                    /* the 220 banner was sent */
+	enum smtp_dnsbl_state dnsbl_state;
+	int dnsbl_score;                 /* weighted [dnsbl] score */
+	char dnsbl_blocked_by[254];      /* the listing site named in a 554 */
+	struct util_strlist dnsbl_zones; /* owned; zones for the spam score */
 	char *pending_line;              /* RCPT line suspended on SPF or a probe; owned */
 	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
 	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
@@ -218,6 +228,21 @@ void smtp_defence_queued(struct smtp_session *s);
 /* smtp_defence_stress_update - after the session count changed: enter or
  * leave stress mode (logged, counted; idle sessions get the short timeout). */
 void smtp_defence_stress_update(struct smtp_server *srv);
+
+/* smtp-dnsbl.c - DNSBL/DNSWL decisions */
+/* smtp_dnsbl_start - at accept; true when the banner must wait. */
+bool smtp_dnsbl_start(struct smtp_session *s);
+/* smtp_dnsbl_rcpt_wait - RCPT must wait for lookups still running. */
+bool smtp_dnsbl_rcpt_wait(const struct smtp_session *s);
+/* smtp_dnsbl_rejects - the score reached [dnsbl] reject_threshold. */
+bool smtp_dnsbl_rejects(const struct smtp_session *s);
+/* smtp_dnsbl_reply - "554 5.7.1 Service unavailable; client [IP] blocked
+ * using ZONE" into buf (returned). */
+const char *smtp_dnsbl_reply(const struct smtp_session *s, char *buf, size_t len);
+/* smtp_dnsbl_to_policy - hand the listing zones to the transaction's score. */
+void smtp_dnsbl_to_policy(struct smtp_session *s);
+/* smtp_session_banner - the 220 greeting (once). */
+void smtp_session_banner(struct smtp_session *s);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

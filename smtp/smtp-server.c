@@ -520,6 +520,8 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->dns = dns;
 	srv->accepting = true;
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
+	if (dns)
+		srv->dnsbl = policy_dnsbl_new(base, dns);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -629,6 +631,7 @@ void smtp_server_free(struct smtp_server *srv)
 	if (srv->retire_ev)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
+	policy_dnsbl_free(srv->dnsbl);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -87,6 +87,7 @@ void smtp_session_destroy(struct smtp_session *s)
 		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
 	smtp_tx_free(s->tx);
 	smtp_defence_end(s);
+	util_strlist_free(&s->dnsbl_zones);
 	smtp_server_unregister(s->srv, s);
 	smtp_server_ip_release(s->srv, s);
 	if (s->bev)
@@ -195,8 +196,21 @@ static void greet(struct smtp_session *s)
 	smtp_server_rdns_start(s->srv, s);
 	s->state = SMTP_STATE_HELO;
 	smtp_defence_command_timeout(s);
-	smtp_session_reply(s, "220 %s ESMTP %s", cfg->hostname,
-			   cfg->banner_text ? cfg->banner_text : "mxgate");
+	if (smtp_dnsbl_start(s)) {
+		s->wait = SMTP_WAIT_DNSBL;   /* [dnsbl] decide_at = connect */
+		return;
+	}
+	smtp_session_banner(s);
+}
+
+/* smtp_session_banner - the 220 greeting (RFC 5321 4.2). */
+void smtp_session_banner(struct smtp_session *s)
+{
+	if (s->greeted)
+		return;
+	s->greeted = true;
+	smtp_session_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
+			   s->cfg->banner_text ? s->cfg->banner_text : "mxgate");
 }
 
 /* smtp_session_start - a new connection from the listener. */
@@ -468,8 +482,10 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	s->state = SMTP_STATE_MAIL;
 	if (s->policy) {
 		tx->pm = policy_msg_new(s->policy, &s->client, s->helo, tx->mail.addr);
-		if (tx->pm)
+		if (tx->pm) {
+			smtp_dnsbl_to_policy(s);
 			policy_spf_start(tx->pm, spf_done_cb, s->id, s->srv);
+		}
 	}
 	util_log_debug("s=%016llx mail from=<%s>", (unsigned long long)s->id, tx->mail.addr);
 	smtp_session_reply(s, "250 2.1.0 Ok");
@@ -538,6 +554,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		return;
 	}
 	struct smtp_tx *tx = s->tx;
+	/* [dnsbl] decide_at = rcpt: every RCPT of a blocked client gets 554. */
+	if (smtp_dnsbl_rcpt_wait(s)) {
+		free(s->pending_line);
+		s->pending_line = util_xstrdup(line);
+		s->wait = SMTP_WAIT_DNSBL;
+		return;
+	}
+	if (smtp_dnsbl_rejects(s)) {
+		char reply[400];
+		util_log_info("s=%016llx reject client=%s from=<%s> reason=dnsbl site=%s score=%d",
+			      (unsigned long long)s->id, s->client_str, tx->mail.addr,
+			      s->dnsbl_blocked_by, s->dnsbl_score);
+		util_metrics_inc("mxgate_recipients_rejected_total", "dnsbl");
+		smtp_session_reply(s, "%s", smtp_dnsbl_reply(s, reply, sizeof(reply)));
+		return;
+	}
 	/* Refusing on SPF needs the SPF result: suspend this RCPT until then. */
 	if (tx->pm && (cfg->spf_reject_fail || cfg->spf_temperror_defer) &&
 	    !policy_spf_done(tx->pm)) {
