@@ -157,6 +157,7 @@ static const char *const e_route_type[] = {"smtp", "mx", "directory", NULL};
 static const char *const e_route_tls[] = {"verify", "encrypt", "none", NULL};
 static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
 static const char *const e_dnsbl_decide[] = {"connect", "rcpt", NULL};
+static const char *const e_pregreet_mode[] = {"continuation", "pause", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -407,6 +408,28 @@ static const struct config_directive d_dnsbl[] = {
      "How long an answer (listed or not) is reused for the same client and zone; 0 = no cache"},
 };
 
+static const struct config_directive d_pregreet[] = {
+    {"enabled", CONFIG_T_BOOL, G(pregreet_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Test clients not in the pass cache before they may talk: greeting delay, early "
+     "talkers, bare pipelining (like Postfix postscreen)"},
+    {"greet_delay", CONFIG_T_DURATION, G(pregreet_delay), "3s", NULL, 0, MINUTE, NULL, NULL, R,
+     "How long the final 220 line is held back; a client that sends anything before it is "
+     "refused (554 5.5.1) and the connection closed"},
+    {"greet_mode", CONFIG_T_ENUM, G(pregreet_mode), "continuation", NULL, 0, 0, e_pregreet_mode,
+     NULL, R,
+     "continuation: send \"220-<hostname>\" at once and the final 220 after greet_delay "
+     "(catches bots that do not wait for the end of a multi-line reply); pause: silence"},
+    {"bare_pipelining", CONFIG_T_BOOL, G(pregreet_bare_pipelining), "yes", NULL, 0, 0, NULL, NULL,
+     R, "With enabled: refuse a client that sends more commands before the answer to its "
+     "EHLO (or after HELO), when PIPELINING was not offered yet (RFC 2920)"},
+    {"non_smtp_commands", CONFIG_T_BOOL, G(pregreet_non_smtp), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Refuse and disconnect on GET, POST, HEAD, PUT, CONNECT, OPTIONS, USER (web, proxy and "
+     "POP3 clients) at any point, even without enabled (Postfix's smtpd_forbidden_commands)"},
+    {"pass_ttl", CONFIG_T_DURATION, G(pregreet_pass_ttl), "1d", NULL, 1, 30 * DAY, NULL, NULL, R,
+     "How long a client that passed (waited for the banner, no bare pipelining at EHLO) skips "
+     "the delay and the tests; the cache is in memory"},
+};
+
 static const struct config_directive d_route[] = {
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
      "Recipient domains routed here; a route without domains is the default route"},
@@ -493,6 +516,9 @@ const struct config_section config_sections[] = {
     SEC("dnsbl", false, d_dnsbl,
         "DNSBL/DNSWL decisions at connect or RCPT: weighted sites looked up in parallel when "
         "a client connects ([spam] dnsbl_zones share the same lookups)."),
+    SEC("pregreet", false, d_pregreet,
+        "Tests before the banner (postscreen-style): greeting delay, early talkers, bare "
+        "pipelining, non-SMTP commands, and a pass cache."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

@@ -88,6 +88,7 @@ bool config_dnsbl_is_listing(const uint8_t a[4]);
 bool config_dnsbl_match(const struct config_dnsbl_site *site, const uint8_t a[4]);
 
 enum config_dnsbl_decide { CONFIG_DNSBL_CONNECT = 0, CONFIG_DNSBL_RCPT };
+enum config_pregreet_mode { CONFIG_PREGREET_CONTINUATION = 0, CONFIG_PREGREET_PAUSE };
 
 /* ------------------------------------------------------------ the whole config */
 
@@ -215,6 +216,15 @@ struct config {
 	                                     0 = never */
 	int dnsbl_decide;                 /* enum config_dnsbl_decide */
 	int64_t dnsbl_cache_ttl;          /* seconds an answer is reused */
+
+	/* [pregreet] - postscreen-style tests before the banner (issue 17) */
+	bool pregreet_enabled;            /* greeting delay, early talkers, bare pipelining */
+	int pregreet_delay;               /* seconds the final 220 is held back */
+	int pregreet_mode;                /* enum config_pregreet_mode */
+	bool pregreet_bare_pipelining;    /* refuse commands pipelined before EHLO's answer */
+	bool pregreet_non_smtp;           /* refuse HTTP/POP/proxy commands (always, not only
+	                                     when enabled) */
+	int64_t pregreet_pass_ttl;        /* seconds a passed client skips the tests */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

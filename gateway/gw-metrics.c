@@ -60,6 +60,9 @@ void gw_metrics_define(void)
 	    {"mxgate_dnsbl_lookups_total", UTIL_METRIC_COUNTER, "result",
 	     "Client DNSBL/DNSWL checks: clean, listed, failed (a zone timed out or failed: "
 	     "judged without it)"},
+	    {"mxgate_pregreet_total", UTIL_METRIC_COUNTER, "result",
+	     "Pre-greeting tests: pass, cached (pass cache hit), early_talker, bare_pipelining, "
+	     "non_smtp_command"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

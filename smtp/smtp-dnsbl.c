@@ -73,23 +73,24 @@ static void dnsbl_done(void *arg, uint64_t cookie, const struct policy_dnsbl_res
 	util_metrics_inc("mxgate_dnsbl_lookups_total",
 			 r->failed ? "failed" : (r->listed.n || r->spam_zones.n) ? "listed" : "clean");
 	smtp_dnsbl_to_policy(s);
+	if (s->wait == SMTP_WAIT_GREET && (s->greet_holds & SMTP_HOLD_DNSBL)) {
+		smtp_session_greet_release(s, SMTP_HOLD_DNSBL);   /* decide_at = connect */
+		return;
+	}
 	if (s->wait != SMTP_WAIT_DNSBL)
 		return;
-	s->wait = SMTP_WAIT_NONE;
-	if (s->state == SMTP_STATE_HELO && !s->greeted) {
-		/* decide_at = connect: the banner waited for this. */
-		if (smtp_dnsbl_rejects(s)) {
-			char line[400];
-			util_log_info("s=%016llx refused client=%s reason=dnsbl site=%s score=%d",
-				      (unsigned long long)s->id, s->client_str, s->dnsbl_blocked_by,
-				      s->dnsbl_score);
-			util_metrics_inc("mxgate_connections_refused_total", "dnsbl");
-			smtp_session_close(s, smtp_dnsbl_reply(s, line, sizeof(line)));
-			return;
-		}
-		smtp_session_banner(s);
-	}
+	s->wait = SMTP_WAIT_NONE;   /* a RCPT waited for this */
 	smtp_session_resume(s);
+}
+
+/* smtp_dnsbl_refuse - decide_at = connect: the 554 instead of the banner. */
+void smtp_dnsbl_refuse(struct smtp_session *s)
+{
+	char line[400];
+	util_log_info("s=%016llx refused client=%s reason=dnsbl site=%s score=%d",
+		      (unsigned long long)s->id, s->client_str, s->dnsbl_blocked_by, s->dnsbl_score);
+	util_metrics_inc("mxgate_connections_refused_total", "dnsbl");
+	smtp_session_close(s, smtp_dnsbl_reply(s, line, sizeof(line)));
 }
 
 /* smtp_dnsbl_start - at accept: start the lookups.  True when the banner

@@ -37,7 +37,14 @@ enum smtp_wait {
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
-	SMTP_WAIT_DNSBL,         /* banner or RCPT waits for the DNSBL lookups */
+	SMTP_WAIT_DNSBL,         /* RCPT waits for the DNSBL lookups */
+	SMTP_WAIT_GREET,         /* the banner is held (greet_holds) */
+};
+
+/* Why the banner is held (struct smtp_session greet_holds). */
+enum {
+	SMTP_HOLD_DNSBL = 1 << 0,  /* [dnsbl] decide_at = connect: lookups running */
+	SMTP_HOLD_DELAY = 1 << 1,  /* [pregreet] greet_delay running */
 };
 
 /* Where the session's DNSBL lookups are (smtp-dnsbl.c). */
@@ -59,6 +66,8 @@ struct smtp_ipcount {
 };
 
 #define SMTP_HASH_BUCKETS 4096
+
+struct smtp_pass;   /* a pregreet pass-cache entry (smtp-pregreet.c) */
 
 /* A reverse-DNS lookup in flight (PTR, then forward confirmation). */
 struct smtp_rdns {
@@ -98,6 +107,8 @@ struct smtp_server {
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
+	struct smtp_pass *passes[SMTP_HASH_BUCKETS]; /* owned; pregreet pass cache */
+	size_t npasses;
 	size_t nsessions;
 	bool accepting;
 	bool stress;                     /* stress mode (smtp-defence.c) */
@@ -158,6 +169,11 @@ struct smtp_session {
 	bool stress_timeout;             /* the stress command timeout is armed */
 	struct event *life_ev;           /* owned; max_session_time (smtp-defence.c) */
 	bool greeted;                    /* the 220 banner was sent */
+	int greet_holds;                 /* SMTP_HOLD_* still holding the banner */
+	bool pregreet;                   /* the pregreet tests apply (not pass-cached) */
+	bool cont_sent;                  /* the "220-" continuation line went out */
+	bool passed;                     /* passed the pregreet tests (cached) */
+	struct event *greet_ev;          /* owned; greet_delay timer */
 	enum smtp_dnsbl_state dnsbl_state;
 	int dnsbl_score;                 /* weighted [dnsbl] score */
 	char dnsbl_blocked_by[254];      /* the listing site named in a 554 */
@@ -239,10 +255,29 @@ bool smtp_dnsbl_rejects(const struct smtp_session *s);
 /* smtp_dnsbl_reply - "554 5.7.1 Service unavailable; client [IP] blocked
  * using ZONE" into buf (returned). */
 const char *smtp_dnsbl_reply(const struct smtp_session *s, char *buf, size_t len);
+/* smtp_dnsbl_refuse - 554 and close (the banner waited for the lookups). */
+void smtp_dnsbl_refuse(struct smtp_session *s);
 /* smtp_dnsbl_to_policy - hand the listing zones to the transaction's score. */
 void smtp_dnsbl_to_policy(struct smtp_session *s);
 /* smtp_session_banner - the 220 greeting (once). */
 void smtp_session_banner(struct smtp_session *s);
+/* smtp_session_greet_release - hold (SMTP_HOLD_*) is over: refuse a client
+ * the DNSBL blocks, send "220-" while the delay still runs, or the banner
+ * when nothing holds it any more. */
+void smtp_session_greet_release(struct smtp_session *s, int hold);
+
+/* smtp-pregreet.c - postscreen-style tests and the pass cache */
+void smtp_server_ip_key(const struct util_addr *a, uint8_t key[17]);
+size_t smtp_server_ip_hash(const uint8_t key[17]);
+/* smtp_pregreet_start - at accept; SMTP_HOLD_DELAY when the banner waits. */
+int smtp_pregreet_start(struct smtp_session *s);
+void smtp_pregreet_continuation(struct smtp_session *s);
+void smtp_pregreet_end(struct smtp_session *s);
+/* smtp_pregreet_early - input while the banner is held: true = refused. */
+bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in);
+/* smtp_pregreet_line - a command line before dispatch: true = refused. */
+bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in);
+void smtp_pregreet_free(struct smtp_server *srv);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

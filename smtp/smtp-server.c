@@ -45,8 +45,8 @@ static size_t hash_u64(uint64_t v)
 	return (size_t)(v % SMTP_HASH_BUCKETS);
 }
 
-/* ip_key - family byte + address bytes of a (possibly mapped) address. */
-static void ip_key(const struct util_addr *a, uint8_t key[17])
+/* smtp_server_ip_key - family byte + address bytes of a (possibly mapped) address. */
+void smtp_server_ip_key(const struct util_addr *a, uint8_t key[17])
 {
 	memset(key, 0, 17);
 	if (a->ss.ss_family == AF_INET) {
@@ -60,8 +60,8 @@ static void ip_key(const struct util_addr *a, uint8_t key[17])
 	}
 }
 
-/* hash_ip - bucket of an address key (FNV-1a). */
-static size_t hash_ip(const uint8_t key[17])
+/* smtp_server_ip_hash - bucket of an address key (FNV-1a). */
+size_t smtp_server_ip_hash(const uint8_t key[17])
 {
 	uint32_t h = 2166136261u;
 	for (int i = 0; i < 17; i++)
@@ -171,8 +171,8 @@ size_t smtp_server_generations(const struct smtp_server *srv)
 int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
 {
 	uint8_t key[17];
-	ip_key(&s->client, key);
-	size_t b = hash_ip(key);
+	smtp_server_ip_key(&s->client, key);
+	size_t b = smtp_server_ip_hash(key);
 	struct smtp_ipcount *c;
 	for (c = srv->ipcounts[b]; c; c = c->next)
 		if (memcmp(c->key, key, 17) == 0)
@@ -197,8 +197,8 @@ void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
 		return;
 	s->ipcounted = false;
 	uint8_t key[17];
-	ip_key(&s->client, key);
-	for (struct smtp_ipcount **pp = &srv->ipcounts[hash_ip(key)]; *pp; pp = &(*pp)->next) {
+	smtp_server_ip_key(&s->client, key);
+	for (struct smtp_ipcount **pp = &srv->ipcounts[smtp_server_ip_hash(key)]; *pp; pp = &(*pp)->next) {
 		struct smtp_ipcount *c = *pp;
 		if (memcmp(c->key, key, 17) == 0) {
 			if (--c->count == 0) {
@@ -236,8 +236,8 @@ static void rdns_done(struct smtp_session *s)
 static bool same_ip(const struct util_addr *a, const struct util_addr *b)
 {
 	uint8_t ka[17], kb[17];
-	ip_key(a, ka);
-	ip_key(b, kb);
+	smtp_server_ip_key(a, ka);
+	smtp_server_ip_key(b, kb);
 	return memcmp(ka, kb, 17) == 0;
 }
 
@@ -631,7 +631,8 @@ void smtp_server_free(struct smtp_server *srv)
 	if (srv->retire_ev)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
-	policy_dnsbl_free(srv->dnsbl);   /* before the resolver (gw-run.c) */
+	policy_dnsbl_free(srv->dnsbl);
+	smtp_pregreet_free(srv);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -87,6 +87,7 @@ void smtp_session_destroy(struct smtp_session *s)
 		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
 	smtp_tx_free(s->tx);
 	smtp_defence_end(s);
+	smtp_pregreet_end(s);
 	util_strlist_free(&s->dnsbl_zones);
 	smtp_server_unregister(s->srv, s);
 	smtp_server_ip_release(s->srv, s);
@@ -196,11 +197,39 @@ static void greet(struct smtp_session *s)
 	smtp_server_rdns_start(s->srv, s);
 	s->state = SMTP_STATE_HELO;
 	smtp_defence_command_timeout(s);
-	if (smtp_dnsbl_start(s)) {
-		s->wait = SMTP_WAIT_DNSBL;   /* [dnsbl] decide_at = connect */
+	int holds = smtp_dnsbl_start(s) ? SMTP_HOLD_DNSBL : 0;   /* decide_at = connect */
+	holds |= smtp_pregreet_start(s);
+	if (holds) {
+		s->greet_holds = holds;
+		s->wait = SMTP_WAIT_GREET;
+		if (!(holds & SMTP_HOLD_DNSBL))
+			smtp_pregreet_continuation(s);
 		return;
 	}
 	smtp_session_banner(s);
+}
+
+/* smtp_session_greet_release - one reason to hold the banner is gone.  The
+ * "220-" line goes out only once the DNSBL verdict is in, so a blocked
+ * client gets a clean 554 as its first reply, never after a 220-. */
+void smtp_session_greet_release(struct smtp_session *s, int hold)
+{
+	if (s->state == SMTP_STATE_CLOSING || !(s->greet_holds & hold))
+		return;
+	s->greet_holds &= ~hold;
+	if (hold == SMTP_HOLD_DNSBL && smtp_dnsbl_rejects(s)) {
+		smtp_dnsbl_refuse(s);
+		return;
+	}
+	if (s->greet_holds & SMTP_HOLD_DNSBL)
+		return;
+	if (s->greet_holds & SMTP_HOLD_DELAY) {
+		smtp_pregreet_continuation(s);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_banner(s);
+	smtp_session_resume(s);
 }
 
 /* smtp_session_banner - the 220 greeting (RFC 5321 4.2). */
@@ -864,6 +893,8 @@ static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
 		return true;
 	}
 	s->first_line = false;
+	if (smtp_pregreet_line(s, line, n, in))
+		return true;   /* refused: non-SMTP command or bare pipelining */
 	dispatch(s, line, n);
 	return true;
 }
@@ -882,6 +913,9 @@ static void out_of_input(struct smtp_session *s)
 static void process_input(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
+	if (s->wait == SMTP_WAIT_GREET && s->state != SMTP_STATE_CLOSING &&
+	    smtp_pregreet_early(s, in))
+		return;   /* talked before the banner */
 	for (;;) {
 		if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_CLOSING ||
 		    s->state == SMTP_STATE_TLS)
