@@ -430,6 +430,39 @@ static const struct config_directive d_pregreet[] = {
      "the delay and the tests; the cache is in memory"},
 };
 
+static const struct config_directive d_ratelimit[] = {
+    {"window", CONFIG_T_DURATION, G(rl_window), "1m", NULL, 1, DAY, NULL, NULL, R,
+     "Period the rates below count over, from the first event of a client, network, sender "
+     "or domain (like Redis INCR + EXPIRE); the 421/451 says when it ends"},
+    {"net_prefix_v4", CONFIG_T_INT, G(rl_net_prefix4), "24", NULL, 8, 32, NULL, NULL, R,
+     "IPv4 prefix length of a client's network for the *_per_net limits"},
+    {"net_prefix_v6", CONFIG_T_INT, G(rl_net_prefix6), "64", NULL, 16, 128, NULL, NULL, R,
+     "IPv6 prefix length of a client's network for the *_per_net limits"},
+    {"connections_per_ip", CONFIG_T_INT, G(rl_conn_per_ip), "0", NULL, 0, 10000000, NULL, NULL,
+     R, "Connections per window from one address; more get 421 4.7.0 at connect; 0 = no limit"},
+    {"connections_per_net", CONFIG_T_INT, G(rl_conn_per_net), "0", NULL, 0, 10000000, NULL, NULL,
+     R, "Connections per window from one network (net_prefix_v4/v6); 0 = no limit"},
+    {"max_connections_per_net", CONFIG_T_INT, G(rl_max_connections_per_net), "0", NULL, 0,
+     1000000, NULL, NULL, R,
+     "Concurrent connections from one network (with [limits] max_connections_per_ip for one "
+     "address); more get 421 4.7.0; 0 = no limit"},
+    {"messages_per_ip", CONFIG_T_INT, G(rl_msgs_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "MAIL FROM commands per window from one address; more get 451 4.7.1; 0 = no limit"},
+    {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "MAIL FROM commands per window from one network; 0 = no limit"},
+    {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "MAIL FROM commands per window with one envelope sender (<> included), from any "
+     "client; 0 = no limit"},
+    {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
+     "max_recipients); 0 = no limit"},
+    {"recipients_per_domain", CONFIG_T_INT, G(rl_rcpts_per_domain), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "RCPT TO commands per window for one recipient domain, from any client; 0 = no "
+     "limit"},
+    {"exempt_clients", CONFIG_T_CIDRS, G(rl_exempt), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Client networks never rate limited (their own relays, monitoring)"},
+};
+
 static const struct config_directive d_route[] = {
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
      "Recipient domains routed here; a route without domains is the default route"},
@@ -519,6 +552,9 @@ const struct config_section config_sections[] = {
     SEC("pregreet", false, d_pregreet,
         "Tests before the banner (postscreen-style): greeting delay, early talkers, bare "
         "pipelining, non-SMTP commands, and a pass cache."),
+    SEC("ratelimit", false, d_ratelimit,
+        "Rate limits per client address, network, envelope sender and recipient domain, and "
+        "the per-network concurrency cap.  Counters are in-process (one node)."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

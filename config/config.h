@@ -226,6 +226,18 @@ struct config {
 	                                     when enabled) */
 	int64_t pregreet_pass_ttl;        /* seconds a passed client skips the tests */
 
+	/* [ratelimit] - per client, network, sender and recipient domain (issue 17);
+	 * 0 = no limit.  Rates count within `rl_window` from the first event. */
+	int64_t rl_window;                /* seconds */
+	int rl_net_prefix4, rl_net_prefix6; /* what a client's "network" is: /24, /64 */
+	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
+	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
+	int rl_msgs_per_sender;                /* MAIL commands per envelope sender */
+	int rl_rcpts_per_ip;                   /* recipients per window */
+	int rl_rcpts_per_domain;               /* recipients per recipient domain */
+	int rl_max_connections_per_net;        /* concurrent connections from one network */
+	struct util_cidr_list rl_exempt;       /* clients never rate limited */
+
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;

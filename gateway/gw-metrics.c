@@ -63,6 +63,11 @@ void gw_metrics_define(void)
 	    {"mxgate_pregreet_total", UTIL_METRIC_COUNTER, "result",
 	     "Pre-greeting tests: pass, cached (pass cache hit), early_talker, bare_pipelining, "
 	     "non_smtp_command"},
+	    {"mxgate_ratelimited_total", UTIL_METRIC_COUNTER, "limit",
+	     "Connections (421), MAIL and RCPT commands (451) refused by a [ratelimit] rate, by "
+	     "limit"},
+	    {"mxgate_ratelimit_store_errors_total", UTIL_METRIC_COUNTER, "store",
+	     "Rate-limit counts that failed (the event was let through)"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

@@ -80,6 +80,22 @@ struct smtp_rdns {
 
 struct smtp_session;
 
+/* Rate-limit counters (smtp-ratelimit.c): an interface so a shared store
+ * (Redis/Valkey for a fleet) can replace the in-process one. */
+struct smtp_rl_store;
+struct smtp_rl_store_ops {
+	const char *name;                /* "memory" - for logs and metrics */
+	/* hit - add one to key; returns the count since key's window began (a
+	 * window starts at the first hit and lasts window seconds: INCR, then
+	 * EXPIRE when 1) with the seconds left in it in *left; -1 when the
+	 * store cannot count (the caller lets the event through). */
+	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left);
+	void (*free)(struct smtp_rl_store *st);
+};
+struct smtp_rl_store {
+	const struct smtp_rl_store_ops *ops;
+};
+
 /* A config and its policy context, counted by the sessions that use them
  * (a session keeps the pair it started with across reloads). */
 struct smtp_gen {
@@ -103,6 +119,7 @@ struct smtp_server {
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
 	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
+	struct smtp_rl_store *rl;        /* owned; rate-limit counters */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -150,6 +167,7 @@ struct smtp_session {
 	bool esmtp;
 	bool tls_active;
 	bool ipcounted;                  /* holds a slot in srv->ipcounts */
+	bool netcounted;                 /* holds a network slot there too */
 	bool discarding;                 /* skipping the rest of an over-long line */
 	bool first_line;                 /* no command processed yet */
 	bool dead;                       /* peer gone: free without flushing */
@@ -196,7 +214,8 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
 struct smtp_gen *smtp_server_gen_get(struct smtp_server *srv);
 void smtp_server_gen_put(struct smtp_server *srv, struct smtp_gen *g);
 /* smtp_server_ip_acquire - count the client's connection; 0, or -1 when the
- * per-IP limit is reached (not counted then). */
+ * per-IP limit is reached, -2 when [ratelimit] max_connections_per_net is
+ * (not counted then). */
 int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s);
 void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s);
 
@@ -278,6 +297,17 @@ bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in);
 /* smtp_pregreet_line - a command line before dispatch: true = refused. */
 bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in);
 void smtp_pregreet_free(struct smtp_server *srv);
+
+/* smtp-ratelimit.c */
+struct smtp_rl_store *smtp_rl_memory_new(void);
+void smtp_rl_store_free(struct smtp_rl_store *st);
+/* smtp_rl_net_key - the slot key of the client's network (/24, /64). */
+void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_t key[17]);
+/* smtp_rl_connect - true with a 421 in reply when over a connection rate. */
+bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_rl_mail / smtp_rl_rcpt - true (451 queued) when over a rate. */
+bool smtp_rl_mail(struct smtp_session *s, const char *sender);
+bool smtp_rl_rcpt(struct smtp_session *s, const char *addr);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

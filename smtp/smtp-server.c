@@ -167,17 +167,15 @@ size_t smtp_server_generations(const struct smtp_server *srv)
 	return n;
 }
 
-/* smtp_server_ip_acquire - take a per-IP slot for the session's client. */
-int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
+/* slot_acquire - one more connection under key unless limit is reached. */
+static int slot_acquire(struct smtp_server *srv, const uint8_t key[17], int limit)
 {
-	uint8_t key[17];
-	smtp_server_ip_key(&s->client, key);
 	size_t b = smtp_server_ip_hash(key);
 	struct smtp_ipcount *c;
 	for (c = srv->ipcounts[b]; c; c = c->next)
 		if (memcmp(c->key, key, 17) == 0)
 			break;
-	if (c && c->count >= s->cfg->max_connections_per_ip)
+	if (c && c->count >= limit)
 		return -1;
 	if (!c) {
 		c = util_xcalloc(1, sizeof(*c));
@@ -186,18 +184,12 @@ int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
 		srv->ipcounts[b] = c;
 	}
 	c->count++;
-	s->ipcounted = true;
 	return 0;
 }
 
-/* smtp_server_ip_release - give the slot back; free the counter at zero. */
-void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
+/* slot_release - give a slot back; free the counter at zero. */
+static void slot_release(struct smtp_server *srv, const uint8_t key[17])
 {
-	if (!s->ipcounted)
-		return;
-	s->ipcounted = false;
-	uint8_t key[17];
-	smtp_server_ip_key(&s->client, key);
 	for (struct smtp_ipcount **pp = &srv->ipcounts[smtp_server_ip_hash(key)]; *pp; pp = &(*pp)->next) {
 		struct smtp_ipcount *c = *pp;
 		if (memcmp(c->key, key, 17) == 0) {
@@ -208,6 +200,44 @@ void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
 			return;
 		}
 	}
+}
+
+/* smtp_server_ip_acquire - take the client's address slot and, with
+ * [ratelimit] max_connections_per_net, its network slot (both concurrency
+ * caps share this table; network keys never equal address keys). */
+int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
+{
+	uint8_t key[17], net[17];
+	smtp_server_ip_key(&s->client, key);
+	if (slot_acquire(srv, key, s->cfg->max_connections_per_ip) < 0)
+		return -1;
+	if (s->cfg->rl_max_connections_per_net > 0 &&
+	    !util_cidr_list_match(&s->cfg->rl_exempt, &s->client)) {
+		smtp_rl_net_key(s->cfg, &s->client, net);
+		if (slot_acquire(srv, net, s->cfg->rl_max_connections_per_net) < 0) {
+			slot_release(srv, key);
+			return -2;
+		}
+		s->netcounted = true;
+	}
+	s->ipcounted = true;
+	return 0;
+}
+
+/* smtp_server_ip_release - give the slots back. */
+void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
+{
+	uint8_t key[17];
+	if (s->netcounted) {
+		s->netcounted = false;
+		smtp_rl_net_key(s->cfg, &s->client, key);
+		slot_release(srv, key);
+	}
+	if (!s->ipcounted)
+		return;
+	s->ipcounted = false;
+	smtp_server_ip_key(&s->client, key);
+	slot_release(srv, key);
 }
 
 /* rdns_free - unlink and free one lookup. */
@@ -522,6 +552,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
 	if (dns)
 		srv->dnsbl = policy_dnsbl_new(base, dns);
+	srv->rl = smtp_rl_memory_new();
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -632,7 +663,8 @@ void smtp_server_free(struct smtp_server *srv)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
 	policy_dnsbl_free(srv->dnsbl);
-	smtp_pregreet_free(srv);   /* before the resolver (gw-run.c) */
+	smtp_pregreet_free(srv);
+	smtp_rl_store_free(srv->rl);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

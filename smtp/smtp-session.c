@@ -182,14 +182,22 @@ static void greet(struct smtp_session *s)
 		smtp_session_close(s, "554 5.7.1 Access denied");
 		return;
 	}
-	if (smtp_server_ip_acquire(s->srv, s) < 0) {
+	int slot = smtp_server_ip_acquire(s->srv, s);
+	if (slot < 0) {
 		char line[300];
-		snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections from your address",
-			 cfg->hostname);
-		util_log_info("s=%016llx refused client=%s reason=max_connections_per_ip",
-			      (unsigned long long)s->id, s->client_str);
-		util_metrics_inc("mxgate_connections_refused_total", "max_connections_per_ip");
+		const char *why = slot == -1 ? "max_connections_per_ip" : "max_connections_per_net";
+		snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections from your %s, "
+			 "try again later", cfg->hostname, slot == -1 ? "address" : "network");
+		util_log_info("s=%016llx refused client=%s reason=%s", (unsigned long long)s->id,
+			      s->client_str, why);
+		util_metrics_inc("mxgate_connections_refused_total", why);
 		smtp_session_close(s, line);
+		return;
+	}
+	char rl_line[400];
+	if (smtp_rl_connect(s, rl_line, sizeof(rl_line))) {
+		util_metrics_inc("mxgate_connections_refused_total", "ratelimit");
+		smtp_session_close(s, rl_line);
 		return;
 	}
 	util_log_info("s=%016llx connect client=%s peer_port=%d", (unsigned long long)s->id,
@@ -507,6 +515,10 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
 		return;
 	}
+	if (smtp_rl_mail(s, tx->mail.addr)) {
+		free(tx);   /* 451: over a message rate */
+		return;
+	}
 	s->tx = tx;
 	s->state = SMTP_STATE_MAIL;
 	if (s->policy) {
@@ -669,6 +681,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
+	if (smtp_rl_rcpt(s, path.addr))
+		return;   /* 451: over a recipient rate */
 	/* Not on a list: the downstream may know (issue 11, no backscatter). */
 	if (known == CONFIG_RCPT_OPEN && !rcpt_verify(s, path.addr, line))
 		return;
