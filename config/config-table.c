@@ -463,6 +463,21 @@ static const struct config_directive d_ratelimit[] = {
      "Client networks never rate limited (their own relays, monitoring)"},
 };
 
+static const struct config_directive d_greylist[] = {
+    {"enabled", CONFIG_T_BOOL, G(greylist_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Greylist at the end of DATA: a new (client network, sender, recipient) triplet gets "
+     "451 4.7.1 until it is retried after delay"},
+    {"delay", CONFIG_T_DURATION, G(greylist_delay), "5m", NULL, 1, DAY, NULL, NULL, R,
+     "How long a sender must wait before its retry is accepted"},
+    {"retry_window", CONFIG_T_DURATION, G(greylist_retry_window), "2d", NULL, 60, 30 * DAY, NULL,
+     NULL, R, "How long a first attempt is remembered; a later retry starts again"},
+    {"allowlist_ttl", CONFIG_T_DURATION, G(greylist_allow_ttl), "35d", NULL, 60, 365 * DAY, NULL,
+     NULL, R, "How long a client network that retried correctly skips greylisting (automatic "
+     "allowlist)"},
+    {"skip_spf_domains", CONFIG_T_DOMAINS, G(greylist_spf_domains), NULL, NULL, 0, 0, NULL, NULL,
+     R, "Sender domains (and their subdomains) never greylisted when SPF passes"},
+};
+
 static const struct config_directive d_route[] = {
     {"domains", CONFIG_T_DOMAINS, RT(domains), NULL, "none: the default route", 0, 0, NULL, NULL, R,
      "Recipient domains routed here; a route without domains is the default route"},
@@ -555,6 +570,10 @@ const struct config_section config_sections[] = {
     SEC("ratelimit", false, d_ratelimit,
         "Rate limits per client address, network, envelope sender and recipient domain, and "
         "the per-network concurrency cap.  Counters are in-process (one node)."),
+    SEC("greylist", false, d_greylist,
+        "Greylisting (off by default).  Never applied to [dnsbl] allowlisted (negative weight) "
+        "clients, to SPF passes for skip_spf_domains, nor to DKIM-signed mail that passes "
+        "DMARC for a domain publishing p=reject.  State is in-process (one node)."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

@@ -238,6 +238,13 @@ struct config {
 	int rl_max_connections_per_net;        /* concurrent connections from one network */
 	struct util_cidr_list rl_exempt;       /* clients never rate limited */
 
+	/* [greylist] - triplets (client network, sender, recipient), off by default */
+	bool greylist_enabled;
+	int64_t greylist_delay;           /* seconds before a retry is accepted */
+	int64_t greylist_retry_window;    /* seconds a first attempt is remembered */
+	int64_t greylist_allow_ttl;       /* seconds a network that retried correctly passes */
+	struct util_strlist greylist_spf_domains; /* SPF pass for these sender domains: skip */
+
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;

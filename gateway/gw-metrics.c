@@ -68,6 +68,8 @@ void gw_metrics_define(void)
 	     "limit"},
 	    {"mxgate_ratelimit_store_errors_total", UTIL_METRIC_COUNTER, "store",
 	     "Rate-limit counts that failed (the event was let through)"},
+	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
+	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

@@ -274,6 +274,8 @@ static void check_finish(struct dnsbl_check *c)
 				best = site->weight;
 				snprintf(r.blocked_by, sizeof(r.blocked_by), "%s", site->zone);
 			}
+			if (site->weight < 0)
+				r.allowlisted = true;
 			if (site->weight > 0 && !util_strlist_has_case(&r.tag_zones, site->zone))
 				util_strlist_add(&r.tag_zones, site->zone);
 			break;   /* one match per site: weights count once */

@@ -91,6 +91,7 @@ struct policy_dnsbl_result {
 	struct util_strlist spam_zones;/* [spam] dnsbl_zones listing the client */
 	int failed;                    /* zones that gave no answer (timeout, SERVFAIL) */
 	int cached;                    /* zones answered from the cache */
+	bool allowlisted;              /* a negative-weight (DNSWL) site lists the client */
 };
 /* cb runs later on the loop thread (never inside policy_dnsbl_check); r is
  * borrowed for the call.  cookie is the caller's (a session id). */
@@ -200,5 +201,12 @@ struct policy_verdict {
 	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm);
+/* policy_msg_spf_pass_for - SPF passed for MAIL FROM and its domain is one of
+ * domains or under one of them (after finish's callback or SPF's). */
+bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains);
+/* policy_msg_dmarc_reject_dkim_pass - DMARC passed for a From: domain that
+ * publishes p=reject, and a DKIM signature of its organizational domain
+ * passed (after finish's callback). */
+bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm);
 
 #endif

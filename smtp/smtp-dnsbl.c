@@ -59,6 +59,7 @@ static void dnsbl_done(void *arg, uint64_t cookie, const struct policy_dnsbl_res
 		util_buf_printf(&listed, "%s%s", i ? "," : "", r->listed.v[i]);
 	s->dnsbl_state = SMTP_DNSBL_DONE;
 	s->dnsbl_score = r->score;
+	s->dnswl = r->allowlisted;
 	snprintf(s->dnsbl_blocked_by, sizeof(s->dnsbl_blocked_by), "%s", r->blocked_by);
 	for (size_t i = 0; i < r->spam_zones.n; i++)
 		util_strlist_add(&s->dnsbl_zones, r->spam_zones.v[i]);

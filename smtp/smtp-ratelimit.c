@@ -152,8 +152,8 @@ void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_
 	key[0] |= 0x80;
 }
 
-/* net_str - "192.0.2.0/24" / "2001:db8::/64" of the client's network. */
-static void net_str(const struct smtp_session *s, char *out, size_t len)
+/* smtp_rl_net_str - "192.0.2.0/24" / "2001:db8::/64" of the client's network. */
+void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
 {
 	uint8_t key[17];
 	char a[INET6_ADDRSTRLEN];
@@ -210,7 +210,7 @@ static bool check(struct smtp_session *s, enum rl_event ev, const char *arg, cha
 			snprintf(subj, sizeof(subj), "[%s]", s->client_str);
 			break;
 		case RL_NET:
-			net_str(s, subj, sizeof(subj));
+			smtp_rl_net_str(s, subj, sizeof(subj));
 			break;
 		case RL_SENDER:
 			snprintf(subj, sizeof(subj), "<%s>", arg ? arg : "");

@@ -120,6 +120,7 @@ struct smtp_server {
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
 	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
 	struct smtp_rl_store *rl;        /* owned; rate-limit counters */
+	struct smtp_greylist *greylist;  /* owned; triplets and allowlisted networks */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -194,6 +195,7 @@ struct smtp_session {
 	struct event *greet_ev;          /* owned; greet_delay timer */
 	enum smtp_dnsbl_state dnsbl_state;
 	int dnsbl_score;                 /* weighted [dnsbl] score */
+	bool dnswl;                      /* a negative-weight site lists the client */
 	char dnsbl_blocked_by[254];      /* the listing site named in a 554 */
 	struct util_strlist dnsbl_zones; /* owned; zones for the spam score */
 	char *pending_line;              /* RCPT line suspended on SPF or a probe; owned */
@@ -308,6 +310,17 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
 /* smtp_rl_mail / smtp_rl_rcpt - true (451 queued) when over a rate. */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr);
+
+/* smtp_rl_net_str - "192.0.2.0/24" of the session's client. */
+void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
+
+/* smtp-greylist.c */
+struct smtp_greylist;
+struct smtp_greylist *smtp_greylist_new(void);
+void smtp_greylist_free(struct smtp_greylist *g);
+/* smtp_greylist_check - end of DATA, the message judged acceptable: true
+ * with the 451 in reply when it is greylisted. */
+bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

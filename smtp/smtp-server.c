@@ -259,6 +259,8 @@ static void rdns_done(struct smtp_session *s)
 	if (s->wait == SMTP_WAIT_RDNS) {
 		s->wait = SMTP_WAIT_NONE;
 		smtp_data_judge(s);
+		if (s->wait == SMTP_WAIT_NONE)
+			smtp_session_resume(s);   /* refused (greylisted): read on */
 	}
 }
 
@@ -553,6 +555,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	if (dns)
 		srv->dnsbl = policy_dnsbl_new(base, dns);
 	srv->rl = smtp_rl_memory_new();
+	srv->greylist = smtp_greylist_new();
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -664,7 +667,8 @@ void smtp_server_free(struct smtp_server *srv)
 	smtp_verifier_free(srv->verifier);
 	policy_dnsbl_free(srv->dnsbl);
 	smtp_pregreet_free(srv);
-	smtp_rl_store_free(srv->rl);   /* before the resolver (gw-run.c) */
+	smtp_rl_store_free(srv->rl);
+	smtp_greylist_free(srv->greylist);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

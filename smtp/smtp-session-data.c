@@ -324,6 +324,12 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
+	char grey[300];
+	if (smtp_greylist_check(s, grey, sizeof(grey))) {
+		refuse(s, grey, "greylisted");
+		smtp_session_resume(s);
+		return;
+	}
 	commit(s);
 }
 
@@ -365,6 +371,11 @@ void smtp_data_judge(struct smtp_session *s)
 	if (tx->pm) {
 		s->wait = SMTP_WAIT_VERDICT;
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
+		return;
+	}
+	char grey[300];
+	if (smtp_greylist_check(s, grey, sizeof(grey))) {
+		refuse(s, grey, "greylisted");
 		return;
 	}
 	commit(s);
