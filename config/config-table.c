@@ -427,7 +427,10 @@ static const struct config_directive d_pregreet[] = {
      "POP3 clients) at any point, even without enabled (Postfix's smtpd_forbidden_commands)"},
     {"pass_ttl", CONFIG_T_DURATION, G(pregreet_pass_ttl), "1d", NULL, 1, 30 * DAY, NULL, NULL, R,
      "How long a client that passed (waited for the banner, no bare pipelining at EHLO) skips "
-     "the delay and the tests; the cache is in memory"},
+     "the delay and the tests"},
+    {"pass_cache_file", CONFIG_T_STRING, G(pregreet_pass_file), NULL, "memory only", 0, 0, NULL,
+     NULL, 0, "File the pass cache is read from at start and written to at stop, so a restart "
+     "does not test every client again"},
 };
 
 static const struct config_directive d_ratelimit[] = {

@@ -225,6 +225,7 @@ struct config {
 	bool pregreet_non_smtp;           /* refuse HTTP/POP/proxy commands (always, not only
 	                                     when enabled) */
 	int64_t pregreet_pass_ttl;        /* seconds a passed client skips the tests */
+	char *pregreet_pass_file;         /* pass cache kept across restarts; NULL = memory */
 
 	/* [ratelimit] - per client, network, sender and recipient domain (issue 17);
 	 * 0 = no limit.  Rates count within `rl_window` from the first event. */

@@ -15,15 +15,25 @@
  *     alone is remembered for pass_ttl and skips the delay and the tests,
  *     so a legitimate MTA pays the delay once a day.
  *
+ * The pass cache lives in memory; with [pregreet] pass_cache_file it is
+ * read at start and written at stop (temp file, fsync, rename), one
+ * "EXPIRES ADDRESS" line per client after a "mxgate-pregreet-pass 1" line.
+ * A crash loses what was learnt since the start: clients are tested again.
+ *
  * Ownership: the server owns the pass cache (smtp_pregreet_free); the
  * session owns greet_ev.
  *
  * Diagnostics: "s=ID pregreet client=IP result=pass|cached|early_talker|
  * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result}.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -86,9 +96,115 @@ static void pass_add(struct smtp_session *s)
 	p->expires = now + s->cfg->pregreet_pass_ttl;
 }
 
-/* smtp_pregreet_free - the server's pass cache. */
+#define PASS_MAGIC "mxgate-pregreet-pass 1"
+#define PASS_FILE_MAX (64 * 1024 * 1024)
+
+/* smtp_pregreet_cache_parse - the file image, line by line. */
+size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
+				 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
+				 void *arg)
+{
+	size_t n = 0, mlen = strlen(PASS_MAGIC);
+	if (len < mlen + 1 || memcmp(text, PASS_MAGIC, mlen) != 0 || text[mlen] != '\n')
+		return 0;
+	const char *p = text + mlen + 1, *end = text + len;
+	while (p < end && n < max) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char line[128], host[INET6_ADDRSTRLEN + 1];
+		long long exp;
+		int used = 0;
+		struct util_addr a;
+		if (ll < sizeof(line)) {
+			memcpy(line, p, ll);
+			line[ll] = 0;
+			if (sscanf(line, "%lld %46s%n", &exp, host, &used) == 2 &&
+			    (size_t)used == ll && exp > 0 && !memchr(line, '\0', ll) &&
+			    util_addr_parse_numeric(host, 0, &a) == 0) {
+				uint8_t key[17];
+				smtp_server_ip_key(&a, key);
+				take(arg, key, (int64_t)exp);
+				n++;
+			}
+		}
+		p += ll + 1;
+	}
+	return n;
+}
+
+/* load_take - one entry from the file (expired ones are dropped). */
+static void load_take(void *arg, const uint8_t key[17], int64_t expires)
+{
+	struct smtp_server *srv = arg;
+	if (expires <= (int64_t)time(NULL) || pass_find(srv, key))
+		return;
+	struct smtp_pass *p = util_xcalloc(1, sizeof(*p));
+	memcpy(p->key, key, 17);
+	p->expires = expires;
+	size_t b = smtp_server_ip_hash(key);
+	p->next = srv->passes[b];
+	srv->passes[b] = p;
+	srv->npasses++;
+}
+
+/* smtp_pregreet_load - start-up: the saved pass cache. */
+void smtp_pregreet_load(struct smtp_server *srv)
+{
+	size_t len = 0;
+	if (!srv->pass_file)
+		return;
+	char *text = util_read_file(srv->pass_file, PASS_FILE_MAX, &len);
+	if (!text) {
+		if (errno != ENOENT)
+			util_log_warn("- pregreet cache file=%s unreadable error=\"%s\"",
+				      srv->pass_file, strerror(errno));
+		return;
+	}
+	smtp_pregreet_cache_parse(text, len, PASS_MAX, load_take, srv);
+	free(text);
+	util_log_info("- pregreet cache file=%s loaded=%zu", srv->pass_file, srv->npasses);
+}
+
+/* pass_save - write the live entries (temp file, fsync, rename). */
+static void pass_save(struct smtp_server *srv)
+{
+	char *tmp = util_xasprintf("%s.tmp", srv->pass_file);
+	int64_t now = (int64_t)time(NULL);
+	size_t n = 0;
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		goto fail;
+	fprintf(f, "%s\n", PASS_MAGIC);
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
+		for (const struct smtp_pass *p = srv->passes[b]; p; p = p->next) {
+			char host[INET6_ADDRSTRLEN];
+			if (p->expires <= now)
+				continue;
+			inet_ntop(p->key[0] == 4 ? AF_INET : AF_INET6, p->key + 1, host, sizeof(host));
+			fprintf(f, "%lld %s\n", (long long)p->expires, host);
+			n++;
+		}
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		fclose(f);
+		goto fail;
+	}
+	if (fclose(f) != 0 || rename(tmp, srv->pass_file) != 0)
+		goto fail;
+	util_log_info("- pregreet cache file=%s saved=%zu", srv->pass_file, n);
+	free(tmp);
+	return;
+fail:
+	util_log_warn("- pregreet cache file=%s not saved error=\"%s\"", srv->pass_file,
+		      strerror(errno));
+	(void)unlink(tmp);
+	free(tmp);
+}
+
+/* smtp_pregreet_free - save (when configured) and free the pass cache. */
 void smtp_pregreet_free(struct smtp_server *srv)
 {
+	if (srv->pass_file)
+		pass_save(srv);
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
 		while (srv->passes[b]) {
 			struct smtp_pass *p = srv->passes[b];

@@ -127,6 +127,7 @@ struct smtp_server {
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
 	struct smtp_pass *passes[SMTP_HASH_BUCKETS]; /* owned; pregreet pass cache */
 	size_t npasses;
+	char *pass_file;                 /* owned; [pregreet] pass_cache_file at start, or NULL */
 	size_t nsessions;
 	bool accepting;
 	bool stress;                     /* stress mode (smtp-defence.c) */
@@ -298,7 +299,19 @@ void smtp_pregreet_end(struct smtp_session *s);
 bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in);
 /* smtp_pregreet_line - a command line before dispatch: true = refused. */
 bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in);
+/* smtp_pregreet_free - save the pass cache ([pregreet] pass_cache_file),
+ * then free it. */
 void smtp_pregreet_free(struct smtp_server *srv);
+/* smtp_pregreet_load - read the pass cache file (start-up); a missing file
+ * is an empty cache. */
+void smtp_pregreet_load(struct smtp_server *srv);
+/* smtp_pregreet_cache_parse - the pass-cache file image: calls take(arg,
+ * key, expires) for every well-formed "EXPIRES ADDRESS" line after the
+ * "mxgate-pregreet-pass 1" first line (nothing without it); bad lines are
+ * skipped.  Returns the number of entries taken (at most max). */
+size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
+				 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
+				 void *arg);
 
 /* smtp-ratelimit.c */
 struct smtp_rl_store *smtp_rl_memory_new(void);

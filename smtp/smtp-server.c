@@ -556,6 +556,9 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 		srv->dnsbl = policy_dnsbl_new(base, dns);
 	srv->rl = smtp_rl_memory_new();
 	srv->greylist = smtp_greylist_new();
+	if (cfg->pregreet_pass_file)
+		srv->pass_file = util_xstrdup(cfg->pregreet_pass_file);
+	smtp_pregreet_load(srv);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -667,6 +670,7 @@ void smtp_server_free(struct smtp_server *srv)
 	smtp_verifier_free(srv->verifier);
 	policy_dnsbl_free(srv->dnsbl);
 	smtp_pregreet_free(srv);
+	free(srv->pass_file);
 	smtp_rl_store_free(srv->rl);
 	smtp_greylist_free(srv->greylist);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);

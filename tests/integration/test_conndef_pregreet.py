@@ -162,3 +162,24 @@ def test_pregreet_with_dnsbl_wait(gateway):
     with RawClient(gw.port, source="127.0.0.1", banner=False) as c:
         assert c._line(time.monotonic() + scaled(5)).startswith(b"220-")
         assert_reply(c.reply(timeout=scaled(6)), 220)
+
+
+def test_pass_cache_survives_a_restart(gateway, workdir):
+    """With pass_cache_file, a client that passed before a restart gets the
+    banner at once after it; without the file it would be tested again."""
+    cache = workdir / "pregreet.cache"
+    gw = pregreet(gateway, pass_cache_file=str(cache))
+    with RawClient(gw.port, source="127.0.0.2") as c:    # waits out the delay
+        c.ehlo()
+        assert_reply(c.cmd("QUIT"), 221)
+    gw.wait_log(r"pregreet client=127\.0\.0\.2 result=pass")
+    gw.stop()
+    lines = cache.read_text().splitlines()
+    assert lines[0] == "mxgate-pregreet-pass 1", lines
+    assert any(line.endswith(" 127.0.0.2") for line in lines[1:]), lines
+    gw.start()
+    gw.wait_log(r"pregreet cache file=.* loaded=1")
+    with RawClient(gw.port, source="127.0.0.2", banner=False) as c:
+        first = c._line(time.monotonic() + scaled(1.5))
+        assert first.startswith(b"220 mx.example.test ESMTP"), first
+    gw.wait_log(r"pregreet client=127\.0\.0\.2 result=cached")
