@@ -73,7 +73,8 @@ static int parse_octet(const char **p, uint8_t *bits, char *err, size_t errlen)
 			s += 2;
 			b = parse_num(&s, 255);
 			if (b < 0 || b < a) {
-				snprintf(err, errlen, "bad range in [...] (N..M with N <= M <= 255)");
+				snprintf(err, errlen,
+				         "bad range in [...] (N..M with N <= M <= 255)");
 				return -1;
 			}
 		}
@@ -103,8 +104,9 @@ int config_dnsbl_parse(const char *spec, struct config_dnsbl_site *out, char *er
 	memset(out, 0, sizeof(*out));
 	out->weight = 1;
 	if (zlen == 0 || zlen > CONFIG_DNSBL_ZONE_MAX) {
-		snprintf(err, errlen, "expected zone[=filter][*weight] with a zone of 1..%d characters",
-			 CONFIG_DNSBL_ZONE_MAX);
+		snprintf(err, errlen,
+		         "expected zone[=filter][*weight] with a zone of 1..%d characters",
+		         CONFIG_DNSBL_ZONE_MAX);
 		return -1;
 	}
 	memcpy(zone, spec, zlen);
@@ -122,7 +124,8 @@ int config_dnsbl_parse(const char *spec, struct config_dnsbl_site *out, char *er
 		for (int o = 0; o < 4; o++) {
 			if (o > 0) {
 				if (*p != '.') {
-					snprintf(err, errlen, "the filter needs four octets (a.b.c.d)");
+					snprintf(err, errlen,
+					         "the filter needs four octets (a.b.c.d)");
 					return -1;
 				}
 				p++;
@@ -140,7 +143,8 @@ int config_dnsbl_parse(const char *spec, struct config_dnsbl_site *out, char *er
 		}
 		long w = strtol(p, &end, 10);
 		if (end == p || *end != 0 || w == 0 || w < -1000 || w > 1000) {
-			snprintf(err, errlen, "the weight must be a non-zero integer in -1000..1000");
+			snprintf(err, errlen,
+			         "the weight must be a non-zero integer in -1000..1000");
 			return -1;
 		}
 		out->weight = (int)w;

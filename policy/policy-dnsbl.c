@@ -36,10 +36,10 @@
 
 #define DNS_T_A         1
 #define DNS_T_PTR       12
-#define DNSBL_MAX_ADDRS 8            /* A records kept per answer */
-#define DNSBL_CACHE_MAX 65536        /* query names cached */
+#define DNSBL_MAX_ADDRS 8     /* A records kept per answer */
+#define DNSBL_CACHE_MAX 65536 /* query names cached */
 #define DNSBL_BUCKETS   16384
-#define DNSBL_NAME_MAX  330          /* 32 nibbles x 2 + a 253-byte zone + dot */
+#define DNSBL_NAME_MAX  330 /* 32 nibbles x 2 + a 253-byte zone + dot */
 
 struct dnsbl_answer {
 	bool done, failed;
@@ -50,9 +50,9 @@ struct dnsbl_answer {
 struct dnsbl_cache_ent {
 	char *name;
 	struct dnsbl_answer ans;
-	int64_t expires;                 /* monotonic ms */
-	struct dnsbl_cache_ent *hnext;   /* hash chain */
-	struct dnsbl_cache_ent *fnext;   /* insertion order (eviction) */
+	int64_t expires;               /* monotonic ms */
+	struct dnsbl_cache_ent *hnext; /* hash chain */
+	struct dnsbl_cache_ent *fnext; /* insertion order (eviction) */
 };
 
 struct dnsbl_check;
@@ -71,21 +71,21 @@ struct dnsbl_check {
 	uint64_t cookie;
 	struct config_dnsbl_site *sites; /* owned copy */
 	size_t nsites;
-	struct util_strlist spam;        /* owned copy of [spam] dnsbl_zones */
-	struct util_strlist zones;       /* distinct zones queried */
-	char **names;                    /* owned; query name per zone */
-	struct dnsbl_answer *ans;        /* per zone */
-	struct dnsbl_query *qs;          /* per zone */
+	struct util_strlist spam;  /* owned copy of [spam] dnsbl_zones */
+	struct util_strlist zones; /* distinct zones queried */
+	char **names;              /* owned; query name per zone */
+	struct dnsbl_answer *ans;  /* per zone */
+	struct dnsbl_query *qs;    /* per zone */
 	size_t pending;
 	int64_t ttl_ms;
 	int cached;
-	struct event *done_ev;           /* finish from the loop when all came from the cache */
+	struct event *done_ev; /* finish from the loop when all came from the cache */
 };
 
 struct policy_dnsbl {
-	struct event_base *base;         /* borrowed */
-	struct policy_dns *dns;          /* borrowed */
-	struct dnsbl_check *checks;      /* owned; in flight */
+	struct event_base *base;    /* borrowed */
+	struct policy_dns *dns;     /* borrowed */
+	struct dnsbl_check *checks; /* owned; in flight */
 	struct dnsbl_cache_ent *buckets[DNSBL_BUCKETS];
 	struct dnsbl_cache_ent *fhead, *ftail;
 	size_t ncache;
@@ -151,7 +151,7 @@ static const struct dnsbl_answer *cache_get(struct policy_dnsbl *b, const char *
 /* cache_put - remember an answer (replaces an expired one; evicts the oldest
  * name when full). */
 static void cache_put(struct policy_dnsbl *b, const char *name, const struct dnsbl_answer *ans,
-		      int64_t ttl_ms)
+                      int64_t ttl_ms)
 {
 	int64_t exp = util_mono_ms() + ttl_ms;
 	for (struct dnsbl_cache_ent *e = b->buckets[cache_hash(name)]; e; e = e->hnext)
@@ -267,7 +267,7 @@ static void check_finish(struct dnsbl_check *c)
 				continue;
 			char item[300];
 			snprintf(item, sizeof(item), "%s=%u.%u.%u.%u", site->zone, a->a[k][0],
-				 a->a[k][1], a->a[k][2], a->a[k][3]);
+			         a->a[k][1], a->a[k][2], a->a[k][3]);
 			util_strlist_add(&r.listed, item);
 			r.score += site->weight;
 			if (site->weight > best) {
@@ -278,7 +278,7 @@ static void check_finish(struct dnsbl_check *c)
 				r.allowlisted = true;
 			if (site->weight > 0 && !util_strlist_has_case(&r.tag_zones, site->zone))
 				util_strlist_add(&r.tag_zones, site->zone);
-			break;   /* one match per site: weights count once */
+			break; /* one match per site: weights count once */
 		}
 	}
 	for (size_t i = 0; i < c->spam.n; i++) {
@@ -318,7 +318,7 @@ static void query_cb(void *arg, enum policy_dns_status st, const struct util_add
 		memcpy(a->a[a->n++], &((const struct sockaddr_in *)&addrs[i].ss)->sin_addr, 4);
 	}
 	util_log_debug("- dnsbl query=%s status=%s answers=%zu", c->names[q->idx],
-		       policy_dns_status_str(st), a->n);
+	               policy_dns_status_str(st), a->n);
 	if (!a->failed && c->ttl_ms > 0)
 		cache_put(c->b, c->names[q->idx], a, c->ttl_ms);
 	if (--c->pending == 0)
@@ -334,8 +334,8 @@ static void add_zone(struct dnsbl_check *c, const char *zone)
 
 /* policy_dnsbl_check - start the lookups. */
 void policy_dnsbl_check(struct policy_dnsbl *b, const struct config *cfg,
-			const struct util_addr *client, policy_dnsbl_cb cb, void *arg,
-			uint64_t cookie)
+                        const struct util_addr *client, policy_dnsbl_cb cb, void *arg,
+                        uint64_t cookie)
 {
 	char rev[80];
 	struct dnsbl_check *c = util_xcalloc(1, sizeof(*c));
@@ -391,7 +391,7 @@ void policy_dnsbl_check(struct policy_dnsbl *b, const struct config *cfg,
 		if (c->done_ev)
 			event_add(c->done_ev, &now);
 		else
-			check_finish(c);   /* out of memory: better late than never */
+			check_finish(c); /* out of memory: better late than never */
 		return;
 	}
 	for (size_t i = 0; i < nz; i++)

@@ -29,7 +29,8 @@ static bool in_stress(const struct smtp_server *srv)
 	const struct config *cfg = srv->cfg;
 	if (cfg->stress_threshold <= 0)
 		return false;
-	return (int64_t)srv->nsessions * 100 > (int64_t)cfg->max_connections * cfg->stress_threshold;
+	return (int64_t)srv->nsessions * 100 >
+	       (int64_t)cfg->max_connections * cfg->stress_threshold;
 }
 
 /* cut - close the session with 421 for reason (logged and counted). */
@@ -38,8 +39,8 @@ static void cut(struct smtp_session *s, const char *reason, const char *text)
 	char line[300];
 	snprintf(line, sizeof(line), "421 4.7.0 %s %s", s->cfg->hostname, text);
 	util_log_info("s=%016llx cut client=%s reason=%s junk=%d transactions=%d%s",
-		      (unsigned long long)s->id, s->client_str, reason, s->junk, s->transactions,
-		      s->srv->stress ? " stress=yes" : "");
+	              (unsigned long long)s->id, s->client_str, reason, s->junk, s->transactions,
+	              s->srv->stress ? " stress=yes" : "");
 	util_metrics_inc("mxgate_sessions_cut_total", reason);
 	smtp_session_close(s, line);
 }
@@ -84,7 +85,7 @@ void smtp_defence_command_timeout(struct smtp_session *s)
 {
 	s->stress_timeout = s->srv->stress;
 	smtp_session_set_timeout(s, s->stress_timeout ? s->cfg->stress_command_timeout
-						      : s->cfg->command_timeout);
+	                                              : s->cfg->command_timeout);
 }
 
 /* smtp_defence_junk - count one junk command. */
@@ -131,9 +132,9 @@ void smtp_defence_stress_update(struct smtp_server *srv)
 		return;
 	srv->stress = on;
 	util_log_info("- stress %s sessions=%zu limit=%d threshold=%d%%", on ? "on" : "off",
-		      srv->nsessions, srv->cfg->max_connections, srv->cfg->stress_threshold);
+	              srv->nsessions, srv->cfg->max_connections, srv->cfg->stress_threshold);
 	if (!on)
-		return;   /* long timeouts come back with each session's next command */
+		return; /* long timeouts come back with each session's next command */
 	util_metrics_inc("mxgate_stress_periods_total", NULL);
 	/* Sessions idle between commands still hold command_timeout: shorten
 	 * it now, or the slots they hold stay held for minutes. */

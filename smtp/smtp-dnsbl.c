@@ -34,7 +34,7 @@ bool smtp_dnsbl_rejects(const struct smtp_session *s)
 const char *smtp_dnsbl_reply(const struct smtp_session *s, char *buf, size_t len)
 {
 	snprintf(buf, len, "554 5.7.1 Service unavailable; client [%s] blocked using %s",
-		 s->client_str, s->dnsbl_blocked_by);
+	         s->client_str, s->dnsbl_blocked_by);
 	return buf;
 }
 
@@ -68,19 +68,21 @@ static void dnsbl_done(void *arg, uint64_t cookie, const struct policy_dnsbl_res
 			if (!util_strlist_has_case(&s->dnsbl_zones, r->tag_zones.v[i]))
 				util_strlist_add(&s->dnsbl_zones, r->tag_zones.v[i]);
 	util_log_info("s=%016llx dnsbl client=%s score=%d listed=%s failed=%d cached=%d",
-		      (unsigned long long)s->id, s->client_str, r->score,
-		      listed.len ? listed.data : "-", r->failed, r->cached);
+	              (unsigned long long)s->id, s->client_str, r->score,
+	              listed.len ? listed.data : "-", r->failed, r->cached);
 	util_buf_free(&listed);
-	util_metrics_inc("mxgate_dnsbl_lookups_total",
-			 r->failed ? "failed" : (r->listed.n || r->spam_zones.n) ? "listed" : "clean");
+	util_metrics_inc("mxgate_dnsbl_lookups_total", r->failed ? "failed"
+	                                               : (r->listed.n || r->spam_zones.n)
+	                                                   ? "listed"
+	                                                   : "clean");
 	smtp_dnsbl_to_policy(s);
 	if (s->wait == SMTP_WAIT_GREET && (s->greet_holds & SMTP_HOLD_DNSBL)) {
-		smtp_session_greet_release(s, SMTP_HOLD_DNSBL);   /* decide_at = connect */
+		smtp_session_greet_release(s, SMTP_HOLD_DNSBL); /* decide_at = connect */
 		return;
 	}
 	if (s->wait != SMTP_WAIT_DNSBL)
 		return;
-	s->wait = SMTP_WAIT_NONE;   /* a RCPT waited for this */
+	s->wait = SMTP_WAIT_NONE; /* a RCPT waited for this */
 	smtp_session_resume(s);
 }
 
@@ -89,7 +91,8 @@ void smtp_dnsbl_refuse(struct smtp_session *s)
 {
 	char line[400];
 	util_log_info("s=%016llx refused client=%s reason=dnsbl site=%s score=%d",
-		      (unsigned long long)s->id, s->client_str, s->dnsbl_blocked_by, s->dnsbl_score);
+	              (unsigned long long)s->id, s->client_str, s->dnsbl_blocked_by,
+	              s->dnsbl_score);
 	util_metrics_inc("mxgate_connections_refused_total", "dnsbl");
 	smtp_session_close(s, smtp_dnsbl_reply(s, line, sizeof(line)));
 }

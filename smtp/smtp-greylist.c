@@ -30,9 +30,9 @@
 
 struct grey_ent {
 	char *key;
-	int64_t first;            /* first attempt */
-	int64_t expires;          /* forgotten then */
-	bool passed;              /* retried correctly */
+	int64_t first;   /* first attempt */
+	int64_t expires; /* forgotten then */
+	bool passed;     /* retried correctly */
 	struct grey_ent *next;
 };
 
@@ -120,8 +120,8 @@ static struct grey_ent *put(struct smtp_greylist *g, const char *key, int64_t no
 static void note(struct smtp_session *s, const char *rcpt, const char *result, const char *why)
 {
 	util_log_info("s=%016llx greylist client=%s from=<%s> rcpt=<%s> result=%s%s%s",
-		      (unsigned long long)s->id, s->client_str, s->tx->mail.addr, rcpt ? rcpt : "",
-		      result, why ? " reason=" : "", why ? why : "");
+	              (unsigned long long)s->id, s->client_str, s->tx->mail.addr, rcpt ? rcpt : "",
+	              result, why ? " reason=" : "", why ? why : "");
 	util_metrics_inc("mxgate_greylist_total", result);
 }
 
@@ -169,7 +169,7 @@ bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 			e = put(g, key, now);
 			if (!e) {
 				util_log_warn("s=%016llx greylist full action=accept",
-					      (unsigned long long)s->id);
+				              (unsigned long long)s->id);
 				continue;
 			}
 			e->first = now;
@@ -202,6 +202,6 @@ bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 	if (wait == 0)
 		return false;
 	snprintf(reply, replylen, "451 4.7.1 Greylisted, please try again in %lld seconds",
-		 (long long)wait);
+	         (long long)wait);
 	return true;
 }

@@ -40,11 +40,11 @@
 
 #include "smtp-server-internal.h"
 
-#define PASS_MAX 200000   /* clients remembered; beyond it expired ones are purged */
+#define PASS_MAX 200000 /* clients remembered; beyond it expired ones are purged */
 
 struct smtp_pass {
 	uint8_t key[17];
-	int64_t expires;          /* wall-clock seconds */
+	int64_t expires; /* wall-clock seconds */
 	struct smtp_pass *next;
 };
 
@@ -85,7 +85,7 @@ static void pass_add(struct smtp_session *s)
 		if (srv->npasses >= PASS_MAX)
 			pass_purge(srv, now);
 		if (srv->npasses >= PASS_MAX)
-			return;   /* full of live entries: this client is tested again */
+			return; /* full of live entries: this client is tested again */
 		p = util_xcalloc(1, sizeof(*p));
 		memcpy(p->key, key, 17);
 		size_t b = smtp_server_ip_hash(key);
@@ -96,13 +96,13 @@ static void pass_add(struct smtp_session *s)
 	p->expires = now + s->cfg->pregreet_pass_ttl;
 }
 
-#define PASS_MAGIC "mxgate-pregreet-pass 1"
+#define PASS_MAGIC    "mxgate-pregreet-pass 1"
 #define PASS_FILE_MAX (64 * 1024 * 1024)
 
 /* smtp_pregreet_cache_parse - the file image, line by line. */
 size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
-				 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
-				 void *arg)
+                                 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
+                                 void *arg)
 {
 	size_t n = 0, mlen = strlen(PASS_MAGIC);
 	if (len < mlen + 1 || memcmp(text, PASS_MAGIC, mlen) != 0 || text[mlen] != '\n')
@@ -157,7 +157,7 @@ void smtp_pregreet_load(struct smtp_server *srv)
 	if (!text) {
 		if (errno != ENOENT)
 			util_log_warn("- pregreet cache file=%s unreadable error=\"%s\"",
-				      srv->pass_file, strerror(errno));
+			              srv->pass_file, strerror(errno));
 		return;
 	}
 	smtp_pregreet_cache_parse(text, len, PASS_MAX, load_take, srv);
@@ -180,7 +180,8 @@ static void pass_save(struct smtp_server *srv)
 			char host[INET6_ADDRSTRLEN];
 			if (p->expires <= now)
 				continue;
-			inet_ntop(p->key[0] == 4 ? AF_INET : AF_INET6, p->key + 1, host, sizeof(host));
+			inet_ntop(p->key[0] == 4 ? AF_INET : AF_INET6, p->key + 1, host,
+			          sizeof(host));
 			fprintf(f, "%lld %s\n", (long long)p->expires, host);
 			n++;
 		}
@@ -195,7 +196,7 @@ static void pass_save(struct smtp_server *srv)
 	return;
 fail:
 	util_log_warn("- pregreet cache file=%s not saved error=\"%s\"", srv->pass_file,
-		      strerror(errno));
+	              strerror(errno));
 	(void)unlink(tmp);
 	free(tmp);
 }
@@ -218,7 +219,7 @@ void smtp_pregreet_free(struct smtp_server *srv)
 static void verdict(struct smtp_session *s, const char *result)
 {
 	util_log_info("s=%016llx pregreet client=%s result=%s", (unsigned long long)s->id,
-		      s->client_str, result);
+	              s->client_str, result);
 	util_metrics_inc("mxgate_pregreet_total", result);
 }
 
@@ -259,7 +260,7 @@ int smtp_pregreet_start(struct smtp_session *s)
 	struct timeval tv = {.tv_sec = cfg->pregreet_delay, .tv_usec = 0};
 	s->greet_ev = event_new(s->srv->base, -1, 0, delay_cb, s);
 	if (!s->greet_ev || event_add(s->greet_ev, &tv) < 0)
-		return 0;   /* out of memory: no delay rather than no banner */
+		return 0; /* out of memory: no delay rather than no banner */
 	return SMTP_HOLD_DELAY;
 }
 
@@ -294,8 +295,8 @@ bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in)
 /* is_non_smtp - the line starts with a web, proxy or POP3 verb. */
 static bool is_non_smtp(const char *line, size_t len)
 {
-	static const char *const verbs[] = {"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS",
-					    "USER"};
+	static const char *const verbs[] = {"GET",     "POST",    "HEAD", "PUT",
+	                                    "CONNECT", "OPTIONS", "USER"};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		size_t n = strlen(verbs[i]);
 		if (len >= n && strncasecmp(line, verbs[i], n) == 0 && (len == n || line[n] == ' '))
@@ -320,8 +321,9 @@ bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, st
 	 * reply.  More bytes already behind this line break that. */
 	if (cfg->pregreet_bare_pipelining && evbuffer_get_length(in) > 0 &&
 	    (s->state == SMTP_STATE_HELO || !s->esmtp)) {
-		refuse(s, "bare_pipelining", "SMTP protocol violation: pipelining before it was "
-					     "offered");
+		refuse(s, "bare_pipelining",
+		       "SMTP protocol violation: pipelining before it was "
+		       "offered");
 		return true;
 	}
 	if (!s->passed && s->state == SMTP_STATE_HELO && len >= 4 &&

@@ -37,7 +37,7 @@
 struct rl_ent {
 	char *key;
 	int64_t count;
-	int64_t expires;          /* wall-clock seconds */
+	int64_t expires; /* wall-clock seconds */
 	struct rl_ent *next;
 };
 
@@ -87,7 +87,7 @@ static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window
 		if (m->n >= RL_MAX_KEYS)
 			mem_purge(m, now);
 		if (m->n >= RL_MAX_KEYS)
-			return -1;   /* full of live keys: fail open */
+			return -1; /* full of live keys: fail open */
 		e = util_xcalloc(1, sizeof(*e));
 		e->key = util_xstrdup(key);
 		e->next = m->b[h];
@@ -169,11 +169,11 @@ enum rl_event { RL_CONNECT, RL_MAIL, RL_RCPT };
 enum rl_subject { RL_IP, RL_NET, RL_SENDER, RL_DOMAIN };
 
 static const struct rl_rule {
-	const char *name;          /* log and metric label */
+	const char *name; /* log and metric label */
 	enum rl_event event;
 	enum rl_subject subject;
-	size_t limit_off;          /* int field of struct config */
-	const char *what;          /* "connections", "messages", "recipients" */
+	size_t limit_off; /* int field of struct config */
+	const char *what; /* "connections", "messages", "recipients" */
 } rules[] = {
     {"connections_per_ip", RL_CONNECT, RL_IP, offsetof(struct config, rl_conn_per_ip),
      "connections"},
@@ -183,8 +183,7 @@ static const struct rl_rule {
     {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages"},
     {"messages_per_sender", RL_MAIL, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
      "messages"},
-    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip),
-     "recipients"},
+    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip), "recipients"},
     {"recipients_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_rcpts_per_domain),
      "recipients"},
 };
@@ -193,7 +192,7 @@ static const struct rl_rule {
  * or for RL_CONNECT written into reply) when a limit is exceeded.  arg is
  * the sender (MAIL) or recipient domain (RCPT). */
 static bool check(struct smtp_session *s, enum rl_event ev, const char *arg, char *reply,
-		  size_t replylen)
+                  size_t replylen)
 {
 	const struct config *cfg = s->cfg;
 	struct smtp_rl_store *st = s->srv->rl;
@@ -226,25 +225,25 @@ static bool check(struct smtp_session *s, enum rl_event ev, const char *arg, cha
 		int64_t n = st->ops->hit(st, key, cfg->rl_window, &left);
 		if (n < 0) {
 			util_log_warn("s=%016llx ratelimit store=%s failed limit=%s action=allow",
-				      (unsigned long long)s->id, st->ops->name, r->name);
+			              (unsigned long long)s->id, st->ops->name, r->name);
 			util_metrics_inc("mxgate_ratelimit_store_errors_total", st->ops->name);
 			continue;
 		}
 		if (n <= max)
 			continue;
 		util_log_info("s=%016llx ratelimit client=%s limit=%s subject=%s count=%lld max=%d "
-			      "retry=%llds",
-			      (unsigned long long)s->id, s->client_str, r->name, subj, (long long)n,
-			      max, (long long)left);
+		              "retry=%llds",
+		              (unsigned long long)s->id, s->client_str, r->name, subj, (long long)n,
+		              max, (long long)left);
 		util_metrics_inc("mxgate_ratelimited_total", r->name);
 		if (ev == RL_CONNECT)
 			snprintf(reply, replylen,
-				 "421 4.7.0 %s Too many %s from %s, try again in %lld seconds",
-				 cfg->hostname, r->what, subj, (long long)left);
+			         "421 4.7.0 %s Too many %s from %s, try again in %lld seconds",
+			         cfg->hostname, r->what, subj, (long long)left);
 		else
-			smtp_session_reply(s, "451 4.7.1 Too many %s %s %s, try again in %lld seconds",
-					   r->what, r->subject == RL_DOMAIN ? "for" : "from", subj,
-					   (long long)left);
+			smtp_session_reply(
+			    s, "451 4.7.1 Too many %s %s %s, try again in %lld seconds", r->what,
+			    r->subject == RL_DOMAIN ? "for" : "from", subj, (long long)left);
 		return true;
 	}
 	return false;
