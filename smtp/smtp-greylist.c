@@ -39,6 +39,7 @@ struct grey_ent {
 struct smtp_greylist {
 	struct grey_ent *b[GREY_BUCKETS];
 	size_t n;
+	int64_t last_purge; /* a full table is scanned at most once a second */
 };
 
 /* grey_hash - FNV-1a of a key. */
@@ -104,8 +105,10 @@ static struct grey_ent *put(struct smtp_greylist *g, const char *key, int64_t no
 	for (struct grey_ent *e = g->b[h]; e; e = e->next)
 		if (strcmp(e->key, key) == 0)
 			return e;
-	if (g->n >= GREY_MAX)
+	if (g->n >= GREY_MAX && now != g->last_purge) {
+		g->last_purge = now;
 		purge(g, now);
+	}
 	if (g->n >= GREY_MAX)
 		return NULL;
 	struct grey_ent *e = util_xcalloc(1, sizeof(*e));

@@ -82,8 +82,10 @@ static void pass_add(struct smtp_session *s)
 	smtp_server_ip_key(&s->client, key);
 	struct smtp_pass *p = pass_find(srv, key);
 	if (!p) {
-		if (srv->npasses >= PASS_MAX)
+		if (srv->npasses >= PASS_MAX && now != srv->pass_purged) {
+			srv->pass_purged = now; /* at most one full scan a second */
 			pass_purge(srv, now);
+		}
 		if (srv->npasses >= PASS_MAX)
 			return; /* full of live entries: this client is tested again */
 		p = util_xcalloc(1, sizeof(*p));

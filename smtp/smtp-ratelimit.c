@@ -45,6 +45,7 @@ struct rl_mem {
 	struct smtp_rl_store base;
 	struct rl_ent *b[RL_BUCKETS];
 	size_t n;
+	int64_t last_purge; /* a full table is scanned at most once a second */
 };
 
 /* rl_hash - FNV-1a of a key. */
@@ -84,8 +85,10 @@ static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window
 		if (strcmp(e->key, key) == 0)
 			break;
 	if (!e) {
-		if (m->n >= RL_MAX_KEYS)
+		if (m->n >= RL_MAX_KEYS && now != m->last_purge) {
+			m->last_purge = now; /* a flood of new keys must not scan per event */
 			mem_purge(m, now);
+		}
 		if (m->n >= RL_MAX_KEYS)
 			return -1; /* full of live keys: fail open */
 		e = util_xcalloc(1, sizeof(*e));

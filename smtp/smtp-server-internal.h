@@ -127,6 +127,7 @@ struct smtp_server {
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
 	struct smtp_pass *passes[SMTP_HASH_BUCKETS]; /* owned; pregreet pass cache */
 	size_t npasses;
+	int64_t pass_purged;             /* when the full pass cache was last scanned */
 	char *pass_file;                 /* owned; [pregreet] pass_cache_file at start, or NULL */
 	size_t nsessions;
 	bool accepting;
