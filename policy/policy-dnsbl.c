@@ -404,6 +404,10 @@ void policy_dnsbl_check(struct policy_dnsbl *b, const struct config *cfg,
 /* policy_msg_set_dnsbl - the connect-time listings. */
 void policy_msg_set_dnsbl(struct policy_msg *pm, const struct util_strlist *zones)
 {
+	/* Once finish started, a worker may be reading dnsbl_hits (or asking
+	 * the zones itself): too late, and never from two threads. */
+	if (pm->finished)
+		return;
 	util_strlist_free(&pm->dnsbl_hits);
 	for (size_t i = 0; i < zones->n; i++)
 		util_strlist_add(&pm->dnsbl_hits, zones->v[i]);

@@ -151,7 +151,8 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 void policy_msg_free(struct policy_msg *pm);
 /* policy_msg_set_dnsbl - the DNSBL zones listing the client, from the
  * lookups made at connect (policy_dnsbl_check): the score uses them instead
- * of asking again from a worker.  zones is copied. */
+ * of asking again from a worker.  zones is copied.  Ignored once
+ * policy_msg_finish was called (the worker then asks the zones itself). */
 void policy_msg_set_dnsbl(struct policy_msg *pm, const struct util_strlist *zones);
 
 /* SPF: started at MAIL FROM.  cb runs when the result is known, always
