@@ -321,6 +321,27 @@ static void check_domains(struct config_parse *p)
 	util_strlist_free(&bad);
 }
 
+/* check_dnsbl - [dnsbl] sites into their parsed form (the validator
+ * already refused bad ones; what is left parses). */
+static void check_dnsbl(struct config_parse *p)
+{
+	struct config *cfg = p->cfg;
+	char err[200];
+	cfg->ndnsbl_sites = 0;
+	if (cfg->dnsbl_site_specs.n == 0)
+		return;
+	cfg->dnsbl_sites = util_xcalloc(cfg->dnsbl_site_specs.n, sizeof(*cfg->dnsbl_sites));
+	for (size_t i = 0; i < cfg->dnsbl_site_specs.n; i++)
+		if (config_dnsbl_parse(cfg->dnsbl_site_specs.v[i],
+				       &cfg->dnsbl_sites[cfg->ndnsbl_sites], err, sizeof(err)) == 0)
+			cfg->ndnsbl_sites++;
+	if (cfg->dnsbl_reject_threshold > 0 && cfg->dnsbl_tag_threshold > 0 &&
+	    cfg->dnsbl_tag_threshold > cfg->dnsbl_reject_threshold)
+		config_diag_add(p->diags, p->file, config_seen_line(p, "dnsbl", 0, "tag_threshold"),
+				true, "tag_threshold (%d) is above reject_threshold (%d): nothing is "
+				"ever tagged", cfg->dnsbl_tag_threshold, cfg->dnsbl_reject_threshold);
+}
+
 /* check_global_sanity - limits and timers that contradict each other. */
 static void check_global_sanity(struct config_parse *p)
 {
@@ -687,6 +708,7 @@ void config_check_all(struct config_parse *p)
 	check_routes(p);
 	check_arc(p);
 	config_check_start(p);
+	check_dnsbl(p);
 }
 
 /* ------------------------------------------------------------ lookups */

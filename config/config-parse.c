@@ -822,6 +822,7 @@ void config_free(struct config *cfg)
 		free(cfg->routes[r].name);
 	free(cfg->routes);
 	util_strlist_free(&cfg->listed_domains);
+	free(cfg->dnsbl_sites);
 	free(cfg->path);
 	free(cfg);
 }

@@ -142,6 +142,13 @@ static const char *v_forwarder(const char *s, char *buf, size_t buflen)
 	return NULL;
 }
 
+/* v_dnsbl_site - zone[=filter][*weight] (config-dnsbl.c). */
+static const char *v_dnsbl_site(const char *s, char *buf, size_t buflen)
+{
+	struct config_dnsbl_site site;
+	return config_dnsbl_parse(s, &site, buf, buflen) < 0 ? buf : NULL;
+}
+
 /* v_ciphers - an OpenSSL cipher string: printable, no spaces needed. */
 static const char *v_ciphers(const char *s, char *buf, size_t buflen)
 {
@@ -171,6 +178,8 @@ static const char *const e_route_tls[] = {"verify", "encrypt", "none", "may", "d
 static const char *const e_route_role[] = {"inbound", "outbound", NULL};
 static const char *const e_verify_unavailable[] = {"defer", "accept", NULL};
 static const char *const e_socket_mode[] = {"0600", "0660", "0666", NULL};
+static const char *const e_dnsbl_decide[] = {"connect", "rcpt", NULL};
+static const char *const e_pregreet_mode[] = {"continuation", "pause", NULL};
 
 /* ------------------------------------------------------------ tables */
 
@@ -242,6 +251,21 @@ static const struct config_directive d_limits[] = {
      NULL, R, "Time allowed for the whole DATA phase"},
     {"proxy_timeout", CONFIG_T_DURATION, G(proxy_timeout), "10s", NULL, 1, 5 * MINUTE, NULL, NULL,
      R, "Time a trusted proxy has to send its PROXY header"},
+    {"junk_command_limit", CONFIG_T_INT, G(junk_command_limit), "100", NULL, 1, 1000000, NULL,
+     NULL, R,
+     "NOOP, RSET, VRFY and HELP commands a session may send before 421 and close (like "
+     "Postfix's smtpd_junk_command_limit); a queued message resets the count"},
+    {"max_session_time", CONFIG_T_DURATION, G(max_session_time), "1h", NULL, 1, DAY, NULL, NULL,
+     R, "Longest life of one session; then 421 (a message being received is finished first)"},
+    {"max_transactions", CONFIG_T_INT, G(max_transactions), "1000", NULL, 1, 1000000, NULL, NULL,
+     R, "MAIL FROM commands in one session; the next one gets 421 and the client reconnects"},
+    {"stress_threshold", CONFIG_T_INT, G(stress_threshold), "75", NULL, 0, 100, NULL, NULL, R,
+     "Percent of max_connections above which stress mode shortens timeouts and the junk "
+     "limit for every session (Postfix's stress mode); 0 = never"},
+    {"stress_command_timeout", CONFIG_T_DURATION, G(stress_command_timeout), "10s", NULL, 1, HOUR,
+     NULL, NULL, R, "command_timeout in stress mode"},
+    {"stress_junk_command_limit", CONFIG_T_INT, G(stress_junk_command_limit), "10", NULL, 1,
+     1000000, NULL, NULL, R, "junk_command_limit in stress mode"},
 };
 
 static const struct config_directive d_tls[] = {
@@ -433,6 +457,97 @@ static const struct config_directive d_spam[] = {
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };
 
+static const struct config_directive d_dnsbl[] = {
+    {"sites", CONFIG_T_LIST, G(dnsbl_site_specs), NULL, NULL, 0, 0, NULL, v_dnsbl_site, R,
+     "DNSBL/DNSWL zones as zone[=filter][*weight], e.g. zen.spamhaus.org=127.0.0.[2..11]*3, "
+     "list.dnswl.org=127.0.[0..255].[1..3]*-5 (negative = allowlist); weight 1 when omitted. "
+     "Answers in 127.255.255.0/24 (query refused) never count"},
+    {"reject_threshold", CONFIG_T_INT, G(dnsbl_reject_threshold), "3", NULL, 0, 100000, NULL,
+     NULL, R, "Sum of the listing sites' weights at or above which the client gets 554 5.7.1; "
+     "0 = never"},
+    {"tag_threshold", CONFIG_T_INT, G(dnsbl_tag_threshold), "1", NULL, 0, 100000, NULL, NULL, R,
+     "Score at or above which each listing zone adds [spam] weight_dnsbl to the message's "
+     "spam score (rule DNSBL_<zone>); 0 = never"},
+    {"decide_at", CONFIG_T_ENUM, G(dnsbl_decide), "connect", NULL, 0, 0, e_dnsbl_decide, NULL, R,
+     "connect: the banner waits for the lookups (at most [dns] timeout) and a rejected client "
+     "gets 554 instead; rcpt: banner at once, each RCPT gets 554"},
+    {"cache_ttl", CONFIG_T_DURATION, G(dnsbl_cache_ttl), "5m", NULL, 0, DAY, NULL, NULL, R,
+     "How long an answer (listed or not) is reused for the same client and zone; 0 = no cache"},
+};
+
+static const struct config_directive d_pregreet[] = {
+    {"enabled", CONFIG_T_BOOL, G(pregreet_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Test clients not in the pass cache before they may talk: greeting delay, early "
+     "talkers, bare pipelining (like Postfix postscreen)"},
+    {"greet_delay", CONFIG_T_DURATION, G(pregreet_delay), "3s", NULL, 0, MINUTE, NULL, NULL, R,
+     "How long the final 220 line is held back; a client that sends anything before it is "
+     "refused (554 5.5.1) and the connection closed"},
+    {"greet_mode", CONFIG_T_ENUM, G(pregreet_mode), "continuation", NULL, 0, 0, e_pregreet_mode,
+     NULL, R,
+     "continuation: send \"220-<hostname>\" at once and the final 220 after greet_delay "
+     "(catches bots that do not wait for the end of a multi-line reply); pause: silence"},
+    {"bare_pipelining", CONFIG_T_BOOL, G(pregreet_bare_pipelining), "yes", NULL, 0, 0, NULL, NULL,
+     R, "With enabled: refuse a client that sends more commands before the answer to its "
+     "EHLO (or after HELO), when PIPELINING was not offered yet (RFC 2920)"},
+    {"non_smtp_commands", CONFIG_T_BOOL, G(pregreet_non_smtp), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Refuse and disconnect on GET, POST, HEAD, PUT, CONNECT, OPTIONS, USER (web, proxy and "
+     "POP3 clients) at any point, even without enabled (Postfix's smtpd_forbidden_commands)"},
+    {"pass_ttl", CONFIG_T_DURATION, G(pregreet_pass_ttl), "1d", NULL, 1, 30 * DAY, NULL, NULL, R,
+     "How long a client that passed (waited for the banner, no bare pipelining at EHLO) skips "
+     "the delay and the tests"},
+    {"pass_cache_file", CONFIG_T_STRING, G(pregreet_pass_file), NULL, "memory only", 0, 0, NULL,
+     NULL, 0, "File the pass cache is read from at start and written to at stop, so a restart "
+     "does not test every client again"},
+};
+
+static const struct config_directive d_ratelimit[] = {
+    {"window", CONFIG_T_DURATION, G(rl_window), "1m", NULL, 1, DAY, NULL, NULL, R,
+     "Period the rates below count over, from the first event of a client, network, sender "
+     "or domain (like Redis INCR + EXPIRE); the 421/451 says when it ends"},
+    {"net_prefix_v4", CONFIG_T_INT, G(rl_net_prefix4), "24", NULL, 8, 32, NULL, NULL, R,
+     "IPv4 prefix length of a client's network for the *_per_net limits"},
+    {"net_prefix_v6", CONFIG_T_INT, G(rl_net_prefix6), "64", NULL, 16, 128, NULL, NULL, R,
+     "IPv6 prefix length of a client's network for the *_per_net limits"},
+    {"connections_per_ip", CONFIG_T_INT, G(rl_conn_per_ip), "0", NULL, 0, 10000000, NULL, NULL,
+     R, "Connections per window from one address; more get 421 4.7.0 at connect; 0 = no limit"},
+    {"connections_per_net", CONFIG_T_INT, G(rl_conn_per_net), "0", NULL, 0, 10000000, NULL, NULL,
+     R, "Connections per window from one network (net_prefix_v4/v6); 0 = no limit"},
+    {"max_connections_per_net", CONFIG_T_INT, G(rl_max_connections_per_net), "0", NULL, 0,
+     1000000, NULL, NULL, R,
+     "Concurrent connections from one network (with [limits] max_connections_per_ip for one "
+     "address); more get 421 4.7.0; 0 = no limit"},
+    {"messages_per_ip", CONFIG_T_INT, G(rl_msgs_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "MAIL FROM commands per window from one address; more get 451 4.7.1; 0 = no limit"},
+    {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "MAIL FROM commands per window from one network; 0 = no limit"},
+    {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "MAIL FROM commands per window with one envelope sender (<> included), from any "
+     "client; 0 = no limit"},
+    {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
+     "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
+     "max_recipients); 0 = no limit"},
+    {"recipients_per_domain", CONFIG_T_INT, G(rl_rcpts_per_domain), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "RCPT TO commands per window for one recipient domain, from any client; 0 = no "
+     "limit"},
+    {"exempt_clients", CONFIG_T_CIDRS, G(rl_exempt), NULL, NULL, 0, 0, NULL, NULL, R,
+     "Client networks never rate limited (their own relays, monitoring)"},
+};
+
+static const struct config_directive d_greylist[] = {
+    {"enabled", CONFIG_T_BOOL, G(greylist_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Greylist at the end of DATA: a new (client network, sender, recipient) triplet gets "
+     "451 4.7.1 until it is retried after delay"},
+    {"delay", CONFIG_T_DURATION, G(greylist_delay), "5m", NULL, 1, DAY, NULL, NULL, R,
+     "How long a sender must wait before its retry is accepted"},
+    {"retry_window", CONFIG_T_DURATION, G(greylist_retry_window), "2d", NULL, 60, 30 * DAY, NULL,
+     NULL, R, "How long a first attempt is remembered; a later retry starts again"},
+    {"allowlist_ttl", CONFIG_T_DURATION, G(greylist_allow_ttl), "35d", NULL, 60, 365 * DAY, NULL,
+     NULL, R, "How long a client network that retried correctly skips greylisting (automatic "
+     "allowlist)"},
+    {"skip_spf_domains", CONFIG_T_DOMAINS, G(greylist_spf_domains), NULL, NULL, 0, 0, NULL, NULL,
+     R, "Sender domains (and their subdomains) never greylisted when SPF passes"},
+};
+
 static const struct config_directive d_route[] = {
     {"role", CONFIG_T_ENUM, RT(role), "inbound", NULL, 0, 0, e_route_role, NULL, R,
      "inbound (mail for accepted domains) or outbound (what mxgate itself sends: DSNs, "
@@ -547,6 +662,19 @@ const struct config_section config_sections[] = {
     SEC("arc", false, d_arc,
         "ARC (RFC 8617): verify incoming chains, honour trusted forwarders, seal relayed mail."),
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
+    SEC("dnsbl", false, d_dnsbl,
+        "DNSBL/DNSWL decisions at connect or RCPT: weighted sites looked up in parallel when "
+        "a client connects ([spam] dnsbl_zones share the same lookups)."),
+    SEC("pregreet", false, d_pregreet,
+        "Tests before the banner (postscreen-style): greeting delay, early talkers, bare "
+        "pipelining, non-SMTP commands, and a pass cache."),
+    SEC("ratelimit", false, d_ratelimit,
+        "Rate limits per client address, network, envelope sender and recipient domain, and "
+        "the per-network concurrency cap.  Counters are in-process (one node)."),
+    SEC("greylist", false, d_greylist,
+        "Greylisting (off by default).  Never applied to [dnsbl] allowlisted (negative weight) "
+        "clients, to SPF passes for skip_spf_domains, nor to DKIM-signed mail that passes "
+        "DMARC for a domain publishing p=reject.  State is in-process (one node)."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

@@ -89,6 +89,30 @@ struct config_route {
 	int line;                         /* line of the [route] header */
 };
 
+/* ------------------------------------------------------------ DNSBL / DNSWL sites */
+
+#define CONFIG_DNSBL_ZONE_MAX 253
+
+/* One [dnsbl] sites entry: zone[=filter][*weight] (config-dnsbl.c). */
+struct config_dnsbl_site {
+	char zone[CONFIG_DNSBL_ZONE_MAX + 1]; /* lower-case */
+	bool filtered;                        /* a return-code filter was given */
+	uint8_t octets[4][32];                /* filter: allowed values per octet (bitmaps) */
+	int weight;                           /* non-zero; negative = allowlist */
+};
+
+/* config_dnsbl_parse - parse "zone[=a.b.c.d][*weight]" where each filter
+ * octet is N or [N;N..M;...].  0, or -1 with a message in err. */
+int config_dnsbl_parse(const char *spec, struct config_dnsbl_site *out, char *err, size_t errlen);
+/* config_dnsbl_is_listing - an A answer in 127.0.0.0/8 and not in
+ * 127.255.255.0/24 (a DNSBL's "query refused/blocked" codes: no data). */
+bool config_dnsbl_is_listing(const uint8_t a[4]);
+/* config_dnsbl_match - the answer is a listing and passes the site's filter. */
+bool config_dnsbl_match(const struct config_dnsbl_site *site, const uint8_t a[4]);
+
+enum config_dnsbl_decide { CONFIG_DNSBL_CONNECT = 0, CONFIG_DNSBL_RCPT };
+enum config_pregreet_mode { CONFIG_PREGREET_CONTINUATION = 0, CONFIG_PREGREET_PAUSE };
+
 /* ------------------------------------------------------------ the whole config */
 
 /* What RCPT answers when the downstream cannot be asked. */
@@ -125,6 +149,14 @@ struct config {
 	int data_timeout;                 /* seconds between data chunks (3 min) */
 	int data_total_timeout;           /* seconds for the whole DATA phase */
 	int proxy_timeout;                /* seconds to wait for a PROXY header */
+	int junk_command_limit;           /* NOOP/RSET/VRFY/HELP per session, then 421 */
+	int max_session_time;             /* seconds a session may last (after the current
+	                                     transaction: 421) */
+	int max_transactions;             /* MAIL commands per session, then 421 */
+	int stress_threshold;             /* percent of max_connections; above it stress mode
+	                                     (0 = never) */
+	int stress_command_timeout;       /* command_timeout under stress (seconds) */
+	int stress_junk_command_limit;    /* junk_command_limit under stress */
 
 	/* [tls] */
 	char *tls_cert_file;              /* NULL: no STARTTLS offered */
@@ -214,6 +246,45 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
+
+	/* [dnsbl] - DNSBL/DNSWL decisions at connect or RCPT (issue 17) */
+	struct util_strlist dnsbl_site_specs; /* sites = as written */
+	struct config_dnsbl_site *dnsbl_sites; /* computed from the specs */
+	size_t ndnsbl_sites;
+	int dnsbl_reject_threshold;       /* score at or above: 554; 0 = never */
+	int dnsbl_tag_threshold;          /* score at or above: listing zones enter the spam score;
+	                                     0 = never */
+	int dnsbl_decide;                 /* enum config_dnsbl_decide */
+	int64_t dnsbl_cache_ttl;          /* seconds an answer is reused */
+
+	/* [pregreet] - postscreen-style tests before the banner (issue 17) */
+	bool pregreet_enabled;            /* greeting delay, early talkers, bare pipelining */
+	int pregreet_delay;               /* seconds the final 220 is held back */
+	int pregreet_mode;                /* enum config_pregreet_mode */
+	bool pregreet_bare_pipelining;    /* refuse commands pipelined before EHLO's answer */
+	bool pregreet_non_smtp;           /* refuse HTTP/POP/proxy commands (always, not only
+	                                     when enabled) */
+	int64_t pregreet_pass_ttl;        /* seconds a passed client skips the tests */
+	char *pregreet_pass_file;         /* pass cache kept across restarts; NULL = memory */
+
+	/* [ratelimit] - per client, network, sender and recipient domain (issue 17);
+	 * 0 = no limit.  Rates count within `rl_window` from the first event. */
+	int64_t rl_window;                /* seconds */
+	int rl_net_prefix4, rl_net_prefix6; /* what a client's "network" is: /24, /64 */
+	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
+	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
+	int rl_msgs_per_sender;                /* MAIL commands per envelope sender */
+	int rl_rcpts_per_ip;                   /* recipients per window */
+	int rl_rcpts_per_domain;               /* recipients per recipient domain */
+	int rl_max_connections_per_net;        /* concurrent connections from one network */
+	struct util_cidr_list rl_exempt;       /* clients never rate limited */
+
+	/* [greylist] - triplets (client network, sender, recipient), off by default */
+	bool greylist_enabled;
+	int64_t greylist_delay;           /* seconds before a retry is accepted */
+	int64_t greylist_retry_window;    /* seconds a first attempt is remembered */
+	int64_t greylist_allow_ttl;       /* seconds a network that retried correctly passes */
+	struct util_strlist greylist_spf_domains; /* SPF pass for these sender domains: skip */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

@@ -82,6 +82,24 @@ void gw_metrics_define(void)
 	     "SMTP connections accepted by the listeners"},
 	    {"mxgate_connections_refused_total", UTIL_METRIC_COUNTER, "reason",
 	     "SMTP connections refused, by reason"},
+	    {"mxgate_sessions_cut_total", UTIL_METRIC_COUNTER, "reason",
+	     "Sessions closed with 421 for holding a slot without sending mail: junk_commands, "
+	     "session_time, transactions"},
+	    {"mxgate_dnsbl_lookups_total", UTIL_METRIC_COUNTER, "result",
+	     "Client DNSBL/DNSWL checks: clean, listed, failed (a zone timed out or failed: "
+	     "judged without it)"},
+	    {"mxgate_pregreet_total", UTIL_METRIC_COUNTER, "result",
+	     "Pre-greeting tests: pass, cached (pass cache hit), early_talker, bare_pipelining, "
+	     "non_smtp_command"},
+	    {"mxgate_ratelimited_total", UTIL_METRIC_COUNTER, "limit",
+	     "Connections (421), MAIL and RCPT commands (451) refused by a [ratelimit] rate, by "
+	     "limit"},
+	    {"mxgate_ratelimit_store_errors_total", UTIL_METRIC_COUNTER, "store",
+	     "Rate-limit counts that failed (the event was let through)"},
+	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
+	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped"},
+	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
+	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",
 	     "Listener pauses because accept() ran out of descriptors or memory (EMFILE, ENFILE, "
 	     "ENOBUFS, ENOMEM)"},

@@ -127,7 +127,7 @@ int gw_cmd_check_config(int argc, char **argv)
 static bool wants_policy(const struct config *cfg)
 {
 	return cfg->spf_enabled || cfg->dkim_enabled || cfg->dmarc_enabled ||
-	       cfg->dnsbl_zones.n > 0 || cfg->arc_enabled || cfg->arc_seal;
+	       cfg->dnsbl_zones.n > 0 || cfg->ndnsbl_sites > 0 || cfg->arc_enabled || cfg->arc_seal;
 }
 
 /* report_diags - each diagnostic into the log and, for `mxgate reload`,

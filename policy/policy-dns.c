@@ -849,6 +849,22 @@ void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 		dns_req_immediate(r);
 }
 
+/* policy_dns_resolve_a - loop: A records only (DNSBL queries: RFC 5782
+ * listings are A records; no AAAA, no numeric shortcut). */
+void policy_dns_resolve_a(struct policy_dns *d, const char *name, policy_dns_addrs_cb cb, void *arg)
+{
+	struct dns_req *r = dns_req_new(d, name, 0, arg);
+
+	r->addrs_cb = cb;
+	r->st[1] = POLICY_DNS_NODATA;
+	r->pending[0] =
+	    ub_resolve_async(d->loop_ctx, name, DNS_T_A, 1, r, dns_cb0, &r->ids[0]) == 0;
+	if (!r->pending[0]) {
+		r->st[0] = POLICY_DNS_TEMPFAIL;
+		dns_req_immediate(r);
+	}
+}
+
 /* policy_dns_resolve_mx - loop: MX hosts by preference, implicit and null MX. */
 void policy_dns_resolve_mx(struct policy_dns *d, const char *domain, policy_dns_mx_cb cb, void *arg)
 {

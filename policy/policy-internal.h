@@ -186,6 +186,7 @@ struct policy_msg {
 	struct policy_dmarc_outcome dmarc;
 	void *arc; /* struct arc_msg * (policy-arc.c), NULL when ARC is off */
 	struct util_strlist dnsbl_hits;
+	bool dnsbl_known;   /* dnsbl_hits came from the connect-time lookups */
 	bool rdns_checked, no_rdns;
 
 	struct policy_verdict verdict;

@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "policy-arc.h"
@@ -345,4 +346,38 @@ void policy_msg_finish(struct policy_msg *pm, policy_cb cb, uint64_t cookie, voi
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm)
 {
 	return &pm->verdict;
+}
+
+/* under - domain equals parent or ends with "." parent (ASCII case-insensitive). */
+static bool under(const char *domain, const char *parent)
+{
+	size_t n = strlen(domain), m = strlen(parent);
+	if (n < m || strcasecmp(domain + (n - m), parent) != 0)
+		return false;
+	return n == m || domain[n - m - 1] == '.';
+}
+
+/* policy_msg_spf_pass_for - SPF pass for a listed sender domain. */
+bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains)
+{
+	if (!pm->spf.evaluated || pm->spf.result != POLICY_SPF_PASS || pm->spf.helo_identity ||
+	    !pm->spf.domain)
+		return false;
+	for (size_t i = 0; i < domains->n; i++)
+		if (under(pm->spf.domain, domains->v[i]))
+			return true;
+	return false;
+}
+
+/* policy_msg_dmarc_reject_dkim_pass - DKIM-signed mail passing DMARC p=reject. */
+bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm)
+{
+	const struct policy_dmarc_outcome *d = &pm->dmarc;
+	if (!d->evaluated || d->result != POLICY_DMARC_PASS || d->policy != 'r' || !d->org_domain)
+		return false;
+	for (size_t i = 0; i < pm->nsigs; i++)
+		if (pm->sigs[i].result && strcmp(pm->sigs[i].result, "pass") == 0 && pm->sigs[i].d &&
+		    under(pm->sigs[i].d, d->org_domain))
+			return true;
+	return false;
 }

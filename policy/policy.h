@@ -58,6 +58,9 @@ typedef void (*policy_dns_addrs_cb)(void *arg, enum policy_dns_status st,
 				    const struct util_addr *addrs, size_t n);
 void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 			     policy_dns_addrs_cb cb, void *arg);
+/* A records only (no AAAA, names never parsed as numbers): DNSBL queries. */
+void policy_dns_resolve_a(struct policy_dns *d, const char *name, policy_dns_addrs_cb cb,
+			  void *arg);
 /* MX hosts sorted by preference (RFC 5321 5.1: implicit MX = the domain
  * itself when there is no MX record; "." null MX -> NODATA).  secure: the
  * MX answer (or its validated denial, for the implicit MX) was DNSSEC-
@@ -122,6 +125,41 @@ bool policy_mtasts_mx_matches(const struct policy_mtasts *p, const char *host);
 /* policy_mtasts_txt - "v=STSv1; id=..." -> 0 and the id; -1 otherwise. */
 int policy_mtasts_txt(const char *txt, char *id, size_t idlen);
 
+/* ------------------------------------------------------------ DNSBL / DNSWL */
+
+/* Lookups of a client address in every [dnsbl] site and [spam] dnsbl_zones
+ * zone, in parallel on the loop (libunbound async), answers cached for
+ * [dnsbl] cache_ttl.  A timeout or server failure is "no data" (fail open),
+ * counted in `failed`; so is an answer in 127.255.255.0/24. */
+struct policy_dnsbl;
+struct policy_dnsbl_result {
+	int score;                     /* sum of the weights of the sites listing the client */
+	char blocked_by[254];          /* the listing site of highest weight, "" when none */
+	struct util_strlist listed;    /* "zone=127.0.0.2" per listing site (logs) */
+	struct util_strlist tag_zones; /* positive-weight listing sites' zones */
+	struct util_strlist spam_zones;/* [spam] dnsbl_zones listing the client */
+	int failed;                    /* zones that gave no answer (timeout, SERVFAIL) */
+	int cached;                    /* zones answered from the cache */
+	bool allowlisted;              /* a negative-weight (DNSWL) site lists the client */
+};
+/* cb runs later on the loop thread (never inside policy_dnsbl_check); r is
+ * borrowed for the call.  cookie is the caller's (a session id). */
+typedef void (*policy_dnsbl_cb)(void *arg, uint64_t cookie, const struct policy_dnsbl_result *r);
+/* policy_dnsbl_new - base and dns borrowed; free with policy_dnsbl_free,
+ * which drops checks in flight without their callback (free it before dns). */
+struct policy_dnsbl *policy_dnsbl_new(struct event_base *base, struct policy_dns *dns);
+void policy_dnsbl_free(struct policy_dnsbl *b);
+/* policy_dnsbl_wanted - the config names any zone to look up. */
+bool policy_dnsbl_wanted(const struct config *cfg);
+/* policy_dnsbl_check - start the lookups for client (cfg is only read
+ * during the call: what the check needs is copied). */
+void policy_dnsbl_check(struct policy_dnsbl *b, const struct config *cfg,
+			const struct util_addr *client, policy_dnsbl_cb cb, void *arg,
+			uint64_t cookie);
+/* policy_dnsbl_reverse - RFC 5782 2.1/2.4 query prefix: "2.0.0.127" or the
+ * 32 nibbles of an IPv6 address; "" for other families. */
+void policy_dnsbl_reverse(const struct util_addr *a, char *out, size_t outlen);
+
 /* policy_new - worker pool, PSL, the resolver (borrowed).  cfg is borrowed and must outlive the context (reload makes a
  * new context).  NULL + message in err on failure (e.g. unreadable
  * psl_file with dmarc = yes).
@@ -179,6 +217,11 @@ typedef void (*policy_cb)(uint64_t cookie, void *arg);
 struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr *client,
 				  const char *helo, const char *mail_from);
 void policy_msg_free(struct policy_msg *pm);
+/* policy_msg_set_dnsbl - the DNSBL zones listing the client, from the
+ * lookups made at connect (policy_dnsbl_check): the score uses them instead
+ * of asking again from a worker.  zones is copied.  Ignored once
+ * policy_msg_finish was called (the worker then asks the zones itself). */
+void policy_msg_set_dnsbl(struct policy_msg *pm, const struct util_strlist *zones);
 
 /* SPF: started at MAIL FROM.  cb runs when the result is known, always
  * later on the loop thread (never inside the call), also when SPF is
@@ -234,5 +277,12 @@ struct policy_verdict {
 	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm);
+/* policy_msg_spf_pass_for - SPF passed for MAIL FROM and its domain is one of
+ * domains or under one of them (after finish's callback or SPF's). */
+bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains);
+/* policy_msg_dmarc_reject_dkim_pass - DMARC passed for a From: domain that
+ * publishes p=reject, and a DKIM signature of its organizational domain
+ * passed (after finish's callback). */
+bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm);
 
 #endif

@@ -37,7 +37,18 @@ enum smtp_wait {
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
+	SMTP_WAIT_DNSBL,         /* RCPT waits for the DNSBL lookups */
+	SMTP_WAIT_GREET,         /* the banner is held (greet_holds) */
 };
+
+/* Why the banner is held (struct smtp_session greet_holds). */
+enum {
+	SMTP_HOLD_DNSBL = 1 << 0,  /* [dnsbl] decide_at = connect: lookups running */
+	SMTP_HOLD_DELAY = 1 << 1,  /* [pregreet] greet_delay running */
+};
+
+/* Where the session's DNSBL lookups are (smtp-dnsbl.c). */
+enum smtp_dnsbl_state { SMTP_DNSBL_NONE = 0, SMTP_DNSBL_PENDING, SMTP_DNSBL_DONE };
 
 struct smtp_listener {
 	struct evconnlistener *lev;
@@ -56,6 +67,8 @@ struct smtp_ipcount {
 
 #define SMTP_HASH_BUCKETS 4096
 
+struct smtp_pass;   /* a pregreet pass-cache entry (smtp-pregreet.c) */
+
 /* A reverse-DNS lookup in flight (PTR, then forward confirmation). */
 struct smtp_rdns {
 	struct smtp_server *srv;
@@ -66,6 +79,22 @@ struct smtp_rdns {
 };
 
 struct smtp_session;
+
+/* Rate-limit counters (smtp-ratelimit.c): an interface so a shared store
+ * (Redis/Valkey for a fleet) can replace the in-process one. */
+struct smtp_rl_store;
+struct smtp_rl_store_ops {
+	const char *name;                /* "memory" - for logs and metrics */
+	/* hit - add one to key; returns the count since key's window began (a
+	 * window starts at the first hit and lasts window seconds: INCR, then
+	 * EXPIRE when 1) with the seconds left in it in *left; -1 when the
+	 * store cannot count (the caller lets the event through). */
+	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left);
+	void (*free)(struct smtp_rl_store *st);
+};
+struct smtp_rl_store {
+	const struct smtp_rl_store_ops *ops;
+};
 
 /* A config and its policy context, counted by the sessions that use them
  * (a session keeps the pair it started with across reloads). */
@@ -89,12 +118,20 @@ struct smtp_server {
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
+	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
+	struct smtp_rl_store *rl;        /* owned; rate-limit counters */
+	struct smtp_greylist *greylist;  /* owned; triplets and allowlisted networks */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
+	struct smtp_pass *passes[SMTP_HASH_BUCKETS]; /* owned; pregreet pass cache */
+	size_t npasses;
+	int64_t pass_purged;             /* when the full pass cache was last scanned */
+	char *pass_file;                 /* owned; [pregreet] pass_cache_file at start, or NULL */
 	size_t nsessions;
 	bool accepting;
+	bool stress;                     /* stress mode (smtp-defence.c) */
 	bool accept_paused;              /* listeners disabled: out of descriptors */
 	struct event *accept_resume;     /* owned; re-enables them (smtp-server.c) */
 };
@@ -134,6 +171,7 @@ struct smtp_session {
 	bool esmtp;
 	bool tls_active;
 	bool ipcounted;                  /* holds a slot in srv->ipcounts */
+	bool netcounted;                 /* holds a network slot there too */
 	bool discarding;                 /* skipping the rest of an over-long line */
 	bool first_line;                 /* no command processed yet */
 	bool dead;                       /* peer gone: free without flushing */
@@ -147,6 +185,22 @@ struct smtp_session {
 	bool rdns_pending;               /* lookup in flight */
 	char tls_desc[128];              /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 	int errors;
+	int junk;                        /* NOOP/RSET/VRFY/HELP since the last queued message */
+	int transactions;                /* MAIL commands accepted */
+	bool expired;                    /* max_session_time passed mid-transaction */
+	bool stress_timeout;             /* the stress command timeout is armed */
+	struct event *life_ev;           /* owned; max_session_time (smtp-defence.c) */
+	bool greeted;                    /* the 220 banner was sent */
+	int greet_holds;                 /* SMTP_HOLD_* still holding the banner */
+	bool pregreet;                   /* the pregreet tests apply (not pass-cached) */
+	bool cont_sent;                  /* the "220-" continuation line went out */
+	bool passed;                     /* passed the pregreet tests (cached) */
+	struct event *greet_ev;          /* owned; greet_delay timer */
+	enum smtp_dnsbl_state dnsbl_state;
+	int dnsbl_score;                 /* weighted [dnsbl] score */
+	bool dnswl;                      /* a negative-weight site lists the client */
+	char dnsbl_blocked_by[254];      /* the listing site named in a 554 */
+	struct util_strlist dnsbl_zones; /* owned; zones for the spam score */
 	char *pending_line;              /* RCPT line suspended on SPF or a probe; owned */
 	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
 	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
@@ -165,7 +219,8 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s);
 struct smtp_gen *smtp_server_gen_get(struct smtp_server *srv);
 void smtp_server_gen_put(struct smtp_server *srv, struct smtp_gen *g);
 /* smtp_server_ip_acquire - count the client's connection; 0, or -1 when the
- * per-IP limit is reached (not counted then). */
+ * per-IP limit is reached, -2 when [ratelimit] max_connections_per_net is
+ * (not counted then). */
 int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s);
 void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s);
 
@@ -190,6 +245,97 @@ void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
                               enum smtp_verify_result r);
 void smtp_tx_free(struct smtp_tx *tx);
 void smtp_session_set_timeout(struct smtp_session *s, int seconds);
+
+/* smtp-defence.c - sessions that hold slots without sending mail */
+/* smtp_defence_start - arm the session's lifetime timer (0, -1 out of memory). */
+int smtp_defence_start(struct smtp_session *s);
+/* smtp_defence_end - free what smtp_defence_start armed (teardown). */
+void smtp_defence_end(struct smtp_session *s);
+/* smtp_defence_command_timeout - (re)arm the idle timeout between commands:
+ * command_timeout, or stress_command_timeout in stress mode. */
+void smtp_defence_command_timeout(struct smtp_session *s);
+/* smtp_defence_junk - count a NOOP/RSET/VRFY/HELP; true when that was one
+ * too many (421 queued, session closing: do not answer the command). */
+bool smtp_defence_junk(struct smtp_session *s);
+/* smtp_defence_new_tx - a MAIL command; true when the session is over
+ * max_transactions (421 queued, session closing). */
+bool smtp_defence_new_tx(struct smtp_session *s);
+/* smtp_defence_expired - max_session_time passed during a transaction; true
+ * when it did (421 queued, session closing).  Called before each command. */
+bool smtp_defence_expired(struct smtp_session *s);
+/* smtp_defence_queued - a message was queued: the junk count starts again. */
+void smtp_defence_queued(struct smtp_session *s);
+/* smtp_defence_stress_update - after the session count changed: enter or
+ * leave stress mode (logged, counted; idle sessions get the short timeout). */
+void smtp_defence_stress_update(struct smtp_server *srv);
+
+/* smtp-dnsbl.c - DNSBL/DNSWL decisions */
+/* smtp_dnsbl_start - at accept; true when the banner must wait. */
+bool smtp_dnsbl_start(struct smtp_session *s);
+/* smtp_dnsbl_rcpt_wait - RCPT must wait for lookups still running. */
+bool smtp_dnsbl_rcpt_wait(const struct smtp_session *s);
+/* smtp_dnsbl_rejects - the score reached [dnsbl] reject_threshold. */
+bool smtp_dnsbl_rejects(const struct smtp_session *s);
+/* smtp_dnsbl_reply - "554 5.7.1 Service unavailable; client [IP] blocked
+ * using ZONE" into buf (returned). */
+const char *smtp_dnsbl_reply(const struct smtp_session *s, char *buf, size_t len);
+/* smtp_dnsbl_refuse - 554 and close (the banner waited for the lookups). */
+void smtp_dnsbl_refuse(struct smtp_session *s);
+/* smtp_dnsbl_to_policy - hand the listing zones to the transaction's score. */
+void smtp_dnsbl_to_policy(struct smtp_session *s);
+/* smtp_session_banner - the 220 greeting (once). */
+void smtp_session_banner(struct smtp_session *s);
+/* smtp_session_greet_release - hold (SMTP_HOLD_*) is over: refuse a client
+ * the DNSBL blocks, send "220-" while the delay still runs, or the banner
+ * when nothing holds it any more. */
+void smtp_session_greet_release(struct smtp_session *s, int hold);
+
+/* smtp-pregreet.c - postscreen-style tests and the pass cache */
+void smtp_server_ip_key(const struct util_addr *a, uint8_t key[17]);
+size_t smtp_server_ip_hash(const uint8_t key[17]);
+/* smtp_pregreet_start - at accept; SMTP_HOLD_DELAY when the banner waits. */
+int smtp_pregreet_start(struct smtp_session *s);
+void smtp_pregreet_continuation(struct smtp_session *s);
+void smtp_pregreet_end(struct smtp_session *s);
+/* smtp_pregreet_early - input while the banner is held: true = refused. */
+bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in);
+/* smtp_pregreet_line - a command line before dispatch: true = refused. */
+bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in);
+/* smtp_pregreet_free - save the pass cache ([pregreet] pass_cache_file),
+ * then free it. */
+void smtp_pregreet_free(struct smtp_server *srv);
+/* smtp_pregreet_load - read the pass cache file (start-up); a missing file
+ * is an empty cache. */
+void smtp_pregreet_load(struct smtp_server *srv);
+/* smtp_pregreet_cache_parse - the pass-cache file image: calls take(arg,
+ * key, expires) for every well-formed "EXPIRES ADDRESS" line after the
+ * "mxgate-pregreet-pass 1" first line (nothing without it); bad lines are
+ * skipped.  Returns the number of entries taken (at most max). */
+size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
+				 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
+				 void *arg);
+
+/* smtp-ratelimit.c */
+struct smtp_rl_store *smtp_rl_memory_new(void);
+void smtp_rl_store_free(struct smtp_rl_store *st);
+/* smtp_rl_net_key - the slot key of the client's network (/24, /64). */
+void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_t key[17]);
+/* smtp_rl_connect - true with a 421 in reply when over a connection rate. */
+bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_rl_mail / smtp_rl_rcpt - true (451 queued) when over a rate. */
+bool smtp_rl_mail(struct smtp_session *s, const char *sender);
+bool smtp_rl_rcpt(struct smtp_session *s, const char *addr);
+
+/* smtp_rl_net_str - "192.0.2.0/24" of the session's client. */
+void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
+
+/* smtp-greylist.c */
+struct smtp_greylist;
+struct smtp_greylist *smtp_greylist_new(void);
+void smtp_greylist_free(struct smtp_greylist *g);
+/* smtp_greylist_check - end of DATA, the message judged acceptable: true
+ * with the 451 in reply when it is greylisted. */
+bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

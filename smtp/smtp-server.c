@@ -45,8 +45,8 @@ static size_t hash_u64(uint64_t v)
 	return (size_t)(v % SMTP_HASH_BUCKETS);
 }
 
-/* ip_key - family byte + address bytes of a (possibly mapped) address. */
-static void ip_key(const struct util_addr *a, uint8_t key[17])
+/* smtp_server_ip_key - family byte + address bytes of a (possibly mapped) address. */
+void smtp_server_ip_key(const struct util_addr *a, uint8_t key[17])
 {
 	memset(key, 0, 17);
 	if (a->ss.ss_family == AF_INET) {
@@ -60,8 +60,8 @@ static void ip_key(const struct util_addr *a, uint8_t key[17])
 	}
 }
 
-/* hash_ip - bucket of an address key (FNV-1a). */
-static size_t hash_ip(const uint8_t key[17])
+/* smtp_server_ip_hash - bucket of an address key (FNV-1a). */
+size_t smtp_server_ip_hash(const uint8_t key[17])
 {
 	uint32_t h = 2166136261u;
 	for (int i = 0; i < 17; i++)
@@ -85,6 +85,7 @@ void smtp_server_register(struct smtp_server *srv, struct smtp_session *s)
 	s->hnext = srv->sessions[b];
 	srv->sessions[b] = s;
 	srv->nsessions++;
+	smtp_defence_stress_update(srv);
 }
 
 /* smtp_server_unregister - remove from the registry (session teardown). */
@@ -94,6 +95,7 @@ void smtp_server_unregister(struct smtp_server *srv, struct smtp_session *s)
 		if (*pp == s) {
 			*pp = s->hnext;
 			srv->nsessions--;
+			smtp_defence_stress_update(srv);
 			return;
 		}
 	}
@@ -165,17 +167,15 @@ size_t smtp_server_generations(const struct smtp_server *srv)
 	return n;
 }
 
-/* smtp_server_ip_acquire - take a per-IP slot for the session's client. */
-int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
+/* slot_acquire - one more connection under key unless limit is reached. */
+static int slot_acquire(struct smtp_server *srv, const uint8_t key[17], int limit)
 {
-	uint8_t key[17];
-	ip_key(&s->client, key);
-	size_t b = hash_ip(key);
+	size_t b = smtp_server_ip_hash(key);
 	struct smtp_ipcount *c;
 	for (c = srv->ipcounts[b]; c; c = c->next)
 		if (memcmp(c->key, key, 17) == 0)
 			break;
-	if (c && c->count >= s->cfg->max_connections_per_ip)
+	if (c && c->count >= limit)
 		return -1;
 	if (!c) {
 		c = util_xcalloc(1, sizeof(*c));
@@ -184,19 +184,13 @@ int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
 		srv->ipcounts[b] = c;
 	}
 	c->count++;
-	s->ipcounted = true;
 	return 0;
 }
 
-/* smtp_server_ip_release - give the slot back; free the counter at zero. */
-void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
+/* slot_release - give a slot back; free the counter at zero. */
+static void slot_release(struct smtp_server *srv, const uint8_t key[17])
 {
-	if (!s->ipcounted)
-		return;
-	s->ipcounted = false;
-	uint8_t key[17];
-	ip_key(&s->client, key);
-	for (struct smtp_ipcount **pp = &srv->ipcounts[hash_ip(key)]; *pp; pp = &(*pp)->next) {
+	for (struct smtp_ipcount **pp = &srv->ipcounts[smtp_server_ip_hash(key)]; *pp; pp = &(*pp)->next) {
 		struct smtp_ipcount *c = *pp;
 		if (memcmp(c->key, key, 17) == 0) {
 			if (--c->count == 0) {
@@ -206,6 +200,44 @@ void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
 			return;
 		}
 	}
+}
+
+/* smtp_server_ip_acquire - take the client's address slot and, with
+ * [ratelimit] max_connections_per_net, its network slot (both concurrency
+ * caps share this table; network keys never equal address keys). */
+int smtp_server_ip_acquire(struct smtp_server *srv, struct smtp_session *s)
+{
+	uint8_t key[17], net[17];
+	smtp_server_ip_key(&s->client, key);
+	if (slot_acquire(srv, key, s->cfg->max_connections_per_ip) < 0)
+		return -1;
+	if (s->cfg->rl_max_connections_per_net > 0 &&
+	    !util_cidr_list_match(&s->cfg->rl_exempt, &s->client)) {
+		smtp_rl_net_key(s->cfg, &s->client, net);
+		if (slot_acquire(srv, net, s->cfg->rl_max_connections_per_net) < 0) {
+			slot_release(srv, key);
+			return -2;
+		}
+		s->netcounted = true;
+	}
+	s->ipcounted = true;
+	return 0;
+}
+
+/* smtp_server_ip_release - give the slots back. */
+void smtp_server_ip_release(struct smtp_server *srv, struct smtp_session *s)
+{
+	uint8_t key[17];
+	if (s->netcounted) {
+		s->netcounted = false;
+		smtp_rl_net_key(s->cfg, &s->client, key);
+		slot_release(srv, key);
+	}
+	if (!s->ipcounted)
+		return;
+	s->ipcounted = false;
+	smtp_server_ip_key(&s->client, key);
+	slot_release(srv, key);
 }
 
 /* rdns_free - unlink and free one lookup. */
@@ -227,6 +259,8 @@ static void rdns_done(struct smtp_session *s)
 	if (s->wait == SMTP_WAIT_RDNS) {
 		s->wait = SMTP_WAIT_NONE;
 		smtp_data_judge(s);
+		if (s->wait == SMTP_WAIT_NONE)
+			smtp_session_resume(s);   /* refused (greylisted): read on */
 	}
 }
 
@@ -234,8 +268,8 @@ static void rdns_done(struct smtp_session *s)
 static bool same_ip(const struct util_addr *a, const struct util_addr *b)
 {
 	uint8_t ka[17], kb[17];
-	ip_key(a, ka);
-	ip_key(b, kb);
+	smtp_server_ip_key(a, ka);
+	smtp_server_ip_key(b, kb);
 	return memcmp(ka, kb, 17) == 0;
 }
 
@@ -521,6 +555,13 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->dns = dns;
 	srv->accepting = true;
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
+	if (dns)
+		srv->dnsbl = policy_dnsbl_new(base, dns);
+	srv->rl = smtp_rl_memory_new();
+	srv->greylist = smtp_greylist_new();
+	if (cfg->pregreet_pass_file)
+		srv->pass_file = util_xstrdup(cfg->pregreet_pass_file);
+	smtp_pregreet_load(srv);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -630,6 +671,11 @@ void smtp_server_free(struct smtp_server *srv)
 	if (srv->retire_ev)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
+	policy_dnsbl_free(srv->dnsbl);
+	smtp_pregreet_free(srv);
+	free(srv->pass_file);
+	smtp_rl_store_free(srv->rl);
+	smtp_greylist_free(srv->greylist);   /* before the resolver (gw-run.c) */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -183,7 +183,7 @@ static void end_tx(struct smtp_session *s)
 	s->tx = NULL;
 	s->state = SMTP_STATE_READY;
 	s->wait = SMTP_WAIT_NONE;
-	smtp_session_set_timeout(s, s->cfg->command_timeout);
+	smtp_defence_command_timeout(s);
 }
 
 /* rcpt_list - "<a>,<b>" for the log line. */
@@ -265,6 +265,7 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
 		log_decision(s, "queued", qid, reply);
 		util_metrics_inc("mxgate_messages_accepted_total", NULL);
+		smtp_defence_queued(s);
 		util_metrics_observe("mxgate_data_to_250_seconds",
 				     (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);
 		smtp_session_reply(s, "%s", reply);
@@ -332,6 +333,12 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
+	char grey[300];
+	if (smtp_greylist_check(s, grey, sizeof(grey))) {
+		refuse(s, grey, "greylisted");
+		smtp_session_resume(s);
+		return;
+	}
 	commit(s);
 }
 
@@ -373,6 +380,11 @@ void smtp_data_judge(struct smtp_session *s)
 	if (tx->pm) {
 		s->wait = SMTP_WAIT_VERDICT;
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
+		return;
+	}
+	char grey[300];
+	if (smtp_greylist_check(s, grey, sizeof(grey))) {
+		refuse(s, grey, "greylisted");
 		return;
 	}
 	commit(s);

@@ -86,6 +86,9 @@ void smtp_session_destroy(struct smtp_session *s)
 	util_log_info("s=%016llx disconnect client=%s helo=%s errors=%d", (unsigned long long)s->id,
 		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
 	smtp_tx_free(s->tx);
+	smtp_defence_end(s);
+	smtp_pregreet_end(s);
+	util_strlist_free(&s->dnsbl_zones);
 	smtp_server_unregister(s->srv, s);
 	smtp_server_ip_release(s->srv, s);
 	if (s->bev)
@@ -179,23 +182,72 @@ static void greet(struct smtp_session *s)
 		smtp_session_close(s, "554 5.7.1 Access denied");
 		return;
 	}
-	if (smtp_server_ip_acquire(s->srv, s) < 0) {
+	int slot = smtp_server_ip_acquire(s->srv, s);
+	if (slot < 0) {
 		char line[300];
-		snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections from your address",
-			 cfg->hostname);
-		util_log_info("s=%016llx refused client=%s reason=max_connections_per_ip",
-			      (unsigned long long)s->id, s->client_str);
-		util_metrics_inc("mxgate_connections_refused_total", "max_connections_per_ip");
+		const char *why = slot == -1 ? "max_connections_per_ip" : "max_connections_per_net";
+		snprintf(line, sizeof(line), "421 4.7.0 %s Too many connections from your %s, "
+			 "try again later", cfg->hostname, slot == -1 ? "address" : "network");
+		util_log_info("s=%016llx refused client=%s reason=%s", (unsigned long long)s->id,
+			      s->client_str, why);
+		util_metrics_inc("mxgate_connections_refused_total", why);
 		smtp_session_close(s, line);
+		return;
+	}
+	char rl_line[400];
+	if (smtp_rl_connect(s, rl_line, sizeof(rl_line))) {
+		util_metrics_inc("mxgate_connections_refused_total", "ratelimit");
+		smtp_session_close(s, rl_line);
 		return;
 	}
 	util_log_info("s=%016llx connect client=%s peer_port=%d", (unsigned long long)s->id,
 		      s->client_str, util_addr_port(&s->client));
 	smtp_server_rdns_start(s->srv, s);
 	s->state = SMTP_STATE_HELO;
-	smtp_session_set_timeout(s, cfg->command_timeout);
-	smtp_session_reply(s, "220 %s ESMTP %s", cfg->hostname,
-			   cfg->banner_text ? cfg->banner_text : "mxgate");
+	smtp_defence_command_timeout(s);
+	int holds = smtp_dnsbl_start(s) ? SMTP_HOLD_DNSBL : 0;   /* decide_at = connect */
+	holds |= smtp_pregreet_start(s);
+	if (holds) {
+		s->greet_holds = holds;
+		s->wait = SMTP_WAIT_GREET;
+		if (!(holds & SMTP_HOLD_DNSBL))
+			smtp_pregreet_continuation(s);
+		return;
+	}
+	smtp_session_banner(s);
+}
+
+/* smtp_session_greet_release - one reason to hold the banner is gone.  The
+ * "220-" line goes out only once the DNSBL verdict is in, so a blocked
+ * client gets a clean 554 as its first reply, never after a 220-. */
+void smtp_session_greet_release(struct smtp_session *s, int hold)
+{
+	if (s->state == SMTP_STATE_CLOSING || !(s->greet_holds & hold))
+		return;
+	s->greet_holds &= ~hold;
+	if (hold == SMTP_HOLD_DNSBL && smtp_dnsbl_rejects(s)) {
+		smtp_dnsbl_refuse(s);
+		return;
+	}
+	if (s->greet_holds & SMTP_HOLD_DNSBL)
+		return;
+	if (s->greet_holds & SMTP_HOLD_DELAY) {
+		smtp_pregreet_continuation(s);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_banner(s);
+	smtp_session_resume(s);
+}
+
+/* smtp_session_banner - the 220 greeting (RFC 5321 4.2). */
+void smtp_session_banner(struct smtp_session *s)
+{
+	if (s->greeted)
+		return;
+	s->greeted = true;
+	smtp_session_reply(s, "220 %s ESMTP %s", s->cfg->hostname,
+			   s->cfg->banner_text ? s->cfg->banner_text : "mxgate");
 }
 
 /* smtp_session_start - a new connection from the listener. */
@@ -227,6 +279,9 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 		return;
 	}
 	smtp_server_register(srv, s);
+	if (smtp_defence_start(s) < 0)
+		util_log_err("s=%016llx cannot arm max_session_time: out of memory",
+			     (unsigned long long)s->id);
 	/* libevent reads at most 4 KiB per callback by default: a 1 MiB message
 	 * cost 256 reads, FIONREADs, parser calls and spool writes.  Up to 64
 	 * KiB per read only while that much is waiting; idle sessions keep no
@@ -418,6 +473,8 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		smtp_session_close(s, line);
 		return;
 	}
+	if (smtp_defence_new_tx(s))
+		return;   /* max_transactions: 421, closing */
 	struct smtp_tx *tx = util_xcalloc(1, sizeof(*tx));
 	char reply[300];
 	if (smtp_path_parse(c->arg, "FROM:", true, true, &tx->mail, reply, sizeof(reply)) < 0) {
@@ -467,12 +524,18 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
 		return;
 	}
+	if (smtp_rl_mail(s, tx->mail.addr)) {
+		free(tx);   /* 451: over a message rate */
+		return;
+	}
 	s->tx = tx;
 	s->state = SMTP_STATE_MAIL;
 	if (s->policy) {
 		tx->pm = policy_msg_new(s->policy, &s->client, s->helo, tx->mail.addr);
-		if (tx->pm)
+		if (tx->pm) {
+			smtp_dnsbl_to_policy(s);
 			policy_spf_start(tx->pm, spf_done_cb, s->id, s->srv);
+		}
 	}
 	util_log_debug("s=%016llx mail from=<%s>", (unsigned long long)s->id, tx->mail.addr);
 	smtp_session_reply(s, "250 2.1.0 Ok");
@@ -541,6 +604,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		return;
 	}
 	struct smtp_tx *tx = s->tx;
+	/* [dnsbl] decide_at = rcpt: every RCPT of a blocked client gets 554. */
+	if (smtp_dnsbl_rcpt_wait(s)) {
+		free(s->pending_line);
+		s->pending_line = util_xstrdup(line);
+		s->wait = SMTP_WAIT_DNSBL;
+		return;
+	}
+	if (smtp_dnsbl_rejects(s)) {
+		char reply[400];
+		util_log_info("s=%016llx reject client=%s from=<%s> reason=dnsbl site=%s score=%d",
+			      (unsigned long long)s->id, s->client_str, tx->mail.addr,
+			      s->dnsbl_blocked_by, s->dnsbl_score);
+		util_metrics_inc("mxgate_recipients_rejected_total", "dnsbl");
+		smtp_session_reply(s, "%s", smtp_dnsbl_reply(s, reply, sizeof(reply)));
+		return;
+	}
 	/* Refusing on SPF needs the SPF result: suspend this RCPT until then. */
 	if (tx->pm && (cfg->spf_reject_fail || cfg->spf_temperror_defer) &&
 	    !policy_spf_done(tx->pm)) {
@@ -611,6 +690,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
+	if (smtp_rl_rcpt(s, path.addr))
+		return;   /* 451: over a recipient rate */
 	/* Not on a list: the downstream may know (issue 11, no backscatter). */
 	if (known == CONFIG_RCPT_OPEN && !rcpt_verify(s, path.addr, line))
 		return;
@@ -671,7 +752,7 @@ static void start_tls(struct smtp_session *s)
 	/* The timeouts are set on the TLS filter, which only counts decrypted
 	 * bytes: a handshake dribbled out byte by byte still ends after
 	 * command_timeout (test_dribbled_client_hello_hits_handshake_deadline). */
-	smtp_session_set_timeout(s, s->cfg->command_timeout);
+	smtp_defence_command_timeout(s);
 }
 
 /* cmd_starttls - STARTTLS (RFC 3207). */
@@ -703,6 +784,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
 	util_log_debug("s=%016llx in=\"%.*s\"", (unsigned long long)s->id, (int)len, line);
+	if (smtp_defence_expired(s))
+		return;   /* max_session_time ran out during the last transaction */
 	if (smtp_cmd_parse(line, len, &c) < 0) {
 		reply_error(s, "500 5.5.2 Error: command not recognized");
 		return;
@@ -722,6 +805,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		cmd_data(s, &c);
 		break;
 	case SMTP_VERB_RSET:
+		if (smtp_defence_junk(s))
+			break;
 		if (c.arg[0]) {
 			reply_error(s, "501 5.5.4 Syntax: RSET");
 			break;
@@ -730,12 +815,16 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		smtp_session_reply(s, "250 2.0.0 Ok");
 		break;
 	case SMTP_VERB_NOOP:
+		if (smtp_defence_junk(s))
+			break;
 		smtp_session_reply(s, "250 2.0.0 Ok");
 		break;
 	case SMTP_VERB_QUIT:
 		smtp_session_close(s, "221 2.0.0 Bye");
 		break;
 	case SMTP_VERB_VRFY:
+		if (smtp_defence_junk(s))
+			break;
 		/* RFC 5321 3.5.3: 252 when we will not verify. */
 		smtp_session_reply(s, "252 2.0.0 Cannot VRFY user, but will accept message");
 		break;
@@ -743,6 +832,8 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	case SMTP_VERB_HELP:
+		if (smtp_defence_junk(s))
+			break;
 		smtp_session_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT "
 				      "VRFY HELP STARTTLS; see RFC 5321");
 		break;
@@ -755,6 +846,11 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		reply_error(s, "502 5.5.1 Error: command not supported");
 		break;
 	}
+	/* Stress mode began or ended since the idle timeout was armed. */
+	if (s->stress_timeout != s->srv->stress && s->wait == SMTP_WAIT_NONE &&
+	    (s->state == SMTP_STATE_HELO || s->state == SMTP_STATE_READY ||
+	     s->state == SMTP_STATE_MAIL || s->state == SMTP_STATE_RCPT))
+		smtp_defence_command_timeout(s);
 }
 
 /* ------------------------------------------------------------------ input */
@@ -820,6 +916,8 @@ static bool read_command_line(struct smtp_session *s, struct evbuffer *in)
 		return true;
 	}
 	s->first_line = false;
+	if (smtp_pregreet_line(s, line, n, in))
+		return true;   /* refused: non-SMTP command or bare pipelining */
 	dispatch(s, line, n);
 	return true;
 }
@@ -838,6 +936,9 @@ static void out_of_input(struct smtp_session *s)
 static void process_input(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
+	if (s->wait == SMTP_WAIT_GREET && s->state != SMTP_STATE_CLOSING &&
+	    smtp_pregreet_early(s, in))
+		return;   /* talked before the banner */
 	for (;;) {
 		if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_CLOSING ||
 		    s->state == SMTP_STATE_TLS)

@@ -725,6 +725,7 @@ class StubDns:
         self.records = {}
         self.lock = threading.Lock()
         self.queries = []
+        self.blackholes = set()
         for (name, rtype), vals in (records or {}).items():
             for v in vals:
                 self.add(name, rtype, v)
@@ -741,6 +742,17 @@ class StubDns:
     def clear(self):
         with self.lock:
             self.records.clear()
+
+    def blackhole(self, zone):
+        """Never answer names at or under zone (a DNS timeout)."""
+        with self.lock:
+            self.blackholes.add(zone.lower().rstrip("."))
+
+    def count(self, name, rtype="A"):
+        """How many queries for name/rtype arrived."""
+        name = name.lower().rstrip(".")
+        with self.lock:
+            return sum(1 for q in self.queries if q == (name, rtype))
 
     def _answer(self, wire):
         import dns.message
@@ -762,6 +774,8 @@ class StubDns:
         rtype = dns.rdatatype.to_text(qq.rdtype)
         with self.lock:
             self.queries.append((name, rtype))
+            if any(name == z or name.endswith("." + z) for z in self.blackholes):
+                return None
             vals = list(self.records.get((name, rtype), []))
             exists = any(k[0] == name for k in self.records)
             cname = list(self.records.get((name, "CNAME"), []))

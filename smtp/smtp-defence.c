@@ -1,0 +1,150 @@
+/*
+ * smtp-defence.c - sessions that hold slots without sending mail (issue 17):
+ * junk commands (NOOP, RSET, VRFY, HELP) counted against junk_command_limit,
+ * a cap on a session's lifetime (max_session_time) and on its transactions
+ * (max_transactions), and stress mode: above stress_threshold percent of
+ * max_connections, every session between commands gets the short
+ * stress_command_timeout and the lower stress_junk_command_limit (Postfix's
+ * stress mode), so 1,000 NOOP-every-25-seconds connections cannot fill
+ * max_connections and lock everyone else out.
+ *
+ * Why a queued message resets the junk count: a busy MTA that sends RSET
+ * between hundreds of messages on one connection is doing work; a session
+ * that only sends NOOP is not.
+ *
+ * Ownership: the session owns life_ev (freed by smtp_defence_end).  The
+ * server's stress flag lives in struct smtp_server.
+ *
+ * Diagnostics: "s=ID cut client=IP reason=junk_commands|session_time|
+ * transactions"; "- stress on|off sessions=N limit=M"; counters
+ * mxgate_sessions_cut_total{reason} and mxgate_stress_periods_total.
+ */
+#include <event2/event.h>
+
+#include "smtp-server-internal.h"
+
+/* in_stress - the session count is above the stress threshold. */
+static bool in_stress(const struct smtp_server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	if (cfg->stress_threshold <= 0)
+		return false;
+	return (int64_t)srv->nsessions * 100 >
+	       (int64_t)cfg->max_connections * cfg->stress_threshold;
+}
+
+/* cut - close the session with 421 for reason (logged and counted). */
+static void cut(struct smtp_session *s, const char *reason, const char *text)
+{
+	char line[300];
+	snprintf(line, sizeof(line), "421 4.7.0 %s %s", s->cfg->hostname, text);
+	util_log_info("s=%016llx cut client=%s reason=%s junk=%d transactions=%d%s",
+	              (unsigned long long)s->id, s->client_str, reason, s->junk, s->transactions,
+	              s->srv->stress ? " stress=yes" : "");
+	util_metrics_inc("mxgate_sessions_cut_total", reason);
+	smtp_session_close(s, line);
+}
+
+/* life_cb - max_session_time is up: close now between commands, or after
+ * the transaction in progress (a message being received is not cut). */
+static void life_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	(void)fd;
+	(void)what;
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	if (s->state == SMTP_STATE_DATA || s->wait != SMTP_WAIT_NONE ||
+	    s->state == SMTP_STATE_TLS || s->state == SMTP_STATE_PROXY) {
+		s->expired = true;
+		return;
+	}
+	cut(s, "session_time", "Error: session too long, please reconnect");
+}
+
+/* smtp_defence_start - arm the lifetime timer. */
+int smtp_defence_start(struct smtp_session *s)
+{
+	struct timeval tv = {.tv_sec = s->cfg->max_session_time, .tv_usec = 0};
+	s->life_ev = event_new(s->srv->base, -1, 0, life_cb, s);
+	if (!s->life_ev)
+		return -1;
+	return event_add(s->life_ev, &tv);
+}
+
+/* smtp_defence_end - free the lifetime timer. */
+void smtp_defence_end(struct smtp_session *s)
+{
+	if (s->life_ev)
+		event_free(s->life_ev);
+	s->life_ev = NULL;
+}
+
+/* smtp_defence_command_timeout - the idle timeout between commands. */
+void smtp_defence_command_timeout(struct smtp_session *s)
+{
+	s->stress_timeout = s->srv->stress;
+	smtp_session_set_timeout(s, s->stress_timeout ? s->cfg->stress_command_timeout
+	                                              : s->cfg->command_timeout);
+}
+
+/* smtp_defence_junk - count one junk command. */
+bool smtp_defence_junk(struct smtp_session *s)
+{
+	int limit = s->srv->stress ? s->cfg->stress_junk_command_limit : s->cfg->junk_command_limit;
+	if (++s->junk <= limit)
+		return false;
+	cut(s, "junk_commands", "Error: too many NOOP/RSET/VRFY/HELP commands");
+	return true;
+}
+
+/* smtp_defence_new_tx - one more MAIL command. */
+bool smtp_defence_new_tx(struct smtp_session *s)
+{
+	if (s->transactions < s->cfg->max_transactions) {
+		s->transactions++;
+		return false;
+	}
+	cut(s, "transactions", "Error: too many transactions in one session, please reconnect");
+	return true;
+}
+
+/* smtp_defence_expired - the lifetime ran out during the last transaction. */
+bool smtp_defence_expired(struct smtp_session *s)
+{
+	if (!s->expired)
+		return false;
+	cut(s, "session_time", "Error: session too long, please reconnect");
+	return true;
+}
+
+/* smtp_defence_queued - work done: junk counting starts again. */
+void smtp_defence_queued(struct smtp_session *s)
+{
+	s->junk = 0;
+}
+
+/* smtp_defence_stress_update - enter or leave stress mode. */
+void smtp_defence_stress_update(struct smtp_server *srv)
+{
+	bool on = in_stress(srv);
+	if (on == srv->stress)
+		return;
+	srv->stress = on;
+	util_log_info("- stress %s sessions=%zu limit=%d threshold=%d%%", on ? "on" : "off",
+	              srv->nsessions, srv->cfg->max_connections, srv->cfg->stress_threshold);
+	if (!on)
+		return; /* long timeouts come back with each session's next command */
+	util_metrics_inc("mxgate_stress_periods_total", NULL);
+	/* Sessions idle between commands still hold command_timeout: shorten
+	 * it now, or the slots they hold stay held for minutes. */
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
+		for (struct smtp_session *s = srv->sessions[b]; s; s = s->hnext) {
+			if (s->wait != SMTP_WAIT_NONE || !s->bev ||
+			    (s->state != SMTP_STATE_HELO && s->state != SMTP_STATE_READY &&
+			     s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT))
+				continue;
+			smtp_defence_command_timeout(s);
+		}
+	}
+}

@@ -1,0 +1,338 @@
+/*
+ * smtp-pregreet.c - tests before and just after the banner (issue 17), in
+ * the manner of Postfix's postscreen:
+ *   - greeting delay: with [pregreet] enabled, a client not in the pass
+ *     cache gets "220-<hostname>" at once (greet_mode = continuation) or
+ *     nothing (pause), and the final 220 only after greet_delay;
+ *   - early talkers: anything sent before the final 220 (also while the
+ *     banner waits for the DNSBL answers) - 554 5.5.1 and close;
+ *   - bare pipelining: more commands sent before the answer to EHLO, or
+ *     after HELO, i.e. before PIPELINING was offered (RFC 2920 3.1) - 554
+ *     5.5.1 and close;
+ *   - non-SMTP commands (GET, POST, CONNECT, USER, ...) at any time, even
+ *     without `enabled` - 554 5.5.1 and close;
+ *   - the pass cache: a client whose HELO/EHLO came after the banner and
+ *     alone is remembered for pass_ttl and skips the delay and the tests,
+ *     so a legitimate MTA pays the delay once a day.
+ *
+ * The pass cache lives in memory; with [pregreet] pass_cache_file it is
+ * read at start and written at stop (temp file, fsync, rename), one
+ * "EXPIRES ADDRESS" line per client after a "mxgate-pregreet-pass 1" line.
+ * A crash loses what was learnt since the start: clients are tested again.
+ *
+ * Ownership: the server owns the pass cache (smtp_pregreet_free); the
+ * session owns greet_ev.
+ *
+ * Diagnostics: "s=ID pregreet client=IP result=pass|cached|early_talker|
+ * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result}.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "smtp-server-internal.h"
+
+#define PASS_MAX 200000 /* clients remembered; beyond it expired ones are purged */
+
+struct smtp_pass {
+	uint8_t key[17];
+	int64_t expires; /* wall-clock seconds */
+	struct smtp_pass *next;
+};
+
+/* pass_find - the entry of key, or NULL. */
+static struct smtp_pass *pass_find(struct smtp_server *srv, const uint8_t key[17])
+{
+	for (struct smtp_pass *p = srv->passes[smtp_server_ip_hash(key)]; p; p = p->next)
+		if (memcmp(p->key, key, 17) == 0)
+			return p;
+	return NULL;
+}
+
+/* pass_purge - drop expired entries (when the cache is full). */
+static void pass_purge(struct smtp_server *srv, int64_t now)
+{
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
+		for (struct smtp_pass **pp = &srv->passes[b]; *pp;) {
+			struct smtp_pass *p = *pp;
+			if (p->expires > now) {
+				pp = &p->next;
+				continue;
+			}
+			*pp = p->next;
+			free(p);
+			srv->npasses--;
+		}
+}
+
+/* pass_add - remember that the client passed. */
+static void pass_add(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+	uint8_t key[17];
+	int64_t now = (int64_t)time(NULL);
+	smtp_server_ip_key(&s->client, key);
+	struct smtp_pass *p = pass_find(srv, key);
+	if (!p) {
+		if (srv->npasses >= PASS_MAX && now != srv->pass_purged) {
+			srv->pass_purged = now; /* at most one full scan a second */
+			pass_purge(srv, now);
+		}
+		if (srv->npasses >= PASS_MAX)
+			return; /* full of live entries: this client is tested again */
+		p = util_xcalloc(1, sizeof(*p));
+		memcpy(p->key, key, 17);
+		size_t b = smtp_server_ip_hash(key);
+		p->next = srv->passes[b];
+		srv->passes[b] = p;
+		srv->npasses++;
+	}
+	p->expires = now + s->cfg->pregreet_pass_ttl;
+}
+
+#define PASS_MAGIC    "mxgate-pregreet-pass 1"
+#define PASS_FILE_MAX (64 * 1024 * 1024)
+
+/* smtp_pregreet_cache_parse - the file image, line by line. */
+size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
+                                 void (*take)(void *arg, const uint8_t key[17], int64_t expires),
+                                 void *arg)
+{
+	size_t n = 0, mlen = strlen(PASS_MAGIC);
+	if (len < mlen + 1 || memcmp(text, PASS_MAGIC, mlen) != 0 || text[mlen] != '\n')
+		return 0;
+	const char *p = text + mlen + 1, *end = text + len;
+	while (p < end && n < max) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char line[128], host[INET6_ADDRSTRLEN + 1];
+		long long exp;
+		int used = 0;
+		struct util_addr a;
+		if (ll < sizeof(line)) {
+			memcpy(line, p, ll);
+			line[ll] = 0;
+			if (sscanf(line, "%lld %46s%n", &exp, host, &used) == 2 &&
+			    (size_t)used == ll && exp > 0 && !memchr(line, '\0', ll) &&
+			    util_addr_parse_numeric(host, 0, &a) == 0) {
+				uint8_t key[17];
+				smtp_server_ip_key(&a, key);
+				take(arg, key, (int64_t)exp);
+				n++;
+			}
+		}
+		p += ll + 1;
+	}
+	return n;
+}
+
+/* load_take - one entry from the file (expired ones are dropped). */
+static void load_take(void *arg, const uint8_t key[17], int64_t expires)
+{
+	struct smtp_server *srv = arg;
+	if (expires <= (int64_t)time(NULL) || pass_find(srv, key))
+		return;
+	struct smtp_pass *p = util_xcalloc(1, sizeof(*p));
+	memcpy(p->key, key, 17);
+	p->expires = expires;
+	size_t b = smtp_server_ip_hash(key);
+	p->next = srv->passes[b];
+	srv->passes[b] = p;
+	srv->npasses++;
+}
+
+/* smtp_pregreet_load - start-up: the saved pass cache. */
+void smtp_pregreet_load(struct smtp_server *srv)
+{
+	size_t len = 0;
+	if (!srv->pass_file)
+		return;
+	char *text = util_read_file(srv->pass_file, PASS_FILE_MAX, &len);
+	if (!text) {
+		if (errno != ENOENT)
+			util_log_warn("- pregreet cache file=%s unreadable error=\"%s\"",
+			              srv->pass_file, strerror(errno));
+		return;
+	}
+	smtp_pregreet_cache_parse(text, len, PASS_MAX, load_take, srv);
+	free(text);
+	util_log_info("- pregreet cache file=%s loaded=%zu", srv->pass_file, srv->npasses);
+}
+
+/* pass_save - write the live entries (temp file, fsync, rename). */
+static void pass_save(struct smtp_server *srv)
+{
+	char *tmp = util_xasprintf("%s.tmp", srv->pass_file);
+	int64_t now = (int64_t)time(NULL);
+	size_t n = 0;
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		goto fail;
+	fprintf(f, "%s\n", PASS_MAGIC);
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
+		for (const struct smtp_pass *p = srv->passes[b]; p; p = p->next) {
+			char host[INET6_ADDRSTRLEN];
+			if (p->expires <= now)
+				continue;
+			inet_ntop(p->key[0] == 4 ? AF_INET : AF_INET6, p->key + 1, host,
+			          sizeof(host));
+			fprintf(f, "%lld %s\n", (long long)p->expires, host);
+			n++;
+		}
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		fclose(f);
+		goto fail;
+	}
+	if (fclose(f) != 0 || rename(tmp, srv->pass_file) != 0)
+		goto fail;
+	util_log_info("- pregreet cache file=%s saved=%zu", srv->pass_file, n);
+	free(tmp);
+	return;
+fail:
+	util_log_warn("- pregreet cache file=%s not saved error=\"%s\"", srv->pass_file,
+	              strerror(errno));
+	(void)unlink(tmp);
+	free(tmp);
+}
+
+/* smtp_pregreet_free - save (when configured) and free the pass cache. */
+void smtp_pregreet_free(struct smtp_server *srv)
+{
+	if (srv->pass_file)
+		pass_save(srv);
+	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
+		while (srv->passes[b]) {
+			struct smtp_pass *p = srv->passes[b];
+			srv->passes[b] = p->next;
+			free(p);
+		}
+	srv->npasses = 0;
+}
+
+/* verdict - log and count one result. */
+static void verdict(struct smtp_session *s, const char *result)
+{
+	util_log_info("s=%016llx pregreet client=%s result=%s", (unsigned long long)s->id,
+	              s->client_str, result);
+	util_metrics_inc("mxgate_pregreet_total", result);
+}
+
+/* refuse - 554 and close for a failed test. */
+static void refuse(struct smtp_session *s, const char *result, const char *why)
+{
+	char line[300];
+	verdict(s, result);
+	snprintf(line, sizeof(line), "554 5.5.1 %s Error: %s", s->cfg->hostname, why);
+	smtp_session_close(s, line);
+}
+
+/* delay_cb - greet_delay is over. */
+static void delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	smtp_session_greet_release(arg, SMTP_HOLD_DELAY);
+}
+
+/* smtp_pregreet_start - at accept: decide whether the tests apply and arm
+ * the delay.  Returns SMTP_HOLD_DELAY when the banner must wait, else 0. */
+int smtp_pregreet_start(struct smtp_session *s)
+{
+	const struct config *cfg = s->cfg;
+	uint8_t key[17];
+	if (!cfg->pregreet_enabled)
+		return 0;
+	smtp_server_ip_key(&s->client, key);
+	const struct smtp_pass *p = pass_find(s->srv, key);
+	if (p && p->expires > (int64_t)time(NULL)) {
+		verdict(s, "cached");
+		return 0;
+	}
+	s->pregreet = true;
+	if (cfg->pregreet_delay <= 0)
+		return 0;
+	struct timeval tv = {.tv_sec = cfg->pregreet_delay, .tv_usec = 0};
+	s->greet_ev = event_new(s->srv->base, -1, 0, delay_cb, s);
+	if (!s->greet_ev || event_add(s->greet_ev, &tv) < 0)
+		return 0; /* out of memory: no delay rather than no banner */
+	return SMTP_HOLD_DELAY;
+}
+
+/* smtp_pregreet_continuation - the "220-" line, once, in continuation mode
+ * while the delay runs. */
+void smtp_pregreet_continuation(struct smtp_session *s)
+{
+	if (s->cont_sent || !s->pregreet || s->cfg->pregreet_mode != CONFIG_PREGREET_CONTINUATION)
+		return;
+	s->cont_sent = true;
+	smtp_session_reply(s, "220-%s ESMTP", s->cfg->hostname);
+}
+
+/* smtp_pregreet_end - free the delay timer (teardown). */
+void smtp_pregreet_end(struct smtp_session *s)
+{
+	if (s->greet_ev)
+		event_free(s->greet_ev);
+	s->greet_ev = NULL;
+}
+
+/* smtp_pregreet_early - input arrived while the banner is held: true when
+ * the client was refused for it (an early talker). */
+bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in)
+{
+	if (!s->pregreet || evbuffer_get_length(in) == 0)
+		return false;
+	refuse(s, "early_talker", "SMTP protocol violation: talking before the greeting");
+	return true;
+}
+
+/* is_non_smtp - the line starts with a web, proxy or POP3 verb. */
+static bool is_non_smtp(const char *line, size_t len)
+{
+	static const char *const verbs[] = {"GET",     "POST",    "HEAD", "PUT",
+	                                    "CONNECT", "OPTIONS", "USER"};
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		size_t n = strlen(verbs[i]);
+		if (len >= n && strncasecmp(line, verbs[i], n) == 0 && (len == n || line[n] == ' '))
+			return true;
+	}
+	return false;
+}
+
+/* smtp_pregreet_line - one complete command line, before it is dispatched
+ * (in holds what came after it).  True when the client was refused. */
+bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in)
+{
+	const struct config *cfg = s->cfg;
+	if (cfg->pregreet_non_smtp && is_non_smtp(line, len)) {
+		refuse(s, "non_smtp_command", "non-SMTP command");
+		return true;
+	}
+	if (!s->pregreet)
+		return false;
+	/* RFC 2920 3.1: a client may pipeline only after EHLO's answer lists
+	 * PIPELINING; before it (or after HELO) a command must wait for its
+	 * reply.  More bytes already behind this line break that. */
+	if (cfg->pregreet_bare_pipelining && evbuffer_get_length(in) > 0 &&
+	    (s->state == SMTP_STATE_HELO || !s->esmtp)) {
+		refuse(s, "bare_pipelining",
+		       "SMTP protocol violation: pipelining before it was "
+		       "offered");
+		return true;
+	}
+	if (!s->passed && s->state == SMTP_STATE_HELO && len >= 4 &&
+	    (strncasecmp(line, "EHLO", 4) == 0 || strncasecmp(line, "HELO", 4) == 0)) {
+		s->passed = true;
+		pass_add(s);
+		verdict(s, "pass");
+	}
+	return false;
+}

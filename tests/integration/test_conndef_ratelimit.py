@@ -1,0 +1,196 @@
+"""Connection-level defence, part 4 (issue 17): rate limits per client
+address, per network (/24), per envelope sender and per recipient domain,
+and the per-network concurrency cap, with 421/451 replies that say when to
+retry.  Floods from loopback sources 127.0.0.x (127.0.1.x is another /24)."""
+
+import re
+
+from mxtest import RawClient, assert_reply, make_message, scaled
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+
+
+def rl(gateway, **kw):
+    conf = {"window": "1h"}
+    conf.update({k: str(v) for k, v in kw.items()})
+    return gateway({"ratelimit": conf, "domains": {"accepted_domains": "example.test, other.test"}})
+
+
+def retry_seconds(text):
+    m = re.search(r"try again in (\d+) seconds", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_connection_rate_per_ip(gateway):
+    gw = rl(gateway, connections_per_ip=3)
+    for _ in range(3):
+        with RawClient(gw.port, source="127.0.0.2") as c:
+            assert_reply(c.banner, 220)
+    with RawClient(gw.port, source="127.0.0.2", banner=False) as c:
+        r = c.reply(timeout=scaled(5))
+        assert_reply(r, 421, "4.7.0")
+        assert "Too many connections from [127.0.0.2]" in r.text, r
+        assert 0 < retry_seconds(r.text) <= 3600
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"ratelimit client=127\.0\.0\.2 limit=connections_per_ip .*count=4 max=3")
+    # another address is not affected
+    msg, marker = make_message()
+    gw.send(SENDER, [RCPT], msg, source="127.0.0.3")
+    gw.wait_for_marker(marker)
+
+
+def test_connection_rate_per_net(gateway):
+    """Four addresses of one /24 share its budget; another /24 does not.
+    (127.0.2.0/24: the start-up probe comes from 127.0.0.1.)"""
+    gw = rl(gateway, connections_per_net=3)
+    for src in ("127.0.2.2", "127.0.2.3", "127.0.2.4"):
+        with RawClient(gw.port, source=src) as c:
+            assert_reply(c.banner, 220)
+    with RawClient(gw.port, source="127.0.2.5", banner=False) as c:
+        r = c.reply(timeout=scaled(5))
+        assert_reply(r, 421, "4.7.0")
+        assert "from 127.0.2.0/24" in r.text, r
+    with RawClient(gw.port, source="127.0.1.5") as c:
+        assert_reply(c.banner, 220)
+
+
+def test_exempt_clients(gateway):
+    gw = gateway({"ratelimit": {"connections_per_ip": "1", "exempt_clients": "127.0.0.2"}})
+    for _ in range(3):
+        with RawClient(gw.port, source="127.0.0.2") as c:
+            assert_reply(c.banner, 220)
+
+
+def test_message_rate_per_ip(gateway):
+    """The third MAIL in the window gets 451 4.7.1 (not counted as an error:
+    the session goes on, QUIT works)."""
+    gw = rl(gateway, messages_per_ip=2)
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        for _ in range(2):
+            msg, _m = make_message()
+            c.transaction(SENDER, [RCPT], msg)
+        r = c.cmd(f"MAIL FROM:<{SENDER}>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many messages from [127.0.0.2], try again in" in r.text, r
+        assert_reply(c.cmd("QUIT"), 221)
+    # a new connection does not reset the count
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 451, "4.7.1")
+
+
+def test_message_rate_per_sender_across_clients(gateway):
+    """One envelope sender from several addresses shares one budget."""
+    gw = rl(gateway, messages_per_sender=2)
+    for src in ("127.0.0.2", "127.0.0.3"):
+        with RawClient(gw.port, source=src) as c:
+            c.ehlo()
+            assert_reply(c.cmd("MAIL FROM:<Spam@Flood.example>"), 250)
+    with RawClient(gw.port, source="127.0.0.4") as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<Spam@Flood.example>")
+        assert_reply(r, 451, "4.7.1")
+        assert "<Spam@Flood.example>" in r.text, r
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+
+
+def test_message_rate_per_net(gateway):
+    gw = rl(gateway, messages_per_net=1)
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+    with RawClient(gw.port, source="127.0.0.3") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 451, "4.7.1")
+    with RawClient(gw.port, source="127.0.1.3") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+
+
+def test_recipient_rate_per_ip(gateway):
+    gw = rl(gateway, recipients_per_ip=3)
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        for i in range(3):
+            assert_reply(c.cmd(f"RCPT TO:<u{i}@example.test>"), 250)
+        r = c.cmd("RCPT TO:<u9@example.test>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients from [127.0.0.2]" in r.text, r
+        # the accepted ones still get the message
+        assert_reply(c.cmd("DATA"), 354)
+        msg, marker = make_message()
+        c.send(msg + b".\r\n")
+        assert_reply(c.reply(), 250)
+    gw.wait_for_marker(marker)
+
+
+def test_recipient_rate_per_domain(gateway):
+    """A recipient domain flooded from many addresses is protected; the other
+    domain is not affected."""
+    gw = rl(gateway, recipients_per_domain=2)
+    for src in ("127.0.0.2", "127.0.0.3"):
+        with RawClient(gw.port, source=src) as c:
+            c.ehlo()
+            assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            assert_reply(c.cmd("RCPT TO:<a@Example.TEST>"), 250)
+    with RawClient(gw.port, source="127.0.0.4") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        r = c.cmd("RCPT TO:<b@example.test>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients for example.test" in r.text, r
+        assert_reply(c.cmd("RCPT TO:<b@other.test>"), 250)
+
+
+def test_concurrency_per_net(gateway):
+    """max_connections_per_net: a third open connection from the /24 gets
+    421; once one closes, a new one is served; another /24 is unaffected."""
+    gw = gateway({"ratelimit": {"max_connections_per_net": "2"}})
+    c1 = RawClient(gw.port, source="127.0.0.2")
+    c2 = RawClient(gw.port, source="127.0.0.3")
+    try:
+        assert_reply(c1.banner, 220)
+        assert_reply(c2.banner, 220)
+        with RawClient(gw.port, source="127.0.0.4", banner=False) as c3:
+            r = c3.reply(timeout=scaled(5))
+            assert_reply(r, 421, "4.7.0")
+            assert "network" in r.text, r
+        with RawClient(gw.port, source="127.0.1.4") as c4:
+            assert_reply(c4.banner, 220)
+        assert_reply(c1.cmd("QUIT"), 221)
+        c1.wait_closed(scaled(5))
+        gw.wait_log(r"disconnect client=127\.0\.0\.2")
+        with RawClient(gw.port, source="127.0.0.4") as c5:
+            assert_reply(c5.banner, 220)
+    finally:
+        c1.close()
+        c2.close()
+    gw.wait_log(r"reason=max_connections_per_net")
+
+
+def test_flood_from_one_address(gateway):
+    """A flood of 50 connections from one address: exactly connections_per_ip
+    are served, the rest refused, and the daemon keeps serving others."""
+    gw = rl(gateway, connections_per_ip=10)
+    codes = []
+    for _ in range(50):
+        with RawClient(gw.port, source="127.0.0.9", banner=False) as c:
+            codes.append(c.reply(timeout=scaled(5)).code)
+    assert codes.count(220) == 10 and codes.count(421) == 40, codes
+    msg, marker = make_message()
+    gw.send(SENDER, [RCPT], msg, source="127.0.0.1")
+    gw.wait_for_marker(marker)
+
+
+def test_ipv6_network_is_the_64(gateway):
+    gw = gateway({"ratelimit": {"connections_per_net": "1", "window": "1h"}}, ipv6=True)
+    with gw.client("::1") as c:
+        assert_reply(c.banner, 220)
+    with gw.client("::1", banner=False) as c:
+        r = c.reply(timeout=scaled(5))
+        assert_reply(r, 421, "4.7.0")
+        assert "from ::/64" in r.text, r

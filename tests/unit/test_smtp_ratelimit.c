@@ -1,0 +1,99 @@
+/*
+ * test_smtp_ratelimit.c - table-driven tests of the rate-limit pieces that
+ * need no network: the network key of a client (net_prefix_v4/v6 masking,
+ * network keys never equal address keys) and the in-process counter store
+ * (INCR semantics per key, windows per key, the seconds left).
+ */
+/* cmocka.h needs these first; keep clang-format from sorting it above them. */
+// clang-format off
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+// clang-format on
+
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "smtp-server-internal.h"
+
+static const struct {
+	const char *addr;
+	int p4, p6;
+	const char *net; /* the masked address of the key */
+} net_cases[] = {
+    {"192.0.2.77", 24, 64, "192.0.2.0"},
+    {"192.0.2.77", 16, 64, "192.0.0.0"},
+    {"192.0.2.77", 32, 64, "192.0.2.77"},
+    {"192.0.2.77", 25, 64, "192.0.2.0"},
+    {"192.0.2.200", 25, 64, "192.0.2.128"},
+    {"192.0.2.77", 8, 64, "192.0.0.0"},
+    {"2001:db8:1:2:3:4:5:6", 24, 64, "2001:db8:1:2::"},
+    {"2001:db8:1:2:3:4:5:6", 24, 48, "2001:db8:1::"},
+    {"2001:db8:1:2:3:4:5:6", 24, 56, "2001:db8:1::"},
+    {"2001:db8:1:2ff:3:4:5:6", 24, 56, "2001:db8:1:200::"},
+    {"2001:db8:1:2:3:4:5:6", 24, 128, "2001:db8:1:2:3:4:5:6"},
+};
+
+/* test_net_key - masking per prefix, flag bit on the family byte. */
+static void test_net_key(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(net_cases) / sizeof(net_cases[0]); i++) {
+		struct config cfg;
+		struct util_addr a;
+		uint8_t key[17], ipkey[17];
+		char out[INET6_ADDRSTRLEN];
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.rl_net_prefix4 = net_cases[i].p4;
+		cfg.rl_net_prefix6 = net_cases[i].p6;
+		assert_int_equal(util_addr_parse_numeric(net_cases[i].addr, 25, &a), 0);
+		smtp_rl_net_key(&cfg, &a, key);
+		smtp_server_ip_key(&a, ipkey);
+		assert_true(key[0] & 0x80);
+		assert_int_equal(key[0] & 0x7f, ipkey[0]);
+		assert_true(memcmp(key, ipkey, 17) != 0); /* never an address key */
+		inet_ntop((key[0] & 0x7f) == 4 ? AF_INET : AF_INET6, key + 1, out, sizeof(out));
+		if (strcmp(out, net_cases[i].net) != 0)
+			fail_msg("case %zu %s /%d /%d: %s, expected %s", i, net_cases[i].addr,
+			         net_cases[i].p4, net_cases[i].p6, out, net_cases[i].net);
+	}
+}
+
+static const struct {
+	const char *key;
+	int64_t window;
+	int64_t count; /* expected count after this hit */
+} hit_steps[] = {
+    {"a", 60, 1}, {"a", 60, 2},   {"b", 60, 1},
+    {"a", 60, 3}, {"A", 60, 1}, /* keys are exact: callers fold case */
+    {"b", 60, 2}, {"c", 3600, 1}, {"c", 3600, 2},
+};
+
+/* test_memory_store - counts per key within the window. */
+static void test_memory_store(void **state)
+{
+	(void)state;
+	struct smtp_rl_store *st = smtp_rl_memory_new();
+	assert_string_equal(st->ops->name, "memory");
+	for (size_t i = 0; i < sizeof(hit_steps) / sizeof(hit_steps[0]); i++) {
+		int64_t left = -1;
+		int64_t n = st->ops->hit(st, hit_steps[i].key, hit_steps[i].window, &left);
+		if (n != hit_steps[i].count)
+			fail_msg("step %zu key %s: count %lld, expected %lld", i, hit_steps[i].key,
+			         (long long)n, (long long)hit_steps[i].count);
+		assert_true(left > 0 && left <= hit_steps[i].window);
+	}
+	smtp_rl_store_free(st);
+	smtp_rl_store_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_net_key),
+	    cmocka_unit_test(test_memory_store),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
