@@ -369,15 +369,20 @@ bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strl
 	return false;
 }
 
-/* policy_msg_dmarc_reject_dkim_pass - DKIM-signed mail passing DMARC p=reject. */
+/* policy_msg_dmarc_reject_dkim_pass - DKIM-signed mail passing DMARC p=reject:
+ * a passing signature of the From: domain, a parent of it, or (when the tree
+ * walk had to find it) anything under its organizational domain. */
 bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm)
 {
 	const struct policy_dmarc_outcome *d = &pm->dmarc;
-	if (!d->evaluated || d->result != POLICY_DMARC_PASS || d->policy != 'r' || !d->org_domain)
+	if (!d->evaluated || d->result != POLICY_DMARC_PASS || d->policy != 'r' || !d->header_from)
 		return false;
-	for (size_t i = 0; i < pm->nsigs; i++)
-		if (pm->sigs[i].result && strcmp(pm->sigs[i].result, "pass") == 0 && pm->sigs[i].d &&
-		    under(pm->sigs[i].d, d->org_domain))
+	for (size_t i = 0; i < pm->nsigs; i++) {
+		const char *sd = pm->sigs[i].d;
+		if (!pm->sigs[i].result || strcmp(pm->sigs[i].result, "pass") != 0 || !sd)
+			continue;
+		if (under(d->header_from, sd) || (d->org_domain && under(sd, d->org_domain)))
 			return true;
+	}
 	return false;
 }

@@ -68,7 +68,9 @@ def dns(tmp_path_factory):
 def make_gateway(gateway, dns, limits=None, **auth):
     a = {"spf": "yes", "dkim": "yes", "dmarc": "yes"}
     a.update(auth)
-    lim = {"max_connections_per_ip": "200", "max_connections": "400"}
+    # the attackers reuse their sessions for as many 451s as they can get
+    lim = {"max_connections_per_ip": "200", "max_connections": "400",
+           "max_transactions": "1000000"}
     lim.update(limits or {})
     return gateway({"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
                     "auth": a, "limits": lim}, dns=False)
