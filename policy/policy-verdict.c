@@ -177,6 +177,29 @@ static bool verdict_name_has_prefix(const struct util_hdr_field *f, const char *
 	return f->name_len >= k && strncasecmp(f->name, prefix, k) == 0;
 }
 
+/* verdict_id_lookalike - got is id once its non-ASCII octets are gone: a
+ * no-break space (which .NET's String.Trim removes), a zero-width space or
+ * a byte-order mark around or inside our id is invisible to a lax reader.
+ * A real U-label id (RFC 8601 2.5) keeps its other letters, so stays
+ * different. */
+static bool verdict_id_lookalike(const char *got, const char *id)
+{
+	char ascii[256];
+	size_t o = 0;
+	bool had = false;
+
+	for (; *got != '\0' && o + 1 < sizeof(ascii); got++) {
+		if ((unsigned char)*got >= 0x80)
+			had = true;
+		else
+			ascii[o++] = *got;
+	}
+	while (o > 0 && ascii[o - 1] == '.')
+		o--;
+	ascii[o] = '\0';
+	return had && util_strcaseeq(ascii, id);
+}
+
 /* policy_drop_header - every incoming field a downstream could take for
  * one of ours goes (RFC 8601 5, RFC 7208 9.1): see policy.h. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f)
@@ -200,7 +223,7 @@ bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f
 	if (!arc && !util_hdr_name_is(f, "Authentication-Results"))
 		return false;
 	if (policy_ar_authserv_id(f->value, f->value_len, arc, got, sizeof(got)) == 0)
-		return util_strcaseeq(got, id);
+		return util_strcaseeq(got, id) || verdict_id_lookalike(got, id);
 	/* Unparseable: nobody can say whose it is, and a lax reader may find
 	 * our id in it.  An A-R goes; an ARC copy goes only when it mentions
 	 * our id or holds an encoded word, so a foreign ARC set we cannot

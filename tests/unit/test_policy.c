@@ -88,6 +88,15 @@ static const struct {
     {"Received-SPF: pass\r\n", true},
     {"received-spf: pass (mx.other.test) client-ip=192.0.2.1;\r\n", true},
     {"Received-SPF : none\r\n", true},
+    /* red team: non-ASCII octets in or around our id - a no-break space
+     * (U+00A0, trimmed by .NET's String.Trim), a zero-width space
+     * (U+200B), a BOM - vanish for a lax Unicode-aware reader */
+    {"Authentication-Results: mx.example.test\xc2\xa0; dmarc=pass\r\n", true},
+    {"Authentication-Results: \xc2\xa0mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.example\xe2\x80\x8b.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"\xef\xbb\xbfmx.example.test\"; dmarc=pass\r\n", true},
+    {"ARC-Authentication-Results: i=1; mx.example.test\xc2\xa0; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.\xc3\xa9xample.test; dmarc=pass\r\n", false},
     {"X-Spa: no\r\n", false},
     {"Received: from mx.example.test\r\n", false},
     {"DKIM-Signature: v=1; d=example.test; b=x\r\n", false},
