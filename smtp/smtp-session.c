@@ -364,7 +364,7 @@ static bool rcpt_verify(struct smtp_session *s, const char *addr, const char *li
 	if (s->verify_result != SMTP_VERIFY_PENDING && util_strcaseeq(s->verify_addr, addr)) {
 		r = s->verify_result;        /* the answer this RCPT waited for */
 	} else {
-		r = smtp_verify_lookup(s->srv->verifier, route, addr, s->id);
+		r = smtp_verify_lookup(s->srv->verifier, route, addr, s->client_str, s->id);
 		if (r == SMTP_VERIFY_PENDING) {
 			snprintf(s->verify_addr, sizeof(s->verify_addr), "%s", addr);
 			free(s->pending_line);
