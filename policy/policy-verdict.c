@@ -345,6 +345,28 @@ static void verdict_add_value(struct util_buf *b, const char *v)
 	util_buf_adds(b, "\"");
 }
 
+/* verdict_add_prop - " name=value" for a value from the message (DKIM
+ * tags, the From: domain), left out when longer than a domain name or
+ * address can be (RFC 5321 4.5.3.1) as written: the signer's text has no length
+ * limit, and a line of ours over 998 octets (RFC 5322 2.1.1) gets the
+ * message refused downstream - or wrapped, which would make a field of
+ * the rest.  The property is optional (RFC 8601 2.3). */
+#define VERDICT_PVALUE_MAX 255
+static void verdict_add_prop(struct util_buf *b, const char *name, const char *v)
+{
+	struct util_buf w;
+
+	if (v == NULL || strlen(v) > VERDICT_PVALUE_MAX)
+		return;
+	util_buf_init(&w);
+	verdict_add_value(&w, v); /* as written: quotes and quoted-pairs count */
+	if (w.len <= VERDICT_PVALUE_MAX) {
+		util_buf_adds(b, name);
+		util_buf_add(b, w.data, w.len);
+	}
+	util_buf_free(&w);
+}
+
 /* verdict_add_ctext - comment text: parentheses and backslashes become
  * quoted-pairs (RFC 5322 3.2.2), control characters are dropped, so data
  * from the message can never close our comment and forge a clause. */
@@ -400,22 +422,10 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			util_buf_printf(&b, ";\r\n\tdkim=%s (", g->result);
 			verdict_add_ctext(&b, g->comment);
 			util_buf_printf(&b, "%s)", g->secure ? "; dnssec=secure" : "");
-			if (g->d != NULL) {
-				util_buf_adds(&b, " header.d=");
-				verdict_add_value(&b, g->d);
-			}
-			if (g->s != NULL) {
-				util_buf_adds(&b, " header.s=");
-				verdict_add_value(&b, g->s);
-			}
-			if (g->i != NULL) {
-				util_buf_adds(&b, " header.i=");
-				verdict_add_value(&b, g->i);
-			}
-			if (g->b != NULL) {
-				util_buf_adds(&b, " header.b=");
-				verdict_add_value(&b, g->b);
-			}
+			verdict_add_prop(&b, " header.d=", g->d);
+			verdict_add_prop(&b, " header.s=", g->s);
+			verdict_add_prop(&b, " header.i=", g->i);
+			verdict_add_prop(&b, " header.b=", g->b);
 			clauses++;
 		}
 	}
@@ -432,10 +442,7 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			verdict_add_ctext(&b, o->exempt);
 		}
 		util_buf_printf(&b, "%s)", o->secure ? "; dnssec=secure" : "");
-		if (o->header_from != NULL) {
-			util_buf_adds(&b, " header.from=");
-			verdict_add_value(&b, o->header_from);
-		}
+		verdict_add_prop(&b, " header.from=", o->header_from);
 		if (o->policy != 0)
 			util_buf_printf(&b, " policy.dmarc=%s",
 			                o->policy == 'r'   ? "reject"

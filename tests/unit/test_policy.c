@@ -497,6 +497,28 @@ static void test_ar_special(void **state)
 	ar = policy_ar_format(&cfg, pm);
 	assert_non_null(strstr(ar, " smtp.helo=\"h.test;client-ip=203.0.113.9\";\r\n"));
 	free(ar);
+	/* red team: DKIM tag values are the signer's text, of any length; no
+	 * line of ours may exceed RFC 5322's 998 octets (a downstream refuses
+	 * the message, or one that wraps it makes a new field of the rest) */
+	{
+		char *big = util_xmalloc(3001);
+		memset(big, 'a', 3000);
+		big[3000] = 0;
+		free(pm->sigs[0].i);
+		pm->sigs[0].i = util_xasprintf("%s@sender.test", big);
+		free(pm->sigs[0].s);
+		pm->sigs[0].s = util_xstrdup(big);
+		free(big);
+		ar = policy_ar_format(&cfg, pm);
+		for (const char *l = ar, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("A-R line of %d octets", (int)(e - l));
+		}
+		assert_non_null(strstr(ar, "header.d=sender.test"));
+		free(ar);
+	}
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
 	pm->spf.evaluated = false;
