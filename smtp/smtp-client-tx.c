@@ -253,8 +253,10 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 			 * read as the reply to a dot that is not on the wire
 			 * yet - a message never received would count as sent. */
 			if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-				smtp_client_conn_fail(c, "4.5.0 reply after 354 before the message "
-				                         "was sent: %s", rs);
+				smtp_client_conn_fail(c,
+				                      "4.5.0 reply after 354 before the message "
+				                      "was sent: %s",
+				                      rs);
 				return;
 			}
 			if (!c->mail_ok || c->naccepted == 0) {

@@ -90,7 +90,7 @@ struct verify_probe {
 	bool tx_started;
 	struct event *deadline;
 	char *last_error;
-	char client[64];      /* who started it (per-client share) */
+	char client[64]; /* who started it (per-client share) */
 	struct verify_probe *next;
 };
 
