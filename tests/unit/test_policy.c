@@ -712,6 +712,31 @@ static void test_received_spf(void **state)
 			fail_msg("case %zu: got\n%s\nwant\n%s", i, r, rspf_cases[i].want);
 		free(r);
 	}
+	/* red team: a quoted envelope-from and a HELO full of characters that
+	 * need quoted-pairs: no line over 998 octets (folded after a ';') */
+	{
+		char from[300], helo[256];
+		int n = snprintf(from, sizeof(from), "\"");
+		for (int i = 0; i < 120; i++)
+			n += snprintf(from + n, sizeof(from) - (size_t)n, "\\\"");
+		snprintf(from + n, sizeof(from) - (size_t)n, "\"@s.test");
+		memset(helo, '\\', 250);
+		helo[250] = 0;
+		free(pm->helo);
+		pm->helo = util_xstrdup(helo);
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(from);
+		r = policy_received_spf_format(&cfg, pm);
+		for (const char *l = r, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("Received-SPF line of %d octets:\n%s", (int)(e - l), r);
+		}
+		assert_non_null(strstr(r, ";\r\n\thelo=\""));
+		assert_non_null(strstr(r, " identity=mailfrom;\r\n"));
+		free(r);
+	}
 	pm->spf.evaluated = false;
 	assert_null(policy_received_spf_format(&cfg, pm));
 	policy_msg_destroy(pm);
