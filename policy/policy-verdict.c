@@ -367,6 +367,26 @@ static void verdict_add_prop(struct util_buf *b, const char *name, const char *v
 	util_buf_free(&w);
 }
 
+/* verdict_add_spf_prop - " smtp.mailfrom=value": always written (the SPF
+ * identity), on a folded line of its own (RFC 8601 2.2 allows CFWS before
+ * a propspec) when the line would pass 900 octets - the comment holds
+ * the same address, and with quoted-pairs each can reach ~500 octets. */
+static void verdict_add_spf_prop(struct util_buf *b, const char *name, const char *v)
+{
+	struct util_buf w;
+	size_t col = 0;
+
+	util_buf_init(&w);
+	util_buf_adds(&w, name);
+	verdict_add_value(&w, v);
+	while (col < b->len && b->data[b->len - 1 - col] != '\n')
+		col++;
+	if (col + w.len > 900)
+		util_buf_adds(b, "\r\n\t");
+	util_buf_add(b, w.data, w.len);
+	util_buf_free(&w);
+}
+
 /* verdict_add_ctext - comment text: parentheses and backslashes become
  * quoted-pairs (RFC 5322 3.2.2), control characters are dropped, so data
  * from the message can never close our comment and forge a clause. */
@@ -406,10 +426,10 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	if (pm->spf.evaluated) {
 		util_buf_printf(&b, ";\r\n\tspf=%s (", policy_spf_result_str(pm->spf.result));
 		verdict_add_ctext(&b, pm->spf.comment);
-		util_buf_printf(&b, "%s) %s=", pm->spf.secure ? "; dnssec=secure" : "",
-		                pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
-		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
-		                                            : pm->mail_from);
+		util_buf_printf(&b, "%s)", pm->spf.secure ? "; dnssec=secure" : "");
+		verdict_add_spf_prop(&b, pm->spf.helo_identity ? " smtp.helo=" : " smtp.mailfrom=",
+		                     pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
+		                                           : pm->mail_from);
 		clauses++;
 	}
 	if (cfg->dkim_enabled) {

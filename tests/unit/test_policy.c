@@ -519,6 +519,29 @@ static void test_ar_special(void **state)
 		assert_non_null(strstr(ar, "header.d=sender.test"));
 		free(ar);
 	}
+	/* ... nor from an envelope-from of 250 backslashes (quoted-pairs in
+	 * the comment and in the quoted value: ~500 octets each) */
+	{
+		char from[300];
+		int n = snprintf(from, sizeof(from), "\"");
+		for (int i = 0; i < 125; i++)
+			n += snprintf(from + n, sizeof(from) - (size_t)n, "\\\\");
+		snprintf(from + n, sizeof(from) - (size_t)n, "\"@s.test");
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(from);
+		free(pm->spf.comment);
+		pm->spf.comment = util_xasprintf("mx.example.test: domain of %s designates", from);
+		pm->spf.helo_identity = false;
+		ar = policy_ar_format(&cfg, pm);
+		for (const char *l = ar, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("A-R line of %d octets", (int)(e - l));
+		}
+		assert_non_null(strstr(ar, ")\r\n\t smtp.mailfrom=\""));
+		free(ar);
+	}
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
 	pm->spf.evaluated = false;
