@@ -316,7 +316,8 @@ static const struct config_directive d_verify[] = {
     {"timeout", CONFIG_T_DURATION, G(verify_timeout), "20s", NULL, 1, 5 * MINUTE, NULL, NULL, R,
      "Deadline of one probe (connect, EHLO, STARTTLS, MAIL, RCPT), all hosts included"},
     {"max_probes", CONFIG_T_INT, G(verify_max_probes), "20", NULL, 1, 10000, NULL, NULL, R,
-     "Probes in flight at once; a RCPT needing one more gets the unavailable answer"},
+     "Probes in flight at once; a RCPT needing one more gets the unavailable answer, "
+     "and so does one from a client whose probes fill a quarter of them"},
     {"cache_size", CONFIG_T_INT, G(verify_cache_size), "100000", NULL, 100, 10000000, NULL, NULL,
      R, "Addresses kept in the verification cache (the oldest answers go first)"},
     {"cache_file", CONFIG_T_STRING, G(verify_cache_file), NULL, "<queue directory>/verify.cache",

@@ -694,6 +694,27 @@ static void spf_add_value(struct util_buf *b, const char *v)
 	util_buf_adds(b, "\"");
 }
 
+/* spf_add_pair - "; key=value", folded after the ';' (RFC 7208 9.1 allows
+ * CFWS there) when the line would pass SPF_LINE_MAX octets: a quoted
+ * envelope-from and HELO full of quoted-pairs reach ~500 octets each, and
+ * a line over 998 (RFC 5322 2.1.1) gets the message refused downstream -
+ * or wrapped, which would make a field of the client's text. */
+#define SPF_LINE_MAX 900
+static void spf_add_pair(struct util_buf *b, const char *key, const char *v)
+{
+	struct util_buf w;
+	size_t col = 0;
+
+	util_buf_init(&w);
+	util_buf_adds(&w, key);
+	spf_add_value(&w, v);
+	while (col < b->len && b->data[b->len - 1 - col] != '\n')
+		col++;
+	util_buf_adds(b, col + 2 + w.len > SPF_LINE_MAX ? ";\r\n\t" : "; ");
+	util_buf_add(b, w.data, w.len);
+	util_buf_free(&w);
+}
+
 /* policy_received_spf_format - the Received-SPF field (RFC 7208 9.1), or NULL. */
 char *policy_received_spf_format(const struct config *cfg, const struct policy_msg *pm)
 {
@@ -711,12 +732,10 @@ char *policy_received_spf_format(const struct config *cfg, const struct policy_m
 	spf_add_escaped(&b, o->comment, "()\\");
 	util_buf_adds(&b, ")\r\n\treceiver=");
 	spf_add_value(&b, receiver);
-	util_buf_adds(&b, "; client-ip=");
-	spf_add_value(&b, ip);
-	util_buf_adds(&b, "; envelope-from=");
-	spf_add_value(&b, pm->mail_from);
-	util_buf_adds(&b, "; helo=");
-	spf_add_value(&b, pm->helo[0] ? pm->helo : "unknown");
-	util_buf_printf(&b, "; identity=%s;\r\n", o->helo_identity ? "helo" : "mailfrom");
+	spf_add_pair(&b, "client-ip=", ip);
+	spf_add_pair(&b, "envelope-from=", pm->mail_from);
+	spf_add_pair(&b, "helo=", pm->helo[0] ? pm->helo : "unknown");
+	spf_add_pair(&b, "identity=", o->helo_identity ? "helo" : "mailfrom");
+	util_buf_adds(&b, ";\r\n");
 	return b.data;
 }

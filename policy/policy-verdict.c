@@ -180,6 +180,29 @@ static bool verdict_name_has_prefix(const struct util_hdr_field *f, const char *
 	return f->name_len >= k && strncasecmp(f->name, prefix, k) == 0;
 }
 
+/* verdict_id_lookalike - got is id once its non-ASCII octets are gone: a
+ * no-break space (which .NET's String.Trim removes), a zero-width space or
+ * a byte-order mark around or inside our id is invisible to a lax reader.
+ * A real U-label id (RFC 8601 2.5) keeps its other letters, so stays
+ * different. */
+static bool verdict_id_lookalike(const char *got, const char *id)
+{
+	char ascii[256];
+	size_t o = 0;
+	bool had = false;
+
+	for (; *got != '\0' && o + 1 < sizeof(ascii); got++) {
+		if ((unsigned char)*got >= 0x80)
+			had = true;
+		else
+			ascii[o++] = *got;
+	}
+	while (o > 0 && ascii[o - 1] == '.')
+		o--;
+	ascii[o] = '\0';
+	return had && util_strcaseeq(ascii, id);
+}
+
 /* policy_drop_header - every incoming field a downstream could take for
  * one of ours goes (RFC 8601 5, RFC 7208 9.1): see policy.h. */
 bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f)
@@ -203,7 +226,7 @@ bool policy_drop_header(const struct config *cfg, const struct util_hdr_field *f
 	if (!arc && !util_hdr_name_is(f, "Authentication-Results"))
 		return false;
 	if (policy_ar_authserv_id(f->value, f->value_len, arc, got, sizeof(got)) == 0)
-		return util_strcaseeq(got, id);
+		return util_strcaseeq(got, id) || verdict_id_lookalike(got, id);
 	/* Unparseable: nobody can say whose it is, and a lax reader may find
 	 * our id in it.  An A-R goes; an ARC copy goes only when it mentions
 	 * our id or holds an encoded word, so a foreign ARC set we cannot
@@ -325,6 +348,48 @@ static void verdict_add_value(struct util_buf *b, const char *v)
 	util_buf_adds(b, "\"");
 }
 
+/* verdict_add_prop - " name=value" for a value from the message (DKIM
+ * tags, the From: domain), left out when longer than a domain name or
+ * address can be (RFC 5321 4.5.3.1) as written: the signer's text has no length
+ * limit, and a line of ours over 998 octets (RFC 5322 2.1.1) gets the
+ * message refused downstream - or wrapped, which would make a field of
+ * the rest.  The property is optional (RFC 8601 2.3). */
+#define VERDICT_PVALUE_MAX 255
+static void verdict_add_prop(struct util_buf *b, const char *name, const char *v)
+{
+	struct util_buf w;
+
+	if (v == NULL || strlen(v) > VERDICT_PVALUE_MAX)
+		return;
+	util_buf_init(&w);
+	verdict_add_value(&w, v); /* as written: quotes and quoted-pairs count */
+	if (w.len <= VERDICT_PVALUE_MAX) {
+		util_buf_adds(b, name);
+		util_buf_add(b, w.data, w.len);
+	}
+	util_buf_free(&w);
+}
+
+/* verdict_add_spf_prop - " smtp.mailfrom=value": always written (the SPF
+ * identity), on a folded line of its own (RFC 8601 2.2 allows CFWS before
+ * a propspec) when the line would pass 900 octets - the comment holds
+ * the same address, and with quoted-pairs each can reach ~500 octets. */
+static void verdict_add_spf_prop(struct util_buf *b, const char *name, const char *v)
+{
+	struct util_buf w;
+	size_t col = 0;
+
+	util_buf_init(&w);
+	util_buf_adds(&w, name);
+	verdict_add_value(&w, v);
+	while (col < b->len && b->data[b->len - 1 - col] != '\n')
+		col++;
+	if (col + w.len > 900)
+		util_buf_adds(b, "\r\n\t");
+	util_buf_add(b, w.data, w.len);
+	util_buf_free(&w);
+}
+
 /* verdict_add_ctext - comment text: parentheses and backslashes become
  * quoted-pairs (RFC 5322 3.2.2), control characters are dropped, so data
  * from the message can never close our comment and forge a clause. */
@@ -364,10 +429,10 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 	if (pm->spf.evaluated) {
 		util_buf_printf(&b, ";\r\n\tspf=%s (", policy_spf_result_str(pm->spf.result));
 		verdict_add_ctext(&b, pm->spf.comment);
-		util_buf_printf(&b, "%s) %s=", pm->spf.secure ? "; dnssec=secure" : "",
-		                pm->spf.helo_identity ? "smtp.helo" : "smtp.mailfrom");
-		verdict_add_value(&b, pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
-		                                            : pm->mail_from);
+		util_buf_printf(&b, "%s)", pm->spf.secure ? "; dnssec=secure" : "");
+		verdict_add_spf_prop(&b, pm->spf.helo_identity ? " smtp.helo=" : " smtp.mailfrom=",
+		                     pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
+		                                           : pm->mail_from);
 		clauses++;
 	}
 	if (cfg->dkim_enabled) {
@@ -380,22 +445,10 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			util_buf_printf(&b, ";\r\n\tdkim=%s (", g->result);
 			verdict_add_ctext(&b, g->comment);
 			util_buf_printf(&b, "%s)", g->secure ? "; dnssec=secure" : "");
-			if (g->d != NULL) {
-				util_buf_adds(&b, " header.d=");
-				verdict_add_value(&b, g->d);
-			}
-			if (g->s != NULL) {
-				util_buf_adds(&b, " header.s=");
-				verdict_add_value(&b, g->s);
-			}
-			if (g->i != NULL) {
-				util_buf_adds(&b, " header.i=");
-				verdict_add_value(&b, g->i);
-			}
-			if (g->b != NULL) {
-				util_buf_adds(&b, " header.b=");
-				verdict_add_value(&b, g->b);
-			}
+			verdict_add_prop(&b, " header.d=", g->d);
+			verdict_add_prop(&b, " header.s=", g->s);
+			verdict_add_prop(&b, " header.i=", g->i);
+			verdict_add_prop(&b, " header.b=", g->b);
 			clauses++;
 		}
 	}
@@ -412,10 +465,7 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 			verdict_add_ctext(&b, o->exempt);
 		}
 		util_buf_printf(&b, "%s)", o->secure ? "; dnssec=secure" : "");
-		if (o->header_from != NULL) {
-			util_buf_adds(&b, " header.from=");
-			verdict_add_value(&b, o->header_from);
-		}
+		verdict_add_prop(&b, " header.from=", o->header_from);
 		if (o->policy != 0)
 			util_buf_printf(&b, " policy.dmarc=%s",
 			                o->policy == 'r'   ? "reject"

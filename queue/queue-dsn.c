@@ -115,6 +115,32 @@ static void dsn_human_text(struct util_buf *b, const char *reporting_mta,
 	}
 }
 
+/* dsn_add_folded - the sender's header block, with every line longer than
+ * DSN_LINE_FOLD octets folded (CRLF SP inserted, RFC 5322 2.2.3): header
+ * lines up to [limits] max_line_length are accepted, but a DSN with a line
+ * over 998 octets (RFC 5322 2.1.1) is refused by many MXs, and a bounce
+ * cannot bounce - the sender would never hear of the failure.  Removing
+ * each inserted CRLF gives the original text back. */
+#define DSN_LINE_FOLD 900
+static void dsn_add_folded(struct util_buf *b, const char *h, size_t len)
+{
+	size_t col = 0, run = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (h[i] == '\n') {
+			col = 0;
+			continue;
+		}
+		if (++col > DSN_LINE_FOLD && h[i] != '\r') { /* never inside a CRLF */
+			util_buf_add(b, h + run, i - run);
+			util_buf_adds(b, "\r\n ");
+			run = i;
+			col = 2; /* the SP and this octet */
+		}
+	}
+	util_buf_add(b, h + run, len - run);
+}
+
 /* queue_dsn_headers_cut - bytes of whole header fields that fit in max. */
 size_t queue_dsn_headers_cut(const char *h, size_t len, size_t max)
 {
@@ -240,7 +266,7 @@ char *queue_dsn_compose(const char *reporting_mta, const char *from_addr,
 	util_buf_adds(&b, "Content-Description: Undelivered Message Headers\r\n"
 	                  "Content-Type: text/rfc822-headers\r\n\r\n");
 	if (orig_headers != NULL && orig_len > 0) {
-		util_buf_add(&b, orig_headers, orig_len);
+		dsn_add_folded(&b, orig_headers, orig_len);
 		if (orig_len < 2 || memcmp(orig_headers + orig_len - 2, "\r\n", 2) != 0)
 			util_buf_adds(&b, "\r\n");
 	}

@@ -248,6 +248,17 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 		break;
 	case CMD_DATA:
 		if (r->code == 354) {
+			/* After 354 the server waits for the data (RFC 5321
+			 * 4.1.1.4): anything it sent with the 354 would be
+			 * read as the reply to a dot that is not on the wire
+			 * yet - a message never received would count as sent. */
+			if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+				smtp_client_conn_fail(c,
+				                      "4.5.0 reply after 354 before the message "
+				                      "was sent: %s",
+				                      rs);
+				return;
+			}
 			if (!c->mail_ok || c->naccepted == 0) {
 				/* RFC 2920 3.1: 354 despite no valid recipient - end it */
 				evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
@@ -274,6 +285,13 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 		smtp_client_conn_fail(c, "4.5.0 unexpected reply to DATA (354 expected): %s", rs);
 		return;
 	case CMD_DOT:
+		/* a reply while the dot is still in our output buffer cannot be
+		 * the reply to it */
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+			smtp_client_conn_fail(c, "4.5.0 reply before the end of data was sent: %s",
+			                      rs);
+			return;
+		}
 		client_set_accepted(c, r->code, rs);
 		break;
 	default:

@@ -19,6 +19,12 @@
  * connection probes (after any failure only one connection at a time is
  * opened).  The first READY, or a postmaster flush, makes it alive again.
  *
+ * Type mx: one attempt looks at the DELIVER_MX_HOST_LIMIT most preferred MX
+ * hosts and connects to at most DELIVER_MX_ADDRESS_LIMIT of their addresses
+ * (Postfix's smtp_mx_address_limit is 5): the destination is whoever a
+ * bounce goes to, and thousands of MX hosts that accept and never greet
+ * would otherwise hold a delivery slot for hours per attempt.
+ *
  * Names are resolved through the project's resolver (policy_dns_*); numeric
  * hosts never touch it.
  *
@@ -41,6 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#define DELIVER_MX_HOST_LIMIT    10 /* MX hosts looked at per attempt */
+#define DELIVER_MX_ADDRESS_LIMIT 5  /* their addresses connected to per attempt */
 
 #include <openssl/err.h>
 
@@ -620,11 +629,12 @@ static void deliver_dns_tlsa_cb(void *arg, enum policy_dns_status st, bool secur
 static void deliver_conn_try_next(struct deliver_conn *cn)
 {
 	struct deliver_pool *p = cn->pool;
-	if (cn->next_addr < cn->naddrs) {
+	bool capped = p->type == CONFIG_ROUTE_MX && cn->next_addr >= DELIVER_MX_ADDRESS_LIMIT;
+	if (!capped && cn->next_addr < cn->naddrs) {
 		deliver_conn_connect(cn, cn->next_addr++);
 		return;
 	}
-	while (cn->target < cn->ntargets) {
+	while (!capped && cn->target < cn->ntargets) {
 		const struct config_host *h = &cn->targets[cn->target];
 		struct util_addr a;
 		if (cn->sts != NULL && cn->sts->mode == POLICY_MTASTS_ENFORCE &&
@@ -701,6 +711,8 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
 	}
 	cn->mx_secure = secure;
 	if (st == POLICY_DNS_OK && n > 0) {
+		if (n > DELIVER_MX_HOST_LIMIT)
+			n = DELIVER_MX_HOST_LIMIT; /* the most preferred ones */
 		cn->owned_targets = util_xcalloc(n + 1, sizeof(*cn->owned_targets));
 		for (size_t i = 0; i < n; i++) {
 			cn->owned_targets[i].host = util_xstrdup(hosts[i]);

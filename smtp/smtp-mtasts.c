@@ -8,7 +8,9 @@
  * triggers a refetch).  Concurrent requests for one domain share a fetch.
  *
  * Everything runs on the event loop: libunbound async for DNS, evhttp over
- * an OpenSSL bufferevent for HTTPS.  Parsing is policy/policy-mtasts.c.
+ * an OpenSSL bufferevent for HTTPS, bounded by one deadline for the whole
+ * fetch (a server that trickles bytes gets no longer than a silent one).
+ * Parsing is policy/policy-mtasts.c.
  *
  * Ownership: the deliverer owns the struct smtp_mtasts.  A callback gets a
  * borrowed policy (NULL: none) valid during the call only; it runs later,
@@ -60,6 +62,9 @@ struct mtasts_fetch {
 	char *ca_file;
 	SSL_CTX *ctx;
 	struct evhttp_connection *conn;
+	struct event *deadline; /* the whole HTTPS fetch: evhttp's own timeout
+	                           is per read, so a server trickling a byte
+	                           at a time would hold the fetch forever */
 	struct mtasts_waiter *waiters;
 	bool dns_pending;
 	bool in_http_cb; /* ending from the request's own callback */
@@ -169,6 +174,8 @@ static void mtasts_fetch_end(struct mtasts_fetch *f, const struct policy_mtasts 
 	} else if (f->conn != NULL) {
 		evhttp_connection_free(f->conn);
 	}
+	if (f->deadline)
+		event_free(f->deadline);
 	if (f->ctx)
 		SSL_CTX_free(f->ctx);
 	free(f->ca_file);
@@ -231,6 +238,17 @@ static void mtasts_http_done(struct evhttp_request *req, void *arg)
 	mtasts_fetch_end(f, mtasts_valid(f->m, f->domain), false);
 }
 
+/* mtasts_deadline_cb - the fetch took longer than its timeout in all. */
+static void mtasts_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mtasts_fetch *f = arg;
+	char why[64];
+	(void)fd;
+	(void)what;
+	snprintf(why, sizeof(why), "no policy within %d s", f->timeout);
+	mtasts_fail(f, why);
+}
+
 /* mtasts_http_start - GET the policy from addr over verified HTTPS. */
 static void mtasts_http_start(struct mtasts_fetch *f, const struct util_addr *addr)
 {
@@ -272,6 +290,10 @@ static void mtasts_http_start(struct mtasts_fetch *f, const struct util_addr *ad
 		return;
 	}
 	evhttp_connection_set_timeout(f->conn, f->timeout);
+	f->deadline = evtimer_new(f->m->base, mtasts_deadline_cb, f);
+	struct timeval tv = {.tv_sec = f->timeout, .tv_usec = 0};
+	if (f->deadline != NULL)
+		evtimer_add(f->deadline, &tv);
 	evhttp_connection_set_max_body_size(f->conn, POLICY_MTASTS_MAX);
 	evhttp_connection_set_max_headers_size(f->conn, 16384);
 	evhttp_connection_set_retries(f->conn, 0);

@@ -405,6 +405,21 @@ void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
 	smtp_session_resume(s);
 }
 
+/* verify_client_key - who a probe is counted against for the per-client
+ * share: the IPv4 address, or the /64 of an IPv6 one (one host holds a
+ * whole /64, RFC 4291 2.5.1). */
+static void verify_client_key(const struct smtp_session *s, char *out, size_t outlen)
+{
+	if (s->client.ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&s->client.ss;
+		const unsigned char *b = s6->sin6_addr.s6_addr;
+		snprintf(out, outlen, "%02x%02x:%02x%02x:%02x%02x:%02x%02x::/64", b[0], b[1], b[2],
+			 b[3], b[4], b[5], b[6], b[7]);
+		return;
+	}
+	snprintf(out, outlen, "%s", s->client_str);
+}
+
 /* rcpt_verify - recipient verification for an address of a domain without a
  * list whose route asks the downstream.  Returns true when RCPT may go on;
  * false when it was answered (refused) or suspended until the probe ends. */
@@ -419,7 +434,9 @@ static bool rcpt_verify(struct smtp_session *s, const char *addr, const char *li
 	if (s->verify_result != SMTP_VERIFY_PENDING && util_strcaseeq(s->verify_addr, addr)) {
 		r = s->verify_result;        /* the answer this RCPT waited for */
 	} else {
-		r = smtp_verify_lookup(s->srv->verifier, route, addr, s->id);
+		char key[64];
+		verify_client_key(s, key, sizeof(key));
+		r = smtp_verify_lookup(s->srv->verifier, route, addr, key, s->id);
 		if (r == SMTP_VERIFY_PENDING) {
 			snprintf(s->verify_addr, sizeof(s->verify_addr), "%s", addr);
 			free(s->pending_line);

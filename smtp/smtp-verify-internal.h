@@ -86,8 +86,10 @@ void smtp_verifier_free(struct smtp_verifier *v);
 /* smtp_verify_lookup - the cached answer for addr on route r, else start a
  * probe (or join the one running for addr) and return PENDING: the callback
  * then brings the answer for session sid.  UNAVAILABLE at once when
- * max_probes are running. */
+ * max_probes are running, or when the probes that client (its IPv4 address
+ * or IPv6 /64, as text) started fill its share, a quarter of max_probes (at
+ * least one). */
 enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v, const struct config_route *r,
-                                           const char *addr, uint64_t sid);
+                                           const char *addr, const char *client, uint64_t sid);
 
 #endif

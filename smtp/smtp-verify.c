@@ -90,6 +90,7 @@ struct verify_probe {
 	bool tx_started;
 	struct event *deadline;
 	char *last_error;
+	char client[64]; /* who started it (per-client share) */
 	struct verify_probe *next;
 };
 
@@ -480,7 +481,7 @@ void smtp_verifier_free(struct smtp_verifier *v)
 
 /* smtp_verify_lookup - cache, else join or start a probe. */
 enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v, const struct config_route *r,
-                                           const char *addr, uint64_t sid)
+                                           const char *addr, const char *client, uint64_t sid)
 {
 	const struct config *cfg = v->cfg;
 	enum smtp_verify_result res = smtp_verify_cache_get(v->cache, addr, verify_now());
@@ -505,11 +506,26 @@ enum smtp_verify_result smtp_verify_lookup(struct smtp_verifier *v, const struct
 		util_metrics_inc("mxgate_recipient_verify_total", "unavailable");
 		return SMTP_VERIFY_UNAVAILABLE;
 	}
+	/* One client may not take every slot (random addresses against a
+	 * downstream that tarpits its 5.1.1 answers would lock every other
+	 * sender out): it may start a quarter of them. */
+	size_t mine = 0, share = ((size_t)cfg->verify_max_probes + 3) / 4;
+	for (p = v->probes; client != NULL && p != NULL; p = p->next)
+		if (!p->abandoned && strcmp(p->client, client) == 0)
+			mine++;
+	if (client != NULL && mine >= share) {
+		util_log_info("verify rcpt=<%s> result=unavailable route=%s reason=client_share "
+		              "client=%s running=%zu",
+		              addr, r->name, client, mine);
+		util_metrics_inc("mxgate_recipient_verify_total", "unavailable");
+		return SMTP_VERIFY_UNAVAILABLE;
+	}
 	p = util_xcalloc(1, sizeof(*p));
 	p->v = v;
 	for (size_t i = 0; addr[i] != '\0' && i < SMTP_VERIFY_ADDR_MAX; i++)
 		p->addr[i] =
 		    (char)(addr[i] >= 'A' && addr[i] <= 'Z' ? addr[i] - 'A' + 'a' : addr[i]);
+	snprintf(p->client, sizeof(p->client), "%s", client != NULL ? client : "");
 	p->waiters = util_xcalloc(1, sizeof(uint64_t));
 	p->waiters[0] = sid;
 	p->nwaiters = 1;

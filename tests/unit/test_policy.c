@@ -88,6 +88,15 @@ static const struct {
     {"Received-SPF: pass\r\n", true},
     {"received-spf: pass (mx.other.test) client-ip=192.0.2.1;\r\n", true},
     {"Received-SPF : none\r\n", true},
+    /* red team: non-ASCII octets in or around our id - a no-break space
+     * (U+00A0, trimmed by .NET's String.Trim), a zero-width space
+     * (U+200B), a BOM - vanish for a lax Unicode-aware reader */
+    {"Authentication-Results: mx.example.test\xc2\xa0; dmarc=pass\r\n", true},
+    {"Authentication-Results: \xc2\xa0mx.example.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.example\xe2\x80\x8b.test; dmarc=pass\r\n", true},
+    {"Authentication-Results: \"\xef\xbb\xbfmx.example.test\"; dmarc=pass\r\n", true},
+    {"ARC-Authentication-Results: i=1; mx.example.test\xc2\xa0; dmarc=pass\r\n", true},
+    {"Authentication-Results: mx.\xc3\xa9xample.test; dmarc=pass\r\n", false},
     {"X-Spa: no\r\n", false},
     {"Received: from mx.example.test\r\n", false},
     {"DKIM-Signature: v=1; d=example.test; b=x\r\n", false},
@@ -490,6 +499,51 @@ static void test_ar_special(void **state)
 	ar = policy_ar_format(&cfg, pm);
 	assert_non_null(strstr(ar, " smtp.helo=\"h.test;client-ip=203.0.113.9\";\r\n"));
 	free(ar);
+	/* red team: DKIM tag values are the signer's text, of any length; no
+	 * line of ours may exceed RFC 5322's 998 octets (a downstream refuses
+	 * the message, or one that wraps it makes a new field of the rest) */
+	{
+		char *big = util_xmalloc(3001);
+		memset(big, 'a', 3000);
+		big[3000] = 0;
+		free(pm->sigs[0].i);
+		pm->sigs[0].i = util_xasprintf("%s@sender.test", big);
+		free(pm->sigs[0].s);
+		pm->sigs[0].s = util_xstrdup(big);
+		free(big);
+		ar = policy_ar_format(&cfg, pm);
+		for (const char *l = ar, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("A-R line of %d octets", (int)(e - l));
+		}
+		assert_non_null(strstr(ar, "header.d=sender.test"));
+		free(ar);
+	}
+	/* ... nor from an envelope-from of 250 backslashes (quoted-pairs in
+	 * the comment and in the quoted value: ~500 octets each) */
+	{
+		char from[300];
+		int n = snprintf(from, sizeof(from), "\"");
+		for (int i = 0; i < 125; i++)
+			n += snprintf(from + n, sizeof(from) - (size_t)n, "\\\\");
+		snprintf(from + n, sizeof(from) - (size_t)n, "\"@s.test");
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(from);
+		free(pm->spf.comment);
+		pm->spf.comment = util_xasprintf("mx.example.test: domain of %s designates", from);
+		pm->spf.helo_identity = false;
+		ar = policy_ar_format(&cfg, pm);
+		for (const char *l = ar, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("A-R line of %d octets", (int)(e - l));
+		}
+		assert_non_null(strstr(ar, ")\r\n\t smtp.mailfrom=\""));
+		free(ar);
+	}
 	cfg.dkim_enabled = false;
 	pm->dmarc.evaluated = false;
 	pm->spf.evaluated = false;
@@ -681,6 +735,31 @@ static void test_received_spf(void **state)
 		r = policy_received_spf_format(&cfg, pm);
 		if (strcmp(r, rspf_cases[i].want) != 0)
 			fail_msg("case %zu: got\n%s\nwant\n%s", i, r, rspf_cases[i].want);
+		free(r);
+	}
+	/* red team: a quoted envelope-from and a HELO full of characters that
+	 * need quoted-pairs: no line over 998 octets (folded after a ';') */
+	{
+		char from[300], helo[256];
+		int n = snprintf(from, sizeof(from), "\"");
+		for (int i = 0; i < 120; i++)
+			n += snprintf(from + n, sizeof(from) - (size_t)n, "\\\"");
+		snprintf(from + n, sizeof(from) - (size_t)n, "\"@s.test");
+		memset(helo, '\\', 250);
+		helo[250] = 0;
+		free(pm->helo);
+		pm->helo = util_xstrdup(helo);
+		free(pm->mail_from);
+		pm->mail_from = util_xstrdup(from);
+		r = policy_received_spf_format(&cfg, pm);
+		for (const char *l = r, *e; *l; l = e + 2) {
+			e = strstr(l, "\r\n");
+			assert_non_null(e);
+			if (e - l > 998)
+				fail_msg("Received-SPF line of %d octets:\n%s", (int)(e - l), r);
+		}
+		assert_non_null(strstr(r, ";\r\n\thelo=\""));
+		assert_non_null(strstr(r, " identity=mailfrom;\r\n"));
 		free(r);
 	}
 	pm->spf.evaluated = false;

@@ -257,6 +257,49 @@ static void test_dsn_boundary_not_in_headers(void **state)
 	}
 }
 
+/* red team: header lines up to [limits] max_line_length are accepted and
+ * relayed, but a DSN carrying one over 998 octets (RFC 5322 2.1.1) is
+ * refused by the sender's MX - and a bounce cannot bounce: the sender
+ * never hears of the failure.  Long lines in the attached block are
+ * folded; nothing of them is lost. */
+static void test_dsn_long_header_lines_folded(void **state)
+{
+	size_t n = 5000;
+	char *h = malloc(n + 64);
+	assert_non_null(h);
+	int k = snprintf(h, n + 64, "Subject: x\r\nReferences: ");
+	for (size_t i = 0; i < n; i++)
+		h[k + i] = (char)('a' + i % 26);
+	strcpy(h + k + n, "\r\nX-Last: y\r\n");
+	struct queue_envelope *env = make_env("s@example.org");
+	struct queue_dsn_rcpt r = {"u1@example.com", "5.0.0", "smtp; 550 no"};
+	size_t len;
+	char *msg = queue_dsn_compose("mx.test", "postmaster@mx.test", env, "failed", &r, 1, h,
+	                              strlen(h), 1700000600, &len);
+	check_lines(msg, len);
+	struct parsed p;
+	parse_dsn(msg, len, &p);
+	assert_int_equal(p.nparts, 3);
+	/* unfolded (every CRLF SP removed: the input has none), the block is
+	 * what the sender wrote */
+	char *unf = malloc(strlen(p.parts[2].body) + 1);
+	size_t o = 0;
+	for (const char *q = p.parts[2].body; *q; q++) {
+		if (q[0] == '\r' && q[1] == '\n' && q[2] == ' ') {
+			q += 2;
+			continue;
+		}
+		unf[o++] = *q;
+	}
+	unf[o] = 0;
+	assert_non_null(strstr(unf, h));
+	free(unf);
+	parsed_free(&p);
+	free(msg);
+	free(h);
+	queue_envelope_free(env);
+}
+
 struct backoff_case {
 	int64_t schedule[6];
 	size_t n;
@@ -350,6 +393,7 @@ int main(void)
 	    cmocka_unit_test(test_dsn_structure),
 	    cmocka_unit_test(test_dsn_no_headers),
 	    cmocka_unit_test(test_dsn_boundary_not_in_headers),
+	    cmocka_unit_test(test_dsn_long_header_lines_folded),
 	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_headers_cut),
 	    cmocka_unit_test(test_suppress_reason),
