@@ -29,7 +29,7 @@ DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-de
              libcmocka-dev libsystemd-dev publicsuffix ca-certificates openssl
 DEB_TEST   = python3 python3-pytest python3-nacl libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
-             clang libclang-rt-14-dev systemd python3-yaml
+             clang libclang-rt-14-dev systemd python3-yaml clamav-daemon
 DEB_RUN    = swaks
 # The benchmark's load generators, downstream, DNS and the Postfix reference
 # gateway with its milters and policy server (bench/README.md).

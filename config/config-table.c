@@ -411,6 +411,52 @@ static const struct config_directive d_route[] = {
      "[verify]) unless the domain has a recipient list"},
 };
 
+/* [clamav] (issue 13: content inspection) */
+static const char *const e_scan_failure[] = {"tempfail", "accept", NULL};
+static const char *const e_scan_action[] = {"reject", "deliver", NULL};
+
+/* v_scan_socket - "/path", "unix:/path" or a numeric "host:port" (the
+ * connection is made on the event loop: no blocking name lookup). */
+static const char *v_scan_socket(const char *s, char *buf, size_t buflen)
+{
+	char host[256];
+	int port = 0;
+	struct util_addr a;
+
+	if (strncmp(s, "unix:", 5) == 0)
+		s += 5;
+	if (s[0] == '/')
+		return strlen(s) < 100 ? NULL : "unix socket path longer than 100 bytes";
+	if (util_hostport_parse(s, 0, host, sizeof(host), &port, buf, buflen) < 0)
+		return buf;
+	if (port == 0)
+		return "expected /path/to/clamd.ctl, unix:/path or host:port";
+	if (util_addr_parse_numeric(host, port, &a) < 0)
+		return "the host must be a numeric IPv4 or [IPv6] address";
+	return NULL;
+}
+
+static const struct config_directive d_clamav[] = {
+    {"socket", CONFIG_T_STRING, G(clamav_socket), NULL, "off", 0, 0, NULL, v_scan_socket, R,
+     "clamd to scan every message with (INSTREAM): /run/clamav/clamd.ctl, unix:/path or "
+     "numeric host:port; unset = no virus scanning"},
+    {"timeout", CONFIG_T_DURATION, G(clamav_timeout), "30s", NULL, 1, 10 * MINUTE, NULL, NULL, R,
+     "Deadline of one scan (waiting for a connection included); then on_failure applies"},
+    {"on_failure", CONFIG_T_ENUM, G(clamav_on_failure), "tempfail", NULL, 0, 0, e_scan_failure,
+     NULL, R,
+     "clamd down, slow or failing: tempfail (451 4.7.1, the sender retries) or accept "
+     "(delivered with X-Virus-Scan: unscanned; logged and counted)"},
+    {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
+     NULL, R,
+     "A virus found: reject (550 5.7.1 before anything is queued) or deliver (with "
+     "X-Virus-Scan: infected and the signature name)"},
+    {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
+     "they are delivered with X-Virus-Scan: unscanned reason=size"},
+    {"max_connections", CONFIG_T_INT, G(clamav_max_connections), "8", NULL, 1, 1000, NULL, NULL,
+     R, "clamd connections kept open and reused (IDSESSION); more scans wait for one"},
+};
+
 /* [metrics] and [mta_sts] (issue 7: production) */
 static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL};
 
@@ -458,6 +504,8 @@ const struct config_section config_sections[] = {
     SEC("dns", false, d_dns, "The resolver used for SPF, DKIM, DMARC and DNSBL lookups."),
     SEC("auth", false, d_auth, "Sender authentication at ingress: SPF, DKIM, DMARC."),
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
+    SEC("clamav", false, d_clamav,
+        "Virus scanning with ClamAV's clamd at the end of DATA, before the 250 (issue 13)."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,
@@ -519,6 +567,10 @@ const char config_default_text[] =
     "dkim = yes\n"
     "dmarc = yes\n"
     "dmarc_enforcement = monitor\n"
+    "\n"
+    "; Content inspection is off: to scan for viruses, install clamav-daemon and add\n"
+    ";   [clamav]\n"
+    ";   socket = /run/clamav/clamd.ctl\n"
     "\n"
     "[route default]\n"
     "type = directory\n"

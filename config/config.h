@@ -75,6 +75,12 @@ struct config_route {
 /* What RCPT answers when the downstream cannot be asked. */
 enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT };
 
+/* What a scanner that is down, slow or failing means for the message
+ * (issue 13): 451 4.7.1, or accept with a header saying it was not scanned. */
+enum config_scan_failure { CONFIG_SCAN_TEMPFAIL = 0, CONFIG_SCAN_ACCEPT };
+/* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
+enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER };
+
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 
 struct config {
@@ -178,6 +184,14 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
+
+	/* [clamav] - virus scanning through clamd (issue 13, scan/scan-clamd.c) */
+	char *clamav_socket;              /* NULL = off; "/path", "unix:/path" or "host:port" */
+	int clamav_timeout;               /* seconds for one scan, queueing included */
+	int clamav_on_failure;            /* enum config_scan_failure */
+	int clamav_virus_action;          /* enum config_scan_action */
+	int64_t clamav_max_size;          /* bytes; larger messages are not scanned (header) */
+	int clamav_max_connections;       /* pooled clamd connections */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

@@ -89,6 +89,11 @@ void gw_metrics_define(void)
 	     "Recipients accepted without verification ([verify] unavailable = accept)"},
 	    {"mxgate_dsn_suppressed_total", UTIL_METRIC_COUNTER, "reason",
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
+	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
+	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
+	    {"mxgate_scanner_failures_total", UTIL_METRIC_COUNTER, "reason",
+	     "Scans that did not happen: timeout, unavailable, connection_lost, clamd_error, "
+	     "clamd_size_limit, protocol, spool_read, setup"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	};

@@ -13,6 +13,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "scan.h"
 #include "smtp-internal.h"
 #include "smtp-verify-internal.h"
 #include "smtp.h"
@@ -36,6 +37,7 @@ enum smtp_wait {
 	SMTP_WAIT_VERIFY,        /* RCPT waits for the recipient-verification probe */
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
+	SMTP_WAIT_SCAN,          /* end of DATA waits for the virus scan (scan/) */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
 };
 
@@ -89,6 +91,7 @@ struct smtp_server {
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
+	struct scan_clamd *clamd;        /* owned; clamd connection pool (scan/) */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -114,6 +117,7 @@ struct smtp_tx {
 	int64_t body_off;                /* where the body starts in the spool */
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
+	char *scan_headers;              /* owned; X-Virus-Scan field(s) to prepend, or NULL */
 	int64_t data_start_ms;
 };
 

@@ -521,6 +521,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->dns = dns;
 	srv->accepting = true;
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
+	srv->clamd = scan_clamd_new(base);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -630,6 +631,7 @@ void smtp_server_free(struct smtp_server *srv)
 	if (srv->retire_ev)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
+	scan_clamd_free(srv->clamd);   /* after the sessions: no callback is left */
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -5,7 +5,8 @@
  * in memory up to max_header_size so forged Authentication-Results and spam
  * headers can be dropped; the body is never buffered), feed the headers to
  * the policy engine and hand it the body's place in the spool (DKIM hashes
- * it on a worker), then at the end of data wait for the verdict and the
+ * it on a worker), then at the end of data wait for the verdict, the virus
+ * scan ([clamav], scan/scan-clamd.c streams the spool to clamd) and the
  * durable commit before answering.
  *
  * Ownership: the transaction (struct smtp_tx) owns the spool until
@@ -37,7 +38,7 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 	struct smtp_session *s = arg;
 	if (s->tx->pm)
 		(void)policy_msg_header(s->tx->pm, f->raw, f->raw_len);
-	if (!policy_drop_header(s->cfg, f))
+	if (!policy_drop_header(s->cfg, f) && !scan_is_our_header(f))
 		return false;
 	util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours", (unsigned long long)s->id,
 		      (int)f->name_len, f->name);
@@ -282,6 +283,8 @@ static void commit(struct smtp_session *s)
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
 	if (v && v->headers)
 		util_buf_adds(&pre, v->headers);
+	if (tx->scan_headers)
+		util_buf_adds(&pre, tx->scan_headers);
 	/* The ingress verdicts travel with the message: a bounce to a sender
 	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
 	if (v && v->spf)
@@ -293,6 +296,108 @@ static void commit(struct smtp_session *s)
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
 	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+}
+
+/* scan_note - remember the X-Virus-Scan field for the commit. */
+static void scan_note(struct smtp_session *s, const struct scan_result *r)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	if (s->tx->scan_headers)
+		util_buf_adds(&b, s->tx->scan_headers);
+	scan_header(&b, r, s->cfg->hostname);
+	free(s->tx->scan_headers);
+	s->tx->scan_headers = b.data;   /* ownership moves to the transaction */
+}
+
+/* scan_done - clamd's outcome (scan/scan-clamd.c): a virus gets the
+ * configured action, a failed scan the configured failure behaviour (451,
+ * or accepted with "X-Virus-Scan: unscanned" - never a silent pass). */
+static void scan_apply(struct smtp_session *s, const struct scan_result *r, bool async)
+{
+	const struct config *cfg = s->cfg;
+	switch (r->status) {
+	case SCAN_CLEAN:
+		util_metrics_inc("mxgate_virus_scans_total", "clean");
+		util_log_info("s=%016llx virus_scan result=clean", (unsigned long long)s->id);
+		break;
+	case SCAN_INFECTED:
+		util_metrics_inc("mxgate_virus_scans_total", "infected");
+		util_log_info("s=%016llx virus_scan result=infected virus=\"%s\" action=%s",
+			      (unsigned long long)s->id, r->name,
+			      cfg->clamav_virus_action == CONFIG_SCAN_REJECT ? "reject" : "deliver");
+		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
+			char reply[256];
+			snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: virus found (%s)",
+				 r->name);
+			refuse(s, reply, "virus");
+			if (async)
+				smtp_session_resume(s);
+			return;
+		}
+		break;
+	case SCAN_FAILED:
+		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
+		util_metrics_inc("mxgate_scanner_failures_total", r->name);
+		util_log_warn("s=%016llx virus_scan result=unscanned reason=%s action=%s",
+			      (unsigned long long)s->id, r->name,
+			      cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL ? "tempfail" : "accept");
+		if (cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL) {
+			refuse(s, "451 4.7.1 Virus scanner unavailable, try again later",
+			       "scan_tempfail");
+			if (async)
+				smtp_session_resume(s);
+			return;
+		}
+		break;
+	}
+	scan_note(s, r);
+	commit(s);
+}
+
+/* scan_done - the scan's callback: find the session by id (rule 12). */
+static void scan_done(uint64_t cookie, const struct scan_result *r, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_SCAN) {
+		util_log_info("s=%016llx virus_scan result=%s note=client_gone",
+			      (unsigned long long)cookie,
+			      r->status == SCAN_CLEAN ? "clean" : r->status == SCAN_INFECTED ? "infected"
+											    : "unscanned");
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	scan_apply(s, r, true);
+}
+
+/* scan_or_commit - the last step before the commit: the virus scan when
+ * [clamav] socket is set (the spool is streamed to clamd from disk).
+ * async: called from a callback (then a refusal resumes the session). */
+static void scan_or_commit(struct smtp_session *s, bool async)
+{
+	struct smtp_tx *tx = s->tx;
+	const struct config *cfg = s->cfg;
+	if (!cfg->clamav_socket || !s->srv->clamd) {
+		commit(s);
+		return;
+	}
+	int64_t size = queue_spool_size(tx->spool);
+	if (size > cfg->clamav_max_size) {
+		struct scan_result r = {.status = SCAN_FAILED, .name = "size"};
+		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
+		util_log_info("s=%016llx virus_scan result=unscanned reason=size size=%lld",
+			      (unsigned long long)s->id, (long long)size);
+		scan_note(s, &r);
+		commit(s);
+		return;
+	}
+	int fd = queue_spool_open_read(tx->spool);   /* -1: reported by the callback */
+	if (scan_clamd_start(s->srv->clamd, cfg, fd, size, scan_done, s->id, s->srv) < 0) {
+		struct scan_result r = {.status = SCAN_FAILED, .name = "setup"};
+		scan_apply(s, &r, async);
+		return;
+	}
+	s->wait = SMTP_WAIT_SCAN;
 }
 
 /* verdict_cb - the policy engine has judged the message. */
@@ -310,7 +415,7 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
-	commit(s);
+	scan_or_commit(s, true);
 }
 
 /* end_of_data - CRLF.CRLF seen: judge, then commit. */
@@ -353,7 +458,7 @@ void smtp_data_judge(struct smtp_session *s)
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
 		return;
 	}
-	commit(s);
+	scan_or_commit(s, false);
 }
 
 /* smtp_data_read - feed what arrived; true when the end of data was seen. */

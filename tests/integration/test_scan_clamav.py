@@ -1,0 +1,366 @@
+"""Virus scanning with a real clamd (issue 13, part a).
+
+A real ClamAV daemon (Debian clamav-daemon; installed here when missing, as
+`make deps-test` does) is started once for the file on a unix socket in a
+temp folder, with a signature database generated here: one .ndb body
+signature matching the EICAR test string (freshclam cannot download).
+mxgate streams each spooled message to it with INSTREAM at the end of DATA,
+before the 250.
+
+A small unix-socket relay (ClamdRelay) sits in front of clamd where a test
+must see connections (reuse), cut them (clamd's IdleTimeout) or stall them
+(a slow scanner): it forwards bytes unchanged, so clamd still judges.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import mxtest
+from mxtest import make_message, scaled, wait_for
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
+SIGNAME = "Mxgate-Test-EICAR"
+
+
+def _ensure_clamd():
+    path = shutil.which("clamd") or ("/usr/sbin/clamd" if os.path.exists("/usr/sbin/clamd")
+                                     else None)
+    if path:
+        return path
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                        "clamav-daemon"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+                       capture_output=True, timeout=600)
+    path = shutil.which("clamd") or ("/usr/sbin/clamd" if os.path.exists("/usr/sbin/clamd")
+                                     else None)
+    assert path, "clamd not installed and could not be installed (apt-get install clamav-daemon)"
+    return path
+
+
+def clamd_ping(sock_path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(str(sock_path))
+        s.sendall(b"zPING\0")
+        return s.recv(64)
+    finally:
+        s.close()
+
+
+class Clamd:
+    """clamd on a unix socket in a private folder with a generated DB."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="mxclam", dir="/tmp"))
+        self.sock = self.dir / "clamd.sock"
+        self.log = self.dir / "clamd.log"
+        db = self.dir / "db"
+        db.mkdir()
+        (db / "mxgate-test.ndb").write_text(f"{SIGNAME}:0:*:{EICAR.hex()}\n")
+        self.conf = self.dir / "clamd.conf"
+        self.conf.write_text(
+            f"LocalSocket {self.sock}\nDatabaseDirectory {db}\nForeground yes\n"
+            f"LogFile {self.log}\nTemporaryDirectory {self.dir}\nStreamMaxLength 20M\n"
+            f"MaxThreads 4\nIdleTimeout 30\n")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([_ensure_clamd(), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"clamd exited: {self.log.read_text()}")
+            try:
+                return clamd_ping(self.sock) == b"PONG\0"
+            except OSError:
+                return False
+        wait_for(up, scaled(30), interval=0.05, what="clamd answering PING")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ClamdRelay:
+    """A unix socket forwarding to `target` (or, with target None, a scanner
+    that reads everything and never answers).  Counts the connections it
+    accepted and can cut every open one (what clamd's IdleTimeout does)."""
+
+    def __init__(self, directory, target=None):
+        self.path = Path(directory) / f"relay{os.getpid()}-{id(self) % 10000}.sock"
+        self.target = target
+        self.accepted = 0
+        self.conns = []
+        self.lock = threading.Lock()
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(str(self.path))
+        self.srv.listen(64)
+        self.stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(c)
+            if self.target is None:
+                threading.Thread(target=self._sink, args=(c,), daemon=True).start()
+                continue
+            u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            u.connect(str(self.target))
+            with self.lock:
+                self.conns.append(u)
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    @staticmethod
+    def _sink(c):
+        try:
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut_all(self):
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def stop(self):
+        self.stopping = True
+        self.cut_all()
+        self.srv.close()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def clamd():
+    c = Clamd().start()
+    yield c
+    c.stop()
+
+
+def scan_gw(gateway, socket_path, **clamav):
+    sec = {"socket": str(socket_path), "timeout": "10s"}
+    sec.update(clamav)
+    return gateway({"clamav": sec})
+
+
+def send(gw, data, client=None):
+    def one(c):
+        c.ehlo()
+        return c.transaction(SENDER, [RCPT], data, expect_queued=False)
+    if client is not None:
+        return one(client)
+    with gw.client(timeout=scaled(30)) as c:
+        return one(c)
+
+
+def eicar_message():
+    return make_message("eicar", body="Here it is:\r\n" + EICAR.decode() + "\r\n")
+
+
+# ------------------------------------------------------------ verdicts
+
+def test_eicar_rejected_before_queueing(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock)
+    data, marker = eicar_message()
+    r = send(gw, data)
+    mxtest.assert_reply(r, 550, "5.7.1")
+    assert SIGNAME in r.text
+    gw.wait_log(r"virus_scan result=infected virus=\"" + SIGNAME + r"[^\"]*\" action=reject")
+    gw.wait_log(r"reject reason=virus")
+    assert not gw.queue_files() and not gw.msg_files()
+    assert not gw.find_in_mailbox(marker)
+
+
+def test_clean_message_delivered_with_header_forged_one_dropped(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock)
+    data, marker = make_message("clean", headers=("X-Virus-Scan: clean; forged=yes",))
+    r = send(gw, data)
+    mxtest.assert_reply(r, 250)
+    msg = gw.wait_for_marker(marker)
+    vals = mxtest.header_values(msg, "X-Virus-Scan")
+    assert len(vals) == 1, vals
+    assert vals[0].startswith("clean; scanner=clamav; by=mx.example.test"), vals
+    assert b"forged=yes" not in msg
+
+
+def test_virus_action_deliver_stamps_the_signature(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock, virus_action="deliver")
+    data, marker = eicar_message()
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    vals = mxtest.header_values(msg, "X-Virus-Scan")
+    assert vals and vals[0].startswith(f"infected; virus={SIGNAME}"), vals
+
+
+def test_large_message_streamed_in_chunks(gateway, clamd):
+    """3 MB (dozens of 64 KiB chunks) with the signature at the very end:
+    found only if every chunk reached clamd in order."""
+    gw = scan_gw(gateway, clamd.sock)
+    line = "x" * 76 + "\r\n"
+    body = line * (3 * 1024 * 1024 // len(line)) + EICAR.decode() + "\r\n"
+    data, _ = make_message("big", body=body)
+    mxtest.assert_reply(send(gw, data), 550, "5.7.1")
+    clean, marker = make_message("big clean", body=line * (3 * 1024 * 1024 // len(line)))
+    mxtest.assert_reply(send(gw, clean), 250)
+    gw.wait_for_marker(marker)
+
+
+def test_over_max_size_not_scanned_but_marked(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock, max_size="1K")
+    data, marker = make_message("big", body=("y" * 70 + "\r\n") * 40 + EICAR.decode() + "\r\n")
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Virus-Scan")[0].startswith("unscanned; reason=size")
+
+
+# ------------------------------------------------------------ pool
+
+def test_connections_reused_and_stale_one_retried(gateway, clamd, workdir):
+    relay = ClamdRelay(workdir, clamd.sock)
+    try:
+        gw = scan_gw(gateway, relay.path, max_connections="1")
+        with gw.client(timeout=scaled(30)) as c:
+            for i in range(4):
+                data, _ = eicar_message() if i == 2 else make_message(f"n{i}")
+                r = send(gw, data, client=c)
+                assert r.code == (550 if i == 2 else 250), r
+        assert relay.accepted == 1, relay.accepted   # one IDSESSION for all four
+        # clamd's IdleTimeout closes idle sessions: the next scan must not
+        # fail on the dead connection but retry on a fresh one
+        relay.cut_all()
+        data, marker = make_message("after cut")
+        mxtest.assert_reply(send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        assert mxtest.header_values(msg, "X-Virus-Scan")[0].startswith("clean;")
+        assert relay.accepted == 2, relay.accepted
+    finally:
+        relay.stop()
+
+
+def test_parallel_scans_bounded_by_pool(gateway, clamd, workdir):
+    relay = ClamdRelay(workdir, clamd.sock)
+    try:
+        gw = scan_gw(gateway, relay.path, max_connections="2")
+        results = []
+
+        def one(i):
+            data, marker = make_message(f"par{i}")
+            results.append((send(gw, data).code, marker))
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert sorted(code for code, _ in results) == [250] * 6, results
+        assert 1 <= relay.accepted <= 2, relay.accepted
+        for _, marker in results:
+            gw.wait_for_marker(marker)
+    finally:
+        relay.stop()
+
+
+# ------------------------------------------------------------ down, slow
+
+def test_clamd_down_tempfails_by_default(gateway, workdir):
+    gw = scan_gw(gateway, workdir / "nothing-here.sock")
+    data, marker = make_message("down")
+    r = send(gw, data)
+    mxtest.assert_reply(r, 451, "4.7.1")
+    gw.wait_log(r"virus_scan result=unscanned reason=unavailable action=tempfail")
+    assert not gw.queue_files() and not gw.msg_files()
+    m = gw.cli("status")
+    assert m.returncode == 0
+
+
+def test_clamd_down_accept_marks_unscanned(gateway, workdir):
+    gw = scan_gw(gateway, workdir / "nothing-here.sock", on_failure="accept")
+    data, marker = make_message("down accept")
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    vals = mxtest.header_values(msg, "X-Virus-Scan")
+    assert vals and vals[0].startswith("unscanned; reason=unavailable;"), vals
+    gw.wait_log(r"virus_scan result=unscanned reason=unavailable action=accept")
+
+
+def test_slow_scanner_deadline_and_loop_stays_responsive(gateway, workdir):
+    stall = ClamdRelay(workdir, None)   # reads everything, never answers
+    try:
+        gw = scan_gw(gateway, stall.path, timeout="3s")
+        data, marker = make_message("slow")
+        with gw.client(timeout=scaled(30)) as slow:
+            slow.ehlo()
+            mxtest.assert_reply(slow.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            mxtest.assert_reply(slow.cmd(f"RCPT TO:<{RCPT}>"), 250)
+            mxtest.assert_reply(slow.cmd("DATA"), 354)
+            t0 = time.monotonic()
+            slow.send(mxtest.dot_stuff(data) + b".\r\n")
+            wait_for(lambda: stall.accepted >= 1, scaled(5), what="scan connection")
+            # while that session waits for the scanner, the loop serves others
+            with gw.client(timeout=scaled(10)) as other:
+                mxtest.assert_reply(other.ehlo(), 250)
+                mxtest.assert_reply(other.cmd("NOOP"), 250)
+            assert not slow.pending(), "answered before the scanner deadline"
+            r = slow.reply(timeout=scaled(20))
+            waited = time.monotonic() - t0
+        mxtest.assert_reply(r, 451, "4.7.1")
+        assert waited >= 2.5, waited   # not before the 3 s deadline
+        gw.wait_log(r"virus_scan result=unscanned reason=timeout action=tempfail")
+        assert not gw.find_in_mailbox(marker)
+    finally:
+        stall.stop()
+
+
+def test_check_config_reports_a_bad_socket(gateway, workdir):
+    gw = gateway({"clamav": {"socket": "clamd.example:3310"}}, start=False)
+    p = gw.cli("check-config")
+    assert p.returncode != 0
+    assert "numeric" in (p.stdout + p.stderr)
