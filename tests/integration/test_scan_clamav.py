@@ -69,8 +69,10 @@ class Clamd:
         db.mkdir()
         (db / "mxgate-test.ndb").write_text(f"{SIGNAME}:0:*:{EICAR.hex()}\n")
         self.conf = self.dir / "clamd.conf"
+        self.tcp_port = mxtest.free_port()
         self.conf.write_text(
-            f"LocalSocket {self.sock}\nDatabaseDirectory {db}\nForeground yes\n"
+            f"LocalSocket {self.sock}\nTCPSocket {self.tcp_port}\nTCPAddr 127.0.0.1\n"
+            f"DatabaseDirectory {db}\nForeground yes\n"
             f"LogFile {self.log}\nTemporaryDirectory {self.dir}\nStreamMaxLength 20M\n"
             f"MaxThreads 4\nIdleTimeout 30\n")
         self.proc = None
@@ -252,6 +254,33 @@ def test_large_message_streamed_in_chunks(gateway, clamd):
     clean, marker = make_message("big clean", body=line * (3 * 1024 * 1024 // len(line)))
     mxtest.assert_reply(send(gw, clean), 250)
     gw.wait_for_marker(marker)
+
+
+def test_tcp_socket(gateway, clamd):
+    gw = scan_gw(gateway, f"127.0.0.1:{clamd.tcp_port}")
+    data, _ = eicar_message()
+    mxtest.assert_reply(send(gw, data), 550, "5.7.1")
+    data, marker = make_message("tcp clean")
+    mxtest.assert_reply(send(gw, data), 250)
+    assert mxtest.header_values(gw.wait_for_marker(marker), "X-Virus-Scan")[0].startswith("clean")
+
+
+def test_reload_switches_scanner(gateway, clamd, workdir):
+    """Scanning follows the config: off -> on (reload) -> another socket."""
+    gw = gateway()
+    data, marker = eicar_message()
+    mxtest.assert_reply(send(gw, data), 250)   # no [clamav]: not scanned, no header
+    assert not mxtest.header_values(gw.wait_for_marker(marker), "X-Virus-Scan")
+    gw.set_extra({"clamav": {"socket": str(clamd.sock), "timeout": "10s"}})
+    p = gw.cli("reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    gw.wait_log(r"reloaded config")
+    mxtest.assert_reply(send(gw, eicar_message()[0]), 550, "5.7.1")
+    gw.set_extra({"clamav": {"socket": str(workdir / "gone.sock"), "timeout": "10s"}})
+    p = gw.cli("reload")
+    assert p.returncode == 0, p.stdout + p.stderr
+    wait_for(lambda: gw.log_text().count("reloaded config") >= 2, scaled(5), what="reload")
+    mxtest.assert_reply(send(gw, make_message("gone")[0]), 451, "4.7.1")
 
 
 def test_over_max_size_not_scanned_but_marked(gateway, clamd):
