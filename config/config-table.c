@@ -457,6 +457,43 @@ static const struct config_directive d_clamav[] = {
      R, "clamd connections kept open and reused (IDSESSION); more scans wait for one"},
 };
 
+static const char *const e_spam_action[] = {"reject", "tag", "deliver", NULL};
+
+/* v_scan_hostport - a numeric "host:port" (rspamd over HTTP). */
+static const char *v_scan_hostport(const char *s, char *buf, size_t buflen)
+{
+	if (s[0] == '/' || strncmp(s, "unix:", 5) == 0)
+		return "expected a numeric host:port such as 127.0.0.1:11333";
+	return v_scan_socket(s, buf, buflen);
+}
+
+static const struct config_directive d_rspamd[] = {
+    {"address", CONFIG_T_STRING, G(rspamd_address), NULL, "off", 0, 0, NULL, v_scan_hostport, R,
+     "rspamd normal worker to check every message with (HTTP POST /checkv2): numeric "
+     "host:port such as 127.0.0.1:11333; unset = no spam filtering by rspamd"},
+    {"timeout", CONFIG_T_DURATION, G(rspamd_timeout), "15s", NULL, 1, 10 * MINUTE, NULL, NULL, R,
+     "Deadline of one check (waiting for a connection included); then on_failure applies"},
+    {"on_failure", CONFIG_T_ENUM, G(rspamd_on_failure), "accept", NULL, 0, 0, e_scan_failure,
+     NULL, R,
+     "rspamd down, slow or failing: accept (delivered with X-Spam-Status: unchecked; logged "
+     "and counted) or tempfail (451 4.7.1)"},
+    {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
+     e_spam_action, NULL, R,
+     "rspamd answers reject: reject (550 5.7.1 before anything is queued), tag (X-Spam-Flag: "
+     "YES) or deliver (headers only)"},
+    {"tag_action", CONFIG_T_ENUM, G(rspamd_tag_action), "tag", NULL, 0, 0, e_spam_action, NULL,
+     R, "rspamd answers add header or rewrite subject: tag (X-Spam-Flag: YES), reject or deliver"},
+    {"max_size", CONFIG_T_SIZE, G(rspamd_max_size), "20M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Status: "
+     "unchecked reason=size"},
+    {"max_connections", CONFIG_T_INT, G(rspamd_max_connections), "8", NULL, 1, 1000, NULL, NULL,
+     R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
+    {"skip_auth_checks", CONFIG_T_BOOL, G(rspamd_skip_auth), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Ask rspamd not to redo SPF/DKIM/DMARC (its group \"policies\" is disabled per request); "
+     "mxgate's authentication score goes to rspamd as request header X-Mxgate-Auth-Score "
+     "(deploy/rspamd/mxgate.lua turns it into symbol MXGATE_AUTH)"},
+};
+
 /* [metrics] and [mta_sts] (issue 7: production) */
 static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL};
 
@@ -506,6 +543,9 @@ const struct config_section config_sections[] = {
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
     SEC("clamav", false, d_clamav,
         "Virus scanning with ClamAV's clamd at the end of DATA, before the 250 (issue 13)."),
+    SEC("rspamd", false, d_rspamd,
+        "Spam filtering with rspamd at the end of DATA, before the 250 (issue 13); its "
+        "verdict replaces mxgate's own spam score, which becomes one of its inputs."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,

@@ -81,6 +81,9 @@ enum config_scan_failure { CONFIG_SCAN_TEMPFAIL = 0, CONFIG_SCAN_ACCEPT };
 /* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
 enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER };
 
+/* What an rspamd verdict does to the message (issue 13). */
+enum config_spam_action { CONFIG_SPAM_REJECT = 0, CONFIG_SPAM_TAG, CONFIG_SPAM_DELIVER };
+
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 
 struct config {
@@ -192,6 +195,16 @@ struct config {
 	int clamav_virus_action;          /* enum config_scan_action */
 	int64_t clamav_max_size;          /* bytes; larger messages are not scanned (header) */
 	int clamav_max_connections;       /* pooled clamd connections */
+
+	/* [rspamd] - spam filtering through rspamd's /checkv2 (issue 13, scan/scan-rspamd.c) */
+	char *rspamd_address;             /* NULL = off; numeric "host:port" */
+	int rspamd_timeout;               /* seconds for one check, queueing included */
+	int rspamd_on_failure;            /* enum config_scan_failure */
+	int rspamd_reject_action;         /* enum config_spam_action: what rspamd's "reject" does */
+	int rspamd_tag_action;            /* enum config_spam_action: "add header"/"rewrite subject" */
+	int64_t rspamd_max_size;          /* bytes; larger messages are not checked (header) */
+	int rspamd_max_connections;       /* pooled HTTP connections */
+	bool rspamd_skip_auth;            /* rspamd does not redo SPF/DKIM/DMARC (group policies off) */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

@@ -91,9 +91,14 @@ void gw_metrics_define(void)
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
 	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
+	    {"mxgate_spam_checks_total", UTIL_METRIC_COUNTER, "action",
+	     "rspamd checks at end of DATA ([rspamd]) by rspamd's action (no_action, add_header, "
+	     "rewrite_subject, soft_reject, reject, ...), or unchecked"},
 	    {"mxgate_scanner_failures_total", UTIL_METRIC_COUNTER, "reason",
-	     "Scans that did not happen: timeout, unavailable, connection_lost, clamd_error, "
-	     "clamd_size_limit, protocol, spool_read, setup"},
+	     "Scans that did not happen, by scanner and reason: clamav_timeout, "
+	     "clamav_unavailable, clamav_connection_lost, clamav_clamd_error, "
+	     "clamav_clamd_size_limit, clamav_protocol, rspamd_timeout, rspamd_unavailable, "
+	     "rspamd_http_NNN, rspamd_protocol, *_spool_read, *_setup"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	};

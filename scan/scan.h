@@ -69,6 +69,70 @@ size_t scan_clamd_pending(const struct scan_clamd *c);
  * without their callbacks.  NULL is a no-op. */
 void scan_clamd_free(struct scan_clamd *c);
 
+/* ------------------------------------------------------------ rspamd */
+
+/* rspamd's recommended action (https://rspamd.com/doc/configuration/metrics.html). */
+enum scan_spam_action {
+	SCAN_SPAM_NO_ACTION = 0,
+	SCAN_SPAM_GREYLIST,
+	SCAN_SPAM_ADD_HEADER,
+	SCAN_SPAM_REWRITE_SUBJECT,
+	SCAN_SPAM_SOFT_REJECT,
+	SCAN_SPAM_REJECT,
+	SCAN_SPAM_DISCARD,
+	SCAN_SPAM_QUARANTINE,
+};
+
+/* The outcome of one rspamd check.  failed: not checked, `reason` says why. */
+struct scan_spam_result {
+	bool failed;
+	char reason[64];
+	enum scan_spam_action action;
+	double score, required;
+	char symbols[2048];     /* "SYM(1.50),SYM2(-0.10)", header-safe tokens; cut at a symbol */
+	char message[256];      /* rspamd's smtp_message, printable ASCII, or "" */
+};
+
+/* scan_rspamd_parse_reply - the JSON body of a /checkv2 answer into *r
+ * (r->failed stays false).  0, or -1 when it is not JSON or has no action
+ * or score. */
+int scan_rspamd_parse_reply(const char *body, size_t n, struct scan_spam_result *r);
+/* scan_spam_action_name - "no action", "reject", ... as rspamd spells them. */
+const char *scan_spam_action_name(enum scan_spam_action a);
+/* scan_spam_headers - append the flag, score and status fields (names from
+ * [spam]) for an answered check r; spam: flag it (YES).  The status reads
+ * "Yes, score=7.50 required=15.00 action="add header" scanner=rspamd
+ * tests=A(1.00),B(6.50)", folded under 78 columns between symbols. */
+void scan_spam_headers(struct util_buf *b, const struct config *cfg,
+		       const struct scan_spam_result *r, bool spam);
+
+/* Facts about the message rspamd gets as request headers (borrowed). */
+struct scan_envelope {
+	const char *client_ip, *helo, *hostname;   /* hostname: FCrDNS name or NULL */
+	const char *mail_from;
+	const char *const *rcpts;
+	size_t nrcpts;
+	const char *queue_id;
+	const char *tls_version, *tls_cipher;      /* NULL without TLS */
+	const char *auth_summary;                  /* "spf=pass dkim=pass dmarc=pass" or NULL */
+	double auth_score;                         /* mxgate's own authentication score */
+	const char *mta_name;
+};
+
+struct scan_rspamd;
+typedef void (*scan_spam_done_fn)(uint64_t cookie, const struct scan_spam_result *r, void *arg);
+
+struct scan_rspamd *scan_rspamd_new(struct event_base *base);
+/* scan_rspamd_start - POST the first len bytes of fd (takes ownership; -1 =
+ * unreadable, reported as "spool_read") to cfg's [rspamd] address at
+ * /checkv2 with the envelope as headers.  The callback runs exactly once,
+ * from the loop, never inside this call, never after scan_rspamd_free().
+ * 0, or -1 when [rspamd] is not configured (no callback). */
+int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, int64_t len,
+		      const struct scan_envelope *env, scan_spam_done_fn cb, uint64_t cookie,
+		      void *arg);
+void scan_rspamd_free(struct scan_rspamd *c);
+
 /* ------------------------------------------------------------ headers */
 
 /* scan_is_our_header - an incoming field a downstream could take for our

@@ -92,6 +92,7 @@ struct smtp_server {
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
 	struct scan_clamd *clamd;        /* owned; clamd connection pool (scan/) */
+	struct scan_rspamd *rspamd;      /* owned; rspamd connection pool (scan/) */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -117,7 +118,9 @@ struct smtp_tx {
 	int64_t body_off;                /* where the body starts in the spool */
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
-	char *scan_headers;              /* owned; X-Virus-Scan field(s) to prepend, or NULL */
+	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
+	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
+	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
 	int64_t data_start_ms;
 };
 
@@ -202,5 +205,19 @@ void smtp_data_begin(struct smtp_session *s);
 bool smtp_data_read(struct smtp_session *s, struct evbuffer *in);
 /* smtp_data_judge - message complete and clean: rDNS, verdict, commit. */
 void smtp_data_judge(struct smtp_session *s);
+/* smtp_data_refuse - answer reply for the whole message, log, count reason
+ * and end the transaction (the caller resumes the session when async). */
+void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason);
+/* smtp_data_commit - hand spool + envelope to the queue; 250 when durable. */
+void smtp_data_commit(struct smtp_session *s);
+
+/* smtp-session-scan.c */
+/* smtp_scan_start - after the policy verdict: the virus scan ([clamav]),
+ * then the spam check ([rspamd]), then the commit; each may wait, none
+ * blocks.  async: called from a callback (a refusal then resumes). */
+void smtp_scan_start(struct smtp_session *s, bool async);
+/* smtp_scan_policy_headers - append the policy's header fields, without
+ * its spam headers when rspamd's verdict replaces them. */
+void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers);
 
 #endif

@@ -522,6 +522,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->accepting = true;
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
 	srv->clamd = scan_clamd_new(base);
+	srv->rspamd = scan_rspamd_new(base);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -632,6 +633,7 @@ void smtp_server_free(struct smtp_server *srv)
 		event_free(srv->retire_ev);
 	smtp_verifier_free(srv->verifier);
 	scan_clamd_free(srv->clamd);   /* after the sessions: no callback is left */
+	scan_rspamd_free(srv->rspamd);
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -192,8 +192,8 @@ static void log_decision(struct smtp_session *s, const char *what, const char *q
 	util_buf_free(&to);
 }
 
-/* refuse - answer an error for the whole message and drop it. */
-static void refuse(struct smtp_session *s, const char *reply, const char *reason)
+/* smtp_data_refuse - answer an error for the whole message and drop it. */
+void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason)
 {
 	char what[64];
 	snprintf(what, sizeof(what), "reject reason=%s", reason);
@@ -261,8 +261,8 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 	smtp_session_resume(s);
 }
 
-/* commit - build the envelope and hand spool + envelope to the queue. */
-static void commit(struct smtp_session *s)
+/* smtp_data_commit - build the envelope and hand spool + envelope to the queue. */
+void smtp_data_commit(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
 	const char *qid = queue_spool_id(tx->spool);
@@ -282,7 +282,7 @@ static void commit(struct smtp_session *s)
 	received_header(s, qid, &pre);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
 	if (v && v->headers)
-		util_buf_adds(&pre, v->headers);
+		smtp_scan_policy_headers(s, &pre, v->headers);
 	if (tx->scan_headers)
 		util_buf_adds(&pre, tx->scan_headers);
 	/* The ingress verdicts travel with the message: a bounce to a sender
@@ -298,108 +298,6 @@ static void commit(struct smtp_session *s)
 	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
-/* scan_note - remember the X-Virus-Scan field for the commit. */
-static void scan_note(struct smtp_session *s, const struct scan_result *r)
-{
-	struct util_buf b;
-	util_buf_init(&b);
-	if (s->tx->scan_headers)
-		util_buf_adds(&b, s->tx->scan_headers);
-	scan_header(&b, r, s->cfg->hostname);
-	free(s->tx->scan_headers);
-	s->tx->scan_headers = b.data;   /* ownership moves to the transaction */
-}
-
-/* scan_done - clamd's outcome (scan/scan-clamd.c): a virus gets the
- * configured action, a failed scan the configured failure behaviour (451,
- * or accepted with "X-Virus-Scan: unscanned" - never a silent pass). */
-static void scan_apply(struct smtp_session *s, const struct scan_result *r, bool async)
-{
-	const struct config *cfg = s->cfg;
-	switch (r->status) {
-	case SCAN_CLEAN:
-		util_metrics_inc("mxgate_virus_scans_total", "clean");
-		util_log_info("s=%016llx virus_scan result=clean", (unsigned long long)s->id);
-		break;
-	case SCAN_INFECTED:
-		util_metrics_inc("mxgate_virus_scans_total", "infected");
-		util_log_info("s=%016llx virus_scan result=infected virus=\"%s\" action=%s",
-			      (unsigned long long)s->id, r->name,
-			      cfg->clamav_virus_action == CONFIG_SCAN_REJECT ? "reject" : "deliver");
-		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
-			char reply[256];
-			snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: virus found (%s)",
-				 r->name);
-			refuse(s, reply, "virus");
-			if (async)
-				smtp_session_resume(s);
-			return;
-		}
-		break;
-	case SCAN_FAILED:
-		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
-		util_metrics_inc("mxgate_scanner_failures_total", r->name);
-		util_log_warn("s=%016llx virus_scan result=unscanned reason=%s action=%s",
-			      (unsigned long long)s->id, r->name,
-			      cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL ? "tempfail" : "accept");
-		if (cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL) {
-			refuse(s, "451 4.7.1 Virus scanner unavailable, try again later",
-			       "scan_tempfail");
-			if (async)
-				smtp_session_resume(s);
-			return;
-		}
-		break;
-	}
-	scan_note(s, r);
-	commit(s);
-}
-
-/* scan_done - the scan's callback: find the session by id (rule 12). */
-static void scan_done(uint64_t cookie, const struct scan_result *r, void *arg)
-{
-	struct smtp_session *s = smtp_server_find(arg, cookie);
-	if (!s || s->wait != SMTP_WAIT_SCAN) {
-		util_log_info("s=%016llx virus_scan result=%s note=client_gone",
-			      (unsigned long long)cookie,
-			      r->status == SCAN_CLEAN ? "clean" : r->status == SCAN_INFECTED ? "infected"
-											    : "unscanned");
-		return;
-	}
-	s->wait = SMTP_WAIT_NONE;
-	scan_apply(s, r, true);
-}
-
-/* scan_or_commit - the last step before the commit: the virus scan when
- * [clamav] socket is set (the spool is streamed to clamd from disk).
- * async: called from a callback (then a refusal resumes the session). */
-static void scan_or_commit(struct smtp_session *s, bool async)
-{
-	struct smtp_tx *tx = s->tx;
-	const struct config *cfg = s->cfg;
-	if (!cfg->clamav_socket || !s->srv->clamd) {
-		commit(s);
-		return;
-	}
-	int64_t size = queue_spool_size(tx->spool);
-	if (size > cfg->clamav_max_size) {
-		struct scan_result r = {.status = SCAN_FAILED, .name = "size"};
-		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
-		util_log_info("s=%016llx virus_scan result=unscanned reason=size size=%lld",
-			      (unsigned long long)s->id, (long long)size);
-		scan_note(s, &r);
-		commit(s);
-		return;
-	}
-	int fd = queue_spool_open_read(tx->spool);   /* -1: reported by the callback */
-	if (scan_clamd_start(s->srv->clamd, cfg, fd, size, scan_done, s->id, s->srv) < 0) {
-		struct scan_result r = {.status = SCAN_FAILED, .name = "setup"};
-		scan_apply(s, &r, async);
-		return;
-	}
-	s->wait = SMTP_WAIT_SCAN;
-}
-
 /* verdict_cb - the policy engine has judged the message. */
 static void verdict_cb(uint64_t cookie, void *arg)
 {
@@ -409,13 +307,13 @@ static void verdict_cb(uint64_t cookie, void *arg)
 	const struct policy_verdict *v = policy_msg_verdict(s->tx->pm);
 	s->wait = SMTP_WAIT_NONE;
 	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
-		refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
+		smtp_data_refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
 									   : "451 4.7.1 Try again later"),
 		       v->action == POLICY_REJECT ? "policy" : "policy_tempfail");
 		smtp_session_resume(s);
 		return;
 	}
-	scan_or_commit(s, true);
+	smtp_scan_start(s, true);
 }
 
 /* end_of_data - CRLF.CRLF seen: judge, then commit. */
@@ -426,7 +324,7 @@ static void end_of_data(struct smtp_session *s)
 	const char *reason = NULL;
 	const char *reply = data_error_reply(tx, &reason);
 	if (reply) {
-		refuse(s, reply, reason);
+		smtp_data_refuse(s, reply, reason);
 		return;
 	}
 	if (!tx->write_errno)
@@ -435,7 +333,7 @@ static void end_of_data(struct smtp_session *s)
 		int e = tx->write_errno;
 		util_log_err("s=%016llx spool write failed error=\"%s\"", (unsigned long long)s->id,
 			     strerror(e));
-		refuse(s, (e == ENOSPC || e == EDQUOT) ? "452 4.3.1 Insufficient system storage"
+		smtp_data_refuse(s, (e == ENOSPC || e == EDQUOT) ? "452 4.3.1 Insufficient system storage"
 						       : "451 4.3.0 Error: queue file write error",
 		       "queue_write");
 		return;
@@ -458,7 +356,7 @@ void smtp_data_judge(struct smtp_session *s)
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
 		return;
 	}
-	scan_or_commit(s, false);
+	smtp_scan_start(s, false);
 }
 
 /* smtp_data_read - feed what arrived; true when the end of data was seen. */
