@@ -1,7 +1,9 @@
 /*
  * test_scan.c - table-driven tests of scan/: clamd reply lines (plain and
  * IDSESSION-numbered, clean, infected, errors, garbage, hostile signature
- * names) and the X-Virus-Scan header built from a result.
+ * names) and the X-Virus-Scan header built from a result; rspamd's
+ * /checkv2 JSON answers (actions, scores, symbols, hostile names, garbage)
+ * and the X-Spam-* fields built from them (folding).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -132,6 +134,118 @@ static void test_drop(void **state)
 	}
 }
 
+static const struct {
+	const char *json;
+	int rc;
+	enum scan_spam_action action;
+	double score, required;
+	const char *symbols;
+	const char *message;
+} rspamd_cases[] = {
+	{"{\"is_skipped\":false,\"score\":2.5,\"required_score\":15.0,\"action\":\"no action\","
+	 "\"symbols\":{\"MXGATE_AUTH\":{\"name\":\"MXGATE_AUTH\",\"score\":2.5}},"
+	 "\"messages\":{}}",
+	 0, SCAN_SPAM_NO_ACTION, 2.5, 15.0, "MXGATE_AUTH(2.50)", ""},
+	{"{\"score\":15,\"required_score\":15,\"action\":\"reject\",\"symbols\":{\"GTUBE\":"
+	 "{\"score\":0}},\"messages\":{\"smtp_message\":\"Gtube pattern\"}}",
+	 0, SCAN_SPAM_REJECT, 15, 15, "GTUBE(0.00)", "Gtube pattern"},
+	{"{\"score\":6.5,\"required_score\":15,\"action\":\"add header\",\"symbols\":{"
+	 "\"A\":{\"score\":1},\"B\":{\"score\":5.5}}}",
+	 0, SCAN_SPAM_ADD_HEADER, 6.5, 15, "A(1.00),B(5.50)", ""},
+	{"{\"score\":4,\"action\":\"soft reject\"}", 0, SCAN_SPAM_SOFT_REJECT, 4, 0, "", ""},
+	{"{\"score\":9,\"action\":\"rewrite subject\",\"symbols\":[]}", 0,
+	 SCAN_SPAM_REWRITE_SUBJECT, 9, 0, "", ""},
+	{"{\"score\":-1,\"action\":\"greylist\"}", 0, SCAN_SPAM_GREYLIST, -1, 0, "", ""},
+	/* hostile symbol names and messages are made header-safe */
+	{"{\"score\":1,\"action\":\"no action\",\"symbols\":{\"A B;C(\\\"x\\\")\":{\"score\":1}},"
+	 "\"messages\":{\"smtp_message\":\"a\\r\\nb\"}}",
+	 0, SCAN_SPAM_NO_ACTION, 1, 0, "A_B_C__x__(1.00)", "a  b"},
+	/* not understood */
+	{"", -1, 0, 0, 0, "", ""},
+	{"not json", -1, 0, 0, 0, "", ""},
+	{"[]", -1, 0, 0, 0, "", ""},
+	{"{\"score\":1}", -1, 0, 0, 0, "", ""},
+	{"{\"action\":\"no action\"}", -1, 0, 0, 0, "", ""},
+	{"{\"action\":\"my custom\",\"score\":1}", -1, 0, 0, 0, "", ""},
+	{"{\"action\":\"reject\",\"score\":\"15\"}", -1, 0, 0, 0, "", ""},
+	{"{\"action\":\"reject\",\"score\":1e300}", -1, 0, 0, 0, "", ""},
+	{"{\"action\":\"reject\",\"action\":\"no action\",\"score\":1}", -1, 0, 0, 0, "", ""},
+};
+
+static void test_rspamd_reply(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(rspamd_cases) / sizeof(rspamd_cases[0]); i++) {
+		struct scan_spam_result r;
+		int rc = scan_rspamd_parse_reply(rspamd_cases[i].json, strlen(rspamd_cases[i].json), &r);
+		if (rc != rspamd_cases[i].rc)
+			fail_msg("case %zu: rc %d, want %d", i, rc, rspamd_cases[i].rc);
+		if (rc < 0)
+			continue;
+		assert_false(r.failed);
+		assert_int_equal(r.action, rspamd_cases[i].action);
+		assert_true(r.score == rspamd_cases[i].score);
+		assert_true(r.required == rspamd_cases[i].required);
+		assert_string_equal(r.symbols, rspamd_cases[i].symbols);
+		assert_string_equal(r.message, rspamd_cases[i].message);
+	}
+}
+
+/* many symbols: cut at a whole symbol, every header line under 80 columns */
+static void test_rspamd_many_symbols_folded(void **state)
+{
+	(void)state;
+	struct util_buf j;
+	util_buf_init(&j);
+	util_buf_adds(&j, "{\"score\":7,\"required_score\":15,\"action\":\"add header\",\"symbols\":{");
+	for (int i = 0; i < 400; i++)
+		util_buf_printf(&j, "%s\"SYMBOL_NUMBER_%03d\":{\"score\":0.1}", i ? "," : "", i);
+	util_buf_adds(&j, "}}");
+	struct scan_spam_result r;
+	assert_int_equal(scan_rspamd_parse_reply(j.data, j.len, &r), 0);
+	size_t n = strlen(r.symbols);
+	assert_true(n > 1000 && n < sizeof(r.symbols));
+	assert_int_equal(r.symbols[n - 1], ')');
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	struct util_buf h;
+	util_buf_init(&h);
+	scan_spam_headers(&h, &cfg, &r, true);
+	assert_non_null(strstr(h.data, "X-Spam-Flag: YES\r\nX-Spam-Score: 7.00\r\nX-Spam-Status: Yes, "
+					 "score=7.00 required=15.00"));
+	const char *line = h.data;
+	while (*line) {
+		const char *e = strstr(line, "\r\n");
+		assert_non_null(e);
+		assert_true(e - line <= 78);
+		line = e + 2;
+	}
+	util_buf_free(&h);
+	util_buf_free(&j);
+}
+
+static void test_rspamd_headers_names(void **state)
+{
+	(void)state;
+	struct scan_spam_result r;
+	memset(&r, 0, sizeof(r));
+	r.action = SCAN_SPAM_NO_ACTION;
+	r.score = 0.5;
+	r.required = 15;
+	strcpy(r.symbols, "A(0.50)");
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.spam_flag_header = "X-Flag";
+	cfg.spam_score_header = "X-Score";
+	cfg.spam_status_header = "X-Status";
+	struct util_buf h;
+	util_buf_init(&h);
+	scan_spam_headers(&h, &cfg, &r, false);
+	assert_string_equal(h.data, "X-Flag: NO\r\nX-Score: 0.50\r\nX-Status: No, score=0.50 "
+				    "required=15.00 action=\"no action\" scanner=rspamd\r\n\ttests=A(0.50)\r\n");
+	util_buf_free(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -139,6 +253,9 @@ int main(void)
 	    cmocka_unit_test(test_reply_long_name),
 	    cmocka_unit_test(test_header),
 	    cmocka_unit_test(test_drop),
+	    cmocka_unit_test(test_rspamd_reply),
+	    cmocka_unit_test(test_rspamd_many_symbols_folded),
+	    cmocka_unit_test(test_rspamd_headers_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
