@@ -143,7 +143,6 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 {
 	const struct config *cfg = s->cfg;
 	struct util_buf b;
-	util_buf_init(&b);
 	if (r->failed) {
 		util_metrics_inc("mxgate_spam_checks_total", "unchecked");
 		if (strcmp(r->reason, "size") != 0)
@@ -158,6 +157,7 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 			return;
 		}
 		/* mxgate's own spam headers stay: the only verdict there is */
+		util_buf_init(&b);
 		util_buf_printf(&b, "X-Spam-Checker: unchecked; reason=%s; scanner=rspamd; by=%s\r\n",
 				r->reason, cfg->hostname);
 		note(s, &b);
@@ -204,6 +204,7 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 	}
 	bool flag = decision == CONFIG_SPAM_TAG &&
 		    r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
+	util_buf_init(&b);
 	scan_spam_headers(&b, cfg, r, flag);   /* the status names rspamd's own action */
 	note(s, &b);
 	util_buf_free(&b);
