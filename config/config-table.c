@@ -488,6 +488,11 @@ static const struct config_directive d_rspamd[] = {
      "unchecked reason=size"},
     {"max_connections", CONFIG_T_INT, G(rspamd_max_connections), "8", NULL, 1, 1000, NULL, NULL,
      R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
+    {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,
+     v_printable, R,
+     "Prefix put once on the Subject of a message tagged as spam (a DKIM signature covering "
+     "Subject no longer verifies downstream; mxgate's Authentication-Results keep the result); "
+     "none = headers only"},
     {"skip_auth_checks", CONFIG_T_BOOL, G(rspamd_skip_auth), "yes", NULL, 0, 0, NULL, NULL, R,
      "Ask rspamd not to redo SPF/DKIM/DMARC (its group \"policies\" is disabled per request); "
      "mxgate's authentication score goes to rspamd as request header X-Mxgate-Auth-Score "

@@ -205,6 +205,7 @@ struct config {
 	int64_t rspamd_max_size;          /* bytes; larger messages are not checked (header) */
 	int rspamd_max_connections;       /* pooled HTTP connections */
 	bool rspamd_skip_auth;            /* rspamd does not redo SPF/DKIM/DMARC (group policies off) */
+	char *rspamd_subject_tag;         /* prefix put on the Subject of tagged messages; "none" = none */
 
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */

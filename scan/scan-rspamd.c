@@ -58,6 +58,7 @@ struct rspamd_check {
 	int max_conns;
 	int timeout;
 	struct util_strlist hkeys, hvals;  /* request headers, prepared at start */
+	char *prefix;                      /* owned; sent before the spool, or NULL */
 	struct event *timer;               /* owned: deadline or deferred result */
 	struct rspamd_conn *conn;          /* borrowed */
 	struct evhttp_request *req;        /* owned by evhttp once made */
@@ -124,6 +125,7 @@ static void check_free(struct rspamd_check *k)
 	if (k->timer)
 		event_free(k->timer);
 	hdrs_clear(k);
+	free(k->prefix);
 	free(k);
 }
 
@@ -260,6 +262,8 @@ static void send_check(struct rspamd_conn *n, struct rspamd_check *k)
 	evhttp_add_header(out, "Connection", "keep-alive");
 	for (size_t i = 0; i < k->hkeys.n; i++)
 		evhttp_add_header(out, k->hkeys.v[i], k->hvals.v[i]);
+	if (k->prefix)
+		evbuffer_add(evhttp_request_get_output_buffer(req), k->prefix, strlen(k->prefix));
 	if (k->len > 0) {
 		/* the spool file itself: evbuffer_add_file takes the descriptor */
 		if (evbuffer_add_file(evhttp_request_get_output_buffer(req), k->fd, 0, k->len) < 0) {
@@ -344,6 +348,7 @@ int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, i
 	k->timeout = cfg->rspamd_timeout > 0 ? cfg->rspamd_timeout : 15;
 	k->max_conns = cfg->rspamd_max_connections > 0 ? cfg->rspamd_max_connections : 1;
 	snprintf(k->addr, sizeof(k->addr), "%s", cfg->rspamd_address);
+	k->prefix = env->body_prefix ? util_xstrdup(env->body_prefix) : NULL;
 	hdr_add(k, "IP", env->client_ip);
 	hdr_add(k, "Helo", env->helo);
 	hdr_add(k, "Hostname", env->hostname && env->hostname[0] ? env->hostname : "unknown");
@@ -367,6 +372,7 @@ int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, i
 		if (fd >= 0)
 			close(fd);
 		hdrs_clear(k);
+		free(k->prefix);
 		free(k);
 		return -1;
 	}

@@ -117,6 +117,9 @@ struct scan_envelope {
 	const char *auth_summary;                  /* "spf=pass dkim=pass dmarc=pass" or NULL */
 	double auth_score;                         /* mxgate's own authentication score */
 	const char *mta_name;
+	const char *body_prefix;                   /* header field(s) held out of the spool
+	                                              (the Subject, see smtp-session-scan.c),
+	                                              sent before it; NULL = none */
 };
 
 struct scan_rspamd;

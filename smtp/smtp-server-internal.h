@@ -121,6 +121,10 @@ struct smtp_tx {
 	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
 	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
 	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
+	char *subject;                   /* owned; the first Subject field, held back from the spool
+	                                    when it may be tagged (smtp-session-scan.c), or NULL */
+	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
+	bool subject_tag;                /* put [rspamd] subject_tag on it */
 	int64_t data_start_ms;
 };
 
@@ -216,6 +220,11 @@ void smtp_data_commit(struct smtp_session *s);
  * then the spam check ([rspamd]), then the commit; each may wait, none
  * blocks.  async: called from a callback (a refusal then resumes). */
 void smtp_scan_start(struct smtp_session *s, bool async);
+/* smtp_scan_hold_subject - split-time hook: true when field f is the
+ * Subject and must be held back from the spool (it may be tagged). */
+bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);
+/* smtp_scan_subject - append the held Subject, tagged when decided. */
+void smtp_scan_subject(struct smtp_session *s, struct util_buf *b);
 /* smtp_scan_policy_headers - append the policy's header fields, without
  * its spam headers when rspamd's verdict replaces them. */
 void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers);

@@ -38,6 +38,8 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 	struct smtp_session *s = arg;
 	if (s->tx->pm)
 		(void)policy_msg_header(s->tx->pm, f->raw, f->raw_len);
+	if (smtp_scan_hold_subject(s, f))
+		return true;   /* not dropped: it goes into the prepend at commit */
 	if (!policy_drop_header(s->cfg, f) && !scan_is_our_header(f))
 		return false;
 	util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours", (unsigned long long)s->id,
@@ -285,6 +287,7 @@ void smtp_data_commit(struct smtp_session *s)
 		smtp_scan_policy_headers(s, &pre, v->headers);
 	if (tx->scan_headers)
 		util_buf_adds(&pre, tx->scan_headers);
+	smtp_scan_subject(s, &pre);   /* held back at split time, last: next to the rest */
 	/* The ingress verdicts travel with the message: a bounce to a sender
 	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
 	if (v && v->spf)

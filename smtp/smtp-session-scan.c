@@ -21,6 +21,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp-server-internal.h"
 
@@ -204,6 +205,8 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 	}
 	bool flag = decision == CONFIG_SPAM_TAG &&
 		    r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
+	if (flag)
+		s->tx->subject_tag = true;
 	util_buf_init(&b);
 	scan_spam_headers(&b, cfg, r, flag);   /* the status names rspamd's own action */
 	note(s, &b);
@@ -258,6 +261,7 @@ static void spam_start(struct smtp_session *s, bool async)
 	    .auth_summary = v && v->summary ? v->summary : NULL,
 	    .auth_score = v ? v->score : 0,
 	    .mta_name = s->cfg->hostname,
+	    .body_prefix = tx->subject_held ? tx->subject : NULL,
 	};
 	int fd = queue_spool_open_read(tx->spool);
 	s->wait = SMTP_WAIT_SCAN;
@@ -297,6 +301,55 @@ void smtp_scan_start(struct smtp_session *s, bool async)
 {
 	s->tx->scan_stage = STAGE_CLAMD;
 	next_step(s, async);
+}
+
+/* may_tag - can a verdict of this config put the subject tag on? */
+static bool may_tag(const struct config *cfg)
+{
+	return cfg->rspamd_address && cfg->rspamd_subject_tag &&
+	       strcmp(cfg->rspamd_subject_tag, "none") != 0 &&
+	       (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
+		cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
+}
+
+/* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
+ * be edited in place, so the first Subject is kept aside and written into
+ * the prepend at commit: it moves to the top of the header block, which
+ * DKIM does not mind (h= order is per field name, RFC 6376 5.4.2). */
+bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f)
+{
+	if (s->tx->subject_held || !may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
+		return false;
+	s->tx->subject = util_xstrndup(f->raw, f->raw_len);
+	s->tx->subject_held = true;
+	return true;
+}
+
+/* smtp_scan_subject - see smtp-server-internal.h.  The tag goes on once:
+ * not again when the subject already starts with it (a message tagged by
+ * another hop, or bounced back). */
+void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
+{
+	struct smtp_tx *tx = s->tx;
+	if (!tx->subject_held)
+		return;
+	const char *raw = tx->subject;
+	const char *tag = s->cfg->rspamd_subject_tag;
+	const char *colon = strchr(raw, ':');
+	if (!tx->subject_tag || !colon || !tag) {
+		util_buf_adds(b, raw);
+		return;
+	}
+	const char *v = colon + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strncasecmp(v, tag, strlen(tag)) == 0) {
+		util_buf_adds(b, raw);
+		return;
+	}
+	util_buf_add(b, raw, (size_t)(colon + 1 - raw));
+	util_buf_printf(b, " %s ", tag);
+	util_buf_adds(b, v);
 }
 
 /* smtp_scan_policy_headers - see smtp-server-internal.h. */

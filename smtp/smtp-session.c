@@ -75,6 +75,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	queue_spool_abort(tx->spool);
 	policy_msg_free(tx->pm);
 	free(tx->scan_headers);
+	free(tx->subject);
 	util_strlist_free(&tx->rcpts);
 	free(tx->rcpt_slots);
 	smtp_hdrsplit_free(&tx->hs);

@@ -50,6 +50,13 @@ rspamd_config:register_symbol{
   end
 }
 rspamd_config:register_symbol{
+  name = 'SUBJECT_SEEN', score = 0.01,
+  callback = function(task)
+    local s = task:get_subject()
+    return s ~= nil and s:find('offer', 1, true) ~= nil
+  end
+}
+rspamd_config:register_symbol{
   name = 'SPAMMY_WORD', score = 7.0,
   callback = function(task)
     for _, p in ipairs(task:get_text_parts() or {}) do
@@ -231,6 +238,35 @@ def test_tag_band_and_auth_score_is_an_input(gateway, rspamd):
     assert len(mxtest.header_values(msg, "X-Spam-Score")) == 1
     # mxgate's authentication results are still stamped
     assert mxtest.header_values(msg, "Authentication-Results")
+
+
+def test_subject_tagged_once_and_seen_by_rspamd(gateway, rspamd):
+    """tag: "[SPAM] " goes on the Subject once; a subject that already has
+    it is left alone; an untagged message keeps its Subject byte for byte;
+    rspamd still sees the Subject (held out of the spool, sent first)."""
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}")
+    spam, m1 = make_message("offer", body="buy viagra-test-word now\r\n")
+    mxtest.assert_reply(send(gw, spam), 250)
+    again, m2 = make_message("[SPAM] offer", body="buy viagra-test-word now\r\n")
+    mxtest.assert_reply(send(gw, again), 250)
+    ham, m3 = make_message("hello   there", body="nothing to see\r\n")
+    mxtest.assert_reply(send(gw, ham), 250)
+    subj = lambda m: mxtest.header_values(gw.wait_for_marker(m), "Subject")
+    assert subj(m1) == [f"[SPAM] offer {m1}"]
+    assert subj(m2) == [f"[SPAM] offer {m2}"]
+    assert subj(m3) == [f"hello   there {m3}"]
+    assert "SUBJECT_SEEN" in status(gw.wait_for_marker(m1))
+    # the body is untouched
+    assert b"buy viagra-test-word now" in gw.wait_for_marker(m1)
+
+
+def test_subject_tag_none_keeps_subject(gateway, rspamd):
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}", subject_tag="none")
+    spam, m1 = make_message("offer", body="buy viagra-test-word now\r\n")
+    mxtest.assert_reply(send(gw, spam), 250)
+    msg = gw.wait_for_marker(m1)
+    assert mxtest.header_values(msg, "Subject") == [f"offer {m1}"]
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
 
 
 def test_rspamd_down_accept_by_default(gateway):
