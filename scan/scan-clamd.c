@@ -39,10 +39,10 @@
 
 #include "scan.h"
 
-#define CLAMD_CHUNK      (64 * 1024)
-#define CLAMD_LOW_WATER  (64 * 1024)   /* refill below this */
-#define CLAMD_MAX_REPLY  4096
-#define CLAMD_ADDR_MAX   128
+#define CLAMD_CHUNK     (64 * 1024)
+#define CLAMD_LOW_WATER (64 * 1024) /* refill below this */
+#define CLAMD_MAX_REPLY 4096
+#define CLAMD_ADDR_MAX  128
 
 struct clamd_job;
 
@@ -50,12 +50,12 @@ enum clamd_conn_state { CONN_CONNECTING = 0, CONN_IDLE, CONN_BUSY };
 
 struct clamd_conn {
 	struct scan_clamd *c;
-	struct bufferevent *bev;         /* owned */
-	char addr[CLAMD_ADDR_MAX];       /* the [clamav] socket it was opened for */
+	struct bufferevent *bev;   /* owned */
+	char addr[CLAMD_ADDR_MAX]; /* the [clamav] socket it was opened for */
 	enum clamd_conn_state st;
-	bool reused;                     /* completed a scan before: may be stale */
-	unsigned long next_id;           /* IDSESSION request counter */
-	struct clamd_job *job;           /* borrowed; the scan it carries */
+	bool reused;           /* completed a scan before: may be stale */
+	unsigned long next_id; /* IDSESSION request counter */
+	struct clamd_job *job; /* borrowed; the scan it carries */
 	struct clamd_conn *next, *prev;
 };
 
@@ -64,25 +64,25 @@ struct clamd_job {
 	scan_done_fn cb;
 	void *arg;
 	uint64_t cookie;
-	int fd;                          /* owned; the spool, read-only */
+	int fd; /* owned; the spool, read-only */
 	int64_t len, off;
 	char addr[CLAMD_ADDR_MAX];
 	int max_conns;
-	struct event *timer;             /* owned; deadline, or a deferred result */
-	struct clamd_conn *conn;         /* borrowed; NULL while waiting */
+	struct event *timer;     /* owned; deadline, or a deferred result */
+	struct clamd_conn *conn; /* borrowed; NULL while waiting */
 	bool retried;
 	bool sent_all;
-	bool has_result;                 /* deferred result in `result` */
+	bool has_result; /* deferred result in `result` */
 	struct scan_result result;
-	unsigned long id;                /* the reply number expected */
-	struct clamd_job *next, *prev;   /* c->jobs, FIFO */
+	unsigned long id;              /* the reply number expected */
+	struct clamd_job *next, *prev; /* c->jobs, FIFO */
 };
 
 struct scan_clamd {
 	struct event_base *base;
-	struct clamd_conn *conns;        /* owned */
+	struct clamd_conn *conns; /* owned */
 	size_t nconns;
-	struct clamd_job *jobs;          /* owned; waiting and running, oldest first */
+	struct clamd_job *jobs; /* owned; waiting and running, oldest first */
 	struct clamd_job *jobs_tail;
 	size_t njobs;
 };
@@ -151,7 +151,7 @@ static void job_fail(struct clamd_job *j, const char *why)
 	j->conn = NULL;
 	if (k) {
 		k->job = NULL;
-		conn_free(k);   /* a reply may still be on its way: never reuse */
+		conn_free(k); /* a reply may still be on its way: never reuse */
 	}
 	job_finish(j, &r);
 }
@@ -169,7 +169,7 @@ static void conn_free(struct clamd_conn *k)
 	c->nconns--;
 	if (k->job)
 		k->job->conn = NULL;
-	bufferevent_free(k->bev);   /* BEV_OPT_CLOSE_ON_FREE */
+	bufferevent_free(k->bev); /* BEV_OPT_CLOSE_ON_FREE */
 	free(k);
 }
 
@@ -220,9 +220,9 @@ static void conn_start_job(struct clamd_conn *k)
 	j->off = 0;
 	j->sent_all = false;
 	j->id = ++k->next_id;
-	evbuffer_add(bufferevent_get_output(k->bev), "zINSTREAM", 10);   /* with its NUL */
+	evbuffer_add(bufferevent_get_output(k->bev), "zINSTREAM", 10); /* with its NUL */
 	if (fill(k) < 0)
-		defer_result(j, "spool_read");   /* may run inside scan_clamd_start() */
+		defer_result(j, "spool_read"); /* may run inside scan_clamd_start() */
 }
 
 /* conn_lost - the connection died or misbehaved while carrying job j (may
@@ -274,7 +274,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		if (!j || k->st != CONN_BUSY || scan_clamd_parse_reply(line, n, &id, &r) < 0 ||
 		    (id != 0 && id != j->id)) {
 			util_log_warn("clamd socket=%s error=\"unexpected reply\" reply=\"%.*s\"",
-				      k->addr, (int)(n > 200 ? 200 : n), line);
+			              k->addr, (int)(n > 200 ? 200 : n), line);
 			conn_lost(k, "protocol");
 			return;
 		}
@@ -323,7 +323,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 		int e = EVUTIL_SOCKET_ERROR();
 		if (what & BEV_EVENT_ERROR)
 			util_log_warn("clamd socket=%s error=\"%s\"", k->addr,
-				      evutil_socket_error_to_string(e));
+			              evutil_socket_error_to_string(e));
 		else if (k->job)
 			util_log_warn("clamd socket=%s error=\"connection closed\"", k->addr);
 		conn_lost(k, k->st == CONN_CONNECTING ? "unavailable" : "connection_lost");
@@ -377,7 +377,7 @@ static struct clamd_conn *conn_new(struct scan_clamd *c, struct clamd_job *j)
 	if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, (int)sl) < 0) {
 		int e = EVUTIL_SOCKET_ERROR();
 		util_log_warn("clamd socket=%s error=\"%s\"", k->addr,
-			      evutil_socket_error_to_string(e));
+		              evutil_socket_error_to_string(e));
 		k->job = NULL;
 		j->conn = NULL;
 		conn_free(k);
@@ -426,7 +426,7 @@ static void pump(struct scan_clamd *c)
 			continue;
 		}
 		if (c->nconns >= (size_t)j->max_conns)
-			break;   /* FIFO: the oldest waits first */
+			break; /* FIFO: the oldest waits first */
 		if (!conn_new(c, j))
 			defer_result(j, "unavailable");
 	}
@@ -454,7 +454,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* scan_clamd_start - see scan.h. */
 int scan_clamd_start(struct scan_clamd *c, const struct config *cfg, int fd, int64_t len,
-		     scan_done_fn cb, uint64_t cookie, void *arg)
+                     scan_done_fn cb, uint64_t cookie, void *arg)
 {
 	if (!cfg->clamav_socket || strlen(cfg->clamav_socket) >= CLAMD_ADDR_MAX) {
 		if (fd >= 0)

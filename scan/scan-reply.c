@@ -31,7 +31,8 @@ static void copy_token(char *dst, size_t dstlen, const char *p, size_t n)
 	size_t j = 0;
 	for (size_t i = 0; i < n && j + 1 < dstlen; i++) {
 		unsigned char c = (unsigned char)p[i];
-		dst[j++] = (c > 0x20 && c < 0x7f && c != ';' && c != '"' && c != '\\') ? (char)c : '_';
+		dst[j++] =
+		    (c > 0x20 && c < 0x7f && c != ';' && c != '"' && c != '\\') ? (char)c : '_';
 	}
 	dst[j] = 0;
 }
@@ -59,7 +60,8 @@ int scan_clamd_parse_reply(const char *line, size_t n, unsigned long *id, struct
 		len--;
 	if (ends_with(p, len, " ERROR")) {
 		r->status = SCAN_FAILED;
-		strcpy(r->name, memmem(p, len, "size limit", 10) ? "clamd_size_limit" : "clamd_error");
+		strcpy(r->name,
+		       memmem(p, len, "size limit", 10) ? "clamd_size_limit" : "clamd_error");
 		return 0;
 	}
 	if (len < 8 || memcmp(p, "stream: ", 8) != 0)
@@ -96,12 +98,14 @@ void scan_header(struct util_buf *b, const struct scan_result *r, const char *ho
 		util_buf_printf(b, SCAN_VIRUS_HEADER ": clean; scanner=clamav; by=%s\r\n", host);
 		break;
 	case SCAN_INFECTED:
-		util_buf_printf(b, SCAN_VIRUS_HEADER ": infected; virus=%s; scanner=clamav; by=%s\r\n",
-				r->name, host);
+		util_buf_printf(b,
+		                SCAN_VIRUS_HEADER ": infected; virus=%s; scanner=clamav; by=%s\r\n",
+		                r->name, host);
 		break;
 	case SCAN_FAILED:
-		util_buf_printf(b, SCAN_VIRUS_HEADER ": unscanned; reason=%s; scanner=clamav; by=%s\r\n",
-				r->name, host);
+		util_buf_printf(
+		    b, SCAN_VIRUS_HEADER ": unscanned; reason=%s; scanner=clamav; by=%s\r\n",
+		    r->name, host);
 		break;
 	}
 }

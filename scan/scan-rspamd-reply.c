@@ -83,7 +83,7 @@ int scan_rspamd_parse_reply(const char *body, size_t n, struct scan_spam_result 
 		if (strcmp(action, action_names[i]) == 0)
 			break;
 	if (i == sizeof(action_names) / sizeof(action_names[0]))
-		goto out;   /* a custom action we do not know: not understood */
+		goto out; /* a custom action we do not know: not understood */
 	r->action = (enum scan_spam_action)i;
 	if (number(json_object_get(root, "score"), &r->score) < 0)
 		goto out;
@@ -104,15 +104,16 @@ int scan_rspamd_parse_reply(const char *body, size_t n, struct scan_spam_result 
 			if (json_is_object(val))
 				(void)number(json_object_get(val, "score"), &sc);
 			int k = snprintf(one, sizeof(one), "%s%s(%.2f)", len ? "," : "", name, sc);
-			if (k < 0 || (size_t)k >= sizeof(one) || len + (size_t)k >= sizeof(r->symbols))
-				break;   /* cut at a whole symbol */
+			if (k < 0 || (size_t)k >= sizeof(one) ||
+			    len + (size_t)k >= sizeof(r->symbols))
+				break; /* cut at a whole symbol */
 			memcpy(r->symbols + len, one, (size_t)k + 1);
 			len += (size_t)k;
 		}
 	}
 	json_t *msgs = json_object_get(root, "messages");
-	const char *sm = json_is_object(msgs) ? json_string_value(json_object_get(msgs, "smtp_message"))
-					      : NULL;
+	const char *sm =
+	    json_is_object(msgs) ? json_string_value(json_object_get(msgs, "smtp_message")) : NULL;
 	if (sm) {
 		size_t j = 0;
 		for (size_t k = 0; sm[k] && j + 1 < sizeof(r->message); k++) {
@@ -146,7 +147,7 @@ static void fold_add(struct util_buf *b, size_t *col, const char *piece)
 
 /* scan_spam_headers - see scan.h. */
 void scan_spam_headers(struct util_buf *b, const struct config *cfg,
-		       const struct scan_spam_result *r, bool spam)
+                       const struct scan_spam_result *r, bool spam)
 {
 	const char *flag = cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag";
 	const char *score = cfg->spam_score_header ? cfg->spam_score_header : "X-Spam-Score";
@@ -157,9 +158,10 @@ void scan_spam_headers(struct util_buf *b, const struct config *cfg,
 	size_t col = strlen(status) + 1;
 	util_buf_printf(b, "%s:", status);
 	snprintf(piece, sizeof(piece), " %s, score=%.2f required=%.2f", spam ? "Yes" : "No",
-		 r->score, r->required);
+	         r->score, r->required);
 	fold_add(b, &col, piece);
-	snprintf(piece, sizeof(piece), " action=\"%s\" scanner=rspamd", scan_spam_action_name(r->action));
+	snprintf(piece, sizeof(piece), " action=\"%s\" scanner=rspamd",
+	         scan_spam_action_name(r->action));
 	fold_add(b, &col, piece);
 	fold_add(b, &col, " tests=");
 	/* one symbol per piece so folds fall between symbols */

@@ -16,8 +16,8 @@
  * connections, one request at a time each; more checks wait in FIFO order.
  * We ask for keep-alive; rspamd 3.4's normal worker answers "Connection:
  * close", and evhttp then reconnects the same connection object for the
- * next check - the pool still bounds how many checks rspamd gets at once.  One timer per check is its deadline, queueing included; on expiry
- * the request is cancelled and its connection dropped.
+ * next check - the pool still bounds how many checks rspamd gets at once.  One timer per check is
+ * its deadline, queueing included; on expiry the request is cancelled and its connection dropped.
  *
  * Ownership: a check owns its spool descriptor until evbuffer_add_file()
  * takes it; the client owns connections and checks.  Callbacks run from
@@ -41,9 +41,9 @@ struct rspamd_check;
 
 struct rspamd_conn {
 	struct scan_rspamd *c;
-	struct evhttp_connection *evcon;   /* owned */
+	struct evhttp_connection *evcon; /* owned */
 	char addr[RSPAMD_ADDR_MAX];
-	struct rspamd_check *check;        /* borrowed; in flight, or NULL = idle */
+	struct rspamd_check *check; /* borrowed; in flight, or NULL = idle */
 	struct rspamd_conn *next, *prev;
 };
 
@@ -52,16 +52,16 @@ struct rspamd_check {
 	scan_spam_done_fn cb;
 	void *arg;
 	uint64_t cookie;
-	int fd;                            /* owned until the request takes it */
+	int fd; /* owned until the request takes it */
 	int64_t len;
 	char addr[RSPAMD_ADDR_MAX];
 	int max_conns;
 	int timeout;
-	struct util_strlist hkeys, hvals;  /* request headers, prepared at start */
-	char *prefix;                      /* owned; sent before the spool, or NULL */
-	struct event *timer;               /* owned: deadline or deferred result */
-	struct rspamd_conn *conn;          /* borrowed */
-	struct evhttp_request *req;        /* owned by evhttp once made */
+	struct util_strlist hkeys, hvals; /* request headers, prepared at start */
+	char *prefix;                     /* owned; sent before the spool, or NULL */
+	struct event *timer;              /* owned: deadline or deferred result */
+	struct rspamd_conn *conn;         /* borrowed */
+	struct evhttp_request *req;       /* owned by evhttp once made */
 	bool has_result;
 	struct scan_spam_result result;
 	struct rspamd_check *next, *prev;
@@ -142,7 +142,7 @@ static void conn_free(struct rspamd_conn *n)
 	c->nconns--;
 	if (n->check) {
 		n->check->conn = NULL;
-		n->check->req = NULL;   /* freed with the connection */
+		n->check->req = NULL; /* freed with the connection */
 	}
 	evhttp_connection_free(n->evcon);
 	free(n);
@@ -195,7 +195,7 @@ static void defer_result(struct rspamd_check *k, const char *why)
 static void done_cb(struct evhttp_request *req, void *arg)
 {
 	struct rspamd_check *k = arg;
-	k->req = NULL;   /* evhttp frees the request after this callback */
+	k->req = NULL; /* evhttp frees the request after this callback */
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	struct scan_spam_result r;
 	if (code != 200) {
@@ -205,7 +205,7 @@ static void done_cb(struct evhttp_request *req, void *arg)
 		else
 			snprintf(why, sizeof(why), "http_%d", code);
 		util_log_warn("rspamd address=%s error=\"%s\"", k->addr,
-			      code ? why : "connection failed or closed");
+		              code ? why : "connection failed or closed");
 		r = fail_result(why);
 		/* never free an evhttp connection inside its own callback: it
 		 * resets itself and reconnects for the next request */
@@ -216,7 +216,8 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	size_t n = evbuffer_get_length(in);
 	const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
 	if (!body || scan_rspamd_parse_reply(body, n, &r) < 0) {
-		util_log_warn("rspamd address=%s error=\"reply not understood\" bytes=%zu", k->addr, n);
+		util_log_warn("rspamd address=%s error=\"reply not understood\" bytes=%zu", k->addr,
+		              n);
 		r = fail_result("protocol");
 	}
 	check_finish(k, &r, false);
@@ -230,8 +231,8 @@ static struct rspamd_conn *conn_new(struct scan_rspamd *c, const char *addr, int
 	if (util_hostport_parse(addr, 0, host, sizeof(host), &port, err, sizeof(err)) < 0 ||
 	    port <= 0)
 		return NULL;
-	struct evhttp_connection *ev = evhttp_connection_base_new(c->base, NULL, host,
-								  (unsigned short)port);
+	struct evhttp_connection *ev =
+	    evhttp_connection_base_new(c->base, NULL, host, (unsigned short)port);
 	if (!ev)
 		return NULL;
 	/* longer than the check's own deadline, which decides (timer_cb) */
@@ -266,7 +267,8 @@ static void send_check(struct rspamd_conn *n, struct rspamd_check *k)
 		evbuffer_add(evhttp_request_get_output_buffer(req), k->prefix, strlen(k->prefix));
 	if (k->len > 0) {
 		/* the spool file itself: evbuffer_add_file takes the descriptor */
-		if (evbuffer_add_file(evhttp_request_get_output_buffer(req), k->fd, 0, k->len) < 0) {
+		if (evbuffer_add_file(evhttp_request_get_output_buffer(req), k->fd, 0, k->len) <
+		    0) {
 			evhttp_request_free(req);
 			defer_result(k, "spool_read");
 			return;
@@ -300,7 +302,7 @@ static void pump(struct scan_rspamd *c)
 					if (!idle)
 						idle = n;
 				} else {
-					conn_free(n);   /* a socket no longer configured */
+					conn_free(n); /* a socket no longer configured */
 				}
 			}
 			n = nx;
@@ -330,8 +332,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* scan_rspamd_start - see scan.h. */
 int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, int64_t len,
-		      const struct scan_envelope *env, scan_spam_done_fn cb, uint64_t cookie,
-		      void *arg)
+                      const struct scan_envelope *env, scan_spam_done_fn cb, uint64_t cookie,
+                      void *arg)
 {
 	if (!cfg->rspamd_address || strlen(cfg->rspamd_address) >= RSPAMD_ADDR_MAX) {
 		if (fd >= 0)

@@ -27,14 +27,14 @@
 #define SCAN_VIRUS_HEADER "X-Virus-Scan"
 
 enum scan_status {
-	SCAN_CLEAN = 0,   /* scanned, nothing found */
-	SCAN_INFECTED,    /* scanned, signature `name` found */
-	SCAN_FAILED,      /* not scanned: `name` is the reason (timeout, unavailable, error...) */
+	SCAN_CLEAN = 0, /* scanned, nothing found */
+	SCAN_INFECTED,  /* scanned, signature `name` found */
+	SCAN_FAILED,    /* not scanned: `name` is the reason (timeout, unavailable, error...) */
 };
 
 struct scan_result {
 	enum scan_status status;
-	char name[128];   /* signature name or failure reason, printable ASCII, no ';' */
+	char name[128]; /* signature name or failure reason, printable ASCII, no ';' */
 };
 
 /* ------------------------------------------------------------ reply parser */
@@ -62,7 +62,7 @@ struct scan_clamd *scan_clamd_new(struct event_base *base);
  * its timeout and connection limit.  0, or -1 when [clamav] socket is unset
  * or out of memory (fd is closed then too; no callback). */
 int scan_clamd_start(struct scan_clamd *c, const struct config *cfg, int fd, int64_t len,
-		     scan_done_fn cb, uint64_t cookie, void *arg);
+                     scan_done_fn cb, uint64_t cookie, void *arg);
 /* scan_clamd_pending - scans in flight or waiting for a connection. */
 size_t scan_clamd_pending(const struct scan_clamd *c);
 /* scan_clamd_free - close every connection; pending scans are dropped
@@ -89,8 +89,8 @@ struct scan_spam_result {
 	char reason[64];
 	enum scan_spam_action action;
 	double score, required;
-	char symbols[2048];     /* "SYM(1.50),SYM2(-0.10)", header-safe tokens; cut at a symbol */
-	char message[256];      /* rspamd's smtp_message, printable ASCII, or "" */
+	char symbols[2048]; /* "SYM(1.50),SYM2(-0.10)", header-safe tokens; cut at a symbol */
+	char message[256];  /* rspamd's smtp_message, printable ASCII, or "" */
 };
 
 /* scan_rspamd_parse_reply - the JSON body of a /checkv2 answer into *r
@@ -104,22 +104,22 @@ const char *scan_spam_action_name(enum scan_spam_action a);
  * "Yes, score=7.50 required=15.00 action="add header" scanner=rspamd
  * tests=A(1.00),B(6.50)", folded under 78 columns between symbols. */
 void scan_spam_headers(struct util_buf *b, const struct config *cfg,
-		       const struct scan_spam_result *r, bool spam);
+                       const struct scan_spam_result *r, bool spam);
 
 /* Facts about the message rspamd gets as request headers (borrowed). */
 struct scan_envelope {
-	const char *client_ip, *helo, *hostname;   /* hostname: FCrDNS name or NULL */
+	const char *client_ip, *helo, *hostname; /* hostname: FCrDNS name or NULL */
 	const char *mail_from;
 	const char *const *rcpts;
 	size_t nrcpts;
 	const char *queue_id;
-	const char *tls_version, *tls_cipher;      /* NULL without TLS */
-	const char *auth_summary;                  /* "spf=pass dkim=pass dmarc=pass" or NULL */
-	double auth_score;                         /* mxgate's own authentication score */
+	const char *tls_version, *tls_cipher; /* NULL without TLS */
+	const char *auth_summary;             /* "spf=pass dkim=pass dmarc=pass" or NULL */
+	double auth_score;                    /* mxgate's own authentication score */
 	const char *mta_name;
-	const char *body_prefix;                   /* header field(s) held out of the spool
-	                                              (the Subject, see smtp-session-scan.c),
-	                                              sent before it; NULL = none */
+	const char *body_prefix; /* header field(s) held out of the spool
+	                            (the Subject, see smtp-session-scan.c),
+	                            sent before it; NULL = none */
 };
 
 struct scan_rspamd;
@@ -132,8 +132,8 @@ struct scan_rspamd *scan_rspamd_new(struct event_base *base);
  * from the loop, never inside this call, never after scan_rspamd_free().
  * 0, or -1 when [rspamd] is not configured (no callback). */
 int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, int64_t len,
-		      const struct scan_envelope *env, scan_spam_done_fn cb, uint64_t cookie,
-		      void *arg);
+                      const struct scan_envelope *env, scan_spam_done_fn cb, uint64_t cookie,
+                      void *arg);
 void scan_rspamd_free(struct scan_rspamd *c);
 
 /* ------------------------------------------------------------ headers */

@@ -39,7 +39,7 @@ static void note(struct smtp_session *s, const struct util_buf *add)
 	if (add->data)
 		util_buf_adds(&b, add->data);
 	free(s->tx->scan_headers);
-	s->tx->scan_headers = b.data;   /* ownership moves to the transaction */
+	s->tx->scan_headers = b.data; /* ownership moves to the transaction */
 }
 
 /* refuse - the message is refused; resume when called from a callback. */
@@ -72,12 +72,13 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 	case SCAN_INFECTED:
 		util_metrics_inc("mxgate_virus_scans_total", "infected");
 		util_log_info("s=%016llx virus_scan result=infected virus=\"%s\" action=%s",
-			      (unsigned long long)s->id, r->name,
-			      cfg->clamav_virus_action == CONFIG_SCAN_REJECT ? "reject" : "deliver");
+		              (unsigned long long)s->id, r->name,
+		              cfg->clamav_virus_action == CONFIG_SCAN_REJECT ? "reject"
+		                                                             : "deliver");
 		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
 			char reply[256];
-			snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: virus found (%s)",
-				 r->name);
+			snprintf(reply, sizeof(reply),
+			         "550 5.7.1 Message refused: virus found (%s)", r->name);
 			refuse(s, reply, "virus", async);
 			return;
 		}
@@ -87,11 +88,13 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 		if (strcmp(r->name, "size") != 0)
 			failure_metric("clamav", r->name);
 		util_log_warn("s=%016llx virus_scan result=unscanned reason=%s action=%s",
-			      (unsigned long long)s->id, r->name,
-			      strcmp(r->name, "size") == 0 || cfg->clamav_on_failure == CONFIG_SCAN_ACCEPT
-				  ? "accept"
-				  : "tempfail");
-		if (strcmp(r->name, "size") != 0 && cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL) {
+		              (unsigned long long)s->id, r->name,
+		              strcmp(r->name, "size") == 0 ||
+		                      cfg->clamav_on_failure == CONFIG_SCAN_ACCEPT
+		                  ? "accept"
+		                  : "tempfail");
+		if (strcmp(r->name, "size") != 0 &&
+		    cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL) {
 			refuse(s, "451 4.7.1 Virus scanner unavailable, try again later",
 			       "scan_tempfail", async);
 			return;
@@ -128,7 +131,7 @@ static void virus_start(struct smtp_session *s, bool async)
 		virus_apply(s, &r, async);
 		return;
 	}
-	int fd = queue_spool_open_read(tx->spool);   /* -1: reported by the callback */
+	int fd = queue_spool_open_read(tx->spool); /* -1: reported by the callback */
 	s->wait = SMTP_WAIT_SCAN;
 	if (scan_clamd_start(s->srv->clamd, s->cfg, fd, size, virus_done, s->id, s->srv) < 0) {
 		struct scan_result r = {.status = SCAN_FAILED, .name = "setup"};
@@ -149,9 +152,10 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		if (strcmp(r->reason, "size") != 0)
 			failure_metric("rspamd", r->reason);
 		bool tempfail = strcmp(r->reason, "size") != 0 &&
-				cfg->rspamd_on_failure == CONFIG_SCAN_TEMPFAIL;
+		                cfg->rspamd_on_failure == CONFIG_SCAN_TEMPFAIL;
 		util_log_warn("s=%016llx spam_check result=unchecked reason=%s action=%s",
-			      (unsigned long long)s->id, r->reason, tempfail ? "tempfail" : "accept");
+		              (unsigned long long)s->id, r->reason,
+		              tempfail ? "tempfail" : "accept");
 		if (tempfail) {
 			refuse(s, "451 4.7.1 Spam filter unavailable, try again later",
 			       "scan_tempfail", async);
@@ -159,8 +163,9 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		}
 		/* mxgate's own spam headers stay: the only verdict there is */
 		util_buf_init(&b);
-		util_buf_printf(&b, "X-Spam-Checker: unchecked; reason=%s; scanner=rspamd; by=%s\r\n",
-				r->reason, cfg->hostname);
+		util_buf_printf(&b,
+		                "X-Spam-Checker: unchecked; reason=%s; scanner=rspamd; by=%s\r\n",
+		                r->reason, cfg->hostname);
 		note(s, &b);
 		util_buf_free(&b);
 		next_step(s, async);
@@ -181,7 +186,7 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		decision = -1;
 		break;
 	case SCAN_SPAM_NO_ACTION:
-	case SCAN_SPAM_GREYLIST:   /* greylisting is not ours to do */
+	case SCAN_SPAM_GREYLIST: /* greylisting is not ours to do */
 		decision = CONFIG_SPAM_DELIVER;
 		break;
 	}
@@ -193,8 +198,8 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 			*p = '_';
 	util_metrics_inc("mxgate_spam_checks_total", label);
 	util_log_info("s=%016llx spam_check action=\"%s\" score=%.2f required=%.2f decision=%s",
-		      (unsigned long long)s->id, scan_spam_action_name(r->action), r->score,
-		      r->required, decision < 0 ? "tempfail" : dname[decision]);
+	              (unsigned long long)s->id, scan_spam_action_name(r->action), r->score,
+	              r->required, decision < 0 ? "tempfail" : dname[decision]);
 	if (decision < 0) {
 		refuse(s, "451 4.7.1 Try again later", "spam_tempfail", async);
 		return;
@@ -203,12 +208,12 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		refuse(s, "550 5.7.1 Message refused as spam", "spam", async);
 		return;
 	}
-	bool flag = decision == CONFIG_SPAM_TAG &&
-		    r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
+	bool flag = decision == CONFIG_SPAM_TAG && r->action != SCAN_SPAM_NO_ACTION &&
+	            r->action != SCAN_SPAM_GREYLIST;
 	if (flag)
 		s->tx->subject_tag = true;
 	util_buf_init(&b);
-	scan_spam_headers(&b, cfg, r, flag);   /* the status names rspamd's own action */
+	scan_spam_headers(&b, cfg, r, flag); /* the status names rspamd's own action */
 	note(s, &b);
 	util_buf_free(&b);
 	s->tx->spam_replaced = true;
@@ -309,7 +314,7 @@ static bool may_tag(const struct config *cfg)
 	return cfg->rspamd_address && cfg->rspamd_subject_tag &&
 	       strcmp(cfg->rspamd_subject_tag, "none") != 0 &&
 	       (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
-		cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
+	        cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
 }
 
 /* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
@@ -363,11 +368,12 @@ void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const 
 	size_t len = strlen(headers), pos = 0;
 	struct util_hdr_field f;
 	while (util_hdr_next(headers, len, &pos, &f) == 1) {
-		if (util_hdr_name_is(&f, cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag") ||
+		if (util_hdr_name_is(&f, cfg->spam_flag_header ? cfg->spam_flag_header
+		                                               : "X-Spam-Flag") ||
 		    util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
-								: "X-Spam-Score") ||
+		                                                : "X-Spam-Score") ||
 		    util_hdr_name_is(&f, cfg->spam_status_header ? cfg->spam_status_header
-								 : "X-Spam-Status"))
+		                                                 : "X-Spam-Status"))
 			continue;
 		util_buf_add(b, f.raw, f.raw_len);
 	}

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(rc == 0 || rc == -1);
 	if (rc == 0) {
 		FUZZ_CHECK(r.status == SCAN_CLEAN || r.status == SCAN_INFECTED ||
-			   r.status == SCAN_FAILED);
+		           r.status == SCAN_FAILED);
 		size_t n = strnlen(r.name, sizeof(r.name));
 		FUZZ_CHECK(n < sizeof(r.name));
 		for (size_t i = 0; i < n; i++) {

@@ -34,7 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(rc == 0 || rc == -1);
 	if (rc == 0) {
 		FUZZ_CHECK(!r.failed);
-		FUZZ_CHECK((int)r.action >= SCAN_SPAM_NO_ACTION && r.action <= SCAN_SPAM_QUARANTINE);
+		FUZZ_CHECK((int)r.action >= SCAN_SPAM_NO_ACTION &&
+		           r.action <= SCAN_SPAM_QUARANTINE);
 		FUZZ_CHECK(isfinite(r.score) && isfinite(r.required));
 		size_t n = strnlen(r.symbols, sizeof(r.symbols));
 		FUZZ_CHECK(n < sizeof(r.symbols));
@@ -60,8 +61,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(memchr(line, '\n', (size_t)(e - line)) == NULL);
 			FUZZ_CHECK(memchr(line, '\r', (size_t)(e - line)) == NULL);
 			/* longer only when one item cannot be folded */
-			FUZZ_CHECK(e - line <= 78 || memchr(line, ',', (size_t)(e - line)) == NULL ||
-				   line[0] == '\t');
+			FUZZ_CHECK(e - line <= 78 ||
+			           memchr(line, ',', (size_t)(e - line)) == NULL ||
+			           line[0] == '\t');
 			line = e + 2;
 		}
 		util_buf_free(&h);

@@ -5,11 +5,14 @@
  * /checkv2 JSON answers (actions, scores, symbols, hostile names, garbage)
  * and the X-Spam-* fields built from them (folding).
  */
+/* cmocka.h needs these first; keep clang-format from sorting it above them. */
+// clang-format off
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include <string.h>
 
@@ -22,32 +25,32 @@ static const struct {
 	enum scan_status status;
 	const char *name;
 } reply_cases[] = {
-	{"stream: OK", 0, 0, SCAN_CLEAN, ""},
-	{"1: stream: OK", 0, 1, SCAN_CLEAN, ""},
-	{"42: stream: OK", 0, 42, SCAN_CLEAN, ""},
-	{"stream: OK\n", 0, 0, SCAN_CLEAN, ""},
-	{"stream: Eicar-Test-Signature FOUND", 0, 0, SCAN_INFECTED, "Eicar-Test-Signature"},
-	{"3: stream: Win.Test.EICAR_HDB-1 FOUND", 0, 3, SCAN_INFECTED, "Win.Test.EICAR_HDB-1"},
-	{"stream: Mxgate-Test-EICAR.UNOFFICIAL FOUND", 0, 0, SCAN_INFECTED,
-	 "Mxgate-Test-EICAR.UNOFFICIAL"},
-	/* ExtendedDetectionInfo: "NAME(hash:size)"; spaces, ';' and quotes made safe */
-	{"stream: Eicar(44d88612fea8a8f36de82e1278abb02f:68) FOUND", 0, 0, SCAN_INFECTED,
-	 "Eicar(44d88612fea8a8f36de82e1278abb02f:68)"},
-	{"stream: a;b\"c d\\e FOUND", 0, 0, SCAN_INFECTED, "a_b_c_d_e"},
-	{"INSTREAM size limit exceeded. ERROR", 0, 0, SCAN_FAILED, "clamd_size_limit"},
-	{"2: INSTREAM size limit exceeded. ERROR", 0, 2, SCAN_FAILED, "clamd_size_limit"},
-	{"stream: Can't allocate memory ERROR", 0, 0, SCAN_FAILED, "clamd_error"},
-	{"UNKNOWN COMMAND", -1, 0, SCAN_CLEAN, ""},
-	{"", -1, 0, SCAN_CLEAN, ""},
-	{"stream:", -1, 0, SCAN_CLEAN, ""},
-	{"stream: ", -1, 0, SCAN_CLEAN, ""},
-	{"stream:  FOUND", -1, 0, SCAN_CLEAN, ""},
-	{"stream: OKAY", -1, 0, SCAN_CLEAN, ""},
-	{"PONG", -1, 0, SCAN_CLEAN, ""},
-	{"1 stream: OK", -1, 0, SCAN_CLEAN, ""},
-	{"1:stream: OK", -1, 0, SCAN_CLEAN, ""},
-	{"1: ", -1, 0, SCAN_CLEAN, ""},
-	{"file: OK", -1, 0, SCAN_CLEAN, ""},
+    {"stream: OK", 0, 0, SCAN_CLEAN, ""},
+    {"1: stream: OK", 0, 1, SCAN_CLEAN, ""},
+    {"42: stream: OK", 0, 42, SCAN_CLEAN, ""},
+    {"stream: OK\n", 0, 0, SCAN_CLEAN, ""},
+    {"stream: Eicar-Test-Signature FOUND", 0, 0, SCAN_INFECTED, "Eicar-Test-Signature"},
+    {"3: stream: Win.Test.EICAR_HDB-1 FOUND", 0, 3, SCAN_INFECTED, "Win.Test.EICAR_HDB-1"},
+    {"stream: Mxgate-Test-EICAR.UNOFFICIAL FOUND", 0, 0, SCAN_INFECTED,
+     "Mxgate-Test-EICAR.UNOFFICIAL"},
+    /* ExtendedDetectionInfo: "NAME(hash:size)"; spaces, ';' and quotes made safe */
+    {"stream: Eicar(44d88612fea8a8f36de82e1278abb02f:68) FOUND", 0, 0, SCAN_INFECTED,
+     "Eicar(44d88612fea8a8f36de82e1278abb02f:68)"},
+    {"stream: a;b\"c d\\e FOUND", 0, 0, SCAN_INFECTED, "a_b_c_d_e"},
+    {"INSTREAM size limit exceeded. ERROR", 0, 0, SCAN_FAILED, "clamd_size_limit"},
+    {"2: INSTREAM size limit exceeded. ERROR", 0, 2, SCAN_FAILED, "clamd_size_limit"},
+    {"stream: Can't allocate memory ERROR", 0, 0, SCAN_FAILED, "clamd_error"},
+    {"UNKNOWN COMMAND", -1, 0, SCAN_CLEAN, ""},
+    {"", -1, 0, SCAN_CLEAN, ""},
+    {"stream:", -1, 0, SCAN_CLEAN, ""},
+    {"stream: ", -1, 0, SCAN_CLEAN, ""},
+    {"stream:  FOUND", -1, 0, SCAN_CLEAN, ""},
+    {"stream: OKAY", -1, 0, SCAN_CLEAN, ""},
+    {"PONG", -1, 0, SCAN_CLEAN, ""},
+    {"1 stream: OK", -1, 0, SCAN_CLEAN, ""},
+    {"1:stream: OK", -1, 0, SCAN_CLEAN, ""},
+    {"1: ", -1, 0, SCAN_CLEAN, ""},
+    {"file: OK", -1, 0, SCAN_CLEAN, ""},
 };
 
 static void test_reply(void **state)
@@ -56,10 +59,11 @@ static void test_reply(void **state)
 	for (size_t i = 0; i < sizeof(reply_cases) / sizeof(reply_cases[0]); i++) {
 		struct scan_result r;
 		unsigned long id = 99;
-		int rc = scan_clamd_parse_reply(reply_cases[i].in, strlen(reply_cases[i].in), &id, &r);
+		int rc =
+		    scan_clamd_parse_reply(reply_cases[i].in, strlen(reply_cases[i].in), &id, &r);
 		if (rc != reply_cases[i].rc)
 			fail_msg("case %zu \"%s\": rc %d, want %d", i, reply_cases[i].in, rc,
-				 reply_cases[i].rc);
+			         reply_cases[i].rc);
 		if (rc < 0)
 			continue;
 		assert_int_equal(id, reply_cases[i].id);
@@ -91,11 +95,11 @@ static const struct {
 	const char *name;
 	const char *want;
 } header_cases[] = {
-	{SCAN_CLEAN, "", "X-Virus-Scan: clean; scanner=clamav; by=mx.example.test\r\n"},
-	{SCAN_INFECTED, "Eicar-Test-Signature",
-	 "X-Virus-Scan: infected; virus=Eicar-Test-Signature; scanner=clamav; by=mx.example.test\r\n"},
-	{SCAN_FAILED, "timeout",
-	 "X-Virus-Scan: unscanned; reason=timeout; scanner=clamav; by=mx.example.test\r\n"},
+    {SCAN_CLEAN, "", "X-Virus-Scan: clean; scanner=clamav; by=mx.example.test\r\n"},
+    {SCAN_INFECTED, "Eicar-Test-Signature",
+     "X-Virus-Scan: infected; virus=Eicar-Test-Signature; scanner=clamav; by=mx.example.test\r\n"},
+    {SCAN_FAILED, "timeout",
+     "X-Virus-Scan: unscanned; reason=timeout; scanner=clamav; by=mx.example.test\r\n"},
 };
 
 static void test_header(void **state)
@@ -116,10 +120,10 @@ static const struct {
 	const char *field;
 	bool ours;
 } drop_cases[] = {
-	{"X-Virus-Scan: clean\r\n", true},
-	{"x-virus-scan: clean\r\n", true},
-	{"X-Virus-Scanned: clamav\r\n", false},
-	{"Subject: X-Virus-Scan\r\n", false},
+    {"X-Virus-Scan: clean\r\n", true},
+    {"x-virus-scan: clean\r\n", true},
+    {"X-Virus-Scanned: clamav\r\n", false},
+    {"Subject: X-Virus-Scan\r\n", false},
 };
 
 static void test_drop(void **state)
@@ -142,34 +146,34 @@ static const struct {
 	const char *symbols;
 	const char *message;
 } rspamd_cases[] = {
-	{"{\"is_skipped\":false,\"score\":2.5,\"required_score\":15.0,\"action\":\"no action\","
-	 "\"symbols\":{\"MXGATE_AUTH\":{\"name\":\"MXGATE_AUTH\",\"score\":2.5}},"
-	 "\"messages\":{}}",
-	 0, SCAN_SPAM_NO_ACTION, 2.5, 15.0, "MXGATE_AUTH(2.50)", ""},
-	{"{\"score\":15,\"required_score\":15,\"action\":\"reject\",\"symbols\":{\"GTUBE\":"
-	 "{\"score\":0}},\"messages\":{\"smtp_message\":\"Gtube pattern\"}}",
-	 0, SCAN_SPAM_REJECT, 15, 15, "GTUBE(0.00)", "Gtube pattern"},
-	{"{\"score\":6.5,\"required_score\":15,\"action\":\"add header\",\"symbols\":{"
-	 "\"A\":{\"score\":1},\"B\":{\"score\":5.5}}}",
-	 0, SCAN_SPAM_ADD_HEADER, 6.5, 15, "A(1.00),B(5.50)", ""},
-	{"{\"score\":4,\"action\":\"soft reject\"}", 0, SCAN_SPAM_SOFT_REJECT, 4, 0, "", ""},
-	{"{\"score\":9,\"action\":\"rewrite subject\",\"symbols\":[]}", 0,
-	 SCAN_SPAM_REWRITE_SUBJECT, 9, 0, "", ""},
-	{"{\"score\":-1,\"action\":\"greylist\"}", 0, SCAN_SPAM_GREYLIST, -1, 0, "", ""},
-	/* hostile symbol names and messages are made header-safe */
-	{"{\"score\":1,\"action\":\"no action\",\"symbols\":{\"A B;C(\\\"x\\\")\":{\"score\":1}},"
-	 "\"messages\":{\"smtp_message\":\"a\\r\\nb\"}}",
-	 0, SCAN_SPAM_NO_ACTION, 1, 0, "A_B_C__x__(1.00)", "a  b"},
-	/* not understood */
-	{"", -1, 0, 0, 0, "", ""},
-	{"not json", -1, 0, 0, 0, "", ""},
-	{"[]", -1, 0, 0, 0, "", ""},
-	{"{\"score\":1}", -1, 0, 0, 0, "", ""},
-	{"{\"action\":\"no action\"}", -1, 0, 0, 0, "", ""},
-	{"{\"action\":\"my custom\",\"score\":1}", -1, 0, 0, 0, "", ""},
-	{"{\"action\":\"reject\",\"score\":\"15\"}", -1, 0, 0, 0, "", ""},
-	{"{\"action\":\"reject\",\"score\":1e300}", -1, 0, 0, 0, "", ""},
-	{"{\"action\":\"reject\",\"action\":\"no action\",\"score\":1}", -1, 0, 0, 0, "", ""},
+    {"{\"is_skipped\":false,\"score\":2.5,\"required_score\":15.0,\"action\":\"no action\","
+     "\"symbols\":{\"MXGATE_AUTH\":{\"name\":\"MXGATE_AUTH\",\"score\":2.5}},"
+     "\"messages\":{}}",
+     0, SCAN_SPAM_NO_ACTION, 2.5, 15.0, "MXGATE_AUTH(2.50)", ""},
+    {"{\"score\":15,\"required_score\":15,\"action\":\"reject\",\"symbols\":{\"GTUBE\":"
+     "{\"score\":0}},\"messages\":{\"smtp_message\":\"Gtube pattern\"}}",
+     0, SCAN_SPAM_REJECT, 15, 15, "GTUBE(0.00)", "Gtube pattern"},
+    {"{\"score\":6.5,\"required_score\":15,\"action\":\"add header\",\"symbols\":{"
+     "\"A\":{\"score\":1},\"B\":{\"score\":5.5}}}",
+     0, SCAN_SPAM_ADD_HEADER, 6.5, 15, "A(1.00),B(5.50)", ""},
+    {"{\"score\":4,\"action\":\"soft reject\"}", 0, SCAN_SPAM_SOFT_REJECT, 4, 0, "", ""},
+    {"{\"score\":9,\"action\":\"rewrite subject\",\"symbols\":[]}", 0, SCAN_SPAM_REWRITE_SUBJECT, 9,
+     0, "", ""},
+    {"{\"score\":-1,\"action\":\"greylist\"}", 0, SCAN_SPAM_GREYLIST, -1, 0, "", ""},
+    /* hostile symbol names and messages are made header-safe */
+    {"{\"score\":1,\"action\":\"no action\",\"symbols\":{\"A B;C(\\\"x\\\")\":{\"score\":1}},"
+     "\"messages\":{\"smtp_message\":\"a\\r\\nb\"}}",
+     0, SCAN_SPAM_NO_ACTION, 1, 0, "A_B_C__x__(1.00)", "a  b"},
+    /* not understood */
+    {"", -1, 0, 0, 0, "", ""},
+    {"not json", -1, 0, 0, 0, "", ""},
+    {"[]", -1, 0, 0, 0, "", ""},
+    {"{\"score\":1}", -1, 0, 0, 0, "", ""},
+    {"{\"action\":\"no action\"}", -1, 0, 0, 0, "", ""},
+    {"{\"action\":\"my custom\",\"score\":1}", -1, 0, 0, 0, "", ""},
+    {"{\"action\":\"reject\",\"score\":\"15\"}", -1, 0, 0, 0, "", ""},
+    {"{\"action\":\"reject\",\"score\":1e300}", -1, 0, 0, 0, "", ""},
+    {"{\"action\":\"reject\",\"action\":\"no action\",\"score\":1}", -1, 0, 0, 0, "", ""},
 };
 
 static void test_rspamd_reply(void **state)
@@ -177,7 +181,8 @@ static void test_rspamd_reply(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(rspamd_cases) / sizeof(rspamd_cases[0]); i++) {
 		struct scan_spam_result r;
-		int rc = scan_rspamd_parse_reply(rspamd_cases[i].json, strlen(rspamd_cases[i].json), &r);
+		int rc =
+		    scan_rspamd_parse_reply(rspamd_cases[i].json, strlen(rspamd_cases[i].json), &r);
 		if (rc != rspamd_cases[i].rc)
 			fail_msg("case %zu: rc %d, want %d", i, rc, rspamd_cases[i].rc);
 		if (rc < 0)
@@ -197,7 +202,8 @@ static void test_rspamd_many_symbols_folded(void **state)
 	(void)state;
 	struct util_buf j;
 	util_buf_init(&j);
-	util_buf_adds(&j, "{\"score\":7,\"required_score\":15,\"action\":\"add header\",\"symbols\":{");
+	util_buf_adds(&j,
+	              "{\"score\":7,\"required_score\":15,\"action\":\"add header\",\"symbols\":{");
 	for (int i = 0; i < 400; i++)
 		util_buf_printf(&j, "%s\"SYMBOL_NUMBER_%03d\":{\"score\":0.1}", i ? "," : "", i);
 	util_buf_adds(&j, "}}");
@@ -211,8 +217,9 @@ static void test_rspamd_many_symbols_folded(void **state)
 	struct util_buf h;
 	util_buf_init(&h);
 	scan_spam_headers(&h, &cfg, &r, true);
-	assert_non_null(strstr(h.data, "X-Spam-Flag: YES\r\nX-Spam-Score: 7.00\r\nX-Spam-Status: Yes, "
-					 "score=7.00 required=15.00"));
+	assert_non_null(strstr(h.data,
+	                       "X-Spam-Flag: YES\r\nX-Spam-Score: 7.00\r\nX-Spam-Status: Yes, "
+	                       "score=7.00 required=15.00"));
 	const char *line = h.data;
 	while (*line) {
 		const char *e = strstr(line, "\r\n");
@@ -241,8 +248,9 @@ static void test_rspamd_headers_names(void **state)
 	struct util_buf h;
 	util_buf_init(&h);
 	scan_spam_headers(&h, &cfg, &r, false);
-	assert_string_equal(h.data, "X-Flag: NO\r\nX-Score: 0.50\r\nX-Status: No, score=0.50 "
-				    "required=15.00 action=\"no action\" scanner=rspamd\r\n\ttests=A(0.50)\r\n");
+	assert_string_equal(
+	    h.data, "X-Flag: NO\r\nX-Score: 0.50\r\nX-Status: No, score=0.50 "
+	            "required=15.00 action=\"no action\" scanner=rspamd\r\n\ttests=A(0.50)\r\n");
 	util_buf_free(&h);
 }
 
