@@ -393,3 +393,37 @@ def test_check_config_reports_a_bad_socket(gateway, workdir):
     p = gw.cli("check-config")
     assert p.returncode != 0
     assert "numeric" in (p.stdout + p.stderr)
+
+
+def test_client_gone_during_scan_and_sigterm_with_scans_pending(gateway, workdir):
+    """A client that hangs up while its message is being scanned: the result
+    finds no session (logged), nothing is queued.  SIGTERM while another
+    scan waits: the daemon finishes that transaction (451 at the deadline)
+    and exits cleanly (no leak under ASan)."""
+    stall = ClamdRelay(workdir, None)
+    try:
+        gw = scan_gw(gateway, stall.path, timeout="2s")
+        data, marker = make_message("gone")
+        c = gw.client(timeout=scaled(30))
+        c.ehlo()
+        mxtest.assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        mxtest.assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        mxtest.assert_reply(c.cmd("DATA"), 354)
+        c.send(mxtest.dot_stuff(data) + b".\r\n")
+        wait_for(lambda: stall.accepted >= 1, scaled(5), what="scan connection")
+        c.close()
+        gw.wait_log(r"virus_scan note=client_gone", timeout=scaled(10))
+        assert not gw.queue_files() and not gw.find_in_mailbox(marker)
+
+        with gw.client(timeout=scaled(30)) as w:
+            w.ehlo()
+            mxtest.assert_reply(w.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            mxtest.assert_reply(w.cmd(f"RCPT TO:<{RCPT}>"), 250)
+            mxtest.assert_reply(w.cmd("DATA"), 354)
+            w.send(mxtest.dot_stuff(make_message("term")[0]) + b".\r\n")
+            wait_for(lambda: stall.accepted >= 2, scaled(5), what="second scan connection")
+            gw.proc.send_signal(15)
+            mxtest.assert_reply(w.reply(timeout=scaled(20)), 451, "4.7.1")
+        assert gw.stop() == 0
+    finally:
+        stall.stop()
