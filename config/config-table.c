@@ -413,7 +413,7 @@ static const struct config_directive d_route[] = {
 
 /* [clamav] (issue 13: content inspection) */
 static const char *const e_scan_failure[] = {"tempfail", "accept", NULL};
-static const char *const e_scan_action[] = {"reject", "deliver", NULL};
+static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", NULL};
 
 /* v_scan_socket - "/path", "unix:/path" or a numeric "host:port" (the
  * connection is made on the event loop: no blocking name lookup). */
@@ -448,7 +448,8 @@ static const struct config_directive d_clamav[] = {
      "(delivered with X-Virus-Scan: unscanned; logged and counted)"},
     {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
      NULL, R,
-     "A virus found: reject (550 5.7.1 before anything is queued) or deliver (with "
+     "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
+     "held in the queue's hold/ until `mxgate queue release|delete`) or deliver (with "
      "X-Virus-Scan: infected and the signature name)"},
     {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
@@ -457,7 +458,7 @@ static const struct config_directive d_clamav[] = {
      R, "clamd connections kept open and reused (IDSESSION); more scans wait for one"},
 };
 
-static const char *const e_spam_action[] = {"reject", "tag", "deliver", NULL};
+static const char *const e_spam_action[] = {"reject", "tag", "deliver", "quarantine", NULL};
 
 /* v_scan_hostport - a numeric "host:port" (rspamd over HTTP). */
 static const char *v_scan_hostport(const char *s, char *buf, size_t buflen)
@@ -479,10 +480,13 @@ static const struct config_directive d_rspamd[] = {
      "and counted) or tempfail (451 4.7.1)"},
     {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
      e_spam_action, NULL, R,
-     "rspamd answers reject: reject (550 5.7.1 before anything is queued), tag (X-Spam-Flag: "
-     "YES) or deliver (headers only)"},
+     "rspamd answers reject: reject (550 5.7.1 before anything is queued), quarantine (250, "
+     "then held in hold/ until `mxgate queue release|delete`), tag (X-Spam-Flag: YES) or "
+     "deliver (headers only)"},
     {"tag_action", CONFIG_T_ENUM, G(rspamd_tag_action), "tag", NULL, 0, 0, e_spam_action, NULL,
-     R, "rspamd answers add header or rewrite subject: tag (X-Spam-Flag: YES), reject or deliver"},
+     R,
+     "rspamd answers add header, rewrite subject or quarantine: tag (X-Spam-Flag: YES), "
+     "quarantine, reject or deliver"},
     {"max_size", CONFIG_T_SIZE, G(rspamd_max_size), "20M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to rspamd; they are delivered with X-Spam-Status: "
      "unchecked reason=size"},

@@ -79,10 +79,15 @@ enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT }
  * (issue 13): 451 4.7.1, or accept with a header saying it was not scanned. */
 enum config_scan_failure { CONFIG_SCAN_TEMPFAIL = 0, CONFIG_SCAN_ACCEPT };
 /* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
-enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER };
+enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
 
 /* What an rspamd verdict does to the message (issue 13). */
-enum config_spam_action { CONFIG_SPAM_REJECT = 0, CONFIG_SPAM_TAG, CONFIG_SPAM_DELIVER };
+enum config_spam_action {
+	CONFIG_SPAM_REJECT = 0,
+	CONFIG_SPAM_TAG,
+	CONFIG_SPAM_DELIVER,
+	CONFIG_SPAM_QUARANTINE
+};
 
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 

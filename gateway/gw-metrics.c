@@ -91,6 +91,8 @@ void gw_metrics_define(void)
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
 	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
 	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
+	    {"mxgate_quarantined_total", UTIL_METRIC_COUNTER, "reason",
+	     "Messages accepted into quarantine (held in the queue): virus, spam"},
 	    {"mxgate_spam_checks_total", UTIL_METRIC_COUNTER, "action",
 	     "rspamd checks at end of DATA ([rspamd]) by rspamd's action (no_action, add_header, "
 	     "rewrite_subject, soft_reject, reject, ...), or unchecked"},

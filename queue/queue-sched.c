@@ -968,12 +968,14 @@ static void sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	sched_dispatch(arg);
 }
 
-/* sched_on_commit - store hook: index a new message and deliver it now. */
-static void sched_on_commit(const struct queue_envelope *env, void *arg)
+/* sched_on_commit - store hook: index a new message and deliver it now
+ * (a message committed on hold - quarantine - waits for a release). */
+static void sched_on_commit(const struct queue_envelope *env, enum queue_state st, void *arg)
 {
 	struct queue_sched *s = arg;
-	sched_item_add(s, env, QUEUE_ACTIVE);
-	sched_kick(s);
+	sched_item_add(s, env, st);
+	if (st == QUEUE_ACTIVE)
+		sched_kick(s);
 }
 
 /* sched_on_scan - start-up: index one envelope found on disk. */

@@ -122,16 +122,25 @@ typedef void (*queue_commit_cb)(uint64_t cookie, int status, int err, const char
 void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
+/* queue_commit_held - queue_commit into hold/ instead of active/: the
+ * message is durable under the same rules but not delivered until the
+ * postmaster releases it (quarantine, issue 13). */
+void queue_commit_held(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+		       queue_commit_cb cb, uint64_t cookie, void *arg);
+
 /* queue_inject - commit a message we generated (a DSN): bytes in memory
  * (copied; env->id gets a new id, env->size = len). */
 void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void *msg, size_t len,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
 /* queue_store_on_commit - hook called (loop thread) with each newly
- * committed envelope (borrowed) - the scheduler indexes it.  fn NULL clears
- * the hook (do so before freeing what arg points to). */
+ * committed envelope (borrowed) and the state it was committed in (active,
+ * or hold for queue_commit_held) - the scheduler indexes it.  fn NULL
+ * clears the hook (do so before freeing what arg points to). */
 void queue_store_on_commit(struct queue_store *qs,
-			   void (*fn)(const struct queue_envelope *env, void *arg), void *arg);
+			   void (*fn)(const struct queue_envelope *env, enum queue_state st,
+				      void *arg),
+			   void *arg);
 
 /* Completion of an envelope update, removal or set-aside: status 0 or -1. */
 typedef void (*queue_done_cb)(int status, void *arg);

@@ -87,7 +87,8 @@ int scan_clamd_parse_reply(const char *line, size_t n, unsigned long *id, struct
 /* scan_is_our_header - see scan.h. */
 bool scan_is_our_header(const struct util_hdr_field *f)
 {
-	return util_hdr_name_is(f, SCAN_VIRUS_HEADER);
+	return util_hdr_name_is(f, SCAN_VIRUS_HEADER) ||
+	       util_hdr_name_is(f, SCAN_QUARANTINE_HEADER);
 }
 
 /* scan_header - see scan.h. */

@@ -25,6 +25,9 @@
 /* The header mxgate stamps with the virus scan's outcome; incoming copies
  * are dropped (scan_is_our_header). */
 #define SCAN_VIRUS_HEADER "X-Virus-Scan"
+/* The header a quarantined message carries (reason, host, time), kept when
+ * it is released; incoming copies are dropped too. */
+#define SCAN_QUARANTINE_HEADER "X-Mxgate-Quarantine"
 
 enum scan_status {
 	SCAN_CLEAN = 0, /* scanned, nothing found */

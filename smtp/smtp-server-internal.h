@@ -125,6 +125,8 @@ struct smtp_tx {
 	                                    when it may be tagged (smtp-session-scan.c), or NULL */
 	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
 	bool subject_tag;                /* put [rspamd] subject_tag on it */
+	char *quarantine;                /* owned; why the message is quarantined ("virus",
+	                                    "spam"), or NULL: committed on hold, not delivered */
 	int64_t data_start_ms;
 };
 

@@ -244,7 +244,14 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 	if (status == 0) {
 		char reply[80];
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
-		log_decision(s, "queued", qid, reply);
+		if (s->tx->quarantine) {
+			char what[64];
+			snprintf(what, sizeof(what), "quarantined reason=%s", s->tx->quarantine);
+			log_decision(s, what, qid, reply);
+			util_metrics_inc("mxgate_quarantined_total", s->tx->quarantine);
+		} else {
+			log_decision(s, "queued", qid, reply);
+		}
 		util_metrics_inc("mxgate_messages_accepted_total", NULL);
 		util_metrics_observe("mxgate_data_to_250_seconds",
 				     (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);
@@ -287,6 +294,12 @@ void smtp_data_commit(struct smtp_session *s)
 		smtp_scan_policy_headers(s, &pre, v->headers);
 	if (tx->scan_headers)
 		util_buf_adds(&pre, tx->scan_headers);
+	if (tx->quarantine) {
+		char date[64];
+		util_rfc5322_date(util_now_us() / 1000000, date);
+		util_buf_printf(&pre, SCAN_QUARANTINE_HEADER ": reason=%s; by=%s; at=%s\r\n",
+				tx->quarantine, s->cfg->hostname, date);
+	}
 	smtp_scan_subject(s, &pre);   /* held back at split time, last: next to the rest */
 	/* The ingress verdicts travel with the message: a bounce to a sender
 	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
@@ -298,7 +311,10 @@ void smtp_data_commit(struct smtp_session *s)
 	struct queue_spool *sp = tx->spool;
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
-	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+	if (tx->quarantine)   /* durable like any message, but on hold (issue 13) */
+		queue_commit_held(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+	else
+		queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
 /* verdict_cb - the policy engine has judged the message. */

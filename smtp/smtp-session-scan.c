@@ -73,14 +73,20 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 		util_metrics_inc("mxgate_virus_scans_total", "infected");
 		util_log_info("s=%016llx virus_scan result=infected virus=\"%s\" action=%s",
 		              (unsigned long long)s->id, r->name,
-		              cfg->clamav_virus_action == CONFIG_SCAN_REJECT ? "reject"
-		                                                             : "deliver");
+		              cfg->clamav_virus_action == CONFIG_SCAN_REJECT       ? "reject"
+		              : cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE ? "quarantine"
+		                                                                   : "deliver");
 		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
 			char reply[256];
 			snprintf(reply, sizeof(reply),
 			         "550 5.7.1 Message refused: virus found (%s)", r->name);
 			refuse(s, reply, "virus", async);
 			return;
+		}
+		if (cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE) {
+			free(s->tx->quarantine);
+			s->tx->quarantine = util_xstrdup("virus");
+			s->tx->scan_stage = STAGE_COMMIT; /* no spam check for a held virus */
 		}
 		break;
 	case SCAN_FAILED:
@@ -190,7 +196,7 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		decision = CONFIG_SPAM_DELIVER;
 		break;
 	}
-	static const char *const dname[] = {"reject", "tag", "deliver"};
+	static const char *const dname[] = {"reject", "tag", "deliver", "quarantine"};
 	char label[32];
 	snprintf(label, sizeof(label), "%s", scan_spam_action_name(r->action));
 	for (char *p = label; *p; p++)
@@ -208,9 +214,13 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		refuse(s, "550 5.7.1 Message refused as spam", "spam", async);
 		return;
 	}
-	bool flag = decision == CONFIG_SPAM_TAG && r->action != SCAN_SPAM_NO_ACTION &&
-	            r->action != SCAN_SPAM_GREYLIST;
-	if (flag)
+	if (decision == CONFIG_SPAM_QUARANTINE) {
+		free(s->tx->quarantine);
+		s->tx->quarantine = util_xstrdup("spam");
+	}
+	bool flag = (decision == CONFIG_SPAM_TAG || decision == CONFIG_SPAM_QUARANTINE) &&
+	            r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
+	if (flag && decision == CONFIG_SPAM_TAG)
 		s->tx->subject_tag = true;
 	util_buf_init(&b);
 	scan_spam_headers(&b, cfg, r, flag); /* the status names rspamd's own action */

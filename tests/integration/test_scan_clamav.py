@@ -13,6 +13,7 @@ must see connections (reuse), cut them (clamd's IdleTimeout) or stall them
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -427,3 +428,45 @@ def test_client_gone_during_scan_and_sigterm_with_scans_pending(gateway, workdir
         assert gw.stop() == 0
     finally:
         stall.stop()
+
+
+# ------------------------------------------------------------ quarantine
+
+def test_virus_quarantined_survives_kill9_then_released(gateway, clamd):
+    """virus_action = quarantine: 250 (the sender learns nothing), the
+    message is committed straight into the queue's hold/ (same fsync rules
+    as any message), survives kill -9, is not delivered until `mxgate queue
+    release`, then arrives with its verdict headers."""
+    gw = scan_gw(gateway, clamd.sock, virus_action="quarantine")
+    data, marker = eicar_message()
+    r = send(gw, data)
+    mxtest.assert_reply(r, 250)
+    qid = mxtest.queued_id(r)
+    gw.wait_log(r"quarantined reason=virus id=" + qid)
+    assert (gw.queue_dir / "hold" / qid).exists()
+    assert not (gw.queue_dir / "active" / qid).exists()
+    assert re.search(qid + r" hold ", gw.cli("queue", "list", check=True).stdout)
+    assert "X-Mxgate-Quarantine: reason=virus" in gw.cli("queue", "show", qid, check=True).stdout
+    gw.kill9()
+    gw.start()
+    time.sleep(scaled(0.5))
+    assert not gw.find_in_mailbox(marker)
+    assert (gw.queue_dir / "hold" / qid).exists()
+    gw.cli("queue", "release", qid, check=True)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Virus-Scan")[0].startswith(f"infected; virus={SIGNAME}")
+    q = mxtest.header_values(msg, "X-Mxgate-Quarantine")
+    assert len(q) == 1 and q[0].startswith("reason=virus; by=mx.example.test; at="), q
+
+
+def test_quarantined_message_deleted(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock, virus_action="quarantine")
+    data, marker = eicar_message()
+    qid = mxtest.queued_id(send(gw, data))
+    gw.cli("queue", "delete", qid, check=True)
+    wait_for(lambda: not (gw.queue_dir / "hold" / qid).exists(), scaled(5), what="deleted")
+    assert not gw.find_in_mailbox(marker)
+    # a forged quarantine header from the sender never gets through
+    data, marker = make_message("forged", headers=("X-Mxgate-Quarantine: reason=none",))
+    mxtest.assert_reply(send(gw, data), 250)
+    assert not mxtest.header_values(gw.wait_for_marker(marker), "X-Mxgate-Quarantine")

@@ -269,6 +269,22 @@ def test_subject_tag_none_keeps_subject(gateway, rspamd):
     assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
 
 
+def test_gtube_quarantined_when_configured(gateway, rspamd):
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}", reject_action="quarantine")
+    data, marker = make_message("gtube q", body=GTUBE + "\r\n")
+    r = send(gw, data)
+    mxtest.assert_reply(r, 250)
+    qid = mxtest.queued_id(r)
+    gw.wait_log(r"quarantined reason=spam id=" + qid)
+    assert (gw.queue_dir / "hold" / qid).exists()
+    gw.cli("queue", "release", qid, check=True)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+    assert mxtest.header_values(msg, "X-Mxgate-Quarantine")[0].startswith("reason=spam;")
+    # quarantine does not rewrite the Subject
+    assert mxtest.header_values(msg, "Subject") == [f"gtube q {marker}"]
+
+
 def test_rspamd_down_accept_by_default(gateway):
     port = mxtest.free_port()
     gw = spam_gw(gateway, f"127.0.0.1:{port}")
