@@ -430,6 +430,27 @@ def test_client_gone_during_scan_and_sigterm_with_scans_pending(gateway, workdir
         stall.stop()
 
 
+def test_stop_with_an_orphan_scan_pending(gateway, workdir):
+    """The client hangs up while its scan is pending, the daemon is stopped
+    before the scan's deadline: the job is dropped (no callback, no leak
+    under ASan); stop() fails if the daemon waited for the 60 s deadline."""
+    stall = ClamdRelay(workdir, None)
+    try:
+        gw = scan_gw(gateway, stall.path, timeout="60s")
+        c = gw.client(timeout=scaled(30))
+        c.ehlo()
+        mxtest.assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        mxtest.assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        mxtest.assert_reply(c.cmd("DATA"), 354)
+        c.send(mxtest.dot_stuff(make_message("orphan")[0]) + b".\r\n")
+        wait_for(lambda: stall.accepted >= 1, scaled(5), what="scan connection")
+        c.close()
+        gw.wait_log(r"lost connection client=127.0.0.1")
+        assert gw.stop() == 0
+    finally:
+        stall.stop()
+
+
 # ------------------------------------------------------------ quarantine
 
 def test_virus_quarantined_survives_kill9_then_released(gateway, clamd):

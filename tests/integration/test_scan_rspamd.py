@@ -429,3 +429,76 @@ def test_check_config_refuses_a_unix_path(gateway):
     gw = gateway({"rspamd": {"address": "/run/rspamd/normal.sock"}}, start=False)
     p = gw.cli("check-config")
     assert p.returncode != 0 and "host:port" in (p.stdout + p.stderr)
+
+
+def test_sigterm_with_a_check_pending(gateway):
+    """SIGTERM while a check waits on a silent rspamd: the transaction ends
+    at the deadline (451 with on_failure = tempfail) and the daemon exits
+    cleanly (the pending request is freed: no leak under ASan)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        gw = spam_gw(gateway, f"127.0.0.1:{srv.getsockname()[1]}", timeout="2s",
+                     on_failure="tempfail")
+        with gw.client(timeout=scaled(30)) as w:
+            w.ehlo()
+            mxtest.assert_reply(w.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            mxtest.assert_reply(w.cmd(f"RCPT TO:<{RCPT}>"), 250)
+            mxtest.assert_reply(w.cmd("DATA"), 354)
+            w.send(mxtest.dot_stuff(make_message("term")[0]) + b".\r\n")
+            wait_for(lambda: held, scaled(5), what="rspamd connection")
+            gw.proc.send_signal(15)
+            mxtest.assert_reply(w.reply(timeout=scaled(20)), 451, "4.7.1")
+        assert gw.stop() == 0
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
+
+
+def test_stop_with_an_orphan_check_pending(gateway):
+    """The client hangs up while its check is pending, then the daemon is
+    stopped before the check's deadline: the pending check is dropped with
+    the client (no callback, no leak under ASan)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        gw = spam_gw(gateway, f"127.0.0.1:{srv.getsockname()[1]}", timeout="60s")
+        w = gw.client(timeout=scaled(30))
+        w.ehlo()
+        mxtest.assert_reply(w.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        mxtest.assert_reply(w.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        mxtest.assert_reply(w.cmd("DATA"), 354)
+        w.send(mxtest.dot_stuff(make_message("orphan")[0]) + b".\r\n")
+        wait_for(lambda: held, scaled(5), what="rspamd connection")
+        w.close()
+        gw.wait_log(r"lost connection client=127.0.0.1")
+        # stop() fails if the daemon is not gone within its own timeout
+        # (15 s), far below the check's 60 s deadline
+        assert gw.stop() == 0
+    finally:
+        srv.close()
+        for c in held:
+            c.close()
