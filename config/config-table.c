@@ -285,6 +285,10 @@ static const struct config_directive d_queue[] = {
      "Concurrent deliveries over all routes"},
     {"bounce_sender", CONFIG_T_STRING, G(bounce_sender), NULL, "MAILER-DAEMON@<hostname>", 0, 0,
      NULL, v_address, R, "From: address of delivery status notifications"},
+    {"quarantine_retention", CONFIG_T_DURATION, G(quarantine_retention), "30d", NULL, 1,
+     3650 * DAY, NULL, NULL, R,
+     "How long a quarantined message waits in hold/ for `mxgate queue release`; then it is "
+     "deleted (logged: status=expired reason=quarantine_retention)"},
     {"bounce_max_headers", CONFIG_T_SIZE, G(bounce_max_headers), "16K", NULL, 1 * KB, 1 * MB,
      NULL, NULL, R,
      "Bytes of the original header block a DSN returns (whole fields; never the body)"},

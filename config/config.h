@@ -157,6 +157,7 @@ struct config {
 	int max_deliveries;               /* concurrent deliveries in total */
 	char *bounce_sender;              /* From: of DSNs, default MAILER-DAEMON@hostname */
 	int64_t bounce_max_headers;       /* bytes of the original header block a DSN returns */
+	int64_t quarantine_retention;     /* seconds a quarantined message is kept (issue 13) */
 
 	/* [log] */
 	enum util_log_level log_level;

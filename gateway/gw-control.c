@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -91,8 +92,26 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	util_buf_printf(out, "stopping: %s\n", gw->stopping ? "yes" : "no");
 }
 
+/* control_peer - "NAME" (or "uid=N") of the user at the other end of the
+ * control socket (SO_PEERCRED), for the quarantine release stamp. */
+static void control_peer(struct bufferevent *bev, char *out, size_t outlen)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	snprintf(out, outlen, "unknown");
+	if (getsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+		return;
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+	if (getpwuid_r(uc.uid, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
+		snprintf(out, outlen, "%s", res->pw_name);
+	else
+		snprintf(out, outlen, "uid=%u", (unsigned)uc.uid);
+}
+
 /* control_execute - run one request line; the answer ends in OK / ERR. */
-static void control_execute(struct gw *gw, const char *line, struct util_buf *out)
+static void control_execute(struct gw *gw, const char *line, const char *peer,
+                            struct util_buf *out)
 {
 	char cmd[64] = "", arg[CONTROL_LINE_MAX] = "", extra[8] = "";
 	char err[256] = "";
@@ -127,7 +146,7 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 	} else if (strcmp(cmd, "queue-hold") == 0) {
 		rc = queue_sched_hold(gw->sched, id, err, sizeof(err));
 	} else if (strcmp(cmd, "queue-release") == 0) {
-		rc = queue_sched_release(gw->sched, id, err, sizeof(err));
+		rc = queue_sched_release_by(gw->sched, id, peer, err, sizeof(err));
 	} else if (strcmp(cmd, "queue-delete") == 0) {
 		rc = queue_sched_delete(gw->sched, id, err, sizeof(err));
 	} else {
@@ -170,8 +189,10 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		for (size_t i = 0; i < len && clean; i++)
 			if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
 				clean = false;
+		char peer[64];
+		control_peer(bev, peer, sizeof(peer));
 		if (clean)
-			control_execute(cc->ctl->gw, line, &out);
+			control_execute(cc->ctl->gw, line, peer, &out);
 		else
 			util_buf_adds(&out, "ERR malformed request\n");
 		free(line);

@@ -93,6 +93,12 @@ void gw_metrics_define(void)
 	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
 	    {"mxgate_quarantined_total", UTIL_METRIC_COUNTER, "reason",
 	     "Messages accepted into quarantine (held in the queue): virus, spam"},
+	    {"mxgate_quarantine_messages", UTIL_METRIC_GAUGE, NULL,
+	     "Quarantined messages waiting in hold/ (refreshed every quarter of the retention, "
+	     "at most hourly)"},
+	    {"mxgate_quarantine_bytes", UTIL_METRIC_GAUGE, NULL, "Bytes of the quarantined messages"},
+	    {"mxgate_quarantine_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
+	     "Age of the oldest quarantined message (0 when none)"},
 	    {"mxgate_spam_checks_total", UTIL_METRIC_COUNTER, "action",
 	     "rspamd checks at end of DATA ([rspamd]) by rspamd's action (no_action, add_header, "
 	     "rewrite_subject, soft_reject, reject, ...), or unchecked"},

@@ -353,7 +353,9 @@ static struct sched_item *sched_index(struct queue_sched *s, const char *id, enu
 static struct sched_item *sched_item_add(struct queue_sched *s, const struct queue_envelope *env,
                                          enum queue_state st)
 {
-	return sched_index(s, env->id, st, env->next_attempt, env->arrival);
+	struct sched_item *it = sched_index(s, env->id, st, env->next_attempt, env->arrival);
+	sched_quarantine_note(it, env);
+	return it;
 }
 
 /* sched_item_drop - forget a message (its files are gone). */
@@ -365,6 +367,7 @@ void sched_item_drop(struct queue_sched *s, struct sched_item *it)
 		pp = &(*pp)->hnext;
 	*pp = it->hnext;
 	s->count--;
+	free(it->release_by);
 	free(it);
 }
 
@@ -1009,7 +1012,7 @@ struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *b
 	s->buckets = util_xcalloc(s->nbuckets, sizeof(*s->buckets));
 	s->timer = evtimer_new(base, sched_timer_cb, s);
 	s->kick = event_new(base, -1, 0, sched_kick_cb, s);
-	if (s->timer == NULL || s->kick == NULL) {
+	if (s->timer == NULL || s->kick == NULL || sched_quarantine_start(s) < 0) {
 		util_log_err("queue scheduler: cannot create events");
 		queue_sched_free(s);
 		return NULL;
@@ -1051,6 +1054,7 @@ void queue_sched_free(struct queue_sched *s)
 		struct sched_item *it = s->buckets[i];
 		while (it) {
 			struct sched_item *next = it->hnext;
+			free(it->release_by);
 			free(it);
 			it = next;
 		}
@@ -1059,6 +1063,8 @@ void queue_sched_free(struct queue_sched *s)
 		event_free(s->timer);
 	if (s->kick)
 		event_free(s->kick);
+	if (s->qsweep)
+		event_free(s->qsweep);
 	while (s->dests != NULL) {
 		struct sched_dest *d = s->dests;
 		s->dests = d->next;

@@ -235,6 +235,18 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, size_t errlen);
 int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t errlen);
 int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen);
+/* queue_sched_release_by - release naming who asked (e.g. "root"): a
+ * quarantined message then carries "X-Mxgate-Released: by=WHO; at=DATE". */
+int queue_sched_release_by(struct queue_sched *s, const char *id, const char *who, char *err,
+                           size_t errlen);
+
+/* The header field a quarantined message carries (smtp/ writes it, the
+ * scheduler recognises quarantined messages by it, scan/ drops forged
+ * ones), and the one stamped on release. */
+#define QUEUE_QUARANTINE_FIELD "X-Mxgate-Quarantine"
+#define QUEUE_RELEASED_FIELD   "X-Mxgate-Released"
+/* queue_envelope_is_quarantined - does env->prepend hold our quarantine field? */
+bool queue_envelope_is_quarantined(const struct queue_envelope *env);
 int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);
 size_t queue_sched_count(const struct queue_sched *s);
 int64_t queue_sched_oldest(const struct queue_sched *s);   /* arrival of the oldest, 0 if empty */

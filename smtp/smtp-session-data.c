@@ -297,7 +297,7 @@ void smtp_data_commit(struct smtp_session *s)
 	if (tx->quarantine) {
 		char date[64];
 		util_rfc5322_date(util_now_us() / 1000000, date);
-		util_buf_printf(&pre, SCAN_QUARANTINE_HEADER ": reason=%s; by=%s; at=%s\r\n",
+		util_buf_printf(&pre, QUEUE_QUARANTINE_FIELD ": reason=%s; by=%s; at=%s\r\n",
 				tx->quarantine, s->cfg->hostname, date);
 	}
 	smtp_scan_subject(s, &pre);   /* held back at split time, last: next to the rest */

@@ -205,6 +205,13 @@ def send(gw, data, client=None):
         return one(c)
 
 
+def metrics(gw):
+    import urllib.request
+    port = gw.sections()["metrics"]["listen"].rsplit(":", 1)[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
 def eicar_message():
     return make_message("eicar", body="Here it is:\r\n" + EICAR.decode() + "\r\n")
 
@@ -478,6 +485,12 @@ def test_virus_quarantined_survives_kill9_then_released(gateway, clamd):
     assert mxtest.header_values(msg, "X-Virus-Scan")[0].startswith(f"infected; virus={SIGNAME}")
     q = mxtest.header_values(msg, "X-Mxgate-Quarantine")
     assert len(q) == 1 and q[0].startswith("reason=virus; by=mx.example.test; at="), q
+    # who released it and when (the control socket's peer, by user name)
+    import pwd
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    rel = mxtest.header_values(msg, "X-Mxgate-Released")
+    assert len(rel) == 1 and rel[0].startswith(f"by={me}; at="), rel
+    gw.wait_log(qid + f" status=released by={me} reason=quarantine")
 
 
 def test_quarantined_message_deleted(gateway, clamd):
@@ -491,3 +504,26 @@ def test_quarantined_message_deleted(gateway, clamd):
     data, marker = make_message("forged", headers=("X-Mxgate-Quarantine: reason=none",))
     mxtest.assert_reply(send(gw, data), 250)
     assert not mxtest.header_values(gw.wait_for_marker(marker), "X-Mxgate-Quarantine")
+
+
+def test_quarantine_retention_expires_and_gauges(gateway, clamd):
+    """[queue] quarantine_retention: a quarantined message older than it is
+    deleted by the sweep (logged, files gone); the gauges count it while it
+    waits and drop back to 0."""
+    gw = gateway({"clamav": {"socket": str(clamd.sock), "virus_action": "quarantine"},
+                  "queue": {"quarantine_retention": "3s"},
+                  "metrics": {"listen": f"127.0.0.1:{mxtest.free_port()}"}})
+    data, marker = eicar_message()
+    qid = mxtest.queued_id(send(gw, data))
+    assert (gw.queue_dir / "hold" / qid).exists()
+    # counted while it waits (the sweep runs every second with a 3 s retention)
+    wait_for(lambda: re.search(r"^mxgate_quarantine_messages 1$", metrics(gw), re.M),
+             scaled(10), what="quarantine gauge 1")
+    assert re.search(r"^mxgate_quarantine_bytes [1-9]", metrics(gw), re.M)
+    gw.wait_log(qid + r" status=expired reason=quarantine_retention", timeout=scaled(15))
+    wait_for(lambda: not (gw.queue_dir / "hold" / qid).exists(), scaled(5), what="expired")
+    assert not (gw.queue_dir / "msg" / qid).exists()
+    assert not gw.find_in_mailbox(marker)
+    assert "mxgate_quarantined_total{reason=\"virus\"} 1" in metrics(gw)
+    wait_for(lambda: re.search(r"^mxgate_quarantine_messages 0$", metrics(gw), re.M),
+             scaled(10), what="quarantine gauge back to 0")

@@ -16,6 +16,7 @@
 
 #include <string.h>
 
+#include "queue.h"
 #include "scan.h"
 
 static const struct {
@@ -254,6 +255,34 @@ static void test_rspamd_headers_names(void **state)
 	util_buf_free(&h);
 }
 
+static const struct {
+	const char *prepend;
+	bool quarantined;
+} quarantine_cases[] = {
+    {"X-Mxgate-Quarantine: reason=virus; by=mx; at=x\r\n", true},
+    {"Received: from a\r\n\tby b\r\nX-Mxgate-Quarantine: reason=spam\r\n", true},
+    {"Received: from a\r\nx-mxgate-quarantine: reason=spam\r\n", true},
+    {"Received: from a\r\n", false},
+    {"Received: from a; X-Mxgate-Quarantine: no\r\n", false},
+    {"X-Mxgate-Quarantined: reason=x\r\n", false},
+    {"", false},
+    {NULL, false},
+};
+
+static void test_quarantine_field(void **state)
+{
+	(void)state;
+	/* scan/ cannot include queue.h: the two names must stay equal */
+	assert_string_equal(SCAN_QUARANTINE_HEADER, QUEUE_QUARANTINE_FIELD);
+	for (size_t i = 0; i < sizeof(quarantine_cases) / sizeof(quarantine_cases[0]); i++) {
+		struct queue_envelope env;
+		memset(&env, 0, sizeof(env));
+		env.prepend = (char *)quarantine_cases[i].prepend;
+		if (queue_envelope_is_quarantined(&env) != quarantine_cases[i].quarantined)
+			fail_msg("case %zu", i);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +293,7 @@ int main(void)
 	    cmocka_unit_test(test_rspamd_reply),
 	    cmocka_unit_test(test_rspamd_many_symbols_folded),
 	    cmocka_unit_test(test_rspamd_headers_names),
+	    cmocka_unit_test(test_quarantine_field),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
