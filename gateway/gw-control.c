@@ -129,6 +129,8 @@ static void control_execute(struct gw *gw, const char *line, const char *peer,
 		if (rc != 0)
 			snprintf(err, sizeof(err),
 			         "reload failed: the config has errors (see the log)");
+	} else if (strncmp(cmd, "quarantine-", 11) == 0) {
+		rc = gw_quarantine_execute(gw, cmd, id, peer, out, err, sizeof(err));
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {

@@ -245,6 +245,14 @@ int queue_sched_release_by(struct queue_sched *s, const char *id, const char *wh
  * ones), and the one stamped on release. */
 #define QUEUE_QUARANTINE_FIELD "X-Mxgate-Quarantine"
 #define QUEUE_RELEASED_FIELD   "X-Mxgate-Released"
+/* queue_sched_quarantine_list - quarantined messages, oldest first, one line
+ * each ("ID age=Ns size=N reason=R from=<s> to=<r>,<r>") and a total;
+ * filter "rcpt=A,sender=A,reason=R,older=SECONDS,newer=SECONDS" (any
+ * subset, "" = all).  0, or -1 with a message (bad filter). */
+int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struct util_buf *out,
+                                char *err, size_t errlen);
+/* queue_sched_is_quarantined - is id a quarantined message on hold? */
+bool queue_sched_is_quarantined(struct queue_sched *s, const char *id);
 /* queue_envelope_is_quarantined - does env->prepend hold our quarantine field? */
 bool queue_envelope_is_quarantined(const struct queue_envelope *env);
 int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);

@@ -527,3 +527,47 @@ def test_quarantine_retention_expires_and_gauges(gateway, clamd):
     assert "mxgate_quarantined_total{reason=\"virus\"} 1" in metrics(gw)
     wait_for(lambda: re.search(r"^mxgate_quarantine_messages 0$", metrics(gw), re.M),
              scaled(10), what="quarantine gauge back to 0")
+
+
+def test_quarantine_cli_list_filters_show_release_delete(gateway, clamd):
+    gw = scan_gw(gateway, clamd.sock, virus_action="quarantine")
+
+    def quarantine(sender, rcpt):
+        data, marker = make_message("q", sender=sender, to=rcpt,
+                                    body="x\r\n" + EICAR.decode() + "\r\n")
+        with gw.client(timeout=scaled(30)) as c:
+            c.ehlo()
+            r = c.transaction(sender, [rcpt], data)
+        return mxtest.queued_id(r), marker
+
+    q1, m1 = quarantine("alice@client.example.net", "user@example.test")
+    q2, m2 = quarantine("bob@client.example.net", "other@example.test")
+
+    def qlist(*args):
+        return gw.cli("quarantine", "list", *args, check=True).stdout
+
+    out = qlist()
+    assert q1 in out and q2 in out and "-- 2 quarantined messages" in out, out
+    assert re.search(q1 + r" age=\d+s size=\d+ reason=virus from=<alice@client.example.net> "
+                     r"to=<user@example.test>", out), out
+    out = qlist("--sender", "bob@client.example.net")
+    assert q2 in out and q1 not in out and "-- 1 quarantined message\n" in out, out
+    out = qlist("--rcpt", "USER@example.test")
+    assert q1 in out and q2 not in out, out
+    assert "-- 2 " in qlist("--reason", "virus", "--newer-than", "1h")
+    assert "-- 0 " in qlist("--reason", "spam")
+    assert "-- 0 " in qlist("--older-than", "1d")
+    bad = gw.cli("quarantine", "list", "--older-than", "soon")
+    assert bad.returncode == 2
+    show = gw.cli("quarantine", "show", q1, check=True).stdout
+    assert "X-Mxgate-Quarantine: reason=virus" in show
+    # only quarantined messages: an unknown id is refused
+    p = gw.cli("quarantine", "release", "0000000000000001")
+    assert p.returncode == 1 and "not in quarantine" in p.stderr, p.stderr
+    gw.cli("quarantine", "release", q1, check=True)
+    msg = gw.wait_for_marker(m1)
+    assert mxtest.header_values(msg, "X-Mxgate-Released")
+    gw.cli("quarantine", "delete", q2, check=True)
+    wait_for(lambda: "-- 0 quarantined" in qlist(), scaled(5), what="quarantine empty")
+    gw.wait_log(q2 + r" status=deleted by=postmaster")
+    assert not gw.find_in_mailbox(m2)
