@@ -343,6 +343,8 @@ static const struct config_directive d_auth[] = {
      "Worker threads for SPF/DKIM/DMARC evaluation"},
 };
 
+static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
+
 static const struct config_directive d_spam[] = {
     {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
      "Score at or above which a message is flagged as spam"},
@@ -366,6 +368,11 @@ static const struct config_directive d_spam[] = {
      R, "Header set to YES or NO"},
     {"score_header", CONFIG_T_STRING, G(spam_score_header), "X-Spam-Score", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the score"},
+    {"quarantine_action", CONFIG_T_ENUM, G(spam_quarantine_action), "tag", NULL, 0, 0,
+     e_policy_quarantine, NULL, R,
+     "mxgate's own quarantine verdict (DMARC p=quarantine, score at or above threshold): tag "
+     "(delivered with X-Spam-Flag: YES), quarantine (held in the queue, `mxgate quarantine`; "
+     "reason=policy) or reject (550 5.7.1)"},
     {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };

@@ -89,6 +89,11 @@ enum config_spam_action {
 	CONFIG_SPAM_QUARANTINE
 };
 
+/* What mxgate's own QUARANTINE verdict (DMARC p=quarantine, score at or
+ * above [spam] threshold) does: tag (headers, delivered), quarantine (held
+ * in the queue), reject (550 5.7.1). */
+enum config_policy_quarantine { CONFIG_PQ_TAG = 0, CONFIG_PQ_QUARANTINE, CONFIG_PQ_REJECT };
+
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 
 struct config {
@@ -193,6 +198,7 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
+	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13) */
 
 	/* [clamav] - virus scanning through clamd (issue 13, scan/scan-clamd.c) */
 	char *clamav_socket;              /* NULL = off; "/path", "unix:/path" or "host:port" */

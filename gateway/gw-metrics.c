@@ -92,7 +92,7 @@ void gw_metrics_define(void)
 	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
 	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
 	    {"mxgate_quarantined_total", UTIL_METRIC_COUNTER, "reason",
-	     "Messages accepted into quarantine (held in the queue): virus, spam"},
+	     "Messages accepted into quarantine (held in the queue): virus, spam, policy"},
 	    {"mxgate_quarantine_messages", UTIL_METRIC_GAUGE, NULL,
 	     "Quarantined messages waiting in hold/ (refreshed every quarter of the retention, "
 	     "at most hourly)"},

@@ -332,6 +332,16 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
+	if (v->action == POLICY_QUARANTINE && s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
+		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
+		smtp_session_resume(s);
+		return;
+	}
+	if (v->action == POLICY_QUARANTINE &&
+	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
+		free(s->tx->quarantine);
+		s->tx->quarantine = util_xstrdup("policy"); /* held at commit (issue 13) */
+	}
 	smtp_scan_start(s, true);
 }
 

@@ -571,3 +571,29 @@ def test_quarantine_cli_list_filters_show_release_delete(gateway, clamd):
     wait_for(lambda: "-- 0 quarantined" in qlist(), scaled(5), what="quarantine empty")
     gw.wait_log(q2 + r" status=deleted by=postmaster")
     assert not gw.find_in_mailbox(m2)
+
+
+@pytest.mark.parametrize("action", ["quarantine", "reject", "tag"])
+def test_policy_quarantine_verdict_action(gateway, action):
+    """[spam] quarantine_action: mxgate's own quarantine verdict (here a
+    DNSBL listing over the threshold) is held, refused or only tagged."""
+    gw = gateway({"spam": {"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                           "quarantine_action": action}})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    data, marker = make_message("listed")
+    r = send(gw, data)
+    if action == "reject":
+        mxtest.assert_reply(r, 550, "5.7.1")
+        gw.wait_log(r"reject reason=policy_quarantine")
+        return
+    mxtest.assert_reply(r, 250)
+    qid = mxtest.queued_id(r)
+    if action == "tag":
+        msg = gw.wait_for_marker(marker)
+        assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+        assert not mxtest.header_values(msg, "X-Mxgate-Quarantine")
+        return
+    gw.wait_log(r"quarantined reason=policy id=" + qid)
+    out = gw.cli("quarantine", "list", "--reason", "policy", check=True).stdout
+    assert qid in out and "-- 1 quarantined message\n" in out, out
+    assert not gw.find_in_mailbox(marker)
