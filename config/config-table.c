@@ -339,6 +339,10 @@ static const struct config_directive d_queue[] = {
      "Concurrent deliveries over all routes"},
     {"bounce_sender", CONFIG_T_STRING, G(bounce_sender), NULL, "MAILER-DAEMON@<hostname>", 0, 0,
      NULL, v_address, R, "From: address of delivery status notifications"},
+    {"quarantine_retention", CONFIG_T_DURATION, G(quarantine_retention), "30d", NULL, 1,
+     3650 * DAY, NULL, NULL, R,
+     "How long a quarantined message waits in hold/ for `mxgate queue release`; then it is "
+     "deleted (logged: status=expired reason=quarantine_retention)"},
     {"bounce_max_headers", CONFIG_T_SIZE, G(bounce_max_headers), "16K", NULL, 1 * KB, 1 * MB,
      NULL, NULL, R,
      "Bytes of the original header block a DSN returns (whole fields; never the body)"},
@@ -430,6 +434,7 @@ static const struct config_directive d_arc[] = {
      "Sealer domains (d= of the newest ARC-Seal) whose validated chain with i=1 dmarc=pass "
      "overrides a DMARC failure"},
 };
+static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
 
 static const struct config_directive d_spam[] = {
     {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
@@ -454,6 +459,11 @@ static const struct config_directive d_spam[] = {
      R, "Header set to YES or NO"},
     {"score_header", CONFIG_T_STRING, G(spam_score_header), "X-Spam-Score", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the score"},
+    {"quarantine_action", CONFIG_T_ENUM, G(spam_quarantine_action), "tag", NULL, 0, 0,
+     e_policy_quarantine, NULL, R,
+     "mxgate's own quarantine verdict (DMARC p=quarantine, score at or above threshold): tag "
+     "(delivered with X-Spam-Flag: YES), quarantine (held in the queue, `mxgate quarantine`; "
+     "reason=policy) or reject (550 5.7.1)"},
     {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };
@@ -608,6 +618,98 @@ static const struct config_directive d_route[] = {
      "[verify]) unless the domain has a recipient list"},
 };
 
+/* [clamav] (issue 13: content inspection) */
+static const char *const e_scan_failure[] = {"tempfail", "accept", NULL};
+static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", NULL};
+
+/* v_scan_socket - "/path", "unix:/path" or a numeric "host:port" (the
+ * connection is made on the event loop: no blocking name lookup). */
+static const char *v_scan_socket(const char *s, char *buf, size_t buflen)
+{
+	char host[256];
+	int port = 0;
+	struct util_addr a;
+
+	if (strncmp(s, "unix:", 5) == 0)
+		s += 5;
+	if (s[0] == '/')
+		return strlen(s) < 100 ? NULL : "unix socket path longer than 100 bytes";
+	if (util_hostport_parse(s, 0, host, sizeof(host), &port, buf, buflen) < 0)
+		return buf;
+	if (port == 0)
+		return "expected /path/to/clamd.ctl, unix:/path or host:port";
+	if (util_addr_parse_numeric(host, port, &a) < 0)
+		return "the host must be a numeric IPv4 or [IPv6] address";
+	return NULL;
+}
+
+static const struct config_directive d_clamav[] = {
+    {"socket", CONFIG_T_STRING, G(clamav_socket), NULL, "off", 0, 0, NULL, v_scan_socket, R,
+     "clamd to scan every message with (INSTREAM): /run/clamav/clamd.ctl, unix:/path or "
+     "numeric host:port; unset = no virus scanning"},
+    {"timeout", CONFIG_T_DURATION, G(clamav_timeout), "30s", NULL, 1, 10 * MINUTE, NULL, NULL, R,
+     "Deadline of one scan (waiting for a connection included); then on_failure applies"},
+    {"on_failure", CONFIG_T_ENUM, G(clamav_on_failure), "tempfail", NULL, 0, 0, e_scan_failure,
+     NULL, R,
+     "clamd down, slow or failing: tempfail (451 4.7.1, the sender retries) or accept "
+     "(delivered with X-Virus-Scan: unscanned; logged and counted)"},
+    {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
+     NULL, R,
+     "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
+     "held in the queue's hold/ until `mxgate queue release|delete`) or deliver (with "
+     "X-Virus-Scan: infected and the signature name)"},
+    {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
+     "they are delivered with X-Virus-Scan: unscanned reason=size"},
+    {"max_connections", CONFIG_T_INT, G(clamav_max_connections), "8", NULL, 1, 1000, NULL, NULL,
+     R, "clamd connections kept open and reused (IDSESSION); more scans wait for one"},
+};
+
+static const char *const e_spam_action[] = {"reject", "tag", "deliver", "quarantine", NULL};
+
+/* v_scan_hostport - a numeric "host:port" (rspamd over HTTP). */
+static const char *v_scan_hostport(const char *s, char *buf, size_t buflen)
+{
+	if (s[0] == '/' || strncmp(s, "unix:", 5) == 0)
+		return "expected a numeric host:port such as 127.0.0.1:11333";
+	return v_scan_socket(s, buf, buflen);
+}
+
+static const struct config_directive d_rspamd[] = {
+    {"address", CONFIG_T_STRING, G(rspamd_address), NULL, "off", 0, 0, NULL, v_scan_hostport, R,
+     "rspamd normal worker to check every message with (HTTP POST /checkv2): numeric "
+     "host:port such as 127.0.0.1:11333; unset = no spam filtering by rspamd"},
+    {"timeout", CONFIG_T_DURATION, G(rspamd_timeout), "15s", NULL, 1, 10 * MINUTE, NULL, NULL, R,
+     "Deadline of one check (waiting for a connection included); then on_failure applies"},
+    {"on_failure", CONFIG_T_ENUM, G(rspamd_on_failure), "accept", NULL, 0, 0, e_scan_failure,
+     NULL, R,
+     "rspamd down, slow or failing: accept (delivered with X-Spam-Status: unchecked; logged "
+     "and counted) or tempfail (451 4.7.1)"},
+    {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
+     e_spam_action, NULL, R,
+     "rspamd answers reject: reject (550 5.7.1 before anything is queued), quarantine (250, "
+     "then held in hold/ until `mxgate queue release|delete`), tag (X-Spam-Flag: YES) or "
+     "deliver (headers only)"},
+    {"tag_action", CONFIG_T_ENUM, G(rspamd_tag_action), "tag", NULL, 0, 0, e_spam_action, NULL,
+     R,
+     "rspamd answers add header, rewrite subject or quarantine: tag (X-Spam-Flag: YES), "
+     "quarantine, reject or deliver"},
+    {"max_size", CONFIG_T_SIZE, G(rspamd_max_size), "20M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Status: "
+     "unchecked reason=size"},
+    {"max_connections", CONFIG_T_INT, G(rspamd_max_connections), "8", NULL, 1, 1000, NULL, NULL,
+     R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
+    {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,
+     v_printable, R,
+     "Prefix put once on the Subject of a message tagged as spam (a DKIM signature covering "
+     "Subject no longer verifies downstream; mxgate's Authentication-Results keep the result); "
+     "none = headers only"},
+    {"skip_auth_checks", CONFIG_T_BOOL, G(rspamd_skip_auth), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Ask rspamd not to redo SPF/DKIM/DMARC (its group \"policies\" is disabled per request); "
+     "mxgate's authentication score goes to rspamd as request header X-Mxgate-Auth-Score "
+     "(deploy/rspamd/mxgate.lua turns it into symbol MXGATE_AUTH)"},
+};
+
 /* [metrics] and [mta_sts] (issue 7: production) */
 static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL};
 
@@ -676,6 +778,11 @@ const struct config_section config_sections[] = {
         "Greylisting (off by default).  Never applied to [dnsbl] allowlisted (negative weight) "
         "clients, to SPF passes for skip_spf_domains, nor to DKIM-signed mail that passes "
         "DMARC for a domain publishing p=reject.  State is in-process (one node)."),
+    SEC("clamav", false, d_clamav,
+        "Virus scanning with ClamAV's clamd at the end of DATA, before the 250 (issue 13)."),
+    SEC("rspamd", false, d_rspamd,
+        "Spam filtering with rspamd at the end of DATA, before the 250 (issue 13); its "
+        "verdict replaces mxgate's own spam score, which becomes one of its inputs."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("route", true, d_route,
@@ -740,6 +847,13 @@ const char config_default_text[] =
     "dkim = yes\n"
     "dmarc = yes\n"
     "dmarc_enforcement = monitor\n"
+    "\n"
+    "; Content inspection is off: to scan for viruses install clamav-daemon and add\n"
+    ";   [clamav]\n"
+    ";   socket = /run/clamav/clamd.ctl\n"
+    "; to filter spam install rspamd and add\n"
+    ";   [rspamd]\n"
+    ";   address = 127.0.0.1:11333\n"
     "\n"
     "[route default]\n"
     "type = directory\n"

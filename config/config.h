@@ -118,6 +118,25 @@ enum config_pregreet_mode { CONFIG_PREGREET_CONTINUATION = 0, CONFIG_PREGREET_PA
 /* What RCPT answers when the downstream cannot be asked. */
 enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT };
 
+/* What a scanner that is down, slow or failing means for the message
+ * (issue 13): 451 4.7.1, or accept with a header saying it was not scanned. */
+enum config_scan_failure { CONFIG_SCAN_TEMPFAIL = 0, CONFIG_SCAN_ACCEPT };
+/* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
+enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
+
+/* What an rspamd verdict does to the message (issue 13). */
+enum config_spam_action {
+	CONFIG_SPAM_REJECT = 0,
+	CONFIG_SPAM_TAG,
+	CONFIG_SPAM_DELIVER,
+	CONFIG_SPAM_QUARANTINE
+};
+
+/* What mxgate's own QUARANTINE verdict (DMARC p=quarantine, score at or
+ * above [spam] threshold) does: tag (headers, delivered), quarantine (held
+ * in the queue), reject (550 5.7.1). */
+enum config_policy_quarantine { CONFIG_PQ_TAG = 0, CONFIG_PQ_QUARANTINE, CONFIG_PQ_REJECT };
+
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 /* What a DMARC temperror does (enforcement on): 451, or stamp and accept. */
 enum config_dmarc_temperror { CONFIG_DMARC_TEMPERROR_TEMPFAIL = 0, CONFIG_DMARC_TEMPERROR_ACCEPT };
@@ -198,6 +217,7 @@ struct config {
 	int max_deliveries;               /* concurrent deliveries in total */
 	char *bounce_sender;              /* From: of DSNs, default MAILER-DAEMON@hostname */
 	int64_t bounce_max_headers;       /* bytes of the original header block a DSN returns */
+	int64_t quarantine_retention;     /* seconds a quarantined message is kept (issue 13) */
 
 	/* [log] */
 	enum util_log_level log_level;
@@ -246,6 +266,26 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
+	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13) */
+
+	/* [clamav] - virus scanning through clamd (issue 13, scan/scan-clamd.c) */
+	char *clamav_socket;              /* NULL = off; "/path", "unix:/path" or "host:port" */
+	int clamav_timeout;               /* seconds for one scan, queueing included */
+	int clamav_on_failure;            /* enum config_scan_failure */
+	int clamav_virus_action;          /* enum config_scan_action */
+	int64_t clamav_max_size;          /* bytes; larger messages are not scanned (header) */
+	int clamav_max_connections;       /* pooled clamd connections */
+
+	/* [rspamd] - spam filtering through rspamd's /checkv2 (issue 13, scan/scan-rspamd.c) */
+	char *rspamd_address;             /* NULL = off; numeric "host:port" */
+	int rspamd_timeout;               /* seconds for one check, queueing included */
+	int rspamd_on_failure;            /* enum config_scan_failure */
+	int rspamd_reject_action;         /* enum config_spam_action: what rspamd's "reject" does */
+	int rspamd_tag_action;            /* enum config_spam_action: "add header"/"rewrite subject" */
+	int64_t rspamd_max_size;          /* bytes; larger messages are not checked (header) */
+	int rspamd_max_connections;       /* pooled HTTP connections */
+	bool rspamd_skip_auth;            /* rspamd does not redo SPF/DKIM/DMARC (group policies off) */
+	char *rspamd_subject_tag;         /* prefix put on the Subject of tagged messages; "none" = none */
 
 	/* [dnsbl] - DNSBL/DNSWL decisions at connect or RCPT (issue 17) */
 	struct util_strlist dnsbl_site_specs; /* sites = as written */

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -98,8 +99,26 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	util_buf_printf(out, "stopping: %s\n", gw->stopping ? "yes" : "no");
 }
 
+/* control_peer - "NAME" (or "uid=N") of the user at the other end of the
+ * control socket (SO_PEERCRED), for the quarantine release stamp. */
+static void control_peer(struct bufferevent *bev, char *out, size_t outlen)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	snprintf(out, outlen, "unknown");
+	if (getsockopt(bufferevent_getfd(bev), SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0)
+		return;
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+	if (getpwuid_r(uc.uid, &pw, buf, sizeof(buf), &res) == 0 && res != NULL)
+		snprintf(out, outlen, "%s", res->pw_name);
+	else
+		snprintf(out, outlen, "uid=%u", (unsigned)uc.uid);
+}
+
 /* control_execute - run one request line; the answer ends in OK / ERR. */
-static void control_execute(struct gw *gw, const char *line, struct util_buf *out)
+static void control_execute(struct gw *gw, const char *line, const char *peer,
+                            struct util_buf *out)
 {
 	char cmd[64] = "", arg[CONTROL_LINE_MAX] = "", extra[8] = "";
 	char err[256] = "";
@@ -121,6 +140,8 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		rc = gw_reopen_logs(out);
 		if (rc != 0)
 			snprintf(err, sizeof(err), "the log file could not be reopened");
+	} else if (strncmp(cmd, "quarantine-", 11) == 0) {
+		rc = gw_quarantine_execute(gw, cmd, id, peer, out, err, sizeof(err));
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {
@@ -146,7 +167,7 @@ static void control_execute(struct gw *gw, const char *line, struct util_buf *ou
 		if (rc == 0)
 			util_buf_printf(out, "held 1 message (%s)\n", id);
 	} else if (strcmp(cmd, "queue-release") == 0) {
-		rc = queue_sched_release(gw->sched, id, err, sizeof(err));
+		rc = queue_sched_release_by(gw->sched, id, peer, err, sizeof(err));
 		if (rc == 0)
 			util_buf_printf(out, "released 1 message (%s)\n", id);
 	} else if (strcmp(cmd, "queue-delete") == 0) {
@@ -193,8 +214,10 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		for (size_t i = 0; i < len && clean; i++)
 			if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
 				clean = false;
+		char peer[64];
+		control_peer(bev, peer, sizeof(peer));
 		if (clean)
-			control_execute(cc->ctl->gw, line, &out);
+			control_execute(cc->ctl->gw, line, peer, &out);
 		else
 			util_buf_adds(&out, "ERR malformed request\n");
 		free(line);

@@ -143,6 +143,24 @@ void gw_metrics_define(void)
 	     "Recipients accepted without verification ([verify] unavailable = accept)"},
 	    {"mxgate_dsn_suppressed_total", UTIL_METRIC_COUNTER, "reason",
 	     "Bounces not sent because the sender failed SPF or DMARC (spf_fail, dmarc_fail)"},
+	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
+	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
+	    {"mxgate_quarantined_total", UTIL_METRIC_COUNTER, "reason",
+	     "Messages accepted into quarantine (held in the queue): virus, spam, policy"},
+	    {"mxgate_quarantine_messages", UTIL_METRIC_GAUGE, NULL,
+	     "Quarantined messages waiting in hold/ (refreshed every quarter of the retention, "
+	     "at most hourly)"},
+	    {"mxgate_quarantine_bytes", UTIL_METRIC_GAUGE, NULL, "Bytes of the quarantined messages"},
+	    {"mxgate_quarantine_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
+	     "Age of the oldest quarantined message (0 when none)"},
+	    {"mxgate_spam_checks_total", UTIL_METRIC_COUNTER, "action",
+	     "rspamd checks at end of DATA ([rspamd]) by rspamd's action (no_action, add_header, "
+	     "rewrite_subject, soft_reject, reject, ...), or unchecked"},
+	    {"mxgate_scanner_failures_total", UTIL_METRIC_COUNTER, "reason",
+	     "Scans that did not happen, by scanner and reason: clamav_timeout, "
+	     "clamav_unavailable, clamav_connection_lost, clamav_clamd_error, "
+	     "clamav_clamd_size_limit, clamav_protocol, rspamd_timeout, rspamd_unavailable, "
+	     "rspamd_http_NNN, rspamd_protocol, *_spool_read, *_setup"},
 	    {"mxgate_config_reloads_total", UTIL_METRIC_COUNTER, "result",
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	    {"mxgate_metrics_http_closed_total", UTIL_METRIC_COUNTER, "reason",

@@ -456,6 +456,9 @@ int gw_cmd_run(int argc, char **argv)
 	}
 	util_log_info("- mxgate %s started config=%s hostname=%s queue=%s", MXGATE_VERSION,
 		      gw.cfg->path, gw.cfg->hostname, gw.cfg->queue_dir);
+	if (!gw.cfg->clamav_socket && !gw.cfg->rspamd_address)
+		util_log_info("- content inspection off: set [clamav] socket = /run/clamav/clamd.ctl "
+			      "and/or [rspamd] address = 127.0.0.1:11333 (docs/postmaster-guide.md)");
 	sd_notify(0, "READY=1");
 	event_base_dispatch(gw.base);
 	util_log_info("- mxgate stopped");

@@ -79,6 +79,11 @@ int gw_control_socket_for(const char *config_path, char *out, size_t outlen);
 int gw_cmd_run(int argc, char **argv);
 int gw_cmd_check_config(int argc, char **argv);
 int gw_cmd_queue(int argc, char **argv);     /* mxgate queue list|show|flush|hold|release|delete */
+int gw_cmd_quarantine(int argc, char **argv); /* mxgate quarantine list|show|release|delete */
+/* gw_quarantine_execute - the daemon's side of "quarantine-*" control
+ * requests (gw-quarantine.c); peer = the requesting user.  0/-1 + err. */
+int gw_quarantine_execute(struct gw *gw, const char *cmd, const char *arg, const char *peer,
+                          struct util_buf *out, char *err, size_t errlen);
 
 /* ------------------------------------------------------------ production (issue 7) */
 

@@ -26,6 +26,7 @@ static int usage(void)
 		"usage: mxgate run [-c FILE]\n"
 		"       mxgate check-config [-c FILE]\n"
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
+		"       mxgate quarantine list [filters]|show ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status|reopen-logs [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
 		"       mxgate config-reference\n"
@@ -71,6 +72,8 @@ int main(int argc, char **argv)
 		return gw_cmd_check_config(argc - 1, argv + 1);
 	if (strcmp(cmd, "queue") == 0)
 		return gw_cmd_queue(argc - 1, argv + 1);
+	if (strcmp(cmd, "quarantine") == 0)
+		return gw_cmd_quarantine(argc - 1, argv + 1);
 	if (strcmp(cmd, "reload") == 0)
 		return cmd_control(argc - 1, argv + 1, "reload");
 	if (strcmp(cmd, "status") == 0)

@@ -533,7 +533,8 @@ static void io_complete(struct queue_store *qs, struct queue_job *j)
 			               io_kind_names[j->kind], (long long)j->env->size,
 			               j->env->nrcpts);
 			if (qs->on_commit != NULL)
-				qs->on_commit(j->env, qs->on_commit_arg);
+				qs->on_commit(j->env, (enum queue_state)(j->to - QDIR_ACTIVE),
+				              qs->on_commit_arg);
 		}
 		if (j->ccb != NULL)
 			j->ccb(j->cookie, j->status, j->status == 0 ? 0 : j->err, j->id, j->arg);

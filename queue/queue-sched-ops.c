@@ -65,6 +65,8 @@ static void sched_move_to(struct queue_sched *s, struct sched_item *it, enum que
 		return;
 	it->want_hold = it->want_release = false;
 	env->next_attempt = next_attempt;
+	if (to != QUEUE_HOLD && it->st == QUEUE_HOLD && it->quarantined)
+		sched_quarantine_release(it, env);
 	struct sched_move *m = util_xcalloc(1, sizeof(*m));
 	m->s = s;
 	m->it = it;
@@ -191,9 +193,20 @@ int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t er
 /* queue_sched_release - a held message becomes due now. */
 int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen)
 {
+	return queue_sched_release_by(s, id, NULL, err, errlen);
+}
+
+/* queue_sched_release_by - see queue.h. */
+int queue_sched_release_by(struct queue_sched *s, const char *id, const char *who, char *err,
+                           size_t errlen)
+{
 	struct sched_item *it = sched_lookup(s, id, err, errlen);
 	if (it == NULL)
 		return -1;
+	if (who != NULL && (it->st == QUEUE_HOLD || it->want_hold)) {
+		free(it->release_by);
+		it->release_by = util_xstrdup(who);
+	}
 	if (it->st != QUEUE_HOLD && !it->want_hold) {
 		snprintf(err, errlen, "message %s is not on hold", it->id);
 		return -1;

@@ -356,7 +356,9 @@ static struct sched_item *sched_index(struct queue_sched *s, const char *id, enu
 static struct sched_item *sched_item_add(struct queue_sched *s, const struct queue_envelope *env,
                                          enum queue_state st)
 {
-	return sched_index(s, env->id, st, env->next_attempt, env->arrival);
+	struct sched_item *it = sched_index(s, env->id, st, env->next_attempt, env->arrival);
+	sched_quarantine_note(it, env);
+	return it;
 }
 
 /* sched_item_drop - forget a message (its files are gone). */
@@ -368,6 +370,7 @@ void sched_item_drop(struct queue_sched *s, struct sched_item *it)
 		pp = &(*pp)->hnext;
 	*pp = it->hnext;
 	s->count--;
+	free(it->release_by);
 	free(it);
 }
 
@@ -976,12 +979,14 @@ static void sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 	sched_dispatch(arg);
 }
 
-/* sched_on_commit - store hook: index a new message and deliver it now. */
-static void sched_on_commit(const struct queue_envelope *env, void *arg)
+/* sched_on_commit - store hook: index a new message and deliver it now
+ * (a message committed on hold - quarantine - waits for a release). */
+static void sched_on_commit(const struct queue_envelope *env, enum queue_state st, void *arg)
 {
 	struct queue_sched *s = arg;
-	sched_item_add(s, env, QUEUE_ACTIVE);
-	sched_kick(s);
+	sched_item_add(s, env, st);
+	if (st == QUEUE_ACTIVE)
+		sched_kick(s);
 }
 
 /* sched_on_scan - start-up: index one envelope found on disk. */
@@ -1015,7 +1020,7 @@ struct queue_sched *queue_sched_new(struct queue_store *qs, struct event_base *b
 	s->buckets = util_xcalloc(s->nbuckets, sizeof(*s->buckets));
 	s->timer = evtimer_new(base, sched_timer_cb, s);
 	s->kick = event_new(base, -1, 0, sched_kick_cb, s);
-	if (s->timer == NULL || s->kick == NULL) {
+	if (s->timer == NULL || s->kick == NULL || sched_quarantine_start(s) < 0) {
 		util_log_err("queue scheduler: cannot create events");
 		queue_sched_free(s);
 		return NULL;
@@ -1057,6 +1062,7 @@ void queue_sched_free(struct queue_sched *s)
 		struct sched_item *it = s->buckets[i];
 		while (it) {
 			struct sched_item *next = it->hnext;
+			free(it->release_by);
 			free(it);
 			it = next;
 		}
@@ -1065,6 +1071,8 @@ void queue_sched_free(struct queue_sched *s)
 		event_free(s->timer);
 	if (s->kick)
 		event_free(s->kick);
+	if (s->qsweep)
+		event_free(s->qsweep);
 	while (s->dests != NULL) {
 		struct sched_dest *d = s->dests;
 		s->dests = d->next;

@@ -117,7 +117,7 @@ struct queue_store {
 	struct queue_job **done_tail;
 	bool closing; /* under mu: the thread exits once pend is empty */
 	bool drain_pool; /* under mu: unlink the pool's files (disk full) */
-	void (*on_commit)(const struct queue_envelope *env, void *arg);
+	void (*on_commit)(const struct queue_envelope *env, enum queue_state st, void *arg);
 	void *on_commit_arg;
 	struct queue_pool pool;
 };

@@ -354,7 +354,9 @@ const char *queue_store_dir(const struct queue_store *qs)
 
 /* queue_store_on_commit - set (or clear with NULL) the commit hook. */
 void queue_store_on_commit(struct queue_store *qs,
-                           void (*fn)(const struct queue_envelope *env, void *arg), void *arg)
+                           void (*fn)(const struct queue_envelope *env, enum queue_state st,
+                                      void *arg),
+                           void *arg)
 {
 	qs->on_commit = fn;
 	qs->on_commit_arg = arg;
@@ -724,9 +726,9 @@ static void store_stamp(struct queue_envelope *env, const char *id, int64_t size
 		env->arrival = (int64_t)time(NULL);
 }
 
-/* queue_commit - hand the spool and its envelope to the I/O thread. */
-void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
-                  queue_commit_cb cb, uint64_t cookie, void *arg)
+/* store_commit - hand the spool and its envelope to the I/O thread; to = QDIR_* of the envelope. */
+static void store_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+                         int to, queue_commit_cb cb, uint64_t cookie, void *arg)
 {
 	struct queue_job *j = queue_io_job_new(QUEUE_JOB_COMMIT);
 
@@ -742,11 +744,27 @@ void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_e
 	free(sp);
 	j->env = env;
 	j->text = queue_envelope_serialize(env, &j->text_len);
-	j->to = QDIR_ACTIVE;
+	j->to = to;
 	j->ccb = cb;
 	j->cookie = cookie;
 	j->arg = arg;
 	queue_io_submit(qs, j);
+}
+
+/* queue_commit - see queue.h: the envelope goes to active/. */
+void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+                  queue_commit_cb cb, uint64_t cookie, void *arg)
+{
+	store_commit(qs, sp, env, QDIR_ACTIVE, cb, cookie, arg);
+}
+
+/* queue_commit_held - see queue.h: the envelope goes to hold/ (same
+ * phases, same single fsync per folder; the commit point is the fsync of
+ * hold/). */
+void queue_commit_held(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+                       queue_commit_cb cb, uint64_t cookie, void *arg)
+{
+	store_commit(qs, sp, env, QDIR_HOLD, cb, cookie, arg);
 }
 
 /* queue_inject - commit a generated message; msg is copied. */

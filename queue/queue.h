@@ -131,16 +131,25 @@ typedef void (*queue_commit_cb)(uint64_t cookie, int status, int err, const char
 void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
+/* queue_commit_held - queue_commit into hold/ instead of active/: the
+ * message is durable under the same rules but not delivered until the
+ * postmaster releases it (quarantine, issue 13). */
+void queue_commit_held(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
+		       queue_commit_cb cb, uint64_t cookie, void *arg);
+
 /* queue_inject - commit a message we generated (a DSN): bytes in memory
  * (copied; env->id gets a new id, env->size = len). */
 void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void *msg, size_t len,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
 /* queue_store_on_commit - hook called (loop thread) with each newly
- * committed envelope (borrowed) - the scheduler indexes it.  fn NULL clears
- * the hook (do so before freeing what arg points to). */
+ * committed envelope (borrowed) and the state it was committed in (active,
+ * or hold for queue_commit_held) - the scheduler indexes it.  fn NULL
+ * clears the hook (do so before freeing what arg points to). */
 void queue_store_on_commit(struct queue_store *qs,
-			   void (*fn)(const struct queue_envelope *env, void *arg), void *arg);
+			   void (*fn)(const struct queue_envelope *env, enum queue_state st,
+				      void *arg),
+			   void *arg);
 
 /* Completion of an envelope update, removal or set-aside: status 0 or -1. */
 typedef void (*queue_done_cb)(int status, void *arg);
@@ -235,6 +244,26 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, size_t errlen);
 int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t errlen);
 int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen);
+/* queue_sched_release_by - release naming who asked (e.g. "root"): a
+ * quarantined message then carries "X-Mxgate-Released: by=WHO; at=DATE". */
+int queue_sched_release_by(struct queue_sched *s, const char *id, const char *who, char *err,
+                           size_t errlen);
+
+/* The header field a quarantined message carries (smtp/ writes it, the
+ * scheduler recognises quarantined messages by it, scan/ drops forged
+ * ones), and the one stamped on release. */
+#define QUEUE_QUARANTINE_FIELD "X-Mxgate-Quarantine"
+#define QUEUE_RELEASED_FIELD   "X-Mxgate-Released"
+/* queue_sched_quarantine_list - quarantined messages, oldest first, one line
+ * each ("ID age=Ns size=N reason=R from=<s> to=<r>,<r>") and a total;
+ * filter "rcpt=A,sender=A,reason=R,older=SECONDS,newer=SECONDS" (any
+ * subset, "" = all).  0, or -1 with a message (bad filter). */
+int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struct util_buf *out,
+                                char *err, size_t errlen);
+/* queue_sched_is_quarantined - is id a quarantined message on hold? */
+bool queue_sched_is_quarantined(struct queue_sched *s, const char *id);
+/* queue_envelope_is_quarantined - does env->prepend hold our quarantine field? */
+bool queue_envelope_is_quarantined(const struct queue_envelope *env);
 int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);
 size_t queue_sched_count(const struct queue_sched *s);
 /* queue_sched_count_state - messages in one state (active, deferred, hold). */

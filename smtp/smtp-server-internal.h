@@ -13,6 +13,7 @@
 #include <event2/listener.h>
 #include <openssl/ssl.h>
 
+#include "scan.h"
 #include "smtp-internal.h"
 #include "smtp-verify-internal.h"
 #include "smtp.h"
@@ -36,6 +37,7 @@ enum smtp_wait {
 	SMTP_WAIT_VERIFY,        /* RCPT waits for the recipient-verification probe */
 	SMTP_WAIT_RDNS,          /* end of DATA waits for the client's rDNS name */
 	SMTP_WAIT_VERDICT,       /* end of DATA waits for the policy verdict */
+	SMTP_WAIT_SCAN,          /* end of DATA waits for the virus scan (scan/) */
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
 	SMTP_WAIT_DNSBL,         /* RCPT waits for the DNSBL lookups */
 	SMTP_WAIT_GREET,         /* the banner is held (greet_holds) */
@@ -121,6 +123,8 @@ struct smtp_server {
 	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
 	struct smtp_rl_store *rl;        /* owned; rate-limit counters */
 	struct smtp_greylist *greylist;  /* owned; triplets and allowlisted networks */
+	struct scan_clamd *clamd;        /* owned; clamd connection pool (scan/) */
+	struct scan_rspamd *rspamd;      /* owned; rspamd connection pool (scan/) */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -151,6 +155,15 @@ struct smtp_tx {
 	int64_t body_off;                /* where the body starts in the spool */
 	int write_errno;                 /* first spool write error */
 	struct policy_msg *pm;           /* owned; NULL without policy */
+	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
+	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
+	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
+	char *subject;                   /* owned; the first Subject field, held back from the spool
+	                                    when it may be tagged (smtp-session-scan.c), or NULL */
+	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
+	bool subject_tag;                /* put [rspamd] subject_tag on it */
+	char *quarantine;                /* owned; why the message is quarantined ("virus",
+	                                    "spam"), or NULL: committed on hold, not delivered */
 	int64_t data_start_ms;
 	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
 };
@@ -345,5 +358,24 @@ void smtp_data_begin(struct smtp_session *s);
 bool smtp_data_read(struct smtp_session *s, struct evbuffer *in);
 /* smtp_data_judge - message complete and clean: rDNS, verdict, commit. */
 void smtp_data_judge(struct smtp_session *s);
+/* smtp_data_refuse - answer reply for the whole message, log, count reason
+ * and end the transaction (the caller resumes the session when async). */
+void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason);
+/* smtp_data_commit - hand spool + envelope to the queue; 250 when durable. */
+void smtp_data_commit(struct smtp_session *s);
+
+/* smtp-session-scan.c */
+/* smtp_scan_start - after the policy verdict: the virus scan ([clamav]),
+ * then the spam check ([rspamd]), then the commit; each may wait, none
+ * blocks.  async: called from a callback (a refusal then resumes). */
+void smtp_scan_start(struct smtp_session *s, bool async);
+/* smtp_scan_hold_subject - split-time hook: true when field f is the
+ * Subject and must be held back from the spool (it may be tagged). */
+bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);
+/* smtp_scan_subject - append the held Subject, tagged when decided. */
+void smtp_scan_subject(struct smtp_session *s, struct util_buf *b);
+/* smtp_scan_policy_headers - append the policy's header fields, without
+ * its spam headers when rspamd's verdict replaces them. */
+void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers);
 
 #endif

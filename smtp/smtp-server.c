@@ -562,6 +562,8 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	if (cfg->pregreet_pass_file)
 		srv->pass_file = util_xstrdup(cfg->pregreet_pass_file);
 	smtp_pregreet_load(srv);
+	srv->clamd = scan_clamd_new(base);
+	srv->rspamd = scan_rspamd_new(base);
 	err[0] = 0;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
@@ -676,6 +678,8 @@ void smtp_server_free(struct smtp_server *srv)
 	free(srv->pass_file);
 	smtp_rl_store_free(srv->rl);
 	smtp_greylist_free(srv->greylist);   /* before the resolver (gw-run.c) */
+	scan_clamd_free(srv->clamd);   /* after the sessions: no callback is left */
+	scan_rspamd_free(srv->rspamd);
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }

@@ -5,7 +5,8 @@
  * in memory up to max_header_size so forged Authentication-Results and spam
  * headers can be dropped; the body is never buffered), feed the headers to
  * the policy engine and hand it the body's place in the spool (DKIM hashes
- * it on a worker), then at the end of data wait for the verdict and the
+ * it on a worker), then at the end of data wait for the verdict, the virus
+ * scan ([clamav], scan/scan-clamd.c streams the spool to clamd) and the
  * durable commit before answering.
  *
  * Ownership: the transaction (struct smtp_tx) owns the spool until
@@ -58,7 +59,9 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 	note_message_id(s->tx, f);
 	if (s->tx->pm)
 		policy_msg_header_field(s->tx->pm, f);
-	if (!policy_drop_header(s->cfg, f))
+	if (smtp_scan_hold_subject(s, f))
+		return true;   /* not dropped: it goes into the prepend at commit */
+	if (!policy_drop_header(s->cfg, f) && !scan_is_our_header(f))
 		return false;
 	util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours", (unsigned long long)s->id,
 		      (int)f->name_len, f->name);
@@ -213,8 +216,8 @@ static void log_decision(struct smtp_session *s, const char *what, const char *q
 	util_buf_free(&to);
 }
 
-/* refuse - answer an error for the whole message and drop it. */
-static void refuse(struct smtp_session *s, const char *reply, const char *reason)
+/* smtp_data_refuse - answer an error for the whole message and drop it. */
+void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason)
 {
 	char what[64];
 	snprintf(what, sizeof(what), "reject reason=%s", reason);
@@ -263,7 +266,14 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 	if (status == 0) {
 		char reply[80];
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
-		log_decision(s, "queued", qid, reply);
+		if (s->tx->quarantine) {
+			char what[64];
+			snprintf(what, sizeof(what), "quarantined reason=%s", s->tx->quarantine);
+			log_decision(s, what, qid, reply);
+			util_metrics_inc("mxgate_quarantined_total", s->tx->quarantine);
+		} else {
+			log_decision(s, "queued", qid, reply);
+		}
 		util_metrics_inc("mxgate_messages_accepted_total", NULL);
 		smtp_defence_queued(s);
 		util_metrics_observe("mxgate_data_to_250_seconds",
@@ -283,8 +293,8 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 	smtp_session_resume(s);
 }
 
-/* commit - build the envelope and hand spool + envelope to the queue. */
-static void commit(struct smtp_session *s)
+/* smtp_data_commit - build the envelope and hand spool + envelope to the queue. */
+void smtp_data_commit(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
 	const char *qid = queue_spool_id(tx->spool);
@@ -304,7 +314,16 @@ static void commit(struct smtp_session *s)
 	received_header(s, qid, &pre);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
 	if (v && v->headers)
-		util_buf_adds(&pre, v->headers);
+		smtp_scan_policy_headers(s, &pre, v->headers);
+	if (tx->scan_headers)
+		util_buf_adds(&pre, tx->scan_headers);
+	if (tx->quarantine) {
+		char date[64];
+		util_rfc5322_date(util_now_us() / 1000000, date);
+		util_buf_printf(&pre, QUEUE_QUARANTINE_FIELD ": reason=%s; by=%s; at=%s\r\n",
+				tx->quarantine, s->cfg->hostname, date);
+	}
+	smtp_scan_subject(s, &pre);   /* held back at split time, last: next to the rest */
 	/* The ingress verdicts travel with the message: a bounce to a sender
 	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
 	if (v && v->spf)
@@ -315,7 +334,10 @@ static void commit(struct smtp_session *s)
 	struct queue_spool *sp = tx->spool;
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
-	queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+	if (tx->quarantine)   /* durable like any message, but on hold (issue 13) */
+		queue_commit_held(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+	else
+		queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
 /* verdict_cb - the policy engine has judged the message. */
@@ -327,7 +349,7 @@ static void verdict_cb(uint64_t cookie, void *arg)
 	const struct policy_verdict *v = policy_msg_verdict(s->tx->pm);
 	s->wait = SMTP_WAIT_NONE;
 	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
-		refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
+		smtp_data_refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
 									   : "451 4.7.1 Try again later"),
 		       v->action == POLICY_REJECT ? "policy" : "policy_tempfail");
 		smtp_session_resume(s);
@@ -335,11 +357,21 @@ static void verdict_cb(uint64_t cookie, void *arg)
 	}
 	char grey[300];
 	if (smtp_greylist_check(s, grey, sizeof(grey))) {
-		refuse(s, grey, "greylisted");
+		smtp_data_refuse(s, grey, "greylisted");
 		smtp_session_resume(s);
 		return;
 	}
-	commit(s);
+	if (v->action == POLICY_QUARANTINE && s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
+		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
+		smtp_session_resume(s);
+		return;
+	}
+	if (v->action == POLICY_QUARANTINE &&
+	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
+		free(s->tx->quarantine);
+		s->tx->quarantine = util_xstrdup("policy"); /* held at commit (issue 13) */
+	}
+	smtp_scan_start(s, true);
 }
 
 /* end_of_data - CRLF.CRLF seen: judge, then commit. */
@@ -350,7 +382,7 @@ static void end_of_data(struct smtp_session *s)
 	const char *reason = NULL;
 	const char *reply = data_error_reply(tx, &reason);
 	if (reply) {
-		refuse(s, reply, reason);
+		smtp_data_refuse(s, reply, reason);
 		return;
 	}
 	if (!tx->write_errno)
@@ -359,7 +391,7 @@ static void end_of_data(struct smtp_session *s)
 		int e = tx->write_errno;
 		util_log_err("s=%016llx spool write failed error=\"%s\"", (unsigned long long)s->id,
 			     strerror(e));
-		refuse(s, (e == ENOSPC || e == EDQUOT) ? "452 4.3.1 Insufficient system storage"
+		smtp_data_refuse(s, (e == ENOSPC || e == EDQUOT) ? "452 4.3.1 Insufficient system storage"
 						       : "451 4.3.0 Error: queue file write error",
 		       "queue_write");
 		return;
@@ -384,10 +416,10 @@ void smtp_data_judge(struct smtp_session *s)
 	}
 	char grey[300];
 	if (smtp_greylist_check(s, grey, sizeof(grey))) {
-		refuse(s, grey, "greylisted");
+		smtp_data_refuse(s, grey, "greylisted");
 		return;
 	}
-	commit(s);
+	smtp_scan_start(s, false);
 }
 
 /* smtp_data_read - feed what arrived; true when the end of data was seen. */

@@ -74,6 +74,9 @@ void smtp_tx_free(struct smtp_tx *tx)
 		return;
 	queue_spool_abort(tx->spool);
 	policy_msg_free(tx->pm);
+	free(tx->scan_headers);
+	free(tx->subject);
+	free(tx->quarantine);
 	util_strlist_free(&tx->rcpts);
 	free(tx->rcpt_slots);
 	smtp_hdrsplit_free(&tx->hs);

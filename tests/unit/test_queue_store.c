@@ -47,6 +47,7 @@ struct fixture {
 	uint64_t cookie[64];
 	int nhooked;
 	char hooked[64][UTIL_QID_LEN + 1];
+	enum queue_state hooked_st[64];
 	/* update/remove results */
 	int ndone;
 	int done_status[16];
@@ -90,10 +91,11 @@ static int teardown(void **state)
 }
 
 /* on_commit - the scheduler's hook: record the id. */
-static void on_commit(const struct queue_envelope *env, void *arg)
+static void on_commit(const struct queue_envelope *env, enum queue_state st, void *arg)
 {
 	struct fixture *f = arg;
 
+	f->hooked_st[f->nhooked] = st;
 	snprintf(f->hooked[f->nhooked++], UTIL_QID_LEN + 1, "%s", env->id);
 }
 
@@ -298,6 +300,35 @@ static void test_commit_then_reopen_scan(void **state)
 	assert_int_equal(queue_env_load(f->qs, "../active/x", &env, &st), -1);
 	assert_int_equal(errno, EINVAL);
 	assert_string_equal(queue_store_dir(f->qs), f->dir);
+}
+
+/* quarantine (issue 13): committed straight into hold/, durable, scanned
+ * back as held after a restart, never in active/. */
+static void test_commit_held(void **state)
+{
+	struct fixture *f = *state;
+	char id[UTIL_QID_LEN + 1];
+
+	open_store(f, true);
+	struct queue_spool *sp = queue_spool_new(f->qs);
+	assert_non_null(sp);
+	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
+	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
+	queue_commit_held(f->qs, sp, make_env("rcpt@example.com"), commit_cb, 7, f);
+	run_until(f, &f->ncommits, 1);
+	assert_int_equal(f->status[0], 0);
+	assert_int_equal(f->nhooked, 1);
+	assert_int_equal(f->hooked_st[0], QUEUE_HOLD);
+	assert_true(exists(f, "msg", id));
+	assert_true(exists(f, "hold", id));
+	assert_false(exists(f, "active", id));
+	assert_int_equal(count(f, "incoming"), 0);
+
+	open_store(f, true); /* "restart" */
+	scan(f);
+	assert_int_equal(f->nscanned, 1);
+	assert_string_equal(f->scanned[0], id);
+	assert_int_equal(f->scanned_st[0], QUEUE_HOLD);
 }
 
 static void test_uncommitted_spool_gone(void **state)
@@ -949,6 +980,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_commit_then_reopen_scan, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_held, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_uncommitted_spool_gone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphans_and_tmp_removed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),

@@ -1,0 +1,390 @@
+/*
+ * smtp-session-scan.c - content inspection in the session (issue 13):
+ * between the policy verdict and the commit, the message in the spool is
+ * scanned for viruses by clamd ([clamav], scan/scan-clamd.c), then checked
+ * for spam by rspamd ([rspamd], scan/scan-rspamd.c).  Each step is a wait
+ * state of the session (SMTP_WAIT_SCAN); results find the session by id.
+ *
+ * Decisions: a virus -> [clamav] virus_action (550 5.7.1 or delivered with
+ * X-Virus-Scan: infected); rspamd's action -> reject_action / tag_action;
+ * "soft reject" -> 451 4.7.1; a scanner down or slow -> its on_failure
+ * (451 4.7.1, or accepted with a header saying it was not checked - never
+ * a silent pass).  With an rspamd verdict, the policy's own X-Spam-* fields
+ * are left out: rspamd's score (which includes mxgate's authentication
+ * score as symbol MXGATE_AUTH) is the only spam verdict downstream sees.
+ *
+ * Ownership: header text accumulates in tx->scan_headers (owned by the
+ * transaction).  Diagnostics: one line per scan
+ * ("s=... virus_scan result=..." / "s=... spam_check action=..."), metrics
+ * mxgate_virus_scans_total, mxgate_spam_checks_total,
+ * mxgate_scanner_failures_total.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "smtp-server-internal.h"
+
+enum { STAGE_CLAMD = 0, STAGE_RSPAMD, STAGE_COMMIT };
+
+static void next_step(struct smtp_session *s, bool async);
+
+/* note - append header text for the commit. */
+static void note(struct smtp_session *s, const struct util_buf *add)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	if (s->tx->scan_headers)
+		util_buf_adds(&b, s->tx->scan_headers);
+	if (add->data)
+		util_buf_adds(&b, add->data);
+	free(s->tx->scan_headers);
+	s->tx->scan_headers = b.data; /* ownership moves to the transaction */
+}
+
+/* refuse - the message is refused; resume when called from a callback. */
+static void refuse(struct smtp_session *s, const char *reply, const char *reason, bool async)
+{
+	smtp_data_refuse(s, reply, reason);
+	if (async)
+		smtp_session_resume(s);
+}
+
+/* failure_metric - "clamav_timeout", "rspamd_unavailable", ... */
+static void failure_metric(const char *scanner, const char *why)
+{
+	char label[160];
+	snprintf(label, sizeof(label), "%s_%s", scanner, why);
+	util_metrics_inc("mxgate_scanner_failures_total", label);
+}
+
+/* ------------------------------------------------------------ clamd */
+
+/* virus_apply - clamd's outcome. */
+static void virus_apply(struct smtp_session *s, const struct scan_result *r, bool async)
+{
+	const struct config *cfg = s->cfg;
+	switch (r->status) {
+	case SCAN_CLEAN:
+		util_metrics_inc("mxgate_virus_scans_total", "clean");
+		util_log_info("s=%016llx virus_scan result=clean", (unsigned long long)s->id);
+		break;
+	case SCAN_INFECTED:
+		util_metrics_inc("mxgate_virus_scans_total", "infected");
+		util_log_info("s=%016llx virus_scan result=infected virus=\"%s\" action=%s",
+		              (unsigned long long)s->id, r->name,
+		              cfg->clamav_virus_action == CONFIG_SCAN_REJECT       ? "reject"
+		              : cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE ? "quarantine"
+		                                                                   : "deliver");
+		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
+			char reply[256];
+			snprintf(reply, sizeof(reply),
+			         "550 5.7.1 Message refused: virus found (%s)", r->name);
+			refuse(s, reply, "virus", async);
+			return;
+		}
+		if (cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE) {
+			free(s->tx->quarantine);
+			s->tx->quarantine = util_xstrdup("virus");
+			s->tx->scan_stage = STAGE_COMMIT; /* no spam check for a held virus */
+		}
+		break;
+	case SCAN_FAILED:
+		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
+		if (strcmp(r->name, "size") != 0)
+			failure_metric("clamav", r->name);
+		util_log_warn("s=%016llx virus_scan result=unscanned reason=%s action=%s",
+		              (unsigned long long)s->id, r->name,
+		              strcmp(r->name, "size") == 0 ||
+		                      cfg->clamav_on_failure == CONFIG_SCAN_ACCEPT
+		                  ? "accept"
+		                  : "tempfail");
+		if (strcmp(r->name, "size") != 0 &&
+		    cfg->clamav_on_failure == CONFIG_SCAN_TEMPFAIL) {
+			refuse(s, "451 4.7.1 Virus scanner unavailable, try again later",
+			       "scan_tempfail", async);
+			return;
+		}
+		break;
+	}
+	struct util_buf b;
+	util_buf_init(&b);
+	scan_header(&b, r, cfg->hostname);
+	note(s, &b);
+	util_buf_free(&b);
+	next_step(s, async);
+}
+
+/* virus_done - clamd's callback. */
+static void virus_done(uint64_t cookie, const struct scan_result *r, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_SCAN || s->tx->scan_stage != STAGE_CLAMD + 1) {
+		util_log_info("s=%016llx virus_scan note=client_gone", (unsigned long long)cookie);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	virus_apply(s, r, true);
+}
+
+/* virus_start - stream the spool to clamd. */
+static void virus_start(struct smtp_session *s, bool async)
+{
+	struct smtp_tx *tx = s->tx;
+	int64_t size = queue_spool_size(tx->spool);
+	if (size > s->cfg->clamav_max_size) {
+		struct scan_result r = {.status = SCAN_FAILED, .name = "size"};
+		virus_apply(s, &r, async);
+		return;
+	}
+	int fd = queue_spool_open_read(tx->spool); /* -1: reported by the callback */
+	s->wait = SMTP_WAIT_SCAN;
+	if (scan_clamd_start(s->srv->clamd, s->cfg, fd, size, virus_done, s->id, s->srv) < 0) {
+		struct scan_result r = {.status = SCAN_FAILED, .name = "setup"};
+		s->wait = SMTP_WAIT_NONE;
+		virus_apply(s, &r, async);
+	}
+}
+
+/* ------------------------------------------------------------ rspamd */
+
+/* spam_apply - rspamd's outcome. */
+static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r, bool async)
+{
+	const struct config *cfg = s->cfg;
+	struct util_buf b;
+	if (r->failed) {
+		util_metrics_inc("mxgate_spam_checks_total", "unchecked");
+		if (strcmp(r->reason, "size") != 0)
+			failure_metric("rspamd", r->reason);
+		bool tempfail = strcmp(r->reason, "size") != 0 &&
+		                cfg->rspamd_on_failure == CONFIG_SCAN_TEMPFAIL;
+		util_log_warn("s=%016llx spam_check result=unchecked reason=%s action=%s",
+		              (unsigned long long)s->id, r->reason,
+		              tempfail ? "tempfail" : "accept");
+		if (tempfail) {
+			refuse(s, "451 4.7.1 Spam filter unavailable, try again later",
+			       "scan_tempfail", async);
+			return;
+		}
+		/* mxgate's own spam headers stay: the only verdict there is */
+		util_buf_init(&b);
+		util_buf_printf(&b,
+		                "X-Spam-Checker: unchecked; reason=%s; scanner=rspamd; by=%s\r\n",
+		                r->reason, cfg->hostname);
+		note(s, &b);
+		util_buf_free(&b);
+		next_step(s, async);
+		return;
+	}
+	int decision = CONFIG_SPAM_DELIVER;
+	switch (r->action) {
+	case SCAN_SPAM_REJECT:
+	case SCAN_SPAM_DISCARD:
+		decision = cfg->rspamd_reject_action;
+		break;
+	case SCAN_SPAM_ADD_HEADER:
+	case SCAN_SPAM_REWRITE_SUBJECT:
+	case SCAN_SPAM_QUARANTINE:
+		decision = cfg->rspamd_tag_action;
+		break;
+	case SCAN_SPAM_SOFT_REJECT:
+		decision = -1;
+		break;
+	case SCAN_SPAM_NO_ACTION:
+	case SCAN_SPAM_GREYLIST: /* greylisting is not ours to do */
+		decision = CONFIG_SPAM_DELIVER;
+		break;
+	}
+	static const char *const dname[] = {"reject", "tag", "deliver", "quarantine"};
+	char label[32];
+	snprintf(label, sizeof(label), "%s", scan_spam_action_name(r->action));
+	for (char *p = label; *p; p++)
+		if (*p == ' ')
+			*p = '_';
+	util_metrics_inc("mxgate_spam_checks_total", label);
+	util_log_info("s=%016llx spam_check action=\"%s\" score=%.2f required=%.2f decision=%s",
+	              (unsigned long long)s->id, scan_spam_action_name(r->action), r->score,
+	              r->required, decision < 0 ? "tempfail" : dname[decision]);
+	if (decision < 0) {
+		refuse(s, "451 4.7.1 Try again later", "spam_tempfail", async);
+		return;
+	}
+	if (decision == CONFIG_SPAM_REJECT) {
+		refuse(s, "550 5.7.1 Message refused as spam", "spam", async);
+		return;
+	}
+	if (decision == CONFIG_SPAM_QUARANTINE) {
+		free(s->tx->quarantine);
+		s->tx->quarantine = util_xstrdup("spam");
+	}
+	bool flag = (decision == CONFIG_SPAM_TAG || decision == CONFIG_SPAM_QUARANTINE) &&
+	            r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
+	if (flag && decision == CONFIG_SPAM_TAG)
+		s->tx->subject_tag = true;
+	util_buf_init(&b);
+	scan_spam_headers(&b, cfg, r, flag); /* the status names rspamd's own action */
+	note(s, &b);
+	util_buf_free(&b);
+	s->tx->spam_replaced = true;
+	next_step(s, async);
+}
+
+/* spam_done - rspamd's callback. */
+static void spam_done(uint64_t cookie, const struct scan_spam_result *r, void *arg)
+{
+	struct smtp_session *s = smtp_server_find(arg, cookie);
+	if (!s || s->wait != SMTP_WAIT_SCAN || s->tx->scan_stage != STAGE_RSPAMD + 1) {
+		util_log_info("s=%016llx spam_check note=client_gone", (unsigned long long)cookie);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	spam_apply(s, r, true);
+}
+
+/* spam_start - POST the spool to rspamd with the envelope. */
+static void spam_start(struct smtp_session *s, bool async)
+{
+	struct smtp_tx *tx = s->tx;
+	int64_t size = queue_spool_size(tx->spool);
+	if (size > s->cfg->rspamd_max_size) {
+		struct scan_spam_result r;
+		memset(&r, 0, sizeof(r));
+		r.failed = true;
+		strcpy(r.reason, "size");
+		spam_apply(s, &r, async);
+		return;
+	}
+	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
+	char tlsv[sizeof(s->tls_desc)] = "", *tlsc = NULL;
+	if (s->tls_active) {
+		snprintf(tlsv, sizeof(tlsv), "%s", s->tls_desc);
+		tlsc = strchr(tlsv, ' ');
+		if (tlsc)
+			*tlsc++ = 0;
+	}
+	struct scan_envelope env = {
+	    .client_ip = s->client_str,
+	    .helo = s->helo,
+	    .hostname = s->rdns,
+	    .mail_from = tx->mail.addr,
+	    .rcpts = (const char *const *)tx->rcpts.v,
+	    .nrcpts = tx->rcpts.n,
+	    .queue_id = queue_spool_id(tx->spool),
+	    .tls_version = s->tls_active ? tlsv : NULL,
+	    .tls_cipher = s->tls_active ? tlsc : NULL,
+	    .auth_summary = v && v->summary ? v->summary : NULL,
+	    .auth_score = v ? v->score : 0,
+	    .mta_name = s->cfg->hostname,
+	    .body_prefix = tx->subject_held ? tx->subject : NULL,
+	};
+	int fd = queue_spool_open_read(tx->spool);
+	s->wait = SMTP_WAIT_SCAN;
+	if (scan_rspamd_start(s->srv->rspamd, s->cfg, fd, size, &env, spam_done, s->id, s->srv) <
+	    0) {
+		struct scan_spam_result r;
+		memset(&r, 0, sizeof(r));
+		r.failed = true;
+		strcpy(r.reason, "setup");
+		s->wait = SMTP_WAIT_NONE;
+		spam_apply(s, &r, async);
+	}
+}
+
+/* ------------------------------------------------------------ steps */
+
+/* next_step - the next configured inspection, or the commit. */
+static void next_step(struct smtp_session *s, bool async)
+{
+	struct smtp_tx *tx = s->tx;
+	while (tx->scan_stage < STAGE_COMMIT) {
+		int stage = tx->scan_stage++;
+		if (stage == STAGE_CLAMD && s->cfg->clamav_socket && s->srv->clamd) {
+			virus_start(s, async);
+			return;
+		}
+		if (stage == STAGE_RSPAMD && s->cfg->rspamd_address && s->srv->rspamd) {
+			spam_start(s, async);
+			return;
+		}
+	}
+	smtp_data_commit(s);
+}
+
+/* smtp_scan_start - see smtp-server-internal.h. */
+void smtp_scan_start(struct smtp_session *s, bool async)
+{
+	s->tx->scan_stage = STAGE_CLAMD;
+	next_step(s, async);
+}
+
+/* may_tag - can a verdict of this config put the subject tag on? */
+static bool may_tag(const struct config *cfg)
+{
+	return cfg->rspamd_address && cfg->rspamd_subject_tag &&
+	       strcmp(cfg->rspamd_subject_tag, "none") != 0 &&
+	       (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
+	        cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
+}
+
+/* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
+ * be edited in place, so the first Subject is kept aside and written into
+ * the prepend at commit: it moves to the top of the header block, which
+ * DKIM does not mind (h= order is per field name, RFC 6376 5.4.2). */
+bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f)
+{
+	if (s->tx->subject_held || !may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
+		return false;
+	s->tx->subject = util_xstrndup(f->raw, f->raw_len);
+	s->tx->subject_held = true;
+	return true;
+}
+
+/* smtp_scan_subject - see smtp-server-internal.h.  The tag goes on once:
+ * not again when the subject already starts with it (a message tagged by
+ * another hop, or bounced back). */
+void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
+{
+	struct smtp_tx *tx = s->tx;
+	if (!tx->subject_held)
+		return;
+	const char *raw = tx->subject;
+	const char *tag = s->cfg->rspamd_subject_tag;
+	const char *colon = strchr(raw, ':');
+	if (!tx->subject_tag || !colon || !tag) {
+		util_buf_adds(b, raw);
+		return;
+	}
+	const char *v = colon + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strncasecmp(v, tag, strlen(tag)) == 0) {
+		util_buf_adds(b, raw);
+		return;
+	}
+	util_buf_add(b, raw, (size_t)(colon + 1 - raw));
+	util_buf_printf(b, " %s ", tag);
+	util_buf_adds(b, v);
+}
+
+/* smtp_scan_policy_headers - see smtp-server-internal.h. */
+void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers)
+{
+	if (!s->tx->spam_replaced) {
+		util_buf_adds(b, headers);
+		return;
+	}
+	const struct config *cfg = s->cfg;
+	size_t len = strlen(headers), pos = 0;
+	struct util_hdr_field f;
+	while (util_hdr_next(headers, len, &pos, &f) == 1) {
+		if (util_hdr_name_is(&f, cfg->spam_flag_header ? cfg->spam_flag_header
+		                                               : "X-Spam-Flag") ||
+		    util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
+		                                                : "X-Spam-Score") ||
+		    util_hdr_name_is(&f, cfg->spam_status_header ? cfg->spam_status_header
+		                                                 : "X-Spam-Status"))
+			continue;
+		util_buf_add(b, f.raw, f.raw_len);
+	}
+}
