@@ -580,6 +580,9 @@ def test_policy_quarantine_verdict_action(gateway, action):
     gw = gateway({"spam": {"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
                            "quarantine_action": action}})
     gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    # the start-up probe connected before the listing existed, and the
+    # connect-time DNSBL lookups cached its "not listed": start afresh
+    gw.restart()
     data, marker = make_message("listed")
     r = send(gw, data)
     if action == "reject":

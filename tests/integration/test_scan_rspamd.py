@@ -228,6 +228,9 @@ def test_tag_band_and_auth_score_is_an_input(gateway, rspamd):
     gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}",
                  spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "50"})
     gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    # the start-up probe connected before the listing existed, and the
+    # connect-time DNSBL lookups cached its "not listed": start afresh
+    gw.restart()
     data, marker = make_message("tag", body="buy viagra-test-word now\r\n")
     mxtest.assert_reply(send(gw, data), 250)
     msg = gw.wait_for_marker(marker)
