@@ -7,6 +7,7 @@
  *   mxgate reload | status [-c FILE] talk to the running daemon
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
+ *   mxgate config-man               print mxgate.conf(5) (roff, same tables)
  *   mxgate version
  *
  * Without -c, the embedded default config is used (see config_default_text).
@@ -27,7 +28,7 @@ static int usage(void)
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
-		"       mxgate config-reference\n"
+		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
 	return 2;
 }
@@ -74,6 +75,10 @@ int main(int argc, char **argv)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference_markdown(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "config-man") == 0) {
+		config_reference_man(stdout, MXGATE_VERSION);
 		return 0;
 	}
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
