@@ -5,6 +5,8 @@
  *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
  *   mxgate reload | status [-c FILE] talk to the running daemon
+ *   mxgate log [QUEUE-ID] [--from A] [--to A] [--since T] [--file LOG|-] [-c FILE]
+ *                                   a message's story from the log file
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate config-man               print mxgate.conf(5) (roff, same tables)
@@ -27,6 +29,8 @@ static int usage(void)
 		"       mxgate check-config [-c FILE]\n"
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status [-c FILE]\n"
+		"       mxgate log [QUEUE-ID] [--from ADDR] [--to ADDR] [--since TIME] "
+		"[--file LOG|-] [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
 		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
@@ -71,6 +75,8 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "reload");
 	if (strcmp(cmd, "status") == 0)
 		return cmd_control(argc - 1, argv + 1, "status");
+	if (strcmp(cmd, "log") == 0)
+		return gw_cmd_log(argc - 1, argv + 1);
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {

@@ -288,7 +288,7 @@ static void lj_str(struct lj_out *o, const char *s, size_t n)
 static const char *const lj_numeric[] = {
 	"size", "errors", "peer_port", "waiters", "running", "limit", "attempts", "messages",
 	"read_errors", "after_read_errors", "unlinked", "in_flight", "max_deliveries",
-	"discarded", "delay", "recipients", "count", NULL,
+	"discarded", "delay", "recipients", "count", "rcpts", "jobs", "sessions", NULL,
 };
 
 static bool lj_is_numeric_key(const char *k, size_t n)
