@@ -211,6 +211,12 @@ def test_install_check_purge(deb):
         p = run("setpriv", "--reuid=mxgate", "--regid=mxgate", "--clear-groups",
                 "/usr/sbin/mxgate", "check-config", "-c", "/etc/mxgate/mxgate.conf")
         assert p.returncode == 0, p.stdout + p.stderr
+        # the logrotate snippet is valid for the installed user and directory
+        if shutil.which("logrotate"):
+            state = deb.parent / "logrotate.state"
+            p = run("logrotate", "-d", "-s", str(state), "/etc/logrotate.d/mxgate")
+            assert p.returncode == 0 and "error" not in (p.stdout + p.stderr).lower(), \
+                p.stdout + p.stderr
         # remove keeps conffiles and the queue; purge takes the rest
         p = dpkg("-r", "mxgate")
         assert p.returncode == 0, p.stdout + p.stderr
