@@ -104,11 +104,27 @@ def test_files_and_modes(unpacked):
     unit = (root / "lib/systemd/system/mxgate.service").read_text()
     assert "/usr/local/sbin" not in unit
     assert "ExecStart=/usr/sbin/mxgate run -c /etc/mxgate/mxgate.conf" in unit
-    assert "ReadWritePaths=/var/spool/mxgate" in unit
+    assert "ReadWritePaths=/var/spool/mxgate\nReadWritePaths=-/var/log/mxgate\n" in unit
+    # otherwise the unit of deploy/systemd
+    src = (SRC / "deploy/systemd/mxgate.service").read_text()
+    assert unit == src.replace("/usr/local/sbin/mxgate", "/usr/sbin/mxgate").replace(
+        "ReadWritePaths=/var/spool/mxgate\n",
+        "ReadWritePaths=/var/spool/mxgate\nReadWritePaths=-/var/log/mxgate\n")
     rot = (root / "etc/logrotate.d/mxgate").read_text()
     assert "/var/log/mxgate/*.log" in rot
     for doc in ("postmaster-guide.md", "config-reference.md", "mxgate.conf.example"):
         assert (root / "usr/share/doc/mxgate" / doc).is_file()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd not installed")
+def test_packaged_unit_verifies(unpacked, tmp_path):
+    root, _ = unpacked
+    unit = (root / "lib/systemd/system/mxgate.service").read_text()
+    p = tmp_path / "mxgate.service"
+    p.write_text(unit.replace("/usr/sbin/mxgate", str(root / "usr/sbin/mxgate")))
+    r = run("systemd-analyze", "verify", str(p))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mxgate.service" not in r.stderr, r.stderr
 
 
 def test_default_config_checks(unpacked):
