@@ -127,9 +127,22 @@ def test_packaged_unit_verifies(unpacked, tmp_path):
     assert "mxgate.service" not in r.stderr, r.stderr
 
 
-def test_default_config_checks(unpacked):
+def test_default_config_checks(unpacked, tmp_path):
+    """The packaged default passes check-config (as installed, with its user,
+    in test_install_check_purge; here with an account that exists when the
+    package's mxgate user does not)."""
     root, _ = unpacked
-    p = run(mxgate_bin(), "check-config", "-c", str(root / "etc/mxgate/mxgate.conf"))
+    conf = root / "etc/mxgate/mxgate.conf"
+    text = conf.read_text()
+    assert re.search(r"^user = mxgate$", text, re.M) and re.search(r"^group = mxgate$", text, re.M)
+    try:
+        pwd.getpwnam("mxgate")
+    except KeyError:
+        text = re.sub(r"^user = mxgate$", "user = nobody", text, flags=re.M)
+        text = re.sub(r"^group = mxgate$", "group = nogroup", text, flags=re.M)
+        conf = tmp_path / "mxgate.conf"
+        conf.write_text(text)
+    p = run(mxgate_bin(), "check-config", "-c", str(conf))
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -222,11 +235,14 @@ def test_install_check_purge(deb):
         p = run("/usr/sbin/mxgate", "check-config", "-c", "/etc/mxgate/mxgate.conf")
         assert p.returncode == 0, p.stdout + p.stderr
         assert "ok" in p.stdout + p.stderr
-        # the service account can read its config (the daemon re-reads it
-        # on reload after dropping root)
+        # the service account can read its config (the unit runs as mxgate;
+        # the daemon re-reads the file on reload), other users cannot
         p = run("setpriv", "--reuid=mxgate", "--regid=mxgate", "--clear-groups",
-                "/usr/sbin/mxgate", "check-config", "-c", "/etc/mxgate/mxgate.conf")
-        assert p.returncode == 0, p.stdout + p.stderr
+                "cat", "/etc/mxgate/mxgate.conf")
+        assert p.returncode == 0 and "[server]" in p.stdout, p.stderr
+        p = run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                "cat", "/etc/mxgate/mxgate.conf")
+        assert p.returncode != 0
         # the logrotate snippet is valid for the installed user and directory
         if shutil.which("logrotate"):
             state = deb.parent / "logrotate.state"
