@@ -216,6 +216,9 @@ static void man_text(FILE *out, const char *s)
 		else if (*s == '\n') {
 			fputc('\n', out);
 			bol = true;
+		} else if (*s == ':' || *s == ',') {
+			fputc(*s, out);
+			fputs("\\:", out); /* a break point in long cipher lists */
 		} else
 			fputc(*s, out);
 	}
