@@ -8,6 +8,8 @@
 #   make bench  install what is missing, build (Release, build-bench/), run
 #               the benchmark side by side with Postfix (bench/run.sh) and
 #               write bench/results/latest.md + latest.json (< 15 minutes)
+#   make deb    build, then build/mxgate_VERSION_ARCH.deb with dpkg-deb
+#               (deploy/debian/build-deb.sh; tests/integration/test_package.py)
 #   make fuzz   build the libFuzzer targets (clang, build-fuzz/) and run each
 #               for FUZZ_SECONDS (default 60); `make test` runs them for
 #               FUZZ_SMOKE_SECONDS (default 10) each (docs/fuzzing.md)
@@ -40,7 +42,7 @@ DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
 BUILD_BENCH ?= build-bench
 
 .PHONY: all deps deps-test deps-bench build build-san build-bench run test test-fast test-san \
-        bench clean docs build-fuzz fuzz fuzz-smoke
+        bench clean docs deb build-fuzz fuzz fuzz-smoke
 
 all: build
 
@@ -113,6 +115,10 @@ fuzz: build-fuzz
 # The short bounded run `make test` does, so a regression fails CI.
 fuzz-smoke: build-fuzz
 	tests/fuzz/run-fuzzers.sh $(BUILD_FUZZ) $(FUZZ_SMOKE_SECONDS)
+
+# The Debian package: binary, unit, /etc/mxgate default, man pages, logrotate.
+deb: build
+	deploy/debian/build-deb.sh $(BUILD)
 
 docs: build
 	$(BUILD)/mxgate config-reference > docs/config-reference.md

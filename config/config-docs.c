@@ -195,3 +195,110 @@ size_t config_reload_check(const struct config *old, const struct config *cur,
 	util_buf_free(&b);
 	return n;
 }
+
+/* man_text - s as roff text: backslashes doubled as \e, a leading '.' or
+ * '\'' made literal with \&, markdown back-quotes dropped (the man page
+ * shows code spans in bold via the caller, not here). */
+static void man_text(FILE *out, const char *s)
+{
+	bool bol = true;
+
+	for (; *s != '\0'; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", out);
+		bol = false;
+		if (*s == '\\')
+			fputs("\\e", out);
+		else if (*s == '`')
+			continue;
+		else if (*s == '-')
+			fputs("\\-", out);
+		else if (*s == '\n') {
+			fputc('\n', out);
+			bol = true;
+		} else if (*s == ':' || *s == ',') {
+			fputc(*s, out);
+			fputs("\\:", out); /* a break point in long cipher lists */
+		} else
+			fputc(*s, out);
+	}
+}
+
+/* man_section - one .SS per section, one .TP per directive. */
+static void man_section(const struct config_section *s, FILE *out)
+{
+	char range[256];
+	size_t j;
+
+	fprintf(out, ".SS [%s%s]\n", s->name, s->named ? " NAME" : "");
+	man_text(out, s->doc);
+	fputs("\n", out);
+	for (j = 0; j < s->ndirs; j++) {
+		const struct config_directive *d = &s->dirs[j];
+
+		fputs(".TP\n.B ", out);
+		man_text(out, d->name);
+		fputs("\n", out);
+		man_text(out, d->doc);
+		fputs("\n.br\nType: ", out);
+		man_text(out, config_type_name(d));
+		fputs("; default: ", out);
+		if (d->def_doc != NULL)
+			man_text(out, d->def_doc);
+		else if (d->def != NULL && d->def[0] != '\0')
+			man_text(out, d->def);
+		else
+			fputs("none", out);
+		config_range_format(d, range, sizeof(range));
+		if (range[0] != '\0') {
+			fputs("; range: ", out);
+			man_text(out, range);
+		}
+		fputs((d->flags & CONFIG_F_RELOAD) ? "; reloadable.\n" : "; needs a restart.\n", out);
+	}
+}
+
+/* config_reference_man - mxgate.conf(5), from the same tables as
+ * config_reference_markdown(). */
+void config_reference_man(FILE *out, const char *version)
+{
+	size_t i;
+
+	fprintf(out,
+	        ".\\\" Generated from config/config-table.c by `mxgate config-man`; do not edit.\n"
+	        ".TH MXGATE.CONF 5 \"\" \"mxgate %s\" \"File Formats\"\n"
+	        /* left-adjusted: directive docs hold long unbreakable values
+	         * (DNSBL filters, paths) that a justified line cannot fit */
+	        ".ad l\n", version);
+	fputs(".SH NAME\n"
+	      "mxgate.conf \\- configuration file of the mxgate SMTP inbound gateway\n"
+	      ".SH SYNOPSIS\n"
+	      ".B /etc/mxgate/mxgate.conf\n"
+	      ".SH DESCRIPTION\n"
+	      "mxgate reads one INI file\n"
+	      "(\\fBmxgate run \\-c\\fR \\fIFILE\\fR).\n"
+	      "\\fBmxgate check\\-config \\-c\\fR \\fIFILE\\fR reports every problem as\n"
+	      "\\fIFILE\\fB:\\fILINE\\fB:\\fR \\fImessage\\fR.\n"
+	      ".PP\n"
+	      "\\fB[section]\\fR headers and \\fIname\\fB = \\fIvalue\\fR lines;\n"
+	      "\\fB;\\fR or \\fB#\\fR starts a comment at the start of a line, or after\n"
+	      "whitespace following a value.  Values are not quoted.\n"
+	      "Lists take items separated by commas or spaces; repeating the directive or\n"
+	      "indenting a continuation line adds items.  Every other directive may be set\n"
+	      "once: a second occurrence is an error.\n"
+	      "Sizes are bytes, or a number with K, M or G (1024\\-based).  Durations are\n"
+	      "seconds, or a number with s, m, h or d.  Booleans are yes/no, true/false,\n"
+	      "on/off or 1/0.  Lines are at most 4096 characters.\n"
+	      "A directive marked \\(lqreloadable\\(rq is applied by\n"
+	      "\\fBmxgate reload\\fR; the others need a restart.\n"
+	      ".SH DIRECTIVES\n",
+	      out);
+	for (i = 0; i < config_nsections; i++)
+		man_section(&config_sections[i], out);
+	fputs(".SH FILES\n"
+	      ".TP\n.I /etc/mxgate/mxgate.conf\nthe configuration read by the packaged service\n"
+	      ".TP\n.I /usr/share/doc/mxgate/mxgate.conf.example\nan annotated example\n"
+	      ".SH SEE ALSO\n"
+	      ".BR mxgate (8)\n",
+	      out);
+}

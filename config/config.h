@@ -418,6 +418,8 @@ bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
 void config_dump(const struct config *cfg, FILE *out);
 /* config_reference_markdown - docs/config-reference.md, from the tables. */
 void config_reference_markdown(FILE *out);
+/* config_reference_man - mxgate.conf(5) in roff, from the same tables. */
+void config_reference_man(FILE *out, const char *version);
 /* config_reload_check - for a SIGHUP reload: one warning per directive that
  * a reload cannot apply (reloadable = no in the reference: listen, user,
  * queue directory, dns, ...) whose value differs between old and cur.

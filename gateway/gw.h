@@ -115,6 +115,9 @@ void gw_mta_sts_reload(struct gw_mta_sts *ms, const struct config *cfg);
  * control socket's `status` answer (gw-metrics.c). */
 void gw_status_extra(struct gw *gw, struct util_buf *out);
 
+/* gw_cmd_log - `mxgate log [QUEUE-ID] [--from A] [--to A] [--since T]
+ * [--file LOG|-] [-c FILE]`: a message's story from the log (gw-logcmd.c). */
+int gw_cmd_log(int argc, char **argv);
 /* gw_cmd_dns_records - `mxgate dns-records [-c FILE]` (gw-dnsrecords.c). */
 int gw_cmd_dns_records(int argc, char **argv);
 

@@ -5,8 +5,11 @@
  *   mxgate check-config [-c FILE]   validate a config, print FILE:LINE: problems
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
  *   mxgate reload | status | reopen-logs [-c FILE]  talk to the running daemon
+ *   mxgate log [QUEUE-ID] [--from A] [--to A] [--since T] [--file LOG|-] [-c FILE]
+ *                                   a message's story from the log file
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate config-reference         print docs/config-reference.md
+ *   mxgate config-man               print mxgate.conf(5) (roff, same tables)
  *   mxgate version
  *
  * Without -c, /etc/mxgate/mxgate.conf is used when it exists, else the
@@ -28,8 +31,10 @@ static int usage(void)
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate quarantine list [filters]|show ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status|reopen-logs [-c FILE]\n"
+		"       mxgate log [QUEUE-ID] [--from ADDR] [--to ADDR] [--since TIME] "
+		"[--file LOG|-] [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
-		"       mxgate config-reference\n"
+		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
 	return 2;
 }
@@ -80,10 +85,16 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "status");
 	if (strcmp(cmd, "reopen-logs") == 0)
 		return cmd_control(argc - 1, argv + 1, "reopen-logs");
+	if (strcmp(cmd, "log") == 0)
+		return gw_cmd_log(argc - 1, argv + 1);
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference_markdown(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "config-man") == 0) {
+		config_reference_man(stdout, MXGATE_VERSION);
 		return 0;
 	}
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

@@ -3,7 +3,9 @@
  * or an appended file.
  *
  * Text:  "2026-11-25T07:55:44.123Z mxgate[1234]: INFO msg"
- * JSON:  {"ts":"2026-11-25T07:55:44.123Z","level":"info","pid":1234,"msg":"..."}
+ * JSON:  {"ts":"2026-11-25T07:55:44.123Z","level":"info","pid":1234,
+ *         "session":"...","queue_id":"...","event":"queued","client":"...",...}
+ *        (the message's key=value tokens as members, util-logjson.c)
  *
  * Ownership: the module owns the log file descriptor (closed when a new one is
  * installed); callers own nothing.  Each line is formatted into a stack buffer
@@ -11,8 +13,9 @@
  * threads or processes never interleave.
  *
  * Diagnostics: a message longer than the line buffer is truncated and ends
- * in "..."; control characters in text mode are replaced by '?' so a
- * network-supplied string can never forge a second log line.  Write errors
+ * in "..."; control characters in text mode are replaced by '?' and JSON
+ * strings are escaped, so a network-supplied string can never forge a
+ * second log line or member.  Write errors
  * are ignored: there is nowhere left to report them.
  */
 #include "util.h"
@@ -135,85 +138,6 @@ static void log_puts(char *line, size_t *len, const char *s)
 		log_put(line, len, *s++);
 }
 
-/* log_utf8_len - length of the valid UTF-8 sequence at s (RFC 3629 4:
- * no overlongs, no surrogates, nothing above U+10FFFF), 0 when invalid. */
-static size_t log_utf8_len(const unsigned char *s)
-{
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
-}
-
-/* log_json_escape - append msg as the body of a JSON string (RFC 8259 7). */
-static void log_json_escape(char *line, size_t *len, const char *msg)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *s;
-
-	for (s = (const unsigned char *)msg; *s != '\0'; s++) {
-		if (*len >= LOG_LINE_MAX - 8)
-			break; /* never cut an escape sequence in half */
-		switch (*s) {
-		case '"':
-			log_puts(line, len, "\\\"");
-			break;
-		case '\\':
-			log_puts(line, len, "\\\\");
-			break;
-		case '\n':
-			log_puts(line, len, "\\n");
-			break;
-		case '\r':
-			log_puts(line, len, "\\r");
-			break;
-		case '\t':
-			log_puts(line, len, "\\t");
-			break;
-		default:
-			if (*s >= 0x80) {
-				/* RFC 8259 8.1: JSON text is UTF-8; a network-supplied
-				 * byte that is not part of a valid sequence becomes U+FFFD. */
-				size_t n = log_utf8_len(s);
-				if (n == 0) {
-					log_puts(line, len, "\\ufffd");
-				} else {
-					for (size_t k = 0; k < n; k++)
-						log_put(line, len, (char)s[k]);
-					s += n - 1;
-				}
-			} else if (*s < 0x20 || *s == 0x7f) {
-				log_puts(line, len, "\\u00");
-				log_put(line, len, hex[*s >> 4]);
-				log_put(line, len, hex[*s & 0xf]);
-			} else {
-				log_put(line, len, (char)*s);
-			}
-		}
-	}
-}
-
 /* ---- recent errors, for `mxgate status` (issue 7) */
 
 #define LOG_RECENT 8
@@ -271,17 +195,10 @@ void util_vlog(enum util_log_level level, const char *fmt, va_list ap)
 	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
 
 	if (atomic_load(&log_format) == UTIL_LOG_JSON) {
-		log_puts(line, &len, "{\"ts\":\"");
-		log_puts(line, &len, ts);
-		log_puts(line, &len, "\",\"level\":\"");
-		log_puts(line, &len, log_json_names[lvl]);
-		log_puts(line, &len, "\",\"pid\":");
-		log_puts(line, &len, pid);
-		log_puts(line, &len, ",\"msg\":\"");
-		log_json_escape(line, &len, msg);
-		log_puts(line, &len, "\"}");
-		if (len >= LOG_LINE_MAX - 1) /* cannot happen: msg is half the line */
-			len = LOG_LINE_MAX - 1;
+		/* structured: the key=value message split into members
+		 * (util-logjson.c); always a complete object */
+		len = util_log_json_line(line, LOG_LINE_MAX - 1, ts, log_json_names[lvl],
+		                         (long)getpid(), msg);
 	} else {
 		const char *s;
 

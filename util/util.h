@@ -39,7 +39,8 @@ const char *util_log_path(void);
 void util_log_set_level(enum util_log_level level);
 void util_log_set_format(enum util_log_format format);
 bool util_log_enabled(enum util_log_level level);
-/* util_log - one line "LEVEL msg" (text) or {"level":..,"msg":..} (json).
+/* util_log - one line "LEVEL msg" (text) or one JSON object whose members
+ * are the message's key=value tokens (json, util_log_json_line).
  * Lines are written with one write(2), so threads never interleave.  The
  * message is expected in "id key=value key=value" form (STYLE rule 8). */
 void util_log(enum util_log_level level, const char *fmt, ...) UTIL_PRINTF(2, 3);
@@ -52,6 +53,28 @@ void util_vlog(enum util_log_level level, const char *fmt, va_list ap) UTIL_PRIN
 		if (util_log_enabled(UTIL_LOG_DEBUG))                          \
 			util_log(UTIL_LOG_DEBUG, __VA_ARGS__);                 \
 	} while (0)
+/* Structured log lines (util-logjson.c).  A message token: key=value, or a
+ * bare word (keylen 0).  val excludes surrounding quotes and parentheses;
+ * quote is '"', '(', '<' (val keeps the angle brackets) or 0. */
+struct util_logkv {
+	const char *key;
+	size_t keylen;
+	const char *val;
+	size_t vallen;
+	char quote;
+};
+bool util_logkv_next(const char *msg, size_t len, size_t *pos, struct util_logkv *kv);
+/* util_log_json_line - the JSON object for one message, always complete;
+ * returns its length (< cap, cap >= 128). */
+size_t util_log_json_line(char *out, size_t cap, const char *ts, const char *level, long pid,
+                          const char *msg);
+/* util_json_escape - append s[0..n) as a JSON string body; false when cap
+ * stopped it (never half an escape). */
+bool util_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n);
+/* util_json_flat_parse - a flat JSON object (scalars, arrays of scalars);
+ * cb per member (per element of an array).  0/-1. */
+int util_json_flat_parse(const char *s, size_t len,
+                         void (*cb)(void *ctx, const char *key, const char *val), void *ctx);
 /* util_fatal - start-up only (STYLE rule 6): log and exit(1). */
 void util_fatal(const char *fmt, ...) UTIL_PRINTF(1, 2) __attribute__((noreturn));
 

@@ -71,16 +71,29 @@ def test_json_logs_every_line_valid(gateway):
     recs = []
     for ln in lines:
         rec = json.loads(ln)
-        assert set(rec) >= {"ts", "level", "pid", "msg"}, ln
+        # issue 16: structured members, not a text line wrapped in "msg"
+        assert set(rec) >= {"ts", "level", "pid"} and "msg" not in rec, ln
         assert rec["level"] in ("error", "warn", "info", "debug")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["ts"]), ln
         recs.append(rec)
-    decision = [r["msg"] for r in recs if f"queued id={qid}" in r["msg"]]
-    assert decision, "no decision line"
-    for key in ("client=127.0.0.1", "rdns=", "helo=client.example.net", f"from=<{SENDER}>",
-                f"to=<{RCPT}>", "size=", "tls=no", 'reply="250 2.0.0 Ok: queued as'):
-        assert key in decision[0], (key, decision[0])
-    assert any("\ufffd" in r["msg"] for r in recs), "invalid UTF-8 not replaced"
-    assert any(r["level"] == "warn" and "max_connections_per_ip" in r["msg"] for r in recs)
+    decision = [r for r in recs if r.get("event") == "queued" and r.get("queue_id") == qid]
+    assert len(decision) == 1, "no decision record"
+    d = decision[0]
+    assert re.fullmatch(r"[0-9a-f]{16}", d["session"]), d
+    assert d["client"] == "127.0.0.1" and d["helo"] == "client.example.net", d
+    assert d["from"] == SENDER and d["to"] == RCPT, d
+    assert isinstance(d["size"], int) and d["size"] >= len(data), d
+    assert d["tls"] == "no" and "rdns" in d, d
+    assert d["reply"].startswith("250 2.0.0 Ok: queued as " + qid), d
+    # the session's other events share its id
+    connect = [r for r in recs if r.get("event") == "connect" and r.get("session") == d["session"]]
+    assert connect and connect[0]["client"] == "127.0.0.1", connect
+    # the delivery: the queue id, the recipient, the relay, a numeric delay
+    sent = [r for r in recs if r.get("queue_id") == qid and r.get("status") == "sent"]
+    assert sent and sent[0]["to"] == RCPT and isinstance(sent[0]["delay"], (int, float)), sent
+    assert any("\ufffd" in json.dumps(r, ensure_ascii=False) for r in recs), \
+        "invalid UTF-8 not replaced"
+    assert any(r["level"] == "warn" and "max_connections_per_ip" in json.dumps(r) for r in recs)
 
 
 def test_metrics_after_traffic(gateway):

@@ -574,7 +574,7 @@ static void test_log_json(void **state)
 	assert_non_null(p);
 	assert_int_equal(p - line, 7 + 24);
 	snprintf(expect, sizeof(expect),
-		 "\",\"level\":\"info\",\"pid\":%ld,\"msg\":\"q\\\"b\\\\s\\n\\u0001\xc3\xa9\"}\n",
+		 "\",\"level\":\"info\",\"pid\":%ld,\"event\":\"q\\\"b\\\\s\\n\\u0001\xc3\xa9\"}\n",
 		 (long)getpid());
 	assert_string_equal(p, expect);
 	free(line);
