@@ -484,6 +484,16 @@ static const struct config_directive d_metrics[] = {
      0, "Addresses serving Prometheus metrics at GET /metrics over plain HTTP: keep it private"},
 };
 
+static const struct config_directive d_reports[] = {
+    {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
+    {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, 0,
+     "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode) or sqlite:PATH"},
+    {"queue_size", CONFIG_T_INT, G(reports_queue_size), "10000", NULL, 1, 1000000, NULL, NULL, 0,
+     "Evaluations waiting for the store's writer thread; more are dropped and counted "
+     "(mxgate_reports_dropped_total), never block SMTP"},
+};
+
 static const struct config_directive d_mta_sts[] = {
     {"mode", CONFIG_T_ENUM, G(mta_sts_mode), "testing", NULL, 0, 0, e_mta_sts_mode, NULL, 0,
      "MTA-STS policy mode (RFC 8461): testing, enforce or none"},
@@ -527,6 +537,9 @@ const struct config_section config_sections[] = {
     SEC("spam", false, d_spam, "Scoring and verdict headers."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
+    SEC("reports", false, d_reports,
+        "DMARC report store (RFC 9990): every DMARC evaluation recorded for aggregate "
+        "reports (docs/postmaster-guide.md, \"DMARC reports\")."),
     SEC("route", true, d_route,
         "Downstream routes, one `[route NAME]` section each.  Exactly one inbound route has no "
         "`domains`: the default route.  One route with `role = outbound` carries the mail "

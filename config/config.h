@@ -224,6 +224,11 @@ struct config {
 	char *tlsrpt_rua;                 /* TLS-RPT rua; default mailto:tlsrpt@DOMAIN */
 	char *dmarc_rua;                  /* suggested DMARC rua; default mailto:dmarc-reports@DOMAIN */
 
+	/* [reports] - the DMARC report store (issue 14, RFC 9990) */
+	bool reports_record;              /* record every DMARC evaluation */
+	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db) or sqlite:PATH */
+	int reports_queue_size;           /* rows waiting for the writer thread */
+
 	/* [route NAME] sections */
 	struct config_route *routes;
 	size_t nroutes;

@@ -401,6 +401,15 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
+	/* after the privilege drop: the store's files belong to the run user */
+	if (gw.cfg->reports_record) {
+		gw.reports = reports_open(gw.cfg, err, sizeof(err));
+		if (!gw.reports) {
+			util_log_err("- reports: %s", err);
+			goto out;
+		}
+		smtp_server_set_reports(gw.server, gw.reports);
+	}
 	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
 		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
@@ -422,6 +431,7 @@ out:
 	gw_metrics_free(gw.metrics);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
+	reports_close(gw.reports);      /* writes what is still queued */
 	queue_sched_free(gw.sched);
 	smtp_deliverer_free(gw.deliverer);
 	queue_store_close(gw.qs);

@@ -100,6 +100,8 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o)
 	free(o->comment);
 	free(o->exempt);
 	free(o->from_error_text);
+	free(o->record);
+	free(o->record_domain);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -491,6 +493,8 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		o->comment = util_xstrdup("no DMARC record");
 		return;
 	}
+	o->record = util_xstrdup(rec);
+	o->record_domain = util_xstrdup(used_org ? org : o->header_from);
 	util_addr_str(&pm->client, ip, sizeof(ip));
 	ctx = opendmarc_policy_connect_init((u_char *)ip, pm->client.ss.ss_family == AF_INET6
 	                                                      ? DMARC_POLICY_IP_TYPE_IPV6

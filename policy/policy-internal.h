@@ -104,6 +104,8 @@ struct policy_dmarc_outcome {
 	bool secure;
 	bool from_error; /* zero or several From addresses */
 	char *from_error_text;
+	char *record;        /* the v=DMARC1 record used (reports, policy-facts.c) */
+	char *record_domain; /* where it was found: the From: or the org domain */
 };
 
 struct policy_ctx {

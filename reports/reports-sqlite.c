@@ -1,0 +1,260 @@
+/*
+ * reports-sqlite.c - the embedded report store: SQLite in the queue
+ * directory, WAL mode (readers - the report run, `reports status` - never
+ * block the writer), synchronous=NORMAL (a crash may lose the last
+ * evaluations, never corrupt the file; these rows are statistics, the mail
+ * itself is fsynced by the queue).
+ *
+ * Migrations: schema_migrations holds the versions applied; each step of
+ * reports_sqlite_migrations runs once, in its own transaction, at start-up.
+ * A database from a newer mxgate (a version above ours) is refused.
+ *
+ * Ownership: the handle is a sqlite3 * closed by close().
+ * Diagnostics: errors go back in err with SQLite's message.
+ */
+#include "reports-internal.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+/* The schema, one step per version (index + 1).  The same tables and
+ * columns serve the PostgreSQL backend. */
+static const char *const reports_sqlite_migrations[] = {
+    /* 1: evaluations, their DKIM results, dropped-row counts */
+    "CREATE TABLE evaluation ("
+    " id INTEGER PRIMARY KEY,"
+    " t INTEGER NOT NULL,"
+    " source_ip TEXT NOT NULL,"
+    " header_from TEXT NOT NULL,"
+    " envelope_from TEXT,"
+    " envelope_to TEXT,"
+    " dmarc TEXT NOT NULL,"
+    " spf_domain TEXT, spf_result TEXT, spf_scope TEXT,"
+    " dkim_aligned INTEGER NOT NULL, spf_aligned INTEGER NOT NULL,"
+    " policy_domain TEXT, p TEXT, sp TEXT, np TEXT, adkim TEXT, aspf TEXT,"
+    " testing TEXT, psd TEXT, pct INTEGER, discovery_method TEXT,"
+    " disposition TEXT NOT NULL, override_type TEXT, override_comment TEXT,"
+    " reported INTEGER);"
+    "CREATE INDEX evaluation_domain_t ON evaluation(header_from, t);"
+    "CREATE INDEX evaluation_t ON evaluation(t);"
+    "CREATE TABLE evaluation_dkim ("
+    " evaluation_id INTEGER NOT NULL REFERENCES evaluation(id) ON DELETE CASCADE,"
+    " domain TEXT NOT NULL, selector TEXT, result TEXT NOT NULL);"
+    "CREATE INDEX evaluation_dkim_id ON evaluation_dkim(evaluation_id);"
+    "CREATE TABLE dropped (t INTEGER NOT NULL, n INTEGER NOT NULL);",
+};
+
+/* sq_exec - run sql; 0/-1 + err. */
+static int sq_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* sq_schema_version - highest applied migration, 0 for a new file. */
+static int sq_schema_version(void *h)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(db, "SELECT coalesce(max(version), 0) FROM schema_migrations", -1,
+	                       &st, NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+out:
+	sqlite3_finalize(st);
+	return v;
+}
+
+/* sq_migrate - apply the steps above the current version. */
+static int sq_migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	const int nsteps = (int)(sizeof(reports_sqlite_migrations) /
+	                         sizeof(reports_sqlite_migrations[0]));
+	int v;
+
+	if (sq_exec(db,
+	            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+	            " applied_at INTEGER NOT NULL)",
+	            err, errlen) < 0)
+		return -1;
+	if ((v = sq_schema_version(db)) < 0) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		return -1;
+	}
+	if (v > nsteps) {
+		snprintf(err, errlen, "schema version %d is newer than this mxgate's %d", v, nsteps);
+		return -1;
+	}
+	for (int i = v; i < nsteps; i++) {
+		char bump[128];
+		snprintf(bump, sizeof(bump),
+		         "INSERT INTO schema_migrations VALUES (%d, strftime('%%s','now'))", i + 1);
+		if (sq_exec(db, "BEGIN IMMEDIATE", err, errlen) < 0)
+			return -1;
+		if (sq_exec(db, reports_sqlite_migrations[i], err, errlen) < 0 ||
+		    sq_exec(db, bump, err, errlen) < 0) {
+			char e2[8];
+			(void)sq_exec(db, "ROLLBACK", e2, sizeof(e2));
+			return -1;
+		}
+		if (sq_exec(db, "COMMIT", err, errlen) < 0)
+			return -1;
+		util_log_info("- reports migration=%d applied", i + 1);
+	}
+	return 0;
+}
+
+/* sq_open - open (create) the file, WAL, migrate. */
+static void *sq_open(const char *target, char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+
+	if (sqlite3_open_v2(target, &db,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", target, db ? sqlite3_errmsg(db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	if (sq_exec(db, "PRAGMA journal_mode=WAL", err, errlen) < 0 ||
+	    sq_exec(db, "PRAGMA synchronous=NORMAL", err, errlen) < 0 ||
+	    sq_exec(db, "PRAGMA foreign_keys=ON", err, errlen) < 0 || sq_migrate(db, err, errlen) < 0)
+		goto fail;
+	return db;
+fail:
+	sqlite3_close(db);
+	return NULL;
+}
+
+/* sq_text - bind s, or NULL for NULL / "". */
+static void sq_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL || s[0] == '\0')
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* sq_insert - rows and their DKIM results in one transaction. */
+static int sq_insert(void *h, struct reports_row *const *rows, size_t n, char *err,
+                     size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *ev = NULL, *dk = NULL;
+	int rc = -1;
+	bool in_tx = false;
+
+	if (sqlite3_prepare_v2(
+	        db,
+	        "INSERT INTO evaluation (t, source_ip, header_from, envelope_from, envelope_to,"
+	        " dmarc, spf_domain, spf_result, spf_scope, dkim_aligned, spf_aligned,"
+	        " policy_domain, p, sp, np, adkim, aspf, testing, psd, pct, discovery_method,"
+	        " disposition, override_type, override_comment) VALUES"
+	        " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	        -1, &ev, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+	                       "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
+	                       " VALUES (?,?,?,?)",
+	                       -1, &dk, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		goto out;
+	}
+	if (sq_exec(db, "BEGIN", err, errlen) < 0)
+		goto out;
+	in_tx = true;
+	for (size_t i = 0; i < n; i++) {
+		const struct reports_row *r = rows[i];
+		sqlite3_reset(ev);
+		sqlite3_bind_int64(ev, 1, r->t);
+		sq_text(ev, 2, r->ip);
+		sq_text(ev, 3, r->header_from);
+		sq_text(ev, 4, r->envelope_from);
+		sq_text(ev, 5, r->envelope_to);
+		sq_text(ev, 6, r->dmarc);
+		sq_text(ev, 7, r->spf_domain);
+		sq_text(ev, 8, r->spf_result);
+		sq_text(ev, 9, r->spf_scope);
+		sqlite3_bind_int(ev, 10, r->dkim_aligned);
+		sqlite3_bind_int(ev, 11, r->spf_aligned);
+		sq_text(ev, 12, r->record_domain);
+		sq_text(ev, 13, r->p);
+		sq_text(ev, 14, r->sp);
+		sq_text(ev, 15, r->np);
+		sq_text(ev, 16, r->adkim);
+		sq_text(ev, 17, r->aspf);
+		sq_text(ev, 18, r->t_tag);
+		sq_text(ev, 19, r->psd);
+		if (r->pct < 0)
+			sqlite3_bind_null(ev, 20);
+		else
+			sqlite3_bind_int(ev, 20, r->pct);
+		sq_text(ev, 21, r->discovery);
+		sq_text(ev, 22, r->disposition);
+		sq_text(ev, 23, r->override);
+		sq_text(ev, 24, r->override_comment);
+		if (sqlite3_step(ev) != SQLITE_DONE) {
+			snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+			goto out;
+		}
+		sqlite3_int64 id = sqlite3_last_insert_rowid(db);
+		for (size_t k = 0; k < r->ndkim; k++) {
+			sqlite3_reset(dk);
+			sqlite3_bind_int64(dk, 1, id);
+			sq_text(dk, 2, r->dkim[k].domain);
+			sq_text(dk, 3, r->dkim[k].selector);
+			sq_text(dk, 4, r->dkim[k].result);
+			if (sqlite3_step(dk) != SQLITE_DONE) {
+				snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+				goto out;
+			}
+		}
+	}
+	if (sq_exec(db, "COMMIT", err, errlen) < 0)
+		goto out;
+	in_tx = false;
+	rc = 0;
+out:
+	if (in_tx) {
+		char e2[8];
+		(void)sq_exec(db, "ROLLBACK", e2, sizeof(e2));
+	}
+	sqlite3_finalize(ev);
+	sqlite3_finalize(dk);
+	return rc;
+}
+
+/* sq_add_drops - remember n dropped rows at t. */
+static int sq_add_drops(void *h, int64_t t, uint64_t n, char *err, size_t errlen)
+{
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "INSERT INTO dropped VALUES (%lld, %llu)", (long long)t,
+	         (unsigned long long)n);
+	return sq_exec(h, sql, err, errlen);
+}
+
+static void sq_close(void *h)
+{
+	sqlite3_close(h);
+}
+
+const struct reports_backend reports_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .insert = sq_insert,
+    .add_drops = sq_add_drops,
+    .schema_version = sq_schema_version,
+    .close = sq_close,
+};

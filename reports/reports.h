@@ -1,0 +1,53 @@
+/*
+ * reports.h - the DMARC report store (issue 14, RFC 9990): every DMARC
+ * evaluation is recorded - reject, quarantine and accept alike - with what
+ * an aggregate report needs, so reports can be built per period later.
+ *
+ * Layering: util <- config, policy, queue <- reports <- smtp <- gateway.
+ * reports/ reads the policy facts (policy_msg_dmarc_facts); nothing below
+ * it includes this header.  smtp/ calls reports_record() once per verdict.
+ *
+ * Threads: reports_record() runs on the loop thread and never waits: it
+ * copies the facts into a row and puts it on a bounded queue that one
+ * writer thread drains into the database in batches.  When the queue is
+ * full the row is dropped and counted (mxgate_reports_dropped_total, and a
+ * row of the drops table so the report's metadata can say so).  A failed
+ * write (disk full) drops the batch and counts it; mail is never refused
+ * because of the store.
+ *
+ * Ownership: reports_open() returns a store the caller frees with
+ * reports_close() (NULL is a no-op), which writes what is queued first.
+ * cfg and pm are borrowed.
+ */
+#ifndef MX_REPORTS_H
+#define MX_REPORTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "policy.h"
+
+struct reports_store;
+
+/* reports_open - the database named by [reports] database (default: SQLite
+ * at QUEUE_DIR/reports.db, WAL mode), migrated to the current schema, and
+ * the writer thread.  NULL + message in err on failure. */
+struct reports_store *reports_open(const struct config *cfg, char *err, size_t errlen);
+void reports_close(struct reports_store *rs);
+
+/* reports_record - one DMARC evaluation of pm (after the verdict) with the
+ * disposition actually applied; rcpt: the first recipient (its domain is
+ * the envelope_to), may be NULL.  Nothing is recorded when DMARC did not
+ * evaluate a single From: domain.  0 queued, 1 nothing to record, -1
+ * dropped (queue full). */
+int reports_record(struct reports_store *rs, const struct policy_msg *pm, const char *rcpt);
+
+/* reports_flush - wait until every queued row is written (tests, exit,
+ * before a report run).  Not on the loop thread in normal operation. */
+void reports_flush(struct reports_store *rs);
+
+/* reports_stats - rows written, rows dropped since start. */
+void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
+
+#endif

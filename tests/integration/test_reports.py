@@ -1,0 +1,205 @@
+"""The DMARC report store (issue 14, RFC 9990), black-box: real SMTP to the
+real mxgate with `[reports] record = yes`, a real DNS server publishing SPF,
+DKIM and DMARC records, then the SQLite store in the queue directory read
+back with Python's sqlite3.
+
+Covered: every DMARC evaluation is recorded - accepted, quarantined and
+refused at end of data alike - with the facts an aggregate report needs
+(source IP, identifiers, SPF/DKIM results with domains and selectors,
+alignment, the published policy, the disposition and the override reason);
+the schema is migrated and WAL; a writer that cannot write (the database
+locked by another process) makes rows drop and be counted, while SMTP goes
+on answering.
+"""
+
+import sqlite3
+import urllib.request
+
+import pytest
+
+import dnsserver
+import mxtest
+
+RCPT = "user@example.test"
+
+
+@pytest.fixture(scope="module")
+def dns(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reportsdns")
+    srv = dnsserver.UnboundServer(d)
+    key, txt = dnsserver.make_dkim_key(d, 2048, "sel1")
+    srv.add_txt("sel1._domainkey.dk.test", txt)
+    srv.add("dk.test", "TXT", "v=spf1 -all")
+    srv.add("_dmarc.dk.test", "TXT", "v=DMARC1; p=none; adkim=s; rua=mailto:r@dk.test")
+    srv.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.add("_dmarc.pass.test", "TXT",
+            "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; psd=n; aspf=r")
+    for dom, rec in [("drej.test", "v=DMARC1; p=reject"),
+                     ("dquar.test", "v=DMARC1; p=quarantine"),
+                     ("exempt.test", "v=DMARC1; p=reject")]:
+        srv.add("_dmarc." + dom, "TXT", rec)
+        srv.add(dom, "TXT", "v=spf1 -all")
+    srv.add("none.test", "A", "192.0.2.1")
+    srv.start()
+    srv.dkim_key = key
+    yield srv
+    srv.close()
+
+
+def gateway(tmp_path, dns, **reports):
+    mport = mxtest.free_port()
+    r = {"record": "yes"}
+    r.update(reports)
+    extra = {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
+             "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes",
+                      "dmarc_exempt_domains": "exempt.test"},
+             "metrics": {"listen": f"127.0.0.1:{mport}"},
+             "reports": r}
+    gw = mxtest.Gateway(tmp_path / "gw", extra, dns=False)
+    gw.metrics_port = mport
+    return gw
+
+
+def metric(gw, name):
+    body = urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics",
+                                  timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def db_rows(gw):
+    con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+    con.row_factory = sqlite3.Row
+    try:
+        rows = [dict(r) for r in con.execute("SELECT * FROM evaluation ORDER BY id")]
+        for r in rows:
+            r["dkim"] = [tuple(x) for x in con.execute(
+                "SELECT domain, selector, result FROM evaluation_dkim WHERE evaluation_id=?",
+                (r["id"],))]
+        return rows
+    finally:
+        con.close()
+
+
+def refused(gw, mail_from, msg):
+    with gw.client() as c:
+        c.ehlo("client.example.net")
+        return c.transaction(mail_from, [RCPT], msg, expect_queued=False)
+
+
+def test_every_evaluation_recorded(tmp_path, dns):
+    gw = gateway(tmp_path, dns).start()
+    try:
+        # pass: SPF aligned
+        msg, _ = mxtest.make_message(sender="a@pass.test")
+        gw.send("a@pass.test", [RCPT], msg)
+        # DKIM pass, strictly aligned, SPF fail
+        msg, _ = mxtest.make_message(sender="b@dk.test")
+        sig = dnsserver.dkim_sign(msg, "sel1", "dk.test", dns.dkim_key)
+        gw.send("b@dk.test", ["User@Example.TEST"], sig + msg)
+        # fail, p=quarantine: queued as spam
+        msg, _ = mxtest.make_message(sender="c@dquar.test")
+        gw.send("c@dquar.test", [RCPT], msg)
+        # fail, p=reject: refused at end of data, recorded all the same
+        msg, _ = mxtest.make_message(sender="d@drej.test")
+        mxtest.assert_reply(refused(gw, "d@drej.test", msg), 550, "5.7.1")
+        # fail, p=reject, but exempt by local policy
+        msg, _ = mxtest.make_message(sender="e@exempt.test")
+        gw.send("e@exempt.test", [RCPT], msg)
+        # no DMARC record
+        msg, _ = mxtest.make_message(sender="f@none.test")
+        gw.send("", [RCPT], msg)
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 6,
+                        mxtest.scaled(10), what="six rows written")
+        assert metric(gw, "mxgate_reports_dropped_total") == 0
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+    rows = {r["header_from"]: r for r in db_rows(gw)}
+    assert sorted(rows) == ["dk.test", "dquar.test", "drej.test", "exempt.test", "none.test",
+                            "pass.test"], rows.keys()
+    for r in rows.values():
+        assert r["source_ip"] == "127.0.0.1"
+        assert r["envelope_to"] == "example.test"
+    p = rows["pass.test"]
+    assert (p["dmarc"], p["disposition"], p["spf_aligned"], p["dkim_aligned"]) == \
+        ("pass", "none", 1, 0)
+    assert (p["spf_domain"], p["spf_result"], p["spf_scope"]) == ("pass.test", "pass", "mfrom")
+    assert p["envelope_from"] == "pass.test"
+    # the policy published, tags the evaluator does not use yet included
+    assert (p["policy_domain"], p["p"], p["sp"], p["np"], p["testing"], p["psd"], p["aspf"],
+            p["adkim"]) == ("pass.test", "reject", "quarantine", "reject", "y", "n", "r", None)
+    assert p["discovery_method"] == "psl" and p["pct"] is None and p["override_type"] is None
+    k = rows["dk.test"]
+    assert (k["dmarc"], k["dkim_aligned"], k["spf_aligned"], k["adkim"]) == ("pass", 1, 0, "s")
+    assert k["dkim"] == [("dk.test", "sel1", "pass")]
+    assert (k["spf_domain"], k["spf_result"]) == ("dk.test", "fail")
+    q = rows["dquar.test"]
+    assert (q["dmarc"], q["p"], q["disposition"]) == ("fail", "quarantine", "quarantine")
+    j = rows["drej.test"]
+    assert (j["dmarc"], j["p"], j["disposition"], j["override_type"]) == \
+        ("fail", "reject", "reject", None)
+    x = rows["exempt.test"]
+    assert (x["dmarc"], x["disposition"], x["override_type"]) == \
+        ("fail", "none", "local_policy")
+    assert "exempt domain exempt.test" in x["override_comment"]
+    n = rows["none.test"]
+    assert (n["dmarc"], n["policy_domain"], n["p"], n["envelope_from"]) == \
+        ("none", None, None, None)
+
+    con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+    try:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations")] == [1]
+    finally:
+        con.close()
+
+
+def test_restart_keeps_rows_and_migrates_once(tmp_path, dns):
+    gw = gateway(tmp_path, dns)
+    try:
+        for _ in range(2):
+            gw.start()
+            msg, _ = mxtest.make_message(sender="a@pass.test")
+            gw.send("a@pass.test", [RCPT], msg)
+            assert gw.stop() in (0, None), gw.log_tail(40)
+    finally:
+        gw.close()
+    assert len(db_rows(gw)) == 2
+    assert gw.log_text().count("reports migration=1 applied") == 1
+
+
+def test_full_writer_queue_drops_and_counts_never_blocks(tmp_path, dns):
+    gw = gateway(tmp_path, dns, queue_size="2").start()
+    sent = 8
+    try:
+        # Another process holds the write lock: the writer thread waits
+        # (busy timeout) on its first batch, the queue fills up.
+        lock = sqlite3.connect(str(gw.queue_dir / "reports.db"), isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(sent):
+                msg, _ = mxtest.make_message(sender="a@pass.test")
+                gw.send("a@pass.test", [RCPT], msg)   # 250 every time
+            dropped = metric(gw, "mxgate_reports_dropped_total")
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        # at most one batch in the writer's hands plus two queued
+        assert dropped >= sent - 1 - 2 - 1, dropped
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") +
+                        metric(gw, "mxgate_reports_write_errors_total") + dropped >= sent,
+                        mxtest.scaled(15), what="the writer catching up")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+    con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+    try:
+        in_table = con.execute("SELECT coalesce(sum(n), 0) FROM dropped").fetchone()[0]
+    finally:
+        con.close()
+    # the drops are in the store too, for the report's metadata
+    assert in_table == dropped
