@@ -492,6 +492,13 @@ static const struct config_directive d_reports[] = {
     {"queue_size", CONFIG_T_INT, G(reports_queue_size), "10000", NULL, 1, 1000000, NULL, NULL, 0,
      "Evaluations waiting for the store's writer thread; more are dropped and counted "
      "(mxgate_reports_dropped_total), never block SMTP"},
+    {"period", CONFIG_T_DURATION, G(reports_period), "1d", NULL, 60, 7 * 86400, NULL, NULL, 0,
+     "Reporting period; periods are aligned to multiples of it since the epoch (1d: UTC "
+     "midnight)"},
+    {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
+     v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
+    {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
+     v_address, 0, "Contact address in the reports' metadata"},
 };
 
 static const struct config_directive d_mta_sts[] = {

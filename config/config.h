@@ -228,6 +228,9 @@ struct config {
 	bool reports_record;              /* record every DMARC evaluation */
 	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db) or sqlite:PATH */
 	int reports_queue_size;           /* rows waiting for the writer thread */
+	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
+	char *reports_org_name;           /* report_metadata org_name; NULL = hostname */
+	char *reports_email;              /* report_metadata email; NULL = postmaster@hostname */
 
 	/* [route NAME] sections */
 	struct config_route *routes;

@@ -96,5 +96,7 @@ void gw_status_extra(struct gw *gw, struct util_buf *out);
 
 /* gw_cmd_dns_records - `mxgate dns-records [-c FILE]` (gw-dnsrecords.c). */
 int gw_cmd_dns_records(int argc, char **argv);
+/* gw_cmd_reports - `mxgate reports preview DOMAIN [-c FILE]` (gw-reports.c). */
+int gw_cmd_reports(int argc, char **argv);
 
 #endif

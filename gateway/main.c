@@ -6,6 +6,7 @@
  *   mxgate queue list|show|flush|hold|release|delete [ID] [-c FILE]
  *   mxgate reload | status [-c FILE] talk to the running daemon
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
+ *   mxgate reports preview DOMAIN [-c FILE]  the DMARC aggregate report DOMAIN would get now
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
  *
@@ -27,6 +28,7 @@ static int usage(void)
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
+		"       mxgate reports preview DOMAIN [-c FILE]\n"
 		"       mxgate config-reference\n"
 		"       mxgate version\n");
 	return 2;
@@ -72,6 +74,8 @@ int main(int argc, char **argv)
 		return cmd_control(argc - 1, argv + 1, "status");
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
+	if (strcmp(cmd, "reports") == 0)
+		return gw_cmd_reports(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference_markdown(stdout);
 		return 0;

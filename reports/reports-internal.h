@@ -15,6 +15,7 @@
 
 #include "policy.h"
 #include "reports.h"
+#include "util.h"
 
 /* One DMARC evaluation, every string owned ("" = unknown, stored NULL). */
 struct reports_row {
@@ -39,6 +40,40 @@ struct reports_row *reports_row_from_facts(const struct policy_dmarc_facts *f, c
                                            int64_t t);
 void reports_row_free(struct reports_row *r);
 
+/* One aggregated record of a report (RFC 9990 section 3.1: rows grouped by
+ * source IP, identifiers, authentication results and disposition). */
+struct reports_agg_rec {
+	char *ip;
+	uint64_t count;
+	char *disposition; /* none quarantine reject */
+	bool dmarc_pass, dkim_pass, spf_pass;
+	char *override, *override_comment;
+	char *envelope_to, *envelope_from, *header_from;
+	char *spf_domain, *spf_result, *spf_scope;
+	size_t ndkim;
+	struct {
+		char *domain, *selector, *result;
+	} dkim[POLICY_FACTS_MAX_DKIM];
+};
+/* One report's content: the policy published (the newest evaluation's),
+ * the records, and how many evaluations the store dropped meanwhile. */
+struct reports_agg {
+	char *domain, *p, *sp, *np, *adkim, *aspf, *testing, *discovery;
+	struct reports_agg_rec *recs;
+	size_t n;
+	uint64_t dropped;
+};
+void reports_agg_clear(struct reports_agg *a);
+
+/* What a report says about itself. */
+struct reports_meta {
+	const char *org_name, *email, *report_id, *generator;
+	int64_t begin, end; /* [begin, end] seconds, UTC */
+};
+/* reports_xml - the RFC 9990 XML document (libxml2 writer) appended to out;
+ * 0/-1.  Pure. */
+int reports_xml(const struct reports_meta *m, const struct reports_agg *a, struct util_buf *out);
+
 /* A database backend. */
 struct reports_backend {
 	const char *name;
@@ -48,6 +83,12 @@ struct reports_backend {
 	int (*insert)(void *db, struct reports_row *const *rows, size_t n, char *err, size_t errlen);
 	/* add_drops - n rows dropped at time t (report metadata); 0/-1 */
 	int (*add_drops)(void *db, int64_t t, uint64_t n, char *err, size_t errlen);
+	/* domains - the policy domains with evaluations in [begin, end), sorted */
+	int (*domains)(void *db, int64_t begin, int64_t end, struct util_strlist *out, char *err,
+	               size_t errlen);
+	/* aggregate - the report content of domain for [begin, end); 0/-1 */
+	int (*aggregate)(void *db, const char *domain, int64_t begin, int64_t end,
+	                 struct reports_agg *out, char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);

@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -245,6 +246,159 @@ static int sq_add_drops(void *h, int64_t t, uint64_t n, char *err, size_t errlen
 	return sq_exec(h, sql, err, errlen);
 }
 
+/* sq_col - a column as a malloc'd string, NULL for NULL. */
+static char *sq_col(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	return t != NULL ? util_xstrdup((const char *)t) : NULL;
+}
+
+/* sq_domains - distinct policy domains with evaluations in the period. */
+static int sq_domains(void *h, int64_t begin, int64_t end, struct util_strlist *out, char *err,
+                      size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1, s;
+
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT DISTINCT policy_domain FROM evaluation WHERE t >= ? AND"
+	                       " t < ? AND policy_domain IS NOT NULL ORDER BY 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int64(st, 1, begin);
+	sqlite3_bind_int64(st, 2, end);
+	while ((s = sqlite3_step(st)) == SQLITE_ROW)
+		util_strlist_add(out, (const char *)sqlite3_column_text(st, 0));
+	if (s == SQLITE_DONE)
+		rc = 0;
+out:
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* sq_split_dkim - "d\x1fs\x1fr\x1e..." (the GROUP BY key) into the record. */
+static void sq_split_dkim(const char *s, struct reports_agg_rec *r)
+{
+	while (s != NULL && *s != '\0' && r->ndkim < POLICY_FACTS_MAX_DKIM) {
+		const char *end = strchr(s, '\x1e');
+		size_t len = end ? (size_t)(end - s) : strlen(s);
+		char *one = strndup(s, len), *f2, *f3;
+		if (one != NULL && (f2 = strchr(one, '\x1f')) != NULL &&
+		    (f3 = strchr(f2 + 1, '\x1f')) != NULL) {
+			*f2++ = '\0';
+			*f3++ = '\0';
+			r->dkim[r->ndkim].domain = util_xstrdup(one);
+			r->dkim[r->ndkim].selector = util_xstrdup(f2);
+			r->dkim[r->ndkim].result = util_xstrdup(f3);
+			r->ndkim++;
+		}
+		free(one);
+		s = end ? end + 1 : NULL;
+	}
+}
+
+/* sq_aggregate - RFC 9990 3.1: one record per distinct (source IP,
+ * identifiers, SPF and DKIM results, alignment, disposition, override). */
+static int sq_aggregate(void *h, const char *domain, int64_t begin, int64_t end,
+                        struct reports_agg *out, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1, s;
+	size_t cap = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->domain = util_xstrdup(domain);
+	/* the policy published: the newest evaluation's */
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT p, sp, np, adkim, aspf, testing, discovery_method FROM"
+	                       " evaluation WHERE policy_domain = ? AND t >= ? AND t < ?"
+	                       " ORDER BY t DESC, id DESC LIMIT 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, begin);
+	sqlite3_bind_int64(st, 3, end);
+	if ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		out->p = sq_col(st, 0);
+		out->sp = sq_col(st, 1);
+		out->np = sq_col(st, 2);
+		out->adkim = sq_col(st, 3);
+		out->aspf = sq_col(st, 4);
+		out->testing = sq_col(st, 5);
+		out->discovery = sq_col(st, 6);
+	} else if (s != SQLITE_DONE) {
+		goto out;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(
+	        db,
+	        "SELECT source_ip, disposition, dmarc = 'pass', dkim_aligned, spf_aligned,"
+	        " override_type, override_comment, envelope_to, envelope_from, header_from,"
+	        " spf_domain, spf_result, spf_scope, dk, count(*) FROM (SELECT e.*, (SELECT"
+	        " group_concat(x, char(30)) FROM (SELECT d.domain || char(31) ||"
+	        " coalesce(d.selector, '') || char(31) || d.result AS x FROM evaluation_dkim d"
+	        " WHERE d.evaluation_id = e.id ORDER BY d.domain, d.selector, d.result)) AS dk"
+	        " FROM evaluation e WHERE policy_domain = ? AND t >= ? AND t < ?)"
+	        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+	        " ORDER BY 15 DESC, 1, 2",
+	        -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, begin);
+	sqlite3_bind_int64(st, 3, end);
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		if (out->n == cap) {
+			cap = cap ? cap * 2 : 16;
+			struct reports_agg_rec *n = realloc(out->recs, cap * sizeof(*n));
+			if (n == NULL)
+				goto out;
+			out->recs = n;
+		}
+		struct reports_agg_rec *r = &out->recs[out->n++];
+		memset(r, 0, sizeof(*r));
+		r->ip = sq_col(st, 0);
+		r->disposition = sq_col(st, 1);
+		r->dmarc_pass = sqlite3_column_int(st, 2) != 0;
+		r->dkim_pass = sqlite3_column_int(st, 3) != 0;
+		r->spf_pass = sqlite3_column_int(st, 4) != 0;
+		r->override = sq_col(st, 5);
+		r->override_comment = sq_col(st, 6);
+		r->envelope_to = sq_col(st, 7);
+		r->envelope_from = sq_col(st, 8);
+		r->header_from = sq_col(st, 9);
+		r->spf_domain = sq_col(st, 10);
+		r->spf_result = sq_col(st, 11);
+		r->spf_scope = sq_col(st, 12);
+		sq_split_dkim((const char *)sqlite3_column_text(st, 13), r);
+		r->count = (uint64_t)sqlite3_column_int64(st, 14);
+	}
+	if (s != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(n), 0) FROM dropped WHERE t >= ? AND t < ?",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int64(st, 1, begin);
+	sqlite3_bind_int64(st, 2, end);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		goto out;
+	out->dropped = (uint64_t)sqlite3_column_int64(st, 0);
+	rc = 0;
+out:
+	if (rc < 0) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		reports_agg_clear(out);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -255,6 +409,8 @@ const struct reports_backend reports_sqlite_backend = {
     .open = sq_open,
     .insert = sq_insert,
     .add_drops = sq_add_drops,
+    .domains = sq_domains,
+    .aggregate = sq_aggregate,
     .schema_version = sq_schema_version,
     .close = sq_close,
 };

@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "policy.h"
+#include "util.h"
 
 struct reports_store;
 
@@ -49,5 +50,14 @@ void reports_flush(struct reports_store *rs);
 
 /* reports_stats - rows written, rows dropped since start. */
 void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
+
+/* reports_preview - the RFC 9990 XML that domain (a policy domain) would
+ * be sent for the period containing now, appended to out.  Opens the store
+ * itself (safe beside a running daemon: WAL).  0; 1 when nothing was
+ * recorded for domain in the period; -1 + err. */
+int reports_preview(const struct config *cfg, const char *domain, int64_t now,
+                    struct util_buf *out, char *err, size_t errlen);
+/* reports_period_of - the reporting period containing t: [*begin, *end). */
+void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
 
 #endif

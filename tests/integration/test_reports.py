@@ -203,3 +203,73 @@ def test_full_writer_queue_drops_and_counts_never_blocks(tmp_path, dns):
         con.close()
     # the drops are in the store too, for the report's metadata
     assert in_table == dropped
+
+
+def preview(gw, domain):
+    import subprocess
+    return subprocess.run([str(mxtest.mxgate_bin()), "reports", "preview", domain, "-c",
+                           str(gw.config_path)], capture_output=True, timeout=30)
+
+
+def test_preview_aggregates_and_validates(tmp_path, dns):
+    import subprocess
+    import xml.etree.ElementTree as ET
+    gw = gateway(tmp_path, dns).start()
+    try:
+        # pass.test: 3 from 127.0.0.1, 2 from 127.0.0.2 (SPF pass, aligned)
+        for src, n in (("127.0.0.1", 3), ("127.0.0.2", 2)):
+            for _ in range(n):
+                msg, _ = mxtest.make_message(sender="a@pass.test")
+                gw.send("a@pass.test", [RCPT], msg, source=src)
+        # dk.test: one DKIM-signed (aligned), one unsigned (fails, p=none)
+        msg, _ = mxtest.make_message(sender="b@dk.test")
+        gw.send("b@dk.test", [RCPT], dnsserver.dkim_sign(msg, "sel1", "dk.test",
+                                                         dns.dkim_key) + msg)
+        msg, _ = mxtest.make_message(sender="b@dk.test")
+        gw.send("b@dk.test", [RCPT], msg)
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 7,
+                        mxtest.scaled(10), what="seven rows written")
+        xsd = mxtest.source_dir() / "tests" / "data" / "rfc9990-dmarc.xsd"
+        ns = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
+        got = {}
+        for dom in ("pass.test", "dk.test"):
+            r = preview(gw, dom)   # beside the running daemon
+            assert r.returncode == 0, r.stderr
+            f = tmp_path / f"{dom}.xml"
+            f.write_bytes(r.stdout)
+            v = subprocess.run(["xmllint", "--noout", "--schema", str(xsd), str(f)],
+                               capture_output=True, timeout=30)
+            assert v.returncode == 0, v.stderr.decode() + r.stdout.decode()
+            got[dom] = ET.fromstring(r.stdout)
+        # a domain nothing was recorded for: no report
+        assert preview(gw, "nothing.test").returncode == 1
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+    root = got["pass.test"]
+    assert root.find("d:policy_published/d:domain", ns).text == "pass.test"
+    assert root.find("d:policy_published/d:p", ns).text == "reject"
+    assert root.find("d:policy_published/d:np", ns).text == "reject"
+    assert root.find("d:policy_published/d:testing", ns).text == "y"
+    assert root.find("d:report_metadata/d:org_name", ns).text == "mx.example.test"
+    counts = {rec.find("d:row/d:source_ip", ns).text: int(rec.find("d:row/d:count", ns).text)
+              for rec in root.findall("d:record", ns)}
+    assert counts == {"127.0.0.1": 3, "127.0.0.2": 2}, counts
+    for rec in root.findall("d:record", ns):
+        assert rec.find("d:row/d:policy_evaluated/d:disposition", ns).text == "pass"
+        assert rec.find("d:row/d:policy_evaluated/d:spf", ns).text == "pass"
+        assert rec.find("d:row/d:policy_evaluated/d:dkim", ns).text == "fail"
+        assert rec.find("d:auth_results/d:spf/d:scope", ns).text == "mfrom"
+    k = got["dk.test"]
+    recs = k.findall("d:record", ns)
+    assert len(recs) == 2
+    by_dkim = {rec.find("d:row/d:policy_evaluated/d:dkim", ns).text: rec for rec in recs}
+    assert set(by_dkim) == {"pass", "fail"}
+    signed = by_dkim["pass"]
+    assert signed.find("d:row/d:count", ns).text == "1"
+    assert signed.find("d:auth_results/d:dkim/d:selector", ns).text == "sel1"
+    assert signed.find("d:auth_results/d:dkim/d:result", ns).text == "pass"
+    unsigned = by_dkim["fail"]
+    assert unsigned.find("d:row/d:policy_evaluated/d:disposition", ns).text == "none"
+    assert unsigned.find("d:auth_results/d:dkim", ns) is None
