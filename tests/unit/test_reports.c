@@ -3,7 +3,10 @@
  * migrations of the SQLite backend (a new file, a second start, a file from
  * a newer mxgate), the row a set of DMARC facts becomes, and rows written
  * in one batch read back column by column (IPv6 source, several DKIM
- * signatures, no SPF, unknown tags as NULL).  Table-driven.
+ * signatures, no SPF, unknown tags as NULL).  Aggregation (rows grouped by
+ * source IP, identifiers, results and disposition; IPv6, IDN, several DKIM
+ * signatures, an empty period, drops) and the XML, validated by libxml2
+ * against the RFC 9990 schema in tests/data.  Table-driven.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <libxml/parser.h>
+#include <libxml/xmlschemas.h>
 
 #include "reports-internal.h"
 
@@ -204,11 +210,205 @@ static void test_rows_roundtrip(void **state)
 	free(path);
 }
 
+/* ------------------------------------------------------------ aggregation + XML */
+
+/* One evaluation to store: t, ip, from, dmarc, dkim_aligned, spf_aligned,
+ * disposition, override, dkim list "d/s/r,d/s/r". */
+struct ev_case {
+	int64_t t;
+	const char *ip, *from, *dmarc;
+	bool dkim_aligned, spf_aligned;
+	const char *disposition, *override, *dkim;
+};
+
+static const struct ev_case evs[] = {
+    {100, "192.0.2.1", "example.org", "pass", false, true, "none", NULL, ""},
+    {101, "192.0.2.1", "example.org", "pass", false, true, "none", NULL, ""},
+    {102, "192.0.2.1", "example.org", "pass", false, true, "none", NULL, ""},
+    {103, "2001:db8::1", "example.org", "fail", false, false, "reject", NULL, ""},
+    /* the same two signatures in either order are one group */
+    {104, "198.51.100.9", "example.org", "pass", true, false, "none", NULL,
+     "example.org/s1/pass,list.example/s2/fail"},
+    {105, "198.51.100.9", "example.org", "pass", true, false, "none", NULL,
+     "list.example/s2/fail,example.org/s1/pass"},
+    {106, "192.0.2.1", "example.org", "fail", false, false, "none", "sampled_out", ""},
+    {107, "192.0.2.1", "example.org", "fail", false, false, "none", "trusted_forwarder", ""},
+    /* IDN policy domain (U-labels as the From: carried them) */
+    {108, "203.0.113.5", "xn--bcher-kva.example", "pass", false, true, "none", NULL, ""},
+    /* outside the period [100, 200) */
+    {200, "192.0.2.1", "example.org", "pass", false, true, "none", NULL, ""},
+    {99, "192.0.2.1", "example.org", "pass", false, true, "none", NULL, ""},
+};
+
+/* Expected records of example.org in [100, 200): ip, count, disposition as
+ * reported, dkim, spf, ndkim, reason type. */
+struct rec_want {
+	const char *ip;
+	unsigned count;
+	const char *disposition, *dkim, *spf;
+	size_t ndkim;
+	const char *reason;
+};
+static const struct rec_want want_org[] = {
+    {"192.0.2.1", 3, "pass", "fail", "pass", 0, NULL},
+    {"198.51.100.9", 2, "pass", "pass", "fail", 2, NULL},
+    {"192.0.2.1", 1, "none", "fail", "fail", 0, "other"},
+    {"192.0.2.1", 1, "none", "fail", "fail", 0, "trusted_forwarder"},
+    {"2001:db8::1", 1, "reject", "fail", "fail", 0, NULL},
+};
+
+static struct reports_row *ev_row(const struct ev_case *c)
+{
+	struct policy_dmarc_facts f;
+	char dk[256], *save = NULL;
+	memset(&f, 0, sizeof(f));
+	snprintf(f.ip, sizeof(f.ip), "%s", c->ip);
+	f.header_from = c->from;
+	f.envelope_from = c->from;
+	f.dmarc = c->dmarc;
+	f.spf_domain = c->from;
+	f.spf_result = c->spf_aligned ? "pass" : "fail";
+	f.spf_scope = "mfrom";
+	f.dkim_aligned = c->dkim_aligned;
+	f.spf_aligned = c->spf_aligned;
+	f.record_domain = c->from;
+	snprintf(f.p, sizeof(f.p), "reject");
+	snprintf(f.adkim, sizeof(f.adkim), "r");
+	f.pct = -1;
+	f.discovery = "psl";
+	f.disposition = c->disposition;
+	f.override = c->override;
+	snprintf(dk, sizeof(dk), "%s", c->dkim);
+	char parts[4][3][64];
+	for (char *one = strtok_r(dk, ",", &save); one && f.ndkim < 4;
+	     one = strtok_r(NULL, ",", &save)) {
+		assert_int_equal(sscanf(one, "%63[^/]/%63[^/]/%63s", parts[f.ndkim][0],
+		                        parts[f.ndkim][1], parts[f.ndkim][2]),
+		                 3);
+		f.dkim[f.ndkim].domain = parts[f.ndkim][0];
+		f.dkim[f.ndkim].selector = parts[f.ndkim][1];
+		f.dkim[f.ndkim].result = parts[f.ndkim][2];
+		f.ndkim++;
+	}
+	return reports_row_from_facts(&f, "u@example.test", c->t);
+}
+
+/* validate - the XML against tests/data/rfc9990-dmarc.xsd; 0 when valid. */
+static int validate(const struct util_buf *xml)
+{
+	char xsd[512];
+	const char *src = getenv("MXGATE_SOURCE_DIR");
+	snprintf(xsd, sizeof(xsd), "%s/tests/data/rfc9990-dmarc.xsd", src ? src : "..");
+	xmlSchemaParserCtxtPtr pc = xmlSchemaNewParserCtxt(xsd);
+	assert_non_null(pc);
+	xmlSchemaPtr schema = xmlSchemaParse(pc);
+	assert_non_null(schema);
+	xmlSchemaValidCtxtPtr vc = xmlSchemaNewValidCtxt(schema);
+	xmlDocPtr doc = xmlReadMemory(xml->data, (int)xml->len, "report.xml", NULL, 0);
+	assert_non_null(doc);
+	int rc = xmlSchemaValidateDoc(vc, doc);
+	xmlFreeDoc(doc);
+	xmlSchemaFreeValidCtxt(vc);
+	xmlSchemaFree(schema);
+	xmlSchemaFreeParserCtxt(pc);
+	return rc;
+}
+
+static void test_aggregate_and_xml(void **state)
+{
+	(void)state;
+	char *path = tmpfile_path(), err[256] = "";
+	const struct reports_backend *be = &reports_sqlite_backend;
+	const size_t n = sizeof(evs) / sizeof(evs[0]);
+	struct reports_row *rows[sizeof(evs) / sizeof(evs[0])];
+	void *db = be->open(path, err, sizeof(err));
+	assert_non_null(db);
+	for (size_t i = 0; i < n; i++)
+		assert_non_null(rows[i] = ev_row(&evs[i]));
+	assert_int_equal(be->insert(db, rows, n, err, sizeof(err)), 0);
+	for (size_t i = 0; i < n; i++)
+		reports_row_free(rows[i]);
+	assert_int_equal(be->add_drops(db, 150, 4, err, sizeof(err)), 0);
+	assert_int_equal(be->add_drops(db, 250, 9, err, sizeof(err)), 0); /* other period */
+
+	struct util_strlist doms = {0};
+	assert_int_equal(be->domains(db, 100, 200, &doms, err, sizeof(err)), 0);
+	assert_int_equal(doms.n, 2);
+	assert_string_equal(doms.v[0], "example.org");
+	assert_string_equal(doms.v[1], "xn--bcher-kva.example");
+	util_strlist_free(&doms);
+	/* an empty period: no domain, so no report */
+	assert_int_equal(be->domains(db, 1000, 2000, &doms, err, sizeof(err)), 0);
+	assert_int_equal(doms.n, 0);
+
+	struct reports_agg a;
+	assert_int_equal(be->aggregate(db, "example.org", 100, 200, &a, err, sizeof(err)), 0);
+	assert_int_equal(a.n, sizeof(want_org) / sizeof(want_org[0]));
+	assert_int_equal(a.dropped, 4);
+	assert_string_equal(a.p, "reject");
+	uint64_t total = 0;
+	bool seen[sizeof(want_org) / sizeof(want_org[0])] = {false};
+	for (size_t i = 0; i < a.n; i++) {
+		const struct reports_agg_rec *r = &a.recs[i];
+		total += r->count;
+		bool found = false;
+		for (size_t k = 0; k < a.n && !found; k++) {
+			const struct rec_want *w = &want_org[k];
+			const char *disp = r->dmarc_pass ? "pass" : r->disposition;
+			const char *reason = r->override == NULL ? NULL
+			                     : strcmp(r->override, "sampled_out") == 0 ? "other"
+			                                                             : r->override;
+			if (!seen[k] && strcmp(w->ip, r->ip) == 0 && w->count == r->count &&
+			    strcmp(w->disposition, disp) == 0 &&
+			    strcmp(w->dkim, r->dkim_pass ? "pass" : "fail") == 0 &&
+			    strcmp(w->spf, r->spf_pass ? "pass" : "fail") == 0 && w->ndkim == r->ndkim &&
+			    ((w->reason == NULL && reason == NULL) ||
+			     (w->reason && reason && strcmp(w->reason, reason) == 0)))
+				seen[k] = found = true;
+		}
+		if (!found)
+			fail_msg("unexpected record ip=%s count=%llu", r->ip,
+			         (unsigned long long)r->count);
+	}
+	assert_int_equal(total, 8); /* every example.org evaluation of the period, once */
+
+	struct util_buf xml;
+	util_buf_init(&xml);
+	struct reports_meta m = {"Example Org", "postmaster@mx.example", "id-1", "mxgate test", 100,
+	                         199};
+	assert_int_equal(reports_xml(&m, &a, &xml), 0);
+	assert_int_equal(validate(&xml), 0);
+	assert_non_null(strstr(xml.data, "<source_ip>2001:db8::1</source_ip>"));
+	assert_non_null(strstr(xml.data, "<error>4 evaluations"));
+	assert_non_null(strstr(xml.data, "<comment>sampled_out</comment>"));
+	/* hostile text is escaped by the writer */
+	util_buf_reset(&xml);
+	struct reports_meta evil = {"<Evil & Co>", "a@b.example", "x\"]]>", "g", 100, 199};
+	assert_int_equal(reports_xml(&evil, &a, &xml), 0);
+	assert_int_equal(validate(&xml), 0);
+	assert_non_null(strstr(xml.data, "&lt;Evil &amp; Co&gt;"));
+	util_buf_free(&xml);
+	reports_agg_clear(&a);
+
+	assert_int_equal(be->aggregate(db, "xn--bcher-kva.example", 100, 200, &a, err, sizeof(err)),
+	                 0);
+	assert_int_equal(a.n, 1);
+	util_buf_init(&xml);
+	assert_int_equal(reports_xml(&m, &a, &xml), 0);
+	assert_int_equal(validate(&xml), 0);
+	util_buf_free(&xml);
+	reports_agg_clear(&a);
+	be->close(db);
+	remove_db(path);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_migrations),
 	    cmocka_unit_test(test_rows_roundtrip),
+	    cmocka_unit_test(test_aggregate_and_xml),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
