@@ -498,7 +498,15 @@ static const struct config_directive d_reports[] = {
     {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
      v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
     {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
-     v_address, 0, "Contact address in the reports' metadata"},
+     v_address, 0, "Contact address in the reports' metadata; also their envelope sender"},
+    {"dkim_key_file", CONFIG_T_PATH, G(reports_dkim_key_file), NULL, "QUEUE_DIR/reports-dkim.pem",
+     0, 0, NULL, NULL, 0,
+     "PEM private key that signs the reports (RSA 2048, made at start-up when missing; "
+     "`mxgate dns-records` prints its record)"},
+    {"dkim_selector", CONFIG_T_STRING, G(reports_dkim_selector), "mxgate-reports", NULL, 0, 0,
+     NULL, v_selector, 0, "DKIM selector (s=) of the report signatures"},
+    {"dkim_domain", CONFIG_T_STRING, G(reports_dkim_domain), NULL, "domain of email", 0, 0, NULL,
+     v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
 };
 
 static const struct config_directive d_mta_sts[] = {

@@ -231,6 +231,9 @@ struct config {
 	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
 	char *reports_org_name;           /* report_metadata org_name; NULL = hostname */
 	char *reports_email;              /* report_metadata email; NULL = postmaster@hostname */
+	char *reports_dkim_key_file;      /* report signing key; NULL = QUEUE_DIR/reports-dkim.pem */
+	char *reports_dkim_selector;      /* s= of report signatures */
+	char *reports_dkim_domain;        /* d= of report signatures; NULL = domain of email */
 
 	/* [route NAME] sections */
 	struct config_route *routes;

@@ -1,5 +1,7 @@
 /*
- * gw-reports.c - `mxgate reports preview DOMAIN [-c FILE]`: print the
+ * gw-reports.c - `mxgate reports send-now [-c FILE]`: the daemon reports
+ * now (control socket `reports-send-now`); `mxgate reports preview DOMAIN
+ * [-c FILE]`: print the
  * RFC 9990 aggregate report XML that DOMAIN (a DMARC policy domain) would
  * be sent for the current reporting period, read from the report store.
  * Works beside a running daemon (the store is SQLite in WAL mode).
@@ -27,8 +29,10 @@ int gw_cmd_reports(int argc, char **argv)
 		else
 			sub = "";
 	}
-	if (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL) {
-		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n");
+	bool send = sub != NULL && strcmp(sub, "send-now") == 0 && domain == NULL;
+	if (!send && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
+		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n"
+				"       mxgate reports send-now [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};
@@ -37,6 +41,12 @@ int gw_cmd_reports(int argc, char **argv)
 	config_diags_free(&diags);
 	if (cfg == NULL)
 		return 2;
+	if (send) {
+		/* the daemon runs the report now (control socket) */
+		int crc = gw_control_request(cfg->control_socket, "reports-send-now");
+		config_free(cfg);
+		return crc;
+	}
 	struct util_buf out;
 	char err[256] = "";
 	util_buf_init(&out);

@@ -409,6 +409,12 @@ int gw_cmd_run(int argc, char **argv)
 			goto out;
 		}
 		smtp_server_set_reports(gw.server, gw.reports);
+		gw.reports_sender = reports_sender_new(gw.base, gw.cfg, gw.dns, gw.qs, gw.reports, err,
+						       sizeof(err));
+		if (!gw.reports_sender) {
+			util_log_err("- reports: %s", err);
+			goto out;
+		}
 	}
 	int signums[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
@@ -431,6 +437,7 @@ out:
 	gw_metrics_free(gw.metrics);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
+	reports_sender_free(gw.reports_sender); /* waits for a run in progress */
 	reports_close(gw.reports);      /* writes what is still queued */
 	queue_sched_free(gw.sched);
 	smtp_deliverer_free(gw.deliverer);

@@ -36,6 +36,7 @@ struct gw {
 	struct gw_metrics *metrics;   /* NULL when [metrics] listen is not set */
 	struct gw_mta_sts *mta_sts;   /* NULL when [mta_sts] listen is not set */
 	struct reports_store *reports; /* NULL when [reports] record = no */
+	struct reports_sender *reports_sender; /* NULL when [reports] record = no */
 	int64_t started;              /* seconds since the epoch */
 	bool stopping;
 };

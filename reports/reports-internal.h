@@ -89,6 +89,14 @@ struct reports_backend {
 	/* aggregate - the report content of domain for [begin, end); 0/-1 */
 	int (*aggregate)(void *db, const char *domain, int64_t begin, int64_t end,
 	                 struct reports_agg *out, char *err, size_t errlen);
+	/* run_begin - where the next run starts: the end of the last run, or
+	 * the oldest evaluation's time (0 when the store is empty) */
+	int (*run_begin)(void *db, int64_t *begin, char *err, size_t errlen);
+	/* add_run - a run covered [begin, end) */
+	int (*add_run)(void *db, int64_t begin, int64_t end, char *err, size_t errlen);
+	/* add_report - remember a report; -1 when report_id exists already */
+	int (*add_report)(void *db, const char *report_id, const char *domain, int64_t begin,
+	                  int64_t end, char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);
@@ -96,6 +104,24 @@ struct reports_backend {
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
-#define REPORTS_SCHEMA_VERSION 1
+#define REPORTS_SCHEMA_VERSION 2
+
+/* reports_db_target - the SQLite file of the config; caller frees; NULL +
+ * err for a database this build cannot open. */
+char *reports_db_target(const struct config *cfg, char *err, size_t errlen);
+
+/* report pieces (reports-send.c), exposed for the unit tests */
+int reports_gzip(const char *data, size_t len, struct util_buf *out);
+size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_t *limits,
+                         size_t max);
+bool reports_same_org(const char *policy_domain, const char *dest);
+char *reports_compose(const struct config *cfg, const char *from, const char *to,
+                      const char *domain, const char *report_id, int64_t begin, int64_t end,
+                      const struct util_buf *gz, size_t *len);
+char *reports_dkim_sign(const char *key_pem, const char *selector, const char *domain,
+                        const char *msg, size_t len, char *err, size_t errlen);
+char *reports_key_ensure(const char *key_file, char *err, size_t errlen);
+char *reports_key_path(const struct config *cfg);
+const char *reports_sign_domain(const struct config *cfg, const char *email);
 
 #endif

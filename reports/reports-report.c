@@ -19,8 +19,8 @@
 
 #include "version.h"
 
-/* reports_target - the SQLite file of the config; caller frees. */
-static char *reports_target(const struct config *cfg, char *err, size_t errlen)
+/* reports_db_target - see reports-internal.h. */
+char *reports_db_target(const struct config *cfg, char *err, size_t errlen)
 {
 	const char *db = cfg->reports_database;
 
@@ -47,7 +47,7 @@ int reports_preview(const struct config *cfg, const char *domain, int64_t now,
 {
 	const struct reports_backend *be = &reports_sqlite_backend;
 	struct reports_agg agg = {0};
-	char *target = reports_target(cfg, err, errlen), *email = NULL, *id = NULL;
+	char *target = reports_db_target(cfg, err, errlen), *email = NULL, *id = NULL;
 	void *db = NULL;
 	int64_t begin, end;
 	int rc = -1;

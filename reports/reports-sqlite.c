@@ -46,6 +46,11 @@ static const char *const reports_sqlite_migrations[] = {
     " domain TEXT NOT NULL, selector TEXT, result TEXT NOT NULL);"
     "CREATE INDEX evaluation_dkim_id ON evaluation_dkim(evaluation_id);"
     "CREATE TABLE dropped (t INTEGER NOT NULL, n INTEGER NOT NULL);",
+    /* 2: report runs and the reports they made (idempotent report ids) */
+    "CREATE TABLE report_run (begin_t INTEGER NOT NULL, end_t INTEGER NOT NULL,"
+    " done_at INTEGER NOT NULL);"
+    "CREATE TABLE report (report_id TEXT PRIMARY KEY, domain TEXT NOT NULL,"
+    " begin_t INTEGER NOT NULL, end_t INTEGER NOT NULL, created_at INTEGER NOT NULL);",
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
@@ -399,6 +404,61 @@ out:
 	return rc;
 }
 
+/* sq_run_begin - end of the last run, else the oldest evaluation. */
+static int sq_run_begin(void *h, int64_t *begin, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT coalesce((SELECT max(end_t) FROM report_run),"
+	                       " (SELECT min(t) FROM evaluation), 0)",
+	                       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		*begin = sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* sq_add_run - remember that [begin, end) was reported. */
+static int sq_add_run(void *h, int64_t begin, int64_t end, char *err, size_t errlen)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "INSERT INTO report_run VALUES (%lld, %lld, strftime('%%s','now'))",
+	         (long long)begin, (long long)end);
+	return sq_exec(h, sql, err, errlen);
+}
+
+/* sq_add_report - one report; the primary key refuses a second copy. */
+static int sq_add_report(void *h, const char *report_id, const char *domain, int64_t begin,
+                         int64_t end, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db,
+	                       "INSERT INTO report VALUES (?, ?, ?, ?, strftime('%s','now'))", -1,
+	                       &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, report_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, begin);
+		sqlite3_bind_int64(st, 4, end);
+		if (sqlite3_step(st) == SQLITE_DONE)
+			rc = 0;
+	}
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -411,6 +471,9 @@ const struct reports_backend reports_sqlite_backend = {
     .add_drops = sq_add_drops,
     .domains = sq_domains,
     .aggregate = sq_aggregate,
+    .run_begin = sq_run_begin,
+    .add_run = sq_add_run,
+    .add_report = sq_add_report,
     .schema_version = sq_schema_version,
     .close = sq_close,
 };

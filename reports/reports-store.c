@@ -203,14 +203,9 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	(void)util_metrics_define("mxgate_reports_write_errors_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations lost to a failed database write (disk full)",
 	                          NULL, NULL, 0);
-	if (db == NULL || db[0] == '\0' || strcmp(db, "sqlite") == 0)
-		target = util_xasprintf("%s/reports.db", cfg->queue_dir);
-	else if (strncmp(db, "sqlite:", 7) == 0)
-		target = util_xstrdup(db + 7);
-	else {
-		snprintf(err, errlen, "database %s: only sqlite is built in", db);
+	(void)db;
+	if ((target = reports_db_target(cfg, err, errlen)) == NULL)
 		goto fail;
-	}
 	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;

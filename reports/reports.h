@@ -60,4 +60,23 @@ int reports_preview(const struct config *cfg, const char *domain, int64_t now,
 /* reports_period_of - the reporting period containing t: [*begin, *end). */
 void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
 
+/* The report sender (reports-send.c): a run per period end (timer) or on
+ * demand; each run reports every policy domain's evaluations since the
+ * previous run to its verified mailto: rua destinations, DKIM-signed,
+ * through queue_inject (local origin: the outbound route).  Makes the
+ * signing key ([reports] dkim_key_file) when it does not exist.  All
+ * pointers borrowed.  Loop thread. */
+struct reports_sender;
+struct queue_store;
+struct reports_sender *reports_sender_new(struct event_base *base, const struct config *cfg,
+                                          struct policy_dns *dns, struct queue_store *qs,
+                                          struct reports_store *rs, char *err, size_t errlen);
+void reports_sender_free(struct reports_sender *snd);
+/* reports_send_now - start a run covering evaluations up to end (exclusive);
+ * -1 when one is running. */
+int reports_send_now(struct reports_sender *snd, int64_t end);
+/* reports_dns_record - "selector._domainkey.domain" and the TXT text of the
+ * report signing key (made if missing); malloc'd, NULL + err. */
+char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen);
+
 #endif

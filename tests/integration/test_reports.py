@@ -19,8 +19,10 @@ import pytest
 
 import dnsserver
 import mxtest
+from downstream import Downstream, outbound_route
 
 RCPT = "user@example.test"
+RUA_MX = "127.0.0.3"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,19 @@ def dns(tmp_path_factory):
     srv.add_txt("sel1._domainkey.dk.test", txt)
     srv.add("dk.test", "TXT", "v=spf1 -all")
     srv.add("_dmarc.dk.test", "TXT", "v=DMARC1; p=none; adkim=s; rua=mailto:r@dk.test")
+    # report destinations: rua.test (external, verified) and dk.test itself
+    # have their MX on 127.0.0.3; unverified.test publishes no agreement
+    srv.add("rua.test", "MX", "10 mx.rua.test.")
+    srv.add("dk.test", "MX", "10 mx.rua.test.")
+    srv.add("mx.rua.test", "A", RUA_MX)
+    srv.add("pass.test._report._dmarc.rua.test", "TXT", "v=DMARC1")
+    srv.add("unverified.test", "MX", "10 mx.rua.test.")
     srv.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     srv.add("_dmarc.pass.test", "TXT",
-            "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; psd=n; aspf=r")
+            "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; psd=n; aspf=r; "
+            "rua=mailto:agg@rua.test!10m")
     for dom, rec in [("drej.test", "v=DMARC1; p=reject"),
-                     ("dquar.test", "v=DMARC1; p=quarantine"),
+                     ("dquar.test", "v=DMARC1; p=quarantine; rua=mailto:x@unverified.test"),
                      ("exempt.test", "v=DMARC1; p=reject")]:
         srv.add("_dmarc." + dom, "TXT", rec)
         srv.add(dom, "TXT", "v=spf1 -all")
@@ -46,15 +56,17 @@ def dns(tmp_path_factory):
     srv.close()
 
 
-def gateway(tmp_path, dns, **reports):
+def gateway(tmp_path, dns, sink_port=None, **reports):
     mport = mxtest.free_port()
-    r = {"record": "yes"}
+    r = {"record": "yes", "email": "dmarc-reports@mx.example.test", "org_name": "Example Gate"}
     r.update(reports)
     extra = {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
              "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes",
                       "dmarc_exempt_domains": "exempt.test"},
              "metrics": {"listen": f"127.0.0.1:{mport}"},
              "reports": r}
+    if sink_port:
+        extra["route outbound"] = outbound_route(sink_port)
     gw = mxtest.Gateway(tmp_path / "gw", extra, dns=False)
     gw.metrics_port = mport
     return gw
@@ -153,7 +165,7 @@ def test_every_evaluation_recorded(tmp_path, dns):
     con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations")] == [1]
+        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations")] == [1, 2]
     finally:
         con.close()
 
@@ -252,7 +264,7 @@ def test_preview_aggregates_and_validates(tmp_path, dns):
     assert root.find("d:policy_published/d:p", ns).text == "reject"
     assert root.find("d:policy_published/d:np", ns).text == "reject"
     assert root.find("d:policy_published/d:testing", ns).text == "y"
-    assert root.find("d:report_metadata/d:org_name", ns).text == "mx.example.test"
+    assert root.find("d:report_metadata/d:org_name", ns).text == "Example Gate"
     counts = {rec.find("d:row/d:source_ip", ns).text: int(rec.find("d:row/d:count", ns).text)
               for rec in root.findall("d:record", ns)}
     assert counts == {"127.0.0.1": 3, "127.0.0.2": 2}, counts
@@ -273,3 +285,88 @@ def test_preview_aggregates_and_validates(tmp_path, dns):
     unsigned = by_dkim["fail"]
     assert unsigned.find("d:row/d:policy_evaluated/d:disposition", ns).text == "none"
     assert unsigned.find("d:auth_results/d:dkim", ns) is None
+
+
+def report_key_record(gw):
+    """The TXT text `mxgate dns-records` prints for the report signing key."""
+    import re
+    import subprocess
+    out = subprocess.run([str(mxtest.mxgate_bin()), "dns-records", "-c", str(gw.config_path)],
+                         capture_output=True, timeout=30, check=True).stdout.decode()
+    for line in out.splitlines():
+        if line.startswith("mxgate-reports._domainkey.mx.example.test.\t"):
+            return "".join(re.findall(r'"([^"]*)"', line))
+    raise AssertionError(out)
+
+
+def test_reports_sent_signed_valid_and_once(tmp_path, dns):
+    import email
+    import email.policy
+    import gzip
+    import re
+    import subprocess
+    import xml.etree.ElementTree as ET
+    import dkim
+
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port).start()
+    try:
+        for _ in range(3):
+            msg, _ = mxtest.make_message(sender="a@pass.test")
+            gw.send("a@pass.test", [RCPT], msg)
+        msg, _ = mxtest.make_message(sender="b@dk.test")
+        gw.send("b@dk.test", [RCPT], dnsserver.dkim_sign(msg, "sel1", "dk.test",
+                                                         dns.dkim_key) + msg)
+        msg, _ = mxtest.make_message(sender="c@dquar.test")
+        gw.send("c@dquar.test", [RCPT], msg)
+        keyrec = report_key_record(gw)
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: len(sink.messages) >= 2, mxtest.scaled(20),
+                        what="two reports at the rua MX")
+        gw.wait_log(r"reports domain=dquar\.test rua=x@unverified\.test not verified")
+        # a second run has nothing new: no report is sent twice
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 2,
+                        mxtest.scaled(10), what="the second run")
+        gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert len(sink.messages) == 2, [m.rcpt_tos for m in sink.messages]
+    by_rcpt = {m.rcpt_tos[0]: m for m in sink.messages}
+    assert set(by_rcpt) == {"agg@rua.test", "r@dk.test"}
+    xsd = mxtest.source_dir() / "tests" / "data" / "rfc9990-dmarc.xsd"
+    ns = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
+    counts = {}
+    for rcpt, rec in by_rcpt.items():
+        raw = rec.data if isinstance(rec.data, bytes) else rec.data.encode()
+        assert rec.mail_from == "dmarc-reports@mx.example.test"
+        # DKIM-signed with mxgate's report key, verified by dkimpy
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: keyrec.encode()), rcpt
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        dom = "pass.test" if rcpt == "agg@rua.test" else "dk.test"
+        sm = re.fullmatch(r"Report Domain: (\S+) Submitter: Example Gate Report-ID: <(\w+)>",
+                          str(m["Subject"]))
+        assert sm and sm.group(1) == dom, m["Subject"]
+        att = [p for p in m.iter_attachments()]
+        assert len(att) == 1 and att[0].get_content_type() == "application/gzip"
+        fn = re.fullmatch(r"mx\.example\.test!(\S+)!(\d+)!(\d+)!(\w+)\.xml\.gz",
+                          att[0].get_filename())
+        assert fn and fn.group(1) == dom and fn.group(4) == sm.group(2), att[0].get_filename()
+        xml = gzip.decompress(att[0].get_content())
+        f = tmp_path / f"{dom}.sent.xml"
+        f.write_bytes(xml)
+        v = subprocess.run(["xmllint", "--noout", "--schema", str(xsd), str(f)],
+                           capture_output=True, timeout=30)
+        assert v.returncode == 0, v.stderr.decode()
+        root = ET.fromstring(xml)
+        assert root.find("d:report_metadata/d:report_id", ns).text == sm.group(2)
+        assert root.find("d:report_metadata/d:email", ns).text == \
+            "dmarc-reports@mx.example.test"
+        counts[dom] = sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns))
+    assert counts == {"pass.test": 3, "dk.test": 1}, counts
