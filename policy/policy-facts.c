@@ -21,9 +21,9 @@
 
 #include "util.h"
 
-/* facts_tag - value of tag name in a DMARC record (RFC 7489 6.4 tag-list)
- * into out, lower-cased; "" when absent. */
-static void facts_tag(const char *rec, const char *name, char *out, size_t outlen)
+/* policy_dmarc_tag - value of tag name in a DMARC record (RFC 7489 6.4
+ * tag-list) into out, lower-cased, cut to outlen - 1; "" when absent. */
+void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outlen)
 {
 	size_t nl = strlen(name);
 	const char *p = rec;
@@ -48,6 +48,8 @@ static void facts_tag(const char *rec, const char *name, char *out, size_t outle
 					vl--;
 				for (size_t i = 0; i < vl && o + 1 < outlen; i++)
 					out[o++] = (char)(v[i] >= 'A' && v[i] <= 'Z' ? v[i] + 32 : v[i]);
+				while (o > 0 && (out[o - 1] == ' ' || out[o - 1] == '\t'))
+					o--; /* a value cut inside */
 				out[o] = '\0';
 				return;
 			}
@@ -97,14 +99,14 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 	               : "none";
 	if (o->record != NULL) {
 		f->record_domain = o->record_domain;
-		facts_tag(o->record, "p", f->p, sizeof(f->p));
-		facts_tag(o->record, "sp", f->sp, sizeof(f->sp));
-		facts_tag(o->record, "np", f->np, sizeof(f->np));
-		facts_tag(o->record, "adkim", f->adkim, sizeof(f->adkim));
-		facts_tag(o->record, "aspf", f->aspf, sizeof(f->aspf));
-		facts_tag(o->record, "t", f->t, sizeof(f->t));
-		facts_tag(o->record, "psd", f->psd, sizeof(f->psd));
-		facts_tag(o->record, "pct", pct, sizeof(pct));
+		policy_dmarc_tag(o->record, "p", f->p, sizeof(f->p));
+		policy_dmarc_tag(o->record, "sp", f->sp, sizeof(f->sp));
+		policy_dmarc_tag(o->record, "np", f->np, sizeof(f->np));
+		policy_dmarc_tag(o->record, "adkim", f->adkim, sizeof(f->adkim));
+		policy_dmarc_tag(o->record, "aspf", f->aspf, sizeof(f->aspf));
+		policy_dmarc_tag(o->record, "t", f->t, sizeof(f->t));
+		policy_dmarc_tag(o->record, "psd", f->psd, sizeof(f->psd));
+		policy_dmarc_tag(o->record, "pct", pct, sizeof(pct));
 		if (pct[0] != '\0')
 			f->pct = atoi(pct);
 		/* RFC 7489 6.6.3 fallback to the PSL organizational domain */

@@ -220,6 +220,11 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
  * syntax error. */
 int policy_from_parse(const char *value, size_t len, char **domain);
 
+/* policy_dmarc_tag - the value of one tag of a DMARC record, lower-case,
+ * into out (at most outlen - 1 bytes); "" when absent.  Pure
+ * (policy-facts.c; fuzzed by tests/fuzz/fuzz_dmarc_tags.c). */
+void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outlen);
+
 /* policy_org_domain - organizational domain of name (PSL when loaded, else
  * the last two labels), lower-case, into out.  Any thread. */
 void policy_org_domain(const char *name, char *out, size_t outlen);

@@ -262,5 +262,8 @@ struct policy_dmarc_facts {
  * when DMARC was not evaluated or there is no single From: domain (nothing
  * anyone could be sent a report about).  Pure. */
 int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_facts *f);
+/* policy_org_domain - organizational domain of name (the PSL when a policy
+ * context loaded it, else the last two labels), lower-case.  Any thread. */
+void policy_org_domain(const char *name, char *out, size_t outlen);
 
 #endif

@@ -14,8 +14,8 @@
  * Destinations (RFC 9990 section 4 / RFC 9989): the `rua` of the policy
  * domain's _dmarc record, read at run time; only mailto: URIs; a `!size`
  * suffix is honoured (a bigger report is not sent there, logged); a
- * destination outside the policy domain (neither a parent nor a child
- * name of it) must publish `<policy-domain>._report._dmarc.<dest-domain>`
+ * destination outside the policy domain's organizational domain must
+ * publish `<policy-domain>._report._dmarc.<dest-domain>`
  * TXT "v=DMARC1" or it is skipped with a log line.
  *
  * Idempotency: each (domain, period begin) report is written to the
@@ -156,7 +156,7 @@ size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_
 			*bang = '\0';
 		}
 		const char *at = strrchr(u, '@');
-		if (at == NULL || at == u || at[1] == '\0' || strpbrk(u, " <>\"\r\n") != NULL)
+		if (at == NULL || at == u || at[1] == '\0' || strpbrk(u, " \t<>\"\r\n") != NULL)
 			continue;
 		util_strlist_add(addrs, u);
 		limits[n++] = lim;
@@ -165,20 +165,15 @@ size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_
 	return n;
 }
 
-/* reports_same_org - dest is the policy domain, a parent or a child of it
- * (no external-destination check needed); a conservative stand-in for
- * "the same organizational domain" that never skips a needed check. */
+/* reports_same_org - dest has the policy domain's organizational domain
+ * (RFC 9990 4 / RFC 9989: then no external-destination check is needed). */
 bool reports_same_org(const char *policy_domain, const char *dest)
 {
-	size_t a = strlen(policy_domain), b = strlen(dest);
+	char a[256], b[256];
 
-	if (util_strcaseeq(policy_domain, dest))
-		return true;
-	if (a > b && policy_domain[a - b - 1] == '.' && util_strcaseeq(policy_domain + a - b, dest))
-		return true;
-	if (b > a && dest[b - a - 1] == '.' && util_strcaseeq(dest + b - a, policy_domain))
-		return true;
-	return false;
+	policy_org_domain(policy_domain, a, sizeof(a));
+	policy_org_domain(dest, b, sizeof(b));
+	return util_strcaseeq(a, b);
 }
 
 /* b64_lines - base64 of data, 76-column CRLF lines (RFC 2045 6.8). */

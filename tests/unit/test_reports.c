@@ -403,12 +403,123 @@ static void test_aggregate_and_xml(void **state)
 	free(path);
 }
 
+/* ------------------------------------------------------------ report pieces */
+
+struct rua_case {
+	const char *record;
+	size_t n;
+	const char *addrs[3];
+	uint64_t limits[3];
+};
+static const struct rua_case rua_cases[] = {
+    {"v=DMARC1; p=none; rua=mailto:a@example.org", 1, {"a@example.org"}, {0}},
+    {"v=DMARC1;p=none;rua=mailto:a@x.example!10m, mailto:b@y.example!5k ,https://h/", 2,
+     {"a@x.example", "b@y.example"}, {10485760, 5120}},
+    {"v=DMARC1; RUA = mailto:c@z.example!2G; ruf=mailto:no@z.example", 1, {"c@z.example"},
+     {2147483648ULL}},
+    {"v=DMARC1; p=reject", 0, {NULL}, {0}},
+    {"v=DMARC1; rua=mailto:@bad, mailto:bad@, mailto:sp ace@x, mailto:ok@x.example", 1,
+     {"ok@x.example"}, {0}},
+    {"v=DMARC1; rua=", 0, {NULL}, {0}},
+};
+
+static void test_rua_parse(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(rua_cases) / sizeof(rua_cases[0]); i++) {
+		const struct rua_case *c = &rua_cases[i];
+		struct util_strlist l = {0};
+		uint64_t lim[8];
+		size_t n = reports_rua_parse(c->record, &l, lim, 8);
+		if (n != c->n)
+			fail_msg("case %zu: %zu destinations, want %zu", i, n, c->n);
+		for (size_t k = 0; k < n; k++) {
+			assert_string_equal(l.v[k], c->addrs[k]);
+			assert_int_equal(lim[k], c->limits[k]);
+		}
+		util_strlist_free(&l);
+	}
+}
+
+static void test_same_org(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *policy, *dest;
+		bool same;
+	} cases[] = {
+	    {"example.com", "example.com", true},
+	    {"example.com", "reports.example.com", true},
+	    {"mail.example.com", "EXAMPLE.com", true},
+	    {"example.com", "notexample.com", false},
+	    {"example.com", "example.net", false},
+	    {"example.com", "com", false},
+	    {"a.example.com", "b.example.com", true},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (reports_same_org(cases[i].policy, cases[i].dest) != cases[i].same)
+			fail_msg("case %zu: %s / %s", i, cases[i].policy, cases[i].dest);
+}
+
+static void test_gzip_compose_sign(void **state)
+{
+	(void)state;
+	struct util_buf gz;
+	util_buf_init(&gz);
+	const char *xml = "<feedback>hello hello hello hello</feedback>\n";
+	assert_int_equal(reports_gzip(xml, strlen(xml), &gz), 0);
+	assert_true(gz.len > 18);
+	assert_int_equal((unsigned char)gz.data[0], 0x1f); /* RFC 1952 magic */
+	assert_int_equal((unsigned char)gz.data[1], 0x8b);
+
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.hostname = "mx.example.test";
+	cfg.reports_org_name = "Example Gate";
+	size_t len = 0;
+	char *msg = reports_compose(&cfg, "r@mx.example.test", "agg@rua.example", "example.org",
+	                            "0123abcd", 86400, 172799, &gz, &len);
+	assert_non_null(msg);
+	assert_int_equal(len, strlen(msg));
+	assert_non_null(strstr(msg, "\r\nSubject: Report Domain: example.org Submitter: Example "
+	                            "Gate Report-ID: <0123abcd>\r\n"));
+	assert_non_null(
+	    strstr(msg, "filename=\"mx.example.test!example.org!86400!172799!0123abcd.xml.gz\""));
+	for (const char *p = msg; *p; p++) /* CRLF only */
+		if (*p == '\n')
+			assert_true(p > msg && p[-1] == '\r');
+
+	char *path = tmpfile_path(), err[256] = "";
+	char *pem = reports_key_ensure(path, err, sizeof(err)); /* made: RSA 2048 */
+	assert_non_null(pem);
+	char *again = reports_key_ensure(path, err, sizeof(err)); /* read back, same key */
+	assert_non_null(again);
+	assert_string_equal(pem, again);
+	char *sig = reports_dkim_sign(pem, "sel", "mx.example.test", msg, len, err, sizeof(err));
+	if (sig == NULL)
+		fail_msg("sign: %s", err);
+	assert_true(strncmp(sig, "DKIM-Signature: ", 16) == 0);
+	assert_non_null(strstr(sig, "d=mx.example.test"));
+	assert_non_null(strstr(sig, "s=sel"));
+	assert_string_equal(sig + strlen(sig) - 2, "\r\n");
+	free(sig);
+	free(pem);
+	free(again);
+	free(msg);
+	util_buf_free(&gz);
+	unlink(path);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_migrations),
 	    cmocka_unit_test(test_rows_roundtrip),
 	    cmocka_unit_test(test_aggregate_and_xml),
+	    cmocka_unit_test(test_rua_parse),
+	    cmocka_unit_test(test_same_org),
+	    cmocka_unit_test(test_gzip_compose_sign),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
