@@ -229,6 +229,7 @@ struct config {
 	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db) or sqlite:PATH */
 	int reports_queue_size;           /* rows waiting for the writer thread */
 	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
+	int64_t reports_retention;        /* seconds evaluations are kept after they were reported */
 	char *reports_org_name;           /* report_metadata org_name; NULL = hostname */
 	char *reports_email;              /* report_metadata email; NULL = postmaster@hostname */
 	char *reports_dkim_key_file;      /* report signing key; NULL = QUEUE_DIR/reports-dkim.pem */

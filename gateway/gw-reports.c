@@ -1,6 +1,8 @@
 /*
  * gw-reports.c - `mxgate reports send-now [-c FILE]`: the daemon reports
- * now (control socket `reports-send-now`); `mxgate reports preview DOMAIN
+ * now (control socket `reports-send-now`); `mxgate reports status`: what
+ * the store holds (pending per domain, last report per domain, drops);
+ * `mxgate reports preview DOMAIN
  * [-c FILE]`: print the
  * RFC 9990 aggregate report XML that DOMAIN (a DMARC policy domain) would
  * be sent for the current reporting period, read from the report store.
@@ -30,9 +32,10 @@ int gw_cmd_reports(int argc, char **argv)
 			sub = "";
 	}
 	bool send = sub != NULL && strcmp(sub, "send-now") == 0 && domain == NULL;
-	if (!send && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
+	bool status = sub != NULL && strcmp(sub, "status") == 0 && domain == NULL;
+	if (!send && !status && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
 		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n"
-				"       mxgate reports send-now [-c FILE]\n");
+				"       mxgate reports send-now|status [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};
@@ -50,6 +53,16 @@ int gw_cmd_reports(int argc, char **argv)
 	struct util_buf out;
 	char err[256] = "";
 	util_buf_init(&out);
+	if (status) {
+		int src = reports_status(cfg, &out, err, sizeof(err));
+		if (src == 0)
+			fwrite(out.data, 1, out.len, stdout);
+		else
+			fprintf(stderr, "mxgate: reports status: %s\n", err);
+		util_buf_free(&out);
+		config_free(cfg);
+		return src == 0 ? 0 : 1;
+	}
 	int rc = reports_preview(cfg, domain, (int64_t)time(NULL), &out, err, sizeof(err));
 	if (rc == 0)
 		fwrite(out.data, 1, out.len, stdout);

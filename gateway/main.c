@@ -8,6 +8,7 @@
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
  *   mxgate reports preview DOMAIN [-c FILE]  the DMARC aggregate report DOMAIN would get now
  *   mxgate reports send-now [-c FILE]         the daemon sends the reports due so far
+ *   mxgate reports status [-c FILE]           pending evaluations, last reports, drops
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate version
  *
@@ -29,7 +30,7 @@ static int usage(void)
 		"       mxgate queue list|show ID|flush [ID]|hold ID|release ID|delete ID [-c FILE]\n"
 		"       mxgate reload|status [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
-		"       mxgate reports preview DOMAIN|send-now [-c FILE]\n"
+		"       mxgate reports preview DOMAIN|send-now|status [-c FILE]\n"
 		"       mxgate config-reference\n"
 		"       mxgate version\n");
 	return 2;

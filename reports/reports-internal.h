@@ -97,6 +97,11 @@ struct reports_backend {
 	/* add_report - remember a report; -1 when report_id exists already */
 	int (*add_report)(void *db, const char *report_id, const char *domain, int64_t begin,
 	                  int64_t end, char *err, size_t errlen);
+	/* prune - delete evaluations (and their DKIM rows) and drop counts
+	 * older than before; *n = evaluations deleted */
+	int (*prune)(void *db, int64_t before, uint64_t *n, char *err, size_t errlen);
+	/* status - a text summary for `mxgate reports status`, appended */
+	int (*status)(void *db, struct util_buf *out, char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);

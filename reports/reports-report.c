@@ -32,6 +32,25 @@ char *reports_db_target(const struct config *cfg, char *err, size_t errlen)
 	return NULL;
 }
 
+/* reports_status - see reports.h. */
+int reports_status(const struct config *cfg, struct util_buf *out, char *err, size_t errlen)
+{
+	const struct reports_backend *be = &reports_sqlite_backend;
+	char *target = reports_db_target(cfg, err, errlen);
+	void *db = NULL;
+	int rc = -1;
+
+	if (target == NULL || (db = be->open(target, err, errlen)) == NULL)
+		goto out;
+	util_buf_printf(out, "store: %s schema=%d\n", target, be->schema_version(db));
+	rc = be->status(db, out, err, errlen);
+out:
+	if (db != NULL)
+		be->close(db);
+	free(target);
+	return rc;
+}
+
 /* reports_period_of - the period that contains t: [*begin, *end). */
 void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end)
 {

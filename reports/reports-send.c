@@ -532,8 +532,18 @@ static void *run_main(void *arg)
 	              (long long)end, doms.n);
 	for (size_t i = 0; i < doms.n; i++)
 		run_domain(snd, db, doms.v[i], begin, end);
-	if (be->add_run(db, begin, end, err, sizeof(err)) < 0)
+	if (be->add_run(db, begin, end, err, sizeof(err)) < 0) {
 		util_log_err("- reports run not recorded error=\"%s\"", err);
+	} else {
+		/* retention: reported rows stay for the grace period, then go */
+		uint64_t pruned = 0;
+		int64_t cut = end - snd->cfg->reports_retention; /* <= end: reported */
+		if (cut > 0 && be->prune(db, cut, &pruned, err, sizeof(err)) < 0)
+			util_log_err("- reports prune failed error=\"%s\"", err);
+		else if (pruned > 0)
+			util_log_info("- reports pruned evaluations=%llu before=%lld",
+			              (unsigned long long)pruned, (long long)cut);
+	}
 close:
 	be->close(db);
 done:
@@ -601,6 +611,9 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 		return -1;
 	snd->run_end = end;
 	snd->running = true;
+	/* no evaluation recorded from now on may fall before end: it would be
+	 * missed by this run and skipped by the next */
+	reports_store_barrier(snd->rs, end);
 	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
 		snd->running = false;
 		return -1;

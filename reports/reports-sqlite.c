@@ -459,6 +459,72 @@ static int sq_add_report(void *h, const char *report_id, const char *domain, int
 	return rc;
 }
 
+/* sq_prune - retention: rows before the cut-off go (foreign keys cascade
+ * to evaluation_dkim). */
+static int sq_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	char sql[160];
+
+	*n = 0;
+	snprintf(sql, sizeof(sql), "DELETE FROM evaluation WHERE t < %lld", (long long)before);
+	if (sq_exec(db, sql, err, errlen) < 0)
+		return -1;
+	*n = (uint64_t)sqlite3_changes(db);
+	snprintf(sql, sizeof(sql), "DELETE FROM dropped WHERE t < %lld", (long long)before);
+	return sq_exec(db, sql, err, errlen);
+}
+
+/* sq_status - pending evaluations per domain since the last run, the last
+ * report per domain, drops since the last run. */
+static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int64_t begin = 0;
+	int rc = -1, s;
+
+	if (sq_run_begin(db, &begin, err, errlen) < 0)
+		return -1;
+	util_buf_printf(out, "last-run-end: %lld\n", (long long)begin);
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT coalesce(policy_domain, '(no record)'), count(*) FROM"
+	                       " evaluation WHERE t >= ? GROUP BY 1 ORDER BY 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int64(st, 1, begin);
+	while ((s = sqlite3_step(st)) == SQLITE_ROW)
+		util_buf_printf(out, "pending: %s evaluations=%lld\n", sqlite3_column_text(st, 0),
+		                (long long)sqlite3_column_int64(st, 1));
+	if (s != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT domain, max(end_t), count(*) FROM report GROUP BY 1 ORDER BY 1",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW)
+		util_buf_printf(out, "sent: %s last-period-end=%lld reports=%lld\n",
+		                sqlite3_column_text(st, 0), (long long)sqlite3_column_int64(st, 1),
+		                (long long)sqlite3_column_int64(st, 2));
+	if (s != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(n), 0) FROM dropped WHERE t >= ?", -1, &st,
+	                       NULL) != SQLITE_OK)
+		goto out;
+	sqlite3_bind_int64(st, 1, begin);
+	if (sqlite3_step(st) != SQLITE_ROW)
+		goto out;
+	util_buf_printf(out, "dropped-since-last-run: %lld\n", (long long)sqlite3_column_int64(st, 0));
+	rc = 0;
+out:
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -474,6 +540,8 @@ const struct reports_backend reports_sqlite_backend = {
     .run_begin = sq_run_begin,
     .add_run = sq_add_run,
     .add_report = sq_add_report,
+    .prune = sq_prune,
+    .status = sq_status,
     .schema_version = sq_schema_version,
     .close = sq_close,
 };

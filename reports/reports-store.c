@@ -40,6 +40,7 @@ struct reports_store {
 	uint64_t written, dropped;
 	bool stop;
 	time_t last_err_log;
+	int64_t min_t;            /* loop thread: rows get t >= min_t (run barrier) */
 };
 
 /* dupe - NULL/"" stay NULL. */
@@ -282,7 +283,8 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
 		util_metrics_inc("mxgate_reports_dropped_total", NULL);
 		return -1;
 	}
-	if ((r = reports_row_from_facts(&f, rcpt, (int64_t)time(NULL))) == NULL)
+	int64_t t = (int64_t)time(NULL);
+	if ((r = reports_row_from_facts(&f, rcpt, t < rs->min_t ? rs->min_t : t)) == NULL)
 		return -1;
 	pthread_mutex_lock(&rs->lock);
 	if (rs->qlen >= rs->qmax) { /* only the loop thread appends: cannot happen */
@@ -295,6 +297,13 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
 	pthread_cond_signal(&rs->wake);
 	pthread_mutex_unlock(&rs->lock);
 	return 0;
+}
+
+/* reports_store_barrier - see reports.h. */
+void reports_store_barrier(struct reports_store *rs, int64_t t)
+{
+	if (rs != NULL && t > rs->min_t)
+		rs->min_t = t;
 }
 
 /* reports_flush - see reports.h. */

@@ -48,6 +48,10 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
  * before a report run).  Not on the loop thread in normal operation. */
 void reports_flush(struct reports_store *rs);
 
+/* reports_store_barrier - loop thread: rows recorded from now on get a
+ * time of at least t (a report run covering [.., t) has started). */
+void reports_store_barrier(struct reports_store *rs, int64_t t);
+
 /* reports_stats - rows written, rows dropped since start. */
 void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
 
@@ -57,6 +61,10 @@ void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *
  * recorded for domain in the period; -1 + err. */
 int reports_preview(const struct config *cfg, const char *domain, int64_t now,
                     struct util_buf *out, char *err, size_t errlen);
+/* reports_status - `mxgate reports status`: the store, where the last run
+ * ended, evaluations pending per policy domain, the last report per
+ * domain, drops since the last run; appended to out.  0/-1 + err. */
+int reports_status(const struct config *cfg, struct util_buf *out, char *err, size_t errlen);
 /* reports_period_of - the reporting period containing t: [*begin, *end). */
 void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
 

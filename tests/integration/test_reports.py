@@ -309,7 +309,8 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
     import dkim
 
     sink = Downstream(host=RUA_MX).start()
-    gw = gateway(tmp_path, dns, sink_port=sink.port).start()
+    # retention 0: what a run reported is deleted at the end of that run
+    gw = gateway(tmp_path, dns, sink_port=sink.port, retention="0").start()
     try:
         for _ in range(3):
             msg, _ = mxtest.make_message(sender="a@pass.test")
@@ -333,6 +334,17 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 2,
                         mxtest.scaled(10), what="the second run")
         gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
+        # retention: the five reported evaluations are gone
+        gw.wait_log(r"reports pruned evaluations=5 ")
+        assert db_rows(gw) == []
+        st = subprocess.run([str(mxtest.mxgate_bin()), "reports", "status", "-c",
+                             str(gw.config_path)], capture_output=True, timeout=30)
+        assert st.returncode == 0, st.stderr
+        status = st.stdout.decode()
+        for dom in ("pass.test", "dk.test", "dquar.test"):
+            assert re.search(rf"^sent: {re.escape(dom)} last-period-end=\d+ reports=1$", status,
+                             re.M), status
+        assert "pending:" not in status and "dropped-since-last-run: 0" in status, status
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()

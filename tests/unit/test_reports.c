@@ -398,7 +398,21 @@ static void test_aggregate_and_xml(void **state)
 	assert_int_equal(validate(&xml), 0);
 	util_buf_free(&xml);
 	reports_agg_clear(&a);
+
+	/* retention: rows before the cut-off go, with their DKIM rows */
+	uint64_t pruned = 0;
+	assert_int_equal(be->prune(db, 105, &pruned, err, sizeof(err)), 0);
+	assert_int_equal(pruned, 6); /* t = 99 .. 104 */
+	assert_int_equal(be->aggregate(db, "example.org", 0, 1000, &a, err, sizeof(err)), 0);
+	total = 0;
+	for (size_t i = 0; i < a.n; i++)
+		total += a.recs[i].count;
+	assert_int_equal(total, 4); /* 105, 106, 107, 200 */
+	reports_agg_clear(&a);
 	be->close(db);
+	char v[64];
+	query_str(path, "SELECT count(*) FROM evaluation_dkim", v, sizeof(v));
+	assert_string_equal(v, "2"); /* t = 105's two signatures; t = 104's went */
 	remove_db(path);
 	free(path);
 }
