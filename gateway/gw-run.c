@@ -173,6 +173,7 @@ int gw_reload(struct gw *gw)
 	gw->policy = policy;
 	queue_sched_set_config(gw->sched, cfg);
 	smtp_deliverer_set_config(gw->deliverer, cfg);
+	reports_sender_set_config(gw->reports_sender, cfg); /* issue 14 */
 	util_log_set_level(cfg->log_level);
 	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
 	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */

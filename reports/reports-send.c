@@ -71,7 +71,42 @@ struct reports_sender {
 	bool running;
 	int64_t run_end;        /* the end of the running run */
 	struct reports_out *out;/* the run's messages (run thread, then loop) */
+	/* what the run thread reads of the config, copied when the run starts:
+	 * a reload may free snd->cfg while a run goes on */
+	struct config run_cfg;
 };
+
+/* snap_free - the run's copy of the config (owned strings). */
+static void snap_free(struct config *c)
+{
+	free(c->hostname);
+	free(c->queue_dir);
+	free(c->reports_org_name);
+	free(c->reports_email);
+	free(c->reports_dkim_selector);
+	free(c->reports_dkim_domain);
+	memset(c, 0, sizeof(*c));
+}
+
+static char *dup0(const char *s)
+{
+	return s ? util_xstrdup(s) : NULL;
+}
+
+/* snap_take - copy what a run needs of cfg (loop thread). */
+static void snap_take(struct config *c, const struct config *cfg)
+{
+	snap_free(c);
+	c->hostname = dup0(cfg->hostname);
+	c->queue_dir = dup0(cfg->queue_dir);
+	c->reports_org_name = dup0(cfg->reports_org_name);
+	c->reports_email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
+	                                      : util_xasprintf("postmaster@%s", cfg->hostname);
+	c->reports_dkim_selector = dup0(cfg->reports_dkim_selector);
+	c->reports_dkim_domain = dup0(cfg->reports_dkim_domain);
+	c->reports_retention = cfg->reports_retention;
+	c->reports_period = cfg->reports_period;
+}
 
 /* ------------------------------------------------------------ pieces */
 
@@ -391,7 +426,7 @@ static char *find_dmarc(struct policy_dns *dns, const char *name)
 static void run_domain(struct reports_sender *snd, void *db, const char *domain, int64_t begin,
                        int64_t end)
 {
-	const struct config *cfg = snd->cfg;
+	const struct config *cfg = &snd->run_cfg;
 	const struct reports_backend *be = &reports_sqlite_backend;
 	struct reports_agg agg = {0};
 	struct util_buf xml, gz;
@@ -537,7 +572,7 @@ static void *run_main(void *arg)
 	} else {
 		/* retention: reported rows stay for the grace period, then go */
 		uint64_t pruned = 0;
-		int64_t cut = end - snd->cfg->reports_retention; /* <= end: reported */
+		int64_t cut = end - snd->run_cfg.reports_retention; /* <= end: reported */
 		if (cut > 0 && be->prune(db, cut, &pruned, err, sizeof(err)) < 0)
 			util_log_err("- reports prune failed error=\"%s\"", err);
 		else if (pruned > 0)
@@ -582,13 +617,15 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	pthread_join(snd->thread, NULL);
 	snd->running = false;
+	char *sender = util_xstrdup(snd->run_cfg.reports_email);
+	snap_free(&snd->run_cfg);
 	struct reports_out *list = snd->out;
 	snd->out = NULL;
 	while (list != NULL) {
 		struct reports_out *o = list;
 		list = o->next;
 		struct queue_envelope *env = queue_envelope_new();
-		env->sender = util_xstrdup(snd->cfg->reports_email ? snd->cfg->reports_email : "");
+		env->sender = util_xstrdup(sender); /* the report's From: */
 		queue_envelope_add_rcpt(env, o->rcpt);
 		env->client_addr = util_xstrdup("127.0.0.1");
 		env->helo = util_xstrdup(snd->cfg->hostname);
@@ -602,6 +639,14 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		free(o->msg);
 		free(o);
 	}
+	free(sender);
+}
+
+/* reports_sender_set_config - after a reload (loop thread). */
+void reports_sender_set_config(struct reports_sender *snd, const struct config *cfg)
+{
+	if (snd != NULL)
+		snd->cfg = cfg;
 }
 
 /* reports_send_now - see reports.h. */
@@ -611,11 +656,13 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 		return -1;
 	snd->run_end = end;
 	snd->running = true;
+	snap_take(&snd->run_cfg, snd->cfg);
 	/* no evaluation recorded from now on may fall before end: it would be
 	 * missed by this run and skipped by the next */
 	reports_store_barrier(snd->rs, end);
 	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
 		snd->running = false;
+		snap_free(&snd->run_cfg);
 		return -1;
 	}
 	return 0;
@@ -698,6 +745,7 @@ void reports_sender_free(struct reports_sender *snd)
 		return;
 	if (snd->running)
 		pthread_join(snd->thread, NULL);
+	snap_free(&snd->run_cfg);
 	while (snd->out != NULL) {
 		struct reports_out *o = snd->out;
 		snd->out = o->next;

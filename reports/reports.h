@@ -80,6 +80,8 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
                                           struct policy_dns *dns, struct queue_store *qs,
                                           struct reports_store *rs, char *err, size_t errlen);
 void reports_sender_free(struct reports_sender *snd);
+/* reports_sender_set_config - the config after a reload (borrowed). */
+void reports_sender_set_config(struct reports_sender *snd, const struct config *cfg);
 /* reports_send_now - start a run covering evaluations up to end (exclusive);
  * -1 when one is running. */
 int reports_send_now(struct reports_sender *snd, int64_t end);
