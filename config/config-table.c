@@ -487,8 +487,9 @@ static const struct config_directive d_metrics[] = {
 static const struct config_directive d_reports[] = {
     {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
      "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
-    {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, 0,
-     "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode) or sqlite:PATH"},
+    {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, S,
+     "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode), sqlite:PATH, or "
+     "postgresql://... (a libpq URI) shared by a fleet: one node sends each run's reports"},
     {"queue_size", CONFIG_T_INT, G(reports_queue_size), "10000", NULL, 1, 1000000, NULL, NULL, 0,
      "Evaluations waiting for the store's writer thread; more are dropped and counted "
      "(mxgate_reports_dropped_total), never block SMTP"},

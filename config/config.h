@@ -226,7 +226,8 @@ struct config {
 
 	/* [reports] - the DMARC report store (issue 14, RFC 9990) */
 	bool reports_record;              /* record every DMARC evaluation */
-	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db) or sqlite:PATH */
+	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db), sqlite:PATH or a
+	                                     postgresql:// URI (secret: may hold a password) */
 	int reports_queue_size;           /* rows waiting for the writer thread */
 	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
 	int64_t reports_retention;        /* seconds evaluations are kept after they were reported */

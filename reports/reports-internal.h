@@ -102,6 +102,10 @@ struct reports_backend {
 	int (*prune)(void *db, int64_t before, uint64_t *n, char *err, size_t errlen);
 	/* status - a text summary for `mxgate reports status`, appended */
 	int (*status)(void *db, struct util_buf *out, char *err, size_t errlen);
+	/* lock_run - fleet: 1 when this node may run the reports now (the lock
+	 * is held until close), 0 when another node holds it, -1 on error;
+	 * NULL: a single node, always 1 */
+	int (*lock_run)(void *db, char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);
@@ -111,9 +115,13 @@ extern const struct reports_backend reports_sqlite_backend;
 /* reports_schema_version - the version the migrations reach. */
 #define REPORTS_SCHEMA_VERSION 2
 
-/* reports_db_target - the SQLite file of the config; caller frees; NULL +
- * err for a database this build cannot open. */
-char *reports_db_target(const struct config *cfg, char *err, size_t errlen);
+/* reports_db_target - the database of the config: *be gets the backend
+ * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."
+ * / "postgres://..."), the result is the file or connection string; caller
+ * frees; NULL + err for a database this build cannot open. */
+char *reports_db_target(const struct config *cfg, const struct reports_backend **be, char *err,
+                        size_t errlen);
+extern const struct reports_backend reports_pg_backend;
 
 /* report pieces (reports-send.c), exposed for the unit tests */
 int reports_gzip(const char *data, size_t len, struct util_buf *out);

@@ -20,14 +20,20 @@
 #include "version.h"
 
 /* reports_db_target - see reports-internal.h. */
-char *reports_db_target(const struct config *cfg, char *err, size_t errlen)
+char *reports_db_target(const struct config *cfg, const struct reports_backend **be, char *err,
+                        size_t errlen)
 {
 	const char *db = cfg->reports_database;
 
+	*be = &reports_sqlite_backend;
 	if (db == NULL || db[0] == '\0' || strcmp(db, "sqlite") == 0)
 		return util_xasprintf("%s/reports.db", cfg->queue_dir);
 	if (strncmp(db, "sqlite:", 7) == 0)
 		return util_xstrdup(db + 7);
+	if (strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0) {
+		*be = &reports_pg_backend;
+		return util_xstrdup(db);
+	}
 	snprintf(err, errlen, "database %s: only sqlite is built in", db);
 	return NULL;
 }
@@ -35,8 +41,8 @@ char *reports_db_target(const struct config *cfg, char *err, size_t errlen)
 /* reports_status - see reports.h. */
 int reports_status(const struct config *cfg, struct util_buf *out, char *err, size_t errlen)
 {
-	const struct reports_backend *be = &reports_sqlite_backend;
-	char *target = reports_db_target(cfg, err, errlen);
+	const struct reports_backend *be = NULL;
+	char *target = reports_db_target(cfg, &be, err, errlen);
 	void *db = NULL;
 	int rc = -1;
 
@@ -64,9 +70,9 @@ void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int6
 int reports_preview(const struct config *cfg, const char *domain, int64_t now,
                     struct util_buf *out, char *err, size_t errlen)
 {
-	const struct reports_backend *be = &reports_sqlite_backend;
+	const struct reports_backend *be = NULL;
 	struct reports_agg agg = {0};
-	char *target = reports_db_target(cfg, err, errlen), *email = NULL, *id = NULL;
+	char *target = reports_db_target(cfg, &be, err, errlen), *email = NULL, *id = NULL;
 	void *db = NULL;
 	int64_t begin, end;
 	int rc = -1;

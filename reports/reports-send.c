@@ -63,6 +63,7 @@ struct reports_sender {
 	struct queue_store *qs;
 	struct reports_store *rs;
 	char *db_target;
+	const struct reports_backend *be;
 	char *key_pem;          /* the signing key, PEM */
 	int pipefd[2];
 	struct event *done_ev;  /* the run thread finished */
@@ -427,7 +428,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
                        int64_t end)
 {
 	const struct config *cfg = &snd->run_cfg;
-	const struct reports_backend *be = &reports_sqlite_backend;
+	const struct reports_backend *be = snd->be;
 	struct reports_agg agg = {0};
 	struct util_buf xml, gz;
 	struct util_strlist dests = {0};
@@ -547,7 +548,7 @@ out:
 static void *run_main(void *arg)
 {
 	struct reports_sender *snd = arg;
-	const struct reports_backend *be = &reports_sqlite_backend;
+	const struct reports_backend *be = snd->be;
 	struct util_strlist doms = {0};
 	char err[256] = "";
 	int64_t begin = 0, end = snd->run_end;
@@ -557,6 +558,14 @@ static void *run_main(void *arg)
 	if ((db = be->open(snd->db_target, err, sizeof(err))) == NULL) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto done;
+	}
+	int lk = be->lock_run ? be->lock_run(db, err, sizeof(err)) : 1;
+	if (lk <= 0) {
+		if (lk == 0)
+			util_log_info("- reports run skipped: another node holds the run lock");
+		else
+			util_log_err("- reports run lock failed error=\"%s\"", err);
+		goto close;
 	}
 	if (be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
 	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
@@ -716,7 +725,7 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
 	kp = reports_key_path(cfg);
 	if ((snd->key_pem = reports_key_ensure(kp, err, errlen)) == NULL)
 		goto fail;
-	if ((snd->db_target = reports_db_target(cfg, err, errlen)) == NULL)
+	if ((snd->db_target = reports_db_target(cfg, &snd->be, err, errlen)) == NULL)
 		goto fail;
 	if (pipe2(snd->pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));

@@ -205,13 +205,14 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	                          "DMARC evaluations lost to a failed database write (disk full)",
 	                          NULL, NULL, 0);
 	(void)db;
-	if ((target = reports_db_target(cfg, err, errlen)) == NULL)
+	const struct reports_backend *be = NULL;
+	if ((target = reports_db_target(cfg, &be, err, errlen)) == NULL)
 		goto fail;
 	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	rs->be = &reports_sqlite_backend;
+	rs->be = be;
 	rs->qmax = cfg->reports_queue_size > 0 ? (size_t)cfg->reports_queue_size : 1;
 	if ((rs->q = calloc(rs->qmax, sizeof(*rs->q))) == NULL) {
 		snprintf(err, errlen, "out of memory");

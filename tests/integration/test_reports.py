@@ -56,7 +56,7 @@ def dns(tmp_path_factory):
     srv.close()
 
 
-def gateway(tmp_path, dns, sink_port=None, **reports):
+def gateway(tmp_path, dns, sink_port=None, name="gw", **reports):
     mport = mxtest.free_port()
     r = {"record": "yes", "email": "dmarc-reports@mx.example.test", "org_name": "Example Gate"}
     r.update(reports)
@@ -67,7 +67,7 @@ def gateway(tmp_path, dns, sink_port=None, **reports):
              "reports": r}
     if sink_port:
         extra["route outbound"] = outbound_route(sink_port)
-    gw = mxtest.Gateway(tmp_path / "gw", extra, dns=False)
+    gw = mxtest.Gateway(tmp_path / name, extra, dns=False)
     gw.metrics_port = mport
     return gw
 
@@ -386,3 +386,93 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
             "dmarc-reports@mx.example.test"
         counts[dom] = sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns))
     assert counts == {"pass.test": 3, "dk.test": 1}, counts
+
+
+
+# ------------------------------------------------------------ PostgreSQL (a fleet)
+
+@pytest.fixture
+def postgres():
+    """A real PostgreSQL server (initdb + pg_ctl) on a unix socket in a
+    temporary directory, no TCP; run as the postgres user when we are root
+    (initdb refuses root).  Yields a libpq URI."""
+    import glob
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL server not installed (Debian package postgresql)")
+    bindir = os.path.dirname(bins[-1])
+    d = tempfile.mkdtemp(prefix="mxpg", dir="/tmp")
+    as_user = []
+    if os.geteuid() == 0:
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = mxtest.free_port()
+    subprocess.run(as_user + [f"{bindir}/initdb", "-D", f"{d}/data", "-A", "trust", "-U", "mxgate",
+                              "--no-sync", "-E", "UTF8"], check=True, capture_output=True,
+                   timeout=120)
+    subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w",
+                              "-o", f"-k {d} -c listen_addresses='' -p {port} -F", "start"],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://mxgate@/postgres?host={d}&port={port}"
+    finally:
+        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-m", "immediate",
+                                  "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
+    import re
+    import email
+    import email.policy
+    import gzip
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    sink = Downstream(host=RUA_MX).start()
+    a = gateway(tmp_path, dns, sink_port=sink.port, name="a", database=postgres).start()
+    b = gateway(tmp_path, dns, sink_port=sink.port, name="b", database=postgres).start()
+    try:
+        for gw, n in ((a, 2), (b, 3)):
+            for _ in range(n):
+                msg, _ = mxtest.make_message(sender="a@pass.test")
+                gw.send("a@pass.test", [RCPT], msg)
+        for gw, n in ((a, 2), (b, 3)):
+            mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= n,
+                            mxtest.scaled(10), what="rows written")
+        # both nodes end the period at the same moment
+        procs = [subprocess.Popen([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                                   str(gw.config_path)]) for gw in (a, b)]
+        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+        rx = r"reports run (begin=|skipped: another node)"
+        for gw in (a, b):
+            gw.wait_log(rx, mxtest.scaled(15))
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="a report")
+        for gw in (a, b):
+            mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queues empty")
+        logs = [gw.log_text() for gw in (a, b)]
+        assert all("reports store=postgresql" in t for t in logs)
+        # one node made the report; the other skipped or found nothing left
+        made = [t.count("reports domain=pass.test report_id=") for t in logs]
+        assert sorted(made) == [0, 1], made
+    finally:
+        for gw in (a, b):
+            assert gw.stop() in (0, None), gw.log_tail(40)
+            gw.close()
+        sink.stop()
+    assert len(sink.messages) == 1, [m.rcpt_tos for m in sink.messages]
+    raw = sink.messages[0].data
+    raw = raw if isinstance(raw, bytes) else raw.encode()
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    att = list(m.iter_attachments())
+    root = ET.fromstring(gzip.decompress(att[0].get_content()))
+    ns = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
+    assert root.find("d:policy_published/d:domain", ns).text == "pass.test"
+    total = sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns))
+    assert total == 5, ET.tostring(root)   # both nodes' evaluations, once
