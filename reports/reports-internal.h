@@ -74,6 +74,15 @@ struct reports_meta {
  * 0/-1.  Pure. */
 int reports_xml(const struct reports_meta *m, const struct reports_agg *a, struct util_buf *out);
 
+/* One report message for one destination (the outbox). */
+struct reports_out {
+	char *report_id, *rcpt, *sender;
+	char *msg;
+	size_t len;
+	struct reports_out *next;
+};
+void reports_out_free(struct reports_out *o); /* the whole list */
+
 /* A database backend. */
 struct reports_backend {
 	const char *name;
@@ -102,6 +111,16 @@ struct reports_backend {
 	int (*prune)(void *db, int64_t before, uint64_t *n, char *err, size_t errlen);
 	/* status - a text summary for `mxgate reports status`, appended */
 	int (*status)(void *db, struct util_buf *out, char *err, size_t errlen);
+	/* tx - 0 begin (a write transaction), 1 commit, 2 roll back */
+	int (*tx)(void *db, int what, char *err, size_t errlen);
+	/* add_outbox - a finished report message, not yet queued */
+	int (*add_outbox)(void *db, const struct reports_out *o, char *err, size_t errlen);
+	/* outbox_pending - every message not yet marked queued, prepended to
+	 * *list (caller frees with reports_out_free) */
+	int (*outbox_pending)(void *db, struct reports_out **list, char *err, size_t errlen);
+	/* mark_queued - the message is durable in mxgate's queue */
+	int (*mark_queued)(void *db, const char *report_id, const char *rcpt, char *err,
+	                   size_t errlen);
 	/* lock_run - fleet: 1 when this node may run the reports now (the lock
 	 * is held until close), 0 when another node holds it, -1 on error;
 	 * NULL: a single node, always 1 */
@@ -113,7 +132,7 @@ struct reports_backend {
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
-#define REPORTS_SCHEMA_VERSION 2
+#define REPORTS_SCHEMA_VERSION 3
 
 /* reports_db_target - the database of the config: *be gets the backend
  * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."

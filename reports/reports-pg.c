@@ -24,6 +24,7 @@
 
 #define PG_LOCK_MIGRATE 0x6d786d6967LL /* "mxmig" */
 #define PG_LOCK_RUN 0x6d7872756eLL     /* "mxrun" */
+#define PG_CLAIM_LEASE "600"           /* seconds a node's outbox claim holds */
 
 static const char *const pg_migrations[] = {
     /* 1 */
@@ -47,6 +48,10 @@ static const char *const pg_migrations[] = {
     " done_at BIGINT NOT NULL);"
     "CREATE TABLE report (report_id TEXT PRIMARY KEY, domain TEXT NOT NULL,"
     " begin_t BIGINT NOT NULL, end_t BIGINT NOT NULL, created_at BIGINT NOT NULL);",
+    /* 3 */
+    "CREATE TABLE outbox (report_id TEXT NOT NULL, rcpt TEXT NOT NULL, sender TEXT NOT NULL,"
+    " msg BYTEA NOT NULL, queued INTEGER NOT NULL DEFAULT 0, claimed_at BIGINT,"
+    " PRIMARY KEY (report_id, rcpt));",
 };
 
 /* pg_err - libpq's message, one line. */
@@ -446,6 +451,75 @@ static int pg_status(void *h, struct util_buf *out, char *err, size_t errlen)
 	return 0;
 }
 
+static int pg_tx(void *h, int what, char *err, size_t errlen)
+{
+	return pg_do(h, what == 0 ? "BEGIN" : what == 1 ? "COMMIT" : "ROLLBACK", err, errlen);
+}
+
+static int pg_add_outbox(void *h, const struct reports_out *o, char *err, size_t errlen)
+{
+	const char *v[4] = {o->report_id, o->rcpt, o->sender, o->msg};
+	int lens[4] = {0, 0, 0, (int)o->len};
+	int fmts[4] = {0, 0, 0, 1}; /* the message as binary */
+	PGresult *r = PQexecParams(h,
+	                           "INSERT INTO outbox (report_id, rcpt, sender, msg) VALUES"
+	                           " ($1, $2, $3, $4)",
+	                           4, NULL, v, lens, fmts, 0);
+	int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+	if (rc < 0)
+		pg_err(h, err, errlen);
+	PQclear(r);
+	return rc;
+}
+
+static int pg_outbox_pending(void *h, struct reports_out **list, char *err, size_t errlen)
+{
+	/* a fleet shares the outbox: a node claims what it queues; a claim
+	 * older than PG_CLAIM_LEASE (its node died before queuing) is taken
+	 * over, so a report is delayed, never lost */
+	PGresult *r = PQexecParams(h,
+	                           "UPDATE outbox SET claimed_at = extract(epoch from now())::bigint"
+	                           " WHERE queued = 0 AND (claimed_at IS NULL OR claimed_at <"
+	                           " extract(epoch from now())::bigint - " PG_CLAIM_LEASE ")"
+	                           " RETURNING report_id, rcpt, sender, msg",
+	                           0, NULL, NULL, NULL, NULL, 1 /* binary results */);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		pg_err(h, err, errlen);
+		PQclear(r);
+		return -1;
+	}
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct reports_out *o = calloc(1, sizeof(*o));
+		int n = PQgetlength(r, i, 3);
+		if (o == NULL || (o->msg = malloc((size_t)n + 1)) == NULL) {
+			free(o);
+			break;
+		}
+		memcpy(o->msg, PQgetvalue(r, i, 3), (size_t)n);
+		o->msg[n] = '\0';
+		o->len = (size_t)n;
+		o->report_id = strndup(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
+		o->rcpt = strndup(PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1));
+		o->sender = strndup(PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2));
+		o->next = *list;
+		*list = o;
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int pg_mark_queued(void *h, const char *report_id, const char *rcpt, char *err,
+                          size_t errlen)
+{
+	const char *v[2] = {report_id, rcpt};
+	PGresult *r = pg_q(h, "UPDATE outbox SET queued = 1 WHERE report_id = $1 AND rcpt = $2", 2,
+	                   v, err, errlen);
+	if (r == NULL)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
 /* pg_lock_run - one node per run (held until the connection closes). */
 static int pg_lock_run(void *h, char *err, size_t errlen)
 {
@@ -472,6 +546,10 @@ const struct reports_backend reports_pg_backend = {
     .prune = pg_prune,
     .status = pg_status,
     .lock_run = pg_lock_run,
+    .tx = pg_tx,
+    .add_outbox = pg_add_outbox,
+    .outbox_pending = pg_outbox_pending,
+    .mark_queued = pg_mark_queued,
     .schema_version = pg_version,
     .close = pg_close,
 };

@@ -48,12 +48,25 @@
 #include "queue.h"
 #include "version.h"
 
-/* One message ready for the queue. */
-struct reports_out {
-	char *rcpt;
-	char *msg;
-	size_t len;
-	struct reports_out *next;
+/* reports_out_free - the whole list; NULL is a no-op. */
+void reports_out_free(struct reports_out *o)
+{
+	while (o != NULL) {
+		struct reports_out *n = o->next;
+		free(o->report_id);
+		free(o->rcpt);
+		free(o->sender);
+		free(o->msg);
+		free(o);
+		o = n;
+	}
+}
+
+/* One queue_inject in flight: marked in the outbox once it is durable. */
+struct reports_inject {
+	struct reports_sender *snd; /* NULL once the sender is gone */
+	char *report_id, *rcpt;
+	struct reports_inject *next;
 };
 
 struct reports_sender {
@@ -71,7 +84,14 @@ struct reports_sender {
 	pthread_t thread;
 	bool running;
 	int64_t run_end;        /* the end of the running run */
+	bool outbox_only;       /* the run only re-reads the outbox (start-up) */
+	bool marking;           /* the thread marks queued messages, no run */
 	struct reports_out *out;/* the run's messages (run thread, then loop) */
+	struct reports_out *marks; /* queued, to mark in the outbox (loop, then thread) */
+	size_t injecting;       /* queue_inject calls without their callback yet */
+	struct reports_inject *inflight; /* those calls (their snd is cleared at free) */
+	bool pending;           /* a send-now came while busy: run at pending_end */
+	int64_t pending_end;
 	/* what the run thread reads of the config, copied when the run starts:
 	 * a reload may free snd->cfg while a run goes on */
 	struct config run_cfg;
@@ -505,7 +525,9 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 			continue;
 		}
 		struct reports_out *o = calloc(1, sizeof(*o));
+		o->report_id = util_xstrdup(id);
 		o->rcpt = util_xstrdup(to);
+		o->sender = util_xstrdup(email);
 		o->msg = util_xasprintf("%s%s", sig, msg);
 		o->len = strlen(sig) + len;
 		o->next = mine;
@@ -513,28 +535,25 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 		free(sig);
 		free(msg);
 	}
-	/* recorded first: a second run (or a restart) never sends it again */
+	/* report and messages go into the run's transaction: a crash before
+	 * its commit leaves neither (the next run makes them again), after it
+	 * the outbox holds the messages until the queue has them */
 	if (be->add_report(db, id, domain, begin, end, err, sizeof(err)) < 0) {
 		util_log_warn("- reports domain=%s report_id=%s already sent or not recorded (%s)",
 		              domain, id, err);
 		goto out;
 	}
-	while (mine != NULL) {
-		struct reports_out *o = mine;
-		mine = o->next;
-		o->next = snd->out;
-		snd->out = o;
+	for (struct reports_out *o = mine; o != NULL; o = o->next) {
+		if (be->add_outbox(db, o, err, sizeof(err)) < 0) {
+			util_log_err("- reports domain=%s report_id=%s outbox failed error=\"%s\"",
+			             domain, id, err);
+			continue;
+		}
 		util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu", domain,
 		              id, o->rcpt, agg.n, o->len);
 	}
 out:
-	while (mine != NULL) {
-		struct reports_out *o = mine;
-		mine = o->next;
-		free(o->rcpt);
-		free(o->msg);
-		free(o);
-	}
+	reports_out_free(mine);
 	reports_agg_clear(&agg);
 	util_buf_free(&xml);
 	util_buf_free(&gz);
@@ -554,11 +573,20 @@ static void *run_main(void *arg)
 	int64_t begin = 0, end = snd->run_end;
 	void *db;
 
-	reports_flush(snd->rs); /* what was judged before the run is in it */
 	if ((db = be->open(snd->db_target, err, sizeof(err))) == NULL) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto done;
 	}
+	if (snd->marking) {
+		for (struct reports_out *o = snd->marks; o != NULL; o = o->next)
+			if (be->mark_queued(db, o->report_id, o->rcpt, err, sizeof(err)) < 0)
+				util_log_err("- reports outbox mark failed report_id=%s error=\"%s\"",
+				             o->report_id, err);
+		goto close;
+	}
+	if (snd->outbox_only)
+		goto outbox;
+	reports_flush(snd->rs); /* what was judged before the run is in it */
 	int lk = be->lock_run ? be->lock_run(db, err, sizeof(err)) : 1;
 	if (lk <= 0) {
 		if (lk == 0)
@@ -574,9 +602,16 @@ static void *run_main(void *arg)
 	}
 	util_log_info("- reports run begin=%lld end=%lld domains=%zu", (long long)begin,
 	              (long long)end, doms.n);
+	if (be->tx(db, 0, err, sizeof(err)) < 0) {
+		util_log_err("- reports run failed error=\"%s\"", err);
+		goto close;
+	}
 	for (size_t i = 0; i < doms.n; i++)
 		run_domain(snd, db, doms.v[i], begin, end);
-	if (be->add_run(db, begin, end, err, sizeof(err)) < 0) {
+	if (be->add_run(db, begin, end, err, sizeof(err)) < 0 ||
+	    be->tx(db, 1, err, sizeof(err)) < 0) {
+		char e2[64];
+		(void)be->tx(db, 2, e2, sizeof(e2));
 		util_log_err("- reports run not recorded error=\"%s\"", err);
 	} else {
 		/* retention: reported rows stay for the grace period, then go */
@@ -588,6 +623,10 @@ static void *run_main(void *arg)
 			util_log_info("- reports pruned evaluations=%llu before=%lld",
 			              (unsigned long long)pruned, (long long)cut);
 	}
+outbox:
+	/* this run's messages and any an earlier process left unqueued */
+	if (be->outbox_pending(db, &snd->out, err, sizeof(err)) < 0)
+		util_log_err("- reports outbox read failed error=\"%s\"", err);
 close:
 	be->close(db);
 done:
@@ -598,19 +637,50 @@ done:
 	return NULL;
 }
 
-/* inject_cb - a report is durable in the queue (or not). */
+static void start_marking(struct reports_sender *snd);
+
+/* inject_cb - a report is durable in the queue (or not): mark it in the
+ * outbox (a failed one stays there for the next run). */
 static void inject_cb(uint64_t cookie, int status, int err, const char *qid, void *arg)
 {
+	struct reports_inject *ij = arg;
+	struct reports_sender *snd = ij->snd;
 	(void)cookie;
-	(void)arg;
+	if (snd == NULL) { /* the sender was freed meanwhile (exit) */
+		free(ij->report_id);
+		free(ij->rcpt);
+		free(ij);
+		return;
+	}
+	for (struct reports_inject **pp = &snd->inflight; *pp; pp = &(*pp)->next)
+		if (*pp == ij) {
+			*pp = ij->next;
+			break;
+		}
 	if (status == 0) {
-		util_log_info("%s reports queued", qid ? qid : "-");
+		util_log_info("%s reports queued report_id=%s to=<%s>", qid ? qid : "-",
+		              ij->report_id, ij->rcpt);
 		util_metrics_inc("mxgate_reports_sent_total", "queued");
+		struct reports_out *m = calloc(1, sizeof(*m));
+		if (m != NULL) {
+			m->report_id = ij->report_id;
+			m->rcpt = ij->rcpt;
+			ij->report_id = ij->rcpt = NULL;
+			m->next = snd->marks;
+			snd->marks = m;
+		}
 	} else {
 		util_log_err("- reports queue commit failed error=\"%s\"", strerror(err));
 		util_metrics_inc("mxgate_reports_sent_total", "queue_error");
 	}
+	free(ij->report_id);
+	free(ij->rcpt);
+	free(ij);
+	if (--snd->injecting == 0)
+		start_marking(snd);
 }
+
+static void start_pending(struct reports_sender *snd);
 
 static void arm_timer(struct reports_sender *snd);
 
@@ -626,15 +696,34 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	pthread_join(snd->thread, NULL);
 	snd->running = false;
-	char *sender = util_xstrdup(snd->run_cfg.reports_email);
 	snap_free(&snd->run_cfg);
+	if (snd->marking) {
+		snd->marking = false;
+		reports_out_free(snd->marks);
+		snd->marks = NULL;
+		start_marking(snd); /* marks that came meanwhile */
+		start_pending(snd);
+		return;
+	}
 	struct reports_out *list = snd->out;
 	snd->out = NULL;
 	while (list != NULL) {
 		struct reports_out *o = list;
 		list = o->next;
+		struct reports_inject *ij = calloc(1, sizeof(*ij));
+		if (ij == NULL) {
+			o->next = NULL;
+			reports_out_free(o);
+			continue;
+		}
+		ij->snd = snd;
+		ij->next = snd->inflight;
+		snd->inflight = ij;
+		ij->report_id = o->report_id;
+		ij->rcpt = util_xstrdup(o->rcpt);
+		o->report_id = NULL;
 		struct queue_envelope *env = queue_envelope_new();
-		env->sender = util_xstrdup(sender); /* the report's From: */
+		env->sender = util_xstrdup(o->sender); /* the report's From: */
 		queue_envelope_add_rcpt(env, o->rcpt);
 		env->client_addr = util_xstrdup("127.0.0.1");
 		env->helo = util_xstrdup(snd->cfg->hostname);
@@ -643,12 +732,37 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		env->size = (int64_t)o->len;
 		/* locally originated: the outbound route, never bounced */
 		env->is_dsn = true;
-		queue_inject(snd->qs, env, o->msg, o->len, inject_cb, 0, snd);
-		free(o->rcpt);
-		free(o->msg);
-		free(o);
+		snd->injecting++;
+		queue_inject(snd->qs, env, o->msg, o->len, inject_cb, 0, ij);
+		o->next = NULL;
+		reports_out_free(o);
 	}
-	free(sender);
+	start_pending(snd); /* when nothing was queued */
+}
+
+/* start_pending - a send-now that came while the sender was busy. */
+static void start_pending(struct reports_sender *snd)
+{
+	if (snd->pending && !snd->running && snd->injecting == 0 && snd->marks == NULL) {
+		snd->pending = false;
+		(void)reports_send_now(snd, snd->pending_end);
+	}
+}
+
+/* start_marking - loop: a thread marks the queued messages in the outbox
+ * (database writes never on the loop).  Later when a run is going on. */
+static void start_marking(struct reports_sender *snd)
+{
+	if (snd->running || snd->marks == NULL || snd->injecting > 0) {
+		start_pending(snd);
+		return;
+	}
+	snd->running = true;
+	snd->marking = true;
+	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
+		snd->running = false;
+		snd->marking = false;
+	}
 }
 
 /* reports_sender_set_config - after a reload (loop thread). */
@@ -661,9 +775,19 @@ void reports_sender_set_config(struct reports_sender *snd, const struct config *
 /* reports_send_now - see reports.h. */
 int reports_send_now(struct reports_sender *snd, int64_t end)
 {
-	if (snd == NULL || snd->running)
+	if (snd == NULL)
 		return -1;
+	if (snd->running && !snd->marking && !snd->outbox_only)
+		return -1; /* a report run is going on */
+	if (snd->running || snd->injecting > 0 || snd->marks != NULL) {
+		/* queuing or marking the last run's messages: right after that */
+		snd->pending = true;
+		snd->pending_end = end;
+		reports_store_barrier(snd->rs, end);
+		return 0;
+	}
 	snd->run_end = end;
+	snd->outbox_only = false;
 	snd->running = true;
 	snap_take(&snd->run_cfg, snd->cfg);
 	/* no evaluation recorded from now on may fall before end: it would be
@@ -738,6 +862,14 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
 		goto fail;
 	}
 	arm_timer(snd);
+	/* reports an earlier process made but did not get into the queue */
+	snd->outbox_only = true;
+	snd->running = true;
+	snap_take(&snd->run_cfg, cfg);
+	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
+		snd->running = false;
+		snap_free(&snd->run_cfg);
+	}
 	free(kp);
 	return snd;
 fail:
@@ -755,13 +887,10 @@ void reports_sender_free(struct reports_sender *snd)
 	if (snd->running)
 		pthread_join(snd->thread, NULL);
 	snap_free(&snd->run_cfg);
-	while (snd->out != NULL) {
-		struct reports_out *o = snd->out;
-		snd->out = o->next;
-		free(o->rcpt);
-		free(o->msg);
-		free(o);
-	}
+	reports_out_free(snd->out);
+	reports_out_free(snd->marks);
+	for (struct reports_inject *ij = snd->inflight; ij != NULL; ij = ij->next)
+		ij->snd = NULL; /* their callbacks may still come (queue shutdown) */
 	if (snd->done_ev)
 		event_free(snd->done_ev);
 	if (snd->timer)

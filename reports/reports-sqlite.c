@@ -51,6 +51,11 @@ static const char *const reports_sqlite_migrations[] = {
     " done_at INTEGER NOT NULL);"
     "CREATE TABLE report (report_id TEXT PRIMARY KEY, domain TEXT NOT NULL,"
     " begin_t INTEGER NOT NULL, end_t INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+    /* 3: the outbox - report messages made in the run's transaction,
+     * marked once mxgate's queue holds them (crash: re-queued, not lost) */
+    "CREATE TABLE outbox (report_id TEXT NOT NULL, rcpt TEXT NOT NULL, sender TEXT NOT NULL,"
+    " msg BLOB NOT NULL, queued INTEGER NOT NULL DEFAULT 0, claimed_at INTEGER,"
+    " PRIMARY KEY (report_id, rcpt));",
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
@@ -525,6 +530,93 @@ out:
 	return rc;
 }
 
+/* sq_tx - BEGIN IMMEDIATE (the write lock at once), COMMIT, ROLLBACK. */
+static int sq_tx(void *h, int what, char *err, size_t errlen)
+{
+	return sq_exec(h, what == 0 ? "BEGIN IMMEDIATE" : what == 1 ? "COMMIT" : "ROLLBACK", err,
+	               errlen);
+}
+
+static int sq_add_outbox(void *h, const struct reports_out *o, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO outbox (report_id, rcpt, sender, msg) VALUES"
+	                           " (?, ?, ?, ?)",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, o->report_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, o->rcpt, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, o->sender, -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 4, o->msg, (int)o->len, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_DONE)
+			rc = 0;
+	}
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_outbox_pending(void *h, struct reports_out **list, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int s, rc = -1;
+
+	/* one process owns this file and its runs are serialized: whatever is
+	 * not queued is ours (left by this run or by a crashed process) */
+	if (sqlite3_prepare_v2(db, "UPDATE outbox SET claimed_at = strftime('%s','now') WHERE"
+	                           " queued = 0 RETURNING report_id, rcpt, sender, msg",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		struct reports_out *o = calloc(1, sizeof(*o));
+		const void *b = sqlite3_column_blob(st, 3);
+		int n = sqlite3_column_bytes(st, 3);
+		if (o == NULL || (o->msg = malloc((size_t)n + 1)) == NULL) {
+			free(o);
+			goto out;
+		}
+		memcpy(o->msg, b, (size_t)n);
+		o->msg[n] = '\0';
+		o->len = (size_t)n;
+		o->report_id = sq_col(st, 0);
+		o->rcpt = sq_col(st, 1);
+		o->sender = sq_col(st, 2);
+		o->next = *list;
+		*list = o;
+	}
+	if (s == SQLITE_DONE)
+		rc = 0;
+out:
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sq_mark_queued(void *h, const char *report_id, const char *rcpt, char *err,
+                          size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, "UPDATE outbox SET queued = 1 WHERE report_id = ? AND rcpt = ?",
+	                       -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, report_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, rcpt, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_DONE)
+			rc = 0;
+	}
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -541,6 +633,10 @@ const struct reports_backend reports_sqlite_backend = {
     .add_run = sq_add_run,
     .add_report = sq_add_report,
     .prune = sq_prune,
+    .tx = sq_tx,
+    .add_outbox = sq_add_outbox,
+    .outbox_pending = sq_outbox_pending,
+    .mark_queued = sq_mark_queued,
     .status = sq_status,
     .schema_version = sq_schema_version,
     .close = sq_close,

@@ -40,6 +40,11 @@ def dns(tmp_path_factory):
     srv.add("mx.rua.test", "A", RUA_MX)
     srv.add("pass.test._report._dmarc.rua.test", "TXT", "v=DMARC1")
     srv.add("unverified.test", "MX", "10 mx.rua.test.")
+    # zslow.test: its report destination's agreement lookup never answers
+    # (the run waits the DNS timeout there: time to kill it mid-run)
+    srv.add("_dmarc.zslow.test", "TXT", "v=DMARC1; p=none; rua=mailto:x@slowrua.test")
+    srv.add("zslow.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.blackhole("slowrua.test")
     srv.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     srv.add("_dmarc.pass.test", "TXT",
             "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; psd=n; aspf=r; "
@@ -165,7 +170,7 @@ def test_every_evaluation_recorded(tmp_path, dns):
     con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations")] == [1, 2]
+        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations")] == [1, 2, 3]
     finally:
         con.close()
 
@@ -476,3 +481,45 @@ def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
     assert root.find("d:policy_published/d:domain", ns).text == "pass.test"
     total = sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns))
     assert total == 5, ET.tostring(root)   # both nodes' evaluations, once
+
+
+
+def test_kill9_during_run_neither_loses_nor_duplicates(tmp_path, dns):
+    import subprocess
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port).start()
+
+    def send_now():
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    try:
+        for _ in range(2):
+            msg, _ = mxtest.make_message(sender="a@pass.test")
+            gw.send("a@pass.test", [RCPT], msg)
+        msg, _ = mxtest.make_message(sender="z@zslow.test")
+        gw.send("z@zslow.test", [RCPT], msg)
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 3,
+                        mxtest.scaled(10), what="rows written")
+        send_now()
+        # pass.test's report is made; the run now waits on zslow.test's DNS
+        gw.wait_log(r"reports domain=pass\.test report_id=\w+ rua=agg@rua\.test")
+        assert gw.kill9() is not None
+        assert sink.messages == []
+        gw.start()
+        send_now()
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="the report")
+        gw.wait_log(r"reports domain=zslow\.test rua=x@slowrua\.test not verified",
+                    mxtest.scaled(15))
+        mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
+        # and once more: nothing new, nothing sent again
+        send_now()
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 3,
+                        mxtest.scaled(10), what="the third run")
+        mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert [m.rcpt_tos for m in sink.messages] == [["agg@rua.test"]]
