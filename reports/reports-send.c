@@ -18,10 +18,15 @@
  * publish `<policy-domain>._report._dmarc.<dest-domain>`
  * TXT "v=DMARC1" or it is skipped with a log line.
  *
- * Idempotency: each (domain, period begin) report is written to the
- * report table (report_id unique) before its messages are queued; the next
- * run starts where the last one ended, so a row is reported once.  A crash
- * between the two loses that report rather than sending it twice.
+ * Crash safety: a run's reports (report table, report_id unique), their
+ * finished messages (outbox) and the run record (report_run) commit in one
+ * transaction; a crash before the commit leaves nothing and the next run
+ * makes the same reports again (same ids).  After the commit the messages
+ * are claimed from the outbox, queued (queue_inject), and marked queued by
+ * a short thread once the queue holds them; a process that dies between
+ * claim and mark leaves them unmarked and the next start queues them again
+ * (the only window for a duplicate: between the queue's fsync and the
+ * mark, with the same report_id so receivers can tell).
  *
  * Ownership: the sender borrows cfg, dns, qs and the store.
  * Diagnostics: "- reports ..." log lines; mxgate_reports_sent_total{result}.
@@ -878,8 +883,8 @@ fail:
 	return NULL;
 }
 
-/* reports_sender_free - waits for a running run; its messages are dropped
- * (they are recorded as sent: see the idempotency note above). */
+/* reports_sender_free - waits for a running thread; messages not yet
+ * queued stay in the outbox for the next start. */
 void reports_sender_free(struct reports_sender *snd)
 {
 	if (snd == NULL)
