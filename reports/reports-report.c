@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "version.h"
 
@@ -38,6 +39,19 @@ char *reports_db_target(const struct config *cfg, const struct reports_backend *
 	return NULL;
 }
 
+/* open_existing - the store for a read-mostly command: an SQLite file must
+ * exist already (a command run as root must not create the daemon's file). */
+static void *open_existing(const struct reports_backend *be, const char *target, char *err,
+                           size_t errlen)
+{
+	if (be == &reports_sqlite_backend && access(target, F_OK) < 0) {
+		snprintf(err, errlen, "%s: no report store yet ([reports] record = yes makes it)",
+		         target);
+		return NULL;
+	}
+	return be->open(target, err, errlen);
+}
+
 /* reports_status - see reports.h. */
 int reports_status(const struct config *cfg, struct util_buf *out, char *err, size_t errlen)
 {
@@ -46,9 +60,10 @@ int reports_status(const struct config *cfg, struct util_buf *out, char *err, si
 	void *db = NULL;
 	int rc = -1;
 
-	if (target == NULL || (db = be->open(target, err, errlen)) == NULL)
+	if (target == NULL || (db = open_existing(be, target, err, errlen)) == NULL)
 		goto out;
-	util_buf_printf(out, "store: %s schema=%d\n", target, be->schema_version(db));
+	util_buf_printf(out, "store: %s schema=%d\n",
+	                be == &reports_sqlite_backend ? target : "postgresql", be->schema_version(db));
 	rc = be->status(db, out, err, errlen);
 out:
 	if (db != NULL)
@@ -79,7 +94,7 @@ int reports_preview(const struct config *cfg, const char *domain, int64_t now,
 
 	if (target == NULL)
 		goto out;
-	if ((db = be->open(target, err, errlen)) == NULL)
+	if ((db = open_existing(be, target, err, errlen)) == NULL)
 		goto out;
 	reports_period_of(cfg, now, &begin, &end);
 	if (be->aggregate(db, domain, begin, end, &agg, err, errlen) < 0)

@@ -35,6 +35,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <opendkim/dkim.h>
@@ -909,10 +911,31 @@ void reports_sender_free(struct reports_sender *snd)
 	free(snd);
 }
 
+/* key_give_to_run_user - `mxgate dns-records` as root made the key: it
+ * belongs to the user the daemon runs as, or the daemon cannot read it. */
+static void key_give_to_run_user(const struct config *cfg, const char *path)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if (geteuid() != 0 || cfg->user == NULL || (pw = getpwnam(cfg->user)) == NULL)
+		return;
+	gid_t gid = pw->pw_gid;
+	if (cfg->group != NULL && (gr = getgrnam(cfg->group)) != NULL)
+		gid = gr->gr_gid;
+	if (chown(path, pw->pw_uid, gid) < 0)
+		util_log_warn("- reports key %s: chown to %s: %s", path, cfg->user, strerror(errno));
+}
+
 /* reports_dns_record - see reports.h. */
 char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen)
 {
-	char *kp = reports_key_path(cfg), *pem = reports_key_ensure(kp, err, errlen), *rec = NULL;
+	char *kp = reports_key_path(cfg), *pem = NULL, *rec = NULL;
+	bool existed = access(kp, F_OK) == 0;
+
+	pem = reports_key_ensure(kp, err, errlen);
+	if (pem != NULL && !existed)
+		key_give_to_run_user(cfg, kp);
 	char *email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
 	                                 : util_xasprintf("postmaster@%s", cfg->hostname);
 
