@@ -118,6 +118,9 @@ struct reports_backend {
 	/* outbox_pending - every message not yet marked queued, prepended to
 	 * *list (caller frees with reports_out_free) */
 	int (*outbox_pending)(void *db, struct reports_out **list, char *err, size_t errlen);
+	/* add_refused - a destination not sent to (reason: unverified, too_big) */
+	int (*add_refused)(void *db, int64_t t, const char *domain, const char *rcpt,
+	                   const char *reason, char *err, size_t errlen);
 	/* mark_queued - the message is durable in mxgate's queue */
 	int (*mark_queued)(void *db, const char *report_id, const char *rcpt, char *err,
 	                   size_t errlen);

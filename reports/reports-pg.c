@@ -51,7 +51,9 @@ static const char *const pg_migrations[] = {
     /* 3 */
     "CREATE TABLE outbox (report_id TEXT NOT NULL, rcpt TEXT NOT NULL, sender TEXT NOT NULL,"
     " msg BYTEA NOT NULL, queued INTEGER NOT NULL DEFAULT 0, claimed_at BIGINT,"
-    " PRIMARY KEY (report_id, rcpt));",
+    " PRIMARY KEY (report_id, rcpt));"
+    "CREATE TABLE refused (t BIGINT NOT NULL, domain TEXT NOT NULL, rcpt TEXT NOT NULL,"
+    " reason TEXT NOT NULL);",
 };
 
 /* pg_err - libpq's message, one line. */
@@ -443,6 +445,17 @@ static int pg_status(void *h, struct util_buf *out, char *err, size_t errlen)
 		util_buf_printf(out, "sent: %s last-period-end=%s reports=%s\n", PQgetvalue(r, i, 0),
 		                PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
 	PQclear(r);
+	r = pg_q(h,
+	         "SELECT domain, rcpt, reason, count(*), max(t) FROM refused GROUP BY 1, 2, 3"
+	         " ORDER BY 1, 2",
+	         0, NULL, err, errlen);
+	if (r == NULL)
+		return -1;
+	for (int i = 0; i < PQntuples(r); i++)
+		util_buf_printf(out, "refused: %s rua=%s reason=%s runs=%s last=%s\n",
+		                PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+		                PQgetvalue(r, i, 3), PQgetvalue(r, i, 4));
+	PQclear(r);
 	r = pg_q(h, "SELECT coalesce(sum(n), 0) FROM dropped WHERE t >= $1", 1, v, err, errlen);
 	if (r == NULL)
 		return -1;
@@ -508,6 +521,19 @@ static int pg_outbox_pending(void *h, struct reports_out **list, char *err, size
 	return 0;
 }
 
+static int pg_add_refused(void *h, int64_t t, const char *domain, const char *rcpt,
+                          const char *reason, char *err, size_t errlen)
+{
+	char ts[24];
+	snprintf(ts, sizeof(ts), "%lld", (long long)t);
+	const char *v[4] = {ts, domain, rcpt, reason};
+	PGresult *r = pg_q(h, "INSERT INTO refused VALUES ($1, $2, $3, $4)", 4, v, err, errlen);
+	if (r == NULL)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
 static int pg_mark_queued(void *h, const char *report_id, const char *rcpt, char *err,
                           size_t errlen)
 {
@@ -550,6 +576,7 @@ const struct reports_backend reports_pg_backend = {
     .add_outbox = pg_add_outbox,
     .outbox_pending = pg_outbox_pending,
     .mark_queued = pg_mark_queued,
+    .add_refused = pg_add_refused,
     .schema_version = pg_version,
     .close = pg_close,
 };

@@ -507,6 +507,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 				              "%s._report._dmarc.%s record, skipped",
 				              domain, to, domain, dd);
 				util_metrics_inc("mxgate_reports_sent_total", "unverified");
+				(void)be->add_refused(db, end, domain, to, "unverified", err, sizeof(err));
 				continue;
 			}
 			free(v);
@@ -527,6 +528,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 			util_log_warn("- reports domain=%s rua=%s size=%zu over the limit %llu, skipped",
 			              domain, to, strlen(sig) + len, (unsigned long long)limits[i]);
 			util_metrics_inc("mxgate_reports_sent_total", "too_big");
+			(void)be->add_refused(db, end, domain, to, "too_big", err, sizeof(err));
 			free(sig);
 			free(msg);
 			continue;

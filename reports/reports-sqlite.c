@@ -55,7 +55,9 @@ static const char *const reports_sqlite_migrations[] = {
      * marked once mxgate's queue holds them (crash: re-queued, not lost) */
     "CREATE TABLE outbox (report_id TEXT NOT NULL, rcpt TEXT NOT NULL, sender TEXT NOT NULL,"
     " msg BLOB NOT NULL, queued INTEGER NOT NULL DEFAULT 0, claimed_at INTEGER,"
-    " PRIMARY KEY (report_id, rcpt));",
+    " PRIMARY KEY (report_id, rcpt));"
+    "CREATE TABLE refused (t INTEGER NOT NULL, domain TEXT NOT NULL, rcpt TEXT NOT NULL,"
+    " reason TEXT NOT NULL);",
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
@@ -515,6 +517,19 @@ static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
 	if (s != SQLITE_DONE)
 		goto out;
 	sqlite3_finalize(st);
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT domain, rcpt, reason, count(*), max(t) FROM refused"
+	                       " GROUP BY 1, 2, 3 ORDER BY 1, 2",
+	                       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW)
+		util_buf_printf(out, "refused: %s rua=%s reason=%s runs=%lld last=%lld\n",
+		                sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+		                sqlite3_column_text(st, 2), (long long)sqlite3_column_int64(st, 3),
+		                (long long)sqlite3_column_int64(st, 4));
+	if (s != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
 	if (sqlite3_prepare_v2(db, "SELECT coalesce(sum(n), 0) FROM dropped WHERE t >= ?", -1, &st,
 	                       NULL) != SQLITE_OK)
 		goto out;
@@ -597,6 +612,28 @@ out:
 	return rc;
 }
 
+static int sq_add_refused(void *h, int64_t t, const char *domain, const char *rcpt,
+                          const char *reason, char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	int rc = -1;
+
+	if (sqlite3_prepare_v2(db, "INSERT INTO refused VALUES (?, ?, ?, ?)", -1, &st, NULL) ==
+	    SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, t);
+		sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, rcpt, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_DONE)
+			rc = 0;
+	}
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int sq_mark_queued(void *h, const char *report_id, const char *rcpt, char *err,
                           size_t errlen)
 {
@@ -637,6 +674,7 @@ const struct reports_backend reports_sqlite_backend = {
     .add_outbox = sq_add_outbox,
     .outbox_pending = sq_outbox_pending,
     .mark_queued = sq_mark_queued,
+    .add_refused = sq_add_refused,
     .status = sq_status,
     .schema_version = sq_schema_version,
     .close = sq_close,

@@ -45,6 +45,10 @@ def dns(tmp_path_factory):
     srv.add("_dmarc.zslow.test", "TXT", "v=DMARC1; p=none; rua=mailto:x@slowrua.test")
     srv.add("zslow.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     srv.blackhole("slowrua.test")
+    # tiny.test takes reports of at most 1 KiB: ours are bigger
+    srv.add("_dmarc.tiny.test", "TXT", "v=DMARC1; p=none; rua=mailto:t@tiny.test!1k")
+    srv.add("tiny.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.add("tiny.test", "MX", "10 mx.rua.test.")
     srv.add("pass.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     srv.add("_dmarc.pass.test", "TXT",
             "v=DMARC1; p=reject; sp=quarantine; np=reject; t=y; psd=n; aspf=r; "
@@ -325,6 +329,8 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
                                                          dns.dkim_key) + msg)
         msg, _ = mxtest.make_message(sender="c@dquar.test")
         gw.send("c@dquar.test", [RCPT], msg)
+        msg, _ = mxtest.make_message(sender="t@tiny.test")
+        gw.send("t@tiny.test", [RCPT], msg)
         keyrec = report_key_record(gw)
         # a reload swaps the config under the sender (ASan catches a stale one)
         r = subprocess.run([str(mxtest.mxgate_bin()), "reload", "-c", str(gw.config_path)],
@@ -336,6 +342,7 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         mxtest.wait_for(lambda: len(sink.messages) >= 2, mxtest.scaled(20),
                         what="two reports at the rua MX")
         gw.wait_log(r"reports domain=dquar\.test rua=x@unverified\.test not verified")
+        gw.wait_log(r"reports domain=tiny\.test rua=t@tiny\.test size=\d+ over the limit 1024")
         # a second run has nothing new: no report is sent twice
         r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
                             str(gw.config_path)], capture_output=True, timeout=30)
@@ -344,16 +351,20 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
                         mxtest.scaled(10), what="the second run")
         gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
         # retention: the five reported evaluations are gone
-        gw.wait_log(r"reports pruned evaluations=5 ")
+        gw.wait_log(r"reports pruned evaluations=6 ")
         assert db_rows(gw) == []
         st = subprocess.run([str(mxtest.mxgate_bin()), "reports", "status", "-c",
                              str(gw.config_path)], capture_output=True, timeout=30)
         assert st.returncode == 0, st.stderr
         status = st.stdout.decode()
-        for dom in ("pass.test", "dk.test", "dquar.test"):
+        for dom in ("pass.test", "dk.test", "dquar.test", "tiny.test"):
             assert re.search(rf"^sent: {re.escape(dom)} last-period-end=\d+ reports=1$", status,
                              re.M), status
         assert "pending:" not in status and "dropped-since-last-run: 0" in status, status
+        assert re.search(r"^refused: dquar\.test rua=x@unverified\.test reason=unverified "
+                         r"runs=1 last=\d+$", status, re.M), status
+        assert re.search(r"^refused: tiny\.test rua=t@tiny\.test reason=too_big runs=1 ", status,
+                         re.M), status
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
