@@ -35,7 +35,7 @@ int gw_cmd_reports(int argc, char **argv)
 	bool status = sub != NULL && strcmp(sub, "status") == 0 && domain == NULL;
 	if (!send && !status && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
 		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n"
-				"       mxgate reports send-now|status [-c FILE]\n");
+		                "       mxgate reports send-now|status [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};

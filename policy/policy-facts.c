@@ -47,7 +47,8 @@ void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outle
 				while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
 					vl--;
 				for (size_t i = 0; i < vl && o + 1 < outlen; i++)
-					out[o++] = (char)(v[i] >= 'A' && v[i] <= 'Z' ? v[i] + 32 : v[i]);
+					out[o++] =
+					    (char)(v[i] >= 'A' && v[i] <= 'Z' ? v[i] + 32 : v[i]);
 				while (o > 0 && (out[o - 1] == ' ' || out[o - 1] == '\t'))
 					o--; /* a value cut inside */
 				out[o] = '\0';
@@ -75,8 +76,7 @@ static bool facts_aligned(const char *d, const char *from, bool strict)
 	return util_strcaseeq(a, b);
 }
 
-static const char *const facts_dmarc_words[] = {"none", "pass", "fail", "temperror",
-                                                "permerror"};
+static const char *const facts_dmarc_words[] = {"none", "pass", "fail", "temperror", "permerror"};
 
 /* policy_msg_dmarc_facts - see policy.h. */
 int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_facts *f)
@@ -148,8 +148,8 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 			else if (o->applied == 'r' || o->applied == 'q')
 				f->disposition = "quarantine";
 			if (o->applied != o->policy)
-				f->override = o->applied == 'n' || o->applied == 'q' ? "sampled_out"
-				                                                     : NULL;
+				f->override =
+				    o->applied == 'n' || o->applied == 'q' ? "sampled_out" : NULL;
 			if (o->applied == 'r' && cfg->dmarc_enforcement != CONFIG_DMARC_REJECT) {
 				f->override = "local_policy";
 				f->override_comment = "enforcement quarantine";

@@ -89,7 +89,8 @@ struct reports_backend {
 	/* open - connect/open and run the versioned migrations; NULL + err */
 	void *(*open)(const char *target, char *err, size_t errlen);
 	/* insert - rows in one transaction; 0/-1 + err */
-	int (*insert)(void *db, struct reports_row *const *rows, size_t n, char *err, size_t errlen);
+	int (*insert)(void *db, struct reports_row *const *rows, size_t n, char *err,
+	              size_t errlen);
 	/* add_drops - n rows dropped at time t (report metadata); 0/-1 */
 	int (*add_drops)(void *db, int64_t t, uint64_t n, char *err, size_t errlen);
 	/* domains - the policy domains with evaluations in [begin, end), sorted */

@@ -23,8 +23,8 @@
 #include "util.h"
 
 #define PG_LOCK_MIGRATE 0x6d786d6967LL /* "mxmig" */
-#define PG_LOCK_RUN 0x6d7872756eLL     /* "mxrun" */
-#define PG_CLAIM_LEASE "600"           /* seconds a node's outbox claim holds */
+#define PG_LOCK_RUN     0x6d7872756eLL /* "mxrun" */
+#define PG_CLAIM_LEASE  "600"          /* seconds a node's outbox claim holds */
 
 static const char *const pg_migrations[] = {
     /* 1 */
@@ -125,17 +125,20 @@ static int pg_migrate(PGconn *c, char *err, size_t errlen)
 	    (v = pg_version(c)) < 0)
 		goto out;
 	if (v > nsteps) {
-		snprintf(err, errlen, "schema version %d is newer than this mxgate's %d", v, nsteps);
+		snprintf(err, errlen, "schema version %d is newer than this mxgate's %d", v,
+		         nsteps);
 		goto out;
 	}
 	for (int i = v; i < nsteps; i++) {
 		char bump[160];
-		snprintf(bump, sizeof(bump),
-		         "INSERT INTO schema_migrations VALUES (%d, extract(epoch from now())::bigint)",
-		         i + 1);
+		snprintf(
+		    bump, sizeof(bump),
+		    "INSERT INTO schema_migrations VALUES (%d, extract(epoch from now())::bigint)",
+		    i + 1);
 		if (pg_do(c, "BEGIN", err, errlen) < 0)
 			goto out;
-		if (pg_do(c, pg_migrations[i], err, errlen) < 0 || pg_do(c, bump, err, errlen) < 0) {
+		if (pg_do(c, pg_migrations[i], err, errlen) < 0 ||
+		    pg_do(c, bump, err, errlen) < 0) {
 			char e2[8];
 			(void)pg_do(c, "ROLLBACK", e2, sizeof(e2));
 			goto out;
@@ -194,19 +197,37 @@ static int pg_insert(void *h, struct reports_row *const *rows, size_t n, char *e
 		snprintf(da, sizeof(da), "%d", r->dkim_aligned ? 1 : 0);
 		snprintf(sa, sizeof(sa), "%d", r->spf_aligned ? 1 : 0);
 		snprintf(pct, sizeof(pct), "%d", r->pct);
-		const char *v[24] = {t, s0(r->ip), s0(r->header_from), s0(r->envelope_from),
-		                     s0(r->envelope_to), s0(r->dmarc), s0(r->spf_domain),
-		                     s0(r->spf_result), s0(r->spf_scope), da, sa, s0(r->record_domain),
-		                     s0(r->p), s0(r->sp), s0(r->np), s0(r->adkim), s0(r->aspf),
-		                     s0(r->t_tag), s0(r->psd), r->pct < 0 ? NULL : pct,
-		                     s0(r->discovery), s0(r->disposition), s0(r->override),
+		const char *v[24] = {t,
+		                     s0(r->ip),
+		                     s0(r->header_from),
+		                     s0(r->envelope_from),
+		                     s0(r->envelope_to),
+		                     s0(r->dmarc),
+		                     s0(r->spf_domain),
+		                     s0(r->spf_result),
+		                     s0(r->spf_scope),
+		                     da,
+		                     sa,
+		                     s0(r->record_domain),
+		                     s0(r->p),
+		                     s0(r->sp),
+		                     s0(r->np),
+		                     s0(r->adkim),
+		                     s0(r->aspf),
+		                     s0(r->t_tag),
+		                     s0(r->psd),
+		                     r->pct < 0 ? NULL : pct,
+		                     s0(r->discovery),
+		                     s0(r->disposition),
+		                     s0(r->override),
 		                     s0(r->override_comment)};
 		PGresult *res = pg_q(
 		    c,
 		    "INSERT INTO evaluation (t, source_ip, header_from, envelope_from, envelope_to,"
 		    " dmarc, spf_domain, spf_result, spf_scope, dkim_aligned, spf_aligned,"
 		    " policy_domain, p, sp, np, adkim, aspf, testing, psd, pct, discovery_method,"
-		    " disposition, override_type, override_comment) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,"
+		    " disposition, override_type, override_comment) VALUES "
+		    "($1,$2,$3,$4,$5,$6,$7,$8,"
 		    "$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24) RETURNING id",
 		    24, v, err, errlen);
 		if (res == NULL)
@@ -217,10 +238,11 @@ static int pg_insert(void *h, struct reports_row *const *rows, size_t n, char *e
 		for (size_t k = 0; k < r->ndkim; k++) {
 			const char *dv[4] = {id, s0(r->dkim[k].domain), s0(r->dkim[k].selector),
 			                     s0(r->dkim[k].result)};
-			res = pg_q(c,
-			           "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
-			           " VALUES ($1, $2, $3, $4)",
-			           4, dv, err, errlen);
+			res = pg_q(
+			    c,
+			    "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
+			    " VALUES ($1, $2, $3, $4)",
+			    4, dv, err, errlen);
 			if (res == NULL)
 				goto fail;
 			PQclear(res);
@@ -437,13 +459,13 @@ static int pg_status(void *h, struct util_buf *out, char *err, size_t errlen)
 		util_buf_printf(out, "pending: %s evaluations=%s\n", PQgetvalue(r, i, 0),
 		                PQgetvalue(r, i, 1));
 	PQclear(r);
-	r = pg_q(h, "SELECT domain, max(end_t), count(*) FROM report GROUP BY 1 ORDER BY 1", 0, NULL,
-	         err, errlen);
+	r = pg_q(h, "SELECT domain, max(end_t), count(*) FROM report GROUP BY 1 ORDER BY 1", 0,
+	         NULL, err, errlen);
 	if (r == NULL)
 		return -1;
 	for (int i = 0; i < PQntuples(r); i++)
-		util_buf_printf(out, "sent: %s last-period-end=%s reports=%s\n", PQgetvalue(r, i, 0),
-		                PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+		util_buf_printf(out, "sent: %s last-period-end=%s reports=%s\n",
+		                PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
 	PQclear(r);
 	r = pg_q(h,
 	         "SELECT domain, rcpt, reason, count(*), max(t) FROM refused GROUP BY 1, 2, 3"
@@ -490,12 +512,13 @@ static int pg_outbox_pending(void *h, struct reports_out **list, char *err, size
 	/* a fleet shares the outbox: a node claims what it queues; a claim
 	 * older than PG_CLAIM_LEASE (its node died before queuing) is taken
 	 * over, so a report is delayed, never lost */
-	PGresult *r = PQexecParams(h,
-	                           "UPDATE outbox SET claimed_at = extract(epoch from now())::bigint"
-	                           " WHERE queued = 0 AND (claimed_at IS NULL OR claimed_at <"
-	                           " extract(epoch from now())::bigint - " PG_CLAIM_LEASE ")"
-	                           " RETURNING report_id, rcpt, sender, msg",
-	                           0, NULL, NULL, NULL, NULL, 1 /* binary results */);
+	PGresult *r =
+	    PQexecParams(h,
+	                 "UPDATE outbox SET claimed_at = extract(epoch from now())::bigint"
+	                 " WHERE queued = 0 AND (claimed_at IS NULL OR claimed_at <"
+	                 " extract(epoch from now())::bigint - " PG_CLAIM_LEASE ")"
+	                 " RETURNING report_id, rcpt, sender, msg",
+	                 0, NULL, NULL, NULL, NULL, 1 /* binary results */);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		pg_err(h, err, errlen);
 		PQclear(r);

@@ -63,7 +63,8 @@ int reports_status(const struct config *cfg, struct util_buf *out, char *err, si
 	if (target == NULL || (db = open_existing(be, target, err, errlen)) == NULL)
 		goto out;
 	util_buf_printf(out, "store: %s schema=%d\n",
-	                be == &reports_sqlite_backend ? target : "postgresql", be->schema_version(db));
+	                be == &reports_sqlite_backend ? target : "postgresql",
+	                be->schema_version(db));
 	rc = be->status(db, out, err, errlen);
 out:
 	if (db != NULL)
@@ -82,8 +83,8 @@ void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int6
 }
 
 /* reports_preview - see reports.h. */
-int reports_preview(const struct config *cfg, const char *domain, int64_t now,
-                    struct util_buf *out, char *err, size_t errlen)
+int reports_preview(const struct config *cfg, const char *domain, int64_t now, struct util_buf *out,
+                    char *err, size_t errlen)
 {
 	const struct reports_backend *be = NULL;
 	struct reports_agg agg = {0};

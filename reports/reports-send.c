@@ -36,11 +36,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <pwd.h>
+#include <opendkim/dkim.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <opendkim/dkim.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,20 +84,20 @@ struct reports_sender {
 	struct reports_store *rs;
 	char *db_target;
 	const struct reports_backend *be;
-	char *key_pem;          /* the signing key, PEM */
+	char *key_pem; /* the signing key, PEM */
 	int pipefd[2];
-	struct event *done_ev;  /* the run thread finished */
-	struct event *timer;    /* next period end */
+	struct event *done_ev; /* the run thread finished */
+	struct event *timer;   /* next period end */
 	pthread_t thread;
 	bool running;
-	int64_t run_end;        /* the end of the running run */
-	bool outbox_only;       /* the run only re-reads the outbox (start-up) */
-	bool marking;           /* the thread marks queued messages, no run */
-	struct reports_out *out;/* the run's messages (run thread, then loop) */
-	struct reports_out *marks; /* queued, to mark in the outbox (loop, then thread) */
-	size_t injecting;       /* queue_inject calls without their callback yet */
+	int64_t run_end;                 /* the end of the running run */
+	bool outbox_only;                /* the run only re-reads the outbox (start-up) */
+	bool marking;                    /* the thread marks queued messages, no run */
+	struct reports_out *out;         /* the run's messages (run thread, then loop) */
+	struct reports_out *marks;       /* queued, to mark in the outbox (loop, then thread) */
+	size_t injecting;                /* queue_inject calls without their callback yet */
 	struct reports_inject *inflight; /* those calls (their snd is cleared at free) */
-	bool pending;           /* a send-now came while busy: run at pending_end */
+	bool pending;                    /* a send-now came while busy: run at pending_end */
 	int64_t pending_end;
 	/* what the run thread reads of the config, copied when the run starts:
 	 * a reload may free snd->cfg while a run goes on */
@@ -209,11 +209,20 @@ size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_
 			unsigned long long v = strtoull(bang + 1, &unit, 10);
 			uint64_t mul = 1;
 			switch (unit && *unit ? (*unit | 0x20) : 0) {
-			case 'k': mul = 1024ULL; break;
-			case 'm': mul = 1024ULL * 1024; break;
-			case 'g': mul = 1024ULL * 1024 * 1024; break;
-			case 't': mul = 1024ULL * 1024 * 1024 * 1024; break;
-			default: break;
+			case 'k':
+				mul = 1024ULL;
+				break;
+			case 'm':
+				mul = 1024ULL * 1024;
+				break;
+			case 'g':
+				mul = 1024ULL * 1024 * 1024;
+				break;
+			case 't':
+				mul = 1024ULL * 1024 * 1024 * 1024;
+				break;
+			default:
+				break;
 			}
 			lim = (uint64_t)v * mul;
 			*bang = '\0';
@@ -273,12 +282,14 @@ char *reports_compose(const struct config *cfg, const char *from, const char *to
 	util_buf_printf(&m, "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n", domain,
 	                org, report_id);
 	util_buf_printf(&m, "Message-ID: <%s@%s>\r\n", report_id, cfg->hostname);
-	util_buf_printf(&m, "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
-	                    "boundary=\"%s\"\r\n\r\n",
+	util_buf_printf(&m,
+	                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
+	                "boundary=\"%s\"\r\n\r\n",
 	                boundary);
-	util_buf_printf(&m, "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-	                    "This is a DMARC aggregate report (RFC 9990) for %s\r\n"
-	                    "from %s, covering %lld to %lld (seconds since the epoch, UTC).\r\n\r\n",
+	util_buf_printf(&m,
+	                "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+	                "This is a DMARC aggregate report (RFC 9990) for %s\r\n"
+	                "from %s, covering %lld to %lld (seconds since the epoch, UTC).\r\n\r\n",
 	                boundary, domain, org, (long long)begin, (long long)end);
 	/* RFC 9990 4.1: receiver "!" policy-domain "!" begin "!" end "!" id ".xml.gz" */
 	util_buf_printf(&m,
@@ -311,10 +322,9 @@ char *reports_dkim_sign(const char *key_pem, const char *selector, const char *d
 		snprintf(err, errlen, "dkim_init failed");
 		return NULL;
 	}
-	d = dkim_sign(lib, (const unsigned char *)"mxgate-report", NULL,
-	              (dkim_sigkey_t)key_pem, (const unsigned char *)selector,
-	              (const unsigned char *)domain, DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
-	              DKIM_SIGN_RSASHA256, -1, &st);
+	d = dkim_sign(lib, (const unsigned char *)"mxgate-report", NULL, (dkim_sigkey_t)key_pem,
+	              (const unsigned char *)selector, (const unsigned char *)domain,
+	              DKIM_CANON_RELAXED, DKIM_CANON_RELAXED, DKIM_SIGN_RSASHA256, -1, &st);
 	if (d == NULL) {
 		snprintf(err, errlen, "dkim_sign: %s", dkim_getresultstr(st));
 		goto out;
@@ -483,14 +493,16 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 	    .end = end - 1,
 	};
 	if (reports_xml(&m, &agg, &xml) < 0 || reports_gzip(xml.data, xml.len, &gz) < 0) {
-		util_log_err("- reports domain=%s report_id=%s cannot build the report", domain, id);
+		util_log_err("- reports domain=%s report_id=%s cannot build the report", domain,
+		             id);
 		goto out;
 	}
 	name = util_xasprintf("_dmarc.%s", domain);
 	rec = find_dmarc(snd->dns, name);
 	size_t nd = rec ? reports_rua_parse(rec, &dests, limits, 8) : 0;
 	if (nd == 0) {
-		util_log_info("- reports domain=%s report_id=%s no mailto rua, not sent", domain, id);
+		util_log_info("- reports domain=%s report_id=%s no mailto rua, not sent", domain,
+		              id);
 		util_metrics_inc("mxgate_reports_sent_total", "no_rua");
 		goto out;
 	}
@@ -507,26 +519,27 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 				              "%s._report._dmarc.%s record, skipped",
 				              domain, to, domain, dd);
 				util_metrics_inc("mxgate_reports_sent_total", "unverified");
-				(void)be->add_refused(db, end, domain, to, "unverified", err, sizeof(err));
+				(void)be->add_refused(db, end, domain, to, "unverified", err,
+				                      sizeof(err));
 				continue;
 			}
 			free(v);
 		}
 		char *msg = reports_compose(cfg, email, to, domain, id, begin, end - 1, &gz, &len);
-		char *sig = reports_dkim_sign(snd->key_pem,
-		                              cfg->reports_dkim_selector ? cfg->reports_dkim_selector
-		                                                         : "mxgate-reports",
-		                              reports_sign_domain(cfg, email), msg, len, err,
-		                              sizeof(err));
+		char *sig = reports_dkim_sign(
+		    snd->key_pem,
+		    cfg->reports_dkim_selector ? cfg->reports_dkim_selector : "mxgate-reports",
+		    reports_sign_domain(cfg, email), msg, len, err, sizeof(err));
 		if (sig == NULL) {
-			util_log_err("- reports domain=%s rua=%s not signed error=\"%s\"", domain, to,
-			             err);
+			util_log_err("- reports domain=%s rua=%s not signed error=\"%s\"", domain,
+			             to, err);
 			free(msg);
 			continue;
 		}
 		if (limits[i] > 0 && strlen(sig) + len > limits[i]) {
-			util_log_warn("- reports domain=%s rua=%s size=%zu over the limit %llu, skipped",
-			              domain, to, strlen(sig) + len, (unsigned long long)limits[i]);
+			util_log_warn(
+			    "- reports domain=%s rua=%s size=%zu over the limit %llu, skipped",
+			    domain, to, strlen(sig) + len, (unsigned long long)limits[i]);
 			util_metrics_inc("mxgate_reports_sent_total", "too_big");
 			(void)be->add_refused(db, end, domain, to, "too_big", err, sizeof(err));
 			free(sig);
@@ -558,8 +571,8 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 			             domain, id, err);
 			continue;
 		}
-		util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu", domain,
-		              id, o->rcpt, agg.n, o->len);
+		util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu",
+		              domain, id, o->rcpt, agg.n, o->len);
 	}
 out:
 	reports_out_free(mine);
@@ -589,8 +602,9 @@ static void *run_main(void *arg)
 	if (snd->marking) {
 		for (struct reports_out *o = snd->marks; o != NULL; o = o->next)
 			if (be->mark_queued(db, o->report_id, o->rcpt, err, sizeof(err)) < 0)
-				util_log_err("- reports outbox mark failed report_id=%s error=\"%s\"",
-				             o->report_id, err);
+				util_log_err(
+				    "- reports outbox mark failed report_id=%s error=\"%s\"",
+				    o->report_id, err);
 		goto close;
 	}
 	if (snd->outbox_only)
@@ -926,7 +940,8 @@ static void key_give_to_run_user(const struct config *cfg, const char *path)
 	if (cfg->group != NULL && (gr = getgrnam(cfg->group)) != NULL)
 		gid = gr->gr_gid;
 	if (chown(path, pw->pw_uid, gid) < 0)
-		util_log_warn("- reports key %s: chown to %s: %s", path, cfg->user, strerror(errno));
+		util_log_warn("- reports key %s: chown to %s: %s", path, cfg->user,
+		              strerror(errno));
 }
 
 /* reports_dns_record - see reports.h. */
@@ -944,10 +959,11 @@ char *reports_dns_record(const struct config *cfg, char **name, char *err, size_
 	if (pem != NULL) {
 		rec = policy_arc_key_record(kp, 0, err, errlen);
 		if (rec != NULL)
-			*name = util_xasprintf("%s._domainkey.%s",
-			                       cfg->reports_dkim_selector ? cfg->reports_dkim_selector
-			                                                  : "mxgate-reports",
-			                       reports_sign_domain(cfg, email));
+			*name =
+			    util_xasprintf("%s._domainkey.%s",
+			                   cfg->reports_dkim_selector ? cfg->reports_dkim_selector
+			                                              : "mxgate-reports",
+			                   reports_sign_domain(cfg, email));
 	}
 	free(pem);
 	free(kp);

@@ -93,8 +93,8 @@ out:
 /* sq_migrate - apply the steps above the current version. */
 static int sq_migrate(sqlite3 *db, char *err, size_t errlen)
 {
-	const int nsteps = (int)(sizeof(reports_sqlite_migrations) /
-	                         sizeof(reports_sqlite_migrations[0]));
+	const int nsteps =
+	    (int)(sizeof(reports_sqlite_migrations) / sizeof(reports_sqlite_migrations[0]));
 	int v;
 
 	if (sq_exec(db,
@@ -107,7 +107,8 @@ static int sq_migrate(sqlite3 *db, char *err, size_t errlen)
 		return -1;
 	}
 	if (v > nsteps) {
-		snprintf(err, errlen, "schema version %d is newer than this mxgate's %d", v, nsteps);
+		snprintf(err, errlen, "schema version %d is newer than this mxgate's %d", v,
+		         nsteps);
 		return -1;
 	}
 	for (int i = v; i < nsteps; i++) {
@@ -143,7 +144,8 @@ static void *sq_open(const char *target, char *err, size_t errlen)
 	sqlite3_busy_timeout(db, 5000);
 	if (sq_exec(db, "PRAGMA journal_mode=WAL", err, errlen) < 0 ||
 	    sq_exec(db, "PRAGMA synchronous=NORMAL", err, errlen) < 0 ||
-	    sq_exec(db, "PRAGMA foreign_keys=ON", err, errlen) < 0 || sq_migrate(db, err, errlen) < 0)
+	    sq_exec(db, "PRAGMA foreign_keys=ON", err, errlen) < 0 ||
+	    sq_migrate(db, err, errlen) < 0)
 		goto fail;
 	return db;
 fail:
@@ -161,8 +163,7 @@ static void sq_text(sqlite3_stmt *st, int i, const char *s)
 }
 
 /* sq_insert - rows and their DKIM results in one transaction. */
-static int sq_insert(void *h, struct reports_row *const *rows, size_t n, char *err,
-                     size_t errlen)
+static int sq_insert(void *h, struct reports_row *const *rows, size_t n, char *err, size_t errlen)
 {
 	sqlite3 *db = h;
 	sqlite3_stmt *ev = NULL, *dk = NULL;
@@ -177,10 +178,11 @@ static int sq_insert(void *h, struct reports_row *const *rows, size_t n, char *e
 	        " disposition, override_type, override_comment) VALUES"
 	        " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	        -1, &ev, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db,
-	                       "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
-	                       " VALUES (?,?,?,?)",
-	                       -1, &dk, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(
+	        db,
+	        "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
+	        " VALUES (?,?,?,?)",
+	        -1, &dk, NULL) != SQLITE_OK) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
 		goto out;
 	}
@@ -437,7 +439,8 @@ static int sq_add_run(void *h, int64_t begin, int64_t end, char *err, size_t err
 {
 	char sql[160];
 
-	snprintf(sql, sizeof(sql), "INSERT INTO report_run VALUES (%lld, %lld, strftime('%%s','now'))",
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO report_run VALUES (%lld, %lld, strftime('%%s','now'))",
 	         (long long)begin, (long long)end);
 	return sq_exec(h, sql, err, errlen);
 }
@@ -450,9 +453,8 @@ static int sq_add_report(void *h, const char *report_id, const char *domain, int
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db,
-	                       "INSERT INTO report VALUES (?, ?, ?, ?, strftime('%s','now'))", -1,
-	                       &st, NULL) == SQLITE_OK) {
+	if (sqlite3_prepare_v2(db, "INSERT INTO report VALUES (?, ?, ?, ?, strftime('%s','now'))",
+	                       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, report_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, domain, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 3, begin);
@@ -506,9 +508,9 @@ static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
 	if (s != SQLITE_DONE)
 		goto out;
 	sqlite3_finalize(st);
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT domain, max(end_t), count(*) FROM report GROUP BY 1 ORDER BY 1",
-	                       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+	        db, "SELECT domain, max(end_t), count(*) FROM report GROUP BY 1 ORDER BY 1", -1,
+	        &st, NULL) != SQLITE_OK)
 		goto out;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW)
 		util_buf_printf(out, "sent: %s last-period-end=%lld reports=%lld\n",
@@ -536,7 +538,8 @@ static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
 	sqlite3_bind_int64(st, 1, begin);
 	if (sqlite3_step(st) != SQLITE_ROW)
 		goto out;
-	util_buf_printf(out, "dropped-since-last-run: %lld\n", (long long)sqlite3_column_int64(st, 0));
+	util_buf_printf(out, "dropped-since-last-run: %lld\n",
+	                (long long)sqlite3_column_int64(st, 0));
 	rc = 0;
 out:
 	if (rc < 0)
@@ -548,8 +551,11 @@ out:
 /* sq_tx - BEGIN IMMEDIATE (the write lock at once), COMMIT, ROLLBACK. */
 static int sq_tx(void *h, int what, char *err, size_t errlen)
 {
-	return sq_exec(h, what == 0 ? "BEGIN IMMEDIATE" : what == 1 ? "COMMIT" : "ROLLBACK", err,
-	               errlen);
+	return sq_exec(h,
+	               what == 0   ? "BEGIN IMMEDIATE"
+	               : what == 1 ? "COMMIT"
+	                           : "ROLLBACK",
+	               err, errlen);
 }
 
 static int sq_add_outbox(void *h, const struct reports_out *o, char *err, size_t errlen)
@@ -558,8 +564,9 @@ static int sq_add_outbox(void *h, const struct reports_out *o, char *err, size_t
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "INSERT INTO outbox (report_id, rcpt, sender, msg) VALUES"
-	                           " (?, ?, ?, ?)",
+	if (sqlite3_prepare_v2(db,
+	                       "INSERT INTO outbox (report_id, rcpt, sender, msg) VALUES"
+	                       " (?, ?, ?, ?)",
 	                       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, o->report_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, o->rcpt, -1, SQLITE_STATIC);
@@ -582,8 +589,9 @@ static int sq_outbox_pending(void *h, struct reports_out **list, char *err, size
 
 	/* one process owns this file and its runs are serialized: whatever is
 	 * not queued is ours (left by this run or by a crashed process) */
-	if (sqlite3_prepare_v2(db, "UPDATE outbox SET claimed_at = strftime('%s','now') WHERE"
-	                           " queued = 0 RETURNING report_id, rcpt, sender, msg",
+	if (sqlite3_prepare_v2(db,
+	                       "UPDATE outbox SET claimed_at = strftime('%s','now') WHERE"
+	                       " queued = 0 RETURNING report_id, rcpt, sender, msg",
 	                       -1, &st, NULL) != SQLITE_OK)
 		goto out;
 	while ((s = sqlite3_step(st)) == SQLITE_ROW) {

@@ -31,16 +31,16 @@ struct reports_store {
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;
-	pthread_cond_t wake;      /* rows queued, or stopping */
-	pthread_cond_t idle;      /* the writer finished a batch */
-	struct reports_row **q;   /* ring of qmax rows */
+	pthread_cond_t wake;    /* rows queued, or stopping */
+	pthread_cond_t idle;    /* the writer finished a batch */
+	struct reports_row **q; /* ring of qmax rows */
 	size_t qmax, qhead, qlen;
-	size_t writing;           /* rows taken by the writer, not yet written */
-	uint64_t drops_pending;   /* dropped, not yet in the dropped table */
+	size_t writing;         /* rows taken by the writer, not yet written */
+	uint64_t drops_pending; /* dropped, not yet in the dropped table */
 	uint64_t written, dropped;
 	bool stop;
 	time_t last_err_log;
-	int64_t min_t;            /* loop thread: rows get t >= min_t (run barrier) */
+	int64_t min_t; /* loop thread: rows get t >= min_t (run barrier) */
 };
 
 /* dupe - NULL/"" stay NULL. */
@@ -162,13 +162,15 @@ static void *writer_main(void *arg)
 		if (batch != NULL && n > 0)
 			rc = rs->be->insert(rs->db, batch, n, err, sizeof(err));
 		if (rc == 0 && drops > 0)
-			rc = rs->be->add_drops(rs->db, (int64_t)time(NULL), drops, err, sizeof(err));
+			rc =
+			    rs->be->add_drops(rs->db, (int64_t)time(NULL), drops, err, sizeof(err));
 		if (rc < 0) {
 			util_metrics_add("mxgate_reports_write_errors_total", NULL, (double)n);
 			time_t now = time(NULL);
 			if (now - rs->last_err_log >= 60) {
 				rs->last_err_log = now;
-				util_log_err("- reports write failed rows=%zu error=\"%s\"", n, err);
+				util_log_err("- reports write failed rows=%zu error=\"%s\"", n,
+				             err);
 			}
 		} else {
 			util_metrics_add("mxgate_reports_recorded_total", NULL, (double)n);
@@ -199,8 +201,8 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	(void)util_metrics_define("mxgate_reports_recorded_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations written to the report store", NULL, NULL, 0);
 	(void)util_metrics_define("mxgate_reports_dropped_total", UTIL_METRIC_COUNTER,
-	                          "DMARC evaluations not recorded: the writer queue was full",
-	                          NULL, NULL, 0);
+	                          "DMARC evaluations not recorded: the writer queue was full", NULL,
+	                          NULL, 0);
 	(void)util_metrics_define("mxgate_reports_write_errors_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations lost to a failed database write (disk full)",
 	                          NULL, NULL, 0);

@@ -85,7 +85,9 @@ static int write_record(xmlTextWriterPtr w, const struct reports_agg_rec *r)
 	e |= el(w, "count", count);
 	e |= xmlTextWriterStartElement(w, BAD_CAST "policy_evaluated");
 	e |= el(w, "disposition",
-	        r->dmarc_pass ? "pass" : is_disposition(r->disposition) ? r->disposition : "none");
+	        r->dmarc_pass                    ? "pass"
+	        : is_disposition(r->disposition) ? r->disposition
+	                                         : "none");
 	e |= el(w, "dkim", r->dkim_pass ? "pass" : "fail");
 	e |= el(w, "spf", r->spf_pass ? "pass" : "fail");
 	if (r->override != NULL) {

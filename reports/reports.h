@@ -59,8 +59,8 @@ void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *
  * be sent for the period containing now, appended to out.  Opens the store
  * itself (safe beside a running daemon: WAL).  0; 1 when nothing was
  * recorded for domain in the period; -1 + err. */
-int reports_preview(const struct config *cfg, const char *domain, int64_t now,
-                    struct util_buf *out, char *err, size_t errlen);
+int reports_preview(const struct config *cfg, const char *domain, int64_t now, struct util_buf *out,
+                    char *err, size_t errlen);
 /* reports_status - `mxgate reports status`: the store, where the last run
  * ended, evaluations pending per policy domain, the last report per
  * domain, drops since the last run; appended to out.  0/-1 + err. */

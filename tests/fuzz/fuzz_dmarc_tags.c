@@ -21,7 +21,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const tags[] = {"p", "sp", "np", "adkim", "aspf", "t", "psd", "pct", "rua"};
+	static const char *const tags[] = {"p", "sp",  "np",  "adkim", "aspf",
+	                                   "t", "psd", "pct", "rua"};
 	char *rec = malloc(size + 1);
 	if (rec == NULL)
 		return 0;

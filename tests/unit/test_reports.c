@@ -81,9 +81,9 @@ static void test_migrations(void **state)
 	/* a store written by a newer mxgate is refused, not downgraded */
 	sqlite3 *raw = NULL;
 	assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(raw, "INSERT INTO schema_migrations VALUES (99, 0)", NULL,
-	                              NULL, NULL),
-	                 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(raw, "INSERT INTO schema_migrations VALUES (99, 0)", NULL, NULL, NULL),
+	    SQLITE_OK);
 	sqlite3_close(raw);
 	assert_null(be->open(path, err, sizeof(err)));
 	assert_non_null(strstr(err, "newer"));
@@ -106,15 +106,63 @@ struct row_case {
 };
 
 static const struct row_case row_cases[] = {
-    {"192.0.2.1", "example.org", "example.org", "u@Example.TEST", "pass", "example.org", "pass", 0,
-     {{0}}, false, true, "reject", "", "", -1, "none", NULL, "example.test", "NULL"},
-    {"2001:db8::25", "example.net", "", "<x@MX.Example.NET>", "fail", NULL, NULL, 2,
-     {{"example.net", "s1", "fail"}, {"other.example", "s2", "pass"}}, false, false, "quarantine",
-     "reject", "y", 50, "quarantine", "sampled_out", "mx.example.net",
+    {"192.0.2.1",
+     "example.org",
+     "example.org",
+     "u@Example.TEST",
+     "pass",
+     "example.org",
+     "pass",
+     0,
+     {{0}},
+     false,
+     true,
+     "reject",
+     "",
+     "",
+     -1,
+     "none",
+     NULL,
+     "example.test",
+     "NULL"},
+    {"2001:db8::25",
+     "example.net",
+     "",
+     "<x@MX.Example.NET>",
+     "fail",
+     NULL,
+     NULL,
+     2,
+     {{"example.net", "s1", "fail"}, {"other.example", "s2", "pass"}},
+     false,
+     false,
+     "quarantine",
+     "reject",
+     "y",
+     50,
+     "quarantine",
+     "sampled_out",
+     "mx.example.net",
      "example.net/s1/fail,other.example/s2/pass"},
-    {"198.51.100.7", "bücher.example", "bounce.example", NULL, "fail", "bounce.example", "softfail",
-     1, {{"bücher.example", "k", "pass"}}, true, false, "reject", "", "", -1, "none",
-     "trusted_forwarder", "NULL", "bücher.example/k/pass"},
+    {"198.51.100.7",
+     "bücher.example",
+     "bounce.example",
+     NULL,
+     "fail",
+     "bounce.example",
+     "softfail",
+     1,
+     {{"bücher.example", "k", "pass"}},
+     true,
+     false,
+     "reject",
+     "",
+     "",
+     -1,
+     "none",
+     "trusted_forwarder",
+     "NULL",
+     "bücher.example/k/pass"},
 };
 
 static void test_rows_roundtrip(void **state)
@@ -189,7 +237,8 @@ static void test_rows_roundtrip(void **state)
 			query_str(path, sql, v, sizeof(v));
 			snprintf(want, sizeof(want), "%s", cols[k].want);
 			if (strcmp(v, want) != 0)
-				fail_msg("case %zu column %s: got %s want %s", i, cols[k].col, v, want);
+				fail_msg("case %zu column %s: got %s want %s", i, cols[k].col, v,
+				         want);
 		}
 		snprintf(sql, sizeof(sql), "SELECT coalesce(pct, -1) FROM evaluation WHERE t = %zu",
 		         1000 + i);
@@ -356,12 +405,14 @@ static void test_aggregate_and_xml(void **state)
 			const struct rec_want *w = &want_org[k];
 			const char *disp = r->dmarc_pass ? "pass" : r->disposition;
 			const char *reason = r->override == NULL ? NULL
-			                     : strcmp(r->override, "sampled_out") == 0 ? "other"
-			                                                             : r->override;
+			                     : strcmp(r->override, "sampled_out") == 0
+			                         ? "other"
+			                         : r->override;
 			if (!seen[k] && strcmp(w->ip, r->ip) == 0 && w->count == r->count &&
 			    strcmp(w->disposition, disp) == 0 &&
 			    strcmp(w->dkim, r->dkim_pass ? "pass" : "fail") == 0 &&
-			    strcmp(w->spf, r->spf_pass ? "pass" : "fail") == 0 && w->ndkim == r->ndkim &&
+			    strcmp(w->spf, r->spf_pass ? "pass" : "fail") == 0 &&
+			    w->ndkim == r->ndkim &&
 			    ((w->reason == NULL && reason == NULL) ||
 			     (w->reason && reason && strcmp(w->reason, reason) == 0)))
 				seen[k] = found = true;
@@ -374,8 +425,8 @@ static void test_aggregate_and_xml(void **state)
 
 	struct util_buf xml;
 	util_buf_init(&xml);
-	struct reports_meta m = {"Example Org", "postmaster@mx.example", "id-1", "mxgate test", 100,
-	                         199};
+	struct reports_meta m = {
+	    "Example Org", "postmaster@mx.example", "id-1", "mxgate test", 100, 199};
 	assert_int_equal(reports_xml(&m, &a, &xml), 0);
 	assert_int_equal(validate(&xml), 0);
 	assert_non_null(strstr(xml.data, "<source_ip>2001:db8::1</source_ip>"));
@@ -427,13 +478,19 @@ struct rua_case {
 };
 static const struct rua_case rua_cases[] = {
     {"v=DMARC1; p=none; rua=mailto:a@example.org", 1, {"a@example.org"}, {0}},
-    {"v=DMARC1;p=none;rua=mailto:a@x.example!10m, mailto:b@y.example!5k ,https://h/", 2,
-     {"a@x.example", "b@y.example"}, {10485760, 5120}},
-    {"v=DMARC1; RUA = mailto:c@z.example!2G; ruf=mailto:no@z.example", 1, {"c@z.example"},
+    {"v=DMARC1;p=none;rua=mailto:a@x.example!10m, mailto:b@y.example!5k ,https://h/",
+     2,
+     {"a@x.example", "b@y.example"},
+     {10485760, 5120}},
+    {"v=DMARC1; RUA = mailto:c@z.example!2G; ruf=mailto:no@z.example",
+     1,
+     {"c@z.example"},
      {2147483648ULL}},
     {"v=DMARC1; p=reject", 0, {NULL}, {0}},
-    {"v=DMARC1; rua=mailto:@bad, mailto:bad@, mailto:sp ace@x, mailto:ok@x.example", 1,
-     {"ok@x.example"}, {0}},
+    {"v=DMARC1; rua=mailto:@bad, mailto:bad@, mailto:sp ace@x, mailto:ok@x.example",
+     1,
+     {"ok@x.example"},
+     {0}},
     {"v=DMARC1; rua=", 0, {NULL}, {0}},
 };
 
@@ -462,12 +519,9 @@ static void test_same_org(void **state)
 		const char *policy, *dest;
 		bool same;
 	} cases[] = {
-	    {"example.com", "example.com", true},
-	    {"example.com", "reports.example.com", true},
-	    {"mail.example.com", "EXAMPLE.com", true},
-	    {"example.com", "notexample.com", false},
-	    {"example.com", "example.net", false},
-	    {"example.com", "com", false},
+	    {"example.com", "example.com", true},      {"example.com", "reports.example.com", true},
+	    {"mail.example.com", "EXAMPLE.com", true}, {"example.com", "notexample.com", false},
+	    {"example.com", "example.net", false},     {"example.com", "com", false},
 	    {"a.example.com", "b.example.com", true},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -528,12 +582,9 @@ static void test_gzip_compose_sign(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_migrations),
-	    cmocka_unit_test(test_rows_roundtrip),
-	    cmocka_unit_test(test_aggregate_and_xml),
-	    cmocka_unit_test(test_rua_parse),
-	    cmocka_unit_test(test_same_org),
-	    cmocka_unit_test(test_gzip_compose_sign),
+	    cmocka_unit_test(test_migrations),        cmocka_unit_test(test_rows_roundtrip),
+	    cmocka_unit_test(test_aggregate_and_xml), cmocka_unit_test(test_rua_parse),
+	    cmocka_unit_test(test_same_org),          cmocka_unit_test(test_gzip_compose_sign),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
