@@ -724,6 +724,36 @@ static const struct config_directive d_metrics[] = {
      0, "HTTP connections open at once; one more is closed at once"},
 };
 
+static const struct config_directive d_reports[] = {
+    {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
+    {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, S,
+     "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode), sqlite:PATH, or "
+     "postgresql://... (a libpq URI) shared by a fleet: one node sends each run's reports"},
+    {"queue_size", CONFIG_T_INT, G(reports_queue_size), "10000", NULL, 1, 1000000, NULL, NULL, 0,
+     "Evaluations waiting for the store's writer thread; more are dropped and counted "
+     "(mxgate_reports_dropped_total), never block SMTP"},
+    {"period", CONFIG_T_DURATION, G(reports_period), "1d", NULL, 60, 7 * 86400, NULL, NULL, 0,
+     "Reporting period; periods are aligned to multiples of it since the epoch (1d: UTC "
+     "midnight)"},
+    {"retention", CONFIG_T_DURATION, G(reports_retention), "7d", NULL, 0, 3650 * 86400, NULL,
+     NULL, 0,
+     "How long evaluations are kept once reported (then deleted at the next run; never "
+     "before they were reported)"},
+    {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
+     v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
+    {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
+     v_address, 0, "Contact address in the reports' metadata; also their envelope sender"},
+    {"dkim_key_file", CONFIG_T_PATH, G(reports_dkim_key_file), NULL, "QUEUE_DIR/reports-dkim.pem",
+     0, 0, NULL, NULL, 0,
+     "PEM private key that signs the reports (RSA 2048, made at start-up when missing; "
+     "`mxgate dns-records` prints its record)"},
+    {"dkim_selector", CONFIG_T_STRING, G(reports_dkim_selector), "mxgate-reports", NULL, 0, 0,
+     NULL, v_selector, 0, "DKIM selector (s=) of the report signatures"},
+    {"dkim_domain", CONFIG_T_STRING, G(reports_dkim_domain), NULL, "domain of email", 0, 0, NULL,
+     v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
+};
+
 static const struct config_directive d_mta_sts[] = {
     {"mode", CONFIG_T_ENUM, G(mta_sts_mode), "testing", NULL, 0, 0, e_mta_sts_mode, NULL, 0,
      "MTA-STS policy mode (RFC 8461): testing, enforce or none"},
@@ -785,6 +815,9 @@ const struct config_section config_sections[] = {
         "verdict replaces mxgate's own spam score, which becomes one of its inputs."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
+    SEC("reports", false, d_reports,
+        "DMARC report store (RFC 9990): every DMARC evaluation recorded for aggregate "
+        "reports (docs/postmaster-guide.md, \"DMARC reports\")."),
     SEC("route", true, d_route,
         "Downstream routes, one `[route NAME]` section each.  Exactly one inbound route has no "
         "`domains`: the default route.  One route with `role = outbound` carries the mail "

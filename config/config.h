@@ -341,6 +341,19 @@ struct config {
 	char *tlsrpt_rua;                 /* TLS-RPT rua; default mailto:tlsrpt@DOMAIN */
 	char *dmarc_rua;                  /* suggested DMARC rua; default mailto:dmarc-reports@DOMAIN */
 
+	/* [reports] - the DMARC report store (issue 14, RFC 9990) */
+	bool reports_record;              /* record every DMARC evaluation */
+	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db), sqlite:PATH or a
+	                                     postgresql:// URI (secret: may hold a password) */
+	int reports_queue_size;           /* rows waiting for the writer thread */
+	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
+	int64_t reports_retention;        /* seconds evaluations are kept after they were reported */
+	char *reports_org_name;           /* report_metadata org_name; NULL = hostname */
+	char *reports_email;              /* report_metadata email; NULL = postmaster@hostname */
+	char *reports_dkim_key_file;      /* report signing key; NULL = QUEUE_DIR/reports-dkim.pem */
+	char *reports_dkim_selector;      /* s= of report signatures */
+	char *reports_dkim_domain;        /* d= of report signatures; NULL = domain of email */
+
 	/* [route NAME] sections */
 	struct config_route *routes;
 	size_t nroutes;

@@ -142,6 +142,12 @@ static void control_execute(struct gw *gw, const char *line, const char *peer,
 			snprintf(err, sizeof(err), "the log file could not be reopened");
 	} else if (strncmp(cmd, "quarantine-", 11) == 0) {
 		rc = gw_quarantine_execute(gw, cmd, id, peer, out, err, sizeof(err));
+	} else if (strcmp(cmd, "reports-send-now") == 0 && id == NULL) {
+		/* issue 14: end the reporting run now (tests, postmaster) */
+		if (gw->reports_sender == NULL)
+			snprintf(err, sizeof(err), "[reports] record is off");
+		else if ((rc = reports_send_now(gw->reports_sender, (int64_t)time(NULL) + 1)) < 0)
+			snprintf(err, sizeof(err), "a report run is in progress");
 	} else if (gw->sched == NULL && strncmp(cmd, "queue-", 6) == 0) {
 		snprintf(err, sizeof(err), "the queue is not running");
 	} else if (strcmp(cmd, "queue-list") == 0 && id == NULL) {

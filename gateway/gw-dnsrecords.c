@@ -98,6 +98,30 @@ static int print_arc(const struct config *cfg, FILE *out)
 	return 0;
 }
 
+/* print_reports - the selector record of the key that signs mxgate's DMARC
+ * aggregate reports (issue 14); made when missing.  -1 on error. */
+static int print_reports(const struct config *cfg, FILE *out)
+{
+	char err[256], *name = NULL, *rec;
+
+	if (!cfg->reports_record)
+		return 0;
+	rec = reports_dns_record(cfg, &name, err, sizeof(err));
+	if (rec == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return -1;
+	}
+	fprintf(out, "; DMARC aggregate reports (RFC 9990): mxgate DKIM-signs the reports it\n"
+	             "; sends with this key; publish it so receivers can verify them.\n");
+	fprintf(out, "%s.\t3600\tIN\tTXT\t", name);
+	for (size_t i = 0, n = strlen(rec); i < n; i += 255)
+		fprintf(out, "%s\"%.*s\"", i ? " " : "", (int)(n - i < 255 ? n - i : 255), rec + i);
+	fprintf(out, "\n\n");
+	free(rec);
+	free(name);
+	return 0;
+}
+
 /* print_domain - the records of one accepted domain. */
 static void print_domain(const struct config *cfg, const char *d, const char *policy_id,
                          const struct util_buf *policy, FILE *out)
@@ -178,7 +202,7 @@ int gw_cmd_dns_records(int argc, char **argv)
 	       ";; `mxgate dns-records`; re-run it after changing the config.\n\n",
 	       cfg->path, cfg->hostname);
 	print_gateway(cfg, stdout);
-	if (print_arc(cfg, stdout) < 0) {
+	if (print_arc(cfg, stdout) < 0 || print_reports(cfg, stdout) < 0) {
 		util_buf_free(&policy);
 		config_free(cfg);
 		return 2;

@@ -193,6 +193,7 @@ int gw_reload(struct gw *gw, struct util_buf *report)
 	gw->policy = policy;
 	queue_sched_set_config(gw->sched, cfg);
 	smtp_deliverer_set_config(gw->deliverer, cfg);
+	reports_sender_set_config(gw->reports_sender, cfg); /* issue 14 */
 	util_log_set_level(cfg->log_level);
 	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
 	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */
@@ -449,6 +450,21 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
+	/* after the privilege drop: the store's files belong to the run user */
+	if (gw.cfg->reports_record) {
+		gw.reports = reports_open(gw.cfg, err, sizeof(err));
+		if (!gw.reports) {
+			util_log_err("- reports: %s", err);
+			goto out;
+		}
+		smtp_server_set_reports(gw.server, gw.reports);
+		gw.reports_sender = reports_sender_new(gw.base, gw.cfg, gw.dns, gw.qs, gw.reports, err,
+						       sizeof(err));
+		if (!gw.reports_sender) {
+			util_log_err("- reports: %s", err);
+			goto out;
+		}
+	}
 	int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 	for (int i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
@@ -473,6 +489,8 @@ out:
 	gw_metrics_free(gw.metrics);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
+	reports_sender_free(gw.reports_sender); /* waits for a run in progress */
+	reports_close(gw.reports);      /* writes what is still queued */
 	queue_sched_free(gw.sched);
 	smtp_deliverer_free(gw.deliverer);
 	queue_store_close(gw.qs);

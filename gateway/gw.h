@@ -35,6 +35,8 @@ struct gw {
 	struct gw_control *control;
 	struct gw_metrics *metrics;   /* NULL when [metrics] listen is not set */
 	struct gw_mta_sts *mta_sts;   /* NULL when [mta_sts] listen is not set */
+	struct reports_store *reports; /* NULL when [reports] record = no */
+	struct reports_sender *reports_sender; /* NULL when [reports] record = no */
 	int64_t started;              /* seconds since the epoch */
 	bool stopping;
 };
@@ -120,5 +122,7 @@ void gw_status_extra(struct gw *gw, struct util_buf *out);
 int gw_cmd_log(int argc, char **argv);
 /* gw_cmd_dns_records - `mxgate dns-records [-c FILE]` (gw-dnsrecords.c). */
 int gw_cmd_dns_records(int argc, char **argv);
+/* gw_cmd_reports - `mxgate reports preview DOMAIN [-c FILE]` (gw-reports.c). */
+int gw_cmd_reports(int argc, char **argv);
 
 #endif

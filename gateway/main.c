@@ -8,6 +8,9 @@
  *   mxgate log [QUEUE-ID] [--from A] [--to A] [--since T] [--file LOG|-] [-c FILE]
  *                                   a message's story from the log file
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
+ *   mxgate reports preview DOMAIN [-c FILE]  the DMARC aggregate report DOMAIN would get now
+ *   mxgate reports send-now [-c FILE]         the daemon sends the reports due so far
+ *   mxgate reports status [-c FILE]           pending evaluations, last reports, drops
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate config-man               print mxgate.conf(5) (roff, same tables)
  *   mxgate version
@@ -34,6 +37,7 @@ static int usage(void)
 		"       mxgate log [QUEUE-ID] [--from ADDR] [--to ADDR] [--since TIME] "
 		"[--file LOG|-] [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
+		"       mxgate reports preview DOMAIN|send-now|status [-c FILE]\n"
 		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
 	return 2;
@@ -89,6 +93,8 @@ int main(int argc, char **argv)
 		return gw_cmd_log(argc - 1, argv + 1);
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
+	if (strcmp(cmd, "reports") == 0)
+		return gw_cmd_reports(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference_markdown(stdout);
 		return 0;

@@ -104,6 +104,7 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o)
 	free(o->comment);
 	free(o->exempt);
 	free(o->from_error_text);
+	free(o->record);
 	free(o->record_domain);
 	memset(o, 0, sizeof(*o));
 }
@@ -282,6 +283,24 @@ static void dmarc_from_error(struct policy_msg *pm, struct policy_dmarc_outcome 
 	o->comment = util_xstrdup(o->from_error_text);
 }
 
+
+/* dmarc_record_text - the record as used, in canonical tag=value form (the
+ * tags it set, no pct: RFC 9989 ignores it), for the report store's
+ * "policy published" (reports/, via policy-facts.c).  Caller frees. */
+static char *dmarc_record_text(const struct policy_dmarc_record *r)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	util_buf_printf(&b, "v=DMARC1; p=%s", policy_dmarc_policy_word(r->p ? r->p : 'n'));
+	if (r->sp)
+		util_buf_printf(&b, "; sp=%s", policy_dmarc_policy_word(r->sp));
+	if (r->np)
+		util_buf_printf(&b, "; np=%s", policy_dmarc_policy_word(r->np));
+	util_buf_printf(&b, "; adkim=%c; aspf=%c; t=%c; psd=%c", r->adkim ? r->adkim : 'r',
+	                r->aspf ? r->aspf : 'r', r->t ? 'y' : 'n', r->psd ? r->psd : 'u');
+	return b.data; /* NUL-terminated by util_buf */
+}
+
 /* policy_dmarc_eval - worker: RFC 9989 policy discovery by the DNS tree
  * walk, identifier alignment, the policy to apply (p / sp / np, t). */
 void policy_dmarc_eval(struct policy_msg *pm)
@@ -342,6 +361,7 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	}
 	at_author = strcmp(rdom, o->header_from) == 0;
 	o->record_domain = util_xstrdup(rdom);
+	o->record = dmarc_record_text(&rec);
 	o->record_p = rec.p;
 	o->testing = rec.t;
 

@@ -122,6 +122,7 @@ struct policy_dmarc_outcome {
 	bool secure;
 	bool from_error; /* zero or several From addresses */
 	char *from_error_text;
+	char *record;        /* the record used, canonical tags (reports, policy-facts.c) */
 };
 
 struct policy_ctx {
@@ -278,6 +279,11 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o);
  * be UTF-8) into *domain when domain != NULL.  Returns the count, -1 when
  * the value is not such a list. */
 int policy_from_parse(const char *value, size_t len, char **domain);
+
+/* policy_dmarc_tag - the value of one tag of a DMARC record, lower-case,
+ * into out (at most outlen - 1 bytes); "" when absent.  Pure
+ * (policy-facts.c; fuzzed by tests/fuzz/fuzz_dmarc_tags.c). */
+void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outlen);
 
 /* policy_org_domain - organizational domain of name (PSL when loaded, else
  * the last two labels), lower-case, into out.  Any thread. */

@@ -285,4 +285,39 @@ bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strl
  * passed (after finish's callback). */
 bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm);
 
+/* ------------------------------------------------------------ DMARC facts
+ * What an aggregate report (RFC 9990) needs to know of one evaluation
+ * (policy-facts.c).  Strings are borrowed from pm (valid until
+ * policy_msg_free) or held in the struct's own buffers; "" / NULL = not
+ * known (the tags np, t, psd and the discovery method come from the record
+ * text when the evaluator does not give them). */
+#define POLICY_FACTS_MAX_DKIM 8
+struct policy_dmarc_facts {
+	char ip[46];               /* source IP */
+	const char *header_from;   /* RFC5322.From domain */
+	const char *envelope_from; /* RFC5321.MailFrom domain; "" null sender */
+	const char *dmarc;         /* pass fail none temperror permerror */
+	const char *spf_domain, *spf_result, *spf_scope; /* scope: mfrom | helo */
+	size_t ndkim;
+	struct {
+		const char *domain, *selector, *result;
+	} dkim[POLICY_FACTS_MAX_DKIM];
+	bool dkim_aligned, spf_aligned; /* an aligned pass (policy_evaluated) */
+	/* policy published; "" = tag absent or unknown */
+	const char *record_domain; /* where the record was found; NULL: none */
+	char p[12], sp[12], np[12], adkim[2], aspf[2], t[2], psd[2];
+	int pct;                   /* -1 absent */
+	const char *discovery;     /* "psl" | "treewalk" | NULL unknown */
+	const char *disposition;   /* none quarantine reject: what DMARC made us do */
+	const char *override;      /* NULL, local_policy, trusted_forwarder, sampled_out */
+	const char *override_comment; /* borrowed, NULL */
+};
+/* policy_msg_dmarc_facts - after finish's callback: 0 and f filled, or -1
+ * when DMARC was not evaluated or there is no single From: domain (nothing
+ * anyone could be sent a report about).  Pure. */
+int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_facts *f);
+/* policy_org_domain - organizational domain of name (the PSL when a policy
+ * context loaded it, else the last two labels), lower-case.  Any thread. */
+void policy_org_domain(const char *name, char *out, size_t outlen);
+
 #endif

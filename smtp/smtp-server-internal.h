@@ -117,6 +117,7 @@ struct smtp_server {
 	smtp_server_retire_fn retire_fn;
 	void *retire_arg;
 	struct queue_store *qs;          /* borrowed */
+	struct reports_store *reports;   /* borrowed; NULL = DMARC not recorded */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */

@@ -158,6 +158,12 @@ void smtp_server_set_retire(struct smtp_server *srv, smtp_server_retire_fn fn, v
 	srv->retire_arg = arg;
 }
 
+/* smtp_server_set_reports - the DMARC report store (issue 14). */
+void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs)
+{
+	srv->reports = rs;
+}
+
 /* smtp_server_generations - current pair + replaced pairs still held. */
 size_t smtp_server_generations(const struct smtp_server *srv)
 {

@@ -348,6 +348,11 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		return;
 	const struct policy_verdict *v = policy_msg_verdict(s->tx->pm);
 	s->wait = SMTP_WAIT_NONE;
+	/* RFC 9990: every DMARC evaluation, refused ones too (not a 451: the
+	 * sender comes again and is judged again) */
+	if (v->action != POLICY_TEMPFAIL)
+		(void)reports_record(s->srv->reports, s->tx->pm,
+				     s->tx->rcpts.n > 0 ? s->tx->rcpts.v[0] : NULL);
 	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
 		smtp_data_refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
 									   : "451 4.7.1 Try again later"),

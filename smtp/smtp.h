@@ -17,6 +17,7 @@
 #include "config.h"
 #include "policy.h"
 #include "queue.h"
+#include "reports.h"
 
 /* ------------------------------------------------------------ server */
 
@@ -44,6 +45,9 @@ int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 typedef void (*smtp_server_retire_fn)(void *arg, const struct config *cfg,
 				      struct policy_ctx *policy);
 void smtp_server_set_retire(struct smtp_server *srv, smtp_server_retire_fn fn, void *arg);
+/* smtp_server_set_reports - every DMARC verdict from now on is recorded in
+ * rs (borrowed; NULL = none); the caller frees rs after the server. */
+void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs);
 /* smtp_server_generations - config/policy pairs the server still holds
  * (the current one + replaced ones some session still uses). */
 size_t smtp_server_generations(const struct smtp_server *srv);

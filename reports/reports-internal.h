@@ -1,0 +1,163 @@
+/*
+ * reports-internal.h - what the files of reports/ share: one evaluation
+ * row, and the small table of functions a database backend provides
+ * (SQLite now, PostgreSQL later: the same schema and the same calls).
+ *
+ * Threads: a backend handle is used by one thread at a time (the writer
+ * thread, or the caller of reports_open before the thread starts).
+ */
+#ifndef MX_REPORTS_INTERNAL_H
+#define MX_REPORTS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy.h"
+#include "reports.h"
+#include "util.h"
+
+/* One DMARC evaluation, every string owned ("" = unknown, stored NULL). */
+struct reports_row {
+	int64_t t; /* seconds since the epoch, UTC */
+	char *ip, *header_from, *envelope_from, *envelope_to;
+	char *dmarc;
+	char *spf_domain, *spf_result, *spf_scope;
+	size_t ndkim;
+	struct {
+		char *domain, *selector, *result;
+	} dkim[POLICY_FACTS_MAX_DKIM];
+	bool dkim_aligned, spf_aligned;
+	char *record_domain, *p, *sp, *np, *adkim, *aspf, *t_tag, *psd;
+	int pct; /* -1 absent */
+	char *discovery;
+	char *disposition, *override, *override_comment;
+};
+
+/* reports_row_from_facts - a row owning copies of f's strings; rcpt may be
+ * NULL.  Caller frees with reports_row_free(). */
+struct reports_row *reports_row_from_facts(const struct policy_dmarc_facts *f, const char *rcpt,
+                                           int64_t t);
+void reports_row_free(struct reports_row *r);
+
+/* One aggregated record of a report (RFC 9990 section 3.1: rows grouped by
+ * source IP, identifiers, authentication results and disposition). */
+struct reports_agg_rec {
+	char *ip;
+	uint64_t count;
+	char *disposition; /* none quarantine reject */
+	bool dmarc_pass, dkim_pass, spf_pass;
+	char *override, *override_comment;
+	char *envelope_to, *envelope_from, *header_from;
+	char *spf_domain, *spf_result, *spf_scope;
+	size_t ndkim;
+	struct {
+		char *domain, *selector, *result;
+	} dkim[POLICY_FACTS_MAX_DKIM];
+};
+/* One report's content: the policy published (the newest evaluation's),
+ * the records, and how many evaluations the store dropped meanwhile. */
+struct reports_agg {
+	char *domain, *p, *sp, *np, *adkim, *aspf, *testing, *discovery;
+	struct reports_agg_rec *recs;
+	size_t n;
+	uint64_t dropped;
+};
+void reports_agg_clear(struct reports_agg *a);
+
+/* What a report says about itself. */
+struct reports_meta {
+	const char *org_name, *email, *report_id, *generator;
+	int64_t begin, end; /* [begin, end] seconds, UTC */
+};
+/* reports_xml - the RFC 9990 XML document (libxml2 writer) appended to out;
+ * 0/-1.  Pure. */
+int reports_xml(const struct reports_meta *m, const struct reports_agg *a, struct util_buf *out);
+
+/* One report message for one destination (the outbox). */
+struct reports_out {
+	char *report_id, *rcpt, *sender;
+	char *msg;
+	size_t len;
+	struct reports_out *next;
+};
+void reports_out_free(struct reports_out *o); /* the whole list */
+
+/* A database backend. */
+struct reports_backend {
+	const char *name;
+	/* open - connect/open and run the versioned migrations; NULL + err */
+	void *(*open)(const char *target, char *err, size_t errlen);
+	/* insert - rows in one transaction; 0/-1 + err */
+	int (*insert)(void *db, struct reports_row *const *rows, size_t n, char *err,
+	              size_t errlen);
+	/* add_drops - n rows dropped at time t (report metadata); 0/-1 */
+	int (*add_drops)(void *db, int64_t t, uint64_t n, char *err, size_t errlen);
+	/* domains - the policy domains with evaluations in [begin, end), sorted */
+	int (*domains)(void *db, int64_t begin, int64_t end, struct util_strlist *out, char *err,
+	               size_t errlen);
+	/* aggregate - the report content of domain for [begin, end); 0/-1 */
+	int (*aggregate)(void *db, const char *domain, int64_t begin, int64_t end,
+	                 struct reports_agg *out, char *err, size_t errlen);
+	/* run_begin - where the next run starts: the end of the last run, or
+	 * the oldest evaluation's time (0 when the store is empty) */
+	int (*run_begin)(void *db, int64_t *begin, char *err, size_t errlen);
+	/* add_run - a run covered [begin, end) */
+	int (*add_run)(void *db, int64_t begin, int64_t end, char *err, size_t errlen);
+	/* add_report - remember a report; -1 when report_id exists already */
+	int (*add_report)(void *db, const char *report_id, const char *domain, int64_t begin,
+	                  int64_t end, char *err, size_t errlen);
+	/* prune - delete evaluations (and their DKIM rows) and drop counts
+	 * older than before; *n = evaluations deleted */
+	int (*prune)(void *db, int64_t before, uint64_t *n, char *err, size_t errlen);
+	/* status - a text summary for `mxgate reports status`, appended */
+	int (*status)(void *db, struct util_buf *out, char *err, size_t errlen);
+	/* tx - 0 begin (a write transaction), 1 commit, 2 roll back */
+	int (*tx)(void *db, int what, char *err, size_t errlen);
+	/* add_outbox - a finished report message, not yet queued */
+	int (*add_outbox)(void *db, const struct reports_out *o, char *err, size_t errlen);
+	/* outbox_pending - every message not yet marked queued, prepended to
+	 * *list (caller frees with reports_out_free) */
+	int (*outbox_pending)(void *db, struct reports_out **list, char *err, size_t errlen);
+	/* add_refused - a destination not sent to (reason: unverified, too_big) */
+	int (*add_refused)(void *db, int64_t t, const char *domain, const char *rcpt,
+	                   const char *reason, char *err, size_t errlen);
+	/* mark_queued - the message is durable in mxgate's queue */
+	int (*mark_queued)(void *db, const char *report_id, const char *rcpt, char *err,
+	                   size_t errlen);
+	/* lock_run - fleet: 1 when this node may run the reports now (the lock
+	 * is held until close), 0 when another node holds it, -1 on error;
+	 * NULL: a single node, always 1 */
+	int (*lock_run)(void *db, char *err, size_t errlen);
+	/* schema_version - the migrated version, -1 on error */
+	int (*schema_version)(void *db);
+	void (*close)(void *db);
+};
+extern const struct reports_backend reports_sqlite_backend;
+
+/* reports_schema_version - the version the migrations reach. */
+#define REPORTS_SCHEMA_VERSION 3
+
+/* reports_db_target - the database of the config: *be gets the backend
+ * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."
+ * / "postgres://..."), the result is the file or connection string; caller
+ * frees; NULL + err for a database this build cannot open. */
+char *reports_db_target(const struct config *cfg, const struct reports_backend **be, char *err,
+                        size_t errlen);
+extern const struct reports_backend reports_pg_backend;
+
+/* report pieces (reports-send.c), exposed for the unit tests */
+int reports_gzip(const char *data, size_t len, struct util_buf *out);
+size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_t *limits,
+                         size_t max);
+bool reports_same_org(const char *policy_domain, const char *dest);
+char *reports_compose(const struct config *cfg, const char *from, const char *to,
+                      const char *domain, const char *report_id, int64_t begin, int64_t end,
+                      const struct util_buf *gz, size_t *len);
+char *reports_dkim_sign(const char *key_pem, const char *selector, const char *domain,
+                        const char *msg, size_t len, char *err, size_t errlen);
+char *reports_key_ensure(const char *key_file, char *err, size_t errlen);
+char *reports_key_path(const struct config *cfg);
+const char *reports_sign_domain(const struct config *cfg, const char *email);
+
+#endif

@@ -1,0 +1,972 @@
+/*
+ * reports-send.c - the report run (RFC 9990 sections 2 and 4): for every
+ * policy domain with evaluations since the last run, the report XML,
+ * gzipped, attached to a message with the RFC 9990 subject and file name,
+ * DKIM-signed with mxgate's report key (libopendkim), and queued as
+ * locally originated mail for each verified `mailto:` rua destination, so
+ * it leaves by the outbound route (MX delivery).
+ *
+ * Threads: a run is one thread of its own (database reads, synchronous DNS
+ * through the policy resolver, compression and signing may all wait); what
+ * it produces - finished messages - goes back to the loop through a pipe,
+ * and only the loop calls queue_inject().  One run at a time.
+ *
+ * Destinations (RFC 9990 section 4 / RFC 9989): the `rua` of the policy
+ * domain's _dmarc record, read at run time; only mailto: URIs; a `!size`
+ * suffix is honoured (a bigger report is not sent there, logged); a
+ * destination outside the policy domain's organizational domain must
+ * publish `<policy-domain>._report._dmarc.<dest-domain>`
+ * TXT "v=DMARC1" or it is skipped with a log line.
+ *
+ * Crash safety: a run's reports (report table, report_id unique), their
+ * finished messages (outbox) and the run record (report_run) commit in one
+ * transaction; a crash before the commit leaves nothing and the next run
+ * makes the same reports again (same ids).  After the commit the messages
+ * are claimed from the outbox, queued (queue_inject), and marked queued by
+ * a short thread once the queue holds them; a process that dies between
+ * claim and mark leaves them unmarked and the next start queues them again
+ * (the only window for a duplicate: between the queue's fsync and the
+ * mark, with the same report_id so receivers can tell).
+ *
+ * Ownership: the sender borrows cfg, dns, qs and the store.
+ * Diagnostics: "- reports ..." log lines; mxgate_reports_sent_total{result}.
+ */
+#include "reports-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <opendkim/dkim.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <event2/event.h>
+
+#include "policy-arc.h"
+#include "queue.h"
+#include "version.h"
+
+/* reports_out_free - the whole list; NULL is a no-op. */
+void reports_out_free(struct reports_out *o)
+{
+	while (o != NULL) {
+		struct reports_out *n = o->next;
+		free(o->report_id);
+		free(o->rcpt);
+		free(o->sender);
+		free(o->msg);
+		free(o);
+		o = n;
+	}
+}
+
+/* One queue_inject in flight: marked in the outbox once it is durable. */
+struct reports_inject {
+	struct reports_sender *snd; /* NULL once the sender is gone */
+	char *report_id, *rcpt;
+	struct reports_inject *next;
+};
+
+struct reports_sender {
+	struct event_base *base;
+	const struct config *cfg;
+	struct policy_dns *dns;
+	struct queue_store *qs;
+	struct reports_store *rs;
+	char *db_target;
+	const struct reports_backend *be;
+	char *key_pem; /* the signing key, PEM */
+	int pipefd[2];
+	struct event *done_ev; /* the run thread finished */
+	struct event *timer;   /* next period end */
+	pthread_t thread;
+	bool running;
+	int64_t run_end;                 /* the end of the running run */
+	bool outbox_only;                /* the run only re-reads the outbox (start-up) */
+	bool marking;                    /* the thread marks queued messages, no run */
+	struct reports_out *out;         /* the run's messages (run thread, then loop) */
+	struct reports_out *marks;       /* queued, to mark in the outbox (loop, then thread) */
+	size_t injecting;                /* queue_inject calls without their callback yet */
+	struct reports_inject *inflight; /* those calls (their snd is cleared at free) */
+	bool pending;                    /* a send-now came while busy: run at pending_end */
+	int64_t pending_end;
+	/* what the run thread reads of the config, copied when the run starts:
+	 * a reload may free snd->cfg while a run goes on */
+	struct config run_cfg;
+};
+
+/* snap_free - the run's copy of the config (owned strings). */
+static void snap_free(struct config *c)
+{
+	free(c->hostname);
+	free(c->queue_dir);
+	free(c->reports_org_name);
+	free(c->reports_email);
+	free(c->reports_dkim_selector);
+	free(c->reports_dkim_domain);
+	memset(c, 0, sizeof(*c));
+}
+
+static char *dup0(const char *s)
+{
+	return s ? util_xstrdup(s) : NULL;
+}
+
+/* snap_take - copy what a run needs of cfg (loop thread). */
+static void snap_take(struct config *c, const struct config *cfg)
+{
+	snap_free(c);
+	c->hostname = dup0(cfg->hostname);
+	c->queue_dir = dup0(cfg->queue_dir);
+	c->reports_org_name = dup0(cfg->reports_org_name);
+	c->reports_email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
+	                                      : util_xasprintf("postmaster@%s", cfg->hostname);
+	c->reports_dkim_selector = dup0(cfg->reports_dkim_selector);
+	c->reports_dkim_domain = dup0(cfg->reports_dkim_domain);
+	c->reports_retention = cfg->reports_retention;
+	c->reports_period = cfg->reports_period;
+}
+
+/* ------------------------------------------------------------ pieces */
+
+/* reports_gzip - RFC 1952 gzip of data into out; 0/-1. */
+int reports_gzip(const char *data, size_t len, struct util_buf *out)
+{
+	z_stream z;
+	unsigned char chunk[16384];
+	int rc;
+
+	memset(&z, 0, sizeof(z));
+	if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+	    Z_OK)
+		return -1;
+	z.next_in = (unsigned char *)data;
+	z.avail_in = (uInt)len;
+	do {
+		z.next_out = chunk;
+		z.avail_out = sizeof(chunk);
+		rc = deflate(&z, Z_FINISH);
+		if (rc == Z_STREAM_ERROR) {
+			deflateEnd(&z);
+			return -1;
+		}
+		util_buf_add(out, chunk, sizeof(chunk) - z.avail_out);
+	} while (rc != Z_STREAM_END);
+	deflateEnd(&z);
+	return 0;
+}
+
+/* reports_rua_parse - the mailto: destinations of a DMARC record's rua tag:
+ * addresses into addrs, their size limits (bytes, 0 = none) into limits
+ * (same order).  Other schemes are ignored.  Returns the count. */
+size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_t *limits,
+                         size_t max)
+{
+	const char *p = record, *rua = NULL;
+	size_t n = 0;
+
+	while (p && *p) {
+		while (*p == ' ' || *p == '\t' || *p == ';')
+			p++;
+		if (strncasecmp(p, "rua", 3) == 0) {
+			const char *q = p + 3;
+			while (*q == ' ' || *q == '\t')
+				q++;
+			if (*q == '=') {
+				rua = q + 1;
+				break;
+			}
+		}
+		p = strchr(p, ';');
+	}
+	if (rua == NULL)
+		return 0;
+	size_t rl = strcspn(rua, ";");
+	char *list = strndup(rua, rl), *save = NULL;
+	for (char *u = strtok_r(list, ",", &save); u && n < max; u = strtok_r(NULL, ",", &save)) {
+		while (*u == ' ' || *u == '\t')
+			u++;
+		char *e = u + strlen(u);
+		while (e > u && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		if (strncasecmp(u, "mailto:", 7) != 0)
+			continue;
+		u += 7;
+		uint64_t lim = 0;
+		char *bang = strchr(u, '!');
+		if (bang != NULL) {
+			/* RFC 9990 / RFC 7489 6.2: size = 1*DIGIT [ "k" / "m" / "g" / "t" ] */
+			char *unit = NULL;
+			unsigned long long v = strtoull(bang + 1, &unit, 10);
+			uint64_t mul = 1;
+			switch (unit && *unit ? (*unit | 0x20) : 0) {
+			case 'k':
+				mul = 1024ULL;
+				break;
+			case 'm':
+				mul = 1024ULL * 1024;
+				break;
+			case 'g':
+				mul = 1024ULL * 1024 * 1024;
+				break;
+			case 't':
+				mul = 1024ULL * 1024 * 1024 * 1024;
+				break;
+			default:
+				break;
+			}
+			lim = (uint64_t)v * mul;
+			*bang = '\0';
+		}
+		const char *at = strrchr(u, '@');
+		if (at == NULL || at == u || at[1] == '\0' || strpbrk(u, " \t<>\"\r\n") != NULL)
+			continue;
+		util_strlist_add(addrs, u);
+		limits[n++] = lim;
+	}
+	free(list);
+	return n;
+}
+
+/* reports_same_org - dest has the policy domain's organizational domain
+ * (RFC 9990 4 / RFC 9989: then no external-destination check is needed). */
+bool reports_same_org(const char *policy_domain, const char *dest)
+{
+	char a[256], b[256];
+
+	policy_org_domain(policy_domain, a, sizeof(a));
+	policy_org_domain(dest, b, sizeof(b));
+	return util_strcaseeq(a, b);
+}
+
+/* b64_lines - base64 of data, 76-column CRLF lines (RFC 2045 6.8). */
+static void b64_lines(struct util_buf *out, const unsigned char *data, size_t len)
+{
+	for (size_t off = 0; off < len; off += 57) {
+		unsigned char line[80];
+		size_t n = len - off < 57 ? len - off : 57;
+		int w = EVP_EncodeBlock(line, data + off, (int)n);
+		util_buf_add(out, line, (size_t)w);
+		util_buf_adds(out, "\r\n");
+	}
+}
+
+/* reports_compose - the report message (RFC 9990 section 4: subject and
+ * file name conventions), unsigned, CRLF. */
+char *reports_compose(const struct config *cfg, const char *from, const char *to,
+                      const char *domain, const char *report_id, int64_t begin, int64_t end,
+                      const struct util_buf *gz, size_t *len)
+{
+	struct util_buf m;
+	char date[64], boundary[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	const char *org = cfg->reports_org_name ? cfg->reports_org_name : cfg->hostname;
+
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	snprintf(boundary, sizeof(boundary), "=_mxgate_%lld_%u", (long long)now,
+	         (unsigned)(begin ^ end) & 0xffffff);
+	util_buf_init(&m);
+	util_buf_printf(&m, "From: <%s>\r\nTo: <%s>\r\nDate: %s\r\n", from, to, date);
+	/* RFC 9990 4.1: "Report Domain: {domain} Submitter: {org} Report-ID: {id}" */
+	util_buf_printf(&m, "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n", domain,
+	                org, report_id);
+	util_buf_printf(&m, "Message-ID: <%s@%s>\r\n", report_id, cfg->hostname);
+	util_buf_printf(&m,
+	                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
+	                "boundary=\"%s\"\r\n\r\n",
+	                boundary);
+	util_buf_printf(&m,
+	                "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+	                "This is a DMARC aggregate report (RFC 9990) for %s\r\n"
+	                "from %s, covering %lld to %lld (seconds since the epoch, UTC).\r\n\r\n",
+	                boundary, domain, org, (long long)begin, (long long)end);
+	/* RFC 9990 4.1: receiver "!" policy-domain "!" begin "!" end "!" id ".xml.gz" */
+	util_buf_printf(&m,
+	                "--%s\r\nContent-Type: application/gzip\r\n"
+	                "Content-Transfer-Encoding: base64\r\n"
+	                "Content-Disposition: attachment;\r\n"
+	                " filename=\"%s!%s!%lld!%lld!%s.xml.gz\"\r\n\r\n",
+	                boundary, cfg->hostname, domain, (long long)begin, (long long)end,
+	                report_id);
+	b64_lines(&m, (const unsigned char *)gz->data, gz->len);
+	util_buf_printf(&m, "--%s--\r\n", boundary);
+	*len = m.len;
+	return m.data;
+}
+
+/* reports_dkim_sign - a DKIM-Signature field (with CRLF) for msg, signed
+ * with the PEM key as selector._domainkey.domain (rsa-sha256,
+ * relaxed/relaxed, libopendkim); malloc'd, NULL on error. */
+char *reports_dkim_sign(const char *key_pem, const char *selector, const char *domain,
+                        const char *msg, size_t len, char *err, size_t errlen)
+{
+	DKIM_LIB *lib = dkim_init(NULL, NULL);
+	DKIM *d = NULL;
+	DKIM_STAT st;
+	char *out = NULL;
+	unsigned char hdr[8192];
+	const char *body = NULL;
+
+	if (lib == NULL) {
+		snprintf(err, errlen, "dkim_init failed");
+		return NULL;
+	}
+	d = dkim_sign(lib, (const unsigned char *)"mxgate-report", NULL, (dkim_sigkey_t)key_pem,
+	              (const unsigned char *)selector, (const unsigned char *)domain,
+	              DKIM_CANON_RELAXED, DKIM_CANON_RELAXED, DKIM_SIGN_RSASHA256, -1, &st);
+	if (d == NULL) {
+		snprintf(err, errlen, "dkim_sign: %s", dkim_getresultstr(st));
+		goto out;
+	}
+	/* header fields one by one (unfolded lines start with a non-blank) */
+	const char *p = msg, *end = msg + len;
+	while (p < end) {
+		if (p + 1 < end && p[0] == '\r' && p[1] == '\n') {
+			body = p + 2;
+			break;
+		}
+		const char *f = p;
+		do {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			p = nl ? nl + 1 : end;
+		} while (p < end && (*p == ' ' || *p == '\t'));
+		size_t fl = (size_t)(p - f);
+		while (fl > 0 && (f[fl - 1] == '\n' || f[fl - 1] == '\r'))
+			fl--;
+		if (dkim_header(d, (unsigned char *)f, fl) != DKIM_STAT_OK) {
+			snprintf(err, errlen, "dkim_header failed");
+			goto out;
+		}
+	}
+	if (body == NULL || dkim_eoh(d) != DKIM_STAT_OK ||
+	    dkim_body(d, (unsigned char *)body, (size_t)(end - body)) != DKIM_STAT_OK ||
+	    dkim_eom(d, NULL) != DKIM_STAT_OK ||
+	    dkim_getsighdr(d, hdr, sizeof(hdr), strlen(DKIM_SIGNHEADER) + 2) != DKIM_STAT_OK) {
+		snprintf(err, errlen, "DKIM signing failed");
+		goto out;
+	}
+	out = util_xasprintf("%s: %s\r\n", DKIM_SIGNHEADER, (char *)hdr);
+out:
+	if (d != NULL)
+		dkim_free(d);
+	dkim_close(lib);
+	return out;
+}
+
+/* reports_key_ensure - the report signing key: read key_file, or make a
+ * new RSA 2048 key there (mode 0600) when it does not exist yet.  PEM
+ * text, malloc'd; NULL + err. */
+char *reports_key_ensure(const char *key_file, char *err, size_t errlen)
+{
+	FILE *f = fopen(key_file, "r");
+	EVP_PKEY *k = NULL;
+	char *pem = NULL;
+
+	if (f == NULL && errno == ENOENT) {
+		int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 || (k = EVP_RSA_gen(2048)) == NULL || (f = fdopen(fd, "w")) == NULL ||
+		    !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) || fflush(f) != 0 ||
+		    fsync(fd) != 0) {
+			snprintf(err, errlen, "%s: cannot create the key: %s", key_file,
+			         strerror(errno ? errno : EIO));
+			if (f != NULL)
+				fclose(f);
+			else if (fd >= 0)
+				close(fd);
+			EVP_PKEY_free(k);
+			unlink(key_file);
+			return NULL;
+		}
+		fclose(f);
+		EVP_PKEY_free(k);
+		util_log_info("- reports dkim key created path=%s", key_file);
+		f = fopen(key_file, "r");
+	}
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: %s", key_file, strerror(errno));
+		return NULL;
+	}
+	struct util_buf b;
+	char chunk[4096];
+	size_t n;
+	util_buf_init(&b);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < 65536)
+		util_buf_add(&b, chunk, n);
+	fclose(f);
+	if (strstr(b.data ? b.data : "", "PRIVATE KEY-----") == NULL) {
+		snprintf(err, errlen, "%s: not a PEM private key", key_file);
+		util_buf_free(&b);
+		return NULL;
+	}
+	pem = b.data;
+	return pem;
+}
+
+/* reports_key_path - [reports] dkim_key_file or QUEUE_DIR/reports-dkim.pem. */
+char *reports_key_path(const struct config *cfg)
+{
+	return cfg->reports_dkim_key_file ? util_xstrdup(cfg->reports_dkim_key_file)
+	                                  : util_xasprintf("%s/reports-dkim.pem", cfg->queue_dir);
+}
+
+/* reports_sign_domain - d= of report signatures: [reports] dkim_domain, or
+ * the domain of the report address. */
+const char *reports_sign_domain(const struct config *cfg, const char *email)
+{
+	const char *at = strrchr(email, '@');
+	return cfg->reports_dkim_domain ? cfg->reports_dkim_domain : at ? at + 1 : cfg->hostname;
+}
+
+/* ------------------------------------------------------------ the run */
+
+/* report_id - RFC 9990 unique-id (1*(ALPHA / DIGIT)): 24 hex digits of
+ * SHA-256(hostname, domain, begin, end), the same for the same report, so
+ * the report table's key makes a run idempotent. */
+static void report_id(const struct config *cfg, const char *domain, int64_t begin, int64_t end,
+                      char out[25])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	char *s = util_xasprintf("%s %s %lld %lld", cfg->hostname, domain, (long long)begin,
+	                         (long long)end);
+	EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL);
+	free(s);
+	for (int i = 0; i < 12; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* find_dmarc - the v=DMARC1 record of domain (worker thread, sync DNS). */
+static char *find_dmarc(struct policy_dns *dns, const char *name)
+{
+	struct util_strlist txt = {0};
+	bool secure = false;
+	char *rec = NULL;
+	if (policy_dns_txt_sync(dns, name, &txt, &secure) == POLICY_DNS_OK)
+		for (size_t i = 0; i < txt.n && rec == NULL; i++)
+			if (strncmp(txt.v[i], "v=DMARC1", 8) == 0)
+				rec = util_xstrdup(txt.v[i]);
+	util_strlist_free(&txt);
+	return rec;
+}
+
+/* run_domain - one policy domain's report to each of its destinations. */
+static void run_domain(struct reports_sender *snd, void *db, const char *domain, int64_t begin,
+                       int64_t end)
+{
+	const struct config *cfg = &snd->run_cfg;
+	const struct reports_backend *be = snd->be;
+	struct reports_agg agg = {0};
+	struct util_buf xml, gz;
+	struct util_strlist dests = {0};
+	uint64_t limits[8];
+	char id[25], err[256] = "", *rec = NULL, *name = NULL, *email = NULL;
+	struct reports_out *mine = NULL;
+
+	util_buf_init(&xml);
+	util_buf_init(&gz);
+	if (be->aggregate(db, domain, begin, end, &agg, err, sizeof(err)) < 0) {
+		util_log_err("- reports domain=%s aggregate failed error=\"%s\"", domain, err);
+		goto out;
+	}
+	if (agg.n == 0)
+		goto out;
+	report_id(cfg, domain, begin, end, id);
+	email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
+	                           : util_xasprintf("postmaster@%s", cfg->hostname);
+	struct reports_meta m = {
+	    .org_name = cfg->reports_org_name ? cfg->reports_org_name : cfg->hostname,
+	    .email = email,
+	    .report_id = id,
+	    .generator = "mxgate " MXGATE_VERSION,
+	    .begin = begin,
+	    .end = end - 1,
+	};
+	if (reports_xml(&m, &agg, &xml) < 0 || reports_gzip(xml.data, xml.len, &gz) < 0) {
+		util_log_err("- reports domain=%s report_id=%s cannot build the report", domain,
+		             id);
+		goto out;
+	}
+	name = util_xasprintf("_dmarc.%s", domain);
+	rec = find_dmarc(snd->dns, name);
+	size_t nd = rec ? reports_rua_parse(rec, &dests, limits, 8) : 0;
+	if (nd == 0) {
+		util_log_info("- reports domain=%s report_id=%s no mailto rua, not sent", domain,
+		              id);
+		util_metrics_inc("mxgate_reports_sent_total", "no_rua");
+		goto out;
+	}
+	for (size_t i = 0; i < nd; i++) {
+		const char *to = dests.v[i], *dd = strrchr(to, '@') + 1;
+		size_t len = 0;
+		if (!reports_same_org(domain, dd)) {
+			/* RFC 9990 4 / RFC 9989: the destination must agree */
+			char *vname = util_xasprintf("%s._report._dmarc.%s", domain, dd);
+			char *v = find_dmarc(snd->dns, vname);
+			free(vname);
+			if (v == NULL) {
+				util_log_warn("- reports domain=%s rua=%s not verified: no "
+				              "%s._report._dmarc.%s record, skipped",
+				              domain, to, domain, dd);
+				util_metrics_inc("mxgate_reports_sent_total", "unverified");
+				(void)be->add_refused(db, end, domain, to, "unverified", err,
+				                      sizeof(err));
+				continue;
+			}
+			free(v);
+		}
+		char *msg = reports_compose(cfg, email, to, domain, id, begin, end - 1, &gz, &len);
+		char *sig = reports_dkim_sign(
+		    snd->key_pem,
+		    cfg->reports_dkim_selector ? cfg->reports_dkim_selector : "mxgate-reports",
+		    reports_sign_domain(cfg, email), msg, len, err, sizeof(err));
+		if (sig == NULL) {
+			util_log_err("- reports domain=%s rua=%s not signed error=\"%s\"", domain,
+			             to, err);
+			free(msg);
+			continue;
+		}
+		if (limits[i] > 0 && strlen(sig) + len > limits[i]) {
+			util_log_warn(
+			    "- reports domain=%s rua=%s size=%zu over the limit %llu, skipped",
+			    domain, to, strlen(sig) + len, (unsigned long long)limits[i]);
+			util_metrics_inc("mxgate_reports_sent_total", "too_big");
+			(void)be->add_refused(db, end, domain, to, "too_big", err, sizeof(err));
+			free(sig);
+			free(msg);
+			continue;
+		}
+		struct reports_out *o = calloc(1, sizeof(*o));
+		o->report_id = util_xstrdup(id);
+		o->rcpt = util_xstrdup(to);
+		o->sender = util_xstrdup(email);
+		o->msg = util_xasprintf("%s%s", sig, msg);
+		o->len = strlen(sig) + len;
+		o->next = mine;
+		mine = o;
+		free(sig);
+		free(msg);
+	}
+	/* report and messages go into the run's transaction: a crash before
+	 * its commit leaves neither (the next run makes them again), after it
+	 * the outbox holds the messages until the queue has them */
+	if (be->add_report(db, id, domain, begin, end, err, sizeof(err)) < 0) {
+		util_log_warn("- reports domain=%s report_id=%s already sent or not recorded (%s)",
+		              domain, id, err);
+		goto out;
+	}
+	for (struct reports_out *o = mine; o != NULL; o = o->next) {
+		if (be->add_outbox(db, o, err, sizeof(err)) < 0) {
+			util_log_err("- reports domain=%s report_id=%s outbox failed error=\"%s\"",
+			             domain, id, err);
+			continue;
+		}
+		util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu",
+		              domain, id, o->rcpt, agg.n, o->len);
+	}
+out:
+	reports_out_free(mine);
+	reports_agg_clear(&agg);
+	util_buf_free(&xml);
+	util_buf_free(&gz);
+	util_strlist_free(&dests);
+	free(rec);
+	free(name);
+	free(email);
+}
+
+/* run_main - the run thread. */
+static void *run_main(void *arg)
+{
+	struct reports_sender *snd = arg;
+	const struct reports_backend *be = snd->be;
+	struct util_strlist doms = {0};
+	char err[256] = "";
+	int64_t begin = 0, end = snd->run_end;
+	void *db;
+
+	if ((db = be->open(snd->db_target, err, sizeof(err))) == NULL) {
+		util_log_err("- reports run failed error=\"%s\"", err);
+		goto done;
+	}
+	if (snd->marking) {
+		for (struct reports_out *o = snd->marks; o != NULL; o = o->next)
+			if (be->mark_queued(db, o->report_id, o->rcpt, err, sizeof(err)) < 0)
+				util_log_err(
+				    "- reports outbox mark failed report_id=%s error=\"%s\"",
+				    o->report_id, err);
+		goto close;
+	}
+	if (snd->outbox_only)
+		goto outbox;
+	reports_flush(snd->rs); /* what was judged before the run is in it */
+	int lk = be->lock_run ? be->lock_run(db, err, sizeof(err)) : 1;
+	if (lk <= 0) {
+		if (lk == 0)
+			util_log_info("- reports run skipped: another node holds the run lock");
+		else
+			util_log_err("- reports run lock failed error=\"%s\"", err);
+		goto close;
+	}
+	if (be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
+	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
+		util_log_err("- reports run failed error=\"%s\"", err);
+		goto close;
+	}
+	util_log_info("- reports run begin=%lld end=%lld domains=%zu", (long long)begin,
+	              (long long)end, doms.n);
+	if (be->tx(db, 0, err, sizeof(err)) < 0) {
+		util_log_err("- reports run failed error=\"%s\"", err);
+		goto close;
+	}
+	for (size_t i = 0; i < doms.n; i++)
+		run_domain(snd, db, doms.v[i], begin, end);
+	if (be->add_run(db, begin, end, err, sizeof(err)) < 0 ||
+	    be->tx(db, 1, err, sizeof(err)) < 0) {
+		char e2[64];
+		(void)be->tx(db, 2, e2, sizeof(e2));
+		util_log_err("- reports run not recorded error=\"%s\"", err);
+	} else {
+		/* retention: reported rows stay for the grace period, then go */
+		uint64_t pruned = 0;
+		int64_t cut = end - snd->run_cfg.reports_retention; /* <= end: reported */
+		if (cut > 0 && be->prune(db, cut, &pruned, err, sizeof(err)) < 0)
+			util_log_err("- reports prune failed error=\"%s\"", err);
+		else if (pruned > 0)
+			util_log_info("- reports pruned evaluations=%llu before=%lld",
+			              (unsigned long long)pruned, (long long)cut);
+	}
+outbox:
+	/* this run's messages and any an earlier process left unqueued */
+	if (be->outbox_pending(db, &snd->out, err, sizeof(err)) < 0)
+		util_log_err("- reports outbox read failed error=\"%s\"", err);
+close:
+	be->close(db);
+done:
+	util_strlist_free(&doms);
+	char c = 'x';
+	while (write(snd->pipefd[1], &c, 1) < 0 && errno == EINTR)
+		;
+	return NULL;
+}
+
+static void start_marking(struct reports_sender *snd);
+
+/* inject_cb - a report is durable in the queue (or not): mark it in the
+ * outbox (a failed one stays there for the next run). */
+static void inject_cb(uint64_t cookie, int status, int err, const char *qid, void *arg)
+{
+	struct reports_inject *ij = arg;
+	struct reports_sender *snd = ij->snd;
+	(void)cookie;
+	if (snd == NULL) { /* the sender was freed meanwhile (exit) */
+		free(ij->report_id);
+		free(ij->rcpt);
+		free(ij);
+		return;
+	}
+	for (struct reports_inject **pp = &snd->inflight; *pp; pp = &(*pp)->next)
+		if (*pp == ij) {
+			*pp = ij->next;
+			break;
+		}
+	if (status == 0) {
+		util_log_info("%s reports queued report_id=%s to=<%s>", qid ? qid : "-",
+		              ij->report_id, ij->rcpt);
+		util_metrics_inc("mxgate_reports_sent_total", "queued");
+		struct reports_out *m = calloc(1, sizeof(*m));
+		if (m != NULL) {
+			m->report_id = ij->report_id;
+			m->rcpt = ij->rcpt;
+			ij->report_id = ij->rcpt = NULL;
+			m->next = snd->marks;
+			snd->marks = m;
+		}
+	} else {
+		util_log_err("- reports queue commit failed error=\"%s\"", strerror(err));
+		util_metrics_inc("mxgate_reports_sent_total", "queue_error");
+	}
+	free(ij->report_id);
+	free(ij->rcpt);
+	free(ij);
+	if (--snd->injecting == 0)
+		start_marking(snd);
+}
+
+static void start_pending(struct reports_sender *snd);
+
+static void arm_timer(struct reports_sender *snd);
+
+/* done_cb - loop: the run ended; queue its messages. */
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct reports_sender *snd = arg;
+	char c[16];
+	(void)what;
+	while (read(fd, c, sizeof(c)) > 0)
+		;
+	if (!snd->running)
+		return;
+	pthread_join(snd->thread, NULL);
+	snd->running = false;
+	snap_free(&snd->run_cfg);
+	if (snd->marking) {
+		snd->marking = false;
+		reports_out_free(snd->marks);
+		snd->marks = NULL;
+		start_marking(snd); /* marks that came meanwhile */
+		start_pending(snd);
+		return;
+	}
+	struct reports_out *list = snd->out;
+	snd->out = NULL;
+	while (list != NULL) {
+		struct reports_out *o = list;
+		list = o->next;
+		struct reports_inject *ij = calloc(1, sizeof(*ij));
+		if (ij == NULL) {
+			o->next = NULL;
+			reports_out_free(o);
+			continue;
+		}
+		ij->snd = snd;
+		ij->next = snd->inflight;
+		snd->inflight = ij;
+		ij->report_id = o->report_id;
+		ij->rcpt = util_xstrdup(o->rcpt);
+		o->report_id = NULL;
+		struct queue_envelope *env = queue_envelope_new();
+		env->sender = util_xstrdup(o->sender); /* the report's From: */
+		queue_envelope_add_rcpt(env, o->rcpt);
+		env->client_addr = util_xstrdup("127.0.0.1");
+		env->helo = util_xstrdup(snd->cfg->hostname);
+		env->prepend = util_xstrdup("");
+		env->arrival = (int64_t)time(NULL);
+		env->size = (int64_t)o->len;
+		/* locally originated: the outbound route, never bounced */
+		env->is_dsn = true;
+		snd->injecting++;
+		queue_inject(snd->qs, env, o->msg, o->len, inject_cb, 0, ij);
+		o->next = NULL;
+		reports_out_free(o);
+	}
+	start_pending(snd); /* when nothing was queued */
+}
+
+/* start_pending - a send-now that came while the sender was busy. */
+static void start_pending(struct reports_sender *snd)
+{
+	if (snd->pending && !snd->running && snd->injecting == 0 && snd->marks == NULL) {
+		snd->pending = false;
+		(void)reports_send_now(snd, snd->pending_end);
+	}
+}
+
+/* start_marking - loop: a thread marks the queued messages in the outbox
+ * (database writes never on the loop).  Later when a run is going on. */
+static void start_marking(struct reports_sender *snd)
+{
+	if (snd->running || snd->marks == NULL || snd->injecting > 0) {
+		start_pending(snd);
+		return;
+	}
+	snd->running = true;
+	snd->marking = true;
+	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
+		snd->running = false;
+		snd->marking = false;
+	}
+}
+
+/* reports_sender_set_config - after a reload (loop thread). */
+void reports_sender_set_config(struct reports_sender *snd, const struct config *cfg)
+{
+	if (snd != NULL)
+		snd->cfg = cfg;
+}
+
+/* reports_send_now - see reports.h. */
+int reports_send_now(struct reports_sender *snd, int64_t end)
+{
+	if (snd == NULL)
+		return -1;
+	if (snd->running && !snd->marking && !snd->outbox_only)
+		return -1; /* a report run is going on */
+	if (snd->running || snd->injecting > 0 || snd->marks != NULL) {
+		/* queuing or marking the last run's messages: right after that */
+		snd->pending = true;
+		snd->pending_end = end;
+		reports_store_barrier(snd->rs, end);
+		return 0;
+	}
+	snd->run_end = end;
+	snd->outbox_only = false;
+	snd->running = true;
+	snap_take(&snd->run_cfg, snd->cfg);
+	/* no evaluation recorded from now on may fall before end: it would be
+	 * missed by this run and skipped by the next */
+	reports_store_barrier(snd->rs, end);
+	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
+		snd->running = false;
+		snap_free(&snd->run_cfg);
+		return -1;
+	}
+	return 0;
+}
+
+/* timer_cb - a period ended: report it, arm the next. */
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct reports_sender *snd = arg;
+	int64_t begin, end;
+	(void)fd;
+	(void)what;
+	/* the period that just began: the one before it ends at its begin */
+	reports_period_of(snd->cfg, (int64_t)time(NULL), &begin, &end);
+	if (reports_send_now(snd, begin) < 0)
+		util_log_warn("- reports period run skipped: a run is in progress");
+	arm_timer(snd);
+}
+
+/* arm_timer - fire just after the current period's end. */
+static void arm_timer(struct reports_sender *snd)
+{
+	int64_t now = (int64_t)time(NULL), begin, end;
+	reports_period_of(snd->cfg, now, &begin, &end);
+	struct timeval tv = {(time_t)(end - now + 1), 0};
+	evtimer_add(snd->timer, &tv);
+}
+
+/* reports_sender_new - see reports.h. */
+struct reports_sender *reports_sender_new(struct event_base *base, const struct config *cfg,
+                                          struct policy_dns *dns, struct queue_store *qs,
+                                          struct reports_store *rs, char *err, size_t errlen)
+{
+	struct reports_sender *snd = calloc(1, sizeof(*snd));
+	char *kp = NULL;
+
+	if (snd == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snd->pipefd[0] = snd->pipefd[1] = -1;
+	snd->base = base;
+	snd->cfg = cfg;
+	snd->dns = dns;
+	snd->qs = qs;
+	snd->rs = rs;
+	(void)util_metrics_define("mxgate_reports_sent_total", UTIL_METRIC_COUNTER,
+	                          "DMARC aggregate reports by outcome (queued, unverified, "
+	                          "too_big, no_rua, queue_error)",
+	                          "result", NULL, 0);
+	kp = reports_key_path(cfg);
+	if ((snd->key_pem = reports_key_ensure(kp, err, errlen)) == NULL)
+		goto fail;
+	if ((snd->db_target = reports_db_target(cfg, &snd->be, err, errlen)) == NULL)
+		goto fail;
+	if (pipe2(snd->pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	snd->done_ev = event_new(base, snd->pipefd[0], EV_READ | EV_PERSIST, done_cb, snd);
+	snd->timer = evtimer_new(base, timer_cb, snd);
+	if (snd->done_ev == NULL || snd->timer == NULL || event_add(snd->done_ev, NULL) < 0) {
+		snprintf(err, errlen, "cannot set up events");
+		goto fail;
+	}
+	arm_timer(snd);
+	/* reports an earlier process made but did not get into the queue */
+	snd->outbox_only = true;
+	snd->running = true;
+	snap_take(&snd->run_cfg, cfg);
+	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {
+		snd->running = false;
+		snap_free(&snd->run_cfg);
+	}
+	free(kp);
+	return snd;
+fail:
+	free(kp);
+	reports_sender_free(snd);
+	return NULL;
+}
+
+/* reports_sender_free - waits for a running thread; messages not yet
+ * queued stay in the outbox for the next start. */
+void reports_sender_free(struct reports_sender *snd)
+{
+	if (snd == NULL)
+		return;
+	if (snd->running)
+		pthread_join(snd->thread, NULL);
+	snap_free(&snd->run_cfg);
+	reports_out_free(snd->out);
+	reports_out_free(snd->marks);
+	for (struct reports_inject *ij = snd->inflight; ij != NULL; ij = ij->next)
+		ij->snd = NULL; /* their callbacks may still come (queue shutdown) */
+	if (snd->done_ev)
+		event_free(snd->done_ev);
+	if (snd->timer)
+		event_free(snd->timer);
+	if (snd->pipefd[0] >= 0)
+		close(snd->pipefd[0]);
+	if (snd->pipefd[1] >= 0)
+		close(snd->pipefd[1]);
+	free(snd->key_pem);
+	free(snd->db_target);
+	free(snd);
+}
+
+/* key_give_to_run_user - `mxgate dns-records` as root made the key: it
+ * belongs to the user the daemon runs as, or the daemon cannot read it. */
+static void key_give_to_run_user(const struct config *cfg, const char *path)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if (geteuid() != 0 || cfg->user == NULL || (pw = getpwnam(cfg->user)) == NULL)
+		return;
+	gid_t gid = pw->pw_gid;
+	if (cfg->group != NULL && (gr = getgrnam(cfg->group)) != NULL)
+		gid = gr->gr_gid;
+	if (chown(path, pw->pw_uid, gid) < 0)
+		util_log_warn("- reports key %s: chown to %s: %s", path, cfg->user,
+		              strerror(errno));
+}
+
+/* reports_dns_record - see reports.h. */
+char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen)
+{
+	char *kp = reports_key_path(cfg), *pem = NULL, *rec = NULL;
+	bool existed = access(kp, F_OK) == 0;
+
+	pem = reports_key_ensure(kp, err, errlen);
+	if (pem != NULL && !existed)
+		key_give_to_run_user(cfg, kp);
+	char *email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
+	                                 : util_xasprintf("postmaster@%s", cfg->hostname);
+
+	if (pem != NULL) {
+		rec = policy_arc_key_record(kp, 0, err, errlen);
+		if (rec != NULL)
+			*name =
+			    util_xasprintf("%s._domainkey.%s",
+			                   cfg->reports_dkim_selector ? cfg->reports_dkim_selector
+			                                              : "mxgate-reports",
+			                   reports_sign_domain(cfg, email));
+	}
+	free(pem);
+	free(kp);
+	free(email);
+	return rec;
+}

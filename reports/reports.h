@@ -1,0 +1,92 @@
+/*
+ * reports.h - the DMARC report store (issue 14, RFC 9990): every DMARC
+ * evaluation is recorded - reject, quarantine and accept alike - with what
+ * an aggregate report needs, so reports can be built per period later.
+ *
+ * Layering: util <- config, policy, queue <- reports <- smtp <- gateway.
+ * reports/ reads the policy facts (policy_msg_dmarc_facts); nothing below
+ * it includes this header.  smtp/ calls reports_record() once per verdict.
+ *
+ * Threads: reports_record() runs on the loop thread and never waits: it
+ * copies the facts into a row and puts it on a bounded queue that one
+ * writer thread drains into the database in batches.  When the queue is
+ * full the row is dropped and counted (mxgate_reports_dropped_total, and a
+ * row of the drops table so the report's metadata can say so).  A failed
+ * write (disk full) drops the batch and counts it; mail is never refused
+ * because of the store.
+ *
+ * Ownership: reports_open() returns a store the caller frees with
+ * reports_close() (NULL is a no-op), which writes what is queued first.
+ * cfg and pm are borrowed.
+ */
+#ifndef MX_REPORTS_H
+#define MX_REPORTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "policy.h"
+#include "util.h"
+
+struct reports_store;
+
+/* reports_open - the database named by [reports] database (default: SQLite
+ * at QUEUE_DIR/reports.db, WAL mode), migrated to the current schema, and
+ * the writer thread.  NULL + message in err on failure. */
+struct reports_store *reports_open(const struct config *cfg, char *err, size_t errlen);
+void reports_close(struct reports_store *rs);
+
+/* reports_record - one DMARC evaluation of pm (after the verdict) with the
+ * disposition actually applied; rcpt: the first recipient (its domain is
+ * the envelope_to), may be NULL.  Nothing is recorded when DMARC did not
+ * evaluate a single From: domain.  0 queued, 1 nothing to record, -1
+ * dropped (queue full). */
+int reports_record(struct reports_store *rs, const struct policy_msg *pm, const char *rcpt);
+
+/* reports_flush - wait until every queued row is written (tests, exit,
+ * before a report run).  Not on the loop thread in normal operation. */
+void reports_flush(struct reports_store *rs);
+
+/* reports_store_barrier - loop thread: rows recorded from now on get a
+ * time of at least t (a report run covering [.., t) has started). */
+void reports_store_barrier(struct reports_store *rs, int64_t t);
+
+/* reports_stats - rows written, rows dropped since start. */
+void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
+
+/* reports_preview - the RFC 9990 XML that domain (a policy domain) would
+ * be sent for the period containing now, appended to out.  Opens the store
+ * itself (safe beside a running daemon: WAL).  0; 1 when nothing was
+ * recorded for domain in the period; -1 + err. */
+int reports_preview(const struct config *cfg, const char *domain, int64_t now, struct util_buf *out,
+                    char *err, size_t errlen);
+/* reports_status - `mxgate reports status`: the store, where the last run
+ * ended, evaluations pending per policy domain, the last report per
+ * domain, drops since the last run; appended to out.  0/-1 + err. */
+int reports_status(const struct config *cfg, struct util_buf *out, char *err, size_t errlen);
+/* reports_period_of - the reporting period containing t: [*begin, *end). */
+void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
+
+/* The report sender (reports-send.c): a run per period end (timer) or on
+ * demand; each run reports every policy domain's evaluations since the
+ * previous run to its verified mailto: rua destinations, DKIM-signed,
+ * through queue_inject (local origin: the outbound route).  Makes the
+ * signing key ([reports] dkim_key_file) when it does not exist.  All
+ * pointers borrowed.  Loop thread. */
+struct reports_sender;
+struct queue_store;
+struct reports_sender *reports_sender_new(struct event_base *base, const struct config *cfg,
+                                          struct policy_dns *dns, struct queue_store *qs,
+                                          struct reports_store *rs, char *err, size_t errlen);
+void reports_sender_free(struct reports_sender *snd);
+/* reports_sender_set_config - the config after a reload (borrowed). */
+void reports_sender_set_config(struct reports_sender *snd, const struct config *cfg);
+/* reports_send_now - start a run covering evaluations up to end (exclusive);
+ * -1 when one is running. */
+int reports_send_now(struct reports_sender *snd, int64_t end);
+/* reports_dns_record - "selector._domainkey.domain" and the TXT text of the
+ * report signing key (made if missing); malloc'd, NULL + err. */
+char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen);
+
+#endif
