@@ -59,10 +59,16 @@ static const char *const pg_migrations[] = {
 /* pg_err - libpq's message, one line. */
 static void pg_err(PGconn *c, char *err, size_t errlen)
 {
-	snprintf(err, errlen, "%s", c ? PQerrorMessage(c) : "out of memory");
-	for (char *p = err; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+	const char *m = c ? PQerrorMessage(c) : "out of memory";
+	size_t i = 0;
+
+	if (errlen == 0)
+		return;
+	/* copied by hand: -O3 inlining makes gcc flag snprintf("%s") into a
+	 * caller's small buffer as truncation (-Werror=format-truncation) */
+	for (; m[i] != '\0' && i + 1 < errlen; i++)
+		err[i] = (m[i] == '\n' || m[i] == '\r') ? ' ' : m[i];
+	err[i] = '\0';
 }
 
 /* pg_do - run sql (no parameters); 0/-1 + err. */
