@@ -60,10 +60,20 @@ def fail(code, msg):
     raise AwsError(f"An error occurred ({code}) when calling the operation: {msg}")
 
 
+def tags_of(x):
+    """Tags as AWS returns them ([{Key, Value}]) or as a dict."""
+    t = x.get("Tags", [])
+    return t if isinstance(t, dict) else {kv["Key"]: kv["Value"] for kv in t}
+
+
+def st_v(st, v):
+    return [x for x in st["volumes"] if x["VolumeId"] == v["VolumeId"]][0]
+
+
 def vol_matches(v, flt):
     for k, vals in flt.items():
         if k.startswith("tag:"):
-            have = v.get("Tags", {}).get(k[4:])
+            have = tags_of(v).get(k[4:])
         elif k == "availability-zone":
             have = v["AvailabilityZone"]
         elif k == "status":
@@ -91,7 +101,7 @@ def aws(st, argv):
                     a.pop("AssociationId", None)
         flt = filters(argv)
         addrs = [a for a in st["addresses"]
-                 if all(a.get("Tags", {}).get(k[4:]) in v for k, v in flt.items())]
+                 if all(tags_of(a).get(k[4:]) in v for k, v in flt.items())]
         return {"Addresses": addrs}
     if (svc, op) == ("ec2", "associate-address"):
         alloc = arg(argv, "--allocation-id")
@@ -104,7 +114,20 @@ def aws(st, argv):
         a["InstanceId"], a["AssociationId"] = arg(argv, "--instance-id"), "eipassoc-" + me
         return {"AssociationId": a["AssociationId"]}
     if (svc, op) == ("ec2", "describe-volumes"):
-        return {"Volumes": [v for v in st["volumes"] if vol_matches(v, filters(argv))]}
+        out = []
+        for v in st["volumes"]:
+            if vol_matches(v, filters(argv)):
+                v = {k: x for k, x in v.items() if k not in ("InstanceId", "fs")}
+                if st_v(st, v).get("InstanceId"):
+                    v["Attachments"] = [{"InstanceId": st_v(st, v)["InstanceId"],
+                                         "State": "attached"}]
+                out.append(v)
+        return {"Volumes": out}
+    if (svc, op) == ("ec2", "describe-instances"):
+        iid = arg(argv, "--instance-ids")
+        state = st.get("instances", {}).get(iid, "running")
+        return {"Reservations": [{"Instances": [{"InstanceId": iid,
+                                                  "State": {"Name": state}}]}]}
     if (svc, op) == ("ec2", "create-volume"):
         vid = "vol-%017x" % (len(st["volumes"]) + 0xa0)
         spec = arg(argv, "--tag-specifications")
@@ -128,6 +151,14 @@ def aws(st, argv):
         v["State"], v["InstanceId"] = "in-use", arg(argv, "--instance-id")
         return {"State": "attaching"}
     if (svc, op) == ("ec2", "wait"):
+        # a dying instance's volume detaches while we wait
+        if argv[2] == "volume-available":
+            for v in st["volumes"]:
+                if v["VolumeId"] == arg(argv, "--volume-ids") and v.get("InstanceId") and \
+                        st.get("instances", {}).get(v["InstanceId"]) in ("shutting-down",
+                                                                         "terminated"):
+                    v["State"] = "available"
+                    del v["InstanceId"]
         return None
     if svc == "autoscaling" and op in ("complete-lifecycle-action",
                                        "record-lifecycle-action-heartbeat"):

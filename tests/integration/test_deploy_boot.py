@@ -29,7 +29,8 @@ AZ = "eu-west-1a"
 
 def eip(n, owner=None):
     a = {"AllocationId": f"eipalloc-{n}", "PublicIp": f"192.0.2.{n}",
-         "Tags": {"mxgate-stack": STACK}}
+         "Tags": [{"Key": "mxgate-stack", "Value": STACK},
+                  {"Key": "mxgate-helo", "Value": f"out{n}.example.com"}]}
     if owner:
         a.update(InstanceId=owner, AssociationId=f"eipassoc-{owner}")
     return a
@@ -56,6 +57,11 @@ class Env:
         self.tls = tmp / "tls"
         self.tls.mkdir()
         self.spool = tmp / "spool"
+        self.conf = tmp / "mxgate.conf"
+        self.conf.write_text("[server]\nhostname = mx.example.com\nlisten = 0.0.0.0:25\n\n"
+                             "[mta_sts]\nmx_hosts = mx.example.com\n")
+        self.rundir = tmp / "run"
+        self.rundir.mkdir()
         (tmp / "aws.env").write_text(
             f"STACK={STACK}\nREGION=eu-west-1\nASG={STACK}-gateways\n"
             f"LAUNCH_HOOK={STACK}-launch\nCFN_RESOURCE=GatewayGroup\nQUEUE_VOLUME_SIZE=30\n"
@@ -116,6 +122,7 @@ class Env:
         env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}",
                    FAKE_AWS_STATE=str(self.state), MXGATE_AWS_ENV=str(self.tmp / "aws.env"),
                    MXGATE_SPOOL=str(self.spool), MXGATE_TLS_DIR=str(self.tls),
+                   MXGATE_CONF=str(self.conf), MXGATE_RUN_DIR=str(self.rundir),
                    IMDS_URL="http://127.0.0.1:%d" % self.imds.server_address[1])
         return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
                               text=True, timeout=60)
@@ -162,6 +169,10 @@ def test_first_boot_creates_formats_and_mounts_queue_volume(env):
     assert [a["AllocationId"] for a in st["addresses"] if a.get("InstanceId") == ME] \
         == ["eipalloc-1"]
     assert env.mxgate_running()
+    # HELO name of the claimed address (its A, SPF and PTR name); the MX
+    # name for MTA-STS stays
+    assert env.conf.read_text() == ("[server]\nhostname = out1.example.com\nlisten = 0.0.0.0:25\n"
+                                    "\n[mta_sts]\nmx_hosts = mx.example.com\n")
     calls = env.calls()
     start = index_of(calls, lambda c: c[:2] == ["systemctl", "start"])
     assert start > index_of(calls, lambda c: c[0] == "mount")
@@ -184,6 +195,21 @@ def test_replacement_reattaches_the_queue_of_the_dead_instance_without_formattin
     assert len(st["volumes"]) == 4                                   # nothing created
     assert not env.calls("mkfs.ext4")                               # the queue is not wiped
     assert st["mounts"] == {str(env.spool): "/dev/nvme4n1"}
+    assert env.mxgate_running()
+
+
+def test_replacement_waits_for_the_volume_of_an_instance_still_shutting_down(env):
+    # the instance died a moment ago: its volume is still attached to it; the
+    # other gateway's volume is in use by a running instance
+    env.update(addresses=[eip(1)], volumes=[vol(1, owner="i-dead"), vol(2, owner="i-peer")],
+               instances={"i-dead": "shutting-down", "i-peer": "running"})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert len(st["volumes"]) == 2                      # no new, empty volume
+    assert st["volumes"][0].get("InstanceId") == ME     # the dead one's queue
+    assert st["volumes"][1]["InstanceId"] == "i-peer"   # the running one's untouched
+    assert not env.calls("mkfs.ext4")
     assert env.mxgate_running()
 
 
@@ -251,6 +277,11 @@ def test_check_eip_stops_mxgate_without_an_allowed_address(env):
     assert env.mxgate_running()
     assert env.run("check-eip").returncode == 0
     assert env.mxgate_running()
+    # an operator's stop is not undone
+    env.update(services={"mxgate.service": False})
+    assert env.run("check-eip").returncode == 0
+    assert not env.mxgate_running()
+    env.update(services={"mxgate.service": True})
     # someone re-associated our address elsewhere (allow-reassociation)
     st = env.get()
     st["addresses"][0].update(InstanceId="i-c", AssociationId="eipassoc-c")
@@ -265,6 +296,7 @@ def test_check_eip_stops_mxgate_without_an_allowed_address(env):
     env.put(st)
     assert env.run("check-eip").returncode == 0
     assert env.mxgate_running()
+    assert "hostname = out1.example.com" in env.conf.read_text()
 
 
 def make_pair(tmp, name, cn="mx.example.com"):
