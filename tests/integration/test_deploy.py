@@ -612,3 +612,8 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
     assert r.returncode == 0, r.stderr
     # the timers' loop writes units for both jobs with their interval
     assert "for job in check-eip:1min refresh-cert:1h; do" in text
+    if shutil.which("shellcheck"):
+        for f in (p, tmp_path / "drain.sh"):
+            r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 0, r.stdout

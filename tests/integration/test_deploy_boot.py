@@ -8,6 +8,7 @@ shared JSON state standing for the account and the block devices)."""
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -332,3 +333,10 @@ def test_refresh_cert_installs_rotation_and_reloads(env, tmp_path):
     assert (env.tls / "privkey.pem").read_text() == k2
     assert len([c for c in env.calls("systemctl") if c[1] == "reload"]) == 2
     assert not [p for p in env.tls.iterdir() if p.name.startswith(".new")]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_boot_script_shellcheck():
+    p = subprocess.run(["shellcheck", "-s", "bash", str(SCRIPT)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout
