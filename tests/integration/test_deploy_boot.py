@@ -340,3 +340,20 @@ def test_boot_script_shellcheck():
     p = subprocess.run(["shellcheck", "-s", "bash", str(SCRIPT)], capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stdout
+
+
+def test_mxgate_failing_to_start_abandons_the_launch(env):
+    env.update(addresses=[eip(1)], fail_start=True)
+    p = env.run("boot")
+    assert p.returncode != 0 and "mxgate failed to start" in p.stderr
+    assert lifecycle_results(env) == ["ABANDON"]
+    sig = [c for c in env.calls("aws") if c[1:3] == ["cloudformation", "signal-resource"]]
+    assert sig[-1][sig[-1].index("--status") + 1] == "FAILURE"
+
+
+def test_no_certificate_means_mxgate_not_started(env):
+    env.update(addresses=[eip(1)], secrets={})
+    p = env.run("boot")
+    assert p.returncode != 0 and "no certificate" in p.stderr
+    assert not [c for c in env.calls("systemctl") if c[1] == "start"]
+    assert not list(env.tls.iterdir())          # nothing half-written left behind
