@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Fakes for deploy/aws/mxgate-aws-boot (test_deploy_boot.py): one program,
 installed on PATH under the names aws, lsblk, blkid, mkfs.ext4, mount,
-mountpoint, systemctl, chown, sleep.  All of them share a JSON state file
+umount, mountpoint, systemctl, chown, sleep and mxgate (status only).  All of them share a JSON state file
 ($FAKE_AWS_STATE) standing for the AWS account and the instance's block
 devices, and append every call to $FAKE_AWS_STATE.log.
 
@@ -165,6 +165,10 @@ def aws(st, argv):
         return None
     if (svc, op) == ("cloudformation", "signal-resource"):
         return None
+    if (svc, op) == ("s3", "cp"):
+        with open(argv[2], "rb") as f:
+            st.setdefault("s3", {})[argv[3]] = len(f.read())
+        return None
     if (svc, op) == ("secretsmanager", "get-secret-value"):
         sid = arg(argv, "--secret-id")
         if sid not in st["secrets"]:
@@ -230,11 +234,24 @@ def main():
                 else:
                     svcs[unit] = True
             elif argv[0] == "stop":
-                svcs[unit] = False
+                for u in argv[1:]:
+                    svcs[u] = False
             elif argv[0] == "is-active":
                 rc = 0 if svcs.get(unit) else 3
             elif argv[0] == "reload":
                 rc = 0 if svcs.get(unit) else 1
+        elif prog == "umount":
+            if st.get("mounts", {}).pop(argv[-1], None) is None:
+                rc = 32
+        elif prog == "mxgate":
+            counts = st.get("queue_counts", [])
+            if argv[0] != "status" or not st.get("services", {}).get("mxgate.service"):
+                print("mxgate: cannot connect to the control socket", file=sys.stderr)
+                rc = 1
+            else:
+                n = counts.pop(0) if len(counts) > 1 else counts[0]
+                st["queue_counts"] = counts
+                print(f"state: running\nqueue_messages: {n}")
         elif prog in ("chown", "sleep"):
             pass
         else:

@@ -21,8 +21,8 @@ import mxtest
 SRC = Path(mxtest.source_dir())
 SCRIPT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
 FAKE = Path(__file__).with_name("fake_aws.py")
-FAKES = ["aws", "lsblk", "blkid", "mkfs.ext4", "mount", "mountpoint", "systemctl",
-         "chown", "sleep"]
+FAKES = ["aws", "lsblk", "blkid", "mkfs.ext4", "mount", "umount", "mountpoint",
+         "systemctl", "chown", "sleep", "mxgate"]
 STACK = "mxgate-prod"
 ME = "i-0new"
 AZ = "eu-west-1a"
@@ -67,7 +67,8 @@ class Env:
             f"STACK={STACK}\nREGION=eu-west-1\nASG={STACK}-gateways\n"
             f"LAUNCH_HOOK={STACK}-launch\nCFN_RESOURCE=GatewayGroup\nQUEUE_VOLUME_SIZE=30\n"
             "TLS_CERT_SECRET=arn:cert\nTLS_KEY_SECRET=arn:key\nEIP_WAIT_TRIES=4\n"
-            "ATTACH_WAIT_TRIES=3\n")
+            "ATTACH_WAIT_TRIES=3\nDRAIN_HOOK=mxgate-prod-drain\nBUCKET=archive\n"
+            "MAX_DRAIN_MINUTES=5\n")
         cert, key = make_pair(tmp, "boot")
         self.put({"instance": ME, "az": AZ, "addresses": [], "volumes": [],
                   "secrets": {"arn:cert": cert, "arn:key": key}})
@@ -85,6 +86,8 @@ class Env:
                     return self._send(None, 401)
                 st = env.get()
                 paths = {"/latest/meta-data/instance-id": st["instance"],
+                         "/latest/meta-data/autoscaling/target-lifecycle-state":
+                             st.get("lifecycle", "InService"),
                          "/latest/meta-data/placement/availability-zone": st["az"]}
                 self._send(paths.get(self.path))
 
@@ -357,3 +360,58 @@ def test_no_certificate_means_mxgate_not_started(env):
     assert p.returncode != 0 and "no certificate" in p.stderr
     assert not [c for c in env.calls("systemctl") if c[1] == "start"]
     assert not list(env.tls.iterdir())          # nothing half-written left behind
+
+
+def drain_setup(env, counts, queued_files=()):
+    env.update(addresses=[eip(1, ME)], volumes=[vol(1, owner=ME)],
+               services={"mxgate.service": True, "mxgate-check-eip.timer": True},
+               mounts={str(env.spool): "/dev/nvme1n1"}, queue_counts=counts)
+    for d in ("active", "deferred", "msg"):
+        (env.spool / d).mkdir(parents=True)
+    for f in queued_files:
+        (env.spool / f).write_text("queued")
+
+
+def drain_results(env):
+    return [(c[c.index("--lifecycle-hook-name") + 1], c[c.index("--lifecycle-action-result") + 1])
+            for c in env.calls("aws") if c[1:3] == ["autoscaling", "complete-lifecycle-action"]]
+
+
+def test_drain_does_nothing_while_in_service(env):
+    drain_setup(env, [4])
+    assert env.run("drain").returncode == 0
+    assert env.mxgate_running() and not drain_results(env) and not env.calls("umount")
+
+
+def test_drain_waits_for_an_empty_queue_then_unmounts_and_continues(env):
+    drain_setup(env, [3, 1, 0])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 2 and all("mxgate-prod-drain" in c for c in beats)
+    st = env.get()
+    assert not st["services"]["mxgate.service"] and not st["services"]["mxgate-check-eip.timer"]
+    assert "s3" not in st                               # nothing left: no copy
+    assert st["mounts"] == {}                           # unmounted cleanly
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+    # the timer firing again before the end changes nothing
+    assert env.run("drain").returncode == 0
+    assert len(drain_results(env)) == 1
+
+
+def test_drain_time_up_copies_the_rest_to_s3_and_leaves_it_on_the_volume(env):
+    drain_setup(env, [7], queued_files=["active/Q1", "msg/Q1"])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 5                              # MAX_DRAIN_MINUTES
+    st = env.get()
+    (key, size), = st["s3"].items()
+    assert key.startswith(f"s3://archive/{ME}-") and key.endswith(".tgz") and size > 0
+    assert (env.spool / "active" / "Q1").exists()       # the queue stays on the volume
+    assert st["mounts"] == {}
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+    stop = index_of(env.calls(), lambda c: c[:2] == ["systemctl", "stop"])
+    assert stop < index_of(env.calls(), lambda c: c[1:3] == ["s3", "cp"])
