@@ -90,6 +90,8 @@ def vol_matches(v, flt):
 def aws(st, argv):
     svc, op = argv[0], argv[1]
     me = st["instance"]
+    if op in st.get("fail_api", []):
+        fail("RequestLimitExceeded", "Request limit exceeded.")
     if (svc, op) == ("ec2", "describe-addresses"):
         st["describes"] = st.get("describes", 0) + 1
         fe = st.get("free_eip_after")

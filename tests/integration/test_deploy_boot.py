@@ -286,6 +286,12 @@ def test_check_eip_stops_mxgate_without_an_allowed_address(env):
     assert env.run("check-eip").returncode == 0
     assert not env.mxgate_running()
     env.update(services={"mxgate.service": True})
+    # an EC2 API error (throttling) is no reason to take the gateway out
+    env.update(fail_api=["describe-addresses"])
+    p = env.run("check-eip")
+    assert p.returncode != 0 and "no change" in p.stderr
+    assert env.mxgate_running()
+    env.update(fail_api=[])
     # someone re-associated our address elsewhere (allow-reassociation)
     st = env.get()
     st["addresses"][0].update(InstanceId="i-c", AssociationId="eipassoc-c")
