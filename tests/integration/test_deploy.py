@@ -257,7 +257,8 @@ def test_cfn_references_resolve(template):
     params = set(template.get("Parameters", {}))
     res = template["Resources"]
     names = set(res)
-    refs = list(walk_refs(res)) + list(walk_refs(template.get("Outputs", {})))
+    refs = (list(walk_refs(res)) + list(walk_refs(template.get("Outputs", {})))
+            + list(walk_refs(template.get("Conditions", {}))))
     assert refs
     for kind, target in refs:
         if kind == "Ref":
@@ -354,3 +355,263 @@ def test_aws_readme_mentions_essentials():
     for s in ("Inbound DMARC enforcement", "off", "proxy protocol", "trusted_proxies",
               "drain", "Auto Scaling"):
         assert s.lower() in text.lower(), s
+
+
+# ------------------------------------------------- CloudFormation, issue 16
+
+TEMPLATE_TEXT = TEMPLATE.read_text()
+BOOT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
+
+# Structural validation (always runs; cfn-lint below when installed): every
+# resource type is one this template may use, with its required properties
+# (from the CloudFormation resource specification) and only attributes that
+# exist for !GetAtt.
+KNOWN_TYPES = {
+    "AWS::EC2::EIP": ({"Domain"}, {"PublicIp", "AllocationId"}),
+    "AWS::SES::ReceiptFilter": ({"Filter"}, set()),
+    "AWS::EC2::SecurityGroup": ({"GroupDescription"}, {"GroupId", "VpcId"}),
+    "AWS::ElasticLoadBalancingV2::LoadBalancer": (set(), {"DNSName", "CanonicalHostedZoneID",
+                                                          "LoadBalancerArn"}),
+    "AWS::ElasticLoadBalancingV2::TargetGroup": (set(), {"TargetGroupArn"}),
+    "AWS::ElasticLoadBalancingV2::Listener": ({"DefaultActions", "LoadBalancerArn"},
+                                              {"ListenerArn"}),
+    "AWS::Route53::RecordSet": ({"Name", "Type"}, set()),
+    "AWS::S3::Bucket": (set(), {"Arn", "DomainName"}),
+    "AWS::IAM::Role": ({"AssumeRolePolicyDocument"}, {"Arn", "RoleId"}),
+    "AWS::IAM::InstanceProfile": ({"Roles"}, {"Arn"}),
+    "AWS::EC2::LaunchTemplate": ({"LaunchTemplateData"}, {"LatestVersionNumber",
+                                                          "DefaultVersionNumber"}),
+    "AWS::AutoScaling::AutoScalingGroup": ({"MaxSize", "MinSize"}, set()),
+    "AWS::AutoScaling::LifecycleHook": ({"AutoScalingGroupName", "LifecycleTransition"}, set()),
+}
+
+
+def resources_of(template, rtype):
+    return [(n, r) for n, r in template["Resources"].items() if r["Type"] == rtype]
+
+
+def test_cfn_structure(template):
+    res = template["Resources"]
+    conds = set(template.get("Conditions", {}))
+    maps = template.get("Mappings", {})
+    for name, r in res.items():
+        assert r["Type"] in KNOWN_TYPES, f"{name}: unknown type {r['Type']}"
+        required, _ = KNOWN_TYPES[r["Type"]]
+        missing = required - set(r.get("Properties", {}))
+        assert not missing, f"{name} lacks {missing}"
+        if "Condition" in r:
+            assert r["Condition"] in conds, name
+    for node in (res, template.get("Outputs", {})):
+        for kind, target in walk_getatts(node):
+            rtype = res[target[0]]["Type"]
+            assert target[1] in KNOWN_TYPES[rtype][1], f"!GetAtt {'.'.join(target)}"
+    for key, args in walk_fn(res, "Fn::FindInMap"):
+        assert args[0] in maps, args
+    for key, args in walk_fn(template, "Fn::If"):
+        assert args[0] in conds, args
+
+
+def walk_fn(node, fn):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == fn:
+                yield k, v
+            yield from walk_fn(v, fn)
+    elif isinstance(node, list):
+        for x in node:
+            yield from walk_fn(x, fn)
+
+
+def walk_getatts(node):
+    for _, v in walk_fn(node, "Fn::GetAtt"):
+        yield "GetAtt", v
+    for _, v in walk_fn(node, "Fn::Sub"):
+        text = v if isinstance(v, str) else v[0]
+        for name in re.findall(r"\$\{(?!!)([^}]+)\}", text):
+            if "." in name:
+                yield "GetAtt", name.split(".", 1)
+
+
+def cfn_lint_cmd():
+    exe = shutil.which("cfn-lint")
+    return [exe] if exe else None
+
+
+@pytest.mark.skipif(cfn_lint_cmd() is None, reason="cfn-lint not installed (make deps-lint)")
+def test_cfn_lint(tmp_path):
+    """AWS's maintained linter (cfn-lint, PyPI; it ships the current resource
+    specification) accepts the template, and rejects a broken copy (so the
+    run is real): a property that does not exist and a bad GetAtt."""
+    p = subprocess.run(cfn_lint_cmd() + ["--", str(TEMPLATE)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TEMPLATE_TEXT.replace("      IpAddressType: !If", "      IpAdressType: !If")
+                   .replace("!GetAtt LoadBalancer.DNSName", "!GetAtt LoadBalancer.DnsName"))
+    p = subprocess.run(cfn_lint_cmd() + ["--", str(bad)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode != 0
+    assert "IpAdressType" in p.stdout and "DnsName" in p.stdout, p.stdout
+
+
+def test_cfn_group_bounds_and_rolling_update(template):
+    """A rolling update starts the new instance before retiring the old one,
+    also with one instance: MaxSize = GatewayCount + 1 for every allowed
+    count, MinInstancesInService < MaxSize, and it waits for the instance's
+    own signal (sent by mxgate-aws-boot once mxgate runs)."""
+    (_, asg), = resources_of(template, "AWS::AutoScaling::AutoScalingGroup")
+    props = asg["Properties"]
+    counts = template["Parameters"]["GatewayCount"]["AllowedValues"]
+    assert props["MinSize"] == {"Ref": "GatewayCount"}
+    assert props["DesiredCapacity"] == {"Ref": "GatewayCount"}
+    mapname, key, attr = props["MaxSize"]["Fn::FindInMap"]
+    assert key == {"Ref": "GatewayCount"}
+    eips = resources_of(template, "AWS::EC2::EIP")
+    for n in counts:
+        mx = template["Mappings"][mapname][str(n)][attr]
+        assert mx == int(n) + 1
+        assert len(eips) >= mx, "every instance the group may run needs an Elastic IP"
+    ru = asg["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert ru["MaxBatchSize"] == 1 and ru["MinInstancesInService"] == {"Ref": "GatewayCount"}
+    assert ru["WaitOnResourceSignals"] is True
+    assert asg["CreationPolicy"]["ResourceSignal"]["Count"] == {"Ref": "GatewayCount"}
+    # the launch hook is part of the group (so the first instances wait too)
+    hooks = props["LifecycleHookSpecificationList"]
+    launch = [h for h in hooks if h["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"]
+    assert launch and launch[0]["DefaultResult"] == "ABANDON"
+    assert launch[0]["LifecycleHookName"] == {"Fn::Sub": "${AWS::StackName}-launch"}
+    # the stack signals go to this resource
+    ud = user_data(template)
+    (asg_name, _), = resources_of(template, "AWS::AutoScaling::AutoScalingGroup")
+    assert f"CFN_RESOURCE={asg_name}\n" in ud
+    assert "LAUNCH_HOOK=${AWS::StackName}-launch\n" in ud
+    assert "ASG=${AWS::StackName}-gateways\n" in ud
+    assert props["AutoScalingGroupName"] == {"Fn::Sub": "${AWS::StackName}-gateways"}
+
+
+def user_data(template):
+    (_, lt), = resources_of(template, "AWS::EC2::LaunchTemplate")
+    return lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+
+
+def test_cfn_user_data_boot_sequence(template):
+    """mxgate is started by mxgate-aws-boot (after the EIP and the queue
+    volume), never enabled on its own; the script comes from next to the
+    binary; its settings are all written; user data fits EC2's 16 KB."""
+    ud = user_data(template)
+    assert len(ud.encode()) < 16384
+    assert "mxgate-aws-boot" in ud and "${!BIN_URL%/*}" in ud
+    assert not re.search(r"systemctl enable[^\n]*\bmxgate(\.service)?\s*$", ud, re.M)
+    assert not re.search(r"systemctl (start|restart)[^\n]*\bmxgate(\.service)?\s*$", ud, re.M)
+    assert "systemctl start --no-block mxgate-aws-boot.service\n" in ud
+    assert ud.rstrip().endswith("systemctl start --no-block mxgate-aws-boot.service")
+    assert re.search(r"systemctl enable mxgate-aws-boot.service", ud)
+    env = ud.split("/etc/mxgate/aws.env <<ENV\n", 1)[1].split("\nENV\n", 1)[0]
+    keys = {ln.split("=", 1)[0] for ln in env.splitlines()}
+    script = BOOT.read_text()
+    used = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", script))
+    defaulted = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+):-", script))
+    assigned = set(re.findall(r"^\s*([A-Z][A-Z0-9_]+)=", script, re.M))
+    from_env = used - defaulted - assigned
+    assert {"STACK", "REGION", "TLS_CERT_SECRET", "ASG"} <= from_env
+    assert from_env <= keys, f"aws.env lacks {from_env - keys}"
+    # timers for check-eip and refresh-cert
+    assert "check-eip:" in ud and "refresh-cert:" in ud
+    # the config line that set_helo rewrites
+    assert "\nhostname = ${MxHostName}\n" in ud
+    assert "authserv_id = ${MxHostName}" in ud      # one authserv-id for all gateways
+
+
+def test_cfn_role_allows_every_call_of_the_boot_script(template):
+    (_, role), = resources_of(template, "AWS::IAM::Role")
+    actions = set()
+    for pol in role["Properties"]["Policies"]:
+        for st in pol["PolicyDocument"]["Statement"]:
+            a = st["Action"]
+            actions.update([a] if isinstance(a, str) else a)
+    calls = set(re.findall(r"\baws ([a-z0-9]+) ([a-z-]+)", BOOT.read_text()))
+    assert len(calls) >= 9
+    for svc, op in calls:
+        if op == "wait":
+            action = "ec2:DescribeVolumes"
+        elif (svc, op) == ("s3", "cp"):
+            action = "s3:PutObject"
+        else:
+            action = f"{svc}:" + "".join(w.capitalize() for w in op.split("-"))
+        assert action in actions, f"aws {svc} {op} needs {action}"
+
+
+def test_cfn_mta_sts_ipv6_and_helo_names(template):
+    res = template["Resources"]
+    listeners = {r["Properties"]["Port"]: r["Properties"]
+                 for _, r in resources_of(template, "AWS::ElasticLoadBalancingV2::Listener")}
+    assert set(listeners) == {25, 443}
+    tg443 = res[listeners[443]["DefaultActions"][0]["TargetGroupArn"]["Ref"]]["Properties"]
+    attrs = {a["Key"]: a["Value"] for a in tg443["TargetGroupAttributes"]}
+    assert tg443["Port"] == 443 and attrs["proxy_protocol_v2.enabled"] == "false"
+    (_, asg), = resources_of(template, "AWS::AutoScaling::AutoScalingGroup")
+    assert {"Ref": listeners[443]["DefaultActions"][0]["TargetGroupArn"]["Ref"]} \
+        in asg["Properties"]["TargetGroupARNs"]
+    ingress = res["GatewaySecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert any(i["FromPort"] == 443 for i in ingress)
+    assert "[mta_sts]\nmx_hosts = ${MxHostName}\nlisten = 0.0.0.0:443\n" in user_data(template)
+    rrs = [(n, r) for n, r in resources_of(template, "AWS::Route53::RecordSet")]
+    names = {}
+    for n, r in rrs:
+        names.setdefault(r["Properties"]["Name"]["Fn::Sub"], []).append(r)
+    sts = names["mta-sts.${DomainName}."]
+    assert {r["Properties"]["Type"] for r in sts} == {"A", "AAAA"}
+    # IPv6 as an option: dual-stack NLB and AAAA records under one condition
+    lb = resources_of(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")[0][1]
+    assert lb["Properties"]["IpAddressType"] == {"Fn::If": ["Ipv6", "dualstack", "ipv4"]}
+    for n, r in rrs:
+        if r["Properties"]["Type"] == "AAAA":
+            assert r.get("Condition") == "Ipv6", n
+    assert {r["Properties"]["Type"] for r in names["${MxHostName}."]} == {"A", "AAAA"}
+    # HELO names: each EIP's mxgate-helo name has an A record to that EIP,
+    # an SPF record allowing exactly it, and a PTR command in the outputs
+    ptr = template["Outputs"]["GatewayPtrCommands"]["Value"]["Fn::Sub"]
+    for eip, r in resources_of(template, "AWS::EC2::EIP"):
+        tags = {t["Key"]: t["Value"] for t in r["Properties"]["Tags"]}
+        helo = tags["mxgate-helo"]["Fn::Sub"]
+        recs = {x["Properties"]["Type"]: x["Properties"] for x in names[helo + "."]}
+        assert recs["A"]["ResourceRecords"] == [{"Ref": eip}]
+        assert recs["TXT"]["ResourceRecords"] == [{"Fn::Sub": f'"v=spf1 ip4:${{{eip}}} -all"'}]
+        assert f"${{{eip}.AllocationId}} --domain-name {helo}" in ptr
+
+
+def test_aws_readme_documents_failure_cases():
+    text = (SRC / "deploy" / "aws" / "README.md").read_text()
+    for s in ("instance dies", "AZ", "volume fails", "Elastic IP", "mxgate-aws-boot",
+              "mta-sts", "PTR", "EnableIpv6", "refresh-cert", "cfn-lint"):
+        assert s.lower() in text.lower(), s
+
+
+def test_cfn_user_data_is_valid_bash(template, tmp_path):
+    """The user data after Fn::Sub (${X} filled in, ${!X} -> ${X}) parses
+    as bash (heredocs included) and passes shellcheck."""
+    values = {"AWS::Region": "eu-west-1", "AWS::StackName": "mxgate-prod",
+              "MxgateBinaryUrl": "s3://art/mxgate/0.1/mxgate", "QueueVolumeSize": "20",
+              "TlsCertSecretArn": "arn:c", "TlsKeySecretArn": "arn:k",
+              "MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24",
+              "DomainName": "example.com", "DmarcEnforcement": "monitor",
+              "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120"}
+    text = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: values[m.group(1)], user_data(template))
+    text = text.replace("${!", "${")
+    assert "${" not in text.replace("${BIN_URL%/*}", "").replace("${f%%:*}", "") \
+        .replace("${f#*:}", "").replace("${job%:*}", "").replace("${job#*:}", ""), \
+        "an unresolved substitution"
+    p = tmp_path / "ud.sh"
+    p.write_text(text)
+    r = subprocess.run(["bash", "-n", str(p)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "ExecStart=/usr/local/sbin/mxgate-aws-boot drain\n" in text
+    r = subprocess.run(["bash", "-n", str(BOOT)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    # the timers' loop writes units for both jobs with their interval
+    assert "for job in check-eip:1min refresh-cert:1h; do" in text
+    if shutil.which("shellcheck"):
+        for f in (p,):
+            r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 0, r.stdout

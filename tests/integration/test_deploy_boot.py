@@ -1,0 +1,423 @@
+"""Issue 16, deploy/aws/mxgate-aws-boot: the queue's EBS volume survives the
+instance and is re-attached by its replacement, the Elastic IP race never
+lets mxgate accept mail from an address SES blocks, certificate rotation
+reloads mxgate.  The real script runs with real curl against an instance
+metadata server on loopback, and with fakes of aws, lsblk, blkid, mkfs.ext4,
+mount, mountpoint, systemctl, chown and sleep on PATH (fake_aws.py, one
+shared JSON state standing for the account and the block devices)."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import mxtest
+
+SRC = Path(mxtest.source_dir())
+SCRIPT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
+FAKE = Path(__file__).with_name("fake_aws.py")
+FAKES = ["aws", "lsblk", "blkid", "mkfs.ext4", "mount", "umount", "mountpoint",
+         "systemctl", "chown", "sleep", "mxgate"]
+STACK = "mxgate-prod"
+ME = "i-0new"
+AZ = "eu-west-1a"
+
+
+def eip(n, owner=None):
+    a = {"AllocationId": f"eipalloc-{n}", "PublicIp": f"192.0.2.{n}",
+         "Tags": [{"Key": "mxgate-stack", "Value": STACK},
+                  {"Key": "mxgate-helo", "Value": f"out{n}.example.com"}]}
+    if owner:
+        a.update(InstanceId=owner, AssociationId=f"eipassoc-{owner}")
+    return a
+
+
+def vol(n, az=AZ, owner=None, fs="ext4", stack=STACK):
+    v = {"VolumeId": f"vol-{n:017x}", "AvailabilityZone": az, "State": "available",
+         "Tags": {"mxgate-stack": stack, "mxgate-role": "queue"}}
+    if owner:
+        v.update(State="in-use", InstanceId=owner)
+    if fs:
+        v["fs"] = fs
+    return v
+
+
+class Env:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.state = tmp / "state.json"
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        for name in FAKES:
+            (self.bin / name).symlink_to(FAKE)
+        self.tls = tmp / "tls"
+        self.tls.mkdir()
+        self.spool = tmp / "spool"
+        self.conf = tmp / "mxgate.conf"
+        self.conf.write_text("[server]\nhostname = mx.example.com\nlisten = 0.0.0.0:25\n\n"
+                             "[mta_sts]\nmx_hosts = mx.example.com\n")
+        self.rundir = tmp / "run"
+        self.rundir.mkdir()
+        (tmp / "aws.env").write_text(
+            f"STACK={STACK}\nREGION=eu-west-1\nASG={STACK}-gateways\n"
+            f"LAUNCH_HOOK={STACK}-launch\nCFN_RESOURCE=GatewayGroup\nQUEUE_VOLUME_SIZE=30\n"
+            "TLS_CERT_SECRET=arn:cert\nTLS_KEY_SECRET=arn:key\nEIP_WAIT_TRIES=4\n"
+            "ATTACH_WAIT_TRIES=3\nDRAIN_HOOK=mxgate-prod-drain\nBUCKET=archive\n"
+            "MAX_DRAIN_MINUTES=5\n")
+        cert, key = make_pair(tmp, "boot")
+        self.put({"instance": ME, "az": AZ, "addresses": [], "volumes": [],
+                  "secrets": {"arn:cert": cert, "arn:key": key}})
+        env = self
+
+        class Imds(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_PUT(self):
+                self._send("token-1" if self.path == "/latest/api/token" else None)
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") != "token-1":
+                    return self._send(None, 401)
+                st = env.get()
+                paths = {"/latest/meta-data/instance-id": st["instance"],
+                         "/latest/meta-data/autoscaling/target-lifecycle-state":
+                             st.get("lifecycle", "InService"),
+                         "/latest/meta-data/placement/availability-zone": st["az"]}
+                self._send(paths.get(self.path))
+
+            def _send(self, body, code=200):
+                if body is None:
+                    code = 404 if code == 200 else code
+                    body = ""
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.imds = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+        threading.Thread(target=self.imds.serve_forever, daemon=True).start()
+
+    def get(self):
+        return json.loads(self.state.read_text())
+
+    def put(self, st):
+        self.state.write_text(json.dumps(st))
+
+    def update(self, **kw):
+        st = self.get()
+        st.update(kw)
+        self.put(st)
+
+    def calls(self, prog=None):
+        log = self.tmp / "state.json.log"
+        if not log.exists():
+            return []
+        out = [json.loads(ln) for ln in log.read_text().splitlines()]
+        return [c for c in out if prog is None or c[0] == prog]
+
+    def run(self, *args):
+        env = dict(os.environ, PATH=f"{self.bin}:{os.environ['PATH']}",
+                   FAKE_AWS_STATE=str(self.state), MXGATE_AWS_ENV=str(self.tmp / "aws.env"),
+                   MXGATE_SPOOL=str(self.spool), MXGATE_TLS_DIR=str(self.tls),
+                   MXGATE_CONF=str(self.conf), MXGATE_RUN_DIR=str(self.rundir),
+                   IMDS_URL="http://127.0.0.1:%d" % self.imds.server_address[1])
+        return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    def mxgate_running(self):
+        return self.get().get("services", {}).get("mxgate.service", False)
+
+    def close(self):
+        self.imds.shutdown()
+        self.imds.server_close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def index_of(calls, pred):
+    for i, c in enumerate(calls):
+        if pred(c):
+            return i
+    raise AssertionError(f"no such call in {calls}")
+
+
+def lifecycle_results(env):
+    return [c[c.index("--lifecycle-action-result") + 1] for c in env.calls("aws")
+            if c[1:3] == ["autoscaling", "complete-lifecycle-action"]]
+
+
+def test_first_boot_creates_formats_and_mounts_queue_volume(env):
+    env.update(addresses=[eip(1), eip(2), eip(3)])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    mine = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert len(mine) == 1
+    v = mine[0]
+    assert v["AvailabilityZone"] == AZ and v["Encrypted"] and v["Size"] == 30
+    assert v["Tags"] == {"mxgate-stack": STACK, "mxgate-role": "queue", "Name": f"{STACK}-queue"}
+    assert v["fs"] == "ext4"                                     # new volume: formatted
+    assert st["mounts"] == {str(env.spool): "/dev/nvme1n1"}
+    assert [a["AllocationId"] for a in st["addresses"] if a.get("InstanceId") == ME] \
+        == ["eipalloc-1"]
+    assert env.mxgate_running()
+    # HELO name of the claimed address (its A, SPF and PTR name); the MX
+    # name for MTA-STS stays
+    assert env.conf.read_text() == ("[server]\nhostname = out1.example.com\nlisten = 0.0.0.0:25\n"
+                                    "\n[mta_sts]\nmx_hosts = mx.example.com\n")
+    calls = env.calls()
+    start = index_of(calls, lambda c: c[:2] == ["systemctl", "start"])
+    assert start > index_of(calls, lambda c: c[0] == "mount")
+    assert start > index_of(calls, lambda c: c[1:3] == ["ec2", "associate-address"])
+    assert lifecycle_results(env) == ["CONTINUE"]
+    sig = [c for c in env.calls("aws") if c[1:3] == ["cloudformation", "signal-resource"]]
+    assert sig and sig[0][sig[0].index("--status") + 1] == "SUCCESS"
+
+
+def test_replacement_reattaches_the_queue_of_the_dead_instance_without_formatting(env):
+    # the dead instance's queue volume (ours, this AZ), one in another AZ,
+    # one of another stack, one still in use by the other gateway
+    env.update(addresses=[eip(1, "i-peer"), eip(2)],
+               volumes=[vol(1, az="eu-west-1b"), vol(2, stack="other"),
+                        vol(3, owner="i-peer"), vol(4)])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert [v["VolumeId"] for v in st["volumes"] if v.get("InstanceId") == ME] == [vol(4)["VolumeId"]]
+    assert len(st["volumes"]) == 4                                   # nothing created
+    assert not env.calls("mkfs.ext4")                               # the queue is not wiped
+    assert st["mounts"] == {str(env.spool): "/dev/nvme4n1"}
+    assert env.mxgate_running()
+
+
+def test_replacement_waits_for_the_volume_of_an_instance_still_shutting_down(env):
+    # the instance died a moment ago: its volume is still attached to it; the
+    # other gateway's volume is in use by a running instance
+    env.update(addresses=[eip(1)], volumes=[vol(1, owner="i-dead"), vol(2, owner="i-peer")],
+               instances={"i-dead": "shutting-down", "i-peer": "running"})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert len(st["volumes"]) == 2                      # no new, empty volume
+    assert st["volumes"][0].get("InstanceId") == ME     # the dead one's queue
+    assert st["volumes"][1]["InstanceId"] == "i-peer"   # the running one's untouched
+    assert not env.calls("mkfs.ext4")
+    assert env.mxgate_running()
+
+
+def test_reboot_keeps_the_attached_volume(env):
+    env.update(addresses=[eip(1, ME)], volumes=[vol(1), vol(2, owner=ME)])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert not [c for c in env.calls("aws") if c[2] in ("attach-volume", "create-volume",
+                                                         "associate-address")]
+    assert env.get()["mounts"] == {str(env.spool): "/dev/nvme2n1"}
+
+
+def test_volume_race_loser_takes_the_next_or_a_new_volume(env):
+    env.update(addresses=[eip(1)], volumes=[vol(1)], steal_volume=[vol(1)["VolumeId"]])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert st["volumes"][0]["InstanceId"] == "i-other"
+    mine = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert len(mine) == 1 and mine[0]["VolumeId"] != vol(1)["VolumeId"]
+    assert env.mxgate_running()
+
+
+def test_volume_not_mounted_means_mxgate_not_started(env):
+    env.update(addresses=[eip(1)], volumes=[vol(1)], broken_devices=["/dev/nvme1n1"])
+    p = env.run("boot")
+    assert p.returncode != 0
+    assert "not mounted" in p.stderr
+    assert not env.mxgate_running()
+    assert not [c for c in env.calls("systemctl") if c[1] == "start"]
+    assert lifecycle_results(env) == ["ABANDON"]
+
+
+def test_eip_race_waits_and_never_starts_from_a_blocked_address(env):
+    # both EIPs held by the running gateways: no allowed address for us
+    env.update(addresses=[eip(1, "i-a"), eip(2, "i-b")])
+    p = env.run("boot")
+    assert p.returncode != 0
+    assert "no Elastic IP" in p.stderr
+    assert not [c for c in env.calls("systemctl") if c[1] == "start"]
+    assert not env.mxgate_running()
+    assert not env.calls("mount")             # nothing done before the address is ours
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 4                    # EIP_WAIT_TRIES
+    assert lifecycle_results(env) == ["ABANDON"]
+
+
+def test_eip_race_loser_retries_and_starts_once_an_address_is_freed(env):
+    # eip 2 is grabbed by another replacement between describe and associate;
+    # eip 1 is freed when the instance being replaced is gone
+    env.update(addresses=[eip(1, "i-old"), eip(2)], steal_eip=["eipalloc-2"],
+               free_eip_after=[3, "eipalloc-1"])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert [a["AllocationId"] for a in st["addresses"] if a.get("InstanceId") == ME] \
+        == ["eipalloc-1"]
+    assert env.mxgate_running()
+    assert len([c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]) >= 1
+
+
+def test_check_eip_stops_mxgate_without_an_allowed_address(env):
+    env.update(addresses=[eip(1, ME), eip(2, "i-b")], volumes=[vol(1, owner=ME)])
+    assert env.run("boot").returncode == 0
+    assert env.mxgate_running()
+    assert env.run("check-eip").returncode == 0
+    assert env.mxgate_running()
+    # an operator's stop is not undone
+    env.update(services={"mxgate.service": False})
+    assert env.run("check-eip").returncode == 0
+    assert not env.mxgate_running()
+    env.update(services={"mxgate.service": True})
+    # an EC2 API error (throttling) is no reason to take the gateway out
+    env.update(fail_api=["describe-addresses"])
+    p = env.run("check-eip")
+    assert p.returncode != 0 and "no change" in p.stderr
+    assert env.mxgate_running()
+    env.update(fail_api=[])
+    # someone re-associated our address elsewhere (allow-reassociation)
+    st = env.get()
+    st["addresses"][0].update(InstanceId="i-c", AssociationId="eipassoc-c")
+    env.put(st)
+    p = env.run("check-eip")
+    assert p.returncode != 0 and "lost its Elastic IP" in p.stderr
+    assert not env.mxgate_running()           # listener down: the NLB health check fails
+    # the address comes back free: claimed again, mxgate started
+    st = env.get()
+    for k in ("InstanceId", "AssociationId"):
+        st["addresses"][0].pop(k)
+    env.put(st)
+    assert env.run("check-eip").returncode == 0
+    assert env.mxgate_running()
+    assert "hostname = out1.example.com" in env.conf.read_text()
+
+
+def make_pair(tmp, name, cn="mx.example.com"):
+    k, c = tmp / f"{name}.key", tmp / f"{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(k), "-out", str(c),
+                    "-days", "2", "-subj", f"/CN={cn}"], check=True, capture_output=True,
+                   timeout=60)
+    return c.read_text(), k.read_text()
+
+
+def test_refresh_cert_installs_rotation_and_reloads(env, tmp_path):
+    c1, k1 = make_pair(tmp_path, "one")
+    c2, k2 = make_pair(tmp_path, "two")
+    env.update(secrets={"arn:cert": c1, "arn:key": k1}, services={"mxgate.service": True})
+    assert env.run("refresh-cert").returncode == 0
+    assert (env.tls / "fullchain.pem").read_text() == c1
+    assert (env.tls / "privkey.pem").read_text() == k1
+    assert len([c for c in env.calls("systemctl") if c[1] == "reload"]) == 1
+    # unchanged: no reload
+    assert env.run("refresh-cert").returncode == 0
+    assert len([c for c in env.calls("systemctl") if c[1] == "reload"]) == 1
+    # rotation half done (new certificate, old key): keep the working pair
+    env.update(secrets={"arn:cert": c2, "arn:key": k1}, services={"mxgate.service": True})
+    p = env.run("refresh-cert")
+    assert p.returncode != 0 and "do not match" in p.stderr
+    assert (env.tls / "fullchain.pem").read_text() == c1
+    assert len([c for c in env.calls("systemctl") if c[1] == "reload"]) == 1
+    # rotation complete
+    env.update(secrets={"arn:cert": c2, "arn:key": k2}, services={"mxgate.service": True})
+    assert env.run("refresh-cert").returncode == 0
+    assert (env.tls / "fullchain.pem").read_text() == c2
+    assert (env.tls / "privkey.pem").read_text() == k2
+    assert len([c for c in env.calls("systemctl") if c[1] == "reload"]) == 2
+    assert not [p for p in env.tls.iterdir() if p.name.startswith(".new")]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_boot_script_shellcheck():
+    p = subprocess.run(["shellcheck", "-s", "bash", str(SCRIPT)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stdout
+
+
+def test_mxgate_failing_to_start_abandons_the_launch(env):
+    env.update(addresses=[eip(1)], fail_start=True)
+    p = env.run("boot")
+    assert p.returncode != 0 and "mxgate failed to start" in p.stderr
+    assert lifecycle_results(env) == ["ABANDON"]
+    sig = [c for c in env.calls("aws") if c[1:3] == ["cloudformation", "signal-resource"]]
+    assert sig[-1][sig[-1].index("--status") + 1] == "FAILURE"
+
+
+def test_no_certificate_means_mxgate_not_started(env):
+    env.update(addresses=[eip(1)], secrets={})
+    p = env.run("boot")
+    assert p.returncode != 0 and "no certificate" in p.stderr
+    assert not [c for c in env.calls("systemctl") if c[1] == "start"]
+    assert not list(env.tls.iterdir())          # nothing half-written left behind
+
+
+def drain_setup(env, counts, queued_files=()):
+    env.update(addresses=[eip(1, ME)], volumes=[vol(1, owner=ME)],
+               services={"mxgate.service": True, "mxgate-check-eip.timer": True},
+               mounts={str(env.spool): "/dev/nvme1n1"}, queue_counts=counts)
+    for d in ("active", "deferred", "msg"):
+        (env.spool / d).mkdir(parents=True)
+    for f in queued_files:
+        (env.spool / f).write_text("queued")
+
+
+def drain_results(env):
+    return [(c[c.index("--lifecycle-hook-name") + 1], c[c.index("--lifecycle-action-result") + 1])
+            for c in env.calls("aws") if c[1:3] == ["autoscaling", "complete-lifecycle-action"]]
+
+
+def test_drain_does_nothing_while_in_service(env):
+    drain_setup(env, [4])
+    assert env.run("drain").returncode == 0
+    assert env.mxgate_running() and not drain_results(env) and not env.calls("umount")
+
+
+def test_drain_waits_for_an_empty_queue_then_unmounts_and_continues(env):
+    drain_setup(env, [3, 1, 0])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 2 and all("mxgate-prod-drain" in c for c in beats)
+    st = env.get()
+    assert not st["services"]["mxgate.service"] and not st["services"]["mxgate-check-eip.timer"]
+    assert "s3" not in st                               # nothing left: no copy
+    assert st["mounts"] == {}                           # unmounted cleanly
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+    # the timer firing again before the end changes nothing
+    assert env.run("drain").returncode == 0
+    assert len(drain_results(env)) == 1
+
+
+def test_drain_time_up_copies_the_rest_to_s3_and_leaves_it_on_the_volume(env):
+    drain_setup(env, [7], queued_files=["active/Q1", "msg/Q1"])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 5                              # MAX_DRAIN_MINUTES
+    st = env.get()
+    (key, size), = st["s3"].items()
+    assert key.startswith(f"s3://archive/{ME}-") and key.endswith(".tgz") and size > 0
+    assert (env.spool / "active" / "Q1").exists()       # the queue stays on the volume
+    assert st["mounts"] == {}
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+    stop = index_of(env.calls(), lambda c: c[:2] == ["systemctl", "stop"])
+    assert stop < index_of(env.calls(), lambda c: c[1:3] == ["s3", "cp"])
