@@ -437,7 +437,7 @@ def cfn_lint_cmd():
     return [exe] if exe else None
 
 
-@pytest.mark.skipif(cfn_lint_cmd() is None, reason="cfn-lint not installed (make deps-lint)")
+@pytest.mark.skipif(cfn_lint_cmd() is None, reason="cfn-lint not installed (not a Debian 12 package)")
 def test_cfn_lint(tmp_path):
     """AWS's maintained linter (cfn-lint, PyPI; it ships the current resource
     specification) accepts the template, and rejects a broken copy (so the
