@@ -96,6 +96,9 @@ void gw_metrics_define(void)
 	     "limit"},
 	    {"mxgate_ratelimit_store_errors_total", UTIL_METRIC_COUNTER, "store",
 	     "Rate-limit counts that failed (the event was let through)"},
+	    {"mxgate_state_errors_total", UTIL_METRIC_COUNTER, "reason",
+	     "[state] redis commands that failed and were let through (fail open): timeout (no "
+	     "answer within timeout_ms), down (not connected), error"},
 	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
 	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
