@@ -100,7 +100,8 @@ void gw_metrics_define(void)
 	     "[state] redis commands that failed and were let through (fail open): timeout (no "
 	     "answer within timeout_ms), down (not connected), error"},
 	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
-	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped"},
+	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped, failed "
+	     "([state] redis unavailable: accepted)"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

@@ -69,7 +69,8 @@ struct smtp_redis {
 struct st_req {
 	struct st_link *link;
 	struct event *deadline;
-	smtp_redis_hit_cb cb;
+	smtp_redis_hit_cb cb;      /* smtp_redis_hit */
+	smtp_redis_eval_cb ecb;    /* or smtp_redis_eval */
 	void *arg;
 	bool done;              /* the caller has had its answer */
 };
@@ -169,7 +170,10 @@ static void finish(struct st_req *q, int64_t count, int64_t left)
 	q->done = true;
 	if (q->deadline)
 		event_del(q->deadline);
-	q->cb(q->arg, q->link->st->closing ? SMTP_REDIS_CANCELLED : count, left);
+	if (q->ecb)
+		q->ecb(q->arg, NULL, q->link->st->closing);
+	else
+		q->cb(q->arg, q->link->st->closing ? SMTP_REDIS_CANCELLED : count, left);
 }
 
 /* reply_cb - hiredis is done with the request: answered, or NULL when the
@@ -179,6 +183,15 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *priv)
 	struct st_req *q = priv;
 	redisReply *rep = r;
 	(void)ac;
+	if (!q->done && q->ecb && rep && !q->link->st->closing) {
+		q->done = true; /* the caller reads the answer, errors included */
+		event_del(q->deadline);
+		if (rep->type == REDIS_REPLY_ERROR) {
+			util_log_warn("- state redis=%s error: %.200s", q->link->st->url_text, rep->str);
+			util_metrics_inc("mxgate_state_errors_total", "error");
+		}
+		q->ecb(q->arg, rep, false);
+	}
 	if (!q->done) {
 		if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
 		    rep->element[0]->type == REDIS_REPLY_INTEGER &&
@@ -264,35 +277,82 @@ void smtp_redis_free(struct smtp_redis *st)
 	free(st);
 }
 
-/* smtp_redis_hit - see smtp-redis.h. */
-int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, smtp_redis_hit_cb cb,
-                   void *arg)
+/* req_send - a request on the next connection (connected now if need be):
+ * EVAL script, the keys under the prefix, then args; armed deadline.  0, or
+ * -1 (down: failed at once, counted). */
+static int req_send(struct smtp_redis *st, struct st_req *q, const char *script, size_t nkeys,
+                const char *const *keys, size_t nargs, const char *const *args)
 {
 	struct st_link *l = &st->links[st->next++ % st->nlinks];
 	if (!l->ac) {
 		if (now_mono() < l->retry_at || link_connect(l) < 0) {
 			l->retry_at = l->retry_at > now_mono() ? l->retry_at : now_mono() + RETRY_SECONDS;
 			util_metrics_inc("mxgate_state_errors_total", "down");
+			free(q);
 			return -1;
 		}
 	}
-	struct st_req *q = util_xcalloc(1, sizeof(*q));
 	q->link = l;
-	q->cb = cb;
-	q->arg = arg;
 	q->deadline = evtimer_new(st->base, deadline_cb, q);
-	if (!q->deadline) {
-		free(q);
-		return -1;
+	size_t argc = 3 + nkeys + nargs;
+	const char **argv = util_xcalloc(argc, sizeof(*argv));
+	size_t *lens = util_xcalloc(argc, sizeof(*lens));
+	char **owned = util_xcalloc(nkeys + 1, sizeof(*owned));
+	char nk[24];
+	snprintf(nk, sizeof(nk), "%zu", nkeys);
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = nk;
+	for (size_t i = 0; i < nkeys; i++) {
+		size_t n = strlen(st->prefix) + strlen(keys[i]) + 1;
+		owned[i] = util_xcalloc(1, n);
+		snprintf(owned[i], n, "%s%s", st->prefix, keys[i]);
+		argv[3 + i] = owned[i];
 	}
-	if (redisAsyncCommand(l->ac, reply_cb, q, "EVAL %s 1 %s%s %lld", hit_script, st->prefix,
-	                      key, (long long)window) != REDIS_OK) {
-		event_free(q->deadline);
+	for (size_t i = 0; i < nargs; i++)
+		argv[3 + nkeys + i] = args[i];
+	for (size_t i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	int rc = q->deadline ? redisAsyncCommandArgv(l->ac, reply_cb, q, (int)argc, argv, lens)
+	                     : REDIS_ERR;
+	for (size_t i = 0; i < nkeys; i++)
+		free(owned[i]);
+	free(owned);
+	free(argv);
+	free(lens);
+	if (rc != REDIS_OK) {
+		if (q->deadline)
+			event_free(q->deadline);
 		free(q);
 		util_metrics_inc("mxgate_state_errors_total", "error");
 		return -1;
 	}
-	struct timeval tv = {.tv_sec = st->timeout_ms / 1000, .tv_usec = (st->timeout_ms % 1000) * 1000};
+	struct timeval tv = {.tv_sec = st->timeout_ms / 1000,
+	                     .tv_usec = (st->timeout_ms % 1000) * 1000};
 	evtimer_add(q->deadline, &tv);
 	return 0;
+}
+
+/* smtp_redis_hit - see smtp-redis.h. */
+int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, smtp_redis_hit_cb cb,
+                   void *arg)
+{
+	char w[24];
+	snprintf(w, sizeof(w), "%lld", (long long)window);
+	const char *keys[1] = {key}, *args[1] = {w};
+	struct st_req *q = util_xcalloc(1, sizeof(*q));
+	q->cb = cb;
+	q->arg = arg;
+	return req_send(st, q, hit_script, 1, keys, 1, args);
+}
+
+/* smtp_redis_eval - see smtp-redis.h. */
+int smtp_redis_eval(struct smtp_redis *st, const char *script, size_t nkeys,
+                    const char *const *keys, size_t nargs, const char *const *args,
+                    smtp_redis_eval_cb cb, void *arg)
+{
+	struct st_req *q = util_xcalloc(1, sizeof(*q));
+	q->ecb = cb;
+	q->arg = arg;
+	return req_send(st, q, script, nkeys, keys, nargs, args);
 }

@@ -7,6 +7,7 @@
 #ifndef MXGATE_SMTP_REDIS_H
 #define MXGATE_SMTP_REDIS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -32,5 +33,18 @@ void smtp_redis_free(struct smtp_redis *st);
  * server is known to be down), no callback: fail open. */
 int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, smtp_redis_hit_cb cb,
                    void *arg);
+
+struct redisReply;
+/* r: the answer (an error reply included), or NULL when there is none:
+ * cancelled is then true when shutting down (touch nothing), false when
+ * failed (down, deadline passed: fail open). */
+typedef void (*smtp_redis_eval_cb)(void *arg, const struct redisReply *r, bool cancelled);
+
+/* smtp_redis_eval - EVAL script with nkeys keys (prefixed with key_prefix)
+ * and nargs arguments.  0 = cb will be called once (never from inside this
+ * call); -1 = failed at once (down), no callback. */
+int smtp_redis_eval(struct smtp_redis *st, const char *script, size_t nkeys,
+                    const char *const *keys, size_t nargs, const char *const *args,
+                    smtp_redis_eval_cb cb, void *arg);
 
 #endif

@@ -42,6 +42,7 @@ enum smtp_wait {
 	SMTP_WAIT_DNSBL,         /* RCPT waits for the DNSBL lookups */
 	SMTP_WAIT_GREET,         /* the banner is held (greet_holds) */
 	SMTP_WAIT_STATE,         /* MAIL/RCPT waits for the shared rate counts ([state]) */
+	SMTP_WAIT_GREYLIST,      /* end of DATA waits for the shared greylist ([state]) */
 };
 
 /* Why the banner is held (struct smtp_session greet_holds). */
@@ -362,9 +363,14 @@ void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
 struct smtp_greylist;
 struct smtp_greylist *smtp_greylist_new(void);
 void smtp_greylist_free(struct smtp_greylist *g);
-/* smtp_greylist_check - end of DATA, the message judged acceptable: true
- * with the 451 in reply when it is greylisted. */
-bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_greylist_check - end of DATA, the message judged acceptable:
+ * SMTP_GREY_LISTED with the 451 in reply, SMTP_GREY_PASS, or
+ * SMTP_GREY_PENDING when [state] redis was asked (SMTP_WAIT_GREYLIST; the
+ * answer goes to smtp_data_greylisted). */
+enum { SMTP_GREY_PASS = 0, SMTP_GREY_LISTED, SMTP_GREY_PENDING };
+int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_data_greylisted - the answer: refuse with reply, or (NULL) go on. */
+void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

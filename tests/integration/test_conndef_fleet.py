@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from mxtest import (RawClient, assert_reply, free_port, make_message, mxgate_bin, scaled,
-                    wait_for)
+from mxtest import (RawClient, assert_reply, free_port, make_message, mxgate_bin, queued_id,
+                    scaled, wait_for)
 from test_production_observe import parse_metrics, scrape
 
 SENDER = "sender@client.example.net"
@@ -94,7 +94,7 @@ def redis(workdir):
         r.stop()
 
 
-def node(gateway, r, db=0, metrics_port=None, state=None, **limits):
+def node(gateway, r, db=0, metrics_port=None, state=None, sections=None, **limits):
     conf = {"window": "1h"}
     conf.update({k: str(v) for k, v in limits.items()})
     st = {"redis": r.url(db)}
@@ -102,6 +102,7 @@ def node(gateway, r, db=0, metrics_port=None, state=None, **limits):
         st["password"] = r.password
     st.update(state or {})
     extra = {"state": st, "ratelimit": conf}
+    extra.update(sections or {})
     if metrics_port:
         extra["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
     return gateway(extra)
@@ -227,6 +228,54 @@ def _sends_and_counts(gw, r):
     gw.send(SENDER, [RCPT], msg, source="127.0.0.8")
     gw.wait_for_marker(marker)
     return r.cmd("GET", "mxgate:rl:messages_per_ip [127.0.0.8]") != before
+
+
+def attempt(gw, msg, source, sender=SENDER, rcpts=(RCPT,)):
+    """One transaction; the reply to the end of DATA."""
+    with RawClient(gw.port, source=source) as c:
+        c.ehlo()
+        return c.transaction(sender, list(rcpts), msg, expect_queued=False)
+
+
+GREY = {"greylist": {"enabled": "yes", "delay": "2s"}}
+
+
+def test_greylist_triplet_shared(gateway, redis):
+    """A triplet first seen on node A is early on node B, passes on B after
+    the delay, and the network it allowlisted passes on A."""
+    r = redis()
+    a = node(gateway, r, sections=GREY)
+    b = node(gateway, r, sections=GREY)
+    msg, marker = make_message()
+    assert_reply(attempt(a, msg, "127.0.4.2"), 451, "4.7.1")
+    assert_reply(attempt(b, msg, "127.0.4.2"), 451, "4.7.1")   # too early, on the other node
+    b.wait_log(r"greylist client=127\.0\.4\.2 .*result=early")
+    time.sleep(2.5)
+    queued_id(attempt(b, msg, "127.0.4.2"))
+    b.wait_for_marker(marker)
+    b.wait_log(r"greylist client=127\.0\.4\.2 .*result=retried")
+    msg2, marker2 = make_message()
+    queued_id(attempt(a, msg2, "127.0.4.3", sender="other@elsewhere.example"))
+    a.wait_for_marker(marker2)
+    a.wait_log(r"greylist client=127\.0\.4\.3 .*result=allowlisted")
+    assert r.cmd("EXISTS", "mxgate:grey:net 127.0.4.0/24") == ":1"
+
+
+def test_greylist_fails_open_without_redis(gateway, redis):
+    """Redis gone: the end of DATA does not wait, the message is accepted
+    (result=failed, counted) instead of greylisted."""
+    r = redis()
+    mport = free_port()
+    gw = node(gateway, r, metrics_port=mport, sections=GREY)
+    msg, _ = make_message()
+    assert_reply(attempt(gw, msg, "127.0.5.2"), 451, "4.7.1")
+    r.proc.kill()
+    r.proc.wait(scaled(10))
+    msg, marker = make_message()
+    queued_id(attempt(gw, msg, "127.0.5.3"))
+    gw.wait_for_marker(marker)
+    gw.wait_log(r"greylist client=127\.0\.5\.3 .*result=failed reason=state_unavailable")
+    assert metric(mport, "mxgate_greylist_total", '{result="failed"}') >= 1
 
 
 def test_check_config_refuses_bad_redis_url(gateway):
