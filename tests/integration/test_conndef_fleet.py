@@ -5,6 +5,7 @@ or hangs (SIGSTOP), the gateways fail open - an honest client still gets
 its banner and its mail through - and count it."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -276,6 +277,36 @@ def test_greylist_fails_open_without_redis(gateway, redis):
     gw.wait_for_marker(marker)
     gw.wait_log(r"greylist client=127\.0\.5\.3 .*result=failed reason=state_unavailable")
     assert metric(mport, "mxgate_greylist_total", '{result="failed"}') >= 1
+
+
+PREGREET = {"pregreet": {"enabled": "yes", "greet_delay": "2s", "greet_mode": "pause"}}
+
+
+def test_pregreet_pass_cache_shared(gateway, redis):
+    """A client that passed the pregreet tests on node A is in the pass
+    cache of node B too (result=cached there, not tested again); another
+    client is still tested on B."""
+    r = redis()
+    a = node(gateway, r, sections=PREGREET)
+    b = node(gateway, r, sections=PREGREET)
+    with RawClient(a.port, source="127.0.6.2", timeout=scaled(10)) as c:
+        assert_reply(c.banner, 220)
+        c.ehlo()
+        assert_reply(c.cmd("QUIT"), 221)
+    a.wait_log(r"pregreet client=127\.0\.6\.2 result=pass")
+    wait_for(lambda: r.cmd("EXISTS", "mxgate:pass:127.0.6.2") == ":1", scaled(5),
+             what="the pass in Redis")
+    with RawClient(b.port, source="127.0.6.2", timeout=scaled(10)) as c:
+        assert_reply(c.banner, 220)
+        c.ehlo()
+        assert_reply(c.cmd("QUIT"), 221)
+    b.wait_log(r"pregreet client=127\.0\.6\.2 result=cached")
+    assert not re.search(r"pregreet client=127\.0\.6\.2 result=pass", b.log_text())
+    with RawClient(b.port, source="127.0.6.3", timeout=scaled(10)) as c:
+        assert_reply(c.banner, 220)
+        c.ehlo()
+    b.wait_log(r"pregreet client=127\.0\.6\.3 result=pass")
+    assert not re.search(r"pregreet client=127\.0\.6\.3 result=cached", b.log_text())
 
 
 def test_check_config_refuses_bad_redis_url(gateway):
