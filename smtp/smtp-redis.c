@@ -22,7 +22,8 @@
  * owned by hiredis' callback list until its reply callback runs (hiredis
  * calls it exactly once: answer, or NULL when the context goes).
  *
- * Diagnostics: "- state redis=URL up|down reason=..." on each change;
+ * Diagnostics: "- state redis=URL up|down reason=..." on each change (up
+ * once a command is answered, not at connect: a hung server accepts);
  * counter mxgate_state_errors_total{reason=timeout|down|error}.
  */
 #include <stdio.h>
@@ -103,14 +104,18 @@ static void connect_cb(const redisAsyncContext *ac, int status)
 	if (!l || l->ac != ac)
 		return;
 	if (status != REDIS_OK) {
-		if (!l->st->closing)
+		if (l->up && !l->st->closing)
 			util_log_warn("- state redis=%s connect failed: %s", l->st->url_text,
 			              ac->errstr[0] ? ac->errstr : "error");
-		l->up = true; /* log the down transition once */
 		link_down(l, "connect");
-		return;
 	}
-	if (!l->up)
+	/* up only once a command is answered: a hung server accepts connects */
+}
+
+/* link_answered - a command was answered: the server is up (logged once). */
+static void link_answered(struct st_link *l)
+{
+	if (!l->up && !l->st->closing)
 		util_log_info("- state redis=%s up", l->st->url_text);
 	l->up = true;
 }
@@ -186,6 +191,7 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (!q->done && q->ecb && rep && !q->link->st->closing) {
 		q->done = true; /* the caller reads the answer, errors included */
 		event_del(q->deadline);
+		link_answered(q->link);
 		if (rep->type == REDIS_REPLY_ERROR) {
 			util_log_warn("- state redis=%s error: %.200s", q->link->st->url_text, rep->str);
 			util_metrics_inc("mxgate_state_errors_total", "error");
@@ -196,6 +202,7 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
 		    rep->element[0]->type == REDIS_REPLY_INTEGER &&
 		    rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer > 0) {
+			link_answered(q->link);
 			finish(q, rep->element[0]->integer, rep->element[1]->integer);
 		} else {
 			const char *why = !rep ? "down" : "error";
@@ -224,7 +231,6 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	finish(q, SMTP_REDIS_FAILED, 0);
 	redisAsyncContext *ac = l->ac;
 	if (ac) {
-		l->up = true;
 		link_down(l, "timeout");
 		redisAsyncFree(ac); /* the pending ones (q too) get NULL: failed, freed */
 	}

@@ -38,6 +38,8 @@ class Redis:
                 "--logfile", str(self.dir / "redis.log")]
         if password:
             args += ["--requirepass", password]
+        self.sock = self.dir / "redis.sock"
+        args += ["--unixsocket", str(self.sock), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self._ping(), scaled(10), what="redis-server answering PING")
 
@@ -47,16 +49,20 @@ class Redis:
         except OSError:
             return False
 
-    def cmd(self, *words):
-        """One command; the first line of the reply."""
+    def cmd(self, *words, db=None):
+        """One command (in database db); the first line of the reply."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=scaled(2)) as s:
             out = b""
+            want = 1
             if self.password:
                 out += self._enc("AUTH", self.password)
+                want += 1
+            if db is not None:
+                out += self._enc("SELECT", db)
+                want += 1
             out += self._enc(*words)
             s.sendall(out)
             data = b""
-            want = 2 if self.password else 1
             while data.count(b"\r\n") < want:
                 chunk = s.recv(4096)
                 if not chunk:
@@ -131,6 +137,7 @@ def test_connection_rate_shared_by_two_nodes(gateway, redis):
             assert_reply(rep, 421, "4.7.0")
             assert "Too many connections from [127.0.0.2]" in rep.text, rep
             c.wait_closed(scaled(5))
+    assert r.cmd("EXISTS", "mxgate:rl:connections_per_ip [127.0.0.2]", db=3) == ":1"
     b.wait_log(r"ratelimit client=127\.0\.0\.2 limit=connections_per_ip .*count=4 max=3")
     a.wait_log(r"ratelimit client=127\.0\.0\.2 limit=connections_per_ip .*count=5 max=3")
     # another address is not affected, on either node
@@ -138,6 +145,22 @@ def test_connection_rate_shared_by_two_nodes(gateway, redis):
         msg, marker = make_message()
         gw.send(SENDER, [RCPT], msg, source="127.0.0.3")
         gw.wait_for_marker(marker)
+
+
+def test_unix_socket(gateway, redis):
+    """unix:/PATH?db=N: two nodes over the socket share the message rate."""
+    r = redis()
+    st = {"redis": f"unix:{r.sock}?db=2"}
+    a = gateway({"state": st, "ratelimit": {"window": "1h", "messages_per_ip": "1"}})
+    b = gateway({"state": st, "ratelimit": {"window": "1h", "messages_per_ip": "1"}})
+    msg, marker = make_message()
+    a.send(SENDER, [RCPT], msg, source="127.0.0.9")
+    a.wait_for_marker(marker)
+    with RawClient(b.port, source="127.0.0.9") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 451, "4.7.1")
+    assert r.cmd("EXISTS", "mxgate:rl:messages_per_ip [127.0.0.9]", db=2) == ":1"
+    assert r.cmd("EXISTS", "mxgate:rl:messages_per_ip [127.0.0.9]") == ":0"
 
 
 def test_message_and_recipient_rates_shared(gateway, redis):
