@@ -556,8 +556,8 @@ static const struct config_directive d_state[] = {
      v_redis_url, 0,
      "Redis or Valkey server shared by every gateway of a fleet for the [ratelimit] counters, "
      "the [greylist] triplets and the [pregreet] pass cache: redis://HOST[:PORT][/DB] or "
-     "unix:/PATH[?db=N]; when it is down or slower than timeout_ms the event is let through "
-     "(fail open), logged and counted"},
+     "unix:/PATH[?db=N] (a host name is resolved once, at start); when it is down or slower "
+     "than timeout_ms the event is let through (fail open), logged and counted"},
     {"password", CONFIG_T_STRING, G(state_password), NULL, "none", 0, 0, NULL, NULL, S,
      "Password sent with AUTH on each new connection (requirepass)"},
     {"timeout_ms", CONFIG_T_INT, G(state_timeout_ms), "250", NULL, 10, 10000, NULL, NULL, 0,

@@ -26,6 +26,8 @@
  * once a command is answered, not at connect: a hung server accepts);
  * counter mxgate_state_errors_total{reason=timeout|down|error}.
  */
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +67,7 @@ struct smtp_redis {
 	size_t nlinks, next;
 	struct st_link links[MAX_LINKS];
 	bool closing;
+	bool unresolved;        /* the host name did not resolve at start: down */
 };
 
 struct st_req {
@@ -144,6 +147,8 @@ static void auth_cb(redisAsyncContext *ac, void *r, void *priv)
 static int link_connect(struct st_link *l)
 {
 	struct smtp_redis *st = l->st;
+	if (st->unresolved)
+		return -1;
 	redisAsyncContext *ac = st->url.path[0] ? redisAsyncConnectUnix(st->url.path)
 	                                        : redisAsyncConnect(st->url.host, st->url.port);
 	if (!ac)
@@ -249,6 +254,31 @@ struct smtp_redis *smtp_redis_new(struct event_base *base, const struct config *
 	}
 	st->base = base;
 	st->url_text = util_xstrdup(cfg->state_redis);
+	/* hiredis resolves a host name with a blocking getaddrinfo on each
+	 * connect: resolve it once here, at start, so reconnects never block
+	 * the loop (a changed address needs a restart). */
+	if (!st->url.path[0]) {
+		struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+		int rc = getaddrinfo(st->url.host, NULL, &hints, &res);
+		if (rc != 0 || !res) {
+			util_log_err("- state redis=%s cannot resolve %s: %s; failing open until a "
+			             "restart", st->url_text, st->url.host, gai_strerror(rc));
+			st->unresolved = true;
+		} else {
+			const struct addrinfo *ai = res; /* IPv4 first, like "localhost" servers bind */
+			for (const struct addrinfo *p = res; p; p = p->ai_next)
+				if (p->ai_family == AF_INET) {
+					ai = p;
+					break;
+				}
+			void *a = ai->ai_family == AF_INET6
+			              ? (void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+			              : (void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+			inet_ntop(ai->ai_family, a, st->url.host, sizeof(st->url.host));
+		}
+		if (res)
+			freeaddrinfo(res);
+	}
 	st->password = cfg->state_password ? util_xstrdup(cfg->state_password) : NULL;
 	st->prefix = util_xstrdup(cfg->state_key_prefix ? cfg->state_key_prefix : "");
 	st->timeout_ms = cfg->state_timeout_ms > 0 ? cfg->state_timeout_ms : 250;
