@@ -28,11 +28,11 @@ CONFIG     ?=
 # Build dependencies and the real peers the tests drive.
 DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-dev \
              libopendkim-dev libopendmarc-dev libidn2-dev libunbound-dev libinih-dev \
-             libcmocka-dev libsystemd-dev libjansson-dev libsqlite3-dev libpq-dev libxml2-dev zlib1g-dev publicsuffix ca-certificates openssl \
+             libcmocka-dev libsystemd-dev libjansson-dev libhiredis-dev libsqlite3-dev libpq-dev libxml2-dev zlib1g-dev publicsuffix ca-certificates openssl \
              dns-root-data
 DEB_TEST   = python3 python3-pytest python3-nacl libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-authres python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
-             clang libclang-rt-14-dev systemd python3-yaml clamav-daemon rspamd postgresql libxml2-utils
+             clang libclang-rt-14-dev systemd python3-yaml clamav-daemon rspamd postgresql libxml2-utils redis-server
 DEB_RUN    = swaks dns-root-data
 # The benchmark's load generators, downstream, DNS and the Postfix reference
 # gateway with its milters and policy server (bench/README.md).

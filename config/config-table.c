@@ -544,6 +544,31 @@ static const struct config_directive d_ratelimit[] = {
      "Client networks never rate limited (their own relays, monitoring)"},
 };
 
+/* v_redis_url - redis://HOST[:PORT][/DB] or unix:/PATH[?db=N]. */
+static const char *v_redis_url(const char *s, char *buf, size_t buflen)
+{
+	struct util_redis_url u;
+	return util_redis_url_parse(s, &u, buf, buflen) < 0 ? buf : NULL;
+}
+
+static const struct config_directive d_state[] = {
+    {"redis", CONFIG_T_STRING, G(state_redis), NULL, "in-process (one node)", 0, 0, NULL,
+     v_redis_url, 0,
+     "Redis or Valkey server shared by every gateway of a fleet for the [ratelimit] counters, "
+     "the [greylist] triplets and the [pregreet] pass cache: redis://HOST[:PORT][/DB] or "
+     "unix:/PATH[?db=N] (a host name is resolved once, at start); when it is down or slower "
+     "than timeout_ms the event is let through (fail open), logged and counted"},
+    {"password", CONFIG_T_STRING, G(state_password), NULL, "none", 0, 0, NULL, NULL, S,
+     "Password sent with AUTH on each new connection (requirepass)"},
+    {"timeout_ms", CONFIG_T_INT, G(state_timeout_ms), "250", NULL, 10, 10000, NULL, NULL, 0,
+     "Deadline of each command in milliseconds; a command not answered by then fails open and "
+     "the connection is dropped and retried a second later"},
+    {"connections", CONFIG_T_INT, G(state_connections), "2", NULL, 1, 16, NULL, NULL, 0,
+     "Connections to the server, used in turn (commands are pipelined on each)"},
+    {"key_prefix", CONFIG_T_STRING, G(state_key_prefix), "mxgate:", NULL, 0, 0, NULL,
+     v_printable, 0, "Prepended to every key, so several fleets can share one server"},
+};
+
 static const struct config_directive d_greylist[] = {
     {"enabled", CONFIG_T_BOOL, G(greylist_enabled), "no", NULL, 0, 0, NULL, NULL, R,
      "Greylist at the end of DATA: a new (client network, sender, recipient) triplet gets "
@@ -800,14 +825,19 @@ const struct config_section config_sections[] = {
         "a client connects ([spam] dnsbl_zones share the same lookups)."),
     SEC("pregreet", false, d_pregreet,
         "Tests before the banner (postscreen-style): greeting delay, early talkers, bare "
-        "pipelining, non-SMTP commands, and a pass cache."),
+        "pipelining, non-SMTP commands, and a pass cache (shared by a fleet with [state] redis)."),
     SEC("ratelimit", false, d_ratelimit,
         "Rate limits per client address, network, envelope sender and recipient domain, and "
-        "the per-network concurrency cap.  Counters are in-process (one node)."),
+        "the per-network concurrency cap.  Counters are in-process (one node) unless [state] "
+        "redis is set (shared by a fleet)."),
+    SEC("state", false, d_state,
+        "State shared across a fleet of gateways behind one load balancer (Redis or Valkey).  "
+        "Without `redis` every counter is in-process.  Changes need a restart."),
     SEC("greylist", false, d_greylist,
         "Greylisting (off by default).  Never applied to [dnsbl] allowlisted (negative weight) "
         "clients, to SPF passes for skip_spf_domains, nor to DKIM-signed mail that passes "
-        "DMARC for a domain publishing p=reject.  State is in-process (one node)."),
+        "DMARC for a domain publishing p=reject.  State is in-process (one node) unless [state] "
+        "redis is set (shared by a fleet)."),
     SEC("clamav", false, d_clamav,
         "Virus scanning with ClamAV's clamd at the end of DATA, before the 250 (issue 13)."),
     SEC("rspamd", false, d_rspamd,

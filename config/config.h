@@ -326,6 +326,14 @@ struct config {
 	int64_t greylist_allow_ttl;       /* seconds a network that retried correctly passes */
 	struct util_strlist greylist_spf_domains; /* SPF pass for these sender domains: skip */
 
+	/* [state] - shared state for a fleet (issue 17): rate-limit counters in
+	 * Redis/Valkey; NULL redis = in-process (one node) */
+	char *state_redis;                /* redis://HOST:PORT/DB or unix:/PATH?db=N */
+	char *state_password;             /* AUTH; NULL = none */
+	int state_timeout_ms;             /* deadline per command; then fail open */
+	int state_connections;            /* connections in the pool */
+	char *state_key_prefix;           /* prepended to every key */
+
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;

@@ -96,8 +96,12 @@ void gw_metrics_define(void)
 	     "limit"},
 	    {"mxgate_ratelimit_store_errors_total", UTIL_METRIC_COUNTER, "store",
 	     "Rate-limit counts that failed (the event was let through)"},
+	    {"mxgate_state_errors_total", UTIL_METRIC_COUNTER, "reason",
+	     "[state] redis commands that failed and were let through (fail open): timeout (no "
+	     "answer within timeout_ms), down (not connected), error"},
 	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
-	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped"},
+	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped, failed "
+	     "([state] redis unavailable: accepted)"},
 	    {"mxgate_stress_periods_total", UTIL_METRIC_COUNTER, NULL,
 	     "Times the session count rose above [limits] stress_threshold (stress mode)"},
 	    {"mxgate_accept_pauses_total", UTIL_METRIC_COUNTER, "error",

@@ -13,16 +13,26 @@
  * pass for a sender domain in skip_spf_domains.  Costs the body of the
  * first attempt, once per triplet.
  *
+ * With [state] redis the triplets and allowlisted networks live in Redis or
+ * Valkey, shared by a fleet: the same decision is one Lua script over the
+ * network key and every triplet (atomic, times from the server's clock, so
+ * nodes need not agree on the time); the end of DATA waits for it
+ * (SMTP_WAIT_GREYLIST) and, when Redis is down or late, the message passes
+ * (fail open: result=failed, logged and counted).
+ *
  * Ownership: the server owns the state (smtp_greylist_free).  Times are
  * wall-clock seconds.  At most GREY_MAX keys; when full, expired ones are
  * purged, and if none, the message passes (fail open, logged).
  *
  * Diagnostics: "s=ID greylist client=IP from=<a> rcpt=<b> result=new|early|
- * retried|allowlisted|skipped reason=..."; counter mxgate_greylist_total{result}.
+ * retried|allowlisted|skipped|failed reason=..."; counter mxgate_greylist_total{result}.
  */
 #include <string.h>
 #include <time.h>
 
+#include <hiredis/hiredis.h>
+
+#include "smtp-redis.h"
 #include "smtp-server-internal.h"
 
 #define GREY_MAX     500000
@@ -142,8 +152,125 @@ static const char *exempt(const struct smtp_session *s)
 	return NULL;
 }
 
+/* The shared decision: KEYS[1] the network, KEYS[2..] the triplets; ARGV
+ * delay, retry_window, allowlist_ttl.  Answers {wait, allowlisted, result
+ * per triplet (new, early, retried, passed)}; a triplet value is "f<first
+ * attempt>" or "p" (retried correctly). */
+static const char grey_script[] =
+    "local now = tonumber(redis.call('TIME')[1]) "
+    "local delay, rw, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]) "
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 1} end "
+    "local wait, retried, out = 0, false, {0, 0} "
+    "for i = 2, #KEYS do "
+    "  local v = redis.call('GET', KEYS[i]) "
+    "  if not v then "
+    "    redis.call('SET', KEYS[i], 'f' .. now, 'EX', rw) out[#out + 1] = 'new' "
+    "    if delay > wait then wait = delay end "
+    "  elseif v == 'p' then "
+    "    redis.call('EXPIRE', KEYS[i], ttl) retried = true out[#out + 1] = 'passed' "
+    "  else "
+    "    local first = tonumber(string.sub(v, 2)) or now "
+    "    if now - first < delay then "
+    "      out[#out + 1] = 'early' "
+    "      if first + delay - now > wait then wait = first + delay - now end "
+    "    else "
+    "      redis.call('SET', KEYS[i], 'p', 'EX', ttl) retried = true out[#out + 1] = 'retried' "
+    "    end "
+    "  end "
+    "end "
+    "if retried then redis.call('SET', KEYS[1], '1', 'EX', ttl) end "
+    "out[1] = wait "
+    "return out";
+
+struct grey_req {
+	struct smtp_server *srv;
+	uint64_t sid;
+};
+
+/* shared_cb - the shared decision is in (or failed: the message passes). */
+static void shared_cb(void *arg, const redisReply *r, bool cancelled)
+{
+	struct grey_req *q = arg;
+	struct smtp_session *s = cancelled ? NULL : smtp_server_find(q->srv, q->sid);
+	free(q);
+	if (!s || s->wait != SMTP_WAIT_GREYLIST || !s->tx)
+		return;
+	s->wait = SMTP_WAIT_NONE;
+	struct smtp_tx *tx = s->tx;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER ||
+	    (r->element[1]->integer == 0 && r->elements != 2 + tx->rcpts.n)) {
+		note(s, NULL, "failed", "state_unavailable");
+		util_log_warn("s=%016llx greylist store=redis failed action=accept",
+		              (unsigned long long)s->id);
+		smtp_data_greylisted(s, NULL, true);
+		return;
+	}
+	if (r->element[1]->integer) {
+		note(s, NULL, "allowlisted", NULL);
+		smtp_data_greylisted(s, NULL, true);
+		return;
+	}
+	for (size_t i = 0; i < tx->rcpts.n; i++) {
+		const redisReply *e = r->element[2 + i];
+		if (e->type == REDIS_REPLY_STRING && strcmp(e->str, "passed") != 0)
+			note(s, tx->rcpts.v[i], e->str, NULL);
+	}
+	long long wait = r->element[0]->integer;
+	if (wait <= 0) {
+		smtp_data_greylisted(s, NULL, true);
+		return;
+	}
+	char reply[300];
+	snprintf(reply, sizeof(reply), "451 4.7.1 Greylisted, please try again in %lld seconds",
+	         wait);
+	smtp_data_greylisted(s, reply, true);
+}
+
+/* shared_check - ask [state] redis: SMTP_GREY_PENDING, or SMTP_GREY_PASS
+ * when it is known to be down (fail open). */
+static int shared_check(struct smtp_session *s, const char *net)
+{
+	const struct config *cfg = s->cfg;
+	struct smtp_tx *tx = s->tx;
+	size_t nkeys = 1 + tx->rcpts.n;
+	char **keys = util_xcalloc(nkeys, sizeof(*keys));
+	char args[3][24];
+	const char *argv[3] = {args[0], args[1], args[2]};
+	snprintf(args[0], sizeof(args[0]), "%lld", (long long)cfg->greylist_delay);
+	snprintf(args[1], sizeof(args[1]), "%lld", (long long)cfg->greylist_retry_window);
+	snprintf(args[2], sizeof(args[2]), "%lld", (long long)cfg->greylist_allow_ttl);
+	for (size_t i = 0; i < nkeys; i++) {
+		char key[1200];
+		if (i == 0)
+			snprintf(key, sizeof(key), "grey:net %s", net);
+		else
+			snprintf(key, sizeof(key), "grey:t %s <%s> <%s>", net, tx->mail.addr,
+			         tx->rcpts.v[i - 1]);
+		keys[i] = util_xstrdup(key);
+	}
+	struct grey_req *q = util_xcalloc(1, sizeof(*q));
+	q->srv = s->srv;
+	q->sid = s->id;
+	int rc = smtp_redis_eval(s->srv->redis, grey_script, nkeys, (const char *const *)keys, 3,
+	                         argv, shared_cb, q);
+	for (size_t i = 0; i < nkeys; i++)
+		free(keys[i]);
+	free(keys);
+	if (rc < 0) {
+		free(q);
+		note(s, NULL, "failed", "state_unavailable");
+		util_log_warn("s=%016llx greylist store=redis failed action=accept",
+		              (unsigned long long)s->id);
+		return SMTP_GREY_PASS;
+	}
+	s->wait = SMTP_WAIT_GREYLIST;
+	return SMTP_GREY_PENDING;
+}
+
 /* smtp_greylist_check - every recipient's triplet. */
-bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
+int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 {
 	const struct config *cfg = s->cfg;
 	struct smtp_greylist *g = s->srv->greylist;
@@ -152,17 +279,19 @@ bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 	int64_t now = (int64_t)time(NULL);
 	int64_t wait = 0;
 	if (!cfg->greylist_enabled || !g || !tx)
-		return false;
+		return SMTP_GREY_PASS;
 	const char *why = exempt(s);
 	if (why) {
 		note(s, NULL, "skipped", why);
-		return false;
+		return SMTP_GREY_PASS;
 	}
 	smtp_rl_net_str(s, net, sizeof(net));
+	if (s->srv->redis)
+		return shared_check(s, net);
 	snprintf(key, sizeof(key), "net %s", net);
 	if (find(g, key, now)) {
 		note(s, NULL, "allowlisted", NULL);
-		return false;
+		return SMTP_GREY_PASS;
 	}
 	bool retried = false;
 	for (size_t i = 0; i < tx->rcpts.n; i++) {
@@ -203,8 +332,8 @@ bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 			n->expires = now + cfg->greylist_allow_ttl;
 	}
 	if (wait == 0)
-		return false;
+		return SMTP_GREY_PASS;
 	snprintf(reply, replylen, "451 4.7.1 Greylisted, please try again in %lld seconds",
 	         (long long)wait);
-	return true;
+	return SMTP_GREY_LISTED;
 }

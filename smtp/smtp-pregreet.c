@@ -20,6 +20,12 @@
  * "EXPIRES ADDRESS" line per client after a "mxgate-pregreet-pass 1" line.
  * A crash loses what was learnt since the start: clients are tested again.
  *
+ * With [state] redis the pass cache is shared by a fleet: a pass is also
+ * written to Redis/Valkey ("pass:ADDRESS", expiring after pass_ttl), and a
+ * client not in the local cache is looked up there while its delay runs;
+ * found, the delay ends at once (result=cached).  Redis down or late: the
+ * client is simply tested (the delay is bounded), never stalled.
+ *
  * Ownership: the server owns the pass cache (smtp_pregreet_free); the
  * session owns greet_ev.
  *
@@ -38,6 +44,9 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include <hiredis/hiredis.h>
+
+#include "smtp-redis.h"
 #include "smtp-server-internal.h"
 
 #define PASS_MAX 200000 /* clients remembered; beyond it expired ones are purged */
@@ -242,6 +251,69 @@ static void delay_cb(evutil_socket_t fd, short what, void *arg)
 	smtp_session_greet_release(arg, SMTP_HOLD_DELAY);
 }
 
+static const char pass_get_script[] = "return redis.call('EXISTS', KEYS[1])";
+static const char pass_set_script[] = "redis.call('SET', KEYS[1], '1', 'EX', ARGV[1]) return 1";
+
+struct pass_req {
+	struct smtp_server *srv;
+	uint64_t sid;
+};
+
+/* shared_seen_cb - the shared pass cache answered while the delay runs. */
+static void shared_seen_cb(void *arg, const redisReply *r, bool cancelled)
+{
+	struct pass_req *q = arg;
+	struct smtp_session *s = cancelled ? NULL : smtp_server_find(q->srv, q->sid);
+	free(q);
+	if (!s || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 1)
+		return; /* unknown, or no answer: the client is tested */
+	if (!s->pregreet || s->passed || s->wait != SMTP_WAIT_GREET ||
+	    !(s->greet_holds & SMTP_HOLD_DELAY))
+		return;
+	s->pregreet = false;
+	if (s->greet_ev)
+		event_del(s->greet_ev);
+	verdict(s, "cached");
+	smtp_session_greet_release(s, SMTP_HOLD_DELAY);
+}
+
+/* shared_set_cb - a pass written to the shared cache (nothing to do). */
+static void shared_set_cb(void *arg, const redisReply *r, bool cancelled)
+{
+	(void)arg;
+	(void)r;
+	(void)cancelled;
+}
+
+/* shared_key - "pass:ADDRESS". */
+static void shared_key(const struct smtp_session *s, char *key, size_t len)
+{
+	snprintf(key, len, "pass:%s", s->client_str);
+}
+
+/* shared_lookup - ask the fleet's pass cache while the delay runs. */
+static void shared_lookup(struct smtp_session *s)
+{
+	char key[80];
+	shared_key(s, key, sizeof(key));
+	const char *keys[1] = {key};
+	struct pass_req *q = util_xcalloc(1, sizeof(*q));
+	q->srv = s->srv;
+	q->sid = s->id;
+	if (smtp_redis_eval(s->srv->redis, pass_get_script, 1, keys, 0, NULL, shared_seen_cb, q) < 0)
+		free(q); /* down: tested as usual */
+}
+
+/* shared_add - tell the fleet the client passed. */
+static void shared_add(struct smtp_session *s)
+{
+	char key[80], ttl[24];
+	shared_key(s, key, sizeof(key));
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg->pregreet_pass_ttl);
+	const char *keys[1] = {key}, *args[1] = {ttl};
+	(void)smtp_redis_eval(s->srv->redis, pass_set_script, 1, keys, 1, args, shared_set_cb, NULL);
+}
+
 /* smtp_pregreet_start - at accept: decide whether the tests apply and arm
  * the delay.  Returns SMTP_HOLD_DELAY when the banner must wait, else 0. */
 int smtp_pregreet_start(struct smtp_session *s)
@@ -263,6 +335,8 @@ int smtp_pregreet_start(struct smtp_session *s)
 	s->greet_ev = event_new(s->srv->base, -1, 0, delay_cb, s);
 	if (!s->greet_ev || event_add(s->greet_ev, &tv) < 0)
 		return 0; /* out of memory: no delay rather than no banner */
+	if (s->srv->redis)
+		shared_lookup(s); /* passed on another node: the delay ends early */
 	return SMTP_HOLD_DELAY;
 }
 
@@ -332,6 +406,8 @@ bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, st
 	    (strncasecmp(line, "EHLO", 4) == 0 || strncasecmp(line, "HELO", 4) == 0)) {
 		s->passed = true;
 		pass_add(s);
+		if (s->srv->redis)
+			shared_add(s);
 		verdict(s, "pass");
 	}
 	return false;

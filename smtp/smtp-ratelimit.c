@@ -19,6 +19,13 @@
  * count answers -1 and the event is let through (fail open), logged and
  * counted.
  *
+ * With [state] redis the counts go to Redis/Valkey instead (smtp-redis.c),
+ * shared by every gateway of a fleet: the event is suspended - the banner
+ * held (SMTP_HOLD_STATE), the MAIL/RCPT line kept and run again - until the
+ * answers are in or their deadline passed (then fail open), like RCPT waits
+ * for SPF.  The answer is kept in s->rl_ans so a command run again after
+ * another wait (SPF, verification) is counted once.
+ *
  * Ownership: the server owns the store (smtp_rl_store_free).  Keys are
  * copied.  Diagnostics: "s=ID ratelimit client=IP limit=NAME count=N max=M
  * retry=S"; counter mxgate_ratelimited_total{limit}.
@@ -28,6 +35,7 @@
 #include <time.h>
 
 #include "smtp-server-internal.h"
+#include "smtp-redis.h"
 
 #define RL_MAX_KEYS 500000
 #define RL_BUCKETS  65536
@@ -191,85 +199,210 @@ static const struct rl_rule {
      "recipients"},
 };
 
-/* check - count one event against every rule for it; true (reply queued,
- * or for RL_CONNECT written into reply) when a limit is exceeded.  arg is
- * the sender (MAIL) or recipient domain (RCPT). */
-static bool check(struct smtp_session *s, enum rl_event ev, const char *arg, char *reply,
-                  size_t replylen)
+/* One rule's count for one event. */
+struct rl_hit {
+	const struct rl_rule *r;
+	char subj[300];
+	int64_t n, left;           /* n < 0: the store failed (fail open) */
+	struct rl_batch *b;
+};
+
+/* The counts of one event asked of the shared store ([state] redis). */
+struct rl_batch {
+	struct smtp_server *srv;
+	uint64_t sid;
+	enum rl_event ev;
+	size_t nhits, pending;
+	bool cancelled;
+	struct rl_hit hits[sizeof(rules) / sizeof(rules[0])];
+};
+
+/* subject - what rule r counts for this event: "[ip]", "net/24", "<sender>", "domain". */
+static void subject(struct smtp_session *s, const struct rl_rule *r, const char *arg, char *subj,
+                    size_t len)
+{
+	switch (r->subject) {
+	case RL_IP:
+		snprintf(subj, len, "[%s]", s->client_str);
+		break;
+	case RL_NET:
+		smtp_rl_net_str(s, subj, len);
+		break;
+	case RL_SENDER:
+		snprintf(subj, len, "<%s>", arg ? arg : "");
+		break;
+	case RL_DOMAIN:
+		snprintf(subj, len, "%s", arg ? arg : "");
+		for (char *p = subj; *p; p++)
+			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+		break;
+	}
+}
+
+/* judge - the counts of one event against their limits, in table order:
+ * SMTP_RL_OVER with the reply in s->rl_line, or SMTP_RL_PASS.  A failed
+ * count lets the event through (logged, counted). */
+static enum smtp_rl_ans judge(struct smtp_session *s, enum rl_event ev, const struct rl_hit *h,
+                              size_t n, const char *store)
 {
 	const struct config *cfg = s->cfg;
-	struct smtp_rl_store *st = s->srv->rl;
-	if (!st || util_cidr_list_match(&cfg->rl_exempt, &s->client))
-		return false;
+	for (size_t i = 0; i < n; i++) {
+		const struct rl_rule *r = h[i].r;
+		int max = *(const int *)((const char *)cfg + r->limit_off);
+		if (h[i].n < 0) {
+			util_log_warn("s=%016llx ratelimit store=%s failed limit=%s action=allow",
+			              (unsigned long long)s->id, store, r->name);
+			util_metrics_inc("mxgate_ratelimit_store_errors_total", store);
+			continue;
+		}
+		if (h[i].n <= max)
+			continue;
+		util_log_info("s=%016llx ratelimit client=%s limit=%s subject=%s count=%lld max=%d "
+		              "retry=%llds",
+		              (unsigned long long)s->id, s->client_str, r->name, h[i].subj,
+		              (long long)h[i].n, max, (long long)h[i].left);
+		util_metrics_inc("mxgate_ratelimited_total", r->name);
+		if (ev == RL_CONNECT)
+			snprintf(s->rl_line, sizeof(s->rl_line),
+			         "421 4.7.0 %s Too many %s from %s, try again in %lld seconds",
+			         cfg->hostname, r->what, h[i].subj, (long long)h[i].left);
+		else
+			snprintf(s->rl_line, sizeof(s->rl_line),
+			         "451 4.7.1 Too many %s %s %s, try again in %lld seconds", r->what,
+			         r->subject == RL_DOMAIN ? "for" : "from", h[i].subj,
+			         (long long)h[i].left);
+		return SMTP_RL_OVER;
+	}
+	return SMTP_RL_PASS;
+}
+
+/* batch_done - every count of a shared-store batch is in (or failed):
+ * judge, then release the banner or resume the suspended command. */
+static void batch_done(struct rl_batch *b)
+{
+	struct smtp_session *s = b->cancelled ? NULL : smtp_server_find(b->srv, b->sid);
+	if (!s || s->rl_ans != SMTP_RL_PENDING || s->state == SMTP_STATE_CLOSING) {
+		free(b);
+		return;
+	}
+	s->rl_ans = judge(s, b->ev, b->hits, b->nhits, "redis");
+	enum rl_event ev = b->ev;
+	free(b);
+	if (ev == RL_CONNECT) {
+		smtp_session_greet_release(s, SMTP_HOLD_STATE);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	smtp_session_resume(s); /* the MAIL/RCPT line runs again with the answer */
+}
+
+/* hit_cb - one count from the shared store. */
+static void hit_cb(void *arg, int64_t count, int64_t left)
+{
+	struct rl_hit *h = arg;
+	struct rl_batch *b = h->b;
+	if (count == SMTP_REDIS_CANCELLED)
+		b->cancelled = true;
+	h->n = count < 0 ? -1 : count;
+	h->left = left;
+	if (--b->pending == 0)
+		batch_done(b);
+}
+
+/* check - count one event against every rule for it.  arg is the sender
+ * (MAIL) or recipient domain (RCPT).  The answer goes into s->rl_ans: PASS,
+ * OVER (reply in s->rl_line), or PENDING when the shared store was asked
+ * (batch_done finishes).  A command run again after it waited (pending
+ * line) reuses the answer: an event is counted once. */
+static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const char *arg)
+{
+	const struct config *cfg = s->cfg;
+	struct smtp_server *srv = s->srv;
+	if (s->rl_ans == SMTP_RL_PASS || s->rl_ans == SMTP_RL_OVER)
+		return s->rl_ans;
+	if ((!srv->rl && !srv->redis) || util_cidr_list_match(&cfg->rl_exempt, &s->client))
+		return s->rl_ans = SMTP_RL_PASS;
+	struct rl_batch *b = util_xcalloc(1, sizeof(*b));
+	b->srv = srv;
+	b->sid = s->id;
+	b->ev = ev;
 	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
 		const struct rl_rule *r = &rules[i];
 		int max = *(const int *)((const char *)cfg + r->limit_off);
 		if (r->event != ev || max <= 0)
 			continue;
-		char subj[300], key[400];
-		switch (r->subject) {
-		case RL_IP:
-			snprintf(subj, sizeof(subj), "[%s]", s->client_str);
-			break;
-		case RL_NET:
-			smtp_rl_net_str(s, subj, sizeof(subj));
-			break;
-		case RL_SENDER:
-			snprintf(subj, sizeof(subj), "<%s>", arg ? arg : "");
-			break;
-		case RL_DOMAIN:
-			snprintf(subj, sizeof(subj), "%s", arg ? arg : "");
-			for (char *p = subj; *p; p++)
-				*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-			break;
-		}
-		snprintf(key, sizeof(key), "%s %s", r->name, subj);
-		int64_t left = 0;
-		int64_t n = st->ops->hit(st, key, cfg->rl_window, &left);
-		if (n < 0) {
-			util_log_warn("s=%016llx ratelimit store=%s failed limit=%s action=allow",
-			              (unsigned long long)s->id, st->ops->name, r->name);
-			util_metrics_inc("mxgate_ratelimit_store_errors_total", st->ops->name);
-			continue;
-		}
-		if (n <= max)
-			continue;
-		util_log_info("s=%016llx ratelimit client=%s limit=%s subject=%s count=%lld max=%d "
-		              "retry=%llds",
-		              (unsigned long long)s->id, s->client_str, r->name, subj, (long long)n,
-		              max, (long long)left);
-		util_metrics_inc("mxgate_ratelimited_total", r->name);
-		if (ev == RL_CONNECT)
-			snprintf(reply, replylen,
-			         "421 4.7.0 %s Too many %s from %s, try again in %lld seconds",
-			         cfg->hostname, r->what, subj, (long long)left);
-		else
-			smtp_session_reply(
-			    s, "451 4.7.1 Too many %s %s %s, try again in %lld seconds", r->what,
-			    r->subject == RL_DOMAIN ? "for" : "from", subj, (long long)left);
-		return true;
+		struct rl_hit *h = &b->hits[b->nhits++];
+		h->r = r;
+		h->b = b;
+		subject(s, r, arg, h->subj, sizeof(h->subj));
 	}
-	return false;
+	if (srv->redis) {
+		b->pending = 1; /* held while the commands are sent */
+		for (size_t i = 0; i < b->nhits; i++) {
+			struct rl_hit *h = &b->hits[i];
+			char key[400];
+			snprintf(key, sizeof(key), "rl:%s %s", h->r->name, h->subj);
+			h->n = -1;
+			b->pending++;
+			if (smtp_redis_hit(srv->redis, key, cfg->rl_window, hit_cb, h) < 0)
+				b->pending--; /* down: failed at once */
+		}
+		if (--b->pending > 0)
+			return s->rl_ans = SMTP_RL_PENDING;
+		enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, "redis");
+		free(b);
+		return s->rl_ans = a;
+	}
+	for (size_t i = 0; i < b->nhits; i++) {
+		struct rl_hit *h = &b->hits[i];
+		char key[400];
+		snprintf(key, sizeof(key), "%s %s", h->r->name, h->subj);
+		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, &h->left);
+	}
+	enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, srv->rl->ops->name);
+	free(b);
+	return s->rl_ans = a;
+}
+
+/* suspend - the command waits for the shared store; its line runs again. */
+static void suspend(struct smtp_session *s, const char *line)
+{
+	free(s->pending_line);
+	s->pending_line = util_xstrdup(line);
+	s->wait = SMTP_WAIT_STATE;
 }
 
 /* smtp_rl_connect - a new client: true with the 421 in reply when over a
- * connection rate. */
+ * connection rate; false with s->rl_ans == SMTP_RL_PENDING when the banner
+ * must wait for the shared store (SMTP_HOLD_STATE). */
 bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen)
 {
-	return check(s, RL_CONNECT, NULL, reply, replylen);
+	if (check(s, RL_CONNECT, NULL) != SMTP_RL_OVER)
+		return false;
+	snprintf(reply, replylen, "%s", s->rl_line);
+	return true;
 }
 
-/* smtp_rl_mail - MAIL FROM:<sender>: true (451 queued) when over a rate. */
-bool smtp_rl_mail(struct smtp_session *s, const char *sender)
+/* smtp_rl_mail - MAIL FROM:<sender>: true when answered (451 queued) or
+ * suspended (SMTP_WAIT_STATE, line kept). */
+bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line)
 {
-	char dummy[8];
-	return check(s, RL_MAIL, sender, dummy, sizeof(dummy));
+	enum smtp_rl_ans a = check(s, RL_MAIL, sender);
+	if (a == SMTP_RL_PENDING)
+		suspend(s, line);
+	else if (a == SMTP_RL_OVER)
+		smtp_session_reply(s, "%s", s->rl_line);
+	return a != SMTP_RL_PASS;
 }
 
-/* smtp_rl_rcpt - RCPT TO:<addr>: true (451 queued) when over a rate. */
-bool smtp_rl_rcpt(struct smtp_session *s, const char *addr)
+/* smtp_rl_rcpt - RCPT TO:<addr>: as smtp_rl_mail. */
+bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line)
 {
-	char dummy[8];
 	const char *dom = util_domain_of(addr);
-	return check(s, RL_RCPT, dom ? dom : "", dummy, sizeof(dummy));
+	enum smtp_rl_ans a = check(s, RL_RCPT, dom ? dom : "");
+	if (a == SMTP_RL_PENDING)
+		suspend(s, line);
+	else if (a == SMTP_RL_OVER)
+		smtp_session_reply(s, "%s", s->rl_line);
+	return a != SMTP_RL_PASS;
 }

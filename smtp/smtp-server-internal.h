@@ -41,12 +41,23 @@ enum smtp_wait {
 	SMTP_WAIT_COMMIT,        /* end of DATA waits for the durable commit */
 	SMTP_WAIT_DNSBL,         /* RCPT waits for the DNSBL lookups */
 	SMTP_WAIT_GREET,         /* the banner is held (greet_holds) */
+	SMTP_WAIT_STATE,         /* MAIL/RCPT waits for the shared rate counts ([state]) */
+	SMTP_WAIT_GREYLIST,      /* end of DATA waits for the shared greylist ([state]) */
 };
 
 /* Why the banner is held (struct smtp_session greet_holds). */
 enum {
 	SMTP_HOLD_DNSBL = 1 << 0,  /* [dnsbl] decide_at = connect: lookups running */
 	SMTP_HOLD_DELAY = 1 << 1,  /* [pregreet] greet_delay running */
+	SMTP_HOLD_STATE = 1 << 2,  /* connection rates asked of the shared store ([state]) */
+};
+
+/* The rate-limit answer for the command in progress (smtp-ratelimit.c). */
+enum smtp_rl_ans {
+	SMTP_RL_NONE = 0,          /* not asked yet (reset for each new command line) */
+	SMTP_RL_PENDING,           /* asked of the shared store */
+	SMTP_RL_PASS,
+	SMTP_RL_OVER,              /* over a rate: the reply is in rl_line */
 };
 
 /* Where the session's DNSBL lookups are (smtp-dnsbl.c). */
@@ -85,6 +96,7 @@ struct smtp_session;
 /* Rate-limit counters (smtp-ratelimit.c): an interface so a shared store
  * (Redis/Valkey for a fleet) can replace the in-process one. */
 struct smtp_rl_store;
+struct smtp_redis;
 struct smtp_rl_store_ops {
 	const char *name;                /* "memory" - for logs and metrics */
 	/* hit - add one to key; returns the count since key's window began (a
@@ -123,6 +135,7 @@ struct smtp_server {
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
 	struct policy_dnsbl *dnsbl;      /* owned; DNSBL lookups and their cache; NULL w/o dns */
 	struct smtp_rl_store *rl;        /* owned; rate-limit counters */
+	struct smtp_redis *redis;        /* owned; [state] redis, or NULL (in-process) */
 	struct smtp_greylist *greylist;  /* owned; triplets and allowlisted networks */
 	struct scan_clamd *clamd;        /* owned; clamd connection pool (scan/) */
 	struct scan_rspamd *rspamd;      /* owned; rspamd connection pool (scan/) */
@@ -206,6 +219,8 @@ struct smtp_session {
 	struct event *life_ev;           /* owned; max_session_time (smtp-defence.c) */
 	bool greeted;                    /* the 220 banner was sent */
 	int greet_holds;                 /* SMTP_HOLD_* still holding the banner */
+	enum smtp_rl_ans rl_ans;         /* rate-limit answer for this command line */
+	char rl_line[400];               /* its 421/451 when SMTP_RL_OVER */
 	bool pregreet;                   /* the pregreet tests apply (not pass-cached) */
 	bool cont_sent;                  /* the "220-" continuation line went out */
 	bool passed;                     /* passed the pregreet tests (cached) */
@@ -334,11 +349,13 @@ struct smtp_rl_store *smtp_rl_memory_new(void);
 void smtp_rl_store_free(struct smtp_rl_store *st);
 /* smtp_rl_net_key - the slot key of the client's network (/24, /64). */
 void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_t key[17]);
-/* smtp_rl_connect - true with a 421 in reply when over a connection rate. */
+/* smtp_rl_connect - true with a 421 in reply when over a connection rate;
+ * false with s->rl_ans == SMTP_RL_PENDING when the banner must wait. */
 bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
-/* smtp_rl_mail / smtp_rl_rcpt - true (451 queued) when over a rate. */
-bool smtp_rl_mail(struct smtp_session *s, const char *sender);
-bool smtp_rl_rcpt(struct smtp_session *s, const char *addr);
+/* smtp_rl_mail / smtp_rl_rcpt - true when answered (451 queued: over a
+ * rate) or suspended for the shared store (SMTP_WAIT_STATE, line kept). */
+bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
+bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
 
 /* smtp_rl_net_str - "192.0.2.0/24" of the session's client. */
 void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
@@ -347,9 +364,14 @@ void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
 struct smtp_greylist;
 struct smtp_greylist *smtp_greylist_new(void);
 void smtp_greylist_free(struct smtp_greylist *g);
-/* smtp_greylist_check - end of DATA, the message judged acceptable: true
- * with the 451 in reply when it is greylisted. */
-bool smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_greylist_check - end of DATA, the message judged acceptable:
+ * SMTP_GREY_LISTED with the 451 in reply, SMTP_GREY_PASS, or
+ * SMTP_GREY_PENDING when [state] redis was asked (SMTP_WAIT_GREYLIST; the
+ * answer goes to smtp_data_greylisted). */
+enum { SMTP_GREY_PASS = 0, SMTP_GREY_LISTED, SMTP_GREY_PENDING };
+int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen);
+/* smtp_data_greylisted - the answer: refuse with reply, or (NULL) go on. */
+void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async);
 
 /* smtp-session-data.c */
 /* smtp_data_begin - DATA accepted: open the spool, answer 354. */

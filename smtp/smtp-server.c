@@ -33,6 +33,7 @@
 #include <openssl/err.h>
 
 #include "smtp-server-internal.h"
+#include "smtp-redis.h"
 
 #define SMTP_ACCEPT_PAUSE_MS 500
 
@@ -564,6 +565,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	if (dns)
 		srv->dnsbl = policy_dnsbl_new(base, dns);
 	srv->rl = smtp_rl_memory_new();
+	srv->redis = smtp_redis_new(base, cfg);   /* [state] redis, or NULL */
 	srv->greylist = smtp_greylist_new();
 	if (cfg->pregreet_pass_file)
 		srv->pass_file = util_xstrdup(cfg->pregreet_pass_file);
@@ -683,6 +685,7 @@ void smtp_server_free(struct smtp_server *srv)
 	smtp_pregreet_free(srv);
 	free(srv->pass_file);
 	smtp_rl_store_free(srv->rl);
+	smtp_redis_free(srv->redis);   /* no session is left to call back */
 	smtp_greylist_free(srv->greylist);   /* before the resolver (gw-run.c) */
 	scan_clamd_free(srv->clamd);   /* after the sessions: no callback is left */
 	scan_rspamd_free(srv->rspamd);

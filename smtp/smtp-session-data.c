@@ -340,6 +340,44 @@ void smtp_data_commit(struct smtp_session *s)
 		queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
+/* smtp_data_greylisted - the greylist verdict (smtp-greylist.c): refuse
+ * with reply, or (reply NULL) go on: the policy's quarantine action, then
+ * the scans.  async: called from a callback (resume afterwards). */
+void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async)
+{
+	if (reply) {
+		smtp_data_refuse(s, reply, "greylisted");
+		if (async)
+			smtp_session_resume(s);
+		return;
+	}
+	const struct policy_verdict *v = s->tx->pm ? policy_msg_verdict(s->tx->pm) : NULL;
+	if (v && v->action == POLICY_QUARANTINE &&
+	    s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
+		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
+		if (async)
+			smtp_session_resume(s);
+		return;
+	}
+	if (v && v->action == POLICY_QUARANTINE &&
+	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
+		free(s->tx->quarantine);
+		s->tx->quarantine = util_xstrdup("policy"); /* held at commit (issue 13) */
+	}
+	smtp_scan_start(s, async);
+}
+
+/* greylist - ask the greylist; with [state] redis the answer comes later
+ * (SMTP_WAIT_GREYLIST, smtp_data_greylisted from its callback). */
+static void greylist(struct smtp_session *s, bool async)
+{
+	char grey[300];
+	int r = smtp_greylist_check(s, grey, sizeof(grey));
+	if (r == SMTP_GREY_PENDING)
+		return;
+	smtp_data_greylisted(s, r == SMTP_GREY_LISTED ? grey : NULL, async);
+}
+
 /* verdict_cb - the policy engine has judged the message. */
 static void verdict_cb(uint64_t cookie, void *arg)
 {
@@ -360,23 +398,7 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
-	char grey[300];
-	if (smtp_greylist_check(s, grey, sizeof(grey))) {
-		smtp_data_refuse(s, grey, "greylisted");
-		smtp_session_resume(s);
-		return;
-	}
-	if (v->action == POLICY_QUARANTINE && s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
-		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
-		smtp_session_resume(s);
-		return;
-	}
-	if (v->action == POLICY_QUARANTINE &&
-	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
-		free(s->tx->quarantine);
-		s->tx->quarantine = util_xstrdup("policy"); /* held at commit (issue 13) */
-	}
-	smtp_scan_start(s, true);
+	greylist(s, true);
 }
 
 /* end_of_data - CRLF.CRLF seen: judge, then commit. */
@@ -419,12 +441,7 @@ void smtp_data_judge(struct smtp_session *s)
 		policy_msg_finish(tx->pm, verdict_cb, s->id, s->srv);
 		return;
 	}
-	char grey[300];
-	if (smtp_greylist_check(s, grey, sizeof(grey))) {
-		smtp_data_refuse(s, grey, "greylisted");
-		return;
-	}
-	smtp_scan_start(s, false);
+	greylist(s, false);
 }
 
 /* smtp_data_read - feed what arrived; true when the end of data was seen. */

@@ -198,6 +198,7 @@ static void greet(struct smtp_session *s)
 		return;
 	}
 	char rl_line[400];
+	s->rl_ans = SMTP_RL_NONE;
 	if (smtp_rl_connect(s, rl_line, sizeof(rl_line))) {
 		util_metrics_inc("mxgate_connections_refused_total", "ratelimit");
 		smtp_session_close(s, rl_line);
@@ -210,10 +211,12 @@ static void greet(struct smtp_session *s)
 	smtp_defence_command_timeout(s);
 	int holds = smtp_dnsbl_start(s) ? SMTP_HOLD_DNSBL : 0;   /* decide_at = connect */
 	holds |= smtp_pregreet_start(s);
+	if (s->rl_ans == SMTP_RL_PENDING)
+		holds |= SMTP_HOLD_STATE;   /* [state] redis: the connection rates */
 	if (holds) {
 		s->greet_holds = holds;
 		s->wait = SMTP_WAIT_GREET;
-		if (!(holds & SMTP_HOLD_DNSBL))
+		if (!(holds & (SMTP_HOLD_DNSBL | SMTP_HOLD_STATE)))
 			smtp_pregreet_continuation(s);
 		return;
 	}
@@ -232,7 +235,12 @@ void smtp_session_greet_release(struct smtp_session *s, int hold)
 		smtp_dnsbl_refuse(s);
 		return;
 	}
-	if (s->greet_holds & SMTP_HOLD_DNSBL)
+	if (hold == SMTP_HOLD_STATE && s->rl_ans == SMTP_RL_OVER) {
+		util_metrics_inc("mxgate_connections_refused_total", "ratelimit");
+		smtp_session_close(s, s->rl_line);
+		return;
+	}
+	if (s->greet_holds & (SMTP_HOLD_DNSBL | SMTP_HOLD_STATE))
 		return;
 	if (s->greet_holds & SMTP_HOLD_DELAY) {
 		smtp_pregreet_continuation(s);
@@ -474,7 +482,7 @@ static bool rcpt_verify(struct smtp_session *s, const char *addr, const char *li
 }
 
 /* cmd_mail - MAIL FROM (RFC 5321 4.1.1.2) with SIZE, BODY, SMTPUTF8. */
-static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c, const char *line)
 {
 	if (s->state == SMTP_STATE_HELO) {
 		reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
@@ -487,13 +495,14 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 	if (!s->srv->accepting) {
 		/* stopping (SIGTERM): finish no new transaction - the sender retries
 		 * elsewhere or later (issue 16) */
-		char line[300];
-		snprintf(line, sizeof(line), "421 4.3.2 %s Service shutting down, closing channel",
+		char bye[300];
+		snprintf(bye, sizeof(bye), "421 4.3.2 %s Service shutting down, closing channel",
 			 s->cfg->hostname);
-		smtp_session_close(s, line);
+		smtp_session_close(s, bye);
 		return;
 	}
-	if (smtp_defence_new_tx(s))
+	/* counted once: not again when the line runs after the shared store answered */
+	if (s->rl_ans == SMTP_RL_NONE && smtp_defence_new_tx(s))
 		return;   /* max_transactions: 421, closing */
 	struct smtp_tx *tx = util_xcalloc(1, sizeof(*tx));
 	char reply[300];
@@ -544,8 +553,8 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 		reply_error(s, "553 5.6.7 Non-ASCII address needs SMTPUTF8");
 		return;
 	}
-	if (smtp_rl_mail(s, tx->mail.addr)) {
-		free(tx);   /* 451: over a message rate */
+	if (smtp_rl_mail(s, tx->mail.addr, line)) {
+		free(tx);   /* 451: over a message rate, or waiting for the shared store */
 		return;
 	}
 	s->tx = tx;
@@ -710,8 +719,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		smtp_session_reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
-	if (smtp_rl_rcpt(s, path.addr))
-		return;   /* 451: over a recipient rate */
+	if (smtp_rl_rcpt(s, path.addr, line))
+		return;   /* 451: over a recipient rate, or waiting for the shared store */
 	/* Not on a list: the downstream may know (issue 11, no backscatter). */
 	if (known == CONFIG_RCPT_OPEN && !rcpt_verify(s, path.addr, line))
 		return;
@@ -804,6 +813,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 {
 	struct smtp_cmd c;
 	util_log_debug("s=%016llx in=\"%.*s\"", (unsigned long long)s->id, (int)len, line);
+	s->rl_ans = SMTP_RL_NONE;   /* a new command line: its own rate-limit answer */
 	if (smtp_defence_expired(s))
 		return;   /* max_session_time ran out during the last transaction */
 	if (smtp_cmd_parse(line, len, &c) < 0) {
@@ -816,7 +826,7 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 		cmd_helo(s, &c);
 		break;
 	case SMTP_VERB_MAIL:
-		cmd_mail(s, &c);
+		cmd_mail(s, &c, line);
 		break;
 	case SMTP_VERB_RCPT:
 		cmd_rcpt(s, &c, line);
@@ -978,12 +988,17 @@ static void process_input(struct smtp_session *s)
 			continue;
 		}
 		if (s->pending_line) {
-			/* A suspended RCPT, now that SPF is known. */
+			/* A suspended RCPT, now that SPF is known; or a MAIL/RCPT
+			 * the shared rate counts ([state]) answered. */
 			char *line = s->pending_line;
 			s->pending_line = NULL;
 			struct smtp_cmd c;
-			if (smtp_cmd_parse(line, strlen(line), &c) == 0)
-				cmd_rcpt(s, &c, line);
+			if (smtp_cmd_parse(line, strlen(line), &c) == 0) {
+				if (c.verb == SMTP_VERB_MAIL)
+					cmd_mail(s, &c, line);
+				else
+					cmd_rcpt(s, &c, line);
+			}
 			free(line);
 			continue;
 		}

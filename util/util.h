@@ -242,4 +242,13 @@ void util_metrics_reset(void);
  * oldest first, one line each, prefixed with prefix (`mxgate status`). */
 void util_log_recent(struct util_buf *out, const char *prefix);
 
+/* util-redisurl.c - [state] redis: redis://HOST[:PORT][/DB] or unix:/PATH[?db=N] */
+struct util_redis_url {
+	char host[256];   /* "" for a unix socket */
+	int port;
+	char path[108];   /* unix socket, or "" */
+	int db;
+};
+int util_redis_url_parse(const char *url, struct util_redis_url *out, char *err, size_t errlen);
+
 #endif

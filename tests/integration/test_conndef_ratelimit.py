@@ -194,3 +194,29 @@ def test_ipv6_network_is_the_64(gateway):
         r = c.reply(timeout=scaled(5))
         assert_reply(r, 421, "4.7.0")
         assert "from ::/64" in r.text, r
+
+
+def test_recipient_counted_once_across_a_verification_wait(gateway):
+    """A RCPT that waits for the recipient-verification probe runs again
+    when the answer is in; its recipient is counted once, not twice (the
+    answer is kept for the line, s->rl_ans): two verified recipients fit in
+    recipients_per_ip = 2, the third does not."""
+    from downstream import Downstream, relay_extra
+    ds = Downstream().start()
+    try:
+        ds.known_users = {"alice@example.test", "bob@example.test", "carol@example.test"}
+        extra = relay_extra([f"127.0.0.1:{ds.port}"], route={"verify_recipients": "yes"})
+        extra["verify"] = {"timeout": "5s"}
+        extra["ratelimit"] = {"window": "1h", "recipients_per_ip": "2"}
+        gw = gateway(extra)
+        with RawClient(gw.port, source="127.0.0.2") as c:
+            c.ehlo()
+            assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            assert_reply(c.cmd("RCPT TO:<alice@example.test>", timeout=scaled(15)), 250)
+            assert_reply(c.cmd("RCPT TO:<bob@example.test>", timeout=scaled(15)), 250)
+            r = c.cmd("RCPT TO:<carol@example.test>", timeout=scaled(15))
+            assert_reply(r, 451, "4.7.1")
+            assert "Too many recipients from [127.0.0.2]" in r.text, r
+        assert ds.probes == ["alice@example.test", "bob@example.test"]
+    finally:
+        ds.stop()

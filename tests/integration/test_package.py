@@ -78,8 +78,8 @@ def test_control_fields(unpacked):
     assert f["Architecture"] == run("dpkg", "--print-architecture").stdout.strip()
     deps = [d.strip().split()[0] for d in f["Depends"].split(",")]
     for need in ("libc6", "libssl3", "libevent-core-2.1-7", "libspf2-2", "libopendkim11",
-                 "libopendmarc2", "libunbound8", "libinih1", "adduser", "ca-certificates",
-                 "publicsuffix"):
+                 "libopendmarc2", "libunbound8", "libinih1", "libhiredis0.14", "adduser",
+                 "ca-certificates", "publicsuffix"):
         assert need in deps, f["Depends"]
     assert "dns-root-data" in f["Recommends"]
     assert (ctl / "conffiles").read_text().split() == ["/etc/mxgate/mxgate.conf",
