@@ -335,7 +335,10 @@ def test_cfn_user_data_config_is_valid(template, tmp_path):
     conf = (conf.replace("/etc/mxgate/tls/fullchain.pem", str(tmp_path / "c.pem"))
             .replace("/etc/mxgate/tls/privkey.pem", str(tmp_path / "k.pem"))
             .replace("/var/spool/mxgate", str(tmp_path / "q"))
+            .replace("/etc/mxgate/recipients", str(tmp_path / "recipients"))
             .replace("listen = 0.0.0.0:25", "listen = 127.0.0.1:25"))
+    # as user data leaves it before the first WorkMail list: empty
+    (tmp_path / "recipients").write_text("")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(tmp_path / "k.pem"),
                     "-out", str(tmp_path / "c.pem"), "-days", "2", "-subj", "/CN=mx.example.com"],
@@ -595,7 +598,8 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
               "TlsCertSecretArn": "arn:c", "TlsKeySecretArn": "arn:k",
               "MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24",
               "DomainName": "example.com", "DmarcEnforcement": "monitor",
-              "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120"}
+              "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120",
+              "WorkMailOrganizationId": "m-0123456789abcdef"}
     text = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: values[m.group(1)], user_data(template))
     text = text.replace("${!", "${")
     assert "${" not in text.replace("${BIN_URL%/*}", "").replace("${f%%:*}", "") \
