@@ -431,8 +431,8 @@ static const struct config_directive d_arc[] = {
     {"algorithm", CONFIG_T_ENUM, G(arc_algorithm), "rsa-sha256", NULL, 0, 0, e_arc_alg, NULL, R,
      "Seal algorithm: rsa-sha256 or ed25519-sha256 (RFC 8463); must match key_file"},
     {"trusted_sealers", CONFIG_T_DOMAINS, G(arc_trusted_sealers), NULL, NULL, 0, 0, NULL, NULL, R,
-     "Sealer domains (d= of the newest ARC-Seal) whose validated chain with i=1 dmarc=pass "
-     "overrides a DMARC failure"},
+     "Sealer domains (d= of the newest ARC-Seal) whose validated chain overrides a DMARC "
+     "failure when the oldest set of the trusted run of sealers recorded dmarc=pass"},
 };
 static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
 

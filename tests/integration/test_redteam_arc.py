@@ -1,0 +1,53 @@
+"""Red team (issue 12, ARC): forged trust through the trusted-forwarder
+override.  Uses test_arc.py's environment (real unbound on loopback, dkimpy
+as the independent sealer, a gateway trusting lists.test as a sealer)."""
+
+import pytest
+
+import mxtest
+from test_arc import LIST_BOUNCE, deliver, dkim, dnsfunc, env, refuse, sealed  # noqa: F401
+
+
+def _second_hop(env, first, dmarc):
+    """lists.test (trusted) forwards `first` honestly: its own A-R records
+    what it saw (dmarc=`dmarc` for drej.test), then its ARC set, i=2."""
+    hdr_end = first.index(b"\r\n\r\n") + 2
+    prior, body = first[:hdr_end], first[hdr_end + 2:]
+    arh = (b"Authentication-Results: lists.test; arc=pass;\r\n"
+           b"\tdmarc=" + dmarc.encode() + b" header.from=drej.test\r\n")
+    full = arh + prior + b"\r\n" + body
+    arc2 = dkim.arc_sign(full, b"fwd", b"lists.test", env.fwd_key, b"lists.test",
+                         include_headers=[b"from", b"to", b"subject", b"date",
+                                          b"message-id"])
+    assert len(arc2) == 3
+    return b"".join(arc2) + full
+
+
+def test_override_ignores_an_untrusted_first_hop_claiming_dmarc_pass(env):
+    """The attacker seals i=1 with its own key (evil.test, not trusted) and
+    writes "dmarc=pass header.from=drej.test" into that ARC-A-R; then it
+    posts the message through the trusted list, which honestly judges
+    dmarc=fail and seals i=2 (cv=pass: the attacker's seal is valid).  The
+    chain validates and the newest sealer is trusted, but the dmarc=pass
+    came from the untrusted i=1: the override must not apply (p=reject ->
+    550).  Only the ARC-A-R of a trusted sealer may be believed."""
+    first, marker = sealed(env.evil_key, "evil.test", "evil", sender="alice@drej.test",
+                           dmarc="pass")
+    fwd = _second_hop(env, first, "fail")
+    assert dkim.arc_verify(fwd, dnsfunc=dnsfunc(env))[0] == dkim.CV_Pass
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 550, "5.7.1")
+
+
+def test_override_trusts_the_trusted_hops_own_dmarc_pass(env):
+    """The honest case next to the attack: i=1 by an untrusted hop that said
+    dmarc=fail, i=2 by the trusted list that itself recorded dmarc=pass
+    (e.g. it verified the original DKIM signature): the trusted sealer's
+    word is what the override stands on, so the message is delivered."""
+    first, marker = sealed(env.evil_key, "evil.test", "evil", sender="alice@drej.test",
+                           dmarc="fail")
+    fwd = _second_hop(env, first, "pass")
+    m = deliver(env.gw, LIST_BOUNCE, fwd, marker)
+    a = [v for v in mxtest.header_values(m, "Authentication-Results")
+         if v.split(";")[0].strip().lower() == "mx.example.test"][0]
+    assert "override=arc trusted sealer lists.test" in " ".join(a.split()), a
