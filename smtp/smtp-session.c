@@ -968,6 +968,11 @@ static void process_input(struct smtp_session *s)
 				out_of_input(s);
 				return;
 			}
+			/* what came with the PROXY header came before the
+			 * banner too (an early talker behind a load balancer) */
+			if (s->wait == SMTP_WAIT_GREET && s->state != SMTP_STATE_CLOSING &&
+			    smtp_pregreet_early(s, in))
+				return;
 			continue;
 		}
 		if (s->state == SMTP_STATE_DATA) {
