@@ -224,6 +224,11 @@ static bool check(struct smtp_session *s, enum rl_event ev, const char *arg, cha
 			break;
 		}
 		snprintf(key, sizeof(key), "%s %s", r->name, subj);
+		/* one counter per address whatever its letter case (domains
+		 * are case-insensitive, local parts in practice): <Spam@X>,
+		 * <spam@x>, <SPAM@X> are one sender (red team finding) */
+		for (char *p = key; *p; p++)
+			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
 		int64_t left = 0;
 		int64_t n = st->ops->hit(st, key, cfg->rl_window, &left);
 		if (n < 0) {
