@@ -5,11 +5,13 @@ domain (SPF fails, no DKIM): the right answer is always 550.
 Real unbound on loopback (dnsserver.py), the real binary; the transaction
 helper is test_dmarc_rfc9989.py's."""
 
+import uuid
+
 import pytest
 
 import dnsserver
 import mxtest
-from test_dmarc_rfc9989 import run
+from test_dmarc_rfc9989 import RCPT, run
 
 DEEP = ".".join(f"l{i}" for i in range(40)) + ".bank.test"  # 42 labels
 
@@ -24,6 +26,13 @@ ZONE = {
     "_dmarc.big.test": "v=DMARC1; p=reject; x=" + "a" * 3000,
     "none.test": "v=spf1 -all",
 }
+
+# The query-budget attack: DKIM d= and MAIL FROM domains of 11 labels under
+# the victim's TLD, all the attacker's (valid keys, SPF pass): each
+# alignment check walks 7 new names; the message's 48-query budget runs out.
+BUDGET_DS = [f"a.b.c.d.e.f.g.h.i.ev{i}.test" for i in range(5)]
+BUDGET_MAILFROM = "a.b.c.d.e.f.g.h.i.evmf.test"
+BUDGET_FROM = "x1.x2.x3.x4.x5.x6.x7.x8.bank.test"
 
 CASES = [
     ("record-colon-typo", "<a@typo.test>", 550, "DMARC policy of typo.test"),
@@ -46,6 +55,9 @@ def env(tmp_path_factory):
     for name, txt in ZONE.items():
         dns.add(name, "TXT", txt)
     key, key_txt = dnsserver.make_dkim_key(d, 1024, "k")
+    for dom in BUDGET_DS:
+        dns.add_txt(f"sel._domainkey.{dom}", key_txt)
+    dns.add(BUDGET_MAILFROM, "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     dns.start()
     gw = mxtest.Gateway(d / "gw", {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
                                    "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes"}},
@@ -71,3 +83,23 @@ def test_spoof_of_a_reject_domain_is_refused(env, case):
     assert r.code == code, (r, dm)
     if text:
         assert text in r.text, r
+
+
+def test_query_budget_exhaustion_is_not_a_temperror(env):
+    """From: a subdomain of bank.test (p=reject), five valid DKIM signatures
+    and an SPF pass, all for the attacker's own deep names under .test:
+    none is aligned.  Walking their Organizational Domains spends the
+    message's DMARC query budget; running out must not turn the verdict
+    into temperror (451, or delivery with dmarc_temperror = accept): the
+    names the budget could not walk are the message's own doing, not a DNS
+    failure, so they count as not aligned and p=reject applies (550)."""
+    marker = "m" + uuid.uuid4().hex[:16]
+    hdr = [f"From: <ceo@{BUDGET_FROM}>", f"To: <{RCPT}>", f"Subject: budget {marker}",
+           f"Message-ID: <{marker}@client.example.net>"]
+    msg = ("\r\n".join(hdr) + "\r\n\r\nhello\r\n").encode()
+    sigs = b"".join(dnsserver.dkim_sign(msg, "sel", dom, env.key) for dom in BUDGET_DS)
+    with env.gw.client() as c:
+        c.ehlo("client.example.net")
+        r = c.transaction(f"a@{BUDGET_MAILFROM}", [RCPT], sigs + msg, expect_queued=False)
+    assert r.code == 550, r
+    assert f"DMARC policy of {BUDGET_FROM}" in r.text, r
