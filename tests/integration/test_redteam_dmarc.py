@@ -58,6 +58,7 @@ def env(tmp_path_factory):
     for dom in BUDGET_DS:
         dns.add_txt(f"sel._domainkey.{dom}", key_txt)
     dns.add(BUDGET_MAILFROM, "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.blackhole("slowmf.test")               # the attacker's own slow zone
     dns.start()
     gw = mxtest.Gateway(d / "gw", {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
                                    "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes"}},
@@ -103,3 +104,15 @@ def test_query_budget_exhaustion_is_not_a_temperror(env):
         r = c.transaction(f"a@{BUDGET_MAILFROM}", [RCPT], sigs + msg, expect_queued=False)
     assert r.code == 550, r
     assert f"DMARC policy of {BUDGET_FROM}" in r.text, r
+
+
+def test_attackers_slow_dns_does_not_turn_a_fail_into_temperror(env):
+    """MAIL FROM on the attacker's own zone whose DNS never answers: SPF is
+    temperror for x.slowmf.test, which cannot be aligned with bank.test
+    (the Organizational Domain of an identifier is a suffix of it, and
+    bank.test is not a suffix of x.slowmf.test).  Its timed-out walk must
+    not make the p=reject verdict 'temperror' (451, or delivery with
+    dmarc_temperror = accept): 550."""
+    r, dm = run(env, "<ceo@bank.test>", "a@x.slowmf.test")
+    assert r.code == 550, (r, dm)
+    assert "DMARC policy of bank.test" in r.text, r
