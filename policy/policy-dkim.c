@@ -57,6 +57,7 @@ struct dkim_key {
 	char *text;
 	bool secure;
 	bool fetched; /* looked up (not over the limit / broken) */
+	bool bad_name; /* s._domainkey.d is no DNS name: not looked up */
 };
 
 struct dkim_keys {
@@ -347,6 +348,28 @@ static void dkim_body_from_fd(struct policy_msg *pm)
 	free(buf);
 }
 
+/* dkim_dns_name_ok - labels of 1..63 octets, at most 253 in all (RFC 1035
+ * 2.3.4); a final dot is allowed. */
+static bool dkim_dns_name_ok(const char *name)
+{
+	size_t len = strlen(name), label = 0;
+
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || name[i] == '.') {
+			if (label == 0 || label > 63)
+				return false;
+			label = 0;
+		} else {
+			label++;
+		}
+	}
+	return true;
+}
+
 /* dkim_prefetch - worker: look up every selector record through our
  * resolver; signatures whose key is missing or unreachable are set aside
  * (ignored by the library, reported by us). */
@@ -370,6 +393,16 @@ static void dkim_prefetch(struct policy_msg *pm, DKIM_SIGINFO **sigs, int nsigs)
 			continue;
 		k->fetched = true;
 		name = util_xasprintf("%s._domainkey.%s", s, d);
+		/* a selector or domain that makes no DNS name (a label over 63
+		 * octets, an empty one, over 253 in all) is the signature's own
+		 * error: permerror, never the resolver's temperror (which let
+		 * anyone turn an aligned signature into DMARC temperror) */
+		if (!dkim_dns_name_ok(name)) {
+			k->bad_name = true;
+			free(name);
+			dkim_sig_ignore(sigs[i]);
+			continue;
+		}
 		k->status = policy_dns_txt_sync(pm->pc->dns, name, &txt, &k->secure);
 		if (k->status == POLICY_DNS_OK && txt.n > 0)
 			k->text = util_xstrdup(txt.v[0]);
@@ -418,6 +451,11 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		out->result = "temperror";
 		out->comment = util_xasprintf("the message could not be read back: %s",
 		                              strerror(pm->body_err));
+		return;
+	}
+	if (k != NULL && k->bad_name) {
+		out->result = "permerror";
+		out->comment = util_xstrdup("the key name s._domainkey.d is not a valid DNS name");
 		return;
 	}
 	if (k != NULL && (k->status == POLICY_DNS_TEMPFAIL || k->status == POLICY_DNS_BOGUS)) {

@@ -116,3 +116,24 @@ def test_attackers_slow_dns_does_not_turn_a_fail_into_temperror(env):
     r, dm = run(env, "<ceo@bank.test>", "a@x.slowmf.test")
     assert r.code == 550, (r, dm)
     assert "DMARC policy of bank.test" in r.text, r
+
+
+@pytest.mark.parametrize("selector", ["a" * 70, ".".join(["s" * 60] * 4), "a..b"],
+                         ids=["label-over-63", "name-over-253", "empty-label"])
+def test_unlookupable_selector_of_the_from_domain_is_not_a_temperror(env, selector):
+    """A DKIM signature claiming d=bank.test (aligned) with a selector that
+    makes the key name impossible (a label over 63 octets, a name over 253,
+    an empty label).  That is the signature's own syntax: permerror, never
+    temperror - else anyone turns bank.test's p=reject into 451 (or into
+    delivery with dmarc_temperror = accept)."""
+    marker = "m" + uuid.uuid4().hex[:16]
+    hdr = [f"From: <ceo@bank.test>", f"To: <{RCPT}>", f"Subject: sel {marker}",
+           f"Message-ID: <{marker}@client.example.net>"]
+    msg = ("\r\n".join(hdr) + "\r\n\r\nhello\r\n").encode()
+    sig = dnsserver.dkim_sign(msg, "placeholder", "bank.test", env.key)
+    sig = sig.replace(b"s=placeholder", b"s=" + selector.encode())
+    with env.gw.client() as c:
+        c.ehlo("client.example.net")
+        r = c.transaction("a@none.test", [RCPT], sig + msg, expect_queued=False)
+    assert r.code == 550, r
+    assert "DMARC policy of bank.test" in r.text, r
