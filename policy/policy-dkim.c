@@ -56,7 +56,7 @@ struct dkim_key {
 	enum policy_dns_status status;
 	char *text;
 	bool secure;
-	bool fetched; /* looked up (not over the limit / broken) */
+	bool fetched;  /* looked up (not over the limit / broken) */
 	bool bad_name; /* s._domainkey.d is no DNS name: not looked up */
 };
 
