@@ -137,3 +137,17 @@ def test_unlookupable_selector_of_the_from_domain_is_not_a_temperror(env, select
         r = c.transaction("a@none.test", [RCPT], sig + msg, expect_queued=False)
     assert r.code == 550, r
     assert "DMARC policy of bank.test" in r.text, r
+
+
+def test_from_domain_too_long_for_a_dmarc_query_is_not_a_temperror(env):
+    """From: a valid 250-octet subdomain of bank.test (p=reject): the name
+    _dmarc.<it> is over 253 octets, so no record can be there.  That must
+    not stop policy discovery as a DNS failure (temperror, 451 - or
+    delivery with dmarc_temperror = accept): the walk goes on to bank.test
+    and its p=reject applies."""
+    dom = ".".join(["a" * 40] * 5 + ["bank.test"])          # 214 octets
+    dom = "b" * (250 - len(dom) - 1) + "." + dom
+    assert len(dom) == 250
+    r, dm = run(env, f"<ceo@{dom}>", "a@none.test")
+    assert r.code == 550, (r, dm)
+    assert "DMARC policy of" in r.text, r
