@@ -81,7 +81,12 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	struct util_strlist txt = {0};
 	bool secure = false;
 	char *name = util_xasprintf("%s._domainkey.%s", s, d);
-	enum policy_dns_status st = policy_dns_txt_sync(pm->pc->dns, name, &txt, &secure);
+	/* no DNS name (a label over 63 octets, ...): the seal's own error,
+	 * never a temporary one - else a forged seal claiming a trusted
+	 * sealer's d= turned a DMARC reject into 451 (red team finding) */
+	enum policy_dns_status st = policy_dns_name_ok(name)
+	                                ? policy_dns_txt_sync(pm->pc->dns, name, &txt, &secure)
+	                                : POLICY_DNS_NXDOMAIN;
 	EVP_PKEY *k = NULL;
 
 	free(name);

@@ -348,28 +348,6 @@ static void dkim_body_from_fd(struct policy_msg *pm)
 	free(buf);
 }
 
-/* dkim_dns_name_ok - labels of 1..63 octets, at most 253 in all (RFC 1035
- * 2.3.4); a final dot is allowed. */
-static bool dkim_dns_name_ok(const char *name)
-{
-	size_t len = strlen(name), label = 0;
-
-	if (len > 0 && name[len - 1] == '.')
-		len--;
-	if (len == 0 || len > 253)
-		return false;
-	for (size_t i = 0; i <= len; i++) {
-		if (i == len || name[i] == '.') {
-			if (label == 0 || label > 63)
-				return false;
-			label = 0;
-		} else {
-			label++;
-		}
-	}
-	return true;
-}
-
 /* dkim_prefetch - worker: look up every selector record through our
  * resolver; signatures whose key is missing or unreachable are set aside
  * (ignored by the library, reported by us). */
@@ -397,7 +375,7 @@ static void dkim_prefetch(struct policy_msg *pm, DKIM_SIGINFO **sigs, int nsigs)
 		 * octets, an empty one, over 253 in all) is the signature's own
 		 * error: permerror, never the resolver's temperror (which let
 		 * anyone turn an aligned signature into DMARC temperror) */
-		if (!dkim_dns_name_ok(name)) {
+		if (!policy_dns_name_ok(name)) {
 			k->bad_name = true;
 			free(name);
 			dkim_sig_ignore(sigs[i]);

@@ -51,3 +51,17 @@ def test_override_trusts_the_trusted_hops_own_dmarc_pass(env):
     a = [v for v in mxtest.header_values(m, "Authentication-Results")
          if v.split(";")[0].strip().lower() == "mx.example.test"][0]
     assert "override=arc trusted sealer lists.test" in " ".join(a.split()), a
+
+
+def test_forged_trusted_seal_with_impossible_selector_is_not_deferred(env):
+    """An attacker seals with its own key but writes d=lists.test (trusted)
+    and a selector with a 70-octet label into the ARC-Seal and AMS.  The
+    key name is no DNS name: that is the seal's own error (chain fails, the
+    DMARC reject stands, 550), not the temporary key failure of a trusted
+    forwarder that earns a 451 retry."""
+    fwd, _ = sealed(env.evil_key, "evil.test", "evil", sender="alice@drej.test")
+    bad = b"s" * 70
+    fwd = fwd.replace(b"d=evil.test", b"d=lists.test").replace(b"s=evil;", b"s=" + bad + b";")
+    assert fwd.count(b"s=" + bad) == 2, fwd[:600]
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 550, "5.7.1")
