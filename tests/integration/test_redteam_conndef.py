@@ -86,3 +86,21 @@ def test_sender_rate_is_not_bypassed_by_letter_case(gateway):
     assert_reply(codes[1], 250)
     assert_reply(codes[2], 451, "4.7.1")
     assert "<SPAM@FLOOD.EXAMPLE>" in codes[2].text, codes[2]
+
+
+def test_repeated_ehlo_is_a_junk_command(gateway):
+    """NOOP is counted as junk, and in stress mode cut after
+    stress_junk_command_limit; a slot holder that sends EHLO instead (it
+    also resets the idle timer) must not stay for the whole
+    max_session_time.  The first EHLO (and the one after STARTTLS) is free;
+    each further HELO/EHLO counts."""
+    gw = gateway({"limits": {"max_connections": "2", "stress_threshold": "50",
+                             "stress_junk_command_limit": "2"}})
+    with gw.client() as c1, RawClient(gw.port) as c2:
+        gw.wait_log(r"- stress on")
+        assert_reply(c2.ehlo(), 250)
+        assert_reply(c2.ehlo(), 250)
+        assert_reply(c2.ehlo(), 250)
+        r = c2.cmd("EHLO client.example.net")
+        assert_reply(r, 421, "4.7.0")
+        c1.ehlo()
