@@ -107,3 +107,46 @@ def test_subject_tag_never_makes_a_line_over_998(gateway):
         assert " ".join(vals[0].split()).endswith(marker)
     finally:
         fake.stop()
+
+
+def test_forged_spam_headers_dropped_when_rspamd_is_down(gateway):
+    """The client writes its own verdict ("X-Spam-Flag: NO", a clean
+    X-Spam-Status, an X-Spam-Checker claiming a scan) and rspamd cannot be
+    reached: the downstream must see none of the client's fields, only
+    mxgate's "unchecked"."""
+    port = mxtest.free_port()
+    gw = gateway({"rspamd": {"address": f"127.0.0.1:{port}", "timeout": "3s"}})
+    forged = ("X-Spam-Flag: NO", "X-Spam-Status: No, score=-100.00 forged-status",
+              "X-Spam-Score: -100.00", "X-Spam-Checker: checked; forged-checker")
+    data, marker = make_message("forged", headers=forged)
+    mxtest.assert_reply(_send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    head = msg.split(b"\r\n\r\n", 1)[0]
+    assert b"forged-status" not in head and b"forged-checker" not in head, head
+    assert b"-100.00" not in head, head
+    vals = mxtest.header_values(msg, "X-Spam-Checker")
+    assert len(vals) == 1 and vals[0].startswith("unchecked"), vals
+
+
+def test_hostile_rspamd_answer_cannot_inject_or_overflow_headers(gateway):
+    """A compromised or buggy rspamd answers with CR LF in the action and in
+    symbol names, 5,000 symbols of 200-octet names and an absurd score: no
+    header field may be injected, no line may pass 998 octets, and the
+    header block stays bounded."""
+    syms = {("S%04d" % i) + "x" * 195: {"name": "n", "score": 0.001} for i in range(5000)}
+    syms["EVIL\r\nBcc: victim@example.test"] = {"name": "EVIL", "score": 1.0}
+    fake = FakeRspamd({"is_skipped": False, "score": 9.0, "required_score": 15.0,
+                       "action": "add header", "symbols": syms,
+                       "messages": {"smtp_message": "hi\r\nX-Injected: yes"}})
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("hostile")
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        head = msg.split(b"\r\n\r\n", 1)[0]
+        lines = head.split(b"\r\n")
+        assert all(len(ln) <= 998 for ln in lines), max(len(ln) for ln in lines)
+        assert not any(ln.lower().startswith((b"bcc:", b"x-injected:")) for ln in lines)
+        assert len(head) < 256 * 1024, len(head)
+    finally:
+        fake.stop()
