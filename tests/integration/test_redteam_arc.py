@@ -65,3 +65,24 @@ def test_forged_trusted_seal_with_impossible_selector_is_not_deferred(env):
     assert fwd.count(b"s=" + bad) == 2, fwd[:600]
     r = refuse(env.gw, LIST_BOUNCE, fwd)
     mxtest.assert_reply(r, 550, "5.7.1")
+
+
+def test_quoted_semicolon_in_trusted_aar_is_not_a_dmarc_pass(env):
+    """The trusted list records the attacker's envelope sender as it came:
+    smtp.mailfrom="x;dmarc=pass "@evil.test (a valid quoted local part), and
+    its own verdict dmarc=fail.  Splitting the ARC-A-R on every ';' found a
+    clause "dmarc=pass ..." inside the quoted string: the override must
+    read only real resinfo clauses (RFC 8601 quoted-string), so 550."""
+    msg, marker = mxtest.make_message(sender="alice@drej.test")
+    arh = (b'Authentication-Results: lists.test; spf=pass '
+           b'smtp.mailfrom="x;dmarc=pass "@evil.test;\r\n'
+           b'\tdmarc=fail header.from=drej.test\r\n')
+    full = arh + msg
+    arc_set = dkim.arc_sign(full, b"fwd", b"lists.test", env.fwd_key, b"lists.test",
+                            include_headers=[b"from", b"to", b"subject", b"date",
+                                             b"message-id"])
+    assert len(arc_set) == 3, arc_set
+    fwd = b"".join(arc_set) + full
+    assert b'dmarc=pass "@evil.test' in b"".join(arc_set), arc_set
+    r = refuse(env.gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 550, "5.7.1")
