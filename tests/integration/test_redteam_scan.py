@@ -150,3 +150,20 @@ def test_hostile_rspamd_answer_cannot_inject_or_overflow_headers(gateway):
         assert len(head) < 256 * 1024, len(head)
     finally:
         fake.stop()
+
+
+def test_subject_tag_with_two_subject_fields(gateway):
+    """A spammer sends two Subject: fields.  Whatever a reader shows (the
+    first or the last), it must carry the tag - and mxgate must not swap
+    their order (it holds the first back and writes it after the rest)."""
+    fake = FakeRspamd(ADD_HEADER)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("first", headers=("Subject: second " + "x",))
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        vals = mxtest.header_values(msg, "Subject")
+        assert len(vals) == 2, vals
+        assert all(v.startswith("[SPAM] ") for v in vals), vals
+    finally:
+        fake.stop()
