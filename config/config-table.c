@@ -253,8 +253,8 @@ static const struct config_directive d_limits[] = {
      R, "Time a trusted proxy has to send its PROXY header"},
     {"junk_command_limit", CONFIG_T_INT, G(junk_command_limit), "100", NULL, 1, 1000000, NULL,
      NULL, R,
-     "NOOP, RSET, VRFY and HELP commands a session may send before 421 and close (like "
-     "Postfix's smtpd_junk_command_limit); a queued message resets the count"},
+     "NOOP, RSET, VRFY, HELP and repeated HELO/EHLO commands a session may send before 421 "
+     "and close (like Postfix's smtpd_junk_command_limit); a queued message resets the count"},
     {"max_session_time", CONFIG_T_DURATION, G(max_session_time), "1h", NULL, 1, DAY, NULL, NULL,
      R, "Longest life of one session; then 421 (a message being received is finished first)"},
     {"max_transactions", CONFIG_T_INT, G(max_transactions), "1000", NULL, 1, 1000000, NULL, NULL,
@@ -431,8 +431,8 @@ static const struct config_directive d_arc[] = {
     {"algorithm", CONFIG_T_ENUM, G(arc_algorithm), "rsa-sha256", NULL, 0, 0, e_arc_alg, NULL, R,
      "Seal algorithm: rsa-sha256 or ed25519-sha256 (RFC 8463); must match key_file"},
     {"trusted_sealers", CONFIG_T_DOMAINS, G(arc_trusted_sealers), NULL, NULL, 0, 0, NULL, NULL, R,
-     "Sealer domains (d= of the newest ARC-Seal) whose validated chain with i=1 dmarc=pass "
-     "overrides a DMARC failure"},
+     "Sealer domains (d= of the newest ARC-Seal) whose validated chain overrides a DMARC "
+     "failure when the oldest set of the trusted run of sealers recorded dmarc=pass"},
 };
 static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
 
@@ -532,8 +532,8 @@ static const struct config_directive d_ratelimit[] = {
     {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
      "MAIL FROM commands per window from one network; 0 = no limit"},
     {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "MAIL FROM commands per window with one envelope sender (<> included), from any "
-     "client; 0 = no limit"},
+     NULL, R, "MAIL FROM commands per window with one envelope sender (<> included; letter case "
+     "ignored), from any client; 0 = no limit"},
     {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
      "max_recipients); 0 = no limit"},

@@ -508,9 +508,20 @@ bool policy_arc_aar_dmarc_pass(const char *raw, size_t len, const char *from_dom
 	char *v = util_xstrndup(raw, len), *p, *clause, *save = NULL;
 	bool ok = false;
 
-	/* comments can hold anything: blank them out first */
+	/* comments and quoted strings can hold anything (a quoted local part
+	 * "x;dmarc=pass "@evil.test in smtp.mailfrom: red team finding):
+	 * blank them out first */
 	for (p = v; *p; p++) {
-		if (*p == '(') {
+		if (*p == '"') {
+			for (*p++ = ' '; *p && *p != '"'; p++) {
+				if (*p == '\\' && p[1])
+					*p++ = ' ';
+				*p = ' ';
+			}
+			if (*p == 0)
+				break;
+			*p = ' ';
+		} else if (*p == '(') {
 			int depth = 0;
 			for (; *p; p++) {
 				if (*p == '\\' && p[1])

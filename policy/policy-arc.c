@@ -81,7 +81,12 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	struct util_strlist txt = {0};
 	bool secure = false;
 	char *name = util_xasprintf("%s._domainkey.%s", s, d);
-	enum policy_dns_status st = policy_dns_txt_sync(pm->pc->dns, name, &txt, &secure);
+	/* no DNS name (a label over 63 octets, ...): the seal's own error,
+	 * never a temporary one - else a forged seal claiming a trusted
+	 * sealer's d= turned a DMARC reject into 451 (red team finding) */
+	enum policy_dns_status st = policy_dns_name_ok(name)
+	                                ? policy_dns_txt_sync(pm->pc->dns, name, &txt, &secure)
+	                                : POLICY_DNS_NXDOMAIN;
 	EVP_PKEY *k = NULL;
 
 	free(name);
@@ -511,20 +516,37 @@ static void arc_eval(struct policy_msg *pm)
 	am->sealer =
 	    util_xstrdup(policy_arc_tag(&am->chain.sets[am->chain.n - 1].tags[POLICY_ARC_AS], "d"));
 	/* Trusted-forwarder override (local policy: RFC 8617 section 7 use
-	 * cases, RFC 7489 6.7): the newest sealer is one
-	 * the postmaster trusts, its chain validates, and the first hop's
-	 * ARC-A-R recorded dmarc=pass for this From: domain. */
+	 * cases, RFC 7489 6.7): the newest sealer is one the postmaster
+	 * trusts, its chain validates, and a trusted hop's ARC-A-R recorded
+	 * dmarc=pass for this From: domain.  Only the sets sealed by trusted
+	 * sealers count: the oldest of the unbroken run of trusted sealers
+	 * down from the newest is the hop that received the message from
+	 * outside, and its ARC-A-R is its own judgement.  An older set by
+	 * anyone else is the word of whoever sealed it (an attacker can seal
+	 * i=1 "dmarc=pass" with its own key, then post through a trusted
+	 * list: red team finding). */
 	if (pm->dmarc.evaluated && pm->dmarc.result == POLICY_DMARC_FAIL &&
 	    pm->dmarc.exempt == NULL &&
-	    util_strlist_has_case(&cfg->arc_trusted_sealers, am->sealer) &&
-	    policy_arc_aar_dmarc_pass(am->chain.sets[0].raw[POLICY_ARC_AAR],
-	                              am->chain.sets[0].rawlen[POLICY_ARC_AAR], pm->from.domain)) {
-		pm->dmarc.exempt =
-		    util_xasprintf("arc trusted sealer %s, i=1 dmarc=pass", am->sealer);
-		util_log_info("arc override=dmarc sealer=%s from=%s reason=\"trusted sealer, i=1 "
-		              "dmarc=pass\"",
-		              am->sealer, pm->from.domain ? pm->from.domain : "-");
-		util_metrics_inc("mxgate_arc_overrides_total", NULL);
+	    util_strlist_has_case(&cfg->arc_trusted_sealers, am->sealer)) {
+		size_t k = am->chain.n - 1;
+		while (k > 0) {
+			const char *d =
+			    policy_arc_tag(&am->chain.sets[k - 1].tags[POLICY_ARC_AS], "d");
+			if (d == NULL || !util_strlist_has_case(&cfg->arc_trusted_sealers, d))
+				break;
+			k--;
+		}
+		if (policy_arc_aar_dmarc_pass(am->chain.sets[k].raw[POLICY_ARC_AAR],
+		                              am->chain.sets[k].rawlen[POLICY_ARC_AAR],
+		                              pm->from.domain)) {
+			pm->dmarc.exempt = util_xasprintf("arc trusted sealer %s, i=%zu dmarc=pass",
+			                                  am->sealer, k + 1);
+			util_log_info(
+			    "arc override=dmarc sealer=%s from=%s reason=\"trusted sealer, "
+			    "i=%zu dmarc=pass\"",
+			    am->sealer, pm->from.domain ? pm->from.domain : "-", k + 1);
+			util_metrics_inc("mxgate_arc_overrides_total", NULL);
+		}
 	}
 }
 

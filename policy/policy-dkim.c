@@ -56,7 +56,8 @@ struct dkim_key {
 	enum policy_dns_status status;
 	char *text;
 	bool secure;
-	bool fetched; /* looked up (not over the limit / broken) */
+	bool fetched;  /* looked up (not over the limit / broken) */
+	bool bad_name; /* s._domainkey.d is no DNS name: not looked up */
 };
 
 struct dkim_keys {
@@ -370,6 +371,16 @@ static void dkim_prefetch(struct policy_msg *pm, DKIM_SIGINFO **sigs, int nsigs)
 			continue;
 		k->fetched = true;
 		name = util_xasprintf("%s._domainkey.%s", s, d);
+		/* a selector or domain that makes no DNS name (a label over 63
+		 * octets, an empty one, over 253 in all) is the signature's own
+		 * error: permerror, never the resolver's temperror (which let
+		 * anyone turn an aligned signature into DMARC temperror) */
+		if (!policy_dns_name_ok(name)) {
+			k->bad_name = true;
+			free(name);
+			dkim_sig_ignore(sigs[i]);
+			continue;
+		}
 		k->status = policy_dns_txt_sync(pm->pc->dns, name, &txt, &k->secure);
 		if (k->status == POLICY_DNS_OK && txt.n > 0)
 			k->text = util_xstrdup(txt.v[0]);
@@ -418,6 +429,11 @@ static void dkim_judge(struct policy_msg *pm, DKIM_SIGINFO *sig, struct dkim_key
 		out->result = "temperror";
 		out->comment = util_xasprintf("the message could not be read back: %s",
 		                              strerror(pm->body_err));
+		return;
+	}
+	if (k != NULL && k->bad_name) {
+		out->result = "permerror";
+		out->comment = util_xstrdup("the key name s._domainkey.d is not a valid DNS name");
 		return;
 	}
 	if (k != NULL && (k->status == POLICY_DNS_TEMPFAIL || k->status == POLICY_DNS_BOGUS)) {

@@ -25,6 +25,7 @@ struct policy_dmarc_record {
 	bool p_missing;   /* no usable p: treated as p=none because rua= is there */
 	bool has_pct;     /* pct= present (RFC 9989: ignored) */
 	bool has_rua;
+	int syntax_errors; /* tag-specs discarded (RFC 9989 4.8) */
 };
 
 /* policy_dmarc_record_parse - parse one TXT record text.  Returns 0 for a

@@ -7,9 +7,13 @@
  * [FWS] tag-value [FWS]), reads pct=abc as 0, and knows neither np, t nor
  * psd.  Here: the first tag must be v=DMARC1 or the text is not a DMARC
  * record (ignored); unknown tags are ignored; a known tag with a value
- * outside its grammar takes its default; a duplicated tag makes the record
- * unusable; a record without a usable p (or with an unusable sp/np) is
- * read as p=none when it has rua, else unusable (RFC 9989 4.7, "p").
+ * outside its grammar takes its default; a tag-spec that is not
+ * "name=value" after v=DMARC1 ("fo:1", a stray word) is discarded, as 4.8
+ * requires of syntax errors in the remainder of the record (making the
+ * record unusable dropped the owner's p=reject: red team finding); a
+ * duplicated tag makes the record unusable; a record without a usable p
+ * (or with an unusable sp/np) is read as p=none when it has rua, else
+ * unusable (RFC 9989 4.7, "p").
  * pct is recognised and ignored (RFC 9989 removed it).
  *
  * Threads: pure.  Bounds: works on the given length; no allocation.
@@ -93,15 +97,21 @@ int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_r
 			continue;
 		}
 		name = p;
-		if (!isalpha((unsigned char)*p))
-			goto syntax;
-		while (p < e && (isalnum((unsigned char)*p) || *p == '_'))
-			p++;
+		if (isalpha((unsigned char)*p))
+			while (p < e && (isalnum((unsigned char)*p) || *p == '_'))
+				p++;
 		name_end = p;
 		while (p < e && rec_ws(*p))
 			p++;
-		if (p == e || *p != '=')
-			goto syntax;
+		if (name_end == name || p == e || *p != '=') {
+			if (ntag == 0)
+				return 1; /* not "v=...": not a DMARC record */
+			/* RFC 9989 4.8: a syntax error in the remainder of the
+			 * record is discarded, the other tags still count */
+			r->syntax_errors++;
+			p = semi != NULL ? semi + 1 : end;
+			continue;
+		}
 		p++;
 		while (p < e && rec_ws(*p))
 			p++;
@@ -183,10 +193,4 @@ int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_r
 		r->p_missing = true;
 	}
 	return 0;
-syntax:
-	if (ntag == 0)
-		return 1;
-	snprintf(err, errlen, "record syntax error near \"%.*s\"",
-	         (int)(e - name < 32 ? e - name : 32), name);
-	return -1;
 }

@@ -64,15 +64,22 @@ static const struct policy_dmarc_walk_entry *walk_lookup(struct policy_dmarc_wal
 	for (size_t i = 0; i < w->ncache; i++)
 		if (strcmp(w->cache[i].name, name) == 0)
 			return &w->cache[i];
-	if (w->queries >= POLICY_DMARC_MAX_QUERIES)
+	/* "_dmarc." + a name of more than 246 octets is over 253: no record
+	 * can be there (W_NONE, no query) - the resolver's refusal would be
+	 * a temperror any From: could cause (red team finding) */
+	bool too_long = strlen(name) + 7 > 253;
+	if (!too_long && w->queries >= POLICY_DMARC_MAX_QUERIES)
 		return NULL;
-	w->queries++;
+	if (!too_long)
+		w->queries++;
 	w->cache = realloc(w->cache, (w->ncache + 1) * sizeof(*w->cache));
 	if (w->cache == NULL)
 		abort();
 	e = &w->cache[w->ncache++];
 	memset(e, 0, sizeof(*e));
 	snprintf(e->name, sizeof(e->name), "%s", name);
+	if (too_long)
+		return e;
 	q = util_xasprintf("_dmarc.%s", name);
 	st = w->txt(w->arg, q, &txt, &secure);
 	free(q);

@@ -246,8 +246,20 @@ static int dmarc_aligned(struct dmarc_align *a, const char *d, bool strict)
 		low[n] = 0;
 		if (n > 0 && low[n - 1] == '.')
 			low[n - 1] = 0;
+		/* an identifier's Organizational Domain is a suffix of it: when
+		 * the From domain's is not, no walk can align them - and the
+		 * walk of an attacker's own slow zone must not make the
+		 * verdict temperror (red team finding) */
+		n = strlen(low);
+		size_t ol = strlen(a->from_org);
+		if (!(n == ol && strcmp(low, a->from_org) == 0) &&
+		    !(n > ol && low[n - ol - 1] == '.' && strcmp(low + n - ol, a->from_org) == 0))
+			return 0;
+		/* the message's own query budget spent (many deep signing
+		 * domains): not aligned, not "unknown" - else any message could
+		 * turn its p=reject fail into temperror (red team finding) */
 		if (policy_dmarc_org_domain(a->walk, low, org, &why) < 0)
-			return -1;
+			return why == POLICY_DMARC_TOO_MANY ? 0 : -1;
 	}
 	return strcmp(org, a->from_org) == 0;
 }

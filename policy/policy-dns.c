@@ -465,6 +465,28 @@ static void dns_slow_leave(struct policy_dns *d, struct dns_inflight *q, bool fa
 	pthread_mutex_unlock(&d->slow_mu);
 }
 
+/* policy_dns_name_ok - labels of 1..63 octets, at most 253 in all (RFC 1035
+ * 2.3.4); a final dot is allowed. */
+bool policy_dns_name_ok(const char *name)
+{
+	size_t len = strlen(name), label = 0;
+
+	if (len > 0 && name[len - 1] == '.')
+		len--;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || name[i] == '.') {
+			if (label == 0 || label > 63)
+				return false;
+			label = 0;
+		} else {
+			label++;
+		}
+	}
+	return true;
+}
+
 /* policy_dns_query_sync - worker: one query bounded by the [dns] timeout. */
 void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
                            struct policy_dns_answer *ans)

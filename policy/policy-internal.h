@@ -36,6 +36,9 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
                            struct policy_dns_answer *ans);
 void policy_dns_answer_free(struct policy_dns_answer *ans);
 int policy_dns_name_from_wire(const unsigned char *p, size_t len, char *out, size_t outlen);
+/* policy_dns_name_ok - a name the DNS can hold: labels of 1..63 octets, at
+ * most 253 octets (a final dot allowed).  Pure. */
+bool policy_dns_name_ok(const char *name);
 
 /* The DNSSEC trust anchor ([dns] trust_anchor_file: auto | none | PATH),
  * policy-dns-anchor.c. */

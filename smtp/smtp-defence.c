@@ -1,6 +1,6 @@
 /*
  * smtp-defence.c - sessions that hold slots without sending mail (issue 17):
- * junk commands (NOOP, RSET, VRFY, HELP) counted against junk_command_limit,
+ * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO) counted against junk_command_limit,
  * a cap on a session's lifetime (max_session_time) and on its transactions
  * (max_transactions), and stress mode: above stress_threshold percent of
  * max_connections, every session between commands gets the short

@@ -239,6 +239,16 @@ static void subject(struct smtp_session *s, const struct rl_rule *r, const char 
 	}
 }
 
+/* rl_key - the counter's key: rule name and subject, lower-cased, so that
+ * <Spam@X>, <spam@x> and <SPAM@X> are one sender (domains are
+ * case-insensitive, local parts in practice; red team finding). */
+static void rl_key(char *key, size_t len, const char *prefix, const struct rl_hit *h)
+{
+	snprintf(key, len, "%s%s %s", prefix, h->r->name, h->subj);
+	for (char *p = key; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+}
+
 /* judge - the counts of one event against their limits, in table order:
  * SMTP_RL_OVER with the reply in s->rl_line, or SMTP_RL_PASS.  A failed
  * count lets the event through (logged, counted). */
@@ -341,7 +351,7 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 		for (size_t i = 0; i < b->nhits; i++) {
 			struct rl_hit *h = &b->hits[i];
 			char key[400];
-			snprintf(key, sizeof(key), "rl:%s %s", h->r->name, h->subj);
+			rl_key(key, sizeof(key), "rl:", h);
 			h->n = -1;
 			b->pending++;
 			if (smtp_redis_hit(srv->redis, key, cfg->rl_window, hit_cb, h) < 0)
@@ -356,7 +366,7 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 	for (size_t i = 0; i < b->nhits; i++) {
 		struct rl_hit *h = &b->hits[i];
 		char key[400];
-		snprintf(key, sizeof(key), "%s %s", h->r->name, h->subj);
+		rl_key(key, sizeof(key), "", h);
 		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, &h->left);
 	}
 	enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, srv->rl->ops->name);

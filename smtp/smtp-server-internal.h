@@ -172,8 +172,9 @@ struct smtp_tx {
 	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
 	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
 	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
-	char *subject;                   /* owned; the first Subject field, held back from the spool
-	                                    when it may be tagged (smtp-session-scan.c), or NULL */
+	char *subject;                   /* owned; the Subject fields (raw, in order), held back from
+	                                    the spool when they may be tagged (smtp-session-scan.c),
+	                                    or NULL */
 	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
 	bool subject_tag;                /* put [rspamd] subject_tag on it */
 	char *quarantine;                /* owned; why the message is quarantined ("virus",

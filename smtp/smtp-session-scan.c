@@ -328,15 +328,22 @@ static bool may_tag(const struct config *cfg)
 }
 
 /* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
- * be edited in place, so the first Subject is kept aside and written into
- * the prepend at commit: it moves to the top of the header block, which
- * DKIM does not mind (h= order is per field name, RFC 6376 5.4.2). */
+ * be edited in place, so the Subject fields are kept aside (in order) and
+ * written into the prepend at commit: they move to the top of the header
+ * block, which DKIM does not mind (h= order is per field name, RFC 6376
+ * 5.4.2).  Every Subject, not only the first: a spammer's second Subject
+ * went out untagged, and a reader that shows that one saw no tag (red team
+ * finding). */
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f)
 {
-	if (s->tx->subject_held || !may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
+	struct smtp_tx *tx = s->tx;
+	if (!may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
 		return false;
-	s->tx->subject = util_xstrndup(f->raw, f->raw_len);
-	s->tx->subject_held = true;
+	size_t old = tx->subject ? strlen(tx->subject) : 0;
+	tx->subject = util_xrealloc(tx->subject, old + f->raw_len + 1);
+	memcpy(tx->subject + old, f->raw, f->raw_len);
+	tx->subject[old + f->raw_len] = 0;
+	tx->subject_held = true;
 	return true;
 }
 
@@ -348,23 +355,29 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 	struct smtp_tx *tx = s->tx;
 	if (!tx->subject_held)
 		return;
-	const char *raw = tx->subject;
 	const char *tag = s->cfg->rspamd_subject_tag;
-	const char *colon = strchr(raw, ':');
-	if (!tx->subject_tag || !colon || !tag) {
-		util_buf_adds(b, raw);
+	if (!tx->subject_tag || !tag) {
+		util_buf_adds(b, tx->subject);
 		return;
 	}
-	const char *v = colon + 1;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (strncasecmp(v, tag, strlen(tag)) == 0) {
-		util_buf_adds(b, raw);
-		return;
+	size_t len = strlen(tx->subject), pos = 0;
+	struct util_hdr_field f;
+	while (util_hdr_next(tx->subject, len, &pos, &f) == 1) {
+		const char *raw = f.raw, *end = f.raw + f.raw_len;
+		const char *colon = memchr(raw, ':', f.raw_len);
+		const char *v = colon + 1;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		if ((size_t)(end - v) >= strlen(tag) && strncasecmp(v, tag, strlen(tag)) == 0) {
+			util_buf_add(b, raw, f.raw_len);
+			continue;
+		}
+		util_buf_add(b, raw, (size_t)(colon + 1 - raw));
+		util_buf_printf(b, " %s ", tag);
+		util_buf_add(b, v, (size_t)(end - v));
 	}
-	util_buf_add(b, raw, (size_t)(colon + 1 - raw));
-	util_buf_printf(b, " %s ", tag);
-	util_buf_adds(b, v);
+	if (pos < len) /* cannot happen (each field was parsed once): keep it */
+		util_buf_add(b, tx->subject + pos, len - pos);
 }
 
 /* smtp_scan_policy_headers - see smtp-server-internal.h. */

@@ -823,6 +823,11 @@ static void dispatch(struct smtp_session *s, const char *line, size_t len)
 	switch (c.verb) {
 	case SMTP_VERB_HELO:
 	case SMTP_VERB_EHLO:
+		/* a repeated greeting is junk too (the first, and the one
+		 * after STARTTLS, are free): else EHLO every few seconds holds
+		 * a slot past the (stress) junk limit (red team finding) */
+		if (s->helo[0] && smtp_defence_junk(s))
+			break;
 		cmd_helo(s, &c);
 		break;
 	case SMTP_VERB_MAIL:
@@ -978,6 +983,11 @@ static void process_input(struct smtp_session *s)
 				out_of_input(s);
 				return;
 			}
+			/* what came with the PROXY header came before the
+			 * banner too (an early talker behind a load balancer) */
+			if (s->wait == SMTP_WAIT_GREET && s->state != SMTP_STATE_CLOSING &&
+			    smtp_pregreet_early(s, in))
+				return;
 			continue;
 		}
 		if (s->state == SMTP_STATE_DATA) {

@@ -52,8 +52,13 @@ static const struct {
     {"v=DMARC1; p=reject; sp=bogus", -1, NULL, false, false, false, "invalid sp="},
     {"v=DMARC1; p=reject; p=none", -1, NULL, false, false, false, "duplicated tag p="},
     {"v=DMARC1; v=DMARC1; p=none", -1, NULL, false, false, false, "duplicated tag v="},
-    {"v=DMARC1; p=reject; junk", -1, NULL, false, false, false, "syntax"},
-    {"v=DMARC1; p=reject; =x", -1, NULL, false, false, false, "syntax"},
+    /* red team: a syntax error after v=DMARC1 is discarded (RFC 9989
+     * 4.8), it does not make the record unusable (no enforcement) */
+    {"v=DMARC1; p=reject; junk", 0, "r--rru", false, false, false, NULL},
+    {"v=DMARC1; p=reject; =x", 0, "r--rru", false, false, false, NULL},
+    {"v=DMARC1; p=reject; fo:1; sp=quarantine", 0, "rq-rru", false, false, false, NULL},
+    {"v=DMARC1; junk; p=reject", 0, "r--rru", false, false, false, NULL},
+    {"v=DMARC1; p reject", -1, NULL, false, false, false, "no p="},
     /* no usable p, but rua: p=none (RFC 9989 4.7) */
     {"v=DMARC1; rua=mailto:d@example.test", 0, "n--rru", false, false, true, NULL},
     {"v=DMARC1; p=bogus; sp=reject; rua=mailto:d@example.test", 0, "n--rru", false, false, true,

@@ -325,6 +325,17 @@ static const struct aar_case aar_cases[] = {
      "b.example", false},
     {"ARC-Authentication-Results: i=1; lists.example; dmarc=pass header.from=b.example\r\n", NULL,
      false},
+    /* red team: a ';' inside a quoted string (the attacker's local part
+     * recorded in smtp.mailfrom) starts no clause */
+    {"ARC-Authentication-Results: i=1; lists.example; spf=pass "
+     "smtp.mailfrom=\"x;dmarc=pass \"@evil.example; dmarc=fail header.from=b.example\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; spf=pass "
+     "smtp.mailfrom=\"x\\\";dmarc=pass \"@evil.example; dmarc=fail\r\n",
+     "b.example", false},
+    {"ARC-Authentication-Results: i=1; lists.example; spf=pass smtp.mailfrom=\"a;b\"@b.example;"
+     " dmarc=pass header.from=b.example\r\n",
+     "b.example", true},
 };
 
 static void test_aar_dmarc_pass(void **state)

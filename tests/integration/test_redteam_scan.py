@@ -1,0 +1,169 @@
+"""Red team (issues 13, 17): a hostile spam scanner and what its verdicts
+do to the relayed message.
+
+A fake rspamd on loopback answers every /checkv2 with a JSON verdict the
+test chooses (no real rspamd needed: the point is what mxgate makes of an
+answer, not rspamd's judgement).
+"""
+
+import json
+import socket
+import threading
+
+import mxtest
+from mxtest import make_message, scaled
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+
+
+class FakeRspamd:
+    """HTTP/1.1 server answering each POST with self.answer (a dict)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.requests = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(c,), daemon=True).start()
+
+    def _conn(self, c):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                n = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        n = int(v.strip())
+                while len(buf) < n:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                buf = buf[n:]
+                self.requests += 1
+                body = json.dumps(self.answer).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body)
+                          + body)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def stop(self):
+        self.srv.close()
+
+
+ADD_HEADER = {"is_skipped": False, "score": 9.0, "required_score": 15.0,
+              "action": "add header", "symbols": {"X": {"name": "X", "score": 9.0}}}
+
+
+def _send(gw, data):
+    with gw.client(timeout=scaled(30)) as c:
+        c.ehlo()
+        return c.transaction(SENDER, [RCPT], data, expect_queued=False)
+
+
+def test_subject_tag_never_makes_a_line_over_998(gateway):
+    """A Subject: line of 990 octets (legal: under RFC 5322's 998) tagged
+    "[SPAM] " must not leave mxgate as one line of 997+ octets: a downstream
+    that enforces the limit refuses it (and the message bounces).  mxgate
+    folds its own header lines everywhere else (A-R, Received-SPF, DSN)."""
+    fake = FakeRspamd(ADD_HEADER)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        words = " ".join(["word%03d" % i for i in range(200)])  # no long word
+        data, marker = make_message()
+        subj = ("Subject: " + words)[:990 - len(marker) - 1] + " " + marker
+        data = data.replace(b"Subject: test " + marker.encode(), subj.encode())
+        assert len(subj) <= 998
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        head = msg.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n"):
+            assert len(line) <= 998, (len(line), line[:60])
+        vals = mxtest.header_values(msg, "Subject")
+        assert len(vals) == 1
+        # unfolded, the subject is the tag and the original words
+        assert " ".join(vals[0].split()).startswith("[SPAM] word000 word001"), vals[0][:80]
+        assert " ".join(vals[0].split()).endswith(marker)
+    finally:
+        fake.stop()
+
+
+def test_forged_spam_headers_dropped_when_rspamd_is_down(gateway):
+    """The client writes its own verdict ("X-Spam-Flag: NO", a clean
+    X-Spam-Status, an X-Spam-Checker claiming a scan) and rspamd cannot be
+    reached: the downstream must see none of the client's fields, only
+    mxgate's "unchecked"."""
+    port = mxtest.free_port()
+    gw = gateway({"rspamd": {"address": f"127.0.0.1:{port}", "timeout": "3s"}})
+    forged = ("X-Spam-Flag: NO", "X-Spam-Status: No, score=-100.00 forged-status",
+              "X-Spam-Score: -100.00", "X-Spam-Checker: checked; forged-checker")
+    data, marker = make_message("forged", headers=forged)
+    mxtest.assert_reply(_send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    head = msg.split(b"\r\n\r\n", 1)[0]
+    assert b"forged-status" not in head and b"forged-checker" not in head, head
+    assert b"-100.00" not in head, head
+    vals = mxtest.header_values(msg, "X-Spam-Checker")
+    assert len(vals) == 1 and vals[0].startswith("unchecked"), vals
+
+
+def test_hostile_rspamd_answer_cannot_inject_or_overflow_headers(gateway):
+    """A compromised or buggy rspamd answers with CR LF in the action and in
+    symbol names, 5,000 symbols of 200-octet names and an absurd score: no
+    header field may be injected, no line may pass 998 octets, and the
+    header block stays bounded."""
+    syms = {("S%04d" % i) + "x" * 195: {"name": "n", "score": 0.001} for i in range(5000)}
+    syms["EVIL\r\nBcc: victim@example.test"] = {"name": "EVIL", "score": 1.0}
+    fake = FakeRspamd({"is_skipped": False, "score": 9.0, "required_score": 15.0,
+                       "action": "add header", "symbols": syms,
+                       "messages": {"smtp_message": "hi\r\nX-Injected: yes"}})
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("hostile")
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        head = msg.split(b"\r\n\r\n", 1)[0]
+        lines = head.split(b"\r\n")
+        assert all(len(ln) <= 998 for ln in lines), max(len(ln) for ln in lines)
+        assert not any(ln.lower().startswith((b"bcc:", b"x-injected:")) for ln in lines)
+        assert len(head) < 256 * 1024, len(head)
+    finally:
+        fake.stop()
+
+
+def test_subject_tag_with_two_subject_fields(gateway):
+    """A spammer sends two Subject: fields.  Whatever a reader shows (the
+    first or the last), it must carry the tag - and mxgate must not swap
+    their order (it holds the first back and writes it after the rest)."""
+    fake = FakeRspamd(ADD_HEADER)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("first", headers=("Subject: second " + "x",))
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        vals = mxtest.header_values(msg, "Subject")
+        assert len(vals) == 2, vals
+        assert all(v.startswith("[SPAM] ") for v in vals), vals
+    finally:
+        fake.stop()
