@@ -308,7 +308,7 @@ static void next_step(struct smtp_session *s, bool async)
 			return;
 		}
 	}
-	smtp_data_commit(s);
+	smtp_warn_start(s, async); /* then the commit */
 }
 
 /* smtp_scan_start - see smtp-server-internal.h. */
@@ -327,13 +327,21 @@ static bool may_tag(const struct config *cfg)
 	        cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
 }
 
+/* may_warn - can the external-sender warning put its subject tag on? */
+static bool may_warn(const struct config *cfg)
+{
+	return cfg->warning_enabled && cfg->warning_subject_tag &&
+	       strcmp(cfg->warning_subject_tag, "none") != 0;
+}
+
 /* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
  * be edited in place, so the first Subject is kept aside and written into
  * the prepend at commit: it moves to the top of the header block, which
  * DKIM does not mind (h= order is per field name, RFC 6376 5.4.2). */
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f)
 {
-	if (s->tx->subject_held || !may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
+	if (s->tx->subject_held || !(may_tag(s->cfg) || may_warn(s->cfg)) ||
+	    !util_hdr_name_is(f, "Subject"))
 		return false;
 	s->tx->subject = util_xstrndup(f->raw, f->raw_len);
 	s->tx->subject_held = true;
@@ -349,22 +357,23 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 	if (!tx->subject_held)
 		return;
 	const char *raw = tx->subject;
-	const char *tag = s->cfg->rspamd_subject_tag;
 	const char *colon = strchr(raw, ':');
-	if (!tx->subject_tag || !colon || !tag) {
+	const char *tags[2] = {tx->subject_tag ? s->cfg->rspamd_subject_tag : NULL,
+	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
+	if (!colon || (!tags[0] && !tags[1])) {
 		util_buf_adds(b, raw);
 		return;
 	}
 	const char *v = colon + 1;
 	while (*v == ' ' || *v == '\t')
 		v++;
-	if (strncasecmp(v, tag, strlen(tag)) == 0) {
-		util_buf_adds(b, raw);
-		return;
-	}
 	util_buf_add(b, raw, (size_t)(colon + 1 - raw));
-	util_buf_printf(b, " %s ", tag);
-	util_buf_adds(b, v);
+	/* each tag once: not again when the subject already carries it (a
+	 * message tagged by another hop, or bounced back) */
+	for (int i = 0; i < 2; i++)
+		if (tags[i] && !strstr(v, tags[i]))
+			util_buf_printf(b, " %s", tags[i]);
+	util_buf_printf(b, " %s", v);
 }
 
 /* smtp_scan_policy_headers - see smtp-server-internal.h. */
