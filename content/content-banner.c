@@ -260,6 +260,12 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	size_t end = st->bound_end < 0 || (size_t)st->bound_end > len ? len : (size_t)st->bound_end;
 	if (end < start)
 		return CONTENT_BANNER_ERROR;
+	/* the content follows the blank line that ends the part's header
+	 * block; a message that is all header block has no body to mark (a
+	 * banner there would read as one more header field) */
+	if (start < 2 || msg[start - 1] != '\n' ||
+	    !(msg[start - 2] == '\n' || (start >= 3 && msg[start - 2] == '\r' && msg[start - 3] == '\n')))
+		return CONTENT_BANNER_NONE;
 	GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
 	if (!is_identity(enc) && enc != GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE &&
 	    enc != GMIME_CONTENT_ENCODING_BASE64)
@@ -278,8 +284,7 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		r = CONTENT_BANNER_PROTECTED;
 		goto out;
 	}
-	if (html ? find(dec, dlen, dlen, CONTENT_BANNER_HTML_MARK)
-	         : find(dec, dlen, PRESENT_WINDOW, banner)) {
+	if (html && find(dec, dlen, dlen, CONTENT_BANNER_HTML_MARK)) {
 		r = CONTENT_BANNER_PRESENT;
 		goto out;
 	}
@@ -315,6 +320,17 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		}
 	}
 	util_buf_free(&u);
+	/* our text banner, as it would be in this charset, near the top */
+	if (!html && inslen > 4) {
+		char save = ins[inslen - 4];
+		ins[inslen - 4] = '\0'; /* without the blank line */
+		bool present = find(dec, dlen, PRESENT_WINDOW, ins);
+		ins[inslen - 4] = save;
+		if (present) {
+			r = CONTENT_BANNER_PRESENT;
+			goto out;
+		}
+	}
 	if (enc == GMIME_CONTENT_ENCODING_7BIT && has_8bit(ins, inslen)) {
 		r = CONTENT_BANNER_CHARSET; /* a 7bit part cannot carry it */
 		goto out;

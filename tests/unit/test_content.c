@@ -91,6 +91,7 @@ static const struct banner_case cases[] = {
     {"already bannered html (qp)",
      H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<div data-mxgate-warning=3D\"1\">x</div>\r\n",
      CONTENT_BANNER_PRESENT, NULL},
+    {"all header block, no blank line", "Subject: x\r\nllo\r\n", CONTENT_BANNER_NONE, NULL},
     {"only an image", H "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
      CONTENT_BANNER_NONE, NULL},
 };
@@ -122,6 +123,28 @@ static void test_banner_cases(void **state)
 			assert_int_equal(out.len, 0);
 		}
 		util_buf_free(&out);
+	}
+}
+
+/* test_banner_latin1_once - a non-ASCII banner converted to the part's
+ * charset is found again there (found by fuzz_content_banner). */
+static void test_banner_latin1_once(void **state)
+{
+	(void)state;
+	static const struct content_banner_opts o = {.text = "Attention exp\xc3\xa9" "diteur."};
+	static const char *const in[] = {
+	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\nZOlq4CB2dQ0K\r\n",
+	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nd\xe9j\xe0\r\n",
+	};
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		struct util_buf one, two;
+		util_buf_init(&one);
+		util_buf_init(&two);
+		assert_int_equal(content_banner_apply(in[i], strlen(in[i]), &o, &one), CONTENT_BANNER_DONE);
+		assert_int_equal(content_banner_apply(one.data, one.len, &o, &two), CONTENT_BANNER_PRESENT);
+		assert_int_equal(two.len, 0);
+		util_buf_free(&one);
+		util_buf_free(&two);
 	}
 }
 
@@ -158,6 +181,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_banner_cases),
+	    cmocka_unit_test(test_banner_latin1_once),
 	    cmocka_unit_test(test_from_domain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
