@@ -46,6 +46,31 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 /* content_banner_result_name - "done", "signed_or_encrypted", ... */
 const char *content_banner_result_name(enum content_banner_result r);
 
+/* ---------------------------------------------------------- attachments */
+
+/* Detected types (bit set) for content_attach_opts.types. */
+enum {
+	CONTENT_TYPE_PE = 1 << 0,     /* "MZ": Windows executables and DLLs */
+	CONTENT_TYPE_ELF = 1 << 1,    /* "\x7fELF": Unix executables */
+	CONTENT_TYPE_SCRIPT = 1 << 2, /* "#!": interpreter scripts */
+};
+
+struct content_attach_opts {
+	const struct util_strlist *extensions; /* borrowed; lower case, no dot */
+	unsigned types;                        /* CONTENT_TYPE_* to block */
+	bool zip;                              /* look inside zip archives, one level */
+	size_t max_zip_entries;                /* more: the archive is blocked as "zip_entries" */
+};
+
+/* content_attach_check - msg[0..len) against the attachment policy: 1 and
+ * why ("name=invoice.pdf.exe", "type=pe name=...", "zip=a.zip entry=x.exe")
+ * when blocked, 0 when not, -1 when it is not MIME we can parse.
+ * Thread-safe. */
+int content_attach_check(const char *msg, size_t len, const struct content_attach_opts *o,
+                         char *why, size_t whylen);
+/* content_attach_type_name - "pe", "elf", "script" for one CONTENT_TYPE_*. */
+const char *content_attach_type_name(unsigned type);
+
 /* content_from_domain - the domain of the first address of a From field
  * value (lower-cased into buf); -1 when there is none. */
 int content_from_domain(const char *value, size_t len, char *buf, size_t buflen);
