@@ -293,6 +293,15 @@ struct config {
 	bool rspamd_skip_auth;            /* rspamd does not redo SPF/DKIM/DMARC (group policies off) */
 	char *rspamd_subject_tag;         /* prefix put on the Subject of tagged messages; "none" = none */
 
+	/* [attachments] - attachment policy (issue 13, content/content-attach.c) */
+	bool attach_enabled;
+	struct util_strlist attach_extensions; /* blocked extensions, no dot */
+	struct util_strlist attach_types;      /* "pe", "elf", "script" */
+	bool attach_zip;                       /* look inside zip archives, one level */
+	int attach_max_zip_entries;
+	int attach_action;                     /* 0 = reject, 1 = quarantine */
+	int64_t attach_max_size;               /* bytes; larger messages are not checked (logged) */
+
 	/* [warning] - external-sender warning (issue 13, content/content-banner.c) */
 	bool warning_enabled;
 	int warning_senders;              /* enum config_warning_senders */

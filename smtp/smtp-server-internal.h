@@ -373,6 +373,13 @@ void smtp_data_commit(struct smtp_session *s);
  * then the spam check ([rspamd]), then the commit; each may wait, none
  * blocks.  async: called from a callback (a refusal then resumes). */
 void smtp_scan_start(struct smtp_session *s, bool async);
+/* smtp_attach_start - the attachment policy ([attachments],
+ * smtp-session-attach.c): 0 when a check was started (the session waits in
+ * SMTP_WAIT_SCAN and smtp_scan_continue() follows), -1 when there is none
+ * to do (off, too large, could not start). */
+int smtp_attach_start(struct smtp_session *s);
+/* smtp_scan_continue - from a completion: the next inspection step. */
+void smtp_scan_continue(struct smtp_session *s);
 /* smtp_warn_start - after the inspections: the external-sender warning
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */

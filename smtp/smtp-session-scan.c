@@ -1,6 +1,7 @@
 /*
  * smtp-session-scan.c - content inspection in the session (issue 13):
  * between the policy verdict and the commit, the message in the spool is
+ * judged by the attachment policy ([attachments], smtp-session-attach.c),
  * scanned for viruses by clamd ([clamav], scan/scan-clamd.c), then checked
  * for spam by rspamd ([rspamd], scan/scan-rspamd.c).  Each step is a wait
  * state of the session (SMTP_WAIT_SCAN); results find the session by id.
@@ -25,7 +26,7 @@
 
 #include "smtp-server-internal.h"
 
-enum { STAGE_CLAMD = 0, STAGE_RSPAMD, STAGE_COMMIT };
+enum { STAGE_ATTACH = 0, STAGE_CLAMD, STAGE_RSPAMD, STAGE_COMMIT };
 
 static void next_step(struct smtp_session *s, bool async);
 
@@ -299,6 +300,8 @@ static void next_step(struct smtp_session *s, bool async)
 	struct smtp_tx *tx = s->tx;
 	while (tx->scan_stage < STAGE_COMMIT) {
 		int stage = tx->scan_stage++;
+		if (stage == STAGE_ATTACH && smtp_attach_start(s) == 0)
+			return;
 		if (stage == STAGE_CLAMD && s->cfg->clamav_socket && s->srv->clamd) {
 			virus_start(s, async);
 			return;
@@ -314,8 +317,14 @@ static void next_step(struct smtp_session *s, bool async)
 /* smtp_scan_start - see smtp-server-internal.h. */
 void smtp_scan_start(struct smtp_session *s, bool async)
 {
-	s->tx->scan_stage = STAGE_CLAMD;
+	s->tx->scan_stage = STAGE_ATTACH;
 	next_step(s, async);
+}
+
+/* smtp_scan_continue - see smtp-server-internal.h. */
+void smtp_scan_continue(struct smtp_session *s)
+{
+	next_step(s, true);
 }
 
 /* may_tag - can a verdict of this config put the subject tag on? */
