@@ -146,3 +146,33 @@ def test_bypass_off_and_api_failure(judged, flow, monkeypatch):
     # the message cannot be fetched (unknown id): never hold up mail
     resp = mod.lambda_handler({"messageId": "missing"}, None)
     assert action(resp) == "DEFAULT"
+
+
+def test_template_wires_function_role_and_permission():
+    import re
+
+    import yaml
+    from test_deploy import cfn_loader
+    p = Path(mxtest.source_dir()) / "deploy/aws/workmail-junk/template.yaml"
+    t = yaml.load(p.read_text(), Loader=cfn_loader())
+    res, params = t["Resources"], t["Parameters"]
+    fn = res["JunkFunction"]["Properties"]
+    assert fn["Handler"] == "lambda_function.lambda_handler"
+    assert fn["Runtime"].startswith("python3")
+    env = fn["Environment"]["Variables"]
+    assert env["MXGATE_AUTHSERV_ID"] == {"Ref": "MxgateAuthservId"}
+    assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN"}
+    # every variable the function reads (but the test-only endpoint) is set
+    src = (p.parent / "lambda_function.py").read_text()
+    read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z_]+)"', src))
+    assert read - set(env) == {"WORKMAIL_ENDPOINT_URL"}, read
+    stmt = res["JunkFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert stmt["Action"] == "workmailmessageflow:GetRawMessageContent"
+    assert "${WorkMailOrganizationId}" in stmt["Resource"]["Fn::Sub"]
+    perm = res["WorkMailInvokePermission"]["Properties"]
+    assert perm["Principal"] == {"Fn::Sub": "workmail.${AWS::Region}.amazonaws.com"}
+    assert perm["FunctionName"] == {"Ref": "JunkFunction"}
+    refs = re.findall(r"\{'Ref': '(\w+)'\}", repr(res))
+    subs = re.findall(r"\$\{(\w+)\}", repr(res))
+    for name in set(refs + subs) - {"JunkFunction"}:
+        assert name in params or name in res, name
