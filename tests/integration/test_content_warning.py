@@ -175,3 +175,35 @@ def test_disabled_by_default(gateway):
     assert subject(raw).startswith("hello ")
     assert split(raw)[1] == b"Hi\r\n"
     assert not warning(raw)  # a sender's copy never reaches the mailbox
+
+
+def test_failing_senders_judged_by_dmarc_and_spf(gateway):
+    """senders = failing: an internal-looking From: whose DMARC fails is
+    warned, a passing external one is not; either: both kinds."""
+    dns = mxtest.StubDns()
+    dns.add("good.test", "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+    dns.add("_dmarc.good.test", "TXT", '"v=DMARC1; p=none"')
+    dns.add("example.test", "TXT", '"v=spf1 -all"')
+    dns.add("_dmarc.example.test", "TXT", '"v=DMARC1; p=none"')
+    dns.start()
+    try:
+        auth = {"spf": "yes", "dkim": "no", "dmarc": "yes"}
+        d = {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"}
+        w = {"enabled": "yes", "subject_tag": "[EXT]", "banner_text": TEXT, "banner_html": HTML}
+        gw = gateway({"auth": auth, "dns": d, "warning": dict(w, senders="failing")}, dns=False)
+        # our own domain, but DMARC fails (SPF -all, no DKIM): a spoof
+        data, marker = message(["Content-Type: text/plain"], b"pay this\r\n",
+                               sender="ceo@example.test")
+        raw = deliver(gw, data, marker, sender="ceo@example.test")
+        assert warning(raw)[0].startswith("failing; banner=added"), warning(raw)
+        assert split(raw)[1].startswith(TEXT.encode())
+        # external but authenticated: not warned under "failing"
+        data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="a@good.test")
+        raw = deliver(gw, data, marker, sender="a@good.test")
+        assert not warning(raw) and split(raw)[1] == b"hi\r\n"
+        gw2 = gateway({"auth": auth, "dns": d, "warning": dict(w, senders="either")}, dns=False)
+        data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="a@good.test")
+        raw = deliver(gw2, data, marker, sender="a@good.test")
+        assert warning(raw)[0].startswith("external; banner=added"), warning(raw)
+    finally:
+        dns.stop()
