@@ -29,6 +29,7 @@
 #include <gmime/gmime.h>
 #include <zip.h>
 
+#include "content-internal.h"
 #include "content.h"
 
 #define MAX_DEPTH 16
@@ -39,15 +40,6 @@ struct judge {
 	size_t whylen;
 	int blocked;
 };
-
-static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
-
-/* gmime_start - GMime's global set-up, once per process (g_mime_init is
- * idempotent, content-banner.c may call it too). */
-static void gmime_start(void)
-{
-	g_mime_init();
-}
 
 /* content_attach_type_name - see content.h. */
 const char *content_attach_type_name(unsigned type)
@@ -221,7 +213,7 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	struct judge j = {.o = o, .why = why, .whylen = whylen, .blocked = 0};
 	if (whylen)
 		why[0] = 0;
-	pthread_once(&gmime_once, gmime_start);
+	content_gmime_init();
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);

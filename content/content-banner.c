@@ -33,6 +33,7 @@
 
 #include <gmime/gmime.h>
 
+#include "content-internal.h"
 #include "content.h"
 
 #define MAX_TARGETS 8
@@ -49,14 +50,6 @@ struct walk {
 	int n;
 	bool protect;
 };
-
-static pthread_once_t gmime_once = PTHREAD_ONCE_INIT;
-
-/* gmime_start - GMime's global set-up, once per process. */
-static void gmime_start(void)
-{
-	g_mime_init();
-}
 
 /* is_sub - the content type's subtype is sub (case-insensitive). */
 static bool is_type(GMimeObject *obj, const char *type, const char *sub)
@@ -388,7 +381,7 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 	int nedits = 0;
 	struct walk w = {.n = 0};
 
-	pthread_once(&gmime_once, gmime_start);
+	content_gmime_init();
 	stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_persist_stream(parser, TRUE);
