@@ -380,6 +380,11 @@ void smtp_scan_start(struct smtp_session *s, bool async);
 int smtp_attach_start(struct smtp_session *s);
 /* smtp_scan_continue - from a completion: the next inspection step. */
 void smtp_scan_continue(struct smtp_session *s);
+/* smtp_warn_drain, smtp_attach_drain - at server shutdown, after the
+ * sessions are gone: wait for the worker threads (at most 10 s), then
+ * free the jobs whose completions never ran. */
+void smtp_warn_drain(struct event_base *base);
+void smtp_attach_drain(struct event_base *base);
 /* smtp_warn_start - after the inspections: the external-sender warning
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */

@@ -17,6 +17,7 @@
  * it.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,8 @@ struct attach_job {
 	int err;
 	char why[256];
 };
+
+static atomic_int threads_running; /* job threads not yet returned */
 
 /* job_thread - worker: read the spool, judge it. */
 static void *job_thread(void *arg)
@@ -64,6 +67,7 @@ static void *job_thread(void *arg)
 	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
 	util_buf_free(&in);
 	event_active(j->done_ev, EV_READ, 0); /* to the loop (libevent is thread-aware) */
+	atomic_fetch_sub(&threads_running, 1);
 	return NULL;
 }
 
@@ -154,10 +158,13 @@ int smtp_attach_start(struct smtp_session *s)
 	if (j->fd < 0 || !j->done_ev || pthread_attr_init(&attr) != 0)
 		goto fail;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&threads_running, 1);
 	int rc = pthread_create(&t, &attr, job_thread, j);
 	pthread_attr_destroy(&attr);
-	if (rc != 0)
+	if (rc != 0) {
+		atomic_fetch_sub(&threads_running, 1);
 		goto fail;
+	}
 	s->wait = SMTP_WAIT_SCAN;
 	return 0;
 fail:
@@ -166,4 +173,30 @@ fail:
 	util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
 	job_free(j);
 	return -1;
+}
+
+/* ---------------------------------------------------------- shutdown */
+
+
+/* collect - event_base_foreach_event: our completions still pending. */
+static int collect(const struct event_base *base, const struct event *ev, void *arg)
+{
+	(void)base;
+	struct util_strlist *l = arg; /* used as a pointer array, see drain */
+	if (event_get_callback(ev) == job_done && l->n < 4096)
+		l->v[l->n++] = event_get_callback_arg(ev);
+	return 0;
+}
+
+/* smtp_attach_drain - see smtp-server-internal.h. */
+void smtp_attach_drain(struct event_base *base)
+{
+	for (int i = 0; i < 10000 && atomic_load(&threads_running) > 0; i++)
+		usleep(1000); /* a rewrite takes milliseconds; give up after 10 s */
+	struct util_strlist l = {.v = util_xcalloc(4096, sizeof(char *)), .n = 0};
+	event_base_foreach_event(base, collect, &l);
+	for (size_t i = 0; i < l.n; i++)
+		job_free((struct attach_job *)(void *)l.v[i]);
+	free(l.v);
+	l.v = NULL;
 }

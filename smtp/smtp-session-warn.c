@@ -25,6 +25,7 @@
  * ("s=... warning why=... banner=..."), metric mxgate_warnings_total.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,8 @@ static int read_all(int fd, int64_t size, struct util_buf *b)
 	return 0;
 }
 
+static atomic_int threads_running; /* job threads not yet returned */
+
 /* job_thread - worker: read, rewrite, write the new spool. */
 static void *job_thread(void *arg)
 {
@@ -153,6 +156,7 @@ done:
 	util_buf_free(&in);
 	util_buf_free(&out);
 	event_active(j->done_ev, EV_READ, 0); /* to the loop (libevent is thread-aware) */
+	atomic_fetch_sub(&threads_running, 1);
 	return NULL;
 }
 
@@ -219,10 +223,13 @@ static int start_job(struct smtp_session *s, const char *text, const char *html,
 	if (j->fd < 0 || !j->out || !j->done_ev || pthread_attr_init(&attr) != 0)
 		goto fail;
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&threads_running, 1);
 	int rc = pthread_create(&t, &attr, job_thread, j);
 	pthread_attr_destroy(&attr);
-	if (rc != 0)
+	if (rc != 0) {
+		atomic_fetch_sub(&threads_running, 1);
 		goto fail;
+	}
 	s->wait = SMTP_WAIT_SCAN;
 	return 0;
 fail:
@@ -259,4 +266,30 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 		return;
 	}
 	(void)async; /* the completion always resumes the session */
+}
+
+/* ---------------------------------------------------------- shutdown */
+
+
+/* collect - event_base_foreach_event: our completions still pending. */
+static int collect(const struct event_base *base, const struct event *ev, void *arg)
+{
+	(void)base;
+	struct util_strlist *l = arg; /* used as a pointer array, see drain */
+	if (event_get_callback(ev) == job_done && l->n < 4096)
+		l->v[l->n++] = event_get_callback_arg(ev);
+	return 0;
+}
+
+/* smtp_warn_drain - see smtp-server-internal.h. */
+void smtp_warn_drain(struct event_base *base)
+{
+	for (int i = 0; i < 10000 && atomic_load(&threads_running) > 0; i++)
+		usleep(1000); /* a rewrite takes milliseconds; give up after 10 s */
+	struct util_strlist l = {.v = util_xcalloc(4096, sizeof(char *)), .n = 0};
+	event_base_foreach_event(base, collect, &l);
+	for (size_t i = 0; i < l.n; i++)
+		job_free((struct warn_job *)(void *)l.v[i]);
+	free(l.v);
+	l.v = NULL;
 }
