@@ -60,7 +60,10 @@ static unsigned magic_type(const unsigned char *p, size_t n)
 {
 	if (n >= 2 && p[0] == 'M' && p[1] == 'Z')
 		return CONTENT_TYPE_PE;
-	if (n >= 4 && memcmp(p, "\x7f" "ELF", 4) == 0)
+	if (n >= 4 && memcmp(p,
+	                     "\x7f"
+	                     "ELF",
+	                     4) == 0)
 		return CONTENT_TYPE_ELF;
 	if (n >= 2 && p[0] == '#' && p[1] == '!')
 		return CONTENT_TYPE_SCRIPT;
@@ -94,7 +97,8 @@ static void printable(const char *in, char *out, size_t outlen)
 	size_t n = 0;
 	for (; in && *in && n + 1 < outlen && n < 80; in++) {
 		unsigned char c = (unsigned char)*in;
-		out[n++] = (c < 0x21 || c > 0x7e || c == '"' || c == ';' || c == '\\') ? '?' : (char)c;
+		out[n++] =
+		    (c < 0x21 || c > 0x7e || c == '"' || c == ';' || c == '\\') ? '?' : (char)c;
 	}
 	out[n] = 0;
 }

@@ -36,12 +36,12 @@
 #include "content-internal.h"
 #include "content.h"
 
-#define MAX_TARGETS 8
+#define MAX_TARGETS    8
 #define PRESENT_WINDOW 8192 /* where our banner would be, at the top of a part */
 
 struct edit {
-	size_t at, end;   /* replace msg[at..end) ... */
-	char *repl;       /* ... with this (owned) */
+	size_t at, end; /* replace msg[at..end) ... */
+	char *repl;     /* ... with this (owned) */
 	size_t rlen;
 };
 
@@ -257,7 +257,8 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	 * block; a message that is all header block has no body to mark (a
 	 * banner there would read as one more header field) */
 	if (start < 2 || msg[start - 1] != '\n' ||
-	    !(msg[start - 2] == '\n' || (start >= 3 && msg[start - 2] == '\r' && msg[start - 3] == '\n')))
+	    !(msg[start - 2] == '\n' ||
+	      (start >= 3 && msg[start - 2] == '\r' && msg[start - 3] == '\n')))
 		return CONTENT_BANNER_NONE;
 	GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
 	if (!is_identity(enc) && enc != GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE &&
@@ -397,7 +398,8 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 		goto out;
 	}
 	for (int i = 0; i < w.n; i++) {
-		enum content_banner_result pr = plan_part(msg, len, w.targets[i], o, &edits[nedits]);
+		enum content_banner_result pr =
+		    plan_part(msg, len, w.targets[i], o, &edits[nedits]);
 		if (pr == CONTENT_BANNER_NONE)
 			continue;
 		if (pr != CONTENT_BANNER_DONE) {
@@ -471,8 +473,9 @@ int content_from_domain(const char *value, size_t len, char *buf, size_t buflen)
 	for (const char *q = p; q < end; q++) {
 		if (*q == '@')
 			at = q;
-		else if (!lt && at && (*q == ',' || *q == ' ' || *q == '\t' || *q == '\r' ||
-		                       *q == '\n' || *q == ';' || *q == '(' || *q == '>')) {
+		else if (!lt && at &&
+		         (*q == ',' || *q == ' ' || *q == '\t' || *q == '\r' || *q == '\n' ||
+		          *q == ';' || *q == '(' || *q == '>')) {
 			end = q;
 			break;
 		}

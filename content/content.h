@@ -24,17 +24,17 @@
 #define CONTENT_WARNING_FIELD "X-MXGate-Warning"
 
 struct content_banner_opts {
-	const char *text;   /* borrowed; UTF-8 line for text/plain parts, NULL = none */
-	const char *html;   /* borrowed; UTF-8 HTML fragment for text/html parts, NULL = none */
+	const char *text; /* borrowed; UTF-8 line for text/plain parts, NULL = none */
+	const char *html; /* borrowed; UTF-8 HTML fragment for text/html parts, NULL = none */
 };
 
 enum content_banner_result {
-	CONTENT_BANNER_ERROR = -1,  /* not MIME we can parse */
-	CONTENT_BANNER_NONE = 0,    /* no text part to put a banner on */
-	CONTENT_BANNER_DONE,        /* out holds the rewritten message */
-	CONTENT_BANNER_PROTECTED,   /* signed or encrypted: bodies left alone */
-	CONTENT_BANNER_PRESENT,     /* our banner is already there */
-	CONTENT_BANNER_CHARSET,     /* a part's charset cannot carry the banner */
+	CONTENT_BANNER_ERROR = -1, /* not MIME we can parse */
+	CONTENT_BANNER_NONE = 0,   /* no text part to put a banner on */
+	CONTENT_BANNER_DONE,       /* out holds the rewritten message */
+	CONTENT_BANNER_PROTECTED,  /* signed or encrypted: bodies left alone */
+	CONTENT_BANNER_PRESENT,    /* our banner is already there */
+	CONTENT_BANNER_CHARSET,    /* a part's charset cannot carry the banner */
 };
 
 /* content_banner_apply - msg[0..len) is a whole message (header block and

@@ -17,8 +17,8 @@
  * it.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,14 +29,14 @@
 #include "smtp-server-internal.h"
 
 struct attach_job {
-	uint64_t id;                     /* session id */
-	struct smtp_server *srv;         /* borrowed */
-	struct event *done_ev;           /* owned */
-	int fd;                          /* owned; the spool, read-only */
+	uint64_t id;             /* session id */
+	struct smtp_server *srv; /* borrowed */
+	struct event *done_ev;   /* owned */
+	int fd;                  /* owned; the spool, read-only */
 	int64_t size;
-	struct util_strlist ext;         /* owned copy of the extensions */
+	struct util_strlist ext; /* owned copy of the extensions */
 	struct content_attach_opts o;
-	int rc;                          /* content_attach_check's result */
+	int rc; /* content_attach_check's result */
 	int err;
 	char why[256];
 };
@@ -90,7 +90,8 @@ static void job_done(evutil_socket_t fd, short what, void *arg)
 	struct attach_job *j = arg;
 	struct smtp_session *s = smtp_server_find(j->srv, j->id);
 	if (!s || s->wait != SMTP_WAIT_SCAN || !s->tx) {
-		util_log_info("s=%016llx attachment_check note=client_gone", (unsigned long long)j->id);
+		util_log_info("s=%016llx attachment_check note=client_gone",
+		              (unsigned long long)j->id);
 		job_free(j);
 		return;
 	}
@@ -176,7 +177,6 @@ fail:
 }
 
 /* ---------------------------------------------------------- shutdown */
-
 
 /* collect - event_base_foreach_event: our completions still pending. */
 static int collect(const struct event_base *base, const struct event *ev, void *arg)

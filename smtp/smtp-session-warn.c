@@ -25,8 +25,8 @@
  * ("s=... warning why=... banner=..."), metric mxgate_warnings_total.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,15 +38,15 @@
 #include "smtp-server-internal.h"
 
 struct warn_job {
-	uint64_t id;                     /* session id */
-	struct smtp_server *srv;         /* borrowed */
-	struct event *done_ev;           /* owned */
-	int fd;                          /* owned; the old spool, read-only */
+	uint64_t id;             /* session id */
+	struct smtp_server *srv; /* borrowed */
+	struct event *done_ev;   /* owned */
+	int fd;                  /* owned; the old spool, read-only */
 	int64_t size;
-	struct queue_spool *out;         /* owned until handed over */
-	char *text, *html;               /* owned copies of the banners, or NULL */
+	struct queue_spool *out; /* owned until handed over */
+	char *text, *html;       /* owned copies of the banners, or NULL */
 	enum content_banner_result result;
-	int err;                         /* read/write error (errno) */
+	int err; /* read/write error (errno) */
 };
 
 /* domain_is_ours - d equals or is under one of the domains of l. */
@@ -108,8 +108,8 @@ static void finish(struct smtp_session *s, const char *why, const char *banner)
 	tx->scan_headers = b.data; /* ownership moves to the transaction */
 	util_log_info("s=%016llx warning why=%s banner=\"%s\"", (unsigned long long)s->id, why,
 	              banner);
-	util_metrics_inc("mxgate_warnings_total", strncmp(banner, "added", 5) == 0 ? "banner"
-	                                                                          : "subject_only");
+	util_metrics_inc("mxgate_warnings_total",
+	                 strncmp(banner, "added", 5) == 0 ? "banner" : "subject_only");
 	smtp_data_commit(s);
 }
 
@@ -120,7 +120,8 @@ static int read_all(int fd, int64_t size, struct util_buf *b)
 	char chunk[65536];
 	int64_t got = 0;
 	while (got < size) {
-		size_t want = size - got < (int64_t)sizeof(chunk) ? (size_t)(size - got) : sizeof(chunk);
+		size_t want =
+		    size - got < (int64_t)sizeof(chunk) ? (size_t)(size - got) : sizeof(chunk);
 		ssize_t n = pread(fd, chunk, want, (off_t)got);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -261,7 +262,8 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 		return;
 	}
 	if (start_job(s, text, html, size) < 0) {
-		util_log_warn("s=%016llx warning rewrite could not start", (unsigned long long)s->id);
+		util_log_warn("s=%016llx warning rewrite could not start",
+		              (unsigned long long)s->id);
 		finish(s, why, "skipped reason=error");
 		return;
 	}
@@ -269,7 +271,6 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 }
 
 /* ---------------------------------------------------------- shutdown */
-
 
 /* collect - event_base_foreach_event: our completions still pending. */
 static int collect(const struct event_base *base, const struct event *ev, void *arg)

@@ -25,8 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct util_buf out, again;
 	util_buf_init(&out);
 	util_buf_init(&again);
-	enum content_banner_result r =
-	    content_banner_apply((const char *)data, size, &opts, &out);
+	enum content_banner_result r = content_banner_apply((const char *)data, size, &opts, &out);
 	FUZZ_CHECK(r >= CONTENT_BANNER_ERROR && r <= CONTENT_BANNER_CHARSET);
 	FUZZ_CHECK(r == CONTENT_BANNER_DONE || out.len == 0);
 	if (r == CONTENT_BANNER_DONE) {

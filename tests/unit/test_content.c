@@ -35,42 +35,56 @@ static const struct banner_case cases[] = {
      H "Content-Type: text/plain; charset=utf-8\r\n\r\nCAUTION: external sender.\r\n\r\nHello\r\n"},
     {"alternative qp + html",
      H "Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\n"
-       "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+       "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n"
        "caf=C3=A9\r\n--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
        "<html><BODY class=\"x\"><p>hi</p></body></html>\r\n--b1--\r\nepilogue\r\n",
      CONTENT_BANNER_DONE,
      H "Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\n"
-       "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-       "CAUTION: external sender.\r\n\r\ncaf=C3=A9\r\n--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
-       "<html><BODY class=\"x\"><div data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n"
+       "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n"
+       "CAUTION: external sender.\r\n\r\ncaf=C3=A9\r\n--b1\r\nContent-Type: text/html; "
+       "charset=utf-8\r\n\r\n"
+       "<html><BODY class=\"x\"><div data-mxgate-warning=\"1\"><b>CAUTION</b>: external "
+       "&#233;sender.</div>\r\n"
        "<p>hi</p></body></html>\r\n--b1--\r\nepilogue\r\n"},
     {"mixed: first part only, attachment untouched",
      H "Content-Type: multipart/mixed; boundary=b2\r\n\r\n--b2\r\n"
        "Content-Type: text/plain\r\n\r\nbody\r\n--b2\r\n"
-       "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nattached\r\n--b2--\r\n",
+       "Content-Type: text/plain\r\nContent-Disposition: attachment; "
+       "filename=a.txt\r\n\r\nattached\r\n--b2--\r\n",
      CONTENT_BANNER_DONE,
      H "Content-Type: multipart/mixed; boundary=b2\r\n\r\n--b2\r\n"
        "Content-Type: text/plain\r\n\r\nCAUTION: external sender.\r\n\r\nbody\r\n--b2\r\n"
-       "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nattached\r\n--b2--\r\n"},
+       "Content-Type: text/plain\r\nContent-Disposition: attachment; "
+       "filename=a.txt\r\n\r\nattached\r\n--b2--\r\n"},
     {"base64 plain re-encoded",
-     H "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\nSGVsbG8=\r\n",
+     H "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+       "base64\r\n\r\nSGVsbG8=\r\n",
      CONTENT_BANNER_DONE,
      H "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
        "Q0FVVElPTjogZXh0ZXJuYWwgc2VuZGVyLg0KDQpIZWxsbw==\r\n"},
     {"iso-8859-1 8bit html gets references",
-     H "Content-Type: text/html; charset=ISO-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>caf\xe9</p>\r\n",
+     H "Content-Type: text/html; charset=ISO-8859-1\r\nContent-Transfer-Encoding: "
+       "8bit\r\n\r\n<p>caf\xe9</p>\r\n",
      CONTENT_BANNER_DONE,
      H "Content-Type: text/html; charset=ISO-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-       "<div data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n<p>caf\xe9</p>\r\n"},
+       "<div data-mxgate-warning=\"1\"><b>CAUTION</b>: external "
+       "&#233;sender.</div>\r\n<p>caf\xe9</p>\r\n"},
     {"iso-8859-1 qp plain",
-     H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9\r\n",
+     H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\ncaf=E9\r\n",
      CONTENT_BANNER_DONE,
-     H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+     H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: "
+       "quoted-printable\r\n\r\n"
        "CAUTION: external sender.\r\n\r\ncaf=E9\r\n"},
-    {"utf-16 part: charset", H "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n//5oAGkA\r\n",
+    {"utf-16 part: charset",
+     H "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: "
+       "base64\r\n\r\n//5oAGkA\r\n",
      CONTENT_BANNER_CHARSET, NULL},
     {"S/MIME multipart/signed",
-     H "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=s\r\n\r\n"
+     H "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; "
+       "boundary=s\r\n\r\n"
        "--s\r\nContent-Type: text/plain\r\n\r\nsigned\r\n--s\r\n"
        "Content-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s--\r\n",
      CONTENT_BANNER_PROTECTED, NULL},
@@ -79,20 +93,25 @@ static const struct banner_case cases[] = {
        "Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n",
      CONTENT_BANNER_PROTECTED, NULL},
     {"PGP/MIME encrypted",
-     H "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=e\r\n\r\n"
-       "--e\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--e\r\n"
-       "Content-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nx\r\n-----END PGP MESSAGE-----\r\n--e--\r\n",
+     H
+     "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=e\r\n\r\n"
+     "--e\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--e\r\n"
+     "Content-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nx\r\n-----END "
+     "PGP MESSAGE-----\r\n--e--\r\n",
      CONTENT_BANNER_PROTECTED, NULL},
     {"inline PGP",
-     H "\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\nx\r\n-----END PGP SIGNATURE-----\r\n",
+     H "\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP "
+       "SIGNATURE-----\r\nx\r\n-----END PGP SIGNATURE-----\r\n",
      CONTENT_BANNER_PROTECTED, NULL},
     {"already bannered plain", H "\r\nCAUTION: external sender.\r\n\r\nHello\r\n",
      CONTENT_BANNER_PRESENT, NULL},
     {"already bannered html (qp)",
-     H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<div data-mxgate-warning=3D\"1\">x</div>\r\n",
+     H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<div "
+       "data-mxgate-warning=3D\"1\">x</div>\r\n",
      CONTENT_BANNER_PRESENT, NULL},
     {"all header block, no blank line", "Subject: x\r\nllo\r\n", CONTENT_BANNER_NONE, NULL},
-    {"only an image", H "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
+    {"only an image",
+     H "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
      CONTENT_BANNER_NONE, NULL},
 };
 
@@ -103,12 +122,14 @@ static void test_banner_cases(void **state)
 		const struct banner_case *c = &cases[i];
 		struct util_buf out;
 		util_buf_init(&out);
-		enum content_banner_result r = content_banner_apply(c->in, strlen(c->in), &opts, &out);
+		enum content_banner_result r =
+		    content_banner_apply(c->in, strlen(c->in), &opts, &out);
 		if (r != c->want)
 			fail_msg("%s: result %s, want %s", c->name, content_banner_result_name(r),
 			         content_banner_result_name(c->want));
 		if (c->out) {
-			if (!out.data || out.len != strlen(c->out) || memcmp(out.data, c->out, out.len) != 0)
+			if (!out.data || out.len != strlen(c->out) ||
+			    memcmp(out.data, c->out, out.len) != 0)
 				fail_msg("%s: got\n%.*s\nwant\n%s", c->name, (int)out.len,
 				         out.data ? out.data : "", c->out);
 			/* a second pass finds the banner and leaves the message alone */
@@ -116,7 +137,8 @@ static void test_banner_cases(void **state)
 			util_buf_init(&again);
 			r = content_banner_apply(out.data, out.len, &opts, &again);
 			if (r != CONTENT_BANNER_PRESENT)
-				fail_msg("%s: second pass %s", c->name, content_banner_result_name(r));
+				fail_msg("%s: second pass %s", c->name,
+				         content_banner_result_name(r));
 			assert_int_equal(again.len, 0);
 			util_buf_free(&again);
 		} else {
@@ -131,17 +153,22 @@ static void test_banner_cases(void **state)
 static void test_banner_latin1_once(void **state)
 {
 	(void)state;
-	static const struct content_banner_opts o = {.text = "Attention exp\xc3\xa9" "diteur."};
+	static const struct content_banner_opts o = {.text = "Attention exp\xc3\xa9"
+	                                                     "diteur."};
 	static const char *const in[] = {
-	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n\r\nZOlq4CB2dQ0K\r\n",
-	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nd\xe9j\xe0\r\n",
+	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: "
+	      "base64\r\n\r\nZOlq4CB2dQ0K\r\n",
+	    H "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: "
+	      "8bit\r\n\r\nd\xe9j\xe0\r\n",
 	};
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
 		struct util_buf one, two;
 		util_buf_init(&one);
 		util_buf_init(&two);
-		assert_int_equal(content_banner_apply(in[i], strlen(in[i]), &o, &one), CONTENT_BANNER_DONE);
-		assert_int_equal(content_banner_apply(one.data, one.len, &o, &two), CONTENT_BANNER_PRESENT);
+		assert_int_equal(content_banner_apply(in[i], strlen(in[i]), &o, &one),
+		                 CONTENT_BANNER_DONE);
+		assert_int_equal(content_banner_apply(one.data, one.len, &o, &two),
+		                 CONTENT_BANNER_PRESENT);
 		assert_int_equal(two.len, 0);
 		util_buf_free(&one);
 		util_buf_free(&two);
