@@ -14,6 +14,7 @@
  */
 #include "config-internal.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -735,6 +736,103 @@ static const struct config_directive d_rspamd[] = {
      "(deploy/rspamd/mxgate.lua turns it into symbol MXGATE_AUTH)"},
 };
 
+/* [attachments] (issue 13: attachment policy, content/content-attach.c) */
+static const char *const e_attach_action[] = {"reject", "quarantine", NULL};
+
+/* v_attach_type - one detected type. */
+static const char *v_attach_type(const char *s, char *buf, size_t buflen)
+{
+	(void)buf;
+	(void)buflen;
+	return strcmp(s, "pe") == 0 || strcmp(s, "elf") == 0 || strcmp(s, "script") == 0
+	           ? NULL
+	           : "expected pe, elf or script";
+}
+
+/* v_extension - an extension without the dot: letters, digits, - and _. */
+static const char *v_extension(const char *s, char *buf, size_t buflen)
+{
+	(void)buf;
+	(void)buflen;
+	if (!*s || strlen(s) > 16)
+		return "expected an extension of 1..16 characters, without the dot";
+	for (const char *p = s; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+			return "expected letters, digits, - or _ (no dot)";
+	return NULL;
+}
+
+static const struct config_directive d_attachments[] = {
+    {"enabled", CONFIG_T_BOOL, G(attach_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Judge attachments at the end of DATA, before the 250: by name and by detected type, "
+     "inside zip archives one level deep"},
+    {"blocked_extensions", CONFIG_T_LIST, G(attach_extensions),
+     "exe, com, scr, pif, bat, cmd, vbs, vbe, js, jse, wsf, wsh, hta, msi, msp, cpl, jar, "
+     "ps1, psm1, lnk, reg, dll, scf, inf, chm, iso, img, vhd, vhdx, appx, msix, xll, sh",
+     NULL, 0, 0, NULL, v_extension, R,
+     "A file name whose last extension (trailing dots and blanks ignored) is one of these "
+     "is blocked: invoice.pdf.exe is an .exe; RFC 2231 and encoded-word names are decoded"},
+    {"blocked_types", CONFIG_T_LIST, G(attach_types), "pe, elf, script", NULL, 0, 0, NULL,
+     v_attach_type, R,
+     "Content blocked by its first bytes whatever its name: pe (MZ), elf, script (#!)"},
+    {"zip", CONFIG_T_BOOL, G(attach_zip), "yes", NULL, 0, 0, NULL, NULL, R,
+     "Judge the entries of zip archives (names and first bytes), one level deep"},
+    {"max_zip_entries", CONFIG_T_INT, G(attach_max_zip_entries), "1000", NULL, 1, 100000, NULL,
+     NULL, R, "A zip archive with more entries is blocked"},
+    {"action", CONFIG_T_ENUM, G(attach_action), "reject", NULL, 0, 0, e_attach_action, NULL, R,
+     "A blocked attachment: reject (550 5.7.1 before anything is queued) or quarantine"},
+    {"max_size", CONFIG_T_SIZE, G(attach_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not judged (logged: attachment_check result=unchecked reason=size)"},
+};
+
+/* [warning] (issue 13: external-sender warning, content/content-banner.c) */
+static const char *const e_warn_senders[] = {"external", "failing", "either", NULL};
+
+/* v_banner - one line of text: no control characters (UTF-8 allowed). */
+static const char *v_banner(const char *s, char *buf, size_t buflen)
+{
+	(void)buf;
+	(void)buflen;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return "control characters are not allowed";
+	return NULL;
+}
+
+static const struct config_directive d_warning[] = {
+    {"enabled", CONFIG_T_BOOL, G(warning_enabled), "no", NULL, 0, 0, NULL, NULL, R,
+     "Warn recipients about mail from outside the organisation: subject tag and a short "
+     "banner at the top of the text and HTML body (signed or encrypted mail: subject only)"},
+    {"senders", CONFIG_T_ENUM, G(warning_senders), "external", NULL, 0, 0, e_warn_senders, NULL,
+     R,
+     "Who is warned about: external (From: domain not in [domains] accepted_domains nor "
+     "internal_domains), failing (DMARC fail, or SPF fail/softfail when DMARC was not "
+     "evaluated) or either"},
+    {"internal_domains", CONFIG_T_DOMAINS, G(warning_internal_domains), NULL,
+     "accepted_domains only", 0, 0, NULL, NULL, R,
+     "More From: domains (and their subdomains) that count as the organisation's own"},
+    {"subject_tag", CONFIG_T_STRING, G(warning_subject_tag), "[EXTERNAL]", NULL, 0, 0, NULL,
+     v_printable, R,
+     "Prefix put once on the Subject of a warned message (breaks a DKIM signature covering "
+     "Subject for downstream re-verification); none = no tag"},
+    {"banner_text", CONFIG_T_STRING, G(warning_banner_text),
+     "CAUTION: This email came from outside the organisation. Do not click links or open "
+     "attachments unless you recognise the sender.",
+     NULL, 0, 0, NULL, v_banner, R,
+     "Line put at the top of the first text/plain part (UTF-8, converted to the part's "
+     "charset; a part that cannot carry it gets no banner); none = no text banner"},
+    {"banner_html", CONFIG_T_STRING, G(warning_banner_html),
+     "<p style=\"border:2px solid red;padding:6px;color:red\"><b>CAUTION:</b> This email "
+     "came from outside the organisation. Do not click links or open attachments unless you "
+     "recognise the sender.</p>",
+     NULL, 0, 0, NULL, v_banner, R,
+     "HTML fragment put after <body> of the first text/html part (non-ASCII as character "
+     "references); none = no HTML banner"},
+    {"max_size", CONFIG_T_SIZE, G(warning_max_size), "10M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages get no body banner (subject tag only; " "X-MXGate-Warning says "
+     "banner=skipped reason=size); the rewrite runs on a worker thread"},
+};
+
 /* [metrics] and [mta_sts] (issue 7: production) */
 static const char *const e_mta_sts_mode[] = {"testing", "enforce", "none", NULL};
 
@@ -843,6 +941,12 @@ const struct config_section config_sections[] = {
     SEC("rspamd", false, d_rspamd,
         "Spam filtering with rspamd at the end of DATA, before the 250 (issue 13); its "
         "verdict replaces mxgate's own spam score, which becomes one of its inputs."),
+    SEC("attachments", false, d_attachments,
+        "Attachment policy (issue 13): block executables and scripts by name and by content, "
+        "also inside zip archives; the check runs on a worker thread."),
+    SEC("warning", false, d_warning,
+        "External-sender warning (issue 13): a subject tag and a body banner for mail from "
+        "outside the organisation or failing authentication, applied once per message."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("reports", false, d_reports,

@@ -121,6 +121,12 @@ enum config_verify_unavailable { CONFIG_VERIFY_DEFER = 0, CONFIG_VERIFY_ACCEPT }
 /* What a scanner that is down, slow or failing means for the message
  * (issue 13): 451 4.7.1, or accept with a header saying it was not scanned. */
 enum config_scan_failure { CONFIG_SCAN_TEMPFAIL = 0, CONFIG_SCAN_ACCEPT };
+/* [warning] senders: who gets the external-sender warning (issue 13). */
+enum config_warning_senders {
+	CONFIG_WARN_EXTERNAL = 0,    /* From: domain not ours */
+	CONFIG_WARN_FAILING,         /* authentication failing (DMARC fail, or SPF fail without DMARC) */
+	CONFIG_WARN_EITHER,          /* external or failing */
+};
 /* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
 enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
 
@@ -286,6 +292,24 @@ struct config {
 	int rspamd_max_connections;       /* pooled HTTP connections */
 	bool rspamd_skip_auth;            /* rspamd does not redo SPF/DKIM/DMARC (group policies off) */
 	char *rspamd_subject_tag;         /* prefix put on the Subject of tagged messages; "none" = none */
+
+	/* [attachments] - attachment policy (issue 13, content/content-attach.c) */
+	bool attach_enabled;
+	struct util_strlist attach_extensions; /* blocked extensions, no dot */
+	struct util_strlist attach_types;      /* "pe", "elf", "script" */
+	bool attach_zip;                       /* look inside zip archives, one level */
+	int attach_max_zip_entries;
+	int attach_action;                     /* 0 = reject, 1 = quarantine */
+	int64_t attach_max_size;               /* bytes; larger messages are not checked (logged) */
+
+	/* [warning] - external-sender warning (issue 13, content/content-banner.c) */
+	bool warning_enabled;
+	int warning_senders;              /* enum config_warning_senders */
+	struct util_strlist warning_internal_domains; /* ours besides accepted_domains */
+	char *warning_subject_tag;        /* "none" = no subject tag */
+	char *warning_banner_text;        /* UTF-8 line for text/plain; "none" = no banner */
+	char *warning_banner_html;        /* HTML fragment for text/html; "none" = no banner */
+	int64_t warning_max_size;         /* bytes; larger messages get the subject tag only */
 
 	/* [dnsbl] - DNSBL/DNSWL decisions at connect or RCPT (issue 17) */
 	struct util_strlist dnsbl_site_specs; /* sites = as written */

@@ -157,6 +157,12 @@ void gw_metrics_define(void)
 	    {"mxgate_quarantine_bytes", UTIL_METRIC_GAUGE, NULL, "Bytes of the quarantined messages"},
 	    {"mxgate_quarantine_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
 	     "Age of the oldest quarantined message (0 when none)"},
+	    {"mxgate_attachment_checks_total", UTIL_METRIC_COUNTER, "result",
+	     "Attachment policy checks ([attachments]): clean, blocked or unchecked (too large, "
+	     "unparsable)"},
+	    {"mxgate_warnings_total", UTIL_METRIC_COUNTER, "kind",
+	     "Messages given the external-sender warning ([warning]): banner (body banner added) "
+	     "or subject_only (signed, encrypted, charset, size, already warned)"},
 	    {"mxgate_spam_checks_total", UTIL_METRIC_COUNTER, "action",
 	     "rspamd checks at end of DATA ([rspamd]) by rspamd's action (no_action, add_header, "
 	     "rewrite_subject, soft_reject, reject, ...), or unchecked"},

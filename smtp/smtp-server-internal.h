@@ -177,6 +177,10 @@ struct smtp_tx {
 	                                    or NULL */
 	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
 	bool subject_tag;                /* put [rspamd] subject_tag on it */
+	bool warn_subject;               /* put [warning] subject_tag on it (smtp-session-warn.c) */
+	const char *warn_why;            /* static; "external"/"failing" when warned, or NULL */
+	bool from_seen;                  /* the first From field was looked at */
+	char from_domain[256];           /* its address's domain, lower case ("" = none) */
 	char *quarantine;                /* owned; why the message is quarantined ("virus",
 	                                    "spam"), or NULL: committed on hold, not delivered */
 	int64_t data_start_ms;
@@ -393,6 +397,22 @@ void smtp_data_commit(struct smtp_session *s);
  * then the spam check ([rspamd]), then the commit; each may wait, none
  * blocks.  async: called from a callback (a refusal then resumes). */
 void smtp_scan_start(struct smtp_session *s, bool async);
+/* smtp_attach_start - the attachment policy ([attachments],
+ * smtp-session-attach.c): 0 when a check was started (the session waits in
+ * SMTP_WAIT_SCAN and smtp_scan_continue() follows), -1 when there is none
+ * to do (off, too large, could not start). */
+int smtp_attach_start(struct smtp_session *s);
+/* smtp_scan_continue - from a completion: the next inspection step. */
+void smtp_scan_continue(struct smtp_session *s);
+/* smtp_warn_drain, smtp_attach_drain - at server shutdown, after the
+ * sessions are gone: wait for the worker threads (at most 10 s), then
+ * free the jobs whose completions never ran. */
+void smtp_warn_drain(struct event_base *base);
+void smtp_attach_drain(struct event_base *base);
+/* smtp_warn_start - after the inspections: the external-sender warning
+ * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
+ * the commit.  async as for smtp_scan_start. */
+void smtp_warn_start(struct smtp_session *s, bool async);
 /* smtp_scan_hold_subject - split-time hook: true when field f is the
  * Subject and must be held back from the spool (it may be tagged). */
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);

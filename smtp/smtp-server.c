@@ -667,6 +667,8 @@ void smtp_server_free(struct smtp_server *srv)
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
 		while (srv->sessions[b])
 			smtp_session_destroy(srv->sessions[b]);
+	smtp_warn_drain(srv->base);     /* body rewrites and attachment checks in flight */
+	smtp_attach_drain(srv->base);
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
 		while (srv->ipcounts[b]) {
 			struct smtp_ipcount *n = srv->ipcounts[b]->next;

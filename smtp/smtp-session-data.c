@@ -21,6 +21,7 @@
 
 #include <event2/buffer.h>
 
+#include "content.h"
 #include "smtp-server-internal.h"
 
 /* spool_write - write to the spool, remembering the first error. */
@@ -59,6 +60,18 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 	note_message_id(s->tx, f);
 	if (s->tx->pm)
 		policy_msg_header_field(s->tx->pm, f);
+	if (!s->tx->from_seen && util_hdr_name_is(f, "From")) {
+		s->tx->from_seen = true;
+		if (content_from_domain(f->value, f->value_len, s->tx->from_domain,
+		                        sizeof(s->tx->from_domain)) < 0)
+			s->tx->from_domain[0] = '\0';
+	}
+	if (util_hdr_name_is(f, CONTENT_WARNING_FIELD)) {
+		/* ours to add: a sender's copy would fake "already warned" */
+		util_log_info("s=%016llx dropped header=\"%.*s\" reason=ours",
+		              (unsigned long long)s->id, (int)f->name_len, f->name);
+		return true;
+	}
 	if (smtp_scan_hold_subject(s, f))
 		return true;   /* not dropped: it goes into the prepend at commit */
 	if (!policy_drop_header(s->cfg, f) && !scan_is_our_header(f))

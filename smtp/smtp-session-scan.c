@@ -1,6 +1,7 @@
 /*
  * smtp-session-scan.c - content inspection in the session (issue 13):
  * between the policy verdict and the commit, the message in the spool is
+ * judged by the attachment policy ([attachments], smtp-session-attach.c),
  * scanned for viruses by clamd ([clamav], scan/scan-clamd.c), then checked
  * for spam by rspamd ([rspamd], scan/scan-rspamd.c).  Each step is a wait
  * state of the session (SMTP_WAIT_SCAN); results find the session by id.
@@ -25,7 +26,7 @@
 
 #include "smtp-server-internal.h"
 
-enum { STAGE_CLAMD = 0, STAGE_RSPAMD, STAGE_COMMIT };
+enum { STAGE_ATTACH = 0, STAGE_CLAMD, STAGE_RSPAMD, STAGE_COMMIT };
 
 static void next_step(struct smtp_session *s, bool async);
 
@@ -299,6 +300,8 @@ static void next_step(struct smtp_session *s, bool async)
 	struct smtp_tx *tx = s->tx;
 	while (tx->scan_stage < STAGE_COMMIT) {
 		int stage = tx->scan_stage++;
+		if (stage == STAGE_ATTACH && smtp_attach_start(s) == 0)
+			return;
 		if (stage == STAGE_CLAMD && s->cfg->clamav_socket && s->srv->clamd) {
 			virus_start(s, async);
 			return;
@@ -308,14 +311,20 @@ static void next_step(struct smtp_session *s, bool async)
 			return;
 		}
 	}
-	smtp_data_commit(s);
+	smtp_warn_start(s, async); /* then the commit */
 }
 
 /* smtp_scan_start - see smtp-server-internal.h. */
 void smtp_scan_start(struct smtp_session *s, bool async)
 {
-	s->tx->scan_stage = STAGE_CLAMD;
+	s->tx->scan_stage = STAGE_ATTACH;
 	next_step(s, async);
+}
+
+/* smtp_scan_continue - see smtp-server-internal.h. */
+void smtp_scan_continue(struct smtp_session *s)
+{
+	next_step(s, true);
 }
 
 /* may_tag - can a verdict of this config put the subject tag on? */
@@ -325,6 +334,13 @@ static bool may_tag(const struct config *cfg)
 	       strcmp(cfg->rspamd_subject_tag, "none") != 0 &&
 	       (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
 	        cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
+}
+
+/* may_warn - can the external-sender warning put its subject tag on? */
+static bool may_warn(const struct config *cfg)
+{
+	return cfg->warning_enabled && cfg->warning_subject_tag &&
+	       strcmp(cfg->warning_subject_tag, "none") != 0;
 }
 
 /* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
@@ -337,7 +353,7 @@ static bool may_tag(const struct config *cfg)
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f)
 {
 	struct smtp_tx *tx = s->tx;
-	if (!may_tag(s->cfg) || !util_hdr_name_is(f, "Subject"))
+	if (!(may_tag(s->cfg) || may_warn(s->cfg)) || !util_hdr_name_is(f, "Subject"))
 		return false;
 	size_t old = tx->subject ? strlen(tx->subject) : 0;
 	tx->subject = util_xrealloc(tx->subject, old + f->raw_len + 1);
@@ -355,11 +371,14 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 	struct smtp_tx *tx = s->tx;
 	if (!tx->subject_held)
 		return;
-	const char *tag = s->cfg->rspamd_subject_tag;
-	if (!tx->subject_tag || !tag) {
+	const char *tags[2] = {tx->subject_tag ? s->cfg->rspamd_subject_tag : NULL,
+	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
+	if (!tags[0] && !tags[1]) {
 		util_buf_adds(b, tx->subject);
 		return;
 	}
+	/* every held Subject field gets each tag once: not again when it
+	 * already carries it (a message tagged by another hop, or bounced back) */
 	size_t len = strlen(tx->subject), pos = 0;
 	struct util_hdr_field f;
 	while (util_hdr_next(tx->subject, len, &pos, &f) == 1) {
@@ -368,12 +387,11 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 		const char *v = colon + 1;
 		while (v < end && (*v == ' ' || *v == '\t'))
 			v++;
-		if ((size_t)(end - v) >= strlen(tag) && strncasecmp(v, tag, strlen(tag)) == 0) {
-			util_buf_add(b, raw, f.raw_len);
-			continue;
-		}
 		util_buf_add(b, raw, (size_t)(colon + 1 - raw));
-		util_buf_printf(b, " %s ", tag);
+		for (int i = 0; i < 2; i++)
+			if (tags[i] && !memmem(v, (size_t)(end - v), tags[i], strlen(tags[i])))
+				util_buf_printf(b, " %s", tags[i]);
+		util_buf_adds(b, " ");
 		util_buf_add(b, v, (size_t)(end - v));
 	}
 	if (pos < len) /* cannot happen (each field was parsed once): keep it */

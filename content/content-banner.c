@@ -1,0 +1,494 @@
+/*
+ * content-banner.c - the external-sender warning banner (issue 13).
+ *
+ * GMime parses the message with a persistent stream, so every leaf part
+ * knows the byte range of its encoded content in the original message.
+ * The banner is spliced in there: at the start of a text/plain part, after
+ * the <body> tag of a text/html part (or at its start).  The part keeps its
+ * Content-Transfer-Encoding and charset: identity encodings get the bytes,
+ * quoted-printable parts get the banner quoted-printable encoded, base64
+ * parts are decoded, edited and re-encoded (76-column lines).  Nothing
+ * outside the edited parts changes, byte for byte.
+ *
+ * Which parts: the first body part of the message, recursing into the first
+ * child of multipart/mixed and related and into every child of
+ * multipart/alternative.  Attachments and attached messages are never
+ * touched.  Left alone (the caller tags the subject only):
+ * multipart/signed, multipart/encrypted, application/(x-)pkcs7-mime and
+ * inline PGP (a text part carrying "-----BEGIN PGP "); a part whose charset
+ * cannot carry the banner (not ASCII-compatible, or the text does not
+ * convert to it; an HTML banner is made ASCII with character references so
+ * it fits any ASCII-compatible charset); a message already carrying our
+ * banner (the text, or the HTML mark attribute).
+ *
+ * Ownership: everything allocated here is freed before returning; the
+ * result goes to the caller's util_buf.  Diagnostics: none (the caller
+ * logs the result).
+ */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <gmime/gmime.h>
+
+#include "content-internal.h"
+#include "content.h"
+
+#define MAX_TARGETS    8
+#define PRESENT_WINDOW 8192 /* where our banner would be, at the top of a part */
+
+struct edit {
+	size_t at, end; /* replace msg[at..end) ... */
+	char *repl;     /* ... with this (owned) */
+	size_t rlen;
+};
+
+struct walk {
+	GMimeObject *targets[MAX_TARGETS];
+	int n;
+	bool protect;
+};
+
+/* is_sub - the content type's subtype is sub (case-insensitive). */
+static bool is_type(GMimeObject *obj, const char *type, const char *sub)
+{
+	GMimeContentType *ct = g_mime_object_get_content_type(obj);
+	const char *t = ct ? g_mime_content_type_get_media_type(ct) : NULL;
+	const char *s = ct ? g_mime_content_type_get_media_subtype(ct) : NULL;
+	return t && s && strcasecmp(t, type) == 0 && (!sub || strcasecmp(s, sub) == 0);
+}
+
+/* walk_part - collect the parts that get a banner; note protected ones. */
+static void walk_part(struct walk *w, GMimeObject *obj, int depth)
+{
+	if (!obj || depth > 16)
+		return;
+	if (GMIME_IS_MULTIPART(obj)) {
+		if (is_type(obj, "multipart", "signed") || is_type(obj, "multipart", "encrypted")) {
+			w->protect = true;
+			return;
+		}
+		GMimeMultipart *mp = GMIME_MULTIPART(obj);
+		int n = g_mime_multipart_get_count(mp);
+		if (is_type(obj, "multipart", "alternative")) {
+			for (int i = 0; i < n; i++)
+				walk_part(w, g_mime_multipart_get_part(mp, i), depth + 1);
+		} else if (n > 0) {
+			walk_part(w, g_mime_multipart_get_part(mp, 0), depth + 1);
+		}
+		return;
+	}
+	if (is_type(obj, "application", "pkcs7-mime") ||
+	    is_type(obj, "application", "x-pkcs7-mime") ||
+	    is_type(obj, "application", "pgp-encrypted")) {
+		w->protect = true;
+		return;
+	}
+	if (!GMIME_IS_PART(obj) || !(is_type(obj, "text", "plain") || is_type(obj, "text", "html")))
+		return;
+	const char *disp = g_mime_object_get_disposition(obj);
+	if (disp && strcasecmp(disp, "attachment") == 0)
+		return;
+	if (w->n < MAX_TARGETS)
+		w->targets[w->n++] = obj;
+}
+
+/* decode - a part's content without its transfer encoding (caller frees). */
+static unsigned char *decode(GMimeContentEncoding enc, const char *raw, size_t n, size_t *outlen)
+{
+	GMimeEncoding st;
+	g_mime_encoding_init_decode(&st, enc);
+	unsigned char *out = malloc(g_mime_encoding_outlen(&st, n) + 1);
+	if (!out)
+		return NULL;
+	*outlen = g_mime_encoding_flush(&st, raw, n, (char *)out);
+	out[*outlen] = 0;
+	return out;
+}
+
+/* is_identity - an encoding whose bytes are the content. */
+static bool is_identity(GMimeContentEncoding enc)
+{
+	return enc == GMIME_CONTENT_ENCODING_DEFAULT || enc == GMIME_CONTENT_ENCODING_7BIT ||
+	       enc == GMIME_CONTENT_ENCODING_8BIT || enc == GMIME_CONTENT_ENCODING_BINARY;
+}
+
+/* has_8bit - any byte over 0x7f. */
+static bool has_8bit(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] > 0x7f)
+			return true;
+	return false;
+}
+
+/* is_utf8_charset - no charset, us-ascii or utf-8 (banner bytes as they are). */
+static bool is_utf8_charset(const char *cs)
+{
+	return !cs || strcasecmp(cs, "utf-8") == 0 || strcasecmp(cs, "utf8") == 0 ||
+	       strcasecmp(cs, "us-ascii") == 0 || strcasecmp(cs, "ascii") == 0;
+}
+
+/* to_charset - UTF-8 s in charset cs (ASCII-compatible only); NULL when it
+ * cannot be said there.  Caller frees with g_free(). */
+static char *to_charset(const char *s, const char *cs, gsize *len)
+{
+	gsize n = 0;
+	char *probe = g_convert("<a =\r\n>", -1, cs, "UTF-8", NULL, &n, NULL);
+	bool ascii_ok = probe && n == 7 && memcmp(probe, "<a =\r\n>", 7) == 0;
+	g_free(probe);
+	if (!ascii_ok)
+		return NULL;
+	return g_convert(s, -1, cs, "UTF-8", NULL, len, NULL);
+}
+
+/* html_ascii - the HTML fragment with non-ASCII characters as &#N;. */
+static char *html_ascii(const char *html)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	if (!g_utf8_validate(html, -1, NULL)) {
+		util_buf_free(&b);
+		return NULL;
+	}
+	for (const char *p = html; *p; p = g_utf8_next_char(p)) {
+		gunichar c = g_utf8_get_char(p);
+		if (c < 0x80)
+			util_buf_add(&b, p, 1);
+		else
+			util_buf_printf(&b, "&#%u;", (unsigned)c);
+	}
+	return b.data ? b.data : strdup("");
+}
+
+/* qp_encode - quoted-printable (RFC 2045 6.7) of s; CRLF stays a hard
+ * line break, lines are cut at 73 characters with soft breaks. */
+static void qp_encode(struct util_buf *b, const char *s, size_t n)
+{
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
+			util_buf_adds(b, "\r\n");
+			i++;
+			col = 0;
+			continue;
+		}
+		bool last = i + 1 == n || s[i + 1] == '\r';
+		char tmp[4];
+		size_t w;
+		if ((c >= 33 && c <= 126 && c != '=') || (c == ' ' && !last)) {
+			tmp[0] = (char)c;
+			w = 1;
+		} else {
+			snprintf(tmp, sizeof(tmp), "=%02X", c);
+			w = 3;
+		}
+		if (col + w > 73) {
+			util_buf_adds(b, "=\r\n");
+			col = 0;
+		}
+		util_buf_add(b, tmp, w);
+		col += w;
+	}
+}
+
+/* b64_encode - base64 in 76-column CRLF lines (RFC 2045 6.8). */
+static void b64_encode(struct util_buf *b, const unsigned char *p, size_t n, bool final_crlf)
+{
+	gchar *e = g_base64_encode(p, n);
+	size_t el = strlen(e);
+	for (size_t i = 0; i < el; i += 76) {
+		util_buf_add(b, e + i, el - i < 76 ? el - i : 76);
+		if (i + 76 < el || final_crlf)
+			util_buf_adds(b, "\r\n");
+	}
+	g_free(e);
+}
+
+/* body_tag_end - offset just after "<body ...>" in p[0..n), or 0. */
+static size_t body_tag_end(const char *p, size_t n)
+{
+	for (size_t i = 0; i + 5 <= n; i++) {
+		if (p[i] == '<' && strncasecmp(p + i + 1, "body", 4) == 0 &&
+		    (i + 5 == n || p[i + 5] == '>' || isspace((unsigned char)p[i + 5]))) {
+			const char *gt = memchr(p + i, '>', n - i);
+			return gt ? (size_t)(gt - p) + 1 : 0;
+		}
+	}
+	return 0;
+}
+
+/* find - memmem limited to the first lim bytes. */
+static bool find(const unsigned char *p, size_t n, size_t lim, const char *needle)
+{
+	size_t nl = strlen(needle);
+	if (nl == 0)
+		return false;
+	if (n > lim)
+		n = lim;
+	for (size_t i = 0; i + nl <= n; i++)
+		if (memcmp(p + i, needle, nl) == 0)
+			return true;
+	return false;
+}
+
+/* plan_part - the edit for one part; a result other than DONE stops all. */
+static enum content_banner_result plan_part(const char *msg, size_t len, GMimeObject *obj,
+                                            const struct content_banner_opts *o, struct edit *e)
+{
+	bool html = is_type(obj, "text", "html");
+	const char *banner = html ? o->html : o->text;
+	memset(e, 0, sizeof(*e));
+	if (!banner || !*banner)
+		return CONTENT_BANNER_NONE;
+	GMimePart *part = GMIME_PART(obj);
+	GMimeDataWrapper *dw = g_mime_part_get_content(part);
+	GMimeStream *st = dw ? g_mime_data_wrapper_get_stream(dw) : NULL;
+	if (!st || st->bound_start < 0 || (size_t)st->bound_start > len)
+		return CONTENT_BANNER_ERROR;
+	size_t start = (size_t)st->bound_start;
+	size_t end = st->bound_end < 0 || (size_t)st->bound_end > len ? len : (size_t)st->bound_end;
+	if (end < start)
+		return CONTENT_BANNER_ERROR;
+	/* the content follows the blank line that ends the part's header
+	 * block; a message that is all header block has no body to mark (a
+	 * banner there would read as one more header field) */
+	if (start < 2 || msg[start - 1] != '\n' ||
+	    !(msg[start - 2] == '\n' ||
+	      (start >= 3 && msg[start - 2] == '\r' && msg[start - 3] == '\n')))
+		return CONTENT_BANNER_NONE;
+	GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
+	if (!is_identity(enc) && enc != GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE &&
+	    enc != GMIME_CONTENT_ENCODING_BASE64)
+		return CONTENT_BANNER_NONE; /* uuencode: leave it */
+	size_t dlen = 0;
+	unsigned char *dec = decode(enc, msg + start, end - start, &dlen);
+	if (!dec)
+		return CONTENT_BANNER_ERROR;
+	enum content_banner_result r = CONTENT_BANNER_DONE;
+	char *ins = NULL; /* the banner in the part's charset (g_free or free) */
+	bool ins_g = false;
+	gsize inslen = 0;
+	struct util_buf b;
+	util_buf_init(&b);
+	if (find(dec, dlen, dlen, "-----BEGIN PGP ")) {
+		r = CONTENT_BANNER_PROTECTED;
+		goto out;
+	}
+	if (html && find(dec, dlen, dlen, CONTENT_BANNER_HTML_MARK)) {
+		r = CONTENT_BANNER_PRESENT;
+		goto out;
+	}
+	/* the banner, then a blank line (plain) or the marked block (html) */
+	const char *cs = g_mime_object_get_content_type_parameter(obj, "charset");
+	struct util_buf u;
+	util_buf_init(&u);
+	if (html) {
+		char *a = html_ascii(banner);
+		util_buf_printf(&u, "<div " CONTENT_BANNER_HTML_MARK "=\"1\">%s</div>\r\n",
+		                a ? a : "");
+		free(a);
+	} else {
+		util_buf_printf(&u, "%s\r\n\r\n", banner);
+	}
+	if (is_utf8_charset(cs)) {
+		bool ascii_cs = cs && strncasecmp(cs, "us-ascii", 8) == 0;
+		if (ascii_cs && has_8bit(u.data, u.len)) {
+			util_buf_free(&u);
+			r = CONTENT_BANNER_CHARSET;
+			goto out;
+		}
+		inslen = u.len;
+		ins = u.data; /* ownership moves */
+		u.data = NULL;
+	} else {
+		ins = to_charset(u.data, cs, &inslen);
+		ins_g = true;
+		util_buf_free(&u);
+		if (!ins) {
+			r = CONTENT_BANNER_CHARSET;
+			goto out;
+		}
+	}
+	util_buf_free(&u);
+	/* our text banner, as it would be in this charset, near the top */
+	if (!html && inslen > 4) {
+		char save = ins[inslen - 4];
+		ins[inslen - 4] = '\0'; /* without the blank line */
+		bool present = find(dec, dlen, PRESENT_WINDOW, ins);
+		ins[inslen - 4] = save;
+		if (present) {
+			r = CONTENT_BANNER_PRESENT;
+			goto out;
+		}
+	}
+	if (enc == GMIME_CONTENT_ENCODING_7BIT && has_8bit(ins, inslen)) {
+		r = CONTENT_BANNER_CHARSET; /* a 7bit part cannot carry it */
+		goto out;
+	}
+	if (is_identity(enc) || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
+		size_t at = html ? body_tag_end(msg + start, end - start) : 0;
+		if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE)
+			qp_encode(&b, ins, inslen);
+		else
+			util_buf_add(&b, ins, inslen);
+		e->at = e->end = start + at;
+	} else { /* base64: decode, splice, re-encode */
+		size_t at = html ? body_tag_end((const char *)dec, dlen) : 0;
+		struct util_buf d;
+		util_buf_init(&d);
+		util_buf_add(&d, dec, at);
+		util_buf_add(&d, ins, inslen);
+		util_buf_add(&d, dec + at, dlen - at);
+		bool crlf = end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n';
+		b64_encode(&b, (const unsigned char *)d.data, d.len, crlf);
+		util_buf_free(&d);
+		e->at = start;
+		e->end = end;
+	}
+	e->repl = b.data;
+	e->rlen = b.len;
+	b.data = NULL;
+out:
+	if (ins_g)
+		g_free(ins);
+	else
+		free(ins);
+	util_buf_free(&b);
+	free(dec);
+	return r;
+}
+
+/* edit_cmp - edits in message order. */
+static int edit_cmp(const void *a, const void *b)
+{
+	const struct edit *x = a, *y = b;
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* content_banner_apply - see content.h. */
+enum content_banner_result content_banner_apply(const char *msg, size_t len,
+                                                const struct content_banner_opts *o,
+                                                struct util_buf *out)
+{
+	enum content_banner_result r = CONTENT_BANNER_NONE;
+	GMimeStream *stream = NULL;
+	GMimeParser *parser = NULL;
+	GMimeMessage *m = NULL;
+	struct edit edits[MAX_TARGETS];
+	int nedits = 0;
+	struct walk w = {.n = 0};
+
+	content_gmime_init();
+	stream = g_mime_stream_mem_new_with_buffer(msg, len);
+	parser = g_mime_parser_new_with_stream(stream);
+	g_mime_parser_set_persist_stream(parser, TRUE);
+	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	m = g_mime_parser_construct_message(parser, NULL);
+	if (!m) {
+		r = CONTENT_BANNER_ERROR;
+		goto out;
+	}
+	walk_part(&w, g_mime_message_get_mime_part(m), 0);
+	if (w.protect) {
+		r = CONTENT_BANNER_PROTECTED;
+		goto out;
+	}
+	for (int i = 0; i < w.n; i++) {
+		enum content_banner_result pr =
+		    plan_part(msg, len, w.targets[i], o, &edits[nedits]);
+		if (pr == CONTENT_BANNER_NONE)
+			continue;
+		if (pr != CONTENT_BANNER_DONE) {
+			r = pr;
+			goto out;
+		}
+		nedits++;
+	}
+	if (nedits == 0)
+		goto out;
+	qsort(edits, (size_t)nedits, sizeof(edits[0]), edit_cmp);
+	size_t pos = 0;
+	for (int i = 0; i < nedits; i++) {
+		if (edits[i].at < pos) { /* overlapping parts: not a tree we understand */
+			r = CONTENT_BANNER_ERROR;
+			goto out;
+		}
+	}
+	for (int i = 0; i < nedits; i++) {
+		util_buf_add(out, msg + pos, edits[i].at - pos);
+		util_buf_add(out, edits[i].repl, edits[i].rlen);
+		pos = edits[i].end;
+	}
+	util_buf_add(out, msg + pos, len - pos);
+	r = CONTENT_BANNER_DONE;
+out:
+	for (int i = 0; i < nedits; i++)
+		free(edits[i].repl);
+	if (m)
+		g_object_unref(m);
+	if (parser)
+		g_object_unref(parser);
+	if (stream)
+		g_object_unref(stream);
+	return r;
+}
+
+/* content_banner_result_name - see content.h. */
+const char *content_banner_result_name(enum content_banner_result r)
+{
+	switch (r) {
+	case CONTENT_BANNER_ERROR:
+		return "unparsable";
+	case CONTENT_BANNER_NONE:
+		return "no_text_part";
+	case CONTENT_BANNER_DONE:
+		return "done";
+	case CONTENT_BANNER_PROTECTED:
+		return "signed_or_encrypted";
+	case CONTENT_BANNER_PRESENT:
+		return "already_present";
+	case CONTENT_BANNER_CHARSET:
+		return "charset";
+	}
+	return "?";
+}
+
+/* content_from_domain - see content.h.  The address in <...> when there is
+ * one (RFC 5322 name-addr), else the first word with an '@'. */
+int content_from_domain(const char *value, size_t len, char *buf, size_t buflen)
+{
+	const char *p = value, *end = value + len;
+	const char *lt = memchr(value, '<', len);
+	if (lt) {
+		p = lt + 1;
+		const char *gt = memchr(p, '>', (size_t)(end - p));
+		if (gt)
+			end = gt;
+	}
+	const char *at = NULL;
+	for (const char *q = p; q < end; q++) {
+		if (*q == '@')
+			at = q;
+		else if (!lt && at &&
+		         (*q == ',' || *q == ' ' || *q == '\t' || *q == '\r' || *q == '\n' ||
+		          *q == ';' || *q == '(' || *q == '>')) {
+			end = q;
+			break;
+		}
+	}
+	if (!at)
+		return -1;
+	size_t n = 0;
+	for (const char *q = at + 1; q < end && n + 1 < buflen; q++) {
+		unsigned char c = (unsigned char)*q;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			continue;
+		buf[n++] = (char)tolower(c);
+	}
+	buf[n] = 0;
+	return n ? 0 : -1;
+}

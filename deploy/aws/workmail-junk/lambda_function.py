@@ -1,0 +1,107 @@
+"""mxgate verdicts -> Amazon WorkMail junk folder (issue 13).
+
+A synchronous "Run Lambda" inbound rule of a WorkMail organisation calls
+lambda_handler(event, context) for each incoming message.  The function
+fetches the message's raw content (workmailmessageflow
+GetRawMessageContent), reads mxgate's verdict headers and answers
+WorkMail's message flow contract:
+
+    {"actions": [{"action": {"type": "MOVE_TO_JUNK"}, "allRecipients": true}]}
+
+MOVE_TO_JUNK      mxgate flagged the message as spam (X-Spam-Flag: YES)
+BYPASS_SPAM_CHECK mxgate judged it and did not flag it (only with
+                  BYPASS_ON_CLEAN=yes, the default: one spam verdict, mxgate's)
+DEFAULT           no trustworthy mxgate verdict: WorkMail decides
+
+The headers are trusted only when they are mxgate's: the topmost
+Authentication-Results field (mxgate prepends its own and removes any that
+carries its authserv-id from incoming mail) must carry MXGATE_AUTHSERV_ID.
+A message that did not pass through mxgate, or one whose topmost A-R is
+someone else's, gets DEFAULT - a sender cannot move its own mail out of
+junk by writing the headers.
+
+Environment:
+  MXGATE_AUTHSERV_ID   mxgate's [auth] authserv_id (default: its hostname) - required
+  SPAM_FLAG_HEADER     mxgate's [spam] spam_flag_header (default X-Spam-Flag)
+  BYPASS_ON_CLEAN      yes|no (default yes)
+  WORKMAIL_ENDPOINT_URL  only for tests: the message flow API on loopback
+"""
+
+import email.parser
+import email.policy
+import logging
+import os
+import re
+
+LOG = logging.getLogger()
+LOG.setLevel(logging.INFO)
+
+HEADER_LIMIT = 256 * 1024  # the header block is all we read
+
+
+def _client():
+    import boto3  # in the Lambda runtime
+    kw = {}
+    if os.environ.get("WORKMAIL_ENDPOINT_URL"):
+        kw["endpoint_url"] = os.environ["WORKMAIL_ENDPOINT_URL"]
+    return boto3.client("workmailmessageflow", **kw)
+
+
+def header_block(raw):
+    """The message's header block (bytes up to the first empty line)."""
+    raw = raw[:HEADER_LIMIT]
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return raw[:i + len(sep)]
+    return raw
+
+
+def authserv_id(value):
+    """The authserv-id of an Authentication-Results value (RFC 8601 2.2):
+    the first token, before ';' or a version number; comments dropped."""
+    v = re.sub(r"\([^()]*\)", " ", value).strip()
+    m = re.match(r"([^\s;]+)", v)
+    return m.group(1).lower() if m else ""
+
+
+def verdict(raw, authserv, flag_header="X-Spam-Flag", bypass_on_clean=True):
+    """(action type, reason) for a raw message."""
+    msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
+        header_block(raw))
+    ars = msg.get_all("Authentication-Results") or []
+    if not ars:
+        return "DEFAULT", "no Authentication-Results"
+    top = authserv_id(str(ars[0]).replace("\r", "").replace("\n", " "))
+    if top != authserv.lower():
+        return "DEFAULT", f"topmost Authentication-Results is {top!r}, not mxgate's"
+    flag = msg.get(flag_header)
+    if flag is None:
+        return "DEFAULT", f"no {flag_header}"
+    flag = str(flag).strip().upper()
+    if flag.startswith("YES"):
+        return "MOVE_TO_JUNK", f"{flag_header}: YES"
+    if flag.startswith("NO") and bypass_on_clean:
+        return "BYPASS_SPAM_CHECK", f"{flag_header}: NO"
+    return "DEFAULT", f"{flag_header}: {flag}"
+
+
+def response(action):
+    return {"actions": [{"action": {"type": action}, "allRecipients": True}]}
+
+
+def lambda_handler(event, context):
+    message_id = event["messageId"]
+    authserv = os.environ["MXGATE_AUTHSERV_ID"]
+    flag_header = os.environ.get("SPAM_FLAG_HEADER", "X-Spam-Flag")
+    bypass = os.environ.get("BYPASS_ON_CLEAN", "yes").lower() in ("yes", "true", "1")
+    try:
+        body = _client().get_raw_message_content(messageId=message_id)["messageContent"]
+        raw = body.read(HEADER_LIMIT)
+    except Exception as e:  # never hold up mail: WorkMail decides
+        LOG.warning("message=%s error=%r action=DEFAULT", message_id, e)
+        return response("DEFAULT")
+    action, why = verdict(raw, authserv, flag_header, bypass)
+    LOG.info("message=%s subject=%r action=%s reason=%r", message_id,
+             event.get("subject", ""), action, why)
+    return response(action)

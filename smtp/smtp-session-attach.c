@@ -1,0 +1,202 @@
+/*
+ * smtp-session-attach.c - the attachment policy in the session (issue 13,
+ * [attachments]): the first inspection step after the policy verdict.  The
+ * MIME walk (content/content-attach.c: names, magic bytes, zip archives one
+ * level deep) runs on a thread of its own, never on the event loop: it
+ * reads the spool (only its size: spool files are recycled) and the result
+ * comes back through a libevent event made active from the thread; the
+ * completion finds the session by id.
+ *
+ * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued) or
+ * quarantine (held with reason "attachment"); a message over max_size or
+ * one GMime cannot parse is not judged (logged).  Diagnostics:
+ * "s=... attachment_check result=blocked|clean|unchecked ...", metric
+ * mxgate_attachment_checks_total{result}.
+ *
+ * Ownership: the job owns its descriptor and copies; the completion frees
+ * it.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "content.h"
+#include "smtp-server-internal.h"
+
+struct attach_job {
+	uint64_t id;             /* session id */
+	struct smtp_server *srv; /* borrowed */
+	struct event *done_ev;   /* owned */
+	int fd;                  /* owned; the spool, read-only */
+	int64_t size;
+	struct util_strlist ext; /* owned copy of the extensions */
+	struct content_attach_opts o;
+	int rc; /* content_attach_check's result */
+	int err;
+	char why[256];
+};
+
+static atomic_int threads_running; /* job threads not yet returned */
+
+/* job_thread - worker: read the spool, judge it. */
+static void *job_thread(void *arg)
+{
+	struct attach_job *j = arg;
+	struct util_buf in;
+	util_buf_init(&in);
+	char chunk[65536];
+	int64_t got = 0;
+	while (got < j->size) {
+		size_t want = j->size - got < (int64_t)sizeof(chunk) ? (size_t)(j->size - got)
+		                                                     : sizeof(chunk);
+		ssize_t n = pread(j->fd, chunk, want, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			j->err = n < 0 ? errno : EIO;
+			break;
+		}
+		util_buf_add(&in, chunk, (size_t)n);
+		got += n;
+	}
+	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
+	util_buf_free(&in);
+	event_active(j->done_ev, EV_READ, 0); /* to the loop (libevent is thread-aware) */
+	atomic_fetch_sub(&threads_running, 1);
+	return NULL;
+}
+
+/* job_free - release a finished job. */
+static void job_free(struct attach_job *j)
+{
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->done_ev)
+		event_free(j->done_ev);
+	util_strlist_free(&j->ext);
+	free(j);
+}
+
+/* job_done - loop: the verdict on the attachments. */
+static void job_done(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct attach_job *j = arg;
+	struct smtp_session *s = smtp_server_find(j->srv, j->id);
+	if (!s || s->wait != SMTP_WAIT_SCAN || !s->tx) {
+		util_log_info("s=%016llx attachment_check note=client_gone",
+		              (unsigned long long)j->id);
+		job_free(j);
+		return;
+	}
+	s->wait = SMTP_WAIT_NONE;
+	int rc = j->rc;
+	char why[256];
+	snprintf(why, sizeof(why), "%s", j->why);
+	job_free(j);
+	if (rc != 1) {
+		util_metrics_inc("mxgate_attachment_checks_total", rc == 0 ? "clean" : "unchecked");
+		util_log_info("s=%016llx attachment_check result=%s", (unsigned long long)s->id,
+		              rc == 0 ? "clean" : "unchecked reason=unparsable");
+		smtp_scan_continue(s);
+		return;
+	}
+	bool quarantine = s->cfg->attach_action == 1;
+	util_metrics_inc("mxgate_attachment_checks_total", "blocked");
+	util_log_info("s=%016llx attachment_check result=blocked %s action=%s",
+	              (unsigned long long)s->id, why, quarantine ? "quarantine" : "reject");
+	if (!quarantine) {
+		char reply[400];
+		snprintf(reply, sizeof(reply),
+		         "550 5.7.1 Message refused: attachment not allowed (%s)", why);
+		smtp_data_refuse(s, reply, "attachment");
+		smtp_session_resume(s);
+		return;
+	}
+	free(s->tx->quarantine);
+	s->tx->quarantine = util_xstrdup("attachment");
+	smtp_scan_continue(s);
+}
+
+/* smtp_attach_start - see smtp-server-internal.h. */
+int smtp_attach_start(struct smtp_session *s)
+{
+	const struct config *cfg = s->cfg;
+	if (!cfg->attach_enabled)
+		return -1;
+	int64_t size = queue_spool_size(s->tx->spool);
+	if (size > cfg->attach_max_size) {
+		util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
+		util_log_info("s=%016llx attachment_check result=unchecked reason=size",
+		              (unsigned long long)s->id);
+		return -1;
+	}
+	struct attach_job *j = util_xcalloc(1, sizeof(*j));
+	j->id = s->id;
+	j->srv = s->srv;
+	j->size = size;
+	for (size_t i = 0; i < cfg->attach_extensions.n; i++)
+		util_strlist_add(&j->ext, cfg->attach_extensions.v[i]);
+	j->o.extensions = &j->ext;
+	for (size_t i = 0; i < cfg->attach_types.n; i++) {
+		const char *t = cfg->attach_types.v[i];
+		j->o.types |= strcmp(t, "pe") == 0    ? CONTENT_TYPE_PE
+		              : strcmp(t, "elf") == 0 ? CONTENT_TYPE_ELF
+		                                      : CONTENT_TYPE_SCRIPT;
+	}
+	j->o.zip = cfg->attach_zip;
+	j->o.max_zip_entries = (size_t)cfg->attach_max_zip_entries;
+	j->fd = queue_spool_open_read(s->tx->spool);
+	j->done_ev = event_new(s->srv->base, -1, 0, job_done, j);
+	pthread_t t;
+	pthread_attr_t attr;
+	if (j->fd < 0 || !j->done_ev || pthread_attr_init(&attr) != 0)
+		goto fail;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(&threads_running, 1);
+	int rc = pthread_create(&t, &attr, job_thread, j);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		atomic_fetch_sub(&threads_running, 1);
+		goto fail;
+	}
+	s->wait = SMTP_WAIT_SCAN;
+	return 0;
+fail:
+	util_log_warn("s=%016llx attachment_check result=unchecked reason=setup",
+	              (unsigned long long)s->id);
+	util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
+	job_free(j);
+	return -1;
+}
+
+/* ---------------------------------------------------------- shutdown */
+
+/* collect - event_base_foreach_event: our completions still pending. */
+static int collect(const struct event_base *base, const struct event *ev, void *arg)
+{
+	(void)base;
+	struct util_strlist *l = arg; /* used as a pointer array, see drain */
+	if (event_get_callback(ev) == job_done && l->n < 4096)
+		l->v[l->n++] = event_get_callback_arg(ev);
+	return 0;
+}
+
+/* smtp_attach_drain - see smtp-server-internal.h. */
+void smtp_attach_drain(struct event_base *base)
+{
+	for (int i = 0; i < 10000 && atomic_load(&threads_running) > 0; i++)
+		usleep(1000); /* a rewrite takes milliseconds; give up after 10 s */
+	struct util_strlist l = {.v = util_xcalloc(4096, sizeof(char *)), .n = 0};
+	event_base_foreach_event(base, collect, &l);
+	for (size_t i = 0; i < l.n; i++)
+		job_free((struct attach_job *)(void *)l.v[i]);
+	free(l.v);
+	l.v = NULL;
+}

@@ -1,0 +1,114 @@
+"""Attachment policy (issue 13, part b): [attachments] through the real
+binary - a blocked name or type is refused with 550 5.7.1 before anything
+is queued, or quarantined on hold; clean attachments and zips pass."""
+
+import base64
+import io
+import uuid
+import zipfile
+
+import mxtest
+
+SENDER = "sender@client.example.net"
+RCPT = "user@example.test"
+
+
+def att_gw(gateway, **kw):
+    a = {"enabled": "yes"}
+    a.update({k: str(v) for k, v in kw.items()})
+    return gateway({"attachments": a})
+
+
+def message(att_headers, payload):
+    marker = "m" + uuid.uuid4().hex[:16]
+    text = (f"From: <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: files {marker}\r\n"
+            f"Message-ID: <{marker}@client.example.net>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            "Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+            + "\r\n".join(att_headers) + "\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+    b64 = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    return text.encode() + b64 + b"--b--\r\n", marker
+
+
+def zipped(entries):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, d in entries:
+            z.writestr(n, d)
+    return b.getvalue()
+
+
+def send(gw, data):
+    with gw.client() as c:
+        c.ehlo()
+        return c.transaction(SENDER, [RCPT], data, expect_queued=False)
+
+
+BLOCKED = [
+    (["Content-Type: application/pdf",
+      "Content-Disposition: attachment; filename=\"invoice.pdf.exe\""], b"whatever",
+     "name=invoice.pdf.exe"),
+    (["Content-Type: application/octet-stream",
+      "Content-Disposition: attachment; filename*=UTF-8''Rechnung%E2%80%93M%C3%A4rz.js"],
+     b"var x", "name=Rechnung???M??rz.js"),
+    (["Content-Type: application/octet-stream; name=\"=?UTF-8?Q?facture=2Escr?=\""], b"x",
+     "name=facture.scr"),
+    (["Content-Type: application/pdf", "Content-Disposition: attachment; filename=report.pdf"],
+     b"MZ\x90\x00\x03\x00\x00\x00", "type=pe name=report.pdf"),
+    (["Content-Type: application/zip", "Content-Disposition: attachment; filename=docs.zip"],
+     zipped([("a.txt", b"hi"), ("setup.bat", b"echo")]), "zip=docs.zip entry=setup.bat"),
+    (["Content-Type: application/zip", "Content-Disposition: attachment; filename=docs.zip"],
+     zipped([("run.txt", b"#!/bin/sh\necho")]), "type=script zip=docs.zip entry=run.txt"),
+]
+
+
+def test_blocked_attachments_rejected_before_queueing(gateway):
+    gw = att_gw(gateway)
+    for hdrs, payload, why in BLOCKED:
+        data, marker = message(hdrs, payload)
+        r = send(gw, data)
+        mxtest.assert_reply(r, 550, "5.7.1")
+        assert why in r.text, (why, r.text)
+        gw.wait_log(r"attachment_check result=blocked " + why.replace("?", r"\?") + " action=reject")
+    assert not gw.queue_files() and not gw.msg_files()
+
+
+def test_clean_attachments_delivered(gateway):
+    gw = att_gw(gateway)
+    for hdrs, payload in [
+        (["Content-Type: application/pdf", "Content-Disposition: attachment; filename=a.pdf"],
+         b"%PDF-1.4 hello"),
+        (["Content-Type: application/zip", "Content-Disposition: attachment; filename=z.zip"],
+         zipped([("a.txt", b"hi"), ("b.pdf", b"%PDF")])),
+        # one level deep: an executable inside a zip inside the zip is clamd's business
+        (["Content-Type: application/zip", "Content-Disposition: attachment; filename=o.zip"],
+         zipped([("inner.zip", zipped([("x.exe", b"MZ")]))])),
+    ]:
+        data, marker = message(hdrs, payload)
+        r = send(gw, data)
+        mxtest.assert_reply(r, 250)
+        raw = gw.wait_for_marker(marker)
+        assert raw.endswith(data.split(b"\r\n\r\n", 1)[1])  # body as sent
+    gw.wait_log(r"attachment_check result=clean")
+
+
+def test_quarantine_action_holds_the_message(gateway):
+    gw = att_gw(gateway, action="quarantine", blocked_types="elf")
+    data, marker = message(["Content-Type: application/octet-stream",
+                            "Content-Disposition: attachment; filename=tool"],
+                           b"\x7fELF\x02\x01\x01\x00")
+    r = send(gw, data)
+    mxtest.assert_reply(r, 250)
+    qid = mxtest.queued_id(r)
+    gw.wait_log(r"attachment_check result=blocked type=elf name=tool action=quarantine")
+    gw.wait_log(r"quarantined reason=attachment")
+    assert any(p.name.startswith(qid) for p in gw.queue_files(("hold",)))
+    assert not gw.find_in_mailbox(marker)
+
+
+def test_off_by_default(gateway):
+    gw = gateway()
+    data, marker = message(["Content-Type: application/octet-stream",
+                            "Content-Disposition: attachment; filename=a.exe"], b"MZ")
+    mxtest.assert_reply(send(gw, data), 250)
+    gw.wait_for_marker(marker)

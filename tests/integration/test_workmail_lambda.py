@@ -1,0 +1,178 @@
+"""WorkMail junk-folder Lambda (deploy/aws/workmail-junk, issue 13 part c)
+on real messages produced by mxgate: mxgate (SPF/DKIM/DMARC on, a real DNS
+server on loopback) judges and delivers them to a directory; the Lambda
+handler then fetches each one through boto3's workmailmessageflow client
+from a loopback HTTP endpoint that implements GetRawMessageContent
+(GET /messages/{messageId}) and answers WorkMail's action contract."""
+
+import http.server
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+import mxtest
+
+RCPT = "user@example.test"
+AUTHSERV = "mx.example.test"
+
+
+def load_lambda():
+    p = Path(mxtest.source_dir()) / "deploy/aws/workmail-junk/lambda_function.py"
+    spec = importlib.util.spec_from_file_location("workmail_junk", p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class WorkMailFlow:
+    """GetRawMessageContent on 127.0.0.1: messages by id; logs requests."""
+
+    def __init__(self):
+        self.messages, self.requests = {}, []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Authorization", "")))
+                mid = self.path.rsplit("/", 1)[-1]
+                body = outer.messages.get(mid)
+                if body is None or not self.path.startswith("/messages/"):
+                    data = b'{"message":"not found"}'
+                    self.send_response(404)
+                    self.send_header("x-amzn-ErrorType", "ResourceNotFoundException")
+                else:
+                    data = body
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def flow(monkeypatch):
+    f = WorkMailFlow()
+    monkeypatch.setenv("WORKMAIL_ENDPOINT_URL", f.url)
+    monkeypatch.setenv("MXGATE_AUTHSERV_ID", AUTHSERV)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def judged(gateway):
+    """mxgate with SPF/DMARC: good.test passes, bad.test fails DMARC."""
+    dns = mxtest.StubDns()
+    dns.add("good.test", "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
+    dns.add("_dmarc.good.test", "TXT", '"v=DMARC1; p=none"')
+    dns.add("bad.test", "TXT", '"v=spf1 -all"')
+    dns.add("_dmarc.bad.test", "TXT", '"v=DMARC1; p=quarantine"')
+    dns.start()
+    gw = gateway({"auth": {"spf": "yes", "dkim": "no", "dmarc": "yes"},
+                  "dns": {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"}}, dns=False)
+    yield gw
+    dns.stop()
+
+
+def through_mxgate(gw, sender, headers=()):
+    data, marker = mxtest.make_message("lambda", sender=sender, headers=headers)
+    gw.send(sender, [RCPT], data)
+    return gw.wait_for_marker(marker)
+
+
+def run(mod, flow, raw, mid):
+    flow.messages[mid] = raw
+    event = {"messageId": mid, "flowDirection": "INBOUND", "orgId": "m-0123456789",
+             "subject": "x", "envelope": {"mailFrom": {"address": "a@b"},
+                                          "recipients": [{"address": RCPT}]}}
+    return mod.lambda_handler(event, None)
+
+
+def action(resp):
+    assert list(resp) == ["actions"] and len(resp["actions"]) == 1, resp
+    a = resp["actions"][0]
+    assert a["allRecipients"] is True, a
+    return a["action"]["type"]
+
+
+def test_verdicts_of_real_mxgate_messages(judged, flow):
+    mod = load_lambda()
+    spam = through_mxgate(judged, "someone@bad.test")
+    assert mxtest.header_values(spam, "X-Spam-Flag")[0].startswith("YES"), spam[:800]
+    assert action(run(mod, flow, spam, "11111111-aaaa")) == "MOVE_TO_JUNK"
+    ham = through_mxgate(judged, "someone@good.test")
+    assert mxtest.header_values(ham, "X-Spam-Flag")[0].startswith("NO"), ham[:800]
+    assert action(run(mod, flow, ham, "22222222-bbbb")) == "BYPASS_SPAM_CHECK"
+    # the API was really called, signed with the function's credentials
+    assert [p for p, _ in flow.requests] == ["/messages/11111111-aaaa", "/messages/22222222-bbbb"]
+    assert all(a.startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") for _, a in flow.requests)
+
+
+def test_forged_verdicts_are_not_trusted(judged, flow):
+    mod = load_lambda()
+    # a sender writes mxgate's headers itself: mxgate drops them on the way in
+    forged = through_mxgate(judged, "someone@bad.test", headers=(
+        f"Authentication-Results: {AUTHSERV}; dmarc=pass", "X-Spam-Flag: NO"))
+    assert action(run(mod, flow, forged, "33333333")) == "MOVE_TO_JUNK"
+    # a message that did not come through mxgate (or whose topmost A-R is
+    # another server's) is WorkMail's to judge
+    other = (b"Authentication-Results: other.example; spf=pass\r\n"
+             b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n"
+             b"X-Spam-Flag: NO\r\nSubject: x\r\n\r\nhi\r\n")
+    assert action(run(mod, flow, other, "44444444")) == "DEFAULT"
+    assert action(run(mod, flow, b"Subject: none\r\n\r\nhi\r\n", "55555555")) == "DEFAULT"
+
+
+def test_bypass_off_and_api_failure(judged, flow, monkeypatch):
+    mod = load_lambda()
+    ham = through_mxgate(judged, "someone@good.test")
+    monkeypatch.setenv("BYPASS_ON_CLEAN", "no")
+    assert action(run(mod, flow, ham, "66666666")) == "DEFAULT"
+    # the message cannot be fetched (unknown id): never hold up mail
+    resp = mod.lambda_handler({"messageId": "missing"}, None)
+    assert action(resp) == "DEFAULT"
+
+
+def test_template_wires_function_role_and_permission():
+    import re
+
+    import yaml
+    from test_deploy import cfn_loader
+    p = Path(mxtest.source_dir()) / "deploy/aws/workmail-junk/template.yaml"
+    t = yaml.load(p.read_text(), Loader=cfn_loader())
+    res, params = t["Resources"], t["Parameters"]
+    fn = res["JunkFunction"]["Properties"]
+    assert fn["Handler"] == "lambda_function.lambda_handler"
+    assert fn["Runtime"].startswith("python3")
+    env = fn["Environment"]["Variables"]
+    assert env["MXGATE_AUTHSERV_ID"] == {"Ref": "MxgateAuthservId"}
+    assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN"}
+    # every variable the function reads (but the test-only endpoint) is set
+    src = (p.parent / "lambda_function.py").read_text()
+    read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z_]+)"', src))
+    assert read - set(env) == {"WORKMAIL_ENDPOINT_URL"}, read
+    stmt = res["JunkFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert stmt["Action"] == "workmailmessageflow:GetRawMessageContent"
+    assert "${WorkMailOrganizationId}" in stmt["Resource"]["Fn::Sub"]
+    perm = res["WorkMailInvokePermission"]["Properties"]
+    assert perm["Principal"] == {"Fn::Sub": "workmail.${AWS::Region}.amazonaws.com"}
+    assert perm["FunctionName"] == {"Ref": "JunkFunction"}
+    refs = re.findall(r"\{'Ref': '(\w+)'\}", repr(res))
+    subs = re.findall(r"\$\{(\w+)\}", repr(res))
+    for name in set(refs + subs) - {"JunkFunction"}:
+        assert name in params or name in res, name
