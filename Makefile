@@ -12,7 +12,7 @@
 #               (deploy/debian/build-deb.sh; tests/integration/test_package.py)
 #   make fuzz   build the libFuzzer targets (clang, build-fuzz/) and run each
 #               for FUZZ_SECONDS (default 60); `make test` runs them for
-#               FUZZ_SMOKE_SECONDS (default 10) each (docs/fuzzing.md)
+#               FUZZ_SMOKE_SECONDS (default 5) each (docs/fuzzing.md)
 #
 # Needs root on a bare Debian 12 machine for the apt-get step; with every
 # package already there it never calls apt-get.
@@ -21,7 +21,7 @@ BUILD      ?= build
 BUILD_SAN  ?= build-san
 BUILD_FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 JOBS       ?= $(shell nproc)
 CONFIG     ?=
 
