@@ -28,7 +28,7 @@ CONFIG     ?=
 # Build dependencies and the real peers the tests drive.
 DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-dev \
              libopendkim-dev libopendmarc-dev libidn2-dev libunbound-dev libinih-dev \
-             libcmocka-dev libsystemd-dev libjansson-dev libsqlite3-dev libpq-dev libxml2-dev zlib1g-dev publicsuffix ca-certificates openssl \
+             libcmocka-dev libsystemd-dev libjansson-dev libsqlite3-dev libpq-dev libxml2-dev zlib1g-dev libgmime-3.0-dev publicsuffix ca-certificates openssl \
              dns-root-data
 DEB_TEST   = python3 python3-pytest python3-nacl libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-authres python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \

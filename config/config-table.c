@@ -727,6 +727,12 @@ static const struct config_directive d_metrics[] = {
 static const struct config_directive d_reports[] = {
     {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
      "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
+    {"ingest", CONFIG_T_BOOL, G(reports_ingest), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Parse the DMARC aggregate and TLS-RPT reports mailed to the report addresses and store "
+     "them in the report store (they are still queued and delivered downstream as usual)"},
+    {"ingest_addresses", CONFIG_T_ADDRS, G(reports_ingest_addresses), NULL,
+     "the [mta_sts] dmarc_rua and tlsrpt_rua addresses of every accepted domain", 0, 0, NULL,
+     NULL, 0, "Recipients whose mail is parsed as reports when ingest = yes"},
     {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, S,
      "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode), sqlite:PATH, or "
      "postgresql://... (a libpq URI) shared by a fleet: one node sends each run's reports"},

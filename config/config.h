@@ -343,6 +343,8 @@ struct config {
 
 	/* [reports] - the DMARC report store (issue 14, RFC 9990) */
 	bool reports_record;              /* record every DMARC evaluation */
+	bool reports_ingest;              /* parse and store reports mailed to us (issue 15) */
+	struct util_strlist reports_ingest_addresses; /* lower-case; empty = the rua defaults */
 	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db), sqlite:PATH or a
 	                                     postgresql:// URI (secret: may hold a password) */
 	int reports_queue_size;           /* rows waiting for the writer thread */

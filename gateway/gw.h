@@ -37,6 +37,7 @@ struct gw {
 	struct gw_mta_sts *mta_sts;   /* NULL when [mta_sts] listen is not set */
 	struct reports_store *reports; /* NULL when [reports] record = no */
 	struct reports_sender *reports_sender; /* NULL when [reports] record = no */
+	struct reports_ingest *reports_ingest; /* NULL when [reports] ingest = no */
 	int64_t started;              /* seconds since the epoch */
 	bool stopping;
 };

@@ -54,6 +54,26 @@ static const char *const pg_migrations[] = {
     " PRIMARY KEY (report_id, rcpt));"
     "CREATE TABLE refused (t BIGINT NOT NULL, domain TEXT NOT NULL, rcpt TEXT NOT NULL,"
     " reason TEXT NOT NULL);",
+    /* 4 (issue 15; storing into it: SQLite only so far) */
+    "CREATE TABLE inbound_dmarc (id BIGSERIAL PRIMARY KEY, org_name TEXT NOT NULL,"
+    " email TEXT, report_id TEXT NOT NULL, domain TEXT NOT NULL, p TEXT,"
+    " begin_t BIGINT NOT NULL, end_t BIGINT NOT NULL, received_t BIGINT NOT NULL,"
+    " rcpt TEXT, qid TEXT, UNIQUE (org_name, report_id));"
+    "CREATE INDEX inbound_dmarc_domain ON inbound_dmarc(domain, begin_t);"
+    "CREATE TABLE inbound_dmarc_rec (report BIGINT NOT NULL REFERENCES inbound_dmarc(id)"
+    " ON DELETE CASCADE, source_ip TEXT NOT NULL, count BIGINT NOT NULL,"
+    " disposition TEXT, dkim TEXT, spf TEXT, header_from TEXT, dkim_domain TEXT,"
+    " dkim_result TEXT, spf_domain TEXT, spf_result TEXT);"
+    "CREATE INDEX inbound_dmarc_rec_report ON inbound_dmarc_rec(report);"
+    "CREATE TABLE inbound_tlsrpt (id BIGSERIAL PRIMARY KEY, org_name TEXT NOT NULL,"
+    " report_id TEXT NOT NULL, contact TEXT, begin_t BIGINT NOT NULL,"
+    " end_t BIGINT NOT NULL, received_t BIGINT NOT NULL, rcpt TEXT, qid TEXT,"
+    " UNIQUE (org_name, report_id));"
+    "CREATE TABLE inbound_tlsrpt_policy (report BIGINT NOT NULL REFERENCES"
+    " inbound_tlsrpt(id) ON DELETE CASCADE, policy_type TEXT, policy_domain TEXT,"
+    " success BIGINT NOT NULL, failure BIGINT NOT NULL, failures TEXT);"
+    "CREATE TABLE inbound_refused (t BIGINT NOT NULL, rcpt TEXT, qid TEXT,"
+    " error TEXT NOT NULL, raw BYTEA);",
 };
 
 /* pg_err - libpq's message, one line. */
