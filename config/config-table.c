@@ -760,6 +760,15 @@ static const struct config_directive d_reports[] = {
      v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
 };
 
+static const struct config_directive d_admin[] = {
+    {"listen", CONFIG_T_LISTEN, GN(admin_listen, nadmin_listen), NULL, "off", 0, 0, NULL, NULL, 0,
+     "Addresses serving the read-only report dashboard over plain HTTP: loopback or a private "
+     "address only (put a TLS proxy or an SSH tunnel in front)"},
+    {"token", CONFIG_T_STRING, G(admin_token), NULL, "none (dashboard off)", 0, 0, NULL, NULL, S,
+     "Bearer token of the dashboard's data API (at least 16 characters); without one the "
+     "dashboard is off"},
+};
+
 static const struct config_directive d_mta_sts[] = {
     {"mode", CONFIG_T_ENUM, G(mta_sts_mode), "testing", NULL, 0, 0, e_mta_sts_mode, NULL, 0,
      "MTA-STS policy mode (RFC 8461): testing, enforce or none"},
@@ -820,6 +829,8 @@ const struct config_section config_sections[] = {
         "Spam filtering with rspamd at the end of DATA, before the 250 (issue 13); its "
         "verdict replaces mxgate's own spam score, which becomes one of its inputs."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
+    SEC("admin", false, d_admin,
+        "Report dashboard: the DMARC and TLS-RPT reports received ([reports] ingest)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("reports", false, d_reports,
         "DMARC report store (RFC 9990): every DMARC evaluation recorded for aggregate "

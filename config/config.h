@@ -329,6 +329,9 @@ struct config {
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;
+	struct config_listen *admin_listen; /* report dashboard (issue 15); none = off */
+	size_t nadmin_listen;
+	char *admin_token;                  /* bearer token; NULL = dashboard off */
 	int metrics_request_timeout;      /* seconds for a whole request (from its first byte) */
 	int metrics_max_connections;      /* open HTTP connections; more are closed at once */
 

@@ -442,6 +442,10 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);   /* issue 7: Prometheus endpoint */
 		goto out;
 	}
+	if ((gw.admin = gw_admin_new(&gw, err, sizeof(err))) == NULL && err[0]) {
+		util_log_err("- %s", err);   /* issue 15: report dashboard */
+		goto out;
+	}
 	if ((gw.mta_sts = gw_mta_sts_new(&gw, err, sizeof(err))) == NULL && err[0]) {
 		util_log_err("- %s", err);   /* issue 7: MTA-STS policy over HTTPS */
 		goto out;
@@ -495,6 +499,7 @@ out:
 		event_free(stop_timer);
 	gw_mta_sts_free(gw.mta_sts);
 	gw_metrics_free(gw.metrics);
+	gw_admin_free(gw.admin);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
 	reports_sender_free(gw.reports_sender); /* waits for a run in progress */

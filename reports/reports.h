@@ -106,5 +106,11 @@ bool reports_ingest_match(const struct config *cfg, const char *rcpt);
 int reports_ingest_submit(struct reports_ingest *ri, int fd, const char *rcpt, const char *qid);
 /* reports_ingest_flush - wait until every queued message is stored. */
 void reports_ingest_flush(struct reports_ingest *ri);
+/* reports_dash_json - the dashboard's view what ("sources", "daily",
+ * "tlsrpt") of the reports received in the last days, a JSON array
+ * appended to out (reports-dash.c).  Opens the SQLite store read-only: not
+ * on the SMTP loop.  0/-1 + err. */
+int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
+                      char *err, size_t errlen);
 
 #endif

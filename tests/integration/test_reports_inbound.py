@@ -200,3 +200,133 @@ def test_configured_addresses_only(tmp_path):
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
     assert query(gw, "SELECT org_name, rcpt FROM inbound_dmarc") == [("org1", "rua@example.test")]
+
+
+# --------------------------------------------------------------- dashboard
+
+TOKEN = "s3cret-dashboard-token-0123456789"
+XSS_ORG = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
+XSS_IP = "<script>document.body.dataset.pwned2=1</script>"
+
+
+def chromium():
+    import shutil
+    import subprocess
+    exe = shutil.which("chromium")
+    if exe is None:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin"})
+        exe = shutil.which("chromium")
+    assert exe, "chromium not installed"
+    return exe
+
+
+def browse(url, tmp_path, screenshot=None):
+    """The page rendered by headless chromium (scripts run), as its DOM."""
+    import subprocess
+    args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=15000",
+            "--window-size=1280,900"]
+    if screenshot:
+        subprocess.run(args + [f"--screenshot={screenshot}", url], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    out = subprocess.run(args + ["--dump-dom", url], check=True, capture_output=True,
+                         timeout=120)
+    return out.stdout.decode("utf-8", "replace")
+
+
+def api(port, what, token):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/{what}?days=3650")
+    if token is not None:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_dashboard_in_browser(tmp_path):
+    import json
+    import os
+    import re
+    import urllib.error  # noqa: F401  (api)
+    aport = mxtest.free_port()
+    mport = mxtest.free_port()
+    gw = mxtest.Gateway(tmp_path / "gw", {"metrics": {"listen": f"127.0.0.1:{mport}"},
+                                          "reports": {"ingest": "yes"},
+                                          "admin": {"listen": f"127.0.0.1:{aport}",
+                                                    "token": TOKEN}})
+    gw.start()
+    try:
+        reps = [(gzip.compress(agg("google.com", "g-1", "192.0.2.10", 40)), "application/gzip",
+                 "g.xml.gz"),
+                (zipped("x.xml", agg(XSS_ORG.replace("&", "&amp;").replace("<", "&lt;")
+                                     .replace('"', "&quot;"), "x-1", "203.0.113.66", 7)
+                        .replace(b"<dkim>pass</dkim><spf>fail</spf>",
+                                 b"<dkim>fail</dkim><spf>fail</spf>")),
+                 "application/zip", "x.zip"),
+                (agg("Mallory", "x-2", XSS_IP.replace("<", "&lt;"), 1), "text/xml", "m.xml"),
+                ((TLSRPT % "t-1").encode(), "application/tlsrpt+json", "t.json")]
+        msg = report_mail("dmarc-reports@example.test", "reports", reps, "dash")
+        assert gw.send("noreply@reporter.example", ["dmarc-reports@example.test"], msg)
+        mxtest.wait_for(lambda: metric(mport, "mxgate_reports_inbound_total") >= 4,
+                        mxtest.scaled(20), what="four reports stored")
+
+        # the API: no token, a wrong token (same length too) refused
+        assert api(aport, "sources", None)[0] == 401
+        assert api(aport, "sources", "wrong")[0] == 401
+        assert api(aport, "sources", TOKEN[:-1] + "X")[0] == 401
+        code, body = api(aport, "sources", TOKEN)
+        assert code == 200, body
+        rows = json.loads(body)
+        assert [(r["source_ip"], r["count"], r["dmarc_pass"]) for r in rows] == \
+            [("192.0.2.10", 40, 40), ("203.0.113.66", 7, 0), (XSS_IP, 1, 1)], rows
+        assert rows[1]["orgs"] == XSS_ORG
+
+        # the page in a real browser, with the token in the fragment
+        art = os.path.join(os.environ.get("MXGATE_BUILD_DIR", str(tmp_path)), "artifacts")
+        os.makedirs(art, exist_ok=True)
+        url = f"http://127.0.0.1:{aport}/#token={TOKEN}&days=3650"
+        dom = browse(url, tmp_path, screenshot=os.path.join(art, "dashboard.png"))
+        assert 'data-loaded="yes"' in dom, dom[-2000:]
+        open(os.path.join(art, "dashboard.html"), "w").write(dom)
+        body_rows = re.findall(r"<tr[^>]*>(.*?)</tr>", dom.split('id="sources"')[1]
+                               .split("</table>")[0], re.S)
+        cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in body_rows[1:]]
+        assert [c[1] for c in cells] == ["192.0.2.10", "203.0.113.66",  # noqa
+
+                                        "&lt;script&gt;document.body.dataset.pwned2=1&lt;/script&gt;"]
+        assert cells[0][3:5] == ["40", "100.0%"], cells[0]
+        assert cells[1][4] == "0.0%", cells[1]
+        # the payload is shown as text and did not run
+        assert "&lt;img src=x onerror=" in dom
+        assert "pwned" not in re.sub(r"<td[^>]*>[^<]*</td>", "", dom)
+        assert "<img" not in dom and "data-pwned" not in dom
+        assert 'class="fail"' in dom                      # failing source highlighted
+        tls = dom.split('id="tlsrpt"')[1].split("</table>")[0]
+        assert "Company-X" in tls and "5326" in tls and "certificate-expired=100" in tls
+        assert "<svg" in dom and "<rect" in dom            # the chart rendered
+        # a wrong token: the page shows the refusal, no data
+        dom = browse(f"http://127.0.0.1:{aport}/#token=nope-nope-nope-nope&days=3650",
+                     tmp_path / "b2")
+        assert 'data-loaded="error"' in dom and "401" in dom
+        assert "192.0.2.10" not in dom
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+
+def test_dashboard_off_without_token(tmp_path):
+    aport = mxtest.free_port()
+    gw = mxtest.Gateway(tmp_path / "gw", {"reports": {"ingest": "yes"},
+                                          "admin": {"listen": f"127.0.0.1:{aport}"}})
+    gw.start()
+    try:
+        import socket
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", aport)) != 0
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()

@@ -1,0 +1,117 @@
+/*
+ * reports-dash.c - what the admin dashboard shows of the reports mailed to
+ * us (issue 15), as JSON: the sources sending as each domain with their
+ * DMARC/SPF/DKIM pass counts, the volume per day, and the TLS-RPT summary
+ * per policy domain and reporting organisation.
+ *
+ * Reads the SQLite store read-only (its own connection per call, WAL: safe
+ * beside the writer threads); the caller runs it off the SMTP loop (the
+ * admin listener's thread).  Strings come from reports, i.e. from anyone:
+ * they leave here JSON-escaped (jansson) and the page puts them into the
+ * DOM as text only.
+ */
+#include "reports-internal.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const dash_sql[] = {
+    /* sources */
+    "SELECT d.domain, r.source_ip, group_concat(DISTINCT d.org_name), sum(r.count),"
+    " sum(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END),"
+    " sum(CASE WHEN r.spf = 'pass' THEN r.count ELSE 0 END),"
+    " sum(CASE WHEN r.dkim = 'pass' THEN r.count ELSE 0 END)"
+    " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report"
+    " WHERE d.end_t >= ?1 GROUP BY d.domain, r.source_ip ORDER BY d.domain, 4 DESC LIMIT 5000",
+    /* daily */
+    "SELECT d.domain, date(d.begin_t, 'unixepoch'), '', sum(r.count),"
+    " sum(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END), 0, 0"
+    " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report"
+    " WHERE d.end_t >= ?1 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 5000",
+    /* tlsrpt */
+    "SELECT p.policy_domain, p.policy_type, t.org_name, sum(p.success), sum(p.failure), 0, 0,"
+    " group_concat(p.failures, ';')"
+    " FROM inbound_tlsrpt_policy p JOIN inbound_tlsrpt t ON t.id = p.report"
+    " WHERE t.end_t >= ?1 GROUP BY 1, 2, 3 ORDER BY 1, 5 DESC LIMIT 5000",
+};
+static const char *const dash_names[] = {"sources", "daily", "tlsrpt"};
+static const char *const dash_cols[][8] = {
+    {"domain", "source_ip", "orgs", "count", "dmarc_pass", "spf_pass", "dkim_pass", NULL},
+    {"domain", "day", NULL, "count", "dmarc_pass", NULL, NULL, NULL},
+    {"policy_domain", "policy_type", "org", "success", "failure", NULL, NULL, "failures"},
+};
+
+/* reports_dash_json - see reports.h. */
+int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
+                      char *err, size_t errlen)
+{
+	const struct reports_backend *be = NULL;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	json_t *arr = NULL;
+	char *target = NULL, *js = NULL;
+	size_t k;
+	int rc = -1;
+
+	for (k = 0; k < sizeof(dash_names) / sizeof(dash_names[0]); k++)
+		if (strcmp(what, dash_names[k]) == 0)
+			break;
+	if (k == sizeof(dash_names) / sizeof(dash_names[0])) {
+		snprintf(err, errlen, "unknown view");
+		return -1;
+	}
+	if ((target = reports_db_target(cfg, &be, err, errlen)) == NULL)
+		return -1;
+	if (be != &reports_sqlite_backend) {
+		snprintf(err, errlen, "the dashboard reads a SQLite store only");
+		goto cleanup;
+	}
+	if (sqlite3_open_v2(target, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+	    sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, dash_sql[k], -1, &st, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : "cannot open the store");
+		goto cleanup;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)time(NULL) - (int64_t)days * 86400);
+	arr = json_array();
+	int s;
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *o = json_object();
+		for (int c = 0; c < 8 && c < sqlite3_column_count(st); c++) {
+			const char *name = dash_cols[k][c];
+			if (name == NULL)
+				continue;
+			if (sqlite3_column_type(st, c) == SQLITE_INTEGER)
+				json_object_set_new(o, name, json_integer(sqlite3_column_int64(st, c)));
+			else {
+				const unsigned char *t = sqlite3_column_text(st, c);
+				json_object_set_new(o, name, json_string(t ? (const char *)t : ""));
+				if (json_object_get(o, name) == NULL) /* not UTF-8 */
+					json_object_set_new(o, name, json_string("?"));
+			}
+		}
+		json_array_append_new(arr, o);
+	}
+	if (s != SQLITE_DONE) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		goto cleanup;
+	}
+	js = json_dumps(arr, JSON_COMPACT | JSON_ESCAPE_SLASH);
+	if (js == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto cleanup;
+	}
+	util_buf_adds(out, js);
+	rc = 0;
+cleanup:
+	free(js);
+	json_decref(arr);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(target);
+	return rc;
+}
