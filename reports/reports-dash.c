@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static const char *const dash_sql[] = {
@@ -113,5 +114,68 @@ cleanup:
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	free(target);
+	return rc;
+}
+
+/* reports_inbound_summary - see reports.h. */
+int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
+                            struct util_buf *out, char *err, size_t errlen)
+{
+	static const char *const views[] = {"sources", "tlsrpt"};
+	int rc = -1;
+
+	for (size_t v = 0; v < 2; v++) {
+		struct util_buf js;
+		json_error_t je;
+		util_buf_init(&js);
+		if (reports_dash_json(cfg, views[v], days, &js, err, errlen) < 0) {
+			util_buf_free(&js);
+			return -1;
+		}
+		json_t *arr = json_loadb(js.data ? js.data : "[]", js.data ? js.len : 2, 0, &je);
+		util_buf_free(&js);
+		if (!json_is_array(arr)) {
+			snprintf(err, errlen, "bad view");
+			json_decref(arr);
+			return -1;
+		}
+		util_buf_printf(out, v == 0 ? "DMARC sources (last %d days):\n"
+		                             "%-24s %-40s %9s %7s %7s %7s  %s\n"
+		                           : "TLS-RPT (last %d days):\n"
+		                             "%-24s %-6s %-30s %9s %9s  %s\n",
+		                days, v == 0 ? "domain" : "policy_domain", v == 0 ? "source_ip" : "type",
+		                v == 0 ? "messages" : "org", v == 0 ? "dmarc" : "success",
+		                v == 0 ? "spf" : "failure", v == 0 ? "dkim" : "failure types",
+		                v == 0 ? "reported by" : "");
+		size_t i, shown = 0;
+		json_t *o;
+		json_array_foreach(arr, i, o)
+		{
+#define S(k) (json_string_value(json_object_get(o, k)) ? json_string_value(json_object_get(o, k)) : "")
+#define N(k) ((long long)json_integer_value(json_object_get(o, k)))
+			const char *d = S(v == 0 ? "domain" : "policy_domain");
+			if (domain != NULL && strcasecmp(domain, d) != 0)
+				continue;
+			shown++;
+			if (v == 0) {
+				long long n = N("count");
+				util_buf_printf(out, "%-24s %-40s %9lld %6.1f%% %6.1f%% %6.1f%%  %s\n", d,
+				                S("source_ip"), n, n ? 100.0 * N("dmarc_pass") / n : 0.0,
+				                n ? 100.0 * N("spf_pass") / n : 0.0,
+				                n ? 100.0 * N("dkim_pass") / n : 0.0, S("orgs"));
+			} else {
+				util_buf_printf(out, "%-24s %-6s %-30s %9lld %9lld  %s\n", d,
+				                S("policy_type"), S("org"), N("success"), N("failure"),
+				                S("failures"));
+			}
+#undef S
+#undef N
+		}
+		if (shown == 0)
+			util_buf_adds(out, "(none)\n");
+		util_buf_adds(out, "\n");
+		json_decref(arr);
+	}
+	rc = 0;
 	return rc;
 }

@@ -112,5 +112,9 @@ void reports_ingest_flush(struct reports_ingest *ri);
  * on the SMTP loop.  0/-1 + err. */
 int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
                       char *err, size_t errlen);
+/* reports_inbound_summary - `mxgate reports inbound`: the same sources and
+ * TLS-RPT views as text (domain NULL = all), appended to out; 0/-1 + err. */
+int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
+                            struct util_buf *out, char *err, size_t errlen);
 
 #endif

@@ -184,6 +184,17 @@ def test_reports_ingested_and_delivered(tmp_path):
     assert all(r[0] and r[0] > 1000 for r in raw), raw
     assert query(gw, "SELECT count(*) FROM inbound_dmarc WHERE org_name = 'other.example'") \
         == [(0,)]
+    # the same summary in the terminal
+    r = gw.cli("reports", "inbound", "--days", "3650", "--domain", "EXAMPLE.test")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    src = [x.split() for x in lines if x.startswith("example.test ") and "%" in x]
+    assert [(x[1], x[2], x[3]) for x in src][:2] == [("198.51.100.7", "12", "100.0%"),
+                                                    ("192.0.2.10", "10", "100.0%")], r.stdout
+    assert any(x.split()[:5] == ["example.test", "sts", "Company-X", "10652", "606"]
+               for x in lines), r.stdout
+    r = gw.cli("reports", "inbound", "--domain", "nothing.test", "--days", "3650")
+    assert r.returncode == 0 and r.stdout.count("(none)") == 2, r.stdout
 
 
 def test_configured_addresses_only(tmp_path):
