@@ -192,7 +192,7 @@ struct reports_ingest *reports_ingest_new(const struct config *cfg, char *err, s
 	reports_inbound_init();
 	if ((target = reports_db_target(cfg, &ri->be, err, errlen)) == NULL)
 		goto fail;
-	if (ri->be->add_inbound == NULL) {
+	if (ri->be->add_inbound == NULL) { /* every backend has it today */
 		snprintf(err, errlen, "[reports] ingest: not supported with the %s store yet",
 		         ri->be->name);
 		goto fail;

@@ -341,3 +341,44 @@ def test_dashboard_off_without_token(tmp_path):
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+from test_reports import postgres  # noqa: E402,F401  (the fixture: a real server)
+
+
+def test_ingest_into_postgresql(tmp_path, postgres):  # noqa: F811
+    import subprocess
+    mport = mxtest.free_port()
+    gw = mxtest.Gateway(tmp_path / "gw", {"metrics": {"listen": f"127.0.0.1:{mport}"},
+                                          "reports": {"ingest": "yes", "database": postgres}})
+    gw.start()
+    try:
+        atts = [(gzip.compress(agg("google.com", "g-1", "192.0.2.10", 40)), "application/gzip",
+                 "g.xml.gz"),
+                ((TLSRPT % "t-1").encode(), "application/tlsrpt+json", "t.json"),
+                (LAUGHS.encode(), "text/xml", "laughs.xml")]
+        for i in range(2):   # the second time: duplicates, stored once
+            msg = report_mail("dmarc-reports@example.test", "r", atts, f"pg{i}")
+            assert gw.send("noreply@reporter.example", ["dmarc-reports@example.test"], msg)
+        mxtest.wait_for(
+            lambda: metric(mport, "mxgate_reports_inbound_refused_total") >= 2,
+            mxtest.scaled(20), what="both messages handled")
+        gw.wait_for_mailbox(2)
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+    def psql(sql):
+        return subprocess.run(["psql", postgres, "-At", "-c", sql], check=True,
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    assert psql("SELECT org_name || '|' || report_id FROM inbound_dmarc") == "google.com|g-1"
+    assert psql("SELECT source_ip || '|' || count || '|' || dkim FROM inbound_dmarc_rec") == \
+        "192.0.2.10|40|pass"
+    assert psql("SELECT policy_domain || '|' || success || '|' || failures "
+                "FROM inbound_tlsrpt_policy") == \
+        "example.test|5326|certificate-expired=100;starttls-not-supported=203"
+    n, rawlen = psql("SELECT count(*) || '|' || min(length(raw)) FROM inbound_refused") \
+        .split("|")
+    assert int(n) == 2 and int(rawlen) > 1000, (n, rawlen)
