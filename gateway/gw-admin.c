@@ -91,8 +91,10 @@ static const char admin_js[] =
     "function chart(rows) { const svgns = 'http://www.w3.org/2000/svg';\n"
     "  const svg = document.createElementNS(svgns, 'svg'); const w = 600, h = 160;\n"
     "  svg.setAttribute('width', w); svg.setAttribute('height', h);\n"
-    "  const max = Math.max(1, ...rows.map((r) => r.count)); const bw = w / Math.max(1, rows.length);\n"
-    "  rows.forEach((r, i) => { for (const [v, c] of [[r.count, '#e57373'], [r.dmarc_pass, '#81c784']]) {\n"
+    "  const max = Math.max(1, ...rows.map((r) => r.count)); const bw = w / Math.max(1, "
+    "rows.length);\n"
+    "  rows.forEach((r, i) => { for (const [v, c] of [[r.count, '#e57373'], [r.dmarc_pass, "
+    "'#81c784']]) {\n"
     "    const b = document.createElementNS(svgns, 'rect'); const bh = (h - 10) * v / max;\n"
     "    b.setAttribute('x', i * bw + 2); b.setAttribute('width', Math.max(1, bw - 4));\n"
     "    b.setAttribute('y', h - bh); b.setAttribute('height', bh); b.setAttribute('fill', c);\n"
@@ -103,7 +105,8 @@ static const char admin_js[] =
     "async function load() {\n"
     "  $('err').textContent = '';\n"
     "  try {\n"
-    "    sources = await api('sources'); const tb = $('sources').tBodies[0]; tb.replaceChildren();\n"
+    "    sources = await api('sources'); const tb = $('sources').tBodies[0]; "
+    "tb.replaceChildren();\n"
     "    for (const s of sources) { const tr = document.createElement('tr');\n"
     "      if (s.dmarc_pass < s.count) tr.className = 'fail';\n"
     "      cell(tr, s.domain); cell(tr, s.source_ip); cell(tr, s.orgs); cell(tr, s.count, 1);\n"
@@ -117,26 +120,29 @@ static const char admin_js[] =
     "      cell(tr, p.success, 1); cell(tr, p.failure, 1); cell(tr, p.failures);\n"
     "      tt.appendChild(tr); }\n"
     "    document.body.dataset.loaded = 'yes';\n"
-    "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = 'error'; } }\n"
+    "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = "
+    "'error'; } }\n"
     "function csvq(v) { v = String(v); if (/^[=+@\\-\\t\\r]/.test(v)) v = \"'\" + v;\n"
     "  return '\"' + v.replace(/\"/g, '\"\"') + '\"'; }\n"
     "$('csv').addEventListener('click', (ev) => { ev.preventDefault();\n"
-    "  const lines = [['domain', 'source_ip', 'orgs', 'count', 'dmarc_pass', 'spf_pass', 'dkim_pass']];\n"
+    "  const lines = [['domain', 'source_ip', 'orgs', 'count', 'dmarc_pass', 'spf_pass', "
+    "'dkim_pass']];\n"
     "  for (const s of sources) lines.push([s.domain, s.source_ip, s.orgs, s.count, s.dmarc_pass,\n"
     "    s.spf_pass, s.dkim_pass]);\n"
     "  const a = document.createElement('a'); a.download = 'sources.csv';\n"
-    "  a.href = URL.createObjectURL(new Blob([lines.map((l) => l.map(csvq).join(',')).join('\\r\\n')],\n"
+    "  a.href = URL.createObjectURL(new Blob([lines.map((l) => "
+    "l.map(csvq).join(',')).join('\\r\\n')],\n"
     "    {type: 'text/csv'})); a.click(); });\n"
     "$('login').addEventListener('submit', (ev) => { ev.preventDefault();\n"
-    "  if ($('token').value) { token = $('token').value; sessionStorage.setItem('mxgate-token', token); }\n"
+    "  if ($('token').value) { token = $('token').value; sessionStorage.setItem('mxgate-token', "
+    "token); }\n"
     "  load(); });\n"
     "if (token) load();\n";
 
 /* authorized - the request carries the configured bearer token. */
 static bool authorized(struct gw_admin *a, struct evhttp_request *req)
 {
-	const char *h =
-	    evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	unsigned char d[SHA256_DIGEST_LENGTH];
 
 	if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
@@ -199,7 +205,8 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		util_log_info("- admin refused path=%s reason=token", path);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
 		                  "Bearer realm=\"mxgate\"");
-		send_body(req, 401, "Unauthorized", "application/json", "{\"error\":\"token\"}", 17);
+		send_body(req, 401, "Unauthorized", "application/json", "{\"error\":\"token\"}",
+		          17);
 		return;
 	}
 	int days = 30;
@@ -218,7 +225,8 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	util_buf_init(&out);
 	if (reports_dash_json(&a->cfg, path + 5, days, &out, err, sizeof(err)) < 0) {
 		util_log_warn("- admin path=%s error=\"%s\"", path, err);
-		send_body(req, HTTP_INTERNAL, "Error", "application/json", "{\"error\":\"store\"}", 17);
+		send_body(req, HTTP_INTERNAL, "Error", "application/json", "{\"error\":\"store\"}",
+		          17);
 	} else {
 		send_body(req, HTTP_OK, "OK", "application/json", out.data ? out.data : "[]",
 		          out.data ? out.len : 2);
@@ -246,7 +254,8 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	}
 	struct gw_admin *a = util_xcalloc(1, sizeof(*a));
 	SHA256((const unsigned char *)cfg->admin_token, strlen(cfg->admin_token), a->token_sha);
-	a->cfg.reports_database = cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
+	a->cfg.reports_database =
+	    cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
 	a->cfg.queue_dir = util_xstrdup(cfg->queue_dir);
 	if ((a->base = event_base_new()) == NULL || (a->http = evhttp_new(a->base)) == NULL) {
 		snprintf(err, errlen, "admin: cannot create the HTTP server");
@@ -258,7 +267,8 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	evhttp_set_gencb(a->http, admin_request_cb, a);
 	for (size_t i = 0; i < cfg->nadmin_listen; i++) {
 		const struct config_listen *l = &cfg->admin_listen[i];
-		if (evhttp_bind_socket_with_handle(a->http, l->host, (ev_uint16_t)l->port) == NULL) {
+		if (evhttp_bind_socket_with_handle(a->http, l->host, (ev_uint16_t)l->port) ==
+		    NULL) {
 			snprintf(err, errlen, "admin: cannot listen on %s%s%s:%d",
 			         strchr(l->host, ':') ? "[" : "", l->host,
 			         strchr(l->host, ':') ? "]" : "", l->port);

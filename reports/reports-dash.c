@@ -87,7 +87,8 @@ int reports_dash_json(const struct config *cfg, const char *what, int days, stru
 			if (name == NULL)
 				continue;
 			if (sqlite3_column_type(st, c) == SQLITE_INTEGER)
-				json_object_set_new(o, name, json_integer(sqlite3_column_int64(st, c)));
+				json_object_set_new(o, name,
+				                    json_integer(sqlite3_column_int64(st, c)));
 			else {
 				const unsigned char *t = sqlite3_column_text(st, c);
 				json_object_set_new(o, name, json_string(t ? (const char *)t : ""));
@@ -139,19 +140,21 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 			json_decref(arr);
 			return -1;
 		}
-		util_buf_printf(out, v == 0 ? "DMARC sources (last %d days):\n"
-		                             "%-24s %-40s %9s %7s %7s %7s  %s\n"
-		                           : "TLS-RPT (last %d days):\n"
-		                             "%-24s %-6s %-30s %9s %9s  %s\n",
-		                days, v == 0 ? "domain" : "policy_domain", v == 0 ? "source_ip" : "type",
-		                v == 0 ? "messages" : "org", v == 0 ? "dmarc" : "success",
-		                v == 0 ? "spf" : "failure", v == 0 ? "dkim" : "failure types",
-		                v == 0 ? "reported by" : "");
+		util_buf_printf(out,
+		                v == 0 ? "DMARC sources (last %d days):\n"
+		                         "%-24s %-40s %9s %7s %7s %7s  %s\n"
+		                       : "TLS-RPT (last %d days):\n"
+		                         "%-24s %-6s %-30s %9s %9s  %s\n",
+		                days, v == 0 ? "domain" : "policy_domain",
+		                v == 0 ? "source_ip" : "type", v == 0 ? "messages" : "org",
+		                v == 0 ? "dmarc" : "success", v == 0 ? "spf" : "failure",
+		                v == 0 ? "dkim" : "failure types", v == 0 ? "reported by" : "");
 		size_t i, shown = 0;
 		json_t *o;
 		json_array_foreach(arr, i, o)
 		{
-#define S(k) (json_string_value(json_object_get(o, k)) ? json_string_value(json_object_get(o, k)) : "")
+#define S(k)                                                                                       \
+	(json_string_value(json_object_get(o, k)) ? json_string_value(json_object_get(o, k)) : "")
 #define N(k) ((long long)json_integer_value(json_object_get(o, k)))
 			const char *d = S(v == 0 ? "domain" : "policy_domain");
 			if (domain != NULL && strcasecmp(domain, d) != 0)
@@ -159,14 +162,15 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 			shown++;
 			if (v == 0) {
 				long long n = N("count");
-				util_buf_printf(out, "%-24s %-40s %9lld %6.1f%% %6.1f%% %6.1f%%  %s\n", d,
-				                S("source_ip"), n, n ? 100.0 * N("dmarc_pass") / n : 0.0,
-				                n ? 100.0 * N("spf_pass") / n : 0.0,
-				                n ? 100.0 * N("dkim_pass") / n : 0.0, S("orgs"));
+				util_buf_printf(
+				    out, "%-24s %-40s %9lld %6.1f%% %6.1f%% %6.1f%%  %s\n", d,
+				    S("source_ip"), n, n ? 100.0 * N("dmarc_pass") / n : 0.0,
+				    n ? 100.0 * N("spf_pass") / n : 0.0,
+				    n ? 100.0 * N("dkim_pass") / n : 0.0, S("orgs"));
 			} else {
 				util_buf_printf(out, "%-24s %-6s %-30s %9lld %9lld  %s\n", d,
-				                S("policy_type"), S("org"), N("success"), N("failure"),
-				                S("failures"));
+				                S("policy_type"), S("org"), N("success"),
+				                N("failure"), S("failures"));
 			}
 #undef S
 #undef N

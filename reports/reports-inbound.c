@@ -161,7 +161,8 @@ static int inflate_bounded(const unsigned char *p, size_t len, int wbits, unsign
 			goto cleanup;
 		}
 		if (zr != Z_OK && zr != Z_BUF_ERROR) {
-			snprintf(err, errlen, "corrupt compressed data (%s)", z.msg ? z.msg : "zlib");
+			snprintf(err, errlen, "corrupt compressed data (%s)",
+			         z.msg ? z.msg : "zlib");
 			goto cleanup;
 		}
 	}
@@ -286,7 +287,8 @@ static char *text(xmlNode *n, const char *a, const char *b)
 	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
 		s++;
 	size_t l = strlen(s);
-	while (l > 0 && (s[l - 1] == ' ' || s[l - 1] == '\t' || s[l - 1] == '\r' || s[l - 1] == '\n'))
+	while (l > 0 &&
+	       (s[l - 1] == ' ' || s[l - 1] == '\t' || s[l - 1] == '\r' || s[l - 1] == '\n'))
 		l--;
 	char *r = sdup(s, l);
 	xmlFree(c);
@@ -422,7 +424,8 @@ static char *jstr(json_t *o, const char *k)
 static uint64_t jnum(json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+	                                                       : 0;
 }
 
 /* rfc3339 - seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ" (0 if not). */
@@ -439,8 +442,8 @@ static int64_t rfc3339(const char *s)
 }
 
 /* reports_inbound_tlsrpt_json - see reports-inbound.h. */
-int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tlsrpt *out,
-                                char *err, size_t errlen)
+int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tlsrpt *out, char *err,
+                                size_t errlen)
 {
 	json_error_t je;
 	json_t *root = NULL;
@@ -502,7 +505,8 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 			json_t *rt = json_object_get(fd, "result-type");
 			if (!json_is_string(rt) || fb.len > REPORTS_IN_MAX_STR)
 				continue;
-			util_buf_printf(&fb, "%s%.64s=%llu", fb.len ? ";" : "", json_string_value(rt),
+			util_buf_printf(&fb, "%s%.64s=%llu", fb.len ? ";" : "",
+			                json_string_value(rt),
 			                (unsigned long long)jnum(fd, "failed-session-count"));
 		}
 		tp->failures = sdup(fb.data ? fb.data : "", fb.len);

@@ -24,13 +24,13 @@
 
 #include "util.h"
 
-#define REPORTS_IN_MAX_MSG (20u * 1024 * 1024)   /* a whole message */
-#define REPORTS_IN_MAX_DECOMP (50u * 1024 * 1024) /* one decompressed attachment */
-#define REPORTS_IN_MAX_RATIO 200u                 /* decompressed : compressed */
-#define REPORTS_IN_MAX_DEPTH 16                   /* XML element nesting */
-#define REPORTS_IN_MAX_RECORDS 100000             /* records / policies per report */
-#define REPORTS_IN_MAX_STR 512                    /* bytes of one stored string */
-#define REPORTS_IN_MAX_REPORTS 32                 /* reports (parts) per message */
+#define REPORTS_IN_MAX_MSG     (20u * 1024 * 1024) /* a whole message */
+#define REPORTS_IN_MAX_DECOMP  (50u * 1024 * 1024) /* one decompressed attachment */
+#define REPORTS_IN_MAX_RATIO   200u                /* decompressed : compressed */
+#define REPORTS_IN_MAX_DEPTH   16                  /* XML element nesting */
+#define REPORTS_IN_MAX_RECORDS 100000              /* records / policies per report */
+#define REPORTS_IN_MAX_STR     512                 /* bytes of one stored string */
+#define REPORTS_IN_MAX_REPORTS 32                  /* reports (parts) per message */
 
 /* One <record> of a DMARC aggregate report (strings owned, never NULL). */
 struct reports_in_rec {
@@ -81,8 +81,8 @@ int reports_inbound_blob(const unsigned char *p, size_t len, struct reports_inbo
  * 0 added, -1 + err. */
 int reports_inbound_dmarc_xml(const char *p, size_t len, struct reports_in_dmarc *out, char *err,
                               size_t errlen);
-int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tlsrpt *out,
-                                char *err, size_t errlen);
+int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tlsrpt *out, char *err,
+                                size_t errlen);
 void reports_in_dmarc_clear(struct reports_in_dmarc *d);
 void reports_in_tlsrpt_clear(struct reports_in_tlsrpt *t);
 

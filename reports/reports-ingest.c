@@ -117,12 +117,14 @@ static void job_run(struct reports_ingest *ri, struct ingest_job *j)
 		              in.errors.v[i]);
 	}
 	for (size_t i = 0; i < in.ndmarc; i++)
-		util_log_info("%s reports inbound kind=dmarc org=\"%s\" id=\"%s\" domain=%s records=%zu",
-		              j->qid, in.dmarc[i].org_name, in.dmarc[i].report_id, in.dmarc[i].domain,
-		              in.dmarc[i].n);
+		util_log_info(
+		    "%s reports inbound kind=dmarc org=\"%s\" id=\"%s\" domain=%s records=%zu",
+		    j->qid, in.dmarc[i].org_name, in.dmarc[i].report_id, in.dmarc[i].domain,
+		    in.dmarc[i].n);
 	for (size_t i = 0; i < in.ntlsrpt; i++)
-		util_log_info("%s reports inbound kind=tlsrpt org=\"%s\" id=\"%s\" policies=%zu", j->qid,
-		              in.tlsrpt[i].org_name, in.tlsrpt[i].report_id, in.tlsrpt[i].n);
+		util_log_info("%s reports inbound kind=tlsrpt org=\"%s\" id=\"%s\" policies=%zu",
+		              j->qid, in.tlsrpt[i].org_name, in.tlsrpt[i].report_id,
+		              in.tlsrpt[i].n);
 	if (found > 0)
 		util_metrics_add("mxgate_reports_inbound_total", NULL, (double)(found - dups));
 	if (dups > 0)
@@ -184,8 +186,8 @@ struct reports_ingest *reports_ingest_new(const struct config *cfg, char *err, s
 	(void)util_metrics_define("mxgate_reports_inbound_total", UTIL_METRIC_COUNTER,
 	                          "DMARC and TLS-RPT reports received and stored", NULL, NULL, 0);
 	(void)util_metrics_define("mxgate_reports_inbound_refused_total", UTIL_METRIC_COUNTER,
-	                          "Received report parts refused (limits, parse errors)", NULL, NULL,
-	                          0);
+	                          "Received report parts refused (limits, parse errors)", NULL,
+	                          NULL, 0);
 	(void)util_metrics_define("mxgate_reports_inbound_dropped_total", UTIL_METRIC_COUNTER,
 	                          "Received report messages not parsed: ingest queue full", NULL,
 	                          NULL, 0);

@@ -46,7 +46,8 @@ static const char *const XML_7489 =
 static const char *const XML_9990 =
     "\xef\xbb\xbf<?xml version=\"1.0\"?>\n"
     "<feedback xmlns=\"urn:ietf:params:xml:ns:dmarc-2.0\"><version>1.0</version>"
-    "<report_metadata><org_name>Mail &amp; Co &lt;script&gt;</org_name><email>r@mail.example</email>"
+    "<report_metadata><org_name>Mail &amp; Co "
+    "&lt;script&gt;</org_name><email>r@mail.example</email>"
     "<report_id>r-2</report_id><date_range><begin>1700000000</begin>"
     "<end>1700086400</end></date_range></report_metadata>"
     "<policy_published><domain>example.org</domain><p>reject</p><np>reject</np>"
@@ -316,7 +317,8 @@ static void test_parse_table(void **state)
 			assert_string_equal(in.tlsrpt[0].org_name, "Company-X");
 			assert_int_equal(in.tlsrpt[0].begin, 1459468800);
 			assert_int_equal(in.tlsrpt[0].n, 1);
-			assert_string_equal(in.tlsrpt[0].pols[0].policy_domain, "company-y.example");
+			assert_string_equal(in.tlsrpt[0].pols[0].policy_domain,
+			                    "company-y.example");
 			assert_int_equal(in.tlsrpt[0].pols[0].success, 5326);
 			assert_int_equal(in.tlsrpt[0].pols[0].failure, 303);
 			assert_string_equal(in.tlsrpt[0].pols[0].failures,
@@ -373,8 +375,9 @@ static void test_parse_single_part(void **state)
 	memset(&in, 0, sizeof(in));
 	gz(XML_7489, strlen(XML_7489), &att);
 	util_buf_init(&m);
-	util_buf_adds(&m, "From: a@b.example\r\nSubject: r\r\nMIME-Version: 1.0\r\n"
-	                  "Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+	util_buf_adds(
+	    &m, "From: a@b.example\r\nSubject: r\r\nMIME-Version: 1.0\r\n"
+	        "Content-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n\r\n");
 	b64((const unsigned char *)att.data, att.len, &m);
 	assert_int_equal(reports_inbound_parse(m.data, m.len, &in), 1);
 	reports_inbound_clear(&in);
@@ -425,10 +428,9 @@ static void test_store(void **state)
 	message(&m, 3, types, atts);
 	assert_int_equal(reports_inbound_parse(m.data, m.len, &in), 2);
 	for (int round = 0; round < 2; round++) {
-		assert_int_equal(reports_sqlite_backend.add_inbound(db, &in, 1700000100,
-		                                                    "dmarc-reports@example.org", "Q1",
-		                                                    m.data, m.len, &dups, err,
-		                                                    sizeof(err)),
+		assert_int_equal(reports_sqlite_backend.add_inbound(
+		                     db, &in, 1700000100, "dmarc-reports@example.org", "Q1", m.data,
+		                     m.len, &dups, err, sizeof(err)),
 		                 0);
 		assert_int_equal(dups, round == 0 ? 0 : 2);
 	}
