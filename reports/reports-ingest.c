@@ -25,7 +25,8 @@
 
 #include "util.h"
 
-#define INGEST_QMAX 256
+#define INGEST_QMAX        256
+#define INGEST_COPY_BUDGET (64u * 1024 * 1024) /* copied, not yet parsed */
 
 struct ingest_job {
 	int fd;
@@ -136,34 +137,46 @@ static void job_run(struct reports_ingest *ri, struct ingest_job *j)
 	reports_inbound_clear(&in);
 }
 
+/* ingest_main - copy every waiting message as soon as it is queued (the
+ * queue may recycle a delivered message's spool file: copying early keeps
+ * the window small), then parse the copies one at a time, taking and
+ * copying newly queued messages between two parses; at most
+ * INGEST_COPY_BUDGET bytes of copies wait to be parsed. */
 static void *ingest_main(void *arg)
 {
 	struct reports_ingest *ri = arg;
+	struct ingest_job *ready[INGEST_QMAX];
+	size_t nready = 0, ready_bytes = 0;
 
 	pthread_mutex_lock(&ri->lock);
 	for (;;) {
-		while (ri->qlen == 0 && !ri->stop)
+		while (ri->qlen == 0 && nready == 0 && !ri->stop)
 			pthread_cond_wait(&ri->wake, &ri->lock);
-		if (ri->qlen == 0)
+		if (ri->qlen == 0 && nready == 0)
 			break;
-		/* copy every waiting message first: short reads, then the parsing */
-		size_t n = ri->qlen;
-		struct ingest_job *batch[INGEST_QMAX];
-		for (size_t i = 0; i < n; i++)
-			batch[i] = ri->q[(ri->qhead + i) % INGEST_QMAX];
-		ri->qhead = (ri->qhead + n) % INGEST_QMAX;
-		ri->qlen = 0;
-		ri->busy = n;
-		pthread_mutex_unlock(&ri->lock);
-		for (size_t i = 0; i < n; i++)
-			job_copy(batch[i]);
-		for (size_t i = 0; i < n; i++) {
-			job_run(ri, batch[i]);
-			job_free(batch[i]);
+		while (ri->qlen > 0 && nready < INGEST_QMAX &&
+		       (ready_bytes < INGEST_COPY_BUDGET || nready == 0)) {
+			struct ingest_job *f = ri->q[ri->qhead];
+			ri->qhead = (ri->qhead + 1) % INGEST_QMAX;
+			ri->qlen--;
+			ri->busy++;
+			pthread_mutex_unlock(&ri->lock);
+			job_copy(f);
+			ready_bytes += f->len;
+			ready[nready++] = f;
+			pthread_mutex_lock(&ri->lock);
 		}
+		pthread_mutex_unlock(&ri->lock);
+		struct ingest_job *j = ready[0];
+		memmove(ready, ready + 1, (nready - 1) * sizeof(*ready));
+		nready--;
+		ready_bytes -= j->len;
+		job_run(ri, j);
+		job_free(j);
 		pthread_mutex_lock(&ri->lock);
-		ri->busy = 0;
-		pthread_cond_broadcast(&ri->idle);
+		ri->busy--;
+		if (ri->qlen == 0 && ri->busy == 0)
+			pthread_cond_broadcast(&ri->idle);
 	}
 	pthread_cond_broadcast(&ri->idle);
 	pthread_mutex_unlock(&ri->lock);
