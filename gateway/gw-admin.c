@@ -5,6 +5,7 @@
  * API over the reports received ([reports] ingest):
  *   GET /            the page            GET /app.js  its script
  *   GET /api/sources?days=N, /api/daily?days=N, /api/tlsrpt?days=N
+ *   POST /api/approve (domain=&ip=&approved=0|1: the sender inventory)
  * The API needs "Authorization: Bearer TOKEN" ([admin] token; compared as
  * SHA-256 digests with CRYPTO_memcmp: constant time, any length); the page
  * and script hold no data and are public.  The page takes the token from
@@ -51,6 +52,7 @@ static const char admin_html[] =
     "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
     "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+    "td{max-width:18em;overflow-wrap:anywhere}"
     "td.n{text-align:right}tr.fail{background:#fde2e1}"
     "#err{color:#b00}svg{border:1px solid #ccc;background:#fafafa}\n"
     "</style></head><body>\n<h1>mxgate - reports received</h1>\n"
@@ -59,10 +61,10 @@ static const char admin_html[] =
     " <button>Show</button> <a id=\"csv\" href=\"#\">sources as CSV</a></form>\n"
     "<p id=\"err\"></p>\n"
     "<h2>DMARC: volume per day</h2><div id=\"chart\"></div>\n"
-    "<h2>DMARC: sources sending as your domains</h2>\n"
+    "<h2>DMARC: sources sending as your domains</h2>\n<ul id=\"ready\"></ul>\n"
     "<table id=\"sources\"><thead><tr><th>Domain</th><th>Source IP</th><th>Reported by</th>"
     "<th>Messages</th><th>DMARC pass</th><th>SPF aligned</th><th>DKIM aligned</th>"
-    "</tr></thead><tbody></tbody></table>\n"
+    "<th>Approved</th></tr></thead><tbody></tbody></table>\n"
     "<h2>TLS-RPT: sessions per policy domain</h2>\n"
     "<table id=\"tlsrpt\"><thead><tr><th>Policy domain</th><th>Type</th><th>Organisation</th>"
     "<th>Successful</th><th>Failed</th><th>Failure types</th></tr></thead><tbody></tbody>"
@@ -111,7 +113,12 @@ static const char admin_js[] =
     "      if (s.dmarc_pass < s.count) tr.className = 'fail';\n"
     "      cell(tr, s.domain); cell(tr, s.source_ip); cell(tr, s.orgs); cell(tr, s.count, 1);\n"
     "      cell(tr, pct(s.dmarc_pass, s.count), 1); cell(tr, pct(s.spf_pass, s.count), 1);\n"
-    "      cell(tr, pct(s.dkim_pass, s.count), 1); tb.appendChild(tr); }\n"
+    "      cell(tr, pct(s.dkim_pass, s.count), 1);\n"
+    "      const td = document.createElement('td'); const bt = document.createElement('button');\n"
+    "      bt.textContent = s.approved ? 'approved (undo)' : 'approve';\n"
+    "      bt.addEventListener('click', () => approve(s.domain, s.source_ip, !s.approved));\n"
+    "      td.appendChild(bt); tr.appendChild(td); tb.appendChild(tr); }\n"
+    "    readiness();\n"
     "    chart(await api('daily'));\n"
     "    const tl = await api('tlsrpt'); const tt = $('tlsrpt').tBodies[0]; tt.replaceChildren();\n"
     "    for (const p of tl) { const tr = document.createElement('tr');\n"
@@ -122,13 +129,36 @@ static const char admin_js[] =
     "    document.body.dataset.loaded = 'yes';\n"
     "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = "
     "'error'; } }\n"
+    "function readiness() { const per = {};\n"
+    "  for (const s of sources) { const d = per[s.domain] = per[s.domain] ||\n"
+    "      {n: 0, pass: 0, other: 0, otherfail: 0};\n"
+    "    if (s.approved) { d.n += s.count; d.pass += s.dmarc_pass; }\n"
+    "    else { d.other += s.count; d.otherfail += s.count - s.dmarc_pass; } }\n"
+    "  const ul = $('ready'); ul.replaceChildren();\n"
+    "  for (const [dom, d] of Object.entries(per)) { const li = document.createElement('li');\n"
+    "    let t = dom + ': ';\n"
+    "    if (!d.n) t += 'no source approved yet - approve your legitimate senders first';\n"
+    "    else { const p = 100 * d.pass / d.n;\n"
+    "      t += p.toFixed(1) + '% of mail from approved sources passes DMARC (' + d.pass + ' of ' "
+    "+ d.n + ')';\n"
+    "      t += p >= 98 ? ' - safe to move to p=quarantine, then p=reject'\n"
+    "                   : ' - not yet: fix SPF/DKIM of the approved sources that fail'; }\n"
+    "    t += '; ' + d.other + ' messages from sources not approved (' + d.otherfail + ' "
+    "failing)';\n"
+    "    li.textContent = t; li.className = 'ready'; ul.appendChild(li); } }\n"
+    "async function approve(domain, ip, yes) {\n"
+    "  const r = await fetch('/api/approve', {method: 'POST', headers: {'Authorization': 'Bearer ' "
+    "+ token,\n"
+    "    'Content-Type': 'application/x-www-form-urlencoded'},\n"
+    "    body: new URLSearchParams({domain: domain, ip: ip, approved: yes ? '1' : '0'})});\n"
+    "  if (!r.ok) { $('err').textContent = 'approve: ' + r.status; return; } load(); }\n"
     "function csvq(v) { v = String(v); if (/^[=+@\\-\\t\\r]/.test(v)) v = \"'\" + v;\n"
     "  return '\"' + v.replace(/\"/g, '\"\"') + '\"'; }\n"
     "$('csv').addEventListener('click', (ev) => { ev.preventDefault();\n"
     "  const lines = [['domain', 'source_ip', 'orgs', 'count', 'dmarc_pass', 'spf_pass', "
-    "'dkim_pass']];\n"
+    "'dkim_pass', 'approved']];\n"
     "  for (const s of sources) lines.push([s.domain, s.source_ip, s.orgs, s.count, s.dmarc_pass,\n"
-    "    s.spf_pass, s.dkim_pass]);\n"
+    "    s.spf_pass, s.dkim_pass, s.approved]);\n"
     "  const a = document.createElement('a'); a.download = 'sources.csv';\n"
     "  a.href = URL.createObjectURL(new Blob([lines.map((l) => "
     "l.map(csvq).join(',')).join('\\r\\n')],\n"
@@ -172,6 +202,47 @@ static void send_body(struct evhttp_request *req, int code, const char *reason, 
 		evbuffer_free(b);
 }
 
+/* admin_approve - POST /api/approve, form body domain=&ip=&approved=0|1:
+ * the sender inventory (the only write the dashboard makes). */
+static void admin_approve(struct gw_admin *a, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t n = in ? evbuffer_get_length(in) : 0;
+	char body[4097], err[256];
+	struct evkeyvalq q;
+	int rc = -1;
+
+	memset(&q, 0, sizeof(q));
+	if (n == 0 || n >= sizeof(body)) {
+		send_body(req, HTTP_BADREQUEST, "Bad Request", "application/json",
+		          "{\"error\":\"body\"}", 16);
+		return;
+	}
+	evbuffer_remove(in, body, n);
+	body[n] = '\0';
+	if (evhttp_parse_query_str(body, &q) == 0) {
+		const char *d = evhttp_find_header(&q, "domain"),
+		           *ip = evhttp_find_header(&q, "ip"),
+		           *ap = evhttp_find_header(&q, "approved");
+		if (d && ip && ap && d[0] && ip[0])
+			rc = reports_dash_approve(&a->cfg, d, ip, strcmp(ap, "1") == 0, err,
+			                          sizeof(err));
+		else
+			snprintf(err, sizeof(err), "domain, ip and approved needed");
+	} else {
+		snprintf(err, sizeof(err), "bad form");
+	}
+	evhttp_clear_headers(&q);
+	if (rc < 0) {
+		util_log_warn("- admin approve error=\"%s\"", err);
+		send_body(req, HTTP_BADREQUEST, "Bad Request", "application/json",
+		          "{\"error\":\"approve\"}", 19);
+		return;
+	}
+	util_log_info("- admin source approval changed");
+	send_body(req, HTTP_OK, "OK", "application/json", "{}", 2);
+}
+
 static void admin_request_cb(struct evhttp_request *req, void *arg)
 {
 	struct gw_admin *a = arg;
@@ -179,7 +250,9 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	if (cmd != EVHTTP_REQ_GET &&
+	    !(cmd == EVHTTP_REQ_POST && path != NULL && strcmp(path, "/api/approve") == 0)) {
 		evhttp_send_error(req, HTTP_BADMETHOD, "Method Not Allowed");
 		return;
 	}
@@ -207,6 +280,10 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		                  "Bearer realm=\"mxgate\"");
 		send_body(req, 401, "Unauthorized", "application/json", "{\"error\":\"token\"}",
 		          17);
+		return;
+	}
+	if (cmd == EVHTTP_REQ_POST) {
+		admin_approve(a, req);
 		return;
 	}
 	int days = 30;

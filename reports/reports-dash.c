@@ -25,7 +25,9 @@ static const char *const dash_sql[] = {
     "SELECT d.domain, r.source_ip, group_concat(DISTINCT d.org_name), sum(r.count),"
     " sum(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END),"
     " sum(CASE WHEN r.spf = 'pass' THEN r.count ELSE 0 END),"
-    " sum(CASE WHEN r.dkim = 'pass' THEN r.count ELSE 0 END)"
+    " sum(CASE WHEN r.dkim = 'pass' THEN r.count ELSE 0 END),"
+    " (SELECT count(*) FROM inbound_approved a WHERE a.domain = d.domain"
+    "  AND a.source_ip = r.source_ip)"
     " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report"
     " WHERE d.end_t >= ?1 GROUP BY d.domain, r.source_ip ORDER BY d.domain, 4 DESC LIMIT 5000",
     /* daily */
@@ -41,7 +43,7 @@ static const char *const dash_sql[] = {
 };
 static const char *const dash_names[] = {"sources", "daily", "tlsrpt"};
 static const char *const dash_cols[][8] = {
-    {"domain", "source_ip", "orgs", "count", "dmarc_pass", "spf_pass", "dkim_pass", NULL},
+    {"domain", "source_ip", "orgs", "count", "dmarc_pass", "spf_pass", "dkim_pass", "approved"},
     {"domain", "day", NULL, "count", "dmarc_pass", NULL, NULL, NULL},
     {"policy_domain", "policy_type", "org", "success", "failure", NULL, NULL, "failures"},
 };
@@ -181,5 +183,50 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 		json_decref(arr);
 	}
 	rc = 0;
+	return rc;
+}
+
+/* reports_dash_approve - see reports.h. */
+int reports_dash_approve(const struct config *cfg, const char *domain, const char *ip,
+                         bool approved, char *err, size_t errlen)
+{
+	const struct reports_backend *be = NULL;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *target = NULL;
+	int rc = -1;
+
+	if (strlen(domain) > REPORTS_IN_MAX_STR || strlen(ip) > REPORTS_IN_MAX_STR) {
+		snprintf(err, errlen, "too long");
+		return -1;
+	}
+	if ((target = reports_db_target(cfg, &be, err, errlen)) == NULL)
+		return -1;
+	if (be != &reports_sqlite_backend) {
+		snprintf(err, errlen, "the dashboard reads a SQLite store only");
+		goto cleanup;
+	}
+	if (sqlite3_open_v2(target, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+	    sqlite3_busy_timeout(db, 2000) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+	                       approved ? "INSERT OR REPLACE INTO inbound_approved VALUES (?1, ?2,"
+	                                  " strftime('%s','now'))"
+	                                : "DELETE FROM inbound_approved WHERE domain = ?1 AND"
+	                                  " source_ip = ?2",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", db ? sqlite3_errmsg(db) : "cannot open the store");
+		goto cleanup;
+	}
+	sqlite3_bind_text(st, 1, domain, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, ip, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(target);
 	return rc;
 }

@@ -143,7 +143,7 @@ struct reports_backend {
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
-#define REPORTS_SCHEMA_VERSION 4
+#define REPORTS_SCHEMA_VERSION 5
 
 /* reports_db_target - the database of the config: *be gets the backend
  * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."

@@ -112,6 +112,10 @@ void reports_ingest_flush(struct reports_ingest *ri);
  * on the SMTP loop.  0/-1 + err. */
 int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
                       char *err, size_t errlen);
+/* reports_dash_approve - the dashboard marks (or unmarks) the source ip of
+ * domain approved (sender inventory); SQLite store.  0/-1 + err. */
+int reports_dash_approve(const struct config *cfg, const char *domain, const char *ip,
+                         bool approved, char *err, size_t errlen);
 /* reports_inbound_summary - `mxgate reports inbound`: the same sources and
  * TLS-RPT views as text (domain NULL = all), appended to out; 0/-1 + err. */
 int reports_inbound_summary(const struct config *cfg, const char *domain, int days,

@@ -258,6 +258,27 @@ def api(port, what, token):
         return e.code, e.read().decode()
 
 
+def approve(port, token, domain, ip, yes):
+    import urllib.parse
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/approve", method="POST",
+        data=urllib.parse.urlencode({"domain": domain, "ip": ip,
+                                     "approved": "1" if yes else "0"}).encode())
+    if token is not None:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def readiness(dom):
+    import html
+    import re
+    return [html.unescape(x) for x in re.findall(r'<li class="ready">(.*?)</li>', dom)]
+
+
 def test_dashboard_in_browser(tmp_path):
     import json
     import os
@@ -319,6 +340,31 @@ def test_dashboard_in_browser(tmp_path):
         tls = dom.split('id="tlsrpt"')[1].split("</table>")[0]
         assert "Company-X" in tls and "5326" in tls and "certificate-expired=100" in tls
         assert "<svg" in dom and "<rect" in dom            # the chart rendered
+        assert readiness(dom) == ["example.test: no source approved yet - approve your "
+                                  "legitimate senders first; 48 messages from sources not "
+                                  "approved (7 failing)"], readiness(dom)
+
+        # the sender inventory: approving needs the token; the readiness line follows
+        assert approve(aport, None, "example.test", "192.0.2.10", True) == 401
+        assert approve(aport, "wrong-token-wrong-token", "example.test", "192.0.2.10",
+                       True) == 401
+        assert approve(aport, TOKEN, "example.test", "192.0.2.10", True) == 200
+        assert approve(aport, TOKEN, "example.test", "203.0.113.66", True) == 200
+        dom = browse(url, tmp_path / "b3")
+        assert readiness(dom) == ["example.test: 85.1% of mail from approved sources passes "
+                                  "DMARC (40 of 47) - not yet: fix SPF/DKIM of the approved "
+                                  "sources that fail; 1 messages from sources not approved "
+                                  "(0 failing)"], readiness(dom)
+        assert dom.count("approved (undo)") == 2
+        assert approve(aport, TOKEN, "example.test", "203.0.113.66", False) == 200
+        dom = browse(url, tmp_path / "b4",
+                     screenshot=os.path.join(art, "dashboard-approved.png"))
+        assert readiness(dom) == ["example.test: 100.0% of mail from approved sources passes "
+                                  "DMARC (40 of 40) - safe to move to p=quarantine, then "
+                                  "p=reject; 8 messages from sources not approved (7 failing)"], \
+            readiness(dom)
+        rows = json.loads(api(aport, "sources", TOKEN)[1])
+        assert [r["approved"] for r in rows] == [1, 0, 0]
         # a wrong token: the page shows the refusal, no data
         dom = browse(f"http://127.0.0.1:{aport}/#token=nope-nope-nope-nope&days=3650",
                      tmp_path / "b2")
