@@ -43,6 +43,7 @@ struct gw_admin {
 	bool started;
 	unsigned char token_sha[SHA256_DIGEST_LENGTH];
 	struct config cfg; /* only reports_database and queue_dir set (owned) */
+	char info[128];    /* GET /api/info: the MTA-STS mode published */
 };
 
 static const char admin_html[] =
@@ -66,9 +67,14 @@ static const char admin_html[] =
     "<th>Messages</th><th>DMARC pass</th><th>SPF aligned</th><th>DKIM aligned</th>"
     "<th>Approved</th></tr></thead><tbody></tbody></table>\n"
     "<h2>TLS-RPT: sessions per policy domain</h2>\n"
+    "<p>MTA-STS mode published: <b id=\"stsmode\">?</b> (switch to enforce once no "
+    "sender reports failures)</p>\n"
     "<table id=\"tlsrpt\"><thead><tr><th>Policy domain</th><th>Type</th><th>Organisation</th>"
     "<th>Successful</th><th>Failed</th><th>Failure types</th></tr></thead><tbody></tbody>"
-    "</table>\n<script src=\"/app.js\"></script>\n</body></html>\n";
+    "</table>\n<h2>What mxgate itself judged</h2>\n"
+    "<table id=\"verdicts\"><thead><tr><th>Domain</th><th>Disposition</th><th>Reason</th>"
+    "<th>Messages</th></tr></thead><tbody></tbody></table>\n"
+    "<script src=\"/app.js\"></script>\n</body></html>\n";
 
 /* Only textContent / attributes set by the script: nothing from a report is
  * ever parsed as HTML. */
@@ -126,6 +132,12 @@ static const char admin_js[] =
     "      cell(tr, p.policy_domain); cell(tr, p.policy_type); cell(tr, p.org);\n"
     "      cell(tr, p.success, 1); cell(tr, p.failure, 1); cell(tr, p.failures);\n"
     "      tt.appendChild(tr); }\n"
+    "    const vd = await api('verdicts'); const vt = $('verdicts').tBodies[0]; "
+    "vt.replaceChildren();\n"
+    "    for (const v of vd) { const tr = document.createElement('tr');\n"
+    "      cell(tr, v.domain); cell(tr, v.disposition); cell(tr, v.reason); cell(tr, v.count, 1);\n"
+    "      vt.appendChild(tr); }\n"
+    "    $('stsmode').textContent = (await api('info')).mta_sts_mode;\n"
     "    document.body.dataset.loaded = 'yes';\n"
     "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = "
     "'error'; } }\n"
@@ -286,6 +298,10 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		admin_approve(a, req);
 		return;
 	}
+	if (strcmp(path, "/api/info") == 0) {
+		send_body(req, HTTP_OK, "OK", "application/json", a->info, strlen(a->info));
+		return;
+	}
 	int days = 30;
 	struct evkeyvalq q;
 	memset(&q, 0, sizeof(q));
@@ -334,6 +350,9 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	a->cfg.reports_database =
 	    cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
 	a->cfg.queue_dir = util_xstrdup(cfg->queue_dir);
+	static const char *const modes[] = {"testing", "enforce", "none"};
+	snprintf(a->info, sizeof(a->info), "{\"mta_sts_mode\":\"%s\"}",
+	         cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?");
 	if ((a->base = event_base_new()) == NULL || (a->http = evhttp_new(a->base)) == NULL) {
 		snprintf(err, errlen, "admin: cannot create the HTTP server");
 		goto fail;

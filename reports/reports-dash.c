@@ -40,12 +40,19 @@ static const char *const dash_sql[] = {
     " group_concat(p.failures, ';')"
     " FROM inbound_tlsrpt_policy p JOIN inbound_tlsrpt t ON t.id = p.report"
     " WHERE t.end_t >= ?1 GROUP BY 1, 2, 3 ORDER BY 1, 5 DESC LIMIT 5000",
+    /* verdicts: what mxgate itself judged ([reports] record) */
+    "SELECT coalesce(policy_domain, header_from), disposition,"
+    " CASE WHEN override_type IS NOT NULL THEN 'override ' || override_type"
+    " ELSE 'dmarc=' || dmarc END, count(*), 0, 0, 0, 0"
+    " FROM evaluation WHERE t >= ?1 AND (disposition != 'none' OR override_type IS NOT NULL)"
+    " GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC LIMIT 5000",
 };
-static const char *const dash_names[] = {"sources", "daily", "tlsrpt"};
+static const char *const dash_names[] = {"sources", "daily", "tlsrpt", "verdicts"};
 static const char *const dash_cols[][8] = {
     {"domain", "source_ip", "orgs", "count", "dmarc_pass", "spf_pass", "dkim_pass", "approved"},
     {"domain", "day", NULL, "count", "dmarc_pass", NULL, NULL, NULL},
     {"policy_domain", "policy_type", "org", "success", "failure", NULL, NULL, "failures"},
+    {"domain", "disposition", "reason", "count", NULL, NULL, NULL, NULL},
 };
 
 /* reports_dash_json - see reports.h. */

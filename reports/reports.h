@@ -107,7 +107,7 @@ int reports_ingest_submit(struct reports_ingest *ri, int fd, const char *rcpt, c
 /* reports_ingest_flush - wait until every queued message is stored. */
 void reports_ingest_flush(struct reports_ingest *ri);
 /* reports_dash_json - the dashboard's view what ("sources", "daily",
- * "tlsrpt") of the reports received in the last days, a JSON array
+ * "tlsrpt", "verdicts": mxgate's own rejections/quarantines) of the reports received in the last days, a JSON array
  * appended to out (reports-dash.c).  Opens the SQLite store read-only: not
  * on the SMTP loop.  0/-1 + err. */
 int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,

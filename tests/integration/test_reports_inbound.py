@@ -306,6 +306,22 @@ def test_dashboard_in_browser(tmp_path):
         mxtest.wait_for(lambda: metric(mport, "mxgate_reports_inbound_total") >= 4,
                         mxtest.scaled(20), what="four reports stored")
 
+        # mxgate's own verdicts (the evaluation rows [reports] record writes;
+        # test_reports.py covers the recording, here only what the page shows)
+        import time
+        con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+        now = int(time.time())
+        for dom, disp, dmarc, ov in [("drej.test", "reject", "fail", None)] * 2 + [
+                ("dquar.test", "quarantine", "fail", None),
+                ("exempt.test", "none", "fail", "local_policy"),
+                ("ok.test", "none", "pass", None)]:
+            con.execute("INSERT INTO evaluation (t, source_ip, header_from, dmarc, dkim_aligned,"
+                        " spf_aligned, policy_domain, disposition, override_type)"
+                        " VALUES (?, '192.0.2.1', ?, ?, 0, 0, ?, ?, ?)",
+                        (now, dom, dmarc, dom, disp, ov))
+        con.commit()
+        con.close()
+
         # the API: no token, a wrong token (same length too) refused
         assert api(aport, "sources", None)[0] == 401
         assert api(aport, "sources", "wrong")[0] == 401
@@ -340,6 +356,13 @@ def test_dashboard_in_browser(tmp_path):
         tls = dom.split('id="tlsrpt"')[1].split("</table>")[0]
         assert "Company-X" in tls and "5326" in tls and "certificate-expired=100" in tls
         assert "<svg" in dom and "<rect" in dom            # the chart rendered
+        vt = dom.split('id="verdicts"')[1].split("</table>")[0]
+        vrows = [re.findall(r"<td[^>]*>(.*?)</td>", r)
+                 for r in re.findall(r"<tr[^>]*>(.*?)</tr>", vt, re.S)[1:]]
+        assert vrows == [["dquar.test", "quarantine", "dmarc=fail", "1"],
+                         ["drej.test", "reject", "dmarc=fail", "2"],
+                         ["exempt.test", "none", "override local_policy", "1"]], vrows
+        assert '<b id="stsmode">testing</b>' in dom
         assert readiness(dom) == ["example.test: no source approved yet - approve your "
                                   "legitimate senders first; 48 messages from sources not "
                                   "approved (7 failing)"], readiness(dom)
