@@ -55,6 +55,45 @@ static const char *const dash_cols[][8] = {
     {"domain", "disposition", "reason", "count", NULL, NULL, NULL, NULL},
 };
 
+/* sum_failures - "a=1;b=2;a=3" -> "a=4;b=2" (the failure types of several
+ * reports of one organisation, summed); malloc'd. */
+static char *sum_failures(const char *s)
+{
+	struct {
+		char name[65];
+		unsigned long long n;
+	} t[32];
+	size_t nt = 0;
+	struct util_buf out;
+
+	while (s != NULL && *s) {
+		size_t len = strcspn(s, ";");
+		const char *eq = memchr(s, '=', len);
+		if (eq != NULL && (size_t)(eq - s) < sizeof(t[0].name)) {
+			size_t nl = (size_t)(eq - s), i;
+			unsigned long long v = strtoull(eq + 1, NULL, 10);
+			for (i = 0; i < nt; i++)
+				if (strlen(t[i].name) == nl && strncmp(t[i].name, s, nl) == 0)
+					break;
+			if (i == nt && nt < sizeof(t) / sizeof(t[0])) {
+				memcpy(t[nt].name, s, nl);
+				t[nt].name[nl] = '\0';
+				t[nt++].n = 0;
+			}
+			if (i < nt)
+				t[i].n += v;
+		}
+		s += len;
+		if (*s == ';')
+			s++;
+	}
+	util_buf_init(&out);
+	for (size_t i = 0; i < nt; i++)
+		util_buf_printf(&out, "%s%s=%llu", i ? ";" : "", t[i].name, t[i].n);
+	util_buf_add(&out, "", 1);
+	return out.data;
+}
+
 /* reports_dash_json - see reports.h. */
 int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
                       char *err, size_t errlen)
@@ -100,7 +139,14 @@ int reports_dash_json(const struct config *cfg, const char *what, int days, stru
 				                    json_integer(sqlite3_column_int64(st, c)));
 			else {
 				const unsigned char *t = sqlite3_column_text(st, c);
-				json_object_set_new(o, name, json_string(t ? (const char *)t : ""));
+				char *sum = strcmp(name, "failures") == 0
+				                ? sum_failures(t ? (const char *)t : "")
+				                : NULL;
+				json_object_set_new(o, name,
+				                    json_string(sum ? sum
+				                                : t ? (const char *)t
+				                                    : ""));
+				free(sum);
 				if (json_object_get(o, name) == NULL) /* not UTF-8 */
 					json_object_set_new(o, name, json_string("?"));
 			}

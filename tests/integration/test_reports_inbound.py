@@ -191,7 +191,8 @@ def test_reports_ingested_and_delivered(tmp_path):
     src = [x.split() for x in lines if x.startswith("example.test ") and "%" in x]
     assert [(x[1], x[2], x[3]) for x in src][:2] == [("198.51.100.7", "12", "100.0%"),
                                                     ("192.0.2.10", "10", "100.0%")], r.stdout
-    assert any(x.split()[:5] == ["example.test", "sts", "Company-X", "10652", "606"]
+    assert any(x.split() == ["example.test", "sts", "Company-X", "10652", "606",
+                             "certificate-expired=200;starttls-not-supported=406"]
                for x in lines), r.stdout
     r = gw.cli("reports", "inbound", "--domain", "nothing.test", "--days", "3650")
     assert r.returncode == 0 and r.stdout.count("(none)") == 2, r.stdout
