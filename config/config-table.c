@@ -850,6 +850,12 @@ static const struct config_directive d_metrics[] = {
 static const struct config_directive d_reports[] = {
     {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
      "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
+    {"ingest", CONFIG_T_BOOL, G(reports_ingest), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Parse the DMARC aggregate and TLS-RPT reports mailed to the report addresses and store "
+     "them in the report store (they are still queued and delivered downstream as usual)"},
+    {"ingest_addresses", CONFIG_T_ADDRS, G(reports_ingest_addresses), NULL,
+     "the [mta_sts] dmarc_rua and tlsrpt_rua addresses of every accepted domain", 0, 0, NULL,
+     NULL, 0, "Recipients whose mail is parsed as reports when ingest = yes"},
     {"database", CONFIG_T_STRING, G(reports_database), "sqlite", NULL, 0, 0, NULL, NULL, S,
      "The report store: sqlite (QUEUE_DIR/reports.db, WAL mode), sqlite:PATH, or "
      "postgresql://... (a libpq URI) shared by a fleet: one node sends each run's reports"},
@@ -875,6 +881,15 @@ static const struct config_directive d_reports[] = {
      NULL, v_selector, 0, "DKIM selector (s=) of the report signatures"},
     {"dkim_domain", CONFIG_T_STRING, G(reports_dkim_domain), NULL, "domain of email", 0, 0, NULL,
      v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
+};
+
+static const struct config_directive d_admin[] = {
+    {"listen", CONFIG_T_LISTEN, GN(admin_listen, nadmin_listen), NULL, "off", 0, 0, NULL, NULL, 0,
+     "Addresses serving the read-only report dashboard over plain HTTP: loopback or a private "
+     "address only (put a TLS proxy or an SSH tunnel in front)"},
+    {"token", CONFIG_T_STRING, G(admin_token), NULL, "none (dashboard off)", 0, 0, NULL, NULL, S,
+     "Bearer token of the dashboard's data API (at least 16 characters); without one the "
+     "dashboard is off"},
 };
 
 static const struct config_directive d_mta_sts[] = {
@@ -948,6 +963,8 @@ const struct config_section config_sections[] = {
         "External-sender warning (issue 13): a subject tag and a body banner for mail from "
         "outside the organisation or failing authentication, applied once per message."),
     SEC("metrics", false, d_metrics, "Prometheus metrics endpoint (GET /metrics over HTTP)."),
+    SEC("admin", false, d_admin,
+        "Report dashboard: the DMARC and TLS-RPT reports received ([reports] ingest)."),
     SEC("mta_sts", false, d_mta_sts, "MTA-STS and the records printed by `mxgate dns-records`."),
     SEC("reports", false, d_reports,
         "DMARC report store (RFC 9990): every DMARC evaluation recorded for aggregate "

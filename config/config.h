@@ -361,6 +361,9 @@ struct config {
 	/* [metrics] - Prometheus endpoint (issue 7) */
 	struct config_listen *metrics_listen; /* listen = 127.0.0.1:9125; none = off */
 	size_t nmetrics_listen;
+	struct config_listen *admin_listen; /* report dashboard (issue 15); none = off */
+	size_t nadmin_listen;
+	char *admin_token;                  /* bearer token; NULL = dashboard off */
 	int metrics_request_timeout;      /* seconds for a whole request (from its first byte) */
 	int metrics_max_connections;      /* open HTTP connections; more are closed at once */
 
@@ -375,6 +378,8 @@ struct config {
 
 	/* [reports] - the DMARC report store (issue 14, RFC 9990) */
 	bool reports_record;              /* record every DMARC evaluation */
+	bool reports_ingest;              /* parse and store reports mailed to us (issue 15) */
+	struct util_strlist reports_ingest_addresses; /* lower-case; empty = the rua defaults */
 	char *reports_database;           /* "sqlite" (QUEUE_DIR/reports.db), sqlite:PATH or a
 	                                     postgresql:// URI (secret: may hold a password) */
 	int reports_queue_size;           /* rows waiting for the writer thread */

@@ -11,15 +11,60 @@
  * Exit codes: 0 printed, 1 nothing recorded / store error, 2 usage/config.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "gw.h"
 
+/* reports_inbound_cmd - `mxgate reports inbound [--domain D] [--days N]`
+ * (issue 15): the sources and TLS-RPT summary of the reports received. */
+static int reports_inbound_cmd(int argc, char **argv)
+{
+	const char *path = NULL, *domain = NULL;
+	int days = 30;
+	for (int i = 2; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
+		    i + 1 < argc) {
+			path = argv[++i];
+		} else if (strcmp(argv[i], "--domain") == 0 && i + 1 < argc) {
+			domain = argv[++i];
+		} else if (strcmp(argv[i], "--days") == 0 && i + 1 < argc) {
+			days = atoi(argv[++i]);
+		} else {
+			days = -1;
+			break;
+		}
+	}
+	if (days < 1 || days > 3650) {
+		fprintf(stderr, "usage: mxgate reports inbound [--domain D] [--days N] [-c FILE]\n");
+		return 2;
+	}
+	struct config_diags diags = {0};
+	struct config *cfg = config_load(path, &diags);
+	config_diags_print(&diags, stderr);
+	config_diags_free(&diags);
+	if (cfg == NULL)
+		return 2;
+	struct util_buf out;
+	char err[256] = "";
+	util_buf_init(&out);
+	int rc = reports_inbound_summary(cfg, domain, days, &out, err, sizeof(err));
+	if (rc == 0)
+		fwrite(out.data, 1, out.len, stdout);
+	else
+		fprintf(stderr, "mxgate: reports inbound: %s\n", err);
+	util_buf_free(&out);
+	config_free(cfg);
+	return rc == 0 ? 0 : 1;
+}
+
 /* gw_cmd_reports - argv[0] = "reports". */
 int gw_cmd_reports(int argc, char **argv)
 {
 	const char *path = NULL, *sub = NULL, *domain = NULL;
+	if (argc > 1 && strcmp(argv[1], "inbound") == 0)
+		return reports_inbound_cmd(argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
 		    i + 1 < argc)
@@ -35,7 +80,8 @@ int gw_cmd_reports(int argc, char **argv)
 	bool status = sub != NULL && strcmp(sub, "status") == 0 && domain == NULL;
 	if (!send && !status && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
 		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n"
-		                "       mxgate reports send-now|status [-c FILE]\n");
+		                "       mxgate reports send-now|status [-c FILE]\n"
+		                "       mxgate reports inbound [--domain D] [--days N] [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};

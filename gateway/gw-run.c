@@ -442,6 +442,10 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);   /* issue 7: Prometheus endpoint */
 		goto out;
 	}
+	if ((gw.admin = gw_admin_new(&gw, err, sizeof(err))) == NULL && err[0]) {
+		util_log_err("- %s", err);   /* issue 15: report dashboard */
+		goto out;
+	}
 	if ((gw.mta_sts = gw_mta_sts_new(&gw, err, sizeof(err))) == NULL && err[0]) {
 		util_log_err("- %s", err);   /* issue 7: MTA-STS policy over HTTPS */
 		goto out;
@@ -465,6 +469,14 @@ int gw_cmd_run(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (gw.cfg->reports_ingest) {   /* issue 15: reports mailed to us */
+		gw.reports_ingest = reports_ingest_new(gw.cfg, err, sizeof(err));
+		if (!gw.reports_ingest) {
+			util_log_err("- reports: %s", err);
+			goto out;
+		}
+		smtp_server_set_ingest(gw.server, gw.reports_ingest);
+	}
 	int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
 	for (int i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(gw.base, signums[i], signal_cb, &gw);
@@ -487,10 +499,12 @@ out:
 		event_free(stop_timer);
 	gw_mta_sts_free(gw.mta_sts);
 	gw_metrics_free(gw.metrics);
+	gw_admin_free(gw.admin);
 	gw_control_free(gw.control);
 	smtp_server_free(gw.server);    /* hands back replaced pairs (gw_retire_cb) */
 	reports_sender_free(gw.reports_sender); /* waits for a run in progress */
 	reports_close(gw.reports);      /* writes what is still queued */
+	reports_ingest_free(gw.reports_ingest); /* parses what is still queued */
 	queue_sched_free(gw.sched);
 	smtp_deliverer_free(gw.deliverer);
 	queue_store_close(gw.qs);

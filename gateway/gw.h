@@ -20,6 +20,7 @@
 
 struct gw_control;
 struct gw_metrics;
+struct gw_admin;
 struct gw_mta_sts;
 
 struct gw {
@@ -34,9 +35,11 @@ struct gw {
 	struct smtp_deliverer *deliverer;
 	struct gw_control *control;
 	struct gw_metrics *metrics;   /* NULL when [metrics] listen is not set */
+	struct gw_admin *admin;       /* NULL when [admin] listen or token is not set */
 	struct gw_mta_sts *mta_sts;   /* NULL when [mta_sts] listen is not set */
 	struct reports_store *reports; /* NULL when [reports] record = no */
 	struct reports_sender *reports_sender; /* NULL when [reports] record = no */
+	struct reports_ingest *reports_ingest; /* NULL when [reports] ingest = no */
 	int64_t started;              /* seconds since the epoch */
 	bool stopping;
 };
@@ -89,6 +92,11 @@ int gw_quarantine_execute(struct gw *gw, const char *cmd, const char *arg, const
 
 /* ------------------------------------------------------------ production (issue 7) */
 
+/* gw_admin_new - the report dashboard on [admin] listen, in its own thread
+ * (gw-admin.c); NULL with err[0] == 0 when not configured, NULL + err on
+ * error.  gw borrowed for the call.  gw_admin_free: NULL is a no-op. */
+struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen);
+void gw_admin_free(struct gw_admin *a);
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
 /* gw_metrics_config - route series at 0 and the certificate's expiry, from

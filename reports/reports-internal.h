@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "policy.h"
+#include "reports-inbound.h"
 #include "reports.h"
 #include "util.h"
 
@@ -129,6 +130,12 @@ struct reports_backend {
 	 * is held until close), 0 when another node holds it, -1 on error;
 	 * NULL: a single node, always 1 */
 	int (*lock_run)(void *db, char *err, size_t errlen);
+	/* add_inbound - the reports of one received message (issue 15) and
+	 * its refused parts (raw kept); reports already stored are counted in
+	 * *dups and skipped; NULL: not supported by this backend */
+	int (*add_inbound)(void *db, const struct reports_inbound *in, int64_t t, const char *rcpt,
+	                   const char *qid, const char *raw, size_t rawlen, int *dups, char *err,
+	                   size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);
@@ -136,7 +143,7 @@ struct reports_backend {
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
-#define REPORTS_SCHEMA_VERSION 3
+#define REPORTS_SCHEMA_VERSION 5
 
 /* reports_db_target - the database of the config: *be gets the backend
  * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."

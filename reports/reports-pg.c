@@ -54,6 +54,29 @@ static const char *const pg_migrations[] = {
     " PRIMARY KEY (report_id, rcpt));"
     "CREATE TABLE refused (t BIGINT NOT NULL, domain TEXT NOT NULL, rcpt TEXT NOT NULL,"
     " reason TEXT NOT NULL);",
+    /* 4 (issue 15): reports mailed to us */
+    "CREATE TABLE inbound_dmarc (id BIGSERIAL PRIMARY KEY, org_name TEXT NOT NULL,"
+    " email TEXT, report_id TEXT NOT NULL, domain TEXT NOT NULL, p TEXT,"
+    " begin_t BIGINT NOT NULL, end_t BIGINT NOT NULL, received_t BIGINT NOT NULL,"
+    " rcpt TEXT, qid TEXT, UNIQUE (org_name, report_id));"
+    "CREATE INDEX inbound_dmarc_domain ON inbound_dmarc(domain, begin_t);"
+    "CREATE TABLE inbound_dmarc_rec (report BIGINT NOT NULL REFERENCES inbound_dmarc(id)"
+    " ON DELETE CASCADE, source_ip TEXT NOT NULL, count BIGINT NOT NULL,"
+    " disposition TEXT, dkim TEXT, spf TEXT, header_from TEXT, dkim_domain TEXT,"
+    " dkim_result TEXT, spf_domain TEXT, spf_result TEXT);"
+    "CREATE INDEX inbound_dmarc_rec_report ON inbound_dmarc_rec(report);"
+    "CREATE TABLE inbound_tlsrpt (id BIGSERIAL PRIMARY KEY, org_name TEXT NOT NULL,"
+    " report_id TEXT NOT NULL, contact TEXT, begin_t BIGINT NOT NULL,"
+    " end_t BIGINT NOT NULL, received_t BIGINT NOT NULL, rcpt TEXT, qid TEXT,"
+    " UNIQUE (org_name, report_id));"
+    "CREATE TABLE inbound_tlsrpt_policy (report BIGINT NOT NULL REFERENCES"
+    " inbound_tlsrpt(id) ON DELETE CASCADE, policy_type TEXT, policy_domain TEXT,"
+    " success BIGINT NOT NULL, failure BIGINT NOT NULL, failures TEXT);"
+    "CREATE TABLE inbound_refused (t BIGINT NOT NULL, rcpt TEXT, qid TEXT,"
+    " error TEXT NOT NULL, raw BYTEA);",
+    /* 5 */
+    "CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
+    " approved_at BIGINT NOT NULL, PRIMARY KEY (domain, source_ip));",
 };
 
 /* pg_err - libpq's message, one line. */
@@ -575,6 +598,110 @@ static int pg_mark_queued(void *h, const char *report_id, const char *rcpt, char
 	return 0;
 }
 
+/* pg_id - run an INSERT ... RETURNING id; *id = 0 when nothing was inserted
+ * (ON CONFLICT DO NOTHING).  0/-1 + err. */
+static int pg_id(PGconn *c, const char *sql, int n, const char *const *v, int64_t *id,
+                 char *err, size_t errlen)
+{
+	PGresult *r = pg_q(c, sql, n, v, err, errlen);
+	if (r == NULL)
+		return -1;
+	*id = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+	PQclear(r);
+	return 0;
+}
+
+/* pg_add_inbound - see reports-internal.h (the SQLite twin: sq_add_inbound). */
+static int pg_add_inbound(void *h, const struct reports_inbound *in, int64_t t, const char *rcpt,
+                          const char *qid, const char *raw, size_t rawlen, int *dups, char *err,
+                          size_t errlen)
+{
+	char ts[24], b[24], e[24], id_s[24], n1[24], n2[24];
+	int64_t id;
+	PGresult *r;
+
+	*dups = 0;
+	snprintf(ts, sizeof(ts), "%lld", (long long)t);
+	if (pg_do(h, "BEGIN", err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < in->ndmarc; i++) {
+		const struct reports_in_dmarc *d = &in->dmarc[i];
+		snprintf(b, sizeof(b), "%lld", (long long)d->begin);
+		snprintf(e, sizeof(e), "%lld", (long long)d->end);
+		const char *v[10] = {d->org_name, d->email, d->report_id, d->domain, d->p,
+		                     b,           e,        ts,           rcpt,      qid};
+		if (pg_id(h,
+		          "INSERT INTO inbound_dmarc (org_name, email, report_id, domain, p, begin_t,"
+		          " end_t, received_t, rcpt, qid) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+		          " ON CONFLICT DO NOTHING RETURNING id",
+		          10, v, &id, err, errlen) < 0)
+			goto fail;
+		if (id == 0) {
+			(*dups)++;
+			continue;
+		}
+		snprintf(id_s, sizeof(id_s), "%lld", (long long)id);
+		for (size_t j = 0; j < d->n; j++) {
+			const struct reports_in_rec *x = &d->recs[j];
+			snprintf(n1, sizeof(n1), "%llu", (unsigned long long)x->count);
+			const char *w[11] = {id_s,           x->ip,          n1,
+			                     x->disposition, x->dkim,        x->spf,
+			                     x->header_from, x->dkim_domain, x->dkim_result,
+			                     x->spf_domain,  x->spf_result};
+			if ((r = pg_q(h, "INSERT INTO inbound_dmarc_rec VALUES ($1,$2,$3,$4,$5,$6,$7,"
+			                 "$8,$9,$10,$11)",
+			              11, w, err, errlen)) == NULL)
+				goto fail;
+			PQclear(r);
+		}
+	}
+	for (size_t i = 0; i < in->ntlsrpt; i++) {
+		const struct reports_in_tlsrpt *x = &in->tlsrpt[i];
+		snprintf(b, sizeof(b), "%lld", (long long)x->begin);
+		snprintf(e, sizeof(e), "%lld", (long long)x->end);
+		const char *v[8] = {x->org_name, x->report_id, x->contact, b, e, ts, rcpt, qid};
+		if (pg_id(h,
+		          "INSERT INTO inbound_tlsrpt (org_name, report_id, contact, begin_t, end_t,"
+		          " received_t, rcpt, qid) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+		          " ON CONFLICT DO NOTHING RETURNING id",
+		          8, v, &id, err, errlen) < 0)
+			goto fail;
+		if (id == 0) {
+			(*dups)++;
+			continue;
+		}
+		snprintf(id_s, sizeof(id_s), "%lld", (long long)id);
+		for (size_t j = 0; j < x->n; j++) {
+			const struct reports_in_tlspol *p = &x->pols[j];
+			snprintf(n1, sizeof(n1), "%llu", (unsigned long long)p->success);
+			snprintf(n2, sizeof(n2), "%llu", (unsigned long long)p->failure);
+			const char *w[6] = {id_s, p->policy_type, p->policy_domain, n1, n2, p->failures};
+			if ((r = pg_q(h, "INSERT INTO inbound_tlsrpt_policy VALUES ($1,$2,$3,$4,$5,$6)",
+			              6, w, err, errlen)) == NULL)
+				goto fail;
+			PQclear(r);
+		}
+	}
+	for (size_t i = 0; i < in->errors.n; i++) {
+		/* the raw message as a binary parameter (bytea) */
+		const char *v[5] = {ts, rcpt, qid, in->errors.v[i], raw};
+		int lens[5] = {0, 0, 0, 0, raw ? (int)rawlen : 0};
+		int fmts[5] = {0, 0, 0, 0, 1};
+		r = PQexecParams(h, "INSERT INTO inbound_refused VALUES ($1,$2,$3,$4,$5)", 5, NULL, v,
+		                 lens, fmts, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			pg_err(h, err, errlen);
+			PQclear(r);
+			goto fail;
+		}
+		PQclear(r);
+	}
+	return pg_do(h, "COMMIT", err, errlen);
+fail:
+	(void)pg_do(h, "ROLLBACK", err + strlen(err), 0);
+	return -1;
+}
+
 /* pg_lock_run - one node per run (held until the connection closes). */
 static int pg_lock_run(void *h, char *err, size_t errlen)
 {
@@ -606,6 +733,7 @@ const struct reports_backend reports_pg_backend = {
     .outbox_pending = pg_outbox_pending,
     .mark_queued = pg_mark_queued,
     .add_refused = pg_add_refused,
+    .add_inbound = pg_add_inbound,
     .schema_version = pg_version,
     .close = pg_close,
 };

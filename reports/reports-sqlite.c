@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "util.h"
@@ -58,6 +59,31 @@ static const char *const reports_sqlite_migrations[] = {
     " PRIMARY KEY (report_id, rcpt));"
     "CREATE TABLE refused (t INTEGER NOT NULL, domain TEXT NOT NULL, rcpt TEXT NOT NULL,"
     " reason TEXT NOT NULL);",
+    /* 4: reports other organisations mail to our report addresses
+     * (issue 15): DMARC aggregate and TLS-RPT, each stored once per
+     * (org_name, report_id); refused inputs kept raw with the error */
+    "CREATE TABLE inbound_dmarc (id INTEGER PRIMARY KEY, org_name TEXT NOT NULL,"
+    " email TEXT, report_id TEXT NOT NULL, domain TEXT NOT NULL, p TEXT,"
+    " begin_t INTEGER NOT NULL, end_t INTEGER NOT NULL, received_t INTEGER NOT NULL,"
+    " rcpt TEXT, qid TEXT, UNIQUE (org_name, report_id));"
+    "CREATE INDEX inbound_dmarc_domain ON inbound_dmarc(domain, begin_t);"
+    "CREATE TABLE inbound_dmarc_rec (report INTEGER NOT NULL REFERENCES inbound_dmarc(id)"
+    " ON DELETE CASCADE, source_ip TEXT NOT NULL, count INTEGER NOT NULL,"
+    " disposition TEXT, dkim TEXT, spf TEXT, header_from TEXT, dkim_domain TEXT,"
+    " dkim_result TEXT, spf_domain TEXT, spf_result TEXT);"
+    "CREATE INDEX inbound_dmarc_rec_report ON inbound_dmarc_rec(report);"
+    "CREATE TABLE inbound_tlsrpt (id INTEGER PRIMARY KEY, org_name TEXT NOT NULL,"
+    " report_id TEXT NOT NULL, contact TEXT, begin_t INTEGER NOT NULL,"
+    " end_t INTEGER NOT NULL, received_t INTEGER NOT NULL, rcpt TEXT, qid TEXT,"
+    " UNIQUE (org_name, report_id));"
+    "CREATE TABLE inbound_tlsrpt_policy (report INTEGER NOT NULL REFERENCES"
+    " inbound_tlsrpt(id) ON DELETE CASCADE, policy_type TEXT, policy_domain TEXT,"
+    " success INTEGER NOT NULL, failure INTEGER NOT NULL, failures TEXT);"
+    "CREATE TABLE inbound_refused (t INTEGER NOT NULL, rcpt TEXT, qid TEXT,"
+    " error TEXT NOT NULL, raw BLOB);",
+    /* 5: the sources the postmaster approved on the dashboard (issue 15) */
+    "CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
+    " approved_at INTEGER NOT NULL, PRIMARY KEY (domain, source_ip));",
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
@@ -662,6 +688,105 @@ static int sq_mark_queued(void *h, const char *report_id, const char *rcpt, char
 	return rc;
 }
 
+/* sq_run1 - prepare sql, bind text/int64 per fmt ('s', 'i', 'b' blob with
+ * its length next), step once; 0/-1 + err. *id = the new row id. */
+static int sq_run1(sqlite3 *db, int64_t *id, char *err, size_t errlen, const char *sql,
+                   const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int rc = -1, col = 1;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		goto cleanup;
+	va_start(ap, fmt);
+	for (const char *f = fmt; *f; f++, col++) {
+		if (*f == 's') {
+			sqlite3_bind_text(st, col, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+		} else if (*f == 'i') {
+			sqlite3_bind_int64(st, col, va_arg(ap, int64_t));
+		} else {
+			const void *b = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+			sqlite3_bind_blob(st, col, b, (int)n, SQLITE_TRANSIENT);
+		}
+	}
+	va_end(ap);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		rc = 0;
+	if (id != NULL)
+		*id = sqlite3_changes(db) > 0 ? sqlite3_last_insert_rowid(db) : 0;
+cleanup:
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* sq_add_inbound - the reports of one received message, in one
+ * transaction; a report already stored (org_name, report_id) is skipped. */
+static int sq_add_inbound(void *h, const struct reports_inbound *in, int64_t t, const char *rcpt,
+                          const char *qid, const char *raw, size_t rawlen, int *dups, char *err,
+                          size_t errlen)
+{
+	sqlite3 *db = h;
+	int64_t id;
+
+	*dups = 0;
+	if (sq_exec(db, "BEGIN IMMEDIATE", err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < in->ndmarc; i++) {
+		const struct reports_in_dmarc *d = &in->dmarc[i];
+		if (sq_run1(db, &id, err, errlen,
+		            "INSERT OR IGNORE INTO inbound_dmarc (org_name, email, report_id, domain,"
+		            " p, begin_t, end_t, received_t, rcpt, qid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+		            "sssssiiiss", d->org_name, d->email, d->report_id, d->domain, d->p,
+		            d->begin, d->end, t, rcpt, qid) < 0)
+			goto fail;
+		if (id == 0) {
+			(*dups)++;
+			continue;
+		}
+		for (size_t j = 0; j < d->n; j++) {
+			const struct reports_in_rec *r = &d->recs[j];
+			if (sq_run1(db, NULL, err, errlen,
+			            "INSERT INTO inbound_dmarc_rec VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+			            "isissssssss", id, r->ip, (int64_t)r->count, r->disposition, r->dkim,
+			            r->spf, r->header_from, r->dkim_domain, r->dkim_result, r->spf_domain,
+			            r->spf_result) < 0)
+				goto fail;
+		}
+	}
+	for (size_t i = 0; i < in->ntlsrpt; i++) {
+		const struct reports_in_tlsrpt *tr = &in->tlsrpt[i];
+		if (sq_run1(db, &id, err, errlen,
+		            "INSERT OR IGNORE INTO inbound_tlsrpt (org_name, report_id, contact,"
+		            " begin_t, end_t, received_t, rcpt, qid) VALUES (?,?,?,?,?,?,?,?)",
+		            "sssiiiss", tr->org_name, tr->report_id, tr->contact, tr->begin, tr->end, t,
+		            rcpt, qid) < 0)
+			goto fail;
+		if (id == 0) {
+			(*dups)++;
+			continue;
+		}
+		for (size_t j = 0; j < tr->n; j++) {
+			const struct reports_in_tlspol *p = &tr->pols[j];
+			if (sq_run1(db, NULL, err, errlen,
+			            "INSERT INTO inbound_tlsrpt_policy VALUES (?,?,?,?,?,?)", "issiis", id, p->policy_type, p->policy_domain, (int64_t)p->success,
+			            (int64_t)p->failure, p->failures) < 0)
+				goto fail;
+		}
+	}
+	for (size_t i = 0; i < in->errors.n; i++)
+		if (sq_run1(db, NULL, err, errlen, "INSERT INTO inbound_refused VALUES (?,?,?,?,?)",
+		            "isssb", t, rcpt, qid, in->errors.v[i], raw, raw ? rawlen : (size_t)0) < 0)
+			goto fail;
+	return sq_exec(db, "COMMIT", err, errlen);
+fail:
+	(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -683,6 +808,7 @@ const struct reports_backend reports_sqlite_backend = {
     .outbox_pending = sq_outbox_pending,
     .mark_queued = sq_mark_queued,
     .add_refused = sq_add_refused,
+    .add_inbound = sq_add_inbound,
     .status = sq_status,
     .schema_version = sq_schema_version,
     .close = sq_close,

@@ -22,6 +22,7 @@
 #ifndef MX_REPORTS_H
 #define MX_REPORTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,5 +89,36 @@ int reports_send_now(struct reports_sender *snd, int64_t end);
 /* reports_dns_record - "selector._domainkey.domain" and the TXT text of the
  * report signing key (made if missing); malloc'd, NULL + err. */
 char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen);
+
+/* Reports mailed to our report addresses (issue 15, reports-ingest.c):
+ * one worker thread parses and stores them.  reports_ingest_new opens its
+ * own connection to the store (cfg borrowed for the call); NULL + err. */
+struct reports_ingest;
+struct reports_ingest *reports_ingest_new(const struct config *cfg, char *err, size_t errlen);
+void reports_ingest_free(struct reports_ingest *ri); /* parses what is queued first */
+/* reports_ingest_match - rcpt (with or without <>) is a report address:
+ * [reports] ingest_addresses, or by default the [mta_sts] dmarc_rua and
+ * tlsrpt_rua addresses (dmarc-reports@ / tlsrpt@ each accepted domain). */
+bool reports_ingest_match(const struct config *cfg, const char *rcpt);
+/* reports_ingest_submit - loop thread, never waits: fd (a read descriptor
+ * of the spool file, ownership moves) is copied and parsed by the worker.
+ * 0 queued, -1 dropped (queue full, counted). */
+int reports_ingest_submit(struct reports_ingest *ri, int fd, const char *rcpt, const char *qid);
+/* reports_ingest_flush - wait until every queued message is stored. */
+void reports_ingest_flush(struct reports_ingest *ri);
+/* reports_dash_json - the dashboard's view what ("sources", "daily",
+ * "tlsrpt", "verdicts": mxgate's own rejections/quarantines) of the reports received in the last days, a JSON array
+ * appended to out (reports-dash.c).  Opens the SQLite store read-only: not
+ * on the SMTP loop.  0/-1 + err. */
+int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
+                      char *err, size_t errlen);
+/* reports_dash_approve - the dashboard marks (or unmarks) the source ip of
+ * domain approved (sender inventory); SQLite store.  0/-1 + err. */
+int reports_dash_approve(const struct config *cfg, const char *domain, const char *ip,
+                         bool approved, char *err, size_t errlen);
+/* reports_inbound_summary - `mxgate reports inbound`: the same sources and
+ * TLS-RPT views as text (domain NULL = all), appended to out; 0/-1 + err. */
+int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
+                            struct util_buf *out, char *err, size_t errlen);
 
 #endif

@@ -130,6 +130,7 @@ struct smtp_server {
 	void *retire_arg;
 	struct queue_store *qs;          /* borrowed */
 	struct reports_store *reports;   /* borrowed; NULL = DMARC not recorded */
+	struct reports_ingest *ingest;   /* borrowed; NULL = reports mailed to us not parsed */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
@@ -185,6 +186,8 @@ struct smtp_tx {
 	                                    "spam"), or NULL: committed on hold, not delivered */
 	int64_t data_start_ms;
 	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
+	char *ingest_rcpt;               /* owned; a report address among rcpts (issue 15), or NULL */
+	int ingest_fd;                   /* read descriptor of the spool, valid with ingest_rcpt */
 };
 
 struct smtp_session {

@@ -165,6 +165,12 @@ void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs)
 	srv->reports = rs;
 }
 
+/* smtp_server_set_ingest - reports mailed to us (issue 15). */
+void smtp_server_set_ingest(struct smtp_server *srv, struct reports_ingest *ri)
+{
+	srv->ingest = ri;
+}
+
 /* smtp_server_generations - current pair + replaced pairs still held. */
 size_t smtp_server_generations(const struct smtp_server *srv)
 {

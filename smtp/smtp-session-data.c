@@ -276,6 +276,12 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 			      (unsigned long long)cookie, qid ? qid : "-", status ? "failed" : "ok");
 		return;
 	}
+	if (status == 0 && s->tx->ingest_rcpt) {   /* durable: parse a copy (issue 15) */
+		(void)reports_ingest_submit(s->srv->ingest, s->tx->ingest_fd, s->tx->ingest_rcpt,
+					    qid);
+		free(s->tx->ingest_rcpt);
+		s->tx->ingest_rcpt = NULL;
+	}
 	if (status == 0) {
 		char reply[80];
 		snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s", qid);
@@ -345,6 +351,17 @@ void smtp_data_commit(struct smtp_session *s)
 		env->dmarc = util_xstrdup(v->dmarc);
 	env->prepend = pre.data;   /* ownership moves to the envelope */
 	struct queue_spool *sp = tx->spool;
+	if (s->srv->ingest && !tx->quarantine && !tx->ingest_rcpt) {
+		/* a report address among the recipients: a descriptor taken now,
+		 * handed to the ingest worker once the commit succeeded */
+		for (size_t i = 0; i < tx->rcpts.n; i++) {
+			if (!reports_ingest_match(s->cfg, tx->rcpts.v[i]))
+				continue;
+			if ((tx->ingest_fd = queue_spool_open_read(sp)) >= 0)
+				tx->ingest_rcpt = util_xstrdup(tx->rcpts.v[i]);
+			break;
+		}
+	}
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
 	if (tx->quarantine)   /* durable like any message, but on hold (issue 13) */

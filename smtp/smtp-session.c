@@ -18,6 +18,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
@@ -73,6 +74,10 @@ void smtp_tx_free(struct smtp_tx *tx)
 	if (!tx)
 		return;
 	queue_spool_abort(tx->spool);
+	if (tx->ingest_rcpt) {
+		close(tx->ingest_fd);
+		free(tx->ingest_rcpt);
+	}
 	policy_msg_free(tx->pm);
 	free(tx->scan_headers);
 	free(tx->subject);

@@ -48,6 +48,9 @@ void smtp_server_set_retire(struct smtp_server *srv, smtp_server_retire_fn fn, v
 /* smtp_server_set_reports - every DMARC verdict from now on is recorded in
  * rs (borrowed; NULL = none); the caller frees rs after the server. */
 void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs);
+/* smtp_server_set_ingest - messages to report addresses are handed to ri
+ * once durable (borrowed; NULL = none; freed by the caller after the server). */
+void smtp_server_set_ingest(struct smtp_server *srv, struct reports_ingest *ri);
 /* smtp_server_generations - config/policy pairs the server still holds
  * (the current one + replaced ones some session still uses). */
 size_t smtp_server_generations(const struct smtp_server *srv);
