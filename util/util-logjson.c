@@ -8,8 +8,11 @@
  *   word            up to the next blank
  *   "text"          up to a '"' followed by a blank or the end (the text
  *                   itself may hold quotes: replies are logged unescaped)
- *   (text)          up to the ')' that balances the '(' and is followed by
- *                   a blank or the end; else the first balancing ')'
+ *   (text)          the rest of the line when it ends with ')' and is
+ *                   balanced as a whole (replies are logged last and may
+ *                   hold ") key=("); else up to the ')' that balances the
+ *                   '(' and is followed by a blank; else the first
+ *                   balancing ')'
  *   <a>[,<b>...]    addresses: up to a '>' followed by a blank or the end,
  *                   skipping quoted local parts ("a> x=y"@b is one address)
  * A blank is a space only (a tab may come from outside, e.g. in a HELO).
@@ -115,6 +118,18 @@ static size_t lj_value(const char *s, size_t len, size_t p, struct util_logkv *k
 		long depth = 0;
 
 		kv->quote = '(';
+		/* "(reply)" ending the line, balanced as a whole: all of it, so
+		 * a downstream reply "ok) dsn_id=X (y" forges no key */
+		if (s[len - 1] == ')') {
+			for (i = p; i < len; i++)
+				depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
+			if (depth == 0) {
+				kv->val = s + p + 1;
+				kv->vallen = len - p - 2;
+				return len;
+			}
+			depth = 0;
+		}
 		for (i = p; i < len; i++) {
 			if (s[i] == '(')
 				depth++;

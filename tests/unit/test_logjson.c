@@ -87,6 +87,12 @@ static const struct {
     /* a backslash pair inside the quoted local part */
     {"s=b x from=<\"a\\\" b> c=d\"@e> n=1",
      ",\"session\":\"b\",\"event\":\"x\",\"from\":\"\\\"a\\\\\\\" b> c=d\\\"@e\",\"n\":\"1\""},
+    /* red team: a downstream reply holding ") key=(" forges no member */
+    {"0123456789ABCDEF to=<c@d> tls=none status=sent (250 ok) dsn_id=FEDCBA9876543210 "
+     "id=FEDCBA9876543210 (x)",
+     ",\"queue_id\":\"0123456789ABCDEF\",\"event\":\"sent\",\"to\":\"c@d\","
+     "\"tls\":\"none\",\"status\":\"sent\","
+     "\"detail\":\"250 ok) dsn_id=FEDCBA9876543210 id=FEDCBA9876543210 (x\""},
     /* red team: a tab (HELO argument) separates nothing */
     {"s=c disconnect client=1.2.3.4 helo=x\tstatus=sent\tid=FEDCBA9876543210 errors=0",
      ",\"session\":\"c\",\"event\":\"disconnect\",\"client\":\"1.2.3.4\","
