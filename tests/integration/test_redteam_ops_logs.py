@@ -63,3 +63,24 @@ def test_quoted_local_part_forges_nothing(gateway, ds, fmt):
     # --to picks no message of the attacker's session
     rc, out, err = mxlog("--to", "ceo@example.test", "--file", str(gw.log_path))
     assert rc == 1 and out == "", out
+
+
+def test_message_id_paren_hides_no_member(gateway, ds):
+    """A Message-ID "(x" once swallowed the rest of the queued line (size,
+    tls, verdicts, reply) into one JSON member."""
+    extra = relay_extra([f"127.0.0.1:{ds.port}"])
+    extra["log"] = {"level": "info", "format": "json"}
+    gw = gateway(extra)
+    data = (b"Message-ID: (x@evil.example\r\nFrom: <alice@example.test>\r\n"
+            b"To: <a@example.test>\r\nSubject: t\r\nDate: Wed, 02 Dec 2026 10:00:00 +0000\r\n"
+            b"\r\nhello\r\n")
+    qid = gw.send("alice@example.test", ["a@example.test"], data)
+    wait_for(lambda: qid in gw.log_path.read_text(), scaled(10), what="queued line")
+    gw.stop()
+    recs = [json.loads(ln) for ln in gw.log_path.read_text().splitlines()
+            if ln.startswith("{")]
+    q = [r for r in recs if r.get("event") == "queued" and r.get("queue_id") == qid]
+    assert len(q) == 1, recs
+    assert isinstance(q[0]["size"], int) and q[0]["message_id"] == "?x@evil.example", q[0]
+    assert q[0]["reply"].startswith("250 "), q[0]
+    assert "size" not in q[0]["message_id"], q[0]
