@@ -84,3 +84,24 @@ def test_message_id_paren_hides_no_member(gateway, ds):
     assert isinstance(q[0]["size"], int) and q[0]["message_id"] == "?x@evil.example", q[0]
     assert q[0]["reply"].startswith("250 "), q[0]
     assert "size" not in q[0]["message_id"], q[0]
+
+
+@pytest.mark.parametrize("name", ['"x', "(x", "<x"])
+def test_helo_cannot_swallow_the_queued_line(gateway, name):
+    """helo="x / helo=(x / helo=<x once took from=, to= and the verdicts of
+    the queued line into the helo member: such names are refused."""
+    gw = gateway({"log": {"level": "info", "format": "json"}})
+    c = gw.client()
+    r = c.cmd("EHLO " + name)
+    assert r.code == 501, r
+    r = c.cmd("HELO " + name)
+    assert r.code == 501, r
+    c.cmd("QUIT")
+    c.close()
+    data, _ = make_message(sender="alice@example.test", to="user@example.test")
+    qid = gw.send("alice@example.test", ["user@example.test"], data)
+    wait_for(lambda: qid in gw.log_path.read_text(), scaled(10), what="queued line")
+    gw.stop()
+    q = [json.loads(ln) for ln in gw.log_path.read_text().splitlines()
+         if ln.startswith("{") and qid in ln and '"queued"' in ln]
+    assert len(q) == 1 and q[0]["from"] == "alice@example.test", q
