@@ -22,6 +22,7 @@
 #include "gw.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -313,9 +314,12 @@ static int control_owner(const struct config *cfg, const char *path)
 		}
 		gid = gr->gr_gid;
 	}
-	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(path, uid, gid) != 0)
+	/* never follow a symlink: the directory may belong to the service
+	 * user, who could swap the fresh socket for a link to a root file
+	 * between bind() and here */
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && lchown(path, uid, gid) != 0)
 		return -1;
-	return chmod(path, modes[m >= 0 && m < 3 ? m : 1]);
+	return fchmodat(AT_FDCWD, path, modes[m >= 0 && m < 3 ? m : 1], AT_SYMLINK_NOFOLLOW);
 }
 
 /* gw_control_new - listen on path (owner, group and mode: control_owner). */

@@ -35,7 +35,8 @@ static void spool_write(struct smtp_tx *tx, const char *p, size_t n)
 
 /* note_message_id - the first Message-ID field's value, for the queued
  * line: blanks and folding removed, anything not printable ASCII (and
- * quotes, which would break key=value parsing) shown as '?', cut to fit. */
+ * quotes and parentheses, which would break key=value parsing: "(x" took
+ * the rest of the line) shown as '?', cut to fit. */
 static void note_message_id(struct smtp_tx *tx, const struct util_hdr_field *f)
 {
 	size_t n = 0;
@@ -46,7 +47,8 @@ static void note_message_id(struct smtp_tx *tx, const struct util_hdr_field *f)
 		unsigned char c = (unsigned char)f->value[i];
 		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
 			continue;
-		tx->message_id[n++] = (c < 0x21 || c > 0x7e || c == '"') ? '?' : (char)c;
+		tx->message_id[n++] =
+		    (c < 0x21 || c > 0x7e || c == '"' || c == '(' || c == ')') ? '?' : (char)c;
 	}
 	tx->message_id[n] = '\0';
 }

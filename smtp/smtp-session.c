@@ -368,7 +368,11 @@ static void reset_tx(struct smtp_session *s)
 static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c)
 {
 	bool ehlo = c->verb == SMTP_VERB_EHLO;
-	if (!c->arg[0] || strchr(c->arg, ' ') || strlen(c->arg) >= sizeof(s->helo)) {
+	/* a name or an address literal never starts with '"', '(' or '<';
+	 * logged as helo=..., such a start would take in the keys after it
+	 * (from=, verdicts) as one value (util-logjson.c) */
+	if (!c->arg[0] || strchr(c->arg, ' ') || strlen(c->arg) >= sizeof(s->helo) ||
+	    strchr("\"(<", c->arg[0]) != NULL) {
 		reply_error(s, ehlo ? "501 5.5.4 Syntax: EHLO hostname" : "501 5.5.4 Syntax: HELO hostname");
 		return;
 	}

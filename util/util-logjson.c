@@ -8,9 +8,14 @@
  *   word            up to the next blank
  *   "text"          up to a '"' followed by a blank or the end (the text
  *                   itself may hold quotes: replies are logged unescaped)
- *   (text)          up to the ')' that balances the '(' and is followed by
- *                   a blank or the end; else the first balancing ')'
- *   <a>[,<b>...]    addresses: up to a '>' followed by a blank or the end
+ *   (text)          the rest of the line when it ends with ')' and is
+ *                   balanced as a whole (replies are logged last and may
+ *                   hold ") key=("); else up to the ')' that balances the
+ *                   '(' and is followed by a blank; else the first
+ *                   balancing ')'
+ *   <a>[,<b>...]    addresses: up to a '>' followed by a blank or the end,
+ *                   skipping quoted local parts ("a> x=y"@b is one address)
+ * A blank is a space only (a tab may come from outside, e.g. in a HELO).
  * A token without "key=" is a bare word: the queue id a line starts with, a
  * session's event words ("connect", "queued"), a "(detail)".
  *
@@ -38,9 +43,25 @@
 
 /* ---------------------------------------------------------------- tokens */
 
+/* only a space separates: a tab may come from outside (a HELO argument)
+ * and the text log writes it as is */
 static bool lj_blank(char c)
 {
-	return c == ' ' || c == '\t';
+	return c == ' ';
+}
+
+/* lj_skip_quoted - at s[i] inside <...>: the index after a quoted string
+ * starting at i (RFC 5321 Quoted-string, backslash pairs), or i when s[i]
+ * is no quote; len when the quote is not closed.  A quoted local part may
+ * hold '>', ',', '<', blanks and "key=" text. */
+static size_t lj_skip_quoted(const char *s, size_t len, size_t i)
+{
+	if (s[i] != '"')
+		return i;
+	for (i++; i < len && s[i] != '"'; i++)
+		if (s[i] == '\\' && i + 1 < len)
+			i++;
+	return i < len ? i + 1 : len;
 }
 
 static bool lj_keystart(char c)
@@ -97,6 +118,18 @@ static size_t lj_value(const char *s, size_t len, size_t p, struct util_logkv *k
 		long depth = 0;
 
 		kv->quote = '(';
+		/* "(reply)" ending the line, balanced as a whole: all of it, so
+		 * a downstream reply "ok) dsn_id=X (y" forges no key */
+		if (s[len - 1] == ')') {
+			for (i = p; i < len; i++)
+				depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
+			if (depth == 0) {
+				kv->val = s + p + 1;
+				kv->vallen = len - p - 2;
+				return len;
+			}
+			depth = 0;
+		}
 		for (i = p; i < len; i++) {
 			if (s[i] == '(')
 				depth++;
@@ -116,10 +149,17 @@ static size_t lj_value(const char *s, size_t len, size_t p, struct util_logkv *k
 	}
 	if (p < len && s[p] == '<') {
 		kv->quote = '<';
-		for (i = p + 1; i < len; i++)
+		for (i = p + 1; i < len; i++) {
+			size_t q = lj_skip_quoted(s, len, i);
+
+			if (q != i) {
+				i = q - 1;
+				continue;
+			}
 			if (s[i] == '>' && (i + 1 == len || lj_blank(s[i + 1])))
 				break;
-		if (i == len) /* no closing '>': a word */
+		}
+		if (i >= len) /* no closing '>': a word */
 			for (i = p; i < len && !lj_blank(s[i]); i++)
 				;
 		else
@@ -352,14 +392,26 @@ static void lj_value_out(struct lj_out *o, const struct lj_field *f)
 	}
 	if (f->kv.quote == '<' && n >= 2 && v[n - 1] == '>') {
 		/* <a> or <a>,<b>,... */
-		size_t items = 1, i, start;
+		size_t items = 1, i, start, q;
 
-		for (i = 0; i + 2 < n; i++)
+		/* ">,<" inside a quoted local part separates nothing */
+		for (i = 0; i + 2 < n; i++) {
+			if ((q = lj_skip_quoted(v, n, i)) != i) {
+				i = q - 1;
+				continue;
+			}
 			if (v[i] == '>' && v[i + 1] == ',' && v[i + 2] == '<')
 				items++;
+		}
 		if (items > 1)
 			lj_put(o, '[');
 		for (i = 0, start = 1; i < n; i++) {
+			if (i != n - 1 && (q = lj_skip_quoted(v, n, i)) != i) {
+				i = q - 1;
+				if (i >= n - 1)
+					i = n - 2;
+				continue;
+			}
 			if (i == n - 1 || (v[i] == '>' && i + 2 < n && v[i + 1] == ',' && v[i + 2] == '<')) {
 				if (start > 1)
 					lj_put(o, ',');

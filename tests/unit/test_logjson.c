@@ -77,6 +77,26 @@ static const struct {
      "\"y\":\"q\\\"\""},
     /* a "key=" that is not a key stays a word */
     {"1a=b =c", ",\"event\":\"1a=b =c\""},
+    /* red team: a quoted local part holding "> key=" forges no member,
+     * and ">,<" inside it splits no address list */
+    {"s=a queued id=0123456789ABCDEF from=<\"x> status=sent id=FEDCBA9876543210 \"@e.example> "
+     "to=<\"a>,<ceo@corp.example>,<\"@e.example>,<b@c> size=1",
+     ",\"session\":\"a\",\"queue_id\":\"0123456789ABCDEF\",\"event\":\"queued\","
+     "\"from\":\"\\\"x> status=sent id=FEDCBA9876543210 \\\"@e.example\","
+     "\"to\":[\"\\\"a>,<ceo@corp.example>,<\\\"@e.example\",\"b@c\"],\"size\":1"},
+    /* a backslash pair inside the quoted local part */
+    {"s=b x from=<\"a\\\" b> c=d\"@e> n=1",
+     ",\"session\":\"b\",\"event\":\"x\",\"from\":\"\\\"a\\\\\\\" b> c=d\\\"@e\",\"n\":\"1\""},
+    /* red team: a downstream reply holding ") key=(" forges no member */
+    {"0123456789ABCDEF to=<c@d> tls=none status=sent (250 ok) dsn_id=FEDCBA9876543210 "
+     "id=FEDCBA9876543210 (x)",
+     ",\"queue_id\":\"0123456789ABCDEF\",\"event\":\"sent\",\"to\":\"c@d\","
+     "\"tls\":\"none\",\"status\":\"sent\","
+     "\"detail\":\"250 ok) dsn_id=FEDCBA9876543210 id=FEDCBA9876543210 (x\""},
+    /* red team: a tab (HELO argument) separates nothing */
+    {"s=c disconnect client=1.2.3.4 helo=x\tstatus=sent\tid=FEDCBA9876543210 errors=0",
+     ",\"session\":\"c\",\"event\":\"disconnect\",\"client\":\"1.2.3.4\","
+     "\"helo\":\"x\\tstatus=sent\\tid=FEDCBA9876543210\",\"errors\":0"},
     {"", ""},
     {"   ", ""},
 };
@@ -106,7 +126,7 @@ static const struct {
     {"a=b c", "a|b|0;|c|0;"},
     {"a=\"x y\" b=(1 (2)) c=<p>,<q> d=", "a|x y|\";b|1 (2)|(;c|<p>,<q>|<;d||0;"},
     {"x-y.z=1 _k=2 9=3", "x-y.z|1|0;_k|2|0;|9=3|0;"},
-    {"\t a=\t", "a||0;"},
+    {"\t a=\t", "|\t|0;a|\t|0;"}, /* a tab is no blank */
     {"a=<b c> d", "a|<b c>|<;|d|0;"},
     {"a=<b c", "a|<b|<;|c|0;"},
 };
