@@ -74,9 +74,9 @@ static const char *const pg_migrations[] = {
     " success BIGINT NOT NULL, failure BIGINT NOT NULL, failures TEXT);"
     "CREATE TABLE inbound_refused (t BIGINT NOT NULL, rcpt TEXT, qid TEXT,"
     " error TEXT NOT NULL, raw BYTEA);",
-    /* 5 */
-    "CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
-    " approved_at BIGINT NOT NULL, PRIMARY KEY (domain, source_ip));",
+    /* 5 (parenthesised: one element, not a missing comma) */
+    ("CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
+     " approved_at BIGINT NOT NULL, PRIMARY KEY (domain, source_ip));"),
 };
 
 /* pg_err - libpq's message, one line. */

@@ -82,8 +82,8 @@ static const char *const reports_sqlite_migrations[] = {
     "CREATE TABLE inbound_refused (t INTEGER NOT NULL, rcpt TEXT, qid TEXT,"
     " error TEXT NOT NULL, raw BLOB);",
     /* 5: the sources the postmaster approved on the dashboard (issue 15) */
-    "CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
-    " approved_at INTEGER NOT NULL, PRIMARY KEY (domain, source_ip));",
+    ("CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
+     " approved_at INTEGER NOT NULL, PRIMARY KEY (domain, source_ip));"),
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
