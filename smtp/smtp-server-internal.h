@@ -6,6 +6,7 @@
 #ifndef MX_SMTP_SERVER_INTERNAL_H
 #define MX_SMTP_SERVER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -412,6 +413,11 @@ void smtp_scan_continue(struct smtp_session *s);
  * free the jobs whose completions never ran. */
 void smtp_warn_drain(struct event_base *base);
 void smtp_attach_drain(struct event_base *base);
+/* smtp_worker_drain - the shared part: wait (at most 10 s, exit only) for
+ * running job threads, then free the jobs whose completion (event with
+ * callback done) never ran. */
+void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callback_fn done,
+                       void (*job_free)(void *job));
 /* smtp_warn_start - after the inspections: the external-sender warning
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */

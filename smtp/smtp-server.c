@@ -700,3 +700,35 @@ void smtp_server_free(struct smtp_server *srv)
 	SSL_CTX_free(srv->tls);
 	free(srv);
 }
+
+/* ---------------------------------------------------------- worker drains */
+
+struct drain_collect {
+	event_callback_fn done;  /* the module's completion callback */
+	void **jobs;
+	size_t n;
+};
+
+/* drain_collect_cb - event_base_foreach_event: completions of one module
+ * still pending (their jobs were never handed back to a session). */
+static int drain_collect_cb(const struct event_base *base, const struct event *ev, void *arg)
+{
+	(void)base;
+	struct drain_collect *c = arg;
+	if (event_get_callback(ev) == c->done && c->n < 4096)
+		c->jobs[c->n++] = event_get_callback_arg(ev);
+	return 0;
+}
+
+/* smtp_worker_drain - see smtp-server-internal.h. */
+void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callback_fn done,
+                       void (*job_free)(void *job))
+{
+	for (int i = 0; i < 10000 && atomic_load(running) > 0; i++)
+		usleep(1000); /* a job takes milliseconds; give up after 10 s (exit only) */
+	struct drain_collect c = {.done = done, .jobs = util_xcalloc(4096, sizeof(void *)), .n = 0};
+	event_base_foreach_event(base, drain_collect_cb, &c);
+	for (size_t i = 0; i < c.n; i++)
+		job_free(c.jobs[i]);
+	free(c.jobs);
+}

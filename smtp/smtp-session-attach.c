@@ -178,25 +178,14 @@ fail:
 
 /* ---------------------------------------------------------- shutdown */
 
-/* collect - event_base_foreach_event: our completions still pending. */
-static int collect(const struct event_base *base, const struct event *ev, void *arg)
+/* job_free_any - job_free for smtp_worker_drain. */
+static void job_free_any(void *job)
 {
-	(void)base;
-	struct util_strlist *l = arg; /* used as a pointer array, see drain */
-	if (event_get_callback(ev) == job_done && l->n < 4096)
-		l->v[l->n++] = event_get_callback_arg(ev);
-	return 0;
+	job_free((struct attach_job *)job);
 }
 
 /* smtp_attach_drain - see smtp-server-internal.h. */
 void smtp_attach_drain(struct event_base *base)
 {
-	for (int i = 0; i < 10000 && atomic_load(&threads_running) > 0; i++)
-		usleep(1000); /* a rewrite takes milliseconds; give up after 10 s */
-	struct util_strlist l = {.v = util_xcalloc(4096, sizeof(char *)), .n = 0};
-	event_base_foreach_event(base, collect, &l);
-	for (size_t i = 0; i < l.n; i++)
-		job_free((struct attach_job *)(void *)l.v[i]);
-	free(l.v);
-	l.v = NULL;
+	smtp_worker_drain(base, &threads_running, job_done, job_free_any);
 }
