@@ -418,6 +418,10 @@ void smtp_attach_drain(struct event_base *base);
  * callback done) never ran. */
 void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callback_fn done,
                        void (*job_free)(void *job));
+/* smtp_worker_start - run fn(arg) on a detached thread counted in
+ * *running (the thread decrements it when done); 0, or -1 when no thread
+ * could be started (*running unchanged). */
+int smtp_worker_start(atomic_int *running, void *(*fn)(void *), void *arg);
 /* smtp_warn_start - after the inspections: the external-sender warning
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */

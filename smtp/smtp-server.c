@@ -26,6 +26,7 @@
  */
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -731,4 +732,22 @@ void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callb
 	for (size_t i = 0; i < c.n; i++)
 		job_free(c.jobs[i]);
 	free(c.jobs);
+}
+
+/* smtp_worker_start - see smtp-server-internal.h. */
+int smtp_worker_start(atomic_int *running, void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+	pthread_attr_t attr;
+	if (pthread_attr_init(&attr) != 0)
+		return -1;
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	atomic_fetch_add(running, 1);
+	int rc = pthread_create(&t, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		atomic_fetch_sub(running, 1);
+		return -1;
+	}
+	return 0;
 }

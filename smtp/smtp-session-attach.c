@@ -154,18 +154,8 @@ int smtp_attach_start(struct smtp_session *s)
 	j->o.max_zip_entries = (size_t)cfg->attach_max_zip_entries;
 	j->fd = queue_spool_open_read(s->tx->spool);
 	j->done_ev = event_new(s->srv->base, -1, 0, job_done, j);
-	pthread_t t;
-	pthread_attr_t attr;
-	if (j->fd < 0 || !j->done_ev || pthread_attr_init(&attr) != 0)
+	if (j->fd < 0 || !j->done_ev || smtp_worker_start(&threads_running, job_thread, j) < 0)
 		goto fail;
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	atomic_fetch_add(&threads_running, 1);
-	int rc = pthread_create(&t, &attr, job_thread, j);
-	pthread_attr_destroy(&attr);
-	if (rc != 0) {
-		atomic_fetch_sub(&threads_running, 1);
-		goto fail;
-	}
 	s->wait = SMTP_WAIT_SCAN;
 	return 0;
 fail:
