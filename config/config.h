@@ -161,6 +161,8 @@ struct config {
 	char *control_socket;             /* unix socket for `mxgate queue|status|reload` */
 	char *control_socket_group;       /* group of the socket (admins); NULL = the user's */
 	int control_socket_mode;          /* 0 = 0600, 1 = 0660 (default), 2 = 0666 */
+	int content_workers;              /* [server] worker threads for content jobs */
+	int content_queue;                /* [server] content jobs waiting, at most */
 
 	/* [limits] */
 	int64_t message_size_limit;       /* bytes; SIZE= and data */

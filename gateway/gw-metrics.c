@@ -210,7 +210,7 @@ void gw_metrics_define(void)
 	     {"access", "max_connections", "max_connections_per_ip", "bad_proxy_header"}},
 	    {"mxgate_accept_pauses_total", {"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"}},
 	    {"mxgate_messages_rejected_total", {"policy", "policy_tempfail", "queue_write",
-	                                        "queue_commit"}},
+	                                        "queue_commit", "content_busy"}},
 	    {"mxgate_dmarc_results_total", {"none", "pass", "fail", "temperror", "permerror"}},
 	    {"mxgate_spam_verdicts_total", {"ham", "spam"}},
 	    {"mxgate_policy_actions_total", {"accept", "quarantine", "reject", "tempfail"}},

@@ -57,20 +57,20 @@ void policy_dns_anchor_clear(struct policy_dns_anchor *a);
 
 /* ------------------------------------------------------------ worker pool */
 
-struct policy_pool;
+/* policy-pool.c: the policy's rules (busy/freed messages) over util_pool. */
 typedef void (*policy_pool_fn)(struct policy_msg *pm);
 /* policy_pool_new - nthreads workers, queue bounded to qmax jobs. */
-struct policy_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax, char *err,
-                                    size_t errlen);
-void policy_pool_free(struct policy_pool *p);
+struct util_pool *policy_pool_new(struct event_base *base, int nthreads, size_t qmax, char *err,
+                                  size_t errlen);
+void policy_pool_free(struct util_pool *p);
 /* policy_pool_submit - run work(pm) on a worker (NULL: no work), then
  * done(pm) on the loop thread unless pm was freed meanwhile.  -1 when the
  * queue is full (nothing queued). */
-int policy_pool_submit(struct policy_pool *p, struct policy_msg *pm, policy_pool_fn work,
+int policy_pool_submit(struct util_pool *p, struct policy_msg *pm, policy_pool_fn work,
                        policy_pool_fn done);
 /* policy_pool_cancel - loop thread: pm's job, if still queued, will not run;
  * its completion comes (and frees pm when pm->freed) without the work. */
-void policy_pool_cancel(struct policy_pool *p, struct policy_msg *pm);
+void policy_pool_cancel(struct util_pool *p, struct policy_msg *pm);
 
 /* ------------------------------------------------------------ results */
 
@@ -132,7 +132,7 @@ struct policy_ctx {
 	const struct config *cfg; /* borrowed */
 	struct event_base *base;  /* borrowed */
 	struct policy_dns *dns;   /* borrowed */
-	struct policy_pool *pool;
+	struct util_pool *pool; /* owned; policy-pool.c */
 	void *dkim_lib;   /* DKIM_LIB * */
 	void *arc;        /* struct arc_ctx * (policy-arc.c): the sealing key */
 	bool dmarc_ready; /* PSL loaded */
@@ -159,6 +159,7 @@ struct policy_msg {
 
 	/* loop-thread state */
 	bool busy, freed;
+	policy_pool_fn pool_work, pool_done; /* the job in flight (policy-pool.c) */
 	bool spf_started, spf_done, finish_pending, finished;
 	policy_cb spf_cb, fin_cb;
 	uint64_t spf_cookie, fin_cookie;

@@ -6,7 +6,6 @@
 #ifndef MX_SMTP_SERVER_INTERNAL_H
 #define MX_SMTP_SERVER_INTERNAL_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -141,6 +140,7 @@ struct smtp_server {
 	struct smtp_greylist *greylist;  /* owned; triplets and allowlisted networks */
 	struct scan_clamd *clamd;        /* owned; clamd connection pool (scan/) */
 	struct scan_rspamd *rspamd;      /* owned; rspamd connection pool (scan/) */
+	struct util_pool *content_pool;  /* owned; content workers ([server] content_workers) */
 	SSL_CTX *tls;                    /* owned; NULL when no certificate */
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
@@ -403,25 +403,28 @@ void smtp_data_commit(struct smtp_session *s);
 void smtp_scan_start(struct smtp_session *s, bool async);
 /* smtp_attach_start - the attachment policy ([attachments],
  * smtp-session-attach.c): 0 when a check was started (the session waits in
- * SMTP_WAIT_SCAN and smtp_scan_continue() follows), -1 when there is none
- * to do (off, too large, could not start). */
-int smtp_attach_start(struct smtp_session *s);
+ * SMTP_WAIT_SCAN and smtp_scan_continue() follows) or the message was
+ * refused (content workers busy: 451), -1 when there is none to do (off,
+ * too large, could not start).  async as for smtp_scan_start. */
+int smtp_attach_start(struct smtp_session *s, bool async);
 /* smtp_scan_continue - from a completion: the next inspection step. */
 void smtp_scan_continue(struct smtp_session *s);
-/* smtp_warn_drain, smtp_attach_drain - at server shutdown, after the
- * sessions are gone: wait for the worker threads (at most 10 s), then
- * free the jobs whose completions never ran. */
-void smtp_warn_drain(struct event_base *base);
-void smtp_attach_drain(struct event_base *base);
-/* smtp_worker_drain - the shared part: wait (at most 10 s, exit only) for
- * running job threads, then free the jobs whose completion (event with
- * callback done) never ran. */
-void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callback_fn done,
-                       void (*job_free)(void *job));
-/* smtp_worker_start - run fn(arg) on a detached thread counted in
- * *running (the thread decrements it when done); 0, or -1 when no thread
- * could be started (*running unchanged). */
-int smtp_worker_start(atomic_int *running, void *(*fn)(void *), void *arg);
+/* Content jobs (attachment policy, warning banner) run on the server's
+ * bounded pool of content workers (srv->content_pool, util_pool).  Every
+ * job struct starts with this header, so the pool can free jobs whose
+ * completion never ran (shutdown). */
+struct smtp_job {
+	void (*free)(void *job); /* releases the whole job */
+};
+/* smtp_content_submit - queue job (work on a worker, done on the loop,
+ * which finds the session by id); 0, or -1 when the queue is full. */
+int smtp_content_submit(struct smtp_server *srv, util_pool_fn work, util_pool_fn done,
+                        struct smtp_job *job);
+/* smtp_content_busy - the content queue is full: 451 4.3.2 for the whole
+ * message (nothing queued, the client retries), logged and counted
+ * (mxgate_messages_rejected_total{reason="content_busy"}); resumes the
+ * session when async. */
+void smtp_content_busy(struct smtp_session *s, const char *what, bool async);
 /* smtp_warn_start - after the inspections: the external-sender warning
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */

@@ -26,7 +26,6 @@
  */
 #include <errno.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -555,6 +554,13 @@ static int sync_listeners(struct smtp_server *srv, const struct config *cfg, cha
 	return 0;
 }
 
+/* content_drop - the pool stopped before a job's completion ran. */
+static void content_drop(void *job)
+{
+	struct smtp_job *j = job;
+	j->free(job);
+}
+
 /* smtp_server_new - TLS context, listeners; ready to accept. */
 struct smtp_server *smtp_server_new(struct event_base *base, const struct config *cfg,
 				    struct queue_store *qs, struct policy_ctx *policy,
@@ -580,6 +586,11 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->clamd = scan_clamd_new(base);
 	srv->rspamd = scan_rspamd_new(base);
 	err[0] = 0;
+	srv->content_pool = util_pool_new(base, cfg->content_workers > 0 ? cfg->content_workers : 2,
+	                                  cfg->content_queue > 0 ? (size_t)cfg->content_queue : 100,
+	                                  content_drop, err, errlen);
+	if (!srv->content_pool)
+		goto err;
 	srv->retire_ev = event_new(base, -1, 0, retire_cb, srv);
 	if (!srv->retire_ev) {
 		snprintf(err, errlen, "cannot create the server's events");
@@ -674,8 +685,9 @@ void smtp_server_free(struct smtp_server *srv)
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
 		while (srv->sessions[b])
 			smtp_session_destroy(srv->sessions[b]);
-	smtp_warn_drain(srv->base);     /* body rewrites and attachment checks in flight */
-	smtp_attach_drain(srv->base);
+	/* body rewrites and attachment checks in flight: the workers finish
+	 * theirs; completions that cannot run any more free their jobs */
+	util_pool_free(srv->content_pool);
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
 		while (srv->ipcounts[b]) {
 			struct smtp_ipcount *n = srv->ipcounts[b]->next;
@@ -702,52 +714,26 @@ void smtp_server_free(struct smtp_server *srv)
 	free(srv);
 }
 
-/* ---------------------------------------------------------- worker drains */
+/* ---------------------------------------------------------- content workers */
 
-struct drain_collect {
-	event_callback_fn done;  /* the module's completion callback */
-	void **jobs;
-	size_t n;
-};
-
-/* drain_collect_cb - event_base_foreach_event: completions of one module
- * still pending (their jobs were never handed back to a session). */
-static int drain_collect_cb(const struct event_base *base, const struct event *ev, void *arg)
+/* smtp_content_submit - see smtp-server-internal.h. */
+int smtp_content_submit(struct smtp_server *srv, util_pool_fn work, util_pool_fn done,
+                        struct smtp_job *job)
 {
-	(void)base;
-	struct drain_collect *c = arg;
-	if (event_get_callback(ev) == c->done && c->n < 4096)
-		c->jobs[c->n++] = event_get_callback_arg(ev);
-	return 0;
+	if (!srv->content_pool)
+		return -1;
+	return util_pool_submit(srv->content_pool, work, done, job);
 }
 
-/* smtp_worker_drain - see smtp-server-internal.h. */
-void smtp_worker_drain(struct event_base *base, atomic_int *running, event_callback_fn done,
-                       void (*job_free)(void *job))
+/* smtp_content_busy - see smtp-server-internal.h. */
+void smtp_content_busy(struct smtp_session *s, const char *what, bool async)
 {
-	for (int i = 0; i < 10000 && atomic_load(running) > 0; i++)
-		usleep(1000); /* a job takes milliseconds; give up after 10 s (exit only) */
-	struct drain_collect c = {.done = done, .jobs = util_xcalloc(4096, sizeof(void *)), .n = 0};
-	event_base_foreach_event(base, drain_collect_cb, &c);
-	for (size_t i = 0; i < c.n; i++)
-		job_free(c.jobs[i]);
-	free(c.jobs);
-}
-
-/* smtp_worker_start - see smtp-server-internal.h. */
-int smtp_worker_start(atomic_int *running, void *(*fn)(void *), void *arg)
-{
-	pthread_t t;
-	pthread_attr_t attr;
-	if (pthread_attr_init(&attr) != 0)
-		return -1;
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	atomic_fetch_add(running, 1);
-	int rc = pthread_create(&t, &attr, fn, arg);
-	pthread_attr_destroy(&attr);
-	if (rc != 0) {
-		atomic_fetch_sub(running, 1);
-		return -1;
-	}
-	return 0;
+	size_t queued = 0, running = 0;
+	if (s->srv->content_pool)
+		util_pool_stats(s->srv->content_pool, &queued, &running);
+	util_log_warn("s=%016llx content workers busy job=%s queued=%zu running=%zu",
+	              (unsigned long long)s->id, what, queued, running);
+	smtp_data_refuse(s, "451 4.3.2 System busy, try again later", "content_busy");
+	if (async)
+		smtp_session_resume(s);
 }

@@ -2,10 +2,12 @@
  * smtp-session-attach.c - the attachment policy in the session (issue 13,
  * [attachments]): the first inspection step after the policy verdict.  The
  * MIME walk (content/content-attach.c: names, magic bytes, zip archives one
- * level deep) runs on a thread of its own, never on the event loop: it
- * reads the spool (only its size: spool files are recycled) and the result
- * comes back through a libevent event made active from the thread; the
- * completion finds the session by id.
+ * level deep) runs on a content worker (the server's bounded pool, [server]
+ * content_workers), never on the event loop: it reads the spool (only its
+ * size: spool files are recycled) and the result comes back through the
+ * pool's event; the completion finds the session by id (gone: dropped).
+ * When the pool's queue is full the message gets 451 4.3.2 (nothing is
+ * queued; the client retries).
  *
  * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued) or
  * quarantine (held with reason "attachment"); a message over max_size or
@@ -17,8 +19,6 @@
  * it.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,9 +29,9 @@
 #include "smtp-server-internal.h"
 
 struct attach_job {
+	struct smtp_job hdr;     /* first: the pool frees unfinished jobs with it */
 	uint64_t id;             /* session id */
 	struct smtp_server *srv; /* borrowed */
-	struct event *done_ev;   /* owned */
 	int fd;                  /* owned; the spool, read-only */
 	int64_t size;
 	struct util_strlist ext; /* owned copy of the extensions */
@@ -41,10 +41,8 @@ struct attach_job {
 	char why[256];
 };
 
-static atomic_int threads_running; /* job threads not yet returned */
-
-/* job_thread - worker: read the spool, judge it. */
-static void *job_thread(void *arg)
+/* job_work - worker: read the spool, judge it. */
+static void job_work(void *arg)
 {
 	struct attach_job *j = arg;
 	struct util_buf in;
@@ -66,9 +64,6 @@ static void *job_thread(void *arg)
 	}
 	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
 	util_buf_free(&in);
-	event_active(j->done_ev, EV_READ, 0); /* to the loop (libevent is thread-aware) */
-	atomic_fetch_sub(&threads_running, 1);
-	return NULL;
 }
 
 /* job_free - release a finished job. */
@@ -76,17 +71,19 @@ static void job_free(struct attach_job *j)
 {
 	if (j->fd >= 0)
 		close(j->fd);
-	if (j->done_ev)
-		event_free(j->done_ev);
 	util_strlist_free(&j->ext);
 	free(j);
 }
 
-/* job_done - loop: the verdict on the attachments. */
-static void job_done(evutil_socket_t fd, short what, void *arg)
+/* job_free_any - job_free for the pool (struct smtp_job). */
+static void job_free_any(void *job)
 {
-	(void)fd;
-	(void)what;
+	job_free((struct attach_job *)job);
+}
+
+/* job_done - loop: the verdict on the attachments. */
+static void job_done(void *arg)
+{
 	struct attach_job *j = arg;
 	struct smtp_session *s = smtp_server_find(j->srv, j->id);
 	if (!s || s->wait != SMTP_WAIT_SCAN || !s->tx) {
@@ -125,7 +122,7 @@ static void job_done(evutil_socket_t fd, short what, void *arg)
 }
 
 /* smtp_attach_start - see smtp-server-internal.h. */
-int smtp_attach_start(struct smtp_session *s)
+int smtp_attach_start(struct smtp_session *s, bool async)
 {
 	const struct config *cfg = s->cfg;
 	if (!cfg->attach_enabled)
@@ -138,6 +135,7 @@ int smtp_attach_start(struct smtp_session *s)
 		return -1;
 	}
 	struct attach_job *j = util_xcalloc(1, sizeof(*j));
+	j->hdr.free = job_free_any;
 	j->id = s->id;
 	j->srv = s->srv;
 	j->size = size;
@@ -153,9 +151,13 @@ int smtp_attach_start(struct smtp_session *s)
 	j->o.zip = cfg->attach_zip;
 	j->o.max_zip_entries = (size_t)cfg->attach_max_zip_entries;
 	j->fd = queue_spool_open_read(s->tx->spool);
-	j->done_ev = event_new(s->srv->base, -1, 0, job_done, j);
-	if (j->fd < 0 || !j->done_ev || smtp_worker_start(&threads_running, job_thread, j) < 0)
+	if (j->fd < 0)
 		goto fail;
+	if (smtp_content_submit(s->srv, job_work, job_done, &j->hdr) < 0) {
+		job_free(j);
+		smtp_content_busy(s, "attachments", async);
+		return 0;
+	}
 	s->wait = SMTP_WAIT_SCAN;
 	return 0;
 fail:
@@ -164,18 +166,4 @@ fail:
 	util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
 	job_free(j);
 	return -1;
-}
-
-/* ---------------------------------------------------------- shutdown */
-
-/* job_free_any - job_free for smtp_worker_drain. */
-static void job_free_any(void *job)
-{
-	job_free((struct attach_job *)job);
-}
-
-/* smtp_attach_drain - see smtp-server-internal.h. */
-void smtp_attach_drain(struct event_base *base)
-{
-	smtp_worker_drain(base, &threads_running, job_done, job_free_any);
 }

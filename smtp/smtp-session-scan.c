@@ -300,7 +300,7 @@ static void next_step(struct smtp_session *s, bool async)
 	struct smtp_tx *tx = s->tx;
 	while (tx->scan_stage < STAGE_COMMIT) {
 		int stage = tx->scan_stage++;
-		if (stage == STAGE_ATTACH && smtp_attach_start(s) == 0)
+		if (stage == STAGE_ATTACH && smtp_attach_start(s, async) == 0)
 			return;
 		if (stage == STAGE_CLAMD && s->cfg->clamav_socket && s->srv->clamd) {
 			virus_start(s, async);

@@ -7,12 +7,14 @@
  * commit, smtp-session-scan.c) and a banner at the top of its text and HTML
  * body (content/content-banner.c).
  *
- * The body rewrite runs on a thread of its own, never on the event loop:
- * the loop opens a new spool file, the thread reads the old one (at most
- * [warning] max_size bytes; larger messages are not rewritten), splices in
- * the banner with GMime and writes the new spool; the completion comes back
- * to the loop through a libevent event made active from the thread
- * (evthread_use_pthreads is on) and finds the session by id.  When the
+ * The body rewrite runs on a content worker (the server's bounded pool,
+ * [server] content_workers), never on the event loop: the loop opens a new
+ * spool file, the worker reads the old one (at most [warning] max_size
+ * bytes; larger messages are not rewritten), splices in the banner with
+ * GMime and writes the new spool; the completion comes back to the loop
+ * through the pool's event and finds the session by id (gone: dropped).
+ * When the pool's queue is full the message gets 451 4.3.2 (nothing is
+ * queued; the client retries).  When the
  * banner went in, the new spool replaces the old one; otherwise the
  * message goes on unchanged.  Every warned message carries
  * "X-MXGate-Warning: <why>; banner=added|skipped reason=..." (the same
@@ -25,8 +27,6 @@
  * ("s=... warning why=... banner=..."), metric mxgate_warnings_total.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,9 +38,9 @@
 #include "smtp-server-internal.h"
 
 struct warn_job {
+	struct smtp_job hdr;     /* first: the pool frees unfinished jobs with it */
 	uint64_t id;             /* session id */
 	struct smtp_server *srv; /* borrowed */
-	struct event *done_ev;   /* owned */
 	int fd;                  /* owned; the old spool, read-only */
 	int64_t size;
 	struct queue_spool *out; /* owned until handed over */
@@ -135,10 +135,8 @@ static int read_all(int fd, int64_t size, struct util_buf *b)
 	return 0;
 }
 
-static atomic_int threads_running; /* job threads not yet returned */
-
-/* job_thread - worker: read, rewrite, write the new spool. */
-static void *job_thread(void *arg)
+/* job_work - worker: read, rewrite, write the new spool. */
+static void job_work(void *arg)
 {
 	struct warn_job *j = arg;
 	struct util_buf in, out;
@@ -156,9 +154,6 @@ static void *job_thread(void *arg)
 done:
 	util_buf_free(&in);
 	util_buf_free(&out);
-	event_active(j->done_ev, EV_READ, 0); /* to the loop (libevent is thread-aware) */
-	atomic_fetch_sub(&threads_running, 1);
-	return NULL;
 }
 
 /* job_free - release a finished job. */
@@ -167,18 +162,20 @@ static void job_free(struct warn_job *j)
 	if (j->fd >= 0)
 		close(j->fd);
 	queue_spool_abort(j->out);
-	if (j->done_ev)
-		event_free(j->done_ev);
 	free(j->text);
 	free(j->html);
 	free(j);
 }
 
-/* job_done - loop: the rewrite is over. */
-static void job_done(evutil_socket_t fd, short what, void *arg)
+/* job_free_any - job_free for the pool (struct smtp_job). */
+static void job_free_any(void *job)
 {
-	(void)fd;
-	(void)what;
+	job_free((struct warn_job *)job);
+}
+
+/* job_done - loop: the rewrite is over. */
+static void job_done(void *arg)
+{
 	struct warn_job *j = arg;
 	struct smtp_session *s = smtp_server_find(j->srv, j->id);
 	if (!s || s->wait != SMTP_WAIT_SCAN || !s->tx) {
@@ -207,10 +204,12 @@ static void job_done(evutil_socket_t fd, short what, void *arg)
 	smtp_session_resume(s);
 }
 
-/* start_job - hand the rewrite to a thread; -1 when it cannot start. */
+/* start_job - hand the rewrite to a content worker; 0, -1 when it cannot
+ * start, 1 when the workers' queue is full. */
 static int start_job(struct smtp_session *s, const char *text, const char *html, int64_t size)
 {
 	struct warn_job *j = util_xcalloc(1, sizeof(*j));
+	j->hdr.free = job_free_any;
 	j->id = s->id;
 	j->srv = s->srv;
 	j->size = size;
@@ -218,9 +217,12 @@ static int start_job(struct smtp_session *s, const char *text, const char *html,
 	j->out = queue_spool_new(s->srv->qs);
 	j->text = text ? util_xstrdup(text) : NULL;
 	j->html = html ? util_xstrdup(html) : NULL;
-	j->done_ev = event_new(s->srv->base, -1, 0, job_done, j);
-	if (j->fd < 0 || !j->out || !j->done_ev || smtp_worker_start(&threads_running, job_thread, j) < 0)
+	if (j->fd < 0 || !j->out)
 		goto fail;
+	if (smtp_content_submit(s->srv, job_work, job_done, &j->hdr) < 0) {
+		job_free(j);
+		return 1;
+	}
 	s->wait = SMTP_WAIT_SCAN;
 	return 0;
 fail:
@@ -251,25 +253,14 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 		finish(s, why, "skipped reason=size");
 		return;
 	}
-	if (start_job(s, text, html, size) < 0) {
+	int rc = start_job(s, text, html, size);
+	if (rc < 0) {
 		util_log_warn("s=%016llx warning rewrite could not start",
 		              (unsigned long long)s->id);
 		finish(s, why, "skipped reason=error");
 		return;
 	}
-	(void)async; /* the completion always resumes the session */
-}
-
-/* ---------------------------------------------------------- shutdown */
-
-/* job_free_any - job_free for smtp_worker_drain. */
-static void job_free_any(void *job)
-{
-	job_free((struct warn_job *)job);
-}
-
-/* smtp_warn_drain - see smtp-server-internal.h. */
-void smtp_warn_drain(struct event_base *base)
-{
-	smtp_worker_drain(base, &threads_running, job_done, job_free_any);
+	if (rc > 0)
+		smtp_content_busy(s, "warning", async);
+	/* else the completion resumes the session */
 }

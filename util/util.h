@@ -242,6 +242,31 @@ void util_metrics_reset(void);
  * oldest first, one line each, prefixed with prefix (`mxgate status`). */
 void util_log_recent(struct util_buf *out, const char *prefix);
 
+/* ---------------------------------------------------------------- worker pool (util-pool.c) */
+/* A bounded pool of worker threads: work(arg) on a worker, then done(arg)
+ * on the loop thread through an event the pool adds to the loop's base. */
+struct event_base;
+struct util_pool;
+typedef void (*util_pool_fn)(void *arg);
+/* util_pool_new - nthreads workers, at most qmax jobs waiting.  drop(arg)
+ * (may be NULL) is called by util_pool_free() for every job whose done()
+ * never ran.  base is borrowed.  Caller frees with util_pool_free(); NULL
+ * with err on failure. */
+struct util_pool *util_pool_new(struct event_base *base, int nthreads, size_t qmax,
+                                util_pool_fn drop, char *err, size_t errlen);
+/* util_pool_free - stop; workers finish the job they hold and are joined;
+ * unfinished jobs go to drop().  NULL is a no-op.  Loop thread. */
+void util_pool_free(struct util_pool *p);
+/* util_pool_submit - loop thread: queue work(arg) (NULL: no work, only the
+ * completion), then done(arg) on the loop.  arg is borrowed until done or
+ * drop.  -1 when the queue is full (nothing queued). */
+int util_pool_submit(struct util_pool *p, util_pool_fn work, util_pool_fn done, void *arg);
+/* util_pool_cancel - loop thread: arg's job, if still waiting, will not
+ * run; its done() still comes.  true when it was found waiting. */
+bool util_pool_cancel(struct util_pool *p, void *arg);
+/* util_pool_stats - jobs waiting and jobs on a worker now (NULL: skip). */
+void util_pool_stats(struct util_pool *p, size_t *queued, size_t *running);
+
 /* util-redisurl.c - [state] redis: redis://HOST[:PORT][/DB] or unix:/PATH[?db=N] */
 struct util_redis_url {
 	char host[256];   /* "" for a unix socket */
