@@ -517,6 +517,9 @@ static const struct config_directive d_pregreet[] = {
     {"pass_cache_file", CONFIG_T_STRING, G(pregreet_pass_file), NULL, "memory only", 0, 0, NULL,
      NULL, 0, "File the pass cache is read from at start and written to at stop, so a restart "
      "does not test every client again"},
+    {"pass_cache_size", CONFIG_T_INT, G(pregreet_pass_max), "200000", NULL, 1000, 100000000,
+     NULL, NULL, 0, "Clients kept in the pass cache, about 100 bytes each; when full the least "
+     "recently seen of a sample is evicted (that client is tested again)"},
 };
 
 static const struct config_directive d_ratelimit[] = {
@@ -550,6 +553,10 @@ static const struct config_directive d_ratelimit[] = {
      "limit"},
     {"exempt_clients", CONFIG_T_CIDRS, G(rl_exempt), NULL, NULL, 0, 0, NULL, NULL, R,
      "Client networks never rate limited (their own relays, monitoring)"},
+    {"max_keys", CONFIG_T_INT, G(rl_max_keys), "500000", NULL, 1000, 100000000, NULL, NULL, 0,
+     "Counters kept in process (without [state] redis), about 130 bytes each (more with long "
+     "sender addresses); when full the least recently used of a sample is evicted "
+     "(mxgate_state_evictions_total), limits stay on"},
 };
 
 /* v_redis_url - redis://HOST[:PORT][/DB] or unix:/PATH[?db=N]. */
@@ -590,6 +597,10 @@ static const struct config_directive d_greylist[] = {
      "allowlist)"},
     {"skip_spf_domains", CONFIG_T_DOMAINS, G(greylist_spf_domains), NULL, NULL, 0, 0, NULL, NULL,
      R, "Sender domains (and their subdomains) never greylisted when SPF passes"},
+    {"max_entries", CONFIG_T_INT, G(greylist_max_entries), "500000", NULL, 1000, 100000000, NULL,
+     NULL, 0, "Triplets and allowlisted networks kept in process (without [state] redis), about "
+     "100 bytes plus the network and addresses each; when full the least recently used of a "
+     "sample is evicted: that sender is greylisted again"},
 };
 
 static const struct config_directive d_route[] = {

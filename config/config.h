@@ -331,11 +331,13 @@ struct config {
 	bool pregreet_non_smtp;           /* refuse HTTP/POP/proxy commands (always, not only
 	                                     when enabled) */
 	int64_t pregreet_pass_ttl;        /* seconds a passed client skips the tests */
+	int pregreet_pass_max;            /* [pregreet] pass_cache_size */
 	char *pregreet_pass_file;         /* pass cache kept across restarts; NULL = memory */
 
 	/* [ratelimit] - per client, network, sender and recipient domain (issue 17);
 	 * 0 = no limit.  Rates count within `rl_window` from the first event. */
 	int64_t rl_window;                /* seconds */
+	int rl_max_keys;                  /* [ratelimit] max_keys (in-process counters) */
 	int rl_net_prefix4, rl_net_prefix6; /* what a client's "network" is: /24, /64 */
 	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
 	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
@@ -348,6 +350,7 @@ struct config {
 	/* [greylist] - triplets (client network, sender, recipient), off by default */
 	bool greylist_enabled;
 	int64_t greylist_delay;           /* seconds before a retry is accepted */
+	int greylist_max_entries;         /* [greylist] max_entries (in-process) */
 	int64_t greylist_retry_window;    /* seconds a first attempt is remembered */
 	int64_t greylist_allow_ttl;       /* seconds a network that retried correctly passes */
 	struct util_strlist greylist_spf_domains; /* SPF pass for these sender domains: skip */

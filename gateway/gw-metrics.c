@@ -99,6 +99,10 @@ void gw_metrics_define(void)
 	    {"mxgate_state_errors_total", UTIL_METRIC_COUNTER, "reason",
 	     "[state] redis commands that failed and were let through (fail open): timeout (no "
 	     "answer within timeout_ms), down (not connected), error"},
+	    {"mxgate_state_evictions_total", UTIL_METRIC_COUNTER, "table",
+	     "Entries evicted from a full in-process table to make room: ratelimit, greylist, "
+	     "pregreet (least recently used of a sample; [ratelimit] max_keys, [greylist] "
+	     "max_entries, [pregreet] pass_cache_size), dnsbl, verify (oldest first)"},
 	    {"mxgate_greylist_total", UTIL_METRIC_COUNTER, "result",
 	     "Greylisting decisions: new and early (451), retried, allowlisted, skipped, failed "
 	     "([state] redis unavailable: accepted)"},
@@ -220,6 +224,7 @@ void gw_metrics_define(void)
 	    {"mxgate_config_reloads_total", {"ok", "failed"}},
 	    {"mxgate_metrics_http_closed_total", {"request_timeout", "max_connections"}},
 	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold"}},
+	    {"mxgate_state_evictions_total", {"ratelimit", "greylist", "pregreet", "dnsbl", "verify"}},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
 		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,

@@ -166,6 +166,7 @@ static void cache_put(struct policy_dnsbl *b, const char *name, const struct dns
 		if (!b->fhead)
 			b->ftail = NULL;
 		cache_unlink(b, old);
+		util_metrics_inc("mxgate_state_evictions_total", "dnsbl");
 		free(old->name);
 		free(old);
 		b->ncache--;

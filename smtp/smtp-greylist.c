@@ -21,8 +21,10 @@
  * (fail open: result=failed, logged and counted).
  *
  * Ownership: the server owns the state (smtp_greylist_free).  Times are
- * wall-clock seconds.  At most GREY_MAX keys; when full, expired ones are
- * purged, and if none, the message passes (fail open, logged).
+ * wall-clock seconds.  At most [greylist] max_entries keys (util-ttlmap.c):
+ * a full table evicts an entry (expired first, else the least recently used
+ * of a random sample) and never lets a triplet through for lack of room;
+ * an evicted triplet only means that sender is greylisted again.
  *
  * Diagnostics: "s=ID greylist client=IP from=<a> rcpt=<b> result=new|early|
  * retried|allowlisted|skipped|failed reason=..."; counter mxgate_greylist_total{result}.
@@ -35,36 +37,22 @@
 #include "smtp-redis.h"
 #include "smtp-server-internal.h"
 
-#define GREY_MAX     500000
-#define GREY_BUCKETS 65536
-
+/* A triplet's or an allowlisted network's state; the expiry is the map's. */
 struct grey_ent {
-	char *key;
-	int64_t first;   /* first attempt */
-	int64_t expires; /* forgotten then */
-	bool passed;     /* retried correctly */
-	struct grey_ent *next;
+	int64_t first; /* first attempt */
+	bool passed;   /* retried correctly */
 };
 
 struct smtp_greylist {
-	struct grey_ent *b[GREY_BUCKETS];
-	size_t n;
-	int64_t last_purge; /* a full table is scanned at most once a second */
+	struct util_ttlmap *map;
 };
 
-/* grey_hash - FNV-1a of a key. */
-static size_t grey_hash(const char *s)
+/* smtp_greylist_new - empty state, at most max entries. */
+struct smtp_greylist *smtp_greylist_new(size_t max)
 {
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h % GREY_BUCKETS;
-}
-
-/* smtp_greylist_new - empty state. */
-struct smtp_greylist *smtp_greylist_new(void)
-{
-	return util_xcalloc(1, sizeof(struct smtp_greylist));
+	struct smtp_greylist *g = util_xcalloc(1, sizeof(*g));
+	g->map = util_ttlmap_new("greylist", max, sizeof(struct grey_ent));
+	return g;
 }
 
 /* smtp_greylist_free - all of it; NULL is a no-op. */
@@ -72,61 +60,20 @@ void smtp_greylist_free(struct smtp_greylist *g)
 {
 	if (!g)
 		return;
-	for (size_t i = 0; i < GREY_BUCKETS; i++)
-		while (g->b[i]) {
-			struct grey_ent *e = g->b[i];
-			g->b[i] = e->next;
-			free(e->key);
-			free(e);
-		}
+	util_ttlmap_free(g->map);
 	free(g);
 }
 
-/* purge - drop expired keys. */
-static void purge(struct smtp_greylist *g, int64_t now)
-{
-	for (size_t i = 0; i < GREY_BUCKETS; i++)
-		for (struct grey_ent **pp = &g->b[i]; *pp;) {
-			struct grey_ent *e = *pp;
-			if (e->expires > now) {
-				pp = &e->next;
-				continue;
-			}
-			*pp = e->next;
-			free(e->key);
-			free(e);
-			g->n--;
-		}
-}
-
-/* find - the live entry of key, or NULL (an expired one is reset). */
+/* find - the live entry of key, or NULL. */
 static struct grey_ent *find(struct smtp_greylist *g, const char *key, int64_t now)
 {
-	for (struct grey_ent *e = g->b[grey_hash(key)]; e; e = e->next)
-		if (strcmp(e->key, key) == 0)
-			return e->expires > now ? e : NULL;
-	return NULL;
+	return util_ttlmap_get(g->map, key, strlen(key), now);
 }
 
-/* put - the entry of key (new or reused), NULL when full. */
+/* put - the entry of key, new (zeroed) or live; a full table evicts. */
 static struct grey_ent *put(struct smtp_greylist *g, const char *key, int64_t now)
 {
-	size_t h = grey_hash(key);
-	for (struct grey_ent *e = g->b[h]; e; e = e->next)
-		if (strcmp(e->key, key) == 0)
-			return e;
-	if (g->n >= GREY_MAX && now != g->last_purge) {
-		g->last_purge = now;
-		purge(g, now);
-	}
-	if (g->n >= GREY_MAX)
-		return NULL;
-	struct grey_ent *e = util_xcalloc(1, sizeof(*e));
-	e->key = util_xstrdup(key);
-	e->next = g->b[h];
-	g->b[h] = e;
-	g->n++;
-	return e;
+	return util_ttlmap_put(g->map, key, strlen(key), now, NULL);
 }
 
 /* note - log and count one result. */
@@ -299,14 +246,9 @@ int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 		struct grey_ent *e = find(g, key, now);
 		if (!e) {
 			e = put(g, key, now);
-			if (!e) {
-				util_log_warn("s=%016llx greylist full action=accept",
-				              (unsigned long long)s->id);
-				continue;
-			}
 			e->first = now;
 			e->passed = false;
-			e->expires = now + cfg->greylist_retry_window;
+			*util_ttlmap_expires(e) = now + cfg->greylist_retry_window;
 			note(s, tx->rcpts.v[i], "new", NULL);
 			if (cfg->greylist_delay > wait)
 				wait = cfg->greylist_delay;
@@ -321,15 +263,14 @@ int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 		if (!e->passed)
 			note(s, tx->rcpts.v[i], "retried", NULL);
 		e->passed = true;
-		e->expires = now + cfg->greylist_allow_ttl;
+		*util_ttlmap_expires(e) = now + cfg->greylist_allow_ttl;
 		retried = true;
 	}
 	if (retried) {
 		/* A correct retry: the whole network passes from now on. */
 		snprintf(key, sizeof(key), "net %s", net);
 		struct grey_ent *n = put(g, key, now);
-		if (n)
-			n->expires = now + cfg->greylist_allow_ttl;
+		*util_ttlmap_expires(n) = now + cfg->greylist_allow_ttl;
 	}
 	if (wait == 0)
 		return SMTP_GREY_PASS;

@@ -15,7 +15,9 @@
  *     alone is remembered for pass_ttl and skips the delay and the tests,
  *     so a legitimate MTA pays the delay once a day.
  *
- * The pass cache lives in memory; with [pregreet] pass_cache_file it is
+ * The pass cache lives in memory, at most [pregreet] pass_cache_size
+ * clients (a full cache evicts the least recently seen of a random sample:
+ * that client is simply tested again); with [pregreet] pass_cache_file it is
  * read at start and written at stop (temp file, fsync, rename), one
  * "EXPIRES ADDRESS" line per client after a "mxgate-pregreet-pass 1" line.
  * A crash loses what was learnt since the start: clients are tested again.
@@ -49,62 +51,29 @@
 #include "smtp-redis.h"
 #include "smtp-server-internal.h"
 
-#define PASS_MAX 200000 /* clients remembered; beyond it expired ones are purged */
+/* The pass cache: a util_ttlmap from the 17-byte address key to nothing
+ * (the expiry is the entry's); at most [pregreet] pass_cache_size clients,
+ * a full cache evicts the least recently seen of a sample (util-ttlmap.c). */
 
-struct smtp_pass {
-	uint8_t key[17];
-	int64_t expires; /* wall-clock seconds */
-	struct smtp_pass *next;
-};
-
-/* pass_find - the entry of key, or NULL. */
-static struct smtp_pass *pass_find(struct smtp_server *srv, const uint8_t key[17])
+/* pass_find - is the client's pass live? */
+static bool pass_find(struct smtp_server *srv, const uint8_t key[17])
 {
-	for (struct smtp_pass *p = srv->passes[smtp_server_ip_hash(key)]; p; p = p->next)
-		if (memcmp(p->key, key, 17) == 0)
-			return p;
-	return NULL;
+	return srv->passes && util_ttlmap_get(srv->passes, key, 17, (int64_t)time(NULL)) != NULL;
 }
 
-/* pass_purge - drop expired entries (when the cache is full). */
-static void pass_purge(struct smtp_server *srv, int64_t now)
+/* pass_put - remember key until expires. */
+static void pass_put(struct smtp_server *srv, const uint8_t key[17], int64_t expires)
 {
-	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
-		for (struct smtp_pass **pp = &srv->passes[b]; *pp;) {
-			struct smtp_pass *p = *pp;
-			if (p->expires > now) {
-				pp = &p->next;
-				continue;
-			}
-			*pp = p->next;
-			free(p);
-			srv->npasses--;
-		}
+	void *v = util_ttlmap_put(srv->passes, key, 17, (int64_t)time(NULL), NULL);
+	*util_ttlmap_expires(v) = expires;
 }
 
 /* pass_add - remember that the client passed. */
 static void pass_add(struct smtp_session *s)
 {
-	struct smtp_server *srv = s->srv;
 	uint8_t key[17];
-	int64_t now = (int64_t)time(NULL);
 	smtp_server_ip_key(&s->client, key);
-	struct smtp_pass *p = pass_find(srv, key);
-	if (!p) {
-		if (srv->npasses >= PASS_MAX && now != srv->pass_purged) {
-			srv->pass_purged = now; /* at most one full scan a second */
-			pass_purge(srv, now);
-		}
-		if (srv->npasses >= PASS_MAX)
-			return; /* full of live entries: this client is tested again */
-		p = util_xcalloc(1, sizeof(*p));
-		memcpy(p->key, key, 17);
-		size_t b = smtp_server_ip_hash(key);
-		p->next = srv->passes[b];
-		srv->passes[b] = p;
-		srv->npasses++;
-	}
-	p->expires = now + s->cfg->pregreet_pass_ttl;
+	pass_put(s->srv, key, (int64_t)time(NULL) + s->cfg->pregreet_pass_ttl);
 }
 
 #define PASS_MAGIC    "mxgate-pregreet-pass 1"
@@ -149,13 +118,7 @@ static void load_take(void *arg, const uint8_t key[17], int64_t expires)
 	struct smtp_server *srv = arg;
 	if (expires <= (int64_t)time(NULL) || pass_find(srv, key))
 		return;
-	struct smtp_pass *p = util_xcalloc(1, sizeof(*p));
-	memcpy(p->key, key, 17);
-	p->expires = expires;
-	size_t b = smtp_server_ip_hash(key);
-	p->next = srv->passes[b];
-	srv->passes[b] = p;
-	srv->npasses++;
+	pass_put(srv, key, expires);
 }
 
 /* smtp_pregreet_load - start-up: the saved pass cache. */
@@ -171,38 +134,50 @@ void smtp_pregreet_load(struct smtp_server *srv)
 			              srv->pass_file, strerror(errno));
 		return;
 	}
-	smtp_pregreet_cache_parse(text, len, PASS_MAX, load_take, srv);
+	smtp_pregreet_cache_parse(text, len, (size_t)srv->cfg->pregreet_pass_max, load_take, srv);
 	free(text);
-	util_log_info("- pregreet cache file=%s loaded=%zu", srv->pass_file, srv->npasses);
+	util_log_info("- pregreet cache file=%s loaded=%zu", srv->pass_file,
+	              util_ttlmap_count(srv->passes));
+}
+
+struct save_ctx {
+	FILE *f;
+	int64_t now;
+	size_t n;
+};
+
+/* save_one - util_ttlmap_foreach: one live entry as a line. */
+static void save_one(void *arg, const void *key, size_t klen, void *value, int64_t expires)
+{
+	struct save_ctx *c = arg;
+	const uint8_t *k = key;
+	char host[INET6_ADDRSTRLEN];
+	(void)value;
+	if (klen != 17 || expires <= c->now)
+		return;
+	inet_ntop(k[0] == 4 ? AF_INET : AF_INET6, k + 1, host, sizeof(host));
+	fprintf(c->f, "%lld %s\n", (long long)expires, host);
+	c->n++;
 }
 
 /* pass_save - write the live entries (temp file, fsync, rename). */
 static void pass_save(struct smtp_server *srv)
 {
 	char *tmp = util_xasprintf("%s.tmp", srv->pass_file);
-	int64_t now = (int64_t)time(NULL);
-	size_t n = 0;
+	struct save_ctx c = {.f = NULL, .now = (int64_t)time(NULL), .n = 0};
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		goto fail;
+	c.f = f;
 	fprintf(f, "%s\n", PASS_MAGIC);
-	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
-		for (const struct smtp_pass *p = srv->passes[b]; p; p = p->next) {
-			char host[INET6_ADDRSTRLEN];
-			if (p->expires <= now)
-				continue;
-			inet_ntop(p->key[0] == 4 ? AF_INET : AF_INET6, p->key + 1, host,
-			          sizeof(host));
-			fprintf(f, "%lld %s\n", (long long)p->expires, host);
-			n++;
-		}
+	util_ttlmap_foreach(srv->passes, save_one, &c);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;
 	}
 	if (fclose(f) != 0 || rename(tmp, srv->pass_file) != 0)
 		goto fail;
-	util_log_info("- pregreet cache file=%s saved=%zu", srv->pass_file, n);
+	util_log_info("- pregreet cache file=%s saved=%zu", srv->pass_file, c.n);
 	free(tmp);
 	return;
 fail:
@@ -215,15 +190,10 @@ fail:
 /* smtp_pregreet_free - save (when configured) and free the pass cache. */
 void smtp_pregreet_free(struct smtp_server *srv)
 {
-	if (srv->pass_file)
+	if (srv->pass_file && srv->passes)
 		pass_save(srv);
-	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++)
-		while (srv->passes[b]) {
-			struct smtp_pass *p = srv->passes[b];
-			srv->passes[b] = p->next;
-			free(p);
-		}
-	srv->npasses = 0;
+	util_ttlmap_free(srv->passes);
+	srv->passes = NULL;
 }
 
 /* verdict - log and count one result. */
@@ -323,8 +293,7 @@ int smtp_pregreet_start(struct smtp_session *s)
 	if (!cfg->pregreet_enabled)
 		return 0;
 	smtp_server_ip_key(&s->client, key);
-	const struct smtp_pass *p = pass_find(s->srv, key);
-	if (p && p->expires > (int64_t)time(NULL)) {
+	if (pass_find(s->srv, key)) {
 		verdict(s, "cached");
 		return 0;
 	}

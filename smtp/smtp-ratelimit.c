@@ -13,11 +13,14 @@
  * hit(key, window) adds one and returns the count since the key's window
  * began, plus the seconds left in it - INCR and, on the first, EXPIRE in
  * Redis terms - so a shared Redis/Valkey store for a fleet is one more ops
- * table.  The in-process store here is a hash of keys with their count and
- * expiry (wall clock, so a window means the same on every node); at most
- * RL_MAX_KEYS keys, expired ones purged when full; a store that cannot
- * count answers -1 and the event is let through (fail open), logged and
- * counted.
+ * table.  The in-process store here is a bounded map of keys with their
+ * count and expiry (util/util-ttlmap.c; wall clock, so a window means the
+ * same on every node); at most [ratelimit] max_keys keys, and a full table
+ * evicts (expired keys first, else the least recently used of a random
+ * sample) instead of letting events through, so filling it with many
+ * networks or senders cannot switch the limits off.  A store that cannot
+ * count (Redis) answers -1 and the event is let through (fail open),
+ * logged and counted.
  *
  * With [state] redis the counts go to Redis/Valkey instead (smtp-redis.c),
  * shared by every gateway of a fleet: the event is suspended - the banner
@@ -37,104 +40,45 @@
 #include "smtp-server-internal.h"
 #include "smtp-redis.h"
 
-#define RL_MAX_KEYS 500000
-#define RL_BUCKETS  65536
-
 /* ------------------------------------------------------------ in-process store */
-
-struct rl_ent {
-	char *key;
-	int64_t count;
-	int64_t expires; /* wall-clock seconds */
-	struct rl_ent *next;
-};
 
 struct rl_mem {
 	struct smtp_rl_store base;
-	struct rl_ent *b[RL_BUCKETS];
-	size_t n;
-	int64_t last_purge; /* a full table is scanned at most once a second */
+	struct util_ttlmap *map; /* key -> count, expiry = end of the key's window */
 };
 
-/* rl_hash - FNV-1a of a key. */
-static size_t rl_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h % RL_BUCKETS;
-}
-
-/* mem_purge - drop expired keys. */
-static void mem_purge(struct rl_mem *m, int64_t now)
-{
-	for (size_t i = 0; i < RL_BUCKETS; i++)
-		for (struct rl_ent **pp = &m->b[i]; *pp;) {
-			struct rl_ent *e = *pp;
-			if (e->expires > now) {
-				pp = &e->next;
-				continue;
-			}
-			*pp = e->next;
-			free(e->key);
-			free(e);
-			m->n--;
-		}
-}
-
-/* mem_hit - INCR + EXPIRE on first: the count in key's current window. */
+/* mem_hit - INCR + EXPIRE on first: the count in key's current window.  A
+ * full table evicts (util-ttlmap.c), it never stops counting. */
 static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left)
 {
 	struct rl_mem *m = (struct rl_mem *)st;
 	int64_t now = (int64_t)time(NULL);
-	size_t h = rl_hash(key);
-	struct rl_ent *e;
-	for (e = m->b[h]; e; e = e->next)
-		if (strcmp(e->key, key) == 0)
-			break;
-	if (!e) {
-		if (m->n >= RL_MAX_KEYS && now != m->last_purge) {
-			m->last_purge = now; /* a flood of new keys must not scan per event */
-			mem_purge(m, now);
-		}
-		if (m->n >= RL_MAX_KEYS)
-			return -1; /* full of live keys: fail open */
-		e = util_xcalloc(1, sizeof(*e));
-		e->key = util_xstrdup(key);
-		e->next = m->b[h];
-		m->b[h] = e;
-		m->n++;
-	}
-	if (e->expires <= now) {
-		e->count = 0;
-		e->expires = now + window;
-	}
-	e->count++;
-	*left = e->expires - now;
-	return e->count;
+	bool fresh;
+	int64_t *count = util_ttlmap_put(m->map, key, strlen(key), now, &fresh);
+	int64_t *expires = util_ttlmap_expires(count);
+	if (fresh)
+		*expires = now + window;
+	(*count)++;
+	*left = *expires - now;
+	return *count;
 }
 
 /* mem_free - every key. */
 static void mem_free(struct smtp_rl_store *st)
 {
 	struct rl_mem *m = (struct rl_mem *)st;
-	for (size_t i = 0; i < RL_BUCKETS; i++)
-		while (m->b[i]) {
-			struct rl_ent *e = m->b[i];
-			m->b[i] = e->next;
-			free(e->key);
-			free(e);
-		}
+	util_ttlmap_free(m->map);
 	free(m);
 }
 
 static const struct smtp_rl_store_ops mem_ops = {"memory", mem_hit, mem_free};
 
-/* smtp_rl_memory_new - the one-node store. */
-struct smtp_rl_store *smtp_rl_memory_new(void)
+/* smtp_rl_memory_new - the one-node store, at most max_keys keys. */
+struct smtp_rl_store *smtp_rl_memory_new(size_t max_keys)
 {
 	struct rl_mem *m = util_xcalloc(1, sizeof(*m));
 	m->base.ops = &mem_ops;
+	m->map = util_ttlmap_new("ratelimit", max_keys, sizeof(int64_t));
 	return &m->base;
 }
 

@@ -145,9 +145,7 @@ struct smtp_server {
 	struct smtp_listener *listeners; /* owned */
 	struct smtp_session *sessions[SMTP_HASH_BUCKETS]; /* by id */
 	struct smtp_ipcount *ipcounts[SMTP_HASH_BUCKETS];
-	struct smtp_pass *passes[SMTP_HASH_BUCKETS]; /* owned; pregreet pass cache */
-	size_t npasses;
-	int64_t pass_purged;             /* when the full pass cache was last scanned */
+	struct util_ttlmap *passes;      /* owned; pregreet pass cache (smtp-pregreet.c) */
 	char *pass_file;                 /* owned; [pregreet] pass_cache_file at start, or NULL */
 	size_t nsessions;
 	bool accepting;
@@ -354,7 +352,7 @@ size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
 				 void *arg);
 
 /* smtp-ratelimit.c */
-struct smtp_rl_store *smtp_rl_memory_new(void);
+struct smtp_rl_store *smtp_rl_memory_new(size_t max_keys);
 void smtp_rl_store_free(struct smtp_rl_store *st);
 /* smtp_rl_net_key - the slot key of the client's network (/24, /64). */
 void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_t key[17]);
@@ -371,7 +369,7 @@ void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
 
 /* smtp-greylist.c */
 struct smtp_greylist;
-struct smtp_greylist *smtp_greylist_new(void);
+struct smtp_greylist *smtp_greylist_new(size_t max);
 void smtp_greylist_free(struct smtp_greylist *g);
 /* smtp_greylist_check - end of DATA, the message judged acceptable:
  * SMTP_GREY_LISTED with the 451 in reply, SMTP_GREY_PASS, or

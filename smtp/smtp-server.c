@@ -577,9 +577,12 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 	srv->verifier = smtp_verifier_new(base, cfg, dns, smtp_session_verify_done, srv);
 	if (dns)
 		srv->dnsbl = policy_dnsbl_new(base, dns);
-	srv->rl = smtp_rl_memory_new();
+	srv->rl = smtp_rl_memory_new(cfg->rl_max_keys > 0 ? (size_t)cfg->rl_max_keys : 500000);
 	srv->redis = smtp_redis_new(base, cfg);   /* [state] redis, or NULL */
-	srv->greylist = smtp_greylist_new();
+	srv->greylist = smtp_greylist_new(
+	    cfg->greylist_max_entries > 0 ? (size_t)cfg->greylist_max_entries : 500000);
+	srv->passes = util_ttlmap_new(
+	    "pregreet", cfg->pregreet_pass_max > 0 ? (size_t)cfg->pregreet_pass_max : 200000, 0);
 	if (cfg->pregreet_pass_file)
 		srv->pass_file = util_xstrdup(cfg->pregreet_pass_file);
 	smtp_pregreet_load(srv);

@@ -147,8 +147,10 @@ static void cache_set(struct smtp_verify_cache *c, const char *key, bool ok, int
 
 	if (e != NULL)
 		cache_remove(c, e);
-	while (c->n >= c->max && c->oldest != NULL)
+	while (c->n >= c->max && c->oldest != NULL) {
+		util_metrics_inc("mxgate_state_evictions_total", "verify");
 		cache_remove(c, c->oldest);
+	}
 	if (c->n + 1 > c->nbuckets)
 		cache_grow(c);
 	e = util_xcalloc(1, sizeof(*e));

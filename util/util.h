@@ -267,6 +267,35 @@ bool util_pool_cancel(struct util_pool *p, void *arg);
 /* util_pool_stats - jobs waiting and jobs on a worker now (NULL: skip). */
 void util_pool_stats(struct util_pool *p, size_t *queued, size_t *running);
 
+/* ---------------------------------------------------------------- bounded TTL map (util-ttlmap.c) */
+/* Keys (bytes) to fixed-size values with an expiry, at most capacity
+ * entries: a full map evicts (expired first, else approximated LRU over a
+ * random sample; O(1)), counted in mxgate_state_evictions_total{name}. */
+struct util_ttlmap;
+/* util_ttlmap_new - name labels the metric and log; values are vsize bytes
+ * (zeroed when created).  Caller frees with util_ttlmap_free() (NULL ok). */
+struct util_ttlmap *util_ttlmap_new(const char *name, size_t capacity, size_t vsize);
+void util_ttlmap_free(struct util_ttlmap *m);
+/* util_ttlmap_get - the live value of key (marks it used), or NULL; an
+ * expired entry is removed. */
+void *util_ttlmap_get(struct util_ttlmap *m, const void *key, size_t klen, int64_t now);
+/* util_ttlmap_put - the live value of key, or a new zeroed one (*fresh
+ * true; its expiry is now until the caller sets *util_ttlmap_expires()),
+ * evicting one entry when full.  Never NULL. */
+void *util_ttlmap_put(struct util_ttlmap *m, const void *key, size_t klen, int64_t now,
+                      bool *fresh);
+/* util_ttlmap_expires - the expiry of the entry holding value (writable). */
+int64_t *util_ttlmap_expires(void *value);
+size_t util_ttlmap_count(const struct util_ttlmap *m);
+/* util_ttlmap_evictions - live entries evicted so far. */
+uint64_t util_ttlmap_evictions(const struct util_ttlmap *m);
+/* util_ttlmap_foreach - every entry (expired ones too); fn must not change
+ * the map. */
+void util_ttlmap_foreach(struct util_ttlmap *m,
+                         void (*fn)(void *arg, const void *key, size_t klen, void *value,
+                                    int64_t expires),
+                         void *arg);
+
 /* util-redisurl.c - [state] redis: redis://HOST[:PORT][/DB] or unix:/PATH[?db=N] */
 struct util_redis_url {
 	char host[256];   /* "" for a unix socket */

@@ -14,6 +14,7 @@
 // clang-format on
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "smtp-server-internal.h"
@@ -75,7 +76,7 @@ static const struct {
 static void test_memory_store(void **state)
 {
 	(void)state;
-	struct smtp_rl_store *st = smtp_rl_memory_new();
+	struct smtp_rl_store *st = smtp_rl_memory_new(1000);
 	assert_string_equal(st->ops->name, "memory");
 	for (size_t i = 0; i < sizeof(hit_steps) / sizeof(hit_steps[0]); i++) {
 		int64_t left = -1;
@@ -89,11 +90,60 @@ static void test_memory_store(void **state)
 	smtp_rl_store_free(NULL);
 }
 
+static const struct {
+	size_t cap;  /* [ratelimit] max_keys */
+	int cold;    /* one-off keys (other networks, forged senders) */
+	int every;   /* the attacker's key is hit after every `every` cold ones */
+	int64_t max; /* its limit */
+} full_cases[] = {
+    {1000, 20000, 10, 5}, {1000, 5000, 1, 100}, {5000, 50000, 100, 3},
+};
+
+/* test_full_store_keeps_limits - a store full of live keys still counts:
+ * the hot key's count goes on rising past its limit (the old store answered
+ * -1, "let through", for every new key once full). */
+static void test_full_store_keeps_limits(void **state)
+{
+	(void)state;
+	for (size_t c = 0; c < sizeof(full_cases) / sizeof(full_cases[0]); c++) {
+		struct smtp_rl_store *st = smtp_rl_memory_new(full_cases[c].cap);
+		int64_t hits = 0, left;
+		for (int i = 0; i < full_cases[c].cold; i++) {
+			char key[64];
+			snprintf(key, sizeof(key), "connections_per_net [2001:db8:%x::]/64", i);
+			if (st->ops->hit(st, key, 3600, &left) != 1)
+				fail_msg("case %zu: cold key %d not counted", c, i);
+			if (i % full_cases[c].every == 0) {
+				int64_t n = st->ops->hit(st, "connections_per_ip [192.0.2.1]", 3600, &left);
+				hits++;
+				if (n != hits)
+					fail_msg("case %zu: hot key counted %lld after %lld hits", c,
+					         (long long)n, (long long)hits);
+			}
+		}
+		assert_true(hits > full_cases[c].max); /* over its limit: refused every time */
+		smtp_rl_store_free(st);
+	}
+	/* the default size, filled: a key never seen is counted, not let through */
+	struct smtp_rl_store *st = smtp_rl_memory_new(500000);
+	int64_t left;
+	for (int i = 0; i < 500000; i++) {
+		char key[64];
+		snprintf(key, sizeof(key), "messages_per_sender <%d@x.example>", i);
+		st->ops->hit(st, key, 3600, &left);
+	}
+	for (int64_t want = 1; want <= 3; want++)
+		assert_int_equal(st->ops->hit(st, "messages_per_sender <new@x.example>", 3600, &left),
+		                 want);
+	smtp_rl_store_free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_net_key),
 	    cmocka_unit_test(test_memory_store),
+	    cmocka_unit_test(test_full_store_keeps_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
