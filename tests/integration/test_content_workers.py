@@ -6,6 +6,7 @@ queued; the client retries), and every accepted message is delivered once.
 """
 
 import base64
+import re
 import threading
 import uuid
 
@@ -116,4 +117,39 @@ def test_flood_of_content_jobs_is_bounded(gateway):
         c.ehlo()
         r = c.transaction(SENDER, [RCPT], data, expect_queued=False)
     mxtest.assert_reply(r, 250)
+    gw.wait_for_marker(marker)
+
+
+def test_results_of_departed_clients_are_dropped(gateway):
+    """Clients that hang up while their jobs wait for the one worker: the
+    completion finds no session and is dropped (logged), nothing of theirs
+    is queued, the job is freed (the sanitizer build checks the teardown)
+    and the gateway goes on serving."""
+    gw = gateway({"server": {"content_workers": "1", "content_queue": "20"},
+                  "attachments": {"enabled": "yes"},
+                  "limits": {"max_connections_per_ip": "100"}})
+    sessions = []
+    for _ in range(8):
+        data, marker = message(1024 * 1024)
+        sessions.append((open_in_data(gw, data), marker))
+    for c, _ in sessions:
+        c.send(".\r\n")
+    first, first_marker = sessions[0]
+    for c, _ in sessions[1:]:
+        c.close()
+    mxtest.assert_reply(first.reply(), 250)
+    first.close()
+    gw.wait_for_marker(first_marker)
+    gw.wait_log(r"attachment_check note=client_gone")
+    gone = len(re.findall(r"attachment_check note=client_gone", gw.log_text()))
+    delivered = sum(1 for _, m in sessions[1:] if gw.find_in_mailbox(m))
+    # each departed client's job ended one way: dropped, or done before the
+    # hang-up was seen (then queued and delivered once, never twice)
+    assert gone >= 1 and gone + delivered <= len(sessions) - 1, (gone, delivered)
+    for _, m in sessions:
+        assert len(gw.find_in_mailbox(m)) <= 1
+    data, marker = message(4096)
+    with gw.client() as c:
+        c.ehlo()
+        mxtest.assert_reply(c.transaction(SENDER, [RCPT], data, expect_queued=False), 250)
     gw.wait_for_marker(marker)
