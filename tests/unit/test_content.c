@@ -107,8 +107,71 @@ static const struct banner_case cases[] = {
      CONTENT_BANNER_PRESENT, NULL},
     {"already bannered html (qp)",
      H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<div "
-       "data-mxgate-warning=3D\"1\">x</div>\r\n",
+       "data-mxgate-warning=3D\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n",
      CONTENT_BANNER_PRESENT, NULL},
+    {"already bannered html after body",
+     H "Content-Type: text/html\r\n\r\n<html><body>\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.</div>\r\n<p>x</p>\r\n",
+     CONTENT_BANNER_PRESENT, NULL},
+    /* red team: the sender's copy of our mark or text elsewhere is not ours */
+    {"mark in a comment does not stop the banner",
+     H "Content-Type: text/html\r\n\r\n<html><body><!-- data-mxgate-warning --><p>x</p>\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: text/html\r\n\r\n<html><body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.</div>\r\n<!-- data-mxgate-warning --><p>x</p>\r\n"},
+    {"banner text in the unread plain alternative: html still gets it",
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain\r\n\r\nPay.\r\n\r\nCAUTION: external sender.\r\n--a\r\n"
+       "Content-Type: text/html\r\n\r\n<body><p>Pay.</p>\r\n--a--\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain\r\n\r\nCAUTION: external sender.\r\n\r\nPay.\r\n\r\n"
+       "CAUTION: external sender.\r\n--a\r\n"
+       "Content-Type: text/html\r\n\r\n<body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.</div>\r\n<p>Pay.</p>\r\n--a--\r\n"},
+    {"utf-16 plain alternative does not cost the html its banner",
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+       "//5oAGkA\r\n--a\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--a--\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+       "//5oAGkA\r\n--a\r\nContent-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n--a--\r\n"},
+    {"PGP armor in the plain alternative does not cost the html its banner",
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n--a\r\n"
+       "Content-Type: text/html\r\n\r\n<p>hi</p>\r\n--a--\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
+       "Content-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n--a\r\n"
+       "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n--a--\r\n"},
+    {"made-up charset: the ASCII html banner goes in",
+     H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body><p>hi</p>\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body><div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n"},
+#define BODYTRAP(pre)                                                                              \
+	{"a <body> inside " pre " is not the body",                                                \
+	 H "Content-Type: text/html\r\n\r\n<html><head>" pre "</head><body><p>x</p>\r\n",           \
+	 CONTENT_BANNER_DONE,                                                                      \
+	 H "Content-Type: text/html\r\n\r\n<html><head>" pre "</head><body><div "                   \
+	   "data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n<p>x</p>\r\n"}
+    BODYTRAP("<!-- <body> -->"),
+    BODYTRAP("<style>/* <body> */ p{}</style>"),
+    BODYTRAP("<title><body></title>"),
+    BODYTRAP("<script>var s='<body>';</script>"),
+    BODYTRAP("<meta name=x content=\"<body>\">"),
+    BODYTRAP("<!DOCTYPE html><template><body></template>"),
+    {"a '>' in a body attribute value",
+     H "Content-Type: text/html\r\n\r\n<body title='a>b'><p>x</p>\r\n", CONTENT_BANNER_DONE,
+     H "Content-Type: text/html\r\n\r\n<body title='a>b'><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.</div>\r\n<p>x</p>\r\n"},
+    {"an unclosed comment: banner at the top",
+     H "Content-Type: text/html\r\n\r\n<!-- <body><p>x</p>\r\n", CONTENT_BANNER_DONE,
+     H "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.</div>\r\n<!-- <body><p>x</p>\r\n"},
     {"all header block, no blank line", "Subject: x\r\nllo\r\n", CONTENT_BANNER_NONE, NULL},
     {"only an image",
      H "Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n",
