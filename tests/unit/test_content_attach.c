@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -99,7 +100,76 @@ static const struct attach_case cases[] = {
        "Content-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--i--\r\n" T,
      1, "name=a.exe"},
     {"no attachment", "From: a@b.c\r\n\r\nhello\r\n", 0, NULL},
+    /* red team: evasions that passed */
+    {"Content-Type name blocked, disposition filename harmless",
+     H "Content-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: "
+       "attachment; filename=\"evil.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA" T,
+     1, "name=evil.exe"},
+    {"zip with a junk prefix (unzip tools still open it)",
+     ATT("filename=\"docs.zip\"", "application/octet-stream", "base64",
+         "I2p1bmsjUEsDBBQAAAAAAAAAIVyGphA2BQAAAAUAAAAKAAAAcmVhZG1lLnR4dGhlbGxvUEsDBBQA\r\n"
+         "AAAAAAAAIVyAflBYBAAAAAQAAAAIAAAAZXZpbC5leGVNWpAAUEsBAhQDFAAAAAAAAAAhXIamEDYF\r\n"
+         "AAAABQAAAAoAAAAAAAAAAAAAAIABAAAAAHJlYWRtZS50eHRQSwECFAMUAAAAAAAAACFcgH5QWAQA\r\n"
+         "AAAEAAAACAAAAAAAAAAAAAAAgAEtAAAAZXZpbC5leGVQSwUGAAAAAAIAAgBuAAAAVwAAAAAA\r\n"),
+     1, "zip=docs.zip entry=evil.exe"},
+    {"exe in a base64-encoded attached message",
+     ATT("filename=\"fwd.eml\"", "message/rfc822", "base64",
+         "RnJvbTogeEB5LnoNCk1JTUUtVmVyc2lvbjogMS4wDQpDb250ZW50LVR5cGU6IGFwcGxpY2F0aW9u\r\n"
+         "L29jdGV0LXN0cmVhbTsgbmFtZT1hLmV4ZQ0KQ29udGVudC1UcmFuc2Zlci1FbmNvZGluZzogYmFz\r\n"
+         "ZTY0DQoNCkFBQUENCg==\r\n"),
+     1, "name=a.exe"},
+    {"exe in a quoted-printable attached message",
+     ATT("filename=\"fwd.eml\"", "message/rfc822", "quoted-printable",
+         "From: x@y.z\r\nContent-Type: application/octet-stream; name=3Da.scr\r\n\r\nAAAA\r\n"),
+     1, "name=a.scr"},
 };
+
+/* nested - a message whose attachment sits depth multiparts down. */
+static char *nested(int depth, const char *leaf)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	util_buf_adds(&b, "From: a@example.org\r\nMIME-Version: 1.0\r\n");
+	for (int i = 0; i < depth; i++)
+		util_buf_printf(&b, "Content-Type: multipart/mixed; boundary=n%d\r\n\r\n--n%d\r\n", i,
+		                i);
+	util_buf_adds(&b, leaf);
+	for (int i = depth - 1; i >= 0; i--)
+		util_buf_printf(&b, "\r\n--n%d--\r\n", i);
+	return b.data;
+}
+
+/* test_attach_depth - a tree deeper than the walk goes is blocked, never
+ * passed unjudged (red team: 17 levels hid an .exe). */
+static void test_attach_depth(void **state)
+{
+	(void)state;
+	struct util_strlist ext = {0};
+	util_strlist_add(&ext, "exe");
+	struct content_attach_opts o = {.extensions = &ext, .zip = true, .max_zip_entries = 10};
+	static const struct {
+		int depth;
+		const char *leaf;
+		int want;
+		const char *why;
+	} dc[] = {
+	    {20, "Content-Type: application/octet-stream; name=a.exe\r\n\r\nAAAA", 1, "name=a.exe"},
+	    {40, "Content-Type: application/octet-stream; name=a.exe\r\n\r\nAAAA", 1,
+	     "depth=over_limit"},
+	    {40, "Content-Type: text/plain\r\n\r\nhello", 1, "depth=over_limit"},
+	    {30, "Content-Type: text/plain\r\n\r\nhello", 0, ""},
+	};
+	for (size_t i = 0; i < sizeof(dc) / sizeof(dc[0]); i++) {
+		char *m = nested(dc[i].depth, dc[i].leaf);
+		char why[128];
+		int rc = content_attach_check(m, strlen(m), &o, why, sizeof(why));
+		if (rc != dc[i].want || strcmp(why, dc[i].why) != 0)
+			fail_msg("depth %d: %d (%s), want %d (%s)", dc[i].depth, rc, why, dc[i].want,
+			         dc[i].why);
+		free(m);
+	}
+	util_strlist_free(&ext);
+}
 
 static void test_attach_cases(void **state)
 {
@@ -139,6 +209,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_attach_cases),
+	    cmocka_unit_test(test_attach_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
