@@ -142,7 +142,8 @@ void scan_rspamd_free(struct scan_rspamd *c);
 /* ------------------------------------------------------------ headers */
 
 /* scan_is_our_header - an incoming field a downstream could take for our
- * scan verdict (X-Virus-Scan), dropped at ingress. */
+ * scan verdict (X-Virus-Scan) or any other X-Mxgate-* field of ours
+ * (quarantine, release), dropped at ingress. */
 bool scan_is_our_header(const struct util_hdr_field *f);
 /* scan_header - append "X-Virus-Scan: ...\r\n" for r ("clean",
  * "infected; virus=NAME" or "unscanned; reason=WHY") stamped by host. */
