@@ -63,6 +63,7 @@ struct rspamd_check {
 	struct rspamd_conn *conn;         /* borrowed */
 	struct evhttp_request *req;       /* owned by evhttp once made */
 	bool has_result;
+	const char *http_err; /* why evhttp gave up (error_cb), or NULL */
 	struct scan_spam_result result;
 	struct rspamd_check *next, *prev;
 };
@@ -200,12 +201,14 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	struct scan_spam_result r;
 	if (code != 200) {
 		char why[32];
-		if (code == 0)
+		if (code == 0 && k->http_err)
+			snprintf(why, sizeof(why), "%s", k->http_err);
+		else if (code == 0)
 			snprintf(why, sizeof(why), "unavailable");
 		else
 			snprintf(why, sizeof(why), "http_%d", code);
 		util_log_warn("rspamd address=%s error=\"%s\"", k->addr,
-		              code ? why : "connection failed or closed");
+		              code || k->http_err ? why : "connection failed or closed");
 		r = fail_result(why);
 		/* never free an evhttp connection inside its own callback: it
 		 * resets itself and reconnects for the next request */
@@ -223,6 +226,16 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	check_finish(k, &r, false);
 }
 
+/* error_cb - why evhttp gave up on a request (done_cb follows with NULL). */
+static void error_cb(enum evhttp_request_error err, void *arg)
+{
+	struct rspamd_check *k = arg;
+	if (err == EVREQ_HTTP_DATA_TOO_LONG)
+		k->http_err = "reply_too_large"; /* body over SCAN_RSPAMD_MAX_REPLY */
+	else if (err == EVREQ_HTTP_INVALID_HEADER)
+		k->http_err = "protocol"; /* bad or too many header lines */
+}
+
 /* conn_new - a keep-alive evhttp connection to addr, or NULL. */
 static struct rspamd_conn *conn_new(struct scan_rspamd *c, const char *addr, int timeout)
 {
@@ -238,6 +251,12 @@ static struct rspamd_conn *conn_new(struct scan_rspamd *c, const char *addr, int
 	/* longer than the check's own deadline, which decides (timer_cb) */
 	evhttp_connection_set_timeout(ev, timeout + 5);
 	evhttp_connection_set_retries(ev, 0);
+	/* an answer is read whole before it is parsed: bound it, or a broken
+	 * or hostile rspamd (a huge Content-Length, chunks or header lines
+	 * without end) had mxgate buffer whatever it sent until the deadline
+	 * (red team finding) */
+	evhttp_connection_set_max_body_size(ev, SCAN_RSPAMD_MAX_REPLY);
+	evhttp_connection_set_max_headers_size(ev, SCAN_RSPAMD_MAX_HEADERS);
 	struct rspamd_conn *n = util_xcalloc(1, sizeof(*n));
 	n->c = c;
 	n->evcon = ev;
@@ -258,6 +277,7 @@ static void send_check(struct rspamd_conn *n, struct rspamd_check *k)
 		defer_result(k, "setup");
 		return;
 	}
+	evhttp_request_set_error_cb(req, error_cb);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	evhttp_add_header(out, "Host", "rspamd");
 	evhttp_add_header(out, "Connection", "keep-alive");

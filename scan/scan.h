@@ -86,6 +86,12 @@ enum scan_spam_action {
 	SCAN_SPAM_QUARANTINE,
 };
 
+/* The largest /checkv2 answer read (body), and its header block: a larger
+ * one fails the check as "reply_too_large" as soon as it is announced or
+ * passes the limit, never buffered whole. */
+#define SCAN_RSPAMD_MAX_REPLY   (4 * 1024 * 1024)
+#define SCAN_RSPAMD_MAX_HEADERS (64 * 1024)
+
 /* The outcome of one rspamd check.  failed: not checked, `reason` says why. */
 struct scan_spam_result {
 	bool failed;
