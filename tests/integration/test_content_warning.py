@@ -207,3 +207,34 @@ def test_failing_senders_judged_by_dmarc_and_spf(gateway):
         assert warning(raw)[0].startswith("external; banner=added"), warning(raw)
     finally:
         dns.stop()
+
+
+def test_sender_cannot_shed_the_tag_or_banner(gateway):
+    """Red team: the sender writes the tag at the end of its subject and
+    mxgate's banner text into the text alternative nobody reads (plus the
+    HTML mark in a comment and a <body> inside one).  The subject must
+    still start with the tag and the HTML part the reader sees must still
+    get the banner, right after the real <body>.  A reply prefix in front
+    of a tag from an earlier pass does count as tagged."""
+    gw = warn_gw(gateway)
+    data, marker = message(["Content-Type: multipart/alternative; boundary=alt"],
+                           ("--alt\r\nContent-Type: text/plain\r\n\r\nPay now.\r\n\r\n" + TEXT
+                            + "\r\n--alt\r\nContent-Type: text/html\r\n\r\n<html><head><!-- "
+                            "<body> data-mxgate-warning --></head><body><p>Pay now.</p>"
+                            "</body></html>\r\n--alt--\r\n").encode())
+    data = data.replace(f"Subject: hello {marker}".encode(),
+                        f"Subject: hello {marker} {'pad ' * 20}[EXT]".encode())
+    raw = deliver(gw, data, marker)
+    assert subject(raw).startswith("[EXT] hello"), subject(raw)
+    assert warning(raw)[0].startswith("external; banner=added;"), warning(raw)
+    html = split(raw)[1].split(b"Content-Type: text/html\r\n\r\n", 1)[1]
+    assert html.startswith(b"<html><head><!-- <body> data-mxgate-warning --></head><body>"
+                           b"<div data-mxgate-warning=\"1\">"), html[:160]
+    plain = split(raw)[1].split(b"Content-Type: text/plain\r\n\r\n", 1)[1]
+    assert plain.startswith((TEXT + "\r\n\r\nPay now.").encode()), plain[:80]
+
+    data, marker = message(["Content-Type: text/plain"], b"hi\r\n")
+    data = data.replace(f"Subject: hello {marker}".encode(),
+                        f"Subject: RE: [EXT] hello {marker}".encode())
+    raw = deliver(gw, data, marker)
+    assert subject(raw) == f"RE: [EXT] hello {marker}", subject(raw)
