@@ -403,8 +403,17 @@ static void lead_tags(const char *v, size_t n, const char *const tags[2], bool h
 void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 {
 	struct smtp_tx *tx = s->tx;
-	if (!tx->subject_held)
+	if (!tx->subject_held) {
+		/* no Subject at all: one made of the tags, or leaving the field
+		 * out would have shed them (red team finding) */
+		const char *t0 = tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
+		const char *t1 =
+		    tx->warn_subject && may_warn(s->cfg) ? s->cfg->warning_subject_tag : NULL;
+		if (t0 || t1)
+			util_buf_printf(b, "Subject:%s%s%s%s\r\n", t0 ? " " : "", t0 ? t0 : "",
+			                t1 ? " " : "", t1 ? t1 : "");
 		return;
+	}
 	const char *tags[2] = {tx->subject_tag ? s->cfg->rspamd_subject_tag : NULL,
 	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
 	if (!tags[0] && !tags[1]) {

@@ -238,3 +238,13 @@ def test_sender_cannot_shed_the_tag_or_banner(gateway):
                         f"Subject: RE: [EXT] hello {marker}".encode())
     raw = deliver(gw, data, marker)
     assert subject(raw) == f"RE: [EXT] hello {marker}", subject(raw)
+
+
+def test_no_subject_gets_one_with_the_tag(gateway):
+    """Red team: leaving the Subject out must not shed the tag - the
+    message gets a Subject made of it."""
+    gw = warn_gw(gateway)
+    data, marker = message(["Content-Type: text/plain"], b"hi\r\n")
+    data = data.replace(f"Subject: hello {marker}\r\n".encode(), b"")
+    raw = deliver(gw, data, marker)
+    assert mxtest.header_values(raw, "Subject") == ["[EXT]"], raw[:600]

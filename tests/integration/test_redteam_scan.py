@@ -272,3 +272,18 @@ def test_flooding_rspamd_answer_is_bounded_not_buffered(gateway):
         assert grown < 32 * 1024, f"mxgate's peak memory grew by {grown} KiB"
     finally:
         fake.stop()
+
+
+def test_spam_tag_on_a_message_without_subject(gateway):
+    """Red team: a tagged spam with no Subject field at all went out with
+    no tag anywhere a reader looks; it now gets "Subject: [SPAM]"."""
+    fake = FakeRspamd(ADD_HEADER)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("gone")
+        data = data.replace(f"Subject: gone {marker}\r\n".encode(), b"")
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        assert mxtest.header_values(msg, "Subject") == ["[SPAM]"], msg[:600]
+    finally:
+        fake.stop()
