@@ -18,6 +18,9 @@
  * close", and evhttp then reconnects the same connection object for the
  * next check - the pool still bounds how many checks rspamd gets at once.  One timer per check is
  * its deadline, queueing included; on expiry the request is cancelled and its connection dropped.
+ * A connection with bytes left after an answer is not reused (they would be read as the next
+ * check's answer): it is closed from the loop (reap_cb).  Answers are bounded
+ * (SCAN_RSPAMD_MAX_REPLY, SCAN_RSPAMD_MAX_HEADERS).
  *
  * Ownership: a check owns its spool descriptor until evbuffer_add_file()
  * takes it; the client owns connections and checks.  Callbacks run from
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #include "scan.h"
@@ -44,6 +48,7 @@ struct rspamd_conn {
 	struct evhttp_connection *evcon; /* owned */
 	char addr[RSPAMD_ADDR_MAX];
 	struct rspamd_check *check; /* borrowed; in flight, or NULL = idle */
+	bool stale;                 /* bytes after an answer: never reused */
 	struct rspamd_conn *next, *prev;
 };
 
@@ -73,15 +78,18 @@ struct scan_rspamd {
 	struct rspamd_conn *conns;
 	size_t nconns;
 	struct rspamd_check *checks, *checks_tail;
+	struct event *reap; /* owned: frees stale connections outside evhttp's callbacks */
 };
 
 static void pump(struct scan_rspamd *c);
+static void reap_cb(evutil_socket_t fd, short what, void *arg);
 
 /* scan_rspamd_new - an empty client; nothing connects until a check. */
 struct scan_rspamd *scan_rspamd_new(struct event_base *base)
 {
 	struct scan_rspamd *c = util_xcalloc(1, sizeof(*c));
 	c->base = base;
+	c->reap = evtimer_new(base, reap_cb, c);
 	return c;
 }
 
@@ -215,6 +223,21 @@ static void done_cb(struct evhttp_request *req, void *arg)
 		check_finish(k, &r, false);
 		return;
 	}
+	/* more bytes behind the answer (a second answer, say): evhttp would
+	 * hand them to the next check on this connection as its answer, and
+	 * every later verdict would be the previous message's (red team
+	 * finding) - the connection goes, from the loop (never inside its own
+	 * callback) */
+	if (k->conn) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(k->conn->evcon);
+		if (bev && evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+			util_log_warn("rspamd address=%s error=\"bytes after the answer\"", k->addr);
+			k->conn->stale = true;
+			struct timeval now = {0, 0};
+			if (k->c->reap)
+				evtimer_add(k->c->reap, &now);
+		}
+	}
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t n = evbuffer_get_length(in);
 	const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
@@ -317,7 +340,7 @@ static void pump(struct scan_rspamd *c)
 		struct rspamd_conn *idle = NULL, *n = c->conns;
 		while (n) {
 			struct rspamd_conn *nx = n->next;
-			if (!n->check) {
+			if (!n->check && !n->stale) {
 				if (strcmp(n->addr, k->addr) == 0) {
 					if (!idle)
 						idle = n;
@@ -338,6 +361,23 @@ static void pump(struct scan_rspamd *c)
 		}
 		send_check(idle, k);
 	}
+}
+
+/* reap_cb - close the connections that must not be reused, then give
+ * the waiting checks theirs. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct scan_rspamd *c = arg;
+	struct rspamd_conn *n = c->conns;
+	while (n) {
+		struct rspamd_conn *nx = n->next;
+		if (n->stale && !n->check)
+			conn_free(n);
+		n = nx;
+	}
+	pump(c);
 }
 
 /* timer_cb - deadline, or a deferred result. */
@@ -422,5 +462,7 @@ void scan_rspamd_free(struct scan_rspamd *c)
 		conn_free(c->conns);
 	while (c->checks)
 		check_free(c->checks);
+	if (c->reap)
+		event_free(c->reap);
 	free(c);
 }

@@ -287,3 +287,64 @@ def test_spam_tag_on_a_message_without_subject(gateway):
         assert mxtest.header_values(msg, "Subject") == ["[SPAM]"], msg[:600]
     finally:
         fake.stop()
+
+
+class TwoAnswersRspamd(FakeRspamd):
+    """Keep-alive rspamd that answers its first request twice (the second
+    answer a clean one) and every later one with "reject"."""
+
+    def _conn(self, c):
+        buf = b""
+
+        def answer(action, score):
+            body = json.dumps({"score": score, "required_score": 15.0,
+                               "action": action}).encode()
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body) + body)
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                n = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        n = int(v.strip())
+                while len(buf) < n:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                buf = buf[n:]
+                self.requests += 1
+                if self.requests == 1:
+                    c.sendall(answer("no action", 1.0) + answer("no action", -5.0))
+                else:
+                    c.sendall(answer("reject", 99.0))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def test_extra_answer_is_not_the_next_messages_verdict(gateway):
+    """A keep-alive rspamd (or a proxy in front of it) sends one answer too
+    many.  The old client left it in the connection's buffer and read it as
+    the next message's answer: that message (rspamd says reject) went out
+    as clean, and every later verdict on the connection was the previous
+    message's.  The connection must be dropped instead."""
+    fake = TwoAnswersRspamd(None)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        first, _ = make_message("first")
+        mxtest.assert_reply(_send(gw, first), 250)
+        second, _ = make_message("second")
+        mxtest.assert_reply(_send(gw, second), 550, "5.7.1")
+        gw.wait_log(r"rspamd address=\S+ error=\"bytes after the answer\"")
+        assert fake.requests == 2, fake.requests
+    finally:
+        fake.stop()
