@@ -12,7 +12,8 @@
  * "MZ" (PE), "\x7fELF", "#!" (script), whatever the name claims.  An
  * attached message GMime leaves as a leaf (base64 or quoted-printable
  * encoded) is decoded and walked too; a tree deeper than MAX_DEPTH is
- * blocked.  Zip archives ("PK\3\4", or an end record near the end with
+ * blocked, and so is a message with more than CONTENT_MAX_PARTS parts
+ * (counted before GMime parses it).  Zip archives ("PK\3\4", or an end record near the end with
  * junk in front) are opened with libzip from memory, one
  * level deep: the central directory's names (at most max_zip_entries of
  * them) and the first bytes of each entry are judged the same way; an
@@ -210,6 +211,10 @@ static void walk(struct judge *j, GMimeObject *obj, int depth);
  * attachments): parse the decoded bytes and walk them. */
 static void judge_message(struct judge *j, const unsigned char *p, size_t n, int depth)
 {
+	if (content_too_many_parts((const char *)p, n, CONTENT_MAX_PARTS)) {
+		block(j, "parts=over_limit%s%s", "", "");
+		return;
+	}
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer((const char *)p, n);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
@@ -294,6 +299,11 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	struct judge j = {.o = o, .why = why, .whylen = whylen, .blocked = 0};
 	if (whylen)
 		why[0] = 0;
+	if (content_too_many_parts(msg, len, CONTENT_MAX_PARTS)) {
+		/* never parsed: GMime's memory grows with the part count */
+		block(&j, "parts=over_limit%s%s", "", "");
+		return 1;
+	}
 	content_gmime_init();
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);

@@ -476,6 +476,8 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 	int nedits = 0;
 	struct walk w = {.n = 0};
 
+	if (content_too_many_parts(msg, len, CONTENT_MAX_PARTS))
+		return CONTENT_BANNER_ERROR; /* not parsed: GMime's memory grows per part */
 	content_gmime_init();
 	stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	parser = g_mime_parser_new_with_stream(stream);
