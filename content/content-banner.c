@@ -6,8 +6,9 @@
  * The banner is spliced in there: at the start of a text/plain part, after
  * the <body> tag of a text/html part (or at its start).  The part keeps its
  * Content-Transfer-Encoding and charset: identity encodings get the bytes,
- * quoted-printable parts get the banner quoted-printable encoded, base64
- * parts are decoded, edited and re-encoded (76-column lines).  Nothing
+ * quoted-printable text/plain parts get the banner quoted-printable
+ * encoded, base64 parts and quoted-printable HTML parts are decoded, edited
+ * and re-encoded (the <body> tag is looked for in the decoded HTML).  Nothing
  * outside the edited parts changes, byte for byte.
  *
  * Which parts: the first body part of the message, recursing into the first
@@ -423,14 +424,19 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		r = CONTENT_BANNER_CHARSET; /* a 7bit part cannot carry it */
 		goto out;
 	}
-	if (is_identity(enc) || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
+	bool qp = enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
+	if (is_identity(enc) || (qp && !html)) {
 		size_t at = html ? body_tag_end(msg + start, end - start) : 0;
-		if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE)
+		if (qp)
 			qp_encode(&b, ins, inslen);
 		else
 			util_buf_add(&b, ins, inslen);
 		e->at = e->end = start + at;
-	} else { /* base64: decode, splice, re-encode */
+	} else {
+		/* base64, or quoted-printable HTML: decode, splice, re-encode.
+		 * The <body> tag is found in the decoded HTML: in the encoded
+		 * text a quoted attribute value reads =3D"...", and a '>' in it
+		 * put the banner inside the value, unseen (red team finding). */
 		size_t at = html ? body_tag_end((const char *)dec, dlen) : 0;
 		struct util_buf d;
 		util_buf_init(&d);
@@ -438,7 +444,13 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		util_buf_add(&d, ins, inslen);
 		util_buf_add(&d, dec + at, dlen - at);
 		bool crlf = end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n';
-		b64_encode(&b, (const unsigned char *)d.data, d.len, crlf);
+		if (qp) {
+			qp_encode(&b, d.data, d.len);
+			if (crlf && !(b.len >= 2 && b.data[b.len - 2] == '\r' && b.data[b.len - 1] == '\n'))
+				util_buf_adds(&b, "\r\n"); /* the line break before the boundary */
+		} else {
+			b64_encode(&b, (const unsigned char *)d.data, d.len, crlf);
+		}
 		util_buf_free(&d);
 		e->at = start;
 		e->end = end;

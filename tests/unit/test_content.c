@@ -168,6 +168,13 @@ static const struct banner_case cases[] = {
      H "Content-Type: text/html\r\n\r\n<body title='a>b'><p>x</p>\r\n", CONTENT_BANNER_DONE,
      H "Content-Type: text/html\r\n\r\n<body title='a>b'><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
        "external &#233;sender.</div>\r\n<p>x</p>\r\n"},
+    {"quoted-printable html: the body tag found in the decoded text",
+     H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+       "<body title=3D\"a>b\"><p>x</p>\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+       "<body title=3D\"a>b\"><div data-mxgate-warning=3D\"1\"><b>CAUTION</b>: extern=\r\n"
+       "al &#233;sender.</div>\r\n<p>x</p>\r\n"},
     {"an unclosed comment: banner at the top",
      H "Content-Type: text/html\r\n\r\n<!-- <body><p>x</p>\r\n", CONTENT_BANNER_DONE,
      H "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
