@@ -443,7 +443,13 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		util_buf_add(&d, dec, at);
 		util_buf_add(&d, ins, inslen);
 		util_buf_add(&d, dec + at, dlen - at);
-		bool crlf = end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n';
+		/* end with a line break when the original did, and when what
+		 * follows would otherwise be glued to our last line (an empty
+		 * part: the boundary comes straight after its blank line; glued,
+		 * it was no boundary any more and the MIME tree changed - found
+		 * by fuzz_content_banner) */
+		bool crlf = (end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n') ||
+		            (end < len && msg[end] != '\r' && msg[end] != '\n');
 		if (qp) {
 			qp_encode(&b, d.data, d.len);
 			if (crlf && !(b.len >= 2 && b.data[b.len - 2] == '\r' && b.data[b.len - 1] == '\n'))

@@ -175,6 +175,12 @@ static const struct banner_case cases[] = {
      H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
        "<body title=3D\"a>b\"><div data-mxgate-warning=3D\"1\"><b>CAUTION</b>: extern=\r\n"
        "al &#233;sender.</div>\r\n<p>x</p>\r\n"},
+    {"empty base64 part: the boundary after it stays a boundary",
+     H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: "
+       "base64\r\n\r\n--b--\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: "
+       "base64\r\n\r\nQ0FVVElPTjogZXh0ZXJuYWwgc2VuZGVyLg0KDQo=\r\n--b--\r\n"},
     {"an unclosed comment: banner at the top",
      H "Content-Type: text/html\r\n\r\n<!-- <body><p>x</p>\r\n", CONTENT_BANNER_DONE,
      H "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
