@@ -12,8 +12,8 @@
  * outside the edited parts changes, byte for byte.
  *
  * Which parts: the first body part of the message, recursing into the first
- * child of multipart/mixed and related and into every child of
- * multipart/alternative.  Attachments and attached messages are never
+ * child of multipart/mixed and related that holds a text part (an inline
+ * image may come first) and into every child of multipart/alternative.  Attachments and attached messages are never
  * touched.  Left alone (the caller tags the subject only):
  * multipart/signed, multipart/encrypted and application/(x-)pkcs7-mime
  * anywhere in the walk.  Each part on its own, the others still bannered:
@@ -78,8 +78,17 @@ static void walk_part(struct walk *w, GMimeObject *obj, int depth)
 		if (is_type(obj, "multipart", "alternative")) {
 			for (int i = 0; i < n; i++)
 				walk_part(w, g_mime_multipart_get_part(mp, i), depth + 1);
-		} else if (n > 0) {
-			walk_part(w, g_mime_multipart_get_part(mp, 0), depth + 1);
+			return;
+		}
+		/* the first child that has a text part to mark: readers show
+		 * the inline parts of mixed one after the other, and related's
+		 * root may be any child (start=) - an inline image in front
+		 * left the HTML after it without a banner (red team finding) */
+		for (int i = 0; i < n && !w->protect; i++) {
+			int before = w->n;
+			walk_part(w, g_mime_multipart_get_part(mp, i), depth + 1);
+			if (w->n > before)
+				break;
 		}
 		return;
 	}

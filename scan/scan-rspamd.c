@@ -207,6 +207,21 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	k->req = NULL; /* evhttp frees the request after this callback */
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	struct scan_spam_result r;
+	/* more bytes behind the answer (a second answer, say): evhttp would
+	 * hand them to the next check on this connection as its answer, and
+	 * every later verdict would be the previous message's (red team
+	 * finding) - the connection goes, from the loop (never inside its own
+	 * callback) */
+	if (req && k->conn) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(k->conn->evcon);
+		if (bev && evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+			util_log_warn("rspamd address=%s error=\"bytes after the answer\"", k->addr);
+			k->conn->stale = true;
+			struct timeval now = {0, 0};
+			if (k->c->reap)
+				evtimer_add(k->c->reap, &now);
+		}
+	}
 	if (code != 200) {
 		char why[32];
 		if (code == 0 && k->http_err)
@@ -222,21 +237,6 @@ static void done_cb(struct evhttp_request *req, void *arg)
 		 * resets itself and reconnects for the next request */
 		check_finish(k, &r, false);
 		return;
-	}
-	/* more bytes behind the answer (a second answer, say): evhttp would
-	 * hand them to the next check on this connection as its answer, and
-	 * every later verdict would be the previous message's (red team
-	 * finding) - the connection goes, from the loop (never inside its own
-	 * callback) */
-	if (k->conn) {
-		struct bufferevent *bev = evhttp_connection_get_bufferevent(k->conn->evcon);
-		if (bev && evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
-			util_log_warn("rspamd address=%s error=\"bytes after the answer\"", k->addr);
-			k->conn->stale = true;
-			struct timeval now = {0, 0};
-			if (k->c->reap)
-				evtimer_add(k->c->reap, &now);
-		}
 	}
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t n = evbuffer_get_length(in);

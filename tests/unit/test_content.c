@@ -181,6 +181,15 @@ static const struct banner_case cases[] = {
      CONTENT_BANNER_DONE,
      H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: "
        "base64\r\n\r\nQ0FVVElPTjogZXh0ZXJuYWwgc2VuZGVyLg0KDQo=\r\n--b--\r\n"},
+    {"mixed: an inline image first, the html after it still gets the banner",
+     H "Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: image/gif\r\n"
+       "Content-Disposition: inline\r\n\r\nGIF89a\r\n--m\r\nContent-Type: text/html\r\n\r\n"
+       "<body><p>x</p>\r\n--m--\r\n",
+     CONTENT_BANNER_DONE,
+     H "Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: image/gif\r\n"
+       "Content-Disposition: inline\r\n\r\nGIF89a\r\n--m\r\nContent-Type: text/html\r\n\r\n"
+       "<body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n"
+       "<p>x</p>\r\n--m--\r\n"},
     {"an unclosed comment: banner at the top",
      H "Content-Type: text/html\r\n\r\n<!-- <body><p>x</p>\r\n", CONTENT_BANNER_DONE,
      H "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
