@@ -66,7 +66,7 @@ static bool is_type(GMimeObject *obj, const char *type, const char *sub)
 /* walk_part - collect the parts that get a banner; note protected ones. */
 static void walk_part(struct walk *w, GMimeObject *obj, int depth)
 {
-	if (!obj || depth > 16)
+	if (!obj || depth > 256) /* past what content_too_many_parts lets through */
 		return;
 	if (GMIME_IS_MULTIPART(obj)) {
 		if (is_type(obj, "multipart", "signed") || is_type(obj, "multipart", "encrypted")) {

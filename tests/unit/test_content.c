@@ -233,6 +233,26 @@ static void test_banner_cases(void **state)
 	}
 }
 
+/* test_banner_deep - a text part nested 40 multiparts deep still gets its
+ * banner (red team: 17 levels shed it; readers show it all the same). */
+static void test_banner_deep(void **state)
+{
+	(void)state;
+	struct util_buf in, out;
+	util_buf_init(&in);
+	util_buf_init(&out);
+	util_buf_adds(&in, H);
+	for (int i = 0; i < 40; i++)
+		util_buf_printf(&in, "Content-Type: multipart/mixed; boundary=n%d\r\n\r\n--n%d\r\n", i, i);
+	util_buf_adds(&in, "Content-Type: text/plain\r\n\r\nhello\r\n");
+	for (int i = 39; i >= 0; i--)
+		util_buf_printf(&in, "--n%d--\r\n", i);
+	assert_int_equal(content_banner_apply(in.data, in.len, &opts, &out), CONTENT_BANNER_DONE);
+	assert_non_null(strstr(out.data, "\r\n\r\nCAUTION: external sender.\r\n\r\nhello\r\n"));
+	util_buf_free(&in);
+	util_buf_free(&out);
+}
+
 /* test_banner_latin1_once - a non-ASCII banner converted to the part's
  * charset is found again there (found by fuzz_content_banner). */
 static void test_banner_latin1_once(void **state)
@@ -294,6 +314,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_banner_cases),
 	    cmocka_unit_test(test_banner_latin1_once),
+	    cmocka_unit_test(test_banner_deep),
 	    cmocka_unit_test(test_from_domain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
