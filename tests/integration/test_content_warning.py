@@ -248,3 +248,36 @@ def test_no_subject_gets_one_with_the_tag(gateway):
     data = data.replace(f"Subject: hello {marker}\r\n".encode(), b"")
     raw = deliver(gw, data, marker)
     assert mxtest.header_values(raw, "Subject") == ["[EXT]"], raw[:600]
+
+
+def test_default_warns_a_spoof_of_our_own_domain(gateway):
+    """Red team: with the old default (senders = external) a message forging
+    a From: in our own domain - DMARC fails, but the domain's policy is
+    p=none, so it is delivered - looked internal and got no warning: the
+    CEO-fraud case the warning is for.  The default is now `either`; an
+    authentic internal-domain message still gets none."""
+    dns = mxtest.StubDns()
+    dns.add("example.test", "TXT", '"v=spf1 ip4:127.0.0.2 -all"')
+    dns.add("_dmarc.example.test", "TXT", '"v=DMARC1; p=none"')
+    dns.start()
+    try:
+        gw = gateway({"auth": {"spf": "yes", "dkim": "no", "dmarc": "yes"},
+                      "dns": {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"},
+                      "warning": {"enabled": "yes", "subject_tag": "[EXT]",
+                                  "banner_text": TEXT, "banner_html": HTML}}, dns=False)
+        data, marker = message(["Content-Type: text/plain"], b"pay this\r\n",
+                               sender="ceo@example.test")
+        raw = deliver(gw, data, marker, sender="ceo@example.test")
+        assert warning(raw) and warning(raw)[0].startswith("failing; banner=added"), raw[:900]
+        assert subject(raw).startswith("[EXT] ")
+        # the same domain, authentic (SPF pass from 127.0.0.2, aligned): untouched
+        data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="boss@example.test")
+        with gw.client(source="127.0.0.2") as c:
+            c.ehlo()
+            mxtest.assert_reply(c.transaction("boss@example.test", [RCPT], data,
+                                              expect_queued=False), 250)
+        raw = gw.wait_for_marker(marker)
+        assert not warning(raw), raw[:900]
+        assert "[EXT]" not in subject(raw)
+    finally:
+        dns.stop()
