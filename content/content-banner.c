@@ -156,6 +156,13 @@ static char *to_charset(const char *s, const char *cs, gsize *len)
 	return g_convert(s, -1, cs, "UTF-8", NULL, len, NULL);
 }
 
+/* is_utf7 - cs names UTF-7. */
+static bool is_utf7(const char *cs)
+{
+	return strcasecmp(cs, "utf-7") == 0 || strcasecmp(cs, "utf7") == 0 ||
+	       strcasecmp(cs, "unicode-1-1-utf-7") == 0;
+}
+
 /* charset_known - iconv can convert to cs (else it is a made-up name). */
 static bool charset_known(const char *cs)
 {
@@ -404,10 +411,13 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	} else {
 		ins = to_charset(u.data, cs, &inslen);
 		ins_g = true;
-		if (!ins && !has_8bit(u.data, u.len) && !charset_known(cs)) {
+		if (!ins && !has_8bit(u.data, u.len) &&
+		    (!charset_known(cs) || (is_utf7(cs) && !strpbrk(u.data, "+\\~")))) {
 			/* a charset nobody knows: the reader falls back to an
 			 * ASCII-compatible default, so ASCII is safe - skipping
-			 * it let a made-up charset name shed the banner */
+			 * it let a made-up charset name shed the banner.  UTF-7
+			 * (Outlook still reads it) takes ASCII without '+', '\\'
+			 * and '~' as it is (RFC 2152 direct characters). */
 			ins = g_strndup(u.data, u.len);
 			inslen = u.len;
 		}

@@ -147,6 +147,10 @@ static const struct banner_case cases[] = {
        "Content-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n--a\r\n"
        "Content-Type: text/html\r\n\r\n<div data-mxgate-warning=\"1\">"
        "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n--a--\r\n"},
+    {"utf-7 html (Outlook reads it): the ASCII banner goes in as it is",
+     H "Content-Type: text/html; charset=UTF-7\r\n\r\n<body><p>hi</p>\r\n", CONTENT_BANNER_DONE,
+     H "Content-Type: text/html; charset=UTF-7\r\n\r\n<body><div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n"},
     {"made-up charset: the ASCII html banner goes in",
      H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body><p>hi</p>\r\n",
      CONTENT_BANNER_DONE,
