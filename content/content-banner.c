@@ -193,7 +193,8 @@ static char *html_ascii(const char *html)
 }
 
 /* qp_encode - quoted-printable (RFC 2045 6.7) of s; CRLF stays a hard
- * line break, lines are cut at 73 characters with soft breaks. */
+ * line break, lines are cut at 73 characters with soft breaks, and no line
+ * starts with '-' (so none can read as a MIME boundary). */
 static void qp_encode(struct util_buf *b, const char *s, size_t n)
 {
 	size_t col = 0;
@@ -208,7 +209,16 @@ static void qp_encode(struct util_buf *b, const char *s, size_t n)
 		bool last = i + 1 == n || s[i + 1] == '\r';
 		char tmp[4];
 		size_t w;
-		if ((c >= 33 && c <= 126 && c != '=') || (c == ' ' && !last)) {
+		/* a '-' that would start a line is escaped: a decoded "--b"
+		 * written back as is became a boundary line, and the parts an
+		 * attacker hid in the encoded text (an .exe the attachment
+		 * policy never saw) became real ones (red team, found by
+		 * fuzz_content_banner) */
+		bool bol = col == 0 || col + 1 > 73;
+		if (c == '-' && bol) {
+			snprintf(tmp, sizeof(tmp), "=%02X", c);
+			w = 3;
+		} else if ((c >= 33 && c <= 126 && c != '=') || (c == ' ' && !last)) {
 			tmp[0] = (char)c;
 			w = 1;
 		} else {

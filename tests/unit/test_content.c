@@ -237,6 +237,36 @@ static void test_banner_cases(void **state)
 	}
 }
 
+/* test_banner_no_smuggled_part - the banner's rewrite never turns encoded
+ * text into MIME structure: a quoted-printable HTML part whose text
+ * decodes to "--b" and an .exe part behind it (the attachment policy,
+ * which runs first, sees only text) must not come out with a boundary
+ * line - re-encoded as is, the .exe became a real part downstream (red
+ * team, found by fuzz_content_banner). */
+static void test_banner_no_smuggled_part(void **state)
+{
+	(void)state;
+	static const char msg[] =
+	    H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n"
+	      "Content-Transfer-Encoding: quoted-printable\r\n\r\n<html><body>Invoice</body></html>\r\n"
+	      "=2D-b\r\nContent-Type: application/octet-stream; name=3D\"evil.exe\"\r\n"
+	      "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
+	struct util_strlist ext = {0};
+	util_strlist_add(&ext, "exe");
+	struct content_attach_opts ao = {.extensions = &ext, .types = CONTENT_TYPE_PE};
+	char why[128];
+	assert_int_equal(content_attach_check(msg, strlen(msg), &ao, why, sizeof(why)), 0);
+	struct util_buf out;
+	util_buf_init(&out);
+	assert_int_equal(content_banner_apply(msg, strlen(msg), &opts, &out), CONTENT_BANNER_DONE);
+	assert_non_null(strstr(out.data, "data-mxgate-warning"));
+	if (content_attach_check(out.data, out.len, &ao, why, sizeof(why)) != 0)
+		fail_msg("the rewrite made a part: %s\n%s", why, out.data);
+	assert_null(strstr(out.data, "\r\n--b\r\nContent-Type: application"));
+	util_buf_free(&out);
+	util_strlist_free(&ext);
+}
+
 /* test_banner_deep - a text part nested 40 multiparts deep still gets its
  * banner (red team: 17 levels shed it; readers show it all the same). */
 static void test_banner_deep(void **state)
@@ -319,6 +349,7 @@ int main(void)
 	    cmocka_unit_test(test_banner_cases),
 	    cmocka_unit_test(test_banner_latin1_once),
 	    cmocka_unit_test(test_banner_deep),
+	    cmocka_unit_test(test_banner_no_smuggled_part),
 	    cmocka_unit_test(test_from_domain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
