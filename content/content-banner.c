@@ -443,7 +443,9 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	 * then is it "already there".  Our text or mark anywhere else was the
 	 * sender's, and it cost the message its banner (red team finding); a
 	 * sender who writes the whole banner at the top shows it himself. */
-	size_t blen = inslen - (html ? 2 : 4); /* without the line end(s) */
+	/* without the line end(s); HTML: the opening tag and the text, which
+	 * is what the reader sees (the mid-line form breaks before </div>) */
+	size_t blen = inslen - (html ? 8 : 4);
 	if (starts_with_at(dec, dlen, 0, ins, blen) ||
 	    (html && starts_with_at(dec, dlen, body_tag_end((const char *)dec, dlen), ins, blen))) {
 		r = CONTENT_BANNER_PRESENT;
@@ -456,10 +458,23 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	bool qp = enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
 	if (is_identity(enc) || (qp && !html)) {
 		size_t at = html ? body_tag_end(msg + start, end - start) : 0;
-		if (qp)
+		if (qp) {
 			qp_encode(&b, ins, inslen);
-		else
+		} else if (at > 0) {
+			/* after <body>, inside a line: the rest of that line must
+			 * not start a line of its own - "<body>--b" became a
+			 * boundary line, and the .exe part the sender had written
+			 * as HTML text after it a real part, one the attachment
+			 * policy (run before) never saw (red team finding).  So:
+			 * a break before our block, the block, and a break inside
+			 * it: the rest follows "</div>" on the last line, which is
+			 * then no longer than the line it came from. */
+			util_buf_adds(&b, "\r\n");
+			util_buf_add(&b, ins, inslen - 8); /* without "</div>\r\n" */
+			util_buf_adds(&b, "\r\n</div>");
+		} else {
 			util_buf_add(&b, ins, inslen);
+		}
 		e->at = e->end = start + at;
 	} else {
 		/* base64, or quoted-printable HTML: decode, splice, re-encode.

@@ -95,7 +95,8 @@ def test_multipart_alternative_and_attachment_byte_exact(gateway):
     raw = deliver(gw, data, marker)
     want = body.replace(b"caf=C3=A9 plain", (TEXT + "\r\n\r\ncaf=C3=A9 plain").encode()).replace(
         b"<body bgcolor=\"white\">",
-        b"<body bgcolor=\"white\"><div data-mxgate-warning=\"1\">" + HTML.encode() + b"</div>\r\n")
+        b"<body bgcolor=\"white\">\r\n<div data-mxgate-warning=\"1\">" + HTML.encode()
+        + b"\r\n</div>")
     assert split(raw)[1] == want
     m = email.message_from_bytes(raw, policy=email.policy.default)
     parts = {p.get_content_type(): p for p in m.walk()}
@@ -229,7 +230,7 @@ def test_sender_cannot_shed_the_tag_or_banner(gateway):
     assert warning(raw)[0].startswith("external; banner=added;"), warning(raw)
     html = split(raw)[1].split(b"Content-Type: text/html\r\n\r\n", 1)[1]
     assert html.startswith(b"<html><head><!-- <body> data-mxgate-warning --></head><body>"
-                           b"<div data-mxgate-warning=\"1\">"), html[:160]
+                           b"\r\n<div data-mxgate-warning=\"1\">"), html[:160]
     plain = split(raw)[1].split(b"Content-Type: text/plain\r\n\r\n", 1)[1]
     assert plain.startswith((TEXT + "\r\n\r\nPay now.").encode()), plain[:80]
 

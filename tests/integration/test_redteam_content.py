@@ -126,3 +126,44 @@ def test_clamd_second_answer_in_advance_is_not_the_next_scans(gateway, workdir):
         assert mxtest.header_values(raw, "X-Virus-Scan")[0].startswith("clean;")
     finally:
         fake.stop()
+
+
+def _attachment_names(raw):
+    import email
+    import email.policy
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    return [p.get_filename() for p in msg.walk() if p.get_filename()]
+
+
+def test_banner_never_turns_text_into_an_attachment(gateway):
+    """An external sender writes, inside its HTML part, text that looks like
+    a MIME boundary and an .exe part: right after <body> on the same line
+    (7bit), or encoded as "=2D-b" (quoted-printable).  The attachment policy
+    (run first) rightly sees one HTML part.  The banner must not turn that
+    text into structure: the old rewrite broke the <body> line after the
+    tag, so "--b" began a line - a boundary - and the downstream got a real
+    evil.exe attachment that was never judged."""
+    gw = gateway({"warning": {"enabled": "yes", "subject_tag": "[EXT]",
+                              "banner_text": "CAUTION: external.",
+                              "banner_html": "<b>CAUTION</b>: external."},
+                  "attachments": {"enabled": "yes"}})
+    exe = ("--b\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n")
+    bodies = {
+        "7bit": "Content-Type: text/html\r\n\r\n<html><body>" + exe,
+        "qp": ("Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+               "<html><body>Invoice</body></html>\r\n=2D" + exe[1:].replace("=", "=3D")),
+    }
+    for kind, part in bodies.items():
+        data, marker = make_message(f"smuggle {kind}", headers=(
+            "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b"),
+            body="--b\r\n" + part)
+        mxtest.assert_reply(_send(gw, data), 250)
+        raw = gw.wait_for_marker(marker)
+        assert b"data-mxgate-warning" in raw, (kind, raw[:1500])
+        assert _attachment_names(raw) == [], (kind, _attachment_names(raw))
+    # the same .exe as a real part is refused, so the policy is on
+    data, _ = make_message("real", headers=("MIME-Version: 1.0",
+                                            "Content-Type: multipart/mixed; boundary=b"),
+                           body="--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n" + exe)
+    mxtest.assert_reply(_send(gw, data), 550, "5.7.1")

@@ -45,8 +45,8 @@ static const struct banner_case cases[] = {
        "quoted-printable\r\n\r\n"
        "CAUTION: external sender.\r\n\r\ncaf=C3=A9\r\n--b1\r\nContent-Type: text/html; "
        "charset=utf-8\r\n\r\n"
-       "<html><BODY class=\"x\"><div data-mxgate-warning=\"1\"><b>CAUTION</b>: external "
-       "&#233;sender.</div>\r\n"
+       "<html><BODY class=\"x\">\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: external "
+       "&#233;sender.\r\n</div>"
        "<p>hi</p></body></html>\r\n--b1--\r\nepilogue\r\n"},
     {"mixed: first part only, attachment untouched",
      H "Content-Type: multipart/mixed; boundary=b2\r\n\r\n--b2\r\n"
@@ -117,8 +117,8 @@ static const struct banner_case cases[] = {
     {"mark in a comment does not stop the banner",
      H "Content-Type: text/html\r\n\r\n<html><body><!-- data-mxgate-warning --><p>x</p>\r\n",
      CONTENT_BANNER_DONE,
-     H "Content-Type: text/html\r\n\r\n<html><body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
-       "external &#233;sender.</div>\r\n<!-- data-mxgate-warning --><p>x</p>\r\n"},
+     H "Content-Type: text/html\r\n\r\n<html><body>\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.\r\n</div><!-- data-mxgate-warning --><p>x</p>\r\n"},
     {"banner text in the unread plain alternative: html still gets it",
      H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
        "Content-Type: text/plain\r\n\r\nPay.\r\n\r\nCAUTION: external sender.\r\n--a\r\n"
@@ -127,8 +127,8 @@ static const struct banner_case cases[] = {
      H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
        "Content-Type: text/plain\r\n\r\nCAUTION: external sender.\r\n\r\nPay.\r\n\r\n"
        "CAUTION: external sender.\r\n--a\r\n"
-       "Content-Type: text/html\r\n\r\n<body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
-       "external &#233;sender.</div>\r\n<p>Pay.</p>\r\n--a--\r\n"},
+       "Content-Type: text/html\r\n\r\n<body>\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.\r\n</div><p>Pay.</p>\r\n--a--\r\n"},
     {"utf-16 plain alternative does not cost the html its banner",
      H "Content-Type: multipart/alternative; boundary=a\r\n\r\n--a\r\n"
        "Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n"
@@ -149,19 +149,19 @@ static const struct banner_case cases[] = {
        "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n--a--\r\n"},
     {"utf-7 html (Outlook reads it): the ASCII banner goes in as it is",
      H "Content-Type: text/html; charset=UTF-7\r\n\r\n<body><p>hi</p>\r\n", CONTENT_BANNER_DONE,
-     H "Content-Type: text/html; charset=UTF-7\r\n\r\n<body><div data-mxgate-warning=\"1\">"
-       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n"},
+     H "Content-Type: text/html; charset=UTF-7\r\n\r\n<body>\r\n<div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.\r\n</div><p>hi</p>\r\n"},
     {"made-up charset: the ASCII html banner goes in",
      H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body><p>hi</p>\r\n",
      CONTENT_BANNER_DONE,
-     H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body><div data-mxgate-warning=\"1\">"
-       "<b>CAUTION</b>: external &#233;sender.</div>\r\n<p>hi</p>\r\n"},
+     H "Content-Type: text/html; charset=x-no-such\r\n\r\n<body>\r\n<div data-mxgate-warning=\"1\">"
+       "<b>CAUTION</b>: external &#233;sender.\r\n</div><p>hi</p>\r\n"},
 #define BODYTRAP(pre)                                                                              \
 	{"a <body> inside " pre " is not the body",                                                \
 	 H "Content-Type: text/html\r\n\r\n<html><head>" pre "</head><body><p>x</p>\r\n",           \
 	 CONTENT_BANNER_DONE,                                                                      \
-	 H "Content-Type: text/html\r\n\r\n<html><head>" pre "</head><body><div "                   \
-	   "data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n<p>x</p>\r\n"}
+	 H "Content-Type: text/html\r\n\r\n<html><head>" pre "</head><body>\r\n<div "               \
+	   "data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.\r\n</div><p>x</p>\r\n"}
     BODYTRAP("<!-- <body> -->"),
     BODYTRAP("<style>/* <body> */ p{}</style>"),
     BODYTRAP("<title><body></title>"),
@@ -170,8 +170,8 @@ static const struct banner_case cases[] = {
     BODYTRAP("<!DOCTYPE html><template><body></template>"),
     {"a '>' in a body attribute value",
      H "Content-Type: text/html\r\n\r\n<body title='a>b'><p>x</p>\r\n", CONTENT_BANNER_DONE,
-     H "Content-Type: text/html\r\n\r\n<body title='a>b'><div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
-       "external &#233;sender.</div>\r\n<p>x</p>\r\n"},
+     H "Content-Type: text/html\r\n\r\n<body title='a>b'>\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: "
+       "external &#233;sender.\r\n</div><p>x</p>\r\n"},
     {"quoted-printable html: the body tag found in the decoded text",
      H "Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
        "<body title=3D\"a>b\"><p>x</p>\r\n",
@@ -192,7 +192,7 @@ static const struct banner_case cases[] = {
      CONTENT_BANNER_DONE,
      H "Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: image/gif\r\n"
        "Content-Disposition: inline\r\n\r\nGIF89a\r\n--m\r\nContent-Type: text/html\r\n\r\n"
-       "<body><div data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.</div>\r\n"
+       "<body>\r\n<div data-mxgate-warning=\"1\"><b>CAUTION</b>: external &#233;sender.\r\n</div>"
        "<p>x</p>\r\n--m--\r\n"},
     {"an unclosed comment: banner at the top",
      H "Content-Type: text/html\r\n\r\n<!-- <body><p>x</p>\r\n", CONTENT_BANNER_DONE,
@@ -242,28 +242,40 @@ static void test_banner_cases(void **state)
  * decodes to "--b" and an .exe part behind it (the attachment policy,
  * which runs first, sees only text) must not come out with a boundary
  * line - re-encoded as is, the .exe became a real part downstream (red
- * team, found by fuzz_content_banner). */
+ * team, found by fuzz_content_banner); nor a 7bit HTML part whose <body>
+ * line goes on with "--b" (the banner's line break after the tag made it
+ * a boundary line - red team). */
 static void test_banner_no_smuggled_part(void **state)
 {
 	(void)state;
-	static const char msg[] =
+	static const char *const msgs[] = {
+	    /* quoted-printable: "=2D-b" decodes to "--b" */
 	    H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n"
 	      "Content-Transfer-Encoding: quoted-printable\r\n\r\n<html><body>Invoice</body></html>\r\n"
 	      "=2D-b\r\nContent-Type: application/octet-stream; name=3D\"evil.exe\"\r\n"
-	      "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
+	      "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n",
+	    /* 7bit: "--b" in the middle of the <body> line, right after the tag */
+	    H "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n"
+	      "\r\n<html><body>--b\r\nContent-Type: application/octet-stream; name=\"evil.exe\"\r\n"
+	      "Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n",
+	};
 	struct util_strlist ext = {0};
 	util_strlist_add(&ext, "exe");
 	struct content_attach_opts ao = {.extensions = &ext, .types = CONTENT_TYPE_PE};
-	char why[128];
-	assert_int_equal(content_attach_check(msg, strlen(msg), &ao, why, sizeof(why)), 0);
-	struct util_buf out;
-	util_buf_init(&out);
-	assert_int_equal(content_banner_apply(msg, strlen(msg), &opts, &out), CONTENT_BANNER_DONE);
-	assert_non_null(strstr(out.data, "data-mxgate-warning"));
-	if (content_attach_check(out.data, out.len, &ao, why, sizeof(why)) != 0)
-		fail_msg("the rewrite made a part: %s\n%s", why, out.data);
-	assert_null(strstr(out.data, "\r\n--b\r\nContent-Type: application"));
-	util_buf_free(&out);
+	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+		const char *msg = msgs[i];
+		char why[128];
+		assert_int_equal(content_attach_check(msg, strlen(msg), &ao, why, sizeof(why)), 0);
+		struct util_buf out;
+		util_buf_init(&out);
+		assert_int_equal(content_banner_apply(msg, strlen(msg), &opts, &out),
+		                 CONTENT_BANNER_DONE);
+		assert_non_null(strstr(out.data, "data-mxgate-warning"));
+		if (content_attach_check(out.data, out.len, &ao, why, sizeof(why)) != 0)
+			fail_msg("message %zu: the rewrite made a part: %s\n%s", i, why, out.data);
+		assert_null(strstr(out.data, "\r\n--b\r\nContent-Type: application"));
+		util_buf_free(&out);
+	}
 	util_strlist_free(&ext);
 }
 
