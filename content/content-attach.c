@@ -12,8 +12,8 @@
  * "MZ" (PE), "\x7fELF", "#!" (script), whatever the name claims.  An
  * attached message GMime leaves as a leaf (base64 or quoted-printable
  * encoded) is decoded and walked too; a tree deeper than MAX_DEPTH is
- * blocked, and so is a message with more than CONTENT_MAX_PARTS parts
- * (counted before GMime parses it).  Zip archives ("PK\3\4", or an end record near the end with
+ * blocked, and so is a message GMime would build too many objects for
+ * (content_too_many_parts, counted before it parses).  Zip archives ("PK\3\4", or an end record near the end with
  * junk in front) are opened with libzip from memory, one
  * level deep: the central directory's names (at most max_zip_entries of
  * them) and the first bytes of each entry are judged the same way; an
