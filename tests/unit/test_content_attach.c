@@ -219,16 +219,17 @@ static void test_attach_parts(void **state)
 	struct content_attach_opts o = {.extensions = &ext, .zip = true, .max_zip_entries = 10};
 	static const struct {
 		const char *ctype; /* however the boundary is named, GMime decodes it */
-		int parts, fields;
+		int parts, fields, params;
 		int want;
 		const char *why;
 	} pc[] = {
-	    {"boundary=\"p p\"", 25000, 0, 1, "parts=over_limit"},
-	    {"boundary*=us-ascii''p%20p", 25000, 0, 1, "parts=over_limit"},
-	    {"boundary*0=\"p \"; boundary*1=p", 25000, 0, 1, "parts=over_limit"},
-	    {"boundary=\"=?us-ascii?q?p_p?=\"", 25000, 0, 1, "parts=over_limit"},
-	    {"boundary=\"p p\"", 2, 250000, 1, "parts=over_limit"}, /* part header fields */
-	    {"boundary=\"p p\"", 2000, 0, 1, "name=a.exe"},
+	    {"boundary=\"p p\"", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary*=us-ascii''p%20p", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary*0=\"p \"; boundary*1=p", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary=\"=?us-ascii?q?p_p?=\"", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary=\"p p\"", 2, 250000, 0, 1, "parts=over_limit"}, /* part header fields */
+	    {"boundary=\"p p\"", 2, 0, 250000, 1, "parts=over_limit"}, /* parameters */
+	    {"boundary=\"p p\"", 2000, 0, 0, 1, "name=a.exe"},
 	};
 	for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
 		struct util_buf b;
@@ -239,6 +240,12 @@ static void test_attach_parts(void **state)
 			util_buf_adds(&b, "--p p\r\n");
 			for (int f = 0; k == 0 && f < pc[i].fields; f++)
 				util_buf_adds(&b, "a:b\r\n");
+			if (k == 0 && pc[i].params) {
+				util_buf_adds(&b, "Content-Type: text/plain");
+				for (int f = 0; f < pc[i].params; f++)
+					util_buf_adds(&b, f % 8 ? "; a=1" : "\r\n ; a=1");
+				util_buf_adds(&b, "\r\n");
+			}
 			util_buf_adds(&b, "\r\nx\r\n");
 		}
 		util_buf_adds(&b, "--p p\r\nContent-Type: application/octet-stream; name=a.exe\r\n"
