@@ -229,6 +229,7 @@ static void test_attach_parts(void **state)
 	    {"boundary=\"=?us-ascii?q?p_p?=\"", 25000, 0, 0, 1, "parts=over_limit"},
 	    {"boundary=\"p p\"", 2, 250000, 0, 1, "parts=over_limit"}, /* part header fields */
 	    {"boundary=\"p p\"", 2, 0, 250000, 1, "parts=over_limit"}, /* parameters */
+	    {"boundary=\"p p\"", 2, 0, -250000, 1, "parts=over_limit"}, /* addresses */
 	    {"boundary=\"p p\"", 2000, 0, 0, 1, "name=a.exe"},
 	};
 	for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
@@ -240,7 +241,12 @@ static void test_attach_parts(void **state)
 			util_buf_adds(&b, "--p p\r\n");
 			for (int f = 0; k == 0 && f < pc[i].fields; f++)
 				util_buf_adds(&b, "a:b\r\n");
-			if (k == 0 && pc[i].params) {
+			if (k == 0 && pc[i].params < 0) { /* an attached message's To: */
+				util_buf_adds(&b, "Content-Type: message/rfc822\r\n\r\nTo: ");
+				for (int f = 0; f < -pc[i].params; f++)
+					util_buf_adds(&b, "<a@b> ");
+				util_buf_adds(&b, "\r\n");
+			} else if (k == 0 && pc[i].params) {
 				util_buf_adds(&b, "Content-Type: text/plain");
 				for (int f = 0; f < pc[i].params; f++)
 					util_buf_adds(&b, f % 8 ? "; a=1" : "\r\n ; a=1");
