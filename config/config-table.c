@@ -821,11 +821,12 @@ static const struct config_directive d_warning[] = {
     {"enabled", CONFIG_T_BOOL, G(warning_enabled), "no", NULL, 0, 0, NULL, NULL, R,
      "Warn recipients about mail from outside the organisation: subject tag and a short "
      "banner at the top of the text and HTML body (signed or encrypted mail: subject only)"},
-    {"senders", CONFIG_T_ENUM, G(warning_senders), "external", NULL, 0, 0, e_warn_senders, NULL,
+    {"senders", CONFIG_T_ENUM, G(warning_senders), "either", NULL, 0, 0, e_warn_senders, NULL,
      R,
      "Who is warned about: external (From: domain not in [domains] accepted_domains nor "
      "internal_domains), failing (DMARC fail, or SPF fail/softfail when DMARC was not "
-     "evaluated) or either"},
+     "evaluated) or either (the default: a From: in our own domains that fails "
+     "authentication, the usual spoof, is warned too)"},
     {"internal_domains", CONFIG_T_DOMAINS, G(warning_internal_domains), NULL,
      "accepted_domains only", 0, 0, NULL, NULL, R,
      "More From: domains (and their subdomains) that count as the organisation's own"},

@@ -3,14 +3,18 @@
  * every leaf part of the message (and of attached messages) is judged by
  * its file name and by what its bytes are.
  *
- * Name: the part's filename (Content-Disposition filename, else
- * Content-Type name), which GMime decodes from RFC 2231 (filename*=) and
+ * Name: the part's filenames (Content-Disposition filename and
+ * Content-Type name, either blocks), which GMime decodes from RFC 2231 (filename*=) and
  * RFC 2047 encoded-words; trailing dots and blanks are dropped (Windows
  * ignores them) and the last extension is compared, case-insensitively,
  * with the blocked list - so "invoice.pdf.exe" is an .exe, whatever the
  * "pdf" in front says.  Type: the decoded content's first bytes (magic):
- * "MZ" (PE), "\x7fELF", "#!" (script), whatever the name claims.  Zip
- * archives ("PK\3\4", by magic) are opened with libzip from memory, one
+ * "MZ" (PE), "\x7fELF", "#!" (script), whatever the name claims.  An
+ * attached message GMime leaves as a leaf (base64 or quoted-printable
+ * encoded) is decoded and walked too; a tree deeper than MAX_DEPTH is
+ * blocked, and so is a message GMime would build too many objects for
+ * (content_too_many_parts, counted before it parses).  Zip archives ("PK\3\4", or an end record near the end with
+ * junk in front) are opened with libzip from memory, one
  * level deep: the central directory's names (at most max_zip_entries of
  * them) and the first bytes of each entry are judged the same way; an
  * archive inside the archive is not opened.  An archive libzip cannot open
@@ -32,7 +36,8 @@
 #include "content-internal.h"
 #include "content.h"
 
-#define MAX_DEPTH 16
+#define MAX_DEPTH 32 /* deeper: blocked, never passed unjudged */
+#define ZIP_EOCD_WINDOW (65535 + 22) /* the end record and its comment */
 
 struct judge {
 	const struct content_attach_opts *o;
@@ -115,9 +120,44 @@ static void block(struct judge *j, const char *fmt, const char *a, const char *b
 	j->blocked = 1;
 }
 
+/* zip_prefix - how many bytes precede the archive, from its
+ * end-of-central-directory record near the end (where unzip tools look):
+ * the record's position less the central directory's size and recorded
+ * offset.  0 for a plain archive, -1 when there is no record. */
+static long long zip_prefix(const unsigned char *p, size_t n)
+{
+	if (n < 22)
+		return -1;
+	size_t from = n > ZIP_EOCD_WINDOW ? n - ZIP_EOCD_WINDOW : 0;
+	for (size_t i = n - 22 + 1; i-- > from;) {
+		if (memcmp(p + i, "PK\5\6", 4) != 0)
+			continue;
+		const unsigned char *e = p + i;
+		unsigned long long size = e[12] | e[13] << 8 | e[14] << 16 | (unsigned long long)e[15] << 24;
+		unsigned long long off = e[16] | e[17] << 8 | e[18] << 16 | (unsigned long long)e[19] << 24;
+		if (size + off > i)
+			return 0; /* not a prefix we can place: let libzip judge */
+		return (long long)(i - size - off);
+	}
+	return -1;
+}
+
+/* is_zip - a zip archive by its first local header or, as unzip tools
+ * find one, by the end-of-central-directory record near its end: a junk
+ * prefix in front hid the archive from the policy (red team finding). */
+static bool is_zip(const unsigned char *p, size_t n)
+{
+	return (n >= 4 && memcmp(p, "PK\3\4", 4) == 0) || zip_prefix(p, n) >= 0;
+}
+
 /* judge_zip - the archive's entries, one level deep. */
 static void judge_zip(struct judge *j, const char *zname, const unsigned char *p, size_t n)
 {
+	long long skip = zip_prefix(p, n); /* libzip wants the archive at offset 0 */
+	if (skip > 0) {
+		p += skip;
+		n -= (size_t)skip;
+	}
 	zip_error_t ze;
 	zip_error_init(&ze);
 	zip_source_t *src = zip_source_buffer_create(p, n, 0, &ze);
@@ -164,15 +204,49 @@ out:
 	zip_error_fini(&ze);
 }
 
-/* judge_part - one leaf part. */
-static void judge_part(struct judge *j, GMimePart *part)
+static void walk(struct judge *j, GMimeObject *obj, int depth);
+
+/* judge_message - an attached message GMime left as a leaf because it came
+ * base64 or quoted-printable encoded (readers decode and show it, with its
+ * attachments): parse the decoded bytes and walk them. */
+static void judge_message(struct judge *j, const unsigned char *p, size_t n, int depth)
 {
-	const char *name = g_mime_part_get_filename(part);
-	if (ext_blocked(j->o->extensions, name)) {
-		block(j, "name=%s%s", name, "");
+	if (content_too_many_parts((const char *)p, n, CONTENT_MAX_PARTS)) {
+		block(j, "parts=over_limit%s%s", "", "");
 		return;
 	}
-	if (!j->o->types && !j->o->zip)
+	GMimeStream *stream = g_mime_stream_mem_new_with_buffer((const char *)p, n);
+	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
+	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
+	GMimeMessage *m = g_mime_parser_construct_message(parser, NULL);
+	if (m) {
+		walk(j, g_mime_message_get_mime_part(m), depth + 1);
+		g_object_unref(m);
+	}
+	g_object_unref(parser);
+	g_object_unref(stream);
+}
+
+/* judge_part - one leaf part: both of its names (Content-Disposition
+ * filename and Content-Type name: readers differ in which they show and
+ * save under, so either one blocked blocks), then its decoded bytes. */
+static void judge_part(struct judge *j, GMimePart *part, int depth)
+{
+	GMimeObject *obj = GMIME_OBJECT(part);
+	const char *name = g_mime_part_get_filename(part);
+	const char *names[2] = {g_mime_object_get_content_disposition_parameter(obj, "filename"),
+	                        g_mime_object_get_content_type_parameter(obj, "name")};
+	for (int i = 0; i < 2; i++)
+		if (ext_blocked(j->o->extensions, names[i])) {
+			block(j, "name=%s%s", names[i], "");
+			return;
+		}
+	GMimeContentType *ct = g_mime_object_get_content_type(obj);
+	const char *mt = ct ? g_mime_content_type_get_media_type(ct) : NULL;
+	const char *st = ct ? g_mime_content_type_get_media_subtype(ct) : NULL;
+	bool message = mt && st && strcasecmp(mt, "message") == 0 &&
+	               (strcasecmp(st, "rfc822") == 0 || strcasecmp(st, "global") == 0);
+	if (!j->o->types && !j->o->zip && !message)
 		return;
 	GMimeDataWrapper *dw = g_mime_part_get_content(part);
 	if (!dw)
@@ -183,16 +257,24 @@ static void judge_part(struct judge *j, GMimePart *part)
 	unsigned t = magic_type(ba->data, ba->len);
 	if (t & j->o->types)
 		block(j, "type=%s name=%s", content_attach_type_name(t), name ? name : "-");
-	else if (j->o->zip && ba->len >= 4 && memcmp(ba->data, "PK\3\4", 4) == 0)
+	else if (message)
+		judge_message(j, ba->data, ba->len, depth);
+	else if (j->o->zip && is_zip(ba->data, ba->len))
 		judge_zip(j, name ? name : "-", ba->data, ba->len);
 	g_object_unref(mem);
 }
 
-/* walk - every leaf, attached messages included. */
+/* walk - every leaf, attached messages included.  Deeper than MAX_DEPTH
+ * is blocked: a tree nested past it let an attachment through unjudged
+ * (red team finding). */
 static void walk(struct judge *j, GMimeObject *obj, int depth)
 {
-	if (!obj || depth > MAX_DEPTH || j->blocked)
+	if (!obj || j->blocked)
 		return;
+	if (depth > MAX_DEPTH) {
+		block(j, "depth=over_limit%s%s", "", "");
+		return;
+	}
 	if (GMIME_IS_MULTIPART(obj)) {
 		GMimeMultipart *mp = GMIME_MULTIPART(obj);
 		int n = g_mime_multipart_get_count(mp);
@@ -207,7 +289,7 @@ static void walk(struct judge *j, GMimeObject *obj, int depth)
 		return;
 	}
 	if (GMIME_IS_PART(obj))
-		judge_part(j, GMIME_PART(obj));
+		judge_part(j, GMIME_PART(obj), depth);
 }
 
 /* content_attach_check - see content.h. */
@@ -217,6 +299,11 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	struct judge j = {.o = o, .why = why, .whylen = whylen, .blocked = 0};
 	if (whylen)
 		why[0] = 0;
+	if (content_too_many_parts(msg, len, CONTENT_MAX_PARTS)) {
+		/* never parsed: GMime's memory grows with the part count */
+		block(&j, "parts=over_limit%s%s", "", "");
+		return 1;
+	}
 	content_gmime_init();
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);

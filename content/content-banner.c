@@ -6,20 +6,24 @@
  * The banner is spliced in there: at the start of a text/plain part, after
  * the <body> tag of a text/html part (or at its start).  The part keeps its
  * Content-Transfer-Encoding and charset: identity encodings get the bytes,
- * quoted-printable parts get the banner quoted-printable encoded, base64
- * parts are decoded, edited and re-encoded (76-column lines).  Nothing
+ * quoted-printable text/plain parts get the banner quoted-printable
+ * encoded, base64 parts and quoted-printable HTML parts are decoded, edited
+ * and re-encoded (the <body> tag is looked for in the decoded HTML).  Nothing
  * outside the edited parts changes, byte for byte.
  *
  * Which parts: the first body part of the message, recursing into the first
- * child of multipart/mixed and related and into every child of
- * multipart/alternative.  Attachments and attached messages are never
+ * child of multipart/mixed and related that holds a text part (an inline
+ * image may come first) and into every child of multipart/alternative.  Attachments and attached messages are never
  * touched.  Left alone (the caller tags the subject only):
- * multipart/signed, multipart/encrypted, application/(x-)pkcs7-mime and
- * inline PGP (a text part carrying "-----BEGIN PGP "); a part whose charset
- * cannot carry the banner (not ASCII-compatible, or the text does not
- * convert to it; an HTML banner is made ASCII with character references so
- * it fits any ASCII-compatible charset); a message already carrying our
- * banner (the text, or the HTML mark attribute).
+ * multipart/signed, multipart/encrypted and application/(x-)pkcs7-mime
+ * anywhere in the walk.  Each part on its own, the others still bannered:
+ * inline PGP (a text/plain part starting with "-----BEGIN PGP "); a part
+ * whose charset cannot carry the banner (not ASCII-compatible, or the text
+ * does not convert to it; an HTML banner is made ASCII with character
+ * references so it fits any ASCII-compatible charset); a part already
+ * carrying our banner exactly where we put it (top of the text, after
+ * <body> or at the top of the HTML) - our text or mark elsewhere is the
+ * sender's and does not count.
  *
  * Ownership: everything allocated here is freed before returning; the
  * result goes to the caller's util_buf.  Diagnostics: none (the caller
@@ -37,7 +41,6 @@
 #include "content.h"
 
 #define MAX_TARGETS    8
-#define PRESENT_WINDOW 8192 /* where our banner would be, at the top of a part */
 
 struct edit {
 	size_t at, end; /* replace msg[at..end) ... */
@@ -63,7 +66,7 @@ static bool is_type(GMimeObject *obj, const char *type, const char *sub)
 /* walk_part - collect the parts that get a banner; note protected ones. */
 static void walk_part(struct walk *w, GMimeObject *obj, int depth)
 {
-	if (!obj || depth > 16)
+	if (!obj || depth > 256) /* past what content_too_many_parts lets through */
 		return;
 	if (GMIME_IS_MULTIPART(obj)) {
 		if (is_type(obj, "multipart", "signed") || is_type(obj, "multipart", "encrypted")) {
@@ -75,8 +78,17 @@ static void walk_part(struct walk *w, GMimeObject *obj, int depth)
 		if (is_type(obj, "multipart", "alternative")) {
 			for (int i = 0; i < n; i++)
 				walk_part(w, g_mime_multipart_get_part(mp, i), depth + 1);
-		} else if (n > 0) {
-			walk_part(w, g_mime_multipart_get_part(mp, 0), depth + 1);
+			return;
+		}
+		/* the first child that has a text part to mark: readers show
+		 * the inline parts of mixed one after the other, and related's
+		 * root may be any child (start=) - an inline image in front
+		 * left the HTML after it without a banner (red team finding) */
+		for (int i = 0; i < n && !w->protect; i++) {
+			int before = w->n;
+			walk_part(w, g_mime_multipart_get_part(mp, i), depth + 1);
+			if (w->n > before)
+				break;
 		}
 		return;
 	}
@@ -144,6 +156,23 @@ static char *to_charset(const char *s, const char *cs, gsize *len)
 	return g_convert(s, -1, cs, "UTF-8", NULL, len, NULL);
 }
 
+/* is_utf7 - cs names UTF-7. */
+static bool is_utf7(const char *cs)
+{
+	return strcasecmp(cs, "utf-7") == 0 || strcasecmp(cs, "utf7") == 0 ||
+	       strcasecmp(cs, "unicode-1-1-utf-7") == 0;
+}
+
+/* charset_known - iconv can convert to cs (else it is a made-up name). */
+static bool charset_known(const char *cs)
+{
+	GIConv cd = g_iconv_open(cs, "UTF-8");
+	if (cd == (GIConv)-1)
+		return false;
+	g_iconv_close(cd);
+	return true;
+}
+
 /* html_ascii - the HTML fragment with non-ASCII characters as &#N;. */
 static char *html_ascii(const char *html)
 {
@@ -164,7 +193,8 @@ static char *html_ascii(const char *html)
 }
 
 /* qp_encode - quoted-printable (RFC 2045 6.7) of s; CRLF stays a hard
- * line break, lines are cut at 73 characters with soft breaks. */
+ * line break, lines are cut at 73 characters with soft breaks, and no line
+ * starts with '-' (so none can read as a MIME boundary). */
 static void qp_encode(struct util_buf *b, const char *s, size_t n)
 {
 	size_t col = 0;
@@ -179,7 +209,16 @@ static void qp_encode(struct util_buf *b, const char *s, size_t n)
 		bool last = i + 1 == n || s[i + 1] == '\r';
 		char tmp[4];
 		size_t w;
-		if ((c >= 33 && c <= 126 && c != '=') || (c == ' ' && !last)) {
+		/* a '-' that would start a line is escaped: a decoded "--b"
+		 * written back as is became a boundary line, and the parts an
+		 * attacker hid in the encoded text (an .exe the attachment
+		 * policy never saw) became real ones (red team, found by
+		 * fuzz_content_banner) */
+		bool bol = col == 0 || col + 1 > 73;
+		if (c == '-' && bol) {
+			snprintf(tmp, sizeof(tmp), "=%02X", c);
+			w = 3;
+		} else if ((c >= 33 && c <= 126 && c != '=') || (c == ' ' && !last)) {
 			tmp[0] = (char)c;
 			w = 1;
 		} else {
@@ -208,31 +247,105 @@ static void b64_encode(struct util_buf *b, const unsigned char *p, size_t n, boo
 	g_free(e);
 }
 
-/* body_tag_end - offset just after "<body ...>" in p[0..n), or 0. */
-static size_t body_tag_end(const char *p, size_t n)
+/* tag_close - offset just after the '>' that closes the tag whose
+ * attributes start at p[i], quoted attribute values skipped (a '>' inside
+ * one does not close the tag); 0 when the tag never closes. */
+static size_t tag_close(const char *p, size_t n, size_t i)
 {
-	for (size_t i = 0; i + 5 <= n; i++) {
-		if (p[i] == '<' && strncasecmp(p + i + 1, "body", 4) == 0 &&
-		    (i + 5 == n || p[i + 5] == '>' || isspace((unsigned char)p[i + 5]))) {
-			const char *gt = memchr(p + i, '>', n - i);
-			return gt ? (size_t)(gt - p) + 1 : 0;
+	while (i < n) {
+		if (p[i] == '>')
+			return i + 1;
+		if (p[i++] != '=')
+			continue;
+		while (i < n && isspace((unsigned char)p[i]))
+			i++;
+		if (i < n && (p[i] == '"' || p[i] == '\'')) {
+			const char *q = memchr(p + i + 1, p[i], n - i - 1);
+			if (!q)
+				return 0;
+			i = (size_t)(q - p) + 1;
 		}
 	}
 	return 0;
 }
 
-/* find - memmem limited to the first lim bytes. */
-static bool find(const unsigned char *p, size_t n, size_t lim, const char *needle)
+/* find_ci - offset of the ASCII case-insensitive needle in p[from..n), or n. */
+static size_t find_ci(const char *p, size_t n, size_t from, const char *needle)
 {
-	size_t nl = strlen(needle);
-	if (nl == 0)
-		return false;
-	if (n > lim)
-		n = lim;
-	for (size_t i = 0; i + nl <= n; i++)
-		if (memcmp(p + i, needle, nl) == 0)
-			return true;
-	return false;
+	size_t k = strlen(needle);
+	for (size_t i = from; i + k <= n; i++)
+		if (strncasecmp(p + i, needle, k) == 0)
+			return i;
+	return n;
+}
+
+/* body_tag_end - offset just after the document's "<body ...>" start tag
+ * in p[0..n), or 0 (then the banner goes at the very top).  The HTML is
+ * walked tag by tag the way a browser reads it: comments, declarations,
+ * quoted attribute values and the text of raw-text elements (style,
+ * script, title, template...) are skipped, so a "<body>" written inside
+ * one of them is not taken for the real one - a banner put there would not
+ * be seen (red team finding). */
+static size_t body_tag_end(const char *p, size_t n)
+{
+	static const char *const rawtext[] = {"script", "style",   "title",    "textarea", "xmp",
+	                                      "iframe", "noembed", "noframes", "template", NULL};
+	size_t i = 0;
+	while (i < n) {
+		if (p[i] != '<' || i + 1 >= n) {
+			i++;
+			continue;
+		}
+		if (i + 4 <= n && memcmp(p + i, "<!--", 4) == 0) {
+			size_t e = find_ci(p, n, i + 4, "-->");
+			if (e >= n)
+				return 0;
+			i = e + 3;
+			continue;
+		}
+		if (p[i + 1] == '!' || p[i + 1] == '?' || p[i + 1] == '/') {
+			size_t e = tag_close(p, n, i + 2);
+			if (!e)
+				return 0;
+			i = e;
+			continue;
+		}
+		if (!isalpha((unsigned char)p[i + 1])) {
+			i++;
+			continue;
+		}
+		size_t ns = i + 1, ne = ns;
+		while (ne < n && (isalnum((unsigned char)p[ne]) || p[ne] == '-'))
+			ne++;
+		size_t e = tag_close(p, n, ne);
+		if (!e)
+			return 0;
+		size_t nl = ne - ns;
+		if (nl == 4 && strncasecmp(p + ns, "body", 4) == 0)
+			return e;
+		if (nl == 9 && strncasecmp(p + ns, "plaintext", 9) == 0)
+			return 0; /* the rest is text */
+		i = e;
+		for (int k = 0; rawtext[k]; k++) {
+			if (strlen(rawtext[k]) != nl || strncasecmp(p + ns, rawtext[k], nl) != 0)
+				continue;
+			char close[16];
+			snprintf(close, sizeof(close), "</%s", rawtext[k]);
+			i = find_ci(p, n, e, close);
+			if (i >= n)
+				return 0;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* starts_with_at - p[at..n), leading blanks skipped, starts with s[0..k). */
+static bool starts_with_at(const unsigned char *p, size_t n, size_t at, const char *s, size_t k)
+{
+	while (at < n && isspace(p[at]))
+		at++;
+	return at <= n && n - at >= k && memcmp(p + at, s, k) == 0;
 }
 
 /* plan_part - the edit for one part; a result other than DONE stops all. */
@@ -274,12 +387,13 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	gsize inslen = 0;
 	struct util_buf b;
 	util_buf_init(&b);
-	if (find(dec, dlen, dlen, "-----BEGIN PGP ")) {
+	/* inline PGP: a text part that is an armored block is left as the
+	 * sender wrote it.  Only at the top: the armor anywhere else (say, in
+	 * a text alternative nobody reads) cost the HTML part its banner (red
+	 * team finding), and a banner above an armored block breaks nothing,
+	 * the signature covers the text between the armor lines only. */
+	if (!html && starts_with_at(dec, dlen, 0, "-----BEGIN PGP ", 15)) {
 		r = CONTENT_BANNER_PROTECTED;
-		goto out;
-	}
-	if (html && find(dec, dlen, dlen, CONTENT_BANNER_HTML_MARK)) {
-		r = CONTENT_BANNER_PRESENT;
 		goto out;
 	}
 	/* the banner, then a blank line (plain) or the marked block (html) */
@@ -307,6 +421,16 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 	} else {
 		ins = to_charset(u.data, cs, &inslen);
 		ins_g = true;
+		if (!ins && !has_8bit(u.data, u.len) &&
+		    (!charset_known(cs) || (is_utf7(cs) && !strpbrk(u.data, "+\\~")))) {
+			/* a charset nobody knows: the reader falls back to an
+			 * ASCII-compatible default, so ASCII is safe - skipping
+			 * it let a made-up charset name shed the banner.  UTF-7
+			 * (Outlook still reads it) takes ASCII without '+', '\\'
+			 * and '~' as it is (RFC 2152 direct characters). */
+			ins = g_strndup(u.data, u.len);
+			inslen = u.len;
+		}
 		util_buf_free(&u);
 		if (!ins) {
 			r = CONTENT_BANNER_CHARSET;
@@ -314,37 +438,69 @@ static enum content_banner_result plan_part(const char *msg, size_t len, GMimeOb
 		}
 	}
 	util_buf_free(&u);
-	/* our text banner, as it would be in this charset, near the top */
-	if (!html && inslen > 4) {
-		char save = ins[inslen - 4];
-		ins[inslen - 4] = '\0'; /* without the blank line */
-		bool present = find(dec, dlen, PRESENT_WINDOW, ins);
-		ins[inslen - 4] = save;
-		if (present) {
-			r = CONTENT_BANNER_PRESENT;
-			goto out;
-		}
+	/* our banner, exactly as it would be in this charset, where we put it
+	 * (the top of a text part; after <body> or at the top of HTML): only
+	 * then is it "already there".  Our text or mark anywhere else was the
+	 * sender's, and it cost the message its banner (red team finding); a
+	 * sender who writes the whole banner at the top shows it himself. */
+	/* without the line end(s); HTML: the opening tag and the text, which
+	 * is what the reader sees (the mid-line form breaks before </div>) */
+	size_t blen = inslen - (html ? 8 : 4);
+	if (starts_with_at(dec, dlen, 0, ins, blen) ||
+	    (html && starts_with_at(dec, dlen, body_tag_end((const char *)dec, dlen), ins, blen))) {
+		r = CONTENT_BANNER_PRESENT;
+		goto out;
 	}
 	if (enc == GMIME_CONTENT_ENCODING_7BIT && has_8bit(ins, inslen)) {
 		r = CONTENT_BANNER_CHARSET; /* a 7bit part cannot carry it */
 		goto out;
 	}
-	if (is_identity(enc) || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE) {
+	bool qp = enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE;
+	if (is_identity(enc) || (qp && !html)) {
 		size_t at = html ? body_tag_end(msg + start, end - start) : 0;
-		if (enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE)
+		if (qp) {
 			qp_encode(&b, ins, inslen);
-		else
+		} else if (at > 0) {
+			/* after <body>, inside a line: the rest of that line must
+			 * not start a line of its own - "<body>--b" became a
+			 * boundary line, and the .exe part the sender had written
+			 * as HTML text after it a real part, one the attachment
+			 * policy (run before) never saw (red team finding).  So:
+			 * a break before our block, the block, and a break inside
+			 * it: the rest follows "</div>" on the last line, which is
+			 * then no longer than the line it came from. */
+			util_buf_adds(&b, "\r\n");
+			util_buf_add(&b, ins, inslen - 8); /* without "</div>\r\n" */
+			util_buf_adds(&b, "\r\n</div>");
+		} else {
 			util_buf_add(&b, ins, inslen);
+		}
 		e->at = e->end = start + at;
-	} else { /* base64: decode, splice, re-encode */
+	} else {
+		/* base64, or quoted-printable HTML: decode, splice, re-encode.
+		 * The <body> tag is found in the decoded HTML: in the encoded
+		 * text a quoted attribute value reads =3D"...", and a '>' in it
+		 * put the banner inside the value, unseen (red team finding). */
 		size_t at = html ? body_tag_end((const char *)dec, dlen) : 0;
 		struct util_buf d;
 		util_buf_init(&d);
 		util_buf_add(&d, dec, at);
 		util_buf_add(&d, ins, inslen);
 		util_buf_add(&d, dec + at, dlen - at);
-		bool crlf = end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n';
-		b64_encode(&b, (const unsigned char *)d.data, d.len, crlf);
+		/* end with a line break when the original did, and when what
+		 * follows would otherwise be glued to our last line (an empty
+		 * part: the boundary comes straight after its blank line; glued,
+		 * it was no boundary any more and the MIME tree changed - found
+		 * by fuzz_content_banner) */
+		bool crlf = (end - start >= 2 && msg[end - 2] == '\r' && msg[end - 1] == '\n') ||
+		            (end < len && msg[end] != '\r' && msg[end] != '\n');
+		if (qp) {
+			qp_encode(&b, d.data, d.len);
+			if (crlf && !(b.len >= 2 && b.data[b.len - 2] == '\r' && b.data[b.len - 1] == '\n'))
+				util_buf_adds(&b, "\r\n"); /* the line break before the boundary */
+		} else {
+			b64_encode(&b, (const unsigned char *)d.data, d.len, crlf);
+		}
 		util_buf_free(&d);
 		e->at = start;
 		e->end = end;
@@ -382,6 +538,8 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 	int nedits = 0;
 	struct walk w = {.n = 0};
 
+	if (content_too_many_parts(msg, len, CONTENT_MAX_PARTS))
+		return CONTENT_BANNER_ERROR; /* not parsed: GMime's memory grows per part */
 	content_gmime_init();
 	stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	parser = g_mime_parser_new_with_stream(stream);
@@ -397,19 +555,27 @@ enum content_banner_result content_banner_apply(const char *msg, size_t len,
 		r = CONTENT_BANNER_PROTECTED;
 		goto out;
 	}
+	/* each part on its own: one that cannot or need not take the banner
+	 * (charset, already there, inline PGP) does not cost the others theirs
+	 * - a text alternative in a bogus charset left the HTML the reader sees
+	 * without a banner (red team finding) */
+	enum content_banner_result skipped = CONTENT_BANNER_NONE;
 	for (int i = 0; i < w.n; i++) {
 		enum content_banner_result pr =
 		    plan_part(msg, len, w.targets[i], o, &edits[nedits]);
-		if (pr == CONTENT_BANNER_NONE)
-			continue;
-		if (pr != CONTENT_BANNER_DONE) {
+		if (pr == CONTENT_BANNER_ERROR) {
 			r = pr;
 			goto out;
 		}
-		nedits++;
+		if (pr == CONTENT_BANNER_DONE)
+			nedits++;
+		else if (skipped == CONTENT_BANNER_NONE || pr == CONTENT_BANNER_PRESENT)
+			skipped = pr; /* "already there" says most */
 	}
-	if (nedits == 0)
+	if (nedits == 0) {
+		r = skipped;
 		goto out;
+	}
 	qsort(edits, (size_t)nedits, sizeof(edits[0]), edit_cmp);
 	size_t pos = 0;
 	for (int i = 0; i < nedits; i++) {

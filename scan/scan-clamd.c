@@ -11,7 +11,10 @@
  * N).  At most [clamav] max_connections are open; more scans wait in FIFO
  * order.  clamd closes an idle session after its IdleTimeout: an idle
  * connection that sees EOF is dropped, and a scan whose reused connection
- * dies before any reply is retried once on a fresh one.
+ * dies before any reply is retried once on a fresh one.  An "OK" that
+ * arrives before the end of the stream was queued is no scan of this
+ * message (a failure, "protocol"); a connection that delivered more than
+ * one answer is not reused.
  *
  * The message is read from the spool file with pread() in 64 KiB chunks
  * straight into the socket's output buffer and refilled from the write
@@ -283,8 +286,20 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			job_fail(j, r.name);
 			return;
 		}
-		if (!j->sent_all) {
-			/* an answer before the end of the stream: not reusable */
+		if (r.status == SCAN_CLEAN && !j->sent_all) {
+			/* "OK" before clamd can have read the whole stream (it
+			 * answers after the zero-length chunk, which was queued
+			 * before it could be written): not a scan of this message
+			 * - taking it for clean was a silent pass (red team) */
+			util_log_warn("clamd socket=%s error=\"answer before the end of the stream\"",
+			              k->addr);
+			job_fail(j, "protocol");
+			return;
+		}
+		if (!j->sent_all || evbuffer_get_length(in) > 0) {
+			/* an answer before the end of the stream, or more than
+			 * one answer: not reusable (what follows would be taken
+			 * for the next scan's answer) */
 			k->job = NULL;
 			j->conn = NULL;
 			conn_free(k);

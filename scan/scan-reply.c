@@ -14,6 +14,7 @@
  * Ownership: nothing allocated.  Diagnostics: none (the caller logs).
  */
 #include <string.h>
+#include <strings.h>
 
 #include "scan.h"
 
@@ -84,11 +85,16 @@ int scan_clamd_parse_reply(const char *line, size_t n, unsigned long *id, struct
 	return -1;
 }
 
-/* scan_is_our_header - see scan.h. */
+/* scan_is_our_header - see scan.h.  Every X-Mxgate-* field is ours: a
+ * sender's "X-Mxgate-Released: by=postmaster" reached the recipient as if
+ * a postmaster had let the message out of quarantine (red team finding). */
 bool scan_is_our_header(const struct util_hdr_field *f)
 {
+	static const char prefix[] = "X-Mxgate-";
 	return util_hdr_name_is(f, SCAN_VIRUS_HEADER) ||
-	       util_hdr_name_is(f, SCAN_QUARANTINE_HEADER);
+	       util_hdr_name_is(f, SCAN_QUARANTINE_HEADER) ||
+	       (f->name_len >= sizeof(prefix) - 1 &&
+	        strncasecmp(f->name, prefix, sizeof(prefix) - 1) == 0);
 }
 
 /* scan_header - see scan.h. */

@@ -22,8 +22,6 @@
 
 #include "scan.h"
 
-#define RSPAMD_MAX_REPLY (4 * 1024 * 1024)
-
 static const char *const action_names[] = {
     [SCAN_SPAM_NO_ACTION] = "no action",     [SCAN_SPAM_GREYLIST] = "greylist",
     [SCAN_SPAM_ADD_HEADER] = "add header",   [SCAN_SPAM_REWRITE_SUBJECT] = "rewrite subject",
@@ -70,7 +68,7 @@ int scan_rspamd_parse_reply(const char *body, size_t n, struct scan_spam_result 
 	int rc = -1;
 	json_t *root = NULL;
 	memset(r, 0, sizeof(*r));
-	if (n == 0 || n > RSPAMD_MAX_REPLY)
+	if (n == 0 || n > SCAN_RSPAMD_MAX_REPLY)
 		goto out;
 	root = json_loadb(body, n, JSON_REJECT_DUPLICATES, NULL);
 	if (!json_is_object(root))

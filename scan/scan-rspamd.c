@@ -18,6 +18,9 @@
  * close", and evhttp then reconnects the same connection object for the
  * next check - the pool still bounds how many checks rspamd gets at once.  One timer per check is
  * its deadline, queueing included; on expiry the request is cancelled and its connection dropped.
+ * A connection with bytes left after an answer is not reused (they would be read as the next
+ * check's answer): it is closed from the loop (reap_cb).  Answers are bounded
+ * (SCAN_RSPAMD_MAX_REPLY, SCAN_RSPAMD_MAX_HEADERS).
  *
  * Ownership: a check owns its spool descriptor until evbuffer_add_file()
  * takes it; the client owns connections and checks.  Callbacks run from
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #include "scan.h"
@@ -44,6 +48,7 @@ struct rspamd_conn {
 	struct evhttp_connection *evcon; /* owned */
 	char addr[RSPAMD_ADDR_MAX];
 	struct rspamd_check *check; /* borrowed; in flight, or NULL = idle */
+	bool stale;                 /* bytes after an answer: never reused */
 	struct rspamd_conn *next, *prev;
 };
 
@@ -63,6 +68,7 @@ struct rspamd_check {
 	struct rspamd_conn *conn;         /* borrowed */
 	struct evhttp_request *req;       /* owned by evhttp once made */
 	bool has_result;
+	const char *http_err; /* why evhttp gave up (error_cb), or NULL */
 	struct scan_spam_result result;
 	struct rspamd_check *next, *prev;
 };
@@ -72,15 +78,18 @@ struct scan_rspamd {
 	struct rspamd_conn *conns;
 	size_t nconns;
 	struct rspamd_check *checks, *checks_tail;
+	struct event *reap; /* owned: frees stale connections outside evhttp's callbacks */
 };
 
 static void pump(struct scan_rspamd *c);
+static void reap_cb(evutil_socket_t fd, short what, void *arg);
 
 /* scan_rspamd_new - an empty client; nothing connects until a check. */
 struct scan_rspamd *scan_rspamd_new(struct event_base *base)
 {
 	struct scan_rspamd *c = util_xcalloc(1, sizeof(*c));
 	c->base = base;
+	c->reap = evtimer_new(base, reap_cb, c);
 	return c;
 }
 
@@ -198,14 +207,31 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	k->req = NULL; /* evhttp frees the request after this callback */
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	struct scan_spam_result r;
+	/* more bytes behind the answer (a second answer, say): evhttp would
+	 * hand them to the next check on this connection as its answer, and
+	 * every later verdict would be the previous message's (red team
+	 * finding) - the connection goes, from the loop (never inside its own
+	 * callback) */
+	if (req && k->conn) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(k->conn->evcon);
+		if (bev && evbuffer_get_length(bufferevent_get_input(bev)) > 0) {
+			util_log_warn("rspamd address=%s error=\"bytes after the answer\"", k->addr);
+			k->conn->stale = true;
+			struct timeval now = {0, 0};
+			if (k->c->reap)
+				evtimer_add(k->c->reap, &now);
+		}
+	}
 	if (code != 200) {
 		char why[32];
-		if (code == 0)
+		if (code == 0 && k->http_err)
+			snprintf(why, sizeof(why), "%s", k->http_err);
+		else if (code == 0)
 			snprintf(why, sizeof(why), "unavailable");
 		else
 			snprintf(why, sizeof(why), "http_%d", code);
 		util_log_warn("rspamd address=%s error=\"%s\"", k->addr,
-		              code ? why : "connection failed or closed");
+		              code || k->http_err ? why : "connection failed or closed");
 		r = fail_result(why);
 		/* never free an evhttp connection inside its own callback: it
 		 * resets itself and reconnects for the next request */
@@ -223,6 +249,16 @@ static void done_cb(struct evhttp_request *req, void *arg)
 	check_finish(k, &r, false);
 }
 
+/* error_cb - why evhttp gave up on a request (done_cb follows with NULL). */
+static void error_cb(enum evhttp_request_error err, void *arg)
+{
+	struct rspamd_check *k = arg;
+	if (err == EVREQ_HTTP_DATA_TOO_LONG)
+		k->http_err = "reply_too_large"; /* body over SCAN_RSPAMD_MAX_REPLY */
+	else if (err == EVREQ_HTTP_INVALID_HEADER)
+		k->http_err = "protocol"; /* bad or too many header lines */
+}
+
 /* conn_new - a keep-alive evhttp connection to addr, or NULL. */
 static struct rspamd_conn *conn_new(struct scan_rspamd *c, const char *addr, int timeout)
 {
@@ -238,6 +274,12 @@ static struct rspamd_conn *conn_new(struct scan_rspamd *c, const char *addr, int
 	/* longer than the check's own deadline, which decides (timer_cb) */
 	evhttp_connection_set_timeout(ev, timeout + 5);
 	evhttp_connection_set_retries(ev, 0);
+	/* an answer is read whole before it is parsed: bound it, or a broken
+	 * or hostile rspamd (a huge Content-Length, chunks or header lines
+	 * without end) had mxgate buffer whatever it sent until the deadline
+	 * (red team finding) */
+	evhttp_connection_set_max_body_size(ev, SCAN_RSPAMD_MAX_REPLY);
+	evhttp_connection_set_max_headers_size(ev, SCAN_RSPAMD_MAX_HEADERS);
 	struct rspamd_conn *n = util_xcalloc(1, sizeof(*n));
 	n->c = c;
 	n->evcon = ev;
@@ -258,6 +300,7 @@ static void send_check(struct rspamd_conn *n, struct rspamd_check *k)
 		defer_result(k, "setup");
 		return;
 	}
+	evhttp_request_set_error_cb(req, error_cb);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	evhttp_add_header(out, "Host", "rspamd");
 	evhttp_add_header(out, "Connection", "keep-alive");
@@ -297,7 +340,7 @@ static void pump(struct scan_rspamd *c)
 		struct rspamd_conn *idle = NULL, *n = c->conns;
 		while (n) {
 			struct rspamd_conn *nx = n->next;
-			if (!n->check) {
+			if (!n->check && !n->stale) {
 				if (strcmp(n->addr, k->addr) == 0) {
 					if (!idle)
 						idle = n;
@@ -318,6 +361,23 @@ static void pump(struct scan_rspamd *c)
 		}
 		send_check(idle, k);
 	}
+}
+
+/* reap_cb - close the connections that must not be reused, then give
+ * the waiting checks theirs. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct scan_rspamd *c = arg;
+	struct rspamd_conn *n = c->conns;
+	while (n) {
+		struct rspamd_conn *nx = n->next;
+		if (n->stale && !n->check)
+			conn_free(n);
+		n = nx;
+	}
+	pump(c);
 }
 
 /* timer_cb - deadline, or a deferred result. */
@@ -402,5 +462,7 @@ void scan_rspamd_free(struct scan_rspamd *c)
 		conn_free(c->conns);
 	while (c->checks)
 		check_free(c->checks);
+	if (c->reap)
+		event_free(c->reap);
 	free(c);
 }

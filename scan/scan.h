@@ -86,6 +86,14 @@ enum scan_spam_action {
 	SCAN_SPAM_QUARANTINE,
 };
 
+/* The largest /checkv2 answer read (body), and its header block: a larger
+ * one fails the check as "reply_too_large" as soon as it is announced or
+ * passes the limit, never buffered whole.  The answer is parsed on the
+ * loop: 1 MiB of JSON costs it some 25 ms (4 MiB, the old limit, about
+ * 100 ms per message); rspamd's real answers are a few KiB. */
+#define SCAN_RSPAMD_MAX_REPLY   (1024 * 1024)
+#define SCAN_RSPAMD_MAX_HEADERS (64 * 1024)
+
 /* The outcome of one rspamd check.  failed: not checked, `reason` says why. */
 struct scan_spam_result {
 	bool failed;
@@ -142,7 +150,8 @@ void scan_rspamd_free(struct scan_rspamd *c);
 /* ------------------------------------------------------------ headers */
 
 /* scan_is_our_header - an incoming field a downstream could take for our
- * scan verdict (X-Virus-Scan), dropped at ingress. */
+ * scan verdict (X-Virus-Scan) or any other X-Mxgate-* field of ours
+ * (quarantine, release), dropped at ingress. */
 bool scan_is_our_header(const struct util_hdr_field *f);
 /* scan_header - append "X-Virus-Scan: ...\r\n" for r ("clean",
  * "infected; virus=NAME" or "unscanned; reason=WHY") stamped by host. */

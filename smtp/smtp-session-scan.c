@@ -363,14 +363,57 @@ bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field 
 	return true;
 }
 
+/* lead_tags - which of tags[0..1] the subject value v[0..n) already
+ * starts with: its leading run of those tags and of reply/forward prefixes
+ * ("Re:", "Fwd:", "AW:"; letters, then ':').  Only there: a tag written
+ * anywhere else (the end of a long subject, past what a reader shows) kept
+ * ours off the front (red team finding). */
+static void lead_tags(const char *v, size_t n, const char *const tags[2], bool have[2])
+{
+	size_t i = 0;
+	have[0] = have[1] = false;
+	for (;;) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n'))
+			i++;
+		bool step = false;
+		for (int t = 0; t < 2 && !step; t++) {
+			size_t k = tags[t] ? strlen(tags[t]) : 0;
+			if (k && n - i >= k && memcmp(v + i, tags[t], k) == 0) {
+				have[t] = true;
+				i += k;
+				step = true;
+			}
+		}
+		size_t j = i;
+		while (!step && j < n && j - i < 4 &&
+		       ((v[j] >= 'A' && v[j] <= 'Z') || (v[j] >= 'a' && v[j] <= 'z')))
+			j++;
+		if (!step && j > i && j < n && v[j] == ':') {
+			i = j + 1;
+			step = true;
+		}
+		if (!step)
+			return;
+	}
+}
+
 /* smtp_scan_subject - see smtp-server-internal.h.  The tag goes on once:
  * not again when the subject already starts with it (a message tagged by
- * another hop, or bounced back). */
+ * another hop, or bounced back; reply prefixes in front do not count). */
 void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 {
 	struct smtp_tx *tx = s->tx;
-	if (!tx->subject_held)
+	if (!tx->subject_held) {
+		/* no Subject at all: one made of the tags, or leaving the field
+		 * out would have shed them (red team finding) */
+		const char *t0 = tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
+		const char *t1 =
+		    tx->warn_subject && may_warn(s->cfg) ? s->cfg->warning_subject_tag : NULL;
+		if (t0 || t1)
+			util_buf_printf(b, "Subject:%s%s%s%s\r\n", t0 ? " " : "", t0 ? t0 : "",
+			                t1 ? " " : "", t1 ? t1 : "");
 		return;
+	}
 	const char *tags[2] = {tx->subject_tag ? s->cfg->rspamd_subject_tag : NULL,
 	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
 	if (!tags[0] && !tags[1]) {
@@ -388,8 +431,10 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 		while (v < end && (*v == ' ' || *v == '\t'))
 			v++;
 		util_buf_add(b, raw, (size_t)(colon + 1 - raw));
+		bool have[2];
+		lead_tags(v, (size_t)(end - v), tags, have);
 		for (int i = 0; i < 2; i++)
-			if (tags[i] && !memmem(v, (size_t)(end - v), tags[i], strlen(tags[i])))
+			if (tags[i] && !have[i])
 				util_buf_printf(b, " %s", tags[i]);
 		util_buf_adds(b, " ");
 		util_buf_add(b, v, (size_t)(end - v));

@@ -95,7 +95,8 @@ def test_multipart_alternative_and_attachment_byte_exact(gateway):
     raw = deliver(gw, data, marker)
     want = body.replace(b"caf=C3=A9 plain", (TEXT + "\r\n\r\ncaf=C3=A9 plain").encode()).replace(
         b"<body bgcolor=\"white\">",
-        b"<body bgcolor=\"white\"><div data-mxgate-warning=\"1\">" + HTML.encode() + b"</div>\r\n")
+        b"<body bgcolor=\"white\">\r\n<div data-mxgate-warning=\"1\">" + HTML.encode()
+        + b"\r\n</div>")
     assert split(raw)[1] == want
     m = email.message_from_bytes(raw, policy=email.policy.default)
     parts = {p.get_content_type(): p for p in m.walk()}
@@ -205,5 +206,79 @@ def test_failing_senders_judged_by_dmarc_and_spf(gateway):
         data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="a@good.test")
         raw = deliver(gw2, data, marker, sender="a@good.test")
         assert warning(raw)[0].startswith("external; banner=added"), warning(raw)
+    finally:
+        dns.stop()
+
+
+def test_sender_cannot_shed_the_tag_or_banner(gateway):
+    """Red team: the sender writes the tag at the end of its subject and
+    mxgate's banner text into the text alternative nobody reads (plus the
+    HTML mark in a comment and a <body> inside one).  The subject must
+    still start with the tag and the HTML part the reader sees must still
+    get the banner, right after the real <body>.  A reply prefix in front
+    of a tag from an earlier pass does count as tagged."""
+    gw = warn_gw(gateway)
+    data, marker = message(["Content-Type: multipart/alternative; boundary=alt"],
+                           ("--alt\r\nContent-Type: text/plain\r\n\r\nPay now.\r\n\r\n" + TEXT
+                            + "\r\n--alt\r\nContent-Type: text/html\r\n\r\n<html><head><!-- "
+                            "<body> data-mxgate-warning --></head><body><p>Pay now.</p>"
+                            "</body></html>\r\n--alt--\r\n").encode())
+    data = data.replace(f"Subject: hello {marker}".encode(),
+                        f"Subject: hello {marker} {'pad ' * 20}[EXT]".encode())
+    raw = deliver(gw, data, marker)
+    assert subject(raw).startswith("[EXT] hello"), subject(raw)
+    assert warning(raw)[0].startswith("external; banner=added;"), warning(raw)
+    html = split(raw)[1].split(b"Content-Type: text/html\r\n\r\n", 1)[1]
+    assert html.startswith(b"<html><head><!-- <body> data-mxgate-warning --></head><body>"
+                           b"\r\n<div data-mxgate-warning=\"1\">"), html[:160]
+    plain = split(raw)[1].split(b"Content-Type: text/plain\r\n\r\n", 1)[1]
+    assert plain.startswith((TEXT + "\r\n\r\nPay now.").encode()), plain[:80]
+
+    data, marker = message(["Content-Type: text/plain"], b"hi\r\n")
+    data = data.replace(f"Subject: hello {marker}".encode(),
+                        f"Subject: RE: [EXT] hello {marker}".encode())
+    raw = deliver(gw, data, marker)
+    assert subject(raw) == f"RE: [EXT] hello {marker}", subject(raw)
+
+
+def test_no_subject_gets_one_with_the_tag(gateway):
+    """Red team: leaving the Subject out must not shed the tag - the
+    message gets a Subject made of it."""
+    gw = warn_gw(gateway)
+    data, marker = message(["Content-Type: text/plain"], b"hi\r\n")
+    data = data.replace(f"Subject: hello {marker}\r\n".encode(), b"")
+    raw = deliver(gw, data, marker)
+    assert mxtest.header_values(raw, "Subject") == ["[EXT]"], raw[:600]
+
+
+def test_default_warns_a_spoof_of_our_own_domain(gateway):
+    """Red team: with the old default (senders = external) a message forging
+    a From: in our own domain - DMARC fails, but the domain's policy is
+    p=none, so it is delivered - looked internal and got no warning: the
+    CEO-fraud case the warning is for.  The default is now `either`; an
+    authentic internal-domain message still gets none."""
+    dns = mxtest.StubDns()
+    dns.add("example.test", "TXT", '"v=spf1 ip4:127.0.0.2 -all"')
+    dns.add("_dmarc.example.test", "TXT", '"v=DMARC1; p=none"')
+    dns.start()
+    try:
+        gw = gateway({"auth": {"spf": "yes", "dkim": "no", "dmarc": "yes"},
+                      "dns": {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"},
+                      "warning": {"enabled": "yes", "subject_tag": "[EXT]",
+                                  "banner_text": TEXT, "banner_html": HTML}}, dns=False)
+        data, marker = message(["Content-Type: text/plain"], b"pay this\r\n",
+                               sender="ceo@example.test")
+        raw = deliver(gw, data, marker, sender="ceo@example.test")
+        assert warning(raw) and warning(raw)[0].startswith("failing; banner=added"), raw[:900]
+        assert subject(raw).startswith("[EXT] ")
+        # the same domain, authentic (SPF pass from 127.0.0.2, aligned): untouched
+        data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="boss@example.test")
+        with gw.client(source="127.0.0.2") as c:
+            c.ehlo()
+            mxtest.assert_reply(c.transaction("boss@example.test", [RCPT], data,
+                                              expect_queued=False), 250)
+        raw = gw.wait_for_marker(marker)
+        assert not warning(raw), raw[:900]
+        assert "[EXT]" not in subject(raw)
     finally:
         dns.stop()

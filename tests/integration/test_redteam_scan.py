@@ -167,3 +167,184 @@ def test_subject_tag_with_two_subject_fields(gateway):
         assert all(v.startswith("[SPAM] ") for v in vals), vals
     finally:
         fake.stop()
+
+
+class FloodRspamd:
+    """A broken or hostile rspamd: reads the request, then answers with a
+    header block or body that does not end (up to `limit` octets), its n-th
+    connection in the n-th of three shapes: a huge Content-Length, endless
+    chunks, endless header lines."""
+
+    MODES = ("length", "chunked", "headers")
+
+    def __init__(self, limit=64 * 1024 * 1024):
+        self.limit = limit
+        self.sent = {}
+        self.conns = 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            mode = self.MODES[self.conns % len(self.MODES)]
+            self.conns += 1
+            threading.Thread(target=self._conn, args=(c, mode), daemon=True).start()
+
+    def _conn(self, c, mode):
+        buf = b""
+        self.sent[mode] = 0
+        try:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            head, body = buf.split(b"\r\n\r\n", 1)
+            n = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    n = int(v.strip())
+            while len(body) < n:
+                d = c.recv(65536)
+                if not d:
+                    return
+                body += d
+            if mode == "length":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 2000000000\r\n\r\n{\"action\":\"no action\",")
+                piece = b" " * 65536
+            elif mode == "chunked":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n")
+                piece = b"10000\r\n" + b" " * 65536 + b"\r\n"
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                piece = (b"X-Filler: " + b"y" * 1000 + b"\r\n") * 64
+            while self.sent[mode] < self.limit:
+                c.sendall(piece)
+                self.sent[mode] += len(piece)
+        except OSError:
+            pass  # mxgate gave up on us: what we want
+        finally:
+            c.close()
+
+    def stop(self):
+        self.srv.close()
+
+
+def _vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_flooding_rspamd_answer_is_bounded_not_buffered(gateway):
+    """rspamd (broken, or something else on its port) answers with a 2 GB
+    Content-Length, endless chunks or endless header lines.  mxgate must
+    give up as soon as the answer passes its limit - the message gets the
+    configured on_failure (accept: "unchecked; reason=reply_too_large", or
+    "protocol" for the header block) -
+    instead of buffering whatever arrives until the deadline (the old
+    client read all 64 MB of each, until the fake hung up)."""
+    fake = FloodRspamd()
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "8s"}})
+        base = _vm_hwm_kib(gw.proc.pid)
+        for mode in FloodRspamd.MODES:
+            data, marker = make_message(f"flood {mode}")
+            mxtest.assert_reply(_send(gw, data), 250)
+            msg = gw.wait_for_marker(marker)
+            vals = mxtest.header_values(msg, "X-Spam-Checker")
+            why = "protocol" if mode == "headers" else "reply_too_large"
+            assert vals and vals[0].startswith(f"unchecked; reason={why};"), (mode, vals)
+            assert fake.sent[mode] < fake.limit, (mode, fake.sent)
+        grown = _vm_hwm_kib(gw.proc.pid) - base
+        assert grown < 32 * 1024, f"mxgate's peak memory grew by {grown} KiB"
+    finally:
+        fake.stop()
+
+
+def test_spam_tag_on_a_message_without_subject(gateway):
+    """Red team: a tagged spam with no Subject field at all went out with
+    no tag anywhere a reader looks; it now gets "Subject: [SPAM]"."""
+    fake = FakeRspamd(ADD_HEADER)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        data, marker = make_message("gone")
+        data = data.replace(f"Subject: gone {marker}\r\n".encode(), b"")
+        mxtest.assert_reply(_send(gw, data), 250)
+        msg = gw.wait_for_marker(marker)
+        assert mxtest.header_values(msg, "Subject") == ["[SPAM]"], msg[:600]
+    finally:
+        fake.stop()
+
+
+class TwoAnswersRspamd(FakeRspamd):
+    """Keep-alive rspamd that answers its first request twice (the second
+    answer a clean one) and every later one with "reject"."""
+
+    def _conn(self, c):
+        buf = b""
+
+        def answer(action, score):
+            body = json.dumps({"score": score, "required_score": 15.0,
+                               "action": action}).encode()
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(body) + body)
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                n = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        n = int(v.strip())
+                while len(buf) < n:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                buf = buf[n:]
+                self.requests += 1
+                if self.requests == 1:
+                    c.sendall(answer("no action", 1.0) + answer("no action", -5.0))
+                else:
+                    c.sendall(answer("reject", 99.0))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def test_extra_answer_is_not_the_next_messages_verdict(gateway):
+    """A keep-alive rspamd (or a proxy in front of it) sends one answer too
+    many.  The old client left it in the connection's buffer and read it as
+    the next message's answer: that message (rspamd says reject) went out
+    as clean, and every later verdict on the connection was the previous
+    message's.  The connection must be dropped instead."""
+    fake = TwoAnswersRspamd(None)
+    try:
+        gw = gateway({"rspamd": {"address": f"127.0.0.1:{fake.port}", "timeout": "10s"}})
+        first, _ = make_message("first")
+        mxtest.assert_reply(_send(gw, first), 250)
+        second, _ = make_message("second")
+        mxtest.assert_reply(_send(gw, second), 550, "5.7.1")
+        gw.wait_log(r"rspamd address=\S+ error=\"bytes after the answer\"")
+        assert fake.requests == 2, fake.requests
+    finally:
+        fake.stop()

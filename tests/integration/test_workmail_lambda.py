@@ -138,6 +138,34 @@ def test_forged_verdicts_are_not_trusted(judged, flow):
     assert action(run(mod, flow, b"Subject: none\r\n\r\nhi\r\n", "55555555")) == "DEFAULT"
 
 
+SES_AR = (b"Received: from mx.example.test (mx.example.test [192.0.2.1])\r\n"
+          b" by inbound-smtp.eu-west-1.amazonaws.com with SMTP id abc\r\n"
+          b" for user@example.test; Wed, 02 Dec 2026 12:00:00 +0000 (UTC)\r\n"
+          b"X-SES-Spam-Verdict: PASS\r\nX-SES-Virus-Verdict: PASS\r\n"
+          b"Authentication-Results: amazonses.com;\r\n"
+          b" spf=pass (spfCheck: domain of example.test designates 192.0.2.1 as permitted"
+          b" sender) client-ip=192.0.2.1;\r\n dkim=pass header.i=@good.test;\r\n"
+          b" dmarc=pass header.from=good.test;\r\n")
+
+
+def test_through_ses_inbound_as_workmail_sees_it(judged, flow):
+    """Red team: WorkMail gets mxgate's mail through SES inbound, which
+    prepends its own "Authentication-Results: amazonses.com" above mxgate's.
+    The function answered DEFAULT for every such message (the junk folder
+    never filled).  mxgate's verdict must still be read below SES's field -
+    and a second amazonses.com field (a sender's) must not open the way for
+    a forged mxgate one."""
+    mod = load_lambda()
+    spam = SES_AR + through_mxgate(judged, "someone@bad.test")
+    assert action(run(mod, flow, spam, "77777777")) == "MOVE_TO_JUNK"
+    ham = SES_AR + through_mxgate(judged, "someone@good.test")
+    assert action(run(mod, flow, ham, "88888888")) == "BYPASS_SPAM_CHECK"
+    forged = (SES_AR + b"Authentication-Results: amazonses.com; spf=pass\r\n"
+              b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n"
+              b"X-Spam-Flag: NO\r\nSubject: x\r\n\r\nhi\r\n")
+    assert action(run(mod, flow, forged, "99999999")) == "DEFAULT"
+
+
 def test_bypass_off_and_api_failure(judged, flow, monkeypatch):
     mod = load_lambda()
     ham = through_mxgate(judged, "someone@good.test")
@@ -161,7 +189,9 @@ def test_template_wires_function_role_and_permission():
     assert fn["Runtime"].startswith("python3")
     env = fn["Environment"]["Variables"]
     assert env["MXGATE_AUTHSERV_ID"] == {"Ref": "MxgateAuthservId"}
-    assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN"}
+    assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN",
+                        "DOWNSTREAM_AUTHSERV_IDS"}
+    assert params["DownstreamAuthservIds"]["Default"] == "amazonses.com"
     # every variable the function reads (but the test-only endpoint) is set
     src = (p.parent / "lambda_function.py").read_text()
     read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z_]+)"', src))

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -99,7 +100,76 @@ static const struct attach_case cases[] = {
        "Content-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--i--\r\n" T,
      1, "name=a.exe"},
     {"no attachment", "From: a@b.c\r\n\r\nhello\r\n", 0, NULL},
+    /* red team: evasions that passed */
+    {"Content-Type name blocked, disposition filename harmless",
+     H "Content-Type: application/octet-stream; name=\"evil.exe\"\r\nContent-Disposition: "
+       "attachment; filename=\"evil.txt\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA" T,
+     1, "name=evil.exe"},
+    {"zip with a junk prefix (unzip tools still open it)",
+     ATT("filename=\"docs.zip\"", "application/octet-stream", "base64",
+         "I2p1bmsjUEsDBBQAAAAAAAAAIVyGphA2BQAAAAUAAAAKAAAAcmVhZG1lLnR4dGhlbGxvUEsDBBQA\r\n"
+         "AAAAAAAAIVyAflBYBAAAAAQAAAAIAAAAZXZpbC5leGVNWpAAUEsBAhQDFAAAAAAAAAAhXIamEDYF\r\n"
+         "AAAABQAAAAoAAAAAAAAAAAAAAIABAAAAAHJlYWRtZS50eHRQSwECFAMUAAAAAAAAACFcgH5QWAQA\r\n"
+         "AAAEAAAACAAAAAAAAAAAAAAAgAEtAAAAZXZpbC5leGVQSwUGAAAAAAIAAgBuAAAAVwAAAAAA\r\n"),
+     1, "zip=docs.zip entry=evil.exe"},
+    {"exe in a base64-encoded attached message",
+     ATT("filename=\"fwd.eml\"", "message/rfc822", "base64",
+         "RnJvbTogeEB5LnoNCk1JTUUtVmVyc2lvbjogMS4wDQpDb250ZW50LVR5cGU6IGFwcGxpY2F0aW9u\r\n"
+         "L29jdGV0LXN0cmVhbTsgbmFtZT1hLmV4ZQ0KQ29udGVudC1UcmFuc2Zlci1FbmNvZGluZzogYmFz\r\n"
+         "ZTY0DQoNCkFBQUENCg==\r\n"),
+     1, "name=a.exe"},
+    {"exe in a quoted-printable attached message",
+     ATT("filename=\"fwd.eml\"", "message/rfc822", "quoted-printable",
+         "From: x@y.z\r\nContent-Type: application/octet-stream; name=3Da.scr\r\n\r\nAAAA\r\n"),
+     1, "name=a.scr"},
 };
+
+/* nested - a message whose attachment sits depth multiparts down. */
+static char *nested(int depth, const char *leaf)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	util_buf_adds(&b, "From: a@example.org\r\nMIME-Version: 1.0\r\n");
+	for (int i = 0; i < depth; i++)
+		util_buf_printf(&b, "Content-Type: multipart/mixed; boundary=n%d\r\n\r\n--n%d\r\n", i,
+		                i);
+	util_buf_adds(&b, leaf);
+	for (int i = depth - 1; i >= 0; i--)
+		util_buf_printf(&b, "\r\n--n%d--\r\n", i);
+	return b.data;
+}
+
+/* test_attach_depth - a tree deeper than the walk goes is blocked, never
+ * passed unjudged (red team: 17 levels hid an .exe). */
+static void test_attach_depth(void **state)
+{
+	(void)state;
+	struct util_strlist ext = {0};
+	util_strlist_add(&ext, "exe");
+	struct content_attach_opts o = {.extensions = &ext, .zip = true, .max_zip_entries = 10};
+	static const struct {
+		int depth;
+		const char *leaf;
+		int want;
+		const char *why;
+	} dc[] = {
+	    {20, "Content-Type: application/octet-stream; name=a.exe\r\n\r\nAAAA", 1, "name=a.exe"},
+	    {40, "Content-Type: application/octet-stream; name=a.exe\r\n\r\nAAAA", 1,
+	     "depth=over_limit"},
+	    {40, "Content-Type: text/plain\r\n\r\nhello", 1, "depth=over_limit"},
+	    {30, "Content-Type: text/plain\r\n\r\nhello", 0, ""},
+	};
+	for (size_t i = 0; i < sizeof(dc) / sizeof(dc[0]); i++) {
+		char *m = nested(dc[i].depth, dc[i].leaf);
+		char why[128];
+		int rc = content_attach_check(m, strlen(m), &o, why, sizeof(why));
+		if (rc != dc[i].want || strcmp(why, dc[i].why) != 0)
+			fail_msg("depth %d: %d (%s), want %d (%s)", dc[i].depth, rc, why, dc[i].want,
+			         dc[i].why);
+		free(m);
+	}
+	util_strlist_free(&ext);
+}
 
 static void test_attach_cases(void **state)
 {
@@ -135,10 +205,81 @@ static void test_attach_cases(void **state)
 	util_strlist_free(&ext);
 }
 
+/* test_attach_parts - a message of many empty parts, or of many part
+ * header fields, is blocked before GMime builds an object for each (red
+ * team: 2 MB of parts cost GMime 400 MB and 15 s, 8 MB of "a:b" part header
+ * lines 1 GB); however the boundary is named (RFC 2231, continuations, an
+ * encoded word: GMime decodes them all); a few thousand parts are still
+ * judged. */
+static void test_attach_parts(void **state)
+{
+	(void)state;
+	struct util_strlist ext = {0};
+	util_strlist_add(&ext, "exe");
+	struct content_attach_opts o = {.extensions = &ext, .zip = true, .max_zip_entries = 10};
+	static const struct {
+		const char *ctype; /* however the boundary is named, GMime decodes it */
+		int parts, fields, params;
+		int want;
+		const char *why;
+	} pc[] = {
+	    {"boundary=\"p p\"", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary*=us-ascii''p%20p", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary*0=\"p \"; boundary*1=p", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary=\"=?us-ascii?q?p_p?=\"", 25000, 0, 0, 1, "parts=over_limit"},
+	    {"boundary=\"p p\"", 2, 250000, 0, 1, "parts=over_limit"}, /* part header fields */
+	    {"boundary=\"p p\"", 2, 0, 250000, 1, "parts=over_limit"}, /* parameters */
+	    {"boundary=\"p p\"", 2, 0, -250000, 1, "parts=over_limit"}, /* addresses */
+	    {"boundary=\"p p\"", 2000, 0, 0, 1, "name=a.exe"},
+	};
+	for (size_t i = 0; i < sizeof(pc) / sizeof(pc[0]); i++) {
+		struct util_buf b;
+		util_buf_init(&b);
+		util_buf_printf(&b, "From: a@example.org\r\nMIME-Version: 1.0\r\n"
+		                    "Content-Type: multipart/mixed; %s\r\n\r\n", pc[i].ctype);
+		for (int k = 0; k < pc[i].parts; k++) {
+			util_buf_adds(&b, "--p p\r\n");
+			for (int f = 0; k == 0 && f < pc[i].fields; f++)
+				util_buf_adds(&b, "a:b\r\n");
+			if (k == 0 && pc[i].params < 0) { /* an attached message's To: */
+				util_buf_adds(&b, "Content-Type: message/rfc822\r\n\r\nTo: ");
+				for (int f = 0; f < -pc[i].params; f++)
+					util_buf_adds(&b, "<a@b> ");
+				util_buf_adds(&b, "\r\n");
+			} else if (k == 0 && pc[i].params) {
+				util_buf_adds(&b, "Content-Type: text/plain");
+				for (int f = 0; f < pc[i].params; f++)
+					util_buf_adds(&b, f % 8 ? "; a=1" : "\r\n ; a=1");
+				util_buf_adds(&b, "\r\n");
+			}
+			util_buf_adds(&b, "\r\nx\r\n");
+		}
+		util_buf_adds(&b, "--p p\r\nContent-Type: application/octet-stream; name=a.exe\r\n"
+		                  "\r\nAAAA\r\n--p p--\r\n");
+		char why[128];
+		int rc = content_attach_check(b.data, b.len, &o, why, sizeof(why));
+		if (rc != pc[i].want || strcmp(why, pc[i].why) != 0)
+			fail_msg("%s, %d parts: %d (%s), want %d (%s)", pc[i].ctype, pc[i].parts, rc, why,
+			         pc[i].want, pc[i].why);
+		/* the banner does not parse it either */
+		struct content_banner_opts bo = {.text = "CAUTION"};
+		struct util_buf out;
+		util_buf_init(&out);
+		enum content_banner_result br = content_banner_apply(b.data, b.len, &bo, &out);
+		assert_int_equal(br, strcmp(pc[i].why, "parts=over_limit") == 0 ? CONTENT_BANNER_ERROR
+		                                                               : CONTENT_BANNER_DONE);
+		util_buf_free(&out);
+		util_buf_free(&b);
+	}
+	util_strlist_free(&ext);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_attach_cases),
+	    cmocka_unit_test(test_attach_depth),
+	    cmocka_unit_test(test_attach_parts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

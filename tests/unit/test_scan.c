@@ -125,6 +125,11 @@ static const struct {
     {"x-virus-scan: clean\r\n", true},
     {"X-Virus-Scanned: clamav\r\n", false},
     {"Subject: X-Virus-Scan\r\n", false},
+    {"X-Mxgate-Quarantine: reason=virus\r\n", true},
+    /* red team: a forged release stamp reached the downstream */
+    {"X-Mxgate-Released: by=postmaster; at=now\r\n", true},
+    {"x-mxgate-queue-id: 1234\r\n", true},
+    {"X-Mxgatex: 1\r\n", false},
 };
 
 static void test_drop(void **state)

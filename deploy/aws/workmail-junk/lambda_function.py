@@ -15,13 +15,22 @@ DEFAULT           no trustworthy mxgate verdict: WorkMail decides
 
 The headers are trusted only when they are mxgate's: the topmost
 Authentication-Results field (mxgate prepends its own and removes any that
-carries its authserv-id from incoming mail) must carry MXGATE_AUTHSERV_ID.
-A message that did not pass through mxgate, or one whose topmost A-R is
-someone else's, gets DEFAULT - a sender cannot move its own mail out of
-junk by writing the headers.
+carries its authserv-id from incoming mail) must carry MXGATE_AUTHSERV_ID -
+once the fields of the hops between mxgate and WorkMail are set aside: SES
+inbound (inbound-smtp.<region>.amazonaws.com) prepends its own
+"Authentication-Results: amazonses.com; ..." above mxgate's, so taking the
+very first field answered DEFAULT for every message.  Each id listed in
+DOWNSTREAM_AUTHSERV_IDS is set aside at most once, and only at the top (one
+field per hop), so a second "amazonses.com" field written by a sender still
+makes the verdict untrusted.  A message that did not pass through mxgate, or
+one whose topmost A-R (below the downstream hops') is someone else's, gets
+DEFAULT - a sender cannot move its own mail out of junk by writing the
+headers.
 
 Environment:
   MXGATE_AUTHSERV_ID   mxgate's [auth] authserv_id (default: its hostname) - required
+  DOWNSTREAM_AUTHSERV_IDS  authserv-ids of the hops after mxgate, comma-separated
+                       (default amazonses.com: SES inbound in front of WorkMail)
   SPAM_FLAG_HEADER     mxgate's [spam] spam_flag_header (default X-Spam-Flag)
   BYPASS_ON_CLEAN      yes|no (default yes)
   WORKMAIL_ENDPOINT_URL  only for tests: the message flow API on loopback
@@ -65,14 +74,20 @@ def authserv_id(value):
     return m.group(1).lower() if m else ""
 
 
-def verdict(raw, authserv, flag_header="X-Spam-Flag", bypass_on_clean=True):
+def verdict(raw, authserv, flag_header="X-Spam-Flag", bypass_on_clean=True,
+            downstream=("amazonses.com",)):
     """(action type, reason) for a raw message."""
     msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
         header_block(raw))
     ars = msg.get_all("Authentication-Results") or []
-    if not ars:
-        return "DEFAULT", "no Authentication-Results"
-    top = authserv_id(str(ars[0]).replace("\r", "").replace("\n", " "))
+    ids = [authserv_id(str(a).replace("\r", "").replace("\n", " ")) for a in ars]
+    # the downstream hops' own fields sit above mxgate's: one each, at the top
+    hops = [d.strip().lower() for d in downstream if d.strip()]
+    while ids and ids[0] in hops:
+        hops.remove(ids.pop(0))
+    if not ids:
+        return "DEFAULT", "no Authentication-Results of mxgate"
+    top = ids[0]
     if top != authserv.lower():
         return "DEFAULT", f"topmost Authentication-Results is {top!r}, not mxgate's"
     flag = msg.get(flag_header)
@@ -95,13 +110,14 @@ def lambda_handler(event, context):
     authserv = os.environ["MXGATE_AUTHSERV_ID"]
     flag_header = os.environ.get("SPAM_FLAG_HEADER", "X-Spam-Flag")
     bypass = os.environ.get("BYPASS_ON_CLEAN", "yes").lower() in ("yes", "true", "1")
+    downstream = os.environ.get("DOWNSTREAM_AUTHSERV_IDS", "amazonses.com").split(",")
     try:
         body = _client().get_raw_message_content(messageId=message_id)["messageContent"]
         raw = body.read(HEADER_LIMIT)
     except Exception as e:  # never hold up mail: WorkMail decides
         LOG.warning("message=%s error=%r action=DEFAULT", message_id, e)
         return response("DEFAULT")
-    action, why = verdict(raw, authserv, flag_header, bypass)
+    action, why = verdict(raw, authserv, flag_header, bypass, downstream)
     LOG.info("message=%s subject=%r action=%s reason=%r", message_id,
              event.get("subject", ""), action, why)
     return response(action)
