@@ -8,7 +8,7 @@
  * completion finds the session by id.
  *
  * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued) or
- * quarantine (held with reason "attachment"); a message over max_size or
+ * quarantine (reason "attachment"); a message over max_size or
  * one GMime cannot parse is not judged (logged).  Diagnostics:
  * "s=... attachment_check result=blocked|clean|unchecked ...", metric
  * mxgate_attachment_checks_total{result}.
@@ -119,8 +119,7 @@ static void job_done(evutil_socket_t fd, short what, void *arg)
 		smtp_session_resume(s);
 		return;
 	}
-	free(s->tx->quarantine);
-	s->tx->quarantine = util_xstrdup("attachment");
+	smtp_data_quarantine(s, "attachment", why);
 	smtp_scan_continue(s);
 }
 
