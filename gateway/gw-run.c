@@ -264,7 +264,7 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 	 * user cannot write them, every message would get 451 from now on -
 	 * refuse to start instead, and say what to fix. */
 	static const char *const sub[] = {"", "/incoming", "/msg", "/active", "/deferred",
-					  "/hold", "/corrupt", "/free"};
+					  "/hold", "/quarantine", "/corrupt", "/free"};
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s%s", cfg->queue_dir, sub[i]);
