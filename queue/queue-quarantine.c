@@ -274,8 +274,8 @@ int queue_sched_quarantine_release(struct queue_sched *s, const char *id, const 
 }
 
 /* queue_sched_quarantine_delete - see queue.h. */
-int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who,
-                                  char *err, size_t errlen)
+int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who, char *err,
+                                  size_t errlen)
 {
 	struct sched_item *it = quarantine_lookup(s, id, err, errlen);
 	if (it == NULL)

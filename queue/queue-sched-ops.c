@@ -150,8 +150,7 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 }
 
 /* sched_lookup - the item for a postmaster request, or NULL with err. */
-struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err,
-                                       size_t errlen)
+struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err, size_t errlen)
 {
 	struct sched_item *it = NULL;
 	if (id == NULL || !util_qid_is_valid(id))
@@ -182,8 +181,8 @@ int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, 
 				if (it->busy)
 					it->want_flush = true;
 				else
-					it->want_flush = it->st != QUEUE_HOLD &&
-					                 it->st != QUEUE_QUARANTINE;
+					it->want_flush =
+					    it->st != QUEUE_HOLD && it->st != QUEUE_QUARANTINE;
 				if (!it->busy)
 					sched_settle(s, it);
 			}
@@ -214,8 +213,10 @@ int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t er
 	if (it == NULL)
 		return -1;
 	if (it->st == QUEUE_QUARANTINE) {
-		snprintf(err, errlen, "message %s is in quarantine (never delivered until "
-		                      "`mxgate quarantine release %s`)", it->id, it->id);
+		snprintf(err, errlen,
+		         "message %s is in quarantine (never delivered until "
+		         "`mxgate quarantine release %s`)",
+		         it->id, it->id);
 		return -1;
 	}
 	it->want_release = false;
@@ -250,10 +251,8 @@ int queue_sched_release_by(struct queue_sched *s, const char *id, const char *wh
 /* sched_release - see queue-sched-internal.h. */
 void sched_release(struct queue_sched *s, struct sched_item *it, const char *who)
 {
-	if (who != NULL) {
-		free(it->by);
-		it->by = util_xstrdup(who);
-	}
+	free(it->by); /* the latest request names who asked */
+	it->by = who != NULL ? util_xstrdup(who) : NULL;
 	it->want_hold = false;
 	it->want_release = true;
 	sched_settle(s, it);
@@ -263,10 +262,8 @@ void sched_release(struct queue_sched *s, struct sched_item *it, const char *who
 /* sched_delete - see queue-sched-internal.h. */
 void sched_delete(struct queue_sched *s, struct sched_item *it, const char *who)
 {
-	if (who != NULL) {
-		free(it->by);
-		it->by = util_xstrdup(who);
-	}
+	free(it->by); /* the latest request names who asked */
+	it->by = who != NULL ? util_xstrdup(who) : NULL;
 	it->want_delete = true;
 	sched_settle(s, it);
 }
@@ -406,7 +403,8 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 	if (env->quarantine_reason != NULL || queue_envelope_is_legacy_quarantine(env)) {
 		char reason[64];
 		util_buf_adds(out, "quarantine: reason=");
-		sched_add_oneline(out, queue_envelope_quarantine_reason(env, reason, sizeof(reason)));
+		sched_add_oneline(out,
+		                  queue_envelope_quarantine_reason(env, reason, sizeof(reason)));
 		if (env->quarantine_verdict != NULL) {
 			util_buf_adds(out, " verdict=(");
 			sched_add_oneline(out, env->quarantine_verdict);

@@ -298,8 +298,7 @@ static int sched_dest_limit(const struct config_route *r)
 void sched_heap_push(struct queue_sched *s, struct sched_item *it)
 {
 	bool kept = it->st == QUEUE_HOLD || it->st == QUEUE_QUARANTINE;
-	if (it->heap_idx != SCHED_NOT_IN_HEAP || (kept && !it->want_release) ||
-	    it->parked != NULL)
+	if (it->heap_idx != SCHED_NOT_IN_HEAP || (kept && !it->want_release) || it->parked != NULL)
 		return;
 	if (s->heap_len == s->heap_cap) {
 		s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 256;

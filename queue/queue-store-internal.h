@@ -33,9 +33,8 @@ enum queue_dir_ix {
 /* queue_dir_name - folder name of a QDIR_* index. */
 static inline const char *queue_dir_name(int ix)
 {
-	static const char *const names[QDIR_COUNT] = {"incoming", "msg",        "active",
-	                                              "deferred", "hold",       "quarantine",
-	                                              "corrupt",  "free"};
+	static const char *const names[QDIR_COUNT] = {
+	    "incoming", "msg", "active", "deferred", "hold", "quarantine", "corrupt", "free"};
 
 	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
 }

@@ -446,8 +446,7 @@ static int store_migrate_quarantine(struct queue_store *qs, const struct queue_e
 {
 	char reason[64];
 
-	if (queue_rename_excl(qs->dfd[QDIR_HOLD], env->id, qs->dfd[QDIR_QUARANTINE], env->id) <
-	    0) {
+	if (queue_rename_excl(qs->dfd[QDIR_HOLD], env->id, qs->dfd[QDIR_QUARANTINE], env->id) < 0) {
 		util_log_err("%s queue op=migrate file=hold/%s to=quarantine/%s error=\"%s\" "
 		             "action=left-on-hold",
 		             env->id, env->id, env->id, strerror(errno));

@@ -172,10 +172,11 @@ typedef void (*queue_done_cb)(int status, void *arg);
  * logged and moved aside to corrupt/, never deleted.  A message an older
  * mxgate quarantined into hold/ (queue_envelope_is_legacy_quarantine) is
  * first moved to quarantine/ (rename, fsync of both folders; logged
- * "ID queue op=migrate ...") and handed to fn as quarantined.  An envelope that cannot be read (open
- * or read fails: EMFILE, EIO, ... - the file may be fine) stays where it is
- * and is handed to unreadable (may be NULL) with its file's mtime and the
- * errno, so the caller can retry it.  env is borrowed for the call. */
+ * "ID queue op=migrate ...") and handed to fn as quarantined.  An envelope
+ * that cannot be read (open or read fails: EMFILE, EIO, ... - the file may
+ * be fine) stays where it is and is handed to unreadable (may be NULL) with
+ * its file's mtime and the errno, so the caller can retry it.  env is
+ * borrowed for the call. */
 typedef void (*queue_scan_fn)(const struct queue_envelope *env, enum queue_state st, void *arg);
 typedef void (*queue_scan_unreadable_fn)(const char *id, enum queue_state st, int64_t mtime,
 					 int err, void *arg);
@@ -288,8 +289,8 @@ int queue_sched_quarantine_release(struct queue_sched *s, const char *id, const 
                                    char *err, size_t errlen);
 /* queue_sched_quarantine_delete - purge a quarantined message (logged
  * "ID status=deleted by=WHO reason=quarantine").  Refuses others. */
-int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who,
-                                  char *err, size_t errlen);
+int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who, char *err,
+                                  size_t errlen);
 /* queue_envelope_is_quarantined - does env->prepend hold our quarantine field? */
 bool queue_envelope_is_quarantined(const struct queue_envelope *env);
 /* queue_envelope_is_legacy_quarantine - was env quarantined into hold/ by an

@@ -366,12 +366,12 @@ static void test_legacy_quarantine_migrated(void **state)
 	     QUEUE_QUARANTINE, "quarantine"},
 	    {"0000000000000A02", "hold", "Received: from x\\r\\n", QUEUE_HOLD, "hold"},
 	    {"0000000000000A03", "hold",
-	     "X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
-	     "X-Mxgate-Released: by=root; at=Tue\\r\\n",
+	     ("X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
+	      "X-Mxgate-Released: by=root; at=Tue\\r\\n"),
 	     QUEUE_HOLD, "hold"},
 	    {"0000000000000A04", "deferred",
-	     "X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
-	     "X-Mxgate-Released: by=root; at=Tue\\r\\n",
+	     ("X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
+	      "X-Mxgate-Released: by=root; at=Tue\\r\\n"),
 	     QUEUE_DEFERRED, "deferred"},
 	    {"0000000000000A05", "hold",
 	     "x-mxgate-quarantine: reason=policy; by=mx.test; at=Mon\\r\\n", QUEUE_QUARANTINE,
@@ -386,11 +386,12 @@ static void test_legacy_quarantine_migrated(void **state)
 	queue_store_close(f->qs);
 	f->qs = NULL;
 	for (size_t i = 0; i < n; i++) {
-		snprintf(text, sizeof(text),
-		         "version: 1\nid: %s\narrival: 1764057344\nsize: %zu\nsender: <s@example.org>\n"
-		         "smtputf8: 0\neightbit: 0\nis-dsn: 0\nattempts: 0\nnext-attempt: 0\n"
-		         "delay-warned: 0\nprepend: %s\nrcpt: pending <r@example.com>\nend: ok\n",
-		         cases[i].id, strlen(BODY), cases[i].prepend);
+		snprintf(
+		    text, sizeof(text),
+		    "version: 1\nid: %s\narrival: 1764057344\nsize: %zu\nsender: <s@example.org>\n"
+		    "smtputf8: 0\neightbit: 0\nis-dsn: 0\nattempts: 0\nnext-attempt: 0\n"
+		    "delay-warned: 0\nprepend: %s\nrcpt: pending <r@example.com>\nend: ok\n",
+		    cases[i].id, strlen(BODY), cases[i].prepend);
 		put_file(f, cases[i].folder, cases[i].id, text);
 		put_file(f, "msg", cases[i].id, BODY);
 	}
@@ -416,7 +417,8 @@ static void test_legacy_quarantine_migrated(void **state)
 			/* the reason of a migrated one comes from its prepend */
 			if (c->want == QUEUE_QUARANTINE)
 				assert_string_not_equal(
-				    queue_envelope_quarantine_reason(env, reason, sizeof(reason)), "-");
+				    queue_envelope_quarantine_reason(env, reason, sizeof(reason)),
+				    "-");
 			queue_envelope_free(env);
 		}
 	}
