@@ -153,8 +153,8 @@ void gw_metrics_define(void)
 	     "Messages accepted into quarantine (the queue's quarantine/): virus, spam, policy, "
 	     "attachment"},
 	    {"mxgate_quarantine_messages", UTIL_METRIC_GAUGE, NULL,
-	     "Quarantined messages waiting in the queue's quarantine/ (refreshed every quarter of the "
-	     "retention, at most hourly)"},
+	     "Quarantined messages waiting in the queue's quarantine/ (refreshed every quarter of "
+	     "the retention, at most hourly)"},
 	    {"mxgate_quarantine_bytes", UTIL_METRIC_GAUGE, NULL, "Bytes of the quarantined messages"},
 	    {"mxgate_quarantine_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
 	     "Age of the oldest quarantined message (0 when none)"},

@@ -88,7 +88,7 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 			char *verdict = util_xasprintf("virus=%s", r->name);
 			smtp_data_quarantine(s, "virus", verdict);
 			free(verdict);
-			s->tx->scan_stage = STAGE_COMMIT; /* no spam check for a held virus */
+			s->tx->scan_stage = STAGE_COMMIT; /* no spam check: quarantined */
 		}
 		break;
 	case SCAN_FAILED:
