@@ -334,7 +334,8 @@ static const struct config_directive d_verify[] = {
 
 static const struct config_directive d_queue[] = {
     {"directory", CONFIG_T_DIR, G(queue_dir), "/var/spool/mxgate", NULL, 0, 0, NULL, NULL, 0,
-     "Queue directory (incoming/ active/ deferred/ hold/); created at start"},
+     "Queue directory (incoming/ msg/ active/ deferred/ hold/ quarantine/ ...); created at "
+     "start"},
     {"fsync", CONFIG_T_BOOL, G(queue_fsync), "yes", NULL, 0, 0, NULL, NULL, R,
      "fsync messages before 250; switch off only for benchmarks"},
     {"max_lifetime", CONFIG_T_DURATION, G(max_queue_lifetime), "5d", NULL, 1, 365 * DAY, NULL, NULL,
@@ -349,8 +350,8 @@ static const struct config_directive d_queue[] = {
      NULL, v_address, R, "From: address of delivery status notifications"},
     {"quarantine_retention", CONFIG_T_DURATION, G(quarantine_retention), "30d", NULL, 1,
      3650 * DAY, NULL, NULL, R,
-     "How long a quarantined message waits in hold/ for `mxgate queue release`; then it is "
-     "deleted (logged: status=expired reason=quarantine_retention)"},
+     "How long a quarantined message waits in the queue's quarantine/ for `mxgate quarantine "
+     "release`; then it is deleted (logged: status=expired reason=quarantine_retention)"},
     {"bounce_max_headers", CONFIG_T_SIZE, G(bounce_max_headers), "16K", NULL, 1 * KB, 1 * MB,
      NULL, NULL, R,
      "Bytes of the original header block a DSN returns (whole fields; never the body)"},
@@ -470,7 +471,7 @@ static const struct config_directive d_spam[] = {
     {"quarantine_action", CONFIG_T_ENUM, G(spam_quarantine_action), "tag", NULL, 0, 0,
      e_policy_quarantine, NULL, R,
      "mxgate's own quarantine verdict (DMARC p=quarantine, score at or above threshold): tag "
-     "(delivered with X-Spam-Flag: YES), quarantine (held in the queue, `mxgate quarantine`; "
+     "(delivered with X-Spam-Flag: YES), quarantine (kept in the queue, `mxgate quarantine`; "
      "reason=policy) or reject (550 5.7.1)"},
     {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the verdict and the tests that fired"},
@@ -700,8 +701,8 @@ static const struct config_directive d_clamav[] = {
     {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
      NULL, R,
      "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
-     "held in the queue's hold/ until `mxgate queue release|delete`) or deliver (with "
-     "X-Virus-Scan: infected and the signature name)"},
+     "kept in the queue's quarantine/ until `mxgate quarantine release|delete`) or deliver "
+     "(with X-Virus-Scan: infected and the signature name)"},
     {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
      "they are delivered with X-Virus-Scan: unscanned reason=size"},
@@ -732,8 +733,8 @@ static const struct config_directive d_rspamd[] = {
     {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
      e_spam_action, NULL, R,
      "rspamd answers reject: reject (550 5.7.1 before anything is queued), quarantine (250, "
-     "then held in hold/ until `mxgate queue release|delete`), tag (X-Spam-Flag: YES) or "
-     "deliver (headers only)"},
+     "then kept in quarantine/ until `mxgate quarantine release|delete`), tag (X-Spam-Flag: "
+     "YES) or deliver (headers only)"},
     {"tag_action", CONFIG_T_ENUM, G(rspamd_tag_action), "tag", NULL, 0, 0, e_spam_action, NULL,
      R,
      "rspamd answers add header, rewrite subject or quarantine: tag (X-Spam-Flag: YES), "

@@ -154,10 +154,11 @@ void gw_metrics_define(void)
 	    {"mxgate_virus_scans_total", UTIL_METRIC_COUNTER, "result",
 	     "Virus scans at end of DATA ([clamav]): clean, infected, unscanned"},
 	    {"mxgate_quarantined_total", UTIL_METRIC_COUNTER, "reason",
-	     "Messages accepted into quarantine (held in the queue): virus, spam, policy"},
+	     "Messages accepted into quarantine (the queue's quarantine/): virus, spam, policy, "
+	     "attachment"},
 	    {"mxgate_quarantine_messages", UTIL_METRIC_GAUGE, NULL,
-	     "Quarantined messages waiting in hold/ (refreshed every quarter of the retention, "
-	     "at most hourly)"},
+	     "Quarantined messages waiting in the queue's quarantine/ (refreshed every quarter of "
+	     "the retention, at most hourly)"},
 	    {"mxgate_quarantine_bytes", UTIL_METRIC_GAUGE, NULL, "Bytes of the quarantined messages"},
 	    {"mxgate_quarantine_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
 	     "Age of the oldest quarantined message (0 when none)"},
@@ -180,7 +181,7 @@ void gw_metrics_define(void)
 	    {"mxgate_metrics_http_closed_total", UTIL_METRIC_COUNTER, "reason",
 	     "Metrics HTTP connections closed by mxgate: request_timeout, max_connections"},
 	    {"mxgate_queue_messages_by_state", UTIL_METRIC_GAUGE, "state",
-	     "Messages in the queue by state: active, deferred, hold"},
+	     "Messages in the queue by state: active, deferred, hold, quarantine"},
 	    {"mxgate_route_delivered_total", UTIL_METRIC_COUNTER, "route",
 	     "Recipients delivered, by [route] name"},
 	    {"mxgate_route_deferred_total", UTIL_METRIC_COUNTER, "route",
@@ -223,7 +224,7 @@ void gw_metrics_define(void)
 	    {"mxgate_dsn_suppressed_total", {"spf_fail", "dmarc_fail"}},
 	    {"mxgate_config_reloads_total", {"ok", "failed"}},
 	    {"mxgate_metrics_http_closed_total", {"request_timeout", "max_connections"}},
-	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold"}},
+	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold", "quarantine"}},
 	    {"mxgate_state_evictions_total", {"ratelimit", "greylist", "pregreet", "dnsbl", "verify"}},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
@@ -324,8 +325,8 @@ void gw_metrics_sample(struct gw *gw)
 		                 (double)queue_sched_count(gw->sched));
 		util_metrics_set("mxgate_queue_oldest_age_seconds", NULL,
 		                 (double)(oldest > 0 && now > oldest ? now - oldest : 0));
-		static const char *const states[] = {"active", "deferred", "hold"};
-		for (int st = QUEUE_ACTIVE; st <= QUEUE_HOLD; st++)
+		static const char *const states[] = {"active", "deferred", "hold", "quarantine"};
+		for (int st = QUEUE_ACTIVE; st <= QUEUE_STATE_LAST; st++)
 			util_metrics_set("mxgate_queue_messages_by_state", states[st],
 			                 (double)queue_sched_count_state(gw->sched,
 			                                                 (enum queue_state)st));

@@ -1,9 +1,10 @@
 /*
  * gw-quarantine.c - `mxgate quarantine list|show|release|delete` (issue 13):
  * the postmaster's view of the messages a content verdict quarantined.
- * They are held messages of the queue (queue/queue-quarantine.c); these
- * commands only ever act on quarantined ones, so a message the postmaster
- * held by hand is never released or deleted by mistake here.
+ * They live in the queue's quarantine/ folder (queue/queue-quarantine.c);
+ * these commands only ever act on quarantined ones, so a message the
+ * postmaster held by hand is never released or deleted by mistake here -
+ * and `mxgate queue release|delete` refuse quarantined ones in turn.
  *
  * The CLI side turns its options into one control request
  * ("quarantine-list rcpt=...,sender=...,reason=...,older=N,newer=N" or
@@ -12,7 +13,7 @@
  *
  * Ownership: nothing kept.  Diagnostics: the control request log line; the
  * scheduler logs releases ("status=released by=USER reason=quarantine") and
- * deletions ("status=deleted by=postmaster").
+ * deletions ("status=deleted by=USER reason=quarantine").
  */
 #include "gw.h"
 
@@ -34,16 +35,25 @@ int gw_quarantine_execute(struct gw *gw, const char *cmd, const char *arg, const
 		snprintf(err, errlen, "%s needs a queue id", cmd);
 		return -1;
 	}
-	if (!queue_sched_is_quarantined(gw->sched, arg)) {
-		snprintf(err, errlen, "message %s is not in quarantine", arg);
-		return -1;
-	}
-	if (strcmp(cmd, "quarantine-show") == 0)
+	if (strcmp(cmd, "quarantine-show") == 0) {
+		if (!queue_sched_is_quarantined(gw->sched, arg)) {
+			snprintf(err, errlen, "message %s is not in quarantine", arg);
+			return -1;
+		}
 		return queue_sched_show(gw->sched, arg, out, err, errlen);
-	if (strcmp(cmd, "quarantine-release") == 0)
-		return queue_sched_release_by(gw->sched, arg, peer, err, errlen);
-	if (strcmp(cmd, "quarantine-delete") == 0)
-		return queue_sched_delete(gw->sched, arg, err, errlen);
+	}
+	if (strcmp(cmd, "quarantine-release") == 0) {
+		if (queue_sched_quarantine_release(gw->sched, arg, peer, err, errlen) < 0)
+			return -1;
+		util_buf_printf(out, "released 1 message (%s)\n", arg);
+		return 0;
+	}
+	if (strcmp(cmd, "quarantine-delete") == 0) {
+		if (queue_sched_quarantine_delete(gw->sched, arg, peer, err, errlen) < 0)
+			return -1;
+		util_buf_printf(out, "deleted 1 message (%s)\n", arg);
+		return 0;
+	}
 	snprintf(err, errlen, "unknown command");
 	return -1;
 }

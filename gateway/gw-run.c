@@ -263,8 +263,9 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 	/* The queue was opened (and its folders created) as root: if the new
 	 * user cannot write them, every message would get 451 from now on -
 	 * refuse to start instead, and say what to fix. */
-	static const char *const sub[] = {"", "/incoming", "/msg", "/active", "/deferred",
-					  "/hold", "/corrupt", "/free"};
+	static const char *const sub[] = {"",          "/incoming", "/msg",        "/active",
+	                                  "/deferred", "/hold",     "/quarantine", "/corrupt",
+	                                  "/free"};
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s%s", cfg->queue_dir, sub[i]);

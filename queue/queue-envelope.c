@@ -1,6 +1,6 @@
 /*
  * queue-envelope.c - the queue envelope: construction, deep copy, and the
- * versioned text format stored in active/, deferred/ and hold/.
+ * versioned text format stored in active/, deferred/, hold/ and quarantine/.
  *
  * Format (docs/queue-format.md is the reference): one "key: value" line per
  * field, LF-terminated, "version: 1" first and "end: ok" last, so a truncated
@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENV_VERSION 2 /* newest version read and written */
+#define ENV_VERSION 3 /* newest version read and written */
 
 /* Kinds of scalar fields. */
 enum env_kind {
@@ -62,6 +62,8 @@ static const struct env_field env_fields[] = {
     {"last-error", ENV_STR_OPT, offsetof(struct queue_envelope, last_error)},
     {"spf", ENV_STR_OPT, offsetof(struct queue_envelope, spf)},
     {"dmarc", ENV_STR_OPT, offsetof(struct queue_envelope, dmarc)},
+    {"quarantine-reason", ENV_STR_OPT, offsetof(struct queue_envelope, quarantine_reason)},
+    {"quarantine-verdict", ENV_STR_OPT, offsetof(struct queue_envelope, quarantine_verdict)},
 };
 #define ENV_NFIELDS (sizeof(env_fields) / sizeof(env_fields[0]))
 
@@ -96,6 +98,8 @@ void queue_envelope_free(struct queue_envelope *env)
 	free(env->last_error);
 	free(env->spf);
 	free(env->dmarc);
+	free(env->quarantine_reason);
+	free(env->quarantine_verdict);
 	free(env);
 }
 
@@ -122,6 +126,8 @@ struct queue_envelope *queue_envelope_dup(const struct queue_envelope *env)
 	c->last_error = env_strdup(env->last_error);
 	c->spf = env_strdup(env->spf);
 	c->dmarc = env_strdup(env->dmarc);
+	c->quarantine_reason = env_strdup(env->quarantine_reason);
+	c->quarantine_verdict = env_strdup(env->quarantine_verdict);
 	c->rcpts = NULL;
 	if (env->nrcpts > 0) {
 		c->rcpts = util_xcalloc(env->nrcpts, sizeof(*c->rcpts));
@@ -258,6 +264,14 @@ static void env_put_capped(struct util_buf *b, const char *key, const char *val,
 	util_buf_add(b, "...\n", 4);
 }
 
+/* env_version - the lowest format version that can carry env. */
+static int env_version(const struct queue_envelope *env)
+{
+	if (env->quarantine_reason != NULL || env->quarantine_verdict != NULL)
+		return 3;
+	return env->spf != NULL || env->dmarc != NULL ? 2 : 1;
+}
+
 /* env_serialize - the text of env, replies cut at reply_cap bytes. */
 static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, size_t *len)
 {
@@ -265,9 +279,11 @@ static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, s
 	size_t i;
 
 	util_buf_init(&b);
-	/* Version 2 added the optional "spf" and "dmarc" keys; an envelope
-	 * without them is still written as version 1, readable by older builds. */
-	util_buf_printf(&b, "version: %d\n", env->spf != NULL || env->dmarc != NULL ? 2 : 1);
+	/* Version 2 added the optional "spf" and "dmarc" keys, version 3
+	 * "quarantine-reason" and "quarantine-verdict"; an envelope is written
+	 * with the lowest version that has its keys, so one without them stays
+	 * readable by older builds. */
+	util_buf_printf(&b, "version: %d\n", env_version(env));
 	util_buf_add(&b, "id: ", 4);
 	env_escape(&b, env->id, strnlen(env->id, sizeof(env->id)));
 	util_buf_add(&b, "\n", 1);
@@ -315,7 +331,8 @@ static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, s
 	return b.data;
 }
 
-/* queue_envelope_serialize - the version 1 text of env; caller frees.
+/* queue_envelope_serialize - the text of env (version 1, 2 or 3: the
+ * lowest that has its keys); caller frees.
  * Never longer than QUEUE_ENVELOPE_MAX when the addresses and the header
  * block fit (the server caps those): replies are shortened first. */
 char *queue_envelope_serialize(const struct queue_envelope *env, size_t *len)
@@ -615,7 +632,7 @@ static int env_parse_line(struct env_parser *ps, const char *l, size_t n)
 	return env_fail(ps, "unknown key \"%.*s\"", (int)(klen > 40 ? 40 : klen), l);
 }
 
-/* env_check_version - the first line must be "version: 1" or "version: 2". */
+/* env_check_version - the first line must be "version: N", 1 <= N <= ENV_VERSION. */
 static int env_check_version(struct env_parser *ps, const char *l, size_t n)
 {
 	static const char pfx[] = "version: ";

@@ -1,20 +1,28 @@
 /*
  * queue-quarantine.c - the scheduler's side of the quarantine (issue 13):
- * a message a content verdict quarantined is committed straight into hold/
- * (queue_commit_held, queue-store.c) with an X-Mxgate-Quarantine field in
- * its envelope's prepend.  Here: recognising such messages when they are
- * indexed (at commit and by the start-up scan), stamping who released one
- * and when, expiring them after [queue] quarantine_retention (default 30
- * days), and the quarantine gauges.
+ * a message a content verdict quarantined is committed straight into the
+ * queue's quarantine/ folder (queue_commit_quarantined, queue-store.c) with
+ * the verdict in its envelope (quarantine-reason, quarantine-verdict) and an
+ * X-Mxgate-Quarantine field in its prepend.  The scheduler indexes it in
+ * state QUEUE_QUARANTINE and never delivers it.  Here: the postmaster's
+ * quarantine operations (list with filters, release, delete), stamping who
+ * released one and when, expiring them after [queue] quarantine_retention
+ * (default 30 days), the quarantine gauges, and recognising the messages an
+ * older build quarantined into hold/ (moved to quarantine/ by the start-up
+ * scan).
  *
- * A quarantined message is an ordinary held message otherwise: `mxgate
- * queue list|show|release|delete` act on it, with the same crash rules.
+ * A release moves the envelope into active/ (delivered as it would have
+ * been, the X-Mxgate-Released field added); a delete purges it.  Both use
+ * the same envelope rewrite / removal jobs as every queue operation, with
+ * the same crash rules.  `mxgate queue release|delete|hold|flush` refuse a
+ * quarantined message (queue-sched-ops.c).
  *
- * Ownership: items belong to the scheduler; release_by is owned by the item.
- * Diagnostics: "ID status=released by=WHO reason=quarantine" (the release
- * itself is logged by queue-sched-ops.c), "ID status=expired
- * reason=quarantine_retention age=Ns"; gauges mxgate_quarantine_messages,
- * mxgate_quarantine_bytes, mxgate_quarantine_oldest_age_seconds.
+ * Ownership: items belong to the scheduler; it->by is owned by the item.
+ * Diagnostics: "ID status=released by=WHO reason=quarantine", "ID
+ * status=deleted by=WHO reason=quarantine" (queue-sched-ops.c), "ID
+ * status=expired reason=quarantine_retention age=Ns"; gauges
+ * mxgate_quarantine_messages, mxgate_quarantine_bytes,
+ * mxgate_quarantine_oldest_age_seconds.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,27 +35,61 @@
 
 #define SWEEP_MAX 3600 /* seconds between sweeps at most */
 
-/* queue_envelope_is_quarantined - see queue.h: a line of the prepend that
- * starts with our field name and a colon. */
-bool queue_envelope_is_quarantined(const struct queue_envelope *env)
+/* prepend_field - the value of the first line of prepend that starts with
+ * field and a colon (after the colon), or NULL. */
+static const char *prepend_field(const char *prepend, const char *field)
 {
-	const char *p = env->prepend;
-	size_t n = strlen(QUEUE_QUARANTINE_FIELD);
+	const char *p = prepend;
+	size_t n = strlen(field);
 	while (p && *p) {
-		if (strncasecmp(p, QUEUE_QUARANTINE_FIELD, n) == 0 && p[n] == ':')
-			return true;
+		if (strncasecmp(p, field, n) == 0 && p[n] == ':')
+			return p + n + 1;
 		p = strstr(p, "\r\n");
 		if (p)
 			p += 2;
 	}
-	return false;
+	return NULL;
+}
+
+/* queue_envelope_is_quarantined - see queue.h. */
+bool queue_envelope_is_quarantined(const struct queue_envelope *env)
+{
+	return prepend_field(env->prepend, QUEUE_QUARANTINE_FIELD) != NULL;
+}
+
+/* queue_envelope_is_legacy_quarantine - see queue.h: a released message
+ * (the older build stamped X-Mxgate-Released) that the postmaster later held
+ * by hand stays an ordinary held message. */
+bool queue_envelope_is_legacy_quarantine(const struct queue_envelope *env)
+{
+	return env->quarantine_reason == NULL && queue_envelope_is_quarantined(env) &&
+	       prepend_field(env->prepend, QUEUE_RELEASED_FIELD) == NULL;
+}
+
+/* queue_envelope_quarantine_reason - see queue.h. */
+const char *queue_envelope_quarantine_reason(const struct queue_envelope *env, char *buf,
+                                             size_t buflen)
+{
+	if (env->quarantine_reason != NULL)
+		return env->quarantine_reason;
+	snprintf(buf, buflen, "-");
+	const char *p = prepend_field(env->prepend, QUEUE_QUARANTINE_FIELD);
+	if (p == NULL)
+		return buf;
+	p += strspn(p, " \t");
+	if (strncasecmp(p, "reason=", 7) != 0)
+		return buf;
+	p += 7;
+	size_t n = strcspn(p, "; \t\r\n");
+	if (n > 0)
+		snprintf(buf, buflen, "%.*s", (int)(n < 60 ? n : 60), p);
+	return buf;
 }
 
 /* sched_quarantine_note - see queue-sched-internal.h. */
 void sched_quarantine_note(struct sched_item *it, const struct queue_envelope *env)
 {
 	it->size = env->size;
-	it->quarantined = it->st == QUEUE_HOLD && queue_envelope_is_quarantined(env);
 }
 
 /* sched_quarantine_release - see queue-sched-internal.h. */
@@ -55,15 +97,14 @@ void sched_quarantine_release(struct sched_item *it, struct queue_envelope *env)
 {
 	char date[64];
 	util_rfc5322_date(util_now_us() / 1000000, date);
-	const char *who = it->release_by ? it->release_by : "postmaster";
+	const char *who = it->by ? it->by : "postmaster";
 	char *p = util_xasprintf("%s" QUEUE_RELEASED_FIELD ": by=%s; at=%s\r\n",
 	                         env->prepend ? env->prepend : "", who, date);
 	free(env->prepend);
 	env->prepend = p;
 	util_log_info("%s status=released by=%s reason=quarantine", it->id, who);
-	it->quarantined = false;
-	free(it->release_by);
-	it->release_by = NULL;
+	free(it->by);
+	it->by = NULL;
 }
 
 /* sweep_period - how often to look: a quarter of the retention, at least
@@ -89,16 +130,14 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 		struct sched_item *next;
 		for (struct sched_item *it = s->buckets[b]; it; it = next) {
 			next = it->hnext; /* sched_settle may drop it later, not now */
-			if (!it->quarantined || it->st != QUEUE_HOLD)
+			if (it->st != QUEUE_QUARANTINE || it->want_delete)
 				continue;
 			int64_t age = now - it->arrival;
-			if (retention > 0 && age >= retention && !it->want_delete &&
-			    !it->want_release) {
+			if (retention > 0 && age >= retention && !it->want_release) {
 				util_log_info(
 				    "%s status=expired reason=quarantine_retention age=%llds",
 				    it->id, (long long)age);
-				it->want_delete = true;
-				sched_settle(s, it);
+				sched_delete(s, it, "retention");
 				continue;
 			}
 			count++;
@@ -127,18 +166,6 @@ int sched_quarantine_start(struct queue_sched *s)
 }
 
 /* ------------------------------------------------------------ listing */
-
-/* field_reason - the reason= of the quarantine field in prepend, or "-". */
-static void field_reason(const char *prepend, char *out, size_t outlen)
-{
-	snprintf(out, outlen, "-");
-	const char *p = prepend ? strcasestr(prepend, QUEUE_QUARANTINE_FIELD ": reason=") : NULL;
-	if (!p)
-		return;
-	p += strlen(QUEUE_QUARANTINE_FIELD ": reason=");
-	size_t n = strcspn(p, ";\r\n");
-	snprintf(out, outlen, "%.*s", (int)(n < 60 ? n : 60), p);
-}
 
 /* A parsed filter: "rcpt=a@b,sender=c@d,reason=virus,older=3600,newer=60". */
 struct qfilter {
@@ -217,8 +244,44 @@ static int id_cmp(const void *a, const void *b)
 /* queue_sched_is_quarantined - see queue.h. */
 bool queue_sched_is_quarantined(struct queue_sched *s, const char *id)
 {
-	struct sched_item *it = sched_find(s, id);
-	return it != NULL && it->quarantined && it->st == QUEUE_HOLD;
+	struct sched_item *it = util_qid_is_valid(id) ? sched_find(s, id) : NULL;
+	return it != NULL && it->st == QUEUE_QUARANTINE;
+}
+
+/* quarantine_lookup - the quarantined item of id, or NULL with err. */
+static struct sched_item *quarantine_lookup(struct queue_sched *s, const char *id, char *err,
+                                            size_t errlen)
+{
+	struct sched_item *it = sched_lookup(s, id, err, errlen);
+	if (it != NULL && it->st != QUEUE_QUARANTINE) {
+		snprintf(err, errlen, "message %s is not in quarantine", it->id);
+		return NULL;
+	}
+	if (it == NULL && util_qid_is_valid(id))
+		snprintf(err, errlen, "message %s is not in quarantine", id);
+	return it;
+}
+
+/* queue_sched_quarantine_release - see queue.h. */
+int queue_sched_quarantine_release(struct queue_sched *s, const char *id, const char *who,
+                                   char *err, size_t errlen)
+{
+	struct sched_item *it = quarantine_lookup(s, id, err, errlen);
+	if (it == NULL)
+		return -1;
+	sched_release(s, it, who);
+	return 0;
+}
+
+/* queue_sched_quarantine_delete - see queue.h. */
+int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who, char *err,
+                                  size_t errlen)
+{
+	struct sched_item *it = quarantine_lookup(s, id, err, errlen);
+	if (it == NULL)
+		return -1;
+	sched_delete(s, it, who);
+	return 0;
 }
 
 /* queue_sched_quarantine_list - see queue.h: oldest first. */
@@ -231,7 +294,7 @@ int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struc
 	struct util_strlist ids = {0};
 	for (size_t b = 0; b < s->nbuckets; b++)
 		for (struct sched_item *it = s->buckets[b]; it; it = it->hnext)
-			if (it->quarantined && it->st == QUEUE_HOLD)
+			if (it->st == QUEUE_QUARANTINE)
 				util_strlist_add(&ids, it->id);
 	/* queue ids sort by arrival */
 	if (ids.n > 1)
@@ -243,8 +306,8 @@ int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struc
 		enum queue_state st;
 		if (queue_env_load(s->qs, ids.v[i], &env, &st) < 0)
 			continue; /* gone meanwhile, or unreadable: `queue list` shows it */
-		char reason[64];
-		field_reason(env->prepend, reason, sizeof(reason));
+		char buf[64];
+		const char *reason = queue_envelope_quarantine_reason(env, buf, sizeof(buf));
 		int64_t age = now - env->arrival;
 		if (filter_match(&f, env, age, reason)) {
 			util_buf_printf(out,

@@ -24,9 +24,9 @@ struct sched_item {
 	bool moving;     /* the update is a postmaster hold/release */
 	/* postmaster requests made while busy, applied when the item settles */
 	bool want_hold, want_release, want_delete, want_flush;
-	bool quarantined;         /* on hold by a quarantine verdict (queue-quarantine.c) */
 	int64_t size;             /* bytes of msg/ID, when known */
-	char *release_by;         /* owned; who asked for the release (control socket), or NULL */
+	char *by;                 /* owned; who asked for the pending release or delete
+	                             (control socket user, "retention"), or NULL */
 	int read_errors;          /* envelope reads failed in a row (EMFILE, EIO, ...) */
 	int read_errno;           /* errno of the last failed read, 0 after a good one */
 	struct sched_item *hnext;  /* hash chain */
@@ -78,12 +78,18 @@ struct sched_item *sched_find(const struct queue_sched *s, const char *id);
 /* queue-quarantine.c */
 /* sched_quarantine_start - the retention sweep timer; -1 when it cannot be made. */
 int sched_quarantine_start(struct queue_sched *s);
-/* sched_quarantine_note - index time: mark an item quarantined from its envelope. */
+/* sched_quarantine_note - index time: what the gauges need of the envelope. */
 void sched_quarantine_note(struct sched_item *it, const struct queue_envelope *env);
-/* sched_quarantine_release - a quarantined message leaves hold/: stamp
- * who released it and when into env->prepend (the envelope is rewritten by
- * the move), and forget that it was quarantined. */
+/* sched_quarantine_release - a quarantined message leaves quarantine/:
+ * stamp who released it and when into env->prepend (the envelope is
+ * rewritten by the move into active/) and log the release. */
 void sched_quarantine_release(struct sched_item *it, struct queue_envelope *env);
+/* sched_release - release a held or quarantined item (who may be NULL);
+ * sched_delete - purge any item.  Both apply once the item is idle. */
+void sched_release(struct queue_sched *s, struct sched_item *it, const char *who);
+void sched_delete(struct queue_sched *s, struct sched_item *it, const char *who);
+/* sched_lookup - the item of a postmaster request, or NULL with err. */
+struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err, size_t errlen);
 void sched_heap_push(struct queue_sched *s, struct sched_item *it);
 /* sched_heap_remove - out of the heap, or out of a park list. */
 void sched_heap_remove(struct queue_sched *s, struct sched_item *it);

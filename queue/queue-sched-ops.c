@@ -11,6 +11,11 @@
  * load each envelope from disk (a postmaster command, not a hot path; for a
  * very large queue `list` is O(messages) small reads on the loop thread).
  *
+ * A quarantined message (quarantine/) is not the `queue` commands' to
+ * change: flush, hold, release and delete refuse it with a hint to use
+ * `mxgate quarantine` (queue-quarantine.c), so releasing held mail can never
+ * deliver a virus by accident; list and show include it (state quarantine).
+ *
  * Diagnostics: errors go back to the caller in err ("no such message ID");
  * state changes are logged as "ID status=held by=postmaster".
  */
@@ -65,7 +70,7 @@ static void sched_move_to(struct queue_sched *s, struct sched_item *it, enum que
 		return;
 	it->want_hold = it->want_release = false;
 	env->next_attempt = next_attempt;
-	if (to != QUEUE_HOLD && it->st == QUEUE_HOLD && it->quarantined)
+	if (it->st == QUEUE_QUARANTINE && to != QUEUE_QUARANTINE)
 		sched_quarantine_release(it, env);
 	struct sched_move *m = util_xcalloc(1, sizeof(*m));
 	m->s = s;
@@ -107,13 +112,16 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 		m->it = it;
 		sched_heap_remove(s, it);
 		it->busy = true;
-		util_log_info("%s status=deleted by=postmaster", it->id);
+		util_log_info("%s status=deleted by=%s%s", it->id, it->by ? it->by : "postmaster",
+		              it->st == QUEUE_QUARANTINE ? " reason=quarantine" : "");
+		free(it->by);
+		it->by = NULL;
 		queue_msg_purge(s->qs, it->id, it->st, sched_removed, m);
 		return;
 	}
 	if (it->want_hold) {
 		it->want_hold = false;
-		if (it->st != QUEUE_HOLD) {
+		if (it->st != QUEUE_HOLD && it->st != QUEUE_QUARANTINE) {
 			util_log_info("%s status=held by=postmaster", it->id);
 			sched_move_to(s, it, QUEUE_HOLD, it->next_attempt);
 			return;
@@ -126,8 +134,14 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 			sched_move_to(s, it, QUEUE_DEFERRED, 0);
 			return;
 		}
+		if (it->st == QUEUE_QUARANTINE) {
+			/* delivered as it would have been: due now, in active/
+			 * (logged by sched_quarantine_release) */
+			sched_move_to(s, it, QUEUE_ACTIVE, 0);
+			return;
+		}
 	}
-	if (it->want_flush && it->st != QUEUE_HOLD) {
+	if (it->want_flush && it->st != QUEUE_HOLD && it->st != QUEUE_QUARANTINE) {
 		it->want_flush = false;
 		sched_heap_remove(s, it);
 		it->next_attempt = 0;
@@ -135,9 +149,8 @@ void sched_settle(struct queue_sched *s, struct sched_item *it)
 	sched_heap_push(s, it);
 }
 
-/* sched_lookup - the item for a postmaster request, or -1 with err. */
-static struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err,
-                                       size_t errlen)
+/* sched_lookup - the item for a postmaster request, or NULL with err. */
+struct sched_item *sched_lookup(struct queue_sched *s, const char *id, char *err, size_t errlen)
 {
 	struct sched_item *it = NULL;
 	if (id == NULL || !util_qid_is_valid(id))
@@ -145,6 +158,18 @@ static struct sched_item *sched_lookup(struct queue_sched *s, const char *id, ch
 	else if ((it = sched_find(s, id)) == NULL)
 		snprintf(err, errlen, "no such message %s", id);
 	return it;
+}
+
+/* sched_refuse_quarantined - a `queue` operation on a quarantined item:
+ * true with the hint in err. */
+static bool sched_refuse_quarantined(const struct sched_item *it, const char *op, char *err,
+                                     size_t errlen)
+{
+	if (it->st != QUEUE_QUARANTINE)
+		return false;
+	snprintf(err, errlen, "message %s is in quarantine: use `mxgate quarantine %s %s`", it->id,
+	         op, it->id);
+	return true;
 }
 
 /* queue_sched_flush - retry now: one message, or every one not on hold. */
@@ -156,7 +181,8 @@ int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, 
 				if (it->busy)
 					it->want_flush = true;
 				else
-					it->want_flush = it->st != QUEUE_HOLD;
+					it->want_flush =
+					    it->st != QUEUE_HOLD && it->st != QUEUE_QUARANTINE;
 				if (!it->busy)
 					sched_settle(s, it);
 			}
@@ -166,6 +192,8 @@ int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, 
 	}
 	struct sched_item *it = sched_lookup(s, id_or_null, err, errlen);
 	if (it == NULL)
+		return -1;
+	if (sched_refuse_quarantined(it, "release", err, errlen))
 		return -1;
 	if (it->st == QUEUE_HOLD || it->want_hold) {
 		snprintf(err, errlen, "message %s is on hold (release it first)", it->id);
@@ -184,6 +212,13 @@ int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t er
 	struct sched_item *it = sched_lookup(s, id, err, errlen);
 	if (it == NULL)
 		return -1;
+	if (it->st == QUEUE_QUARANTINE) {
+		snprintf(err, errlen,
+		         "message %s is in quarantine (never delivered until "
+		         "`mxgate quarantine release %s`)",
+		         it->id, it->id);
+		return -1;
+	}
 	it->want_release = false;
 	it->want_hold = true;
 	sched_settle(s, it);
@@ -203,19 +238,34 @@ int queue_sched_release_by(struct queue_sched *s, const char *id, const char *wh
 	struct sched_item *it = sched_lookup(s, id, err, errlen);
 	if (it == NULL)
 		return -1;
-	if (who != NULL && (it->st == QUEUE_HOLD || it->want_hold)) {
-		free(it->release_by);
-		it->release_by = util_xstrdup(who);
-	}
+	if (sched_refuse_quarantined(it, "release", err, errlen))
+		return -1;
 	if (it->st != QUEUE_HOLD && !it->want_hold) {
 		snprintf(err, errlen, "message %s is not on hold", it->id);
 		return -1;
 	}
+	sched_release(s, it, who);
+	return 0;
+}
+
+/* sched_release - see queue-sched-internal.h. */
+void sched_release(struct queue_sched *s, struct sched_item *it, const char *who)
+{
+	free(it->by); /* the latest request names who asked */
+	it->by = who != NULL ? util_xstrdup(who) : NULL;
 	it->want_hold = false;
 	it->want_release = true;
 	sched_settle(s, it);
 	sched_kick(s);
-	return 0;
+}
+
+/* sched_delete - see queue-sched-internal.h. */
+void sched_delete(struct queue_sched *s, struct sched_item *it, const char *who)
+{
+	free(it->by); /* the latest request names who asked */
+	it->by = who != NULL ? util_xstrdup(who) : NULL;
+	it->want_delete = true;
+	sched_settle(s, it);
 }
 
 /* queue_sched_delete - remove a message without a bounce (postsuper -d). */
@@ -224,8 +274,9 @@ int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t 
 	struct sched_item *it = sched_lookup(s, id, err, errlen);
 	if (it == NULL)
 		return -1;
-	it->want_delete = true;
-	sched_settle(s, it);
+	if (sched_refuse_quarantined(it, "delete", err, errlen))
+		return -1;
+	sched_delete(s, it, NULL);
 	return 0;
 }
 
@@ -234,6 +285,8 @@ static const char *sched_state_name(const struct sched_item *it)
 {
 	if (it->want_delete)
 		return "deleting";
+	if (it->st == QUEUE_QUARANTINE)
+		return "quarantine";
 	if (it->st == QUEUE_HOLD || it->want_hold)
 		return "hold";
 	if (it->busy && !it->moving)
@@ -347,6 +400,18 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 	util_buf_printf(out, "flags:%s%s%s%s\n", env->smtputf8 ? " smtputf8" : "",
 	                env->eightbit ? " 8bit" : "", env->is_dsn ? " dsn" : "",
 	                env->delay_warned ? " delay-warned" : "");
+	if (env->quarantine_reason != NULL || queue_envelope_is_legacy_quarantine(env)) {
+		char reason[64];
+		util_buf_adds(out, "quarantine: reason=");
+		sched_add_oneline(out,
+		                  queue_envelope_quarantine_reason(env, reason, sizeof(reason)));
+		if (env->quarantine_verdict != NULL) {
+			util_buf_adds(out, " verdict=(");
+			sched_add_oneline(out, env->quarantine_verdict);
+			util_buf_adds(out, ")");
+		}
+		util_buf_adds(out, "\n");
+	}
 	for (size_t r = 0; r < env->nrcpts; r++) {
 		util_buf_adds(out, "recipient: <");
 		sched_add_oneline(out, env->rcpts[r].addr);

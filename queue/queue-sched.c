@@ -292,13 +292,13 @@ static int sched_dest_limit(const struct config_route *r)
 	return r->max_connections > 0 ? r->max_connections : 10;
 }
 
-/* sched_heap_push - index it for its next attempt (held items are not,
- * unless a release waits for a retry of their unreadable envelope; parked
- * items wait in their destination's park list). */
+/* sched_heap_push - index it for its next attempt (held and quarantined
+ * items are not, unless a release waits for a retry of their unreadable
+ * envelope; parked items wait in their destination's park list). */
 void sched_heap_push(struct queue_sched *s, struct sched_item *it)
 {
-	if (it->heap_idx != SCHED_NOT_IN_HEAP || (it->st == QUEUE_HOLD && !it->want_release) ||
-	    it->parked != NULL)
+	bool kept = it->st == QUEUE_HOLD || it->st == QUEUE_QUARANTINE;
+	if (it->heap_idx != SCHED_NOT_IN_HEAP || (kept && !it->want_release) || it->parked != NULL)
 		return;
 	if (s->heap_len == s->heap_cap) {
 		s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 256;
@@ -370,7 +370,7 @@ void sched_item_drop(struct queue_sched *s, struct sched_item *it)
 		pp = &(*pp)->hnext;
 	*pp = it->hnext;
 	s->count--;
-	free(it->release_by);
+	free(it->by);
 	free(it);
 }
 
@@ -980,7 +980,7 @@ static void sched_kick_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* sched_on_commit - store hook: index a new message and deliver it now
- * (a message committed on hold - quarantine - waits for a release). */
+ * (a message committed into quarantine/ waits for a release). */
 static void sched_on_commit(const struct queue_envelope *env, enum queue_state st, void *arg)
 {
 	struct queue_sched *s = arg;
@@ -1062,7 +1062,7 @@ void queue_sched_free(struct queue_sched *s)
 		struct sched_item *it = s->buckets[i];
 		while (it) {
 			struct sched_item *next = it->hnext;
-			free(it->release_by);
+			free(it->by);
 			free(it);
 			it = next;
 		}

@@ -16,23 +16,25 @@
 #include "queue.h"
 
 /* Folders under the queue directory, indexes into qs->dfd.  The state
- * folders follow enum queue_state: QDIR_ACTIVE + st. */
+ * folders follow enum queue_state: QDIR_ACTIVE + st, up to QDIR_LAST_STATE. */
 enum queue_dir_ix {
 	QDIR_INCOMING = 0,
 	QDIR_MSG,
 	QDIR_ACTIVE,
 	QDIR_DEFERRED,
 	QDIR_HOLD,
+	QDIR_QUARANTINE,
 	QDIR_CORRUPT,
 	QDIR_FREE,
 	QDIR_COUNT
 };
+#define QDIR_LAST_STATE (QDIR_ACTIVE + QUEUE_STATE_LAST)
 
 /* queue_dir_name - folder name of a QDIR_* index. */
 static inline const char *queue_dir_name(int ix)
 {
-	static const char *const names[QDIR_COUNT] = {"incoming", "msg",     "active", "deferred",
-	                                              "hold",     "corrupt", "free"};
+	static const char *const names[QDIR_COUNT] = {
+	    "incoming", "msg", "active", "deferred", "hold", "quarantine", "corrupt", "free"};
 
 	return ix >= 0 && ix < QDIR_COUNT ? names[ix] : "?";
 }

@@ -13,6 +13,8 @@
  * the newer file wins and the older goes to corrupt/.  An envelope that
  * cannot be read (EMFILE, EIO: the file may be fine) is never set aside: it
  * stays where it is and the scheduler retries it (queue_scan_unreadable_fn).
+ * The scan also moves a message an older build quarantined into hold/ to
+ * quarantine/ (store_migrate_quarantine: rename, fsync of both folders).
  *
  * Ownership: queue_spool_new returns a spool freed by queue_spool_abort or
  * taken by queue_commit; queue_commit / queue_inject take the envelope;
@@ -101,7 +103,7 @@ static bool store_has_envelope(struct queue_store *qs, const char *id)
 	struct stat st;
 	int d;
 
-	for (d = QDIR_ACTIVE; d <= QDIR_HOLD; d++)
+	for (d = QDIR_ACTIVE; d <= QDIR_LAST_STATE; d++)
 		if (fstatat(qs->dfd[d], id, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
 			return true; /* present, or unknown: keep the message */
 	return false;
@@ -241,7 +243,7 @@ static void store_recover(struct queue_store *qs)
 	int d;
 
 	spools = store_wipe(qs, QDIR_INCOMING, NULL);
-	for (d = QDIR_ACTIVE; d <= QDIR_HOLD; d++)
+	for (d = QDIR_ACTIVE; d <= QDIR_LAST_STATE; d++)
 		tmps += store_wipe(qs, d, ".tmp");
 	orphans = store_remove_orphans(qs);
 	if (spools + tmps + orphans > 0) {
@@ -380,7 +382,9 @@ static bool store_newer(const struct store_entry *a, const struct store_entry *b
 		return a->mtime.tv_sec > b->mtime.tv_sec;
 	if (a->mtime.tv_nsec != b->mtime.tv_nsec)
 		return a->mtime.tv_nsec > b->mtime.tv_nsec;
-	return a->st > b->st; /* same time: hold beats deferred beats active */
+	/* same time: quarantine beats hold beats deferred beats active (the
+	 * copy that delivers nothing is the safe guess) */
+	return a->st > b->st;
 }
 
 /* queue_store_move_corrupt - rename dir/name (and msg/name when with_msg)
@@ -431,6 +435,31 @@ int queue_store_move_corrupt(struct queue_store *qs, int dir, const char *name, 
 	return 0;
 }
 
+/* store_migrate_quarantine - a message an older build quarantined into
+ * hold/ (recognised by the X-Mxgate-Quarantine field of its prepend) moves
+ * to quarantine/: one rename (never replacing a file), then an fsync of
+ * quarantine/ before hold/, so a crash leaves the envelope in exactly one of
+ * the two folders and the next start finishes the job.  The envelope's text
+ * is not rewritten: its reason comes from the prepend
+ * (queue_envelope_quarantine_reason).  0, or -1 (logged; it stays held). */
+static int store_migrate_quarantine(struct queue_store *qs, const struct queue_envelope *env)
+{
+	char reason[64];
+
+	if (queue_rename_excl(qs->dfd[QDIR_HOLD], env->id, qs->dfd[QDIR_QUARANTINE], env->id) < 0) {
+		util_log_err("%s queue op=migrate file=hold/%s to=quarantine/%s error=\"%s\" "
+		             "action=left-on-hold",
+		             env->id, env->id, env->id, strerror(errno));
+		return -1;
+	}
+	store_sync(qs, QDIR_QUARANTINE);
+	store_sync(qs, QDIR_HOLD);
+	util_log_info("%s queue op=migrate file=hold/%s to=quarantine/%s reason=%s", env->id,
+	              env->id, env->id,
+	              queue_envelope_quarantine_reason(env, reason, sizeof(reason)));
+	return 0;
+}
+
 /* store_scan_one - parse one envelope and hand it to fn; set it aside when
  * it is unparsable; hand a read error (EMFILE, EIO, ...: maybe transient) to
  * unreadable, leaving the file where it is. */
@@ -469,6 +498,12 @@ static void store_scan_one(struct queue_store *qs, const struct store_entry *e, 
 		snprintf(perr, sizeof(perr), "id %s does not match the file name", env->id);
 		goto corrupt;
 	}
+	if (e->st == QUEUE_HOLD && queue_envelope_is_legacy_quarantine(env) &&
+	    store_migrate_quarantine(qs, env) == 0) {
+		fn(env, QUEUE_QUARANTINE, arg);
+		queue_envelope_free(env);
+		return;
+	}
 	fn(env, e->st, arg);
 	queue_envelope_free(env);
 	return;
@@ -486,7 +521,7 @@ int queue_store_scan(struct queue_store *qs, queue_scan_fn fn, queue_scan_unread
 	int rc = -1;
 	int st;
 
-	for (st = QUEUE_ACTIVE; st <= QUEUE_HOLD; st++) {
+	for (st = QUEUE_ACTIVE; st <= QUEUE_STATE_LAST; st++) {
 		struct util_strlist names = {NULL, 0};
 		int dir = QDIR_ACTIVE + st;
 
@@ -558,7 +593,7 @@ int queue_env_load(struct queue_store *qs, const char *id, struct queue_envelope
 		errno = EINVAL;
 		return -1;
 	}
-	for (s = QUEUE_ACTIVE; s <= QUEUE_HOLD; s++) {
+	for (s = QUEUE_ACTIVE; s <= QUEUE_STATE_LAST; s++) {
 		struct queue_envelope *env;
 		size_t len = 0;
 		char *text = store_read(qs, QDIR_ACTIVE + s, id, &len, NULL);
@@ -758,13 +793,14 @@ void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_e
 	store_commit(qs, sp, env, QDIR_ACTIVE, cb, cookie, arg);
 }
 
-/* queue_commit_held - see queue.h: the envelope goes to hold/ (same
- * phases, same single fsync per folder; the commit point is the fsync of
- * hold/). */
-void queue_commit_held(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
-                       queue_commit_cb cb, uint64_t cookie, void *arg)
+/* queue_commit_quarantined - see queue.h: the envelope goes to
+ * quarantine/ (same phases, same single fsync per folder; the commit point
+ * is the fsync of quarantine/). */
+void queue_commit_quarantined(struct queue_store *qs, struct queue_spool *sp,
+                              struct queue_envelope *env, queue_commit_cb cb, uint64_t cookie,
+                              void *arg)
 {
-	store_commit(qs, sp, env, QDIR_HOLD, cb, cookie, arg);
+	store_commit(qs, sp, env, QDIR_QUARANTINE, cb, cookie, arg);
 }
 
 /* queue_inject - commit a generated message; msg is copied. */
@@ -791,7 +827,7 @@ void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void
 /* store_state_ok - st is a known state. */
 static bool store_state_ok(enum queue_state st)
 {
-	return (unsigned)st <= QUEUE_HOLD;
+	return (unsigned)st <= QUEUE_STATE_LAST;
 }
 
 /* queue_env_update - durably replace the envelope, maybe in another folder. */

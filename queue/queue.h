@@ -7,12 +7,16 @@
  *   active/    ID      envelope of a message due for delivery
  *   deferred/  ID      envelope of a message waiting for its next attempt
  *   hold/      ID      envelope of a message held by the postmaster
+ *   quarantine/ ID     envelope of a message a content verdict quarantined
+ *                      (issue 13): never delivered until `mxgate quarantine
+ *                      release`, expired after [queue] quarantine_retention
  *   corrupt/   unparsable or duplicate envelopes (and their msg) set aside
  *              by the start-up scan or the scheduler; never deleted by mxgate
  * A message exists exactly when its envelope exists in one of the state
  * folders; a msg/ID without an envelope is an orphan of a crash before the
  * commit point and is removed at start-up.  The commit point is the rename of
- * the envelope into active/ followed by an fsync of that folder.
+ * the envelope into active/ (quarantine/ for a quarantined message) followed
+ * by an fsync of that folder.
  *
  * Threads: every function here is called on the event-loop thread.  Blocking
  * work (fsync, rename batches) runs on the store's own I/O thread, which
@@ -33,7 +37,9 @@
 #include "config.h"
 #include "util.h"
 
-enum queue_state { QUEUE_ACTIVE = 0, QUEUE_DEFERRED, QUEUE_HOLD };
+/* The state folders, in this order (the store's folder table follows it). */
+enum queue_state { QUEUE_ACTIVE = 0, QUEUE_DEFERRED, QUEUE_HOLD, QUEUE_QUARANTINE };
+#define QUEUE_STATE_LAST QUEUE_QUARANTINE
 enum queue_rcpt_state { QUEUE_RCPT_PENDING = 0, QUEUE_RCPT_DONE, QUEUE_RCPT_FAILED };
 
 struct queue_rcpt {
@@ -66,6 +72,11 @@ struct queue_envelope {
 	char *spf;                     /* owned; SPF result at ingress ("pass", "fail", ...)
 	                                  or NULL when not evaluated */
 	char *dmarc;                   /* owned; DMARC result at ingress, or NULL */
+	char *quarantine_reason;       /* owned; why a content verdict quarantined it
+	                                  ("virus", "spam", "policy", "attachment"),
+	                                  NULL when it never was (issue 13) */
+	char *quarantine_verdict;      /* owned; that verdict in words ("virus=Eicar-...",
+	                                  "rspamd action=reject score=..."), or NULL */
 };
 
 /* queue_envelope_is_local - did mxgate itself originate the message (today:
@@ -131,11 +142,13 @@ typedef void (*queue_commit_cb)(uint64_t cookie, int status, int err, const char
 void queue_commit(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
 		  queue_commit_cb cb, uint64_t cookie, void *arg);
 
-/* queue_commit_held - queue_commit into hold/ instead of active/: the
- * message is durable under the same rules but not delivered until the
- * postmaster releases it (quarantine, issue 13). */
-void queue_commit_held(struct queue_store *qs, struct queue_spool *sp, struct queue_envelope *env,
-		       queue_commit_cb cb, uint64_t cookie, void *arg);
+/* queue_commit_quarantined - queue_commit into quarantine/ instead of
+ * active/: the message is durable under the same rules but never delivered
+ * until the postmaster releases it (issue 13).  env->quarantine_reason
+ * should be set (the envelope records the verdict). */
+void queue_commit_quarantined(struct queue_store *qs, struct queue_spool *sp,
+                              struct queue_envelope *env, queue_commit_cb cb, uint64_t cookie,
+                              void *arg);
 
 /* queue_inject - commit a message we generated (a DSN): bytes in memory
  * (copied; env->id gets a new id, env->size = len). */
@@ -144,7 +157,7 @@ void queue_inject(struct queue_store *qs, struct queue_envelope *env, const void
 
 /* queue_store_on_commit - hook called (loop thread) with each newly
  * committed envelope (borrowed) and the state it was committed in (active,
- * or hold for queue_commit_held) - the scheduler indexes it.  fn NULL
+ * or quarantine for queue_commit_quarantined) - the scheduler indexes it.  fn NULL
  * clears the hook (do so before freeing what arg points to). */
 void queue_store_on_commit(struct queue_store *qs,
 			   void (*fn)(const struct queue_envelope *env, enum queue_state st,
@@ -155,11 +168,15 @@ void queue_store_on_commit(struct queue_store *qs,
 typedef void (*queue_done_cb)(int status, void *arg);
 
 /* queue_store_scan - start-up only (blocking): call fn for every envelope in
- * active/, deferred/ and hold/.  Unparsable envelopes are logged and moved
- * aside to corrupt/, never deleted.  An envelope that cannot be read (open
- * or read fails: EMFILE, EIO, ... - the file may be fine) stays where it is
- * and is handed to unreadable (may be NULL) with its file's mtime and the
- * errno, so the caller can retry it.  env is borrowed for the call. */
+ * active/, deferred/, hold/ and quarantine/.  Unparsable envelopes are
+ * logged and moved aside to corrupt/, never deleted.  A message an older
+ * mxgate quarantined into hold/ (queue_envelope_is_legacy_quarantine) is
+ * first moved to quarantine/ (rename, fsync of both folders; logged
+ * "ID queue op=migrate ...") and handed to fn as quarantined.  An envelope
+ * that cannot be read (open or read fails: EMFILE, EIO, ... - the file may
+ * be fine) stays where it is and is handed to unreadable (may be NULL) with
+ * its file's mtime and the errno, so the caller can retry it.  env is
+ * borrowed for the call. */
 typedef void (*queue_scan_fn)(const struct queue_envelope *env, enum queue_state st, void *arg);
 typedef void (*queue_scan_unreadable_fn)(const char *id, enum queue_state st, int64_t mtime,
 					 int err, void *arg);
@@ -244,14 +261,16 @@ int queue_sched_show(struct queue_sched *s, const char *id, struct util_buf *out
 int queue_sched_flush(struct queue_sched *s, const char *id_or_null, char *err, size_t errlen);
 int queue_sched_hold(struct queue_sched *s, const char *id, char *err, size_t errlen);
 int queue_sched_release(struct queue_sched *s, const char *id, char *err, size_t errlen);
-/* queue_sched_release_by - release naming who asked (e.g. "root"): a
- * quarantined message then carries "X-Mxgate-Released: by=WHO; at=DATE". */
+/* queue_sched_release_by - release naming who asked (e.g. "root").  The
+ * `queue` operations (flush, hold, release, delete) refuse a quarantined
+ * message with a hint to use `mxgate quarantine`; those go through the
+ * queue_sched_quarantine_* functions below. */
 int queue_sched_release_by(struct queue_sched *s, const char *id, const char *who, char *err,
                            size_t errlen);
 
-/* The header field a quarantined message carries (smtp/ writes it, the
- * scheduler recognises quarantined messages by it, scan/ drops forged
- * ones), and the one stamped on release. */
+/* The header field a quarantined message carries (smtp/ writes it, scan/
+ * drops forged ones; the start-up scan recognises messages quarantined into
+ * hold/ by older builds by it), and the one stamped on release. */
 #define QUEUE_QUARANTINE_FIELD "X-Mxgate-Quarantine"
 #define QUEUE_RELEASED_FIELD   "X-Mxgate-Released"
 /* queue_sched_quarantine_list - quarantined messages, oldest first, one line
@@ -260,13 +279,32 @@ int queue_sched_release_by(struct queue_sched *s, const char *id, const char *wh
  * subset, "" = all).  0, or -1 with a message (bad filter). */
 int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struct util_buf *out,
                                 char *err, size_t errlen);
-/* queue_sched_is_quarantined - is id a quarantined message on hold? */
+/* queue_sched_is_quarantined - is id a message in quarantine/? */
 bool queue_sched_is_quarantined(struct queue_sched *s, const char *id);
+/* queue_sched_quarantine_release - deliver a quarantined message as it would
+ * have been: its envelope moves to active/ with "X-Mxgate-Released: by=WHO;
+ * at=DATE" added to the prepend; logged "ID status=released by=WHO
+ * reason=quarantine".  Refuses (-1) a message not in quarantine. */
+int queue_sched_quarantine_release(struct queue_sched *s, const char *id, const char *who,
+                                   char *err, size_t errlen);
+/* queue_sched_quarantine_delete - purge a quarantined message (logged
+ * "ID status=deleted by=WHO reason=quarantine").  Refuses others. */
+int queue_sched_quarantine_delete(struct queue_sched *s, const char *id, const char *who, char *err,
+                                  size_t errlen);
 /* queue_envelope_is_quarantined - does env->prepend hold our quarantine field? */
 bool queue_envelope_is_quarantined(const struct queue_envelope *env);
+/* queue_envelope_is_legacy_quarantine - was env quarantined into hold/ by an
+ * older build: the quarantine field in its prepend, no release stamp, and
+ * no quarantine-reason of its own? */
+bool queue_envelope_is_legacy_quarantine(const struct queue_envelope *env);
+/* queue_envelope_quarantine_reason - env->quarantine_reason, or for a legacy
+ * envelope the reason= of its quarantine field (into buf); "-" when neither. */
+const char *queue_envelope_quarantine_reason(const struct queue_envelope *env, char *buf,
+                                             size_t buflen);
 int queue_sched_delete(struct queue_sched *s, const char *id, char *err, size_t errlen);
 size_t queue_sched_count(const struct queue_sched *s);
-/* queue_sched_count_state - messages in one state (active, deferred, hold). */
+/* queue_sched_count_state - messages in one state (active, deferred, hold,
+ * quarantine). */
 size_t queue_sched_count_state(const struct queue_sched *s, enum queue_state st);
 int64_t queue_sched_oldest(const struct queue_sched *s);   /* arrival of the oldest, 0 if empty */
 

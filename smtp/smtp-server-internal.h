@@ -182,7 +182,10 @@ struct smtp_tx {
 	bool from_seen;                  /* the first From field was looked at */
 	char from_domain[256];           /* its address's domain, lower case ("" = none) */
 	char *quarantine;                /* owned; why the message is quarantined ("virus",
-	                                    "spam"), or NULL: committed on hold, not delivered */
+	                                    "spam", "policy", "attachment"), or NULL: committed
+	                                    into the queue's quarantine/, not delivered */
+	char *quarantine_verdict;        /* owned; the verdict in words, for the envelope
+	                                    ("virus=NAME", ...), or NULL */
 	int64_t data_start_ms;
 	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
 	char *ingest_rcpt;               /* owned; a report address among rcpts (issue 15), or NULL */
@@ -393,6 +396,9 @@ void smtp_data_judge(struct smtp_session *s);
 void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason);
 /* smtp_data_commit - hand spool + envelope to the queue; 250 when durable. */
 void smtp_data_commit(struct smtp_session *s);
+/* smtp_data_quarantine - the message is to be quarantined for reason
+ * ("virus", ...) with verdict (words, may be NULL); replaces an earlier one. */
+void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char *verdict);
 
 /* smtp-session-scan.c */
 /* smtp_scan_start - after the policy verdict: the virus scan ([clamav]),

@@ -10,7 +10,7 @@
  * queued; the client retries).
  *
  * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued) or
- * quarantine (held with reason "attachment"); a message over max_size or
+ * quarantine (reason "attachment"); a message over max_size or
  * one GMime cannot parse is not judged (logged).  Diagnostics:
  * "s=... attachment_check result=blocked|clean|unchecked ...", metric
  * mxgate_attachment_checks_total{result}.
@@ -116,8 +116,7 @@ static void job_done(void *arg)
 		smtp_session_resume(s);
 		return;
 	}
-	free(s->tx->quarantine);
-	s->tx->quarantine = util_xstrdup("attachment");
+	smtp_data_quarantine(s, "attachment", why);
 	smtp_scan_continue(s);
 }
 

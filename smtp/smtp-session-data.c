@@ -314,6 +314,15 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 	smtp_session_resume(s);
 }
 
+/* smtp_data_quarantine - see smtp-server-internal.h. */
+void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char *verdict)
+{
+	free(s->tx->quarantine);
+	free(s->tx->quarantine_verdict);
+	s->tx->quarantine = util_xstrdup(reason);
+	s->tx->quarantine_verdict = verdict ? util_xstrdup(verdict) : NULL;
+}
+
 /* smtp_data_commit - build the envelope and hand spool + envelope to the queue. */
 void smtp_data_commit(struct smtp_session *s)
 {
@@ -351,6 +360,11 @@ void smtp_data_commit(struct smtp_session *s)
 		env->spf = util_xstrdup(v->spf);
 	if (v && v->dmarc)
 		env->dmarc = util_xstrdup(v->dmarc);
+	if (tx->quarantine) {   /* the verdict, recorded in the envelope (issue 13) */
+		env->quarantine_reason = util_xstrdup(tx->quarantine);
+		if (tx->quarantine_verdict)
+			env->quarantine_verdict = util_xstrdup(tx->quarantine_verdict);
+	}
 	env->prepend = pre.data;   /* ownership moves to the envelope */
 	struct queue_spool *sp = tx->spool;
 	if (s->srv->ingest && !tx->quarantine && !tx->ingest_rcpt) {
@@ -366,8 +380,8 @@ void smtp_data_commit(struct smtp_session *s)
 	}
 	tx->spool = NULL;
 	s->wait = SMTP_WAIT_COMMIT;
-	if (tx->quarantine)   /* durable like any message, but on hold (issue 13) */
-		queue_commit_held(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
+	if (tx->quarantine)   /* durable like any message, in quarantine/ (issue 13) */
+		queue_commit_quarantined(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 	else
 		queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
@@ -393,8 +407,8 @@ void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async)
 	}
 	if (v && v->action == POLICY_QUARANTINE &&
 	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
-		free(s->tx->quarantine);
-		s->tx->quarantine = util_xstrdup("policy"); /* held at commit (issue 13) */
+		/* quarantined at commit (issue 13) */
+		smtp_data_quarantine(s, "policy", v->summary);
 	}
 	smtp_scan_start(s, async);
 }

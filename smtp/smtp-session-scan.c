@@ -85,9 +85,10 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 			return;
 		}
 		if (cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE) {
-			free(s->tx->quarantine);
-			s->tx->quarantine = util_xstrdup("virus");
-			s->tx->scan_stage = STAGE_COMMIT; /* no spam check for a held virus */
+			char *verdict = util_xasprintf("virus=%s", r->name);
+			smtp_data_quarantine(s, "virus", verdict);
+			free(verdict);
+			s->tx->scan_stage = STAGE_COMMIT; /* no spam check: quarantined */
 		}
 		break;
 	case SCAN_FAILED:
@@ -216,8 +217,11 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		return;
 	}
 	if (decision == CONFIG_SPAM_QUARANTINE) {
-		free(s->tx->quarantine);
-		s->tx->quarantine = util_xstrdup("spam");
+		char *verdict = util_xasprintf("rspamd action=\"%s\" score=%.2f required=%.2f",
+		                               scan_spam_action_name(r->action), r->score,
+		                               r->required);
+		smtp_data_quarantine(s, "spam", verdict);
+		free(verdict);
 	}
 	bool flag = (decision == CONFIG_SPAM_TAG || decision == CONFIG_SPAM_QUARANTINE) &&
 	            r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;

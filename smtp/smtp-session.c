@@ -82,6 +82,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	free(tx->scan_headers);
 	free(tx->subject);
 	free(tx->quarantine);
+	free(tx->quarantine_verdict);
 	util_strlist_free(&tx->rcpts);
 	free(tx->rcpt_slots);
 	smtp_hdrsplit_free(&tx->hs);

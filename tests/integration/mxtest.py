@@ -63,7 +63,7 @@ Gateway (one mxgate process with its own config, queue, mailbox, log)
     gw.is_running() -> bool
     gw.log_text() -> str;  gw.log_tail(n=60) -> str
     gw.wait_log(regex, timeout) -> re.Match
-    gw.queue_files(states=("active","deferred","hold")) -> list[Path]
+    gw.queue_files(states=("active","deferred","hold","quarantine")) -> list[Path]
     gw.queue_ids(states=...) -> set[str]      envelope file names
     gw.incoming_files() -> list[Path];  gw.msg_files() -> list[Path]
     gw.mailbox_files() -> list[Path]          delivered *.eml (recursive)
@@ -1182,7 +1182,7 @@ class Gateway:
                         what=f"log line /{regex}/")
 
     # -- queue and mailbox
-    def queue_files(self, states=("active", "deferred", "hold")):
+    def queue_files(self, states=("active", "deferred", "hold", "quarantine")):
         out = []
         for st in states:
             d = self.queue_dir / st
@@ -1191,7 +1191,7 @@ class Gateway:
                                   and not p.name.startswith(".")))
         return out
 
-    def queue_ids(self, states=("active", "deferred", "hold")):
+    def queue_ids(self, states=("active", "deferred", "hold", "quarantine")):
         return {p.name.split(".")[0] for p in self.queue_files(states)}
 
     def incoming_files(self):

@@ -5,8 +5,12 @@ mxgate at random moments (20 times, bounded in time), restarting it each
 time.  At the end every message that got a 250 must have reached the
 downstream (a real SMTP server, tests/integration/downstream.py) at least
 once, and every message the downstream got - acknowledged or not - must be
-whole: byte for byte what the client sent, never half-written."""
+whole: byte for byte what the client sent, never half-written.  Every
+fifth message carries a blocked attachment and is quarantined ([attachments]
+action = quarantine): those must sit whole in the queue's quarantine/, never
+delivered, every acknowledged one among them."""
 
+import base64
 import hashlib
 import random
 import re
@@ -18,6 +22,12 @@ from mxtest import RawClient, make_message, queued_id, scaled, wait_for
 
 SENDER = "sender@client.example.net"
 KILLS = 20
+QUARANTINE_EVERY = 5
+ELF = base64.encodebytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56).decode().replace("\n", "\r\n")
+
+
+def is_quarantined(i):
+    return i % QUARANTINE_EVERY == 0
 
 
 def body_for(i):
@@ -39,6 +49,7 @@ class Load:
         self.lock = threading.Lock()
         self.sent = {}         # marker -> message bytes (every attempt)
         self.acked = {}        # marker -> queue id (got 250)
+        self.quarantined = set()  # markers of the messages with a blocked attachment
         self.errors = 0
         self.counter = 0
         self.threads = [threading.Thread(target=self.run, daemon=True)
@@ -48,8 +59,19 @@ class Load:
         with self.lock:
             self.counter += 1
             i = self.counter
-        msg, marker = make_message(subject=f"load {i}", body=body_for(i),
-                                   to=f"u{i % 7}@example.test")
+        if is_quarantined(i):
+            body = ("--b\r\nContent-Type: text/plain\r\n\r\n" + body_for(i) +
+                    "--b\r\nContent-Type: application/octet-stream\r\n"
+                    "Content-Disposition: attachment; filename=tool\r\n"
+                    "Content-Transfer-Encoding: base64\r\n\r\n" + ELF + "--b--\r\n")
+            msg, marker = make_message(subject=f"load {i}", body=body, to=f"u{i % 7}@example.test",
+                                       headers=("MIME-Version: 1.0",
+                                                "Content-Type: multipart/mixed; boundary=b"))
+            with self.lock:
+                self.quarantined.add(marker)
+        else:
+            msg, marker = make_message(subject=f"load {i}", body=body_for(i),
+                                       to=f"u{i % 7}@example.test")
         with self.lock:
             self.sent[marker] = msg
         return msg, marker, f"u{i % 7}@example.test"
@@ -89,8 +111,10 @@ def test_kill9_under_continuous_load(gateway):
     rnd = random.Random(6)
     with Downstream() as ds:
         ds.data_delay = 0.01
-        gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"],
-                                 queue={"retry_schedule": "1s"}))
+        extra = relay_extra([f"127.0.0.1:{ds.port}"], queue={"retry_schedule": "1s"})
+        extra["attachments"] = {"enabled": "yes", "action": "quarantine",
+                                "blocked_types": "elf"}
+        gw = gateway(extra)
         t_end = time.monotonic() + scaled(45)
         kills = 0
         with Load(gw) as load:
@@ -105,7 +129,11 @@ def test_kill9_under_continuous_load(gateway):
         with load.lock:
             acked = dict(load.acked)
             sent = dict(load.sent)
+            quarantined = set(load.quarantined)
         assert len(acked) >= KILLS, f"only {len(acked)} messages acknowledged under load"
+        q_acked = {m: q for m, q in acked.items() if m in quarantined}
+        acked = {m: q for m, q in acked.items() if m not in quarantined}
+        assert q_acked, "no quarantined message acknowledged under load"
 
         subject = re.compile(rb"Subject: load \d+ (m[0-9a-f]{16})\r\n")
 
@@ -120,12 +148,27 @@ def test_kill9_under_continuous_load(gateway):
 
         wait_for(lambda: not set(acked) - set(delivered()), scaled(30),
                  what=f"every acknowledged message downstream ({len(acked)} acked)")
-        # msg/ID goes after its envelope (and after a folder fsync)
-        wait_for(lambda: not gw.queue_ids() and not gw.msg_files(), scaled(20),
-                 what="queue drained, no message files left")
+        # msg/ID goes after its envelope (and after a folder fsync); what is
+        # left is the quarantine
+        qdir = gw.queue_dir / "quarantine"
+        wait_for(lambda: not gw.queue_ids(("active", "deferred", "hold"))
+                 and {p.name for p in gw.msg_files()} == {p.name for p in qdir.iterdir()},
+                 scaled(20), what="queue drained, only the quarantine left")
+        # every acknowledged quarantined message is there, whole; whatever is
+        # there (acknowledged or not) is one of them, whole
+        for marker, qid in q_acked.items():
+            assert (qdir / qid).is_file(), f"{marker}: acknowledged {qid} not in quarantine/"
+        for env in qdir.iterdir():
+            text = env.read_text()
+            assert "\nquarantine-reason: attachment\n" in text, text
+            data = (gw.queue_dir / "msg" / env.name).read_bytes()
+            m = subject.search(data)
+            assert m and m.group(1).decode() in quarantined, f"{env.name}: {data[:300]!r}"
+            assert data.endswith(sent[m.group(1).decode()]), f"{env.name}: not whole"
         # whole, never half-written: acknowledged or not
         for marker, recs in delivered().items():
             assert marker in sent, f"{marker}: delivered but never sent"
+            assert marker not in quarantined, f"{marker}: quarantined, but delivered"
             want = sent[marker]
             for rec in recs:
                 assert rec.data.endswith(want), \

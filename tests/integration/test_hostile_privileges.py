@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privilege tests need 
 SENDER = "sender@client.example.net"
 RCPT = "user@example.test"
 # The folders of a queue made by an earlier version; free/ (recycled files)
-# is left out on purpose: mxgate creates it as root and must hand it to the
-# queue's owner.
+# and quarantine/ are left out on purpose: mxgate creates them as root and
+# must hand them to the queue's owner.
 QUEUE_SUBDIRS = ("incoming", "msg", "active", "deferred", "hold", "corrupt")
 
 
@@ -111,6 +111,8 @@ def test_drops_to_user_and_group_after_binding(gateway):
     # the delivered message's files were recycled into it
     free = gw.queue_dir / "free"
     assert os.stat(free).st_uid == pw.pw_uid, "free/ created for root, not the queue's owner"
+    assert os.stat(gw.queue_dir / "quarantine").st_uid == pw.pw_uid, \
+        "quarantine/ created for root, not the queue's owner"
     wait_for(lambda: any(free.iterdir()), scaled(5), what="delivered files recycled in free/")
     # only what it needs: sockets, pipes/eventfds, its log, its own folders
     allowed = (str(gw.tmp), "socket:", "pipe:", "anon_inode:", "/dev/null", "/dev/urandom")

@@ -32,6 +32,7 @@ ALERT_SERIES = [
     ("mxgate_queue_messages_by_state", 'state="active"'),
     ("mxgate_queue_messages_by_state", 'state="deferred"'),
     ("mxgate_queue_messages_by_state", 'state="hold"'),
+    ("mxgate_queue_messages_by_state", 'state="quarantine"'),
     ("mxgate_route_delivered_total", 'route="default"'),
     ("mxgate_route_deferred_total", 'route="default"'),
     ("mxgate_route_bounced_total", 'route="default"'),

@@ -14,6 +14,7 @@ queue id, hostname) and SPF_FROM_RSPAMD when rspamd ran its own SPF
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -279,8 +280,10 @@ def test_gtube_quarantined_when_configured(gateway, rspamd):
     mxtest.assert_reply(r, 250)
     qid = mxtest.queued_id(r)
     gw.wait_log(r"quarantined reason=spam id=" + qid)
-    assert (gw.queue_dir / "hold" / qid).exists()
-    gw.cli("queue", "release", qid, check=True)
+    env = (gw.queue_dir / "quarantine" / qid).read_text()
+    assert "\nquarantine-reason: spam\n" in env, env
+    assert re.search(r'\nquarantine-verdict: rspamd action="reject" score=\d+\.\d\d ', env), env
+    gw.cli("quarantine", "release", qid, check=True)
     msg = gw.wait_for_marker(marker)
     assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
     assert mxtest.header_values(msg, "X-Mxgate-Quarantine")[0].startswith("reason=spam;")

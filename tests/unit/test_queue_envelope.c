@@ -58,6 +58,8 @@ static void assert_env_equal(const struct queue_envelope *a, const struct queue_
 	assert_str_eq_null(a->last_error, b->last_error);
 	assert_str_eq_null(a->spf, b->spf);
 	assert_str_eq_null(a->dmarc, b->dmarc);
+	assert_str_eq_null(a->quarantine_reason, b->quarantine_reason);
+	assert_str_eq_null(a->quarantine_verdict, b->quarantine_verdict);
 }
 
 /* full_env - an envelope using every field, with bytes that need escaping. */
@@ -169,6 +171,52 @@ static void test_round_trip_verdicts(void **state)
 	queue_envelope_free(env);
 }
 
+/* test_round_trip_quarantine - the quarantine verdict (version 3 keys)
+ * survives a round trip and copy, and is what makes the file version 3;
+ * the same envelope without it is still written as version 2, and a
+ * version 3 file without the keys reads fine. */
+static void test_round_trip_quarantine(void **state)
+{
+	struct queue_envelope *env = full_env();
+	struct queue_envelope *back, *c;
+	char err[256] = "";
+	char *text;
+	size_t len;
+
+	(void)state;
+	env->spf = strdup("pass");
+	env->quarantine_reason = strdup("spam");
+	env->quarantine_verdict = strdup("rspamd action=\"reject\" score=16.00\r\nx");
+	text = queue_envelope_serialize(env, &len);
+	assert_memory_equal(text, "version: 3\n", 11);
+	assert_non_null(strstr(text, "\nquarantine-reason: spam\n"));
+	assert_non_null(
+	    strstr(text, "\nquarantine-verdict: rspamd action=\"reject\" score=16.00\\r\\nx\n"));
+	back = queue_envelope_parse(text, len, err, sizeof(err));
+	if (back == NULL)
+		fail_msg("parse: %s", err);
+	assert_env_equal(env, back);
+	c = queue_envelope_dup(env);
+	assert_env_equal(env, c);
+	queue_envelope_free(c);
+	free(text);
+	queue_envelope_free(back);
+	free(env->quarantine_reason);
+	free(env->quarantine_verdict);
+	env->quarantine_reason = env->quarantine_verdict = NULL;
+	text = queue_envelope_serialize(env, &len);
+	assert_memory_equal(text, "version: 2\n", 11);
+	assert_null(strstr(text, "quarantine"));
+	text[9] = '3';
+	back = queue_envelope_parse(text, len, err, sizeof(err));
+	if (back == NULL)
+		fail_msg("parse v3 without the keys: %s", err);
+	assert_env_equal(env, back);
+	free(text);
+	queue_envelope_free(back);
+	queue_envelope_free(env);
+}
+
 static void test_round_trip_minimal(void **state)
 {
 	struct queue_envelope *env = queue_envelope_new();
@@ -274,7 +322,7 @@ static void test_malformed_cases(void **state)
 	} cases[] = {
 	    {"empty", "", "empty envelope"},
 	    {"not an envelope", "hello\n", "not an envelope"},
-	    {"version 3", "version: 3\nend: ok\n", "unsupported envelope version 3"},
+	    {"version 4", "version: 4\nend: ok\n", "unsupported envelope version 4"},
 	    {"version 0", "version: 0\n" REQ "end: ok\n", "unsupported envelope version 0"},
 	    {"version junk", "version: one\n", "version: not a decimal"},
 	    {"version leading zero", "version: 01\n", "canonical"},
@@ -583,6 +631,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_trip_full),
 	    cmocka_unit_test(test_round_trip_verdicts),
+	    cmocka_unit_test(test_round_trip_quarantine),
 	    cmocka_unit_test(test_round_trip_minimal),
 	    cmocka_unit_test(test_dup),
 	    cmocka_unit_test(test_valid_cases),

@@ -6,7 +6,10 @@
  * expiry producing DSNs (grouped per attempt, never to the null sender),
  * the delay warning, max_deliveries (global and per route: a route at its
  * limit does not hold back the others), the postmaster operations
- * (list/show/hold/release/flush/delete), and envelopes that cannot be read
+ * (list/show/hold/release/flush/delete), quarantined messages (never
+ * offered; refused by the queue operations; listed, released into active/
+ * with the release stamp, deleted by the quarantine ones), and envelopes
+ * that cannot be read
  * (kept and retried; a pending hold waits) or parsed (moved to corrupt/).
  * The backoff table itself is in test_queue_dsn.c.  Retry steps are 1 s, so
  * the whole file runs in ~25 s.
@@ -803,6 +806,164 @@ static void test_hold_waits_for_unreadable_envelope(void **state)
 	assert_int_equal(f->fk.offers[0], 1);
 }
 
+/* ------------------------------------------------------------ quarantine */
+
+/* quarantine - commit a message from sender to rcpt into quarantine/ (as
+ * the SMTP server does for a quarantine verdict); its id in g_id. */
+static void quarantine(struct fixture *f, const char *rcpt, const char *reason)
+{
+	struct queue_envelope *env = queue_envelope_new();
+	env->sender = strdup("s@example.org");
+	queue_envelope_add_rcpt(env, rcpt);
+	env->prepend = strdup("Received: from client.example\r\n");
+	env->quarantine_reason = strdup(reason);
+	env->quarantine_verdict = strdup("virus=Eicar-Test-Signature");
+	struct queue_spool *sp = queue_spool_new(f->qs);
+	assert_non_null(sp);
+	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
+	int before = f->injected;
+	queue_commit_quarantined(f->qs, sp, env, inject_cb, 0, f);
+	while (f->injected == before)
+		event_base_loop(f->base, EVLOOP_ONCE);
+}
+
+static char g_q1[UTIL_QID_LEN + 1], g_q2[UTIL_QID_LEN + 1];
+
+/* q1_deferred - the released g_q1 was offered once and is in deferred/. */
+static bool q1_deferred(struct fixture *f)
+{
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+	if (f->fk.offers[0] < 1 || f->fk.in_flight != 0 ||
+	    queue_env_load(f->qs, g_q1, &env, &st) != 0)
+		return false;
+	queue_envelope_free(env);
+	return st == QUEUE_DEFERRED;
+}
+
+static bool c_deferred(struct fixture *f)
+{
+	return f->fk.offers[2] == 1 && f->fk.in_flight == 0;
+}
+
+static bool q2_gone(struct fixture *f)
+{
+	return queue_sched_count(f->s) == 2 && !queue_sched_is_quarantined(f->s, g_q2);
+}
+
+/* Quarantined messages are indexed but never offered (not at commit, not
+ * after a restart, not by a flush of the whole queue); the `queue`
+ * operations refuse them with a hint; the quarantine operations list, show,
+ * release (into active/, stamped, then delivered as usual) and delete them,
+ * and refuse anything else. */
+static void test_quarantine_ops(void **state)
+{
+	struct fixture *f = *state;
+	static const struct script s[] = {{"a@x.test", {QUEUE_OUT_DEFER}, 1},
+	                                  {"b@x.test", {QUEUE_OUT_DEFER}, 1},
+	                                  {"c@x.test", {QUEUE_OUT_DEFER}, 1}};
+	char err[256];
+	struct util_buf b;
+	struct queue_envelope *env = NULL;
+	enum queue_state st;
+
+	f->fk.scripts = s;
+	f->fk.nscripts = 3;
+	f->schedule[0] = f->schedule[1] = 3600;
+	start_sched(f);
+	quarantine(f, "a@x.test", "virus");
+	memcpy(g_q1, g_id, sizeof(g_q1));
+	quarantine(f, "b@x.test", "spam");
+	memcpy(g_q2, g_id, sizeof(g_q2));
+	/* and one held by hand, which the quarantine commands must not touch */
+	inject(f, "s@example.org", (const char *[]){"c@x.test", NULL});
+	char held[UTIL_QID_LEN + 1];
+	memcpy(held, g_id, sizeof(held));
+	assert_true(run_until(f, c_deferred, 5));
+	assert_int_equal(queue_sched_hold(f->s, held, err, sizeof(err)), 0);
+	run_until(f, queue_empty, 0.5);
+	assert_int_equal(queue_sched_flush(f->s, NULL, err, sizeof(err)), 0);
+	run_until(f, queue_empty, 0.5);
+	assert_int_equal(f->fk.offers[0] + f->fk.offers[1], 0);
+	assert_int_equal(f->fk.offers[2], 1);
+	assert_true(queue_sched_is_quarantined(f->s, g_q1));
+	assert_false(queue_sched_is_quarantined(f->s, held));
+
+	/* a restart finds them in quarantine/ again, still not delivered */
+	queue_sched_free(f->s);
+	start_sched(f);
+	run_until(f, queue_empty, 0.5);
+	assert_int_equal(queue_sched_count(f->s), 3);
+	assert_int_equal(queue_sched_count_state(f->s, QUEUE_QUARANTINE), 2);
+	assert_int_equal(f->fk.offers[0], 0);
+
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_list(f->s, &b), 0);
+	if (count_in(b.data, " quarantine age=") != 2 || count_in(b.data, " hold age=") != 1)
+		fail_msg("list:\n%s", b.data);
+	util_buf_free(&b);
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_quarantine_list(f->s, "reason=spam", &b, err, sizeof(err)), 0);
+	if (strstr(b.data, g_q2) == NULL || strstr(b.data, g_q1) != NULL ||
+	    strstr(b.data, "-- 1 quarantined message\n") == NULL)
+		fail_msg("quarantine list:\n%s", b.data);
+	util_buf_free(&b);
+	util_buf_init(&b);
+	assert_int_equal(queue_sched_show(f->s, g_q1, &b, err, sizeof(err)), 0);
+	if (strstr(b.data, "state: quarantine\n") == NULL ||
+	    strstr(b.data, "quarantine: reason=virus verdict=(virus=Eicar-Test-Signature)\n") ==
+	        NULL)
+		fail_msg("show:\n%s", b.data);
+	util_buf_free(&b);
+
+	/* the queue operations refuse, naming the command to use */
+	static const char *const hints[] = {"release", "delete", "release"};
+	int rcs[3];
+	rcs[0] = queue_sched_release_by(f->s, g_q1, "root", err, sizeof(err));
+	assert_non_null(strstr(err, hints[0]));
+	rcs[1] = queue_sched_delete(f->s, g_q1, err, sizeof(err));
+	assert_non_null(strstr(err, "`mxgate quarantine delete "));
+	rcs[2] = queue_sched_flush(f->s, g_q1, err, sizeof(err));
+	assert_non_null(strstr(err, "in quarantine"));
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(rcs[i], -1);
+	assert_int_equal(queue_sched_hold(f->s, g_q1, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "in quarantine"));
+	/* ... and the quarantine operations refuse what is not quarantined */
+	assert_int_equal(queue_sched_quarantine_release(f->s, held, "root", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not in quarantine"));
+	assert_int_equal(queue_sched_quarantine_delete(f->s, held, "root", err, sizeof(err)), -1);
+	assert_int_equal(
+	    queue_sched_quarantine_delete(f->s, "0000000000000001", "root", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not in quarantine"));
+	run_until(f, queue_empty, 0.3);
+	assert_int_equal(queue_sched_count_state(f->s, QUEUE_QUARANTINE), 2);
+	assert_int_equal(f->fk.offers[0], 0);
+
+	/* release: into active/, stamped, offered like any message */
+	assert_int_equal(queue_sched_quarantine_release(f->s, g_q1, "alice", err, sizeof(err)), 0);
+	if (!run_until(f, q1_deferred, 5))
+		fail_msg("the released message was not delivered");
+	assert_int_equal(queue_env_load(f->qs, g_q1, &env, &st), 0);
+	if (strstr(env->prepend, "X-Mxgate-Released: by=alice; at=") == NULL)
+		fail_msg("prepend: %s", env->prepend);
+	assert_non_null(strstr(env->prepend, "Received: from client.example\r\n"));
+	queue_envelope_free(env);
+	assert_false(queue_sched_is_quarantined(f->s, g_q1));
+
+	/* delete: gone, files too; the held one is untouched */
+	assert_int_equal(queue_sched_quarantine_delete(f->s, g_q2, "bob", err, sizeof(err)), 0);
+	assert_true(run_until(f, q2_gone, 3));
+	assert_int_equal(queue_env_load(f->qs, g_q2, &env, &st), -1);
+	assert_false(path_exists(path_in(f, "msg", g_q2, "")));
+	assert_int_equal(queue_env_load(f->qs, held, &env, &st), 0);
+	assert_int_equal(st, QUEUE_HOLD);
+	queue_envelope_free(env);
+	assert_int_equal(f->fk.offers[1], 0);
+	assert_int_equal(f->fk.offers[2], 1);
+	assert_int_equal(f->fk.dsn_offers, 0);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -815,6 +976,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unreadable_envelope, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hold_waits_for_unreadable_envelope, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_quarantine_ops, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

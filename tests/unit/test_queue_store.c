@@ -6,7 +6,9 @@
  * corrupt and duplicate envelopes moved to corrupt/, close with pending jobs,
  * removed files recycled through free/ without old bytes showing through,
  * and never reused before the fsync that made their removal durable (an
- * interposed fsync() probes the pool right before each directory fsync).
+ * interposed fsync() probes the pool right before each directory fsync),
+ * quarantined messages committed into quarantine/ and those an older build
+ * quarantined into hold/ moved there by the start-up scan.
  * Each test gets its own mkdtemp() directory, removed at teardown.
  */
 #include <setjmp.h>
@@ -302,11 +304,14 @@ static void test_commit_then_reopen_scan(void **state)
 	assert_string_equal(queue_store_dir(f->qs), f->dir);
 }
 
-/* quarantine (issue 13): committed straight into hold/, durable, scanned
- * back as held after a restart, never in active/. */
-static void test_commit_held(void **state)
+/* quarantine (issue 13): committed straight into quarantine/, durable,
+ * the verdict in the envelope, scanned back as quarantined after a restart,
+ * never in active/ or hold/. */
+static void test_commit_quarantined(void **state)
 {
 	struct fixture *f = *state;
+	struct queue_envelope *env = make_env("rcpt@example.com");
+	enum queue_state st;
 	char id[UTIL_QID_LEN + 1];
 
 	open_store(f, true);
@@ -314,13 +319,16 @@ static void test_commit_held(void **state)
 	assert_non_null(sp);
 	snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
 	assert_int_equal(queue_spool_write(sp, BODY, strlen(BODY)), 0);
-	queue_commit_held(f->qs, sp, make_env("rcpt@example.com"), commit_cb, 7, f);
+	env->quarantine_reason = strdup("virus");
+	env->quarantine_verdict = strdup("virus=Eicar-Test-Signature");
+	queue_commit_quarantined(f->qs, sp, env, commit_cb, 7, f);
 	run_until(f, &f->ncommits, 1);
 	assert_int_equal(f->status[0], 0);
 	assert_int_equal(f->nhooked, 1);
-	assert_int_equal(f->hooked_st[0], QUEUE_HOLD);
+	assert_int_equal(f->hooked_st[0], QUEUE_QUARANTINE);
 	assert_true(exists(f, "msg", id));
-	assert_true(exists(f, "hold", id));
+	assert_true(exists(f, "quarantine", id));
+	assert_false(exists(f, "hold", id));
 	assert_false(exists(f, "active", id));
 	assert_int_equal(count(f, "incoming"), 0);
 
@@ -328,7 +336,93 @@ static void test_commit_held(void **state)
 	scan(f);
 	assert_int_equal(f->nscanned, 1);
 	assert_string_equal(f->scanned[0], id);
-	assert_int_equal(f->scanned_st[0], QUEUE_HOLD);
+	assert_int_equal(f->scanned_st[0], QUEUE_QUARANTINE);
+	env = NULL;
+	assert_int_equal(queue_env_load(f->qs, id, &env, &st), 0);
+	assert_int_equal(st, QUEUE_QUARANTINE);
+	assert_string_equal(env->quarantine_reason, "virus");
+	assert_string_equal(env->quarantine_verdict, "virus=Eicar-Test-Signature");
+	queue_envelope_free(env);
+}
+
+/* A queue written by the previous layout: quarantined messages sat in hold/
+ * with only the X-Mxgate-Quarantine field in their prepend.  The start-up
+ * scan moves exactly those to quarantine/ (once: a second start finds
+ * nothing to move); a held message, and a quarantined one that was released
+ * and then held by hand, stay in hold/; a released one in deferred/ stays. */
+struct legacy_case {
+	const char *id;
+	const char *folder;  /* where the old build left it */
+	const char *prepend; /* escaped as in the file */
+	enum queue_state want;
+	const char *want_folder;
+};
+
+static void test_legacy_quarantine_migrated(void **state)
+{
+	static const struct legacy_case cases[] = {
+	    {"0000000000000A01", "hold",
+	     "Received: from x\\r\\nX-Mxgate-Quarantine: reason=virus; by=mx.test; at=Mon\\r\\n",
+	     QUEUE_QUARANTINE, "quarantine"},
+	    {"0000000000000A02", "hold", "Received: from x\\r\\n", QUEUE_HOLD, "hold"},
+	    {"0000000000000A03", "hold",
+	     ("X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
+	      "X-Mxgate-Released: by=root; at=Tue\\r\\n"),
+	     QUEUE_HOLD, "hold"},
+	    {"0000000000000A04", "deferred",
+	     ("X-Mxgate-Quarantine: reason=spam; by=mx.test; at=Mon\\r\\n"
+	      "X-Mxgate-Released: by=root; at=Tue\\r\\n"),
+	     QUEUE_DEFERRED, "deferred"},
+	    {"0000000000000A05", "hold",
+	     "x-mxgate-quarantine: reason=policy; by=mx.test; at=Mon\\r\\n", QUEUE_QUARANTINE,
+	     "quarantine"},
+	};
+	struct fixture *f = *state;
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+	char text[1024];
+	char reason[64];
+
+	open_store(f, true);
+	queue_store_close(f->qs);
+	f->qs = NULL;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(
+		    text, sizeof(text),
+		    "version: 1\nid: %s\narrival: 1764057344\nsize: %zu\nsender: <s@example.org>\n"
+		    "smtputf8: 0\neightbit: 0\nis-dsn: 0\nattempts: 0\nnext-attempt: 0\n"
+		    "delay-warned: 0\nprepend: %s\nrcpt: pending <r@example.com>\nend: ok\n",
+		    cases[i].id, strlen(BODY), cases[i].prepend);
+		put_file(f, cases[i].folder, cases[i].id, text);
+		put_file(f, "msg", cases[i].id, BODY);
+	}
+	for (int round = 0; round < 2; round++) {
+		open_store(f, true);
+		scan(f);
+		assert_int_equal(f->nscanned, (int)n);
+		for (size_t i = 0; i < n; i++) {
+			const struct legacy_case *c = &cases[i];
+			struct queue_envelope *env = NULL;
+			enum queue_state st;
+
+			assert_string_equal(f->scanned[i], c->id);
+			if (f->scanned_st[i] != c->want)
+				fail_msg("round %d case %zu: state %d, want %d", round, i,
+				         (int)f->scanned_st[i], (int)c->want);
+			assert_true(exists(f, c->want_folder, c->id));
+			assert_true(exists(f, "msg", c->id));
+			if (strcmp(c->folder, c->want_folder) != 0)
+				assert_false(exists(f, c->folder, c->id));
+			assert_int_equal(queue_env_load(f->qs, c->id, &env, &st), 0);
+			assert_int_equal(st, c->want);
+			/* the reason of a migrated one comes from its prepend */
+			if (c->want == QUEUE_QUARANTINE)
+				assert_string_not_equal(
+				    queue_envelope_quarantine_reason(env, reason, sizeof(reason)),
+				    "-");
+			queue_envelope_free(env);
+		}
+	}
+	assert_int_equal(count(f, "corrupt"), 0);
 }
 
 static void test_uncommitted_spool_gone(void **state)
@@ -980,7 +1074,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_commit_then_reopen_scan, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_commit_held, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_quarantined, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_legacy_quarantine_migrated, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_uncommitted_spool_gone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphans_and_tmp_removed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_commits, setup, teardown),
