@@ -172,7 +172,7 @@ static void start_commit(struct fixture *f, char id[UTIL_QID_LEN + 1], uint64_t 
 	snprintf(id, UTIL_QID_LEN + 1, "%s", queue_spool_id(sp));
 	assert_true(util_qid_is_valid(id));
 	assert_int_equal(queue_spool_write(sp, BODY, 10), 0);
-	assert_int_equal(queue_spool_write(sp, BODY + 10, strlen(BODY) - 10), 0);
+	assert_int_equal(queue_spool_write(sp, &BODY[10], strlen(BODY) - 10), 0);
 	assert_int_equal(queue_spool_size(sp), strlen(BODY));
 	queue_commit(f->qs, sp, make_env("rcpt@example.com"), commit_cb, cookie, f);
 }
