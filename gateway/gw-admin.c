@@ -426,10 +426,12 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	evhttp_set_max_headers_size(a->http, 16384);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
 	if (config_admin_https(cfg)) {
-		a->tls = smtp_server_tls_ctx_new(cfg, err, errlen);
+		char why[384];
+
+		a->tls = smtp_server_tls_ctx_new(cfg, why, sizeof(why));
 		if (a->tls == NULL) {
-			if (err[0] == '\0')
-				snprintf(err, errlen, "admin: HTTPS needs [tls] cert_file and key_file");
+			snprintf(err, errlen, "admin: %s",
+			         why[0] ? why : "HTTPS needs [tls] cert_file and key_file");
 			goto fail;
 		}
 		a->https = true;
