@@ -232,6 +232,71 @@ static void check_tls(struct config_parse *p)
 		       "key_file is set but cert_file is not (both or neither)");
 }
 
+/* listen_is_loopback - 127.0.0.0/8 or ::1 (not the wildcards). */
+static bool listen_is_loopback(const struct config_listen *l)
+{
+	return util_addr_is_loopback(&l->addr);
+}
+
+/* config_admin_https - see config.h. */
+bool config_admin_https(const struct config *cfg)
+{
+	if (cfg->admin_tls != CONFIG_ADMIN_TLS_AUTO)
+		return cfg->admin_tls == CONFIG_ADMIN_TLS_YES;
+	for (size_t i = 0; i < cfg->nadmin_listen; i++)
+		if (!listen_is_loopback(&cfg->admin_listen[i]))
+			return true;
+	return false;
+}
+
+/* check_admin - the dashboard's token and reports never cross a network in
+ * clear: HTTPS needs the [tls] certificate; plain HTTP beyond loopback
+ * only when the postmaster says so (allow_plain_http, behind a proxy). */
+static void check_admin(struct config_parse *p)
+{
+	const struct config *cfg = p->cfg;
+	char a[64];
+
+	if (cfg->nadmin_listen == 0)
+		return;
+	if (config_admin_https(cfg)) {
+		if (cfg->tls_cert_file != NULL)
+			return;
+		if (cfg->admin_tls == CONFIG_ADMIN_TLS_YES) {
+			err_at(p, gline(p, "admin", "tls"),
+			       "tls = yes needs the gateway's certificate: set [tls] cert_file and "
+			       "key_file");
+			return;
+		}
+		for (size_t i = 0; i < cfg->nadmin_listen; i++) {
+			const struct config_listen *l = &cfg->admin_listen[i];
+
+			if (listen_is_loopback(l))
+				continue;
+			util_addr_str(&l->addr, a, sizeof(a));
+			err_at(p, l->line,
+			       "the dashboard on %s%s%s:%d (not loopback) is served over HTTPS, "
+			       "which needs [tls] cert_file and key_file; plain HTTP there needs "
+			       "tls = no and allow_plain_http = yes",
+			       strchr(a, ':') ? "[" : "", a, strchr(a, ':') ? "]" : "", l->port);
+		}
+		return;
+	}
+	for (size_t i = 0; i < cfg->nadmin_listen; i++) {
+		const struct config_listen *l = &cfg->admin_listen[i];
+
+		if (listen_is_loopback(l) || cfg->admin_allow_plain_http)
+			continue;
+		util_addr_str(&l->addr, a, sizeof(a));
+		err_at(p, l->line,
+		       "plain HTTP (tls = no) on %s%s%s:%d, which is not loopback: the token and "
+		       "the reports would cross the network in clear; use tls = auto or yes "
+		       "(HTTPS with the [tls] certificate), or allow_plain_http = yes behind a "
+		       "TLS proxy",
+		       strchr(a, ':') ? "[" : "", a, strchr(a, ':') ? "]" : "", l->port);
+	}
+}
+
 /* ------------------------------------------------------------ domains */
 
 /* merge_recipients - recipients_file lines into accepted_recipients; its
@@ -703,6 +768,7 @@ void config_check_all(struct config_parse *p)
 	}
 	check_listen(p);
 	check_tls(p);
+	check_admin(p);
 	check_domains(p);
 	check_global_sanity(p);
 	check_routes(p);

@@ -903,10 +903,19 @@ static const struct config_directive d_reports[] = {
      v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
 };
 
+static const char *const e_admin_tls[] = {"auto", "yes", "no", NULL};
+
 static const struct config_directive d_admin[] = {
     {"listen", CONFIG_T_LISTEN, GN(admin_listen, nadmin_listen), NULL, "off", 0, 0, NULL, NULL, 0,
-     "Addresses serving the read-only report dashboard over plain HTTP: loopback or a private "
-     "address only (put a TLS proxy or an SSH tunnel in front)"},
+     "Addresses serving the report dashboard (HTTPS, or plain HTTP on loopback: see tls)"},
+    {"tls", CONFIG_T_ENUM, G(admin_tls), "auto", NULL, 0, 0, e_admin_tls, NULL, 0,
+     "HTTPS with the [tls] certificate (TLS 1.2+, HSTS; re-read on reload): yes, no (plain "
+     "HTTP), or auto: HTTPS unless every listen address is loopback"},
+    {"allow_plain_http", CONFIG_T_BOOL, G(admin_allow_plain_http), "no", NULL, 0, 0, NULL, NULL,
+     0,
+     "Allow tls = no on an address that is not loopback (behind a TLS proxy on a trusted "
+     "network: the token and the reports cross it in clear); without it check-config refuses "
+     "such a listener"},
     {"token", CONFIG_T_STRING, G(admin_token), NULL, "none (dashboard off)", 0, 0, NULL, NULL, S,
      "Bearer token of the dashboard's data API (at least 16 characters); without one the "
      "dashboard is off"},

@@ -130,6 +130,13 @@ enum config_warning_senders {
 /* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
 enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
 
+/* [admin] tls: HTTPS with the [tls] certificate, or plain HTTP (issue 15). */
+enum config_admin_tls {
+	CONFIG_ADMIN_TLS_AUTO = 0, /* HTTPS unless every listen address is loopback */
+	CONFIG_ADMIN_TLS_YES,
+	CONFIG_ADMIN_TLS_NO
+};
+
 /* What an rspamd verdict does to the message (issue 13). */
 enum config_spam_action {
 	CONFIG_SPAM_REJECT = 0,
@@ -369,6 +376,8 @@ struct config {
 	struct config_listen *admin_listen; /* report dashboard (issue 15); none = off */
 	size_t nadmin_listen;
 	char *admin_token;                  /* bearer token; NULL = dashboard off */
+	int admin_tls;                      /* enum config_admin_tls */
+	bool admin_allow_plain_http;        /* tls = no allowed beyond loopback */
 	int metrics_request_timeout;      /* seconds for a whole request (from its first byte) */
 	int metrics_max_connections;      /* open HTTP connections; more are closed at once */
 
@@ -466,6 +475,9 @@ enum config_rcpt config_rcpt_check(const struct config *cfg, const char *addr);
 /* config_route_outbound - the route of what mxgate originates (DSNs); never
  * NULL in a loaded config.  Borrowed pointer into cfg. */
 const struct config_route *config_route_outbound(const struct config *cfg);
+/* config_admin_https - does the dashboard ([admin] listen) speak HTTPS?
+ * tls = yes, or auto with a listen address that is not loopback. */
+bool config_admin_https(const struct config *cfg);
 /* config_is_accepted_rcpt - config_rcpt_check() is LISTED or OPEN. */
 bool config_is_accepted_rcpt(const struct config *cfg, const char *addr);
 

@@ -1,8 +1,7 @@
 /*
- * gw-admin.c - the report dashboard (issue 15): [admin] listen serves, over
- * plain HTTP on a loopback/private address, a small page (HTML + one
- * script, both compiled in: no CDN, works offline) and a read-only JSON
- * API over the reports received ([reports] ingest):
+ * gw-admin.c - the report dashboard (issue 15): [admin] listen serves a
+ * small page (HTML + one script, both compiled in: no CDN, works offline)
+ * and a read-only JSON API over the reports received ([reports] ingest):
  *   GET /            the page            GET /app.js  its script
  *   GET /api/sources?days=N, /api/daily?days=N, /api/tlsrpt?days=N
  *   POST /api/approve (domain=&ip=&approved=0|1: the sender inventory)
@@ -12,14 +11,26 @@
  * its URL fragment (#token=..., never sent to the server) or a form and
  * keeps it in sessionStorage.  No token configured: no dashboard.
  *
+ * Transport ([admin] tls, config_admin_https): HTTPS with the gateway's
+ * [tls] certificate - the SMTP server's own context builder
+ * (smtp_server_tls_ctx_new: TLS 1.2+, [tls] min_version and ciphers) -
+ * through evhttp_set_bevcb and an OpenSSL bufferevent per connection, with
+ * Strict-Transport-Security on every answer; or plain HTTP, which
+ * check-config allows beyond loopback only with allow_plain_http = yes.
+ * A reload re-reads the certificate (gw_admin_reload): new connections get
+ * the new context, connections in progress keep a reference to the old one.
+ *
  * Report strings are attacker-controlled: the API returns them JSON-escaped
  * and the script only ever sets textContent; the page's
  * Content-Security-Policy forbids inline script besides.
  *
  * Threads: the listener runs its own event_base in its own thread, so a
  * slow SQLite read never holds up SMTP.  It copies what it needs from the
- * config at start (a reload does not change it: restart).
- * Ownership: struct gw_admin owns the thread, base, evhttp and copies.
+ * config at start (a reload does not change it: restart), except the
+ * certificate, swapped under tls_mu (the loop thread writes, the admin
+ * thread reads).
+ * Ownership: struct gw_admin owns the thread, base, evhttp, SSL_CTX and
+ * copies.
  */
 #include "gw.h"
 
@@ -28,19 +39,31 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "reports.h"
+#include "smtp.h"
+
+/* One year, the usual HSTS lifetime (RFC 6797 section 6.1.1); no
+ * includeSubDomains: the gateway's name may share a parent with sites
+ * mxgate knows nothing of. */
+#define ADMIN_HSTS "max-age=31536000"
 
 struct gw_admin {
 	struct event_base *base;
 	struct evhttp *http;
 	pthread_t thread;
 	bool started;
+	pthread_mutex_t tls_mu; /* guards tls */
+	SSL_CTX *tls;           /* NULL: plain HTTP */
+	bool https;             /* tls set at start (never changes after) */
 	unsigned char token_sha[SHA256_DIGEST_LENGTH];
 	struct config cfg; /* only reports_database and queue_dir set (owned) */
 	char info[128];    /* GET /api/info: the MTA-STS mode published */
@@ -262,6 +285,9 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 
+	if (a->https)
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		                  "Strict-Transport-Security", ADMIN_HSTS);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	if (cmd != EVHTTP_REQ_GET &&
 	    !(cmd == EVHTTP_REQ_POST && path != NULL && strcmp(path, "/api/approve") == 0)) {
@@ -327,6 +353,43 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	util_buf_free(&out);
 }
 
+/* admin_bevcb - every connection of an HTTPS dashboard is TLS (admin
+ * thread); the SSL holds its own reference to the context. */
+static struct bufferevent *admin_bevcb(struct event_base *base, void *arg)
+{
+	struct gw_admin *a = arg;
+	SSL *ssl;
+
+	pthread_mutex_lock(&a->tls_mu);
+	ssl = SSL_new(a->tls);
+	pthread_mutex_unlock(&a->tls_mu);
+	if (ssl == NULL)
+		return NULL;
+	return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                      BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* gw_admin_reload - see gw.h. */
+void gw_admin_reload(struct gw_admin *a, const struct config *cfg)
+{
+	char err[512];
+	SSL_CTX *ctx, *old;
+
+	if (a == NULL || !a->https)
+		return;
+	ctx = smtp_server_tls_ctx_new(cfg, err, sizeof(err));
+	if (ctx == NULL) {
+		util_log_err("- reload: admin: %s; still serving the old certificate",
+		             err[0] ? err : "no [tls] cert_file");
+		return;
+	}
+	pthread_mutex_lock(&a->tls_mu);
+	old = a->tls;
+	a->tls = ctx;
+	pthread_mutex_unlock(&a->tls_mu);
+	SSL_CTX_free(old); /* connections in progress hold their own reference */
+}
+
 static void *admin_main(void *arg)
 {
 	struct gw_admin *a = arg;
@@ -346,6 +409,7 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 		return NULL;
 	}
 	struct gw_admin *a = util_xcalloc(1, sizeof(*a));
+	pthread_mutex_init(&a->tls_mu, NULL);
 	SHA256((const unsigned char *)cfg->admin_token, strlen(cfg->admin_token), a->token_sha);
 	a->cfg.reports_database =
 	    cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
@@ -361,6 +425,18 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	evhttp_set_max_body_size(a->http, 4096);
 	evhttp_set_max_headers_size(a->http, 16384);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
+	if (config_admin_https(cfg)) {
+		char why[384];
+
+		a->tls = smtp_server_tls_ctx_new(cfg, why, sizeof(why));
+		if (a->tls == NULL) {
+			snprintf(err, errlen, "admin: %s",
+			         why[0] ? why : "HTTPS needs [tls] cert_file and key_file");
+			goto fail;
+		}
+		a->https = true;
+		evhttp_set_bevcb(a->http, admin_bevcb, a);
+	}
 	for (size_t i = 0; i < cfg->nadmin_listen; i++) {
 		const struct config_listen *l = &cfg->admin_listen[i];
 		if (evhttp_bind_socket_with_handle(a->http, l->host, (ev_uint16_t)l->port) ==
@@ -370,8 +446,8 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 			         strchr(l->host, ':') ? "]" : "", l->port);
 			goto fail;
 		}
-		util_log_info("- admin dashboard listening on %s%s%s:%d",
-		              strchr(l->host, ':') ? "[" : "", l->host,
+		util_log_info("- admin dashboard listening on %s://%s%s%s:%d",
+		              a->https ? "https" : "http", strchr(l->host, ':') ? "[" : "", l->host,
 		              strchr(l->host, ':') ? "]" : "", l->port);
 	}
 	if (pthread_create(&a->thread, NULL, admin_main, a) != 0) {
@@ -398,6 +474,8 @@ void gw_admin_free(struct gw_admin *a)
 		evhttp_free(a->http);
 	if (a->base)
 		event_base_free(a->base);
+	SSL_CTX_free(a->tls);
+	pthread_mutex_destroy(&a->tls_mu);
 	free(a->cfg.reports_database);
 	free(a->cfg.queue_dir);
 	free(a);

@@ -22,7 +22,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
@@ -70,22 +69,15 @@ void gw_mta_sts_id(const struct config *cfg, char out[21])
 	util_buf_free(&p);
 }
 
-/* mta_sts_tls_new - the HTTPS context from the [tls] certificate. */
+/* mta_sts_tls_new - the HTTPS context from the [tls] certificate: the SMTP
+ * server's own builder (TLS 1.2+, [tls] min_version and ciphers). */
 static SSL_CTX *mta_sts_tls_new(const struct config *cfg, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-	    SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		char buf[256];
-		ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
-		ERR_clear_error();
-		snprintf(err, errlen, "mta_sts: TLS setup with %s failed: %s", cfg->tls_cert_file,
-		         buf);
-		SSL_CTX_free(ctx);
-		return NULL;
-	}
+	char why[384];
+	SSL_CTX *ctx = smtp_server_tls_ctx_new(cfg, why, sizeof(why));
+
+	if (ctx == NULL)
+		snprintf(err, errlen, "mta_sts: %s", why[0] ? why : "no [tls] cert_file");
 	return ctx;
 }
 

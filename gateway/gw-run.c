@@ -197,6 +197,7 @@ int gw_reload(struct gw *gw, struct util_buf *report)
 	util_log_set_level(cfg->log_level);
 	util_log_set_format(cfg->log_format);   /* [log] format is reloadable */
 	gw_mta_sts_reload(gw->mta_sts, cfg);    /* renewed certificate for HTTPS too */
+	gw_admin_reload(gw->admin, cfg);        /* and for the dashboard's */
 	gw_metrics_config(cfg);                 /* new routes, renewed certificate */
 	util_metrics_inc("mxgate_config_reloads_total", "ok");
 	util_log_info("- reloaded config=%s", cfg->path);

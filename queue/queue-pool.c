@@ -26,6 +26,15 @@
  * message's bytes.  Aborted spools and removed msg/ID files (whose
  * envelope's removal is already durable) are published at once.
  *
+ * Pins: a reader that may outlive the message (the report ingester reads
+ * its copy of a report after the commit, possibly after delivery) pins the
+ * file's inode (queue_spool_pin).  A pinned file is unlinked, never moved
+ * into free/, when its message goes: were it recycled, the next message
+ * would be written over it while the reader still holds it, and the reader
+ * would read another sender's bytes.  The unlinked inode lives on until the
+ * reader closes it.  The check costs one comparison while nothing is
+ * pinned (ordinary mail), under the mutex queue_pool_retire takes anyway.
+ *
  * Limits: at most QUEUE_POOL_FILES files and QUEUE_POOL_BYTES of disk; a
  * file bigger than QUEUE_POOL_FILE_MAX is unlinked.  When a write fails with
  * ENOSPC or EDQUOT the whole pool is unlinked (queue_pool_drain), so free/
@@ -106,6 +115,52 @@ static bool pool_usable(const struct stat *st)
 	return S_ISREG(st->st_mode) && st->st_nlink == 1 && st->st_size <= QUEUE_POOL_FILE_MAX;
 }
 
+/* pool_pinned - is dev/ino pinned (under mu)? */
+static bool pool_pinned(const struct queue_pool *p, const struct stat *st)
+{
+	for (size_t i = 0; i < p->npins; i++)
+		if (p->pins[i].ino == st->st_ino && p->pins[i].dev == st->st_dev)
+			return true;
+	return false;
+}
+
+/* queue_pool_pin - see queue-store-internal.h. */
+void queue_pool_pin(struct queue_store *qs, dev_t dev, ino_t ino)
+{
+	struct queue_pool *p = &qs->pool;
+
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < p->npins; i++) {
+		if (p->pins[i].ino == ino && p->pins[i].dev == dev) {
+			p->pins[i].refs++;
+			pthread_mutex_unlock(&p->mu);
+			return;
+		}
+	}
+	if (p->npins == p->pins_cap) {
+		p->pins_cap = p->pins_cap ? 2 * p->pins_cap : 16;
+		p->pins = util_xrealloc(p->pins, p->pins_cap * sizeof(*p->pins));
+	}
+	p->pins[p->npins++] = (struct queue_pool_pin){.dev = dev, .ino = ino, .refs = 1};
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* queue_pool_unpin - see queue-store-internal.h. */
+void queue_pool_unpin(struct queue_store *qs, dev_t dev, ino_t ino)
+{
+	struct queue_pool *p = &qs->pool;
+
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < p->npins; i++) {
+		if (p->pins[i].ino == ino && p->pins[i].dev == dev) {
+			if (--p->pins[i].refs == 0)
+				p->pins[i] = p->pins[--p->npins];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
 /* queue_pool_init - adopt what free/ holds (start-up, before the thread). */
 void queue_pool_init(struct queue_store *qs)
 {
@@ -153,6 +208,9 @@ void queue_pool_fini(struct queue_store *qs)
 	free(p->v);
 	p->v = NULL;
 	p->n = 0;
+	free(p->pins);
+	p->pins = NULL;
+	p->npins = p->pins_cap = 0;
 	p->init = false;
 }
 
@@ -208,8 +266,8 @@ int queue_pool_trim(int fd, int64_t prior, int64_t size)
 }
 
 /* queue_pool_retire - move dir/name into free/ as id.tag without listing
- * it (out->name "" when it was unlinked instead: not worth keeping, or the
- * pool is full).  0, or -1 with errno as unlinkat would report it (ENOENT
+ * it (out->name "" when it was unlinked instead: not worth keeping, pinned,
+ * or the pool is full).  0, or -1 with errno as unlinkat would report it (ENOENT
  * when there is no such file). */
 int queue_pool_retire(struct queue_store *qs, int dir, const char *name, const char *id,
                       const char *tag, struct queue_pool_ent *out)
@@ -226,9 +284,10 @@ int queue_pool_retire(struct queue_store *qs, int dir, const char *name, const c
 		return unlinkat(qs->dfd[dir], name, 0);
 	bytes = (int64_t)st.st_blocks * 512;
 	pthread_mutex_lock(&p->mu);
-	room = p->n < QUEUE_POOL_FILES && p->bytes + bytes <= QUEUE_POOL_BYTES;
+	room = p->n < QUEUE_POOL_FILES && p->bytes + bytes <= QUEUE_POOL_BYTES &&
+	       (p->npins == 0 || !pool_pinned(p, &st));
 	pthread_mutex_unlock(&p->mu);
-	if (!room)
+	if (!room) /* the pool is full, or a reader holds the file (pinned) */
 		return unlinkat(qs->dfd[dir], name, 0);
 	snprintf(out->name, sizeof(out->name), "%s.%s", id, tag);
 	if (queue_rename_excl(qs->dfd[dir], name, qs->dfd[QDIR_FREE], out->name) < 0) {

@@ -12,6 +12,7 @@
 #define MX_QUEUE_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include "queue.h"
 
@@ -92,12 +93,21 @@ struct queue_job {
 #define QUEUE_POOL_BYTES    ((int64_t)64 << 20)
 #define QUEUE_POOL_FILE_MAX ((int64_t)4 << 20)
 
+/* A pinned inode (queue_spool_pin): never recycled, unlinked instead. */
+struct queue_pool_pin {
+	dev_t dev;
+	ino_t ino;
+	unsigned refs;
+};
+
 struct queue_pool {
-	pthread_mutex_t mu; /* guards v, n, bytes */
+	pthread_mutex_t mu; /* guards v, n, bytes, pins, npins */
 	bool init;
 	struct queue_pool_ent *v; /* QUEUE_POOL_FILES slots */
 	size_t n;
 	int64_t bytes;
+	struct queue_pool_pin *pins; /* owned; npins used of cap */
+	size_t npins, pins_cap;
 };
 
 struct queue_store {
@@ -151,6 +161,10 @@ int queue_pool_retire(struct queue_store *qs, int dir, const char *name, const c
 void queue_pool_publish(struct queue_store *qs, struct queue_pool_ent *e);
 void queue_pool_discard(struct queue_store *qs, struct queue_pool_ent *e);
 void queue_pool_drain(struct queue_store *qs);
+/* queue_pool_pin - keep the inode dev/ino out of the pool (counted);
+ * queue_pool_unpin - undo one queue_pool_pin.  Any thread. */
+void queue_pool_pin(struct queue_store *qs, dev_t dev, ino_t ino);
+void queue_pool_unpin(struct queue_store *qs, dev_t dev, ino_t ino);
 
 /* queue_io_start - create the wake-up event and start the I/O thread. */
 int queue_io_start(struct queue_store *qs, char *err, size_t errlen);

@@ -727,6 +727,56 @@ int queue_spool_open_read(const struct queue_spool *sp)
 	return openat(sp->qs->dfd[QDIR_INCOMING], name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 }
 
+struct queue_pin {
+	struct queue_store *qs;
+	int fd;
+	dev_t dev;
+	ino_t ino;
+};
+
+/* queue_spool_pin - see queue.h.  Pinned before the commit, so before
+ * anything can retire the file. */
+struct queue_pin *queue_spool_pin(const struct queue_spool *sp)
+{
+	struct queue_pin *pin;
+	struct stat st;
+	int fd = queue_spool_open_read(sp);
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	pin = util_xcalloc(1, sizeof(*pin));
+	pin->qs = sp->qs;
+	pin->fd = fd;
+	pin->dev = st.st_dev;
+	pin->ino = st.st_ino;
+	queue_pool_pin(sp->qs, pin->dev, pin->ino);
+	return pin;
+}
+
+/* queue_pin_fd - see queue.h. */
+int queue_pin_fd(const struct queue_pin *pin)
+{
+	return pin->fd;
+}
+
+/* queue_pin_free - see queue.h.  Closed before unpinned: once unpinned the
+ * file may be recycled, and by then nobody reads it through pin->fd. */
+void queue_pin_free(struct queue_pin *pin)
+{
+	if (pin == NULL)
+		return;
+	close(pin->fd);
+	queue_pool_unpin(pin->qs, pin->dev, pin->ino);
+	free(pin);
+}
+
 /* queue_spool_abort - recycle (or unlink) the spool file and free; NULL is
  * a no-op.  After a disk-full error the pool is emptied instead. */
 void queue_spool_abort(struct queue_spool *sp)

@@ -131,6 +131,22 @@ int64_t queue_spool_size(const struct queue_spool *sp);
 int queue_spool_open_read(const struct queue_spool *sp);
 void queue_spool_abort(struct queue_spool *sp);                     /* remove + free; NULL ok */
 
+/* A pinned read descriptor of a spool file, for a reader that may still be
+ * reading after the commit - even after delivery removed the message (the
+ * report ingester, reports-ingest.c).  While pinned, the file is never
+ * recycled through free/ (queue-pool.c): removing the message or aborting
+ * the spool unlinks it instead, so the descriptor reads this message's bytes
+ * and never those of the next message written over a recycled file.
+ * queue_spool_pin - open incoming/ID.msg read-only and pin it (loop
+ * thread); caller frees with queue_pin_free().  NULL with errno on failure.
+ * queue_pin_fd - its descriptor (borrowed: queue_pin_free closes it).
+ * queue_pin_free - close and unpin; any thread, before queue_store_close();
+ * NULL is a no-op. */
+struct queue_pin;
+struct queue_pin *queue_spool_pin(const struct queue_spool *sp);
+int queue_pin_fd(const struct queue_pin *pin);
+void queue_pin_free(struct queue_pin *pin);
+
 /* queue_commit - make the message durable: fsync the spool, rename it to
  * msg/ID, write the envelope (env->id is set to the spool id, env->size to
  * the spool size, env->arrival to now when 0), fsync, rename

@@ -1,7 +1,8 @@
 /*
  * reports-ingest.c - the reports mailed to our report addresses (issue 15):
- * the loop thread hands over a read descriptor of the message's spool file
- * (before the commit), one worker thread copies it, parses it
+ * the loop thread takes a pinned read descriptor of the message's spool
+ * file before the commit (queue_spool_pin) and hands it over once the
+ * commit succeeded; one worker thread copies it, parses it
  * (reports-inbound.c) and stores the reports through the report store's
  * backend (its own connection: SQLite WAL or PostgreSQL).
  *
@@ -11,7 +12,13 @@
  * (mxgate_reports_inbound_refused_total) and logged; nothing else is held
  * up.  A full queue drops the job (mxgate_reports_inbound_dropped_total).
  *
- * Ownership: jobs own their descriptor and strings; the worker frees them.
+ * The message may be delivered and removed long before the worker gets to
+ * it (a backlog of big reports).  The pin is what makes that safe: the
+ * queue recycles a removed message's file for the next message
+ * (queue-pool.c) but never a pinned one - it unlinks it instead - so the
+ * worker always reads this message's bytes, never another sender's.
+ *
+ * Ownership: jobs own their pin and strings; the worker frees them.
  */
 #include "reports-internal.h"
 
@@ -29,7 +36,7 @@
 #define INGEST_COPY_BUDGET (64u * 1024 * 1024) /* copied, not yet parsed */
 
 struct ingest_job {
-	int fd;
+	struct queue_pin *pin; /* NULL once copied */
 	char *rcpt, *qid;
 	int64_t t;
 	char *data; /* copied by the worker */
@@ -53,18 +60,19 @@ static void job_free(struct ingest_job *j)
 {
 	if (j == NULL)
 		return;
-	if (j->fd >= 0)
-		close(j->fd);
+	queue_pin_free(j->pin);
 	free(j->rcpt);
 	free(j->qid);
 	free(j->data);
 	free(j);
 }
 
-/* job_copy - the spool file's bytes (bounded) into j->data; the descriptor
- * is closed: the queue may recycle the file once delivered. */
+/* job_copy - the spool file's bytes (bounded) into j->data; the pin is
+ * released: the file's disk goes back once the message is removed. */
 static void job_copy(struct ingest_job *j)
 {
+	int fd = queue_pin_fd(j->pin);
+
 	size_t cap = 64 * 1024;
 	j->data = malloc(cap + 1);
 	if (j->data == NULL)
@@ -81,7 +89,7 @@ static void job_copy(struct ingest_job *j)
 				abort();
 			j->data = n;
 		}
-		ssize_t r = pread(j->fd, j->data + j->len, cap - j->len, (off_t)j->len);
+		ssize_t r = pread(fd, j->data + j->len, cap - j->len, (off_t)j->len);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -89,8 +97,8 @@ static void job_copy(struct ingest_job *j)
 		j->len += (size_t)r;
 	}
 	j->data[j->len] = '\0';
-	close(j->fd);
-	j->fd = -1;
+	queue_pin_free(j->pin);
+	j->pin = NULL;
 }
 
 /* job_run - parse and store one message. */
@@ -137,9 +145,8 @@ static void job_run(struct reports_ingest *ri, struct ingest_job *j)
 	reports_inbound_clear(&in);
 }
 
-/* ingest_main - copy every waiting message as soon as it is queued (the
- * queue may recycle a delivered message's spool file: copying early keeps
- * the window small), then parse the copies one at a time, taking and
+/* ingest_main - copy every waiting message as soon as it is queued (so a
+ * delivered message's unlinked file does not hold disk for long), then parse the copies one at a time, taking and
  * copying newly queued messages between two parses; at most
  * INGEST_COPY_BUDGET bytes of copies wait to be parsed. */
 static void *ingest_main(void *arg)
@@ -250,21 +257,21 @@ void reports_ingest_free(struct reports_ingest *ri)
 }
 
 /* reports_ingest_submit - see reports.h. */
-int reports_ingest_submit(struct reports_ingest *ri, int fd, const char *rcpt, const char *qid)
+int reports_ingest_submit(struct reports_ingest *ri, struct queue_pin *pin, const char *rcpt,
+                          const char *qid)
 {
 	struct ingest_job *j;
 
-	if (ri == NULL || fd < 0) {
-		if (fd >= 0)
-			close(fd);
+	if (ri == NULL || pin == NULL) {
+		queue_pin_free(pin);
 		return -1;
 	}
 	j = calloc(1, sizeof(*j));
 	if (j == NULL) {
-		close(fd);
+		queue_pin_free(pin);
 		return -1;
 	}
-	j->fd = fd;
+	j->pin = pin;
 	j->rcpt = util_xstrdup(rcpt);
 	j->qid = util_xstrdup(qid);
 	j->t = (int64_t)time(NULL);

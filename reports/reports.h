@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "policy.h"
+#include "queue.h"
 #include "util.h"
 
 struct reports_store;
@@ -100,10 +101,13 @@ void reports_ingest_free(struct reports_ingest *ri); /* parses what is queued fi
  * [reports] ingest_addresses, or by default the [mta_sts] dmarc_rua and
  * tlsrpt_rua addresses (dmarc-reports@ / tlsrpt@ each accepted domain). */
 bool reports_ingest_match(const struct config *cfg, const char *rcpt);
-/* reports_ingest_submit - loop thread, never waits: fd (a read descriptor
- * of the spool file, ownership moves) is copied and parsed by the worker.
- * 0 queued, -1 dropped (queue full, counted). */
-int reports_ingest_submit(struct reports_ingest *ri, int fd, const char *rcpt, const char *qid);
+/* reports_ingest_submit - loop thread, never waits: pin (the pinned read
+ * descriptor of the spool file, queue_spool_pin; takes ownership) is
+ * copied and parsed by the worker.  The pin keeps the queue from recycling
+ * the file for another message before the worker has read it, however
+ * long the backlog.  0 queued, -1 dropped (queue full, counted). */
+int reports_ingest_submit(struct reports_ingest *ri, struct queue_pin *pin, const char *rcpt,
+                          const char *qid);
 /* reports_ingest_flush - wait until every queued message is stored. */
 void reports_ingest_flush(struct reports_ingest *ri);
 /* reports_dash_json - the dashboard's view what ("sources", "daily",

@@ -189,7 +189,8 @@ struct smtp_tx {
 	int64_t data_start_ms;
 	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
 	char *ingest_rcpt;               /* owned; a report address among rcpts (issue 15), or NULL */
-	int ingest_fd;                   /* read descriptor of the spool, valid with ingest_rcpt */
+	struct queue_pin *ingest_pin;    /* owned; pinned read descriptor of the spool (queue.h),
+	                                    set with ingest_rcpt */
 };
 
 struct smtp_session {

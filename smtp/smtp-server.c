@@ -466,9 +466,12 @@ err:
 	return NULL;
 }
 
-/* tls_ctx_new - server TLS context: TLS 1.2+, modern ciphers, cert chain. */
-static SSL_CTX *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
+/* smtp_server_tls_ctx_new - see smtp.h: TLS 1.2+, modern ciphers, cert
+ * chain.  The admin dashboard's HTTPS uses it too (gw-admin.c). */
+SSL_CTX *smtp_server_tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
 {
+	if (errlen > 0)
+		err[0] = '\0';
 	if (!cfg->tls_cert_file)
 		return NULL;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -599,7 +602,7 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
 		snprintf(err, errlen, "cannot create the server's events");
 		goto err;
 	}
-	srv->tls = tls_ctx_new(cfg, err, errlen);
+	srv->tls = smtp_server_tls_ctx_new(cfg, err, errlen);
 	if (!srv->tls && err[0])
 		goto err;
 	if (sync_listeners(srv, cfg, err, errlen) < 0)
@@ -615,7 +618,7 @@ int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 		       struct policy_ctx *policy, char *err, size_t errlen)
 {
 	err[0] = 0;
-	SSL_CTX *tls = tls_ctx_new(cfg, err, errlen);
+	SSL_CTX *tls = smtp_server_tls_ctx_new(cfg, err, errlen);
 	if (!tls && err[0])
 		return -1;
 	if (srv->accepting && sync_listeners(srv, cfg, err, errlen) < 0) {

@@ -279,8 +279,9 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 		return;
 	}
 	if (status == 0 && s->tx->ingest_rcpt) {   /* durable: parse a copy (issue 15) */
-		(void)reports_ingest_submit(s->srv->ingest, s->tx->ingest_fd, s->tx->ingest_rcpt,
+		(void)reports_ingest_submit(s->srv->ingest, s->tx->ingest_pin, s->tx->ingest_rcpt,
 					    qid);
+		s->tx->ingest_pin = NULL;
 		free(s->tx->ingest_rcpt);
 		s->tx->ingest_rcpt = NULL;
 	}
@@ -368,12 +369,13 @@ void smtp_data_commit(struct smtp_session *s)
 	env->prepend = pre.data;   /* ownership moves to the envelope */
 	struct queue_spool *sp = tx->spool;
 	if (s->srv->ingest && !tx->quarantine && !tx->ingest_rcpt) {
-		/* a report address among the recipients: a descriptor taken now,
-		 * handed to the ingest worker once the commit succeeded */
+		/* a report address among the recipients: a pinned descriptor
+		 * taken now (before anything can recycle the file), handed to
+		 * the ingest worker once the commit succeeded */
 		for (size_t i = 0; i < tx->rcpts.n; i++) {
 			if (!reports_ingest_match(s->cfg, tx->rcpts.v[i]))
 				continue;
-			if ((tx->ingest_fd = queue_spool_open_read(sp)) >= 0)
+			if ((tx->ingest_pin = queue_spool_pin(sp)) != NULL)
 				tx->ingest_rcpt = util_xstrdup(tx->rcpts.v[i]);
 			break;
 		}

@@ -74,10 +74,8 @@ void smtp_tx_free(struct smtp_tx *tx)
 	if (!tx)
 		return;
 	queue_spool_abort(tx->spool);
-	if (tx->ingest_rcpt) {
-		close(tx->ingest_fd);
-		free(tx->ingest_rcpt);
-	}
+	queue_pin_free(tx->ingest_pin);
+	free(tx->ingest_rcpt);
 	policy_msg_free(tx->pm);
 	free(tx->scan_headers);
 	free(tx->subject);

@@ -37,6 +37,11 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct config
  * 0, or -1 with a message in err (then nothing changed). */
 int smtp_server_reload(struct smtp_server *srv, const struct config *cfg,
 		       struct policy_ctx *policy, char *err, size_t errlen);
+/* smtp_server_tls_ctx_new - a server TLS context from [tls] (cert_file
+ * chain, key_file, min_version - never below TLS 1.2 -, ciphers); caller
+ * frees with SSL_CTX_free().  NULL with err empty when no cert_file is set,
+ * NULL with a message in err when the files do not load. */
+struct ssl_ctx_st *smtp_server_tls_ctx_new(const struct config *cfg, char *err, size_t errlen);
 /* smtp_server_retire_fn - a config/policy pair (policy may be NULL) that a
  * reload replaced and that no session uses any more; from then on the
  * callee owns both.  Called from a deferred event on the loop, never inside

@@ -289,6 +289,16 @@ static const struct diag_case diag_cases[] = {
      "slow_domain_limit (4) does not keep a policy worker free", true},
     {"slow domain unlimited", GOOD "[dns]\nslow_domain_limit = 0\n[auth]\npolicy_workers = 8\n", 12,
      "can hold all 8 workers", true},
+    /* the dashboard's token never crosses a network in clear (issue 15) */
+    {"admin plain http beyond loopback",
+     GOOD "[admin]\nlisten = 127.0.0.1:8026\nlisten = 10.1.2.3:8026\ntls = no\n", 13,
+     "plain HTTP (tls = no) on 10.1.2.3:8026, which is not loopback", false},
+    {"admin https without certificate", GOOD "[admin]\nlisten = [2001:db8::1]:8026\n", 12,
+     "the dashboard on [2001:db8::1]:8026 (not loopback) is served over HTTPS, which needs "
+     "[tls] cert_file and key_file",
+     false},
+    {"admin tls yes without certificate", GOOD "[admin]\nlisten = 127.0.0.1:8026\ntls = yes\n",
+     13, "tls = yes needs the gateway's certificate", false},
 };
 
 /* test_diag_cases - each case yields its diagnostic at its line. */

@@ -8,7 +8,8 @@
  * and never reused before the fsync that made their removal durable (an
  * interposed fsync() probes the pool right before each directory fsync),
  * quarantined messages committed into quarantine/ and those an older build
- * quarantined into hold/ moved there by the start-up scan.
+ * quarantined into hold/ moved there by the start-up scan, and a pinned
+ * file (the report ingester's descriptor) never recycled.
  * Each test gets its own mkdtemp() directory, removed at teardown.
  */
 #include <setjmp.h>
@@ -173,7 +174,7 @@ static void start_commit(struct fixture *f, char id[UTIL_QID_LEN + 1], uint64_t 
 	snprintf(id, UTIL_QID_LEN + 1, "%s", queue_spool_id(sp));
 	assert_true(util_qid_is_valid(id));
 	assert_int_equal(queue_spool_write(sp, BODY, 10), 0);
-	assert_int_equal(queue_spool_write(sp, BODY + 10, strlen(BODY) - 10), 0);
+	assert_int_equal(queue_spool_write(sp, &BODY[10], strlen(BODY) - 10), 0);
 	assert_int_equal(queue_spool_size(sp), strlen(BODY));
 	queue_commit(f->qs, sp, make_env("rcpt@example.com"), commit_cb, cookie, f);
 }
@@ -944,6 +945,98 @@ static void test_removed_files_recycled(void **state)
 	unlink(backup);
 }
 
+/* The report ingester's race (issue 15): it holds a read descriptor of a
+ * report's spool file and copies it whenever its backlog lets it - maybe
+ * after the message was delivered and removed.  Removed files are recycled
+ * for the next message, so without the pin the descriptor would read the
+ * next message's bytes (another sender's mail in the report store).  Each
+ * case: pin, commit, maybe remove, then the next messages reuse what the
+ * pool holds; the pinned descriptor must still read the first message. */
+static const struct pin_case {
+	const char *name;
+	bool remove;  /* the pinned message is delivered (removed) */
+	bool abort;   /* the pinned spool is aborted instead of committed */
+	int pins;     /* pinned this many times (counted) */
+	bool unpin;   /* released before the removal: recycled as usual */
+} pin_cases[] = {
+    {"removed while pinned", true, false, 1, false},
+    {"pinned twice", true, false, 2, false},
+    {"aborted while pinned", false, true, 1, false},
+    {"queued while pinned", false, false, 1, false},
+    {"unpinned first", true, false, 1, true},
+};
+
+static void test_pinned_file_not_recycled(void **state)
+{
+	struct fixture *f = *state;
+	static char report[20000], other[20000];
+
+	memset(report, 'R', sizeof(report));
+	memset(other, 'X', sizeof(other));
+	open_store(f, true);
+	for (size_t c = 0; c < sizeof(pin_cases) / sizeof(pin_cases[0]); c++) {
+		const struct pin_case *pc = &pin_cases[c];
+		struct queue_pin *pin[2] = {NULL, NULL};
+		char id[UTIL_QID_LEN + 1], id2[UTIL_QID_LEN + 1], id3[UTIL_QID_LEN + 1];
+		static char got[sizeof(report) + 1];
+		struct queue_spool *sp = queue_spool_new(f->qs);
+		size_t pooled;
+
+		print_message("case: %s\n", pc->name);
+		assert_non_null(sp);
+		snprintf(id, sizeof(id), "%s", queue_spool_id(sp));
+		assert_int_equal(queue_spool_write(sp, report, sizeof(report)), 0);
+		for (int i = 0; i < pc->pins; i++) {
+			pin[i] = queue_spool_pin(sp);
+			assert_non_null(pin[i]);
+		}
+		pooled = queue_pool_size(f->qs);
+		if (pc->abort) {
+			queue_spool_abort(sp);
+			assert_int_equal(queue_pool_size(f->qs), pooled); /* unlinked */
+		} else {
+			int want = f->ncommits + 1;
+
+			queue_commit(f->qs, sp, make_env("dmarc-reports@example.com"), commit_cb, 9,
+			             f);
+			run_until(f, &f->ncommits, want);
+			assert_int_equal(f->status[want - 1], 0);
+		}
+		if (pc->unpin)
+			for (int i = 0; i < pc->pins; i++) {
+				queue_pin_free(pin[i]);
+				pin[i] = NULL;
+			}
+		if (pc->remove) {
+			pooled = queue_pool_size(f->qs);
+			remove_one(f, id);
+			/* the envelope is recycled; the message file only when
+			 * nobody holds it */
+			assert_int_equal(queue_pool_size(f->qs), pooled + (pc->unpin ? 2 : 1));
+		}
+		/* the next messages take whatever the pool holds */
+		commit_body(f, id2, other, sizeof(other));
+		commit_body(f, id3, other, sizeof(other));
+		if (pin[0] != NULL) {
+			for (int i = 0; i < pc->pins; i++) {
+				ssize_t n = pread(queue_pin_fd(pin[i]), got, sizeof(got), 0);
+
+				assert_int_equal(n, (ssize_t)sizeof(report));
+				assert_memory_equal(got, report, sizeof(report));
+			}
+		}
+		for (int i = 0; i < pc->pins; i++)
+			queue_pin_free(pin[i]);
+		remove_one(f, id2);
+		remove_one(f, id3);
+		if (!pc->remove && !pc->abort)
+			remove_one(f, id);
+	}
+	/* every pin released: removed files are recycled again */
+	assert_true(queue_pool_size(f->qs) >= 2);
+	queue_pin_free(NULL);
+}
+
 /* ------------------------------------------------------------ reuse vs. crash
  *
  * A file that left a state folder may be reused only once the fsync of that
@@ -1087,6 +1180,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_close_finishes_pending, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dispatch_returns_when_idle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_removed_files_recycled, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pinned_file_not_recycled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_retired_envelope_not_reused_before_fsync, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
