@@ -97,6 +97,9 @@ int gw_quarantine_execute(struct gw *gw, const char *cmd, const char *arg, const
  * error.  gw borrowed for the call.  gw_admin_free: NULL is a no-op. */
 struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen);
 void gw_admin_free(struct gw_admin *a);
+/* The dashboard's page and script (gw-admin-page.c). */
+extern const char gw_admin_html[], gw_admin_js[];
+extern const size_t gw_admin_html_len, gw_admin_js_len;
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
 /* gw_metrics_config - route series at 0 and the certificate's expiry, from
