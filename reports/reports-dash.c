@@ -286,7 +286,7 @@ static json_t *view_rows(struct dash_db *d, const struct dash_view *v, int64_t s
 void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t other,
                         uint64_t other_fail, char *out, size_t outlen)
 {
-	char head[160];
+	char head[256];
 
 	if (approved == 0) {
 		snprintf(head, sizeof(head),

@@ -241,6 +241,12 @@ def test_dashboard_click_through(tmp_path):
                                            "(never marked as seen)"]]
         # a laptop screen: nothing wider than the window
         assert js(d, "return document.documentElement.scrollWidth <= window.innerWidth")
+        # nothing from elsewhere (no CDN): every resource came from mxgate
+        assert js(d, "return performance.getEntriesByType('resource').every((e) => "
+                     "e.name.startsWith(location.origin + '/'))")
+        with urllib.request.urlopen(base, timeout=mxtest.scaled(10)) as r:
+            csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp, csp
 
         # approve the legitimate source: the readiness line changes
         d.find_element(By.XPATH, "//table[@id='sources']/tbody/tr[td[2]='192.0.2.10']"
