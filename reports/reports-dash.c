@@ -306,8 +306,9 @@ void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t othe
 
 #define JI(o, k) ((long long)json_integer_value(json_object_get((o), (k))))
 #define JS(o, k)                                                                                   \
-	(json_string_value(json_object_get((o), (k))) ? json_string_value(json_object_get((o), (k)))  \
-	                                              : "")
+	(json_string_value(json_object_get((o), (k)))                                              \
+	     ? json_string_value(json_object_get((o), (k)))                                        \
+	     : "")
 
 /* inventory_rows - the sender inventory per domain, from the sources:
  * approved/other volumes, new sources, the last look and the readiness
@@ -321,8 +322,8 @@ static json_t *inventory_rows(struct dash_db *d, json_t *sources, char *err, siz
 	size_t i;
 
 	x.v = &seen_view;
-	if (d->be->query(d->db, dash_sql_seen_get[d->dialect], 0, NULL, row_json, &x, err,
-	                 errlen) < 0) {
+	if (d->be->query(d->db, dash_sql_seen_get[d->dialect], 0, NULL, row_json, &x, err, errlen) <
+	    0) {
 		json_decref(per);
 		json_decref(arr);
 		json_decref(seen);
@@ -334,10 +335,10 @@ static json_t *inventory_rows(struct dash_db *d, json_t *sources, char *err, siz
 		json_t *p = json_object_get(per, dom);
 		if (p == NULL) {
 			p = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "domain", dom,
-			              "approved_count", (json_int_t)0, "approved_pass", (json_int_t)0,
-			              "other_count", (json_int_t)0, "other_fail", (json_int_t)0,
-			              "sources", (json_int_t)0, "new_sources", (json_int_t)0,
-			              "seen_t", (json_int_t)-1);
+			              "approved_count", (json_int_t)0, "approved_pass",
+			              (json_int_t)0, "other_count", (json_int_t)0, "other_fail",
+			              (json_int_t)0, "sources", (json_int_t)0, "new_sources",
+			              (json_int_t)0, "seen_t", (json_int_t)-1);
 			if (p == NULL)
 				continue; /* not UTF-8: cannot happen, the view checked */
 			json_object_set_new(per, dom, p);
@@ -483,10 +484,10 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 	}
 	util_buf_adds(out, shown ? "\n" : "(none)\n\n");
 
-	util_buf_printf(out,
-	                "DMARC sources (last %d days):\n%-24s %-40s %9s %7s %7s %7s %-8s %-3s  %s\n",
-	                days, "domain", "source_ip", "messages", "dmarc", "spf", "dkim", "approved",
-	                "new", "reported by");
+	util_buf_printf(
+	    out, "DMARC sources (last %d days):\n%-24s %-40s %9s %7s %7s %7s %-8s %-3s  %s\n", days,
+	    "domain", "source_ip", "messages", "dmarc", "spf", "dkim", "approved", "new",
+	    "reported by");
 	shown = 0;
 	json_array_foreach(v[2], i, o)
 	{
@@ -502,13 +503,12 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 	}
 	util_buf_adds(out, shown ? "\n" : "(none)\n\n");
 
-	util_buf_printf(out,
-	                "TLS-RPT (last %d days; MTA-STS mode published: %s):\n"
-	                "%-24s %-6s %-30s %9s %9s  %s\n",
-	                days,
-	                cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode]
-	                                                                 : "?",
-	                "policy_domain", "type", "org", "success", "failure", "failure types");
+	util_buf_printf(
+	    out,
+	    "TLS-RPT (last %d days; MTA-STS mode published: %s):\n"
+	    "%-24s %-6s %-30s %9s %9s  %s\n",
+	    days, cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?",
+	    "policy_domain", "type", "org", "success", "failure", "failure types");
 	shown = 0;
 	json_array_foreach(v[3], i, o)
 	{

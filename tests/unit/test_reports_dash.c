@@ -121,11 +121,11 @@ static void flags(const struct config *cfg, char *out, size_t outlen)
 	out[0] = '\0';
 	json_array_foreach(j, i, o)
 	{
-		len += (size_t)snprintf(
-		    out + len, outlen - len, "%s%s:%lld:%lld", i ? "," : "",
-		    json_string_value(json_object_get(o, "source_ip")),
-		    (long long)json_integer_value(json_object_get(o, "approved")),
-		    (long long)json_integer_value(json_object_get(o, "new")));
+		len +=
+		    (size_t)snprintf(out + len, outlen - len, "%s%s:%lld:%lld", i ? "," : "",
+		                     json_string_value(json_object_get(o, "source_ip")),
+		                     (long long)json_integer_value(json_object_get(o, "approved")),
+		                     (long long)json_integer_value(json_object_get(o, "new")));
 	}
 	json_decref(j);
 }
@@ -162,12 +162,10 @@ static void test_views(void **state)
 	assert_int_equal(inv(&cfg, "seen_t"), -1);
 
 	/* approved: no longer new; the readiness line follows */
-	assert_int_equal(reports_dash_approve(&cfg, "example.org", "192.0.2.1", true, err,
-	                                      sizeof(err)),
-	                 0);
-	assert_int_equal(reports_dash_approve(&cfg, "example.org", "192.0.2.1", true, err,
-	                                      sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    reports_dash_approve(&cfg, "example.org", "192.0.2.1", true, err, sizeof(err)), 0);
+	assert_int_equal(
+	    reports_dash_approve(&cfg, "example.org", "192.0.2.1", true, err, sizeof(err)), 0);
 	flags(&cfg, f, sizeof(f));
 	assert_string_equal(f, "192.0.2.1:1:0,192.0.2.2:0:1");
 	json_t *j = view(&cfg, "inventory");
@@ -197,9 +195,8 @@ static void test_views(void **state)
 	flags(&cfg, f, sizeof(f));
 	assert_string_equal(f, "192.0.2.1:1:0,192.0.2.2:0:0,198.51.100.9:0:0");
 	/* unapproved: back among the others (not new: seen) */
-	assert_int_equal(reports_dash_approve(&cfg, "example.org", "192.0.2.1", false, err,
-	                                      sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    reports_dash_approve(&cfg, "example.org", "192.0.2.1", false, err, sizeof(err)), 0);
 	flags(&cfg, f, sizeof(f));
 	assert_string_equal(f, "192.0.2.1:0:0,192.0.2.2:0:0,198.51.100.9:0:0");
 
