@@ -3,8 +3,10 @@
  * small page (HTML + one script, both compiled in: no CDN, works offline)
  * and a read-only JSON API over the reports received ([reports] ingest):
  *   GET /            the page            GET /app.js  its script
- *   GET /api/sources?days=N, /api/daily?days=N, /api/tlsrpt?days=N
+ *                    (both in gw-admin-page.c)
+ *   GET /api/sources|daily|inventory|tlsrpt|verdicts?days=N, /api/info
  *   POST /api/approve (domain=&ip=&approved=0|1: the sender inventory)
+ *   POST /api/seen (domain=&until=T: "mark as seen", the last look)
  * The API needs "Authorization: Bearer TOKEN" ([admin] token; compared as
  * SHA-256 digests with CRYPTO_memcmp: constant time, any length); the page
  * and script hold no data and are public.  The page takes the token from
@@ -65,144 +67,9 @@ struct gw_admin {
 	SSL_CTX *tls;           /* NULL: plain HTTP */
 	bool https;             /* tls set at start (never changes after) */
 	unsigned char token_sha[SHA256_DIGEST_LENGTH];
-	struct config cfg; /* only reports_database and queue_dir set (owned) */
+	struct config cfg; /* only reports_database, queue_dir, mta_sts_mode set (owned) */
 	char info[128];    /* GET /api/info: the MTA-STS mode published */
 };
-
-static const char admin_html[] =
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>mxgate reports</title>\n<style>\n"
-    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-    "td{max-width:18em;overflow-wrap:anywhere}"
-    "td.n{text-align:right}tr.fail{background:#fde2e1}"
-    "#err{color:#b00}svg{border:1px solid #ccc;background:#fafafa}\n"
-    "</style></head><body>\n<h1>mxgate - reports received</h1>\n"
-    "<form id=\"login\"><label>Token <input id=\"token\" type=\"password\"></label>"
-    " <label>Days <input id=\"days\" type=\"number\" value=\"30\" min=\"1\" max=\"3650\"></label>"
-    " <button>Show</button> <a id=\"csv\" href=\"#\">sources as CSV</a></form>\n"
-    "<p id=\"err\"></p>\n"
-    "<h2>DMARC: volume per day</h2><div id=\"chart\"></div>\n"
-    "<h2>DMARC: sources sending as your domains</h2>\n<ul id=\"ready\"></ul>\n"
-    "<table id=\"sources\"><thead><tr><th>Domain</th><th>Source IP</th><th>Reported by</th>"
-    "<th>Messages</th><th>DMARC pass</th><th>SPF aligned</th><th>DKIM aligned</th>"
-    "<th>Approved</th></tr></thead><tbody></tbody></table>\n"
-    "<h2>TLS-RPT: sessions per policy domain</h2>\n"
-    "<p>MTA-STS mode published: <b id=\"stsmode\">?</b> (switch to enforce once no "
-    "sender reports failures)</p>\n"
-    "<table id=\"tlsrpt\"><thead><tr><th>Policy domain</th><th>Type</th><th>Organisation</th>"
-    "<th>Successful</th><th>Failed</th><th>Failure types</th></tr></thead><tbody></tbody>"
-    "</table>\n<h2>What mxgate itself judged</h2>\n"
-    "<table id=\"verdicts\"><thead><tr><th>Domain</th><th>Disposition</th><th>Reason</th>"
-    "<th>Messages</th></tr></thead><tbody></tbody></table>\n"
-    "<script src=\"/app.js\"></script>\n</body></html>\n";
-
-/* Only textContent / attributes set by the script: nothing from a report is
- * ever parsed as HTML. */
-static const char admin_js[] =
-    "'use strict';\n"
-    "const $ = (id) => document.getElementById(id);\n"
-    "let token = sessionStorage.getItem('mxgate-token') || '';\n"
-    "const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);\n"
-    "if (m) { token = decodeURIComponent(m[1]); sessionStorage.setItem('mxgate-token', token); }\n"
-    "const md = /(?:^#|&)days=([0-9]+)/.exec(location.hash);\n"
-    "if (md) $('days').value = md[1];\n"
-    "if (m) history.replaceState(null, '', location.pathname);\n"
-    "let sources = [];\n"
-    "function cell(tr, text, num) { const td = document.createElement('td');\n"
-    "  td.textContent = String(text); if (num) td.className = 'n'; tr.appendChild(td); }\n"
-    "function pct(a, b) { return b ? (100 * a / b).toFixed(1) + '%' : '-'; }\n"
-    "async function api(what) {\n"
-    "  const r = await fetch('/api/' + what + '?days=' + encodeURIComponent($('days').value),\n"
-    "    {headers: {'Authorization': 'Bearer ' + token}});\n"
-    "  if (!r.ok) throw new Error(what + ': ' + r.status + ' ' + r.statusText);\n"
-    "  return r.json(); }\n"
-    "function chart(rows) { const svgns = 'http://www.w3.org/2000/svg';\n"
-    "  const svg = document.createElementNS(svgns, 'svg'); const w = 600, h = 160;\n"
-    "  svg.setAttribute('width', w); svg.setAttribute('height', h);\n"
-    "  const max = Math.max(1, ...rows.map((r) => r.count)); const bw = w / Math.max(1, "
-    "rows.length);\n"
-    "  rows.forEach((r, i) => { for (const [v, c] of [[r.count, '#e57373'], [r.dmarc_pass, "
-    "'#81c784']]) {\n"
-    "    const b = document.createElementNS(svgns, 'rect'); const bh = (h - 10) * v / max;\n"
-    "    b.setAttribute('x', i * bw + 2); b.setAttribute('width', Math.max(1, bw - 4));\n"
-    "    b.setAttribute('y', h - bh); b.setAttribute('height', bh); b.setAttribute('fill', c);\n"
-    "    const t = document.createElementNS(svgns, 'title');\n"
-    "    t.textContent = r.domain + ' ' + r.day + ': ' + r.dmarc_pass + '/' + r.count + ' pass';\n"
-    "    b.appendChild(t); svg.appendChild(b); } });\n"
-    "  $('chart').replaceChildren(svg); }\n"
-    "async function load() {\n"
-    "  $('err').textContent = '';\n"
-    "  try {\n"
-    "    sources = await api('sources'); const tb = $('sources').tBodies[0]; "
-    "tb.replaceChildren();\n"
-    "    for (const s of sources) { const tr = document.createElement('tr');\n"
-    "      if (s.dmarc_pass < s.count) tr.className = 'fail';\n"
-    "      cell(tr, s.domain); cell(tr, s.source_ip); cell(tr, s.orgs); cell(tr, s.count, 1);\n"
-    "      cell(tr, pct(s.dmarc_pass, s.count), 1); cell(tr, pct(s.spf_pass, s.count), 1);\n"
-    "      cell(tr, pct(s.dkim_pass, s.count), 1);\n"
-    "      const td = document.createElement('td'); const bt = document.createElement('button');\n"
-    "      bt.textContent = s.approved ? 'approved (undo)' : 'approve';\n"
-    "      bt.addEventListener('click', () => approve(s.domain, s.source_ip, !s.approved));\n"
-    "      td.appendChild(bt); tr.appendChild(td); tb.appendChild(tr); }\n"
-    "    readiness();\n"
-    "    chart(await api('daily'));\n"
-    "    const tl = await api('tlsrpt'); const tt = $('tlsrpt').tBodies[0]; tt.replaceChildren();\n"
-    "    for (const p of tl) { const tr = document.createElement('tr');\n"
-    "      if (p.failure > 0) tr.className = 'fail';\n"
-    "      cell(tr, p.policy_domain); cell(tr, p.policy_type); cell(tr, p.org);\n"
-    "      cell(tr, p.success, 1); cell(tr, p.failure, 1); cell(tr, p.failures);\n"
-    "      tt.appendChild(tr); }\n"
-    "    const vd = await api('verdicts'); const vt = $('verdicts').tBodies[0]; "
-    "vt.replaceChildren();\n"
-    "    for (const v of vd) { const tr = document.createElement('tr');\n"
-    "      cell(tr, v.domain); cell(tr, v.disposition); cell(tr, v.reason); cell(tr, v.count, 1);\n"
-    "      vt.appendChild(tr); }\n"
-    "    $('stsmode').textContent = (await api('info')).mta_sts_mode;\n"
-    "    document.body.dataset.loaded = 'yes';\n"
-    "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = "
-    "'error'; } }\n"
-    "function readiness() { const per = {};\n"
-    "  for (const s of sources) { const d = per[s.domain] = per[s.domain] ||\n"
-    "      {n: 0, pass: 0, other: 0, otherfail: 0};\n"
-    "    if (s.approved) { d.n += s.count; d.pass += s.dmarc_pass; }\n"
-    "    else { d.other += s.count; d.otherfail += s.count - s.dmarc_pass; } }\n"
-    "  const ul = $('ready'); ul.replaceChildren();\n"
-    "  for (const [dom, d] of Object.entries(per)) { const li = document.createElement('li');\n"
-    "    let t = dom + ': ';\n"
-    "    if (!d.n) t += 'no source approved yet - approve your legitimate senders first';\n"
-    "    else { const p = 100 * d.pass / d.n;\n"
-    "      t += p.toFixed(1) + '% of mail from approved sources passes DMARC (' + d.pass + ' of ' "
-    "+ d.n + ')';\n"
-    "      t += p >= 98 ? ' - safe to move to p=quarantine, then p=reject'\n"
-    "                   : ' - not yet: fix SPF/DKIM of the approved sources that fail'; }\n"
-    "    t += '; ' + d.other + ' messages from sources not approved (' + d.otherfail + ' "
-    "failing)';\n"
-    "    li.textContent = t; li.className = 'ready'; ul.appendChild(li); } }\n"
-    "async function approve(domain, ip, yes) {\n"
-    "  const r = await fetch('/api/approve', {method: 'POST', headers: {'Authorization': 'Bearer ' "
-    "+ token,\n"
-    "    'Content-Type': 'application/x-www-form-urlencoded'},\n"
-    "    body: new URLSearchParams({domain: domain, ip: ip, approved: yes ? '1' : '0'})});\n"
-    "  if (!r.ok) { $('err').textContent = 'approve: ' + r.status; return; } load(); }\n"
-    "function csvq(v) { v = String(v); if (/^[=+@\\-\\t\\r]/.test(v)) v = \"'\" + v;\n"
-    "  return '\"' + v.replace(/\"/g, '\"\"') + '\"'; }\n"
-    "$('csv').addEventListener('click', (ev) => { ev.preventDefault();\n"
-    "  const lines = [['domain', 'source_ip', 'orgs', 'count', 'dmarc_pass', 'spf_pass', "
-    "'dkim_pass', 'approved']];\n"
-    "  for (const s of sources) lines.push([s.domain, s.source_ip, s.orgs, s.count, s.dmarc_pass,\n"
-    "    s.spf_pass, s.dkim_pass, s.approved]);\n"
-    "  const a = document.createElement('a'); a.download = 'sources.csv';\n"
-    "  a.href = URL.createObjectURL(new Blob([lines.map((l) => "
-    "l.map(csvq).join(',')).join('\\r\\n')],\n"
-    "    {type: 'text/csv'})); a.click(); });\n"
-    "$('login').addEventListener('submit', (ev) => { ev.preventDefault();\n"
-    "  if ($('token').value) { token = $('token').value; sessionStorage.setItem('mxgate-token', "
-    "token); }\n"
-    "  load(); });\n"
-    "if (token) load();\n";
 
 /* authorized - the request carries the configured bearer token. */
 static bool authorized(struct gw_admin *a, struct evhttp_request *req)
@@ -237,9 +104,10 @@ static void send_body(struct evhttp_request *req, int code, const char *reason, 
 		evbuffer_free(b);
 }
 
-/* admin_approve - POST /api/approve, form body domain=&ip=&approved=0|1:
- * the sender inventory (the only write the dashboard makes). */
-static void admin_approve(struct gw_admin *a, struct evhttp_request *req)
+/* admin_post - POST /api/approve (domain=&ip=&approved=0|1: the sender
+ * inventory) and POST /api/seen (domain=&until=T: the last look), form
+ * bodies: the only writes the dashboard makes. */
+static void admin_post(struct gw_admin *a, struct evhttp_request *req, bool seen)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t n = in ? evbuffer_get_length(in) : 0;
@@ -258,23 +126,28 @@ static void admin_approve(struct gw_admin *a, struct evhttp_request *req)
 	if (evhttp_parse_query_str(body, &q) == 0) {
 		const char *d = evhttp_find_header(&q, "domain"),
 		           *ip = evhttp_find_header(&q, "ip"),
-		           *ap = evhttp_find_header(&q, "approved");
-		if (d && ip && ap && d[0] && ip[0])
+		           *ap = evhttp_find_header(&q, "approved"),
+		           *until = evhttp_find_header(&q, "until");
+		if (seen && d && d[0])
+			rc = reports_dash_seen(&a->cfg, d, until ? strtoll(until, NULL, 10) : -1,
+			                       err, sizeof(err));
+		else if (!seen && d && ip && ap && d[0] && ip[0])
 			rc = reports_dash_approve(&a->cfg, d, ip, strcmp(ap, "1") == 0, err,
 			                          sizeof(err));
 		else
-			snprintf(err, sizeof(err), "domain, ip and approved needed");
+			snprintf(err, sizeof(err), "%s", seen ? "domain needed"
+			                                      : "domain, ip and approved needed");
 	} else {
 		snprintf(err, sizeof(err), "bad form");
 	}
 	evhttp_clear_headers(&q);
 	if (rc < 0) {
-		util_log_warn("- admin approve error=\"%s\"", err);
+		util_log_warn("- admin %s error=\"%s\"", seen ? "seen" : "approve", err);
 		send_body(req, HTTP_BADREQUEST, "Bad Request", "application/json",
-		          "{\"error\":\"approve\"}", 19);
+		          "{\"error\":\"update\"}", 18);
 		return;
 	}
-	util_log_info("- admin source approval changed");
+	util_log_info("- admin %s", seen ? "sources marked as seen" : "source approval changed");
 	send_body(req, HTTP_OK, "OK", "application/json", "{}", 2);
 }
 
@@ -289,8 +162,9 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		                  "Strict-Transport-Security", ADMIN_HSTS);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	if (cmd != EVHTTP_REQ_GET &&
-	    !(cmd == EVHTTP_REQ_POST && path != NULL && strcmp(path, "/api/approve") == 0)) {
+	bool post_ok = path != NULL &&
+	               (strcmp(path, "/api/approve") == 0 || strcmp(path, "/api/seen") == 0);
+	if (cmd != EVHTTP_REQ_GET && !(cmd == EVHTTP_REQ_POST && post_ok)) {
 		evhttp_send_error(req, HTTP_BADMETHOD, "Method Not Allowed");
 		return;
 	}
@@ -299,13 +173,13 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (strcmp(path, "/") == 0) {
-		send_body(req, HTTP_OK, "OK", "text/html; charset=utf-8", admin_html,
-		          sizeof(admin_html) - 1);
+		send_body(req, HTTP_OK, "OK", "text/html; charset=utf-8", gw_admin_html,
+		          gw_admin_html_len);
 		return;
 	}
 	if (strcmp(path, "/app.js") == 0) {
-		send_body(req, HTTP_OK, "OK", "text/javascript; charset=utf-8", admin_js,
-		          sizeof(admin_js) - 1);
+		send_body(req, HTTP_OK, "OK", "text/javascript; charset=utf-8", gw_admin_js,
+		          gw_admin_js_len);
 		return;
 	}
 	if (strncmp(path, "/api/", 5) != 0) {
@@ -321,7 +195,7 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (cmd == EVHTTP_REQ_POST) {
-		admin_approve(a, req);
+		admin_post(a, req, strcmp(path, "/api/seen") == 0);
 		return;
 	}
 	if (strcmp(path, "/api/info") == 0) {
@@ -414,6 +288,7 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	a->cfg.reports_database =
 	    cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
 	a->cfg.queue_dir = util_xstrdup(cfg->queue_dir);
+	a->cfg.mta_sts_mode = cfg->mta_sts_mode;
 	static const char *const modes[] = {"testing", "enforce", "none"};
 	snprintf(a->info, sizeof(a->info), "{\"mta_sts_mode\":\"%s\"}",
 	         cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?");

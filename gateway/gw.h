@@ -100,6 +100,9 @@ void gw_admin_free(struct gw_admin *a);
 /* gw_admin_reload - re-read the [tls] certificate of an HTTPS dashboard
  * (renewals; on error the old one stays); NULL or plain HTTP: a no-op. */
 void gw_admin_reload(struct gw_admin *a, const struct config *cfg);
+/* The dashboard's page and script (gw-admin-page.c). */
+extern const char gw_admin_html[], gw_admin_js[];
+extern const size_t gw_admin_html_len, gw_admin_js_len;
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
 /* gw_metrics_config - route series at 0 and the certificate's expiry, from

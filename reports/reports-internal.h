@@ -136,6 +136,14 @@ struct reports_backend {
 	int (*add_inbound)(void *db, const struct reports_inbound *in, int64_t t, const char *rcpt,
 	                   const char *qid, const char *raw, size_t rawlen, int *dups, char *err,
 	                   size_t errlen);
+	/* query - one statement of the dashboard (reports-dash.c, which holds
+	 * the SQL of each backend's dialect) with n text parameters (NULL =
+	 * SQL NULL); cb, when not NULL, gets each row's values as text (NULL
+	 * for NULL; borrowed for the call) and stops the walk by returning
+	 * -1.  0/-1 + err */
+	int (*query)(void *db, const char *sql, int n, const char *const *params,
+	             int (*cb)(void *arg, int ncol, const char *const *vals), void *arg,
+	             char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
 	void (*close)(void *db);
@@ -143,7 +151,7 @@ struct reports_backend {
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
-#define REPORTS_SCHEMA_VERSION 5
+#define REPORTS_SCHEMA_VERSION 6
 
 /* reports_db_target - the database of the config: *be gets the backend
  * (SQLite for "sqlite" / "sqlite:PATH", PostgreSQL for "postgresql://..."
@@ -152,6 +160,12 @@ extern const struct reports_backend reports_sqlite_backend;
 char *reports_db_target(const struct config *cfg, const struct reports_backend **be, char *err,
                         size_t errlen);
 extern const struct reports_backend reports_pg_backend;
+
+/* reports_dash_ready - the readiness line of one domain's sender inventory
+ * (reports-dash.c; pure, for the unit tests): messages from approved
+ * sources and how many pass DMARC, from the others and how many fail. */
+void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t other,
+                        uint64_t other_fail, char *out, size_t outlen);
 
 /* report pieces (reports-send.c), exposed for the unit tests */
 int reports_gzip(const char *data, size_t len, struct util_buf *out);

@@ -77,6 +77,9 @@ static const char *const pg_migrations[] = {
     /* 5 (parenthesised: one element, not a missing comma) */
     ("CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
      " approved_at BIGINT NOT NULL, PRIMARY KEY (domain, source_ip));"),
+    /* 6: the postmaster's last look per domain (dashboard "mark as seen") */
+    ("CREATE TABLE inbound_seen (domain TEXT PRIMARY KEY, seen_t BIGINT NOT NULL,"
+     " marked_at BIGINT NOT NULL);"),
 };
 
 /* pg_err - libpq's message, one line. */
@@ -702,6 +705,31 @@ fail:
 	return -1;
 }
 
+/* pg_query - see reports-internal.h (the dashboard's statements). */
+static int pg_query(void *h, const char *sql, int n, const char *const *params,
+                    int (*cb)(void *arg, int ncol, const char *const *vals), void *arg,
+                    char *err, size_t errlen)
+{
+	const char *vals[32];
+	PGresult *r = pg_q(h, sql, n, params, err, errlen);
+	if (r == NULL)
+		return -1;
+	int ncol = PQnfields(r);
+	if (ncol > (int)(sizeof(vals) / sizeof(vals[0])))
+		ncol = (int)(sizeof(vals) / sizeof(vals[0]));
+	for (int i = 0; cb != NULL && i < PQntuples(r); i++) {
+		for (int c = 0; c < ncol; c++)
+			vals[c] = PQgetisnull(r, i, c) ? NULL : PQgetvalue(r, i, c);
+		if (cb(arg, ncol, vals) < 0) {
+			snprintf(err, errlen, "stopped");
+			PQclear(r);
+			return -1;
+		}
+	}
+	PQclear(r);
+	return 0;
+}
+
 /* pg_lock_run - one node per run (held until the connection closes). */
 static int pg_lock_run(void *h, char *err, size_t errlen)
 {
@@ -734,6 +762,7 @@ const struct reports_backend reports_pg_backend = {
     .mark_queued = pg_mark_queued,
     .add_refused = pg_add_refused,
     .add_inbound = pg_add_inbound,
+    .query = pg_query,
     .schema_version = pg_version,
     .close = pg_close,
 };

@@ -84,6 +84,10 @@ static const char *const reports_sqlite_migrations[] = {
     /* 5: the sources the postmaster approved on the dashboard (issue 15) */
     ("CREATE TABLE inbound_approved (domain TEXT NOT NULL, source_ip TEXT NOT NULL,"
      " approved_at INTEGER NOT NULL, PRIMARY KEY (domain, source_ip));"),
+    /* 6: the postmaster's last look per domain ("mark as seen" on the
+     * dashboard): sources first reported after seen_t are new */
+    ("CREATE TABLE inbound_seen (domain TEXT PRIMARY KEY, seen_t INTEGER NOT NULL,"
+     " marked_at INTEGER NOT NULL);"),
 };
 
 /* sq_exec - run sql; 0/-1 + err. */
@@ -787,6 +791,44 @@ fail:
 	return -1;
 }
 
+/* sq_query - see reports-internal.h (the dashboard's statements). */
+static int sq_query(void *h, const char *sql, int n, const char *const *params,
+                    int (*cb)(void *arg, int ncol, const char *const *vals), void *arg,
+                    char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	sqlite3_stmt *st = NULL;
+	const char *vals[32];
+	int rc = -1, s;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		goto cleanup;
+	for (int i = 0; i < n; i++)
+		if (params[i] == NULL)
+			sqlite3_bind_null(st, i + 1);
+		else
+			sqlite3_bind_text(st, i + 1, params[i], -1, SQLITE_STATIC);
+	int ncol = sqlite3_column_count(st);
+	if (ncol > (int)(sizeof(vals) / sizeof(vals[0])))
+		ncol = (int)(sizeof(vals) / sizeof(vals[0]));
+	while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+		for (int c = 0; c < ncol; c++)
+			vals[c] = (const char *)sqlite3_column_text(st, c);
+		if (cb != NULL && cb(arg, ncol, vals) < 0) {
+			snprintf(err, errlen, "stopped");
+			sqlite3_finalize(st);
+			return -1;
+		}
+	}
+	if (s == SQLITE_DONE)
+		rc = 0;
+cleanup:
+	if (rc < 0)
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static void sq_close(void *h)
 {
 	sqlite3_close(h);
@@ -809,6 +851,7 @@ const struct reports_backend reports_sqlite_backend = {
     .mark_queued = sq_mark_queued,
     .add_refused = sq_add_refused,
     .add_inbound = sq_add_inbound,
+    .query = sq_query,
     .status = sq_status,
     .schema_version = sq_schema_version,
     .close = sq_close,

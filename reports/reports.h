@@ -110,18 +110,27 @@ int reports_ingest_submit(struct reports_ingest *ri, struct queue_pin *pin, cons
                           const char *qid);
 /* reports_ingest_flush - wait until every queued message is stored. */
 void reports_ingest_flush(struct reports_ingest *ri);
-/* reports_dash_json - the dashboard's view what ("sources", "daily",
- * "tlsrpt", "verdicts": mxgate's own rejections/quarantines) of the reports received in the last days, a JSON array
- * appended to out (reports-dash.c).  Opens the SQLite store read-only: not
- * on the SMTP loop.  0/-1 + err. */
+/* reports_dash_json - the dashboard's view what of the last days, a JSON
+ * array appended to out (reports-dash.c): "sources" (per domain and source
+ * IP: reporting orgs, messages, DMARC/SPF/DKIM pass, approved, first_seen,
+ * new), "daily" (messages and DMARC passes per domain and day),
+ * "inventory" (per domain: approved/other volumes, new sources, the last
+ * look, the readiness line), "tlsrpt", "verdicts" (mxgate's own
+ * rejections/quarantines/overrides).  Opens the store of [reports]
+ * database (SQLite or PostgreSQL): not on the SMTP loop.  0/-1 + err. */
 int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
                       char *err, size_t errlen);
 /* reports_dash_approve - the dashboard marks (or unmarks) the source ip of
- * domain approved (sender inventory); SQLite store.  0/-1 + err. */
+ * domain approved (sender inventory).  0/-1 + err. */
 int reports_dash_approve(const struct config *cfg, const char *domain, const char *ip,
                          bool approved, char *err, size_t errlen);
-/* reports_inbound_summary - `mxgate reports inbound`: the same sources and
- * TLS-RPT views as text (domain NULL = all), appended to out; 0/-1 + err. */
+/* reports_dash_seen - "mark as seen": the sources of domain first reported
+ * up to until (seconds; clamped to now, never moving back) are no longer
+ * new.  0/-1 + err. */
+int reports_dash_seen(const struct config *cfg, const char *domain, int64_t until, char *err,
+                      size_t errlen);
+/* reports_inbound_summary - `mxgate reports inbound`: the dashboard's
+ * views as text (domain NULL = all), appended to out; 0/-1 + err. */
 int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
                             struct util_buf *out, char *err, size_t errlen);
 
