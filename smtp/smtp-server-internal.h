@@ -132,6 +132,7 @@ struct smtp_server {
 	struct queue_store *qs;          /* borrowed */
 	struct reports_store *reports;   /* borrowed; NULL = DMARC not recorded */
 	struct reports_ingest *ingest;   /* borrowed; NULL = reports mailed to us not parsed */
+	struct reports_failure *failrep; /* borrowed; NULL = no failure reports (RFC 9991) */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
@@ -189,6 +190,8 @@ struct smtp_tx {
 	char message_id[200];            /* first Message-ID field, for the log ("" = none) */
 	char *ingest_rcpt;               /* owned; a report address among rcpts (issue 15), or NULL */
 	int ingest_fd;                   /* read descriptor of the spool, valid with ingest_rcpt */
+	struct util_buf fr_hdrs;         /* the header block as received, for a failure report
+	                                    (RFC 9991; only when srv->failrep), at most 64 KiB */
 };
 
 struct smtp_session {

@@ -81,6 +81,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	policy_msg_free(tx->pm);
 	free(tx->scan_headers);
 	free(tx->subject);
+	util_buf_free(&tx->fr_hdrs);
 	free(tx->quarantine);
 	util_strlist_free(&tx->rcpts);
 	free(tx->rcpt_slots);
