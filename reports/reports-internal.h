@@ -172,8 +172,10 @@ char *reports_key_path(const struct config *cfg);
 const char *reports_sign_domain(const struct config *cfg, const char *email);
 
 /* ------------------------------------------------------------ failure
- * reports (RFC 9991, reports-failure.c) */
+ * reports (RFC 9991): the builder (reports-failure-build.c, pure) and the
+ * sender (reports-failure.c) */
 
+#define REPORTS_FAILURE_MAX_RCPTS 10 /* Original-Rcpt-To fields per report */
 /* What one failure report needs of a message, copied on the loop thread
  * (every string owned). */
 struct reports_failure_job {

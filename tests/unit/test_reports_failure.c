@@ -461,12 +461,39 @@ static void test_compose_non_ascii(void **state)
 	}
 }
 
+/* the report's own subject is redacted like the header part: a phish
+ * names its victim there (found while writing fuzz_failure_report) */
+static void test_subject_redacted(void **state)
+{
+	(void)state;
+	const char *hdrs = "To: Alice.Smith@example.test\r\n"
+	                   "Subject: Account alice.smith@example.test suspended,\r\n"
+	                   " write to help@bank.test\r\n";
+	struct reports_failure_job *j = job(hdrs);
+	size_t len = 0;
+	char *msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+	                                    "mx.example.test", KEY, false, &len);
+	char *alice = tok("alice.smith", "example.test");
+	char *want = util_xasprintf("\r\nSubject: FW: Account %s suspended, write to "
+	                            "help@bank.test\r\n",
+	                            alice);
+	if (strstr(msg, want) == NULL)
+		fail_msg("no %s in\n%s", want, msg);
+	assert_null(strstr(msg, "alice"));
+	assert_null(strstr(msg, "Alice"));
+	free(want);
+	free(alice);
+	free(msg);
+	reports_failure_job_free(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_redact_token), cmocka_unit_test(test_skip),
 	    cmocka_unit_test(test_is_report),    cmocka_unit_test(test_redact_headers),
 	    cmocka_unit_test(test_compose),      cmocka_unit_test(test_compose_non_ascii),
+	    cmocka_unit_test(test_subject_redacted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
