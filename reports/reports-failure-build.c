@@ -12,7 +12,8 @@
  * address - an envelope recipient or one named in a recipient field - and
  * of every address in Received replaced; with all (failure_report_redact =
  * addresses) every address, the sender fields rebuilt too.  Message
- * identifiers (Message-ID, References...) are not addresses and stay.
+ * identifiers (Message-ID, References...) are not addresses and stay,
+ * unless they hold a recipient's address.
  * TOKEN: 12 hex digits of HMAC-SHA256(key, lower-cased local part).
  *
  * Ownership: results are malloc'd for the caller; inputs borrowed.
@@ -255,7 +256,8 @@ static const char *const fr_sender_fields[] = {
     "Return-Receipt-To", "Errors-To", "Author", NULL};
 /* never in a report */
 static const char *const fr_drop_fields[] = {"Bcc", "Resent-Bcc", NULL};
-/* identifiers, not addresses: left as they are */
+/* identifiers, not addresses: left as they are, but for a recipient's
+ * address (a sender can write one there: found by fuzz_failure_report) */
 static const char *const fr_id_fields[] = {"Message-ID", "In-Reply-To", "References",
                                            "Resent-Message-ID", "Content-ID", NULL};
 
@@ -300,8 +302,8 @@ char *reports_failure_redact_headers(const char *hdrs, size_t len, const unsigne
 			continue;
 		if (name_in(&f, fr_rcpt_fields) || (all && name_in(&f, fr_sender_fields)))
 			rebuild(&out, &r, &f);
-		else if (name_in(&f, fr_id_fields))
-			util_buf_add(&out, f.raw, f.raw_len);
+		else if (name_in(&f, fr_id_fields)) /* ids: only a recipient's address */
+			redact_inplace(&out, &r, f.raw, f.raw_len, false);
 		else
 			redact_inplace(&out, &r, f.raw, f.raw_len,
 			               all || util_hdr_name_is(&f, "Received"));

@@ -207,6 +207,13 @@ static void test_redact_headers(void **state)
 	free(want);
 	assert_non_null(strstr(h, "Message-ID: <abc.123@bank.test>\r\n"));
 	free(h);
+	/* ... unless it holds a recipient's address (fuzz_failure_report) */
+	const char *mid = "To: dave@example.test\r\nReferences: <a@b.test>\r\n <dave@example.test>\r\n";
+	h = reports_failure_redact_headers(mid, strlen(mid), KEY, false, NULL, &n);
+	want = util_xasprintf("References: <a@b.test>\r\n <%s>\r\n", dave);
+	assert_non_null(strstr(h, want));
+	free(want);
+	free(h);
 
 	/* quoted and non-ASCII (RFC 6532) local parts */
 	const char *q = "To: \"a b\"@example.test, J\xc3\xb6rg@example.test\r\n";
