@@ -197,12 +197,49 @@ static void put_redacted(struct util_buf *out, const struct fr_redact *r, const 
 	util_buf_add(out, v + a->at, a->e - a->at);
 }
 
+/* scrub_rcpts - out[from..] with every remaining copy of a recipient's
+ * address (case-insensitive, wherever it stands: "a@victim@example" has
+ * no address boundary a parser would agree on) given its token: the
+ * recipient's address never leaves in a report (fuzz_failure_report). */
+static void scrub_rcpts(struct util_buf *out, size_t from, const struct fr_redact *r)
+{
+	for (size_t k = 0; k < r->rcpts.n; k++) {
+		const char *a = r->rcpts.v[k], *at = strrchr(a, '@');
+		size_t al = strlen(a), ll = (size_t)(at - a);
+		if (ll == 0 || out->len - from < al)
+			continue;
+		struct util_buf t;
+		bool hit = false;
+		size_t last = from;
+		util_buf_init(&t);
+		for (size_t i = from; i + al <= out->len; i++) {
+			if (strncasecmp(out->data + i, a, al) != 0)
+				continue;
+			char tok[REPORTS_REDACT_LEN + 1];
+			if (!hit)
+				util_buf_add(&t, out->data, from);
+			hit = true;
+			util_buf_add(&t, out->data + last, i - last);
+			reports_redact_local(r->key, out->data + i, ll, tok);
+			util_buf_adds(&t, tok);
+			util_buf_add(&t, out->data + i + ll, al - ll);
+			last = i + al;
+			i = last - 1;
+		}
+		if (!hit)
+			continue;
+		util_buf_add(&t, out->data + last, out->len - last);
+		util_buf_free(out);
+		*out = t;
+	}
+}
+
 /* redact_inplace - v with the local part of every address r says to hide
  * (every one when all) replaced; the rest, folding too, kept. */
 static void redact_inplace(struct util_buf *out, const struct fr_redact *r, const char *v,
                            size_t n, bool all)
 {
-	size_t pos = 0, last = 0;
+	size_t pos = 0, last = 0, start = out->len;
 	struct fr_addr a;
 
 	while (next_addr(v, n, &pos, &a)) {
@@ -213,6 +250,7 @@ static void redact_inplace(struct util_buf *out, const struct fr_redact *r, cons
 		last = a.e;
 	}
 	util_buf_add(out, v + last, n - last);
+	scrub_rcpts(out, start, r);
 }
 
 /* rebuild - an address field as "Name: <tok@domain>,\r\n <...>": its

@@ -8,12 +8,14 @@
  *
  * Input: the header block, behind a fixed "To: <victim@example.test>"
  * field.  Invariants besides memory safety: the redacted block's length is
- * the one returned and grows at most 8x + 64; the recipient's address
- * never survives as a whole address (every "victim@example.test" left is
- * part of a longer local part or domain), in the redacted block and in the
- * whole report (its subject too: found while writing this target); the message is
- * 7-bit, has its three parts, and ends with the closing delimiter.
+ * the one returned and grows at most 8x + 64; the recipient's address, in
+ * any case, is nowhere in the redacted block nor in the report (its
+ * subject too: found while writing this target; "a@victim@..." and an
+ * address in Message-ID: found by it); the message is 7-bit, has its three
+ * parts, and ends with the closing delimiter.
  */
+#include <strings.h>
+
 #include "fuzz-common.h"
 #include "reports-internal.h"
 #include "util.h"
@@ -21,29 +23,12 @@
 static const unsigned char KEY[32] = "fuzz-key-fuzz-key-fuzz-key-fuzz";
 #define VICTIM "victim@example.test"
 
-static bool local_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c >= 0x80 || strchr("!#$%&'*+-/=?^_`{|}~.\"", c) != NULL;
-}
-
-static bool domain_char(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c >= 0x80 || c == '-' || c == '.';
-}
-
-/* no_victim - every VICTIM in s[0..n) belongs to a longer address. */
+/* no_victim - VICTIM (any case) is nowhere in s[0..n). */
 static void no_victim(const char *s, size_t n)
 {
 	size_t vl = strlen(VICTIM);
-	for (size_t i = 0; i + vl <= n; i++) {
-		if (memcmp(s + i, VICTIM, vl) != 0)
-			continue;
-		bool longer = (i > 0 && local_char((unsigned char)s[i - 1])) ||
-		              (i + vl < n && domain_char((unsigned char)s[i + vl]));
-		FUZZ_CHECK(longer);
-	}
+	for (size_t i = 0; i + vl <= n; i++)
+		FUZZ_CHECK(strncasecmp(s + i, VICTIM, vl) != 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -149,6 +149,8 @@ static const char HDRS[] =
     "Reply-To: fraud@bank.test\r\n"
     "Message-ID: <abc.123@bank.test>\r\n"
     "X-Mentions: please forward to bob@example.test today\r\n"
+    /* no address boundary a parser agrees on: still redacted (fuzz) */
+    "X-Chain: a@ALICE.smith@example.test\r\n"
     "Subject: Your invoice\r\n"
     "Delivered-To: dave@example.test\r\n";
 
