@@ -172,6 +172,7 @@ static void test_redact_headers(void **state)
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		if (strstr(h, gone[i]) != NULL)
 			fail_msg("\"%s\" left in:\n%s", gone[i], h);
+	assert_null(strcasestr(h, "alice.smith@example.test"));
 	char *want = util_xasprintf("To: <%s>,\r\n <%s>\r\n", alice, bob);
 	assert_non_null(strstr(h, want));
 	free(want);
