@@ -226,8 +226,10 @@ static void scrub_rcpts(struct util_buf *out, size_t from, const struct fr_redac
 			last = i + al;
 			i = last - 1;
 		}
-		if (!hit)
+		if (!hit) {
+			util_buf_free(&t);
 			continue;
+		}
 		util_buf_add(&t, out->data + last, out->len - last);
 		util_buf_free(out);
 		*out = t;
