@@ -110,10 +110,12 @@ static void work_job(struct reports_failure *fr, struct reports_failure_job *j)
 	for (size_t i = 0; i < j->dests.n; i++) {
 		const char *to = j->dests.v[i];
 		if (!verify_dest(fr, j->record_domain, to)) {
+			/* counted before the log line: a test reading the log
+			 * finds the count */
+			util_metrics_inc("mxgate_reports_failure_total", "unverified");
 			util_log_warn("- reports failure domain=%s ruf=%s not verified: no "
 			              "%s._report._dmarc.%s record, skipped",
 			              j->record_domain, to, j->record_domain, strrchr(to, '@') + 1);
-			util_metrics_inc("mxgate_reports_failure_total", "unverified");
 			continue;
 		}
 		size_t len = 0;
@@ -130,10 +132,10 @@ static void work_job(struct reports_failure *fr, struct reports_failure_job *j)
 		}
 		size_t total = strlen(sig) + len;
 		if (j->limits[i] > 0 && total > j->limits[i]) {
+			util_metrics_inc("mxgate_reports_failure_total", "too_big");
 			util_log_warn("- reports failure domain=%s ruf=%s size=%zu over the limit "
 			              "%llu, skipped",
 			              j->header_from, to, total, (unsigned long long)j->limits[i]);
-			util_metrics_inc("mxgate_reports_failure_total", "too_big");
 			free(sig);
 			free(msg);
 			continue;

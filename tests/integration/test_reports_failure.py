@@ -5,7 +5,7 @@ loopback MX (the report destination's MX record) where a test SMTP server
 collects what mxgate sends.
 
 Covered: a message failing DMARC (refused by p=reject) produces one ARF
-report per ruf destination, DKIM-verifiable with the report key, from the
+report per ruf destination (a `!1k` one skipped: too big), DKIM-verifiable with the report key, from the
 null reverse-path, RFC 5965 multipart/report with the header block only
 and the recipient local parts redacted; an external ruf destination is
 verified like rua (an unverified one skipped with a log line); the
@@ -40,7 +40,7 @@ def dns(tmp_path_factory):
     srv.add("ff.test", "TXT", "v=spf1 -all")
     srv.add("_dmarc.ff.test", "TXT",
             "v=DMARC1; p=reject; fo=1; ruf=mailto:fr@ff.test, mailto:ext@rufx.test!200k, "
-            "mailto:x@nov.test; rua=mailto:agg@ff.test")
+            "mailto:x@nov.test, mailto:tiny@ff.test!1k; rua=mailto:agg@ff.test")
     srv.add("ff.test._report._dmarc.rufx.test", "TXT", "v=DMARC1")
     for dom in ("ff.test", "rufx.test", "nov.test", "rl.test", "ok.test"):
         srv.add(dom, "MX", "10 mx.ruf.test.")
@@ -107,7 +107,7 @@ def test_failure_report_sent_signed_redacted(tmp_path, dns):
 
     sink = Downstream(host=RUF_MX).start()
     gw = gateway(tmp_path, dns, sink.port, failure_reports="yes",
-                 failure_report_max_destinations="3").start()
+                 failure_report_max_destinations="4").start()
     try:
         keyrec = report_key_record(gw)
         msg, marker = failing_message("billing@ff.test")
@@ -116,9 +116,12 @@ def test_failure_report_sent_signed_redacted(tmp_path, dns):
                         what="two failure reports at the ruf MX")
         gw.wait_log(r"reports failure domain=ff\.test ruf=x@nov\.test not verified: no "
                     r"ff\.test\._report\._dmarc\.nov\.test record, skipped")
+        gw.wait_log(r"reports failure domain=ff\.test ruf=tiny@ff\.test size=\d+ over the limit "
+                    r"1024, skipped")
         mxtest.wait_for(lambda: metric(gw, 'mxgate_reports_failure_total{result="queued"}')
                         >= 2, mxtest.scaled(10), what="two queued")
         assert metric(gw, 'mxgate_reports_failure_total{result="unverified"}') == 1
+        assert metric(gw, 'mxgate_reports_failure_total{result="too_big"}') == 1
         # a message that passes DMARC (aligned SPF) is not reported on
         ok, _ = mxtest.make_message(sender="a@ok.test", to=RCPT)
         gw.send("a@ok.test", [RCPT], ok)
