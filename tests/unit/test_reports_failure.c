@@ -350,8 +350,8 @@ static void test_compose(void **state)
 	    "\r\nIdentity-Alignment: dkim, spf\r\n",
 	    "\r\nDKIM-Domain: bank.test\r\nDKIM-Identity: @bank.test\r\nDKIM-Selector: s1\r\n",
 	    "\r\nDelivery-Result: reject\r\n",
-	    "\r\nAuthentication-Results: mx.example.test; spf=fail "
-	    "smtp.mailfrom=bounce@bank.test;\r\n\tdkim=fail",
+	    ("\r\nAuthentication-Results: mx.example.test; spf=fail "
+	     "smtp.mailfrom=bounce@bank.test;\r\n\tdkim=fail"),
 	};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		if (strstr(fb, fields[i]) == NULL)
