@@ -577,6 +577,17 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 		util_buf_printf(&m, "DKIM-Domain: %s\r\nDKIM-Identity: @%s\r\nDKIM-Selector: %s\r\n",
 		                j->dkim_domain, j->dkim_domain,
 		                j->dkim_selector ? j->dkim_selector : "");
+	/* RFC 9991 4: an SPF failure of an aligned identifier: the records
+	 * used (RFC 6591 3.2: type : domain : quoted record) */
+	for (size_t i = 0; j->spf_domain != NULL && i < j->spf_dns.n && i < 2; i++) {
+		util_buf_printf(&m, "SPF-DNS: txt : %s :\r\n \"", j->spf_domain);
+		for (const char *c = j->spf_dns.v[i]; *c && c - j->spf_dns.v[i] < 900; c++) {
+			if (*c == '"' || *c == '\\')
+				util_buf_adds(&m, "\\");
+			put_ascii_value(&m, c, (*c == '\r' || *c == '\n') ? 0 : 1);
+		}
+		util_buf_adds(&m, "\"\r\n");
+	}
 	if (j->delivery != NULL)
 		util_buf_printf(&m, "Delivery-Result: %s\r\n", j->delivery);
 	util_buf_adds(&m, "\r\n");
@@ -617,6 +628,8 @@ void reports_failure_job_free(struct reports_failure_job *j)
 	free(j->ar);
 	free(j->hdrs);
 	free(j->dkim_domain);
+	free(j->spf_domain);
+	util_strlist_free(&j->spf_dns);
 	free(j->dkim_selector);
 	util_strlist_free(&j->rcpts);
 	util_strlist_free(&j->dests);

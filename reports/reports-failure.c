@@ -107,6 +107,17 @@ static bool verify_dest(struct reports_failure *fr, const char *domain, const ch
 static void work_job(struct reports_failure *fr, struct reports_failure_job *j)
 {
 	char err[256];
+
+	if (j->spf_domain != NULL) { /* SPF-DNS: the SPF records of the domain */
+		struct util_strlist txt = {0};
+		bool secure = false;
+		if (policy_dns_txt_sync(fr->dns, j->spf_domain, &txt, &secure) == POLICY_DNS_OK)
+			for (size_t i = 0; i < txt.n; i++)
+				if (strncasecmp(txt.v[i], "v=spf1", 6) == 0 &&
+				    (txt.v[i][6] == '\0' || txt.v[i][6] == ' '))
+					util_strlist_add(&j->spf_dns, txt.v[i]);
+		util_strlist_free(&txt);
+	}
 	for (size_t i = 0; i < j->dests.n; i++) {
 		const char *to = j->dests.v[i];
 		if (!verify_dest(fr, j->record_domain, to)) {
@@ -364,6 +375,14 @@ int reports_failure_submit(struct reports_failure *fr, const struct policy_msg *
 			j->dkim_domain = util_xstrdup(f.dkim[i].domain);
 			j->dkim_selector = f.dkim[i].selector ? util_xstrdup(f.dkim[i].selector) : NULL;
 		}
+	}
+	if (f.spf_domain != NULL && f.spf_result != NULL && strcmp(f.spf_result, "pass") != 0 &&
+	    strcmp(f.spf_result, "none") != 0) {
+		char a[256], b[256];
+		policy_org_domain(f.spf_domain, a, sizeof(a));
+		policy_org_domain(f.header_from, b, sizeof(b));
+		if (util_strcaseeq(a, b))
+			j->spf_domain = util_xstrdup(f.spf_domain);
 	}
 	j->delivery = strcmp(f.disposition, "reject") == 0       ? "reject"
 	              : strcmp(f.disposition, "quarantine") == 0 ? "spam"

@@ -189,6 +189,9 @@ struct reports_failure_job {
 	uint64_t limits[8];        /* their ! size limits, 0 = none */
 	bool dkim_aligned, spf_aligned;
 	char *dkim_domain, *dkim_selector; /* an aligned signature that failed, or NULL */
+	char *spf_domain;          /* the SPF identity's domain when it is aligned and
+	                              did not pass (RFC 9991 4: SPF-DNS), or NULL */
+	struct util_strlist spf_dns; /* its SPF records (the worker looks them up) */
 	const char *delivery;      /* static: delivered spam reject */
 	int64_t arrival;
 	bool redact_all;           /* failure_report_redact = addresses */

@@ -174,6 +174,8 @@ def test_failure_report_sent_signed_redacted(tmp_path, dns):
         assert fb["original-mail-from"] == "<billing@ff.test>"
         assert "dmarc=fail" in fb["authentication-results"]
         assert "arrival-date" in fb
+        # RFC 9991 4: SPF failed for an aligned identifier: the record used
+        assert fb["spf-dns"] == 'txt : ff.test : "v=spf1 -all"', fb.get("spf-dns")
         assert len(rcpt_to) == 1 and re.fullmatch(r"<[0-9a-f]{12}@example\.test>", rcpt_to[0])
         token = rcpt_to[0][1:-1]
         hdrs = parts[2].get_payload()

@@ -285,6 +285,8 @@ static struct reports_failure_job *job(const char *hdrs)
 	util_strlist_add(&j->rcpts, "<bob@example.test>");
 	j->dkim_domain = util_xstrdup("bank.test");
 	j->dkim_selector = util_xstrdup("s1");
+	j->spf_domain = util_xstrdup("bank.test");
+	util_strlist_add(&j->spf_dns, "v=spf1 include:\"q\\x\" -all");
 	j->delivery = "reject";
 	j->arrival = 1764669600; /* Tue, 02 Dec 2025 10:00:00 +0000 */
 	return j;
@@ -350,6 +352,8 @@ static void test_compose(void **state)
 	    "\r\nIdentity-Alignment: dkim, spf\r\n",
 	    "\r\nDKIM-Domain: bank.test\r\nDKIM-Identity: @bank.test\r\nDKIM-Selector: s1\r\n",
 	    "\r\nDelivery-Result: reject\r\n",
+	    /* RFC 6591 3.2, quoted-string escapes */
+	    "\r\nSPF-DNS: txt : bank.test :\r\n \"v=spf1 include:\\\"q\\\\x\\\" -all\"\r\n",
 	    ("\r\nAuthentication-Results: mx.example.test; spf=fail "
 	     "smtp.mailfrom=bounce@bank.test;\r\n\tdkim=fail"),
 	};
