@@ -752,6 +752,16 @@ static void check_arc(struct config_parse *p)
 		err_at(p, line, "seal = yes needs key_file");
 }
 
+/* check_reports - failure reports go out by the aggregate report sender,
+ * which runs with record = yes only. */
+static void check_reports(struct config_parse *p)
+{
+	if (p->cfg->reports_failure && !p->cfg->reports_record)
+		err_at(p, gline(p, "reports", "failure_reports"),
+		       "failure_reports = yes needs record = yes (the report sender and its "
+		       "signing key)");
+}
+
 /* config_check_all - run after the defaults are in place. */
 void config_check_all(struct config_parse *p)
 {
@@ -773,6 +783,7 @@ void config_check_all(struct config_parse *p)
 	check_global_sanity(p);
 	check_routes(p);
 	check_arc(p);
+	check_reports(p);
 	config_check_start(p);
 	check_dnsbl(p);
 }

@@ -867,6 +867,8 @@ static const struct config_directive d_metrics[] = {
      0, "HTTP connections open at once; one more is closed at once"},
 };
 
+static const char *const e_failure_redact[] = {"recipients", "addresses", NULL};
+
 static const struct config_directive d_reports[] = {
     {"record", CONFIG_T_BOOL, G(reports_record), "no", NULL, 0, 0, NULL, NULL, 0,
      "Record every DMARC evaluation (reject, quarantine and accept) in the report store"},
@@ -901,6 +903,22 @@ static const struct config_directive d_reports[] = {
      NULL, v_selector, 0, "DKIM selector (s=) of the report signatures"},
     {"dkim_domain", CONFIG_T_STRING, G(reports_dkim_domain), NULL, "domain of email", 0, 0, NULL,
      v_domain, 0, "DKIM signing domain (d=) of the reports; align it with email's domain"},
+    {"failure_reports", CONFIG_T_BOOL, G(reports_failure), "no", NULL, 0, 0, NULL, NULL, 0,
+     "Send DMARC failure reports (RFC 9991: ARF auth-failure, original header fields only, "
+     "redacted) to the verified mailto: ruf destinations of domains whose DMARC check "
+     "failed, per their fo= tag; needs record = yes"},
+    {"failure_report_rate", CONFIG_T_INT, G(reports_failure_rate), "5", NULL, 1, 10000, NULL,
+     NULL, R,
+     "Failure reports per destination domain per hour; more are suppressed and counted "
+     "(mxgate_reports_failure_total{result=\"rate_limited\"}): forged mail cannot make "
+     "mxgate a reflector"},
+    {"failure_report_max_destinations", CONFIG_T_INT, G(reports_failure_max_dests), "2", NULL,
+     1, 8, NULL, NULL, R, "ruf destinations one failing message is reported to (the first ones)"},
+    {"failure_report_redact", CONFIG_T_ENUM, G(reports_failure_redact), "recipients", NULL, 0,
+     0, e_failure_redact, NULL, R,
+     "Redaction (RFC 6590 style keyed hash of local parts): recipients = every recipient "
+     "address (To, Cc, Delivered-To, Received for, Original-Rcpt-To...; Bcc dropped); "
+     "addresses = every address local part, senders too"},
 };
 
 static const char *const e_admin_tls[] = {"auto", "yes", "no", NULL};

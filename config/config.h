@@ -404,6 +404,10 @@ struct config {
 	char *reports_dkim_key_file;      /* report signing key; NULL = QUEUE_DIR/reports-dkim.pem */
 	char *reports_dkim_selector;      /* s= of report signatures */
 	char *reports_dkim_domain;        /* d= of report signatures; NULL = domain of email */
+	bool reports_failure;             /* RFC 9991 failure reports (restart applies it) */
+	int reports_failure_rate;         /* reports per destination domain per hour */
+	int reports_failure_max_dests;    /* ruf destinations reported to per message */
+	int reports_failure_redact;       /* 0 recipients, 1 addresses (every local part) */
 
 	/* [route NAME] sections */
 	struct config_route *routes;

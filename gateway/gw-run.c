@@ -470,6 +470,8 @@ int gw_cmd_run(int argc, char **argv)
 			util_log_err("- reports: %s", err);
 			goto out;
 		}
+		/* RFC 9991 failure reports ([reports] failure_reports) */
+		smtp_server_set_failure(gw.server, reports_sender_failure(gw.reports_sender));
 	}
 	if (gw.cfg->reports_ingest) {   /* issue 15: reports mailed to us */
 		gw.reports_ingest = reports_ingest_new(gw.cfg, err, sizeof(err));

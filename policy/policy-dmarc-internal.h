@@ -26,6 +26,12 @@ struct policy_dmarc_record {
 	bool has_pct;     /* pct= present (RFC 9989: ignored) */
 	bool has_rua;
 	int syntax_errors; /* tag-specs discarded (RFC 9989 4.8) */
+	/* failure reporting (RFC 9989 4.7 "ruf", "fo"; RFC 9991): the ruf
+	 * value as published (blanks trimmed, cut at the last whole URI that
+	 * fits, "" = absent), and the fo options, POLICY_DMARC_FO_* bits
+	 * (POLICY_DMARC_FO_0 when absent or without a known option) */
+	char ruf[POLICY_DMARC_RUF_MAX];
+	unsigned fo;
 };
 
 /* policy_dmarc_record_parse - parse one TXT record text.  Returns 0 for a

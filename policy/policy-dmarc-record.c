@@ -14,7 +14,8 @@
  * duplicated tag makes the record unusable; a record without a usable p
  * (or with an unusable sp/np) is read as p=none when it has rua, else
  * unusable (RFC 9989 4.7, "p").
- * pct is recognised and ignored (RFC 9989 removed it).
+ * pct is recognised and ignored (RFC 9989 removed it).  ruf and fo are
+ * kept for failure reports (RFC 9991; reports/reports-failure.c).
  *
  * Threads: pure.  Bounds: works on the given length; no allocation.
  */
@@ -67,9 +68,65 @@ static bool rec_ws(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-enum { T_V, T_P, T_SP, T_NP, T_ADKIM, T_ASPF, T_PSD, T_T, T_PCT, T_RUA, T_NTAGS };
-static const char *const rec_tags[T_NTAGS] = {"v",    "p",   "sp", "np",  "adkim",
-                                              "aspf", "psd", "t",  "pct", "rua"};
+enum { T_V, T_P, T_SP, T_NP, T_ADKIM, T_ASPF, T_PSD, T_T, T_PCT, T_RUA, T_RUF, T_FO, T_NTAGS };
+static const char *const rec_tags[T_NTAGS] = {"v",    "p",   "sp", "np",  "adkim", "aspf",
+                                              "psd",  "t",   "pct", "rua", "ruf",  "fo"};
+
+/* rec_fo - the fo= options (RFC 9989 4.7: dmarc-fo = "0" / "1" / "d" /
+ * "s" joined by ":"), POLICY_DMARC_FO_* bits; unknown options are
+ * ignored, and a value without a known one means the default, 0. */
+static unsigned rec_fo(const char *v, size_t n)
+{
+	unsigned fo = 0;
+	size_t i = 0;
+
+	while (i < n) {
+		size_t j = i;
+		while (j < n && v[j] != ':')
+			j++;
+		size_t a = i, b = j;
+		while (a < b && rec_ws(v[a]))
+			a++;
+		while (b > a && rec_ws(v[b - 1]))
+			b--;
+		if (b - a == 1) {
+			switch (tolower((unsigned char)v[a])) {
+			case '0':
+				fo |= POLICY_DMARC_FO_0;
+				break;
+			case '1':
+				fo |= POLICY_DMARC_FO_1;
+				break;
+			case 'd':
+				fo |= POLICY_DMARC_FO_D;
+				break;
+			case 's':
+				fo |= POLICY_DMARC_FO_S;
+				break;
+			default:
+				break;
+			}
+		}
+		i = j + 1;
+	}
+	return fo != 0 ? fo : POLICY_DMARC_FO_0;
+}
+
+/* rec_ruf - keep the ruf= value in out (size POLICY_DMARC_RUF_MAX): when
+ * it does not fit, cut after the last whole URI (at a ',') that does. */
+static void rec_ruf(const char *v, size_t n, char *out)
+{
+	if (n >= POLICY_DMARC_RUF_MAX) {
+		size_t k = POLICY_DMARC_RUF_MAX - 1;
+		while (k > 0 && v[k] != ',')
+			k--;
+		n = k;
+	}
+	memcpy(out, v, n);
+	out[n] = '\0';
+	if (memchr(out, '\0', n) != NULL) /* a NUL inside: nothing usable */
+		out[0] = '\0';
+}
 
 int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_record *r, char *err,
                               size_t errlen)
@@ -82,6 +139,7 @@ int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_r
 	memset(r, 0, sizeof(*r));
 	r->adkim = r->aspf = 'r';
 	r->psd = 'u';
+	r->fo = POLICY_DMARC_FO_0;
 	if (errlen > 0)
 		err[0] = 0;
 	while (p < end) {
@@ -171,6 +229,12 @@ int policy_dmarc_record_parse(const char *txt, size_t len, struct policy_dmarc_r
 			break;
 		case T_RUA:
 			r->has_rua = memchr(v, ':', (size_t)(ve - v)) != NULL;
+			break;
+		case T_RUF:
+			rec_ruf(v, (size_t)(ve - v), r->ruf);
+			break;
+		case T_FO:
+			r->fo = rec_fo(v, (size_t)(ve - v));
 			break;
 		default: /* v, or an unknown tag: ignored */
 			break;

@@ -106,6 +106,7 @@ void policy_dmarc_outcome_free(struct policy_dmarc_outcome *o)
 	free(o->from_error_text);
 	free(o->record);
 	free(o->record_domain);
+	free(o->ruf);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -376,6 +377,8 @@ void policy_dmarc_eval(struct policy_msg *pm)
 	o->record = dmarc_record_text(&rec);
 	o->record_p = rec.p;
 	o->testing = rec.t;
+	o->ruf = rec.ruf[0] != '\0' ? util_xstrdup(rec.ruf) : NULL;
+	o->fo = rec.fo;
 
 	/* the policy: p at the author domain; else np for a non-existent
 	 * author domain, sp, p (RFC 9989 4.7, 4.10.1) */

@@ -111,6 +111,8 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 			f->pct = atoi(pct);
 		/* RFC 9989 4.10: the policy was found by the DNS tree walk */
 		f->discovery = "treewalk";
+		f->ruf = o->ruf;
+		f->fo = o->fo;
 	}
 	if (pm->spf.evaluated) {
 		f->spf_domain = pm->spf.domain;

@@ -126,6 +126,8 @@ struct policy_dmarc_outcome {
 	bool from_error; /* zero or several From addresses */
 	char *from_error_text;
 	char *record;        /* the record used, canonical tags (reports, policy-facts.c) */
+	char *ruf;           /* its ruf= value (RFC 9991 failure reports), NULL = none */
+	unsigned fo;         /* its fo= options, POLICY_DMARC_FO_* */
 };
 
 struct policy_ctx {

@@ -292,6 +292,14 @@ bool policy_msg_dmarc_reject_dkim_pass(const struct policy_msg *pm);
  * known (the tags np, t, psd and the discovery method come from the record
  * text when the evaluator does not give them). */
 #define POLICY_FACTS_MAX_DKIM 8
+/* fo= options (RFC 9989 4.7, RFC 9991 2): when the Domain Owner wants a
+ * failure report.  0: every mechanism failed to give an aligned pass; 1:
+ * any did; d: a DKIM signature failed to verify; s: SPF failed. */
+#define POLICY_DMARC_FO_0 0x1u
+#define POLICY_DMARC_FO_1 0x2u
+#define POLICY_DMARC_FO_D 0x4u
+#define POLICY_DMARC_FO_S 0x8u
+#define POLICY_DMARC_RUF_MAX 512 /* ruf= value kept, bytes with the NUL */
 struct policy_dmarc_facts {
 	char ip[46];               /* source IP */
 	const char *header_from;   /* RFC5322.From domain */
@@ -311,6 +319,10 @@ struct policy_dmarc_facts {
 	const char *disposition;   /* none quarantine reject: what DMARC made us do */
 	const char *override;      /* NULL, local_policy, trusted_forwarder, sampled_out */
 	const char *override_comment; /* borrowed, NULL */
+	/* failure reporting (RFC 9991): the record's ruf value (NULL: none)
+	 * and fo options (POLICY_DMARC_FO_*) */
+	const char *ruf;
+	unsigned fo;
 };
 /* policy_msg_dmarc_facts - after finish's callback: 0 and f filled, or -1
  * when DMARC was not evaluated or there is no single From: domain (nothing

@@ -171,6 +171,10 @@ void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t othe
 int reports_gzip(const char *data, size_t len, struct util_buf *out);
 size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_t *limits,
                          size_t max);
+size_t reports_uri_parse(const char *list, size_t len, struct util_strlist *addrs,
+                         uint64_t *limits, size_t max);
+struct policy_dns;
+char *reports_find_dmarc(struct policy_dns *dns, const char *name);
 bool reports_same_org(const char *policy_domain, const char *dest);
 char *reports_compose(const struct config *cfg, const char *from, const char *to,
                       const char *domain, const char *report_id, int64_t begin, int64_t end,
@@ -180,5 +184,63 @@ char *reports_dkim_sign(const char *key_pem, const char *selector, const char *d
 char *reports_key_ensure(const char *key_file, char *err, size_t errlen);
 char *reports_key_path(const struct config *cfg);
 const char *reports_sign_domain(const struct config *cfg, const char *email);
+
+/* ------------------------------------------------------------ failure
+ * reports (RFC 9991): the builder (reports-failure-build.c, pure) and the
+ * sender (reports-failure.c) */
+
+#define REPORTS_FAILURE_MAX_RCPTS 10 /* Original-Rcpt-To fields per report */
+/* What one failure report needs of a message, copied on the loop thread
+ * (every string owned). */
+struct reports_failure_job {
+	char *header_from, *record_domain, *mail_from; /* mail_from: "user@domain" */
+	char ip[46];
+	char *ar;          /* mxgate's Authentication-Results value, or NULL */
+	char *hdrs;        /* the original header block (CRLF), at most 64 KiB */
+	size_t hlen;
+	struct util_strlist rcpts;
+	struct util_strlist dests; /* verified on the worker */
+	uint64_t limits[8];        /* their ! size limits, 0 = none */
+	bool dkim_aligned, spf_aligned;
+	char *dkim_domain, *dkim_selector; /* an aligned signature that failed, or NULL */
+	char *spf_domain;          /* the SPF identity's domain when it is aligned and
+	                              did not pass (RFC 9991 4: SPF-DNS), or NULL */
+	struct util_strlist spf_dns; /* its SPF records (the worker looks them up) */
+	const char *delivery;      /* static: delivered spam reject */
+	int64_t arrival;
+	bool redact_all;           /* failure_report_redact = addresses */
+	struct reports_failure_job *next;
+};
+void reports_failure_job_free(struct reports_failure_job *j);
+
+#define REPORTS_REDACT_LEN 12
+/* reports_failure_skip - NULL when f asks for a failure report (DMARC
+ * fail, a ruf, not psd=y, fo satisfied), else why not (static word). */
+const char *reports_failure_skip(const struct policy_dmarc_facts *f);
+/* reports_failure_is_report - a report or an auto-submitted message. */
+bool reports_failure_is_report(const char *hdrs, size_t len);
+/* reports_redact_local - the keyed-hash token for a local part. */
+void reports_redact_local(const unsigned char key[32], const char *local, size_t n,
+                          char out[REPORTS_REDACT_LEN + 1]);
+/* reports_failure_redact_headers - the header block hdrs redacted: Bcc
+ * dropped; recipient fields (and sender fields when all) rebuilt as
+ * redacted addresses; in the other fields the local parts of recipient
+ * addresses (envelope rcpts, may be NULL, and those of the recipient
+ * fields; every address when all, every one in Received) replaced.
+ * Caller frees; *outlen its length. */
+char *reports_failure_redact_headers(const char *hdrs, size_t len, const unsigned char key[32],
+                                     bool all, const struct util_strlist *rcpts, size_t *outlen);
+/* reports_failure_compose - the report message for destination to,
+ * unsigned, CRLF; caller frees. */
+char *reports_failure_compose(const struct reports_failure_job *j, const char *from,
+                              const char *to, const char *hostname,
+                              const unsigned char key[32], bool all, size_t *len);
+/* reports_failure_new - the failure sender (worker thread; key_pem
+ * copied); NULL + err.  reports_failure_free: NULL is a no-op. */
+struct reports_failure *reports_failure_new(struct event_base *base, const struct config *cfg,
+                                            struct policy_dns *dns, struct queue_store *qs,
+                                            const char *key_pem, char *err, size_t errlen);
+void reports_failure_free(struct reports_failure *fr);
+void reports_failure_set_config(struct reports_failure *fr, const struct config *cfg);
 
 #endif

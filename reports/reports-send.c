@@ -97,6 +97,7 @@ struct reports_sender {
 	struct reports_out *marks;       /* queued, to mark in the outbox (loop, then thread) */
 	size_t injecting;                /* queue_inject calls without their callback yet */
 	struct reports_inject *inflight; /* those calls (their snd is cleared at free) */
+	struct reports_failure *failure; /* RFC 9991 failure reports, or NULL (owned) */
 	bool pending;                    /* a send-now came while busy: run at pending_end */
 	int64_t pending_end;
 	/* what the run thread reads of the config, copied when the run starts:
@@ -172,7 +173,6 @@ size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_
                          size_t max)
 {
 	const char *p = record, *rua = NULL;
-	size_t n = 0;
 
 	while (p && *p) {
 		while (*p == ' ' || *p == '\t' || *p == ';')
@@ -190,8 +190,20 @@ size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_
 	}
 	if (rua == NULL)
 		return 0;
-	size_t rl = strcspn(rua, ";");
-	char *list = strndup(rua, rl), *save = NULL;
+	return reports_uri_parse(rua, strcspn(rua, ";"), addrs, limits, max);
+}
+
+/* reports_uri_parse - the mailto: destinations of a DMARC URI list (the
+ * value of rua= or ruf=, RFC 9989 4.7 dmarc-urilist) of len bytes:
+ * addresses into addrs, their size limits (bytes, 0 = none) into limits
+ * (same order).  Other schemes are ignored.  Returns the count. */
+size_t reports_uri_parse(const char *list_in, size_t len, struct util_strlist *addrs,
+                         uint64_t *limits, size_t max)
+{
+	size_t n = 0;
+	char *list = strndup(list_in, len), *save = NULL;
+	if (list == NULL)
+		return 0;
 	for (char *u = strtok_r(list, ",", &save); u && n < max; u = strtok_r(NULL, ",", &save)) {
 		while (*u == ' ' || *u == '\t')
 			u++;
@@ -446,8 +458,9 @@ static void report_id(const struct config *cfg, const char *domain, int64_t begi
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-/* find_dmarc - the v=DMARC1 record of domain (worker thread, sync DNS). */
-static char *find_dmarc(struct policy_dns *dns, const char *name)
+/* reports_find_dmarc - the v=DMARC1 record at name (worker thread, sync
+ * DNS); malloc'd, NULL when there is none. */
+char *reports_find_dmarc(struct policy_dns *dns, const char *name)
 {
 	struct util_strlist txt = {0};
 	bool secure = false;
@@ -498,7 +511,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 		goto out;
 	}
 	name = util_xasprintf("_dmarc.%s", domain);
-	rec = find_dmarc(snd->dns, name);
+	rec = reports_find_dmarc(snd->dns, name);
 	size_t nd = rec ? reports_rua_parse(rec, &dests, limits, 8) : 0;
 	if (nd == 0) {
 		util_log_info("- reports domain=%s report_id=%s no mailto rua, not sent", domain,
@@ -512,7 +525,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 		if (!reports_same_org(domain, dd)) {
 			/* RFC 9990 4 / RFC 9989: the destination must agree */
 			char *vname = util_xasprintf("%s._report._dmarc.%s", domain, dd);
-			char *v = find_dmarc(snd->dns, vname);
+			char *v = reports_find_dmarc(snd->dns, vname);
 			free(vname);
 			if (v == NULL) {
 				util_log_warn("- reports domain=%s rua=%s not verified: no "
@@ -791,8 +804,16 @@ static void start_marking(struct reports_sender *snd)
 /* reports_sender_set_config - after a reload (loop thread). */
 void reports_sender_set_config(struct reports_sender *snd, const struct config *cfg)
 {
-	if (snd != NULL)
+	if (snd != NULL) {
 		snd->cfg = cfg;
+		reports_failure_set_config(snd->failure, cfg);
+	}
+}
+
+/* reports_sender_failure - see reports.h. */
+struct reports_failure *reports_sender_failure(struct reports_sender *snd)
+{
+	return snd != NULL ? snd->failure : NULL;
 }
 
 /* reports_send_now - see reports.h. */
@@ -874,6 +895,11 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
 		goto fail;
 	if ((snd->db_target = reports_db_target(cfg, &snd->be, err, errlen)) == NULL)
 		goto fail;
+	/* [reports] failure_reports: latched here, a restart changes it */
+	if (cfg->reports_failure &&
+	    (snd->failure = reports_failure_new(base, cfg, dns, qs, snd->key_pem, err, errlen)) ==
+	        NULL)
+		goto fail;
 	if (pipe2(snd->pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
@@ -909,6 +935,7 @@ void reports_sender_free(struct reports_sender *snd)
 		return;
 	if (snd->running)
 		pthread_join(snd->thread, NULL);
+	reports_failure_free(snd->failure);
 	snap_free(&snd->run_cfg);
 	reports_out_free(snd->out);
 	reports_out_free(snd->marks);

@@ -87,6 +87,21 @@ void reports_sender_set_config(struct reports_sender *snd, const struct config *
 /* reports_send_now - start a run covering evaluations up to end (exclusive);
  * -1 when one is running. */
 int reports_send_now(struct reports_sender *snd, int64_t end);
+/* Failure reports (RFC 9991, reports-failure.c), with [reports]
+ * failure_reports = yes: the sender's failure reporter, or NULL. */
+struct reports_failure;
+struct reports_failure *reports_sender_failure(struct reports_sender *snd);
+/* reports_failure_submit - loop thread, never waits: after the verdict of
+ * pm, when its DMARC result asks for a failure report, copy what the
+ * report needs - verdict_headers (mxgate's Authentication-Results among
+ * them), the original header block hdrs[0..hlen), the reverse-path
+ * mail_from ("" = null) and the recipients - for the worker, one report
+ * per ruf destination the per-domain rate limit allows.  All borrowed.
+ * 0 queued, 1 nothing to report, -1 suppressed (rate limit) or dropped
+ * (queue full); both counted. */
+int reports_failure_submit(struct reports_failure *fr, const struct policy_msg *pm,
+                           const char *verdict_headers, const char *hdrs, size_t hlen,
+                           const char *mail_from, const struct util_strlist *rcpts);
 /* reports_dns_record - "selector._domainkey.domain" and the TXT text of the
  * report signing key (made if missing); malloc'd, NULL + err. */
 char *reports_dns_record(const struct config *cfg, char **name, char *err, size_t errlen);

@@ -131,6 +131,7 @@ struct smtp_server {
 	struct queue_store *qs;          /* borrowed */
 	struct reports_store *reports;   /* borrowed; NULL = DMARC not recorded */
 	struct reports_ingest *ingest;   /* borrowed; NULL = reports mailed to us not parsed */
+	struct reports_failure *failrep; /* borrowed; NULL = no failure reports (RFC 9991) */
 	struct policy_dns *dns;          /* borrowed; NULL = no reverse DNS */
 	struct smtp_rdns *rdns;          /* owned; lookups in flight */
 	struct smtp_verifier *verifier;  /* owned; recipient verification (callout) */
@@ -191,6 +192,8 @@ struct smtp_tx {
 	char *ingest_rcpt;               /* owned; a report address among rcpts (issue 15), or NULL */
 	struct queue_pin *ingest_pin;    /* owned; pinned read descriptor of the spool (queue.h),
 	                                    set with ingest_rcpt */
+	struct util_buf fr_hdrs;         /* the header block as received, for a failure report
+	                                    (RFC 9991; only when srv->failrep), at most 64 KiB */
 };
 
 struct smtp_session {

@@ -165,6 +165,12 @@ void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs)
 	srv->reports = rs;
 }
 
+/* smtp_server_set_failure - failure reports (RFC 9991, borrowed). */
+void smtp_server_set_failure(struct smtp_server *srv, struct reports_failure *fr)
+{
+	srv->failrep = fr;
+}
+
 /* smtp_server_set_ingest - reports mailed to us (issue 15). */
 void smtp_server_set_ingest(struct smtp_server *srv, struct reports_ingest *ri)
 {

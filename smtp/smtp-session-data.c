@@ -60,6 +60,10 @@ static bool split_field(void *arg, const struct util_hdr_field *f)
 {
 	struct smtp_session *s = arg;
 	note_message_id(s->tx, f);
+	/* RFC 9991: the header block as received, should DMARC fail; past
+	 * 64 KiB the rest is left out of the report */
+	if (s->srv->failrep && s->tx->fr_hdrs.len + f->raw_len <= 64 * 1024)
+		util_buf_add(&s->tx->fr_hdrs, f->raw, f->raw_len);
 	if (s->tx->pm)
 		policy_msg_header_field(s->tx->pm, f);
 	if (!s->tx->from_seen && util_hdr_name_is(f, "From")) {
@@ -436,9 +440,16 @@ static void verdict_cb(uint64_t cookie, void *arg)
 	s->wait = SMTP_WAIT_NONE;
 	/* RFC 9990: every DMARC evaluation, refused ones too (not a 451: the
 	 * sender comes again and is judged again) */
-	if (v->action != POLICY_TEMPFAIL)
+	if (v->action != POLICY_TEMPFAIL) {
 		(void)reports_record(s->srv->reports, s->tx->pm,
 				     s->tx->rcpts.n > 0 ? s->tx->rcpts.v[0] : NULL);
+		/* RFC 9991 failure report: copied for its thread, never waits */
+		if (s->srv->failrep)
+			(void)reports_failure_submit(s->srv->failrep, s->tx->pm, v->headers,
+						     s->tx->fr_hdrs.data, s->tx->fr_hdrs.len,
+						     s->tx->mail.null_path ? "" : s->tx->mail.addr,
+						     &s->tx->rcpts);
+	}
 	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
 		smtp_data_refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
 									   : "451 4.7.1 Try again later"),

@@ -79,6 +79,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	policy_msg_free(tx->pm);
 	free(tx->scan_headers);
 	free(tx->subject);
+	util_buf_free(&tx->fr_hdrs);
 	free(tx->quarantine);
 	free(tx->quarantine_verdict);
 	util_strlist_free(&tx->rcpts);

@@ -56,6 +56,9 @@ void smtp_server_set_reports(struct smtp_server *srv, struct reports_store *rs);
 /* smtp_server_set_ingest - messages to report addresses are handed to ri
  * once durable (borrowed; NULL = none; freed by the caller after the server). */
 void smtp_server_set_ingest(struct smtp_server *srv, struct reports_ingest *ri);
+/* smtp_server_set_failure - DMARC failure reports (RFC 9991): the header
+ * blocks are kept until the verdict and failing messages submitted. */
+void smtp_server_set_failure(struct smtp_server *srv, struct reports_failure *fr);
 /* smtp_server_generations - config/policy pairs the server still holds
  * (the current one + replaced ones some session still uses). */
 size_t smtp_server_generations(const struct smtp_server *srv);

@@ -40,6 +40,9 @@ static void check_record(const char *t, size_t n)
 		FUZZ_CHECK(r.adkim == 'r' || r.adkim == 's');
 		FUZZ_CHECK(r.aspf == 'r' || r.aspf == 's');
 		FUZZ_CHECK(r.psd == 'y' || r.psd == 'n' || r.psd == 'u');
+		/* RFC 9991: fo always has an option; ruf is a bounded string */
+		FUZZ_CHECK(r.fo != 0 && (r.fo & ~0xfu) == 0);
+		FUZZ_CHECK(memchr(r.ruf, 0, sizeof(r.ruf)) != NULL);
 	}
 	if (memchr(t, 0, n) != NULL)
 		return;

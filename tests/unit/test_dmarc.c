@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,6 +95,57 @@ static void test_record_parse(void **state)
 			         rec_cases[i].want, rec_cases[i].t, rec_cases[i].pct,
 			         rec_cases[i].p_missing);
 	}
+}
+
+/* ruf= and fo= are kept for failure reports (RFC 9991): the ruf value
+ * trimmed (cut after the last whole URI that fits), fo as bits. */
+#define FO0 POLICY_DMARC_FO_0
+#define FO1 POLICY_DMARC_FO_1
+#define FOD POLICY_DMARC_FO_D
+#define FOS POLICY_DMARC_FO_S
+static const struct {
+	const char *txt;
+	const char *ruf;
+	unsigned fo;
+} ruf_cases[] = {
+    {"v=DMARC1; p=reject", "", FO0},
+    {"v=DMARC1; p=reject; ruf=mailto:f@example.test; fo=1", "mailto:f@example.test", FO1},
+    {"v=DMARC1; p=none; ruf = mailto:a@x.test!10k, mailto:b@y.test ; fo = d:s",
+     "mailto:a@x.test!10k, mailto:b@y.test", FOD | FOS},
+    {"v=DMARC1; p=none; fo=0:1:d:s", "", FO0 | FO1 | FOD | FOS},
+    {"v=DMARC1; p=none; fo=D", "", FOD},
+    /* no known option: the default */
+    {"v=DMARC1; p=none; fo=x:yz", "", FO0},
+    {"v=DMARC1; p=none; fo=", "", FO0},
+    {"v=DMARC1; p=none; fo=1:bogus", "", FO1},
+    /* a ruf that cannot be a policy's: rua still makes p=none */
+    {"v=DMARC1; rua=mailto:a@x.test; ruf=mailto:f@x.test", "mailto:f@x.test", FO0},
+};
+
+static void test_ruf_fo(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(ruf_cases) / sizeof(ruf_cases[0]); i++) {
+		struct policy_dmarc_record r;
+		char err[128];
+		int rc = policy_dmarc_record_parse(ruf_cases[i].txt, strlen(ruf_cases[i].txt), &r,
+		                                   err, sizeof(err));
+		if (rc != 0 || strcmp(r.ruf, ruf_cases[i].ruf) != 0 || r.fo != ruf_cases[i].fo)
+			fail_msg("case %zu (%s): rc %d ruf \"%s\" fo %#x, want \"%s\" %#x", i,
+			         ruf_cases[i].txt, rc, r.ruf, r.fo, ruf_cases[i].ruf, ruf_cases[i].fo);
+	}
+	/* a ruf longer than the buffer: cut after the last whole URI */
+	char txt[2048];
+	size_t n = (size_t)snprintf(txt, sizeof(txt), "v=DMARC1; p=none; ruf=");
+	for (int k = 0; k < 40; k++)
+		n += (size_t)snprintf(txt + n, sizeof(txt) - n, "%smailto:r%02d@example.test",
+		                      k ? "," : "", k);
+	struct policy_dmarc_record r;
+	char err[64];
+	assert_int_equal(policy_dmarc_record_parse(txt, n, &r, err, sizeof(err)), 0);
+	size_t rl = strlen(r.ruf);
+	assert_true(rl > 0 && rl < POLICY_DMARC_RUF_MAX);
+	assert_true(strncmp(txt + 22, r.ruf, rl) == 0 && txt[22 + rl] == ',');
 }
 
 /* RFC 9989 4.10: the names queried after the name itself, "|"-joined. */
@@ -182,6 +234,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_record_parse),
+	    cmocka_unit_test(test_ruf_fo),
 	    cmocka_unit_test(test_walk_targets),
 	    cmocka_unit_test(test_from_display),
 	};
