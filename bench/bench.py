@@ -558,15 +558,18 @@ def conn_scale(ctx, n_idle, n_tls):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--mxgate", default=str(HERE.parent / "build-bench" / "mxgate"))
-    ap.add_argument("--scenarios", default="a,b,c,d," + ",".join(EXTRA_KEYS),
-                    help="comma-separated, of: " + ", ".join(SCENARIOS))
+    # each variant runs right after its base in a round (a+rec after a; a+scan
+    # next to c+scan, the pair of the inspection target)
+    ap.add_argument("--scenarios", default="a,a+rec,b,c,d,a+scan,c+scan",
+                    help="comma-separated, in the order the runs of a round go, of:\n"
+                         + ", ".join(SCENARIOS))
     ap.add_argument("--no-scan", action="store_true",
                     help="skip the inspection scenarios (a+scan, c+scan) and their scanners")
     ap.add_argument("--no-recording", action="store_true",
                     help="skip the report-recording scenario (a+rec)")
     ap.add_argument("--extra-sessions", default="50",
                     help="sessions levels at which a+scan, c+scan and a+rec run (default 50)")
-    ap.add_argument("--rec-rounds", type=int, default=10,
+    ap.add_argument("--rec-rounds", type=int, default=12,
                     help="rounds of (a) and (a+rec) in all at those levels (the first\n"
                          "--runs of them interleaved with everything else)")
     ap.add_argument("--sessions", default="1,10,50,200")

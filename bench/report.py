@@ -49,7 +49,7 @@ def markdown(res):
       "with a fixed number of concurrent sessions, each sending a fixed number of messages "
       "(MAIL/RCPT/DATA pipelined when offered). Latency = last byte of the final dot written "
       "-> 250 read.")
-    w(f"- Messages per session (reduced to keep `make bench` under 15 minutes): "
+    w(f"- Messages per session (reduced to keep `make bench` under 20 minutes): "
       + ", ".join(f"{n} sessions x {k}" for n, k in ps.items())
       + f"; median of {res['runs']} runs per cell.")
     w("- accepted/s = accepted messages / client wall time. delivered/s = messages counted by "
