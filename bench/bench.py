@@ -426,7 +426,7 @@ def scenarios(ctx, keys, sessions_list, runs, extra_levels=(50,), rec_rounds=0):
 
 def compare(res, base, variant, n):
     """(variant) against (base) at n sessions, round by round (each pair ran
-    back to back): the % change of accepted and delivered msgs/s and of CPU
+    in the same round; the extra (a)/(a+rec) rounds back to back): the % change of accepted and delivered msgs/s and of CPU
     per message, median and range over the rounds, and (base)'s own
     run-to-run spread for scale."""
     def runs(k):
