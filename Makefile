@@ -7,7 +7,7 @@
 #               then an ASan+UBSan build running the same tests)
 #   make bench  install what is missing, build (Release, build-bench/), run
 #               the benchmark side by side with Postfix (bench/run.sh) and
-#               write bench/results/latest.md + latest.json (< 15 minutes)
+#               write bench/results/latest.md + latest.json (< 20 minutes)
 #   make deb    build, then build/mxgate_VERSION_ARCH.deb with dpkg-deb
 #               (deploy/debian/build-deb.sh; tests/integration/test_package.py)
 #   make fuzz   build the libFuzzer targets (clang, build-fuzz/) and run each
@@ -38,6 +38,7 @@ DEB_RUN    = swaks dns-root-data
 # The benchmark's load generators, downstream, DNS and the Postfix reference
 # gateway with its milters and policy server (bench/README.md).
 DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
+             rspamd clamav-daemon clamav-milter \
              python3 python3-dkim python3-dnspython publicsuffix openssl \
              iproute2 util-linux e2fsprogs
 BUILD_BENCH ?= build-bench

@@ -15,7 +15,12 @@ libraries (libresolv for OpenDMARC and pyspf) without touching the host.
     Mxgate      mxgate with a bench config
     Postfix     Postfix from a private config dir and queue under the work
                 dir (postfix -c DIR start), optionally with OpenDKIM (verify),
-                OpenDMARC and postfix-policyd-spf-python
+                OpenDMARC and postfix-policyd-spf-python, and (inspection)
+                rspamd's milter proxy + clamav-milter
+    Scanners    one rspamd (normal worker for mxgate's /checkv2, proxy worker
+                with milter = yes for Postfix, forwarding to that normal
+                worker) and one clamd (local signature DB with the EICAR test
+                signature), both in a cgroup of their own
 """
 
 import os
@@ -288,7 +293,7 @@ class Sink:
 
 class Mxgate:
     def __init__(self, work, name, binary, sink_port, checks, tls=None, fsync=True,
-                 log_level="info"):
+                 log_level="info", extra_conf=""):
         self.dir = work / name
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
@@ -342,7 +347,7 @@ hosts = 127.0.0.1:{sink_port}
 tls = none
 max_connections = 20
 msgs_per_connection = 1000
-""")
+{extra_conf}""")
 
     def start(self):
         chk = subprocess.run([self.binary, "check-config", "-c", str(self.conf)],
@@ -398,6 +403,162 @@ msgs_per_connection = 1000
         self.group.remove()
 
 
+# ------------------------------------------------------------ scanners
+
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+EICAR_SIG = "Mxbench-Test-EICAR"
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+class Scanners:
+    """One rspamd and one clamd shared by both sides, in a cgroup of their own
+    (their CPU is counted for whichever gateway is being measured: the runs
+    are sequential, so only that one is using them).
+
+    rspamd: Debian's rules (rules/rspamd.lua: regexp, header, MIME, HTML, URL
+    checks) plus deploy/rspamd/mxgate.lua, no Redis, no network lookups
+    modules (the namespace has no internet; SPF/DKIM/DMARC stay with the
+    gateways), PCRE instead of hyperscan (no compile at start).  A normal
+    worker (one per core) answers mxgate's /checkv2; a proxy worker with
+    milter = yes answers Postfix and forwards each message to that same
+    normal worker, as Debian's default worker-proxy.inc does.  milter_headers
+    adds X-Spam-Status for Postfix (mxgate writes its own).
+
+    clamd: a local signature DB (one .ndb body signature for the EICAR test
+    string - freshclam cannot download here, and the real DB would be the
+    same cost for both sides), unix socket."""
+
+    def __init__(self, work):
+        self.dir = work / "scanners"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.group = Group("scanners")
+        self.rspamd_port = free_port()
+        self.milter_port = free_port()
+        self.clamd_sock = self.dir / "clamd.sock"
+        self.procs = []
+        self.logs = []
+
+    def _configs(self):
+        d = self.dir
+        lua = SRC / "deploy" / "rspamd" / "mxgate.lua"
+        workers = os.cpu_count() or 2
+        (d / "rspamd.conf").write_text(f"""options {{
+  pidfile = "{d}/rspamd.pid";
+  disable_hyperscan = true;
+  filters = "";
+  dns {{ nameserver = ["127.0.0.1:53"]; timeout = 1s; retransmits = 1; }}
+}}
+logging {{ type = "file"; filename = "{d}/rspamd.log"; level = "notice"; }}
+worker "normal" {{ bind_socket = "127.0.0.1:{self.rspamd_port}"; count = {workers}; }}
+worker "rspamd_proxy" {{
+  bind_socket = "127.0.0.1:{self.milter_port}";
+  milter = yes;
+  timeout = 120s;
+  count = 1;
+  upstream "local" {{ default = yes; hosts = "127.0.0.1:{self.rspamd_port}"; }}
+  reject_message = "Spam message rejected";
+}}
+actions {{ reject = 15; add_header = 6; }}
+lua = "/usr/share/rspamd/rules/rspamd.lua";
+lua = "{lua}";
+modules {{
+  path = "/usr/share/rspamd/plugins/settings.lua";
+  path = "/usr/share/rspamd/plugins/milter_headers.lua";
+}}
+settings {{ }}
+milter_headers {{ use = ["x-spam-status"]; skip_local = false; skip_authenticated = false; }}
+""")
+        db = d / "clamdb"
+        db.mkdir(exist_ok=True)
+        (db / "mxbench-test.ndb").write_text(f"{EICAR_SIG}:0:*:{EICAR.hex()}\n")
+        (d / "clamd.conf").write_text(
+            f"LocalSocket {self.clamd_sock}\nLocalSocketMode 666\nDatabaseDirectory {db}\n"
+            f"Foreground yes\nLogFile {d}/clamd.log\nTemporaryDirectory {d}\n"
+            f"StreamMaxLength 40M\nMaxThreads 12\nIdleTimeout 60\nPidFile {d}/clamd.pid\n")
+
+    def start(self, timeout=90):
+        self._configs()
+        d = self.dir
+        for name, argv in (
+                ("rspamd", ["/usr/bin/rspamd", "-f", "-i", "-c", str(d / "rspamd.conf"),
+                            f"--var=DBDIR={d}", f"--var=RUNDIR={d}", f"--var=LOGDIR={d}"]),
+                ("clamd", ["/usr/sbin/clamd", "-c", str(d / "clamd.conf")])):
+            fh = open(d / f"{name}.out", "wb")
+            self.logs.append(fh)
+            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                 preexec_fn=self.group.preexec)
+            self.group.add(p.pid)
+            self.procs.append(p)
+        deadline = time.monotonic() + timeout
+        checks = {"rspamd /ping": self._rspamd_up, "rspamd proxy": self._proxy_up,
+                  "clamd PING": self._clamd_up}
+        while checks:
+            for what, fn in list(checks.items()):
+                if fn():
+                    del checks[what]
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError("scanner exited: " + self.log_tail())
+            if checks and time.monotonic() > deadline:
+                raise RuntimeError(f"scanners not up ({', '.join(checks)}): " + self.log_tail())
+            time.sleep(0.1)
+        return self
+
+    def _rspamd_up(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.rspamd_port), timeout=1) as s:
+                s.settimeout(2)
+                s.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
+                return b"pong" in s.recv(512)
+        except OSError:
+            return False
+
+    def _proxy_up(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.milter_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def _clamd_up(self):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(str(self.clamd_sock))
+                s.sendall(b"zPING\0")
+                return s.recv(64) == b"PONG\0"
+        except OSError:
+            return False
+
+    def clamd_cpu_seconds(self):
+        """CPU of the clamd process (all its threads) so far: the scanners'
+        cgroup minus this is rspamd's."""
+        clamd = self.procs[1] if len(self.procs) > 1 else None
+        try:
+            f = Path(f"/proc/{clamd.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, IndexError, ValueError):
+            return 0.0
+
+    def log_tail(self, n=1500):
+        t = ""
+        for f in ("rspamd.log", "rspamd.out", "clamd.log", "clamd.out"):
+            p = self.dir / f
+            if p.exists():
+                t += f"--- {f}\n" + p.read_text(errors="replace")[-n:]
+        return t
+
+    def stop(self):
+        for p in self.procs:
+            dnsserver.stop_process(p, grace=10)
+        self.procs = []
+        for fh in self.logs:
+            fh.close()
+        self.logs = []
+        self.group.kill_all()
+        self.group.remove()
+
+
 # ------------------------------------------------------------ Postfix
 
 MASTER_CF = """\
@@ -436,7 +597,7 @@ POLICYD_CF = ("policyd-spf unix - n n - 0 spawn\n"
 class Postfix:
     """Postfix from its own config dir, queue and data dir under work/NAME."""
 
-    def __init__(self, work, name, sink_port, checks, tls=None):
+    def __init__(self, work, name, sink_port, checks, tls=None, scan=None):
         self.dir = work / name
         if self.dir.exists():
             subprocess.run(["rm", "-rf", str(self.dir)])
@@ -448,6 +609,7 @@ class Postfix:
         self.port = free_port()
         self.sink_port = sink_port
         self.checks = checks
+        self.scan = scan  # a Scanners: + rspamd's milter proxy and clamav-milter
         self.group = Group(name)
         self.milters = []
         queue = self.dir / "queue"
@@ -501,6 +663,10 @@ class Postfix:
             main["policyd-spf_time_limit"] = "3600"
             main["smtpd_milters"] = (f"unix:{self.mdir}/opendkim.sock, "
                                      f"unix:{self.mdir}/opendmarc.sock")
+            if scan:
+                # the same order as mxgate: clamd, then rspamd
+                main["smtpd_milters"] += (f", unix:{self.mdir}/clamav-milter.sock, "
+                                          f"inet:127.0.0.1:{scan.milter_port}")
             main["non_smtpd_milters"] = ""
             main["milter_default_action"] = "tempfail"
         (self.conf_dir / "main.cf").write_text(
@@ -537,6 +703,24 @@ SPFSelfValidate false
 PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
 PidFile {m}/opendmarc.pid
 """)
+        if self.scan:
+            # OnFail Defer: clamd down or failing -> 4xx, never a silent pass
+            (m / "clamav-milter.conf").write_text(f"""MilterSocket unix:{m}/clamav-milter.sock
+MilterSocketMode 666
+Foreground yes
+PidFile {m}/clamav-milter.pid
+ClamdSocket unix:{self.scan.clamd_sock}
+OnClean Accept
+OnInfected Reject
+OnFail Defer
+AddHeader Replace
+ReportHostname {HOSTNAME}
+LogFile {m}/clamav-milter.log
+LogInfected Basic
+ReadTimeout 120
+MaxFileSize 40M
+TemporaryDirectory {m}
+""")
 
     def _pf(self, *args, timeout=60):
         return subprocess.run(["/usr/sbin/postfix", "-c", str(self.conf_dir), *args],
@@ -547,14 +731,20 @@ PidFile {m}/opendmarc.pid
         if self.checks:
             self._milter_configs()
             self.mlog = open(self.mdir / "milters.log", "wb")
-            for argv in (["/usr/sbin/opendkim", "-f", "-x", str(self.mdir / "opendkim.conf")],
-                         ["/usr/sbin/opendmarc", "-f", "-c", str(self.mdir / "opendmarc.conf")]):
+            argvs = [["/usr/sbin/opendkim", "-f", "-x", str(self.mdir / "opendkim.conf")],
+                     ["/usr/sbin/opendmarc", "-f", "-c", str(self.mdir / "opendmarc.conf")]]
+            socks = ["opendkim.sock", "opendmarc.sock"]
+            if self.scan:
+                argvs.append(["/usr/sbin/clamav-milter", "-c",
+                              str(self.mdir / "clamav-milter.conf")])
+                socks.append("clamav-milter.sock")
+            for argv in argvs:
                 p = subprocess.Popen(argv, stdout=self.mlog, stderr=subprocess.STDOUT,
                                      preexec_fn=self.group.preexec)
                 self.group.add(p.pid)
                 self.milters.append(p)
             deadline = time.monotonic() + 15
-            for sock in ("opendkim.sock", "opendmarc.sock"):
+            for sock in socks:
                 while not (self.mdir / sock).exists():
                     if time.monotonic() > deadline:
                         raise RuntimeError("milter did not start: " + (

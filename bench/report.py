@@ -33,8 +33,10 @@ def markdown(res):
     w("| | |\n|---|---|")
     for k in ("cpu", "cores", "memory", "kernel", "os", "disk", "loadavg_at_start",
               "loadavg_at_end", "mxgate",
-              "postfix", "opendkim", "opendmarc", "policyd_spf", "unbound", "openssl"):
-        w(f"| {k} | {m.get(k, '')} |")
+              "postfix", "opendkim", "opendmarc", "policyd_spf", "unbound", "openssl",
+              "rspamd", "clamd", "clamav_milter"):
+        if k in m:
+            w(f"| {k} | {m.get(k, '')} |")
     w("")
     w("## Method\n")
     ps = res["per_session"]
@@ -47,7 +49,7 @@ def markdown(res):
       "with a fixed number of concurrent sessions, each sending a fixed number of messages "
       "(MAIL/RCPT/DATA pipelined when offered). Latency = last byte of the final dot written "
       "-> 250 read.")
-    w(f"- Messages per session (reduced to keep `make bench` under 15 minutes): "
+    w(f"- Messages per session (reduced to keep `make bench` under 20 minutes): "
       + ", ".join(f"{n} sessions x {k}" for n, k in ps.items())
       + f"; median of {res['runs']} runs per cell.")
     w("- accepted/s = accepted messages / client wall time. delivered/s = messages counted by "
@@ -57,7 +59,20 @@ def markdown(res):
       "Peak memory = highest sum over that tree sampled every 0.2 s: RSS and PSS (PSS "
       "counts shared pages once, which is the fair number for Postfix's many processes).")
     w("- Both gateways fsync before 250, relay to the same sink with up to 20 connections, and "
-      "log at info level to a file.\n")
+      "log at info level to a file.")
+    if any(k in res["scenarios"] for k in ("a+scan", "c+scan", "a+rec")):
+        w("- Inspection and recording (issues 13, 14) at 50 sessions only, in the same "
+          "interleaved rounds: (a+scan) = (a) + `[clamav]` + `[rspamd]`, both `on_failure = "
+          "tempfail`; (c+scan) = (c) + clamav-milter (`OnFail Defer`) + rspamd's proxy worker "
+          "(`milter = yes`), `milter_default_action = tempfail`. Both use the same rspamd "
+          "(Debian's rules + deploy/rspamd/mxgate.lua, no network modules, PCRE; the proxy "
+          "forwards to the normal worker mxgate talks to, as Debian's default worker-proxy.inc "
+          "does) and the same clamd (a local signature DB with an EICAR test signature). "
+          "rspamd and clamd run in a cgroup of their own; its CPU during a run is counted for "
+          "the gateway measured in that run (runs are sequential, so only that one uses them), "
+          "and reported apart and in a total. (a+rec) = (a) + `[reports] record = yes` "
+          "(SQLite in the queue dir, WAL), which runs further rounds paired with (a) only.")
+    w("")
 
     fp = res.get("fsprobe") or {}
     w("## Physical limit: one durable commit\n")
@@ -83,6 +98,25 @@ def markdown(res):
             w(f"| ({k}) | {v.get('messages')} | {v.get('spf=pass')} | {v.get('dkim=pass')} | "
               f"{v.get('dmarc=pass')} |")
         w("")
+        sv = [(k, v) for k, v in ver if "spam_checked" in v]
+        if sv:
+            w("Inspection: the same corpus, then one EICAR and one GTUBE message (unsigned, "
+              "from the SPF-only domain, so no authentication check refuses them). rspamd: "
+              "messages with an X-Spam-Status that is not `unchecked` (mxgate's own; rspamd's "
+              "milter_headers for Postfix). clamd: mxgate adds no header to clean mail, so its "
+              "`virus_scan result=clean` log lines; clamav-milter's `X-Virus-Status: Clean`.\n")
+            w("| scenario | messages | rspamd checked | clamd scanned | EICAR | GTUBE |")
+            w("|---|---:|---:|---:|---|---|")
+            for k, v in sv:
+                w(f"| ({k}) | {v.get('messages')} | {v.get('spam_checked')} | "
+                  f"{v.get('virus_checked')} | {v.get('eicar_reply', '-')[:70]} | "
+                  f"{v.get('gtube_reply', '-')[:70]} |")
+            w("")
+        rv = [(k, v) for k, v in ver if "recorded" in v or ("error" in v and k == "a+rec")]
+        for k, v in rv:
+            w(f"Recording: after the corpus went through ({k}), its report store held "
+              f"{v.get('recorded', '-')} evaluations ({v.get('dropped', '-')} dropped)"
+              + (f"; {v['error']}" if v.get("error") else "") + ".\n")
 
     w("## Throughput, CPU and memory\n")
     w("| scenario | sessions | accepted msg/s | delivered msg/s | CPU s / 1000 msgs | "
@@ -189,6 +223,80 @@ def markdown(res):
               f"{bo['p50_ms']:.2f} / {bo['p99_ms']:.2f} |")
         w("")
 
+    comps = {(c["base"], c["variant"]): c for c in res.get("comparisons") or []}
+
+    def pct(c, k):
+        v = (c or {}).get(k + "_pct")
+        if not v:
+            return "-"
+        return f"{v['median']:+.1f}% ({v['min']:+.1f} .. {v['max']:+.1f})"
+
+    def lvl(k):
+        return _level(res, k, 50)
+    if any(lvl(k) for k in ("a+scan", "c+scan")):
+        w("## Inspection: rspamd + clamd (issue 13), 50 sessions\n")
+        w("CPU: the gateway's own cgroup; the scanners' cgroup (rspamd's main process, normal "
+          "and proxy workers, clamd) during the same run; and the sum. The scanners' share of "
+          "(a) and (c) is their idle background.\n")
+        w("| scenario | accepted msg/s | delivered msg/s | CPU s / 1000 msgs: gateway | "
+          "scanners (of which clamd) | total | latency p50 / p99 ms | 4xx / 5xx, all runs |")
+        w("|---|---:|---:|---:|---:|---:|---|---:|")
+        for k in ("a", "a+scan", "c", "c+scan"):
+            lv = lvl(k)
+            if not lv:
+                continue
+            w(f"| ({k}) {res['scenarios'][k]['name']} | {_f(lv['accepted_per_s'])} | "
+              f"{_f(lv['delivered_per_s'])} | {_f(lv['cpu_s_per_1000'], '{:.2f}')} | "
+              f"{_f(lv.get('scanner_cpu_s_per_1000'), '{:.2f}')} "
+              f"({_f(lv.get('clamd_cpu_s_per_1000'), '{:.2f}')}) | "
+              f"{_f(lv.get('total_cpu_s_per_1000'), '{:.2f}')} | "
+              f"{lv['latency']['p50_ms']:.1f} / {lv['latency']['p99_ms']:.1f} | "
+              f"{lv.get('tempfailed_all_runs', 0)} / {lv.get('rejected_all_runs', 0)} |")
+        w("")
+        ca, cc = comps.get(("a", "a+scan")), comps.get(("c", "c+scan"))
+        w("What inspection costs, each gateway against its own run without it in the same "
+          "round (median over the rounds, range in brackets):\n")
+        w("| | rounds | accepted msg/s | delivered msg/s | total CPU per msg |")
+        w("|---|---:|---:|---:|---:|")
+        for label, c in (("mxgate (a) -> (a+scan)", ca), ("Postfix (c) -> (c+scan)", cc)):
+            if c:
+                w(f"| {label} | {c['rounds']} | {pct(c, 'accepted_per_s')} | "
+                  f"{pct(c, 'delivered_per_s')} | {pct(c, 'cpu')} |")
+        w("")
+
+    cr = comps.get(("a", "a+rec"))
+    if cr:
+        w("## DMARC report recording on vs off (issue 14), 50 sessions\n")
+        sp = cr.get("base_spread_accepted_per_s") or {}
+        ra = [r["accepted_per_s"] for r in (res["scenarios"].get("a+rec", {}).get("raw", {})
+                                             .get("50", []) + res["scenarios"].get("a+rec", {})
+                                             .get("extra_raw", {}).get("50", []))]
+        w(f"(a) and (a+rec) ran {cr['rounds']} rounds back to back (the first ones inside the "
+          "interleaved rounds of everything else, the rest alternating which went first). "
+          "Change of (a+rec) against (a) of the same round:\n")
+        w("| | median (range) | per round |")
+        w("|---|---|---|")
+        for k, label in (("accepted_per_s", "accepted msg/s"), ("delivered_per_s",
+                                                                "delivered msg/s"),
+                         ("cpu", "CPU per msg")):
+            v = cr.get(k + "_pct")
+            if v:
+                w(f"| {label} | {pct(cr, k)} | {', '.join(f'{x:+.1f}%' for x in v['rounds'])} |")
+        w("")
+        if sp:
+            w(f"Run-to-run spread of (a) alone over the same rounds: accepted msg/s median "
+              f"{sp['median']:.0f}, {sp['min']:.0f} .. {sp['max']:.0f} (range "
+              f"{sp['range_pct']:.0f}% of the median, coefficient of variation "
+              f"{sp['stdev_pct']:.1f}%); (a+rec): "
+              + (f"{min(ra):.0f} .. {max(ra):.0f}." if ra else "-"))
+        st = res["scenarios"].get("a+rec", {}).get("store")
+        if st:
+            w(f"\nAfter the runs the store held {st.get('recorded', '-')} evaluations for "
+              f"{st.get('accepted')} messages accepted by (a+rec) "
+              f"({st.get('dropped', '-')} dropped by the writer queue)"
+              + (f"; {st['error']}" if st.get("error") else "") + ".")
+        w("")
+
     w("## Targets\n")
     a50, c50, d50 = (_level(res, k, 50) for k in "acd")
     ra = _ratio(a50 and a50["delivered_per_s"], c50 and c50["delivered_per_s"])
@@ -206,6 +314,23 @@ def markdown(res):
     if per_run("a", "c"):
         w(f"  - run by run (interleaved, so each pair shares its moment): (a)/(c) "
           f"{per_run('a', 'c')}; (a)/(d) {per_run('a', 'd')}")
+    as50, cs50 = lvl("a+scan"), lvl("c+scan")
+    if as50 or cs50:
+        rs = _ratio(as50 and as50["delivered_per_s"], cs50 and cs50["delivered_per_s"])
+        w(f"- (a+scan) >= 2x (c+scan) in delivered msgs/s at 50 sessions: {_f(rs, '{:.2f}x')} -> "
+          f"{'met' if rs and rs >= 2 else 'NOT met' if rs else 'not measured'}")
+        if per_run("a+scan", "c+scan"):
+            w(f"  - run by run: {per_run('a+scan', 'c+scan')}")
+        ca = comps.get(("a", "a+scan"))
+        if ca and ca.get("delivered_per_s_pct"):
+            w(f"  - what inspection costs mxgate: delivered msgs/s {pct(ca, 'delivered_per_s')}, "
+              f"total CPU per message {pct(ca, 'cpu')}")
+    if cr and cr.get("accepted_per_s_pct"):
+        v = cr["accepted_per_s_pct"]
+        w(f"- recording costs < 5% of the acceptance rate at 50 sessions: "
+          f"{-v['median']:+.1f}% (median of {cr['rounds']} paired rounds; range "
+          f"{-v['max']:+.1f} .. {-v['min']:+.1f}) -> "
+          f"{'met' if -v['median'] < 5 else 'NOT met'}")
     idle = (cs or {}).get("idle") or {}
     if "rss_with_conns_mib" in idle:
         ok_mem = idle["open"] >= 10000 and idle["rss_with_conns_mib"] < 256
@@ -218,6 +343,8 @@ def markdown(res):
         w("- connection scale: not measured")
     w("")
     errs = [(k, s["error"]) for k, s in res["scenarios"].items() if s.get("error")]
+    if res.get("scanners_error"):
+        errs.append(("scanners", res["scanners_error"]))
     if errs:
         w("## Problems seen\n")
         for k, e in errs:

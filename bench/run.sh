@@ -18,6 +18,6 @@ ulimit -n "$hard"
 if [ "$hard" != unlimited ] && [ "$hard" -lt 12000 ]; then
 	echo "bench/run.sh: note: fd limit is $hard; the connection-scale part will open fewer" >&2
 fi
-# a hard bound on the whole run (make bench must stay under 15 minutes)
+# a hard bound on the whole run (make bench stays under ~20 minutes)
 exec timeout -k 30 1500 unshare --net --mount --propagation private \
 	/usr/bin/python3 "$here/bench.py" "$@"
