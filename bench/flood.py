@@ -53,6 +53,7 @@ LISTED_FIRST = 20        # 127.20/16 .. 127.29/16 are listed
 UNLISTED_FIRST = 40      # 127.40/16 .. 127.49/16 are not
 SITES = f"{ZONE}=127.0.0.[2..11]*3"
 THRESHOLD = 3
+MAX_SECS = 10            # seconds of each --flood-max-rate run
 GREET_WAIT_S = 5         # postscreen_greet_wait = mxgate [dns] timeout
 MARK_BEGIN = "<!-- flood (bench/flood.py) -->"
 MARK_END = "<!-- /flood -->"
@@ -85,6 +86,13 @@ class Postscreen(benchlib.Postfix):
                  "dnsblog   unix  -       -       n       -       0       dnsblog\n"
                  "tlsproxy  unix  -       -       n       -       0       tlsproxy\n")
         (self.conf_dir / "master.cf").write_text(master)
+        main = (self.conf_dir / "main.cf").read_text()
+        # the master's listen backlog for postscreen is max(maxproc,
+        # default_process_limit): 1024 here, like mxgate's listener (the
+        # bench's Postfix has 400); also postscreen_pre_queue_limit
+        assert "default_process_limit = 400\n" in main, "benchlib's main.cf changed"
+        main = main.replace("default_process_limit = 400\n", "default_process_limit = 1024\n")
+        (self.conf_dir / "main.cf").write_text(main)
         with open(self.conf_dir / "main.cf", "a") as f:
             f.write(f"postscreen_dnsbl_sites = {SITES}\n"
                     f"postscreen_dnsbl_threshold = {THRESHOLD}\n"
@@ -139,10 +147,22 @@ def flood(tool, port, rate, secs, listed, unlisted, pct, label, conn_timeout=10)
         raise RuntimeError(f"mxflood failed ({p.returncode}): {p.stdout[-300:]} {p.stderr[-300:]}")
 
 
+def machine_jiffies():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return sum(f) - idle, sum(f)
+
+
 def one_run(ctx, name, gw, rate, secs, listed, unlisted, label):
-    cpu0 = gw.group.cpu_seconds()
+    load = Path("/proc/loadavg").read_text().split()[0]
+    cpu0, (busy0, tot0) = gw.group.cpu_seconds(), machine_jiffies()
     r = flood(ctx["tool"], gw.port, rate, secs, listed, unlisted, ctx["pct"], label)
-    cpu = gw.group.cpu_seconds() - cpu0
+    cpu, (busy1, tot1) = gw.group.cpu_seconds() - cpu0, machine_jiffies()
+    r["loadavg_1min"] = float(load)
+    # how busy both cores were over the run, with everything (the gateway,
+    # the client, unbound and the other engineers' work on the machine)
+    r["machine_busy_pct"] = 100.0 * (busy1 - busy0) / (tot1 - tot0) if tot1 > tot0 else None
     L, U = r["listed"], r["unlisted"]
     conns = L["n"] + U["n"]
     r.update({
@@ -233,23 +253,30 @@ def markdown(res):
       "client program saw it (those delays included). CPU = cpuacct cgroup of the gateway "
       "(mxgate; or Postfix master + postscreen + dnsblog + smtpd + every other daemon), "
       "per run; % of one core over the run. late = connections the client started > 10 ms "
-      "behind its schedule.\n")
-    w("| run | gateway | offered conn/s | refused/s | listed refused | unlisted refused | "
-      "banner wait p50 / p99 / max ms (unlisted) | refusal p50 / p99 ms (listed) | "
-      "client-seen banner p99 ms | 4xx / errors / timeouts | gateway CPU % of a core | "
-      "CPU ms / conn | late |")
-    w("|---|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|---:|")
-    for r in res["runs"]:
+      "behind its schedule. Load avg (1 min, at the start of the run) and how busy both "
+      "cores were over the run (everything: gateway, client, unbound, other work) say how "
+      "much of the machine the run had.\n")
+    head = ("| run | gateway | offered conn/s | refused/s | listed refused | unlisted refused | "
+            "banner wait p50 / p99 / max ms (unlisted) | refusal p50 / p99 ms (listed) | "
+            "client-seen banner p99 ms | 4xx / errors / timeouts | gateway CPU % of a core | "
+            "CPU ms / conn | late | load avg; both cores busy |\n"
+            "|---|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|---:|---|")
+
+    def row(r):
         b, f = r["unlisted"]["latency"], r["listed"]["latency"]
-        w(f"| {r['label']} | {r['gateway']} | {r['started_per_s']:.0f} | "
-          f"{r['refused_per_s']:.0f} | {_f(r['listed_refused_pct'], '{:.2f}%')} | "
-          f"{_f(r['unlisted_refused_pct'], '{:.2f}%')} | "
-          f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} / {b['max_ms']:.2f} | "
-          f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} | "
-          f"{r['unlisted']['client_latency']['p99_ms']:.2f} | "
-          f"{r['tempfailed']} / {r['errors']} / {r['timeouts']} | "
-          f"{_f(r['gateway_cpu_pct'], '{:.0f}%')} | "
-          f"{_f(r['gateway_cpu_ms_per_conn'], '{:.3f}')} | {r['late']} |")
+        return (f"| {r['label']} | {r['gateway']} | {r['started_per_s']:.0f} | "
+                f"{r['refused_per_s']:.0f} | {_f(r['listed_refused_pct'], '{:.2f}%')} | "
+                f"{_f(r['unlisted_refused_pct'], '{:.2f}%')} | "
+                f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} / {b['max_ms']:.2f} | "
+                f"{f['p50_ms']:.2f} / {f['p99_ms']:.2f} | "
+                f"{r['unlisted']['client_latency']['p99_ms']:.2f} | "
+                f"{r['tempfailed']} / {r['errors']} / {r['timeouts']} | "
+                f"{_f(r['gateway_cpu_pct'], '{:.0f}%')} | "
+                f"{_f(r['gateway_cpu_ms_per_conn'], '{:.3f}')} | {r['late']} | "
+                f"{r['loadavg_1min']:.1f}; {_f(r['machine_busy_pct'], '{:.0f}%')} |")
+    w(head)
+    for r in res["runs"]:
+        w(row(r))
     w("")
     med = res["median"]
     if med:
@@ -269,7 +296,16 @@ def markdown(res):
               f"{v['tempfailed_all_runs']} / {v['errors_all_runs']} / "
               f"{v['timeouts_all_runs']} |")
         w("")
-    w("Targets:\n")
+    if res["saturation"]:
+        w(f"Beyond the figure: one run per gateway at {res['max_rate']:,} connections/s for "
+          f"{res['max_secs']} s, to see where each stops keeping up (refused/s below the "
+          f"offered {res['max_rate'] * (100 - res['pct']) // 100:,} listed/s, growing waits, "
+          "4xx or timeouts):\n")
+        w(head)
+        for r in res["saturation"]:
+            w(row(r))
+        w("")
+    w("Targets (the runs at the figure's rate):\n")
     mx = [r for r in res["runs"] if r["gateway"] == "mxgate"]
     ps = [r for r in res["runs"] if r["gateway"] == "postscreen"]
     if mx:
@@ -325,11 +361,18 @@ def main():
     ap.add_argument("--flood-rounds", type=int, default=3)
     ap.add_argument("--flood-unlisted", type=int, default=10, help="percent of unlisted clients")
     ap.add_argument("--flood-gateways", default="mxgate,postscreen")
+    ap.add_argument("--flood-max-rate", type=int, default=6000,
+                    help="then one run per gateway at this rate for 10 s, to see where\n"
+                         "each stops keeping up (0: none)")
     args, _ = ap.parse_known_args()
     if args.no_flood:
         return
-    if args.flood_rounds > 5:
-        ap.error("--flood-rounds: at most 5 (10 listed /16s in the zone)")
+    # listed /16s: 2 per round, 2 for the saturation runs, 2 for the smoke tests
+    if not 1 <= args.flood_rounds <= 3:
+        ap.error("--flood-rounds: 1 to 3 (10 listed /16s in the zone)")
+    for rate, secs in ((args.flood_rate, args.flood_secs), (args.flood_max_rate, MAX_SECS)):
+        if rate * secs * (100 - args.flood_unlisted) / 100 > 65024:
+            ap.error(f"{rate}/s for {secs} s: more listed clients than one /16 has")
 
     t_start = time.monotonic()
     work = Path(args.work) / "flood"
@@ -354,7 +397,8 @@ def main():
                    and v != ap.get_default(k))
     res = {"machine": info, "rate": args.flood_rate, "secs": args.flood_secs,
            "rounds": args.flood_rounds, "pct": args.flood_unlisted, "command": cmd,
-           "runs": [], "median": {}, "errors": []}
+           "max_rate": args.flood_max_rate, "max_secs": MAX_SECS,
+           "runs": [], "median": {}, "saturation": [], "errors": []}
     log(f"connection flood: {args.flood_rate}/s for {args.flood_secs} s, "
         f"{100 - args.flood_unlisted}% listed, {args.flood_rounds} rounds")
     dns = FloodDns(work)
@@ -387,6 +431,16 @@ def main():
                     res["errors"].append(f"{name} round {i + 1}: {str(e)[-800:]}")
                 # let the last connections' processes and sockets settle
                 time.sleep(2)
+        for j, (name, gw) in enumerate(gws.items() if args.flood_max_rate else ()):
+            k = 2 * args.flood_rounds + j
+            try:
+                res["saturation"].append(one_run(ctx, name, gw, args.flood_max_rate, MAX_SECS,
+                                                 LISTED_FIRST + k, UNLISTED_FIRST + k,
+                                                 f"max-{name}"))
+            except Exception as e:
+                log(f"flood {name} at {args.flood_max_rate}/s: {e}")
+                res["errors"].append(f"{name} at {args.flood_max_rate}/s: {str(e)[-800:]}")
+            time.sleep(2)
     finally:
         for gw in gws.values():
             gw.stop()
