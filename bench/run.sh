@@ -33,7 +33,7 @@ bench_py() {
 		shift
 		if [ -n "$skip" ]; then skip=; continue; fi
 		case $a in
-		--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|--flood-gateways) skip=1 ;;
+		--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|--flood-gateways|--flood-max-rate) skip=1 ;;
 		--no-flood|--flood-*) ;;
 		*) set -- "$@" "$a" ;;
 		esac
