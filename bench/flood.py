@@ -26,8 +26,8 @@ Postfix postscreen does on the same machine with the same zone.
             cache answers), listed clients from one /16, unlisted from another;
             an unlisted client reads the 220 and sends QUIT
 
-Rounds are interleaved (mxgate, postscreen, mxgate, ...) and every run uses
-fresh /16s.  Writes RESULTS/NAME-flood.json, RESULTS/NAME-flood.md and puts
+Rounds are interleaved (mxgate, postscreen; postscreen, mxgate; ...) and
+every run uses fresh /16s.  Writes RESULTS/NAME-flood.json, RESULTS/NAME-flood.md and puts
 the same section into RESULTS/NAME.md (between the flood markers, replaced
 on every run; appended when absent).
 """
@@ -230,7 +230,8 @@ def markdown(res):
       f"fixed schedule (open loop) for {res['secs']} s, {100 - res['pct']}% from DNSBL-listed "
       f"addresses, each from an address of its own (fresh /16s in every run, so no cache of "
       "either gateway answers); a connection reads its first reply; on 220 it sends QUIT. "
-      f"{res['rounds']} rounds, mxgate and postscreen interleaved. Client and gateways share "
+      f"{res['rounds']} rounds, mxgate and postscreen interleaved (who goes first "
+      "alternates). Client and gateways share "
       "the same 2 cores.")
     w(f"- Same zone, weight and threshold on both sides: unbound (local-zone `redirect`) lists "
       f"every address of the listed /16s in `{ZONE}` (127.0.0.2); sites "
@@ -407,6 +408,8 @@ def main():
     gws = {}
     try:
         names = [n for n in args.flood_gateways.split(",") if n]
+        if not names or set(names) - {"mxgate", "postscreen"}:
+            raise SystemExit("--flood-gateways: mxgate and/or postscreen")
         for j, name in enumerate(names):
             gw = (make_mxgate(work, args.mxgate, sink.port) if name == "mxgate"
                   else Postscreen(work, "postscreen", sink.port))
@@ -420,8 +423,11 @@ def main():
                 res["errors"].append(f"{name}: {e}")
                 gw.stop()
         for i in range(args.flood_rounds):
-            for j, (name, gw) in enumerate(gws.items()):
-                k = 2 * i + j
+            # ABBA: who goes first alternates, so a trend of the machine's
+            # load does not always favour the same gateway
+            order = list(gws.items())
+            for name, gw in (order if i % 2 == 0 else order[::-1]):
+                k = 2 * i + names.index(name)
                 try:
                     res["runs"].append(one_run(ctx, name, gw, args.flood_rate, args.flood_secs,
                                                LISTED_FIRST + k, UNLISTED_FIRST + k,
@@ -431,8 +437,8 @@ def main():
                     res["errors"].append(f"{name} round {i + 1}: {str(e)[-800:]}")
                 # let the last connections' processes and sockets settle
                 time.sleep(2)
-        for j, (name, gw) in enumerate(gws.items() if args.flood_max_rate else ()):
-            k = 2 * args.flood_rounds + j
+        for name, gw in (gws.items() if args.flood_max_rate else ()):
+            k = 2 * args.flood_rounds + names.index(name)
             try:
                 res["saturation"].append(one_run(ctx, name, gw, args.flood_max_rate, MAX_SECS,
                                                  LISTED_FIRST + k, UNLISTED_FIRST + k,
