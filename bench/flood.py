@@ -154,11 +154,28 @@ def machine_jiffies():
     return sum(f) - idle, sum(f)
 
 
+def runq_waits(group):
+    """{(pid, tid): ns} each thread of the gateway has spent runnable but
+    waiting for a CPU (/proc/PID/task/TID/schedstat, second field)."""
+    out = {}
+    for pid in group.pids():
+        for t in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                out[(pid, t.parent.name)] = int(t.read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
 def one_run(ctx, name, gw, rate, secs, listed, unlisted, label):
     load = Path("/proc/loadavg").read_text().split()[0]
-    cpu0, (busy0, tot0) = gw.group.cpu_seconds(), machine_jiffies()
+    cpu0, (busy0, tot0), rq0 = gw.group.cpu_seconds(), machine_jiffies(), runq_waits(gw.group)
     r = flood(ctx["tool"], gw.port, rate, secs, listed, unlisted, ctx["pct"], label)
-    cpu, (busy1, tot1) = gw.group.cpu_seconds() - cpu0, machine_jiffies()
+    cpu, (busy1, tot1), rq1 = (gw.group.cpu_seconds() - cpu0, machine_jiffies(),
+                               runq_waits(gw.group))
+    # time the gateway's threads were ready to run but the busy machine ran
+    # something else (threads that exited during the run are not counted)
+    r["gateway_runq_wait_s"] = sum(v - rq0.get(k, 0) for k, v in rq1.items()) / 1e9
     r["loadavg_1min"] = float(load)
     # how busy both cores were over the run, with everything (the gateway,
     # the client, unbound and the other engineers' work on the machine)
@@ -254,14 +271,15 @@ def markdown(res):
       "client program saw it (those delays included). CPU = cpuacct cgroup of the gateway "
       "(mxgate; or Postfix master + postscreen + dnsblog + smtpd + every other daemon), "
       "per run; % of one core over the run. late = connections the client started > 10 ms "
-      "behind its schedule. Load avg (1 min, at the start of the run) and how busy both "
-      "cores were over the run (everything: gateway, client, unbound, other work) say how "
+      "behind its schedule. Load avg (1 min, at the start of the run), how busy both "
+      "cores were over the run (everything: gateway, client, unbound, other work) and how "
+      "long the gateway's threads were runnable but waiting for a CPU (schedstat) say how "
       "much of the machine the run had.\n")
     head = ("| run | gateway | offered conn/s | refused/s | listed refused | unlisted refused | "
             "banner wait p50 / p99 / max ms (unlisted) | refusal p50 / p99 ms (listed) | "
             "client-seen banner p99 ms | 4xx / errors / timeouts | gateway CPU % of a core | "
-            "CPU ms / conn | late | load avg; both cores busy |\n"
-            "|---|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|---:|---|")
+            "CPU ms / conn | gateway waited for a CPU, s | late | load avg; both cores busy |\n"
+            "|---|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|---|")
 
     def row(r):
         b, f = r["unlisted"]["latency"], r["listed"]["latency"]
@@ -273,7 +291,8 @@ def markdown(res):
                 f"{r['unlisted']['client_latency']['p99_ms']:.2f} | "
                 f"{r['tempfailed']} / {r['errors']} / {r['timeouts']} | "
                 f"{_f(r['gateway_cpu_pct'], '{:.0f}%')} | "
-                f"{_f(r['gateway_cpu_ms_per_conn'], '{:.3f}')} | {r['late']} | "
+                f"{_f(r['gateway_cpu_ms_per_conn'], '{:.3f}')} | "
+                f"{_f(r.get('gateway_runq_wait_s'), '{:.2f}')} | {r['late']} | "
                 f"{r['loadavg_1min']:.1f}; {_f(r['machine_busy_pct'], '{:.0f}%')} |")
     w(head)
     for r in res["runs"]:
