@@ -13,39 +13,40 @@ if [ "$(id -u)" != 0 ]; then
 	echo "bench/run.sh: needs root (network namespace, cgroups, Postfix)" >&2
 	exit 1
 fi
+# Inside the namespace (run.sh runs itself there, see the end): bench.py, then
+# the connection flood, mxgate vs Postfix postscreen (bench/flood.py, issue
+# 17).  --no-flood skips the flood, --flood-only everything else; the
+# --flood-* options are flood.py's alone.
+if [ "${MXBENCH_INNER:-}" = 1 ]; then
+	bench_py() {
+		skip=
+		for a in "$@"; do
+			shift
+			if [ -n "$skip" ]; then skip=; continue; fi
+			case $a in
+			--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|\
+			--flood-gateways|--flood-max-rate) skip=1 ;;
+			--no-flood|--flood-*) ;;
+			*) set -- "$@" "$a" ;;
+			esac
+		done
+		/usr/bin/python3 "$here/bench.py" "$@"
+	}
+	rc=0
+	case " $* " in
+	*" --flood-only "*) ;;
+	*) bench_py "$@" || rc=$? ;;
+	esac
+	/usr/bin/python3 "$here/flood.py" "$@" || rc=$?
+	exit $rc
+fi
+export MXBENCH_INNER=1
 # 10,000 idle connections need 10,000+ descriptors in mxgate and in the client
 hard=$(ulimit -Hn)
 ulimit -n "$hard"
 if [ "$hard" != unlimited ] && [ "$hard" -lt 12000 ]; then
 	echo "bench/run.sh: note: fd limit is $hard; the connection-scale part will open fewer" >&2
 fi
-# a hard bound on the whole run (make bench must stay under 15 minutes); the
-# script runs itself again inside the namespace
-if [ "${MXBENCH_IN_NS:-}" != 1 ]; then
-	MXBENCH_IN_NS=1 exec timeout -k 30 1500 unshare --net --mount --propagation private \
-		/bin/sh "$here/run.sh" "$@"
-fi
-
-# bench.py gets every option but the flood's (--no-flood, --flood-*)
-bench_py() {
-	skip=
-	for a in "$@"; do
-		shift
-		if [ -n "$skip" ]; then skip=; continue; fi
-		case $a in
-		--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|--flood-gateways|--flood-max-rate) skip=1 ;;
-		--no-flood|--flood-*) ;;
-		*) set -- "$@" "$a" ;;
-		esac
-	done
-	/usr/bin/python3 "$here/bench.py" "$@"
-}
-# Then the connection flood, mxgate vs Postfix postscreen (bench/flood.py,
-# issue 17): --no-flood skips it, --flood-only skips everything else.
-rc=0
-case " $* " in
-*" --flood-only "*) ;;
-*) bench_py "$@" || rc=$? ;;
-esac
-/usr/bin/python3 "$here/flood.py" "$@" || rc=$?
-exit $rc
+# a hard bound on the whole run (make bench must stay under 15 minutes)
+exec timeout -k 30 1500 unshare --net --mount --propagation private \
+	/bin/sh "$here/run.sh" "$@"
