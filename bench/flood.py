@@ -20,16 +20,19 @@ Postfix postscreen does on the same machine with the same zone.
             of smtpd: postscreen_dnsbl_sites = the same, threshold 3,
             postscreen_dnsbl_action = drop (521, disconnect), pregreet test off
             (postscreen_greet_banner empty: then postscreen waits only for
-            the DNSBL answer, at most postscreen_greet_wait = 5 s)
+            the DNSBL answer, at most postscreen_greet_wait = 5 s),
+            default_process_limit 1024 (its listen backlog, like mxgate's)
   load      bench/mxflood (C, one epoll loop): open loop at --flood-rate,
             every connection from an address of its own (so neither gateway's
             cache answers), listed clients from one /16, unlisted from another;
             an unlisted client reads the 220 and sends QUIT
 
-Rounds are interleaved (mxgate, postscreen; postscreen, mxgate; ...) and
-every run uses fresh /16s.  Writes RESULTS/NAME-flood.json, RESULTS/NAME-flood.md and puts
-the same section into RESULTS/NAME.md (between the flood markers, replaced
-on every run; appended when absent).
+Each gateway gets a smoke test first (9 listed, 1 unlisted: exactly the
+listed must be refused).  Rounds are interleaved (mxgate, postscreen;
+postscreen, mxgate; ...), then one 10 s run each at --flood-max-rate; every
+run uses fresh /16s.  Writes RESULTS/NAME-flood.json and NAME-flood.md and
+puts the same section into RESULTS/NAME.md (between the flood markers,
+replaced on every run; appended when absent).
 """
 
 import argparse
