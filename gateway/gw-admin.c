@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -50,6 +51,7 @@
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 
+#include "policy.h"
 #include "reports.h"
 #include "smtp.h"
 
@@ -69,7 +71,59 @@ struct gw_admin {
 	unsigned char token_sha[SHA256_DIGEST_LENGTH];
 	struct config cfg; /* only reports_database, queue_dir, mta_sts_mode set (owned) */
 	char info[128];    /* GET /api/info: the MTA-STS mode published */
+	struct policy_dns *dns;      /* borrowed (gw's resolver, freed after us) */
+	struct util_ttlmap *rdns;    /* source address -> struct admin_name (admin thread) */
 };
+
+/* The sources' reverse names (FCrDNS), cached in the admin thread: an
+ * hour for a name, ten minutes for none, at most ADMIN_RDNS_KEYS
+ * addresses; the misses of one request are looked up together within
+ * ADMIN_RDNS_BUDGET_MS, so a page of unknown sources waits at most that. */
+#define ADMIN_RDNS_KEYS      20000
+#define ADMIN_RDNS_BUDGET_MS 2000
+#define ADMIN_RDNS_TTL       3600
+#define ADMIN_RDNS_NEG_TTL   600
+struct admin_name {
+	char name[256]; /* "" = none */
+};
+
+/* admin_rdns - reports_dash_rdns.fn: the cached names, the misses looked
+ * up at once (policy_dns_confirmed_names). */
+static void admin_rdns(void *arg, const char *const *ips, size_t n, char **names)
+{
+	struct gw_admin *a = arg;
+	const char **miss = util_xcalloc(n, sizeof(*miss));
+	size_t *at = util_xcalloc(n, sizeof(*at));
+	char **got = util_xcalloc(n, sizeof(*got));
+	int64_t now = (int64_t)time(NULL);
+	size_t nmiss = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct admin_name *c = util_ttlmap_get(a->rdns, ips[i], strlen(ips[i]), now);
+		if (c != NULL) {
+			names[i] = c->name[0] ? util_xstrdup(c->name) : NULL;
+			continue;
+		}
+		miss[nmiss] = ips[i];
+		at[nmiss++] = i;
+	}
+	if (nmiss > 0)
+		policy_dns_confirmed_names(a->dns, miss, nmiss, ADMIN_RDNS_BUDGET_MS, got);
+	for (size_t k = 0; k < nmiss; k++) {
+		bool fresh;
+		struct admin_name *c =
+		    util_ttlmap_put(a->rdns, miss[k], strlen(miss[k]), now, &fresh);
+		if (c != NULL) {
+			snprintf(c->name, sizeof(c->name), "%s", got[k] ? got[k] : "");
+			*util_ttlmap_expires(c) =
+			    now + (got[k] ? ADMIN_RDNS_TTL : ADMIN_RDNS_NEG_TTL);
+		}
+		names[at[k]] = got[k];
+	}
+	free(got);
+	free(at);
+	free(miss);
+}
 
 /* authorized - the request carries the configured bearer token. */
 static bool authorized(struct gw_admin *a, struct evhttp_request *req)
@@ -216,7 +270,8 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	struct util_buf out;
 	char err[256];
 	util_buf_init(&out);
-	if (reports_dash_json(&a->cfg, path + 5, days, &out, err, sizeof(err)) < 0) {
+	struct reports_dash_rdns rd = {a->dns != NULL ? admin_rdns : NULL, a};
+	if (reports_dash_json(&a->cfg, path + 5, days, &rd, &out, err, sizeof(err)) < 0) {
 		util_log_warn("- admin path=%s error=\"%s\"", path, err);
 		send_body(req, HTTP_INTERNAL, "Error", "application/json", "{\"error\":\"store\"}",
 		          17);
@@ -289,6 +344,8 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	    cfg->reports_database ? util_xstrdup(cfg->reports_database) : NULL;
 	a->cfg.queue_dir = util_xstrdup(cfg->queue_dir);
 	a->cfg.mta_sts_mode = cfg->mta_sts_mode;
+	a->dns = gw->dns;
+	a->rdns = util_ttlmap_new("admin_rdns", ADMIN_RDNS_KEYS, sizeof(struct admin_name));
 	static const char *const modes[] = {"testing", "enforce", "none"};
 	snprintf(a->info, sizeof(a->info), "{\"mta_sts_mode\":\"%s\"}",
 	         cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?");
@@ -350,6 +407,7 @@ void gw_admin_free(struct gw_admin *a)
 	if (a->base)
 		event_base_free(a->base);
 	SSL_CTX_free(a->tls);
+	util_ttlmap_free(a->rdns);
 	pthread_mutex_destroy(&a->tls_mu);
 	free(a->cfg.reports_database);
 	free(a->cfg.queue_dir);

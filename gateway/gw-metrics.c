@@ -225,7 +225,8 @@ void gw_metrics_define(void)
 	    {"mxgate_config_reloads_total", {"ok", "failed"}},
 	    {"mxgate_metrics_http_closed_total", {"request_timeout", "max_connections"}},
 	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold", "quarantine"}},
-	    {"mxgate_state_evictions_total", {"ratelimit", "greylist", "pregreet", "dnsbl", "verify"}},
+	    {"mxgate_state_evictions_total",
+	     {"ratelimit", "greylist", "pregreet", "dnsbl", "verify", "admin_rdns"}},
 	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
 		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,

@@ -17,13 +17,25 @@
 
 #include "gw.h"
 
-/* reports_inbound_cmd - `mxgate reports inbound [--domain D] [--days N]`
- * (issue 15): the sources and TLS-RPT summary of the reports received. */
+/* cli_rdns - reports_dash_rdns.fn of the command: the sources' names
+ * looked up at once, 5 seconds at most. */
+static void cli_rdns(void *arg, const char *const *ips, size_t n, char **names)
+{
+	policy_dns_confirmed_names(arg, ips, n, 5000, names);
+}
+
+/* reports_inbound_cmd - `mxgate reports inbound [--domain D] [--days N]
+ * [--no-rdns]` (issue 15): the dashboard's summary of the reports received. */
 static int reports_inbound_cmd(int argc, char **argv)
 {
 	const char *path = NULL, *domain = NULL;
+	bool rdns = true;
 	int days = 30;
 	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--no-rdns") == 0) {
+			rdns = false;
+			continue;
+		}
 		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) &&
 		    i + 1 < argc) {
 			path = argv[++i];
@@ -37,7 +49,8 @@ static int reports_inbound_cmd(int argc, char **argv)
 		}
 	}
 	if (days < 1 || days > 3650) {
-		fprintf(stderr, "usage: mxgate reports inbound [--domain D] [--days N] [-c FILE]\n");
+		fprintf(stderr, "usage: mxgate reports inbound [--domain D] [--days N] [--no-rdns]"
+		                " [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};
@@ -48,13 +61,19 @@ static int reports_inbound_cmd(int argc, char **argv)
 		return 2;
 	struct util_buf out;
 	char err[256] = "";
+	struct policy_dns *dns = NULL;
+	if (rdns && (dns = policy_dns_new(cfg, NULL, err, sizeof(err))) == NULL)
+		fprintf(stderr, "mxgate: reports inbound: no reverse DNS (%s)\n", err);
+	struct reports_dash_rdns rd = {dns != NULL ? cli_rdns : NULL, dns};
 	util_buf_init(&out);
-	int rc = reports_inbound_summary(cfg, domain, days, &out, err, sizeof(err));
+	err[0] = '\0';
+	int rc = reports_inbound_summary(cfg, domain, days, &rd, &out, err, sizeof(err));
 	if (rc == 0)
 		fwrite(out.data, 1, out.len, stdout);
 	else
 		fprintf(stderr, "mxgate: reports inbound: %s\n", err);
 	util_buf_free(&out);
+	policy_dns_free(dns);
 	config_free(cfg);
 	return rc == 0 ? 0 : 1;
 }
@@ -81,7 +100,8 @@ int gw_cmd_reports(int argc, char **argv)
 	if (!send && !status && (sub == NULL || strcmp(sub, "preview") != 0 || domain == NULL)) {
 		fprintf(stderr, "usage: mxgate reports preview DOMAIN [-c FILE]\n"
 		                "       mxgate reports send-now|status [-c FILE]\n"
-		                "       mxgate reports inbound [--domain D] [--days N] [-c FILE]\n");
+		                "       mxgate reports inbound [--domain D] [--days N] [--no-rdns]"
+		                " [-c FILE]\n");
 		return 2;
 	}
 	struct config_diags diags = {0};

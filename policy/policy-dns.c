@@ -935,17 +935,15 @@ void policy_dns_resolve_txt(struct policy_dns *d, const char *name, policy_dns_t
 	}
 }
 
-/* policy_dns_resolve_ptr - loop: the first PTR name of an address (the
- * caller forward-confirms it with policy_dns_resolve_host). */
-void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, policy_dns_name_cb cb,
-                            void *arg)
+/* dns_reverse_name - the in-addr.arpa / ip6.arpa name of a. */
+static void dns_reverse_name(const struct util_addr *a, char name[80])
 {
-	char name[80];
 	size_t o = 0;
+
 	if (a->ss.ss_family == AF_INET) {
 		const unsigned char *b =
 		    (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
-		snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
+		snprintf(name, 80, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
 	} else {
 		const unsigned char *b =
 		    (const unsigned char *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
@@ -956,8 +954,18 @@ void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, pol
 			name[o++] = hex[b[i] >> 4];
 			name[o++] = '.';
 		}
-		snprintf(name + o, sizeof(name) - o, "ip6.arpa");
+		snprintf(name + o, 80 - o, "ip6.arpa");
 	}
+}
+
+/* policy_dns_resolve_ptr - loop: the first PTR name of an address (the
+ * caller forward-confirms it with policy_dns_resolve_host). */
+void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, policy_dns_name_cb cb,
+                            void *arg)
+{
+	char name[80];
+
+	dns_reverse_name(a, name);
 	struct dns_req *r = dns_req_new(d, name, 0, arg);
 	r->is_ptr = true;
 	r->name_cb = cb;
@@ -967,4 +975,160 @@ void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *a, pol
 		r->mx.status = POLICY_DNS_TEMPFAIL;
 		dns_req_immediate(r);
 	}
+}
+
+/* ------------------------------------------------------------ batch FCrDNS */
+
+struct dns_batch {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t pending;
+};
+struct dns_bq {
+	struct dns_batch *b;
+	int id;
+	bool sent, done;
+	int err;
+	struct ub_result *res;
+};
+
+/* dns_batch_cb - pump thread: one answer of a batch. */
+static void dns_batch_cb(void *arg, int err, struct ub_result *res)
+{
+	struct dns_bq *q = arg;
+
+	pthread_mutex_lock(&q->b->mu);
+	q->err = err;
+	q->res = res;
+	q->done = true;
+	q->b->pending--;
+	pthread_cond_signal(&q->b->cv);
+	pthread_mutex_unlock(&q->b->mu);
+}
+
+/* dns_batch_run - send names[i] (NULL: skip) of rrtype[i] at once on the
+ * worker context and wait until all are answered or until (CLOCK_MONOTONIC);
+ * what is still pending then is cancelled (its q[i].done stays false). */
+static void dns_batch_run(struct policy_dns *d, char *const *names, const int *rrtype, size_t n,
+                          struct dns_bq *q, const struct timespec *until)
+{
+	struct dns_batch b = {.pending = 0};
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&b.mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_lock(&b.mu);
+	for (size_t i = 0; i < n; i++) {
+		memset(&q[i], 0, sizeof(q[i]));
+		q[i].b = &b;
+		if (names[i] == NULL)
+			continue;
+		b.pending++;
+		if (ub_resolve_async(d->work_ctx, names[i], rrtype[i], 1, &q[i], dns_batch_cb,
+		                     &q[i].id) != 0)
+			b.pending--;
+		else
+			q[i].sent = true;
+	}
+	while (b.pending > 0)
+		if (pthread_cond_timedwait(&b.cv, &b.mu, until) == ETIMEDOUT)
+			break;
+	for (size_t i = 0; i < n; i++) {
+		if (!q[i].sent || q[i].done)
+			continue;
+		/* Cancelled: its callback will not run.  UB_NOID: the answer
+		 * is being delivered right now; wait for it. */
+		if (ub_cancel(d->work_ctx, q[i].id) != 0)
+			while (!q[i].done)
+				pthread_cond_wait(&b.cv, &b.mu);
+	}
+	pthread_mutex_unlock(&b.mu);
+	pthread_cond_destroy(&b.cv);
+	pthread_mutex_destroy(&b.mu);
+}
+
+/* policy_dns_confirmed_names - see policy.h. */
+void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, size_t n,
+                                int budget_ms, char **names)
+{
+	struct util_addr *addr = util_xcalloc(n ? n : 1, sizeof(*addr));
+	char **qname = util_xcalloc(n ? n : 1, sizeof(*qname));
+	int *rrtype = util_xcalloc(n ? n : 1, sizeof(*rrtype));
+	struct dns_bq *q = util_xcalloc(n ? n : 1, sizeof(*q));
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += budget_ms / 1000;
+	until.tv_nsec += (long)(budget_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char rev[80];
+
+		names[i] = NULL;
+		if (ips[i] == NULL || util_addr_parse_numeric(ips[i], 0, &addr[i]) < 0)
+			continue;
+		dns_reverse_name(&addr[i], rev);
+		qname[i] = util_xstrdup(rev);
+		rrtype[i] = DNS_T_PTR;
+	}
+	/* Round one: the first PTR name of each address (LDH names only). */
+	dns_batch_run(d, qname, rrtype, n, q, &until);
+	for (size_t i = 0; i < n; i++) {
+		char host[256];
+		struct policy_dns_answer ans;
+
+		free(qname[i]);
+		qname[i] = NULL;
+		if (!q[i].done)
+			continue;
+		dns_fill(&ans, q[i].err, q[i].res);
+		ub_resolve_free(q[i].res);
+		if (ans.status == POLICY_DNS_OK && ans.n > 0 &&
+		    policy_dns_name_from_wire((const unsigned char *)ans.data[0], ans.len[0], host,
+		                              sizeof(host)) == 0 &&
+		    host[0] != 0) {
+			qname[i] = util_xstrdup(host);
+			rrtype[i] = addr[i].ss.ss_family == AF_INET ? DNS_T_A : DNS_T_AAAA;
+		}
+		policy_dns_answer_free(&ans);
+	}
+	/* Round two: the name must resolve back to the address (FCrDNS). */
+	dns_batch_run(d, qname, rrtype, n, q, &until);
+	for (size_t i = 0; i < n; i++) {
+		struct policy_dns_answer ans;
+		bool ok = false;
+
+		if (qname[i] == NULL || !q[i].done) {
+			free(qname[i]);
+			continue;
+		}
+		dns_fill(&ans, q[i].err, q[i].res);
+		ub_resolve_free(q[i].res);
+		for (size_t k = 0; ans.status == POLICY_DNS_OK && k < ans.n && !ok; k++) {
+			if (addr[i].ss.ss_family == AF_INET)
+				ok = ans.len[k] == 4 &&
+				     memcmp(ans.data[k],
+				            &((const struct sockaddr_in *)&addr[i].ss)->sin_addr, 4) == 0;
+			else
+				ok = ans.len[k] == 16 &&
+				     memcmp(ans.data[k],
+				            &((const struct sockaddr_in6 *)&addr[i].ss)->sin6_addr,
+				            16) == 0;
+		}
+		policy_dns_answer_free(&ans);
+		if (ok)
+			names[i] = qname[i];
+		else
+			free(qname[i]);
+	}
+	free(q);
+	free(rrtype);
+	free(qname);
+	free(addr);
 }

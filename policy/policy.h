@@ -97,6 +97,14 @@ const char *policy_dns_dnssec_status(const struct policy_dns *d);
 typedef void (*policy_dns_name_cb)(void *arg, enum policy_dns_status st, const char *name);
 void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,
 			    policy_dns_name_cb cb, void *arg);
+/* policy_dns_confirmed_names - any thread but the loop's: the
+ * forward-confirmed reverse name (FCrDNS: the first PTR name, LDH only,
+ * whose A or AAAA records include the address) of each numeric address
+ * ips[i], all looked up at once and all within budget_ms.  names[i] is a
+ * new string (caller frees) or NULL: no PTR, not confirmed, not an
+ * address, or not answered in time. */
+void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, size_t n,
+				int budget_ms, char **names);
 /* Synchronous (worker threads only): TXT records joined per record; returns
  * status, sets *secure when DNSSEC validated the answer.  Caller frees the
  * list with util_strlist_free(). */

@@ -376,8 +376,60 @@ static json_t *inventory_rows(struct dash_db *d, json_t *sources, char *err, siz
 	return arr;
 }
 
+/* cmp_count_desc - source rows by message count, biggest first. */
+static int cmp_count_desc(const void *a, const void *b)
+{
+	long long x = JI(*(json_t *const *)a, "count"), y = JI(*(json_t *const *)b, "count");
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* add_rdns - set "rdns" of every source row: the name rdns gives its
+ * address, or null (the REPORTS_DASH_RDNS_MAX distinct addresses of the
+ * biggest rows are asked for; the rest stay null). */
+static void add_rdns(json_t *arr, const struct reports_dash_rdns *rdns)
+{
+	const char **ips = util_xcalloc(REPORTS_DASH_RDNS_MAX, sizeof(*ips));
+	char **names = util_xcalloc(REPORTS_DASH_RDNS_MAX, sizeof(*names));
+	json_t **order = util_xcalloc(json_array_size(arr) + 1, sizeof(*order));
+	size_t n = 0, i, k, nrows = json_array_size(arr);
+	json_t *o;
+
+	/* Biggest first (rows are per domain, by volume within it). */
+	json_array_foreach(arr, i, o) order[i] = o;
+	qsort(order, nrows, sizeof(*order), cmp_count_desc);
+	for (i = 0; i < nrows && n < REPORTS_DASH_RDNS_MAX; i++) {
+		const char *ip = JS(order[i], "source_ip");
+		for (k = 0; k < n && strcmp(ips[k], ip) != 0; k++)
+			;
+		if (k == n)
+			ips[n++] = ip;
+	}
+	if (rdns != NULL && rdns->fn != NULL && n > 0)
+		rdns->fn(rdns->arg, ips, n, names);
+	json_array_foreach(arr, i, o)
+	{
+		const char *ip = JS(o, "source_ip");
+		json_t *v = json_null();
+
+		for (k = 0; k < n; k++)
+			if (strcmp(ips[k], ip) == 0) {
+				if (names[k] != NULL)
+					v = json_string(names[k]);
+				break;
+			}
+		json_object_set_new(o, "rdns", v ? v : json_null());
+	}
+	for (k = 0; k < n; k++)
+		free(names[k]);
+	free(order);
+	free(names);
+	free(ips);
+}
+
 /* view_json - the view named what as a new JSON array (d open). */
-static json_t *view_json(struct dash_db *d, const char *what, int days, char *err, size_t errlen)
+static json_t *view_json(struct dash_db *d, const char *what, int days,
+                         const struct reports_dash_rdns *rdns, char *err, size_t errlen)
 {
 	int64_t since = (int64_t)time(NULL) - (int64_t)days * 86400;
 
@@ -387,6 +439,12 @@ static json_t *view_json(struct dash_db *d, const char *what, int days, char *er
 		json_decref(src);
 		return inv;
 	}
+	if (strcmp(what, "sources") == 0) {
+		json_t *src = view_rows(d, &dash_views[0], since, err, errlen);
+		if (src != NULL)
+			add_rdns(src, rdns);
+		return src;
+	}
 	for (size_t k = 0; k < DASH_NVIEWS; k++)
 		if (strcmp(what, dash_views[k].name) == 0)
 			return view_rows(d, &dash_views[k], since, err, errlen);
@@ -395,8 +453,9 @@ static json_t *view_json(struct dash_db *d, const char *what, int days, char *er
 }
 
 /* reports_dash_json - see reports.h. */
-int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
-                      char *err, size_t errlen)
+int reports_dash_json(const struct config *cfg, const char *what, int days,
+                      const struct reports_dash_rdns *rdns, struct util_buf *out, char *err,
+                      size_t errlen)
 {
 	struct dash_db d;
 	json_t *arr = NULL;
@@ -414,7 +473,7 @@ int reports_dash_json(const struct config *cfg, const char *what, int days, stru
 	}
 	if (dash_open(cfg, &d, err, errlen) < 0)
 		return -1;
-	if ((arr = view_json(&d, what, days, err, errlen)) == NULL)
+	if ((arr = view_json(&d, what, days, rdns, err, errlen)) == NULL)
 		goto cleanup;
 	if ((js = json_dumps(arr, JSON_COMPACT | JSON_ESCAPE_SLASH)) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -438,7 +497,8 @@ static double pct(long long a, long long b)
 /* reports_inbound_summary - see reports.h: the dashboard's views, in the
  * page's order, as text. */
 int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
-                            struct util_buf *out, char *err, size_t errlen)
+                            const struct reports_dash_rdns *rdns, struct util_buf *out,
+                            char *err, size_t errlen)
 {
 	static const char *const views[] = {"daily", "inventory", "sources", "tlsrpt", "verdicts"};
 	static const char *const modes[] = {"testing", "enforce", "none"};
@@ -450,7 +510,7 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 	if (dash_open(cfg, &d, err, errlen) < 0)
 		return -1;
 	for (size_t k = 0; k < 5; k++)
-		if ((v[k] = view_json(&d, views[k], days, err, errlen)) == NULL)
+		if ((v[k] = view_json(&d, views[k], days, rdns, err, errlen)) == NULL)
 			goto cleanup;
 #define SKIP(o, key) (domain != NULL && strcasecmp(domain, JS(o, key)) != 0)
 	util_buf_printf(out, "DMARC volume per day (last %d days):\n%-24s %-10s %9s %10s\n", days,
@@ -485,9 +545,9 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 	util_buf_adds(out, shown ? "\n" : "(none)\n\n");
 
 	util_buf_printf(
-	    out, "DMARC sources (last %d days):\n%-24s %-40s %9s %7s %7s %7s %-8s %-3s  %s\n", days,
-	    "domain", "source_ip", "messages", "dmarc", "spf", "dkim", "approved", "new",
-	    "reported by");
+	    out, "DMARC sources (last %d days):\n%-24s %-40s %-32s %9s %7s %7s %7s %-8s %-3s  %s\n",
+	    days, "domain", "source_ip", "reverse dns (confirmed)", "messages", "dmarc", "spf",
+	    "dkim", "approved", "new", "reported by");
 	shown = 0;
 	json_array_foreach(v[2], i, o)
 	{
@@ -495,8 +555,10 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 			continue;
 		shown++;
 		long long n = JI(o, "count");
-		util_buf_printf(out, "%-24s %-40s %9lld %6.1f%% %6.1f%% %6.1f%% %-8s %-3s  %s\n",
-		                JS(o, "domain"), JS(o, "source_ip"), n, pct(JI(o, "dmarc_pass"), n),
+		const char *rd = json_string_value(json_object_get(o, "rdns"));
+		util_buf_printf(out, "%-24s %-40s %-32s %9lld %6.1f%% %6.1f%% %6.1f%% %-8s %-3s  %s\n",
+		                JS(o, "domain"), JS(o, "source_ip"), rd ? rd : "-", n,
+		                pct(JI(o, "dmarc_pass"), n),
 		                pct(JI(o, "spf_pass"), n), pct(JI(o, "dkim_pass"), n),
 		                JI(o, "approved") ? "yes" : "no", JI(o, "new") ? "NEW" : "-",
 		                JS(o, "orgs"));

@@ -125,16 +125,25 @@ int reports_ingest_submit(struct reports_ingest *ri, struct queue_pin *pin, cons
                           const char *qid);
 /* reports_ingest_flush - wait until every queued message is stored. */
 void reports_ingest_flush(struct reports_ingest *ri);
+/* The dashboard's reverse-DNS column: fn fills names[i] (a new string, or
+ * NULL for none) for the source addresses ips[i]; called on the thread
+ * that asked for the view.  NULL or fn NULL: no names (rdns is null). */
+struct reports_dash_rdns {
+	void (*fn)(void *arg, const char *const *ips, size_t n, char **names);
+	void *arg;
+};
+#define REPORTS_DASH_RDNS_MAX 500 /* distinct addresses named per view, by volume */
 /* reports_dash_json - the dashboard's view what of the last days, a JSON
  * array appended to out (reports-dash.c): "sources" (per domain and source
  * IP: reporting orgs, messages, DMARC/SPF/DKIM pass, approved, first_seen,
- * new), "daily" (messages and DMARC passes per domain and day),
+ * new, rdns - the forward-confirmed reverse name from rdns, or null), "daily" (messages and DMARC passes per domain and day),
  * "inventory" (per domain: approved/other volumes, new sources, the last
  * look, the readiness line), "tlsrpt", "verdicts" (mxgate's own
  * rejections/quarantines/overrides).  Opens the store of [reports]
  * database (SQLite or PostgreSQL): not on the SMTP loop.  0/-1 + err. */
-int reports_dash_json(const struct config *cfg, const char *what, int days, struct util_buf *out,
-                      char *err, size_t errlen);
+int reports_dash_json(const struct config *cfg, const char *what, int days,
+                      const struct reports_dash_rdns *rdns, struct util_buf *out, char *err,
+                      size_t errlen);
 /* reports_dash_approve - the dashboard marks (or unmarks) the source ip of
  * domain approved (sender inventory).  0/-1 + err. */
 int reports_dash_approve(const struct config *cfg, const char *domain, const char *ip,
@@ -147,6 +156,7 @@ int reports_dash_seen(const struct config *cfg, const char *domain, int64_t unti
 /* reports_inbound_summary - `mxgate reports inbound`: the dashboard's
  * views as text (domain NULL = all), appended to out; 0/-1 + err. */
 int reports_inbound_summary(const struct config *cfg, const char *domain, int days,
-                            struct util_buf *out, char *err, size_t errlen);
+                            const struct reports_dash_rdns *rdns, struct util_buf *out,
+                            char *err, size_t errlen);
 
 #endif

@@ -177,6 +177,12 @@ def test_dashboard_click_through(tmp_path):
                                           "reports": {"ingest": "yes"},
                                           "admin": {"listen": f"127.0.0.1:{aport}",
                                                     "token": TOKEN}})
+    # reverse DNS of the sources: one confirmed name, one name that does not
+    # resolve back to its address (shown as "-", never trusted)
+    gw.dns.add("10.2.0.192.in-addr.arpa", "PTR", "mail.yahoo-relay.example.")
+    gw.dns.add("mail.yahoo-relay.example", "A", "192.0.2.10")
+    gw.dns.add("66.113.0.203.in-addr.arpa", "PTR", "mail.bank.example.")
+    gw.dns.add("mail.bank.example", "A", "198.51.100.1")
     gw.start()
     d = None
     dl = tmp_path / "dl"
@@ -218,11 +224,13 @@ def test_dashboard_click_through(tmp_path):
         assert loaded(d) == "yes", js(d, "return document.getElementById('err').textContent")
         rows = table(d, "sources")
         assert [r[2] for r in rows] == ["192.0.2.10", "203.0.113.66", XSS_IP], rows
-        assert rows[0][1:8] == ["example.test", "192.0.2.10", "Yahoo,google.com", "50",
-                                "100.0%", "0.0%", "100.0%"], rows[0]
+        assert rows[0][1:9] == ["example.test", "192.0.2.10", "mail.yahoo-relay.example",
+                                "Yahoo,google.com", "50", "100.0%", "0.0%", "100.0%"], rows[0]
+        # reverse DNS only forward-confirmed: 203.0.113.66 claims a name that is not its own
+        assert [r[3] for r in rows[1:]] == ["-", "-"], rows
         assert rows[0][0] == "new" and rows[1][0] == "fail new", rows   # failing highlighted
-        assert rows[1][3] == XSS_ORG and rows[1][5] == "0.0%", rows[1]
-        assert [r[9] for r in rows] == ["new"] * 3 and [r[10] for r in rows] == ["approve"] * 3
+        assert rows[1][4] == XSS_ORG and rows[1][6] == "0.0%", rows[1]
+        assert [r[10] for r in rows] == ["new"] * 3 and [r[11] for r in rows] == ["approve"] * 3
         # the payloads were shown as text and did not run
         assert js(d, "return [document.body.dataset.pwned, document.body.dataset.pwned2,"
                      " document.querySelectorAll('img, #sources script').length]") == \
@@ -253,7 +261,7 @@ def test_dashboard_click_through(tmp_path):
                                  "//button").click()
         until(d, lambda: inventory(d)[0] == ["ready", READY_OK], "the readiness line")
         rows = table(d, "sources")
-        assert [(r[0], r[10]) for r in rows] == [("", "approved (undo)"), ("fail new", "approve"),
+        assert [(r[0], r[11]) for r in rows] == [("", "approved (undo)"), ("fail new", "approve"),
                                                 ("new", "approve")], rows
 
         # the CSV download, read back from the file
@@ -264,11 +272,12 @@ def test_dashboard_click_through(tmp_path):
         with open(path, newline="") as f:
             lines = list(csv.reader(f))
         assert lines[0] == ["domain", "source_ip", "orgs", "count", "dmarc_pass", "spf_pass",
-                            "dkim_pass", "approved", "first_seen", "new"]
+                            "dkim_pass", "approved", "first_seen", "new", "rdns"]
         assert [x[:8] + x[9:] for x in lines[1:]] == [
-            ["example.test", "192.0.2.10", "Yahoo,google.com", "50", "50", "0", "50", "1", "0"],
-            ["example.test", "203.0.113.66", XSS_ORG, "7", "0", "0", "0", "0", "1"],
-            ["example.test", XSS_IP, "'" + FORMULA_ORG, "1", "1", "0", "1", "0", "1"]], lines
+            ["example.test", "192.0.2.10", "Yahoo,google.com", "50", "50", "0", "50", "1", "0",
+             "mail.yahoo-relay.example"],
+            ["example.test", "203.0.113.66", XSS_ORG, "7", "0", "0", "0", "0", "1", ""],
+            ["example.test", XSS_IP, "'" + FORMULA_ORG, "1", "1", "0", "1", "0", "1", ""]], lines
         assert all(len(x[8]) == 16 for x in lines[1:]), lines   # "YYYY-MM-DD HH:MM"
 
         # mark as seen: the highlight and the count go
@@ -277,7 +286,7 @@ def test_dashboard_click_through(tmp_path):
         until(d, lambda: inventory(d)[1][1].startswith(
             "example.test: 0 new sources since the last look (seen up to "), "marked as seen")
         rows = table(d, "sources")
-        assert [r[0] for r in rows] == ["", "fail", ""] and [r[9] for r in rows] == [""] * 3
+        assert [r[0] for r in rows] == ["", "fail", ""] and [r[10] for r in rows] == [""] * 3
         assert js(d, "return document.querySelectorAll('li.newsrc button').length") == 0
 
         # a source first reported after the look is new again (whole seconds)
@@ -294,7 +303,7 @@ def test_dashboard_click_through(tmp_path):
         until(d, lambda: len(table(d, "sources")) == 4, "the new source shown")
         assert loaded(d) == "yes"
         rows = table(d, "sources")
-        assert [(r[2], r[0], r[9]) for r in rows] == [
+        assert [(r[2], r[0], r[10]) for r in rows] == [
             ("192.0.2.10", "", ""), ("203.0.113.66", "fail", ""), ("198.51.100.99", "fail new", "new"),
             (XSS_IP, "", "")], rows
         assert inventory(d)[1][1].startswith("example.test: 1 new source since the last look")
@@ -314,6 +323,13 @@ def test_dashboard_click_through(tmp_path):
         until(d, lambda: d.find_element(By.ID, "verdicts").is_displayed(), "the verdicts view")
         assert [r[1:] for r in table(d, "verdicts")] == VERDICTS
         shot(d, "dashboard-verdicts.png")
+
+        # the terminal summary names the sources too (while the DNS server runs)
+        r = gw.cli("reports", "inbound", "--days", "3650")
+        line = [x for x in r.stdout.splitlines() if " 192.0.2.10 " in x]
+        assert line and line[0].split()[2] == "mail.yahoo-relay.example", r.stdout + r.stderr
+        line = [x for x in r.stdout.splitlines() if " 203.0.113.66 " in x]
+        assert line and line[0].split()[2] == "-", r.stdout
     finally:
         if d is not None:
             d.quit()
@@ -321,14 +337,14 @@ def test_dashboard_click_through(tmp_path):
         gw.close()
 
     # the same summary in the terminal
-    r = gw.cli("reports", "inbound", "--days", "3650", "--domain", "example.test")
+    r = gw.cli("reports", "inbound", "--days", "3650", "--domain", "example.test", "--no-rdns")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert READY_OK.replace("approved (7 failing)", "approved (10 failing)") \
         .replace("8 messages", "11 messages") in out, out
     assert "example.test: 1 new source since the last look (seen up to " in out, out
     src = [x.split() for x in out.split("DMARC sources")[1].split("\n\n")[0].splitlines()[2:]]
-    assert [(x[1], x[2], x[3], x[6], x[7]) for x in src] == [
+    assert [(x[1], x[3], x[4], x[7], x[8]) for x in src] == [
         ("192.0.2.10", "50", "100.0%", "yes", "-"), ("203.0.113.66", "7", "0.0%", "no", "-"),
         ("198.51.100.99", "3", "0.0%", "no", "NEW"), (XSS_IP, "1", "100.0%", "no", "-")], out
     assert "MTA-STS mode published: testing" in out

@@ -97,6 +97,22 @@ static void store(void *db, const char *org, const char *id, int64_t t, const ch
 	util_buf_free(&x);
 }
 
+/* fake_rdns - the names of the reverse-DNS column: 192.0.2.1 has one,
+ * the others none; records what was asked ("ip,ip,...", in order). */
+static char asked[256];
+static void fake_rdns(void *arg, const char *const *ips, size_t n, char **names)
+{
+	size_t len = strlen(asked);
+
+	(void)arg;
+	for (size_t i = 0; i < n; i++) {
+		len += (size_t)snprintf(asked + len, sizeof(asked) - len, "%s%s", len ? "," : "",
+		                        ips[i]);
+		names[i] = strcmp(ips[i], "192.0.2.1") == 0 ? strdup("mail.example.org") : NULL;
+	}
+}
+static const struct reports_dash_rdns rdns = {fake_rdns, NULL};
+
 /* view - the view as parsed JSON. */
 static json_t *view(const struct config *cfg, const char *what)
 {
@@ -105,7 +121,7 @@ static json_t *view(const struct config *cfg, const char *what)
 	json_error_t je;
 
 	util_buf_init(&b);
-	assert_int_equal(reports_dash_json(cfg, what, 30, &b, err, sizeof(err)), 0);
+	assert_int_equal(reports_dash_json(cfg, what, 30, &rdns, &b, err, sizeof(err)), 0);
 	json_t *j = json_loadb(b.data, b.len, 0, &je);
 	util_buf_free(&b);
 	assert_true(json_is_array(j));
@@ -212,16 +228,33 @@ static void test_views(void **state)
 	}
 	assert_true(total == 51 && pass == 43);
 	json_decref(j);
+	asked[0] = '\0';
 	j = view(&cfg, "sources");
 	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 1), "orgs")),
 	                    "Google,Yahoo");
+	/* reverse DNS: each address asked once, the biggest first; a name or null */
+	assert_string_equal(asked, "192.0.2.1,192.0.2.2,198.51.100.9");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "rdns")),
+	                    "mail.example.org");
+	assert_true(json_is_null(json_object_get(json_array_get(j, 1), "rdns")));
 	json_decref(j);
+	asked[0] = '\0';
+	json_decref(view(&cfg, "daily")); /* only the sources view asks */
+	json_decref(view(&cfg, "inventory"));
+	assert_string_equal(asked, "");
 	struct util_buf b;
 	util_buf_init(&b);
-	assert_int_equal(reports_dash_json(&cfg, "nope", 30, &b, err, sizeof(err)), -1);
+	assert_int_equal(reports_dash_json(&cfg, "nope", 30, NULL, &b, err, sizeof(err)), -1);
+	/* no resolver: rdns is null */
+	assert_int_equal(reports_dash_json(&cfg, "sources", 30, NULL, &b, err, sizeof(err)), 0);
+	assert_non_null(strstr(b.data, "\"rdns\":null"));
+	assert_null(strstr(b.data, "mail.example.org"));
+	util_buf_reset(&b);
 
 	/* the CLI: the same views as text */
-	assert_int_equal(reports_inbound_summary(&cfg, "EXAMPLE.org", 30, &b, err, sizeof(err)), 0);
+	assert_int_equal(
+	    reports_inbound_summary(&cfg, "EXAMPLE.org", 30, &rdns, &b, err, sizeof(err)), 0);
+	assert_non_null(strstr(b.data, "mail.example.org"));
 	assert_non_null(strstr(b.data, "example.org: no source approved yet"));
 	assert_non_null(strstr(b.data, "example.org: 0 new sources since the last look (seen up"));
 	assert_non_null(strstr(b.data, "MTA-STS mode published: enforce"));
