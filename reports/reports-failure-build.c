@@ -469,18 +469,6 @@ static void put_ascii_value(struct util_buf *m, const char *v, size_t n)
 	}
 }
 
-/* b64_body - base64 of data, 76-column CRLF lines (RFC 2045 6.8). */
-static void b64_body(struct util_buf *out, const unsigned char *data, size_t len)
-{
-	for (size_t off = 0; off < len; off += 57) {
-		unsigned char line[80];
-		size_t n = len - off < 57 ? len - off : 57;
-		int w = EVP_EncodeBlock(line, data + off, (int)n);
-		util_buf_add(out, line, (size_t)w);
-		util_buf_adds(out, "\r\n");
-	}
-}
-
 /* reports_failure_compose - see reports-internal.h. */
 char *reports_failure_compose(const struct reports_failure_job *j, const char *from,
                               const char *to, const char *hostname,
@@ -606,7 +594,7 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 		                "--%s\r\nContent-Type: text/rfc822-headers; charset=utf-8\r\n"
 		                "Content-Transfer-Encoding: base64\r\n\r\n",
 		                boundary);
-		b64_body(&m, (const unsigned char *)h, hl);
+		reports_b64_lines(&m, (const unsigned char *)h, hl);
 	}
 	free(h);
 	util_strlist_free(&r.rcpts);

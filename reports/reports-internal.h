@@ -167,6 +167,9 @@ extern const struct reports_backend reports_pg_backend;
 void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t other,
                         uint64_t other_fail, char *out, size_t outlen);
 
+/* reports_b64_lines - base64 of data appended to out in 76-column CRLF
+ * lines (RFC 2045 6.8), for the attachments of both kinds of report. */
+void reports_b64_lines(struct util_buf *out, const unsigned char *data, size_t len);
 /* report pieces (reports-send.c), exposed for the unit tests */
 int reports_gzip(const char *data, size_t len, struct util_buf *out);
 size_t reports_rua_parse(const char *record, struct util_strlist *addrs, uint64_t *limits,

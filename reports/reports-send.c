@@ -260,8 +260,8 @@ bool reports_same_org(const char *policy_domain, const char *dest)
 	return util_strcaseeq(a, b);
 }
 
-/* b64_lines - base64 of data, 76-column CRLF lines (RFC 2045 6.8). */
-static void b64_lines(struct util_buf *out, const unsigned char *data, size_t len)
+/* reports_b64_lines - see reports-internal.h. */
+void reports_b64_lines(struct util_buf *out, const unsigned char *data, size_t len)
 {
 	for (size_t off = 0; off < len; off += 57) {
 		unsigned char line[80];
@@ -311,7 +311,7 @@ char *reports_compose(const struct config *cfg, const char *from, const char *to
 	                " filename=\"%s!%s!%lld!%lld!%s.xml.gz\"\r\n\r\n",
 	                boundary, cfg->hostname, domain, (long long)begin, (long long)end,
 	                report_id);
-	b64_lines(&m, (const unsigned char *)gz->data, gz->len);
+	reports_b64_lines(&m, (const unsigned char *)gz->data, gz->len);
 	util_buf_printf(&m, "--%s--\r\n", boundary);
 	*len = m.len;
 	return m.data;
