@@ -136,7 +136,7 @@ void gw_metrics_define(void)
 	     "Policy DNS lookups refused at once: their domain is slow (slow_domain_limit)"},
 	    {"mxgate_queue_messages", UTIL_METRIC_GAUGE, NULL, "Messages in the queue"},
 	    {"mxgate_queue_oldest_age_seconds", UTIL_METRIC_GAUGE, NULL,
-	     "Age of the oldest queued message (0 when empty)"},
+	     "Age of the oldest queued message, quarantine not counted (0 when empty)"},
 	    {"mxgate_queue_recycled_bytes", UTIL_METRIC_GAUGE, NULL,
 	     "Disk held by delivered messages' files kept in free/ for reuse"},
 	    {"mxgate_queue_envelope_errors_total", UTIL_METRIC_COUNTER, "error",

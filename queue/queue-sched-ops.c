@@ -457,13 +457,15 @@ size_t queue_sched_count_state(const struct queue_sched *s, enum queue_state st)
 	return n;
 }
 
-/* queue_sched_oldest - arrival time of the oldest message, 0 when empty. */
+/* queue_sched_oldest - arrival time of the oldest message, 0 when empty;
+ * quarantined messages do not count (they wait for a person, and
+ * mxgate_quarantine_oldest_age_seconds watches them). */
 int64_t queue_sched_oldest(const struct queue_sched *s)
 {
 	int64_t oldest = 0;
 	for (size_t i = 0; i < s->nbuckets; i++)
 		for (const struct sched_item *it = s->buckets[i]; it; it = it->hnext)
-			if (oldest == 0 || it->arrival < oldest)
+			if (it->st != QUEUE_QUARANTINE && (oldest == 0 || it->arrival < oldest))
 				oldest = it->arrival;
 	return oldest;
 }

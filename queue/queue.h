@@ -322,7 +322,8 @@ size_t queue_sched_count(const struct queue_sched *s);
 /* queue_sched_count_state - messages in one state (active, deferred, hold,
  * quarantine). */
 size_t queue_sched_count_state(const struct queue_sched *s, enum queue_state st);
-int64_t queue_sched_oldest(const struct queue_sched *s);   /* arrival of the oldest, 0 if empty */
+/* queue_sched_oldest - arrival of the oldest message not in quarantine, 0 if none. */
+int64_t queue_sched_oldest(const struct queue_sched *s);
 
 /* Backoff: delay before attempt number `attempt` (1 = the first retry), from
  * the configured schedule (the last entry repeats).  Pure. */
