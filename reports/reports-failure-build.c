@@ -533,14 +533,14 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 	                "Feedback-Type: auth-failure\r\nUser-Agent: mxgate/%s\r\nVersion: 1\r\n",
 	                boundary, MXGATE_VERSION);
 	util_buf_adds(&m, "Original-Mail-From: <");
-	if (all && j->mail_from[0] != '\0') {
+	if (j->mail_from[0] != '\0') {
+		/* every address with all; else a recipient's only - a forger's
+		 * MAIL FROM is often the victim's own address */
 		struct util_buf t;
 		util_buf_init(&t);
-		redact_inplace(&t, &r, j->mail_from, strlen(j->mail_from), true);
+		redact_inplace(&t, &r, j->mail_from, strlen(j->mail_from), all);
 		put_ascii_value(&m, t.data ? t.data : "", t.len);
 		util_buf_free(&t);
-	} else {
-		put_ascii_value(&m, j->mail_from, strlen(j->mail_from));
 	}
 	util_buf_adds(&m, ">\r\n");
 	for (size_t i = 0; i < j->rcpts.n && i < FR_MAX_RCPTS; i++) {

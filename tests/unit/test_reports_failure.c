@@ -387,6 +387,24 @@ static void test_compose(void **state)
 	free(omf);
 	free(bounce);
 	free(msg);
+
+	/* a forger's MAIL FROM that is a recipient's own address ("from
+	 * yourself" phishing): redacted in Original-Mail-From too, whatever
+	 * the mode */
+	for (int all = 0; all < 2; all++) {
+		free(j->mail_from);
+		j->mail_from = util_xstrdup("Alice.Smith@example.test");
+		msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+		                              "mx.example.test", KEY, all, &len);
+		char *a = tok("alice.smith", "example.test");
+		char *want = util_xasprintf("\r\nOriginal-Mail-From: <%s>\r\n", a);
+		if (strstr(msg, want) == NULL)
+			fail_msg("all=%d: no %s in\n%s", all, want, msg);
+		assert_null(strcasestr(msg, "alice.smith@"));
+		free(want);
+		free(a);
+		free(msg);
+	}
 	free(h1);
 	free(h2);
 	free(h3);
