@@ -301,6 +301,80 @@ static void check_7bit_crlf(const char *msg)
 	}
 }
 
+/* a recipient's address in RFC 2047 encoded words (a reader shows it
+ * decoded): redacted as in plain text; an encoded word without one stays
+ * as it is.  {field as sent ("%s": base64 of b64), must be kept as is,
+ * what the output must hold (%s: the token), must not hold} */
+static const struct {
+	const char *field, *b64;
+	bool kept;
+	const char *want, *never;
+} ewcases[] = {
+    {"Subject: =?UTF-8?B?%s?=\r\n", "Hi alice.smith@example.test!", false,
+     "Subject: Hi %s!\r\n", NULL},
+    {"Subject: =?ISO-8859-1?Q?alice.smith=40example.test_now?=\r\n", NULL, false,
+     "Subject: %s now\r\n", NULL},
+    /* split over two words: the blank between them is not shown */
+    {"X-Note: =?UTF-8?Q?Alice.Smith?=\r\n =?utf-8?b?%s?=\r\n", "@example.test", false,
+     "X-Note: %s\r\n", NULL},
+    /* a decoded CR LF makes no line of its own */
+    {"X-A: =?UTF-8?Q?alice.smith@example.test=0D=0AX-Injected:_1?=\r\n", NULL, false,
+     "X-A: %s??X-Injected: 1\r\n", "\nX-Injected"},
+    {"Subject: =?UTF-8?B?%s?= =?UTF-8?Q?caf=C3=A9?=\r\n", "Hello", true, NULL, NULL},
+    {"Subject: =?UTF-8?B?%s?=\r\n", "bob@example.test", true, NULL, NULL},
+    {"Subject: =?UTF-8?X?alice.smith@example.test?=\r\n", NULL, false, "Subject: =?UTF-8?X?%s?=\r\n",
+     NULL},
+};
+
+static void test_redact_encoded_words(void **state)
+{
+	(void)state;
+	struct util_strlist rcpts = {0};
+	util_strlist_add(&rcpts, "<alice.smith@example.test>");
+	char *alice = tok("alice.smith", "example.test");
+	for (size_t i = 0; i < sizeof(ewcases) / sizeof(ewcases[0]); i++) {
+		unsigned char b64[128] = "";
+		if (ewcases[i].b64 != NULL)
+			EVP_EncodeBlock(b64, (const unsigned char *)ewcases[i].b64,
+			                (int)strlen(ewcases[i].b64));
+		char *f = util_xasprintf(ewcases[i].field, (char *)b64);
+		size_t n = 0;
+		char *h = reports_failure_redact_headers(f, strlen(f), KEY, false, &rcpts, &n);
+		print_message("case %zu: %s", i, h);
+		if (ewcases[i].kept)
+			assert_string_equal(h, f);
+		if (ewcases[i].want != NULL) {
+			char *w = util_xasprintf(ewcases[i].want, alice);
+			if (strstr(h, w) == NULL)
+				fail_msg("case %zu: no %s in %s", i, w, h);
+			free(w);
+		}
+		if (ewcases[i].never != NULL)
+			assert_null(strstr(h, ewcases[i].never));
+		free(h);
+		/* the report's own subject, from the same field */
+		if (strncmp(f, "Subject:", 8) == 0 && !ewcases[i].kept) {
+			struct reports_failure_job *j = job(f);
+			size_t len = 0;
+			char *msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+			                                    "mx.example.test", KEY, false, &len);
+			check_7bit_crlf(msg);
+			const char *subj = strstr(msg, "\r\nSubject: ");
+			assert_non_null(subj);
+			const char *eol = strstr(subj + 2, "\r\n");
+			char *line = strndup(subj + 2, (size_t)(eol - subj - 2));
+			if (strstr(line, alice) == NULL || (b64[0] && strstr(line, (char *)b64) != NULL))
+				fail_msg("case %zu: report subject %s", i, line);
+			free(line);
+			free(msg);
+			reports_failure_job_free(j);
+		}
+		free(f);
+	}
+	free(alice);
+	util_strlist_free(&rcpts);
+}
+
 static void test_compose(void **state)
 {
 	(void)state;
@@ -525,7 +599,7 @@ int main(void)
 	    cmocka_unit_test(test_redact_token), cmocka_unit_test(test_skip),
 	    cmocka_unit_test(test_is_report),    cmocka_unit_test(test_redact_headers),
 	    cmocka_unit_test(test_compose),      cmocka_unit_test(test_compose_non_ascii),
-	    cmocka_unit_test(test_subject_redacted),
+	    cmocka_unit_test(test_subject_redacted), cmocka_unit_test(test_redact_encoded_words),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
