@@ -375,6 +375,44 @@ static void test_redact_encoded_words(void **state)
 	util_strlist_free(&rcpts);
 }
 
+/* the per destination domain rate limit: a limit a window per domain (any
+ * case, a trailing dot or not), and a full table reuses the slot used
+ * least recently instead of refusing every new domain for the rest of the
+ * hour (an attacker with as many ruf domains as slots silenced all
+ * failure reports that way). */
+static const struct {
+	const char *dest;
+	int64_t now;
+	bool ok, first;
+} rsteps[] = {
+    {"a@d1.test", 7200, true, false},
+    {"b@d1.test", 7201, true, false},
+    {"c@D1.Test.", 7202, false, true}, /* the same domain: over the limit of 2 */
+    {"a@d1.test", 7203, false, false}, /* logged once */
+    {"a@d2.test", 7204, true, false},
+    {"a@d3.test", 7205, true, false},
+    {"a@d4.test", 7206, true, false}, /* the table (4) is full */
+    {"a@d5.test", 7207, true, false}, /* takes d1's slot, the least recent */
+    {"a@d2.test", 7208, true, false}, /* d2 kept its count: 2 of 2 */
+    {"a@d2.test", 7209, false, true},
+    {"a@d1.test", 7210, true, false}, /* flooded out: a new window (takes d3's) */
+    {"a@d2.test", 10800, true, false}, /* the next hour */
+};
+
+static void test_rate_limit(void **state)
+{
+	(void)state;
+	struct reports_failure_rate slots[4];
+	memset(slots, 0, sizeof(slots));
+	for (size_t i = 0; i < sizeof(rsteps) / sizeof(rsteps[0]); i++) {
+		bool first = true;
+		bool ok = reports_failure_rate_take(slots, 4, rsteps[i].dest, rsteps[i].now, 2,
+		                                    &first);
+		if (ok != rsteps[i].ok || first != rsteps[i].first)
+			fail_msg("step %zu (%s): ok=%d first=%d", i, rsteps[i].dest, ok, first);
+	}
+}
+
 static void test_compose(void **state)
 {
 	(void)state;
@@ -600,6 +638,7 @@ int main(void)
 	    cmocka_unit_test(test_is_report),    cmocka_unit_test(test_redact_headers),
 	    cmocka_unit_test(test_compose),      cmocka_unit_test(test_compose_non_ascii),
 	    cmocka_unit_test(test_subject_redacted), cmocka_unit_test(test_redact_encoded_words),
+	    cmocka_unit_test(test_rate_limit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
