@@ -489,6 +489,21 @@ static bool ascii_only(const char *s, size_t n)
 	return true;
 }
 
+/* lines_fit - no line of s[0..n) is over 998 octets (RFC 5322 2.1.1): a
+ * token is longer than the local part it stands for, so redaction can
+ * stretch a line of short addresses past it. */
+static bool lines_fit(const char *s, size_t n)
+{
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\r' || s[i] == '\n')
+			col = 0;
+		else if (++col > 998)
+			return false;
+	}
+	return true;
+}
+
 /* utf8_len - length of the valid UTF-8 sequence at s (of n bytes), 0 when
  * it is not one. */
 static size_t utf8_len(const unsigned char *s, size_t n)
@@ -719,14 +734,15 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 	/* part 3: the header block only, redacted (RFC 5965 2 (d)) */
 	size_t hl = 0;
 	char *h = reports_failure_redact_headers(j->hdrs, j->hlen, key, all, &j->rcpts, &hl);
-	if (ascii_only(h, hl)) {
+	if (ascii_only(h, hl) && lines_fit(h, hl)) {
 		util_buf_printf(&m,
 		                "--%s\r\nContent-Type: text/rfc822-headers\r\n"
 		                "Content-Transfer-Encoding: 7bit\r\n\r\n",
 		                boundary);
 		util_buf_add(&m, h, hl);
 	} else {
-		/* RFC 6532 header fields: base64 keeps the report 7-bit */
+		/* RFC 6532 header fields, or lines redaction made too long:
+		 * base64 keeps the report 7-bit, its lines short */
 		util_buf_printf(&m,
 		                "--%s\r\nContent-Type: text/rfc822-headers; charset=utf-8\r\n"
 		                "Content-Transfer-Encoding: base64\r\n\r\n",

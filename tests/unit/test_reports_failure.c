@@ -413,6 +413,36 @@ static void test_rate_limit(void **state)
 	}
 }
 
+/* a line of short addresses grows past 998 octets when redacted (a token
+ * is longer than the local part): the header part goes base64, every line
+ * of the report stays within RFC 5322's limit */
+static void test_long_lines(void **state)
+{
+	(void)state;
+	struct util_buf h;
+	util_buf_init(&h);
+	util_buf_adds(&h, "From: billing@bank.test\r\nX-List:");
+	for (int i = 0; i < 100; i++)
+		util_buf_adds(&h, " a@b.test");
+	util_buf_adds(&h, "\r\nSubject: hello\r\n");
+	struct reports_failure_job *j = job(h.data);
+	size_t len = 0;
+	char *msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+	                                    "mx.example.test", KEY, true, &len);
+	check_7bit_crlf(msg);
+	size_t col = 0, longest = 0;
+	for (size_t i = 0; i < len; i++) {
+		col = msg[i] == '\n' ? 0 : col + 1;
+		longest = col > longest ? col : longest;
+	}
+	assert_true(longest <= 999); /* 998 and the CR */
+	assert_non_null(strstr(msg, "Content-Type: text/rfc822-headers; charset=utf-8\r\n"
+	                            "Content-Transfer-Encoding: base64\r\n"));
+	free(msg);
+	reports_failure_job_free(j);
+	util_buf_free(&h);
+}
+
 static void test_compose(void **state)
 {
 	(void)state;
@@ -638,7 +668,7 @@ int main(void)
 	    cmocka_unit_test(test_is_report),    cmocka_unit_test(test_redact_headers),
 	    cmocka_unit_test(test_compose),      cmocka_unit_test(test_compose_non_ascii),
 	    cmocka_unit_test(test_subject_redacted), cmocka_unit_test(test_redact_encoded_words),
-	    cmocka_unit_test(test_rate_limit),
+	    cmocka_unit_test(test_rate_limit), cmocka_unit_test(test_long_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
