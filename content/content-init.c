@@ -11,6 +11,7 @@
 #include <gmime/gmime.h>
 
 #include "content-internal.h"
+#include "content.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -20,7 +21,7 @@ static void gmime_start(void)
 	g_mime_init();
 }
 
-/* content_gmime_init - see content-internal.h. */
+/* content_gmime_init - see content.h. */
 void content_gmime_init(void)
 {
 	pthread_once(&once, gmime_start);
@@ -70,4 +71,10 @@ bool content_too_many_parts(const char *msg, size_t len, size_t limit)
 		i += n + 1;
 	}
 	return false;
+}
+
+/* content_mime_too_complex - see content.h. */
+bool content_mime_too_complex(const char *msg, size_t len)
+{
+	return content_too_many_parts(msg, len, CONTENT_MAX_PARTS);
 }

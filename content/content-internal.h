@@ -5,9 +5,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* content_gmime_init - GMime ready for use; safe from any thread, any time. */
-void content_gmime_init(void);
-
 /* What a message may hold before GMime is let at it.  GMime makes an
  * object per part (about 1.4 KiB each, and slower than linear) and per
  * header field (about 500 bytes): 2 MB of empty parts cost 400 MB and 15 s,

@@ -75,4 +75,16 @@ const char *content_attach_type_name(unsigned type);
  * value (lower-cased into buf); -1 when there is none. */
 int content_from_domain(const char *value, size_t len, char *buf, size_t buflen);
 
+/* ------------------------------------------------- GMime, for any module */
+
+/* content_gmime_init - GMime ready for use; safe from any thread, any time
+ * (the one g_mime_init of the process: it is not thread-safe itself). */
+void content_gmime_init(void);
+/* content_mime_too_complex - msg[0..len) holds more MIME parts or header
+ * objects than GMime may be given (content-internal.h: CONTENT_MAX_PARTS,
+ * CONTENT_MAX_FIELDS; GMime spends gigabytes on a few MB of empty parts or
+ * "a:b" lines): every GMime parse of outside mail asks this first.  A
+ * cheap linear scan, no allocation; thread-safe. */
+bool content_mime_too_complex(const char *msg, size_t len);
+
 #endif

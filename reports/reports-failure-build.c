@@ -13,7 +13,9 @@
  * of every address in Received replaced; with all (failure_report_redact =
  * addresses) every address, the sender fields rebuilt too.  Message
  * identifiers (Message-ID, References...) are not addresses and stay,
- * unless they hold a recipient's address.
+ * unless they hold a recipient's address.  A field whose RFC 2047 encoded
+ * words hide such an address once decoded (as a reader shows them) is
+ * redacted decoded.
  * TOKEN: 12 hex digits of HMAC-SHA256(key, lower-cased local part).
  *
  * Ownership: results are malloc'd for the caller; inputs borrowed.
@@ -236,10 +238,10 @@ static void scrub_rcpts(struct util_buf *out, size_t from, const struct fr_redac
 	}
 }
 
-/* redact_inplace - v with the local part of every address r says to hide
+/* redact_plain - v with the local part of every address r says to hide
  * (every one when all) replaced; the rest, folding too, kept. */
-static void redact_inplace(struct util_buf *out, const struct fr_redact *r, const char *v,
-                           size_t n, bool all)
+static void redact_plain(struct util_buf *out, const struct fr_redact *r, const char *v,
+                         size_t n, bool all)
 {
 	size_t pos = 0, last = 0, start = out->len;
 	struct fr_addr a;
@@ -253,6 +255,129 @@ static void redact_inplace(struct util_buf *out, const struct fr_redact *r, cons
 	}
 	util_buf_add(out, v + last, n - last);
 	scrub_rcpts(out, start, r);
+}
+
+/* ew_len - the length of the RFC 2047 encoded word at v[0..n)
+ * ("=?charset?B|Q?text?="), 0 when there is none; *enc, *text, *tl: its
+ * encoding letter and text. */
+static size_t ew_len(const char *v, size_t n, char *enc, const char **text, size_t *tl)
+{
+	size_t i = 2;
+	if (n < 8 || v[0] != '=' || v[1] != '?')
+		return 0;
+	while (i < n && v[i] != '?' && (unsigned char)v[i] > ' ' && v[i] != 0x7f)
+		i++;
+	if (i == 2 || i + 3 >= n || v[i] != '?' || v[i + 2] != '?')
+		return 0;
+	*enc = (char)(v[i + 1] | 0x20);
+	if (*enc != 'b' && *enc != 'q')
+		return 0;
+	size_t t = i + 3, e = t;
+	while (e + 1 < n && !(v[e] == '?' && v[e + 1] == '=') && (unsigned char)v[e] > ' ' &&
+	       v[e] != 0x7f)
+		e++;
+	if (e + 1 >= n || v[e] != '?' || v[e + 1] != '=')
+		return 0;
+	*text = v + t;
+	*tl = e - t;
+	return e + 2;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0'
+	       : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+	                                                : -1;
+}
+
+/* ew_put - the decoded bytes of one encoded word's text (control bytes as
+ * '?': a decoded CR LF must not make lines of its own). */
+static void ew_put(struct util_buf *out, char enc, const char *t, size_t tl)
+{
+	unsigned char buf[4];
+	if (enc == 'q') {
+		for (size_t i = 0; i < tl; i++) {
+			int c = (unsigned char)t[i];
+			if (t[i] == '_')
+				c = ' ';
+			else if (t[i] == '=' && i + 2 < tl && hexval(t[i + 1]) >= 0 &&
+			         hexval(t[i + 2]) >= 0) {
+				c = hexval(t[i + 1]) * 16 + hexval(t[i + 2]);
+				i += 2;
+			}
+			buf[0] = (unsigned char)(c < 0x20 || c == 0x7f ? '?' : c);
+			util_buf_add(out, buf, 1);
+		}
+		return;
+	}
+	for (size_t i = 0; i < tl; i += 4) { /* base64, 4 characters at a time */
+		char q[4] = {'=', '=', '=', '='};
+		size_t k = tl - i < 4 ? tl - i : 4;
+		memcpy(q, t + i, k);
+		int pad = (q[3] == '=') + (q[2] == '=');
+		int w = EVP_DecodeBlock(buf, (const unsigned char *)q, 4);
+		if (w < 0)
+			return;
+		for (int j = 0; j < w - pad && j < 3; j++) {
+			unsigned char c = buf[j];
+			util_buf_add(out, c < 0x20 || c == 0x7f ? (const unsigned char *)"?" : &c, 1);
+		}
+	}
+}
+
+/* ew_decode - v with its encoded words decoded (the blanks and folding
+ * between two of them dropped, as a reader shows them) into out; false
+ * when v has none. */
+static bool ew_decode(const char *v, size_t n, struct util_buf *out)
+{
+	bool any = false;
+	size_t i = 0, prev_end = 0;
+	bool prev_ew = false;
+
+	while (i < n) {
+		char enc;
+		const char *t;
+		size_t tl, l = v[i] == '=' ? ew_len(v + i, n - i, &enc, &t, &tl) : 0;
+		if (l == 0) {
+			i++;
+			continue;
+		}
+		bool blank = true; /* only blanks since the last encoded word */
+		for (size_t k = prev_end; k < i && blank; k++)
+			blank = v[k] == ' ' || v[k] == '\t' || v[k] == '\r' || v[k] == '\n';
+		if (!(prev_ew && blank))
+			util_buf_add(out, v + prev_end, i - prev_end);
+		ew_put(out, enc, t, tl);
+		any = prev_ew = true;
+		i += l;
+		prev_end = i;
+	}
+	util_buf_add(out, v + prev_end, n - prev_end);
+	return any;
+}
+
+/* redact_inplace - redact_plain of v; when v holds RFC 2047 encoded words
+ * whose decoded text has an address to hide (a reader shows it decoded:
+ * "=?UTF-8?B?YWxpY2VAZXhhbXBsZS5vcmc=?=" is alice@example.org), of v
+ * decoded instead - the report then carries that field decoded. */
+static void redact_inplace(struct util_buf *out, const struct fr_redact *r, const char *v,
+                           size_t n, bool all)
+{
+	struct util_buf dec, t;
+	util_buf_init(&dec);
+	util_buf_init(&t);
+	if (n >= 8 && memmem(v, n, "=?", 2) != NULL && ew_decode(v, n, &dec)) {
+		redact_plain(&t, r, dec.data, dec.len, all);
+		if (t.len != dec.len || memcmp(t.data, dec.data, t.len) != 0) {
+			util_buf_add(out, t.data, t.len);
+			util_buf_free(&t);
+			util_buf_free(&dec);
+			return;
+		}
+	}
+	util_buf_free(&t);
+	util_buf_free(&dec);
+	redact_plain(out, r, v, n, all);
 }
 
 /* rebuild - an address field as "Name: <tok@domain>,\r\n <...>": its
@@ -361,6 +486,21 @@ static bool ascii_only(const char *s, size_t n)
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] >= 0x80 || s[i] == '\0')
 			return false;
+	return true;
+}
+
+/* lines_fit - no line of s[0..n) is over 998 octets (RFC 5322 2.1.1): a
+ * token is longer than the local part it stands for, so redaction can
+ * stretch a line of short addresses past it. */
+static bool lines_fit(const char *s, size_t n)
+{
+	size_t col = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\r' || s[i] == '\n')
+			col = 0;
+		else if (++col > 998)
+			return false;
+	}
 	return true;
 }
 
@@ -521,14 +661,14 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 	                "Feedback-Type: auth-failure\r\nUser-Agent: mxgate/%s\r\nVersion: 1\r\n",
 	                boundary, MXGATE_VERSION);
 	util_buf_adds(&m, "Original-Mail-From: <");
-	if (all && j->mail_from[0] != '\0') {
+	if (j->mail_from[0] != '\0') {
+		/* every address with all; else a recipient's only - a forger's
+		 * MAIL FROM is often the victim's own address */
 		struct util_buf t;
 		util_buf_init(&t);
-		redact_inplace(&t, &r, j->mail_from, strlen(j->mail_from), true);
+		redact_inplace(&t, &r, j->mail_from, strlen(j->mail_from), all);
 		put_ascii_value(&m, t.data ? t.data : "", t.len);
 		util_buf_free(&t);
-	} else {
-		put_ascii_value(&m, j->mail_from, strlen(j->mail_from));
 	}
 	util_buf_adds(&m, ">\r\n");
 	for (size_t i = 0; i < j->rcpts.n && i < FR_MAX_RCPTS; i++) {
@@ -582,14 +722,15 @@ char *reports_failure_compose(const struct reports_failure_job *j, const char *f
 	/* part 3: the header block only, redacted (RFC 5965 2 (d)) */
 	size_t hl = 0;
 	char *h = reports_failure_redact_headers(j->hdrs, j->hlen, key, all, &j->rcpts, &hl);
-	if (ascii_only(h, hl)) {
+	if (ascii_only(h, hl) && lines_fit(h, hl)) {
 		util_buf_printf(&m,
 		                "--%s\r\nContent-Type: text/rfc822-headers\r\n"
 		                "Content-Transfer-Encoding: 7bit\r\n\r\n",
 		                boundary);
 		util_buf_add(&m, h, hl);
 	} else {
-		/* RFC 6532 header fields: base64 keeps the report 7-bit */
+		/* RFC 6532 header fields, or lines redaction made too long:
+		 * base64 keeps the report 7-bit, its lines short */
 		util_buf_printf(&m,
 		                "--%s\r\nContent-Type: text/rfc822-headers; charset=utf-8\r\n"
 		                "Content-Transfer-Encoding: base64\r\n\r\n",

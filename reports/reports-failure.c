@@ -59,13 +59,6 @@
 
 /* ------------------------------------------------------------ the sender */
 
-struct fr_rate {
-	char domain[256];
-	int64_t hour; /* the window: time / 3600 */
-	int count;
-	bool logged; /* the suppression of this window was logged */
-};
-
 struct reports_failure {
 	struct event_base *base;
 	const struct config *cfg; /* borrowed; the current one (reload) */
@@ -84,7 +77,7 @@ struct reports_failure {
 	struct reports_out *done; /* finished messages, for the loop */
 	int pipefd[2];
 	struct event *done_ev;
-	struct fr_rate *rates; /* FR_RATE_SLOTS, loop thread */
+	struct reports_failure_rate *rates; /* FR_RATE_SLOTS, loop thread */
 };
 
 /* verify_dest - RFC 9991 5 / RFC 9990 3: a destination outside the policy
@@ -246,32 +239,41 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 	queue_done(arg);
 }
 
-/* rate_take - loop: one report to dest's domain in this hour, if the
- * limit allows; false (counted, logged once a window) when it does not. */
-static bool rate_take(struct reports_failure *fr, const char *dest, int64_t now)
+/* reports_failure_rate_take - see reports-internal.h.  An attacker who
+ * publishes ruf= for as many domains as there are slots must not be able
+ * to silence the reports to every other domain for the rest of the hour
+ * (the table used to refuse new domains when full); reusing the slot used
+ * least recently lets a flooded-out domain start a new window, which
+ * costs the attacker a table's worth of messages each time. */
+bool reports_failure_rate_take(struct reports_failure_rate *slots, size_t nslots,
+                               const char *dest, int64_t now, int limit, bool *first)
 {
-	const char *dom = strrchr(dest, '@') + 1;
+	const char *at = strrchr(dest, '@');
+	const char *dom = at != NULL ? at + 1 : dest;
+	size_t dl = strlen(dom);
 	int64_t hour = now / 3600;
-	struct fr_rate *slot = NULL, *stale = NULL;
-	int limit = fr->cfg->reports_failure_rate;
+	struct reports_failure_rate *slot = NULL, *stale = NULL, *lru = NULL;
 
-	for (size_t i = 0; i < FR_RATE_SLOTS; i++) {
-		struct fr_rate *r = &fr->rates[i];
-		if (r->domain[0] != '\0' && strcasecmp(r->domain, dom) == 0) {
+	*first = false;
+	while (dl > 0 && dom[dl - 1] == '.') /* "a.example." is a.example */
+		dl--;
+	for (size_t i = 0; i < nslots; i++) {
+		struct reports_failure_rate *r = &slots[i];
+		if (r->domain[0] != '\0' && strlen(r->domain) == dl &&
+		    strncasecmp(r->domain, dom, dl) == 0) {
 			slot = r;
 			break;
 		}
 		if (stale == NULL && (r->domain[0] == '\0' || r->hour != hour))
 			stale = r;
+		if (lru == NULL || r->last < lru->last)
+			lru = r;
 	}
 	if (slot == NULL) {
-		if (stale == NULL) {
-			/* as many domains as slots this hour: a flood, refuse */
-			util_metrics_inc("mxgate_reports_failure_total", "rate_limited");
+		slot = stale != NULL ? stale : lru;
+		if (slot == NULL)
 			return false;
-		}
-		slot = stale;
-		snprintf(slot->domain, sizeof(slot->domain), "%s", dom);
+		snprintf(slot->domain, sizeof(slot->domain), "%.*s", (int)dl, dom);
 		slot->hour = hour;
 		slot->count = 0;
 		slot->logged = false;
@@ -281,18 +283,31 @@ static bool rate_take(struct reports_failure *fr, const char *dest, int64_t now)
 		slot->count = 0;
 		slot->logged = false;
 	}
+	slot->last = now;
 	if (slot->count >= limit) {
-		util_metrics_inc("mxgate_reports_failure_total", "rate_limited");
-		if (!slot->logged) {
-			slot->logged = true;
-			util_log_warn("- reports failure rate limit reached domain=%s limit=%d/h: "
-			              "further reports to it this hour are suppressed",
-			              slot->domain, limit);
-		}
+		*first = !slot->logged;
+		slot->logged = true;
 		return false;
 	}
 	slot->count++;
 	return true;
+}
+
+/* rate_take - loop: one report to dest's domain in this hour, if the
+ * limit allows; false (counted, logged once a window) when it does not. */
+static bool rate_take(struct reports_failure *fr, const char *dest, int64_t now)
+{
+	int limit = fr->cfg->reports_failure_rate;
+	bool first = false;
+
+	if (reports_failure_rate_take(fr->rates, FR_RATE_SLOTS, dest, now, limit, &first))
+		return true;
+	util_metrics_inc("mxgate_reports_failure_total", "rate_limited");
+	if (first)
+		util_log_warn("- reports failure rate limit reached domain=%s limit=%d/h: "
+		              "further reports to it this hour are suppressed",
+		              strrchr(dest, '@') + 1, limit);
+	return false;
 }
 
 /* ar_value - the Authentication-Results value among the verdict's header

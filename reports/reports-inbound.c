@@ -8,6 +8,10 @@
  * gzip (1f 8b) and zip (PK\3\4) are decompressed within the limits, then a
  * '<' document is a DMARC <feedback>, a '{' document a TLS-RPT report.
  * Parts that are none of these (the human-readable text) are skipped.
+ * GMime is given the message only within content/'s limits
+ * (content_mime_too_complex: part and header field counts - GMime spends
+ * gigabytes on a few MB of empty parts), like every other GMime parse of
+ * outside mail.
  *
  * Zip: a bounded reader of the first entry (stored or deflated) found by
  * the central directory; encrypted, zip64 or multi-entry tricks are
@@ -26,12 +30,14 @@
 #include <time.h>
 #include <zlib.h>
 
+#include "content.h"
+
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void init_libs(void)
 {
 	xmlInitParser();
-	g_mime_init();
+	content_gmime_init(); /* the process's one g_mime_init */
 }
 
 /* reports_inbound_init - see reports-inbound.h. */
@@ -625,6 +631,10 @@ int reports_inbound_parse(const char *msg, size_t len, struct reports_inbound *o
 	reports_inbound_init();
 	if (len > REPORTS_IN_MAX_MSG) {
 		add_err(out, "message", "too big");
+		return 0;
+	}
+	if (content_mime_too_complex(msg, len)) {
+		add_err(out, "message", "too many MIME parts or header fields");
 		return 0;
 	}
 	GMimeStream *st = g_mime_stream_mem_new_with_buffer(msg, len);

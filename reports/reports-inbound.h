@@ -4,7 +4,8 @@
  * addresses (issue 15): parsing one received message into its reports.
  *
  * Everything here reads hostile input: anyone can mail a report address.
- * Limits: the message (REPORTS_IN_MAX_MSG), each decompressed attachment
+ * Limits: the message (REPORTS_IN_MAX_MSG; its MIME parts and header
+ * fields as content_mime_too_complex counts them), each decompressed attachment
  * (REPORTS_IN_MAX_DECOMP and REPORTS_IN_MAX_RATIO times its compressed
  * size), the XML depth, the records per report, the string lengths, the
  * reports per message.  libxml2 reads with network access off, no entity

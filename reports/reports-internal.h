@@ -238,6 +238,23 @@ char *reports_failure_redact_headers(const char *hdrs, size_t len, const unsigne
 char *reports_failure_compose(const struct reports_failure_job *j, const char *from,
                               const char *to, const char *hostname,
                               const unsigned char key[32], bool all, size_t *len);
+/* The per destination domain hourly rate limit (RFC 9991 2), a fixed
+ * table of slots (loop thread). */
+struct reports_failure_rate {
+	char domain[256];
+	int64_t hour; /* the window: time / 3600 */
+	int64_t last; /* the latest report to it (the slot to reuse: the oldest) */
+	int count;
+	bool logged; /* the suppression of this window was logged */
+};
+/* reports_failure_rate_take - one report to dest's domain at now, if
+ * limit a window allows (true); false when it does not (*first set when
+ * this is the window's first refusal, to log once).  A domain without a
+ * slot takes a free one, or one from a past window, or the one used
+ * least recently: filling the table never refuses every other domain. */
+bool reports_failure_rate_take(struct reports_failure_rate *slots, size_t nslots,
+                               const char *dest, int64_t now, int limit, bool *first);
+
 /* reports_failure_new - the failure sender (worker thread; key_pem
  * copied); NULL + err.  reports_failure_free: NULL is a no-op. */
 struct reports_failure *reports_failure_new(struct event_base *base, const struct config *cfg,

@@ -392,6 +392,23 @@ void smtp_data_commit(struct smtp_session *s)
 		queue_commit(s->srv->qs, sp, env, commit_cb, s->id, s->srv);
 }
 
+/* record_dmarc - the DMARC evaluation of the message, for the aggregate
+ * report (RFC 9990) and a failure report (RFC 9991): once the message is
+ * refused for good (550) or past greylisting - never for a 451, after which
+ * the sender comes again and is judged again (each greylisted attempt was
+ * one more failure report, and one more row). */
+static void record_dmarc(struct smtp_session *s, const struct policy_verdict *v)
+{
+	(void)reports_record(s->srv->reports, s->tx->pm,
+	                     s->tx->rcpts.n > 0 ? s->tx->rcpts.v[0] : NULL);
+	/* RFC 9991 failure report: copied for its thread, never waits */
+	if (s->srv->failrep)
+		(void)reports_failure_submit(s->srv->failrep, s->tx->pm, v->headers,
+		                             s->tx->fr_hdrs.data, s->tx->fr_hdrs.len,
+		                             s->tx->mail.null_path ? "" : s->tx->mail.addr,
+		                             &s->tx->rcpts);
+}
+
 /* smtp_data_greylisted - the greylist verdict (smtp-greylist.c): refuse
  * with reply, or (reply NULL) go on: the policy's quarantine action, then
  * the scans.  async: called from a callback (resume afterwards). */
@@ -404,6 +421,8 @@ void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async)
 		return;
 	}
 	const struct policy_verdict *v = s->tx->pm ? policy_msg_verdict(s->tx->pm) : NULL;
+	if (v && v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
+		record_dmarc(s, v);
 	if (v && v->action == POLICY_QUARANTINE &&
 	    s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
 		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
@@ -438,18 +457,8 @@ static void verdict_cb(uint64_t cookie, void *arg)
 		return;
 	const struct policy_verdict *v = policy_msg_verdict(s->tx->pm);
 	s->wait = SMTP_WAIT_NONE;
-	/* RFC 9990: every DMARC evaluation, refused ones too (not a 451: the
-	 * sender comes again and is judged again) */
-	if (v->action != POLICY_TEMPFAIL) {
-		(void)reports_record(s->srv->reports, s->tx->pm,
-				     s->tx->rcpts.n > 0 ? s->tx->rcpts.v[0] : NULL);
-		/* RFC 9991 failure report: copied for its thread, never waits */
-		if (s->srv->failrep)
-			(void)reports_failure_submit(s->srv->failrep, s->tx->pm, v->headers,
-						     s->tx->fr_hdrs.data, s->tx->fr_hdrs.len,
-						     s->tx->mail.null_path ? "" : s->tx->mail.addr,
-						     &s->tx->rcpts);
-	}
+	if (v->action == POLICY_REJECT)
+		record_dmarc(s, v);
 	if (v->action == POLICY_REJECT || v->action == POLICY_TEMPFAIL) {
 		smtp_data_refuse(s, v->reply ? v->reply : (v->action == POLICY_REJECT ? "550 5.7.1 Message refused"
 									   : "451 4.7.1 Try again later"),

@@ -11,7 +11,8 @@
  * the one returned and grows at most 8x + 64; the recipient's address, in
  * any case, is nowhere in the redacted block nor in the report (its
  * subject too: found while writing this target; "a@victim@..." and an
- * address in Message-ID: found by it); the message is 7-bit, has its three
+ * address in Message-ID: found by it; inside encoded words: seed
+ * encoded-words); the message is 7-bit, has its three
  * parts, and ends with the closing delimiter.
  */
 #include <strings.h>

@@ -10,7 +10,10 @@ renewed certificate (new connections see it).  tls = auto on loopback
 stays plain HTTP without HSTS.  check-config: plain HTTP on an address
 that is not loopback (tls = no), or HTTPS without a certificate, is an
 error at FILE:LINE of the listener (or of tls = yes); allow_plain_http =
-yes lets tls = no through; auto with a certificate is fine.
+yes lets tls = no through; auto with a certificate is fine.  A client
+that drips its handshake a byte at a time (each byte restarts evhttp's
+per-read timeout) is cut off at the handshake deadline, and no more than
+ADMIN_TLS_MAX_CONNS (128) HTTPS connections are open at once.
 """
 
 import http.client
@@ -18,6 +21,7 @@ import json
 import shutil
 import socket
 import ssl
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -145,6 +149,67 @@ def test_dashboard_over_https(tmp_path):
         assert after == ssl.PEM_cert_to_DER_cert(open(renewed.cert).read())
         assert https_get(aport, "/api/info", TOKEN, ctx)[0] == 200
     finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+
+def closed_by_server(s):
+    """The server ended the connection: EOF or a reset, nothing pending."""
+    s.setblocking(False)
+    try:
+        return s.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_handshake_deadline_and_cap(tmp_path):
+    ca = mxtest.make_test_ca(tmp_path)
+    aport = mxtest.free_port()
+    gw = mxtest.Gateway(tmp_path / "gw", {"reports": {"ingest": "yes"},
+                                          "admin": {"listen": f"127.0.0.1:{aport}",
+                                                    "tls": "yes", "token": TOKEN}},
+                        tls=ca)
+    gw.start()
+    socks = []
+    try:
+        ctx = mxtest.client_tls_context(ca.ca_cert)
+        # 130 connections that never finish a handshake: past the cap the
+        # gateway closes new ones at once and says so
+        socks = [socket.create_connection(("127.0.0.1", aport), timeout=mxtest.scaled(10))
+                 for _ in range(130)]
+        gw.wait_log(r"admin: 128 HTTPS connections open, the most allowed")
+        for s in socks:
+            s.close()
+        socks = []
+        # the cap is given back as they close: the dashboard answers again
+        mxtest.wait_for(lambda: https_get(aport, "/api/info", TOKEN, ctx)[0] == 200,
+                        mxtest.scaled(20), what="HTTPS once the connections are gone")
+        # a ClientHello dripped a byte every second: each byte restarts the
+        # 10 s read timeout, the handshake deadline (10 s) still ends it
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 200
+        d = socket.create_connection(("127.0.0.1", aport), timeout=mxtest.scaled(10))
+        socks.append(d)
+        sent = 0
+
+        def dripped_out():
+            nonlocal sent
+            if closed_by_server(d):
+                return True
+            try:
+                d.sendall(hello[sent:sent + 1])
+            except OSError:
+                return True
+            sent += 1
+            time.sleep(1)
+            return False
+        mxtest.wait_for(dripped_out, mxtest.scaled(40), what="the dripping handshake cut off")
+        assert sent >= 5, sent   # it was alive, and fed, for a while
+        assert https_get(aport, "/api/info", TOKEN, ctx)[0] == 200
+    finally:
+        for s in socks:
+            s.close()
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
 

@@ -11,7 +11,7 @@ and the recipient local parts redacted; an external ruf destination is
 verified like rua (an unverified one skipped with a log line); the
 per-domain hourly rate limit suppresses and counts; nothing is sent when
 the directive is left at its default, nor for passing mail, a bounce or an
-auto-submitted message.
+auto-submitted message, nor for an attempt greylisting answered 451.
 """
 
 import email
@@ -55,7 +55,7 @@ def dns(tmp_path_factory):
     srv.close()
 
 
-def gateway(tmp_path, dns, sink_port, name="gw", **reports):
+def gateway(tmp_path, dns, sink_port, name="gw", sections=None, **reports):
     mport = mxtest.free_port()
     r = {"record": "yes", "email": "dmarc-reports@mx.example.test", "org_name": "Example Gate"}
     r.update(reports)
@@ -64,6 +64,7 @@ def gateway(tmp_path, dns, sink_port, name="gw", **reports):
              "metrics": {"listen": f"127.0.0.1:{mport}"},
              "reports": r,
              "route outbound": outbound_route(sink_port)}
+    extra.update(sections or {})
     gw = mxtest.Gateway(tmp_path / name, extra, dns=False)
     gw.metrics_port = mport
     return gw
@@ -205,6 +206,37 @@ def test_failure_reports_rate_limited(tmp_path, dns):
         gw.close()
         sink.stop()
     assert [m.rcpt_tos for m in sink.messages] == [["r@rl.test"], ["r@rl.test"]]
+
+
+def test_greylisted_attempt_not_reported(tmp_path, dns):
+    """A 451 (greylisting) is no verdict: the sender comes again and is
+    judged again.  Each greylisted attempt used to make one more failure
+    report (and aggregate row): with a rate of 1 an hour, the accepted retry
+    found the hour's report spent."""
+    sink = Downstream(host=RUF_MX).start()
+    gw = gateway(tmp_path, dns, sink.port, failure_reports="yes", failure_report_rate="1",
+                 sections={"greylist": {"enabled": "yes", "delay": "1s"}}).start()
+    try:
+        msg, marker = mxtest.make_message(sender="x@rl.test", to=RCPT)
+        mxtest.assert_reply(refused(gw, "x@rl.test", msg), 451, "4.7.1")
+
+        def accepted():
+            return refused(gw, "x@rl.test", msg).code == 250
+        mxtest.wait_for(accepted, mxtest.scaled(15), interval=0.5, what="the retry accepted")
+        # the submission is made before the 250: nothing was rate limited
+        assert metric(gw, 'mxgate_reports_failure_total{result="rate_limited"}') == 0
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20),
+                        what="the failure report")
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 1,
+                        mxtest.scaled(10), what="the evaluation recorded")
+        assert metric(gw, "mxgate_reports_recorded_total") == 1   # not the 451 too
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert [m.rcpt_tos for m in sink.messages] == [["r@rl.test"]]
+    assert marker in (sink.messages[0].data if isinstance(sink.messages[0].data, str)
+                      else sink.messages[0].data.decode())
 
 
 def test_failure_reports_off_by_default(tmp_path, dns):

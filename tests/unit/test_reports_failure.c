@@ -301,6 +301,148 @@ static void check_7bit_crlf(const char *msg)
 	}
 }
 
+/* a recipient's address in RFC 2047 encoded words (a reader shows it
+ * decoded): redacted as in plain text; an encoded word without one stays
+ * as it is.  {field as sent ("%s": base64 of b64), must be kept as is,
+ * what the output must hold (%s: the token), must not hold} */
+static const struct {
+	const char *field, *b64;
+	bool kept;
+	const char *want, *never;
+} ewcases[] = {
+    {"Subject: =?UTF-8?B?%s?=\r\n", "Hi alice.smith@example.test!", false,
+     "Subject: Hi %s!\r\n", NULL},
+    {"Subject: =?ISO-8859-1?Q?alice.smith=40example.test_now?=\r\n", NULL, false,
+     "Subject: %s now\r\n", NULL},
+    /* split over two words: the blank between them is not shown */
+    {"X-Note: =?UTF-8?Q?Alice.Smith?=\r\n =?utf-8?b?%s?=\r\n", "@example.test", false,
+     "X-Note: %s\r\n", NULL},
+    /* a decoded CR LF makes no line of its own */
+    {"X-A: =?UTF-8?Q?alice.smith@example.test=0D=0AX-Injected:_1?=\r\n", NULL, false,
+     "X-A: %s??X-Injected: 1\r\n", "\nX-Injected"},
+    {"Subject: =?UTF-8?B?%s?= =?UTF-8?Q?caf=C3=A9?=\r\n", "Hello", true, NULL, NULL},
+    {"Subject: =?UTF-8?B?%s?=\r\n", "bob@example.test", true, NULL, NULL},
+    {"Subject: =?UTF-8?X?alice.smith@example.test?=\r\n", NULL, false, "Subject: =?UTF-8?X?%s?=\r\n",
+     NULL},
+};
+
+static void test_redact_encoded_words(void **state)
+{
+	(void)state;
+	struct util_strlist rcpts = {0};
+	util_strlist_add(&rcpts, "<alice.smith@example.test>");
+	char *alice = tok("alice.smith", "example.test");
+	for (size_t i = 0; i < sizeof(ewcases) / sizeof(ewcases[0]); i++) {
+		unsigned char b64[128] = "";
+		if (ewcases[i].b64 != NULL)
+			EVP_EncodeBlock(b64, (const unsigned char *)ewcases[i].b64,
+			                (int)strlen(ewcases[i].b64));
+		char *f = util_xasprintf(ewcases[i].field, (char *)b64);
+		size_t n = 0;
+		char *h = reports_failure_redact_headers(f, strlen(f), KEY, false, &rcpts, &n);
+		print_message("case %zu: %s", i, h);
+		if (ewcases[i].kept)
+			assert_string_equal(h, f);
+		if (ewcases[i].want != NULL) {
+			char *w = util_xasprintf(ewcases[i].want, alice);
+			if (strstr(h, w) == NULL)
+				fail_msg("case %zu: no %s in %s", i, w, h);
+			free(w);
+		}
+		if (ewcases[i].never != NULL)
+			assert_null(strstr(h, ewcases[i].never));
+		free(h);
+		/* the report's own subject, from the same field */
+		if (strncmp(f, "Subject:", 8) == 0 && !ewcases[i].kept) {
+			struct reports_failure_job *j = job(f);
+			size_t len = 0;
+			char *msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+			                                    "mx.example.test", KEY, false, &len);
+			check_7bit_crlf(msg);
+			const char *subj = strstr(msg, "\r\nSubject: ");
+			assert_non_null(subj);
+			const char *eol = strstr(subj + 2, "\r\n");
+			char *line = strndup(subj + 2, (size_t)(eol - subj - 2));
+			if (strstr(line, alice) == NULL || (b64[0] && strstr(line, (char *)b64) != NULL))
+				fail_msg("case %zu: report subject %s", i, line);
+			free(line);
+			free(msg);
+			reports_failure_job_free(j);
+		}
+		free(f);
+	}
+	free(alice);
+	util_strlist_free(&rcpts);
+}
+
+/* the per destination domain rate limit: a limit a window per domain (any
+ * case, a trailing dot or not), and a full table reuses the slot used
+ * least recently instead of refusing every new domain for the rest of the
+ * hour (an attacker with as many ruf domains as slots silenced all
+ * failure reports that way). */
+static const struct {
+	const char *dest;
+	int64_t now;
+	bool ok, first;
+} rsteps[] = {
+    {"a@d1.test", 7200, true, false},
+    {"b@d1.test", 7201, true, false},
+    {"c@D1.Test.", 7202, false, true}, /* the same domain: over the limit of 2 */
+    {"a@d1.test", 7203, false, false}, /* logged once */
+    {"a@d2.test", 7204, true, false},
+    {"a@d3.test", 7205, true, false},
+    {"a@d4.test", 7206, true, false}, /* the table (4) is full */
+    {"a@d5.test", 7207, true, false}, /* takes d1's slot, the least recent */
+    {"a@d2.test", 7208, true, false}, /* d2 kept its count: 2 of 2 */
+    {"a@d2.test", 7209, false, true},
+    {"a@d1.test", 7210, true, false}, /* flooded out: a new window (takes d3's) */
+    {"a@d2.test", 10800, true, false}, /* the next hour */
+};
+
+static void test_rate_limit(void **state)
+{
+	(void)state;
+	struct reports_failure_rate slots[4];
+	memset(slots, 0, sizeof(slots));
+	for (size_t i = 0; i < sizeof(rsteps) / sizeof(rsteps[0]); i++) {
+		bool first = true;
+		bool ok = reports_failure_rate_take(slots, 4, rsteps[i].dest, rsteps[i].now, 2,
+		                                    &first);
+		if (ok != rsteps[i].ok || first != rsteps[i].first)
+			fail_msg("step %zu (%s): ok=%d first=%d", i, rsteps[i].dest, ok, first);
+	}
+}
+
+/* a line of short addresses grows past 998 octets when redacted (a token
+ * is longer than the local part): the header part goes base64, every line
+ * of the report stays within RFC 5322's limit */
+static void test_long_lines(void **state)
+{
+	(void)state;
+	struct util_buf h;
+	util_buf_init(&h);
+	util_buf_adds(&h, "From: billing@bank.test\r\nX-List:");
+	for (int i = 0; i < 100; i++)
+		util_buf_adds(&h, " a@b.test");
+	util_buf_adds(&h, "\r\nSubject: hello\r\n");
+	struct reports_failure_job *j = job(h.data);
+	size_t len = 0;
+	char *msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+	                                    "mx.example.test", KEY, true, &len);
+	check_7bit_crlf(msg);
+	size_t col = 0, longest = 0;
+	for (size_t i = 0; i < len; i++) {
+		col = msg[i] == '\n' ? 0 : col + 1;
+		longest = col > longest ? col : longest;
+	}
+	assert_true(longest <= 999); /* 998 and the CR */
+	assert_non_null(strstr(msg, "Content-Type: text/rfc822-headers; charset=utf-8\r\n"
+	                            "Content-Transfer-Encoding: base64\r\n"));
+	free(msg);
+	reports_failure_job_free(j);
+	util_buf_free(&h);
+}
+
 static void test_compose(void **state)
 {
 	(void)state;
@@ -387,6 +529,24 @@ static void test_compose(void **state)
 	free(omf);
 	free(bounce);
 	free(msg);
+
+	/* a forger's MAIL FROM that is a recipient's own address ("from
+	 * yourself" phishing): redacted in Original-Mail-From too, whatever
+	 * the mode */
+	for (int all = 0; all < 2; all++) {
+		free(j->mail_from);
+		j->mail_from = util_xstrdup("Alice.Smith@example.test");
+		msg = reports_failure_compose(j, "r@mx.example.test", "ruf@bank.test",
+		                              "mx.example.test", KEY, all, &len);
+		char *a = tok("alice.smith", "example.test");
+		char *want = util_xasprintf("\r\nOriginal-Mail-From: <%s>\r\n", a);
+		if (strstr(msg, want) == NULL)
+			fail_msg("all=%d: no %s in\n%s", all, want, msg);
+		assert_null(strcasestr(msg, "alice.smith@"));
+		free(want);
+		free(a);
+		free(msg);
+	}
 	free(h1);
 	free(h2);
 	free(h3);
@@ -507,7 +667,8 @@ int main(void)
 	    cmocka_unit_test(test_redact_token), cmocka_unit_test(test_skip),
 	    cmocka_unit_test(test_is_report),    cmocka_unit_test(test_redact_headers),
 	    cmocka_unit_test(test_compose),      cmocka_unit_test(test_compose_non_ascii),
-	    cmocka_unit_test(test_subject_redacted),
+	    cmocka_unit_test(test_subject_redacted), cmocka_unit_test(test_redact_encoded_words),
+	    cmocka_unit_test(test_rate_limit), cmocka_unit_test(test_long_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

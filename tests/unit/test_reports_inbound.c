@@ -393,6 +393,72 @@ static void test_parse_single_part(void **state)
 	util_buf_free(&m);
 }
 
+/* GMime is given report mail only within content/'s limits: a report
+ * followed by a flood of empty parts, header fields or addresses (GMime
+ * made 2 GB of a 10 MB message of empty parts) is refused before GMime
+ * parses it; the same report with a few of them still counts. */
+enum { FILL_PARTS, FILL_FIELDS, FILL_ADDRS };
+static const struct {
+	const char *name;
+	int fill;
+	size_t n;
+	int found;
+} mcases[] = {
+    {"1000 empty parts", FILL_PARTS, 1000, 1},
+    {"21000 empty parts", FILL_PARTS, 21000, 0},
+    {"1000 header fields", FILL_FIELDS, 1000, 1},
+    {"201000 header fields", FILL_FIELDS, 201000, 0},
+    {"1000 addresses in Cc", FILL_ADDRS, 1000, 1},
+    {"101000 addresses in Cc", FILL_ADDRS, 101000, 0},
+};
+
+static void test_parse_mime_limits(void **state)
+{
+	(void)state;
+	struct util_buf att, m, fill;
+	const char *type = "application/gzip";
+
+	gz(XML_7489, strlen(XML_7489), &att);
+	for (size_t i = 0; i < sizeof(mcases) / sizeof(mcases[0]); i++) {
+		struct reports_inbound in;
+		memset(&in, 0, sizeof(in));
+		message(&m, 1, &type, &att);
+		util_buf_init(&fill);
+		for (size_t k = 0; k < mcases[i].n; k++)
+			util_buf_adds(&fill, mcases[i].fill == FILL_PARTS    ? "--BB\r\n\r\n"
+			                     : mcases[i].fill == FILL_FIELDS ? "X-A: b\r\n"
+			                                                     : "a@b.example,");
+		if (mcases[i].fill == FILL_PARTS) { /* before the closing boundary */
+			m.len -= strlen("--BB--\r\n");
+			util_buf_add(&m, fill.data, fill.len);
+			util_buf_adds(&m, "--BB--\r\n");
+		} else { /* into the top header block */
+			struct util_buf t;
+			util_buf_init(&t);
+			if (mcases[i].fill == FILL_ADDRS)
+				util_buf_adds(&t, "Cc: ");
+			util_buf_add(&t, fill.data, fill.len);
+			if (mcases[i].fill == FILL_ADDRS)
+				util_buf_adds(&t, "x@b.example\r\n");
+			util_buf_add(&t, m.data, m.len);
+			util_buf_free(&m);
+			m = t;
+		}
+		int found = reports_inbound_parse(m.data, m.len, &in);
+		print_message("case %s: found=%d errors=%zu %s\n", mcases[i].name, found,
+		              in.errors.n, in.errors.n ? in.errors.v[0] : "");
+		assert_int_equal(found, mcases[i].found);
+		if (mcases[i].found == 0) {
+			assert_int_equal(in.errors.n, 1);
+			assert_non_null(strstr(in.errors.v[0], "too many MIME parts"));
+		}
+		reports_inbound_clear(&in);
+		util_buf_free(&fill);
+		util_buf_free(&m);
+	}
+	util_buf_free(&att);
+}
+
 static void query(sqlite3 *db, const char *sql, char *out, size_t outlen)
 {
 	sqlite3_stmt *st = NULL;
@@ -477,6 +543,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_table),
 	    cmocka_unit_test(test_parse_several),
 	    cmocka_unit_test(test_parse_single_part),
+	    cmocka_unit_test(test_parse_mime_limits),
 	    cmocka_unit_test(test_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
