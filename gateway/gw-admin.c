@@ -21,13 +21,13 @@
  * check-config allows beyond loopback only with allow_plain_http = yes.
  * A reload re-reads the certificate (gw_admin_reload): new connections get
  * the new context, connections in progress keep a reference to the old one.
- * evhttp's timeout is per read, so a client that drips its ClientHello a
- * byte at a time would hold a connection (and a descriptor the SMTP side
- * shares) forever: a TLS connection whose handshake has not finished after
- * ADMIN_HANDSHAKE_SECS is shut down, and at most ADMIN_TLS_MAX_CONNS are
- * open at once (more are closed at once, logged when the cap is reached).
- * Each connection is tracked by SSL ex_data, whose free callback runs when
- * evhttp frees the connection's SSL.
+ * evhttp's timeout is per read, so a client that drips its request (or
+ * its ClientHello) a byte at a time would hold a connection - and a
+ * descriptor the SMTP side shares - forever: the connection guard
+ * (gw-httpguard.c) shuts down a connection that has no request answered
+ * ADMIN_REQUEST_SECS after its accept or its last answer, and keeps at
+ * most ADMIN_MAX_CONNS open (more are closed at once, logged when the cap
+ * is reached), plain HTTP and HTTPS alike.
  *
  * Report strings are attacker-controlled: the API returns them JSON-escaped
  * and the script only ever sets textContent; the page's
@@ -70,8 +70,8 @@
 
 /* HTTPS: a handshake must be over this many seconds after the accept, and
  * no more connections than this are open at once (a dashboard has a few). */
-#define ADMIN_HANDSHAKE_SECS 10
-#define ADMIN_TLS_MAX_CONNS  128
+#define ADMIN_REQUEST_SECS 10
+#define ADMIN_MAX_CONNS    128
 
 struct gw_admin {
 	struct event_base *base;
@@ -86,8 +86,7 @@ struct gw_admin {
 	char info[128];    /* GET /api/info: the MTA-STS mode published */
 	struct policy_dns *dns;      /* borrowed (gw's resolver, freed after us) */
 	struct util_ttlmap *rdns;    /* source address -> struct admin_name (admin thread) */
-	int nconns;        /* HTTPS connections open (admin thread) */
-	bool capped;       /* the cap was reached and logged */
+	struct gw_http_guard *guard; /* request deadline, connection cap (admin thread) */
 };
 
 /* The sources' reverse names (FCrDNS), cached in the admin thread: an
@@ -138,49 +137,6 @@ static void admin_rdns(void *arg, const char *const *ips, size_t n, char **names
 	free(got);
 	free(at);
 	free(miss);
-}
-
-/* One HTTPS connection, the ex_data of its SSL (admin thread). */
-struct admin_conn {
-	struct gw_admin *a;    /* borrowed */
-	SSL *ssl;              /* borrowed: this is its ex_data */
-	struct event *deadline; /* owned */
-};
-
-static int admin_conn_idx = -1;
-static pthread_once_t admin_conn_once = PTHREAD_ONCE_INIT;
-
-/* admin_conn_free - SSL ex_data free callback: a connection is gone (every
- * SSL of the process passes here; only the admin's have a ptr). */
-static void admin_conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                            void *argp)
-{
-	struct admin_conn *c = ptr;
-	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
-	if (c == NULL)
-		return;
-	event_free(c->deadline);
-	if (--c->a->nconns < ADMIN_TLS_MAX_CONNS / 2)
-		c->a->capped = false;
-	free(c);
-}
-
-/* admin_conn_index - the ex_data index, registered once. */
-static void admin_conn_index(void)
-{
-	admin_conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, admin_conn_free);
-}
-
-/* admin_conn_deadline - the handshake is not over in time, or the
- * connection is over the cap: shut the socket down; evhttp sees the end
- * and frees the connection (and so c). */
-static void admin_conn_deadline(evutil_socket_t fd, short what, void *arg)
-{
-	struct admin_conn *c = arg;
-	(void)fd, (void)what;
-	int sfd = SSL_get_fd(c->ssl);
-	if (sfd >= 0 && !SSL_is_init_finished(c->ssl))
-		shutdown(sfd, SHUT_RDWR);
 }
 
 /* authorized - the request carries the configured bearer token. */
@@ -270,6 +226,7 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
 
+	gw_http_guard_answered(a->guard, req); /* a keep-alive connection: a new deadline */
 	if (a->https)
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		                  "Strict-Transport-Security", ADMIN_HSTS);
@@ -340,47 +297,28 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	util_buf_free(&out);
 }
 
-/* admin_bevcb - every connection of an HTTPS dashboard is TLS (admin
- * thread); the SSL holds its own reference to the context.  The connection
- * gets its handshake deadline, or - over the cap - one that is due now. */
+/* admin_bevcb - every connection of the dashboard (admin thread), guarded:
+ * TLS for an HTTPS dashboard (the SSL holds its own reference to the
+ * context), plain otherwise. */
 static struct bufferevent *admin_bevcb(struct event_base *base, void *arg)
 {
 	struct gw_admin *a = arg;
-	struct admin_conn *c = NULL;
+	struct bufferevent *bev;
 	SSL *ssl;
 
+	if (!a->https)
+		return gw_http_guard_track(a->guard,
+		                           bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE));
 	pthread_mutex_lock(&a->tls_mu);
 	ssl = SSL_new(a->tls);
 	pthread_mutex_unlock(&a->tls_mu);
 	if (ssl == NULL)
 		return NULL;
-	c = util_xcalloc(1, sizeof(*c));
-	c->a = a;
-	c->ssl = ssl;
-	c->deadline = evtimer_new(base, admin_conn_deadline, c);
-	if (c->deadline == NULL || SSL_set_ex_data(ssl, admin_conn_idx, c) != 1) {
-		if (c->deadline)
-			event_free(c->deadline);
-		free(c);
-		SSL_free(ssl);
-		return NULL;
-	}
-	a->nconns++; /* admin_conn_free takes it back, whenever the SSL goes */
-	struct timeval tv = {ADMIN_HANDSHAKE_SECS, 0};
-	if (a->nconns > ADMIN_TLS_MAX_CONNS) {
-		tv.tv_sec = 0;
-		if (!a->capped)
-			util_log_warn("- admin: %d HTTPS connections open, the most allowed: "
-			              "further ones are closed at once",
-			              ADMIN_TLS_MAX_CONNS);
-		a->capped = true;
-	}
-	evtimer_add(c->deadline, &tv);
-	struct bufferevent *bev = bufferevent_openssl_socket_new(
-	    base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                     BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		SSL_free(ssl); /* libevent 2.1 leaves it to us on failure */
-	return bev;
+	return gw_http_guard_track(a->guard, bev);
 }
 
 /* gw_admin_reload - see gw.h. */
@@ -438,18 +376,19 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 		snprintf(err, errlen, "admin: cannot create the HTTP server");
 		goto fail;
 	}
-	evhttp_set_timeout(a->http, 10);
+	evhttp_set_timeout(a->http, ADMIN_REQUEST_SECS);
+	a->guard = gw_http_guard_new(a->base, "admin", "mxgate_admin_http_closed_total",
+	                             ADMIN_REQUEST_SECS * 1000, ADMIN_MAX_CONNS);
+	if (a->guard == NULL) {
+		snprintf(err, errlen, "admin: cannot create a timer");
+		goto fail;
+	}
+	evhttp_set_bevcb(a->http, admin_bevcb, a);
 	evhttp_set_max_body_size(a->http, 4096);
 	evhttp_set_max_headers_size(a->http, 16384);
 	evhttp_set_gencb(a->http, admin_request_cb, a);
 	if (config_admin_https(cfg)) {
 		char why[384];
-
-		pthread_once(&admin_conn_once, admin_conn_index);
-		if (admin_conn_idx < 0) {
-			snprintf(err, errlen, "admin: cannot set up TLS connection tracking");
-			goto fail;
-		}
 
 		a->tls = smtp_server_tls_ctx_new(cfg, why, sizeof(why));
 		if (a->tls == NULL) {
@@ -458,7 +397,6 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 			goto fail;
 		}
 		a->https = true;
-		evhttp_set_bevcb(a->http, admin_bevcb, a);
 	}
 	for (size_t i = 0; i < cfg->nadmin_listen; i++) {
 		const struct config_listen *l = &cfg->admin_listen[i];
@@ -495,6 +433,7 @@ void gw_admin_free(struct gw_admin *a)
 	}
 	if (a->http)
 		evhttp_free(a->http);
+	gw_http_guard_free(a->guard); /* after evhttp: it frees the connections */
 	if (a->base)
 		event_base_free(a->base);
 	SSL_CTX_free(a->tls);

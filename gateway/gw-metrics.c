@@ -39,25 +39,10 @@
 
 #define METRICS_MAX_BODY     4096 /* nobody needs to send us a body */
 
-/* One HTTP connection, watched for its deadline.  evhttp owns the
- * bufferevent; we hold a reference so that we can tell when evhttp has
- * freed it (its callbacks are then cleared) and drop ours. */
-struct metrics_conn {
-	struct bufferevent *bev;
-	int64_t since_ms;       /* accepted, or last request answered */
-	bool over_cap;          /* one connection too many: close at once */
-	bool shut;              /* shutdown() done, waiting for evhttp to free it */
-	struct metrics_conn *next;
-};
-
 struct gw_metrics {
 	struct gw *gw;
 	struct evhttp *http;
-	struct metrics_conn *conns;
-	size_t nconns;          /* connections evhttp still has */
-	struct event *sweep;    /* once a second, and at once over the cap */
-	int timeout_ms;
-	size_t max_conns;
+	struct gw_http_guard *guard; /* request deadline and connection cap */
 };
 
 /* Histogram buckets (seconds).  DATA->250 covers the client's upload, the
@@ -180,6 +165,10 @@ void gw_metrics_define(void)
 	     "Config reloads (SIGHUP, mxgate reload): ok, failed"},
 	    {"mxgate_metrics_http_closed_total", UTIL_METRIC_COUNTER, "reason",
 	     "Metrics HTTP connections closed by mxgate: request_timeout, max_connections"},
+	    {"mxgate_admin_http_closed_total", UTIL_METRIC_COUNTER, "reason",
+	     "Dashboard connections closed by mxgate: request_timeout (no request answered "
+	     "10 s after the accept or the last answer, TLS handshake included), "
+	     "max_connections (128)"},
 	    {"mxgate_queue_messages_by_state", UTIL_METRIC_GAUGE, "state",
 	     "Messages in the queue by state: active, deferred, hold, quarantine"},
 	    {"mxgate_route_delivered_total", UTIL_METRIC_COUNTER, "route",
@@ -224,6 +213,7 @@ void gw_metrics_define(void)
 	    {"mxgate_dsn_suppressed_total", {"spf_fail", "dmarc_fail"}},
 	    {"mxgate_config_reloads_total", {"ok", "failed"}},
 	    {"mxgate_metrics_http_closed_total", {"request_timeout", "max_connections"}},
+	    {"mxgate_admin_http_closed_total", {"request_timeout", "max_connections"}},
 	    {"mxgate_queue_messages_by_state", {"active", "deferred", "hold", "quarantine"}},
 	    {"mxgate_state_evictions_total",
 	     {"ratelimit", "greylist", "pregreet", "dnsbl", "verify", "admin_rdns"}},
@@ -337,87 +327,20 @@ void gw_metrics_sample(struct gw *gw)
 		                 (double)queue_pool_bytes(gw->qs));
 }
 
-/* metrics_reap - forget the connections evhttp has freed (bufferevent_free
- * cleared their callbacks) and drop our reference. */
-static void metrics_reap(struct gw_metrics *m)
-{
-	struct metrics_conn **pp = &m->conns;
-	while (*pp) {
-		struct metrics_conn *c = *pp;
-		bufferevent_data_cb rcb = NULL;
-		bufferevent_event_cb ecb = NULL;
-		bufferevent_getcb(c->bev, &rcb, NULL, &ecb, NULL);
-		if (rcb == NULL && ecb == NULL) {
-			*pp = c->next;
-			bufferevent_decref(c->bev);
-			free(c);
-			m->nconns--;
-		} else {
-			pp = &c->next;
-		}
-	}
-}
-
-/* metrics_sweep_cb - reap; shut down the connections past their deadline or
- * over the cap (evhttp then sees EOF and frees them). */
-static void metrics_sweep_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct gw_metrics *m = arg;
-	int64_t now = util_mono_ms();
-	(void)fd;
-	(void)what;
-	metrics_reap(m);
-	for (struct metrics_conn *c = m->conns; c; c = c->next) {
-		if (!c->shut && (c->over_cap || now - c->since_ms >= m->timeout_ms)) {
-			evutil_socket_t s = bufferevent_getfd(c->bev);
-			util_metrics_inc("mxgate_metrics_http_closed_total",
-			                 c->over_cap ? "max_connections" : "request_timeout");
-			util_log_info("- metrics connection closed reason=%s",
-			              c->over_cap ? "max_connections" : "request_timeout");
-			if (s >= 0)
-				shutdown(s, SHUT_RDWR);
-			c->shut = true;
-		}
-	}
-}
-
-/* metrics_bev_cb - evhttp accepted a connection: its bufferevent, counted. */
+/* metrics_bev_cb - evhttp accepted a connection: its bufferevent, guarded. */
 static struct bufferevent *metrics_bev_cb(struct event_base *base, void *arg)
 {
 	struct gw_metrics *m = arg;
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL)
-		return NULL;
-	metrics_reap(m);
-	struct metrics_conn *c = util_xcalloc(1, sizeof(*c));
-	bufferevent_incref(bev);
-	c->bev = bev;
-	c->since_ms = util_mono_ms();
-	c->over_cap = m->nconns >= m->max_conns;
-	c->next = m->conns;
-	m->conns = c;
-	m->nconns++;
-	if (c->over_cap)
-		event_active(m->sweep, EV_TIMEOUT, 0);   /* after evhttp has set its fd */
-	return bev;
-}
 
-/* metrics_answered - a request was answered: the connection's deadline
- * starts again (keep-alive scrapers). */
-static void metrics_answered(struct gw_metrics *m, struct evhttp_request *req)
-{
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-	for (struct metrics_conn *c = m->conns; c && bev; c = c->next)
-		if (c->bev == bev)
-			c->since_ms = util_mono_ms();
+	return gw_http_guard_track(m->guard,
+	                           bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE));
 }
 
 /* metrics_request_cb - GET /metrics; everything else 404. */
 static void metrics_request_cb(struct evhttp_request *req, void *arg)
 {
 	struct gw_metrics *m = arg;
-	metrics_answered(m, req);
+	gw_http_guard_answered(m->guard, req); /* keep-alive scrapers: a new deadline */
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -467,17 +390,15 @@ struct gw_metrics *gw_metrics_new(struct gw *gw, char *err, size_t errlen)
 		goto err;
 	}
 	/* evhttp's timeout is per read (a drip-feeding client renews it): the
-	 * sweep enforces a deadline for the whole request and the cap. */
+	 * guard enforces a deadline for the whole request and the cap. */
 	evhttp_set_timeout(m->http, cfg->metrics_request_timeout);
-	m->timeout_ms = cfg->metrics_request_timeout * 1000;
-	m->max_conns = (size_t)cfg->metrics_max_connections;
-	m->sweep = event_new(gw->base, -1, EV_PERSIST, metrics_sweep_cb, m);
-	if (m->sweep == NULL) {
+	m->guard = gw_http_guard_new(gw->base, "metrics", "mxgate_metrics_http_closed_total",
+	                             cfg->metrics_request_timeout * 1000,
+	                             (size_t)cfg->metrics_max_connections);
+	if (m->guard == NULL) {
 		snprintf(err, errlen, "metrics: cannot create a timer");
 		goto err;
 	}
-	struct timeval tick = {1, 0};
-	event_add(m->sweep, &tick);
 	evhttp_set_bevcb(m->http, metrics_bev_cb, m);
 	evhttp_set_max_body_size(m->http, METRICS_MAX_BODY);
 	evhttp_set_max_headers_size(m->http, 16384);
@@ -506,15 +427,8 @@ void gw_metrics_free(struct gw_metrics *m)
 	if (m == NULL)
 		return;
 	if (m->http)
-		evhttp_free(m->http);   /* frees its connections: drop our references */
-	while (m->conns) {
-		struct metrics_conn *c = m->conns;
-		m->conns = c->next;
-		bufferevent_decref(c->bev);
-		free(c);
-	}
-	if (m->sweep)
-		event_free(m->sweep);
+		evhttp_free(m->http);   /* frees its connections: then the guard */
+	gw_http_guard_free(m->guard);
 	free(m);
 }
 

@@ -103,6 +103,21 @@ void gw_admin_reload(struct gw_admin *a, const struct config *cfg);
 /* The dashboard's page and script (gw-admin-page.c). */
 extern const char gw_admin_html[], gw_admin_js[];
 extern const size_t gw_admin_html_len, gw_admin_js_len;
+/* The connection guard of an evhttp listener (gw-httpguard.c): a deadline
+ * of timeout_ms from accept or from the last request answered (evhttp's
+ * own timeout is per read, which a drip renews), and at most max_conns
+ * connections; closed connections counted in metric{reason}.  Give every
+ * bufferevent of the listener's bevcb to gw_http_guard_track (returns it;
+ * NULL stays NULL), call gw_http_guard_answered from the request callback,
+ * and free the guard after evhttp_free().  All on the thread of base. */
+struct bufferevent;
+struct evhttp_request;
+struct gw_http_guard;
+struct gw_http_guard *gw_http_guard_new(struct event_base *base, const char *name,
+                                        const char *metric, int timeout_ms, size_t max_conns);
+struct bufferevent *gw_http_guard_track(struct gw_http_guard *g, struct bufferevent *bev);
+void gw_http_guard_answered(struct gw_http_guard *g, struct evhttp_request *req);
+void gw_http_guard_free(struct gw_http_guard *g);
 /* gw_metrics_define - declare every metric mxgate counts (gw-metrics.c). */
 void gw_metrics_define(void);
 /* gw_metrics_config - route series at 0 and the certificate's expiry, from

@@ -164,31 +164,52 @@ def closed_by_server(s):
         return True
 
 
-def test_handshake_deadline_and_cap(tmp_path):
+def http_get(port, path, token):
+    """(status, headers, body) of GET path over plain HTTP."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=mxtest.scaled(10))
+    try:
+        c.request("GET", path, headers={"Authorization": "Bearer " + token})
+        r = c.getresponse()
+        return r.status, r.headers, r.read().decode()
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("tls", ["yes", "no"])
+def test_request_deadline_and_cap(tmp_path, tls):
+    """Plain HTTP and HTTPS alike: at most 128 connections, and a request (or
+    a TLS handshake) dripped a byte a second is cut off 10 s after the
+    accept, although each byte renews evhttp's own per-read timeout."""
     ca = mxtest.make_test_ca(tmp_path)
-    aport = mxtest.free_port()
+    aport, mport = mxtest.free_port(), mxtest.free_port()
     gw = mxtest.Gateway(tmp_path / "gw", {"reports": {"ingest": "yes"},
+                                          "metrics": {"listen": f"127.0.0.1:{mport}"},
                                           "admin": {"listen": f"127.0.0.1:{aport}",
-                                                    "tls": "yes", "token": TOKEN}},
+                                                    "tls": tls, "token": TOKEN}},
                         tls=ca)
     gw.start()
     socks = []
+    ctx = mxtest.client_tls_context(ca.ca_cert)
+
+    def get(path):
+        return https_get(aport, path, TOKEN, ctx) if tls == "yes" else \
+            http_get(aport, path, TOKEN)
     try:
-        ctx = mxtest.client_tls_context(ca.ca_cert)
-        # 130 connections that never finish a handshake: past the cap the
+        # 130 connections that never send a whole request: past the cap the
         # gateway closes new ones at once and says so
         socks = [socket.create_connection(("127.0.0.1", aport), timeout=mxtest.scaled(10))
                  for _ in range(130)]
-        gw.wait_log(r"admin: 128 HTTPS connections open, the most allowed")
+        gw.wait_log(r"admin: 128 connections open, the most allowed")
         for s in socks:
             s.close()
         socks = []
         # the cap is given back as they close: the dashboard answers again
-        mxtest.wait_for(lambda: https_get(aport, "/api/info", TOKEN, ctx)[0] == 200,
-                        mxtest.scaled(20), what="HTTPS once the connections are gone")
-        # a ClientHello dripped a byte every second: each byte restarts the
-        # 10 s read timeout, the handshake deadline (10 s) still ends it
-        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 200
+        mxtest.wait_for(lambda: get("/api/info")[0] == 200,
+                        mxtest.scaled(20), what="the dashboard once the connections are gone")
+        # a ClientHello or a request dripped a byte every second
+        drip = (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 200
+                if tls == "yes" else
+                b"GET /api/info HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200)
         d = socket.create_connection(("127.0.0.1", aport), timeout=mxtest.scaled(10))
         socks.append(d)
         sent = 0
@@ -198,15 +219,18 @@ def test_handshake_deadline_and_cap(tmp_path):
             if closed_by_server(d):
                 return True
             try:
-                d.sendall(hello[sent:sent + 1])
+                d.sendall(drip[sent:sent + 1])
             except OSError:
                 return True
             sent += 1
             time.sleep(1)
             return False
-        mxtest.wait_for(dripped_out, mxtest.scaled(40), what="the dripping handshake cut off")
+        mxtest.wait_for(dripped_out, mxtest.scaled(40), what="the dripping client cut off")
         assert sent >= 5, sent   # it was alive, and fed, for a while
-        assert https_get(aport, "/api/info", TOKEN, ctx)[0] == 200
+        assert get("/api/info")[0] == 200
+        from test_reports_inbound import metric
+        assert metric(mport, 'mxgate_admin_http_closed_total{reason="request_timeout"}') >= 1
+        assert metric(mport, 'mxgate_admin_http_closed_total{reason="max_connections"}') >= 2
     finally:
         for s in socks:
             s.close()
