@@ -264,7 +264,8 @@ static const struct config_directive d_limits[] = {
      "NOOP, RSET, VRFY, HELP and repeated HELO/EHLO commands a session may send before 421 "
      "and close (like Postfix's smtpd_junk_command_limit); a queued message resets the count"},
     {"max_session_time", CONFIG_T_DURATION, G(max_session_time), "1h", NULL, 1, DAY, NULL, NULL,
-     R, "Longest life of one session; then 421 (a message being received is finished first)"},
+     R, "Longest life of one session; then 421 (a message being received gets data_timeout "
+     "more to finish)"},
     {"max_transactions", CONFIG_T_INT, G(max_transactions), "1000", NULL, 1, 1000000, NULL, NULL,
      R, "MAIL FROM commands in one session; the next one gets 421 and the client reconnects"},
     {"stress_threshold", CONFIG_T_INT, G(stress_threshold), "75", NULL, 0, 100, NULL, NULL, R,

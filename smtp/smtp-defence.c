@@ -1,7 +1,8 @@
 /*
  * smtp-defence.c - sessions that hold slots without sending mail (issue 17):
  * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO) counted against junk_command_limit,
- * a cap on a session's lifetime (max_session_time) and on its transactions
+ * a cap on a session's lifetime (max_session_time; a message in progress
+ * gets data_timeout more to finish) and on its transactions
  * (max_transactions), and stress mode: above stress_threshold percent of
  * max_connections, every session between commands gets the short
  * stress_command_timeout and the lower stress_junk_command_limit (Postfix's
@@ -46,7 +47,10 @@ static void cut(struct smtp_session *s, const char *reason, const char *text)
 }
 
 /* life_cb - max_session_time is up: close now between commands, or after
- * the transaction in progress (a message being received is not cut). */
+ * the transaction in progress (a message being received is not cut).  A
+ * message still being received data_timeout later is cut all the same:
+ * data_timeout only bounds the pause between two reads, so one byte every
+ * few minutes kept a DATA - and its slot - open for ever (red team). */
 static void life_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_session *s = arg;
@@ -54,8 +58,18 @@ static void life_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->state == SMTP_STATE_CLOSING)
 		return;
-	if (s->state == SMTP_STATE_DATA || s->wait != SMTP_WAIT_NONE ||
-	    s->state == SMTP_STATE_TLS || s->state == SMTP_STATE_PROXY) {
+	if (s->state == SMTP_STATE_DATA) {
+		if (!s->expired) {
+			struct timeval tv = {.tv_sec = s->cfg->data_timeout, .tv_usec = 0};
+			s->expired = true;
+			event_add(s->life_ev, &tv); /* the grace to finish the message */
+			return;
+		}
+		cut(s, "session_time", "Error: session too long, please reconnect");
+		return;
+	}
+	if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_TLS ||
+	    s->state == SMTP_STATE_PROXY) {
 		s->expired = true;
 		return;
 	}

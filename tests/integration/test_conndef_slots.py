@@ -158,3 +158,30 @@ def test_stress_junk_limit(gateway):
         assert_reply(c2.cmd("NOOP"), 250)
         assert_reply(c2.cmd("NOOP"), 421, "4.7.0")
         c1.ehlo()
+
+
+def test_max_session_time_cuts_a_dribbled_message(gateway):
+    """Red team: data_timeout bounds only the pause between two reads, so
+    a client dribbling a byte now and then kept its DATA - and its slot -
+    open for ever, past max_session_time.  The message in progress gets
+    data_timeout more to finish, then 421 and close."""
+    gw = gateway({"limits": {"max_session_time": "2s", "data_timeout": "3s",
+                             "command_timeout": "5m"}})
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c.cmd("DATA"), 354)
+        c.send(b"Subject: slow\r\n\r\n")
+        deadline = time.monotonic() + scaled(20)
+        got = b""
+        while time.monotonic() < deadline and b"421" not in got:
+            try:
+                c.send(b"x")             # one byte a second: never idle 3 s
+            except OSError:
+                break
+            got += c.pending(1.0)
+        assert b"421 4.7.0" in got and b"session too long" in got, got
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"cut client=127\.0\.0\.1 reason=session_time")
+    assert_still_serves(gw)
