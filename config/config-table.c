@@ -261,7 +261,8 @@ static const struct config_directive d_limits[] = {
      R, "Time a trusted proxy has to send its PROXY header"},
     {"junk_command_limit", CONFIG_T_INT, G(junk_command_limit), "100", NULL, 1, 1000000, NULL,
      NULL, R,
-     "NOOP, RSET, VRFY, HELP and repeated HELO/EHLO commands a session may send before 421 "
+     "NOOP, RSET, VRFY, HELP, repeated HELO/EHLO, repeated or DNSBL-refused RCPT commands a "
+     "session may send before 421 "
      "and close (like Postfix's smtpd_junk_command_limit); a queued message resets the count"},
     {"max_session_time", CONFIG_T_DURATION, G(max_session_time), "1h", NULL, 1, DAY, NULL, NULL,
      R, "Longest life of one session; then 421 (a message being received gets data_timeout "

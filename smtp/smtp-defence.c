@@ -1,6 +1,8 @@
 /*
  * smtp-defence.c - sessions that hold slots without sending mail (issue 17):
- * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO) counted against junk_command_limit,
+ * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO, a RCPT
+ * repeating one the transaction has, a RCPT refused for a DNSBL listing)
+ * counted against junk_command_limit,
  * a cap on a session's lifetime (max_session_time; a message in progress
  * gets data_timeout more to finish) and on its transactions
  * (max_transactions), and stress mode: above stress_threshold percent of

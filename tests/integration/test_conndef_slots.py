@@ -185,3 +185,21 @@ def test_max_session_time_cuts_a_dribbled_message(gateway):
         c.wait_closed(scaled(5))
     gw.wait_log(r"cut client=127\.0\.0\.1 reason=session_time")
     assert_still_serves(gw)
+
+
+def test_repeated_rcpt_is_a_junk_command(gateway):
+    """Red team: the same RCPT again is answered 250 and changes nothing -
+    one every 25 s held a slot until max_session_time like NOOP did.  It
+    counts as junk; a new recipient does not."""
+    gw = gateway({"limits": {"junk_command_limit": "3"}})
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c.cmd("RCPT TO:<other@example.test>"), 250)
+        for _ in range(3):
+            assert_reply(c.cmd(f"RCPT TO:<{RCPT.upper()}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 421, "4.7.0")
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"cut client=127\.0\.0\.1 reason=junk_commands junk=4")
+    assert_still_serves(gw)
