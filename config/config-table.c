@@ -273,7 +273,7 @@ static const struct config_directive d_limits[] = {
      "Percent of max_connections above which stress mode shortens timeouts and the junk "
      "limit for every session (Postfix's stress mode); 0 = never"},
     {"stress_command_timeout", CONFIG_T_DURATION, G(stress_command_timeout), "10s", NULL, 1, HOUR,
-     NULL, NULL, R, "command_timeout in stress mode"},
+     NULL, NULL, R, "command_timeout (and data_timeout, when shorter) in stress mode"},
     {"stress_junk_command_limit", CONFIG_T_INT, G(stress_junk_command_limit), "10", NULL, 1,
      1000000, NULL, NULL, R, "junk_command_limit in stress mode"},
 };

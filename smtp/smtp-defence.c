@@ -6,8 +6,8 @@
  * a cap on a session's lifetime (max_session_time; a message in progress
  * gets data_timeout more to finish) and on its transactions
  * (max_transactions), and stress mode: above stress_threshold percent of
- * max_connections, every session between commands gets the short
- * stress_command_timeout and the lower stress_junk_command_limit (Postfix's
+ * max_connections, every session between commands (or between two reads
+ * of a message) gets the short stress_command_timeout and the lower stress_junk_command_limit (Postfix's
  * stress mode), so 1,000 NOOP-every-25-seconds connections cannot fill
  * max_connections and lock everyone else out.
  *
@@ -104,6 +104,20 @@ void smtp_defence_command_timeout(struct smtp_session *s)
 	                                              : s->cfg->command_timeout);
 }
 
+/* smtp_defence_data_timeout - the timeout between two reads of a message:
+ * data_timeout, at most stress_command_timeout in stress mode - as
+ * Postfix's stress-dependent smtpd_timeout, which DATA obeys too; else a
+ * flood of clients dribbling their DATA kept their slots through stress
+ * mode (red team). */
+void smtp_defence_data_timeout(struct smtp_session *s)
+{
+	int t = s->cfg->data_timeout;
+	s->stress_timeout = s->srv->stress;
+	if (s->stress_timeout && s->cfg->stress_command_timeout < t)
+		t = s->cfg->stress_command_timeout;
+	smtp_session_set_timeout(s, t);
+}
+
 /* smtp_defence_junk - count one junk command. */
 bool smtp_defence_junk(struct smtp_session *s)
 {
@@ -152,10 +166,15 @@ void smtp_defence_stress_update(struct smtp_server *srv)
 	if (!on)
 		return; /* long timeouts come back with each session's next command */
 	util_metrics_inc("mxgate_stress_periods_total", NULL);
-	/* Sessions idle between commands still hold command_timeout: shorten
-	 * it now, or the slots they hold stay held for minutes. */
+	/* Sessions idle between commands still hold command_timeout, and
+	 * messages being received data_timeout: shorten them now, or the
+	 * slots they hold stay held for minutes. */
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
 		for (struct smtp_session *s = srv->sessions[b]; s; s = s->hnext) {
+			if (s->wait == SMTP_WAIT_NONE && s->bev && s->state == SMTP_STATE_DATA) {
+				smtp_defence_data_timeout(s);
+				continue;
+			}
 			if (s->wait != SMTP_WAIT_NONE || !s->bev ||
 			    (s->state != SMTP_STATE_HELO && s->state != SMTP_STATE_READY &&
 			     s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT))

@@ -147,6 +147,34 @@ def test_stress_mode_shortens_idle_timeouts(gateway):
         assert c.pending(scaled(2.5)) == b""
 
 
+def test_stress_mode_shortens_data_timeouts(gateway):
+    """Red team: stress mode shortened only the idle time between commands;
+    a message being received kept data_timeout (Postfix's stress
+    smtpd_timeout covers DATA too), so dribbled DATAs kept their slots.
+    The session in DATA is cut after stress_command_timeout as well."""
+    gw = gateway({"limits": {"max_connections": "4", "stress_threshold": "50",
+                             "command_timeout": "5m", "data_timeout": "5m",
+                             "stress_command_timeout": "1s"}})
+    c1 = gw.client()
+    c2 = gw.client()
+    try:
+        c1.ehlo()
+        assert_reply(c1.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c1.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c1.cmd("DATA"), 354)
+        c1.send(b"Subject: slow\r\n")
+        assert c1.pending(scaled(2.5)) == b"", "cut without stress"
+        with gw.client() as c3:
+            gw.wait_log(r"- stress on sessions=3 limit=4 threshold=50%")
+            assert_reply(c1.reply(timeout=scaled(8)), 421, "4.4.2")
+            c1.wait_closed(scaled(5))
+            assert_reply(c3.reply(timeout=scaled(8)), 421, "4.4.2")
+    finally:
+        c1.close()
+        c2.close()
+    assert_still_serves(gw)
+
+
 def test_stress_junk_limit(gateway):
     """In stress mode the junk limit drops to stress_junk_command_limit."""
     gw = gateway({"limits": {"max_connections": "2", "stress_threshold": "50",
