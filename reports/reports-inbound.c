@@ -46,8 +46,14 @@ static char *sdup(const char *s, size_t n)
 {
 	if (s == NULL)
 		s = "", n = 0;
-	if (n > REPORTS_IN_MAX_STR)
+	if (n > REPORTS_IN_MAX_STR) {
+		/* cut at a character boundary: half a UTF-8 sequence made the
+		 * string invalid - PostgreSQL refused the whole report, the
+		 * dashboard showed "?" */
 		n = REPORTS_IN_MAX_STR;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
 	char *r = malloc(n + 1);
 	if (r == NULL)
 		abort();
