@@ -675,8 +675,11 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 			json_t *rt = json_object_get(fd, "result-type");
 			if (!json_is_string(rt) || fb.len > REPORTS_IN_MAX_STR)
 				continue;
-			util_buf_printf(&fb, "%s%.64s=%llu", fb.len ? ";" : "",
-			                json_string_value(rt),
+			const char *rs = json_string_value(rt);
+			int rn = (int)strnlen(rs, 64);
+			while (rs[rn] != '\0' && rn > 0 && ((unsigned char)rs[rn] & 0xc0) == 0x80)
+				rn--; /* at most 64 bytes, whole characters */
+			util_buf_printf(&fb, "%s%.*s=%llu", fb.len ? ";" : "", rn, rs,
 			                (unsigned long long)jnum(fd, "failed-session-count", &bad));
 		}
 		tp->failures = sdup(fb.data ? fb.data : "", fb.len);

@@ -491,6 +491,14 @@ static void test_limits(void **state)
 	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"date-range\":{\"start-datetime\":"
 	     "\"9999-12-31T23:59:59Z\",\"end-datetime\":\"9999-12-32T00:00:00Z\"},\"policies\":[]}",
 	     "date-range out of range"},
+	    /* a result-type of 63 bytes then a 2-byte character: cut before it */
+	    {"utf-8 at the cut",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"policies\":[{\"summary\":"
+	     "{\"total-successful-session-count\":4294967296},\"failure-details\":[{\"result-"
+	     "type\":"
+	     "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\u00e9\","
+	     "\"failed-session-count\":2}]}]}",
+	     NULL},
 	    {"big", NULL, "JSON bigger than"},
 	};
 	for (size_t i = 0; i < sizeof(jcases) / sizeof(jcases[0]); i++) {
@@ -512,6 +520,11 @@ static void test_limits(void **state)
 		if (jcases[i].err == NULL) {
 			assert_int_equal(rc, 0);
 			assert_int_equal(t.pols[0].success, 4294967296ull);
+			if (strstr(jcases[i].name, "utf-8"))
+				assert_string_equal(
+				    t.pols[0].failures,
+				    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+				    "xxxxxx=2");
 			reports_in_tlsrpt_clear(&t);
 		} else {
 			assert_int_equal(rc, -1);
