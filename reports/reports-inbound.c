@@ -707,6 +707,21 @@ static void add_err(struct reports_inbound *out, const char *what, const char *e
 	util_strlist_add(&out->errors, line);
 }
 
+/* dmarc_bytes - what a parsed report holds in memory (its strings and
+ * records), about. */
+static size_t dmarc_bytes(const struct reports_in_dmarc *d)
+{
+	size_t n = strlen(d->org_name) + strlen(d->email) + strlen(d->report_id) +
+	           strlen(d->domain) + strlen(d->p);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct reports_in_rec *r = &d->recs[i];
+		n += sizeof(*r) + strlen(r->ip) + strlen(r->disposition) + strlen(r->dkim) +
+		     strlen(r->spf) + strlen(r->header_from) + strlen(r->dkim_domain) +
+		     strlen(r->dkim_result) + strlen(r->spf_domain) + strlen(r->spf_result);
+	}
+	return n;
+}
+
 /* doc - one uncompressed document; 1 added, 0 not a report, -1 refused. */
 static int doc(const unsigned char *p, size_t len, bool compressed, struct reports_inbound *out)
 {
@@ -727,14 +742,18 @@ static int doc(const unsigned char *p, size_t len, bool compressed, struct repor
 			return -1;
 		}
 		/* the record limit holds per message too: 32 reports of 100000
-		 * "<record/>" (2 KB gzip'd each) held 1.2 GB (red team) */
-		size_t total = d.n;
-		for (size_t k = 0; k < out->ndmarc; k++)
+		 * "<record/>" (2 KB gzip'd each) held 1.2 GB (red team); so does
+		 * a bound on the bytes kept (100000 records of 512-byte strings
+		 * are 460 MB, from a 3 MB message within the ratio limit) */
+		size_t total = d.n, bytes = dmarc_bytes(&d);
+		for (size_t k = 0; k < out->ndmarc; k++) {
 			total += out->dmarc[k].n;
-		if (total > REPORTS_IN_MAX_RECORDS) {
+			bytes += dmarc_bytes(&out->dmarc[k]);
+		}
+		if (total > REPORTS_IN_MAX_RECORDS || bytes > REPORTS_IN_MAX_KEPT) {
 			reports_in_dmarc_clear(&d);
-			snprintf(err, sizeof(err), "more than %d records in the message",
-			         REPORTS_IN_MAX_RECORDS);
+			snprintf(err, sizeof(err), "more than %d records or %u MiB in the message",
+			         REPORTS_IN_MAX_RECORDS, REPORTS_IN_MAX_KEPT >> 20);
 			add_err(out, "dmarc", err);
 			return -1;
 		}

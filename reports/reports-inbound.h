@@ -7,7 +7,8 @@
  * Limits: the message (REPORTS_IN_MAX_MSG), each decompressed attachment
  * (REPORTS_IN_MAX_DECOMP and REPORTS_IN_MAX_RATIO times its compressed
  * size), a TLS-RPT document (REPORTS_IN_MAX_JSON), the XML depth, the
- * records per report and per message, the counts and dates, the string
+ * records per report and per message, the bytes of parsed reports per
+ * message (REPORTS_IN_MAX_KEPT), the counts and dates, the string
  * lengths, the reports per message.  The XML is read as a stream: memory
  * does not grow with the number of elements, only with the records kept.
  * libxml2 reads with network access off, no entity substitution, no DTD (a
@@ -38,7 +39,8 @@
  * such lies overflowed the dashboard's SQL), a report's dates (9999-12-31). */
 #define REPORTS_IN_MAX_COUNT (1ll << 32)
 #define REPORTS_IN_MAX_TIME  253402300799ll
-#define REPORTS_IN_MAX_JSON  (4u * 1024 * 1024) /* one TLS-RPT document */
+#define REPORTS_IN_MAX_JSON  (4u * 1024 * 1024)  /* one TLS-RPT document */
+#define REPORTS_IN_MAX_KEPT  (64u * 1024 * 1024) /* parsed DMARC bytes per message */
 
 /* One <record> of a DMARC aggregate report (strings owned, never NULL). */
 struct reports_in_rec {

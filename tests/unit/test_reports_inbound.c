@@ -547,11 +547,34 @@ static void test_limits(void **state)
 	assert_int_equal(reports_inbound_parse(m.data, m.len, &in), 2);
 	assert_int_equal(in.ndmarc, 2);
 	assert_int_equal(in.errors.n, 1);
-	assert_non_null(strstr(in.errors.v[0], "more than 100000 records in the message"));
+	assert_non_null(
+	    strstr(in.errors.v[0], "more than 100000 records or 64 MiB in the message"));
 	reports_inbound_clear(&in);
 	for (int i = 0; i < 3; i++)
 		util_buf_free(&att[i]);
 	util_buf_free(&m);
+	util_buf_free(&x);
+
+	/* and at most 64 MiB parsed: two reports of 8000 records of nine
+	 * 512-byte strings (37 MB each) - the second is refused */
+	char big[600], rec[6000];
+	memset(big, 'a', 512);
+	big[512] = '\0';
+	snprintf(rec, sizeof(rec),
+	         "<record><row><source_ip>%s</source_ip><policy_evaluated><disposition>%s"
+	         "</disposition><dkim>%s</dkim><spf>%s</spf></policy_evaluated></row>"
+	         "<identifiers><header_from>%s</header_from></identifiers><auth_results><dkim>"
+	         "<domain>%s</domain><result>%s</result></dkim><spf><domain>%s</domain><result>"
+	         "%s</result></spf></auth_results></record>",
+	         big, big, big, big, big, big, big, big, big);
+	xml_report(&x, "0", "1", 8000, rec);
+	memset(&in, 0, sizeof(in));
+	assert_int_equal(reports_inbound_blob((const unsigned char *)x.data, x.len, &in), 1);
+	assert_int_equal(reports_inbound_blob((const unsigned char *)x.data, x.len, &in), -1);
+	assert_int_equal(in.ndmarc, 1);
+	assert_int_equal(in.errors.n, 1);
+	assert_non_null(strstr(in.errors.v[0], "or 64 MiB in the message"));
+	reports_inbound_clear(&in);
 	util_buf_free(&x);
 }
 
