@@ -261,17 +261,19 @@ static const struct config_directive d_limits[] = {
      R, "Time a trusted proxy has to send its PROXY header"},
     {"junk_command_limit", CONFIG_T_INT, G(junk_command_limit), "100", NULL, 1, 1000000, NULL,
      NULL, R,
-     "NOOP, RSET, VRFY, HELP and repeated HELO/EHLO commands a session may send before 421 "
+     "NOOP, RSET, VRFY, HELP, repeated HELO/EHLO, repeated or DNSBL-refused RCPT commands a "
+     "session may send before 421 "
      "and close (like Postfix's smtpd_junk_command_limit); a queued message resets the count"},
     {"max_session_time", CONFIG_T_DURATION, G(max_session_time), "1h", NULL, 1, DAY, NULL, NULL,
-     R, "Longest life of one session; then 421 (a message being received is finished first)"},
+     R, "Longest life of one session; then 421 (a message being received gets data_timeout "
+     "more to finish)"},
     {"max_transactions", CONFIG_T_INT, G(max_transactions), "1000", NULL, 1, 1000000, NULL, NULL,
      R, "MAIL FROM commands in one session; the next one gets 421 and the client reconnects"},
     {"stress_threshold", CONFIG_T_INT, G(stress_threshold), "75", NULL, 0, 100, NULL, NULL, R,
      "Percent of max_connections above which stress mode shortens timeouts and the junk "
      "limit for every session (Postfix's stress mode); 0 = never"},
     {"stress_command_timeout", CONFIG_T_DURATION, G(stress_command_timeout), "10s", NULL, 1, HOUR,
-     NULL, NULL, R, "command_timeout in stress mode"},
+     NULL, NULL, R, "command_timeout (and data_timeout, when shorter) in stress mode"},
     {"stress_junk_command_limit", CONFIG_T_INT, G(stress_junk_command_limit), "10", NULL, 1,
      1000000, NULL, NULL, R, "junk_command_limit in stress mode"},
 };

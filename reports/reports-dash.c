@@ -28,6 +28,7 @@
 #include "reports-internal.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,9 +36,12 @@
 #include <time.h>
 
 /* One view: its SQL per backend (0 SQLite, 1 PostgreSQL; one parameter,
- * the start of the period) and its columns ('i' integer, 's' string, 'o'
- * a comma-separated list, sorted here (the two dialects aggregate in
- * different orders), 'f' the failure types, summed per type). */
+ * the start of the period; SQLite sums as CAST(total(x) AS INTEGER), which
+ * saturates where sum() fails with "integer overflow" - one report with
+ * huge counts took the whole view down (red team); PostgreSQL's sum of
+ * bigint is numeric, strtoll saturates it) and its columns ('i' integer,
+ * 's' string, 'o' a comma-separated list, sorted here (the two dialects
+ * aggregate in different orders), 'f' the failure types, summed per type). */
 struct dash_view {
 	const char *name;
 	const char *sql[2];
@@ -50,10 +54,11 @@ static const struct dash_view dash_views[] = {
      {"WITH fs AS (SELECT d.domain AS domain, r.source_ip AS ip, min(d.received_t) AS first_t"
       " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report GROUP BY 1, 2),"
       " w AS (SELECT d.domain AS domain, r.source_ip AS ip, group_concat(DISTINCT d.org_name)"
-      " AS orgs, sum(r.count) AS n,"
-      " sum(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END) AS pass,"
-      " sum(CASE WHEN r.spf = 'pass' THEN r.count ELSE 0 END) AS spf,"
-      " sum(CASE WHEN r.dkim = 'pass' THEN r.count ELSE 0 END) AS dkim"
+      " AS orgs, CAST(total(r.count) AS INTEGER) AS n,"
+      " CAST(total(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END) AS "
+      "INTEGER) AS pass,"
+      " CAST(total(CASE WHEN r.spf = 'pass' THEN r.count ELSE 0 END) AS INTEGER) AS spf,"
+      " CAST(total(CASE WHEN r.dkim = 'pass' THEN r.count ELSE 0 END) AS INTEGER) AS dkim"
       " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report"
       " WHERE d.end_t >= ?1 GROUP BY 1, 2)"
       " SELECT w.domain, w.ip, w.orgs, w.n, w.pass, w.spf, w.dkim, a.domain IS NOT NULL,"
@@ -82,8 +87,8 @@ static const struct dash_view dash_views[] = {
       "first_seen", "new"},
      "ssoiiiiiii"},
     {"daily",
-     {"SELECT d.domain, date(d.begin_t, 'unixepoch'), sum(r.count),"
-      " sum(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END)"
+     {"SELECT d.domain, date(d.begin_t, 'unixepoch'), CAST(total(r.count) AS INTEGER),"
+      " CAST(total(CASE WHEN r.dkim = 'pass' OR r.spf = 'pass' THEN r.count ELSE 0 END) AS INTEGER)"
       " FROM inbound_dmarc_rec r JOIN inbound_dmarc d ON d.id = r.report"
       " WHERE d.end_t >= ?1 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT 5000",
       "SELECT d.domain, to_char(to_timestamp(d.begin_t) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),"
@@ -93,7 +98,8 @@ static const struct dash_view dash_views[] = {
      {"domain", "day", "count", "dmarc_pass"},
      "ssii"},
     {"tlsrpt",
-     {"SELECT p.policy_domain, p.policy_type, t.org_name, sum(p.success), sum(p.failure),"
+     {"SELECT p.policy_domain, p.policy_type, t.org_name, CAST(total(p.success) AS INTEGER), "
+      "CAST(total(p.failure) AS INTEGER),"
       " group_concat(p.failures, ';')"
       " FROM inbound_tlsrpt_policy p JOIN inbound_tlsrpt t ON t.id = p.report"
       " WHERE t.end_t >= ?1 GROUP BY 1, 2, 3 ORDER BY 1, 5 DESC, 3 LIMIT 5000",
@@ -310,6 +316,13 @@ void reports_dash_ready(uint64_t approved, uint64_t approved_pass, uint64_t othe
 	     ? json_string_value(json_object_get((o), (k)))                                        \
 	     : "")
 
+/* sat_add - a + b for counts (>= 0), at most INT64_MAX: the views
+ * saturate, the sums of their rows must not overflow either. */
+static long long sat_add(long long a, long long b)
+{
+	return a > LLONG_MAX - b ? LLONG_MAX : a + b;
+}
+
 /* inventory_rows - the sender inventory per domain, from the sources:
  * approved/other volumes, new sources, the last look and the readiness
  * line; a new JSON array. */
@@ -345,13 +358,13 @@ static json_t *inventory_rows(struct dash_db *d, json_t *sources, char *err, siz
 			json_array_append(arr, p);
 		}
 		long long n = JI(o, "count"), pass = JI(o, "dmarc_pass");
-#define ADD(k, v) json_object_set_new(p, k, json_integer(JI(p, k) + (v)))
+#define ADD(k, v) json_object_set_new(p, k, json_integer(sat_add(JI(p, k), (v))))
 		if (JI(o, "approved")) {
 			ADD("approved_count", n);
 			ADD("approved_pass", pass);
 		} else {
 			ADD("other_count", n);
-			ADD("other_fail", n - pass);
+			ADD("other_fail", n > pass ? n - pass : 0);
 		}
 		ADD("sources", 1);
 		ADD("new_sources", JI(o, "new") ? 1 : 0);

@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <libxml/xmlreader.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +52,14 @@ static char *sdup(const char *s, size_t n)
 {
 	if (s == NULL)
 		s = "", n = 0;
-	if (n > REPORTS_IN_MAX_STR)
+	if (n > REPORTS_IN_MAX_STR) {
+		/* cut at a character boundary: half a UTF-8 sequence made the
+		 * string invalid - PostgreSQL refused the whole report, the
+		 * dashboard showed "?" */
 		n = REPORTS_IN_MAX_STR;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+	}
 	char *r = malloc(n + 1);
 	if (r == NULL)
 		abort();
@@ -271,75 +278,257 @@ int reports_inbound_decompress(const unsigned char *p, size_t len, unsigned char
 
 /* ---------------------------------------------------------------- DMARC XML */
 
-/* child - the first element child of n named name, or NULL. */
-static xmlNode *child(xmlNode *n, const char *name)
+/* The DMARC XML is read as a stream (xmlTextReader), never as one tree: a
+ * tree costs ~100 bytes a node, so 45 MB of "<x/>" (a 230 KB gzip, within
+ * the ratio limit) took 1.5 GB in the gateway's process (red team).  The
+ * reader frees each node once passed; what is kept is the fields below,
+ * picked by their element path under <feedback> (the first occurrence of
+ * each; an element's text includes its descendants' text). */
+enum xf {
+	XF_ORG,
+	XF_EMAIL,
+	XF_ID,
+	XF_BEGIN,
+	XF_END,
+	XF_DOMAIN,
+	XF_P, /* report */
+	XF_IP,
+	XF_COUNT,
+	XF_DISP,
+	XF_DKIM,
+	XF_SPF,
+	XF_HFROM, /* record */
+	XF_ADKIM_D,
+	XF_ADKIM_R,
+	XF_ASPF_D,
+	XF_ASPF_R,
+	XF_N
+};
+#define XF_FIRST_REC XF_IP
+
+static const char *const xf_path[XF_N] = {
+    "report_metadata/org_name",
+    "report_metadata/email",
+    "report_metadata/report_id",
+    "report_metadata/date_range/begin",
+    "report_metadata/date_range/end",
+    "policy_published/domain",
+    "policy_published/p",
+    "record/row/source_ip",
+    "record/row/count",
+    "record/row/policy_evaluated/disposition",
+    "record/row/policy_evaluated/dkim",
+    "record/row/policy_evaluated/spf",
+    "record/identifiers/header_from",
+    "record/auth_results/dkim/domain",
+    "record/auth_results/dkim/result",
+    "record/auth_results/spf/domain",
+    "record/auth_results/spf/result",
+};
+
+/* trimmed - s[0..n) without surrounding blanks, bounded copy (sdup). */
+static char *trimmed(const char *s, size_t n)
 {
-	for (xmlNode *c = n ? n->children : NULL; c != NULL; c = c->next)
-		if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
-			return c;
-	return NULL;
+	while (n > 0 && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n'))
+		s++, n--;
+	while (n > 0 &&
+	       (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		n--;
+	return sdup(s, n);
 }
 
-/* text - the bounded, trimmed text of element path a/b under n ("" if none). */
-static char *text(xmlNode *n, const char *a, const char *b)
+/* num - a count or time: 0 when not a number or negative, -1 when over max. */
+static int64_t num(const char *t, int64_t max)
 {
-	xmlNode *e = child(n, a);
-	if (b != NULL)
-		e = child(e, b);
-	if (e == NULL)
-		return sdupz("");
-	xmlChar *c = xmlNodeGetContent(e);
-	const char *s = c ? (const char *)c : "";
-	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
-		s++;
-	size_t l = strlen(s);
-	while (l > 0 &&
-	       (s[l - 1] == ' ' || s[l - 1] == '\t' || s[l - 1] == '\r' || s[l - 1] == '\n'))
-		l--;
-	char *r = sdup(s, l);
-	xmlFree(c);
-	return r;
-}
-
-static int64_t num(xmlNode *n, const char *a, const char *b)
-{
-	char *t = text(n, a, b), *end = NULL;
+	char *end = NULL;
 	long long v = strtoll(t, &end, 10);
 	if (end == t || v < 0)
-		v = 0;
-	free(t);
-	return v;
+		return 0;
+	return v > max ? -1 : v;
 }
 
-/* depth_ok - no element deeper than REPORTS_IN_MAX_DEPTH. */
-static int depth_ok(xmlNode *n, int d)
+/* xf_slot - where field f of the report (or of its current record) goes. */
+static char **xf_slot(struct reports_in_dmarc *out, char **nums, enum xf f)
 {
-	if (d > REPORTS_IN_MAX_DEPTH)
-		return 0;
-	for (xmlNode *c = n->children; c != NULL; c = c->next)
-		if (c->type == XML_ELEMENT_NODE && !depth_ok(c, d + 1))
-			return 0;
-	return 1;
+	struct reports_in_rec *r = out->n ? &out->recs[out->n - 1] : NULL;
+	switch (f) {
+	case XF_ORG:
+		return &out->org_name;
+	case XF_EMAIL:
+		return &out->email;
+	case XF_ID:
+		return &out->report_id;
+	case XF_DOMAIN:
+		return &out->domain;
+	case XF_P:
+		return &out->p;
+	case XF_BEGIN:
+		return &nums[0];
+	case XF_END:
+		return &nums[1];
+	case XF_COUNT:
+		return &nums[2];
+	case XF_IP:
+		return &r->ip;
+	case XF_DISP:
+		return &r->disposition;
+	case XF_DKIM:
+		return &r->dkim;
+	case XF_SPF:
+		return &r->spf;
+	case XF_HFROM:
+		return &r->header_from;
+	case XF_ADKIM_D:
+		return &r->dkim_domain;
+	case XF_ADKIM_R:
+		return &r->dkim_result;
+	case XF_ASPF_D:
+		return &r->spf_domain;
+	case XF_ASPF_R:
+		return &r->spf_result;
+	default:
+		return NULL;
+	}
+}
+
+/* rec_done - the record just read: missing strings "", its count. */
+static int rec_done(struct reports_in_dmarc *out, char **nums, char *err, size_t errlen)
+{
+	struct reports_in_rec *r = &out->recs[out->n - 1];
+	char **s[] = {&r->ip,          &r->disposition, &r->dkim,
+	              &r->spf,         &r->header_from, &r->dkim_domain,
+	              &r->dkim_result, &r->spf_domain,  &r->spf_result};
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
+		if (*s[i] == NULL)
+			*s[i] = sdupz("");
+	int64_t c = num(nums[2] ? nums[2] : "", REPORTS_IN_MAX_COUNT);
+	free(nums[2]);
+	nums[2] = NULL;
+	if (c < 0) {
+		snprintf(err, errlen, "record count over %llu",
+		         (unsigned long long)REPORTS_IN_MAX_COUNT);
+		return -1;
+	}
+	r->count = (uint64_t)c;
+	return 0;
 }
 
 /* reports_inbound_dmarc_xml - see reports-inbound.h. */
 int reports_inbound_dmarc_xml(const char *p, size_t len, struct reports_in_dmarc *out, char *err,
                               size_t errlen)
 {
-	xmlDoc *doc = NULL;
-	int rc = -1;
+	xmlTextReader *rd = NULL;
+	char path[REPORTS_IN_MAX_DEPTH * 40 + 1] = "";
+	size_t plen[REPORTS_IN_MAX_DEPTH + 1];
+	char *nums[3] = {NULL, NULL, NULL}; /* begin, end, the record's count */
+	struct util_buf text;               /* the current field's text */
+	int cur = -1, cur_depth = 0, in_rec = 0, seen = 0, rc = -1, r;
+	size_t cap = 0;
 
 	memset(out, 0, sizeof(*out));
+	util_buf_init(&text);
 	if (len > INT32_MAX) {
 		snprintf(err, errlen, "XML too big");
 		return -1;
 	}
 	/* no XML_PARSE_NOENT (entities stay unexpanded), no DTD loading, no
 	 * network, no XML_PARSE_HUGE (libxml2's own size/depth limits stay) */
-	doc = xmlReadMemory(p, (int)len, "report.xml", NULL,
-	                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-	                        XML_PARSE_NOBLANKS | XML_PARSE_NOCDATA);
-	if (doc == NULL) {
+	rd = xmlReaderForMemory(p, (int)len, "report.xml", NULL,
+	                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+	                            XML_PARSE_NOBLANKS | XML_PARSE_NOCDATA);
+	if (rd == NULL) {
+		snprintf(err, errlen, "XML not well-formed");
+		goto cleanup;
+	}
+	while ((r = xmlTextReaderRead(rd)) == 1) {
+		int type = xmlTextReaderNodeType(rd), depth = xmlTextReaderDepth(rd);
+		if (type == XML_READER_TYPE_DOCUMENT_TYPE) {
+			snprintf(err, errlen, "XML with a DTD refused");
+			goto cleanup;
+		}
+		if (type == XML_READER_TYPE_TEXT || type == XML_READER_TYPE_CDATA ||
+		    type == XML_READER_TYPE_SIGNIFICANT_WHITESPACE) {
+			const char *v = (const char *)xmlTextReaderConstValue(rd);
+			if (cur >= 0 && v != NULL && text.len < 4 * REPORTS_IN_MAX_STR)
+				util_buf_add(&text, v, strnlen(v, 4 * REPORTS_IN_MAX_STR));
+			continue;
+		}
+		bool start = type == XML_READER_TYPE_ELEMENT,
+		     empty = start && xmlTextReaderIsEmptyElement(rd) == 1;
+		if (!start && type != XML_READER_TYPE_END_ELEMENT)
+			continue;
+		if (start) {
+			const char *name = (const char *)xmlTextReaderConstLocalName(rd);
+			if (depth + 1 > REPORTS_IN_MAX_DEPTH) {
+				snprintf(err, errlen, "XML nested deeper than %d",
+				         REPORTS_IN_MAX_DEPTH);
+				goto cleanup;
+			}
+			if (depth == 0) {
+				if (name == NULL || strcmp(name, "feedback") != 0) {
+					snprintf(err, errlen, "XML root is not <feedback>");
+					goto cleanup;
+				}
+				continue;
+			}
+			/* path: the names below <feedback>, '/'-joined (long names cut) */
+			size_t at = depth > 1 ? plen[depth - 1] : 0;
+			snprintf(path + at, sizeof(path) - at, "%s%.32s", depth > 1 ? "/" : "",
+			         name ? name : "");
+			plen[depth] = strlen(path);
+			if (depth == 1 && strcmp(path, "report_metadata") == 0)
+				seen |= 1;
+			if (depth == 1 && strcmp(path, "policy_published") == 0)
+				seen |= 2;
+			if (depth == 1 && strcmp(path, "record") == 0) {
+				if (out->n >= REPORTS_IN_MAX_RECORDS) {
+					snprintf(err, errlen, "more than %d records",
+					         REPORTS_IN_MAX_RECORDS);
+					goto cleanup;
+				}
+				if (out->n == cap) {
+					cap = cap ? cap * 2 : 16;
+					void *nr = realloc(out->recs, cap * sizeof(*out->recs));
+					if (nr == NULL) {
+						snprintf(err, errlen, "out of memory");
+						goto cleanup;
+					}
+					out->recs = nr;
+				}
+				memset(&out->recs[out->n++], 0, sizeof(*out->recs));
+				in_rec = 1;
+			}
+			if (cur < 0) {
+				for (int f = 0; f < XF_N; f++) {
+					char **slot;
+					if (strcmp(path, xf_path[f]) != 0 ||
+					    (f >= XF_FIRST_REC && !in_rec))
+						continue;
+					if ((slot = xf_slot(out, nums, (enum xf)f)) != NULL &&
+					    *slot == NULL) {
+						cur = f;
+						cur_depth = depth;
+						text.len = 0;
+					}
+					break;
+				}
+			}
+		}
+		/* the end of an element (an empty one ends where it starts) */
+		if (!start || empty) {
+			if (cur >= 0 && depth == cur_depth) {
+				*xf_slot(out, nums, (enum xf)cur) =
+				    trimmed(text.data ? text.data : "", text.len);
+				cur = -1;
+			}
+			if (depth == 1 && in_rec) {
+				in_rec = 0;
+				if (rec_done(out, nums, err, errlen) < 0)
+					goto cleanup;
+			}
+		}
+	}
+	if (r < 0) {
 		const xmlError *e = xmlGetLastError();
 		snprintf(err, errlen, "XML not well-formed%s%.80s", e && e->message ? ": " : "",
 		         e && e->message ? e->message : "");
@@ -348,31 +537,14 @@ int reports_inbound_dmarc_xml(const char *p, size_t len, struct reports_in_dmarc
 				*q = ' ';
 		goto cleanup;
 	}
-	if (doc->intSubset != NULL || doc->extSubset != NULL) {
-		snprintf(err, errlen, "XML with a DTD refused");
-		goto cleanup;
-	}
-	xmlNode *root = xmlDocGetRootElement(doc);
-	if (root == NULL || strcmp((const char *)root->name, "feedback") != 0) {
-		snprintf(err, errlen, "XML root is not <feedback>");
-		goto cleanup;
-	}
-	if (!depth_ok(root, 1)) {
-		snprintf(err, errlen, "XML nested deeper than %d", REPORTS_IN_MAX_DEPTH);
-		goto cleanup;
-	}
-	xmlNode *meta = child(root, "report_metadata"), *pol = child(root, "policy_published");
-	if (meta == NULL || pol == NULL) {
+	if (seen != 3) {
 		snprintf(err, errlen, "report_metadata or policy_published missing");
 		goto cleanup;
 	}
-	out->org_name = text(meta, "org_name", NULL);
-	out->email = text(meta, "email", NULL);
-	out->report_id = text(meta, "report_id", NULL);
-	out->begin = num(meta, "date_range", "begin");
-	out->end = num(meta, "date_range", "end");
-	out->domain = text(pol, "domain", NULL);
-	out->p = text(pol, "p", NULL);
+	char **s[] = {&out->org_name, &out->email, &out->report_id, &out->domain, &out->p};
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
+		if (*s[i] == NULL)
+			*s[i] = sdupz("");
 	for (char *q = out->domain; *q; q++)
 		if (*q >= 'A' && *q <= 'Z')
 			*q = (char)(*q + 32);
@@ -380,42 +552,22 @@ int reports_inbound_dmarc_xml(const char *p, size_t len, struct reports_in_dmarc
 		snprintf(err, errlen, "org_name, report_id or domain empty");
 		goto cleanup;
 	}
-	size_t cap = 0;
-	for (xmlNode *c = root->children; c != NULL; c = c->next) {
-		if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "record") != 0)
-			continue;
-		if (out->n >= REPORTS_IN_MAX_RECORDS) {
-			snprintf(err, errlen, "more than %d records", REPORTS_IN_MAX_RECORDS);
-			goto cleanup;
-		}
-		if (out->n == cap) {
-			cap = cap ? cap * 2 : 16;
-			void *nr = realloc(out->recs, cap * sizeof(*out->recs));
-			if (nr == NULL) {
-				snprintf(err, errlen, "out of memory");
-				goto cleanup;
-			}
-			out->recs = nr;
-		}
-		struct reports_in_rec *r = &out->recs[out->n++];
-		xmlNode *row = child(c, "row"), *pe = child(row, "policy_evaluated"),
-		        *ar = child(c, "auth_results");
-		r->ip = text(row, "source_ip", NULL);
-		r->count = (uint64_t)num(row, "count", NULL);
-		r->disposition = text(pe, "disposition", NULL);
-		r->dkim = text(pe, "dkim", NULL);
-		r->spf = text(pe, "spf", NULL);
-		r->header_from = text(child(c, "identifiers"), "header_from", NULL);
-		r->dkim_domain = text(ar, "dkim", "domain");
-		r->dkim_result = text(ar, "dkim", "result");
-		r->spf_domain = text(ar, "spf", "domain");
-		r->spf_result = text(ar, "spf", "result");
+	/* a time the stores and the dashboard can show (PostgreSQL's
+	 * to_timestamp fails past year 294276, and with it the whole view) */
+	out->begin = num(nums[0] ? nums[0] : "", REPORTS_IN_MAX_TIME);
+	out->end = num(nums[1] ? nums[1] : "", REPORTS_IN_MAX_TIME);
+	if (out->begin < 0 || out->end < 0) {
+		snprintf(err, errlen, "date_range out of range");
+		goto cleanup;
 	}
 	rc = 0;
 cleanup:
 	if (rc < 0)
 		reports_in_dmarc_clear(out);
-	xmlFreeDoc(doc);
+	for (int i = 0; i < 3; i++)
+		free(nums[i]);
+	util_buf_free(&text);
+	xmlFreeTextReader(rd);
 	return rc;
 }
 
@@ -427,11 +579,17 @@ static char *jstr(json_t *o, const char *k)
 	return sdupz(json_is_string(v) ? json_string_value(v) : "");
 }
 
-static uint64_t jnum(json_t *o, const char *k)
+/* jnum - a session count (0 if none or negative); *bad set when over
+ * REPORTS_IN_MAX_COUNT. */
+static uint64_t jnum(json_t *o, const char *k, bool *bad)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
-	                                                       : 0;
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+	if (n > REPORTS_IN_MAX_COUNT) {
+		*bad = true;
+		return 0;
+	}
+	return n > 0 ? (uint64_t)n : 0;
 }
 
 /* rfc3339 - seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ" (0 if not). */
@@ -456,6 +614,12 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
+	/* jansson builds a tree of ~40 bytes a value: 45 MB of "0," took 1 GB
+	 * (red team); TLS-RPT reports are kilobytes */
+	if (len > REPORTS_IN_MAX_JSON) {
+		snprintf(err, errlen, "JSON bigger than %u bytes", REPORTS_IN_MAX_JSON);
+		goto cleanup;
+	}
 	/* jansson limits nesting to JSON_PARSER_DEFAULT_DEPTH (2048) itself */
 	root = json_loadb(p, len, JSON_REJECT_DUPLICATES, &je);
 	if (root == NULL) {
@@ -475,6 +639,11 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 	out->end = rfc3339(e);
 	free(b);
 	free(e);
+	if (out->begin < 0 || out->begin > REPORTS_IN_MAX_TIME || out->end < 0 ||
+	    out->end > REPORTS_IN_MAX_TIME) {
+		snprintf(err, errlen, "date-range out of range");
+		goto cleanup;
+	}
 	json_t *pols = json_object_get(root, "policies");
 	if (out->org_name[0] == '\0' || out->report_id[0] == '\0' || !json_is_array(pols)) {
 		snprintf(err, errlen, "organization-name, report-id or policies missing");
@@ -491,6 +660,7 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 	}
 	size_t i;
 	json_t *pv;
+	bool bad = false;
 	json_array_foreach(pols, i, pv)
 	{
 		struct reports_in_tlspol *tp = &out->pols[out->n++];
@@ -500,8 +670,8 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 		for (char *q = tp->policy_domain; *q; q++)
 			if (*q >= 'A' && *q <= 'Z')
 				*q = (char)(*q + 32);
-		tp->success = jnum(sum, "total-successful-session-count");
-		tp->failure = jnum(sum, "total-failure-session-count");
+		tp->success = jnum(sum, "total-successful-session-count", &bad);
+		tp->failure = jnum(sum, "total-failure-session-count", &bad);
 		struct util_buf fb;
 		util_buf_init(&fb);
 		size_t j;
@@ -511,12 +681,20 @@ int reports_inbound_tlsrpt_json(const char *p, size_t len, struct reports_in_tls
 			json_t *rt = json_object_get(fd, "result-type");
 			if (!json_is_string(rt) || fb.len > REPORTS_IN_MAX_STR)
 				continue;
-			util_buf_printf(&fb, "%s%.64s=%llu", fb.len ? ";" : "",
-			                json_string_value(rt),
-			                (unsigned long long)jnum(fd, "failed-session-count"));
+			const char *rs = json_string_value(rt);
+			int rn = (int)strnlen(rs, 64);
+			while (rs[rn] != '\0' && rn > 0 && ((unsigned char)rs[rn] & 0xc0) == 0x80)
+				rn--; /* at most 64 bytes, whole characters */
+			util_buf_printf(&fb, "%s%.*s=%llu", fb.len ? ";" : "", rn, rs,
+			                (unsigned long long)jnum(fd, "failed-session-count", &bad));
 		}
 		tp->failures = sdup(fb.data ? fb.data : "", fb.len);
 		util_buf_free(&fb);
+	}
+	if (bad) {
+		snprintf(err, errlen, "session count over %llu",
+		         (unsigned long long)REPORTS_IN_MAX_COUNT);
+		goto cleanup;
 	}
 	rc = 0;
 cleanup:
@@ -535,6 +713,21 @@ static void add_err(struct reports_inbound *out, const char *what, const char *e
 	util_strlist_add(&out->errors, line);
 }
 
+/* dmarc_bytes - what a parsed report holds in memory (its strings and
+ * records), about. */
+static size_t dmarc_bytes(const struct reports_in_dmarc *d)
+{
+	size_t n = strlen(d->org_name) + strlen(d->email) + strlen(d->report_id) +
+	           strlen(d->domain) + strlen(d->p);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct reports_in_rec *r = &d->recs[i];
+		n += sizeof(*r) + strlen(r->ip) + strlen(r->disposition) + strlen(r->dkim) +
+		     strlen(r->spf) + strlen(r->header_from) + strlen(r->dkim_domain) +
+		     strlen(r->dkim_result) + strlen(r->spf_domain) + strlen(r->spf_result);
+	}
+	return n;
+}
+
 /* doc - one uncompressed document; 1 added, 0 not a report, -1 refused. */
 static int doc(const unsigned char *p, size_t len, bool compressed, struct reports_inbound *out)
 {
@@ -551,6 +744,22 @@ static int doc(const unsigned char *p, size_t len, bool compressed, struct repor
 	if (i < len && p[i] == '<') {
 		struct reports_in_dmarc d;
 		if (reports_inbound_dmarc_xml((const char *)p, len, &d, err, sizeof(err)) < 0) {
+			add_err(out, "dmarc", err);
+			return -1;
+		}
+		/* the record limit holds per message too: 32 reports of 100000
+		 * "<record/>" (2 KB gzip'd each) held 1.2 GB (red team); so does
+		 * a bound on the bytes kept (100000 records of 512-byte strings
+		 * are 460 MB, from a 3 MB message within the ratio limit) */
+		size_t total = d.n, bytes = dmarc_bytes(&d);
+		for (size_t k = 0; k < out->ndmarc; k++) {
+			total += out->dmarc[k].n;
+			bytes += dmarc_bytes(&out->dmarc[k]);
+		}
+		if (total > REPORTS_IN_MAX_RECORDS || bytes > REPORTS_IN_MAX_KEPT) {
+			reports_in_dmarc_clear(&d);
+			snprintf(err, sizeof(err), "more than %d records or %u MiB in the message",
+			         REPORTS_IN_MAX_RECORDS, REPORTS_IN_MAX_KEPT >> 20);
 			add_err(out, "dmarc", err);
 			return -1;
 		}

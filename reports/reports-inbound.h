@@ -7,11 +7,15 @@
  * Limits: the message (REPORTS_IN_MAX_MSG; its MIME parts and header
  * fields as content_mime_too_complex counts them), each decompressed attachment
  * (REPORTS_IN_MAX_DECOMP and REPORTS_IN_MAX_RATIO times its compressed
- * size), the XML depth, the records per report, the string lengths, the
- * reports per message.  libxml2 reads with network access off, no entity
- * substitution, no DTD (a document with one is refused), no XML_PARSE_HUGE.
- * A part that breaks a limit or does not parse is refused alone (an error
- * string in the result); the other parts of the message still count.
+ * size), a TLS-RPT document (REPORTS_IN_MAX_JSON), the XML depth, the
+ * records per report and per message, the bytes of parsed reports per
+ * message (REPORTS_IN_MAX_KEPT), the counts and dates, the string
+ * lengths, the reports per message.  The XML is read as a stream: memory
+ * does not grow with the number of elements, only with the records kept.
+ * libxml2 reads with network access off, no entity substitution, no DTD (a
+ * document with one is refused), no XML_PARSE_HUGE.  A part that breaks a
+ * limit or does not parse is refused alone (an error string in the
+ * result); the other parts of the message still count.
  *
  * Pure: no I/O, no globals but libxml2's and GMime's one-time init
  * (reports_inbound_init, called once before threads use the parser).
@@ -32,6 +36,12 @@
 #define REPORTS_IN_MAX_RECORDS 100000              /* records / policies per report */
 #define REPORTS_IN_MAX_STR     512                 /* bytes of one stored string */
 #define REPORTS_IN_MAX_REPORTS 32                  /* reports (parts) per message */
+/* A record's count or a TLS-RPT session count (more is a lie, and sums of
+ * such lies overflowed the dashboard's SQL), a report's dates (9999-12-31). */
+#define REPORTS_IN_MAX_COUNT (1ll << 32)
+#define REPORTS_IN_MAX_TIME  253402300799ll
+#define REPORTS_IN_MAX_JSON  (4u * 1024 * 1024)  /* one TLS-RPT document */
+#define REPORTS_IN_MAX_KEPT  (64u * 1024 * 1024) /* parsed DMARC bytes per message */
 
 /* One <record> of a DMARC aggregate report (strings owned, never NULL). */
 struct reports_in_rec {

@@ -686,9 +686,11 @@ static int pg_add_inbound(void *h, const struct reports_inbound *in, int64_t t, 
 		}
 	}
 	for (size_t i = 0; i < in->errors.n; i++) {
-		/* the raw message as a binary parameter (bytea) */
-		const char *v[5] = {ts, rcpt, qid, in->errors.v[i], raw};
-		int lens[5] = {0, 0, 0, 0, raw ? (int)rawlen : 0};
+		/* the raw message as a binary parameter (bytea), once, with the
+		 * first error (as SQLite) */
+		const char *rw = i == 0 ? raw : NULL;
+		const char *v[5] = {ts, rcpt, qid, in->errors.v[i], rw};
+		int lens[5] = {0, 0, 0, 0, rw ? (int)rawlen : 0};
 		int fmts[5] = {0, 0, 0, 0, 1};
 		r = PQexecParams(h, "INSERT INTO inbound_refused VALUES ($1,$2,$3,$4,$5)", 5, NULL, v,
 		                 lens, fmts, 0);

@@ -781,9 +781,12 @@ static int sq_add_inbound(void *h, const struct reports_inbound *in, int64_t t, 
 				goto fail;
 		}
 	}
+	/* the raw message once, with its first error: a copy per refused part
+	 * let one 20 MB message with 64 broken parts write 1.3 GB (red team) */
 	for (size_t i = 0; i < in->errors.n; i++)
 		if (sq_run1(db, NULL, err, errlen, "INSERT INTO inbound_refused VALUES (?,?,?,?,?)",
-		            "isssb", t, rcpt, qid, in->errors.v[i], raw, raw ? rawlen : (size_t)0) < 0)
+		            "isssb", t, rcpt, qid, in->errors.v[i], i == 0 ? raw : NULL,
+		            i == 0 && raw ? rawlen : (size_t)0) < 0)
 			goto fail;
 	return sq_exec(db, "COMMIT", err, errlen);
 fail:

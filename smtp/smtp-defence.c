@@ -1,10 +1,13 @@
 /*
  * smtp-defence.c - sessions that hold slots without sending mail (issue 17):
- * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO) counted against junk_command_limit,
- * a cap on a session's lifetime (max_session_time) and on its transactions
+ * junk commands (NOOP, RSET, VRFY, HELP, a repeated HELO/EHLO, a RCPT
+ * repeating one the transaction has, a RCPT refused for a DNSBL listing)
+ * counted against junk_command_limit,
+ * a cap on a session's lifetime (max_session_time; a message in progress
+ * gets data_timeout more to finish) and on its transactions
  * (max_transactions), and stress mode: above stress_threshold percent of
- * max_connections, every session between commands gets the short
- * stress_command_timeout and the lower stress_junk_command_limit (Postfix's
+ * max_connections, every session between commands (or between two reads
+ * of a message) gets the short stress_command_timeout and the lower stress_junk_command_limit (Postfix's
  * stress mode), so 1,000 NOOP-every-25-seconds connections cannot fill
  * max_connections and lock everyone else out.
  *
@@ -46,7 +49,10 @@ static void cut(struct smtp_session *s, const char *reason, const char *text)
 }
 
 /* life_cb - max_session_time is up: close now between commands, or after
- * the transaction in progress (a message being received is not cut). */
+ * the transaction in progress (a message being received is not cut).  A
+ * message still being received data_timeout later is cut all the same:
+ * data_timeout only bounds the pause between two reads, so one byte every
+ * few minutes kept a DATA - and its slot - open for ever (red team). */
 static void life_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_session *s = arg;
@@ -54,8 +60,18 @@ static void life_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->state == SMTP_STATE_CLOSING)
 		return;
-	if (s->state == SMTP_STATE_DATA || s->wait != SMTP_WAIT_NONE ||
-	    s->state == SMTP_STATE_TLS || s->state == SMTP_STATE_PROXY) {
+	if (s->state == SMTP_STATE_DATA) {
+		if (!s->expired) {
+			struct timeval tv = {.tv_sec = s->cfg->data_timeout, .tv_usec = 0};
+			s->expired = true;
+			event_add(s->life_ev, &tv); /* the grace to finish the message */
+			return;
+		}
+		cut(s, "session_time", "Error: session too long, please reconnect");
+		return;
+	}
+	if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_TLS ||
+	    s->state == SMTP_STATE_PROXY) {
 		s->expired = true;
 		return;
 	}
@@ -86,6 +102,20 @@ void smtp_defence_command_timeout(struct smtp_session *s)
 	s->stress_timeout = s->srv->stress;
 	smtp_session_set_timeout(s, s->stress_timeout ? s->cfg->stress_command_timeout
 	                                              : s->cfg->command_timeout);
+}
+
+/* smtp_defence_data_timeout - the timeout between two reads of a message:
+ * data_timeout, at most stress_command_timeout in stress mode - as
+ * Postfix's stress-dependent smtpd_timeout, which DATA obeys too; else a
+ * flood of clients dribbling their DATA kept their slots through stress
+ * mode (red team). */
+void smtp_defence_data_timeout(struct smtp_session *s)
+{
+	int t = s->cfg->data_timeout;
+	s->stress_timeout = s->srv->stress;
+	if (s->stress_timeout && s->cfg->stress_command_timeout < t)
+		t = s->cfg->stress_command_timeout;
+	smtp_session_set_timeout(s, t);
 }
 
 /* smtp_defence_junk - count one junk command. */
@@ -136,10 +166,15 @@ void smtp_defence_stress_update(struct smtp_server *srv)
 	if (!on)
 		return; /* long timeouts come back with each session's next command */
 	util_metrics_inc("mxgate_stress_periods_total", NULL);
-	/* Sessions idle between commands still hold command_timeout: shorten
-	 * it now, or the slots they hold stay held for minutes. */
+	/* Sessions idle between commands still hold command_timeout, and
+	 * messages being received data_timeout: shorten them now, or the
+	 * slots they hold stay held for minutes. */
 	for (size_t b = 0; b < SMTP_HASH_BUCKETS; b++) {
 		for (struct smtp_session *s = srv->sessions[b]; s; s = s->hnext) {
+			if (s->wait == SMTP_WAIT_NONE && s->bev && s->state == SMTP_STATE_DATA) {
+				smtp_defence_data_timeout(s);
+				continue;
+			}
 			if (s->wait != SMTP_WAIT_NONE || !s->bev ||
 			    (s->state != SMTP_STATE_HELO && s->state != SMTP_STATE_READY &&
 			     s->state != SMTP_STATE_MAIL && s->state != SMTP_STATE_RCPT))

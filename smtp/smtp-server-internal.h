@@ -297,6 +297,9 @@ void smtp_defence_end(struct smtp_session *s);
 /* smtp_defence_command_timeout - (re)arm the idle timeout between commands:
  * command_timeout, or stress_command_timeout in stress mode. */
 void smtp_defence_command_timeout(struct smtp_session *s);
+/* smtp_defence_data_timeout - (re)arm the timeout between two reads of a
+ * message: data_timeout, at most stress_command_timeout in stress mode. */
+void smtp_defence_data_timeout(struct smtp_session *s);
 /* smtp_defence_junk - count a NOOP/RSET/VRFY/HELP; true when that was one
  * too many (421 queued, session closing: do not answer the command). */
 bool smtp_defence_junk(struct smtp_session *s);

@@ -165,7 +165,7 @@ void smtp_data_begin(struct smtp_session *s)
 	smtp_hdrsplit_init(&tx->hs, (size_t)s->cfg->max_header_size, &split_ops, s);
 	tx->data_start_ms = util_mono_ms();
 	s->state = SMTP_STATE_DATA;
-	smtp_session_set_timeout(s, s->cfg->data_timeout);
+	smtp_defence_data_timeout(s);
 	smtp_session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 

@@ -655,6 +655,10 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 			      (unsigned long long)s->id, s->client_str, tx->mail.addr,
 			      s->dnsbl_blocked_by, s->dnsbl_score);
 		util_metrics_inc("mxgate_recipients_rejected_total", "dnsbl");
+		/* junk: else a blocked client repeating RCPT holds its slot
+		 * until max_session_time (red team finding) */
+		if (smtp_defence_junk(s))
+			return;
 		smtp_session_reply(s, "%s", smtp_dnsbl_reply(s, reply, sizeof(reply)));
 		return;
 	}
@@ -735,6 +739,8 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const cha
 		return;
 	if (tx_add_rcpt(tx, path.addr))
 		tx->rcpt_bytes += strlen(path.addr) + 16;
+	else if (smtp_defence_junk(s))
+		return; /* the same RCPT again changes nothing: junk, as NOOP (red team) */
 	s->state = SMTP_STATE_RCPT;
 	smtp_session_reply(s, "250 2.1.5 Ok");
 }

@@ -162,6 +162,24 @@ def test_decide_at_rcpt(gateway):
     gw.wait_for_marker(marker)
 
 
+def test_decide_at_rcpt_refusals_are_junk(gateway):
+    """Red team: a blocked client repeating RCPT (554 each time) held its
+    slot until max_session_time; each refusal counts as a junk command."""
+    gw = gateway({"dnsbl": {"sites": SITES, "decide_at": "rcpt", "reject_threshold": "3"},
+                  "limits": {"junk_command_limit": "3"}}, start=False)
+    listings(gw.dns)
+    gw.start()
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        assert_reply(c.banner, 220)
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        for _ in range(3):
+            assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 554, "5.7.1")
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 421, "4.7.0")
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"cut client=127\.0\.0\.2 reason=junk_commands junk=4")
+
+
 def test_decide_at_rcpt_waits_for_slow_lookups(gateway):
     """RCPT waits for lookups still running (a slow zone), then decides."""
     gw = make(gateway, decide="rcpt", sites=SITES + ", slow.test*10")

@@ -147,6 +147,34 @@ def test_stress_mode_shortens_idle_timeouts(gateway):
         assert c.pending(scaled(2.5)) == b""
 
 
+def test_stress_mode_shortens_data_timeouts(gateway):
+    """Red team: stress mode shortened only the idle time between commands;
+    a message being received kept data_timeout (Postfix's stress
+    smtpd_timeout covers DATA too), so dribbled DATAs kept their slots.
+    The session in DATA is cut after stress_command_timeout as well."""
+    gw = gateway({"limits": {"max_connections": "4", "stress_threshold": "50",
+                             "command_timeout": "5m", "data_timeout": "5m",
+                             "stress_command_timeout": "1s"}})
+    c1 = gw.client()
+    c2 = gw.client()
+    try:
+        c1.ehlo()
+        assert_reply(c1.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c1.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c1.cmd("DATA"), 354)
+        c1.send(b"Subject: slow\r\n")
+        assert c1.pending(scaled(2.5)) == b"", "cut without stress"
+        with gw.client() as c3:
+            gw.wait_log(r"- stress on sessions=3 limit=4 threshold=50%")
+            assert_reply(c1.reply(timeout=scaled(8)), 421, "4.4.2")
+            c1.wait_closed(scaled(5))
+            assert_reply(c3.reply(timeout=scaled(8)), 421, "4.4.2")
+    finally:
+        c1.close()
+        c2.close()
+    assert_still_serves(gw)
+
+
 def test_stress_junk_limit(gateway):
     """In stress mode the junk limit drops to stress_junk_command_limit."""
     gw = gateway({"limits": {"max_connections": "2", "stress_threshold": "50",
@@ -158,3 +186,48 @@ def test_stress_junk_limit(gateway):
         assert_reply(c2.cmd("NOOP"), 250)
         assert_reply(c2.cmd("NOOP"), 421, "4.7.0")
         c1.ehlo()
+
+
+def test_max_session_time_cuts_a_dribbled_message(gateway):
+    """Red team: data_timeout bounds only the pause between two reads, so
+    a client dribbling a byte now and then kept its DATA - and its slot -
+    open for ever, past max_session_time.  The message in progress gets
+    data_timeout more to finish, then 421 and close."""
+    gw = gateway({"limits": {"max_session_time": "2s", "data_timeout": "3s",
+                             "command_timeout": "5m"}})
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c.cmd("DATA"), 354)
+        c.send(b"Subject: slow\r\n\r\n")
+        deadline = time.monotonic() + scaled(20)
+        got = b""
+        while time.monotonic() < deadline and b"421" not in got:
+            try:
+                c.send(b"x")             # one byte a second: never idle 3 s
+            except OSError:
+                break
+            got += c.pending(1.0)
+        assert b"421 4.7.0" in got and b"session too long" in got, got
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"cut client=127\.0\.0\.1 reason=session_time")
+    assert_still_serves(gw)
+
+
+def test_repeated_rcpt_is_a_junk_command(gateway):
+    """Red team: the same RCPT again is answered 250 and changes nothing -
+    one every 25 s held a slot until max_session_time like NOOP did.  It
+    counts as junk; a new recipient does not."""
+    gw = gateway({"limits": {"junk_command_limit": "3"}})
+    with gw.client() as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 250)
+        assert_reply(c.cmd("RCPT TO:<other@example.test>"), 250)
+        for _ in range(3):
+            assert_reply(c.cmd(f"RCPT TO:<{RCPT.upper()}>"), 250)
+        assert_reply(c.cmd(f"RCPT TO:<{RCPT}>"), 421, "4.7.0")
+        c.wait_closed(scaled(5))
+    gw.wait_log(r"cut client=127\.0\.0\.1 reason=junk_commands junk=4")
+    assert_still_serves(gw)

@@ -56,6 +56,11 @@ static void test_ready(void **state)
 	}
 }
 
+/* A count forced into every record stored (0: as parsed) - what the parser
+ * refuses today (over 2^32) but a store may hold: reports stored before,
+ * or the sum of many reports. */
+static uint64_t force_count;
+
 /* store - one DMARC report (org, id) for example.org received at t: each
  * source "ip=count=pass|fail". */
 static void store(void *db, const char *org, const char *id, int64_t t, const char *const *srcs,
@@ -90,6 +95,8 @@ static void store(void *db, const char *org, const char *id, int64_t t, const ch
 	assert_int_equal(reports_inbound_dmarc_xml(x.data, x.len, &in.dmarc[0], err, sizeof(err)),
 	                 0);
 	in.ndmarc = 1;
+	for (size_t i = 0; force_count && i < in.dmarc[0].n; i++)
+		in.dmarc[0].recs[i].count = force_count;
 	assert_int_equal(reports_sqlite_backend.add_inbound(db, &in, t, "r@example.org", "Q", NULL,
 	                                                    0, &dups, err, sizeof(err)),
 	                 0);
@@ -271,11 +278,93 @@ static void test_views(void **state)
 	rmdir(dir);
 }
 
+/* Red team: counts whose sum passes 2^63 (three records of 2^62, two
+ * TLS-RPT reports of 2^62 sessions).  SQLite's sum() failed with "integer
+ * overflow" and took the sources, inventory, daily and tlsrpt views down
+ * for every domain; the views saturate instead. */
+static void test_huge_counts(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/mxdash-XXXXXX", err[256], path[300];
+	assert_non_null(mkdtemp(dir));
+	struct config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.queue_dir = dir;
+	snprintf(path, sizeof(path), "%s/reports.db", dir);
+	void *db = reports_sqlite_backend.open(path, err, sizeof(err));
+	assert_non_null(db);
+	int64_t t0 = (int64_t)time(NULL) - 1000;
+	const char *r1[] = {"192.0.2.1=1=pass", "192.0.2.1=1=pass", "192.0.2.1=1=pass"};
+	force_count = 1ull << 62;
+	store(db, "Evil", "e1", t0, r1, 3);
+	force_count = 0;
+	const char *r2[] = {"192.0.2.2=5=pass"};
+	store(db, "Good", "g1", t0, r2, 1);
+	for (int k = 0; k < 2; k++) {
+		struct reports_inbound in;
+		int dups = 0;
+		char id[8];
+		memset(&in, 0, sizeof(in));
+		snprintf(id, sizeof(id), "t%d", k);
+		in.tlsrpt = calloc(1, sizeof(*in.tlsrpt));
+		in.ntlsrpt = 1;
+		in.tlsrpt[0].org_name = strdup("Evil");
+		in.tlsrpt[0].report_id = strdup(id);
+		in.tlsrpt[0].contact = strdup("");
+		in.tlsrpt[0].begin = t0 - 86400;
+		in.tlsrpt[0].end = t0;
+		in.tlsrpt[0].pols = calloc(1, sizeof(*in.tlsrpt[0].pols));
+		in.tlsrpt[0].n = 1;
+		in.tlsrpt[0].pols[0].policy_type = strdup("sts");
+		in.tlsrpt[0].pols[0].policy_domain = strdup("example.org");
+		in.tlsrpt[0].pols[0].failures = strdup("");
+		in.tlsrpt[0].pols[0].success = 1ull << 62;
+		in.tlsrpt[0].pols[0].failure = 1ull << 62;
+		assert_int_equal(reports_sqlite_backend.add_inbound(db, &in, t0, "r@example.org",
+		                                                    "Q", NULL, 0, &dups, err,
+		                                                    sizeof(err)),
+		                 0);
+		reports_inbound_clear(&in);
+	}
+
+	json_t *j = view(&cfg, "sources");
+	assert_int_equal(json_array_size(j), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "source_ip")),
+	                    "192.0.2.1");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "count")),
+	                 INT64_MAX);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 1), "count")), 5);
+	json_decref(j);
+	assert_int_equal(
+	    reports_dash_approve(&cfg, "example.org", "192.0.2.1", true, err, sizeof(err)), 0);
+	assert_int_equal(
+	    reports_dash_approve(&cfg, "example.org", "192.0.2.2", true, err, sizeof(err)), 0);
+	assert_int_equal(inv(&cfg, "approved_count"), INT64_MAX);
+	j = view(&cfg, "daily");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "count")),
+	                 INT64_MAX);
+	json_decref(j);
+	j = view(&cfg, "tlsrpt");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "success")),
+	                 INT64_MAX);
+	json_decref(j);
+
+	reports_sqlite_backend.close(db);
+	static const char *const sfx[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < 3; i++) {
+		char p[320];
+		snprintf(p, sizeof(p), "%s%s", path, sfx[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ready),
 	    cmocka_unit_test(test_views),
+	    cmocka_unit_test(test_huge_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  * gzip and zip attachments with the senders' quirks (wrong MIME types,
  * several reports in one message, a BOM), and the hostile cases: a gzip
  * bomb, a zip bomb, a DTD with entities (billion laughs), deep nesting,
- * truncated and corrupt archives - each refused alone.  Then the SQLite
+ * truncated and corrupt archives - each refused alone; the red team's
+ * limits (counts, dates, JSON size, records per message, the memory of a
+ * document of millions of elements).  Then the SQLite
  * backend: stored once per (org_name, report_id), refused parts kept raw.
  * Table-driven.
  */
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -459,6 +462,229 @@ static void test_parse_mime_limits(void **state)
 	util_buf_free(&att);
 }
 
+/* xml_report - a DMARC report with `recs` copies of record (a format with
+ * %d for its index, or none); begin/end as given. */
+static void xml_report(struct util_buf *x, const char *begin, const char *end, size_t recs,
+                       const char *record)
+{
+	util_buf_init(x);
+	util_buf_printf(x,
+	                "<feedback><report_metadata><org_name>o</org_name><report_id>r</report_id>"
+	                "<date_range><begin>%s</begin><end>%s</end></date_range>"
+	                "</report_metadata><policy_published><domain>example.com</domain>"
+	                "</policy_published>",
+	                begin, end);
+	for (size_t i = 0; i < recs; i++)
+		util_buf_adds(x, record);
+	util_buf_adds(x, "</feedback>");
+}
+
+/* Red team: what an accepted report may claim, and what one message may
+ * hold in memory.  Counts past 2^32 (their sums overflowed the dashboard's
+ * SQL), dates past 9999 (PostgreSQL's to_timestamp failed the whole daily
+ * view), a TLS-RPT document over 4 MiB (jansson's tree: 45 MB -> 1 GB),
+ * more than 100000 records in one message (32 reports of 100000
+ * "<record/>", 2 KB gzip'd each: 1.2 GB). */
+static void test_limits(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name, *begin, *end, *record;
+		size_t recs;
+		const char *err; /* NULL: accepted */
+	} xcases[] = {
+	    {"count 2^32", "0", "1", "<record><row><count>4294967296</count></row></record>", 1,
+	     NULL},
+	    {"count 2^32+1", "0", "1", "<record><row><count>4294967297</count></row></record>", 1,
+	     "record count over"},
+	    {"count 2^64", "0", "1",
+	     "<record><row><count>18446744073709551616</count></row></record>", 1,
+	     "record count over"},
+	    {"negative count", "0", "1", "<record><row><count>-5</count></row></record>", 1, NULL},
+	    {"year 9999", "253402214400", "253402300799", "<record/>", 1, NULL},
+	    {"year 10000", "0", "253402300800", "<record/>", 1, "date_range out of range"},
+	    {"begin 2^63", "9223372036854775807", "1", "<record/>", 1, "date_range out of range"},
+	    {"empty records", "0", "1", "<record/>", 3, NULL},
+	    /* 511 bytes then a 2-byte character: cut before it, not in it */
+	    {"utf-8 at the cut", "0", "1",
+	     "<record><row><source_ip>"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	     "\xc3\xa9</source_ip></row></record>",
+	     1, NULL},
+	};
+	for (size_t i = 0; i < sizeof(xcases) / sizeof(xcases[0]); i++) {
+		struct util_buf x;
+		struct reports_in_dmarc d;
+		char err[200] = "";
+		xml_report(&x, xcases[i].begin, xcases[i].end, xcases[i].recs, xcases[i].record);
+		int rc = reports_inbound_dmarc_xml(x.data, x.len, &d, err, sizeof(err));
+		print_message("case %s: rc=%d %s\n", xcases[i].name, rc, err);
+		if (xcases[i].err == NULL) {
+			assert_int_equal(rc, 0);
+			assert_int_equal(d.n, xcases[i].recs);
+			assert_int_equal(strlen(d.recs[0].ip),
+			                 strstr(xcases[i].name, "utf-8") ? 511 : 0);
+			reports_in_dmarc_clear(&d);
+		} else {
+			assert_int_equal(rc, -1);
+			assert_non_null(strstr(err, xcases[i].err));
+		}
+		util_buf_free(&x);
+	}
+
+	static const struct {
+		const char *name, *json, *err;
+	} jcases[] = {
+	    {"tls count 2^32",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"policies\":[{\"summary\":"
+	     "{\"total-successful-session-count\":4294967296}}]}",
+	     NULL},
+	    {"tls count 2^62",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"policies\":[{\"summary\":"
+	     "{\"total-failure-session-count\":4611686018427387904}}]}",
+	     "session count over"},
+	    {"failure detail 2^62",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"policies\":[{\"failure-details\":"
+	     "[{\"result-type\":\"x\",\"failed-session-count\":4611686018427387904}]}]}",
+	     "session count over"},
+	    {"year 10000",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"date-range\":{\"start-datetime\":"
+	     "\"9999-12-31T23:59:59Z\",\"end-datetime\":\"9999-12-32T00:00:00Z\"},\"policies\":[]}",
+	     "date-range out of range"},
+	    /* a result-type of 63 bytes then a 2-byte character: cut before it */
+	    {"utf-8 at the cut",
+	     "{\"organization-name\":\"o\",\"report-id\":\"r\",\"policies\":[{\"summary\":"
+	     "{\"total-successful-session-count\":4294967296},\"failure-details\":[{\"result-"
+	     "type\":"
+	     "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\u00e9\","
+	     "\"failed-session-count\":2}]}]}",
+	     NULL},
+	    {"big", NULL, "JSON bigger than"},
+	};
+	for (size_t i = 0; i < sizeof(jcases) / sizeof(jcases[0]); i++) {
+		struct util_buf x;
+		struct reports_in_tlsrpt t;
+		char err[200] = "";
+		util_buf_init(&x);
+		if (jcases[i].json != NULL) {
+			util_buf_adds(&x, jcases[i].json);
+		} else { /* valid, and just over 4 MiB */
+			util_buf_adds(&x,
+			              "{\"organization-name\":\"o\",\"report-id\":\"r\",\"x\":[0");
+			while (x.len <= REPORTS_IN_MAX_JSON)
+				util_buf_adds(&x, ",0");
+			util_buf_adds(&x, "],\"policies\":[]}");
+		}
+		int rc = reports_inbound_tlsrpt_json(x.data, x.len, &t, err, sizeof(err));
+		print_message("case %s: rc=%d %s\n", jcases[i].name, rc, err);
+		if (jcases[i].err == NULL) {
+			assert_int_equal(rc, 0);
+			assert_int_equal(t.pols[0].success, 4294967296ull);
+			if (strstr(jcases[i].name, "utf-8"))
+				assert_string_equal(
+				    t.pols[0].failures,
+				    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+				    "xxxxxx=2");
+			reports_in_tlsrpt_clear(&t);
+		} else {
+			assert_int_equal(rc, -1);
+			assert_non_null(strstr(err, jcases[i].err));
+		}
+		util_buf_free(&x);
+	}
+
+	/* one message: 3 reports of 40000 records - the third is refused */
+	struct util_buf x, att[3], m;
+	const char *types[3] = {"text/xml", "text/xml", "text/xml"};
+	struct reports_inbound in;
+	xml_report(&x, "0", "1", 40000, "<record/>");
+	for (int i = 0; i < 3; i++) { /* plain: gzip'd, this is over the ratio limit */
+		util_buf_init(&att[i]);
+		util_buf_add(&att[i], x.data, x.len);
+	}
+	message(&m, 3, types, att);
+	memset(&in, 0, sizeof(in));
+	assert_int_equal(reports_inbound_parse(m.data, m.len, &in), 2);
+	assert_int_equal(in.ndmarc, 2);
+	assert_int_equal(in.errors.n, 1);
+	assert_non_null(
+	    strstr(in.errors.v[0], "more than 100000 records or 64 MiB in the message"));
+	reports_inbound_clear(&in);
+	for (int i = 0; i < 3; i++)
+		util_buf_free(&att[i]);
+	util_buf_free(&m);
+	util_buf_free(&x);
+
+	/* and at most 64 MiB parsed: two reports of 8000 records of nine
+	 * 512-byte strings (37 MB each) - the second is refused */
+	char big[600], rec[6000];
+	memset(big, 'a', 512);
+	big[512] = '\0';
+	snprintf(rec, sizeof(rec),
+	         "<record><row><source_ip>%s</source_ip><policy_evaluated><disposition>%s"
+	         "</disposition><dkim>%s</dkim><spf>%s</spf></policy_evaluated></row>"
+	         "<identifiers><header_from>%s</header_from></identifiers><auth_results><dkim>"
+	         "<domain>%s</domain><result>%s</result></dkim><spf><domain>%s</domain><result>"
+	         "%s</result></spf></auth_results></record>",
+	         big, big, big, big, big, big, big, big, big);
+	xml_report(&x, "0", "1", 8000, rec);
+	memset(&in, 0, sizeof(in));
+	assert_int_equal(reports_inbound_blob((const unsigned char *)x.data, x.len, &in), 1);
+	assert_int_equal(reports_inbound_blob((const unsigned char *)x.data, x.len, &in), -1);
+	assert_int_equal(in.ndmarc, 1);
+	assert_int_equal(in.errors.n, 1);
+	assert_non_null(strstr(in.errors.v[0], "or 64 MiB in the message"));
+	reports_inbound_clear(&in);
+	util_buf_free(&x);
+}
+
+/* The tree took 1.5 GB (2 GB and more under ASan); the stream takes about
+ * nothing, plus what ASan's quarantine keeps of the freed nodes (256 MB). */
+#if defined(__SANITIZE_ADDRESS__)
+#define XML_MEMORY_MAX_KIB (800L * 1024)
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define XML_MEMORY_MAX_KIB (800L * 1024)
+#endif
+#endif
+#ifndef XML_MEMORY_MAX_KIB
+#define XML_MEMORY_MAX_KIB (200L * 1024)
+#endif
+
+/* Red team: 45 MB of "<x/>" (what a 230 KB gzip may hold within the ratio
+ * limit) took 1.5 GB as a libxml2 tree; read as a stream it takes about
+ * its own size.  Run first: the peak RSS of the process is what is read. */
+static void test_xml_memory(void **state)
+{
+	(void)state;
+	struct util_buf x;
+	struct reports_in_dmarc d;
+	struct rusage ru;
+	char err[200];
+
+	xml_report(&x, "0", "1", 0, "");
+	x.len -= strlen("</feedback>");
+	for (int i = 0; i < 12 * 1000 * 1000; i++)
+		util_buf_add(&x, "<x/>", 4);
+	util_buf_adds(&x, "<record/></feedback>");
+	assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+	long before = ru.ru_maxrss; /* KiB, the input included */
+	assert_int_equal(reports_inbound_dmarc_xml(x.data, x.len, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.n, 1);
+	assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+	print_message("peak RSS %ld -> %ld KiB for %zu bytes of XML\n", before, ru.ru_maxrss,
+	              x.len);
+	assert_true(ru.ru_maxrss - before < XML_MEMORY_MAX_KIB);
+	reports_in_dmarc_clear(&d);
+	util_buf_free(&x);
+}
+
 static void query(sqlite3 *db, const char *sql, char *out, size_t outlen)
 {
 	sqlite3_stmt *st = NULL;
@@ -540,7 +766,9 @@ static void test_store(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_xml_memory),
 	    cmocka_unit_test(test_parse_table),
+	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_parse_several),
 	    cmocka_unit_test(test_parse_single_part),
 	    cmocka_unit_test(test_parse_mime_limits),
