@@ -546,8 +546,8 @@ static const struct config_directive d_ratelimit[] = {
     {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
      "MAIL FROM commands per window from one network; 0 = no limit"},
     {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "MAIL FROM commands per window with one envelope sender (<> included; letter case "
-     "ignored), from any client; 0 = no limit"},
+     NULL, R, "MAIL FROM commands per window with one envelope sender (letter case ignored), "
+     "from any client; the null sender <> counts per client network; 0 = no limit"},
     {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
      "max_recipients); 0 = no limit"},

@@ -173,7 +173,16 @@ static void subject(struct smtp_session *s, const struct rl_rule *r, const char 
 		smtp_rl_net_str(s, subj, len);
 		break;
 	case RL_SENDER:
-		snprintf(subj, len, "<%s>", arg ? arg : "");
+		if (arg != NULL && arg[0] != '\0') {
+			snprintf(subj, len, "<%s>", arg);
+		} else {
+			/* The null sender is nobody's: one bucket for all would
+			 * let any client use it up and hold every bounce to our
+			 * users; it counts per client network instead. */
+			char net[64];
+			smtp_rl_net_str(s, net, sizeof(net));
+			snprintf(subj, len, "<>:%s", net);
+		}
 		break;
 	case RL_DOMAIN:
 		snprintf(subj, len, "%s", arg ? arg : "");

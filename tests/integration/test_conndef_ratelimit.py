@@ -97,6 +97,25 @@ def test_message_rate_per_sender_across_clients(gateway):
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
 
 
+def test_null_sender_counted_per_network(gateway):
+    """<> is nobody's address: a flood of bounces from one network uses up
+    that network's allowance, not every network's (which would hold up the
+    bounces our users are owed)."""
+    gw = rl(gateway, messages_per_sender=2)
+    for _ in range(2):
+        with RawClient(gw.port, source="127.0.0.2") as c:
+            c.ehlo()
+            assert_reply(c.cmd("MAIL FROM:<>"), 250)
+    with RawClient(gw.port, source="127.0.0.3") as c:   # same /24
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<>")
+        assert_reply(r, 451, "4.7.1")
+        assert "<>:127.0.0.0/24" in r.text, r
+    with RawClient(gw.port, source="127.0.1.3") as c:   # another network
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<>"), 250)
+
+
 def test_message_rate_per_net(gateway):
     gw = rl(gateway, messages_per_net=1)
     with RawClient(gw.port, source="127.0.0.2") as c:
