@@ -877,6 +877,11 @@ static const struct config_directive d_reports[] = {
     {"ingest", CONFIG_T_BOOL, G(reports_ingest), "no", NULL, 0, 0, NULL, NULL, 0,
      "Parse the DMARC aggregate and TLS-RPT reports mailed to the report addresses and store "
      "them in the report store (they are still queued and delivered downstream as usual)"},
+    {"inbound_retention", CONFIG_T_DURATION, G(reports_inbound_retention), "400d", NULL, 86400,
+     3650 * 86400, NULL, NULL, 0,
+     "How long the reports received ([reports] ingest) are kept, counted from their arrival "
+     "(then deleted, checked hourly while reports arrive); refused parts and their raw "
+     "message are kept 30 days at most; approvals and looks stay"},
     {"ingest_addresses", CONFIG_T_ADDRS, G(reports_ingest_addresses), NULL,
      "the [mta_sts] dmarc_rua and tlsrpt_rua addresses of every accepted domain", 0, 0, NULL,
      NULL, 0, "Recipients whose mail is parsed as reports when ingest = yes"},

@@ -399,6 +399,7 @@ struct config {
 	int reports_queue_size;           /* rows waiting for the writer thread */
 	int64_t reports_period;           /* seconds; periods are aligned to the epoch (UTC midnight) */
 	int64_t reports_retention;        /* seconds evaluations are kept after they were reported */
+	int64_t reports_inbound_retention; /* seconds received reports are kept */
 	char *reports_org_name;           /* report_metadata org_name; NULL = hostname */
 	char *reports_email;              /* report_metadata email; NULL = postmaster@hostname */
 	char *reports_dkim_key_file;      /* report signing key; NULL = QUEUE_DIR/reports-dkim.pem */

@@ -34,6 +34,8 @@
 
 #define INGEST_QMAX        256
 #define INGEST_COPY_BUDGET (64u * 1024 * 1024) /* copied, not yet parsed */
+#define INGEST_PRUNE_EVERY 3600                /* seconds between retention passes */
+#define INGEST_REFUSED_KEEP (30 * 86400)       /* refused parts, raw message: at most */
 
 struct ingest_job {
 	struct queue_pin *pin; /* NULL once copied */
@@ -54,6 +56,8 @@ struct reports_ingest {
 	struct ingest_job *q[INGEST_QMAX];
 	size_t qhead, qlen, busy;
 	uint64_t stored, refused;
+	int64_t retention;  /* [reports] inbound_retention, seconds */
+	int64_t last_prune; /* worker only */
 };
 
 static void job_free(struct ingest_job *j)
@@ -145,6 +149,30 @@ static void job_run(struct reports_ingest *ri, struct ingest_job *j)
 	reports_inbound_clear(&in);
 }
 
+/* ingest_prune - worker: the retention of the reports received, at most
+ * once every INGEST_PRUNE_EVERY seconds (and at start); refused parts and
+ * their raw message for INGEST_REFUSED_KEEP at most. */
+static void ingest_prune(struct reports_ingest *ri)
+{
+	int64_t now = (int64_t)time(NULL);
+	int64_t keep_refused = ri->retention < INGEST_REFUSED_KEEP ? ri->retention
+	                                                            : INGEST_REFUSED_KEEP;
+	uint64_t n = 0;
+	char err[256];
+
+	if (ri->last_prune != 0 && now - ri->last_prune < INGEST_PRUNE_EVERY)
+		return;
+	ri->last_prune = now;
+	if (ri->be->prune_inbound(ri->db, now - ri->retention, now - keep_refused, &n, err,
+	                          sizeof(err)) < 0) {
+		util_metrics_inc("mxgate_reports_write_errors_total", NULL);
+		util_log_err("- reports inbound prune failed error=\"%s\"", err);
+	} else if (n > 0) {
+		util_log_info("- reports inbound pruned reports=%llu before=%lld",
+		              (unsigned long long)n, (long long)(now - ri->retention));
+	}
+}
+
 /* ingest_main - copy every waiting message as soon as it is queued (so a
  * delivered message's unlinked file does not hold disk for long), then parse the copies one at a time, taking and
  * copying newly queued messages between two parses; at most
@@ -155,6 +183,7 @@ static void *ingest_main(void *arg)
 	struct ingest_job *ready[INGEST_QMAX];
 	size_t nready = 0, ready_bytes = 0;
 
+	ingest_prune(ri);
 	pthread_mutex_lock(&ri->lock);
 	for (;;) {
 		while (ri->qlen == 0 && nready == 0 && !ri->stop)
@@ -180,6 +209,7 @@ static void *ingest_main(void *arg)
 		ready_bytes -= j->len;
 		job_run(ri, j);
 		job_free(j);
+		ingest_prune(ri);
 		pthread_mutex_lock(&ri->lock);
 		ri->busy--;
 		if (ri->qlen == 0 && ri->busy == 0)
@@ -221,6 +251,8 @@ struct reports_ingest *reports_ingest_new(const struct config *cfg, char *err, s
 	}
 	if ((ri->db = ri->be->open(target, err, errlen)) == NULL)
 		goto fail;
+	ri->retention = cfg->reports_inbound_retention > 0 ? cfg->reports_inbound_retention
+	                                                   : 400 * 86400;
 	if (pthread_create(&ri->thread, NULL, ingest_main, ri) != 0) {
 		snprintf(err, errlen, "pthread_create failed");
 		goto fail;

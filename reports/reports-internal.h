@@ -130,6 +130,11 @@ struct reports_backend {
 	 * is held until close), 0 when another node holds it, -1 on error;
 	 * NULL: a single node, always 1 */
 	int (*lock_run)(void *db, char *err, size_t errlen);
+	/* prune_inbound - received reports (and their rows) received before
+	 * before, refused parts (with their raw message) before
+	 * refused_before; *n = reports deleted; approvals and looks stay */
+	int (*prune_inbound)(void *db, int64_t before, int64_t refused_before, uint64_t *n,
+	                     char *err, size_t errlen);
 	/* add_inbound - the reports of one received message (issue 15) and
 	 * its refused parts (raw kept); reports already stored are counted in
 	 * *dups and skipped; NULL: not supported by this backend */

@@ -472,6 +472,27 @@ static int pg_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errl
 	return pg_do(h, sql, err, errlen);
 }
 
+static int pg_prune_inbound(void *h, int64_t before, int64_t refused_before, uint64_t *n,
+                            char *err, size_t errlen)
+{
+	static const char *const tables[] = {"inbound_dmarc", "inbound_tlsrpt"};
+	char sql[128];
+
+	*n = 0;
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(sql, sizeof(sql), "DELETE FROM %s WHERE received_t < %lld", tables[i],
+		         (long long)before);
+		PGresult *r = pg_q(h, sql, 0, NULL, err, errlen);
+		if (r == NULL)
+			return -1;
+		*n += (uint64_t)strtoull(PQcmdTuples(r), NULL, 10);
+		PQclear(r);
+	}
+	snprintf(sql, sizeof(sql), "DELETE FROM inbound_refused WHERE t < %lld",
+	         (long long)refused_before);
+	return pg_do(h, sql, err, errlen);
+}
+
 static int pg_status(void *h, struct util_buf *out, char *err, size_t errlen)
 {
 	int64_t begin = 0;
@@ -764,6 +785,7 @@ const struct reports_backend reports_pg_backend = {
     .mark_queued = pg_mark_queued,
     .add_refused = pg_add_refused,
     .add_inbound = pg_add_inbound,
+    .prune_inbound = pg_prune_inbound,
     .query = pg_query,
     .schema_version = pg_version,
     .close = pg_close,

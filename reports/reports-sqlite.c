@@ -514,6 +514,30 @@ static int sq_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errl
 	return sq_exec(db, sql, err, errlen);
 }
 
+/* sq_prune_inbound - retention of the reports received (foreign keys
+ * cascade to their rows). */
+static int sq_prune_inbound(void *h, int64_t before, int64_t refused_before, uint64_t *n,
+                            char *err, size_t errlen)
+{
+	sqlite3 *db = h;
+	char sql[160];
+
+	*n = 0;
+	snprintf(sql, sizeof(sql), "DELETE FROM inbound_dmarc WHERE received_t < %lld",
+	         (long long)before);
+	if (sq_exec(db, sql, err, errlen) < 0)
+		return -1;
+	*n = (uint64_t)sqlite3_changes(db);
+	snprintf(sql, sizeof(sql), "DELETE FROM inbound_tlsrpt WHERE received_t < %lld",
+	         (long long)before);
+	if (sq_exec(db, sql, err, errlen) < 0)
+		return -1;
+	*n += (uint64_t)sqlite3_changes(db);
+	snprintf(sql, sizeof(sql), "DELETE FROM inbound_refused WHERE t < %lld",
+	         (long long)refused_before);
+	return sq_exec(db, sql, err, errlen);
+}
+
 /* sq_status - pending evaluations per domain since the last run, the last
  * report per domain, drops since the last run. */
 static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
@@ -854,6 +878,7 @@ const struct reports_backend reports_sqlite_backend = {
     .mark_queued = sq_mark_queued,
     .add_refused = sq_add_refused,
     .add_inbound = sq_add_inbound,
+    .prune_inbound = sq_prune_inbound,
     .query = sq_query,
     .status = sq_status,
     .schema_version = sq_schema_version,

@@ -236,6 +236,47 @@ def test_dashboard_off_without_token(tmp_path):
 
 # ------------------------------------------------------------ PostgreSQL
 
+def test_inbound_retention(tmp_path):
+    """Received reports are deleted inbound_retention after their arrival
+    (their rows with them), refused parts and their raw message after 30
+    days at most; the postmaster's approvals stay.  Checked at start and
+    hourly while reports arrive."""
+    gw = gateway(tmp_path, inbound_retention="2d").start()
+    try:
+        atts = [(agg("google.com", "g-1"), "text/xml", "g.xml"),
+                (LAUGHS.encode(), "text/xml", "laughs.xml")]
+        assert gw.send("noreply@reporter.example", ["dmarc-reports@example.test"],
+                       report_mail("dmarc-reports@example.test", "r", atts, "ret"))
+        mxtest.wait_for(lambda: metric(gw.metrics_port, "mxgate_reports_inbound_refused_total")
+                        >= 1, mxtest.scaled(20), what="the report handled")
+        gw.stop()
+        # one day old: kept; then three days old: gone at the next start
+        con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+        con.execute("UPDATE inbound_dmarc SET received_t = received_t - 86400")
+        con.execute("UPDATE inbound_refused SET t = t - 86400")
+        con.execute("INSERT INTO inbound_approved VALUES ('example.test', '192.0.2.10', 1)")
+        con.commit()
+        con.close()
+        gw.restart()
+        gw.wait_log(r"queue scheduler: started")
+        assert query(gw, "SELECT count(*) FROM inbound_dmarc")[0][0] == 1
+        gw.stop()
+        con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+        con.execute("UPDATE inbound_dmarc SET received_t = received_t - 2 * 86400")
+        con.execute("UPDATE inbound_refused SET t = t - 2 * 86400")
+        con.commit()
+        con.close()
+        gw.restart()
+        gw.wait_log(r"reports inbound pruned reports=1 ")
+        assert query(gw, "SELECT count(*) FROM inbound_dmarc")[0][0] == 0
+        assert query(gw, "SELECT count(*) FROM inbound_dmarc_rec")[0][0] == 0
+        assert query(gw, "SELECT count(*) FROM inbound_refused")[0][0] == 0
+        assert query(gw, "SELECT count(*) FROM inbound_approved")[0][0] == 1
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+
 from test_reports import postgres  # noqa: E402,F401  (the fixture: a real server)
 
 
@@ -275,3 +316,19 @@ def test_ingest_into_postgresql(tmp_path, postgres):  # noqa: F811
     n, nraw, rawlen = psql("SELECT count(*) || '|' || count(raw) || '|' || min(length(raw)) "
                            "FROM inbound_refused").split("|")
     assert int(n) == 4 and int(nraw) == 2 and int(rawlen) > 1000, (n, nraw, rawlen)
+
+    # retention, the same in PostgreSQL: aged past the defaults (400 days,
+    # 30 for refused parts), gone at the next start
+    psql("UPDATE inbound_dmarc SET received_t = received_t - 401 * 86400;"
+         "UPDATE inbound_tlsrpt SET received_t = received_t - 401 * 86400;"
+         "UPDATE inbound_refused SET t = t - 31 * 86400")
+    gw = mxtest.Gateway(tmp_path / "gw2", {"reports": {"ingest": "yes", "database": postgres}})
+    gw.start()
+    try:
+        gw.wait_log(r"reports inbound pruned reports=2 ")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+    assert psql("SELECT (SELECT count(*) FROM inbound_dmarc) + (SELECT count(*) FROM"
+                " inbound_dmarc_rec) + (SELECT count(*) FROM inbound_tlsrpt) +"
+                " (SELECT count(*) FROM inbound_refused)") == "0"

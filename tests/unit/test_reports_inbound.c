@@ -750,6 +750,38 @@ static void test_store(void **state)
 			snprintf(want, sizeof(want), "Q1|%zu", m.len);
 		assert_string_equal(v, checks[i].want ? checks[i].want : want);
 	}
+
+	/* retention: by arrival (received_t, t); rows cascade; approvals stay */
+	uint64_t n = 99;
+	assert_int_equal(sqlite3_exec(q,
+	                              "INSERT INTO inbound_approved VALUES ('example.org', "
+	                              "'192.0.2.7', 1)",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(
+	    reports_sqlite_backend.prune_inbound(db, 1700000100, 1700000100, &n, err, sizeof(err)),
+	    0);
+	assert_int_equal(n, 0); /* received at the cut: kept */
+	query(q, "SELECT count(*) FROM inbound_dmarc_rec", v, sizeof(v));
+	assert_string_equal(v, "2");
+	assert_int_equal(reports_sqlite_backend.prune_inbound(db, 1700000101, 0, &n, err, sizeof(err)),
+	                 0);
+	assert_int_equal(n, 2); /* the DMARC and the TLS-RPT report */
+	static const char *const after[][2] = {
+	    {"SELECT count(*) FROM inbound_dmarc", "0"},
+	    {"SELECT count(*) FROM inbound_dmarc_rec", "0"},
+	    {"SELECT count(*) FROM inbound_tlsrpt_policy", "0"},
+	    {"SELECT count(*) FROM inbound_refused", "2"},
+	    {"SELECT count(*) FROM inbound_approved", "1"},
+	};
+	for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+		query(q, after[i][0], v, sizeof(v));
+		assert_string_equal(v, after[i][1]);
+	}
+	assert_int_equal(reports_sqlite_backend.prune_inbound(db, 0, 1700000101, &n, err, sizeof(err)),
+	                 0);
+	query(q, "SELECT count(*) FROM inbound_refused", v, sizeof(v));
+	assert_string_equal(v, "0");
 	sqlite3_close(q);
 	reports_sqlite_backend.close(db);
 	reports_inbound_clear(&in);
