@@ -36,16 +36,22 @@ static bool in_stress(const struct smtp_server *srv)
 	       (int64_t)cfg->max_connections * cfg->stress_threshold;
 }
 
-/* cut - close the session with 421 for reason (logged and counted). */
+/* cut - close the session for reason (logged and counted), with 421 text,
+ * or without a reply when text is NULL (inside a TLS handshake or a PROXY
+ * header no SMTP reply can be sent). */
 static void cut(struct smtp_session *s, const char *reason, const char *text)
 {
 	char line[300];
-	snprintf(line, sizeof(line), "421 4.7.0 %s %s", s->cfg->hostname, text);
-	util_log_info("s=%016llx cut client=%s reason=%s junk=%d transactions=%d%s",
+	if (text != NULL)
+		snprintf(line, sizeof(line), "421 4.7.0 %s %s", s->cfg->hostname, text);
+	util_log_info("s=%016llx cut client=%s reason=%s junk=%d transactions=%d%s%s",
 	              (unsigned long long)s->id, s->client_str, reason, s->junk, s->transactions,
-	              s->srv->stress ? " stress=yes" : "");
+	              s->srv->stress ? " stress=yes" : "",
+	              s->state == SMTP_STATE_TLS     ? " in=tls_handshake"
+	              : s->state == SMTP_STATE_PROXY ? " in=proxy_header"
+	                                             : "");
 	util_metrics_inc("mxgate_sessions_cut_total", reason);
-	smtp_session_close(s, line);
+	smtp_session_close(s, text != NULL ? line : NULL);
 }
 
 /* life_cb - max_session_time is up: close now between commands, or after
@@ -70,8 +76,14 @@ static void life_cb(evutil_socket_t fd, short what, void *arg)
 		cut(s, "session_time", "Error: session too long, please reconnect");
 		return;
 	}
-	if (s->wait != SMTP_WAIT_NONE || s->state == SMTP_STATE_TLS ||
-	    s->state == SMTP_STATE_PROXY) {
+	if (s->state == SMTP_STATE_TLS || s->state == SMTP_STATE_PROXY) {
+		/* A handshake or PROXY header dripped a byte at a time renews
+		 * command_timeout at each byte: without this it held its slot
+		 * for ever.  Nothing was accepted; close without a reply. */
+		cut(s, "session_time", NULL);
+		return;
+	}
+	if (s->wait != SMTP_WAIT_NONE) {
 		s->expired = true;
 		return;
 	}

@@ -99,6 +99,31 @@ def test_max_session_time_idle(gateway):
     gw.wait_log(r"reason=session_time")
 
 
+def test_max_session_time_cuts_a_dripped_tls_handshake(gateway, test_ca):
+    """A ClientHello dripped a byte at a time after STARTTLS renews
+    command_timeout at each byte; max_session_time still ends it (closed
+    without a reply: none can be sent inside a handshake)."""
+    gw = gateway({"limits": {"max_session_time": "2s", "command_timeout": "5m"}},
+                 tls=test_ca)
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 200
+    with RawClient(gw.port) as c:
+        c.ehlo()
+        assert_reply(c.cmd("STARTTLS"), 220)
+        sent = 0
+        deadline = time.monotonic() + scaled(15)
+        while time.monotonic() < deadline:
+            try:
+                c.send(hello[sent:sent + 1])
+            except OSError:
+                break
+            sent += 1
+            if c.is_closed(0.3):
+                break
+        assert time.monotonic() < deadline, "the dripping handshake was never cut"
+        assert sent >= 3, sent
+    gw.wait_log(r"reason=session_time .*in=tls_handshake")
+
+
 def test_max_session_time_finishes_the_message_first(gateway):
     """The lifetime ends while a message is being sent: the message is
     received and queued, and the next command gets the 421."""
