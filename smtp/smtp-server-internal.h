@@ -283,6 +283,13 @@ void smtp_session_destroy(struct smtp_session *s);
 /* smtp_session_resume - re-enable reading and process buffered input. */
 void smtp_session_resume(struct smtp_session *s);
 void smtp_session_count_error(struct smtp_session *s);
+/* smtp_session_reply_error - an error reply that counts toward max_errors. */
+void smtp_session_reply_error(struct smtp_session *s, const char *line);
+/* smtp_cmd_mail, smtp_cmd_rcpt - MAIL FROM and RCPT TO (smtp-session-env.c);
+ * line is the command line as received (for a command run again after a
+ * wait). */
+void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c, const char *line);
+void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const char *line);
 /* smtp_session_verify_done - the verifier's callback (arg = the server). */
 void smtp_session_verify_done(void *arg, uint64_t sid, const char *addr,
                               enum smtp_verify_result r);
