@@ -41,6 +41,20 @@ struct reports_row *reports_row_from_facts(const struct policy_dmarc_facts *f, c
                                            int64_t t);
 void reports_row_free(struct reports_row *r);
 
+/* The writer's batching (reports-store.c): it waits up to REPORTS_LINGER_MS
+ * after the first row for more, unless half the queue (at most
+ * REPORTS_BATCH_MAX rows) is waiting. */
+#define REPORTS_LINGER_MS 100
+#define REPORTS_BATCH_MAX 1000
+
+/* reports_store_push - loop thread: append r (owned from now on) to the
+ * writer's queue; 0, or -1 when the queue is full (r freed, the drop
+ * counted) or r is NULL (a drop counted). */
+int reports_store_push(struct reports_store *rs, struct reports_row *r);
+/* reports_store_set_linger - tests: the writer's linger and fill mark
+ * (0: keep).  Takes effect from its next batch. */
+void reports_store_set_linger(struct reports_store *rs, int linger_ms, size_t fill);
+
 /* One aggregated record of a report (RFC 9990 section 3.1: rows grouped by
  * source IP, identifiers, authentication results and disposition). */
 struct reports_agg_rec {
