@@ -54,6 +54,8 @@ int reports_store_push(struct reports_store *rs, struct reports_row *r);
 /* reports_store_set_linger - tests: the writer's linger and fill mark
  * (0: keep).  Takes effect from its next batch. */
 void reports_store_set_linger(struct reports_store *rs, int linger_ms, size_t fill);
+/* reports_store_lingering - tests: the writer is waiting for more rows. */
+bool reports_store_lingering(struct reports_store *rs);
 
 /* One aggregated record of a report (RFC 9990 section 3.1: rows grouped by
  * source IP, identifiers, authentication results and disposition). */

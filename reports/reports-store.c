@@ -49,6 +49,7 @@ struct reports_store {
 	size_t fill;            /* qlen that ends the linger at once */
 	int linger_ms;          /* how long the writer waits for a batch to fill */
 	unsigned flushing;      /* threads in reports_flush: no linger */
+	bool lingering;         /* the writer waits in linger() (tests) */
 	size_t writing;         /* rows taken by the writer, not yet written */
 	uint64_t drops_pending; /* dropped, not yet in the dropped table */
 	uint64_t written, dropped;
@@ -170,9 +171,11 @@ static void linger(struct reports_store *rs)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
+	rs->lingering = true;
 	while (rs->qlen < rs->fill && rs->flushing == 0 && !rs->stop)
 		if (pthread_cond_timedwait(&rs->wake, &rs->lock, &until) == ETIMEDOUT)
 			break;
+	rs->lingering = false;
 }
 
 /* writer_main - wait for rows, linger, take the whole queue, write it,
@@ -370,6 +373,15 @@ void reports_store_set_linger(struct reports_store *rs, int linger_ms, size_t fi
 	if (fill > 0)
 		rs->fill = fill < rs->qmax ? fill : rs->qmax;
 	pthread_mutex_unlock(&rs->lock);
+}
+
+/* reports_store_lingering - see reports-internal.h. */
+bool reports_store_lingering(struct reports_store *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	bool l = rs->lingering;
+	pthread_mutex_unlock(&rs->lock);
+	return l;
 }
 
 /* reports_store_barrier - see reports.h. */
