@@ -284,6 +284,7 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 		goto fail;
 	}
 	rs->started = true;
+	pthread_setname_np(rs->thread, "mx-reports"); /* top -H, perf */
 	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms",
 	              rs->be->name, target, rs->be->schema_version(rs->db), rs->qmax, rs->fill,
 	              rs->linger_ms);
