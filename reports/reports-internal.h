@@ -33,6 +33,7 @@ struct reports_row {
 	int pct; /* -1 absent */
 	char *discovery;
 	char *disposition, *override, *override_comment;
+	bool slot; /* the store's: a REPORTS_ROW_SLOT block it recycles */
 };
 
 /* reports_row_from_facts - a row owning copies of f's strings; rcpt may be
@@ -46,6 +47,9 @@ void reports_row_free(struct reports_row *r);
  * REPORTS_BATCH_MAX rows) is waiting. */
 #define REPORTS_LINGER_MS 100
 #define REPORTS_BATCH_MAX 1000
+/* Rows up to this size live in blocks the writer hands back to the loop
+ * thread for the next rows (no malloc/free per row across threads). */
+#define REPORTS_ROW_SLOT 1024
 
 /* reports_store_push - loop thread: append r (owned from now on) to the
  * writer's queue; 0, or -1 when the queue is full (r freed, the drop
