@@ -33,6 +33,7 @@ struct reports_row {
 	int pct; /* -1 absent */
 	char *discovery;
 	char *disposition, *override, *override_comment;
+	bool slot; /* the store's: a REPORTS_ROW_SLOT block it recycles */
 };
 
 /* reports_row_from_facts - a row owning copies of f's strings; rcpt may be
@@ -40,6 +41,25 @@ struct reports_row {
 struct reports_row *reports_row_from_facts(const struct policy_dmarc_facts *f, const char *rcpt,
                                            int64_t t);
 void reports_row_free(struct reports_row *r);
+
+/* The writer's batching (reports-store.c): it waits up to REPORTS_LINGER_MS
+ * after the first row for more, unless half the queue (at most
+ * REPORTS_BATCH_MAX rows) is waiting. */
+#define REPORTS_LINGER_MS 100
+#define REPORTS_BATCH_MAX 1000
+/* Rows up to this size live in blocks the writer hands back to the loop
+ * thread for the next rows (no malloc/free per row across threads). */
+#define REPORTS_ROW_SLOT 1024
+
+/* reports_store_push - loop thread: append r (owned from now on) to the
+ * writer's queue; 0, or -1 when the queue is full (r freed, the drop
+ * counted) or r is NULL (a drop counted). */
+int reports_store_push(struct reports_store *rs, struct reports_row *r);
+/* reports_store_set_linger - tests: the writer's linger and fill mark
+ * (0: keep).  Takes effect from its next batch. */
+void reports_store_set_linger(struct reports_store *rs, int linger_ms, size_t fill);
+/* reports_store_lingering - tests: the writer is waiting for more rows. */
+bool reports_store_lingering(struct reports_store *rs);
 
 /* One aggregated record of a report (RFC 9990 section 3.1: rows grouped by
  * source IP, identifiers, authentication results and disposition). */

@@ -216,70 +216,133 @@ static const char *s0(const char *s)
 	return s != NULL && s[0] != '\0' ? s : NULL;
 }
 
+/* Rows per multi-row INSERT: 25 parameters a row (65,535 at most). */
+#define PG_INSERT_CHUNK 400
+
+/* The text of one row's numbers, for the parameters. */
+struct pg_rownum {
+	char id[24], t[24], da[4], sa[4], pct[16];
+};
+
+/* pg_insert_chunk - rows [0, n) (n <= PG_INSERT_CHUNK) in three round
+ * trips whatever n: their ids from the sequence, one multi-row INSERT of
+ * the evaluations with those ids, one of all their DKIM rows. */
+static int pg_insert_chunk(PGconn *c, struct reports_row *const *rows, size_t n, char *err,
+                           size_t errlen)
+{
+	struct pg_rownum *num = calloc(n, sizeof(*num));
+	const char **v = calloc(n * 25, sizeof(*v));
+	const char **dv = calloc(n * POLICY_FACTS_MAX_DKIM * 4, sizeof(*dv));
+	struct util_buf sql;
+	PGresult *res = NULL;
+	char cnt[24];
+	int rc = -1;
+
+	util_buf_init(&sql);
+	if (num == NULL || v == NULL || dv == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	snprintf(cnt, sizeof(cnt), "%zu", n);
+	const char *cv[1] = {cnt};
+	if ((res = pg_q(c,
+	                "SELECT nextval(pg_get_serial_sequence('evaluation', 'id'))"
+	                " FROM generate_series(1, $1::int) ORDER BY 1",
+	                1, cv, err, errlen)) == NULL)
+		goto out;
+	if ((size_t)PQntuples(res) != n) {
+		snprintf(err, errlen, "the id sequence gave %d ids for %zu rows", PQntuples(res), n);
+		goto out;
+	}
+	util_buf_adds(&sql, "INSERT INTO evaluation (id, t, source_ip, header_from, envelope_from,"
+	                    " envelope_to, dmarc, spf_domain, spf_result, spf_scope, dkim_aligned,"
+	                    " spf_aligned, policy_domain, p, sp, np, adkim, aspf, testing, psd,"
+	                    " pct, discovery_method, disposition, override_type,"
+	                    " override_comment) VALUES ");
+	for (size_t i = 0; i < n; i++) {
+		const struct reports_row *r = rows[i];
+		struct pg_rownum *m = &num[i];
+		snprintf(m->id, sizeof(m->id), "%s", PQgetvalue(res, (int)i, 0));
+		snprintf(m->t, sizeof(m->t), "%lld", (long long)r->t);
+		snprintf(m->da, sizeof(m->da), "%d", r->dkim_aligned ? 1 : 0);
+		snprintf(m->sa, sizeof(m->sa), "%d", r->spf_aligned ? 1 : 0);
+		snprintf(m->pct, sizeof(m->pct), "%d", r->pct);
+		const char *row[25] = {m->id,
+		                       m->t,
+		                       s0(r->ip),
+		                       s0(r->header_from),
+		                       s0(r->envelope_from),
+		                       s0(r->envelope_to),
+		                       s0(r->dmarc),
+		                       s0(r->spf_domain),
+		                       s0(r->spf_result),
+		                       s0(r->spf_scope),
+		                       m->da,
+		                       m->sa,
+		                       s0(r->record_domain),
+		                       s0(r->p),
+		                       s0(r->sp),
+		                       s0(r->np),
+		                       s0(r->adkim),
+		                       s0(r->aspf),
+		                       s0(r->t_tag),
+		                       s0(r->psd),
+		                       r->pct < 0 ? NULL : m->pct,
+		                       s0(r->discovery),
+		                       s0(r->disposition),
+		                       s0(r->override),
+		                       s0(r->override_comment)};
+		memcpy(&v[i * 25], row, sizeof(row));
+		util_buf_adds(&sql, i > 0 ? ",(" : "(");
+		for (size_t k = 0; k < 25; k++)
+			util_buf_printf(&sql, k > 0 ? ",$%zu" : "$%zu", i * 25 + k + 1);
+		util_buf_adds(&sql, ")");
+	}
+	util_buf_add(&sql, "", 1);
+	PQclear(res);
+	if ((res = pg_q(c, sql.data, (int)(n * 25), v, err, errlen)) == NULL)
+		goto out;
+	PQclear(res);
+	res = NULL;
+
+	size_t nd = 0;
+	util_buf_reset(&sql);
+	util_buf_adds(&sql, "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
+	                    " VALUES ");
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < rows[i]->ndkim; k++, nd++) {
+			dv[nd * 4] = num[i].id;
+			dv[nd * 4 + 1] = s0(rows[i]->dkim[k].domain);
+			dv[nd * 4 + 2] = s0(rows[i]->dkim[k].selector);
+			dv[nd * 4 + 3] = s0(rows[i]->dkim[k].result);
+			util_buf_printf(&sql, "%s($%zu,$%zu,$%zu,$%zu)", nd > 0 ? "," : "",
+			                nd * 4 + 1, nd * 4 + 2, nd * 4 + 3, nd * 4 + 4);
+		}
+	util_buf_add(&sql, "", 1);
+	if (nd > 0 && (res = pg_q(c, sql.data, (int)(nd * 4), dv, err, errlen)) == NULL)
+		goto out;
+	rc = 0;
+out:
+	PQclear(res);
+	util_buf_free(&sql);
+	free(num);
+	free(v);
+	free(dv);
+	return rc;
+}
+
+/* pg_insert - the batch in one transaction, PG_INSERT_CHUNK rows a round
+ * of statements (a round trip per row was the cost of a batch). */
 static int pg_insert(void *h, struct reports_row *const *rows, size_t n, char *err, size_t errlen)
 {
 	PGconn *c = h;
 
 	if (pg_do(c, "BEGIN", err, errlen) < 0)
 		return -1;
-	for (size_t i = 0; i < n; i++) {
-		const struct reports_row *r = rows[i];
-		char t[24], da[4], sa[4], pct[16];
-		snprintf(t, sizeof(t), "%lld", (long long)r->t);
-		snprintf(da, sizeof(da), "%d", r->dkim_aligned ? 1 : 0);
-		snprintf(sa, sizeof(sa), "%d", r->spf_aligned ? 1 : 0);
-		snprintf(pct, sizeof(pct), "%d", r->pct);
-		const char *v[24] = {t,
-		                     s0(r->ip),
-		                     s0(r->header_from),
-		                     s0(r->envelope_from),
-		                     s0(r->envelope_to),
-		                     s0(r->dmarc),
-		                     s0(r->spf_domain),
-		                     s0(r->spf_result),
-		                     s0(r->spf_scope),
-		                     da,
-		                     sa,
-		                     s0(r->record_domain),
-		                     s0(r->p),
-		                     s0(r->sp),
-		                     s0(r->np),
-		                     s0(r->adkim),
-		                     s0(r->aspf),
-		                     s0(r->t_tag),
-		                     s0(r->psd),
-		                     r->pct < 0 ? NULL : pct,
-		                     s0(r->discovery),
-		                     s0(r->disposition),
-		                     s0(r->override),
-		                     s0(r->override_comment)};
-		PGresult *res = pg_q(
-		    c,
-		    "INSERT INTO evaluation (t, source_ip, header_from, envelope_from, envelope_to,"
-		    " dmarc, spf_domain, spf_result, spf_scope, dkim_aligned, spf_aligned,"
-		    " policy_domain, p, sp, np, adkim, aspf, testing, psd, pct, discovery_method,"
-		    " disposition, override_type, override_comment) VALUES "
-		    "($1,$2,$3,$4,$5,$6,$7,$8,"
-		    "$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24) RETURNING id",
-		    24, v, err, errlen);
-		if (res == NULL)
+	for (size_t i = 0; i < n; i += PG_INSERT_CHUNK)
+		if (pg_insert_chunk(c, rows + i, n - i < PG_INSERT_CHUNK ? n - i : PG_INSERT_CHUNK,
+		                    err, errlen) < 0)
 			goto fail;
-		char id[24];
-		snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));
-		PQclear(res);
-		for (size_t k = 0; k < r->ndkim; k++) {
-			const char *dv[4] = {id, s0(r->dkim[k].domain), s0(r->dkim[k].selector),
-			                     s0(r->dkim[k].result)};
-			res = pg_q(
-			    c,
-			    "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
-			    " VALUES ($1, $2, $3, $4)",
-			    4, dv, err, errlen);
-			if (res == NULL)
-				goto fail;
-			PQclear(res);
-		}
-	}
 	return pg_do(c, "COMMIT", err, errlen);
 fail:;
 	char e2[8];

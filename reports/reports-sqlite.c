@@ -9,7 +9,11 @@
  * reports_sqlite_migrations runs once, in its own transaction, at start-up.
  * A database from a newer mxgate (a version above ours) is refused.
  *
- * Ownership: the handle is a sqlite3 * closed by close().
+ * The writer's two INSERT statements are prepared once per connection
+ * (sq_insert, kept until close): its batches are many and small.
+ *
+ * Ownership: the handle is a struct sq_handle (the sqlite3 * and those
+ * statements) freed by close().
  * Diagnostics: errors go back in err with SQLite's message.
  */
 #include "reports-internal.h"
@@ -90,6 +94,18 @@ static const char *const reports_sqlite_migrations[] = {
      " marked_at INTEGER NOT NULL);"),
 };
 
+/* The backend handle. */
+struct sq_handle {
+	sqlite3 *db;
+	sqlite3_stmt *ev, *dk; /* sq_insert's, prepared on first use */
+};
+
+/* sq_db - the connection of handle h. */
+static sqlite3 *sq_db(void *h)
+{
+	return ((struct sq_handle *)h)->db;
+}
+
 /* sq_exec - run sql; 0/-1 + err. */
 static int sq_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
@@ -103,10 +119,9 @@ static int sq_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 	return 0;
 }
 
-/* sq_schema_version - highest applied migration, 0 for a new file. */
-static int sq_schema_version(void *h)
+/* sq_version - highest applied migration, 0 for a new file. */
+static int sq_version(sqlite3 *db)
 {
-	sqlite3 *db = h;
 	sqlite3_stmt *st = NULL;
 	int v = -1;
 
@@ -118,6 +133,12 @@ static int sq_schema_version(void *h)
 out:
 	sqlite3_finalize(st);
 	return v;
+}
+
+/* sq_schema_version - the backend's schema_version. */
+static int sq_schema_version(void *h)
+{
+	return sq_version(sq_db(h));
 }
 
 /* sq_migrate - apply the steps above the current version. */
@@ -132,7 +153,7 @@ static int sq_migrate(sqlite3 *db, char *err, size_t errlen)
 	            " applied_at INTEGER NOT NULL)",
 	            err, errlen) < 0)
 		return -1;
-	if ((v = sq_schema_version(db)) < 0) {
+	if ((v = sq_version(db)) < 0) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
 		return -1;
 	}
@@ -164,6 +185,7 @@ static int sq_migrate(sqlite3 *db, char *err, size_t errlen)
 static void *sq_open(const char *target, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
+	struct sq_handle *h = NULL;
 
 	if (sqlite3_open_v2(target, &db,
 	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -177,7 +199,12 @@ static void *sq_open(const char *target, char *err, size_t errlen)
 	    sq_exec(db, "PRAGMA foreign_keys=ON", err, errlen) < 0 ||
 	    sq_migrate(db, err, errlen) < 0)
 		goto fail;
-	return db;
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	h->db = db;
+	return h;
 fail:
 	sqlite3_close(db);
 	return NULL;
@@ -192,30 +219,42 @@ static void sq_text(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
 }
 
+/* sq_prepare - *st prepared once for the connection's life. */
+static int sq_prepare(sqlite3 *db, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)
+{
+	if (*st != NULL)
+		return 0;
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+		*st = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 /* sq_insert - rows and their DKIM results in one transaction. */
 static int sq_insert(void *h, struct reports_row *const *rows, size_t n, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
-	sqlite3_stmt *ev = NULL, *dk = NULL;
+	struct sq_handle *sh = h;
+	sqlite3 *db = sh->db;
+	sqlite3_stmt *ev, *dk;
 	int rc = -1;
 	bool in_tx = false;
 
-	if (sqlite3_prepare_v2(
-	        db,
-	        "INSERT INTO evaluation (t, source_ip, header_from, envelope_from, envelope_to,"
-	        " dmarc, spf_domain, spf_result, spf_scope, dkim_aligned, spf_aligned,"
-	        " policy_domain, p, sp, np, adkim, aspf, testing, psd, pct, discovery_method,"
-	        " disposition, override_type, override_comment) VALUES"
-	        " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-	        -1, &ev, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(
-	        db,
-	        "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
-	        " VALUES (?,?,?,?)",
-	        -1, &dk, NULL) != SQLITE_OK) {
-		snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-		goto out;
-	}
+	if (sq_prepare(db, &sh->ev,
+	               "INSERT INTO evaluation (t, source_ip, header_from, envelope_from,"
+	               " envelope_to, dmarc, spf_domain, spf_result, spf_scope, dkim_aligned,"
+	               " spf_aligned, policy_domain, p, sp, np, adkim, aspf, testing, psd, pct,"
+	               " discovery_method, disposition, override_type, override_comment) VALUES"
+	               " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	               err, errlen) < 0 ||
+	    sq_prepare(db, &sh->dk,
+	               "INSERT INTO evaluation_dkim (evaluation_id, domain, selector, result)"
+	               " VALUES (?,?,?,?)",
+	               err, errlen) < 0)
+		return -1;
+	ev = sh->ev;
+	dk = sh->dk;
 	if (sq_exec(db, "BEGIN", err, errlen) < 0)
 		goto out;
 	in_tx = true;
@@ -275,8 +314,12 @@ out:
 		char e2[8];
 		(void)sq_exec(db, "ROLLBACK", e2, sizeof(e2));
 	}
-	sqlite3_finalize(ev);
-	sqlite3_finalize(dk);
+	/* kept prepared; reset releases their read of the tables and bindings
+	 * point at the rows the caller frees */
+	sqlite3_reset(ev);
+	sqlite3_clear_bindings(ev);
+	sqlite3_reset(dk);
+	sqlite3_clear_bindings(dk);
 	return rc;
 }
 
@@ -287,7 +330,7 @@ static int sq_add_drops(void *h, int64_t t, uint64_t n, char *err, size_t errlen
 
 	snprintf(sql, sizeof(sql), "INSERT INTO dropped VALUES (%lld, %llu)", (long long)t,
 	         (unsigned long long)n);
-	return sq_exec(h, sql, err, errlen);
+	return sq_exec(sq_db(h), sql, err, errlen);
 }
 
 /* sq_col - a column as a malloc'd string, NULL for NULL. */
@@ -301,7 +344,7 @@ static char *sq_col(sqlite3_stmt *st, int i)
 static int sq_domains(void *h, int64_t begin, int64_t end, struct util_strlist *out, char *err,
                       size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1, s;
 
@@ -349,7 +392,7 @@ static void sq_split_dkim(const char *s, struct reports_agg_rec *r)
 static int sq_aggregate(void *h, const char *domain, int64_t begin, int64_t end,
                         struct reports_agg *out, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1, s;
 	size_t cap = 0;
@@ -446,7 +489,7 @@ out:
 /* sq_run_begin - end of the last run, else the oldest evaluation. */
 static int sq_run_begin(void *h, int64_t *begin, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -472,14 +515,14 @@ static int sq_add_run(void *h, int64_t begin, int64_t end, char *err, size_t err
 	snprintf(sql, sizeof(sql),
 	         "INSERT INTO report_run VALUES (%lld, %lld, strftime('%%s','now'))",
 	         (long long)begin, (long long)end);
-	return sq_exec(h, sql, err, errlen);
+	return sq_exec(sq_db(h), sql, err, errlen);
 }
 
 /* sq_add_report - one report; the primary key refuses a second copy. */
 static int sq_add_report(void *h, const char *report_id, const char *domain, int64_t begin,
                          int64_t end, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -502,7 +545,7 @@ static int sq_add_report(void *h, const char *report_id, const char *domain, int
  * to evaluation_dkim). */
 static int sq_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	char sql[160];
 
 	*n = 0;
@@ -542,12 +585,12 @@ static int sq_prune_inbound(void *h, int64_t before, int64_t refused_before, uin
  * report per domain, drops since the last run. */
 static int sq_status(void *h, struct util_buf *out, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int64_t begin = 0;
 	int rc = -1, s;
 
-	if (sq_run_begin(db, &begin, err, errlen) < 0)
+	if (sq_run_begin(h, &begin, err, errlen) < 0)
 		return -1;
 	util_buf_printf(out, "last-run-end: %lld\n", (long long)begin);
 	if (sqlite3_prepare_v2(db,
@@ -605,7 +648,7 @@ out:
 /* sq_tx - BEGIN IMMEDIATE (the write lock at once), COMMIT, ROLLBACK. */
 static int sq_tx(void *h, int what, char *err, size_t errlen)
 {
-	return sq_exec(h,
+	return sq_exec(sq_db(h),
 	               what == 0   ? "BEGIN IMMEDIATE"
 	               : what == 1 ? "COMMIT"
 	                           : "ROLLBACK",
@@ -614,7 +657,7 @@ static int sq_tx(void *h, int what, char *err, size_t errlen)
 
 static int sq_add_outbox(void *h, const struct reports_out *o, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -637,7 +680,7 @@ static int sq_add_outbox(void *h, const struct reports_out *o, char *err, size_t
 
 static int sq_outbox_pending(void *h, struct reports_out **list, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int s, rc = -1;
 
@@ -677,7 +720,7 @@ out:
 static int sq_add_refused(void *h, int64_t t, const char *domain, const char *rcpt,
                           const char *reason, char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -699,7 +742,7 @@ static int sq_add_refused(void *h, int64_t t, const char *domain, const char *rc
 static int sq_mark_queued(void *h, const char *report_id, const char *rcpt, char *err,
                           size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
@@ -757,7 +800,7 @@ static int sq_add_inbound(void *h, const struct reports_inbound *in, int64_t t, 
                           const char *qid, const char *raw, size_t rawlen, int *dups, char *err,
                           size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	int64_t id;
 
 	*dups = 0;
@@ -823,7 +866,7 @@ static int sq_query(void *h, const char *sql, int n, const char *const *params,
                     int (*cb)(void *arg, int ncol, const char *const *vals), void *arg,
                     char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	sqlite3_stmt *st = NULL;
 	const char *vals[32];
 	int rc = -1, s;
@@ -858,7 +901,14 @@ cleanup:
 
 static void sq_close(void *h)
 {
-	sqlite3_close(h);
+	struct sq_handle *sh = h;
+
+	if (sh == NULL)
+		return;
+	sqlite3_finalize(sh->ev);
+	sqlite3_finalize(sh->dk);
+	sqlite3_close(sh->db);
+	free(sh);
 }
 
 const struct reports_backend reports_sqlite_backend = {

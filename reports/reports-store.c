@@ -2,7 +2,17 @@
  * reports-store.c - recording DMARC evaluations without blocking the loop:
  * reports_record() copies the facts into a row and appends it to a bounded
  * queue; one writer thread takes everything queued and writes it in one
- * transaction through the backend (reports-sqlite.c).
+ * transaction through the backend (reports-sqlite.c, reports-pg.c).
+ *
+ * Batching (what recording costs per message): the loop thread wakes the
+ * writer only when the queue goes from empty to non-empty or reaches the
+ * fill mark (half the queue, at most REPORTS_BATCH_MAX rows); the writer,
+ * once woken, lingers up to REPORTS_LINGER_MS for more rows before it
+ * writes them all in one transaction.  So a busy gateway pays one futex
+ * wake, one transaction and one WAL append per batch of tens of rows, not
+ * per message.  reports_flush() and reports_close() cut the linger short.
+ * A crash (not a clean stop, which writes what is queued) loses at most
+ * what was queued: the rows of the last linger window, or a fill mark.
  *
  * Why a thread and not the policy pool: a database write may wait on the
  * disk (fsync of the WAL at checkpoints) and must never hold up a verdict.
@@ -11,12 +21,17 @@
  * the report can say how many evaluations it is missing).
  *
  * Ownership: the queue owns its rows; the writer frees them after the
- * write.  The store owns the backend handle.
+ * write, or puts their blocks (REPORTS_ROW_SLOT bytes, most rows) on the
+ * spare list the loop thread takes its next rows from: in steady state no
+ * row is malloc'd on one thread and freed on another (glibc's arenas made
+ * that cost more than the rest of recording).  The store owns the backend
+ * handle and the spare blocks.
  * Diagnostics: "- reports ..." log lines; write errors are logged at most
  * once a minute and counted in mxgate_reports_write_errors_total.
  */
 #include "reports-internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,10 +46,16 @@ struct reports_store {
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;
-	pthread_cond_t wake;    /* rows queued, or stopping */
+	pthread_cond_t wake;    /* rows queued (empty -> not, fill mark), flush, stop */
 	pthread_cond_t idle;    /* the writer finished a batch */
 	struct reports_row **q; /* ring of qmax rows */
 	size_t qmax, qhead, qlen;
+	size_t fill;            /* qlen that ends the linger at once */
+	int linger_ms;          /* how long the writer waits for a batch to fill */
+	unsigned flushing;      /* threads in reports_flush: no linger */
+	bool lingering;         /* the writer waits in linger() (tests) */
+	void *spare;            /* REPORTS_ROW_SLOT blocks written, for new rows */
+	size_t nspare, spare_max;
 	size_t writing;         /* rows taken by the writer, not yet written */
 	uint64_t drops_pending; /* dropped, not yet in the dropped table */
 	uint64_t written, dropped;
@@ -43,99 +64,145 @@ struct reports_store {
 	int64_t min_t; /* loop thread: rows get t >= min_t (run barrier) */
 };
 
-/* dupe - NULL/"" stay NULL. */
-static char *dupe(const char *s)
+/* A row and its strings are one allocation: the loop thread makes it with
+ * one malloc, the writer frees it with one free (per-field strdup/free was
+ * ~25 allocations a message, freed on another thread's arena). */
+struct row_pack {
+	char *next, *end;
+};
+
+/* pack - a copy of s in the row's block; NULL/"" stay NULL. */
+static char *pack(struct row_pack *pk, const char *s)
 {
-	return s != NULL && s[0] != '\0' ? util_xstrdup(s) : NULL;
+	if (s == NULL || s[0] == '\0')
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = pk->next;
+	memcpy(d, s, n);
+	pk->next += n;
+	return d;
+}
+
+/* packlen - what pack(s) takes. */
+static size_t packlen(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? strlen(s) + 1 : 0;
+}
+
+/* row_size - the bytes of f's row with its strings. */
+static size_t row_size(const struct policy_dmarc_facts *f, const char *rcpt)
+{
+	const char *at = rcpt ? strrchr(rcpt, '@') : NULL;
+	const char *disp = f->disposition ? f->disposition : "none";
+	const char *const strs[] = {f->ip,        f->header_from, f->envelope_from,
+	                            f->dmarc,     f->spf_domain,  f->spf_result,
+	                            f->spf_scope, f->record_domain, f->p,
+	                            f->sp,        f->np,          f->adkim,
+	                            f->aspf,      f->t,           f->psd,
+	                            f->discovery, disp,           f->override,
+	                            f->override_comment};
+	size_t len = sizeof(struct reports_row) + (at != NULL ? strlen(at + 1) + 1 : 0);
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		len += packlen(strs[i]);
+	for (size_t i = 0; i < f->ndkim; i++)
+		len += packlen(f->dkim[i].domain) + packlen(f->dkim[i].selector) +
+		       packlen(f->dkim[i].result);
+	return len;
+}
+
+/* row_fill - f's row in the len bytes at r (len from row_size). */
+static struct reports_row *row_fill(struct reports_row *r, size_t len,
+                                    const struct policy_dmarc_facts *f, const char *rcpt,
+                                    int64_t t)
+{
+	const char *at = rcpt ? strrchr(rcpt, '@') : NULL;
+	const char *disp = f->disposition ? f->disposition : "none";
+
+	memset(r, 0, sizeof(*r));
+	struct row_pack pk = {(char *)(r + 1), (char *)r + len};
+	r->t = t;
+	r->ip = pack(&pk, f->ip);
+	r->header_from = pack(&pk, f->header_from);
+	r->envelope_from = pack(&pk, f->envelope_from);
+	if (at != NULL) {
+		/* the envelope_to domain, lower-case, without a closing '>' */
+		r->envelope_to = pk.next;
+		size_t k = 0;
+		for (const char *p = at + 1; *p != '\0' && *p != '>'; p++)
+			r->envelope_to[k++] = (*p >= 'A' && *p <= 'Z') ? (char)(*p + 32) : *p;
+		r->envelope_to[k] = '\0';
+		pk.next += strlen(at + 1) + 1;
+	}
+	r->dmarc = pack(&pk, f->dmarc);
+	r->spf_domain = pack(&pk, f->spf_domain);
+	r->spf_result = pack(&pk, f->spf_result);
+	r->spf_scope = pack(&pk, f->spf_scope);
+	r->ndkim = f->ndkim;
+	for (size_t i = 0; i < f->ndkim; i++) {
+		r->dkim[i].domain = pack(&pk, f->dkim[i].domain);
+		r->dkim[i].selector = pack(&pk, f->dkim[i].selector);
+		r->dkim[i].result = pack(&pk, f->dkim[i].result);
+	}
+	r->dkim_aligned = f->dkim_aligned;
+	r->spf_aligned = f->spf_aligned;
+	r->record_domain = pack(&pk, f->record_domain);
+	r->p = pack(&pk, f->p);
+	r->sp = pack(&pk, f->sp);
+	r->np = pack(&pk, f->np);
+	r->adkim = pack(&pk, f->adkim);
+	r->aspf = pack(&pk, f->aspf);
+	r->t_tag = pack(&pk, f->t);
+	r->psd = pack(&pk, f->psd);
+	r->pct = f->pct;
+	r->discovery = pack(&pk, f->discovery);
+	r->disposition = pack(&pk, disp);
+	r->override = pack(&pk, f->override);
+	r->override_comment = pack(&pk, f->override_comment);
+	if (pk.next > pk.end) /* cannot happen: row_size makes the same calls */
+		abort();
+	return r;
 }
 
 /* reports_row_from_facts - see reports-internal.h. */
 struct reports_row *reports_row_from_facts(const struct policy_dmarc_facts *f, const char *rcpt,
                                            int64_t t)
 {
-	struct reports_row *r = calloc(1, sizeof(*r));
-	const char *at = rcpt ? strrchr(rcpt, '@') : NULL;
+	size_t len = row_size(f, rcpt);
+	struct reports_row *r = malloc(len);
 
-	if (r == NULL)
-		return NULL;
-	r->t = t;
-	r->ip = dupe(f->ip);
-	r->header_from = dupe(f->header_from);
-	r->envelope_from = dupe(f->envelope_from);
-	if (at != NULL) {
-		/* the envelope_to domain, lower-case, without a closing '>' */
-		r->envelope_to = util_xstrdup(at + 1);
-		for (char *p = r->envelope_to; *p; p++) {
-			if (*p == '>') {
-				*p = '\0';
-				break;
-			}
-			if (*p >= 'A' && *p <= 'Z')
-				*p = (char)(*p + 32);
-		}
-	}
-	r->dmarc = dupe(f->dmarc);
-	r->spf_domain = dupe(f->spf_domain);
-	r->spf_result = dupe(f->spf_result);
-	r->spf_scope = dupe(f->spf_scope);
-	r->ndkim = f->ndkim;
-	for (size_t i = 0; i < f->ndkim; i++) {
-		r->dkim[i].domain = dupe(f->dkim[i].domain);
-		r->dkim[i].selector = dupe(f->dkim[i].selector);
-		r->dkim[i].result = dupe(f->dkim[i].result);
-	}
-	r->dkim_aligned = f->dkim_aligned;
-	r->spf_aligned = f->spf_aligned;
-	r->record_domain = dupe(f->record_domain);
-	r->p = dupe(f->p);
-	r->sp = dupe(f->sp);
-	r->np = dupe(f->np);
-	r->adkim = dupe(f->adkim);
-	r->aspf = dupe(f->aspf);
-	r->t_tag = dupe(f->t);
-	r->psd = dupe(f->psd);
-	r->pct = f->pct;
-	r->discovery = dupe(f->discovery);
-	r->disposition = dupe(f->disposition ? f->disposition : "none");
-	r->override = dupe(f->override);
-	r->override_comment = dupe(f->override_comment);
-	return r;
+	return r != NULL ? row_fill(r, len, f, rcpt, t) : NULL;
 }
 
-/* reports_row_free - NULL is a no-op. */
+/* reports_row_free - NULL is a no-op; the strings are in the same block. */
 void reports_row_free(struct reports_row *r)
 {
-	if (r == NULL)
-		return;
-	free(r->ip);
-	free(r->header_from);
-	free(r->envelope_from);
-	free(r->envelope_to);
-	free(r->dmarc);
-	free(r->spf_domain);
-	free(r->spf_result);
-	free(r->spf_scope);
-	for (size_t i = 0; i < r->ndkim; i++) {
-		free(r->dkim[i].domain);
-		free(r->dkim[i].selector);
-		free(r->dkim[i].result);
-	}
-	free(r->record_domain);
-	free(r->p);
-	free(r->sp);
-	free(r->np);
-	free(r->adkim);
-	free(r->aspf);
-	free(r->t_tag);
-	free(r->psd);
-	free(r->discovery);
-	free(r->disposition);
-	free(r->override);
-	free(r->override_comment);
 	free(r);
 }
 
-/* writer_main - take the whole queue, write it, repeat until stopped. */
+/* linger - writer, lock held, rows queued: wait until the batch fills, a
+ * flush or stop asks for it, or linger_ms passed since the first row. */
+static void linger(struct reports_store *rs)
+{
+	struct timespec until;
+
+	if (rs->linger_ms <= 0 || rs->qlen >= rs->fill || rs->flushing > 0 || rs->stop)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += rs->linger_ms / 1000;
+	until.tv_nsec += (long)(rs->linger_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	rs->lingering = true;
+	while (rs->qlen < rs->fill && rs->flushing == 0 && !rs->stop)
+		if (pthread_cond_timedwait(&rs->wake, &rs->lock, &until) == ETIMEDOUT)
+			break;
+	rs->lingering = false;
+}
+
+/* writer_main - wait for rows, linger, take the whole queue, write it,
+ * repeat until stopped. */
 static void *writer_main(void *arg)
 {
 	struct reports_store *rs = arg;
@@ -148,6 +215,8 @@ static void *writer_main(void *arg)
 			pthread_cond_wait(&rs->wake, &rs->lock);
 		if (rs->qlen == 0 && rs->drops_pending == 0 && rs->stop)
 			break;
+		if (rs->qlen > 0)
+			linger(rs);
 		size_t n = rs->qlen;
 		uint64_t drops = rs->drops_pending;
 		for (size_t i = 0; i < n; i++)
@@ -175,10 +244,16 @@ static void *writer_main(void *arg)
 		} else {
 			util_metrics_add("mxgate_reports_recorded_total", NULL, (double)n);
 		}
-		for (size_t i = 0; i < n; i++)
-			reports_row_free(batch[i]);
-
 		pthread_mutex_lock(&rs->lock);
+		for (size_t i = 0; i < n; i++) {
+			if (batch[i]->slot && rs->nspare < rs->spare_max) {
+				*(void **)(void *)batch[i] = rs->spare;
+				rs->spare = batch[i];
+				rs->nspare++;
+			} else {
+				reports_row_free(batch[i]);
+			}
+		}
 		if (rc == 0)
 			rs->written += n;
 		rs->writing = 0;
@@ -216,13 +291,22 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	}
 	rs->be = be;
 	rs->qmax = cfg->reports_queue_size > 0 ? (size_t)cfg->reports_queue_size : 1;
+	rs->fill = rs->qmax / 2 > REPORTS_BATCH_MAX ? REPORTS_BATCH_MAX : rs->qmax / 2;
+	if (rs->fill == 0)
+		rs->fill = 1;
+	rs->linger_ms = REPORTS_LINGER_MS;
+	rs->spare_max = 2 * rs->fill;
 	if ((rs->q = calloc(rs->qmax, sizeof(*rs->q))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the linger's deadline */
 	pthread_mutex_init(&rs->lock, NULL);
-	pthread_cond_init(&rs->wake, NULL);
+	pthread_cond_init(&rs->wake, &ca);
 	pthread_cond_init(&rs->idle, NULL);
+	pthread_condattr_destroy(&ca);
 	if ((rs->db = rs->be->open(target, err, errlen)) == NULL)
 		goto fail;
 	if (pthread_create(&rs->thread, NULL, writer_main, rs) != 0) {
@@ -230,8 +314,10 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 		goto fail;
 	}
 	rs->started = true;
-	util_log_info("- reports store=%s path=%s schema=%d queue=%zu", rs->be->name, target,
-	              rs->be->schema_version(rs->db), rs->qmax);
+	pthread_setname_np(rs->thread, "mx-reports"); /* top -H, perf */
+	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms",
+	              rs->be->name, target, rs->be->schema_version(rs->db), rs->qmax, rs->fill,
+	              rs->linger_ms);
 	free(target);
 	return rs;
 fail:
@@ -252,6 +338,11 @@ void reports_close(struct reports_store *rs)
 		pthread_mutex_unlock(&rs->lock);
 		pthread_join(rs->thread, NULL);
 	}
+	while (rs->spare != NULL) {
+		void *next = *(void **)rs->spare;
+		free(rs->spare);
+		rs->spare = next;
+	}
 	if (rs->q != NULL) {
 		for (size_t i = 0; i < rs->qlen; i++)
 			reports_row_free(rs->q[(rs->qhead + i) % rs->qmax]);
@@ -265,8 +356,32 @@ void reports_close(struct reports_store *rs)
 	free(rs);
 }
 
+/* reports_store_push - see reports-internal.h.  Wakes the writer only
+ * when the queue was empty (it may be waiting without a deadline) or
+ * reaches the fill mark (it may be lingering); any other append finds it
+ * lingering (it will take the row) or writing (it looks again after). */
+int reports_store_push(struct reports_store *rs, struct reports_row *r)
+{
+	pthread_mutex_lock(&rs->lock);
+	if (r == NULL || rs->qlen >= rs->qmax) { /* NULL: reports_record saw it full */
+		rs->dropped++;
+		rs->drops_pending++;
+		pthread_cond_signal(&rs->wake);
+		pthread_mutex_unlock(&rs->lock);
+		reports_row_free(r);
+		util_metrics_inc("mxgate_reports_dropped_total", NULL);
+		return -1;
+	}
+	rs->q[(rs->qhead + rs->qlen) % rs->qmax] = r;
+	rs->qlen++;
+	if (rs->qlen == 1 || rs->qlen == rs->fill)
+		pthread_cond_signal(&rs->wake);
+	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
 /* reports_record - see reports.h.  Loop thread; takes the lock only to
- * append a pointer. */
+ * look at the fill and to append a pointer. */
 int reports_record(struct reports_store *rs, const struct policy_msg *pm, const char *rcpt)
 {
 	struct policy_dmarc_facts f;
@@ -274,32 +389,45 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
 
 	if (rs == NULL || pm == NULL || policy_msg_dmarc_facts(pm, &f) < 0)
 		return 1;
+	size_t len = row_size(&f, rcpt);
+	bool slot = len <= REPORTS_ROW_SLOT;
+	void *mem = NULL;
 	pthread_mutex_lock(&rs->lock);
 	bool full = rs->qlen >= rs->qmax;
-	if (full) {
-		rs->dropped++;
-		rs->drops_pending++;
-		pthread_cond_signal(&rs->wake);
+	if (!full && slot && rs->spare != NULL) {
+		mem = rs->spare;
+		rs->spare = *(void **)mem;
+		rs->nspare--;
 	}
 	pthread_mutex_unlock(&rs->lock);
-	if (full) {
-		util_metrics_inc("mxgate_reports_dropped_total", NULL);
+	if (full) /* counted by push without building a row for nothing */
+		return reports_store_push(rs, NULL);
+	if (mem == NULL && (mem = malloc(slot ? REPORTS_ROW_SLOT : len)) == NULL)
 		return -1;
-	}
 	int64_t t = (int64_t)time(NULL);
-	if ((r = reports_row_from_facts(&f, rcpt, t < rs->min_t ? rs->min_t : t)) == NULL)
-		return -1;
+	r = row_fill(mem, len, &f, rcpt, t < rs->min_t ? rs->min_t : t);
+	r->slot = slot;
+	return reports_store_push(rs, r);
+}
+
+/* reports_store_set_linger - see reports-internal.h. */
+void reports_store_set_linger(struct reports_store *rs, int linger_ms, size_t fill)
+{
 	pthread_mutex_lock(&rs->lock);
-	if (rs->qlen >= rs->qmax) { /* only the loop thread appends: cannot happen */
-		pthread_mutex_unlock(&rs->lock);
-		reports_row_free(r);
-		return -1;
-	}
-	rs->q[(rs->qhead + rs->qlen) % rs->qmax] = r;
-	rs->qlen++;
-	pthread_cond_signal(&rs->wake);
+	if (linger_ms > 0)
+		rs->linger_ms = linger_ms;
+	if (fill > 0)
+		rs->fill = fill < rs->qmax ? fill : rs->qmax;
 	pthread_mutex_unlock(&rs->lock);
-	return 0;
+}
+
+/* reports_store_lingering - see reports-internal.h. */
+bool reports_store_lingering(struct reports_store *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	bool l = rs->lingering;
+	pthread_mutex_unlock(&rs->lock);
+	return l;
 }
 
 /* reports_store_barrier - see reports.h. */
@@ -315,8 +443,11 @@ void reports_flush(struct reports_store *rs)
 	if (rs == NULL)
 		return;
 	pthread_mutex_lock(&rs->lock);
+	rs->flushing++; /* the writer stops lingering */
+	pthread_cond_signal(&rs->wake);
 	while (rs->qlen > 0 || rs->writing > 0 || rs->drops_pending > 0)
 		pthread_cond_wait(&rs->idle, &rs->lock);
+	rs->flushing--;
 	pthread_mutex_unlock(&rs->lock);
 }
 

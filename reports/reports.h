@@ -9,7 +9,9 @@
  *
  * Threads: reports_record() runs on the loop thread and never waits: it
  * copies the facts into a row and puts it on a bounded queue that one
- * writer thread drains into the database in batches.  When the queue is
+ * writer thread drains into the database in batches (it lingers up to
+ * REPORTS_LINGER_MS for a batch to fill; reports_flush and reports_close
+ * cut that short, a crash loses what is still queued).  When the queue is
  * full the row is dropped and counted (mxgate_reports_dropped_total, and a
  * row of the drops table so the report's metadata can say so).  A failed
  * write (disk full) drops the batch and counts it; mail is never refused

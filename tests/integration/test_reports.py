@@ -497,6 +497,44 @@ def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
 
 
 
+def test_postgresql_batch_rows_and_dkim_rows(tmp_path, dns, postgres):
+    """The PostgreSQL writer inserts a batch with one multi-row INSERT per
+    table (ids taken from the sequence first): every evaluation arrives,
+    and each DKIM row belongs to its own evaluation - none, one or two
+    signatures per message, mixed in the same batches."""
+    import subprocess
+    gw = gateway(tmp_path, dns, database=postgres).start()
+    want = []   # (sender domain, DKIM signatures)
+    try:
+        for i in range(12):
+            nsig = i % 3
+            dom = "dk.test" if nsig else "pass.test"
+            msg, _ = mxtest.make_message(sender=f"u{i}@{dom}", subject=f"batch {i}")
+            signed = msg
+            for _ in range(nsig):
+                signed = dnsserver.dkim_sign(signed, "sel1", "dk.test", dns.dkim_key) + signed
+            gw.send(f"u{i}@{dom}", [RCPT], signed)
+            want.append((dom, nsig))
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= len(want),
+                        mxtest.scaled(10), what="rows written")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+
+    def q(sql):
+        r = subprocess.run(["psql", postgres, "-At", "-F", "|", "-c", sql],
+                           capture_output=True, timeout=30, text=True)
+        assert r.returncode == 0, r.stderr
+        return [line.split("|") for line in r.stdout.splitlines()]
+    got = q("SELECT e.header_from, count(d.evaluation_id), min(d.domain), min(d.result)"
+            " FROM evaluation e LEFT JOIN evaluation_dkim d ON d.evaluation_id = e.id"
+            " GROUP BY e.id ORDER BY e.id")
+    assert [(g[0], int(g[1])) for g in got] == want, got
+    assert all(g[2:] == ["dk.test", "pass"] for g in got if int(g[1]) > 0), got
+    assert q("SELECT count(*) FROM evaluation_dkim d LEFT JOIN evaluation e"
+             " ON e.id = d.evaluation_id WHERE e.id IS NULL") == [["0"]]
+
+
 def test_kill9_during_run_neither_loses_nor_duplicates(tmp_path, dns):
     import subprocess
     sink = Downstream(host=RUA_MX).start()

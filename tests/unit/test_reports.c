@@ -6,7 +6,12 @@
  * signatures, no SPF, unknown tags as NULL).  Aggregation (rows grouped by
  * source IP, identifiers, results and disposition; IPv6, IDN, several DKIM
  * signatures, an empty period, drops) and the XML, validated by libxml2
- * against the RFC 9990 schema in tests/data.  Table-driven.
+ * against the RFC 9990 schema in tests/data.  The store's writer thread
+ * batching rows (woken on empty -> non-empty and at the fill mark only,
+ * lingering for more): rows trickling in are written without a flush, a
+ * fill mark ends a long linger, a flush and a close cut it short, and every
+ * row reaches the file through the statements it keeps prepared.
+ * Table-driven.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libxml/parser.h>
@@ -363,6 +369,130 @@ static int validate(const struct util_buf *xml)
 	return rc;
 }
 
+/* ------------------------------------------------------------ the writer
+ * thread's batching (reports-store.c) */
+
+/* How a case ends each burst of rows. */
+enum store_end {
+	END_WAIT,  /* no flush: wait until the writer has written them */
+	END_FLUSH, /* reports_flush, then they must be written */
+	END_CLOSE, /* the last burst is left queued; reports_close writes it */
+};
+struct store_case {
+	const char *name;
+	int linger_ms;
+	size_t fill;
+	size_t bursts[4]; /* rows pushed one by one per burst, 0 ends */
+	enum store_end end;
+	bool hold; /* push the second row of a burst once the writer lingers */
+};
+#define LONG_LINGER (10 * 60 * 1000) /* longer than the test may take */
+static const struct store_case store_cases[] = {
+    /* one row at a time: each one wakes an idle writer (empty -> 1) */
+    {"trickle", 20, 8, {1, 1, 1, 1}, END_WAIT, false},
+    {"trickle, pairs", 20, 8, {2, 1, 2, 3}, END_WAIT, false},
+    /* only the fill mark can end this linger within the test's time */
+    {"fill mark", LONG_LINGER, 4, {4, 4, 8}, END_WAIT, true},
+    {"flush cuts the linger", LONG_LINGER, 8, {3, 2, 1}, END_FLUSH, false},
+    /* the first burst flushed, the second still lingering at the close */
+    {"close writes the queue", LONG_LINGER, 8, {2, 5}, END_CLOSE, false},
+};
+
+/* timeout_scale - MXGATE_TIMEOUT_SCALE (sanitizer builds are slower). */
+static double timeout_scale(void)
+{
+	const char *s = getenv("MXGATE_TIMEOUT_SCALE");
+	return s != NULL && atof(s) > 0 ? atof(s) : 1.0;
+}
+
+/* wait_written - until the store has written n rows (n == 0: until the
+ * writer lingers); false after a (scaled) 30 s. */
+static bool wait_written(struct reports_store *rs, uint64_t n)
+{
+	struct timespec t0, now, nap = {0, 2 * 1000 * 1000};
+	uint64_t written, dropped;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		reports_stats(rs, &written, &dropped);
+		if (n == 0 && reports_store_lingering(rs))
+			return true;
+		if (n > 0 && written >= n)
+			return written == n;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - t0.tv_sec) > 30 * timeout_scale())
+			return false;
+		nanosleep(&nap, NULL);
+	}
+}
+
+static void test_store_batching(void **state)
+{
+	(void)state;
+	for (size_t c = 0; c < sizeof(store_cases) / sizeof(store_cases[0]); c++) {
+		const struct store_case *sc = &store_cases[c];
+		char *path = tmpfile_path(), err[256] = "", v[64];
+		char dbname[300];
+		struct config cfg;
+		memset(&cfg, 0, sizeof(cfg));
+		snprintf(dbname, sizeof(dbname), "sqlite:%s", path);
+		cfg.reports_database = dbname;
+		cfg.reports_queue_size = 16;
+		struct reports_store *rs = reports_open(&cfg, err, sizeof(err));
+		if (rs == NULL)
+			fail_msg("%s: open: %s", sc->name, err);
+		reports_store_set_linger(rs, sc->linger_ms, sc->fill);
+		uint64_t total = 0;
+		for (size_t b = 0; b < 4 && sc->bursts[b] > 0; b++) {
+			for (size_t i = 0; i < sc->bursts[b]; i++) {
+				struct ev_case e = {.t = 100 + (int64_t)total,
+				                    .ip = "192.0.2.1",
+				                    .from = "example.org",
+				                    .dmarc = "pass",
+				                    .dkim = "example.org/s/pass",
+				                    .dkim_aligned = true,
+				                    .disposition = "none"};
+				struct reports_row *r = ev_row(&e);
+				assert_non_null(r);
+				assert_int_equal(reports_store_push(rs, r), 0);
+				total++;
+				/* the rest of the burst arrives while the writer
+				 * lingers: only the fill mark may wake it */
+				if (sc->hold && i == 0 && !wait_written(rs, 0))
+					fail_msg("%s: the writer never lingered", sc->name);
+			}
+			bool last = b + 1 == 4 || sc->bursts[b + 1] == 0;
+			if (sc->end == END_CLOSE && last)
+				break;
+			if (sc->end != END_WAIT) {
+				reports_flush(rs);
+				uint64_t written, dropped;
+				reports_stats(rs, &written, &dropped);
+				if (written != total)
+					fail_msg("%s: burst %zu: %llu of %llu written after the flush",
+					         sc->name, b, (unsigned long long)written,
+					         (unsigned long long)total);
+			} else if (!wait_written(rs, total)) {
+				fail_msg("%s: burst %zu: the writer did not write %llu rows",
+				         sc->name, b, (unsigned long long)total);
+			}
+		}
+		reports_close(rs);
+		/* every row and its DKIM row in the file, nothing counted dropped */
+		query_str(path, "SELECT count(*) FROM evaluation", v, sizeof(v));
+		if (strtoull(v, NULL, 10) != total)
+			fail_msg("%s: %s rows in the file, %llu pushed", sc->name, v,
+			         (unsigned long long)total);
+		query_str(path, "SELECT count(*) FROM evaluation_dkim", v, sizeof(v));
+		assert_int_equal(strtoull(v, NULL, 10), total);
+		query_str(path, "SELECT count(DISTINCT t) FROM evaluation", v, sizeof(v));
+		assert_int_equal(strtoull(v, NULL, 10), total);
+		query_str(path, "SELECT count(*) FROM dropped", v, sizeof(v));
+		assert_string_equal(v, "0");
+		remove_db(path);
+		free(path);
+	}
+}
+
 static void test_aggregate_and_xml(void **state)
 {
 	(void)state;
@@ -585,6 +715,7 @@ int main(void)
 	    cmocka_unit_test(test_migrations),        cmocka_unit_test(test_rows_roundtrip),
 	    cmocka_unit_test(test_aggregate_and_xml), cmocka_unit_test(test_rua_parse),
 	    cmocka_unit_test(test_same_org),          cmocka_unit_test(test_gzip_compose_sign),
+	    cmocka_unit_test(test_store_batching),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
