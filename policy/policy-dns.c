@@ -13,7 +13,14 @@
  *     Plain ub_resolve() has no deadline (a zone that never answers holds
  *     the thread for libunbound's whole retry schedule); this way a query
  *     ends after `timeout` seconds with TEMPFAIL and is cancelled.
- * Both contexts run libunbound in threaded async mode (ub_ctx_async(1)).
+ *   - the batch context: policy_dns_confirmed_names (the dashboard's and
+ *     `reports inbound`'s reverse names of up to 500 report sources), on
+ *     the same pump thread.  Its own context because a batch of lookups
+ *     into reverse zones that never answer fills libunbound's 16 outgoing
+ *     ports and marks the forwarder slow for its context: on the worker
+ *     context that made every SPF/DKIM/DMARC lookup of the SMTP side time
+ *     out for seconds after one dashboard view (red team finding).
+ * All contexts run libunbound in threaded async mode (ub_ctx_async(1)).
  *
  * RFC 6761 names: libunbound answers "test." and "invalid." itself; we make
  * them transparent zones (see dns_configure for why not `nodefault`) and
@@ -100,6 +107,7 @@ struct policy_dns {
 	struct event_base *base;
 	struct ub_ctx *loop_ctx;
 	struct ub_ctx *work_ctx;
+	struct ub_ctx *batch_ctx; /* policy_dns_confirmed_names only */
 	struct event *ev;
 	pthread_t pump;
 	bool pump_started;
@@ -182,13 +190,14 @@ fail:
 static void *dns_pump(void *arg)
 {
 	struct policy_dns *d = arg;
-	struct pollfd pfd[2] = {
+	struct pollfd pfd[3] = {
 	    {.fd = ub_fd(d->work_ctx), .events = POLLIN},
 	    {.fd = d->stop_pipe[0], .events = POLLIN},
+	    {.fd = ub_fd(d->batch_ctx), .events = POLLIN},
 	};
 
 	for (;;) {
-		if (poll(pfd, 2, -1) < 0) {
+		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			util_log_err("dns pump poll: %s", strerror(errno));
@@ -198,6 +207,8 @@ static void *dns_pump(void *arg)
 			return NULL;
 		if (pfd[0].revents != 0)
 			ub_process(d->work_ctx);
+		if (pfd[2].revents != 0)
+			ub_process(d->batch_ctx);
 	}
 }
 
@@ -222,7 +233,8 @@ struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *b
 	pthread_mutex_init(&d->slow_mu, NULL);
 	d->loop_ctx = ub_ctx_create();
 	d->work_ctx = ub_ctx_create();
-	if (d->loop_ctx == NULL || d->work_ctx == NULL) {
+	d->batch_ctx = ub_ctx_create();
+	if (d->loop_ctx == NULL || d->work_ctx == NULL || d->batch_ctx == NULL) {
 		snprintf(err, errlen, "ub_ctx_create failed");
 		goto err;
 	}
@@ -230,7 +242,8 @@ struct policy_dns *policy_dns_new(const struct config *cfg, struct event_base *b
 		goto err;
 	d->validating = d->anchor.mode != POLICY_DNS_TA_NONE;
 	if (dns_configure(d->loop_ctx, cfg, &d->anchor, err, errlen) < 0 ||
-	    dns_configure(d->work_ctx, cfg, &d->anchor, err, errlen) < 0)
+	    dns_configure(d->work_ctx, cfg, &d->anchor, err, errlen) < 0 ||
+	    dns_configure(d->batch_ctx, cfg, &d->anchor, err, errlen) < 0)
 		goto err;
 	if (pipe(d->stop_pipe) < 0) {
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -296,6 +309,8 @@ void policy_dns_free(struct policy_dns *d)
 		ub_ctx_delete(d->loop_ctx);
 	if (d->work_ctx != NULL)
 		ub_ctx_delete(d->work_ctx);
+	if (d->batch_ctx != NULL)
+		ub_ctx_delete(d->batch_ctx);
 	pthread_mutex_destroy(&d->slow_mu);
 	policy_dns_anchor_clear(&d->anchor);
 	free(d);
@@ -1007,7 +1022,7 @@ static void dns_batch_cb(void *arg, int err, struct ub_result *res)
 }
 
 /* dns_batch_run - send names[i] (NULL: skip) of rrtype[i] at once on the
- * worker context and wait until all are answered or until (CLOCK_MONOTONIC);
+ * batch context (never the workers': see the file comment) and wait until all are answered or until (CLOCK_MONOTONIC);
  * what is still pending then is cancelled (its q[i].done stays false). */
 static void dns_batch_run(struct policy_dns *d, char *const *names, const int *rrtype, size_t n,
                           struct dns_bq *q, const struct timespec *until)
@@ -1027,7 +1042,7 @@ static void dns_batch_run(struct policy_dns *d, char *const *names, const int *r
 		if (names[i] == NULL)
 			continue;
 		b.pending++;
-		if (ub_resolve_async(d->work_ctx, names[i], rrtype[i], 1, &q[i], dns_batch_cb,
+		if (ub_resolve_async(d->batch_ctx, names[i], rrtype[i], 1, &q[i], dns_batch_cb,
 		                     &q[i].id) != 0)
 			b.pending--;
 		else
@@ -1041,13 +1056,25 @@ static void dns_batch_run(struct policy_dns *d, char *const *names, const int *r
 			continue;
 		/* Cancelled: its callback will not run.  UB_NOID: the answer
 		 * is being delivered right now; wait for it. */
-		if (ub_cancel(d->work_ctx, q[i].id) != 0)
+		if (ub_cancel(d->batch_ctx, q[i].id) != 0)
 			while (!q[i].done)
 				pthread_cond_wait(&b.cv, &b.mu);
 	}
 	pthread_mutex_unlock(&b.mu);
 	pthread_cond_destroy(&b.cv);
 	pthread_mutex_destroy(&b.mu);
+}
+
+/* dns_deadline - *out = *now + ms. */
+static void dns_deadline(const struct timespec *now, int ms, struct timespec *out)
+{
+	*out = *now;
+	out->tv_sec += ms / 1000;
+	out->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (out->tv_nsec >= 1000000000L) {
+		out->tv_sec++;
+		out->tv_nsec -= 1000000000L;
+	}
 }
 
 /* policy_dns_confirmed_names - see policy.h. */
@@ -1058,15 +1085,11 @@ void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, si
 	char **qname = util_xcalloc(n ? n : 1, sizeof(*qname));
 	int *rrtype = util_xcalloc(n ? n : 1, sizeof(*rrtype));
 	struct dns_bq *q = util_xcalloc(n ? n : 1, sizeof(*q));
-	struct timespec until;
+	struct timespec now, half, until;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += budget_ms / 1000;
-	until.tv_nsec += (long)(budget_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	dns_deadline(&now, budget_ms / 2, &half);
+	dns_deadline(&now, budget_ms, &until);
 	for (size_t i = 0; i < n; i++) {
 		char rev[80];
 
@@ -1077,8 +1100,10 @@ void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, si
 		qname[i] = util_xstrdup(rev);
 		rrtype[i] = DNS_T_PTR;
 	}
-	/* Round one: the first PTR name of each address (LDH names only). */
-	dns_batch_run(d, qname, rrtype, n, q, &until);
+	/* Round one: the first PTR name of each address (LDH names only),
+	 * within half the budget: one reverse zone that never answers must
+	 * not use up the time of every confirmation (it did: no name at all). */
+	dns_batch_run(d, qname, rrtype, n, q, &half);
 	for (size_t i = 0; i < n; i++) {
 		char host[256];
 		struct policy_dns_answer ans;

@@ -100,9 +100,11 @@ void policy_dns_resolve_ptr(struct policy_dns *d, const struct util_addr *addr,
 /* policy_dns_confirmed_names - any thread but the loop's: the
  * forward-confirmed reverse name (FCrDNS: the first PTR name, LDH only,
  * whose A or AAAA records include the address) of each numeric address
- * ips[i], all looked up at once and all within budget_ms.  names[i] is a
+ * ips[i], all looked up at once and all within budget_ms (the PTR queries
+ * within its first half, the confirmations in the rest).  names[i] is a
  * new string (caller frees) or NULL: no PTR, not confirmed, not an
- * address, or not answered in time. */
+ * address, or not answered in time.  On a context of its own, so a batch
+ * of lookups that never answer cannot stall the workers' queries. */
 void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, size_t n,
 				int budget_ms, char **names);
 /* Synchronous (worker threads only): TXT records joined per record; returns

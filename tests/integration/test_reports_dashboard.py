@@ -357,6 +357,62 @@ def test_dashboard_click_through(tmp_path):
          ["exempt.test", "none", "override"]], r.stdout
 
 
+def test_dashboard_rdns_unanswered_sources(tmp_path):
+    """Red team: report sources whose reverse zone never answers (common
+    among the bots a DMARC report lists).  A few of them must not cost the
+    confirmed names of the others (the PTR round used the whole budget, so
+    no name was ever confirmed), and a page of 500 must not stall the SMTP
+    side's own lookups (they shared libunbound's worker context: every SPF
+    lookup came out temperror for seconds after one view)."""
+    aport, mport = mxtest.free_port(), mxtest.free_port()
+    gw = mxtest.Gateway(tmp_path / "gw", {"metrics": {"listen": f"127.0.0.1:{mport}"},
+                                          "reports": {"ingest": "yes"},
+                                          "auth": {"spf": "yes"},
+                                          "admin": {"listen": f"127.0.0.1:{aport}",
+                                                    "token": TOKEN}})
+    gw.dns.blackhole("18.198.in-addr.arpa")      # 198.18.0.0/16: never answers
+    gw.dns.add("10.2.0.192.in-addr.arpa", "PTR", "mail.yahoo-relay.example.")
+    gw.dns.add("mail.yahoo-relay.example", "A", "192.0.2.10")
+    gw.dns.add("spf-ok.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
+    gw.start()
+    try:
+        assert gw.send("noreply@reporter.example", ["dmarc-reports@example.test"],
+                       reports_mail())
+        mxtest.wait_for(lambda: metric(mport, "mxgate_reports_inbound_total") >= 5,
+                        mxtest.scaled(20), what="five reports stored")
+
+        def add_sources(ips):   # smaller than 192.0.2.10's 50 messages: asked after it
+            con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+            rid = con.execute("SELECT min(id) FROM inbound_dmarc").fetchone()[0]
+            con.executemany("INSERT INTO inbound_dmarc_rec (report, source_ip, count)"
+                            " VALUES (?, ?, 1)", [(rid, ip) for ip in ips])
+            con.commit()
+            con.close()
+
+        add_sources([f"198.18.0.{i}" for i in range(1, 11)])
+        rows = api_json(aport, "sources")
+        rdns = {r["source_ip"]: r["rdns"] for r in rows}
+        assert rdns["192.0.2.10"] == "mail.yahoo-relay.example", rdns
+        assert rdns["198.18.0.1"] is None and rdns["203.0.113.66"] is None
+
+        # 489 more unanswered sources (not cached yet), then mail right away
+        add_sources([f"198.18.{1 + i // 250}.{1 + i % 250}" for i in range(489)])
+        rows = api_json(aport, "sources")
+        assert len(rows) == 502
+        assert [r["rdns"] for r in rows if r["source_ip"] == "192.0.2.10"] == \
+            ["mail.yahoo-relay.example"]                  # from the admin thread's cache
+        msg, marker = mxtest.make_message(sender="bob@spf-ok.test")
+        assert gw.send("bob@spf-ok.test", ["user@example.test"], msg)
+        got = []
+        mxtest.wait_for(lambda: got.extend(m for m in gw.mailbox_messages()
+                                           if marker.encode() in m) or got,
+                        mxtest.scaled(20), what="the message delivered")
+        ar = mxtest.header_values(got[0], "Authentication-Results")
+        assert len(ar) == 1 and "spf=pass" in ar[0], ar
+    finally:
+        gw.close()
+
+
 def test_dashboard_on_postgresql(tmp_path, postgres):  # noqa: F811
     """[reports] database = postgresql://...: the dashboard reads and writes
     (approve, mark as seen) the PostgreSQL store, and so does the CLI."""
