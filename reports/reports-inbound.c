@@ -50,8 +50,12 @@ void reports_inbound_init(void)
 /* sdup - a bounded copy of s (NULL -> ""), control characters replaced. */
 static char *sdup(const char *s, size_t n)
 {
-	if (s == NULL)
-		s = "", n = 0;
+	if (s == NULL || n == 0) {
+		char *e = calloc(1, 1);
+		if (e == NULL)
+			abort();
+		return e;
+	}
 	if (n > REPORTS_IN_MAX_STR) {
 		/* cut at a character boundary: half a UTF-8 sequence made the
 		 * string invalid - PostgreSQL refused the whole report, the

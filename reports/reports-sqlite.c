@@ -562,7 +562,7 @@ static int sq_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errl
 static int sq_prune_inbound(void *h, int64_t before, int64_t refused_before, uint64_t *n,
                             char *err, size_t errlen)
 {
-	sqlite3 *db = h;
+	sqlite3 *db = sq_db(h);
 	char sql[160];
 
 	*n = 0;
