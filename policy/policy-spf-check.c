@@ -475,7 +475,7 @@ int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf
 					b.data[b.len] = 0;
 					util_buf_printf(&b, "exists:%s", dom);
 					free(dom);
-					c4 = -1;
+					c4 = c6 = -1; /* exists takes no length */
 				}
 			}
 			if (c4 >= 0)

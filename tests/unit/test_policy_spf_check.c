@@ -225,6 +225,9 @@ static const struct {
     /* zero CIDR lengths for an IPv4 client */
     {"v=spf1 a/0 -all", "v=spf1 exists:%{d} -all"},
     {"v=spf1 ~a:m.example.com/0//0", "v=spf1 ~exists:m.example.com"},
+    /* the IPv6 length means nothing to exists (fuzzing: "exists:x//6") */
+    {"v=spf1 ~a:m.example.com/0//6", "v=spf1 ~exists:m.example.com"},
+    {"v=spf1 a/0//64 -all", "v=spf1 exists:%{d} -all"},
     {"v=spf1 mx/24//0 a//0", "v=spf1 mx/24 a"},
     {"v=spf1 mx/0", "v=spf1 mx/0"},
 };
