@@ -532,13 +532,7 @@ void policy_dns_query_sync(struct policy_dns *d, const char *name, int rrtype,
 		ans->status = POLICY_DNS_TEMPFAIL;
 		goto out;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += d->timeout_ms / 1000;
-	until.tv_nsec += (long)(d->timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	util_mono_deadline(NULL, d->timeout_ms, &until);
 	pthread_mutex_lock(&q.mu);
 	while (!q.done) {
 		if (pthread_cond_timedwait(&q.cv, &q.mu, &until) == ETIMEDOUT && !q.done) {
@@ -1065,18 +1059,6 @@ static void dns_batch_run(struct policy_dns *d, char *const *names, const int *r
 	pthread_mutex_destroy(&b.mu);
 }
 
-/* dns_deadline - *out = *now + ms. */
-static void dns_deadline(const struct timespec *now, int ms, struct timespec *out)
-{
-	*out = *now;
-	out->tv_sec += ms / 1000;
-	out->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (out->tv_nsec >= 1000000000L) {
-		out->tv_sec++;
-		out->tv_nsec -= 1000000000L;
-	}
-}
-
 /* policy_dns_confirmed_names - see policy.h. */
 void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, size_t n,
                                 int budget_ms, char **names)
@@ -1088,8 +1070,8 @@ void policy_dns_confirmed_names(struct policy_dns *d, const char *const *ips, si
 	struct timespec now, half, until;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	dns_deadline(&now, budget_ms / 2, &half);
-	dns_deadline(&now, budget_ms, &until);
+	util_mono_deadline(&now, budget_ms / 2, &half);
+	util_mono_deadline(&now, budget_ms, &until);
 	for (size_t i = 0; i < n; i++) {
 		char rev[80];
 

@@ -187,13 +187,7 @@ static void linger(struct reports_store *rs)
 
 	if (rs->linger_ms <= 0 || rs->qlen >= rs->fill || rs->flushing > 0 || rs->stop)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += rs->linger_ms / 1000;
-	until.tv_nsec += (long)(rs->linger_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	util_mono_deadline(NULL, rs->linger_ms, &until);
 	rs->lingering = true;
 	while (rs->qlen < rs->fill && rs->flushing == 0 && !rs->stop)
 		if (pthread_cond_timedwait(&rs->wake, &rs->lock, &until) == ETIMEDOUT)

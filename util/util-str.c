@@ -178,6 +178,21 @@ int64_t util_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* util_mono_deadline - see util.h. */
+void util_mono_deadline(const struct timespec *from, int64_t ms, struct timespec *out)
+{
+	if (from != NULL)
+		*out = *from;
+	else
+		clock_gettime(CLOCK_MONOTONIC, out);
+	out->tv_sec += (time_t)(ms / 1000);
+	out->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (out->tv_nsec >= 1000000000L) {
+		out->tv_sec++;
+		out->tv_nsec -= 1000000000L;
+	}
+}
+
 /* util_rfc5322_date - date-time of RFC 5322 3.3 in UTC, locale-independent. */
 void util_rfc5322_date(int64_t t, char out[64])
 {

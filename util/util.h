@@ -112,6 +112,10 @@ const char *util_domain_of(const char *addr);
 /* util_now_us - wall clock in microseconds; util_mono_ms - monotonic ms. */
 int64_t util_now_us(void);
 int64_t util_mono_ms(void);
+/* util_mono_deadline - *out = CLOCK_MONOTONIC now (or *from) + ms, for
+ * pthread_cond_timedwait on a condition variable with a monotonic clock. */
+struct timespec;
+void util_mono_deadline(const struct timespec *from, int64_t ms, struct timespec *out);
 /* util_rfc5322_date - "Wed, 25 Nov 2026 07:55:44 +0000" for t (seconds). */
 void util_rfc5322_date(int64_t t, char out[64]);
 
