@@ -11,9 +11,10 @@ stays plain HTTP without HSTS.  check-config: plain HTTP on an address
 that is not loopback (tls = no), or HTTPS without a certificate, is an
 error at FILE:LINE of the listener (or of tls = yes); allow_plain_http =
 yes lets tls = no through; auto with a certificate is fine.  A client
-that drips its handshake a byte at a time (each byte restarts evhttp's
-per-read timeout) is cut off at the handshake deadline, and no more than
-ADMIN_TLS_MAX_CONNS (128) HTTPS connections are open at once.
+that drips its handshake or request a byte at a time (each byte restarts
+evhttp's per-read timeout) is cut off 10 s after the accept, and no more
+than ADMIN_MAX_CONNS (128) connections are open at once, plain HTTP and
+HTTPS alike (the connection guard, gw-httpguard.c).
 """
 
 import http.client
