@@ -154,6 +154,13 @@ static void check_paths(struct config_parse *p, const struct config_section *s, 
 		/* The PSL is only read for DMARC; its default may be absent. */
 		if (line == 0 && strcmp(d->name, "psl_file") == 0 && !p->cfg->dmarc_enabled)
 			continue;
+		/* the seal key is made by mxgate: say how */
+		if (strcmp(s->name, "arc") == 0 && strcmp(d->name, "key_file") == 0 &&
+		    access(v, F_OK) == -1 && errno == ENOENT) {
+			err_at(p, line, "key_file \"%s\" does not exist: make it with `mxgate keygen %s`",
+			       v, v);
+			continue;
+		}
 		if (line == 0) {
 			/* a default: say which directive of which section to set */
 			char label[128];

@@ -438,7 +438,7 @@ static const struct config_directive d_arc[] = {
     {"domain", CONFIG_T_STRING, G(arc_domain), NULL, NULL, 0, 0, NULL, v_domain, R,
      "Signing domain (d=) of the seal"},
     {"key_file", CONFIG_T_PATH, G(arc_key_file), NULL, NULL, 0, 0, NULL, NULL, R,
-     "PEM private key of the seal (openssl genpkey), readable by the run user"},
+     "PEM private key of the seal (`mxgate keygen FILE` makes one), readable by the run user"},
     {"algorithm", CONFIG_T_ENUM, G(arc_algorithm), "rsa-sha256", NULL, 0, 0, e_arc_alg, NULL, R,
      "Seal algorithm: rsa-sha256 or ed25519-sha256 (RFC 8463); must match key_file"},
     {"trusted_sealers", CONFIG_T_DOMAINS, G(arc_trusted_sealers), NULL, NULL, 0, 0, NULL, NULL, R,

@@ -151,6 +151,9 @@ void gw_status_extra(struct gw *gw, struct util_buf *out);
 int gw_cmd_log(int argc, char **argv);
 /* gw_cmd_dns_records - `mxgate dns-records [-c FILE]` (gw-dnsrecords.c). */
 int gw_cmd_dns_records(int argc, char **argv);
+/* gw_cmd_keygen - `mxgate keygen [--algorithm A] [--bits N] [--group G]
+ * FILE`: a new seal key and its DKIM key record (gw-keygen.c). */
+int gw_cmd_keygen(int argc, char **argv);
 /* gw_cmd_reports - `mxgate reports preview DOMAIN [-c FILE]` (gw-reports.c). */
 int gw_cmd_reports(int argc, char **argv);
 

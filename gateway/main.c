@@ -8,6 +8,8 @@
  *   mxgate log [QUEUE-ID] [--from A] [--to A] [--since T] [--file LOG|-] [-c FILE]
  *                                   a message's story from the log file
  *   mxgate dns-records [-c FILE]    print the DNS records to publish (MX, SPF, DMARC, MTA-STS, TLS-RPT)
+ *   mxgate keygen [--algorithm A] [--bits N] [--group G] FILE
+ *                                   make the ARC seal key, print its DNS record
  *   mxgate reports preview DOMAIN [-c FILE]  the DMARC aggregate report DOMAIN would get now
  *   mxgate reports send-now [-c FILE]         the daemon sends the reports due so far
  *   mxgate reports status [-c FILE]           pending evaluations, last reports, drops
@@ -37,6 +39,8 @@ static int usage(void)
 		"       mxgate log [QUEUE-ID] [--from ADDR] [--to ADDR] [--since TIME] "
 		"[--file LOG|-] [-c FILE]\n"
 		"       mxgate dns-records [-c FILE]\n"
+		"       mxgate keygen [--algorithm rsa-sha256|ed25519-sha256] [--bits N] "
+		"[--group GROUP] FILE\n"
 		"       mxgate reports preview DOMAIN|send-now|status [-c FILE]\n"
 		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
@@ -93,6 +97,8 @@ int main(int argc, char **argv)
 		return gw_cmd_log(argc - 1, argv + 1);
 	if (strcmp(cmd, "dns-records") == 0)
 		return gw_cmd_dns_records(argc - 1, argv + 1);
+	if (strcmp(cmd, "keygen") == 0)
+		return gw_cmd_keygen(argc - 1, argv + 1);
 	if (strcmp(cmd, "reports") == 0)
 		return gw_cmd_reports(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {

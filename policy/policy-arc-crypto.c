@@ -11,9 +11,12 @@
  * EVP_PKEY_free()).  Diagnostics: reasons in err / *why, never logged.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -97,6 +100,51 @@ EVP_PKEY *policy_arc_load_key(const char *path, int algorithm, char *err, size_t
 		return NULL;
 	}
 	return k;
+}
+
+/* policy_key_create - a new private key in PEM at path: RSA of bits
+ * (algorithm 0) or Ed25519 (1), created with O_EXCL (an existing file is
+ * never replaced: 1 is returned and the file is left alone) and mode, and
+ * fsynced before 0 is returned.  -1 + err; a partial file is removed. */
+int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, char *err,
+                      size_t errlen)
+{
+	EVP_PKEY *k = NULL;
+	FILE *f = NULL;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+
+	if (fd < 0 && errno == EEXIST)
+		return 1;
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot create the key: %s", path, strerror(errno));
+		return -1;
+	}
+	/* the mode asked for, whatever the umask */
+	if (fchmod(fd, mode) < 0)
+		goto fail;
+	k = algorithm == 0 ? EVP_RSA_gen((unsigned)bits) : EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	if (k == NULL || (f = fdopen(fd, "w")) == NULL)
+		goto fail;
+	fd = -1;
+	if (!PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) || fflush(f) != 0 ||
+	    fsync(fileno(f)) != 0)
+		goto fail;
+	if (fclose(f) != 0) {
+		f = NULL;
+		goto fail;
+	}
+	EVP_PKEY_free(k);
+	return 0;
+fail:
+	snprintf(err, errlen, "%s: cannot create the key: %s", path,
+	         errno ? strerror(errno) : "key generation failed");
+	if (f != NULL)
+		fclose(f);
+	else if (fd >= 0)
+		close(fd);
+	EVP_PKEY_free(k);
+	unlink(path);
+	return -1;
 }
 
 /* policy_arc_key_record - "v=DKIM1; k=...; p=..." for the selector TXT. */

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <openssl/evp.h>
 
@@ -145,6 +146,12 @@ EVP_PKEY *policy_arc_parse_key(const char *txt, int min_rsa_bits, const char **w
 bool policy_arc_verify_sig(EVP_PKEY *key, int alg, const struct util_buf *data, const char *b);
 /* policy_arc_sign - base64 signature of data (NULL on error). */
 char *policy_arc_sign(EVP_PKEY *key, const struct util_buf *data);
+
+/* policy_key_create - a new PEM private key at path (RSA of bits when
+ * algorithm is 0, Ed25519 when 1), O_EXCL and mode, fsynced.  0 made, 1 the
+ * file exists (left alone), -1 + err. */
+int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, char *err,
+                      size_t errlen);
 
 /* policy_arc_key_record - the selector TXT text ("v=DKIM1; k=rsa; p=...")
  * of the private key in key_file; malloc'd, NULL + err on failure. */

@@ -382,27 +382,14 @@ out:
 char *reports_key_ensure(const char *key_file, char *err, size_t errlen)
 {
 	FILE *f = fopen(key_file, "r");
-	EVP_PKEY *k = NULL;
 	char *pem = NULL;
 
 	if (f == NULL && errno == ENOENT) {
-		int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0 || (k = EVP_RSA_gen(2048)) == NULL || (f = fdopen(fd, "w")) == NULL ||
-		    !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) || fflush(f) != 0 ||
-		    fsync(fd) != 0) {
-			snprintf(err, errlen, "%s: cannot create the key: %s", key_file,
-			         strerror(errno ? errno : EIO));
-			if (f != NULL)
-				fclose(f);
-			else if (fd >= 0)
-				close(fd);
-			EVP_PKEY_free(k);
-			unlink(key_file);
+		int made = policy_key_create(key_file, 0, 2048, 0600, err, errlen);
+		if (made < 0)
 			return NULL;
-		}
-		fclose(f);
-		EVP_PKEY_free(k);
-		util_log_info("- reports dkim key created path=%s", key_file);
+		if (made == 0)
+			util_log_info("- reports dkim key created path=%s", key_file);
 		f = fopen(key_file, "r");
 	}
 	if (f == NULL) {
