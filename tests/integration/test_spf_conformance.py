@@ -38,7 +38,7 @@ import dnsserver
 import mxtest
 
 # Raise this when cases are fixed; never lower it.
-FLOOR = 479
+FLOOR = 487
 
 CASE_DIR = Path(__file__).resolve().parent / "spf-conformance"
 RESULTS = {"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"}
