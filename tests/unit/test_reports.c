@@ -568,6 +568,28 @@ static void test_aggregate_and_xml(void **state)
 	assert_int_equal(reports_xml(&evil, &a, &xml), 0);
 	assert_int_equal(validate(&xml), 0);
 	assert_non_null(strstr(xml.data, "&lt;Evil &amp; Co&gt;"));
+	/* the schema does refuse what RFC 9990 does not allow: a second
+	 * <error>, or a disposition outside its enumeration */
+	{
+		char *p = strstr(xml.data, "<error>");
+		assert_non_null(p);
+		struct util_buf bad;
+		util_buf_init(&bad);
+		util_buf_add(&bad, xml.data, (size_t)(p - xml.data));
+		util_buf_add(&bad, "<error>x</error>", strlen("<error>x</error>"));
+		util_buf_add(&bad, p, xml.len - (size_t)(p - xml.data));
+		assert_int_not_equal(validate(&bad), 0);
+		util_buf_reset(&bad);
+		p = strstr(xml.data, "<disposition>");
+		assert_non_null(p);
+		p += strlen("<disposition>");
+		util_buf_add(&bad, xml.data, (size_t)(p - xml.data));
+		util_buf_add(&bad, "bogus", 5);
+		p = strstr(p, "</disposition>");
+		util_buf_add(&bad, p, xml.len - (size_t)(p - xml.data));
+		assert_int_not_equal(validate(&bad), 0);
+		util_buf_free(&bad);
+	}
 	util_buf_free(&xml);
 	reports_agg_clear(&a);
 
