@@ -94,9 +94,13 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	if (st == POLICY_DNS_OK && txt.n > 0)
 		k = policy_arc_parse_key(txt.v[0], pm->pc->cfg->dkim_min_rsa_bits, why);
 	else
-		*why = st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS ? "key lookup failed"
-		                                                           : "no key for signature";
-	if (st == POLICY_DNS_TEMPFAIL && pm->arc != NULL)
+		*why = st == POLICY_DNS_TEMPFAIL ? "key lookup failed"
+		       : st == POLICY_DNS_BOGUS  ? "key lookup failed DNSSEC validation"
+		                                 : "no key for signature";
+	/* A bogus answer is a temporary error like a timeout, never a verdict
+	 * (docs/architecture.md "DNSSEC"): the chain is unverified, not known
+	 * bad, so a trusted sealer's chain defers a DMARC reject (451) */
+	if ((st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS) && pm->arc != NULL)
 		((struct arc_msg *)pm->arc)->key_temp = true;
 	if (k == NULL)
 		util_log_debug("arc key=%s._domainkey.%s status=%s why=\"%s\"", s, d,

@@ -62,6 +62,11 @@ def env(tmp_path_factory):
     evil_key, evil_txt = dnsserver.make_dkim_key(d, 2048, "evil")
     txt("fwd._domainkey.lists.test", fwd_txt)
     txt("evil._domainkey.evil.test", evil_txt)
+    # a trusted sealer whose key answer fails DNSSEC validation (bogus),
+    # for a gateway given the zone's trust anchor
+    bogus_ta = dns.add_signed_zone("boguslist.test",
+                                   [("fwd._domainkey.boguslist.test", "TXT", fwd_txt)],
+                                   tamper=True)
     # sealers whose DNS never answers: one trusted, one not
     dns.blackhole("slowlist.test")
     dns.blackhole("slowother.test")
@@ -91,6 +96,7 @@ def env(tmp_path_factory):
         pass
     e = Env()
     e.dns, e.dir, e.records, e.gateway = dns, d, records, gateway
+    e.bogus_ta = bogus_ta
     e.rsa_arc = {"enabled": "yes", "seal": "yes", "selector": "mx2026",
                  "domain": "example.test", "key_file": str(rsa_key),
                  "trusted_sealers": "lists.test, slowlist.test"}
@@ -493,6 +499,25 @@ def test_unreachable_key_of_trusted_forwarder_defers(env, sealer, code, enh):
     mxtest.assert_reply(r, code, enh)
     if code == 451:
         assert "trusted forwarder slowlist.test" in r.text, r.text
+
+
+def test_bogus_key_of_trusted_forwarder_defers_and_never_passes(env):
+    """A DNSSEC-bogus key answer is a temporary error like a timeout, never
+    a verdict: the trusted list's chain is unverified, so a DMARC reject
+    becomes 451 (was 550: bogus was taken for a broken chain); a message
+    that passes DMARC is delivered with arc=fail naming the validation
+    failure, and no override is ever taken from such a chain."""
+    gw = env.gateway("bogus", dict(env.rsa_arc, trusted_sealers="boguslist.test"),
+                     {"dns": {"forwarders": env.dns.forwarder, "timeout": "2s",
+                              "trust_anchor_file": env.bogus_ta}})
+    fwd, _ = sealed(env.fwd_key, "boguslist.test", "fwd", sender="alice@drej.test")
+    r = refuse(gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 451, "4.4.3")
+    assert "trusted forwarder boguslist.test" in r.text, r.text
+    fwd, marker = sealed(env.fwd_key, "boguslist.test", "fwd", sender="bob@pass.test")
+    a = ar(deliver(gw, "bob@pass.test", fwd, marker))
+    assert "arc=fail (i=1 key lookup failed DNSSEC validation)" in a, a
+    assert "override" not in a
 
 
 # ------------------------------------------------------------ config
