@@ -9,23 +9,28 @@
  *    the header block itself); at the end of the header block the ARC sets
  *    are grouped (policy-arc-parse.c) and the body canonicalisers set up:
  *    one for the newest incoming AMS (its c= and l=), one relaxed for our
- *    seal.  No DNS, no signing here.
+ *    seal (unless deferred).  No DNS, no signing here.
  *  - worker, policy_arc_eval(): the body is read back from the spool (like
  *    DKIM's), the newest AMS and every AS are verified with keys fetched
  *    through mxgate's resolver (RFC 8617 5.2), then - DMARC being known -
  *    the trusted-forwarder override.
  *  - worker, policy_arc_seal(): after the verdict headers are built, the
  *    ARC set is made from our Authentication-Results and prepended to them.
- *    The AMS signs header fields of the kept header block (names that
- *    mxgate never adds or drops), so what the downstream receives - our
- *    prepended fields, then the spool - verifies unchanged.
+ *    The AMS signs header fields of the kept header block, so what the
+ *    downstream receives - our prepended fields, then the spool - verifies
+ *    unchanged.  When the session may still edit the message (banner,
+ *    subject tags: policy_msg_seal_later), only what the seal needs is
+ *    kept (struct policy_seal, owning its copies and a key reference) and
+ *  - content worker, policy_seal_run(): the session's final prepend and
+ *    spool are hashed and signed, after every edit, before the commit.
  *
  * Crypto (OpenSSL 3 EVP, rsa-sha256 and ed25519-sha256) is in
  * policy-arc-crypto.c, parsing and canonicalisation in policy-arc-parse.c.
  *
  * Ownership: struct arc_msg belongs to the message (policy_arc_msg_free);
- * the sealing key to the context.  Diagnostics: the outcome and its reason
- * go into the A-R comment and the log summary; the override is logged.
+ * the sealing key to the context (a deferred seal holds a reference).
+ * Diagnostics: the outcome and its reason go into the A-R comment and the
+ * log summary; the override is logged.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -39,7 +44,7 @@
 #include "policy-internal.h"
 
 /* Header fields our AMS signs when present (RFC 6376 5.4.1 list; never
- * one mxgate adds or removes). */
+ * one mxgate removes; Subject as delivered: re-emitted, maybe tagged). */
 static const char *const arc_sign_names[] = {
     "from",           "to",           "cc",           "subject",
     "date",           "message-id",   "reply-to",     "in-reply-to",
