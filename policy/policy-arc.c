@@ -901,25 +901,6 @@ struct policy_seal *policy_msg_seal_take(struct policy_msg *pm)
 	return ps;
 }
 
-/* seal_eoh - where the header block of p[0..n) ends, looking for the
- * empty line from offset from on: *hend (the end of its last field),
- * *bstart (the first body byte); false when it has not come yet. */
-static bool seal_eoh(const char *p, size_t n, size_t from, size_t *hend, size_t *bstart)
-{
-	if (from == 0 && n >= 2 && p[0] == '\r' && p[1] == '\n') {
-		*hend = 0; /* no header field at all */
-		*bstart = 2;
-		return true;
-	}
-	for (size_t i = from; i + 3 < n; i++)
-		if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
-			*hend = i + 2;
-			*bstart = i + 4;
-			return true;
-		}
-	return false;
-}
-
 /* seal_read - the spool [0, size) of fd: its header block appended to
  * hdr, its body into the hash; 0/-1 (a read error, or a header block
  * longer than any the session keeps). */
@@ -927,16 +908,16 @@ static int seal_read(struct policy_seal *ps, int fd, int64_t size, struct util_b
                      struct policy_arc_body *body)
 {
 	static const size_t chunk = 64 * 1024;
-	size_t hstart = hdr->len, scanned = 0;
-	bool in_body = false;
+	struct policy_arc_split sp;
 	int64_t off = 0;
 	char *buf = util_xmalloc(chunk);
 	int rc = 0;
 
+	/* the header block was at most max_header_size when it was received */
+	policy_arc_split_init(&sp, hdr, body, ps->max_header);
 	while (off < size) {
 		size_t want = size - off < (int64_t)chunk ? (size_t)(size - off) : chunk;
 		ssize_t n = pread(fd, buf, want, (off_t)off);
-		size_t hend, bstart;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -946,22 +927,7 @@ static int seal_read(struct policy_seal *ps, int fd, int64_t size, struct util_b
 			break;
 		}
 		off += n;
-		if (in_body) {
-			policy_arc_body_update(body, buf, (size_t)n);
-			continue;
-		}
-		util_buf_add(hdr, buf, (size_t)n);
-		if (seal_eoh(hdr->data + hstart, hdr->len - hstart, scanned, &hend, &bstart)) {
-			policy_arc_body_update(body, hdr->data + hstart + bstart,
-			                       hdr->len - hstart - bstart);
-			hdr->len = hstart + hend;
-			hdr->data[hdr->len] = '\0';
-			in_body = true;
-			continue;
-		}
-		/* the empty line may straddle two reads: look from 3 bytes back */
-		scanned = hdr->len - hstart > 3 ? hdr->len - hstart - 3 : 0;
-		if (ps->max_header > 0 && hdr->len - hstart > ps->max_header + 2) {
+		if (policy_arc_split_feed(&sp, buf, (size_t)n) < 0) {
 			util_log_err("arc op=seal-read error=\"header block over max_header_size\"");
 			rc = -1;
 			break;
