@@ -356,6 +356,62 @@ void policy_arc_body_free(struct policy_arc_body *b)
 	free(b);
 }
 
+/* ------------------------------------------------------------ header/body split */
+
+/* policy_arc_split_init - see policy-arc.h. */
+void policy_arc_split_init(struct policy_arc_split *sp, struct util_buf *hdr,
+                           struct policy_arc_body *body, size_t max)
+{
+	memset(sp, 0, sizeof(*sp));
+	sp->hdr = hdr;
+	sp->body = body;
+	sp->hstart = hdr->len;
+	sp->max = max;
+}
+
+/* split_eoh - the empty line in p[0..n), looked for from offset from on:
+ * *hend (the end of the last field), *bstart (the first body byte). */
+static bool split_eoh(const char *p, size_t n, size_t from, size_t *hend, size_t *bstart)
+{
+	if (from == 0 && n >= 2 && p[0] == '\r' && p[1] == '\n') {
+		*hend = 0; /* no header field at all */
+		*bstart = 2;
+		return true;
+	}
+	for (size_t i = from; i + 3 < n; i++)
+		if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
+			*hend = i + 2;
+			*bstart = i + 4;
+			return true;
+		}
+	return false;
+}
+
+/* policy_arc_split_feed - see policy-arc.h. */
+int policy_arc_split_feed(struct policy_arc_split *sp, const char *p, size_t n)
+{
+	struct util_buf *h = sp->hdr;
+	size_t hend, bstart;
+
+	if (sp->in_body) {
+		policy_arc_body_update(sp->body, p, n);
+		return 0;
+	}
+	util_buf_add(h, p, n);
+	if (split_eoh(h->data + sp->hstart, h->len - sp->hstart, sp->scanned, &hend, &bstart)) {
+		policy_arc_body_update(sp->body, h->data + sp->hstart + bstart,
+		                       h->len - sp->hstart - bstart);
+		h->len = sp->hstart + hend;
+		h->data[h->len] = '\0';
+		sp->in_body = true;
+		return 0;
+	}
+	/* the empty line may straddle two pieces: look from 3 bytes back */
+	sp->scanned = h->len - sp->hstart > 3 ? h->len - sp->hstart - 3 : 0;
+	/* past max: a longer header block, or only part of the empty line */
+	return sp->max > 0 && h->len - sp->hstart > sp->max + 3 ? -1 : 0;
+}
+
 /* ------------------------------------------------------------ ARC sets */
 
 static const char *const arc_names[3] = {"ARC-Authentication-Results", "ARC-Message-Signature",

@@ -9,23 +9,28 @@
  *    the header block itself); at the end of the header block the ARC sets
  *    are grouped (policy-arc-parse.c) and the body canonicalisers set up:
  *    one for the newest incoming AMS (its c= and l=), one relaxed for our
- *    seal.  No DNS, no signing here.
+ *    seal (unless deferred).  No DNS, no signing here.
  *  - worker, policy_arc_eval(): the body is read back from the spool (like
  *    DKIM's), the newest AMS and every AS are verified with keys fetched
  *    through mxgate's resolver (RFC 8617 5.2), then - DMARC being known -
  *    the trusted-forwarder override.
  *  - worker, policy_arc_seal(): after the verdict headers are built, the
  *    ARC set is made from our Authentication-Results and prepended to them.
- *    The AMS signs header fields of the kept header block (names that
- *    mxgate never adds or drops), so what the downstream receives - our
- *    prepended fields, then the spool - verifies unchanged.
+ *    The AMS signs header fields of the kept header block, so what the
+ *    downstream receives - our prepended fields, then the spool - verifies
+ *    unchanged.  When the session may still edit the message (banner,
+ *    subject tags: policy_msg_seal_later), only what the seal needs is
+ *    kept (struct policy_seal, owning its copies and a key reference) and
+ *  - content worker, policy_seal_run(): the session's final prepend and
+ *    spool are hashed and signed, after every edit, before the commit.
  *
  * Crypto (OpenSSL 3 EVP, rsa-sha256 and ed25519-sha256) is in
  * policy-arc-crypto.c, parsing and canonicalisation in policy-arc-parse.c.
  *
  * Ownership: struct arc_msg belongs to the message (policy_arc_msg_free);
- * the sealing key to the context.  Diagnostics: the outcome and its reason
- * go into the A-R comment and the log summary; the override is logged.
+ * the sealing key to the context (a deferred seal holds a reference).
+ * Diagnostics: the outcome and its reason go into the A-R comment and the
+ * log summary; the override is logged.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -39,7 +44,7 @@
 #include "policy-internal.h"
 
 /* Header fields our AMS signs when present (RFC 6376 5.4.1 list; never
- * one mxgate adds or removes). */
+ * one mxgate removes; Subject as delivered: re-emitted, maybe tagged). */
 static const char *const arc_sign_names[] = {
     "from",           "to",           "cc",           "subject",
     "date",           "message-id",   "reply-to",     "in-reply-to",
@@ -72,6 +77,7 @@ struct arc_msg {
 	char *sealer;  /* d= of the newest AS of a passing chain */
 	bool key_temp; /* a key lookup failed temporarily */
 	char *defer;   /* 451 reply: a trusted sealer's key was unreachable */
+	struct policy_seal *later; /* the deferred seal, until policy_msg_seal_take */
 };
 
 /* arc_fetch_key - s._domainkey.d through our resolver. */
@@ -93,9 +99,13 @@ static EVP_PKEY *arc_fetch_key(struct policy_msg *pm, const char *s, const char 
 	if (st == POLICY_DNS_OK && txt.n > 0)
 		k = policy_arc_parse_key(txt.v[0], pm->pc->cfg->dkim_min_rsa_bits, why);
 	else
-		*why = st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS ? "key lookup failed"
-		                                                           : "no key for signature";
-	if (st == POLICY_DNS_TEMPFAIL && pm->arc != NULL)
+		*why = st == POLICY_DNS_TEMPFAIL ? "key lookup failed"
+		       : st == POLICY_DNS_BOGUS  ? "key lookup failed DNSSEC validation"
+		                                 : "no key for signature";
+	/* A bogus answer is a temporary error like a timeout, never a verdict
+	 * (docs/architecture.md "DNSSEC"): the chain is unverified, not known
+	 * bad, so a trusted sealer's chain defers a DMARC reject (451) */
+	if ((st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS) && pm->arc != NULL)
 		((struct arc_msg *)pm->arc)->key_temp = true;
 	if (k == NULL)
 		util_log_debug("arc key=%s._domainkey.%s status=%s why=\"%s\"", s, d,
@@ -117,18 +127,26 @@ static bool arc_field_name_is(const char *raw, size_t len, const char *name, siz
 	return (size_t)(e - raw) == nl && strncasecmp(raw, name, nl) == 0;
 }
 
+/* A header block and its fields: the message's as received (struct
+ * arc_msg), or the final one a deferred seal signs (policy_seal_run). */
+struct arc_hdrs {
+	const char *base;
+	const struct arc_field *f;
+	size_t nf;
+};
+
 /* arc_hash_headers - the fields named in h= (RFC 6376 5.4.2: each name
  * takes the bottom-most instance not yet used; a missing one adds
  * nothing) into data, canonicalised; kept_only: fields that are delivered.
  * -1 when h= is malformed or names ARC-Seal (RFC 8617 4.1.2). */
-static int arc_hash_headers(const struct arc_msg *am, const char *h, bool relaxed, bool kept_only,
-                            struct util_buf *data)
+static int arc_hash_headers(const struct arc_hdrs *hs, const char *h, bool relaxed,
+                            bool kept_only, struct util_buf *data)
 {
 	bool used[512] = {false};
 	const char *p = h;
 	size_t nnames = 0;
 
-	if (am->nf > sizeof(used) / sizeof(used[0]))
+	if (hs->nf > sizeof(used) / sizeof(used[0]))
 		return -1;
 	while (*p) {
 		const char *s, *e;
@@ -146,13 +164,13 @@ static int arc_hash_headers(const struct arc_msg *am, const char *h, bool relaxe
 			return -1;
 		if ((size_t)(e - s) == 8 && strncasecmp(s, "arc-seal", 8) == 0)
 			return -1;
-		for (size_t i = am->nf; i-- > 0;) {
-			const struct arc_field *f = &am->f[i];
+		for (size_t i = hs->nf; i-- > 0;) {
+			const struct arc_field *f = &hs->f[i];
 			if (used[i] || (kept_only && !f->kept) ||
-			    !arc_field_name_is(am->hdr.data + f->off, f->len, s, (size_t)(e - s)))
+			    !arc_field_name_is(hs->base + f->off, f->len, s, (size_t)(e - s)))
 				continue;
 			used[i] = true;
-			policy_arc_canon_header(data, am->hdr.data + f->off, f->len, relaxed, true);
+			policy_arc_canon_header(data, hs->base + f->off, f->len, relaxed, true);
 			break;
 		}
 	}
@@ -279,7 +297,8 @@ void policy_arc_eoh(struct policy_msg *pm)
 		am->vbody =
 		    policy_arc_body_new(slash != NULL && strcmp(slash + 1, "relaxed") == 0, limit);
 	}
-	if (pm->pc->cfg->arc_seal)
+	/* deferred: the body is hashed as delivered, by policy_seal_run */
+	if (pm->pc->cfg->arc_seal && !pm->seal_later)
 		am->sbody = policy_arc_body_new(true, -1);
 }
 
@@ -351,6 +370,7 @@ static const char *arc_verify_ams(struct policy_msg *pm, struct arc_msg *am,
 	           *bh = policy_arc_tag(t, "bh"), *d = policy_arc_tag(t, "d"),
 	           *h = policy_arc_tag(t, "h"), *s = policy_arc_tag(t, "s"),
 	           *c = policy_arc_tag(t, "c");
+	const struct arc_hdrs hs = {am->hdr.data, am->f, am->nf};
 	const char *why = NULL;
 	unsigned char hash[32], *want = NULL;
 	size_t wantlen = 0;
@@ -376,7 +396,7 @@ static const char *arc_verify_ams(struct policy_msg *pm, struct arc_msg *am,
 		why = "AMS: body hash did not verify";
 		goto done;
 	}
-	if (arc_hash_headers(am, h, relaxed, false, &data) < 0) {
+	if (arc_hash_headers(&hs, h, relaxed, false, &data) < 0) {
 		why = "AMS: bad h= (ARC-Seal may not be signed)";
 		goto done;
 	}
@@ -662,50 +682,55 @@ static const char *arc_our_ar(const char *headers, size_t *len)
 	return NULL;
 }
 
-/* policy_arc_seal - worker: prepend our ARC set to the verdict headers. */
-void policy_arc_seal(struct policy_msg *pm)
-{
-	const struct config *cfg = pm->pc->cfg;
-	struct arc_ctx *ac = pm->pc->arc;
-	struct arc_msg *am = pm->arc;
-	struct util_buf aar, ams, as, data, out;
-	unsigned char bh[32];
-	char *bh64 = NULL, *sig = NULL, hlist[1024];
-	const char *cv, *arv;
-	size_t arlen = 0, inst, hl = 0;
-	long long now = (long long)time(NULL);
+/* What one seal needs besides the header fields and the body hash, all
+ * owned: made by the verdict job (policy_arc_seal) and used there at once,
+ * or - the seal deferred (policy_msg_seal_later) - handed to the caller
+ * (policy_msg_seal_take) and used on a content worker once the message is
+ * final.  It outlives the message and the context (a reload): the key is a
+ * reference of its own and the strings are copies. */
+struct policy_seal {
+	EVP_PKEY *key; /* a reference of our own (EVP_PKEY_up_ref) */
+	char *alg, *domain, *selector;
+	size_t inst;
+	const char *cv;       /* static: "none", "pass", "fail" */
+	char *aar;            /* our Authentication-Results value */
+	struct util_buf prev; /* cv=pass: the older sets, relaxed with CRLF, oldest first */
+	size_t max_header;    /* the spool's header block is at most this long */
+	char *fields;         /* the result: ARC-Seal, ARC-Message-Signature, AAR */
+};
 
-	if (!cfg->arc_seal || ac == NULL || ac->key == NULL || am == NULL || am->sbody == NULL ||
-	    (pm->verdict.action != POLICY_ACCEPT && pm->verdict.action != POLICY_QUARANTINE))
+/* policy_seal_free - NULL-safe. */
+void policy_seal_free(struct policy_seal *ps)
+{
+	if (ps == NULL)
 		return;
-	arv = arc_our_ar(pm->v_headers, &arlen);
-	if (arv == NULL || am->too_many || arc_body_from_fd(pm, am) < 0 ||
-	    policy_arc_body_final(am->sbody, bh) < 0) {
-		util_log_err("arc op=seal error=\"message not sealed: no A-R, header or body\"");
-		util_metrics_inc("mxgate_arc_seals_total", "failed");
-		return;
-	}
-	/* RFC 8617 5.1.1: our instance follows the chain; cv is what we found */
-	if (am->evaluated && am->result == POLICY_ARC_PASS) {
-		inst = am->chain.n + 1;
-		cv = "pass";
-	} else if (am->chain.n == 0 && am->chain.max_seen == 0 && !am->chain.structural_fail) {
-		inst = 1;
-		cv = "none";
-	} else {
-		inst = (size_t)am->chain.max_seen + 1;
-		cv = "fail";
-	}
-	if (inst > 50) {
-		util_log_warn("arc op=seal error=\"chain at i=50: not sealed (RFC 8617 5.1.1)\"");
-		return;
-	}
+	EVP_PKEY_free(ps->key);
+	free(ps->alg);
+	free(ps->domain);
+	free(ps->selector);
+	free(ps->aar);
+	util_buf_free(&ps->prev);
+	free(ps->fields);
+	free(ps);
+}
+
+/* arc_make_set - sign: our ARC set (AS, AMS, AAR, CRLF each) over the
+ * delivered fields of hs and the body hash bh into ps->fields; 0/-1. */
+static int arc_make_set(struct policy_seal *ps, const struct arc_hdrs *hs,
+                        const unsigned char bh[32])
+{
+	struct util_buf aar, ams, as, data, out;
+	char *bh64 = NULL, *sig = NULL, hlist[1024];
+	size_t hl = 0;
+	long long now = (long long)time(NULL);
+	int rc = -1;
+
 	/* h=: each signable name as often as it is delivered (From always) */
 	for (size_t k = 0; k < sizeof(arc_sign_names) / sizeof(arc_sign_names[0]); k++) {
 		size_t nl = strlen(arc_sign_names[k]), count = 0;
-		for (size_t i = 0; i < am->nf; i++)
-			if (am->f[i].kept && arc_field_name_is(am->hdr.data + am->f[i].off,
-			                                       am->f[i].len, arc_sign_names[k], nl))
+		for (size_t i = 0; i < hs->nf; i++)
+			if (hs->f[i].kept && arc_field_name_is(hs->base + hs->f[i].off,
+			                                       hs->f[i].len, arc_sign_names[k], nl))
 				count++;
 		if (k == 0 && count == 0)
 			count = 1;
@@ -713,57 +738,49 @@ void policy_arc_seal(struct policy_msg *pm)
 			hl += (size_t)snprintf(hlist + hl, sizeof(hlist) - hl, "%s%s",
 			                       hl ? ":" : "", arc_sign_names[k]);
 	}
-	bh64 = policy_arc_b64(bh, sizeof(bh));
+	bh64 = policy_arc_b64(bh, 32);
 	util_buf_init(&aar);
 	util_buf_init(&ams);
 	util_buf_init(&as);
 	util_buf_init(&data);
 	util_buf_init(&out);
-	util_buf_printf(&aar, "ARC-Authentication-Results: i=%zu; %.*s\r\n", inst, (int)arlen, arv);
+	util_buf_printf(&aar, "ARC-Authentication-Results: i=%zu; %s\r\n", ps->inst, ps->aar);
 	util_buf_printf(&ams,
 	                "ARC-Message-Signature: i=%zu; a=%s; c=relaxed/relaxed;\r\n\td=%s; s=%s; "
 	                "t=%lld;\r\n\th=%s;\r\n\tbh=%s;\r\n\tb=",
-	                inst, ac->alg, cfg->arc_domain, cfg->arc_selector, now, hlist, bh64);
-	if (arc_hash_headers(am, hlist, true, true, &data) < 0)
-		goto fail;
+	                ps->inst, ps->alg, ps->domain, ps->selector, now, hlist, bh64);
+	if (arc_hash_headers(hs, hlist, true, true, &data) < 0)
+		goto done;
 	policy_arc_canon_header(&data, ams.data, ams.len, true, false);
-	sig = policy_arc_sign(ac->key, &data);
+	sig = policy_arc_sign(ps->key, &data);
 	if (sig == NULL)
-		goto fail;
+		goto done;
 	arc_fold_b64(&ams, sig);
 	util_buf_adds(&ams, "\r\n");
 	free(sig);
 	sig = NULL;
-	util_buf_printf(&as, "ARC-Seal: i=%zu; a=%s; t=%lld; cv=%s;\r\n\td=%s; s=%s;\r\n\tb=", inst,
-	                ac->alg, now, cv, cfg->arc_domain, cfg->arc_selector);
+	util_buf_printf(&as, "ARC-Seal: i=%zu; a=%s; t=%lld; cv=%s;\r\n\td=%s; s=%s;\r\n\tb=",
+	                ps->inst, ps->alg, now, ps->cv, ps->domain, ps->selector);
 	util_buf_reset(&data);
 	/* cv=pass: the seal covers every set, oldest first, ours last;
 	 * cv=fail: our set only (RFC 8617 5.1.1 / 5.1.2) */
-	for (size_t i = 0; strcmp(cv, "pass") == 0 && i < am->chain.n; i++)
-		for (int k = 0; k < 3; k++)
-			policy_arc_canon_header(&data, am->chain.sets[i].raw[k],
-			                        am->chain.sets[i].rawlen[k], true, true);
+	if (ps->prev.len > 0)
+		util_buf_add(&data, ps->prev.data, ps->prev.len);
 	policy_arc_canon_header(&data, aar.data, aar.len, true, true);
 	policy_arc_canon_header(&data, ams.data, ams.len, true, true);
 	policy_arc_canon_header(&data, as.data, as.len, true, false);
-	sig = policy_arc_sign(ac->key, &data);
+	sig = policy_arc_sign(ps->key, &data);
 	if (sig == NULL)
-		goto fail;
+		goto done;
 	arc_fold_b64(&as, sig);
 	util_buf_adds(&as, "\r\n");
 	util_buf_add(&out, as.data, as.len);
 	util_buf_add(&out, ams.data, ams.len);
 	util_buf_add(&out, aar.data, aar.len);
-	util_buf_adds(&out, pm->v_headers);
-	free(pm->v_headers);
-	pm->v_headers = out.data;
+	free(ps->fields);
+	ps->fields = out.data;
 	out.data = NULL;
-	pm->verdict.headers = pm->v_headers;
-	util_metrics_inc("mxgate_arc_seals_total", "sealed");
-	goto done;
-fail:
-	util_log_err("arc op=seal error=\"signing failed: message not sealed\"");
-	util_metrics_inc("mxgate_arc_seals_total", "failed");
+	rc = 0;
 done:
 	free(sig);
 	free(bh64);
@@ -772,6 +789,209 @@ done:
 	util_buf_free(&as);
 	util_buf_free(&data);
 	util_buf_free(&out);
+	return rc;
+}
+
+/* arc_seal_new - worker: what our seal of this message needs, or NULL
+ * when none is due (not sealing, refused, chain at i=50) or it cannot be
+ * made (counted and logged as failed). */
+static struct policy_seal *arc_seal_new(struct policy_msg *pm)
+{
+	const struct config *cfg = pm->pc->cfg;
+	struct arc_ctx *ac = pm->pc->arc;
+	struct arc_msg *am = pm->arc;
+	struct policy_seal *ps;
+	const char *arv;
+	size_t arlen = 0;
+
+	if (!cfg->arc_seal || ac == NULL || ac->key == NULL || am == NULL || !am->parsed ||
+	    (pm->verdict.action != POLICY_ACCEPT && pm->verdict.action != POLICY_QUARANTINE))
+		return NULL;
+	arv = arc_our_ar(pm->v_headers, &arlen);
+	if (arv == NULL || am->too_many) {
+		util_log_err("arc op=seal error=\"message not sealed: no A-R or too many header "
+		             "fields\"");
+		util_metrics_inc("mxgate_arc_seals_total", "failed");
+		return NULL;
+	}
+	ps = util_xcalloc(1, sizeof(*ps));
+	util_buf_init(&ps->prev);
+	/* RFC 8617 5.1.1: our instance follows the chain; cv is what we found */
+	if (am->evaluated && am->result == POLICY_ARC_PASS) {
+		ps->inst = am->chain.n + 1;
+		ps->cv = "pass";
+	} else if (am->chain.n == 0 && am->chain.max_seen == 0 && !am->chain.structural_fail) {
+		ps->inst = 1;
+		ps->cv = "none";
+	} else {
+		ps->inst = (size_t)am->chain.max_seen + 1;
+		ps->cv = "fail";
+	}
+	if (ps->inst > 50) {
+		util_log_warn("arc op=seal error=\"chain at i=50: not sealed (RFC 8617 5.1.1)\"");
+		policy_seal_free(ps);
+		return NULL;
+	}
+	for (size_t i = 0; strcmp(ps->cv, "pass") == 0 && i < am->chain.n; i++)
+		for (int k = 0; k < 3; k++)
+			policy_arc_canon_header(&ps->prev, am->chain.sets[i].raw[k],
+			                        am->chain.sets[i].rawlen[k], true, true);
+	EVP_PKEY_up_ref(ac->key);
+	ps->key = ac->key;
+	ps->alg = util_xstrdup(ac->alg);
+	ps->domain = util_xstrdup(cfg->arc_domain);
+	ps->selector = util_xstrdup(cfg->arc_selector);
+	ps->aar = util_xasprintf("%.*s", (int)arlen, arv);
+	ps->max_header = cfg->max_header_size > 0 ? (size_t)cfg->max_header_size : 0;
+	return ps;
+}
+
+/* policy_arc_seal - worker, after the verdict headers: our ARC set in
+ * front of them; deferred (policy_msg_seal_later): only what the seal
+ * needs, kept for policy_msg_seal_take. */
+void policy_arc_seal(struct policy_msg *pm)
+{
+	struct arc_msg *am = pm->arc;
+	struct policy_seal *ps;
+	struct util_buf out;
+	unsigned char bh[32];
+
+	if (am == NULL || (am->sbody == NULL && !pm->seal_later))
+		return;
+	ps = arc_seal_new(pm);
+	if (ps == NULL)
+		return;
+	if (pm->seal_later) {
+		policy_seal_free(am->later);
+		am->later = ps;
+		return;
+	}
+	const struct arc_hdrs hs = {am->hdr.data, am->f, am->nf};
+	if (arc_body_from_fd(pm, am) < 0 || policy_arc_body_final(am->sbody, bh) < 0 ||
+	    arc_make_set(ps, &hs, bh) < 0) {
+		util_log_err("arc op=seal error=\"message not sealed: body or signing failed\"");
+		util_metrics_inc("mxgate_arc_seals_total", "failed");
+		policy_seal_free(ps);
+		return;
+	}
+	util_buf_init(&out);
+	util_buf_adds(&out, ps->fields);
+	util_buf_adds(&out, pm->v_headers);
+	free(pm->v_headers);
+	pm->v_headers = out.data;
+	pm->verdict.headers = pm->v_headers;
+	util_metrics_inc("mxgate_arc_seals_total", "sealed");
+	policy_seal_free(ps);
+}
+
+/* policy_msg_seal_later - see policy.h. */
+void policy_msg_seal_later(struct policy_msg *pm)
+{
+	pm->seal_later = true;
+}
+
+/* policy_msg_seal_take - see policy.h. */
+struct policy_seal *policy_msg_seal_take(struct policy_msg *pm)
+{
+	struct arc_msg *am = pm->arc;
+	struct policy_seal *ps = am != NULL ? am->later : NULL;
+
+	if (am != NULL)
+		am->later = NULL;
+	return ps;
+}
+
+/* seal_read - the spool [0, size) of fd: its header block appended to
+ * hdr, its body into the hash; 0/-1 (a read error, or a header block
+ * longer than any the session keeps). */
+static int seal_read(struct policy_seal *ps, int fd, int64_t size, struct util_buf *hdr,
+                     struct policy_arc_body *body)
+{
+	static const size_t chunk = 64 * 1024;
+	struct policy_arc_split sp;
+	int64_t off = 0;
+	char *buf = util_xmalloc(chunk);
+	int rc = 0;
+
+	/* the header block was at most max_header_size when it was received */
+	policy_arc_split_init(&sp, hdr, body, ps->max_header);
+	while (off < size) {
+		size_t want = size - off < (int64_t)chunk ? (size_t)(size - off) : chunk;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			util_log_err("arc op=seal-read error=\"%s\"",
+			             n < 0 ? strerror(errno) : "file shorter than the message");
+			rc = -1;
+			break;
+		}
+		off += n;
+		if (policy_arc_split_feed(&sp, buf, (size_t)n) < 0) {
+			util_log_err("arc op=seal-read error=\"header block over max_header_size\"");
+			rc = -1;
+			break;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
+/* policy_seal_run - see policy.h. */
+int policy_seal_run(struct policy_seal *ps, const char *prepend, int fd, int64_t size)
+{
+	struct policy_arc_body *body = policy_arc_body_new(true, -1);
+	struct util_buf hdr;
+	struct arc_field *f = NULL;
+	size_t nf = 0, capf = 0, pos = 0;
+	struct util_hdr_field hf;
+	struct arc_hdrs hs;
+	unsigned char bh[32];
+	int r, rc = -1;
+
+	util_buf_init(&hdr);
+	util_buf_adds(&hdr, prepend != NULL ? prepend : "");
+	if (fd < 0 || seal_read(ps, fd, size, &hdr, body) < 0)
+		goto done;
+	/* the final header block: the fields mxgate puts in front (the
+	 * re-emitted Subject among them), then the spool's; all delivered */
+	while ((r = util_hdr_next(hdr.data, hdr.len, &pos, &hf)) == 1) {
+		if (nf == 512)
+			break;
+		if (nf == capf) {
+			capf = capf ? capf * 2 : 64;
+			f = util_xrealloc(f, capf * sizeof(*f));
+		}
+		f[nf].off = (size_t)(hf.raw - hdr.data);
+		f[nf].len = hf.raw_len;
+		f[nf].kept = true;
+		nf++;
+	}
+	if (r < 0 || nf == 512) {
+		util_log_err("arc op=seal error=\"message not sealed: %s\"",
+		             r < 0 ? "malformed header field" : "too many header fields");
+		goto done;
+	}
+	hs.base = hdr.data;
+	hs.f = f;
+	hs.nf = nf;
+	if (policy_arc_body_final(body, bh) < 0 || arc_make_set(ps, &hs, bh) < 0) {
+		util_log_err("arc op=seal error=\"signing failed: message not sealed\"");
+		goto done;
+	}
+	rc = 0;
+done:
+	util_metrics_inc("mxgate_arc_seals_total", rc == 0 ? "sealed" : "failed");
+	policy_arc_body_free(body);
+	util_buf_free(&hdr);
+	free(f);
+	return rc;
+}
+
+/* policy_seal_fields - see policy.h. */
+const char *policy_seal_fields(const struct policy_seal *ps)
+{
+	return ps != NULL ? ps->fields : NULL;
 }
 
 /* policy_arc_msg_free - the message's ARC state. */
@@ -786,6 +1006,7 @@ void policy_arc_msg_free(struct policy_msg *pm)
 	policy_arc_chain_free(&am->chain);
 	policy_arc_body_free(am->vbody);
 	policy_arc_body_free(am->sbody);
+	policy_seal_free(am->later);
 	free(am->why);
 	free(am->sealer);
 	free(am->defer);

@@ -74,6 +74,26 @@ void policy_arc_body_update(struct policy_arc_body *b, const char *p, size_t n);
 int policy_arc_body_final(struct policy_arc_body *b, unsigned char out[32]);
 void policy_arc_body_free(struct policy_arc_body *b);
 
+/* A message streamed in pieces (the spool read back for a deferred seal,
+ * policy_seal_run): its header block is appended to hdr (without the empty
+ * line), every byte after the empty line goes into body.  The result does
+ * not depend on how the message is cut (fuzz_arc.c checks).  No empty line:
+ * all of it is header block, the body is empty. */
+struct policy_arc_split {
+	struct util_buf *hdr;         /* borrowed */
+	struct policy_arc_body *body; /* borrowed */
+	size_t hstart;                /* hdr->len at init */
+	size_t scanned;               /* searched up to here (from hstart) */
+	size_t max;                   /* header block bytes at most; 0 = no limit */
+	bool in_body;
+};
+void policy_arc_split_init(struct policy_arc_split *sp, struct util_buf *hdr,
+                           struct policy_arc_body *body, size_t max);
+/* policy_arc_split_feed - the next piece; 0, or -1 when what is gathered
+ * is longer than max and the empty line (up to 3 of its bytes may be
+ * pending) has not come: the header block is longer than max (stop). */
+int policy_arc_split_feed(struct policy_arc_split *sp, const char *p, size_t n);
+
 /* ------------------------------------------------------------ ARC sets */
 
 enum policy_arc_kind { POLICY_ARC_AAR = 0, POLICY_ARC_AMS, POLICY_ARC_AS };

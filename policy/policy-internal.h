@@ -192,6 +192,7 @@ struct policy_msg {
 	struct policy_from from;
 	struct policy_dmarc_outcome dmarc;
 	void *arc; /* struct arc_msg * (policy-arc.c), NULL when ARC is off */
+	bool seal_later; /* policy_msg_seal_later: the verdict job does not seal */
 	struct util_strlist dnsbl_hits;
 	bool dnsbl_known;   /* dnsbl_hits came from the connect-time lookups */
 	bool rdns_checked, no_rdns;

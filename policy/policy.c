@@ -307,7 +307,9 @@ static void fin_work(struct policy_msg *pm)
 	policy_arc_eval(pm); /* after DMARC: the trusted-forwarder override */
 	policy_dnsbl_eval(pm);
 	policy_verdict_build(pm);
-	policy_arc_seal(pm); /* over the final headers: after the verdict */
+	/* over the final headers: after the verdict; deferred to the session
+	 * when it may edit the message (policy_msg_seal_later) */
+	policy_arc_seal(pm);
 }
 
 /* fin_done_cb - loop: the verdict is ready. */

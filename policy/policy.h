@@ -287,6 +287,29 @@ struct policy_verdict {
 	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };
 const struct policy_verdict *policy_msg_verdict(const struct policy_msg *pm);
+/* ARC seal of a message the caller edits after the verdict (banner,
+ * subject tag): the seal must cover the bytes the downstream receives.
+ * policy_msg_seal_later - before the header block: the verdict job does not
+ * seal; it keeps what the seal needs (key reference, instance, cv, our
+ * A-R, the older sets) for policy_msg_seal_take.  Without it the verdict
+ * job seals and the ARC set is at the top of the verdict headers. */
+void policy_msg_seal_later(struct policy_msg *pm);
+/* policy_msg_seal_take - after finish's callback (loop): the pending seal,
+ * owned by the caller, or NULL when none is due (ARC sealing off, message
+ * refused, or it cannot be sealed: logged and counted then). */
+struct policy_seal;
+struct policy_seal *policy_msg_seal_take(struct policy_msg *pm);
+/* policy_seal_run - worker: seal the message as delivered: the header
+ * fields of prepend (what is sent in front of the spool, without the ARC
+ * set) then those of the spool fd [0, size), and the spool's body.  0, or
+ * -1 (logged; not sealed).  Counted in mxgate_arc_seals_total.  Needs no
+ * message, context or config: the seal holds copies. */
+int policy_seal_run(struct policy_seal *ps, const char *prepend, int fd, int64_t size);
+/* policy_seal_fields - after a successful run: the ARC set (ARC-Seal,
+ * ARC-Message-Signature, ARC-Authentication-Results, CRLF each), borrowed;
+ * NULL otherwise. */
+const char *policy_seal_fields(const struct policy_seal *ps);
+void policy_seal_free(struct policy_seal *ps);
 /* policy_msg_spf_pass_for - SPF passed for MAIL FROM and its domain is one of
  * domains or under one of them (after finish's callback or SPF's). */
 bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains);

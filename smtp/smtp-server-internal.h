@@ -408,8 +408,14 @@ void smtp_data_judge(struct smtp_session *s);
 /* smtp_data_refuse - answer reply for the whole message, log, count reason
  * and end the transaction (the caller resumes the session when async). */
 void smtp_data_refuse(struct smtp_session *s, const char *reply, const char *reason);
-/* smtp_data_commit - hand spool + envelope to the queue; 250 when durable. */
-void smtp_data_commit(struct smtp_session *s);
+/* smtp_data_commit - after every content edit: the prepend, our ARC seal
+ * when the verdict job left it to the session (smtp_seal_start), then
+ * spool + envelope to the queue; 250 when durable.  async as for
+ * smtp_scan_start (a refusal then resumes the session). */
+void smtp_data_commit(struct smtp_session *s, bool async);
+/* smtp_data_commit_prepend - spool + envelope with prepend (owned, taken)
+ * to the queue; 250 when durable. */
+void smtp_data_commit_prepend(struct smtp_session *s, char *prepend);
 /* smtp_data_quarantine - the message is to be quarantined for reason
  * ("virus", ...) with verdict (words, may be NULL); replaces an earlier one. */
 void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char *verdict);
@@ -447,6 +453,17 @@ void smtp_content_busy(struct smtp_session *s, const char *what, bool async);
  * ([warning], smtp-session-warn.c; the body rewrite runs on a thread), then
  * the commit.  async as for smtp_scan_start. */
 void smtp_warn_start(struct smtp_session *s, bool async);
+/* smtp_scan_may_edit - can this config edit a message after the verdict
+ * (banner, subject tags)?  Then the ARC seal waits for the final message
+ * (policy_msg_seal_later). */
+bool smtp_scan_may_edit(const struct config *cfg);
+/* smtp_seal_start - our ARC set over the message as it will be delivered
+ * (prepend: what goes in front of the spool, owned and taken; the set is
+ * put at arc_at), computed on a content worker (smtp-session-seal.c),
+ * then smtp_data_commit_prepend.  Takes ps.  Content queue full: 451 4.3.2
+ * (smtp_content_busy, async as there). */
+void smtp_seal_start(struct smtp_session *s, struct policy_seal *ps, char *prepend,
+                     size_t arc_at, bool async);
 /* smtp_scan_hold_subject - split-time hook: true when field f is the
  * Subject and must be held back from the spool (it may be tagged). */
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);

@@ -328,11 +328,51 @@ void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char
 	s->tx->quarantine_verdict = verdict ? util_xstrdup(verdict) : NULL;
 }
 
-/* smtp_data_commit - build the envelope and hand spool + envelope to the queue. */
-void smtp_data_commit(struct smtp_session *s)
+/* build_prepend - the header fields mxgate sends in front of the spool:
+ * Received, the policy's fields, the scanners', the quarantine stamp, the
+ * held Subject (tagged when decided).  *arc_at: where an ARC set made
+ * afterwards goes (after Received, where the verdict job puts it). */
+static void build_prepend(struct smtp_session *s, struct util_buf *pre, size_t *arc_at)
 {
 	struct smtp_tx *tx = s->tx;
-	const char *qid = queue_spool_id(tx->spool);
+	util_buf_init(pre);
+	received_header(s, queue_spool_id(tx->spool), pre);
+	*arc_at = pre->len;
+	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
+	if (v && v->headers)
+		smtp_scan_policy_headers(s, pre, v->headers);
+	if (tx->scan_headers)
+		util_buf_adds(pre, tx->scan_headers);
+	if (tx->quarantine) {
+		char date[64];
+		util_rfc5322_date(util_now_us() / 1000000, date);
+		util_buf_printf(pre, QUEUE_QUARANTINE_FIELD ": reason=%s; by=%s; at=%s\r\n",
+				tx->quarantine, s->cfg->hostname, date);
+	}
+	smtp_scan_subject(s, pre);   /* held back at split time, last: next to the rest */
+}
+
+/* smtp_data_commit - the prepend, then the ARC seal over the message as it
+ * will be delivered (on a content worker, smtp-session-seal.c) when the
+ * verdict job left it to us, then the commit. */
+void smtp_data_commit(struct smtp_session *s, bool async)
+{
+	struct smtp_tx *tx = s->tx;
+	struct util_buf pre;
+	size_t arc_at;
+	build_prepend(s, &pre, &arc_at);
+	struct policy_seal *ps = tx->pm ? policy_msg_seal_take(tx->pm) : NULL;
+	if (ps) {
+		smtp_seal_start(s, ps, pre.data, arc_at, async);   /* takes both */
+		return;
+	}
+	smtp_data_commit_prepend(s, pre.data);
+}
+
+/* smtp_data_commit_prepend - see smtp-server-internal.h. */
+void smtp_data_commit_prepend(struct smtp_session *s, char *prepend)
+{
+	struct smtp_tx *tx = s->tx;
 	struct queue_envelope *env = queue_envelope_new();
 	env->sender = util_xstrdup(tx->mail.addr);
 	for (size_t i = 0; i < tx->rcpts.n; i++)
@@ -344,21 +384,7 @@ void smtp_data_commit(struct smtp_session *s)
 	env->size = queue_spool_size(tx->spool);
 	env->smtputf8 = tx->smtputf8;
 	env->eightbit = tx->dp.eightbit || tx->body_8bitmime;
-	struct util_buf pre;
-	util_buf_init(&pre);
-	received_header(s, qid, &pre);
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	if (v && v->headers)
-		smtp_scan_policy_headers(s, &pre, v->headers);
-	if (tx->scan_headers)
-		util_buf_adds(&pre, tx->scan_headers);
-	if (tx->quarantine) {
-		char date[64];
-		util_rfc5322_date(util_now_us() / 1000000, date);
-		util_buf_printf(&pre, QUEUE_QUARANTINE_FIELD ": reason=%s; by=%s; at=%s\r\n",
-				tx->quarantine, s->cfg->hostname, date);
-	}
-	smtp_scan_subject(s, &pre);   /* held back at split time, last: next to the rest */
 	/* The ingress verdicts travel with the message: a bounce to a sender
 	 * that failed SPF or DMARC would be backscatter (queue-dsn.c). */
 	if (v && v->spf)
@@ -370,7 +396,7 @@ void smtp_data_commit(struct smtp_session *s)
 		if (tx->quarantine_verdict)
 			env->quarantine_verdict = util_xstrdup(tx->quarantine_verdict);
 	}
-	env->prepend = pre.data;   /* ownership moves to the envelope */
+	env->prepend = prepend;   /* ownership moves to the envelope */
 	struct queue_spool *sp = tx->spool;
 	if (s->srv->ingest && !tx->quarantine && !tx->ingest_rcpt) {
 		/* a report address among the recipients: a pinned descriptor

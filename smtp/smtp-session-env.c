@@ -191,6 +191,9 @@ void smtp_cmd_mail(struct smtp_session *s, const struct smtp_cmd *c, const char 
 	if (s->policy) {
 		tx->pm = policy_msg_new(s->policy, &s->client, s->helo, tx->mail.addr);
 		if (tx->pm) {
+			/* a banner or tag comes after the verdict: seal then */
+			if (smtp_scan_may_edit(s->cfg))
+				policy_msg_seal_later(tx->pm);
 			smtp_dnsbl_to_policy(s);
 			policy_spf_start(tx->pm, spf_done_cb, s->id, s->srv);
 		}

@@ -347,6 +347,12 @@ static bool may_warn(const struct config *cfg)
 	       strcmp(cfg->warning_subject_tag, "none") != 0;
 }
 
+/* smtp_scan_may_edit - see smtp-server-internal.h. */
+bool smtp_scan_may_edit(const struct config *cfg)
+{
+	return may_tag(cfg) || cfg->warning_enabled;
+}
+
 /* smtp_scan_hold_subject - see smtp-server-internal.h.  The spool cannot
  * be edited in place, so the Subject fields are kept aside (in order) and
  * written into the prepend at commit: they move to the top of the header

@@ -94,8 +94,9 @@ static const char *banner_of(const char *b)
 	return b && *b && strcmp(b, "none") != 0 ? b : NULL;
 }
 
-/* finish - the header, the log line, the commit. */
-static void finish(struct smtp_session *s, const char *why, const char *banner)
+/* finish - the header, the log line, the commit (async: see
+ * smtp_data_commit). */
+static void finish(struct smtp_session *s, const char *why, const char *banner, bool async)
 {
 	struct smtp_tx *tx = s->tx;
 	struct util_buf b;
@@ -110,7 +111,7 @@ static void finish(struct smtp_session *s, const char *why, const char *banner)
 	              banner);
 	util_metrics_inc("mxgate_warnings_total",
 	                 strncmp(banner, "added", 5) == 0 ? "banner" : "subject_only");
-	smtp_data_commit(s);
+	smtp_data_commit(s, async);
 }
 
 /* read_all - the message (size bytes) into b; -1 with errno.  Spool files
@@ -200,7 +201,7 @@ static void job_done(void *arg)
 	}
 	const char *why = s->tx->warn_why;
 	job_free(j);
-	finish(s, why, banner);
+	finish(s, why, banner, false); /* resumed here */
 	smtp_session_resume(s);
 }
 
@@ -237,7 +238,7 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 	struct smtp_tx *tx = s->tx;
 	const char *why = cfg->warning_enabled ? warn_reason(s) : NULL;
 	if (!why) {
-		smtp_data_commit(s);
+		smtp_data_commit(s, async);
 		return;
 	}
 	tx->warn_why = why;
@@ -246,18 +247,18 @@ void smtp_warn_start(struct smtp_session *s, bool async)
 	const char *html = banner_of(cfg->warning_banner_html);
 	int64_t size = queue_spool_size(tx->spool);
 	if (!text && !html) {
-		finish(s, why, "skipped reason=off");
+		finish(s, why, "skipped reason=off", async);
 		return;
 	}
 	if (size > cfg->warning_max_size) {
-		finish(s, why, "skipped reason=size");
+		finish(s, why, "skipped reason=size", async);
 		return;
 	}
 	int rc = start_job(s, text, html, size);
 	if (rc < 0) {
 		util_log_warn("s=%016llx warning rewrite could not start",
 		              (unsigned long long)s->id);
-		finish(s, why, "skipped reason=error");
+		finish(s, why, "skipped reason=error", async);
 		return;
 	}
 	if (rc > 0)

@@ -18,14 +18,13 @@ import hashlib
 import re
 import subprocess
 
+import authres  # noqa: F401  (dkim.arc_sign needs python3-authres: never skipped)
+import dkim
 import pytest
 
 import dnsserver
 import mxtest
 from downstream import Downstream, relay_extra
-
-dkim = pytest.importorskip("dkim")
-pytest.importorskip("authres")  # dkim.arc_sign needs python3-authres
 
 RCPT = "user@example.test"
 LIST_BOUNCE = "list-bounces@lists.test"  # a list's envelope sender
@@ -63,6 +62,11 @@ def env(tmp_path_factory):
     evil_key, evil_txt = dnsserver.make_dkim_key(d, 2048, "evil")
     txt("fwd._domainkey.lists.test", fwd_txt)
     txt("evil._domainkey.evil.test", evil_txt)
+    # a trusted sealer whose key answer fails DNSSEC validation (bogus),
+    # for a gateway given the zone's trust anchor
+    bogus_ta = dns.add_signed_zone("boguslist.test",
+                                   [("fwd._domainkey.boguslist.test", "TXT", fwd_txt)],
+                                   tamper=True)
     # sealers whose DNS never answers: one trusted, one not
     dns.blackhole("slowlist.test")
     dns.blackhole("slowother.test")
@@ -92,6 +96,7 @@ def env(tmp_path_factory):
         pass
     e = Env()
     e.dns, e.dir, e.records, e.gateway = dns, d, records, gateway
+    e.bogus_ta = bogus_ta
     e.rsa_arc = {"enabled": "yes", "seal": "yes", "selector": "mx2026",
                  "domain": "example.test", "key_file": str(rsa_key),
                  "trusted_sealers": "lists.test, slowlist.test"}
@@ -246,6 +251,130 @@ def test_seal_verifies_at_an_smtp_downstream(env):
         ds.stop()
 
 
+# ------------------------------------------------------------ the seal after content edits
+
+WARN = {"enabled": "yes", "subject_tag": "[EXT]", "banner_text": "CAUTION: outside sender.",
+        "banner_html": "<b>CAUTION</b>: outside sender."}
+
+
+@pytest.fixture(scope="module")
+def warn_gw(env):
+    """Seals, warns: the banner and the subject tag come after the verdict."""
+    return env.gateway("warn", env.rsa_arc, {"warning": WARN})
+
+
+def _verify(env, m):
+    cv, results, why = dkim.arc_verify(m, dnsfunc=dnsfunc(env))
+    assert cv == dkim.CV_Pass, (why, results, m[:3000])
+    assert results[0]["ams-valid"] and results[0]["as-valid"], results
+
+
+ALT = ("--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain part\r\n"
+       "--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+       "<html><body><p>html part</p></body></html>\r\n--b1--\r\n")
+
+
+@pytest.mark.parametrize("shape", ["text/plain", "multipart/alternative"])
+def test_seal_covers_the_warning_banner_and_tag(env, warn_gw, shape):
+    """The banner rewrites the body and the tag the Subject after the
+    verdict: the seal is made over the message as delivered (it was made
+    before them, and dkimpy found a body hash mismatch: cv=fail)."""
+    if shape == "text/plain":
+        msg, marker = mxtest.make_message(sender="bob@pass.test", body="plain text\r\n",
+                                          headers=("MIME-Version: 1.0",
+                                                   "Content-Type: text/plain"))
+    else:
+        msg, marker = mxtest.make_message(
+            sender="bob@pass.test", body=ALT,
+            headers=("MIME-Version: 1.0",
+                     'Content-Type: multipart/alternative; boundary="b1"'))
+    m = deliver(warn_gw, "bob@pass.test", msg, marker)
+    assert mxtest.header_values(m, "X-MXGate-Warning")[0].startswith("external; banner=added")
+    assert mxtest.header_values(m, "Subject") == [f"[EXT] test {marker}"]
+    assert m.count(b"CAUTION") == (1 if shape == "text/plain" else 2), m
+    sets = arc_sets(m)
+    assert list(sets) == [1] and "cv=none" in sets[1]["ARC-Seal"], sets
+    assert "subject" in sets[1]["ARC-Message-Signature"]
+    # the ARC set stays where the verdict job put it: after Received
+    names = [n.lower() for n, _ in mxtest.parse_headers(m)]
+    at = names.index("received")
+    assert names[at:at + 4] == ["received", "arc-seal", "arc-message-signature",
+                                "arc-authentication-results"], names
+    _verify(env, m)
+    # and dkimpy is not just saying yes: the banner taken out breaks it
+    plain = m.replace(b"CAUTION: outside sender.\r\n\r\n", b"", 1)
+    assert plain != m and dkim.arc_verify(plain, dnsfunc=dnsfunc(env))[0] == dkim.CV_Fail
+
+
+def test_seal_covers_the_warning_subject_tag_alone(env):
+    """No banner (subject tag only): the re-emitted, tagged Subject is what
+    the AMS signs; an incoming chain is extended with cv=pass."""
+    gw = env.gateway("warntag", env.rsa_arc,
+                     {"warning": dict(WARN, banner_text="none", banner_html="none")})
+    fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test")
+    m = deliver(gw, "bob@pass.test", fwd, marker)
+    assert mxtest.header_values(m, "X-MXGate-Warning")[0].startswith(
+        "external; banner=skipped reason=off"), m[:2000]
+    assert mxtest.header_values(m, "Subject") == [f"[EXT] test {marker}"]
+    sets = arc_sets(m)
+    assert sorted(sets) == [1, 2] and "cv=pass" in sets[2]["ARC-Seal"], sets
+    _verify(env, m)
+
+
+def test_unedited_message_through_a_warning_gateway_is_sealed(env):
+    """An internal sender is not warned: the seal made at the commit (the
+    config could edit) covers the untouched message."""
+    gw = env.gateway("warnint", env.rsa_arc,
+                     {"warning": dict(WARN, internal_domains="pass.test")})
+    msg, marker = mxtest.make_message(sender="bob@pass.test", body="internal\r\n")
+    m = deliver(gw, "bob@pass.test", msg, marker)
+    assert not mxtest.header_values(m, "X-MXGate-Warning")
+    assert mxtest.header_values(m, "Subject") == [f"test {marker}"]
+    _verify(env, m)
+
+
+@pytest.fixture(scope="module")
+def rspamd():
+    from test_scan_rspamd import Rspamd
+    r = Rspamd().start()
+    yield r
+    r.stop()
+
+
+def test_seal_covers_the_rspamd_subject_tag(env, rspamd):
+    """rspamd's verdict (add header) tags the Subject after the verdict job."""
+    gw = env.gateway("rspamd", env.rsa_arc,
+                     {"rspamd": {"address": f"127.0.0.1:{rspamd.port}", "timeout": "10s"}})
+    msg, marker = mxtest.make_message("offer", sender="bob@pass.test",
+                                      body="buy viagra-test-word now\r\n")
+    m = deliver(gw, "bob@pass.test", msg, marker)
+    assert mxtest.header_values(m, "Subject") == [f"[SPAM] offer {marker}"], m[:2000]
+    _verify(env, m)
+
+
+def test_quarantined_warned_message_released_with_a_valid_seal(env, rspamd):
+    """Quarantined (rspamd reject -> quarantine) and warned: sealed at the
+    commit as it would be delivered; the release delivers a seal that
+    verifies (the release stamp and the quarantine field are not signed)."""
+    gw = env.gateway("rspamdq", env.rsa_arc,
+                     {"rspamd": {"address": f"127.0.0.1:{rspamd.port}", "timeout": "10s",
+                                 "reject_action": "quarantine"},
+                      "warning": WARN})
+    gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+    msg, marker = mxtest.make_message(sender="bob@pass.test", body=gtube + "\r\n")
+    with gw.client() as c:
+        c.ehlo()
+        r = c.transaction("bob@pass.test", [RCPT], msg)
+    qid = mxtest.queued_id(r)
+    gw.wait_log(r"quarantined reason=spam id=" + qid)
+    assert "ARC-Seal: i=1;" in (gw.queue_dir / "quarantine" / qid).read_text()
+    gw.cli("quarantine", "release", qid, check=True)
+    m = gw.wait_for_marker(marker)
+    assert mxtest.header_values(m, "X-MXGate-Warning")[0].startswith("external; banner=added")
+    assert mxtest.header_values(m, "X-Mxgate-Quarantine")[0].startswith("reason=spam;")
+    _verify(env, m)
+
+
 # ------------------------------------------------------------ dkimpy seals, mxgate verifies
 
 def test_incoming_chain_passes_and_is_extended(env):
@@ -370,6 +499,25 @@ def test_unreachable_key_of_trusted_forwarder_defers(env, sealer, code, enh):
     mxtest.assert_reply(r, code, enh)
     if code == 451:
         assert "trusted forwarder slowlist.test" in r.text, r.text
+
+
+def test_bogus_key_of_trusted_forwarder_defers_and_never_passes(env):
+    """A DNSSEC-bogus key answer is a temporary error like a timeout, never
+    a verdict: the trusted list's chain is unverified, so a DMARC reject
+    becomes 451 (was 550: bogus was taken for a broken chain); a message
+    that passes DMARC is delivered with arc=fail naming the validation
+    failure, and no override is ever taken from such a chain."""
+    gw = env.gateway("bogus", dict(env.rsa_arc, trusted_sealers="boguslist.test"),
+                     {"dns": {"forwarders": env.dns.forwarder, "timeout": "2s",
+                              "trust_anchor_file": env.bogus_ta}})
+    fwd, _ = sealed(env.fwd_key, "boguslist.test", "fwd", sender="alice@drej.test")
+    r = refuse(gw, LIST_BOUNCE, fwd)
+    mxtest.assert_reply(r, 451, "4.4.3")
+    assert "trusted forwarder boguslist.test" in r.text, r.text
+    fwd, marker = sealed(env.fwd_key, "boguslist.test", "fwd", sender="bob@pass.test")
+    a = ar(deliver(gw, "bob@pass.test", fwd, marker))
+    assert "arc=fail (i=1 key lookup failed DNSSEC validation)" in a, a
+    assert "override" not in a
 
 
 # ------------------------------------------------------------ config

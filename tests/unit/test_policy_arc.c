@@ -231,6 +231,74 @@ static void test_body_canon(void **state)
 	policy_arc_body_free(NULL);
 }
 
+/* ------------------------------------------------------------ header/body split */
+
+/* The spool read back for a deferred seal: the header block (prefix kept
+ * in front of it) and the body, however the reads cut it. */
+struct split_case {
+	const char *in, *hdr, *body;
+	size_t max;
+	int rc;
+};
+
+static const struct split_case split_cases[] = {
+    {"From: a\r\nTo: b\r\n\r\nbody\r\n", "From: a\r\nTo: b\r\n", "body\r\n", 0, 0},
+    {"From: a\r\n\r\n", "From: a\r\n", "", 0, 0},
+    {"From: a\r\n\r\n\r\n\r\nx\r\n", "From: a\r\n", "\r\n\r\nx\r\n", 0, 0},
+    {"\r\nbody only\r\n", "", "body only\r\n", 0, 0},               /* no field */
+    {"\r\n", "", "", 0, 0},
+    {"Subject: all header\r\n", "Subject: all header\r\n", "", 0, 0}, /* no empty line */
+    {"A: 1\r\n folded\r\nB: 2\r\n\r\nx", "A: 1\r\n folded\r\nB: 2\r\n", "x", 0, 0},
+    {"A: 1\r\nB: \r\r\n\r\nx", "A: 1\r\nB: \r\r\n", "x", 0, 0},  /* a CR before the CRLF */
+    {"A: 1234567890\r\n\r\nx", "A: 1234567890\r\n", "x", 15, 0},    /* 15 bytes: the limit */
+    {"A: 1234567890\r\nB: 1\r\n", NULL, NULL, 15, -1},              /* past it, no end */
+};
+
+static void test_split(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(split_cases) / sizeof(split_cases[0]); i++) {
+		const struct split_case *c = &split_cases[i];
+		size_t len = strlen(c->in);
+		unsigned char want[32], got[32];
+		struct policy_arc_body *b;
+
+		if (c->rc == 0) {
+			b = policy_arc_body_new(true, -1);
+			policy_arc_body_update(b, c->body, strlen(c->body));
+			assert_int_equal(policy_arc_body_final(b, want), 0);
+			policy_arc_body_free(b);
+		}
+		/* every piece size, 1 byte to the whole message at once */
+		for (size_t piece = 1; piece <= len; piece++) {
+			struct util_buf h;
+			struct policy_arc_split sp;
+			int rc = 0;
+			util_buf_init(&h);
+			util_buf_adds(&h, "Prefix: ours\r\n");
+			b = policy_arc_body_new(true, -1);
+			policy_arc_split_init(&sp, &h, b, c->max);
+			for (size_t off = 0; off < len && rc == 0; off += piece)
+				rc = policy_arc_split_feed(&sp, c->in + off,
+				                           len - off < piece ? len - off : piece);
+			if (c->rc < 0) {
+				if (rc != -1)
+					fail_msg("case %zu piece %zu: the limit did not hold", i, piece);
+			} else {
+				if (rc != 0)
+					fail_msg("case %zu piece %zu: refused", i, piece);
+				assert_int_equal(h.len, strlen(h.data));
+				assert_string_equal(h.data + strlen("Prefix: ours\r\n"), c->hdr);
+				assert_int_equal(policy_arc_body_final(b, got), 0);
+				if (memcmp(got, want, 32) != 0)
+					fail_msg("case %zu piece %zu: body hash differs", i, piece);
+			}
+			policy_arc_body_free(b);
+			util_buf_free(&h);
+		}
+	}
+}
+
 /* ------------------------------------------------------------ ARC sets */
 
 #define AAR(i) "ARC-Authentication-Results: i=" #i "; lists.example; dmarc=pass\r\n"
@@ -442,7 +510,7 @@ int main(void)
 	    cmocka_unit_test(test_header_canon),   cmocka_unit_test(test_strip_b),
 	    cmocka_unit_test(test_body_canon),     cmocka_unit_test(test_chain_parse),
 	    cmocka_unit_test(test_aar_dmarc_pass), cmocka_unit_test(test_key_records),
-	    cmocka_unit_test(test_sign_verify),
+	    cmocka_unit_test(test_sign_verify),    cmocka_unit_test(test_split),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
