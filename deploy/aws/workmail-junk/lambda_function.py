@@ -9,9 +9,24 @@ WorkMail's message flow contract:
     {"actions": [{"action": {"type": "MOVE_TO_JUNK"}, "allRecipients": true}]}
 
 MOVE_TO_JUNK      mxgate flagged the message as spam (X-Spam-Flag: YES)
-BYPASS_SPAM_CHECK mxgate judged it and did not flag it (only with
-                  BYPASS_ON_CLEAN=yes, the default: one spam verdict, mxgate's)
-DEFAULT           no trustworthy mxgate verdict: WorkMail decides
+BYPASS_SPAM_CHECK mxgate judged it, every content filter it runs checked it,
+                  and it did not flag it (only with BYPASS_ON_CLEAN=yes, the
+                  default: one spam verdict, mxgate's)
+DEFAULT           no trustworthy and complete mxgate verdict: WorkMail decides
+
+"Complete": X-Spam-Flag: NO alone is not a clean verdict.  With rspamd down
+and [rspamd] on_failure = accept, mxgate delivers with its own X-Spam-Flag:
+NO plus "X-Spam-Checker: unchecked; reason=..."; with clamd down and
+[clamav] on_failure = accept (or a message over max_size) it writes
+"X-Virus-Scan: unscanned; ..."; with virus_action = deliver,
+"X-Virus-Scan: infected; ...".  Bypassing WorkMail's filter for those would
+let mail no content filter checked skip the only one left, so they get
+DEFAULT (an infected message even when flagged as spam: WorkMail's own
+virus handling decides).  A message the postmaster released from mxgate's
+quarantine (X-Mxgate-Released) was held, not judged clean: DEFAULT unless
+flagged (then Junk).  mxgate removes every incoming X-Spam-*, X-Virus-Scan
+and X-Mxgate-* field at ingress, so below mxgate's topmost
+Authentication-Results these fields are its own.
 
 The headers are trusted only when they are mxgate's: the topmost
 Authentication-Results field (mxgate prepends its own and removes any that
@@ -94,11 +109,28 @@ def verdict(raw, authserv, flag_header="X-Spam-Flag", bypass_on_clean=True,
     if flag is None:
         return "DEFAULT", f"no {flag_header}"
     flag = str(flag).strip().upper()
+    virus = [first_word(v) for v in msg.get_all("X-Virus-Scan") or []]
+    if "infected" in virus:
+        return "DEFAULT", "X-Virus-Scan: infected"
     if flag.startswith("YES"):
         return "MOVE_TO_JUNK", f"{flag_header}: YES"
+    for v in msg.get_all("X-Spam-Checker") or []:
+        if first_word(v) == "unchecked":
+            return "DEFAULT", "X-Spam-Checker: unchecked (spam filter not run)"
+    for v in virus:
+        if v != "clean":
+            return "DEFAULT", f"X-Virus-Scan: {v} (not virus-checked)"
+    if msg.get("X-Mxgate-Released") is not None:
+        return "DEFAULT", "released from quarantine"
     if flag.startswith("NO") and bypass_on_clean:
         return "BYPASS_SPAM_CHECK", f"{flag_header}: NO"
     return "DEFAULT", f"{flag_header}: {flag}"
+
+
+def first_word(value):
+    """"unscanned; reason=size; ..." -> "unscanned" (lower case)."""
+    v = str(value).replace("\r", "").replace("\n", " ").strip()
+    return re.split(r"[\s;]", v, maxsplit=1)[0].lower() if v else ""
 
 
 def response(action):
