@@ -375,7 +375,10 @@ def test_rspamd_down_tempfail_when_configured(gateway):
 
 
 def test_slow_rspamd_deadline_and_loop_responsive(gateway):
-    """A listener that reads the request and never answers."""
+    """A listener that reads the request and never answers.  While the check
+    waits, new connections get their banner as fast as ever (p99 < 20 ms,
+    the issue's criterion, measured like test_hostile_dos.py), and the
+    check ends at its deadline."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
@@ -391,7 +394,8 @@ def test_slow_rspamd_deadline_and_loop_responsive(gateway):
             held.append(c)
     threading.Thread(target=accept, daemon=True).start()
     try:
-        gw = spam_gw(gateway, f"127.0.0.1:{srv.getsockname()[1]}", timeout="3s",
+        deadline = int(scaled(4))      # outlasts the banner probe below
+        gw = spam_gw(gateway, f"127.0.0.1:{srv.getsockname()[1]}", timeout=f"{deadline}s",
                      on_failure="tempfail")
         data, _ = make_message("slow")
         with gw.client(timeout=scaled(30)) as slow:
@@ -404,11 +408,16 @@ def test_slow_rspamd_deadline_and_loop_responsive(gateway):
             wait_for(lambda: held, scaled(5), what="rspamd connection")
             with gw.client(timeout=scaled(10)) as other:
                 mxtest.assert_reply(other.ehlo(), 250)
+            waits = mxtest.banner_waits(gw, pause=0.01)
+            # still pending: every banner was timed while the check stalled
             assert not slow.pending(), "answered before the deadline"
             r = slow.reply(timeout=scaled(20))
             waited = time.monotonic() - t0
         mxtest.assert_reply(r, 451, "4.7.1")
-        assert waited >= 2.5, waited
+        assert waited >= deadline - 0.5, waited
+        p99 = mxtest.p99(waits)
+        assert p99 < mxtest.BANNER_P99, \
+            f"banner p99 {p99 * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms"
         gw.wait_log(r"spam_check result=unchecked reason=timeout action=tempfail")
     finally:
         stop.set()
