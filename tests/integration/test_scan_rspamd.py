@@ -278,6 +278,22 @@ def test_install_instructions_are_what_the_tests_load():
     assert "local_conf .. '/rspamd.local.lua'" in rules, "Debian's rspamd.lua changed"
 
 
+def test_guide_action_table_offers_every_value():
+    """The guide's rspamd action table lists, for reject_action and
+    tag_action, exactly the values the config accepts (`quarantine` was
+    missing), as docs/config-reference.md (generated from the table) has
+    them."""
+    src = Path(mxtest.source_dir())
+    ref = (src / "docs/config-reference.md").read_text()
+    guide = (src / "docs/postmaster-guide.md").read_text()
+    for d in ("reject_action", "tag_action"):
+        row = re.search(r"^\| `%s` \| enum \| `\w+` \| ([^|]+(?:\\\|[^|]+)*) \|" % d, ref, re.M)
+        values = {v.strip() for v in row.group(1).split("\\|")}
+        m = re.search(r"`%s = ([\w\\|]+)`" % d, guide)
+        assert m, d
+        assert set(m.group(1).split("\\|")) == values, (d, m.group(1), values)
+
+
 def test_missing_rule_is_warned_once(gateway):
     """An rspamd without mxgate.lua (installed where rspamd never looks):
     its answers to messages with a non-zero authentication score lack
