@@ -380,6 +380,8 @@ def test_rspamd_down_accept_by_default(gateway):
     vals = mxtest.header_values(msg, "X-Spam-Checker")
     assert vals and vals[0].startswith("unchecked; reason=unavailable; scanner=rspamd"), vals
     gw.wait_log(r"spam_check result=unchecked reason=unavailable action=accept")
+    # inspection is on: no start-up hint that it is off (test_walkthrough.py)
+    assert "content inspection off" not in gw.log_text()
 
 
 def test_rspamd_down_tempfail_when_configured(gateway):
