@@ -212,6 +212,15 @@ def test_rspamd_verdicts(gateway, stub_dns, flow, rspamd):
     assert "scanner=rspamd" in mxtest.header_values(ham, "X-Spam-Status")[0]
     assert mxtest.header_values(ham, "X-Spam-Flag") == ["NO"]
     assert action(run(mod, flow, ham, "r2")) == "BYPASS_SPAM_CHECK"
+    gw.stop()
+    # monitoring: reject_action = deliver delivers GTUBE unflagged, but
+    # rspamd's verdict is in the status - WorkMail's filter must still run
+    gw = judging_gw(gateway, stub_dns, rspamd={"address": f"127.0.0.1:{rspamd.port}",
+                                               "timeout": "10s", "reject_action": "deliver"})
+    spam = through_mxgate(gw, "someone@good.test", body=GTUBE + "\r\n")
+    assert mxtest.header_values(spam, "X-Spam-Flag") == ["NO"]
+    assert 'action="reject"' in mxtest.header_values(spam, "X-Spam-Status")[0]
+    assert action(run(mod, flow, spam, "r3")) == "DEFAULT"
 
 
 def test_unchecked_content_is_left_to_workmail(gateway, stub_dns, flow):
@@ -293,7 +302,7 @@ def test_template_wires_function_role_and_permission():
     env = fn["Environment"]["Variables"]
     assert env["MXGATE_AUTHSERV_ID"] == {"Ref": "MxgateAuthservId"}
     assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN",
-                        "DOWNSTREAM_AUTHSERV_IDS"}
+                        "DOWNSTREAM_AUTHSERV_IDS", "SPAM_STATUS_HEADER"}
     assert params["DownstreamAuthservIds"]["Default"] == "amazonses.com"
     # every variable the function reads (but the test-only endpoint) is set
     src = (p.parent / "lambda_function.py").read_text()
