@@ -731,7 +731,7 @@ static const struct config_directive d_rspamd[] = {
      "Deadline of one check (waiting for a connection included); then on_failure applies"},
     {"on_failure", CONFIG_T_ENUM, G(rspamd_on_failure), "accept", NULL, 0, 0, e_scan_failure,
      NULL, R,
-     "rspamd down, slow or failing: accept (delivered with X-Spam-Status: unchecked; logged "
+     "rspamd down, slow or failing: accept (delivered with X-Spam-Checker: unchecked; logged "
      "and counted) or tempfail (451 4.7.1)"},
     {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
      e_spam_action, NULL, R,
@@ -743,8 +743,8 @@ static const struct config_directive d_rspamd[] = {
      "rspamd answers add header, rewrite subject or quarantine: tag (X-Spam-Flag: YES), "
      "quarantine, reject or deliver"},
     {"max_size", CONFIG_T_SIZE, G(rspamd_max_size), "20M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
-     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Status: "
-     "unchecked reason=size"},
+     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Checker: "
+     "unchecked; reason=size"},
     {"max_connections", CONFIG_T_INT, G(rspamd_max_connections), "8", NULL, 1, 1000, NULL, NULL,
      R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
     {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,

@@ -321,6 +321,15 @@ void gw_metrics_sample(struct gw *gw)
 			util_metrics_set("mxgate_queue_messages_by_state", states[st],
 			                 (double)queue_sched_count_state(gw->sched,
 			                                                 (enum queue_state)st));
+		/* at scrape time, like the states: a quarantine, release or
+		 * delete shows at once (not at the next retention sweep) */
+		size_t qn;
+		int64_t qbytes, qoldest;
+		queue_sched_quarantine_stats(gw->sched, &qn, &qbytes, &qoldest);
+		util_metrics_set("mxgate_quarantine_messages", NULL, (double)qn);
+		util_metrics_set("mxgate_quarantine_bytes", NULL, (double)qbytes);
+		util_metrics_set("mxgate_quarantine_oldest_age_seconds", NULL,
+		                 (double)(qoldest > 0 && now > qoldest ? now - qoldest : 0));
 	}
 	if (gw->qs)
 		util_metrics_set("mxgate_queue_recycled_bytes", NULL,
