@@ -59,6 +59,9 @@ def dns(tmp_path_factory):
         srv.add("_dmarc." + dom, "TXT", rec)
         srv.add(dom, "TXT", "v=spf1 -all")
     srv.add("none.test", "A", "192.0.2.1")
+    # bücher.test (RFC 8616): published under its A-labels
+    srv.add("xn--bcher-kva.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.add("_dmarc.xn--bcher-kva.test", "TXT", "v=DMARC1; p=none")
     srv.start()
     srv.dkim_key = key
     yield srv
@@ -132,8 +135,11 @@ def test_every_evaluation_recorded(tmp_path, dns):
         # no DMARC record
         msg, _ = mxtest.make_message(sender="f@none.test")
         gw.send("", [RCPT], msg)
-        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 6,
-                        mxtest.scaled(10), what="six rows written")
+        # IDN envelope and From (SMTPUTF8): recorded as A-labels (RFC 8616)
+        msg, _ = mxtest.make_message(sender="g@bücher.test")
+        gw.send("g@bücher.test", [RCPT], msg, mail_params="SMTPUTF8")
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 7,
+                        mxtest.scaled(10), what="seven rows written")
         assert metric(gw, "mxgate_reports_dropped_total") == 0
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
@@ -141,7 +147,7 @@ def test_every_evaluation_recorded(tmp_path, dns):
 
     rows = {r["header_from"]: r for r in db_rows(gw)}
     assert sorted(rows) == ["dk.test", "dquar.test", "drej.test", "exempt.test", "none.test",
-                            "pass.test"], rows.keys()
+                            "pass.test", "xn--bcher-kva.test"], rows.keys()
     for r in rows.values():
         assert r["source_ip"] == "127.0.0.1"
         assert r["envelope_to"] == "example.test"
@@ -168,6 +174,9 @@ def test_every_evaluation_recorded(tmp_path, dns):
     assert (x["dmarc"], x["disposition"], x["override_type"]) == \
         ("fail", "none", "local_policy")
     assert "exempt domain exempt.test" in x["override_comment"]
+    i = rows["xn--bcher-kva.test"]
+    assert (i["envelope_from"], i["spf_domain"], i["spf_result"], i["spf_aligned"],
+            i["dmarc"]) == ("xn--bcher-kva.test", "xn--bcher-kva.test", "pass", 1, "pass"), i
     n = rows["none.test"]
     assert (n["dmarc"], n["policy_domain"], n["p"], n["envelope_from"]) == \
         ("none", None, None, None)
