@@ -270,6 +270,32 @@ def test_slow_run_loses_no_evaluation(tmp_path, dns):
     assert store(gw, "SELECT coalesce(sum(n), 0) FROM dropped") == [(0,)]
 
 
+def test_usage_and_man_page_list_reports_commands():
+    """Every `mxgate reports` subcommand (as its own usage names them) is
+    in `mxgate --help` and in mxgate(8) (deploy/debian/mxgate.8), synopsis
+    and COMMANDS."""
+    import re
+    import subprocess
+    own = subprocess.run([str(mxtest.mxgate_bin()), "reports"], capture_output=True,
+                         text=True, timeout=30)
+    assert own.returncode == 2
+    subs = set()
+    for alt in re.findall(r"mxgate reports (\S+)", own.stderr):
+        subs.update(alt.split("|"))
+    assert subs == {"preview", "send-now", "status", "inbound"}, own.stderr
+    top = subprocess.run([str(mxtest.mxgate_bin()), "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert top.returncode == 2
+    man = (mxtest.source_dir() / "deploy" / "debian" / "mxgate.8").read_text()
+    man = man.replace("\\-", "-").replace("\\fI", "").replace("\\fR", "")
+    synopsis = man.split(".SH SYNOPSIS")[1].split(".SH DESCRIPTION")[0]
+    commands = man.split(".SH COMMANDS")[1].split(".SH EXIT STATUS")[0]
+    for sub in subs:
+        assert re.search(rf"mxgate reports [^\n]*\b{sub}\b", top.stderr), (sub, top.stderr)
+        assert re.search(rf"^\.BR? \"?mxgate reports[^\n]*\b{sub}\b", synopsis, re.M), sub
+        assert re.search(rf"^\.B reports {sub}\b", commands, re.M), sub
+
+
 def test_restart_keeps_rows_and_migrates_once(tmp_path, dns):
     gw = gateway(tmp_path, dns)
     try:
