@@ -532,8 +532,9 @@ static int pg_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errl
 	    "DELETE FROM dropped WHERE t < %lld",
 	    "DELETE FROM report WHERE end_t < %lld",
 	    "DELETE FROM refused WHERE t < %lld",
-	    "DELETE FROM report_run WHERE end_t < %lld AND"
-	    " end_t < (SELECT max(end_t) FROM report_run)",
+	    /* parenthesised: one element, not a missing comma */
+	    ("DELETE FROM report_run WHERE end_t < %lld AND"
+	     " end_t < (SELECT max(end_t) FROM report_run)"),
 	};
 	char sql[200];
 	*n = 0;

@@ -605,7 +605,8 @@ static struct run_report *run_domain(struct reports_sender *snd, const char *dom
 			}
 			free(v);
 		}
-		char *msg = reports_compose(cfg, email, to, domain, r->id, begin, end - 1, &gz, &len);
+		char *msg =
+		    reports_compose(cfg, email, to, domain, r->id, begin, end - 1, &gz, &len);
 		char *sig = reports_dkim_sign(
 		    snd->key_pem,
 		    cfg->reports_dkim_selector ? cfg->reports_dkim_selector : "mxgate-reports",
@@ -635,8 +636,9 @@ static struct run_report *run_domain(struct reports_sender *snd, const char *dom
 			o->len = strlen(sig) + len;
 			o->next = r->msgs;
 			r->msgs = o;
-			util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu",
-			              domain, r->id, to, agg->n, o->len);
+			util_log_info(
+			    "- reports domain=%s report_id=%s rua=%s records=%zu size=%zu", domain,
+			    r->id, to, agg->n, o->len);
 		}
 		free(sig);
 		free(msg);
@@ -651,24 +653,41 @@ out:
 	return r;
 }
 
+/* last_end_cb - the one value of run_last_end's query. */
+static int last_end_cb(void *arg, int ncol, const char *const *vals)
+{
+	snprintf(arg, 24, "%s", ncol > 0 && vals[0] != NULL ? vals[0] : "");
+	return 0;
+}
+
+/* run_last_end - where the last recorded run ended, as text ("" for no
+ * run yet) into out[24]; 0/-1 + err.  The same SQL in both dialects. */
+static int run_last_end(const struct reports_backend *be, void *db, char out[24], char *err,
+                        size_t errlen)
+{
+	out[0] = '\0';
+	return be->query(db, "SELECT max(end_t) FROM report_run", 0, NULL, last_end_cb, out, err,
+	                 errlen);
+}
+
 /* run_record - the write transaction of a run (short: no DNS, no
  * signing inside): each report (its id refuses a second copy), its
  * messages (outbox) and refused destinations, and the run [begin, end).
- * Nothing when another run recorded a later end meanwhile (its reports
- * would be sent twice).  0/-1, rolled back on error. */
+ * Nothing when another run was recorded since this one read where the
+ * last one ended (last_end): its reports would be sent twice.  0/-1,
+ * rolled back on error. */
 static int run_record(const struct reports_backend *be, void *db, struct run_report *reps,
-                      int64_t begin, int64_t end, char *err, size_t errlen)
+                      const char *last_end, int64_t begin, int64_t end, char *err, size_t errlen)
 {
-	int64_t now_begin = 0;
+	char now_end[24];
 	size_t nrep = 0, nmsg = 0;
 
 	if (be->tx(db, 0, err, errlen) < 0)
 		return -1;
-	if (be->run_begin(db, &now_begin, err, errlen) < 0)
+	if (run_last_end(be, db, now_end, err, errlen) < 0)
 		goto fail;
-	if (now_begin != begin) {
-		snprintf(err, errlen, "another run covered up to %lld meanwhile",
-		         (long long)now_begin);
+	if (strcmp(now_end, last_end) != 0) {
+		snprintf(err, errlen, "another run was recorded meanwhile (up to %s)", now_end);
 		goto fail;
 	}
 	for (struct run_report *r = reps; r != NULL; r = r->next) {
@@ -715,7 +734,7 @@ static void *run_main(void *arg)
 	const struct reports_backend *be = snd->be;
 	struct util_strlist doms = {0};
 	struct run_report *reps = NULL, **tail = &reps;
-	char err[256] = "";
+	char err[256] = "", last_end[24] = "";
 	int64_t begin = 0, end = snd->run_end;
 	void *db;
 
@@ -742,7 +761,8 @@ static void *run_main(void *arg)
 			util_log_err("- reports run lock failed error=\"%s\"", err);
 		goto close;
 	}
-	if (be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
+	if (run_last_end(be, db, last_end, err, sizeof(err)) < 0 ||
+	    be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
 	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto close;
@@ -771,7 +791,7 @@ static void *run_main(void *arg)
 			tail = &r->next;
 		}
 	}
-	if (run_record(be, db, reps, begin, end, err, sizeof(err)) < 0) {
+	if (run_record(be, db, reps, last_end, begin, end, err, sizeof(err)) < 0) {
 		util_log_err("- reports run not recorded error=\"%s\"", err);
 	} else {
 		/* retention: reported rows stay for the grace period, then go,

@@ -214,13 +214,17 @@ static void linger(struct reports_store *rs)
  * REPORTS_RETRY_MS. */
 static void writer_wait(struct reports_store *rs)
 {
+	struct timespec until;
+	bool timed = false; /* until is set: one deadline, however many wakes */
+
 	while (rs->qlen == 0 && (rs->drops_pending == 0 || rs->drops_retry) && !rs->stop) {
 		if (rs->drops_pending == 0) {
 			pthread_cond_wait(&rs->wake, &rs->lock);
 			continue;
 		}
-		struct timespec until;
-		util_mono_deadline(NULL, REPORTS_RETRY_MS, &until);
+		if (!timed)
+			util_mono_deadline(NULL, REPORTS_RETRY_MS, &until);
+		timed = true;
 		if (pthread_cond_timedwait(&rs->wake, &rs->lock, &until) == ETIMEDOUT)
 			rs->drops_retry = false;
 	}
@@ -452,7 +456,7 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
 	if (full) /* counted by push without building a row for nothing */
 		return reports_store_push(rs, NULL);
 	if (mem == NULL && (mem = malloc(slot ? REPORTS_ROW_SLOT : len)) == NULL)
-		return -1;
+		return reports_store_push(rs, NULL); /* lost: a drop like any other */
 	int64_t t = (int64_t)time(NULL);
 	r = row_fill(mem, len, &f, rcpt, t < rs->min_t ? rs->min_t : t);
 	r->slot = slot;
