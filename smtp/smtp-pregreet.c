@@ -26,13 +26,17 @@
  * written to Redis/Valkey ("pass:ADDRESS", expiring after pass_ttl), and a
  * client not in the local cache is looked up there while its delay runs;
  * found, the delay ends at once (result=cached).  Redis down or late: the
- * client is simply tested (the delay is bounded), never stalled.
+ * client is simply tested (the delay is bounded), never stalled, and a pass
+ * stays in this node's cache only - logged ("s=ID pregreet store=redis
+ * failed op=lookup|add action=test|local") and counted
+ * (mxgate_pregreet_store_errors_total{store}).
  *
  * Ownership: the server owns the pass cache (smtp_pregreet_free); the
  * session owns greet_ev.
  *
  * Diagnostics: "s=ID pregreet client=IP result=pass|cached|early_talker|
- * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result}.
+ * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result};
+ * shared-cache failures as above.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -229,14 +233,31 @@ struct pass_req {
 	uint64_t sid;
 };
 
+/* store_failed - the shared pass cache could not be asked (op "lookup":
+ * the client is tested as if unknown) or told (op "add": the pass stays in
+ * this node's cache only): fail open, logged and counted. */
+static void store_failed(uint64_t sid, const char *op, const char *action)
+{
+	util_log_warn("s=%016llx pregreet store=redis failed op=%s action=%s",
+	              (unsigned long long)sid, op, action);
+	util_metrics_inc("mxgate_pregreet_store_errors_total", "redis");
+}
+
 /* shared_seen_cb - the shared pass cache answered while the delay runs. */
 static void shared_seen_cb(void *arg, const redisReply *r, bool cancelled)
 {
 	struct pass_req *q = arg;
+	uint64_t sid = q->sid;
 	struct smtp_session *s = cancelled ? NULL : smtp_server_find(q->srv, q->sid);
 	free(q);
-	if (!s || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 1)
-		return; /* unknown, or no answer: the client is tested */
+	if (cancelled)
+		return; /* shutting down */
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		store_failed(sid, "lookup", "test");
+		return; /* no answer: the client is tested */
+	}
+	if (!s || r->integer != 1)
+		return; /* unknown: the client is tested */
 	if (!s->pregreet || s->passed || s->wait != SMTP_WAIT_GREET ||
 	    !(s->greet_holds & SMTP_HOLD_DELAY))
 		return;
@@ -247,12 +268,13 @@ static void shared_seen_cb(void *arg, const redisReply *r, bool cancelled)
 	smtp_session_greet_release(s, SMTP_HOLD_DELAY);
 }
 
-/* shared_set_cb - a pass written to the shared cache (nothing to do). */
+/* shared_set_cb - a pass written to the shared cache (or not). */
 static void shared_set_cb(void *arg, const redisReply *r, bool cancelled)
 {
-	(void)arg;
-	(void)r;
-	(void)cancelled;
+	struct pass_req *q = arg;
+	if (!cancelled && (!r || r->type != REDIS_REPLY_INTEGER))
+		store_failed(q->sid, "add", "local");
+	free(q);
 }
 
 /* shared_key - "pass:ADDRESS". */
@@ -270,8 +292,11 @@ static void shared_lookup(struct smtp_session *s)
 	struct pass_req *q = util_xcalloc(1, sizeof(*q));
 	q->srv = s->srv;
 	q->sid = s->id;
-	if (smtp_redis_eval(s->srv->redis, pass_get_script, 1, keys, 0, NULL, shared_seen_cb, q) < 0)
-		free(q); /* down: tested as usual */
+	if (smtp_redis_eval(s->srv->redis, pass_get_script, 1, keys, 0, NULL, shared_seen_cb, q) <
+	    0) {
+		free(q);
+		store_failed(s->id, "lookup", "test"); /* down: tested as usual */
+	}
 }
 
 /* shared_add - tell the fleet the client passed. */
@@ -281,7 +306,14 @@ static void shared_add(struct smtp_session *s)
 	shared_key(s, key, sizeof(key));
 	snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg->pregreet_pass_ttl);
 	const char *keys[1] = {key}, *args[1] = {ttl};
-	(void)smtp_redis_eval(s->srv->redis, pass_set_script, 1, keys, 1, args, shared_set_cb, NULL);
+	struct pass_req *q = util_xcalloc(1, sizeof(*q));
+	q->srv = s->srv;
+	q->sid = s->id;
+	if (smtp_redis_eval(s->srv->redis, pass_set_script, 1, keys, 1, args, shared_set_cb, q) <
+	    0) {
+		free(q);
+		store_failed(s->id, "add", "local");
+	}
 }
 
 /* smtp_pregreet_start - at accept: decide whether the tests apply and arm
