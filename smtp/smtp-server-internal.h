@@ -163,6 +163,8 @@ struct smtp_tx {
 	uint32_t *rcpt_slots;            /* hash index of rcpts (index + 1, 0 = free) */
 	size_t rcpt_nslots;              /* 0 or a power of two > 2 x rcpts.n */
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
+	struct util_strlist rl_domains;  /* recipient domains this message was counted for
+	                                    ([ratelimit] messages_per_domain, once each) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */

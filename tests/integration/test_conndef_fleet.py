@@ -199,6 +199,37 @@ def test_message_and_recipient_rates_shared(gateway, redis):
     assert r.cmd("GET", "mxgate:rl:messages_per_ip [127.0.0.4]") == "$1"
 
 
+def test_recipient_and_domain_rates_shared(gateway, redis):
+    """recipients_per_net, recipients_per_sender and messages_per_domain are
+    counted in Redis too: what one node counted, the other refuses."""
+    r = redis()
+    dom = {"domains": {"accepted_domains": "example.test, other.test, third.test"}}
+    lim = {"recipients_per_net": 2, "recipients_per_sender": 3, "messages_per_domain": 2}
+    a = node(gateway, r, sections=dom, **lim)
+    b = node(gateway, r, sections=dom, **lim)
+
+    def rcpts(gw, source, sender, *steps):
+        with RawClient(gw.port, source=source) as c:
+            c.ehlo()
+            assert_reply(c.cmd(f"MAIL FROM:<{sender}>"), 250)
+            for rcpt, code, text in steps:
+                rep = c.cmd(f"RCPT TO:<{rcpt}>")
+                assert_reply(rep, code)
+                assert text in rep.text, rep
+    rcpts(a, "127.0.7.2", "s1@flood.example", ("u@example.test", 250, ""))
+    rcpts(b, "127.0.7.3", "s2@flood.example", ("u@example.test", 250, ""))
+    rcpts(b, "127.0.7.4", "s3@flood.example",
+          ("u@other.test", 451, "Too many recipients from 127.0.7.0/24"))
+    rcpts(a, "127.0.8.2", "s1@flood.example",
+          ("u@example.test", 451, "Too many messages for example.test"),
+          ("v@other.test", 250, ""))
+    rcpts(b, "127.0.9.2", "s1@flood.example",
+          ("w@third.test", 451, "Too many recipients from <s1@flood.example>"))
+    for key in ("recipients_per_net 127.0.7.0/24", "recipients_per_sender <s1@flood.example>",
+                "messages_per_domain example.test"):
+        assert r.cmd("EXISTS", "mxgate:rl:" + key) == ":1", key
+
+
 def test_redis_killed_fails_open(gateway, redis):
     """Redis dies mid-run: the next clients get their banner and their mail
     through at once, and the failures are logged and counted."""
