@@ -59,25 +59,34 @@
  * (the expiry is the entry's); at most [pregreet] pass_cache_size clients,
  * a full cache evicts the least recently seen of a sample (util-ttlmap.c). */
 
-/* pass_find - is the client's pass live? */
-static bool pass_find(struct smtp_server *srv, const uint8_t key[17])
+/* pass_find - is the client's pass live at now? */
+static bool pass_find(struct smtp_server *srv, const uint8_t key[17], int64_t now)
 {
-	return srv->passes && util_ttlmap_get(srv->passes, key, 17, (int64_t)time(NULL)) != NULL;
+	return srv->passes && util_ttlmap_get(srv->passes, key, 17, now) != NULL;
 }
 
 /* pass_put - remember key until expires. */
-static void pass_put(struct smtp_server *srv, const uint8_t key[17], int64_t expires)
+static void pass_put(struct smtp_server *srv, const uint8_t key[17], int64_t expires, int64_t now)
 {
-	void *v = util_ttlmap_put(srv->passes, key, 17, (int64_t)time(NULL), NULL);
+	void *v = util_ttlmap_put(srv->passes, key, 17, now, NULL);
 	*util_ttlmap_expires(v) = expires;
 }
 
-/* pass_add - remember that the client passed. */
-static void pass_add(struct smtp_session *s)
+/* smtp_pregreet_passed - a has a live pass at now (wall-clock seconds). */
+bool smtp_pregreet_passed(struct smtp_server *srv, const struct util_addr *a, int64_t now)
 {
 	uint8_t key[17];
-	smtp_server_ip_key(&s->client, key);
-	pass_put(s->srv, key, (int64_t)time(NULL) + s->cfg->pregreet_pass_ttl);
+	smtp_server_ip_key(a, key);
+	return pass_find(srv, key, now);
+}
+
+/* smtp_pregreet_pass_add - a passed at now: remembered for cfg's pass_ttl. */
+void smtp_pregreet_pass_add(struct smtp_server *srv, const struct config *cfg,
+                            const struct util_addr *a, int64_t now)
+{
+	uint8_t key[17];
+	smtp_server_ip_key(a, key);
+	pass_put(srv, key, now + cfg->pregreet_pass_ttl, now);
 }
 
 #define PASS_MAGIC    "mxgate-pregreet-pass 1"
@@ -120,9 +129,10 @@ size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
 static void load_take(void *arg, const uint8_t key[17], int64_t expires)
 {
 	struct smtp_server *srv = arg;
-	if (expires <= (int64_t)time(NULL) || pass_find(srv, key))
+	int64_t now = (int64_t)time(NULL);
+	if (expires <= now || pass_find(srv, key, now))
 		return;
-	pass_put(srv, key, expires);
+	pass_put(srv, key, expires, now);
 }
 
 /* smtp_pregreet_load - start-up: the saved pass cache. */
@@ -321,11 +331,9 @@ static void shared_add(struct smtp_session *s)
 int smtp_pregreet_start(struct smtp_session *s)
 {
 	const struct config *cfg = s->cfg;
-	uint8_t key[17];
 	if (!cfg->pregreet_enabled)
 		return 0;
-	smtp_server_ip_key(&s->client, key);
-	if (pass_find(s->srv, key)) {
+	if (smtp_pregreet_passed(s->srv, &s->client, (int64_t)time(NULL))) {
 		verdict(s, "cached");
 		return 0;
 	}
@@ -406,7 +414,7 @@ bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, st
 	if (!s->passed && s->state == SMTP_STATE_HELO && len >= 4 &&
 	    (strncasecmp(line, "EHLO", 4) == 0 || strncasecmp(line, "HELO", 4) == 0)) {
 		s->passed = true;
-		pass_add(s);
+		smtp_pregreet_pass_add(s->srv, s->cfg, &s->client, (int64_t)time(NULL));
 		if (s->srv->redis)
 			shared_add(s);
 		verdict(s, "pass");

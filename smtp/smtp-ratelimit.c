@@ -54,10 +54,10 @@ struct rl_mem {
 
 /* mem_hit - INCR + EXPIRE on first: the count in key's current window.  A
  * full table evicts (util-ttlmap.c), it never stops counting. */
-static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left)
+static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
+                       int64_t *left)
 {
 	struct rl_mem *m = (struct rl_mem *)st;
-	int64_t now = (int64_t)time(NULL);
 	bool fresh;
 	int64_t *count = util_ttlmap_put(m->map, key, strlen(key), now, &fresh);
 	int64_t *expires = util_ttlmap_expires(count);
@@ -112,15 +112,22 @@ void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_
 	key[0] |= 0x80;
 }
 
-/* smtp_rl_net_str - "192.0.2.0/24" / "2001:db8::/64" of the client's network. */
-void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
+/* smtp_rl_net_format - "192.0.2.0/24" / "2001:db8::/64": the network of a. */
+void smtp_rl_net_format(const struct config *cfg, const struct util_addr *a, char *out,
+                        size_t len)
 {
 	uint8_t key[17];
-	char a[INET6_ADDRSTRLEN];
-	smtp_rl_net_key(s->cfg, &s->client, key);
+	char host[INET6_ADDRSTRLEN];
+	smtp_rl_net_key(cfg, a, key);
 	bool v4 = (key[0] & 0x7f) == 4;
-	inet_ntop(v4 ? AF_INET : AF_INET6, key + 1, a, sizeof(a));
-	snprintf(out, len, "%s/%d", a, v4 ? s->cfg->rl_net_prefix4 : s->cfg->rl_net_prefix6);
+	inet_ntop(v4 ? AF_INET : AF_INET6, key + 1, host, sizeof(host));
+	snprintf(out, len, "%s/%d", host, v4 ? cfg->rl_net_prefix4 : cfg->rl_net_prefix6);
+}
+
+/* smtp_rl_net_str - the network of the session's client. */
+void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
+{
+	smtp_rl_net_format(s->cfg, &s->client, out, len);
 }
 
 /* ------------------------------------------------------------ the table */
@@ -338,11 +345,12 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 		free(b);
 		return s->rl_ans = a;
 	}
+	int64_t now = (int64_t)time(NULL);
 	for (size_t i = 0; i < b->nhits; i++) {
 		struct rl_hit *h = &b->hits[i];
 		char key[400];
 		rl_key(key, sizeof(key), "", h);
-		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, &h->left);
+		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, now, &h->left);
 	}
 	enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, srv->rl->ops->name);
 	free(b);
