@@ -51,7 +51,8 @@ static const struct {
 
     /* retry_window: a first attempt is remembered that long */
     {"B first", 0, "198.51.100.1", "b@t.example", "w@example.test", "new", DELAY},
-    {"C first", 0, "198.51.100.2", "c@u.example", "w@example.test", "new", DELAY},
+    {"C first (another network)", 0, "203.0.113.2", "c@u.example", "w@example.test", "new",
+     DELAY},
     {"B retried in the window's last second", RW - 1, "198.51.100.1", "b@t.example",
      "w@example.test", "retried", 0},
     {"C retried when the window is over: new again", RW + 10, "203.0.113.2", "c@u.example",
