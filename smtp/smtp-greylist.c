@@ -22,10 +22,11 @@
  *
  * Ownership: the server owns the state (smtp_greylist_free).  Times are
  * wall-clock seconds, passed in to the in-process decision
- * (smtp_greylist_decide), so unit tests drive the clock.  At most [greylist] max_entries keys (util-ttlmap.c):
- * a full table evicts an entry (expired first, else the least recently used
- * of a random sample) and never lets a triplet through for lack of room;
- * an evicted triplet only means that sender is greylisted again.
+ * (smtp_greylist_decide), so unit tests drive the clock.  At most
+ * [greylist] max_entries keys (util-ttlmap.c): a full table evicts an
+ * entry (expired first, else the least recently used of a random sample)
+ * and never lets a triplet through for lack of room; an evicted triplet
+ * only means that sender is greylisted again.
  *
  * Diagnostics: "s=ID greylist client=IP from=<a> rcpt=<b> result=new|early|
  * retried|allowlisted|skipped|failed reason=..."; counter mxgate_greylist_total{result}.

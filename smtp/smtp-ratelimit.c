@@ -8,8 +8,8 @@
  * what is counted, the key, the config field, the reply.  A RCPT is
  * counted once the relay control, the recipient lists and max_recipients
  * let it through, before the downstream verification: a repeated
- * recipient counts again, an unknown user refused from a list does not.  The concurrency
- * caps per address ([limits] max_connections_per_ip) and per network
+ * recipient counts again, an unknown user refused from a list does not.
+ * The concurrency caps per address ([limits] max_connections_per_ip) and per network
  * ([ratelimit] max_connections_per_net) are the counted-slot part of the
  * same policy and live in smtp-server.c's slot table, keyed by
  * smtp_rl_net_key for networks.
@@ -141,32 +141,29 @@ static const struct rl_rule {
 	enum rl_subject subject;
 	size_t limit_off; /* int field of struct config */
 	const char *what; /* "connections", "messages", "recipients" */
+	bool per_message; /* RCPT: counted at the first RCPT of its domain in a transaction */
 } rules[] = {
     {"connections_per_ip", RL_CONNECT, RL_IP, offsetof(struct config, rl_conn_per_ip),
-     "connections"},
+     "connections", false},
     {"connections_per_net", RL_CONNECT, RL_NET, offsetof(struct config, rl_conn_per_net),
-     "connections"},
-    {"messages_per_ip", RL_MAIL, RL_IP, offsetof(struct config, rl_msgs_per_ip), "messages"},
-    {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages"},
+     "connections", false},
+    {"messages_per_ip", RL_MAIL, RL_IP, offsetof(struct config, rl_msgs_per_ip), "messages",
+     false},
+    {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages",
+     false},
     {"messages_per_sender", RL_MAIL, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
-     "messages"},
+     "messages", false},
     {"messages_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_msgs_per_domain),
-     "messages"},
-    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip), "recipients"},
+     "messages", true},
+    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip),
+     "recipients", false},
     {"recipients_per_net", RL_RCPT, RL_NET, offsetof(struct config, rl_rcpts_per_net),
-     "recipients"},
+     "recipients", false},
     {"recipients_per_sender", RL_RCPT, RL_SENDER, offsetof(struct config, rl_rcpts_per_sender),
-     "recipients"},
+     "recipients", false},
     {"recipients_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_rcpts_per_domain),
-     "recipients"},
+     "recipients", false},
 };
-
-/* per_message - a rule counted once per message and recipient domain (at
- * the first RCPT of the domain): messages_per_domain. */
-static bool per_message(const struct rl_rule *r)
-{
-	return r->event == RL_RCPT && strcmp(r->what, "messages") == 0;
-}
 
 /* One rule's count for one event. */
 struct rl_hit {
@@ -299,9 +296,9 @@ static void hit_cb(void *arg, int64_t count, int64_t left)
 }
 
 /* check - count one event against every rule for it: sender (MAIL, RCPT)
- * and recipient domain (RCPT) are the event's.  The answer goes into s->rl_ans: PASS,
- * OVER (reply in s->rl_line), or PENDING when the shared store was asked
- * (batch_done finishes).  A command run again after it waited (pending
+ * and recipient domain (RCPT) are the event's.  The answer goes into
+ * s->rl_ans: PASS, OVER (reply in s->rl_line), or PENDING when the shared
+ * store was asked (batch_done finishes).  A command run again after it waited (pending
  * line) reuses the answer: an event is counted once. */
 static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const char *sender,
                               const char *domain)
@@ -321,7 +318,7 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 		int max = *(const int *)((const char *)cfg + r->limit_off);
 		if (r->event != ev || max <= 0)
 			continue;
-		if (per_message(r) && s->tx && util_strlist_has_case(&s->tx->rl_domains, domain))
+		if (r->per_message && s->tx && util_strlist_has_case(&s->tx->rl_domains, domain))
 			continue; /* this message was counted for the domain */
 		struct rl_hit *h = &b->hits[b->nhits++];
 		h->r = r;

@@ -20,18 +20,18 @@
 
 #include "policy-internal.h"
 
-#define NOW 5000000   /* monotonic ms */
-#define TTL 300000    /* cache_ttl 5m */
+#define NOW    5000000 /* monotonic ms */
+#define TTL    300000  /* cache_ttl 5m */
 #define LISTED "2.0.0.127.zen.test"
 #define CLEAN  "1.0.0.127.zen.test"
 
 static const struct {
 	const char *name;
-	bool put;        /* store an answer, else look up */
-	int64_t at;      /* ms after NOW */
+	bool put;   /* store an answer, else look up */
+	int64_t at; /* ms after NOW */
 	const char *qname;
-	int addr;        /* put: last octet of 127.0.0.x, 0 = no address (not listed);
-	                    get: expected, -1 = not cached */
+	int addr; /* put: last octet of 127.0.0.x, 0 = no address (not listed);
+	             get: expected, -1 = not cached */
 } steps[] = {
     {"nothing yet", false, 0, LISTED, -1},
     {"listing", true, 0, LISTED, 4},

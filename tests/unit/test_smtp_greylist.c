@@ -38,36 +38,33 @@ static const struct {
 } steps[] = {
     {"first attempt", 0, "192.0.2.10", "a@s.example", "x@example.test", "new", DELAY},
     {"one second early", DELAY - 1, "192.0.2.10", "a@s.example", "x@example.test", "early", 1},
-    {"retry from the same /24 after delay", DELAY, "192.0.2.77", "a@s.example",
-     "x@example.test", "retried", 0},
-    {"network allowlisted", DELAY + 1, "192.0.2.5", "b@s.example", "y@example.test",
-     ALLOWLISTED, 0},
+    {"retry from the same /24 after delay", DELAY, "192.0.2.77", "a@s.example", "x@example.test",
+     "retried", 0},
+    {"network allowlisted", DELAY + 1, "192.0.2.5", "b@s.example", "y@example.test", ALLOWLISTED,
+     0},
     {"allowlist's last second", DELAY + TTL - 1, "192.0.2.5", "c@s.example", "z@example.test",
      ALLOWLISTED, 0},
-    {"allowlist_ttl over", DELAY + TTL, "192.0.2.5", "c@s.example", "z@example.test", "new",
-     DELAY},
+    {"allowlist_ttl over", DELAY + TTL, "192.0.2.5", "c@s.example", "z@example.test", "new", DELAY},
     {"the passed triplet expired with it", DELAY + TTL + 1, "192.0.2.10", "a@s.example",
      "x@example.test", "new", DELAY},
 
     /* retry_window: a first attempt is remembered that long */
     {"B first", 0, "198.51.100.1", "b@t.example", "w@example.test", "new", DELAY},
-    {"C first (another network)", 0, "203.0.113.2", "c@u.example", "w@example.test", "new",
-     DELAY},
+    {"C first (another network)", 0, "203.0.113.2", "c@u.example", "w@example.test", "new", DELAY},
     {"B retried in the window's last second", RW - 1, "198.51.100.1", "b@t.example",
      "w@example.test", "retried", 0},
     {"C retried when the window is over: new again", RW + 10, "203.0.113.2", "c@u.example",
      "w@example.test", "new", DELAY},
-    {"C early again", RW + 11, "203.0.113.2", "c@u.example", "w@example.test", "early",
-     DELAY - 1},
+    {"C early again", RW + 11, "203.0.113.2", "c@u.example", "w@example.test", "early", DELAY - 1},
 
     /* IPv6: the client's network is its /64 */
     {"v6 first", 0, "2001:db8:1:2::5", "e@v.example", "v@example.test", "new", DELAY},
-    {"v6 another address of the /64 retries", DELAY, "2001:db8:1:2:ffff:ffff:ffff:9",
-     "e@v.example", "v@example.test", "retried", 0},
+    {"v6 another address of the /64 retries", DELAY, "2001:db8:1:2:ffff:ffff:ffff:9", "e@v.example",
+     "v@example.test", "retried", 0},
     {"v6 another /64 is another triplet", DELAY + 1, "2001:db8:1:3::1", "e@v.example",
      "v@example.test", "new", DELAY},
-    {"v6 the /64 is allowlisted", DELAY + 2, "2001:db8:1:2::77", "f@w.example",
-     "q@example.test", ALLOWLISTED, 0},
+    {"v6 the /64 is allowlisted", DELAY + 2, "2001:db8:1:2::77", "f@w.example", "q@example.test",
+     ALLOWLISTED, 0},
 };
 
 /* test_expiry - the steps in order, against one state. */
@@ -94,12 +91,13 @@ static void test_expiry(void **state)
 		int64_t wait = smtp_greylist_decide(g, &cfg, net, steps[i].sender, &rcpts,
 		                                    NOW + steps[i].at, result, &allowlisted);
 		const char *got = allowlisted ? ALLOWLISTED : result[0];
-		bool same = got && steps[i].want ? strcmp(got, steps[i].want) == 0
-		                                 : got == steps[i].want;
+		bool same =
+		    got && steps[i].want ? strcmp(got, steps[i].want) == 0 : got == steps[i].want;
 		if (!same || wait != steps[i].wait)
 			fail_msg("step %zu (%s): %s wait %lld, expected %s wait %lld", i,
 			         steps[i].name, got ? got : "passed", (long long)wait,
-			         steps[i].want ? steps[i].want : "passed", (long long)steps[i].wait);
+			         steps[i].want ? steps[i].want : "passed",
+			         (long long)steps[i].wait);
 		util_strlist_free(&rcpts);
 	}
 	smtp_greylist_free(g);

@@ -65,8 +65,9 @@ static void test_pass_ttl(void **state)
 		}
 		bool got = smtp_pregreet_passed(srv, &a, NOW + steps[i].at);
 		if (got != steps[i].want)
-			fail_msg("step %zu (%s): %s at +%lld is %s", i, steps[i].name, steps[i].client,
-			         (long long)steps[i].at, got ? "live" : "not live");
+			fail_msg("step %zu (%s): %s at +%lld is %s", i, steps[i].name,
+			         steps[i].client, (long long)steps[i].at,
+			         got ? "live" : "not live");
 	}
 	smtp_pregreet_free(srv); /* no pass_cache_file: frees the cache */
 	assert_null(srv->passes);
