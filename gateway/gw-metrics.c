@@ -76,6 +76,9 @@ void gw_metrics_define(void)
 	    {"mxgate_pregreet_total", UTIL_METRIC_COUNTER, "result",
 	     "Pre-greeting tests: pass, cached (pass cache hit), early_talker, bare_pipelining, "
 	     "non_smtp_command"},
+	    {"mxgate_pregreet_store_errors_total", UTIL_METRIC_COUNTER, "store",
+	     "Pregreet pass-cache lookups and writes to [state] redis that failed (the client "
+	     "was tested as if unknown; a pass was kept on this node only)"},
 	    {"mxgate_ratelimited_total", UTIL_METRIC_COUNTER, "limit",
 	     "Connections (421), MAIL and RCPT commands (451) refused by a [ratelimit] rate, by "
 	     "limit"},

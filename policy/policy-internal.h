@@ -322,6 +322,15 @@ void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outle
 void policy_org_domain(const char *name, char *out, size_t outlen);
 
 void policy_dnsbl_eval(struct policy_msg *pm);
+/* policy_dnsbl_cache_get - the cached A answer for query name at now_ms
+ * (monotonic): its addresses (at most max) into a, their count, or -1 when
+ * not cached or expired.  policy_dnsbl_cache_put - remember an answer from
+ * now_ms for ttl_ms.  What policy_dnsbl_check reads and its answers store
+ * ([dnsbl] cache_ttl), with the time passed in (tests drive it). */
+int policy_dnsbl_cache_get(struct policy_dnsbl *b, const char *name, int64_t now_ms,
+			   uint8_t (*a)[4], size_t max);
+void policy_dnsbl_cache_put(struct policy_dnsbl *b, const char *name, const uint8_t (*a)[4],
+			    size_t n, int64_t ttl_ms, int64_t now_ms);
 
 /* verdict */
 void policy_verdict_build(struct policy_msg *pm);
