@@ -407,3 +407,29 @@ def test_5xx_to_mail_defers_and_5xx_to_rcpt_bounces_that_recipient(gateway):
         assert not re.search(q1 + r" .*status=bounced", log)
         assert re.search(q2 + r" to=<b@example.test> .*status=sent", log)
         assert not re.search(q2 + r" to=<b@example.test> .*status=(bounced|deferred)", log)
+
+
+def test_5xx_to_mail_bounces_only_at_expiry_with_that_reply(gateway):
+    """A host that refuses MAIL FROM for good: the message is retried until
+    [queue] max_lifetime, then the expiry DSN (4.4.7) carries the host's
+    reply as its diagnostic - never an immediate bounce."""
+    with RawDownstream() as ds, Downstream() as bounce:
+        ds.mode = "mail-5xx"
+        routes = _split_routes([f"127.0.0.1:{ds.port}"], bounce)
+        routes["queue"]["max_lifetime"] = "4s"
+        gw = gateway(routes)
+        gw.dns.add("client.example.net", "A", "127.0.0.1")
+        msg, _ = make_message(sender=SENDER)
+        qid = gw.send(SENDER, ["a@example.test"], msg)
+        [dsn] = bounce.wait_messages(1)
+        _, _, [r] = dsn_parts(dsn)
+        assert r["action"] == "failed" and r["status"] == "4.4.7", r
+        assert "MAIL FROM refused by" in r["diagnostic-code"], r
+        assert "550 5.7.1 sender refused" in r["diagnostic-code"], r
+        assert "expired" in r["diagnostic-code"], r
+        with ds.lock:
+            assert len(ds.mails) >= 2, ds.mails      # retried, not bounced at once
+        log = gw.log_text()
+        assert f"{qid} to=<a@example.test> status=expired" in log
+        assert not re.search(qid + r" to=<a@example.test> .*status=bounced", log)
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
