@@ -235,7 +235,8 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 			 * says this host will not take the message from this
 			 * sender: like a 5xx greeting, the deliverer tries the
 			 * next address/host, then defers (mail_refused). */
-			char *why = util_xasprintf("4.4.0 MAIL FROM refused by %s: %s", c->relay, rs);
+			char *why =
+			    util_xasprintf("4.4.0 MAIL FROM refused by %s: %s", c->relay, rs);
 			tx->mail_refused = true;
 			for (size_t i = 0; i < tx->nidx; i++)
 				smtp_client_tx_set(tx, i, 0, why);

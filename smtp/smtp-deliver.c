@@ -16,10 +16,11 @@
  * waiting jobs are deferred - only a routing fact (NXDOMAIN, null MX)
  * bounces.  A 5xx to MAIL FROM is about this host, not a recipient: the
  * connection carries that one message on to the next address/host
- * (deliver_conn_carry) and defers it when none is left.  After dead_after such connections in a row the pool is dead:
- * its jobs are deferred without connecting for dead_time, then one
- * connection probes (after any failure only one connection at a time is
- * opened).  The first READY, or a postmaster flush, makes it alive again.
+ * (deliver_conn_carry) and defers it when none is left.  After dead_after
+ * such connections in a row the pool is dead: its jobs are deferred
+ * without connecting for dead_time, then one connection probes (after any
+ * failure only one connection at a time is opened).  The first READY, or a
+ * postmaster flush, makes it alive again.
  *
  * Type mx: one attempt looks at the DELIVER_MX_HOST_LIMIT most preferred MX
  * hosts and connects to at most DELIVER_MX_ADDRESS_LIMIT of their addresses
@@ -453,8 +454,8 @@ static void deliver_conn_carry(struct deliver_conn *cn, struct smtp_client *c)
 {
 	struct deliver_pool *p = cn->pool;
 	free(cn->last_error);
-	cn->last_error = util_xstrdup(cn->tx.nidx > 0 && cn->tx.reply[0] ? cn->tx.reply[0]
-	                                                                  : "4.4.0 MAIL FROM refused");
+	cn->last_error = util_xstrdup(
+	    cn->tx.nidx > 0 && cn->tx.reply[0] ? cn->tx.reply[0] : "4.4.0 MAIL FROM refused");
 	util_log_info("%s route=%s relay=%s status=failover error=(%s)", cn->job->env->id, p->name,
 	              smtp_client_relay(c), cn->last_error);
 	smtp_client_tx_clear(&cn->tx);
@@ -776,9 +777,10 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
 		 * fail at once, permanently, with 5.1.10 (RFC 7505 / RFC 3463
 		 * registry: "Recipient address has null MX"). */
 		cn->permanent = true;
-		cn->last_error = util_xasprintf("5.1.10 recipient domain %s has a null MX (RFC 7505): "
-		                                "it accepts no mail",
-		                                cn->pool->domain);
+		cn->last_error =
+		    util_xasprintf("5.1.10 recipient domain %s has a null MX (RFC 7505): "
+		                   "it accepts no mail",
+		                   cn->pool->domain);
 	} else if (st == POLICY_DNS_NXDOMAIN) {
 		cn->permanent = true;
 		cn->last_error = util_xasprintf("5.1.2 MX lookup for %s failed (no such domain)",
@@ -787,9 +789,10 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
 		/* MX records, none naming a usable host (not LDH, truncated):
 		 * broken DNS data that its owner may fix - temporary, like
 		 * Postfix's "malformed or unexpected name server reply" */
-		cn->last_error = util_xasprintf("4.4.3 MX lookup for %s: malformed DNS reply (no MX "
-		                                "record names a valid host)",
-		                                cn->pool->domain);
+		cn->last_error =
+		    util_xasprintf("4.4.3 MX lookup for %s: malformed DNS reply (no MX "
+		                   "record names a valid host)",
+		                   cn->pool->domain);
 	} else {
 		cn->last_error = util_xasprintf("4.4.3 MX lookup for %s failed (temporary failure)",
 		                                cn->pool->domain);
