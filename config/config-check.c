@@ -752,8 +752,21 @@ static void check_backscatter(struct config_parse *p)
 		if (r == NULL || r->type == CONFIG_ROUTE_DIRECTORY ||
 		    util_strlist_has_case(&cfg->listed_domains, dom))
 			continue;
-		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients)
+		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients) {
+			bool all_ses = r->nhosts > 0;
+			for (size_t h = 0; h < r->nhosts; h++)
+				all_ses = all_ses && is_ses_inbound(r->hosts[h].host);
+			/* SES inbound accepts every address of a domain whose
+			 * receipt rule covers it: the callout verifies nothing */
+			if (all_ses)
+				warn_at(p, rline(p, (size_t)(r - cfg->routes), "verify_recipients"),
+				        "accepted domain %s: route '%s' verifies recipients at SES "
+				        "inbound, which accepts every address of the domain: give it "
+				        "a recipient list (recipients_file; WorkMail: "
+				        "deploy/aws/mxgate-workmail-recipients)",
+				        dom, r->name);
 			continue;
+		}
 		warn_at(p, line,
 		        "accepted domain %s has no recipient list (accepted_recipients, "
 		        "recipients_file) and its route '%s' (line %d) does not verify recipients "

@@ -359,3 +359,22 @@ def test_accepted_domain_without_recipient_check_warns(conf, name, route, dom_li
     others = {k: v for k, v in got.items() if k != n}
     assert not others or all("backscatter" not in m for v in others.values() for m in v), out
 
+
+
+def test_verify_recipients_at_ses_inbound_warns(conf):
+    """SES inbound accepts every address of the domain: a callout to it
+    verifies nothing - a warning at the route's verify_recipients line,
+    unless the domain has a recipient list."""
+    d, lines, _ = conf
+    lines = smtp_default(lines, f"{SES}:25") + ["verify_recipients = yes", ""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0, out
+    got = diags(out, p)
+    n = line_no(lines, "verify_recipients = yes")
+    assert [m for m in got.get(n, []) if "accepts every address" in m], out
+    lines = replaced(lines, "accepted_domains = ", "accepted_domains = example.test\n"
+                     "accepted_recipients = alice@example.test")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0 and not diags(out, p), out
