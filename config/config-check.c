@@ -733,6 +733,15 @@ static void check_routes(struct config_parse *p)
 		check_outbound(p, first_outbound);
 }
 
+/* route_is_ses_only - every host of the route is SES inbound. */
+static bool route_is_ses_only(const struct config_route *r)
+{
+	for (size_t h = 0; h < r->nhosts; h++)
+		if (!is_ses_inbound(r->hosts[h].host))
+			return false;
+	return r->nhosts > 0;
+}
+
 /* check_backscatter - every accepted domain must know its recipients: a
  * recipient list for the domain, or a route that asks its downstream
  * (verify_recipients).  Otherwise mail to a user who does not exist is
@@ -753,13 +762,11 @@ static void check_backscatter(struct config_parse *p)
 		    util_strlist_has_case(&cfg->listed_domains, dom))
 			continue;
 		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients) {
-			bool all_ses = r->nhosts > 0;
-			for (size_t h = 0; h < r->nhosts; h++)
-				all_ses = all_ses && is_ses_inbound(r->hosts[h].host);
 			/* SES inbound accepts every address of a domain whose
 			 * receipt rule covers it: the callout verifies nothing */
-			if (all_ses)
-				warn_at(p, rline(p, (size_t)(r - cfg->routes), "verify_recipients"),
+			int vline = rline(p, (size_t)(r - cfg->routes), "verify_recipients");
+			if (route_is_ses_only(r))
+				warn_at(p, vline,
 				        "accepted domain %s: route '%s' verifies recipients at SES "
 				        "inbound, which accepts every address of the domain: give it "
 				        "a recipient list (recipients_file; WorkMail: "
