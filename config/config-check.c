@@ -767,10 +767,10 @@ static void check_backscatter(struct config_parse *p)
 			int vline = rline(p, (size_t)(r - cfg->routes), "verify_recipients");
 			if (route_is_ses_only(r))
 				warn_at(p, vline,
-				        "accepted domain %s: route '%s' verifies recipients at SES "
-				        "inbound, which accepts every address of the domain: give it "
-				        "a recipient list (recipients_file; WorkMail: "
-				        "deploy/aws/mxgate-workmail-recipients)",
+				        "accepted domain %s: route '%s' verifies recipients at "
+				        "SES inbound, which accepts every address of the "
+				        "domain: give it a recipient list (recipients_file; "
+				        "WorkMail: deploy/aws/mxgate-workmail-recipients)",
 				        dom, r->name);
 			continue;
 		}
