@@ -23,6 +23,7 @@ runs (100 samples, nearest rank: one outlier is tolerated).
 
 import os
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
