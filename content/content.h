@@ -22,6 +22,11 @@
 #define CONTENT_BANNER_HTML_MARK "data-mxgate-warning"
 /* The header field mxgate adds to a warned message (and drops on input). */
 #define CONTENT_WARNING_FIELD "X-MXGate-Warning"
+/* The attachment policy's note on a delivered message (issue 13):
+ * "blocked; verdict=..." (action tag/deliver/quarantine) or "unchecked;
+ * reason=unparsable|size|setup".  Incoming copies are dropped with every
+ * X-Mxgate-* field (scan_is_our_header). */
+#define CONTENT_ATTACH_FIELD "X-Mxgate-Attachments"
 
 struct content_banner_opts {
 	const char *text; /* borrowed; UTF-8 line for text/plain parts, NULL = none */
