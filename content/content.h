@@ -69,8 +69,9 @@ struct content_attach_opts {
 
 /* content_attach_check - msg[0..len) against the attachment policy: 1 and
  * why ("name=invoice.pdf.exe", "type=pe name=...", "zip=a.zip entry=x.exe")
- * when blocked, 0 when not, -1 when it is not MIME we can parse.
- * Thread-safe. */
+ * when blocked, 0 when not, -1 and why ("mime=multipart_without_boundary",
+ * "mime=no_message", ...) when it is not MIME we can parse without guessing
+ * (nothing blocked among what could be read).  Thread-safe. */
 int content_attach_check(const char *msg, size_t len, const struct content_attach_opts *o,
                          char *why, size_t whylen);
 /* content_attach_type_name - "pe", "elf", "script" for one CONTENT_TYPE_*. */

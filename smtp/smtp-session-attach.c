@@ -119,7 +119,7 @@ static int apply(struct smtp_session *s, int action, const char *state, const ch
 		return -1;
 	}
 	if (action == CONFIG_ATTACH_QUARANTINE)
-		smtp_data_quarantine(s, "attachment", why);
+		smtp_data_quarantine(s, "attachment", why); /* "unparsable; mime=..." */
 	if (action == CONFIG_ATTACH_TAG)
 		s->tx->subject_tag = true;
 	attach_header(s, state, strcmp(state, "blocked") == 0 ? "verdict" : "reason", why);
@@ -151,16 +151,20 @@ static void job_done(void *arg)
 		return;
 	}
 	if (rc < 0) {
-		/* not MIME GMime can read at all (no header block, say): its
-		 * attachments cannot be judged - said in a header, and acted on
-		 * as configured; a tempfail would only bring it back */
+		/* MIME GMime could not read, or read only by guessing (why:
+		 * "mime=multipart_without_boundary", ...): a reader may see an
+		 * attachment that was never judged - said in a header, and acted
+		 * on as configured; a tempfail would only bring it back */
 		int action = s->cfg->attach_unparsable_action;
+		char detail[300];
+		snprintf(detail, sizeof(detail), "unparsable; %s", why);
 		util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
-		util_log_warn("s=%016llx attachment_check result=unchecked reason=unparsable action=%s",
-		              (unsigned long long)s->id, action_name[action]);
-		if (apply(s, action, "unchecked", "unparsable",
-		          "550 5.7.1 Message refused: its MIME structure cannot be parsed, so its "
-		          "attachments cannot be checked",
+		util_log_warn("s=%016llx attachment_check result=unchecked reason=unparsable %s "
+		              "action=%s",
+		              (unsigned long long)s->id, why, action_name[action]);
+		if (apply(s, action, "unchecked", detail,
+		          "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
+		          "so its attachments cannot be checked",
 		          "attachment_unparsable") == 0)
 			smtp_scan_continue(s);
 		return;
