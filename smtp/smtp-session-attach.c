@@ -67,6 +67,8 @@ static void job_work(void *arg)
 		got += n;
 	}
 	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
+	if (j->err)
+		snprintf(j->why, sizeof(j->why), "spool=unreadable");
 	util_buf_free(&in);
 }
 

@@ -244,6 +244,41 @@ def test_tag_band_and_auth_score_is_an_input(gateway, rspamd):
     assert mxtest.header_values(msg, "Authentication-Results")
 
 
+def test_auth_score_is_only_an_input_to_rspamd(gateway, rspamd):
+    """One verdict, not two: mxgate's score (a DNSBL hit, 4) is over its own
+    threshold (3) with quarantine_action = reject, but with rspamd on it is
+    only rspamd's input MXGATE_AUTH; rspamd says no action -> delivered (it
+    used to be refused before rspamd was asked)."""
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "quarantine_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()   # the start-up probe cached "not listed"
+    data, marker = make_message("input only")
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    st = status(msg)
+    assert "MXGATE_AUTH(4.00)" in st and 'action="no action"' in st, st
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["NO"]
+    assert mxtest.header_values(msg, "Subject") == [f"input only {marker}"]
+    assert "policy_verdict kinds=score" not in gw.log_text()
+
+
+def test_rspamd_down_mxgate_score_acts_again(gateway):
+    """rspamd cannot be asked (on_failure = accept): mxgate's own score is
+    the only verdict there is, and its score_action applies."""
+    gw = spam_gw(gateway, f"127.0.0.1:{mxtest.free_port()}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "score_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()
+    data, marker = make_message("fallback")
+    mxtest.assert_reply(send(gw, data), 550, "5.7.1")
+    gw.wait_log(r"spam_check result=unchecked reason=unavailable action=accept")
+    gw.wait_log(r"policy_verdict kinds=score action=reject")
+    assert not gw.find_in_mailbox(marker)
+
+
 def test_subject_tagged_once_and_seen_by_rspamd(gateway, rspamd):
     """tag: "[SPAM] " goes on the Subject once; a subject that already has
     it is left alone; an untagged message keeps its Subject byte for byte;
