@@ -341,9 +341,47 @@ void smtp_scan_continue(struct smtp_session *s)
 	next_step(s, true);
 }
 
+/* pos - w when it can raise the score, else 0. */
+static double pos(double w)
+{
+	return w > 0 ? w : 0;
+}
+
+/* policy_may_tag - can one of mxgate's own verdicts configured to tag
+ * fire under this config?  Only then is every Subject held out of the
+ * spool (and moved up): a config whose checks cannot reach the threshold
+ * keeps the header block byte for byte. */
+static bool policy_may_tag(const struct config *cfg)
+{
+	bool dnsbl = cfg->dnsbl_zones.n > 0 ||
+	             (cfg->dnsbl_site_specs.n > 0 && cfg->dnsbl_tag_threshold > 0);
+	if (cfg->spam_dmarc_action == CONFIG_PQ_TAG && cfg->dmarc_enabled &&
+	    cfg->dmarc_enforcement != CONFIG_DMARC_MONITOR)
+		return true;
+	if (cfg->dnsbl_tag_action == CONFIG_PQ_TAG && dnsbl)
+		return true;
+	if (cfg->spam_score_action != CONFIG_PQ_TAG)
+		return false;
+	/* the most the rules of policy_score() can add up to */
+	double max = pos(cfg->weight_no_rdns);
+	if (cfg->spf_enabled)
+		max += pos(cfg->weight_spf_fail > cfg->weight_spf_softfail ? cfg->weight_spf_fail
+		                                                           : cfg->weight_spf_softfail);
+	if (cfg->dkim_enabled)
+		max += pos(cfg->weight_dkim_fail);
+	if (cfg->dmarc_enabled)
+		max += pos(cfg->weight_dmarc_fail > cfg->weight_dmarc_quarantine
+		               ? cfg->weight_dmarc_fail
+		               : cfg->weight_dmarc_quarantine);
+	if (dnsbl)
+		max += pos(cfg->weight_dnsbl) * (double)(cfg->dnsbl_zones.n + cfg->dnsbl_site_specs.n);
+	return max >= cfg->spam_threshold;
+}
+
 /* may_tag - can a verdict of this config put the subject tag on?  Any
  * verdict configured to tag: rspamd's, a virus, a blocked or unparsable
- * attachment, mxgate's own (DMARC quarantine, score, DNSBL). */
+ * attachment, mxgate's own (DMARC quarantine, score, DNSBL) when it can
+ * fire. */
 static bool may_tag(const struct config *cfg)
 {
 	if (!cfg->rspamd_subject_tag || strcmp(cfg->rspamd_subject_tag, "none") == 0)
@@ -353,8 +391,7 @@ static bool may_tag(const struct config *cfg)
 	       (cfg->clamav_socket && cfg->clamav_virus_action == CONFIG_SCAN_TAG) ||
 	       (cfg->attach_enabled && (cfg->attach_action == CONFIG_ATTACH_TAG ||
 	                                cfg->attach_unparsable_action == CONFIG_ATTACH_TAG)) ||
-	       cfg->spam_dmarc_action == CONFIG_PQ_TAG || cfg->spam_score_action == CONFIG_PQ_TAG ||
-	       cfg->dnsbl_tag_action == CONFIG_PQ_TAG;
+	       policy_may_tag(cfg);
 }
 
 /* may_warn - can the external-sender warning put its subject tag on? */
