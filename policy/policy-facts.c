@@ -156,6 +156,18 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 				f->override = "local_policy";
 				f->override_comment = "enforcement quarantine";
 			}
+			/* [spam] dmarc_quarantine_action (issue 13): reject
+			 * refuses it, deliver lets it in unmarked - a local
+			 * policy weaker than the domain's */
+			if (strcmp(f->disposition, "quarantine") == 0 &&
+			    cfg->spam_dmarc_action == CONFIG_PQ_REJECT) {
+				f->disposition = "reject";
+			} else if (strcmp(f->disposition, "quarantine") == 0 &&
+			           cfg->spam_dmarc_action == CONFIG_PQ_DELIVER) {
+				f->disposition = "none";
+				f->override = "local_policy";
+				f->override_comment = "dmarc_quarantine_action deliver";
+			}
 		}
 	}
 	return 0;

@@ -707,6 +707,39 @@ static void test_verdict_kinds(void **state)
 	}
 }
 
+/* the disposition an aggregate report states follows what was done to a
+ * DMARC quarantine: [spam] dmarc_quarantine_action (issue 13) */
+static void test_facts_dmarc_quarantine_action(void **state)
+{
+	static const struct {
+		int act;
+		const char *disposition, *override;
+	} fc[] = {
+	    {CONFIG_PQ_TAG, "quarantine", NULL},
+	    {CONFIG_PQ_QUARANTINE, "quarantine", NULL},
+	    {CONFIG_PQ_REJECT, "reject", NULL},
+	    {CONFIG_PQ_DELIVER, "none", "local_policy"},
+	};
+	struct config cfg;
+
+	(void)state;
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(fc) / sizeof(fc[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, POLICY_SPF_FAIL, NULL, NULL,
+		                                 POLICY_DMARC_FAIL, 'q');
+		struct policy_dmarc_facts f;
+
+		cfg.spam_dmarc_action = fc[i].act;
+		assert_int_equal(policy_msg_dmarc_facts(pm, &f), 0);
+		assert_string_equal(f.disposition, fc[i].disposition);
+		if (fc[i].override == NULL)
+			assert_null(f.override);
+		else
+			assert_string_equal(f.override, fc[i].override);
+		policy_msg_destroy(pm);
+	}
+}
+
 static void test_summary_and_spam_headers(void **state)
 {
 	struct config cfg;
@@ -842,6 +875,7 @@ int main(void)
 	    cmocka_unit_test(test_ar_format),
 	    cmocka_unit_test(test_ar_special),
 	    cmocka_unit_test(test_verdict), cmocka_unit_test(test_verdict_kinds),
+	    cmocka_unit_test(test_facts_dmarc_quarantine_action),
 	    cmocka_unit_test(test_summary_and_spam_headers),
 	    cmocka_unit_test(test_spf_reply),
 	    cmocka_unit_test(test_received_spf),
