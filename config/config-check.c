@@ -420,10 +420,11 @@ static void check_actions(struct config_parse *p)
 	if (gline(p, "spam", "score_action") == 0)
 		cfg->spam_score_action = cfg->spam_quarantine_action;
 	if (cfg->clamav_socket != NULL && cfg->clamav_virus_action == CONFIG_SCAN_DELIVER)
-		warn_at(p, gline(p, "clamav", "virus_action"),
-		        "virus_action = deliver hands infected messages to the mailboxes with only an "
-		        "X-Virus-Scan header; use tag (header and subject tag) to warn the reader, or "
-		        "quarantine");
+		warn_at(
+		    p, gline(p, "clamav", "virus_action"),
+		    "virus_action = deliver hands infected messages to the mailboxes with only an "
+		    "X-Virus-Scan header; use tag (header and subject tag) to warn the reader, or "
+		    "quarantine");
 }
 
 /* check_global_sanity - limits and timers that contradict each other. */

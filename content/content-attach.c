@@ -59,8 +59,7 @@ struct judge {
 /* parser_warning - GMime's warning callback: the first critical issue
  * (GMIME_CRIT_*) is kept; mere warnings (duplicated fields, 8-bit
  * headers, ...) are everyday mail. */
-static void parser_warning(gint64 offset, GMimeParserWarning code, const gchar *item,
-                           gpointer arg)
+static void parser_warning(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer arg)
 {
 	struct judge *j = arg;
 	const char *name = NULL;

@@ -164,10 +164,11 @@ static void job_done(void *arg)
 		util_log_warn("s=%016llx attachment_check result=unchecked reason=unparsable %s "
 		              "action=%s",
 		              (unsigned long long)s->id, why, action_name[action]);
-		if (apply(s, action, "unchecked", detail,
-		          "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
-		          "so its attachments cannot be checked",
-		          "attachment_unparsable") == 0)
+		if (apply(
+		        s, action, "unchecked", detail,
+		        "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
+		        "so its attachments cannot be checked",
+		        "attachment_unparsable") == 0)
 			smtp_scan_continue(s);
 		return;
 	}
@@ -176,7 +177,8 @@ static void job_done(void *arg)
 	util_log_info("s=%016llx attachment_check result=blocked %s action=%s",
 	              (unsigned long long)s->id, why, action_name[action]);
 	char reply[400];
-	snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: attachment not allowed (%s)", why);
+	snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: attachment not allowed (%s)",
+	         why);
 	if (apply(s, action, "blocked", why, reply, "attachment") == 0)
 		smtp_scan_continue(s);
 }

@@ -353,8 +353,8 @@ static double pos(double w)
  * keeps the header block byte for byte. */
 static bool policy_may_tag(const struct config *cfg)
 {
-	bool dnsbl = cfg->dnsbl_zones.n > 0 ||
-	             (cfg->dnsbl_site_specs.n > 0 && cfg->dnsbl_tag_threshold > 0);
+	bool dnsbl =
+	    cfg->dnsbl_zones.n > 0 || (cfg->dnsbl_site_specs.n > 0 && cfg->dnsbl_tag_threshold > 0);
 	if (cfg->spam_dmarc_action == CONFIG_PQ_TAG && cfg->dmarc_enabled &&
 	    cfg->dmarc_enforcement != CONFIG_DMARC_MONITOR)
 		return true;
@@ -365,8 +365,9 @@ static bool policy_may_tag(const struct config *cfg)
 	/* the most the rules of policy_score() can add up to */
 	double max = pos(cfg->weight_no_rdns);
 	if (cfg->spf_enabled)
-		max += pos(cfg->weight_spf_fail > cfg->weight_spf_softfail ? cfg->weight_spf_fail
-		                                                           : cfg->weight_spf_softfail);
+		max +=
+		    pos(cfg->weight_spf_fail > cfg->weight_spf_softfail ? cfg->weight_spf_fail
+		                                                        : cfg->weight_spf_softfail);
 	if (cfg->dkim_enabled)
 		max += pos(cfg->weight_dkim_fail);
 	if (cfg->dmarc_enabled)
@@ -374,7 +375,8 @@ static bool policy_may_tag(const struct config *cfg)
 		               ? cfg->weight_dmarc_fail
 		               : cfg->weight_dmarc_quarantine);
 	if (dnsbl)
-		max += pos(cfg->weight_dnsbl) * (double)(cfg->dnsbl_zones.n + cfg->dnsbl_site_specs.n);
+		max +=
+		    pos(cfg->weight_dnsbl) * (double)(cfg->dnsbl_zones.n + cfg->dnsbl_site_specs.n);
 	return max >= cfg->spam_threshold;
 }
 
@@ -464,7 +466,8 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 	if (!tx->subject_held) {
 		/* no Subject at all: one made of the tags, or leaving the field
 		 * out would have shed them (red team finding) */
-		const char *t0 = tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
+		const char *t0 =
+		    tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
 		const char *t1 =
 		    tx->warn_subject && may_warn(s->cfg) ? s->cfg->warning_subject_tag : NULL;
 		if (t0 || t1)
@@ -472,9 +475,9 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 			                t1 ? " " : "", t1 ? t1 : "");
 		return;
 	}
-	const char *tags[2] = {
-	    tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL,
-	    tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
+	const char *tags[2] = {tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag
+	                                                          : NULL,
+	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
 	if (!tags[0] && !tags[1]) {
 		util_buf_adds(b, tx->subject);
 		return;
