@@ -68,17 +68,27 @@ def test_dmarc_quarantine_deliver(gateway):
     gw.wait_log(r"policy_verdict kinds=dmarc action=deliver")
 
 
-def test_dnsbl_listing_reject(gateway):
-    """[dnsbl] tag_action = reject: a client listed at tag_threshold (under
-    reject_threshold, so it was let in) gets 550 at the end of DATA, its
-    own verdict rather than a share of the score."""
-    gw = policy_gw(gateway, dnsbl={"sites": "bl.test", "tag_action": "reject"}, listed=True)
+@pytest.mark.parametrize("action", ["reject", "tag"])
+def test_dnsbl_listing_action(gateway, action):
+    """[dnsbl] tag_action: a client listed at tag_threshold (under
+    reject_threshold, so it was let in; score 4, under the threshold) is a
+    verdict of its own at the end of DATA rather than a share of the score:
+    550, or tagged."""
+    gw = policy_gw(gateway, spam={"threshold": "5"},
+                   dnsbl={"sites": "bl.test", "tag_action": action}, listed=True)
     data, marker = make_message("listed")
     r = send(gw, data, "sender@client.example.net")
-    mxtest.assert_reply(r, 550, "5.7.1")
-    gw.wait_log(r"policy_verdict kinds=dnsbl action=reject")
-    gw.wait_log(r"reject reason=policy_quarantine")
-    assert not gw.find_in_mailbox(marker)
+    gw.wait_log(r"policy_verdict kinds=dnsbl action=" + action)
+    if action == "reject":
+        mxtest.assert_reply(r, 550, "5.7.1")
+        gw.wait_log(r"reject reason=policy_quarantine")
+        assert not gw.find_in_mailbox(marker)
+        return
+    mxtest.assert_reply(r, 250)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "Subject") == [f"[SPAM] listed {marker}"]
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+    assert "DNSBL_bl.test" in mxtest.header_values(msg, "X-Spam-Status")[0]
 
 
 def test_tags_of_several_verdicts_go_on_once(gateway):
