@@ -414,6 +414,26 @@ static void check_dnsbl(struct config_parse *p)
 				"ever tagged", cfg->dnsbl_tag_threshold, cfg->dnsbl_reject_threshold);
 }
 
+/* check_actions - the per-verdict actions (issue 13): dmarc_quarantine_action
+ * and score_action default to quarantine_action, so a file written before
+ * they existed keeps its meaning; a virus delivered with only a header is
+ * allowed (monitoring a new scanner) but said out loud. */
+static void check_actions(struct config_parse *p)
+{
+	struct config *cfg = p->cfg;
+
+	if (gline(p, "spam", "dmarc_quarantine_action") == 0)
+		cfg->spam_dmarc_action = cfg->spam_quarantine_action;
+	if (gline(p, "spam", "score_action") == 0)
+		cfg->spam_score_action = cfg->spam_quarantine_action;
+	if (cfg->clamav_socket != NULL && cfg->clamav_virus_action == CONFIG_SCAN_DELIVER)
+		warn_at(
+		    p, gline(p, "clamav", "virus_action"),
+		    "virus_action = deliver hands infected messages to the mailboxes with only an "
+		    "X-Virus-Scan header; use tag (header and subject tag) to warn the reader, or "
+		    "quarantine");
+}
+
 /* check_global_sanity - limits and timers that contradict each other. */
 static void check_global_sanity(struct config_parse *p)
 {
@@ -844,6 +864,7 @@ void config_check_all(struct config_parse *p)
 	check_reports(p);
 	config_check_start(p);
 	check_dnsbl(p);
+	check_actions(p);
 }
 
 /* ------------------------------------------------------------ lookups */

@@ -447,7 +447,8 @@ static const struct config_directive d_arc[] = {
      "Sealer domains (d= of the newest ARC-Seal) whose validated chain overrides a DMARC "
      "failure when the oldest set of the trusted run of sealers recorded dmarc=pass"},
 };
-static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
+static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", "deliver",
+                                                   NULL};
 
 static const struct config_directive d_spam[] = {
     {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
@@ -474,9 +475,20 @@ static const struct config_directive d_spam[] = {
      v_header, R, "Header carrying the score"},
     {"quarantine_action", CONFIG_T_ENUM, G(spam_quarantine_action), "tag", NULL, 0, 0,
      e_policy_quarantine, NULL, R,
-     "mxgate's own quarantine verdict (DMARC p=quarantine, score at or above threshold): tag "
-     "(delivered with X-Spam-Flag: YES), quarantine (kept in the queue, `mxgate quarantine`; "
-     "reason=policy) or reject (550 5.7.1)"},
+     "mxgate's own quarantine verdict, the default of dmarc_quarantine_action and "
+     "score_action: tag (delivered with X-Spam-Flag: YES and [rspamd] subject_tag on the "
+     "Subject), quarantine (kept in the queue, `mxgate quarantine`; reason=policy), reject "
+     "(550 5.7.1) or deliver (headers only, X-Spam-Flag: NO)"},
+    {"dmarc_quarantine_action", CONFIG_T_ENUM, G(spam_dmarc_action), NULL, "quarantine_action",
+     0, 0, e_policy_quarantine, NULL, R,
+     "A DMARC failure under p=quarantine (or a reject that [auth] dmarc_enforcement or pct "
+     "turns into quarantine): tag, quarantine, reject or deliver; applied by mxgate whether "
+     "[rspamd] is on or not"},
+    {"score_action", CONFIG_T_ENUM, G(spam_score_action), NULL, "quarantine_action", 0, 0,
+     e_policy_quarantine, NULL, R,
+     "mxgate's own score at or above threshold: tag, quarantine, reject or deliver.  With "
+     "[rspamd] address set the score is only an input to rspamd (symbol MXGATE_AUTH) and "
+     "this applies only when rspamd could not be asked (on_failure = accept)"},
     {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };
@@ -492,6 +504,12 @@ static const struct config_directive d_dnsbl[] = {
     {"tag_threshold", CONFIG_T_INT, G(dnsbl_tag_threshold), "1", NULL, 0, 100000, NULL, NULL, R,
      "Score at or above which each listing zone adds [spam] weight_dnsbl to the message's "
      "spam score (rule DNSBL_<zone>); 0 = never"},
+    {"tag_action", CONFIG_T_ENUM, G(dnsbl_tag_action), "deliver", NULL, 0, 0,
+     e_policy_quarantine, NULL, R,
+     "A client listed at or above tag_threshold (also by [spam] dnsbl_zones), on its own: "
+     "deliver (nothing by itself: the listing only adds to the spam score), tag "
+     "(X-Spam-Flag: YES and [rspamd] subject_tag), quarantine (reason=policy) or reject "
+     "(550 5.7.1 at the end of DATA)"},
     {"decide_at", CONFIG_T_ENUM, G(dnsbl_decide), "connect", NULL, 0, 0, e_dnsbl_decide, NULL, R,
      "connect: the banner waits for the lookups (at most [dns] timeout) and a rejected client "
      "gets 554 instead; rcpt: banner at once, each RCPT gets 554"},
@@ -681,7 +699,7 @@ static const struct config_directive d_route[] = {
 
 /* [clamav] (issue 13: content inspection) */
 static const char *const e_scan_failure[] = {"tempfail", "accept", NULL};
-static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", NULL};
+static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", "tag", NULL};
 
 /* v_scan_socket - "/path", "unix:/path" or a numeric "host:port" (the
  * connection is made on the event loop: no blocking name lookup). */
@@ -717,8 +735,9 @@ static const struct config_directive d_clamav[] = {
     {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
      NULL, R,
      "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
-     "kept in the queue's quarantine/ until `mxgate quarantine release|delete`) or deliver "
-     "(with X-Virus-Scan: infected and the signature name)"},
+     "kept in the queue's quarantine/ until `mxgate quarantine release|delete`), tag "
+     "(delivered with X-Virus-Scan: infected and the signature name, and [rspamd] "
+     "subject_tag on the Subject) or deliver (the header only; check-config warns)"},
     {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
      "they are delivered with X-Virus-Scan: unscanned reason=size"},
@@ -762,7 +781,9 @@ static const struct config_directive d_rspamd[] = {
      R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
     {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,
      v_printable, R,
-     "Prefix put once on the Subject of a message tagged as spam (a DKIM signature covering "
+     "Prefix put once on the Subject of a message tagged by any verdict - rspamd, [clamav] "
+     "virus_action, [attachments] action, [spam] dmarc_quarantine_action / score_action, "
+     "[dnsbl] tag_action = tag - [rspamd] address set or not (a DKIM signature covering "
      "Subject no longer verifies downstream; mxgate's Authentication-Results keep the result); "
      "none = headers only"},
     {"skip_auth_checks", CONFIG_T_BOOL, G(rspamd_skip_auth), "yes", NULL, 0, 0, NULL, NULL, R,
@@ -772,7 +793,7 @@ static const struct config_directive d_rspamd[] = {
 };
 
 /* [attachments] (issue 13: attachment policy, content/content-attach.c) */
-static const char *const e_attach_action[] = {"reject", "quarantine", NULL};
+static const char *const e_attach_action[] = {"reject", "quarantine", "tag", "deliver", NULL};
 
 /* v_attach_type - one detected type. */
 static const char *v_attach_type(const char *s, char *buf, size_t buflen)
@@ -815,9 +836,17 @@ static const struct config_directive d_attachments[] = {
     {"max_zip_entries", CONFIG_T_INT, G(attach_max_zip_entries), "1000", NULL, 1, 100000, NULL,
      NULL, R, "A zip archive with more entries is blocked"},
     {"action", CONFIG_T_ENUM, G(attach_action), "reject", NULL, 0, 0, e_attach_action, NULL, R,
-     "A blocked attachment: reject (550 5.7.1 before anything is queued) or quarantine"},
+     "A blocked attachment: reject (550 5.7.1 before anything is queued), quarantine "
+     "(reason=attachment), tag (delivered with X-Mxgate-Attachments: blocked and [rspamd] "
+     "subject_tag on the Subject) or deliver (the header only)"},
+    {"unparsable_action", CONFIG_T_ENUM, G(attach_unparsable_action), "deliver", NULL, 0, 0,
+     e_attach_action, NULL, R,
+     "A message the MIME parser cannot read at all (its attachments cannot be judged): "
+     "deliver (with X-Mxgate-Attachments: unchecked; reason=unparsable), tag, quarantine or "
+     "reject (550 5.7.1); never a tempfail, which the sender would retry for nothing"},
     {"max_size", CONFIG_T_SIZE, G(attach_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
-     "Larger messages are not judged (logged: attachment_check result=unchecked reason=size)"},
+     "Larger messages are not judged: delivered with X-Mxgate-Attachments: unchecked; "
+     "reason=size (logged and counted)"},
 };
 
 /* [warning] (issue 13: external-sender warning, content/content-banner.c) */

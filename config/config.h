@@ -127,8 +127,23 @@ enum config_warning_senders {
 	CONFIG_WARN_FAILING,         /* authentication failing (DMARC fail, or SPF fail without DMARC) */
 	CONFIG_WARN_EITHER,          /* external or failing */
 };
-/* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
-enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
+/* What a virus found means: 550 5.7.1, deliver with the verdict header,
+ * quarantine, or tag (verdict header and [rspamd] subject_tag). */
+enum config_scan_action {
+	CONFIG_SCAN_REJECT = 0,
+	CONFIG_SCAN_DELIVER,
+	CONFIG_SCAN_QUARANTINE,
+	CONFIG_SCAN_TAG
+};
+/* What a blocked attachment (or a message whose MIME cannot be parsed)
+ * means (issue 13): 550 5.7.1, quarantine, tag (header and [rspamd]
+ * subject_tag) or deliver (header only). */
+enum config_attach_action {
+	CONFIG_ATTACH_REJECT = 0,
+	CONFIG_ATTACH_QUARANTINE,
+	CONFIG_ATTACH_TAG,
+	CONFIG_ATTACH_DELIVER
+};
 
 /* [admin] tls: HTTPS with the [tls] certificate, or plain HTTP (issue 15). */
 enum config_admin_tls {
@@ -145,10 +160,16 @@ enum config_spam_action {
 	CONFIG_SPAM_QUARANTINE
 };
 
-/* What mxgate's own QUARANTINE verdict (DMARC p=quarantine, score at or
- * above [spam] threshold) does: tag (headers, delivered), quarantine (held
- * in the queue), reject (550 5.7.1). */
-enum config_policy_quarantine { CONFIG_PQ_TAG = 0, CONFIG_PQ_QUARANTINE, CONFIG_PQ_REJECT };
+/* What one of mxgate's own verdicts (DMARC quarantine, score at or above
+ * [spam] threshold, a DNSBL listing at [dnsbl] tag_threshold) does: tag
+ * (X-Spam-Flag: YES and [rspamd] subject_tag, delivered), quarantine (held
+ * in the queue), reject (550 5.7.1) or deliver (headers, not flagged). */
+enum config_policy_quarantine {
+	CONFIG_PQ_TAG = 0,
+	CONFIG_PQ_QUARANTINE,
+	CONFIG_PQ_REJECT,
+	CONFIG_PQ_DELIVER
+};
 
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 /* What a DMARC temperror does (enforcement on): 451, or stamp and accept. */
@@ -281,7 +302,11 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
-	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13) */
+	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13): the
+	                                     default of the two below */
+	int spam_dmarc_action;            /* enum config_policy_quarantine: DMARC quarantine */
+	int spam_score_action;            /* enum config_policy_quarantine: score >= threshold
+	                                     (without [rspamd]; with it, an input only) */
 
 	/* [clamav] - virus scanning through clamd (issue 13, scan/scan-clamd.c) */
 	char *clamav_socket;              /* NULL = off; "/path", "unix:/path" or "host:port" */
@@ -308,7 +333,8 @@ struct config {
 	struct util_strlist attach_types;      /* "pe", "elf", "script" */
 	bool attach_zip;                       /* look inside zip archives, one level */
 	int attach_max_zip_entries;
-	int attach_action;                     /* 0 = reject, 1 = quarantine */
+	int attach_action;                     /* enum config_attach_action */
+	int attach_unparsable_action;          /* enum config_attach_action: MIME not parsable */
 	int64_t attach_max_size;               /* bytes; larger messages are not checked (logged) */
 
 	/* [warning] - external-sender warning (issue 13, content/content-banner.c) */
@@ -328,6 +354,8 @@ struct config {
 	int dnsbl_tag_threshold;          /* score at or above: listing zones enter the spam score;
 	                                     0 = never */
 	int dnsbl_decide;                 /* enum config_dnsbl_decide */
+	int dnsbl_tag_action;             /* enum config_policy_quarantine: a listing at
+	                                     tag_threshold (deliver = the score alone decides) */
 	int64_t dnsbl_cache_ttl;          /* seconds an answer is reused */
 
 	/* [pregreet] - postscreen-style tests before the banner (issue 17) */

@@ -223,6 +223,15 @@ enum policy_action {
 	POLICY_TEMPFAIL,       /* 451 with reply */
 };
 
+/* Which of mxgate's own verdicts made a POLICY_QUARANTINE (issue 13): each
+ * kind has its own configured action ([spam] dmarc_quarantine_action,
+ * score_action, [dnsbl] tag_action), which smtp/ applies. */
+enum policy_kind {
+	POLICY_KIND_DMARC = 1u << 0, /* DMARC failure, disposition quarantine */
+	POLICY_KIND_SCORE = 1u << 1, /* score at or above [spam] threshold */
+	POLICY_KIND_DNSBL = 1u << 2, /* listed at [dnsbl] tag_threshold, tag_action not deliver */
+};
+
 typedef void (*policy_cb)(uint64_t cookie, void *arg);
 
 /* One message.  mail_from is "" for the null sender. */
@@ -285,6 +294,7 @@ struct policy_verdict {
 	const char *summary;   /* key=value fields for the log line:
 	                          "spf=pass dkim=pass dmarc=pass score=0.0 action=accept" */
 	double score;
+	unsigned kinds;        /* enum policy_kind bits: why the action is QUARANTINE (0 else) */
 	const char *spf;       /* SPF result word ("pass", "fail", ...), NULL = not evaluated */
 	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };

@@ -181,7 +181,9 @@ struct smtp_tx {
 	                                    the spool when they may be tagged (smtp-session-scan.c),
 	                                    or NULL */
 	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
-	bool subject_tag;                /* put [rspamd] subject_tag on it */
+	bool subject_tag;                /* put [rspamd] subject_tag on it (any verdict's tag) */
+	bool score_deferred;             /* mxgate's score verdict waits for rspamd: acted on
+	                                    only when rspamd cannot be asked */
 	bool warn_subject;               /* put [warning] subject_tag on it (smtp-session-warn.c) */
 	const char *warn_why;            /* static; "external"/"failing" when warned, or NULL */
 	bool from_seen;                  /* the first From field was looked at */
@@ -434,6 +436,11 @@ void smtp_data_commit(struct smtp_session *s, bool async);
 /* smtp_data_commit_prepend - spool + envelope with prepend (owned, taken)
  * to the queue; 250 when durable. */
 void smtp_data_commit_prepend(struct smtp_session *s, char *prepend);
+/* smtp_data_policy_act - apply the configured action of each of the
+ * policy verdict kinds (enum policy_kind bits) that fired: the strongest
+ * wins (reject > quarantine > tag > deliver).  -1 when the message was
+ * refused (the session is resumed when async), else 0. */
+int smtp_data_policy_act(struct smtp_session *s, unsigned kinds, bool async);
 /* smtp_data_quarantine - the message is to be quarantined for reason
  * ("virus", ...) with verdict (words, may be NULL); replaces an earlier one. */
 void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char *verdict);

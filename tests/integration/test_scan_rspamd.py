@@ -286,10 +286,14 @@ def test_guide_action_table_offers_every_value():
     src = Path(mxtest.source_dir())
     ref = (src / "docs/config-reference.md").read_text()
     guide = (src / "docs/postmaster-guide.md").read_text()
+    # the [rspamd] section of the reference, the rows of the guide's table
+    ref = ref[ref.index("## [rspamd]"):]
+    ref = ref[:ref.index("\n## ", 1)]
+    table = "\n".join(line for line in guide.splitlines() if line.startswith("| "))
     for d in ("reject_action", "tag_action"):
         row = re.search(r"^\| `%s` \| enum \| `\w+` \| ([^|]+(?:\\\|[^|]+)*) \|" % d, ref, re.M)
         values = {v.strip() for v in row.group(1).split("\\|")}
-        m = re.search(r"`%s = ([\w\\|]+)`" % d, guide)
+        m = re.search(r"`%s = ([\w\\|]+)`" % d, table)
         assert m, d
         assert set(m.group(1).split("\\|")) == values, (d, m.group(1), values)
 
@@ -322,6 +326,41 @@ def test_missing_rule_is_warned_once(gateway):
         assert gw.log_text().count("lacks MXGATE_AUTH") == 1
     finally:
         fake.stop()
+
+
+def test_auth_score_is_only_an_input_to_rspamd(gateway, rspamd):
+    """One verdict, not two: mxgate's score (a DNSBL hit, 4) is over its own
+    threshold (3) with quarantine_action = reject, but with rspamd on it is
+    only rspamd's input MXGATE_AUTH; rspamd says no action -> delivered (it
+    used to be refused before rspamd was asked)."""
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "quarantine_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()   # the start-up probe cached "not listed"
+    data, marker = make_message("input only")
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    st = status(msg)
+    assert "MXGATE_AUTH(4.00)" in st and 'action="no action"' in st, st
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["NO"]
+    assert mxtest.header_values(msg, "Subject") == [f"input only {marker}"]
+    assert "policy_verdict kinds=score" not in gw.log_text()
+
+
+def test_rspamd_down_mxgate_score_acts_again(gateway):
+    """rspamd cannot be asked (on_failure = accept): mxgate's own score is
+    the only verdict there is, and its score_action applies."""
+    gw = spam_gw(gateway, f"127.0.0.1:{mxtest.free_port()}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "score_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()
+    data, marker = make_message("fallback")
+    mxtest.assert_reply(send(gw, data), 550, "5.7.1")
+    gw.wait_log(r"spam_check result=unchecked reason=unavailable action=accept")
+    gw.wait_log(r"policy_verdict kinds=score action=reject")
+    assert not gw.find_in_mailbox(marker)
 
 
 def test_subject_tagged_once_and_seen_by_rspamd(gateway, rspamd):
