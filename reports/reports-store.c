@@ -42,7 +42,8 @@
 
 struct reports_store {
 	const struct reports_backend *be;
-	void *db;
+	struct reports_conn conn; /* the writer's; down: rows are not recorded */
+	bool up;                  /* conn has a handle (under lock, for flush) */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;
@@ -179,6 +180,105 @@ void reports_row_free(struct reports_row *r)
 	free(r);
 }
 
+/* ------------------------------------------------------------ the
+ * connection that comes back */
+
+/* reports_conn_init - see reports-internal.h. */
+void reports_conn_init(struct reports_conn *c, const struct reports_backend *be, char *target,
+                       const char *who)
+{
+	memset(c, 0, sizeof(*c));
+	c->be = be;
+	c->target = target;
+	c->who = who;
+	c->backoff = REPORTS_RETRY_MIN;
+}
+
+/* reports_conn_get - see reports-internal.h. */
+void *reports_conn_get(struct reports_conn *c, char *err, size_t errlen)
+{
+	if (c->db != NULL)
+		return c->db;
+	int64_t now = util_mono_ms();
+	if (c->next_try != 0 && now < c->next_try) {
+		snprintf(err, errlen, "store unavailable: %s", c->last_err);
+		return NULL;
+	}
+	char e[256] = "";
+	if ((c->db = c->be->open(c->target, e, sizeof(e))) != NULL) {
+		if (c->was_down)
+			util_log_info("- reports %s store available again store=%s", c->who,
+			              c->be->name);
+		c->was_down = false;
+		c->backoff = REPORTS_RETRY_MIN;
+		c->next_try = 0;
+		return c->db;
+	}
+	/* logged at the first failure, when the error changes, and then every
+	 * ten minutes: a store down for a day is not 3000 log lines */
+	if (!c->was_down || strcmp(e, c->last_err) != 0 || now - c->last_log >= 600 * 1000) {
+		util_log_err("- reports %s store unavailable store=%s error=\"%s\" (not "
+		             "recorded meanwhile; retrying, mail is not affected)",
+		             c->who, c->be->name, e);
+		c->last_log = now;
+	}
+	snprintf(c->last_err, sizeof(c->last_err), "%s", e);
+	c->was_down = true;
+	c->next_try = now + (int64_t)c->backoff * 1000;
+	c->backoff = c->backoff * 2 > REPORTS_RETRY_MAX ? REPORTS_RETRY_MAX : c->backoff * 2;
+	snprintf(err, errlen, "store unavailable: %s", e);
+	return NULL;
+}
+
+/* reports_conn_failed - see reports-internal.h. */
+void reports_conn_failed(struct reports_conn *c)
+{
+	if (c->db == NULL || c->be->broken == NULL || !c->be->broken(c->db))
+		return;
+	c->be->close(c->db);
+	c->db = NULL;
+	c->was_down = true;
+	c->last_log = util_mono_ms();
+	snprintf(c->last_err, sizeof(c->last_err), "connection lost");
+	util_log_err("- reports %s store connection lost store=%s (reconnecting)", c->who,
+	             c->be->name);
+	c->backoff = REPORTS_RETRY_MIN;
+	c->next_try = 0; /* at once: a server restart is the common case */
+}
+
+/* reports_conn_wait_ms - see reports-internal.h. */
+int64_t reports_conn_wait_ms(const struct reports_conn *c)
+{
+	if (c->db != NULL || c->next_try == 0)
+		return 0;
+	int64_t d = c->next_try - util_mono_ms();
+	return d > 0 ? d : 0;
+}
+
+/* reports_conn_close - closes the handle, frees the target. */
+void reports_conn_close(struct reports_conn *c)
+{
+	if (c->db != NULL)
+		c->be->close(c->db);
+	c->db = NULL;
+	free(c->target);
+	c->target = NULL;
+}
+
+/* ------------------------------------------------------------ the writer */
+
+/* store_connect - writer, lock not held: the handle, opened when due; the
+ * gauge follows.  NULL while down. */
+static void *store_connect(struct reports_store *rs, char *err, size_t errlen)
+{
+	void *db = reports_conn_get(&rs->conn, err, errlen);
+	util_metrics_set("mxgate_reports_store_up", NULL, db != NULL ? 1 : 0);
+	pthread_mutex_lock(&rs->lock);
+	rs->up = db != NULL;
+	pthread_mutex_unlock(&rs->lock);
+	return db;
+}
+
 /* linger - writer, lock held, rows queued: wait until the batch fills, a
  * flush or stop asks for it, or linger_ms passed since the first row. */
 static void linger(struct reports_store *rs)
@@ -205,9 +305,25 @@ static void *writer_main(void *arg)
 
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
-		while (rs->qlen == 0 && rs->drops_pending == 0 && !rs->stop)
-			pthread_cond_wait(&rs->wake, &rs->lock);
-		if (rs->qlen == 0 && rs->drops_pending == 0 && rs->stop)
+		/* the store down: rows are taken (and not recorded) as they come,
+		 * drop counts wait for it, and it is tried again when due */
+		while (rs->qlen == 0 && (rs->drops_pending == 0 || !rs->up) && !rs->stop) {
+			if (rs->up) {
+				pthread_cond_wait(&rs->wake, &rs->lock);
+				continue;
+			}
+			int64_t ms = reports_conn_wait_ms(&rs->conn);
+			if (ms > 0) {
+				struct timespec until;
+				util_mono_deadline(NULL, ms, &until);
+				(void)pthread_cond_timedwait(&rs->wake, &rs->lock, &until);
+				continue;
+			}
+			pthread_mutex_unlock(&rs->lock);
+			(void)store_connect(rs, err, sizeof(err));
+			pthread_mutex_lock(&rs->lock);
+		}
+		if (rs->qlen == 0 && (rs->drops_pending == 0 || !rs->up) && rs->stop)
 			break;
 		if (rs->qlen > 0)
 			linger(rs);
@@ -222,15 +338,25 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&rs->lock);
 
 		int rc = 0;
-		if (batch != NULL && n > 0)
-			rc = rs->be->insert(rs->db, batch, n, err, sizeof(err));
+		void *db = store_connect(rs, err, sizeof(err));
+		if (db == NULL)
+			rc = -1;
+		else if (batch != NULL && n > 0)
+			rc = rs->be->insert(db, batch, n, err, sizeof(err));
 		if (rc == 0 && drops > 0)
-			rc =
-			    rs->be->add_drops(rs->db, (int64_t)time(NULL), drops, err, sizeof(err));
+			rc = rs->be->add_drops(db, (int64_t)time(NULL), drops, err, sizeof(err));
+		if (rc < 0 && db != NULL) {
+			reports_conn_failed(&rs->conn);
+			if (rs->conn.db == NULL) { /* lost: reconnect now, or be down */
+				char e2[256];
+				(void)store_connect(rs, e2, sizeof(e2));
+				db = NULL;
+			}
+		}
 		if (rc < 0) {
 			util_metrics_add("mxgate_reports_write_errors_total", NULL, (double)n);
 			time_t now = time(NULL);
-			if (now - rs->last_err_log >= 60) {
+			if (db != NULL && now - rs->last_err_log >= 60) {
 				rs->last_err_log = now;
 				util_log_err("- reports write failed rows=%zu error=\"%s\"", n,
 				             err);
@@ -239,6 +365,11 @@ static void *writer_main(void *arg)
 			util_metrics_add("mxgate_reports_recorded_total", NULL, (double)n);
 		}
 		pthread_mutex_lock(&rs->lock);
+		if (rc < 0 && db == NULL)
+			/* the store was down: the next report says what it misses
+			 * (a write that failed otherwise - disk full - is counted
+			 * only, or the writer would retry it in a loop) */
+			rs->drops_pending += drops + n;
 		for (size_t i = 0; i < n; i++) {
 			if (batch[i]->slot && rs->nspare < rs->spare_max) {
 				*(void **)(void *)batch[i] = rs->spare;
@@ -275,6 +406,10 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	(void)util_metrics_define("mxgate_reports_write_errors_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations lost to a failed database write (disk full)",
 	                          NULL, NULL, 0);
+	(void)util_metrics_define("mxgate_reports_store_up", UTIL_METRIC_GAUGE,
+	                          "1 when the report store is open; 0 while it is down "
+	                          "(evaluations are not recorded, mail goes on)",
+	                          NULL, NULL, 0);
 	(void)db;
 	const struct reports_backend *be = NULL;
 	if ((target = reports_db_target(cfg, &be, err, errlen)) == NULL)
@@ -301,18 +436,22 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	pthread_cond_init(&rs->wake, &ca);
 	pthread_cond_init(&rs->idle, NULL);
 	pthread_condattr_destroy(&ca);
-	if ((rs->db = rs->be->open(target, err, errlen)) == NULL)
-		goto fail;
+	/* a store that cannot be opened (a broken file, the server down) is
+	 * logged and tried again by the writer: never a reason to stop */
+	reports_conn_init(&rs->conn, be, target, "writer");
+	target = NULL;
+	char e2[256];
+	void *h = store_connect(rs, e2, sizeof(e2));
 	if (pthread_create(&rs->thread, NULL, writer_main, rs) != 0) {
 		snprintf(err, errlen, "cannot start the writer thread");
 		goto fail;
 	}
 	rs->started = true;
 	pthread_setname_np(rs->thread, "mx-reports"); /* top -H, perf */
-	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms",
-	              rs->be->name, target, rs->be->schema_version(rs->db), rs->qmax, rs->fill,
-	              rs->linger_ms);
-	free(target);
+	const char *path = be == &reports_sqlite_backend ? rs->conn.target : "(connection string)";
+	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms%s",
+	              rs->be->name, path, h != NULL ? rs->be->schema_version(h) : -1, rs->qmax,
+	              rs->fill, rs->linger_ms, h != NULL ? "" : " state=down");
 	return rs;
 fail:
 	free(target);
@@ -344,8 +483,7 @@ void reports_close(struct reports_store *rs)
 		pthread_cond_destroy(&rs->wake);
 		pthread_cond_destroy(&rs->idle);
 	}
-	if (rs->db != NULL)
-		rs->be->close(rs->db);
+	reports_conn_close(&rs->conn);
 	free(rs->q);
 	free(rs);
 }
@@ -439,7 +577,8 @@ void reports_flush(struct reports_store *rs)
 	pthread_mutex_lock(&rs->lock);
 	rs->flushing++; /* the writer stops lingering */
 	pthread_cond_signal(&rs->wake);
-	while (rs->qlen > 0 || rs->writing > 0 || rs->drops_pending > 0)
+	/* while the store is down the drop count waits for it: not for us */
+	while (rs->qlen > 0 || rs->writing > 0 || (rs->drops_pending > 0 && rs->up))
 		pthread_cond_wait(&rs->idle, &rs->lock);
 	rs->flushing--;
 	pthread_mutex_unlock(&rs->lock);

@@ -17,6 +17,10 @@
  * write (disk full) drops the batch and counts it; mail is never refused
  * because of the store.
  *
+ * A store that cannot be opened (a broken file, the server down) does not
+ * fail reports_open: the writer tries it again with a backoff meanwhile
+ * (mxgate_reports_store_up 0, the rows counted as not recorded).
+ *
  * Ownership: reports_open() returns a store the caller frees with
  * reports_close() (NULL is a no-op), which writes what is queued first.
  * cfg and pm are borrowed.
@@ -37,7 +41,8 @@ struct reports_store;
 
 /* reports_open - the database named by [reports] database (default: SQLite
  * at QUEUE_DIR/reports.db, WAL mode), migrated to the current schema, and
- * the writer thread.  NULL + message in err on failure. */
+ * the writer thread.  NULL + message in err for a database this build
+ * cannot open (config) or no memory; a store that is down is not one. */
 struct reports_store *reports_open(const struct config *cfg, char *err, size_t errlen);
 void reports_close(struct reports_store *rs);
 
