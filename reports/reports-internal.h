@@ -222,6 +222,27 @@ char *reports_db_target(const struct config *cfg, const struct reports_backend *
                         size_t errlen);
 extern const struct reports_backend reports_pg_backend;
 
+/* What a run covers (reports-report.c; the run and the preview).
+ * reports_run_begin - where a run ending at end starts: the end of the
+ * last run; before any, the start of the oldest evaluation's period (end
+ * when there is none); never before the look-back (retention, at least a
+ * period, at most REPORTS_LOOKBACK_MAX), never after end.  0/-1 + err. */
+#define REPORTS_LOOKBACK_MAX (31 * 86400)
+int reports_run_begin(const struct reports_backend *be, void *db, const struct config *cfg,
+                      int64_t end, int64_t *begin, char *err, size_t errlen);
+/* reports_run_slice - the next report period of a run from from to end:
+ * [*sb, *se), the period of the next evaluation at or after from (cut to
+ * [from, end)); periods without evaluations are skipped.  1, 0 when none
+ * is left, -1 + err. */
+int reports_run_slice(const struct reports_backend *be, void *db, const struct config *cfg,
+                      int64_t from, int64_t end, int64_t *sb, int64_t *se, char *err,
+                      size_t errlen);
+/* reports_report_id - RFC 9990 unique-id (1*(ALPHA / DIGIT)): 24 hex
+ * digits of SHA-256(hostname, domain, begin, end), the same for the same
+ * report, so the report table's key makes a run idempotent. */
+void reports_report_id(const char *hostname, const char *domain, int64_t begin, int64_t end,
+                       char out[25]);
+
 /* reports_dash_ready - the readiness line of one domain's sender inventory
  * (reports-dash.c; pure, for the unit tests): messages from approved
  * sources and how many pass DMARC, from the others and how many fail. */

@@ -91,7 +91,7 @@ struct reports_sender {
 	pthread_t thread;
 	bool running;
 	int64_t run_end;                 /* the end of the running run */
-	bool outbox_only;                /* the run only re-reads the outbox (start-up) */
+	bool startup;                    /* the start-up run: missed periods, the outbox */
 	bool marking;                    /* the thread marks queued messages, no run */
 	struct reports_out *out;         /* the run's messages (run thread, then loop) */
 	struct reports_out *marks;       /* queued, to mark in the outbox (loop, then thread) */
@@ -442,22 +442,6 @@ const char *reports_sign_domain(const struct config *cfg, const char *email)
 
 /* ------------------------------------------------------------ the run */
 
-/* report_id - RFC 9990 unique-id (1*(ALPHA / DIGIT)): 24 hex digits of
- * SHA-256(hostname, domain, begin, end), the same for the same report, so
- * the report table's key makes a run idempotent. */
-static void report_id(const struct config *cfg, const char *domain, int64_t begin, int64_t end,
-                      char out[25])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	char *s = util_xasprintf("%s %s %lld %lld", cfg->hostname, domain, (long long)begin,
-	                         (long long)end);
-	EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL);
-	free(s);
-	for (int i = 0; i < 12; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* reports_find_dmarc - the v=DMARC1 record at name (worker thread, sync
  * DNS); malloc'd, NULL when there is none. */
 char *reports_find_dmarc(struct policy_dns *dns, const char *name)
@@ -494,7 +478,7 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 	}
 	if (agg.n == 0)
 		goto out;
-	report_id(cfg, domain, begin, end, id);
+	reports_report_id(cfg->hostname, domain, begin, end, id);
 	email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
 	                           : util_xasprintf("postmaster@%s", cfg->hostname);
 	struct reports_meta m = {
@@ -620,8 +604,6 @@ static void *run_main(void *arg)
 				    o->report_id, err);
 		goto close;
 	}
-	if (snd->outbox_only)
-		goto outbox;
 	reports_flush(snd->rs); /* what was judged before the run is in it */
 	int lk = be->lock_run ? be->lock_run(db, err, sizeof(err)) : 1;
 	if (lk <= 0) {
@@ -631,7 +613,7 @@ static void *run_main(void *arg)
 			util_log_err("- reports run lock failed error=\"%s\"", err);
 		goto close;
 	}
-	if (be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
+	if (reports_run_begin(be, db, &snd->run_cfg, end, &begin, err, sizeof(err)) < 0 ||
 	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto close;
@@ -642,9 +624,23 @@ static void *run_main(void *arg)
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto close;
 	}
-	for (size_t i = 0; i < doms.n; i++)
-		run_domain(snd, db, doms.v[i], begin, end);
-	if (be->add_run(db, begin, end, err, sizeof(err)) < 0 ||
+	/* one report per domain and period (catch-up after downtime) */
+	int k = 1;
+	for (int64_t from = begin, sb, se; from < end; from = se) {
+		struct util_strlist sd = {0};
+		k = reports_run_slice(be, db, &snd->run_cfg, from, end, &sb, &se, err,
+		                          sizeof(err));
+		if (k > 0 && be->domains(db, sb, se, &sd, err, sizeof(err)) < 0)
+			k = -1;
+		if (k < 0)
+			util_log_err("- reports run period failed error=\"%s\"", err);
+		for (size_t i = 0; k > 0 && i < sd.n; i++)
+			run_domain(snd, db, sd.v[i], sb, se);
+		util_strlist_free(&sd);
+		if (k <= 0)
+			break;
+	}
+	if (k < 0 || be->add_run(db, begin, end, err, sizeof(err)) < 0 ||
 	    be->tx(db, 1, err, sizeof(err)) < 0) {
 		char e2[64];
 		(void)be->tx(db, 2, e2, sizeof(e2));
@@ -659,7 +655,6 @@ static void *run_main(void *arg)
 			util_log_info("- reports pruned evaluations=%llu before=%lld",
 			              (unsigned long long)pruned, (long long)cut);
 	}
-outbox:
 	/* this run's messages and any an earlier process left unqueued */
 	if (be->outbox_pending(db, &snd->out, err, sizeof(err)) < 0)
 		util_log_err("- reports outbox read failed error=\"%s\"", err);
@@ -732,6 +727,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	pthread_join(snd->thread, NULL);
 	snd->running = false;
+	snd->startup = false;
 	snap_free(&snd->run_cfg);
 	if (snd->marking) {
 		snd->marking = false;
@@ -821,7 +817,7 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 {
 	if (snd == NULL)
 		return -1;
-	if (snd->running && !snd->marking && !snd->outbox_only)
+	if (snd->running && !snd->marking && !snd->startup)
 		return -1; /* a report run is going on */
 	if (snd->running || snd->injecting > 0 || snd->marks != NULL) {
 		/* queuing or marking the last run's messages: right after that */
@@ -831,7 +827,7 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 		return 0;
 	}
 	snd->run_end = end;
-	snd->outbox_only = false;
+	snd->startup = false;
 	snd->running = true;
 	snap_take(&snd->run_cfg, snd->cfg);
 	/* no evaluation recorded from now on may fall before end: it would be
@@ -911,8 +907,13 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
 		goto fail;
 	}
 	arm_timer(snd);
-	/* reports an earlier process made but did not get into the queue */
-	snd->outbox_only = true;
+	/* the start-up run: every complete period not reported yet (the
+	 * gateway was down over a period end), one report per period, and
+	 * the reports an earlier process made but did not get into the queue */
+	int64_t pb, pe;
+	reports_period_of(cfg, (int64_t)time(NULL), &pb, &pe);
+	snd->run_end = pb;
+	snd->startup = true;
 	snd->running = true;
 	snap_take(&snd->run_cfg, cfg);
 	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {

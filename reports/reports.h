@@ -65,7 +65,9 @@ void reports_store_barrier(struct reports_store *rs, int64_t t);
 void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
 
 /* reports_preview - the RFC 9990 XML that domain (a policy domain) would
- * be sent for the period containing now, appended to out.  Opens the store
+ * be sent if the period ended now (a run ending at now + 1, as send-now:
+ * from the last run's end, or the start of now's period when that is
+ * later; the run's report_id), appended to out.  Opens the store
  * itself (safe beside a running daemon: WAL).  0; 1 when nothing was
  * recorded for domain in the period; -1 + err. */
 int reports_preview(const struct config *cfg, const char *domain, int64_t now, struct util_buf *out,
@@ -77,9 +79,10 @@ int reports_status(const struct config *cfg, struct util_buf *out, char *err, si
 /* reports_period_of - the reporting period containing t: [*begin, *end). */
 void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
 
-/* The report sender (reports-send.c): a run per period end (timer) or on
- * demand; each run reports every policy domain's evaluations since the
- * previous run to its verified mailto: rua destinations, DKIM-signed,
+/* The report sender (reports-send.c): a run per period end (timer), at
+ * start-up (the complete periods not reported yet) or on demand; each run
+ * reports every policy domain's evaluations since the previous run, one
+ * report per period, to its verified mailto: rua destinations, DKIM-signed,
  * through queue_inject (local origin: the outbound route).  Makes the
  * signing key ([reports] dkim_key_file) when it does not exist.  All
  * pointers borrowed.  Loop thread. */

@@ -109,3 +109,98 @@ def test_postgresql_down_at_start_then_up_and_restarted(tmp_path, dns,  # noqa: 
         return r.stdout.strip()
     assert q("SELECT count(*) FROM evaluation") == "2"
     assert q("SELECT sum(n) FROM dropped") == "2"   # the one before, the one lost
+
+
+# ------------------------------------------------------------ periods
+
+DAY = 86400
+
+
+def expected_id(gw, domain, begin, end):
+    """RFC 9990 report_id of a run's report: 24 hex digits of
+    SHA-256("hostname domain begin end"), end exclusive."""
+    import hashlib
+    return hashlib.sha256(f"{gw.hostname} {domain} {begin} {end}".encode()).hexdigest()[:24]
+
+
+def sent_reports(sink):
+    """(report_id, begin, end, record count) of each report at the sink."""
+    import email
+    import email.policy
+    import gzip
+    import xml.etree.ElementTree as ET
+    ns = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
+    out = []
+    for m in sink.messages:
+        raw = m.data if isinstance(m.data, bytes) else m.data.encode()
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        att = list(msg.iter_attachments())
+        root = ET.fromstring(gzip.decompress(att[0].get_content()))
+        md = root.find("d:report_metadata", ns)
+        out.append((md.find("d:report_id", ns).text,
+                    int(md.find("d:date_range/d:begin", ns).text),
+                    int(md.find("d:date_range/d:end", ns).text),
+                    sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns))))
+    return sorted(out, key=lambda r: r[1])
+
+
+def test_missed_periods_caught_up_one_report_each_and_idempotent(tmp_path, dns):  # noqa: F811
+    """The gateway was down over period ends: at start-up it sends each
+    complete period not reported yet on its own, aligned to UTC midnight,
+    with the id of that (domain, period); a rerun of the same periods (the
+    run records lost, e.g. a store restored from a backup) finds the
+    reports already sent and sends nothing again."""
+    import time
+    from downstream import Downstream
+    from test_reports import RUA_MX
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port)
+    con = None
+    try:
+        gw.start()
+        send_pass(gw, 3)
+        mxtest.wait_for(lambda: (metric_value(gw, "mxgate_reports_recorded_total")
+                                 or 0) >= 3, mxtest.scaled(10), what="three recorded")
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        # move the evaluations into past days: one three days ago, two
+        # the day after; the last run ended four days ago at midnight
+        today = int(time.time()) // DAY * DAY
+        d3, d2 = today - 3 * DAY, today - 2 * DAY
+        con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+        ids = [r[0] for r in con.execute("SELECT id FROM evaluation ORDER BY id")]
+        for i, t in zip(ids, (d3 + 100, d2 + 200, d2 + 300)):
+            con.execute("UPDATE evaluation SET t = ? WHERE id = ?", (t, i))
+        con.execute("DELETE FROM report_run")
+        con.execute("INSERT INTO report_run VALUES (?, ?, ?)", (d3 - DAY, d3, d3))
+        con.commit()
+        gw.start()
+        mxtest.wait_for(lambda: len(sink.messages) >= 2, mxtest.scaled(20),
+                        what="two catch-up reports")
+        mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
+        want = [(expected_id(gw, "pass.test", d3, d2), d3, d2 - 1, 1),
+                (expected_id(gw, "pass.test", d2, d2 + DAY), d2, d2 + DAY - 1, 2)]
+        assert sent_reports(sink) == want
+        gw.wait_log(rf"reports run begin={d3} end={today} ")
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        # the same periods again: the same ids, already sent, nothing new
+        con.execute("DELETE FROM report_run")
+        con.execute("INSERT INTO report_run VALUES (?, ?, ?)", (d3 - DAY, d3, d3))
+        con.commit()
+        gw.start()
+        for rid, *_ in want:
+            gw.wait_log(rf"reports domain=pass\.test report_id={rid} already sent",
+                        mxtest.scaled(15))
+        # and a plain restart has nothing left to catch up
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.start()
+        empty = f"reports run begin={today} end={today} domains=0"
+        mxtest.wait_for(lambda: gw.log_text().count(empty) >= 2, mxtest.scaled(15),
+                        what="an empty start-up run (the first start had one too)")
+        assert not gw.queue_ids()
+    finally:
+        if con is not None:
+            con.close()
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert len(sink.messages) == 2, [m.rcpt_tos for m in sink.messages]
