@@ -204,3 +204,53 @@ def test_missed_periods_caught_up_one_report_each_and_idempotent(tmp_path, dns):
         gw.close()
         sink.stop()
     assert len(sink.messages) == 2, [m.rcpt_tos for m in sink.messages]
+
+
+def preview_meta(gw, domain):
+    """(report_id, begin, end, record count) of `mxgate reports preview`."""
+    import xml.etree.ElementTree as ET
+    r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "preview", domain, "-c",
+                        str(gw.config_path)], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    ns = {"d": "urn:ietf:params:xml:ns:dmarc-2.0"}
+    root = ET.fromstring(r.stdout)
+    md = root.find("d:report_metadata", ns)
+    return (md.find("d:report_id", ns).text, int(md.find("d:date_range/d:begin", ns).text),
+            int(md.find("d:date_range/d:end", ns).text),
+            sum(int(c.text) for c in root.findall("d:record/d:row/d:count", ns)))
+
+
+def test_preview_is_what_the_next_run_sends(tmp_path, dns):  # noqa: F811
+    """The preview covers what a run ending now would - from the last
+    run's end, not from the period's start - with that run's report_id."""
+    import time
+    from downstream import Downstream
+    from test_reports import RUA_MX
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port).start()
+    try:
+        send_pass(gw, 2)
+        mxtest.wait_for(lambda: (metric_value(gw, "mxgate_reports_recorded_total")
+                                 or 0) >= 2, mxtest.scaled(10), what="two recorded")
+        today = int(time.time()) // DAY * DAY
+        rid, begin, end, n = preview_meta(gw, "pass.test")
+        assert (begin, n) == (today, 2)   # no run yet: from the period's start
+        assert rid == expected_id(gw, "pass.test", begin, end + 1)
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="the report")
+        [(sid, sbegin, send_end, sn)] = sent_reports(sink)
+        assert (sbegin, sn) == (today, 2)
+        assert sid == expected_id(gw, "pass.test", sbegin, send_end + 1)
+        # after the run: the preview starts where that run ended
+        send_pass(gw)
+        mxtest.wait_for(lambda: (metric_value(gw, "mxgate_reports_recorded_total")
+                                 or 0) >= 3, mxtest.scaled(10), what="one more recorded")
+        rid, begin, end, n = preview_meta(gw, "pass.test")
+        assert (begin, n) == (send_end + 1, 1)
+        assert rid == expected_id(gw, "pass.test", begin, end + 1)
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
