@@ -254,3 +254,83 @@ def test_preview_is_what_the_next_run_sends(tmp_path, dns):  # noqa: F811
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
         sink.stop()
+
+
+# ------------------------------------------------------------ crash safety
+
+def test_kill9_after_commit_before_queue_and_dead_claim_expires(tmp_path, dns,  # noqa: F811
+                                                                postgres):  # noqa: F811
+    """kill -9 after the run committed its report but before it was queued:
+    the next start queues it from the outbox - exactly one report arrives.
+    The window is held open for real: a row lock the test takes on another
+    outbox row makes the run's outbox claim (right after its commit) wait,
+    and the gateway is killed while it waits.  The report's outbox row is
+    then marked claimed 10 minutes ago (a node that claimed it and died):
+    the claim lease expires, so it does not block the fleet forever."""
+    import time
+    from downstream import Downstream
+    from test_reports import RUA_MX
+    uri = str(postgres)
+
+    def q(sql):
+        r = subprocess.run(["psql", uri, "-At", "-c", sql], capture_output=True, timeout=30,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port, database=uri).start()
+    locker = None
+    try:
+        gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")   # the start-up run
+        send_pass(gw, 2)
+        mxtest.wait_for(lambda: (metric_value(gw, "mxgate_reports_recorded_total")
+                                 or 0) >= 2, mxtest.scaled(10), what="two recorded")
+        q("INSERT INTO outbox (report_id, rcpt, sender, msg) VALUES"
+          " ('held', 'x@example.invalid', 'y@example.invalid', '\\x00')")
+        locker = subprocess.Popen(["psql", uri, "-At"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        locker.stdin.write("BEGIN;\nSELECT report_id FROM outbox WHERE report_id = 'held'"
+                           " FOR UPDATE;\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() in ("BEGIN", "held")
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: q("SELECT count(*) FROM pg_stat_activity WHERE"
+                                  " wait_event_type = 'Lock' AND query LIKE"
+                                  " 'UPDATE outbox SET claimed_at%'") == "1",
+                        mxtest.scaled(20), what="the run's outbox claim waiting")
+        # committed: the report and its message, not claimed, not queued
+        assert q("SELECT count(*) FROM report WHERE domain = 'pass.test'") == "1"
+        assert q("SELECT count(*) FROM outbox WHERE report_id <> 'held' AND queued = 0"
+                 " AND claimed_at IS NULL") == "1"
+        assert gw.kill9() is not None
+        locker.stdin.write("ROLLBACK;\n")
+        locker.stdin.close()
+        locker.wait(timeout=30)
+        locker = None
+        q("DELETE FROM outbox WHERE report_id = 'held'")
+        assert sink.messages == [] and not gw.queue_ids()
+        # a node claimed it ten minutes ago and died: the lease has expired
+        q(f"UPDATE outbox SET claimed_at = {int(time.time()) - 601}")
+        gw.start()
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="the report")
+        mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
+        mxtest.wait_for(lambda: q("SELECT queued FROM outbox") == "1", mxtest.scaled(10),
+                        what="marked queued")
+        # and a run now has nothing new to send
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 4,
+                        mxtest.scaled(10), what="the last run")
+        mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
+    finally:
+        if locker is not None:
+            locker.kill()
+            locker.wait()
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert [m.rcpt_tos for m in sink.messages] == [["agg@rua.test"]]
