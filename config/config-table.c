@@ -897,7 +897,8 @@ static const struct config_directive d_reports[] = {
     {"retention", CONFIG_T_DURATION, G(reports_retention), "7d", NULL, 0, 3650 * 86400, NULL,
      NULL, 0,
      "How long evaluations are kept once reported (then deleted at the next run; never "
-     "before they were reported)"},
+     "before they were reported); also how far back a run reports periods missed while "
+     "the gateway was down (at least one period, at most 31 days)"},
     {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
      v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
     {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
