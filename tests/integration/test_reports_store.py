@@ -243,10 +243,14 @@ def test_preview_is_what_the_next_run_sends(tmp_path, dns):  # noqa: F811
         [(sid, sbegin, send_end, sn)] = sent_reports(sink)
         assert (sbegin, sn) == (today, 2)
         assert sid == expected_id(gw, "pass.test", sbegin, send_end + 1)
-        # after the run: the preview starts where that run ended
+        # after the run: the preview starts where that run ended (once the
+        # clock is past that end: a row recorded in the run's last second
+        # is stamped with the end, the next run's first second)
         send_pass(gw)
         mxtest.wait_for(lambda: (metric_value(gw, "mxgate_reports_recorded_total")
                                  or 0) >= 3, mxtest.scaled(10), what="one more recorded")
+        mxtest.wait_for(lambda: int(time.time()) > send_end + 1, mxtest.scaled(5),
+                        what="the clock past the run's end")
         rid, begin, end, n = preview_meta(gw, "pass.test")
         assert (begin, n) == (send_end + 1, 1)
         assert rid == expected_id(gw, "pass.test", begin, end + 1)
