@@ -28,6 +28,12 @@
  * (the only window for a duplicate: between the queue's fsync and the
  * mark, with the same report_id so receivers can tell).
  *
+ * Periods (reports-report.c): a run reports from the last run's end to its
+ * own end, one report per domain and period; the start-up run ends at the
+ * start of the current period, so the periods that ended while the
+ * gateway was down are sent then, each on its own, with the ids any other
+ * run would give them.
+ *
  * Ownership: the sender borrows cfg, dns, qs and the store.
  * Diagnostics: "- reports ..." log lines; mxgate_reports_sent_total{result}.
  */
