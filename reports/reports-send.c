@@ -635,7 +635,7 @@ static void *run_main(void *arg)
 	for (int64_t from = begin, sb, se; from < end; from = se) {
 		struct util_strlist sd = {0};
 		k = reports_run_slice(be, db, &snd->run_cfg, from, end, &sb, &se, err,
-		                          sizeof(err));
+		                      sizeof(err));
 		if (k > 0 && be->domains(db, sb, se, &sd, err, sizeof(err)) < 0)
 			k = -1;
 		if (k < 0)
