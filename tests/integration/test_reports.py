@@ -587,8 +587,19 @@ def postgres():
     subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w",
                               "-o", f"-k {d} -c listen_addresses='' -p {port} -F", "start"],
                    check=True, capture_output=True, timeout=120)
+    ctl = as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w"]
+
+    class Uri(str):
+        """The URI; stop() and start() take the server down and up again."""
+        def stop(self):
+            subprocess.run(ctl + ["-m", "fast", "stop"], check=True, capture_output=True,
+                           timeout=60)
+
+        def start(self):
+            subprocess.run(ctl + ["-o", f"-k {d} -c listen_addresses='' -p {port} -F",
+                                  "start"], check=True, capture_output=True, timeout=120)
     try:
-        yield f"postgresql://mxgate@/postgres?host={d}&port={port}"
+        yield Uri(f"postgresql://mxgate@/postgres?host={d}&port={port}")
     finally:
         subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-m", "immediate",
                                   "stop"], capture_output=True, timeout=60)
