@@ -5,7 +5,9 @@
  * flush does not wait for the store, mxgate_reports_store_up is 0 and the
  * operator's file is left as it was; once the file is moved aside the
  * writer opens a new store by itself (backoff), the gauge goes to 1, rows
- * are written again and the dropped table says how many were missed.
+ * are written again and the dropped table says how many were missed, at
+ * a time no earlier than the last run's end (the run barrier: that period
+ * is reported already).
  * Table-driven: what is in the file at start.
  */
 #include <setjmp.h>
@@ -93,6 +95,8 @@ static void test_store_down_then_back(void **state)
 		if (rs == NULL)
 			fail_msg("%s: the store did not start: %s", dc->name, err);
 		assert_true(util_metrics_value("mxgate_reports_store_up", NULL) == 0);
+		const int64_t barrier = 4000000000LL; /* a run ended "later" */
+		reports_store_barrier(rs, barrier);
 		for (int i = 0; i < 3; i++)
 			assert_int_equal(reports_store_push(rs, row(100 + i)), 0);
 		reports_flush(rs); /* returns: nothing waits for a store that is down */
@@ -124,6 +128,7 @@ static void test_store_down_then_back(void **state)
 		reports_close(rs);
 		assert_int_equal(count(path, "SELECT count(*) FROM evaluation"), 1);
 		assert_int_equal(count(path, "SELECT sum(n) FROM dropped"), 3);
+		assert_true(count(path, "SELECT min(t) FROM dropped") >= barrier);
 		unlink(path);
 		unlink(aside);
 		char side[96];
