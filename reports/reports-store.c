@@ -451,19 +451,16 @@ static void *writer_main(void *arg)
 		if (rc == 0)
 			rs->written += n;
 		rs->dropped += lost;
-		if (db == NULL) {
-			/* the store down: the count is written as soon as it is
-			 * back, the next report says what it misses; a connection
-			 * lost and opened again at once gets it after
-			 * REPORTS_RETRY_MS (a server that drops every call is not
-			 * hammered) */
+		if (drops + lost > 0 && (db == NULL || drc < 0)) {
+			/* not in the table yet.  The store down: written as soon as
+			 * it is back (the next report says what it misses).  The
+			 * store up but refusing it (disk full), or a connection lost
+			 * and opened again at once: every REPORTS_RETRY_MS, not in a
+			 * loop */
 			rs->drops_pending += drops + lost;
-			rs->drops_retry = rs->up;
-		} else if (drc < 0) {
-			/* the store up but refusing it (disk full): every
-			 * REPORTS_RETRY_MS, not in a loop */
-			rs->drops_pending += drops + lost;
-			rs->drops_retry = true;
+			rs->drops_retry = db != NULL || rs->up;
+		} else if (drops + lost > 0) {
+			rs->drops_retry = false; /* written */
 		}
 		rs->busy = false;
 		pthread_cond_broadcast(&rs->idle);

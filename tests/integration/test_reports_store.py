@@ -181,6 +181,10 @@ def test_missed_periods_caught_up_one_report_each_and_idempotent(tmp_path, dns):
                 (expected_id(gw, "pass.test", d2, d2 + DAY), d2, d2 + DAY - 1, 2)]
         assert sent_reports(sink) == want
         gw.wait_log(rf"reports run begin={d3} end={today} ")
+        # recorded as sent each with its own period (what status and the
+        # prune read), not the run's
+        rows = con.execute("SELECT report_id, begin_t, end_t FROM report ORDER BY begin_t")
+        assert [tuple(r) for r in rows] == [(want[0][0], d3, d2), (want[1][0], d2, d2 + DAY)]
         assert gw.stop() in (0, None), gw.log_tail(40)
         # the same periods again: the same ids, already sent, nothing new
         con.execute("DELETE FROM report_run")
