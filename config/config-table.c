@@ -941,7 +941,9 @@ static const struct config_directive d_reports[] = {
      NULL, 0,
      "How long evaluations are kept once reported (then deleted at the next run; never "
      "before they were reported); the reports, refused destinations and runs of that age go "
-     "with them, the newest run stays (where the next one begins)"},
+     "with them, the newest run stays (where the next one begins); also how far back a run "
+     "reports periods missed while the gateway was down (at least one period, at most 31 "
+     "days)"},
     {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
      v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
     {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
