@@ -304,7 +304,7 @@ static bool user_can_reach(const char *path, uid_t uid, gid_t gid)
  * be a writable folder on a real file system (error), and with user set
  * when started as root the queue directory must be writable by the user
  * (error); one that does not exist yet gets a warning, as root would create
- * it 0700 for itself (systemd's StateDirectory= or the package create it
+ * it 0700 for itself (the package, or `install -d -o USER`, creates it
  * for the user before `run`). */
 static void check_queue_dir(struct config_parse *p)
 {
