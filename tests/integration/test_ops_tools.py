@@ -3,8 +3,10 @@
 an error; `reload` prints the problems and the changes that need a restart;
 without -c the CLI says which config it uses; after SIGTERM a new MAIL gets
 421; the control socket belongs to the service user and an operators'
-group (mode 0660); the metrics listener has a whole-request deadline and a
-connection cap."""
+group (mode 0660); a user who may not read the config is told so and the
+CLI tries the packaged socket, one the socket does not let in is told that
+(not "is mxgate running?"); the metrics listener has a whole-request
+deadline and a connection cap."""
 
 import grp
 import os
@@ -15,10 +17,12 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from mxtest import (assert_reply, free_port, make_message, mxgate_bin, scaled, wait_for)
+from mxtest import (assert_reply, free_port, make_message, mxgate_bin, scaled, source_dir,
+                    wait_for)
 from test_hostile_privileges import nobody, prepare_tree
 
 SENDER = "sender@client.example.net"
@@ -189,3 +193,41 @@ def _try_scrape(port):
     except OSError:
         return None
     return data if data.startswith(b"HTTP/1.0 200") else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
+def test_cli_as_user_outside_the_operators_group(gateway):
+    """The package's config is 0640 root:mxgate in a 0750 folder: for a user
+    outside that group it is unreadable, not missing."""
+    pw, gr = nobody()
+    gw = gateway({"server": {"control_socket_mode": "0600"}})
+    p = gw.tmp
+    while p != Path("/"):
+        os.chmod(p, os.stat(p).st_mode | 0o111)
+        p = p.parent
+
+    def as_nobody(*args):
+        return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={gr.gr_gid}",
+                               "--clear-groups", mxgate_bin(), *args,
+                               "-c", str(gw.config_path)],
+                              capture_output=True, text=True, timeout=scaled(20))
+    # the config can be read, the socket (root's, 0600) cannot be used
+    os.chmod(gw.config_path, 0o644)
+    r = as_nobody("status")
+    assert r.returncode != 0, r.stdout
+    assert f"cannot connect to {gw.control_socket}: Permission denied: the socket" in r.stderr
+    assert "control_socket_group" in r.stderr and "is mxgate running" not in r.stderr, r.stderr
+    # the config cannot be read: said so, and the packaged socket is tried
+    os.chmod(gw.config_path, 0o640)
+    r = as_nobody("status")
+    assert r.returncode != 0, r.stdout
+    assert (f"mxgate: cannot read {gw.config_path}: Permission denied; trying the default "
+            "control socket /run/mxgate/control.sock") in r.stderr, r.stderr
+    assert "cannot connect to /run/mxgate/control.sock" in r.stderr, r.stderr
+    # that default is the packaged one
+    src = Path(source_dir())
+    for conf in ("deploy/debian/mxgate.conf", "deploy/docker/mxgate.conf"):
+        assert re.search(r"^control_socket = /run/mxgate/control\.sock$",
+                         (src / conf).read_text(), re.M), conf
+    # root still gets through
+    assert gw.cli("status").returncode == 0
