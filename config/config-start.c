@@ -405,7 +405,9 @@ static void check_cert_names(struct config_parse *p, X509 *x, int line)
 	struct util_buf b = {0};
 	size_t i;
 
-	util_strlist_add(&names, cfg->hostname);
+	/* a rejected hostname is a placeholder (reported at its line) */
+	if (config_rejected_line(p, "server", 0, "hostname") == 0)
+		util_strlist_add(&names, cfg->hostname);
 	for (i = 0; i < cfg->mta_sts_mx.n; i++)
 		if (!util_strlist_has_case(&names, cfg->mta_sts_mx.v[i]))
 			util_strlist_add(&names, cfg->mta_sts_mx.v[i]);
