@@ -11,6 +11,7 @@ import pathlib
 import re
 import ssl
 import subprocess
+import time
 
 import mxtest
 from downstream import Downstream, relay_extra
@@ -213,3 +214,35 @@ def test_delay_since_arrival_and_queue_by_state(gateway):
     assert abs(delay - (q + c + t)) <= 0.15, sent
     wait_for(lambda: metrics(mport)[("mxgate_route_delivered_total", '{route="default"}')] == 1,
              scaled(5), what="route delivered counter")
+
+
+def test_immediate_delivery_delay_counts_from_the_arrival_to_the_microsecond(gateway):
+    """delay= is measured from the arrival (stored to the µs), not added up
+    from delays=: a message delivered at once reports no more than the time
+    that really passed - the old whole-second arrival added up to 1 s (the
+    dot is sent late in a second, when that would show)."""
+    gw = gateway()
+    data, marker = make_message(sender=SENDER)
+    body = data if data.endswith(b"\r\n") else data + b"\r\n"
+    with gw.client() as c:
+        c.ehlo("client.example.net")
+        assert c.cmd(f"MAIL FROM:<{SENDER}>").code == 250
+        assert c.cmd("RCPT TO:<a@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(body)
+        wait_for(lambda: 0.6 <= time.time() % 1 < 0.8, scaled(5), interval=0.005,
+                 what="late in a second")
+        start = time.time()
+        c.send(b".\r\n")
+        qid = mxtest.queued_id(c.reply())
+    line = gw.wait_log(qid + r" to=<a@example.test> route=default .*status=sent.*").group(0)
+    elapsed = time.time() - start
+    mm = re.search(r" delay=([\d.]+) delays=([\d.]+)/([\d.]+)/([\d.]+) ", line)
+    assert mm, line
+    delay, q, c_, t = (float(x) for x in mm.groups())
+    # at most the time that passed since the dot (printed to 0.1 s) ...
+    assert delay <= elapsed + 0.05, (line, elapsed)
+    # ... which for a delivery at once is well under half a second
+    assert delay < 0.5 or elapsed >= 0.45, (line, elapsed)
+    # and not less than its parts (each printed to 0.1 s)
+    assert delay >= q + c_ + t - 0.15, line
