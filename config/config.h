@@ -431,7 +431,8 @@ void config_diags_free(struct config_diags *d);
 void config_diags_print(const struct config_diags *d, FILE *out);
 size_t config_diags_errors(const struct config_diags *d);
 
-/* The embedded default (used when no -c is given): listens on
+/* The embedded default (used when no -c is given and /etc/mxgate/mxgate.conf
+ * does not exist): listens on
  * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
  * and delivers into ./mxgate-data/mailbox through a directory route; its
  * bounces go to ./mxgate-data/bounces (an explicit outbound directory route). */

@@ -231,3 +231,47 @@ def test_cli_as_user_outside_the_operators_group(gateway):
                          (src / conf).read_text(), re.M), conf
     # root still gets through
     assert gw.cli("status").returncode == 0
+
+
+def usage_commands():
+    """{command: [its sub-commands]} from `mxgate --help` (the usage text of
+    gateway/main.c), so a new command is checked without editing this test."""
+    p = subprocess.run([mxgate_bin(), "--help"], capture_output=True, text=True,
+                       timeout=scaled(20))
+    cmds = {}
+    for line in (p.stdout + p.stderr).splitlines():
+        m = re.search(r"\bmxgate (.*)$", line)
+        if not m:
+            continue
+        rest = re.sub(r"\s*\|\s*", "|", m.group(1)).split(None, 1)
+        for name in rest[0].split("|"):
+            cmds[name] = []
+        if len(rest) == 2 and "|" not in rest[0]:
+            args = re.sub(r"\[[^\]]*\]", " ", rest[1])
+            cmds[rest[0]] = re.findall(r"(?<![\w-])([a-z][a-z-]*)(?![\w-])", args)
+    return cmds
+
+
+def test_man_page_lists_every_command():
+    cmds = usage_commands()
+    assert {"run", "check-config", "queue", "quarantine", "reload", "status", "reopen-logs",
+            "log", "dns-records", "reports", "config-reference", "version"} <= set(cmds), cmds
+    assert {"list", "show", "flush", "hold", "release", "delete"} <= set(cmds["queue"])
+    man = (Path(source_dir()) / "deploy/debian/mxgate.8").read_text().replace("\\-", "-")
+    synopsis = man[man.index(".SH SYNOPSIS"):man.index(".SH DESCRIPTION")]
+    commands = man[man.index(".SH COMMANDS"):]
+    commands = commands[:commands.index("\n.SH", 1)]
+    entries = " ".join(commands.split(".TP\n")[1:][i].split("\n", 1)[0]
+                       for i in range(commands.count(".TP\n")))
+
+    def has(text, word):
+        return re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(word), text) is not None
+    for cmd, subs in cmds.items():
+        assert has(synopsis, cmd), f"{cmd} missing from SYNOPSIS of mxgate.8"
+        assert has(entries, cmd), f"{cmd} has no entry under COMMANDS of mxgate.8"
+        for sub in subs:
+            assert has(synopsis, sub), f"{cmd} {sub} missing from SYNOPSIS of mxgate.8"
+    # the signals run handles, and what no -c means
+    for sig in ("SIGTERM", "SIGHUP", "SIGUSR1"):
+        assert has(man[man.index(".SH SIGNALS"):], sig), sig
+    assert "/etc/mxgate/mxgate.conf\nwhen it exists" in man
