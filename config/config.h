@@ -466,6 +466,11 @@ void config_free(struct config *cfg);
 int config_peek_control_socket(const char *path, char *out, size_t outlen);
 /* config_peek_control_socket_string - the same over text in memory. */
 int config_peek_control_socket_string(const char *text, char *out, size_t outlen);
+/* config_peek_log_file - [log] file of the file at path (the embedded
+ * default when NULL), read the same way: out is "" when the file sets none
+ * (logs go to stderr).  For `mxgate log` when the file has errors.  0, or
+ * -1 when unreadable / too long for out. */
+int config_peek_log_file(const char *path, char *out, size_t outlen);
 
 /* config_route_for - inbound route for a recipient domain (case-insensitive),
  * falling back to the default route.  Borrowed pointer into cfg. */

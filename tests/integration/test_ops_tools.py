@@ -57,13 +57,38 @@ def test_cli_reaches_daemon_with_broken_config(gateway):
 
 def test_reload_reports_what_needs_a_restart(gateway):
     gw = gateway()
-    gw.set_extra({"dns": {"timeout": "7s"}, "limits": {"max_recipients": "7"}})
+    gw.set_extra({"dns": {"timeout": "7s"}, "limits": {"max_recipients": "7"},
+                  "mta_sts": {"max_age": "2d"}})
     p = gw.cli("reload")
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"warning: \[dns\] timeout changed from \"\w+\" to \"7s\"; .*restart",
                      p.stdout), p.stdout
+    assert re.search(r"warning: \[mta_sts\] max_age changed from \"1d\" to \"2d\"; .*restart",
+                     p.stdout), p.stdout
     assert f"reloaded {gw.config_path}" in p.stdout
     assert "max_recipients" not in p.stdout      # applied by the reload: nothing to say
+
+
+def test_log_reads_the_log_file_of_a_broken_config(gateway, workdir):
+    """Like status: `mxgate log -c FILE` reads [log] file although the file
+    has an error elsewhere (an incident is when the story is needed)."""
+    logfile = workdir / "mx.log"
+    gw = gateway({"log": {"file": str(logfile), "level": "info"}})
+    data, marker = make_message()
+    qid = gw.send(SENDER, [RCPT], data)
+    wait_for(lambda: re.search(qid + r" to=<" + RCPT + r">.*status=sent", logfile.read_text()),
+             scaled(10), what="delivery line")
+    n = broken(gw)
+    p = gw.cli("log", qid)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"{qid} to=<{RCPT}>" in p.stdout and "status=sent" in p.stdout, p.stdout
+    assert f"{gw.config_path} has 1 error" in p.stderr and "[log] file" in p.stderr, p.stderr
+    assert f":{n}: bad value" not in p.stdout + p.stderr   # a note, not the errors
+    # without [log] file the broken config still says where to look instead
+    text = gw.config_path.read_text().replace(f"file = {logfile}", "")
+    gw.config_path.write_text(text)
+    p = gw.cli("log", qid)
+    assert p.returncode == 2 and "logs to stderr (no [log] file)" in p.stderr, p.stderr
 
 
 def test_cli_without_c_says_which_config(workdir):
