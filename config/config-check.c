@@ -231,10 +231,13 @@ static void check_tls(struct config_parse *p)
 {
 	const struct config *cfg = p->cfg;
 
-	if (cfg->tls_cert_file != NULL && cfg->tls_key_file == NULL)
+	/* a rejected (or misspelt) partner is reported at its own line */
+	if (cfg->tls_cert_file != NULL && cfg->tls_key_file == NULL &&
+	    gline(p, "tls", "key_file") == 0)
 		err_at(p, gline(p, "tls", "cert_file"),
 		       "cert_file is set but key_file is not (both or neither)");
-	if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL)
+	if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL &&
+	    gline(p, "tls", "cert_file") == 0)
 		err_at(p, gline(p, "tls", "key_file"),
 		       "key_file is set but cert_file is not (both or neither)");
 }
@@ -548,6 +551,10 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	static const char *const types[] = {"smtp", "mx", "directory"};
 	size_t i;
 
+	/* a rejected type: what it needs and ignores is unknown (one typo, one
+	 * error) */
+	if (config_rejected_line(p, "route", ri, "type") != 0)
+		return;
 	/* a hosts / directory line that was rejected is reported at its line */
 	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0 &&
 	    config_seen_line(p, "route", ri, "hosts") == 0)
@@ -635,6 +642,8 @@ static void check_outbound(struct config_parse *p, size_t oi)
 	bool all_dirs = true;
 	size_t i, j, k;
 
+	if (config_rejected_line(p, "route", oi, "type") != 0)
+		return; /* reported at its line */
 	if (o->domains.n > 0)
 		err_at(p, rline(p, oi, "domains"),
 		       "route '%s' has role = outbound and domains: it carries what mxgate "
@@ -698,7 +707,8 @@ static void check_routes(struct config_parse *p)
 			ninbound++;
 	}
 	if (ninbound == 0) {
-		err_at(p, 0, "no default route: add a [route NAME] section without domains");
+		if (p->route_typo == 0) /* else: the misspelt header is reported */
+			err_at(p, 0, "no default route: add a [route NAME] section without domains");
 		return;
 	}
 	for (i = 0; i < cfg->nroutes; i++) {
@@ -785,8 +795,11 @@ static void check_backscatter(struct config_parse *p)
 		const char *dom = cfg->accepted_domains.v[i];
 		const struct config_route *r = config_route_for(cfg, dom);
 
+		/* a route whose type was refused (already an error) is not
+		 * judged: its defaults are not what the postmaster meant */
 		if (r == NULL || r->type == CONFIG_ROUTE_DIRECTORY ||
-		    util_strlist_has_case(&cfg->listed_domains, dom))
+		    util_strlist_has_case(&cfg->listed_domains, dom) ||
+		    config_rejected_line(p, "route", (size_t)(r - cfg->routes), "type") != 0)
 			continue;
 		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients) {
 			/* SES inbound accepts every address of a domain whose

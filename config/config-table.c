@@ -1114,10 +1114,12 @@ const struct config_section *config_route_section(void)
 
 /* ------------------------------------------------------------ embedded default */
 
-/* Used by `mxgate run` without -c: a local test gateway that needs no root,
+/* Used by `mxgate run` without -c when /etc/mxgate/mxgate.conf does not
+ * exist: a local test gateway that needs no root,
  * no certificate and no downstream.  Directories are created at start. */
 const char config_default_text[] =
-    "; mxgate embedded default configuration (used when no -c is given).\n"
+    "; mxgate embedded default configuration (used when no -c is given and\n"
+    "; /etc/mxgate/mxgate.conf does not exist).\n"
     "[server]\n"
     "hostname = mxgate.localhost\n"
     "listen = 127.0.0.1:2525\n"

@@ -462,7 +462,8 @@ void config_diags_free(struct config_diags *d);
 void config_diags_print(const struct config_diags *d, FILE *out);
 size_t config_diags_errors(const struct config_diags *d);
 
-/* The embedded default (used when no -c is given): listens on
+/* The embedded default (used when no -c is given and /etc/mxgate/mxgate.conf
+ * does not exist): listens on
  * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
  * and delivers into ./mxgate-data/mailbox through a directory route; its
  * bounces go to ./mxgate-data/bounces (an explicit outbound directory route). */
@@ -496,6 +497,11 @@ void config_free(struct config *cfg);
 int config_peek_control_socket(const char *path, char *out, size_t outlen);
 /* config_peek_control_socket_string - the same over text in memory. */
 int config_peek_control_socket_string(const char *text, char *out, size_t outlen);
+/* config_peek_log_file - [log] file of the file at path (the embedded
+ * default when NULL), read the same way: out is "" when the file sets none
+ * (logs go to stderr).  For `mxgate log` when the file has errors.  0, or
+ * -1 when unreadable / too long for out. */
+int config_peek_log_file(const char *path, char *out, size_t outlen);
 
 /* config_route_for - inbound route for a recipient domain (case-insensitive),
  * falling back to the default route.  Borrowed pointer into cfg. */

@@ -399,8 +399,15 @@ int gw_control_request(const char *path, const char *line)
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n", path,
-		        strerror(errno));
+		if (errno == EACCES || errno == EPERM)
+			fprintf(stderr,
+			        "mxgate: cannot connect to %s: %s: the socket (or a folder above "
+			        "it) does not let you in; use it as root or as a member of [server] "
+			        "control_socket_group (socket mode control_socket_mode)\n",
+			        path, strerror(errno));
+		else
+			fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n",
+			        path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return 1;

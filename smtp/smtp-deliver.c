@@ -229,17 +229,28 @@ static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
 	return p;
 }
 
+/* deliver_arrival - when the message was accepted, seconds since the epoch
+ * (whole seconds for envelopes written before version 4). */
+static double deliver_arrival(const struct queue_envelope *env)
+{
+	return (double)env->arrival + (double)env->arrival_us / 1e6;
+}
+
 /* smtp_deliver_job_report - hand the outcomes to the scheduler and log them. */
 void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
                              const char *relay, const char *tls, const char *error)
 {
 	/* Postfix's meaning: delay = since arrival, delays = in the queue before
-	 * this attempt / waiting for and setting up a connection / transfer */
+	 * this attempt / waiting for and setting up a connection / transfer.
+	 * delay is measured on its own, from the arrival (to the µs), not
+	 * added up from the parts. */
 	int64_t now = util_mono_ms();
 	int64_t sent = j->sent_ms ? j->sent_ms : now;
 	double connect = (double)(sent - j->started_ms) / 1000.0;
 	double transfer = (double)(now - sent) / 1000.0;
-	double delay = j->queued_s + connect + transfer;
+	double delay = (double)util_now_us() / 1e6 - deliver_arrival(j->env);
+	if (delay < 0)
+		delay = 0;
 	/* An attempt-wide error is permanent when its RFC 3463 status class is
 	 * 5 (no such domain, null MX): bounce now instead of retrying. */
 	enum queue_outcome fallback =
@@ -887,7 +898,7 @@ static void deliver_start(void *ctx, struct queue_delivery *d, const struct queu
 	j->nidx = nidx;
 	j->msg_path = msg_path;
 	j->started_ms = util_mono_ms();
-	j->queued_s = (double)util_now_us() / 1e6 - (double)env->arrival;
+	j->queued_s = (double)util_now_us() / 1e6 - deliver_arrival(env);
 	if (j->queued_s < 0)
 		j->queued_s = 0;
 	snprintf(j->route, sizeof(j->route), "%s", route->name ? route->name : "");

@@ -380,7 +380,9 @@ void smtp_data_commit_prepend(struct smtp_session *s, char *prepend)
 	env->client_addr = util_xstrdup(s->client_str);
 	env->helo = util_xstrdup(s->helo);
 	env->tls = s->tls_active ? util_xstrdup(s->tls_desc) : NULL;
-	env->arrival = util_now_us() / 1000000;
+	int64_t arrival_us = util_now_us();   /* delay= counts from here, to the µs */
+	env->arrival = arrival_us / 1000000;
+	env->arrival_us = (int)(arrival_us % 1000000);
 	env->size = queue_spool_size(tx->spool);
 	env->smtputf8 = tx->smtputf8;
 	env->eightbit = tx->dp.eightbit || tx->body_8bitmime;
