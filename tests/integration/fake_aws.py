@@ -13,7 +13,9 @@ State keys: instance, az, addresses [{AllocationId, PublicIp, InstanceId?,
 AssociationId?}], volumes [{VolumeId, AvailabilityZone, State, InstanceId?,
 fs?}], mounts {dir: dev}, services {name: active?}, secrets {id: text},
 steal_eip / steal_volume: ids another instance grabs just before our
-associate/attach, free_eip_after: (n, alloc) frees alloc after n describes.
+associate/attach, free_eip_after: (n, alloc) frees alloc after n describes,
+queue_counts: the `mxgate status` answers in turn (n, or [all, deliverable]);
+`aws s3 cp` keeps the object in s3/ next to the state file.
 """
 
 import fcntl
@@ -169,7 +171,13 @@ def aws(st, argv):
         return None
     if (svc, op) == ("s3", "cp"):
         with open(argv[2], "rb") as f:
-            st.setdefault("s3", {})[argv[3]] = len(f.read())
+            data = f.read()
+        st.setdefault("s3", {})[argv[3]] = len(data)
+        # the object itself, for the test to read: $FAKE_AWS_STATE/../s3/NAME
+        bucket = os.path.join(os.path.dirname(STATE), "s3")
+        os.makedirs(bucket, exist_ok=True)
+        with open(os.path.join(bucket, argv[3].rsplit("/", 1)[1]), "wb") as f:
+            f.write(data)
         return None
     if (svc, op) == ("secretsmanager", "get-secret-value"):
         sid = arg(argv, "--secret-id")
@@ -253,7 +261,10 @@ def main():
             else:
                 n = counts.pop(0) if len(counts) > 1 else counts[0]
                 st["queue_counts"] = counts
-                print(f"state: running\nqueue_messages: {n}")
+                # n: every message deliverable, or [all, deliverable]
+                total, deliverable = n if isinstance(n, list) else (n, n)
+                print(f"state: running\nqueue_messages: {total}\n"
+                      f"queue_deliverable: {deliverable}")
         elif prog in ("chown", "sleep"):
             pass
         else:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -372,7 +373,7 @@ def drain_setup(env, counts, queued_files=()):
     env.update(addresses=[eip(1, ME)], volumes=[vol(1, owner=ME)],
                services={"mxgate.service": True, "mxgate-check-eip.timer": True},
                mounts={str(env.spool): "/dev/nvme1n1"}, queue_counts=counts)
-    for d in ("active", "deferred", "msg"):
+    for d in ("active", "deferred", "hold", "quarantine", "msg", "free"):
         (env.spool / d).mkdir(parents=True)
     for f in queued_files:
         (env.spool / f).write_text("queued")
@@ -421,3 +422,80 @@ def test_drain_time_up_copies_the_rest_to_s3_and_leaves_it_on_the_volume(env):
     assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
     stop = index_of(env.calls(), lambda c: c[:2] == ["systemctl", "stop"])
     assert stop < index_of(env.calls(), lambda c: c[1:3] == ["s3", "cp"])
+
+
+def archive_members(env):
+    """The files of the one archive copied to the (fake) S3 bucket."""
+    (key, _), = env.get()["s3"].items()
+    saved = env.tmp / "s3" / key.rsplit("/", 1)[1]
+    with tarfile.open(saved) as t:
+        return sorted(m.name for m in t.getmembers() if m.isfile())
+
+
+@pytest.mark.parametrize("folder", ["hold", "quarantine"])
+def test_drain_does_not_wait_for_held_or_quarantined_mail_and_archives_it(env, folder):
+    # three messages, none deliverable: held / quarantined mail waits for a
+    # person, not for delivery - the drain must not sit out MaxDrainMinutes
+    drain_setup(env, [[3, 0]], queued_files=[f"{folder}/Q1", f"{folder}/Q2", "active/Q3.tmp",
+                                             "msg/Q1", "msg/Q2", "free/Q9.m"])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    assert not [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert f"{folder}=2" in p.stderr and "active=" not in p.stderr
+    # the held/quarantined mail is copied too, with its payloads; free/ is not
+    assert archive_members(env) == sorted(["spool/active/Q3.tmp", f"spool/{folder}/Q1",
+                                           f"spool/{folder}/Q2", "spool/msg/Q1",
+                                           "spool/msg/Q2"])
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+    assert env.get()["mounts"] == {}
+
+
+def test_drain_waits_for_deliverable_mail_only(env):
+    # 5 messages of which 2 are held: it waits while deferred mail is being
+    # delivered, and stops waiting when only the held ones are left
+    drain_setup(env, [[5, 3], [4, 2], [2, 0]], queued_files=["hold/Q1", "hold/Q2"])
+    env.update(lifecycle="Terminated")
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(beats) == 2
+    assert archive_members(env) == ["spool/hold/Q1", "spool/hold/Q2"]
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+
+
+def test_drain_with_a_real_mxgate_status_stops_waiting_for_held_mail(env, gateway):
+    """The status line the drain reads, from a real mxgate: a deferred and a
+    held message are two messages but one deliverable; once the deferred one
+    is gone, only held mail is left and the drain ends at once, archiving it."""
+    from downstream import relay_extra
+    gw = gateway(relay_extra([f"127.0.0.1:{mxtest.closed_port()}"],
+                             queue={"retry_schedule": "1h", "max_lifetime": "1d"}))
+    sender = "sender@example.test"
+    q1 = gw.send(sender, ["a@example.test"], mxtest.make_message(sender=sender)[0])
+    q2 = gw.send(sender, ["b@example.test"], mxtest.make_message(sender=sender)[0])
+    gw.wait_log(q1 + r" status=deferred attempts=1")
+    gw.wait_log(q2 + r" status=deferred attempts=1")
+    gw.cli("queue", "hold", q1, check=True)
+    mxtest.wait_for(lambda: q1 in gw.queue_ids(("hold",)), mxtest.scaled(5), what="q1 held")
+    out = gw.cli("status", check=True).stdout
+    assert "\nqueue_messages: 2\n" in out and "\nqueue_deliverable: 1\n" in out, out
+    gw.cli("queue", "delete", q2, check=True)
+    mxtest.wait_for(lambda: "\nqueue_deliverable: 0\n" in gw.cli("status").stdout,
+                    mxtest.scaled(5), what="queue_deliverable: 0")
+    assert "\nqueue_messages: 1\n" in gw.cli("status").stdout
+    # the drain, with this mxgate's status and queue
+    (env.bin / "mxgate").unlink()
+    (env.bin / "mxgate").write_text(f"#!/bin/sh\nexec {mxtest.mxgate_bin()} \"$@\"\n")
+    (env.bin / "mxgate").chmod(0o755)
+    env.conf, env.spool = gw.config_path, gw.queue_dir
+    env.update(lifecycle="Terminated", mounts={str(gw.queue_dir): "/dev/nvme1n1"},
+               services={"mxgate.service": True})
+    p = env.run("drain")
+    assert p.returncode == 0, p.stderr
+    assert not [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"], \
+        p.stderr
+    names = archive_members(env)
+    assert f"queue/hold/{q1}" in names and f"queue/msg/{q1}" in names, names
+    assert not [n for n in names if q2 in n or "/free/" in n], names
+    assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
