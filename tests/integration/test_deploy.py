@@ -632,7 +632,8 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
               "MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24",
               "DomainName": "example.com", "DmarcEnforcement": "monitor",
               "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120",
-              "WorkMailOrganizationId": "m-0123456789abcdef"}
+              "WorkMailOrganizationId": "m-0123456789abcdef",
+              "QueueAdoptLocks": "mxgate-prod-QueueAdoptLocks-1ABC"}
     text = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: values[m.group(1)], user_data(template))
     text = text.replace("${!", "${")
     assert "${" not in text.replace("${BIN_URL%/*}", "").replace("${f%%:*}", "") \
@@ -646,9 +647,38 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
     r = subprocess.run(["bash", "-n", str(BOOT)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     # the timers' loop writes units for both jobs with their interval
-    assert "for job in check-eip:1min refresh-cert:1h; do" in text
+    assert "for job in check-eip:1min refresh-cert:1h check-volumes:1min; do" in text
     if shutil.which("shellcheck"):
         for f in (p,):
             r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
                                text=True, timeout=120)
             assert r.returncode == 0, r.stdout
+
+
+def test_cfn_queue_volume_adoption_and_alarm(template):
+    """The pieces of the cross-AZ adoption that mxgate-aws-boot relies on:
+    the claims table (key VolumeId, named to the script in aws.env), the
+    alarm on exactly the metric check-volumes publishes, the timer."""
+    res = template["Resources"]
+    (tname, table), = resources_of(template, "AWS::DynamoDB::Table")
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "VolumeId", "KeyType": "HASH"}]
+    ud = user_data(template)
+    assert f"\nLOCK_TABLE=${{{tname}}}\n" in ud
+    script = BOOT.read_text()
+    assert '"attribute_not_exists(VolumeId)' in script.replace("'", '"')
+    m = re.search(r"put-metric-data --namespace (\S+) --metric-name (\S+)\s*\\\n\s*"
+                  r"--dimensions \"Stack=\$STACK\"", script)
+    assert m, "check-volumes publishes the metric"
+    (_, alarm), = resources_of(template, "AWS::CloudWatch::Alarm")
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == m.groups()
+    assert a["Dimensions"] == [{"Name": "Stack", "Value": {"Ref": "AWS::StackName"}}]
+    assert a["EvaluationPeriods"] == {"Ref": "UnattachedVolumeAlarmMinutes"} and a["Period"] == 60
+    assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert "check-volumes:1min" in ud and "mxgate-check-volumes.timer" in ud
+    # the role may write only this table
+    (_, role), = resources_of(template, "AWS::IAM::Role")
+    stmts = [st for pol in role["Properties"]["Policies"]
+             for st in pol["PolicyDocument"]["Statement"]]
+    dyn = [st for st in stmts if "dynamodb:PutItem" in st["Action"]]
+    assert dyn and all(st["Resource"] == {"Fn::GetAtt": [tname, "Arn"]} for st in dyn)

@@ -38,9 +38,13 @@ def eip(n, owner=None):
     return a
 
 
-def vol(n, az=AZ, owner=None, fs="ext4", stack=STACK):
+def vol(n, az=AZ, owner=None, fs="ext4", stack=STACK, data=None, tags=None):
+    """A queue volume; data: a marker standing for its files (it travels
+    through a snapshot to a copy)."""
     v = {"VolumeId": f"vol-{n:017x}", "AvailabilityZone": az, "State": "available",
-         "Tags": {"mxgate-stack": stack, "mxgate-role": "queue"}}
+         "Size": 30, "Tags": {"mxgate-stack": stack, "mxgate-role": "queue", **(tags or {})}}
+    if data:
+        v["data"] = data
     if owner:
         v.update(State="in-use", InstanceId=owner)
     if fs:
@@ -69,7 +73,7 @@ class Env:
             f"LAUNCH_HOOK={STACK}-launch\nCFN_RESOURCE=GatewayGroup\nQUEUE_VOLUME_SIZE=30\n"
             "TLS_CERT_SECRET=arn:cert\nTLS_KEY_SECRET=arn:key\nEIP_WAIT_TRIES=4\n"
             "ATTACH_WAIT_TRIES=3\nDRAIN_HOOK=mxgate-prod-drain\nBUCKET=archive\n"
-            "MAX_DRAIN_MINUTES=5\n")
+            "MAX_DRAIN_MINUTES=5\nLOCK_TABLE=mxgate-prod-QueueAdoptLocks\n")
         cert, key = make_pair(tmp, "boot")
         self.put({"instance": ME, "az": AZ, "addresses": [], "volumes": [],
                   "secrets": {"arn:cert": cert, "arn:key": key}})
@@ -130,7 +134,7 @@ class Env:
                    MXGATE_CONF=str(self.conf), MXGATE_RUN_DIR=str(self.rundir),
                    IMDS_URL="http://127.0.0.1:%d" % self.imds.server_address[1])
         return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, start_new_session=True)
 
     def mxgate_running(self):
         return self.get().get("services", {}).get("mxgate.service", False)
@@ -499,3 +503,277 @@ def test_drain_with_a_real_mxgate_status_stops_waiting_for_held_mail(env, gatewa
     assert f"queue/hold/{q1}" in names and f"queue/msg/{q1}" in names, names
     assert not [n for n in names if q2 in n or "/free/" in n], names
     assert drain_results(env) == [("mxgate-prod-drain", "CONTINUE")]
+
+
+# ------------------------------------------------------------ queue volumes in another AZ
+
+OTHER_AZ = "eu-west-1b"
+
+
+def vol_by_id(st, vid):
+    return [v for v in st["volumes"] if v["VolumeId"] == vid]
+
+
+def test_replacement_in_another_az_adopts_the_stranded_queue(env):
+    # the dead instance's queue is in eu-west-1b; the replacement landed in
+    # eu-west-1a (GatewayCount=1 over two subnets): the queue must follow
+    src = vol(1, az=OTHER_AZ, data="Q1 Q2", tags={"mxgate-queue": "mail"})
+    env.update(addresses=[eip(1)], volumes=[src, vol(2, az=OTHER_AZ, stack="other", data="x"),
+                                            vol(3, az=OTHER_AZ, owner="i-peer", data="peer")],
+               instances={"i-peer": "running"})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    mine = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert len(mine) == 1
+    new = mine[0]
+    assert new["AvailabilityZone"] == AZ and new["data"] == "Q1 Q2"   # the same queue
+    assert new["fs"] == "ext4" and not env.calls("mkfs.ext4")         # never formatted
+    assert new["Tags"]["mxgate-role"] == "queue" and new["Encrypted"] and new["Size"] == 30
+    assert "mxgate-queue" not in new["Tags"]                          # the drain mark is gone
+    assert st["mounts"] == {str(env.spool): "/dev/nvme%dn1" % (st["volumes"].index(new) + 1)} \
+        or st["mounts"][str(env.spool)]
+    # the old volume is gone, with its snapshot and the claim; the others stay
+    assert st["deleted_volumes"] == [src["VolumeId"]]
+    assert not st["snapshots"] and len(st["deleted_snapshots"]) == 1
+    assert st["locks"] == {}
+    assert vol_by_id(st, vol(2)["VolumeId"]) and vol_by_id(st, vol(3)["VolumeId"])
+    assert env.mxgate_running()
+    # the order: claimed, snapshot, copy, mounted, claim final - and only
+    # then the old volume deleted; mxgate after all of it
+    calls = env.calls()
+    at = {name: index_of(calls, pred) for name, pred in [
+        ("claim", lambda c: c[1:3] == ["dynamodb", "put-item"]),
+        ("snapshot", lambda c: c[1:3] == ["ec2", "create-snapshot"]),
+        ("copy", lambda c: c[1:3] == ["ec2", "create-volume"] and "--snapshot-id" in c),
+        ("mount", lambda c: c[0] == "mount"),
+        ("final", lambda c: c[1:3] == ["dynamodb", "update-item"]),
+        ("delete", lambda c: c[1:3] == ["ec2", "delete-volume"]),
+        ("start", lambda c: c[:2] == ["systemctl", "start"])]}
+    assert at["claim"] < at["snapshot"] < at["copy"] < at["mount"] < at["final"] \
+        < at["delete"] < at["start"], at
+
+
+def test_own_az_mail_first_then_adoption_then_own_az_empty(env):
+    # an empty drained volume here and a queue with mail in the other AZ:
+    # the mail wins (the empty one stays for later)
+    env.update(addresses=[eip(1)],
+               volumes=[vol(1, tags={"mxgate-queue": "empty"}), vol(2, az=OTHER_AZ, data="Q9")])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert mine["data"] == "Q9" and st["deleted_volumes"] == [vol(2)["VolumeId"]]
+    assert vol_by_id(st, vol(1)["VolumeId"])[0]["State"] == "available"
+
+
+def test_own_az_queue_is_attached_rather_than_adopting(env):
+    env.update(addresses=[eip(1)], volumes=[vol(1, az=OTHER_AZ, data="far"), vol(2, data="near")])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert vol_by_id(st, vol(2)["VolumeId"])[0].get("InstanceId") == ME
+    assert not [c for c in env.calls("aws") if c[1] == "dynamodb" or c[2] == "create-snapshot"]
+
+
+def test_empty_and_superseded_volumes_elsewhere_are_not_adopted(env):
+    env.update(addresses=[eip(1)],
+               volumes=[vol(1, az=OTHER_AZ, tags={"mxgate-queue": "empty"}),
+                        vol(2, az=OTHER_AZ, data="dup", tags={"mxgate-superseded-by": "vol-x"})])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert not [c for c in env.calls("aws") if c[1] == "dynamodb" or c[2] == "create-snapshot"]
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert "data" not in mine and "SnapshotId" not in mine             # a new, empty one
+
+
+def test_two_instances_never_adopt_the_same_volume(env):
+    # another replacement claims vol 1 just before us (the conditional
+    # write fails for us): we adopt vol 2 instead, vol 1 is left alone
+    env.update(addresses=[eip(1)],
+               volumes=[vol(1, az=OTHER_AZ, data="A"), vol(2, az="eu-west-1c", data="B")],
+               steal_lock={vol(1)["VolumeId"]: "i-rival"})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert "claimed by another instance" in p.stderr
+    st = env.get()
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert mine["data"] == "B"
+    assert vol_by_id(st, vol(1)["VolumeId"]) and st["deleted_volumes"] == [vol(2)["VolumeId"]]
+    assert st["locks"][vol(1)["VolumeId"]]["Adopter"] == "i-rival"
+    snaps = [c for c in env.calls("aws") if c[2] == "create-snapshot"]
+    assert [c[c.index("--volume-id") + 1] for c in snaps] == [vol(2)["VolumeId"]]
+
+
+def test_a_rival_claim_on_the_only_volume_means_a_new_empty_one(env):
+    env.update(addresses=[eip(1)], volumes=[vol(1, az=OTHER_AZ, data="A")],
+               locks={vol(1)["VolumeId"]: {"VolumeId": vol(1)["VolumeId"], "Adopter": "i-rival",
+                                          "Phase": "copying", "Until": "9999999999"}})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert vol_by_id(st, vol(1)["VolumeId"])[0]["State"] == "available"
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert "data" not in mine
+
+
+def test_interrupted_adoption_resumes_without_a_second_copy(env):
+    src = vol(1, az=OTHER_AZ, data="Q1")
+    env.update(addresses=[eip(1)], volumes=[src], crash_after=["create-volume"])
+    p = env.run("boot")                       # killed right after the copy was made
+    assert p.returncode != 0
+    st = env.get()
+    assert vol_by_id(st, src["VolumeId"]) and len(st["snapshots"]) == 1
+    copies = [v for v in st["volumes"] if v["Tags"]["mxgate-role"] == "queue-adopting"]
+    assert len(copies) == 1 and copies[0]["AvailabilityZone"] == AZ
+    assert not env.mxgate_running()
+    # the instance reboots; this time it is killed once the copy is mounted,
+    # before the claim became final
+    env.update(crash_after=["mount"])
+    p = env.run("boot")
+    assert p.returncode != 0
+    st = env.get()
+    assert vol_by_id(st, src["VolumeId"])                    # nothing deleted yet
+    assert vol_by_id(st, copies[0]["VolumeId"])[0].get("InstanceId") == ME
+    assert st["locks"][src["VolumeId"]]["Phase"] == "copying"
+    assert not env.mxgate_running()
+    # the next reboot (mounts are gone) resumes with the attached copy
+    env.update(mounts={})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert "resuming the adoption" in p.stderr
+    st = env.get()
+    assert len([c for c in env.calls("aws") if c[2] == "create-snapshot"]) == 1
+    assert len([c for c in env.calls("aws") if c[2] == "create-volume"]) == 1
+    assert len(st["volumes"]) == 1
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert mine["VolumeId"] == copies[0]["VolumeId"] and mine["Tags"]["mxgate-role"] == "queue"
+    assert mine["data"] == "Q1" and st["deleted_volumes"] == [src["VolumeId"]]
+    assert st["locks"] == {} and not st["snapshots"]
+    assert not env.calls("mkfs.ext4")
+    assert env.mxgate_running()
+
+
+def test_adoption_killed_before_the_copy_resumes_with_the_same_snapshot(env):
+    src = vol(1, az=OTHER_AZ, data="Q1")
+    env.update(addresses=[eip(1)], volumes=[src], crash_after=["create-snapshot"])
+    assert env.run("boot").returncode != 0
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert len([c for c in env.calls("aws") if c[2] == "create-snapshot"]) == 1
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert mine["data"] == "Q1" and st["deleted_volumes"] == [src["VolumeId"]]
+
+
+def test_an_expired_claim_of_a_dead_adopter_is_taken_over(env):
+    # an adopter in eu-west-1c died half-way: its claim expired, its snapshot
+    # is reused, its unfinished copy (in its AZ) is deleted
+    src = vol(1, az=OTHER_AZ, data="Q1")
+    leftover = vol(2, az="eu-west-1c", data="Q1",
+                   tags={"mxgate-role": "queue-adopting", "mxgate-adopt-source": src["VolumeId"]})
+    snap = {"SnapshotId": "snap-old", "VolumeId": src["VolumeId"], "State": "completed",
+            "VolumeSize": 30, "fs": "ext4", "data": "Q1",
+            "Tags": {"mxgate-stack": STACK, "mxgate-adopt-source": src["VolumeId"]}}
+    env.update(addresses=[eip(1)], volumes=[src, leftover], snapshots=[snap],
+               locks={src["VolumeId"]: {"VolumeId": src["VolumeId"], "Adopter": "i-dead",
+                                        "Phase": "copying", "Until": "1000"}})
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    st = env.get()
+    assert not [c for c in env.calls("aws") if c[2] == "create-snapshot"]
+    assert sorted(st["deleted_volumes"]) == sorted([leftover["VolumeId"], src["VolumeId"]])
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert mine["SnapshotId"] == "snap-old" and mine["data"] == "Q1"
+    assert st["deleted_snapshots"] == ["snap-old"]
+
+
+def test_a_copy_without_file_system_is_never_formatted_and_the_source_stays(env):
+    # the copy of a volume that has no file system: never formatted, the
+    # copy is deleted, the old volume stays (claimed, for the alarm and a
+    # person), and the gateway runs on a new empty volume
+    src = vol(1, az=OTHER_AZ, fs=None, data="?")
+    env.update(addresses=[eip(1)], volumes=[src])
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert "no file system on the copy" in p.stderr
+    st = env.get()
+    (copy,) = [c[c.index("--volume-id") + 1] for c in env.calls("aws")
+               if c[2] == "detach-volume"]
+    assert st["deleted_volumes"] == [copy] and copy != src["VolumeId"]
+    assert vol_by_id(st, src["VolumeId"])[0]["State"] == "available"
+    assert st["locks"][src["VolumeId"]]["Adopter"] == ME
+    assert st["locks"][src["VolumeId"]]["Phase"] == "copying"
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert "SnapshotId" not in mine and mine["Tags"]["mxgate-role"] == "queue"
+    # mkfs only on the new empty volume, once the copy was gone
+    calls = env.calls()
+    assert len(env.calls("mkfs.ext4")) == 1
+    assert index_of(calls, lambda c: c[0] == "mkfs.ext4") > \
+        index_of(calls, lambda c: c[1:3] == ["ec2", "delete-volume"])
+    assert env.mxgate_running()
+
+
+def test_drain_marks_the_volume_and_the_next_boot_clears_the_mark(env):
+    drain_setup(env, [0])
+    env.update(lifecycle="Terminated")
+    assert env.run("drain").returncode == 0
+    st = env.get()
+    assert st["volumes"][0]["Tags"]["mxgate-queue"] == "empty"
+    # with mail left, "mail"
+    env2_state = env.get()
+    env2_state["volumes"][0]["Tags"].pop("mxgate-queue")
+    env.put(env2_state)
+    (env.rundir / "mxgate-drained").unlink()
+    (env.spool / "deferred" / "Q1").write_text("queued")
+    env.update(services={"mxgate.service": True}, mounts={str(env.spool): "/dev/nvme1n1"})
+    assert env.run("drain").returncode == 0
+    assert env.get()["volumes"][0]["Tags"]["mxgate-queue"] == "mail"
+    # the instance is gone, a new one attaches it: the mark is removed
+    st = env.get()
+    st["volumes"][0].pop("InstanceId")
+    st["volumes"][0]["State"] = "available"
+    st.update(instance="i-0newer", services={}, mounts={}, addresses=[eip(1)])
+    env.put(st)
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert "mxgate-queue" not in env.get()["volumes"][0]["Tags"]
+
+
+def test_check_volumes_publishes_the_stranded_queue_volumes(env):
+    env.update(volumes=[vol(1, data="mail"),                                     # counted
+                        vol(2, az=OTHER_AZ, tags={"mxgate-queue": "mail"}),       # counted
+                        vol(3, az=OTHER_AZ, tags={"mxgate-role": "queue-adopting"}),  # counted
+                        vol(4, tags={"mxgate-queue": "empty"}),                   # drained empty
+                        vol(5, tags={"mxgate-superseded-by": "vol-x"}),           # a stale copy
+                        vol(6, owner="i-peer"),                                   # in use
+                        vol(7, stack="other")])                                   # not ours
+    p = env.run("check-volumes")
+    assert p.returncode == 0, p.stderr
+    assert env.get()["metrics"] == [["mxgate", "UnattachedQueueVolumes", f"Stack={STACK}", 3.0]]
+    for n in (1, 2, 3):
+        assert vol(n)["VolumeId"] in p.stderr
+    env.update(volumes=[vol(6, owner="i-peer")], metrics=[])
+    assert env.run("check-volumes").returncode == 0
+    assert env.get()["metrics"] == [["mxgate", "UnattachedQueueVolumes", f"Stack={STACK}", 0.0]]
+
+
+def test_a_snapshot_that_never_completes_gives_up_and_mail_flows(env):
+    # the queue's AZ is down: the adoption gives up after ADOPT_WAIT_TRIES
+    # (3 x 10 minutes, with lifecycle heartbeats) and the gateway starts on a
+    # new empty volume; the old one is left as it was, claimed by us
+    src = vol(1, az=OTHER_AZ, data="Q1")
+    env.update(addresses=[eip(1)], volumes=[src], stuck_snapshots=True)
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert "did not complete" in p.stderr
+    st = env.get()
+    waits = [c for c in env.calls("aws") if c[2:4] == ["wait", "snapshot-completed"]]
+    beats = [c for c in env.calls("aws") if c[2] == "record-lifecycle-action-heartbeat"]
+    assert len(waits) == 3 and len(beats) == 3
+    assert vol_by_id(st, src["VolumeId"])[0]["State"] == "available"
+    assert "deleted_volumes" not in st
+    (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
+    assert "SnapshotId" not in mine
+    assert env.mxgate_running()
