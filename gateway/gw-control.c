@@ -91,6 +91,11 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	if (gw->sched) {
 		int64_t oldest = queue_sched_oldest(gw->sched);
 		util_buf_printf(out, "queue_messages: %zu\n", queue_sched_count(gw->sched));
+		/* what delivery can still empty: held and quarantined mail waits
+		 * for a person (mxgate-aws-boot drain waits for this one) */
+		util_buf_printf(out, "queue_deliverable: %zu\n",
+		                queue_sched_count_state(gw->sched, QUEUE_ACTIVE) +
+		                    queue_sched_count_state(gw->sched, QUEUE_DEFERRED));
 		util_buf_printf(out, "queue_oldest_age: %llds\n",
 		                (long long)(oldest ? now - oldest : 0));
 	}

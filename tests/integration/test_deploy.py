@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cfnspec
 from mxtest import mxgate_bin, source_dir
 
 SRC = source_dir()
@@ -386,28 +387,77 @@ def test_aws_readme_mentions_essentials():
 TEMPLATE_TEXT = TEMPLATE.read_text()
 BOOT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
 
-# Structural validation (always runs; cfn-lint below when installed): every
-# resource type is one this template may use, with its required properties
-# (from the CloudFormation resource specification) and only attributes that
-# exist for !GetAtt.
-KNOWN_TYPES = {
-    "AWS::EC2::EIP": ({"Domain"}, {"PublicIp", "AllocationId"}),
-    "AWS::SES::ReceiptFilter": ({"Filter"}, set()),
-    "AWS::EC2::SecurityGroup": ({"GroupDescription"}, {"GroupId", "VpcId"}),
-    "AWS::ElasticLoadBalancingV2::LoadBalancer": (set(), {"DNSName", "CanonicalHostedZoneID",
-                                                          "LoadBalancerArn"}),
-    "AWS::ElasticLoadBalancingV2::TargetGroup": (set(), {"TargetGroupArn"}),
-    "AWS::ElasticLoadBalancingV2::Listener": ({"DefaultActions", "LoadBalancerArn"},
-                                              {"ListenerArn"}),
-    "AWS::Route53::RecordSet": ({"Name", "Type"}, set()),
-    "AWS::S3::Bucket": (set(), {"Arn", "DomainName"}),
-    "AWS::IAM::Role": ({"AssumeRolePolicyDocument"}, {"Arn", "RoleId"}),
-    "AWS::IAM::InstanceProfile": ({"Roles"}, {"Arn"}),
-    "AWS::EC2::LaunchTemplate": ({"LaunchTemplateData"}, {"LatestVersionNumber",
-                                                          "DefaultVersionNumber"}),
-    "AWS::AutoScaling::AutoScalingGroup": ({"MaxSize", "MinSize"}, set()),
-    "AWS::AutoScaling::LifecycleHook": ({"AutoScalingGroupName", "LifecycleTransition"}, set()),
-}
+# Every resource is checked against AWS's current CloudFormation resource
+# database (npm @aws-cdk/aws-service-spec, installed by `make deps-test`;
+# tests/integration/cfnspec.py): type, property names at every depth,
+# required properties, basic value shapes, !GetAtt attributes.  cfn-lint
+# runs on top where it is installed.
+TEMPLATES = [TEMPLATE, SRC / "deploy" / "aws" / "workmail-junk" / "template.yaml"]
+
+
+@pytest.fixture(scope="module")
+def cfn_spec():
+    path = cfnspec.db_path()
+    if not path.is_file():
+        pytest.fail(f"{cfnspec.PACKAGE} is not installed ({path}): `make deps-test` "
+                    "installs it with npm into MXGATE_NPM_DIR", pytrace=False)
+    return cfnspec.Spec(path)
+
+
+def test_cfn_spec_is_the_pinned_one(cfn_spec):
+    want = re.search(r"^CFN_SPEC_VERSION\s*\?=\s*(\S+)$", (SRC / "Makefile").read_text(), re.M)
+    assert want and cfn_spec.version == want.group(1), \
+        f"installed {cfnspec.PACKAGE} {cfn_spec.version}, Makefile pins {want and want.group(1)}"
+    assert len(cfn_spec.resources) > 1000      # the whole database, not a stub
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.parent.name + "/" + p.name)
+def test_cfn_resources_match_the_aws_spec(cfn_spec, path):
+    tpl = yaml.load(path.read_text(), Loader=cfn_loader())
+    assert tpl["Resources"]
+    problems = cfnspec.validate(cfn_spec, tpl)
+    assert not problems, "\n".join(problems)
+
+
+# (text replaced, replacement, the problem expected)
+BROKEN = [
+    ("      IpAddressType: !If", "      IpAdressType: !If", "unknown property IpAdressType"),
+    ("              SSEAlgorithm: AES256", "              SSEAlgoritm: AES256",
+     "unknown property SSEAlgoritm"),
+    ("          HttpTokens: required", "          HttpToken: required",
+     "unknown property HttpToken"),
+    ("      GroupDescription: mxgate instances - SMTP and health checks from the NLB only\n",
+     "", "required property GroupDescription missing"),
+    ("      Subnets: !Ref PublicSubnetIds", "      Subnets: subnet-1", "Subnets: expects a list"),
+    ("      LoadBalancerAttributes:\n        - Key:", "      LoadBalancerAttributes:\n          Key:",
+     "LoadBalancerAttributes: expects a list"),
+    ("      Port: 25\n      DefaultActions", "      Port: [25]\n      DefaultActions",
+     "Port: expects a integer"),
+    ("      HealthCheckIntervalSeconds: 10\n      HealthyThresholdCount: 2\n"
+     "      UnhealthyThresholdCount: 2\n      TargetGroupAttributes:\n"
+     "        - Key: proxy_protocol_v2.enabled\n          Value: \"true\"",
+     "      HealthCheckIntervalSeconds: ten\n      HealthyThresholdCount: 2\n"
+     "      UnhealthyThresholdCount: 2\n      TargetGroupAttributes:\n"
+     "        - Key: proxy_protocol_v2.enabled\n          Value: \"true\"",
+     "HealthCheckIntervalSeconds: expects a integer"),
+    ("!GetAtt LoadBalancer.DNSName", "!GetAtt LoadBalancer.DnsName",
+     "LoadBalancer has no attribute DnsName"),
+    ("${GatewayEip1.PublicIp}/32", "${GatewayEip1.PublicIP}/32", "has no attribute PublicIP"),
+    ("    Type: AWS::S3::Bucket\n", "    Type: AWS::S3::Buckets\n",
+     "unknown resource type AWS::S3::Buckets"),
+]
+
+
+@pytest.mark.parametrize("old,new,want", BROKEN, ids=[w for _, _, w in BROKEN])
+def test_cfn_spec_check_finds_a_broken_template(cfn_spec, old, new, want):
+    """The same check rejects a copy of the template with one mistake (so
+    a pass above is real): a misspelt optional property, at the top and
+    nested, a missing required one, a wrong shape, a bad !GetAtt."""
+    assert old in TEMPLATE_TEXT, old
+    tpl = yaml.load(TEMPLATE_TEXT.replace(old, new, 1), Loader=cfn_loader())
+    problems = cfnspec.validate(cfn_spec, tpl)
+    assert any(want in p for p in problems), problems
+    assert len(problems) <= 2, problems      # that mistake, not noise
 
 
 def resources_of(template, rtype):
@@ -415,20 +465,13 @@ def resources_of(template, rtype):
 
 
 def test_cfn_structure(template):
+    """What the resource database does not know: conditions, mappings."""
     res = template["Resources"]
     conds = set(template.get("Conditions", {}))
     maps = template.get("Mappings", {})
     for name, r in res.items():
-        assert r["Type"] in KNOWN_TYPES, f"{name}: unknown type {r['Type']}"
-        required, _ = KNOWN_TYPES[r["Type"]]
-        missing = required - set(r.get("Properties", {}))
-        assert not missing, f"{name} lacks {missing}"
         if "Condition" in r:
             assert r["Condition"] in conds, name
-    for node in (res, template.get("Outputs", {})):
-        for kind, target in walk_getatts(node):
-            rtype = res[target[0]]["Type"]
-            assert target[1] in KNOWN_TYPES[rtype][1], f"!GetAtt {'.'.join(target)}"
     for key, args in walk_fn(res, "Fn::FindInMap"):
         assert args[0] in maps, args
     for key, args in walk_fn(template, "Fn::If"):
@@ -444,16 +487,6 @@ def walk_fn(node, fn):
     elif isinstance(node, list):
         for x in node:
             yield from walk_fn(x, fn)
-
-
-def walk_getatts(node):
-    for _, v in walk_fn(node, "Fn::GetAtt"):
-        yield "GetAtt", v
-    for _, v in walk_fn(node, "Fn::Sub"):
-        text = v if isinstance(v, str) else v[0]
-        for name in re.findall(r"\$\{(?!!)([^}]+)\}", text):
-            if "." in name:
-                yield "GetAtt", name.split(".", 1)
 
 
 def cfn_lint_cmd():
@@ -620,7 +653,8 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
               "MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24",
               "DomainName": "example.com", "DmarcEnforcement": "monitor",
               "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120",
-              "WorkMailOrganizationId": "m-0123456789abcdef"}
+              "WorkMailOrganizationId": "m-0123456789abcdef",
+              "QueueAdoptLocks": "mxgate-prod-QueueAdoptLocks-1ABC"}
     text = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: values[m.group(1)], user_data(template))
     text = text.replace("${!", "${")
     assert "${" not in text.replace("${BIN_URL%/*}", "").replace("${f%%:*}", "") \
@@ -634,9 +668,38 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
     r = subprocess.run(["bash", "-n", str(BOOT)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     # the timers' loop writes units for both jobs with their interval
-    assert "for job in check-eip:1min refresh-cert:1h; do" in text
+    assert "for job in check-eip:1min refresh-cert:1h check-volumes:1min; do" in text
     if shutil.which("shellcheck"):
         for f in (p,):
             r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
                                text=True, timeout=120)
             assert r.returncode == 0, r.stdout
+
+
+def test_cfn_queue_volume_adoption_and_alarm(template):
+    """The pieces of the cross-AZ adoption that mxgate-aws-boot relies on:
+    the claims table (key VolumeId, named to the script in aws.env), the
+    alarm on exactly the metric check-volumes publishes, the timer."""
+    res = template["Resources"]
+    (tname, table), = resources_of(template, "AWS::DynamoDB::Table")
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "VolumeId", "KeyType": "HASH"}]
+    ud = user_data(template)
+    assert f"\nLOCK_TABLE=${{{tname}}}\n" in ud
+    script = BOOT.read_text()
+    assert '"attribute_not_exists(VolumeId)' in script.replace("'", '"')
+    m = re.search(r"put-metric-data --namespace (\S+) --metric-name (\S+)\s*\\\n\s*"
+                  r"--dimensions \"Stack=\$STACK\"", script)
+    assert m, "check-volumes publishes the metric"
+    (_, alarm), = resources_of(template, "AWS::CloudWatch::Alarm")
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == m.groups()
+    assert a["Dimensions"] == [{"Name": "Stack", "Value": {"Ref": "AWS::StackName"}}]
+    assert a["EvaluationPeriods"] == {"Ref": "UnattachedVolumeAlarmMinutes"} and a["Period"] == 60
+    assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert "check-volumes:1min" in ud and "mxgate-check-volumes.timer" in ud
+    # the role may write only this table
+    (_, role), = resources_of(template, "AWS::IAM::Role")
+    stmts = [st for pol in role["Properties"]["Policies"]
+             for st in pol["PolicyDocument"]["Statement"]]
+    dyn = [st for st in stmts if "dynamodb:PutItem" in st["Action"]]
+    assert dyn and all(st["Resource"] == {"Fn::GetAtt": [tname, "Arn"]} for st in dyn)
