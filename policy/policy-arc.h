@@ -168,10 +168,12 @@ bool policy_arc_verify_sig(EVP_PKEY *key, int alg, const struct util_buf *data, 
 char *policy_arc_sign(EVP_PKEY *key, const struct util_buf *data);
 
 /* policy_key_create - a new PEM private key at path (RSA of bits when
- * algorithm is 0, Ed25519 when 1), O_EXCL and mode, fsynced.  0 made, 1 the
- * file exists (left alone), -1 + err. */
-int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, char *err,
-                      size_t errlen);
+ * algorithm is 0, Ed25519 when 1), O_EXCL, group gid ((gid_t)-1: the
+ * caller's) and mode set on the open file, fsynced; *record (when not
+ * NULL, malloc'd) its DKIM key record, from the key in memory.  0 made,
+ * 1 the file exists (left alone), -1 + err. */
+int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, gid_t gid,
+                      char **record, char *err, size_t errlen);
 
 /* policy_arc_key_record - the selector TXT text ("v=DKIM1; k=rsa; p=...")
  * of the private key in key_file; malloc'd, NULL + err on failure. */

@@ -407,7 +407,7 @@ char *reports_key_ensure(const char *key_file, char *err, size_t errlen)
 	char *pem = NULL;
 
 	if (f == NULL && errno == ENOENT) {
-		int made = policy_key_create(key_file, 0, 2048, 0600, err, errlen);
+		int made = policy_key_create(key_file, 0, 2048, 0600, (gid_t)-1, NULL, err, errlen);
 		if (made < 0)
 			return NULL;
 		if (made == 0)
