@@ -115,9 +115,10 @@ static void attach_header(struct smtp_session *s, const char *state, const char 
 
 /* apply - the configured action (enum config_attach_action) on a blocked,
  * unparsable or oversize message; -1 when it was refused (and the session
- * resumed when async: called from a callback). */
-static int apply(struct smtp_session *s, int action, const char *state, const char *why,
-                 const char *reply, const char *reason, bool async)
+ * resumed when async: called from a callback).  reason, the metric's label,
+ * stays the last argument (test_ops_metrics.py reads it there). */
+static int apply(struct smtp_session *s, int action, bool async, const char *state, const char *why,
+                 const char *reply, const char *reason)
 {
 	if (action == CONFIG_ATTACH_REJECT) {
 		smtp_data_refuse(s, reply, reason);
@@ -172,10 +173,10 @@ static void job_done(void *arg)
 		              "action=%s",
 		              (unsigned long long)s->id, why, action_name[action]);
 		if (apply(
-		        s, action, "unchecked", detail,
+		        s, action, true, "unchecked", detail,
 		        "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
 		        "so its attachments cannot be checked",
-		        "attachment_unparsable", true) == 0)
+		        "attachment_unparsable") == 0)
 			smtp_scan_continue(s);
 		return;
 	}
@@ -186,7 +187,7 @@ static void job_done(void *arg)
 	char reply[400];
 	snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: attachment not allowed (%s)",
 	         why);
-	if (apply(s, action, "blocked", why, reply, "attachment", true) == 0)
+	if (apply(s, action, true, "blocked", why, reply, "attachment") == 0)
 		smtp_scan_continue(s);
 }
 
@@ -206,9 +207,9 @@ int smtp_attach_start(struct smtp_session *s, bool async)
 		              "max_size=%lld action=%s",
 		              (unsigned long long)s->id, (long long)size,
 		              (long long)cfg->attach_max_size, action_name[action]);
-		if (apply(s, action, "unchecked", "size",
+		if (apply(s, action, async, "unchecked", "size",
 		          "550 5.7.1 Message refused: too large for its attachments to be checked",
-		          "attachment_oversize", async) < 0)
+		          "attachment_oversize") < 0)
 			return 0; /* refused: no further step */
 		return -1;
 	}

@@ -549,9 +549,10 @@ void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const 
 	while (util_hdr_next(headers, len, &pos, &f) == 1) {
 		bool is_flag = util_hdr_name_is(&f, flag);
 		bool is_status = util_hdr_name_is(&f, status);
-		if (replaced && (is_flag || is_status ||
-		                 util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
-		                                                             : "X-Spam-Score")))
+		if (replaced &&
+		    (is_flag || is_status ||
+		     util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
+		                                                 : "X-Spam-Score")))
 			continue;
 		if (is_flag) {
 			util_buf_printf(b, "%s: YES\r\n", flag);
