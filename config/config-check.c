@@ -429,6 +429,21 @@ static void check_actions(struct config_parse *p)
 		cfg->spam_dmarc_action = cfg->spam_quarantine_action;
 	if (gline(p, "spam", "score_action") == 0)
 		cfg->spam_score_action = cfg->spam_quarantine_action;
+	/* an attachment check that silently stops above a size is a bypass
+	 * (pad the message): by default every acceptable message is judged,
+	 * and one too large to judge is treated like one that cannot be read */
+	if (gline(p, "attachments", "max_size") == 0)
+		cfg->attach_max_size = cfg->message_size_limit;
+	if (gline(p, "attachments", "oversize_action") == 0)
+		cfg->attach_oversize_action = cfg->attach_unparsable_action;
+	if (cfg->attach_enabled && cfg->attach_max_size < cfg->message_size_limit)
+		warn_at(p, gline(p, "attachments", "max_size"),
+		        "[attachments] max_size (%lld) is below [limits] message_size_limit (%lld): "
+		        "larger messages are accepted without their attachments being judged "
+		        "(oversize_action = %s)",
+		        (long long)cfg->attach_max_size, (long long)cfg->message_size_limit,
+		        (const char *const[]){"reject", "quarantine", "tag",
+		                              "deliver"}[cfg->attach_oversize_action]);
 	if (cfg->clamav_socket != NULL && cfg->clamav_virus_action == CONFIG_SCAN_DELIVER)
 		warn_at(
 		    p, gline(p, "clamav", "virus_action"),

@@ -483,7 +483,7 @@ static const struct config_directive d_spam[] = {
      0, 0, e_policy_quarantine, NULL, R,
      "A DMARC failure under p=quarantine (or a reject that [auth] dmarc_enforcement or pct "
      "turns into quarantine): tag, quarantine, reject or deliver; applied by mxgate whether "
-     "[rspamd] is on or not"},
+     "[rspamd] is on or not (tag and quarantine set X-Spam-Flag: YES whatever rspamd says)"},
     {"score_action", CONFIG_T_ENUM, G(spam_score_action), NULL, "quarantine_action", 0, 0,
      e_policy_quarantine, NULL, R,
      "mxgate's own score at or above threshold: tag, quarantine, reject or deliver.  With "
@@ -736,8 +736,8 @@ static const struct config_directive d_clamav[] = {
      NULL, R,
      "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
      "kept in the queue's quarantine/ until `mxgate quarantine release|delete`), tag "
-     "(delivered with X-Virus-Scan: infected and the signature name, and [rspamd] "
-     "subject_tag on the Subject) or deliver (the header only; check-config warns)"},
+     "(delivered with X-Virus-Scan: infected and the signature name, X-Spam-Flag: YES and "
+     "[rspamd] subject_tag on the Subject) or deliver (the header only; check-config warns)"},
     {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
      "they are delivered with X-Virus-Scan: unscanned reason=size"},
@@ -837,16 +837,23 @@ static const struct config_directive d_attachments[] = {
      NULL, R, "A zip archive with more entries is blocked"},
     {"action", CONFIG_T_ENUM, G(attach_action), "reject", NULL, 0, 0, e_attach_action, NULL, R,
      "A blocked attachment: reject (550 5.7.1 before anything is queued), quarantine "
-     "(reason=attachment), tag (delivered with X-Mxgate-Attachments: blocked and [rspamd] "
-     "subject_tag on the Subject) or deliver (the header only)"},
+     "(reason=attachment), tag (delivered with X-Mxgate-Attachments: blocked, X-Spam-Flag: "
+     "YES and [rspamd] subject_tag on the Subject) or deliver (the header only)"},
     {"unparsable_action", CONFIG_T_ENUM, G(attach_unparsable_action), "deliver", NULL, 0, 0,
      e_attach_action, NULL, R,
      "A message the MIME parser cannot read at all (its attachments cannot be judged): "
      "deliver (with X-Mxgate-Attachments: unchecked; reason=unparsable), tag, quarantine or "
      "reject (550 5.7.1); never a tempfail, which the sender would retry for nothing"},
-    {"max_size", CONFIG_T_SIZE, G(attach_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
-     "Larger messages are not judged: delivered with X-Mxgate-Attachments: unchecked; "
-     "reason=size (logged and counted)"},
+    {"max_size", CONFIG_T_SIZE, G(attach_max_size), NULL, "[limits] message_size_limit",
+     1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not judged (their attachments are unchecked): oversize_action "
+     "applies.  By default every message mxgate accepts is judged; each content worker holds "
+     "up to this much in memory.  check-config warns when it is below message_size_limit"},
+    {"oversize_action", CONFIG_T_ENUM, G(attach_oversize_action), NULL, "unparsable_action", 0,
+     0, e_attach_action, NULL, R,
+     "A message over max_size (its attachments cannot be judged): deliver (with "
+     "X-Mxgate-Attachments: unchecked; reason=size), tag, quarantine or reject (550 5.7.1); "
+     "treated like an unparsable one unless set"},
 };
 
 /* [warning] (issue 13: external-sender warning, content/content-banner.c) */

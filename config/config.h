@@ -335,7 +335,10 @@ struct config {
 	int attach_max_zip_entries;
 	int attach_action;                     /* enum config_attach_action */
 	int attach_unparsable_action;          /* enum config_attach_action: MIME not parsable */
-	int64_t attach_max_size;               /* bytes; larger messages are not checked (logged) */
+	int attach_oversize_action;            /* enum config_attach_action: over attach_max_size
+	                                          (default: attach_unparsable_action) */
+	int64_t attach_max_size;               /* bytes; larger messages are not judged
+	                                          (default: message_size_limit) */
 
 	/* [warning] - external-sender warning (issue 13, content/content-banner.c) */
 	bool warning_enabled;

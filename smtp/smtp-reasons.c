@@ -37,6 +37,7 @@ const char *const smtp_rejected_reasons[] = {
     "greylisted",        /* [greylist]: 451 */
     "attachment",        /* [attachments] blocked, action = reject: 550 */
     "attachment_unparsable", /* MIME the check cannot read, unparsable_action = reject */
+    "attachment_oversize", /* over [attachments] max_size, oversize_action = reject */
     "virus",             /* [clamav] infected, action = reject: 550 */
     "spam",              /* [rspamd] verdict reject: 550 */
     "spam_tempfail",     /* [rspamd] soft reject: 451 */

@@ -177,6 +177,9 @@ struct smtp_tx {
 	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
 	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
 	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
+	bool own_flag;                   /* one of mxgate's own verdicts (DMARC quarantine, DNSBL,
+	                                    score, virus, attachment) tagged or quarantined the
+	                                    message: X-Spam-Flag YES whatever rspamd says */
 	char *subject;                   /* owned; the Subject fields (raw, in order), held back from
 	                                    the spool when they may be tagged (smtp-session-scan.c),
 	                                    or NULL */
@@ -494,8 +497,9 @@ void smtp_seal_start(struct smtp_session *s, struct policy_seal *ps, char *prepe
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);
 /* smtp_scan_subject - append the held Subject, tagged when decided. */
 void smtp_scan_subject(struct smtp_session *s, struct util_buf *b);
-/* smtp_scan_policy_headers - append the policy's header fields, without
- * its spam headers when rspamd's verdict replaces them. */
+/* smtp_scan_policy_headers - append the policy's header fields (headers,
+ * or NULL: none), without its spam headers when rspamd's verdict replaces
+ * them; flagged (YES) when tx->own_flag. */
 void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers);
 
 #endif

@@ -13,9 +13,12 @@
  * quarantine (reason "attachment"), tag or deliver (both with
  * "X-Mxgate-Attachments: blocked; ..."; tag also puts the subject tag on).
  * A message GMime cannot parse at all -> unparsable_action (the same four;
- * the header says "unchecked; reason=unparsable").  One over max_size, or
- * whose check could not start, is delivered with "unchecked; reason=size"
- * / "reason=setup": never a silent pass.  Diagnostics:
+ * the header says "unchecked; reason=unparsable").  One over max_size
+ * (default: [limits] message_size_limit, so every acceptable message is
+ * judged) -> oversize_action (default unparsable_action's; the header
+ * says "unchecked; reason=size").  One whose check could not start is
+ * delivered with "unchecked; reason=setup": never a silent pass.
+ * Diagnostics:
  * "s=... attachment_check result=blocked|clean|unchecked ... action=...",
  * metric mxgate_attachment_checks_total{result}.
  *
@@ -110,20 +113,25 @@ static void attach_header(struct smtp_session *s, const char *state, const char 
 	s->tx->scan_headers = b.data; /* ownership moves to the transaction */
 }
 
-/* apply - the configured action (enum config_attach_action) on a blocked
- * or unparsable message; -1 when it was refused (and the session resumed). */
-static int apply(struct smtp_session *s, int action, const char *state, const char *why,
+/* apply - the configured action (enum config_attach_action) on a blocked,
+ * unparsable or oversize message; -1 when it was refused (and the session
+ * resumed when async: called from a callback).  reason, the metric's label,
+ * stays the last argument (test_ops_metrics.py reads it there). */
+static int apply(struct smtp_session *s, int action, bool async, const char *state, const char *why,
                  const char *reply, const char *reason)
 {
 	if (action == CONFIG_ATTACH_REJECT) {
 		smtp_data_refuse(s, reply, reason);
-		smtp_session_resume(s);
+		if (async)
+			smtp_session_resume(s);
 		return -1;
 	}
 	if (action == CONFIG_ATTACH_QUARANTINE)
 		smtp_data_quarantine(s, "attachment", why); /* "unparsable; mime=..." */
 	if (action == CONFIG_ATTACH_TAG)
 		s->tx->subject_tag = true;
+	if (action == CONFIG_ATTACH_TAG || action == CONFIG_ATTACH_QUARANTINE)
+		s->tx->own_flag = true; /* X-Spam-Flag: YES (smtp-session-scan.c) */
 	attach_header(s, state, strcmp(state, "blocked") == 0 ? "verdict" : "reason", why);
 	return 0;
 }
@@ -165,7 +173,7 @@ static void job_done(void *arg)
 		              "action=%s",
 		              (unsigned long long)s->id, why, action_name[action]);
 		if (apply(
-		        s, action, "unchecked", detail,
+		        s, action, true, "unchecked", detail,
 		        "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
 		        "so its attachments cannot be checked",
 		        "attachment_unparsable") == 0)
@@ -179,7 +187,7 @@ static void job_done(void *arg)
 	char reply[400];
 	snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: attachment not allowed (%s)",
 	         why);
-	if (apply(s, action, "blocked", why, reply, "attachment") == 0)
+	if (apply(s, action, true, "blocked", why, reply, "attachment") == 0)
 		smtp_scan_continue(s);
 }
 
@@ -191,10 +199,18 @@ int smtp_attach_start(struct smtp_session *s, bool async)
 		return -1;
 	int64_t size = queue_spool_size(s->tx->spool);
 	if (size > cfg->attach_max_size) {
+		/* too large to judge: padding must not buy a pass (red team), so
+		 * oversize_action acts (by default unparsable_action's) */
+		int action = cfg->attach_oversize_action;
 		util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
-		util_log_info("s=%016llx attachment_check result=unchecked reason=size",
-		              (unsigned long long)s->id);
-		attach_header(s, "unchecked", "reason", "size");
+		util_log_warn("s=%016llx attachment_check result=unchecked reason=size size=%lld "
+		              "max_size=%lld action=%s",
+		              (unsigned long long)s->id, (long long)size,
+		              (long long)cfg->attach_max_size, action_name[action]);
+		if (apply(s, action, async, "unchecked", "size",
+		          "550 5.7.1 Message refused: too large for its attachments to be checked",
+		          "attachment_oversize") < 0)
+			return 0; /* refused: no further step */
 		return -1;
 	}
 	struct attach_job *j = util_xcalloc(1, sizeof(*j));

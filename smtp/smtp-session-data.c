@@ -339,8 +339,7 @@ static void build_prepend(struct smtp_session *s, struct util_buf *pre, size_t *
 	received_header(s, queue_spool_id(tx->spool), pre);
 	*arc_at = pre->len;
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	if (v && v->headers)
-		smtp_scan_policy_headers(s, pre, v->headers);
+	smtp_scan_policy_headers(s, pre, v ? v->headers : NULL);
 	if (tx->scan_headers)
 		util_buf_adds(pre, tx->scan_headers);
 	if (tx->quarantine) {
@@ -477,9 +476,11 @@ int smtp_data_policy_act(struct smtp_session *s, unsigned kinds, bool async)
 		return -1;
 	case CONFIG_PQ_QUARANTINE: /* quarantined at commit (issue 13) */
 		smtp_data_quarantine(s, "policy", v ? v->summary : NULL);
+		s->tx->own_flag = true;
 		break;
 	case CONFIG_PQ_TAG:
 		s->tx->subject_tag = true;
+		s->tx->own_flag = true; /* X-Spam-Flag: YES, also under rspamd's verdict */
 		break;
 	default:
 		break;

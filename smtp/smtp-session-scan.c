@@ -14,9 +14,12 @@
  * (451 4.7.1, or accepted with a header saying it was not checked - never
  * a silent pass).  With an rspamd verdict, the policy's own X-Spam-* fields
  * are left out: rspamd's score (which includes mxgate's authentication
- * score as symbol MXGATE_AUTH) is the only spam verdict downstream sees;
+ * score as symbol MXGATE_AUTH) is the only spam score downstream sees;
  * mxgate's own score acts ([spam] score_action) only when rspamd could not
- * be asked.
+ * be asked.  But X-Spam-Flag is YES whenever one of mxgate's own verdicts
+ * (DMARC quarantine, DNSBL listing, virus, attachment) tagged or
+ * quarantined the message (tx->own_flag), whatever rspamd answered: the
+ * downstream's rules act on the flag.
  *
  * Ownership: header text accumulates in tx->scan_headers (owned by the
  * transaction).  Diagnostics: one line per scan
@@ -94,9 +97,10 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 			smtp_data_quarantine(s, "virus", verdict);
 			free(verdict);
 			s->tx->scan_stage = STAGE_COMMIT; /* no spam check: quarantined */
+			s->tx->own_flag = true;
 		}
 		if (cfg->clamav_virus_action == CONFIG_SCAN_TAG)
-			s->tx->subject_tag = true;
+			s->tx->subject_tag = s->tx->own_flag = true;
 		break;
 	case SCAN_FAILED:
 		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
@@ -237,8 +241,15 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 	            r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
 	if (flag && decision == CONFIG_SPAM_TAG)
 		s->tx->subject_tag = true;
+	if (!flag && s->tx->own_flag)
+		util_log_info("s=%016llx spam_check flag=YES by=mxgate", (unsigned long long)s->id);
 	util_buf_init(&b);
-	scan_spam_headers(&b, cfg, r, flag); /* the status names rspamd's own action */
+	/* the flag is also YES when one of mxgate's own verdicts (a DMARC
+	 * quarantine, a DNSBL listing, a virus or an attachment) tagged or
+	 * quarantined the message: rspamd's "no action" must not hide it from
+	 * the downstream's rules (red team); the status names rspamd's own
+	 * action, score and symbols */
+	scan_spam_headers(&b, cfg, r, flag || s->tx->own_flag);
 	note(s, &b);
 	util_buf_free(&b);
 	s->tx->spam_replaced = true;
@@ -381,8 +392,8 @@ static bool policy_may_tag(const struct config *cfg)
 }
 
 /* may_tag - can a verdict of this config put the subject tag on?  Any
- * verdict configured to tag: rspamd's, a virus, a blocked or unparsable
- * attachment, mxgate's own (DMARC quarantine, score, DNSBL) when it can
+ * verdict configured to tag: rspamd's, a virus, a blocked, unparsable or
+ * oversize attachment, mxgate's own (DMARC quarantine, score, DNSBL) when it can
  * fire. */
 static bool may_tag(const struct config *cfg)
 {
@@ -392,7 +403,9 @@ static bool may_tag(const struct config *cfg)
 	                                cfg->rspamd_reject_action == CONFIG_SPAM_TAG)) ||
 	       (cfg->clamav_socket && cfg->clamav_virus_action == CONFIG_SCAN_TAG) ||
 	       (cfg->attach_enabled && (cfg->attach_action == CONFIG_ATTACH_TAG ||
-	                                cfg->attach_unparsable_action == CONFIG_ATTACH_TAG)) ||
+	                                cfg->attach_unparsable_action == CONFIG_ATTACH_TAG ||
+	                                (cfg->attach_oversize_action == CONFIG_ATTACH_TAG &&
+	                                 cfg->attach_max_size < cfg->message_size_limit))) ||
 	       policy_may_tag(cfg);
 }
 
@@ -511,24 +524,47 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 		util_buf_add(b, tx->subject + pos, len - pos);
 }
 
-/* smtp_scan_policy_headers - see smtp-server-internal.h. */
+/* smtp_scan_policy_headers - see smtp-server-internal.h.  Without
+ * rspamd's verdict the policy's flag says YES (and its status "Yes,")
+ * when a verdict that acted after the policy's (a virus or an attachment
+ * tagged or quarantined) flagged the message. */
 void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers)
 {
-	if (!s->tx->spam_replaced) {
+	const struct config *cfg = s->cfg;
+	const char *flag = cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag";
+	const char *status = cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status";
+	bool replaced = s->tx->spam_replaced;
+	if (!headers) {
+		/* no policy fields (checks off): the flag alone, for a rule */
+		if (!replaced && s->tx->own_flag)
+			util_buf_printf(b, "%s: YES\r\n", flag);
+		return;
+	}
+	if (!replaced && !s->tx->own_flag) {
 		util_buf_adds(b, headers);
 		return;
 	}
-	const struct config *cfg = s->cfg;
 	size_t len = strlen(headers), pos = 0;
 	struct util_hdr_field f;
 	while (util_hdr_next(headers, len, &pos, &f) == 1) {
-		if (util_hdr_name_is(&f, cfg->spam_flag_header ? cfg->spam_flag_header
-		                                               : "X-Spam-Flag") ||
-		    util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
-		                                                : "X-Spam-Score") ||
-		    util_hdr_name_is(&f, cfg->spam_status_header ? cfg->spam_status_header
-		                                                 : "X-Spam-Status"))
+		bool is_flag = util_hdr_name_is(&f, flag);
+		bool is_status = util_hdr_name_is(&f, status);
+		if (replaced &&
+		    (is_flag || is_status ||
+		     util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
+		                                                 : "X-Spam-Score")))
 			continue;
+		if (is_flag) {
+			util_buf_printf(b, "%s: YES\r\n", flag);
+			continue;
+		}
+		if (is_status && f.value_len >= 4 && memcmp(f.value, " No,", 4) == 0) {
+			/* "X-Spam-Status: No, score=..." -> "Yes, score=..." */
+			util_buf_add(b, f.raw, (size_t)(f.value - f.raw));
+			util_buf_adds(b, " Yes,");
+			util_buf_add(b, f.value + 4, f.raw_len - (size_t)(f.value + 4 - f.raw));
+			continue;
+		}
 		util_buf_add(b, f.raw, f.raw_len);
 	}
 }

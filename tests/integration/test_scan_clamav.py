@@ -255,6 +255,9 @@ def test_virus_action_deliver_or_tag_stamps_the_signature(gateway, clamd, action
     assert vals and vals[0].startswith(f"infected; virus={SIGNAME}"), vals
     subject = mxtest.header_values(msg, "Subject")
     assert subject == [("[SPAM] " if action == "tag" else "") + f"eicar {marker}"], subject
+    # tag is one of mxgate's own verdicts: flagged (SPF, DKIM and DMARC are
+    # off here: no other spam fields)
+    assert mxtest.header_values(msg, "X-Spam-Flag") == (["YES"] if action == "tag" else [])
     warned = "virus_action = deliver hands infected" in gw.cli("check-config").stderr
     assert warned == (action == "deliver")
 

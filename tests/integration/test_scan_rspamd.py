@@ -392,6 +392,56 @@ def test_subject_tag_none_keeps_subject(gateway, rspamd):
     assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
 
 
+OWN_VERDICTS = {
+    # DMARC p=quarantine (SPF -all from 127.0.0.1), dmarc_quarantine_action = tag
+    "dmarc": ({"auth": {"spf": "yes", "dmarc": "yes"},
+               "spam": {"weight_spf_fail": "0.5", "weight_dmarc_quarantine": "1"}},
+              "dan@dquar.test", "kinds=dmarc action=tag"),
+    # the client listed at tag_threshold, [dnsbl] tag_action = tag
+    "dnsbl": ({"dnsbl": {"sites": "bl.test", "tag_action": "tag"}}, SENDER,
+              "kinds=dnsbl action=tag"),
+    # a blocked attachment, [attachments] action = tag
+    "attachment": ({"attachments": {"enabled": "yes", "action": "tag"}}, SENDER,
+                   "attachment_check result=blocked name=a.exe action=tag"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_VERDICTS))
+def test_own_verdicts_flag_whatever_rspamd_says(gateway, rspamd, kind):
+    """Red team: mxgate's own verdicts tagged the Subject, but rspamd's
+    "no action" replaced the policy's X-Spam-Flag: YES with NO, so a
+    downstream rule on the flag (WorkMail Lambda, M365 SCL) let the
+    message skip its filter.  The flag is YES whenever one of mxgate's own
+    verdicts tagged or quarantined; X-Spam-Status keeps rspamd's score,
+    action and symbols."""
+    extra, sender, logged = OWN_VERDICTS[kind]
+    extra = dict(extra, rspamd={"address": f"127.0.0.1:{rspamd.port}", "timeout": "10s"})
+    gw = gateway(extra, start=False)
+    gw.dns.add("_dmarc.dquar.test", "TXT", '"v=DMARC1; p=quarantine"')
+    gw.dns.add("dquar.test", "TXT", '"v=spf1 -all"')
+    if kind == "dnsbl":   # before the start: the start-up probe must not cache "clean"
+        gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.start()
+    headers, body = (), "nothing to see\r\n"
+    if kind == "attachment":
+        headers = ("MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b")
+        body = ("--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+                "Content-Type: application/octet-stream\r\n"
+                "Content-Disposition: attachment; filename=a.exe\r\n\r\nMZ\r\n--b--\r\n")
+    data, marker = make_message("own", sender=sender, headers=headers, body=body)
+    with gw.client(timeout=scaled(30)) as c:
+        c.ehlo()
+        mxtest.assert_reply(c.transaction(sender, [RCPT], data, expect_queued=False), 250)
+    msg = gw.wait_for_marker(marker)
+    gw.wait_log(logged)
+    st = status(msg)
+    assert 'action="no action" scanner=rspamd' in st and st.startswith("Yes, score="), st
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+    assert len(mxtest.header_values(msg, "X-Spam-Score")) == 1
+    assert mxtest.header_values(msg, "Subject") == [f"[SPAM] own {marker}"]
+    gw.wait_log(r"spam_check flag=YES by=mxgate")
+
+
 def test_gtube_quarantined_when_configured(gateway, rspamd):
     gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}", reject_action="quarantine")
     data, marker = make_message("gtube q", body=GTUBE + "\r\n")
