@@ -2,13 +2,23 @@
  * smtp-ratelimit.c - rate limits per client address, client network (/24,
  * /64), envelope sender and recipient domain (issue 17): connections per
  * window at connect (421 4.7.0), messages per window (451 4.7.1: MAIL FROM
- * per client, network and sender; per recipient domain the first RCPT of
- * that domain in a transaction), recipients per window (451 4.7.1, per
- * client, network, sender and domain).  The limits are one table (`rules`):
- * what is counted, the key, the config field, the reply.  A RCPT is
- * counted once the relay control, the recipient lists and max_recipients
- * let it through, before the downstream verification: a repeated
- * recipient counts again, an unknown user refused from a list does not.
+ * per client and network; per sender the first RCPT of a transaction, per
+ * recipient domain the first RCPT of that domain in it), recipients per
+ * window (451 4.7.1, per client, network, sender and domain).  The limits
+ * are one table (`rules`): what is counted, the key, the config field, the
+ * reply.  A RCPT is counted once the relay control, the recipient lists and
+ * max_recipients let it through, before the downstream verification: a
+ * repeated recipient counts again, an unknown user refused from a list
+ * does not.
+ *
+ * An event is counted in stages (red team finding): the client's own
+ * limits (address, network), then the sender's, then the recipient
+ * domain's; a stage is counted only when the ones before it passed, so a
+ * client over its own limit cannot drain the budgets every sender shares.
+ * The sender is one subject across clients only when SPF passed for it
+ * (RCPT waits for SPF when a per-sender limit is set); a sender SPF did
+ * not pass for, like <>, counts per client network - a forged MAIL FROM
+ * cannot use up the real sender's budget.
  * The concurrency caps per address ([limits] max_connections_per_ip) and per network
  * ([ratelimit] max_connections_per_net) are the counted-slot part of the
  * same policy and live in smtp-server.c's slot table, keyed by
