@@ -188,8 +188,8 @@ static const struct rl_rule {
 /* One rule's count for one event. */
 struct rl_hit {
 	const struct rl_rule *r;
-	char subj[320];            /* "<" 256-byte sender ">:" network: never cut */
-	int64_t n, left;           /* n < 0: the store failed (fail open) */
+	char subj[320];  /* "<" 256-byte sender ">:" network: never cut */
+	int64_t n, left; /* n < 0: the store failed (fail open) */
 	struct rl_batch *b;
 };
 
@@ -351,7 +351,8 @@ static enum smtp_rl_ans run(struct smtp_session *s, struct rl_batch *b)
 				struct rl_hit *h = &b->hits[i];
 				char key[400];
 				rl_key(key, sizeof(key), "", h);
-				h->n = srv->rl->ops->hit(srv->rl, key, s->cfg->rl_window, now, &h->left);
+				h->n = srv->rl->ops->hit(srv->rl, key, s->cfg->rl_window, now,
+				                         &h->left);
 			}
 		}
 		a = judge(s, b->ev, b->hits + b->first, b->end - b->first, store);
