@@ -379,7 +379,7 @@ struct config {
 	int rl_net_prefix4, rl_net_prefix6; /* what a client's "network" is: /24, /64 */
 	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
 	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
-	int rl_msgs_per_sender;                /* MAIL commands per envelope sender */
+	int rl_msgs_per_sender;                /* messages per envelope sender (at RCPT) */
 	int rl_msgs_per_domain;                /* messages per recipient domain (first RCPT of
 	                                          the domain in a transaction) */
 	int rl_rcpts_per_ip, rl_rcpts_per_net; /* recipients per window */

@@ -325,6 +325,9 @@ void policy_seal_free(struct policy_seal *ps);
 /* policy_msg_spf_pass_for - SPF passed for MAIL FROM and its domain is one of
  * domains or under one of them (after finish's callback or SPF's). */
 bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains);
+/* policy_msg_spf_pass - SPF is known and passed for MAIL FROM (not only
+ * for the HELO name): the envelope sender is authorised by its domain. */
+bool policy_msg_spf_pass(const struct policy_msg *pm);
 /* policy_msg_dmarc_reject_dkim_pass - DMARC passed for a From: domain that
  * publishes p=reject, and a DKIM signature of its organizational domain
  * passed (after finish's callback). */

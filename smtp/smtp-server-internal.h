@@ -167,6 +167,7 @@ struct smtp_tx {
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
 	struct util_strlist rl_domains;  /* recipient domains this message was counted for
 	                                    ([ratelimit] messages_per_domain, once each) */
+	bool rl_sender_counted;          /* counted for its sender (messages_per_sender) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
@@ -394,6 +395,9 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
  * rate) or suspended for the shared store (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
+/* smtp_rl_wants_spf - RCPT waits for SPF before it is counted: a
+ * per-sender limit is shared only by a sender SPF passed for. */
+bool smtp_rl_wants_spf(const struct smtp_session *s);
 
 /* smtp_rl_net_str - "192.0.2.0/24" of the session's client;
  * smtp_rl_net_format - the same for any address. */
