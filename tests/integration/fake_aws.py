@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Fakes for deploy/aws/mxgate-aws-boot (test_deploy_boot.py): one program,
 installed on PATH under the names aws, lsblk, blkid, mkfs.ext4, mount,
-umount, mountpoint, systemctl, chown, sleep and mxgate (status only).  All of them share a JSON state file
+umount, mountpoint, systemctl, chown, sleep, getent (ahostsv4: state dns
+{name: [addresses]}) and mxgate (status only).  All of them share a JSON state file
 ($FAKE_AWS_STATE) standing for the AWS account and the instance's block
 devices, and append every call to $FAKE_AWS_STATE.log.
 
@@ -382,6 +383,10 @@ def main():
             elif argv[0] == "stop":
                 for u in argv[1:]:
                     svcs[u] = False
+            elif argv[0] == "restart":
+                svcs[unit] = True
+                st.setdefault("restarts", {}).setdefault(unit, 0)
+                st["restarts"][unit] += 1
             elif argv[0] == "is-active":
                 rc = 0 if svcs.get(unit) else 3
             elif argv[0] == "reload":
@@ -401,6 +406,13 @@ def main():
                 total, deliverable = n if isinstance(n, list) else (n, n)
                 print(f"state: running\nqueue_messages: {total}\n"
                       f"queue_deliverable: {deliverable}")
+        elif prog == "getent":
+            addrs = st.get("dns", {}).get(argv[-1], [])
+            if argv[0] != "ahostsv4" or not addrs:
+                rc = 2
+            else:   # getent prints each address once per socket type
+                print("\n".join(f"{a}{' ' * 10}{t}" + (f" {argv[-1]}" if t == "STREAM" else "")
+                                for a in addrs for t in ("STREAM", "DGRAM", "RAW")))
         elif prog in ("chown", "sleep"):
             pass
         else:

@@ -670,7 +670,9 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
     r = subprocess.run(["bash", "-n", str(BOOT)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     # the timers' loop writes units for both jobs with their interval
-    assert "for job in check-eip:1min refresh-cert:1h check-volumes:1min; do" in text
+    assert ("for job in check-eip:1min refresh-cert:1h check-volumes:1min check-state:1min; do"
+            in text)
+    assert "mxgate-check-state.timer" in text
     if shutil.which("shellcheck"):
         for f in (p,):
             r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
