@@ -867,3 +867,19 @@ def test_cfn_fleet_shares_state_through_valkey(template, tmp_path, shared, count
     p = subprocess.run([mxgate_bin(), "check-config", "-c", str(tmp_path / "m.conf")],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr + conf
+
+
+def test_aws_readme_documents_the_shared_state(template):
+    """What is shared, the choice, no TLS, fail open, the failover restart,
+    and the rates the generated config sets, as the template has them."""
+    text = (SRC / "deploy" / "aws" / "README.md").read_text()
+    for s in ("SharedState", "Valkey", "fails open", "mxgate_state_errors_total",
+              "TransitEncryptionEnabled: false", "check-state", "greylist", "pregreet",
+              "StateNodeType"):
+        assert s in text, s
+    assert set(template["Parameters"]["SharedState"]["AllowedValues"]) == {"auto", "valkey", "none"}
+    for v in template["Parameters"]["SharedState"]["AllowedValues"]:
+        assert f"| `{v}`" in text, v
+    rl = section(user_data(template).split("<<CONF\n", 1)[1], "ratelimit")
+    for k in ("connections_per_ip", "messages_per_ip"):
+        assert f"`{k} = {rl[k]}`" in text, k
