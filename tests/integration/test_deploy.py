@@ -883,3 +883,34 @@ def test_aws_readme_documents_the_shared_state(template):
     rl = section(user_data(template).split("<<CONF\n", 1)[1], "ratelimit")
     for k in ("connections_per_ip", "messages_per_ip"):
         assert f"`{k} = {rl[k]}`" in text, k
+
+
+def test_cfn_fleet_config_counts_once_for_the_fleet(template, gateway, workdir):
+    """The [state] and [ratelimit] sections the user data writes for a
+    fleet, run by two real gateways against a real redis-server on loopback
+    standing for the ElastiCache endpoint: a client's connections to either
+    gateway add up in one counter (before issue 17's template, each gateway
+    counted on its own)."""
+    from test_conndef_fleet import Redis
+    from mxtest import RawClient, assert_reply
+    r = Redis(workdir)
+    try:
+        params = dict(FLEET_PARAMS, SharedState="auto", GatewayCount="2")
+        attrs = dict(FLEET_ATTRS, **{"StateCache.PrimaryEndPoint.Address": "127.0.0.1",
+                                     "StateCache.PrimaryEndPoint.Port": str(r.port)})
+        (_, lt), = resources_of(template, "AWS::EC2::LaunchTemplate")
+        ud = cfn_eval(lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"],
+                      params, cfn_conditions(template, params), attrs)
+        conf = ud.split("<<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
+        sections = {s: section(conf, s) for s in ("state", "ratelimit", "pregreet")}
+        assert sections["state"]["redis"] == f"redis://127.0.0.1:{r.port}"
+        a, b = gateway(sections), gateway(sections)
+        for gw in (a, b, b):
+            with RawClient(gw.port, source="127.0.0.2") as c:
+                assert_reply(c.banner, 220)
+        key = sections["state"]["key_prefix"] + "rl:connections_per_ip [127.0.0.2]"
+        assert r.cmd("INCRBY", key, 0) == ":3"
+        ttl = int(r.cmd("TTL", key)[1:])
+        assert 0 < ttl <= 60          # window = 1m, an expiry set by the first hit
+    finally:
+        r.stop()
