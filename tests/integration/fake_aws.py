@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Fakes for deploy/aws/mxgate-aws-boot (test_deploy_boot.py): one program,
 installed on PATH under the names aws, lsblk, blkid, mkfs.ext4, mount,
-umount, mountpoint, systemctl, chown, sleep and mxgate (status only).  All of them share a JSON state file
+umount, mountpoint, systemctl, chown, sleep, getent (ahostsv4: state dns
+{name: [addresses]}) and mxgate (status only).  All of them share a JSON state file
 ($FAKE_AWS_STATE) standing for the AWS account and the instance's block
 devices, and append every call to $FAKE_AWS_STATE.log.
 
@@ -15,7 +16,8 @@ AssociationId?}], volumes [{VolumeId, AvailabilityZone, State, InstanceId?,
 fs?}], mounts {dir: dev}, services {name: active?}, secrets {id: text},
 steal_eip / steal_volume: ids another instance grabs just before our
 associate/attach, free_eip_after: (n, alloc) frees alloc after n describes,
-queue_counts: the `mxgate status` answers in turn (n, or [all, deliverable]);
+sleep_effects: [{key: value}] applied to the state by each sleep in turn
+(what others do meanwhile); queue_counts: the `mxgate status` answers in turn (n, or [all, deliverable]);
 `aws s3 cp` keeps the object in s3/ next to the state file.
 Adoption across AZs: snapshots [{SnapshotId, VolumeId, State, Tags, fs?,
 data?}] (a volume's fs and data marker travel through its snapshot), ec2
@@ -382,6 +384,11 @@ def main():
             elif argv[0] == "stop":
                 for u in argv[1:]:
                     svcs[u] = False
+            elif argv[0] in ("restart", "try-restart"):
+                if argv[0] == "restart" or svcs.get(unit):
+                    svcs[unit] = True
+                    st.setdefault("restarts", {}).setdefault(unit, 0)
+                    st["restarts"][unit] += 1
             elif argv[0] == "is-active":
                 rc = 0 if svcs.get(unit) else 3
             elif argv[0] == "reload":
@@ -401,7 +408,18 @@ def main():
                 total, deliverable = n if isinstance(n, list) else (n, n)
                 print(f"state: running\nqueue_messages: {total}\n"
                       f"queue_deliverable: {deliverable}")
-        elif prog in ("chown", "sleep"):
+        elif prog == "getent":
+            addrs = st.get("dns", {}).get(argv[-1], [])
+            if argv[0] != "ahostsv4" or not addrs:
+                rc = 2
+            else:   # getent prints each address once per socket type
+                print("\n".join(f"{a}{' ' * 10}{t}" + (f" {argv[-1]}" if t == "STREAM" else "")
+                                for a in addrs for t in ("STREAM", "DGRAM", "RAW")))
+        elif prog == "sleep":
+            # sleep_effects: state changes made by others while we sleep
+            if st.get("sleep_effects"):
+                st.update(st["sleep_effects"].pop(0))
+        elif prog == "chown":
             pass
         else:
             raise SystemExit(f"fake: unknown program {prog}")

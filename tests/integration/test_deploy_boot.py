@@ -23,7 +23,7 @@ SRC = Path(mxtest.source_dir())
 SCRIPT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
 FAKE = Path(__file__).with_name("fake_aws.py")
 FAKES = ["aws", "lsblk", "blkid", "mkfs.ext4", "mount", "umount", "mountpoint",
-         "systemctl", "chown", "sleep", "mxgate"]
+         "systemctl", "chown", "sleep", "mxgate", "getent"]
 STACK = "mxgate-prod"
 ME = "i-0new"
 AZ = "eu-west-1a"
@@ -777,3 +777,96 @@ def test_a_snapshot_that_never_completes_gives_up_and_mail_flows(env):
     (mine,) = [v for v in st["volumes"] if v.get("InstanceId") == ME]
     assert "SnapshotId" not in mine
     assert env.mxgate_running()
+
+
+# ------------------------------------------------------------ issue 17: shared state
+
+STATE_HOST = "mxgate-prod-statecache-1abc.x7y8z9.ng.0001.euw1.cache.amazonaws.com"
+
+
+def with_state(env, *addrs):
+    with open(env.tmp / "aws.env", "a") as f:
+        f.write(f"STATE_REDIS=redis://{STATE_HOST}:6379\n")
+    env.update(dns={STATE_HOST: list(addrs)}, addresses=[eip(1), eip(2), eip(3)])
+
+
+def restarts(env):
+    return env.get().get("restarts", {}).get("mxgate.service", 0)
+
+
+def test_check_state_restarts_mxgate_when_the_cache_endpoint_moves(env):
+    """mxgate resolves [state] redis once, at start; an ElastiCache failover
+    moves the primary endpoint's name to the replica.  check-state restarts
+    mxgate when (and only when) the name no longer has the address mxgate
+    started with."""
+    with_state(env, "10.0.1.20", "10.0.1.99")
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    assert (env.rundir / "mxgate-state-addr").read_text().strip() == "10.0.1.20"
+    assert [c for c in env.calls("getent")] == [["getent", "ahostsv4", STATE_HOST]]
+    p = env.run("check-state")
+    assert p.returncode == 0, p.stderr
+    assert restarts(env) == 0                               # unchanged: left alone
+    env.update(dns={STATE_HOST: ["10.0.2.31"]})             # failover
+    before = len(env.calls())
+    p = env.run("check-state")
+    assert p.returncode == 0, p.stderr
+    assert restarts(env) == 1 and env.mxgate_running()
+    assert "moved from 10.0.1.20 to 10.0.2.31" in p.stderr
+    assert (env.rundir / "mxgate-state-addr").read_text().strip() == "10.0.2.31"
+    p = env.run("check-state")
+    assert p.returncode == 0 and restarts(env) == 1         # once per move
+    # gateway 1 (out1) restarts at once: no wait
+    assert not [c for c in env.calls()[before:] if c[0] == "sleep"]
+
+
+def test_check_state_spaces_the_restarts_of_the_gateways(env):
+    """Every gateway sees the move in the same minute: the one with HELO
+    name out3 waits two spacings, so the fleet never restarts at once."""
+    with_state(env, "10.0.1.20")
+    p = env.run("boot")
+    assert p.returncode == 0, p.stderr
+    env.conf.write_text(env.conf.read_text().replace("hostname = out1.", "hostname = out3."))
+    env.update(dns={STATE_HOST: ["10.0.2.31"]})
+    p = env.run("check-state")
+    assert p.returncode == 0, p.stderr
+    calls = env.calls()
+    wait = index_of(calls, lambda c: c == ["sleep", "90"])
+    assert wait < index_of(calls, lambda c: c[:2] == ["systemctl", "try-restart"])
+    assert restarts(env) == 1
+    # a drain (or check-eip) that stops mxgate during the wait wins: the
+    # queue volume may be on its way out, mxgate stays stopped
+    env.update(dns={STATE_HOST: ["10.0.3.7"]},
+               sleep_effects=[{"services": {"mxgate.service": False}}])
+    p = env.run("check-state")
+    assert p.returncode == 0, p.stderr
+    assert restarts(env) == 1 and not env.mxgate_running()
+
+
+def test_check_state_changes_nothing_it_cannot_know(env):
+    """A name that does not resolve (DNS trouble) proves nothing: no restart,
+    the timer fails visibly; a stopped mxgate resolves at its next start;
+    without SharedState there is nothing to check."""
+    with_state(env, "10.0.1.20")
+    assert env.run("boot").returncode == 0
+    env.update(dns={})
+    p = env.run("check-state")
+    assert p.returncode == 1 and "cannot resolve" in p.stderr
+    assert restarts(env) == 0 and env.mxgate_running()
+    env.update(dns={STATE_HOST: ["10.0.2.31"]}, services={"mxgate.service": False})
+    p = env.run("check-state")
+    assert p.returncode == 0 and restarts(env) == 0 and not env.mxgate_running()
+    # check-eip starts it again (after a lost address): the new one is noted
+    (env.rundir / "mxgate-eip-lost").touch()
+    env.update(mounts={str(env.spool): "/dev/nvme1n1"})
+    assert env.run("check-eip").returncode == 0 and env.mxgate_running()
+    assert (env.rundir / "mxgate-state-addr").read_text().strip() == "10.0.2.31"
+
+
+def test_check_state_without_shared_state_does_nothing(env):
+    env.update(addresses=[eip(1), eip(2), eip(3)])
+    assert env.run("boot").returncode == 0
+    p = env.run("check-state")
+    assert p.returncode == 0, p.stderr
+    assert not env.calls("getent") and restarts(env) == 0
+    assert not (env.rundir / "mxgate-state-addr").exists()
