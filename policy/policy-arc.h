@@ -27,6 +27,12 @@ struct policy_ctx;
 #define POLICY_ARC_MAX_INSTANCES 10
 #define POLICY_ARC_MAX_TAGS      32
 #define POLICY_ARC_MAX_SIGNED    64 /* names in an AMS h= */
+/* header fields of a message as received that ARC indexes: more, and the
+ * chain fails and nothing is sealed.  mxgate's own fields (the prepend) do
+ * not count against it, so the seal made after content edits
+ * (policy_seal_run) takes the same messages as the one in the policy job. */
+#define POLICY_ARC_MAX_FIELDS 512
+#define POLICY_ARC_MAX_OWN    512 /* fields mxgate prepends (a sanity bound) */
 
 /* ------------------------------------------------------------ tag-list */
 
