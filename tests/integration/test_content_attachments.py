@@ -289,6 +289,7 @@ def test_nested_encoded_messages_bound_worker_memory(gateway):
     data, _ = qp_chain(LIMIT, 31)  # within MAX_DEPTH: only the budget stops it
     r = send(gw, data)
     grown = (hwm_kb(gw.proc.pid) - base) * 1024
+    print(f"peak grew {grown / len(data):.1f}x the message")
     assert grown < 4 * len(data) + (8 << 20), f"{grown >> 20} MiB for {len(data) >> 20} MiB"
     mxtest.assert_reply(r, 550, "5.7.1")
     assert "decoded=over_limit" in r.text, r.text
