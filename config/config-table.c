@@ -229,7 +229,8 @@ static const struct config_directive d_server[] = {
     {"content_workers", CONFIG_T_INT, G(content_workers), "2", NULL, 1, 64, NULL, NULL, 0,
      "Worker threads for content jobs at end of DATA (attachment policy, external-sender "
      "banner: MIME parsing with GMime/libzip; the ARC seal when [warning] or an rspamd "
-     "subject_tag may edit the message); each holds one message in memory"},
+     "subject_tag may edit the message); an attachment check holds at most 4 times "
+     "[attachments] max_size plus 1 MiB (docs/security.md, item 14)"},
     {"content_queue", CONFIG_T_INT, G(content_queue), "100", NULL, 1, 100000, NULL, NULL, 0,
      "Content jobs waiting for a worker; when full, end of DATA answers 451 4.3.2 (nothing "
      "queued, the client retries) and mxgate_messages_rejected_total{reason=\"content_busy\"} "

@@ -6,6 +6,7 @@
 #ifndef MX_SMTP_SERVER_INTERNAL_H
 #define MX_SMTP_SERVER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -258,6 +259,7 @@ struct smtp_session {
 	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
 	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
 	struct smtp_tx *tx;              /* owned; NULL outside a transaction */
+	struct smtp_job *content_job;    /* borrowed; queued or running, until its done */
 	struct smtp_session *hnext;      /* registry chain */
 };
 
@@ -465,17 +467,28 @@ void smtp_scan_start(struct smtp_session *s, bool async);
 int smtp_attach_start(struct smtp_session *s, bool async);
 /* smtp_scan_continue - from a completion: the next inspection step. */
 void smtp_scan_continue(struct smtp_session *s);
-/* Content jobs (attachment policy, warning banner) run on the server's
- * bounded pool of content workers (srv->content_pool, util_pool).  Every
- * job struct starts with this header, so the pool can free jobs whose
- * completion never ran (shutdown). */
+/* Content jobs (attachment policy, warning banner, ARC seal) run on the
+ * server's bounded pool of content workers (srv->content_pool, util_pool).
+ * Every job struct starts with this header, so the pool can free jobs
+ * whose completion never ran (shutdown), and a session that goes away
+ * can call its job off (smtp_content_abandon). */
 struct smtp_job {
 	void (*free)(void *job); /* releases the whole job */
+	atomic_bool cancelled;   /* the session is gone: work may stop early */
+	/* set by smtp_content_submit: */
+	struct smtp_server *srv;
+	uint64_t sid;            /* the session that waits for it */
+	util_pool_fn done;       /* the job's own completion */
 };
-/* smtp_content_submit - queue job (work on a worker, done on the loop,
- * which finds the session by id); 0, or -1 when the queue is full. */
-int smtp_content_submit(struct smtp_server *srv, util_pool_fn work, util_pool_fn done,
+/* smtp_content_submit - queue job for s (work on a worker, done on the
+ * loop, which finds the session by id; s->content_job names the job until
+ * then); 0, or -1 when the queue is full. */
+int smtp_content_submit(struct smtp_session *s, util_pool_fn work, util_pool_fn done,
                         struct smtp_job *job);
+/* smtp_content_abandon - session teardown: its content job, if any, is
+ * called off - taken from the queue unrun, or told to stop (job->cancelled)
+ * if a worker has it; its completion still comes (and finds no session). */
+void smtp_content_abandon(struct smtp_session *s);
 /* smtp_content_busy - the content queue is full: 451 4.3.2 for the whole
  * message (nothing queued, the client retries), logged and counted
  * (mxgate_messages_rejected_total{reason="content_busy"}); resumes the
