@@ -100,13 +100,14 @@ struct smtp_rl_store;
 struct smtp_redis;
 struct smtp_rl_store_ops {
 	const char *name;                /* "memory" - for logs and metrics */
-	/* hit - add one to key at now (wall-clock seconds); returns the count
-	 * since key's window began (a window starts at the first hit and lasts
-	 * window seconds: INCR, then EXPIRE when 1) with the seconds left in
-	 * it in *left; -1 when the store cannot count (the caller lets the
-	 * event through). */
-	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
-		       int64_t *left);
+	/* hit - add by (>= 0) to key at now (wall-clock seconds); returns the
+	 * count since key's window began (a window starts at the first hit and
+	 * lasts window seconds: INCRBY, then EXPIRE when new) with the seconds
+	 * left in it in *left; by 0 only reads it (0, left 0 for a key not
+	 * counted yet: nothing is created); -1 when the store cannot count
+	 * (the caller lets the event through). */
+	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t by,
+		       int64_t now, int64_t *left);
 	void (*free)(struct smtp_rl_store *st);
 };
 struct smtp_rl_store {
@@ -166,9 +167,9 @@ struct smtp_tx {
 	uint32_t *rcpt_slots;            /* hash index of rcpts (index + 1, 0 = free) */
 	size_t rcpt_nslots;              /* 0 or a power of two > 2 x rcpts.n */
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
-	struct util_strlist rl_domains;  /* recipient domains this message was counted for
+	struct util_strlist rl_domains;  /* recipient domains this message was checked for
 	                                    ([ratelimit] messages_per_domain, once each) */
-	bool rl_sender_counted;          /* counted for its sender (messages_per_sender) */
+	bool rl_sender_counted;          /* checked for its sender (messages_per_sender) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
@@ -397,6 +398,9 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
  * rate) or suspended for the shared store (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
+/* smtp_rl_accepted - the message was accepted (250 after DATA): count it
+ * for messages_per_sender and messages_per_domain. */
+void smtp_rl_accepted(struct smtp_session *s);
 /* smtp_rl_wants_spf - RCPT waits for SPF before it is counted: a
  * per-sender limit is shared only by a sender SPF passed for. */
 bool smtp_rl_wants_spf(const struct smtp_session *s);
