@@ -359,14 +359,7 @@ def markdown(res):
 
 def splice(path, section):
     """Put section into the report at path: replace the old one, or append."""
-    text = path.read_text() if path.exists() else "# mxgate benchmark results\n\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        a = text.index(MARK_BEGIN)
-        b = text.index(MARK_END) + len(MARK_END)
-        text = text[:a] + section.rstrip("\n") + text[b:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    benchlib.splice(path, section, MARK_BEGIN, MARK_END)
 
 
 def main():
