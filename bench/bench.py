@@ -676,7 +676,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     # the report first (it may fail), then both files at once: an interrupted
     # or failed run never leaves them half-written or out of step
-    md = report.markdown(results)
+    # + the sections blackhole.py and flood.py keep in it, and the index of
+    # the other result files (ab.md, recording.md, ...)
+    md = report.markdown(results) + report.appendix(out, args.name)
     for ext, text in (("json", json.dumps(results, indent=1) + "\n"), ("md", md)):
         (out / f"{args.name}.{ext}.tmp").write_text(text)
     for ext in ("json", "md"):

@@ -384,12 +384,17 @@ class BlackHole:
 def splice(path, section, begin, end):
     """Put section (which starts with the line `begin` and ends with `end`)
     into the Markdown file at path: replace the old one between the same
-    markers, or append it."""
+    markers, or add it before the index of other result files that
+    bench/report.py puts last, or at the end."""
+    index = "<!-- results index (bench/report.py) -->"  # report.INDEX_MARK
     text = path.read_text() if path.exists() else "# mxgate benchmark results\n\n"
     if begin in text and end in text:
         a = text.index(begin)
         b = text.index(end) + len(end)
         text = text[:a] + section.rstrip("\n") + text[b:]
+    elif index in text:
+        a = text.index(index)
+        text = text[:a] + section.rstrip("\n") + "\n\n" + text[a:]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
