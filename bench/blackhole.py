@@ -8,11 +8,12 @@ everything else).  Options of bench.py it does not know are ignored.
 
   gateway   mxgate as bench.py's (a): SPF + DKIM + DMARC, dmarc_enforcement
             reject, fsync; accepted domains example.test and second.test;
-            [route default] (example.test): the bench's route to smtp-sink
-            (max_connections 20, as in (a)); [route second] (second.test):
-            type smtp, tls none, and every scheduling setting at its default
-            - max_connections 10 (so max_deliveries 10), dead_after 2,
-            dead_time 60s, connect_timeout 30s; [queue] max_deliveries 20
+            [route default] (example.test) -> the healthy downstream,
+            [route second] (second.test); both type smtp, tls none, and
+            every scheduling setting at its default - max_connections 10
+            (so max_deliveries 10), dead_after 2, dead_time 60s,
+            connect_timeout 30s, msgs_per_connection 100; [queue]
+            max_deliveries 20
   black hole  a listener on 127.0.0.1 that accepts every connection and
             never says anything (benchlib.BlackHole): each delivery attempt
             to it holds its slot until connect_timeout (the greeting never
@@ -28,6 +29,12 @@ memory), interleaved in every round (the order rotates):
   blackhole  [route second] -> the black hole
   healthy    only example.test gets mail (the same 3,000 messages, all of
              them to the healthy route), [route second] -> the black hole
+and in the first --blackhole-slow-rounds rounds the same pair with a slow
+healthy downstream (smtp-sink -w 1: a second before its answer to DATA, so
+a delivery takes >= 1 s and the route's rate is the slots it gets, as with
+a distant downstream; 10 sessions x 12 messages, mixed):
+  slow-base, slow-blackhole        both routes at their defaults
+  slow20-base, slow20-blackhole    the healthy route with max_connections 20
 
 The figure: the healthy route's delivered msgs/s (messages counted at its
 sink / time from the start of the run until the last of them arrived) in
@@ -260,7 +267,8 @@ def markdown(res):
       f"example.test and once to {SECOND_DOMAIN}, alternating: exactly half to each route. "
       f"Slow pairs: {SLOW_SESSIONS} sessions x {SLOW_PER} messages, mixed the same way.")
     w("- Variants, each on a fresh gateway (empty queue, no memory of dead destinations), "
-      f"interleaved in {res['rounds']} rounds (the order rotates): **base** = the healthy "
+      f"interleaved in {res['rounds']} rounds (the order rotates; the slow pairs in the first "
+      f"{min(res['rounds'], res['slow_rounds'])}): **base** = the healthy "
       "downstream is smtp-sink and the second route goes to a second smtp-sink (healthy; the "
       "control); **blackhole** = the second route goes to the black hole; **healthy** = all "
       "messages to example.test (the second route, black-holed, gets none); **slow-base**, "
@@ -347,15 +355,19 @@ def main():
                     help="skip the black-holed route scenario")
     ap.add_argument("--blackhole-only", action="store_true",
                     help="(run.sh) run this scenario and nothing else")
-    ap.add_argument("--blackhole-rounds", type=int, default=3)
+    ap.add_argument("--blackhole-rounds", type=int, default=5,
+                    help="rounds of base, blackhole, healthy")
+    ap.add_argument("--blackhole-slow-rounds", type=int, default=2,
+                    help="of those, how many also run the slow pairs (a delivery takes\n"
+                         ">= 1 s there: they vary little, and take ~30 s a round)")
     ap.add_argument("--blackhole-sessions", type=int, default=50)
     ap.add_argument("--blackhole-msgs", type=int, default=60, help="messages per session")
     args, _ = ap.parse_known_args()
     if args.no_blackhole:
         return
-    if not (1 <= args.blackhole_rounds <= 20 and 1 <= args.blackhole_sessions <= 500
-            and 1 <= args.blackhole_msgs <= 1000):
-        ap.error("rounds 1..20, sessions 1..500, messages 1..1000")
+    if not (1 <= args.blackhole_rounds <= 20 and 0 <= args.blackhole_slow_rounds <= 20
+            and 1 <= args.blackhole_sessions <= 500 and 1 <= args.blackhole_msgs <= 1000):
+        ap.error("rounds 1..20, slow rounds 0..20, sessions 1..500, messages 1..1000")
 
     t_start = time.monotonic()
     work = Path(args.work) / "blackhole"
@@ -377,7 +389,8 @@ def main():
     cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                    if k.startswith("blackhole_") and k != "blackhole_only"
                    and v != ap.get_default(k))
-    res = {"machine": info, "rounds": args.blackhole_rounds, "sessions": args.blackhole_sessions,
+    res = {"machine": info, "rounds": args.blackhole_rounds,
+           "slow_rounds": args.blackhole_slow_rounds, "sessions": args.blackhole_sessions,
            "per_session": args.blackhole_msgs, "command": cmd, "runs": [], "errors": []}
     log(f"black-holed route: {args.blackhole_rounds} rounds of {', '.join(VARIANTS)}; "
         f"{args.blackhole_sessions} sessions x {args.blackhole_msgs} messages (slow: "
@@ -396,7 +409,7 @@ def main():
             # the order rotates (main three) or flips (the slow pairs) every
             # round, so no variant always runs right after another
             order = list(MAIN[i % 3:] + MAIN[:i % 3])
-            for base, var, _ in PAIRS[1:]:
+            for base, var, _ in (PAIRS[1:] if i < args.blackhole_slow_rounds else ()):
                 order += [base, var] if i % 2 == 0 else [var, base]
             for v in order:
                 label = f"r{i + 1}-{v}"

@@ -30,7 +30,8 @@ if [ "${MXBENCH_INNER:-}" = 1 ]; then
 			case $a in
 			--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|\
 			--flood-gateways|--flood-max-rate|\
-			--blackhole-rounds|--blackhole-sessions|--blackhole-msgs) skip=1 ;;
+			--blackhole-rounds|--blackhole-slow-rounds|--blackhole-sessions|\
+			--blackhole-msgs) skip=1 ;;
 			--no-flood|--flood-*|--no-blackhole|--blackhole-*) ;;
 			*) set -- "$@" "$a" ;;
 			esac
