@@ -31,7 +31,7 @@ if [ "${MXBENCH_INNER:-}" = 1 ]; then
 			--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|\
 			--flood-gateways|--flood-max-rate|\
 			--blackhole-rounds|--blackhole-slow-rounds|--blackhole-sessions|\
-			--blackhole-msgs) skip=1 ;;
+			--blackhole-msgs|--blackhole-stall) skip=1 ;;
 			--no-flood|--flood-*|--no-blackhole|--blackhole-*) ;;
 			*) set -- "$@" "$a" ;;
 			esac
