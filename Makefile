@@ -33,7 +33,7 @@ DEB_BUILD  = build-essential cmake pkg-config libevent-dev libssl-dev libspf2-de
 DEB_TEST   = python3 python3-pytest python3-nacl libnet-ssleay-perl python3-aiosmtpd python3-dkim python3-authres python3-dnspython \
              swaks postfix unbound opendkim-tools ldnsutils bind9-dnsutils \
              clang libclang-rt-14-dev systemd python3-yaml clamav-daemon rspamd postgresql libxml2-utils redis-server \
-             chromium chromium-driver python3-selenium
+             chromium chromium-driver python3-selenium python3-boto3
 DEB_RUN    = swaks dns-root-data
 # The benchmark's load generators, downstream, DNS and the Postfix reference
 # gateway with its milters and policy server (bench/README.md).

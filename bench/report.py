@@ -124,9 +124,10 @@ def markdown(res):
         if sv:
             w("Inspection: the same corpus, then one EICAR and one GTUBE message (unsigned, "
               "from the SPF-only domain, so no authentication check refuses them). rspamd: "
-              "messages with an X-Spam-Status that is not `unchecked` (mxgate's own; rspamd's "
-              "milter_headers for Postfix). clamd: mxgate adds no header to clean mail, so its "
-              "`virus_scan result=clean` log lines; clamav-milter's `X-Virus-Status: Clean`.\n")
+              "messages whose X-Spam-Status names `scanner=rspamd` (mxgate; with rspamd down "
+              "its own status stays, without it), an X-Spam-Status that is not `unchecked` "
+              "(rspamd's milter_headers for Postfix). clamd: mxgate's `X-Virus-Scan: clean`; "
+              "clamav-milter's `X-Virus-Status: Clean`.\n")
             w("| scenario | messages | rspamd checked | clamd scanned | EICAR | GTUBE |")
             w("|---|---:|---:|---:|---|---|")
             for k, v in sv:

@@ -740,6 +740,56 @@ static void check_routes(struct config_parse *p)
 		check_outbound(p, first_outbound);
 }
 
+/* route_is_ses_only - every host of the route is SES inbound. */
+static bool route_is_ses_only(const struct config_route *r)
+{
+	for (size_t h = 0; h < r->nhosts; h++)
+		if (!is_ses_inbound(r->hosts[h].host))
+			return false;
+	return r->nhosts > 0;
+}
+
+/* check_backscatter - every accepted domain must know its recipients: a
+ * recipient list for the domain, or a route that asks its downstream
+ * (verify_recipients).  Otherwise mail to a user who does not exist is
+ * accepted, refused downstream and bounced to a sender who, for spam, is a
+ * forged third party.  A warning (the gateway works), at the domain's
+ * accepted_domains line.  A directory route is a local folder: nobody
+ * refuses anything there, so nothing bounces and nothing is asked. */
+static void check_backscatter(struct config_parse *p)
+{
+	const struct config *cfg = p->cfg;
+	int line = gline(p, "domains", "accepted_domains");
+
+	for (size_t i = 0; i < cfg->accepted_domains.n; i++) {
+		const char *dom = cfg->accepted_domains.v[i];
+		const struct config_route *r = config_route_for(cfg, dom);
+
+		if (r == NULL || r->type == CONFIG_ROUTE_DIRECTORY ||
+		    util_strlist_has_case(&cfg->listed_domains, dom))
+			continue;
+		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients) {
+			/* SES inbound accepts every address of a domain whose
+			 * receipt rule covers it: the callout verifies nothing */
+			int vline = rline(p, (size_t)(r - cfg->routes), "verify_recipients");
+			if (route_is_ses_only(r))
+				warn_at(p, vline,
+				        "accepted domain %s: route '%s' verifies recipients at "
+				        "SES inbound, which accepts every address of the "
+				        "domain: give it a recipient list (recipients_file; "
+				        "WorkMail: deploy/aws/mxgate-workmail-recipients)",
+				        dom, r->name);
+			continue;
+		}
+		warn_at(p, line,
+		        "accepted domain %s has no recipient list (accepted_recipients, "
+		        "recipients_file) and its route '%s' (line %d) does not verify recipients "
+		        "(verify_recipients = yes): mail to users who do not exist is accepted and "
+		        "bounced later to possibly forged senders (backscatter)",
+		        dom, r->name, r->line);
+	}
+}
+
 /* check_arc - sealing needs verification (the seal's cv= is the chain's
  * result), a selector, a domain and a key. */
 static void check_arc(struct config_parse *p)
@@ -789,6 +839,7 @@ void config_check_all(struct config_parse *p)
 	check_domains(p);
 	check_global_sanity(p);
 	check_routes(p);
+	check_backscatter(p);
 	check_arc(p);
 	check_reports(p);
 	config_check_start(p);

@@ -244,7 +244,8 @@ static const struct config_directive d_limits[] = {
     {"max_connections", CONFIG_T_INT, G(max_connections), "1000", NULL, 1, 1000000, NULL, NULL, R,
      "Concurrent client connections in total; more get 421"},
     {"max_connections_per_ip", CONFIG_T_INT, G(max_connections_per_ip), "20", NULL, 1, 1000000,
-     NULL, NULL, R, "Concurrent client connections from one address"},
+     NULL, NULL, R, "Concurrent client connections from one address, on this node (never "
+     "shared through [state] redis)"},
     {"max_errors", CONFIG_T_INT, G(max_errors), "10", NULL, 1, 1000, NULL, NULL, R,
      "Failed commands in one session before 421 and close"},
     {"max_header_size", CONFIG_T_SIZE, G(max_header_size), "1M", NULL, 4 * KB, 64 * MB, NULL, NULL,
@@ -541,7 +542,8 @@ static const struct config_directive d_ratelimit[] = {
     {"max_connections_per_net", CONFIG_T_INT, G(rl_max_connections_per_net), "0", NULL, 0,
      1000000, NULL, NULL, R,
      "Concurrent connections from one network (with [limits] max_connections_per_ip for one "
-     "address); more get 421 4.7.0; 0 = no limit"},
+     "address) open on this node (never shared through [state] redis); more get 421 4.7.0; "
+     "0 = no limit"},
     {"messages_per_ip", CONFIG_T_INT, G(rl_msgs_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "MAIL FROM commands per window from one address; more get 451 4.7.1; 0 = no limit"},
     {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
@@ -549,9 +551,19 @@ static const struct config_directive d_ratelimit[] = {
     {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
      NULL, R, "MAIL FROM commands per window with one envelope sender (letter case ignored), "
      "from any client; the null sender <> counts per client network; 0 = no limit"},
+    {"messages_per_domain", CONFIG_T_INT, G(rl_msgs_per_domain), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "Messages per window for one recipient domain, from any client: counted at the "
+     "first RCPT TO of the domain in a transaction, which gets 451 4.7.1 when over; 0 = no "
+     "limit"},
     {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
-     "max_recipients); 0 = no limit"},
+     "max_recipients); counted once past relay control, the recipient lists and "
+     "max_recipients (a repeated RCPT counts again); 0 = no limit"},
+    {"recipients_per_net", CONFIG_T_INT, G(rl_rcpts_per_net), "0", NULL, 0, 10000000, NULL, NULL,
+     R, "RCPT TO commands per window from one network (net_prefix_v4/v6); 0 = no limit"},
+    {"recipients_per_sender", CONFIG_T_INT, G(rl_rcpts_per_sender), "0", NULL, 0, 10000000, NULL,
+     NULL, R, "RCPT TO commands per window with one envelope sender (letter case ignored), from "
+     "any client; the null sender <> counts per client network; 0 = no limit"},
     {"recipients_per_domain", CONFIG_T_INT, G(rl_rcpts_per_domain), "0", NULL, 0, 10000000, NULL,
      NULL, R, "RCPT TO commands per window for one recipient domain, from any client; 0 = no "
      "limit"},
@@ -573,7 +585,8 @@ static const char *v_redis_url(const char *s, char *buf, size_t buflen)
 static const struct config_directive d_state[] = {
     {"redis", CONFIG_T_STRING, G(state_redis), NULL, "in-process (one node)", 0, 0, NULL,
      v_redis_url, 0,
-     "Redis or Valkey server shared by every gateway of a fleet for the [ratelimit] counters, "
+     "Redis or Valkey server shared by every gateway of a fleet for the [ratelimit] rate "
+     "counters (not the concurrency caps, which stay per node), "
      "the [greylist] triplets and the [pregreet] pass cache: redis://HOST[:PORT][/DB] or "
      "unix:/PATH[?db=N] (a host name is resolved once, at start); when it is down or slower "
      "than timeout_ms the event is let through (fail open), logged and counted"},
@@ -731,7 +744,7 @@ static const struct config_directive d_rspamd[] = {
      "Deadline of one check (waiting for a connection included); then on_failure applies"},
     {"on_failure", CONFIG_T_ENUM, G(rspamd_on_failure), "accept", NULL, 0, 0, e_scan_failure,
      NULL, R,
-     "rspamd down, slow or failing: accept (delivered with X-Spam-Status: unchecked; logged "
+     "rspamd down, slow or failing: accept (delivered with X-Spam-Checker: unchecked; logged "
      "and counted) or tempfail (451 4.7.1)"},
     {"reject_action", CONFIG_T_ENUM, G(rspamd_reject_action), "reject", NULL, 0, 0,
      e_spam_action, NULL, R,
@@ -743,8 +756,8 @@ static const struct config_directive d_rspamd[] = {
      "rspamd answers add header, rewrite subject or quarantine: tag (X-Spam-Flag: YES), "
      "quarantine, reject or deliver"},
     {"max_size", CONFIG_T_SIZE, G(rspamd_max_size), "20M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
-     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Status: "
-     "unchecked reason=size"},
+     "Larger messages are not sent to rspamd; they are delivered with X-Spam-Checker: "
+     "unchecked; reason=size"},
     {"max_connections", CONFIG_T_INT, G(rspamd_max_connections), "8", NULL, 1, 1000, NULL, NULL,
      R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
     {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,
@@ -898,7 +911,8 @@ static const struct config_directive d_reports[] = {
     {"retention", CONFIG_T_DURATION, G(reports_retention), "7d", NULL, 0, 3650 * 86400, NULL,
      NULL, 0,
      "How long evaluations are kept once reported (then deleted at the next run; never "
-     "before they were reported)"},
+     "before they were reported); the reports, refused destinations and runs of that age go "
+     "with them, the newest run stays (where the next one begins)"},
     {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
      v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
     {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
@@ -996,8 +1010,11 @@ const struct config_section config_sections[] = {
         "pipelining, non-SMTP commands, and a pass cache (shared by a fleet with [state] redis)."),
     SEC("ratelimit", false, d_ratelimit,
         "Rate limits per client address, network, envelope sender and recipient domain, and "
-        "the per-network concurrency cap.  Counters are in-process (one node) unless [state] "
-        "redis is set (shared by a fleet)."),
+        "the per-network concurrency cap.  The rates (connections_*, messages_*, "
+        "recipients_*) are counted in-process (one node) unless [state] redis is set (shared "
+        "by a fleet); the concurrency caps (max_connections_per_net here, [limits] "
+        "max_connections_per_ip) count the connections open on this node only, with or "
+        "without [state]."),
     SEC("state", false, d_state,
         "State shared across a fleet of gateways behind one load balancer (Redis or Valkey).  "
         "Without `redis` every counter is in-process.  Changes need a restart."),

@@ -349,7 +349,10 @@ struct config {
 	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
 	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
 	int rl_msgs_per_sender;                /* MAIL commands per envelope sender */
-	int rl_rcpts_per_ip;                   /* recipients per window */
+	int rl_msgs_per_domain;                /* messages per recipient domain (first RCPT of
+	                                          the domain in a transaction) */
+	int rl_rcpts_per_ip, rl_rcpts_per_net; /* recipients per window */
+	int rl_rcpts_per_sender;               /* recipients per envelope sender */
 	int rl_rcpts_per_domain;               /* recipients per recipient domain */
 	int rl_max_connections_per_net;        /* concurrent connections from one network */
 	struct util_cidr_list rl_exempt;       /* clients never rate limited */

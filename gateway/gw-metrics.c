@@ -76,6 +76,9 @@ void gw_metrics_define(void)
 	    {"mxgate_pregreet_total", UTIL_METRIC_COUNTER, "result",
 	     "Pre-greeting tests: pass, cached (pass cache hit), early_talker, bare_pipelining, "
 	     "non_smtp_command"},
+	    {"mxgate_pregreet_store_errors_total", UTIL_METRIC_COUNTER, "store",
+	     "Pregreet pass-cache lookups and writes to [state] redis that failed (the client "
+	     "was tested as if unknown; a pass was kept on this node only)"},
 	    {"mxgate_ratelimited_total", UTIL_METRIC_COUNTER, "limit",
 	     "Connections (421), MAIL and RCPT commands (451) refused by a [ratelimit] rate, by "
 	     "limit"},
@@ -321,6 +324,15 @@ void gw_metrics_sample(struct gw *gw)
 			util_metrics_set("mxgate_queue_messages_by_state", states[st],
 			                 (double)queue_sched_count_state(gw->sched,
 			                                                 (enum queue_state)st));
+		/* at scrape time, like the states: a quarantine, release or
+		 * delete shows at once (not at the next retention sweep) */
+		size_t qn;
+		int64_t qbytes, qoldest;
+		queue_sched_quarantine_stats(gw->sched, &qn, &qbytes, &qoldest);
+		util_metrics_set("mxgate_quarantine_messages", NULL, (double)qn);
+		util_metrics_set("mxgate_quarantine_bytes", NULL, (double)qbytes);
+		util_metrics_set("mxgate_quarantine_oldest_age_seconds", NULL,
+		                 (double)(qoldest > 0 && now > qoldest ? now - qoldest : 0));
 	}
 	if (gw->qs)
 		util_metrics_set("mxgate_queue_recycled_bytes", NULL,

@@ -63,8 +63,8 @@ static int quarantine_usage(void)
 {
 	fprintf(stderr,
 	        "usage: mxgate quarantine [-c FILE] list [--rcpt ADDR] [--sender ADDR]\n"
-	        "                         [--reason virus|spam|policy] [--older-than DUR] [--newer-than "
-	        "DUR]\n"
+	        "                         [--reason virus|spam|policy|attachment] [--older-than DUR]\n"
+	        "                         [--newer-than DUR]\n"
 	        "       mxgate quarantine [-c FILE] show ID | release ID | delete ID\n"
 	        "DUR: seconds, or a number with s, m, h or d\n");
 	return 2;

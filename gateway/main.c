@@ -13,6 +13,8 @@
  *   mxgate reports preview DOMAIN [-c FILE]  the DMARC aggregate report DOMAIN would get now
  *   mxgate reports send-now [-c FILE]         the daemon sends the reports due so far
  *   mxgate reports status [-c FILE]           pending evaluations, last reports, drops
+ *   mxgate reports inbound [--domain D] [--days N] [--no-rdns] [-c FILE]
+ *                                   the reports received, as the dashboard shows them
  *   mxgate config-reference         print docs/config-reference.md
  *   mxgate config-man               print mxgate.conf(5) (roff, same tables)
  *   mxgate version
@@ -42,6 +44,7 @@ static int usage(void)
 		"       mxgate keygen [--algorithm rsa-sha256|ed25519-sha256] [--bits N] "
 		"[--group GROUP] FILE\n"
 		"       mxgate reports preview DOMAIN|send-now|status [-c FILE]\n"
+		"       mxgate reports inbound [--domain D] [--days N] [--no-rdns] [-c FILE]\n"
 		"       mxgate config-reference | config-man\n"
 		"       mxgate version\n");
 	return 2;

@@ -640,8 +640,8 @@ done:
 	policy_dkim_tags_free(&key);
 }
 
-/* policy_dkim_eval - worker: fetch keys, finish verification, judge each signature. */
-void policy_dkim_eval(struct policy_msg *pm)
+/* dkim_eval - worker: fetch keys, finish verification, judge each signature. */
+static void dkim_eval(struct policy_msg *pm)
 {
 	DKIM *dkim = pm->dkim;
 	DKIM_SIGINFO **sigs = NULL;
@@ -691,6 +691,20 @@ void policy_dkim_eval(struct policy_msg *pm)
 		free(ks);
 		pm->keys = NULL;
 	}
+}
+
+/* policy_dkim_eval - worker: the verdict on every signature (pm->sigs), then
+ * libopendkim's handle is freed at once: it holds its own copy of every
+ * header field fed to it, and the message may wait a while longer for its
+ * queue commit - with the handle kept until then, a burst of messages
+ * ending together held one such copy each instead of one per worker
+ * (docs/security.md, "Memory in DATA"). */
+void policy_dkim_eval(struct policy_msg *pm)
+{
+	dkim_eval(pm);
+	if (pm->dkim != NULL)
+		dkim_free(pm->dkim);
+	pm->dkim = NULL;
 }
 
 /* policy_dkim_msg_free - free the handle and the per-signature results. */

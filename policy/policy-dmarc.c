@@ -2,7 +2,8 @@
  * policy-dmarc.c - DMARC by RFC 9989 (obsoletes RFC 7489): the verdict.
  *
  * The From: domain (policy-from.c: exactly one RFC 5322 mailbox) is turned
- * into A-labels with libidn2 (RFC 8616 6), the policy record is found by
+ * into A-labels (policy-idn.c, RFC 8616 6; the SPF domain it is aligned
+ * with is A-labels too, policy-spf.c), the policy record is found by
  * the DNS tree walk and the Organizational Domains for relaxed alignment
  * are the tree walk's (policy-dmarc-walk.c), the record is parsed by
  * policy-dmarc-record.c; the policy applied is p, sp or np (non-existent
@@ -28,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <idn2.h>
 #include <opendmarc/dmarc.h>
 
 #include "policy-dmarc-internal.h"
@@ -152,41 +152,6 @@ static enum policy_dns_status dmarc_txt(void *arg, const char *name, struct util
 	struct policy_msg *pm = arg;
 
 	return policy_dns_txt_sync(pm->pc->dns, name, out, secure);
-}
-
-/* dmarc_alabels - the From domain as lower-case A-labels (RFC 8616 6,
- * IDNA2008 through libidn2); NULL if it is not a valid domain name. */
-static char *dmarc_alabels(const char *dom)
-{
-	char *out = NULL, *r;
-
-	if (idn2_lookup_u8((const uint8_t *)dom, (uint8_t **)&out,
-	                   IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK ||
-	    out == NULL || out[0] == 0 || strlen(out) > 253) {
-		free(out);
-		return NULL;
-	}
-	/* libidn2 passes ASCII labels through unchecked: LDH (and "_")
-	 * labels of 1..63 octets only, so nothing odd reaches the DNS or
-	 * the A-R header.from */
-	for (char *p = out, *label = out;; p++) {
-		if (*p == '.' || *p == 0) {
-			if (p == label || p - label > 63) {
-				free(out);
-				return NULL;
-			}
-			if (*p == 0)
-				break;
-			label = p + 1;
-		} else if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_') {
-			free(out);
-			return NULL;
-		}
-		*p = (char)tolower((unsigned char)*p);
-	}
-	r = util_xstrdup(out);
-	free(out); /* libidn2's allocator */
-	return r;
 }
 
 /* dmarc_is_exempt_domain - from domain listed, or a subdomain of one. */
@@ -335,7 +300,7 @@ void policy_dmarc_eval(struct policy_msg *pm)
 		dmarc_from_error(pm, o);
 		return;
 	}
-	o->header_from = dmarc_alabels(pm->from.domain);
+	o->header_from = policy_idn_alabels(pm->from.domain);
 	if (o->header_from == NULL) {
 		dmarc_from_error(pm, o);
 		return;

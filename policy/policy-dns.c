@@ -708,13 +708,20 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 			return;
 		}
 		if (st == POLICY_DNS_OK) {
-			mx = util_xcalloc(r->mx.n, sizeof(*mx));
-			hosts = util_xcalloc(r->mx.n, sizeof(*hosts));
+			size_t nnull = 0, nbad = 0;
+			mx = util_xcalloc(r->mx.n + 1, sizeof(*mx));
+			hosts = util_xcalloc(r->mx.n + 1, sizeof(*hosts));
 			for (size_t i = 0; i < r->mx.n; i++) {
 				if (r->mx.len[i] < 3 ||
 				    policy_dns_name_from_wire(r->mx.data[i] + 2, r->mx.len[i] - 2,
-				                       mx[n].host, sizeof(mx[n].host)) < 0)
+				                       mx[n].host, sizeof(mx[n].host)) < 0) {
+					nbad++;
 					continue;
+				}
+				if (mx[n].host[0] == 0) {
+					nnull++; /* "." names no host */
+					continue;
+				}
 				mx[n].pref = (r->mx.data[i][0] << 8) | r->mx.data[i][1];
 				n++;
 			}
@@ -727,9 +734,16 @@ static void dns_req_finish(struct dns_req *r, bool timed_out)
 				}
 			for (size_t i = 0; i < n; i++)
 				hosts[i] = mx[i].host;
-			/* RFC 7505: a single "." MX means no mail service */
-			if (n == 0 || (n == 1 && mx[0].host[0] == 0))
-				st = POLICY_DNS_NODATA, n = 0;
+			/* RFC 7505 3: "." as the only MX means no mail service
+			 * (NODATA: a permanent routing fact).  A "." next to real
+			 * MX hosts (which RFC 7505 forbids) is skipped.  MX
+			 * records of which none names a usable host (not LDH,
+			 * truncated) are broken DNS data at the destination, not
+			 * a statement that it takes no mail: OK with n == 0,
+			 * which the deliverer defers (Postfix: "malformed or
+			 * unexpected name server reply"). */
+			if (n == 0 && nnull > 0 && nbad == 0)
+				st = POLICY_DNS_NODATA;
 		}
 		r->mx_cb(r->arg, st, secure, st == POLICY_DNS_OK ? hosts : NULL,
 		         st == POLICY_DNS_OK ? n : 0);

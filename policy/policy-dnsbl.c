@@ -138,22 +138,21 @@ static void cache_unlink(struct policy_dnsbl *b, struct dnsbl_cache_ent *e)
 		}
 }
 
-/* cache_get - a fresh answer for name, or NULL. */
-static const struct dnsbl_answer *cache_get(struct policy_dnsbl *b, const char *name)
+/* cache_get - a fresh answer for name at now (monotonic ms), or NULL. */
+static const struct dnsbl_answer *cache_get(struct policy_dnsbl *b, const char *name, int64_t now)
 {
-	int64_t now = util_mono_ms();
 	for (struct dnsbl_cache_ent *e = b->buckets[cache_hash(name)]; e; e = e->hnext)
 		if (strcmp(e->name, name) == 0)
 			return e->expires > now ? &e->ans : NULL;
 	return NULL;
 }
 
-/* cache_put - remember an answer (replaces an expired one; evicts the oldest
- * name when full). */
+/* cache_put - remember an answer from now (monotonic ms) for ttl_ms
+ * (replaces an older one; evicts the oldest name when full). */
 static void cache_put(struct policy_dnsbl *b, const char *name, const struct dnsbl_answer *ans,
-                      int64_t ttl_ms)
+                      int64_t ttl_ms, int64_t now)
 {
-	int64_t exp = util_mono_ms() + ttl_ms;
+	int64_t exp = now + ttl_ms;
 	for (struct dnsbl_cache_ent *e = b->buckets[cache_hash(name)]; e; e = e->hnext)
 		if (strcmp(e->name, name) == 0) {
 			e->ans = *ans;
@@ -184,6 +183,30 @@ static void cache_put(struct policy_dnsbl *b, const char *name, const struct dns
 		b->fhead = e;
 	b->ftail = e;
 	b->ncache++;
+}
+
+/* policy_dnsbl_cache_get - see policy-internal.h. */
+int policy_dnsbl_cache_get(struct policy_dnsbl *b, const char *name, int64_t now_ms,
+                           uint8_t (*a)[4], size_t max)
+{
+	const struct dnsbl_answer *ans = cache_get(b, name, now_ms);
+	if (!ans)
+		return -1;
+	size_t n = ans->n < max ? ans->n : max;
+	memcpy(a, ans->a, n * 4);
+	return (int)n;
+}
+
+/* policy_dnsbl_cache_put - see policy-internal.h. */
+void policy_dnsbl_cache_put(struct policy_dnsbl *b, const char *name, const uint8_t (*a)[4],
+                            size_t n, int64_t ttl_ms, int64_t now_ms)
+{
+	struct dnsbl_answer ans;
+	memset(&ans, 0, sizeof(ans));
+	ans.done = true;
+	ans.n = n < DNSBL_MAX_ADDRS ? n : DNSBL_MAX_ADDRS;
+	memcpy(ans.a, a, ans.n * 4);
+	cache_put(b, name, &ans, ttl_ms, now_ms);
 }
 
 /* ------------------------------------------------------------ checks */
@@ -321,7 +344,7 @@ static void query_cb(void *arg, enum policy_dns_status st, const struct util_add
 	util_log_debug("- dnsbl query=%s status=%s answers=%zu", c->names[q->idx],
 	               policy_dns_status_str(st), a->n);
 	if (!a->failed && c->ttl_ms > 0)
-		cache_put(c->b, c->names[q->idx], a, c->ttl_ms);
+		cache_put(c->b, c->names[q->idx], a, c->ttl_ms, util_mono_ms());
 	if (--c->pending == 0)
 		check_finish(c);
 }
@@ -369,9 +392,11 @@ void policy_dnsbl_check(struct policy_dnsbl *b, const struct config *cfg,
 	c->names = util_xcalloc(nz ? nz : 1, sizeof(*c->names));
 	c->ans = util_xcalloc(nz ? nz : 1, sizeof(*c->ans));
 	c->qs = util_xcalloc(nz ? nz : 1, sizeof(*c->qs));
+	int64_t now_ms = util_mono_ms();
 	for (size_t i = 0; i < nz; i++) {
 		c->names[i] = util_xasprintf("%s.%s", rev, c->zones.v[i]);
-		const struct dnsbl_answer *hit = c->ttl_ms > 0 ? cache_get(b, c->names[i]) : NULL;
+		const struct dnsbl_answer *hit =
+		    c->ttl_ms > 0 ? cache_get(b, c->names[i], now_ms) : NULL;
 		if (hit) {
 			c->ans[i] = *hit;
 			c->cached++;

@@ -83,7 +83,6 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 {
 	const struct policy_dmarc_outcome *o = &pm->dmarc;
 	const struct config *cfg = pm->pc->cfg;
-	const char *at;
 	char pct[8];
 
 	memset(f, 0, sizeof(*f));
@@ -92,8 +91,8 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 		return -1;
 	util_addr_str(&pm->client, f->ip, sizeof(f->ip));
 	f->header_from = o->header_from;
-	at = pm->mail_from ? strrchr(pm->mail_from, '@') : NULL;
-	f->envelope_from = at ? at + 1 : "";
+	/* A-labels: the RFC 9990 XML stays ASCII */
+	f->envelope_from = pm->mail_domain != NULL ? pm->mail_domain : "";
 	f->dmarc = (size_t)o->result < sizeof(facts_dmarc_words) / sizeof(facts_dmarc_words[0])
 	               ? facts_dmarc_words[o->result]
 	               : "none";
@@ -148,13 +147,24 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 			if (o->applied == 'r' && cfg->dmarc_enforcement == CONFIG_DMARC_REJECT)
 				f->disposition = "reject";
 			else if (o->applied == 'r' || o->applied == 'q')
-				f->disposition = "quarantine";
+				/* mxgate's quarantine verdict is a 550 with [spam]
+				 * quarantine_action = reject: that is what was
+				 * applied (smtp_data_greylisted) */
+				f->disposition =
+				    cfg->spam_quarantine_action == CONFIG_PQ_REJECT ? "reject"
+				                                                    : "quarantine";
 			if (o->applied != o->policy)
 				f->override =
 				    o->applied == 'n' || o->applied == 'q' ? "sampled_out" : NULL;
 			if (o->applied == 'r' && cfg->dmarc_enforcement != CONFIG_DMARC_REJECT) {
 				f->override = "local_policy";
 				f->override_comment = "enforcement quarantine";
+			}
+			if (strcmp(f->disposition, "reject") == 0) {
+				/* the policy's reject, or stricter than p=quarantine */
+				f->override = o->policy == 'r' ? NULL : "local_policy";
+				f->override_comment =
+				    o->policy == 'r' ? NULL : "quarantine_action reject";
 			}
 		}
 	}

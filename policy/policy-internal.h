@@ -158,6 +158,10 @@ struct policy_msg {
 	struct util_addr client;
 	char *helo;
 	char *mail_from;
+	/* the MAIL FROM domain with U-labels as A-labels (RFC 8616 4), for
+	 * the report store; "" for the null sender or one that does not
+	 * convert */
+	char *mail_domain;
 
 	/* loop-thread state */
 	bool busy, freed;
@@ -220,8 +224,29 @@ struct policy_spf_macro_ctx {
 int policy_spf_check_record(const char *rec, size_t len, const struct policy_spf_macro_ctx *mc,
                             char **out, char *err, size_t errlen);
 /* policy_spf_name_ok - name can be looked up: labels of 1..63 octets,
- * at most 253 octets, at least two labels (a trailing dot is allowed). */
+ * at most 253 octets, at least two labels (a trailing dot is allowed), no
+ * octet over 0x7f (RFC 8616 4: U-labels are converted before; a name that
+ * still has one came from a UTF-8 local-part in %{s} / %{l}). */
 bool policy_spf_name_ok(const char *name);
+
+/* Internationalised domain names (RFC 8616), policy-idn.c; pure, every
+ * string returned is new (caller frees). */
+bool policy_idn_is_ascii(const char *s);
+/* policy_idn_alabels - dom as lower-case A-labels (IDNA2008 with UTS #46
+ * non-transitional mapping, NFC; LDH or "_" labels of 1..63 octets, at
+ * most 253 octets); NULL if it is not such a domain name. */
+char *policy_idn_alabels(const char *dom);
+/* policy_idn_lookup_name - the form of an SMTP domain (MAIL FROM, HELO) to
+ * look up: an ASCII name as it is (the caller validates it), one with
+ * U-labels as policy_idn_alabels() (RFC 8616 4); NULL if that fails. */
+char *policy_idn_lookup_name(const char *dom);
+/* policy_idn_header_name - name for a header field, ASCII only: as
+ * policy_idn_lookup_name(), else with each non-ASCII octet as '?'. */
+char *policy_idn_header_name(const char *name);
+/* policy_idn_header_addr - local@domain for a header field, ASCII only:
+ * the domain by policy_idn_header_name(), a non-ASCII local-part left out
+ * ("@domain", RFC 8601 2.2); "" stays "". */
+char *policy_idn_header_addr(const char *addr);
 /* policy_spf_compute_reply - loop thread: malloc'd reply or NULL. */
 char *policy_spf_compute_reply(const struct config *cfg, const struct policy_spf_outcome *o);
 
@@ -297,6 +322,15 @@ void policy_dmarc_tag(const char *rec, const char *name, char *out, size_t outle
 void policy_org_domain(const char *name, char *out, size_t outlen);
 
 void policy_dnsbl_eval(struct policy_msg *pm);
+/* policy_dnsbl_cache_get - the cached A answer for query name at now_ms
+ * (monotonic): its addresses (at most max) into a, their count, or -1 when
+ * not cached or expired.  policy_dnsbl_cache_put - remember an answer from
+ * now_ms for ttl_ms.  What policy_dnsbl_check reads and its answers store
+ * ([dnsbl] cache_ttl), with the time passed in (tests drive it). */
+int policy_dnsbl_cache_get(struct policy_dnsbl *b, const char *name, int64_t now_ms,
+			   uint8_t (*a)[4], size_t max);
+void policy_dnsbl_cache_put(struct policy_dnsbl *b, const char *name, const uint8_t (*a)[4],
+			    size_t n, int64_t ttl_ms, int64_t now_ms);
 
 /* verdict */
 void policy_verdict_build(struct policy_msg *pm);

@@ -522,7 +522,10 @@ fail:
 }
 
 /* policy_spf_name_ok - a name that can be looked up (RFC 7208 4.3: no label
- * over 63 octets, no empty label but a final one, more than one label). */
+ * over 63 octets, no empty label but a final one, more than one label;
+ * RFC 8616 4: no octet over 0x7f - the identity's U-labels are A-labels by
+ * now, and a term whose %{s} / %{l} holds a UTF-8 local-part matches
+ * nothing, so such a name is never sent to the DNS). */
 bool policy_spf_name_ok(const char *name)
 {
 	size_t n = name != NULL ? strlen(name) : 0, lab = 0;
@@ -533,6 +536,8 @@ bool policy_spf_name_ok(const char *name)
 	if (n == 0 || n > 253)
 		return false;
 	for (size_t i = 0; i <= n; i++) {
+		if (i < n && (unsigned char)name[i] >= 0x80)
+			return false;
 		if (i < n && name[i] != '.')
 			continue;
 		if (i == lab || i - lab > 63)

@@ -484,7 +484,15 @@ static void spf_sanitize(char *s)
 			*s = ' ';
 }
 
-/* policy_spf_eval - worker: evaluate the SPF identity of pm. */
+/* policy_spf_eval - worker: evaluate the SPF identity of pm.
+ *
+ * RFC 8616 4: U-labels in the MAIL FROM domain (SMTPUTF8) and the HELO name
+ * are converted to A-labels before anything is looked up, macros included;
+ * o->domain is the A-label form (so DMARC aligns it with the A-label From
+ * domain), o->identity the ASCII-only form headers and replies carry.  A
+ * domain that does not convert is malformed: none (RFC 7208 4.3).  A UTF-8
+ * local-part reaches libspf2 as it is: a %{s} / %{l} term then names no
+ * DNS name (policy_spf_name_ok) and matches nothing (RFC 8616 4). */
 void policy_spf_eval(struct policy_msg *pm)
 {
 	const struct config *cfg = pm->pc->cfg;
@@ -496,7 +504,7 @@ void policy_spf_eval(struct policy_msg *pm)
 	SPF_request_t *req = NULL;
 	SPF_response_t *resp = NULL;
 	char ip[INET6_ADDRSTRLEN];
-	char *detail = NULL, *local = NULL;
+	char *detail = NULL, *local = NULL, *sender = NULL, *helo = NULL;
 	char nibbles[80] = "";
 	const char *dom;
 	SPF_errcode_t qerr;
@@ -504,30 +512,46 @@ void policy_spf_eval(struct policy_msg *pm)
 	policy_spf_outcome_free(o);
 	o->evaluated = true;
 	util_addr_str(&pm->client, ip, sizeof(ip));
+	/* a HELO name that does not convert stays as sent: as the identity it
+	 * is no domain (none), in %{h} it names nothing */
+	helo = policy_idn_lookup_name(pm->helo);
+	if (helo == NULL)
+		helo = util_xstrdup(pm->helo);
 	if (pm->mail_from[0] == 0) {
 		o->helo_identity = true;
-		o->identity = util_xasprintf("postmaster@%s", pm->helo);
+		sender = util_xasprintf("postmaster@%s", helo);
 	} else if (pm->mail_from[0] == '@' || strchr(pm->mail_from, '@') == NULL) {
-		o->identity =
+		sender =
 		    util_xasprintf("postmaster@%s", pm->mail_from + (pm->mail_from[0] == '@'));
 	} else {
-		o->identity = util_xstrdup(pm->mail_from);
+		sender = util_xstrdup(pm->mail_from);
 	}
-	dom = util_domain_of(o->identity);
-	o->domain = util_xstrdup(dom != NULL ? dom : "");
+	o->identity = policy_idn_header_addr(sender);
+	dom = util_domain_of(sender);
+	o->domain = policy_idn_lookup_name(dom != NULL ? dom : "");
+	if (o->domain == NULL) {
+		o->domain = util_xstrdup("");
+		o->result = POLICY_SPF_NONE;
+		o->comment = util_xasprintf(
+		    "%s: the domain of %s is not a valid internationalized domain name", receiver,
+		    o->identity);
+		goto out;
+	}
 	for (char *p = o->domain; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
 	if (!spf_is_domain(o->domain)) {
 		o->result = POLICY_SPF_NONE;
 		o->secure = false;
 		o->comment = util_xasprintf("%s: no domain to check in %s", receiver, o->identity);
-		return;
+		goto out;
 	}
 
+	/* what libspf2 evaluates: the local-part as sent, the A-label domain */
+	local = util_xstrdup(sender);
+	*strrchr(local, '@') = 0;
+	free(sender);
+	sender = util_xasprintf("%s@%s", local, o->domain);
 	/* macro values (RFC 7208 7.2) for the record normalization */
-	local = util_xstrdup(o->identity);
-	if (strrchr(local, '@') != NULL)
-		*strrchr(local, '@') = 0;
 	if (pm->client.ss.ss_family == AF_INET6) {
 		const unsigned char *a = ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr.s6_addr;
 		for (int k = 0; k < 16; k++)
@@ -535,10 +559,10 @@ void policy_spf_eval(struct policy_msg *pm)
 			         a[k] >> 4, a[k] & 15, k < 15 ? "." : "");
 	}
 	hook.mc = (struct policy_spf_macro_ctx){
-	    .s = o->identity,
+	    .s = sender,
 	    .l = local,
 	    .o = o->domain,
-	    .h = pm->helo[0] ? pm->helo : NULL,
+	    .h = helo[0] ? helo : NULL,
 	    .i = pm->client.ss.ss_family == AF_INET6 ? nibbles : ip,
 	    .v = pm->client.ss.ss_family == AF_INET6 ? "ip6" : "in-addr",
 	};
@@ -558,9 +582,9 @@ void policy_spf_eval(struct policy_msg *pm)
 		SPF_request_set_ipv4(req, ((struct sockaddr_in *)&pm->client.ss)->sin_addr);
 	else
 		SPF_request_set_ipv6(req, ((struct sockaddr_in6 *)&pm->client.ss)->sin6_addr);
-	if (pm->helo[0] != 0)
-		SPF_request_set_helo_dom(req, pm->helo);
-	if (SPF_request_set_env_from(req, o->identity) != 0) {
+	if (helo[0] != 0)
+		SPF_request_set_helo_dom(req, helo);
+	if (SPF_request_set_env_from(req, sender) != 0) {
 		o->result = POLICY_SPF_NONE;
 		goto done;
 	}
@@ -611,9 +635,12 @@ internal:
 done:
 	o->secure = hook.lookups > 0 && hook.all_secure;
 	o->comment = spf_comment(receiver, o->result, o->identity, ip, detail);
+out:
 	free(detail);
 	free(hook.permerror);
 	free(local);
+	free(sender);
+	free(helo);
 	util_strlist_free(&hook.hosts);
 	if (resp != NULL)
 		SPF_response_free(resp);
@@ -721,11 +748,15 @@ char *policy_received_spf_format(const struct config *cfg, const struct policy_m
 	const struct policy_spf_outcome *o = &pm->spf;
 	const char *receiver = cfg->authserv_id ? cfg->authserv_id : cfg->hostname;
 	char ip[INET6_ADDRSTRLEN];
+	char *from, *helo;
 	struct util_buf b;
 
 	if (!o->evaluated)
 		return NULL;
 	util_addr_str(&pm->client, ip, sizeof(ip));
+	/* ASCII only (RFC 8616 4): the domains as A-labels */
+	from = policy_idn_header_addr(pm->mail_from);
+	helo = policy_idn_header_name(pm->helo[0] ? pm->helo : "unknown");
 	/* RFC 7208 9.1: result (comment) key=value pairs */
 	util_buf_init(&b);
 	util_buf_printf(&b, "Received-SPF: %s (", policy_spf_result_str(o->result));
@@ -733,9 +764,11 @@ char *policy_received_spf_format(const struct config *cfg, const struct policy_m
 	util_buf_adds(&b, ")\r\n\treceiver=");
 	spf_add_value(&b, receiver);
 	spf_add_pair(&b, "client-ip=", ip);
-	spf_add_pair(&b, "envelope-from=", pm->mail_from);
-	spf_add_pair(&b, "helo=", pm->helo[0] ? pm->helo : "unknown");
+	spf_add_pair(&b, "envelope-from=", from);
+	spf_add_pair(&b, "helo=", helo);
 	spf_add_pair(&b, "identity=", o->helo_identity ? "helo" : "mailfrom");
 	util_buf_adds(&b, ";\r\n");
+	free(from);
+	free(helo);
 	return b.data;
 }

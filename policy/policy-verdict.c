@@ -430,9 +430,14 @@ char *policy_ar_format(const struct config *cfg, const struct policy_msg *pm)
 		util_buf_printf(&b, ";\r\n\tspf=%s (", policy_spf_result_str(pm->spf.result));
 		verdict_add_ctext(&b, pm->spf.comment);
 		util_buf_printf(&b, "%s)", pm->spf.secure ? "; dnssec=secure" : "");
+		/* ASCII only (RFC 8616 4): the domain as A-labels, a UTF-8
+		 * local-part left out */
+		char *v = pm->spf.helo_identity
+		              ? policy_idn_header_name(pm->helo[0] ? pm->helo : "unknown")
+		              : policy_idn_header_addr(pm->mail_from);
 		verdict_add_spf_prop(&b, pm->spf.helo_identity ? " smtp.helo=" : " smtp.mailfrom=",
-		                     pm->spf.helo_identity ? (pm->helo[0] ? pm->helo : "unknown")
-		                                           : pm->mail_from);
+		                     v);
+		free(v);
 		clauses++;
 	}
 	if (cfg->dkim_enabled) {

@@ -118,6 +118,11 @@ struct policy_msg *policy_msg_new(struct policy_ctx *pc, const struct util_addr 
 	pm->client = *client;
 	pm->helo = util_xstrdup(helo != NULL ? helo : "");
 	pm->mail_from = util_xstrdup(mail_from != NULL ? mail_from : "");
+	pm->mail_domain = util_domain_of(pm->mail_from) != NULL
+	                      ? policy_idn_lookup_name(util_domain_of(pm->mail_from))
+	                      : NULL;
+	if (pm->mail_domain == NULL)
+		pm->mail_domain = util_xstrdup("");
 	pm->body_fd = -1;
 	if (pc->cfg->dkim_enabled)
 		policy_dkim_msg_begin(pm);
@@ -139,6 +144,7 @@ void policy_msg_destroy(struct policy_msg *pm)
 	free(pm->v_summary);
 	free(pm->helo);
 	free(pm->mail_from);
+	free(pm->mail_domain);
 	if (pm->body_fd >= 0)
 		close(pm->body_fd);
 	/* A retiring context goes with its last message (deferred: this may

@@ -62,7 +62,9 @@ void policy_dns_resolve_host(struct policy_dns *d, const char *name, int port,
 void policy_dns_resolve_a(struct policy_dns *d, const char *name, policy_dns_addrs_cb cb,
 			  void *arg);
 /* MX hosts sorted by preference (RFC 5321 5.1: implicit MX = the domain
- * itself when there is no MX record; "." null MX -> NODATA).  secure: the
+ * itself when there is no MX record; "." as the only MX, the null MX of
+ * RFC 7505 -> NODATA; MX records none of which names a usable host name ->
+ * OK with n == 0, a malformed answer the caller treats as temporary).  secure: the
  * MX answer (or its validated denial, for the implicit MX) was DNSSEC-
  * validated - the precondition of DANE (RFC 7672 2.2.1). */
 typedef void (*policy_dns_mx_cb)(void *arg, enum policy_dns_status st, bool secure,

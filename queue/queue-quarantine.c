@@ -20,9 +20,12 @@
  * Ownership: items belong to the scheduler; it->by is owned by the item.
  * Diagnostics: "ID status=released by=WHO reason=quarantine", "ID
  * status=deleted by=WHO reason=quarantine" (queue-sched-ops.c), "ID
- * status=expired reason=quarantine_retention age=Ns"; gauges
- * mxgate_quarantine_messages, mxgate_quarantine_bytes,
- * mxgate_quarantine_oldest_age_seconds.
+ * status=expired reason=quarantine_retention age=Ns"; the gauges
+ * mxgate_quarantine_messages, mxgate_quarantine_bytes and
+ * mxgate_quarantine_oldest_age_seconds come from queue_sched_quarantine_stats
+ * at every scrape (gw-metrics.c), so a message quarantined, released or
+ * deleted a moment ago is counted right (the hourly sweep used to be the
+ * only refresh).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,37 +121,52 @@ static int64_t sweep_period(const struct queue_sched *s)
 	return r < 1 ? 1 : r > SWEEP_MAX ? SWEEP_MAX : r;
 }
 
-/* sweep_cb - expire quarantined messages older than the retention, and
- * refresh the gauges. */
+/* is_counted - a message the quarantine gauges count: in quarantine/ and
+ * staying there (a delete or release under way no longer counts). */
+static bool is_counted(const struct sched_item *it)
+{
+	return it->st == QUEUE_QUARANTINE && !it->want_delete && !it->want_release;
+}
+
+/* queue_sched_quarantine_stats - see queue.h. */
+void queue_sched_quarantine_stats(const struct queue_sched *s, size_t *count, int64_t *bytes,
+                                  int64_t *oldest_arrival)
+{
+	*count = 0;
+	*bytes = 0;
+	*oldest_arrival = 0;
+	for (size_t b = 0; b < s->nbuckets; b++)
+		for (const struct sched_item *it = s->buckets[b]; it; it = it->hnext) {
+			if (!is_counted(it))
+				continue;
+			(*count)++;
+			*bytes += it->size;
+			if (*oldest_arrival == 0 || it->arrival < *oldest_arrival)
+				*oldest_arrival = it->arrival;
+		}
+}
+
+/* sweep_cb - expire quarantined messages older than the retention. */
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct queue_sched *s = arg;
 	int64_t now = util_now_us() / 1000000;
 	int64_t retention = s->cfg ? s->cfg->quarantine_retention : 0;
-	double count = 0, bytes = 0, oldest = 0;
-	for (size_t b = 0; b < s->nbuckets; b++) {
+	for (size_t b = 0; b < s->nbuckets && retention > 0; b++) {
 		struct sched_item *next;
 		for (struct sched_item *it = s->buckets[b]; it; it = next) {
 			next = it->hnext; /* sched_settle may drop it later, not now */
-			if (it->st != QUEUE_QUARANTINE || it->want_delete)
+			if (!is_counted(it))
 				continue;
 			int64_t age = now - it->arrival;
-			if (retention > 0 && age >= retention && !it->want_release) {
+			if (age >= retention) {
 				util_log_info(
 				    "%s status=expired reason=quarantine_retention age=%llds",
 				    it->id, (long long)age);
 				sched_delete(s, it, "retention");
-				continue;
 			}
-			count++;
-			bytes += (double)it->size;
-			if (age > oldest)
-				oldest = (double)age;
 		}
 	}
-	util_metrics_set("mxgate_quarantine_messages", NULL, count);
-	util_metrics_set("mxgate_quarantine_bytes", NULL, bytes);
-	util_metrics_set("mxgate_quarantine_oldest_age_seconds", NULL, oldest);
 	struct timeval tv = {sweep_period(s), 0};
 	evtimer_add(s->qsweep, &tv);
 }

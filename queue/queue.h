@@ -295,6 +295,11 @@ int queue_sched_release_by(struct queue_sched *s, const char *id, const char *wh
  * subset, "" = all).  0, or -1 with a message (bad filter). */
 int queue_sched_quarantine_list(struct queue_sched *s, const char *filter, struct util_buf *out,
                                 char *err, size_t errlen);
+/* queue_sched_quarantine_stats - the quarantine gauges, computed now: how
+ * many messages stay in quarantine/ (a release or delete under way excluded),
+ * their bytes, and the arrival of the oldest (0 when none). */
+void queue_sched_quarantine_stats(const struct queue_sched *s, size_t *count, int64_t *bytes,
+                                  int64_t *oldest_arrival);
 /* queue_sched_is_quarantined - is id a message in quarantine/? */
 bool queue_sched_is_quarantined(struct queue_sched *s, const char *id);
 /* queue_sched_quarantine_release - deliver a quarantined message as it would

@@ -128,12 +128,17 @@ struct reports_backend {
 	/* add_report - remember a report; -1 when report_id exists already */
 	int (*add_report)(void *db, const char *report_id, const char *domain, int64_t begin,
 	                  int64_t end, char *err, size_t errlen);
-	/* prune - delete evaluations (and their DKIM rows) and drop counts
-	 * older than before; *n = evaluations deleted */
+	/* prune - delete evaluations (and their DKIM rows), drop counts,
+	 * reports and refused destinations older than before, the runs that
+	 * ended before it but the newest (where the next run begins: no
+	 * period is reported twice), and the outbox rows of queued reports
+	 * whose report row is gone (a queued row keeps only its id and state:
+	 * mark_queued empties its message); *n = evaluations deleted */
 	int (*prune)(void *db, int64_t before, uint64_t *n, char *err, size_t errlen);
 	/* status - a text summary for `mxgate reports status`, appended */
 	int (*status)(void *db, struct util_buf *out, char *err, size_t errlen);
-	/* tx - 0 begin (a write transaction), 1 commit, 2 roll back */
+	/* tx - 0 begin (a write transaction), 1 commit, 2 roll back, 3 begin
+	 * a read snapshot (never blocks the writer thread) */
 	int (*tx)(void *db, int what, char *err, size_t errlen);
 	/* add_outbox - a finished report message, not yet queued */
 	int (*add_outbox)(void *db, const struct reports_out *o, char *err, size_t errlen);
@@ -143,7 +148,8 @@ struct reports_backend {
 	/* add_refused - a destination not sent to (reason: unverified, too_big) */
 	int (*add_refused)(void *db, int64_t t, const char *domain, const char *rcpt,
 	                   const char *reason, char *err, size_t errlen);
-	/* mark_queued - the message is durable in mxgate's queue */
+	/* mark_queued - the message is durable in mxgate's queue: marked,
+	 * its text deleted */
 	int (*mark_queued)(void *db, const char *report_id, const char *rcpt, char *err,
 	                   size_t errlen);
 	/* lock_run - fleet: 1 when this node may run the reports now (the lock

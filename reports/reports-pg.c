@@ -521,9 +521,22 @@ static int pg_add_report(void *h, const char *report_id, const char *domain, int
 	return 0;
 }
 
+/* pg_prune - retention (see reports-internal.h; the twin of sq_prune):
+ * evaluations, drop counts, reports, refusals and runs before the
+ * cut-off - never the newest run, where the next one begins - and the
+ * outbox rows of queued reports whose report row is gone.  Row locks: the
+ * writers' inserts do not wait for it. */
 static int pg_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errlen)
 {
-	char sql[128];
+	static const char *const rest[] = {
+	    "DELETE FROM dropped WHERE t < %lld",
+	    "DELETE FROM report WHERE end_t < %lld",
+	    "DELETE FROM refused WHERE t < %lld",
+	    /* parenthesised: one element, not a missing comma */
+	    ("DELETE FROM report_run WHERE end_t < %lld AND"
+	     " end_t < (SELECT max(end_t) FROM report_run)"),
+	};
+	char sql[200];
 	*n = 0;
 	snprintf(sql, sizeof(sql), "DELETE FROM evaluation WHERE t < %lld", (long long)before);
 	PGresult *r = pg_q(h, sql, 0, NULL, err, errlen);
@@ -531,8 +544,15 @@ static int pg_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errl
 		return -1;
 	*n = (uint64_t)strtoull(PQcmdTuples(r), NULL, 10);
 	PQclear(r);
-	snprintf(sql, sizeof(sql), "DELETE FROM dropped WHERE t < %lld", (long long)before);
-	return pg_do(h, sql, err, errlen);
+	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
+		snprintf(sql, sizeof(sql), rest[i], (long long)before);
+		if (pg_do(h, sql, err, errlen) < 0)
+			return -1;
+	}
+	return pg_do(h,
+	             "DELETE FROM outbox WHERE queued = 1 AND report_id NOT IN"
+	             " (SELECT report_id FROM report)",
+	             err, errlen);
 }
 
 static int pg_prune_inbound(void *h, int64_t before, int64_t refused_before, uint64_t *n,
@@ -602,9 +622,15 @@ static int pg_status(void *h, struct util_buf *out, char *err, size_t errlen)
 	return 0;
 }
 
+/* pg_tx - 0 BEGIN, 1 COMMIT, 2 ROLLBACK, 3 a read-only snapshot. */
 static int pg_tx(void *h, int what, char *err, size_t errlen)
 {
-	return pg_do(h, what == 0 ? "BEGIN" : what == 1 ? "COMMIT" : "ROLLBACK", err, errlen);
+	return pg_do(h,
+	             what == 0   ? "BEGIN"
+	             : what == 1 ? "COMMIT"
+	             : what == 3 ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	                         : "ROLLBACK",
+	             err, errlen);
 }
 
 static int pg_add_outbox(void *h, const struct reports_out *o, char *err, size_t errlen)
@@ -677,8 +703,11 @@ static int pg_mark_queued(void *h, const char *report_id, const char *rcpt, char
                           size_t errlen)
 {
 	const char *v[2] = {report_id, rcpt};
-	PGresult *r = pg_q(h, "UPDATE outbox SET queued = 1 WHERE report_id = $1 AND rcpt = $2", 2,
-	                   v, err, errlen);
+	/* the message goes: the queue has it; id and state stay (prune) */
+	PGresult *r = pg_q(h,
+	                   "UPDATE outbox SET queued = 1, msg = ''::bytea WHERE report_id = $1"
+	                   " AND rcpt = $2",
+	                   2, v, err, errlen);
 	if (r == NULL)
 		return -1;
 	PQclear(r);

@@ -18,10 +18,20 @@
  * publish `<policy-domain>._report._dmarc.<dest-domain>`
  * TXT "v=DMARC1" or it is skipped with a log line.
  *
+ * Locks: a run reads each domain's aggregate in a short read transaction
+ * (a snapshot), builds its report - XML, gzip, the DNS lookups, signing -
+ * with no transaction open, and only then records every report in one
+ * short write transaction (run_record).  The store's writer thread keeps
+ * recording evaluations meanwhile: SQLite has one writer at a time, and a
+ * run that held the write lock across its lookups made the writer's
+ * batches time out and be lost.
+ *
  * Crash safety: a run's reports (report table, report_id unique), their
  * finished messages (outbox) and the run record (report_run) commit in one
  * transaction; a crash before the commit leaves nothing and the next run
- * makes the same reports again (same ids).  After the commit the messages
+ * makes the same reports again (same ids).  The transaction first checks
+ * that no other run recorded a later end since this one read where to
+ * begin (nothing is recorded twice).  After the commit the messages
  * are claimed from the outbox, queued (queue_inject), and marked queued by
  * a short thread once the queue holds them; a process that dies between
  * claim and mark leaves them unmarked and the next start queues them again
@@ -273,7 +283,10 @@ void reports_b64_lines(struct util_buf *out, const unsigned char *data, size_t l
 }
 
 /* reports_compose - the report message (RFC 9990 section 4: subject and
- * file name conventions), unsigned, CRLF. */
+ * file name conventions), unsigned, CRLF.  The subject's Submitter is a
+ * domain name, the report generator's (RFC 7489 7.2.1.1 dmarc-subject,
+ * kept by RFC 9990): the domain of the report address from, not
+ * org_name, which is free text for the XML metadata. */
 char *reports_compose(const struct config *cfg, const char *from, const char *to,
                       const char *domain, const char *report_id, int64_t begin, int64_t end,
                       const struct util_buf *gz, size_t *len)
@@ -283,6 +296,8 @@ char *reports_compose(const struct config *cfg, const char *from, const char *to
 	time_t now = time(NULL);
 	struct tm tm;
 	const char *org = cfg->reports_org_name ? cfg->reports_org_name : cfg->hostname;
+	const char *at = strrchr(from, '@');
+	const char *submitter = at != NULL && at[1] != '\0' ? at + 1 : cfg->hostname;
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
@@ -290,9 +305,9 @@ char *reports_compose(const struct config *cfg, const char *from, const char *to
 	         (unsigned)(begin ^ end) & 0xffffff);
 	util_buf_init(&m);
 	util_buf_printf(&m, "From: <%s>\r\nTo: <%s>\r\nDate: %s\r\n", from, to, date);
-	/* RFC 9990 4.1: "Report Domain: {domain} Submitter: {org} Report-ID: {id}" */
+	/* "Report Domain: {domain} Submitter: {domain} Report-ID: <{id}>" */
 	util_buf_printf(&m, "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n", domain,
-	                org, report_id);
+	                submitter, report_id);
 	util_buf_printf(&m, "Message-ID: <%s@%s>\r\n", report_id, cfg->hostname);
 	util_buf_printf(&m,
 	                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; "
@@ -460,41 +475,92 @@ char *reports_find_dmarc(struct policy_dns *dns, const char *name)
 	return rec;
 }
 
-/* run_domain - one policy domain's report to each of its destinations. */
-static void run_domain(struct reports_sender *snd, void *db, const char *domain, int64_t begin,
-                       int64_t end)
+/* One policy domain's report, built by the run outside any write
+ * transaction, recorded afterwards in one short one (run_record). */
+struct run_refusal {
+	char *rcpt;
+	const char *reason; /* static: unverified too_big */
+	struct run_refusal *next;
+};
+struct run_report {
+	char *domain;
+	char id[25];
+	size_t records;
+	struct reports_out *msgs; /* for the outbox */
+	struct run_refusal *refused;
+	struct run_report *next;
+};
+
+/* run_report_free - the whole list; NULL is a no-op. */
+static void run_report_free(struct run_report *r)
+{
+	while (r != NULL) {
+		struct run_report *n = r->next;
+		while (r->refused != NULL) {
+			struct run_refusal *f = r->refused;
+			r->refused = f->next;
+			free(f->rcpt);
+			free(f);
+		}
+		reports_out_free(r->msgs);
+		free(r->domain);
+		free(r);
+		r = n;
+	}
+}
+
+/* run_refuse - remember that rcpt was not sent to (reason: static). */
+static void run_refuse(struct run_report *r, const char *rcpt, const char *reason)
+{
+	struct run_refusal *f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return;
+	f->rcpt = util_xstrdup(rcpt);
+	f->reason = reason;
+	f->next = r->refused;
+	r->refused = f;
+}
+
+/* run_domain - build one policy domain's report for each of its
+ * destinations from agg (read before, in a read transaction): the XML,
+ * gzip, the rua and _report._dmarc lookups, composition and signing - the
+ * slow part of a run, which holds no write lock, so the writer thread
+ * records evaluations meanwhile.  NULL when there is nothing to record
+ * (no records, no mailto rua). */
+static struct run_report *run_domain(struct reports_sender *snd, const char *domain,
+                                     const struct reports_agg *agg, int64_t begin, int64_t end)
 {
 	const struct config *cfg = &snd->run_cfg;
-	const struct reports_backend *be = snd->be;
-	struct reports_agg agg = {0};
 	struct util_buf xml, gz;
 	struct util_strlist dests = {0};
 	uint64_t limits[8];
-	char id[25], err[256] = "", *rec = NULL, *name = NULL, *email = NULL;
-	struct reports_out *mine = NULL;
+	char err[256] = "", *rec = NULL, *name = NULL, *email = NULL;
+	struct run_report *r = NULL;
 
 	util_buf_init(&xml);
 	util_buf_init(&gz);
-	if (be->aggregate(db, domain, begin, end, &agg, err, sizeof(err)) < 0) {
-		util_log_err("- reports domain=%s aggregate failed error=\"%s\"", domain, err);
+	if (agg->n == 0)
 		goto out;
-	}
-	if (agg.n == 0)
+	if ((r = calloc(1, sizeof(*r))) == NULL)
 		goto out;
-	report_id(cfg, domain, begin, end, id);
+	r->domain = util_xstrdup(domain);
+	r->records = agg->n;
+	report_id(cfg, domain, begin, end, r->id);
 	email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
 	                           : util_xasprintf("postmaster@%s", cfg->hostname);
 	struct reports_meta m = {
 	    .org_name = cfg->reports_org_name ? cfg->reports_org_name : cfg->hostname,
 	    .email = email,
-	    .report_id = id,
+	    .report_id = r->id,
 	    .generator = "mxgate " MXGATE_VERSION,
 	    .begin = begin,
 	    .end = end - 1,
 	};
-	if (reports_xml(&m, &agg, &xml) < 0 || reports_gzip(xml.data, xml.len, &gz) < 0) {
+	if (reports_xml(&m, agg, &xml) < 0 || reports_gzip(xml.data, xml.len, &gz) < 0) {
 		util_log_err("- reports domain=%s report_id=%s cannot build the report", domain,
-		             id);
+		             r->id);
+		run_report_free(r);
+		r = NULL;
 		goto out;
 	}
 	name = util_xasprintf("_dmarc.%s", domain);
@@ -502,8 +568,10 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 	size_t nd = rec ? reports_rua_parse(rec, &dests, limits, 8) : 0;
 	if (nd == 0) {
 		util_log_info("- reports domain=%s report_id=%s no mailto rua, not sent", domain,
-		              id);
+		              r->id);
 		util_metrics_inc("mxgate_reports_sent_total", "no_rua");
+		run_report_free(r);
+		r = NULL;
 		goto out;
 	}
 	for (size_t i = 0; i < nd; i++) {
@@ -519,13 +587,13 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 				              "%s._report._dmarc.%s record, skipped",
 				              domain, to, domain, dd);
 				util_metrics_inc("mxgate_reports_sent_total", "unverified");
-				(void)be->add_refused(db, end, domain, to, "unverified", err,
-				                      sizeof(err));
+				run_refuse(r, to, "unverified");
 				continue;
 			}
 			free(v);
 		}
-		char *msg = reports_compose(cfg, email, to, domain, id, begin, end - 1, &gz, &len);
+		char *msg =
+		    reports_compose(cfg, email, to, domain, r->id, begin, end - 1, &gz, &len);
 		char *sig = reports_dkim_sign(
 		    snd->key_pem,
 		    cfg->reports_dkim_selector ? cfg->reports_dkim_selector : "mxgate-reports",
@@ -541,57 +609,119 @@ static void run_domain(struct reports_sender *snd, void *db, const char *domain,
 			    "- reports domain=%s rua=%s size=%zu over the limit %llu, skipped",
 			    domain, to, strlen(sig) + len, (unsigned long long)limits[i]);
 			util_metrics_inc("mxgate_reports_sent_total", "too_big");
-			(void)be->add_refused(db, end, domain, to, "too_big", err, sizeof(err));
+			run_refuse(r, to, "too_big");
 			free(sig);
 			free(msg);
 			continue;
 		}
 		struct reports_out *o = calloc(1, sizeof(*o));
-		o->report_id = util_xstrdup(id);
-		o->rcpt = util_xstrdup(to);
-		o->sender = util_xstrdup(email);
-		o->msg = util_xasprintf("%s%s", sig, msg);
-		o->len = strlen(sig) + len;
-		o->next = mine;
-		mine = o;
+		if (o != NULL) {
+			o->report_id = util_xstrdup(r->id);
+			o->rcpt = util_xstrdup(to);
+			o->sender = util_xstrdup(email);
+			o->msg = util_xasprintf("%s%s", sig, msg);
+			o->len = strlen(sig) + len;
+			o->next = r->msgs;
+			r->msgs = o;
+			util_log_info(
+			    "- reports domain=%s report_id=%s rua=%s records=%zu size=%zu", domain,
+			    r->id, to, agg->n, o->len);
+		}
 		free(sig);
 		free(msg);
 	}
-	/* report and messages go into the run's transaction: a crash before
-	 * its commit leaves neither (the next run makes them again), after it
-	 * the outbox holds the messages until the queue has them */
-	if (be->add_report(db, id, domain, begin, end, err, sizeof(err)) < 0) {
-		util_log_warn("- reports domain=%s report_id=%s already sent or not recorded (%s)",
-		              domain, id, err);
-		goto out;
-	}
-	for (struct reports_out *o = mine; o != NULL; o = o->next) {
-		if (be->add_outbox(db, o, err, sizeof(err)) < 0) {
-			util_log_err("- reports domain=%s report_id=%s outbox failed error=\"%s\"",
-			             domain, id, err);
-			continue;
-		}
-		util_log_info("- reports domain=%s report_id=%s rua=%s records=%zu size=%zu",
-		              domain, id, o->rcpt, agg.n, o->len);
-	}
 out:
-	reports_out_free(mine);
-	reports_agg_clear(&agg);
 	util_buf_free(&xml);
 	util_buf_free(&gz);
 	util_strlist_free(&dests);
 	free(rec);
 	free(name);
 	free(email);
+	return r;
 }
 
-/* run_main - the run thread. */
+/* last_end_cb - the one value of run_last_end's query. */
+static int last_end_cb(void *arg, int ncol, const char *const *vals)
+{
+	snprintf(arg, 24, "%s", ncol > 0 && vals[0] != NULL ? vals[0] : "");
+	return 0;
+}
+
+/* run_last_end - where the last recorded run ended, as text ("" for no
+ * run yet) into out[24]; 0/-1 + err.  The same SQL in both dialects. */
+static int run_last_end(const struct reports_backend *be, void *db, char out[24], char *err,
+                        size_t errlen)
+{
+	out[0] = '\0';
+	return be->query(db, "SELECT max(end_t) FROM report_run", 0, NULL, last_end_cb, out, err,
+	                 errlen);
+}
+
+/* run_record - the write transaction of a run (short: no DNS, no
+ * signing inside): each report (its id refuses a second copy), its
+ * messages (outbox) and refused destinations, and the run [begin, end).
+ * Nothing when another run was recorded since this one read where the
+ * last one ended (last_end): its reports would be sent twice.  0/-1,
+ * rolled back on error. */
+static int run_record(const struct reports_backend *be, void *db, struct run_report *reps,
+                      const char *last_end, int64_t begin, int64_t end, char *err, size_t errlen)
+{
+	char now_end[24];
+	size_t nrep = 0, nmsg = 0;
+
+	if (be->tx(db, 0, err, errlen) < 0)
+		return -1;
+	if (run_last_end(be, db, now_end, err, errlen) < 0)
+		goto fail;
+	if (strcmp(now_end, last_end) != 0) {
+		snprintf(err, errlen, "another run was recorded meanwhile (up to %s)", now_end);
+		goto fail;
+	}
+	for (struct run_report *r = reps; r != NULL; r = r->next) {
+		char e2[256];
+		if (be->add_report(db, r->id, r->domain, begin, end, e2, sizeof(e2)) < 0) {
+			util_log_warn(
+			    "- reports domain=%s report_id=%s already sent or not recorded (%s)",
+			    r->domain, r->id, e2);
+			continue;
+		}
+		nrep++;
+		for (struct run_refusal *f = r->refused; f != NULL; f = f->next)
+			if (be->add_refused(db, end, r->domain, f->rcpt, f->reason, e2,
+			                    sizeof(e2)) < 0)
+				goto fail_e2;
+		for (struct reports_out *o = r->msgs; o != NULL; o = o->next) {
+			if (be->add_outbox(db, o, e2, sizeof(e2)) < 0)
+				goto fail_e2;
+			nmsg++;
+		}
+		continue;
+	fail_e2:
+		snprintf(err, errlen, "%s", e2);
+		goto fail;
+	}
+	if (be->add_run(db, begin, end, err, errlen) < 0 || be->tx(db, 1, err, errlen) < 0)
+		goto fail;
+	util_log_info("- reports run recorded begin=%lld end=%lld reports=%zu messages=%zu",
+	              (long long)begin, (long long)end, nrep, nmsg);
+	return 0;
+fail:;
+	char e3[64];
+	(void)be->tx(db, 2, e3, sizeof(e3));
+	return -1;
+}
+
+/* run_main - the run thread: read each domain's aggregate in a read
+ * transaction, build its report with no transaction open, then record
+ * them all in one short write transaction (the writer thread's batches
+ * never wait for DNS or signing). */
 static void *run_main(void *arg)
 {
 	struct reports_sender *snd = arg;
 	const struct reports_backend *be = snd->be;
 	struct util_strlist doms = {0};
-	char err[256] = "";
+	struct run_report *reps = NULL, **tail = &reps;
+	char err[256] = "", last_end[24] = "";
 	int64_t begin = 0, end = snd->run_end;
 	void *db;
 
@@ -618,26 +748,42 @@ static void *run_main(void *arg)
 			util_log_err("- reports run lock failed error=\"%s\"", err);
 		goto close;
 	}
-	if (be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
+	if (run_last_end(be, db, last_end, err, sizeof(err)) < 0 ||
+	    be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
 	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto close;
 	}
 	util_log_info("- reports run begin=%lld end=%lld domains=%zu", (long long)begin,
 	              (long long)end, doms.n);
-	if (be->tx(db, 0, err, sizeof(err)) < 0) {
-		util_log_err("- reports run failed error=\"%s\"", err);
-		goto close;
-	}
-	for (size_t i = 0; i < doms.n; i++)
-		run_domain(snd, db, doms.v[i], begin, end);
-	if (be->add_run(db, begin, end, err, sizeof(err)) < 0 ||
-	    be->tx(db, 1, err, sizeof(err)) < 0) {
+	for (size_t i = 0; i < doms.n; i++) {
+		struct reports_agg agg = {0};
+		/* a snapshot, ended before the lookups: a read held open would
+		 * keep SQLite from checkpointing the WAL meanwhile */
+		int rc = be->tx(db, 3, err, sizeof(err));
+		if (rc == 0)
+			rc = be->aggregate(db, doms.v[i], begin, end, &agg, err, sizeof(err));
 		char e2[64];
-		(void)be->tx(db, 2, e2, sizeof(e2));
+		(void)be->tx(db, rc == 0 ? 1 : 2, e2, sizeof(e2));
+		if (rc < 0) {
+			/* the run is not recorded: the next one covers the period again */
+			util_log_err("- reports domain=%s aggregate failed error=\"%s\"", doms.v[i],
+			             err);
+			goto close;
+		}
+		struct run_report *r = run_domain(snd, doms.v[i], &agg, begin, end);
+		reports_agg_clear(&agg);
+		if (r != NULL) {
+			*tail = r;
+			tail = &r->next;
+		}
+	}
+	if (run_record(be, db, reps, last_end, begin, end, err, sizeof(err)) < 0) {
 		util_log_err("- reports run not recorded error=\"%s\"", err);
 	} else {
-		/* retention: reported rows stay for the grace period, then go */
+		/* retention: reported rows stay for the grace period, then go,
+		 * with the reports, refusals and runs of that age and the
+		 * outbox rows of queued reports (reports-internal.h: prune) */
 		uint64_t pruned = 0;
 		int64_t cut = end - snd->run_cfg.reports_retention; /* <= end: reported */
 		if (cut > 0 && be->prune(db, cut, &pruned, err, sizeof(err)) < 0)
@@ -653,6 +799,7 @@ outbox:
 close:
 	be->close(db);
 done:
+	run_report_free(reps);
 	util_strlist_free(&doms);
 	char c = 'x';
 	while (write(snd->pipefd[1], &c, 1) < 0 && errno == EINTR)

@@ -541,20 +541,50 @@ static int sq_add_report(void *h, const char *report_id, const char *domain, int
 	return rc;
 }
 
-/* sq_prune - retention: rows before the cut-off go (foreign keys cascade
- * to evaluation_dkim). */
+/* Evaluations deleted per statement by sq_prune: each DELETE is a write
+ * transaction of its own, short enough for the writer thread's batches
+ * (5 s busy timeout) to get in between. */
+#define SQ_PRUNE_CHUNK 5000
+
+/* sq_prune - retention (see reports-internal.h): evaluations before the
+ * cut-off go in chunks (foreign keys cascade to evaluation_dkim), then
+ * drop counts, reports, refusals and runs of that age - the newest run
+ * stays, it is where the next run begins - and the outbox rows of queued
+ * reports whose report row is gone. */
 static int sq_prune(void *h, int64_t before, uint64_t *n, char *err, size_t errlen)
 {
+	static const char *const rest[] = {
+	    "DELETE FROM dropped WHERE t < %lld",
+	    "DELETE FROM report WHERE end_t < %lld",
+	    "DELETE FROM refused WHERE t < %lld",
+	    /* parenthesised: one element, not a missing comma */
+	    ("DELETE FROM report_run WHERE end_t < %lld AND"
+	     " end_t < (SELECT max(end_t) FROM report_run)"),
+	};
 	sqlite3 *db = sq_db(h);
-	char sql[160];
+	char sql[200];
+	int changed;
 
 	*n = 0;
-	snprintf(sql, sizeof(sql), "DELETE FROM evaluation WHERE t < %lld", (long long)before);
-	if (sq_exec(db, sql, err, errlen) < 0)
-		return -1;
-	*n = (uint64_t)sqlite3_changes(db);
-	snprintf(sql, sizeof(sql), "DELETE FROM dropped WHERE t < %lld", (long long)before);
-	return sq_exec(db, sql, err, errlen);
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM evaluation WHERE id IN (SELECT id FROM evaluation WHERE t < %lld"
+	         " LIMIT %d)",
+	         (long long)before, SQ_PRUNE_CHUNK);
+	do {
+		if (sq_exec(db, sql, err, errlen) < 0)
+			return -1;
+		changed = sqlite3_changes(db);
+		*n += (uint64_t)changed;
+	} while (changed == SQ_PRUNE_CHUNK);
+	for (size_t i = 0; i < sizeof(rest) / sizeof(rest[0]); i++) {
+		snprintf(sql, sizeof(sql), rest[i], (long long)before);
+		if (sq_exec(db, sql, err, errlen) < 0)
+			return -1;
+	}
+	return sq_exec(db,
+	               "DELETE FROM outbox WHERE queued = 1 AND report_id NOT IN"
+	               " (SELECT report_id FROM report)",
+	               err, errlen);
 }
 
 /* sq_prune_inbound - retention of the reports received (foreign keys
@@ -645,12 +675,15 @@ out:
 	return rc;
 }
 
-/* sq_tx - BEGIN IMMEDIATE (the write lock at once), COMMIT, ROLLBACK. */
+/* sq_tx - BEGIN IMMEDIATE (the write lock at once), COMMIT, ROLLBACK,
+ * or 3: BEGIN (deferred: a read snapshot from the first SELECT, which
+ * in WAL mode never blocks the writer). */
 static int sq_tx(void *h, int what, char *err, size_t errlen)
 {
 	return sq_exec(sq_db(h),
 	               what == 0   ? "BEGIN IMMEDIATE"
 	               : what == 1 ? "COMMIT"
+	               : what == 3 ? "BEGIN"
 	                           : "ROLLBACK",
 	               err, errlen);
 }
@@ -746,7 +779,10 @@ static int sq_mark_queued(void *h, const char *report_id, const char *rcpt, char
 	sqlite3_stmt *st = NULL;
 	int rc = -1;
 
-	if (sqlite3_prepare_v2(db, "UPDATE outbox SET queued = 1 WHERE report_id = ? AND rcpt = ?",
+	/* the message goes: the queue has it; id and state stay (prune) */
+	if (sqlite3_prepare_v2(db,
+	                       "UPDATE outbox SET queued = 1, msg = x'' WHERE report_id = ? AND"
+	                       " rcpt = ?",
 	                       -1, &st, NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, report_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, rcpt, -1, SQLITE_STATIC);

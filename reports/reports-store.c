@@ -18,7 +18,13 @@
  * disk (fsync of the WAL at checkpoints) and must never hold up a verdict.
  * Why bounded: under a flood the rows are statistics, the mail is not; a
  * full queue drops the row and counts it (metric + the dropped table, so
- * the report can say how many evaluations it is missing).
+ * the report can say how many evaluations it is missing).  A batch the
+ * writer cannot write (disk full, the file locked beyond the busy timeout)
+ * is counted the same way: every evaluation lost for any reason reaches
+ * the dropped table, with a time no earlier than the last run's end (the
+ * run barrier), so the next report's metadata says so.  When even that
+ * write fails the count stays pending and is retried every
+ * REPORTS_RETRY_MS (and once more at close).
  *
  * Ownership: the queue owns its rows; the writer frees them after the
  * write, or puts their blocks (REPORTS_ROW_SLOT bytes, most rows) on the
@@ -27,7 +33,8 @@
  * that cost more than the rest of recording).  The store owns the backend
  * handle and the spare blocks.
  * Diagnostics: "- reports ..." log lines; write errors are logged at most
- * once a minute and counted in mxgate_reports_write_errors_total.
+ * once a minute and counted in mxgate_reports_write_errors_total (and, as
+ * every lost evaluation, in mxgate_reports_dropped_total).
  */
 #include "reports-internal.h"
 
@@ -56,8 +63,11 @@ struct reports_store {
 	bool lingering;         /* the writer waits in linger() (tests) */
 	void *spare;            /* REPORTS_ROW_SLOT blocks written, for new rows */
 	size_t nspare, spare_max;
-	size_t writing;         /* rows taken by the writer, not yet written */
+	struct reports_row **batch; /* the writer's: the rows it took (qmax) */
+	bool busy;              /* the writer is writing a batch or drop count */
 	uint64_t drops_pending; /* dropped, not yet in the dropped table */
+	bool drops_retry;       /* writing them failed: retried later, flush does not wait */
+	int64_t drops_min_t;    /* the run barrier (min_t), for the drops' time */
 	uint64_t written, dropped;
 	bool stop;
 	time_t last_err_log;
@@ -195,48 +205,87 @@ static void linger(struct reports_store *rs)
 	rs->lingering = false;
 }
 
+/* REPORTS_RETRY_MS - how long a drop count that could not be written
+ * waits before the writer tries again (without rows to write). */
+#define REPORTS_RETRY_MS 1000
+
+/* writer_wait - writer, lock held: until rows are queued, drops can be
+ * written, or stop; a drop count whose write failed waits
+ * REPORTS_RETRY_MS. */
+static void writer_wait(struct reports_store *rs)
+{
+	struct timespec until;
+	bool timed = false; /* until is set: one deadline, however many wakes */
+
+	while (rs->qlen == 0 && (rs->drops_pending == 0 || rs->drops_retry) && !rs->stop) {
+		if (rs->drops_pending == 0) {
+			pthread_cond_wait(&rs->wake, &rs->lock);
+			continue;
+		}
+		if (!timed)
+			util_mono_deadline(NULL, REPORTS_RETRY_MS, &until);
+		timed = true;
+		if (pthread_cond_timedwait(&rs->wake, &rs->lock, &until) == ETIMEDOUT)
+			rs->drops_retry = false;
+	}
+}
+
 /* writer_main - wait for rows, linger, take the whole queue, write it,
- * repeat until stopped. */
+ * repeat until stopped.  A batch that cannot be written becomes a drop
+ * count like a full queue's, written to the dropped table (retried until
+ * it is). */
 static void *writer_main(void *arg)
 {
 	struct reports_store *rs = arg;
-	struct reports_row **batch = calloc(rs->qmax, sizeof(*batch));
+	struct reports_row **batch = rs->batch;
 	char err[256];
+	bool last = false; /* stop seen: one more try for the drops, then out */
 
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
-		while (rs->qlen == 0 && rs->drops_pending == 0 && !rs->stop)
-			pthread_cond_wait(&rs->wake, &rs->lock);
-		if (rs->qlen == 0 && rs->drops_pending == 0 && rs->stop)
+		writer_wait(rs);
+		if (rs->qlen == 0 && rs->stop && (rs->drops_pending == 0 || last))
 			break;
+		if (rs->stop)
+			last = true;
 		if (rs->qlen > 0)
 			linger(rs);
 		size_t n = rs->qlen;
 		uint64_t drops = rs->drops_pending;
+		int64_t dt = rs->drops_min_t;
 		for (size_t i = 0; i < n; i++)
 			batch[i] = rs->q[(rs->qhead + i) % rs->qmax];
 		rs->qhead = (rs->qhead + n) % rs->qmax;
-		rs->qlen = 0;
+		rs->qlen -= n;
 		rs->drops_pending = 0;
-		rs->writing = n;
+		rs->busy = true;
 		pthread_mutex_unlock(&rs->lock);
 
-		int rc = 0;
-		if (batch != NULL && n > 0)
-			rc = rs->be->insert(rs->db, batch, n, err, sizeof(err));
-		if (rc == 0 && drops > 0)
-			rc =
-			    rs->be->add_drops(rs->db, (int64_t)time(NULL), drops, err, sizeof(err));
-		if (rc < 0) {
+		int rc = 0, drc = 0;
+		uint64_t lost = 0;
+		if (n > 0 && (rc = rs->be->insert(rs->db, batch, n, err, sizeof(err))) < 0) {
+			lost = n;
 			util_metrics_add("mxgate_reports_write_errors_total", NULL, (double)n);
+			util_metrics_add("mxgate_reports_dropped_total", NULL, (double)n);
 			time_t now = time(NULL);
 			if (now - rs->last_err_log >= 60) {
 				rs->last_err_log = now;
 				util_log_err("- reports write failed rows=%zu error=\"%s\"", n,
 				             err);
 			}
-		} else {
+		} else if (n > 0) {
 			util_metrics_add("mxgate_reports_recorded_total", NULL, (double)n);
+		}
+		if (drops + lost > 0) {
+			/* never before the last run's end: that period is reported */
+			int64_t now = (int64_t)time(NULL);
+			drc = rs->be->add_drops(rs->db, now > dt ? now : dt, drops + lost, err,
+			                        sizeof(err));
+			if (drc < 0 && now - (int64_t)rs->last_err_log >= 60) {
+				rs->last_err_log = (time_t)now;
+				util_log_err("- reports drop count not written n=%llu error=\"%s\"",
+				             (unsigned long long)(drops + lost), err);
+			}
 		}
 		pthread_mutex_lock(&rs->lock);
 		for (size_t i = 0; i < n; i++) {
@@ -250,13 +299,17 @@ static void *writer_main(void *arg)
 		}
 		if (rc == 0)
 			rs->written += n;
-		rs->writing = 0;
+		rs->dropped += lost;
+		if (drc < 0) {
+			rs->drops_pending += drops + lost;
+			rs->drops_retry = true;
+		}
+		rs->busy = false;
 		pthread_cond_broadcast(&rs->idle);
 	}
-	rs->writing = 0;
+	rs->busy = false;
 	pthread_cond_broadcast(&rs->idle);
 	pthread_mutex_unlock(&rs->lock);
-	free(batch);
 	return NULL;
 }
 
@@ -270,10 +323,12 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	(void)util_metrics_define("mxgate_reports_recorded_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations written to the report store", NULL, NULL, 0);
 	(void)util_metrics_define("mxgate_reports_dropped_total", UTIL_METRIC_COUNTER,
-	                          "DMARC evaluations not recorded: the writer queue was full", NULL,
-	                          NULL, 0);
+	                          "DMARC evaluations not recorded: the writer queue was full or "
+	                          "their write failed (counted in the store's dropped table too)",
+	                          NULL, NULL, 0);
 	(void)util_metrics_define("mxgate_reports_write_errors_total", UTIL_METRIC_COUNTER,
-	                          "DMARC evaluations lost to a failed database write (disk full)",
+	                          "DMARC evaluations lost to a failed database write (disk full, "
+	                          "locked); also in mxgate_reports_dropped_total",
 	                          NULL, NULL, 0);
 	(void)db;
 	const struct reports_backend *be = NULL;
@@ -290,7 +345,10 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 		rs->fill = 1;
 	rs->linger_ms = REPORTS_LINGER_MS;
 	rs->spare_max = 2 * rs->fill;
-	if ((rs->q = calloc(rs->qmax, sizeof(*rs->q))) == NULL) {
+	if ((rs->q = calloc(rs->qmax, sizeof(*rs->q))) == NULL ||
+	    (rs->batch = calloc(rs->qmax, sizeof(*rs->batch))) == NULL) {
+		free(rs->q); /* the lock is not made yet: close must not touch it */
+		rs->q = NULL;
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -347,6 +405,7 @@ void reports_close(struct reports_store *rs)
 	if (rs->db != NULL)
 		rs->be->close(rs->db);
 	free(rs->q);
+	free(rs->batch);
 	free(rs);
 }
 
@@ -397,7 +456,7 @@ int reports_record(struct reports_store *rs, const struct policy_msg *pm, const 
 	if (full) /* counted by push without building a row for nothing */
 		return reports_store_push(rs, NULL);
 	if (mem == NULL && (mem = malloc(slot ? REPORTS_ROW_SLOT : len)) == NULL)
-		return -1;
+		return reports_store_push(rs, NULL); /* lost: a drop like any other */
 	int64_t t = (int64_t)time(NULL);
 	r = row_fill(mem, len, &f, rcpt, t < rs->min_t ? rs->min_t : t);
 	r->slot = slot;
@@ -424,11 +483,16 @@ bool reports_store_lingering(struct reports_store *rs)
 	return l;
 }
 
-/* reports_store_barrier - see reports.h. */
+/* reports_store_barrier - see reports.h.  min_t is the loop thread's;
+ * the writer's copy (the drops' time) is under the lock. */
 void reports_store_barrier(struct reports_store *rs, int64_t t)
 {
-	if (rs != NULL && t > rs->min_t)
+	if (rs != NULL && t > rs->min_t) {
 		rs->min_t = t;
+		pthread_mutex_lock(&rs->lock);
+		rs->drops_min_t = t;
+		pthread_mutex_unlock(&rs->lock);
+	}
 }
 
 /* reports_flush - see reports.h. */
@@ -439,7 +503,7 @@ void reports_flush(struct reports_store *rs)
 	pthread_mutex_lock(&rs->lock);
 	rs->flushing++; /* the writer stops lingering */
 	pthread_cond_signal(&rs->wake);
-	while (rs->qlen > 0 || rs->writing > 0 || rs->drops_pending > 0)
+	while (rs->qlen > 0 || rs->busy || (rs->drops_pending > 0 && !rs->drops_retry))
 		pthread_cond_wait(&rs->idle, &rs->lock);
 	rs->flushing--;
 	pthread_mutex_unlock(&rs->lock);

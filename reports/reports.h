@@ -14,7 +14,8 @@
  * cut that short, a crash loses what is still queued).  When the queue is
  * full the row is dropped and counted (mxgate_reports_dropped_total, and a
  * row of the drops table so the report's metadata can say so).  A failed
- * write (disk full) drops the batch and counts it; mail is never refused
+ * write (disk full, locked) drops the batch and counts it the same way
+ * (and in mxgate_reports_write_errors_total); mail is never refused
  * because of the store.
  *
  * Ownership: reports_open() returns a store the caller frees with

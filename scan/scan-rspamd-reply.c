@@ -89,6 +89,8 @@ int scan_rspamd_parse_reply(const char *body, size_t n, struct scan_spam_result 
 		r->required = 0;
 	json_t *syms = json_object_get(root, "symbols");
 	if (syms && json_is_object(syms)) {
+		/* mxgate's rule ran (it adds the symbol for a non-zero score) */
+		r->has_mxgate_auth = json_object_get(syms, "MXGATE_AUTH") != NULL;
 		const char *key;
 		json_t *val;
 		size_t len = 0;

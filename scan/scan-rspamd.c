@@ -27,7 +27,11 @@
  * the loop, never inside scan_rspamd_start(), never after
  * scan_rspamd_free().
  *
- * Diagnostics: "rspamd address=... error=..." (warn) on a failed request.
+ * Diagnostics: "rspamd address=... error=..." (warn) on a failed request;
+ * once per client, "rspamd address=... warning=\"answer lacks MXGATE_AUTH
+ * ...\"" when skip_auth_checks is on and an answer to a message with a
+ * non-zero X-Mxgate-Auth-Score does not list the symbol: the rule is not
+ * loaded, and neither mxgate's nor rspamd's SPF/DKIM/DMARC verdict counts.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +72,7 @@ struct rspamd_check {
 	struct rspamd_conn *conn;         /* borrowed */
 	struct evhttp_request *req;       /* owned by evhttp once made */
 	bool has_result;
+	bool want_auth_symbol; /* skip_auth_checks and a non-zero score sent */
 	const char *http_err; /* why evhttp gave up (error_cb), or NULL */
 	struct scan_spam_result result;
 	struct rspamd_check *next, *prev;
@@ -79,6 +84,7 @@ struct scan_rspamd {
 	size_t nconns;
 	struct rspamd_check *checks, *checks_tail;
 	struct event *reap; /* owned: frees stale connections outside evhttp's callbacks */
+	bool warned_no_rule; /* the missing-MXGATE_AUTH warning was logged */
 };
 
 static void pump(struct scan_rspamd *c);
@@ -245,6 +251,11 @@ static void done_cb(struct evhttp_request *req, void *arg)
 		util_log_warn("rspamd address=%s error=\"reply not understood\" bytes=%zu", k->addr,
 		              n);
 		r = fail_result("protocol");
+	} else if (k->want_auth_symbol && !r.has_mxgate_auth && !k->c->warned_no_rule) {
+		k->c->warned_no_rule = true;
+		util_log_warn("rspamd address=%s warning=\"answer lacks MXGATE_AUTH: is "
+		              "deploy/rspamd/mxgate.lua loaded? (docs/postmaster-guide.md)\"",
+		              k->addr);
 	}
 	check_finish(k, &r, false);
 }
@@ -428,6 +439,8 @@ int scan_rspamd_start(struct scan_rspamd *c, const struct config *cfg, int fd, i
 		snprintf(score, sizeof(score), "%.2f", env->auth_score);
 		hdr_add(k, "X-Mxgate-Auth", env->auth_summary);
 		hdr_add(k, "X-Mxgate-Auth-Score", score);
+		/* the rule adds MXGATE_AUTH unless the score it reads is 0 */
+		k->want_auth_symbol = cfg->rspamd_skip_auth && strtod(score, NULL) != 0;
 	}
 	k->timer = evtimer_new(c->base, timer_cb, k);
 	if (!k->timer) {

@@ -102,6 +102,7 @@ struct scan_spam_result {
 	double score, required;
 	char symbols[2048]; /* "SYM(1.50),SYM2(-0.10)", header-safe tokens; cut at a symbol */
 	char message[256];  /* rspamd's smtp_message, printable ASCII, or "" */
+	bool has_mxgate_auth; /* MXGATE_AUTH among the symbols: deploy/rspamd/mxgate.lua ran */
 };
 
 /* scan_rspamd_parse_reply - the JSON body of a /checkv2 answer into *r

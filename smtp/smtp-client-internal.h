@@ -63,6 +63,10 @@ struct smtp_client_tx {
 	                 parameters, the RCPTs, no DATA; a RCPT's own reply is its
 	                 outcome; a refused MAIL is a DEFER (code 0), never a 5xx
 	                 for the recipients.  msg_path is unused. */
+	/* set by the client: a 5xx to MAIL FROM (not a probe); every recipient
+	 * is deferred with that reply, and the deliverer moves the message on
+	 * to the next host */
+	bool mail_refused;
 };
 void smtp_client_tx_init(struct smtp_client_tx *tx, const struct queue_envelope *env,
                          const size_t *idx, size_t nidx, const char *msg_path);

@@ -3,9 +3,10 @@
  * messages, MAIL/RCPT/DATA (pipelined per RFC 2920 when offered), the body
  * streamed from prepend + msg/ID with RFC 5321 4.5.2 dot-stuffing and
  * backpressure, per-recipient outcomes (2xx done, 5xx bounce, else defer).
- * A recipient is done only by a 2xx to the final dot; a 5xx to MAIL bounces
- * this transaction's recipients only (the next message on the connection
- * starts afresh after RSET).
+ * A recipient is done only by a 2xx to the final dot; a 5xx to RCPT bounces
+ * that recipient, a 5xx to DATA or to the dot the accepted ones.  A 5xx to
+ * MAIL is no answer about any recipient: every recipient is deferred and the
+ * tx is marked mail_refused, so the deliverer tries the next host (issue 11).
  *
  * Ownership: the tx and its envelope are borrowed from the deliverer until
  * SMTP_CLIENT_TX_DONE; the client owns the open message file descriptor.
@@ -228,9 +229,22 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 		break;
 	case CMD_MAIL:
 		c->mail_ok = ok;
-		if (!ok)
+		if (!ok && !tx->probe && r->code / 100 == 5) {
+			/* Issue 11: only a recipient's own 5xx (RCPT, or the
+			 * reply to end-of-data) may bounce.  A refused MAIL FROM
+			 * says this host will not take the message from this
+			 * sender: like a 5xx greeting, the deliverer tries the
+			 * next address/host, then defers (mail_refused). */
+			char *why =
+			    util_xasprintf("4.4.0 MAIL FROM refused by %s: %s", c->relay, rs);
+			tx->mail_refused = true;
+			for (size_t i = 0; i < tx->nidx; i++)
+				smtp_client_tx_set(tx, i, 0, why);
+			free(why);
+		} else if (!ok) {
 			for (size_t i = 0; i < tx->nidx; i++)
 				smtp_client_tx_set(tx, i, tx->probe ? 0 : r->code, rs);
+		}
 		if (!ok && !c->pipelining)
 			c->cursor = 3 + tx->nidx; /* nothing more to send */
 		break;

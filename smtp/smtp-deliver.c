@@ -14,10 +14,13 @@
  * Failures: a failed session set-up (refused, timed out, any 4xx/5xx before
  * READY) only moves on to the next address/host; when none is left the
  * waiting jobs are deferred - only a routing fact (NXDOMAIN, null MX)
- * bounces.  After dead_after such connections in a row the pool is dead:
- * its jobs are deferred without connecting for dead_time, then one
- * connection probes (after any failure only one connection at a time is
- * opened).  The first READY, or a postmaster flush, makes it alive again.
+ * bounces.  A 5xx to MAIL FROM is about this host, not a recipient: the
+ * connection carries that one message on to the next address/host
+ * (deliver_conn_carry) and defers it when none is left.  After dead_after
+ * such connections in a row the pool is dead: its jobs are deferred
+ * without connecting for dead_time, then one connection probes (after any
+ * failure only one connection at a time is opened).  The first READY, or a
+ * postmaster flush, makes it alive again.
  *
  * Type mx: one attempt looks at the DELIVER_MX_HOST_LIMIT most preferred MX
  * hosts and connects to at most DELIVER_MX_ADDRESS_LIMIT of their addresses
@@ -382,18 +385,24 @@ static struct deliver_job *deliver_take_job(struct deliver_pool *p)
 static void deliver_conn_next_job(struct deliver_conn *cn)
 {
 	struct deliver_pool *p = cn->pool;
+	struct deliver_job *j = cn->job; /* carried from a host that refused MAIL */
+	if (j != NULL) {
+		cn->job = NULL;
+		goto send;
+	}
 	if (cn->msgs >= (unsigned)p->msgs_per_connection || p->retired) {
 		deliver_quit(p->dl, cn->cl);
 		cn->cl = NULL;
 		deliver_conn_remove(cn);
 		return;
 	}
-	struct deliver_job *j = deliver_take_job(p);
+	j = deliver_take_job(p);
 	if (j == NULL) {
 		struct timeval tv = {.tv_sec = DELIVER_IDLE_SECONDS, .tv_usec = 0};
 		event_add(cn->idle_timer, &tv);
 		return;
 	}
+send:
 	event_del(cn->idle_timer);
 	j->sent_ms = util_mono_ms();
 	cn->job = j;
@@ -435,6 +444,30 @@ static void deliver_fail_waiting(struct deliver_pool *p, const char *error, bool
 	}
 }
 
+/* deliver_conn_carry - the host refused MAIL FROM with a 5xx (issue 11: no
+ * answer about a recipient, so never a bounce): the connection keeps the
+ * message, leaves this host and carries it to the next address/host like
+ * after a failed set-up; when none is left the message alone is deferred
+ * (deliver_conn_try_next).  The host did answer, so this is not a dead
+ * destination and the other waiting messages are not failed with it. */
+static void deliver_conn_carry(struct deliver_conn *cn, struct smtp_client *c)
+{
+	struct deliver_pool *p = cn->pool;
+	free(cn->last_error);
+	cn->last_error = util_xstrdup(
+	    cn->tx.nidx > 0 && cn->tx.reply[0] ? cn->tx.reply[0] : "4.4.0 MAIL FROM refused");
+	util_log_info("%s route=%s relay=%s status=failover error=(%s)", cn->job->env->id, p->name,
+	              smtp_client_relay(c), cn->last_error);
+	smtp_client_tx_clear(&cn->tx);
+	deliver_quit(p->dl, c);
+	cn->cl = NULL;
+	cn->ready = false; /* setting up again, with the job */
+	cn->reached = true;
+	cn->plain_retry = false;
+	cn->msgs = 0;
+	deliver_conn_try_next(cn);
+}
+
 /* deliver_client_cb - events from the SMTP client of a connection. */
 static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, void *arg)
 {
@@ -454,6 +487,10 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 		return;
 	case SMTP_CLIENT_TX_DONE: {
 		struct deliver_job *j = cn->job;
+		if (cn->tx.mail_refused) {
+			deliver_conn_carry(cn, c);
+			return;
+		}
 		cn->job = NULL;
 		cn->msgs++;
 		smtp_deliver_job_report(j, &cn->tx, smtp_client_relay(c), smtp_client_tls_info(c),
@@ -678,9 +715,24 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 	 * setting up a session is temporary for the messages. */
 	if (!cn->permanent && err[0] == '5')
 		err[0] = '4';
+	cn->ready = true; /* nothing more to try */
+	if (cn->job != NULL) {
+		/* a message carried away from a host that refused MAIL FROM:
+		 * every host refused it (or failed) - defer it alone */
+		struct deliver_job *j = cn->job;
+		cn->job = NULL;
+		smtp_deliver_job_report(j, NULL, NULL, NULL, err);
+		free(j);
+	}
+	if (cn->reached) {
+		/* a host answered on this connection: the destination is alive */
+		util_log_info("route=%s status=no-more-hosts error=(%s)", p->name, err);
+		deliver_conn_remove(cn);
+		free(err);
+		return;
+	}
 	bool alone = p->nconns == 1;
 	util_log_warn("route=%s status=unreachable error=(%s)", p->name, err);
-	cn->ready = true; /* nothing more to try */
 	if (!cn->permanent && ++p->failures >= p->dead_after) {
 		/* dead destination (Postfix qmgr): defer without connecting
 		 * until dead_time has passed, then probe with one connection */
@@ -720,15 +772,30 @@ static void deliver_dns_mx_cb(void *arg, enum policy_dns_status st, bool secure,
 		}
 		cn->targets = cn->owned_targets;
 		cn->ntargets = n;
+	} else if (st == POLICY_DNS_NODATA) {
+		/* RFC 7505 3, 4.1: a null MX - the domain accepts no mail;
+		 * fail at once, permanently, with 5.1.10 (RFC 7505 / RFC 3463
+		 * registry: "Recipient address has null MX"). */
+		cn->permanent = true;
+		cn->last_error =
+		    util_xasprintf("5.1.10 recipient domain %s has a null MX (RFC 7505): "
+		                   "it accepts no mail",
+		                   cn->pool->domain);
+	} else if (st == POLICY_DNS_NXDOMAIN) {
+		cn->permanent = true;
+		cn->last_error = util_xasprintf("5.1.2 MX lookup for %s failed (no such domain)",
+		                                cn->pool->domain);
+	} else if (st == POLICY_DNS_OK) {
+		/* MX records, none naming a usable host (not LDH, truncated):
+		 * broken DNS data that its owner may fix - temporary, like
+		 * Postfix's "malformed or unexpected name server reply" */
+		cn->last_error =
+		    util_xasprintf("4.4.3 MX lookup for %s: malformed DNS reply (no MX "
+		                   "record names a valid host)",
+		                   cn->pool->domain);
 	} else {
-		cn->permanent = st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN;
-		cn->last_error = util_xasprintf(
-		    "%s MX lookup for %s failed (%s)",
-		    st == POLICY_DNS_NODATA || st == POLICY_DNS_NXDOMAIN ? "5.1.2" : "4.4.3",
-		    cn->pool->domain,
-		    st == POLICY_DNS_NXDOMAIN ? "no such domain"
-		    : st == POLICY_DNS_NODATA ? "no mail exchanger"
-		                              : "temporary failure");
+		cn->last_error = util_xasprintf("4.4.3 MX lookup for %s failed (temporary failure)",
+		                                cn->pool->domain);
 	}
 	deliver_conn_try_next(cn);
 }
@@ -795,7 +862,7 @@ static void deliver_pool_pump(struct deliver_pool *p)
 	}
 	size_t opening = 0;
 	for (struct deliver_conn *cn = p->conns; cn; cn = cn->next)
-		if (!cn->ready)
+		if (!cn->ready && cn->job == NULL) /* not one carrying its own message */
 			opening++;
 	/* After a failed connection (and to probe a destination whose dead_time
 	 * is over) one connection at a time, until one reaches a host. */

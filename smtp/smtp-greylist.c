@@ -21,10 +21,12 @@
  * (fail open: result=failed, logged and counted).
  *
  * Ownership: the server owns the state (smtp_greylist_free).  Times are
- * wall-clock seconds.  At most [greylist] max_entries keys (util-ttlmap.c):
- * a full table evicts an entry (expired first, else the least recently used
- * of a random sample) and never lets a triplet through for lack of room;
- * an evicted triplet only means that sender is greylisted again.
+ * wall-clock seconds, passed in to the in-process decision
+ * (smtp_greylist_decide), so unit tests drive the clock.  At most
+ * [greylist] max_entries keys (util-ttlmap.c): a full table evicts an
+ * entry (expired first, else the least recently used of a random sample)
+ * and never lets a triplet through for lack of room; an evicted triplet
+ * only means that sender is greylisted again.
  *
  * Diagnostics: "s=ID greylist client=IP from=<a> rcpt=<b> result=new|early|
  * retried|allowlisted|skipped|failed reason=..."; counter mxgate_greylist_total{result}.
@@ -216,52 +218,45 @@ static int shared_check(struct smtp_session *s, const char *net)
 	return SMTP_GREY_PENDING;
 }
 
-/* smtp_greylist_check - every recipient's triplet. */
-int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
+/* smtp_greylist_decide - the in-process decision for one message from a
+ * client of network net at now (wall-clock seconds): result[i] is "new",
+ * "early", "retried" or NULL (passed before) for rcpts->v[i], *allowlisted
+ * tells that the network skipped it all.  Returns the seconds to wait, 0
+ * when the message passes.  Times are passed in, so tests drive them. */
+int64_t smtp_greylist_decide(struct smtp_greylist *g, const struct config *cfg, const char *net,
+                             const char *sender, const struct util_strlist *rcpts, int64_t now,
+                             const char **result, bool *allowlisted)
 {
-	const struct config *cfg = s->cfg;
-	struct smtp_greylist *g = s->srv->greylist;
-	struct smtp_tx *tx = s->tx;
-	char net[80], key[1200];
-	int64_t now = (int64_t)time(NULL);
+	char key[1200];
 	int64_t wait = 0;
-	if (!cfg->greylist_enabled || !g || !tx)
-		return SMTP_GREY_PASS;
-	const char *why = exempt(s);
-	if (why) {
-		note(s, NULL, "skipped", why);
-		return SMTP_GREY_PASS;
-	}
-	smtp_rl_net_str(s, net, sizeof(net));
-	if (s->srv->redis)
-		return shared_check(s, net);
-	snprintf(key, sizeof(key), "net %s", net);
-	if (find(g, key, now)) {
-		note(s, NULL, "allowlisted", NULL);
-		return SMTP_GREY_PASS;
-	}
 	bool retried = false;
-	for (size_t i = 0; i < tx->rcpts.n; i++) {
-		snprintf(key, sizeof(key), "t %s <%s> <%s>", net, tx->mail.addr, tx->rcpts.v[i]);
+	snprintf(key, sizeof(key), "net %s", net);
+	*allowlisted = find(g, key, now) != NULL;
+	for (size_t i = 0; i < rcpts->n; i++)
+		result[i] = NULL;
+	if (*allowlisted)
+		return 0;
+	for (size_t i = 0; i < rcpts->n; i++) {
+		snprintf(key, sizeof(key), "t %s <%s> <%s>", net, sender, rcpts->v[i]);
 		struct grey_ent *e = find(g, key, now);
 		if (!e) {
 			e = put(g, key, now);
 			e->first = now;
 			e->passed = false;
 			*util_ttlmap_expires(e) = now + cfg->greylist_retry_window;
-			note(s, tx->rcpts.v[i], "new", NULL);
+			result[i] = "new";
 			if (cfg->greylist_delay > wait)
 				wait = cfg->greylist_delay;
 			continue;
 		}
 		if (!e->passed && now - e->first < cfg->greylist_delay) {
-			note(s, tx->rcpts.v[i], "early", NULL);
+			result[i] = "early";
 			if (e->first + cfg->greylist_delay - now > wait)
 				wait = e->first + cfg->greylist_delay - now;
 			continue;
 		}
 		if (!e->passed)
-			note(s, tx->rcpts.v[i], "retried", NULL);
+			result[i] = "retried";
 		e->passed = true;
 		*util_ttlmap_expires(e) = now + cfg->greylist_allow_ttl;
 		retried = true;
@@ -272,6 +267,36 @@ int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
 		struct grey_ent *n = put(g, key, now);
 		*util_ttlmap_expires(n) = now + cfg->greylist_allow_ttl;
 	}
+	return wait;
+}
+
+/* smtp_greylist_check - every recipient's triplet. */
+int smtp_greylist_check(struct smtp_session *s, char *reply, size_t replylen)
+{
+	const struct config *cfg = s->cfg;
+	struct smtp_greylist *g = s->srv->greylist;
+	struct smtp_tx *tx = s->tx;
+	char net[80];
+	if (!cfg->greylist_enabled || !g || !tx)
+		return SMTP_GREY_PASS;
+	const char *why = exempt(s);
+	if (why) {
+		note(s, NULL, "skipped", why);
+		return SMTP_GREY_PASS;
+	}
+	smtp_rl_net_str(s, net, sizeof(net));
+	if (s->srv->redis)
+		return shared_check(s, net);
+	bool allowlisted;
+	const char **result = util_xcalloc(tx->rcpts.n ? tx->rcpts.n : 1, sizeof(*result));
+	int64_t wait = smtp_greylist_decide(g, cfg, net, tx->mail.addr, &tx->rcpts,
+	                                    (int64_t)time(NULL), result, &allowlisted);
+	if (allowlisted)
+		note(s, NULL, "allowlisted", NULL);
+	for (size_t i = 0; i < tx->rcpts.n; i++)
+		if (result[i])
+			note(s, tx->rcpts.v[i], result[i], NULL);
+	free(result);
 	if (wait == 0)
 		return SMTP_GREY_PASS;
 	snprintf(reply, replylen, "451 4.7.1 Greylisted, please try again in %lld seconds",

@@ -26,13 +26,17 @@
  * written to Redis/Valkey ("pass:ADDRESS", expiring after pass_ttl), and a
  * client not in the local cache is looked up there while its delay runs;
  * found, the delay ends at once (result=cached).  Redis down or late: the
- * client is simply tested (the delay is bounded), never stalled.
+ * client is simply tested (the delay is bounded), never stalled, and a pass
+ * stays in this node's cache only - logged ("s=ID pregreet store=redis
+ * failed op=lookup|add action=test|local") and counted
+ * (mxgate_pregreet_store_errors_total{store}).
  *
  * Ownership: the server owns the pass cache (smtp_pregreet_free); the
  * session owns greet_ev.
  *
  * Diagnostics: "s=ID pregreet client=IP result=pass|cached|early_talker|
- * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result}.
+ * bare_pipelining|non_smtp_command"; counter mxgate_pregreet_total{result};
+ * shared-cache failures as above.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -55,25 +59,34 @@
  * (the expiry is the entry's); at most [pregreet] pass_cache_size clients,
  * a full cache evicts the least recently seen of a sample (util-ttlmap.c). */
 
-/* pass_find - is the client's pass live? */
-static bool pass_find(struct smtp_server *srv, const uint8_t key[17])
+/* pass_find - is the client's pass live at now? */
+static bool pass_find(struct smtp_server *srv, const uint8_t key[17], int64_t now)
 {
-	return srv->passes && util_ttlmap_get(srv->passes, key, 17, (int64_t)time(NULL)) != NULL;
+	return srv->passes && util_ttlmap_get(srv->passes, key, 17, now) != NULL;
 }
 
 /* pass_put - remember key until expires. */
-static void pass_put(struct smtp_server *srv, const uint8_t key[17], int64_t expires)
+static void pass_put(struct smtp_server *srv, const uint8_t key[17], int64_t expires, int64_t now)
 {
-	void *v = util_ttlmap_put(srv->passes, key, 17, (int64_t)time(NULL), NULL);
+	void *v = util_ttlmap_put(srv->passes, key, 17, now, NULL);
 	*util_ttlmap_expires(v) = expires;
 }
 
-/* pass_add - remember that the client passed. */
-static void pass_add(struct smtp_session *s)
+/* smtp_pregreet_passed - a has a live pass at now (wall-clock seconds). */
+bool smtp_pregreet_passed(struct smtp_server *srv, const struct util_addr *a, int64_t now)
 {
 	uint8_t key[17];
-	smtp_server_ip_key(&s->client, key);
-	pass_put(s->srv, key, (int64_t)time(NULL) + s->cfg->pregreet_pass_ttl);
+	smtp_server_ip_key(a, key);
+	return pass_find(srv, key, now);
+}
+
+/* smtp_pregreet_pass_add - a passed at now: remembered for cfg's pass_ttl. */
+void smtp_pregreet_pass_add(struct smtp_server *srv, const struct config *cfg,
+                            const struct util_addr *a, int64_t now)
+{
+	uint8_t key[17];
+	smtp_server_ip_key(a, key);
+	pass_put(srv, key, now + cfg->pregreet_pass_ttl, now);
 }
 
 #define PASS_MAGIC    "mxgate-pregreet-pass 1"
@@ -116,9 +129,10 @@ size_t smtp_pregreet_cache_parse(const char *text, size_t len, size_t max,
 static void load_take(void *arg, const uint8_t key[17], int64_t expires)
 {
 	struct smtp_server *srv = arg;
-	if (expires <= (int64_t)time(NULL) || pass_find(srv, key))
+	int64_t now = (int64_t)time(NULL);
+	if (expires <= now || pass_find(srv, key, now))
 		return;
-	pass_put(srv, key, expires);
+	pass_put(srv, key, expires, now);
 }
 
 /* smtp_pregreet_load - start-up: the saved pass cache. */
@@ -229,14 +243,31 @@ struct pass_req {
 	uint64_t sid;
 };
 
+/* store_failed - the shared pass cache could not be asked (op "lookup":
+ * the client is tested as if unknown) or told (op "add": the pass stays in
+ * this node's cache only): fail open, logged and counted. */
+static void store_failed(uint64_t sid, const char *op, const char *action)
+{
+	util_log_warn("s=%016llx pregreet store=redis failed op=%s action=%s",
+	              (unsigned long long)sid, op, action);
+	util_metrics_inc("mxgate_pregreet_store_errors_total", "redis");
+}
+
 /* shared_seen_cb - the shared pass cache answered while the delay runs. */
 static void shared_seen_cb(void *arg, const redisReply *r, bool cancelled)
 {
 	struct pass_req *q = arg;
+	uint64_t sid = q->sid;
 	struct smtp_session *s = cancelled ? NULL : smtp_server_find(q->srv, q->sid);
 	free(q);
-	if (!s || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 1)
-		return; /* unknown, or no answer: the client is tested */
+	if (cancelled)
+		return; /* shutting down */
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		store_failed(sid, "lookup", "test");
+		return; /* no answer: the client is tested */
+	}
+	if (!s || r->integer != 1)
+		return; /* unknown: the client is tested */
 	if (!s->pregreet || s->passed || s->wait != SMTP_WAIT_GREET ||
 	    !(s->greet_holds & SMTP_HOLD_DELAY))
 		return;
@@ -247,12 +278,13 @@ static void shared_seen_cb(void *arg, const redisReply *r, bool cancelled)
 	smtp_session_greet_release(s, SMTP_HOLD_DELAY);
 }
 
-/* shared_set_cb - a pass written to the shared cache (nothing to do). */
+/* shared_set_cb - a pass written to the shared cache (or not). */
 static void shared_set_cb(void *arg, const redisReply *r, bool cancelled)
 {
-	(void)arg;
-	(void)r;
-	(void)cancelled;
+	struct pass_req *q = arg;
+	if (!cancelled && (!r || r->type != REDIS_REPLY_INTEGER))
+		store_failed(q->sid, "add", "local");
+	free(q);
 }
 
 /* shared_key - "pass:ADDRESS". */
@@ -270,8 +302,11 @@ static void shared_lookup(struct smtp_session *s)
 	struct pass_req *q = util_xcalloc(1, sizeof(*q));
 	q->srv = s->srv;
 	q->sid = s->id;
-	if (smtp_redis_eval(s->srv->redis, pass_get_script, 1, keys, 0, NULL, shared_seen_cb, q) < 0)
-		free(q); /* down: tested as usual */
+	if (smtp_redis_eval(s->srv->redis, pass_get_script, 1, keys, 0, NULL, shared_seen_cb, q) <
+	    0) {
+		free(q);
+		store_failed(s->id, "lookup", "test"); /* down: tested as usual */
+	}
 }
 
 /* shared_add - tell the fleet the client passed. */
@@ -281,7 +316,14 @@ static void shared_add(struct smtp_session *s)
 	shared_key(s, key, sizeof(key));
 	snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg->pregreet_pass_ttl);
 	const char *keys[1] = {key}, *args[1] = {ttl};
-	(void)smtp_redis_eval(s->srv->redis, pass_set_script, 1, keys, 1, args, shared_set_cb, NULL);
+	struct pass_req *q = util_xcalloc(1, sizeof(*q));
+	q->srv = s->srv;
+	q->sid = s->id;
+	if (smtp_redis_eval(s->srv->redis, pass_set_script, 1, keys, 1, args, shared_set_cb, q) <
+	    0) {
+		free(q);
+		store_failed(s->id, "add", "local");
+	}
 }
 
 /* smtp_pregreet_start - at accept: decide whether the tests apply and arm
@@ -289,11 +331,9 @@ static void shared_add(struct smtp_session *s)
 int smtp_pregreet_start(struct smtp_session *s)
 {
 	const struct config *cfg = s->cfg;
-	uint8_t key[17];
 	if (!cfg->pregreet_enabled)
 		return 0;
-	smtp_server_ip_key(&s->client, key);
-	if (pass_find(s->srv, key)) {
+	if (smtp_pregreet_passed(s->srv, &s->client, (int64_t)time(NULL))) {
 		verdict(s, "cached");
 		return 0;
 	}
@@ -374,7 +414,7 @@ bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, st
 	if (!s->passed && s->state == SMTP_STATE_HELO && len >= 4 &&
 	    (strncasecmp(line, "EHLO", 4) == 0 || strncasecmp(line, "HELO", 4) == 0)) {
 		s->passed = true;
-		pass_add(s);
+		smtp_pregreet_pass_add(s->srv, s->cfg, &s->client, (int64_t)time(NULL));
 		if (s->srv->redis)
 			shared_add(s);
 		verdict(s, "pass");

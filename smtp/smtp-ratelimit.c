@@ -1,10 +1,15 @@
 /*
  * smtp-ratelimit.c - rate limits per client address, client network (/24,
  * /64), envelope sender and recipient domain (issue 17): connections per
- * window at connect (421 4.7.0), MAIL FROM per window (451 4.7.1),
- * recipients per window (451 4.7.1).  The limits are one table (`rules`):
- * what is counted, the key, the config field, the reply.  The concurrency
- * caps per address ([limits] max_connections_per_ip) and per network
+ * window at connect (421 4.7.0), messages per window (451 4.7.1: MAIL FROM
+ * per client, network and sender; per recipient domain the first RCPT of
+ * that domain in a transaction), recipients per window (451 4.7.1, per
+ * client, network, sender and domain).  The limits are one table (`rules`):
+ * what is counted, the key, the config field, the reply.  A RCPT is
+ * counted once the relay control, the recipient lists and max_recipients
+ * let it through, before the downstream verification: a repeated
+ * recipient counts again, an unknown user refused from a list does not.
+ * The concurrency caps per address ([limits] max_connections_per_ip) and per network
  * ([ratelimit] max_connections_per_net) are the counted-slot part of the
  * same policy and live in smtp-server.c's slot table, keyed by
  * smtp_rl_net_key for networks.
@@ -49,10 +54,10 @@ struct rl_mem {
 
 /* mem_hit - INCR + EXPIRE on first: the count in key's current window.  A
  * full table evicts (util-ttlmap.c), it never stops counting. */
-static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left)
+static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
+                       int64_t *left)
 {
 	struct rl_mem *m = (struct rl_mem *)st;
-	int64_t now = (int64_t)time(NULL);
 	bool fresh;
 	int64_t *count = util_ttlmap_put(m->map, key, strlen(key), now, &fresh);
 	int64_t *expires = util_ttlmap_expires(count);
@@ -107,15 +112,22 @@ void smtp_rl_net_key(const struct config *cfg, const struct util_addr *a, uint8_
 	key[0] |= 0x80;
 }
 
-/* smtp_rl_net_str - "192.0.2.0/24" / "2001:db8::/64" of the client's network. */
-void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
+/* smtp_rl_net_format - "192.0.2.0/24" / "2001:db8::/64": the network of a. */
+void smtp_rl_net_format(const struct config *cfg, const struct util_addr *a, char *out,
+                        size_t len)
 {
 	uint8_t key[17];
-	char a[INET6_ADDRSTRLEN];
-	smtp_rl_net_key(s->cfg, &s->client, key);
+	char host[INET6_ADDRSTRLEN];
+	smtp_rl_net_key(cfg, a, key);
 	bool v4 = (key[0] & 0x7f) == 4;
-	inet_ntop(v4 ? AF_INET : AF_INET6, key + 1, a, sizeof(a));
-	snprintf(out, len, "%s/%d", a, v4 ? s->cfg->rl_net_prefix4 : s->cfg->rl_net_prefix6);
+	inet_ntop(v4 ? AF_INET : AF_INET6, key + 1, host, sizeof(host));
+	snprintf(out, len, "%s/%d", host, v4 ? cfg->rl_net_prefix4 : cfg->rl_net_prefix6);
+}
+
+/* smtp_rl_net_str - the network of the session's client. */
+void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
+{
+	smtp_rl_net_format(s->cfg, &s->client, out, len);
 }
 
 /* ------------------------------------------------------------ the table */
@@ -129,18 +141,28 @@ static const struct rl_rule {
 	enum rl_subject subject;
 	size_t limit_off; /* int field of struct config */
 	const char *what; /* "connections", "messages", "recipients" */
+	bool per_message; /* RCPT: counted at the first RCPT of its domain in a transaction */
 } rules[] = {
     {"connections_per_ip", RL_CONNECT, RL_IP, offsetof(struct config, rl_conn_per_ip),
-     "connections"},
+     "connections", false},
     {"connections_per_net", RL_CONNECT, RL_NET, offsetof(struct config, rl_conn_per_net),
-     "connections"},
-    {"messages_per_ip", RL_MAIL, RL_IP, offsetof(struct config, rl_msgs_per_ip), "messages"},
-    {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages"},
+     "connections", false},
+    {"messages_per_ip", RL_MAIL, RL_IP, offsetof(struct config, rl_msgs_per_ip), "messages",
+     false},
+    {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages",
+     false},
     {"messages_per_sender", RL_MAIL, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
-     "messages"},
-    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip), "recipients"},
+     "messages", false},
+    {"messages_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_msgs_per_domain),
+     "messages", true},
+    {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip),
+     "recipients", false},
+    {"recipients_per_net", RL_RCPT, RL_NET, offsetof(struct config, rl_rcpts_per_net),
+     "recipients", false},
+    {"recipients_per_sender", RL_RCPT, RL_SENDER, offsetof(struct config, rl_rcpts_per_sender),
+     "recipients", false},
     {"recipients_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_rcpts_per_domain),
-     "recipients"},
+     "recipients", false},
 };
 
 /* One rule's count for one event. */
@@ -161,9 +183,10 @@ struct rl_batch {
 	struct rl_hit hits[sizeof(rules) / sizeof(rules[0])];
 };
 
-/* subject - what rule r counts for this event: "[ip]", "net/24", "<sender>", "domain". */
-static void subject(struct smtp_session *s, const struct rl_rule *r, const char *arg, char *subj,
-                    size_t len)
+/* subject - what rule r counts for this event: "[ip]", "net/24", "<sender>",
+ * "domain" (sender and domain: the event's, NULL when it has none). */
+static void subject(struct smtp_session *s, const struct rl_rule *r, const char *sender,
+                    const char *domain, char *subj, size_t len)
 {
 	switch (r->subject) {
 	case RL_IP:
@@ -173,8 +196,8 @@ static void subject(struct smtp_session *s, const struct rl_rule *r, const char 
 		smtp_rl_net_str(s, subj, len);
 		break;
 	case RL_SENDER:
-		if (arg != NULL && arg[0] != '\0') {
-			snprintf(subj, len, "<%s>", arg);
+		if (sender != NULL && sender[0] != '\0') {
+			snprintf(subj, len, "<%s>", sender);
 		} else {
 			/* The null sender is nobody's: one bucket for all would
 			 * let any client use it up and hold every bounce to our
@@ -185,7 +208,7 @@ static void subject(struct smtp_session *s, const struct rl_rule *r, const char 
 		}
 		break;
 	case RL_DOMAIN:
-		snprintf(subj, len, "%s", arg ? arg : "");
+		snprintf(subj, len, "%s", domain ? domain : "");
 		for (char *p = subj; *p; p++)
 			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
 		break;
@@ -272,12 +295,13 @@ static void hit_cb(void *arg, int64_t count, int64_t left)
 		batch_done(b);
 }
 
-/* check - count one event against every rule for it.  arg is the sender
- * (MAIL) or recipient domain (RCPT).  The answer goes into s->rl_ans: PASS,
- * OVER (reply in s->rl_line), or PENDING when the shared store was asked
- * (batch_done finishes).  A command run again after it waited (pending
+/* check - count one event against every rule for it: sender (MAIL, RCPT)
+ * and recipient domain (RCPT) are the event's.  The answer goes into
+ * s->rl_ans: PASS, OVER (reply in s->rl_line), or PENDING when the shared
+ * store was asked (batch_done finishes).  A command run again after it waited (pending
  * line) reuses the answer: an event is counted once. */
-static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const char *arg)
+static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const char *sender,
+                              const char *domain)
 {
 	const struct config *cfg = s->cfg;
 	struct smtp_server *srv = s->srv;
@@ -294,10 +318,12 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 		int max = *(const int *)((const char *)cfg + r->limit_off);
 		if (r->event != ev || max <= 0)
 			continue;
+		if (r->per_message && s->tx && util_strlist_has_case(&s->tx->rl_domains, domain))
+			continue; /* this message was counted for the domain */
 		struct rl_hit *h = &b->hits[b->nhits++];
 		h->r = r;
 		h->b = b;
-		subject(s, r, arg, h->subj, sizeof(h->subj));
+		subject(s, r, sender, domain, h->subj, sizeof(h->subj));
 	}
 	if (srv->redis) {
 		b->pending = 1; /* held while the commands are sent */
@@ -316,11 +342,12 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 		free(b);
 		return s->rl_ans = a;
 	}
+	int64_t now = (int64_t)time(NULL);
 	for (size_t i = 0; i < b->nhits; i++) {
 		struct rl_hit *h = &b->hits[i];
 		char key[400];
 		rl_key(key, sizeof(key), "", h);
-		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, &h->left);
+		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, now, &h->left);
 	}
 	enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, srv->rl->ops->name);
 	free(b);
@@ -340,7 +367,7 @@ static void suspend(struct smtp_session *s, const char *line)
  * must wait for the shared store (SMTP_HOLD_STATE). */
 bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen)
 {
-	if (check(s, RL_CONNECT, NULL) != SMTP_RL_OVER)
+	if (check(s, RL_CONNECT, NULL, NULL) != SMTP_RL_OVER)
 		return false;
 	snprintf(reply, replylen, "%s", s->rl_line);
 	return true;
@@ -350,7 +377,7 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen)
  * suspended (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line)
 {
-	enum smtp_rl_ans a = check(s, RL_MAIL, sender);
+	enum smtp_rl_ans a = check(s, RL_MAIL, sender, NULL);
 	if (a == SMTP_RL_PENDING)
 		suspend(s, line);
 	else if (a == SMTP_RL_OVER)
@@ -358,14 +385,21 @@ bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line)
 	return a != SMTP_RL_PASS;
 }
 
-/* smtp_rl_rcpt - RCPT TO:<addr>: as smtp_rl_mail. */
+/* smtp_rl_rcpt - RCPT TO:<addr>: as smtp_rl_mail.  A recipient let
+ * through marks its domain as counted for this message (messages_per_domain
+ * counts the next RCPT of the domain only if this one was refused). */
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line)
 {
 	const char *dom = util_domain_of(addr);
-	enum smtp_rl_ans a = check(s, RL_RCPT, dom ? dom : "");
+	if (!dom)
+		dom = "";
+	enum smtp_rl_ans a = check(s, RL_RCPT, s->tx ? s->tx->mail.addr : NULL, dom);
 	if (a == SMTP_RL_PENDING)
 		suspend(s, line);
 	else if (a == SMTP_RL_OVER)
 		smtp_session_reply(s, "%s", s->rl_line);
+	else if (s->tx && s->cfg->rl_msgs_per_domain > 0 &&
+	         !util_strlist_has_case(&s->tx->rl_domains, dom))
+		util_strlist_add(&s->tx->rl_domains, dom);
 	return a != SMTP_RL_PASS;
 }

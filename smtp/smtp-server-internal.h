@@ -99,11 +99,13 @@ struct smtp_rl_store;
 struct smtp_redis;
 struct smtp_rl_store_ops {
 	const char *name;                /* "memory" - for logs and metrics */
-	/* hit - add one to key; returns the count since key's window began (a
-	 * window starts at the first hit and lasts window seconds: INCR, then
-	 * EXPIRE when 1) with the seconds left in it in *left; -1 when the
-	 * store cannot count (the caller lets the event through). */
-	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t *left);
+	/* hit - add one to key at now (wall-clock seconds); returns the count
+	 * since key's window began (a window starts at the first hit and lasts
+	 * window seconds: INCR, then EXPIRE when 1) with the seconds left in
+	 * it in *left; -1 when the store cannot count (the caller lets the
+	 * event through). */
+	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
+		       int64_t *left);
 	void (*free)(struct smtp_rl_store *st);
 };
 struct smtp_rl_store {
@@ -163,6 +165,8 @@ struct smtp_tx {
 	uint32_t *rcpt_slots;            /* hash index of rcpts (index + 1, 0 = free) */
 	size_t rcpt_nslots;              /* 0 or a power of two > 2 x rcpts.n */
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
+	struct util_strlist rl_domains;  /* recipient domains this message was counted for
+	                                    ([ratelimit] messages_per_domain, once each) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
@@ -354,6 +358,11 @@ void smtp_pregreet_end(struct smtp_session *s);
 bool smtp_pregreet_early(struct smtp_session *s, struct evbuffer *in);
 /* smtp_pregreet_line - a command line before dispatch: true = refused. */
 bool smtp_pregreet_line(struct smtp_session *s, const char *line, size_t len, struct evbuffer *in);
+/* smtp_pregreet_passed - a's pass is live at now (wall-clock seconds);
+ * smtp_pregreet_pass_add - a passed at now: remembered for cfg's pass_ttl. */
+bool smtp_pregreet_passed(struct smtp_server *srv, const struct util_addr *a, int64_t now);
+void smtp_pregreet_pass_add(struct smtp_server *srv, const struct config *cfg,
+			    const struct util_addr *a, int64_t now);
 /* smtp_pregreet_free - save the pass cache ([pregreet] pass_cache_file),
  * then free it. */
 void smtp_pregreet_free(struct smtp_server *srv);
@@ -381,13 +390,22 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
 
-/* smtp_rl_net_str - "192.0.2.0/24" of the session's client. */
+/* smtp_rl_net_str - "192.0.2.0/24" of the session's client;
+ * smtp_rl_net_format - the same for any address. */
 void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len);
+void smtp_rl_net_format(const struct config *cfg, const struct util_addr *a, char *out,
+			size_t len);
 
 /* smtp-greylist.c */
 struct smtp_greylist;
 struct smtp_greylist *smtp_greylist_new(size_t max);
 void smtp_greylist_free(struct smtp_greylist *g);
+/* smtp_greylist_decide - the in-process decision at now: the seconds to
+ * wait (0: passes), result[i] "new"/"early"/"retried"/NULL per recipient,
+ * *allowlisted when the network skipped it (smtp_greylist_check logs). */
+int64_t smtp_greylist_decide(struct smtp_greylist *g, const struct config *cfg, const char *net,
+			     const char *sender, const struct util_strlist *rcpts, int64_t now,
+			     const char **result, bool *allowlisted);
 /* smtp_greylist_check - end of DATA, the message judged acceptable:
  * SMTP_GREY_LISTED with the 451 in reply, SMTP_GREY_PASS, or
  * SMTP_GREY_PENDING when [state] redis was asked (SMTP_WAIT_GREYLIST; the

@@ -84,6 +84,7 @@ void smtp_tx_free(struct smtp_tx *tx)
 	free(tx->quarantine);
 	free(tx->quarantine_verdict);
 	util_strlist_free(&tx->rcpts);
+	util_strlist_free(&tx->rl_domains);
 	free(tx->rcpt_slots);
 	smtp_hdrsplit_free(&tx->hs);
 	free(tx);

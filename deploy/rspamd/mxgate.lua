@@ -11,10 +11,28 @@ and, with [rspamd] skip_auth_checks = yes, disables rspamd's own SPF/DKIM/
 DMARC (group "policies") for the request: mxgate already judged them at
 ingress, on the real client address.
 
-Install: copy this file to /etc/rspamd/lua.local.d/mxgate.lua (rspamd >= 3
-loads that folder), or dofile() it from /etc/rspamd/rspamd.local.lua, and
-reload rspamd.  Weight: MXGATE_AUTH scores mxgate's score times the symbol
-weight (1.0 here; change it in local.d/groups.conf or the web UI).
+Install (Debian 12's rspamd 3.4; the same on later versions): copy this file
+to /etc/rspamd/mxgate.lua (the Debian package ships it as
+/usr/share/doc/mxgate/mxgate.lua) and add one line to
+/etc/rspamd/rspamd.local.lua (create it if missing; neither file belongs to
+the rspamd package, so upgrades leave both alone, and other local rules can
+sit in the same file):
+
+  dofile(rspamd_paths["LOCAL_CONFDIR"] .. "/mxgate.lua")
+
+(If the legacy /etc/rspamd/lua/rspamd.local.lua exists, put the line there
+instead: rspamd reads that file only while rspamd.local.lua does not exist.)
+Then `rspamadm configtest && systemctl reload rspamd`.  rspamd loads Lua
+rules only through /usr/share/rspamd/rules/rspamd.lua, which runs
+$LOCAL_CONFDIR/rspamd.local.lua (or, only when that file does not exist,
+the legacy lua/rspamd.local.lua) and local.d/rspamd.lua - there is no
+lua.local.d folder: a rule copied there is never loaded, MXGATE_AUTH never
+fires, and with skip_auth_checks = yes nobody counts SPF/DKIM/DMARC.  mxgate
+logs a warning (once) when rspamd's answer to a message with a non-zero
+authentication score lacks MXGATE_AUTH.  Check by hand:
+`rspamc -h 127.0.0.1:11333 --header 'X-Mxgate-Auth-Score: 5' < some.eml`
+lists MXGATE_AUTH(5.00).  Weight: MXGATE_AUTH scores mxgate's score times
+the symbol weight (1.0 here; change it in local.d/groups.conf or the web UI).
 --]]
 
 rspamd_config:register_symbol{

@@ -8,8 +8,12 @@ loopback and signatures made by an independent implementation (dkimpy).
   of a signed single-use field (RFC 6376 8.15) are dkim=policy with
   [auth] dkim_strict = yes (the default), pass with dkim_strict = no;
 - no false alarm: l= covering the whole body (trailing blank lines and
-  white space included), over-signed fields.
+  white space included), over-signed fields;
+- what libopendkim decides and mxgate keeps: h= without From never passes,
+  key flag t=s, signature expiry x= (RFC 6376 3.5, 3.6.1).
 """
+import time
+
 import dkim
 import pytest
 
@@ -117,6 +121,20 @@ class DupD(dkim.DKIM):
         i = [k for k, _ in fields].index(b"d")
         fields.insert(i, (b"d", b"bank.test"))
         return super().gen_header(fields, *a, **kw)
+
+
+def expiring(t_offset, x_offset):
+    """A signer writing t= and x= (RFC 6376 3.5 signature expiration)
+    that many seconds from now; dkimpy writes no x= itself."""
+    class Expiring(dkim.DKIM):
+        def gen_header(self, fields, *a, **kw):
+            now = int(time.time())
+            fields = [(k, str(now + t_offset).encode() if k == b"t" else v)
+                      for k, v in fields]
+            i = [k for k, _ in fields].index(b"t")
+            fields.insert(i + 1, (b"x", str(now + x_offset).encode()))
+            return super().gen_header(fields, *a, **kw)
+    return Expiring
 
 
 # ------------------------------------------------------------ RFC 6376 3.2, 3.6.1
@@ -230,3 +248,19 @@ def test_key_flag_t_s_refuses_subdomain_identity(env):
     msg, marker = mxtest.make_message(sender="alice@dk.test")
     a = ar(deliver(env.strict, sign(msg, env.keys["good"], selector="strict") + msg, marker))
     assert "dkim=pass (2048-bit key) header.d=dk.test header.s=strict" in a, a
+
+
+def test_signature_expiry_x(env):
+    # RFC 6376 3.5 x=: a signature past its expiry never passes (an
+    # hour ago, so no clock skew allowance can cover it); one expiring in
+    # an hour passes
+    msg, marker = mxtest.make_message(sender="alice@dk.test")
+    sig = sign(msg, env.keys["good"], signer=expiring(-7200, -3600))
+    assert b"x=" in sig
+    a = ar(deliver(env.strict, sig + msg, marker))
+    assert "dkim=fail (signature expired) header.d=dk.test" in a, a
+    assert "dkim=pass" not in a and "dmarc=pass" not in a, a
+    msg, marker = mxtest.make_message(sender="alice@dk.test")
+    sig = sign(msg, env.keys["good"], signer=expiring(0, 3600))
+    a = ar(deliver(env.strict, sig + msg, marker))
+    assert "dkim=pass (2048-bit key) header.d=dk.test" in a and "dmarc=pass" in a, a

@@ -304,11 +304,77 @@ def test_outbound_smart_host_and_implicit_route_pass(conf):
     so is a file without any outbound route (implicit: MX delivery)."""
     d, lines, _ = conf
     lines = smtp_default(lines, f"{SES}:25")
+    lines = replaced(lines, "accepted_domains = ", "accepted_domains = example.test\n"
+                     "accepted_recipients = alice@example.test")
     p = write_conf(d, lines)
     rc, out = check(p)
     assert rc == 0 and not diags(out, p), out
     lines = lines + ["[route outbound]", "role = outbound", "type = smtp",
                      "hosts = email-smtp.eu-west-1.amazonaws.com:587", ""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0 and not diags(out, p), out
+
+
+# ---------------------------------------------------------------- issue 11: backscatter
+
+BACKSCATTER = [
+    # (name, default route lines, [domains] lines, domains warned about)
+    ("smtp without list or verify", ["type = smtp", "hosts = smtp.downstream.test"],
+     [], ["example.test", "example.net"]),
+    ("mx without list", ["type = mx"], [], ["example.test", "example.net"]),
+    ("smtp with verify_recipients", ["type = smtp", "hosts = smtp.downstream.test",
+                                     "verify_recipients = yes"], [], []),
+    ("list for one domain only", ["type = smtp", "hosts = smtp.downstream.test"],
+     ["accepted_recipients = alice@example.test"], ["example.net"]),
+    ("lists for both", ["type = smtp", "hosts = smtp.downstream.test"],
+     ["accepted_recipients = alice@example.test, bob@example.net"], []),
+    ("directory route", ["type = directory", "directory = @D@/mailbox"], [], []),
+]
+
+
+@pytest.mark.parametrize("name,route,dom_lines,warned", BACKSCATTER,
+                         ids=[b[0] for b in BACKSCATTER])
+def test_accepted_domain_without_recipient_check_warns(conf, name, route, dom_lines, warned):
+    """An accepted domain with neither a recipient list nor a route with
+    verify_recipients accepts mail for users who do not exist (bounced later:
+    backscatter): a warning at the accepted_domains line, exit 0.  A folder
+    route (the embedded default) refuses nobody: no warning."""
+    d, lines, _ = conf
+    i = line_no(lines, "type = directory")
+    lines = lines[:i - 1] + [r.replace("@D@", str(d)) for r in route] + lines[i + 1:]
+    lines = replaced(lines, "accepted_domains = ",
+                     "\n".join(["accepted_domains = example.test, example.net"] + dom_lines))
+    lines = "\n".join(lines).split("\n")
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0, out
+    got = diags(out, p)
+    n = line_no(lines, "accepted_domains = ")
+    msgs = [m for m in got.get(n, []) if "backscatter" in m]
+    assert all(m.startswith("warning: ") for m in msgs), msgs
+    assert sorted(re.search(r"accepted domain (\S+) ", m).group(1) for m in msgs) == \
+        sorted(warned), out
+    assert all("route 'default' (line " in m for m in msgs), msgs
+    others = {k: v for k, v in got.items() if k != n}
+    assert not others or all("backscatter" not in m for v in others.values() for m in v), out
+
+
+
+def test_verify_recipients_at_ses_inbound_warns(conf):
+    """SES inbound accepts every address of the domain: a callout to it
+    verifies nothing - a warning at the route's verify_recipients line,
+    unless the domain has a recipient list."""
+    d, lines, _ = conf
+    lines = smtp_default(lines, f"{SES}:25") + ["verify_recipients = yes", ""]
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 0, out
+    got = diags(out, p)
+    n = line_no(lines, "verify_recipients = yes")
+    assert [m for m in got.get(n, []) if "accepts every address" in m], out
+    lines = replaced(lines, "accepted_domains = ", "accepted_domains = example.test\n"
+                     "accepted_recipients = alice@example.test")
     p = write_conf(d, lines)
     rc, out = check(p)
     assert rc == 0 and not diags(out, p), out

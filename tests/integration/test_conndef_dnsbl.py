@@ -6,13 +6,16 @@ scenario connects from its own 127.0.0.x source address:
 
     127.0.0.1   not listed anywhere
     127.0.0.2   zen.test 127.0.0.4 (weight 3: rejected)
-    127.0.0.3   zen.test 127.255.255.254 (query refused: no data, never listed)
+    127.0.0.3   zen.test and small.test (no filter) 127.255.255.254 (query
+                refused: no data, never listed)
     127.0.0.4   zen.test 127.0.0.4 and wl.test 127.0.10.2 (3 - 5: allowed)
     127.0.0.5   zen.test 127.0.0.12 (outside the filter [2..11])
     127.0.0.6   small.test 127.0.0.2 (weight 1: tagged, not rejected)
     127.0.0.7   zen.test 127.0.0.4, plus slow.test which never answers
     ::1         zen.test 127.0.0.2 in nibble format (IPv6)
 """
+
+import time
 
 import pytest
 
@@ -31,6 +34,9 @@ def rev(ip):
 def listings(dns):
     dns.add(rev("127.0.0.2") + ".zen.test", "A", "127.0.0.4")
     dns.add(rev("127.0.0.3") + ".zen.test", "A", "127.255.255.254")
+    # small.test has no filter: only the 127.255.255.0/24 rule keeps this
+    # refusal from counting (zen.test's filter [2..11] would hide it anyway)
+    dns.add(rev("127.0.0.3") + ".small.test", "A", "127.255.255.254")
     dns.add(rev("127.0.0.4") + ".zen.test", "A", "127.0.0.4")
     dns.add(rev("127.0.0.4") + ".wl.test", "A", "127.0.10.2")
     dns.add(rev("127.0.0.5") + ".zen.test", "A", "127.0.0.12")
@@ -40,9 +46,11 @@ def listings(dns):
     dns.blackhole("slow.test")
 
 
-def make(gateway, decide="connect", sites=SITES, **kw):
+def make(gateway, decide="connect", sites=SITES, dns=None, **kw):
     extra = {"dnsbl": {"sites": sites, "decide_at": decide, "reject_threshold": "3",
                        "tag_threshold": "1"}}
+    if dns:
+        extra["dns"] = dns
     gw = gateway(extra, start=False, **kw)
     listings(gw.dns)
     return gw.start()
@@ -74,10 +82,13 @@ def test_unlisted_client_served(gw):
 
 
 def test_query_refused_answer_is_not_a_listing(gw):
-    """127.255.255.254 is Spamhaus' "query refused" answer: no data."""
+    """127.255.255.254 is Spamhaus' "query refused" answer: no data, even
+    from small.test, whose sites entry has no filter (any 127/8 answer
+    counts) - so this fails if config_dnsbl_is_listing lets it through."""
     with RawClient(gw.port, source="127.0.0.3") as c:
         assert_reply(c.banner, 220)
-    gw.wait_log(r"dnsbl client=127\.0\.0\.3 score=0 listed=-")
+    gw.wait_log(r"dnsbl client=127\.0\.0\.3 score=0 listed=- failed=0")
+    assert gw.dns.count(rev("127.0.0.3") + ".small.test") == 1
 
 
 def test_allowlist_weight_cancels_listing(gw):
@@ -123,6 +134,31 @@ def test_timeout_zone_is_no_data_and_others_still_decide(gateway):
     with RawClient(gw.port, source="127.0.0.1", timeout=scaled(15)) as c:
         assert_reply(c.banner, 220)
     assert gw.dns.count(rev("127.0.0.1") + ".slow.test") >= 1
+
+
+def test_zones_are_looked_up_in_parallel(gateway):
+    """Three zones that never answer cost one [dns] timeout, not three: the
+    queries are all in flight together.  Asked one after the other they
+    would hold the banner at least 3 x timeout; the bound is 2 x timeout,
+    a whole timeout of slack for a slow machine."""
+    timeout = 2
+    src = "127.0.0.8"
+    zones = ("hole1.test", "hole2.test", "hole3.test")
+    gw = gateway({"dnsbl": {"sites": ", ".join(z + "*1" for z in zones)},
+                  "dns": {"timeout": f"{timeout}s"}}, start=False)
+    # only this client's names never answer: the start-up probe (127.0.0.1)
+    # gets its NXDOMAIN at once, so the resolver has seen no timeout before
+    for zone in zones:
+        gw.dns.blackhole(rev(src) + "." + zone)
+    gw.start()
+    t0 = time.monotonic()
+    with RawClient(gw.port, source=src, banner=False, timeout=scaled(4 * timeout)) as c:
+        assert_reply(c.reply(), 220)
+        took = time.monotonic() - t0
+    gw.wait_log(r"dnsbl client=127\.0\.0\.8 score=0 listed=- failed=3")
+    for zone in zones:
+        assert gw.dns.count(rev(src) + "." + zone) >= 1, zone
+    assert took < 2 * timeout, f"banner after {took:.2f}s: the zones were asked in turn"
 
 
 def test_answers_are_cached(gw):

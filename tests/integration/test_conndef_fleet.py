@@ -2,7 +2,11 @@
 processes share their [ratelimit] counters through a real redis-server
 started here on loopback (temp dir, no persistence).  When Redis is killed
 or hangs (SIGSTOP), the gateways fail open - an honest client still gets
-its banner and its mail through - and count it."""
+its banner and its mail through - and count it.
+
+redis-server is a test dependency (make deps-test installs it): without it
+these tests fail, as the rspamd and clamd ones do, rather than skip and
+leave `make test` green without the fleet path."""
 
 import os
 import re
@@ -22,13 +26,14 @@ SENDER = "sender@client.example.net"
 RCPT = "user@example.test"
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_BIN), reason="redis-server missing")
 
 
 class Redis:
     """A throw-away redis-server on 127.0.0.1:<free port>."""
 
     def __init__(self, tmp, password=None):
+        assert os.path.exists(REDIS_BIN), \
+            "redis-server not installed (Debian package redis-server: make deps-test)"
         self.port = free_port()
         self.password = password
         self.dir = tmp / f"redis-{self.port}"
@@ -194,6 +199,37 @@ def test_message_and_recipient_rates_shared(gateway, redis):
     assert r.cmd("GET", "mxgate:rl:messages_per_ip [127.0.0.4]") == "$1"
 
 
+def test_recipient_and_domain_rates_shared(gateway, redis):
+    """recipients_per_net, recipients_per_sender and messages_per_domain are
+    counted in Redis too: what one node counted, the other refuses."""
+    r = redis()
+    dom = {"domains": {"accepted_domains": "example.test, other.test, third.test"}}
+    lim = {"recipients_per_net": 2, "recipients_per_sender": 3, "messages_per_domain": 2}
+    a = node(gateway, r, sections=dom, **lim)
+    b = node(gateway, r, sections=dom, **lim)
+
+    def rcpts(gw, source, sender, *steps):
+        with RawClient(gw.port, source=source) as c:
+            c.ehlo()
+            assert_reply(c.cmd(f"MAIL FROM:<{sender}>"), 250)
+            for rcpt, code, text in steps:
+                rep = c.cmd(f"RCPT TO:<{rcpt}>")
+                assert_reply(rep, code)
+                assert text in rep.text, rep
+    rcpts(a, "127.0.7.2", "s1@flood.example", ("u@example.test", 250, ""))
+    rcpts(b, "127.0.7.3", "s2@flood.example", ("u@example.test", 250, ""))
+    rcpts(b, "127.0.7.4", "s3@flood.example",
+          ("u@other.test", 451, "Too many recipients from 127.0.7.0/24"))
+    rcpts(a, "127.0.8.2", "s1@flood.example",
+          ("u@example.test", 451, "Too many messages for example.test"),
+          ("v@other.test", 250, ""))
+    rcpts(b, "127.0.9.2", "s1@flood.example",
+          ("w@third.test", 451, "Too many recipients from <s1@flood.example>"))
+    for key in ("recipients_per_net 127.0.7.0/24", "recipients_per_sender <s1@flood.example>",
+                "messages_per_domain example.test"):
+        assert r.cmd("EXISTS", "mxgate:rl:" + key) == ":1", key
+
+
 def test_redis_killed_fails_open(gateway, redis):
     """Redis dies mid-run: the next clients get their banner and their mail
     through at once, and the failures are logged and counted."""
@@ -332,6 +368,29 @@ def test_pregreet_pass_cache_shared(gateway, redis):
         c.ehlo()
     b.wait_log(r"pregreet client=127\.0\.6\.3 result=pass")
     assert not re.search(r"pregreet client=127\.0\.6\.3 result=cached", b.log_text())
+
+
+def test_pregreet_fails_open_without_redis(gateway, redis):
+    """Redis gone: the pass-cache lookup fails at once, the client is simply
+    tested (banner after greet_delay, not stalled), its pass is kept on this
+    node only - logged and counted - and its next connection is a local hit."""
+    r = redis()
+    mport = free_port()
+    gw = node(gateway, r, metrics_port=mport, sections=PREGREET)
+    r.proc.kill()
+    r.proc.wait(scaled(10))
+    with RawClient(gw.port, source="127.0.6.5", timeout=scaled(10)) as c:
+        assert_reply(c.banner, 220)
+        c.ehlo()
+        assert_reply(c.cmd("QUIT"), 221)
+    gw.wait_log(r"pregreet client=127\.0\.6\.5 result=pass")
+    gw.wait_log(r"pregreet store=redis failed op=lookup action=test")
+    gw.wait_log(r"pregreet store=redis failed op=add action=local")
+    assert metric(mport, "mxgate_pregreet_store_errors_total", '{store="redis"}') >= 2
+    with RawClient(gw.port, source="127.0.6.5", banner=False) as c:
+        first = c._line(time.monotonic() + scaled(1.5))
+        assert first.startswith(b"220 mx.example.test ESMTP"), first
+    gw.wait_log(r"pregreet client=127\.0\.6\.5 result=cached")
 
 
 def test_check_config_refuses_bad_redis_url(gateway):

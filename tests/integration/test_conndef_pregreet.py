@@ -149,19 +149,45 @@ def test_non_smtp_check_can_be_switched_off(gateway):
 
 
 def test_pregreet_with_dnsbl_wait(gateway):
-    """The banner also waits for [dnsbl] lookups; talking during that wait
-    is early talking too; a blocked client gets a clean 554 (no 220- first)."""
+    """The banner also waits for [dnsbl] lookups; a blocked client gets a
+    clean 554 (no 220- first), an unlisted one the 220- and then the 220."""
     gw = gateway({"pregreet": {"enabled": "yes", "greet_delay": "1s"},
                   "dnsbl": {"sites": "zen.test*3"}}, start=False)
     gw.dns.add("2.0.0.127.zen.test", "A", "127.0.0.2")
-    gw.dns.blackhole("slow.test")
     gw.start()
     with RawClient(gw.port, source="127.0.0.2", banner=False) as c:
         rest = read_until_closed(c, scaled(8))
         assert rest.startswith(b"554 5.7.1 Service unavailable; client [127.0.0.2]"), rest
-    with RawClient(gw.port, source="127.0.0.1", banner=False) as c:
+    with RawClient(gw.port, source="127.0.0.3", banner=False) as c:
         assert c._line(time.monotonic() + scaled(5)).startswith(b"220-")
         assert_reply(c.reply(timeout=scaled(6)), 220)
+
+
+@pytest.mark.parametrize("enabled", ["yes", "no"])
+def test_talking_during_dnsbl_wait(gateway, enabled):
+    """greet_delay 0: only the DNSBL lookups hold the banner (slow.test
+    never answers: a whole [dns] timeout).  With [pregreet] enabled an EHLO
+    sent during that wait is early talking - 554 5.5.1 at once, no banner;
+    without it the client is answered in order (RFC 5321 3.1 leniency)."""
+    gw = gateway({"pregreet": {"enabled": enabled, "greet_delay": "0s"},
+                  "dnsbl": {"sites": "slow.test*1"}}, start=False)
+    # only this client's name never answers (the start-up probe's gets
+    # NXDOMAIN at once: the resolver has no timeouts to back off from)
+    gw.dns.blackhole("3.0.0.127.slow.test")
+    gw.start()
+    with RawClient(gw.port, source="127.0.0.3", banner=False, timeout=scaled(10)) as c:
+        c.send(b"EHLO early.example.net\r\n")
+        if enabled == "yes":
+            rest = read_until_closed(c, scaled(8))
+            assert rest.startswith(b"554 5.5.1"), rest
+            assert b"talking before the greeting" in rest and b"220" not in rest, rest
+        else:
+            assert_reply(c.reply(), 220)
+            assert_reply(c.reply(), 250)
+    if enabled == "yes":
+        gw.wait_log(r"pregreet client=127\.0\.0\.3 result=early_talker")
+    else:
+        assert "result=early_talker" not in gw.log_text()
 
 
 def test_pass_cache_survives_a_restart(gateway, workdir):

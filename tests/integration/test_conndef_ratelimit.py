@@ -1,5 +1,6 @@
-"""Connection-level defence, part 4 (issue 17): rate limits per client
-address, per network (/24), per envelope sender and per recipient domain,
+"""Connection-level defence, part 4 (issue 17): rate limits - connections,
+messages and recipients - per client address, per network (/24), per
+envelope sender and per recipient domain,
 and the per-network concurrency cap, with 421/451 replies that say when to
 retry.  Floods from loopback sources 127.0.0.x (127.0.1.x is another /24)."""
 
@@ -163,6 +164,65 @@ def test_recipient_rate_per_domain(gateway):
         assert_reply(r, 451, "4.7.1")
         assert "Too many recipients for example.test" in r.text, r
         assert_reply(c.cmd("RCPT TO:<b@other.test>"), 250)
+
+
+def test_recipient_rates_per_net_and_sender(gateway):
+    """recipients_per_net: the addresses of a /24 share one budget;
+    recipients_per_sender: one envelope sender shares one budget across
+    networks.  Every RCPT past the recipient checks counts, refused ones too."""
+    gw = rl(gateway, recipients_per_net=3, recipients_per_sender=2)
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<one@flood.example>"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+        assert_reply(c.cmd("RCPT TO:<b@example.test>"), 250)
+        r = c.cmd("RCPT TO:<c@example.test>")            # net 3 of 3, sender 3 of 2
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients from <one@flood.example>" in r.text, r
+    with RawClient(gw.port, source="127.0.0.3") as c:     # same /24, another sender
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<two@flood.example>"), 250)
+        r = c.cmd("RCPT TO:<a@example.test>")            # net 4 of 3
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients from 127.0.0.0/24" in r.text, r
+    with RawClient(gw.port, source="127.0.1.3") as c:     # another /24
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<two@flood.example>"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)   # sender 2 of 2
+        assert_reply(c.cmd("RCPT TO:<b@example.test>"), 451, "4.7.1")
+        assert_reply(c.cmd("RSET"), 250)
+        assert_reply(c.cmd("MAIL FROM:<ONE@Flood.Example>"), 250)   # letter case ignored
+        r = c.cmd("RCPT TO:<a@example.test>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients from <ONE@Flood.Example>" in r.text, r
+    gw.wait_log(r"limit=recipients_per_net subject=127\.0\.0\.0/24 count=4 max=3")
+    gw.wait_log(r"limit=recipients_per_sender subject=<one@flood\.example> count=3 max=2")
+
+
+def test_message_rate_per_domain(gateway):
+    """messages_per_domain counts a transaction once per recipient domain,
+    at its first RCPT of the domain: three recipients of example.test in one
+    message use one; over it, that RCPT gets 451 (and the next one of the
+    domain is a new attempt); another domain is not affected."""
+    gw = rl(gateway, messages_per_domain=2)
+    msg, marker = make_message()
+    with RawClient(gw.port, source="127.0.0.2") as c:
+        c.ehlo()
+        c.transaction(SENDER, ["a@example.test", "b@example.test", "c@Example.TEST"], msg)
+    gw.wait_for_marker(marker)
+    with RawClient(gw.port, source="127.0.1.2") as c:
+        c.ehlo()
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)      # message 2 of 2
+        assert_reply(c.cmd("RSET"), 250)
+        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        r = c.cmd("RCPT TO:<a@example.test>")                     # message 3 of 2
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many messages for example.test, try again in" in r.text, r
+        assert_reply(c.cmd("RCPT TO:<b@example.test>"), 451, "4.7.1")
+        assert_reply(c.cmd("RCPT TO:<x@other.test>"), 250)
+    gw.wait_log(r"limit=messages_per_domain subject=example\.test count=3 max=2")
+    gw.wait_log(r"limit=messages_per_domain subject=example\.test count=4 max=2")
 
 
 def test_concurrency_per_net(gateway):

@@ -258,7 +258,8 @@ def test_cfn_references_resolve(template):
     res = template["Resources"]
     names = set(res)
     refs = (list(walk_refs(res)) + list(walk_refs(template.get("Outputs", {})))
-            + list(walk_refs(template.get("Conditions", {}))))
+            + list(walk_refs(template.get("Conditions", {})))
+            + list(walk_refs(template.get("Rules", {}))))
     assert refs
     for kind, target in refs:
         if kind == "Ref":
@@ -351,6 +352,26 @@ def test_cfn_user_data_config_is_valid(template, tmp_path):
     unit = script.split("mxgate.service <<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
     want = [ln for ln in UNIT.read_text().splitlines() if ln and not ln.startswith("#")]
     assert unit.splitlines() == want
+
+
+def test_cfn_recipient_verification_on_by_default(template):
+    """Issue 11: with the defaults the stack refuses to deploy without the
+    WorkMail recipient list (SES inbound accepts every address, so nothing
+    else refuses unknown users): a Rule demands WorkMailOrganizationId or an
+    explicit AcceptUnknownRecipients = yes, and the list is what the config
+    reads."""
+    params = template["Parameters"]
+    assert params["WorkMailOrganizationId"]["Default"] == ""
+    assert re.fullmatch(params["WorkMailOrganizationId"]["AllowedPattern"],
+                        "m-" + "0123456789abcdef" * 2)
+    assert not re.fullmatch(params["WorkMailOrganizationId"]["AllowedPattern"], "my-org")
+    assert params["AcceptUnknownRecipients"]["Default"] == "no"
+    rules = template.get("Rules", {})
+    [rule] = [r for r in rules.values()
+              if r.get("RuleCondition") == {"Fn::Equals": [{"Ref": "WorkMailOrganizationId"}, ""]}]
+    assert {"Fn::Equals": [{"Ref": "AcceptUnknownRecipients"}, "yes"]} in \
+        [a["Assert"] for a in rule["Assertions"]]
+    assert "recipients_file = /etc/mxgate/recipients" in TEMPLATE_TEXT
 
 
 def test_aws_readme_mentions_essentials():

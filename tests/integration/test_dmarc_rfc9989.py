@@ -10,6 +10,7 @@ code got wrong.  Each row sends one message and checks the reply code and
 the dmarc= clause of the delivered Authentication-Results.
 """
 
+import re
 import uuid
 
 import pytest
@@ -30,6 +31,12 @@ ZONE = {
     # item 3: IDN, published under its A-label (bücher.test)
     "_dmarc.xn--bcher-kva.test": "v=DMARC1; p=reject",
     "xn--bcher-kva.test": "v=spf1 ip4:127.0.0.0/8 -all",
+    # IDN MAIL FROM (RFC 8616 4): SPF published under the A-labels
+    "mx.xn--bcher-kva.test": "v=spf1 ip4:127.0.0.0/8 -all",
+    "xn--mller-kva.test": "v=spf1 ip4:192.0.2.0/24 -all",           # müller.test
+    "_dmarc.xn--mller-kva.test": "v=DMARC1; p=none",
+    "xn--strae-oqa.test": "v=spf1 ip4:192.0.2.0/24 -all",           # straße.test
+    "_dmarc.xn--strae-oqa.test": "v=DMARC1; p=reject",
     # item 4: two records at the From domain, p=reject at its parent
     "_dmarc.sub.tworec.test": ["v=DMARC1; p=none", "v=DMARC1; p=quarantine"],
     "_dmarc.tworec.test": "v=DMARC1; p=reject",
@@ -109,12 +116,12 @@ def message(from_value, dkim_domain=None, key=None):
     return msg, marker
 
 
-def run(env, from_value, mail_from, dkim_domain=None):
-    """(reply, Authentication-Results value or None) of one transaction."""
+def deliver(env, from_value, mail_from, dkim_domain=None, helo="client.example.net"):
+    """(reply, the delivered message or None) of one transaction."""
     msg, marker = message(from_value, dkim_domain, env.key)
-    params = "SMTPUTF8" if any(ord(c) > 127 for c in from_value) else ""
+    params = "SMTPUTF8" if any(ord(c) > 127 for c in from_value + mail_from) else ""
     with env.gw.client() as c:
-        c.ehlo("client.example.net")
+        c.ehlo(helo)
         r = c.transaction(mail_from, [RCPT], msg, mail_params=params, expect_queued=False)
     if r.code != 250:
         return r, None
@@ -127,10 +134,24 @@ def run(env, from_value, mail_from, dkim_domain=None):
                 return True
         return False
     mxtest.wait_for(look, mxtest.scaled(10), what=f"delivery of {marker}")
-    vals = [v for v in mxtest.header_values(found[0], "Authentication-Results")
+    return r, found[0]
+
+
+def our_ar(m):
+    """Our Authentication-Results value of delivered message m."""
+    vals = [v for v in mxtest.header_values(m, "Authentication-Results")
             if v.split(";")[0].strip().lower() == "mx.example.test"]
     assert len(vals) == 1, vals
-    dm = [c.strip() for c in vals[0].split(";") if c.strip().startswith("dmarc=")]
+    return vals[0]
+
+
+def run(env, from_value, mail_from, dkim_domain=None):
+    """(reply, the dmarc= clause of Authentication-Results or None) of one
+    transaction."""
+    r, m = deliver(env, from_value, mail_from, dkim_domain)
+    if m is None:
+        return r, None
+    dm = [c.strip() for c in our_ar(m).split(";") if c.strip().startswith("dmarc=")]
     return r, dm[0] if dm else None
 
 
@@ -224,3 +245,64 @@ def test_dmarc_rfc9989_table(env, case):
     assert where is not None, r
     for t in texts:
         assert t in where, (t, where)
+
+
+# --- IDN MAIL FROM / HELO (RFC 8616 4): SPF looks up the A-labels, DMARC
+# aligns them with the A-label From domain, and what our header fields say
+# about the envelope is ASCII (the domain as A-labels, a UTF-8 local-part
+# left out: RFC 8601 2.2 "@" domain-name).
+# (id, HELO, From value, MAIL FROM, expected code, texts in the reply (550)
+#  or in Authentication-Results (250), texts in Received-SPF (250))
+IDN_CASES = [
+    ("idn-mailfrom-aligned", "client.example.net", "<a@bücher.test>", "a@bücher.test", 250,
+     ["spf=pass", "smtp.mailfrom=a@xn--bcher-kva.test", "dmarc=pass",
+      "header.from=xn--bcher-kva.test"],
+     ["pass (", 'envelope-from="a@xn--bcher-kva.test"']),
+    ("idn-mailfrom-mapped-ascii-from", "client.example.net", "<a@xn--bcher-kva.test>",
+     "a@BÜCHER.test", 250, ["spf=pass", "smtp.mailfrom=a@xn--bcher-kva.test", "dmarc=pass"],
+     ['envelope-from="a@xn--bcher-kva.test"']),
+    ("idn-utf8-local-part", "client.example.net", "<jörg@bücher.test>", "jörg@bücher.test",
+     250, ["spf=pass", "smtp.mailfrom=@xn--bcher-kva.test", "dmarc=pass"],
+     ['envelope-from="@xn--bcher-kva.test"']),
+    ("idn-mailfrom-not-authorised", "client.example.net", "<a@müller.test>", "a@müller.test",
+     250, ["spf=fail", "does not designate 127.0.0.1", "smtp.mailfrom=a@xn--mller-kva.test",
+           "dmarc=fail", "header.from=xn--mller-kva.test"],
+     ["fail (", 'envelope-from="a@xn--mller-kva.test"']),
+    ("idn-mailfrom-not-authorised-reject", "client.example.net", "<a@straße.test>",
+     "a@straße.test", 550, ["DMARC policy of xn--strae-oqa.test"], []),
+    ("idn-mailfrom-invalid", "client.example.net", "<a@müller.test>", "a@\u2603.test", 250,
+     ["spf=none", "is not a valid internationalized domain name",
+      'smtp.mailfrom="a@???.test"', "dmarc=fail"],
+     ["none (", 'envelope-from="a@???.test"']),
+    ("idn-helo-null-sender", "mx.bücher.test", "<a@müller.test>", "", 250,
+     ["spf=pass", "postmaster@mx.xn--bcher-kva.test", "smtp.helo=mx.xn--bcher-kva.test"],
+     ["pass (", "helo=mx.xn--bcher-kva.test", "identity=helo"]),
+]
+
+
+@pytest.mark.parametrize("case", IDN_CASES, ids=[c[0] for c in IDN_CASES])
+def test_idn_envelope(env, case):
+    _, helo, from_value, mail_from, code, texts, rspf_texts = case
+    r, m = deliver(env, from_value, mail_from, helo=helo)
+    assert r.code == code, r
+    if code != 250:
+        for t in texts:
+            assert t in r.text, (t, r.text)
+        # the refused message's SPF verdict (decision line): fail, by the
+        # A-label domain's record
+        env.gw.wait_log(r" from=<%s> .* spf=fail .*dmarc=fail " % re.escape(mail_from))
+        return
+    ar = our_ar(m)
+    for t in texts:
+        assert t in ar, (t, ar)
+    rspf = mxtest.header_values(m, "Received-SPF")
+    assert len(rspf) == 1, rspf
+    for t in rspf_texts:
+        assert t in rspf[0], (t, rspf[0])
+    # our fields about the envelope are ASCII, whatever the client sent
+    for name in (b"Authentication-Results:", b"Received-SPF:"):
+        at = m.index(name)
+        end = m.index(b"\r\n", at)
+        while m[end + 2:end + 3] in (b" ", b"\t"):
+            end = m.index(b"\r\n", end + 2)
+        assert max(m[at:end]) < 0x80, m[at:end]

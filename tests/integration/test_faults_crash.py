@@ -8,7 +8,13 @@ once, and every message the downstream got - acknowledged or not - must be
 whole: byte for byte what the client sent, never half-written.  Every
 fifth message carries a blocked attachment and is quarantined ([attachments]
 action = quarantine): those must sit whole in the queue's quarantine/, never
-delivered, every acknowledged one among them."""
+delivered, every acknowledged one among them.
+
+A kill -9 leaves the kernel's page cache intact, so it cannot lose a
+directory entry that was not fsynced: the power-loss case of envelope
+recycling (reuse only after the folder's fsync) is covered by the unit test
+test_retired_envelope_not_reused_before_fsync, which interposes fsync -
+see docs/queue-format.md, "Process crash and power loss"."""
 
 import base64
 import hashlib

@@ -10,11 +10,11 @@ replies, changes the reply code inside a multi-line reply, or answers
 STARTTLS with garbage.  In each case the message stays queued (never
 bounced, never lost) and is delivered, whole, once the downstream behaves.
 
-Issue 11: a 5xx at greeting, to EHLO+HELO or to STARTTLS is a session
-failure: the next host is tried, then the message is deferred - never
-bounced, no DSN.  Only a recipient's own reply bounces: a 5xx to RCPT (that
-recipient), to MAIL (that message only, not the next one on the
-connection) or to DATA; a 2xx to DATA is no delivery."""
+Issue 11: a 5xx at greeting, to EHLO+HELO, to STARTTLS or to MAIL FROM is
+a per-host failure: the next host is tried, then the message is deferred -
+never bounced, no DSN (it expires after max_lifetime with the last reply).
+Only a recipient's own reply bounces: a 5xx to RCPT (that recipient) or to
+DATA / the final dot; a 2xx to DATA is no delivery."""
 
 import re
 import socket
@@ -153,7 +153,7 @@ class RawDownstream:
                 mail, rcpts = line[10:].decode("utf-8", "replace"), []
                 with self.lock:
                     self.mails.append(mail)
-                if b"refused-sender" in line:
+                if b"refused-sender" in line or mode == "mail-5xx":
                     conn.sendall(b"550 5.7.1 sender refused\r\n")
                     mail = None
                 else:
@@ -287,7 +287,8 @@ def _split_routes(hosts, bounce, tls="none", **route):
                       "delay_warning_time": "0"}}
 
 
-SESSION_5XX = ["greet-554", "ehlo-5xx", "starttls-5xx"]
+# mail-5xx: every MAIL FROM gets 550 5.7.1 - about the host, not a recipient
+SESSION_5XX = ["greet-554", "ehlo-5xx", "starttls-5xx", "mail-5xx"]
 
 
 @pytest.mark.parametrize("mode", SESSION_5XX)
@@ -376,10 +377,11 @@ def test_5xx_to_data_bounces_that_message(gateway):
                          gw.log_text())
 
 
-def test_5xx_to_mail_or_rcpt_bounces_only_that_message_or_recipient(gateway):
-    """On one connection (max_connections = 1): a 550 to MAIL FROM bounces
-    that message only; the next message on the connection is delivered; a
-    550 to one RCPT bounces that recipient only."""
+def test_5xx_to_mail_defers_and_5xx_to_rcpt_bounces_that_recipient(gateway):
+    """On one connection (max_connections = 1): a 550 to MAIL FROM is no
+    answer about a recipient - that message is deferred (no DSN) and stays
+    queued; the next message is delivered; a 550 to one RCPT bounces that
+    recipient only."""
     with RawDownstream() as ds, Downstream() as bounce:
         gw = _split_gateway(gateway, [f"127.0.0.1:{ds.port}"], bounce, max_connections="1")
         refused = "refused-sender@client.example.net"
@@ -388,18 +390,46 @@ def test_5xx_to_mail_or_rcpt_bounces_only_that_message_or_recipient(gateway):
         q1 = gw.send(refused, ["a@example.test"], m1)
         q2 = gw.send(SENDER, ["b@example.test", "unknown-c@example.test"], m2)
         wait_for(lambda: ds.find(k2), scaled(15), what="the second message")
-        wait_for(lambda: len(bounce.messages) >= 2, scaled(15), what="two DSNs")
-        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        wait_for(lambda: bounce.messages, scaled(15), what="the DSN for unknown-c")
+        gw.wait_log(q1 + r" status=deferred attempts=2 ", scaled(15))
         assert not ds.find(k1)
         [(_, rcpts, _)] = ds.find(k2)
         assert rcpts == ["<b@example.test>"]
-        by_to = {}
-        for rec in bounce.messages:
-            _, _, per_rcpt = dsn_parts(rec)
-            by_to[tuple(rec.rcpt_tos)] = [(r["final-recipient"], r["status"]) for r in per_rcpt]
-        assert by_to == {(refused,): [("rfc822; a@example.test", "5.7.1")],
-                         (SENDER,): [("rfc822; unknown-c@example.test", "5.1.1")]}, by_to
+        [rec] = bounce.messages
+        _, _, per_rcpt = dsn_parts(rec)
+        assert rec.rcpt_tos == [SENDER]
+        assert [(r["final-recipient"], r["status"]) for r in per_rcpt] == \
+            [("rfc822; unknown-c@example.test", "5.1.1")]
+        wait_for(lambda: gw.queue_ids() == {q1}, scaled(10), what="only the refused message queued")
         log = gw.log_text()
-        assert re.search(q1 + r" to=<a@example.test> .*status=bounced", log)
+        assert re.search(q1 + r" to=<a@example.test> .*status=deferred \(4.4.0 MAIL FROM refused "
+                         r"by .*550 5.7.1 sender refused\)", log), log
+        assert not re.search(q1 + r" .*status=bounced", log)
         assert re.search(q2 + r" to=<b@example.test> .*status=sent", log)
         assert not re.search(q2 + r" to=<b@example.test> .*status=(bounced|deferred)", log)
+
+
+def test_5xx_to_mail_bounces_only_at_expiry_with_that_reply(gateway):
+    """A host that refuses MAIL FROM for good: the message is retried until
+    [queue] max_lifetime, then the expiry DSN (4.4.7) carries the host's
+    reply as its diagnostic - never an immediate bounce."""
+    with RawDownstream() as ds, Downstream() as bounce:
+        ds.mode = "mail-5xx"
+        routes = _split_routes([f"127.0.0.1:{ds.port}"], bounce)
+        routes["queue"]["max_lifetime"] = "4s"
+        gw = gateway(routes)
+        gw.dns.add("client.example.net", "A", "127.0.0.1")
+        msg, _ = make_message(sender=SENDER)
+        qid = gw.send(SENDER, ["a@example.test"], msg)
+        [dsn] = bounce.wait_messages(1)
+        _, _, [r] = dsn_parts(dsn)
+        assert r["action"] == "failed" and r["status"] == "4.4.7", r
+        assert "MAIL FROM refused by" in r["diagnostic-code"], r
+        assert "550 5.7.1 sender refused" in r["diagnostic-code"], r
+        assert "expired" in r["diagnostic-code"], r
+        with ds.lock:
+            assert len(ds.mails) >= 2, ds.mails      # retried, not bounced at once
+        log = gw.log_text()
+        assert f"{qid} to=<a@example.test> status=expired" in log
+        assert not re.search(qid + r" to=<a@example.test> .*status=bounced", log)
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")

@@ -102,3 +102,50 @@ def test_delay_since_arrival_and_queue_by_state(gateway):
     assert abs(delay - (q + c + t)) <= 0.15, sent
     wait_for(lambda: metrics(mport)[("mxgate_route_delivered_total", '{route="default"}')] == 1,
              scaled(5), what="route delivered counter")
+
+
+def test_quarantine_gauges_follow_at_once(gateway):
+    """mxgate_quarantine_messages/_bytes/_oldest_age_seconds count a message
+    as soon as it is quarantined and drop it as soon as it is released or
+    deleted - they used to change only at the retention sweep (hourly with
+    the default 30 days), so a scrape right after showed 0."""
+    mport = free_port()
+    gw = gateway({"metrics": {"listen": f"127.0.0.1:{mport}"},
+                  "attachments": {"enabled": "yes", "action": "quarantine"}})
+
+    def quarantine():
+        data, _ = make_message("q", headers=(
+            "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b"),
+            body="--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+                 "Content-Type: application/octet-stream\r\n"
+                 "Content-Disposition: attachment; filename=tool.exe\r\n\r\nMZ\r\n--b--\r\n")
+        with gw.client() as c:
+            c.ehlo()
+            qid = mxtest.queued_id(c.transaction("sender@client.example.net",
+                                                 ["user@example.test"], data))
+        gw.wait_log(r"quarantined reason=attachment id=" + qid)
+        return qid
+
+    def gauge(name):
+        return metrics(mport)[(name, "")]
+
+    assert gauge("mxgate_quarantine_messages") == 0
+    qid = quarantine()
+    wait_for(lambda: gauge("mxgate_quarantine_messages") == 1, scaled(5),
+             what="quarantine gauge 1")
+    m = metrics(mport)
+    assert m[("mxgate_quarantine_bytes", "")] > 0
+    assert m[("mxgate_quarantine_oldest_age_seconds", "")] >= 0
+    assert m[("mxgate_queue_messages_by_state", '{state="quarantine"}')] == 1
+    gw.cli("quarantine", "release", qid, check=True)
+    wait_for(lambda: gauge("mxgate_quarantine_messages") == 0, scaled(5),
+             what="quarantine gauge 0 after the release")
+    assert gauge("mxgate_quarantine_bytes") == 0
+    qid = quarantine()
+    wait_for(lambda: gauge("mxgate_quarantine_messages") == 1, scaled(5),
+             what="quarantine gauge 1 again")
+    gw.cli("quarantine", "delete", qid, check=True)
+    wait_for(lambda: gauge("mxgate_quarantine_messages") == 0, scaled(5),
+             what="quarantine gauge 0 after the delete")
+    assert gauge("mxgate_quarantine_bytes") == 0
+    assert gauge("mxgate_quarantine_oldest_age_seconds") == 0

@@ -189,3 +189,22 @@ def _try_scrape(port):
     except OSError:
         return None
     return data if data.startswith(b"HTTP/1.0 200") else None
+
+
+def test_quarantine_usage_lists_every_reason():
+    """`mxgate quarantine` without a command prints its synopsis: --reason
+    must offer every reason a content verdict records (docs/queue-format.md,
+    quarantine-reason: virus, spam, policy, attachment); it left out
+    attachment."""
+    from mxtest import source_dir
+    row = [ln for ln in (source_dir() / "docs/queue-format.md").read_text().splitlines()
+           if ln.startswith("| `quarantine-reason`")][0]
+    reasons = re.findall(r"`(\w+)`", row.split("|")[4])
+    assert {"virus", "spam", "policy", "attachment"} <= set(reasons), reasons
+    p = subprocess.run([mxgate_bin(), "quarantine"], capture_output=True, text=True,
+                       timeout=scaled(20))
+    assert p.returncode == 2, p
+    m = re.search(r"--reason ([\w|]+)", p.stderr)
+    assert m and set(m.group(1).split("|")) == set(reasons), p.stderr
+    guide = (source_dir() / "docs/postmaster-guide.md").read_text()
+    assert "[--reason " + m.group(1) + "]" in guide

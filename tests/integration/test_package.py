@@ -112,7 +112,9 @@ def test_files_and_modes(unpacked):
         "ReadWritePaths=/var/spool/mxgate\nReadWritePaths=-/var/log/mxgate\n")
     rot = (root / "etc/logrotate.d/mxgate").read_text()
     assert "/var/log/mxgate/mxgate.log" in rot and "/usr/sbin/mxgate reopen-logs" in rot
-    for doc in ("postmaster-guide.md", "config-reference.md", "mxgate.conf.example"):
+    # mxgate.lua: the rspamd rule the guide tells to copy to /etc/rspamd
+    for doc in ("postmaster-guide.md", "config-reference.md", "mxgate.conf.example",
+                "mxgate.lua"):
         assert (root / "usr/share/doc/mxgate" / doc).is_file()
 
 

@@ -9,7 +9,13 @@ refused at end of data alike - with the facts an aggregate report needs
 alignment, the published policy, the disposition and the override reason);
 the schema is migrated and WAL; a writer that cannot write (the database
 locked by another process) makes rows drop and be counted, while SMTP goes
-on answering.
+on answering; a report run waiting on DNS longer than the writer's busy
+timeout holds no write lock, so nothing recorded meanwhile is lost.  The
+reports sent: signed, valid, once, with a domain name as the subject's
+Submitter; what a run leaves in the store (reports, refusals, runs, the
+outbox's messages) is pruned with the evaluations.  A DMARC quarantine
+turned into a 550 by [spam] quarantine_action = reject is recorded as
+reject.
 """
 
 import sqlite3
@@ -45,6 +51,11 @@ def dns(tmp_path_factory):
     srv.add("_dmarc.zslow.test", "TXT", "v=DMARC1; p=none; rua=mailto:x@slowrua.test")
     srv.add("zslow.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     srv.blackhole("slowrua.test")
+    # the same for test_slow_run_loses_no_evaluation, a zone of its own: the
+    # resolver may remember that slowrua.test never answers
+    srv.add("_dmarc.zslow2.test", "TXT", "v=DMARC1; p=none; rua=mailto:x@slowrua2.test")
+    srv.add("zslow2.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.blackhole("slowrua2.test")
     # tiny.test takes reports of at most 1 KiB: ours are bigger
     srv.add("_dmarc.tiny.test", "TXT", "v=DMARC1; p=none; rua=mailto:t@tiny.test!1k")
     srv.add("tiny.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
@@ -59,23 +70,29 @@ def dns(tmp_path_factory):
         srv.add("_dmarc." + dom, "TXT", rec)
         srv.add(dom, "TXT", "v=spf1 -all")
     srv.add("none.test", "A", "192.0.2.1")
+    # bücher.test (RFC 8616): published under its A-labels
+    srv.add("xn--bcher-kva.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    srv.add("_dmarc.xn--bcher-kva.test", "TXT", "v=DMARC1; p=none")
     srv.start()
     srv.dkim_key = key
     yield srv
     srv.close()
 
 
-def gateway(tmp_path, dns, sink_port=None, name="gw", **reports):
+def gateway(tmp_path, dns, sink_port=None, name="gw", dns_timeout="2s", spam=None,
+            **reports):
     mport = mxtest.free_port()
     r = {"record": "yes", "email": "dmarc-reports@mx.example.test", "org_name": "Example Gate"}
     r.update(reports)
-    extra = {"dns": {"forwarders": dns.forwarder, "timeout": "2s"},
+    extra = {"dns": {"forwarders": dns.forwarder, "timeout": dns_timeout},
              "auth": {"spf": "yes", "dkim": "yes", "dmarc": "yes",
                       "dmarc_exempt_domains": "exempt.test"},
              "metrics": {"listen": f"127.0.0.1:{mport}"},
              "reports": r}
     if sink_port:
         extra["route outbound"] = outbound_route(sink_port)
+    if spam:
+        extra["spam"] = spam
     gw = mxtest.Gateway(tmp_path / name, extra, dns=False)
     gw.metrics_port = mport
     return gw
@@ -100,6 +117,16 @@ def db_rows(gw):
                 "SELECT domain, selector, result FROM evaluation_dkim WHERE evaluation_id=?",
                 (r["id"],))]
         return rows
+    finally:
+        con.close()
+
+
+def store(gw, sql):
+    """The rows sql returns from the gateway's SQLite store (read beside
+    the running daemon: WAL)."""
+    con = sqlite3.connect(str(gw.queue_dir / "reports.db"))
+    try:
+        return [tuple(r) for r in con.execute(sql)]
     finally:
         con.close()
 
@@ -132,8 +159,11 @@ def test_every_evaluation_recorded(tmp_path, dns):
         # no DMARC record
         msg, _ = mxtest.make_message(sender="f@none.test")
         gw.send("", [RCPT], msg)
-        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 6,
-                        mxtest.scaled(10), what="six rows written")
+        # IDN envelope and From (SMTPUTF8): recorded as A-labels (RFC 8616)
+        msg, _ = mxtest.make_message(sender="g@bücher.test")
+        gw.send("g@bücher.test", [RCPT], msg, mail_params="SMTPUTF8")
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 7,
+                        mxtest.scaled(10), what="seven rows written")
         assert metric(gw, "mxgate_reports_dropped_total") == 0
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
@@ -141,7 +171,7 @@ def test_every_evaluation_recorded(tmp_path, dns):
 
     rows = {r["header_from"]: r for r in db_rows(gw)}
     assert sorted(rows) == ["dk.test", "dquar.test", "drej.test", "exempt.test", "none.test",
-                            "pass.test"], rows.keys()
+                            "pass.test", "xn--bcher-kva.test"], rows.keys()
     for r in rows.values():
         assert r["source_ip"] == "127.0.0.1"
         assert r["envelope_to"] == "example.test"
@@ -168,6 +198,9 @@ def test_every_evaluation_recorded(tmp_path, dns):
     assert (x["dmarc"], x["disposition"], x["override_type"]) == \
         ("fail", "none", "local_policy")
     assert "exempt domain exempt.test" in x["override_comment"]
+    i = rows["xn--bcher-kva.test"]
+    assert (i["envelope_from"], i["spf_domain"], i["spf_result"], i["spf_aligned"],
+            i["dmarc"]) == ("xn--bcher-kva.test", "xn--bcher-kva.test", "pass", 1, "pass"), i
     n = rows["none.test"]
     assert (n["dmarc"], n["policy_domain"], n["p"], n["envelope_from"]) == \
         ("none", None, None, None)
@@ -179,6 +212,97 @@ def test_every_evaluation_recorded(tmp_path, dns):
             [1, 2, 3, 4, 5, 6]   # 4-6: the reports mailed to us (issue 15)
     finally:
         con.close()
+
+
+def test_quarantine_action_reject_records_reject(tmp_path, dns):
+    """[spam] quarantine_action = reject refuses a DMARC p=quarantine
+    failure with 550: the evaluation's disposition is what was applied,
+    reject (stricter than the policy: local_policy), not quarantine."""
+    gw = gateway(tmp_path, dns, spam={"quarantine_action": "reject"}).start()
+    try:
+        msg, _ = mxtest.make_message(sender="c@dquar.test")
+        mxtest.assert_reply(refused(gw, "c@dquar.test", msg), 550, "5.7.1")
+        msg, _ = mxtest.make_message(sender="d@drej.test")
+        mxtest.assert_reply(refused(gw, "d@drej.test", msg), 550, "5.7.1")
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 2,
+                        mxtest.scaled(10), what="two rows written")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+    rows = {r["header_from"]: r for r in db_rows(gw)}
+    q = rows["dquar.test"]
+    assert (q["dmarc"], q["p"], q["disposition"], q["override_type"]) == \
+        ("fail", "quarantine", "reject", "local_policy"), q
+    j = rows["drej.test"]
+    assert (j["dmarc"], j["p"], j["disposition"], j["override_type"]) == \
+        ("fail", "reject", "reject", None), j
+
+
+def test_slow_run_loses_no_evaluation(tmp_path, dns):
+    """A report run that waits on DNS - zslow2.test's destination's
+    agreement lookup never answers, and the DNS timeout (8 s) is longer
+    than the store's busy timeout (5 s) - holds no write lock meanwhile:
+    the evaluations recorded during the run are all written, none lost,
+    none dropped."""
+    sink = Downstream(host=RUA_MX).start()
+    gw = gateway(tmp_path, dns, sink_port=sink.port, dns_timeout="8s").start()
+    try:
+        msg, _ = mxtest.make_message(sender="a@pass.test")
+        gw.send("a@pass.test", [RCPT], msg)
+        msg, _ = mxtest.make_message(sender="z@zslow2.test")
+        gw.send("z@zslow2.test", [RCPT], msg)
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= 2,
+                        mxtest.scaled(10), what="rows written")
+        import subprocess
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        # pass.test's report is built; the run now waits on zslow2.test's DNS
+        gw.wait_log(r"reports domain=pass\.test report_id=\w+ rua=agg@rua\.test")
+        for _ in range(3):
+            msg, _ = mxtest.make_message(sender="a@pass.test")
+            gw.send("a@pass.test", [RCPT], msg)
+        gw.wait_log(r"reports domain=zslow2\.test rua=x@slowrua2\.test not verified",
+                    mxtest.scaled(20))
+        mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") +
+                        metric(gw, "mxgate_reports_dropped_total") >= 5,
+                        mxtest.scaled(10), what="the rows of the run's time")
+        assert metric(gw, "mxgate_reports_write_errors_total") == 0
+        assert metric(gw, "mxgate_reports_dropped_total") == 0
+        gw.wait_log(r"reports run recorded begin=\d+ end=\d+ reports=2 messages=1")
+        mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="the report")
+    finally:
+        assert gw.stop() in (0, None), gw.log_tail(40)
+        gw.close()
+        sink.stop()
+    assert len(db_rows(gw)) == 5
+    assert store(gw, "SELECT coalesce(sum(n), 0) FROM dropped") == [(0,)]
+
+
+def test_usage_and_man_page_list_reports_commands():
+    """Every `mxgate reports` subcommand (as its own usage names them) is
+    in `mxgate --help` and in mxgate(8) (deploy/debian/mxgate.8), synopsis
+    and COMMANDS."""
+    import re
+    import subprocess
+    own = subprocess.run([str(mxtest.mxgate_bin()), "reports"], capture_output=True,
+                         text=True, timeout=30)
+    assert own.returncode == 2
+    subs = set()
+    for alt in re.findall(r"mxgate reports (\S+)", own.stderr):
+        subs.update(alt.split("|"))
+    assert subs == {"preview", "send-now", "status", "inbound"}, own.stderr
+    top = subprocess.run([str(mxtest.mxgate_bin()), "--help"], capture_output=True,
+                         text=True, timeout=30)
+    assert top.returncode == 2
+    man = (mxtest.source_dir() / "deploy" / "debian" / "mxgate.8").read_text()
+    man = man.replace("\\-", "-").replace("\\fI", "").replace("\\fR", "")
+    synopsis = man.split(".SH SYNOPSIS")[1].split(".SH DESCRIPTION")[0]
+    commands = man.split(".SH COMMANDS")[1].split(".SH EXIT STATUS")[0]
+    for sub in subs:
+        assert re.search(rf"mxgate reports [^\n]*\b{sub}\b", top.stderr), (sub, top.stderr)
+        assert re.search(rf"^\.BR? \"?mxgate reports[^\n]*\b{sub}\b", synopsis, re.M), sub
+        assert re.search(rf"^\.B reports {sub}\b", commands, re.M), sub
 
 
 def test_restart_keeps_rows_and_migrates_once(tmp_path, dns):
@@ -214,8 +338,11 @@ def test_full_writer_queue_drops_and_counts_never_blocks(tmp_path, dns):
         # at most one batch in the writer's hands plus two queued
         assert dropped >= sent - 1 - 2 - 1, dropped
         mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") +
-                        metric(gw, "mxgate_reports_write_errors_total") + dropped >= sent,
+                        metric(gw, "mxgate_reports_dropped_total") >= sent,
                         mxtest.scaled(15), what="the writer catching up")
+        # a batch that waited out the busy timeout is a drop too
+        dropped = metric(gw, "mxgate_reports_dropped_total")
+        assert dropped >= metric(gw, "mxgate_reports_write_errors_total")
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
@@ -345,16 +472,6 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
                         what="two reports at the rua MX")
         gw.wait_log(r"reports domain=dquar\.test rua=x@unverified\.test not verified")
         gw.wait_log(r"reports domain=tiny\.test rua=t@tiny\.test size=\d+ over the limit 1024")
-        # a second run has nothing new: no report is sent twice
-        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
-                            str(gw.config_path)], capture_output=True, timeout=30)
-        assert r.returncode == 0, r.stdout + r.stderr
-        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 2,
-                        mxtest.scaled(10), what="the second run")
-        gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
-        # retention: the five reported evaluations are gone
-        gw.wait_log(r"reports pruned evaluations=6 ")
-        assert db_rows(gw) == []
         st = subprocess.run([str(mxtest.mxgate_bin()), "reports", "status", "-c",
                              str(gw.config_path)], capture_output=True, timeout=30)
         assert st.returncode == 0, st.stderr
@@ -367,6 +484,37 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
                          r"runs=1 last=\d+$", status, re.M), status
         assert re.search(r"^refused: tiny\.test rua=t@tiny\.test reason=too_big runs=1 ", status,
                          re.M), status
+        # once queued, the outbox keeps the report id and state, not the message
+        mxtest.wait_for(lambda: store(gw, "SELECT count(*) FROM outbox WHERE queued = 0")
+                        == [(0,)], mxtest.scaled(10), what="the outbox marked")
+        assert store(gw, "SELECT count(*), max(length(msg)) FROM outbox") == [(2, 0)]
+        # a second run has nothing new: no report is sent twice.  It ends a
+        # second later than the first (a run covers up to its second), so
+        # the first run's rows are older than its cut-off
+        import time
+        e1 = store(gw, "SELECT max(end_t) FROM report_run")[0][0]
+        mxtest.wait_for(lambda: time.time() >= e1, mxtest.scaled(5), what="the next second")
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 2,
+                        mxtest.scaled(10), what="the second run")
+        gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
+        # retention 0: the six reported evaluations are gone, and with them
+        # the first run's reports, refusals, run row and outbox rows; the
+        # second run's row stays (the next run begins at its end)
+        gw.wait_log(r"reports pruned evaluations=6 ")
+        assert db_rows(gw) == []
+        runs = store(gw, "SELECT begin_t, end_t FROM report_run")
+        assert len(runs) == 1 and runs[0][0] < runs[0][1], runs
+        assert store(gw, "SELECT (SELECT count(*) FROM report), (SELECT count(*) FROM refused),"
+                         " (SELECT count(*) FROM outbox)") == [(0, 0, 0)]
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(gw.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 3,
+                        mxtest.scaled(10), what="the third run")
+        assert re.findall(r"reports run begin=(\d+)", gw.log_text())[2] == str(runs[0][1])
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
@@ -384,8 +532,10 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: keyrec.encode()), rcpt
         m = email.message_from_bytes(raw, policy=email.policy.default)
         dom = "pass.test" if rcpt == "agg@rua.test" else "dk.test"
-        sm = re.fullmatch(r"Report Domain: (\S+) Submitter: Example Gate Report-ID: <(\w+)>",
-                          str(m["Subject"]))
+        # Submitter: a domain name, the report generator's (RFC 7489 7.2.1.1
+        # dmarc-subject), not the org_name
+        sm = re.fullmatch(r"Report Domain: (\S+) Submitter: mx\.example\.test "
+                          r"Report-ID: <(\w+)>", str(m["Subject"]))
         assert sm and sm.group(1) == dom, m["Subject"]
         att = [p for p in m.iter_attachments()]
         assert len(att) == 1 and att[0].get_content_type() == "application/gzip"
@@ -454,8 +604,17 @@ def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
     import xml.etree.ElementTree as ET
 
     sink = Downstream(host=RUA_MX).start()
-    a = gateway(tmp_path, dns, sink_port=sink.port, name="a", database=postgres).start()
-    b = gateway(tmp_path, dns, sink_port=sink.port, name="b", database=postgres).start()
+    # retention 0: a run prunes what the runs before it reported
+    a = gateway(tmp_path, dns, sink_port=sink.port, name="a", database=postgres,
+                retention="0").start()
+    b = gateway(tmp_path, dns, sink_port=sink.port, name="b", database=postgres,
+                retention="0").start()
+
+    def q(sql):
+        r = subprocess.run(["psql", postgres, "-At", "-F", "|", "-c", sql],
+                           capture_output=True, timeout=30, text=True)
+        assert r.returncode == 0, r.stderr
+        return [line.split("|") for line in r.stdout.splitlines()]
     try:
         for gw, n in ((a, 2), (b, 3)):
             for _ in range(n):
@@ -479,6 +638,26 @@ def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
         # one node made the report; the other skipped or found nothing left
         made = [t.count("reports domain=pass.test report_id=") for t in logs]
         assert sorted(made) == [0, 1], made
+        # queued: the outbox keeps the id and state, not the message
+        mxtest.wait_for(lambda: q("SELECT count(*) FROM outbox WHERE queued = 0") == [["0"]],
+                        mxtest.scaled(10), what="the outbox marked")
+        assert q("SELECT count(*), max(length(msg)) FROM outbox") == [["1", "0"]]
+        # a later run prunes the first one's report, run row and outbox row
+        # and keeps its own run row, where the next run begins (it ends a
+        # second later: the first run's rows are older than its cut-off)
+        import time
+        e1 = int(q("SELECT max(end_t) FROM report_run")[0][0])
+        mxtest.wait_for(lambda: time.time() >= e1, mxtest.scaled(5), what="the next second")
+        nruns = a.log_text().count("reports run begin=")
+        r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                            str(a.config_path)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        mxtest.wait_for(lambda: a.log_text().count("reports run begin=") > nruns,
+                        mxtest.scaled(10), what="node a's second run")
+        mxtest.wait_for(lambda: q("SELECT (SELECT count(*) FROM report), (SELECT count(*)"
+                                  " FROM outbox), (SELECT count(*) FROM report_run),"
+                                  " (SELECT count(*) FROM evaluation)") == [["0", "0", "1", "0"]],
+                        mxtest.scaled(10), what="the first run's rows pruned")
     finally:
         for gw in (a, b):
             assert gw.stop() in (0, None), gw.log_tail(40)

@@ -369,9 +369,13 @@ def test_clamd_down_accept_marks_unscanned(gateway, workdir):
 
 
 def test_slow_scanner_deadline_and_loop_stays_responsive(gateway, workdir):
+    """While a scan stalls, new connections get their banner as fast as
+    ever (p99 < 20 ms, the issue's criterion, measured like
+    test_hostile_dos.py); the scan ends at its deadline."""
     stall = ClamdRelay(workdir, None)   # reads everything, never answers
     try:
-        gw = scan_gw(gateway, stall.path, timeout="3s")
+        deadline = int(scaled(4))      # outlasts the banner probe below
+        gw = scan_gw(gateway, stall.path, timeout=f"{deadline}s")
         data, marker = make_message("slow")
         with gw.client(timeout=scaled(30)) as slow:
             slow.ehlo()
@@ -385,11 +389,16 @@ def test_slow_scanner_deadline_and_loop_stays_responsive(gateway, workdir):
             with gw.client(timeout=scaled(10)) as other:
                 mxtest.assert_reply(other.ehlo(), 250)
                 mxtest.assert_reply(other.cmd("NOOP"), 250)
+            waits = mxtest.banner_waits(gw, pause=0.01)
+            # still pending: every banner was timed while the scan stalled
             assert not slow.pending(), "answered before the scanner deadline"
             r = slow.reply(timeout=scaled(20))
             waited = time.monotonic() - t0
         mxtest.assert_reply(r, 451, "4.7.1")
-        assert waited >= 2.5, waited   # not before the 3 s deadline
+        assert waited >= deadline - 0.5, waited   # not before the deadline
+        p99 = mxtest.p99(waits)
+        assert p99 < mxtest.BANNER_P99, \
+            f"banner p99 {p99 * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms"
         gw.wait_log(r"virus_scan result=unscanned reason=timeout action=tempfail")
         assert not gw.find_in_mailbox(marker)
     finally:

@@ -36,6 +36,12 @@ def test_readme_walkthrough(workdir):
             assert time.monotonic() < deadline, f"not listening on {PORT}:\n{logtail()}"
             time.sleep(0.05)
 
+        # the embedded default inspects no content, and says how to turn it on
+        wait_for(lambda: "- content inspection off: set [clamav] socket = /run/clamav/clamd.ctl "
+                 "and/or [rspamd] address = 127.0.0.1:11333 (docs/postmaster-guide.md)"
+                 in (workdir / "mxgate.log").read_text(errors="replace"), scaled(10),
+                 what="the content inspection hint")
+
         marker = "walkthrough-" + uuid.uuid4().hex
         p = subprocess.run(["swaks", "--server", f"127.0.0.1:{PORT}", "--from", "alice@sender.test",
                             "--to", "bob@example.test", "--header", f"Subject: hello {marker}",

@@ -14,9 +14,17 @@ from pathlib import Path
 import pytest
 
 import mxtest
+from test_scan_rspamd import Rspamd
 
 RCPT = "user@example.test"
 AUTHSERV = "mx.example.test"
+
+
+@pytest.fixture(scope="module")
+def rspamd():
+    r = Rspamd().start()
+    yield r
+    r.stop()
 
 
 def load_lambda():
@@ -75,22 +83,35 @@ def flow(monkeypatch):
 
 
 @pytest.fixture
-def judged(gateway):
-    """mxgate with SPF/DMARC: good.test passes, bad.test fails DMARC."""
+def stub_dns():
+    """good.test passes SPF and DMARC, bad.test fails DMARC (p=quarantine)."""
     dns = mxtest.StubDns()
     dns.add("good.test", "TXT", '"v=spf1 ip4:127.0.0.0/8 -all"')
     dns.add("_dmarc.good.test", "TXT", '"v=DMARC1; p=none"')
     dns.add("bad.test", "TXT", '"v=spf1 -all"')
     dns.add("_dmarc.bad.test", "TXT", '"v=DMARC1; p=quarantine"')
     dns.start()
-    gw = gateway({"auth": {"spf": "yes", "dkim": "no", "dmarc": "yes"},
-                  "dns": {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"}}, dns=False)
-    yield gw
+    yield dns
     dns.stop()
 
 
-def through_mxgate(gw, sender, headers=()):
-    data, marker = mxtest.make_message("lambda", sender=sender, headers=headers)
+def judging_gw(gateway, dns, **sections):
+    """mxgate with SPF/DMARC on (stub_dns) and the given extra sections."""
+    extra = {"auth": {"spf": "yes", "dkim": "no", "dmarc": "yes"},
+             "dns": {"forwarders": f"127.0.0.1@{dns.port}", "timeout": "1s"}}
+    extra.update(sections)
+    return gateway(extra, dns=False)
+
+
+@pytest.fixture
+def judged(gateway, stub_dns):
+    """mxgate with SPF/DMARC: good.test passes, bad.test fails DMARC."""
+    return judging_gw(gateway, stub_dns)
+
+
+def through_mxgate(gw, sender, headers=(), body=None):
+    kw = {"body": body} if body is not None else {}
+    data, marker = mxtest.make_message("lambda", sender=sender, headers=headers, **kw)
     gw.send(sender, [RCPT], data)
     return gw.wait_for_marker(marker)
 
@@ -176,6 +197,97 @@ def test_bypass_off_and_api_failure(judged, flow, monkeypatch):
     assert action(resp) == "DEFAULT"
 
 
+def test_rspamd_verdicts(gateway, stub_dns, flow, rspamd):
+    """rspamd judged the content: its verdict (X-Spam-Status ...
+    scanner=rspamd) decides - tagged spam to Junk, ham bypasses WorkMail's
+    filter."""
+    from test_scan_rspamd import GTUBE
+    mod = load_lambda()
+    gw = judging_gw(gateway, stub_dns, rspamd={"address": f"127.0.0.1:{rspamd.port}",
+                                               "timeout": "10s", "reject_action": "tag"})
+    spam = through_mxgate(gw, "someone@good.test", body=GTUBE + "\r\n")
+    assert "scanner=rspamd" in mxtest.header_values(spam, "X-Spam-Status")[0]
+    assert action(run(mod, flow, spam, "r1")) == "MOVE_TO_JUNK"
+    ham = through_mxgate(gw, "someone@good.test")
+    assert "scanner=rspamd" in mxtest.header_values(ham, "X-Spam-Status")[0]
+    assert mxtest.header_values(ham, "X-Spam-Flag") == ["NO"]
+    assert action(run(mod, flow, ham, "r2")) == "BYPASS_SPAM_CHECK"
+    gw.stop()
+    # monitoring: reject_action = deliver delivers GTUBE unflagged, but
+    # rspamd's verdict is in the status - WorkMail's filter must still run
+    gw = judging_gw(gateway, stub_dns, rspamd={"address": f"127.0.0.1:{rspamd.port}",
+                                               "timeout": "10s", "reject_action": "deliver"})
+    spam = through_mxgate(gw, "someone@good.test", body=GTUBE + "\r\n")
+    assert mxtest.header_values(spam, "X-Spam-Flag") == ["NO"]
+    assert 'action="reject"' in mxtest.header_values(spam, "X-Spam-Status")[0]
+    assert action(run(mod, flow, spam, "r3")) == "DEFAULT"
+
+
+def test_unchecked_content_is_left_to_workmail(gateway, stub_dns, flow):
+    """Red team: rspamd and clamd down, both with on_failure = accept.
+    mxgate delivers with its own X-Spam-Flag: NO plus X-Spam-Checker:
+    unchecked and X-Virus-Scan: unscanned; the function answered
+    BYPASS_SPAM_CHECK (skip WorkMail's filter) for mail no content filter
+    had checked.  Now DEFAULT - unless mxgate's own verdict flagged it."""
+    mod = load_lambda()
+    down = f"127.0.0.1:{mxtest.free_port()}"
+    gw = judging_gw(gateway, stub_dns, rspamd={"address": down, "on_failure": "accept"})
+    ham = through_mxgate(gw, "someone@good.test")
+    assert mxtest.header_values(ham, "X-Spam-Flag") == ["NO"]
+    assert mxtest.header_values(ham, "X-Spam-Checker")[0].startswith("unchecked;")
+    assert action(run(mod, flow, ham, "u1")) == "DEFAULT"
+    # mxgate's own verdict still flags what it can judge alone
+    spam = through_mxgate(gw, "someone@bad.test")
+    assert mxtest.header_values(spam, "X-Spam-Checker")[0].startswith("unchecked;")
+    assert action(run(mod, flow, spam, "u2")) == "MOVE_TO_JUNK"
+    gw.stop()
+    gw = judging_gw(gateway, stub_dns, clamav={"socket": down, "on_failure": "accept"})
+    ham = through_mxgate(gw, "someone@good.test")
+    assert mxtest.header_values(ham, "X-Virus-Scan")[0].startswith("unscanned;")
+    assert mxtest.header_values(ham, "X-Spam-Flag") == ["NO"]
+    assert action(run(mod, flow, ham, "u3")) == "DEFAULT"
+
+
+def test_released_from_quarantine(gateway, stub_dns, flow):
+    """A message the postmaster released from mxgate's quarantine (here a
+    blocked attachment from a sender that passes DMARC: X-Spam-Flag: NO)
+    was held, not judged clean: WorkMail's filter still runs on it."""
+    mod = load_lambda()
+    gw = judging_gw(gateway, stub_dns, attachments={"enabled": "yes", "action": "quarantine"})
+    data, marker = mxtest.make_message("lambda", sender="someone@good.test", headers=(
+        "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b"),
+        body="--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+             "Content-Type: application/octet-stream\r\n"
+             "Content-Disposition: attachment; filename=tool.exe\r\n\r\nMZ\r\n--b--\r\n")
+    with gw.client() as c:
+        c.ehlo()
+        qid = mxtest.queued_id(c.transaction("someone@good.test", [RCPT], data))
+    gw.wait_log(r"quarantined reason=attachment id=" + qid)
+    gw.cli("quarantine", "release", qid, check=True)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Mxgate-Released")
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["NO"]
+    assert action(run(mod, flow, msg, "q1")) == "DEFAULT"
+
+
+def test_infected_is_never_bypassed_nor_junked():
+    """virus_action = deliver (or a released virus): X-Virus-Scan: infected
+    under mxgate's A-R.  WorkMail's own virus handling decides (DEFAULT),
+    whatever the spam flag says (a real message needs clamd: see
+    test_scan_clamav.py for the header mxgate writes)."""
+    mod = load_lambda()
+    for flag in (b"NO", b"YES"):
+        raw = (b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n"
+               b"X-Virus-Scan: infected; virus=Eicar-Test-Signature; scanner=clamav;"
+               b" by=" + AUTHSERV.encode() + b"\r\nX-Spam-Flag: " + flag +
+               b"\r\nSubject: x\r\n\r\nhi\r\n")
+        assert mod.verdict(raw, AUTHSERV) == ("DEFAULT", "X-Virus-Scan: infected"), flag
+    clean = raw.replace(b"infected; virus=Eicar-Test-Signature;", b"clean;")
+    assert mod.verdict(clean, AUTHSERV)[0] == "MOVE_TO_JUNK"
+    assert mod.verdict(clean.replace(b"Flag: YES", b"Flag: NO"), AUTHSERV)[0] == \
+        "BYPASS_SPAM_CHECK"
+
+
 def test_template_wires_function_role_and_permission():
     import re
 
@@ -190,7 +302,7 @@ def test_template_wires_function_role_and_permission():
     env = fn["Environment"]["Variables"]
     assert env["MXGATE_AUTHSERV_ID"] == {"Ref": "MxgateAuthservId"}
     assert set(env) == {"MXGATE_AUTHSERV_ID", "SPAM_FLAG_HEADER", "BYPASS_ON_CLEAN",
-                        "DOWNSTREAM_AUTHSERV_IDS"}
+                        "DOWNSTREAM_AUTHSERV_IDS", "SPAM_STATUS_HEADER"}
     assert params["DownstreamAuthservIds"]["Default"] == "amazonses.com"
     # every variable the function reads (but the test-only endpoint) is set
     src = (p.parent / "lambda_function.py").read_text()

@@ -1,7 +1,8 @@
 """deploy/aws/mxgate-workmail-recipients (issue 11): the recipient list from
 the WorkMail directory.  The real script with Debian's python3-boto3 talks
 to a loopback HTTP server speaking the subset of the WorkMail JSON 1.1 API it
-uses (ListUsers, ListGroups, ListAliases, paginated two items per page)
+uses (ListUsers, ListGroups, ListResources, ListAliases, paginated two items
+per page)
 through boto3's endpoint_url; then mxgate, reloaded by the script, refuses
 the addresses that are not in the directory at RCPT time.
 """
@@ -40,11 +41,12 @@ def _entity_id(short):
 
 
 class FakeWorkMail:
-    """Users, groups and aliases; `fail` = {target: (status, type)}."""
+    """Users, groups, resources and aliases; `fail` = {target: (status, type)}."""
 
     def __init__(self):
         self.users = []
         self.groups = []
+        self.resources = []
         self.aliases = {}
         self.fail = {}
         self.calls = []
@@ -70,6 +72,8 @@ class FakeWorkMail:
                     items, key = fake.users, "Users"
                 elif op == "ListGroups":
                     items, key = fake.groups, "Groups"
+                elif op == "ListResources":
+                    items, key = fake.resources, "Resources"
                 elif op == "ListAliases":
                     items, key = fake.aliases.get(body.get("EntityId"), []), "Aliases"
                 else:
@@ -104,6 +108,12 @@ class FakeWorkMail:
         self.groups.append({"Id": gid, "Email": email, "Name": gid, "State": state})
         self.aliases[gid] = list(aliases)
 
+    def resource(self, rid, email, kind="ROOM", state="ENABLED", aliases=()):
+        rid = _entity_id(rid)
+        self.resources.append({"Id": rid, "Email": email, "Name": rid, "Type": kind,
+                               "State": state})
+        self.aliases[rid] = list(aliases)
+
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -135,11 +145,15 @@ def directory(wm):
     wm.user("u5", "dave@example.test", state="DELETED")
     wm.group("g1", "sales@example.test", aliases=["orders@example.test"])
     wm.group("g2", "old@example.test", state="DISABLED")
+    # rooms and equipment get meeting invitations at their addresses
+    wm.resource("r1", "Room-1@example.test", aliases=["boardroom@example.test"])
+    wm.resource("r2", "projector@example.test", kind="EQUIPMENT")
+    wm.resource("r3", "oldroom@example.test", state="DISABLED", aliases=["x@example.test"])
 
 
-WANT = ["al@example.test", "alice@example.test", "bob@example.test", "c@example.test",
-        "carol@example.test", "cc@example.test", "ccc@example.test", "orders@example.test",
-        "sales@example.test"]
+WANT = ["al@example.test", "alice@example.test", "boardroom@example.test", "bob@example.test",
+        "c@example.test", "carol@example.test", "cc@example.test", "ccc@example.test", "orders@example.test",
+        "projector@example.test", "room-1@example.test", "sales@example.test"]
 
 
 def listed(path):
@@ -155,7 +169,8 @@ def test_writes_list_from_all_pages(wm, workdir):
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     # every page was fetched (5 users in pages of 2: three ListUsers calls)
     assert [op for op, _ in wm.calls].count("ListUsers") == 3
-    assert [op for op, _ in wm.calls].count("ListAliases") == 5   # enabled entities only
+    assert [op for op, _ in wm.calls].count("ListResources") == 2   # 3 resources
+    assert [op for op, _ in wm.calls].count("ListAliases") == 7   # enabled entities only
     # without --domain, other domains' addresses are kept too
     p = run_script(wm, workdir / "all")
     assert p.returncode == 0, p.stderr
@@ -167,6 +182,7 @@ def test_writes_list_from_all_pages(wm, workdir):
 @pytest.mark.parametrize("op,status,typ", [
     ("ListAliases", 400, "AccessDeniedException"),
     ("ListGroups", 500, "InternalServerException"),
+    ("ListResources", 400, "AccessDeniedException"),
     ("ListUsers", 400, "OrganizationStateException"),
 ])
 def test_api_error_keeps_old_list(wm, workdir, op, status, typ):
@@ -228,5 +244,8 @@ def test_mxgate_refuses_unknown_after_refresh(wm, workdir, gateway):
     wait_for(lambda: gw.log_text().count("- reloaded config") > n, scaled(5), what="reload")
     mxtest.assert_reply(rcpt("alice@example.test"), 250)
     mxtest.assert_reply(rcpt("orders@example.test"), 250)
+    mxtest.assert_reply(rcpt("boardroom@example.test"), 250)         # a room's alias
+    mxtest.assert_reply(rcpt("projector@example.test"), 250)         # equipment
+    mxtest.assert_reply(rcpt("oldroom@example.test"), 550, "5.1.1")  # disabled resource
     mxtest.assert_reply(rcpt("gone@example.test"), 550, "5.1.1")     # disabled user
     mxtest.assert_reply(rcpt("anyone@open.test"), 250)                # domain without a list

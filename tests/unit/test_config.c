@@ -363,8 +363,10 @@ static void test_start_checks_quiet(void **state)
 	static const char *const fine[] = {
 	    GOOD "[metrics]\nlisten = 127.0.0.1:9125\n[mta_sts]\nmode = testing\n",
 	    GOOD "[metrics]\nlisten = [::1]:2525\n", /* other family, same port */
-	    GOOD "[route b]\ndomains = example.com\nhosts = 192.0.2.7:25\ntls = encrypt\n",
-	    GOOD "[route b]\ndomains = example.com\nhosts = smtp.example.net:25\n",
+	    GOOD "[route b]\ndomains = example.com\nhosts = 192.0.2.7:25\ntls = encrypt\n"
+	         "verify_recipients = yes\n",
+	    GOOD "[route b]\ndomains = example.com\nhosts = smtp.example.net:25\n"
+	         "verify_recipients = yes\n",
 	    GOOD "[tls]\ncert_file = @DIR@/cert.pem\nkey_file = @DIR@/cert.pem\n"
 	         "[mta_sts]\nmode = enforce\nlisten = 127.0.0.1:8443\n",
 	};

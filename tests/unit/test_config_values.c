@@ -486,15 +486,21 @@ static void test_example_file(void **state)
 	assert_int_equal(cfg->accepted_domains.n, 2);
 	assert_string_equal(cfg->queue_dir, "/var/spool/mxgate");
 	assert_string_equal(cfg->control_socket, "/run/mxgate/control.sock");
-	assert_int_equal(cfg->nroutes, 2);
+	assert_int_equal(cfg->nroutes, 3);
 	assert_string_equal(cfg->routes[0].hosts[0].host, "inbound-smtp.us-east-1.amazonaws.com");
 	assert_int_equal(cfg->routes[0].data_timeout, 600);
-	assert_ptr_equal(config_route_for(cfg, "example.org"), &cfg->routes[0]);
+	assert_ptr_equal(config_route_for(cfg, "example.com"), &cfg->routes[0]);
+	/* unknown recipients refused at RCPT (issue 11): a list for the SES
+	 * domain, a callout for the other */
+	assert_int_equal(config_rcpt_check(cfg, "alice@example.com"), CONFIG_RCPT_LISTED);
+	assert_int_equal(config_rcpt_check(cfg, "nobody@example.com"), CONFIG_RCPT_UNKNOWN);
+	assert_ptr_equal(config_route_for(cfg, "example.org"), &cfg->routes[1]);
+	assert_true(cfg->routes[1].verify_recipients);
 	/* bounces go out by MX delivery, never to SES inbound */
-	assert_string_equal(cfg->routes[1].name, "outbound");
-	assert_false(cfg->routes[1].implicit);
-	assert_int_equal(cfg->routes[1].type, CONFIG_ROUTE_MX);
-	assert_ptr_equal(config_route_outbound(cfg), &cfg->routes[1]);
+	assert_string_equal(cfg->routes[2].name, "outbound");
+	assert_false(cfg->routes[2].implicit);
+	assert_int_equal(cfg->routes[2].type, CONFIG_ROUTE_MX);
+	assert_ptr_equal(config_route_outbound(cfg), &cfg->routes[2]);
 	config_free(cfg);
 	config_diags_free(&d);
 	util_buf_free(&b);

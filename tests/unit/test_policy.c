@@ -432,7 +432,50 @@ static const struct {
     {"a@sender.test.", "\"a@sender.test.\""},
     {"a@b@sender.test", "\"a@b@sender.test\""},
     {"a@[192.0.2.1]", "\"a@[192.0.2.1]\""},
+    /* RFC 8616 4: ASCII only - the domain as A-labels, a UTF-8 local-part
+     * left out, a domain that does not convert with '?' per octet */
+    {"a@b\303\274cher.test", "a@xn--bcher-kva.test"},
+    {"a@B\303\234CHER.test", "a@xn--bcher-kva.test"},
+    {"j\303\266rg@b\303\274cher.test", "@xn--bcher-kva.test"},
+    {"a@\342\230\203.test", "\"a@???.test\""},
 };
+
+/* RFC 8616: U-labels to A-labels (policy-idn.c).  want NULL: not a
+ * domain name. */
+static const struct {
+	const char *in, *alabels, *lookup;
+} idn_cases[] = {
+    {"b\303\274cher.test", "xn--bcher-kva.test", "xn--bcher-kva.test"},
+    {"B\303\234CHER.Test", "xn--bcher-kva.test", "xn--bcher-kva.test"}, /* UTS #46 */
+    {"bu\314\210cher.test", "xn--bcher-kva.test", "xn--bcher-kva.test"}, /* NFC */
+    {"stra\303\237e.test", "xn--strae-oqa.test", "xn--strae-oqa.test"},   /* non-trans. */
+    {"mx.m\303\274ller.test", "mx.xn--mller-kva.test", "mx.xn--mller-kva.test"},
+    {"Example.COM", "example.com", "Example.COM"}, /* ASCII: looked up as it is */
+    {"xn--bcher-kva.test", "xn--bcher-kva.test", "xn--bcher-kva.test"},
+    {"xn--zz.test", NULL, "xn--zz.test"},          /* no IDN: SPF looks it up */
+    {"[192.0.2.1]", NULL, "[192.0.2.1]"},
+    {"\342\230\203.test", NULL, NULL}, /* U+2603: DISALLOWED in IDNA2008 */
+    {"b\303\274cher..test", NULL, NULL},
+    {"b\303\274/cher.test", NULL, NULL},
+    {"b\303\274cher.test\377", NULL, NULL}, /* not UTF-8 */
+    {"", NULL, ""},
+};
+
+static void test_idn(void **state)
+{
+	for (size_t i = 0; i < sizeof(idn_cases) / sizeof(idn_cases[0]); i++) {
+		char *a = policy_idn_alabels(idn_cases[i].in);
+		char *l = policy_idn_lookup_name(idn_cases[i].in);
+		if ((a == NULL) != (idn_cases[i].alabels == NULL) ||
+		    (a != NULL && strcmp(a, idn_cases[i].alabels) != 0))
+			fail_msg("case %zu alabels: got %s", i, a ? a : "NULL");
+		if ((l == NULL) != (idn_cases[i].lookup == NULL) ||
+		    (l != NULL && strcmp(l, idn_cases[i].lookup) != 0))
+			fail_msg("case %zu lookup: got %s", i, l ? l : "NULL");
+		free(a);
+		free(l);
+	}
+}
 
 static void test_ar_format(void **state)
 {
@@ -498,6 +541,11 @@ static void test_ar_special(void **state)
 	pm->helo = util_xstrdup("h.test;client-ip=203.0.113.9");
 	ar = policy_ar_format(&cfg, pm);
 	assert_non_null(strstr(ar, " smtp.helo=\"h.test;client-ip=203.0.113.9\";\r\n"));
+	free(ar);
+	free(pm->helo);
+	pm->helo = util_xstrdup("mx.b\303\274cher.test"); /* RFC 8616 4: A-labels */
+	ar = policy_ar_format(&cfg, pm);
+	assert_non_null(strstr(ar, " smtp.helo=mx.xn--bcher-kva.test;\r\n"));
 	free(ar);
 	/* red team: DKIM tag values are the signer's text, of any length; no
 	 * line of ours may exceed RFC 5322's 998 octets (a downstream refuses
@@ -704,6 +752,11 @@ static const struct {
     {"h..test", "x", RSPF_HEAD "x; helo=\"h..test\"; identity=mailfrom;\r\n"},
     {"h.test.", "x", RSPF_HEAD "x; helo=\"h.test.\"; identity=mailfrom;\r\n"},
     {"", "x", RSPF_HEAD "x; helo=unknown; identity=mailfrom;\r\n"},
+    /* RFC 8616 4: ASCII only, domains as A-labels */
+    {"mx.b\303\274cher.test", "j\303\266rg@b\303\274cher.test",
+     RSPF_HEAD "\"@xn--bcher-kva.test\"; helo=mx.xn--bcher-kva.test; identity=mailfrom;\r\n"},
+    {"h\377.test", "a@m\303\274ller.test",
+     RSPF_HEAD "\"a@xn--mller-kva.test\"; helo=h?.test; identity=mailfrom;\r\n"},
 };
 
 static void test_received_spf(void **state)
@@ -774,6 +827,7 @@ int main(void)
 	    cmocka_unit_test(test_from_parse),
 	    cmocka_unit_test(test_org_domain),
 	    cmocka_unit_test(test_score),
+	    cmocka_unit_test(test_idn),
 	    cmocka_unit_test(test_ar_format),
 	    cmocka_unit_test(test_ar_special),
 	    cmocka_unit_test(test_verdict),

@@ -302,6 +302,9 @@ static const struct {
     {"example.com..", false},
     {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", true},
     {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.com", false},
+    /* RFC 8616 4: %{l} of a UTF-8 local-part names nothing */
+    {"j\303\266rg.x.example.com", false},
+    {"xn--jrg-sna.x.example.com", true},
 };
 
 /* test_name_ok - RFC 7208 4.3 usable names */

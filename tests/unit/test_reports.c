@@ -10,7 +10,12 @@
  * batching rows (woken on empty -> non-empty and at the fill mark only,
  * lingering for more): rows trickling in are written without a flush, a
  * fill mark ends a long linger, a flush and a close cut it short, and every
- * row reaches the file through the statements it keeps prepared.
+ * row reaches the file through the statements it keeps prepared.  Rows
+ * the writer cannot write end up as drops in the dropped table (retried
+ * when that write fails too), dated no earlier than the run barrier.
+ * Retention of what the runs leave (reports, refusals, runs, queued
+ * outbox messages) without losing where the next run begins.  The report
+ * message's subject (Submitter: a domain name).
  * Table-driven.
  */
 #include <setjmp.h>
@@ -493,6 +498,198 @@ static void test_store_batching(void **state)
 	}
 }
 
+/* ------------------------------------------------------------ lost writes
+ * (reports-store.c): a batch the writer cannot write is a drop count in
+ * the dropped table (the report's <error>), like a full queue's, with a
+ * time no earlier than the run barrier; a drop count that cannot be
+ * written either is retried until it is. */
+
+/* sql_on - run sql on its own connection to path. */
+static void sql_on(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg ? msg : "?");
+	sqlite3_close(db);
+}
+
+/* wait_dropped - until the store counted n drops (30 s scaled). */
+static bool wait_dropped(struct reports_store *rs, uint64_t n)
+{
+	struct timespec t0, now, nap = {0, 2 * 1000 * 1000};
+	uint64_t written, dropped;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		reports_stats(rs, &written, &dropped);
+		if (dropped >= n)
+			return dropped == n;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - t0.tv_sec) > 30 * timeout_scale())
+			return false;
+		nanosleep(&nap, NULL);
+	}
+}
+
+/* One case: how the writes fail, rows pushed, what the file holds. */
+struct lost_case {
+	const char *name;
+	bool drops_fail_too; /* the dropped table refuses as well, at first */
+	size_t rows;
+};
+static const struct lost_case lost_cases[] = {
+    {"batch lost, counted in the table", false, 3},
+    {"the count itself retried until written", true, 2},
+};
+
+static void test_store_lost_batch_is_dropped(void **state)
+{
+	(void)state;
+	const int64_t barrier = 4000000000LL; /* a run ended "later": its period is reported */
+	for (size_t c = 0; c < sizeof(lost_cases) / sizeof(lost_cases[0]); c++) {
+		const struct lost_case *lc = &lost_cases[c];
+		char *path = tmpfile_path(), err[256] = "", v[64], dbname[300];
+		struct config cfg;
+		memset(&cfg, 0, sizeof(cfg));
+		snprintf(dbname, sizeof(dbname), "sqlite:%s", path);
+		cfg.reports_database = dbname;
+		cfg.reports_queue_size = 16;
+		struct reports_store *rs = reports_open(&cfg, err, sizeof(err));
+		if (rs == NULL)
+			fail_msg("%s: open: %s", lc->name, err);
+		reports_store_set_linger(rs, 1, 0);
+		reports_store_barrier(rs, barrier);
+		/* every evaluation insert fails, as on a full disk */
+		sql_on(path, "CREATE TRIGGER t_ev BEFORE INSERT ON evaluation BEGIN"
+		             " SELECT RAISE(ABORT, 'disk full (test)'); END");
+		if (lc->drops_fail_too)
+			sql_on(path, "CREATE TRIGGER t_dr BEFORE INSERT ON dropped BEGIN"
+			             " SELECT RAISE(ABORT, 'disk full (test)'); END");
+		for (size_t i = 0; i < lc->rows; i++) {
+			struct ev_case e = {.t = 100 + (int64_t)i,
+			                    .ip = "192.0.2.1",
+			                    .from = "example.org",
+			                    .dmarc = "pass",
+			                    .dkim = "",
+			                    .disposition = "none"};
+			struct reports_row *r = ev_row(&e);
+			assert_non_null(r);
+			assert_int_equal(reports_store_push(rs, r), 0);
+		}
+		if (!wait_dropped(rs, lc->rows))
+			fail_msg("%s: the lost rows were not counted as drops", lc->name);
+		if (lc->drops_fail_too) {
+			reports_flush(rs); /* does not wait for a count being retried */
+			query_str(path, "SELECT count(*) FROM dropped", v, sizeof(v));
+			assert_string_equal(v, "0");
+			sql_on(path, "DROP TRIGGER t_dr");
+		}
+		reports_close(rs); /* the retry, or the close's last try */
+		query_str(path, "SELECT count(*) FROM evaluation", v, sizeof(v));
+		assert_string_equal(v, "0");
+		query_str(path, "SELECT coalesce(sum(n), 0) FROM dropped", v, sizeof(v));
+		if (strtoull(v, NULL, 10) != lc->rows)
+			fail_msg("%s: %s drops in the table, %zu rows lost", lc->name, v,
+			         lc->rows);
+		/* never inside the period a run has already reported */
+		query_str(path, "SELECT min(t) FROM dropped", v, sizeof(v));
+		assert_true(strtoll(v, NULL, 10) >= barrier);
+		remove_db(path);
+		free(path);
+	}
+}
+
+/* ------------------------------------------------------------ retention of
+ * what the runs leave (prune): reports, refusals, runs and queued outbox
+ * messages go with the evaluations; the newest run stays, so a run after
+ * the prune starts where the last one ended and resends nothing. */
+
+static void test_prune_run_tables(void **state)
+{
+	(void)state;
+	char *path = tmpfile_path(), err[256] = "", v[128];
+	const struct reports_backend *be = &reports_sqlite_backend;
+	void *db = be->open(path, err, sizeof(err));
+	assert_non_null(db);
+	/* evaluations at 100..109 and 200..209; runs [100, 200) and [200, 300) */
+	struct reports_row *rows[20];
+	for (size_t i = 0; i < 20; i++) {
+		struct ev_case e = {.t = (i < 10 ? 100 : 190) + (int64_t)i,
+		                    .ip = "192.0.2.1",
+		                    .from = "example.org",
+		                    .dmarc = "pass",
+		                    .dkim = "",
+		                    .disposition = "none"};
+		assert_non_null(rows[i] = ev_row(&e));
+	}
+	assert_int_equal(be->insert(db, rows, 20, err, sizeof(err)), 0);
+	for (size_t i = 0; i < 20; i++)
+		reports_row_free(rows[i]);
+	static const struct {
+		const char *id;
+		int64_t begin, end;
+		bool queued;
+	} runs[] = {{"aaa1", 100, 200, true}, {"bbb2", 200, 300, true}, {"ccc3", 300, 400, false}};
+	for (size_t i = 0; i < 3; i++) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "the report message %s", runs[i].id);
+		struct reports_out o = {(char *)runs[i].id, "agg@rua.example", "r@mx.example", msg,
+		                        strlen(msg), NULL};
+		assert_int_equal(be->tx(db, 0, err, sizeof(err)), 0);
+		assert_int_equal(be->add_report(db, runs[i].id, "example.org", runs[i].begin,
+		                                runs[i].end, err, sizeof(err)),
+		                 0);
+		assert_int_equal(be->add_outbox(db, &o, err, sizeof(err)), 0);
+		assert_int_equal(be->add_refused(db, runs[i].end, "example.org", "x@other.example",
+		                                 "unverified", err, sizeof(err)),
+		                 0);
+		assert_int_equal(be->add_run(db, runs[i].begin, runs[i].end, err, sizeof(err)), 0);
+		assert_int_equal(be->tx(db, 1, err, sizeof(err)), 0);
+		if (runs[i].queued)
+			assert_int_equal(
+			    be->mark_queued(db, runs[i].id, "agg@rua.example", err, sizeof(err)), 0);
+	}
+	/* queued: the message is gone at once, the id and state stay */
+	query_str(path, "SELECT group_concat(report_id || ':' || queued || ':' || length(msg))"
+	                " FROM (SELECT * FROM outbox ORDER BY report_id)",
+	          v, sizeof(v));
+	assert_string_equal(v, "aaa1:1:0,bbb2:1:0,ccc3:0:23");
+	/* the cut-off after the second run: what ended before 300 goes, but
+	 * the evaluations of [200, 300) stay, and the runs keep the newest */
+	uint64_t pruned = 0;
+	assert_int_equal(be->prune(db, 205, &pruned, err, sizeof(err)), 0);
+	assert_int_equal(pruned, 15); /* t = 100..109, 200..204 */
+	query_str(path, "SELECT group_concat(report_id) FROM report", v, sizeof(v));
+	assert_string_equal(v, "bbb2,ccc3");
+	query_str(path, "SELECT group_concat(report_id) FROM outbox", v, sizeof(v));
+	assert_string_equal(v, "bbb2,ccc3");
+	query_str(path, "SELECT group_concat(t) FROM refused", v, sizeof(v));
+	assert_string_equal(v, "300,400");
+	/* everything older than any run: only the newest run is left */
+	assert_int_equal(be->prune(db, 1000, &pruned, err, sizeof(err)), 0);
+	query_str(path,
+	          "SELECT (SELECT count(*) FROM report) || ' ' || (SELECT count(*) FROM refused)"
+	          " || ' ' || (SELECT group_concat(begin_t || '-' || end_t) FROM report_run)"
+	          " || ' ' || (SELECT group_concat(report_id) FROM outbox)",
+	          v, sizeof(v));
+	assert_string_equal(v, "0 0 300-400 ccc3"); /* the unqueued message waits */
+	/* a late evaluation of the old period cannot bring it back: the next
+	 * run begins where the last one ended */
+	struct ev_case late = {.t = 150, .ip = "192.0.2.1", .from = "example.org",
+	                       .dmarc = "pass", .dkim = "", .disposition = "none"};
+	struct reports_row *lr = ev_row(&late);
+	assert_int_equal(be->insert(db, &lr, 1, err, sizeof(err)), 0);
+	reports_row_free(lr);
+	int64_t begin = 0;
+	assert_int_equal(be->run_begin(db, &begin, err, sizeof(err)), 0);
+	assert_int_equal(begin, 400);
+	be->close(db);
+	remove_db(path);
+	free(path);
+}
+
 static void test_aggregate_and_xml(void **state)
 {
 	(void)state;
@@ -696,13 +893,33 @@ static void test_gzip_compose_sign(void **state)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.hostname = "mx.example.test";
 	cfg.reports_org_name = "Example Gate";
+	/* the Submitter is a domain name (RFC 7489 7.2.1.1 dmarc-subject):
+	 * the report address's, never the org_name (free text) */
+	static const struct {
+		const char *from, *subject;
+	} subj[] = {
+	    {"reports@dmarc.example.net", "\r\nSubject: Report Domain: example.org Submitter: "
+	                                  "dmarc.example.net Report-ID: <0123abcd>\r\n"},
+	    {"postmaster", "\r\nSubject: Report Domain: example.org Submitter: mx.example.test "
+	                   "Report-ID: <0123abcd>\r\n"},
+	};
 	size_t len = 0;
-	char *msg = reports_compose(&cfg, "r@mx.example.test", "agg@rua.example", "example.org",
-	                            "0123abcd", 86400, 172799, &gz, &len);
+	char *msg;
+	for (size_t i = 0; i < sizeof(subj) / sizeof(subj[0]); i++) {
+		msg = reports_compose(&cfg, subj[i].from, "agg@rua.example", "example.org",
+		                      "0123abcd", 86400, 172799, &gz, &len);
+		assert_non_null(msg);
+		if (strstr(msg, subj[i].subject) == NULL)
+			fail_msg("case %zu: %.300s", i, msg);
+		free(msg);
+	}
+	msg = reports_compose(&cfg, "r@mx.example.test", "agg@rua.example", "example.org",
+	                      "0123abcd", 86400, 172799, &gz, &len);
 	assert_non_null(msg);
 	assert_int_equal(len, strlen(msg));
-	assert_non_null(strstr(msg, "\r\nSubject: Report Domain: example.org Submitter: Example "
-	                            "Gate Report-ID: <0123abcd>\r\n"));
+	assert_non_null(strstr(msg, "\r\nSubject: Report Domain: example.org Submitter: "
+	                            "mx.example.test Report-ID: <0123abcd>\r\n"));
+	assert_non_null(strstr(msg, "from Example Gate, covering")); /* org_name: the text part */
 	assert_non_null(
 	    strstr(msg, "filename=\"mx.example.test!example.org!86400!172799!0123abcd.xml.gz\""));
 	for (const char *p = msg; *p; p++) /* CRLF only */
@@ -737,7 +954,8 @@ int main(void)
 	    cmocka_unit_test(test_migrations),        cmocka_unit_test(test_rows_roundtrip),
 	    cmocka_unit_test(test_aggregate_and_xml), cmocka_unit_test(test_rua_parse),
 	    cmocka_unit_test(test_same_org),          cmocka_unit_test(test_gzip_compose_sign),
-	    cmocka_unit_test(test_store_batching),
+	    cmocka_unit_test(test_store_batching),    cmocka_unit_test(test_store_lost_batch_is_dropped),
+	    cmocka_unit_test(test_prune_run_tables),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

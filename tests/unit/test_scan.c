@@ -166,6 +166,9 @@ static const struct {
     {"{\"score\":9,\"action\":\"rewrite subject\",\"symbols\":[]}", 0, SCAN_SPAM_REWRITE_SUBJECT, 9,
      0, "", ""},
     {"{\"score\":-1,\"action\":\"greylist\"}", 0, SCAN_SPAM_GREYLIST, -1, 0, "", ""},
+    /* only the exact name says mxgate's rule ran */
+    {"{\"score\":1,\"action\":\"no action\",\"symbols\":{\"MXGATE_AUTHX\":{\"score\":1}}}",
+     0, SCAN_SPAM_NO_ACTION, 1, 0, "MXGATE_AUTHX(1.00)", ""},
     /* hostile symbol names and messages are made header-safe */
     {"{\"score\":1,\"action\":\"no action\",\"symbols\":{\"A B;C(\\\"x\\\")\":{\"score\":1}},"
      "\"messages\":{\"smtp_message\":\"a\\r\\nb\"}}",
@@ -199,6 +202,9 @@ static void test_rspamd_reply(void **state)
 		assert_true(r.required == rspamd_cases[i].required);
 		assert_string_equal(r.symbols, rspamd_cases[i].symbols);
 		assert_string_equal(r.message, rspamd_cases[i].message);
+		/* MXGATE_AUTH listed: deploy/rspamd/mxgate.lua ran */
+		assert_int_equal(r.has_mxgate_auth,
+		                 strncmp(rspamd_cases[i].symbols, "MXGATE_AUTH(", 12) == 0);
 	}
 }
 

@@ -235,15 +235,18 @@ static const struct scen scens[] = {
      "550 5.7.1 still no",
      "4.0.0 HELO refused",
      NULL},
-    {"pipelined 550 to MAIL: this message only, connection kept",
+    /* issue 11: a 5xx to MAIL is about the host, not a recipient - every
+     * recipient deferred, the tx marked mail_refused (the deliverer tries
+     * the next host), the connection still usable */
+    {"pipelined 550 to MAIL: deferred, mail_refused, connection kept",
      "250-fake.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
      {"503 5.5.1 MAIL first", "503 5.5.1 MAIL first", "503 5.5.1 MAIL first"},
      NULL,
      false,
      false,
      "a\r\n",
-     {QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE, QUEUE_OUT_BOUNCE},
-     {"550 5.7.1 sender", "550 5.7.1 sender", "550 5.7.1 sender"},
+     {QUEUE_OUT_DEFER, QUEUE_OUT_DEFER, QUEUE_OUT_DEFER},
+     {"4.4.0 MAIL FROM refused by ", "4.4.0 MAIL FROM refused by ", "4.4.0 MAIL FROM refused by "},
      NULL,
      true,
      false,
@@ -439,6 +442,9 @@ static void test_scenarios(void **state)
 		}
 		if (sc->mail)
 			assert_true(smtp_client_is_usable(r.cl));
+		assert_int_equal(r.tx.mail_refused, sc->mail != NULL && sc->mail[0] == '5');
+		if (r.tx.mail_refused && strstr(r.tx.reply[0], sc->mail) == NULL)
+			fail_msg("%s: the host's reply is lost: %s", sc->name, r.tx.reply[0]);
 		if (r.srv.unknown != 0)
 			fail_msg("%s: %d stray lines (a body without 354?)", sc->name,
 			         r.srv.unknown);

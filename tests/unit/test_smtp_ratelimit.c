@@ -2,7 +2,8 @@
  * test_smtp_ratelimit.c - table-driven tests of the rate-limit pieces that
  * need no network: the network key of a client (net_prefix_v4/v6 masking,
  * network keys never equal address keys) and the in-process counter store
- * (INCR semantics per key, windows per key, the seconds left).
+ * (INCR semantics per key, windows per key, the seconds left, a window
+ * ending - the clock is passed in).
  */
 /* cmocka.h needs these first; keep clang-format from sorting it above them. */
 // clang-format off
@@ -18,6 +19,8 @@
 #include <string.h>
 
 #include "smtp-server-internal.h"
+
+#define NOW 1700000000
 
 static const struct {
 	const char *addr;
@@ -80,7 +83,7 @@ static void test_memory_store(void **state)
 	assert_string_equal(st->ops->name, "memory");
 	for (size_t i = 0; i < sizeof(hit_steps) / sizeof(hit_steps[0]); i++) {
 		int64_t left = -1;
-		int64_t n = st->ops->hit(st, hit_steps[i].key, hit_steps[i].window, &left);
+		int64_t n = st->ops->hit(st, hit_steps[i].key, hit_steps[i].window, NOW, &left);
 		if (n != hit_steps[i].count)
 			fail_msg("step %zu key %s: count %lld, expected %lld", i, hit_steps[i].key,
 			         (long long)n, (long long)hit_steps[i].count);
@@ -111,10 +114,11 @@ static void test_full_store_keeps_limits(void **state)
 		for (int i = 0; i < full_cases[c].cold; i++) {
 			char key[64];
 			snprintf(key, sizeof(key), "connections_per_net [2001:db8:%x::]/64", i);
-			if (st->ops->hit(st, key, 3600, &left) != 1)
+			if (st->ops->hit(st, key, 3600, NOW, &left) != 1)
 				fail_msg("case %zu: cold key %d not counted", c, i);
 			if (i % full_cases[c].every == 0) {
-				int64_t n = st->ops->hit(st, "connections_per_ip [192.0.2.1]", 3600, &left);
+				int64_t n =
+				    st->ops->hit(st, "connections_per_ip [192.0.2.1]", 3600, NOW, &left);
 				hits++;
 				if (n != hits)
 					fail_msg("case %zu: hot key counted %lld after %lld hits", c,
@@ -130,11 +134,48 @@ static void test_full_store_keeps_limits(void **state)
 	for (int i = 0; i < 500000; i++) {
 		char key[64];
 		snprintf(key, sizeof(key), "messages_per_sender <%d@x.example>", i);
-		st->ops->hit(st, key, 3600, &left);
+		st->ops->hit(st, key, 3600, NOW, &left);
 	}
 	for (int64_t want = 1; want <= 3; want++)
-		assert_int_equal(st->ops->hit(st, "messages_per_sender <new@x.example>", 3600, &left),
-		                 want);
+		assert_int_equal(
+		    st->ops->hit(st, "messages_per_sender <new@x.example>", 3600, NOW, &left), want);
+	smtp_rl_store_free(st);
+}
+
+static const struct {
+	const char *key;
+	int64_t at;    /* seconds after NOW */
+	int64_t count; /* expected count after this hit */
+	int64_t left;  /* expected seconds left in the window */
+} window_steps[] = {
+    /* window 60: a window starts at a key's first hit, not on a boundary */
+    {"a", 0, 1, 60},
+    {"a", 30, 2, 30},
+    {"a", 59, 3, 1},
+    {"a", 60, 1, 60},   /* the window ended: counting starts again */
+    {"a", 61, 2, 59},
+    {"b", 50, 1, 60},   /* its own window */
+    {"b", 109, 2, 1},
+    {"b", 110, 1, 60},
+    {"a", 500, 1, 60},  /* long after: a fresh window */
+};
+
+/* test_window_ends - the count starts again when the key's window is
+ * over; the seconds left count down to it (the "try again in N seconds"). */
+static void test_window_ends(void **state)
+{
+	(void)state;
+	struct smtp_rl_store *st = smtp_rl_memory_new(1000);
+	for (size_t i = 0; i < sizeof(window_steps) / sizeof(window_steps[0]); i++) {
+		int64_t left = -1;
+		int64_t n = st->ops->hit(st, window_steps[i].key, 60, NOW + window_steps[i].at, &left);
+		if (n != window_steps[i].count || left != window_steps[i].left)
+			fail_msg("step %zu key %s at +%lld: count %lld left %lld, expected %lld and "
+			         "%lld",
+			         i, window_steps[i].key, (long long)window_steps[i].at, (long long)n,
+			         (long long)left, (long long)window_steps[i].count,
+			         (long long)window_steps[i].left);
+	}
 	smtp_rl_store_free(st);
 }
 
@@ -143,6 +184,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_net_key),
 	    cmocka_unit_test(test_memory_store),
+	    cmocka_unit_test(test_window_ends),
 	    cmocka_unit_test(test_full_store_keeps_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
