@@ -42,8 +42,14 @@ DEB_BENCH  = postfix unbound opendkim opendmarc postfix-policyd-spf-python \
              python3 python3-dkim python3-dnspython publicsuffix openssl \
              iproute2 util-linux e2fsprogs
 BUILD_BENCH ?= build-bench
+# npm packages of the tests (deps-test), outside the tree and shared by
+# every checkout of the machine; exported, the tests read it (the same default).
+MXGATE_NPM_DIR ?= $(HOME)/.cache/mxgate/npm
+export MXGATE_NPM_DIR
+CFN_SPEC   = @aws-cdk/aws-service-spec
+CFN_SPEC_VERSION ?= 0.1.216
 
-.PHONY: all deps deps-test deps-bench build build-san build-bench run test test-fast test-san \
+.PHONY: all deps deps-test deps-npm deps-bench build build-san build-bench run test test-fast test-san \
         bench clean docs deb build-fuzz fuzz fuzz-smoke
 
 all: build
@@ -65,11 +71,28 @@ deps:
 
 deps-test: deps
 	$(call install_missing,$(DEB_TEST))
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps-npm
+	@if ! grep -qs '"version": "$(CFN_SPEC_VERSION)"' \
+	    $(MXGATE_NPM_DIR)/node_modules/$(CFN_SPEC)/package.json; then \
+	  echo "installing $(CFN_SPEC)@$(CFN_SPEC_VERSION) into $(MXGATE_NPM_DIR)"; \
+	  mkdir -p $(MXGATE_NPM_DIR) && npm install --prefix $(MXGATE_NPM_DIR) --no-audit --no-fund \
+	    --no-package-lock --loglevel=error $(CFN_SPEC)@$(CFN_SPEC_VERSION); \
+	fi
 
-# AWS's CloudFormation linter (cfn-lint) is not a Debian 12 package; where
-# it is on PATH (this workplace's machine image ships 1.51.0 in its Python),
-# tests/integration/test_deploy.py runs it on deploy/aws/mxgate.yaml, and
-# without it only the structural checks run.
+# Debian's npm, only where no npm is on PATH (e.g. NodeSource's nodejs has one).
+deps-npm:
+	$(call install_missing,npm)
+
+# The CloudFormation resource database tests/integration/test_deploy.py checks
+# deploy/aws/*.yaml against (tests/integration/cfnspec.py): the AWS CDK
+# team's @aws-cdk/aws-service-spec (db.json.gz: every resource type, its
+# properties and their types, required ones, GetAtt attributes), republished
+# as CloudFormation changes.  PyPI (cfn-lint) is not reachable from our
+# machines; the npm registry is.  Pinned, so a run is reproducible: raise
+# CFN_SPEC_VERSION (`npm view @aws-cdk/aws-service-spec version`) to check
+# against a newer database; the test fails (not skips) without it.  Where
+# AWS's linter cfn-lint is on PATH (not a Debian 12 package; this
+# workplace's machine image ships 1.51.0), test_deploy.py runs it as well.
 
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

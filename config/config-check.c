@@ -231,10 +231,13 @@ static void check_tls(struct config_parse *p)
 {
 	const struct config *cfg = p->cfg;
 
-	if (cfg->tls_cert_file != NULL && cfg->tls_key_file == NULL)
+	/* a rejected (or misspelt) partner is reported at its own line */
+	if (cfg->tls_cert_file != NULL && cfg->tls_key_file == NULL &&
+	    gline(p, "tls", "key_file") == 0)
 		err_at(p, gline(p, "tls", "cert_file"),
 		       "cert_file is set but key_file is not (both or neither)");
-	if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL)
+	if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL &&
+	    gline(p, "tls", "cert_file") == 0)
 		err_at(p, gline(p, "tls", "key_file"),
 		       "key_file is set but cert_file is not (both or neither)");
 }
@@ -414,6 +417,41 @@ static void check_dnsbl(struct config_parse *p)
 				"ever tagged", cfg->dnsbl_tag_threshold, cfg->dnsbl_reject_threshold);
 }
 
+/* check_actions - the per-verdict actions (issue 13): dmarc_quarantine_action
+ * and score_action default to quarantine_action, so a file written before
+ * they existed keeps its meaning; a virus delivered with only a header is
+ * allowed (monitoring a new scanner) but said out loud. */
+static void check_actions(struct config_parse *p)
+{
+	struct config *cfg = p->cfg;
+
+	if (gline(p, "spam", "dmarc_quarantine_action") == 0)
+		cfg->spam_dmarc_action = cfg->spam_quarantine_action;
+	if (gline(p, "spam", "score_action") == 0)
+		cfg->spam_score_action = cfg->spam_quarantine_action;
+	/* an attachment check that silently stops above a size is a bypass
+	 * (pad the message): by default every acceptable message is judged,
+	 * and one too large to judge is treated like one that cannot be read */
+	if (gline(p, "attachments", "max_size") == 0)
+		cfg->attach_max_size = cfg->message_size_limit;
+	if (gline(p, "attachments", "oversize_action") == 0)
+		cfg->attach_oversize_action = cfg->attach_unparsable_action;
+	if (cfg->attach_enabled && cfg->attach_max_size < cfg->message_size_limit)
+		warn_at(p, gline(p, "attachments", "max_size"),
+		        "[attachments] max_size (%lld) is below [limits] message_size_limit (%lld): "
+		        "larger messages are accepted without their attachments being judged "
+		        "(oversize_action = %s)",
+		        (long long)cfg->attach_max_size, (long long)cfg->message_size_limit,
+		        (const char *const[]){"reject", "quarantine", "tag",
+		                              "deliver"}[cfg->attach_oversize_action]);
+	if (cfg->clamav_socket != NULL && cfg->clamav_virus_action == CONFIG_SCAN_DELIVER)
+		warn_at(
+		    p, gline(p, "clamav", "virus_action"),
+		    "virus_action = deliver hands infected messages to the mailboxes with only an "
+		    "X-Virus-Scan header; use tag (header and subject tag) to warn the reader, or "
+		    "quarantine");
+}
+
 /* check_global_sanity - limits and timers that contradict each other. */
 static void check_global_sanity(struct config_parse *p)
 {
@@ -528,6 +566,10 @@ static void check_route_type(struct config_parse *p, size_t ri)
 	static const char *const types[] = {"smtp", "mx", "directory"};
 	size_t i;
 
+	/* a rejected type: what it needs and ignores is unknown (one typo, one
+	 * error) */
+	if (config_rejected_line(p, "route", ri, "type") != 0)
+		return;
 	/* a hosts / directory line that was rejected is reported at its line */
 	if (r->type == CONFIG_ROUTE_SMTP && r->nhosts == 0 &&
 	    config_seen_line(p, "route", ri, "hosts") == 0)
@@ -615,6 +657,8 @@ static void check_outbound(struct config_parse *p, size_t oi)
 	bool all_dirs = true;
 	size_t i, j, k;
 
+	if (config_rejected_line(p, "route", oi, "type") != 0)
+		return; /* reported at its line */
 	if (o->domains.n > 0)
 		err_at(p, rline(p, oi, "domains"),
 		       "route '%s' has role = outbound and domains: it carries what mxgate "
@@ -678,7 +722,8 @@ static void check_routes(struct config_parse *p)
 			ninbound++;
 	}
 	if (ninbound == 0) {
-		err_at(p, 0, "no default route: add a [route NAME] section without domains");
+		if (p->route_typo == 0) /* else: the misspelt header is reported */
+			err_at(p, 0, "no default route: add a [route NAME] section without domains");
 		return;
 	}
 	for (i = 0; i < cfg->nroutes; i++) {
@@ -765,8 +810,11 @@ static void check_backscatter(struct config_parse *p)
 		const char *dom = cfg->accepted_domains.v[i];
 		const struct config_route *r = config_route_for(cfg, dom);
 
+		/* a route whose type was refused (already an error) is not
+		 * judged: its defaults are not what the postmaster meant */
 		if (r == NULL || r->type == CONFIG_ROUTE_DIRECTORY ||
-		    util_strlist_has_case(&cfg->listed_domains, dom))
+		    util_strlist_has_case(&cfg->listed_domains, dom) ||
+		    config_rejected_line(p, "route", (size_t)(r - cfg->routes), "type") != 0)
 			continue;
 		if (r->type == CONFIG_ROUTE_SMTP && r->verify_recipients) {
 			/* SES inbound accepts every address of a domain whose
@@ -844,6 +892,7 @@ void config_check_all(struct config_parse *p)
 	check_reports(p);
 	config_check_start(p);
 	check_dnsbl(p);
+	check_actions(p);
 }
 
 /* ------------------------------------------------------------ lookups */

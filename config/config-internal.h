@@ -143,19 +143,33 @@ const char *config_check_address(const char *s, char *buf, size_t buflen);
 /* ------------------------------------------------------------ parse state (config-parse.c) */
 
 /* What the parser knows after reading the file: for every directive the line
- * that first set it (0 = not set, default applied). */
+ * that first set it (0 = not set, default applied), and the line of the
+ * first rejected attempt at it: a bad or empty value, a misspelt name
+ * ("did you mean"), a misspelt section header it stood under, or the
+ * wrong section - so that checks that depend on it stay quiet (one typo,
+ * one error). */
 struct config_parse {
 	struct config *cfg;
 	struct config_diags *diags;
 	const char *file;
 	int **seen;       /* per section kind (index in config_sections), per directive */
 	int **route_seen; /* per route, per route directive */
+	int **bad;        /* like seen: line of the first rejected attempt, 0 = none */
+	int **route_bad;
+	int route_typo;   /* line of a misspelt [route NAME] header ("did you mean"), 0 */
 	bool host;        /* CONFIG_LOAD_HOST: check the machine too (config-start.c) */
 };
 
 /* config_seen_line - line that set directive name of section sname (for
- * route sections: of route ri), 0 when it kept its default. */
+ * route sections: of route ri); else the line of a rejected attempt at it
+ * (config_rejected_line), whose error is already reported; 0 when the file
+ * does not mention it (default applied). */
 int config_seen_line(const struct config_parse *p, const char *sname, size_t ri, const char *name);
+/* config_rejected_line - line of the first rejected attempt at the
+ * directive (see struct config_parse), 0 when none: its value is the
+ * default, which checks that depend on it must not judge. */
+int config_rejected_line(const struct config_parse *p, const char *sname, size_t ri,
+                         const char *name);
 /* config_check_all - cross-field checks and computed defaults, after parsing. */
 void config_check_all(struct config_parse *p);
 /* config_check_start - what would fail at start-up (config-start.c): run by

@@ -165,6 +165,7 @@ struct parser {
 	bool inih_prev;                      /* inih has a previous name to continue */
 	bool before_any;                     /* no section header seen yet */
 	const struct config_section *sec;    /* current section; NULL = ignore its keys */
+	const struct config_section *meant;  /* sec NULL: the section a misspelt header meant */
 	size_t route;                        /* current route when sec->named */
 	const struct config_directive *prev; /* directive a continuation line extends */
 };
@@ -183,17 +184,51 @@ static int *seen_array(struct parser *ps)
 	return ps->p.seen[section_index(ps->sec)];
 }
 
+/* bad_slot - where the first rejected attempt at d of section s (route ri)
+ * is remembered, or NULL. */
+static int *bad_slot(const struct config_parse *p, const struct config_section *s, size_t ri,
+                     const struct config_directive *d)
+{
+	if (s->named)
+		return ri < p->cfg->nroutes ? &p->route_bad[ri][d - s->dirs] : NULL;
+	return &p->bad[section_index(s)][d - s->dirs];
+}
+
+/* mark_bad - remember line as a rejected attempt at d (the first one). */
+static void mark_bad(struct parser *ps, const struct config_section *s, size_t ri,
+                     const struct config_directive *d)
+{
+	int *slot = bad_slot(&ps->p, s, ri, d);
+
+	if (slot != NULL && *slot == 0)
+		*slot = ps->lineno;
+}
+
+/* config_rejected_line - see config-internal.h. */
+int config_rejected_line(const struct config_parse *p, const char *sname, size_t ri,
+                         const char *name)
+{
+	const struct config_section *s = config_section_find(sname);
+	const struct config_directive *d = s != NULL ? config_directive_find(s, name) : NULL;
+	const int *slot = d != NULL ? bad_slot(p, s, ri, d) : NULL;
+
+	return slot != NULL ? *slot : 0;
+}
+
 /* config_seen_line - see config-internal.h. */
 int config_seen_line(const struct config_parse *p, const char *sname, size_t ri, const char *name)
 {
 	const struct config_section *s = config_section_find(sname);
 	const struct config_directive *d = s != NULL ? config_directive_find(s, name) : NULL;
+	int line;
 
 	if (d == NULL)
 		return 0;
 	if (s->named)
-		return ri < p->cfg->nroutes ? p->route_seen[ri][d - s->dirs] : 0;
-	return p->seen[section_index(s)][d - s->dirs];
+		line = ri < p->cfg->nroutes ? p->route_seen[ri][d - s->dirs] : 0;
+	else
+		line = p->seen[section_index(s)][d - s->dirs];
+	return line != 0 ? line : config_rejected_line(p, sname, ri, name);
 }
 
 /* perr - an error at the current line. */
@@ -249,6 +284,9 @@ static void open_route(struct parser *ps, const struct config_section *s, const 
 	ps->p.route_seen =
 	    util_xrealloc(ps->p.route_seen, (cfg->nroutes + 1) * sizeof(*ps->p.route_seen));
 	ps->p.route_seen[cfg->nroutes] = util_xcalloc(s->ndirs, sizeof(int));
+	ps->p.route_bad =
+	    util_xrealloc(ps->p.route_bad, (cfg->nroutes + 1) * sizeof(*ps->p.route_bad));
+	ps->p.route_bad[cfg->nroutes] = util_xcalloc(s->ndirs, sizeof(int));
 	r = &cfg->routes[cfg->nroutes];
 	memset(r, 0, sizeof(*r));
 	r->name = util_xstrdup(name);
@@ -268,6 +306,7 @@ static void open_section(struct parser *ps, char *inside)
 
 	ps->before_any = false;
 	ps->prev = NULL;
+	ps->meant = NULL;
 	arg = kind + strcspn(kind, " \t");
 	if (*arg != '\0')
 		*arg++ = '\0';
@@ -282,6 +321,13 @@ static void open_section(struct parser *ps, char *inside)
 		else
 			perr(ps, "unknown section [%s]", kind);
 		ps->sec = NULL;
+		/* its directives count as rejected attempts at the meant ones */
+		ps->meant = sug != NULL ? config_section_find(sug) : NULL;
+		if (ps->meant != NULL && ps->meant->named) {
+			if (ps->p.route_typo == 0)
+				ps->p.route_typo = ps->lineno;
+			ps->meant = NULL;
+		}
 		return;
 	}
 	if (s->named) {
@@ -516,20 +562,25 @@ static void unknown_directive(struct parser *ps, const char *name)
 	size_t i;
 
 	for (i = 0; i < config_nsections; i++) {
-		if (&config_sections[i] != ps->sec &&
-		    config_directive_find(&config_sections[i], name) != NULL) {
-			perr(ps, "'%s' belongs in [%s%s], not [%s]", name, config_sections[i].name,
-			     config_sections[i].named ? " NAME" : "", ps->sec->name);
+		const struct config_section *s = &config_sections[i];
+		const struct config_directive *d = config_directive_find(s, name);
+
+		if (s != ps->sec && d != NULL) {
+			perr(ps, "'%s' belongs in [%s%s], not [%s]", name, s->name,
+			     s->named ? " NAME" : "", ps->sec->name);
+			if (!s->named)
+				mark_bad(ps, s, 0, d);
 			return;
 		}
 	}
 	for (i = 0; i < ps->sec->ndirs && i < 64; i++)
 		names[i] = ps->sec->dirs[i].name;
 	sug = config_suggest(name, names, i);
-	if (sug != NULL)
+	if (sug != NULL) {
 		perr(ps, "unknown directive '%s' in [%s] (did you mean '%s'?)", name, ps->sec->name,
 		     sug);
-	else
+		mark_bad(ps, ps->sec, ps->route, config_directive_find(ps->sec, sug));
+	} else
 		perr(ps, "unknown directive '%s' in [%s]", name, ps->sec->name);
 }
 
@@ -549,8 +600,13 @@ static int handler(void *user, const char *section, const char *name, const char
 		perr(ps, "'%s' is outside any section (directives go under a [section])", name);
 		return 1;
 	}
-	if (ps->sec == NULL)
-		return 1; /* unknown or broken section: reported once at its header */
+	if (ps->sec == NULL) {
+		/* unknown or broken section: reported once at its header */
+		if (!ps->cont && ps->meant != NULL &&
+		    (d = config_directive_find(ps->meant, name)) != NULL)
+			mark_bad(ps, ps->meant, 0, d);
+		return 1;
+	}
 	base = ps->sec->named ? (void *)&ps->p.cfg->routes[ps->route] : (void *)ps->p.cfg;
 	if (ps->cont) {
 		continuation(ps, base, value);
@@ -579,9 +635,11 @@ static int handler(void *user, const char *section, const char *name, const char
 	ps->prev = d;
 	if (value[0] == '\0') {
 		perr(ps, "empty value for '%s' (remove the line to get the default)", name);
+		mark_bad(ps, ps->sec, ps->route, d);
 		return 1;
 	}
-	config_value_parse(d, base, value, &loc);
+	if (config_value_parse(d, base, value, &loc) < 0)
+		mark_bad(ps, ps->sec, ps->route, d);
 	return 1;
 }
 
@@ -681,6 +739,9 @@ static void outbound_route(struct parser *ps)
 		ps->p.route_seen = util_xrealloc(ps->p.route_seen,
 		                                 (cfg->nroutes + 1) * sizeof(*ps->p.route_seen));
 		ps->p.route_seen[cfg->nroutes] = util_xcalloc(s->ndirs, sizeof(int));
+		ps->p.route_bad = util_xrealloc(ps->p.route_bad,
+		                                (cfg->nroutes + 1) * sizeof(*ps->p.route_bad));
+		ps->p.route_bad[cfg->nroutes] = util_xcalloc(s->ndirs, sizeof(int));
 		r = &cfg->routes[cfg->nroutes++];
 		memset(r, 0, sizeof(*r));
 		r->name = util_xstrdup("outbound");
@@ -731,8 +792,11 @@ static struct config *parse_text(const char *text, size_t len, const char *name,
 	ps.len = len;
 	ps.before_any = true;
 	ps.p.seen = util_xcalloc(config_nsections, sizeof(*ps.p.seen));
-	for (i = 0; i < config_nsections; i++)
+	ps.p.bad = util_xcalloc(config_nsections, sizeof(*ps.p.bad));
+	for (i = 0; i < config_nsections; i++) {
 		ps.p.seen[i] = util_xcalloc(config_sections[i].ndirs + 1, sizeof(int));
+		ps.p.bad[i] = util_xcalloc(config_sections[i].ndirs + 1, sizeof(int));
+	}
 
 	saved = ini_setup();
 	rc = ini_parse_stream(reader, &ps, handler, &ps);
@@ -746,12 +810,18 @@ static struct config *parse_text(const char *text, size_t len, const char *name,
 	outbound_route(&ps);
 	config_check_all(&ps.p);
 
-	for (i = 0; i < config_nsections; i++)
+	for (i = 0; i < config_nsections; i++) {
 		free(ps.p.seen[i]);
+		free(ps.p.bad[i]);
+	}
 	free(ps.p.seen);
-	for (i = 0; i < ps.p.cfg->nroutes; i++)
+	free(ps.p.bad);
+	for (i = 0; i < ps.p.cfg->nroutes; i++) {
 		free(ps.p.route_seen[i]);
+		free(ps.p.route_bad[i]);
+	}
 	free(ps.p.route_seen);
+	free(ps.p.route_bad);
 	for (i = first; i < diags->n; i++) {
 		if (!diags->v[i].warning) {
 			config_free(ps.p.cfg);

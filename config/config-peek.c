@@ -1,9 +1,10 @@
 /*
- * config-peek.c - the control socket path of a config file that may not
- * load: `mxgate status|queue|reload` must reach the running daemon during an
- * incident even when the file on disk has an error somewhere else.  Only
- * [server] control_socket and [queue] directory are read, line by line, with
- * the same defaults as a full load (config-table.c).
+ * config-peek.c - the control socket path and the log file of a config file
+ * that may not load: `mxgate status|queue|reload` must reach the running
+ * daemon, and `mxgate log` read its log, during an incident even when the
+ * file on disk has an error somewhere else.  Only [server] control_socket,
+ * [queue] directory and [log] file are read, line by line, with the same
+ * defaults as a full load (config-table.c).
  *
  * Ownership: the path is written into the caller's buffer.
  *
@@ -106,5 +107,23 @@ int config_peek_control_socket_string(const char *text, char *out, size_t outlen
 	}
 	free(sock);
 	free(dir);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+/* config_peek_log_file - see config.h. */
+int config_peek_log_file(const char *path, char *out, size_t outlen)
+{
+	char *text, *file;
+	size_t len;
+	int n;
+
+	text = path != NULL ? util_read_file(path, CONFIG_FILE_MAX, &len)
+	                    : util_xstrdup(config_default_text);
+	if (text == NULL)
+		return -1;
+	file = peek_value(text, "log", "file");
+	n = snprintf(out, outlen, "%s", file != NULL ? file : "");
+	free(file);
+	free(text);
 	return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }

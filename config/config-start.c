@@ -1,11 +1,12 @@
 /*
  * config-start.c - the checks that make `check-config` catch what would
  * otherwise only fail (or silently lose mail) when `run` starts: listeners
- * of [metrics] and [mta_sts] that collide with SMTP or each other, an
+ * of [metrics], [admin] and [mta_sts] that collide with SMTP or each other, an
  * MTA-STS listener without a certificate, MTA-STS enforce without STARTTLS,
  * tls = verify towards an IP literal; and, when the load asks for the
  * machine to be checked too (CONFIG_LOAD_HOST: `check-config` and `run`),
- * the service user and group, the log file, the certificate against its key,
+ * the service user and group, the log file, the queue directory (it can be
+ * created and the run user can write it), the certificate against its key,
  * the names it covers and its expiry.
  *
  * Ownership: nothing is kept; OpenSSL objects live for one call.
@@ -22,11 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <linux/magic.h>
 #include <openssl/x509v3.h>
 
 #include "util.h"
@@ -78,12 +82,16 @@ static bool clash(const struct config_listen *a, const struct config_listen *b)
 	       strcmp(y, "0.0.0.0") == 0 || strcmp(y, "::") == 0;
 }
 
-/* check_cross_listeners - [metrics] and [mta_sts] listeners against the
- * SMTP ones and each other (collisions inside [server] are check_listen's). */
+/* check_cross_listeners - [metrics], [admin] and [mta_sts] listeners against
+ * the SMTP ones and each other (collisions inside [server] are
+ * check_listen's).  The dashboard has one set of listeners whether it
+ * speaks HTTPS or plain HTTP ([admin] tls). */
 static void check_cross_listeners(struct config_parse *p)
 {
 	const struct config *cfg = p->cfg;
-	size_t n = cfg->nlisten + cfg->nmetrics_listen + cfg->nmta_sts_listen, k = 0, i, j;
+	size_t n = cfg->nlisten + cfg->nmetrics_listen + cfg->nadmin_listen +
+	           cfg->nmta_sts_listen,
+	       k = 0, i, j;
 	struct lis *v = util_xcalloc(n + 1, sizeof(*v));
 	char a[64];
 
@@ -91,6 +99,8 @@ static void check_cross_listeners(struct config_parse *p)
 		v[k++] = (struct lis){"[server] listen", &cfg->listen[i]};
 	for (i = 0; i < cfg->nmetrics_listen; i++)
 		v[k++] = (struct lis){"[metrics] listen", &cfg->metrics_listen[i]};
+	for (i = 0; i < cfg->nadmin_listen; i++)
+		v[k++] = (struct lis){"[admin] listen", &cfg->admin_listen[i]};
 	for (i = 0; i < cfg->nmta_sts_listen; i++)
 		v[k++] = (struct lis){"[mta_sts] listen", &cfg->mta_sts_listen[i]};
 	for (i = cfg->nlisten; i < n; i++) {
@@ -229,6 +239,151 @@ static void check_log_file(struct config_parse *p)
 	free(dir);
 }
 
+/* virtual_fs - the name of a kernel file system no folder can be created
+ * in (mkdir there fails even for root, whom access() lets through), or
+ * NULL. */
+static const char *virtual_fs(const char *path)
+{
+	static const struct {
+		long type;
+		const char *name;
+	} fs[] = {
+	    {PROC_SUPER_MAGIC, "proc"},       {SYSFS_MAGIC, "sysfs"},
+	    {DEBUGFS_MAGIC, "debugfs"},       {CGROUP_SUPER_MAGIC, "cgroup"},
+	    {CGROUP2_SUPER_MAGIC, "cgroup2"}, {DEVPTS_SUPER_MAGIC, "devpts"},
+	    {SECURITYFS_MAGIC, "securityfs"}, {TRACEFS_MAGIC, "tracefs"},
+	};
+	struct statfs sf;
+	size_t i;
+
+	if (statfs(path, &sf) == -1)
+		return NULL;
+	for (i = 0; i < sizeof(fs) / sizeof(fs[0]); i++)
+		if ((long)sf.f_type == fs[i].type)
+			return fs[i].name;
+	return NULL;
+}
+
+/* user_can - may uid (with the single group gid `run` keeps after dropping
+ * privileges) do what the owner bits want (S_IWUSR, S_IXUSR) in folder st? */
+static bool user_can(const struct stat *st, uid_t uid, gid_t gid, mode_t want)
+{
+	if (uid == 0)
+		return true;
+	if (st->st_uid == uid)
+		return (st->st_mode & want) == want;
+	if (st->st_gid == gid)
+		return (st->st_mode & (want >> 3)) == (want >> 3);
+	return (st->st_mode & (want >> 6)) == (want >> 6);
+}
+
+/* user_can_reach - may uid/gid search every folder above path? */
+static bool user_can_reach(const char *path, uid_t uid, gid_t gid)
+{
+	char *d = util_xstrdup(path), *slash;
+	struct stat st;
+	bool ok = true;
+
+	while (ok && (slash = strrchr(d, '/')) != NULL) {
+		if (slash == d)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(d, &st) == 0)
+			ok = user_can(&st, uid, gid, S_IXUSR);
+		if (slash == d)
+			break;
+	}
+	free(d);
+	return ok;
+}
+
+/* check_queue_dir - `run` creates the queue directory (and the DNSSEC state
+ * in it) as the user it starts as, then, with [server] user, writes it as
+ * that user.  Without creating anything: the nearest existing folder must
+ * be a writable folder on a real file system (error), and with user set
+ * when started as root the queue directory must be writable by the user
+ * (error); one that does not exist yet gets a warning, as root would create
+ * it 0700 for itself (the package, or `install -d -o USER`, creates it
+ * for the user before `run`). */
+static void check_queue_dir(struct config_parse *p)
+{
+	const struct config *cfg = p->cfg;
+	const char *q = cfg->queue_dir, *fsname;
+	int line = gline(p, "queue", "directory");
+	char *dir = NULL, *slash;
+	struct statvfs sv;
+	struct passwd *pw;
+	struct group *gr;
+	struct stat st;
+	bool exists;
+	gid_t gid;
+
+	if (q == NULL || q[0] == '\0' || error_at_line(p, line))
+		return;
+	dir = util_xstrdup(q);
+	while (stat(dir, &st) == -1) {
+		if (errno != ENOENT && errno != ENOTDIR) {
+			err_at(p, line, "queue directory \"%s\" cannot be created: \"%s\": %s", q,
+			       dir, strerror(errno));
+			goto out;
+		}
+		slash = strrchr(dir, '/');
+		if (slash == NULL)
+			strcpy(dir, ".");
+		else if (slash == dir)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	exists = strcmp(dir, q) == 0;
+	if (!S_ISDIR(st.st_mode)) {
+		err_at(p, line, "queue directory \"%s\" cannot be created: \"%s\" is not a folder",
+		       q, dir);
+		goto out;
+	}
+	if ((fsname = virtual_fs(dir)) != NULL) {
+		err_at(p, line,
+		       "queue directory \"%s\" cannot be %s: \"%s\" is on the kernel's %s file "
+		       "system",
+		       q, exists ? "written" : "created", dir, fsname);
+		goto out;
+	}
+	if (statvfs(dir, &sv) == 0 && (sv.f_flag & ST_RDONLY) != 0) {
+		err_at(p, line, "queue directory \"%s\" cannot be %s: \"%s\" is on a read-only "
+		                "file system",
+		       q, exists ? "written" : "created", dir);
+		goto out;
+	}
+	if (access(dir, W_OK | X_OK) == -1) {
+		err_at(p, line, "queue directory \"%s\" cannot be %s: \"%s\" is not writable: %s",
+		       q, exists ? "written" : "created", dir, strerror(errno));
+		goto out;
+	}
+	if (geteuid() != 0 || cfg->user == NULL || (pw = getpwnam(cfg->user)) == NULL)
+		goto out;
+	gid = pw->pw_gid;
+	if (cfg->group != NULL) {
+		if ((gr = getgrnam(cfg->group)) == NULL)
+			goto out; /* check_accounts reports it */
+		gid = gr->gr_gid;
+	}
+	if (!exists && pw->pw_uid != 0)
+		warn_at(p, line,
+		        "queue directory \"%s\" does not exist: `run` started as root would "
+		        "create it owned by root (mode 0700), which user %s cannot write; "
+		        "create it for that user (install -d -o %s -m 0700 %s)",
+		        q, cfg->user, cfg->user, q);
+	else if (exists && (!user_can(&st, pw->pw_uid, gid, S_IWUSR | S_IXUSR) ||
+	                    !user_can_reach(q, pw->pw_uid, gid)))
+		err_at(p, line,
+		       "queue directory \"%s\" is not writable by user %s: chown -R it to that "
+		       "user",
+		       q, cfg->user);
+out:
+	free(dir);
+}
+
 /* ssl_reason - the first queued OpenSSL error as text (queue cleared). */
 static void ssl_reason(char *buf, size_t len)
 {
@@ -250,7 +405,9 @@ static void check_cert_names(struct config_parse *p, X509 *x, int line)
 	struct util_buf b = {0};
 	size_t i;
 
-	util_strlist_add(&names, cfg->hostname);
+	/* a rejected hostname is a placeholder (reported at its line) */
+	if (config_rejected_line(p, "server", 0, "hostname") == 0)
+		util_strlist_add(&names, cfg->hostname);
 	for (i = 0; i < cfg->mta_sts_mx.n; i++)
 		if (!util_strlist_has_case(&names, cfg->mta_sts_mx.v[i]))
 			util_strlist_add(&names, cfg->mta_sts_mx.v[i]);
@@ -348,5 +505,6 @@ void config_check_start(struct config_parse *p)
 		return;
 	check_accounts(p);
 	check_log_file(p);
+	check_queue_dir(p);
 	check_cert(p);
 }

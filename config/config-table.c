@@ -447,7 +447,8 @@ static const struct config_directive d_arc[] = {
      "Sealer domains (d= of the newest ARC-Seal) whose validated chain overrides a DMARC "
      "failure when the oldest set of the trusted run of sealers recorded dmarc=pass"},
 };
-static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", NULL};
+static const char *const e_policy_quarantine[] = {"tag", "quarantine", "reject", "deliver",
+                                                   NULL};
 
 static const struct config_directive d_spam[] = {
     {"threshold", CONFIG_T_DOUBLE, G(spam_threshold), "5.0", NULL, 0, 1000, NULL, NULL, R,
@@ -474,9 +475,20 @@ static const struct config_directive d_spam[] = {
      v_header, R, "Header carrying the score"},
     {"quarantine_action", CONFIG_T_ENUM, G(spam_quarantine_action), "tag", NULL, 0, 0,
      e_policy_quarantine, NULL, R,
-     "mxgate's own quarantine verdict (DMARC p=quarantine, score at or above threshold): tag "
-     "(delivered with X-Spam-Flag: YES), quarantine (kept in the queue, `mxgate quarantine`; "
-     "reason=policy) or reject (550 5.7.1)"},
+     "mxgate's own quarantine verdict, the default of dmarc_quarantine_action and "
+     "score_action: tag (delivered with X-Spam-Flag: YES and [rspamd] subject_tag on the "
+     "Subject), quarantine (kept in the queue, `mxgate quarantine`; reason=policy), reject "
+     "(550 5.7.1) or deliver (headers only, X-Spam-Flag: NO)"},
+    {"dmarc_quarantine_action", CONFIG_T_ENUM, G(spam_dmarc_action), NULL, "quarantine_action",
+     0, 0, e_policy_quarantine, NULL, R,
+     "A DMARC failure under p=quarantine (or a reject that [auth] dmarc_enforcement or pct "
+     "turns into quarantine): tag, quarantine, reject or deliver; applied by mxgate whether "
+     "[rspamd] is on or not (tag and quarantine set X-Spam-Flag: YES whatever rspamd says)"},
+    {"score_action", CONFIG_T_ENUM, G(spam_score_action), NULL, "quarantine_action", 0, 0,
+     e_policy_quarantine, NULL, R,
+     "mxgate's own score at or above threshold: tag, quarantine, reject or deliver.  With "
+     "[rspamd] address set the score is only an input to rspamd (symbol MXGATE_AUTH) and "
+     "this applies only when rspamd could not be asked (on_failure = accept)"},
     {"status_header", CONFIG_T_STRING, G(spam_status_header), "X-Spam-Status", NULL, 0, 0, NULL,
      v_header, R, "Header carrying the verdict and the tests that fired"},
 };
@@ -492,6 +504,12 @@ static const struct config_directive d_dnsbl[] = {
     {"tag_threshold", CONFIG_T_INT, G(dnsbl_tag_threshold), "1", NULL, 0, 100000, NULL, NULL, R,
      "Score at or above which each listing zone adds [spam] weight_dnsbl to the message's "
      "spam score (rule DNSBL_<zone>); 0 = never"},
+    {"tag_action", CONFIG_T_ENUM, G(dnsbl_tag_action), "deliver", NULL, 0, 0,
+     e_policy_quarantine, NULL, R,
+     "A client listed at or above tag_threshold (also by [spam] dnsbl_zones), on its own: "
+     "deliver (nothing by itself: the listing only adds to the spam score), tag "
+     "(X-Spam-Flag: YES and [rspamd] subject_tag), quarantine (reason=policy) or reject "
+     "(550 5.7.1 at the end of DATA)"},
     {"decide_at", CONFIG_T_ENUM, G(dnsbl_decide), "connect", NULL, 0, 0, e_dnsbl_decide, NULL, R,
      "connect: the banner waits for the lookups (at most [dns] timeout) and a rejected client "
      "gets 554 instead; rcpt: banner at once, each RCPT gets 554"},
@@ -549,12 +567,14 @@ static const struct config_directive d_ratelimit[] = {
     {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
      "MAIL FROM commands per window from one network; 0 = no limit"},
     {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "MAIL FROM commands per window with one envelope sender (letter case ignored), "
-     "from any client; the null sender <> counts per client network; 0 = no limit"},
+     NULL, R, "Messages per window with one envelope sender (letter case ignored): counted at "
+     "the first RCPT TO of a transaction the client's limits let through, which gets 451 "
+     "4.7.1 when over; one budget from any client only when SPF passes for the sender (RCPT "
+     "waits for SPF), else per sender and client network, and always so for <>; 0 = no limit"},
     {"messages_per_domain", CONFIG_T_INT, G(rl_msgs_per_domain), "0", NULL, 0, 10000000, NULL,
      NULL, R, "Messages per window for one recipient domain, from any client: counted at the "
-     "first RCPT TO of the domain in a transaction, which gets 451 4.7.1 when over; 0 = no "
-     "limit"},
+     "first RCPT TO of the domain in a transaction that the client's and sender's limits let "
+     "through, which gets 451 4.7.1 when over; 0 = no limit"},
     {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
      "max_recipients); counted once past relay control, the recipient lists and "
@@ -562,11 +582,13 @@ static const struct config_directive d_ratelimit[] = {
     {"recipients_per_net", CONFIG_T_INT, G(rl_rcpts_per_net), "0", NULL, 0, 10000000, NULL, NULL,
      R, "RCPT TO commands per window from one network (net_prefix_v4/v6); 0 = no limit"},
     {"recipients_per_sender", CONFIG_T_INT, G(rl_rcpts_per_sender), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "RCPT TO commands per window with one envelope sender (letter case ignored), from "
-     "any client; the null sender <> counts per client network; 0 = no limit"},
+     NULL, R, "RCPT TO commands per window with one envelope sender (letter case ignored) that "
+     "the client's limits let through; one budget from any client only when SPF passes for the "
+     "sender (RCPT waits for SPF), else per sender and client network, and always so for <>; "
+     "0 = no limit"},
     {"recipients_per_domain", CONFIG_T_INT, G(rl_rcpts_per_domain), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "RCPT TO commands per window for one recipient domain, from any client; 0 = no "
-     "limit"},
+     NULL, R, "RCPT TO commands per window for one recipient domain, from any client, that the "
+     "client's and sender's limits let through; 0 = no limit"},
     {"exempt_clients", CONFIG_T_CIDRS, G(rl_exempt), NULL, NULL, 0, 0, NULL, NULL, R,
      "Client networks never rate limited (their own relays, monitoring)"},
     {"max_keys", CONFIG_T_INT, G(rl_max_keys), "500000", NULL, 1000, 100000000, NULL, NULL, 0,
@@ -681,7 +703,7 @@ static const struct config_directive d_route[] = {
 
 /* [clamav] (issue 13: content inspection) */
 static const char *const e_scan_failure[] = {"tempfail", "accept", NULL};
-static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", NULL};
+static const char *const e_scan_action[] = {"reject", "deliver", "quarantine", "tag", NULL};
 
 /* v_scan_socket - "/path", "unix:/path" or a numeric "host:port" (the
  * connection is made on the event loop: no blocking name lookup). */
@@ -717,8 +739,9 @@ static const struct config_directive d_clamav[] = {
     {"virus_action", CONFIG_T_ENUM, G(clamav_virus_action), "reject", NULL, 0, 0, e_scan_action,
      NULL, R,
      "A virus found: reject (550 5.7.1 before anything is queued), quarantine (250, then "
-     "kept in the queue's quarantine/ until `mxgate quarantine release|delete`) or deliver "
-     "(with X-Virus-Scan: infected and the signature name)"},
+     "kept in the queue's quarantine/ until `mxgate quarantine release|delete`), tag "
+     "(delivered with X-Virus-Scan: infected and the signature name, X-Spam-Flag: YES and "
+     "[rspamd] subject_tag on the Subject) or deliver (the header only; check-config warns)"},
     {"max_size", CONFIG_T_SIZE, G(clamav_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
      "Larger messages are not sent to clamd (keep it at or below clamd's StreamMaxLength); "
      "they are delivered with X-Virus-Scan: unscanned reason=size"},
@@ -762,7 +785,9 @@ static const struct config_directive d_rspamd[] = {
      R, "HTTP connections to rspamd kept open (keep-alive) and reused"},
     {"subject_tag", CONFIG_T_STRING, G(rspamd_subject_tag), "[SPAM]", NULL, 0, 0, NULL,
      v_printable, R,
-     "Prefix put once on the Subject of a message tagged as spam (a DKIM signature covering "
+     "Prefix put once on the Subject of a message tagged by any verdict - rspamd, [clamav] "
+     "virus_action, [attachments] action, [spam] dmarc_quarantine_action / score_action, "
+     "[dnsbl] tag_action = tag - [rspamd] address set or not (a DKIM signature covering "
      "Subject no longer verifies downstream; mxgate's Authentication-Results keep the result); "
      "none = headers only"},
     {"skip_auth_checks", CONFIG_T_BOOL, G(rspamd_skip_auth), "yes", NULL, 0, 0, NULL, NULL, R,
@@ -772,7 +797,7 @@ static const struct config_directive d_rspamd[] = {
 };
 
 /* [attachments] (issue 13: attachment policy, content/content-attach.c) */
-static const char *const e_attach_action[] = {"reject", "quarantine", NULL};
+static const char *const e_attach_action[] = {"reject", "quarantine", "tag", "deliver", NULL};
 
 /* v_attach_type - one detected type. */
 static const char *v_attach_type(const char *s, char *buf, size_t buflen)
@@ -815,9 +840,24 @@ static const struct config_directive d_attachments[] = {
     {"max_zip_entries", CONFIG_T_INT, G(attach_max_zip_entries), "1000", NULL, 1, 100000, NULL,
      NULL, R, "A zip archive with more entries is blocked"},
     {"action", CONFIG_T_ENUM, G(attach_action), "reject", NULL, 0, 0, e_attach_action, NULL, R,
-     "A blocked attachment: reject (550 5.7.1 before anything is queued) or quarantine"},
-    {"max_size", CONFIG_T_SIZE, G(attach_max_size), "25M", NULL, 1 * KB, 2 * GB, NULL, NULL, R,
-     "Larger messages are not judged (logged: attachment_check result=unchecked reason=size)"},
+     "A blocked attachment: reject (550 5.7.1 before anything is queued), quarantine "
+     "(reason=attachment), tag (delivered with X-Mxgate-Attachments: blocked, X-Spam-Flag: "
+     "YES and [rspamd] subject_tag on the Subject) or deliver (the header only)"},
+    {"unparsable_action", CONFIG_T_ENUM, G(attach_unparsable_action), "deliver", NULL, 0, 0,
+     e_attach_action, NULL, R,
+     "A message the MIME parser cannot read at all (its attachments cannot be judged): "
+     "deliver (with X-Mxgate-Attachments: unchecked; reason=unparsable), tag, quarantine or "
+     "reject (550 5.7.1); never a tempfail, which the sender would retry for nothing"},
+    {"max_size", CONFIG_T_SIZE, G(attach_max_size), NULL, "[limits] message_size_limit",
+     1 * KB, 2 * GB, NULL, NULL, R,
+     "Larger messages are not judged (their attachments are unchecked): oversize_action "
+     "applies.  By default every message mxgate accepts is judged; each content worker holds "
+     "up to this much in memory.  check-config warns when it is below message_size_limit"},
+    {"oversize_action", CONFIG_T_ENUM, G(attach_oversize_action), NULL, "unparsable_action", 0,
+     0, e_attach_action, NULL, R,
+     "A message over max_size (its attachments cannot be judged): deliver (with "
+     "X-Mxgate-Attachments: unchecked; reason=size), tag, quarantine or reject (550 5.7.1); "
+     "treated like an unparsable one unless set"},
 };
 
 /* [warning] (issue 13: external-sender warning, content/content-banner.c) */
@@ -912,7 +952,9 @@ static const struct config_directive d_reports[] = {
      NULL, 0,
      "How long evaluations are kept once reported (then deleted at the next run; never "
      "before they were reported); the reports, refused destinations and runs of that age go "
-     "with them, the newest run stays (where the next one begins)"},
+     "with them, the newest run stays (where the next one begins); also how far back a run "
+     "reports periods missed while the gateway was down (at least one period, at most 31 "
+     "days)"},
     {"org_name", CONFIG_T_STRING, G(reports_org_name), NULL, "<hostname>", 0, 0, NULL,
      v_printable, 0, "org_name in the reports' metadata (RFC 9990 section 3.1.1)"},
     {"email", CONFIG_T_STRING, G(reports_email), NULL, "postmaster@<hostname>", 0, 0, NULL,
@@ -1083,10 +1125,12 @@ const struct config_section *config_route_section(void)
 
 /* ------------------------------------------------------------ embedded default */
 
-/* Used by `mxgate run` without -c: a local test gateway that needs no root,
+/* Used by `mxgate run` without -c when /etc/mxgate/mxgate.conf does not
+ * exist: a local test gateway that needs no root,
  * no certificate and no downstream.  Directories are created at start. */
 const char config_default_text[] =
-    "; mxgate embedded default configuration (used when no -c is given).\n"
+    "; mxgate embedded default configuration (used when no -c is given and\n"
+    "; /etc/mxgate/mxgate.conf does not exist).\n"
     "[server]\n"
     "hostname = mxgate.localhost\n"
     "listen = 127.0.0.1:2525\n"

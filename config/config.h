@@ -127,8 +127,23 @@ enum config_warning_senders {
 	CONFIG_WARN_FAILING,         /* authentication failing (DMARC fail, or SPF fail without DMARC) */
 	CONFIG_WARN_EITHER,          /* external or failing */
 };
-/* What a virus found means: 550 5.7.1, or deliver with the verdict header. */
-enum config_scan_action { CONFIG_SCAN_REJECT = 0, CONFIG_SCAN_DELIVER, CONFIG_SCAN_QUARANTINE };
+/* What a virus found means: 550 5.7.1, deliver with the verdict header,
+ * quarantine, or tag (verdict header and [rspamd] subject_tag). */
+enum config_scan_action {
+	CONFIG_SCAN_REJECT = 0,
+	CONFIG_SCAN_DELIVER,
+	CONFIG_SCAN_QUARANTINE,
+	CONFIG_SCAN_TAG
+};
+/* What a blocked attachment (or a message whose MIME cannot be parsed)
+ * means (issue 13): 550 5.7.1, quarantine, tag (header and [rspamd]
+ * subject_tag) or deliver (header only). */
+enum config_attach_action {
+	CONFIG_ATTACH_REJECT = 0,
+	CONFIG_ATTACH_QUARANTINE,
+	CONFIG_ATTACH_TAG,
+	CONFIG_ATTACH_DELIVER
+};
 
 /* [admin] tls: HTTPS with the [tls] certificate, or plain HTTP (issue 15). */
 enum config_admin_tls {
@@ -145,10 +160,16 @@ enum config_spam_action {
 	CONFIG_SPAM_QUARANTINE
 };
 
-/* What mxgate's own QUARANTINE verdict (DMARC p=quarantine, score at or
- * above [spam] threshold) does: tag (headers, delivered), quarantine (held
- * in the queue), reject (550 5.7.1). */
-enum config_policy_quarantine { CONFIG_PQ_TAG = 0, CONFIG_PQ_QUARANTINE, CONFIG_PQ_REJECT };
+/* What one of mxgate's own verdicts (DMARC quarantine, score at or above
+ * [spam] threshold, a DNSBL listing at [dnsbl] tag_threshold) does: tag
+ * (X-Spam-Flag: YES and [rspamd] subject_tag, delivered), quarantine (held
+ * in the queue), reject (550 5.7.1) or deliver (headers, not flagged). */
+enum config_policy_quarantine {
+	CONFIG_PQ_TAG = 0,
+	CONFIG_PQ_QUARANTINE,
+	CONFIG_PQ_REJECT,
+	CONFIG_PQ_DELIVER
+};
 
 enum config_dmarc_enforcement { CONFIG_DMARC_REJECT = 0, CONFIG_DMARC_QUARANTINE, CONFIG_DMARC_MONITOR };
 /* What a DMARC temperror does (enforcement on): 451, or stamp and accept. */
@@ -281,7 +302,11 @@ struct config {
 	char *spam_flag_header;           /* "X-Spam-Flag" */
 	char *spam_score_header;          /* "X-Spam-Score" */
 	char *spam_status_header;         /* "X-Spam-Status" */
-	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13) */
+	int spam_quarantine_action;       /* enum config_policy_quarantine (issue 13): the
+	                                     default of the two below */
+	int spam_dmarc_action;            /* enum config_policy_quarantine: DMARC quarantine */
+	int spam_score_action;            /* enum config_policy_quarantine: score >= threshold
+	                                     (without [rspamd]; with it, an input only) */
 
 	/* [clamav] - virus scanning through clamd (issue 13, scan/scan-clamd.c) */
 	char *clamav_socket;              /* NULL = off; "/path", "unix:/path" or "host:port" */
@@ -308,8 +333,12 @@ struct config {
 	struct util_strlist attach_types;      /* "pe", "elf", "script" */
 	bool attach_zip;                       /* look inside zip archives, one level */
 	int attach_max_zip_entries;
-	int attach_action;                     /* 0 = reject, 1 = quarantine */
-	int64_t attach_max_size;               /* bytes; larger messages are not checked (logged) */
+	int attach_action;                     /* enum config_attach_action */
+	int attach_unparsable_action;          /* enum config_attach_action: MIME not parsable */
+	int attach_oversize_action;            /* enum config_attach_action: over attach_max_size
+	                                          (default: attach_unparsable_action) */
+	int64_t attach_max_size;               /* bytes; larger messages are not judged
+	                                          (default: message_size_limit) */
 
 	/* [warning] - external-sender warning (issue 13, content/content-banner.c) */
 	bool warning_enabled;
@@ -328,6 +357,8 @@ struct config {
 	int dnsbl_tag_threshold;          /* score at or above: listing zones enter the spam score;
 	                                     0 = never */
 	int dnsbl_decide;                 /* enum config_dnsbl_decide */
+	int dnsbl_tag_action;             /* enum config_policy_quarantine: a listing at
+	                                     tag_threshold (deliver = the score alone decides) */
 	int64_t dnsbl_cache_ttl;          /* seconds an answer is reused */
 
 	/* [pregreet] - postscreen-style tests before the banner (issue 17) */
@@ -348,7 +379,7 @@ struct config {
 	int rl_net_prefix4, rl_net_prefix6; /* what a client's "network" is: /24, /64 */
 	int rl_conn_per_ip, rl_conn_per_net;   /* connections per window */
 	int rl_msgs_per_ip, rl_msgs_per_net;   /* MAIL commands per window */
-	int rl_msgs_per_sender;                /* MAIL commands per envelope sender */
+	int rl_msgs_per_sender;                /* messages per envelope sender (at RCPT) */
 	int rl_msgs_per_domain;                /* messages per recipient domain (first RCPT of
 	                                          the domain in a transaction) */
 	int rl_rcpts_per_ip, rl_rcpts_per_net; /* recipients per window */
@@ -434,7 +465,8 @@ void config_diags_free(struct config_diags *d);
 void config_diags_print(const struct config_diags *d, FILE *out);
 size_t config_diags_errors(const struct config_diags *d);
 
-/* The embedded default (used when no -c is given): listens on
+/* The embedded default (used when no -c is given and /etc/mxgate/mxgate.conf
+ * does not exist): listens on
  * 127.0.0.1:2525, accepts mail for example.test, queues under ./mxgate-data
  * and delivers into ./mxgate-data/mailbox through a directory route; its
  * bounces go to ./mxgate-data/bounces (an explicit outbound directory route). */
@@ -468,6 +500,11 @@ void config_free(struct config *cfg);
 int config_peek_control_socket(const char *path, char *out, size_t outlen);
 /* config_peek_control_socket_string - the same over text in memory. */
 int config_peek_control_socket_string(const char *text, char *out, size_t outlen);
+/* config_peek_log_file - [log] file of the file at path (the embedded
+ * default when NULL), read the same way: out is "" when the file sets none
+ * (logs go to stderr).  For `mxgate log` when the file has errors.  0, or
+ * -1 when unreadable / too long for out. */
+int config_peek_log_file(const char *path, char *out, size_t outlen);
 
 /* config_route_for - inbound route for a recipient domain (case-insensitive),
  * falling back to the default route.  Borrowed pointer into cfg. */

@@ -20,6 +20,14 @@
  * archive inside the archive is not opened.  An archive libzip cannot open
  * or an encrypted entry is not judged here (clamd sees it).
  *
+ * Unparsable: a message GMime cannot build at all, or one where GMime
+ * reports a critical issue (GMIME_CRIT_*: a multipart without a boundary,
+ * conflicting Content-Type fields or boundary parameters, an invalid
+ * header name, a part with neither headers nor content, nesting overflow)
+ * - there it had to guess, and a reader may guess otherwise and show an
+ * attachment GMime never saw.  Blocked still wins: what GMime did see is
+ * judged first.
+ *
  * Ownership: nothing outlives a call.  Diagnostics: none (the caller logs
  * the reason).
  */
@@ -44,7 +52,44 @@ struct judge {
 	char *why;
 	size_t whylen;
 	int blocked;
+	GMimeParserOptions *popts; /* owned by content_attach_check */
+	const char *crit;          /* static; the first critical parser issue, or NULL */
 };
+
+/* parser_warning - GMime's warning callback: the first critical issue
+ * (GMIME_CRIT_*) is kept; mere warnings (duplicated fields, 8-bit
+ * headers, ...) are everyday mail. */
+static void parser_warning(gint64 offset, GMimeParserWarning code, const gchar *item, gpointer arg)
+{
+	struct judge *j = arg;
+	const char *name = NULL;
+	(void)offset;
+	(void)item;
+	switch (code) {
+	case GMIME_CRIT_INVALID_HEADER_NAME:
+		name = "invalid_header_name";
+		break;
+	case GMIME_CRIT_CONFLICTING_HEADER:
+		name = "conflicting_header";
+		break;
+	case GMIME_CRIT_CONFLICTING_PARAMETER:
+		name = "conflicting_parameter";
+		break;
+	case GMIME_CRIT_MULTIPART_WITHOUT_BOUNDARY:
+		name = "multipart_without_boundary";
+		break;
+	case GMIME_CRIT_NESTING_OVERFLOW:
+		name = "nesting_overflow";
+		break;
+	case GMIME_CRIT_PART_WITHOUT_HEADERS_OR_CONTENT:
+		name = "part_without_headers_or_content";
+		break;
+	default:
+		break;
+	}
+	if (name != NULL && j->crit == NULL)
+		j->crit = name;
+}
 
 /* content_attach_type_name - see content.h. */
 const char *content_attach_type_name(unsigned type)
@@ -218,7 +263,7 @@ static void judge_message(struct judge *j, const unsigned char *p, size_t n, int
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer((const char *)p, n);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
-	GMimeMessage *m = g_mime_parser_construct_message(parser, NULL);
+	GMimeMessage *m = g_mime_parser_construct_message(parser, j->popts);
 	if (m) {
 		walk(j, g_mime_message_get_mime_part(m), depth + 1);
 		g_object_unref(m);
@@ -305,10 +350,12 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 		return 1;
 	}
 	content_gmime_init();
+	j.popts = g_mime_parser_options_new();
+	g_mime_parser_options_set_warning_callback(j.popts, parser_warning, &j);
 	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(msg, len);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
-	GMimeMessage *m = g_mime_parser_construct_message(parser, NULL);
+	GMimeMessage *m = g_mime_parser_construct_message(parser, j.popts);
 	int rc = -1;
 	if (m) {
 		walk(&j, g_mime_message_get_mime_part(m), 0);
@@ -317,5 +364,10 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	}
 	g_object_unref(parser);
 	g_object_unref(stream);
+	g_mime_parser_options_free(j.popts);
+	if (rc == 0 && j.crit != NULL)
+		rc = -1; /* GMime guessed: what it saw is clean, the rest unknown */
+	if (rc < 0 && whylen)
+		snprintf(why, whylen, "mime=%s", j.crit != NULL ? j.crit : "no_message");
 	return rc;
 }

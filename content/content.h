@@ -22,6 +22,11 @@
 #define CONTENT_BANNER_HTML_MARK "data-mxgate-warning"
 /* The header field mxgate adds to a warned message (and drops on input). */
 #define CONTENT_WARNING_FIELD "X-MXGate-Warning"
+/* The attachment policy's note on a delivered message (issue 13):
+ * "blocked; verdict=..." (action tag/deliver/quarantine) or "unchecked;
+ * reason=unparsable|size|setup".  Incoming copies are dropped with every
+ * X-Mxgate-* field (scan_is_our_header). */
+#define CONTENT_ATTACH_FIELD "X-Mxgate-Attachments"
 
 struct content_banner_opts {
 	const char *text; /* borrowed; UTF-8 line for text/plain parts, NULL = none */
@@ -64,8 +69,9 @@ struct content_attach_opts {
 
 /* content_attach_check - msg[0..len) against the attachment policy: 1 and
  * why ("name=invoice.pdf.exe", "type=pe name=...", "zip=a.zip entry=x.exe")
- * when blocked, 0 when not, -1 when it is not MIME we can parse.
- * Thread-safe. */
+ * when blocked, 0 when not, -1 and why ("mime=multipart_without_boundary",
+ * "mime=no_message", ...) when it is not MIME we can parse without guessing
+ * (nothing blocked among what could be read).  Thread-safe. */
 int content_attach_check(const char *msg, size_t len, const struct content_attach_opts *o,
                          char *why, size_t whylen);
 /* content_attach_type_name - "pe", "elf", "script" for one CONTENT_TYPE_*. */

@@ -6,7 +6,8 @@
  *
  * Three views on one page, switched by the fragment (#sources, #tlsrpt,
  * #verdicts): the DMARC chart per domain, the sender inventory and the
- * sources table; the TLS-RPT summary with the MTA-STS mode published;
+ * sources table; the TLS-RPT summary with, per domain, the MTA-STS mode
+ * mxgate serves and what the domain's _mta-sts record publishes now;
  * what mxgate itself judged.  The layout fits a 1280x720 laptop screen
  * (wide tables scroll inside their box).
  *
@@ -66,10 +67,12 @@ const char gw_admin_html[] =
     "<tbody></tbody></table></div>\n</section>\n"
     "<section id=\"view-tlsrpt\" hidden>\n"
     "<h2>TLS-RPT: sessions per policy domain and sending organisation</h2>\n"
-    "<p>MTA-STS mode published: <b id=\"stsmode\">?</b> - switch to <code>mode = enforce</code> "
+    "<p>MTA-STS mode mxgate serves: <b id=\"stsmode\">?</b> - switch to <code>mode = enforce</code> "
     "once no organisation reports failures over several weeks.</p>\n"
+    "<ul id=\"stsdomains\"></ul>\n"
     "<div class=\"box\"><table id=\"tlsrpt\"><thead><tr><th>Policy domain</th><th>Type</th>"
-    "<th>Organisation</th><th>Successful</th><th>Failed</th><th>Failure types</th></tr>"
+    "<th>Organisation</th><th>Successful</th><th>Failed</th><th>Failure types</th>"
+    "<th>MTA-STS now</th></tr>"
     "</thead><tbody></tbody></table></div>\n</section>\n"
     "<section id=\"view-verdicts\" hidden>\n<h2>What mxgate itself judged</h2>\n"
     "<p class=\"legend\">From mxgate's own evaluation records ([reports] record): "
@@ -184,17 +187,29 @@ const char gw_admin_js[] =
     "    for (const x of daily) { if (!per.has(x.domain)) per.set(x.domain, []); "
     "per.get(x.domain).push(x); }\n"
     "    $('charts').replaceChildren(...[...per].map(([d, rows]) => chart(d, rows)));\n"
+    "    const info = await api('info'); const sts = new Map();\n"
+    "    const pubs = {current: 'published (current policy)', stale: 'published id differs: senders may "
+    "hold an older policy', none: 'not published', unknown: 'lookup failed'};\n"
+    "    const stsText = (x) => (x.served ? 'serves ' + x.served : 'not served by mxgate') + '; ' +\n"
+    "      (pubs[x.published] || x.published) + (x.published_id ? ' (id ' + x.published_id + ')' : '');\n"
+    "    for (const x of info.domains) sts.set(x.domain.toLowerCase(), x);\n"
+    "    $('stsdomains').replaceChildren(...info.domains.map((x) => el('li', x.domain + ': ' + "
+    "stsText(x))));\n"
     "    const tl = await api('tlsrpt'); const tt = $('tlsrpt').tBodies[0]; tt.replaceChildren();\n"
     "    for (const p of tl) { const tr = el('tr', undefined, p.failure > 0 ? 'fail' : '');\n"
     "      cell(tr, p.policy_domain); cell(tr, p.policy_type); cell(tr, p.org);\n"
     "      cell(tr, p.success, 1); cell(tr, p.failure, 1); cell(tr, p.failures);\n"
+    "      const x = sts.get(String(p.policy_domain).toLowerCase());\n"
+    "      cell(tr, x ? (x.published_mode || (x.served ? x.served + ' (served)' : '-')) : "
+    "'not an accepted domain');\n"
     "      tt.appendChild(tr); }\n"
     "    const vd = await api('verdicts'); const vt = $('verdicts').tBodies[0]; "
     "vt.replaceChildren();\n"
     "    for (const v of vd) { const tr = el('tr');\n"
     "      cell(tr, v.domain); cell(tr, v.disposition); cell(tr, v.reason); cell(tr, v.count, 1);\n"
     "      vt.appendChild(tr); }\n"
-    "    $('stsmode').textContent = (await api('info')).mta_sts_mode;\n"
+    "    $('stsmode').textContent = info.mta_sts_mode + (info.mta_sts_served ? '' : "
+    "' (policy for hosting elsewhere: [mta_sts] listen is off)');\n"
     "    document.body.dataset.loaded = 'yes';\n"
     "  } catch (e) { $('err').textContent = String(e.message); document.body.dataset.loaded = "
     "'error'; } }\n"

@@ -33,11 +33,20 @@
  * and the script only ever sets textContent; the page's
  * Content-Security-Policy forbids inline script besides.
  *
+ * MTA-STS per domain (GET /api/info, the TLS-RPT view): for each accepted
+ * domain - the list of the config now, replaced at a reload - the mode
+ * mxgate serves for it (the policy of the start config: [mta_sts] mode and
+ * listen change only with a restart, as gw-mtasts.c serves them) and what
+ * its _mta-sts TXT record publishes, looked up through mxgate's resolver
+ * per request: the served policy's id ("current", so the served mode is the
+ * one in force), another id ("stale": senders may hold an older policy) or
+ * none.  At most ADMIN_STS_DOMAINS domains.
+ *
  * Threads: the listener runs its own event_base in its own thread, so a
  * slow SQLite read never holds up SMTP.  It copies what it needs from the
  * config at start (a reload does not change it: restart), except the
  * certificate, swapped under tls_mu (the loop thread writes, the admin
- * thread reads).
+ * thread reads), and the accepted domains (under tls_mu too).
  * Ownership: struct gw_admin owns the thread, base, evhttp, SSL_CTX and
  * copies.
  */
@@ -55,6 +64,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -83,7 +93,10 @@ struct gw_admin {
 	bool https;             /* tls set at start (never changes after) */
 	unsigned char token_sha[SHA256_DIGEST_LENGTH];
 	struct config cfg; /* only reports_database, queue_dir, mta_sts_mode set (owned) */
-	char info[128];    /* GET /api/info: the MTA-STS mode published */
+	const char *sts_mode;       /* the served MTA-STS policy's mode (static) */
+	char sts_id[21];            /* and its id */
+	bool sts_served;            /* [mta_sts] listen: mxgate serves it over HTTPS */
+	struct util_strlist domains; /* accepted domains of the config now (tls_mu) */
 	struct policy_dns *dns;      /* borrowed (gw's resolver, freed after us) */
 	struct util_ttlmap *rdns;    /* source address -> struct admin_name (admin thread) */
 	struct gw_http_guard *guard; /* request deadline, connection cap (admin thread) */
@@ -137,6 +150,67 @@ static void admin_rdns(void *arg, const char *const *ips, size_t n, char **names
 	free(got);
 	free(at);
 	free(miss);
+}
+
+#define ADMIN_STS_DOMAINS 100
+
+/* sts_published - what _mta-sts.domain publishes: "current" (the id of the
+ * policy mxgate serves), "stale" (another id, copied to *id), "none" or
+ * "unknown" (the lookup failed). */
+static const char *sts_published(struct gw_admin *a, const char *domain, char *id, size_t idlen)
+{
+	struct util_strlist txt = {0};
+	bool secure = false;
+	const char *r = "none";
+	char *name = util_xasprintf("_mta-sts.%s", domain);
+	enum policy_dns_status st = a->dns != NULL ? policy_dns_txt_sync(a->dns, name, &txt, &secure)
+	                                           : POLICY_DNS_TEMPFAIL;
+
+	id[0] = '\0';
+	if (st == POLICY_DNS_TEMPFAIL || st == POLICY_DNS_BOGUS)
+		r = "unknown";
+	for (size_t i = 0; st == POLICY_DNS_OK && i < txt.n; i++) {
+		if (strncmp(txt.v[i], "v=STSv1", 7) != 0)
+			continue;
+		const char *p = strstr(txt.v[i], "id=");
+		size_t n = p != NULL ? strcspn(p + 3, "; \t") : 0;
+		snprintf(id, idlen, "%.*s", (int)n, p != NULL ? p + 3 : "");
+		r = strcmp(id, a->sts_id) == 0 ? "current" : "stale";
+		break;
+	}
+	util_strlist_free(&txt);
+	free(name);
+	return r;
+}
+
+/* admin_info - GET /api/info: the MTA-STS mode mxgate serves, and per
+ * accepted domain what it serves and what DNS publishes for it now. */
+static char *admin_info(struct gw_admin *a)
+{
+	struct util_strlist doms = {0};
+	json_t *list = json_array();
+	char id[64];
+
+	pthread_mutex_lock(&a->tls_mu);
+	for (size_t i = 0; i < a->domains.n && i < ADMIN_STS_DOMAINS; i++)
+		util_strlist_add(&doms, a->domains.v[i]);
+	pthread_mutex_unlock(&a->tls_mu);
+	for (size_t i = 0; i < doms.n; i++) {
+		const char *pub = sts_published(a, doms.v[i], id, sizeof(id));
+		json_array_append_new(
+		    list, json_pack("{s:s, s:o, s:s, s:o, s:o}", "domain", doms.v[i], "served",
+		                    a->sts_served ? json_string(a->sts_mode) : json_null(),
+		                    "published", pub, "published_id",
+		                    id[0] ? json_string(id) : json_null(), "published_mode",
+		                    strcmp(pub, "current") == 0 ? json_string(a->sts_mode)
+		                                                : json_null()));
+	}
+	json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "mta_sts_mode", a->sts_mode, "mta_sts_served",
+	                      a->sts_served, "mta_sts_id", a->sts_id, "domains", list);
+	char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	util_strlist_free(&doms);
+	return s;
 }
 
 /* authorized - the request carries the configured bearer token. */
@@ -268,7 +342,13 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (strcmp(path, "/api/info") == 0) {
-		send_body(req, HTTP_OK, "OK", "application/json", a->info, strlen(a->info));
+		char *info = admin_info(a);
+		if (info == NULL)
+			send_body(req, HTTP_INTERNAL, "Error", "application/json",
+			          "{\"error\":\"info\"}", 16);
+		else
+			send_body(req, HTTP_OK, "OK", "application/json", info, strlen(info));
+		free(info);
 		return;
 	}
 	int days = 30;
@@ -327,7 +407,14 @@ void gw_admin_reload(struct gw_admin *a, const struct config *cfg)
 	char err[512];
 	SSL_CTX *ctx, *old;
 
-	if (a == NULL || !a->https)
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->tls_mu); /* the accepted domains of the new config */
+	util_strlist_free(&a->domains);
+	for (size_t i = 0; i < cfg->accepted_domains.n; i++)
+		util_strlist_add(&a->domains, cfg->accepted_domains.v[i]);
+	pthread_mutex_unlock(&a->tls_mu);
+	if (!a->https)
 		return;
 	ctx = smtp_server_tls_ctx_new(cfg, err, sizeof(err));
 	if (ctx == NULL) {
@@ -369,9 +456,12 @@ struct gw_admin *gw_admin_new(struct gw *gw, char *err, size_t errlen)
 	a->cfg.mta_sts_mode = cfg->mta_sts_mode;
 	a->dns = gw->dns;
 	a->rdns = util_ttlmap_new("admin_rdns", ADMIN_RDNS_KEYS, sizeof(struct admin_name));
-	static const char *const modes[] = {"testing", "enforce", "none"};
-	snprintf(a->info, sizeof(a->info), "{\"mta_sts_mode\":\"%s\"}",
-	         cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?");
+	/* the policy gw-mtasts.c serves: made from the start config too */
+	a->sts_mode = gw_mta_sts_mode_name(cfg);
+	gw_mta_sts_id(cfg, a->sts_id);
+	a->sts_served = cfg->nmta_sts_listen > 0;
+	for (size_t i = 0; i < cfg->accepted_domains.n; i++)
+		util_strlist_add(&a->domains, cfg->accepted_domains.v[i]);
 	if ((a->base = event_base_new()) == NULL || (a->http = evhttp_new(a->base)) == NULL) {
 		snprintf(err, errlen, "admin: cannot create the HTTP server");
 		goto fail;
@@ -438,6 +528,7 @@ void gw_admin_free(struct gw_admin *a)
 		event_base_free(a->base);
 	SSL_CTX_free(a->tls);
 	util_ttlmap_free(a->rdns);
+	util_strlist_free(&a->domains);
 	pthread_mutex_destroy(&a->tls_mu);
 	free(a->cfg.reports_database);
 	free(a->cfg.queue_dir);

@@ -91,6 +91,11 @@ static void control_status(struct gw *gw, struct util_buf *out)
 	if (gw->sched) {
 		int64_t oldest = queue_sched_oldest(gw->sched);
 		util_buf_printf(out, "queue_messages: %zu\n", queue_sched_count(gw->sched));
+		/* what delivery can still empty: held and quarantined mail waits
+		 * for a person (mxgate-aws-boot drain waits for this one) */
+		util_buf_printf(out, "queue_deliverable: %zu\n",
+		                queue_sched_count_state(gw->sched, QUEUE_ACTIVE) +
+		                    queue_sched_count_state(gw->sched, QUEUE_DEFERRED));
 		util_buf_printf(out, "queue_oldest_age: %llds\n",
 		                (long long)(oldest ? now - oldest : 0));
 	}
@@ -399,8 +404,15 @@ int gw_control_request(const char *path, const char *line)
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n", path,
-		        strerror(errno));
+		if (errno == EACCES || errno == EPERM)
+			fprintf(stderr,
+			        "mxgate: cannot connect to %s: %s: the socket (or a folder above "
+			        "it) does not let you in; use it as root or as a member of [server] "
+			        "control_socket_group (socket mode control_socket_mode)\n",
+			        path, strerror(errno));
+		else
+			fprintf(stderr, "mxgate: cannot connect to %s: %s (is mxgate running?)\n",
+			        path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return 1;

@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "policy-arc.h"
 
@@ -83,7 +82,9 @@ int gw_cmd_keygen(int argc, char **argv)
 		fprintf(stderr, "mxgate keygen: no group '%s'\n", group);
 		return 2;
 	}
-	int made = policy_key_create(path, algorithm, bits, gr ? 0640 : 0600, err, sizeof(err));
+	char *rec = NULL;
+	int made = policy_key_create(path, algorithm, bits, gr ? 0640 : 0600,
+	                             gr ? gr->gr_gid : (gid_t)-1, &rec, err, sizeof(err));
 	if (made < 0) {
 		fprintf(stderr, "mxgate keygen: %s\n", err);
 		return 1;
@@ -94,17 +95,6 @@ int gw_cmd_keygen(int argc, char **argv)
 		        "under a new name, publish it under a new selector, then switch [arc] "
 		        "selector and key_file\n",
 		        path);
-		return 1;
-	}
-	if (gr != NULL && chown(path, (uid_t)-1, gr->gr_gid) < 0) {
-		fprintf(stderr, "mxgate keygen: %s: chgrp %s: %m\n", path, group);
-		unlink(path);
-		return 1;
-	}
-	char *rec = policy_arc_key_record(path, algorithm, err, sizeof(err));
-	if (rec == NULL) {
-		fprintf(stderr, "mxgate keygen: %s\n", err);
-		unlink(path);
 		return 1;
 	}
 	char kind[32];

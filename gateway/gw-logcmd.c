@@ -308,26 +308,33 @@ static int lc_usage(const char *why)
 static FILE *lc_open(const char *file, const char *conf, char *name, size_t namelen)
 {
 	if (file == NULL) {
+		/* like status: a file with an error elsewhere still names its log */
 		struct config_diags diags = {0};
 		struct config *cfg = config_load(conf, &diags);
+		const char *shown = conf != NULL ? conf : "(embedded default)";
+		size_t errors = config_diags_errors(&diags);
 
-		if (cfg == NULL) {
-			config_diags_print(&diags, stderr);
-			config_diags_free(&diags);
-			fprintf(stderr, "mxgate log: cannot load the config; name the log with --file\n");
-			return NULL;
-		}
 		config_diags_free(&diags);
-		if (cfg->log_file == NULL) {
+		if (cfg != NULL) {
+			snprintf(name, namelen, "%s", cfg->log_file != NULL ? cfg->log_file : "");
+			config_free(cfg);
+		} else if (config_peek_log_file(conf, name, namelen) < 0) {
+			fprintf(stderr, "mxgate log: cannot read %s (%s); name the log with --file\n",
+			        shown, strerror(errno));
+			return NULL;
+		} else {
+			fprintf(stderr,
+			        "mxgate: note: %s has %zu error%s (see `mxgate check-config`); "
+			        "reading its [log] file anyway\n",
+			        shown, errors, errors == 1 ? "" : "s");
+		}
+		if (name[0] == '\0') {
 			fprintf(stderr,
 			        "mxgate log: %s logs to stderr (no [log] file): name the log with "
 			        "--file, e.g. journalctl -u mxgate -o cat | mxgate log ID --file -\n",
-			        cfg->path != NULL ? cfg->path : "the config");
-			config_free(cfg);
+			        shown);
 			return NULL;
 		}
-		snprintf(name, namelen, "%s", cfg->log_file);
-		config_free(cfg);
 	} else {
 		snprintf(name, namelen, "%s", file);
 	}
@@ -399,7 +406,7 @@ int gw_cmd_log(int argc, char **argv)
 		rc = lc_usage("give a QUEUE-ID, --from or --to");
 		goto cleanup;
 	}
-	f = lc_open(file, conf, name, sizeof(name));
+	f = lc_open(file, file == NULL ? gw_config_path(conf) : conf, name, sizeof(name));
 	if (f == NULL)
 		goto cleanup;
 

@@ -30,6 +30,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "smtp-reasons.h"
 #include "version.h"
 
 #include <event2/buffer.h>
@@ -197,17 +198,15 @@ void gw_metrics_define(void)
 	};
 	/* Labelled series an alert may watch exist from start-up at 0 (an
 	 * increase() over a series that appears only with its first event never
-	 * fires).  Label values are fixed sets; routes come from the config
-	 * (gw_metrics_config).  docs/postmaster-guide.md lists them. */
+	 * fires).  Label values are fixed sets; the SMTP refusal reasons come
+	 * from the table the call sites are checked against (smtp-reasons.h);
+	 * routes come from the config (gw_metrics_config).
+	 * docs/postmaster-guide.md lists them. */
 	static const struct {
 		const char *name;
 		const char *const values[8];
 	} zero[] = {
-	    {"mxgate_connections_refused_total",
-	     {"access", "max_connections", "max_connections_per_ip", "bad_proxy_header"}},
 	    {"mxgate_accept_pauses_total", {"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"}},
-	    {"mxgate_messages_rejected_total", {"policy", "policy_tempfail", "queue_write",
-	                                        "queue_commit", "content_busy"}},
 	    {"mxgate_dmarc_results_total", {"none", "pass", "fail", "temperror", "permerror"}},
 	    {"mxgate_spam_verdicts_total", {"ham", "spam"}},
 	    {"mxgate_policy_actions_total", {"accept", "quarantine", "reject", "tempfail"}},
@@ -221,12 +220,22 @@ void gw_metrics_define(void)
 	    {"mxgate_state_evictions_total",
 	     {"ratelimit", "greylist", "pregreet", "dnsbl", "verify", "admin_rdns"}},
 	};
+	static const struct {
+		const char *name;
+		const char *const *values; /* NULL-terminated */
+	} zero_smtp[] = {
+	    {"mxgate_connections_refused_total", smtp_refused_reasons},
+	    {"mxgate_messages_rejected_total", smtp_rejected_reasons},
+	};
 	for (size_t i = 0; i < sizeof(cat) / sizeof(cat[0]); i++)
 		(void)util_metrics_define(cat[i].name, cat[i].kind, cat[i].help, cat[i].label, NULL,
 		                          0);
 	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++)
 		for (size_t k = 0; k < 8 && zero[i].values[k]; k++)
 			util_metrics_add(zero[i].name, zero[i].values[k], 0);
+	for (size_t i = 0; i < sizeof(zero_smtp) / sizeof(zero_smtp[0]); i++)
+		for (size_t k = 0; zero_smtp[i].values[k] != NULL; k++)
+			util_metrics_add(zero_smtp[i].name, zero_smtp[i].values[k], 0);
 	util_metrics_set("mxgate_build_info", MXGATE_VERSION, 1);
 	(void)util_metrics_define("mxgate_data_to_250_seconds", UTIL_METRIC_HISTOGRAM,
 	                          "Time from the DATA command to the 250 reply of queued messages",

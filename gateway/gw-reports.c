@@ -5,7 +5,7 @@
  * `mxgate reports preview DOMAIN
  * [-c FILE]`: print the
  * RFC 9990 aggregate report XML that DOMAIN (a DMARC policy domain) would
- * be sent for the current reporting period, read from the report store.
+ * be sent if the period ended now (the next run's period and report id).
  * Works beside a running daemon (the store is SQLite in WAL mode).
  *
  * Exit codes: 0 printed, 1 nothing recorded / store error, 2 usage/config.

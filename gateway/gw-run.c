@@ -456,7 +456,10 @@ int gw_cmd_run(int argc, char **argv)
 		util_log_err("- %s", err);
 		goto out;
 	}
-	/* after the privilege drop: the store's files belong to the run user */
+	/* after the privilege drop: the store's files belong to the run user.
+	 * A store that cannot be opened (broken file, server down) is not an
+	 * error here: recording starts degraded and the writer retries; only
+	 * a config this build cannot serve or no memory fails these calls. */
 	if (gw.cfg->reports_record) {
 		gw.reports = reports_open(gw.cfg, err, sizeof(err));
 		if (!gw.reports) {

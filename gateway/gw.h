@@ -70,13 +70,15 @@ void gw_control_free(struct gw_control *c);
 int gw_control_request(const char *path, const char *line);
 
 /* gw_config_path - the config a subcommand uses: given (-c), else
- * /etc/mxgate/mxgate.conf when it exists, else NULL (the embedded default);
- * says on stderr which when -c was not given (gw-cli.c). */
+ * /etc/mxgate/mxgate.conf when it exists (or cannot be looked at: EACCES),
+ * else NULL (the embedded default); says on stderr which when -c was not
+ * given (gw-cli.c). */
 const char *gw_config_path(const char *given);
 /* gw_control_socket_for - the daemon's control socket for config_path:
  * from the loaded config, or, when the file has errors, from a partial read
- * (config_peek_control_socket) with a note on stderr.  0 (config loaded),
- * 1 (the file has errors; path from the partial read), -1. */
+ * (config_peek_control_socket) with a note on stderr; when the user may not
+ * read the file, the packaged /run/mxgate/control.sock, with a note.
+ * 0 (config loaded), 1 (path from the partial read or the default), -1. */
 int gw_control_socket_for(const char *config_path, char *out, size_t outlen);
 
 /* ------------------------------------------------------------ subcommands */

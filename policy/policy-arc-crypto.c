@@ -106,8 +106,10 @@ EVP_PKEY *policy_arc_load_key(const char *path, int algorithm, char *err, size_t
  * (algorithm 0) or Ed25519 (1), created with O_EXCL (an existing file is
  * never replaced: 1 is returned and the file is left alone) and mode, and
  * fsynced before 0 is returned.  -1 + err; a partial file is removed. */
-int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, char *err,
-                      size_t errlen)
+static char *key_record_of(EVP_PKEY *k, int algorithm);
+
+int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, gid_t gid,
+                      char **record, char *err, size_t errlen)
 {
 	EVP_PKEY *k = NULL;
 	FILE *f = NULL;
@@ -119,8 +121,9 @@ int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, ch
 		snprintf(err, errlen, "%s: cannot create the key: %s", path, strerror(errno));
 		return -1;
 	}
-	/* the mode asked for, whatever the umask */
-	if (fchmod(fd, mode) < 0)
+	/* the group and mode asked for, whatever the umask - on the file
+	 * created, never by its name (which may be swapped meanwhile) */
+	if ((gid != (gid_t)-1 && fchown(fd, (uid_t)-1, gid) < 0) || fchmod(fd, mode) < 0)
 		goto fail;
 	k = algorithm == 0 ? EVP_RSA_gen((unsigned)bits) : EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
 	if (k == NULL || (f = fdopen(fd, "w")) == NULL)
@@ -131,6 +134,11 @@ int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, ch
 		goto fail;
 	if (fclose(f) != 0) {
 		f = NULL;
+		goto fail;
+	}
+	if (record != NULL && (*record = key_record_of(k, algorithm)) == NULL) {
+		f = NULL;
+		errno = 0;
 		goto fail;
 	}
 	EVP_PKEY_free(k);
@@ -151,13 +159,26 @@ fail:
 char *policy_arc_key_record(const char *key_file, int algorithm, char *err, size_t errlen)
 {
 	EVP_PKEY *k = policy_arc_load_key(key_file, algorithm, err, errlen);
+	char *rec;
+
+	if (k == NULL)
+		return NULL;
+	rec = key_record_of(k, algorithm);
+	if (rec == NULL)
+		snprintf(err, errlen, "[arc] key_file %s: cannot derive the public key", key_file);
+	EVP_PKEY_free(k);
+	return rec;
+}
+
+/* key_record_of - "v=DKIM1; k=...; p=..." of k; NULL when the public half
+ * cannot be derived. */
+static char *key_record_of(EVP_PKEY *k, int algorithm)
+{
 	unsigned char *der = NULL, raw[32];
 	size_t rawlen = sizeof(raw);
 	char *b64 = NULL, *rec = NULL;
 	int n;
 
-	if (k == NULL)
-		return NULL;
 	if (algorithm == 0) {
 		n = i2d_PUBKEY(k, &der);
 		if (n > 0)
@@ -169,10 +190,7 @@ char *policy_arc_key_record(const char *key_file, int algorithm, char *err, size
 	if (b64 != NULL)
 		rec =
 		    util_xasprintf("v=DKIM1; k=%s; p=%s", algorithm == 0 ? "rsa" : "ed25519", b64);
-	else
-		snprintf(err, errlen, "[arc] key_file %s: cannot derive the public key", key_file);
 	free(b64);
-	EVP_PKEY_free(k);
 	return rec;
 }
 

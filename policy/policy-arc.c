@@ -142,12 +142,11 @@ struct arc_hdrs {
 static int arc_hash_headers(const struct arc_hdrs *hs, const char *h, bool relaxed,
                             bool kept_only, struct util_buf *data)
 {
-	bool used[512] = {false};
+	bool *used = util_xcalloc(hs->nf + 1, sizeof(*used));
 	const char *p = h;
 	size_t nnames = 0;
+	int rc = -1;
 
-	if (hs->nf > sizeof(used) / sizeof(used[0]))
-		return -1;
 	while (*p) {
 		const char *s, *e;
 		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
@@ -161,9 +160,9 @@ static int arc_hash_headers(const struct arc_hdrs *hs, const char *h, bool relax
 		if (*p == ':')
 			p++;
 		if (e == s || ++nnames > POLICY_ARC_MAX_SIGNED)
-			return -1;
+			goto done;
 		if ((size_t)(e - s) == 8 && strncasecmp(s, "arc-seal", 8) == 0)
-			return -1;
+			goto done;
 		for (size_t i = hs->nf; i-- > 0;) {
 			const struct arc_field *f = &hs->f[i];
 			if (used[i] || (kept_only && !f->kept) ||
@@ -174,7 +173,10 @@ static int arc_hash_headers(const struct arc_hdrs *hs, const char *h, bool relax
 			break;
 		}
 	}
-	return nnames > 0 ? 0 : -1;
+	rc = nnames > 0 ? 0 : -1;
+done:
+	free(used);
+	return rc;
 }
 
 /* arc_add_sig_field - the signature field itself, b= emptied, no CRLF. */
@@ -247,7 +249,7 @@ void policy_arc_header(struct policy_msg *pm, const char *f, size_t len)
 	if (!arc_active(pm))
 		return;
 	am = arc_msg(pm);
-	if (am->nf == 512) {
+	if (am->nf == POLICY_ARC_MAX_FIELDS) {
 		am->too_many = true; /* more fields than we index: no seal, chain fails */
 		return;
 	}
@@ -943,21 +945,27 @@ int policy_seal_run(struct policy_seal *ps, const char *prepend, int fd, int64_t
 	struct policy_arc_body *body = policy_arc_body_new(true, -1);
 	struct util_buf hdr;
 	struct arc_field *f = NULL;
-	size_t nf = 0, capf = 0, pos = 0;
+	size_t nf = 0, nown = 0, capf = 0, pos = 0, plen = prepend != NULL ? strlen(prepend) : 0;
 	struct util_hdr_field hf;
 	struct arc_hdrs hs;
 	unsigned char bh[32];
+	bool too_many = false;
 	int r, rc = -1;
 
 	util_buf_init(&hdr);
-	util_buf_adds(&hdr, prepend != NULL ? prepend : "");
+	util_buf_add(&hdr, prepend != NULL ? prepend : "", plen);
 	if (fd < 0 || seal_read(ps, fd, size, &hdr, body) < 0)
 		goto done;
 	/* the final header block: the fields mxgate puts in front (the
-	 * re-emitted Subject among them), then the spool's; all delivered */
+	 * re-emitted Subject among them), then the spool's; all delivered.
+	 * Only the spool's count against POLICY_ARC_MAX_FIELDS, the limit
+	 * the policy job applied to the fields as received. */
 	while ((r = util_hdr_next(hdr.data, hdr.len, &pos, &hf)) == 1) {
-		if (nf == 512)
+		bool own = (size_t)(hf.raw - hdr.data) < plen;
+		too_many = own ? nown == POLICY_ARC_MAX_OWN : nf - nown == POLICY_ARC_MAX_FIELDS;
+		if (too_many)
 			break;
+		nown += own;
 		if (nf == capf) {
 			capf = capf ? capf * 2 : 64;
 			f = util_xrealloc(f, capf * sizeof(*f));
@@ -967,7 +975,7 @@ int policy_seal_run(struct policy_seal *ps, const char *prepend, int fd, int64_t
 		f[nf].kept = true;
 		nf++;
 	}
-	if (r < 0 || nf == 512) {
+	if (r < 0 || too_many) {
 		util_log_err("arc op=seal error=\"message not sealed: %s\"",
 		             r < 0 ? "malformed header field" : "too many header fields");
 		goto done;

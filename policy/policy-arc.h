@@ -27,6 +27,12 @@ struct policy_ctx;
 #define POLICY_ARC_MAX_INSTANCES 10
 #define POLICY_ARC_MAX_TAGS      32
 #define POLICY_ARC_MAX_SIGNED    64 /* names in an AMS h= */
+/* header fields of a message as received that ARC indexes: more, and the
+ * chain fails and nothing is sealed.  mxgate's own fields (the prepend) do
+ * not count against it, so the seal made after content edits
+ * (policy_seal_run) takes the same messages as the one in the policy job. */
+#define POLICY_ARC_MAX_FIELDS 512
+#define POLICY_ARC_MAX_OWN    512 /* fields mxgate prepends (a sanity bound) */
 
 /* ------------------------------------------------------------ tag-list */
 
@@ -168,10 +174,12 @@ bool policy_arc_verify_sig(EVP_PKEY *key, int alg, const struct util_buf *data, 
 char *policy_arc_sign(EVP_PKEY *key, const struct util_buf *data);
 
 /* policy_key_create - a new PEM private key at path (RSA of bits when
- * algorithm is 0, Ed25519 when 1), O_EXCL and mode, fsynced.  0 made, 1 the
- * file exists (left alone), -1 + err. */
-int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, char *err,
-                      size_t errlen);
+ * algorithm is 0, Ed25519 when 1), O_EXCL, group gid ((gid_t)-1: the
+ * caller's) and mode set on the open file, fsynced; *record (when not
+ * NULL, malloc'd) its DKIM key record, from the key in memory.  0 made,
+ * 1 the file exists (left alone), -1 + err. */
+int policy_key_create(const char *path, int algorithm, int bits, mode_t mode, gid_t gid,
+                      char **record, char *err, size_t errlen);
 
 /* policy_arc_key_record - the selector TXT text ("v=DKIM1; k=rsa; p=...")
  * of the private key in key_file; malloc'd, NULL + err on failure. */

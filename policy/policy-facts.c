@@ -147,12 +147,7 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 			if (o->applied == 'r' && cfg->dmarc_enforcement == CONFIG_DMARC_REJECT)
 				f->disposition = "reject";
 			else if (o->applied == 'r' || o->applied == 'q')
-				/* mxgate's quarantine verdict is a 550 with [spam]
-				 * quarantine_action = reject: that is what was
-				 * applied (smtp_data_greylisted) */
-				f->disposition =
-				    cfg->spam_quarantine_action == CONFIG_PQ_REJECT ? "reject"
-				                                                    : "quarantine";
+				f->disposition = "quarantine";
 			if (o->applied != o->policy)
 				f->override =
 				    o->applied == 'n' || o->applied == 'q' ? "sampled_out" : NULL;
@@ -160,11 +155,24 @@ int policy_msg_dmarc_facts(const struct policy_msg *pm, struct policy_dmarc_fact
 				f->override = "local_policy";
 				f->override_comment = "enforcement quarantine";
 			}
+			/* [spam] dmarc_quarantine_action (issue 13): reject
+			 * refuses it (a 550: that is what was applied), deliver
+			 * lets it in unmarked - a local policy weaker than the
+			 * domain's */
+			if (strcmp(f->disposition, "quarantine") == 0 &&
+			    cfg->spam_dmarc_action == CONFIG_PQ_REJECT) {
+				f->disposition = "reject";
+			} else if (strcmp(f->disposition, "quarantine") == 0 &&
+			           cfg->spam_dmarc_action == CONFIG_PQ_DELIVER) {
+				f->disposition = "none";
+				f->override = "local_policy";
+				f->override_comment = "dmarc_quarantine_action deliver";
+			}
 			if (strcmp(f->disposition, "reject") == 0) {
 				/* the policy's reject, or stricter than p=quarantine */
 				f->override = o->policy == 'r' ? NULL : "local_policy";
 				f->override_comment =
-				    o->policy == 'r' ? NULL : "quarantine_action reject";
+				    o->policy == 'r' ? NULL : "dmarc_quarantine_action reject";
 			}
 		}
 	}

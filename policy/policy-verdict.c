@@ -17,7 +17,11 @@
  * DMARC reject becomes TEMPFAIL (451).  Zero or several From: addresses ->
  * REJECT whenever DMARC is enabled.  A DMARC temperror -> TEMPFAIL (451
  * 4.7.1) unless dmarc_temperror=accept, enforcement is monitor, or the
- * sender is exempt.  A spam score at or above the threshold -> QUARANTINE.
+ * sender is exempt.  A spam score at or above the threshold -> QUARANTINE,
+ * and so is a DNSBL listing when [dnsbl] tag_action is not deliver; the
+ * verdict names each kind that fired (policy_kind), and smtp/ applies each
+ * kind's configured action.  X-Spam-Flag is YES when a kind that fired is
+ * configured to do more than deliver.
  *
  * Ownership: the verdict strings belong to the message.
  * Threads: policy_verdict_build() runs on a worker as the last step of the
@@ -581,9 +585,27 @@ void policy_verdict_build(struct policy_msg *pm)
 	}
 	score = policy_score(cfg, pm, &rules);
 	pm->verdict.score = score;
-	if (pm->verdict.action == POLICY_ACCEPT && score >= cfg->spam_threshold)
+	pm->verdict.kinds = 0;
+	if (pm->verdict.action == POLICY_QUARANTINE)
+		pm->verdict.kinds |= POLICY_KIND_DMARC;
+	if (pm->verdict.action <= POLICY_QUARANTINE && score >= cfg->spam_threshold)
+		pm->verdict.kinds |= POLICY_KIND_SCORE;
+	if (pm->verdict.action <= POLICY_QUARANTINE && pm->dnsbl_hits.n > 0 &&
+	    cfg->dnsbl_tag_action != CONFIG_PQ_DELIVER)
+		pm->verdict.kinds |= POLICY_KIND_DNSBL;
+	if (pm->verdict.kinds != 0)
 		pm->verdict.action = POLICY_QUARANTINE;
-	spam = pm->verdict.action == POLICY_QUARANTINE || score >= cfg->spam_threshold;
+	/* flagged when a verdict that fired does more than deliver (a refused
+	 * message keeps the plain score test: its headers go only into a
+	 * failure report) */
+	if (pm->verdict.action > POLICY_QUARANTINE)
+		spam = score >= cfg->spam_threshold;
+	else
+		spam = ((pm->verdict.kinds & POLICY_KIND_DMARC) &&
+		        cfg->spam_dmarc_action != CONFIG_PQ_DELIVER) ||
+		       ((pm->verdict.kinds & POLICY_KIND_SCORE) &&
+		        cfg->spam_score_action != CONFIG_PQ_DELIVER) ||
+		       (pm->verdict.kinds & POLICY_KIND_DNSBL);
 
 	util_buf_init(&h);
 	ar = policy_ar_format(cfg, pm);

@@ -377,6 +377,13 @@ bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strl
 	return false;
 }
 
+/* policy_msg_spf_pass - SPF pass for the MAIL FROM identity. */
+bool policy_msg_spf_pass(const struct policy_msg *pm)
+{
+	return pm->spf_done && pm->spf.evaluated && pm->spf.result == POLICY_SPF_PASS &&
+	       !pm->spf.helo_identity && pm->spf.domain;
+}
+
 /* policy_msg_dmarc_reject_dkim_pass - DKIM-signed mail passing DMARC p=reject:
  * a passing signature of the From: domain, a parent of it, or (when the tree
  * walk had to find it) anything under its organizational domain. */

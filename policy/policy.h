@@ -223,6 +223,15 @@ enum policy_action {
 	POLICY_TEMPFAIL,       /* 451 with reply */
 };
 
+/* Which of mxgate's own verdicts made a POLICY_QUARANTINE (issue 13): each
+ * kind has its own configured action ([spam] dmarc_quarantine_action,
+ * score_action, [dnsbl] tag_action), which smtp/ applies. */
+enum policy_kind {
+	POLICY_KIND_DMARC = 1u << 0, /* DMARC failure, disposition quarantine */
+	POLICY_KIND_SCORE = 1u << 1, /* score at or above [spam] threshold */
+	POLICY_KIND_DNSBL = 1u << 2, /* listed at [dnsbl] tag_threshold, tag_action not deliver */
+};
+
 typedef void (*policy_cb)(uint64_t cookie, void *arg);
 
 /* One message.  mail_from is "" for the null sender. */
@@ -285,6 +294,7 @@ struct policy_verdict {
 	const char *summary;   /* key=value fields for the log line:
 	                          "spf=pass dkim=pass dmarc=pass score=0.0 action=accept" */
 	double score;
+	unsigned kinds;        /* enum policy_kind bits: why the action is QUARANTINE (0 else) */
 	const char *spf;       /* SPF result word ("pass", "fail", ...), NULL = not evaluated */
 	const char *dmarc;     /* DMARC result word, NULL = not evaluated */
 };
@@ -315,6 +325,9 @@ void policy_seal_free(struct policy_seal *ps);
 /* policy_msg_spf_pass_for - SPF passed for MAIL FROM and its domain is one of
  * domains or under one of them (after finish's callback or SPF's). */
 bool policy_msg_spf_pass_for(const struct policy_msg *pm, const struct util_strlist *domains);
+/* policy_msg_spf_pass - SPF is known and passed for MAIL FROM (not only
+ * for the HELO name): the envelope sender is authorised by its domain. */
+bool policy_msg_spf_pass(const struct policy_msg *pm);
 /* policy_msg_dmarc_reject_dkim_pass - DMARC passed for a From: domain that
  * publishes p=reject, and a DKIM signature of its organizational domain
  * passed (after finish's callback). */

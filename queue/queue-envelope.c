@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENV_VERSION 3 /* newest version read and written */
+#define ENV_VERSION 4 /* newest version read and written */
 
 /* Kinds of scalar fields. */
 enum env_kind {
@@ -35,6 +35,7 @@ enum env_kind {
 	ENV_I64,     /* int64_t >= 0 */
 	ENV_INT,     /* int >= 0 */
 	ENV_BOOL,    /* bool as 0 / 1 */
+	ENV_US_OPT,  /* int 0..999999, key omitted when 0 */
 };
 
 struct env_field {
@@ -47,6 +48,7 @@ struct env_field {
  * "prepend", "rcpt", "reply" and "end" are handled apart. */
 static const struct env_field env_fields[] = {
     {"arrival", ENV_I64, offsetof(struct queue_envelope, arrival)},
+    {"arrival-us", ENV_US_OPT, offsetof(struct queue_envelope, arrival_us)},
     {"size", ENV_I64, offsetof(struct queue_envelope, size)},
     {"sender", ENV_ADDR, offsetof(struct queue_envelope, sender)},
     {"client-addr", ENV_STR_OPT, offsetof(struct queue_envelope, client_addr)},
@@ -234,6 +236,14 @@ static void env_put_field(struct util_buf *b, const struct queue_envelope *env,
 		util_buf_printf(b, "%s: %d\n", f->key, v ? 1 : 0);
 		break;
 	}
+	case ENV_US_OPT: {
+		int v;
+
+		memcpy(&v, base + f->off, sizeof(v));
+		if (v > 0 && v < 1000000)
+			util_buf_printf(b, "%s: %d\n", f->key, v);
+		break;
+	}
 	}
 }
 
@@ -267,6 +277,8 @@ static void env_put_capped(struct util_buf *b, const char *key, const char *val,
 /* env_version - the lowest format version that can carry env. */
 static int env_version(const struct queue_envelope *env)
 {
+	if (env->arrival_us > 0 && env->arrival_us < 1000000)
+		return 4;
 	if (env->quarantine_reason != NULL || env->quarantine_verdict != NULL)
 		return 3;
 	return env->spf != NULL || env->dmarc != NULL ? 2 : 1;
@@ -280,7 +292,8 @@ static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, s
 
 	util_buf_init(&b);
 	/* Version 2 added the optional "spf" and "dmarc" keys, version 3
-	 * "quarantine-reason" and "quarantine-verdict"; an envelope is written
+	 * "quarantine-reason" and "quarantine-verdict", version 4
+	 * "arrival-us"; an envelope is written
 	 * with the lowest version that has its keys, so one without them stays
 	 * readable by older builds. */
 	util_buf_printf(&b, "version: %d\n", env_version(env));
@@ -331,7 +344,7 @@ static char *env_serialize(const struct queue_envelope *env, size_t reply_cap, s
 	return b.data;
 }
 
-/* queue_envelope_serialize - the text of env (version 1, 2 or 3: the
+/* queue_envelope_serialize - the text of env (version 1 to 4: the
  * lowest that has its keys); caller frees.
  * Never longer than QUEUE_ENVELOPE_MAX when the addresses and the header
  * block fit (the server caps those): replies are shortened first. */
@@ -520,6 +533,15 @@ static int env_set_field(struct env_parser *ps, const struct env_field *f, const
 		memcpy(base + f->off, &b, sizeof(b));
 		return 0;
 	}
+	case ENV_US_OPT: {
+		int i;
+
+		if (env_parse_uint(ps, f->key, v, n, 999999, &x) < 0)
+			return -1;
+		i = (int)x;
+		memcpy(base + f->off, &i, sizeof(i));
+		return 0;
+	}
 	}
 	return env_fail(ps, "%s: internal error", f->key);
 }
@@ -704,7 +726,8 @@ struct queue_envelope *queue_envelope_parse(const char *text, size_t len, char *
 		goto done;
 	}
 	for (i = 0; i < ENV_NFIELDS; i++) {
-		if (env_fields[i].kind != ENV_STR_OPT && !(ps.seen & (1u << i))) {
+		if (env_fields[i].kind != ENV_STR_OPT && env_fields[i].kind != ENV_US_OPT &&
+		    !(ps.seen & (1u << i))) {
 			env_fail(&ps, "missing key \"%s\"", env_fields[i].key);
 			goto done;
 		}

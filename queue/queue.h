@@ -60,6 +60,8 @@ struct queue_envelope {
 	char *prepend;                 /* owned; header lines (CRLF) put in front of the
 	                                  message file on delivery: Received, A-R, ... */
 	int64_t arrival;               /* seconds since the epoch */
+	int arrival_us;                /* and microseconds (0..999999); 0 in
+	                                  envelopes of builds before version 4 */
 	int64_t size;                  /* bytes of msg/ID (not counting prepend) */
 	bool smtputf8;                 /* client used SMTPUTF8: needs SMTPUTF8 downstream */
 	bool eightbit;                 /* message has 8-bit bytes: needs 8BITMIME downstream */

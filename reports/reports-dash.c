@@ -580,7 +580,8 @@ int reports_inbound_summary(const struct config *cfg, const char *domain, int da
 
 	util_buf_printf(
 	    out,
-	    "TLS-RPT (last %d days; MTA-STS mode published: %s):\n"
+	    "TLS-RPT (last %d days; MTA-STS mode mxgate serves: %s - [mta_sts] mode of this "
+	    "config; the dashboard shows what each domain publishes):\n"
 	    "%-24s %-6s %-30s %9s %9s  %s\n",
 	    days, cfg->mta_sts_mode >= 0 && cfg->mta_sts_mode <= 2 ? modes[cfg->mta_sts_mode] : "?",
 	    "policy_domain", "type", "org", "success", "failure", "failure types");

@@ -48,7 +48,7 @@ struct ingest_job {
 
 struct reports_ingest {
 	const struct reports_backend *be;
-	void *db;
+	struct reports_conn conn; /* down: a report received is not stored */
 	pthread_t thread;
 	bool started, stop;
 	pthread_mutex_t lock;
@@ -118,8 +118,13 @@ static void job_run(struct reports_ingest *ri, struct ingest_job *j)
 	else
 		found = reports_inbound_parse(j->data, j->len, &in);
 	size_t rawlen = j->len > REPORTS_IN_MAX_MSG ? REPORTS_IN_MAX_MSG : j->len;
-	int rc = ri->be->add_inbound(ri->db, &in, j->t, j->rcpt, j->qid,
-	                             in.errors.n ? j->data : NULL, rawlen, &dups, err, sizeof(err));
+	void *db = reports_conn_get(&ri->conn, err, sizeof(err));
+	int rc = db == NULL ? -1
+	                    : ri->be->add_inbound(db, &in, j->t, j->rcpt, j->qid,
+	                                          in.errors.n ? j->data : NULL, rawlen, &dups,
+	                                          err, sizeof(err));
+	if (rc < 0 && db != NULL)
+		reports_conn_failed(&ri->conn);
 	if (rc < 0) {
 		util_metrics_inc("mxgate_reports_write_errors_total", NULL);
 		util_log_err("%s reports inbound store failed error=\"%s\"", j->qid, err);
@@ -162,9 +167,13 @@ static void ingest_prune(struct reports_ingest *ri)
 
 	if (ri->last_prune != 0 && now - ri->last_prune < INGEST_PRUNE_EVERY)
 		return;
+	void *db = reports_conn_get(&ri->conn, err, sizeof(err));
+	if (db == NULL) /* down: the next message tries again */
+		return;
 	ri->last_prune = now;
-	if (ri->be->prune_inbound(ri->db, now - ri->retention, now - keep_refused, &n, err,
+	if (ri->be->prune_inbound(db, now - ri->retention, now - keep_refused, &n, err,
 	                          sizeof(err)) < 0) {
+		reports_conn_failed(&ri->conn);
 		util_metrics_inc("mxgate_reports_write_errors_total", NULL);
 		util_log_err("- reports inbound prune failed error=\"%s\"", err);
 	} else if (n > 0) {
@@ -249,8 +258,12 @@ struct reports_ingest *reports_ingest_new(const struct config *cfg, char *err, s
 		         ri->be->name);
 		goto fail;
 	}
-	if ((ri->db = ri->be->open(target, err, errlen)) == NULL)
-		goto fail;
+	/* a store that cannot be opened now is tried again per message:
+	 * never a reason not to start (the messages are delivered anyway) */
+	reports_conn_init(&ri->conn, ri->be, target, "ingest");
+	target = NULL;
+	char e2[256];
+	(void)reports_conn_get(&ri->conn, e2, sizeof(e2));
 	ri->retention = cfg->reports_inbound_retention > 0 ? cfg->reports_inbound_retention
 	                                                   : 400 * 86400;
 	if (pthread_create(&ri->thread, NULL, ingest_main, ri) != 0) {
@@ -280,8 +293,7 @@ void reports_ingest_free(struct reports_ingest *ri)
 	}
 	for (size_t i = 0; i < ri->qlen; i++)
 		job_free(ri->q[(ri->qhead + i) % INGEST_QMAX]);
-	if (ri->db != NULL)
-		ri->be->close(ri->db);
+	reports_conn_close(&ri->conn);
 	pthread_mutex_destroy(&ri->lock);
 	pthread_cond_destroy(&ri->wake);
 	pthread_cond_destroy(&ri->idle);

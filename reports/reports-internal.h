@@ -177,8 +177,44 @@ struct reports_backend {
 	             char *err, size_t errlen);
 	/* schema_version - the migrated version, -1 on error */
 	int (*schema_version)(void *db);
+	/* broken - after a failed call: the connection is lost (the server
+	 * went away) and must be opened again; NULL: never (a file) */
+	bool (*broken)(void *db);
 	void (*close)(void *db);
 };
+
+/* A connection to the store that survives the store being down (issue 14:
+ * mail is never refused, the gateway never stopped, because of the store):
+ * reports_conn_get opens it when it is due, with a backoff of
+ * REPORTS_RETRY_MIN doubling to REPORTS_RETRY_MAX seconds between tries;
+ * reports_conn_failed after a failed call drops a lost connection (the
+ * next get opens a new one).  The operator's file is never touched: a
+ * broken SQLite file is only opened again.  One thread at a time. */
+#define REPORTS_RETRY_MIN 1
+#define REPORTS_RETRY_MAX 30
+struct reports_conn {
+	const struct reports_backend *be;
+	char *target;
+	const char *who;   /* the log lines' "reports <who>" */
+	void *db;          /* NULL: down */
+	int64_t next_try;  /* monotonic ms of the next open */
+	int backoff;       /* seconds */
+	bool was_down;     /* the last try failed (logged) */
+	char last_err[256];
+	int64_t last_log;  /* monotonic ms of the last "unavailable" line */
+};
+/* reports_conn_init - takes target (malloc'd); nothing is opened yet. */
+void reports_conn_init(struct reports_conn *c, const struct reports_backend *be, char *target,
+                       const char *who);
+/* reports_conn_get - the open handle, or NULL while the store is down
+ * (err then says why; a try is made when one is due). */
+void *reports_conn_get(struct reports_conn *c, char *err, size_t errlen);
+/* reports_conn_failed - a call on the handle failed: a lost connection
+ * is closed and the store counts as down from now on. */
+void reports_conn_failed(struct reports_conn *c);
+/* reports_conn_wait_ms - ms until the next try (0 when up or due). */
+int64_t reports_conn_wait_ms(const struct reports_conn *c);
+void reports_conn_close(struct reports_conn *c);
 extern const struct reports_backend reports_sqlite_backend;
 
 /* reports_schema_version - the version the migrations reach. */
@@ -191,6 +227,27 @@ extern const struct reports_backend reports_sqlite_backend;
 char *reports_db_target(const struct config *cfg, const struct reports_backend **be, char *err,
                         size_t errlen);
 extern const struct reports_backend reports_pg_backend;
+
+/* What a run covers (reports-report.c; the run and the preview).
+ * reports_run_begin - where a run ending at end starts: the end of the
+ * last run; before any, the start of the oldest evaluation's period (end
+ * when there is none); never before the look-back (retention, at least a
+ * period, at most REPORTS_LOOKBACK_MAX), never after end.  0/-1 + err. */
+#define REPORTS_LOOKBACK_MAX (31 * 86400)
+int reports_run_begin(const struct reports_backend *be, void *db, const struct config *cfg,
+                      int64_t end, int64_t *begin, char *err, size_t errlen);
+/* reports_run_slice - the next report period of a run from from to end:
+ * [*sb, *se), the period of the next evaluation at or after from (cut to
+ * [from, end)); periods without evaluations are skipped.  1, 0 when none
+ * is left, -1 + err. */
+int reports_run_slice(const struct reports_backend *be, void *db, const struct config *cfg,
+                      int64_t from, int64_t end, int64_t *sb, int64_t *se, char *err,
+                      size_t errlen);
+/* reports_report_id - RFC 9990 unique-id (1*(ALPHA / DIGIT)): 24 hex
+ * digits of SHA-256(hostname, domain, begin, end), the same for the same
+ * report, so the report table's key makes a run idempotent. */
+void reports_report_id(const char *hostname, const char *domain, int64_t begin, int64_t end,
+                       char out[25]);
 
 /* reports_dash_ready - the readiness line of one domain's sender inventory
  * (reports-dash.c; pure, for the unit tests): messages from approved

@@ -205,6 +205,12 @@ static void *pg_open(const char *target, char *err, size_t errlen)
 	return c;
 }
 
+/* pg_broken - the server went away (restart, network): open again. */
+static bool pg_broken(void *h)
+{
+	return PQstatus(h) != CONNECTION_OK;
+}
+
 static void pg_close(void *h)
 {
 	PQfinish(h);
@@ -880,5 +886,6 @@ const struct reports_backend reports_pg_backend = {
     .prune_inbound = pg_prune_inbound,
     .query = pg_query,
     .schema_version = pg_version,
+    .broken = pg_broken,
     .close = pg_close,
 };

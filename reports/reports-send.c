@@ -18,10 +18,11 @@
  * publish `<policy-domain>._report._dmarc.<dest-domain>`
  * TXT "v=DMARC1" or it is skipped with a log line.
  *
- * Locks: a run reads each domain's aggregate in a short read transaction
- * (a snapshot), builds its report - XML, gzip, the DNS lookups, signing -
- * with no transaction open, and only then records every report in one
- * short write transaction (run_record).  The store's writer thread keeps
+ * Locks: a run reads each domain's aggregate of each period in a short
+ * read transaction (a snapshot), builds its report - XML, gzip, the DNS
+ * lookups, signing - with no transaction open, and only then records
+ * every report of every period in one short write transaction
+ * (run_record).  The store's writer thread keeps
  * recording evaluations meanwhile: SQLite has one writer at a time, and a
  * run that held the write lock across its lookups made the writer's
  * batches time out and be lost.
@@ -37,6 +38,12 @@
  * claim and mark leaves them unmarked and the next start queues them again
  * (the only window for a duplicate: between the queue's fsync and the
  * mark, with the same report_id so receivers can tell).
+ *
+ * Periods (reports-report.c): a run reports from the last run's end to its
+ * own end, one report per domain and period; the start-up run ends at the
+ * start of the current period, so the periods that ended while the
+ * gateway was down are sent then, each on its own, with the ids any other
+ * run would give them.
  *
  * Ownership: the sender borrows cfg, dns, qs and the store.
  * Diagnostics: "- reports ..." log lines; mxgate_reports_sent_total{result}.
@@ -101,7 +108,7 @@ struct reports_sender {
 	pthread_t thread;
 	bool running;
 	int64_t run_end;                 /* the end of the running run */
-	bool outbox_only;                /* the run only re-reads the outbox (start-up) */
+	bool startup;                    /* the start-up run: missed periods, the outbox */
 	bool marking;                    /* the thread marks queued messages, no run */
 	struct reports_out *out;         /* the run's messages (run thread, then loop) */
 	struct reports_out *marks;       /* queued, to mark in the outbox (loop, then thread) */
@@ -400,7 +407,7 @@ char *reports_key_ensure(const char *key_file, char *err, size_t errlen)
 	char *pem = NULL;
 
 	if (f == NULL && errno == ENOENT) {
-		int made = policy_key_create(key_file, 0, 2048, 0600, err, errlen);
+		int made = policy_key_create(key_file, 0, 2048, 0600, (gid_t)-1, NULL, err, errlen);
 		if (made < 0)
 			return NULL;
 		if (made == 0)
@@ -444,22 +451,6 @@ const char *reports_sign_domain(const struct config *cfg, const char *email)
 
 /* ------------------------------------------------------------ the run */
 
-/* report_id - RFC 9990 unique-id (1*(ALPHA / DIGIT)): 24 hex digits of
- * SHA-256(hostname, domain, begin, end), the same for the same report, so
- * the report table's key makes a run idempotent. */
-static void report_id(const struct config *cfg, const char *domain, int64_t begin, int64_t end,
-                      char out[25])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	char *s = util_xasprintf("%s %s %lld %lld", cfg->hostname, domain, (long long)begin,
-	                         (long long)end);
-	EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL);
-	free(s);
-	for (int i = 0; i < 12; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* reports_find_dmarc - the v=DMARC1 record at name (worker thread, sync
  * DNS); malloc'd, NULL when there is none. */
 char *reports_find_dmarc(struct policy_dns *dns, const char *name)
@@ -485,6 +476,7 @@ struct run_refusal {
 struct run_report {
 	char *domain;
 	char id[25];
+	int64_t begin, end; /* its period: [begin, end) */
 	size_t records;
 	struct reports_out *msgs; /* for the outbox */
 	struct run_refusal *refused;
@@ -545,7 +537,9 @@ static struct run_report *run_domain(struct reports_sender *snd, const char *dom
 		goto out;
 	r->domain = util_xstrdup(domain);
 	r->records = agg->n;
-	report_id(cfg, domain, begin, end, r->id);
+	r->begin = begin;
+	r->end = end;
+	reports_report_id(cfg->hostname, domain, begin, end, r->id);
 	email = cfg->reports_email ? util_xstrdup(cfg->reports_email)
 	                           : util_xasprintf("postmaster@%s", cfg->hostname);
 	struct reports_meta m = {
@@ -658,8 +652,9 @@ static int run_last_end(const struct reports_backend *be, void *db, char out[24]
 }
 
 /* run_record - the write transaction of a run (short: no DNS, no
- * signing inside): each report (its id refuses a second copy), its
- * messages (outbox) and refused destinations, and the run [begin, end).
+ * signing inside): each report (its id refuses a second copy) with its
+ * own period, its messages (outbox) and refused destinations, and the
+ * run [begin, end) that covers all of them.
  * Nothing when another run was recorded since this one read where the
  * last one ended (last_end): its reports would be sent twice.  0/-1,
  * rolled back on error. */
@@ -679,7 +674,7 @@ static int run_record(const struct reports_backend *be, void *db, struct run_rep
 	}
 	for (struct run_report *r = reps; r != NULL; r = r->next) {
 		char e2[256];
-		if (be->add_report(db, r->id, r->domain, begin, end, e2, sizeof(e2)) < 0) {
+		if (be->add_report(db, r->id, r->domain, r->begin, r->end, e2, sizeof(e2)) < 0) {
 			util_log_warn(
 			    "- reports domain=%s report_id=%s already sent or not recorded (%s)",
 			    r->domain, r->id, e2);
@@ -687,7 +682,7 @@ static int run_record(const struct reports_backend *be, void *db, struct run_rep
 		}
 		nrep++;
 		for (struct run_refusal *f = r->refused; f != NULL; f = f->next)
-			if (be->add_refused(db, end, r->domain, f->rcpt, f->reason, e2,
+			if (be->add_refused(db, r->end, r->domain, f->rcpt, f->reason, e2,
 			                    sizeof(e2)) < 0)
 				goto fail_e2;
 		for (struct reports_out *o = r->msgs; o != NULL; o = o->next) {
@@ -711,10 +706,11 @@ fail:;
 	return -1;
 }
 
-/* run_main - the run thread: read each domain's aggregate in a read
- * transaction, build its report with no transaction open, then record
- * them all in one short write transaction (the writer thread's batches
- * never wait for DNS or signing). */
+/* run_main - the run thread: per period of the run (reports_run_slice),
+ * read each domain's aggregate in a read transaction, build its report
+ * with no transaction open, then record them all in one short write
+ * transaction (the writer thread's batches never wait for DNS or
+ * signing). */
 static void *run_main(void *arg)
 {
 	struct reports_sender *snd = arg;
@@ -737,8 +733,6 @@ static void *run_main(void *arg)
 				    o->report_id, err);
 		goto close;
 	}
-	if (snd->outbox_only)
-		goto outbox;
 	reports_flush(snd->rs); /* what was judged before the run is in it */
 	int lk = be->lock_run ? be->lock_run(db, err, sizeof(err)) : 1;
 	if (lk <= 0) {
@@ -749,34 +743,51 @@ static void *run_main(void *arg)
 		goto close;
 	}
 	if (run_last_end(be, db, last_end, err, sizeof(err)) < 0 ||
-	    be->run_begin(db, &begin, err, sizeof(err)) < 0 ||
+	    reports_run_begin(be, db, &snd->run_cfg, end, &begin, err, sizeof(err)) < 0 ||
 	    be->domains(db, begin, end, &doms, err, sizeof(err)) < 0) {
 		util_log_err("- reports run failed error=\"%s\"", err);
 		goto close;
 	}
 	util_log_info("- reports run begin=%lld end=%lld domains=%zu", (long long)begin,
 	              (long long)end, doms.n);
-	for (size_t i = 0; i < doms.n; i++) {
-		struct reports_agg agg = {0};
-		/* a snapshot, ended before the lookups: a read held open would
-		 * keep SQLite from checkpointing the WAL meanwhile */
-		int rc = be->tx(db, 3, err, sizeof(err));
-		if (rc == 0)
-			rc = be->aggregate(db, doms.v[i], begin, end, &agg, err, sizeof(err));
-		char e2[64];
-		(void)be->tx(db, rc == 0 ? 1 : 2, e2, sizeof(e2));
-		if (rc < 0) {
-			/* the run is not recorded: the next one covers the period again */
-			util_log_err("- reports domain=%s aggregate failed error=\"%s\"", doms.v[i],
-			             err);
-			goto close;
+	/* one report per domain and period (catch-up after downtime); a
+	 * period that fails fails the run: nothing is recorded, the next run
+	 * covers it all again (same ids) */
+	for (int64_t from = begin, sb, se; from < end; from = se) {
+		struct util_strlist sd = {0};
+		int k =
+		    reports_run_slice(be, db, &snd->run_cfg, from, end, &sb, &se, err, sizeof(err));
+		if (k > 0 && be->domains(db, sb, se, &sd, err, sizeof(err)) < 0)
+			k = -1;
+		if (k < 0)
+			util_log_err("- reports run period failed error=\"%s\"", err);
+		for (size_t i = 0; k > 0 && i < sd.n; i++) {
+			struct reports_agg agg = {0};
+			/* a snapshot, ended before the lookups: a read held open
+			 * would keep SQLite from checkpointing the WAL meanwhile */
+			int rc = be->tx(db, 3, err, sizeof(err));
+			if (rc == 0)
+				rc = be->aggregate(db, sd.v[i], sb, se, &agg, err, sizeof(err));
+			char e2[64];
+			(void)be->tx(db, rc == 0 ? 1 : 2, e2, sizeof(e2));
+			if (rc < 0) {
+				util_log_err("- reports domain=%s aggregate failed error=\"%s\"",
+				             sd.v[i], err);
+				k = -1;
+				break;
+			}
+			struct run_report *r = run_domain(snd, sd.v[i], &agg, sb, se);
+			reports_agg_clear(&agg);
+			if (r != NULL) {
+				*tail = r;
+				tail = &r->next;
+			}
 		}
-		struct run_report *r = run_domain(snd, doms.v[i], &agg, begin, end);
-		reports_agg_clear(&agg);
-		if (r != NULL) {
-			*tail = r;
-			tail = &r->next;
-		}
+		util_strlist_free(&sd);
+		if (k < 0)
+			goto close; /* the run is not recorded */
+		if (k == 0)
+			break;
 	}
 	if (run_record(be, db, reps, last_end, begin, end, err, sizeof(err)) < 0) {
 		util_log_err("- reports run not recorded error=\"%s\"", err);
@@ -792,7 +803,6 @@ static void *run_main(void *arg)
 			util_log_info("- reports pruned evaluations=%llu before=%lld",
 			              (unsigned long long)pruned, (long long)cut);
 	}
-outbox:
 	/* this run's messages and any an earlier process left unqueued */
 	if (be->outbox_pending(db, &snd->out, err, sizeof(err)) < 0)
 		util_log_err("- reports outbox read failed error=\"%s\"", err);
@@ -866,6 +876,7 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	pthread_join(snd->thread, NULL);
 	snd->running = false;
+	snd->startup = false;
 	snap_free(&snd->run_cfg);
 	if (snd->marking) {
 		snd->marking = false;
@@ -955,7 +966,7 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 {
 	if (snd == NULL)
 		return -1;
-	if (snd->running && !snd->marking && !snd->outbox_only)
+	if (snd->running && !snd->marking && !snd->startup)
 		return -1; /* a report run is going on */
 	if (snd->running || snd->injecting > 0 || snd->marks != NULL) {
 		/* queuing or marking the last run's messages: right after that */
@@ -965,7 +976,7 @@ int reports_send_now(struct reports_sender *snd, int64_t end)
 		return 0;
 	}
 	snd->run_end = end;
-	snd->outbox_only = false;
+	snd->startup = false;
 	snd->running = true;
 	snap_take(&snd->run_cfg, snd->cfg);
 	/* no evaluation recorded from now on may fall before end: it would be
@@ -1045,8 +1056,13 @@ struct reports_sender *reports_sender_new(struct event_base *base, const struct 
 		goto fail;
 	}
 	arm_timer(snd);
-	/* reports an earlier process made but did not get into the queue */
-	snd->outbox_only = true;
+	/* the start-up run: every complete period not reported yet (the
+	 * gateway was down over a period end), one report per period, and
+	 * the reports an earlier process made but did not get into the queue */
+	int64_t pb, pe;
+	reports_period_of(cfg, (int64_t)time(NULL), &pb, &pe);
+	snd->run_end = pb;
+	snd->startup = true;
 	snd->running = true;
 	snap_take(&snd->run_cfg, cfg);
 	if (pthread_create(&snd->thread, NULL, run_main, snd) != 0) {

@@ -26,6 +26,14 @@
  * write fails the count stays pending and is retried every
  * REPORTS_RETRY_MS (and once more at close).
  *
+ * A store that is down (a broken file, the server unreachable, a lost
+ * PostgreSQL connection) never stops the gateway: the writer's connection
+ * (reports_conn) is tried again with a backoff of REPORTS_RETRY_MIN
+ * doubling to REPORTS_RETRY_MAX seconds, mxgate_reports_store_up says 0
+ * meanwhile, rows are taken as they come and counted as lost, and their
+ * count reaches the dropped table once the store is back.  A flush does
+ * not wait for a store that is down.
+ *
  * Ownership: the queue owns its rows; the writer frees them after the
  * write, or puts their blocks (REPORTS_ROW_SLOT bytes, most rows) on the
  * spare list the loop thread takes its next rows from: in steady state no
@@ -49,7 +57,8 @@
 
 struct reports_store {
 	const struct reports_backend *be;
-	void *db;
+	struct reports_conn conn; /* the writer's; down: rows are not recorded */
+	bool up;                  /* conn has a handle (under lock, for flush) */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t lock;
@@ -189,6 +198,105 @@ void reports_row_free(struct reports_row *r)
 	free(r);
 }
 
+/* ------------------------------------------------------------ the
+ * connection that comes back */
+
+/* reports_conn_init - see reports-internal.h. */
+void reports_conn_init(struct reports_conn *c, const struct reports_backend *be, char *target,
+                       const char *who)
+{
+	memset(c, 0, sizeof(*c));
+	c->be = be;
+	c->target = target;
+	c->who = who;
+	c->backoff = REPORTS_RETRY_MIN;
+}
+
+/* reports_conn_get - see reports-internal.h. */
+void *reports_conn_get(struct reports_conn *c, char *err, size_t errlen)
+{
+	if (c->db != NULL)
+		return c->db;
+	int64_t now = util_mono_ms();
+	if (c->next_try != 0 && now < c->next_try) {
+		snprintf(err, errlen, "store unavailable: %s", c->last_err);
+		return NULL;
+	}
+	char e[256] = "";
+	if ((c->db = c->be->open(c->target, e, sizeof(e))) != NULL) {
+		if (c->was_down)
+			util_log_info("- reports %s store available again store=%s", c->who,
+			              c->be->name);
+		c->was_down = false;
+		c->backoff = REPORTS_RETRY_MIN;
+		c->next_try = 0;
+		return c->db;
+	}
+	/* logged at the first failure, when the error changes, and then every
+	 * ten minutes: a store down for a day is not 3000 log lines */
+	if (!c->was_down || strcmp(e, c->last_err) != 0 || now - c->last_log >= 600 * 1000) {
+		util_log_err("- reports %s store unavailable store=%s error=\"%s\" (not "
+		             "recorded meanwhile; retrying, mail is not affected)",
+		             c->who, c->be->name, e);
+		c->last_log = now;
+	}
+	snprintf(c->last_err, sizeof(c->last_err), "%s", e);
+	c->was_down = true;
+	c->next_try = now + (int64_t)c->backoff * 1000;
+	c->backoff = c->backoff * 2 > REPORTS_RETRY_MAX ? REPORTS_RETRY_MAX : c->backoff * 2;
+	snprintf(err, errlen, "store unavailable: %s", e);
+	return NULL;
+}
+
+/* reports_conn_failed - see reports-internal.h. */
+void reports_conn_failed(struct reports_conn *c)
+{
+	if (c->db == NULL || c->be->broken == NULL || !c->be->broken(c->db))
+		return;
+	c->be->close(c->db);
+	c->db = NULL;
+	c->was_down = true;
+	c->last_log = util_mono_ms();
+	snprintf(c->last_err, sizeof(c->last_err), "connection lost");
+	util_log_err("- reports %s store connection lost store=%s (reconnecting)", c->who,
+	             c->be->name);
+	c->backoff = REPORTS_RETRY_MIN;
+	c->next_try = 0; /* at once: a server restart is the common case */
+}
+
+/* reports_conn_wait_ms - see reports-internal.h. */
+int64_t reports_conn_wait_ms(const struct reports_conn *c)
+{
+	if (c->db != NULL || c->next_try == 0)
+		return 0;
+	int64_t d = c->next_try - util_mono_ms();
+	return d > 0 ? d : 0;
+}
+
+/* reports_conn_close - closes the handle, frees the target. */
+void reports_conn_close(struct reports_conn *c)
+{
+	if (c->db != NULL)
+		c->be->close(c->db);
+	c->db = NULL;
+	free(c->target);
+	c->target = NULL;
+}
+
+/* ------------------------------------------------------------ the writer */
+
+/* store_connect - writer, lock not held: the handle, opened when due; the
+ * gauge follows.  NULL while down. */
+static void *store_connect(struct reports_store *rs, char *err, size_t errlen)
+{
+	void *db = reports_conn_get(&rs->conn, err, errlen);
+	util_metrics_set("mxgate_reports_store_up", NULL, db != NULL ? 1 : 0);
+	pthread_mutex_lock(&rs->lock);
+	rs->up = db != NULL;
+	pthread_mutex_unlock(&rs->lock);
+	return db;
+}
+
 /* linger - writer, lock held, rows queued: wait until the batch fills, a
  * flush or stop asks for it, or linger_ms passed since the first row. */
 static void linger(struct reports_store *rs)
@@ -206,22 +314,42 @@ static void linger(struct reports_store *rs)
 }
 
 /* REPORTS_RETRY_MS - how long a drop count that could not be written
- * waits before the writer tries again (without rows to write). */
+ * (the store up) waits before the writer tries again (without rows to
+ * write).  A store that is down is tried again on the connection's own
+ * backoff (REPORTS_RETRY_MIN..REPORTS_RETRY_MAX s). */
 #define REPORTS_RETRY_MS 1000
 
 /* writer_wait - writer, lock held: until rows are queued, drops can be
- * written, or stop; a drop count whose write failed waits
- * REPORTS_RETRY_MS. */
-static void writer_wait(struct reports_store *rs)
+ * written (the store up), or stop.  While the store is down it is tried
+ * again when due (the lock released meanwhile); a drop count whose write
+ * failed waits REPORTS_RETRY_MS. */
+static void writer_wait(struct reports_store *rs, char *err, size_t errlen)
 {
 	struct timespec until;
 	bool timed = false; /* until is set: one deadline, however many wakes */
 
-	while (rs->qlen == 0 && (rs->drops_pending == 0 || rs->drops_retry) && !rs->stop) {
+	while (rs->qlen == 0 && !rs->stop) {
+		if (!rs->up) {
+			/* rows are still taken (and not recorded) as they come;
+			 * drop counts wait for the store */
+			int64_t ms = reports_conn_wait_ms(&rs->conn);
+			if (ms > 0) {
+				struct timespec t;
+				util_mono_deadline(NULL, ms, &t);
+				(void)pthread_cond_timedwait(&rs->wake, &rs->lock, &t);
+				continue;
+			}
+			pthread_mutex_unlock(&rs->lock);
+			(void)store_connect(rs, err, errlen);
+			pthread_mutex_lock(&rs->lock);
+			continue;
+		}
 		if (rs->drops_pending == 0) {
 			pthread_cond_wait(&rs->wake, &rs->lock);
 			continue;
 		}
+		if (!rs->drops_retry)
+			break; /* a drop count to write */
 		if (!timed)
 			util_mono_deadline(NULL, REPORTS_RETRY_MS, &until);
 		timed = true;
@@ -230,10 +358,26 @@ static void writer_wait(struct reports_store *rs)
 	}
 }
 
+/* write_failed - writer, lock not held, a call on db failed: a lost
+ * connection is dropped and opened again at once (a server restart) or
+ * the store counts as down.  The handle to go on with: NULL when down or
+ * reopened (what failed is then counted as pending, for the new one). */
+static void *write_failed(struct reports_store *rs, void *db)
+{
+	if (db == NULL)
+		return NULL;
+	reports_conn_failed(&rs->conn);
+	if (rs->conn.db != NULL)
+		return db; /* not lost: disk full, locked - the store is up */
+	char e2[256];
+	(void)store_connect(rs, e2, sizeof(e2));
+	return NULL;
+}
+
 /* writer_main - wait for rows, linger, take the whole queue, write it,
- * repeat until stopped.  A batch that cannot be written becomes a drop
- * count like a full queue's, written to the dropped table (retried until
- * it is). */
+ * repeat until stopped.  A batch that cannot be written (the store down
+ * or failing) becomes a drop count like a full queue's, written to the
+ * dropped table once the store takes it (retried until it does). */
 static void *writer_main(void *arg)
 {
 	struct reports_store *rs = arg;
@@ -243,7 +387,7 @@ static void *writer_main(void *arg)
 
 	pthread_mutex_lock(&rs->lock);
 	for (;;) {
-		writer_wait(rs);
+		writer_wait(rs, err, sizeof(err));
 		if (rs->qlen == 0 && rs->stop && (rs->drops_pending == 0 || last))
 			break;
 		if (rs->stop)
@@ -263,29 +407,36 @@ static void *writer_main(void *arg)
 
 		int rc = 0, drc = 0;
 		uint64_t lost = 0;
-		if (n > 0 && (rc = rs->be->insert(rs->db, batch, n, err, sizeof(err))) < 0) {
+		void *db = store_connect(rs, err, sizeof(err));
+		if (n > 0 &&
+		    (db == NULL || (rc = rs->be->insert(db, batch, n, err, sizeof(err))) < 0)) {
+			rc = -1;
 			lost = n;
 			util_metrics_add("mxgate_reports_write_errors_total", NULL, (double)n);
 			util_metrics_add("mxgate_reports_dropped_total", NULL, (double)n);
 			time_t now = time(NULL);
-			if (now - rs->last_err_log >= 60) {
+			/* a store that is down is logged by its connection */
+			if (db != NULL && now - rs->last_err_log >= 60) {
 				rs->last_err_log = now;
 				util_log_err("- reports write failed rows=%zu error=\"%s\"", n,
 				             err);
 			}
+			db = write_failed(rs, db);
 		} else if (n > 0) {
 			util_metrics_add("mxgate_reports_recorded_total", NULL, (double)n);
 		}
-		if (drops + lost > 0) {
+		if (db != NULL && drops + lost > 0) {
 			/* never before the last run's end: that period is reported */
 			int64_t now = (int64_t)time(NULL);
-			drc = rs->be->add_drops(rs->db, now > dt ? now : dt, drops + lost, err,
+			drc = rs->be->add_drops(db, now > dt ? now : dt, drops + lost, err,
 			                        sizeof(err));
 			if (drc < 0 && now - (int64_t)rs->last_err_log >= 60) {
 				rs->last_err_log = (time_t)now;
 				util_log_err("- reports drop count not written n=%llu error=\"%s\"",
 				             (unsigned long long)(drops + lost), err);
 			}
+			if (drc < 0)
+				db = write_failed(rs, db);
 		}
 		pthread_mutex_lock(&rs->lock);
 		for (size_t i = 0; i < n; i++) {
@@ -300,9 +451,16 @@ static void *writer_main(void *arg)
 		if (rc == 0)
 			rs->written += n;
 		rs->dropped += lost;
-		if (drc < 0) {
+		if (drops + lost > 0 && (db == NULL || drc < 0)) {
+			/* not in the table yet.  The store down: written as soon as
+			 * it is back (the next report says what it misses).  The
+			 * store up but refusing it (disk full), or a connection lost
+			 * and opened again at once: every REPORTS_RETRY_MS, not in a
+			 * loop */
 			rs->drops_pending += drops + lost;
-			rs->drops_retry = true;
+			rs->drops_retry = db != NULL || rs->up;
+		} else if (drops + lost > 0) {
+			rs->drops_retry = false; /* written */
 		}
 		rs->busy = false;
 		pthread_cond_broadcast(&rs->idle);
@@ -328,7 +486,12 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	                          NULL, NULL, 0);
 	(void)util_metrics_define("mxgate_reports_write_errors_total", UTIL_METRIC_COUNTER,
 	                          "DMARC evaluations lost to a failed database write (disk full, "
-	                          "locked); also in mxgate_reports_dropped_total",
+	                          "locked, the store down); also in "
+	                          "mxgate_reports_dropped_total",
+	                          NULL, NULL, 0);
+	(void)util_metrics_define("mxgate_reports_store_up", UTIL_METRIC_GAUGE,
+	                          "1 when the report store is open; 0 while it is down "
+	                          "(evaluations are not recorded, mail goes on)",
 	                          NULL, NULL, 0);
 	(void)db;
 	const struct reports_backend *be = NULL;
@@ -359,18 +522,22 @@ struct reports_store *reports_open(const struct config *cfg, char *err, size_t e
 	pthread_cond_init(&rs->wake, &ca);
 	pthread_cond_init(&rs->idle, NULL);
 	pthread_condattr_destroy(&ca);
-	if ((rs->db = rs->be->open(target, err, errlen)) == NULL)
-		goto fail;
+	/* a store that cannot be opened (a broken file, the server down) is
+	 * logged and tried again by the writer: never a reason to stop */
+	reports_conn_init(&rs->conn, be, target, "writer");
+	target = NULL;
+	char e2[256];
+	void *h = store_connect(rs, e2, sizeof(e2));
 	if (pthread_create(&rs->thread, NULL, writer_main, rs) != 0) {
 		snprintf(err, errlen, "cannot start the writer thread");
 		goto fail;
 	}
 	rs->started = true;
 	pthread_setname_np(rs->thread, "mx-reports"); /* top -H, perf */
-	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms",
-	              rs->be->name, target, rs->be->schema_version(rs->db), rs->qmax, rs->fill,
-	              rs->linger_ms);
-	free(target);
+	const char *path = be == &reports_sqlite_backend ? rs->conn.target : "(connection string)";
+	util_log_info("- reports store=%s path=%s schema=%d queue=%zu batch=%zu linger=%dms%s",
+	              rs->be->name, path, h != NULL ? rs->be->schema_version(h) : -1, rs->qmax,
+	              rs->fill, rs->linger_ms, h != NULL ? "" : " state=down");
 	return rs;
 fail:
 	free(target);
@@ -402,8 +569,7 @@ void reports_close(struct reports_store *rs)
 		pthread_cond_destroy(&rs->wake);
 		pthread_cond_destroy(&rs->idle);
 	}
-	if (rs->db != NULL)
-		rs->be->close(rs->db);
+	reports_conn_close(&rs->conn);
 	free(rs->q);
 	free(rs->batch);
 	free(rs);
@@ -503,7 +669,9 @@ void reports_flush(struct reports_store *rs)
 	pthread_mutex_lock(&rs->lock);
 	rs->flushing++; /* the writer stops lingering */
 	pthread_cond_signal(&rs->wake);
-	while (rs->qlen > 0 || rs->busy || (rs->drops_pending > 0 && !rs->drops_retry))
+	/* a drop count waiting for the store to come back or for its retry
+	 * is not waited for */
+	while (rs->qlen > 0 || rs->busy || (rs->drops_pending > 0 && rs->up && !rs->drops_retry))
 		pthread_cond_wait(&rs->idle, &rs->lock);
 	rs->flushing--;
 	pthread_mutex_unlock(&rs->lock);

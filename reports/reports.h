@@ -18,6 +18,10 @@
  * (and in mxgate_reports_write_errors_total); mail is never refused
  * because of the store.
  *
+ * A store that cannot be opened (a broken file, the server down) does not
+ * fail reports_open: the writer tries it again with a backoff meanwhile
+ * (mxgate_reports_store_up 0, the rows counted as not recorded).
+ *
  * Ownership: reports_open() returns a store the caller frees with
  * reports_close() (NULL is a no-op), which writes what is queued first.
  * cfg and pm are borrowed.
@@ -38,7 +42,8 @@ struct reports_store;
 
 /* reports_open - the database named by [reports] database (default: SQLite
  * at QUEUE_DIR/reports.db, WAL mode), migrated to the current schema, and
- * the writer thread.  NULL + message in err on failure. */
+ * the writer thread.  NULL + message in err for a database this build
+ * cannot open (config) or no memory; a store that is down is not one. */
 struct reports_store *reports_open(const struct config *cfg, char *err, size_t errlen);
 void reports_close(struct reports_store *rs);
 
@@ -61,7 +66,9 @@ void reports_store_barrier(struct reports_store *rs, int64_t t);
 void reports_stats(const struct reports_store *rs, uint64_t *written, uint64_t *dropped);
 
 /* reports_preview - the RFC 9990 XML that domain (a policy domain) would
- * be sent for the period containing now, appended to out.  Opens the store
+ * be sent if the period ended now (a run ending at now + 1, as send-now:
+ * from the last run's end, or the start of now's period when that is
+ * later; the run's report_id), appended to out.  Opens the store
  * itself (safe beside a running daemon: WAL).  0; 1 when nothing was
  * recorded for domain in the period; -1 + err. */
 int reports_preview(const struct config *cfg, const char *domain, int64_t now, struct util_buf *out,
@@ -73,9 +80,10 @@ int reports_status(const struct config *cfg, struct util_buf *out, char *err, si
 /* reports_period_of - the reporting period containing t: [*begin, *end). */
 void reports_period_of(const struct config *cfg, int64_t t, int64_t *begin, int64_t *end);
 
-/* The report sender (reports-send.c): a run per period end (timer) or on
- * demand; each run reports every policy domain's evaluations since the
- * previous run to its verified mailto: rua destinations, DKIM-signed,
+/* The report sender (reports-send.c): a run per period end (timer), at
+ * start-up (the complete periods not reported yet) or on demand; each run
+ * reports every policy domain's evaluations since the previous run, one
+ * report per period, to its verified mailto: rua destinations, DKIM-signed,
  * through queue_inject (local origin: the outbound route).  Makes the
  * signing key ([reports] dkim_key_file) when it does not exist.  All
  * pointers borrowed.  Loop thread. */

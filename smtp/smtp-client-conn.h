@@ -77,7 +77,7 @@ struct smtp_client {
 	bool mail_ok;
 	size_t naccepted;
 	bool *accepted; /* per tx recipient: RCPT accepted */
-	bool data_ok;
+	bool body_sent; /* this tx sent a byte of the message (after a 354) */
 	int body_fd;
 	size_t prepend_off;
 	bool bol;
@@ -94,5 +94,8 @@ void smtp_client_conn_notify(struct smtp_client *c, enum smtp_client_event ev);
 void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_t rcpt,
                                const struct smtp_reply *r, const char *rs);
 void smtp_client_conn_body_fill(struct smtp_client *c);
+/* smtp_client_conn_tx_settle - the transaction ends: set tx->failover when
+ * the deliverer may carry the message to the next address/host. */
+void smtp_client_conn_tx_settle(struct smtp_client *c);
 
 #endif

@@ -63,10 +63,14 @@ struct smtp_client_tx {
 	                 parameters, the RCPTs, no DATA; a RCPT's own reply is its
 	                 outcome; a refused MAIL is a DEFER (code 0), never a 5xx
 	                 for the recipients.  msg_path is unused. */
-	/* set by the client: a 5xx to MAIL FROM (not a probe); every recipient
-	 * is deferred with that reply, and the deliverer moves the message on
-	 * to the next host */
-	bool mail_refused;
+	/* set by the client at the end (not for a probe): nothing of the
+	 * message was sent and the host gave no final answer about any
+	 * recipient - a non-2xx to MAIL FROM, a 4xx to every RCPT or to DATA,
+	 * a broken dialogue before the 354 (malformed reply, lost connection,
+	 * timeout).  Every recipient is deferred; the deliverer carries the
+	 * message on to the next address/host (RFC 5321 5.1): failing over
+	 * cannot deliver it twice. */
+	bool failover;
 };
 void smtp_client_tx_init(struct smtp_client_tx *tx, const struct queue_envelope *env,
                          const size_t *idx, size_t nidx, const char *msg_path);

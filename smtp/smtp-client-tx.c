@@ -4,9 +4,15 @@
  * streamed from prepend + msg/ID with RFC 5321 4.5.2 dot-stuffing and
  * backpressure, per-recipient outcomes (2xx done, 5xx bounce, else defer).
  * A recipient is done only by a 2xx to the final dot; a 5xx to RCPT bounces
- * that recipient, a 5xx to DATA or to the dot the accepted ones.  A 5xx to
- * MAIL is no answer about any recipient: every recipient is deferred and the
- * tx is marked mail_refused, so the deliverer tries the next host (issue 11).
+ * that recipient, a 5xx to DATA or to the dot the accepted ones.  A refusal
+ * of MAIL (4xx or 5xx) is no answer about any recipient: every recipient is
+ * deferred (issue 11).  When a transaction ends with nothing of the message
+ * sent and no final answer about any recipient (MAIL refused, a 4xx to
+ * every RCPT or to DATA, a malformed reply, a lost connection or a timeout
+ * before the 354), the tx is marked failover and the deliverer carries the
+ * message to the next address/host (RFC 5321 5.1; red team finding 4).  A
+ * 4xx to some recipients while others are accepted defers those alone; once
+ * a body byte went out nothing fails over (it could arrive twice).
  *
  * Ownership: the tx and its envelope are borrowed from the deliverer until
  * SMTP_CLIENT_TX_DONE; the client owns the open message file descriptor.
@@ -80,9 +86,25 @@ void smtp_client_dot_stuff(struct evbuffer *out, const char *p, size_t n, bool *
 	}
 }
 
+/* smtp_client_conn_tx_settle - see smtp-client-conn.h: no probe, the
+ * dialogue started (cursor: not a refusal decided here before MAIL, nor a
+ * queue file that cannot be opened), no body byte sent, and every
+ * recipient deferred. */
+void smtp_client_conn_tx_settle(struct smtp_client *c)
+{
+	struct smtp_client_tx *tx = c->tx;
+	if (tx == NULL || tx->probe || c->cursor == 0 || c->body_sent)
+		return;
+	for (size_t i = 0; i < tx->nidx; i++)
+		if (!tx->has[i] || tx->out[i] != QUEUE_OUT_DEFER)
+			return;
+	tx->failover = true;
+}
+
 /* client_tx_end - the transaction is over (connection stays usable). */
 static void client_tx_end(struct smtp_client *c)
 {
+	smtp_client_conn_tx_settle(c);
 	if (c->body_fd >= 0) {
 		close(c->body_fd);
 		c->body_fd = -1;
@@ -229,21 +251,20 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 		break;
 	case CMD_MAIL:
 		c->mail_ok = ok;
-		if (!ok && !tx->probe && r->code / 100 == 5) {
+		if (!ok && !tx->probe) {
 			/* Issue 11: only a recipient's own 5xx (RCPT, or the
 			 * reply to end-of-data) may bounce.  A refused MAIL FROM
-			 * says this host will not take the message from this
-			 * sender: like a 5xx greeting, the deliverer tries the
-			 * next address/host, then defers (mail_refused). */
+			 * (5xx, or 4xx: try later) says this host will not take
+			 * the message now: like a refused greeting, the deliverer
+			 * tries the next address/host, then defers (failover). */
 			char *why =
 			    util_xasprintf("4.4.0 MAIL FROM refused by %s: %s", c->relay, rs);
-			tx->mail_refused = true;
 			for (size_t i = 0; i < tx->nidx; i++)
 				smtp_client_tx_set(tx, i, 0, why);
 			free(why);
 		} else if (!ok) {
 			for (size_t i = 0; i < tx->nidx; i++)
-				smtp_client_tx_set(tx, i, tx->probe ? 0 : r->code, rs);
+				smtp_client_tx_set(tx, i, 0, rs);
 		}
 		if (!ok && !c->pipelining)
 			c->cursor = 3 + tx->nidx; /* nothing more to send */
@@ -281,6 +302,7 @@ void smtp_client_conn_tx_reply(struct smtp_client *c, enum client_cmd cmd, size_
 				return;
 			}
 			c->state = CS_BODY;
+			c->body_sent = true;
 			c->bol = true;
 			memcpy(c->last2, "\r\n", 2);
 			c->prepend_off = 0;
@@ -328,6 +350,7 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_tx *tx)
 	c->nexpect = 0;
 	c->expect_head = 0;
 	c->mail_ok = false;
+	c->body_sent = false;
 	c->naccepted = 0;
 	free(c->accepted);
 	c->accepted = util_xcalloc(tx->nidx + 1, sizeof(bool));

@@ -44,9 +44,14 @@ static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 
-/* smtp_client_conn_notify - report an event from a fresh loop iteration. */
+/* smtp_client_conn_notify - report an event from a fresh loop iteration.
+ * The end of a transaction is never replaced by the loss of the connection
+ * in the same iteration (a "421 closing" and the EOF behind it): the owner
+ * must get its outcomes back, and finds the client unusable then. */
 void smtp_client_conn_notify(struct smtp_client *c, enum smtp_client_event ev)
 {
+	if (c->notify_pending && c->pending_ev == SMTP_CLIENT_TX_DONE && ev == SMTP_CLIENT_FAILED)
+		return;
 	c->pending_ev = ev;
 	c->notify_pending = true;
 	event_active(c->deferred, 0, 0);
@@ -151,6 +156,7 @@ void smtp_client_conn_fail(struct smtp_client *c, const char *fmt, ...)
 		for (size_t i = 0; i < c->tx->nidx; i++)
 			if (!c->tx->has[i])
 				smtp_client_tx_set(c->tx, i, 0, buf);
+		smtp_client_conn_tx_settle(c);
 		c->tx = NULL;
 		smtp_client_conn_notify(c, SMTP_CLIENT_TX_DONE);
 		return;

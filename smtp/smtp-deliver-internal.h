@@ -52,8 +52,8 @@ struct deliver_conn {
 	struct smtp_client_tx tx;
 	unsigned msgs; /* messages carried so far */
 	bool ready;    /* set-up done (or given up); false with job set: carrying
-	                  a message refused at MAIL FROM to the next host */
-	bool reached;  /* a host of this connection got as far as MAIL FROM */
+	                  a message that failed over (tx.failover) to the next host */
+	bool reached;  /* a host of this connection took part in a transaction */
 	bool dns_pending, orphan;
 	struct event *idle_timer;
 	const struct config_host *targets; /* hosts to try (pool's, or owned_targets) */

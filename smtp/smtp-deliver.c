@@ -14,9 +14,13 @@
  * Failures: a failed session set-up (refused, timed out, any 4xx/5xx before
  * READY) only moves on to the next address/host; when none is left the
  * waiting jobs are deferred - only a routing fact (NXDOMAIN, null MX)
- * bounces.  A 5xx to MAIL FROM is about this host, not a recipient: the
+ * bounces.  A transaction that ends with nothing of the message sent and
+ * no final answer about any recipient (a 4xx/5xx to MAIL FROM, a 4xx to
+ * every RCPT or to DATA, a malformed reply, a lost connection or timeout
+ * before the 354: the client's tx.failover) is about this host: the
  * connection carries that one message on to the next address/host
- * (deliver_conn_carry) and defers it when none is left.  After dead_after
+ * (deliver_conn_carry, RFC 5321 5.1) and defers it when none is left; it
+ * never counts towards the destination's dead marking.  After dead_after
  * such connections in a row the pool is dead: its jobs are deferred
  * without connecting for dead_time, then one connection probes (after any
  * failure only one connection at a time is opened).  The first READY, or a
@@ -229,17 +233,28 @@ static struct deliver_pool *deliver_pool_for(struct smtp_deliverer *dl,
 	return p;
 }
 
+/* deliver_arrival - when the message was accepted, seconds since the epoch
+ * (whole seconds for envelopes written before version 4). */
+static double deliver_arrival(const struct queue_envelope *env)
+{
+	return (double)env->arrival + (double)env->arrival_us / 1e6;
+}
+
 /* smtp_deliver_job_report - hand the outcomes to the scheduler and log them. */
 void smtp_deliver_job_report(struct deliver_job *j, const struct smtp_client_tx *tx,
                              const char *relay, const char *tls, const char *error)
 {
 	/* Postfix's meaning: delay = since arrival, delays = in the queue before
-	 * this attempt / waiting for and setting up a connection / transfer */
+	 * this attempt / waiting for and setting up a connection / transfer.
+	 * delay is measured on its own, from the arrival (to the µs), not
+	 * added up from the parts. */
 	int64_t now = util_mono_ms();
 	int64_t sent = j->sent_ms ? j->sent_ms : now;
 	double connect = (double)(sent - j->started_ms) / 1000.0;
 	double transfer = (double)(now - sent) / 1000.0;
-	double delay = j->queued_s + connect + transfer;
+	double delay = (double)util_now_us() / 1e6 - deliver_arrival(j->env);
+	if (delay < 0)
+		delay = 0;
 	/* An attempt-wide error is permanent when its RFC 3463 status class is
 	 * 5 (no such domain, null MX): bounce now instead of retrying. */
 	enum queue_outcome fallback =
@@ -385,7 +400,7 @@ static struct deliver_job *deliver_take_job(struct deliver_pool *p)
 static void deliver_conn_next_job(struct deliver_conn *cn)
 {
 	struct deliver_pool *p = cn->pool;
-	struct deliver_job *j = cn->job; /* carried from a host that refused MAIL */
+	struct deliver_job *j = cn->job; /* carried from a host (tx.failover) */
 	if (j != NULL) {
 		cn->job = NULL;
 		goto send;
@@ -444,18 +459,20 @@ static void deliver_fail_waiting(struct deliver_pool *p, const char *error, bool
 	}
 }
 
-/* deliver_conn_carry - the host refused MAIL FROM with a 5xx (issue 11: no
- * answer about a recipient, so never a bounce): the connection keeps the
- * message, leaves this host and carries it to the next address/host like
- * after a failed set-up; when none is left the message alone is deferred
- * (deliver_conn_try_next).  The host did answer, so this is not a dead
- * destination and the other waiting messages are not failed with it. */
+/* deliver_conn_carry - the transaction failed over (tx.failover: the host
+ * refused MAIL FROM, deferred every recipient or DATA, or the dialogue broke
+ * before any of the message was sent - no final answer about a recipient,
+ * so never a bounce): the connection keeps the message, leaves this host
+ * and carries it to the next address/host like after a failed set-up; when
+ * none is left the message alone is deferred (deliver_conn_try_next).  The
+ * host did answer, so this is not a dead destination and the other waiting
+ * messages are not failed with it. */
 static void deliver_conn_carry(struct deliver_conn *cn, struct smtp_client *c)
 {
 	struct deliver_pool *p = cn->pool;
 	free(cn->last_error);
 	cn->last_error = util_xstrdup(
-	    cn->tx.nidx > 0 && cn->tx.reply[0] ? cn->tx.reply[0] : "4.4.0 MAIL FROM refused");
+	    cn->tx.nidx > 0 && cn->tx.reply[0] ? cn->tx.reply[0] : "4.4.0 transaction failed");
 	util_log_info("%s route=%s relay=%s status=failover error=(%s)", cn->job->env->id, p->name,
 	              smtp_client_relay(c), cn->last_error);
 	smtp_client_tx_clear(&cn->tx);
@@ -487,7 +504,7 @@ static void deliver_client_cb(struct smtp_client *c, enum smtp_client_event ev, 
 		return;
 	case SMTP_CLIENT_TX_DONE: {
 		struct deliver_job *j = cn->job;
-		if (cn->tx.mail_refused) {
+		if (cn->tx.failover) {
 			deliver_conn_carry(cn, c);
 			return;
 		}
@@ -717,8 +734,8 @@ static void deliver_conn_try_next(struct deliver_conn *cn)
 		err[0] = '4';
 	cn->ready = true; /* nothing more to try */
 	if (cn->job != NULL) {
-		/* a message carried away from a host that refused MAIL FROM:
-		 * every host refused it (or failed) - defer it alone */
+		/* a message carried away from a host (tx.failover): every
+		 * host refused it (or failed) - defer it alone */
 		struct deliver_job *j = cn->job;
 		cn->job = NULL;
 		smtp_deliver_job_report(j, NULL, NULL, NULL, err);
@@ -887,7 +904,7 @@ static void deliver_start(void *ctx, struct queue_delivery *d, const struct queu
 	j->nidx = nidx;
 	j->msg_path = msg_path;
 	j->started_ms = util_mono_ms();
-	j->queued_s = (double)util_now_us() / 1e6 - (double)env->arrival;
+	j->queued_s = (double)util_now_us() / 1e6 - deliver_arrival(env);
 	if (j->queued_s < 0)
 		j->queued_s = 0;
 	snprintf(j->route, sizeof(j->route), "%s", route->name ? route->name : "");

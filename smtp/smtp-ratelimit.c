@@ -2,13 +2,23 @@
  * smtp-ratelimit.c - rate limits per client address, client network (/24,
  * /64), envelope sender and recipient domain (issue 17): connections per
  * window at connect (421 4.7.0), messages per window (451 4.7.1: MAIL FROM
- * per client, network and sender; per recipient domain the first RCPT of
- * that domain in a transaction), recipients per window (451 4.7.1, per
- * client, network, sender and domain).  The limits are one table (`rules`):
- * what is counted, the key, the config field, the reply.  A RCPT is
- * counted once the relay control, the recipient lists and max_recipients
- * let it through, before the downstream verification: a repeated
- * recipient counts again, an unknown user refused from a list does not.
+ * per client and network; per sender the first RCPT of a transaction, per
+ * recipient domain the first RCPT of that domain in it), recipients per
+ * window (451 4.7.1, per client, network, sender and domain).  The limits
+ * are one table (`rules`): what is counted, the key, the config field, the
+ * reply.  A RCPT is counted once the relay control, the recipient lists and
+ * max_recipients let it through, before the downstream verification: a
+ * repeated recipient counts again, an unknown user refused from a list
+ * does not.
+ *
+ * An event is counted in stages (red team finding): the client's own
+ * limits (address, network), then the sender's, then the recipient
+ * domain's; a stage is counted only when the ones before it passed, so a
+ * client over its own limit cannot drain the budgets every sender shares.
+ * The sender is one subject across clients only when SPF passed for it
+ * (RCPT waits for SPF when a per-sender limit is set); a sender SPF did
+ * not pass for, like <>, counts per client network - a forged MAIL FROM
+ * cannot use up the real sender's budget.
  * The concurrency caps per address ([limits] max_connections_per_ip) and per network
  * ([ratelimit] max_connections_per_net) are the counted-slot part of the
  * same policy and live in smtp-server.c's slot table, keyed by
@@ -133,7 +143,14 @@ void smtp_rl_net_str(const struct smtp_session *s, char *out, size_t len)
 /* ------------------------------------------------------------ the table */
 
 enum rl_event { RL_CONNECT, RL_MAIL, RL_RCPT };
+/* Subjects in the order their counts are asked: the client's own (address,
+ * network), then the sender's, then the recipient domain's, which every
+ * client shares.  A stage is counted only when the ones before it passed,
+ * so an event a narrower limit refuses never uses up a shared budget (red
+ * team finding: an abuser over recipients_per_ip drained
+ * messages_per_domain for everyone). */
 enum rl_subject { RL_IP, RL_NET, RL_SENDER, RL_DOMAIN };
+#define RL_STAGE(subj) ((int)((subj) == RL_NET ? RL_IP : (subj)))
 
 static const struct rl_rule {
 	const char *name; /* log and metric label */
@@ -141,7 +158,7 @@ static const struct rl_rule {
 	enum rl_subject subject;
 	size_t limit_off; /* int field of struct config */
 	const char *what; /* "connections", "messages", "recipients" */
-	bool per_message; /* RCPT: counted at the first RCPT of its domain in a transaction */
+	bool per_message; /* RCPT: counted once per transaction (per domain, per sender) */
 } rules[] = {
     {"connections_per_ip", RL_CONNECT, RL_IP, offsetof(struct config, rl_conn_per_ip),
      "connections", false},
@@ -151,8 +168,9 @@ static const struct rl_rule {
      false},
     {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages",
      false},
-    {"messages_per_sender", RL_MAIL, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
-     "messages", false},
+    /* at RCPT, not MAIL: only then is the sender's SPF result known */
+    {"messages_per_sender", RL_RCPT, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
+     "messages", true},
     {"messages_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_msgs_per_domain),
      "messages", true},
     {"recipients_per_ip", RL_RCPT, RL_IP, offsetof(struct config, rl_rcpts_per_ip),
@@ -165,28 +183,37 @@ static const struct rl_rule {
      "recipients", false},
 };
 
+#define NRULES (sizeof(rules) / sizeof(rules[0]))
+
 /* One rule's count for one event. */
 struct rl_hit {
 	const struct rl_rule *r;
-	char subj[300];
-	int64_t n, left;           /* n < 0: the store failed (fail open) */
+	char subj[320];  /* "<" 256-byte sender ">:" network: never cut */
+	int64_t n, left; /* n < 0: the store failed (fail open) */
 	struct rl_batch *b;
 };
 
-/* The counts of one event asked of the shared store ([state] redis). */
+/* The counts of one event, stage by stage.  hits are in stage order;
+ * [first, end) is the stage being counted.  With the shared store
+ * ([state] redis) the batch lives until the answers are in. */
 struct rl_batch {
 	struct smtp_server *srv;
 	uint64_t sid;
 	enum rl_event ev;
-	size_t nhits, pending;
+	size_t nhits, first, end, pending;
 	bool cancelled;
-	struct rl_hit hits[sizeof(rules) / sizeof(rules[0])];
+	struct rl_hit hits[NRULES];
 };
 
 /* subject - what rule r counts for this event: "[ip]", "net/24", "<sender>",
- * "domain" (sender and domain: the event's, NULL when it has none). */
+ * "domain" (sender and domain: the event's, NULL when it has none).  The
+ * sender is a shared subject only when SPF passed for it (sender_auth):
+ * anyone can write any MAIL FROM, and a forger would use up the real
+ * sender's budget (red team finding); an unauthenticated sender - and the
+ * null sender, which is nobody's - counts per client network,
+ * "<a@b>:192.0.2.0/24". */
 static void subject(struct smtp_session *s, const struct rl_rule *r, const char *sender,
-                    const char *domain, char *subj, size_t len)
+                    bool sender_auth, const char *domain, char *subj, size_t len)
 {
 	switch (r->subject) {
 	case RL_IP:
@@ -195,18 +222,18 @@ static void subject(struct smtp_session *s, const struct rl_rule *r, const char 
 	case RL_NET:
 		smtp_rl_net_str(s, subj, len);
 		break;
-	case RL_SENDER:
-		if (sender != NULL && sender[0] != '\0') {
+	case RL_SENDER: {
+		if (sender == NULL)
+			sender = "";
+		if (sender_auth && sender[0] != '\0') {
 			snprintf(subj, len, "<%s>", sender);
-		} else {
-			/* The null sender is nobody's: one bucket for all would
-			 * let any client use it up and hold every bounce to our
-			 * users; it counts per client network instead. */
-			char net[64];
-			smtp_rl_net_str(s, net, sizeof(net));
-			snprintf(subj, len, "<>:%s", net);
+			break;
 		}
+		char net[64];
+		smtp_rl_net_str(s, net, sizeof(net));
+		snprintf(subj, len, "<%s>:%s", sender, net);
 		break;
+	}
 	case RL_DOMAIN:
 		snprintf(subj, len, "%s", domain ? domain : "");
 		for (char *p = subj; *p; p++)
@@ -225,7 +252,7 @@ static void rl_key(char *key, size_t len, const char *prefix, const struct rl_hi
 		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
 }
 
-/* judge - the counts of one event against their limits, in table order:
+/* judge - the counts of one stage against their limits, in table order:
  * SMTP_RL_OVER with the reply in s->rl_line, or SMTP_RL_PASS.  A failed
  * count lets the event through (logged, counted). */
 static enum smtp_rl_ans judge(struct smtp_session *s, enum rl_event ev, const struct rl_hit *h,
@@ -262,8 +289,84 @@ static enum smtp_rl_ans judge(struct smtp_session *s, enum rl_event ev, const st
 	return SMTP_RL_PASS;
 }
 
-/* batch_done - every count of a shared-store batch is in (or failed):
- * judge, then release the banner or resume the suspended command. */
+/* stage_next - the hits of the next stage into [first, end); false when
+ * every stage is done. */
+static bool stage_next(struct rl_batch *b)
+{
+	b->first = b->end;
+	if (b->first >= b->nhits)
+		return false;
+	int stage = RL_STAGE(b->hits[b->first].r->subject);
+	for (b->end = b->first + 1;
+	     b->end < b->nhits && RL_STAGE(b->hits[b->end].r->subject) == stage; b->end++)
+		;
+	return true;
+}
+
+/* stage_passed - the current stage is within its limits: a per-message
+ * rule of the sender is now counted for this transaction (the domain's is
+ * marked by smtp_rl_rcpt once the whole RCPT passed). */
+static void stage_passed(struct smtp_session *s, const struct rl_batch *b)
+{
+	for (size_t i = b->first; i < b->end; i++)
+		if (b->hits[i].r->per_message && b->hits[i].r->subject == RL_SENDER && s->tx)
+			s->tx->rl_sender_counted = true;
+}
+
+static void hit_cb(void *arg, int64_t count, int64_t left);
+
+/* send_stage - ask the shared store for the current stage's counts: true
+ * when answers are awaited (hit_cb), false when every one failed at once
+ * (then n = -1: fail open). */
+static bool send_stage(struct smtp_session *s, struct rl_batch *b)
+{
+	b->pending = 1; /* held while the commands are sent */
+	for (size_t i = b->first; i < b->end; i++) {
+		struct rl_hit *h = &b->hits[i];
+		char key[400];
+		rl_key(key, sizeof(key), "rl:", h);
+		h->n = -1;
+		b->pending++;
+		if (smtp_redis_hit(s->srv->redis, key, s->cfg->rl_window, hit_cb, h) < 0)
+			b->pending--; /* down: failed at once */
+	}
+	return --b->pending > 0;
+}
+
+/* run - count the stages of b in turn until one is over or all passed.
+ * SMTP_RL_PENDING when the shared store was asked (hit_cb goes on; b is
+ * kept), else the answer (b freed). */
+static enum smtp_rl_ans run(struct smtp_session *s, struct rl_batch *b)
+{
+	struct smtp_server *srv = s->srv;
+	const char *store = srv->redis ? "redis" : srv->rl->ops->name;
+	enum smtp_rl_ans a = SMTP_RL_PASS;
+	while (stage_next(b)) {
+		if (srv->redis) {
+			if (send_stage(s, b))
+				return SMTP_RL_PENDING;
+		} else {
+			int64_t now = (int64_t)time(NULL);
+			for (size_t i = b->first; i < b->end; i++) {
+				struct rl_hit *h = &b->hits[i];
+				char key[400];
+				rl_key(key, sizeof(key), "", h);
+				h->n = srv->rl->ops->hit(srv->rl, key, s->cfg->rl_window, now,
+				                         &h->left);
+			}
+		}
+		a = judge(s, b->ev, b->hits + b->first, b->end - b->first, store);
+		if (a == SMTP_RL_OVER)
+			break;
+		stage_passed(s, b);
+	}
+	free(b);
+	return a;
+}
+
+/* batch_done - every count of a stage asked of the shared store is in (or
+ * failed): judge it; over, or the last stage passed: release the banner or
+ * resume the suspended command; else ask the next stage. */
 static void batch_done(struct rl_batch *b)
 {
 	struct smtp_session *s = b->cancelled ? NULL : smtp_server_find(b->srv, b->sid);
@@ -271,9 +374,17 @@ static void batch_done(struct rl_batch *b)
 		free(b);
 		return;
 	}
-	s->rl_ans = judge(s, b->ev, b->hits, b->nhits, "redis");
 	enum rl_event ev = b->ev;
-	free(b);
+	enum smtp_rl_ans a = judge(s, ev, b->hits + b->first, b->end - b->first, "redis");
+	if (a == SMTP_RL_OVER) {
+		free(b);
+	} else {
+		stage_passed(s, b);
+		a = run(s, b);
+		if (a == SMTP_RL_PENDING)
+			return; /* the next stage was asked */
+	}
+	s->rl_ans = a;
 	if (ev == RL_CONNECT) {
 		smtp_session_greet_release(s, SMTP_HOLD_STATE);
 		return;
@@ -295,13 +406,25 @@ static void hit_cb(void *arg, int64_t count, int64_t left)
 		batch_done(b);
 }
 
-/* check - count one event against every rule for it: sender (MAIL, RCPT)
- * and recipient domain (RCPT) are the event's.  The answer goes into
+/* counted - rule r, once per transaction, has counted this one already
+ * (the sender's message, or the message to this domain). */
+static bool counted(const struct smtp_session *s, const struct rl_rule *r, const char *domain)
+{
+	if (!r->per_message || !s->tx)
+		return false;
+	if (r->subject == RL_SENDER)
+		return s->tx->rl_sender_counted;
+	return util_strlist_has_case(&s->tx->rl_domains, domain);
+}
+
+/* check - count one event against every rule for it, stage by stage (see
+ * enum rl_subject): sender (RCPT, sender_auth: SPF passed for it) and
+ * recipient domain (RCPT) are the event's.  The answer goes into
  * s->rl_ans: PASS, OVER (reply in s->rl_line), or PENDING when the shared
- * store was asked (batch_done finishes).  A command run again after it waited (pending
- * line) reuses the answer: an event is counted once. */
+ * store was asked (batch_done finishes).  A command run again after it
+ * waited (pending line) reuses the answer: an event is counted once. */
 static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const char *sender,
-                              const char *domain)
+                              bool sender_auth, const char *domain)
 {
 	const struct config *cfg = s->cfg;
 	struct smtp_server *srv = s->srv;
@@ -313,45 +436,33 @@ static enum smtp_rl_ans check(struct smtp_session *s, enum rl_event ev, const ch
 	b->srv = srv;
 	b->sid = s->id;
 	b->ev = ev;
-	for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
-		const struct rl_rule *r = &rules[i];
-		int max = *(const int *)((const char *)cfg + r->limit_off);
-		if (r->event != ev || max <= 0)
-			continue;
-		if (r->per_message && s->tx && util_strlist_has_case(&s->tx->rl_domains, domain))
-			continue; /* this message was counted for the domain */
-		struct rl_hit *h = &b->hits[b->nhits++];
-		h->r = r;
-		h->b = b;
-		subject(s, r, sender, domain, h->subj, sizeof(h->subj));
-	}
-	if (srv->redis) {
-		b->pending = 1; /* held while the commands are sent */
-		for (size_t i = 0; i < b->nhits; i++) {
-			struct rl_hit *h = &b->hits[i];
-			char key[400];
-			rl_key(key, sizeof(key), "rl:", h);
-			h->n = -1;
-			b->pending++;
-			if (smtp_redis_hit(srv->redis, key, cfg->rl_window, hit_cb, h) < 0)
-				b->pending--; /* down: failed at once */
+	for (int stage = RL_IP; stage <= RL_DOMAIN; stage++) {
+		for (size_t i = 0; i < NRULES; i++) {
+			const struct rl_rule *r = &rules[i];
+			int max = *(const int *)((const char *)cfg + r->limit_off);
+			if (r->event != ev || max <= 0 || RL_STAGE(r->subject) != stage ||
+			    counted(s, r, domain))
+				continue;
+			struct rl_hit *h = &b->hits[b->nhits++];
+			h->r = r;
+			h->b = b;
+			subject(s, r, sender, sender_auth, domain, h->subj, sizeof(h->subj));
 		}
-		if (--b->pending > 0)
-			return s->rl_ans = SMTP_RL_PENDING;
-		enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, "redis");
-		free(b);
-		return s->rl_ans = a;
 	}
-	int64_t now = (int64_t)time(NULL);
-	for (size_t i = 0; i < b->nhits; i++) {
-		struct rl_hit *h = &b->hits[i];
-		char key[400];
-		rl_key(key, sizeof(key), "", h);
-		h->n = srv->rl->ops->hit(srv->rl, key, cfg->rl_window, now, &h->left);
-	}
-	enum smtp_rl_ans a = judge(s, ev, b->hits, b->nhits, srv->rl->ops->name);
-	free(b);
-	return s->rl_ans = a;
+	return s->rl_ans = run(s, b);
+}
+
+/* smtp_rl_wants_spf - RCPT must wait for the SPF result before it is
+ * counted: a per-sender limit is set for this (non-exempt) client and the
+ * sender is not <>. */
+bool smtp_rl_wants_spf(const struct smtp_session *s)
+{
+	const struct config *cfg = s->cfg;
+	if (!s->tx || !s->tx->mail.addr[0] || (!s->srv->rl && !s->srv->redis))
+		return false;
+	if (cfg->rl_msgs_per_sender <= 0 && cfg->rl_rcpts_per_sender <= 0)
+		return false;
+	return !util_cidr_list_match(&cfg->rl_exempt, &s->client);
 }
 
 /* suspend - the command waits for the shared store; its line runs again. */
@@ -367,7 +478,7 @@ static void suspend(struct smtp_session *s, const char *line)
  * must wait for the shared store (SMTP_HOLD_STATE). */
 bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen)
 {
-	if (check(s, RL_CONNECT, NULL, NULL) != SMTP_RL_OVER)
+	if (check(s, RL_CONNECT, NULL, false, NULL) != SMTP_RL_OVER)
 		return false;
 	snprintf(reply, replylen, "%s", s->rl_line);
 	return true;
@@ -377,7 +488,7 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen)
  * suspended (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line)
 {
-	enum smtp_rl_ans a = check(s, RL_MAIL, sender, NULL);
+	enum smtp_rl_ans a = check(s, RL_MAIL, sender, false, NULL);
 	if (a == SMTP_RL_PENDING)
 		suspend(s, line);
 	else if (a == SMTP_RL_OVER)
@@ -393,7 +504,8 @@ bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line)
 	const char *dom = util_domain_of(addr);
 	if (!dom)
 		dom = "";
-	enum smtp_rl_ans a = check(s, RL_RCPT, s->tx ? s->tx->mail.addr : NULL, dom);
+	bool auth = s->tx && s->tx->pm && policy_msg_spf_pass(s->tx->pm);
+	enum smtp_rl_ans a = check(s, RL_RCPT, s->tx ? s->tx->mail.addr : NULL, auth, dom);
 	if (a == SMTP_RL_PENDING)
 		suspend(s, line);
 	else if (a == SMTP_RL_OVER)

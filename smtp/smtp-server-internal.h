@@ -167,6 +167,7 @@ struct smtp_tx {
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
 	struct util_strlist rl_domains;  /* recipient domains this message was counted for
 	                                    ([ratelimit] messages_per_domain, once each) */
+	bool rl_sender_counted;          /* counted for its sender (messages_per_sender) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
@@ -177,11 +178,16 @@ struct smtp_tx {
 	char *scan_headers;              /* owned; X-Virus-Scan / X-Spam-* fields to prepend, or NULL */
 	int scan_stage;                  /* next inspection step (smtp-session-scan.c) */
 	bool spam_replaced;              /* rspamd's verdict replaces the policy's spam headers */
+	bool own_flag;                   /* one of mxgate's own verdicts (DMARC quarantine, DNSBL,
+	                                    score, virus, attachment) tagged or quarantined the
+	                                    message: X-Spam-Flag YES whatever rspamd says */
 	char *subject;                   /* owned; the Subject fields (raw, in order), held back from
 	                                    the spool when they may be tagged (smtp-session-scan.c),
 	                                    or NULL */
 	bool subject_held;               /* tx->subject was held (it goes into the prepend) */
-	bool subject_tag;                /* put [rspamd] subject_tag on it */
+	bool subject_tag;                /* put [rspamd] subject_tag on it (any verdict's tag) */
+	bool score_deferred;             /* mxgate's score verdict waits for rspamd: acted on
+	                                    only when rspamd cannot be asked */
 	bool warn_subject;               /* put [warning] subject_tag on it (smtp-session-warn.c) */
 	const char *warn_why;            /* static; "external"/"failing" when warned, or NULL */
 	bool from_seen;                  /* the first From field was looked at */
@@ -389,6 +395,9 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
  * rate) or suspended for the shared store (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
+/* smtp_rl_wants_spf - RCPT waits for SPF before it is counted: a
+ * per-sender limit is shared only by a sender SPF passed for. */
+bool smtp_rl_wants_spf(const struct smtp_session *s);
 
 /* smtp_rl_net_str - "192.0.2.0/24" of the session's client;
  * smtp_rl_net_format - the same for any address. */
@@ -434,6 +443,11 @@ void smtp_data_commit(struct smtp_session *s, bool async);
 /* smtp_data_commit_prepend - spool + envelope with prepend (owned, taken)
  * to the queue; 250 when durable. */
 void smtp_data_commit_prepend(struct smtp_session *s, char *prepend);
+/* smtp_data_policy_act - apply the configured action of each of the
+ * policy verdict kinds (enum policy_kind bits) that fired: the strongest
+ * wins (reject > quarantine > tag > deliver).  -1 when the message was
+ * refused (the session is resumed when async), else 0. */
+int smtp_data_policy_act(struct smtp_session *s, unsigned kinds, bool async);
 /* smtp_data_quarantine - the message is to be quarantined for reason
  * ("virus", ...) with verdict (words, may be NULL); replaces an earlier one. */
 void smtp_data_quarantine(struct smtp_session *s, const char *reason, const char *verdict);
@@ -487,8 +501,9 @@ void smtp_seal_start(struct smtp_session *s, struct policy_seal *ps, char *prepe
 bool smtp_scan_hold_subject(struct smtp_session *s, const struct util_hdr_field *f);
 /* smtp_scan_subject - append the held Subject, tagged when decided. */
 void smtp_scan_subject(struct smtp_session *s, struct util_buf *b);
-/* smtp_scan_policy_headers - append the policy's header fields, without
- * its spam headers when rspamd's verdict replaces them. */
+/* smtp_scan_policy_headers - append the policy's header fields (headers,
+ * or NULL: none), without its spam headers when rspamd's verdict replaces
+ * them; flagged (YES) when tx->own_flag. */
 void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers);
 
 #endif

@@ -9,11 +9,18 @@
  * When the pool's queue is full the message gets 451 4.3.2 (nothing is
  * queued; the client retries).
  *
- * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued) or
- * quarantine (reason "attachment"); a message over max_size or
- * one GMime cannot parse is not judged (logged).  Diagnostics:
- * "s=... attachment_check result=blocked|clean|unchecked ...", metric
- * mxgate_attachment_checks_total{result}.
+ * Decisions: blocked -> [attachments] action: 550 5.7.1 (nothing queued),
+ * quarantine (reason "attachment"), tag or deliver (both with
+ * "X-Mxgate-Attachments: blocked; ..."; tag also puts the subject tag on).
+ * A message GMime cannot parse at all -> unparsable_action (the same four;
+ * the header says "unchecked; reason=unparsable").  One over max_size
+ * (default: [limits] message_size_limit, so every acceptable message is
+ * judged) -> oversize_action (default unparsable_action's; the header
+ * says "unchecked; reason=size").  One whose check could not start is
+ * delivered with "unchecked; reason=setup": never a silent pass.
+ * Diagnostics:
+ * "s=... attachment_check result=blocked|clean|unchecked ... action=...",
+ * metric mxgate_attachment_checks_total{result}.
  *
  * Ownership: the job owns its descriptor and copies; the completion frees
  * it.
@@ -63,6 +70,8 @@ static void job_work(void *arg)
 		got += n;
 	}
 	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
+	if (j->err)
+		snprintf(j->why, sizeof(j->why), "spool=unreadable");
 	util_buf_free(&in);
 }
 
@@ -81,6 +90,54 @@ static void job_free_any(void *job)
 	job_free((struct attach_job *)job);
 }
 
+/* attach_header - "X-Mxgate-Attachments: STATE; KEY=WHAT; by=HOST" for the
+ * commit; a verdict (names from the message) is quoted, with '"' and '\\'
+ * shown as '?' (content-attach.c already made it printable ASCII). */
+static void attach_header(struct smtp_session *s, const char *state, const char *key,
+                          const char *what)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	if (s->tx->scan_headers)
+		util_buf_adds(&b, s->tx->scan_headers);
+	bool quote = strcmp(key, "verdict") == 0;
+	util_buf_printf(&b, CONTENT_ATTACH_FIELD ": %s; %s=%s", state, key, quote ? "\"" : "");
+	for (const char *p = what; *p; p++)
+		util_buf_printf(&b, "%c",
+		                (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20 ||
+		                 (unsigned char)*p > 0x7e)
+		                    ? '?'
+		                    : *p);
+	util_buf_printf(&b, "%s; by=%s\r\n", quote ? "\"" : "", s->cfg->hostname);
+	free(s->tx->scan_headers);
+	s->tx->scan_headers = b.data; /* ownership moves to the transaction */
+}
+
+/* apply - the configured action (enum config_attach_action) on a blocked,
+ * unparsable or oversize message; -1 when it was refused (and the session
+ * resumed when async: called from a callback).  reason, the metric's label,
+ * stays the last argument (test_ops_metrics.py reads it there). */
+static int apply(struct smtp_session *s, int action, bool async, const char *state, const char *why,
+                 const char *reply, const char *reason)
+{
+	if (action == CONFIG_ATTACH_REJECT) {
+		smtp_data_refuse(s, reply, reason);
+		if (async)
+			smtp_session_resume(s);
+		return -1;
+	}
+	if (action == CONFIG_ATTACH_QUARANTINE)
+		smtp_data_quarantine(s, "attachment", why); /* "unparsable; mime=..." */
+	if (action == CONFIG_ATTACH_TAG)
+		s->tx->subject_tag = true;
+	if (action == CONFIG_ATTACH_TAG || action == CONFIG_ATTACH_QUARANTINE)
+		s->tx->own_flag = true; /* X-Spam-Flag: YES (smtp-session-scan.c) */
+	attach_header(s, state, strcmp(state, "blocked") == 0 ? "verdict" : "reason", why);
+	return 0;
+}
+
+static const char *const action_name[] = {"reject", "quarantine", "tag", "deliver"};
+
 /* job_done - loop: the verdict on the attachments. */
 static void job_done(void *arg)
 {
@@ -97,27 +154,41 @@ static void job_done(void *arg)
 	char why[256];
 	snprintf(why, sizeof(why), "%s", j->why);
 	job_free(j);
-	if (rc != 1) {
-		util_metrics_inc("mxgate_attachment_checks_total", rc == 0 ? "clean" : "unchecked");
-		util_log_info("s=%016llx attachment_check result=%s", (unsigned long long)s->id,
-		              rc == 0 ? "clean" : "unchecked reason=unparsable");
+	if (rc == 0) {
+		util_metrics_inc("mxgate_attachment_checks_total", "clean");
+		util_log_info("s=%016llx attachment_check result=clean", (unsigned long long)s->id);
 		smtp_scan_continue(s);
 		return;
 	}
-	bool quarantine = s->cfg->attach_action == 1;
-	util_metrics_inc("mxgate_attachment_checks_total", "blocked");
-	util_log_info("s=%016llx attachment_check result=blocked %s action=%s",
-	              (unsigned long long)s->id, why, quarantine ? "quarantine" : "reject");
-	if (!quarantine) {
-		char reply[400];
-		snprintf(reply, sizeof(reply),
-		         "550 5.7.1 Message refused: attachment not allowed (%s)", why);
-		smtp_data_refuse(s, reply, "attachment");
-		smtp_session_resume(s);
+	if (rc < 0) {
+		/* MIME GMime could not read, or read only by guessing (why:
+		 * "mime=multipart_without_boundary", ...): a reader may see an
+		 * attachment that was never judged - said in a header, and acted
+		 * on as configured; a tempfail would only bring it back */
+		int action = s->cfg->attach_unparsable_action;
+		char detail[300];
+		snprintf(detail, sizeof(detail), "unparsable; %s", why);
+		util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
+		util_log_warn("s=%016llx attachment_check result=unchecked reason=unparsable %s "
+		              "action=%s",
+		              (unsigned long long)s->id, why, action_name[action]);
+		if (apply(
+		        s, action, true, "unchecked", detail,
+		        "550 5.7.1 Message refused: its MIME structure cannot be parsed reliably, "
+		        "so its attachments cannot be checked",
+		        "attachment_unparsable") == 0)
+			smtp_scan_continue(s);
 		return;
 	}
-	smtp_data_quarantine(s, "attachment", why);
-	smtp_scan_continue(s);
+	int action = s->cfg->attach_action;
+	util_metrics_inc("mxgate_attachment_checks_total", "blocked");
+	util_log_info("s=%016llx attachment_check result=blocked %s action=%s",
+	              (unsigned long long)s->id, why, action_name[action]);
+	char reply[400];
+	snprintf(reply, sizeof(reply), "550 5.7.1 Message refused: attachment not allowed (%s)",
+	         why);
+	if (apply(s, action, true, "blocked", why, reply, "attachment") == 0)
+		smtp_scan_continue(s);
 }
 
 /* smtp_attach_start - see smtp-server-internal.h. */
@@ -128,9 +199,18 @@ int smtp_attach_start(struct smtp_session *s, bool async)
 		return -1;
 	int64_t size = queue_spool_size(s->tx->spool);
 	if (size > cfg->attach_max_size) {
+		/* too large to judge: padding must not buy a pass (red team), so
+		 * oversize_action acts (by default unparsable_action's) */
+		int action = cfg->attach_oversize_action;
 		util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
-		util_log_info("s=%016llx attachment_check result=unchecked reason=size",
-		              (unsigned long long)s->id);
+		util_log_warn("s=%016llx attachment_check result=unchecked reason=size size=%lld "
+		              "max_size=%lld action=%s",
+		              (unsigned long long)s->id, (long long)size,
+		              (long long)cfg->attach_max_size, action_name[action]);
+		if (apply(s, action, async, "unchecked", "size",
+		          "550 5.7.1 Message refused: too large for its attachments to be checked",
+		          "attachment_oversize") < 0)
+			return 0; /* refused: no further step */
 		return -1;
 	}
 	struct attach_job *j = util_xcalloc(1, sizeof(*j));
@@ -163,6 +243,7 @@ fail:
 	util_log_warn("s=%016llx attachment_check result=unchecked reason=setup",
 	              (unsigned long long)s->id);
 	util_metrics_inc("mxgate_attachment_checks_total", "unchecked");
+	attach_header(s, "unchecked", "reason", "setup");
 	job_free(j);
 	return -1;
 }

@@ -339,8 +339,7 @@ static void build_prepend(struct smtp_session *s, struct util_buf *pre, size_t *
 	received_header(s, queue_spool_id(tx->spool), pre);
 	*arc_at = pre->len;
 	const struct policy_verdict *v = tx->pm ? policy_msg_verdict(tx->pm) : NULL;
-	if (v && v->headers)
-		smtp_scan_policy_headers(s, pre, v->headers);
+	smtp_scan_policy_headers(s, pre, v ? v->headers : NULL);
 	if (tx->scan_headers)
 		util_buf_adds(pre, tx->scan_headers);
 	if (tx->quarantine) {
@@ -380,7 +379,9 @@ void smtp_data_commit_prepend(struct smtp_session *s, char *prepend)
 	env->client_addr = util_xstrdup(s->client_str);
 	env->helo = util_xstrdup(s->helo);
 	env->tls = s->tls_active ? util_xstrdup(s->tls_desc) : NULL;
-	env->arrival = util_now_us() / 1000000;
+	int64_t arrival_us = util_now_us();   /* delay= counts from here, to the µs */
+	env->arrival = arrival_us / 1000000;
+	env->arrival_us = (int)(arrival_us % 1000000);
 	env->size = queue_spool_size(tx->spool);
 	env->smtputf8 = tx->smtputf8;
 	env->eightbit = tx->dp.eightbit || tx->body_8bitmime;
@@ -435,9 +436,65 @@ static void record_dmarc(struct smtp_session *s, const struct policy_verdict *v)
 		                             &s->tx->rcpts);
 }
 
+/* kind_action - the configured action of one policy verdict kind. */
+static int kind_action(const struct config *cfg, unsigned kind)
+{
+	return kind == POLICY_KIND_DMARC   ? cfg->spam_dmarc_action
+	       : kind == POLICY_KIND_SCORE ? cfg->spam_score_action
+	                                   : cfg->dnsbl_tag_action;
+}
+
+/* smtp_data_policy_act - see smtp-server-internal.h. */
+int smtp_data_policy_act(struct smtp_session *s, unsigned kinds, bool async)
+{
+	static const unsigned all[] = {POLICY_KIND_DMARC, POLICY_KIND_SCORE, POLICY_KIND_DNSBL};
+	static const char *const kname[] = {"dmarc", "score", "dnsbl"};
+	static const char *const aname[] = {"tag", "quarantine", "reject", "deliver"};
+	/* severity of each enum config_policy_quarantine value */
+	static const int rank[] = {1, 2, 3, 0};
+	int act = CONFIG_PQ_DELIVER;
+	char names[32] = "";
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (!(kinds & all[i]))
+			continue;
+		int a = kind_action(s->cfg, all[i]);
+		if (rank[a] > rank[act])
+			act = a;
+		snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+		         names[0] ? "," : "", kname[i]);
+	}
+	if (!names[0])
+		return 0;
+	util_log_info("s=%016llx policy_verdict kinds=%s action=%s", (unsigned long long)s->id,
+	              names, aname[act]);
+	const struct policy_verdict *v = s->tx->pm ? policy_msg_verdict(s->tx->pm) : NULL;
+	switch (act) {
+	case CONFIG_PQ_REJECT:
+		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
+		if (async)
+			smtp_session_resume(s);
+		return -1;
+	case CONFIG_PQ_QUARANTINE: /* quarantined at commit (issue 13) */
+		smtp_data_quarantine(s, "policy", v ? v->summary : NULL);
+		s->tx->own_flag = true;
+		break;
+	case CONFIG_PQ_TAG:
+		s->tx->subject_tag = true;
+		s->tx->own_flag = true; /* X-Spam-Flag: YES, also under rspamd's verdict */
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
 /* smtp_data_greylisted - the greylist verdict (smtp-greylist.c): refuse
- * with reply, or (reply NULL) go on: the policy's quarantine action, then
- * the scans.  async: called from a callback (resume afterwards). */
+ * with reply, or (reply NULL) go on: the actions of the policy's own
+ * verdicts, then the scans.  With [rspamd] on, mxgate's score is only an
+ * input to rspamd (MXGATE_AUTH): one spam verdict, not two; it acts only
+ * when rspamd cannot be asked (smtp-session-scan.c).  A DMARC quarantine
+ * and a DNSBL listing stay mxgate's own.  async: called from a callback
+ * (resume afterwards). */
 void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async)
 {
 	if (reply) {
@@ -449,17 +506,14 @@ void smtp_data_greylisted(struct smtp_session *s, const char *reply, bool async)
 	const struct policy_verdict *v = s->tx->pm ? policy_msg_verdict(s->tx->pm) : NULL;
 	if (v && v->action != POLICY_REJECT && v->action != POLICY_TEMPFAIL)
 		record_dmarc(s, v);
-	if (v && v->action == POLICY_QUARANTINE &&
-	    s->cfg->spam_quarantine_action == CONFIG_PQ_REJECT) {
-		smtp_data_refuse(s, "550 5.7.1 Message refused by policy", "policy_quarantine");
-		if (async)
-			smtp_session_resume(s);
-		return;
-	}
-	if (v && v->action == POLICY_QUARANTINE &&
-	    s->cfg->spam_quarantine_action == CONFIG_PQ_QUARANTINE) {
-		/* quarantined at commit (issue 13) */
-		smtp_data_quarantine(s, "policy", v->summary);
+	if (v && v->action == POLICY_QUARANTINE) {
+		unsigned kinds = v->kinds;
+		if ((kinds & POLICY_KIND_SCORE) && s->cfg->rspamd_address && s->srv->rspamd) {
+			kinds &= ~(unsigned)POLICY_KIND_SCORE;
+			s->tx->score_deferred = true;
+		}
+		if (smtp_data_policy_act(s, kinds, async) < 0)
+			return;
 	}
 	smtp_scan_start(s, async);
 }

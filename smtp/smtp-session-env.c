@@ -285,8 +285,10 @@ void smtp_cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c, const char 
 		smtp_session_reply(s, "%s", smtp_dnsbl_reply(s, reply, sizeof(reply)));
 		return;
 	}
-	/* Refusing on SPF needs the SPF result: suspend this RCPT until then. */
-	if (tx->pm && (cfg->spf_reject_fail || cfg->spf_temperror_defer) &&
+	/* Refusing on SPF needs the SPF result, and so does a per-sender rate
+	 * limit (shared only by a sender SPF passed for): suspend this RCPT
+	 * until then. */
+	if (tx->pm && (cfg->spf_reject_fail || cfg->spf_temperror_defer || smtp_rl_wants_spf(s)) &&
 	    !policy_spf_done(tx->pm)) {
 		free(s->pending_line);
 		s->pending_line = util_xstrdup(line);

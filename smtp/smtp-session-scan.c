@@ -6,13 +6,20 @@
  * for spam by rspamd ([rspamd], scan/scan-rspamd.c).  Each step is a wait
  * state of the session (SMTP_WAIT_SCAN); results find the session by id.
  *
- * Decisions: a virus -> [clamav] virus_action (550 5.7.1 or delivered with
- * X-Virus-Scan: infected); rspamd's action -> reject_action / tag_action;
+ * Decisions: a virus -> [clamav] virus_action (550 5.7.1, quarantined, or
+ * delivered with X-Virus-Scan: infected, tagged or not); rspamd's action ->
+ * reject_action / tag_action; a tag from any verdict is the one [rspamd]
+ * subject_tag, put on once;
  * "soft reject" -> 451 4.7.1; a scanner down or slow -> its on_failure
  * (451 4.7.1, or accepted with a header saying it was not checked - never
  * a silent pass).  With an rspamd verdict, the policy's own X-Spam-* fields
  * are left out: rspamd's score (which includes mxgate's authentication
- * score as symbol MXGATE_AUTH) is the only spam verdict downstream sees.
+ * score as symbol MXGATE_AUTH) is the only spam score downstream sees;
+ * mxgate's own score acts ([spam] score_action) only when rspamd could not
+ * be asked.  But X-Spam-Flag is YES whenever one of mxgate's own verdicts
+ * (DMARC quarantine, DNSBL listing, virus, attachment) tagged or
+ * quarantined the message (tx->own_flag), whatever rspamd answered: the
+ * downstream's rules act on the flag.
  *
  * Ownership: header text accumulates in tx->scan_headers (owned by the
  * transaction).  Diagnostics: one line per scan
@@ -76,6 +83,7 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 		              (unsigned long long)s->id, r->name,
 		              cfg->clamav_virus_action == CONFIG_SCAN_REJECT       ? "reject"
 		              : cfg->clamav_virus_action == CONFIG_SCAN_QUARANTINE ? "quarantine"
+		              : cfg->clamav_virus_action == CONFIG_SCAN_TAG        ? "tag"
 		                                                                   : "deliver");
 		if (cfg->clamav_virus_action == CONFIG_SCAN_REJECT) {
 			char reply[256];
@@ -89,7 +97,10 @@ static void virus_apply(struct smtp_session *s, const struct scan_result *r, boo
 			smtp_data_quarantine(s, "virus", verdict);
 			free(verdict);
 			s->tx->scan_stage = STAGE_COMMIT; /* no spam check: quarantined */
+			s->tx->own_flag = true;
 		}
+		if (cfg->clamav_virus_action == CONFIG_SCAN_TAG)
+			s->tx->subject_tag = s->tx->own_flag = true;
 		break;
 	case SCAN_FAILED:
 		util_metrics_inc("mxgate_virus_scans_total", "unscanned");
@@ -176,6 +187,9 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 		                r->reason, cfg->hostname);
 		note(s, &b);
 		util_buf_free(&b);
+		/* and so is mxgate's score: it acts now, as without rspamd */
+		if (s->tx->score_deferred && smtp_data_policy_act(s, POLICY_KIND_SCORE, async) < 0)
+			return;
 		next_step(s, async);
 		return;
 	}
@@ -227,8 +241,15 @@ static void spam_apply(struct smtp_session *s, const struct scan_spam_result *r,
 	            r->action != SCAN_SPAM_NO_ACTION && r->action != SCAN_SPAM_GREYLIST;
 	if (flag && decision == CONFIG_SPAM_TAG)
 		s->tx->subject_tag = true;
+	if (!flag && s->tx->own_flag)
+		util_log_info("s=%016llx spam_check flag=YES by=mxgate", (unsigned long long)s->id);
 	util_buf_init(&b);
-	scan_spam_headers(&b, cfg, r, flag); /* the status names rspamd's own action */
+	/* the flag is also YES when one of mxgate's own verdicts (a DMARC
+	 * quarantine, a DNSBL listing, a virus or an attachment) tagged or
+	 * quarantined the message: rspamd's "no action" must not hide it from
+	 * the downstream's rules (red team); the status names rspamd's own
+	 * action, score and symbols */
+	scan_spam_headers(&b, cfg, r, flag || s->tx->own_flag);
 	note(s, &b);
 	util_buf_free(&b);
 	s->tx->spam_replaced = true;
@@ -331,13 +352,61 @@ void smtp_scan_continue(struct smtp_session *s)
 	next_step(s, true);
 }
 
-/* may_tag - can a verdict of this config put the subject tag on? */
+/* pos - w when it can raise the score, else 0. */
+static double pos(double w)
+{
+	return w > 0 ? w : 0;
+}
+
+/* policy_may_tag - can one of mxgate's own verdicts configured to tag
+ * fire under this config?  Only then is every Subject held out of the
+ * spool (and moved up): a config whose checks cannot reach the threshold
+ * keeps the header block byte for byte. */
+static bool policy_may_tag(const struct config *cfg)
+{
+	bool dnsbl =
+	    cfg->dnsbl_zones.n > 0 || (cfg->dnsbl_site_specs.n > 0 && cfg->dnsbl_tag_threshold > 0);
+	if (cfg->spam_dmarc_action == CONFIG_PQ_TAG && cfg->dmarc_enabled &&
+	    cfg->dmarc_enforcement != CONFIG_DMARC_MONITOR)
+		return true;
+	if (cfg->dnsbl_tag_action == CONFIG_PQ_TAG && dnsbl)
+		return true;
+	if (cfg->spam_score_action != CONFIG_PQ_TAG)
+		return false;
+	/* the most the rules of policy_score() can add up to */
+	double max = pos(cfg->weight_no_rdns);
+	if (cfg->spf_enabled)
+		max +=
+		    pos(cfg->weight_spf_fail > cfg->weight_spf_softfail ? cfg->weight_spf_fail
+		                                                        : cfg->weight_spf_softfail);
+	if (cfg->dkim_enabled)
+		max += pos(cfg->weight_dkim_fail);
+	if (cfg->dmarc_enabled)
+		max += pos(cfg->weight_dmarc_fail > cfg->weight_dmarc_quarantine
+		               ? cfg->weight_dmarc_fail
+		               : cfg->weight_dmarc_quarantine);
+	if (dnsbl)
+		max +=
+		    pos(cfg->weight_dnsbl) * (double)(cfg->dnsbl_zones.n + cfg->dnsbl_site_specs.n);
+	return max >= cfg->spam_threshold;
+}
+
+/* may_tag - can a verdict of this config put the subject tag on?  Any
+ * verdict configured to tag: rspamd's, a virus, a blocked, unparsable or
+ * oversize attachment, mxgate's own (DMARC quarantine, score, DNSBL) when it can
+ * fire. */
 static bool may_tag(const struct config *cfg)
 {
-	return cfg->rspamd_address && cfg->rspamd_subject_tag &&
-	       strcmp(cfg->rspamd_subject_tag, "none") != 0 &&
-	       (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
-	        cfg->rspamd_reject_action == CONFIG_SPAM_TAG);
+	if (!cfg->rspamd_subject_tag || strcmp(cfg->rspamd_subject_tag, "none") == 0)
+		return false;
+	return (cfg->rspamd_address && (cfg->rspamd_tag_action == CONFIG_SPAM_TAG ||
+	                                cfg->rspamd_reject_action == CONFIG_SPAM_TAG)) ||
+	       (cfg->clamav_socket && cfg->clamav_virus_action == CONFIG_SCAN_TAG) ||
+	       (cfg->attach_enabled && (cfg->attach_action == CONFIG_ATTACH_TAG ||
+	                                cfg->attach_unparsable_action == CONFIG_ATTACH_TAG ||
+	                                (cfg->attach_oversize_action == CONFIG_ATTACH_TAG &&
+	                                 cfg->attach_max_size < cfg->message_size_limit))) ||
+	       policy_may_tag(cfg);
 }
 
 /* may_warn - can the external-sender warning put its subject tag on? */
@@ -416,7 +485,8 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 	if (!tx->subject_held) {
 		/* no Subject at all: one made of the tags, or leaving the field
 		 * out would have shed them (red team finding) */
-		const char *t0 = tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
+		const char *t0 =
+		    tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag : NULL;
 		const char *t1 =
 		    tx->warn_subject && may_warn(s->cfg) ? s->cfg->warning_subject_tag : NULL;
 		if (t0 || t1)
@@ -424,7 +494,8 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 			                t1 ? " " : "", t1 ? t1 : "");
 		return;
 	}
-	const char *tags[2] = {tx->subject_tag ? s->cfg->rspamd_subject_tag : NULL,
+	const char *tags[2] = {tx->subject_tag && may_tag(s->cfg) ? s->cfg->rspamd_subject_tag
+	                                                          : NULL,
 	                       tx->warn_subject ? s->cfg->warning_subject_tag : NULL};
 	if (!tags[0] && !tags[1]) {
 		util_buf_adds(b, tx->subject);
@@ -453,24 +524,47 @@ void smtp_scan_subject(struct smtp_session *s, struct util_buf *b)
 		util_buf_add(b, tx->subject + pos, len - pos);
 }
 
-/* smtp_scan_policy_headers - see smtp-server-internal.h. */
+/* smtp_scan_policy_headers - see smtp-server-internal.h.  Without
+ * rspamd's verdict the policy's flag says YES (and its status "Yes,")
+ * when a verdict that acted after the policy's (a virus or an attachment
+ * tagged or quarantined) flagged the message. */
 void smtp_scan_policy_headers(struct smtp_session *s, struct util_buf *b, const char *headers)
 {
-	if (!s->tx->spam_replaced) {
+	const struct config *cfg = s->cfg;
+	const char *flag = cfg->spam_flag_header ? cfg->spam_flag_header : "X-Spam-Flag";
+	const char *status = cfg->spam_status_header ? cfg->spam_status_header : "X-Spam-Status";
+	bool replaced = s->tx->spam_replaced;
+	if (!headers) {
+		/* no policy fields (checks off): the flag alone, for a rule */
+		if (!replaced && s->tx->own_flag)
+			util_buf_printf(b, "%s: YES\r\n", flag);
+		return;
+	}
+	if (!replaced && !s->tx->own_flag) {
 		util_buf_adds(b, headers);
 		return;
 	}
-	const struct config *cfg = s->cfg;
 	size_t len = strlen(headers), pos = 0;
 	struct util_hdr_field f;
 	while (util_hdr_next(headers, len, &pos, &f) == 1) {
-		if (util_hdr_name_is(&f, cfg->spam_flag_header ? cfg->spam_flag_header
-		                                               : "X-Spam-Flag") ||
-		    util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
-		                                                : "X-Spam-Score") ||
-		    util_hdr_name_is(&f, cfg->spam_status_header ? cfg->spam_status_header
-		                                                 : "X-Spam-Status"))
+		bool is_flag = util_hdr_name_is(&f, flag);
+		bool is_status = util_hdr_name_is(&f, status);
+		if (replaced &&
+		    (is_flag || is_status ||
+		     util_hdr_name_is(&f, cfg->spam_score_header ? cfg->spam_score_header
+		                                                 : "X-Spam-Score")))
 			continue;
+		if (is_flag) {
+			util_buf_printf(b, "%s: YES\r\n", flag);
+			continue;
+		}
+		if (is_status && f.value_len >= 4 && memcmp(f.value, " No,", 4) == 0) {
+			/* "X-Spam-Status: No, score=..." -> "Yes, score=..." */
+			util_buf_add(b, f.raw, (size_t)(f.value - f.raw));
+			util_buf_adds(b, " Yes,");
+			util_buf_add(b, f.value + 4, f.raw_len - (size_t)(f.value + 4 - f.raw));
+			continue;
+		}
 		util_buf_add(b, f.raw, f.raw_len);
 	}
 }

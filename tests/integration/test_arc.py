@@ -232,7 +232,11 @@ def test_seal_verifies_at_an_smtp_downstream(env):
     incoming chain, a DKIM signature, leading dots and trailing white space."""
     ds = Downstream().start()
     try:
-        gw = env.gateway("smtp", env.rsa_arc, relay_extra([f"127.0.0.1:{ds.port}"]))
+        # no verdict may tag here, so no Subject is held back and moved up
+        # (issue 13): the message must arrive byte for byte
+        more = relay_extra([f"127.0.0.1:{ds.port}"])
+        more["spam"] = {"quarantine_action": "deliver"}
+        gw = env.gateway("smtp", env.rsa_arc, more)
         fwd, marker = sealed(env.fwd_key, "lists.test", "fwd", sender="bob@pass.test",
                              body=".leading dot\r\n..two\r\ntrailing  \t\r\n\r\n")
         key, txt = dnsserver.make_dkim_key(env.dir, 1024, "dk")
@@ -304,6 +308,29 @@ def test_seal_covers_the_warning_banner_and_tag(env, warn_gw, shape):
     # and dkimpy is not just saying yes: the banner taken out breaks it
     plain = m.replace(b"CAUTION: outside sender.\r\n\r\n", b"", 1)
     assert plain != m and dkim.arc_verify(plain, dnsfunc=dnsfunc(env))[0] == dkim.CV_Fail
+
+
+@pytest.mark.parametrize("which", ["policy-job", "deferred"])
+def test_seal_field_limit_counts_the_fields_as_received(env, warn_gw, which):
+    """At most 512 header fields as received are sealed, by the policy job
+    (no verdict can edit: quarantine_action = deliver) and by the seal made
+    after the content edits (warn) alike: mxgate's own fields in front
+    (Received, Authentication-Results, the re-emitted Subject, ...) do not
+    count.  The deferred seal counted them, and a message of 505..512
+    fields went out unsealed (red team finding 5)."""
+    gw = warn_gw if which == "deferred" else env.gateway(
+        "limit", env.rsa_arc, {"spam": {"quarantine_action": "deliver"}})
+    base = len(mxtest.parse_headers(mxtest.make_message()[0]))
+    for total, want in ((512, True), (513, False)):
+        fill = tuple(f"X-Filler-{i}: v" for i in range(total - base))
+        msg, marker = mxtest.make_message(sender="bob@pass.test", headers=fill)
+        assert len(mxtest.parse_headers(msg)) == total
+        m = deliver(gw, "bob@pass.test", msg, marker)
+        if want:
+            assert len(arc_sets(m)) == 1, (total, m[:1500])
+            _verify(env, m)
+        else:
+            assert not arc_sets(m), (total, arc_sets(m))
 
 
 def test_seal_covers_the_warning_subject_tag_alone(env):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mxtest import (free_port, mxgate_bin, pid_listens_on, scaled, source_dir)
+from mxtest import (free_port, make_test_ca, mxgate_bin, pid_listens_on, scaled, source_dir)
 
 
 def base_lines(d, port):
@@ -121,6 +121,51 @@ def test_unknown_section(conf):
     n = line_no(lines, "[limts]")
     got = diags(out, p)
     assert n in got and "limits" in " ".join(got[n]), out
+
+
+def all_diags(out, path):
+    """Every FILE:LINE: and FILE: message line (not the FILE: N errors summary)."""
+    prefix = str(path) + ":"
+    return [ln for ln in out.splitlines()
+            if ln.startswith(prefix) and not re.search(r": (\d+ errors?|ok)$", ln)]
+
+
+def with_cert(lines, d, ca):
+    return lines + ["[tls]", f"cert_file = {ca.chain}", f"key_file = {ca.key}",
+                    "[mta_sts]", "mode = enforce"]
+
+
+# one typo, one diagnostic: checks that depend on what the typo lost stay
+# quiet (issue 16 review: route type, [tls] cert_file, [server], [domains]);
+# (line to replace, its replacement, lines appended, message, line it is at)
+ONE_TYPO = [
+    ("type = directory", "type = dir", [], "bad value for 'type'", "type = dir"),
+    ("cert_file =", "cert_fil = CHAIN", [],
+     "unknown directive 'cert_fil' in [tls] (did you mean 'cert_file'?)", "cert_fil ="),
+    ("[server]", "[sever]", [], "unknown section [sever] (did you mean [server]?)", "[sever]"),
+    ("[domains]", "[domain]", [], "unknown section [domain] (did you mean [domains]?)",
+     "[domain]"),
+    ("[route default]", "[rout default]", [], "unknown section [rout]", "[rout default]"),
+    ("key_file =", "key_file =", [], "empty value for 'key_file'", "key_file ="),
+    ("hostname =", "; hostname is set below", ["[limits]", "hostname = mx.example.test"],
+     "'hostname' belongs in [server], not [limits]", "hostname ="),
+]
+
+
+@pytest.mark.parametrize("needle,new,append,msg,at", ONE_TYPO)
+def test_one_typo_gives_one_error(conf, needle, new, append, msg, at):
+    d, lines, _ = conf
+    ca = make_test_ca(d)
+    lines = with_cert(lines, d, ca)
+    rc, out = check(write_conf(d, lines))
+    assert rc == 0 and not all_diags(out, d / "mxgate.conf"), out
+    lines = replaced(lines, needle, new.replace("CHAIN", ca.chain)) + append
+    p = write_conf(d, lines)
+    rc, out = check(p)
+    assert rc == 2, out
+    got = all_diags(out, p)
+    assert len(got) == 1, out
+    assert got[0].startswith(f"{p}:{line_no(lines, at)}: ") and msg in got[0], out
 
 
 BAD_VALUES = [

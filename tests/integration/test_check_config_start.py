@@ -1,16 +1,20 @@
 """`mxgate check-config` catches what `run` would fail on (issue 16): a
 certificate whose key does not match, a `user` that does not exist, a log
 file that cannot be written, `[mta_sts] listen` without a certificate, the
-metrics port on the SMTP port - each a FILE:LINE error - and `run` agrees.
+metrics or dashboard port on the SMTP port (or on each other), a queue
+directory that cannot be created or that the run user cannot write - each
+a FILE:LINE error - and `run` agrees.
 Warnings (exit 0): a certificate that does not cover hostname / mx_hosts /
 mta-sts.<domain>, one that expires within 14 days, tls = verify towards an
 IP literal.  MTA-STS enforce without STARTTLS is an error.  Errors that
 no line causes name what is missing instead of FILE:0."""
 
+import os
+import pwd
 import subprocess
 
 from mxtest import free_port, make_test_ca, mxgate_bin, scaled, _openssl
-from test_check_config import base_lines, check, diags, line_no, write_conf
+from test_check_config import base_lines, check, diags, line_no, replaced, write_conf
 
 
 def with_tls(lines, ca, cert=None, key=None):
@@ -59,6 +63,8 @@ def test_user_that_does_not_exist(workdir):
     lines[line_no(lines, "user =") - 1] = "user = nobody"
     rc, out = check(write_conf(workdir, lines))
     assert rc == 0, out
+    # the queue directory does not exist yet: root would create it for itself
+    assert "warning: queue directory" in out and "install -d -o nobody" in out, out
 
 
 def test_log_file_not_writable(workdir):
@@ -151,3 +157,67 @@ def test_missing_directive_named_not_file_0(workdir):
     assert f"{p}:0:" not in out, out
     assert f"{p}: no listen address: set [server] listen" in out, out
     assert f"{p}: no accepted_domains: set [domains] accepted_domains" in out, out
+
+
+def test_admin_listen_on_smtp_or_metrics_port(workdir):
+    port, mport = free_port(), free_port()
+    for admin, clash_with in ((port, "[server] listen at line 4"),
+                              (mport, "[metrics] listen at line")):
+        lines = base_lines(workdir, port) + [
+            "[metrics]", f"listen = 127.0.0.1:{mport}",
+            "[admin]", f"listen = 127.0.0.1:{admin}", "token = s3cret-token-0123456789"]
+        p = write_conf(workdir, lines)
+        rc, out = check(p)
+        assert rc == 2, out
+        got = diags(out, p)
+        n = len(lines) - 1   # the [admin] listen line
+        assert list(got) == [n], out
+        assert "[admin] listen 127.0.0.1:%d uses the same port as %s" % (admin, clash_with) \
+            in got[n][0], out
+        assert "uses the same port" in run_refuses(p)
+    lines = base_lines(workdir, port) + [
+        "[metrics]", f"listen = 127.0.0.1:{mport}",
+        "[admin]", f"listen = 127.0.0.1:{free_port()}", "token = s3cret-token-0123456789"]
+    rc, out = check(write_conf(workdir, lines))
+    assert rc == 0, out
+
+
+def test_queue_directory_that_cannot_be_created(workdir):
+    lines = replaced(base_lines(workdir, free_port()), "directory = " + str(workdir) + "/queue",
+                     "directory = /proc/mxq")
+    p = write_conf(workdir, lines)
+    rc, out = check(p)
+    assert rc == 2, out
+    error_at(out, p, lines, "directory = /proc/mxq", 'queue directory "/proc/mxq" cannot be '
+             'created: "/proc" is on the kernel\'s proc file system')
+    assert sum(len(v) for v in diags(out, p).values()) == 1, out
+    assert not os.path.exists("/proc/mxq")
+    assert "/proc/mxq" in run_refuses(p)
+    # below a file
+    (workdir / "afile").write_text("x")
+    lines = replaced(lines, "directory = /proc/mxq", f"directory = {workdir}/afile/q")
+    rc, out = check(write_conf(workdir, lines))
+    assert rc == 2, out
+    error_at(out, p, lines, "afile/q", f'"{workdir}/afile" is not a folder')
+
+
+def test_queue_directory_the_run_user_cannot_write(workdir):
+    """Started as root with `user`, run opens the queue as root, then refuses
+    when the user cannot write it; check-config says so first."""
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root")
+    q = workdir / "queue"
+    q.mkdir(mode=0o700)
+    lines = base_lines(workdir, free_port())
+    lines.insert(line_no(lines, "hostname ="), "user = nobody")
+    p = write_conf(workdir, lines)
+    rc, out = check(p)
+    assert rc == 2, out
+    error_at(out, p, lines, "directory = " + str(q), "is not writable by user nobody")
+    assert "is not writable by user nobody" in run_refuses(p)
+    # owned by the user, reachable through its parent: fine
+    os.chown(q, pwd.getpwnam("nobody").pw_uid, -1)
+    os.chmod(workdir, 0o755)
+    rc, out = check(p)
+    assert rc == 0 and "warning" not in out, out

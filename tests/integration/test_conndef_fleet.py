@@ -75,6 +75,12 @@ class Redis:
                 data += chunk
             return data.split(b"\r\n")[want - 1].decode()
 
+    def count(self, key):
+        """The integer a rate counter holds (0 when it does not exist)."""
+        rep = self.cmd("EVAL", "return tonumber(redis.call('GET', KEYS[1]) or 0)", 1, key)
+        assert rep.startswith(":"), rep
+        return int(rep[1:])
+
     @staticmethod
     def _enc(*words):
         out = f"*{len(words)}\r\n".encode()
@@ -201,12 +207,17 @@ def test_message_and_recipient_rates_shared(gateway, redis):
 
 def test_recipient_and_domain_rates_shared(gateway, redis):
     """recipients_per_net, recipients_per_sender and messages_per_domain are
-    counted in Redis too: what one node counted, the other refuses."""
+    counted in Redis too: what one node counted, the other refuses.  The
+    stages are asked in turn - client, then sender, then domain - and a
+    RCPT refused at one is not counted at the next."""
     r = redis()
-    dom = {"domains": {"accepted_domains": "example.test, other.test, third.test"}}
+    dom = {"domains": {"accepted_domains": "example.test, other.test, third.test"},
+           "auth": {"spf": "yes"}}
     lim = {"recipients_per_net": 2, "recipients_per_sender": 3, "messages_per_domain": 2}
     a = node(gateway, r, sections=dom, **lim)
     b = node(gateway, r, sections=dom, **lim)
+    for gw in (a, b):   # the senders SPF passes for: one budget each across networks
+        gw.dns.add("flood.example", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
 
     def rcpts(gw, source, sender, *steps):
         with RawClient(gw.port, source=source) as c:
@@ -228,6 +239,13 @@ def test_recipient_and_domain_rates_shared(gateway, redis):
     for key in ("recipients_per_net 127.0.7.0/24", "recipients_per_sender <s1@flood.example>",
                 "messages_per_domain example.test"):
         assert r.cmd("EXISTS", "mxgate:rl:" + key) == ":1", key
+    # refused by the network: s3 and other.test not counted; refused by the
+    # sender: third.test not counted
+    assert r.count("mxgate:rl:recipients_per_sender <s3@flood.example>") == 0
+    assert r.count("mxgate:rl:messages_per_domain other.test") == 1
+    assert r.count("mxgate:rl:messages_per_domain third.test") == 0
+    assert r.count("mxgate:rl:recipients_per_sender <s1@flood.example>") == 4   # w@ too
+    assert r.count("mxgate:rl:messages_per_domain example.test") == 3
 
 
 def test_redis_killed_fails_open(gateway, redis):

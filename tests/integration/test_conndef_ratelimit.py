@@ -12,10 +12,13 @@ SENDER = "sender@client.example.net"
 RCPT = "user@example.test"
 
 
-def rl(gateway, **kw):
+def rl(gateway, auth_spf=False, **kw):
     conf = {"window": "1h"}
     conf.update({k: str(v) for k, v in kw.items()})
-    return gateway({"ratelimit": conf, "domains": {"accepted_domains": "example.test, other.test"}})
+    extra = {"ratelimit": conf, "domains": {"accepted_domains": "example.test, other.test"}}
+    if auth_spf:
+        extra["auth"] = {"spf": "yes"}
+    return gateway(extra)
 
 
 def retry_seconds(text):
@@ -84,18 +87,27 @@ def test_message_rate_per_ip(gateway):
 
 
 def test_message_rate_per_sender_across_clients(gateway):
-    """One envelope sender from several addresses shares one budget."""
-    gw = rl(gateway, messages_per_sender=2)
-    for src in ("127.0.0.2", "127.0.0.3"):
+    """One envelope sender SPF passes for shares one budget from every
+    client; it is counted at the first RCPT of a transaction (only then is
+    SPF known), once however many recipients follow."""
+    gw = rl(gateway, messages_per_sender=2, auth_spf=True)
+    gw.dns.add("flood.example", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
+    for src in ("127.0.0.2", "127.0.1.3"):
         with RawClient(gw.port, source=src) as c:
             c.ehlo()
             assert_reply(c.cmd("MAIL FROM:<Spam@Flood.example>"), 250)
-    with RawClient(gw.port, source="127.0.0.4") as c:
+            assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+            assert_reply(c.cmd("RCPT TO:<b@example.test>"), 250)   # the same message
+    with RawClient(gw.port, source="127.0.2.4") as c:
         c.ehlo()
-        r = c.cmd("MAIL FROM:<Spam@Flood.example>")
+        assert_reply(c.cmd("MAIL FROM:<Spam@Flood.example>"), 250)
+        r = c.cmd("RCPT TO:<a@example.test>")
         assert_reply(r, 451, "4.7.1")
-        assert "<Spam@Flood.example>" in r.text, r
+        assert "Too many messages from <Spam@Flood.example>, try" in r.text, r
+        assert_reply(c.cmd("RSET"), 250)
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+    gw.wait_log(r"limit=messages_per_sender subject=<Spam@Flood\.example> count=3 max=2")
 
 
 def test_null_sender_counted_per_network(gateway):
@@ -107,14 +119,73 @@ def test_null_sender_counted_per_network(gateway):
         with RawClient(gw.port, source="127.0.0.2") as c:
             c.ehlo()
             assert_reply(c.cmd("MAIL FROM:<>"), 250)
+            assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
     with RawClient(gw.port, source="127.0.0.3") as c:   # same /24
         c.ehlo()
-        r = c.cmd("MAIL FROM:<>")
+        assert_reply(c.cmd("MAIL FROM:<>"), 250)
+        r = c.cmd("RCPT TO:<a@example.test>")
         assert_reply(r, 451, "4.7.1")
         assert "<>:127.0.0.0/24" in r.text, r
     with RawClient(gw.port, source="127.0.1.3") as c:   # another network
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<>"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+
+
+def test_forged_sender_cannot_use_up_the_real_senders_budget(gateway):
+    """The sender is a shared subject only when SPF passes for it: twenty
+    RCPTs with a forged <ceo@partner.test> from an address SPF fails count
+    for that sender on that network only (<ceo@partner.test>:127.0.0.0/24),
+    and the real sender, from the addresses SPF authorises, keeps its
+    budget - which it shares across its own networks (red team finding)."""
+    gw = rl(gateway, recipients_per_sender=10, messages_per_sender=3, auth_spf=True)
+    gw.dns.add("partner.test", "TXT", '"v=spf1 ip4:127.0.0.2 ip4:127.0.1.2 -all"')
+    codes = []
+    for _ in range(2):                       # the forger, 127.0.0.1 (SPF fail)
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.ehlo()
+            assert_reply(c.cmd("MAIL FROM:<ceo@partner.test>"), 250)
+            codes += [c.cmd(f"RCPT TO:<u{i}@example.test>").code for i in range(10)]
+    assert codes.count(250) == 10 and codes.count(451) == 10, codes
+    gw.wait_log(r"limit=recipients_per_sender subject=<ceo@partner\.test>:127\.0\.0\.0/24 "
+                r"count=11 max=10")
+    with RawClient(gw.port, source="127.0.0.2") as c:   # the real one (SPF pass)
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<ceo@partner.test>"), 250)
+        for i in range(9):
+            assert_reply(c.cmd(f"RCPT TO:<boss{i}@example.test>"), 250)
+    with RawClient(gw.port, source="127.0.1.2") as c:   # its other network, same budget
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<ceo@partner.test>"), 250)
+        assert_reply(c.cmd("RCPT TO:<boss9@example.test>"), 250)
+        r = c.cmd("RCPT TO:<boss10@example.test>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many recipients from <ceo@partner.test>, try" in r.text, r
+
+
+def test_refused_rcpts_do_not_drain_the_domain_budget(gateway):
+    """The per-client limits are judged first, and an event they refuse is
+    not counted against the shared ones: an abuser far over
+    recipients_per_ip (40+ 451s) does not use up messages_per_domain or
+    recipients_per_domain, and another client's first message gets through
+    (red team finding)."""
+    gw = rl(gateway, recipients_per_ip=2, messages_per_domain=20, recipients_per_domain=40)
+    refused = 0
+    for _ in range(3):                       # the abuser, 127.0.0.1
+        with RawClient(gw.port, source="127.0.0.1") as c:
+            c.ehlo()
+            for i in range(15):
+                assert_reply(c.cmd("MAIL FROM:<spam@abuse.test>"), 250)
+                refused += c.cmd(f"RCPT TO:<u{i}@example.test>").code == 451
+                c.cmd("RSET")
+    assert refused == 43, refused
+    with RawClient(gw.port, source="127.0.0.2") as c:   # an innocent sender
+        c.ehlo()
+        assert_reply(c.cmd("MAIL FROM:<alice@partner.test>"), 250)
+        assert_reply(c.cmd("RCPT TO:<boss@example.test>"), 250)
+    # the domain's counters saw only the 3 RCPTs let through: never over
+    assert "limit=messages_per_domain" not in gw.log_text()
+    assert "limit=recipients_per_domain" not in gw.log_text()
 
 
 def test_message_rate_per_net(gateway):
@@ -168,9 +239,12 @@ def test_recipient_rate_per_domain(gateway):
 
 def test_recipient_rates_per_net_and_sender(gateway):
     """recipients_per_net: the addresses of a /24 share one budget;
-    recipients_per_sender: one envelope sender shares one budget across
-    networks.  Every RCPT past the recipient checks counts, refused ones too."""
-    gw = rl(gateway, recipients_per_net=3, recipients_per_sender=2)
+    recipients_per_sender: one envelope sender SPF passes for shares one
+    budget across networks.  Every RCPT past the recipient checks counts
+    for the client, refused ones too; a RCPT the client's limits refuse is
+    not counted for the sender (judged in that order)."""
+    gw = rl(gateway, recipients_per_net=3, recipients_per_sender=2, auth_spf=True)
+    gw.dns.add("flood.example", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
     with RawClient(gw.port, source="127.0.0.2") as c:
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<one@flood.example>"), 250)
@@ -182,21 +256,24 @@ def test_recipient_rates_per_net_and_sender(gateway):
     with RawClient(gw.port, source="127.0.0.3") as c:     # same /24, another sender
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<two@flood.example>"), 250)
-        r = c.cmd("RCPT TO:<a@example.test>")            # net 4 of 3
+        r = c.cmd("RCPT TO:<a@example.test>")            # net 4 of 3: not counted for two@
         assert_reply(r, 451, "4.7.1")
         assert "Too many recipients from 127.0.0.0/24" in r.text, r
     with RawClient(gw.port, source="127.0.1.3") as c:     # another /24
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<two@flood.example>"), 250)
-        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)   # sender 2 of 2
-        assert_reply(c.cmd("RCPT TO:<b@example.test>"), 451, "4.7.1")
-        assert_reply(c.cmd("RSET"), 250)
+        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)   # sender 1 of 2
+        assert_reply(c.cmd("RCPT TO:<b@example.test>"), 250)   # sender 2 of 2
+        assert_reply(c.cmd("RCPT TO:<c@example.test>"), 451, "4.7.1")
+    with RawClient(gw.port, source="127.0.2.3") as c:     # a third /24
+        c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<ONE@Flood.Example>"), 250)   # letter case ignored
         r = c.cmd("RCPT TO:<a@example.test>")
         assert_reply(r, 451, "4.7.1")
         assert "Too many recipients from <ONE@Flood.Example>" in r.text, r
     gw.wait_log(r"limit=recipients_per_net subject=127\.0\.0\.0/24 count=4 max=3")
     gw.wait_log(r"limit=recipients_per_sender subject=<one@flood\.example> count=3 max=2")
+    gw.wait_log(r"limit=recipients_per_sender subject=<two@flood\.example> count=3 max=2")
 
 
 def test_message_rate_per_domain(gateway):

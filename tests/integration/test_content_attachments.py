@@ -7,6 +7,8 @@ import io
 import uuid
 import zipfile
 
+import pytest
+
 import mxtest
 
 SENDER = "sender@client.example.net"
@@ -113,3 +115,135 @@ def test_off_by_default(gateway):
                             "Content-Disposition: attachment; filename=a.exe"], b"MZ")
     mxtest.assert_reply(send(gw, data), 250)
     gw.wait_for_marker(marker)
+
+
+EXE = (["Content-Type: application/pdf",
+        "Content-Disposition: attachment; filename=\"invoice.pdf.exe\""], b"whatever")
+
+
+@pytest.mark.parametrize("action", ["tag", "deliver"])
+def test_blocked_attachment_tag_or_deliver(gateway, action):
+    """tag: delivered with the verdict header and "[SPAM]" on the Subject
+    ([rspamd] subject_tag, no rspamd needed); deliver: the header only.  A
+    sender's own X-Mxgate-Attachments never gets through."""
+    gw = att_gw(gateway, action=action)
+    data, marker = message(*EXE)
+    data = b"X-Mxgate-Attachments: clean; forged\r\n" + data
+    r = send(gw, data)
+    mxtest.assert_reply(r, 250)
+    gw.wait_log(r"attachment_check result=blocked name=invoice.pdf.exe action=" + action)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Mxgate-Attachments") == [
+        'blocked; verdict="name=invoice.pdf.exe"; by=mx.example.test']
+    subj = mxtest.header_values(msg, "Subject")
+    assert subj == ([f"[SPAM] files {marker}"] if action == "tag" else [f"files {marker}"]), subj
+    # tag is one of mxgate's own verdicts: flagged (no policy fields here:
+    # SPF, DKIM and DMARC are off)
+    assert mxtest.header_values(msg, "X-Spam-Flag") == (["YES"] if action == "tag" else [])
+    assert msg.endswith(data.split(b"\r\n\r\n", 1)[1])  # body as sent
+
+
+def no_boundary():
+    """MIME GMime reads only by guessing: a multipart without a boundary
+    (GMime sees one text body; a reader that guesses "--b" shows an .exe)."""
+    marker = "m" + uuid.uuid4().hex[:16]
+    return (f"From: <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: guess {marker}\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--b\r\n"
+            "Content-Type: application/octet-stream; name=a.exe\r\n\r\nMZ\r\n"
+            "--b--\r\n").encode(), marker
+
+
+def test_unparsable_mime_is_never_a_silent_pass(gateway):
+    """Default: delivered, with a header saying the attachments were not
+    checked and why (it used to pass as clean, or with a log line only)."""
+    gw = att_gw(gateway)
+    data, marker = no_boundary()
+    mxtest.assert_reply(send(gw, data), 250)
+    gw.wait_log(r"attachment_check result=unchecked reason=unparsable "
+                r"mime=multipart_without_boundary action=deliver")
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Mxgate-Attachments") == [
+        "unchecked; reason=unparsable; mime=multipart_without_boundary; by=mx.example.test"]
+
+
+@pytest.mark.parametrize("action", ["reject", "tag"])
+def test_unparsable_mime_action(gateway, action):
+    gw = att_gw(gateway, unparsable_action=action)
+    data, marker = no_boundary()
+    r = send(gw, data)
+    if action == "reject":
+        mxtest.assert_reply(r, 550, "5.7.1")
+        assert "cannot be parsed" in r.text, r.text
+        gw.wait_log(r"reject reason=attachment_unparsable")
+        assert not gw.queue_files()
+        return
+    mxtest.assert_reply(r, 250)
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "Subject") == [f"[SPAM] guess {marker}"]
+
+
+def padded_exe(pad=2000):
+    """A blocked .exe behind pad bytes of text: over a small max_size."""
+    data, marker = message(*EXE)
+    return data.replace(b"see attached", (b"x" * 76 + b"\r\n") * (pad // 78)), marker
+
+
+def test_too_large_to_judge_is_said_in_a_header(gateway):
+    """max_size below message_size_limit, oversize_action not set: it
+    follows unparsable_action (deliver), with the header - and check-config
+    says out loud that larger messages pass unjudged."""
+    gw = att_gw(gateway, max_size="1K")
+    data, marker = padded_exe()
+    mxtest.assert_reply(send(gw, data), 250)
+    gw.wait_log(r"attachment_check result=unchecked reason=size size=\d+ max_size=1024 "
+                r"action=deliver")
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "X-Mxgate-Attachments") == [
+        "unchecked; reason=size; by=mx.example.test"]
+    err = gw.cli("check-config").stderr
+    assert ("[attachments] max_size (1024) is below [limits] message_size_limit"
+            in err), err
+
+
+@pytest.mark.parametrize("action", ["reject", "quarantine", "tag"])
+def test_oversize_action(gateway, action):
+    """Red team: a blocked .exe padded past max_size was delivered (no
+    action applied to a message too large to judge).  oversize_action acts
+    like unparsable_action, and by default follows it."""
+    kw = {"oversize_action": action} if action != "tag" else {"unparsable_action": "tag"}
+    gw = att_gw(gateway, max_size="1K", **kw)
+    data, marker = padded_exe()
+    r = send(gw, data)
+    gw.wait_log(r"attachment_check result=unchecked reason=size .* action=" + action)
+    if action == "reject":
+        mxtest.assert_reply(r, 550, "5.7.1")
+        assert "too large for its attachments to be checked" in r.text, r.text
+        gw.wait_log(r"reject reason=attachment_oversize")
+        assert not gw.queue_files() and not gw.find_in_mailbox(marker)
+        return
+    mxtest.assert_reply(r, 250)
+    if action == "quarantine":
+        qid = mxtest.queued_id(r)
+        gw.wait_log(r"quarantined reason=attachment id=" + qid)
+        env = (gw.queue_dir / "quarantine" / qid).read_text()
+        assert "\nquarantine-verdict: size\n" in env, env
+        assert not gw.find_in_mailbox(marker)
+        return
+    msg = gw.wait_for_marker(marker)
+    assert mxtest.header_values(msg, "Subject") == [f"[SPAM] files {marker}"]
+    assert mxtest.header_values(msg, "X-Mxgate-Attachments") == [
+        "unchecked; reason=size; by=mx.example.test"]
+
+
+def test_every_acceptable_message_is_judged_by_default(gateway):
+    """max_size not set: it is [limits] message_size_limit, so a message
+    the gateway accepts at all is judged however it is padded (the old
+    fixed 25M left 25M..35M unjudged under the default 35M limit)."""
+    gw = gateway({"attachments": {"enabled": "yes"},
+                  "limits": {"message_size_limit": "64K"}})
+    data, marker = padded_exe(60_000)
+    assert 60_000 < len(data) < 64 * 1024
+    r = send(gw, data)
+    mxtest.assert_reply(r, 550, "5.7.1")
+    assert "name=invoice.pdf.exe" in r.text, r.text
+    assert "is below [limits] message_size_limit" not in gw.cli("check-config").stderr

@@ -270,7 +270,10 @@ def test_default_warns_a_spoof_of_our_own_domain(gateway):
                                sender="ceo@example.test")
         raw = deliver(gw, data, marker, sender="ceo@example.test")
         assert warning(raw) and warning(raw)[0].startswith("failing; banner=added"), raw[:900]
-        assert subject(raw).startswith("[EXT] ")
+        # SPF fail + DMARC fail score 7 >= 5: [spam] quarantine_action = tag
+        # puts the spam tag on too (issue 13: tag means the subject tag for
+        # every verdict), in front of the warning's
+        assert subject(raw).startswith("[SPAM] [EXT] ")
         # the same domain, authentic (SPF pass from 127.0.0.2, aligned): untouched
         data, marker = message(["Content-Type: text/plain"], b"hi\r\n", sender="boss@example.test")
         with gw.client(source="127.0.0.2") as c:

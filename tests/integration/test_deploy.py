@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import cfnspec
 from mxtest import mxgate_bin, source_dir
 
 SRC = source_dir()
@@ -330,7 +331,7 @@ def test_cfn_user_data_config_is_valid(template, tmp_path):
     conf = script.split("<<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
     values = {"MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24, 10.0.1.0/24",
               "DomainName": "example.com", "AWS::Region": "us-east-1",
-              "DmarcEnforcement": "monitor"}
+              "DmarcEnforcement": "monitor", "StateRedisLine": "redis = redis://127.0.0.1:6379"}
     conf = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], conf)
     # certificates do not exist here; queue and socket go to tmp
     conf = (conf.replace("/etc/mxgate/tls/fullchain.pem", str(tmp_path / "c.pem"))
@@ -386,28 +387,77 @@ def test_aws_readme_mentions_essentials():
 TEMPLATE_TEXT = TEMPLATE.read_text()
 BOOT = SRC / "deploy" / "aws" / "mxgate-aws-boot"
 
-# Structural validation (always runs; cfn-lint below when installed): every
-# resource type is one this template may use, with its required properties
-# (from the CloudFormation resource specification) and only attributes that
-# exist for !GetAtt.
-KNOWN_TYPES = {
-    "AWS::EC2::EIP": ({"Domain"}, {"PublicIp", "AllocationId"}),
-    "AWS::SES::ReceiptFilter": ({"Filter"}, set()),
-    "AWS::EC2::SecurityGroup": ({"GroupDescription"}, {"GroupId", "VpcId"}),
-    "AWS::ElasticLoadBalancingV2::LoadBalancer": (set(), {"DNSName", "CanonicalHostedZoneID",
-                                                          "LoadBalancerArn"}),
-    "AWS::ElasticLoadBalancingV2::TargetGroup": (set(), {"TargetGroupArn"}),
-    "AWS::ElasticLoadBalancingV2::Listener": ({"DefaultActions", "LoadBalancerArn"},
-                                              {"ListenerArn"}),
-    "AWS::Route53::RecordSet": ({"Name", "Type"}, set()),
-    "AWS::S3::Bucket": (set(), {"Arn", "DomainName"}),
-    "AWS::IAM::Role": ({"AssumeRolePolicyDocument"}, {"Arn", "RoleId"}),
-    "AWS::IAM::InstanceProfile": ({"Roles"}, {"Arn"}),
-    "AWS::EC2::LaunchTemplate": ({"LaunchTemplateData"}, {"LatestVersionNumber",
-                                                          "DefaultVersionNumber"}),
-    "AWS::AutoScaling::AutoScalingGroup": ({"MaxSize", "MinSize"}, set()),
-    "AWS::AutoScaling::LifecycleHook": ({"AutoScalingGroupName", "LifecycleTransition"}, set()),
-}
+# Every resource is checked against AWS's current CloudFormation resource
+# database (npm @aws-cdk/aws-service-spec, installed by `make deps-test`;
+# tests/integration/cfnspec.py): type, property names at every depth,
+# required properties, basic value shapes, !GetAtt attributes.  cfn-lint
+# runs on top where it is installed.
+TEMPLATES = [TEMPLATE, SRC / "deploy" / "aws" / "workmail-junk" / "template.yaml"]
+
+
+@pytest.fixture(scope="module")
+def cfn_spec():
+    path = cfnspec.db_path()
+    if not path.is_file():
+        pytest.fail(f"{cfnspec.PACKAGE} is not installed ({path}): `make deps-test` "
+                    "installs it with npm into MXGATE_NPM_DIR", pytrace=False)
+    return cfnspec.Spec(path)
+
+
+def test_cfn_spec_is_the_pinned_one(cfn_spec):
+    want = re.search(r"^CFN_SPEC_VERSION\s*\?=\s*(\S+)$", (SRC / "Makefile").read_text(), re.M)
+    assert want and cfn_spec.version == want.group(1), \
+        f"installed {cfnspec.PACKAGE} {cfn_spec.version}, Makefile pins {want and want.group(1)}"
+    assert len(cfn_spec.resources) > 1000      # the whole database, not a stub
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.parent.name + "/" + p.name)
+def test_cfn_resources_match_the_aws_spec(cfn_spec, path):
+    tpl = yaml.load(path.read_text(), Loader=cfn_loader())
+    assert tpl["Resources"]
+    problems = cfnspec.validate(cfn_spec, tpl)
+    assert not problems, "\n".join(problems)
+
+
+# (text replaced, replacement, the problem expected)
+BROKEN = [
+    ("      IpAddressType: !If", "      IpAdressType: !If", "unknown property IpAdressType"),
+    ("              SSEAlgorithm: AES256", "              SSEAlgoritm: AES256",
+     "unknown property SSEAlgoritm"),
+    ("          HttpTokens: required", "          HttpToken: required",
+     "unknown property HttpToken"),
+    ("      GroupDescription: mxgate instances - SMTP and health checks from the NLB only\n",
+     "", "required property GroupDescription missing"),
+    ("      Subnets: !Ref PublicSubnetIds", "      Subnets: subnet-1", "Subnets: expects a list"),
+    ("      LoadBalancerAttributes:\n        - Key:", "      LoadBalancerAttributes:\n          Key:",
+     "LoadBalancerAttributes: expects a list"),
+    ("      Port: 25\n      DefaultActions", "      Port: [25]\n      DefaultActions",
+     "Port: expects a integer"),
+    ("      HealthCheckIntervalSeconds: 10\n      HealthyThresholdCount: 2\n"
+     "      UnhealthyThresholdCount: 2\n      TargetGroupAttributes:\n"
+     "        - Key: proxy_protocol_v2.enabled\n          Value: \"true\"",
+     "      HealthCheckIntervalSeconds: ten\n      HealthyThresholdCount: 2\n"
+     "      UnhealthyThresholdCount: 2\n      TargetGroupAttributes:\n"
+     "        - Key: proxy_protocol_v2.enabled\n          Value: \"true\"",
+     "HealthCheckIntervalSeconds: expects a integer"),
+    ("!GetAtt LoadBalancer.DNSName", "!GetAtt LoadBalancer.DnsName",
+     "LoadBalancer has no attribute DnsName"),
+    ("${GatewayEip1.PublicIp}/32", "${GatewayEip1.PublicIP}/32", "has no attribute PublicIP"),
+    ("    Type: AWS::S3::Bucket\n", "    Type: AWS::S3::Buckets\n",
+     "unknown resource type AWS::S3::Buckets"),
+]
+
+
+@pytest.mark.parametrize("old,new,want", BROKEN, ids=[w for _, _, w in BROKEN])
+def test_cfn_spec_check_finds_a_broken_template(cfn_spec, old, new, want):
+    """The same check rejects a copy of the template with one mistake (so
+    a pass above is real): a misspelt optional property, at the top and
+    nested, a missing required one, a wrong shape, a bad !GetAtt."""
+    assert old in TEMPLATE_TEXT, old
+    tpl = yaml.load(TEMPLATE_TEXT.replace(old, new, 1), Loader=cfn_loader())
+    problems = cfnspec.validate(cfn_spec, tpl)
+    assert any(want in p for p in problems), problems
+    assert len(problems) <= 2, problems      # that mistake, not noise
 
 
 def resources_of(template, rtype):
@@ -415,20 +465,13 @@ def resources_of(template, rtype):
 
 
 def test_cfn_structure(template):
+    """What the resource database does not know: conditions, mappings."""
     res = template["Resources"]
     conds = set(template.get("Conditions", {}))
     maps = template.get("Mappings", {})
     for name, r in res.items():
-        assert r["Type"] in KNOWN_TYPES, f"{name}: unknown type {r['Type']}"
-        required, _ = KNOWN_TYPES[r["Type"]]
-        missing = required - set(r.get("Properties", {}))
-        assert not missing, f"{name} lacks {missing}"
         if "Condition" in r:
             assert r["Condition"] in conds, name
-    for node in (res, template.get("Outputs", {})):
-        for kind, target in walk_getatts(node):
-            rtype = res[target[0]]["Type"]
-            assert target[1] in KNOWN_TYPES[rtype][1], f"!GetAtt {'.'.join(target)}"
     for key, args in walk_fn(res, "Fn::FindInMap"):
         assert args[0] in maps, args
     for key, args in walk_fn(template, "Fn::If"):
@@ -444,16 +487,6 @@ def walk_fn(node, fn):
     elif isinstance(node, list):
         for x in node:
             yield from walk_fn(x, fn)
-
-
-def walk_getatts(node):
-    for _, v in walk_fn(node, "Fn::GetAtt"):
-        yield "GetAtt", v
-    for _, v in walk_fn(node, "Fn::Sub"):
-        text = v if isinstance(v, str) else v[0]
-        for name in re.findall(r"\$\{(?!!)([^}]+)\}", text):
-            if "." in name:
-                yield "GetAtt", name.split(".", 1)
 
 
 def cfn_lint_cmd():
@@ -620,7 +653,10 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
               "MxHostName": "mx.example.com", "TrustedProxies": "10.0.0.0/24",
               "DomainName": "example.com", "DmarcEnforcement": "monitor",
               "QueueArchiveBucket": "bucket", "MaxDrainMinutes": "120",
-              "WorkMailOrganizationId": "m-0123456789abcdef"}
+              "WorkMailOrganizationId": "m-0123456789abcdef",
+              "QueueAdoptLocks": "mxgate-prod-QueueAdoptLocks-1ABC",
+              "StateRedisUrl": "redis://state.example:6379",
+              "StateRedisLine": "redis = redis://state.example:6379"}
     text = re.sub(r"\$\{(?!!)([^}]+)\}", lambda m: values[m.group(1)], user_data(template))
     text = text.replace("${!", "${")
     assert "${" not in text.replace("${BIN_URL%/*}", "").replace("${f%%:*}", "") \
@@ -634,9 +670,247 @@ def test_cfn_user_data_is_valid_bash(template, tmp_path):
     r = subprocess.run(["bash", "-n", str(BOOT)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     # the timers' loop writes units for both jobs with their interval
-    assert "for job in check-eip:1min refresh-cert:1h; do" in text
+    assert ("for job in check-eip:1min refresh-cert:1h check-volumes:1min check-state:1min; do"
+            in text)
+    assert "mxgate-check-state.timer" in text
     if shutil.which("shellcheck"):
         for f in (p,):
             r = subprocess.run(["shellcheck", "-s", "bash", "-S", "warning", str(f)], capture_output=True,
                                text=True, timeout=120)
             assert r.returncode == 0, r.stdout
+
+
+def test_cfn_queue_volume_adoption_and_alarm(template):
+    """The pieces of the cross-AZ adoption that mxgate-aws-boot relies on:
+    the claims table (key VolumeId, named to the script in aws.env), the
+    alarm on exactly the metric check-volumes publishes, the timer."""
+    res = template["Resources"]
+    (tname, table), = resources_of(template, "AWS::DynamoDB::Table")
+    assert table["Properties"]["KeySchema"] == [{"AttributeName": "VolumeId", "KeyType": "HASH"}]
+    ud = user_data(template)
+    assert f"\nLOCK_TABLE=${{{tname}}}\n" in ud
+    script = BOOT.read_text()
+    assert '"attribute_not_exists(VolumeId)' in script.replace("'", '"')
+    m = re.search(r"put-metric-data --namespace (\S+) --metric-name (\S+)\s*\\\n\s*"
+                  r"--dimensions \"Stack=\$STACK\"", script)
+    assert m, "check-volumes publishes the metric"
+    (_, alarm), = resources_of(template, "AWS::CloudWatch::Alarm")
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == m.groups()
+    assert a["Dimensions"] == [{"Name": "Stack", "Value": {"Ref": "AWS::StackName"}}]
+    assert a["EvaluationPeriods"] == {"Ref": "UnattachedVolumeAlarmMinutes"} and a["Period"] == 60
+    assert a["Threshold"] == 1 and a["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert "check-volumes:1min" in ud and "mxgate-check-volumes.timer" in ud
+    # the role may write only this table
+    (_, role), = resources_of(template, "AWS::IAM::Role")
+    stmts = [st for pol in role["Properties"]["Policies"]
+             for st in pol["PolicyDocument"]["Statement"]]
+    dyn = [st for st in stmts if "dynamodb:PutItem" in st["Action"]]
+    assert dyn and all(st["Resource"] == {"Fn::GetAtt": [tname, "Arn"]} for st in dyn)
+
+
+# ------------------------------------------------- CloudFormation, issue 17: a fleet shares its state
+
+NO_VALUE = object()
+
+
+def cfn_eval(node, params, conds, attrs):
+    """The value CloudFormation gives node: Ref, Condition, !If, !Equals,
+    !Not, !And, !Or, !Join, !Sub and !GetAtt evaluated with the parameter
+    values params, the conditions conds and the attribute values attrs
+    ("Resource.Attribute")."""
+    def ev(x):
+        return cfn_eval(x, params, conds, attrs)
+    if isinstance(node, list):
+        return [v for v in map(ev, node) if v is not NO_VALUE]
+    if not isinstance(node, dict) or len(node) != 1:
+        return node if not isinstance(node, dict) else {k: ev(v) for k, v in node.items()}
+    (fn, args), = node.items()
+    if fn == "Ref":
+        return NO_VALUE if args == "AWS::NoValue" else params[args]
+    if fn == "Condition":
+        return conds[args]
+    if fn == "Fn::Equals":
+        return str(ev(args[0])) == str(ev(args[1]))
+    if fn == "Fn::Not":
+        return not ev(args[0])
+    if fn == "Fn::And":
+        return all(ev(a) for a in args)
+    if fn == "Fn::Or":
+        return any(ev(a) for a in args)
+    if fn == "Fn::If":
+        return ev(args[1] if conds[args[0]] else args[2])
+    if fn == "Fn::Join":
+        return args[0].join(str(v) for v in ev(args[1]))
+    if fn == "Fn::GetAtt":
+        return attrs[".".join(args)]
+    if fn == "Fn::Sub":
+        text, varmap = (args, {}) if isinstance(args, str) else args
+        local = {k: ev(v) for k, v in varmap.items()}
+
+        def one(m):
+            name = m.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in local:
+                return str(local[name])
+            return str(attrs[name] if "." in name and not name.startswith("AWS::")
+                       else params[name])
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+    return {fn: ev(args)}
+
+
+def cfn_conditions(template, params):
+    conds = {}
+    for name, c in template.get("Conditions", {}).items():
+        conds[name] = cfn_eval(c, params, conds, {})
+    return conds
+
+
+ENDPOINT = "mxgate-prod-statecache-1abc.x7y8z9.ng.0001.euw1.cache.amazonaws.com"
+FLEET_PARAMS = {"MxHostName": "mx.example.com", "DomainName": "example.com",
+                "NlbSubnetCidrs": ["10.0.0.0/24", "10.0.1.0/24"], "DmarcEnforcement": "monitor",
+                "MxgateBinaryUrl": "s3://art/mxgate/0.1/mxgate", "QueueVolumeSize": "20",
+                "TlsCertSecretArn": "arn:c", "TlsKeySecretArn": "arn:k",
+                "MaxDrainMinutes": "120", "WorkMailOrganizationId": "m-" + "0123456789abcdef" * 2,
+                "AcceptUnknownRecipients": "no", "EnableIpv6": "false", "AlarmTopicArn": "",
+                "AWS::Region": "eu-west-1", "AWS::StackName": "mxgate-prod",
+                "QueueArchiveBucket": "bucket", "QueueAdoptLocks": "mxgate-prod-locks",
+                "VpcId": "vpc-1", "StateNodeType": "cache.t4g.micro"}
+FLEET_ATTRS = {"StateCache.PrimaryEndPoint.Address": ENDPOINT,
+               "StateCache.PrimaryEndPoint.Port": "6379",
+               "StateSecurityGroup.GroupId": "sg-state", "GatewaySecurityGroup.GroupId": "sg-gw"}
+
+
+def section(conf, name):
+    """The uncommented directives of one [section] of an INI text."""
+    m = re.search(rf"^\[{re.escape(name)}\]\n(.*?)(?=^\[|\Z)", conf, re.M | re.S)
+    assert m, f"no [{name}] in the config"
+    out = {}
+    for ln in m.group(1).splitlines():
+        ln = ln.split(";", 1)[0].strip()
+        if ln:
+            k, v = (s.strip() for s in ln.split("=", 1))
+            out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("shared,count,fleet", [("auto", "2", True), ("auto", "1", False),
+                                                ("valkey", "1", True), ("none", "2", False)])
+def test_cfn_fleet_shares_state_through_valkey(template, tmp_path, shared, count, fleet):
+    """Issue 17: the config the user data writes for a fleet has [state]
+    redis pointing at the ElastiCache (Valkey) primary endpoint the stack
+    creates, the script's aws.env names it to mxgate-aws-boot (check-state),
+    check-config accepts the config, and only the gateways may reach the
+    cache.  SharedState = auto shares from two gateways on; none never."""
+    params = dict(FLEET_PARAMS, SharedState=shared, GatewayCount=count)
+    conds = cfn_conditions(template, params)
+    res = template["Resources"]
+    created = {n for n, r in res.items() if "Condition" not in r or conds[r["Condition"]]}
+    (lt_name, lt), = resources_of(template, "AWS::EC2::LaunchTemplate")
+    ud = cfn_eval(lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"],
+                  params, conds, FLEET_ATTRS)
+    conf = ud.split("<<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
+    env = ud.split("/etc/mxgate/aws.env <<ENV\n", 1)[1].split("\nENV\n", 1)[0]
+    state = section(conf, "state")
+    url = f"redis://{ENDPOINT}:6379"
+    if fleet:
+        assert state.get("redis") == url, conf
+        assert f"\nSTATE_REDIS={url}" in "\n" + env
+        caches = [n for n in created if res[n]["Type"] == "AWS::ElastiCache::ReplicationGroup"]
+        assert caches == ["StateCache"]
+        cache = res["StateCache"]["Properties"]
+        assert cache["Engine"] == "valkey"
+        assert cache["TransitEncryptionEnabled"] is False    # mxgate speaks no TLS to Redis
+        assert cache["AtRestEncryptionEnabled"] is True
+        assert cache["CacheSubnetGroupName"] == {"Ref": "StateSubnetGroup"}
+        assert res["StateSubnetGroup"]["Properties"]["SubnetIds"] == {"Ref": "PublicSubnetIds"}
+        sgs = cfn_eval(cache["SecurityGroupIds"], params, conds, FLEET_ATTRS)
+        assert sgs == ["sg-state"]
+        # into the cache's group: only port 6379 from the gateways' group
+        ingress = [cfn_eval(r["Properties"], params, conds, FLEET_ATTRS) for n, r in res.items()
+                   if n in created and r["Type"] == "AWS::EC2::SecurityGroupIngress"]
+        assert ingress == [{"GroupId": "sg-state", "IpProtocol": "tcp", "FromPort": 6379,
+                            "ToPort": 6379, "SourceSecurityGroupId": "sg-gw",
+                            "Description": ingress[0]["Description"]}]
+        state_sg = res["StateSecurityGroup"]["Properties"]
+        assert "SecurityGroupIngress" not in state_sg
+        assert [e["CidrIp"] for e in state_sg["SecurityGroupEgress"]] == ["127.0.0.1/32"]
+        # and the gateways may leave towards it (their egress is a closed list)
+        egress = cfn_eval(res["GatewaySecurityGroup"]["Properties"]["SecurityGroupEgress"],
+                          params, conds, FLEET_ATTRS)
+        assert [e for e in egress if e.get("DestinationSecurityGroupId") == "sg-state"] \
+            == [{"IpProtocol": "tcp", "FromPort": 6379, "ToPort": 6379,
+                 "DestinationSecurityGroupId": "sg-state",
+                 "Description": "Shared state (ElastiCache Valkey, [state] redis)"}]
+    else:
+        assert "redis" not in state, conf
+        assert "\nSTATE_REDIS=\n" in "\n" + env + "\n"
+        assert not [n for n in created if n.startswith("State")]
+        egress = cfn_eval(res["GatewaySecurityGroup"]["Properties"]["SecurityGroupEgress"],
+                          params, conds, FLEET_ATTRS)
+        assert not [e for e in egress if e.get("FromPort") == 6379]
+    # conservative connection-level defence, counted fleet-wide with [state]
+    rl = section(conf, "ratelimit")
+    assert 0 < int(rl["connections_per_ip"]) and 0 < int(rl["messages_per_ip"])
+    # check-config accepts the generated config (paths moved to tmp)
+    conf = (conf.replace("/etc/mxgate/tls/fullchain.pem", str(tmp_path / "c.pem"))
+            .replace("/etc/mxgate/tls/privkey.pem", str(tmp_path / "k.pem"))
+            .replace("/var/spool/mxgate", str(tmp_path / "q"))
+            .replace("/etc/mxgate/recipients", str(tmp_path / "recipients")))
+    (tmp_path / "recipients").write_text("")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-out", str(tmp_path / "c.pem"), "-days", "2", "-subj", "/CN=mx.example.com"],
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "m.conf").write_text(conf)
+    p = subprocess.run([mxgate_bin(), "check-config", "-c", str(tmp_path / "m.conf")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr + conf
+
+
+def test_aws_readme_documents_the_shared_state(template):
+    """What is shared, the choice, no TLS, fail open, the failover restart,
+    and the rates the generated config sets, as the template has them."""
+    text = (SRC / "deploy" / "aws" / "README.md").read_text()
+    for s in ("SharedState", "Valkey", "fails open", "mxgate_state_errors_total",
+              "TransitEncryptionEnabled: false", "check-state", "greylist", "pregreet",
+              "StateNodeType"):
+        assert s in text, s
+    assert set(template["Parameters"]["SharedState"]["AllowedValues"]) == {"auto", "valkey", "none"}
+    for v in template["Parameters"]["SharedState"]["AllowedValues"]:
+        assert f"| `{v}`" in text, v
+    rl = section(user_data(template).split("<<CONF\n", 1)[1], "ratelimit")
+    for k in ("connections_per_ip", "messages_per_ip"):
+        assert f"`{k} = {rl[k]}`" in text, k
+
+
+def test_cfn_fleet_config_counts_once_for_the_fleet(template, gateway, workdir):
+    """The [state] and [ratelimit] sections the user data writes for a
+    fleet, run by two real gateways against a real redis-server on loopback
+    standing for the ElastiCache endpoint: a client's connections to either
+    gateway add up in one counter (before issue 17's template, each gateway
+    counted on its own)."""
+    from test_conndef_fleet import Redis
+    from mxtest import RawClient, assert_reply
+    r = Redis(workdir)
+    try:
+        params = dict(FLEET_PARAMS, SharedState="auto", GatewayCount="2")
+        attrs = dict(FLEET_ATTRS, **{"StateCache.PrimaryEndPoint.Address": "127.0.0.1",
+                                     "StateCache.PrimaryEndPoint.Port": str(r.port)})
+        (_, lt), = resources_of(template, "AWS::EC2::LaunchTemplate")
+        ud = cfn_eval(lt["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"],
+                      params, cfn_conditions(template, params), attrs)
+        conf = ud.split("<<CONF\n", 1)[1].split("\nCONF\n", 1)[0]
+        sections = {s: section(conf, s) for s in ("state", "ratelimit", "pregreet")}
+        assert sections["state"]["redis"] == f"redis://127.0.0.1:{r.port}"
+        a, b = gateway(sections), gateway(sections)
+        for gw in (a, b, b):
+            with RawClient(gw.port, source="127.0.0.2") as c:
+                assert_reply(c.banner, 220)
+        key = sections["state"]["key_prefix"] + "rl:connections_per_ip [127.0.0.2]"
+        assert r.cmd("INCRBY", key, 0) == ":3"
+        ttl = int(r.cmd("TTL", key)[1:])
+        assert 0 < ttl <= 60          # window = 1m, an expiry set by the first hit
+    finally:
+        r.stop()

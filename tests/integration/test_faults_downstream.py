@@ -14,7 +14,12 @@ Issue 11: a 5xx at greeting, to EHLO+HELO, to STARTTLS or to MAIL FROM is
 a per-host failure: the next host is tried, then the message is deferred -
 never bounced, no DSN (it expires after max_lifetime with the last reply).
 Only a recipient's own reply bounces: a 5xx to RCPT (that recipient) or to
-DATA / the final dot; a 2xx to DATA is no delivery."""
+DATA / the final dot; a 2xx to DATA is no delivery.
+
+Red team finding 4: a transaction that ends before any of the message was
+sent and without a final answer about any recipient (4xx or 421 to MAIL
+FROM, a malformed reply, a 4xx to every RCPT or to DATA) fails over to the
+next host in the same attempt, and never marks the destination dead."""
 
 import re
 import socket
@@ -156,11 +161,23 @@ class RawDownstream:
                 if b"refused-sender" in line or mode == "mail-5xx":
                     conn.sendall(b"550 5.7.1 sender refused\r\n")
                     mail = None
+                elif mode == "mail-451":
+                    conn.sendall(b"451 4.3.2 try later\r\n")
+                    mail = None
+                elif mode == "mail-421-close":
+                    conn.sendall(b"421 4.3.2 closing the channel\r\n")
+                    return
+                elif mode == "mail-mixed":
+                    # codes change inside one reply: malformed
+                    conn.sendall(b"250-2.1.0 ok\r\n550 5.7.1 changed my mind\r\n")
+                    mail = None
                 else:
                     conn.sendall(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
                 if mail is None:
                     conn.sendall(b"503 5.5.1 MAIL first\r\n")
+                elif mode == "rcpt-4xx":
+                    conn.sendall(b"450 4.2.0 greylisted, try later\r\n")
                 elif b"unknown-" in line:
                     conn.sendall(b"550 5.1.1 no such user\r\n")
                 else:
@@ -168,11 +185,12 @@ class RawDownstream:
                     conn.sendall(b"250 2.1.5 ok\r\n")
             elif verb == b"DATA" and (mail is None or not rcpts):
                 conn.sendall(b"503 5.5.1 no valid recipients\r\n")
-            elif verb == b"DATA" and mode in ("data-250", "data-554"):
+            elif verb == b"DATA" and mode in ("data-250", "data-554", "data-451"):
                 with self.lock:
                     self.data_refused += 1
-                conn.sendall(b"250 2.0.0 fine\r\n" if mode == "data-250"
-                             else b"554 5.6.0 content refused\r\n")
+                conn.sendall({"data-250": b"250 2.0.0 fine\r\n",
+                              "data-554": b"554 5.6.0 content refused\r\n",
+                              "data-451": b"451 4.3.0 try later\r\n"}[mode])
             elif verb == b"DATA":
                 conn.sendall(b"354 go\r\n")
                 data = buf[0]
@@ -289,13 +307,18 @@ def _split_routes(hosts, bounce, tls="none", **route):
 
 # mail-5xx: every MAIL FROM gets 550 5.7.1 - about the host, not a recipient
 SESSION_5XX = ["greet-554", "ehlo-5xx", "starttls-5xx", "mail-5xx"]
+# red team finding 4: nothing of the message sent and no final answer about
+# any recipient - a 4xx to MAIL FROM (or 421 and the channel closed), a
+# malformed reply to it, a 4xx to every RCPT, a 4xx to DATA
+TX_FAILOVER = ["mail-451", "mail-421-close", "mail-mixed", "rcpt-4xx", "data-451"]
 
 
-@pytest.mark.parametrize("mode", SESSION_5XX)
+@pytest.mark.parametrize("mode", SESSION_5XX + ["mail-451", "rcpt-4xx"])
 def test_session_5xx_single_host_defers_every_message(gateway, test_ca, mode):
     """One host, one connection, three messages waiting for it: a 5xx during
-    the session set-up defers all of them (no bounce, no DSN), and they are
-    delivered once the host behaves."""
+    the session set-up (or a transaction that fails over with no host left)
+    defers all of them (no bounce, no DSN), and they are delivered once the
+    host behaves.  A host that answered is not a dead destination."""
     with RawDownstream(tls=test_ca) as ds, Downstream() as bounce:
         ds.mode = mode
         tls = "encrypt" if mode == "starttls-5xx" else "none"
@@ -313,6 +336,8 @@ def test_session_5xx_single_host_defers_every_message(gateway, test_ca, mode):
         assert "-- 3 messages in queue" in out, out       # no DSN was queued
         log = gw.log_text()
         assert "status=bounced" not in log and "status=dsn-queued" not in log
+        if mode in TX_FAILOVER:
+            assert "status=dead" not in log and "suspended" not in log, log[-3000:]
         assert not bounce.messages, "a DSN reached the bounce destination"
         assert not ds.messages
         ds.mode = "good"
@@ -337,6 +362,39 @@ def test_session_5xx_first_host_fails_over_to_second(gateway, test_ca, mode):
         assert re.search(qid + r" to=<a@example.test> route=down relay=127.0.0.1\[127.0.0.1\]:%d .*"
                          r"status=sent" % good.port, gw.log_text())
         assert "status=bounced" not in gw.log_text()
+        assert not bounce.messages
+
+
+@pytest.mark.parametrize("mode", TX_FAILOVER)
+def test_no_final_answer_before_data_fails_over_to_second_host(gateway, mode):
+    """RFC 5321 5.1: the addresses are tried in order until one takes the
+    message.  When the first host ends the transaction before any of the
+    message was sent and without a final answer about any recipient, the
+    message goes to the second host in the same attempt: delivered there
+    once, with every recipient; no deferral, no DSN, no dead destination.
+    (It used to be deferred and retried at the first host until it expired.)"""
+    with RawDownstream() as bad, RawDownstream() as good, Downstream() as bounce:
+        bad.mode = mode
+        gw = _split_gateway(gateway, [f"127.0.0.1:{bad.port}", f"127.0.0.1:{good.port}"],
+                            bounce, max_connections="1", dead_after="1")
+        sent = [make_message(sender=SENDER, subject=f"m{i}") for i in range(2)]
+        qids = [gw.send(SENDER, ["a@example.test", "b@example.test"], m) for m, _ in sent]
+        for _, marker in sent:
+            wait_for(lambda: good.find(marker), scaled(15), what="delivery at the second host")
+        wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+        for msg, marker in sent:
+            [(_, rcpts, data)] = good.find(marker)
+            assert rcpts == ["<a@example.test>", "<b@example.test>"] and data.endswith(msg)
+        with bad.lock:
+            assert bad.mails and not bad.messages
+        log = gw.log_text()
+        assert re.search(r"(%s) route=down relay=127.0.0.1\[127.0.0.1\]:%d status=failover"
+                         % ("|".join(qids), bad.port), log), log[-3000:]
+        for q in qids:
+            assert re.search(q + r" to=<a@example.test> route=down relay=127.0.0.1"
+                             r"\[127.0.0.1\]:%d .*status=sent" % good.port, log)
+        for bad_word in ("status=deferred", "status=bounced", "status=dead"):
+            assert bad_word not in log, (bad_word, log[-3000:])
         assert not bounce.messages
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -109,3 +110,41 @@ def test_check_config_then_keygen_then_dns_records(workdir):
     assert line.startswith("arc2026._domainkey.example.test.\t")
     txt = "".join(re.findall(r'"([^"]*)"', line))
     assert record_p(txt) == record_p(out)
+
+
+def test_group_is_set_on_the_created_file_not_a_swapped_path(workdir):
+    """Red team: whoever can write the key's folder swaps the new file for a
+    symlink while the (slow) RSA generation runs; a chown by name would
+    then hand the symlink's target to the group.  The group and mode are
+    set on the open file, before the generation, and the record comes from
+    the key in memory."""
+    d = workdir / "keys"
+    d.mkdir()
+    victim = workdir / "victim"
+    victim.write_text("secret\n")
+    os.chmod(victim, 0o640)
+    gid0 = victim.stat().st_gid
+    group = grp.getgrgid(65534).gr_name
+    key = d / "arc.pem"
+    p = subprocess.Popen([mxgate_bin(), "keygen", "--bits", "4096", "--group", group, str(key)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    swapped = False
+    deadline = time.monotonic() + scaled(30)
+    while time.monotonic() < deadline and p.poll() is None:
+        if key.exists() and not key.is_symlink():
+            os.rename(key, d / "real.pem")
+            os.symlink(victim, key)
+            swapped = True
+            break
+        time.sleep(0.001)
+    out, err = p.communicate(timeout=scaled(120))
+    if not swapped:
+        pytest.skip("keygen finished before the swap could be made")
+    assert victim.stat().st_gid == gid0, "the group followed the swapped-in symlink"
+    assert victim.read_text() == "secret\n"
+    real = d / "real.pem"
+    assert grp.getgrgid(real.stat().st_gid).gr_name == group
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert p.returncode == 0, err
+    k, pub = record_p(out)
+    assert k == "rsa" and base64.b64decode(pub) == openssl_pub_der(real)

@@ -3,8 +3,10 @@
 an error; `reload` prints the problems and the changes that need a restart;
 without -c the CLI says which config it uses; after SIGTERM a new MAIL gets
 421; the control socket belongs to the service user and an operators'
-group (mode 0660); the metrics listener has a whole-request deadline and a
-connection cap."""
+group (mode 0660); a user who may not read the config is told so and the
+CLI tries the packaged socket, one the socket does not let in is told that
+(not "is mxgate running?"); the metrics listener has a whole-request
+deadline and a connection cap."""
 
 import grp
 import os
@@ -15,10 +17,12 @@ import socket
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from mxtest import (assert_reply, free_port, make_message, mxgate_bin, scaled, wait_for)
+from mxtest import (assert_reply, free_port, make_message, mxgate_bin, scaled, source_dir,
+                    wait_for)
 from test_hostile_privileges import nobody, prepare_tree
 
 SENDER = "sender@client.example.net"
@@ -53,13 +57,38 @@ def test_cli_reaches_daemon_with_broken_config(gateway):
 
 def test_reload_reports_what_needs_a_restart(gateway):
     gw = gateway()
-    gw.set_extra({"dns": {"timeout": "7s"}, "limits": {"max_recipients": "7"}})
+    gw.set_extra({"dns": {"timeout": "7s"}, "limits": {"max_recipients": "7"},
+                  "mta_sts": {"max_age": "2d"}})
     p = gw.cli("reload")
     assert p.returncode == 0, p.stdout + p.stderr
     assert re.search(r"warning: \[dns\] timeout changed from \"\w+\" to \"7s\"; .*restart",
                      p.stdout), p.stdout
+    assert re.search(r"warning: \[mta_sts\] max_age changed from \"1d\" to \"2d\"; .*restart",
+                     p.stdout), p.stdout
     assert f"reloaded {gw.config_path}" in p.stdout
     assert "max_recipients" not in p.stdout      # applied by the reload: nothing to say
+
+
+def test_log_reads_the_log_file_of_a_broken_config(gateway, workdir):
+    """Like status: `mxgate log -c FILE` reads [log] file although the file
+    has an error elsewhere (an incident is when the story is needed)."""
+    logfile = workdir / "mx.log"
+    gw = gateway({"log": {"file": str(logfile), "level": "info"}})
+    data, marker = make_message()
+    qid = gw.send(SENDER, [RCPT], data)
+    wait_for(lambda: re.search(qid + r" to=<" + RCPT + r">.*status=sent", logfile.read_text()),
+             scaled(10), what="delivery line")
+    n = broken(gw)
+    p = gw.cli("log", qid)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"{qid} to=<{RCPT}>" in p.stdout and "status=sent" in p.stdout, p.stdout
+    assert f"{gw.config_path} has 1 error" in p.stderr and "[log] file" in p.stderr, p.stderr
+    assert f":{n}: bad value" not in p.stdout + p.stderr   # a note, not the errors
+    # without [log] file the broken config still says where to look instead
+    text = gw.config_path.read_text().replace(f"file = {logfile}", "")
+    gw.config_path.write_text(text)
+    p = gw.cli("log", qid)
+    assert p.returncode == 2 and "logs to stderr (no [log] file)" in p.stderr, p.stderr
 
 
 def test_cli_without_c_says_which_config(workdir):
@@ -208,3 +237,85 @@ def test_quarantine_usage_lists_every_reason():
     assert m and set(m.group(1).split("|")) == set(reasons), p.stderr
     guide = (source_dir() / "docs/postmaster-guide.md").read_text()
     assert "[--reason " + m.group(1) + "]" in guide
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
+def test_cli_as_user_outside_the_operators_group(gateway):
+    """The package's config is 0640 root:mxgate in a 0750 folder: for a user
+    outside that group it is unreadable, not missing."""
+    pw, gr = nobody()
+    gw = gateway({"server": {"control_socket_mode": "0600"}})
+    p = gw.tmp
+    while p != Path("/"):
+        os.chmod(p, os.stat(p).st_mode | 0o111)
+        p = p.parent
+
+    def as_nobody(*args):
+        return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={gr.gr_gid}",
+                               "--clear-groups", mxgate_bin(), *args,
+                               "-c", str(gw.config_path)],
+                              capture_output=True, text=True, timeout=scaled(20))
+    # the config can be read, the socket (root's, 0600) cannot be used
+    os.chmod(gw.config_path, 0o644)
+    r = as_nobody("status")
+    assert r.returncode != 0, r.stdout
+    assert f"cannot connect to {gw.control_socket}: Permission denied: the socket" in r.stderr
+    assert "control_socket_group" in r.stderr and "is mxgate running" not in r.stderr, r.stderr
+    # the config cannot be read: said so, and the packaged socket is tried
+    os.chmod(gw.config_path, 0o640)
+    r = as_nobody("status")
+    assert r.returncode != 0, r.stdout
+    assert (f"mxgate: cannot read {gw.config_path}: Permission denied; trying the default "
+            "control socket /run/mxgate/control.sock") in r.stderr, r.stderr
+    assert "cannot connect to /run/mxgate/control.sock" in r.stderr, r.stderr
+    # that default is the packaged one
+    src = Path(source_dir())
+    for conf in ("deploy/debian/mxgate.conf", "deploy/docker/mxgate.conf"):
+        assert re.search(r"^control_socket = /run/mxgate/control\.sock$",
+                         (src / conf).read_text(), re.M), conf
+    # root still gets through
+    assert gw.cli("status").returncode == 0
+
+
+def usage_commands():
+    """{command: [its sub-commands]} from `mxgate --help` (the usage text of
+    gateway/main.c), so a new command is checked without editing this test."""
+    p = subprocess.run([mxgate_bin(), "--help"], capture_output=True, text=True,
+                       timeout=scaled(20))
+    cmds = {}
+    for line in (p.stdout + p.stderr).splitlines():
+        m = re.search(r"\bmxgate (.*)$", line)
+        if not m:
+            continue
+        rest = re.sub(r"\s*\|\s*", "|", m.group(1)).split(None, 1)
+        for name in rest[0].split("|"):
+            cmds[name] = []
+        if len(rest) == 2 and "|" not in rest[0]:
+            args = re.sub(r"\[[^\]]*\]", " ", rest[1])
+            cmds[rest[0]] = re.findall(r"(?<![\w-])([a-z][a-z-]*)(?![\w-])", args)
+    return cmds
+
+
+def test_man_page_lists_every_command():
+    cmds = usage_commands()
+    assert {"run", "check-config", "queue", "quarantine", "reload", "status", "reopen-logs",
+            "log", "dns-records", "reports", "config-reference", "version"} <= set(cmds), cmds
+    assert {"list", "show", "flush", "hold", "release", "delete"} <= set(cmds["queue"])
+    man = (Path(source_dir()) / "deploy/debian/mxgate.8").read_text().replace("\\-", "-")
+    synopsis = man[man.index(".SH SYNOPSIS"):man.index(".SH DESCRIPTION")]
+    commands = man[man.index(".SH COMMANDS"):]
+    commands = commands[:commands.index("\n.SH", 1)]
+    entries = " ".join(commands.split(".TP\n")[1:][i].split("\n", 1)[0]
+                       for i in range(commands.count(".TP\n")))
+
+    def has(text, word):
+        return re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(word), text) is not None
+    for cmd, subs in cmds.items():
+        assert has(synopsis, cmd), f"{cmd} missing from SYNOPSIS of mxgate.8"
+        assert has(entries, cmd), f"{cmd} has no entry under COMMANDS of mxgate.8"
+        for sub in subs:
+            assert has(synopsis, sub), f"{cmd} {sub} missing from SYNOPSIS of mxgate.8"
+    # the signals run handles, and what no -c means
+    for sig in ("SIGTERM", "SIGHUP", "SIGUSR1"):
+        assert has(man[man.index(".SH SIGNALS"):], sig), sig
+    assert "/etc/mxgate/mxgate.conf\nwhen it exists" in man

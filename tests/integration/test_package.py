@@ -6,21 +6,21 @@ Debian package with dpkg-deb.  Checked twice:
   binary path, both man pages render with groff and mxgate.conf(5) lists
   every directive of `mxgate config-reference`; the packaged default config
   passes `check-config`;
-- installed for real with `dpkg -i` (the machine is the CI machine and the
-  test runs as root): the system user and directories exist, `mxgate
-  check-config` accepts the installed default, then `dpkg --purge` leaves the
-  system as it was found.  Skipped, not forced, when a mxgate package, a
-  mxgate user or any of the package's paths already exist, or without root.
+- installed for real with `dpkg --root` into a throwaway root (an overlay
+  of this machine's / in a mount namespace of its own, see ThrowawayRoot):
+  the maintainer scripts run chrooted there, the system user appears in its
+  /etc/passwd, `mxgate check-config` accepts the installed default, the man
+  pages and the logrotate snippet work, then `dpkg -r` and `--purge`.  The
+  machine itself is never touched, so the test runs everywhere (as root, as
+  `make test` does), also where mxgate is installed.
 """
 
 import gzip
 import os
 import pwd
-import grp
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -79,9 +79,12 @@ def test_control_fields(unpacked):
     deps = [d.strip().split()[0] for d in f["Depends"].split(",")]
     for need in ("libc6", "libssl3", "libevent-core-2.1-7", "libspf2-2", "libopendkim11",
                  "libopendmarc2", "libunbound8", "libinih1", "libhiredis0.14", "adduser",
-                 "ca-certificates", "publicsuffix"):
+                 "ca-certificates", "publicsuffix", "dns-root-data"):
         assert need in deps, f["Depends"]
-    assert "dns-root-data" in f["Recommends"]
+    # DNSSEC is on by default where the root trust anchor is installed:
+    # the package brings it
+    assert "dns-root-data" in deps, f["Depends"]
+    assert "dns-root-data" not in f.get("Recommends", "")
     assert (ctl / "conffiles").read_text().split() == ["/etc/mxgate/mxgate.conf",
                                                         "/etc/logrotate.d/mxgate"]
     for script in ("postinst", "prerm", "postrm"):
@@ -184,88 +187,182 @@ def test_conf_man_lists_every_directive(unpacked):
 
 # ------------------------------------------------------------ real install
 
-def install_blockers():
+class ThrowawayRoot:
+    """A copy-on-write view of this machine's root file system in a mount
+    namespace of its own: an overlay with lowerdir=/ and its upper layer on a
+    tmpfs, /dev and /proc bound in.  `dpkg --root` installs into it and runs
+    the maintainer scripts chrooted there, so adduser writes the overlay's
+    /etc/passwd, the real Debian userland does the work, and nothing of the
+    machine changes (the whole view vanishes with the namespace).  A holder
+    process keeps the namespace alive; commands enter it with nsenter, and
+    its files are read through /proc/PID/root."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.root = self.base / "root"
+        script = (
+            "set -e; b=$1; mount -t tmpfs -o mode=0755 mxgate-test $b; "
+            "mkdir $b/upper $b/work $b/root; "
+            "mount -t overlay mxgate-test -o lowerdir=/,upperdir=$b/upper,workdir=$b/work $b/root; "
+            "mount --rbind /dev $b/root/dev; mount -t proc proc $b/root/proc; "
+            "mount -t tmpfs -o mode=0755 run $b/root/run; "
+            "echo ready; exec sleep 3600")
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+             str(self.base)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.wait(timeout=30)
+            raise AssertionError("cannot make the throwaway root (overlay in a mount "
+                                 "namespace, needs root): " + self.proc.stderr.read())
+
+    def path(self, rel):
+        """A path inside the throwaway root, as this process can read it."""
+        return Path(f"/proc/{self.proc.pid}/root{self.root}") / rel.lstrip("/")
+
+    def run(self, *args):
+        """A command in the namespace (paths outside the root: the machine's)."""
+        return run("nsenter", "--target", str(self.proc.pid), "--mount", *args)
+
+    def chroot(self, *args):
+        return self.run("chroot", str(self.root), *args)
+
+    def dpkg(self, *args):
+        return self.run("dpkg", f"--root={self.root}", *args)
+
+    def user(self, name):
+        """The passwd entry of the throwaway root, or None."""
+        for line in self.path("/etc/passwd").read_text().splitlines():
+            f = line.split(":")
+            if f[0] == name:
+                return f
+        return None
+
+    def group(self, name):
+        for line in self.path("/etc/group").read_text().splitlines():
+            f = line.split(":")
+            if f[0] == name:
+                return f
+        return None
+
+    def fresh(self):
+        """As on a machine that never had mxgate: a mxgate package, user or
+        path of this machine is removed from the copy (only the copy)."""
+        st = self.run("dpkg-query", f"--admindir={self.root}/var/lib/dpkg", "-W",
+                      "-f=${Status}", "mxgate").stdout
+        if st and "not-installed" not in st:
+            p = self.dpkg("--purge", "--force-depends", "mxgate")
+            assert p.returncode == 0, p.stdout + p.stderr
+        if self.user("mxgate"):
+            assert self.chroot("userdel", "mxgate").returncode == 0
+        if self.group("mxgate"):
+            assert self.chroot("groupdel", "mxgate").returncode == 0
+        p = self.chroot("rm", "-rf", *OWN_PATHS)
+        assert p.returncode == 0, p.stderr
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def troot(tmp_path):
     if os.geteuid() != 0:
-        return "needs root"
-    p = run("dpkg-query", "-W", "-f=${Status}", "mxgate")
-    if p.returncode == 0 and "not-installed" not in p.stdout:
-        return "a mxgate package is installed already: not touching it"
+        pytest.fail("the package test needs root (make test runs as root: unshare, "
+                    "overlay, dpkg --root)")
+    r = ThrowawayRoot(tmp_path / "ns")
     try:
-        pwd.getpwnam("mxgate")
-        return "a mxgate user exists already"
-    except KeyError:
-        pass
-    try:
-        grp.getgrnam("mxgate")
-        return "a mxgate group exists already"
-    except KeyError:
-        pass
-    for path in OWN_PATHS:
-        if os.path.lexists(path):
-            return path + " exists already"
-    return None
-
-
-def dpkg(*args):
-    """dpkg, retried while another engineer's apt/dpkg holds the lock."""
-    for _ in range(60):
-        p = run("dpkg", *args)
-        if p.returncode != 2 or "lock" not in p.stderr:
-            return p
-        time.sleep(2)
-    return p
-
-
-def test_install_check_purge(deb):
-    why = install_blockers()
-    if why:
-        pytest.skip(why)
-    installed = False
-    try:
-        p = dpkg("-i", str(deb))
-        installed = True
-        assert p.returncode == 0, p.stdout + p.stderr
-        st = run("dpkg-query", "-W", "-f=${Status}", "mxgate").stdout
-        assert st == "install ok installed"
-        u = pwd.getpwnam("mxgate")
-        assert u.pw_uid < 1000 and u.pw_shell == "/usr/sbin/nologin"
-        spool = os.stat("/var/spool/mxgate")
-        assert spool.st_uid == u.pw_uid and spool.st_mode & 0o777 == 0o750
-        conf = os.stat("/etc/mxgate/mxgate.conf")
-        assert conf.st_gid == u.pw_gid and conf.st_mode & 0o777 == 0o640
-        assert os.path.isdir("/var/log/mxgate")
-        p = run("/usr/sbin/mxgate", "check-config", "-c", "/etc/mxgate/mxgate.conf")
-        assert p.returncode == 0, p.stdout + p.stderr
-        assert "ok" in p.stdout + p.stderr
-        # the service account can read its config (the unit runs as mxgate;
-        # the daemon re-reads the file on reload), other users cannot
-        p = run("setpriv", "--reuid=mxgate", "--regid=mxgate", "--clear-groups",
-                "cat", "/etc/mxgate/mxgate.conf")
-        assert p.returncode == 0 and "[server]" in p.stdout, p.stderr
-        p = run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                "cat", "/etc/mxgate/mxgate.conf")
-        assert p.returncode != 0
-        # the logrotate snippet is valid for the installed user and directory
-        if shutil.which("logrotate"):
-            state = deb.parent / "logrotate.state"
-            p = run("logrotate", "-d", "-s", str(state), "/etc/logrotate.d/mxgate")
-            assert p.returncode == 0 and "error" not in (p.stdout + p.stderr).lower(), \
-                p.stdout + p.stderr
-        # remove keeps conffiles and the queue; purge takes the rest
-        p = dpkg("-r", "mxgate")
-        assert p.returncode == 0, p.stdout + p.stderr
-        assert not os.path.exists("/usr/sbin/mxgate")
-        assert os.path.exists("/etc/mxgate/mxgate.conf")
-        assert os.path.isdir("/var/spool/mxgate")
-        p = dpkg("--purge", "mxgate")
-        assert p.returncode == 0, p.stdout + p.stderr
-        installed = False
-        for path in OWN_PATHS:
-            assert not os.path.lexists(path), path
-        with pytest.raises(KeyError):
-            pwd.getpwnam("mxgate")
-        with pytest.raises(KeyError):
-            grp.getgrnam("mxgate")
+        r.fresh()
+        yield r
     finally:
-        if installed:
-            dpkg("--purge", "mxgate")
+        r.close()
+
+
+def test_install_check_purge(deb, troot):
+    """dpkg -i, -r and --purge of the package, for real, in the throwaway
+    root: it runs on every machine, also one with mxgate installed."""
+    r = troot
+    host_passwd = Path("/etc/passwd").read_text()
+    # the deb is on the machine's file system, visible at the same path
+    p = r.dpkg("-i", str(deb))
+    # dependencies (dns-root-data among them) are checked against the
+    # machine's own package database, copied in the overlay
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = r.run("dpkg-query", f"--admindir={r.root}/var/lib/dpkg", "-W", "-f=${Status}",
+               "mxgate").stdout
+    assert st == "install ok installed"
+    assert r.path("/usr/share/dns/root.key").is_file()      # Depends: dns-root-data
+    # postinst ran chrooted in the throwaway root: the system user is in its
+    # /etc/passwd (and not in the machine's)
+    u = r.user("mxgate")
+    assert u, "postinst did not create the mxgate user"
+    uid, gid, home, shell = int(u[2]), int(u[3]), u[5], u[6]
+    assert uid < 1000 and shell == "/usr/sbin/nologin" and home == "/var/spool/mxgate"
+    assert r.group("mxgate") and int(r.group("mxgate")[2]) == gid
+    assert Path("/etc/passwd").read_text() == host_passwd
+    spool = os.stat(r.path("/var/spool/mxgate"))
+    assert spool.st_uid == uid and spool.st_mode & 0o777 == 0o750
+    conf = os.stat(r.path("/etc/mxgate/mxgate.conf"))
+    assert conf.st_gid == gid and conf.st_mode & 0o777 == 0o640
+    assert r.path("/var/log/mxgate").is_dir()
+    assert r.path("/var/lib/mxgate/created-user").read_text().strip() == "mxgate"
+    # the installed binary, the installed default config, its user
+    p = r.chroot("/usr/sbin/mxgate", "check-config", "-c", "/etc/mxgate/mxgate.conf")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "ok" in p.stdout + p.stderr
+    # the service account can read its config (the unit runs as mxgate;
+    # the daemon re-reads the file on reload), other users cannot
+    p = r.chroot("setpriv", "--reuid=mxgate", "--regid=mxgate", "--clear-groups",
+                 "cat", "/etc/mxgate/mxgate.conf")
+    assert p.returncode == 0 and "[server]" in p.stdout, p.stderr
+    p = r.chroot("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                 "cat", "/etc/mxgate/mxgate.conf")
+    assert p.returncode != 0
+    # man pages where man finds them
+    for page in ("man8/mxgate.8.gz", "man5/mxgate.conf.5.gz"):
+        assert r.path("/usr/share/man/" + page).is_file(), page
+    if shutil.which("man"):
+        p = r.chroot("man", "-P", "cat", "5", "mxgate.conf")
+        assert p.returncode == 0 and "accepted_domains" in p.stdout, p.stderr
+    # the logrotate snippet is valid for the installed user and directory
+    if shutil.which("logrotate"):
+        p = r.chroot("logrotate", "-d", "-s", "/var/lib/mxgate/logrotate.state",
+                     "/etc/logrotate.d/mxgate")
+        assert p.returncode == 0 and "error" not in (p.stdout + p.stderr).lower(), \
+            p.stdout + p.stderr
+    # remove keeps conffiles and the queue; purge takes the rest
+    (r.path("/var/spool/mxgate") / "keep").write_text("queued")
+    p = r.dpkg("-r", "mxgate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not r.path("/usr/sbin/mxgate").exists()
+    assert not r.path("/usr/share/man/man8/mxgate.8.gz").exists()
+    assert r.path("/etc/mxgate/mxgate.conf").exists()
+    assert r.path("/etc/logrotate.d/mxgate").exists()
+    assert (r.path("/var/spool/mxgate") / "keep").exists()
+    # purge never throws queued mail away: a non-empty queue (and so its
+    # owner) stays
+    p = r.dpkg("--purge", "mxgate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (r.path("/var/spool/mxgate") / "keep").exists() and r.user("mxgate")
+    assert not r.path("/etc/mxgate").exists() and not r.path("/var/log/mxgate").exists()
+    # with the queue empty, a second install and purge takes everything
+    (r.path("/var/spool/mxgate") / "keep").unlink()
+    p = r.dpkg("-i", str(deb))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert r.user("mxgate") and int(r.user("mxgate")[2]) == uid    # the same user
+    p = r.dpkg("--purge", "mxgate")
+    assert p.returncode == 0, p.stdout + p.stderr
+    for path in OWN_PATHS:
+        assert not os.path.lexists(r.path(path)), path
+    assert r.user("mxgate") is None and r.group("mxgate") is None
+    # what fresh() does on a machine that has mxgate installed (package,
+    # user, a queued file): the copy ends up as on a machine that never had it
+    assert r.dpkg("-i", str(deb)).returncode == 0
+    (r.path("/var/spool/mxgate") / "keep").write_text("queued")
+    r.fresh()
+    for path in OWN_PATHS:
+        assert not os.path.lexists(r.path(path)), path
+    assert r.user("mxgate") is None and r.group("mxgate") is None

@@ -91,6 +91,12 @@ def test_json_logs_every_line_valid(gateway):
     # the delivery: the queue id, the recipient, the relay, a numeric delay
     sent = [r for r in recs if r.get("queue_id") == qid and r.get("status") == "sent"]
     assert sent and sent[0]["to"] == RCPT and isinstance(sent[0]["delay"], (int, float)), sent
+    # the Message-ID of the decision (brackets removed), delays= as its
+    # three parts, none of which exceeds the delay
+    assert d["message_id"] == f"{marker}@client.example.net", d
+    assert re.fullmatch(r"\d+\.\d/\d+\.\d/\d+\.\d", sent[0]["delays"]), sent
+    parts = [float(x) for x in sent[0]["delays"].split("/")]
+    assert sent[0]["delay"] >= sum(parts) - 0.15, sent
     assert any("\ufffd" in json.dumps(r, ensure_ascii=False) for r in recs), \
         "invalid UTF-8 not replaced"
     assert any(r["level"] == "warn" and "max_connections_per_ip" in json.dumps(r) for r in recs)

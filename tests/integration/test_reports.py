@@ -461,6 +461,10 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         msg, _ = mxtest.make_message(sender="t@tiny.test")
         gw.send("t@tiny.test", [RCPT], msg)
         keyrec = report_key_record(gw)
+        # the start-up run (no complete period missed: nothing to report)
+        # is run 0; the send-now runs below come after it
+        gw.wait_log(r"reports run recorded begin=\d+ end=\d+ reports=0 ")
+        n0 = gw.log_text().count("reports run begin=")
         # a reload swaps the config under the sender (ASan catches a stale one)
         r = subprocess.run([str(mxtest.mxgate_bin()), "reload", "-c", str(gw.config_path)],
                            capture_output=True, timeout=30)
@@ -497,9 +501,10 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
                             str(gw.config_path)], capture_output=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
-        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 2,
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= n0 + 2,
                         mxtest.scaled(10), what="the second run")
-        gw.wait_log(r"reports run begin=\d+ end=\d+ domains=0")
+        assert re.findall(r"reports run begin=\d+ end=\d+ domains=(\d+)",
+                          gw.log_text())[n0 + 1] == "0"
         # retention 0: the six reported evaluations are gone, and with them
         # the first run's reports, refusals, run row and outbox rows; the
         # second run's row stays (the next run begins at its end)
@@ -512,9 +517,9 @@ def test_reports_sent_signed_valid_and_once(tmp_path, dns):
         r = subprocess.run([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
                             str(gw.config_path)], capture_output=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
-        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 3,
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= n0 + 3,
                         mxtest.scaled(10), what="the third run")
-        assert re.findall(r"reports run begin=(\d+)", gw.log_text())[2] == str(runs[0][1])
+        assert re.findall(r"reports run begin=(\d+)", gw.log_text())[n0 + 2] == str(runs[0][1])
     finally:
         assert gw.stop() in (0, None), gw.log_tail(40)
         gw.close()
@@ -587,8 +592,19 @@ def postgres():
     subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w",
                               "-o", f"-k {d} -c listen_addresses='' -p {port} -F", "start"],
                    check=True, capture_output=True, timeout=120)
+    ctl = as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w"]
+
+    class Uri(str):
+        """The URI; stop() and start() take the server down and up again."""
+        def stop(self):
+            subprocess.run(ctl + ["-m", "fast", "stop"], check=True, capture_output=True,
+                           timeout=60)
+
+        def start(self):
+            subprocess.run(ctl + ["-o", f"-k {d} -c listen_addresses='' -p {port} -F",
+                                  "start"], check=True, capture_output=True, timeout=120)
     try:
-        yield f"postgresql://mxgate@/postgres?host={d}&port={port}"
+        yield Uri(f"postgresql://mxgate@/postgres?host={d}&port={port}")
     finally:
         subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", f"{d}/data", "-m", "immediate",
                                   "stop"], capture_output=True, timeout=60)
@@ -623,13 +639,18 @@ def test_postgresql_fleet_one_report_with_every_node(tmp_path, dns, postgres):
         for gw, n in ((a, 2), (b, 3)):
             mxtest.wait_for(lambda: metric(gw, "mxgate_reports_recorded_total") >= n,
                             mxtest.scaled(10), what="rows written")
-        # both nodes end the period at the same moment
-        procs = [subprocess.Popen([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
-                                   str(gw.config_path)]) for gw in (a, b)]
-        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+        # both nodes end the period at the same moment (after their
+        # start-up runs, which found no complete period to report)
         rx = r"reports run (begin=|skipped: another node)"
         for gw in (a, b):
             gw.wait_log(rx, mxtest.scaled(15))
+        nrx = [len(re.findall(rx, gw.log_text())) for gw in (a, b)]
+        procs = [subprocess.Popen([str(mxtest.mxgate_bin()), "reports", "send-now", "-c",
+                                   str(gw.config_path)]) for gw in (a, b)]
+        assert [p.wait(timeout=30) for p in procs] == [0, 0]
+        for gw, n in zip((a, b), nrx):
+            mxtest.wait_for(lambda: len(re.findall(rx, gw.log_text())) > n, mxtest.scaled(15),
+                            what="the send-now run")
         mxtest.wait_for(lambda: len(sink.messages) >= 1, mxtest.scaled(20), what="a report")
         for gw in (a, b):
             mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queues empty")
@@ -744,8 +765,9 @@ def test_kill9_during_run_neither_loses_nor_duplicates(tmp_path, dns):
                     mxtest.scaled(15))
         mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
         # and once more: nothing new, nothing sent again
+        nruns = gw.log_text().count("reports run begin=")
         send_now()
-        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") >= 3,
+        mxtest.wait_for(lambda: gw.log_text().count("reports run begin=") > nruns,
                         mxtest.scaled(10), what="the third run")
         mxtest.wait_for(lambda: not gw.queue_ids(), mxtest.scaled(20), what="queue empty")
     finally:

@@ -183,6 +183,13 @@ def test_dashboard_click_through(tmp_path):
     gw.dns.add("mail.yahoo-relay.example", "A", "192.0.2.10")
     gw.dns.add("66.113.0.203.in-addr.arpa", "PTR", "mail.bank.example.")
     gw.dns.add("mail.bank.example", "A", "198.51.100.1")
+    # example.test publishes the id of the MTA-STS policy mxgate serves
+    import re
+    recs = gw.cli("dns-records", check=True).stdout
+    sts_id = re.search(r'^_mta-sts\.example\.test\.\s.*"v=STSv1; id=(\w+)"', recs, re.M)
+    assert sts_id, recs
+    sts_id = sts_id.group(1)
+    gw.dns.add("_mta-sts.example.test", "TXT", f'"v=STSv1; id={sts_id}"')
     gw.start()
     d = None
     dl = tmp_path / "dl"
@@ -309,13 +316,19 @@ def test_dashboard_click_through(tmp_path):
         assert inventory(d)[1][1].startswith("example.test: 1 new source since the last look")
         shot(d, "dashboard-sources.png")
 
-        # the TLS-RPT view, with the MTA-STS mode published
+        # the TLS-RPT view, with the MTA-STS mode mxgate serves and what
+        # each accepted domain's _mta-sts record publishes now
         d.find_element(By.ID, "nav-tlsrpt").click()
         until(d, lambda: d.find_element(By.ID, "tlsrpt").is_displayed(), "the TLS-RPT view")
         assert not d.find_element(By.ID, "sources").is_displayed()
         assert table(d, "tlsrpt") == [["fail", "example.test", "sts", "Company-X", "5326", "303",
-                                       "certificate-expired=100;starttls-not-supported=203"]]
-        assert d.find_element(By.ID, "stsmode").text == "testing"
+                                       "certificate-expired=100;starttls-not-supported=203",
+                                       "testing"]]
+        assert d.find_element(By.ID, "stsmode").text == \
+            "testing (policy for hosting elsewhere: [mta_sts] listen is off)"
+        assert js(d, "return [...document.querySelectorAll('#stsdomains li')].map((li) => "
+                     "li.textContent)") == [
+            f"example.test: not served by mxgate; published (current policy) (id {sts_id})"]
         shot(d, "dashboard-tlsrpt.png")
 
         # what mxgate itself judged
@@ -347,7 +360,7 @@ def test_dashboard_click_through(tmp_path):
     assert [(x[1], x[3], x[4], x[7], x[8]) for x in src] == [
         ("192.0.2.10", "50", "100.0%", "yes", "-"), ("203.0.113.66", "7", "0.0%", "no", "-"),
         ("198.51.100.99", "3", "0.0%", "no", "NEW"), (XSS_IP, "1", "100.0%", "no", "-")], out
-    assert "MTA-STS mode published: testing" in out
+    assert "MTA-STS mode mxgate serves: testing" in out, out
     days = out.split("DMARC volume per day")[1].split("\n\n")[0].splitlines()[2:]
     assert [x.split() for x in days] == [["example.test", "2023-11-14", "50", "80.0%"],
                                          ["example.test", "2023-11-15", "11", "100.0%"]], out

@@ -242,13 +242,24 @@ def test_clean_message_delivered_with_header_forged_one_dropped(gateway, clamd):
     assert b"forged=yes" not in msg
 
 
-def test_virus_action_deliver_stamps_the_signature(gateway, clamd):
-    gw = scan_gw(gateway, clamd.sock, virus_action="deliver")
+@pytest.mark.parametrize("action", ["deliver", "tag"])
+def test_virus_action_deliver_or_tag_stamps_the_signature(gateway, clamd, action):
+    """deliver: the header only (check-config says so out loud); tag: the
+    header and the one subject tag ([rspamd] subject_tag, no rspamd)."""
+    gw = scan_gw(gateway, clamd.sock, virus_action=action)
     data, marker = eicar_message()
     mxtest.assert_reply(send(gw, data), 250)
+    gw.wait_log(r"virus_scan result=infected virus=\"" + SIGNAME + r"[^\"]*\" action=" + action)
     msg = gw.wait_for_marker(marker)
     vals = mxtest.header_values(msg, "X-Virus-Scan")
     assert vals and vals[0].startswith(f"infected; virus={SIGNAME}"), vals
+    subject = mxtest.header_values(msg, "Subject")
+    assert subject == [("[SPAM] " if action == "tag" else "") + f"eicar {marker}"], subject
+    # tag is one of mxgate's own verdicts: flagged (SPF, DKIM and DMARC are
+    # off here: no other spam fields)
+    assert mxtest.header_values(msg, "X-Spam-Flag") == (["YES"] if action == "tag" else [])
+    warned = "virus_action = deliver hands infected" in gw.cli("check-config").stderr
+    assert warned == (action == "deliver")
 
 
 def test_large_message_streamed_in_chunks(gateway, clamd):

@@ -286,10 +286,14 @@ def test_guide_action_table_offers_every_value():
     src = Path(mxtest.source_dir())
     ref = (src / "docs/config-reference.md").read_text()
     guide = (src / "docs/postmaster-guide.md").read_text()
+    # the [rspamd] section of the reference, the rows of the guide's table
+    ref = ref[ref.index("## [rspamd]"):]
+    ref = ref[:ref.index("\n## ", 1)]
+    table = "\n".join(line for line in guide.splitlines() if line.startswith("| "))
     for d in ("reject_action", "tag_action"):
         row = re.search(r"^\| `%s` \| enum \| `\w+` \| ([^|]+(?:\\\|[^|]+)*) \|" % d, ref, re.M)
         values = {v.strip() for v in row.group(1).split("\\|")}
-        m = re.search(r"`%s = ([\w\\|]+)`" % d, guide)
+        m = re.search(r"`%s = ([\w\\|]+)`" % d, table)
         assert m, d
         assert set(m.group(1).split("\\|")) == values, (d, m.group(1), values)
 
@@ -324,6 +328,41 @@ def test_missing_rule_is_warned_once(gateway):
         fake.stop()
 
 
+def test_auth_score_is_only_an_input_to_rspamd(gateway, rspamd):
+    """One verdict, not two: mxgate's score (a DNSBL hit, 4) is over its own
+    threshold (3) with quarantine_action = reject, but with rspamd on it is
+    only rspamd's input MXGATE_AUTH; rspamd says no action -> delivered (it
+    used to be refused before rspamd was asked)."""
+    gw = spam_gw(gateway, f"127.0.0.1:{rspamd.port}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "quarantine_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()   # the start-up probe cached "not listed"
+    data, marker = make_message("input only")
+    mxtest.assert_reply(send(gw, data), 250)
+    msg = gw.wait_for_marker(marker)
+    st = status(msg)
+    assert "MXGATE_AUTH(4.00)" in st and 'action="no action"' in st, st
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["NO"]
+    assert mxtest.header_values(msg, "Subject") == [f"input only {marker}"]
+    assert "policy_verdict kinds=score" not in gw.log_text()
+
+
+def test_rspamd_down_mxgate_score_acts_again(gateway):
+    """rspamd cannot be asked (on_failure = accept): mxgate's own score is
+    the only verdict there is, and its score_action applies."""
+    gw = spam_gw(gateway, f"127.0.0.1:{mxtest.free_port()}",
+                 spam={"dnsbl_zones": "bl.test", "weight_dnsbl": "4.0", "threshold": "3",
+                       "score_action": "reject"})
+    gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.restart()
+    data, marker = make_message("fallback")
+    mxtest.assert_reply(send(gw, data), 550, "5.7.1")
+    gw.wait_log(r"spam_check result=unchecked reason=unavailable action=accept")
+    gw.wait_log(r"policy_verdict kinds=score action=reject")
+    assert not gw.find_in_mailbox(marker)
+
+
 def test_subject_tagged_once_and_seen_by_rspamd(gateway, rspamd):
     """tag: "[SPAM] " goes on the Subject once; a subject that already has
     it is left alone; an untagged message keeps its Subject byte for byte;
@@ -351,6 +390,56 @@ def test_subject_tag_none_keeps_subject(gateway, rspamd):
     msg = gw.wait_for_marker(m1)
     assert mxtest.header_values(msg, "Subject") == [f"offer {m1}"]
     assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+
+
+OWN_VERDICTS = {
+    # DMARC p=quarantine (SPF -all from 127.0.0.1), dmarc_quarantine_action = tag
+    "dmarc": ({"auth": {"spf": "yes", "dmarc": "yes"},
+               "spam": {"weight_spf_fail": "0.5", "weight_dmarc_quarantine": "1"}},
+              "dan@dquar.test", "kinds=dmarc action=tag"),
+    # the client listed at tag_threshold, [dnsbl] tag_action = tag
+    "dnsbl": ({"dnsbl": {"sites": "bl.test", "tag_action": "tag"}}, SENDER,
+              "kinds=dnsbl action=tag"),
+    # a blocked attachment, [attachments] action = tag
+    "attachment": ({"attachments": {"enabled": "yes", "action": "tag"}}, SENDER,
+                   "attachment_check result=blocked name=a.exe action=tag"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_VERDICTS))
+def test_own_verdicts_flag_whatever_rspamd_says(gateway, rspamd, kind):
+    """Red team: mxgate's own verdicts tagged the Subject, but rspamd's
+    "no action" replaced the policy's X-Spam-Flag: YES with NO, so a
+    downstream rule on the flag (WorkMail Lambda, M365 SCL) let the
+    message skip its filter.  The flag is YES whenever one of mxgate's own
+    verdicts tagged or quarantined; X-Spam-Status keeps rspamd's score,
+    action and symbols."""
+    extra, sender, logged = OWN_VERDICTS[kind]
+    extra = dict(extra, rspamd={"address": f"127.0.0.1:{rspamd.port}", "timeout": "10s"})
+    gw = gateway(extra, start=False)
+    gw.dns.add("_dmarc.dquar.test", "TXT", '"v=DMARC1; p=quarantine"')
+    gw.dns.add("dquar.test", "TXT", '"v=spf1 -all"')
+    if kind == "dnsbl":   # before the start: the start-up probe must not cache "clean"
+        gw.dns.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    gw.start()
+    headers, body = (), "nothing to see\r\n"
+    if kind == "attachment":
+        headers = ("MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b")
+        body = ("--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+                "Content-Type: application/octet-stream\r\n"
+                "Content-Disposition: attachment; filename=a.exe\r\n\r\nMZ\r\n--b--\r\n")
+    data, marker = make_message("own", sender=sender, headers=headers, body=body)
+    with gw.client(timeout=scaled(30)) as c:
+        c.ehlo()
+        mxtest.assert_reply(c.transaction(sender, [RCPT], data, expect_queued=False), 250)
+    msg = gw.wait_for_marker(marker)
+    gw.wait_log(logged)
+    st = status(msg)
+    assert 'action="no action" scanner=rspamd' in st and st.startswith("Yes, score="), st
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+    assert len(mxtest.header_values(msg, "X-Spam-Score")) == 1
+    assert mxtest.header_values(msg, "Subject") == [f"[SPAM] own {marker}"]
+    gw.wait_log(r"spam_check flag=YES by=mxgate")
 
 
 def test_gtube_quarantined_when_configured(gateway, rspamd):

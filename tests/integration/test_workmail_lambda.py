@@ -5,6 +5,7 @@ handler then fetches each one through boto3's workmailmessageflow client
 from a loopback HTTP endpoint that implements GetRawMessageContent
 (GET /messages/{messageId}) and answers WorkMail's action contract."""
 
+import base64
 import http.server
 import importlib.util
 import os
@@ -250,8 +251,11 @@ def test_unchecked_content_is_left_to_workmail(gateway, stub_dns, flow):
 
 def test_released_from_quarantine(gateway, stub_dns, flow):
     """A message the postmaster released from mxgate's quarantine (here a
-    blocked attachment from a sender that passes DMARC: X-Spam-Flag: NO)
-    was held, not judged clean: WorkMail's filter still runs on it."""
+    blocked attachment from a sender that passes DMARC) was held, not
+    judged clean: never BYPASS_SPAM_CHECK.  The quarantine flagged it
+    (X-Spam-Flag: YES, like every quarantine verdict) and its attachment
+    was blocked: Junk.  A released message that is not flagged (quarantined
+    by an older mxgate) is WorkMail's to judge."""
     mod = load_lambda()
     gw = judging_gw(gateway, stub_dns, attachments={"enabled": "yes", "action": "quarantine"})
     data, marker = mxtest.make_message("lambda", sender="someone@good.test", headers=(
@@ -266,8 +270,85 @@ def test_released_from_quarantine(gateway, stub_dns, flow):
     gw.cli("quarantine", "release", qid, check=True)
     msg = gw.wait_for_marker(marker)
     assert mxtest.header_values(msg, "X-Mxgate-Released")
-    assert mxtest.header_values(msg, "X-Spam-Flag") == ["NO"]
-    assert action(run(mod, flow, msg, "q1")) == "DEFAULT"
+    assert mxtest.header_values(msg, "X-Spam-Flag") == ["YES"]
+    assert action(run(mod, flow, msg, "q1")) == "MOVE_TO_JUNK"
+    old = (b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n"
+           b"X-Spam-Flag: NO\r\nX-Mxgate-Released: by=root; at=x\r\nSubject: x\r\n\r\nhi\r\n")
+    assert mod.verdict(old, AUTHSERV) == ("DEFAULT", "released from quarantine")
+
+
+EXE = base64.b64encode(b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200).decode()
+
+
+def exe_message(pad=0, boundary=True):
+    """invoice.exe (a PE), behind pad bytes of text; without a boundary
+    parameter the MIME can only be read by guessing."""
+    ct = 'multipart/mixed; boundary="b1"' if boundary else "multipart/mixed"
+    body = ("--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+            + ("x" * 76 + "\r\n") * (pad // 78)
+            + "--b1\r\nContent-Type: application/octet-stream; name=\"invoice.exe\"\r\n"
+              "Content-Disposition: attachment; filename=\"invoice.exe\"\r\n"
+              "Content-Transfer-Encoding: base64\r\n\r\n" + EXE + "\r\n--b1--\r\n")
+    return mxtest.make_message("invoice", sender="someone@good.test", body=body,
+                               headers=("MIME-Version: 1.0", f"Content-Type: {ct}"))
+
+
+ATTACH_CASES = {
+    # padded past an explicit max_size: not judged, delivered (oversize_action
+    # follows unparsable_action = deliver) with "unchecked; reason=size"
+    "over-max-size": ({"max_size": "64K"}, 100_000, True, "unchecked; reason=size",
+                      "NO", "DEFAULT"),
+    # MIME GMime reads only by guessing: unparsable_action = deliver
+    "no-boundary": ({}, 0, False, "unchecked; reason=unparsable", "NO", "DEFAULT"),
+    # judged and blocked, let through by the postmaster's action: Junk
+    "blocked-tag": ({"action": "tag"}, 0, True, "blocked; verdict=", "YES", "MOVE_TO_JUNK"),
+    "blocked-deliver": ({"action": "deliver"}, 0, True, "blocked; verdict=", "NO",
+                        "MOVE_TO_JUNK"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ATTACH_CASES))
+def test_attachments_not_passed_are_not_bypassed(gateway, stub_dns, flow, case):
+    """Red team: a blocked .exe mxgate did not judge (padded past max_size,
+    MIME without a boundary) or let through ([attachments] action = tag or
+    deliver) arrived with X-Spam-Flag: NO from a sender passing DMARC, and
+    the function answered BYPASS_SPAM_CHECK: WorkMail's filter was skipped
+    for exactly the mail mxgate had not passed.  Any X-Mxgate-Attachments
+    field now keeps WorkMail's filter on (blocked: Junk)."""
+    cfg, pad, boundary, state, flag, want = ATTACH_CASES[case]
+    mod = load_lambda()
+    gw = judging_gw(gateway, stub_dns, attachments=dict({"enabled": "yes"}, **cfg))
+    data, marker = exe_message(pad=pad, boundary=boundary)
+    gw.send("someone@good.test", [RCPT], data)
+    m = gw.wait_for_marker(marker)
+    assert mxtest.header_values(m, "X-Mxgate-Attachments")[0].startswith(state), m[:1500]
+    assert mxtest.header_values(m, "X-Spam-Flag") == [flag]
+    # the policy's own status agrees with the flag
+    assert mxtest.header_values(m, "X-Spam-Status")[0].startswith(flag.capitalize() + ",")
+    assert "dmarc=pass" in mxtest.header_values(m, "Authentication-Results")[0]
+    assert action(run(mod, flow, m, "a1")) == want
+
+
+def test_own_dmarc_quarantine_flagged_with_rspamd_on(gateway, stub_dns, flow, rspamd):
+    """Red team: with rspamd on, mxgate's own DMARC p=quarantine verdict
+    (dmarc_quarantine_action = tag) tagged the Subject, but rspamd's
+    "no action" (its total under add_header: modest [spam] weights here,
+    ham symbols in production) wrote X-Spam-Flag: NO over the policy's YES,
+    and the function answered BYPASS_SPAM_CHECK.  The flag is YES whenever
+    one of mxgate's own verdicts tagged or quarantined; X-Spam-Status keeps
+    rspamd's verdict."""
+    mod = load_lambda()
+    gw = judging_gw(gateway, stub_dns,
+                    rspamd={"address": f"127.0.0.1:{rspamd.port}", "timeout": "10s"},
+                    spam={"weight_spf_fail": "0.5", "weight_dmarc_quarantine": "1"})
+    m = through_mxgate(gw, "someone@bad.test")
+    ar = mxtest.header_values(m, "Authentication-Results")[0]
+    assert "dmarc=fail" in ar and "dis=quarantine" in ar, ar
+    st = " ".join(mxtest.header_values(m, "X-Spam-Status")[0].split())
+    assert 'action="no action" scanner=rspamd' in st, st
+    assert mxtest.header_values(m, "Subject")[0].startswith("[SPAM] ")
+    assert mxtest.header_values(m, "X-Spam-Flag") == ["YES"]
+    assert action(run(mod, flow, m, "q1")) == "MOVE_TO_JUNK"
 
 
 def test_infected_is_never_bypassed_nor_junked():

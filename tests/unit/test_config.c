@@ -289,6 +289,9 @@ static const struct diag_case diag_cases[] = {
      "slow_domain_limit (4) does not keep a policy worker free", true},
     {"slow domain unlimited", GOOD "[dns]\nslow_domain_limit = 0\n[auth]\npolicy_workers = 8\n", 12,
      "can hold all 8 workers", true},
+    /* a virus delivered with only a header: allowed, said out loud (issue 13) */
+    {"virus delivered", GOOD "[clamav]\nsocket = 127.0.0.1:3310\nvirus_action = deliver\n", 13,
+     "virus_action = deliver hands infected messages to the mailboxes", true},
     /* the dashboard's token never crosses a network in clear (issue 15) */
     {"admin plain http beyond loopback",
      GOOD "[admin]\nlisten = 127.0.0.1:8026\nlisten = 10.1.2.3:8026\ntls = no\n", 13,

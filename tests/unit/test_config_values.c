@@ -607,6 +607,106 @@ static void test_reload_check(void **state)
 	config_diags_free(&d);
 }
 
+/* test_verdict_actions - the per-verdict actions (issue 13): dmarc and
+ * score follow [spam] quarantine_action unless set, so a file written
+ * before they existed keeps its meaning; the defaults are today's. */
+static void test_verdict_actions(void **state)
+{
+	static const struct {
+		const char *text;
+		int dmarc, score, dnsbl, virus, attach, unparsable;
+	} cases[] = {
+	    {GOOD, CONFIG_PQ_TAG, CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, CONFIG_SCAN_REJECT,
+	     CONFIG_ATTACH_REJECT, CONFIG_ATTACH_DELIVER},
+	    {GOOD "[spam]\nquarantine_action = reject\n", CONFIG_PQ_REJECT, CONFIG_PQ_REJECT,
+	     CONFIG_PQ_DELIVER, CONFIG_SCAN_REJECT, CONFIG_ATTACH_REJECT, CONFIG_ATTACH_DELIVER},
+	    {GOOD "[spam]\nquarantine_action = quarantine\nscore_action = deliver\n",
+	     CONFIG_PQ_QUARANTINE, CONFIG_PQ_DELIVER, CONFIG_PQ_DELIVER, CONFIG_SCAN_REJECT,
+	     CONFIG_ATTACH_REJECT, CONFIG_ATTACH_DELIVER},
+	    {GOOD "[spam]\ndmarc_quarantine_action = deliver\nquarantine_action = reject\n"
+	          "[dnsbl]\ntag_action = tag\n[clamav]\nvirus_action = tag\n"
+	          "[attachments]\naction = tag\nunparsable_action = quarantine\n",
+	     CONFIG_PQ_DELIVER, CONFIG_PQ_REJECT, CONFIG_PQ_TAG, CONFIG_SCAN_TAG, CONFIG_ATTACH_TAG,
+	     CONFIG_ATTACH_QUARANTINE},
+	    {GOOD "[attachments]\naction = deliver\nunparsable_action = reject\n", CONFIG_PQ_TAG,
+	     CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, CONFIG_SCAN_REJECT, CONFIG_ATTACH_DELIVER,
+	     CONFIG_ATTACH_REJECT},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config_diags d = {0};
+		struct config *cfg = load(cases[i].text, &d);
+		if (cfg == NULL)
+			config_diags_print(&d, stderr);
+		assert_non_null(cfg);
+		assert_int_equal(cfg->spam_dmarc_action, cases[i].dmarc);
+		assert_int_equal(cfg->spam_score_action, cases[i].score);
+		assert_int_equal(cfg->dnsbl_tag_action, cases[i].dnsbl);
+		assert_int_equal(cfg->clamav_virus_action, cases[i].virus);
+		assert_int_equal(cfg->attach_action, cases[i].attach);
+		assert_int_equal(cfg->attach_unparsable_action, cases[i].unparsable);
+		config_free(cfg);
+		config_diags_free(&d);
+	}
+}
+
+/* test_attach_oversize - [attachments] max_size follows [limits]
+ * message_size_limit unless set, so every acceptable message is judged
+ * (red team: a blocked .exe padded past the old fixed 25M passed unjudged
+ * under a 35M limit); oversize_action follows unparsable_action unless
+ * set; check-config warns when enabled with max_size below the limit. */
+static void test_attach_oversize(void **state)
+{
+	static const struct {
+		const char *text;
+		int64_t max_size;
+		int oversize;
+		const char *warn; /* substring of the warning, or NULL: none */
+	} cases[] = {
+	    {GOOD, 35 * 1024 * 1024, CONFIG_ATTACH_DELIVER, NULL},
+	    {GOOD "[limits]\nmessage_size_limit = 50M\n[attachments]\nenabled = yes\n",
+	     50 * 1024 * 1024, CONFIG_ATTACH_DELIVER, NULL},
+	    {GOOD "[attachments]\nenabled = yes\nunparsable_action = quarantine\n",
+	     35 * 1024 * 1024, CONFIG_ATTACH_QUARANTINE, NULL},
+	    {GOOD "[attachments]\nenabled = yes\nunparsable_action = reject\n"
+	          "oversize_action = tag\n",
+	     35 * 1024 * 1024, CONFIG_ATTACH_TAG, NULL},
+	    {GOOD "[attachments]\nenabled = yes\nmax_size = 25M\n", 25 * 1024 * 1024,
+	     CONFIG_ATTACH_DELIVER,
+	     "[attachments] max_size (26214400) is below [limits] message_size_limit (36700160): "
+	     "larger messages are accepted without their attachments being judged "
+	     "(oversize_action = deliver)"},
+	    {GOOD "[attachments]\nenabled = yes\nmax_size = 1M\noversize_action = reject\n",
+	     1024 * 1024, CONFIG_ATTACH_REJECT, "(oversize_action = reject)"},
+	    /* off: nothing to warn about */
+	    {GOOD "[attachments]\nmax_size = 1M\n", 1024 * 1024, CONFIG_ATTACH_DELIVER, NULL},
+	    {GOOD "[attachments]\nenabled = yes\nmax_size = 35M\n", 35 * 1024 * 1024,
+	     CONFIG_ATTACH_DELIVER, NULL},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config_diags d = {0};
+		struct config *cfg = load(cases[i].text, &d);
+		if (cfg == NULL)
+			config_diags_print(&d, stderr);
+		assert_non_null(cfg);
+		assert_int_equal(cfg->attach_max_size, cases[i].max_size);
+		assert_int_equal(cfg->attach_oversize_action, cases[i].oversize);
+		const struct config_diag *w = find_diag(&d, "is below [limits] message_size_limit");
+		if (cases[i].warn) {
+			assert_non_null(w);
+			assert_true(w->warning);
+			assert_non_null(strstr(w->msg, cases[i].warn));
+		} else {
+			assert_null(w);
+		}
+		config_free(cfg);
+		config_diags_free(&d);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +716,7 @@ int main(void)
 	    cmocka_unit_test(test_dump_roundtrip),   cmocka_unit_test(test_dump_values),
 	    cmocka_unit_test(test_reload_check),     cmocka_unit_test(test_primary_domain),
 	    cmocka_unit_test(test_rcpt_lists_per_domain),
+	    cmocka_unit_test(test_verdict_actions),  cmocka_unit_test(test_attach_oversize),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -122,6 +122,25 @@ static const struct attach_case cases[] = {
      ATT("filename=\"fwd.eml\"", "message/rfc822", "quoted-printable",
          "From: x@y.z\r\nContent-Type: application/octet-stream; name=3Da.scr\r\n\r\nAAAA\r\n"),
      1, "name=a.scr"},
+    /* unparsable (issue 13): GMime could not read it, or had to guess where
+     * a reader may guess otherwise - never a silent clean */
+    {"nothing to parse", "", -1, "mime=no_message"},
+    {"multipart without a boundary: the exe GMime never saw",
+     "From: a@b.c\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--b\r\n"
+     "Content-Type: application/octet-stream; name=a.exe\r\n\r\nMZ\r\n--b--\r\n",
+     -1, "mime=multipart_without_boundary"},
+    {"two boundaries", "From: a@b.c\r\nMIME-Version: 1.0\r\n"
+     "Content-Type: multipart/mixed; boundary=c; boundary=b\r\n\r\n--b\r\n"
+     "Content-Type: text/plain\r\n\r\nhi\r\n--b--\r\n",
+     -1, "mime=conflicting_parameter"},
+    {"blocked wins over a conflicting Content-Type",
+     "From: a@b.c\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n"
+     "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+     "Content-Type: application/octet-stream; name=a.exe\r\n\r\nMZ\r\n--b--\r\n",
+     1, "name=a.exe"},
+    {"duplicated fields are everyday mail",
+     "From: a@b.c\r\nSubject: x\r\nSubject: x\r\nMIME-Version: 1.0\r\n\r\nhello\r\n", 0,
+     NULL},
 };
 
 /* nested - a message whose attachment sits depth multiparts down. */

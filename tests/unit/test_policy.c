@@ -690,6 +690,104 @@ static void test_verdict(void **state)
 	}
 }
 
+/* mxgate's own verdict kinds (issue 13): which fired, and X-Spam-Flag
+ * follows the configured action of those that did. */
+static const struct {
+	enum policy_spf_result spf;
+	int dmarc;
+	char applied;
+	int dnsbl;        /* listing zones */
+	double threshold; /* [spam] threshold */
+	int dmarc_act, score_act, dnsbl_act;
+	unsigned kinds;
+	enum policy_action action;
+	const char *flag;
+} kind_cases[] = {
+    {POLICY_SPF_PASS, -1, 0, 0, 5, CONFIG_PQ_TAG, CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, 0,
+     POLICY_ACCEPT, "NO"},
+    {POLICY_SPF_PASS, POLICY_DMARC_FAIL, 'q', 0, 100, CONFIG_PQ_TAG, CONFIG_PQ_TAG,
+     CONFIG_PQ_DELIVER, POLICY_KIND_DMARC, POLICY_QUARANTINE, "YES"},
+    {POLICY_SPF_PASS, POLICY_DMARC_FAIL, 'q', 0, 100, CONFIG_PQ_DELIVER, CONFIG_PQ_TAG,
+     CONFIG_PQ_DELIVER, POLICY_KIND_DMARC, POLICY_QUARANTINE, "NO"},
+    {POLICY_SPF_PASS, POLICY_DMARC_FAIL, 'q', 0, 5, CONFIG_PQ_QUARANTINE, CONFIG_PQ_REJECT,
+     CONFIG_PQ_DELIVER, POLICY_KIND_DMARC | POLICY_KIND_SCORE, POLICY_QUARANTINE, "YES"},
+    {POLICY_SPF_FAIL, -1, 0, 0, 2, CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, CONFIG_PQ_DELIVER,
+     POLICY_KIND_SCORE, POLICY_QUARANTINE, "NO"},
+    {POLICY_SPF_FAIL, -1, 0, 0, 2, CONFIG_PQ_TAG, CONFIG_PQ_QUARANTINE, CONFIG_PQ_DELIVER,
+     POLICY_KIND_SCORE, POLICY_QUARANTINE, "YES"},
+    /* a listing under the default deliver acts only through the score */
+    {POLICY_SPF_PASS, -1, 0, 1, 100, CONFIG_PQ_TAG, CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, 0,
+     POLICY_ACCEPT, "NO"},
+    {POLICY_SPF_PASS, -1, 0, 1, 100, CONFIG_PQ_TAG, CONFIG_PQ_TAG, CONFIG_PQ_TAG,
+     POLICY_KIND_DNSBL, POLICY_QUARANTINE, "YES"},
+    {POLICY_SPF_PASS, -1, 0, 1, 3, CONFIG_PQ_TAG, CONFIG_PQ_DELIVER, CONFIG_PQ_REJECT,
+     POLICY_KIND_DNSBL | POLICY_KIND_SCORE, POLICY_QUARANTINE, "YES"},
+    /* DMARC reject stays a reject: no kind */
+    {POLICY_SPF_PASS, POLICY_DMARC_FAIL, 'r', 1, 5, CONFIG_PQ_TAG, CONFIG_PQ_TAG, CONFIG_PQ_TAG,
+     0, POLICY_REJECT, "YES"},
+};
+
+static void test_verdict_kinds(void **state)
+{
+	struct config cfg;
+
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(kind_cases) / sizeof(kind_cases[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, kind_cases[i].spf, NULL, NULL,
+		                                 kind_cases[i].dmarc, kind_cases[i].applied);
+		char flag[32];
+
+		cfg.spam_threshold = kind_cases[i].threshold;
+		cfg.spam_dmarc_action = kind_cases[i].dmarc_act;
+		cfg.spam_score_action = kind_cases[i].score_act;
+		cfg.dnsbl_tag_action = kind_cases[i].dnsbl_act;
+		for (int k = 0; k < kind_cases[i].dnsbl; k++)
+			util_strlist_add(&pm->dnsbl_hits, "bl1.test");
+		policy_verdict_build(pm);
+		if (pm->verdict.kinds != kind_cases[i].kinds ||
+		    pm->verdict.action != kind_cases[i].action)
+			fail_msg("case %zu: kinds %u action %d, want %u %d", i, pm->verdict.kinds,
+			         pm->verdict.action, kind_cases[i].kinds, kind_cases[i].action);
+		snprintf(flag, sizeof(flag), "X-Spam-Flag: %s\r\n", kind_cases[i].flag);
+		if (strstr(pm->verdict.headers, flag) == NULL)
+			fail_msg("case %zu: headers:\n%s", i, pm->verdict.headers);
+		policy_msg_destroy(pm);
+	}
+}
+
+/* the disposition an aggregate report states follows what was done to a
+ * DMARC quarantine: [spam] dmarc_quarantine_action (issue 13) */
+static void test_facts_dmarc_quarantine_action(void **state)
+{
+	static const struct {
+		int act;
+		const char *disposition, *override;
+	} fc[] = {
+	    {CONFIG_PQ_TAG, "quarantine", NULL},
+	    {CONFIG_PQ_QUARANTINE, "quarantine", NULL},
+	    {CONFIG_PQ_REJECT, "reject", "local_policy"}, /* stricter than p=quarantine */
+	    {CONFIG_PQ_DELIVER, "none", "local_policy"},
+	};
+	struct config cfg;
+
+	(void)state;
+	test_cfg(&cfg);
+	for (size_t i = 0; i < sizeof(fc) / sizeof(fc[0]); i++) {
+		struct policy_msg *pm = test_msg(&cfg, POLICY_SPF_FAIL, NULL, NULL,
+		                                 POLICY_DMARC_FAIL, 'q');
+		struct policy_dmarc_facts f;
+
+		cfg.spam_dmarc_action = fc[i].act;
+		assert_int_equal(policy_msg_dmarc_facts(pm, &f), 0);
+		assert_string_equal(f.disposition, fc[i].disposition);
+		if (fc[i].override == NULL)
+			assert_null(f.override);
+		else
+			assert_string_equal(f.override, fc[i].override);
+		policy_msg_destroy(pm);
+	}
+}
+
 static void test_summary_and_spam_headers(void **state)
 {
 	struct config cfg;
@@ -830,7 +928,8 @@ int main(void)
 	    cmocka_unit_test(test_idn),
 	    cmocka_unit_test(test_ar_format),
 	    cmocka_unit_test(test_ar_special),
-	    cmocka_unit_test(test_verdict),
+	    cmocka_unit_test(test_verdict), cmocka_unit_test(test_verdict_kinds),
+	    cmocka_unit_test(test_facts_dmarc_quarantine_action),
 	    cmocka_unit_test(test_summary_and_spam_headers),
 	    cmocka_unit_test(test_spf_reply),
 	    cmocka_unit_test(test_received_spf),

@@ -48,6 +48,7 @@ static void assert_env_equal(const struct queue_envelope *a, const struct queue_
 	assert_str_eq_null(a->tls, b->tls);
 	assert_str_eq_null(a->prepend, b->prepend);
 	assert_int_equal(a->arrival, b->arrival);
+	assert_int_equal(a->arrival_us, b->arrival_us);
 	assert_int_equal(a->size, b->size);
 	assert_int_equal(a->smtputf8, b->smtputf8);
 	assert_int_equal(a->eightbit, b->eightbit);
@@ -217,6 +218,53 @@ static void test_round_trip_quarantine(void **state)
 	queue_envelope_free(env);
 }
 
+/* test_round_trip_arrival_us - the microseconds of the arrival (version 4
+ * key, issue 16: delay= to the µs) survive a round trip and make the file
+ * version 4; without them the file keeps the version of its other keys,
+ * and an older file reads as whole seconds. */
+static void test_round_trip_arrival_us(void **state)
+{
+	static const struct {
+		int us;
+		bool quarantine;
+		const char *version, *key; /* key NULL: must be absent */
+	} cases[] = {
+	    {123456, false, "version: 4\n", "\narrival-us: 123456\n"},
+	    {1, true, "version: 4\n", "\narrival-us: 1\n"},
+	    {999999, false, "version: 4\n", "\narrival-us: 999999\n"},
+	    {0, false, "version: 1\n", NULL},
+	    {0, true, "version: 3\n", NULL},
+	};
+	char err[256] = "";
+	size_t i, len;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct queue_envelope *env = full_env(), *back, *c;
+		char *text;
+
+		env->arrival_us = cases[i].us;
+		if (cases[i].quarantine)
+			env->quarantine_reason = strdup("virus");
+		text = queue_envelope_serialize(env, &len);
+		assert_memory_equal(text, cases[i].version, strlen(cases[i].version));
+		if (cases[i].key != NULL)
+			assert_non_null(strstr(text, cases[i].key));
+		else
+			assert_null(strstr(text, "arrival-us"));
+		back = queue_envelope_parse(text, len, err, sizeof(err));
+		if (back == NULL)
+			fail_msg("case %zu: parse: %s", i, err);
+		assert_env_equal(env, back);
+		c = queue_envelope_dup(env);
+		assert_int_equal(c->arrival_us, cases[i].us);
+		queue_envelope_free(c);
+		queue_envelope_free(back);
+		free(text);
+		queue_envelope_free(env);
+	}
+}
+
 static void test_round_trip_minimal(void **state)
 {
 	struct queue_envelope *env = queue_envelope_new();
@@ -322,7 +370,7 @@ static void test_malformed_cases(void **state)
 	} cases[] = {
 	    {"empty", "", "empty envelope"},
 	    {"not an envelope", "hello\n", "not an envelope"},
-	    {"version 4", "version: 4\nend: ok\n", "unsupported envelope version 4"},
+	    {"version 5", "version: 5\nend: ok\n", "unsupported envelope version 5"},
 	    {"version 0", "version: 0\n" REQ "end: ok\n", "unsupported envelope version 0"},
 	    {"version junk", "version: one\n", "version: not a decimal"},
 	    {"version leading zero", "version: 01\n", "canonical"},
@@ -351,6 +399,9 @@ static void test_malformed_cases(void **state)
 	    {"number overflow", HDR "size: 9223372036854775808\n", "size: number out of range"},
 	    {"int overflow", HDR "attempts: 2147483648\n", "attempts: number out of range"},
 	    {"empty number", HDR "arrival: \n", "arrival: not a canonical"},
+	    {"arrival-us a second", HDR "arrival-us: 1000000\n", "arrival-us: number out of range"},
+	    {"arrival-us leading zero", HDR "arrival-us: 0500\n", "arrival-us: not a canonical"},
+	    {"arrival-us twice", HDR "arrival-us: 5\narrival-us: 5\n", "duplicate \"arrival-us\""},
 	    {"bool 2", HDR "smtputf8: 2\n", "smtputf8: expected 0 or 1"},
 	    {"bool word", HDR "eightbit: yes\n", "eightbit: expected 0 or 1"},
 	    {"sender without brackets", HDR "sender: a@b\n", "sender: address must be written"},
@@ -632,6 +683,7 @@ int main(void)
 	    cmocka_unit_test(test_round_trip_full),
 	    cmocka_unit_test(test_round_trip_verdicts),
 	    cmocka_unit_test(test_round_trip_quarantine),
+	    cmocka_unit_test(test_round_trip_arrival_us),
 	    cmocka_unit_test(test_round_trip_minimal),
 	    cmocka_unit_test(test_dup),
 	    cmocka_unit_test(test_valid_cases),

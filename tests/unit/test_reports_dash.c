@@ -264,7 +264,7 @@ static void test_views(void **state)
 	assert_non_null(strstr(b.data, "mail.example.org"));
 	assert_non_null(strstr(b.data, "example.org: no source approved yet"));
 	assert_non_null(strstr(b.data, "example.org: 0 new sources since the last look (seen up"));
-	assert_non_null(strstr(b.data, "MTA-STS mode published: enforce"));
+	assert_non_null(strstr(b.data, "MTA-STS mode mxgate serves: enforce"));
 	assert_non_null(strstr(b.data, "198.51.100.9"));
 	util_buf_free(&b);
 

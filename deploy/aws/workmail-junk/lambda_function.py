@@ -8,7 +8,8 @@ WorkMail's message flow contract:
 
     {"actions": [{"action": {"type": "MOVE_TO_JUNK"}, "allRecipients": true}]}
 
-MOVE_TO_JUNK      mxgate flagged the message as spam (X-Spam-Flag: YES)
+MOVE_TO_JUNK      mxgate flagged the message as spam (X-Spam-Flag: YES), or
+                  let a blocked attachment through (X-Mxgate-Attachments: blocked)
 BYPASS_SPAM_CHECK mxgate judged it, every content filter it runs checked it,
                   and it did not flag it (only with BYPASS_ON_CLEAN=yes, the
                   default: one spam verdict, mxgate's)
@@ -22,7 +23,12 @@ NO plus "X-Spam-Checker: unchecked; reason=..."; with clamd down and
 "X-Virus-Scan: infected; ...".  Bypassing WorkMail's filter for those would
 let mail no content filter checked skip the only one left, so they get
 DEFAULT (an infected message even when flagged as spam: WorkMail's own
-virus handling decides).  A message the postmaster released from mxgate's
+virus handling decides).  Likewise the attachment policy: any
+"X-Mxgate-Attachments" field is a message whose attachments mxgate did not
+pass - "unchecked; reason=size|unparsable|setup" (too large, MIME it could
+not read): DEFAULT; "blocked; verdict=..." ([attachments] action = tag or
+deliver let a blocked attachment through): MOVE_TO_JUNK.  A clean message
+carries no such field.  A message the postmaster released from mxgate's
 quarantine (X-Mxgate-Released) was held, not judged clean: DEFAULT unless
 flagged (then Junk).  Nor is a message rspamd judged spam that mxgate
 delivered unflagged because [rspamd] reject_action / tag_action = deliver
@@ -122,6 +128,12 @@ def verdict(raw, authserv, flag_header="X-Spam-Flag", bypass_on_clean=True,
         return "DEFAULT", "X-Virus-Scan: infected"
     if flag.startswith("YES"):
         return "MOVE_TO_JUNK", f"{flag_header}: YES"
+    attach = [first_word(v) for v in msg.get_all("X-Mxgate-Attachments") or []]
+    if "blocked" in attach:
+        return "MOVE_TO_JUNK", "X-Mxgate-Attachments: blocked (let through by its action)"
+    for v in attach:
+        if v != "clean":
+            return "DEFAULT", f"X-Mxgate-Attachments: {v} (attachments not judged)"
     for v in msg.get_all("X-Spam-Checker") or []:
         if first_word(v) == "unchecked":
             return "DEFAULT", "X-Spam-Checker: unchecked (spam filter not run)"
