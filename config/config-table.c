@@ -229,7 +229,8 @@ static const struct config_directive d_server[] = {
     {"content_workers", CONFIG_T_INT, G(content_workers), "2", NULL, 1, 64, NULL, NULL, 0,
      "Worker threads for content jobs at end of DATA (attachment policy, external-sender "
      "banner: MIME parsing with GMime/libzip; the ARC seal when [warning] or an rspamd "
-     "subject_tag may edit the message); each holds one message in memory"},
+     "subject_tag may edit the message); an attachment check holds at most 4 times "
+     "[attachments] max_size plus 1 MiB (docs/security.md, item 14)"},
     {"content_queue", CONFIG_T_INT, G(content_queue), "100", NULL, 1, 100000, NULL, NULL, 0,
      "Content jobs waiting for a worker; when full, end of DATA answers 451 4.3.2 (nothing "
      "queued, the client retries) and mxgate_messages_rejected_total{reason=\"content_busy\"} "
@@ -567,14 +568,17 @@ static const struct config_directive d_ratelimit[] = {
     {"messages_per_net", CONFIG_T_INT, G(rl_msgs_per_net), "0", NULL, 0, 10000000, NULL, NULL, R,
      "MAIL FROM commands per window from one network; 0 = no limit"},
     {"messages_per_sender", CONFIG_T_INT, G(rl_msgs_per_sender), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "Messages per window with one envelope sender (letter case ignored): counted at "
-     "the first RCPT TO of a transaction the client's limits let through, which gets 451 "
-     "4.7.1 when over; one budget from any client only when SPF passes for the sender (RCPT "
-     "waits for SPF), else per sender and client network, and always so for <>; 0 = no limit"},
+     NULL, R, "Accepted messages (250 after DATA) per window with one envelope sender (letter "
+     "case ignored); checked at the first RCPT TO of a transaction the client's limits let "
+     "through, which gets 451 4.7.1 when the limit is reached; a transaction without an "
+     "accepted message counts nothing; one budget from any client only when SPF passes for "
+     "the sender (RCPT waits for SPF), else per sender and client network, and always so for "
+     "<>; 0 = no limit"},
     {"messages_per_domain", CONFIG_T_INT, G(rl_msgs_per_domain), "0", NULL, 0, 10000000, NULL,
-     NULL, R, "Messages per window for one recipient domain, from any client: counted at the "
-     "first RCPT TO of the domain in a transaction that the client's and sender's limits let "
-     "through, which gets 451 4.7.1 when over; 0 = no limit"},
+     NULL, R, "Accepted messages (250 after DATA) per window for one recipient domain, from "
+     "any client, once per domain in a message; checked at the first RCPT TO of the domain in "
+     "a transaction that the client's and sender's limits let through, which gets 451 4.7.1 "
+     "when the limit is reached; 0 = no limit"},
     {"recipients_per_ip", CONFIG_T_INT, G(rl_rcpts_per_ip), "0", NULL, 0, 10000000, NULL, NULL, R,
      "RCPT TO commands per window from one address; more get 451 4.7.1 (per message: [limits] "
      "max_recipients); counted once past relay control, the recipient lists and "

@@ -28,11 +28,30 @@
  * attachment GMime never saw.  Blocked still wins: what GMime did see is
  * judged first.
  *
+ * Memory (red team 2): an attached message left encoded costs its decoded
+ * bytes while everything inside it is walked, so a chain of them (each
+ * quoted-printable, decoding to nearly its own size) held 32 copies at
+ * once, each twice (decoded bytes and GMime's copy of them): 68 times the
+ * message.  Now the decoded bytes are parsed where they lie (no copy; the
+ * outer message neither: GMime reads the caller's buffer), a level is
+ * freed as soon as it is judged, and all attached messages decoded in one
+ * check may sum to DECODE_FACTOR times the message plus DECODE_FLOOR at
+ * most: past that the message is blocked ("decoded=over_limit"), like a
+ * tree past MAX_DEPTH (RFC 2046 allows message/rfc822 no such encoding at
+ * all: ordinary forwards are parsed, not decoded, and cost nothing here).
+ * A check so holds at most the message, DECODE_FACTOR times it plus 1 MiB
+ * in decoded attached messages and one leaf part decoded for its magic
+ * bytes (no larger than the message): 4 times the message plus 1 MiB,
+ * plus GMime's objects (bounded by content_too_many_parts).  o->cancel set (the client left):
+ * the walk stops at the next part and the result is -1 ("cancelled").
+ *
  * Ownership: nothing outlives a call.  Diagnostics: none (the caller logs
  * the reason).
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +65,8 @@
 
 #define MAX_DEPTH 32 /* deeper: blocked, never passed unjudged */
 #define ZIP_EOCD_WINDOW (65535 + 22) /* the end record and its comment */
+#define DECODE_FACTOR 2 /* decoded attached messages, all levels: x the message */
+#define DECODE_FLOOR (1u << 20) /* ... plus this: small chains are walked to MAX_DEPTH */
 
 struct judge {
 	const struct content_attach_opts *o;
@@ -54,7 +75,36 @@ struct judge {
 	int blocked;
 	GMimeParserOptions *popts; /* owned by content_attach_check */
 	const char *crit;          /* static; the first critical parser issue, or NULL */
+	size_t budget;             /* decoded attached-message bytes still allowed */
+	bool cancelled;            /* o->cancel seen set: stop */
 };
+
+/* stop - the walk ends here: blocked, or the caller gave up on it. */
+static bool stop(struct judge *j)
+{
+	if (!j->cancelled && j->o->cancel != NULL && atomic_load(j->o->cancel))
+		j->cancelled = true;
+	return j->blocked || j->cancelled;
+}
+
+/* decode - the part's content, decoded, into a memory stream sized for it
+ * up front (decoding never grows it: no doubling copies); NULL when it
+ * would take more than limit bytes (encoded size: decoding only shrinks). */
+static GMimeStream *decode(GMimeDataWrapper *dw, size_t limit)
+{
+	GMimeStream *raw = g_mime_data_wrapper_get_stream(dw);
+	gint64 enc = raw ? g_mime_stream_length(raw) : -1;
+	if (enc > 0 && (guint64)enc > limit)
+		return NULL;
+	GByteArray *ba = g_byte_array_sized_new(enc > 0 ? (guint)enc : 0);
+	GMimeStream *mem = g_mime_stream_mem_new_with_byte_array(ba); /* owns ba */
+	g_mime_data_wrapper_write_to_stream(dw, mem);
+	if (ba->len > limit) {
+		g_object_unref(mem);
+		return NULL;
+	}
+	return mem;
+}
 
 /* parser_warning - GMime's warning callback: the first critical issue
  * (GMIME_CRIT_*) is kept; mere warnings (duplicated fields, 8-bit
@@ -253,14 +303,17 @@ static void walk(struct judge *j, GMimeObject *obj, int depth);
 
 /* judge_message - an attached message GMime left as a leaf because it came
  * base64 or quoted-printable encoded (readers decode and show it, with its
- * attachments): parse the decoded bytes and walk them. */
-static void judge_message(struct judge *j, const unsigned char *p, size_t n, int depth)
+ * attachments): parse the decoded bytes (stream, taken) where they lie -
+ * GMime's parts refer into them, no copy - and walk them. */
+static void judge_message(struct judge *j, GMimeStream *stream, int depth)
 {
-	if (content_too_many_parts((const char *)p, n, CONTENT_MAX_PARTS)) {
+	GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(stream));
+	if (content_too_many_parts((const char *)ba->data, ba->len, CONTENT_MAX_PARTS)) {
 		block(j, "parts=over_limit%s%s", "", "");
+		g_object_unref(stream);
 		return;
 	}
-	GMimeStream *stream = g_mime_stream_mem_new_with_buffer((const char *)p, n);
+	g_mime_stream_reset(stream);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
 	GMimeMessage *m = g_mime_parser_construct_message(parser, j->popts);
@@ -269,7 +322,7 @@ static void judge_message(struct judge *j, const unsigned char *p, size_t n, int
 		g_object_unref(m);
 	}
 	g_object_unref(parser);
-	g_object_unref(stream);
+	g_object_unref(stream); /* the level's bytes go as soon as it is judged */
 }
 
 /* judge_part - one leaf part: both of its names (Content-Disposition
@@ -296,16 +349,24 @@ static void judge_part(struct judge *j, GMimePart *part, int depth)
 	GMimeDataWrapper *dw = g_mime_part_get_content(part);
 	if (!dw)
 		return;
-	GMimeStream *mem = g_mime_stream_mem_new();
-	g_mime_data_wrapper_write_to_stream(dw, mem); /* decoded */
+	/* an attached message is held while everything in it is walked: it
+	 * spends the budget; any other part goes when judged */
+	GMimeStream *mem = decode(dw, message ? j->budget : (size_t)-1);
+	if (!mem) {
+		block(j, "decoded=over_limit%s%s", "", "");
+		return;
+	}
 	GByteArray *ba = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem));
 	unsigned t = magic_type(ba->data, ba->len);
-	if (t & j->o->types)
+	if (t & j->o->types) {
 		block(j, "type=%s name=%s", content_attach_type_name(t), name ? name : "-");
-	else if (message)
-		judge_message(j, ba->data, ba->len, depth);
-	else if (j->o->zip && is_zip(ba->data, ba->len))
+	} else if (message) {
+		j->budget -= ba->len;
+		judge_message(j, mem, depth); /* takes mem */
+		return;
+	} else if (j->o->zip && is_zip(ba->data, ba->len)) {
 		judge_zip(j, name ? name : "-", ba->data, ba->len);
+	}
 	g_object_unref(mem);
 }
 
@@ -314,7 +375,7 @@ static void judge_part(struct judge *j, GMimePart *part, int depth)
  * (red team finding). */
 static void walk(struct judge *j, GMimeObject *obj, int depth)
 {
-	if (!obj || j->blocked)
+	if (!obj || stop(j))
 		return;
 	if (depth > MAX_DEPTH) {
 		block(j, "depth=over_limit%s%s", "", "");
@@ -323,7 +384,7 @@ static void walk(struct judge *j, GMimeObject *obj, int depth)
 	if (GMIME_IS_MULTIPART(obj)) {
 		GMimeMultipart *mp = GMIME_MULTIPART(obj);
 		int n = g_mime_multipart_get_count(mp);
-		for (int i = 0; i < n && !j->blocked; i++)
+		for (int i = 0; i < n && !stop(j); i++)
 			walk(j, g_mime_multipart_get_part(mp, i), depth + 1);
 		return;
 	}
@@ -342,6 +403,8 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
                          char *why, size_t whylen)
 {
 	struct judge j = {.o = o, .why = why, .whylen = whylen, .blocked = 0};
+	j.budget = len > (SIZE_MAX - DECODE_FLOOR) / DECODE_FACTOR ? SIZE_MAX
+	                                                            : len * DECODE_FACTOR + DECODE_FLOOR;
 	if (whylen)
 		why[0] = 0;
 	if (content_too_many_parts(msg, len, CONTENT_MAX_PARTS)) {
@@ -352,7 +415,11 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	content_gmime_init();
 	j.popts = g_mime_parser_options_new();
 	g_mime_parser_options_set_warning_callback(j.popts, parser_warning, &j);
-	GMimeStream *stream = g_mime_stream_mem_new_with_buffer(msg, len);
+	/* GMime reads msg where it lies: a byte array over it, which neither
+	 * the stream (not its owner) nor g_byte_array_free(.., FALSE) frees */
+	GByteArray *ba = g_byte_array_new_take((guint8 *)(uintptr_t)msg, len);
+	GMimeStream *stream = g_mime_stream_mem_new_with_byte_array(ba);
+	g_mime_stream_mem_set_owner(GMIME_STREAM_MEM(stream), FALSE);
 	GMimeParser *parser = g_mime_parser_new_with_stream(stream);
 	g_mime_parser_set_format(parser, GMIME_FORMAT_MESSAGE);
 	GMimeMessage *m = g_mime_parser_construct_message(parser, j.popts);
@@ -364,7 +431,12 @@ int content_attach_check(const char *msg, size_t len, const struct content_attac
 	}
 	g_object_unref(parser);
 	g_object_unref(stream);
+	g_byte_array_free(ba, FALSE); /* the array, not msg's bytes */
 	g_mime_parser_options_free(j.popts);
+	if (j.cancelled && !j.blocked) {
+		snprintf(why, whylen, "cancelled");
+		return -1;
+	}
 	if (rc == 0 && j.crit != NULL)
 		rc = -1; /* GMime guessed: what it saw is clean, the rest unknown */
 	if (rc < 0 && whylen)

@@ -13,6 +13,7 @@
 #ifndef MXGATE_CONTENT_H
 #define MXGATE_CONTENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -65,6 +66,7 @@ struct content_attach_opts {
 	unsigned types;                        /* CONTENT_TYPE_* to block */
 	bool zip;                              /* look inside zip archives, one level */
 	size_t max_zip_entries;                /* more: the archive is blocked as "zip_entries" */
+	const atomic_bool *cancel;             /* borrowed, may be NULL; set: stop early */
 };
 
 /* content_attach_check - msg[0..len) against the attachment policy: 1 and
@@ -72,6 +74,10 @@ struct content_attach_opts {
  * when blocked, 0 when not, -1 and why ("mime=multipart_without_boundary",
  * "mime=no_message", ...) when it is not MIME we can parse without guessing
  * (nothing blocked among what could be read).  Thread-safe. */
+/* Memory: at most 4 times len plus 1 MiB and GMime's objects
+ * (content-attach.c); decoded attached messages beyond 2 times len plus
+ * 1 MiB: blocked,
+ * "decoded=over_limit".  o->cancel set during the check: -1, "cancelled". */
 int content_attach_check(const char *msg, size_t len, const struct content_attach_opts *o,
                          char *why, size_t whylen);
 /* content_attach_type_name - "pe", "elf", "script" for one CONTENT_TYPE_*. */

@@ -2,14 +2,26 @@
  * smtp-ratelimit.c - rate limits per client address, client network (/24,
  * /64), envelope sender and recipient domain (issue 17): connections per
  * window at connect (421 4.7.0), messages per window (451 4.7.1: MAIL FROM
- * per client and network; per sender the first RCPT of a transaction, per
- * recipient domain the first RCPT of that domain in it), recipients per
- * window (451 4.7.1, per client, network, sender and domain).  The limits
+ * per client and network; per sender and per recipient domain a message
+ * accepted, see below), recipients per window (451 4.7.1, per client,
+ * network, sender and domain).  The limits
  * are one table (`rules`): what is counted, the key, the config field, the
  * reply.  A RCPT is counted once the relay control, the recipient lists and
  * max_recipients let it through, before the downstream verification: a
  * repeated recipient counts again, an unknown user refused from a list
  * does not.
+ *
+ * messages_per_sender and messages_per_domain count accepted messages (the
+ * 250 after DATA, smtp_rl_accepted), not transactions (red team finding:
+ * with SPF pass making a sender one subject across clients, another tenant
+ * of the sender's shared platform drained its budget with MAIL, RCPT, RSET
+ * and no message at all).  Their check is at RCPT - the sender's first, the
+ * first of each domain - against the count so far, without adding to it:
+ * over when this message would make it more than the limit.  So a limit
+ * hit by one message is answered at the next message's RCPT (451), and a
+ * transaction that delivers nothing costs nothing.  Concurrent sessions
+ * may each pass the check before either message is counted: the limit is
+ * exceeded by at most the messages in flight.
  *
  * An event is counted in stages (red team finding): the client's own
  * limits (address, network), then the sender's, then the recipient
@@ -62,18 +74,24 @@ struct rl_mem {
 	struct util_ttlmap *map; /* key -> count, expiry = end of the key's window */
 };
 
-/* mem_hit - INCR + EXPIRE on first: the count in key's current window.  A
- * full table evicts (util-ttlmap.c), it never stops counting. */
-static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
-                       int64_t *left)
+/* mem_hit - INCRBY + EXPIRE on first: the count in key's current window
+ * (by 0: GET).  A full table evicts (util-ttlmap.c), it never stops
+ * counting. */
+static int64_t mem_hit(struct smtp_rl_store *st, const char *key, int64_t window, int64_t by,
+                       int64_t now, int64_t *left)
 {
 	struct rl_mem *m = (struct rl_mem *)st;
+	if (by <= 0) { /* read only: a key not counted yet is not created */
+		int64_t *c = util_ttlmap_get(m->map, key, strlen(key), now);
+		*left = c ? *util_ttlmap_expires(c) - now : 0;
+		return c ? *c : 0;
+	}
 	bool fresh;
 	int64_t *count = util_ttlmap_put(m->map, key, strlen(key), now, &fresh);
 	int64_t *expires = util_ttlmap_expires(count);
 	if (fresh)
 		*expires = now + window;
-	(*count)++;
+	*count += by;
 	*left = *expires - now;
 	return *count;
 }
@@ -158,7 +176,8 @@ static const struct rl_rule {
 	enum rl_subject subject;
 	size_t limit_off; /* int field of struct config */
 	const char *what; /* "connections", "messages", "recipients" */
-	bool per_message; /* RCPT: counted once per transaction (per domain, per sender) */
+	bool per_message; /* RCPT: checked once per transaction (per domain, per sender), only
+	                     read there and counted when the message is accepted */
 } rules[] = {
     {"connections_per_ip", RL_CONNECT, RL_IP, offsetof(struct config, rl_conn_per_ip),
      "connections", false},
@@ -168,7 +187,8 @@ static const struct rl_rule {
      false},
     {"messages_per_net", RL_MAIL, RL_NET, offsetof(struct config, rl_msgs_per_net), "messages",
      false},
-    /* at RCPT, not MAIL: only then is the sender's SPF result known */
+    /* checked at RCPT, not MAIL: only then is the sender's SPF result known;
+     * counted at the 250 after DATA (smtp_rl_accepted) */
     {"messages_per_sender", RL_RCPT, RL_SENDER, offsetof(struct config, rl_msgs_per_sender),
      "messages", true},
     {"messages_per_domain", RL_RCPT, RL_DOMAIN, offsetof(struct config, rl_msgs_per_domain),
@@ -262,18 +282,20 @@ static enum smtp_rl_ans judge(struct smtp_session *s, enum rl_event ev, const st
 	for (size_t i = 0; i < n; i++) {
 		const struct rl_rule *r = h[i].r;
 		int max = *(const int *)((const char *)cfg + r->limit_off);
+		/* a per-message rule read the count so far: this message is one more */
+		int64_t cnt = h[i].n + (r->per_message ? 1 : 0);
 		if (h[i].n < 0) {
 			util_log_warn("s=%016llx ratelimit store=%s failed limit=%s action=allow",
 			              (unsigned long long)s->id, store, r->name);
 			util_metrics_inc("mxgate_ratelimit_store_errors_total", store);
 			continue;
 		}
-		if (h[i].n <= max)
+		if (cnt <= max)
 			continue;
 		util_log_info("s=%016llx ratelimit client=%s limit=%s subject=%s count=%lld max=%d "
 		              "retry=%llds",
 		              (unsigned long long)s->id, s->client_str, r->name, h[i].subj,
-		              (long long)h[i].n, max, (long long)h[i].left);
+		              (long long)cnt, max, (long long)h[i].left);
 		util_metrics_inc("mxgate_ratelimited_total", r->name);
 		if (ev == RL_CONNECT)
 			snprintf(s->rl_line, sizeof(s->rl_line),
@@ -304,7 +326,7 @@ static bool stage_next(struct rl_batch *b)
 }
 
 /* stage_passed - the current stage is within its limits: a per-message
- * rule of the sender is now counted for this transaction (the domain's is
+ * rule of the sender is now checked for this transaction (the domain's is
  * marked by smtp_rl_rcpt once the whole RCPT passed). */
 static void stage_passed(struct smtp_session *s, const struct rl_batch *b)
 {
@@ -327,7 +349,8 @@ static bool send_stage(struct smtp_session *s, struct rl_batch *b)
 		rl_key(key, sizeof(key), "rl:", h);
 		h->n = -1;
 		b->pending++;
-		if (smtp_redis_hit(s->srv->redis, key, s->cfg->rl_window, hit_cb, h) < 0)
+		if (smtp_redis_hit(s->srv->redis, key, s->cfg->rl_window, h->r->per_message ? 0 : 1,
+		                   hit_cb, h) < 0)
 			b->pending--; /* down: failed at once */
 	}
 	return --b->pending > 0;
@@ -351,8 +374,8 @@ static enum smtp_rl_ans run(struct smtp_session *s, struct rl_batch *b)
 				struct rl_hit *h = &b->hits[i];
 				char key[400];
 				rl_key(key, sizeof(key), "", h);
-				h->n = srv->rl->ops->hit(srv->rl, key, s->cfg->rl_window, now,
-				                         &h->left);
+				h->n = srv->rl->ops->hit(srv->rl, key, s->cfg->rl_window,
+				                         h->r->per_message ? 0 : 1, now, &h->left);
 			}
 		}
 		a = judge(s, b->ev, b->hits + b->first, b->end - b->first, store);
@@ -406,7 +429,7 @@ static void hit_cb(void *arg, int64_t count, int64_t left)
 		batch_done(b);
 }
 
-/* counted - rule r, once per transaction, has counted this one already
+/* counted - rule r, once per transaction, has checked this one already
  * (the sender's message, or the message to this domain). */
 static bool counted(const struct smtp_session *s, const struct rl_rule *r, const char *domain)
 {
@@ -497,8 +520,8 @@ bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line)
 }
 
 /* smtp_rl_rcpt - RCPT TO:<addr>: as smtp_rl_mail.  A recipient let
- * through marks its domain as counted for this message (messages_per_domain
- * counts the next RCPT of the domain only if this one was refused). */
+ * through marks its domain as checked for this message (messages_per_domain
+ * checks the next RCPT of the domain only if this one was refused). */
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line)
 {
 	const char *dom = util_domain_of(addr);
@@ -514,4 +537,69 @@ bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line)
 	         !util_strlist_has_case(&s->tx->rl_domains, dom))
 		util_strlist_add(&s->tx->rl_domains, dom);
 	return a != SMTP_RL_PASS;
+}
+
+/* accepted_cb - the answer to a count made at accept time: nothing waits
+ * for it (a failed count was logged by smtp-redis.c). */
+static void accepted_cb(void *arg, int64_t count, int64_t left)
+{
+	(void)arg;
+	(void)count;
+	(void)left;
+}
+
+/* count_accepted - add one to rule r's counter for subject. */
+static void count_accepted(struct smtp_session *s, const struct rl_rule *r, const char *sender,
+                           bool sender_auth, const char *domain)
+{
+	struct rl_hit h = {.r = r};
+	char key[400];
+	subject(s, r, sender, sender_auth, domain, h.subj, sizeof(h.subj));
+	if (s->srv->redis) {
+		rl_key(key, sizeof(key), "rl:", &h);
+		(void)smtp_redis_hit(s->srv->redis, key, s->cfg->rl_window, 1, accepted_cb, NULL);
+		return;
+	}
+	rl_key(key, sizeof(key), "", &h);
+	int64_t left;
+	if (s->srv->rl->ops->hit(s->srv->rl, key, s->cfg->rl_window, 1, (int64_t)time(NULL),
+	                         &left) < 0) {
+		util_log_warn("s=%016llx ratelimit store=%s failed limit=%s action=allow",
+		              (unsigned long long)s->id, s->srv->rl->ops->name, r->name);
+		util_metrics_inc("mxgate_ratelimit_store_errors_total", s->srv->rl->ops->name);
+	}
+}
+
+/* smtp_rl_accepted - the message was accepted (250 after DATA): one more
+ * for its sender (messages_per_sender: the same subject as at RCPT) and for
+ * each recipient domain it has (messages_per_domain, once each). */
+void smtp_rl_accepted(struct smtp_session *s)
+{
+	const struct config *cfg = s->cfg;
+	struct smtp_tx *tx = s->tx;
+	if (!tx || (!s->srv->rl && !s->srv->redis) ||
+	    util_cidr_list_match(&cfg->rl_exempt, &s->client))
+		return;
+	bool auth = tx->pm && policy_msg_spf_pass(tx->pm);
+	for (size_t i = 0; i < NRULES; i++) {
+		const struct rl_rule *r = &rules[i];
+		int max = *(const int *)((const char *)cfg + r->limit_off);
+		if (!r->per_message || max <= 0)
+			continue;
+		if (r->subject == RL_SENDER) {
+			count_accepted(s, r, tx->mail.addr, auth, NULL);
+			continue;
+		}
+		struct util_strlist seen = {0};
+		for (size_t k = 0; k < tx->rcpts.n; k++) {
+			const char *dom = util_domain_of(tx->rcpts.v[k]);
+			if (!dom)
+				dom = "";
+			if (util_strlist_has_case(&seen, dom))
+				continue;
+			util_strlist_add(&seen, dom);
+			count_accepted(s, r, NULL, false, dom);
+		}
+		util_strlist_free(&seen);
+	}
 }

@@ -5,7 +5,8 @@
  *
  * hiredis' asynchronous API on the server's event loop (libevent adapter):
  * [state] connections contexts used in turn, commands pipelined on each.
- * The counting is one Lua script (INCR, EXPIRE on the first hit, TTL), so a
+ * The counting is one Lua script (INCRBY, EXPIRE on the first hit, TTL; or
+ * GET and TTL to only read a count), so a
  * window means the same on every node and a key can never be left without
  * an expiry.  Nothing blocks the loop: connects are non-blocking and every
  * command has a deadline (timeout_ms, a timer per command).
@@ -43,11 +44,18 @@
 #define RETRY_SECONDS 1
 #define MAX_LINKS     16
 
-/* INCR; EXPIRE when new (or when a key somehow has none); answer {count, ttl}. */
+/* INCRBY ARGV[2]; EXPIRE when new (or when a key somehow has none); answer
+ * {count, ttl}.  By 0: read only, {0, 0} for a key not there. */
 static const char hit_script[] =
-    "local n = redis.call('INCR', KEYS[1]) "
+    "local by = tonumber(ARGV[2]) "
+    "if by == 0 then "
+    "local n = tonumber(redis.call('GET', KEYS[1]) or '0') "
     "local t = redis.call('TTL', KEYS[1]) "
-    "if n == 1 or t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end "
+    "if t < 0 then t = 0 end "
+    "return {n, t} end "
+    "local n = redis.call('INCRBY', KEYS[1], by) "
+    "local t = redis.call('TTL', KEYS[1]) "
+    "if n == by or t < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end "
     "return {n, t}";
 
 struct st_link {
@@ -206,7 +214,7 @@ static void reply_cb(redisAsyncContext *ac, void *r, void *priv)
 	if (!q->done) {
 		if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
 		    rep->element[0]->type == REDIS_REPLY_INTEGER &&
-		    rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer > 0) {
+		    rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer >= 0) {
 			link_answered(q->link);
 			finish(q, rep->element[0]->integer, rep->element[1]->integer);
 		} else {
@@ -370,16 +378,17 @@ static int req_send(struct smtp_redis *st, struct st_req *q, const char *script,
 }
 
 /* smtp_redis_hit - see smtp-redis.h. */
-int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, smtp_redis_hit_cb cb,
-                   void *arg)
+int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, int64_t by,
+                   smtp_redis_hit_cb cb, void *arg)
 {
-	char w[24];
+	char w[24], n[24];
 	snprintf(w, sizeof(w), "%lld", (long long)window);
-	const char *keys[1] = {key}, *args[1] = {w};
+	snprintf(n, sizeof(n), "%lld", (long long)(by > 0 ? by : 0));
+	const char *keys[1] = {key}, *args[2] = {w, n};
 	struct st_req *q = util_xcalloc(1, sizeof(*q));
 	q->cb = cb;
 	q->arg = arg;
-	return req_send(st, q, hit_script, 1, keys, 1, args);
+	return req_send(st, q, hit_script, 1, keys, 2, args);
 }
 
 /* smtp_redis_eval - see smtp-redis.h. */

@@ -19,7 +19,7 @@
 
 struct smtp_redis;
 
-/* count: the key's count in its window (>= 1), or SMTP_REDIS_FAILED /
+/* count: the key's count in its window (>= 0), or SMTP_REDIS_FAILED /
  * SMTP_REDIS_CANCELLED; left: seconds left in the window.  Called exactly
  * once per accepted smtp_redis_hit, never from inside smtp_redis_hit. */
 typedef void (*smtp_redis_hit_cb)(void *arg, int64_t count, int64_t left);
@@ -28,11 +28,12 @@ typedef void (*smtp_redis_hit_cb)(void *arg, int64_t count, int64_t left);
 struct smtp_redis *smtp_redis_new(struct event_base *base, const struct config *cfg);
 /* smtp_redis_free - pending callbacks get SMTP_REDIS_CANCELLED; NULL is a no-op. */
 void smtp_redis_free(struct smtp_redis *st);
-/* smtp_redis_hit - INCR key and EXPIRE it on the first hit (one Lua script,
- * atomic), window seconds.  0 = cb will be called; -1 = failed at once (the
- * server is known to be down), no callback: fail open. */
-int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, smtp_redis_hit_cb cb,
-                   void *arg);
+/* smtp_redis_hit - INCRBY key by and EXPIRE it on the first hit (one Lua
+ * script, atomic), window seconds; by 0 only reads the count (0 for a key
+ * not there, nothing created).  0 = cb will be called; -1 = failed at once
+ * (the server is known to be down), no callback: fail open. */
+int smtp_redis_hit(struct smtp_redis *st, const char *key, int64_t window, int64_t by,
+                   smtp_redis_hit_cb cb, void *arg);
 
 struct redisReply;
 /* r: the answer (an error reply included), or NULL when there is none:

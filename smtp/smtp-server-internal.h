@@ -6,6 +6,7 @@
 #ifndef MX_SMTP_SERVER_INTERNAL_H
 #define MX_SMTP_SERVER_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -99,13 +100,14 @@ struct smtp_rl_store;
 struct smtp_redis;
 struct smtp_rl_store_ops {
 	const char *name;                /* "memory" - for logs and metrics */
-	/* hit - add one to key at now (wall-clock seconds); returns the count
-	 * since key's window began (a window starts at the first hit and lasts
-	 * window seconds: INCR, then EXPIRE when 1) with the seconds left in
-	 * it in *left; -1 when the store cannot count (the caller lets the
-	 * event through). */
-	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t now,
-		       int64_t *left);
+	/* hit - add by (>= 0) to key at now (wall-clock seconds); returns the
+	 * count since key's window began (a window starts at the first hit and
+	 * lasts window seconds: INCRBY, then EXPIRE when new) with the seconds
+	 * left in it in *left; by 0 only reads it (0, left 0 for a key not
+	 * counted yet: nothing is created); -1 when the store cannot count
+	 * (the caller lets the event through). */
+	int64_t (*hit)(struct smtp_rl_store *st, const char *key, int64_t window, int64_t by,
+		       int64_t now, int64_t *left);
 	void (*free)(struct smtp_rl_store *st);
 };
 struct smtp_rl_store {
@@ -165,9 +167,9 @@ struct smtp_tx {
 	uint32_t *rcpt_slots;            /* hash index of rcpts (index + 1, 0 = free) */
 	size_t rcpt_nslots;              /* 0 or a power of two > 2 x rcpts.n */
 	size_t rcpt_bytes;               /* sum of the accepted addresses' lengths */
-	struct util_strlist rl_domains;  /* recipient domains this message was counted for
+	struct util_strlist rl_domains;  /* recipient domains this message was checked for
 	                                    ([ratelimit] messages_per_domain, once each) */
-	bool rl_sender_counted;          /* counted for its sender (messages_per_sender) */
+	bool rl_sender_counted;          /* checked for its sender (messages_per_sender) */
 	struct queue_spool *spool;       /* owned; NULL until DATA */
 	struct smtp_data_parser dp;
 	struct smtp_hdrsplit hs;         /* header/body split (smtp-hdrsplit.c) */
@@ -258,6 +260,7 @@ struct smtp_session {
 	char verify_addr[SMTP_MAX_PATH + 1]; /* the RCPT address a probe answers */
 	enum smtp_verify_result verify_result; /* its answer; PENDING = none yet */
 	struct smtp_tx *tx;              /* owned; NULL outside a transaction */
+	struct smtp_job *content_job;    /* borrowed; queued or running, until its done */
 	struct smtp_session *hnext;      /* registry chain */
 };
 
@@ -395,6 +398,9 @@ bool smtp_rl_connect(struct smtp_session *s, char *reply, size_t replylen);
  * rate) or suspended for the shared store (SMTP_WAIT_STATE, line kept). */
 bool smtp_rl_mail(struct smtp_session *s, const char *sender, const char *line);
 bool smtp_rl_rcpt(struct smtp_session *s, const char *addr, const char *line);
+/* smtp_rl_accepted - the message was accepted (250 after DATA): count it
+ * for messages_per_sender and messages_per_domain. */
+void smtp_rl_accepted(struct smtp_session *s);
 /* smtp_rl_wants_spf - RCPT waits for SPF before it is counted: a
  * per-sender limit is shared only by a sender SPF passed for. */
 bool smtp_rl_wants_spf(const struct smtp_session *s);
@@ -465,17 +471,28 @@ void smtp_scan_start(struct smtp_session *s, bool async);
 int smtp_attach_start(struct smtp_session *s, bool async);
 /* smtp_scan_continue - from a completion: the next inspection step. */
 void smtp_scan_continue(struct smtp_session *s);
-/* Content jobs (attachment policy, warning banner) run on the server's
- * bounded pool of content workers (srv->content_pool, util_pool).  Every
- * job struct starts with this header, so the pool can free jobs whose
- * completion never ran (shutdown). */
+/* Content jobs (attachment policy, warning banner, ARC seal) run on the
+ * server's bounded pool of content workers (srv->content_pool, util_pool).
+ * Every job struct starts with this header, so the pool can free jobs
+ * whose completion never ran (shutdown), and a session that goes away
+ * can call its job off (smtp_content_abandon). */
 struct smtp_job {
 	void (*free)(void *job); /* releases the whole job */
+	atomic_bool cancelled;   /* the session is gone: work may stop early */
+	/* set by smtp_content_submit: */
+	struct smtp_server *srv;
+	uint64_t sid;            /* the session that waits for it */
+	util_pool_fn done;       /* the job's own completion */
 };
-/* smtp_content_submit - queue job (work on a worker, done on the loop,
- * which finds the session by id); 0, or -1 when the queue is full. */
-int smtp_content_submit(struct smtp_server *srv, util_pool_fn work, util_pool_fn done,
+/* smtp_content_submit - queue job for s (work on a worker, done on the
+ * loop, which finds the session by id; s->content_job names the job until
+ * then); 0, or -1 when the queue is full. */
+int smtp_content_submit(struct smtp_session *s, util_pool_fn work, util_pool_fn done,
                         struct smtp_job *job);
+/* smtp_content_abandon - session teardown: its content job, if any, is
+ * called off - taken from the queue unrun, or told to stop (job->cancelled)
+ * if a worker has it; its completion still comes (and finds no session). */
+void smtp_content_abandon(struct smtp_session *s);
 /* smtp_content_busy - the content queue is full: 451 4.3.2 for the whole
  * message (nothing queued, the client retries), logged and counted
  * (mxgate_messages_rejected_total{reason="content_busy"}); resumes the

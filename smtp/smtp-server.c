@@ -728,13 +728,47 @@ void smtp_server_free(struct smtp_server *srv)
 
 /* ---------------------------------------------------------- content workers */
 
+/* content_done - loop: a content job ends; its session (if still there)
+ * no longer names it, then the job's own completion runs. */
+static void content_done(void *arg)
+{
+	struct smtp_job *j = arg;
+	struct smtp_session *s = smtp_server_find(j->srv, j->sid);
+	if (s && s->content_job == j)
+		s->content_job = NULL;
+	j->done(arg);
+}
+
 /* smtp_content_submit - see smtp-server-internal.h. */
-int smtp_content_submit(struct smtp_server *srv, util_pool_fn work, util_pool_fn done,
+int smtp_content_submit(struct smtp_session *s, util_pool_fn work, util_pool_fn done,
                         struct smtp_job *job)
 {
+	struct smtp_server *srv = s->srv;
 	if (!srv->content_pool)
 		return -1;
-	return util_pool_submit(srv->content_pool, work, done, job);
+	atomic_init(&job->cancelled, false);
+	job->srv = srv;
+	job->sid = s->id;
+	job->done = done;
+	if (util_pool_submit(srv->content_pool, work, content_done, job) < 0)
+		return -1;
+	s->content_job = job;
+	return 0;
+}
+
+/* smtp_content_abandon - see smtp-server-internal.h.  The job stays valid
+ * until content_done (loop thread, like this), so the flag is safe to set;
+ * the worker reads it between steps (red team 2: a client leaving after
+ * its dot had its whole check run for nobody). */
+void smtp_content_abandon(struct smtp_session *s)
+{
+	struct smtp_job *j = s->content_job;
+	if (!j)
+		return;
+	s->content_job = NULL;
+	atomic_store(&j->cancelled, true);
+	if (util_pool_cancel(s->srv->content_pool, j))
+		util_log_info("s=%016llx content_job note=cancelled_unrun", (unsigned long long)s->id);
 }
 
 /* smtp_content_busy - see smtp-server-internal.h. */

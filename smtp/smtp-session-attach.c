@@ -6,6 +6,11 @@
  * content_workers), never on the event loop: it reads the spool (only its
  * size: spool files are recycled) and the result comes back through the
  * pool's event; the completion finds the session by id (gone: dropped).
+ * A session that goes first calls its job off (smtp_content_abandon): a
+ * queued one never runs, a running one stops at its next part - a client
+ * leaving right after its dot no longer has its check run for nobody (red
+ * team 2).  The worker reads the spool into one buffer of exactly its
+ * size, which the check parses in place (content-attach.c: "Memory").
  * When the pool's queue is full the message gets 451 4.3.2 (nothing is
  * queued; the client retries).
  *
@@ -43,36 +48,45 @@ struct attach_job {
 	int64_t size;
 	struct util_strlist ext; /* owned copy of the extensions */
 	struct content_attach_opts o;
-	int rc; /* content_attach_check's result */
+	bool ran; /* job_work started (not taken back from the queue) */
+	int rc;   /* content_attach_check's result */
 	int err;
 	char why[256];
 };
 
-/* job_work - worker: read the spool, judge it. */
+/* job_work - worker: read the spool into one buffer of its size (no
+ * growing copies; content_attach_check parses it where it lies), judge
+ * it.  The session gone (hdr.cancelled): stop between chunks, and the
+ * check between parts. */
 static void job_work(void *arg)
 {
 	struct attach_job *j = arg;
-	struct util_buf in;
-	util_buf_init(&in);
-	char chunk[65536];
+	j->ran = true;
+	char *in = util_xmalloc((size_t)j->size + 1);
 	int64_t got = 0;
-	while (got < j->size) {
-		size_t want = j->size - got < (int64_t)sizeof(chunk) ? (size_t)(j->size - got)
-		                                                     : sizeof(chunk);
-		ssize_t n = pread(j->fd, chunk, want, (off_t)got);
+	while (got < j->size && !atomic_load(&j->hdr.cancelled)) {
+		size_t want = j->size - got < 1 << 20 ? (size_t)(j->size - got) : 1 << 20;
+		ssize_t n = pread(j->fd, in + got, want, (off_t)got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			j->err = n < 0 ? errno : EIO;
 			break;
 		}
-		util_buf_add(&in, chunk, (size_t)n);
 		got += n;
 	}
-	j->rc = j->err ? -1 : content_attach_check(in.data, in.len, &j->o, j->why, sizeof(j->why));
-	if (j->err)
+	if (atomic_load(&j->hdr.cancelled)) {
+		j->rc = -1;
+		snprintf(j->why, sizeof(j->why), "cancelled");
+	} else if (j->err) {
+		j->rc = -1;
 		snprintf(j->why, sizeof(j->why), "spool=unreadable");
-	util_buf_free(&in);
+	} else {
+		in[got] = 0;
+		j->o.cancel = &j->hdr.cancelled;
+		j->rc = content_attach_check(in, (size_t)got, &j->o, j->why, sizeof(j->why));
+	}
+	free(in);
 }
 
 /* job_free - release a finished job. */
@@ -144,8 +158,13 @@ static void job_done(void *arg)
 	struct attach_job *j = arg;
 	struct smtp_session *s = smtp_server_find(j->srv, j->id);
 	if (!s || s->wait != SMTP_WAIT_SCAN || !s->tx) {
-		util_log_info("s=%016llx attachment_check note=client_gone",
-		              (unsigned long long)j->id);
+		/* work=none: taken back unrun; stopped: called off midway
+		 * (smtp_content_abandon); done: it had finished */
+		util_log_info("s=%016llx attachment_check note=client_gone work=%s",
+		              (unsigned long long)j->id,
+		              !j->ran                          ? "none"
+		              : strcmp(j->why, "cancelled") == 0 ? "stopped"
+		                                               : "done");
 		job_free(j);
 		return;
 	}
@@ -232,7 +251,7 @@ int smtp_attach_start(struct smtp_session *s, bool async)
 	j->fd = queue_spool_open_read(s->tx->spool);
 	if (j->fd < 0)
 		goto fail;
-	if (smtp_content_submit(s->srv, job_work, job_done, &j->hdr) < 0) {
+	if (smtp_content_submit(s, job_work, job_done, &j->hdr) < 0) {
 		job_free(j);
 		smtp_content_busy(s, "attachments", async);
 		return 0;

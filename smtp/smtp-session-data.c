@@ -301,6 +301,7 @@ static void commit_cb(uint64_t cookie, int status, int err, const char *qid, voi
 			log_decision(s, "queued", qid, reply);
 		}
 		util_metrics_inc("mxgate_messages_accepted_total", NULL);
+		smtp_rl_accepted(s); /* messages_per_sender / _per_domain count this one */
 		smtp_defence_queued(s);
 		util_metrics_observe("mxgate_data_to_250_seconds",
 				     (double)(util_mono_ms() - s->tx->data_start_ms) / 1000.0);

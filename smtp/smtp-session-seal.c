@@ -62,6 +62,10 @@ static void job_free_any(void *job)
 static void job_work(void *arg)
 {
 	struct seal_job *j = arg;
+	if (atomic_load(&j->hdr.cancelled)) { /* the session is gone */
+		j->rc = -1;
+		return;
+	}
 	j->rc = policy_seal_run(j->ps, j->prepend, j->fd, j->size);
 }
 
@@ -121,7 +125,7 @@ void smtp_seal_start(struct smtp_session *s, struct policy_seal *ps, char *prepe
 		smtp_data_commit_prepend(s, pre);
 		return;
 	}
-	if (smtp_content_submit(s->srv, job_work, job_done, &j->hdr) < 0) {
+	if (smtp_content_submit(s, job_work, job_done, &j->hdr) < 0) {
 		job_free(j);
 		smtp_content_busy(s, "arc_seal", async);
 		return;

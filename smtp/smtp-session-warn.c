@@ -143,6 +143,10 @@ static void job_work(void *arg)
 	struct util_buf in, out;
 	util_buf_init(&in);
 	util_buf_init(&out);
+	if (atomic_load(&j->hdr.cancelled)) { /* the session is gone */
+		j->result = CONTENT_BANNER_ERROR;
+		return;
+	}
 	if (read_all(j->fd, j->size, &in) < 0) {
 		j->err = errno ? errno : EIO;
 		j->result = CONTENT_BANNER_ERROR;
@@ -220,7 +224,7 @@ static int start_job(struct smtp_session *s, const char *text, const char *html,
 	j->html = html ? util_xstrdup(html) : NULL;
 	if (j->fd < 0 || !j->out)
 		goto fail;
-	if (smtp_content_submit(s->srv, job_work, job_done, &j->hdr) < 0) {
+	if (smtp_content_submit(s, job_work, job_done, &j->hdr) < 0) {
 		job_free(j);
 		return 1;
 	}

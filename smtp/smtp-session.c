@@ -95,6 +95,7 @@ void smtp_session_destroy(struct smtp_session *s)
 {
 	util_log_info("s=%016llx disconnect client=%s helo=%s errors=%d", (unsigned long long)s->id,
 		      s->client_str, s->helo[0] ? s->helo : "-", s->errors);
+	smtp_content_abandon(s); /* its check is for nobody now */
 	smtp_tx_free(s->tx);
 	smtp_defence_end(s);
 	smtp_pregreet_end(s);

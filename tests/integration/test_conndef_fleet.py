@@ -209,7 +209,9 @@ def test_recipient_and_domain_rates_shared(gateway, redis):
     """recipients_per_net, recipients_per_sender and messages_per_domain are
     counted in Redis too: what one node counted, the other refuses.  The
     stages are asked in turn - client, then sender, then domain - and a
-    RCPT refused at one is not counted at the next."""
+    RCPT refused at one is not counted at the next.  messages_per_domain
+    counts accepted messages (at the 250 after DATA) and is only read at
+    RCPT: a RCPT without a message leaves no key."""
     r = redis()
     dom = {"domains": {"accepted_domains": "example.test, other.test, third.test"},
            "auth": {"spf": "yes"}}
@@ -219,7 +221,7 @@ def test_recipient_and_domain_rates_shared(gateway, redis):
     for gw in (a, b):   # the senders SPF passes for: one budget each across networks
         gw.dns.add("flood.example", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
 
-    def rcpts(gw, source, sender, *steps):
+    def rcpts(gw, source, sender, *steps, data=False):
         with RawClient(gw.port, source=source) as c:
             c.ehlo()
             assert_reply(c.cmd(f"MAIL FROM:<{sender}>"), 250)
@@ -227,8 +229,13 @@ def test_recipient_and_domain_rates_shared(gateway, redis):
                 rep = c.cmd(f"RCPT TO:<{rcpt}>")
                 assert_reply(rep, code)
                 assert text in rep.text, rep
-    rcpts(a, "127.0.7.2", "s1@flood.example", ("u@example.test", 250, ""))
-    rcpts(b, "127.0.7.3", "s2@flood.example", ("u@example.test", 250, ""))
+            if data:
+                assert_reply(c.cmd("DATA"), 354)
+                msg, _m = make_message()
+                c.send(msg + b".\r\n")
+                queued_id(c.reply())
+    rcpts(a, "127.0.7.2", "s1@flood.example", ("u@example.test", 250, ""), data=True)
+    rcpts(b, "127.0.7.3", "s2@flood.example", ("u@example.test", 250, ""), data=True)
     rcpts(b, "127.0.7.4", "s3@flood.example",
           ("u@other.test", 451, "Too many recipients from 127.0.7.0/24"))
     rcpts(a, "127.0.8.2", "s1@flood.example",
@@ -242,10 +249,10 @@ def test_recipient_and_domain_rates_shared(gateway, redis):
     # refused by the network: s3 and other.test not counted; refused by the
     # sender: third.test not counted
     assert r.count("mxgate:rl:recipients_per_sender <s3@flood.example>") == 0
-    assert r.count("mxgate:rl:messages_per_domain other.test") == 1
+    assert r.cmd("EXISTS", "mxgate:rl:messages_per_domain other.test") == ":0"  # no message
     assert r.count("mxgate:rl:messages_per_domain third.test") == 0
     assert r.count("mxgate:rl:recipients_per_sender <s1@flood.example>") == 4   # w@ too
-    assert r.count("mxgate:rl:messages_per_domain example.test") == 3
+    assert r.count("mxgate:rl:messages_per_domain example.test") == 2   # the two accepted
 
 
 def test_redis_killed_fails_open(gateway, redis):

@@ -88,16 +88,16 @@ def test_message_rate_per_ip(gateway):
 
 def test_message_rate_per_sender_across_clients(gateway):
     """One envelope sender SPF passes for shares one budget from every
-    client; it is counted at the first RCPT of a transaction (only then is
-    SPF known), once however many recipients follow."""
+    client; a message is counted when it is accepted (250 after DATA), once
+    however many recipients it has, and the limit is checked at the first
+    RCPT of the next one (only then is SPF known)."""
     gw = rl(gateway, messages_per_sender=2, auth_spf=True)
     gw.dns.add("flood.example", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
     for src in ("127.0.0.2", "127.0.1.3"):
         with RawClient(gw.port, source=src) as c:
             c.ehlo()
-            assert_reply(c.cmd("MAIL FROM:<Spam@Flood.example>"), 250)
-            assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
-            assert_reply(c.cmd("RCPT TO:<b@example.test>"), 250)   # the same message
+            msg, _m = make_message()
+            c.transaction("Spam@Flood.example", ["a@example.test", "b@example.test"], msg)
     with RawClient(gw.port, source="127.0.2.4") as c:
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<Spam@Flood.example>"), 250)
@@ -118,8 +118,8 @@ def test_null_sender_counted_per_network(gateway):
     for _ in range(2):
         with RawClient(gw.port, source="127.0.0.2") as c:
             c.ehlo()
-            assert_reply(c.cmd("MAIL FROM:<>"), 250)
-            assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+            msg, _m = make_message()
+            c.transaction("", ["a@example.test"], msg)
     with RawClient(gw.port, source="127.0.0.3") as c:   # same /24
         c.ehlo()
         assert_reply(c.cmd("MAIL FROM:<>"), 250)
@@ -161,6 +161,34 @@ def test_forged_sender_cannot_use_up_the_real_senders_budget(gateway):
         r = c.cmd("RCPT TO:<boss10@example.test>")
         assert_reply(r, 451, "4.7.1")
         assert "Too many recipients from <ceo@partner.test>, try" in r.text, r
+
+
+def test_other_tenant_cannot_drain_spf_pass_senders_budget(gateway):
+    """victim.test's SPF authorises a shared platform (127.0.0.0/16): every
+    tenant of it passes SPF as <ceo@victim.test>.  Another tenant's MAIL,
+    RCPT, RSET - six times, no message sent - must not use up the sender's
+    messages_per_sender: only accepted messages count (red team finding,
+    RT2).  The real sender's messages do count: after its fifth accepted
+    one, its sixth is refused at RCPT."""
+    gw = rl(gateway, messages_per_sender=5, auth_spf=True)
+    gw.dns.add("victim.test", "TXT", '"v=spf1 ip4:127.0.0.0/16 -all"')
+    for i in range(6):                                   # the other tenant: RCPT, RSET
+        with RawClient(gw.port, source="127.0.0.5") as c:
+            c.ehlo()
+            assert_reply(c.cmd("MAIL FROM:<ceo@victim.test>"), 250)
+            assert_reply(c.cmd(f"RCPT TO:<u{i}@example.test>"), 250)
+            assert_reply(c.cmd("RSET"), 250)
+    with RawClient(gw.port, source="127.0.1.9") as c:    # the real CEO's mail
+        c.ehlo()
+        for _ in range(5):
+            msg, marker = make_message()
+            c.transaction("ceo@victim.test", ["boss@example.test"], msg)
+        gw.wait_for_marker(marker)
+        assert_reply(c.cmd("MAIL FROM:<ceo@victim.test>"), 250)
+        r = c.cmd("RCPT TO:<boss@example.test>")
+        assert_reply(r, 451, "4.7.1")
+        assert "Too many messages from <ceo@victim.test>, try" in r.text, r
+    gw.wait_log(r"limit=messages_per_sender subject=<ceo@victim\.test> count=6 max=5")
 
 
 def test_refused_rcpts_do_not_drain_the_domain_budget(gateway):
@@ -277,10 +305,11 @@ def test_recipient_rates_per_net_and_sender(gateway):
 
 
 def test_message_rate_per_domain(gateway):
-    """messages_per_domain counts a transaction once per recipient domain,
-    at its first RCPT of the domain: three recipients of example.test in one
-    message use one; over it, that RCPT gets 451 (and the next one of the
-    domain is a new attempt); another domain is not affected."""
+    """messages_per_domain counts an accepted message once per recipient
+    domain: three recipients of example.test in one message use one, a
+    transaction reset before DATA none.  The check is at the first RCPT of
+    the domain in a transaction: over, that RCPT gets 451 (and the next one
+    of the domain is a new attempt); another domain is not affected."""
     gw = rl(gateway, messages_per_domain=2)
     msg, marker = make_message()
     with RawClient(gw.port, source="127.0.0.2") as c:
@@ -289,9 +318,12 @@ def test_message_rate_per_domain(gateway):
     gw.wait_for_marker(marker)
     with RawClient(gw.port, source="127.0.1.2") as c:
         c.ehlo()
-        assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
-        assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)      # message 2 of 2
-        assert_reply(c.cmd("RSET"), 250)
+        for _ in range(3):                                        # no message: not counted
+            assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
+            assert_reply(c.cmd("RCPT TO:<a@example.test>"), 250)
+            assert_reply(c.cmd("RSET"), 250)
+        msg, _m = make_message()
+        c.transaction(SENDER, ["a@example.test"], msg)            # message 2 of 2
         assert_reply(c.cmd(f"MAIL FROM:<{SENDER}>"), 250)
         r = c.cmd("RCPT TO:<a@example.test>")                     # message 3 of 2
         assert_reply(r, 451, "4.7.1")
@@ -299,7 +331,7 @@ def test_message_rate_per_domain(gateway):
         assert_reply(c.cmd("RCPT TO:<b@example.test>"), 451, "4.7.1")
         assert_reply(c.cmd("RCPT TO:<x@other.test>"), 250)
     gw.wait_log(r"limit=messages_per_domain subject=example\.test count=3 max=2")
-    gw.wait_log(r"limit=messages_per_domain subject=example\.test count=4 max=2")
+    assert "limit=messages_per_domain subject=other.test" not in gw.log_text()
 
 
 def test_concurrency_per_net(gateway):

@@ -4,6 +4,8 @@ is queued, or quarantined; clean attachments and zips pass."""
 
 import base64
 import io
+import re
+import socket
 import uuid
 import zipfile
 
@@ -247,3 +249,80 @@ def test_every_acceptable_message_is_judged_by_default(gateway):
     mxtest.assert_reply(r, 550, "5.7.1")
     assert "name=invoice.pdf.exe" in r.text, r.text
     assert "is below [limits] message_size_limit" not in gw.cli("check-config").stderr
+
+
+# -- memory (red team 2): nested encoded messages, clients that leave
+
+def hwm_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def qp_chain(size, levels):
+    """An attached message sent quoted-printable (plain ASCII is its own
+    QP), nested levels deep: each level decodes to nearly the whole
+    message, so a worker holding every level at once needs levels times
+    the message (68x before the fix)."""
+    marker = "m" + uuid.uuid4().hex[:16]
+    line = "a" * 70 + "\r\n"
+    m = ("Subject: x\r\n\r\n" + line * ((size - 16 * 1024) // len(line))).encode()
+    for _ in range(levels):
+        m = (b"MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + m)
+    head = (f"From: <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: nest {marker}\r\n"
+            f"Message-ID: <{marker}@client.example.net>\r\n").encode()
+    return head + m, marker
+
+
+LIMIT = 3 * 1024 * 1024  # over the 1 MiB floor of the decode budget
+
+
+def test_nested_encoded_messages_bound_worker_memory(gateway):
+    """docs/security.md "Memory": a check holds at most 4 times the message
+    plus 1 MiB; decoded attached messages past 2 times the message plus
+    1 MiB are blocked (before: every level held twice, 68x)."""
+    gw = gateway({"attachments": {"enabled": "yes"},
+                  "limits": {"message_size_limit": str(LIMIT)}})
+    base = hwm_kb(gw.proc.pid)
+    data, _ = qp_chain(LIMIT, 31)  # within MAX_DEPTH: only the budget stops it
+    r = send(gw, data)
+    grown = (hwm_kb(gw.proc.pid) - base) * 1024
+    print(f"peak grew {grown / len(data):.1f}x the message")
+    assert grown < 4 * len(data) + (8 << 20), f"{grown >> 20} MiB for {len(data) >> 20} MiB"
+    mxtest.assert_reply(r, 550, "5.7.1")
+    assert "decoded=over_limit" in r.text, r.text
+
+
+def send_and_leave(port, data):
+    s = socket.create_connection(("127.0.0.1", port))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"EHLO x\r\n")
+    while f.readline()[3:4] == b"-":
+        pass
+    s.sendall(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode())
+    for _ in range(3):
+        f.readline()
+    s.sendall(data + b".\r\n")
+    s.close()  # gone: no reply read
+
+
+def test_jobs_of_clients_gone_are_called_off(gateway):
+    """A client that leaves right after its dot: its check is taken back
+    from the queue or stopped at its next part (before: run in full for
+    nobody, each at 68x the message).  Chains of 2 levels: within the
+    budget, so only the call-off keeps a job from finishing."""
+    gw = gateway({"attachments": {"enabled": "yes"},
+                  "server": {"content_workers": "1"},
+                  "limits": {"message_size_limit": str(LIMIT)}})
+    data, _ = qp_chain(LIMIT, 2)
+    for _ in range(4):
+        send_and_leave(gw.port, data)
+    gw.wait_log(r"(attachment_check note=client_gone[\s\S]*){4}", mxtest.scaled(30))
+    works = re.findall(r"attachment_check note=client_gone work=(\w+)", gw.log_text())
+    print("jobs:", works)
+    assert len(works) == 4, works
+    assert "none" in works or "stopped" in works, works
+    assert "attachment_check result=" not in gw.log_text()

@@ -293,12 +293,73 @@ static void test_attach_parts(void **state)
 	util_strlist_free(&ext);
 }
 
+/* qp_chain - an attached message sent quoted-printable, levels deep
+ * (plain ASCII is its own QP), around leaf, padded with pad text lines. */
+static char *qp_chain(int levels, const char *leaf, int pad)
+{
+	struct util_buf b;
+	util_buf_init(&b);
+	util_buf_adds(&b, "From: a@example.org\r\n");
+	for (int i = 0; i < levels; i++)
+		util_buf_adds(&b, "MIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n"
+		                  "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+	util_buf_adds(&b, "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=q\r\n\r\n"
+	                  "--q\r\nContent-Type: text/plain\r\n\r\n");
+	for (int i = 0; i < pad; i++)
+		util_buf_adds(&b, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+	util_buf_printf(&b, "--q\r\n%s\r\n--q--\r\n", leaf);
+	return b.data;
+}
+
+/* test_attach_decode_budget - attached messages decoded in one check sum
+ * to twice the message plus 1 MiB at most (red team 2: 32 quoted-printable levels,
+ * each decoding to nearly its own size, held 68 times the message at
+ * once): a long chain of big ones is blocked, short or small ones are
+ * still judged to the leaf; a set cancel flag stops the walk. */
+static void test_attach_decode_budget(void **state)
+{
+	(void)state;
+	struct util_strlist ext = {0};
+	util_strlist_add(&ext, "exe");
+	struct content_attach_opts o = {.extensions = &ext, .zip = true, .max_zip_entries = 10};
+	static const char leaf[] = "Content-Type: application/octet-stream; name=a.exe\r\n\r\nAAAA";
+	static const struct {
+		int levels, pad;
+		int want;
+		const char *why;
+	} bc[] = {
+	    {2, 20000, 1, "name=a.exe"},          /* two 1.3 MB levels: within 2x + 1 MiB */
+	    {3, 20000, 1, "decoded=over_limit"},  /* a third: past it */
+	    {31, 20000, 1, "decoded=over_limit"}, /* the red team's chain */
+	    {31, 0, 1, "name=a.exe"},             /* small ones: all judged (the floor) */
+	};
+	for (size_t i = 0; i < sizeof(bc) / sizeof(bc[0]); i++) {
+		char *m = qp_chain(bc[i].levels, leaf, bc[i].pad);
+		char why[128];
+		int rc = content_attach_check(m, strlen(m), &o, why, sizeof(why));
+		if (rc != bc[i].want || strcmp(why, bc[i].why) != 0)
+			fail_msg("%d levels, pad %d: %d (%s), want %d (%s)", bc[i].levels, bc[i].pad, rc,
+			         why, bc[i].want, bc[i].why);
+		free(m);
+	}
+	/* the session went away: the check stops, no verdict */
+	atomic_bool cancel = true;
+	o.cancel = &cancel;
+	char *m = qp_chain(2, leaf, 10);
+	char why[128];
+	assert_int_equal(content_attach_check(m, strlen(m), &o, why, sizeof(why)), -1);
+	assert_string_equal(why, "cancelled");
+	free(m);
+	util_strlist_free(&ext);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_attach_cases),
 	    cmocka_unit_test(test_attach_depth),
 	    cmocka_unit_test(test_attach_parts),
+	    cmocka_unit_test(test_attach_decode_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

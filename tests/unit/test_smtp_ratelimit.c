@@ -68,11 +68,15 @@ static void test_net_key(void **state)
 static const struct {
 	const char *key;
 	int64_t window;
+	int64_t by;    /* added; 0 only reads */
 	int64_t count; /* expected count after this hit */
 } hit_steps[] = {
-    {"a", 60, 1}, {"a", 60, 2},   {"b", 60, 1},
-    {"a", 60, 3}, {"A", 60, 1}, /* keys are exact: callers fold case */
-    {"b", 60, 2}, {"c", 3600, 1}, {"c", 3600, 2},
+    {"a", 60, 1, 1}, {"a", 60, 1, 2},   {"b", 60, 1, 1},
+    {"a", 60, 1, 3}, {"A", 60, 1, 1}, /* keys are exact: callers fold case */
+    {"b", 60, 1, 2}, {"c", 3600, 1, 1}, {"c", 3600, 1, 2},
+    /* by 0 reads (messages_per_sender at RCPT): no change, nothing created */
+    {"a", 60, 0, 3}, {"a", 60, 0, 3},   {"z", 60, 0, 0},
+    {"z", 60, 1, 1}, {"a", 60, 2, 5},
 };
 
 /* test_memory_store - counts per key within the window. */
@@ -83,11 +87,15 @@ static void test_memory_store(void **state)
 	assert_string_equal(st->ops->name, "memory");
 	for (size_t i = 0; i < sizeof(hit_steps) / sizeof(hit_steps[0]); i++) {
 		int64_t left = -1;
-		int64_t n = st->ops->hit(st, hit_steps[i].key, hit_steps[i].window, NOW, &left);
+		int64_t n = st->ops->hit(st, hit_steps[i].key, hit_steps[i].window, hit_steps[i].by,
+		                         NOW, &left);
 		if (n != hit_steps[i].count)
 			fail_msg("step %zu key %s: count %lld, expected %lld", i, hit_steps[i].key,
 			         (long long)n, (long long)hit_steps[i].count);
-		assert_true(left > 0 && left <= hit_steps[i].window);
+		if (n == 0)
+			assert_int_equal(left, 0); /* no window yet */
+		else
+			assert_true(left > 0 && left <= hit_steps[i].window);
 	}
 	smtp_rl_store_free(st);
 	smtp_rl_store_free(NULL);
@@ -114,11 +122,11 @@ static void test_full_store_keeps_limits(void **state)
 		for (int i = 0; i < full_cases[c].cold; i++) {
 			char key[64];
 			snprintf(key, sizeof(key), "connections_per_net [2001:db8:%x::]/64", i);
-			if (st->ops->hit(st, key, 3600, NOW, &left) != 1)
+			if (st->ops->hit(st, key, 3600, 1, NOW, &left) != 1)
 				fail_msg("case %zu: cold key %d not counted", c, i);
 			if (i % full_cases[c].every == 0) {
 				int64_t n =
-				    st->ops->hit(st, "connections_per_ip [192.0.2.1]", 3600, NOW, &left);
+				    st->ops->hit(st, "connections_per_ip [192.0.2.1]", 3600, 1, NOW, &left);
 				hits++;
 				if (n != hits)
 					fail_msg("case %zu: hot key counted %lld after %lld hits", c,
@@ -134,11 +142,11 @@ static void test_full_store_keeps_limits(void **state)
 	for (int i = 0; i < 500000; i++) {
 		char key[64];
 		snprintf(key, sizeof(key), "messages_per_sender <%d@x.example>", i);
-		st->ops->hit(st, key, 3600, NOW, &left);
+		st->ops->hit(st, key, 3600, 1, NOW, &left);
 	}
 	for (int64_t want = 1; want <= 3; want++)
 		assert_int_equal(
-		    st->ops->hit(st, "messages_per_sender <new@x.example>", 3600, NOW, &left), want);
+		    st->ops->hit(st, "messages_per_sender <new@x.example>", 3600, 1, NOW, &left), want);
 	smtp_rl_store_free(st);
 }
 
@@ -168,7 +176,7 @@ static void test_window_ends(void **state)
 	struct smtp_rl_store *st = smtp_rl_memory_new(1000);
 	for (size_t i = 0; i < sizeof(window_steps) / sizeof(window_steps[0]); i++) {
 		int64_t left = -1;
-		int64_t n = st->ops->hit(st, window_steps[i].key, 60, NOW + window_steps[i].at, &left);
+		int64_t n = st->ops->hit(st, window_steps[i].key, 60, 1, NOW + window_steps[i].at, &left);
 		if (n != window_steps[i].count || left != window_steps[i].left)
 			fail_msg("step %zu key %s at +%lld: count %lld left %lld, expected %lld and "
 			         "%lld",
