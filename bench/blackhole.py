@@ -371,8 +371,11 @@ def markdown(res):
           f"{len(rs)} rounds; run by run {', '.join(f'{x:.2f}x' for x in rs)}) -> "
           + (f"**{verdict}** (target >= {TARGET:.2f}x)" if pr["base"] == "base"
              else f"{'>=' if pr['median'] >= TARGET else '<'} {TARGET:.2f}x")
+          # (with the slow downstream the pace only says how fast the
+          # client was: no use there)
           + (f"; against each run's own acceptance pace: {pr['pace_median']:.2f}x "
-             f"({', '.join(f'{x:.2f}x' for x in ps)})" if ps else ""))
+             f"({', '.join(f'{x:.2f}x' for x in ps)})"
+             if ps and VARIANTS[pr["base"]][2] != "slow" else ""))
     if res.get("ratio_median") is None:
         w("- the figure (blackhole / base): not measured")
     bmax = [r["blackhole_max_open"] for r in res["runs"] if r["variant"] == "blackhole"]
