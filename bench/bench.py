@@ -94,7 +94,7 @@ def machine(work, mxgate_bin):
         "disk": sh(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS --target {work} | cut -c1-80"),
         "mxgate": sh(f"{mxgate_bin} version") + " @ " + sh(
             f"git -C {HERE.parent} rev-parse --short HEAD") + (
-            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain") else ""),
+            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain -- . ':!bench/results'") else ""),
         "postfix": sh("postconf -d -h mail_version"),
         "opendkim": sh("opendkim -V | head -1"),
         "opendmarc": sh("opendmarc -V | head -1"),

@@ -436,7 +436,7 @@ def main():
         "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"), "cores": os.cpu_count(),
         "mxgate": sh(f"{args.mxgate} version") + " @ " + sh(
             f"git -C {HERE.parent} rev-parse --short HEAD") + (
-            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain") else ""),
+            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain -- . ':!bench/results'") else ""),
         "loadavg_at_start": sh("cat /proc/loadavg"),
     }
     cmd = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
