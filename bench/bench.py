@@ -94,7 +94,7 @@ def machine(work, mxgate_bin):
         "disk": sh(f"findmnt -n -o SOURCE,FSTYPE,OPTIONS --target {work} | cut -c1-80"),
         "mxgate": sh(f"{mxgate_bin} version") + " @ " + sh(
             f"git -C {HERE.parent} rev-parse --short HEAD") + (
-            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain") else ""),
+            " (+ uncommitted changes)" if sh(f"git -C {HERE.parent} status --porcelain -- . ':!bench/results'") else ""),
         "postfix": sh("postconf -d -h mail_version"),
         "opendkim": sh("opendkim -V | head -1"),
         "opendmarc": sh("opendmarc -V | head -1"),
@@ -679,7 +679,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     # the report first (it may fail), then both files at once: an interrupted
     # or failed run never leaves them half-written or out of step
-    md = report.markdown(results)
+    # + the sections blackhole.py and flood.py keep in it, and the index of
+    # the other result files (ab.md, recording.md, ...)
+    md = report.markdown(results) + report.appendix(out, args.name)
     for ext, text in (("json", json.dumps(results, indent=1) + "\n"), ("md", md)):
         (out / f"{args.name}.{ext}.tmp").write_text(text)
     for ext in ("json", "md"):

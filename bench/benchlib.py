@@ -232,9 +232,11 @@ class Group:
 class Sink:
     """smtp-sink on 127.0.0.1; count() = messages completed so far."""
 
-    def __init__(self, work, name="sink", dump=False):
+    def __init__(self, work, name="sink", dump=False, data_delay=0):
         self.work = work
         self.name = name
+        # smtp-sink -w: seconds before the answer to DATA (a slow downstream)
+        self.data_delay = data_delay
         self.dump = work / f"{name}-dump" if dump else None
         self.port = None
         self.proc = None
@@ -251,6 +253,7 @@ class Sink:
         # -m: connections at once; backlog 1024
         self.proc = subprocess.Popen(
             ["/usr/sbin/smtp-sink", "-c", "-m", "2000", "-u", "postfix", *dump,
+             *(["-w", str(self.data_delay)] if self.data_delay else []),
              f"127.0.0.1:{self.port}", "1024"], stdout=self.fh, stderr=subprocess.STDOUT)
         if not wait_port(self.port):
             raise RuntimeError("smtp-sink did not start")
@@ -289,11 +292,119 @@ class Sink:
         self.proc = None
 
 
+# ------------------------------------------------------------ black hole
+
+class BlackHole:
+    """A black-holed downstream: a listener on 127.0.0.1 that accepts every
+    connection and then says nothing - no greeting, never reads, never closes.
+    For a sender this is the harsher black hole: the connection succeeds, so
+    only the greeting timeout ends it (a port that drops SYNs ends at the
+    same connect timeout, without even holding a socket here).  Counts the
+    connections it accepted and the most it held open at once."""
+
+    def __init__(self):
+        self.port = None
+        self.accepted = 0
+        self.max_open = 0
+        self._socks = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = None
+        self._ls = None
+
+    def start(self):
+        import select
+        self._ls = socket.socket()
+        self._ls.bind(("127.0.0.1", 0))
+        self._ls.listen(1024)
+        self.port = self._ls.getsockname()[1]
+
+        def loop():
+            while not self._stop:
+                with self._lock:
+                    socks = list(self._socks)
+                try:
+                    r, _, _ = select.select([self._ls] + socks, [], [], 0.2)
+                except (OSError, ValueError):
+                    continue  # close_all() closed one meanwhile
+                for s in r:
+                    if s is self._ls:
+                        c, _ = self._ls.accept()
+                        with self._lock:
+                            self._socks.append(c)
+                            self.accepted += 1
+                            self.max_open = max(self.max_open, len(self._socks))
+                        continue
+                    # readable: the peer sent something (kept unread) or closed
+                    try:
+                        gone = s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                    except BlockingIOError:
+                        gone = False
+                    except OSError:
+                        gone = True
+                    if gone:
+                        with self._lock:
+                            if s in self._socks:
+                                self._socks.remove(s)
+                        s.close()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def open_now(self):
+        with self._lock:
+            return len(self._socks)
+
+    def reset_counts(self):
+        """Forget the counts (the connections still open stay open)."""
+        with self._lock:
+            self.accepted = 0
+            self.max_open = len(self._socks)
+
+    def close_all(self):
+        """Close every connection held (the listener stays)."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            s.close()
+
+    def stop(self):
+        self._stop = True
+        if self._thread:
+            self._thread.join(5)
+        self.close_all()
+        if self._ls:
+            self._ls.close()
+            self._ls = None
+
+
+# ------------------------------------------------------------ results files
+
+def splice(path, section, begin, end):
+    """Put section (which starts with the line `begin` and ends with `end`)
+    into the Markdown file at path: replace the old one between the same
+    markers, or add it before the index of other result files that
+    bench/report.py puts last, or at the end."""
+    index = "<!-- results index (bench/report.py) -->"  # report.INDEX_MARK
+    text = path.read_text() if path.exists() else "# mxgate benchmark results\n\n"
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end)
+        text = text[:a] + section.rstrip("\n") + text[b:]
+    elif index in text:
+        a = text.index(index)
+        text = text[:a] + section.rstrip("\n") + "\n\n" + text[a:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 # ------------------------------------------------------------ mxgate
 
 class Mxgate:
     def __init__(self, work, name, binary, sink_port, checks, tls=None, fsync=True,
-                 log_level="info", extra_conf=""):
+                 log_level="info", extra_conf="", domains=(RCPT_DOMAIN,)):
         self.dir = work / name
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
@@ -322,7 +433,7 @@ max_connections_per_ip = 15000
 message_size_limit = 35M
 {tls_sec}
 [domains]
-accepted_domains = {RCPT_DOMAIN}
+accepted_domains = {', '.join(domains)}
 
 [queue]
 directory = {self.dir}/queue

@@ -7,6 +7,8 @@
 #
 #   bench/run.sh [bench.py options]       e.g. --runs 1 --sessions 1,50
 #   bench/run.sh --flood-only [--flood-rate N ...]   only the flood (flood.py)
+#   bench/run.sh --blackhole-only [--blackhole-rounds N]   only the black-holed
+#                                          route (blackhole.py)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 if [ "$(id -u)" != 0 ]; then
@@ -14,9 +16,11 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 # Inside the namespace (run.sh runs itself there, see the end): bench.py, then
-# the connection flood, mxgate vs Postfix postscreen (bench/flood.py, issue
-# 17).  --no-flood skips the flood, --flood-only everything else; the
-# --flood-* options are flood.py's alone.
+# the black-holed route (bench/blackhole.py, issue 11), then the connection
+# flood, mxgate vs Postfix postscreen (bench/flood.py, issue 17).
+# --no-blackhole / --no-flood skip one of them, --blackhole-only /
+# --flood-only everything else; the --blackhole-* and --flood-* options are
+# theirs alone.
 if [ "${MXBENCH_INNER:-}" = 1 ]; then
 	bench_py() {
 		skip=
@@ -25,8 +29,10 @@ if [ "${MXBENCH_INNER:-}" = 1 ]; then
 			if [ -n "$skip" ]; then skip=; continue; fi
 			case $a in
 			--flood-rate|--flood-secs|--flood-rounds|--flood-unlisted|\
-			--flood-gateways|--flood-max-rate) skip=1 ;;
-			--no-flood|--flood-*) ;;
+			--flood-gateways|--flood-max-rate|\
+			--blackhole-rounds|--blackhole-slow-rounds|--blackhole-sessions|\
+			--blackhole-msgs|--blackhole-stall) skip=1 ;;
+			--no-flood|--flood-*|--no-blackhole|--blackhole-*) ;;
 			*) set -- "$@" "$a" ;;
 			esac
 		done
@@ -34,10 +40,17 @@ if [ "${MXBENCH_INNER:-}" = 1 ]; then
 	}
 	rc=0
 	case " $* " in
-	*" --flood-only "*) ;;
+	*" --flood-only "*|*" --blackhole-only "*) ;;
 	*) bench_py "$@" || rc=$? ;;
 	esac
-	/usr/bin/python3 "$here/flood.py" "$@" || rc=$?
+	case " $* " in
+	*" --flood-only "*) ;;
+	*) /usr/bin/python3 "$here/blackhole.py" "$@" || rc=$? ;;
+	esac
+	case " $* " in
+	*" --blackhole-only "*) ;;
+	*) /usr/bin/python3 "$here/flood.py" "$@" || rc=$? ;;
+	esac
 	exit $rc
 fi
 export MXBENCH_INNER=1
