@@ -82,6 +82,7 @@ struct config_route {
 	char *mta_sts_ca_file;            /* tls = dane: CAs for MTA-STS; NULL = system */
 	int msgs_per_connection;          /* messages carried by one connection */
 	int connect_timeout;              /* seconds */
+	int greeting_timeout;             /* seconds (RFC 5321 4.5.3.2: 5 min) */
 	int command_timeout;              /* seconds */
 	int data_timeout;                 /* seconds */
 	char *directory;                  /* type = directory: folder for .eml files */

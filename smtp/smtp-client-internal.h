@@ -45,6 +45,7 @@ struct smtp_client_conf {
 	const char *auth_user; /* NULL: no AUTH */
 	const char *auth_password;
 	int connect_timeout; /* seconds */
+	int greeting_timeout;
 	int command_timeout;
 	int data_timeout;
 };

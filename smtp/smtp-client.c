@@ -9,8 +9,9 @@
  * write-side backpressure (never the whole message in memory).
  *
  * Every step waits on one deadline timer: connect_timeout for the connect and
- * TLS handshake, command_timeout per reply, data_timeout while the body
- * drains and for the reply to the final dot (RFC 5321 4.5.3.2).
+ * TLS handshake, greeting_timeout for the 220, command_timeout per reply,
+ * data_timeout while the body drains and for the reply to the final dot
+ * (RFC 5321 4.5.3.2).
  *
  * Ownership: see smtp-client-internal.h.  The client never frees itself
  * inside a callback: smtp_client_free() during a callback only marks it,
@@ -530,7 +531,8 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 			evutil_socket_t fd = bufferevent_getfd(bev);
 			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			c->state = CS_GREETING;
-			smtp_client_conn_arm(c, c->conf.command_timeout);
+			smtp_client_conn_arm(c, c->conf.greeting_timeout > 0 ? c->conf.greeting_timeout
+			                                                     : c->conf.command_timeout);
 		} else if (c->state == CS_HANDSHAKE) {
 			c->tls_active = true;
 			snprintf(c->tls_info, sizeof(c->tls_info), "%s %s%s", SSL_get_version(c->ssl),

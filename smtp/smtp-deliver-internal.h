@@ -95,7 +95,7 @@ struct deliver_pool {
 	int mta_sts_port;      /* tls = dane: MTA-STS policy server port */
 	char *mta_sts_ca_file; /* tls = dane: CAs for MTA-STS, NULL = system */
 	SSL_CTX *sts_ctx;      /* tls = dane: verifying context for MTA-STS enforce (lazy) */
-	int connect_timeout, command_timeout, data_timeout;
+	int connect_timeout, greeting_timeout, command_timeout, data_timeout;
 	SSL_CTX *ssl_ctx;
 	char *auth_user, *auth_password;
 	char *setup_error; /* route unusable (bad CA file, auth_file mode) */

@@ -26,6 +26,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 
 import pytest
 
@@ -491,3 +492,25 @@ def test_5xx_to_mail_bounces_only_at_expiry_with_that_reply(gateway):
         assert f"{qid} to=<a@example.test> status=expired" in log
         assert not re.search(qid + r" to=<a@example.test> .*status=bounced", log)
         wait_for(lambda: not gw.queue_ids(), scaled(10), what="queue drained")
+
+
+def test_silent_host_is_given_up_after_greeting_timeout(gateway):
+    """A host that accepts the connection and never greets is given up after
+    the route's greeting_timeout, not its command_timeout: the slot it
+    holds is freed (bench: a black-holed route starved healthy ones because
+    the greeting wait used the 5 min command_timeout, while the reference
+    said connect_timeout covered it)."""
+    with RawDownstream() as ds:
+        ds.mode = "silent"
+        gw = gateway(relay_extra([f"127.0.0.1:{ds.port}"], tls="none",
+                                 route={"connect_timeout": "2s", "greeting_timeout": "1s",
+                                        "command_timeout": "1h"},
+                                 queue={"retry_schedule": "1h", "max_lifetime": "2h"}))
+        msg, _ = make_message(sender=SENDER)
+        t0 = time.monotonic()
+        qid = gw.send(SENDER, ["a@example.test"], msg)
+        gw.wait_log(qid + r" .*status=deferred", scaled(20))
+        # the 1 s greeting deadline, not the hour of command_timeout (nor the
+        # 8 s the silent server holds the connection)
+        assert time.monotonic() - t0 < scaled(7), time.monotonic() - t0
+        assert qid in gw.queue_ids()
