@@ -107,8 +107,8 @@ static void deliver_route_copy(struct deliver_pool *p, const struct config_route
 	p->dead_after = r->dead_after > 0 ? r->dead_after : 2;
 	p->dead_time = r->dead_time > 0 ? r->dead_time : 60;
 	p->connect_timeout = r->connect_timeout > 0 ? r->connect_timeout : 30;
-	p->greeting_timeout = r->greeting_timeout > 0 ? r->greeting_timeout : 300;
 	p->command_timeout = r->command_timeout > 0 ? r->command_timeout : 300;
+	p->greeting_timeout = r->greeting_timeout > 0 ? r->greeting_timeout : p->command_timeout;
 	p->data_timeout = r->data_timeout > 0 ? r->data_timeout : 600;
 }
 

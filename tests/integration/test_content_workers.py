@@ -140,12 +140,19 @@ def test_results_of_departed_clients_are_dropped(gateway):
     mxtest.assert_reply(first.reply(), 250)
     first.close()
     gw.wait_for_marker(first_marker)
-    gw.wait_log(r"attachment_check note=client_gone")
-    gone = len(re.findall(r"attachment_check note=client_gone", gw.log_text()))
-    delivered = sum(1 for _, m in sessions[1:] if gw.find_in_mailbox(m))
-    # each departed client's job ended one way: dropped, or done before the
-    # hang-up was seen (then queued and delivered once, never twice)
-    assert gone >= 1 and gone + delivered <= len(sessions) - 1, (gone, delivered)
+    def gone():
+        return len(re.findall(r"attachment_check note=client_gone", gw.log_text()))
+
+    def delivered():
+        return sum(1 for _, m in sessions[1:] if gw.find_in_mailbox(m))
+    # each departed client's job ends one way: dropped, or done before the
+    # hang-up was seen (then queued and delivered once, never twice).  Which
+    # one is a race (a loaded machine can finish every job before the loop
+    # reads the EOFs); test_content_attachments.py's call-off test checks
+    # that jobs of departed clients are dropped.
+    mxtest.wait_for(lambda: gone() + delivered() >= len(sessions) - 1, mxtest.scaled(30),
+                    what="every departed client's job dropped or delivered")
+    assert gone() + delivered() == len(sessions) - 1, (gone(), delivered())
     for _, m in sessions:
         assert len(gw.find_in_mailbox(m)) <= 1
     data, marker = message(4096)
