@@ -694,9 +694,10 @@ static const struct config_directive d_route[] = {
      NULL, R, "Messages carried by one connection before QUIT"},
     {"connect_timeout", CONFIG_T_DURATION, RT(connect_timeout), "30s", NULL, 1, 10 * MINUTE, NULL,
      NULL, R, "Time allowed for the TCP connect, and for the TLS handshake after STARTTLS"},
-    {"greeting_timeout", CONFIG_T_DURATION, RT(greeting_timeout), NULL, "command_timeout", 1,
+    {"greeting_timeout", CONFIG_T_DURATION, RT(greeting_timeout), NULL, "command_timeout", 0,
      HOUR, NULL, NULL, R,
-     "Time allowed for the 220 greeting once connected (RFC 5321 4.5.3.2: 5 minutes); a "
+     "Time allowed for the 220 greeting once connected (0 or unset: command_timeout; RFC "
+     "5321 4.5.3.2: 5 minutes); a "
      "downstream you run yourself can be given less, so a host that accepts connections and "
      "never greets holds a delivery slot for less time"},
     {"command_timeout", CONFIG_T_DURATION, RT(command_timeout), "5m", NULL, 1, HOUR, NULL, NULL, R,
